@@ -1,0 +1,36 @@
+# Two commands matter: `make run` and `make test`. Each creates .venv and installs what it needs.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED ?= ../shared
+
+.PHONY: run test validation bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(VENV)/.installed $@
+
+run: $(VENV)/.installed
+	$(BIN)/parasim inspect --model llama-3-70b --gpu h100-sxm --tp 8
+	$(BIN)/parasim train -c examples/train-llama3-70b.yaml
+	$(BIN)/parasim serve -c examples/serve-llama3-8b.yaml --requests-out results/serve-requests.csv --json-out results/serve.json
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -n 2
+
+validation: $(VENV)/.installed
+	$(BIN)/parasim validate $(SHARED)/validation/dev.yaml --markdown docs/VALIDATION.md --extra $(SHARED)/validation/dev-traces.yaml
+
+bench: $(VENV)/.installed
+	for f in benchmarks/*.py; do $(BIN)/python $$f; done
+
+clean:
+	rm -rf $(VENV) results

@@ -1,0 +1,71 @@
+"""The `parasim` command line: one program over every layer.
+
+Errors a user can cause (InputError, click usage errors) become one line on stderr and exit
+code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from parasim import __version__
+from parasim.errors import InputError
+
+app = typer.Typer(
+    name="parasim",
+    help="Simulate and plan LLM training and serving on GPU clusters, on a CPU, in seconds.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"parasim {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """parasim: training and serving simulator and planner for LLMs."""
+
+
+def _register() -> None:
+    from parasim.cli import catalog_cmds, plan_cmd, serve_cmd, train_cmd, validate_cmd
+
+    for module in (catalog_cmds, train_cmd, serve_cmd, plan_cmd, validate_cmd):
+        module.register(app)
+
+
+def fail(message: str) -> None:
+    sys.stderr.write(f"parasim: error: {message}\n")
+    raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    try:
+        app(args=argv, standalone_mode=False, prog_name="parasim")
+    except InputError as e:
+        fail(f"{e.field}: {e.message}")
+    except click.exceptions.Exit as e:
+        raise SystemExit(e.exit_code) from None
+    except click.exceptions.Abort:
+        fail("aborted")
+    except click.exceptions.NoSuchOption as e:
+        fail(f"{e.format_message()} (try --help)")
+    except click.exceptions.UsageError as e:
+        hint = f" [{e.ctx.command_path}]" if e.ctx else ""
+        fail(f"{e.format_message()}{hint} (try --help)")
+    except click.exceptions.ClickException as e:
+        fail(e.format_message())
+
+
+if __name__ == "__main__":
+    main()

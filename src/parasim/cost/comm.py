@@ -1,0 +1,95 @@
+"""Collective communication time: alpha-beta, ring or tree, hierarchical over NVLink and NICs.
+
+A group is `n` ranks of which `per_node` share one scale-up domain (NVLink/NVSwitch, Infinity
+Fabric). Inside a domain a collective runs at the link's achievable bus bandwidth; across domains
+it runs hierarchically (reduce-scatter inside, the cross-node part on 1/per_node of the data over
+every GPU's own NIC in parallel, all-gather inside), which is how NCCL's multi-ring/tree
+algorithms use all NICs of a node. Sizes are the full logical buffer in bytes:
+all-reduce and reduce-scatter take the input size, all-gather the output size, all-to-all the
+bytes each rank sends in total, point-to-point the message.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from parasim.specs.cluster import ClusterSpec
+
+KINDS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p")
+
+
+@dataclass(frozen=True)
+class Group:
+    """n ranks, per_node of them inside any one scale-up domain."""
+
+    n: int
+    per_node: int
+
+    @classmethod
+    def strided(cls, n: int, stride: int, cluster: ClusterSpec) -> Group:
+        """Ranks r, r+stride, r+2*stride, ... (Megatron orders tp fastest, then cp, ep, dp, pp)."""
+        if n <= 1:
+            return cls(1, 1)
+        domain = cluster.domain
+        per_node = max(1, min(n, domain // stride)) if stride < domain else 1
+        return cls(n, per_node)
+
+
+def _ring(kind: str, size: float, n: int, bw: float, alpha: float) -> float:
+    if n <= 1 or size <= 0:
+        return 0.0
+    frac = (n - 1) / n
+    if kind == "all_reduce":
+        return 2 * frac * size / bw + 2 * (n - 1) * alpha
+    if kind in ("all_gather", "reduce_scatter", "all_to_all"):
+        return frac * size / bw + (n - 1) * alpha
+    if kind == "p2p":
+        return size / bw + alpha
+    raise ValueError(kind)
+
+
+def _tree_all_reduce(size: float, n: int, bw: float, alpha: float) -> float:
+    """Double binary tree: full bandwidth in steady state (2S/B), log-depth latency."""
+    if n <= 1 or size <= 0:
+        return 0.0
+    return 2 * size / bw + 2 * math.ceil(math.log2(n)) * alpha
+
+
+def _flat(kind: str, size: float, n: int, bw: float, alpha: float, algorithm: str) -> float:
+    ring = _ring(kind, size, n, bw, alpha)
+    if kind != "all_reduce" or algorithm == "ring":
+        return ring
+    tree = _tree_all_reduce(size, n, bw, alpha)
+    return tree if algorithm == "tree" else min(ring, tree)
+
+
+def collective_time_s(kind: str, size_bytes: float, group: Group, cluster: ClusterSpec,
+                      *, algorithm: str = "auto") -> float:
+    """Time of one collective; `algorithm` is ring, tree, or auto (the faster, as NCCL tunes)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown collective {kind}")
+    n = group.n
+    if n <= 1 or size_bytes <= 0:
+        return 0.0
+    eff = cluster.accelerator.efficiency
+    nv_bw = cluster.accelerator.link_bw_bytes_per_s * eff.nvlink_busbw
+    nic_bw = cluster.nic_bw_bytes_per_s_per_gpu * eff.network_busbw
+    g = min(group.per_node, n)
+    if kind == "p2p":
+        return _ring("p2p", size_bytes, 2, nv_bw if g > 1 else nic_bw,
+                     eff.nvlink_latency_s if g > 1 else eff.network_latency_s)
+    if g >= n:
+        return _flat(kind, size_bytes, n, nv_bw, eff.nvlink_latency_s, algorithm)
+    m = -(-n // g)  # domains spanned
+    a_in, a_out = eff.nvlink_latency_s, eff.network_latency_s
+    if kind == "all_to_all":
+        # each rank sends (n-1)/n of its data; the share leaving the domain crosses a NIC.
+        inside = _ring("all_to_all", size_bytes * g / n, g, nv_bw, a_in) if g > 1 else 0.0
+        outside = size_bytes * (n - g) / n / nic_bw + (m - 1) * a_out
+        return max(inside, outside)
+    if kind == "all_reduce":
+        inner = 2 * _ring("reduce_scatter", size_bytes, g, nv_bw, a_in)
+        return inner + _flat("all_reduce", size_bytes / g, m, nic_bw, a_out, algorithm)
+    # all_gather / reduce_scatter: intra part on full size, inter part on 1/g of it
+    return _ring(kind, size_bytes, g, nv_bw, a_in) + _ring(kind, size_bytes / g, m, nic_bw, a_out)

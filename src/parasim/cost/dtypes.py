@@ -1,0 +1,31 @@
+"""Bytes per element for every precision parasim knows."""
+
+from __future__ import annotations
+
+from parasim.errors import InputError
+
+BYTES_PER_ELEMENT: dict[str, float] = {
+    "fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5, "fp4": 0.5,
+}
+TRAINING_PRECISIONS = ("bf16", "fp16", "fp8")
+WEIGHT_PRECISIONS = ("bf16", "fp16", "fp8", "int8", "int4", "fp4")
+KV_PRECISIONS = ("bf16", "fp16", "fp8", "int8", "int4", "fp4")
+
+
+def dtype_bytes(dtype: str, *, field: str = "dtype") -> float:
+    try:
+        return BYTES_PER_ELEMENT[dtype]
+    except KeyError:
+        raise InputError(field, f"unknown precision '{dtype}'; allowed: {', '.join(BYTES_PER_ELEMENT)}") from None
+
+
+def check_choice(field: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise InputError(field, f"'{value}' is not allowed; choose one of {', '.join(allowed)}")
+    return value
+
+
+def compute_dtype(weight_dtype: str) -> str:
+    """The dtype a GEMM runs in for given weights: W8A8 fp8/int8 use their unit; 4-bit weights
+    use the fp4 unit where the hardware has one (AcceleratorSpec.peak falls back otherwise)."""
+    return {"fp16": "fp16", "bf16": "bf16"}.get(weight_dtype, weight_dtype)

@@ -1,0 +1,247 @@
+"""Every operator of one transformer layer on one GPU, for any token batch and sharding.
+
+A batch is described by aggregates that keep attention exact per sequence without looping over
+sequences in the hot path:
+
+* `tokens`        — all tokens in the pass (prefill chunk tokens + one per decoding sequence);
+* `prefill_pairs` — sum over prefill chunks of the causal query-key pairs, c*p + c*(c+1)/2 for a
+                    chunk of c tokens after p cached ones (quadratic in each sequence's own length);
+* `prefill_kv_tokens` — sum over prefill chunks of p (cached context the chunk reads);
+* `decode_seqs`, `decode_ctx` — decoding sequences and the sum of their context lengths (each
+                    decode query reads its own whole KV context).
+
+GEMMs depend only on `tokens`, so their cost is cached per token count; attention terms are
+linear in the aggregates. Backward costs follow the usual ratios: GEMM backward is two GEMMs of
+the forward's size (data and weight gradients); fused attention backward does 2.5x the forward's
+matmul FLOPs (five matmuls instead of two).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from parasim.cost.comm import Group, collective_time_s
+from parasim.cost.dtypes import compute_dtype, dtype_bytes
+from parasim.cost.roofline import attention_time_s, gemm_time_s, memory_time_s
+from parasim.errors import InputError
+from parasim.specs.cluster import ClusterSpec
+from parasim.specs.model import ModelSpec
+
+ATTN_BWD_FLOPS_RATIO = 2.5
+GEMM_BWD_RATIO = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sharding:
+    """How one layer is split: TP (with optional sequence parallel), EP, CP."""
+
+    tp: int = 1
+    ep: int = 1
+    cp: int = 1
+    sp: bool = False
+    # how many ranks' token batches meet in the EP all-to-all (training: ep; serving: 1,
+    # since the ranks of one replica share its batch)
+    moe_token_sets: int = 1
+
+
+def check_sharding(model: ModelSpec, s: Sharding) -> None:
+    """One validator for every degree, naming the degree and the dimension it must divide."""
+    for name, v in (("tp", s.tp), ("ep", s.ep), ("cp", s.cp)):
+        if v < 1:
+            raise InputError(name, f"must be >= 1, got {v}")
+    if model.heads % s.tp:
+        raise InputError("tp", f"tp={s.tp} does not divide the {model.heads} attention heads of {model.name}")
+    if s.tp > model.kv_heads and s.tp % model.kv_heads:
+        raise InputError("tp", f"tp={s.tp} is neither a divisor nor a multiple of kv_heads={model.kv_heads}")
+    if s.ep > 1 and not model.is_moe:
+        raise InputError("ep", f"ep={s.ep} needs a mixture-of-experts model; {model.name} is dense")
+    if model.is_moe and model.experts % s.ep:
+        raise InputError("ep", f"ep={s.ep} does not divide the {model.experts} experts of {model.name}")
+
+
+class LayerCost:
+    """Cost of one layer's operators on one GPU, precomputed for a model, cluster and sharding."""
+
+    def __init__(self, model: ModelSpec, cluster: ClusterSpec, sharding: Sharding, *,
+                 weight_dtype: str = "bf16", act_dtype: str = "bf16", kv_dtype: str = "bf16",
+                 tp_group: Group | None = None, ep_group: Group | None = None) -> None:
+        check_sharding(model, sharding)
+        self.model, self.cluster, self.s = model, cluster, sharding
+        self.acc = cluster.accelerator
+        self.wb = dtype_bytes(weight_dtype, field="weights")
+        self.ab = dtype_bytes(act_dtype, field="precision")
+        self.kvb = dtype_bytes(kv_dtype, field="kv_cache")
+        self.cdt = compute_dtype(weight_dtype)
+        self.adt = act_dtype
+        tp, m = sharding.tp, model
+        self.tp_group = tp_group or Group.strided(tp, 1, cluster)
+        self.ep_group = ep_group or Group.strided(sharding.ep, tp, cluster)
+        self.heads = m.heads // tp
+        self.kv_heads = max(1, m.kv_heads // tp)
+        self.etp = tp if sharding.ep == 1 else 1  # expert weights split by TP unless EP distributes them
+        self.local_experts = m.experts // sharding.ep if m.is_moe else 0
+        # cached bytes per token for this layer on this GPU (MLA's latent is replicated over TP)
+        self.kv_bytes_per_token = (m.kv_values_per_token_per_layer if m.mla
+                                   else 2 * self.kv_heads * m.head_dim) * self.kvb
+        if m.mla:
+            # absorbed MLA decode: scores against the 576-wide latent, values from the 512-wide one
+            self.decode_flops_per_ctx = 2 * self.heads * (2 * m.mla.kv_lora_rank + m.mla.qk_rope_head_dim)
+        else:
+            self.decode_flops_per_ctx = 2 * self.heads * (m.qk_head_dim + m.v_head_dim)
+        self.prefill_flops_per_pair = 2 * self.heads * (m.qk_head_dim + m.v_head_dim)
+        self.qkvo_act_per_token = (2 * self.heads * m.qk_head_dim + 2 * self.kv_heads * m.head_dim
+                                   + self.heads * m.v_head_dim) * self.ab
+        self._gemm_cache = lru_cache(maxsize=4096)(self._gemms_and_norms)
+
+    # --- GEMMs and bandwidth-bound elementwise work: a function of the token count only ---------
+    def _attn_gemms(self, t: float) -> float:
+        m, acc, tp = self.model, self.acc, self.s.tp
+        g = lambda mm, k, n, c=1.0: gemm_time_s(mm, k, n, acc, compute_dtype=self.cdt,  # noqa: E731
+                                                weight_bytes=self.wb, act_bytes=self.ab, count=c)
+        if m.mla:
+            ml = m.mla
+            qk = ml.qk_nope_head_dim + ml.qk_rope_head_dim
+            q = (g(t, m.hidden, ml.q_lora_rank) + g(t, ml.q_lora_rank, self.heads * qk)) if ml.q_lora_rank \
+                else g(t, m.hidden, self.heads * qk)
+            kv = g(t, m.hidden, ml.kv_lora_rank + ml.qk_rope_head_dim) + \
+                g(t, ml.kv_lora_rank, self.heads * (ml.qk_nope_head_dim + ml.v_head_dim))
+            return q + kv + g(t, self.heads * ml.v_head_dim, m.hidden)
+        qkv = g(t, m.hidden, self.heads * m.head_dim + 2 * self.kv_heads * m.head_dim)
+        return qkv + g(t, m.q_dim // tp, m.hidden)
+
+    def _mlp_gemms(self, t: float, width: int, split: int) -> float:
+        m = self.model
+        up = (m.mlp_matrices - 1) * width // split
+        return (gemm_time_s(t, m.hidden, up, self.acc, compute_dtype=self.cdt, weight_bytes=self.wb, act_bytes=self.ab)
+                + gemm_time_s(t, width // split, m.hidden, self.acc, compute_dtype=self.cdt,
+                              weight_bytes=self.wb, act_bytes=self.ab))
+
+    def _moe_gemms(self, t: float) -> float:
+        m, s = self.model, self.s
+        routed_tokens = t * s.moe_token_sets * m.experts_per_token  # token-expert pairs in the EP group
+        touched = m.experts * (1.0 - (1.0 - m.experts_per_token / m.experts) ** (t * s.moe_token_sets))
+        local_touched = max(touched / s.ep, 1e-9)
+        per_expert = routed_tokens / s.ep / local_touched
+        up = (m.mlp_matrices - 1) * m.moe_ffn_hidden // self.etp
+        down_k = m.moe_ffn_hidden // self.etp
+        kw = dict(compute_dtype=self.cdt, weight_bytes=self.wb, act_bytes=self.ab, count=local_touched)
+        routed = gemm_time_s(per_expert, m.hidden, up, self.acc, **kw) + gemm_time_s(per_expert, down_k, m.hidden, self.acc, **kw)
+        router = gemm_time_s(t, m.hidden, m.experts, self.acc, compute_dtype="bf16", weight_bytes=self.ab, act_bytes=self.ab)
+        shared = self._mlp_gemms(t, m.shared_experts * m.moe_ffn_hidden, self.s.tp) if m.shared_experts else 0.0
+        return routed + router + shared
+
+    def _elementwise(self, t: float, moe: bool) -> float:
+        """Norms, residual adds, activation function, rotary: read + write, bandwidth-bound."""
+        m, ab = self.model, self.ab
+        norm_t = t / self.s.tp if self.s.sp else t
+        width = (m.moe_ffn_hidden * m.experts_per_token // self.etp) if moe else m.ffn_hidden // self.s.tp
+        act = (m.mlp_matrices * width) * t * ab  # read gate/up, write product (or fc1 in/out)
+        norms = 2 * 2 * norm_t * m.hidden * ab + 2 * 3 * norm_t * m.hidden * ab
+        rope = 2 * t * (self.heads * m.qk_head_dim + self.kv_heads * m.head_dim) * ab
+        return memory_time_s(act + norms + rope, self.acc, kernels=6)
+
+    def _gemms_and_norms(self, t: float, moe: bool) -> tuple[float, float, float]:
+        attn = self._attn_gemms(t)
+        mlp = self._moe_gemms(t) if moe else self._mlp_gemms(t, self.model.ffn_hidden, self.s.tp)
+        return attn, mlp, self._elementwise(t, moe)
+
+    # --- attention core -----------------------------------------------------------------------
+    def attention_s(self, tokens: float, prefill_pairs: float, prefill_kv_tokens: float,
+                    decode_seqs: float, decode_ctx: float) -> tuple[float, float]:
+        """(prefill attention, decode attention) seconds for this layer on this GPU."""
+        pre = 0.0
+        if prefill_pairs > 0:
+            prefill_tokens = tokens - decode_seqs
+            flops = self.prefill_flops_per_pair * prefill_pairs
+            bytes_ = prefill_tokens * self.qkvo_act_per_token + prefill_kv_tokens * self.kv_bytes_per_token
+            pre = attention_time_s(flops, bytes_, self.acc, dtype=self.adt)
+        dec = 0.0
+        if decode_seqs > 0:
+            flops = self.decode_flops_per_ctx * decode_ctx
+            bytes_ = decode_ctx * self.kv_bytes_per_token + decode_seqs * self.qkvo_act_per_token
+            dec = attention_time_s(flops, bytes_, self.acc, dtype=self.adt)
+        return pre, dec
+
+    # --- communication inside the layer ----------------------------------------------------------
+    def tp_comm_s(self, tokens: float) -> float:
+        """Two all-reduces (or reduce-scatter + all-gather pairs with SP) of the layer output."""
+        if self.s.tp <= 1 or tokens <= 0:
+            return 0.0
+        size = tokens * self.model.hidden * self.ab
+        if self.s.sp:
+            return 2 * (collective_time_s("reduce_scatter", size, self.tp_group, self.cluster)
+                        + collective_time_s("all_gather", size, self.tp_group, self.cluster))
+        return 2 * collective_time_s("all_reduce", size, self.tp_group, self.cluster)
+
+    def ep_comm_s(self, tokens: float) -> float:
+        """Dispatch and combine all-to-alls of an MoE layer."""
+        if self.s.ep <= 1 or tokens <= 0 or not self.model.is_moe:
+            return 0.0
+        size = tokens * self.model.experts_per_token * self.model.hidden * self.ab
+        return 2 * collective_time_s("all_to_all", size, self.ep_group, self.cluster)
+
+    def cp_comm_s(self, tokens: float) -> float:
+        """Ring attention: each rank passes its K/V chunk around the CP ring (cp-1 hops)."""
+        if self.s.cp <= 1:
+            return 0.0
+        size = tokens * 2 * self.kv_heads * self.model.head_dim * self.ab
+        return (self.s.cp - 1) * collective_time_s("p2p", size, Group.strided(self.s.cp, self.s.tp, self.cluster),
+                                                   self.cluster)
+
+    # --- whole layer ----------------------------------------------------------------------------
+    def forward(self, tokens: float, prefill_pairs: float = 0.0, prefill_kv_tokens: float = 0.0,
+                decode_seqs: float = 0.0, decode_ctx: float = 0.0, *, moe: bool | None = None) -> dict[str, float]:
+        """Named breakdown (seconds) of one forward pass of this layer; `total` = compute + comm."""
+        moe = self.model.is_moe if moe is None else moe
+        attn_g, mlp_g, elem = self._gemm_cache(float(tokens), moe)
+        pre, dec = self.attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
+        tp = self.tp_comm_s(tokens)
+        ep = self.ep_comm_s(tokens) if moe else 0.0
+        out = {"attn_gemms": attn_g, "attn_prefill": pre, "attn_decode": dec,
+               ("moe" if moe else "mlp"): mlp_g, "elementwise": elem, "tp_comm": tp, "ep_comm": ep}
+        out["compute"] = attn_g + pre + dec + mlp_g + elem
+        out["comm"] = tp + ep
+        out["total"] = out["compute"] + out["comm"]
+        return out
+
+    def forward_total_s(self, tokens: float, prefill_pairs: float, prefill_kv_tokens: float,
+                        decode_seqs: float, decode_ctx: float, moe: bool) -> float:
+        """The hot-path version of forward(): the same arithmetic, one float out."""
+        attn_g, mlp_g, elem = self._gemm_cache(float(tokens), moe)
+        pre, dec = self.attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
+        comm = self.tp_comm_s(tokens) + (self.ep_comm_s(tokens) if moe else 0.0)
+        return attn_g + mlp_g + elem + pre + dec + comm
+
+    def backward(self, fwd: dict[str, float]) -> dict[str, float]:
+        """Backward of a forward breakdown: dgrad + wgrad GEMMs, 2.5x attention, 2x elementwise."""
+        gemm = GEMM_BWD_RATIO * (fwd["attn_gemms"] + fwd.get("mlp", 0.0) + fwd.get("moe", 0.0))
+        attn = ATTN_BWD_FLOPS_RATIO * (fwd["attn_prefill"] + fwd["attn_decode"])
+        elem = 2.0 * fwd["elementwise"]
+        out = {"gemms": gemm, "attention": attn, "elementwise": elem, "tp_comm": fwd["tp_comm"],
+               "ep_comm": fwd["ep_comm"]}
+        out["compute"] = gemm + attn + elem
+        out["comm"] = fwd["tp_comm"] + fwd["ep_comm"]
+        out["total"] = out["compute"] + out["comm"]
+        return out
+
+
+class EdgeCost:
+    """Embedding lookup (first stage) and LM head + softmax (last stage), vocab-parallel over TP."""
+
+    def __init__(self, layer: LayerCost) -> None:
+        self.l = layer
+
+    def embedding_s(self, tokens: float) -> float:
+        m, ab = self.l.model, self.l.ab
+        return memory_time_s(2 * tokens * m.hidden * ab, self.l.acc) if tokens > 0 else 0.0
+
+    def lm_head_s(self, logit_tokens: float) -> float:
+        if logit_tokens <= 0:
+            return 0.0
+        m, l = self.l.model, self.l
+        vocab = -(-m.vocab // l.s.tp)
+        gemm = gemm_time_s(logit_tokens, m.hidden, vocab, l.acc, compute_dtype=l.cdt, weight_bytes=l.wb,
+                           act_bytes=l.ab)
+        softmax = memory_time_s(2 * logit_tokens * vocab * 4, l.acc)  # fp32 logits read + write
+        return gemm + softmax

@@ -1,0 +1,149 @@
+"""Memory per GPU: weights, gradients, optimizer state, activations, KV cache, workspace.
+
+Activations follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
+Transformer Models"), term by term, so that for a GPT layer (MHA, GELU MLP of 4h, dropout) the
+result is exactly their sbh(34 + 5as/h) bytes (16-bit activations), with TP/SP/recompute variants:
+
+    no parallelism        sbh (34 + 5 a s / h)
+    tensor parallel t     sbh (10 + 24/t + 5 a s / (h t))
+    TP + sequence par.    sbh/t (34 + 5 a s / h)
+    selective recompute   drops the 5as/h term (FlashAttention stores no s x s matrix either)
+    full recompute        2 sbh (only the layer input), /t with SP
+
+The same terms generalise to GQA (K/V are 2*kv_heads*head_dim wide), SwiGLU (gate, up and their
+product are stored: 6*ffn/h instead of GELU's 4*ffn/h) and MoE (each token's top-k expert
+activations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from parasim.specs.model import ModelSpec
+
+GIB = 1024**3
+RECOMPUTE = ("none", "selective", "full")
+
+
+def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1, sp: bool = False,
+                               cp: int = 1, recompute: str = "none", flash: bool = True,
+                               act_bytes: float = 2.0) -> float:
+    """Bytes one layer keeps for backward for one micro-batch on one GPU."""
+    s = seq / cp
+    b, h = micro_batch, model.hidden
+    sbh = s * b * h
+    scale = act_bytes / 2.0  # the formulas count 16-bit activations (2 bytes) and 1-byte masks
+    if recompute == "full":
+        return 2 * sbh * scale / (tp if sp else 1)
+    drop = 1 if model.dropout else 0
+    q = model.q_dim / h
+    kv = 2 * model.kv_heads * model.head_dim / h
+    # replicated over TP unless SP: two norm inputs (4), QKV and MLP inputs (2 + 2), dropout masks
+    replicated = 4 + 2 + 2 + 2 * drop
+    if model.parallel_attn:
+        replicated -= 2 + drop  # one norm feeds both branches
+    # split over TP: Q, K, V, attention output (input of the output projection), attention dropout
+    attn = 2 * q + 2 * kv + 2 * (model.heads * model.v_head_dim / h)
+    if model.is_moe:
+        width = model.moe_ffn_hidden * (model.experts_per_token + model.shared_experts)
+    else:
+        width = model.ffn_hidden
+    mlp = (6 if model.gated_mlp else 4) * width / h
+    split = attn + mlp
+    score = 0.0
+    if not flash and recompute == "none":
+        # softmax output (2 bytes), plus dropout mask (1) and dropout output (2) when dropout is on
+        score = (5 if drop else 2) * model.heads * s / h
+    per_token = (replicated + split + score) / tp if sp else replicated + (split + score) / tp
+    return sbh * per_token * scale
+
+
+def embedding_activation_bytes(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1, sp: bool = False,
+                               cp: int = 1) -> float:
+    """First stage: embedding output (+ dropout mask) kept for backward."""
+    sbh = seq / cp * micro_batch * model.hidden
+    return sbh * (2 + (1 if model.dropout else 0)) / (tp if sp else 1)
+
+
+def logits_activation_bytes(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1, cp: int = 1) -> float:
+    """Last stage: final norm input and fp32 logits for the cross-entropy backward (vocab-parallel)."""
+    sb = seq / cp * micro_batch
+    return sb * (2 * model.hidden + 4 * model.vocab / tp)
+
+
+@dataclass(frozen=True)
+class StaticMemory:
+    """Per-GPU model state in bytes."""
+
+    weights: float
+    gradients: float
+    optimizer: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer
+
+
+def training_state_bytes(params: float, *, dp: int, zero: int, weight_bytes: float = 2.0,
+                         grad_bytes: float = 4.0, optimizer_bytes: float = 12.0) -> StaticMemory:
+    """Mixed-precision Adam state of `params` parameters held by one GPU before ZeRO sharding.
+
+    Megatron defaults: 16-bit weights, fp32 main gradients, fp32 master weights + two Adam moments
+    (12 bytes). ZeRO-1 (Megatron's distributed optimizer) shards the optimizer over DP; ZeRO-2
+    also the gradients; ZeRO-3 / FSDP also the weights. This reproduces Megatron's
+    theoretical-memory rule of 18 bytes/param, or 6 + 12/dp with the distributed optimizer.
+    """
+    dp = max(dp, 1)
+    w = weight_bytes * params / (dp if zero >= 3 else 1)
+    g = grad_bytes * params / (dp if zero >= 2 else 1)
+    o = optimizer_bytes * params / (dp if zero >= 1 else 1)
+    return StaticMemory(weights=w, gradients=g, optimizer=o)
+
+
+def kv_cache_bytes_per_token(model: ModelSpec, kv_bytes: float = 2.0) -> float:
+    """Whole model, one token (before sharding): layers x cached values x bytes."""
+    return model.layers * model.kv_values_per_token_per_layer * kv_bytes
+
+
+def kv_cache_bytes_per_token_per_gpu(model: ModelSpec, *, tp: int, pp: int, kv_bytes: float = 2.0) -> float:
+    """KV heads split over TP (replicated when TP exceeds them; MLA's latent is replicated),
+    layers split over PP (the most-loaded stage)."""
+    layers = -(-model.layers // pp)
+    if model.mla:
+        per_layer = model.kv_values_per_token_per_layer
+    else:
+        per_layer = 2 * max(1, model.kv_heads // tp) * model.head_dim
+    return layers * per_layer * kv_bytes
+
+
+def weight_params_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, ep: int = 1, stage: int | None = None) -> float:
+    """Parameters held by one GPU of the given stage (default: the most loaded one).
+
+    Attention and dense MLP split by TP; routed experts split over EP (each expert also by TP
+    when EP is 1); embedding on the first stage and LM head on the last, vocab-parallel over TP.
+    Layers are split as evenly as possible, remainder on the earliest stages.
+    """
+    from parasim.cost.partition import stage_layers
+
+    counts = stage_layers(model.layers, pp)
+    etp = tp if ep == 1 else 1
+    dense_layer = (model.attn_params + model.dense_mlp_params) / tp + model.norm_params_per_layer
+    moe_layer = (model.attn_params / tp + model.norm_params_per_layer + model.router_params
+                 + model.shared_experts * model.expert_params / tp
+                 + model.experts / ep * model.expert_params / etp)
+
+    def stage_params(i: int) -> float:
+        start = sum(counts[:i])
+        layers = range(start, start + counts[i])
+        p = sum(moe_layer if (model.is_moe and li >= model.dense_layers) else dense_layer for li in layers)
+        if i == 0:
+            p += model.embedding_params / tp
+        if i == pp - 1:
+            p += (model.lm_head_params if not model.tied_embeddings or pp > 1 else 0) / tp + model.hidden
+            if model.tied_embeddings and pp > 1:
+                p += model.embedding_params / tp  # the last stage keeps its own copy of the tied matrix
+        return p
+
+    if stage is not None:
+        return stage_params(stage)
+    return max(stage_params(i) for i in range(pp))

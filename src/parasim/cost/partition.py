@@ -1,0 +1,18 @@
+"""How layers are split into pipeline stages.
+
+Layers are spread as evenly as possible; when they do not divide, the extra layers go to the
+middle stages, because the first stage also runs the embedding and the last the LM head (the
+uneven split the Llama 3 paper describes for 126 layers on 16 stages).
+"""
+
+from __future__ import annotations
+
+
+def stage_layers(layers: int, pp: int) -> list[int]:
+    base, rem = divmod(layers, pp)
+    counts = [base] * pp
+    if rem:
+        order = sorted(range(pp), key=lambda i: (i in (0, pp - 1), abs(i - (pp - 1) / 2)))
+        for i in order[:rem]:
+            counts[i] += 1
+    return counts

@@ -1,0 +1,53 @@
+"""Roofline time of one kernel: max(compute, memory) with shape-dependent achievable efficiency.
+
+    time = max(flops / (peak * eff_compute(shape)), bytes / (hbm_bw * eff_mem)) + kernel overhead
+
+GEMM efficiency depends on M (tokens): an output tile is `gemm_tile_m` rows tall, so a GEMM with
+M rows keeps only M / (ceil(M / tile) * tile) of each tile busy (wave/tile quantisation); for small M
+the memory term (reading the weights) dominates anyway, which is why decode is bandwidth-bound.
+"""
+
+from __future__ import annotations
+
+from parasim.specs.accelerator import AcceleratorSpec
+
+
+def tile_fill(m: float, tile_m: int) -> float:
+    """Fraction of the M-tiles a GEMM with m rows actually fills (1.0 for multiples of the tile)."""
+    if m <= 0:
+        return 1.0
+    tiles = -(-m // tile_m)
+    return m / (tiles * tile_m)
+
+
+def gemm_time_s(m: float, k: float, n: float, acc: AcceleratorSpec, *, compute_dtype: str,
+                weight_bytes: float, act_bytes: float, count: float = 1.0) -> float:
+    """`count` identical (m x k) @ (k x n) GEMMs whose weights are `weight_bytes` per element."""
+    if m <= 0 or count <= 0:
+        return 0.0
+    eff = acc.gemm_efficiency(compute_dtype) * tile_fill(m, acc.efficiency.gemm_tile_m)
+    flops = 2.0 * m * k * n * count
+    mem = (k * n * weight_bytes + m * (k + n) * act_bytes) * count
+    t = max(flops / (acc.peak(compute_dtype) * eff), mem / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory))
+    return t + acc.efficiency.kernel_overhead_s
+
+
+def memory_time_s(bytes_moved: float, acc: AcceleratorSpec, *, kernels: int = 1) -> float:
+    """A bandwidth-bound kernel (norms, elementwise, decode attention reading the KV cache)."""
+    if bytes_moved <= 0:
+        return 0.0
+    return bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory) + kernels * acc.efficiency.kernel_overhead_s
+
+
+def attention_time_s(flops: float, bytes_moved: float, acc: AcceleratorSpec, *, dtype: str) -> float:
+    """Fused attention: compute at the catalogued flash-attention efficiency, or memory-bound.
+
+    Attention runs in 16-bit even in FP8 training (Transformer Engine keeps softmax(QK)V in bf16),
+    so fp8 is mapped to bf16 here.
+    """
+    if flops <= 0 and bytes_moved <= 0:
+        return 0.0
+    dt = "bf16" if dtype in ("fp8", "int8", "int4", "fp4") else dtype
+    t = max(flops / (acc.peak(dt) * acc.efficiency.attention),
+            bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory))
+    return t + acc.efficiency.kernel_overhead_s

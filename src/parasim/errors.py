@@ -1,0 +1,28 @@
+"""One error type for everything a user can get wrong.
+
+The CLI turns it into one line on stderr and exit code 2; nothing else is caught there, so a
+bug still shows its traceback while a bad flag or file never does.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class InputError(ValueError):
+    """Bad user input: names the field and says what is allowed."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+def unknown_name(field: str, name: str, known: Iterable[str]) -> InputError:
+    """An unknown catalog name, with the close matches ("did you mean") and where to list all."""
+    known = sorted(known)
+    close = difflib.get_close_matches(str(name).lower(), known, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return InputError(field, f"unknown {field} '{name}'{hint} (known: {len(known)} entries; "
+                             f"list them with `parasim {'models' if field == 'model' else 'gpus'}`)")

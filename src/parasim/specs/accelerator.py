@@ -1,0 +1,84 @@
+"""What an accelerator can do: dense peaks per dtype, memory, links, power, price, efficiencies.
+
+Peaks are the vendor's *dense* figures (never the 2:4 sparse ones); link bandwidth is one-way per
+GPU. The efficiency constants are what the roofline multiplies peaks by; each carries its source
+(a published measurement, or a stated assumption) in the catalog entry's `sources` map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Efficiency:
+    """Achievable fractions of peak; physically meaningful, catalogued with sources."""
+
+    gemm: float = 0.80  # large, well-shaped GEMM / dense peak
+    gemm_fp8: float | None = None  # large FP8 GEMM / FP8 peak, when measured separately
+    gemm_tile_m: int = 128  # tokens per output tile: small-M GEMMs waste the rest of the tile
+    attention: float = 0.65  # fused (flash) attention forward / dense peak
+    memory: float = 0.85  # streaming HBM bandwidth / peak
+    nvlink_busbw: float = 0.77  # NCCL bus bandwidth / one-way link peak inside a node
+    network_busbw: float = 0.80  # across nodes, bus bandwidth / NIC line rate
+    nvlink_latency_s: float = 8e-6  # alpha per collective step inside a node
+    network_latency_s: float = 15e-6  # alpha per collective step across nodes
+    kernel_overhead_s: float = 4e-6  # launch + tail per kernel, added per operator
+
+
+@dataclass(frozen=True, kw_only=True)
+class AcceleratorSpec:
+    id: str
+    name: str
+    vendor: str
+    peak_flops_per_s: dict[str, float]  # dtype -> dense peak (FLOP/s or OP/s); missing = no unit
+    hbm_bytes: float
+    hbm_bw_bytes_per_s: float
+    link_bw_bytes_per_s: float  # intra-node scale-up, one way, per GPU
+    tdp_w: float
+    idle_w: float
+    price_usd_per_hour: float  # assumption, user-editable
+    efficiency: Efficiency = field(default_factory=Efficiency)
+    form_factor: str = ""
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def with_(self, **changes) -> AcceleratorSpec:
+        return replace(self, **changes)
+
+    def peak(self, dtype: str) -> float:
+        """Dense peak for a compute dtype; falls back to the widest unit that can run it.
+
+        int4/fp4 weights without a native unit are dequantised and run at bf16/fp16 rate;
+        fp8 without a unit runs at bf16 rate (weight-only quantisation).
+        """
+        p = self.peak_flops_per_s
+        if dtype in p and p[dtype]:
+            return p[dtype]
+        for fallback in {"fp4": ("fp8", "bf16", "fp16"), "int4": ("int8", "bf16", "fp16"),
+                         "fp8": ("bf16", "fp16"), "int8": ("bf16", "fp16"), "bf16": ("fp16",),
+                         "fp16": ("bf16",)}.get(dtype, ("bf16", "fp16")):
+            if p.get(fallback):
+                return p[fallback]
+        raise KeyError(dtype)
+
+    def has_unit(self, dtype: str) -> bool:
+        return bool(self.peak_flops_per_s.get(dtype))
+
+    def gemm_efficiency(self, dtype: str) -> float:
+        if dtype in ("fp8", "fp4", "int8", "int4") and self.efficiency.gemm_fp8 and self.has_unit(dtype):
+            return self.efficiency.gemm_fp8
+        return self.efficiency.gemm
+
+    def summary(self) -> dict:
+        p = self.peak_flops_per_s
+        tf = lambda k: (round(p[k] / 1e12, 2) if p.get(k) else None)  # noqa: E731
+        return {"id": self.id, "name": self.name, "vendor": self.vendor,
+                "bf16_tflops": tf("bf16") or tf("fp16"), "fp16_tflops": tf("fp16"),
+                "fp8_tflops": tf("fp8"), "int8_tops": tf("int8"), "fp4_tflops": tf("fp4"),
+                "hbm_gb": round(self.hbm_bytes / 1e9, 1), "hbm_tb_s": round(self.hbm_bw_bytes_per_s / 1e12, 3),
+                "link_gb_s_one_way": round(self.link_bw_bytes_per_s / 1e9, 1), "tdp_w": self.tdp_w,
+                "idle_w": self.idle_w, "price_usd_per_hour": self.price_usd_per_hour,
+                "efficiency": dict(self.efficiency.__dict__),
+                "source": "; ".join(f"{k}: {v}" for k, v in self.sources.items())}

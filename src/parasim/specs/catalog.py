@@ -1,0 +1,119 @@
+"""The shipped catalogs (package data): models, accelerators, node presets. Exact lookup only.
+
+A name that is not in a catalog is an error listing the close matches; `--model` also accepts a
+path to a Hugging Face config.json or a parasim model YAML.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from parasim.errors import InputError, unknown_name
+from parasim.specs.accelerator import AcceleratorSpec, Efficiency
+from parasim.specs.cluster import NodePreset
+from parasim.specs.model import MLASpec, ModelSpec
+
+
+def _load_data(name: str) -> Any:
+    text = resources.files("parasim.specs").joinpath("data", name).read_text()
+    return yaml.safe_load(text)
+
+
+def model_from_mapping(d: dict, *, where: str = "model") -> ModelSpec:
+    """Build a ModelSpec from a plain mapping (catalog entry or user YAML)."""
+    d = dict(d)
+    try:
+        family = d.get("family", "llama")
+        hidden = int(d["hidden"])
+        heads = int(d["heads"])
+        mla = d.pop("mla", None)
+        if "experts" in d and d["experts"] and family != "moe" and family == "llama":
+            family = "moe"
+        defaults = {
+            "kv_heads": heads,
+            "head_dim": hidden // heads,
+            "ffn_hidden": 4 * hidden if family == "gpt" else 0,
+            "gated_mlp": family != "gpt",
+            "biases": family == "gpt",
+            "dropout": family == "gpt",
+        }
+        for k, v in defaults.items():
+            if d.get(k) is None:
+                d[k] = v
+        if family == "moe" and not d.get("moe_ffn_hidden"):
+            d["moe_ffn_hidden"] = d["ffn_hidden"]
+        d["family"] = family
+        if mla:
+            d["mla"] = MLASpec(**mla)
+        d.setdefault("name", d.get("name") or "custom")
+        known = ModelSpec.__dataclass_fields__
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise InputError(f"{where}.{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(known))}")
+        return ModelSpec(**d)
+    except KeyError as e:
+        raise InputError(f"{where}.{e.args[0]}", "required field is missing") from None
+    except (TypeError, ValueError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(where, f"malformed model description ({e})") from None
+
+
+@cache
+def models() -> dict[str, ModelSpec]:
+    return {m["name"]: model_from_mapping(m, where=f"models.yaml:{m['name']}") for m in _load_data("models.yaml")["models"]}
+
+
+def accelerator_from_mapping(d: dict) -> AcceleratorSpec:
+    d = dict(d)
+    peaks = {k: float(v) * 1e12 for k, v in (d.pop("peak_tflops") or {}).items() if v}
+    eff = Efficiency(**(d.pop("efficiency", None) or {}))
+    return AcceleratorSpec(
+        id=d["id"], name=d["name"], vendor=d.get("vendor", ""), form_factor=d.get("form_factor", ""),
+        peak_flops_per_s=peaks, hbm_bytes=float(d["hbm_gb"]) * 1e9,
+        hbm_bw_bytes_per_s=float(d["hbm_tb_s"]) * 1e12, link_bw_bytes_per_s=float(d["link_gb_s"]) * 1e9,
+        tdp_w=float(d["tdp_w"]), idle_w=float(d["idle_w"]), price_usd_per_hour=float(d["price_usd_per_hour"]),
+        efficiency=eff, sources=dict(d.get("sources") or {}))
+
+
+@cache
+def accelerators() -> dict[str, AcceleratorSpec]:
+    return {a["id"]: accelerator_from_mapping(a) for a in _load_data("accelerators.yaml")["accelerators"]}
+
+
+@cache
+def node_presets() -> dict[str, NodePreset]:
+    return {n["id"]: NodePreset(**n) for n in _load_data("clusters.yaml")["presets"]}
+
+
+def get_accelerator(name: str, *, field: str = "gpu") -> AcceleratorSpec:
+    cat = accelerators()
+    if name in cat:
+        return cat[name]
+    raise unknown_name(field, name, cat)
+
+
+def get_model(name_or_path: str, *, field: str = "model") -> ModelSpec:
+    """A catalog name, or a path to a HF config.json / parasim model YAML."""
+    cat = models()
+    if name_or_path in cat:
+        return cat[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix.lower() in (".json", ".yaml", ".yml") or path.exists():
+        from parasim.specs.hf_config import load_model_file
+
+        return load_model_file(path)
+    raise unknown_name(field, name_or_path, cat)
+
+
+def default_node_preset(accelerator_id: str) -> NodePreset | None:
+    """The preset that ships with this accelerator, if there is one."""
+    for preset in node_presets().values():
+        if preset.accelerator == accelerator_id:
+            return preset
+    return None

@@ -1,0 +1,207 @@
+"""What a transformer is, as far as cost is concerned.
+
+A model is plain architecture facts (from a config.json or a paper); every count a simulator
+needs (parameters per layer, total and active parameters, KV values per token) is derived here
+once, exactly, from those facts. Families follow the validation case format: `gpt` (MHA, GELU MLP
+with two matrices, LayerNorm with biases), `llama` (GQA, SwiGLU with three matrices, RMSNorm),
+`moe` (llama attention, SwiGLU mixture of experts). MLA (DeepSeek) is an attention variant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+FAMILIES = ("gpt", "llama", "moe")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MLASpec:
+    """Multi-head latent attention (DeepSeek-V2/V3): low-rank Q and a cached KV latent."""
+
+    q_lora_rank: int  # 0 = no Q compression
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    name: str
+    family: str  # gpt | llama | moe
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn_hidden: int  # dense MLP width (MoE: width of the leading dense layers)
+    vocab: int
+    model_type: str = ""  # Hugging Face model_type, when known
+    gated_mlp: bool = True  # SwiGLU (3 matrices) vs GELU/ReLU (2 matrices)
+    biases: bool = False  # linear-layer biases (GPT-2/3, OPT)
+    tied_embeddings: bool = False
+    parallel_attn: bool = False  # attention and MLP read the same normed input (GPT-J, Falcon)
+    experts: int = 0  # routed experts; 0 = dense
+    experts_per_token: int = 0
+    shared_experts: int = 0
+    moe_ffn_hidden: int = 0
+    dense_layers: int = 0  # leading dense layers of an MoE model (DeepSeek first_k_dense_replace)
+    mla: MLASpec | None = None
+    sliding_window: int | None = None
+    max_seq_len: int = 2048
+    dropout: bool = False  # stores dropout masks in training (Megatron GPT default)
+    source: str = ""
+    notes: str = field(default="", compare=False)
+
+    # --- validation -----------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        from parasim.errors import InputError
+
+        if self.family not in FAMILIES:
+            raise InputError("model.family", f"'{self.family}' is not one of {', '.join(FAMILIES)}")
+        for name in ("layers", "hidden", "heads", "kv_heads", "head_dim", "vocab"):
+            if int(getattr(self, name)) <= 0:
+                raise InputError(f"model.{name}", f"must be a positive integer, got {getattr(self, name)}")
+        if self.ffn_hidden <= 0 and not self.is_moe:
+            raise InputError("model.ffn_hidden", "must be a positive integer")
+        if self.heads % self.kv_heads:
+            raise InputError("model.kv_heads", f"{self.kv_heads} does not divide heads={self.heads}")
+        if self.is_moe and not (0 < self.experts_per_token <= self.experts):
+            raise InputError("model.experts_per_token", f"must be in 1..experts={self.experts}")
+        if self.is_moe and self.moe_ffn_hidden <= 0:
+            raise InputError("model.moe_ffn_hidden", "must be a positive integer for an MoE model")
+
+    def with_(self, **changes) -> ModelSpec:
+        return replace(self, **changes)
+
+    # --- shape facts ----------------------------------------------------------------------
+    @property
+    def is_moe(self) -> bool:
+        return self.experts > 0
+
+    @property
+    def moe_layers(self) -> int:
+        return self.layers - self.dense_layers if self.is_moe else 0
+
+    @property
+    def q_dim(self) -> int:
+        """Width of the query projection output (heads x query head dim)."""
+        if self.mla:
+            return self.heads * (self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim)
+        return self.heads * self.head_dim
+
+    @property
+    def qk_head_dim(self) -> int:
+        return self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim if self.mla else self.head_dim
+
+    @property
+    def v_head_dim(self) -> int:
+        return self.mla.v_head_dim if self.mla else self.head_dim
+
+    @property
+    def kv_values_per_token_per_layer(self) -> int:
+        """Cached values per token per layer: 2*kv_heads*head_dim, or the MLA latent + rope key."""
+        if self.mla:
+            return self.mla.kv_lora_rank + self.mla.qk_rope_head_dim
+        return 2 * self.kv_heads * self.head_dim
+
+    @property
+    def mlp_matrices(self) -> int:
+        return 3 if self.gated_mlp else 2
+
+    # --- parameter counts (exact, from the shapes) ------------------------------------------
+    @cached_property
+    def attn_params(self) -> int:
+        """Attention weights of one layer, biases included where the family has them."""
+        h = self.hidden
+        if self.mla:
+            m = self.mla
+            qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+            if m.q_lora_rank:
+                q = h * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * self.heads * qk
+            else:
+                q = h * self.heads * qk
+            kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank
+            kv += m.kv_lora_rank * self.heads * (m.qk_nope_head_dim + m.v_head_dim)
+            return q + kv + self.heads * m.v_head_dim * h
+        qkv_out = self.q_dim + 2 * self.kv_heads * self.head_dim
+        params = h * qkv_out + self.q_dim * h
+        if self.biases:
+            params += qkv_out + h
+        return params
+
+    def mlp_params_of_width(self, width: int) -> int:
+        params = self.mlp_matrices * self.hidden * width
+        if self.biases:
+            params += (self.mlp_matrices - 1) * width + self.hidden
+        return params
+
+    @cached_property
+    def dense_mlp_params(self) -> int:
+        return self.mlp_params_of_width(self.ffn_hidden)
+
+    @cached_property
+    def expert_params(self) -> int:
+        """One routed (or shared) expert."""
+        return self.mlp_params_of_width(self.moe_ffn_hidden) if self.is_moe else 0
+
+    @cached_property
+    def router_params(self) -> int:
+        return self.hidden * self.experts if self.is_moe else 0
+
+    @cached_property
+    def norm_params_per_layer(self) -> int:
+        per_norm = 2 * self.hidden if self.family == "gpt" else self.hidden
+        # parallel-attention blocks (GPT-J) share one norm; MLA's latent norms sit in attn_params
+        return (1 if self.parallel_attn else 2) * per_norm
+
+    @cached_property
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden
+
+    @cached_property
+    def lm_head_params(self) -> int:
+        return 0 if self.tied_embeddings else self.vocab * self.hidden
+
+    @cached_property
+    def moe_layer_params(self) -> int:
+        return (self.attn_params + self.norm_params_per_layer + self.router_params
+                + (self.experts + self.shared_experts) * self.expert_params)
+
+    @cached_property
+    def dense_layer_params(self) -> int:
+        return self.attn_params + self.norm_params_per_layer + self.dense_mlp_params
+
+    @cached_property
+    def params_total(self) -> int:
+        dense = self.layers - self.moe_layers
+        return (dense * self.dense_layer_params + self.moe_layers * self.moe_layer_params
+                + self.embedding_params + self.lm_head_params + self.hidden)
+
+    @cached_property
+    def params_active(self) -> int:
+        """Parameters touched by one token: routed experts count only top-k."""
+        if not self.is_moe:
+            return self.params_total
+        inactive = (self.experts - self.experts_per_token) * self.expert_params * self.moe_layers
+        return self.params_total - inactive
+
+    @cached_property
+    def matmul_params_active(self) -> int:
+        """Weights in matrix multiplies per token (the N of 2N FLOPs per token): attention,
+        MLP or active experts, router, and the LM head (the tied embedding matrix when tied);
+        the input embedding is a lookup and norms are not matmuls."""
+        dense = self.layers - self.moe_layers
+        moe = self.attn_params + self.router_params + (self.experts_per_token + self.shared_experts) * self.expert_params
+        return (dense * (self.attn_params + self.dense_mlp_params) + self.moe_layers * moe
+                + self.vocab * self.hidden)
+
+    def summary(self) -> dict:
+        return {"name": self.name, "family": self.family, "model_type": self.model_type,
+                "layers": self.layers, "hidden": self.hidden, "heads": self.heads,
+                "kv_heads": self.kv_heads, "head_dim": self.head_dim, "ffn_hidden": self.ffn_hidden,
+                "vocab": self.vocab, "experts": self.experts, "experts_per_token": self.experts_per_token,
+                "shared_experts": self.shared_experts, "moe_ffn_hidden": self.moe_ffn_hidden,
+                "mla": self.mla is not None, "params_total": self.params_total,
+                "params_active": self.params_active, "source": self.source}
