@@ -23,13 +23,34 @@ from functools import lru_cache
 
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import compute_dtype, dtype_bytes
-from parasim.cost.roofline import attention_time_s, gemm_time_s, memory_time_s
+from parasim.cost.roofline import attention_time_s, gemm_flops_bytes, gemm_roofline_s, gemm_time_s, memory_time_s
 from parasim.errors import InputError
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 
 ATTN_BWD_FLOPS_RATIO = 2.5
 GEMM_BWD_RATIO = 2.0
+
+
+@dataclass(frozen=True)
+class Op:
+    """One kernel: what it computes and moves; its time comes from the roofline."""
+
+    name: str
+    kind: str  # gemm | attention | memory
+    flops: float
+    bytes: float
+    m: float = 0.0  # GEMM rows (tokens), for tile efficiency
+    dtype: str = "bf16"
+    kernels: int = 1
+
+
+def op_time_s(op: Op, acc) -> float:
+    if op.kind == "gemm":
+        return gemm_roofline_s(op.m, op.flops, op.bytes, acc, compute_dtype=op.dtype)
+    if op.kind == "attention":
+        return attention_time_s(op.flops, op.bytes, acc, dtype=op.dtype)
+    return memory_time_s(op.bytes, acc, kernels=op.kernels)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,29 +116,33 @@ class LayerCost:
         self._gemm_cache = lru_cache(maxsize=4096)(self._gemms_and_norms)
 
     # --- GEMMs and bandwidth-bound elementwise work: a function of the token count only ---------
-    def _attn_gemms(self, t: float) -> float:
-        m, acc, tp = self.model, self.acc, self.s.tp
-        g = lambda mm, k, n, c=1.0: gemm_time_s(mm, k, n, acc, compute_dtype=self.cdt,  # noqa: E731
-                                                weight_bytes=self.wb, act_bytes=self.ab, count=c)
+    def _gemm(self, name: str, m: float, k: float, n: float, count: float = 1.0, *, dtype: str | None = None,
+              weight_bytes: float | None = None) -> Op:
+        wb = self.wb if weight_bytes is None else weight_bytes
+        flops, bytes_ = gemm_flops_bytes(m, k, n, weight_bytes=wb, act_bytes=self.ab, count=count)
+        return Op(name, "gemm", flops, bytes_, m=m, dtype=dtype or self.cdt)
+
+    def _attn_gemm_ops(self, t: float) -> list[Op]:
+        m, tp = self.model, self.s.tp
         if m.mla:
             ml = m.mla
             qk = ml.qk_nope_head_dim + ml.qk_rope_head_dim
-            q = (g(t, m.hidden, ml.q_lora_rank) + g(t, ml.q_lora_rank, self.heads * qk)) if ml.q_lora_rank \
-                else g(t, m.hidden, self.heads * qk)
-            kv = g(t, m.hidden, ml.kv_lora_rank + ml.qk_rope_head_dim) + \
-                g(t, ml.kv_lora_rank, self.heads * (ml.qk_nope_head_dim + ml.v_head_dim))
-            return q + kv + g(t, self.heads * ml.v_head_dim, m.hidden)
-        qkv = g(t, m.hidden, self.heads * m.head_dim + 2 * self.kv_heads * m.head_dim)
-        return qkv + g(t, m.q_dim // tp, m.hidden)
+            ops = ([self._gemm("q_a_proj", t, m.hidden, ml.q_lora_rank),
+                    self._gemm("q_b_proj", t, ml.q_lora_rank, self.heads * qk)] if ml.q_lora_rank
+                   else [self._gemm("q_proj", t, m.hidden, self.heads * qk)])
+            return ops + [self._gemm("kv_a_proj", t, m.hidden, ml.kv_lora_rank + ml.qk_rope_head_dim),
+                          self._gemm("kv_b_proj", t, ml.kv_lora_rank, self.heads * (ml.qk_nope_head_dim + ml.v_head_dim)),
+                          self._gemm("o_proj", t, self.heads * ml.v_head_dim, m.hidden)]
+        return [self._gemm("qkv_proj", t, m.hidden, self.heads * m.head_dim + 2 * self.kv_heads * m.head_dim),
+                self._gemm("o_proj", t, m.q_dim // tp, m.hidden)]
 
-    def _mlp_gemms(self, t: float, width: int, split: int) -> float:
+    def _mlp_ops(self, name: str, t: float, width: int, split: int) -> list[Op]:
         m = self.model
         up = (m.mlp_matrices - 1) * width // split
-        return (gemm_time_s(t, m.hidden, up, self.acc, compute_dtype=self.cdt, weight_bytes=self.wb, act_bytes=self.ab)
-                + gemm_time_s(t, width // split, m.hidden, self.acc, compute_dtype=self.cdt,
-                              weight_bytes=self.wb, act_bytes=self.ab))
+        return [self._gemm(f"{name}_up", t, m.hidden, up), self._gemm(f"{name}_down", t, width // split, m.hidden)]
 
-    def _moe_gemms(self, t: float) -> float:
+    def _moe_ops(self, t: float) -> list[Op]:
+        """Router, routed experts (only the experts the batch touches read their weights), shared."""
         m, s = self.model, self.s
         routed_tokens = t * s.moe_token_sets * m.experts_per_token  # token-expert pairs in the EP group
         touched = m.experts * (1.0 - (1.0 - m.experts_per_token / m.experts) ** (t * s.moe_token_sets))
@@ -125,13 +150,14 @@ class LayerCost:
         per_expert = routed_tokens / s.ep / local_touched
         up = (m.mlp_matrices - 1) * m.moe_ffn_hidden // self.etp
         down_k = m.moe_ffn_hidden // self.etp
-        kw = dict(compute_dtype=self.cdt, weight_bytes=self.wb, act_bytes=self.ab, count=local_touched)
-        routed = gemm_time_s(per_expert, m.hidden, up, self.acc, **kw) + gemm_time_s(per_expert, down_k, m.hidden, self.acc, **kw)
-        router = gemm_time_s(t, m.hidden, m.experts, self.acc, compute_dtype="bf16", weight_bytes=self.ab, act_bytes=self.ab)
-        shared = self._mlp_gemms(t, m.shared_experts * m.moe_ffn_hidden, self.s.tp) if m.shared_experts else 0.0
-        return routed + router + shared
+        ops = [self._gemm("router", t, m.hidden, m.experts, dtype="bf16", weight_bytes=self.ab),
+               self._gemm("experts_up", per_expert, m.hidden, up, local_touched),
+               self._gemm("experts_down", per_expert, down_k, m.hidden, local_touched)]
+        if m.shared_experts:
+            ops += self._mlp_ops("shared_expert", t, m.shared_experts * m.moe_ffn_hidden, s.tp)
+        return ops
 
-    def _elementwise(self, t: float, moe: bool) -> float:
+    def _elementwise_op(self, t: float, moe: bool) -> Op:
         """Norms, residual adds, activation function, rotary: read + write, bandwidth-bound."""
         m, ab = self.model, self.ab
         norm_t = t / self.s.tp if self.s.sp else t
@@ -139,28 +165,57 @@ class LayerCost:
         act = (m.mlp_matrices * width) * t * ab  # read gate/up, write product (or fc1 in/out)
         norms = 2 * 2 * norm_t * m.hidden * ab + 2 * 3 * norm_t * m.hidden * ab
         rope = 2 * t * (self.heads * m.qk_head_dim + self.kv_heads * m.head_dim) * ab
-        return memory_time_s(act + norms + rope, self.acc, kernels=6)
+        return Op("elementwise", "memory", 0.0, act + norms + rope, kernels=6)
+
+    def token_ops(self, tokens: float, moe: bool | None = None) -> list[Op]:
+        """Every operator of the layer whose cost depends only on the token count."""
+        moe = self.model.is_moe if moe is None else moe
+        t = float(tokens)
+        if t <= 0:
+            return []
+        mlp = self._moe_ops(t) if moe else self._mlp_ops("mlp", t, self.model.ffn_hidden, self.s.tp)
+        return self._attn_gemm_ops(t) + mlp + [self._elementwise_op(t, moe)]
+
+    def attention_ops(self, tokens: float, prefill_pairs: float, prefill_kv_tokens: float,
+                      decode_seqs: float, decode_ctx: float) -> list[Op]:
+        ops = []
+        if prefill_pairs > 0:
+            prefill_tokens = tokens - decode_seqs
+            ops.append(Op("attn_prefill", "attention", self.prefill_flops_per_pair * prefill_pairs,
+                          prefill_tokens * self.qkvo_act_per_token + prefill_kv_tokens * self.kv_bytes_per_token,
+                          dtype=self.adt))
+        if decode_seqs > 0:
+            ops.append(Op("attn_decode", "attention", self.decode_flops_per_ctx * decode_ctx,
+                          decode_ctx * self.kv_bytes_per_token + decode_seqs * self.qkvo_act_per_token, dtype=self.adt))
+        return ops
+
+    def operators(self, tokens: float, prefill_pairs: float = 0.0, prefill_kv_tokens: float = 0.0,
+                  decode_seqs: float = 0.0, decode_ctx: float = 0.0, *, moe: bool | None = None) -> list[dict]:
+        """Per-operator FLOPs, bytes and time of one forward pass (for reports and tests)."""
+        ops = self.token_ops(tokens, moe) + self.attention_ops(tokens, prefill_pairs, prefill_kv_tokens,
+                                                               decode_seqs, decode_ctx)
+        return [{"name": o.name, "kind": o.kind, "flops": o.flops, "bytes": o.bytes, "time_s": op_time_s(o, self.acc)}
+                for o in ops]
 
     def _gemms_and_norms(self, t: float, moe: bool) -> tuple[float, float, float]:
-        attn = self._attn_gemms(t)
-        mlp = self._moe_gemms(t) if moe else self._mlp_gemms(t, self.model.ffn_hidden, self.s.tp)
-        return attn, mlp, self._elementwise(t, moe)
+        attn = sum(op_time_s(o, self.acc) for o in self._attn_gemm_ops(t))
+        mlp_ops = self._moe_ops(t) if moe else self._mlp_ops("mlp", t, self.model.ffn_hidden, self.s.tp)
+        mlp = sum(op_time_s(o, self.acc) for o in mlp_ops)
+        return attn, mlp, op_time_s(self._elementwise_op(t, moe), self.acc)
 
     # --- attention core -----------------------------------------------------------------------
     def attention_s(self, tokens: float, prefill_pairs: float, prefill_kv_tokens: float,
                     decode_seqs: float, decode_ctx: float) -> tuple[float, float]:
         """(prefill attention, decode attention) seconds for this layer on this GPU."""
-        pre = 0.0
+        pre = dec = 0.0
         if prefill_pairs > 0:
-            prefill_tokens = tokens - decode_seqs
-            flops = self.prefill_flops_per_pair * prefill_pairs
-            bytes_ = prefill_tokens * self.qkvo_act_per_token + prefill_kv_tokens * self.kv_bytes_per_token
-            pre = attention_time_s(flops, bytes_, self.acc, dtype=self.adt)
-        dec = 0.0
+            pre = attention_time_s(self.prefill_flops_per_pair * prefill_pairs,
+                                   (tokens - decode_seqs) * self.qkvo_act_per_token
+                                   + prefill_kv_tokens * self.kv_bytes_per_token, self.acc, dtype=self.adt)
         if decode_seqs > 0:
-            flops = self.decode_flops_per_ctx * decode_ctx
-            bytes_ = decode_ctx * self.kv_bytes_per_token + decode_seqs * self.qkvo_act_per_token
-            dec = attention_time_s(flops, bytes_, self.acc, dtype=self.adt)
+            dec = attention_time_s(self.decode_flops_per_ctx * decode_ctx,
+                                   decode_ctx * self.kv_bytes_per_token + decode_seqs * self.qkvo_act_per_token,
+                                   self.acc, dtype=self.adt)
         return pre, dec
 
     # --- communication inside the layer ----------------------------------------------------------

@@ -20,16 +20,28 @@ def tile_fill(m: float, tile_m: int) -> float:
     return m / (tiles * tile_m)
 
 
+def gemm_flops_bytes(m: float, k: float, n: float, *, weight_bytes: float, act_bytes: float,
+                     count: float = 1.0) -> tuple[float, float]:
+    """FLOPs and HBM bytes of `count` (m x k) @ (k x n) GEMMs: weights read once, input read,
+    output written."""
+    return 2.0 * m * k * n * count, (k * n * weight_bytes + m * (k + n) * act_bytes) * count
+
+
+def gemm_roofline_s(m: float, flops: float, bytes_moved: float, acc: AcceleratorSpec, *, compute_dtype: str) -> float:
+    if m <= 0 or flops <= 0:
+        return 0.0
+    eff = acc.gemm_efficiency(compute_dtype) * tile_fill(m, acc.efficiency.gemm_tile_m)
+    t = max(flops / (acc.peak(compute_dtype) * eff), bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory))
+    return t + acc.efficiency.kernel_overhead_s
+
+
 def gemm_time_s(m: float, k: float, n: float, acc: AcceleratorSpec, *, compute_dtype: str,
                 weight_bytes: float, act_bytes: float, count: float = 1.0) -> float:
     """`count` identical (m x k) @ (k x n) GEMMs whose weights are `weight_bytes` per element."""
     if m <= 0 or count <= 0:
         return 0.0
-    eff = acc.gemm_efficiency(compute_dtype) * tile_fill(m, acc.efficiency.gemm_tile_m)
-    flops = 2.0 * m * k * n * count
-    mem = (k * n * weight_bytes + m * (k + n) * act_bytes) * count
-    t = max(flops / (acc.peak(compute_dtype) * eff), mem / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory))
-    return t + acc.efficiency.kernel_overhead_s
+    flops, mem = gemm_flops_bytes(m, k, n, weight_bytes=weight_bytes, act_bytes=act_bytes, count=count)
+    return gemm_roofline_s(m, flops, mem, acc, compute_dtype=compute_dtype)
 
 
 def memory_time_s(bytes_moved: float, acc: AcceleratorSpec, *, kernels: int = 1) -> float:
