@@ -1,0 +1,291 @@
+"""Read a model description from a file, fully offline.
+
+Two formats are accepted:
+
+* a Hugging Face ``config.json`` (recognised by ``model_type`` / ``architectures`` /
+  ``text_config``), mapped per ``model_type`` by the small functions in ``_MAPPERS``;
+* a parasim model file (YAML or JSON) whose keys are ``ModelSpec`` field names.
+
+Anything malformed becomes an ``InputError`` naming the file and the key; no raw exception escapes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from parasim.errors import InputError
+from parasim.specs.model import MLASpec, ModelSpec
+
+_MISSING = object()
+
+
+class _Config:
+    """A config mapping plus where it came from, with checked accessors."""
+
+    def __init__(self, data: dict, where: str, model_type: str) -> None:
+        self.data = data
+        self.where = where
+        self.model_type = model_type
+        self.notes: list[str] = []
+
+    def field(self, key: str) -> str:
+        return f"{self.where}:{key}"
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def dim(self, *keys: str, default: Any = _MISSING) -> int:
+        """The first present key among `keys`, as a positive integer."""
+        for key in keys:
+            if self.has(key):
+                return self._positive(key, self.data[key])
+        if default is _MISSING:
+            raise InputError(self.field(keys[0]), f"required key is missing for model_type "
+                                                  f"'{self.model_type}' (also accepted: {', '.join(keys[1:]) or 'none'})")
+        return default
+
+    def count(self, key: str, default: int = 0) -> int:
+        """A non-negative integer (0 allowed), e.g. n_shared_experts, q_lora_rank."""
+        if not self.has(key):
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InputError(self.field(key), f"must be a non-negative integer, got {value!r}")
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise InputError(self.field(key), f"must be true or false, got {value!r}")
+        return value
+
+    def _positive(self, key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value <= 0:
+            raise InputError(self.field(key), f"must be a positive integer, got {value!r}")
+        return int(value)
+
+
+# --- per-family mappings (each returns ModelSpec keyword arguments) ----------------------------
+
+def _attention(c: _Config) -> dict:
+    hidden = c.dim("hidden_size")
+    heads = c.dim("num_attention_heads")
+    if not c.has("head_dim"):
+        if hidden % heads:
+            raise InputError(c.field("head_dim"), f"missing, and hidden_size {hidden} is not divisible by "
+                                                  f"num_attention_heads {heads}")
+        c.notes.append("head_dim derived as hidden_size / num_attention_heads")
+    return {"hidden": hidden, "heads": heads, "kv_heads": c.dim("num_key_value_heads", default=heads),
+            "head_dim": c.dim("head_dim", default=hidden // heads if hidden % heads == 0 else 1),
+            "layers": c.dim("num_hidden_layers"), "vocab": c.dim("vocab_size"),
+            "max_seq_len": c.dim("max_position_embeddings", default=2048)}
+
+
+def _sliding_window(c: _Config) -> int | None:
+    if c.model_type in ("qwen2", "qwen3", "qwen3_moe", "qwen2_moe") and not c.flag("use_sliding_window", False):
+        return None
+    return c.dim("sliding_window", default=None)
+
+
+def _llama(c: _Config) -> dict:
+    biases = c.flag("attention_bias", False) or c.flag("mlp_bias", False)
+    if c.model_type == "qwen2":
+        c.notes.append("qwen2 q/k/v biases are not modelled (biases: false)")
+    return {**_attention(c), "family": "llama", "ffn_hidden": c.dim("intermediate_size"),
+            "gated_mlp": True, "biases": biases, "tied_embeddings": c.flag("tie_word_embeddings", False),
+            "sliding_window": _sliding_window(c)}
+
+
+def _mixtral(c: _Config) -> dict:
+    width = c.dim("intermediate_size")
+    return {**_llama(c), "family": "moe", "ffn_hidden": width, "moe_ffn_hidden": width,
+            "experts": c.dim("num_local_experts"), "experts_per_token": c.dim("num_experts_per_tok")}
+
+
+def _leading_dense_layers(c: _Config, layers: int) -> int:
+    """Qwen-MoE dense layers: mlp_only_layers, or every layer not on the decoder_sparse_step grid."""
+    only = c.data.get("mlp_only_layers") or []
+    if not isinstance(only, list) or not all(isinstance(i, int) and 0 <= i < layers for i in only):
+        raise InputError(c.field("mlp_only_layers"), f"must be a list of layer indices in 0..{layers - 1}")
+    step = c.dim("decoder_sparse_step", default=1)
+    dense = {i for i in range(layers) if i in only or (i + 1) % step}
+    if dense and dense != set(range(len(dense))):
+        c.notes.append(f"{len(dense)} dense layers are not all leading; counted as leading dense layers")
+    return len(dense)
+
+
+def _qwen3_moe(c: _Config) -> dict:
+    spec = _llama(c)
+    return {**spec, "family": "moe", "experts": c.dim("num_experts"),
+            "experts_per_token": c.dim("num_experts_per_tok"), "moe_ffn_hidden": c.dim("moe_intermediate_size"),
+            "dense_layers": _leading_dense_layers(c, spec["layers"])}
+
+
+def _deepseek(c: _Config) -> dict:
+    heads = c.dim("num_attention_heads")
+    mla = MLASpec(q_lora_rank=c.count("q_lora_rank"), kv_lora_rank=c.dim("kv_lora_rank"),
+                  qk_nope_head_dim=c.dim("qk_nope_head_dim"), qk_rope_head_dim=c.dim("qk_rope_head_dim"),
+                  v_head_dim=c.dim("v_head_dim"))
+    if c.dim("moe_layer_freq", default=1) != 1:
+        c.notes.append("moe_layer_freq != 1 is not modelled: every layer after the dense ones is MoE")
+    c.notes.append("head_dim is nominal (v_head_dim); MLA shapes come from the mla fields")
+    return {"family": "moe", "layers": c.dim("num_hidden_layers"), "hidden": c.dim("hidden_size"),
+            "heads": heads, "kv_heads": c.dim("num_key_value_heads", default=heads), "head_dim": mla.v_head_dim,
+            "ffn_hidden": c.dim("intermediate_size"), "vocab": c.dim("vocab_size"),
+            "max_seq_len": c.dim("max_position_embeddings", default=2048), "mla": mla,
+            "experts": c.dim("n_routed_experts"), "experts_per_token": c.dim("num_experts_per_tok"),
+            "shared_experts": c.count("n_shared_experts"), "moe_ffn_hidden": c.dim("moe_intermediate_size"),
+            "dense_layers": c.count("first_k_dense_replace"),
+            "tied_embeddings": c.flag("tie_word_embeddings", False)}
+
+
+def _gpt_common(c: _Config) -> dict:
+    hidden = c.dim("n_embd", "hidden_size")
+    heads = c.dim("n_head", "num_attention_heads")
+    if hidden % heads:
+        raise InputError(c.field("n_head"), f"n_embd {hidden} is not divisible by n_head {heads}")
+    if not c.has("n_inner"):
+        c.notes.append("ffn_hidden = 4 * n_embd (n_inner unset)")
+    dropout = c.data.get("resid_pdrop", 0.1 if c.model_type == "gpt2" else 0.0)
+    return {"family": "gpt", "layers": c.dim("n_layer", "num_hidden_layers"), "hidden": hidden, "heads": heads,
+            "kv_heads": heads, "head_dim": hidden // heads, "ffn_hidden": c.dim("n_inner", default=4 * hidden),
+            "vocab": c.dim("vocab_size"), "max_seq_len": c.dim("n_positions", "max_position_embeddings", default=2048),
+            "gated_mlp": False, "biases": True, "dropout": bool(dropout)}
+
+
+def _gpt2(c: _Config) -> dict:
+    c.notes.append("learned position embeddings (n_positions x n_embd) are not counted")
+    return {**_gpt_common(c), "tied_embeddings": c.flag("tie_word_embeddings", True)}
+
+
+def _gptj(c: _Config) -> dict:
+    c.notes.append("GPT-J has MLP biases but no attention biases; biases: true is the closest setting")
+    return {**_gpt_common(c), "parallel_attn": True, "tied_embeddings": c.flag("tie_word_embeddings", False)}
+
+
+def _falcon(c: _Config) -> dict:
+    hidden = c.dim("hidden_size", "n_embed")
+    heads = c.dim("num_attention_heads", "n_head")
+    if hidden % heads:
+        raise InputError(c.field("num_attention_heads"), f"does not divide hidden_size {hidden}")
+    if c.flag("new_decoder_architecture", False):
+        kv_heads = c.dim("num_kv_heads", default=heads)
+    else:
+        kv_heads = 1 if c.flag("multi_query", True) else heads
+    if not c.has("ffn_hidden_size"):
+        c.notes.append("ffn_hidden = 4 * hidden_size (ffn_hidden_size unset, FalconConfig default)")
+    if c.flag("alibi", False):
+        c.notes.append("ALiBi positions (cost-wise like RoPE)")
+    return {"family": "llama", "layers": c.dim("num_hidden_layers", "n_layer"), "hidden": hidden, "heads": heads,
+            "kv_heads": kv_heads, "head_dim": hidden // heads,
+            "ffn_hidden": c.dim("ffn_hidden_size", default=4 * hidden), "vocab": c.dim("vocab_size"),
+            "max_seq_len": c.dim("max_position_embeddings", default=2048), "gated_mlp": False,
+            "biases": c.flag("bias", False), "parallel_attn": c.flag("parallel_attn", True),
+            "tied_embeddings": c.flag("tie_word_embeddings", True)}
+
+
+_MAPPERS: dict[str, Callable[[_Config], dict]] = {
+    "llama": _llama, "mistral": _llama, "qwen2": _llama, "qwen3": _llama,
+    "mixtral": _mixtral, "qwen3_moe": _qwen3_moe,
+    "deepseek_v3": _deepseek, "deepseek_v2": _deepseek,
+    "gpt2": _gpt2, "gptj": _gptj, "falcon": _falcon,
+}
+
+
+# --- file handling -----------------------------------------------------------------------------
+
+def _parse(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(str(path), f"cannot read the model file ({e.__class__.__name__}: {e})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(str(path), f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise InputError(str(path), f"not valid YAML or JSON ({str(e).splitlines()[0]})") from None
+
+
+def _is_hf(d: dict) -> bool:
+    if "architectures" in d or "text_config" in d:
+        return True
+    return "model_type" in d and "family" not in d and "hidden" not in d
+
+
+def _model_type(d: dict, where: str) -> str:
+    mt = d.get("model_type")
+    if mt is None and isinstance(d.get("architectures"), list) and d["architectures"]:
+        arch = str(d["architectures"][0]).lower()
+        for suffix in ("forcausallm", "lmheadmodel", "model"):
+            arch = arch.removesuffix(suffix)
+        mt = next((k for k in _MAPPERS if k.replace("_", "") == arch), arch)
+    if not isinstance(mt, str) or not mt:
+        raise InputError(f"{where}:model_type", "required key is missing (or architectures[0] is not recognised)")
+    return mt
+
+
+def _name(d: dict, path: Path) -> str:
+    raw = d.get("_name_or_path")
+    if isinstance(raw, str) and raw.strip("/ "):
+        return raw.rstrip("/").split("/")[-1]
+    return path.stem
+
+
+def _from_hf(d: dict, path: Path) -> ModelSpec:
+    where = path.name
+    name = _name(d, path)
+    if isinstance(d.get("text_config"), dict):
+        d = d["text_config"]
+        where = f"{where}:text_config"
+    elif "text_config" in d and d["text_config"] is not None:
+        raise InputError(f"{where}:text_config", "must be a mapping")
+    mt = _model_type(d, where)
+    mapper = _MAPPERS.get(mt)
+    if mapper is None:
+        raise InputError(f"{where}:model_type", f"unsupported model_type '{mt}'; supported: {', '.join(sorted(_MAPPERS))} "
+                                                "(or describe the model in a parasim YAML with ModelSpec fields)")
+    cfg = _Config(d, where, mt)
+    fields = mapper(cfg)
+    try:
+        return ModelSpec(name=name, model_type=mt, source=f"Hugging Face config: {path}",
+                         notes="; ".join(cfg.notes), **fields)
+    except InputError as e:
+        raise InputError(f"{where}:{e.field}", e.message) from None
+
+
+def _from_parasim(d: dict, path: Path) -> ModelSpec:
+    from parasim.specs.catalog import model_from_mapping
+
+    if set(d) == {"model"} and isinstance(d["model"], dict):
+        d = d["model"]
+    d = dict(d)
+    d.setdefault("name", path.stem)
+    d.setdefault("source", f"parasim model file: {path}")
+    return model_from_mapping(d, where=path.name)
+
+
+def load_model_file(path: str | Path) -> ModelSpec:
+    """A ModelSpec from a Hugging Face config.json or a parasim model YAML/JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("model", f"'{path}' is neither a catalog model nor an existing file")
+    data = _parse(path)
+    if not isinstance(data, dict):
+        raise InputError(str(path), f"must contain a mapping of keys, got {type(data).__name__}")
+    try:
+        return _from_hf(data, path) if _is_hf(data) else _from_parasim(data, path)
+    except InputError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise InputError(str(path), f"malformed model description ({e.__class__.__name__}: {e})") from None
