@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
+
+try:  # typer >= 0.16 vendors its own click; older releases use the click package
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_exc
 
 from parasim import __version__
 from parasim.errors import InputError
@@ -54,17 +58,24 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, standalone_mode=False, prog_name="parasim")
     except InputError as e:
         fail(f"{e.field}: {e.message}")
-    except click.exceptions.Exit as e:
-        raise SystemExit(e.exit_code) from None
-    except click.exceptions.Abort:
+    except (typer.Exit, *_extra("Exit")) as e:
+        raise SystemExit(getattr(e, "exit_code", 0)) from None
+    except (typer.Abort, *_extra("Abort")):
         fail("aborted")
-    except click.exceptions.NoSuchOption as e:
-        fail(f"{e.format_message()} (try --help)")
-    except click.exceptions.UsageError as e:
-        hint = f" [{e.ctx.command_path}]" if e.ctx else ""
-        fail(f"{e.format_message()}{hint} (try --help)")
-    except click.exceptions.ClickException as e:
+    except click_exc.UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:
+            sys.stderr.write(e.ctx.get_help() + "\n")
+            raise SystemExit(2) from None
+        where = f" [{e.ctx.command_path}]" if e.ctx else ""
+        fail(f"{e.format_message()}{where} (try --help)")
+    except click_exc.ClickException as e:
         fail(e.format_message())
+
+
+def _extra(name: str) -> tuple[type[BaseException], ...]:
+    """click's own Exit/Abort, when the installed typer still uses the click package."""
+    cls = getattr(click_exc, name, None)
+    return (cls,) if isinstance(cls, type) else ()
 
 
 if __name__ == "__main__":

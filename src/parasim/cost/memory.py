@@ -139,9 +139,9 @@ def weight_params_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, ep: int
         if i == 0:
             p += model.embedding_params / tp
         if i == pp - 1:
-            p += (model.lm_head_params if not model.tied_embeddings or pp > 1 else 0) / tp + model.hidden
+            p += model.lm_head_params / tp + model.final_norm_params
             if model.tied_embeddings and pp > 1:
-                p += model.embedding_params / tp  # the last stage keeps its own copy of the tied matrix
+                p += model.vocab * model.hidden / tp  # the last stage keeps its own copy of the tied matrix
         return p
 
     if stage is not None:

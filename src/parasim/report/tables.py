@@ -50,8 +50,8 @@ def fmt(v: Any, digits: int = 4) -> str:
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
     t = Table(title=title, header_style="bold")
-    for c in columns:
-        t.add_column(c)
+    for i, c in enumerate(columns):
+        t.add_column(c, no_wrap=i == 0)
     for r in rows:
         t.add_row(*(fmt(v) for v in r))
     return t

@@ -161,8 +161,7 @@ def _gpt_common(c: _Config) -> dict:
 
 
 def _gpt2(c: _Config) -> dict:
-    c.notes.append("learned position embeddings (n_positions x n_embd) are not counted")
-    return {**_gpt_common(c), "tied_embeddings": c.flag("tie_word_embeddings", True)}
+    return {**_gpt_common(c), "tied_embeddings": c.flag("tie_word_embeddings", True), "learned_positions": True}
 
 
 def _gptj(c: _Config) -> dict:

@@ -41,6 +41,7 @@ class ModelSpec:
     gated_mlp: bool = True  # SwiGLU (3 matrices) vs GELU/ReLU (2 matrices)
     biases: bool = False  # linear-layer biases (GPT-2/3, OPT)
     tied_embeddings: bool = False
+    learned_positions: bool = False  # GPT-2/3, OPT: a max_seq_len x hidden position table
     parallel_attn: bool = False  # attention and MLP read the same normed input (GPT-J, Falcon)
     experts: int = 0  # routed experts; 0 = dense
     experts_per_token: int = 0
@@ -158,7 +159,12 @@ class ModelSpec:
 
     @cached_property
     def embedding_params(self) -> int:
-        return self.vocab * self.hidden
+        """Token embedding (and the learned position table where the model has one)."""
+        return self.vocab * self.hidden + (self.max_seq_len * self.hidden if self.learned_positions else 0)
+
+    @property
+    def final_norm_params(self) -> int:
+        return (2 if self.family == "gpt" else 1) * self.hidden
 
     @cached_property
     def lm_head_params(self) -> int:
@@ -177,7 +183,7 @@ class ModelSpec:
     def params_total(self) -> int:
         dense = self.layers - self.moe_layers
         return (dense * self.dense_layer_params + self.moe_layers * self.moe_layer_params
-                + self.embedding_params + self.lm_head_params + self.hidden)
+                + self.embedding_params + self.lm_head_params + self.final_norm_params)
 
     @cached_property
     def params_active(self) -> int:

@@ -1,0 +1,48 @@
+"""Shared fixtures: small factories for specs, and a subprocess runner for the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from parasim.specs.accelerator import AcceleratorSpec, Efficiency
+from parasim.specs.cluster import ClusterSpec
+from parasim.specs.model import ModelSpec
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m parasim ARGS` the way a user would, capturing both streams."""
+    return subprocess.run([sys.executable, "-m", "parasim", *args], capture_output=True, text=True,
+                          cwd=cwd or REPO, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+def make_model(**kw) -> ModelSpec:
+    base = dict(name="tiny-llama", family="llama", layers=4, hidden=1024, heads=16, kv_heads=4, head_dim=64,
+                ffn_hidden=2816, vocab=32000)
+    base.update(kw)
+    return ModelSpec(**base)
+
+
+def make_accelerator(**kw) -> AcceleratorSpec:
+    base = dict(id="test-gpu", name="test", vendor="none",
+                peak_flops_per_s={"bf16": 1000e12, "fp16": 1000e12, "fp8": 2000e12},
+                hbm_bytes=80e9, hbm_bw_bytes_per_s=3e12, link_bw_bytes_per_s=400e9, tdp_w=700, idle_w=100,
+                price_usd_per_hour=2.0, efficiency=Efficiency())
+    base.update(kw)
+    return AcceleratorSpec(**base)
+
+
+def make_cluster(gpus: int = 8, **kw) -> ClusterSpec:
+    acc = kw.pop("accelerator", None) or make_accelerator()
+    return ClusterSpec(accelerator=acc, gpus=gpus, **kw)

@@ -1,0 +1,84 @@
+"""Collectives: ring all-reduce against 2(n-1)/n * S/B + latency, hierarchy, placement."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import make_accelerator, make_cluster
+from parasim.cost.comm import Group, collective_time_s
+from parasim.specs.accelerator import Efficiency
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+@pytest.mark.parametrize("size", [1e6, 1e9])
+def test_ring_all_reduce_alpha_beta(n, size):
+    c = make_cluster(8)
+    eff = c.accelerator.efficiency
+    bw = c.accelerator.link_bw_bytes_per_s * eff.nvlink_busbw
+    expected = 2 * (n - 1) / n * size / bw + 2 * (n - 1) * eff.nvlink_latency_s
+    got = collective_time_s("all_reduce", size, Group(n, n), c, algorithm="ring")
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_all_gather_is_half_an_all_reduce_in_bandwidth():
+    c = make_cluster(8)
+    zero_lat = c.with_(accelerator=make_accelerator(efficiency=Efficiency(nvlink_latency_s=0.0)))
+    ar = collective_time_s("all_reduce", 1e9, Group(8, 8), zero_lat, algorithm="ring")
+    ag = collective_time_s("all_gather", 1e9, Group(8, 8), zero_lat)
+    assert ag == pytest.approx(ar / 2)
+
+
+def test_crossing_nodes_is_slower_than_staying_inside():
+    c = make_cluster(64, nic_bw_bytes_per_s_per_gpu=50e9)
+    inside = collective_time_s("all_reduce", 1e9, Group(8, 8), c)
+    across = collective_time_s("all_reduce", 1e9, Group(16, 8), c)
+    one_per_node = collective_time_s("all_reduce", 1e9, Group(8, 1), c)
+    assert inside < across < one_per_node
+
+
+def test_hierarchical_equals_intra_rs_ag_plus_inter_on_a_shard():
+    c = make_cluster(64, nic_bw_bytes_per_s_per_gpu=50e9)
+    eff = c.accelerator.efficiency
+    nv = c.accelerator.link_bw_bytes_per_s * eff.nvlink_busbw
+    nic = 50e9 * eff.network_busbw
+    S, g, m = 8e9, 8, 4
+    intra = 2 * ((g - 1) / g * S / nv + (g - 1) * eff.nvlink_latency_s)
+    inter = 2 * (m - 1) / m * (S / g) / nic + 2 * (m - 1) * eff.network_latency_s
+    got = collective_time_s("all_reduce", S, Group(32, 8), c, algorithm="ring")
+    assert got == pytest.approx(intra + inter, rel=1e-12)
+
+
+def test_group_placement_follows_stride():
+    c = make_cluster(1024, gpus_per_node=8)
+    assert Group.strided(8, 1, c).per_node == 8  # TP inside a node
+    assert Group.strided(4, 2, c).per_node == 4
+    assert Group.strided(16, 8, c).per_node == 1  # DP across nodes when TP fills the node
+    assert Group.strided(1, 1, c).n == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p"]),
+       n=st.integers(2, 256), per_node=st.sampled_from([1, 2, 4, 8]), size=st.floats(1e3, 1e10),
+       factor=st.floats(1.0, 8.0))
+def test_more_bandwidth_never_slower(kind, n, per_node, size, factor):
+    per_node = min(per_node, n)
+    base = make_cluster(n * 8, nic_bw_bytes_per_s_per_gpu=25e9)
+    acc = base.accelerator
+    faster = base.with_(accelerator=acc.with_(link_bw_bytes_per_s=acc.link_bw_bytes_per_s * factor),
+                        nic_bw_bytes_per_s_per_gpu=25e9 * factor)
+    g = Group(n, per_node)
+    assert collective_time_s(kind, size, g, faster) <= collective_time_s(kind, size, g, base) * (1 + 1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 64), size=st.floats(1e3, 1e10))
+def test_bigger_messages_never_faster(n, size):
+    c = make_cluster(512)
+    g = Group(n, min(n, 8))
+    assert collective_time_s("all_reduce", size, g, c) <= collective_time_s("all_reduce", size * 2, g, c)
+
+
+def test_single_rank_is_free():
+    assert collective_time_s("all_reduce", 1e9, Group(1, 1), make_cluster(1)) == 0

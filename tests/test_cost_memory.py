@@ -1,0 +1,98 @@
+"""Memory: Korthikanti et al. activation formulas, Megatron's bytes-per-parameter rule, KV cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import make_model
+from parasim.cost.memory import (activation_bytes_per_layer, kv_cache_bytes_per_token,
+                                 kv_cache_bytes_per_token_per_gpu, training_state_bytes, weight_params_per_gpu)
+from parasim.specs.catalog import get_model
+
+GPT3 = dict(name="gpt3-175b", family="gpt", layers=96, hidden=12288, heads=96, kv_heads=96, head_dim=128,
+            ffn_hidden=4 * 12288, vocab=51200, gated_mlp=False, biases=True, dropout=True)
+
+
+@pytest.mark.parametrize("tp", [1, 2, 8])
+@pytest.mark.parametrize("seq,b", [(2048, 1), (4096, 2)])
+def test_korthikanti_tensor_parallel(tp, seq, b):
+    m = make_model(**GPT3)
+    s, h, a = seq, m.hidden, m.heads
+    expected = s * b * h * (10 + 24 / tp + 5 * a * s / (h * tp))
+    got = activation_bytes_per_layer(m, seq=s, micro_batch=b, tp=tp, flash=False)
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("tp", [1, 4, 8])
+def test_korthikanti_sequence_parallel_and_selective(tp):
+    m = make_model(**GPT3)
+    s, b, h, a = 2048, 1, m.hidden, m.heads
+    sp = activation_bytes_per_layer(m, seq=s, micro_batch=b, tp=tp, sp=True, flash=False)
+    assert sp == pytest.approx(s * b * h / tp * (34 + 5 * a * s / h), rel=1e-12)
+    sel = activation_bytes_per_layer(m, seq=s, micro_batch=b, tp=tp, sp=True, recompute="selective")
+    assert sel == pytest.approx(s * b * h / tp * 34, rel=1e-12)
+
+
+def test_full_recompute_keeps_only_layer_input():
+    m = make_model(**GPT3)
+    assert activation_bytes_per_layer(m, seq=2048, micro_batch=1, tp=8, recompute="full") == 2 * 2048 * 12288
+    assert activation_bytes_per_layer(m, seq=2048, micro_batch=1, tp=8, sp=True, recompute="full") == 2 * 2048 * 12288 / 8
+
+
+def test_megatron_selective_formula_for_gelu_mlp():
+    """Megatron's theoretical memory uses sbh(18 + 4*ffn/h) per layer for GELU MLPs with SP."""
+    m = make_model(**GPT3)
+    got = activation_bytes_per_layer(m, seq=2048, micro_batch=1, tp=8, sp=True, recompute="selective")
+    assert got == pytest.approx(2048 * 12288 * (18 + 4 * m.ffn_hidden / m.hidden) / 8, rel=0.05)
+
+
+def test_activation_scales_with_cp():
+    m = get_model("llama-3-8b")
+    full = activation_bytes_per_layer(m, seq=8192, micro_batch=1)
+    half = activation_bytes_per_layer(m, seq=8192, micro_batch=1, cp=2)
+    assert half == pytest.approx(full / 2)
+
+
+@pytest.mark.parametrize("dp", [1, 8, 64])
+def test_megatron_bytes_per_parameter(dp):
+    p = 1e9
+    assert training_state_bytes(p, dp=dp, zero=0).total == pytest.approx(18 * p)
+    assert training_state_bytes(p, dp=dp, zero=1).total == pytest.approx((6 + 12 / dp) * p)
+    assert training_state_bytes(p, dp=dp, zero=3).total == pytest.approx(18 * p / dp)
+
+
+def test_kv_cache_llama3_70b_exact():
+    m = get_model("llama-3-70b")
+    per_token = m.layers * 2 * m.kv_heads * m.head_dim * 2
+    assert per_token == 327_680
+    assert kv_cache_bytes_per_token(m, 2.0) == per_token
+    assert kv_cache_bytes_per_token(m, 1.0) == per_token / 2
+
+
+def test_kv_cache_sharding():
+    m = get_model("llama-3-70b")
+    assert kv_cache_bytes_per_token_per_gpu(m, tp=8, pp=1) == 327_680 / 8
+    assert kv_cache_bytes_per_token_per_gpu(m, tp=16, pp=1) == 327_680 / 8  # KV heads replicated past 8
+    assert kv_cache_bytes_per_token_per_gpu(m, tp=1, pp=4) == 327_680 / 4
+
+
+def test_mla_caches_latent_only():
+    m = get_model("deepseek-v3")
+    assert kv_cache_bytes_per_token(m, 2.0) == 61 * (512 + 64) * 2
+
+
+def test_weights_per_gpu_conserve_parameters():
+    m = get_model("llama-3-70b")
+    one = weight_params_per_gpu(m)
+    assert one == m.params_total
+    stages = [weight_params_per_gpu(m, pp=4, stage=i) for i in range(4)]
+    norms = m.layers * m.norm_params_per_layer + m.final_norm_params
+    assert sum(stages) == pytest.approx(m.params_total, rel=1e-9)
+    tp8 = weight_params_per_gpu(m, tp=8)
+    assert tp8 * 8 == pytest.approx(m.params_total + 7 * norms, rel=1e-9)  # norms are replicated
+
+
+def test_expert_parallel_splits_experts():
+    m = get_model("mixtral-8x7b")
+    ep8 = weight_params_per_gpu(m, tp=1, ep=8)
+    assert ep8 < m.params_total / 4
