@@ -1,0 +1,48 @@
+"""Training step simulator: `simulate(model, cluster, plan) -> TrainingResult`.
+
+One representative pipeline is simulated (every DP replica does the same work); one layer is
+costed and multiplied by the layers of each pipeline chunk. See step.py for the event model,
+memory.py for the peak-memory walk and varlen.py for variable-length data.
+"""
+
+from __future__ import annotations
+
+from parasim.cost.flops import training_hardware_flops_per_token, training_model_flops_per_token
+from parasim.specs.cluster import ClusterSpec
+from parasim.specs.model import ModelSpec
+from parasim.training.memory import peak_memory
+from parasim.training.plan import TrainingPlan
+from parasim.training.result import TrainingResult
+from parasim.training.step import chunk_layers, simulate_step
+
+__all__ = ["TrainingPlan", "TrainingResult", "simulate"]
+
+
+def simulate(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> TrainingResult:
+    """Simulate one optimizer step of `plan` for `model` on `cluster` (raises InputError on bad plans)."""
+    plan.check(model, cluster.gpus)
+    varlen: dict[str, float] = {}
+    if plan.seq_len_dist:
+        from parasim.training.varlen import balance, load_lengths
+
+        bal = balance(load_lengths(plan.seq_len_dist), seq_len=plan.seq_len, global_batch=plan.global_batch,
+                      dp=plan.dp, micro_batch=plan.micro_batch)
+        timing = simulate_step(model, cluster, plan, pairs_per_mb=bal.max_pairs_per_mb)
+        balanced = simulate_step(model, cluster, plan, pairs_per_mb=bal.mean_pairs_per_mb).step_s
+        varlen = {"documents_per_sequence": bal.documents_per_sequence,
+                  "mean_attention_pairs_per_microbatch": bal.mean_pairs_per_mb,
+                  "max_attention_pairs_per_microbatch": bal.max_pairs_per_mb,
+                  "dp_imbalance": bal.max_pairs_per_mb / bal.mean_pairs_per_mb - 1.0,
+                  "balanced_step_time_s": balanced, "imbalance_cost_s": timing.step_s - balanced}
+    else:
+        timing = simulate_step(model, cluster, plan)
+    mem = peak_memory(model, cluster, plan, timing.run.ops, chunk_layers(model, plan))
+    acc = cluster.accelerator
+    return TrainingResult(
+        model=model.name, gpu=acc.id, gpus=cluster.gpus, plan={**plan.to_mapping(), "schedule": plan.schedule_name},
+        step_time_s=timing.step_s, tokens_per_step=plan.tokens_per_step,
+        model_flops_per_token=training_model_flops_per_token(model, plan.seq_len),
+        hardware_flops_per_token=training_hardware_flops_per_token(model, plan.seq_len, plan.recompute),
+        peak_flops_per_s=acc.peak(plan.precision), breakdown=timing.breakdown,
+        details={**timing.details, "critical_rank": timing.critical_rank},
+        memory=mem.to_dict(), peak_memory_bytes=mem.total, fits=mem.fits, varlen=varlen)

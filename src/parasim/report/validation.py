@@ -1,0 +1,164 @@
+"""Run validation cases, summarise the errors per kind, and write them as JSON or markdown.
+
+Every case of a case file (shared/validation/README.md format) goes to its simulator: training
+cases to `parasim.training.case.predict_case`, serving cases to `parasim.serving.case.predict_case`
+(imported lazily; while it does not exist they are reported as skipped). For each measured key a
+simulator predicts, the relative error is (predicted - measured) / measured; the summary per kind
+holds the count of cases with errors and the median, p90 and max of |error| over all their keys.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parasim import __version__
+from parasim.errors import InputError
+from parasim.specs.validation_case import KINDS, Case, CaseResult, load_cases
+
+NON_METRIC_KEYS = ("flops_convention",)
+
+
+@dataclass(kw_only=True)
+class CaseReport:
+    id: str
+    kind: str
+    source: str
+    status: str
+    predicted: dict[str, float] = field(default_factory=dict)
+    measured: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, float] = field(default_factory=dict)
+    choices: list[str] = field(default_factory=list)
+    reason: str = ""
+    file: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "source": self.source, "file": self.file, "status": self.status,
+                "predicted": self.predicted, "measured": self.measured, "errors": self.errors,
+                "choices": self.choices, "reason": self.reason}
+
+
+def _serving_predictor() -> Callable[[Case], CaseResult] | None:
+    try:
+        from parasim.serving.case import predict_case  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return predict_case
+
+
+def _training_predictor() -> Callable[[Case], CaseResult]:
+    from parasim.training.case import predict_case
+
+    return predict_case
+
+
+def run_case(case: Case, predictors: dict[str, Callable[[Case], CaseResult] | None], file: str = "") -> CaseReport:
+    measured = {k: v for k, v in case.measured.items()}
+    numeric = {k: v for k, v in measured.items() if k not in NON_METRIC_KEYS and isinstance(v, (int, float))}
+    base = CaseReport(id=case.id, kind=case.kind, source=case.source, status="skipped", measured=measured, file=file)
+    fn = predictors.get(case.kind)
+    if fn is None:
+        base.reason = f"{case.kind} simulator not available"
+        return base
+    res = fn(case)
+    base.status, base.choices, base.reason = res.status, list(res.choices), res.reason
+    base.predicted = {k: float(v) for k, v in res.predicted.items()}
+    base.errors = {k: (base.predicted[k] - float(v)) / float(v) for k, v in numeric.items()
+                   if k in base.predicted and float(v) != 0.0}
+    return base
+
+
+def run_files(paths: Iterable[str | Path], kind: str | None = None) -> list[CaseReport]:
+    if kind is not None and kind not in KINDS:
+        raise InputError("kind", f"'{kind}' is not one of {', '.join(KINDS)}")
+    predictors = {"training": _training_predictor(), "serving": _serving_predictor()}
+    out: list[CaseReport] = []
+    for p in paths:
+        for case in load_cases(p):
+            if kind is None or case.kind == kind:
+                out.append(run_case(case, predictors, file=str(p)))
+    return out
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    """Linear-interpolated quantile of a sorted list."""
+    if not xs:
+        return float("nan")
+    pos = (len(xs) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarize(reports: list[CaseReport]) -> dict[str, dict[str, Any]]:
+    """Per kind: n (cases with at least one error), counts by status, median/p90/max |error|."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind in KINDS:
+        rs = [r for r in reports if r.kind == kind]
+        if not rs:
+            continue
+        errs = sorted(abs(e) for r in rs for e in r.errors.values())
+        out[kind] = {"n": sum(1 for r in rs if r.errors), "errors": len(errs),
+                     "ok": sum(r.status == "ok" for r in rs), "infeasible": sum(r.status == "infeasible" for r in rs),
+                     "skipped": sum(r.status == "skipped" for r in rs),
+                     "median_abs_error": _quantile(errs, 0.5) if errs else None,
+                     "p90_abs_error": _quantile(errs, 0.9) if errs else None,
+                     "max_abs_error": errs[-1] if errs else None}
+    return out
+
+
+def to_json(reports: list[CaseReport], inputs: list[str]) -> dict[str, Any]:
+    return {"parasim_version": __version__, "inputs": inputs, "cases": [r.to_dict() for r in reports],
+            "summary": summarize(reports)}
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:+.1f} %"
+
+
+def _num(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def to_markdown(reports: list[CaseReport], inputs: list[str]) -> str:
+    now = _dt.date.today().isoformat()
+    lines = ["# Validation", "",
+             f"_Generated by `parasim validate` (parasim {__version__}, {now}); do not edit by hand. "
+             "Regenerate with `make validation` or "
+             "`parasim validate ../shared/validation/dev.yaml --markdown docs/VALIDATION.md "
+             "--extra ../shared/validation/dev-traces.yaml`._", "",
+             "Inputs: " + ", ".join(f"`{p}`" for p in inputs) + ".", "",
+             "Error = (predicted - measured) / measured. Summary over every measured key of every case "
+             "that produced a prediction.", "", "## Summary", "",
+             "| kind | cases with errors | ok | infeasible | skipped | median abs error | p90 abs error | max abs error |",
+             "|---|---|---|---|---|---|---|---|"]
+    for kind, s in summarize(reports).items():
+        f = lambda v: "-" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+        lines.append(f"| {kind} | {s['n']} | {s['ok']} | {s['infeasible']} | {s['skipped']} | "
+                     f"{f(s['median_abs_error'])} | {f(s['p90_abs_error'])} | {f(s['max_abs_error'])} |")
+    for kind in KINDS:
+        rs = [r for r in reports if r.kind == kind]
+        if not rs:
+            continue
+        lines += ["", f"## {kind.capitalize()} cases", "", "| case | status | metric | predicted | measured | error |",
+                  "|---|---|---|---|---|---|"]
+        notes: list[str] = []
+        for r in rs:
+            keys = [k for k in r.measured if k not in NON_METRIC_KEYS]
+            if not r.errors:
+                lines.append(f"| {r.id} | {r.status} | {', '.join(keys)} | - | "
+                             f"{', '.join(_num(r.measured[k]) for k in keys)} | - |")
+            for k in keys:
+                if k in r.errors:
+                    lines.append(f"| {r.id} | {r.status} | {k} | {_num(r.predicted[k])} | {_num(r.measured[k])} | "
+                                 f"{_pct(r.errors[k])} |")
+            if r.reason or r.choices:
+                notes.append(f"- **{r.id}**: " + "; ".join(([r.reason] if r.reason else []) + r.choices))
+        if notes:
+            lines += ["", "Choices and reasons:", "", *notes]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,94 @@
+"""Validation adapter: a training `Case` -> `CaseResult` (predicted values for its measured keys).
+
+Null plan fields and the settings a case format does not carry (attention kernel, overlap
+switches) are chosen as the named software most plausibly ran them, and every choice is
+returned in `choices` so the report prints it:
+
+* Megatron-LM as of the 2021 paper: no FlashAttention (it did not exist; scores materialised and
+  softmax fused), gradient all-reduce after the backward (no bucketed overlap), no TP overlap.
+* Megatron-Core based stacks (NeMo, Megatron-LM >= 2023, torchtitan...): fused flash attention,
+  overlapped gradient reduce-scatter and parameter all-gather; NeMo's performance recipes also
+  overlap TP communication with GEMMs (userbuffers) when sequence parallelism is on.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from parasim.errors import InputError
+from parasim.specs.validation_case import Case, CaseResult
+from parasim.training import TrainingPlan, simulate
+
+PREDICTABLE = ("tflops_per_gpu", "tokens_per_s", "tokens_per_s_per_gpu", "step_time_s", "mfu")
+
+
+def _legacy_megatron(software: str) -> bool:
+    """Megatron-LM before Megatron-Core (the 2021-2022 papers' code)."""
+    m = re.search(r"megatron-lm\s*\((\d{4})", software.lower())
+    return bool(m and int(m.group(1)) < 2023)
+
+
+def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
+    raw = dict(case.plan)
+    choices: list[str] = []
+    legacy = _legacy_megatron(case.software)
+    if raw.get("micro_batch") is None:
+        raw["micro_batch"] = 1
+        choices.append("micro_batch=1 (not published; the Megatron/NeMo default)")
+    if raw.get("virtual_stages", 1) is None:
+        pp = int(raw.get("pp") or 1)
+        layers = case.model.layers
+        v = next((k for k in (2, 3, 4, 5, 6) if pp > 1 and layers % (pp * k) == 0), 1)
+        raw["virtual_stages"] = v
+        choices.append(f"virtual_stages={v} (interleaved, count not published: smallest v>1 dividing the layers)")
+    for key, default in (("cp", 1), ("ep", 1), ("sequence_parallel", False), ("recompute", "none"),
+                         ("zero", 0 if legacy else 1), ("precision", "bf16")):
+        if raw.get(key) is None:
+            raw[key] = default
+            choices.append(f"{key}={default} (not published; {'Megatron-LM 2021' if legacy else 'Megatron-Core'} default)")
+    extra: dict[str, Any] = {}
+    if legacy:
+        extra = {"flash_attention": False, "overlap_grad_reduce": False, "overlap_param_gather": False,
+                 "tp_comm_overlap": False}
+        choices.append("Megatron-LM 2021: unfused attention (no FlashAttention), gradient all-reduce after the "
+                       "backward, no TP overlap")
+    else:
+        tp_overlap = bool(raw.get("sequence_parallel")) and int(raw.get("tp") or 1) > 1 and "nemo" in case.software.lower()
+        extra = {"flash_attention": True, "overlap_grad_reduce": True, "overlap_param_gather": True,
+                 "tp_comm_overlap": tp_overlap}
+        choices.append(f"Megatron-Core: flash attention, overlapped grad reduce-scatter and param all-gather"
+                       f"{', TP comm overlap (NeMo recipe with SP)' if tp_overlap else ''}")
+    raw.update(extra)
+    if int(raw.get("virtual_stages") or 1) > 1:
+        raw["schedule"] = "interleaved"
+    plan = TrainingPlan.from_mapping(raw, gpus=case.cluster.gpus)
+    return plan, choices
+
+
+def predict_case(case: Case) -> CaseResult:
+    """Predicted values for every measured key this simulator can predict."""
+    try:
+        plan, choices = plan_for_case(case)
+        res = simulate(case.model, case.cluster, plan)
+    except InputError as e:
+        return CaseResult(status="skipped", reason=f"{e.field}: {e.message}")
+    conv = case.measured.get("flops_convention", "model")
+    pred: dict[str, float] = {}
+    for key in case.measured:
+        if key == "tflops_per_gpu":
+            pred[key] = res.hardware_tflops_per_gpu if conv == "hardware" else res.model_tflops_per_gpu
+        elif key == "tokens_per_s":
+            pred[key] = res.tokens_per_s
+        elif key == "tokens_per_s_per_gpu":
+            pred[key] = res.tokens_per_s_per_gpu
+        elif key == "step_time_s":
+            pred[key] = res.step_time_s
+        elif key == "mfu":
+            pred[key] = res.mfu
+    if not res.fits:
+        choices.append(f"peak memory {res.peak_memory_bytes / 1e9:.1f} GB exceeds "
+                       f"{case.cluster.accelerator.hbm_bytes / 1e9:.0f} GB")
+        return CaseResult(status="infeasible", predicted=pred, choices=choices,
+                          reason=f"does not fit: {res.peak_memory_bytes / 1e9:.1f} GB per GPU")
+    return CaseResult(status="ok", predicted=pred, choices=choices)

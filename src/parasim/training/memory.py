@@ -1,0 +1,102 @@
+"""Peak memory per GPU at the peak of the simulated schedule.
+
+Model state (weights, gradients, optimizer, sharded by ZeRO over dp*cp) per pipeline rank, plus
+the activations of every micro-batch chunk the schedule holds in flight: walking each rank's op
+list, a forward adds its chunk's activations and a backward frees them; the maximum of the running
+sum is the activation peak (GPipe: m micro-batches; 1F1B: up to p on rank 0; interleaved: Megatron's
+1 + (p-1)/(p*v) penalty emerges from the warm-up length). Per-layer activation bytes come from
+`cost.memory` (Korthikanti et al. 2022).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from parasim.cost.memory import (activation_bytes_per_layer, embedding_activation_bytes, logits_activation_bytes,
+                                 training_state_bytes, weight_params_per_gpu)
+from parasim.specs.cluster import ClusterSpec
+from parasim.specs.model import ModelSpec
+from parasim.training.plan import TrainingPlan
+from parasim.training.schedules import Op
+
+# CUDA context, cuBLAS/NCCL workspaces and allocator fragmentation held outside the tensors
+# (assumption; PyTorch+NCCL processes typically reserve 1.5-3 GB beyond live tensors).
+RESERVED_BYTES = 2.0e9
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    rank: int  # pipeline rank with the highest peak
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    inflight_microbatches: float  # activation peak / one micro-batch of the whole rank's layers
+    reserved: float
+    capacity: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.reserved
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= self.capacity
+
+    def to_dict(self) -> dict[str, float]:
+        gb = 1e9
+        return {"rank": self.rank, "weights_gb": self.weights / gb, "gradients_gb": self.gradients / gb,
+                "optimizer_gb": self.optimizer / gb, "activations_gb": self.activations / gb,
+                "reserved_gb": self.reserved / gb, "total_gb": self.total / gb,
+                "capacity_gb": self.capacity / gb, "inflight_microbatches": self.inflight_microbatches}
+
+
+def peak_activation_units(ops: list[Op], weights: list[float]) -> float:
+    """Max over time of the in-flight sum of `weights[chunk]` for one rank's op list."""
+    cur = peak = 0.0
+    for kind, _, c in ops:
+        if kind == "F":
+            cur += weights[c]
+            if cur > peak:
+                peak = cur
+        else:
+            cur -= weights[c]
+    return peak
+
+
+def state_bytes(model: ModelSpec, plan: TrainingPlan, rank: int):
+    params = weight_params_per_gpu(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, stage=rank)
+    grad_bytes = 2.0 if plan.precision == "fp16" else 4.0
+    return training_state_bytes(params, dp=plan.dp * plan.cp, zero=plan.zero, grad_bytes=grad_bytes)
+
+
+def peak_memory(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, ops: list[list[Op]],
+                counts: list[list[int]]) -> MemoryBreakdown:
+    sp = plan.sequence_parallel and plan.tp > 1
+    per_layer = activation_bytes_per_layer(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp,
+                                           sp=sp, cp=plan.cp, recompute=plan.recompute,
+                                           flash=plan.flash_attention)
+    emb = embedding_activation_bytes(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp, sp=sp,
+                                     cp=plan.cp)
+    logits = logits_activation_bytes(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp, cp=plan.cp)
+    pp, v = plan.pp, plan.virtual_stages
+    best: MemoryBreakdown | None = None
+    for r in range(pp):
+        w = []
+        for c in range(v):
+            g = c * pp + r
+            b = counts[r][c] * per_layer
+            if g == 0:
+                b += emb
+            if g == pp * v - 1:
+                b += logits
+            w.append(b)
+        act = peak_activation_units(ops[r], w)
+        st = state_bytes(model, plan, r)
+        one_mb = sum(w)
+        mb = MemoryBreakdown(r, st.weights, st.gradients, st.optimizer, act, act / one_mb if one_mb else 0.0,
+                             RESERVED_BYTES, cluster.accelerator.hbm_bytes)
+        if best is None or mb.total > best.total:
+            best = mb
+    assert best is not None
+    return best

@@ -1,0 +1,160 @@
+"""A training plan: how one optimizer step is laid out on the cluster.
+
+Degrees follow Megatron's rank order (tp fastest, then cp, dp, pp); EP is carved out of the
+dp*cp ranks. One validator (`TrainingPlan.check`) checks every degree and names all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from parasim.cost.dtypes import TRAINING_PRECISIONS
+from parasim.cost.layer import Sharding, check_sharding
+from parasim.cost.memory import RECOMPUTE
+from parasim.errors import InputError
+from parasim.specs.model import ModelSpec
+
+SCHEDULES = ("gpipe", "1f1b", "interleaved")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingPlan:
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    cp: int = 1
+    ep: int = 1
+    virtual_stages: int = 1  # model chunks per pipeline rank (interleaved 1F1B)
+    sequence_parallel: bool = False
+    micro_batch: int = 1  # sequences per micro-batch
+    global_batch: int = 1  # sequences per optimizer step
+    seq_len: int = 2048
+    recompute: str = "none"  # none | selective | full
+    zero: int = 1  # 0 | 1 (distributed optimizer) | 2 | 3 (FSDP full shard)
+    precision: str = "bf16"  # bf16 | fp16 | fp8 (Transformer Engine: GEMMs in fp8)
+    overlap_grad_reduce: bool = True
+    overlap_param_gather: bool = True
+    tp_comm_overlap: bool = False
+    schedule: str = "1f1b"  # gpipe | 1f1b | interleaved (1f1b with virtual_stages > 1 = interleaved)
+    flash_attention: bool = True  # fused attention; False = materialised s x s scores (Megatron 2021)
+    seq_len_dist: str | None = None  # file with one document length per line (packed into sequences)
+
+    # --- derived --------------------------------------------------------------------------------
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.cp * self.dp
+
+    @property
+    def micro_batches(self) -> int:
+        """Micro-batches per pipeline per step (m)."""
+        return self.global_batch // (self.dp * self.micro_batch)
+
+    @property
+    def schedule_name(self) -> str:
+        if self.schedule == "1f1b" and self.virtual_stages > 1:
+            return "interleaved"
+        return self.schedule
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch * self.seq_len
+
+    def sharding(self, model: ModelSpec) -> Sharding:
+        return Sharding(tp=self.tp, ep=self.ep, cp=self.cp, sp=self.sequence_parallel and self.tp > 1,
+                        moe_token_sets=self.ep)
+
+    def with_(self, **changes: Any) -> TrainingPlan:
+        return replace(self, **changes)
+
+    # --- one validator for everything ---------------------------------------------------------------
+    def check(self, model: ModelSpec, gpus: int | None = None) -> TrainingPlan:
+        for name in ("tp", "pp", "dp", "cp", "ep", "virtual_stages", "micro_batch", "global_batch", "seq_len"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InputError(name.replace("_", "-"), f"must be a positive integer, got {v!r}")
+        if gpus is not None and self.gpus != gpus:
+            raise InputError("gpus", f"tp*pp*cp*dp != gpus ({self.tp}*{self.pp}*{self.cp}*{self.dp} = "
+                                     f"{self.gpus} != {gpus})")
+        if self.precision not in TRAINING_PRECISIONS:
+            raise InputError("precision", f"'{self.precision}' is not one of {', '.join(TRAINING_PRECISIONS)}")
+        if self.recompute not in RECOMPUTE:
+            raise InputError("recompute", f"'{self.recompute}' is not one of {', '.join(RECOMPUTE)}")
+        if self.zero not in (0, 1, 2, 3):
+            raise InputError("zero", f"must be 0, 1, 2 or 3, got {self.zero!r}")
+        from parasim.training.schedules import get_schedule
+
+        get_schedule(self.schedule)  # unknown names rejected with the list of known ones
+        if self.global_batch % (self.dp * self.micro_batch):
+            raise InputError("global-batch", f"global batch {self.global_batch} is not divisible by "
+                                             f"dp*micro_batch = {self.dp}*{self.micro_batch} = {self.dp * self.micro_batch}")
+        if (self.dp * self.cp) % self.ep:
+            raise InputError("ep", f"ep={self.ep} must divide dp*cp = {self.dp * self.cp}")
+        if self.seq_len % self.cp or (self.cp > 1 and (self.seq_len // self.cp) % 2):
+            raise InputError("cp", f"cp={self.cp} must split seq_len={self.seq_len} into 2*cp equal chunks")
+        chunks = self.pp * self.virtual_stages
+        if chunks > model.layers:
+            raise InputError("pp", f"pp*virtual_stages = {chunks} exceeds the model's {model.layers} layers")
+        if self.schedule_name == "interleaved":
+            if self.virtual_stages < 2 or self.pp < 2:
+                raise InputError("virtual-stages", "the interleaved schedule needs pp >= 2 and virtual_stages >= 2")
+            if model.layers % chunks:
+                raise InputError("virtual-stages", f"layers={model.layers} is not divisible by "
+                                                   f"pp*virtual_stages = {self.pp}*{self.virtual_stages}")
+            if self.micro_batches % self.pp:
+                raise InputError("global-batch", f"the interleaved schedule needs the micro-batch count "
+                                                 f"({self.micro_batches}) to be a multiple of pp={self.pp}")
+        elif self.virtual_stages > 1:
+            raise InputError("virtual-stages", f"virtual_stages > 1 needs the interleaved schedule, not {self.schedule}")
+        check_sharding(model, self.sharding(model))
+        return self
+
+    # --- mappings (config files, JSON results) ------------------------------------------------------
+    def to_mapping(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_mapping(cls, d: dict[str, Any], *, gpus: int | None = None) -> TrainingPlan:
+        """Keys are field names (dashes or underscores); dp is derived from gpus when missing/null."""
+        known = {f.name: f for f in fields(cls)}
+        kw: dict[str, Any] = {}
+        for key, value in d.items():
+            name = str(key).replace("-", "_")
+            if name not in known:
+                raise InputError(f"plan.{key}", f"unknown field; allowed: {', '.join(sorted(known))}")
+            if value is None:
+                continue
+            kw[name] = _coerce(name, value, known[name].type)
+        if "dp" not in kw:
+            if gpus is None:
+                kw["dp"] = 1
+            else:
+                rest = kw.get("tp", 1) * kw.get("pp", 1) * kw.get("cp", 1)
+                if gpus % rest:
+                    raise InputError("dp", f"cannot derive dp: tp*pp*cp = {rest} does not divide gpus={gpus}")
+                kw["dp"] = gpus // rest
+        if "global_batch" not in kw:
+            kw["global_batch"] = kw["dp"] * kw.get("micro_batch", 1)
+        if kw.get("virtual_stages", 1) > 1 and kw.get("schedule", "1f1b") == "1f1b":
+            kw["schedule"] = "interleaved"
+        return cls(**kw)
+
+
+def _coerce(name: str, value: Any, typ: Any) -> Any:
+    t = str(typ)
+    try:
+        if t == "bool":
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1", "on"):
+                    return True
+                if value.lower() in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if t == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise InputError(name.replace("_", "-"), f"malformed value {value!r} (expected {t})") from None

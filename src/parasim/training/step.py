@@ -1,0 +1,329 @@
+"""One optimizer step as events, for one representative pipeline (all DP replicas are identical).
+
+1. `layer_times`: one transformer layer's forward and backward on one GPU for one micro-batch,
+   split into compute and exposed in-layer communication (TP/SP, CP ring, EP all-to-all), from
+   `cost.layer`. Costed once per plan and multiplied by the layers of each pipeline chunk.
+2. `run_pipeline`: every rank executes its schedule's op list in order; a forward of virtual
+   stage g waits for the forward of g-1 (plus the p2p send), a backward of g for the backward of
+   g+1. Idle time (the bubble) is whatever the dependencies leave.
+3. After its last backward each rank reduces its gradients over DP (overlapped with the backward
+   of the last micro-batch when `overlap_grad_reduce`, as Megatron's bucketed DDP does), runs the
+   optimizer (memory-bound Adam over its local shard) and, with the distributed optimizer,
+   all-gathers the updated parameters (hidden behind the next step's forward when
+   `overlap_param_gather`). The slowest rank sets the step.
+
+Engine constants (documented with their sources in docs/training.md):
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from parasim.cost.comm import Group, collective_time_s
+from parasim.cost.layer import ATTN_BWD_FLOPS_RATIO, GEMM_BWD_RATIO, EdgeCost, LayerCost
+from parasim.cost.memory import weight_params_per_gpu
+from parasim.cost.partition import stage_layers
+from parasim.cost.roofline import memory_time_s
+from parasim.specs.cluster import ClusterSpec
+from parasim.specs.model import ModelSpec
+from parasim.training.plan import TrainingPlan
+from parasim.training.schedules import Op, get_schedule
+
+# Adam step, bytes moved per local parameter: fp32 grad read (4), master weight read+write (8),
+# two moments read+write (16), 16-bit weight write (2), grad-norm pass reading the grad again (4).
+OPTIMIZER_BYTES_PER_PARAM = 34.0
+# Megatron DDP bucket: max(40M, 1M * dp) parameters; the last bucket cannot overlap the backward.
+DDP_BUCKET_PARAMS = 40e6
+# Transformer Engine FP8 casts per GEMM operand element: read 16-bit (2), write fp8 (1) and its
+# transpose for the other GEMM of the backward (1).
+FP8_CAST_BYTES = 4.0
+# Unfused attention (Megatron 2021): bytes per score element per forward: baddbmm writes scores (2),
+# fused scale-mask-softmax reads (2) and writes (2), dropout reads (2), writes output (2) and mask
+# (1), the value matmul reads the probabilities (2). Backward moves about twice as much.
+UNFUSED_SCORE_BYTES_FWD = 13.0
+
+
+@dataclass(frozen=True)
+class LayerTimes:
+    """Per layer, per micro-batch, on one GPU: seconds."""
+
+    fwd_compute: float
+    fwd_comm: float  # exposed in-layer communication in the forward
+    bwd_compute: float  # includes recomputation
+    bwd_comm: float
+    parts: dict[str, float] = field(default_factory=dict)  # named forward breakdown
+
+
+def _costers(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> tuple[LayerCost, EdgeCost]:
+    act = "bf16" if plan.precision == "fp8" else plan.precision
+    s = plan.sharding(model)
+    layer = LayerCost(model, cluster, s, weight_dtype=plan.precision, act_dtype=act, kv_dtype=act,
+                      tp_group=Group.strided(plan.tp, 1, cluster),
+                      ep_group=Group.strided(plan.ep, plan.tp * plan.cp, cluster))
+    # the LM head and embedding are not Transformer Engine layers: they stay in 16-bit
+    edge_layer = layer if plan.precision != "fp8" else LayerCost(model, cluster, s, weight_dtype=act,
+                                                                 act_dtype=act, kv_dtype=act)
+    return layer, EdgeCost(edge_layer)
+
+
+def _unfused_attention_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, seqs: float,
+                         seq: float) -> float:
+    """Materialised-score attention forward: two batched GEMMs over the full s x s plus softmax traffic."""
+    acc = cluster.accelerator
+    dt = "bf16" if plan.precision == "fp8" else plan.precision
+    heads = model.heads // plan.tp
+    scores = seqs * heads * seq * seq
+    flops = 2 * scores * (model.qk_head_dim + model.v_head_dim)
+    drop_bytes = UNFUSED_SCORE_BYTES_FWD if model.dropout else UNFUSED_SCORE_BYTES_FWD - 5.0
+    gemm = flops / (acc.peak(dt) * acc.gemm_efficiency(dt))
+    return gemm + memory_time_s(scores * drop_bytes, acc, kernels=4) + 2 * acc.efficiency.kernel_overhead_s
+
+
+def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, layer: LayerCost,
+                pairs_per_mb: float, *, moe: bool) -> LayerTimes:
+    """One layer, one micro-batch: `pairs_per_mb` = causal query-key pairs of the micro-batch."""
+    t = plan.micro_batch * plan.seq_len / plan.cp  # tokens on this GPU
+    f = layer.forward(t, prefill_pairs=pairs_per_mb / plan.cp, moe=moe)
+    acc = cluster.accelerator
+    gemms = f["attn_gemms"] + f.get("mlp", 0.0) + f.get("moe", 0.0)
+    if plan.flash_attention:
+        attn_f = f["attn_prefill"]
+        attn_b = ATTN_BWD_FLOPS_RATIO * attn_f
+    else:
+        attn_f = _unfused_attention_s(model, cluster, plan, plan.micro_batch, plan.seq_len / plan.cp)
+        attn_b = 2.0 * attn_f
+    elem = f["elementwise"]
+    cast_f = cast_b = 0.0
+    if plan.precision == "fp8":
+        tp = plan.tp
+        fwd_in = model.hidden * 2 + model.q_dim / tp + model.ffn_hidden / tp
+        qkv_out = (model.q_dim + 2 * model.kv_heads * model.head_dim) / tp
+        bwd_in = qkv_out + 2 * model.hidden + (model.mlp_matrices - 1) * model.ffn_hidden / tp
+        cast_f = memory_time_s(t * fwd_in * FP8_CAST_BYTES, acc, kernels=4)
+        cast_b = memory_time_s(t * bwd_in * FP8_CAST_BYTES, acc, kernels=4)
+    fwd_compute = gemms + attn_f + elem + cast_f
+    bwd_compute = GEMM_BWD_RATIO * gemms + attn_b + 2.0 * elem + cast_b
+
+    # --- communication inside the layer -------------------------------------------------------
+    tp_c = f["tp_comm"]
+    if plan.tp_comm_overlap:  # all-gather / reduce-scatter pipelined with the neighbouring GEMMs
+        tp_f, tp_b = max(0.0, tp_c - gemms), max(0.0, tp_c - GEMM_BWD_RATIO * gemms)
+    else:
+        tp_f = tp_b = tp_c
+    cp_c = layer.cp_comm_s(t)  # ring attention: K/V blocks overlap the block-wise attention
+    cp_f, cp_b = max(0.0, cp_c - attn_f), max(0.0, 2 * cp_c - attn_b)
+    ep_c = f["ep_comm"]
+    fwd_comm = tp_f + cp_f + ep_c
+    bwd_comm = tp_b + cp_b + ep_c
+
+    if plan.recompute == "full":
+        bwd_compute += fwd_compute
+        bwd_comm += fwd_comm
+    elif plan.recompute == "selective":
+        bwd_compute += attn_f
+
+    parts = {"gemms": gemms, "attention": attn_f, "elementwise": elem + cast_f, "tp_comm": tp_c,
+             "cp_comm": cp_c, "ep_comm": ep_c}
+    return LayerTimes(fwd_compute, fwd_comm, bwd_compute, bwd_comm, parts)
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    end_s: list[float]  # per rank: end of its last op
+    busy_compute_s: list[float]
+    busy_comm_s: list[float]
+    last_bwd_start_s: list[float]  # per rank: start of the last micro-batch's first backward op
+    ops: list[list[Op]]
+
+
+def run_pipeline(ops: list[list[Op]], pp: int, v: int, m: int, fwd: list[list[tuple[float, float]]],
+                 bwd: list[list[tuple[float, float]]], p2p_s: float) -> PipelineRun:
+    """Execute each rank's op list against the data dependencies; (compute, comm) per rank/chunk."""
+    vst = pp * v
+    f_end = [[-1.0] * m for _ in range(vst)]
+    b_end = [[-1.0] * m for _ in range(vst)]
+    ptr = [0] * pp
+    free = [0.0] * pp
+    busy_c = [0.0] * pp
+    busy_m = [0.0] * pp
+    last_b = [0.0] * pp
+    remaining = sum(len(o) for o in ops)
+    order = list(range(pp))
+    while remaining:
+        progressed = 0
+        for r in order:
+            lst, i, t = ops[r], ptr[r], free[r]
+            n = len(lst)
+            while i < n:
+                kind, j, c = lst[i]
+                g = c * pp + r
+                if kind == "F":
+                    if g == 0:
+                        ready = 0.0
+                    else:
+                        e = f_end[g - 1][j]
+                        if e < 0:
+                            break
+                        ready = e + (p2p_s if (g - 1) % pp != r or pp == 1 else 0.0)
+                    comp, comm = fwd[r][c]
+                    start = t if t > ready else ready
+                    t = start + comp + comm
+                    f_end[g][j] = t
+                else:
+                    if g == vst - 1:
+                        ready = f_end[g][j]
+                    else:
+                        e = b_end[g + 1][j]
+                        if e < 0:
+                            break
+                        ready = e + p2p_s
+                    comp, comm = bwd[r][c]
+                    start = t if t > ready else ready
+                    if j == m - 1 and c == v - 1:
+                        last_b[r] = start
+                    t = start + comp + comm
+                    b_end[g][j] = t
+                busy_c[r] += comp
+                busy_m[r] += comm
+                i += 1
+            progressed += i - ptr[r]
+            ptr[r], free[r] = i, t
+        if not progressed:
+            raise RuntimeError("pipeline schedule deadlocked (a schedule emitted an impossible order)")
+        remaining -= progressed
+        order.reverse()  # alternate sweeps so backward dependencies propagate as fast as forward ones
+    return PipelineRun(free, busy_c, busy_m, last_b, ops)
+
+
+def chunk_layers(model: ModelSpec, plan: TrainingPlan) -> list[list[int]]:
+    """Layers per (rank, chunk): uneven splits put the spare layers in the middle stages."""
+    if plan.virtual_stages == 1:
+        return [[n] for n in stage_layers(model.layers, plan.pp)]
+    per = model.layers // (plan.pp * plan.virtual_stages)
+    return [[per] * plan.virtual_stages for _ in range(plan.pp)]
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    step_s: float
+    critical_rank: int
+    breakdown: dict[str, float]  # on the critical rank; compute + exposed_comm + bubble + optimizer = step
+    details: dict[str, float]
+    layer: LayerTimes
+    run: PipelineRun
+
+
+def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
+                  pairs_per_mb: float | None = None) -> StepTiming:
+    layer, edge = _costers(model, cluster, plan)
+    s = plan.seq_len
+    if pairs_per_mb is None:
+        pairs_per_mb = plan.micro_batch * s * (s + 1) / 2
+    dense = layer_times(model, cluster, plan, layer, pairs_per_mb, moe=False) if not model.is_moe or model.dense_layers else None
+    moe = layer_times(model, cluster, plan, layer, pairs_per_mb, moe=True) if model.is_moe else None
+    lt = _mix(model, dense, moe)
+    pp, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
+    t = plan.micro_batch * s / plan.cp
+    emb = edge.embedding_s(t)
+    head = edge.lm_head_s(t)
+    counts = chunk_layers(model, plan)
+    fwd, bwd = [], []
+    for r in range(pp):
+        fr, br = [], []
+        for c in range(v):
+            n = counts[r][c]
+            g = c * pp + r
+            fc, fm = n * lt.fwd_compute, n * lt.fwd_comm
+            bc, bm = n * lt.bwd_compute, n * lt.bwd_comm
+            if g == 0:
+                fc += emb
+                bc += emb
+            if g == pp * v - 1:
+                fc += head
+                bc += 2 * head
+            fr.append((fc, fm))
+            br.append((bc, bm))
+        fwd.append(fr)
+        bwd.append(br)
+    # ZeRO-3 / FSDP: per layer, all-gather weights in forward and backward, reduce-scatter grads
+    dpg = plan.dp * plan.cp
+    dp_group = Group.strided(dpg, plan.tp, cluster)
+    acc = cluster.accelerator
+    wbytes = 2.0
+    gbytes = 2.0 if plan.precision == "fp16" else 4.0
+    layer_params = weight_params_per_gpu(model, tp=plan.tp, pp=model.layers, ep=plan.ep, stage=1) if model.layers > 2 else 0.0
+    fsdp_exposed_f = fsdp_exposed_b = 0.0
+    if plan.zero >= 3 and dpg > 1:
+        ag = collective_time_s("all_gather", layer_params * wbytes, dp_group, cluster)
+        rs = collective_time_s("reduce_scatter", layer_params * gbytes, dp_group, cluster)
+        if plan.overlap_param_gather:
+            fsdp_exposed_f = max(0.0, ag - lt.fwd_compute)
+            fsdp_exposed_b = max(0.0, ag + rs - lt.bwd_compute)
+        else:
+            fsdp_exposed_f, fsdp_exposed_b = ag, ag + rs
+        for r in range(pp):
+            for c in range(v):
+                n = counts[r][c]
+                fwd[r][c] = (fwd[r][c][0], fwd[r][c][1] + n * fsdp_exposed_f)
+                bwd[r][c] = (bwd[r][c][0], bwd[r][c][1] + n * fsdp_exposed_b)
+
+    # pipeline p2p: activations of one micro-batch (scattered over TP ranks, each on its own link)
+    p2p = 0.0
+    if pp > 1:
+        size = t * model.hidden * layer.ab / plan.tp
+        p2p = collective_time_s("p2p", size, Group.strided(2, plan.tp * plan.cp * plan.dp, cluster), cluster)
+    sched = get_schedule(plan.schedule_name)
+    ops = [sched.ops(r, pp, m, v) for r in range(pp)]
+    run = run_pipeline(ops, pp, v, m, fwd, bwd, p2p)
+
+    # --- after the pipeline: DP gradient reduction, optimizer, parameter all-gather ------------------
+    best = (-1.0, 0, {}, {})
+    dp_total = 0.0
+    for r in range(pp):
+        params = weight_params_per_gpu(model, tp=plan.tp, pp=pp, ep=plan.ep, stage=r)
+        end = run.end_s[r]
+        grad_c = ag_c = 0.0
+        if dpg > 1 and plan.zero < 3:
+            kind = "all_reduce" if plan.zero == 0 else "reduce_scatter"
+            grad_c = collective_time_s(kind, params * gbytes, dp_group, cluster)
+            if plan.zero >= 1:
+                ag_c = collective_time_s("all_gather", params * wbytes, dp_group, cluster)
+        dp_total = max(dp_total, grad_c + ag_c)
+        bucket = max(DDP_BUCKET_PARAMS, 1e6 * dpg)
+        last_frac = min(1.0, bucket / max(params, 1.0))
+        if plan.overlap_grad_reduce and grad_c > 0:
+            finish = max(run.last_bwd_start_s[r] + grad_c, end + grad_c * last_frac)
+            grad_exposed = finish - end
+        else:
+            grad_exposed = grad_c
+        ag_exposed = ag_c * last_frac if plan.overlap_param_gather else ag_c
+        local = params / (dpg if plan.zero >= 1 else 1)
+        opt = memory_time_s(local * OPTIMIZER_BYTES_PER_PARAM, acc, kernels=8)
+        total = end + grad_exposed + ag_exposed + opt
+        if total > best[0]:
+            busy = run.busy_compute_s[r] + run.busy_comm_s[r]
+            bd = {"compute": run.busy_compute_s[r], "exposed_comm": run.busy_comm_s[r] + grad_exposed + ag_exposed,
+                  "bubble": end - busy, "optimizer": opt}
+            det = {"inlayer_comm_exposed": run.busy_comm_s[r], "dp_grad_comm": grad_c,
+                   "dp_grad_comm_exposed": grad_exposed, "param_gather_comm": ag_c,
+                   "param_gather_exposed": ag_exposed, "pipeline_s": end}
+            best = (total, r, bd, det)
+    step, rank, bd, det = best
+    det.update({"p2p_per_op": p2p, "fsdp_layer_exposed_fwd": fsdp_exposed_f,
+                "fsdp_layer_exposed_bwd": fsdp_exposed_b, "dp_comm_total": dp_total,
+                **{f"layer_fwd_{k}": v_ for k, v_ in lt.parts.items()},
+                "layer_fwd_s": lt.fwd_compute + lt.fwd_comm, "layer_bwd_s": lt.bwd_compute + lt.bwd_comm,
+                "embedding_fwd_s": emb, "lm_head_fwd_s": head})
+    return StepTiming(step, rank, bd, det, lt, run)
+
+
+def _mix(model: ModelSpec, dense: LayerTimes | None, moe: LayerTimes | None) -> LayerTimes:
+    """Average layer of an MoE model with leading dense layers (per-layer costs are linear)."""
+    if moe is None:
+        return dense
+    if dense is None:
+        return moe
+    a, b = model.dense_layers / model.layers, model.moe_layers / model.layers
+    parts = {k: a * dense.parts.get(k, 0.0) + b * moe.parts.get(k, 0.0) for k in moe.parts}
+    return LayerTimes(a * dense.fwd_compute + b * moe.fwd_compute, a * dense.fwd_comm + b * moe.fwd_comm,
+                      a * dense.bwd_compute + b * moe.bwd_compute, a * dense.bwd_comm + b * moe.bwd_comm, parts)
