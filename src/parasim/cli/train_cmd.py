@@ -1,9 +1,148 @@
-"""`parasim train`: not built yet in this checkout (see the open issues)."""
+"""`parasim train`: simulate one optimizer step of a training plan.
+
+Every flag has a config-file twin (`-c plan.yaml`, same names with dashes or underscores); a
+flag given on the command line overrides the file. `--json` prints the TrainingResult.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+import yaml
+
+from parasim.errors import InputError
+from parasim.report.tables import console, fmt, kv_table, print_json
+
+CLUSTER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "inter_node_gbps")
+PANEL_PAR = "Parallelism"
+PANEL_BATCH = "Batch and precision"
+PANEL_OVERLAP = "Overlap and schedule"
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError("config", f"no such file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise InputError("config", f"{path.name}: malformed YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise InputError("config", f"{path.name}: must be a mapping of option names to values")
+    out = {}
+    for k, v in data.items():
+        out[str(k).replace("-", "_")] = v
+    if isinstance(out.get("plan"), dict):  # allow a nested `plan:` block
+        for k, v in out.pop("plan").items():
+            out.setdefault(str(k).replace("-", "_"), v)
+    return out
+
+
+def build(options: dict[str, Any]):
+    """(model, cluster, plan) from merged options; raises InputError naming the bad field."""
+    from parasim.specs.catalog import default_node_preset, get_accelerator, get_model
+    from parasim.specs.cluster import ClusterSpec
+    from parasim.training import TrainingPlan
+
+    for key in ("model", "gpu", "gpus"):
+        if options.get(key) is None:
+            raise InputError(key, f"required (give --{key} or `{key}:` in the config file)")
+    model = get_model(str(options["model"]))
+    acc = get_accelerator(str(options["gpu"]))
+    try:
+        gpus = int(options["gpus"])
+    except (TypeError, ValueError):
+        raise InputError("gpus", f"must be a positive integer, got {options['gpus']!r}") from None
+    preset = default_node_preset(acc.id)
+    kw: dict[str, Any] = {"accelerator": acc, "gpus": gpus}
+    if preset:
+        kw.update(gpus_per_node=preset.gpus_per_node, scale_up_domain=preset.scale_up_domain,
+                  nic_bw_bytes_per_s_per_gpu=preset.nic_bw_bytes_per_s_per_gpu)
+    if options.get("gpus_per_node") is not None:
+        kw["gpus_per_node"] = int(options["gpus_per_node"])
+        kw["scale_up_domain"] = max(kw.get("scale_up_domain", 0), 0) if kw["gpus_per_node"] <= kw.get("scale_up_domain", 0) else 0
+    if options.get("inter_node_gbps") is not None:
+        gbps = float(options["inter_node_gbps"])
+        if gbps <= 0:
+            raise InputError("inter-node-gbps", f"must be positive, got {gbps}")
+        kw["nic_bw_bytes_per_s_per_gpu"] = gbps * 1e9 / 8
+    cluster = ClusterSpec(**kw)
+    plan_keys = {k: v for k, v in options.items() if k not in CLUSTER_KEYS and k not in ("json", "config")}
+    # degrees that must divide the model are checked before dp is derived from them
+    from parasim.cost.layer import Sharding, check_sharding
+
+    try:
+        check_sharding(model, Sharding(tp=int(plan_keys.get("tp") or 1)))
+    except (TypeError, ValueError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError("tp", f"must be a positive integer, got {plan_keys.get('tp')!r}") from None
+    plan = TrainingPlan.from_mapping(plan_keys, gpus=gpus)
+    return model, cluster, plan
+
+
+def train_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file with any of these options."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Catalog name or path to a HF config.json."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="Accelerator id (see `parasim gpus`)."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="Total GPUs."),
+    gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node", help="GPUs per node (default: the GPU's node preset, else 8)."),
+    inter_node_gbps: Optional[float] = typer.Option(None, "--inter-node-gbps", help="NIC bandwidth per GPU, Gbit/s."),
+    tp: Optional[int] = typer.Option(None, "--tp", help="Tensor-parallel degree.", rich_help_panel=PANEL_PAR),
+    pp: Optional[int] = typer.Option(None, "--pp", help="Pipeline-parallel degree.", rich_help_panel=PANEL_PAR),
+    dp: Optional[int] = typer.Option(None, "--dp", help="Data-parallel degree (derived from gpus when omitted).", rich_help_panel=PANEL_PAR),
+    cp: Optional[int] = typer.Option(None, "--cp", help="Context-parallel degree (ring attention).", rich_help_panel=PANEL_PAR),
+    ep: Optional[int] = typer.Option(None, "--ep", help="Expert-parallel degree (MoE).", rich_help_panel=PANEL_PAR),
+    virtual_stages: Optional[int] = typer.Option(None, "--virtual-stages", help="Model chunks per pipeline rank (interleaved).", rich_help_panel=PANEL_PAR),
+    sequence_parallel: Optional[bool] = typer.Option(None, "--sequence-parallel/--no-sequence-parallel", help="Megatron sequence parallelism.", rich_help_panel=PANEL_PAR),
+    zero: Optional[int] = typer.Option(None, "--zero", help="ZeRO stage 0-3 (1 = distributed optimizer, 3 = FSDP).", rich_help_panel=PANEL_PAR),
+    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", help="Sequences per micro-batch.", rich_help_panel=PANEL_BATCH),
+    global_batch: Optional[int] = typer.Option(None, "--global-batch", help="Sequences per optimizer step.", rich_help_panel=PANEL_BATCH),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per sequence.", rich_help_panel=PANEL_BATCH),
+    seq_len_dist: Optional[str] = typer.Option(None, "--seq-len-dist", help="File with one document length per line (packed).", rich_help_panel=PANEL_BATCH),
+    recompute: Optional[str] = typer.Option(None, "--recompute", help="none | selective | full.", rich_help_panel=PANEL_BATCH),
+    precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp16 | fp8.", rich_help_panel=PANEL_BATCH),
+    overlap_grad_reduce: Optional[bool] = typer.Option(None, "--overlap-grad-reduce/--no-overlap-grad-reduce", help="Overlap DP gradient reduction with the backward.", rich_help_panel=PANEL_OVERLAP),
+    overlap_param_gather: Optional[bool] = typer.Option(None, "--overlap-param-gather/--no-overlap-param-gather", help="Overlap parameter all-gathers with compute.", rich_help_panel=PANEL_OVERLAP),
+    tp_comm_overlap: Optional[bool] = typer.Option(None, "--tp-comm-overlap/--no-tp-comm-overlap", help="Overlap TP communication with GEMMs.", rich_help_panel=PANEL_OVERLAP),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="gpipe | 1f1b | interleaved.", rich_help_panel=PANEL_OVERLAP),
+    flash_attention: Optional[bool] = typer.Option(None, "--flash-attention/--no-flash-attention", help="Fused attention (default) or materialised scores.", rich_help_panel=PANEL_OVERLAP),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Simulate one optimizer step: step time, tokens/s, MFU, peak memory and a time breakdown."""
+    opts = load_config(config) if config else {}
+    flags = {k: v for k, v in locals().items() if k not in ("config", "json_out", "opts") and v is not None}
+    opts.update(flags)
+    model_spec, cluster, plan = build(opts)
+    from parasim.training import simulate
+
+    res = simulate(model_spec, cluster, plan)
+    out = res.to_dict()
+    if json_out:
+        print_json(out)
+        return
+    p = plan
+    rows = [
+        ("model / gpu", f"{res.model} on {res.gpus} x {res.gpu}"),
+        ("plan", f"tp={p.tp} pp={p.pp} dp={p.dp} cp={p.cp} ep={p.ep} v={p.virtual_stages} sp={p.sequence_parallel} "
+                 f"mb={p.micro_batch} gb={p.global_batch} seq={p.seq_len} {p.precision} recompute={p.recompute} "
+                 f"zero={p.zero} {p.schedule_name}"),
+        ("step time", f"{res.step_time_s:.3f} s"),
+        ("tokens/s (total, per GPU)", f"{fmt(res.tokens_per_s)}  ({fmt(res.tokens_per_s_per_gpu)})"),
+        ("model TFLOP/s per GPU, MFU", f"{res.model_tflops_per_gpu:.1f}  ({100 * res.mfu:.1f} %)"),
+        ("hardware TFLOP/s per GPU, HFU", f"{res.hardware_tflops_per_gpu:.1f}  ({100 * res.hfu:.1f} %)"),
+        *[(f"  {k}", f"{v:.4f} s ({100 * v / res.step_time_s:.1f} %)") for k, v in res.breakdown.items()],
+        ("peak memory per GPU", f"{res.peak_memory_bytes / 1e9:.1f} GB of {res.memory['capacity_gb']:.0f} GB"),
+        *[(f"  {k}", fmt(v)) for k, v in res.memory.items() if k.endswith("_gb") and k not in ("total_gb", "capacity_gb")],
+        ("fits", res.fits),
+    ]
+    for k, v in res.varlen.items():
+        rows.append((f"  varlen {k}", fmt(v)))
+    console().print(kv_table("parasim train", rows))
+    if not res.fits:
+        console().print("[bold red]does not fit[/]: peak memory exceeds the GPU's HBM (see the breakdown above)")
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing to register until the train command lands."""
+    app.command("train")(train_cmd)
