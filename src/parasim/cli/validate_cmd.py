@@ -1,9 +1,50 @@
-"""`parasim validate`: not built yet in this checkout (see the open issues)."""
+"""`parasim validate`: predicted vs measured for every case of one or more case files."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from parasim.report.tables import console, print_json, table
+
+
+def validate_cmd(
+    file: Path = typer.Argument(..., help="Case file in the shared/validation format."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="Only cases of this kind: training | serving."),
+    extra: Optional[list[Path]] = typer.Option(None, "--extra", help="More case files (repeatable)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object (cases + summary)."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the report as markdown to this file."),
+) -> None:
+    """Run every case, report predicted, measured and relative error, and the summary per kind."""
+    from parasim.report.validation import run_files, summarize, to_json, to_markdown
+
+    paths = [str(file)] + [str(p) for p in (extra or [])]
+    reports = run_files(paths, kind=kind)
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(to_markdown(reports, paths))
+    if json_out:
+        print_json(to_json(reports, paths))
+        return
+    rows = []
+    for r in reports:
+        keys = [k for k in r.measured if k != "flops_convention"]
+        if not r.errors:
+            rows.append((r.id, r.kind, r.status, ", ".join(keys), None, None, r.reason or None))
+        for k in keys:
+            if k in r.errors:
+                rows.append((r.id, r.kind, r.status, k, r.predicted[k], r.measured[k], f"{100 * r.errors[k]:+.1f} %"))
+    con = console()
+    con.print(table("parasim validate", ("case", "kind", "status", "metric", "predicted", "measured", "error / reason"), rows))
+    srows = [(k, s["n"], s["ok"], s["infeasible"], s["skipped"],
+              *(None if s[x] is None else f"{100 * s[x]:.1f} %" for x in ("median_abs_error", "p90_abs_error", "max_abs_error")))
+             for k, s in summarize(reports).items()]
+    con.print(table("summary (|error|)", ("kind", "n", "ok", "infeasible", "skipped", "median", "p90", "max"), srows))
+    if markdown is not None:
+        con.print(f"wrote {markdown}")
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing to register until the validate command lands."""
+    app.command("validate")(validate_cmd)
