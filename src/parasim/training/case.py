@@ -29,6 +29,12 @@ def _legacy_megatron(software: str) -> bool:
     return bool(m and int(m.group(1)) < 2023)
 
 
+def _pre_fa3(software: str) -> bool:
+    """NeMo releases before 24.09 (Transformer Engine < 1.11) had no Hopper-native FlashAttention-3."""
+    m = re.search(r"nemo\s*(\d{2})\.(\d{2})", software.lower())
+    return bool(m and (int(m.group(1)), int(m.group(2))) < (24, 9))
+
+
 def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
     raw = dict(case.plan)
     choices: list[str] = []
@@ -49,15 +55,16 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
             choices.append(f"{key}={default} (not published; {'Megatron-LM 2021' if legacy else 'Megatron-Core'} default)")
     extra: dict[str, Any] = {}
     if legacy:
-        extra = {"flash_attention": False, "overlap_grad_reduce": False, "overlap_param_gather": False,
+        extra = {"attention": "unfused", "overlap_grad_reduce": False, "overlap_param_gather": False,
                  "tp_comm_overlap": False}
         choices.append("Megatron-LM 2021: unfused attention (no FlashAttention), gradient all-reduce after the "
                        "backward, no TP overlap")
     else:
         tp_overlap = bool(raw.get("sequence_parallel")) and int(raw.get("tp") or 1) > 1 and "nemo" in case.software.lower()
-        extra = {"flash_attention": True, "overlap_grad_reduce": True, "overlap_param_gather": True,
+        kernel = "flash2" if _pre_fa3(case.software) else "flash"
+        extra = {"attention": kernel, "overlap_grad_reduce": True, "overlap_param_gather": True,
                  "tp_comm_overlap": tp_overlap}
-        choices.append(f"Megatron-Core: flash attention, overlapped grad reduce-scatter and param all-gather"
+        choices.append(f"Megatron-Core: {'FA2-generation (cuDNN/FA2, pre-FA3) ' if kernel == 'flash2' else ''}flash attention, overlapped grad reduce-scatter and param all-gather"
                        f"{', TP comm overlap (NeMo recipe with SP)' if tp_overlap else ''}")
     raw.update(extra)
     if int(raw.get("virtual_stages") or 1) > 1:

@@ -16,6 +16,7 @@ from parasim.errors import InputError
 from parasim.specs.model import ModelSpec
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved")
+ATTENTION_KERNELS = ("flash", "flash2", "unfused")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,13 +38,17 @@ class TrainingPlan:
     overlap_param_gather: bool = True
     tp_comm_overlap: bool = False
     schedule: str = "1f1b"  # gpipe | 1f1b | interleaved (1f1b with virtual_stages > 1 = interleaved)
-    flash_attention: bool = True  # fused attention; False = materialised s x s scores (Megatron 2021)
+    attention: str = "flash"  # flash (best fused kernel, catalog) | flash2 (FA2-generation) | unfused
     seq_len_dist: str | None = None  # file with one document length per line (packed into sequences)
 
     # --- derived --------------------------------------------------------------------------------
     @property
     def gpus(self) -> int:
         return self.tp * self.pp * self.cp * self.dp
+
+    @property
+    def flash_attention(self) -> bool:
+        return self.attention != "unfused"
 
     @property
     def micro_batches(self) -> int:
@@ -80,6 +85,8 @@ class TrainingPlan:
             raise InputError("precision", f"'{self.precision}' is not one of {', '.join(TRAINING_PRECISIONS)}")
         if self.recompute not in RECOMPUTE:
             raise InputError("recompute", f"'{self.recompute}' is not one of {', '.join(RECOMPUTE)}")
+        if self.attention not in ATTENTION_KERNELS:
+            raise InputError("attention", f"'{self.attention}' is not one of {', '.join(ATTENTION_KERNELS)}")
         if self.zero not in (0, 1, 2, 3):
             raise InputError("zero", f"must be 0, 1, 2 or 3, got {self.zero!r}")
         from parasim.training.schedules import get_schedule

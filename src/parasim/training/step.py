@@ -41,6 +41,18 @@ FP8_CAST_BYTES = 4.0
 # fused scale-mask-softmax reads (2) and writes (2), dropout reads (2), writes output (2) and mask
 # (1), the value matmul reads the probabilities (2). Backward moves about twice as much.
 UNFUSED_SCORE_BYTES_FWD = 13.0
+# Flash-attention backward reaches a lower fraction of peak than the forward (the catalog's
+# attention efficiency is a forward measurement): FA2 paper (A100) and FA3 paper (H100) report
+# backward TFLOP/s at ~0.75-0.85 of the forward's.
+ATTN_BWD_EFF_RATIO = 0.8
+# FlashAttention-2-generation kernels (FA2, cuDNN 8.x fused attention) on Hopper do not use
+# wgmma/TMA; the FA3 paper measures FA3 1.5-2.0x faster than FA2 on H100, so they run at about
+# 1/1.75 of the Hopper-native rate the catalog records. On earlier parts FA2 is the catalog figure.
+FA2_ON_HOPPER_RATIO = 1 / 1.75
+# Communication overlapped with compute is not free: NCCL / userbuffers kernels occupy SMs
+# (typically 16-24 of 108-132) and HBM bandwidth while they run, slowing the GEMMs they hide behind.
+OVERLAP_SLOWDOWN = 0.15
+HOPPER_PARTS = frozenset({"h100-sxm", "h100-pcie", "h100-nvl", "h800", "h20", "h200-sxm", "gh200"})
 
 
 @dataclass(frozen=True)
@@ -83,12 +95,14 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
                 pairs_per_mb: float, *, moe: bool) -> LayerTimes:
     """One layer, one micro-batch: `pairs_per_mb` = causal query-key pairs of the micro-batch."""
     t = plan.micro_batch * plan.seq_len / plan.cp  # tokens on this GPU
-    f = layer.forward(t, prefill_pairs=pairs_per_mb / plan.cp, moe=moe)
     acc = cluster.accelerator
+    f = layer.forward(t, prefill_pairs=pairs_per_mb / plan.cp, moe=moe)
     gemms = f["attn_gemms"] + f.get("mlp", 0.0) + f.get("moe", 0.0)
     if plan.flash_attention:
         attn_f = f["attn_prefill"]
-        attn_b = ATTN_BWD_FLOPS_RATIO * attn_f
+        if plan.attention == "flash2" and acc.id in HOPPER_PARTS:
+            attn_f /= FA2_ON_HOPPER_RATIO
+        attn_b = ATTN_BWD_FLOPS_RATIO * attn_f / ATTN_BWD_EFF_RATIO
     else:
         attn_f = _unfused_attention_s(model, cluster, plan, plan.micro_batch, plan.seq_len / plan.cp)
         attn_b = 2.0 * attn_f
@@ -107,11 +121,14 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
     # --- communication inside the layer -------------------------------------------------------
     tp_c = f["tp_comm"]
     if plan.tp_comm_overlap:  # all-gather / reduce-scatter pipelined with the neighbouring GEMMs
-        tp_f, tp_b = max(0.0, tp_c - gemms), max(0.0, tp_c - GEMM_BWD_RATIO * gemms)
+        hid_f, hid_b = min(tp_c, gemms), min(tp_c, GEMM_BWD_RATIO * gemms)
+        tp_f = tp_c - hid_f + OVERLAP_SLOWDOWN * hid_f
+        tp_b = tp_c - hid_b + OVERLAP_SLOWDOWN * hid_b
     else:
         tp_f = tp_b = tp_c
     cp_c = layer.cp_comm_s(t)  # ring attention: K/V blocks overlap the block-wise attention
-    cp_f, cp_b = max(0.0, cp_c - attn_f), max(0.0, 2 * cp_c - attn_b)
+    cp_f = cp_c - min(cp_c, attn_f) * (1 - OVERLAP_SLOWDOWN)
+    cp_b = 2 * cp_c - min(2 * cp_c, attn_b) * (1 - OVERLAP_SLOWDOWN)
     ep_c = f["ep_comm"]
     fwd_comm = tp_f + cp_f + ep_c
     bwd_comm = tp_b + cp_b + ep_c
@@ -257,8 +274,8 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
         ag = collective_time_s("all_gather", layer_params * wbytes, dp_group, cluster)
         rs = collective_time_s("reduce_scatter", layer_params * gbytes, dp_group, cluster)
         if plan.overlap_param_gather:
-            fsdp_exposed_f = max(0.0, ag - lt.fwd_compute)
-            fsdp_exposed_b = max(0.0, ag + rs - lt.bwd_compute)
+            fsdp_exposed_f = ag - min(ag, lt.fwd_compute) * (1 - OVERLAP_SLOWDOWN)
+            fsdp_exposed_b = ag + rs - min(ag + rs, lt.bwd_compute) * (1 - OVERLAP_SLOWDOWN)
         else:
             fsdp_exposed_f, fsdp_exposed_b = ag, ag + rs
         for r in range(pp):
@@ -293,10 +310,11 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
         last_frac = min(1.0, bucket / max(params, 1.0))
         if plan.overlap_grad_reduce and grad_c > 0:
             finish = max(run.last_bwd_start_s[r] + grad_c, end + grad_c * last_frac)
-            grad_exposed = finish - end
+            hidden = grad_c - (finish - end)
+            grad_exposed = finish - end + OVERLAP_SLOWDOWN * hidden
         else:
             grad_exposed = grad_c
-        ag_exposed = ag_c * last_frac if plan.overlap_param_gather else ag_c
+        ag_exposed = (ag_c * last_frac + OVERLAP_SLOWDOWN * ag_c * (1 - last_frac)) if plan.overlap_param_gather else ag_c
         local = params / (dpg if plan.zero >= 1 else 1)
         opt = memory_time_s(local * OPTIMIZER_BYTES_PER_PARAM, acc, kernels=8)
         total = end + grad_exposed + ag_exposed + opt
