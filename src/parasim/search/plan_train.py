@@ -1,0 +1,328 @@
+"""`plan train`: search the training plans of a model on one or more (GPU type, GPU count) pairs.
+
+1. Enumerate (space.py): divisibility and the model-state memory bound drop most of the raw space
+   without costing anything.
+2. Activation memory (main process, cheap): the same schedule walk the simulator uses, with the
+   schedule op lists and per-stage parameter counts cached across plans. Plans whose only
+   difference is recompute are dominated once a less-recomputing sibling fits (recomputation only
+   adds work), so they are dropped as `dominated_recompute` instead of simulated.
+3. Simulate the survivors in parallel (executors.py) with `parasim.training.simulate`; a plan the
+   simulator finds does not fit is dropped as `memory_activations`.
+4. Rank by the objective (ties: fewer GPUs, then the plan's fields in a fixed order), Pareto front,
+   heuristic baseline, explanation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from parasim.cost.memory import (activation_bytes_per_layer, embedding_activation_bytes, logits_activation_bytes,
+                                 training_state_bytes, weight_params_per_gpu)
+from parasim.errors import InputError
+from parasim.search import executors
+from parasim.search.objectives import TRAIN_OBJECTIVES, get_objective, parse_pareto
+from parasim.search.pareto import pareto_front
+from parasim.search.prune import Pruned
+from parasim.search.space import TrainChoices, default_train_choices, enumerate_train
+from parasim.specs.catalog import default_node_preset, get_accelerator, get_model
+from parasim.specs.cluster import ClusterSpec
+from parasim.specs.model import ModelSpec
+
+PLAN_KEYS = ("tp", "pp", "dp", "cp", "ep", "virtual_stages", "sequence_parallel", "micro_batch", "global_batch",
+             "seq_len", "recompute", "zero", "precision", "schedule")
+RECOMPUTE_ORDER = ("none", "selective", "full")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSearch:
+    model: str
+    gpu: tuple[str, ...]
+    gpus: tuple[int, ...]
+    seq_len: int
+    global_batch: int | None = None  # sequences
+    global_batch_tokens: int | None = None
+    objective: str = "tokens-per-s"
+    tokens: float | None = None  # for time-to-train / cost
+    top: int = 10
+    pareto: str | None = None
+    choices: dict[str, tuple] = field(default_factory=dict)  # overrides of TrainChoices fields
+    reference: dict[str, Any] | None = None  # a plan to evaluate and locate in the ranking
+    workers: int | None = None
+    executor: str = "local"
+    ray_address: str | None = None
+
+
+def cluster_for(acc_id: str, gpus: int) -> ClusterSpec:
+    """The cluster `parasim train` builds for --gpu/--gpus: the GPU's node preset, else 8 per node."""
+    acc = get_accelerator(acc_id)
+    preset = default_node_preset(acc.id)
+    if preset:
+        return ClusterSpec.from_preset(preset, acc, gpus)
+    return ClusterSpec(accelerator=acc, gpus=gpus)
+
+
+def resolve_batch(req: TrainSearch) -> int:
+    if req.seq_len is None or req.seq_len < 1:
+        raise InputError("seq-len", f"must be a positive integer, got {req.seq_len}")
+    if (req.global_batch is None) == (req.global_batch_tokens is None):
+        raise InputError("global-batch", "give exactly one of --global-batch (sequences) or --global-batch-tokens")
+    if req.global_batch is not None:
+        if req.global_batch < 1:
+            raise InputError("global-batch", f"must be a positive integer, got {req.global_batch}")
+        return req.global_batch
+    if req.global_batch_tokens < req.seq_len:
+        raise InputError("global-batch-tokens", f"must be at least seq_len={req.seq_len}, got {req.global_batch_tokens}")
+    return max(1, round(req.global_batch_tokens / req.seq_len))
+
+
+# --- activation memory, cached ---------------------------------------------------------------
+@lru_cache(maxsize=4096)
+def _ops(schedule: str, pp: int, m: int, v: int) -> tuple:
+    from parasim.training.schedules import get_schedule
+
+    s = get_schedule(schedule)
+    return tuple(tuple(s.ops(r, pp, m, v)) for r in range(pp))
+
+
+@lru_cache(maxsize=65536)
+def _stage_params(model: ModelSpec, tp: int, pp: int, ep: int, rank: int) -> float:
+    return weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=rank)
+
+
+@lru_cache(maxsize=4096)
+def _chunk_layers(model: ModelSpec, pp: int, v: int) -> tuple:
+    from parasim.cost.partition import stage_layers
+
+    if v == 1:
+        return tuple((n,) for n in stage_layers(model.layers, pp))
+    return tuple((model.layers // (pp * v),) * v for _ in range(pp))
+
+
+@lru_cache(maxsize=65536)
+def _inflight(schedule: str, pp: int, m: int, v: int, counts: tuple, per_layer: float, emb: float,
+              logits: float) -> tuple:
+    from parasim.training.memory import peak_activation_units
+
+    ops = _ops(schedule, pp, m, v)
+    out = []
+    for r in range(pp):
+        w = []
+        for c in range(v):
+            g = c * pp + r
+            w.append(counts[r][c] * per_layer + (emb if g == 0 else 0.0) + (logits if g == pp * v - 1 else 0.0))
+        out.append(peak_activation_units(list(ops[r]), w))
+    return tuple(out)
+
+
+def peak_memory_bytes(model: ModelSpec, d: dict[str, Any]) -> float:
+    """Peak bytes per GPU as `parasim.training.memory.peak_memory` walks it, with caches."""
+    from parasim.training.memory import RESERVED_BYTES
+
+    tp, pp, cp, mb, seq = d["tp"], d["pp"], d["cp"], d["micro_batch"], d["seq_len"]
+    sp = d["sequence_parallel"] and tp > 1
+    v = d["virtual_stages"]
+    m = d["global_batch"] // (d["dp"] * mb)
+    per_layer = activation_bytes_per_layer(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp,
+                                           recompute=d["recompute"], flash=d.get("flash_attention", True))
+    emb = embedding_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp)
+    logits = logits_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, cp=cp)
+    sched = "interleaved" if v > 1 else d["schedule"]
+    acts = _inflight(sched, pp, m, v, _chunk_layers(model, pp, v), per_layer, emb, logits)
+    grad_bytes = 2.0 if d["precision"] == "fp16" else 4.0
+    peak = 0.0
+    for r in range(pp):
+        st = training_state_bytes(_stage_params(model, tp, pp, d["ep"], r), dp=d["dp"] * cp, zero=d["zero"],
+                                  grad_bytes=grad_bytes)
+        peak = max(peak, st.total + acts[r] + RESERVED_BYTES)
+    return peak
+
+
+def screen_memory(model: ModelSpec, hbm: float, cands: list[dict], pruned: Pruned) -> list[dict]:
+    """Drop plans whose peak exceeds HBM, and recompute variants dominated by a fitting sibling."""
+    fitting: set[tuple] = set()
+    out = []
+    for d in sorted(cands, key=lambda d: RECOMPUTE_ORDER.index(d["recompute"])):
+        sib = tuple((k, d[k]) for k in PLAN_KEYS if k != "recompute") + ((d["gpu"], d["gpus"]),)
+        if sib in fitting:
+            pruned.drop("dominated_recompute")
+            continue
+        if peak_memory_bytes(model, d) > hbm:
+            pruned.drop("memory_activations")
+            continue
+        fitting.add(sib)
+        out.append(d)
+    return out
+
+
+# --- evaluation (runs in workers) ----------------------------------------------------------------
+def evaluate(context: dict, item: dict) -> dict:
+    """Simulate one plan; returns {"ok": bool, "reason": str, "metrics": ...}."""
+    from parasim.training import TrainingPlan, simulate
+
+    model = context["model"]
+    cluster = context["clusters"][(item["gpu"], item["gpus"])]
+    plan_map = {k: v for k, v in item.items() if k not in ("gpu", "gpus")}
+    try:
+        res = simulate(model, cluster, TrainingPlan.from_mapping(plan_map, gpus=cluster.gpus))
+    except InputError as e:
+        return {"ok": False, "reason": "invalid_plan", "message": f"{e.field}: {e.message}"}
+    if not res.fits:
+        return {"ok": False, "reason": "memory_activations"}
+    return {"ok": True, "metrics": res.to_dict()}
+
+
+def plan_row(item: dict, result: dict, price: float) -> dict:
+    """A plan object: plan fields at top level, metrics (as `parasim train --json`) under `metrics`."""
+    metrics = result["metrics"]
+    row = {k: metrics["plan"].get(k, item.get(k)) for k in metrics["plan"]}
+    row.update({"gpu": item["gpu"], "gpus": item["gpus"], "price_usd_per_hour": price, "metrics": metrics})
+    return row
+
+
+def sort_key(obj, options: dict) -> Any:
+    def key(row: dict) -> tuple:
+        return (obj.score(row, options), row["gpus"], row["gpu"], tuple(str(row.get(k)) for k in PLAN_KEYS))
+    return key
+
+
+def same_plan(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in PLAN_KEYS) and a.get("gpu") == b.get("gpu") and a.get("gpus") == b.get("gpus")
+
+
+def reference_item(req: TrainSearch, model: ModelSpec, global_batch: int) -> dict | None:
+    if not req.reference:
+        return None
+    from parasim.training import TrainingPlan
+
+    ref = dict(req.reference)
+    gpu = ref.pop("gpu", req.gpu[0])
+    gpus = int(ref.pop("gpus", req.gpus[0]))
+    ref.setdefault("global_batch", global_batch)
+    ref.setdefault("seq_len", req.seq_len)
+    plan = TrainingPlan.from_mapping(ref, gpus=gpus).check(model, gpus)
+    d = {k: getattr(plan, k) for k in PLAN_KEYS}
+    d["schedule"] = plan.schedule_name
+    return {**d, "gpu": gpu, "gpus": gpus}
+
+
+def baseline_items(model: ModelSpec, cluster: ClusterSpec, gpu: str, global_batch: int, seq_len: int) -> list[dict]:
+    """Heuristic: TP = GPUs per node (halved until it divides the heads), micro-batch 1, 1F1B,
+    Megatron's distributed optimizer (zero 1) and selective recompute, DP for the rest; the
+    candidates are the PPs in increasing order - the first that fits is the baseline."""
+    tp = min(cluster.gpus_per_node, cluster.gpus)
+    while tp > 1 and (model.heads % tp or cluster.gpus % tp):
+        tp //= 2
+    out = []
+    for pp in range(1, model.layers + 1):
+        if cluster.gpus % (tp * pp):
+            continue
+        dp = cluster.gpus // (tp * pp)
+        if global_batch % dp:
+            continue
+        out.append({"tp": tp, "pp": pp, "dp": dp, "cp": 1, "ep": 1, "virtual_stages": 1,
+                    "sequence_parallel": tp > 1, "micro_batch": 1, "global_batch": global_batch, "seq_len": seq_len,
+                    "recompute": "selective", "zero": 1, "precision": "bf16", "schedule": "1f1b",
+                    "gpu": gpu, "gpus": cluster.gpus})
+    return out
+
+
+def run_search(req: TrainSearch, progress=None) -> dict:
+    t0 = time.perf_counter()
+    model = get_model(req.model)
+    objective = get_objective(req.objective, TRAIN_OBJECTIVES)
+    pareto_objs = parse_pareto(req.pareto, TRAIN_OBJECTIVES)
+    needs_tokens = {objective.name} | {o.name for o in pareto_objs}
+    if needs_tokens & {"time-to-train", "cost"} and not req.tokens:
+        raise InputError("tokens", "required (> 0) for the time-to-train and cost objectives")
+    if req.tokens is not None and req.tokens <= 0:
+        raise InputError("tokens", f"must be positive, got {req.tokens}")
+    if not req.gpu:
+        raise InputError("gpu", "give at least one --gpu")
+    for n in req.gpus:
+        if n < 1:
+            raise InputError("gpus", f"must be a positive integer, got {n}")
+    global_batch = resolve_batch(req)
+    options = {"tokens": req.tokens or 0.0}
+    clusters = {(g, n): cluster_for(g, n) for g in req.gpu for n in req.gpus}
+    pruned = Pruned()
+    cands: list[dict] = []
+    raw = 0
+    for (g, n), cluster in clusters.items():
+        choices = default_train_choices(model, cluster, req.seq_len, **req.choices)
+        raw += choices.size
+        pc = Pruned()
+        found = [{**d, "gpu": g, "gpus": n} for d in enumerate_train(model, cluster, global_batch=global_batch,
+                                                                      seq_len=req.seq_len, choices=choices, pruned=pc)]
+        pruned.update(pc)
+        cands += screen_memory(model, cluster.accelerator.hbm_bytes, found, pruned)
+    ref = reference_item(req, model, global_batch)
+    if ref is not None and not any(same_plan(ref, c) for c in cands):
+        cands.append(ref)
+    base_cands = [b for (g, n), cl in clusters.items() for b in baseline_items(model, cl, g, global_batch, req.seq_len)]
+    context = {"model": model, "clusters": clusters}
+    if progress:
+        progress.start(len(cands))
+    outcome = executors.run(evaluate, context, cands, executor=req.executor, workers=req.workers,
+                            ray_address=req.ray_address, progress=progress.advance if progress else None)
+    prices = {g: get_accelerator(g).price_usd_per_hour for g in req.gpu}
+    ranked = []
+    for item, res in zip(cands, outcome.results):
+        if res is None:
+            continue
+        if not res["ok"]:
+            pruned.drop(res["reason"])
+            continue
+        ranked.append(plan_row(item, res, prices[item["gpu"]]))
+    key = sort_key(objective, options)
+    ranked.sort(key=key)
+    for i, row in enumerate(ranked, start=1):
+        row["rank"] = i
+        row["objective_value"] = objective.value(row, options)
+    # the baseline: first PP (ascending) that fits, evaluated in-process (a handful of plans)
+    baseline = None
+    for b in base_cands:
+        hit = next((r for r in ranked if same_plan(r, b)), None)
+        if hit is not None:
+            baseline = hit
+            break
+        res = evaluate(context, b)
+        if res["ok"]:
+            baseline = plan_row(b, res, prices[b["gpu"]])
+            baseline["rank"] = None
+            baseline["objective_value"] = objective.value(baseline, options)
+            break
+    reference = None
+    if ref is not None:
+        reference = next((r for r in ranked if same_plan(r, ref)), None)
+        if reference is None:
+            res = evaluate(context, ref)
+            reference = {**ref, "rank": None, "feasible": False, "reason": res.get("reason"),
+                         "metrics": res.get("metrics")}
+    from parasim.search.explain import explain
+
+    out = {
+        "command": "plan train", "model": model.name, "gpu": list(req.gpu), "gpus": list(req.gpus),
+        "global_batch": global_batch, "seq_len": req.seq_len, "objective": objective.name,
+        "objective_metric": objective.metric, "tokens": req.tokens,
+        "best": ranked[0] if ranked else None, "ranked": ranked, "evaluated": len(cands) - outcome.results.count(None),
+        "space_size": raw, "pruned": pruned.as_dict(), "baseline": baseline, "reference": reference,
+        "pareto": ({"objectives": [o.name for o in pareto_objs],
+                    "front": [r["rank"] for r in pareto_front(ranked, [lambda r, o=o: o.score(r, options)
+                                                                       for o in pareto_objs])]}
+                   if pareto_objs else None),
+        "interrupted": outcome.interrupted,
+        "search_wall_s": time.perf_counter() - t0,
+    }
+    out["explanation"] = explain(out, objective, options, TRAIN_OBJECTIVES, kind="train")
+    return out
+
+
+def emit_yaml_mapping(best: dict) -> dict:
+    """The winning plan as a `parasim train -c` config (same keys as its flags, underscores)."""
+    m = best["metrics"]["plan"]
+    out = {"model": best["metrics"]["model"], "gpu": best["gpu"], "gpus": best["gpus"]}
+    out.update({k: v for k, v in m.items() if v is not None})
+    return out

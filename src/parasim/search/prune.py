@@ -1,0 +1,50 @@
+"""Why plans were dropped before (or instead of) being ranked: counts per reason.
+
+Enumeration is hierarchical (degrees first, then batch split, then the knobs), and a rule that
+fails at an outer level drops every combination below it at once; `Pruned.drop(reason, n)`
+records all n of them, so the counts add up to the size of the raw space:
+
+    raw space = evaluated + sum(pruned.values())
+
+Reasons are short stable keys (they are part of the `--json` output); `REASONS` documents them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+REASONS = {
+    # training
+    "tp_heads": "tp does not divide the attention heads (or is not a multiple of the KV heads)",
+    "gpus_divisibility": "tp*cp*pp does not divide the GPU count",
+    "batch_divisibility": "global batch not divisible by dp*micro_batch (or fewer sequences than dp)",
+    "cp_seq_len": "cp does not split seq_len into 2*cp equal chunks",
+    "ep_divisibility": "ep does not divide the experts and dp*cp (or ep > 1 on a dense model)",
+    "interleave_layers": "interleaved: pp*virtual_stages does not divide the layers (or exceeds them)",
+    "interleave_microbatches": "interleaved: micro-batches per step are not a multiple of pp",
+    "memory_model_state": "weights + gradients + optimizer state alone exceed HBM",
+    "memory_activations": "peak memory with in-flight activations exceeds HBM (schedule walk)",
+    "dominated_recompute": "a plan that recomputes less fits in memory (recompute only adds work)",
+    # serving
+    "tp_pp_layout": "tp/pp do not divide the heads/layers, or tp exceeds the scale-up domain",
+    "gpu_budget": "tp*pp*replicas exceeds --max-gpus",
+    "memory_weights": "weights do not fit the GPU's usable memory",
+    "memory_kv": "no room for the KV cache of one max-length request",
+    "tpot_floor": "reading the weights once per decode step already exceeds the TPOT SLO",
+    "throughput_bound": "the roofline upper bound on throughput is below the offered load",
+    "slo_missed": "simulated, but missed the SLO attainment target (not ranked)",
+    "screen_cut": "screened with a short workload, not among the best re-run at full size",
+    # both
+    "invalid_plan": "rejected by the simulator's plan validator",
+}
+
+
+class Pruned(Counter):
+    """reason -> count of raw combinations dropped for it."""
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        if n:
+            self[reason] += n
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: int(v) for k, v in sorted(self.items()) if v}

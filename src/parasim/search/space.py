@@ -1,0 +1,165 @@
+"""Training plan spaces: which degrees and knobs are tried, and the divisibility rules.
+
+The raw space is the product of the choice lists in `TrainChoices`; `enumerate_train` walks it
+outer to inner (tp, cp, pp, ep, micro-batch, schedule/virtual stages, zero, recompute) and drops
+a whole sub-tree as soon as one rule fails, counting every combination it drops (see prune.py).
+What survives is a list of plan mappings (TrainingPlan fields) that the validator accepts and
+whose model state fits in HBM. The activation check needs the schedule walk and happens next,
+in `plan_train`, still before any step is simulated.
+
+Defaults, and why:
+  tp             powers of two up to the scale-up domain (TP across NICs is never competitive)
+  cp             powers of two while seq_len/cp >= 2048 (shorter shards starve the ring overlap)
+  pp             every divisor of the GPU count up to the layer count
+  micro_batch    1, 2, 4, 8
+  virtual stages 1 (1F1B), and 2, 3, 4, 6, 8 (interleaved 1F1B)
+  zero           1, 2, 3 (0 is 1 with more memory and the same traffic; ask for it with --zero)
+  recompute      none, selective, full
+  sequence parallel: on whenever tp > 1 (same traffic as plain TP, less activation memory)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from math import prod
+
+from parasim.cost.memory import training_state_bytes, weight_params_per_gpu
+from parasim.search.prune import Pruned
+from parasim.specs.cluster import ClusterSpec
+from parasim.specs.model import ModelSpec
+
+RESERVED_BYTES_LOWER_BOUND = 0.0  # the model-state check is a lower bound: no workspace assumed
+
+
+def powers_of_two(limit: int) -> list[int]:
+    out, v = [], 1
+    while v <= limit:
+        out.append(v)
+        v *= 2
+    return out
+
+
+def divisors(n: int) -> list[int]:
+    small = [d for d in range(1, int(n**0.5) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainChoices:
+    """The raw space for one (GPU type, GPU count); tuples so it hashes and pickles."""
+
+    tp: tuple[int, ...]
+    cp: tuple[int, ...]
+    pp: tuple[int, ...]
+    ep: tuple[int, ...]
+    micro_batch: tuple[int, ...] = (1, 2, 4, 8)
+    virtual_stages: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
+    zero: tuple[int, ...] = (1, 2, 3)
+    recompute: tuple[str, ...] = ("none", "selective", "full")
+    precision: tuple[str, ...] = ("bf16",)
+    schedules: tuple[str, ...] = ("1f1b", "interleaved")  # gpipe on request
+
+    @property
+    def size(self) -> int:
+        return prod(len(getattr(self, f)) for f in ("tp", "cp", "pp", "ep", "micro_batch", "zero", "recompute",
+                                                   "precision")) * self._sched_count
+
+    @property
+    def _sched_count(self) -> int:
+        """(schedule, v) pairs: 1f1b/gpipe with v = 1, interleaved with each v > 1."""
+        n = sum(1 for s in self.schedules if s != "interleaved") if 1 in self.virtual_stages else 0
+        if "interleaved" in self.schedules:
+            n += sum(1 for v in self.virtual_stages if v > 1)
+        return n
+
+    def sched_pairs(self) -> list[tuple[str, int]]:
+        pairs = [(s, 1) for s in self.schedules if s != "interleaved"] if 1 in self.virtual_stages else []
+        if "interleaved" in self.schedules:
+            pairs += [("interleaved", v) for v in self.virtual_stages if v > 1]
+        return pairs
+
+
+def default_train_choices(model: ModelSpec, cluster: ClusterSpec, seq_len: int, **overrides) -> TrainChoices:
+    n = cluster.gpus
+    tp = tuple(t for t in powers_of_two(min(cluster.domain, n)))
+    cp = tuple(c for c in powers_of_two(n) if seq_len // c >= 2048 or c == 1)
+    pp = tuple(d for d in divisors(n) if d <= model.layers)
+    ep = tuple(e for e in divisors(model.experts) if e <= n) if model.is_moe else (1,)
+    kw = {k: tuple(v) for k, v in overrides.items() if v}
+    return TrainChoices(**{"tp": tp, "cp": cp, "pp": pp, "ep": ep, **kw})
+
+
+def _tp_ok(model: ModelSpec, tp: int) -> bool:
+    if model.heads % tp:
+        return False
+    return not (tp > model.kv_heads and tp % model.kv_heads)
+
+
+def enumerate_train(model: ModelSpec, cluster: ClusterSpec, *, global_batch: int, seq_len: int,
+                    choices: TrainChoices, pruned: Pruned) -> Iterator[dict]:
+    """Yield plan mappings that pass divisibility and the model-state memory bound."""
+    n, c = cluster.gpus, choices
+    hbm = cluster.accelerator.hbm_bytes
+    pairs = c.sched_pairs()
+    below_pp = len(c.ep) * len(c.micro_batch) * len(pairs) * len(c.zero) * len(c.recompute) * len(c.precision)
+    below_ep = below_pp // len(c.ep)
+    below_mb = below_ep // len(c.micro_batch)
+    below_sched = below_mb // len(pairs) if pairs else 0
+    for tp in c.tp:
+        if not _tp_ok(model, tp):
+            pruned.drop("tp_heads", len(c.cp) * len(c.pp) * below_pp)
+            continue
+        for cp in c.cp:
+            if seq_len % cp or (cp > 1 and (seq_len // cp) % 2):
+                pruned.drop("cp_seq_len", len(c.pp) * below_pp)
+                continue
+            for pp in c.pp:
+                if n % (tp * cp * pp):
+                    pruned.drop("gpus_divisibility", below_pp)
+                    continue
+                dp = n // (tp * cp * pp)
+                for ep in c.ep:
+                    if (ep > 1 and not model.is_moe) or (model.is_moe and model.experts % ep) or (dp * cp) % ep:
+                        pruned.drop("ep_divisibility", below_ep)
+                        continue
+                    for mb in c.micro_batch:
+                        if global_batch % (dp * mb):
+                            pruned.drop("batch_divisibility", below_mb)
+                            continue
+                        m = global_batch // (dp * mb)
+                        for sched, v in pairs:
+                            if sched == "interleaved":
+                                if pp < 2 or pp * v > model.layers or model.layers % (pp * v):
+                                    pruned.drop("interleave_layers", below_sched)
+                                    continue
+                                if m % pp:
+                                    pruned.drop("interleave_microbatches", below_sched)
+                                    continue
+                            elif pp * v > model.layers:
+                                pruned.drop("interleave_layers", below_sched)
+                                continue
+                            for zero in c.zero:
+                                for prec in c.precision:
+                                    grad_bytes = 2.0 if prec == "fp16" else 4.0
+                                    params = _max_stage_params(model, tp, pp, ep)
+                                    state = training_state_bytes(params, dp=dp * cp, zero=zero, grad_bytes=grad_bytes)
+                                    if state.total + RESERVED_BYTES_LOWER_BOUND > hbm:
+                                        pruned.drop("memory_model_state", len(c.recompute))
+                                        continue
+                                    for rc in c.recompute:
+                                        yield {"tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep,
+                                               "virtual_stages": v, "sequence_parallel": tp > 1,
+                                               "micro_batch": mb, "global_batch": global_batch,
+                                               "seq_len": seq_len, "recompute": rc, "zero": zero,
+                                               "precision": prec, "schedule": sched}
+
+
+_PARAMS_CACHE: dict[tuple, float] = {}
+
+
+def _max_stage_params(model: ModelSpec, tp: int, pp: int, ep: int) -> float:
+    key = (model, tp, pp, ep)
+    if key not in _PARAMS_CACHE:
+        _PARAMS_CACHE[key] = weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep)
+    return _PARAMS_CACHE[key]
