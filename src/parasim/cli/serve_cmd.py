@@ -1,9 +1,224 @@
-"""`parasim serve`: not built yet in this checkout (see the open issues)."""
+"""`parasim serve`: simulate one serving plan on a workload (or search its capacity).
+
+Every flag has a config-file key of the same name with underscores (`-c config.yaml`); flags
+given on the command line override the file. Paths in a config file are relative to the file.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+import yaml
+
+from parasim.errors import InputError
+from parasim.report.tables import console, dumps, kv_table
+from parasim.specs.catalog import default_node_preset, get_accelerator, get_model
+from parasim.specs.cluster import ClusterSpec
+
+PLAN_KEYS = ("tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "block_size", "weights", "kv_dtype",
+             "prefix_cache", "router", "gpu_memory_utilization", "kv_reservation", "iteration_overhead_s",
+             "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
+WORKLOAD_KEYS = ("trace", "rate", "requests", "seed", "arrival", "cv", "prompt_tokens", "output_tokens",
+                 "prompt_dist", "output_dist", "burst")
+OTHER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "slo_ttft", "slo_tpot", "requests_out", "json_out", "capacity",
+              "attainment", "chunk_size")
+PATH_KEYS = ("trace", "prompt_dist", "output_dist", "requests_out", "json_out", "model")
+DEFAULTS: dict[str, Any] = {"requests": 1000, "seed": 0, "arrival": "poisson", "cv": 1.0, "prompt_tokens": 512,
+                            "output_tokens": 128, "burst": False, "capacity": False, "attainment": 0.9}
+ALL_KEYS = PLAN_KEYS + WORKLOAD_KEYS + OTHER_KEYS
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError("config", f"no such config file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise InputError(f"{path.name}{f' line {mark.line + 1}' if mark else ''}", "malformed YAML") from None
+    if not isinstance(data, dict):
+        raise InputError(path.name, "a serve config is a mapping of flag names to values")
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = str(k).replace("-", "_")
+        if key not in ALL_KEYS:
+            raise InputError(f"{path.name}:{k}", f"unknown key; allowed: {', '.join(sorted(ALL_KEYS))}")
+        if key in PATH_KEYS and isinstance(v, str) and v and not (key == "model" and not v.endswith((".json", ".yaml", ".yml"))):
+            p = Path(v)
+            v = str(p if p.is_absolute() else (path.parent / p))
+        out[key] = v
+    if "chunk_size" in out:
+        out.setdefault("token_budget", out.pop("chunk_size"))
+    return out
+
+
+def build(opts: dict[str, Any]):
+    """(model, cluster, plan, workload, slo) from merged options."""
+    from parasim.serving.metrics import SLO
+    from parasim.serving.plan import ServingPlan
+    from parasim.serving.workload import generate, read_trace
+
+    if not opts.get("model"):
+        raise InputError("model", "required (a catalog name, see `parasim models`, or a config.json path)")
+    if not opts.get("gpu"):
+        raise InputError("gpu", "required (an accelerator id, see `parasim gpus`)")
+    model = get_model(str(opts["model"]))
+    acc = get_accelerator(str(opts["gpu"]))
+    plan = ServingPlan.from_mapping({k: opts[k] for k in PLAN_KEYS if opts.get(k) is not None})
+    gpus = opts.get("gpus") or plan.gpus()
+    if not isinstance(gpus, int) or gpus < 1:
+        raise InputError("gpus", f"must be a positive integer, got {gpus!r}")
+    preset = default_node_preset(acc.id)
+    kw: dict[str, Any] = {"accelerator": acc, "gpus": gpus}
+    if opts.get("gpus_per_node"):
+        kw["gpus_per_node"] = int(opts["gpus_per_node"])
+    elif preset:
+        kw.update(gpus_per_node=preset.gpus_per_node, scale_up_domain=preset.scale_up_domain,
+                  nic_bw_bytes_per_s_per_gpu=preset.nic_bw_bytes_per_s_per_gpu)
+    cluster = ClusterSpec(**kw)
+    if plan.is_disagg:
+        plan.disagg_split(cluster.gpus)
+    elif plan.gpus() > cluster.gpus:
+        raise InputError("gpus", f"tp*pp*replicas = {plan.gpus()} exceeds --gpus {cluster.gpus}")
+    for k in ("requests", "rate", "cv", "prompt_tokens", "output_tokens"):
+        v = opts.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
+            raise InputError(k, f"must be a positive number, got {v!r}")
+    if opts.get("trace"):
+        wl = read_trace(opts["trace"], limit=opts.get("requests_explicit"))
+    else:
+        wl = generate(requests=int(opts["requests"]), rate=opts.get("rate"), seed=int(opts["seed"]),
+                      arrival=str(opts["arrival"]), cv=float(opts["cv"]), burst=bool(opts.get("burst")),
+                      prompt_tokens=int(opts["prompt_tokens"]), output_tokens=int(opts["output_tokens"]),
+                      prompt_dist=opts.get("prompt_dist"), output_dist=opts.get("output_dist"))
+    slo = SLO(ttft_s=opts.get("slo_ttft"), tpot_s=opts.get("slo_tpot"))
+    return model, cluster, plan, wl, slo
+
+
+def run(opts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    from parasim.search.capacity import capacity, slo_meets
+    from parasim.serving.simulate import simulate
+
+    model, cluster, plan, wl, slo = build(opts)
+    res = simulate(model, cluster, plan, wl, slo=slo, seed=int(opts["seed"]))
+    out = res.to_dict()
+    if opts.get("capacity"):
+        if not slo.given:
+            raise InputError("slo_ttft", "--capacity needs an SLO: give --slo-ttft and/or --slo-tpot")
+        cap = capacity(model, cluster, plan, slo=slo, attainment=float(opts["attainment"]), requests=len(wl),
+                       seed=int(opts["seed"]), lengths=(wl.prompt_tokens, wl.output_tokens),
+                       arrival=str(opts["arrival"]), cv=float(opts["cv"]), meets=slo_meets(float(opts["attainment"])))
+        out["capacity_requests_per_s"] = cap.requests_per_s
+        out["summary"]["capacity_requests_per_s"] = cap.requests_per_s
+        out["capacity"] = cap.to_dict() | {"attainment": float(opts["attainment"])}
+    return out, res
+
+
+def render(out: dict[str, Any]) -> None:
+    s, i = out["summary"], out["inputs"]
+    p = i["plan"]
+    title = (f"{i['model']} on {i['gpu']}: tp={p['tp']} pp={p['pp']} replicas={p['replicas']} "
+             f"scheduler={p['scheduler']} ({s['requests']} requests)")
+    ms = lambda v: None if v is None else round(v * 1e3, 2)  # noqa: E731
+    rows = [("completed / requests", f"{s['completed']} / {s['requests']}"),
+            ("TTFT mean / p50 / p99 (ms)", f"{ms(s['ttft_mean_s'])} / {ms(s['ttft_p50_s'])} / {ms(s['ttft_p99_s'])}"),
+            ("TPOT mean / p50 / p99 (ms)", f"{ms(s['tpot_mean_s'])} / {ms(s['tpot_p50_s'])} / {ms(s['tpot_p99_s'])}"),
+            ("ITL mean / p99 (ms)", f"{ms(s['itl_mean_s'])} / {ms(s['itl_p99_s'])}"),
+            ("E2E mean / p99 (s)", f"{s['e2e_mean_s']:.3f} / {s['e2e_p99_s']:.3f}" if s["e2e_mean_s"] is not None else "-"),
+            ("queueing p99 (s)", s["queueing_p99_s"]),
+            ("requests/s", s["requests_per_s"]), ("output tokens/s", s["output_tokens_per_s"]),
+            ("input tokens/s", s["input_tokens_per_s"]),
+            ("SLO attainment", s["slo_attainment"]), ("goodput (req/s)", s["goodput_requests_per_s"]),
+            ("preemptions", s["preemptions"]), ("KV utilisation mean / peak", f"{s['kv_utilization_mean']:.2f} / {s['kv_utilization_peak']:.2f}"),
+            ("GPUs / GPU-hours", f"{s['gpus']} / {s['gpu_hours']:.4f}"),
+            ("energy (J/output token)", s["energy_j_per_token"]), ("cost ($/M output tokens)", s["cost_usd_per_m_tokens"])]
+    if "capacity_requests_per_s" in out:
+        rows.append((f"capacity at {out['capacity']['attainment']:.0%} attainment (req/s)", out["capacity_requests_per_s"]))
+    rows.append(("simulation wall time (s)", round(out["sim_wall_s"], 3)))
+    console().print(kv_table(title, rows))
+
+
+def serve_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; keys are these flags' names with underscores."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Catalog model name or path to a HF config.json.", rich_help_panel="Plan"),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="Accelerator id (see `parasim gpus`).", rich_help_panel="Plan"),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="GPUs in the cluster (default: what the plan uses).", rich_help_panel="Plan"),
+    tp: Optional[int] = typer.Option(None, "--tp", help="Tensor-parallel degree per replica.", rich_help_panel="Plan"),
+    pp: Optional[int] = typer.Option(None, "--pp", help="Pipeline-parallel degree per replica.", rich_help_panel="Plan"),
+    replicas: Optional[int] = typer.Option(None, "--replicas", help="Data-parallel replicas behind the router.", rich_help_panel="Plan"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="static, continuous, vllm, sarathi, splitfuse, disagg, batchllm.", rich_help_panel="Plan"),
+    token_budget: Optional[int] = typer.Option(None, "--token-budget", "--chunk-size", help="Tokens per iteration (chunk size).", rich_help_panel="Plan"),
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Max running sequences per engine (default 256).", rich_help_panel="Plan"),
+    block_size: Optional[int] = typer.Option(None, "--block-size", help="KV block size in tokens (default 16).", rich_help_panel="Plan"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weight precision: bf16, fp16, fp8, int8, int4, fp4.", rich_help_panel="Plan"),
+    kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="KV-cache precision (default: from the weights).", rich_help_panel="Plan"),
+    prefix_cache: Optional[bool] = typer.Option(None, "--prefix-cache/--no-prefix-cache", help="Reuse shared-prefix KV blocks.", rich_help_panel="Plan"),
+    router: Optional[str] = typer.Option(None, "--router", help="round_robin or least_outstanding_tokens.", rich_help_panel="Plan"),
+    gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="Share of HBM the engine may use (default 0.9).", rich_help_panel="Plan"),
+    kv_reservation: Optional[str] = typer.Option(None, "--kv-reservation", help="incremental (grow and preempt) or full (reserve prompt+output).", rich_help_panel="Plan"),
+    iteration_overhead_s: Optional[float] = typer.Option(None, "--iteration-overhead-s", help="CPU/launch overhead per iteration (s).", rich_help_panel="Plan"),
+    prefill_gpus: Optional[int] = typer.Option(None, "--prefill-gpus", help="disagg: GPUs in the prefill pool.", rich_help_panel="Disaggregation"),
+    prefill_tp: Optional[int] = typer.Option(None, "--prefill-tp", help="disagg: TP of prefill instances.", rich_help_panel="Disaggregation"),
+    decode_gpus: Optional[int] = typer.Option(None, "--decode-gpus", help="disagg: GPUs in the decode pool.", rich_help_panel="Disaggregation"),
+    decode_tp: Optional[int] = typer.Option(None, "--decode-tp", help="disagg: TP of decode instances.", rich_help_panel="Disaggregation"),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="JSONL/CSV trace: arrival_s, prompt_tokens, output_tokens[, prefix_id, prefix_tokens].", rich_help_panel="Workload"),
+    rate: Optional[float] = typer.Option(None, "--rate", help="Generated arrivals per second.", rich_help_panel="Workload"),
+    requests: Optional[int] = typer.Option(None, "--requests", help="Generated requests (default 1000); with --trace, the first N.", rich_help_panel="Workload"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Generator seed (default 0).", rich_help_panel="Workload"),
+    arrival: Optional[str] = typer.Option(None, "--arrival", help="poisson or gamma.", rich_help_panel="Workload"),
+    cv: Optional[float] = typer.Option(None, "--cv", help="Gamma arrivals: coefficient of variation.", rich_help_panel="Workload"),
+    prompt_tokens: Optional[int] = typer.Option(None, "--prompt-tokens", help="Fixed prompt length (default 512).", rich_help_panel="Workload"),
+    output_tokens: Optional[int] = typer.Option(None, "--output-tokens", help="Fixed output length (default 128).", rich_help_panel="Workload"),
+    prompt_dist: Optional[Path] = typer.Option(None, "--prompt-dist", help="File of prompt lengths (one per line, or length,weight).", rich_help_panel="Workload"),
+    output_dist: Optional[Path] = typer.Option(None, "--output-dist", help="File of output lengths.", rich_help_panel="Workload"),
+    burst: Optional[bool] = typer.Option(None, "--burst", help="All requests at t = 0.", rich_help_panel="Workload"),
+    slo_ttft: Optional[float] = typer.Option(None, "--slo-ttft", help="TTFT SLO (s).", rich_help_panel="SLO"),
+    slo_tpot: Optional[float] = typer.Option(None, "--slo-tpot", help="TPOT SLO (s).", rich_help_panel="SLO"),
+    capacity: Optional[bool] = typer.Option(None, "--capacity", help="Also search the highest Poisson rate meeting the SLOs.", rich_help_panel="SLO"),
+    attainment: Optional[float] = typer.Option(None, "--attainment", help="Share of requests that must meet the SLOs (default 0.9).", rich_help_panel="SLO"),
+    requests_out: Optional[Path] = typer.Option(None, "--requests-out", help="Write per-request results (.csv or .jsonl).", rich_help_panel="Output"),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table.", rich_help_panel="Output"),
+    json_out: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE.", rich_help_panel="Output"),
+) -> None:
+    """Simulate serving a model on GPUs: TTFT, TPOT, throughput, SLO attainment, energy and cost.
+
+    The JSON object is deterministic for the same inputs and seed except `sim_wall_s`, the
+    simulator's own wall-clock time.
+    """
+    given = dict(model=model, gpu=gpu, gpus=gpus, tp=tp, pp=pp, replicas=replicas, scheduler=scheduler,
+                 token_budget=token_budget, max_batch=max_batch, block_size=block_size, weights=weights,
+                 kv_dtype=kv_dtype, prefix_cache=prefix_cache, router=router,
+                 gpu_memory_utilization=gpu_memory_utilization, kv_reservation=kv_reservation,
+                 iteration_overhead_s=iteration_overhead_s, prefill_gpus=prefill_gpus, prefill_tp=prefill_tp,
+                 decode_gpus=decode_gpus, decode_tp=decode_tp, trace=str(trace) if trace else None, rate=rate,
+                 requests=requests, seed=seed, arrival=arrival, cv=cv, prompt_tokens=prompt_tokens,
+                 output_tokens=output_tokens, prompt_dist=str(prompt_dist) if prompt_dist else None,
+                 output_dist=str(output_dist) if output_dist else None, burst=burst, slo_ttft=slo_ttft,
+                 slo_tpot=slo_tpot, capacity=capacity, attainment=attainment,
+                 requests_out=str(requests_out) if requests_out else None, json_out=str(json_out) if json_out else None)
+    opts: dict[str, Any] = dict(DEFAULTS)
+    cfg = load_config(config) if config else {}
+    opts.update(cfg)
+    opts.update({k: v for k, v in given.items() if v is not None})
+    opts["requests_explicit"] = given["requests"] if given["requests"] is not None else cfg.get("requests")
+    out, res = run(opts)
+    if opts.get("requests_out"):
+        from parasim.serving.metrics import write_requests
+
+        write_requests(res.requests, opts["requests_out"])
+    text = dumps(out)
+    if opts.get("json_out"):
+        p = Path(opts["json_out"])
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text + "\n")
+    if json_output:
+        typer.echo(text)
+    else:
+        render(json.loads(text))
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing to register until the serve command lands."""
+    app.command("serve")(serve_cmd)

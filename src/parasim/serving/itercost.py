@@ -1,0 +1,85 @@
+"""The time of one engine iteration, from the batch's exact composition.
+
+A batch is the aggregates `cost.layer.LayerCost` takes (tokens, prefill query-key pairs, cached
+tokens read by prefill chunks, decoding sequences and their summed context) plus the rows that
+need logits. The token-count-only part (GEMMs, norms, TP collectives, embedding, LM head,
+pipeline hand-offs) is cached per (tokens, logit rows); the attention part is linear arithmetic.
+With PP the iteration is one micro-batch's trip through every stage (stage times summed, plus
+the p2p hand-offs); the stages work on other micro-batches meanwhile (see engine.py).
+"""
+
+from __future__ import annotations
+
+from parasim.cost.comm import Group, collective_time_s
+from parasim.cost.layer import EdgeCost, LayerCost, Sharding
+from parasim.specs.cluster import ClusterSpec
+from parasim.specs.model import ModelSpec
+
+
+class IterationCost:
+    def __init__(self, model: ModelSpec, cluster: ClusterSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
+                 act_dtype: str, overhead_s: float) -> None:
+        self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
+        self.layer = LayerCost(model, cluster, Sharding(tp=tp), weight_dtype=weights, act_dtype=act_dtype,
+                               kv_dtype=kv_dtype)
+        self.edge = EdgeCost(self.layer)
+        self.moe_layers = model.moe_layers
+        self.dense_layers = model.layers - model.moe_layers
+        self.layers = model.layers
+        self.overhead_s = overhead_s
+        # p2p between stages: one activation tensor per boundary, over NVLink when a stage's TP group
+        # and the next share a node
+        self._p2p_group = Group.strided(2, tp, cluster)
+        self._fixed: dict[int, float] = {}
+        self._attn = self.layer.attention_s
+
+    def _fixed_s(self, tokens: int, logits: int) -> float:
+        l = self.layer
+        t = 0.0
+        if self.dense_layers:
+            t += self.dense_layers * l.forward_total_s(tokens, 0.0, 0.0, 0.0, 0.0, False)
+        if self.moe_layers:
+            t += self.moe_layers * l.forward_total_s(tokens, 0.0, 0.0, 0.0, 0.0, True)
+        # forward_total_s with no attention work still adds nothing for attention (zero pairs/seqs)
+        t += self.edge.embedding_s(tokens) + self.edge.lm_head_s(logits)
+        if self.pp > 1:
+            size = tokens * self.model.hidden * l.ab
+            t += (self.pp - 1) * collective_time_s("p2p", size, self._p2p_group, self.cluster)
+        return t + self.overhead_s
+
+    def time_s(self, tokens: int, prefill_pairs: float, prefill_kv_tokens: float, decode_seqs: int,
+               decode_ctx: float, logits: int) -> float:
+        """Seconds for one iteration of the whole replica (all stages, one micro-batch)."""
+        key = tokens * 1048576 + logits
+        f = self._fixed.get(key)
+        if f is None:
+            f = self._fixed[key] = self._fixed_s(tokens, logits)
+        pre, dec = self._attn(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
+        return f + self.layers * (pre + dec)
+
+    def breakdown(self, tokens: int, prefill_pairs: float = 0.0, prefill_kv_tokens: float = 0.0,
+                  decode_seqs: int = 0, decode_ctx: float = 0.0, logits: int = 0) -> dict[str, float]:
+        """Named breakdown (seconds) of one iteration, for reports; `total` equals time_s()."""
+        l = self.layer
+        out: dict[str, float] = {}
+        for n, moe in ((self.dense_layers, False), (self.moe_layers, True)):
+            if not n:
+                continue
+            f = l.forward(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx, moe=moe)
+            for k, v in f.items():
+                if k not in ("compute", "comm", "total"):
+                    out[k] = out.get(k, 0.0) + n * v
+        out["embedding"] = self.edge.embedding_s(tokens)
+        out["lm_head"] = self.edge.lm_head_s(logits)
+        out["pp_p2p"] = 0.0
+        if self.pp > 1:
+            size = tokens * self.model.hidden * l.ab
+            out["pp_p2p"] = (self.pp - 1) * collective_time_s("p2p", size, self._p2p_group, self.cluster)
+        out["overhead"] = self.overhead_s
+        out["total"] = sum(out.values())
+        return out
+
+    def prefill_alone_s(self, prompt_tokens: int) -> float:
+        """One prefill of `prompt_tokens` tokens with nothing else in the batch (a lower bound on TTFT)."""
+        c = prompt_tokens
+        return self.time_s(c, c * (c + 1) / 2.0, 0.0, 0, 0.0, 1)

@@ -1,0 +1,137 @@
+"""How one serving deployment is laid out and run: the `ServingPlan`.
+
+Plain, frozen data. Every field has the same name as its `parasim serve` flag (with underscores),
+so a config file, the CLI and the planner all speak the same keys. `from_mapping` rejects unknown
+keys and bad values naming the field; `to_mapping` round-trips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from parasim.cost.dtypes import KV_PRECISIONS, WEIGHT_PRECISIONS
+from parasim.errors import InputError
+
+#: Host-side work per engine iteration that does not overlap the GPU: batch formation, input
+#: preparation, sampling bookkeeping, kernel-launch gaps between CUDA graphs. A named engine
+#: constant (not fitted to any case); a plan may override it with `iteration_overhead_s`.
+#: Order of magnitude from vLLM's own profiling (v0.6.0 release notes: CPU overhead was a large
+#: share of an H100 decode step before the async/multi-step work) and TensorRT-LLM's C++ runtime.
+ITERATION_OVERHEAD_S = {"default": 1.0e-3, "vllm": 1.5e-3, "tensorrt-llm": 0.3e-3}
+
+ROUTERS = ("round_robin", "least_outstanding_tokens")
+KV_RESERVATION = ("incremental", "full")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServingPlan:
+    tp: int = 1
+    pp: int = 1
+    replicas: int = 1
+    scheduler: str = "sarathi"
+    token_budget: int | None = None  # tokens per iteration (chunk size); None = the scheduler's default
+    max_batch: int | None = None  # running sequences per engine; None = 256
+    block_size: int = 16  # tokens per KV block
+    weights: str = "bf16"
+    kv_dtype: str | None = None  # None = the weights' activation precision (fp8 for fp8, else bf16/fp16)
+    prefix_cache: bool = False
+    router: str = "round_robin"
+    gpu_memory_utilization: float = 0.9  # share of HBM the engine may use (weights + activations + KV)
+    kv_reservation: str = "incremental"  # incremental (vLLM: grow, preempt when full) | full (reserve prompt+output)
+    iteration_overhead_s: float | None = None  # None = ITERATION_OVERHEAD_S["default"]
+    prefill_gpus: int | None = None  # disagg: GPUs of the prefill pool (None = half)
+    prefill_tp: int | None = None  # disagg: TP inside the prefill pool (None = tp)
+    decode_gpus: int | None = None  # disagg: GPUs of the decode pool (None = the rest)
+    decode_tp: int | None = None  # disagg: TP inside the decode pool (None = tp)
+
+    def __post_init__(self) -> None:
+        from parasim.serving.schedulers import SCHEDULERS
+
+        for name in ("tp", "pp", "replicas", "block_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InputError(name, f"must be a positive integer, got {v!r}")
+        for name in ("token_budget", "max_batch", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise InputError(name, f"must be a positive integer or null, got {v!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise SCHEDULERS.unknown(self.scheduler)
+        if self.router not in ROUTERS:
+            raise InputError("router", f"unknown router '{self.router}'; choose one of {', '.join(ROUTERS)}")
+        if self.weights not in WEIGHT_PRECISIONS:
+            raise InputError("weights", f"'{self.weights}' is not allowed; choose one of {', '.join(WEIGHT_PRECISIONS)}")
+        if self.kv_dtype is not None and self.kv_dtype not in KV_PRECISIONS:
+            raise InputError("kv_dtype", f"'{self.kv_dtype}' is not allowed; choose one of {', '.join(KV_PRECISIONS)}")
+        if not (0.0 < float(self.gpu_memory_utilization) <= 1.0):
+            raise InputError("gpu_memory_utilization", f"must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.kv_reservation not in KV_RESERVATION:
+            raise InputError("kv_reservation", f"'{self.kv_reservation}' is not one of {', '.join(KV_RESERVATION)}")
+        if self.iteration_overhead_s is not None and self.iteration_overhead_s < 0:
+            raise InputError("iteration_overhead_s", f"must be >= 0, got {self.iteration_overhead_s}")
+
+    # --- derived ----------------------------------------------------------------------------
+    @property
+    def kv(self) -> str:
+        if self.kv_dtype:
+            return self.kv_dtype
+        return self.weights if self.weights in ("bf16", "fp16", "fp8") else "bf16"
+
+    @property
+    def act_dtype(self) -> str:
+        return "fp16" if self.weights == "fp16" else "bf16"
+
+    @property
+    def overhead_s(self) -> float:
+        return ITERATION_OVERHEAD_S["default"] if self.iteration_overhead_s is None else self.iteration_overhead_s
+
+    @property
+    def is_disagg(self) -> bool:
+        return self.scheduler == "disagg"
+
+    def gpus(self) -> int:
+        """GPUs the plan occupies."""
+        if self.is_disagg:
+            p, d = self.disagg_split(None)
+            return p + d
+        return self.tp * self.pp * self.replicas
+
+    def disagg_split(self, cluster_gpus: int | None) -> tuple[int, int]:
+        """(prefill GPUs, decode GPUs); validated against the cluster when it is given."""
+        total = cluster_gpus if cluster_gpus is not None else self.tp * self.pp * self.replicas
+        pg = self.prefill_gpus if self.prefill_gpus is not None else max(1, total // 2)
+        dg = self.decode_gpus if self.decode_gpus is not None else total - pg
+        if dg < 1:
+            raise InputError("decode_gpus", f"no GPUs left for the decode pool ({pg} prefill of {total})")
+        if cluster_gpus is not None and pg + dg > cluster_gpus:
+            raise InputError("prefill_gpus", f"disagg split prefill_gpus={pg} + decode_gpus={dg} exceeds the "
+                                             f"cluster's {cluster_gpus} GPUs")
+        for name, g, t in (("prefill", pg, self.prefill_tp or self.tp), ("decode", dg, self.decode_tp or self.tp)):
+            if g % (t * self.pp):
+                raise InputError(f"{name}_gpus", f"{name}_gpus={g} is not a multiple of {name}_tp*pp={t * self.pp}")
+        return pg, dg
+
+    def with_(self, **changes: Any) -> ServingPlan:
+        return replace(self, **changes)
+
+    # --- mapping round trip -----------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, d: dict[str, Any], *, where: str = "") -> ServingPlan:
+        known = {f.name for f in fields(cls)}
+        aliases = {"chunk_size": "token_budget", "kv_cache": "kv_dtype"}
+        kw: dict[str, Any] = {}
+        for k, v in d.items():
+            key = aliases.get(str(k).replace("-", "_"), str(k).replace("-", "_"))
+            if key not in known:
+                raise InputError(f"{where}{k}", f"unknown plan field; allowed: {', '.join(sorted(known))}")
+            if key == "router" and isinstance(v, str):
+                v = v.replace("-", "_")
+            kw[key] = v
+        try:
+            return cls(**kw)
+        except TypeError as e:  # pragma: no cover - defensive
+            raise InputError(where or "plan", str(e)) from None
+
+    def to_mapping(self) -> dict[str, Any]:
+        return asdict(self)

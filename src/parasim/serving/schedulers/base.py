@@ -1,0 +1,138 @@
+"""What every scheduler shares: the `Batch` it decides, and the budget rules it decides with.
+
+Deciding is separate from applying: `schedule(inst) -> Batch` only reads the engine instance;
+`Instance.start(batch)` and `Instance.end(batch)` change it. A batch is
+
+* `victims`  — running requests to preempt (recompute) first, latest-joined first;
+* `admit`    — how many requests to take from the head of the waiting queue (in order);
+* `chunks`   — prefill chunks `(request, tokens)`, ongoing prefills first, then the admitted ones;
+* `decode`   — whether every running decoder takes one step (decoders are aggregates, never listed);
+* `joins`    — (decode pools) how many transferred requests join the decoders directly.
+
+The budget rules (token budget, sequence slots, KV blocks with vLLM's watermark, ongoing prefills
+before new ones, FCFS head-of-line) live in `fill_prefill` so that each scheduler is a few lines.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from parasim.serving.engine import Instance
+
+WATERMARK = 0.01  # share of KV blocks kept free when admitting new prompts (vLLM BlockSpaceManager default)
+
+
+class Batch:
+    __slots__ = ("chunks", "admit", "decode", "victims", "joins")
+
+    def __init__(self, chunks: list[tuple[int, int]] | None = None, admit: int = 0, decode: bool = False,
+                 victims: list[int] | None = None, joins: int = 0) -> None:
+        self.chunks = chunks if chunks is not None else []
+        self.admit = admit
+        self.decode = decode
+        self.victims = victims if victims is not None else []
+        self.joins = joins
+
+    def empty(self) -> bool:
+        return not self.chunks and not self.decode and not self.joins
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"Batch(chunks={self.chunks}, admit={self.admit}, decode={self.decode}, victims={self.victims})"
+
+
+class Scheduler:
+    """Base: subclasses set the policy knobs or override `schedule`."""
+
+    name = ""
+    default_budget: int | None = None  # None = the model's max_seq_len (whole prompts)
+    chunked = False  # prompts may be split across iterations
+    default_max_batch = 256  # running sequences (vLLM's max_num_seqs default)
+    gated = False  # consult `admissible` for each waiting request
+
+    def admissible(self, inst: Instance, rid: int, pending: set[int]) -> bool:
+        return True
+
+    def __init__(self, token_budget: int, max_batch: int) -> None:
+        self.budget = token_budget
+        self.max_batch = max_batch
+
+    def schedule(self, inst: Instance) -> Batch:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # --- shared rules -------------------------------------------------------------------------------
+    def decode_victims(self, inst: Instance) -> tuple[list[int], int]:
+        """Decoders to preempt so the next decode step's new blocks fit; returns (victims, blocks left)."""
+        avail = inst.kv.available()
+        need = inst.decode_block_need()
+        if need <= avail:
+            return [], avail - need
+        victims = []
+        for rid in inst.latest_decoders():
+            need -= inst.needs_block_next(rid)
+            avail += inst.own_blocks(rid)
+            victims.append(rid)
+            if need <= avail:
+                break
+        return victims, max(0, avail - need)
+
+    def fill_prefill(self, inst: Instance, budget: int, avail: int, seqs: int, *, chunked: bool,
+                     admit_new: bool = True) -> tuple[list[tuple[int, int]], int]:
+        """Prefill chunks under `budget` tokens, `avail` KV blocks and `seqs` running sequences
+        already counted: ongoing prefills first, then the waiting queue head-first (FCFS; the first
+        request that does not fit stops admission)."""
+        chunks: list[tuple[int, int]] = []
+        B = inst.block
+        st = inst.st
+        for rid in inst.prefilling:
+            if budget <= 0:
+                break
+            done, target = st.done[rid], st.target[rid]
+            c = target - done if not chunked else min(target - done, budget)
+            if c > budget:
+                break
+            if inst.reserve_full:
+                nb = 0
+            else:
+                nb = -(-(done + c) // B) - (-(-done // B))
+            if nb > avail:
+                c = (avail + done // B) * B - done if chunked else 0  # what the blocks left can hold
+                if c <= 0:
+                    break
+                nb = -(-(done + c) // B) - (-(-done // B))
+            chunks.append((rid, c))
+            budget -= c
+            avail -= nb
+        admit = 0
+        if not admit_new:
+            return chunks, admit
+        mark = int(WATERMARK * inst.kv.capacity)
+        slots = self.max_batch - seqs - len(inst.prefilling)
+        waiting = inst.waiting
+        nwait = len(waiting)
+        pending: set[int] | None = None
+        while admit < nwait and budget > 0 and slots > 0:
+            rid = waiting[admit]
+            if self.gated:
+                if pending is None:
+                    pending = {st.pid[r] for r in inst.prefilling if st.pid[r] >= 0}
+                if not self.admissible(inst, rid, pending):
+                    break
+            target = st.target_if_admitted(rid)
+            shared = inst.shared_tokens_if_admitted(rid)
+            rest = target - shared
+            c = rest if not chunked else min(rest, budget)
+            if c > budget:
+                break
+            if inst.reserve_full:
+                nb = -(-(target + st.O[rid] - st.gen[rid]) // B) - shared // B
+            else:
+                nb = -(-(shared + c) // B) - shared // B
+            if nb + mark > avail:
+                break
+            chunks.append((rid, c))
+            budget -= c
+            avail -= nb
+            slots -= 1
+            admit += 1
+        return chunks, admit

@@ -1,0 +1,79 @@
+"""The colocated schedulers: static, continuous (Orca), vLLM, Sarathi-Serve, SplitFuse.
+
+Each differs from the others in one or two knobs of the same rule (see base.fill_prefill):
+
+| name        | mixes prefill with decode | splits prompts | admits while running | default budget        |
+|-------------|---------------------------|----------------|----------------------|-----------------------|
+| static      | no                        | no             | no (request-level)   | unlimited             |
+| continuous  | yes (Orca selective)      | no             | yes                  | max(max_seq_len,2048) |
+| vllm        | no (prefill first)        | no             | yes                  | max(max_seq_len,2048) |
+| sarathi     | yes (stall-free)          | yes            | yes                  | 512                   |
+| splitfuse   | yes                       | yes            | yes                  | 2048                  |
+"""
+
+from __future__ import annotations
+
+from parasim.serving.schedulers.base import Batch, Scheduler
+
+UNLIMITED = 1 << 40
+
+
+class Static(Scheduler):
+    """Request-level batching: take up to max_batch prompts, run them to the last token, repeat."""
+
+    name = "static"
+    default_budget = UNLIMITED
+
+    def schedule(self, inst) -> Batch:
+        if inst.prefilling or inst.n_dec:
+            chunks, _ = self.fill_prefill(inst, self.budget, inst.kv.available(), inst.n_dec, chunked=False,
+                                          admit_new=False)
+            if chunks:
+                return Batch(chunks)
+            victims, _ = self.decode_victims(inst)
+            return Batch(decode=inst.n_dec > len(victims), victims=victims)
+        chunks, admit = self.fill_prefill(inst, self.budget, inst.kv.available(), 0, chunked=False)
+        return Batch(chunks, admit)
+
+
+class Continuous(Scheduler):
+    """Orca iteration-level batching: every decoder each step, plus whole new prompts that fit."""
+
+    name = "continuous"
+    chunked = False
+
+    def schedule(self, inst) -> Batch:
+        victims, avail = self.decode_victims(inst)
+        n = inst.n_dec - len(victims)
+        chunks, admit = self.fill_prefill(inst, self.budget - n, avail, n, chunked=self.chunked,
+                                          admit_new=not victims)
+        return Batch(chunks, admit, decode=n > 0, victims=victims)
+
+
+class Sarathi(Continuous):
+    """Sarathi-Serve stall-free batching: decodes first, then prompt chunks up to the token budget."""
+
+    name = "sarathi"
+    default_budget = 512
+    chunked = True
+
+
+class SplitFuse(Sarathi):
+    """DeepSpeed-FastGen Dynamic SplitFuse: the same token-budget rule with a larger forward size."""
+
+    name = "splitfuse"
+    default_budget = 2048
+
+
+class VLLM(Scheduler):
+    """vLLM (v0.6 default): prefill-prioritised; an iteration is all prefills or all decodes."""
+
+    name = "vllm"
+
+    def schedule(self, inst) -> Batch:
+        if inst.waiting:
+            chunks, admit = self.fill_prefill(inst, self.budget, inst.kv.available(), inst.n_dec, chunked=False)
+            if chunks:
+                return Batch(chunks, admit)
+        victims, _ = self.decode_victims(inst)
+        return Batch(decode=inst.n_dec > len(victims), victims=victims)

@@ -1,0 +1,237 @@
+"""Requests: read from a trace (JSONL or CSV) or drawn from a seeded generator.
+
+A workload is columns, not objects (a million requests are five numpy arrays): arrival time,
+prompt tokens, output tokens, and the optional shared prefix (id and length, -1/0 when none).
+Generators own their `numpy.random.Generator`; nothing touches global random state.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parasim.errors import InputError
+
+ARRIVALS = ("poisson", "gamma")
+TRACE_FIELDS = ("arrival_s", "prompt_tokens", "output_tokens", "prefix_id", "prefix_tokens")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    """One request as a record (for building small workloads by hand and in tests)."""
+
+    arrival_s: float
+    prompt_tokens: int
+    output_tokens: int
+    prefix_id: int = -1
+    prefix_tokens: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class Workload:
+    arrival_s: np.ndarray  # float64, sorted ascending
+    prompt_tokens: np.ndarray  # int64 >= 1
+    output_tokens: np.ndarray  # int64 >= 1
+    prefix_id: np.ndarray  # int64, -1 = no shared prefix
+    prefix_tokens: np.ndarray  # int64, 0..prompt_tokens
+
+    def __len__(self) -> int:
+        return int(self.arrival_s.shape[0])
+
+    @classmethod
+    def from_columns(cls, arrival_s: Any, prompt_tokens: Any, output_tokens: Any, prefix_id: Any = None,
+                     prefix_tokens: Any = None, *, where: str = "workload") -> Workload:
+        a = np.asarray(arrival_s, dtype=np.float64).reshape(-1)
+        p = np.asarray(prompt_tokens, dtype=np.int64).reshape(-1)
+        o = np.asarray(output_tokens, dtype=np.int64).reshape(-1)
+        n = a.shape[0]
+        pid = np.full(n, -1, np.int64) if prefix_id is None else np.asarray(prefix_id, dtype=np.int64).reshape(-1)
+        pt = np.zeros(n, np.int64) if prefix_tokens is None else np.asarray(prefix_tokens, dtype=np.int64).reshape(-1)
+        if n == 0:
+            raise InputError(where, "no requests (empty workload)")
+        if not (p.shape[0] == o.shape[0] == pid.shape[0] == pt.shape[0] == n):
+            raise InputError(where, "columns have different lengths")
+        if not np.all(np.isfinite(a)) or np.any(a < 0):
+            raise InputError(f"{where}.arrival_s", "must be finite and >= 0")
+        if np.any(p < 1):
+            raise InputError(f"{where}.prompt_tokens", f"must be >= 1, got {int(p.min())}")
+        if np.any(o < 1):
+            raise InputError(f"{where}.output_tokens", f"must be >= 1, got {int(o.min())}")
+        if np.any(pt < 0) or np.any(pt > p):
+            raise InputError(f"{where}.prefix_tokens", "must be between 0 and prompt_tokens")
+        pt = np.where(pid >= 0, pt, 0)
+        order = np.argsort(a, kind="stable")
+        if np.any(order != np.arange(n)):
+            a, p, o, pid, pt = a[order], p[order], o[order], pid[order], pt[order]
+        return cls(a, p, o, pid, pt)
+
+    @classmethod
+    def from_requests(cls, requests: Iterable[Request | Mapping[str, Any]]) -> Workload:
+        rows = [r if isinstance(r, Request) else Request(**dict(r)) for r in requests]
+        return cls.from_columns([r.arrival_s for r in rows], [r.prompt_tokens for r in rows],
+                                [r.output_tokens for r in rows], [r.prefix_id for r in rows],
+                                [r.prefix_tokens for r in rows])
+
+    def head(self, n: int) -> Workload:
+        return Workload(self.arrival_s[:n], self.prompt_tokens[:n], self.output_tokens[:n],
+                        self.prefix_id[:n], self.prefix_tokens[:n])
+
+    def summary(self) -> dict[str, Any]:
+        span = float(self.arrival_s[-1] - self.arrival_s[0])
+        return {"requests": len(self), "prompt_tokens_mean": float(self.prompt_tokens.mean()),
+                "output_tokens_mean": float(self.output_tokens.mean()), "arrival_span_s": span,
+                "offered_requests_per_s": (len(self) - 1) / span if span > 0 else None,
+                "shared_prefix_requests": int((self.prefix_id >= 0).sum())}
+
+
+def as_workload(requests: Workload | Iterable[Request | Mapping[str, Any]]) -> Workload:
+    return requests if isinstance(requests, Workload) else Workload.from_requests(requests)
+
+
+# --- traces ---------------------------------------------------------------------------------------
+def _int_field(row: Mapping[str, Any], key: str, where: str, default: int | None = None) -> int:
+    v = row.get(key)
+    if v is None or v == "":
+        if default is None:
+            raise InputError(where, f"missing field '{key}'")
+        return default
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise InputError(where, f"'{key}' is not a number: {v!r}") from None
+    if f != int(f):
+        raise InputError(where, f"'{key}' must be an integer, got {v!r}")
+    return int(f)
+
+
+def _parse_row(row: Mapping[str, Any], where: str) -> tuple[float, int, int, int, int]:
+    try:
+        arrival = float(row["arrival_s"])
+    except KeyError:
+        raise InputError(where, "missing field 'arrival_s'") from None
+    except (TypeError, ValueError):
+        raise InputError(where, f"'arrival_s' is not a number: {row.get('arrival_s')!r}") from None
+    if not np.isfinite(arrival) or arrival < 0:
+        raise InputError(where, f"'arrival_s' must be finite and >= 0, got {arrival}")
+    p = _int_field(row, "prompt_tokens", where)
+    o = _int_field(row, "output_tokens", where)
+    if p < 1:
+        raise InputError(where, f"'prompt_tokens' must be >= 1, got {p}")
+    if o < 1:
+        raise InputError(where, f"'output_tokens' must be >= 1, got {o}")
+    pid = _int_field(row, "prefix_id", where, -1)
+    pt = _int_field(row, "prefix_tokens", where, 0)
+    if pt < 0 or pt > p:
+        raise InputError(where, f"'prefix_tokens' must be between 0 and prompt_tokens={p}, got {pt}")
+    return arrival, p, o, pid, pt
+
+
+def read_trace(path: str | Path, *, limit: int | None = None) -> Workload:
+    """JSONL (one object per line) or CSV with a header; a bad line is reported with its number."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("trace", f"no such trace file: {p}")
+    text = p.read_text()
+    rows: list[tuple[float, int, int, int, int]] = []
+    if p.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames or "arrival_s" not in reader.fieldnames:
+            raise InputError(f"{p.name} line 1", f"CSV header must name {', '.join(TRACE_FIELDS[:3])}")
+        for i, row in enumerate(reader, start=2):
+            if limit is not None and len(rows) >= limit:
+                break
+            if not any((v or "").strip() for v in row.values()):
+                continue
+            rows.append(_parse_row(row, f"{p.name} line {i}"))
+    else:
+        for i, line in enumerate(text.splitlines(), start=1):
+            if limit is not None and len(rows) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{p.name} line {i}", f"malformed JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{p.name} line {i}", "each line must be a JSON object")
+            rows.append(_parse_row(row, f"{p.name} line {i}"))
+    if not rows:
+        raise InputError("trace", f"{p.name} holds no requests (empty trace)")
+    cols = list(zip(*rows))
+    return Workload.from_columns(*cols, where=p.name)
+
+
+# --- generator ------------------------------------------------------------------------------------
+def read_length_distribution(path: str | Path, *, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """A file of lengths: one integer per line, or `length,weight` per line; `#` comments allowed."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(field, f"no such distribution file: {p}")
+    values, weights = [], []
+    for i, line in enumerate(p.read_text().splitlines(), start=1):
+        s = line.split("#", 1)[0].strip()
+        if not s or s.lower().startswith(("length", "value", "tokens")):
+            continue
+        parts = [x for x in s.replace(",", " ").split() if x]
+        try:
+            v = float(parts[0])
+            w = float(parts[1]) if len(parts) > 1 else 1.0
+        except (ValueError, IndexError):
+            raise InputError(f"{p.name} line {i}", f"expected 'length' or 'length,weight', got {s!r}") from None
+        if v < 1 or v != int(v):
+            raise InputError(f"{p.name} line {i}", f"length must be a positive integer, got {parts[0]}")
+        if w < 0:
+            raise InputError(f"{p.name} line {i}", f"weight must be >= 0, got {parts[1]}")
+        values.append(int(v))
+        weights.append(w)
+    if not values or sum(weights) <= 0:
+        raise InputError(field, f"{p.name} holds no lengths")
+    wa = np.asarray(weights, dtype=np.float64)
+    return np.asarray(values, dtype=np.int64), wa / wa.sum()
+
+
+def _lengths(rng: np.random.Generator, n: int, fixed: int | None, dist: str | Path | None, field: str) -> np.ndarray:
+    if dist is not None:
+        values, probs = read_length_distribution(dist, field=field)
+        return values[rng.choice(values.shape[0], size=n, p=probs)]
+    if fixed is None:
+        raise InputError(field, "give a fixed length or a distribution file")
+    if fixed < 1:
+        raise InputError(field, f"must be >= 1, got {fixed}")
+    return np.full(n, int(fixed), dtype=np.int64)
+
+
+def generate(*, requests: int, rate: float | None = None, seed: int = 0, arrival: str = "poisson",
+             cv: float = 1.0, burst: bool = False, prompt_tokens: int | None = 512, output_tokens: int | None = 128,
+             prompt_dist: str | Path | None = None, output_dist: str | Path | None = None) -> Workload:
+    """`requests` requests at `rate` per second (Poisson, or gamma inter-arrivals with coefficient of
+    variation `cv`), or all at t = 0 with `burst`; lengths fixed or drawn from distribution files."""
+    if requests is None or requests < 1:
+        raise InputError("requests", f"must be a positive integer, got {requests}")
+    if arrival not in ARRIVALS:
+        raise InputError("arrival", f"'{arrival}' is not one of {', '.join(ARRIVALS)}")
+    rng = np.random.default_rng(seed)
+    if burst:
+        arr = np.zeros(requests)
+    else:
+        if rate is None or not rate > 0 or not np.isfinite(rate):
+            raise InputError("rate", f"must be a positive number of requests per second, got {rate}")
+        if arrival == "poisson":
+            gaps = rng.exponential(1.0 / rate, size=requests)
+        else:
+            if not cv > 0:
+                raise InputError("cv", f"must be > 0, got {cv}")
+            shape = 1.0 / (cv * cv)
+            gaps = rng.gamma(shape, 1.0 / (rate * shape), size=requests)
+        arr = np.cumsum(gaps) - gaps[0]  # first request at t = 0
+    p = _lengths(rng, requests, prompt_tokens, prompt_dist, "prompt_tokens")
+    o = _lengths(rng, requests, output_tokens, output_dist, "output_tokens")
+    return Workload.from_columns(arr, p, o)
