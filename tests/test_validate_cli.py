@@ -1,0 +1,53 @@
+"""`parasim validate` on the shared dev cases: the JSON contract and the markdown report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from parasim.report.validation import _quantile, summarize, CaseReport
+from tests.conftest import SHARED, run_cli
+
+DEV = SHARED / "validation" / "dev.yaml"
+needs_dev = pytest.mark.skipif(not DEV.is_file(), reason="shared validation cases not present")
+
+
+@needs_dev
+def test_json_contract_on_dev_cases(tmp_path):
+    md = tmp_path / "V.md"
+    r = run_cli("validate", str(DEV), "--json", "--markdown", str(md))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["cases"]
+    for c in out["cases"]:
+        for k in ("id", "kind", "status", "predicted", "measured", "errors"):
+            assert k in c
+        assert c["status"] in ("ok", "skipped", "infeasible")
+    s = out["summary"]["training"]
+    for k in ("n", "median_abs_error", "p90_abs_error", "max_abs_error"):
+        assert k in s
+    assert s["n"] > 0 and 0 <= s["median_abs_error"] <= s["p90_abs_error"] <= s["max_abs_error"]
+    text = md.read_text()
+    assert "Generated" in text and "dev.yaml" in text and "megatron2021-t1-1.7b" in text
+
+
+@needs_dev
+def test_kind_filter():
+    out = json.loads(run_cli("validate", str(DEV), "--kind", "training", "--json").stdout)
+    assert {c["kind"] for c in out["cases"]} == {"training"}
+
+
+def test_bad_kind_and_missing_file_exit_2(tmp_path):
+    assert run_cli("validate", str(tmp_path / "nope.yaml")).returncode == 2
+    if DEV.is_file():
+        assert run_cli("validate", str(DEV), "--kind", "inference").returncode == 2
+
+
+def test_summary_statistics():
+    assert _quantile([0.0, 1.0], 0.5) == 0.5
+    rs = [CaseReport(id=str(i), kind="training", source="", status="ok", errors={"x": e})
+          for i, e in enumerate([0.1, -0.2, 0.05, 0.4])]
+    s = summarize(rs)["training"]
+    assert s["n"] == 4 and s["max_abs_error"] == 0.4
+    assert s["median_abs_error"] == pytest.approx(0.15)
