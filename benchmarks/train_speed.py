@@ -25,3 +25,7 @@ def main() -> None:
     print(f"405B on 16,384 H100 (tp8 pp16 dp128, 2048 x 8192 tokens): step {res.step_time_s:.2f} s, "
           f"MFU {100 * res.mfu:.1f} %; simulated in {1e3 * runs[len(runs) // 2]:.1f} ms (median of 20), "
           f"{1e3 * runs[-1]:.1f} ms worst")
+
+
+if __name__ == "__main__":
+    main()
