@@ -1,0 +1,39 @@
+"""TrainingPlan: mappings and the one validator that names every degree."""
+
+from __future__ import annotations
+
+import pytest
+
+from parasim.errors import InputError
+from parasim.specs.catalog import get_model
+from parasim.training import TrainingPlan
+
+M = get_model("llama-3-70b")
+
+
+def test_round_trip_and_derived_dp():
+    p = TrainingPlan.from_mapping({"tp": 8, "pp": 2, "virtual-stages": 5, "global_batch": 64}, gpus=64)
+    assert p.dp == 4 and p.schedule_name == "interleaved"
+    assert TrainingPlan.from_mapping(p.to_mapping()) == p
+
+
+def test_validator_names_every_degree():
+    with pytest.raises(InputError) as e:
+        TrainingPlan(tp=8, pp=4, dp=3).check(M, 64)
+    assert "tp*pp*cp*dp != gpus (8*4*1*3 = 96 != 64)" in str(e.value)
+
+
+@pytest.mark.parametrize("kw,field", [({"global_batch": 7, "dp": 2}, "global-batch"),
+                                      ({"precision": "fp4"}, "precision"), ({"tp": 3}, "tp"),
+                                      ({"recompute": "half"}, "recompute"), ({"zero": 4}, "zero"),
+                                      ({"pp": 3, "virtual_stages": 2, "schedule": "interleaved"}, "virtual-stages")])
+def test_bad_plans(kw, field):
+    with pytest.raises(InputError) as e:
+        TrainingPlan(**kw).check(M)
+    assert e.value.field == field
+
+
+def test_unknown_mapping_key():
+    with pytest.raises(InputError) as e:
+        TrainingPlan.from_mapping({"tensor_parallel": 2})
+    assert e.value.field == "plan.tensor_parallel"
