@@ -67,7 +67,9 @@ def explain(result: dict, obj: Objective, options: dict, registry: dict, *, kind
     if not ranked:
         return {"text": ["no feasible plan: see `pruned` for why every candidate was dropped"]}
     best = ranked[0]
-    vs_next = compare(best, ranked[1] if len(ranked) > 1 else None, obj, options, kind)
+    # the runner-up at the same fidelity (serving ranks full-size runs before screen-only ones)
+    runner = next((r for r in ranked[1:] if r.get("fidelity") == best.get("fidelity")), None)
+    vs_next = compare(best, runner, obj, options, kind)
     vs_base = compare(best, result.get("baseline"), obj, options, kind)
     text = []
     if vs_next and vs_next["ratio"] is not None:

@@ -126,7 +126,7 @@ def peak_memory_bytes(model: ModelSpec, d: dict[str, Any]) -> float:
     v = d["virtual_stages"]
     m = d["global_batch"] // (d["dp"] * mb)
     per_layer = activation_bytes_per_layer(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp,
-                                           recompute=d["recompute"], flash=d.get("flash_attention", True))
+                                           recompute=d["recompute"], flash=d.get("attention", "flash") != "unfused")
     emb = embedding_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp)
     logits = logits_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, cp=cp)
     sched = "interleaved" if v > 1 else d["schedule"]
@@ -201,6 +201,7 @@ def reference_item(req: TrainSearch, model: ModelSpec, global_batch: int) -> dic
     gpu = ref.pop("gpu", req.gpu[0])
     gpus = int(ref.pop("gpus", req.gpus[0]))
     ref.setdefault("global_batch", global_batch)
+    ref.setdefault("sequence_parallel", int(ref.get("tp", 1)) > 1)  # the space's convention
     ref.setdefault("seq_len", req.seq_len)
     plan = TrainingPlan.from_mapping(ref, gpus=gpus).check(model, gpus)
     d = {k: getattr(plan, k) for k in PLAN_KEYS}

@@ -33,6 +33,7 @@ REASONS = {
     "tpot_floor": "reading the weights once per decode step already exceeds the TPOT SLO",
     "throughput_bound": "the roofline upper bound on throughput is below the offered load",
     "slo_missed": "simulated, but missed the SLO attainment target (not ranked)",
+    "dominated_replicas": "a layout of the same family with no more instances per pool already met the SLO",
     "screen_cut": "screened with a short workload, not among the best re-run at full size",
     # both
     "invalid_plan": "rejected by the simulator's plan validator",

@@ -163,3 +163,47 @@ def _max_stage_params(model: ModelSpec, tp: int, pp: int, ep: int) -> float:
     if key not in _PARAMS_CACHE:
         _PARAMS_CACHE[key] = weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep)
     return _PARAMS_CACHE[key]
+
+
+# --- serving ---------------------------------------------------------------------------------------
+# (weights, kv_dtype) pairs tried by default: bf16 everywhere, bf16 weights with an fp8 KV cache,
+# fp8 weights (W8A8, fp8 KV). Others on request with --precisions.
+SERVE_PRECISIONS = (("bf16", None), ("bf16", "fp8"), ("fp8", None))
+SERVE_SCHEDULERS = ("sarathi", "vllm", "continuous", "splitfuse", "disagg")
+CHUNKED_BUDGETS = (256, 512, 1024, 2048)  # token budgets tried for chunked-prefill schedulers
+MAX_BATCHES = (64, 128, 256)
+
+
+def serve_layouts(model: ModelSpec, cluster: ClusterSpec, *, max_gpus: int, tps: tuple[int, ...],
+                  pps: tuple[int, ...], precisions: tuple, pruned: Pruned, disagg: bool) -> Iterator[dict]:
+    """(tp, pp, replicas, weights, kv) layouts within the GPU budget, plus disaggregated splits.
+
+    TP stays inside the scale-up domain and must divide the heads; PP must not exceed the layers.
+    Disaggregated layouts: a prefill pool of prefill_tp-GPU instances and a decode pool of
+    decode_tp-GPU instances (pp = 1), every split of the budget.
+    """
+    gpu = cluster.accelerator.id
+    for tp in tps:
+        for pp in pps:
+            n_rep = max_gpus // (tp * pp) if tp * pp <= max_gpus else 0
+            if tp > cluster.domain or not _tp_ok(model, tp) or pp > model.layers:
+                pruned.drop("tp_pp_layout", max(n_rep, 1) * len(precisions))
+                continue
+            if n_rep == 0:
+                pruned.drop("gpu_budget", len(precisions))
+                continue
+            for w, kv in precisions:
+                for r in range(1, n_rep + 1):
+                    yield {"gpu": gpu, "tp": tp, "pp": pp, "replicas": r, "weights": w, "kv_dtype": kv}
+    if not disagg:
+        return
+    for ptp in tps:
+        for dtp in tps:
+            if ptp > cluster.domain or dtp > cluster.domain or not (_tp_ok(model, ptp) and _tp_ok(model, dtp)):
+                continue
+            for pg in range(ptp, max_gpus, ptp):
+                for dg in range(dtp, max_gpus - pg + 1, dtp):
+                    for w, kv in precisions:
+                        yield {"gpu": gpu, "tp": ptp, "pp": 1, "replicas": 1, "weights": w, "kv_dtype": kv,
+                               "scheduler": "disagg", "prefill_gpus": pg, "prefill_tp": ptp, "decode_gpus": dg,
+                               "decode_tp": dtp}

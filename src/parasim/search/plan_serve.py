@@ -1,0 +1,494 @@
+"""`plan serve`: search serving plans under latency SLOs, in three stages.
+
+Space: GPU type x TP x PP x replicas x (weights, KV precision) x scheduler x token budget x max
+batch, plus disaggregated prefill/decode splits (prefill GPUs and TP vs decode GPUs and TP).
+
+0. Analytic pruning per layout (no simulation): the weights must fit and leave a KV cache for the
+   longest request of the workload (`serving.kvcache.kv_budget`, the simulator's own memory
+   model); one decode step of a single sequence (`serving.itercost`) must not already exceed the
+   TPOT SLO; and a roofline bound on the layout's throughput (prefill tokens at a 2048-token chunk
+   plus decode steps at the largest batch the KV cache holds, x pp stages x replicas) must reach
+   the offered rate with a 25 % margin.
+1. Screen layouts: every surviving layout with the default scheduler and knobs, on the first
+   `screen_requests` requests of the workload (same arrivals, shorter run).
+2. Screen knobs: for the best few layouts that met the SLO on the screen, and the few smallest
+   that missed it (a better scheduler or budget may rescue them), every scheduler x token budget x
+   max batch, still on the short workload.
+3. Refine: the best `refine` screened plans (by the objective, SLO met) are re-run on the whole
+   workload; if none of them meets the SLO at full size, the next `refine`, up to three rounds.
+
+`ranked` lists the full-size plans that meet the SLO first (best first), then the screen-only ones
+(`fidelity: "screen"`); `best` is always a full-size result, so its numbers are the ones
+`parasim serve -c` reproduces from the emitted YAML.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parasim.errors import InputError
+from parasim.search import executors
+from parasim.search.objectives import SERVE_OBJECTIVES, get_objective, parse_pareto
+from parasim.search.pareto import pareto_front
+from parasim.search.prune import Pruned
+from parasim.search.space import (CHUNKED_BUDGETS, MAX_BATCHES, SERVE_PRECISIONS, SERVE_SCHEDULERS, powers_of_two,
+                                  serve_layouts)
+from parasim.specs.catalog import default_node_preset, get_accelerator, get_model
+from parasim.specs.cluster import ClusterSpec
+from parasim.specs.model import ModelSpec
+
+PLAN_FIELDS = ("tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "weights", "kv_dtype",
+               "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
+LENGTH_DISTS = ("fixed", "lognormal")
+THROUGHPUT_MARGIN = 1.25
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeSearch:
+    model: str
+    gpu: tuple[str, ...]
+    max_gpus: int
+    slo_ttft: float
+    slo_tpot: float
+    attainment: float = 0.9
+    trace: str | None = None
+    rate: float | None = None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    length_dist: str = "fixed"
+    length_sigma: float = 0.5
+    requests: int = 1000
+    seed: int = 0
+    objective: str = "goodput-per-gpu"
+    top: int = 10
+    pareto: str | None = None
+    tp: tuple[int, ...] = ()
+    pp: tuple[int, ...] = (1, 2)
+    schedulers: tuple[str, ...] = SERVE_SCHEDULERS
+    precisions: tuple[tuple[str, str | None], ...] = SERVE_PRECISIONS
+    token_budgets: tuple[int, ...] = CHUNKED_BUDGETS
+    max_batches: tuple[int, ...] = MAX_BATCHES
+    screen_requests: int = 300
+    knob_layouts: int = 4
+    refine: int = 8
+    workers: int | None = None
+    executor: str = "local"
+    ray_address: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- workload -----------------------------------------------------------------------------------
+def build_workload(req: ServeSearch, model: ModelSpec):
+    """The full workload, and how `parasim serve -c` regenerates it (config keys, or None = write a trace)."""
+    from parasim.serving.workload import Workload, generate, read_trace
+
+    if req.trace:
+        wl = read_trace(req.trace, limit=req.requests if req.extra.get("requests_given") else None)
+        return wl, {"trace": str(Path(req.trace).resolve())} | ({"requests": req.requests}
+                                                                if req.extra.get("requests_given") else {})
+    if req.rate is None:
+        raise InputError("workload", "give --trace FILE, or --rate with --prompt-tokens and --output-tokens")
+    if not req.rate > 0 or not np.isfinite(req.rate):
+        raise InputError("rate", f"must be a positive number of requests per second, got {req.rate}")
+    for name in ("prompt_tokens", "output_tokens"):
+        v = getattr(req, name)
+        if v is None:
+            raise InputError(name.replace("_", "-"), "required with --rate")
+        if v < 1:
+            raise InputError(name.replace("_", "-"), f"must be >= 1, got {v}")
+    if req.length_dist not in LENGTH_DISTS:
+        raise InputError("length-dist", f"'{req.length_dist}' is not one of {', '.join(LENGTH_DISTS)}")
+    if req.requests < 1:
+        raise InputError("requests", f"must be a positive integer, got {req.requests}")
+    wl = generate(requests=req.requests, rate=req.rate, seed=req.seed, prompt_tokens=req.prompt_tokens,
+                  output_tokens=req.output_tokens)
+    if req.length_dist == "fixed":
+        return wl, {"rate": req.rate, "requests": req.requests, "seed": req.seed,
+                    "prompt_tokens": req.prompt_tokens, "output_tokens": req.output_tokens}
+    if not req.length_sigma > 0:
+        raise InputError("length-sigma", f"must be positive, got {req.length_sigma}")
+    # lognormal lengths with the given *means*; their own generator, so arrivals stay those of `generate`
+    rng = np.random.default_rng([req.seed, 1])
+    s = req.length_sigma
+
+    def draw(mean: int, cap: int) -> np.ndarray:
+        x = rng.lognormal(np.log(mean) - s * s / 2, s, size=req.requests)
+        return np.clip(np.rint(x), 1, max(1, cap)).astype(np.int64)
+
+    p = draw(req.prompt_tokens, model.max_seq_len - 1)
+    o = draw(req.output_tokens, model.max_seq_len)
+    o = np.minimum(o, np.maximum(1, model.max_seq_len - p))
+    return Workload.from_columns(wl.arrival_s, p, o), None
+
+
+def write_trace(wl, path: Path) -> None:
+    lines = [json.dumps({"arrival_s": a, "prompt_tokens": p, "output_tokens": o}) + "\n"
+             for a, p, o in zip(wl.arrival_s.tolist(), wl.prompt_tokens.tolist(), wl.output_tokens.tolist())]
+    try:
+        path.write_text("".join(lines))
+    except OSError as e:
+        raise InputError("emit-yaml", f"cannot write {path}: {e.strerror}") from None
+
+
+# --- clusters and analytic bounds -----------------------------------------------------------------
+@lru_cache(maxsize=256)
+def cluster_for(acc_id: str, gpus: int) -> ClusterSpec:
+    """The cluster `parasim serve` builds for --gpu and the plan's GPUs (the GPU's node preset)."""
+    acc = get_accelerator(acc_id)
+    preset = default_node_preset(acc.id)
+    if preset:
+        return ClusterSpec.from_preset(preset, acc, gpus)
+    return ClusterSpec(accelerator=acc, gpus=gpus)
+
+
+def plan_gpus(d: dict) -> int:
+    if d.get("scheduler") == "disagg":
+        return d["prefill_gpus"] + d["decode_gpus"]
+    return d["tp"] * d["pp"] * d["replicas"]
+
+
+@lru_cache(maxsize=1024)
+def _pool_bounds(model: ModelSpec, acc_id: str, tp: int, pp: int, weights: str, kv: str | None,
+                 prompt_mean: float, output_mean: float, max_len: int) -> tuple[str | None, float, float]:
+    """(reason or None, single-sequence decode step s, requests/s one instance can sustain at most)."""
+    from parasim.serving.itercost import IterationCost
+    from parasim.serving.kvcache import kv_budget
+    from parasim.serving.plan import ServingPlan
+    from parasim.cost.dtypes import dtype_bytes
+
+    plan = ServingPlan(tp=tp, pp=pp, weights=weights, kv_dtype=kv)
+    cluster = cluster_for(acc_id, tp * pp)
+    try:
+        kvb = kv_budget(model, cluster.accelerator, tp=tp, pp=pp, weights=weights, kv_dtype=plan.kv, block_size=16,
+                        gpu_memory_utilization=0.9, max_tokens=512, max_batch=256,
+                        act_bytes=dtype_bytes(plan.act_dtype))
+    except InputError:
+        return "memory_weights", 0.0, 0.0
+    kv_tokens = (kvb.blocks // pp) * 16
+    if kv_tokens < max_len:
+        return "memory_kv", 0.0, 0.0
+    cost = IterationCost(model, cluster, tp=tp, pp=pp, weights=weights, kv_dtype=plan.kv, act_dtype=plan.act_dtype,
+                         overhead_s=plan.overhead_s)
+    ctx = prompt_mean + output_mean / 2
+    one = cost.time_s(1, 0.0, 0.0, 1, ctx, 1)
+    b = int(max(1, min(256, kv_tokens // max(1.0, prompt_mean + output_mean))))
+    step = cost.time_s(b, 0.0, 0.0, b, b * ctx, b)
+    chunk = 2048
+    prefill_per_token = cost.time_s(chunk, chunk * (chunk + 1) / 2, 0.0, 0, 0.0, 1) / chunk
+    per_request = prompt_mean * prefill_per_token + output_mean * step / b
+    return None, one, pp / per_request
+
+
+def analytic_prune(model: ModelSpec, d: dict, wl_stats: dict, slo_tpot: float, pruned: Pruned) -> bool:
+    """True if the layout survives (memory, TPOT floor, throughput bound)."""
+    args = (wl_stats["prompt_mean"], wl_stats["output_mean"], wl_stats["max_len"])
+    if d.get("scheduler") == "disagg":
+        pools = [(d["prefill_tp"], d["prefill_gpus"] // d["prefill_tp"], "prefill"),
+                 (d["decode_tp"], d["decode_gpus"] // d["decode_tp"], "decode")]
+    else:
+        pools = [(d["tp"], d["replicas"], "mixed")]
+    for tp, n, role in pools:
+        reason, one, rate = _pool_bounds(model, d["gpu"], tp, d["pp"], d["weights"], d["kv_dtype"], *args)
+        if reason:
+            pruned.drop(reason)
+            return False
+        if role != "prefill" and one > slo_tpot:
+            pruned.drop("tpot_floor")
+            return False
+        if role == "mixed" and n * rate * THROUGHPUT_MARGIN < wl_stats["rate"] * wl_stats["attainment"]:
+            pruned.drop("throughput_bound")
+            return False
+    return True
+
+
+# --- evaluation (workers) -----------------------------------------------------------------------------
+def evaluate(context: dict, item: dict) -> dict:
+    from parasim.serving.plan import ServingPlan
+    from parasim.serving.simulate import simulate
+
+    plan_map = {k: item[k] for k in PLAN_FIELDS if item.get(k) is not None}
+    wl = context["workload"]
+    n = item["requests"]
+    if n < len(wl):
+        wl = wl.head(n)
+    try:
+        plan = ServingPlan.from_mapping(plan_map)
+        res = simulate(context["model"], cluster_for(item["gpu"], plan_gpus(item)), plan, wl,
+                       slo={"ttft_s": context["slo_ttft"], "tpot_s": context["slo_tpot"]}, seed=context["seed"])
+    except InputError as e:
+        return {"ok": False, "reason": "invalid_plan", "message": f"{e.field}: {e.message}"}
+    except RuntimeError as e:  # an engine that cannot make progress (e.g. a KV cache too small to run)
+        return {"ok": False, "reason": "sim_error", "message": str(e)}
+    return {"ok": True, "metrics": res.to_dict()}
+
+
+def make_row(item: dict, res: dict, attainment: float, fidelity: str) -> dict:
+    metrics = res["metrics"]
+    s = metrics["summary"]
+    gpus = plan_gpus(item)
+    row = dict(metrics["inputs"]["plan"])
+    row.update({"gpu": item["gpu"], "gpus": gpus, "requests": item["requests"], "fidelity": fidelity,
+                "meets_slo": (s.get("slo_attainment") or 0.0) >= attainment,
+                "goodput_per_gpu": (s.get("goodput_requests_per_s") or 0.0) / gpus, "metrics": metrics})
+    return row
+
+
+def plan_key(d: dict) -> tuple:
+    return (d["gpu"],) + tuple(d.get(k) for k in PLAN_FIELDS)
+
+
+def sort_key(obj, options):
+    def key(row: dict) -> tuple:
+        return (obj.score(row, options), row["gpus"], tuple(str(x) for x in plan_key(row)))
+    return key
+
+
+def knob_variants(d: dict, req: ServeSearch) -> list[dict]:
+    base = {k: v for k, v in d.items() if k not in ("scheduler", "token_budget", "max_batch", "requests")}
+    out = []
+    scheds = ("disagg",) if d.get("scheduler") == "disagg" else tuple(s for s in req.schedulers if s != "disagg")
+    for s in scheds:
+        budgets = req.token_budgets if s in ("sarathi", "splitfuse") else (None,)
+        for b in budgets:
+            for mb in req.max_batches:
+                out.append({**base, "scheduler": s, "token_budget": b, "max_batch": mb})
+    return out
+
+
+def baseline_plan(model: ModelSpec, gpu: str, max_gpus: int) -> dict:
+    """Largest TP inside one node that divides the heads (and the budget), replicas for the rest."""
+    from parasim.serving.plan import ServingPlan
+
+    cl = cluster_for(gpu, max_gpus)
+    tp = 1
+    for t in powers_of_two(min(cl.gpus_per_node, max_gpus)):
+        if model.heads % t == 0 and not (t > model.kv_heads and t % model.kv_heads):
+            tp = t
+    default = ServingPlan()
+    return {"gpu": gpu, "tp": tp, "pp": 1, "replicas": max(1, max_gpus // tp), "weights": "bf16", "kv_dtype": None,
+            "scheduler": default.scheduler, "token_budget": None, "max_batch": None}
+
+
+class _Stages:
+    """Runs executor batches, keeps results, stops after an interrupt."""
+
+    def __init__(self, req: ServeSearch, context: dict, progress) -> None:
+        self.req, self.context, self.progress = req, context, progress
+        self.interrupted = False
+        self.evaluated = 0
+
+    def run(self, items: list[dict]) -> list[dict | None]:
+        if self.interrupted or not items:
+            return [None] * len(items)
+        if self.progress:
+            self.progress.start(len(items))
+        out = executors.run(evaluate, self.context, items, executor=self.req.executor, workers=self.req.workers,
+                            ray_address=self.req.ray_address, progress=self.progress.advance if self.progress else None)
+        self.interrupted = out.interrupted
+        self.evaluated += sum(r is not None for r in out.results)
+        return out.results
+
+
+def _family(d: dict) -> tuple:
+    """Layouts that differ only in how many instances they run."""
+    return (d["gpu"], d["scheduler"], d["tp"], d["pp"], d["weights"], d["kv_dtype"], d.get("prefill_tp"),
+            d.get("decode_tp"))
+
+
+def _size(d: dict) -> tuple[int, int]:
+    if d["scheduler"] == "disagg":
+        return d["prefill_gpus"], d["decode_gpus"]
+    return d["replicas"], 0
+
+
+def screen_in_waves(items: list[dict], stages: _Stages, absorb, screened: dict, pruned: Pruned) -> list[dict]:
+    """Screen layouts in waves of increasing GPU count; a layout is skipped (`dominated_replicas`)
+    once a layout of its family with no more instances in every pool met the SLO: for every
+    objective but latency, more instances of a plan that already meets the SLO only add GPUs.
+    Returns the items actually evaluated."""
+    met: dict[tuple, list[tuple[int, int]]] = {}
+    done: list[dict] = []
+    for g in sorted({plan_gpus(i) for i in items}):
+        wave = []
+        for it in (i for i in items if plan_gpus(i) == g):
+            sz = _size(it)
+            if any(a <= sz[0] and b <= sz[1] for a, b in met.get(_family(it), [])):
+                pruned.drop("dominated_replicas")
+                continue
+            wave.append(it)
+        absorb(wave, stages.run(wave), "screen", screened)
+        for it in wave:
+            row = screened.get(plan_key(it))
+            if row is not None and row["meets_slo"]:
+                met.setdefault(_family(it), []).append(_size(it))
+        done += wave
+    return done
+
+
+def run_search(req: ServeSearch, progress=None) -> dict:
+    t0 = time.perf_counter()
+    model = get_model(req.model)
+    if not req.gpu:
+        raise InputError("gpu", "give at least one --gpu")
+    accs = [get_accelerator(g) for g in req.gpu]
+    if req.max_gpus < 1:
+        raise InputError("max-gpus", f"must be >= 1, got {req.max_gpus}")
+    for name in ("slo_ttft", "slo_tpot"):
+        v = getattr(req, name)
+        if v is None or not v > 0:
+            raise InputError(name.replace("_", "-"), f"must be a positive number of seconds, got {v}")
+    if not 0 < req.attainment <= 1:
+        raise InputError("attainment", f"must be in (0, 1], got {req.attainment}")
+    objective = get_objective(req.objective, SERVE_OBJECTIVES)
+    pareto_objs = parse_pareto(req.pareto, SERVE_OBJECTIVES)
+    for s in req.schedulers:
+        from parasim.serving.schedulers import SCHEDULERS
+
+        if s not in SCHEDULERS:
+            raise SCHEDULERS.unknown(s)
+    wl, regen = build_workload(req, model)
+    span = float(wl.arrival_s[-1] - wl.arrival_s[0])
+    wl_stats = {"prompt_mean": float(wl.prompt_tokens.mean()), "output_mean": float(wl.output_tokens.mean()),
+                "max_len": int((wl.prompt_tokens + wl.output_tokens).max()),
+                "rate": (len(wl) - 1) / span if span > 0 else float("inf"), "attainment": req.attainment}
+    options = {"output_tokens_mean": wl_stats["output_mean"]}
+    full_n = len(wl)
+    screen_n = min(full_n, req.screen_requests)
+
+    # stage 0: enumerate and prune analytically
+    pruned = Pruned()
+    layouts: list[dict] = []
+    raw = 0
+    for acc in accs:
+        cl = cluster_for(acc.id, req.max_gpus)
+        tps = req.tp or tuple(powers_of_two(min(cl.domain, req.max_gpus)))
+        for d in serve_layouts(model, cl, max_gpus=req.max_gpus, tps=tps, pps=req.pp, precisions=req.precisions,
+                               pruned=pruned, disagg="disagg" in req.schedulers):
+            raw += 1
+            if analytic_prune(model, d, wl_stats, req.slo_tpot, pruned):
+                layouts.append(d)
+    raw += sum(pruned.values())
+    context = {"model": model, "workload": wl, "slo_ttft": req.slo_ttft, "slo_tpot": req.slo_tpot, "seed": req.seed}
+    stages = _Stages(req, context, progress)
+    screened: dict[tuple, dict] = {}
+    errors: dict[str, str] = {}
+
+    def absorb(items: list[dict], results: list, fidelity: str, store: dict) -> None:
+        for it, res in zip(items, results):
+            if res is None:
+                continue
+            if not res["ok"]:
+                pruned.drop(res["reason"])
+                errors.setdefault(res["reason"], res.get("message", ""))
+                continue
+            store[plan_key(it)] = make_row(it, res, req.attainment, fidelity)
+
+    # stage 1: layouts with default knobs, short workload
+    items1 = [{**d, "scheduler": d.get("scheduler", "sarathi"), "token_budget": None, "max_batch": None,
+               "requests": screen_n} for d in layouts]
+    if objective.name == "latency":
+        absorb(items1, stages.run(items1), "screen", screened)
+    else:
+        items1 = screen_in_waves(items1, stages, absorb, screened, pruned)
+    key = sort_key(objective, options)
+    # stage 2: knobs for the best layouts meeting the SLO and the smallest ones missing it
+    rows1 = [screened[plan_key(i)] for i in items1 if plan_key(i) in screened]
+    good = sorted((r for r in rows1 if r["meets_slo"]), key=key)[:req.knob_layouts]
+    near = sorted((r for r in rows1 if not r["meets_slo"]),
+                  key=lambda r: (r["gpus"], -(r["metrics"]["summary"].get("slo_attainment") or 0.0),
+                                 tuple(str(x) for x in plan_key(r))))[:req.knob_layouts]
+    items2 = []
+    seen = set(screened)
+    for r in good + near:
+        lay = {k: r[k] for k in ("gpu", "tp", "pp", "replicas", "weights", "kv_dtype", "scheduler", "prefill_gpus",
+                                 "prefill_tp", "decode_gpus", "decode_tp")}
+        for v in knob_variants(lay, req):
+            v["requests"] = screen_n
+            if plan_key(v) not in seen:
+                seen.add(plan_key(v))
+                items2.append(v)
+    absorb(items2, stages.run(items2), "screen", screened)
+    # stage 3: re-run the best screened plans on the whole workload
+    candidates = sorted((r for r in screened.values() if r["meets_slo"]), key=key)
+    full: dict[tuple, dict] = {}
+    if screen_n == full_n:
+        full = {k: {**r, "fidelity": "full"} for k, r in screened.items()}
+    else:
+        for start in range(0, min(len(candidates), 3 * req.refine), req.refine):
+            batch = [{**{k: r[k] for k in ("gpu", *PLAN_FIELDS)}, "requests": full_n}
+                     for r in candidates[start:start + req.refine]]
+            absorb(batch, stages.run(batch), "full", full)
+            if sum(r["meets_slo"] for r in full.values()) >= 2 or stages.interrupted:  # a winner and a runner-up
+                break
+    # ranking: full-size SLO-meeting plans, then screen-only SLO-meeting ones
+    full_ok = sorted((r for r in full.values() if r["meets_slo"]), key=key)
+    screen_only = sorted((r for k, r in screened.items() if r["meets_slo"] and k not in full), key=key)
+    missed = sum(1 for r in full.values() if not r["meets_slo"]) + sum(
+        1 for k, r in screened.items() if not r["meets_slo"] and k not in full)
+    pruned.drop("slo_missed", missed)
+    ranked = full_ok + screen_only
+    for i, r in enumerate(ranked, start=1):
+        r["rank"] = i
+        r["objective_value"] = objective.value(r, options)
+    # heuristic baseline, full size
+    base = baseline_plan(model, req.gpu[0], req.max_gpus)
+    base_item = {**base, "requests": full_n}
+    hit = next((r for r in full_ok if plan_key(r) == plan_key(base)), None)
+    if hit is None:
+        res = evaluate(context, base_item)
+        baseline = (make_row(base_item, res, req.attainment, "full") | {"rank": None} if res["ok"]
+                    else {**base, "rank": None, "feasible": False, "reason": res["reason"],
+                          "message": res.get("message"), "metrics": None})
+        if res["ok"]:
+            try:
+                baseline["objective_value"] = objective.value(baseline, options)
+            except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                baseline["objective_value"] = None
+    else:
+        baseline = hit
+    from parasim.search.explain import explain
+
+    out = {
+        "command": "plan serve", "model": model.name, "gpu": list(req.gpu), "max_gpus": req.max_gpus,
+        "slo": {"ttft_s": req.slo_ttft, "tpot_s": req.slo_tpot, "attainment": req.attainment},
+        "workload": wl.summary(), "objective": objective.name, "objective_metric": objective.metric,
+        "best": full_ok[0] if full_ok else None, "ranked": ranked, "evaluated": stages.evaluated,
+        "space_size": raw, "pruned": pruned.as_dict(), "errors": errors,
+        "baseline": baseline,
+        "stages": {"screen_requests": screen_n, "full_requests": full_n, "layouts": len(items1),
+                   "knob_variants": len(items2), "refined": len(full)},
+        "pareto": ({"objectives": [o.name for o in pareto_objs],
+                    "front": [r["rank"] for r in pareto_front(ranked, [lambda r, o=o: o.score(r, options)
+                                                                       for o in pareto_objs])]}
+                   if pareto_objs else None),
+        "interrupted": stages.interrupted,
+        "search_wall_s": time.perf_counter() - t0,
+    }
+    out["explanation"] = explain({**out, "baseline": baseline if baseline.get("metrics") else None},
+                                 objective, options, SERVE_OBJECTIVES, kind="serve")
+    out["_workload"] = (wl, regen)
+    return out
+
+
+def emit_yaml_mapping(out: dict, req: ServeSearch, yaml_path: Path) -> dict:
+    """The winner as a `parasim serve -c` config; a generated lognormal workload goes to a trace file
+    beside it (referenced relative to the config, as `parasim serve` resolves paths)."""
+    best = out["best"]
+    wl, regen = out["_workload"]
+    cfg: dict[str, Any] = {"model": req.model, "gpu": best["gpu"], "gpus": best["gpus"]}
+    cfg.update({k: best[k] for k in PLAN_FIELDS if best.get(k) is not None})
+    if regen is None:
+        trace = yaml_path.with_name(yaml_path.stem + ".trace.jsonl")
+        write_trace(wl, trace)
+        cfg["trace"] = trace.name
+    else:
+        cfg.update(regen)
+    cfg.update({"slo_ttft": req.slo_ttft, "slo_tpot": req.slo_tpot, "attainment": req.attainment})
+    return cfg
