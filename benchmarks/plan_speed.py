@@ -1,0 +1,63 @@
+"""Search times of issue 5's two acceptance runs (prints; asserts nothing about time).
+
+    .venv/bin/python benchmarks/plan_speed.py [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from parasim.search.plan_serve import ServeSearch
+from parasim.search.plan_serve import run_search as run_serve
+from parasim.search.plan_train import TrainSearch
+from parasim.search.plan_train import run_search as run_train
+
+PAPER = {"tp": 8, "pp": 16, "dp": 128, "micro_batch": 1, "recompute": "none", "zero": 2, "sequence_parallel": True}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workers", type=int, default=None)
+    args = ap.parse_args()
+
+    t = time.perf_counter()
+    ref = None
+    for extra in ({"schedule": "interleaved", "virtual_stages": 2}, {"schedule": "1f1b"}):
+        try:
+            out = run_train(TrainSearch(model="llama-3.1-405b", gpu=("h100-sxm",), gpus=(16384,), seq_len=8192,
+                                        global_batch_tokens=16 * 1024 * 1024, reference={**PAPER, **extra},
+                                        workers=args.workers))
+            ref = {**PAPER, **extra}
+            break
+        except Exception as e:  # the validator may reject the interleaved paper plan
+            print(f"  (paper plan {extra} rejected: {e})")
+    wall = time.perf_counter() - t
+    b, p = out["best"], out["reference"]
+    print(f"plan train llama-3.1-405b on 16384 x h100-sxm, 16M-token batches, seq 8192: "
+          f"search {out['search_wall_s']:.2f} s (wall incl. retries {wall:.2f} s), evaluated {out['evaluated']}, "
+          f"raw space {out['space_size']}")
+    print(f"  best: tp={b['tp']} pp={b['pp']} dp={b['dp']} cp={b['cp']} mb={b['micro_batch']} v={b['virtual_stages']} "
+          f"recompute={b['recompute']} zero={b['zero']}: {b['metrics']['tokens_per_s']:.4g} tok/s, "
+          f"MFU {b['metrics']['mfu']:.3f}")
+    print(f"  Llama 3 paper plan {ref}: rank {p['rank']} of {len(out['ranked'])}, "
+          f"{p['metrics']['tokens_per_s']:.4g} tok/s (best / paper = "
+          f"{b['metrics']['tokens_per_s'] / p['metrics']['tokens_per_s']:.3f}x)")
+
+    out = run_serve(ServeSearch(model="llama-3-70b", gpu=("h100-sxm",), max_gpus=16, slo_ttft=2.0, slo_tpot=0.1,
+                                attainment=0.9, rate=10, prompt_tokens=1000, output_tokens=250,
+                                length_dist="lognormal", workers=args.workers))
+    b = out["best"]
+    s = b["metrics"]["summary"]
+    print(f"plan serve llama-3-70b on <= 16 x h100-sxm, 10 req/s, lognormal 1000/250, p99 TTFT 2 s, TPOT 100 ms: "
+          f"search {out['search_wall_s']:.2f} s, evaluated {out['evaluated']} ({out['stages']})")
+    print(f"  best: {b['gpus']} GPUs tp={b['tp']} pp={b['pp']} replicas={b['replicas']} {b['scheduler']} "
+          f"budget={b['token_budget']} max_batch={b['max_batch']} {b['weights']}/{b['kv_dtype']}: "
+          f"TTFT p99 {s['ttft_p99_s']:.3f} s, TPOT p99 {s['tpot_p99_s'] * 1e3:.1f} ms, "
+          f"attainment {s['slo_attainment']:.3f}, goodput/GPU {b['goodput_per_gpu']:.3f}")
+    for line in out["explanation"]["text"]:
+        print(f"  {line}")
+
+
+if __name__ == "__main__":
+    main()
