@@ -30,10 +30,21 @@ class IterationCost:
         # p2p between stages: one activation tensor per boundary, over NVLink when a stage's TP group
         # and the next share a node
         self._p2p_group = Group.strided(2, tp, cluster)
-        self._fixed: dict[int, float] = {}
-        self._attn = self.layer.attention_s
+        self._fixed: dict[int, float] = {}  # tokens -> layers, embedding, p2p, overhead
+        self._head: dict[int, float] = {}  # logit rows -> LM head
+        # attention_s(), unrolled into coefficients (the same roofline: max(flops, bytes) + overhead;
+        # a test checks it against LayerCost.attention_s)
+        l, acc = self.layer, cluster.accelerator
+        dt = "bf16" if l.adt in ("fp8", "int8", "int4", "fp4") else l.adt
+        inv_flops = 1.0 / (acc.peak(dt) * acc.efficiency.attention)
+        inv_bw = 1.0 / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory)
+        self._pf = l.prefill_flops_per_pair * inv_flops
+        self._pq = l.qkvo_act_per_token * inv_bw
+        self._pk = l.kv_bytes_per_token * inv_bw
+        self._df = l.decode_flops_per_ctx * inv_flops
+        self._ko = acc.efficiency.kernel_overhead_s
 
-    def _fixed_s(self, tokens: int, logits: int) -> float:
+    def _fixed_s(self, tokens: int) -> float:
         l = self.layer
         t = 0.0
         if self.dense_layers:
@@ -41,7 +52,7 @@ class IterationCost:
         if self.moe_layers:
             t += self.moe_layers * l.forward_total_s(tokens, 0.0, 0.0, 0.0, 0.0, True)
         # forward_total_s with no attention work still adds nothing for attention (zero pairs/seqs)
-        t += self.edge.embedding_s(tokens) + self.edge.lm_head_s(logits)
+        t += self.edge.embedding_s(tokens)
         if self.pp > 1:
             size = tokens * self.model.hidden * l.ab
             t += (self.pp - 1) * collective_time_s("p2p", size, self._p2p_group, self.cluster)
@@ -50,12 +61,23 @@ class IterationCost:
     def time_s(self, tokens: int, prefill_pairs: float, prefill_kv_tokens: float, decode_seqs: int,
                decode_ctx: float, logits: int) -> float:
         """Seconds for one iteration of the whole replica (all stages, one micro-batch)."""
-        key = tokens * 1048576 + logits
-        f = self._fixed.get(key)
+        f = self._fixed.get(tokens)
         if f is None:
-            f = self._fixed[key] = self._fixed_s(tokens, logits)
-        pre, dec = self._attn(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
-        return f + self.layers * (pre + dec)
+            f = self._fixed[tokens] = self._fixed_s(tokens)
+        h = self._head.get(logits)
+        if h is None:
+            h = self._head[logits] = self.edge.lm_head_s(logits)
+        f += h
+        a = 0.0
+        if prefill_pairs > 0:
+            c = self._pf * prefill_pairs
+            m = (tokens - decode_seqs) * self._pq + prefill_kv_tokens * self._pk
+            a = (c if c > m else m) + self._ko
+        if decode_seqs > 0:
+            c = self._df * decode_ctx
+            m = decode_ctx * self._pk + decode_seqs * self._pq
+            a += (c if c > m else m) + self._ko
+        return f + self.layers * a
 
     def breakdown(self, tokens: int, prefill_pairs: float = 0.0, prefill_kv_tokens: float = 0.0,
                   decode_seqs: int = 0, decode_ctx: float = 0.0, logits: int = 0) -> dict[str, float]:

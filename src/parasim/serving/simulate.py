@@ -83,8 +83,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     slo_ = SLO.of(slo)
     if plan.router not in ROUTERS:
         raise InputError("router", f"unknown router '{plan.router}'; choose one of {', '.join(ROUTERS)}")
-    st = ReqState(wl.arrival_s.tolist(), wl.prompt_tokens.tolist(), wl.output_tokens.tolist(),
-                  wl.prefix_id.tolist(), wl.prefix_tokens.tolist())
+    st = ReqState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, wl.prefix_id, wl.prefix_tokens)
     reserve_full = plan.kv_reservation == "full"
     decode_groups = None
     transfer = None
@@ -154,8 +153,7 @@ def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus
         t = np.frombuffer(inst.dtimes, dtype=np.float64)
         if t.size > 1:
             vals.append(np.diff(t))
-            wts.append(np.frombuffer(inst.dweight, dtype=np.int64)[1:].astype(np.float64) if inst.dweight.itemsize == 8
-                       else np.asarray(inst.dweight[1:], dtype=np.float64))
+            wts.append(np.frombuffer(inst.dweight, dtype=np.int64)[1:].astype(np.float64))
     s.update(weighted_stats(np.concatenate(vals), np.concatenate(wts), "itl"))
     if slo.given:
         ok = slo_mask(cols, slo)

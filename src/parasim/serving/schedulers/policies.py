@@ -43,6 +43,8 @@ class Continuous(Scheduler):
     chunked = False
 
     def schedule(self, inst) -> Batch:
+        if not inst.waiting and not inst.prefilling and inst.kv.free >= inst.decode_block_need():
+            return Batch(decode=True)  # the common case: decoders only, room to grow
         victims, avail = self.decode_victims(inst)
         n = inst.n_dec - len(victims)
         chunks, admit = self.fill_prefill(inst, self.budget - n, avail, n, chunked=self.chunked,
