@@ -10,7 +10,8 @@ import yaml
 from tests.conftest import run_cli
 
 SMALL_TRAIN = ["plan", "train", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--gpus", "64",
-               "--global-batch", "128", "--seq-len", "4096", "--workers", "2"]
+               "--global-batch", "128", "--seq-len", "4096", "--workers", "2",
+               "--zero", "1,3", "--micro-batch", "1,2"]
 SMALL_SERVE = ["plan", "serve", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--max-gpus", "4", "--rate", "8",
                "--prompt-tokens", "512", "--output-tokens", "128", "--length-dist", "lognormal", "--requests", "300",
                "--screen-requests", "100", "--slo-ttft", "1", "--slo-tpot", "0.05", "--schedulers", "sarathi,vllm",

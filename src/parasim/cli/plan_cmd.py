@@ -193,27 +193,29 @@ def plan_train_cmd(
         raise typer.Exit(1)
 
 
-def _train_cells(r: dict) -> list[Any]:
+def _train_cells(r: dict, multi: bool = False) -> list[Any]:
     m = r["metrics"]
-    return [r.get("rank") or "-", f"{r['gpus']}x{r['gpu']}", r["tp"], r["pp"], r["dp"], r["cp"], r["ep"],
-            r["virtual_stages"], r["micro_batch"], r["recompute"], r["zero"], m["tokens_per_s"], m["mfu"],
-            m["step_time_s"], m["peak_memory_gb_per_gpu"]]
+    return [r.get("rank") or "-", f"{r['gpus']} {r['gpu']}" if multi else r["gpus"], r["tp"], r["pp"], r["dp"], r["cp"], r["ep"],
+            r["virtual_stages"], r["micro_batch"], r["recompute"][:4], r["zero"], f"{m['tokens_per_s'] / 1e6:.3f}",
+            f"{100 * m['mfu']:.1f}", f"{m['step_time_s']:.3f}", f"{m['peak_memory_gb_per_gpu']:.1f}"]
 
 
-TRAIN_COLUMNS = ("rank", "GPUs", "tp", "pp", "dp", "cp", "ep", "v", "mb", "recompute", "zero", "tokens/s", "MFU",
+TRAIN_COLUMNS = ("rank", "GPUs", "tp", "pp", "dp", "cp", "ep", "v", "mb", "rcmp", "zero", "Mtok/s", "MFU%",
                  "step s", "mem GB")
 
 
 def render_train(out: dict, top: int) -> None:
     c = console()
-    rows = [_train_cells(r) for r in out["ranked"][:top]]
-    c.print(table(f"plan train: {out['model']} - best {top} of {len(out['ranked'])} feasible by {out['objective']}",
+    multi = len(out["gpu"]) > 1
+    rows = [_train_cells(r, multi) for r in out["ranked"][:top]]
+    c.print(table(f"plan train: {out['model']} on {', '.join(out['gpu'])} - best {top} of {len(out['ranked'])} "
+                  f"feasible by {out['objective']}",
                   TRAIN_COLUMNS, rows))
     extra = []
     if out.get("baseline"):
-        extra.append(["baseline", *_train_cells(out["baseline"])[1:]])
+        extra.append(["base", *_train_cells(out["baseline"], multi)[1:]])
     if out.get("reference") and out["reference"].get("metrics") and out["reference"].get("rank"):
-        extra.append(["reference", *_train_cells(out["reference"])[1:]])
+        extra.append([f"ref #{out['reference']['rank']}", *_train_cells(out["reference"], multi)[1:]])
     if extra:
         c.print(table("heuristic baseline / reference plan", TRAIN_COLUMNS, extra))
     render_common(out)
@@ -331,28 +333,31 @@ def plan_serve_cmd(
         raise typer.Exit(1)
 
 
-SERVE_COLUMNS = ("rank", "GPUs", "tp", "pp", "rep", "scheduler", "budget", "max batch", "weights/kv", "goodput/GPU",
-                 "TTFT p99", "TPOT p99", "attain", "$/M tok", "J/tok", "runs")
+SERVE_COLUMNS = ("rank", "GPUs", "layout", "scheduler", "weights/kv", "goodput /GPU", "TTFT p99 s", "TPOT p99 ms",
+                 "attain", "$/M tok", "J/tok", "requests")
 
 
-def _serve_cells(r: dict) -> list[Any]:
+def _serve_cells(r: dict, multi: bool = False) -> list[Any]:
     s = r["metrics"]["summary"]
     sched = r["scheduler"]
-    layout = (f"p{r['prefill_gpus']}/tp{r['prefill_tp']}+d{r['decode_gpus']}/tp{r['decode_tp']}"
-              if sched == "disagg" else r["replicas"])
-    return [r.get("rank") or "-", f"{r['gpus']}x{r['gpu']}", r["tp"], r["pp"], layout, sched, r.get("token_budget"),
-            r.get("max_batch"), f"{r['weights']}/{r.get('kv_dtype') or '-'}", r["goodput_per_gpu"], s["ttft_p99_s"],
-            s["tpot_p99_s"], s["slo_attainment"], s["cost_usd_per_m_tokens"], s["energy_j_per_token"],
-            f"{r['requests']} {r['fidelity']}"]
+    layout = (f"P{r['prefill_gpus']}/tp{r['prefill_tp']} D{r['decode_gpus']}/tp{r['decode_tp']}"
+              if sched == "disagg" else f"tp{r['tp']} pp{r['pp']} x{r['replicas']}")
+    knobs = "/".join(str(v) for v in (r.get("token_budget"), r.get("max_batch")) if v is not None)
+    return [r.get("rank") or "-", f"{r['gpus']} {r['gpu']}" if multi else r["gpus"], layout,
+            f"{sched} {knobs}".strip(), f"{r['weights']}/{r.get('kv_dtype') or '-'}", f"{r['goodput_per_gpu']:.3f}",
+            f"{s['ttft_p99_s']:.3f}", f"{1e3 * s['tpot_p99_s']:.1f}", f"{s['slo_attainment']:.3f}",
+            f"{s['cost_usd_per_m_tokens']:.3f}", f"{s['energy_j_per_token']:.3f}",
+            f"{r['requests']}" + ("" if r["fidelity"] == "full" else " (screen)")]
 
 
 def render_serve(out: dict, top: int) -> None:
     c = console()
+    multi = len(out["gpu"]) > 1
     c.print(table(f"plan serve: {out['model']} - best {top} of {len(out['ranked'])} meeting the SLO by {out['objective']}",
-                  SERVE_COLUMNS, [_serve_cells(r) for r in out["ranked"][:top]]))
+                  SERVE_COLUMNS, [_serve_cells(r, multi) for r in out["ranked"][:top]]))
     b = out.get("baseline")
     if b and b.get("metrics"):
-        c.print(table("heuristic baseline", SERVE_COLUMNS, [["baseline", *_serve_cells(b)[1:]]]))
+        c.print(table("heuristic baseline", SERVE_COLUMNS, [["base", *_serve_cells(b, multi)[1:]]]))
     elif b:
         c.print(f"heuristic baseline (tp={b['tp']} x {b['replicas']} replicas) is infeasible: {b.get('message')}")
     st = out["stages"]

@@ -54,6 +54,9 @@ _WORKER: tuple[Task, Any] | None = None
 
 def _init_worker(task: Task, context: Any) -> None:
     global _WORKER
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it keeps what finished)
     _WORKER = (task, context)
 
 

@@ -169,6 +169,8 @@ def evaluate(context: dict, item: dict) -> dict:
         res = simulate(model, cluster, TrainingPlan.from_mapping(plan_map, gpus=cluster.gpus))
     except InputError as e:
         return {"ok": False, "reason": "invalid_plan", "message": f"{e.field}: {e.message}"}
+    except RuntimeError as e:  # e.g. a schedule that deadlocks
+        return {"ok": False, "reason": "sim_error", "message": str(e)}
     if not res.fits:
         return {"ok": False, "reason": "memory_activations"}
     return {"ok": True, "metrics": res.to_dict()}
@@ -270,11 +272,13 @@ def run_search(req: TrainSearch, progress=None) -> dict:
                             ray_address=req.ray_address, progress=progress.advance if progress else None)
     prices = {g: get_accelerator(g).price_usd_per_hour for g in req.gpu}
     ranked = []
+    errors: dict[str, str] = {}
     for item, res in zip(cands, outcome.results):
         if res is None:
             continue
         if not res["ok"]:
             pruned.drop(res["reason"])
+            errors.setdefault(res["reason"], res.get("message", ""))
             continue
         ranked.append(plan_row(item, res, prices[item["gpu"]]))
     key = sort_key(objective, options)
@@ -309,7 +313,7 @@ def run_search(req: TrainSearch, progress=None) -> dict:
         "global_batch": global_batch, "seq_len": req.seq_len, "objective": objective.name,
         "objective_metric": objective.metric, "tokens": req.tokens,
         "best": ranked[0] if ranked else None, "ranked": ranked, "evaluated": len(cands) - outcome.results.count(None),
-        "space_size": raw, "pruned": pruned.as_dict(), "baseline": baseline, "reference": reference,
+        "space_size": raw, "pruned": pruned.as_dict(), "errors": errors, "baseline": baseline, "reference": reference,
         "pareto": ({"objectives": [o.name for o in pareto_objs],
                     "front": [r["rank"] for r in pareto_front(ranked, [lambda r, o=o: o.score(r, options)
                                                                        for o in pareto_objs])]}

@@ -37,6 +37,7 @@ REASONS = {
     "screen_cut": "screened with a short workload, not among the best re-run at full size",
     # both
     "invalid_plan": "rejected by the simulator's plan validator",
+    "sim_error": "the simulator could not run the plan (first message in `errors`)",
 }
 
 
