@@ -459,7 +459,8 @@ def run_search(req: ServeSearch, progress=None) -> dict:
         "command": "plan serve", "model": model.name, "gpu": list(req.gpu), "max_gpus": req.max_gpus,
         "slo": {"ttft_s": req.slo_ttft, "tpot_s": req.slo_tpot, "attainment": req.attainment},
         "workload": wl.summary(), "objective": objective.name, "objective_metric": objective.metric,
-        "best": full_ok[0] if full_ok else None, "ranked": ranked, "evaluated": stages.evaluated,
+        # interrupted before any full-size run: the best screened plan is the best found so far
+        "best": full_ok[0] if full_ok else (ranked[0] if ranked and stages.interrupted else None), "ranked": ranked, "evaluated": stages.evaluated,
         "space_size": raw, "pruned": pruned.as_dict(), "errors": errors,
         "baseline": baseline,
         "stages": {"screen_requests": screen_n, "full_requests": full_n, "layouts": len(items1),
