@@ -18,6 +18,7 @@ activations).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from parasim.specs.model import ModelSpec
 
@@ -121,8 +122,13 @@ def weight_params_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, ep: int
 
     Attention and dense MLP split by TP; routed experts split over EP (each expert also by TP
     when EP is 1); embedding on the first stage and LM head on the last, vocab-parallel over TP.
-    Layers are split as evenly as possible, remainder on the earliest stages.
+    Layers are split as in `cost.partition.stage_layers`. Cached: the planner asks often.
     """
+    return _weight_params_per_gpu(model, tp, pp, ep, stage)
+
+
+@lru_cache(maxsize=8192)
+def _weight_params_per_gpu(model: ModelSpec, tp: int, pp: int, ep: int, stage: int | None) -> float:
     from parasim.cost.partition import stage_layers
 
     counts = stage_layers(model.layers, pp)
