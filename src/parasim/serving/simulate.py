@@ -143,7 +143,8 @@ def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus
                          "requests_per_s": n_done / makespan, "input_tokens_per_s": in_tokens / makespan,
                          "output_tokens_per_s": out_tokens / makespan,
                          "total_tokens_per_s": (in_tokens + out_tokens) / makespan,
-                         "preemptions": int(cols["preemptions"].sum())}
+                         "preemptions": int(cols["preemptions"].sum()),
+                         "output_tokens_emitted": int(np.frombuffer(st.gen, dtype=np.int64).sum())}
     for name in ("ttft", "tpot", "e2e", "queueing"):
         s.update(stats(cols[f"{name}_s"], name))
     # inter-token latencies: decode-step gaps weighted by the decoders that continued, plus the

@@ -10,8 +10,6 @@ iteration and hit the cache.
 
 from __future__ import annotations
 
-from collections import deque
-
 from parasim.serving.schedulers.base import Batch
 from parasim.serving.schedulers.policies import Sarathi
 
@@ -45,7 +43,8 @@ class BatchLLM(Sarathi):
             return (0, -size[g], first[g], -st.O[r] / st.P[r], r)
 
         rest.sort(key=key)
-        inst.waiting = deque(front + rest)
+        inst.waiting.clear()  # in place: the engine holds this deque
+        inst.waiting.extend(front + rest)
         self._sorted_at[inst.idx] = inst.routed
 
     def admissible(self, inst, rid: int, pending: set[int]) -> bool:

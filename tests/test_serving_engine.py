@@ -1,0 +1,201 @@
+"""Engine invariants: completion, token conservation, KV bounds, TTFT lower bound, determinism."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hst
+
+from parasim.cost.dtypes import dtype_bytes
+from parasim.cost.memory import kv_cache_bytes_per_token_per_gpu, weight_params_per_gpu
+from parasim.errors import InputError
+from parasim.serving import ServingPlan, Workload, generate, simulate
+from parasim.serving.engine import Loop
+from parasim.serving.itercost import IterationCost
+from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES, activation_workspace_bytes
+from parasim.serving.schedulers import SCHEDULERS
+from parasim.specs.catalog import get_accelerator, get_model
+from parasim.specs.cluster import ClusterSpec
+
+MODEL = get_model("llama-3-8b")
+H100 = get_accelerator("h100-sxm")
+
+
+def cluster(gpus: int = 1) -> ClusterSpec:
+    return ClusterSpec(accelerator=H100, gpus=gpus)
+
+
+def util_for_blocks(blocks: int, *, block: int = 16, tp: int = 1, max_tokens: int = 512, max_batch: int = 256) -> float:
+    """gpu_memory_utilization that leaves about `blocks` KV blocks (forces preemption in tests)."""
+    w = weight_params_per_gpu(MODEL, tp=tp) * 2
+    act = activation_workspace_bytes(MODEL, tp=tp, tokens=max_tokens, logit_rows=max_batch, act_bytes=2.0)
+    kv = (blocks + 0.5) * block * kv_cache_bytes_per_token_per_gpu(MODEL, tp=tp, pp=1, kv_bytes=dtype_bytes("bf16"))
+    return (w + act + RUNTIME_RESERVED_BYTES + kv) / H100.hbm_bytes
+
+
+def test_basic_run_completes_and_conserves_tokens():
+    wl = generate(requests=200, rate=20, prompt_tokens=300, output_tokens=40, seed=3)
+    for name in SCHEDULERS:
+        gpus = 2 if name == "disagg" else 1
+        res = simulate(MODEL, cluster(gpus), ServingPlan(scheduler=name, tp=1, replicas=gpus), wl)
+        s = res.summary
+        assert s["completed"] == 200, name
+        assert s["output_tokens_emitted"] == s["output_tokens"] == 200 * 40, name
+        assert s["kv_utilization_peak"] <= 1.0
+        assert s["ttft_p50_s"] > 0 and s["tpot_p50_s"] > 0 and s["e2e_p99_s"] >= s["ttft_p99_s"]
+
+
+def test_preemption_happens_and_requests_still_complete():
+    wl = generate(requests=60, burst=True, prompt_tokens=200, output_tokens=300)
+    plan = ServingPlan(scheduler="vllm", token_budget=512, gpu_memory_utilization=util_for_blocks(120))
+    res = simulate(MODEL, cluster(), plan, wl)
+    s = res.summary
+    assert s["preemptions"] > 0
+    assert s["completed"] == 60
+    assert s["output_tokens_emitted"] == 60 * 300
+    assert s["kv_utilization_peak"] <= 1.0
+
+
+def test_full_reservation_never_preempts():
+    wl = generate(requests=60, burst=True, prompt_tokens=200, output_tokens=300)
+    plan = ServingPlan(scheduler="sarathi", kv_reservation="full", gpu_memory_utilization=util_for_blocks(120))
+    s = simulate(MODEL, cluster(), plan, wl).summary
+    assert s["preemptions"] == 0 and s["completed"] == 60
+
+
+def test_request_that_can_never_fit_is_dropped_not_hung():
+    wl = Workload.from_columns([0.0, 0.0], [100, 5000], [10, 10])
+    plan = ServingPlan(scheduler="sarathi", kv_reservation="full", gpu_memory_utilization=util_for_blocks(50))
+    s = simulate(MODEL, cluster(), plan, wl).summary
+    assert s["dropped"] == 1 and s["completed"] == 1
+
+
+def test_unrolled_attention_matches_layer_cost():
+    ic = IterationCost(MODEL, cluster(), tp=1, pp=1, weights="bf16", kv_dtype="bf16", act_dtype="bf16", overhead_s=0.0)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        c, p, n = int(rng.integers(1, 800)), float(rng.integers(0, 4000)), int(rng.integers(0, 64))
+        ctx = float(n * rng.integers(1, 3000))
+        tokens, pairs = c + n, c * p + c * (c + 1) / 2
+        pre, dec = ic.layer.attention_s(tokens, pairs, p, n, ctx)
+        fixed = ic.time_s(tokens, 0.0, 0.0, 0, 0.0, n + 1)
+        assert ic.time_s(tokens, pairs, p, n, ctx, n + 1) == pytest.approx(fixed + MODEL.layers * (pre + dec), rel=1e-12)
+    assert ic.breakdown(64, 0, 0, 64, 64 * 500, 64)["total"] == pytest.approx(ic.time_s(64, 0, 0, 64, 64 * 500, 64))
+
+
+def test_single_engine_fast_loop_equals_event_loop(monkeypatch):
+    wl = generate(requests=300, rate=25, prompt_tokens=400, output_tokens=60, seed=5)
+    plans = [ServingPlan(scheduler="sarathi", replicas=2), ServingPlan(scheduler="vllm"),
+             ServingPlan(scheduler="static", max_batch=16)]
+    fast = [json.dumps(simulate(MODEL, cluster(2), p, wl).summary, sort_keys=True) for p in plans]
+    monkeypatch.setattr(Loop, "independent", lambda self: False)
+    slow = [json.dumps(simulate(MODEL, cluster(2), p, wl).summary, sort_keys=True) for p in plans]
+    assert fast == slow
+
+
+def test_arrival_at_iteration_end_joins_next_iteration():
+    """Event order (time, kind rank, seq): an arrival at exactly an iteration's end is scheduled
+    in the next iteration, and requests arriving together at t=0 start together."""
+    wl = Workload.from_columns([0.0] * 4, [100] * 4, [5] * 4)
+    res = simulate(MODEL, cluster(), ServingPlan(scheduler="static"), wl)
+    first = res.requests["first_token_s"]
+    assert np.all(first == first[0])  # one batch
+    ic = IterationCost(MODEL, cluster(), tp=1, pp=1, weights="bf16", kv_dtype="bf16", act_dtype="bf16",
+                       overhead_s=ServingPlan().overhead_s)
+    t1 = ic.prefill_alone_s(100)
+    wl2 = Workload.from_columns([0.0, t1], [100, 100], [1, 1])
+    r2 = simulate(MODEL, cluster(), ServingPlan(scheduler="vllm"), wl2)
+    assert r2.requests["first_token_s"][0] == pytest.approx(t1)
+    assert r2.requests["first_token_s"][1] == pytest.approx(2 * t1)  # started at t1, not before
+
+
+def test_router_least_outstanding_balances_replicas():
+    wl = generate(requests=400, rate=60, prompt_tokens=256, output_tokens=64, seed=2)
+    res = simulate(MODEL, cluster(4), ServingPlan(replicas=4, router="least_outstanding_tokens"), wl)
+    counts = np.bincount(res.requests["instance"], minlength=4)
+    assert res.summary["completed"] == 400 and counts.min() > 60
+
+
+def test_pipeline_parallel_runs_micro_batches_concurrently():
+    wl = generate(requests=400, burst=True, prompt_tokens=256, output_tokens=64)
+    pp1 = simulate(MODEL, cluster(2), ServingPlan(tp=2), wl).summary
+    pp2 = simulate(MODEL, cluster(2), ServingPlan(pp=2), wl).summary
+    assert pp2["completed"] == 400
+    # two micro-batches in flight: throughput of the same order as TP=2, not half of it
+    assert pp2["output_tokens_per_s"] > 0.5 * pp1["output_tokens_per_s"]
+
+
+def test_prefix_cache_skips_shared_prefix_compute():
+    n = 50
+    wl = Workload.from_columns(np.arange(n) * 0.5, [2100] * n, [8] * n, [7] * n, [2000] * n)
+    off = simulate(MODEL, cluster(), ServingPlan(scheduler="vllm"), wl).summary
+    on = simulate(MODEL, cluster(), ServingPlan(scheduler="vllm", prefix_cache=True), wl).summary
+    assert on["prefix_cache_hits"] == n - 1
+    assert on["ttft_mean_s"] < 0.5 * off["ttft_mean_s"]
+
+
+def test_bad_inputs_name_the_field():
+    with pytest.raises(InputError, match="scheduler"):
+        ServingPlan(scheduler="fifo")
+    with pytest.raises(InputError, match="router"):
+        ServingPlan(router="random")
+    with pytest.raises(InputError, match="prefill_gpus"):
+        ServingPlan(scheduler="disagg", prefill_gpus=4, decode_gpus=4).disagg_split(4)
+    with pytest.raises(InputError, match="rate"):
+        generate(requests=10, rate=-1.0)
+    with pytest.raises(InputError, match="output_tokens"):
+        Workload.from_columns([0.0], [10], [-3])
+    with pytest.raises(InputError, match="replicas"):
+        simulate(MODEL, cluster(1), ServingPlan(replicas=2), generate(requests=5, rate=1.0))
+
+
+workloads = hst.integers(min_value=1, max_value=25).flatmap(lambda n: hst.tuples(
+    hst.lists(hst.floats(min_value=0.0, max_value=0.5), min_size=n, max_size=n),
+    hst.lists(hst.integers(min_value=1, max_value=700), min_size=n, max_size=n),
+    hst.lists(hst.integers(min_value=1, max_value=120), min_size=n, max_size=n),
+    hst.lists(hst.integers(min_value=-1, max_value=2), min_size=n, max_size=n)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(w=workloads, sched=hst.sampled_from(sorted(set(SCHEDULERS) - {"disagg"})),
+       blocks=hst.sampled_from([60, 200, 100000]), block=hst.sampled_from([1, 16]),
+       prefix=hst.booleans(), reserve=hst.sampled_from(["incremental", "full"]))
+def test_properties(w, sched, blocks, block, prefix, reserve):
+    gaps, prompts, outputs, pids = w
+    arrivals = np.cumsum(gaps)
+    plens = [min(p - 1, 300) if g >= 0 else 0 for p, g in zip(prompts, pids)]
+    wl = Workload.from_columns(arrivals, prompts, outputs, pids, plens)
+    max_batch = 1024 if sched == "batchllm" else 256
+    util = min(0.99, util_for_blocks(max(1, blocks * 16 // block), block=block, max_tokens=1024, max_batch=max_batch))
+    plan = ServingPlan(scheduler=sched, block_size=block, prefix_cache=prefix, kv_reservation=reserve,
+                       gpu_memory_utilization=util, token_budget=1024)
+    res = simulate(MODEL, cluster(), plan, wl, seed=1)
+    s = res.summary
+    # every request completes, unless it alone can never fit in the KV cache
+    fits = np.asarray(prompts) + (np.asarray(outputs) if reserve == "full" else 1)
+    capacity_tokens = res.kv["kv_tokens"]
+    never = int((np.ceil(fits / block) * block > capacity_tokens).sum())
+    assert s["completed"] + s["dropped"] == len(prompts)
+    assert s["dropped"] <= never
+    cols = res.requests
+    done = cols["completed"]
+    # tokens conserved
+    if not s["dropped"]:
+        assert s["output_tokens_emitted"] == sum(outputs) == s["output_tokens"]
+    # KV never above capacity
+    assert s["kv_utilization_peak"] <= 1.0 + 1e-12
+    # TTFT at least the request's own prefill of its uncached part alone
+    ic = IterationCost(MODEL, cluster(), tp=1, pp=1, weights="bf16", kv_dtype="bf16", act_dtype="bf16",
+                       overhead_s=plan.overhead_s)
+    for i in np.flatnonzero(done):
+        own = prompts[i] - (min(plens[i], prompts[i] - 1) // block * block if prefix and pids[i] >= 0 else 0)
+        assert cols["ttft_s"][i] >= ic.prefill_alone_s(own) * (1 - 1e-9)
+        assert cols["e2e_s"][i] >= cols["ttft_s"][i]
+    # same inputs and seed: identical results
+    again = simulate(MODEL, cluster(), plan, wl, seed=1)
+    assert json.dumps(again.summary, sort_keys=True) == json.dumps(s, sort_keys=True)
+    assert math.isfinite(s["makespan_s"])
