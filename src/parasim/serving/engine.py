@@ -449,8 +449,6 @@ class Loop:
         while True:
             b = inst.sched.schedule(inst)
             if b.empty():
-                if b.victims or b.admit:  # pragma: no cover - schedulers never do this
-                    raise RuntimeError("a scheduler preempted or admitted without running anything")
                 inst.busy = False
                 self._check_stuck(inst)
                 return

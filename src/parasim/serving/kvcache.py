@@ -134,6 +134,11 @@ class KVPool:
         e = self.entries.get(pid)
         return e[0] * self.block if e else 0
 
+    def evictable_blocks(self, pid: int) -> int:
+        """Blocks of entry `pid` that count as evictable now (0 if referenced or absent)."""
+        e = self.entries.get(pid)
+        return e[0] if e and e[1] == 0 else 0
+
     def acquire(self, pid: int) -> None:
         e = self.entries[pid]
         if e[1] == 0:

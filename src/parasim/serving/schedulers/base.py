@@ -35,7 +35,8 @@ class Batch:
         self.joins = joins
 
     def empty(self) -> bool:
-        return not self.chunks and not self.decode and not self.joins
+        """Nothing to run and nothing to change (a victims-only batch is a scheduler step)."""
+        return not self.chunks and not self.decode and not self.joins and not self.victims
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Batch(chunks={self.chunks}, admit={self.admit}, decode={self.decode}, victims={self.victims})"
@@ -76,6 +77,11 @@ class Scheduler:
                 break
         return victims, max(0, avail - need)
 
+    def stalled_prefill_victims(self, inst: Instance) -> list[int]:
+        """Ongoing prefills hold blocks but none can take a chunk and nothing decodes: preempt the
+        latest one (it recomputes later), as vLLM does when the running queue cannot grow."""
+        return [inst.prefilling[-1]] if inst.prefilling else []
+
     def fill_prefill(self, inst: Instance, budget: int, avail: int, seqs: int, *, chunked: bool,
                      admit_new: bool = True) -> tuple[list[tuple[int, int]], int]:
         """Prefill chunks under `budget` tokens, `avail` KV blocks and `seqs` running sequences
@@ -111,6 +117,7 @@ class Scheduler:
         waiting = inst.waiting
         nwait = len(waiting)
         pending: set[int] | None = None
+        acquired: set[int] | None = None
         while admit < nwait and budget > 0 and slots > 0:
             rid = waiting[admit]
             if self.gated:
@@ -128,6 +135,13 @@ class Scheduler:
                 nb = -(-(target + st.O[rid] - st.gen[rid]) // B) - shared // B
             else:
                 nb = -(-(shared + c) // B) - shared // B
+            if shared:
+                pid = st.pid[rid]
+                if acquired is None:
+                    acquired = set()
+                if pid not in acquired:  # acquiring an unreferenced entry takes it off the evictable list
+                    acquired.add(pid)
+                    nb += inst.kv.evictable_blocks(pid)
             if nb + mark > avail:
                 break
             chunks.append((rid, c))

@@ -30,6 +30,8 @@ class Static(Scheduler):
                                           admit_new=False)
             if chunks:
                 return Batch(chunks)
+            if not inst.n_dec:
+                return Batch(victims=self.stalled_prefill_victims(inst))
             victims, _ = self.decode_victims(inst)
             return Batch(decode=inst.n_dec > len(victims), victims=victims)
         chunks, admit = self.fill_prefill(inst, self.budget, inst.kv.available(), 0, chunked=False)
@@ -49,6 +51,8 @@ class Continuous(Scheduler):
         n = inst.n_dec - len(victims)
         chunks, admit = self.fill_prefill(inst, self.budget - n, avail, n, chunked=self.chunked,
                                           admit_new=not victims)
+        if not chunks and n <= 0 and not victims:
+            return Batch(victims=self.stalled_prefill_victims(inst))
         return Batch(chunks, admit, decode=n > 0, victims=victims)
 
 
@@ -77,5 +81,7 @@ class VLLM(Scheduler):
             chunks, admit = self.fill_prefill(inst, self.budget, inst.kv.available(), inst.n_dec, chunked=False)
             if chunks:
                 return Batch(chunks, admit)
+        if not inst.n_dec:
+            return Batch(victims=self.stalled_prefill_victims(inst))
         victims, _ = self.decode_victims(inst)
         return Batch(decode=inst.n_dec > len(victims), victims=victims)
