@@ -1,0 +1,43 @@
+"""Serving validation cases: software defaults, null fields, reported choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from parasim.serving.case import case_plan, predict_case
+from parasim.specs.validation_case import load_cases
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "validation"
+
+
+def _cases(name: str):
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    return {c.id: c for c in load_cases(path) if c.kind == "serving"}
+
+
+def test_trtllm_case_defaults_and_prediction():
+    cases = _cases("dev.yaml")
+    case = next(c for c in cases.values() if "tensorrt" in c.software and c.workload.get("output_tokens") == 128
+                and c.workload.get("prompt_tokens") == 128)
+    plan, choices, prof = case_plan(case)
+    assert prof == "tensorrt-llm" and plan.kv_reservation == "full" and plan.token_budget == 8192
+    res = predict_case(case)
+    assert res.status == "ok" and res.choices
+    meas = case.measured["output_tokens_per_s"]
+    assert 0.5 * meas < res.predicted["output_tokens_per_s"] < 2.0 * meas
+
+
+def test_vllm_trace_case_uses_source_memory_utilization_and_per_token_tpot():
+    cases = _cases("dev-traces.yaml")
+    case = next(iter(cases.values()))
+    plan, choices, prof = case_plan(case)
+    assert prof == "vllm" and plan.scheduler == "vllm" and plan.max_batch == 256 and plan.block_size == 16
+    assert plan.gpu_memory_utilization == pytest.approx(0.97)
+    res = predict_case(case)
+    assert res.status == "ok"
+    assert {"ttft_mean_s", "tpot_mean_s", "e2e_mean_s"} <= set(res.predicted)
+    assert any("per output token" in c for c in res.choices)
