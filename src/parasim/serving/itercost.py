@@ -16,6 +16,11 @@ from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 
 
+#: vLLM's custom all-reduce handles buffers up to 8 MiB (CustomAllreduce max_size); TensorRT-LLM's
+#: AllReduce plugin switches to NCCL at a similar size.
+CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 1024 * 1024
+
+
 class IterationCost:
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
                  act_dtype: str, overhead_s: float) -> None:
@@ -44,9 +49,32 @@ class IterationCost:
         self._df = l.decode_flops_per_ctx * inv_flops
         self._ko = acc.efficiency.kernel_overhead_s
 
+    def tp_allreduce_s(self, size: float) -> float:
+        """One TP all-reduce as serving engines run it: inside an NVLink domain and up to
+        CUSTOM_ALLREDUCE_MAX_BYTES, a custom one-shot (read every peer's buffer: one latency,
+        (n-1) x size over the links) or two-shot (reduce-scatter + all-gather by P2P: two latencies,
+        2 (n-1)/n x size) kernel, whichever is faster; NCCL otherwise."""
+        n = self.tp
+        if n <= 1 or size <= 0:
+            return 0.0
+        l = self.layer
+        nccl = collective_time_s("all_reduce", size, l.tp_group, self.cluster)
+        if l.tp_group.per_node < n or size > CUSTOM_ALLREDUCE_MAX_BYTES:
+            return nccl
+        acc = self.cluster.accelerator
+        bw = acc.link_bw_bytes_per_s * acc.efficiency.nvlink_busbw
+        a = acc.efficiency.nvlink_latency_s
+        one = a + (n - 1) * size / bw
+        two = 2 * a + 2 * (n - 1) / n * size / bw
+        return min(one, two, nccl)
+
     def _fixed_s(self, tokens: int) -> float:
         l = self.layer
         t = 0.0
+        if self.tp > 1 and tokens > 0 and not l.s.sp:
+            # the layer's two TP all-reduces, as the engine runs them (see tp_allreduce_s)
+            size = tokens * self.model.hidden * l.ab
+            t += self.layers * (2 * self.tp_allreduce_s(size) - l.tp_comm_s(tokens))
         if self.dense_layers:
             t += self.dense_layers * l.forward_total_s(tokens, 0.0, 0.0, 0.0, 0.0, False)
         if self.moe_layers:
@@ -91,6 +119,9 @@ class IterationCost:
             for k, v in f.items():
                 if k not in ("compute", "comm", "total"):
                     out[k] = out.get(k, 0.0) + n * v
+        if self.tp > 1 and tokens > 0 and not l.s.sp:
+            size = tokens * self.model.hidden * l.ab
+            out["tp_comm"] = self.layers * 2 * self.tp_allreduce_s(size)
         out["embedding"] = self.edge.embedding_s(tokens)
         out["lm_head"] = self.edge.lm_head_s(logits)
         out["pp_p2p"] = 0.0
