@@ -103,6 +103,7 @@ def train_cmd(
     seq_len_dist: Optional[str] = typer.Option(None, "--seq-len-dist", help="File with one document length per line (packed).", rich_help_panel=PANEL_BATCH),
     recompute: Optional[str] = typer.Option(None, "--recompute", help="none | selective | full.", rich_help_panel=PANEL_BATCH),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp16 | fp8.", rich_help_panel=PANEL_BATCH),
+    grad_dtype: Optional[str] = typer.Option(None, "--grad-dtype", help="Gradient buffer / DP reduction dtype: fp32 | bf16.", rich_help_panel=PANEL_BATCH),
     overlap_grad_reduce: Optional[bool] = typer.Option(None, "--overlap-grad-reduce/--no-overlap-grad-reduce", help="Overlap DP gradient reduction with the backward.", rich_help_panel=PANEL_OVERLAP),
     overlap_param_gather: Optional[bool] = typer.Option(None, "--overlap-param-gather/--no-overlap-param-gather", help="Overlap parameter all-gathers with compute.", rich_help_panel=PANEL_OVERLAP),
     tp_comm_overlap: Optional[bool] = typer.Option(None, "--tp-comm-overlap/--no-tp-comm-overlap", help="Overlap TP communication with GEMMs.", rich_help_panel=PANEL_OVERLAP),

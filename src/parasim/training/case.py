@@ -64,6 +64,9 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         kernel = "flash2" if _pre_fa3(case.software) else "flash"
         extra = {"attention": kernel, "overlap_grad_reduce": True, "overlap_param_gather": True,
                  "tp_comm_overlap": tp_overlap}
+        if "nemo" in case.software.lower() and raw.get("precision") != "fp16" and raw.get("grad_dtype") is None:
+            extra["grad_dtype"] = "bf16"
+            choices.append("grad_dtype=bf16 (NeMo performance launch scripts set optim.grad_sync_dtype=bf16)")
         choices.append(f"Megatron-Core: {'FA2-generation (cuDNN/FA2, pre-FA3) ' if kernel == 'flash2' else ''}flash attention, overlapped grad reduce-scatter and param all-gather"
                        f"{', TP comm overlap (NeMo recipe with SP)' if tp_overlap else ''}")
     raw.update(extra)

@@ -66,8 +66,7 @@ def peak_activation_units(ops: list[Op], weights: list[float]) -> float:
 
 def state_bytes(model: ModelSpec, plan: TrainingPlan, rank: int):
     params = weight_params_per_gpu(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, stage=rank)
-    grad_bytes = 2.0 if plan.precision == "fp16" else 4.0
-    return training_state_bytes(params, dp=plan.dp * plan.cp, zero=plan.zero, grad_bytes=grad_bytes)
+    return training_state_bytes(params, dp=plan.dp * plan.cp, zero=plan.zero, grad_bytes=plan.grad_bytes)
 
 
 def peak_memory(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, ops: list[list[Op]],

@@ -17,6 +17,7 @@ from parasim.specs.model import ModelSpec
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved")
 ATTENTION_KERNELS = ("flash", "flash2", "unfused")
+GRAD_DTYPES = ("fp32", "bf16")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +41,9 @@ class TrainingPlan:
     schedule: str = "1f1b"  # gpipe | 1f1b | interleaved (1f1b with virtual_stages > 1 = interleaved)
     attention: str = "flash"  # flash (best fused kernel, catalog) | flash2 (FA2-generation) | unfused
     seq_len_dist: str | None = None  # file with one document length per line (packed into sequences)
+    # dtype of the gradient buffers and their DP reduction: fp32 (Megatron's default with bf16/fp8)
+    # or bf16 (NeMo's `optim.grad_sync_dtype=bf16`); fp16 runs always keep fp16 gradients
+    grad_dtype: str = "fp32"
 
     # --- derived --------------------------------------------------------------------------------
     @property
@@ -60,6 +64,11 @@ class TrainingPlan:
         if self.schedule == "1f1b" and self.virtual_stages > 1:
             return "interleaved"
         return self.schedule
+
+    @property
+    def grad_bytes(self) -> float:
+        """Bytes per gradient element in the main-gradient buffer and the DP reduction."""
+        return 2.0 if self.precision == "fp16" or self.grad_dtype == "bf16" else 4.0
 
     @property
     def tokens_per_step(self) -> int:
@@ -87,6 +96,8 @@ class TrainingPlan:
             raise InputError("recompute", f"'{self.recompute}' is not one of {', '.join(RECOMPUTE)}")
         if self.attention not in ATTENTION_KERNELS:
             raise InputError("attention", f"'{self.attention}' is not one of {', '.join(ATTENTION_KERNELS)}")
+        if self.grad_dtype not in GRAD_DTYPES:
+            raise InputError("grad-dtype", f"'{self.grad_dtype}' is not one of {', '.join(GRAD_DTYPES)}")
         if self.zero not in (0, 1, 2, 3):
             raise InputError("zero", f"must be 0, 1, 2 or 3, got {self.zero!r}")
         from parasim.training.schedules import get_schedule

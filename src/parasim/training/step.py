@@ -52,6 +52,11 @@ FA2_ON_HOPPER_RATIO = 1 / 1.75
 # Communication overlapped with compute is not free: NCCL / userbuffers kernels occupy SMs
 # (typically 16-24 of 108-132) and HBM bandwidth while they run, slowing the GEMMs they hide behind.
 OVERLAP_SLOWDOWN = 0.15
+# Weight-gradient GEMMs accumulate into the main-gradient buffer (Megatron's gradient-accumulation
+# fusion; Transformer Engine's fuse_wgrad_accumulation): the epilogue of every output tile reads and
+# writes that buffer, grad_bytes each way, once per micro-batch. The epilogue follows the tile's
+# main loop, so this traffic adds to the GEMM's compute time instead of hiding under it.
+WGRAD_ACCUM_RW = 2.0
 HOPPER_PARTS = frozenset({"h100-sxm", "h100-pcie", "h100-nvl", "h800", "h20", "h200-sxm", "gh200"})
 
 
@@ -116,7 +121,8 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
         cast_f = memory_time_s(t * fwd_in * FP8_CAST_BYTES, acc, kernels=4)
         cast_b = memory_time_s(t * bwd_in * FP8_CAST_BYTES, acc, kernels=4)
     fwd_compute = gemms + attn_f + elem + cast_f
-    bwd_compute = GEMM_BWD_RATIO * gemms + attn_b + 2.0 * elem + cast_b
+    wgrad_accum = memory_time_s(layer_weight_params(model, plan, moe) * WGRAD_ACCUM_RW * plan.grad_bytes, acc)
+    bwd_compute = GEMM_BWD_RATIO * gemms + attn_b + 2.0 * elem + cast_b + wgrad_accum
 
     # --- communication inside the layer -------------------------------------------------------
     tp_c = f["tp_comm"]
@@ -139,9 +145,18 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
     elif plan.recompute == "selective":
         bwd_compute += attn_f
 
-    parts = {"gemms": gemms, "attention": attn_f, "elementwise": elem + cast_f, "tp_comm": tp_c,
+    parts = {"gemms": gemms, "attention": attn_f, "elementwise": elem + cast_f, "wgrad_accum": wgrad_accum,
+             "tp_comm": tp_c,
              "cp_comm": cp_c, "ep_comm": ep_c}
     return LayerTimes(fwd_compute, fwd_comm, bwd_compute, bwd_comm, parts)
+
+
+def layer_weight_params(model: ModelSpec, plan: TrainingPlan, moe: bool) -> float:
+    """Matmul weights of one layer on one GPU (attention and MLP over TP, experts over EP)."""
+    etp = plan.tp if plan.ep == 1 else 1
+    mlp = (model.router_params + model.shared_experts * model.expert_params / plan.tp
+           + model.experts / plan.ep * model.expert_params / etp) if moe else model.dense_mlp_params / plan.tp
+    return model.attn_params / plan.tp + mlp
 
 
 @dataclass(frozen=True)
@@ -267,7 +282,7 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
     dp_group = Group.strided(dpg, plan.tp, cluster)
     acc = cluster.accelerator
     wbytes = 2.0
-    gbytes = 2.0 if plan.precision == "fp16" else 4.0
+    gbytes = plan.grad_bytes
     layer_params = weight_params_per_gpu(model, tp=plan.tp, pp=model.layers, ep=plan.ep, stage=1) if model.layers > 2 else 0.0
     fsdp_exposed_f = fsdp_exposed_b = 0.0
     if plan.zero >= 3 and dpg > 1:
