@@ -3,8 +3,11 @@
     time = max(flops / (peak * eff_compute(shape)), bytes / (hbm_bw * eff_mem)) + kernel overhead
 
 GEMM efficiency depends on M (tokens): an output tile is `gemm_tile_m` rows tall, so a GEMM with
-M rows keeps only M / (ceil(M / tile) * tile) of each tile busy (wave/tile quantisation); for small M
+M rows keeps only M / (ceil(M / tile) * tile) of each tile busy (tile quantisation); for small M
 the memory term (reading the weights) dominates anyway, which is why decode is bandwidth-bound.
+Where the catalog gives the SM count, the output tiles (gemm_tile_m x gemm_tile_n) also run in
+waves of `sms`, and a partly filled last wave idles the rest (wave quantisation). The catalog's
+efficiencies are measured on large square GEMMs whose waves are (almost) all full.
 """
 
 from __future__ import annotations
@@ -20,6 +23,24 @@ def tile_fill(m: float, tile_m: int) -> float:
     return m / (tiles * tile_m)
 
 
+def wave_fill(m: float, n: float, acc: AcceleratorSpec) -> float:
+    """Fraction of the SM-slots the output tiles of an (m x n) GEMM keep busy, M-tile fill included.
+
+    Tiles of gemm_tile_m x gemm_tile_n run in waves of `sms`; the last wave is partly idle. When a
+    GEMM has fewer tiles than SMs, libraries switch to smaller tiles / split-K, so only the M-fill
+    is charged. Without an SM count (or n) this is tile_fill(m).
+    """
+    e = acc.efficiency
+    fill = tile_fill(m, e.gemm_tile_m)
+    if n <= 0 or e.sms <= 0:
+        return fill
+    tiles = -(-m // e.gemm_tile_m) * -(-n // e.gemm_tile_n)
+    if tiles < e.sms:
+        return fill
+    waves = -(-tiles // e.sms)
+    return m * n / (waves * e.sms * e.gemm_tile_m * e.gemm_tile_n)
+
+
 def gemm_flops_bytes(m: float, k: float, n: float, *, weight_bytes: float, act_bytes: float,
                      count: float = 1.0) -> tuple[float, float]:
     """FLOPs and HBM bytes of `count` (m x k) @ (k x n) GEMMs: weights read once, input read,
@@ -27,10 +48,12 @@ def gemm_flops_bytes(m: float, k: float, n: float, *, weight_bytes: float, act_b
     return 2.0 * m * k * n * count, (k * n * weight_bytes + m * (k + n) * act_bytes) * count
 
 
-def gemm_roofline_s(m: float, flops: float, bytes_moved: float, acc: AcceleratorSpec, *, compute_dtype: str) -> float:
+def gemm_roofline_s(m: float, flops: float, bytes_moved: float, acc: AcceleratorSpec, *, compute_dtype: str,
+                    n: float = 0.0) -> float:
+    """`n` (output columns), when given, adds wave quantisation over the part's SMs."""
     if m <= 0 or flops <= 0:
         return 0.0
-    eff = acc.gemm_efficiency(compute_dtype) * tile_fill(m, acc.efficiency.gemm_tile_m)
+    eff = acc.gemm_efficiency(compute_dtype) * wave_fill(m, n, acc)
     t = max(flops / (acc.peak(compute_dtype) * eff), bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory))
     return t + acc.efficiency.kernel_overhead_s
 
@@ -41,7 +64,7 @@ def gemm_time_s(m: float, k: float, n: float, acc: AcceleratorSpec, *, compute_d
     if m <= 0 or count <= 0:
         return 0.0
     flops, mem = gemm_flops_bytes(m, k, n, weight_bytes=weight_bytes, act_bytes=act_bytes, count=count)
-    return gemm_roofline_s(m, flops, mem, acc, compute_dtype=compute_dtype)
+    return gemm_roofline_s(m, flops, mem, acc, compute_dtype=compute_dtype, n=n)
 
 
 def memory_time_s(bytes_moved: float, acc: AcceleratorSpec, *, kernels: int = 1) -> float:

@@ -19,6 +19,8 @@ class Efficiency:
     gemm: float = 0.80  # large, well-shaped GEMM / dense peak
     gemm_fp8: float | None = None  # large FP8 GEMM / FP8 peak, when measured separately
     gemm_tile_m: int = 128  # tokens per output tile: small-M GEMMs waste the rest of the tile
+    gemm_tile_n: int = 256  # output columns per tile (wave quantisation, with `sms`)
+    sms: int = 0  # streaming multiprocessors / compute units that run output tiles; 0 = unknown (no wave term)
     attention: float = 0.65  # fused (flash) attention forward / dense peak
     memory: float = 0.85  # streaming HBM bandwidth / peak
     nvlink_busbw: float = 0.77  # NCCL bus bandwidth / one-way link peak inside a node
