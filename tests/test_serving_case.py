@@ -25,6 +25,8 @@ def test_trtllm_case_defaults_and_prediction():
                 and c.workload.get("prompt_tokens") == 128)
     plan, choices, prof = case_plan(case)
     assert prof == "tensorrt-llm" and plan.kv_reservation == "full" and plan.token_budget == 8192
+    assert plan.eager_prefill_layer_s is None  # the C++ runtime has no eager Python prefill
+    assert any("99% of free memory" in c for c in choices)  # v0.11 perf-overview: kv_cache_free_gpu_mem_fraction 0.99
     res = predict_case(case)
     assert res.status == "ok" and res.choices
     meas = case.measured["output_tokens_per_s"]
@@ -37,6 +39,7 @@ def test_vllm_trace_case_uses_source_memory_utilization_and_per_token_tpot():
     plan, choices, prof = case_plan(case)
     assert prof == "vllm" and plan.scheduler == "vllm" and plan.max_batch == 256 and plan.block_size == 16
     assert plan.gpu_memory_utilization == pytest.approx(0.97)
+    assert plan.eager_prefill_layer_s and plan.eager_prefill_layer_s > 0  # prefill runs without CUDA graphs
     res = predict_case(case)
     assert res.status == "ok"
     assert {"ttft_mean_s", "tpot_mean_s", "e2e_mean_s"} <= set(res.predicted)

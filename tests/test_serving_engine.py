@@ -199,3 +199,22 @@ def test_properties(w, sched, blocks, block, prefix, reserve):
     again = simulate(MODEL, cluster(), plan, wl, seed=1)
     assert json.dumps(again.summary, sort_keys=True) == json.dumps(s, sort_keys=True)
     assert math.isfinite(s["makespan_s"])
+
+
+def test_eager_prefill_is_floored_by_host_dispatch_and_decode_is_not():
+    """An eager prefill iteration cannot end before the host has issued every layer's kernels;
+    decode iterations (CUDA graphs) and runs without the floor are unchanged."""
+    base = IterationCost(MODEL, cluster(), tp=1, pp=1, weights="bf16", kv_dtype="bf16", act_dtype="bf16",
+                         overhead_s=1e-3)
+    per_layer = 1e-3
+    eager = IterationCost(MODEL, cluster(), tp=1, pp=1, weights="bf16", kv_dtype="bf16", act_dtype="bf16",
+                          overhead_s=1e-3, eager_prefill_layer_s=per_layer)
+    short = (8, 36.0, 0.0, 0, 0.0, 1)  # an 8-token prompt: GPU time far below layers x 1 ms
+    assert base.time_s(*short) < MODEL.layers * per_layer
+    assert eager.time_s(*short) == pytest.approx(MODEL.layers * per_layer + 1e-3)
+    assert eager.breakdown(*short)["total"] == pytest.approx(eager.time_s(*short))
+    dec = (64, 0.0, 0.0, 64, 64 * 500.0, 64)
+    assert eager.time_s(*dec) == base.time_s(*dec)
+    long = (8192, 8192 * 8193 / 2, 0.0, 0, 0.0, 1)  # GPU-bound prefill: the floor does not bind
+    assert base.time_s(*long) > MODEL.layers * per_layer
+    assert eager.time_s(*long) == base.time_s(*long)

@@ -10,7 +10,9 @@ most plausibly have used, and every such choice is reported in `CaseResult.choic
   (kv_cache_free_gpu_mem_fraction 0.9), block 64 tokens (tokens_per_block default).
 * vLLM 0.6.0 defaults: prefill-prioritised scheduling without chunked prefill, max_num_seqs
   256, max_num_batched_tokens = max(max_model_len, 2048), block 16, gpu_memory_utilization 0.9
-  unless the source states another value; its TPOT is the per-output-token mean (every
+  unless the source states another value; prefill runs eagerly (CUDA graphs are captured only
+  for decode batches), so a prefill iteration takes at least layers x EAGER_LAYER_DISPATCH_S of
+  host dispatch; its TPOT is the per-output-token mean (every
   inter-token gap), so `tpot_mean_s` is predicted as the mean inter-token latency.
 """
 
@@ -23,14 +25,14 @@ import numpy as np
 
 from parasim.errors import InputError
 from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES, activation_workspace_bytes
-from parasim.serving.plan import ITERATION_OVERHEAD_S, ServingPlan
+from parasim.serving.plan import EAGER_LAYER_DISPATCH_S, ITERATION_OVERHEAD_S, ServingPlan
 from parasim.serving.simulate import simulate
 from parasim.serving.workload import Workload, generate, read_trace
 from parasim.specs.validation_case import Case, CaseResult
 
 TRTLLM_MAX_NUM_TOKENS = 8192
 TRTLLM_MAX_BATCH = 2048
-TRTLLM_KV_FREE_FRACTION = 0.90
+TRTLLM_KV_FREE_FRACTION = 0.99
 TRTLLM_BLOCK = 64
 VLLM_MAX_NUM_SEQS = 256
 VLLM_GPU_MEMORY_UTILIZATION = 0.90
@@ -96,13 +98,15 @@ def case_plan(case: Case) -> tuple[ServingPlan, list[str], str]:
         m = re.search(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)", case.source + " " + case.software)
         util = float(m.group(1)) if m else VLLM_GPU_MEMORY_UTILIZATION
         kw.update(scheduler=p.get("scheduler") or "vllm", block_size=16, gpu_memory_utilization=util,
-                  iteration_overhead_s=ITERATION_OVERHEAD_S["vllm"],
+                  iteration_overhead_s=ITERATION_OVERHEAD_S["vllm"], eager_prefill_layer_s=EAGER_LAYER_DISPATCH_S,
                   max_batch=int(p["max_batch"]) if p.get("max_batch") else VLLM_MAX_NUM_SEQS)
         if kw["scheduler"] == "continuous":
             kw["scheduler"] = "vllm"
         choices.append(f"vLLM 0.6 defaults: prefill-prioritised, no chunked prefill, max_num_seqs {kw['max_batch']}, "
                        f"block 16, max_num_batched_tokens max(max_model_len={model.max_seq_len}, 2048), "
-                       f"gpu_memory_utilization {util}" + ("" if m else " (default; not in the source)"))
+                       f"gpu_memory_utilization {util}" + ("" if m else " (default; not in the source)")
+                       + f"; prefill runs eagerly (CUDA graphs only for decode): at least "
+                       f"{EAGER_LAYER_DISPATCH_S * 1e3:.2f} ms of host dispatch per layer")
     else:
         kw.update(scheduler=p.get("scheduler") or "sarathi", max_batch=p.get("max_batch"))
         if kw["scheduler"] == "continuous":

@@ -23,7 +23,7 @@ CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 1024 * 1024
 
 class IterationCost:
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
-                 act_dtype: str, overhead_s: float) -> None:
+                 act_dtype: str, overhead_s: float, eager_prefill_layer_s: float = 0.0) -> None:
         self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
         self.layer = LayerCost(model, cluster, Sharding(tp=tp), weight_dtype=weights, act_dtype=act_dtype,
                                kv_dtype=kv_dtype)
@@ -32,6 +32,8 @@ class IterationCost:
         self.dense_layers = model.layers - model.moe_layers
         self.layers = model.layers
         self.overhead_s = overhead_s
+        # host floor of an iteration that contains prefill work run eagerly (no CUDA graph)
+        self.eager_prefill_s = self.layers * float(eager_prefill_layer_s or 0.0)
         # p2p between stages: one activation tensor per boundary, over NVLink when a stage's TP group
         # and the next share a node
         self._p2p_group = Group.strided(2, tp, cluster)
@@ -105,7 +107,13 @@ class IterationCost:
             c = self._df * decode_ctx
             m = decode_ctx * self._pk + decode_seqs * self._pq
             a += (c if c > m else m) + self._ko
-        return f + self.layers * a
+        t = f + self.layers * a
+        if prefill_pairs > 0 and self.eager_prefill_s:
+            # eager prefill: the GPU cannot finish before the host has issued every kernel
+            gpu = t - self.overhead_s
+            if self.eager_prefill_s > gpu:
+                t = self.eager_prefill_s + self.overhead_s
+        return t
 
     def breakdown(self, tokens: int, prefill_pairs: float = 0.0, prefill_kv_tokens: float = 0.0,
                   decode_seqs: int = 0, decode_ctx: float = 0.0, logits: int = 0) -> dict[str, float]:
@@ -129,6 +137,9 @@ class IterationCost:
             size = tokens * self.model.hidden * l.ab
             out["pp_p2p"] = (self.pp - 1) * collective_time_s("p2p", size, self._p2p_group, self.cluster)
         out["overhead"] = self.overhead_s
+        gpu = sum(out.values()) - self.overhead_s
+        out["eager_host_wait"] = (self.eager_prefill_s - gpu
+                                  if prefill_pairs > 0 and self.eager_prefill_s > gpu else 0.0)
         out["total"] = sum(out.values())
         return out
 

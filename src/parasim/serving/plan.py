@@ -20,6 +20,17 @@ from parasim.errors import InputError
 #: share of an H100 decode step before the async/multi-step work) and TensorRT-LLM's C++ runtime.
 ITERATION_OVERHEAD_S = {"default": 1.0e-3, "vllm": 1.5e-3, "tensorrt-llm": 0.3e-3}
 
+#: Host time to dispatch one decoder layer's kernels when the forward pass runs eagerly (no CUDA
+#: graph): Python module calls, the PyTorch dispatcher and ~12 kernel launches per layer (norm,
+#: QKV GEMM, rotary, KV-cache write, attention, output GEMM, all-reduce, norm, gate/up GEMM,
+#: activation, down GEMM, all-reduce). vLLM 0.6 captures CUDA graphs only for decode batches
+#: (sizes up to 256); every prefill runs eagerly, so a prefill iteration cannot finish before
+#: the host has issued all its kernels: its time is max(GPU time, layers x this) + the
+#: per-iteration overhead. Order of magnitude from a published eager-vs-graph measurement:
+#: one Llama-3.1-8B (32 layers) decode step on an H100 SXM takes 8.4 ms eager vs 5.1 ms as a CUDA
+#: graph, i.e. the eager step is host-bound at ~0.26 ms per layer. An engine constant, not fitted.
+EAGER_LAYER_DISPATCH_S = 0.25e-3
+
 ROUTERS = ("round_robin", "least_outstanding_tokens")
 KV_RESERVATION = ("incremental", "full")
 
@@ -40,6 +51,7 @@ class ServingPlan:
     gpu_memory_utilization: float = 0.9  # share of HBM the engine may use (weights + activations + KV)
     kv_reservation: str = "incremental"  # incremental (vLLM: grow, preempt when full) | full (reserve prompt+output)
     iteration_overhead_s: float | None = None  # None = ITERATION_OVERHEAD_S["default"]
+    eager_prefill_layer_s: float | None = None  # host dispatch per layer of an eager prefill (None = graphs/overlapped)
     prefill_gpus: int | None = None  # disagg: GPUs of the prefill pool (None = half)
     prefill_tp: int | None = None  # disagg: TP inside the prefill pool (None = tp)
     decode_gpus: int | None = None  # disagg: GPUs of the decode pool (None = the rest)
@@ -70,6 +82,8 @@ class ServingPlan:
             raise InputError("kv_reservation", f"'{self.kv_reservation}' is not one of {', '.join(KV_RESERVATION)}")
         if self.iteration_overhead_s is not None and self.iteration_overhead_s < 0:
             raise InputError("iteration_overhead_s", f"must be >= 0, got {self.iteration_overhead_s}")
+        if self.eager_prefill_layer_s is not None and self.eager_prefill_layer_s < 0:
+            raise InputError("eager_prefill_layer_s", f"must be >= 0, got {self.eager_prefill_layer_s}")
 
     # --- derived ----------------------------------------------------------------------------
     @property

@@ -56,7 +56,8 @@ def _pool(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, *, tp: int,
     cls = SCHEDULERS.get_cls(plan.scheduler)
     budget, max_batch = _budget_and_batch(cls, plan, model)
     cost = IterationCost(model, cluster, tp=tp, pp=plan.pp, weights=plan.weights, kv_dtype=plan.kv,
-                         act_dtype=plan.act_dtype, overhead_s=plan.overhead_s)
+                         act_dtype=plan.act_dtype, overhead_s=plan.overhead_s,
+                         eager_prefill_layer_s=plan.eager_prefill_layer_s or 0.0)
     kvb = kv_budget(model, cluster.accelerator, tp=tp, pp=plan.pp, weights=plan.weights, kv_dtype=plan.kv,
                     block_size=plan.block_size, gpu_memory_utilization=plan.gpu_memory_utilization,
                     max_tokens=min(budget, 1 << 16), max_batch=max_batch, act_bytes=dtype_bytes(plan.act_dtype))
