@@ -35,3 +35,21 @@ def test_catalog_sm_counts_from_hardware_md():
 
     assert get_accelerator("h100-sxm").efficiency.sms == 132
     assert get_accelerator("a100-sxm-80gb").efficiency.sms == 108
+
+
+def test_gemm_depth_efficiency_follows_k_over_k_plus_k0():
+    """Per-tile prologue/epilogue: efficiency ~ K/(K+k0), equal to the catalogued value at the
+    measured depth, and an 8-bit K-loop has twice the k0 of a 16-bit one."""
+    from parasim.specs.catalog import get_accelerator
+
+    a = get_accelerator("h100-sxm")
+    e = a.efficiency
+    assert a.gemm_efficiency("bf16", e.gemm_ref_k) == pytest.approx(e.gemm)
+    assert a.gemm_efficiency("fp8", e.gemm_ref_k_fp8) == pytest.approx(e.gemm_fp8)
+    k, k0 = 4096, e.gemm_k0
+    expected = e.gemm * (k / (k + k0)) / (e.gemm_ref_k / (e.gemm_ref_k + k0))
+    assert a.gemm_efficiency("bf16", k) == pytest.approx(expected)
+    k0_8 = 2 * k0
+    expected8 = e.gemm_fp8 * (k / (k + k0_8)) / (e.gemm_ref_k_fp8 / (e.gemm_ref_k_fp8 + k0_8))
+    assert a.gemm_efficiency("fp8", k) == pytest.approx(expected8)
+    assert a.gemm_efficiency("bf16") == e.gemm  # unknown depth: the catalogued value

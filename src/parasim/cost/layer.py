@@ -42,13 +42,14 @@ class Op:
     bytes: float
     m: float = 0.0  # GEMM rows (tokens), for tile efficiency
     n: float = 0.0  # GEMM output columns, for wave quantisation (0 = unknown)
+    k: float = 0.0  # GEMM reduction depth, for the per-tile epilogue share (0 = unknown)
     dtype: str = "bf16"
     kernels: int = 1
 
 
 def op_time_s(op: Op, acc) -> float:
     if op.kind == "gemm":
-        return gemm_roofline_s(op.m, op.flops, op.bytes, acc, compute_dtype=op.dtype, n=op.n)
+        return gemm_roofline_s(op.m, op.flops, op.bytes, acc, compute_dtype=op.dtype, n=op.n, k=op.k)
     if op.kind == "attention":
         return attention_time_s(op.flops, op.bytes, acc, dtype=op.dtype)
     return memory_time_s(op.bytes, acc, kernels=op.kernels)
@@ -121,7 +122,7 @@ class LayerCost:
               weight_bytes: float | None = None) -> Op:
         wb = self.wb if weight_bytes is None else weight_bytes
         flops, bytes_ = gemm_flops_bytes(m, k, n, weight_bytes=wb, act_bytes=self.ab, count=count)
-        return Op(name, "gemm", flops, bytes_, m=m, n=n, dtype=dtype or self.cdt)
+        return Op(name, "gemm", flops, bytes_, m=m, n=n, k=k, dtype=dtype or self.cdt)
 
     def _attn_gemm_ops(self, t: float) -> list[Op]:
         m, tp = self.model, self.s.tp

@@ -49,11 +49,12 @@ def gemm_flops_bytes(m: float, k: float, n: float, *, weight_bytes: float, act_b
 
 
 def gemm_roofline_s(m: float, flops: float, bytes_moved: float, acc: AcceleratorSpec, *, compute_dtype: str,
-                    n: float = 0.0) -> float:
-    """`n` (output columns), when given, adds wave quantisation over the part's SMs."""
+                    n: float = 0.0, k: float = 0.0) -> float:
+    """`n` (output columns), when given, adds wave quantisation over the part's SMs; `k` (reduction
+    depth), when given, the per-tile prologue/epilogue share (AcceleratorSpec.gemm_efficiency)."""
     if m <= 0 or flops <= 0:
         return 0.0
-    eff = acc.gemm_efficiency(compute_dtype) * wave_fill(m, n, acc)
+    eff = acc.gemm_efficiency(compute_dtype, k) * wave_fill(m, n, acc)
     t = max(flops / (acc.peak(compute_dtype) * eff), bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory))
     return t + acc.efficiency.kernel_overhead_s
 
@@ -64,7 +65,7 @@ def gemm_time_s(m: float, k: float, n: float, acc: AcceleratorSpec, *, compute_d
     if m <= 0 or count <= 0:
         return 0.0
     flops, mem = gemm_flops_bytes(m, k, n, weight_bytes=weight_bytes, act_bytes=act_bytes, count=count)
-    return gemm_roofline_s(m, flops, mem, acc, compute_dtype=compute_dtype, n=n)
+    return gemm_roofline_s(m, flops, mem, acc, compute_dtype=compute_dtype, n=n, k=k)
 
 
 def memory_time_s(bytes_moved: float, acc: AcceleratorSpec, *, kernels: int = 1) -> float:

@@ -19,6 +19,9 @@ class Efficiency:
     gemm: float = 0.80  # large, well-shaped GEMM / dense peak
     gemm_fp8: float | None = None  # large FP8 GEMM / FP8 peak, when measured separately
     gemm_tile_m: int = 128  # tokens per output tile: small-M GEMMs waste the rest of the tile
+    gemm_k0: float = 0.0  # per-tile prologue/epilogue cost in K elements (16-bit); 0 = no K dependence
+    gemm_ref_k: float = 0.0  # K of the GEMM the `gemm` efficiency was measured at
+    gemm_ref_k_fp8: float = 0.0  # K of the GEMM `gemm_fp8` was measured at
     gemm_tile_n: int = 256  # output columns per tile (wave quantisation, with `sms`)
     sms: int = 0  # streaming multiprocessors / compute units that run output tiles; 0 = unknown (no wave term)
     attention: float = 0.65  # fused (flash) attention forward / dense peak
@@ -68,10 +71,21 @@ class AcceleratorSpec:
     def has_unit(self, dtype: str) -> bool:
         return bool(self.peak_flops_per_s.get(dtype))
 
-    def gemm_efficiency(self, dtype: str) -> float:
-        if dtype in ("fp8", "fp4", "int8", "int4") and self.efficiency.gemm_fp8 and self.has_unit(dtype):
-            return self.efficiency.gemm_fp8
-        return self.efficiency.gemm
+    def gemm_efficiency(self, dtype: str, k: float = 0.0) -> float:
+        """Large-GEMM efficiency, scaled to reduction depth `k` when the catalog gives `gemm_k0`.
+
+        Each output tile pays a fixed prologue/epilogue besides its K-loop, so efficiency grows as
+        k / (k + k0) and the catalogued value holds at the measured depth `gemm_ref_k`. An 8-bit
+        K-loop runs twice as fast per element, so its k0 (in K elements) is twice the 16-bit one.
+        """
+        e = self.efficiency
+        low = dtype in ("fp8", "fp4", "int8", "int4") and self.has_unit(dtype)
+        base = e.gemm_fp8 if low and e.gemm_fp8 else e.gemm
+        if k <= 0 or e.gemm_k0 <= 0 or e.gemm_ref_k <= 0:
+            return base
+        k0 = e.gemm_k0 * (2.0 if low else 1.0)
+        ref_k = e.gemm_ref_k_fp8 if low and e.gemm_ref_k_fp8 else e.gemm_ref_k
+        return base * (k / (k + k0)) / (ref_k / (ref_k + k0))
 
     def summary(self) -> dict:
         p = self.peak_flops_per_s
