@@ -26,7 +26,9 @@ def test_validator_names_every_degree():
 @pytest.mark.parametrize("kw,field", [({"global_batch": 7, "dp": 2}, "global-batch"),
                                       ({"precision": "fp4"}, "precision"), ({"tp": 3}, "tp"),
                                       ({"recompute": "half"}, "recompute"), ({"zero": 4}, "zero"),
-                                      ({"pp": 3, "virtual_stages": 2, "schedule": "interleaved"}, "virtual-stages")])
+                                      ({"pp": 1, "virtual_stages": 2, "schedule": "interleaved"}, "virtual-stages"),
+                                      ({"pp": 3, "virtual_stages": 2, "schedule": "gpipe"}, "virtual-stages"),
+                                      ({"pp": 3, "virtual_stages": 2, "schedule": "interleaved"}, "global-batch")])
 def test_bad_plans(kw, field):
     with pytest.raises(InputError) as e:
         TrainingPlan(**kw).check(M)

@@ -117,21 +117,25 @@ def kv_cache_bytes_per_token_per_gpu(model: ModelSpec, *, tp: int, pp: int, kv_b
     return layers * per_layer * kv_bytes
 
 
-def weight_params_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, ep: int = 1, stage: int | None = None) -> float:
-    """Parameters held by one GPU of the given stage (default: the most loaded one).
+def weight_params_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, ep: int = 1, stage: int | None = None,
+                          virtual_stages: int = 1) -> float:
+    """Parameters held by one GPU of the given pipeline rank (default: the most loaded one).
 
     Attention and dense MLP split by TP; routed experts split over EP (each expert also by TP
     when EP is 1); embedding on the first stage and LM head on the last, vocab-parallel over TP.
-    Layers are split as in `cost.partition.stage_layers`. Cached: the planner asks often.
+    Layers are split as in `cost.partition.virtual_stage_layers`: with `virtual_stages` v > 1
+    (interleaved 1F1B) rank r holds the model chunks r, r + pp, ..., r + (v-1)*pp.
+    Cached: the planner asks often.
     """
-    return _weight_params_per_gpu(model, tp, pp, ep, stage)
+    return _weight_params_per_gpu(model, tp, pp, ep, stage, virtual_stages)
 
 
 @lru_cache(maxsize=8192)
-def _weight_params_per_gpu(model: ModelSpec, tp: int, pp: int, ep: int, stage: int | None) -> float:
-    from parasim.cost.partition import stage_layers
+def _weight_params_per_gpu(model: ModelSpec, tp: int, pp: int, ep: int, stage: int | None, v: int = 1) -> float:
+    from parasim.cost.partition import virtual_stage_layers
 
-    counts = stage_layers(model.layers, pp)
+    counts = virtual_stage_layers(model.layers, pp, v)
+    starts = [sum(counts[:g]) for g in range(len(counts))]
     etp = tp if ep == 1 else 1
     dense_layer = (model.attn_params + model.dense_mlp_params) / tp + model.norm_params_per_layer
     moe_layer = (model.attn_params / tp + model.norm_params_per_layer + model.router_params
@@ -139,9 +143,10 @@ def _weight_params_per_gpu(model: ModelSpec, tp: int, pp: int, ep: int, stage: i
                  + model.experts / ep * model.expert_params / etp)
 
     def stage_params(i: int) -> float:
-        start = sum(counts[:i])
-        layers = range(start, start + counts[i])
-        p = sum(moe_layer if (model.is_moe and li >= model.dense_layers) else dense_layer for li in layers)
+        p = 0.0
+        for g in range(i, pp * v, pp):
+            layers = range(starts[g], starts[g] + counts[g])
+            p += sum(moe_layer if (model.is_moe and li >= model.dense_layers) else dense_layer for li in layers)
         if i == 0:
             p += model.embedding_params / tp
         if i == pp - 1:

@@ -1,8 +1,15 @@
-"""How layers are split into pipeline stages.
+"""How layers are split into pipeline stages and, with interleaving, into model chunks.
 
 Layers are spread as evenly as possible; when they do not divide, the extra layers go to the
 middle stages, because the first stage also runs the embedding and the last the LM head (the
 uneven split the Llama 3 paper describes for 126 layers on 16 stages).
+
+With `v` model chunks per pipeline rank (interleaved 1F1B) the model is cut into pp*v virtual
+stages; virtual stage g = chunk * pp + rank, so rank r holds stages r, r + pp, r + 2*pp, ...
+The same rule applies over the virtual stages: the first one (embedding) and the last one
+(LM head) get extra layers only when every other stage already has one; the others are filled
+round by round (each rank gets one extra chunk layer before any rank gets a second), middle
+ranks first, so the per-rank totals stay as even as the per-chunk ones.
 """
 
 from __future__ import annotations
@@ -17,10 +24,34 @@ def stage_layers(layers: int, pp: int) -> list[int]:
 
 @lru_cache(maxsize=4096)
 def _stage_layers(layers: int, pp: int) -> tuple[int, ...]:
-    base, rem = divmod(layers, pp)
-    counts = [base] * pp
+    return _virtual_stage_layers(layers, pp, 1)
+
+
+def virtual_stage_layers(layers: int, pp: int, v: int = 1) -> list[int]:
+    """Layers per virtual stage g = chunk * pp + rank, in model order (v = 1: `stage_layers`)."""
+    return list(_virtual_stage_layers(layers, pp, v))
+
+
+def chunk_layers(layers: int, pp: int, v: int = 1) -> list[list[int]]:
+    """Layers per (rank, chunk): `out[r][c]` is virtual stage c * pp + r."""
+    g = _virtual_stage_layers(layers, pp, v)
+    return [[g[c * pp + r] for c in range(v)] for r in range(pp)]
+
+
+@lru_cache(maxsize=4096)
+def _virtual_stage_layers(layers: int, pp: int, v: int) -> tuple[int, ...]:
+    n = pp * v
+    base, rem = divmod(layers, n)
+    counts = [base] * n
     if rem:
-        order = sorted(range(pp), key=lambda i: (i in (0, pp - 1), abs(i - (pp - 1) / 2)))
-        for i in order[:rem]:
-            counts[i] += 1
+        mid_rank, mid_chunk = (pp - 1) / 2, (v - 1) / 2
+
+        def key(g: int) -> tuple:
+            c, r = divmod(g, pp)
+            # chunks of a rank, preferred order: middle chunks first (their index is the round)
+            rnd = sorted(range(v), key=lambda k: (abs(k - mid_chunk), k)).index(c)
+            return (g in (0, n - 1), rnd, abs(r - mid_rank), g)
+
+        for g in sorted(range(n), key=key)[:rem]:
+            counts[g] += 1
     return tuple(counts)

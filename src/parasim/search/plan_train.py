@@ -79,26 +79,22 @@ def resolve_batch(req: TrainSearch) -> int:
 
 
 # --- activation memory, cached ---------------------------------------------------------------
-@lru_cache(maxsize=4096)
 def _ops(schedule: str, pp: int, m: int, v: int) -> tuple:
-    from parasim.training.schedules import get_schedule
+    from parasim.training.schedules import rank_ops
 
-    s = get_schedule(schedule)
-    return tuple(tuple(s.ops(r, pp, m, v)) for r in range(pp))
+    return rank_ops(schedule, pp, m, v)
 
 
 @lru_cache(maxsize=65536)
-def _stage_params(model: ModelSpec, tp: int, pp: int, ep: int, rank: int) -> float:
-    return weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=rank)
+def _stage_params(model: ModelSpec, tp: int, pp: int, ep: int, rank: int, v: int = 1) -> float:
+    return weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=rank, virtual_stages=v)
 
 
 @lru_cache(maxsize=4096)
 def _chunk_layers(model: ModelSpec, pp: int, v: int) -> tuple:
-    from parasim.cost.partition import stage_layers
+    from parasim.cost.partition import chunk_layers
 
-    if v == 1:
-        return tuple((n,) for n in stage_layers(model.layers, pp))
-    return tuple((model.layers // (pp * v),) * v for _ in range(pp))
+    return tuple(tuple(row) for row in chunk_layers(model.layers, pp, v))
 
 
 @lru_cache(maxsize=65536)
@@ -113,7 +109,7 @@ def _inflight(schedule: str, pp: int, m: int, v: int, counts: tuple, per_layer: 
         for c in range(v):
             g = c * pp + r
             w.append(counts[r][c] * per_layer + (emb if g == 0 else 0.0) + (logits if g == pp * v - 1 else 0.0))
-        out.append(peak_activation_units(list(ops[r]), w))
+        out.append(peak_activation_units(ops[r], w))
     return tuple(out)
 
 
@@ -134,7 +130,7 @@ def peak_memory_bytes(model: ModelSpec, d: dict[str, Any]) -> float:
     grad_bytes = 2.0 if d["precision"] == "fp16" else 4.0
     peak = 0.0
     for r in range(pp):
-        st = training_state_bytes(_stage_params(model, tp, pp, d["ep"], r), dp=d["dp"] * cp, zero=d["zero"],
+        st = training_state_bytes(_stage_params(model, tp, pp, d["ep"], r, v), dp=d["dp"] * cp, zero=d["zero"],
                                   grad_bytes=grad_bytes)
         peak = max(peak, st.total + acts[r] + RESERVED_BYTES)
     return peak

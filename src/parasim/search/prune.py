@@ -20,7 +20,7 @@ REASONS = {
     "batch_divisibility": "global batch not divisible by dp*micro_batch (or fewer sequences than dp)",
     "cp_seq_len": "cp does not split seq_len into 2*cp equal chunks",
     "ep_divisibility": "ep does not divide the experts and dp*cp (or ep > 1 on a dense model)",
-    "interleave_layers": "interleaved: pp*virtual_stages does not divide the layers (or exceeds them)",
+    "interleave_layers": "interleaved: pp < 2, or pp*virtual_stages exceeds the layers (chunks may be uneven)",
     "interleave_microbatches": "interleaved: micro-batches per step are not a multiple of pp",
     "memory_model_state": "weights + gradients + optimizer state alone exceed HBM",
     "memory_activations": "peak memory with in-flight activations exceeds HBM (schedule walk)",

@@ -12,7 +12,8 @@ Defaults, and why:
   cp             powers of two while seq_len/cp >= 2048 (shorter shards starve the ring overlap)
   pp             every divisor of the GPU count up to the layer count
   micro_batch    1, 2, 4, 8
-  virtual stages 1 (1F1B), and 2, 3, 4, 6, 8 (interleaved 1F1B)
+  virtual stages 1 (1F1B), and 2, 3, 4, 6, 8 (interleaved 1F1B; pp*v need not divide the layers,
+                 chunks are split unevenly as in cost/partition.py)
   zero           1, 2, 3 (0 is 1 with more memory and the same traffic; ask for it with --zero)
   recompute      none, selective, full
   sequence parallel: on whenever tp > 1 (same traffic as plain TP, less activation memory)
@@ -129,8 +130,8 @@ def enumerate_train(model: ModelSpec, cluster: ClusterSpec, *, global_batch: int
                             continue
                         m = global_batch // (dp * mb)
                         for sched, v in pairs:
-                            if sched == "interleaved":
-                                if pp < 2 or pp * v > model.layers or model.layers % (pp * v):
+                            if sched == "interleaved":  # chunks may be uneven: only one layer each is needed
+                                if pp < 2 or pp * v > model.layers:
                                     pruned.drop("interleave_layers", below_sched)
                                     continue
                                 if m % pp:
@@ -142,7 +143,7 @@ def enumerate_train(model: ModelSpec, cluster: ClusterSpec, *, global_batch: int
                             for zero in c.zero:
                                 for prec in c.precision:
                                     grad_bytes = 2.0 if prec == "fp16" else 4.0
-                                    params = _max_stage_params(model, tp, pp, ep)
+                                    params = _max_stage_params(model, tp, pp, ep, v)
                                     state = training_state_bytes(params, dp=dp * cp, zero=zero, grad_bytes=grad_bytes)
                                     if state.total + RESERVED_BYTES_LOWER_BOUND > hbm:
                                         pruned.drop("memory_model_state", len(c.recompute))
@@ -158,10 +159,10 @@ def enumerate_train(model: ModelSpec, cluster: ClusterSpec, *, global_batch: int
 _PARAMS_CACHE: dict[tuple, float] = {}
 
 
-def _max_stage_params(model: ModelSpec, tp: int, pp: int, ep: int) -> float:
-    key = (model, tp, pp, ep)
+def _max_stage_params(model: ModelSpec, tp: int, pp: int, ep: int, v: int = 1) -> float:
+    key = (model, tp, pp, ep, v)
     if key not in _PARAMS_CACHE:
-        _PARAMS_CACHE[key] = weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep)
+        _PARAMS_CACHE[key] = weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, virtual_stages=v)
     return _PARAMS_CACHE[key]
 
 

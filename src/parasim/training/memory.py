@@ -65,7 +65,8 @@ def peak_activation_units(ops: list[Op], weights: list[float]) -> float:
 
 
 def state_bytes(model: ModelSpec, plan: TrainingPlan, rank: int):
-    params = weight_params_per_gpu(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, stage=rank)
+    params = weight_params_per_gpu(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, stage=rank,
+                                   virtual_stages=plan.virtual_stages)
     return training_state_bytes(params, dp=plan.dp * plan.cp, zero=plan.zero, grad_bytes=plan.grad_bytes)
 
 

@@ -111,17 +111,18 @@ class TrainingPlan:
         if self.seq_len % self.cp or (self.cp > 1 and (self.seq_len // self.cp) % 2):
             raise InputError("cp", f"cp={self.cp} must split seq_len={self.seq_len} into 2*cp equal chunks")
         chunks = self.pp * self.virtual_stages
-        if chunks > model.layers:
+        if chunks > model.layers:  # every model chunk holds at least one layer; uneven splits are fine
             raise InputError("pp", f"pp*virtual_stages = {chunks} exceeds the model's {model.layers} layers")
         if self.schedule_name == "interleaved":
             if self.virtual_stages < 2 or self.pp < 2:
                 raise InputError("virtual-stages", "the interleaved schedule needs pp >= 2 and virtual_stages >= 2")
-            if model.layers % chunks:
-                raise InputError("virtual-stages", f"layers={model.layers} is not divisible by "
-                                                   f"pp*virtual_stages = {self.pp}*{self.virtual_stages}")
+            # Megatron's interleaved 1F1B runs micro-batches in groups of pp through each chunk; a
+            # last group smaller than pp would leave ranks waiting, and Megatron rejects it.
             if self.micro_batches % self.pp:
-                raise InputError("global-batch", f"the interleaved schedule needs the micro-batch count "
-                                                 f"({self.micro_batches}) to be a multiple of pp={self.pp}")
+                raise InputError("global-batch", f"interleaved 1F1B needs the number of micro-batches "
+                                                 f"(global_batch/(dp*micro_batch) = {self.global_batch}/"
+                                                 f"({self.dp}*{self.micro_batch}) = {self.micro_batches}) to be a "
+                                                 f"multiple of pp={self.pp}, as Megatron's schedule requires")
         elif self.virtual_stages > 1:
             raise InputError("virtual-stages", f"virtual_stages > 1 needs the interleaved schedule, not {self.schedule}")
         check_sharding(model, self.sharding(model))

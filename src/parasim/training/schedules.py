@@ -13,6 +13,7 @@ against their data dependencies; bubbles emerge from the order, no formula is us
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 from parasim.errors import InputError
@@ -51,6 +52,14 @@ def get_schedule(name: str) -> Schedule:
 
 def schedule_names() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
+
+
+@lru_cache(maxsize=1024)
+def rank_ops(name: str, pp: int, m: int, v: int) -> tuple[tuple[Op, ...], ...]:
+    """Every rank's op list for a registered schedule, cached (the planner asks for the same
+    (pp, m, v) many times). Immutable: callers must not modify it."""
+    s = get_schedule(name)
+    return tuple(tuple(s.ops(r, pp, m, v)) for r in range(pp))
 
 
 @register
@@ -94,15 +103,11 @@ class Interleaved(Schedule):
     def ops(self, rank: int, pp: int, m: int, v: int) -> list[Op]:
         total = m * v
         warm = min((v - 1) * pp + 2 * (pp - rank - 1), total)
-        out: list[Op] = []
-        for k in range(warm):
-            out.append(Op("F", *self._chunk_op(k, pp, v, m, True)))
-        f, b = warm, 0
-        while f < total:
-            out.append(Op("F", *self._chunk_op(f, pp, v, m, True)))
-            out.append(Op("B", *self._chunk_op(b, pp, v, m, False)))
-            f, b = f + 1, b + 1
-        while b < total:
-            out.append(Op("B", *self._chunk_op(b, pp, v, m, False)))
-            b += 1
+        fwd = [Op("F", *self._chunk_op(k, pp, v, m, True)) for k in range(total)]
+        bwd = [Op("B", *self._chunk_op(k, pp, v, m, False)) for k in range(total)]
+        out = fwd[:warm]
+        for f, b in zip(fwd[warm:], bwd):  # steady state: one forward, one backward
+            out.append(f)
+            out.append(b)
+        out += bwd[total - warm:]
         return out

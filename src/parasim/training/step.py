@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.layer import ATTN_BWD_FLOPS_RATIO, GEMM_BWD_RATIO, EdgeCost, LayerCost
 from parasim.cost.memory import weight_params_per_gpu
-from parasim.cost.partition import stage_layers
+from parasim.cost import partition
 from parasim.cost.roofline import memory_time_s
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 from parasim.training.plan import TrainingPlan
-from parasim.training.schedules import Op, get_schedule
+from parasim.training.schedules import Op, rank_ops
 
 # Adam step, bytes moved per local parameter: fp32 grad read (4), master weight read+write (8),
 # two moments read+write (16), 16-bit weight write (2), grad-norm pass reading the grad again (4).
@@ -181,11 +181,16 @@ def run_pipeline(ops: list[list[Op]], pp: int, v: int, m: int, fwd: list[list[tu
     last_b = [0.0] * pp
     remaining = sum(len(o) for o in ops)
     order = list(range(pp))
+    last_v = v - 1
+    last_mb = m - 1
+    last_g = vst - 1
     while remaining:
         progressed = 0
         for r in order:
-            lst, i, t = ops[r], ptr[r], free[r]
-            n = len(lst)
+            lst, i0, t = ops[r], ptr[r], free[r]
+            fr, br = fwd[r], bwd[r]
+            bc, bm = busy_c[r], busy_m[r]
+            i, n = i0, len(lst)
             while i < n:
                 kind, j, c = lst[i]
                 g = c * pp + r
@@ -196,29 +201,29 @@ def run_pipeline(ops: list[list[Op]], pp: int, v: int, m: int, fwd: list[list[tu
                         e = f_end[g - 1][j]
                         if e < 0:
                             break
-                        ready = e + (p2p_s if (g - 1) % pp != r or pp == 1 else 0.0)
-                    comp, comm = fwd[r][c]
-                    start = t if t > ready else ready
-                    t = start + comp + comm
+                        ready = e + (p2p_s if pp > 1 else 0.0)  # g-1 lives on another rank when pp > 1
+                    comp, comm = fr[c]
+                    t = (t if t > ready else ready) + comp + comm
                     f_end[g][j] = t
                 else:
-                    if g == vst - 1:
+                    if g == last_g:
                         ready = f_end[g][j]
                     else:
                         e = b_end[g + 1][j]
                         if e < 0:
                             break
                         ready = e + p2p_s
-                    comp, comm = bwd[r][c]
+                    comp, comm = br[c]
                     start = t if t > ready else ready
-                    if j == m - 1 and c == v - 1:
+                    if j == last_mb and c == last_v:
                         last_b[r] = start
                     t = start + comp + comm
                     b_end[g][j] = t
-                busy_c[r] += comp
-                busy_m[r] += comm
+                bc += comp
+                bm += comm
                 i += 1
-            progressed += i - ptr[r]
+            busy_c[r], busy_m[r] = bc, bm
+            progressed += i - i0
             ptr[r], free[r] = i, t
         if not progressed:
             raise RuntimeError("pipeline schedule deadlocked (a schedule emitted an impossible order)")
@@ -228,11 +233,9 @@ def run_pipeline(ops: list[list[Op]], pp: int, v: int, m: int, fwd: list[list[tu
 
 
 def chunk_layers(model: ModelSpec, plan: TrainingPlan) -> list[list[int]]:
-    """Layers per (rank, chunk): uneven splits put the spare layers in the middle stages."""
-    if plan.virtual_stages == 1:
-        return [[n] for n in stage_layers(model.layers, plan.pp)]
-    per = model.layers // (plan.pp * plan.virtual_stages)
-    return [[per] * plan.virtual_stages for _ in range(plan.pp)]
+    """Layers per (rank, chunk), `cost.partition.chunk_layers`: uneven splits keep the spare
+    layers away from the first chunk (embedding) and the last (LM head), middle ranks first."""
+    return partition.chunk_layers(model.layers, plan.pp, plan.virtual_stages)
 
 
 @dataclass(frozen=True)
@@ -304,15 +307,14 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
     if pp > 1:
         size = t * model.hidden * layer.ab / plan.tp
         p2p = collective_time_s("p2p", size, Group.strided(2, plan.tp * plan.cp * plan.dp, cluster), cluster)
-    sched = get_schedule(plan.schedule_name)
-    ops = [sched.ops(r, pp, m, v) for r in range(pp)]
+    ops = rank_ops(plan.schedule_name, pp, m, v)
     run = run_pipeline(ops, pp, v, m, fwd, bwd, p2p)
 
     # --- after the pipeline: DP gradient reduction, optimizer, parameter all-gather ------------------
     best = (-1.0, 0, {}, {})
     dp_total = 0.0
     for r in range(pp):
-        params = weight_params_per_gpu(model, tp=plan.tp, pp=pp, ep=plan.ep, stage=r)
+        params = weight_params_per_gpu(model, tp=plan.tp, pp=pp, ep=plan.ep, stage=r, virtual_stages=v)
         end = run.end_s[r]
         grad_c = ag_c = 0.0
         if dpg > 1 and plan.zero < 3:
