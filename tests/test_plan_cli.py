@@ -53,6 +53,9 @@ def test_plan_serve_best_plan_reruns_to_the_same_numbers(tmp_path):
     for k in ("tp", "pp", "replicas", "scheduler"):
         assert k in best
     assert out["pareto"]["front"]
+    cfg = yaml.safe_load(out_yaml.read_text())  # a short generator config, no trace file
+    assert (cfg["length_dist"], cfg["length_sigma"], cfg["rate"], cfg["requests"], cfg["seed"]) == ("lognormal", 0.5, 8.0, 300, 0)
+    assert "trace" not in cfg and list(tmp_path.iterdir()) == [out_yaml]
     again = run_cli("serve", "-c", str(out_yaml), "--json")
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout)["summary"]

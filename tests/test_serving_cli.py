@@ -43,7 +43,31 @@ def test_capacity_and_slo(tmp_path):
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["capacity_requests_per_s"] > 0
+    assert d["summary"]["capacity_requests_per_s"] == d["capacity_requests_per_s"]
     assert 0.0 <= d["summary"]["slo_attainment"] <= 1.0
+    for k in CONTRACT:
+        assert k in d["summary"], k
+    assert d["sim_wall_s"] >= 0 and d["feasible"] is True
+
+
+def test_lognormal_flags_and_config_keys_agree(tmp_path):
+    from parasim.serving import generate
+
+    flags = ["--rate", "4", "--requests", "80", "--prompt-tokens", "600", "--output-tokens", "90", "--seed", "2",
+             "--length-dist", "lognormal", "--length-sigma", "0.8"]
+    a = run(*BASE, *flags, "--json")
+    assert a.returncode == 0, a.stderr
+    d = json.loads(a.stdout)
+    wl = generate(requests=80, rate=4, prompt_tokens=600, output_tokens=90, seed=2, length_dist="lognormal",
+                  length_sigma=0.8, max_total_tokens=8192)
+    assert d["inputs"]["workload"]["prompt_tokens_mean"] == pytest.approx(float(wl.prompt_tokens.mean()))
+    assert d["inputs"]["workload"]["output_tokens_mean"] == pytest.approx(float(wl.output_tokens.mean()))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: llama-3-8b\ngpu: h100-sxm\nrate: 4\nrequests: 80\nprompt_tokens: 600\noutput_tokens: 90\n"
+                   "seed: 2\nlength_dist: lognormal\nlength_sigma: 0.8\n")
+    b = run("serve", "-c", str(cfg), "--json")
+    assert b.returncode == 0, b.stderr
+    assert json.loads(b.stdout)["summary"] == d["summary"]
 
 
 def test_outputs_files_and_rich_summary(tmp_path):
@@ -93,6 +117,12 @@ def test_disagg_flags():
     (["--prompt-tokens", "-5"], "prompt_tokens"),
     (["--scheduler", "disagg", "--gpus", "2", "--prefill-gpus", "2", "--decode-gpus", "2"], "prefill_gpus"),
     (["--tp", "3"], "tp"),
+    (["--length-dist", "normal"], "length_dist"),
+    (["--seed", "-1"], "seed"),
+    (["--attainment", "1.5"], "attainment"),
+    (["--gpus", "0"], "gpus"),
+    (["--pp", "64"], "pp"),
+    (["--length-dist", "lognormal", "--length-sigma", "-1"], "length_sigma"),
 ])
 def test_bad_input_exits_2_with_one_line(args, field):
     p = run(*BASE, "--requests", "10", "--rate", "1", *args) if "--rate" not in args else run(*BASE, "--requests", "10", *args)

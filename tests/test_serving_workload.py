@@ -67,3 +67,31 @@ def test_records_and_plan_round_trip():
         ServingPlan.from_mapping({"tensor_parallel": 2})
     with pytest.raises(InputError, match="empty"):
         Workload.from_columns([], [], [])
+
+
+def test_lognormal_lengths_have_the_given_means_and_fixed_arrivals():
+    kw = dict(requests=20000, rate=4.0, seed=7, prompt_tokens=1000, output_tokens=250)
+    a = generate(**kw, length_dist="lognormal")
+    assert a.prompt_tokens.mean() == pytest.approx(1000, rel=0.02)
+    assert a.output_tokens.mean() == pytest.approx(250, rel=0.02)
+    # sigma 0.5 by default: the log-lengths spread by about 0.5
+    assert np.log(a.prompt_tokens).std() == pytest.approx(0.5, abs=0.02)
+    wide = generate(**kw, length_dist="lognormal", length_sigma=1.0)
+    assert np.log(wide.prompt_tokens).std() > 0.9
+    # the lengths have their own generator: arrivals are those of fixed lengths with the same seed
+    assert np.array_equal(a.arrival_s, generate(**kw).arrival_s)
+    again = generate(**kw, length_dist="lognormal")
+    assert np.array_equal(a.prompt_tokens, again.prompt_tokens) and np.array_equal(a.output_tokens, again.output_tokens)
+    capped = generate(**kw, length_dist="lognormal", length_sigma=2.0, max_total_tokens=2048)
+    assert (capped.prompt_tokens + capped.output_tokens).max() <= 2048 and capped.output_tokens.min() >= 1
+
+
+def test_lognormal_bad_inputs_name_the_field(tmp_path):
+    with pytest.raises(InputError, match="length_dist"):
+        generate(requests=5, rate=1, length_dist="normal")
+    with pytest.raises(InputError, match="length_sigma"):
+        generate(requests=5, rate=1, length_dist="lognormal", length_sigma=0)
+    d = tmp_path / "p.txt"
+    d.write_text("100\n")
+    with pytest.raises(InputError, match="length_dist"):
+        generate(requests=5, rate=1, length_dist="lognormal", prompt_dist=d)

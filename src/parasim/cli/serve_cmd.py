@@ -22,12 +22,13 @@ PLAN_KEYS = ("tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "
              "prefix_cache", "router", "gpu_memory_utilization", "kv_reservation", "iteration_overhead_s",
              "eager_prefill_layer_s", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
 WORKLOAD_KEYS = ("trace", "rate", "requests", "seed", "arrival", "cv", "prompt_tokens", "output_tokens",
-                 "prompt_dist", "output_dist", "burst")
+                 "prompt_dist", "output_dist", "burst", "length_dist", "length_sigma")
 OTHER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "slo_ttft", "slo_tpot", "requests_out", "json_out", "capacity",
               "attainment", "chunk_size")
 PATH_KEYS = ("trace", "prompt_dist", "output_dist", "requests_out", "json_out", "model")
 DEFAULTS: dict[str, Any] = {"requests": 1000, "seed": 0, "arrival": "poisson", "cv": 1.0, "prompt_tokens": 512,
-                            "output_tokens": 128, "burst": False, "capacity": False, "attainment": 0.9}
+                            "output_tokens": 128, "burst": False, "capacity": False, "attainment": 0.9,
+                            "length_dist": "fixed"}  # length_sigma: serving.workload.LENGTH_SIGMA
 ALL_KEYS = PLAN_KEYS + WORKLOAD_KEYS + OTHER_KEYS
 
 
@@ -59,7 +60,7 @@ def build(opts: dict[str, Any]):
     """(model, cluster, plan, workload, slo) from merged options."""
     from parasim.serving.metrics import SLO
     from parasim.serving.plan import ServingPlan
-    from parasim.serving.workload import generate, read_trace
+    from parasim.serving.workload import LENGTH_SIGMA, generate, read_trace
 
     if not opts.get("model"):
         raise InputError("model", "required (a catalog name, see `parasim models`, or a config.json path)")
@@ -68,8 +69,8 @@ def build(opts: dict[str, Any]):
     model = get_model(str(opts["model"]))
     acc = get_accelerator(str(opts["gpu"]))
     plan = ServingPlan.from_mapping({k: opts[k] for k in PLAN_KEYS if opts.get(k) is not None})
-    gpus = opts.get("gpus") or plan.gpus()
-    if not isinstance(gpus, int) or gpus < 1:
+    gpus = opts["gpus"] if opts.get("gpus") is not None else plan.gpus()
+    if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
         raise InputError("gpus", f"must be a positive integer, got {gpus!r}")
     preset = default_node_preset(acc.id)
     kw: dict[str, Any] = {"accelerator": acc, "gpus": gpus}
@@ -83,23 +84,31 @@ def build(opts: dict[str, Any]):
         plan.disagg_split(cluster.gpus)
     elif plan.gpus() > cluster.gpus:
         raise InputError("gpus", f"tp*pp*replicas = {plan.gpus()} exceeds --gpus {cluster.gpus}")
-    for k in ("requests", "rate", "cv", "prompt_tokens", "output_tokens"):
+    for k in ("requests", "rate", "cv", "prompt_tokens", "output_tokens", "length_sigma"):
         v = opts.get(k)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
             raise InputError(k, f"must be a positive number, got {v!r}")
+    seed = opts.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError("seed", f"must be an integer >= 0, got {seed!r}")
+    a = opts.get("attainment")
+    if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= 1:
+        raise InputError("attainment", f"must be in (0, 1], got {a!r}")
     if opts.get("trace"):
         wl = read_trace(opts["trace"], limit=opts.get("requests_explicit"))
     else:
         wl = generate(requests=int(opts["requests"]), rate=opts.get("rate"), seed=int(opts["seed"]),
                       arrival=str(opts["arrival"]), cv=float(opts["cv"]), burst=bool(opts.get("burst")),
                       prompt_tokens=int(opts["prompt_tokens"]), output_tokens=int(opts["output_tokens"]),
-                      prompt_dist=opts.get("prompt_dist"), output_dist=opts.get("output_dist"))
+                      prompt_dist=opts.get("prompt_dist"), output_dist=opts.get("output_dist"),
+                      length_dist=str(opts["length_dist"]), length_sigma=float(opts.get("length_sigma") or LENGTH_SIGMA),
+                      max_total_tokens=model.max_seq_len if opts["length_dist"] == "lognormal" else None)
     slo = SLO(ttft_s=opts.get("slo_ttft"), tpot_s=opts.get("slo_tpot"))
     return model, cluster, plan, wl, slo
 
 
 def run(opts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    from parasim.search.capacity import capacity, slo_meets
+    from parasim.search.capacity import CapacityResult, capacity, slo_meets
     from parasim.serving.simulate import simulate
 
     model, cluster, plan, wl, slo = build(opts)
@@ -108,7 +117,7 @@ def run(opts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     if opts.get("capacity"):
         if not slo.given:
             raise InputError("slo_ttft", "--capacity needs an SLO: give --slo-ttft and/or --slo-tpot")
-        cap = capacity(model, cluster, plan, slo=slo, attainment=float(opts["attainment"]), requests=len(wl),
+        cap = CapacityResult(0.0, [], None) if not res.feasible else capacity(model, cluster, plan, slo=slo, attainment=float(opts["attainment"]), requests=len(wl),
                        seed=int(opts["seed"]), lengths=(wl.prompt_tokens, wl.output_tokens),
                        arrival=str(opts["arrival"]), cv=float(opts["cv"]), meets=slo_meets(float(opts["attainment"])))
         out["capacity_requests_per_s"] = cap.requests_per_s
@@ -117,11 +126,27 @@ def run(opts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     return out, res
 
 
+def _kv_rows(kv: dict[str, Any]) -> list[tuple[str, Any]]:
+    pools = [("", kv)] if "kv_blocks" in kv else [(f"{k} pool: ", v) for k, v in kv.items()]
+    rows = []
+    for label, k in pools:
+        rows += [(f"{label}weights / activations / runtime (GB per GPU)",
+                  f"{k['weights_gb']:.1f} / {k['activations_gb']:.1f} / {k['reserved_gb']:.1f} of {k['usable_gb']:.1f} usable"),
+                 (f"{label}KV cache (tokens per engine)", f"{k['kv_tokens_per_engine']:,}"),
+                 (f"{label}largest request needs (KV tokens)", f"{k['largest_request_kv_tokens']:,}")]
+    return rows
+
+
 def render(out: dict[str, Any]) -> None:
     s, i = out["summary"], out["inputs"]
     p = i["plan"]
     title = (f"{i['model']} on {i['gpu']}: tp={p['tp']} pp={p['pp']} replicas={p['replicas']} "
              f"scheduler={p['scheduler']} ({s['requests']} requests)")
+    if not out["feasible"]:
+        rows = [("feasible", False), ("reason", out["reason"]), *_kv_rows(out["kv"])]
+        console().print(kv_table(title, rows))
+        console().print(f"[bold red]infeasible[/]: {out['message']}")
+        return
     ms = lambda v: None if v is None else round(v * 1e3, 2)  # noqa: E731
     rows = [("completed / requests", f"{s['completed']} / {s['requests']}"),
             ("TTFT mean / p50 / p99 (ms)", f"{ms(s['ttft_mean_s'])} / {ms(s['ttft_p50_s'])} / {ms(s['ttft_p99_s'])}"),
@@ -132,6 +157,7 @@ def render(out: dict[str, Any]) -> None:
             ("requests/s", s["requests_per_s"]), ("output tokens/s", s["output_tokens_per_s"]),
             ("input tokens/s", s["input_tokens_per_s"]),
             ("SLO attainment", s["slo_attainment"]), ("goodput (req/s)", s["goodput_requests_per_s"]),
+            ("unservable (never fit, rejected) / dropped", f"{s['unservable']} / {s['dropped']}"),
             ("preemptions", s["preemptions"]), ("KV utilisation mean / peak", f"{s['kv_utilization_mean']:.2f} / {s['kv_utilization_peak']:.2f}"),
             ("GPUs / GPU-hours", f"{s['gpus']} / {s['gpu_hours']:.4f}"),
             ("energy (J/output token)", s["energy_j_per_token"]), ("cost ($/M output tokens)", s["cost_usd_per_m_tokens"])]
@@ -171,8 +197,10 @@ def serve_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", help="Generator seed (default 0).", rich_help_panel="Workload"),
     arrival: Optional[str] = typer.Option(None, "--arrival", help="poisson or gamma.", rich_help_panel="Workload"),
     cv: Optional[float] = typer.Option(None, "--cv", help="Gamma arrivals: coefficient of variation.", rich_help_panel="Workload"),
-    prompt_tokens: Optional[int] = typer.Option(None, "--prompt-tokens", help="Fixed prompt length (default 512).", rich_help_panel="Workload"),
-    output_tokens: Optional[int] = typer.Option(None, "--output-tokens", help="Fixed output length (default 128).", rich_help_panel="Workload"),
+    prompt_tokens: Optional[int] = typer.Option(None, "--prompt-tokens", help="Prompt length, or its mean with --length-dist lognormal (default 512).", rich_help_panel="Workload"),
+    output_tokens: Optional[int] = typer.Option(None, "--output-tokens", help="Output length, or its mean with --length-dist lognormal (default 128).", rich_help_panel="Workload"),
+    length_dist: Optional[str] = typer.Option(None, "--length-dist", help="fixed (default) or lognormal (means --prompt-tokens/--output-tokens, capped at the model's context).", rich_help_panel="Workload"),
+    length_sigma: Optional[float] = typer.Option(None, "--length-sigma", help="Lognormal sigma of the lengths (default 0.5).", rich_help_panel="Workload"),
     prompt_dist: Optional[Path] = typer.Option(None, "--prompt-dist", help="File of prompt lengths (one per line, or length,weight).", rich_help_panel="Workload"),
     output_dist: Optional[Path] = typer.Option(None, "--output-dist", help="File of output lengths.", rich_help_panel="Workload"),
     burst: Optional[bool] = typer.Option(None, "--burst", help="All requests at t = 0.", rich_help_panel="Workload"),
@@ -197,7 +225,7 @@ def serve_cmd(
                  prefill_gpus=prefill_gpus, prefill_tp=prefill_tp,
                  decode_gpus=decode_gpus, decode_tp=decode_tp, trace=str(trace) if trace else None, rate=rate,
                  requests=requests, seed=seed, arrival=arrival, cv=cv, prompt_tokens=prompt_tokens,
-                 output_tokens=output_tokens, prompt_dist=str(prompt_dist) if prompt_dist else None,
+                 output_tokens=output_tokens, length_dist=length_dist, length_sigma=length_sigma, prompt_dist=str(prompt_dist) if prompt_dist else None,
                  output_dist=str(output_dist) if output_dist else None, burst=burst, slo_ttft=slo_ttft,
                  slo_tpot=slo_tpot, capacity=capacity, attainment=attainment,
                  requests_out=str(requests_out) if requests_out else None, json_out=str(json_out) if json_out else None)

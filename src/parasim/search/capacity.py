@@ -116,5 +116,7 @@ def capacity(model, cluster, plan, *, slo, attainment: float = 0.9, requests: in
         return simulate(model, cluster, plan, wl, slo=slo, seed=seed)
 
     burst = simulate(model, cluster, plan, Workload.from_columns(np.zeros(n), prompt, output), slo=slo, seed=seed)
+    if not burst.feasible or not burst.summary["completed"]:  # nothing runs at any rate
+        return CapacityResult(0.0, [], None)
     upper = burst.summary["requests_per_s"] * 1.1
     return bisect_rate(run, meets or slo_meets(attainment), upper=upper, rel_tol=rel_tol)

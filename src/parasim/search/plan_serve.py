@@ -24,7 +24,6 @@ batch, plus disaggregated prefill/decode splits (prefill GPUs and TP vs decode G
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -40,13 +39,13 @@ from parasim.search.pareto import pareto_front
 from parasim.search.prune import Pruned
 from parasim.search.space import (CHUNKED_BUDGETS, MAX_BATCHES, SERVE_PRECISIONS, SERVE_SCHEDULERS, powers_of_two,
                                   serve_layouts)
+from parasim.serving.workload import LENGTH_DISTS
 from parasim.specs.catalog import default_node_preset, get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 
 PLAN_FIELDS = ("tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "weights", "kv_dtype",
                "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
-LENGTH_DISTS = ("fixed", "lognormal")
 THROUGHPUT_MARGIN = 1.25
 
 
@@ -86,8 +85,8 @@ class ServeSearch:
 
 # --- workload -----------------------------------------------------------------------------------
 def build_workload(req: ServeSearch, model: ModelSpec):
-    """The full workload, and how `parasim serve -c` regenerates it (config keys, or None = write a trace)."""
-    from parasim.serving.workload import Workload, generate, read_trace
+    """The full workload, and the `parasim serve -c` keys that regenerate it exactly."""
+    from parasim.serving.workload import generate, read_trace
 
     if req.trace:
         wl = read_trace(req.trace, limit=req.requests if req.extra.get("requests_given") else None)
@@ -105,36 +104,19 @@ def build_workload(req: ServeSearch, model: ModelSpec):
             raise InputError(name.replace("_", "-"), f"must be >= 1, got {v}")
     if req.length_dist not in LENGTH_DISTS:
         raise InputError("length-dist", f"'{req.length_dist}' is not one of {', '.join(LENGTH_DISTS)}")
+    if req.length_dist == "lognormal" and not req.length_sigma > 0:
+        raise InputError("length-sigma", f"must be positive, got {req.length_sigma}")
     if req.requests < 1:
         raise InputError("requests", f"must be a positive integer, got {req.requests}")
+    # `parasim serve` regenerates exactly this from these keys (lognormal: capped at the context)
+    regen: dict[str, Any] = {"rate": req.rate, "requests": req.requests, "seed": req.seed,
+                             "prompt_tokens": req.prompt_tokens, "output_tokens": req.output_tokens}
+    if req.length_dist == "lognormal":
+        regen |= {"length_dist": "lognormal", "length_sigma": req.length_sigma}
     wl = generate(requests=req.requests, rate=req.rate, seed=req.seed, prompt_tokens=req.prompt_tokens,
-                  output_tokens=req.output_tokens)
-    if req.length_dist == "fixed":
-        return wl, {"rate": req.rate, "requests": req.requests, "seed": req.seed,
-                    "prompt_tokens": req.prompt_tokens, "output_tokens": req.output_tokens}
-    if not req.length_sigma > 0:
-        raise InputError("length-sigma", f"must be positive, got {req.length_sigma}")
-    # lognormal lengths with the given *means*; their own generator, so arrivals stay those of `generate`
-    rng = np.random.default_rng([req.seed, 1])
-    s = req.length_sigma
-
-    def draw(mean: int, cap: int) -> np.ndarray:
-        x = rng.lognormal(np.log(mean) - s * s / 2, s, size=req.requests)
-        return np.clip(np.rint(x), 1, max(1, cap)).astype(np.int64)
-
-    p = draw(req.prompt_tokens, model.max_seq_len - 1)
-    o = draw(req.output_tokens, model.max_seq_len)
-    o = np.minimum(o, np.maximum(1, model.max_seq_len - p))
-    return Workload.from_columns(wl.arrival_s, p, o), None
-
-
-def write_trace(wl, path: Path) -> None:
-    lines = [json.dumps({"arrival_s": a, "prompt_tokens": p, "output_tokens": o}) + "\n"
-             for a, p, o in zip(wl.arrival_s.tolist(), wl.prompt_tokens.tolist(), wl.output_tokens.tolist())]
-    try:
-        path.write_text("".join(lines))
-    except OSError as e:
-        raise InputError("emit-yaml", f"cannot write {path}: {e.strerror}") from None
+                  output_tokens=req.output_tokens, length_dist=req.length_dist, length_sigma=req.length_sigma,
+                  max_total_tokens=model.max_seq_len if req.length_dist == "lognormal" else None)
+    return wl, regen
 
 
 # --- clusters and analytic bounds -----------------------------------------------------------------
@@ -165,11 +147,9 @@ def _pool_bounds(model: ModelSpec, acc_id: str, tp: int, pp: int, weights: str, 
 
     plan = ServingPlan(tp=tp, pp=pp, weights=weights, kv_dtype=kv)
     cluster = cluster_for(acc_id, tp * pp)
-    try:
-        kvb = kv_budget(model, cluster.accelerator, tp=tp, pp=pp, weights=weights, kv_dtype=plan.kv, block_size=16,
-                        gpu_memory_utilization=0.9, max_tokens=512, max_batch=256,
-                        act_bytes=dtype_bytes(plan.act_dtype))
-    except InputError:
+    kvb = kv_budget(model, cluster.accelerator, tp=tp, pp=pp, weights=weights, kv_dtype=plan.kv, block_size=16,
+                    gpu_memory_utilization=0.9, max_tokens=512, max_batch=256, act_bytes=dtype_bytes(plan.act_dtype))
+    if kvb.blocks < 1:
         return "memory_weights", 0.0, 0.0
     kv_tokens = (kvb.blocks // pp) * 16
     if kv_tokens < max_len:
@@ -208,6 +188,37 @@ def analytic_prune(model: ModelSpec, d: dict, wl_stats: dict, slo_tpot: float, p
     return True
 
 
+def kv_holds_workload(model: ModelSpec, item: dict, wl) -> tuple[bool, str]:
+    """Whether the item's plan (its own scheduler knobs, hence activation workspace and KV size)
+    keeps a KV cache that holds every request of the whole workload (`serving.simulate.kv_fit`,
+    what the simulator itself checks). An invalid plan passes here; `evaluate` reports it."""
+    from parasim.serving.plan import ServingPlan
+    from parasim.serving.simulate import kv_fit
+
+    try:
+        plan = ServingPlan.from_mapping({k: item[k] for k in PLAN_FIELDS if item.get(k) is not None})
+        fit = kv_fit(model, cluster_for(item["gpu"], plan_gpus(item)), plan, wl)
+    except InputError:
+        return True, ""
+    if not fit.feasible:
+        return False, fit.message or ""
+    n = int(fit.unservable.sum())
+    return (n == 0), (f"{n} of {len(wl)} requests can never fit the KV cache" if n else "")
+
+
+def kv_prune(model: ModelSpec, items: list[dict], wl, pruned: Pruned, errors: dict) -> list[dict]:
+    """Drop (as `kv_cannot_hold_request`) the items whose KV cache cannot hold every request."""
+    keep = []
+    for it in items:
+        ok, why = kv_holds_workload(model, it, wl)
+        if ok:
+            keep.append(it)
+        else:
+            pruned.drop("kv_cannot_hold_request")
+            errors.setdefault("kv_cannot_hold_request", why)
+    return keep
+
+
 # --- evaluation (workers) -----------------------------------------------------------------------------
 def evaluate(context: dict, item: dict) -> dict:
     from parasim.serving.plan import ServingPlan
@@ -224,8 +235,13 @@ def evaluate(context: dict, item: dict) -> dict:
                        slo={"ttft_s": context["slo_ttft"], "tpot_s": context["slo_tpot"]}, seed=context["seed"])
     except InputError as e:
         return {"ok": False, "reason": "invalid_plan", "message": f"{e.field}: {e.message}"}
-    except RuntimeError as e:  # an engine that cannot make progress (e.g. a KV cache too small to run)
+    except RuntimeError as e:  # a simulator bug: reported, not fatal to the search
         return {"ok": False, "reason": "sim_error", "message": str(e)}
+    if not res.feasible:
+        return {"ok": False, "reason": res.reason, "message": res.message}
+    if res.summary["unservable"]:
+        return {"ok": False, "reason": "kv_cannot_hold_request",
+                "message": f"{res.summary['unservable']} of {len(wl)} requests can never fit the KV cache"}
     return {"ok": True, "metrics": res.to_dict()}
 
 
@@ -393,6 +409,7 @@ def run_search(req: ServeSearch, progress=None) -> dict:
     # stage 1: layouts with default knobs, short workload
     items1 = [{**d, "scheduler": d.get("scheduler", "sarathi"), "token_budget": None, "max_batch": None,
                "requests": screen_n} for d in layouts]
+    items1 = kv_prune(model, items1, wl, pruned, errors)
     if objective.name == "latency":
         absorb(items1, stages.run(items1), "screen", screened)
     else:
@@ -414,6 +431,7 @@ def run_search(req: ServeSearch, progress=None) -> dict:
             if plan_key(v) not in seen:
                 seen.add(plan_key(v))
                 items2.append(v)
+    items2 = kv_prune(model, items2, wl, pruned, errors)
     absorb(items2, stages.run(items2), "screen", screened)
     # stage 3: re-run the best screened plans on the whole workload
     candidates = sorted((r for r in screened.values() if r["meets_slo"]), key=key)
@@ -479,17 +497,12 @@ def run_search(req: ServeSearch, progress=None) -> dict:
 
 
 def emit_yaml_mapping(out: dict, req: ServeSearch, yaml_path: Path) -> dict:
-    """The winner as a `parasim serve -c` config; a generated lognormal workload goes to a trace file
-    beside it (referenced relative to the config, as `parasim serve` resolves paths)."""
+    """The winner as a `parasim serve -c` config: plan keys, the workload's generator keys (or its
+    trace), the SLOs."""
     best = out["best"]
-    wl, regen = out["_workload"]
+    _, regen = out["_workload"]
     cfg: dict[str, Any] = {"model": req.model, "gpu": best["gpu"], "gpus": best["gpus"]}
     cfg.update({k: best[k] for k in PLAN_FIELDS if best.get(k) is not None})
-    if regen is None:
-        trace = yaml_path.with_name(yaml_path.stem + ".trace.jsonl")
-        write_trace(wl, trace)
-        cfg["trace"] = trace.name
-    else:
-        cfg.update(regen)
+    cfg.update(regen)
     cfg.update({"slo_ttft": req.slo_ttft, "slo_tpot": req.slo_tpot, "attainment": req.attainment})
     return cfg

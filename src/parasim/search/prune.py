@@ -30,6 +30,7 @@ REASONS = {
     "gpu_budget": "tp*pp*replicas exceeds --max-gpus",
     "memory_weights": "weights do not fit the GPU's usable memory",
     "memory_kv": "no room for the KV cache of one max-length request",
+    "kv_cannot_hold_request": "with its scheduler knobs, the plan's KV cache cannot hold some request of the workload",
     "tpot_floor": "reading the weights once per decode step already exceeds the TPOT SLO",
     "throughput_bound": "the roofline upper bound on throughput is below the offered load",
     "slo_missed": "simulated, but missed the SLO attainment target (not ranked)",

@@ -493,6 +493,9 @@ class Loop:
         on_done = self._on_done
         while True:
             while i < n and arr[i] <= t:
+                if state[i] == DROPPED:  # rejected on arrival: it can never fit (simulate's kv_fit)
+                    i += stride
+                    continue
                 sinst[i] = idx
                 state[i] = WAITING
                 inst.outstanding += P[i] + O[i]
@@ -564,6 +567,8 @@ class Loop:
                 self._now = ta
                 tokens = st.P[rid] + st.O[rid]
                 g = router.choose(rid, groups, tokens)
+                if st.state[rid] == DROPPED:  # rejected on arrival (as in _run_alone: it used its turn)
+                    continue
                 grp = groups[g]
                 inst = grp[0] if len(grp) == 1 else least_loaded(grp)
                 st.inst[rid] = inst.idx

@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import numpy as np
+
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.memory import kv_cache_bytes_per_token_per_gpu, weight_params_per_gpu
-from parasim.errors import InputError
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 
@@ -29,7 +30,8 @@ RUNTIME_RESERVED_BYTES = 1.0e9
 
 @dataclass(frozen=True)
 class KVBudget:
-    """Per-GPU memory split of one replica, bytes, and the resulting block count."""
+    """Per-GPU memory split of one replica, bytes, and the resulting block count (0 when nothing
+    is left for a KV cache: `simulate` then reports the plan infeasible)."""
 
     hbm: float
     usable: float
@@ -70,12 +72,42 @@ def kv_budget(model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int, weigh
     kv = usable - w - act - RUNTIME_RESERVED_BYTES
     per_token = kv_cache_bytes_per_token_per_gpu(model, tp=tp, pp=pp, kv_bytes=dtype_bytes(kv_dtype, field="kv_dtype"))
     blocks = int(max(0.0, kv) // (per_token * block_size))
-    if blocks < 1:
-        raise InputError("tp", f"{model.name} does not leave room for a KV cache on {acc.id} with tp={tp}, pp={pp}, "
-                               f"weights={weights}: weights {w / 1e9:.1f} GB + activations {act / 1e9:.1f} GB + "
-                               f"runtime {RUNTIME_RESERVED_BYTES / 1e9:.1f} GB of {usable / 1e9:.1f} GB usable")
     return KVBudget(hbm=acc.hbm_bytes, usable=usable, weights=w, activations=act, reserved=RUNTIME_RESERVED_BYTES,
                     kv=kv, kv_bytes_per_token=per_token, blocks=blocks, block_size=block_size)
+
+
+def peak_blocks(prompt: np.ndarray, output: np.ndarray, *, block: int, reserve_full: bool) -> np.ndarray:
+    """KV blocks each request holds at its peak when it runs alone. Incremental: the prompt and
+    every output token but the last are cached (the last token is sampled, never stored), so
+    `ceil((prompt + output - 1) / block)`; full reservation books `ceil((prompt + output) / block)`
+    at admission."""
+    tokens = prompt + output - (0 if reserve_full else 1)
+    return -(-tokens // block)
+
+
+def unservable(prompt: np.ndarray, output: np.ndarray, *, capacity_blocks: int, block: int, role: str,
+               reserve_full: bool, first_chunk_tokens: int | None) -> np.ndarray:
+    """Requests that can never complete on an engine of `capacity_blocks` blocks, even alone.
+
+    `role` is `mixed` (prefill and decode), `prefill` (the prefill pool of a disaggregated plan:
+    only the prompt is cached here) or `decode` (the decode pool: prompt + output, reserved at
+    join). Admission into an empty engine must also clear vLLM's watermark (`WATERMARK`) for the
+    blocks of the first chunk (`first_chunk_tokens`, None = the whole prompt)."""
+    from parasim.serving.schedulers.base import WATERMARK
+
+    if role == "decode":
+        return peak_blocks(prompt, output, block=block, reserve_full=False) > capacity_blocks
+    if role == "prefill":
+        peak = first = -(-prompt // block)
+    else:
+        peak = peak_blocks(prompt, output, block=block, reserve_full=reserve_full)
+        if reserve_full:
+            first = peak
+        else:
+            chunk = prompt if first_chunk_tokens is None else np.minimum(prompt, first_chunk_tokens)
+            first = -(-chunk // block)
+    mark = int(WATERMARK * capacity_blocks)
+    return (peak > capacity_blocks) | (first + mark > capacity_blocks)
 
 
 class KVPool:

@@ -1,8 +1,9 @@
 """`simulate(model, cluster, plan, requests, slo, seed) -> ServingResult`: the public entry.
 
 Builds the engine instances of a plan (replicas x pipeline virtual engines, or the two pools of
-a disaggregated plan), their KV pools from the memory model and their iteration cost, runs the
-event loop, and turns the request columns into metrics.
+a disaggregated plan), their KV pools from the memory model and their iteration cost, checks the
+KV caches against the workload (`kv_fit`: unservable requests, infeasible plans), runs the event
+loop, and turns the request columns into metrics.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.energy import cost_usd, energy_j
 from parasim.cost.memory import kv_cache_bytes_per_token
 from parasim.errors import InputError
-from parasim.serving.engine import ROUTERS, Instance, Loop, ReqState
+from parasim.serving.engine import DROPPED, ROUTERS, Instance, Loop, ReqState
 from parasim.serving.itercost import IterationCost
-from parasim.serving.kvcache import KVBudget, KVPool, kv_budget
+from parasim.serving.kvcache import KVBudget, KVPool, kv_budget, peak_blocks, unservable
 from parasim.serving.metrics import SLO, request_columns, slo_mask, stats, weighted_stats
 from parasim.serving.plan import ServingPlan
 from parasim.serving.schedulers import SCHEDULERS
@@ -36,9 +37,13 @@ class ServingResult:
     inputs: dict[str, Any]
     kv: dict[str, Any]
     sim_wall_s: float
+    feasible: bool = True  # False: the KV cache cannot hold a single request (nothing was simulated)
+    reason: str | None = None  # why not feasible (a stable key, e.g. kv_cannot_hold_request)
+    message: str | None = None
 
     def to_dict(self, *, include_requests: bool = False) -> dict[str, Any]:
-        d = {"parasim_version": __version__, "summary": self.summary, "inputs": self.inputs, "kv": self.kv,
+        d = {"parasim_version": __version__, "feasible": self.feasible, "reason": self.reason,
+             "message": self.message, "summary": self.summary, "inputs": self.inputs, "kv": self.kv,
              "sim_wall_s": self.sim_wall_s}
         if include_requests:
             d["requests"] = {k: v.tolist() for k, v in self.requests.items()}
@@ -51,56 +56,178 @@ def _budget_and_batch(cls, plan: ServingPlan, model: ModelSpec) -> tuple[int, in
     return int(budget), int(max_batch)
 
 
-def _pool(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, *, tp: int, replicas: int, role: str,
-          st: ReqState, first_idx: int, reserve_full: bool) -> tuple[list[list[Instance]], KVBudget, IterationCost]:
+@dataclass(frozen=True, kw_only=True)
+class Pool:
+    """Identical engine instances of one role: `mixed`, or a disaggregated `prefill`/`decode` pool."""
+
+    role: str
+    tp: int
+    replicas: int
+    token_budget: int
+    max_batch: int
+    reserve_full: bool
+    kvb: KVBudget  # per GPU of one replica
+    blocks: int  # per engine instance (a PP virtual engine owns 1/pp of its replica's blocks)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KVFit:
+    """Which requests a plan's KV caches can ever hold, and whether it can run at all."""
+
+    pools: list[Pool]
+    gpus: int
+    unservable: np.ndarray  # bool per request: can never complete, even alone on an empty engine
+    reason: str | None  # None = feasible
+    message: str | None
+    kv: dict[str, Any]  # memory breakdown and the largest request's need (per pool when disaggregated)
+
+    @property
+    def feasible(self) -> bool:
+        return self.reason is None
+
+
+def plan_pools(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan) -> tuple[list[Pool], int]:
+    """The plan's pools and the GPUs it occupies; raises InputError for a plan the cluster cannot hold."""
     cls = SCHEDULERS.get_cls(plan.scheduler)
     budget, max_batch = _budget_and_batch(cls, plan, model)
-    cost = IterationCost(model, cluster, tp=tp, pp=plan.pp, weights=plan.weights, kv_dtype=plan.kv,
+    if plan.pp > model.layers:
+        raise InputError("pp", f"pp={plan.pp} exceeds {model.name}'s {model.layers} layers (a stage needs one)")
+
+    def pool(role: str, tp: int, replicas: int, reserve_full: bool) -> Pool:
+        kvb = kv_budget(model, cluster.accelerator, tp=tp, pp=plan.pp, weights=plan.weights, kv_dtype=plan.kv,
+                        block_size=plan.block_size, gpu_memory_utilization=plan.gpu_memory_utilization,
+                        max_tokens=min(budget, 1 << 16), max_batch=max_batch, act_bytes=dtype_bytes(plan.act_dtype))
+        return Pool(role=role, tp=tp, replicas=replicas, token_budget=budget, max_batch=max_batch,
+                    reserve_full=reserve_full, kvb=kvb, blocks=kvb.blocks // plan.pp)
+
+    if plan.is_disagg:
+        pg, dg = plan.disagg_split(cluster.gpus)
+        ptp, dtp = plan.prefill_tp or plan.tp, plan.decode_tp or plan.tp
+        return [pool("prefill", ptp, pg // (ptp * plan.pp), False),
+                pool("decode", dtp, dg // (dtp * plan.pp), True)], pg + dg
+    gpus = plan.tp * plan.pp * plan.replicas
+    if gpus > cluster.gpus:
+        raise InputError("replicas", f"tp*pp*replicas = {plan.tp}*{plan.pp}*{plan.replicas} = {gpus} exceeds the "
+                                     f"cluster's {cluster.gpus} GPUs")
+    return [pool("mixed", plan.tp, plan.replicas, plan.kv_reservation == "full")], gpus
+
+
+def kv_fit(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_requests: Any) -> KVFit:
+    """Check the plan's KV caches against the workload before simulating (vectorised, no engine).
+
+    A request that alone can never complete (`kvcache.unservable`) is rejected on arrival and
+    counted; a plan with no KV cache at all, or none that holds any request, is infeasible
+    (reason `kv_cannot_hold_request`)."""
+    wl = as_workload(workload_requests)
+    pools, gpus = plan_pools(model, cluster, plan)
+    cls = SCHEDULERS.get_cls(plan.scheduler)
+    P, O = wl.prompt_tokens, wl.output_tokens
+    B = plan.block_size
+    bad = np.zeros(len(wl), dtype=bool)
+    kv: dict[str, Any] = {}
+    reason = message = None
+    sizes = []
+    for p in pools:
+        # prefill pool: the prompt only; decode pool: what a join reserves (the first token is out)
+        need = peak_blocks(P, O if p.role != "prefill" else np.ones_like(O), block=B,
+                           reserve_full=p.reserve_full and p.role == "mixed") * B
+        info = p.kvb.to_dict() | {"kv_tokens_per_engine": p.blocks * B,
+                                  "largest_request_tokens": int((P + O).max()),
+                                  "largest_request_kv_tokens": int(need.max())}
+        label = "" if p.role == "mixed" else f" ({p.role} pool)"
+        where = (f"{model.name} on {cluster.accelerator.id} with tp={p.tp}, pp={plan.pp}, weights={plan.weights}, "
+                 f"kv={plan.kv}{label}")
+        if p.blocks < 1 and reason is None:
+            reason = "kv_cannot_hold_request"
+            k = p.kvb
+            left = f"{k.kv / 1e9:.2f} GB left" if k.kv > 0 else "nothing left"
+            message = (f"{where}: no room for a KV cache: weights {k.weights / 1e9:.1f} GB + "
+                       f"activations {k.activations / 1e9:.1f} GB + runtime {k.reserved / 1e9:.1f} GB of "
+                       f"{k.usable / 1e9:.1f} GB usable per GPU ({left}; one {B}-token block per engine needs "
+                       f"{k.kv_bytes_per_token * B * plan.pp / 1e6:.1f} MB)")
+        elif p.blocks >= 1:
+            first = p.token_budget if (cls.chunked and p.role == "mixed") else None
+            mask = unservable(P, O, capacity_blocks=p.blocks, block=B, role=p.role, reserve_full=p.reserve_full,
+                              first_chunk_tokens=first)
+            info["unservable_requests"] = int(mask.sum())
+            bad |= mask
+            sizes.append(f"{p.role} {p.blocks * B:,}")
+            if mask.all() and reason is None:
+                reason = "kv_cannot_hold_request"
+                lo, hi = int(need.min()), int(need.max())
+                needs = f"every request needs {hi:,}" if lo == hi else f"the requests need {lo:,} to {hi:,}"
+                message = (f"{where}: the KV cache holds {p.blocks * B:,} tokens per engine and {needs} "
+                           f"(prompt + output, in {B}-token blocks)")
+        if p.role == "mixed":
+            kv = info
+        else:
+            kv[p.role] = info
+    if reason is None and bad.all():  # each pool holds some requests, but none fits both
+        reason = "kv_cannot_hold_request"
+        message = (f"{model.name} on {cluster.accelerator.id}: no request fits the KV caches of both pools "
+                   f"(tokens per engine: {', '.join(sizes)})")
+    if reason is not None:
+        bad[:] = True
+    return KVFit(pools=pools, gpus=gpus, unservable=bad, reason=reason, message=message, kv=kv)
+
+
+def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Pool, st: ReqState,
+               first_idx: int) -> list[list[Instance]]:
+    cls = SCHEDULERS.get_cls(plan.scheduler)
+    cost = IterationCost(model, cluster, tp=p.tp, pp=plan.pp, weights=plan.weights, kv_dtype=plan.kv,
                          act_dtype=plan.act_dtype, overhead_s=plan.overhead_s,
                          eager_prefill_layer_s=plan.eager_prefill_layer_s or 0.0)
-    kvb = kv_budget(model, cluster.accelerator, tp=tp, pp=plan.pp, weights=plan.weights, kv_dtype=plan.kv,
-                    block_size=plan.block_size, gpu_memory_utilization=plan.gpu_memory_utilization,
-                    max_tokens=min(budget, 1 << 16), max_batch=max_batch, act_bytes=dtype_bytes(plan.act_dtype))
-    blocks = kvb.blocks // plan.pp
-    if blocks < 1:
-        raise InputError("pp", f"pp={plan.pp} leaves no KV block per pipeline virtual engine")
-    sched = cls(budget, max_batch)
+    sched = cls(p.token_budget, p.max_batch)
     groups, idx = [], first_idx
-    for r in range(replicas):
+    for r in range(p.replicas):
         g = []
         for _ in range(plan.pp):
-            g.append(Instance(idx, replica=r, role=role, cost=cost, kv=KVPool(blocks, plan.block_size, plan.prefix_cache),
-                              scheduler=sched, st=st, reserve_full=reserve_full, gpus=tp))
+            g.append(Instance(idx, replica=r, role=p.role, cost=cost,
+                              kv=KVPool(p.blocks, plan.block_size, plan.prefix_cache),
+                              scheduler=sched, st=st, reserve_full=p.reserve_full, gpus=p.tp))
             idx += 1
         groups.append(g)
-    return groups, kvb, cost
+    return groups
 
 
 def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_requests: Any,
              slo: Any = None, seed: int = 0) -> ServingResult:
-    """Simulate serving `workload_requests` (a Workload, or Request records / mappings) with `plan`."""
+    """Simulate serving `workload_requests` (a Workload, or Request records / mappings) with `plan`.
+
+    Raises InputError for bad inputs only. A plan whose KV cache cannot hold any request comes back
+    as a result with `feasible=False` and the reason; requests that alone can never fit are
+    rejected on arrival and counted (`summary["unservable"]`, included in `dropped`)."""
     wall0 = time.perf_counter()
     wl: Workload = as_workload(workload_requests)
     slo_ = SLO.of(slo)
     if plan.router not in ROUTERS:
         raise InputError("router", f"unknown router '{plan.router}'; choose one of {', '.join(ROUTERS)}")
+    fit = kv_fit(model, cluster, plan, wl)
+    gpus = fit.gpus
     st = ReqState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, wl.prefix_id, wl.prefix_tokens)
-    reserve_full = plan.kv_reservation == "full"
+    budget, max_batch = fit.pools[0].token_budget, fit.pools[0].max_batch
+    inputs = {"model": model.name, "gpu": cluster.accelerator.id, "cluster_gpus": cluster.gpus,
+              "plan": plan.to_mapping(), "slo": {"ttft_s": slo_.ttft_s, "tpot_s": slo_.tpot_s}, "seed": seed,
+              "workload": wl.summary(), "token_budget": budget, "max_batch": max_batch,
+              "iteration_overhead_s": plan.overhead_s}
+    if not fit.feasible:
+        for rid in range(st.n):
+            st.state[rid] = DROPPED
+        return ServingResult(summary=infeasible_summary(wl, gpus, slo_), requests=request_columns(st, wl),
+                             inputs=inputs, kv=fit.kv, sim_wall_s=time.perf_counter() - wall0, feasible=False,
+                             reason=fit.reason, message=fit.message)
+    for rid in np.flatnonzero(fit.unservable).tolist():
+        st.state[rid] = DROPPED
     decode_groups = None
     transfer = None
     if plan.is_disagg:
-        pg, dg = plan.disagg_split(cluster.gpus)
-        ptp, dtp = plan.prefill_tp or plan.tp, plan.decode_tp or plan.tp
-        groups, kvb, cost = _pool(model, cluster, plan, tp=ptp, replicas=pg // (ptp * plan.pp), role="prefill", st=st,
-                                  first_idx=0, reserve_full=False)
-        n_pre = sum(len(g) for g in groups)
-        decode_groups, kvd, _ = _pool(model, cluster, plan, tp=dtp, replicas=dg // (dtp * plan.pp), role="decode",
-                                      st=st, first_idx=n_pre, reserve_full=True)
-        kv_info = {"prefill": kvb.to_dict(), "decode": kvd.to_dict()}
+        pre, dec = fit.pools
+        groups = _instances(model, cluster, plan, pre, st, 0)
+        decode_groups = _instances(model, cluster, plan, dec, st, sum(len(g) for g in groups))
         per_token = kv_cache_bytes_per_token(model, dtype_bytes(plan.kv))
         acc = cluster.accelerator
-        same_node = pg + dg <= cluster.gpus_per_node
-        lanes = min(ptp, dtp)
+        same_node = gpus <= cluster.gpus_per_node
+        lanes = min(pre.tp, dec.tp)
         if same_node:
             bw, lat = acc.link_bw_bytes_per_s * acc.efficiency.nvlink_busbw * lanes, acc.efficiency.nvlink_latency_s
         else:
@@ -109,26 +236,33 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
 
         def transfer(rid: int) -> float:
             return target[rid] * per_token / bw + lat
-
-        gpus = pg + dg
     else:
-        gpus = plan.tp * plan.pp * plan.replicas
-        if gpus > cluster.gpus:
-            raise InputError("replicas", f"tp*pp*replicas = {plan.tp}*{plan.pp}*{plan.replicas} = {gpus} exceeds the "
-                                         f"cluster's {cluster.gpus} GPUs")
-        groups, kvb, cost = _pool(model, cluster, plan, tp=plan.tp, replicas=plan.replicas, role="mixed", st=st,
-                                  first_idx=0, reserve_full=reserve_full)
-        kv_info = kvb.to_dict()
+        groups = _instances(model, cluster, plan, fit.pools[0], st, 0)
     loop = Loop(st, groups, ROUTERS[plan.router](), decode_groups=decode_groups, transfer_s=transfer)
+    unserved = int(fit.unservable.sum())
+    loop.dropped = unserved
     loop.run()
     summary = summarize(st, wl, loop, cluster, gpus, slo_)
-    wall = time.perf_counter() - wall0
-    inputs = {"model": model.name, "gpu": cluster.accelerator.id, "cluster_gpus": cluster.gpus,
-              "plan": plan.to_mapping(), "slo": {"ttft_s": slo_.ttft_s, "tpot_s": slo_.tpot_s}, "seed": seed,
-              "workload": wl.summary(), "token_budget": _budget_and_batch(SCHEDULERS[plan.scheduler], plan, model)[0],
-              "max_batch": _budget_and_batch(SCHEDULERS[plan.scheduler], plan, model)[1],
-              "iteration_overhead_s": plan.overhead_s}
-    return ServingResult(summary=summary, requests=request_columns(st, wl), inputs=inputs, kv=kv_info, sim_wall_s=wall)
+    summary["unservable"] = unserved
+    return ServingResult(summary=summary, requests=request_columns(st, wl), inputs=inputs, kv=fit.kv,
+                         sim_wall_s=time.perf_counter() - wall0)
+
+
+def infeasible_summary(wl: Workload, gpus: int, slo: SLO) -> dict[str, Any]:
+    """The summary of a plan that cannot run: every request unserved, every metric null (the same
+    keys as a run's summary); with SLOs, attainment and goodput are 0."""
+    n = len(wl)
+    s: dict[str, Any] = {"requests": n, "completed": 0, "dropped": n, "unservable": n, "makespan_s": None,
+                         "input_tokens": 0, "output_tokens": 0, "requests_per_s": None, "input_tokens_per_s": None,
+                         "output_tokens_per_s": None, "total_tokens_per_s": None, "preemptions": 0,
+                         "output_tokens_emitted": 0}
+    for name in ("ttft", "tpot", "e2e", "queueing", "itl"):
+        s.update({f"{name}_{k}_s": None for k in ("mean", "p50", "p90", "p99")})
+    s.update({"slo_attainment": 0.0 if slo.given else None, "goodput_requests_per_s": 0.0 if slo.given else None,
+              "kv_utilization_mean": None, "kv_utilization_peak": None, "peak_running": 0, "iterations": 0,
+              "gpus": gpus, "gpu_hours": None, "busy_fraction": None, "energy_j": None, "energy_j_per_token": None,
+              "cost_usd": None, "cost_usd_per_m_tokens": None, "prefix_cache_hits": 0})
+    return s
 
 
 def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus: int, slo: SLO) -> dict[str, Any]:

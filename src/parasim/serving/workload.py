@@ -20,6 +20,10 @@ import numpy as np
 from parasim.errors import InputError
 
 ARRIVALS = ("poisson", "gamma")
+LENGTH_DISTS = ("fixed", "lognormal")
+#: Default sigma of lognormal lengths (of the underlying normal): a spread typical of chat
+#: workloads' prompt and output lengths without an extreme tail (p99 ~ 2.8 x the mean).
+LENGTH_SIGMA = 0.5
 TRACE_FIELDS = ("arrival_s", "prompt_tokens", "output_tokens", "prefix_id", "prefix_tokens")
 
 
@@ -209,15 +213,34 @@ def _lengths(rng: np.random.Generator, n: int, fixed: int | None, dist: str | Pa
     return np.full(n, int(fixed), dtype=np.int64)
 
 
+def _lognormal_lengths(rng: np.random.Generator, n: int, mean: int, sigma: float, cap: int | None) -> np.ndarray:
+    """Lognormal integers with arithmetic mean `mean` (before rounding and clipping to [1, cap])."""
+    x = rng.lognormal(np.log(mean) - sigma * sigma / 2, sigma, size=n)
+    return np.clip(np.rint(x), 1, max(1, cap) if cap is not None else None).astype(np.int64)
+
+
 def generate(*, requests: int, rate: float | None = None, seed: int = 0, arrival: str = "poisson",
              cv: float = 1.0, burst: bool = False, prompt_tokens: int | None = 512, output_tokens: int | None = 128,
-             prompt_dist: str | Path | None = None, output_dist: str | Path | None = None) -> Workload:
+             prompt_dist: str | Path | None = None, output_dist: str | Path | None = None,
+             length_dist: str = "fixed", length_sigma: float = LENGTH_SIGMA,
+             max_total_tokens: int | None = None) -> Workload:
     """`requests` requests at `rate` per second (Poisson, or gamma inter-arrivals with coefficient of
-    variation `cv`), or all at t = 0 with `burst`; lengths fixed or drawn from distribution files."""
+    variation `cv`), or all at t = 0 with `burst`.
+
+    Lengths: `fixed` (`prompt_tokens`/`output_tokens`, or files of lengths `prompt_dist`/
+    `output_dist`), or `lognormal` with `prompt_tokens`/`output_tokens` as the means and
+    `length_sigma` the sigma of the underlying normal. Lognormal lengths come from their own
+    generator (seeded from `seed`), so arrivals are the same as with fixed lengths; with
+    `max_total_tokens` (the model's context) a prompt is at most `max_total_tokens - 1` and its
+    output at most what is left."""
     if requests is None or requests < 1:
         raise InputError("requests", f"must be a positive integer, got {requests}")
     if arrival not in ARRIVALS:
         raise InputError("arrival", f"'{arrival}' is not one of {', '.join(ARRIVALS)}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError("seed", f"must be an integer >= 0, got {seed!r}")
+    if length_dist not in LENGTH_DISTS:
+        raise InputError("length_dist", f"'{length_dist}' is not one of {', '.join(LENGTH_DISTS)}")
     rng = np.random.default_rng(seed)
     if burst:
         arr = np.zeros(requests)
@@ -232,6 +255,24 @@ def generate(*, requests: int, rate: float | None = None, seed: int = 0, arrival
             shape = 1.0 / (cv * cv)
             gaps = rng.gamma(shape, 1.0 / (rate * shape), size=requests)
         arr = np.cumsum(gaps) - gaps[0]  # first request at t = 0
-    p = _lengths(rng, requests, prompt_tokens, prompt_dist, "prompt_tokens")
-    o = _lengths(rng, requests, output_tokens, output_dist, "output_tokens")
+    if length_dist == "fixed":
+        p = _lengths(rng, requests, prompt_tokens, prompt_dist, "prompt_tokens")
+        o = _lengths(rng, requests, output_tokens, output_dist, "output_tokens")
+        return Workload.from_columns(arr, p, o)
+    if prompt_dist is not None or output_dist is not None:
+        raise InputError("length_dist", "lognormal lengths are drawn around prompt_tokens/output_tokens; "
+                                        "drop prompt_dist/output_dist (or use length_dist: fixed)")
+    if not (isinstance(length_sigma, (int, float)) and length_sigma > 0 and np.isfinite(length_sigma)):
+        raise InputError("length_sigma", f"must be a positive number, got {length_sigma!r}")
+    for name, v in (("prompt_tokens", prompt_tokens), ("output_tokens", output_tokens)):
+        if v is None or v < 1:
+            raise InputError(name, f"lognormal needs a mean >= 1, got {v}")
+    if max_total_tokens is not None and max_total_tokens < 2:
+        raise InputError("max_total_tokens", f"must be >= 2, got {max_total_tokens}")
+    lrng = np.random.default_rng([seed, 1])
+    p = _lognormal_lengths(lrng, requests, int(prompt_tokens), float(length_sigma),
+                           None if max_total_tokens is None else max_total_tokens - 1)
+    o = _lognormal_lengths(lrng, requests, int(output_tokens), float(length_sigma), max_total_tokens)
+    if max_total_tokens is not None:
+        o = np.minimum(o, np.maximum(1, max_total_tokens - p))
     return Workload.from_columns(arr, p, o)
