@@ -97,21 +97,30 @@ def summarize(reports: list[CaseReport]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for kind in KINDS:
         rs = [r for r in reports if r.kind == kind]
-        if not rs:
-            continue
-        errs = sorted(abs(e) for r in rs for e in r.errors.values())
-        out[kind] = {"n": sum(1 for r in rs if r.errors), "errors": len(errs),
-                     "ok": sum(r.status == "ok" for r in rs), "infeasible": sum(r.status == "infeasible" for r in rs),
-                     "skipped": sum(r.status == "skipped" for r in rs),
-                     "median_abs_error": _quantile(errs, 0.5) if errs else None,
-                     "p90_abs_error": _quantile(errs, 0.9) if errs else None,
-                     "max_abs_error": errs[-1] if errs else None}
+        if rs:
+            out[kind] = _stats(rs)
     return out
+
+
+def summarize_by_file(reports: list[CaseReport]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The same summary per input file (issue targets are stated per file)."""
+    files = sorted({r.file for r in reports})
+    return {f: summarize([r for r in reports if r.file == f]) for f in files}
+
+
+def _stats(rs: list[CaseReport]) -> dict[str, Any]:
+    errs = sorted(abs(e) for r in rs for e in r.errors.values())
+    return {"n": sum(1 for r in rs if r.errors), "errors": len(errs),
+            "ok": sum(r.status == "ok" for r in rs), "infeasible": sum(r.status == "infeasible" for r in rs),
+            "skipped": sum(r.status == "skipped" for r in rs),
+            "median_abs_error": _quantile(errs, 0.5) if errs else None,
+            "p90_abs_error": _quantile(errs, 0.9) if errs else None,
+            "max_abs_error": errs[-1] if errs else None}
 
 
 def to_json(reports: list[CaseReport], inputs: list[str]) -> dict[str, Any]:
     return {"parasim_version": __version__, "inputs": inputs, "cases": [r.to_dict() for r in reports],
-            "summary": summarize(reports)}
+            "summary": summarize(reports), "summary_by_file": summarize_by_file(reports)}
 
 
 def _pct(x: float | None) -> str:
@@ -135,10 +144,16 @@ def to_markdown(reports: list[CaseReport], inputs: list[str]) -> str:
              "that produced a prediction.", "", "## Summary", "",
              "| kind | cases with errors | ok | infeasible | skipped | median abs error | p90 abs error | max abs error |",
              "|---|---|---|---|---|---|---|---|"]
+    f = lambda v: "-" if v is None else f"{100 * v:.1f} %"  # noqa: E731
     for kind, s in summarize(reports).items():
-        f = lambda v: "-" if v is None else f"{100 * v:.1f} %"  # noqa: E731
         lines.append(f"| {kind} | {s['n']} | {s['ok']} | {s['infeasible']} | {s['skipped']} | "
                      f"{f(s['median_abs_error'])} | {f(s['p90_abs_error'])} | {f(s['max_abs_error'])} |")
+    lines += ["", "By input file:", "", "| file | kind | cases with errors | median abs error | p90 abs error | max abs error |",
+              "|---|---|---|---|---|---|"]
+    for file, by_kind in summarize_by_file(reports).items():
+        for kind, s in by_kind.items():
+            lines.append(f"| `{file}` | {kind} | {s['n']} | {f(s['median_abs_error'])} | {f(s['p90_abs_error'])} | "
+                         f"{f(s['max_abs_error'])} |")
     for kind in KINDS:
         rs = [r for r in reports if r.kind == kind]
         if not rs:
