@@ -40,7 +40,7 @@ from parasim.search.prune import Pruned
 from parasim.search.space import (CHUNKED_BUDGETS, MAX_BATCHES, SERVE_PRECISIONS, SERVE_SCHEDULERS, powers_of_two,
                                   serve_layouts)
 from parasim.serving.workload import LENGTH_DISTS
-from parasim.specs.catalog import default_node_preset, get_accelerator, get_model
+from parasim.specs.catalog import default_cluster, get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 
@@ -120,14 +120,9 @@ def build_workload(req: ServeSearch, model: ModelSpec):
 
 
 # --- clusters and analytic bounds -----------------------------------------------------------------
-@lru_cache(maxsize=256)
 def cluster_for(acc_id: str, gpus: int) -> ClusterSpec:
     """The cluster `parasim serve` builds for --gpu and the plan's GPUs (the GPU's node preset)."""
-    acc = get_accelerator(acc_id)
-    preset = default_node_preset(acc.id)
-    if preset:
-        return ClusterSpec.from_preset(preset, acc, gpus)
-    return ClusterSpec(accelerator=acc, gpus=gpus)
+    return default_cluster(acc_id, gpus)
 
 
 def plan_gpus(d: dict) -> int:

@@ -26,8 +26,8 @@ from parasim.search import executors
 from parasim.search.objectives import TRAIN_OBJECTIVES, get_objective, parse_pareto
 from parasim.search.pareto import pareto_front
 from parasim.search.prune import Pruned
-from parasim.search.space import TrainChoices, default_train_choices, enumerate_train
-from parasim.specs.catalog import default_node_preset, get_accelerator, get_model
+from parasim.search.space import default_train_choices, enumerate_train
+from parasim.specs.catalog import default_cluster, get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 
@@ -57,11 +57,7 @@ class TrainSearch:
 
 def cluster_for(acc_id: str, gpus: int) -> ClusterSpec:
     """The cluster `parasim train` builds for --gpu/--gpus: the GPU's node preset, else 8 per node."""
-    acc = get_accelerator(acc_id)
-    preset = default_node_preset(acc.id)
-    if preset:
-        return ClusterSpec.from_preset(preset, acc, gpus)
-    return ClusterSpec(accelerator=acc, gpus=gpus)
+    return default_cluster(acc_id, gpus)
 
 
 def resolve_batch(req: TrainSearch) -> int:

@@ -15,7 +15,7 @@ import yaml
 
 from parasim.errors import InputError, unknown_name
 from parasim.specs.accelerator import AcceleratorSpec, Efficiency
-from parasim.specs.cluster import NodePreset
+from parasim.specs.cluster import ClusterSpec, NodePreset
 from parasim.specs.model import MLASpec, ModelSpec
 
 
@@ -109,6 +109,17 @@ def get_model(name_or_path: str, *, field: str = "model") -> ModelSpec:
 
         return load_model_file(path)
     raise unknown_name(field, name_or_path, cat)
+
+
+@cache
+def default_cluster(accelerator_id: str, gpus: int) -> ClusterSpec:
+    """The cluster a GPU id implies: its node preset (GPUs per node, scale-up domain, NICs), else
+    ClusterSpec's defaults (8 per node, 400 Gb/s per GPU)."""
+    acc = get_accelerator(accelerator_id)
+    preset = default_node_preset(acc.id)
+    if preset:
+        return ClusterSpec.from_preset(preset, acc, gpus)
+    return ClusterSpec(accelerator=acc, gpus=gpus)
 
 
 def default_node_preset(accelerator_id: str) -> NodePreset | None:
