@@ -35,44 +35,44 @@ def bisect_rate(run: Callable[[float], Any], meets: Callable[[Any], bool], *, up
     if not upper > 0:
         raise InputError("rate", f"capacity search needs a positive upper bound, got {upper}")
     probes: list[tuple[float, bool]] = []
+
+    def probe(rate: float) -> tuple[bool, Any]:
+        res = run(rate)
+        ok = meets(res)
+        probes.append((rate, ok))
+        return ok, res
+
     hi = upper
-    r_hi = run(hi)
-    ok = meets(r_hi)
-    probes.append((hi, ok))
+    ok, r_hi = probe(hi)
     grow = 0
     while ok and grow < 4:  # the bound passed: look above it
         lo_ok, r_lo_ok = hi, r_hi
         hi *= 2.0
-        r_hi = run(hi)
-        ok = meets(r_hi)
-        probes.append((hi, ok))
+        ok, r_hi = probe(hi)
         grow += 1
         if not ok:
-            return _refine(run, meets, lo_ok, r_lo_ok, hi, probes, rel_tol, max_probes)
+            return _refine(probe, probes, lo_ok, r_lo_ok, hi, rel_tol, max_probes)
     if ok:
         return CapacityResult(hi, probes, r_hi)
     lo, r_lo = None, None
     rate = hi
     while lo is None and len(probes) < max_probes:
         rate /= 2.0
-        res = run(rate)
-        ok = meets(res)
-        probes.append((rate, ok))
+        ok, res = probe(rate)
         if ok:
             lo, r_lo = rate, res
         else:
             hi = rate
     if lo is None:
         return CapacityResult(0.0, probes, None)
-    return _refine(run, meets, lo, r_lo, hi, probes, rel_tol, max_probes)
+    return _refine(probe, probes, lo, r_lo, hi, rel_tol, max_probes)
 
 
-def _refine(run, meets, lo, r_lo, hi, probes, rel_tol, max_probes) -> CapacityResult:
+def _refine(probe, probes, lo, r_lo, hi, rel_tol, max_probes) -> CapacityResult:
+    """Bisect [lo, hi] on a log scale; lo passes, hi fails."""
     while hi / lo > 1.0 + rel_tol and len(probes) < max_probes:
         mid = float(np.sqrt(lo * hi))
-        res = run(mid)
-        ok = meets(res)
-        probes.append((mid, ok))
+        ok, res = probe(mid)
         if ok:
             lo, r_lo = mid, res
         else:

@@ -392,13 +392,7 @@ def run_search(req: ServeSearch, progress=None) -> dict:
     errors: dict[str, str] = {}
 
     def absorb(items: list[dict], results: list, fidelity: str, store: dict) -> None:
-        for it, res in zip(items, results):
-            if res is None:
-                continue
-            if not res["ok"]:
-                pruned.drop(res["reason"])
-                errors.setdefault(res["reason"], res.get("message", ""))
-                continue
+        for it, res in pruned.successes(items, results, errors):
             store[plan_key(it)] = make_row(it, res, req.attainment, fidelity)
 
     # stage 1: layouts with default knobs, short workload

@@ -265,13 +265,7 @@ def run_search(req: TrainSearch, progress=None) -> dict:
     prices = {g: get_accelerator(g).price_usd_per_hour for g in req.gpu}
     ranked = []
     errors: dict[str, str] = {}
-    for item, res in zip(cands, outcome.results):
-        if res is None:
-            continue
-        if not res["ok"]:
-            pruned.drop(res["reason"])
-            errors.setdefault(res["reason"], res.get("message", ""))
-            continue
+    for item, res in pruned.successes(cands, outcome.results, errors):
         ranked.append(plan_row(item, res, prices[item["gpu"]]))
     key = sort_key(objective, options)
     ranked.sort(key=key)

@@ -49,5 +49,17 @@ class Pruned(Counter):
         if n:
             self[reason] += n
 
+    def successes(self, items: list, results: list, errors: dict[str, str]):
+        """Yield (item, result) for evaluations that succeeded; count the failures here by reason
+        (keeping the first message per reason in `errors`); skip items never evaluated (None)."""
+        for item, res in zip(items, results):
+            if res is None:
+                continue
+            if not res["ok"]:
+                self.drop(res["reason"])
+                errors.setdefault(res["reason"], res.get("message", ""))
+                continue
+            yield item, res
+
     def as_dict(self) -> dict[str, int]:
         return {k: int(v) for k, v in sorted(self.items()) if v}
