@@ -20,7 +20,7 @@ def _gpt3(batch: int, v: int) -> float:
     cluster = ClusterSpec(accelerator=A100, gpus=96, nic_bw_bytes_per_s_per_gpu=25e9)
     plan = TrainingPlan(tp=8, pp=12, dp=1, virtual_stages=v, micro_batch=1, global_batch=batch, seq_len=2048,
                         recompute="full", zero=0, precision="fp16", attention="unfused",
-                        overlap_grad_reduce=False, overlap_param_gather=False,
+                        overlap_grad_reduce=False, overlap_param_gather=False, overlap_p2p_comm=False,
                         schedule="interleaved" if v > 1 else "1f1b")
     return simulate(GPT3, cluster, plan).tokens_per_s
 
@@ -106,3 +106,20 @@ def test_moe_and_context_parallel_run():
     cp = simulate(SMALL, ClusterSpec(accelerator=H100, gpus=16),
                   TrainingPlan(tp=2, cp=4, dp=2, sequence_parallel=True, global_batch=8, seq_len=65536))
     assert cp.details["layer_fwd_cp_comm"] > 0
+
+
+def test_fa2_on_h100_runs_at_the_published_forward_plus_backward_rate():
+    """FA2 paper, section 4.1: FA2 on an H100 reaches up to 335 TFLOP/s forward + backward (head
+    dim 128, long sequences). Attention FLOPs: forward 4 * hidden * causal pairs, backward 2.5x."""
+    from parasim.training.step import ATTN_BWD_EFF_RATIO, ATTN_BWD_FLOPS_RATIO, _costers, layer_times
+
+    model = get_model("llama-2-7b")
+    cluster = ClusterSpec(accelerator=get_accelerator("h100-sxm"), gpus=8)
+    s = 16384
+    plan = TrainingPlan(tp=1, dp=8, micro_batch=1, global_batch=8, seq_len=s, precision="bf16", attention="flash2")
+    layer, _ = _costers(model, cluster, plan)
+    pairs = s * (s + 1) / 2
+    attn_f = layer_times(model, cluster, plan, layer, pairs, moe=False).parts["attention"]
+    attn_b = ATTN_BWD_FLOPS_RATIO * attn_f / ATTN_BWD_EFF_RATIO
+    flops = 4 * model.hidden * pairs * (1 + ATTN_BWD_FLOPS_RATIO)
+    assert flops / (attn_f + attn_b) / 1e12 == pytest.approx(335, rel=0.01)

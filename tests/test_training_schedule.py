@@ -73,3 +73,36 @@ def test_registry_rejects_duplicates_and_unknown_names():
     with pytest.raises(InputError) as e:
         get_schedule("zero-bubble")
     assert e.value.field == "schedule"
+
+
+def _run_p2p(name: str, pp: int, m: int, v: int, p2p: float, blocking: bool):
+    sched = get_schedule(name)
+    ops = [sched.ops(r, pp, m, v) for r in range(pp)]
+    fwd = [[(1.0 / v, 0.0)] * v for _ in range(pp)]
+    bwd = [[(2.0 / v, 0.0)] * v for _ in range(pp)]
+    return run_pipeline(ops, pp, v, m, fwd, bwd, p2p, p2p_blocking=blocking)
+
+
+@given(pp=st.integers(2, 6), groups=st.integers(1, 3), v=st.integers(1, 3), p2p=st.floats(0.001, 0.5),
+       blocking=st.booleans())
+@settings(max_examples=40, deadline=None)
+def test_p2p_time_charged_per_send_and_receive(pp, groups, v, p2p, blocking):
+    """Every micro-batch crosses pp*v - 1 stage boundaries forward and as many backward. Blocking,
+    each crossing holds its sender for the whole transfer; overlapped, it costs the sender and the
+    receiver OVERLAP_SLOWDOWN of it. The ranks' comm time adds up to exactly that."""
+    from parasim.training.step import OVERLAP_SLOWDOWN
+
+    m = pp * groups
+    name = "interleaved" if v > 1 else "1f1b"
+    run = _run_p2p(name, pp, m, v, p2p, blocking)
+    crossings = 2 * m * (pp * v - 1)
+    per_crossing = p2p if blocking else 2 * OVERLAP_SLOWDOWN * p2p
+    assert sum(run.busy_comm_s) == pytest.approx(crossings * per_crossing, rel=1e-9)
+
+
+def test_gpipe_two_stages_one_microbatch_blocking_by_hand():
+    """pp=2, m=1, f=1, b=2, p2p=c: F0 [0,1], send holds rank 0 to 1+c; F1 [1+c, 2+c]; B1 [2+c, 4+c],
+    its send holds rank 1 to 4+2c; B0 [4+2c, 6+2c]."""
+    c = 0.25
+    run = _run_p2p("gpipe", 2, 1, 1, c, True)
+    assert run.end_s == pytest.approx([6 + 2 * c, 4 + 2 * c])

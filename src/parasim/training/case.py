@@ -5,7 +5,9 @@ switches) are chosen as the named software most plausibly ran them, and every ch
 returned in `choices` so the report prints it:
 
 * Megatron-LM as of the 2021 paper: no FlashAttention (it did not exist; scores materialised and
-  softmax fused), gradient all-reduce after the backward (no bucketed overlap), no TP overlap.
+  softmax fused), gradient all-reduce after the backward (no bucketed overlap), no TP overlap,
+  blocking pipeline exchanges (its p2p_communication waits on batch_isend_irecv and then calls
+  torch.cuda.synchronize, so a send holds the rank).
 * Megatron-Core based stacks (NeMo, Megatron-LM >= 2023, torchtitan...): fused flash attention,
   overlapped gradient reduce-scatter and parameter all-gather; NeMo's performance recipes also
   overlap TP communication with GEMMs (userbuffers) when sequence parallelism is on.
@@ -56,9 +58,9 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
     extra: dict[str, Any] = {}
     if legacy:
         extra = {"attention": "unfused", "overlap_grad_reduce": False, "overlap_param_gather": False,
-                 "tp_comm_overlap": False}
+                 "tp_comm_overlap": False, "overlap_p2p_comm": False}
         choices.append("Megatron-LM 2021: unfused attention (no FlashAttention), gradient all-reduce after the "
-                       "backward, no TP overlap")
+                       "backward, no TP overlap, blocking pipeline sends")
     else:
         tp_overlap = bool(raw.get("sequence_parallel")) and int(raw.get("tp") or 1) > 1 and "nemo" in case.software.lower()
         kernel = "flash2" if _pre_fa3(case.software) else "flash"

@@ -38,6 +38,10 @@ class TrainingPlan:
     overlap_grad_reduce: bool = True
     overlap_param_gather: bool = True
     tp_comm_overlap: bool = False
+    # pipeline sends/receives run beside compute (Megatron-Core `overlap_p2p_comm`, NeMo recipes,
+    # torchtitan); False = blocking exchanges that hold the rank until the transfer is done
+    # (Megatron-LM 2021: batch_isend_irecv, wait, then torch.cuda.synchronize)
+    overlap_p2p_comm: bool = True
     schedule: str = "1f1b"  # gpipe | 1f1b | interleaved (1f1b with virtual_stages > 1 = interleaved)
     attention: str = "flash"  # flash (best fused kernel, catalog) | flash2 (FA2-generation) | unfused
     seq_len_dist: str | None = None  # file with one document length per line (packed into sequences)

@@ -46,9 +46,12 @@ UNFUSED_SCORE_BYTES_FWD = 13.0
 # backward TFLOP/s at ~0.75-0.85 of the forward's.
 ATTN_BWD_EFF_RATIO = 0.8
 # FlashAttention-2-generation kernels (FA2, cuDNN 8.x fused attention) on Hopper do not use
-# wgmma/TMA; the FA3 paper measures FA3 1.5-2.0x faster than FA2 on H100, so they run at about
-# 1/1.75 of the Hopper-native rate the catalog records. On earlier parts FA2 is the catalog figure.
-FA2_ON_HOPPER_RATIO = 1 / 1.75
+# wgmma/TMA. The FA2 paper (section 4.1, Fig. 7) measures them on an H100 at up to 335 TFLOP/s for
+# forward + backward together (head dim 128, 16k tokens). With the backward at ATTN_BWD_EFF_RATIO
+# of the forward's rate and 2.5x its FLOPs, that is a forward at 335 * (1 + 2.5 / 0.8) / 3.5 =
+# 395 TFLOP/s = 0.518 of the Hopper-native (FA3) rate the catalog records (757 of 989.4): FA3 is
+# then 1.93x faster, inside the FA3 paper's "1.5-2.0x". On earlier parts FA2 is the catalog figure.
+FA2_ON_HOPPER_RATIO = 335e12 * (1 + ATTN_BWD_FLOPS_RATIO / ATTN_BWD_EFF_RATIO) / (1 + ATTN_BWD_FLOPS_RATIO) / 757e12
 # Communication overlapped with compute is not free: NCCL / userbuffers kernels occupy SMs
 # (typically 16-24 of 108-132) and HBM bandwidth while they run, slowing the GEMMs they hide behind.
 OVERLAP_SLOWDOWN = 0.15
@@ -169,8 +172,13 @@ class PipelineRun:
 
 
 def run_pipeline(ops: list[list[Op]], pp: int, v: int, m: int, fwd: list[list[tuple[float, float]]],
-                 bwd: list[list[tuple[float, float]]], p2p_s: float) -> PipelineRun:
-    """Execute each rank's op list against the data dependencies; (compute, comm) per rank/chunk."""
+                 bwd: list[list[tuple[float, float]]], p2p_s: float, *, p2p_blocking: bool = False) -> PipelineRun:
+    """Execute each rank's op list against the data dependencies; (compute, comm) per rank/chunk.
+
+    A send always delays the receiver by `p2p_s`. With `p2p_blocking` the sender is held for the
+    transfer too (it waits on the send before its next op). Overlapped, the transfer still runs
+    NCCL kernels on both GPUs beside the compute: each side pays OVERLAP_SLOWDOWN of it.
+    """
     vst = pp * v
     f_end = [[-1.0] * m for _ in range(vst)]
     b_end = [[-1.0] * m for _ in range(vst)]
@@ -184,6 +192,8 @@ def run_pipeline(ops: list[list[Op]], pp: int, v: int, m: int, fwd: list[list[tu
     last_v = v - 1
     last_mb = m - 1
     last_g = vst - 1
+    hold = (p2p_s if p2p_blocking else OVERLAP_SLOWDOWN * p2p_s) if pp > 1 else 0.0  # sender
+    recv = 0.0 if p2p_blocking or pp == 1 else OVERLAP_SLOWDOWN * p2p_s  # receiver
     while remaining:
         progressed = 0
         for r in order:
@@ -203,8 +213,13 @@ def run_pipeline(ops: list[list[Op]], pp: int, v: int, m: int, fwd: list[list[tu
                             break
                         ready = e + (p2p_s if pp > 1 else 0.0)  # g-1 lives on another rank when pp > 1
                     comp, comm = fr[c]
+                    if g:
+                        comm += recv
                     t = (t if t > ready else ready) + comp + comm
                     f_end[g][j] = t
+                    if hold and g != last_g:
+                        t += hold
+                        comm += hold
                 else:
                     if g == last_g:
                         ready = f_end[g][j]
@@ -214,11 +229,16 @@ def run_pipeline(ops: list[list[Op]], pp: int, v: int, m: int, fwd: list[list[tu
                             break
                         ready = e + p2p_s
                     comp, comm = br[c]
+                    if g != last_g:
+                        comm += recv
                     start = t if t > ready else ready
                     if j == last_mb and c == last_v:
                         last_b[r] = start
                     t = start + comp + comm
                     b_end[g][j] = t
+                    if hold and g:
+                        t += hold
+                        comm += hold
                 bc += comp
                 bm += comm
                 i += 1
@@ -308,7 +328,7 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
         size = t * model.hidden * layer.ab / plan.tp
         p2p = collective_time_s("p2p", size, Group.strided(2, plan.tp * plan.cp * plan.dp, cluster), cluster)
     ops = rank_ops(plan.schedule_name, pp, m, v)
-    run = run_pipeline(ops, pp, v, m, fwd, bwd, p2p)
+    run = run_pipeline(ops, pp, v, m, fwd, bwd, p2p, p2p_blocking=not plan.overlap_p2p_comm)
 
     # --- after the pipeline: DP gradient reduction, optimizer, parameter all-gather ------------------
     best = (-1.0, 0, {}, {})
