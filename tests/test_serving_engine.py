@@ -219,3 +219,21 @@ def test_eager_prefill_is_floored_by_host_dispatch_and_decode_is_not():
     long = (8192, 8192 * 8193 / 2, 0.0, 0, 0.0, 1)  # GPU-bound prefill: the floor does not bind
     assert base.time_s(*long) > MODEL.layers * per_layer
     assert eager.time_s(*long) == base.time_s(*long)
+
+
+def test_output_delay_shifts_ttft_and_e2e_not_tpot():
+    """vLLM's asynchronous output processing reports every token `output_delay_s` late: TTFT and E2E
+    move by exactly that, the inter-token statistics do not."""
+    from parasim.serving.plan import ServingPlan
+    from parasim.serving.simulate import simulate
+    from parasim.serving.workload import generate
+    from parasim.specs.catalog import default_cluster, get_model
+
+    model, cluster = get_model("llama-3-8b"), default_cluster("h100-sxm", 1)
+    wl = generate(requests=40, rate=5.0, seed=3, prompt_tokens=200, output_tokens=30)
+    base = simulate(model, cluster, ServingPlan(scheduler="vllm"), wl, seed=0).summary
+    late = simulate(model, cluster, ServingPlan(scheduler="vllm", output_delay_s=0.0015), wl, seed=0).summary
+    assert late["ttft_mean_s"] == pytest.approx(base["ttft_mean_s"] + 0.0015, rel=1e-9)
+    assert late["e2e_mean_s"] == pytest.approx(base["e2e_mean_s"] + 0.0015, rel=1e-9)
+    assert late["tpot_mean_s"] == pytest.approx(base["tpot_mean_s"], rel=1e-9)
+    assert late["itl_mean_s"] == pytest.approx(base["itl_mean_s"], rel=1e-9)

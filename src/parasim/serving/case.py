@@ -11,8 +11,9 @@ most plausibly have used, and every such choice is reported in `CaseResult.choic
 * vLLM 0.6.0 defaults: prefill-prioritised scheduling without chunked prefill, max_num_seqs
   256, max_num_batched_tokens = max(max_model_len, 2048), block 16, gpu_memory_utilization 0.9
   unless the source states another value; prefill runs eagerly (CUDA graphs are captured only
-  for decode batches), so a prefill iteration takes at least layers x EAGER_LAYER_DISPATCH_S of
-  host dispatch; its TPOT is the per-output-token mean (every
+  for decode batches), so a prefill iteration takes at least layers x eager_layer_dispatch_s(tp)
+  of host dispatch (10 kernel launches per layer, 14 with TP's two custom all-reduces); outputs are processed asynchronously during the next iteration, so tokens are
+  reported VLLM_ASYNC_OUTPUT_DELAY_S after their iteration ends; its TPOT is the per-output-token mean (every
   inter-token gap), so `tpot_mean_s` is predicted as the mean inter-token latency.
 """
 
@@ -25,13 +26,22 @@ import numpy as np
 
 from parasim.errors import InputError
 from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES, activation_workspace_bytes
-from parasim.serving.plan import EAGER_LAYER_DISPATCH_S, ITERATION_OVERHEAD_S, ServingPlan
+from parasim.serving.plan import (ITERATION_OVERHEAD_S, VLLM_ASYNC_OUTPUT_DELAY_S,
+                                  ServingPlan, eager_layer_dispatch_s)
 from parasim.serving.simulate import simulate
 from parasim.serving.workload import Workload, generate, read_trace
 from parasim.specs.validation_case import Case, CaseResult
 
 TRTLLM_MAX_NUM_TOKENS = 8192
 TRTLLM_MAX_BATCH = 2048
+#: TensorRT-LLM v0.11 perf-overview, "Engine building": per-network (max_num_tokens,
+#: max_batch_size), some per (ISL, OSL). Networks are named by (layers, hidden, vocab).
+TRTLLM_011_BUILD: dict[tuple[int, int, int], dict[tuple[int, tuple[int, int] | None], tuple[int, int]]] = {
+    (32, 4096, 32000): {(1, None): (8192, 4096)},  # Llama-2-7b
+    (32, 4096, 128256): {(1, None): (8192, 2048)},  # Meta-Llama-3-8B
+    (80, 8192, 32000): {(2, None): (2048, 2048), (4, None): (8192, 4096), (4, (128, 4096)): (8192, 256),
+                        (8, None): (16384, 8192), (8, (128, 2048)): (16384, 1024)},  # Llama-2-70b
+}
 TRTLLM_KV_FREE_FRACTION = 0.99
 TRTLLM_BLOCK = 64
 VLLM_MAX_NUM_SEQS = 256
@@ -65,6 +75,18 @@ def _workload(case: Case, choices: list[str]) -> Workload:
     raise InputError(f"case {case.id}.workload.arrival", "must be 'burst' or {poisson_rate: R, seed: S}")
 
 
+def _trtllm_build(case: Case, tp: int) -> tuple[int, int, str]:
+    """(max_num_tokens, max_batch_size, where from) of the engine the case's release built."""
+    if re.search(r"\b0\.11\b", case.software):
+        m, w = case.model, case.workload or {}
+        table = TRTLLM_011_BUILD.get((m.layers, m.hidden, m.vocab), {})
+        isl_osl = (int(w.get("prompt_tokens") or 0), int(w.get("output_tokens") or 0))
+        hit = table.get((tp, isl_osl)) or table.get((tp, None))
+        if hit:
+            return hit[0], hit[1], "v0.11 perf-overview engine-build table"
+    return TRTLLM_MAX_NUM_TOKENS, TRTLLM_MAX_BATCH, "trtllm-build defaults"
+
+
 def case_plan(case: Case) -> tuple[ServingPlan, list[str], str]:
     p = case.plan
     prof = software_profile(case.software)
@@ -77,28 +99,30 @@ def case_plan(case: Case) -> tuple[ServingPlan, list[str], str]:
                           "kv_dtype": p.get("kv_cache")}
     model = case.model
     if prof == "tensorrt-llm":
-        kw.update(scheduler="sarathi", token_budget=TRTLLM_MAX_NUM_TOKENS, kv_reservation="full",
+        max_tokens, max_batch, where = _trtllm_build(case, kw["tp"])
+        kw.update(scheduler="sarathi", token_budget=max_tokens, kv_reservation="full",
                   block_size=TRTLLM_BLOCK, iteration_overhead_s=ITERATION_OVERHEAD_S["tensorrt-llm"])
-        kw["max_batch"] = int(p["max_batch"]) if p.get("max_batch") else TRTLLM_MAX_BATCH
+        kw["max_batch"] = int(p["max_batch"]) if p.get("max_batch") else max_batch
         # kv_cache_free_gpu_mem_fraction applies to what is left after weights and activations
         from parasim.cost.dtypes import dtype_bytes
         from parasim.cost.memory import weight_params_per_gpu
 
         acc = case.cluster.accelerator
         w = weight_params_per_gpu(model, tp=kw["tp"], pp=kw["pp"]) * dtype_bytes(weights)
-        act = activation_workspace_bytes(model, tp=kw["tp"], tokens=TRTLLM_MAX_NUM_TOKENS, logit_rows=kw["max_batch"],
+        act = activation_workspace_bytes(model, tp=kw["tp"], tokens=max_tokens, logit_rows=kw["max_batch"],
                                          act_bytes=2.0)
         fixed = w + act + RUNTIME_RESERVED_BYTES
         kv = TRTLLM_KV_FREE_FRACTION * max(acc.hbm_bytes - fixed, 0.0)
         kw["gpu_memory_utilization"] = min(1.0, (kv + fixed) / acc.hbm_bytes)
         choices.append(f"TensorRT-LLM in-flight batching with chunked context: token budget (max_num_tokens) "
-                       f"{TRTLLM_MAX_NUM_TOKENS}, max_batch_size {kw['max_batch']}, tokens_per_block {TRTLLM_BLOCK}, "
+                       f"{max_tokens}, max_batch_size {kw['max_batch']} ({where}), tokens_per_block {TRTLLM_BLOCK}, "
                        f"KV reserved for prompt+output (GUARANTEED_NO_EVICT), KV = {TRTLLM_KV_FREE_FRACTION:.0%} of free memory")
     elif prof == "vllm":
         m = re.search(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)", case.source + " " + case.software)
         util = float(m.group(1)) if m else VLLM_GPU_MEMORY_UTILIZATION
         kw.update(scheduler=p.get("scheduler") or "vllm", block_size=16, gpu_memory_utilization=util,
-                  iteration_overhead_s=ITERATION_OVERHEAD_S["vllm"], eager_prefill_layer_s=EAGER_LAYER_DISPATCH_S,
+                  iteration_overhead_s=ITERATION_OVERHEAD_S["vllm"], eager_prefill_layer_s=eager_layer_dispatch_s(kw["tp"]),
+                  output_delay_s=VLLM_ASYNC_OUTPUT_DELAY_S,
                   max_batch=int(p["max_batch"]) if p.get("max_batch") else VLLM_MAX_NUM_SEQS)
         if kw["scheduler"] == "continuous":
             kw["scheduler"] = "vllm"
@@ -106,7 +130,9 @@ def case_plan(case: Case) -> tuple[ServingPlan, list[str], str]:
                        f"block 16, max_num_batched_tokens max(max_model_len={model.max_seq_len}, 2048), "
                        f"gpu_memory_utilization {util}" + ("" if m else " (default; not in the source)")
                        + f"; prefill runs eagerly (CUDA graphs only for decode): at least "
-                       f"{EAGER_LAYER_DISPATCH_S * 1e3:.2f} ms of host dispatch per layer")
+                       f"{eager_layer_dispatch_s(kw['tp']) * 1e3:.2f} ms of host dispatch per layer; async output processing "
+                       f"(default since 0.6.0): tokens reported {VLLM_ASYNC_OUTPUT_DELAY_S * 1e3:.1f} ms after their "
+                       f"iteration, inside the next one")
     else:
         kw.update(scheduler=p.get("scheduler") or "sarathi", max_batch=p.get("max_batch"))
         if kw["scheduler"] == "continuous":

@@ -20,16 +20,40 @@ from parasim.errors import InputError
 #: share of an H100 decode step before the async/multi-step work) and TensorRT-LLM's C++ runtime.
 ITERATION_OVERHEAD_S = {"default": 1.0e-3, "vllm": 1.5e-3, "tensorrt-llm": 0.3e-3}
 
-#: Host time to dispatch one decoder layer's kernels when the forward pass runs eagerly (no CUDA
-#: graph): Python module calls, the PyTorch dispatcher and ~12 kernel launches per layer (norm,
-#: QKV GEMM, rotary, KV-cache write, attention, output GEMM, all-reduce, norm, gate/up GEMM,
-#: activation, down GEMM, all-reduce). vLLM 0.6 captures CUDA graphs only for decode batches
-#: (sizes up to 256); every prefill runs eagerly, so a prefill iteration cannot finish before
-#: the host has issued all its kernels: its time is max(GPU time, layers x this) + the
-#: per-iteration overhead. Order of magnitude from a published eager-vs-graph measurement:
-#: one Llama-3.1-8B (32 layers) decode step on an H100 SXM takes 8.4 ms eager vs 5.1 ms as a CUDA
-#: graph, i.e. the eager step is host-bound at ~0.26 ms per layer. An engine constant, not fitted.
-EAGER_LAYER_DISPATCH_S = 0.25e-3
+#: Host time to issue one kernel when the forward pass runs eagerly (no CUDA graph): the Python
+#: module call, the PyTorch dispatcher and the launch. vLLM 0.6 captures CUDA graphs only for
+#: decode batches (sizes up to 256); every prefill runs eagerly, so a prefill iteration cannot
+#: finish before the host has issued all its kernels: its time is max(GPU time, layers x the
+#: layer's dispatch time) + the per-iteration overhead. From a published eager-vs-graph
+#: measurement: one Llama-3.1-8B (32 layers, one GPU) decode step on an H100 SXM takes 8.4 ms eager
+#: vs 5.1 ms as a CUDA graph, i.e. host-bound at 0.26 ms per layer for the layer's 10 kernels
+#: (norm, QKV GEMM, rotary, KV-cache write, attention, output GEMM, norm, gate/up GEMM,
+#: activation, down GEMM): 26 us per kernel. An engine constant, not fitted to a case.
+EAGER_KERNEL_DISPATCH_S = 0.26e-3 / 10
+EAGER_KERNELS_PER_LAYER = 10
+#: With TP each layer adds two all-reduces; outside a CUDA graph vLLM's custom all-reduce first
+#: copies its input into the registered buffer (custom_all_reduce.all_reduce_unreg), so each is
+#: two launches (copy + kernel).
+EAGER_TP_KERNELS_PER_LAYER = 4
+
+
+def eager_layer_dispatch_s(tp: int) -> float:
+    """Host time to issue one decoder layer's kernels eagerly (see EAGER_KERNEL_DISPATCH_S)."""
+    kernels = EAGER_KERNELS_PER_LAYER + (EAGER_TP_KERNELS_PER_LAYER if tp > 1 else 0)
+    return kernels * EAGER_KERNEL_DISPATCH_S
+
+
+EAGER_LAYER_DISPATCH_S = eager_layer_dispatch_s(1)
+
+#: vLLM >= 0.6 processes an iteration's outputs asynchronously: they are queued when the iteration
+#: ends and processed (first-token time set, detokenised, TTFT/TPOT observed) by a callback that
+#: runs inside the *next* iteration, after its host work (schedule, prepare inputs, broadcast to
+#: the TP workers, launch) and before its sampling (v0.6.0 llm_engine.step / model_runner
+#: execute_model -> async_callback). Every token is therefore reported about one iteration's host
+#: overhead after its GPU work ends; the shift is the same for every token, so inter-token gaps
+#: and TPOT are unchanged while TTFT and E2E grow by it. (When nothing else is scheduled vLLM
+#: drains the queue at once; that idle-engine case is not distinguished.)
+VLLM_ASYNC_OUTPUT_DELAY_S = ITERATION_OVERHEAD_S["vllm"]
 
 ROUTERS = ("round_robin", "least_outstanding_tokens")
 KV_RESERVATION = ("incremental", "full")
@@ -52,6 +76,7 @@ class ServingPlan:
     kv_reservation: str = "incremental"  # incremental (vLLM: grow, preempt when full) | full (reserve prompt+output)
     iteration_overhead_s: float | None = None  # None = ITERATION_OVERHEAD_S["default"]
     eager_prefill_layer_s: float | None = None  # host dispatch per layer of an eager prefill (None = graphs/overlapped)
+    output_delay_s: float = 0.0  # iteration end -> its tokens reported (vLLM >= 0.6 async output processing)
     prefill_gpus: int | None = None  # disagg: GPUs of the prefill pool (None = half)
     prefill_tp: int | None = None  # disagg: TP inside the prefill pool (None = tp)
     decode_gpus: int | None = None  # disagg: GPUs of the decode pool (None = the rest)
@@ -84,6 +109,8 @@ class ServingPlan:
             raise InputError("iteration_overhead_s", f"must be >= 0, got {self.iteration_overhead_s}")
         if self.eager_prefill_layer_s is not None and self.eager_prefill_layer_s < 0:
             raise InputError("eager_prefill_layer_s", f"must be >= 0, got {self.eager_prefill_layer_s}")
+        if not self.output_delay_s >= 0:
+            raise InputError("output_delay_s", f"must be >= 0, got {self.output_delay_s}")
 
     # --- derived ----------------------------------------------------------------------------
     @property
