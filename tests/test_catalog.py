@@ -156,3 +156,17 @@ def test_families_follow_the_validation_format():
     for m in models.values():
         assert m.is_moe == (m.family == "moe"), m.name
         assert m.heads % m.kv_heads == 0
+
+
+def test_cluster_for_applies_the_preset_then_the_overrides():
+    """One cluster builder for train, serve and validation cases: the part's preset, then the
+    caller's node size and NIC rate; a smaller node stays inside a rack-scale NVLink domain."""
+    gb200 = catalog.get_accelerator("gb200")
+    c = catalog.cluster_for(gb200, 144)
+    assert (c.gpus_per_node, c.scale_up_domain, c.nic_bw_bytes_per_s_per_gpu) == (4, 72, 400e9 / 8)
+    c = catalog.cluster_for(gb200, 144, gpus_per_node=2)
+    assert (c.gpus_per_node, c.scale_up_domain, c.nic_bw_bytes_per_s_per_gpu) == (2, 72, 400e9 / 8)
+    h100 = catalog.get_accelerator("h100-sxm")
+    c = catalog.cluster_for(h100, 32, gpus_per_node=16, nic_bw_bytes_per_s_per_gpu=25e9)
+    assert (c.gpus_per_node, c.scale_up_domain, c.nic_bw_bytes_per_s_per_gpu) == (16, 0, 25e9)
+    assert catalog.default_cluster("h100-sxm", 16) == catalog.cluster_for(h100, 16)

@@ -15,8 +15,7 @@ import yaml
 
 from parasim.errors import InputError
 from parasim.report.tables import console, dumps, kv_table
-from parasim.specs.catalog import default_node_preset, get_accelerator, get_model
-from parasim.specs.cluster import ClusterSpec
+from parasim.specs.catalog import cluster_for, get_accelerator, get_model
 
 PLAN_KEYS = ("tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "block_size", "weights", "kv_dtype",
              "prefix_cache", "router", "gpu_memory_utilization", "kv_reservation", "iteration_overhead_s",
@@ -72,14 +71,8 @@ def build(opts: dict[str, Any]):
     gpus = opts["gpus"] if opts.get("gpus") is not None else plan.gpus()
     if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
         raise InputError("gpus", f"must be a positive integer, got {gpus!r}")
-    preset = default_node_preset(acc.id)
-    kw: dict[str, Any] = {"accelerator": acc, "gpus": gpus}
-    if opts.get("gpus_per_node"):
-        kw["gpus_per_node"] = int(opts["gpus_per_node"])
-    elif preset:
-        kw.update(gpus_per_node=preset.gpus_per_node, scale_up_domain=preset.scale_up_domain,
-                  nic_bw_bytes_per_s_per_gpu=preset.nic_bw_bytes_per_s_per_gpu)
-    cluster = ClusterSpec(**kw)
+    gpn = opts.get("gpus_per_node")
+    cluster = cluster_for(acc, gpus, gpus_per_node=int(gpn) if gpn is not None else None)
     if plan.is_disagg:
         plan.disagg_split(cluster.gpus)
     elif plan.gpus() > cluster.gpus:

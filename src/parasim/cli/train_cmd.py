@@ -41,8 +41,7 @@ def load_config(path: Path) -> dict[str, Any]:
 
 def build(options: dict[str, Any]):
     """(model, cluster, plan) from merged options; raises InputError naming the bad field."""
-    from parasim.specs.catalog import default_node_preset, get_accelerator, get_model
-    from parasim.specs.cluster import ClusterSpec
+    from parasim.specs.catalog import cluster_for, get_accelerator, get_model
     from parasim.training import TrainingPlan
 
     for key in ("model", "gpu", "gpus"):
@@ -54,20 +53,15 @@ def build(options: dict[str, Any]):
         gpus = int(options["gpus"])
     except (TypeError, ValueError):
         raise InputError("gpus", f"must be a positive integer, got {options['gpus']!r}") from None
-    preset = default_node_preset(acc.id)
-    kw: dict[str, Any] = {"accelerator": acc, "gpus": gpus}
-    if preset:
-        kw.update(gpus_per_node=preset.gpus_per_node, scale_up_domain=preset.scale_up_domain,
-                  nic_bw_bytes_per_s_per_gpu=preset.nic_bw_bytes_per_s_per_gpu)
-    if options.get("gpus_per_node") is not None:
-        kw["gpus_per_node"] = int(options["gpus_per_node"])
-        kw["scale_up_domain"] = max(kw.get("scale_up_domain", 0), 0) if kw["gpus_per_node"] <= kw.get("scale_up_domain", 0) else 0
+    nic = None
     if options.get("inter_node_gbps") is not None:
         gbps = float(options["inter_node_gbps"])
         if gbps <= 0:
             raise InputError("inter-node-gbps", f"must be positive, got {gbps}")
-        kw["nic_bw_bytes_per_s_per_gpu"] = gbps * 1e9 / 8
-    cluster = ClusterSpec(**kw)
+        nic = gbps * 1e9 / 8
+    gpn = options.get("gpus_per_node")
+    cluster = cluster_for(acc, gpus, gpus_per_node=int(gpn) if gpn is not None else None,
+                          nic_bw_bytes_per_s_per_gpu=nic)
     plan_keys = {k: v for k, v in options.items() if k not in CLUSTER_KEYS and k not in ("json", "config")}
     # degrees that must divide the model are checked before dp is derived from them
     from parasim.cost.layer import Sharding, check_sharding

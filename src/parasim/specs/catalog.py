@@ -6,6 +6,7 @@ path to a Hugging Face config.json or a parasim model YAML.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -111,15 +112,28 @@ def get_model(name_or_path: str, *, field: str = "model") -> ModelSpec:
     raise unknown_name(field, name_or_path, cat)
 
 
+def cluster_for(acc: AcceleratorSpec, gpus: int, *, gpus_per_node: int | None = None,
+                nic_bw_bytes_per_s_per_gpu: float | None = None) -> ClusterSpec:
+    """The cluster every command builds for `gpus` of a part: its node preset (GPUs per node,
+    scale-up domain, NICs), else ClusterSpec's defaults (8 per node, 400 Gb/s per GPU), with the
+    caller's overrides. A smaller node keeps the preset's scale-up domain when the domain still
+    contains it (an NVL72 rack of 4-GPU trays); a larger one is its own domain."""
+    preset = default_node_preset(acc.id)
+    c = ClusterSpec.from_preset(preset, acc, gpus) if preset else ClusterSpec(accelerator=acc, gpus=gpus)
+    changes: dict[str, Any] = {}
+    if gpus_per_node is not None:
+        changes["gpus_per_node"] = int(gpus_per_node)
+        if int(gpus_per_node) > c.scale_up_domain:
+            changes["scale_up_domain"] = 0
+    if nic_bw_bytes_per_s_per_gpu is not None:
+        changes["nic_bw_bytes_per_s_per_gpu"] = float(nic_bw_bytes_per_s_per_gpu)
+    return replace(c, **changes) if changes else c
+
+
 @cache
 def default_cluster(accelerator_id: str, gpus: int) -> ClusterSpec:
-    """The cluster a GPU id implies: its node preset (GPUs per node, scale-up domain, NICs), else
-    ClusterSpec's defaults (8 per node, 400 Gb/s per GPU)."""
-    acc = get_accelerator(accelerator_id)
-    preset = default_node_preset(acc.id)
-    if preset:
-        return ClusterSpec.from_preset(preset, acc, gpus)
-    return ClusterSpec(accelerator=acc, gpus=gpus)
+    """`cluster_for` a GPU id with no overrides (cached: the planners call it per candidate)."""
+    return cluster_for(get_accelerator(accelerator_id), gpus)
 
 
 def default_node_preset(accelerator_id: str) -> NodePreset | None:

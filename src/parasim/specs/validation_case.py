@@ -77,17 +77,11 @@ def _cluster(hw: dict, where: str) -> ClusterSpec:
     gpus = hw.get("gpus")
     if not isinstance(gpus, int) or gpus <= 0:
         raise InputError(f"{where}.hardware.gpus", f"must be a positive integer, got {gpus!r}")
-    kw: dict[str, Any] = {"accelerator": acc, "gpus": gpus, "gpus_per_node": int(hw.get("gpus_per_node") or min(gpus, 8))}
-    if hw.get("inter_node_gbps_per_gpu"):
-        kw["nic_bw_bytes_per_s_per_gpu"] = float(hw["inter_node_gbps_per_gpu"]) * 1e9 / 8
-    else:
-        from parasim.specs.catalog import default_node_preset
+    from parasim.specs.catalog import cluster_for
 
-        preset = default_node_preset(acc.id)
-        if preset:
-            kw["nic_bw_bytes_per_s_per_gpu"] = preset.nic_bw_bytes_per_s_per_gpu
-            kw["scale_up_domain"] = preset.scale_up_domain
-    return ClusterSpec(**kw)
+    nic = float(hw["inter_node_gbps_per_gpu"]) * 1e9 / 8 if hw.get("inter_node_gbps_per_gpu") else None
+    return cluster_for(acc, gpus, gpus_per_node=int(hw.get("gpus_per_node") or min(gpus, 8)),
+                       nic_bw_bytes_per_s_per_gpu=nic)
 
 
 def _model(m: Any, where: str) -> ModelSpec:
