@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-import yaml
 
+from parasim.cli.config import read_mapping
 from parasim.errors import InputError
 from parasim.report.tables import console, dumps, kv_table
 from parasim.specs.catalog import cluster_for, get_accelerator, get_model
@@ -32,20 +32,11 @@ ALL_KEYS = PLAN_KEYS + WORKLOAD_KEYS + OTHER_KEYS
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError("config", f"no such config file: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise InputError(f"{path.name}{f' line {mark.line + 1}' if mark else ''}", "malformed YAML") from None
-    if not isinstance(data, dict):
-        raise InputError(path.name, "a serve config is a mapping of flag names to values")
+    data = read_mapping(path)
     out: dict[str, Any] = {}
-    for k, v in data.items():
-        key = str(k).replace("-", "_")
+    for key, v in data.items():
         if key not in ALL_KEYS:
-            raise InputError(f"{path.name}:{k}", f"unknown key; allowed: {', '.join(sorted(ALL_KEYS))}")
+            raise InputError(f"{path.name}:{key}", f"unknown key; allowed: {', '.join(sorted(ALL_KEYS))}")
         if key in PATH_KEYS and isinstance(v, str) and v and not (key == "model" and not v.endswith((".json", ".yaml", ".yml"))):
             p = Path(v)
             v = str(p if p.is_absolute() else (path.parent / p))

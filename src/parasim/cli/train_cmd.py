@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-import yaml
 
+from parasim.cli.config import read_mapping
 from parasim.errors import InputError
 from parasim.report.tables import console, fmt, kv_table, print_json
 
@@ -22,17 +22,7 @@ PANEL_OVERLAP = "Overlap and schedule"
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError("config", f"no such file: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise InputError("config", f"{path.name}: malformed YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(data, dict):
-        raise InputError("config", f"{path.name}: must be a mapping of option names to values")
-    out = {}
-    for k, v in data.items():
-        out[str(k).replace("-", "_")] = v
+    out = read_mapping(path)
     if isinstance(out.get("plan"), dict):  # allow a nested `plan:` block
         for k, v in out.pop("plan").items():
             out.setdefault(str(k).replace("-", "_"), v)
