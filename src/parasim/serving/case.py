@@ -12,9 +12,10 @@ most plausibly have used, and every such choice is reported in `CaseResult.choic
   256, max_num_batched_tokens = max(max_model_len, 2048), block 16, gpu_memory_utilization 0.9
   unless the source states another value; prefill runs eagerly (CUDA graphs are captured only
   for decode batches), so a prefill iteration takes at least layers x eager_layer_dispatch_s(tp)
-  of host dispatch (10 kernel launches per layer, 14 with TP's two custom all-reduces); outputs are processed asynchronously during the next iteration, so tokens are
-  reported VLLM_ASYNC_OUTPUT_DELAY_S after their iteration ends; its TPOT is the per-output-token mean (every
-  inter-token gap), so `tpot_mean_s` is predicted as the mean inter-token latency.
+  of host dispatch (10 kernel launches per layer, 14 with TP's two custom all-reduces); outputs
+  are processed asynchronously during the next iteration, so tokens are reported
+  VLLM_ASYNC_OUTPUT_DELAY_S after their iteration ends; its TPOT is the per-output-token mean
+  (every inter-token gap), so `tpot_mean_s` is predicted as the mean inter-token latency.
 """
 
 from __future__ import annotations

@@ -43,8 +43,6 @@ def eager_layer_dispatch_s(tp: int) -> float:
     return kernels * EAGER_KERNEL_DISPATCH_S
 
 
-EAGER_LAYER_DISPATCH_S = eager_layer_dispatch_s(1)
-
 #: vLLM >= 0.6 processes an iteration's outputs asynchronously: they are queued when the iteration
 #: ends and processed (first-token time set, detokenised, TTFT/TPOT observed) by a callback that
 #: runs inside the *next* iteration, after its host work (schedule, prepare inputs, broadcast to
