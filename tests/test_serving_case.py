@@ -58,7 +58,7 @@ def test_vllm_eager_dispatch_per_layer_from_the_launch_count():
 def test_trtllm_011_build_table_by_architecture():
     """The v0.11 perf-overview builds Llama-2-70B TP8 for 128/2048 with max_num_tokens 16384 and
     max_batch_size 1024; other TP8 runs use 8192 sequences; unknown networks get the defaults."""
-    from parasim.serving.case import TRTLLM_MAX_BATCH, TRTLLM_MAX_NUM_TOKENS
+    from parasim.serving.trtllm import TRTLLM_MAX_BATCH, TRTLLM_MAX_NUM_TOKENS
 
     by_id = _cases("dev.yaml")
     plan, _, _ = case_plan(by_id["trtllm011-llama2-70b-h100-sxm-fp16-tp8-128-2048"])
@@ -68,3 +68,113 @@ def test_trtllm_011_build_table_by_architecture():
     plan, _, _ = case_plan(by_id["trtllm011-llama3-8b-h100-sxm-fp8-tp1-128-128"])
     assert (plan.token_budget, plan.max_batch) == (8192, 2048)
     assert (TRTLLM_MAX_NUM_TOKENS, TRTLLM_MAX_BATCH) == (8192, 2048)
+
+
+# ------------------------------------------------------------------ TensorRT-LLM release flows
+
+def _llama31_8b():
+    from parasim.specs.catalog import model_from_mapping
+
+    return model_from_mapping({"name": "llama-3.1-8b", "family": "llama", "layers": 32, "hidden": 4096, "heads": 32,
+                               "kv_heads": 8, "ffn_hidden": 14336, "vocab": 128256})
+
+
+def test_trtllm_release_parsing():
+    from parasim.serving.trtllm import release
+
+    assert release("tensorrt-llm 0.11") == (0, 11)
+    assert release("TensorRT-LLM v1.0 (pytorch backend)") == (1, 0)
+    assert release("tensorrt-llm 0.18.2") == (0, 18)
+    assert release("tensorrt-llm") is None
+
+
+def test_trtllm_bench_sizing_rule_by_hand():
+    """Llama-3.1-8B FP8 on one H100, ISL 128 / OSL 2048, worked by hand from trtllm-bench's rule:
+    params = 2 x 128256 x 4096 (embedding + untied head) + 32 x (4096 x (4096 + 2 x 1024 + 4096)
+    + 3 x 4096 x 14336 + 2 x 4096) + 4096 = 8.030e9 (1 byte each in FP8); KV per token =
+    2 x 32 layers x 8 heads x 128 x 1 byte = 65,536 B; requests = (80e9 - params) x 0.95 /
+    (65,536 x 2176) = 479.4 -> batch 128 x ceil(479.4 / 128) = 512; tokens = 479.4 x (1 + 128/2048)
+    = 509 -> the 2048 floor."""
+    from parasim.serving.trtllm import trtllm_bench_settings
+    from parasim.specs.catalog import get_accelerator
+
+    params = 2 * 128256 * 4096 + 32 * (4096 * (4096 + 2 * 1024 + 4096) + 3 * 4096 * 14336 + 2 * 4096) + 4096
+    requests = (80e9 - params) * 0.95 / (65536 * 2176)
+    assert 479 < requests < 480
+    bs, tokens = trtllm_bench_settings(_llama31_8b(), get_accelerator("h100-sxm"), tp=1, pp=1, isl=128, osl=2048,
+                                       weights="fp8", kv_dtype="fp8")
+    assert (bs, tokens) == (512, 2048)
+
+
+@pytest.mark.parametrize("raw,expected", [(10, 64), (70, 96), (255, 256), (256, 256), (300, 384), (1023, 1024),
+                                          (1025, 1280), (4096, 4096)])
+def test_trtllm_bench_batch_rounding(raw, expected):
+    from parasim.serving.trtllm import _round_batch
+
+    assert _round_batch(raw) == expected
+
+
+@pytest.mark.parametrize("raw,expected", [(100, 2048), (2100, 2304), (4096, 4096), (5000, 5120), (8192, 8192),
+                                          (9000, 9216), (32768, 32768)])
+def test_trtllm_bench_token_rounding(raw, expected):
+    from parasim.serving.trtllm import _round_tokens
+
+    assert _round_tokens(raw) == expected
+
+
+def test_trtllm_flows_by_release():
+    """v0.11: the page's table, 0.99 of free memory, chunked context. Engine-era trtllm-bench
+    (0.12-0.18): the sizing rule, 0.95, chunked. PyTorch era (>= 0.19, or unnamed): no chunking,
+    so the token budget must hold the longest prompt plus a full batch of decodes."""
+    from parasim.serving.trtllm import trtllm_setup
+    from parasim.specs.catalog import get_accelerator
+
+    m, acc = _llama31_8b(), get_accelerator("h100-sxm")
+    kw = dict(tp=1, pp=1, isl=20000.0, max_isl=20000, osl=2000.0, weights="fp8", kv_dtype="fp8")
+    s011 = trtllm_setup("tensorrt-llm 0.11", m, acc, **kw)
+    assert (s011.max_num_tokens, s011.max_batch, s011.kv_fraction, s011.chunked) == (8192, 2048, 0.99, True)
+    s015 = trtllm_setup("tensorrt-llm 0.15", m, acc, **kw)
+    assert s015.chunked and s015.kv_fraction == 0.95 and s015.max_num_tokens < 20000
+    s10 = trtllm_setup("tensorrt-llm 1.0 (pytorch backend)", m, acc, **kw)
+    assert not s10.chunked and s10.max_num_tokens == 20000 + s10.max_batch
+    unnamed = trtllm_setup("tensorrt-llm", m, acc, **kw)
+    assert (unnamed.max_num_tokens, unnamed.max_batch, unnamed.chunked) == (s10.max_num_tokens, s10.max_batch, False)
+
+
+def test_trtllm_011_table_tells_apart_networks_of_one_shape():
+    """Llama-2-7B, Mistral-7B and Mixtral-8x7B share layers/hidden/vocab; the v0.11 table gives
+    them different engines (Mixtral TP2: max_num_tokens 3072, max_batch_size 2048)."""
+    from parasim.serving.trtllm import trtllm_setup
+    from parasim.specs.catalog import get_accelerator, model_from_mapping
+
+    base = {"name": "x", "layers": 32, "hidden": 4096, "heads": 32, "ffn_hidden": 14336, "vocab": 32000}
+    mixtral = model_from_mapping({**base, "family": "moe", "kv_heads": 8, "experts": 8, "experts_per_token": 2,
+                                  "moe_ffn_hidden": 14336})
+    mistral = model_from_mapping({**base, "family": "llama", "kv_heads": 8})
+    acc = get_accelerator("h100-sxm")
+    kw = dict(pp=1, isl=128.0, max_isl=128, osl=128.0, weights="fp16", kv_dtype="fp16")
+    s = trtllm_setup("tensorrt-llm 0.11", mixtral, acc, tp=2, **kw)
+    assert (s.max_num_tokens, s.max_batch) == (3072, 2048)
+    s = trtllm_setup("tensorrt-llm 0.11", mistral, acc, tp=1, **kw)
+    assert (s.max_num_tokens, s.max_batch) == (8192, 4098)
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "validation"
+
+
+@pytest.mark.parametrize("name", ["trtllm-0.11-perf-overview.yaml", "trtllm-1.0-perf-overview.yaml"])
+def test_shipped_validation_files_load_and_predict(name):
+    """The project's own case files (published tables in the shared format): unique ids, every
+    case a TensorRT-LLM serving case, and one case per accelerator predicts within 2x."""
+    cases = load_cases(SHIPPED / name)
+    assert len({c.id for c in cases}) == len(cases) > 50
+    assert all(c.kind == "serving" and "tensorrt" in c.software for c in cases)
+    one_per_gpu = {}
+    for c in cases:
+        if c.workload["output_tokens"] <= 128 and c.workload["prompt_tokens"] <= 2048:
+            one_per_gpu.setdefault(c.cluster.accelerator.id, c)
+    for c in one_per_gpu.values():
+        res = predict_case(c)
+        meas = c.measured["output_tokens_per_s"]
+        assert res.status == "ok", c.id
+        assert 0.5 * meas < res.predicted["output_tokens_per_s"] < 2.0 * meas, c.id

@@ -3,11 +3,18 @@
 A case names the software that was measured; null plan fields get what that software would
 most plausibly have used, and every such choice is reported in `CaseResult.choices`.
 
-* TensorRT-LLM (trtllm-bench, in-flight batching with chunked context): the token-budget rule
-  (`sarathi`) with the budget = max_num_tokens 8192 and max_batch_size 2048 (the trtllm-build
-  defaults), KV reserved for prompt + output at admission (GUARANTEED_NO_EVICT, trtllm-bench's
-  default scheduler policy), KV = 90 % of the memory left after weights and activations
-  (kv_cache_free_gpu_mem_fraction 0.9), block 64 tokens (tokens_per_block default).
+* TensorRT-LLM, by the release named in `software` (see `trtllm_setup`):
+  - v0.11 (gptManagerBenchmark, the v0.11 perf-overview methodology): in-flight batching with
+    chunked context (`sarathi` with budget = max_num_tokens), the per-network max_num_tokens /
+    max_batch_size of that page's engine-build table, kv_cache_free_gpu_mem_fraction 0.99.
+  - v0.12 - v0.18 (trtllm-bench on TensorRT engines) and v0.19+ / "pytorch" / no version
+    (trtllm-bench on the PyTorch backend): max_batch_size and max_num_tokens from trtllm-bench's
+    published sizing rule (`trtllm_bench_settings`), KV fraction 0.95 (the perf-overview says
+    most runs raised it from the 0.90 default to 0.95). The PyTorch flow does not chunk prompts
+    unless asked (`continuous`, budget at least ISL + max_batch_size, as trtllm-bench forces);
+    the engine flow keeps chunked context.
+  - Always: KV reserved for prompt + output at admission (GUARANTEED_NO_EVICT, the default
+    capacity policy), tokens_per_block 64.
 * vLLM 0.6.0 defaults: prefill-prioritised scheduling without chunked prefill, max_num_seqs
   256, max_num_batched_tokens = max(max_model_len, 2048), block 16, gpu_memory_utilization 0.9
   unless the source states another value; prefill runs eagerly (CUDA graphs are captured only
@@ -25,26 +32,17 @@ from typing import Any
 
 import numpy as np
 
+from parasim.cost.dtypes import dtype_bytes
+from parasim.cost.memory import weight_params_per_gpu
 from parasim.errors import InputError
 from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES, activation_workspace_bytes
 from parasim.serving.plan import (ITERATION_OVERHEAD_S, VLLM_ASYNC_OUTPUT_DELAY_S,
                                   ServingPlan, eager_layer_dispatch_s)
 from parasim.serving.simulate import simulate
+from parasim.serving.trtllm import TRTLLM_BLOCK, trtllm_setup
 from parasim.serving.workload import Workload, generate, read_trace
 from parasim.specs.validation_case import Case, CaseResult
 
-TRTLLM_MAX_NUM_TOKENS = 8192
-TRTLLM_MAX_BATCH = 2048
-#: TensorRT-LLM v0.11 perf-overview, "Engine building": per-network (max_num_tokens,
-#: max_batch_size), some per (ISL, OSL). Networks are named by (layers, hidden, vocab).
-TRTLLM_011_BUILD: dict[tuple[int, int, int], dict[tuple[int, tuple[int, int] | None], tuple[int, int]]] = {
-    (32, 4096, 32000): {(1, None): (8192, 4096)},  # Llama-2-7b
-    (32, 4096, 128256): {(1, None): (8192, 2048)},  # Meta-Llama-3-8B
-    (80, 8192, 32000): {(2, None): (2048, 2048), (4, None): (8192, 4096), (4, (128, 4096)): (8192, 256),
-                        (8, None): (16384, 8192), (8, (128, 2048)): (16384, 1024)},  # Llama-2-70b
-}
-TRTLLM_KV_FREE_FRACTION = 0.99
-TRTLLM_BLOCK = 64
 VLLM_MAX_NUM_SEQS = 256
 VLLM_GPU_MEMORY_UTILIZATION = 0.90
 
@@ -76,19 +74,7 @@ def _workload(case: Case, choices: list[str]) -> Workload:
     raise InputError(f"case {case.id}.workload.arrival", "must be 'burst' or {poisson_rate: R, seed: S}")
 
 
-def _trtllm_build(case: Case, tp: int) -> tuple[int, int, str]:
-    """(max_num_tokens, max_batch_size, where from) of the engine the case's release built."""
-    if re.search(r"\b0\.11\b", case.software):
-        m, w = case.model, case.workload or {}
-        table = TRTLLM_011_BUILD.get((m.layers, m.hidden, m.vocab), {})
-        isl_osl = (int(w.get("prompt_tokens") or 0), int(w.get("output_tokens") or 0))
-        hit = table.get((tp, isl_osl)) or table.get((tp, None))
-        if hit:
-            return hit[0], hit[1], "v0.11 perf-overview engine-build table"
-    return TRTLLM_MAX_NUM_TOKENS, TRTLLM_MAX_BATCH, "trtllm-build defaults"
-
-
-def case_plan(case: Case) -> tuple[ServingPlan, list[str], str]:
+def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list[str], str]:
     p = case.plan
     prof = software_profile(case.software)
     choices: list[str] = []
@@ -100,24 +86,25 @@ def case_plan(case: Case) -> tuple[ServingPlan, list[str], str]:
                           "kv_dtype": p.get("kv_cache")}
     model = case.model
     if prof == "tensorrt-llm":
-        max_tokens, max_batch, where = _trtllm_build(case, kw["tp"])
-        kw.update(scheduler="sarathi", token_budget=max_tokens, kv_reservation="full",
-                  block_size=TRTLLM_BLOCK, iteration_overhead_s=ITERATION_OVERHEAD_S["tensorrt-llm"])
-        kw["max_batch"] = int(p["max_batch"]) if p.get("max_batch") else max_batch
-        # kv_cache_free_gpu_mem_fraction applies to what is left after weights and activations
-        from parasim.cost.dtypes import dtype_bytes
-        from parasim.cost.memory import weight_params_per_gpu
-
         acc = case.cluster.accelerator
+        wl = wl if wl is not None else _workload(case, choices)
+        kv_dtype = ServingPlan(weights=weights, kv_dtype=kw["kv_dtype"]).kv
+        setup = trtllm_setup(case.software, model, acc, tp=kw["tp"], pp=kw["pp"],
+                             isl=float(wl.prompt_tokens.mean()), max_isl=int(wl.prompt_tokens.max()),
+                             osl=float(wl.output_tokens.mean()), weights=weights, kv_dtype=kv_dtype)
+        kw.update(scheduler="sarathi" if setup.chunked else "continuous", token_budget=setup.max_num_tokens,
+                  kv_reservation="full", block_size=TRTLLM_BLOCK,
+                  iteration_overhead_s=ITERATION_OVERHEAD_S["tensorrt-llm"])
+        kw["max_batch"] = int(p["max_batch"]) if p.get("max_batch") else setup.max_batch
+        # kv_cache_free_gpu_mem_fraction applies to what is left after weights and activations
         w = weight_params_per_gpu(model, tp=kw["tp"], pp=kw["pp"]) * dtype_bytes(weights)
-        act = activation_workspace_bytes(model, tp=kw["tp"], tokens=max_tokens, logit_rows=kw["max_batch"],
+        act = activation_workspace_bytes(model, tp=kw["tp"], tokens=setup.max_num_tokens, logit_rows=kw["max_batch"],
                                          act_bytes=2.0)
         fixed = w + act + RUNTIME_RESERVED_BYTES
-        kv = TRTLLM_KV_FREE_FRACTION * max(acc.hbm_bytes - fixed, 0.0)
+        kv = setup.kv_fraction * max(acc.hbm_bytes - fixed, 0.0)
         kw["gpu_memory_utilization"] = min(1.0, (kv + fixed) / acc.hbm_bytes)
-        choices.append(f"TensorRT-LLM in-flight batching with chunked context: token budget (max_num_tokens) "
-                       f"{max_tokens}, max_batch_size {kw['max_batch']} ({where}), tokens_per_block {TRTLLM_BLOCK}, "
-                       f"KV reserved for prompt+output (GUARANTEED_NO_EVICT), KV = {TRTLLM_KV_FREE_FRACTION:.0%} of free memory")
+        choices.append(f"{setup.flow}; tokens_per_block {TRTLLM_BLOCK}, KV reserved for prompt+output "
+                       f"(GUARANTEED_NO_EVICT), KV = {setup.kv_fraction:.0%} of free memory")
     elif prof == "vllm":
         m = re.search(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)", case.source + " " + case.software)
         util = float(m.group(1)) if m else VLLM_GPU_MEMORY_UTILIZATION
@@ -148,8 +135,8 @@ def predict_case(case: Case) -> CaseResult:
     if case.kind != "serving":
         return CaseResult(status="skipped", reason="not a serving case")
     try:
-        plan, choices, prof = case_plan(case)
-        wl = _workload(case, choices)
+        wl = _workload(case, [])
+        plan, choices, prof = case_plan(case, wl)
         res = simulate(case.model, case.cluster, plan, wl, seed=0)
     except InputError as e:
         return CaseResult(status="infeasible", reason=f"{e.field}: {e.message}")

@@ -1,0 +1,129 @@
+"""What TensorRT-LLM's published benchmark flows configure, by release.
+
+A TensorRT-LLM throughput figure depends on settings the benchmark tool picks, not the user:
+the engine's max_batch_size and max_num_tokens, the KV-cache share of free memory, and whether
+prompts are chunked. Three flows have been published:
+
+* v0.11 (gptManagerBenchmark): a per-network build table on the v0.11 perf-overview page
+  (`TRTLLM_011_BUILD`), `--kv_cache_free_gpu_mem_fraction 0.99`, `--enable_chunked_context`.
+* v0.12 - v0.18 (trtllm-bench, TensorRT engines) and v0.19+ (trtllm-bench, PyTorch backend):
+  max_batch_size and max_num_tokens from trtllm-bench's sizing rule (`trtllm_bench_settings`,
+  tensorrt_llm/bench/build/tuning.py); the perf-overview pages say most runs set the KV fraction
+  to 0.95 (default 0.90). The PyTorch flow leaves chunked prefill off and then raises
+  max_num_tokens to at least max ISL + max_batch_size so every prompt fits one iteration
+  (tensorrt_llm/bench/benchmark/utils/general.py).
+
+Both flows admit with GUARANTEED_NO_EVICT (KV for prompt + output booked at admission) and 64
+tokens per KV block.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from parasim.cost.dtypes import dtype_bytes
+from parasim.cost.memory import weight_params_per_gpu
+from parasim.specs.accelerator import AcceleratorSpec
+from parasim.specs.model import ModelSpec
+
+TRTLLM_MAX_NUM_TOKENS = 8192
+TRTLLM_MAX_BATCH = 2048
+TRTLLM_BLOCK = 64
+#: v0.11 perf-overview command line (gptManagerBenchmark --kv_cache_free_gpu_mem_fraction 0.99)
+TRTLLM_011_KV_FRACTION = 0.99
+#: trtllm-bench perf-overview pages: "in many cases ... --kv_cache_free_gpu_mem_fraction 0.95"
+TRTLLM_BENCH_KV_FRACTION = 0.95
+
+#: TensorRT-LLM v0.11 perf-overview, "Network Configuration Files and Settings": per-network
+#: (max_num_tokens, max_batch_size) by TP, some per (ISL, OSL). A network is named by
+#: (layers, hidden, kv_heads, vocab, routed experts).
+TRTLLM_011_BUILD: dict[tuple[int, int, int, int, int], dict[tuple[int, tuple[int, int] | None], tuple[int, int]]] = {
+    (32, 4096, 32, 32000, 0): {(1, None): (8192, 4096)},  # Llama-2-7b
+    (32, 4096, 8, 128256, 0): {(1, None): (8192, 2048)},  # Meta-Llama-3-8B
+    (32, 4096, 8, 32000, 0): {(1, None): (8192, 4098)},  # Mistral-7B-v0.1 (4098 as published)
+    (32, 4096, 8, 32000, 8): {(2, None): (3072, 2048), (4, None): (8192, 8192)},  # Mixtral-8x7B
+    (80, 8192, 8, 32000, 0): {(2, None): (2048, 2048), (4, None): (8192, 4096), (4, (128, 4096)): (8192, 256),
+                              (8, None): (16384, 8192), (8, (128, 2048)): (16384, 1024)},  # Llama-2-70b
+    (80, 8192, 8, 128256, 0): {(4, None): (1024, 2048), (8, None): (16384, 8192)},  # Meta-Llama-3-70B
+}
+
+
+@dataclass(frozen=True)
+class TrtllmSetup:
+    max_num_tokens: int
+    max_batch: int
+    kv_fraction: float
+    chunked: bool
+    flow: str  # human-readable: which release flow and where the sizes came from
+
+
+def release(software: str) -> tuple[int, int] | None:
+    """(major, minor) of the first version number in `software`, e.g. 'tensorrt-llm 0.11' -> (0, 11)."""
+    m = re.search(r"(\d+)\.(\d+)", software)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _round_batch(raw: float) -> int:
+    if raw < 256:
+        return max(64, 32 * math.ceil(raw / 32))
+    if raw < 1024:
+        return 128 * math.ceil(raw / 128)
+    return 256 * math.ceil(raw / 256)
+
+
+def _round_tokens(raw: float) -> int:
+    if raw < 4096:
+        return max(2048, 256 * math.ceil(raw / 256))
+    if raw < 8192:
+        return 512 * math.ceil(raw / 512)
+    return 1024 * math.ceil(raw / 1024)
+
+
+def trtllm_bench_settings(model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int, isl: float, osl: float,
+                          weights: str, kv_dtype: str, kv_fraction: float = TRTLLM_BENCH_KV_FRACTION) -> tuple[int, int]:
+    """(max_batch_size, max_num_tokens) as trtllm-bench sizes them when the user gives neither.
+
+    Requests that fit: (all GPUs' memory - the weights) x kv_fraction over the KV of one
+    ISL + OSL sequence (each GPU holds at least one KV head), capped at 4096 and divided over
+    PP stages; tokens = that batch x (1 + ISL / OSL), capped at 32768; both then rounded up
+    ("slightly optimistic": the KV pool, not these, limits concurrency at run time).
+    """
+    kv_heads = max(tp, model.kv_heads)
+    kv_per_token = 2 * model.layers * kv_heads * model.head_dim * dtype_bytes(kv_dtype)
+    free = acc.hbm_bytes * tp * pp - weight_params_per_gpu(model) * dtype_bytes(weights)
+    requests = max(free, 0.0) * kv_fraction / (kv_per_token * max(isl + osl, 1.0))
+    raw_bs = min(requests, 4096) / pp
+    raw_tokens = min(raw_bs * (1.0 + isl / max(osl, 1.0)), 32768)
+    return _round_batch(raw_bs), _round_tokens(raw_tokens)
+
+
+def trtllm_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int, isl: float,
+                 max_isl: int, osl: float, weights: str, kv_dtype: str) -> TrtllmSetup:
+    """The settings of the benchmark flow of the release named in `software` (module docstring)."""
+    rel = release(software)
+    if rel == (0, 11):
+        key = (model.layers, model.hidden, model.kv_heads, model.vocab, model.experts)
+        table = TRTLLM_011_BUILD.get(key, {})
+        hit = table.get((tp, (int(isl), int(osl)))) or table.get((tp, None))
+        tokens, batch = hit if hit else (TRTLLM_MAX_NUM_TOKENS, TRTLLM_MAX_BATCH)
+        where = "v0.11 perf-overview engine-build table" if hit else "trtllm-build defaults (network not in the v0.11 table)"
+        return TrtllmSetup(tokens, batch, TRTLLM_011_KV_FRACTION, True,
+                           f"TensorRT-LLM v0.11 gptManagerBenchmark, chunked context; max_num_tokens {tokens}, "
+                           f"max_batch_size {batch} ({where})")
+    if rel is not None and rel < (0, 11):
+        return TrtllmSetup(TRTLLM_MAX_NUM_TOKENS, TRTLLM_MAX_BATCH, TRTLLM_011_KV_FRACTION, True,
+                           f"TensorRT-LLM {rel[0]}.{rel[1]}: in-flight batching with chunked context; "
+                           f"max_num_tokens {TRTLLM_MAX_NUM_TOKENS}, max_batch_size {TRTLLM_MAX_BATCH} (trtllm-build defaults)")
+    batch, tokens = trtllm_bench_settings(model, acc, tp=tp, pp=pp, isl=isl, osl=osl, weights=weights, kv_dtype=kv_dtype)
+    pytorch = rel is None or rel >= (0, 19) or "pytorch" in software.lower()
+    if pytorch:
+        tokens = max(tokens, max_isl + batch)
+        flow = "trtllm-bench, PyTorch backend, no chunked prefill; max_num_tokens >= max ISL + max_batch_size"
+    else:
+        flow = "trtllm-bench, TensorRT engine, chunked context"
+    ver = f"{rel[0]}.{rel[1]}" if rel else "(release not named: the current flow)"
+    return TrtllmSetup(tokens, batch, TRTLLM_BENCH_KV_FRACTION, not pytorch,
+                       f"TensorRT-LLM {ver} {flow}; max_batch_size {batch}, max_num_tokens {tokens} "
+                       f"(trtllm-bench sizing rule)")
