@@ -178,3 +178,45 @@ def test_shipped_validation_files_load_and_predict(name):
         meas = c.measured["output_tokens_per_s"]
         assert res.status == "ok", c.id
         assert 0.5 * meas < res.predicted["output_tokens_per_s"] < 2.0 * meas, c.id
+
+
+# ------------------------------------------------------------------ vLLM engines by release
+
+@pytest.mark.parametrize("software,source,gpu,expected", [
+    ("vLLM 0.6.0", "", "h100-sxm", ("v0", "vllm", 256, None)),
+    ("vllm 0.10.1", "benchmark_serving", "h100-sxm", ("v1", "sarathi", 1024, 8192)),
+    ("vllm 0.10.1", "vllm bench throughput (offline)", "h100-sxm", ("v1", "sarathi", 1024, 16384)),
+    ("vllm 0.10.1", "", "a100-sxm-80gb", ("v1", "sarathi", 256, 2048)),  # A100s excluded since 0.9
+    ("vllm 0.8.2", "", "a100-sxm-80gb", ("v1", "sarathi", 1024, 8192)),  # 80 GB >= 70 GiB, no exclusion yet
+    ("vllm 0.10.1", "", "l40s", ("v1", "sarathi", 256, 2048)),  # 48 GB < 70 GiB
+    ("vllm", "", "h200-sxm", ("v1", "sarathi", 1024, 8192)),  # unnamed release: today's engine
+])
+def test_vllm_defaults_by_release_gpu_and_use(software, source, gpu, expected):
+    """get_batch_defaults: >= 70 GiB GPUs (A100s excepted from 0.9) get 8192 tokens for the API
+    server, 16384 offline, 1024 sequences; others 2048 / 8192 and 256. V0 keeps prefill-first."""
+    from parasim.serving.vllm_defaults import vllm_setup
+    from parasim.specs.catalog import get_accelerator
+
+    s = vllm_setup(software, source, get_accelerator(gpu), tp=1)
+    assert (s.engine, s.scheduler, s.max_num_seqs, s.token_budget) == expected
+    if s.engine == "v0":
+        assert s.eager_prefill_layer_s and s.output_delay_s > 0
+    else:
+        assert s.eager_prefill_layer_s is None and s.output_delay_s == 0
+
+
+def test_vllm_v1_case_plan_uses_chunked_prefill_budget():
+    from parasim.specs.validation_case import parse_case
+
+    raw = {"id": "v1-case", "source": "benchmark_serving, request rate inf", "kind": "serving",
+           "software": "vllm 0.10.1", "model": {"catalog": "llama-3-8b"},
+           "hardware": {"accelerator": "h100-sxm", "gpus": 1, "gpus_per_node": 8},
+           "plan": {"tp": 1, "pp": 1, "replicas": 1, "weights": "bf16", "scheduler": "continuous", "max_batch": None},
+           "workload": {"requests": 200, "prompt_tokens": 512, "output_tokens": 128, "arrival": "burst"},
+           "measured": {"output_tokens_per_s": 1000.0}}
+    case = parse_case(raw, index=0, base_dir=Path("."))
+    plan, choices, prof = case_plan(case)
+    assert prof == "vllm" and plan.scheduler == "sarathi" and plan.token_budget == 8192 and plan.max_batch == 1024
+    assert plan.block_size == 16 and plan.eager_prefill_layer_s is None
+    assert any("V1 engine" in c for c in choices)
+    assert predict_case(case).status == "ok"

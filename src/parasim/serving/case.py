@@ -15,14 +15,12 @@ most plausibly have used, and every such choice is reported in `CaseResult.choic
     the engine flow keeps chunked context.
   - Always: KV reserved for prompt + output at admission (GUARANTEED_NO_EVICT, the default
     capacity policy), tokens_per_block 64.
-* vLLM 0.6.0 defaults: prefill-prioritised scheduling without chunked prefill, max_num_seqs
-  256, max_num_batched_tokens = max(max_model_len, 2048), block 16, gpu_memory_utilization 0.9
-  unless the source states another value; prefill runs eagerly (CUDA graphs are captured only
-  for decode batches), so a prefill iteration takes at least layers x eager_layer_dispatch_s(tp)
-  of host dispatch (10 kernel launches per layer, 14 with TP's two custom all-reduces); outputs
-  are processed asynchronously during the next iteration, so tokens are reported
-  VLLM_ASYNC_OUTPUT_DELAY_S after their iteration ends; its TPOT is the per-output-token mean
-  (every inter-token gap), so `tpot_mean_s` is predicted as the mean inter-token latency.
+* vLLM, by release (see `parasim.serving.vllm_defaults`): the V0 engine (< 0.8; prefill first,
+  no chunking, 256 sequences, eager prefill, async output from 0.6) or the V1 engine (>= 0.8 or
+  unnamed; chunked prefill, budget and max_num_seqs by GPU size and offline/server use);
+  gpu_memory_utilization 0.9 unless the source states another value. vLLM's TPOT histogram is
+  the per-output-token mean (every inter-token gap), so `tpot_mean_s` is predicted as the mean
+  inter-token latency.
 """
 
 from __future__ import annotations
@@ -36,15 +34,13 @@ from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.memory import weight_params_per_gpu
 from parasim.errors import InputError
 from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES, activation_workspace_bytes
-from parasim.serving.plan import (ITERATION_OVERHEAD_S, VLLM_ASYNC_OUTPUT_DELAY_S,
-                                  ServingPlan, eager_layer_dispatch_s)
+from parasim.serving.plan import ITERATION_OVERHEAD_S, ServingPlan
 from parasim.serving.simulate import simulate
 from parasim.serving.trtllm import TRTLLM_BLOCK, trtllm_setup
+from parasim.serving.vllm_defaults import VLLM_BLOCK, VLLM_GPU_MEMORY_UTILIZATION, vllm_setup
 from parasim.serving.workload import Workload, generate, read_trace
 from parasim.specs.validation_case import Case, CaseResult
 
-VLLM_MAX_NUM_SEQS = 256
-VLLM_GPU_MEMORY_UTILIZATION = 0.90
 
 
 def software_profile(software: str) -> str:
@@ -108,19 +104,15 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
     elif prof == "vllm":
         m = re.search(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)", case.source + " " + case.software)
         util = float(m.group(1)) if m else VLLM_GPU_MEMORY_UTILIZATION
-        kw.update(scheduler=p.get("scheduler") or "vllm", block_size=16, gpu_memory_utilization=util,
-                  iteration_overhead_s=ITERATION_OVERHEAD_S["vllm"], eager_prefill_layer_s=eager_layer_dispatch_s(kw["tp"]),
-                  output_delay_s=VLLM_ASYNC_OUTPUT_DELAY_S,
-                  max_batch=int(p["max_batch"]) if p.get("max_batch") else VLLM_MAX_NUM_SEQS)
-        if kw["scheduler"] == "continuous":
-            kw["scheduler"] = "vllm"
-        choices.append(f"vLLM 0.6 defaults: prefill-prioritised, no chunked prefill, max_num_seqs {kw['max_batch']}, "
-                       f"block 16, max_num_batched_tokens max(max_model_len={model.max_seq_len}, 2048), "
-                       f"gpu_memory_utilization {util}" + ("" if m else " (default; not in the source)")
-                       + f"; prefill runs eagerly (CUDA graphs only for decode): at least "
-                       f"{eager_layer_dispatch_s(kw['tp']) * 1e3:.2f} ms of host dispatch per layer; async output processing "
-                       f"(default since 0.6.0): tokens reported {VLLM_ASYNC_OUTPUT_DELAY_S * 1e3:.1f} ms after their "
-                       f"iteration, inside the next one")
+        setup = vllm_setup(case.software, case.source, case.cluster.accelerator, tp=kw["tp"])
+        sched = p.get("scheduler") or setup.scheduler
+        kw.update(scheduler=setup.scheduler if sched == "continuous" else sched, block_size=VLLM_BLOCK,
+                  gpu_memory_utilization=util, iteration_overhead_s=ITERATION_OVERHEAD_S["vllm"],
+                  eager_prefill_layer_s=setup.eager_prefill_layer_s, output_delay_s=setup.output_delay_s,
+                  token_budget=setup.token_budget,
+                  max_batch=int(p["max_batch"]) if p.get("max_batch") else setup.max_num_seqs)
+        choices.append(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"
+                       + ("" if m else " (default; not in the source)"))
     else:
         kw.update(scheduler=p.get("scheduler") or "sarathi", max_batch=p.get("max_batch"))
         if kw["scheduler"] == "continuous":

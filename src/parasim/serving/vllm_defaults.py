@@ -1,0 +1,69 @@
+"""What a vLLM deployment runs with when the source does not say, by release.
+
+* V0 engine (releases before 0.8): prefill-prioritised scheduling without chunked prefill,
+  max_num_seqs 256, max_num_batched_tokens max(max_model_len, 2048), CUDA graphs for decode
+  batches only (prefill runs eagerly: `plan.eager_layer_dispatch_s`), and from 0.6 asynchronous
+  output processing (tokens reported one iteration's host work late).
+* V1 engine (the default from 0.8): chunked prefill always on, with running requests
+  (decodes and unfinished chunks) scheduled before new prompts inside the token budget; this
+  is parasim's `sarathi` rule. The budget and max_num_seqs come from
+  `EngineArgs.get_batch_defaults`: on GPUs with at least 70 GiB (since 0.9, A100s excepted) they
+  are 16384 tokens offline (the `LLM` class, `vllm bench throughput`) or 8192 for the API
+  server, with 1024 sequences; otherwise 8192 / 2048 tokens and 256 sequences. Piecewise CUDA
+  graphs cover mixed batches and detokenisation runs in another process, so no eager-prefill
+  floor and no output delay are charged (neither has a published figure for V1).
+
+Both engines default to gpu_memory_utilization 0.9 and 16-token KV blocks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from parasim.serving.plan import VLLM_ASYNC_OUTPUT_DELAY_S, eager_layer_dispatch_s
+from parasim.serving.trtllm import release
+from parasim.specs.accelerator import AcceleratorSpec
+
+GIB = 1024 ** 3
+VLLM_BLOCK = 16
+VLLM_GPU_MEMORY_UTILIZATION = 0.90
+V0_MAX_NUM_SEQS = 256
+#: sources that ran the offline `LLM` class rather than the API server
+_OFFLINE = re.compile(r"offline|benchmark_throughput|bench throughput|llm class|\bLLM\(", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class VllmSetup:
+    engine: str  # "v0" | "v1"
+    scheduler: str
+    max_num_seqs: int
+    token_budget: int | None  # None: the scheduler's default (V0: max(max_model_len, 2048))
+    eager_prefill_layer_s: float | None
+    output_delay_s: float
+    why: str
+
+
+def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int) -> VllmSetup:
+    rel = release(software)
+    if rel is not None and rel < (0, 8):
+        delay = VLLM_ASYNC_OUTPUT_DELAY_S if rel >= (0, 6) else 0.0
+        eager = eager_layer_dispatch_s(tp)
+        return VllmSetup("v0", "vllm", V0_MAX_NUM_SEQS, None, eager, delay,
+                         f"vLLM {rel[0]}.{rel[1]} (V0 engine) defaults: prefill-prioritised, no chunked prefill, "
+                         f"max_num_seqs {V0_MAX_NUM_SEQS}, max_num_batched_tokens max(max_model_len, 2048); prefill runs "
+                         f"eagerly (CUDA graphs only for decode): at least {eager * 1e3:.2f} ms of host dispatch per layer"
+                         + (f"; async output processing (default since 0.6.0): tokens reported "
+                            f"{delay * 1e3:.1f} ms after their iteration, inside the next one" if delay else ""))
+    offline = bool(_OFFLINE.search(source + " " + software))
+    large = acc.hbm_bytes >= 70 * GIB and not (rel is not None and rel >= (0, 9) and acc.id.startswith("a100"))
+    if large:
+        budget, seqs = (16384 if offline else 8192), 1024
+    else:
+        budget, seqs = (8192 if offline else 2048), 256
+    ver = f"{rel[0]}.{rel[1]}" if rel else "(release not named: the V1 engine)"
+    return VllmSetup("v1", "sarathi", seqs, budget, None, 0.0,
+                     f"vLLM {ver} V1 engine defaults ({'offline LLM class' if offline else 'API server'}, "
+                     f"{'>= 70 GiB GPU' if large else 'smaller GPU or A100'}): chunked prefill with running requests "
+                     f"first, max_num_batched_tokens {budget}, max_num_seqs {seqs}; piecewise CUDA graphs (no eager "
+                     f"prefill floor)")
