@@ -65,20 +65,18 @@ def release(software: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+def _round_up(raw: float, steps: tuple[tuple[float, int], ...], floor: int) -> int:
+    """Round `raw` up to the step of the first range it falls under, and to at least `floor`."""
+    step = next(st for limit, st in steps if raw < limit)
+    return max(floor, step * math.ceil(raw / step))
+
+
 def _round_batch(raw: float) -> int:
-    if raw < 256:
-        return max(64, 32 * math.ceil(raw / 32))
-    if raw < 1024:
-        return 128 * math.ceil(raw / 128)
-    return 256 * math.ceil(raw / 256)
+    return _round_up(raw, ((256, 32), (1024, 128), (math.inf, 256)), 64)
 
 
 def _round_tokens(raw: float) -> int:
-    if raw < 4096:
-        return max(2048, 256 * math.ceil(raw / 256))
-    if raw < 8192:
-        return 512 * math.ceil(raw / 512)
-    return 1024 * math.ceil(raw / 1024)
+    return _round_up(raw, ((4096, 256), (8192, 512), (math.inf, 1024)), 2048)
 
 
 def trtllm_bench_settings(model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int, isl: float, osl: float,
