@@ -75,3 +75,62 @@ def test_unknown_executor_is_an_input_error():
 
     with pytest.raises(InputError):
         executors.run(_square, 1, [1], executor="slurm")
+
+
+def _interrupt_after_first(progress_calls):
+    """A progress callback that behaves like Ctrl-C arriving after the first finished chunk."""
+    def progress(n):
+        progress_calls.append(n)
+        if len(progress_calls) == 1:
+            raise KeyboardInterrupt
+    return progress
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_keeps_what_finished(workers):
+    """Ctrl-C in the parent stops the search; finished items keep their results (in item order),
+    the rest are None, and the outcome says it was interrupted."""
+    items = list(range(400))
+    calls: list[int] = []
+    out = executors.run(_square, 3, items, workers=workers, progress=_interrupt_after_first(calls))
+    assert out.interrupted
+    done = [i for i, r in enumerate(out.results) if r is not None]
+    assert 0 < len(done) < len(items)
+    assert all(out.results[i] == 3 * items[i] * items[i] for i in done)
+
+
+def test_planner_ctrl_c_through_the_cli_reports_best_so_far():
+    """A real SIGINT to a `parasim plan train` process after its first finished chunk: exit 0,
+    the JSON says interrupted, ranks only what finished, and no traceback is printed."""
+    import subprocess
+    import sys
+
+    driver = (
+        "import os, signal, sys\n"
+        "import parasim.search.executors as ex\n"
+        "orig = ex.run_local\n"
+        "def patched(task, context, items, *, workers, progress=None):\n"
+        "    sent = []\n"
+        "    def prog(k):\n"
+        "        if progress: progress(k)\n"
+        "        if not sent:\n"
+        "            sent.append(1); os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return orig(task, context, items, workers=workers, progress=prog)\n"
+        "ex.run_local = patched\n"
+        "from parasim.cli.main import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    args = ["plan", "train", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--gpus", "64", "--global-batch", "128",
+            "--seq-len", "4096", "--workers", "2", "--json"]
+    r = subprocess.run([sys.executable, "-c", driver, *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    import json
+
+    out = json.loads(r.stdout)
+    assert out["interrupted"] is True
+    full = json.loads(subprocess.run([sys.executable, "-m", "parasim", *args], capture_output=True, text=True,
+                                     timeout=300).stdout)
+    assert full["interrupted"] is False
+    assert 0 < out["evaluated"] < full["evaluated"]
+    assert len(out["ranked"]) <= out["evaluated"]
