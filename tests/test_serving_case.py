@@ -220,3 +220,18 @@ def test_vllm_v1_case_plan_uses_chunked_prefill_budget():
     assert plan.block_size == 16 and plan.eager_prefill_layer_s is None
     assert any("V1 engine" in c for c in choices)
     assert predict_case(case).status == "ok"
+
+
+@pytest.mark.parametrize("source,prof,basis", [
+    ("TPOT from vLLM /metrics histograms, mean per output token", "vllm", "token"),
+    ("vLLM benchmarks/benchmark_serving.py, mean TPOT", "vllm", "request"),
+    ("a vLLM run, source silent on TPOT", "vllm", "token"),
+    ("trtllm-bench latency report", "tensorrt-llm", "request"),
+    ("some paper", "default", "request"),
+])
+def test_tpot_basis_follows_the_source(source, prof, basis):
+    """The shared README: vLLM's histogram TPOT is per output token; benchmark clients average
+    each request's own TPOT. The source text decides; a silent vLLM source means the histogram."""
+    from parasim.serving.case import _tpot_basis
+
+    assert _tpot_basis(source, prof) == basis

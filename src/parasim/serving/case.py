@@ -123,6 +123,22 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
     return ServingPlan(**{k: v for k, v in kw.items() if v is not None}), choices, prof
 
 
+_PER_TOKEN = re.compile(r"per output token|per-token|histogram|/metrics|inter-token", re.IGNORECASE)
+_PER_REQUEST = re.compile(r"benchmark_serving|bench serve|per request tpot|genai-perf|trtllm-bench|gptManagerBenchmark",
+                          re.IGNORECASE)
+
+
+def _tpot_basis(source: str, prof: str) -> str:
+    """'token' or 'request': what the case's mean TPOT averages over. The source decides (vLLM's
+    /metrics histogram: every inter-token gap; benchmark clients: each request's own mean); a
+    vLLM source that says neither is read as the histogram."""
+    if _PER_TOKEN.search(source):
+        return "token"
+    if _PER_REQUEST.search(source):
+        return "request"
+    return "token" if prof == "vllm" else "request"
+
+
 def predict_case(case: Case) -> CaseResult:
     if case.kind != "serving":
         return CaseResult(status="skipped", reason="not a serving case")
@@ -138,9 +154,14 @@ def predict_case(case: Case) -> CaseResult:
         "ttft_mean_s": s["ttft_mean_s"], "ttft_p99_s": s["ttft_p99_s"], "tpot_p99_s": s["tpot_p99_s"],
         "e2e_mean_s": s["e2e_mean_s"], "tpot_mean_s": s["tpot_mean_s"],
     }
-    if prof == "vllm" or "per output token" in case.source:
-        pred["tpot_mean_s"] = s["itl_mean_s"]
-        choices.append("tpot_mean_s predicted per output token (mean inter-token gap), as vLLM's histogram measures it")
+    if {"tpot_mean_s", "tpot_p99_s"} & set(case.measured):
+        if _tpot_basis(case.source, prof) == "token":
+            pred["tpot_mean_s"], pred["tpot_p99_s"] = s["itl_mean_s"], s["itl_p99_s"]
+            choices.append("TPOT predicted per output token (every inter-token gap), as vLLM's /metrics histogram "
+                           "measures it")
+        else:
+            choices.append("TPOT predicted per request ((E2E - TTFT) / (output - 1) of each request), as benchmark "
+                           "clients report it")
     if s["completed"] < s["requests"]:
         choices.append(f"{s['requests'] - s['completed']} requests could not fit in the KV cache and were dropped")
     pred = {k: float(v) for k, v in pred.items() if v is not None and np.isfinite(v)}
