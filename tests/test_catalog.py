@@ -78,6 +78,7 @@ def test_accelerator_fields_are_physical_and_sourced(acc):
         assert 0.1 <= frac <= 1.0
     assert e.attention <= e.gemm + 1e-9 or acc.id.startswith(("h", "gh"))  # FA3 on Hopper equals cuBLAS
     assert e.gemm_fp8 is None or 0.1 <= e.gemm_fp8 <= 1.0
+    assert e.gemm_fp4 is None or (0.1 <= e.gemm_fp4 <= 1.0 and acc.sources.get("efficiency.gemm_fp4"))
     assert acc.sources, acc.id
     for key in ("peaks", "hbm", "link", "tdp", "idle_w", "price", "efficiency.gemm", "efficiency.memory",
                 "efficiency.nvlink_busbw"):
@@ -170,3 +171,12 @@ def test_cluster_for_applies_the_preset_then_the_overrides():
     c = catalog.cluster_for(h100, 32, gpus_per_node=16, nic_bw_bytes_per_s_per_gpu=25e9)
     assert (c.gpus_per_node, c.scale_up_domain, c.nic_bw_bytes_per_s_per_gpu) == (16, 0, 25e9)
     assert catalog.default_cluster("h100-sxm", 16) == catalog.cluster_for(h100, 16)
+
+
+def test_fp4_gemms_use_the_measured_fp4_efficiency_on_blackwell():
+    """Azure's GB200 run: cuBLASLt FP4 GEMM 7,627.6 of 10,000 TFLOP/s (0.76), FP8 2,906.9 of 5,000
+    (0.58). FP4 work uses the FP4 figure; parts without one fall back to the FP8 figure."""
+    gb = catalog.get_accelerator("gb200")
+    assert gb.gemm_efficiency("fp4") == pytest.approx(7627.6 / 10000, abs=0.005)
+    assert gb.gemm_efficiency("fp8") == pytest.approx(2906.9 / 5000, abs=0.005)
+    assert catalog.get_accelerator("h100-sxm").efficiency.gemm_fp4 is None

@@ -18,6 +18,7 @@ class Efficiency:
 
     gemm: float = 0.80  # large, well-shaped GEMM / dense peak
     gemm_fp8: float | None = None  # large FP8 GEMM / FP8 peak, when measured separately
+    gemm_fp4: float | None = None  # large FP4 GEMM / FP4 peak, when measured separately (else gemm_fp8)
     gemm_tile_m: int = 128  # tokens per output tile: small-M GEMMs waste the rest of the tile
     gemm_k0: float = 0.0  # per-tile prologue/epilogue cost in K elements (16-bit); 0 = no K dependence
     gemm_ref_k: float = 0.0  # K of the GEMM the `gemm` efficiency was measured at
@@ -81,6 +82,8 @@ class AcceleratorSpec:
         e = self.efficiency
         low = dtype in ("fp8", "fp4", "int8", "int4") and self.has_unit(dtype)
         base = e.gemm_fp8 if low and e.gemm_fp8 else e.gemm
+        if dtype in ("fp4", "int4") and self.has_unit(dtype) and e.gemm_fp4:
+            base = e.gemm_fp4
         if k <= 0 or e.gemm_k0 <= 0 or e.gemm_ref_k <= 0:
             return base
         k0 = e.gemm_k0 * (2.0 if low else 1.0)
