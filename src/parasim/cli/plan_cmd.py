@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 import yaml
@@ -24,6 +24,15 @@ plan_app = typer.Typer(name="plan", help="Search parallel plans for training or 
 
 PANEL_SPACE = "Search space (comma lists override the defaults)"
 PANEL_RUN = "Execution and output"
+
+# options both planners take, declared once
+Top = Annotated[int, typer.Option("--top", help="Rows of the ranked table.")]
+Workers = Annotated[Optional[int], typer.Option("--workers", help="Worker processes (default: cores).",
+                                                rich_help_panel=PANEL_RUN)]
+Executor = Annotated[str, typer.Option("--executor", help="local | ray.", rich_help_panel=PANEL_RUN)]
+RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address (default: a local instance).",
+                                                   rich_help_panel=PANEL_RUN)]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object.", rich_help_panel=PANEL_RUN)]
 
 
 # --- small parsers ---------------------------------------------------------------------------------
@@ -134,7 +143,7 @@ def plan_train_cmd(
     global_batch: Optional[int] = typer.Option(None, "--global-batch", help="Sequences per optimizer step."),
     objective: str = typer.Option("tokens-per-s", "--objective", help="tokens-per-s | time-to-train | cost | mfu | memory."),
     tokens: Optional[float] = typer.Option(None, "--tokens", help="Training tokens, for time-to-train and cost."),
-    top: int = typer.Option(10, "--top", help="Rows of the ranked table."),
+    top: Top = 10,
     pareto: Optional[str] = typer.Option(None, "--pareto", help="Two objectives, e.g. tokens-per-s,memory."),
     reference: Optional[str] = typer.Option(None, "--reference", help="A plan to locate in the ranking, e.g. tp=8,pp=16,zero=2."),
     tp: Optional[str] = typer.Option(None, "--tp", help="TP degrees to try.", rich_help_panel=PANEL_SPACE),
@@ -147,10 +156,10 @@ def plan_train_cmd(
     recompute: Optional[str] = typer.Option(None, "--recompute", help="none,selective,full subsets.", rich_help_panel=PANEL_SPACE),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16,fp16,fp8 subsets.", rich_help_panel=PANEL_SPACE),
     schedules: Optional[str] = typer.Option(None, "--schedules", help="1f1b,interleaved,gpipe subsets.", rich_help_panel=PANEL_SPACE),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: cores).", rich_help_panel=PANEL_RUN),
-    executor: str = typer.Option("local", "--executor", help="local | ray.", rich_help_panel=PANEL_RUN),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: a local instance).", rich_help_panel=PANEL_RUN),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object.", rich_help_panel=PANEL_RUN),
+    workers: Workers = None,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
+    json_out: JsonOut = False,
     emit_yaml: Optional[Path] = typer.Option(None, "--emit-yaml", help="Write the winner as a `parasim train -c` config.", rich_help_panel=PANEL_RUN),
 ) -> None:
     """Search TP x PP x virtual stages x CP x EP x DP x micro-batch x recompute x ZeRO x schedule."""
@@ -276,20 +285,20 @@ def plan_serve_cmd(
     requests: Optional[int] = typer.Option(None, "--requests", help="Requests in the workload (default 1000; a trace: all)."),
     seed: int = typer.Option(0, "--seed", help="Workload generator seed."),
     objective: str = typer.Option("goodput-per-gpu", "--objective", help="goodput-per-gpu | cost | energy | latency | gpus."),
-    top: int = typer.Option(10, "--top", help="Rows of the ranked table."),
+    top: Top = 10,
     pareto: Optional[str] = typer.Option(None, "--pareto", help="Two objectives, e.g. cost,latency."),
     tp: Optional[str] = typer.Option(None, "--tp", help="TP degrees to try (default: powers of two in a node).", rich_help_panel=PANEL_SPACE),
     pp: Optional[str] = typer.Option(None, "--pp", help="PP degrees to try (default 1,2).", rich_help_panel=PANEL_SPACE),
     schedulers: Optional[str] = typer.Option(None, "--schedulers", help="Schedulers to try (default sarathi,vllm,continuous,splitfuse,disagg).", rich_help_panel=PANEL_SPACE),
-    precisions: Optional[str] = typer.Option(None, "--precisions", help="weights[/kv] pairs (default bf16,bf16/fp8,fp8).", rich_help_panel=PANEL_SPACE),
+    precisions: Optional[str] = typer.Option(None, "--precisions", help="Weight precisions, or weights/kv pairs (default bf16,bf16/fp8,fp8).", rich_help_panel=PANEL_SPACE),
     token_budgets: Optional[str] = typer.Option(None, "--token-budgets", help="Chunked-prefill token budgets to try.", rich_help_panel=PANEL_SPACE),
     max_batches: Optional[str] = typer.Option(None, "--max-batches", help="Max running sequences to try.", rich_help_panel=PANEL_SPACE),
     screen_requests: int = typer.Option(300, "--screen-requests", help="Requests per screening run (stages 1-2).", rich_help_panel=PANEL_SPACE),
     refine: int = typer.Option(8, "--refine", help="Screened plans re-run on the whole workload per round.", rich_help_panel=PANEL_SPACE),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: cores).", rich_help_panel=PANEL_RUN),
-    executor: str = typer.Option("local", "--executor", help="local | ray.", rich_help_panel=PANEL_RUN),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: a local instance).", rich_help_panel=PANEL_RUN),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object.", rich_help_panel=PANEL_RUN),
+    workers: Workers = None,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
+    json_out: JsonOut = False,
     emit_yaml: Optional[Path] = typer.Option(None, "--emit-yaml", help="Write the winner as a `parasim serve -c` config.", rich_help_panel=PANEL_RUN),
 ) -> None:
     """Search GPU type x TP x PP x replicas x scheduler x token budget x max batch x precision x disaggregation."""
