@@ -162,7 +162,8 @@ def test_trtllm_011_table_tells_apart_networks_of_one_shape():
 SHIPPED = Path(__file__).resolve().parents[1] / "validation"
 
 
-@pytest.mark.parametrize("name", ["trtllm-0.11-perf-overview.yaml", "trtllm-1.0-perf-overview.yaml"])
+@pytest.mark.parametrize("name", ["trtllm-0.11-perf-overview.yaml", "trtllm-0.17-perf-overview.yaml",
+                                  "trtllm-1.0-perf-overview.yaml"])
 def test_shipped_validation_files_load_and_predict(name):
     """The project's own case files (published tables in the shared format): unique ids, every
     case a TensorRT-LLM serving case, and one case per accelerator predicts within 2x."""
