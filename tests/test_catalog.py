@@ -90,7 +90,7 @@ def test_volta_has_fp16_but_no_bf16_and_mi250x_is_one_gcd():
     v100 = catalog.get_accelerator("v100-sxm-32gb")
     assert v100.peak_flops_per_s["fp16"] == 125e12 and not v100.has_unit("bf16")
     mi250x = catalog.get_accelerator("mi250x")
-    assert mi250x.peak("bf16") == 191.5e12 and mi250x.hbm_bytes == 64e9
+    assert mi250x.peak("bf16") == 191.5e12 and mi250x.hbm_bytes == 64 * 2**30  # datasheet GB of HBM are binary
 
 
 # --- node presets ---------------------------------------------------------------------------------

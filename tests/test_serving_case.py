@@ -89,21 +89,21 @@ def test_trtllm_release_parsing():
 
 
 def test_trtllm_bench_sizing_rule_by_hand():
-    """Llama-3.1-8B FP8 on one H100, ISL 128 / OSL 2048, worked by hand from trtllm-bench's rule:
-    params = 2 x 128256 x 4096 (embedding + untied head) + 32 x (4096 x (4096 + 2 x 1024 + 4096)
-    + 3 x 4096 x 14336 + 2 x 4096) + 4096 = 8.030e9 (1 byte each in FP8); KV per token =
-    2 x 32 layers x 8 heads x 128 x 1 byte = 65,536 B; requests = (80e9 - params) x 0.95 /
-    (65,536 x 2176) = 479.4 -> batch 128 x ceil(479.4 / 128) = 512; tokens = 479.4 x (1 + 128/2048)
-    = 509 -> the 2048 floor."""
+    """Llama-3.1-8B FP8 on one H100 (80 GiB), ISL 128 / OSL 2048, worked by hand from
+    trtllm-bench's rule: params = 2 x 128256 x 4096 (embedding + untied head) + 32 x (4096 x
+    (4096 + 2 x 1024 + 4096) + 3 x 4096 x 14336 + 2 x 4096) + 4096 = 8.030e9 (1 byte each in
+    FP8); KV per token = 2 x 32 layers x 8 heads x 128 x 1 byte = 65,536 B; requests =
+    (80 GiB - params) x 0.95 / (65,536 x 2176) = 518.9 -> batch 128 x ceil(518.9 / 128) = 640;
+    tokens = 518.9 x (1 + 128/2048) = 551 -> the 2048 floor."""
     from parasim.serving.trtllm import trtllm_bench_settings
     from parasim.specs.catalog import get_accelerator
 
     params = 2 * 128256 * 4096 + 32 * (4096 * (4096 + 2 * 1024 + 4096) + 3 * 4096 * 14336 + 2 * 4096) + 4096
-    requests = (80e9 - params) * 0.95 / (65536 * 2176)
-    assert 479 < requests < 480
+    requests = (80 * 2**30 - params) * 0.95 / (65536 * 2176)
+    assert 518 < requests < 520
     bs, tokens = trtllm_bench_settings(_llama31_8b(), get_accelerator("h100-sxm"), tp=1, pp=1, isl=128, osl=2048,
                                        weights="fp8", kv_dtype="fp8")
-    assert (bs, tokens) == (512, 2048)
+    assert (bs, tokens) == (640, 2048)
 
 
 @pytest.mark.parametrize("raw,expected", [(10, 64), (70, 96), (255, 256), (256, 256), (300, 384), (1023, 1024),

@@ -46,13 +46,16 @@ def time_limit(seconds: float):
 
 
 def test_70b_at_tp2_bf16_is_an_infeasible_result_with_the_memory_breakdown():
-    wl = generate(requests=40, rate=5, prompt_tokens=2048, output_tokens=512)
-    res = simulate(L70, cluster(2), ServingPlan(tp=2), wl)
+    """Llama-3-70B in bf16 on two H100s (80 GiB each) at 84 % memory: 72.2 GB usable per GPU, of
+    which the weights take 70.6 GB; the 2,832-token KV pool cannot hold a 4,608-token request."""
+    wl = generate(requests=40, rate=5, prompt_tokens=4096, output_tokens=512)
+    res = simulate(L70, cluster(2), ServingPlan(tp=2, gpu_memory_utilization=0.84), wl)
     assert not res.feasible and res.reason == "kv_cannot_hold_request"
-    assert "1,872 tokens" in res.message and "2,560" in res.message
+    assert "2,832 tokens" in res.message and "4,608" in res.message
     kv = res.kv
-    assert kv["weights_gb"] > 70 and kv["kv_tokens_per_engine"] == 1872
-    assert kv["largest_request_tokens"] == 2560 and kv["largest_request_kv_tokens"] == 2560
+    assert kv["usable_gb"] == pytest.approx(0.84 * 80 * 2**30 / 1e9)
+    assert kv["weights_gb"] > 70 and kv["kv_tokens_per_engine"] == 2832
+    assert kv["largest_request_tokens"] == 4608 and kv["largest_request_kv_tokens"] == 4608
     s = res.summary
     assert s["requests"] == s["dropped"] == s["unservable"] == 40 and s["completed"] == 0
     for k in CONTRACT:
@@ -65,7 +68,8 @@ def test_weights_that_leave_no_kv_cache_are_infeasible_not_an_error():
     res = simulate(L70, cluster(1), ServingPlan(tp=1), generate(requests=5, rate=1))
     assert not res.feasible and "no room for a KV cache" in res.message and res.kv["kv_blocks"] == 0
     # disaggregated pools are checked one by one
-    res = simulate(L70, cluster(4), ServingPlan(scheduler="disagg", tp=2), generate(requests=5, rate=1))
+    res = simulate(L70, cluster(4), ServingPlan(scheduler="disagg", tp=2, gpu_memory_utilization=0.83),
+                   generate(requests=5, rate=1))
     assert not res.feasible and "pool" in res.message and set(res.kv) == {"prefill", "decode"}
 
 
@@ -99,7 +103,7 @@ def test_the_largest_servable_request_fills_the_cache_exactly(reserve, total):
 
 def test_cli_reports_infeasible_plans_with_exit_0():
     args = ["serve", "--model", "llama-3-70b", "--gpu", "h100-sxm", "--tp", "2", "--rate", "5", "--requests", "20",
-            "--prompt-tokens", "2048", "--output-tokens", "512"]
+            "--prompt-tokens", "4096", "--output-tokens", "512", "--gpu-memory-utilization", "0.84"]
     p = run_cli(*args, "--json", "--slo-ttft", "1", "--capacity")
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
@@ -118,7 +122,8 @@ def test_cli_reports_infeasible_plans_with_exit_0():
 def test_planner_prunes_plans_whose_kv_cannot_hold_a_request():
     assert "kv_cannot_hold_request" in REASONS
     wl = generate(requests=30, rate=5, prompt_tokens=2048, output_tokens=512)
-    item = {"gpu": "h100-sxm", "tp": 2, "pp": 1, "replicas": 1, "scheduler": "sarathi", "token_budget": None,
+    # 70B bf16 at TP2 on 40 GB A100s: the weights alone exceed the usable memory; TP4 leaves a KV pool
+    item = {"gpu": "a100-sxm-40gb", "tp": 2, "pp": 1, "replicas": 1, "scheduler": "sarathi", "token_budget": None,
             "max_batch": None, "weights": "bf16", "kv_dtype": None, "requests": 30}
     ok, why = kv_holds_workload(L70, item, wl)
     assert not ok and "KV cache" in why

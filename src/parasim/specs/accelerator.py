@@ -12,6 +12,13 @@ from dataclasses import dataclass, field, replace
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
 
 
+#: Bytes per datasheet "GB" of HBM. HBM stacks are built from binary-sized DRAM dies, so the
+#: capacity on a datasheet is binary: an "80 GB" A100 shows 81920 MiB in nvidia-smi (= 80 GiB),
+#: an "80 GB" H100 81559 MiB, and vLLM logs `total_gpu_memory` of about 79.1-79.3 GiB for it. The
+#: few hundred MiB the driver keeps are inside the runtime reserve (serving.kvcache).
+HBM_GB_BYTES = float(2 ** 30)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Efficiency:
     """Achievable fractions of peak; physically meaningful, catalogued with sources."""
@@ -96,7 +103,7 @@ class AcceleratorSpec:
         return {"id": self.id, "name": self.name, "vendor": self.vendor,
                 "bf16_tflops": tf("bf16") or tf("fp16"), "fp16_tflops": tf("fp16"),
                 "fp8_tflops": tf("fp8"), "int8_tops": tf("int8"), "fp4_tflops": tf("fp4"),
-                "hbm_gb": round(self.hbm_bytes / 1e9, 1), "hbm_tb_s": round(self.hbm_bw_bytes_per_s / 1e12, 3),
+                "hbm_gb": round(self.hbm_bytes / HBM_GB_BYTES, 1), "hbm_tb_s": round(self.hbm_bw_bytes_per_s / 1e12, 3),
                 "link_gb_s_one_way": round(self.link_bw_bytes_per_s / 1e9, 1), "tdp_w": self.tdp_w,
                 "idle_w": self.idle_w, "price_usd_per_hour": self.price_usd_per_hour,
                 "efficiency": dict(self.efficiency.__dict__),

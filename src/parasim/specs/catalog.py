@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from parasim.errors import InputError, unknown_name
-from parasim.specs.accelerator import AcceleratorSpec, Efficiency
+from parasim.specs.accelerator import HBM_GB_BYTES, AcceleratorSpec, Efficiency
 from parasim.specs.cluster import ClusterSpec, NodePreset
 from parasim.specs.model import MLASpec, ModelSpec
 
@@ -76,7 +76,7 @@ def accelerator_from_mapping(d: dict) -> AcceleratorSpec:
     eff = Efficiency(**(d.pop("efficiency", None) or {}))
     return AcceleratorSpec(
         id=d["id"], name=d["name"], vendor=d.get("vendor", ""), form_factor=d.get("form_factor", ""),
-        peak_flops_per_s=peaks, hbm_bytes=float(d["hbm_gb"]) * 1e9,
+        peak_flops_per_s=peaks, hbm_bytes=float(d["hbm_gb"]) * HBM_GB_BYTES,
         hbm_bw_bytes_per_s=float(d["hbm_tb_s"]) * 1e12, link_bw_bytes_per_s=float(d["link_gb_s"]) * 1e9,
         tdp_w=float(d["tdp_w"]), idle_w=float(d["idle_w"]), price_usd_per_hour=float(d["price_usd_per_hour"]),
         efficiency=eff, sources=dict(d.get("sources") or {}))

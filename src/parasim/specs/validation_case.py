@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from parasim.errors import InputError
+from parasim.specs.accelerator import HBM_GB_BYTES
 from parasim.specs.catalog import get_accelerator, get_model, model_from_mapping
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
@@ -58,7 +59,7 @@ def _cluster(hw: dict, where: str) -> ClusterSpec:
         raise InputError(f"{where}.hardware.overrides.{sorted(bad)[0]}", f"unknown override; allowed: {', '.join(sorted(OVERRIDES))}")
     changes: dict[str, Any] = {}
     if "hbm_gb" in ov:
-        changes["hbm_bytes"] = float(ov["hbm_gb"]) * 1e9
+        changes["hbm_bytes"] = float(ov["hbm_gb"]) * HBM_GB_BYTES
     if "hbm_tb_s" in ov:
         changes["hbm_bw_bytes_per_s"] = float(ov["hbm_tb_s"]) * 1e12
     if "tdp_w" in ov:
