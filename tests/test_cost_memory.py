@@ -96,3 +96,22 @@ def test_expert_parallel_splits_experts():
     m = get_model("mixtral-8x7b")
     ep8 = weight_params_per_gpu(m, tp=1, ep=8)
     assert ep8 < m.params_total / 4
+
+
+def test_quantised_weights_keep_embedding_and_lm_head_in_16_bit():
+    """FP8 checkpoints quantise the blocks' Linear layers only (Model Optimizer disables *lm_head*;
+    an embedding is a lookup table): Llama-3-8B in FP8 = block params x 1 B + (embedding + head) x 2 B."""
+    from parasim.cost.memory import weight_bytes_per_gpu, weight_params_per_gpu
+    from parasim.specs.catalog import get_model
+
+    m = get_model("llama-3-8b")
+    edges = 2 * 128256 * 4096
+    total = weight_params_per_gpu(m)
+    assert weight_bytes_per_gpu(m, weights="fp8") == pytest.approx((total - edges) * 1 + edges * 2)
+    assert weight_bytes_per_gpu(m, weights="bf16") == pytest.approx(total * 2)
+    # TP2 x PP2: the embedding sits on stage 0 and the head on stage 1, each split over TP
+    s0 = weight_params_per_gpu(m, tp=2, pp=2, stage=0)
+    s1 = weight_params_per_gpu(m, tp=2, pp=2, stage=1)
+    half = 128256 * 4096 / 2
+    assert weight_bytes_per_gpu(m, tp=2, pp=2, weights="int4") == pytest.approx(
+        max(s0 * 0.5 + half * 1.5, s1 * 0.5 + half * 1.5))

@@ -294,11 +294,14 @@ class EdgeCost:
         return memory_time_s(2 * tokens * m.hidden * ab, self.l.acc) if tokens > 0 else 0.0
 
     def lm_head_s(self, logit_tokens: float) -> float:
+        """The LM head runs in 16-bit even when the blocks are quantised (see
+        cost.memory.weight_bytes_per_gpu: quantisation recipes leave lm_head out)."""
         if logit_tokens <= 0:
             return 0.0
         m, l = self.l.model, self.l
         vocab = -(-m.vocab // l.s.tp)
-        gemm = gemm_time_s(logit_tokens, m.hidden, vocab, l.acc, compute_dtype=l.cdt, weight_bytes=l.wb,
+        wb, cdt = (l.wb, l.cdt) if l.wb >= l.ab else (l.ab, l.adt)
+        gemm = gemm_time_s(logit_tokens, m.hidden, vocab, l.acc, compute_dtype=cdt, weight_bytes=wb,
                            act_bytes=l.ab)
         softmax = memory_time_s(2 * logit_tokens * vocab * 4, l.acc)  # fp32 logits read + write
         return gemm + softmax

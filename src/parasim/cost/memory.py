@@ -130,6 +130,31 @@ def weight_params_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, ep: int
     return _weight_params_per_gpu(model, tp, pp, ep, stage, virtual_stages)
 
 
+def weight_bytes_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, weights: str = "bf16") -> float:
+    """Weight bytes on the most loaded GPU of a serving replica.
+
+    Quantised checkpoints (FP8, INT8, 4-bit) quantise the Linear layers of the blocks only: the
+    embedding is a lookup table, and the recipes leave the LM head out (Model Optimizer's default
+    config disables `*lm_head*`; llm-compressor recipes `ignore: [lm_head]`). Both stay 16-bit.
+    """
+    from parasim.cost.dtypes import dtype_bytes
+
+    wb = dtype_bytes(weights, field="weights")
+    if wb >= 2.0:
+        return weight_params_per_gpu(model, tp=tp, pp=pp) * wb
+    extra = 2.0 - wb
+
+    def stage_bytes(i: int) -> float:
+        b = weight_params_per_gpu(model, tp=tp, pp=pp, stage=i) * wb
+        if i == 0:
+            b += model.embedding_params / tp * extra
+        if i == pp - 1:
+            b += model.lm_head_params / tp * extra
+        return b
+
+    return max(stage_bytes(i) for i in range(pp))
+
+
 @lru_cache(maxsize=8192)
 def _weight_params_per_gpu(model: ModelSpec, tp: int, pp: int, ep: int, stage: int | None, v: int = 1) -> float:
     from parasim.cost.partition import virtual_stage_layers

@@ -30,8 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from parasim.cost.dtypes import dtype_bytes
-from parasim.cost.memory import weight_params_per_gpu
+from parasim.cost.memory import weight_bytes_per_gpu
 from parasim.errors import InputError
 from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES, activation_workspace_bytes
 from parasim.serving.plan import ITERATION_OVERHEAD_S, ServingPlan
@@ -93,7 +92,7 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
                   iteration_overhead_s=ITERATION_OVERHEAD_S["tensorrt-llm"])
         kw["max_batch"] = int(p["max_batch"]) if p.get("max_batch") else setup.max_batch
         # kv_cache_free_gpu_mem_fraction applies to what is left after weights and activations
-        w = weight_params_per_gpu(model, tp=kw["tp"], pp=kw["pp"]) * dtype_bytes(weights)
+        w = weight_bytes_per_gpu(model, tp=kw["tp"], pp=kw["pp"], weights=weights)
         act = activation_workspace_bytes(model, tp=kw["tp"], tokens=setup.max_num_tokens, logit_rows=kw["max_batch"],
                                          act_bytes=2.0)
         fixed = w + act + RUNTIME_RESERVED_BYTES

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from parasim.cost.dtypes import dtype_bytes
-from parasim.cost.memory import kv_cache_bytes_per_token_per_gpu, weight_params_per_gpu
+from parasim.cost.memory import kv_cache_bytes_per_token_per_gpu, weight_bytes_per_gpu
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 
@@ -66,7 +66,7 @@ def activation_workspace_bytes(model: ModelSpec, *, tp: int, tokens: int, logit_
 def kv_budget(model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
               block_size: int, gpu_memory_utilization: float, max_tokens: int, max_batch: int,
               act_bytes: float = 2.0) -> KVBudget:
-    w = weight_params_per_gpu(model, tp=tp, pp=pp) * dtype_bytes(weights, field="weights")
+    w = weight_bytes_per_gpu(model, tp=tp, pp=pp, weights=weights)
     act = activation_workspace_bytes(model, tp=tp, tokens=max_tokens, logit_rows=max_batch, act_bytes=act_bytes)
     usable = acc.hbm_bytes * gpu_memory_utilization
     kv = usable - w - act - RUNTIME_RESERVED_BYTES
