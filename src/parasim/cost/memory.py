@@ -142,17 +142,21 @@ def weight_bytes_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, weights:
     wb = dtype_bytes(weights, field="weights")
     if wb >= 2.0:
         return weight_params_per_gpu(model, tp=tp, pp=pp) * wb
-    extra = 2.0 - wb
+    return max(weight_params_per_gpu(model, tp=tp, pp=pp, stage=i) * wb + _edge_params(model, tp, pp, i) * (2.0 - wb)
+               for i in range(pp))
 
-    def stage_bytes(i: int) -> float:
-        b = weight_params_per_gpu(model, tp=tp, pp=pp, stage=i) * wb
-        if i == 0:
-            b += model.embedding_params / tp * extra
-        if i == pp - 1:
-            b += model.lm_head_params / tp * extra
-        return b
 
-    return max(stage_bytes(i) for i in range(pp))
+def _edge_params(model: ModelSpec, tp: int, pp: int, stage: int) -> float:
+    """Embedding (first stage) and LM head (last stage) parameters on one GPU of `stage`; a tied
+    matrix is held again by the last stage when the two are different stages."""
+    p = 0.0
+    if stage == 0:
+        p += model.embedding_params / tp
+    if stage == pp - 1:
+        p += model.lm_head_params / tp
+        if model.tied_embeddings and pp > 1:
+            p += model.vocab * model.hidden / tp
+    return p
 
 
 @lru_cache(maxsize=8192)
@@ -172,12 +176,9 @@ def _weight_params_per_gpu(model: ModelSpec, tp: int, pp: int, ep: int, stage: i
         for g in range(i, pp * v, pp):
             layers = range(starts[g], starts[g] + counts[g])
             p += sum(moe_layer if (model.is_moe and li >= model.dense_layers) else dense_layer for li in layers)
-        if i == 0:
-            p += model.embedding_params / tp
+        p += _edge_params(model, tp, pp, i)
         if i == pp - 1:
-            p += model.lm_head_params / tp + model.final_norm_params
-            if model.tied_embeddings and pp > 1:
-                p += model.vocab * model.hidden / tp  # the last stage keeps its own copy of the tied matrix
+            p += model.final_norm_params
         return p
 
     if stage is not None:

@@ -90,6 +90,7 @@ def trtllm_bench_settings(model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp
     """
     kv_heads = max(tp, model.kv_heads)
     kv_per_token = 2 * model.layers * kv_heads * model.head_dim * dtype_bytes(kv_dtype)
+    # the tool's own estimate: every parameter at the quantised width (unlike weight_bytes_per_gpu)
     free = acc.hbm_bytes * tp * pp - weight_params_per_gpu(model) * dtype_bytes(weights)
     requests = max(free, 0.0) * kv_fraction / (kv_per_token * max(isl + osl, 1.0))
     raw_bs = min(requests, 4096) / pp
