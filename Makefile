@@ -29,7 +29,7 @@ test: $(VENV)/.installed-dev
 validation: $(VENV)/.installed
 	$(BIN)/parasim validate $(SHARED)/validation/dev.yaml --markdown docs/VALIDATION.md --extra $(SHARED)/validation/dev-traces.yaml \
 	  --extra validation/trtllm-0.11-perf-overview.yaml --extra validation/trtllm-0.17-perf-overview.yaml \
-	  --extra validation/trtllm-1.0-perf-overview.yaml
+	  --extra validation/trtllm-1.0-perf-overview.yaml --extra validation/apex-vllm-0.6-traces.yaml
 
 bench: $(VENV)/.installed
 	for f in benchmarks/*.py; do $(BIN)/python $$f; done

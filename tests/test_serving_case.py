@@ -236,3 +236,62 @@ def test_tpot_basis_follows_the_source(source, prof, basis):
     from parasim.serving.case import _tpot_basis
 
     assert _tpot_basis(source, prof) == basis
+
+
+def _v0_case(tmp_path: Path, source: str, prompts: list[int]):
+    """A vLLM 0.6 trace case with an explicit architecture (whose context length is the 2048 default)."""
+    import json
+
+    from parasim.specs.validation_case import parse_case
+
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("".join(json.dumps({"arrival_s": 5.0 * i, "prompt_tokens": p, "output_tokens": 16}) + "\n"
+                             for i, p in enumerate(prompts)))
+    raw = {"id": "v0", "source": source, "kind": "serving", "software": "vllm 0.6.0",
+           "model": {"family": "llama", "layers": 32, "hidden": 4096, "heads": 32, "kv_heads": 8, "ffn_hidden": 14336,
+                     "vocab": 128256},
+           "hardware": {"accelerator": "h100-sxm", "gpus": 1, "gpus_per_node": 8},
+           "plan": {"tp": 1, "pp": 1, "replicas": 1, "weights": "bf16", "scheduler": None, "max_batch": 256},
+           "workload": {"trace": "t.jsonl"}, "measured": {"ttft_mean_s": 0.1}}
+    return parse_case(raw, index=0, base_dir=tmp_path)
+
+
+def test_vllm_v0_budget_is_max_model_len(tmp_path):
+    """V0 batches max(max_model_len, 2048) tokens and never chunks a prompt, so a prompt longer than
+    the budget would never run. The source's --max-model-len wins; without it the run evidently
+    admitted its longest request, so max_model_len is at least that (here 3000 + 16)."""
+    case = _v0_case(tmp_path, "vLLM /metrics", [500, 3000, 1200])
+    plan, choices, _ = case_plan(case)
+    assert plan.scheduler == "vllm" and plan.token_budget == 3016
+    assert any("at least the longest request" in c for c in choices)
+    res = predict_case(case)
+    assert res.status == "ok" and not any("dropped" in c for c in res.choices)
+    # every request completed: the mean TTFT is at least the mean of each prompt's own prefill
+    assert res.predicted["ttft_mean_s"] > 0
+
+    case = _v0_case(tmp_path, "vLLM /metrics, --max-model-len 24272", [500, 3000])
+    plan, choices, _ = case_plan(case)
+    assert plan.token_budget == 24272 and any("--max-model-len in the source" in c for c in choices)
+
+    case = _v0_case(tmp_path, "vLLM /metrics", [100, 200])  # short requests: the 2048-token floor
+    assert case_plan(case)[0].token_budget == 2048
+
+
+def test_shipped_apex_trace_file():
+    """validation/apex-vllm-0.6-traces.yaml: vLLM 0.6.0 replays of the APEX traces, one case per
+    replica; every trace ships with the project, and the lmsys_05 case of each model and layout
+    completes all its requests and predicts TTFT and TPOT within 2x of the measurement."""
+    cases = load_cases(SHIPPED / "apex-vllm-0.6-traces.yaml")
+    assert len({c.id for c in cases}) == len(cases) > 60
+    assert all(c.kind == "serving" and c.software == "vllm 0.6.0" for c in cases)
+    assert all((SHIPPED / c.workload["trace"]).exists() for c in cases)
+    first = {}
+    for c in cases:
+        if "lmsys_05" in c.id:
+            first.setdefault((c.model.layers, c.plan["tp"]), c)
+    assert len(first) == 6  # Llama-3.1-70B and Mistral-Large-2407 at TP 8, 4 and 2
+    for c in first.values():
+        res = predict_case(c)
+        assert res.status == "ok" and not any("dropped" in x for x in res.choices), c.id
+        for k in ("ttft_mean_s", "tpot_mean_s"):
+            assert 0.5 * c.measured[k] < res.predicted[k] < 2.0 * c.measured[k], (c.id, k)

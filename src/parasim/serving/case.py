@@ -36,7 +36,8 @@ from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES, activation_workspace
 from parasim.serving.plan import ITERATION_OVERHEAD_S, ServingPlan
 from parasim.serving.simulate import simulate
 from parasim.serving.trtllm import TRTLLM_BLOCK, trtllm_setup
-from parasim.serving.vllm_defaults import VLLM_BLOCK, VLLM_GPU_MEMORY_UTILIZATION, vllm_setup
+from parasim.serving.vllm_defaults import (V0_MIN_BATCHED_TOKENS, VLLM_BLOCK, VLLM_GPU_MEMORY_UTILIZATION,
+                                             vllm_setup)
 from parasim.serving.workload import Workload, generate, read_trace
 from parasim.specs.validation_case import Case, CaseResult
 
@@ -112,6 +113,11 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
                   max_batch=int(p["max_batch"]) if p.get("max_batch") else setup.max_num_seqs)
         choices.append(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"
                        + ("" if m else " (default; not in the source)"))
+        if setup.engine == "v0":
+            wl = wl if wl is not None else _workload(case, choices)
+            max_len, why = _max_model_len(case, wl)
+            kw["token_budget"] = max(V0_MIN_BATCHED_TOKENS, max_len)
+            choices.append(f"max_model_len {max_len} ({why}), so max_num_batched_tokens {kw['token_budget']}")
     else:
         kw.update(scheduler=p.get("scheduler") or "sarathi", max_batch=p.get("max_batch"))
         if kw["scheduler"] == "continuous":
@@ -120,6 +126,21 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
     if not p.get("kv_cache"):
         choices.append("kv_cache: same precision as the weights' activations")
     return ServingPlan(**{k: v for k, v in kw.items() if v is not None}), choices, prof
+
+
+_MAX_MODEL_LEN = re.compile(r"max[-_]model[-_]len\s*[=:]?\s*(\d+)", re.IGNORECASE)
+
+
+def _max_model_len(case: Case, wl: Workload) -> tuple[int, str]:
+    """vLLM's max_model_len for a case: the source's --max-model-len, else the model's context
+    length, raised to the longest request the run served (a longer one would have been refused)."""
+    m = _MAX_MODEL_LEN.search(case.source + " " + case.software)
+    if m:
+        return int(m.group(1)), "--max-model-len in the source"
+    longest = int((wl.prompt_tokens + wl.output_tokens).max()) if len(wl) else 0
+    if longest > case.model.max_seq_len:
+        return longest, "not in the source; at least the longest request served"
+    return case.model.max_seq_len, "not in the source; the model's context length"
 
 
 _PER_TOKEN = re.compile(r"per output token|per-token|histogram|/metrics|inter-token", re.IGNORECASE)

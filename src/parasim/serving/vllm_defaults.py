@@ -29,6 +29,8 @@ GIB = 1024 ** 3
 VLLM_BLOCK = 16
 VLLM_GPU_MEMORY_UTILIZATION = 0.90
 V0_MAX_NUM_SEQS = 256
+#: V0 max_num_batched_tokens = max(max_model_len, this)
+V0_MIN_BATCHED_TOKENS = 2048
 #: sources that ran the offline `LLM` class rather than the API server
 _OFFLINE = re.compile(r"offline|benchmark_throughput|bench throughput|llm class|\bLLM\(", re.IGNORECASE)
 
