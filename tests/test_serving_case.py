@@ -295,3 +295,20 @@ def test_shipped_apex_trace_file():
         assert res.status == "ok" and not any("dropped" in x for x in res.choices), c.id
         for k in ("ttft_mean_s", "tpot_mean_s"):
             assert 0.5 * c.measured[k] < res.predicted[k] < 2.0 * c.measured[k], (c.id, k)
+
+
+def test_vllm_v0_fp8_quantizes_activations_in_separate_kernels(tmp_path):
+    """vLLM 0.6 FP8: `--quantization fp8` on a 16-bit checkpoint means dynamic per-tensor scales
+    (three kernels per linear input); a pre-quantized checkpoint carries static scales (one). The
+    eager prefill floor counts those launches too (4 linears a layer)."""
+    from parasim.serving.plan import EAGER_KERNEL_DISPATCH_S, eager_layer_dispatch_s
+
+    case = _v0_case(tmp_path, "vLLM /metrics; --quantization fp8 --kv-cache-dtype fp8", [500])
+    case.plan["weights"] = "fp8"
+    plan, choices, _ = case_plan(case)
+    assert plan.act_quant == "dynamic" and any("dynamic scale" in c for c in choices)
+    assert plan.eager_prefill_layer_s == pytest.approx(eager_layer_dispatch_s(1) + 12 * EAGER_KERNEL_DISPATCH_S)
+    case = _v0_case(tmp_path, "vLLM /metrics; an FP8 checkpoint", [500])
+    case.plan["weights"] = "fp8"
+    assert case_plan(case)[0].act_quant == "static"
+    assert case_plan(_v0_case(tmp_path, "vLLM /metrics", [500]))[0].act_quant == "fused"  # bf16 weights

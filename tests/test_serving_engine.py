@@ -237,3 +237,32 @@ def test_output_delay_shifts_ttft_and_e2e_not_tpot():
     assert late["e2e_mean_s"] == pytest.approx(base["e2e_mean_s"] + 0.0015, rel=1e-9)
     assert late["tpot_mean_s"] == pytest.approx(base["tpot_mean_s"], rel=1e-9)
     assert late["itl_mean_s"] == pytest.approx(base["itl_mean_s"], rel=1e-9)
+
+
+@pytest.mark.parametrize("mode,kernels,reads", [("static", 1, 1), ("dynamic", 3, 2)])
+def test_separate_activation_quantization_by_hand(mode, kernels, reads):
+    """vLLM 0.6's Fp8LinearMethod quantizes each linear's 16-bit input in separate kernels: per layer
+    four inputs (QKV and gate/up: hidden wide; output: q_dim / tp; down: ffn / tp), each read
+    `reads` times at 2 bytes and written once at 1 byte, plus `kernels` kernel overheads each.
+    Fused quantization, and 16-bit weights in any mode, cost nothing extra."""
+    kw = dict(tp=2, pp=1, kv_dtype="fp8", act_dtype="bf16", overhead_s=0.0)
+    c = cluster(2)
+    fused = IterationCost(MODEL, c, weights="fp8", act_quant="fused", **kw)
+    sep = IterationCost(MODEL, c, weights="fp8", act_quant=mode, **kw)
+    t = 300
+    width = 2 * MODEL.hidden + MODEL.q_dim // 2 + MODEL.ffn_hidden // 2
+    per_layer = (t * width * (2 * reads + 1) / (H100.hbm_bw_bytes_per_s * H100.efficiency.memory)
+                 + 4 * kernels * H100.efficiency.kernel_overhead_s)
+    step = (t, 0.0, 0.0, t, t * 100.0, t)  # a decode batch of 300
+    assert sep.time_s(*step) - fused.time_s(*step) == pytest.approx(MODEL.layers * per_layer, rel=1e-9)
+    assert sep.breakdown(*step)["act_quant"] == pytest.approx(MODEL.layers * per_layer, rel=1e-9)
+    assert sep.breakdown(*step)["total"] == pytest.approx(sep.time_s(*step), rel=1e-12)
+    bf16 = dict(kw, kv_dtype="bf16")
+    assert (IterationCost(MODEL, c, weights="bf16", act_quant=mode, **bf16).time_s(*step)
+            == IterationCost(MODEL, c, weights="bf16", **bf16).time_s(*step))
+
+
+def test_unknown_act_quant_mode_names_the_field():
+    with pytest.raises(InputError) as e:
+        ServingPlan(weights="fp8", act_quant="per-channel")
+    assert e.value.field == "act_quant" and "fused" in e.value.message

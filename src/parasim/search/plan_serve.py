@@ -149,8 +149,7 @@ def _pool_bounds(model: ModelSpec, acc_id: str, tp: int, pp: int, weights: str, 
     kv_tokens = (kvb.blocks // pp) * 16
     if kv_tokens < max_len:
         return "memory_kv", 0.0, 0.0
-    cost = IterationCost(model, cluster, tp=tp, pp=pp, weights=weights, kv_dtype=plan.kv, act_dtype=plan.act_dtype,
-                         overhead_s=plan.overhead_s, eager_prefill_layer_s=plan.eager_prefill_layer_s or 0.0)
+    cost = IterationCost.for_plan(model, cluster, plan, tp=tp, pp=pp, weights=weights)
     ctx = prompt_mean + output_mean / 2
     one = cost.time_s(1, 0.0, 0.0, 1, ctx, 1)
     b = int(max(1, min(256, kv_tokens // max(1.0, prompt_mean + output_mean))))

@@ -33,7 +33,7 @@ import numpy as np
 from parasim.cost.memory import weight_bytes_per_gpu
 from parasim.errors import InputError
 from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES, activation_workspace_bytes
-from parasim.serving.plan import ITERATION_OVERHEAD_S, ServingPlan
+from parasim.serving.plan import ITERATION_OVERHEAD_S, ServingPlan, eager_layer_dispatch_s
 from parasim.serving.simulate import simulate
 from parasim.serving.trtllm import TRTLLM_BLOCK, trtllm_setup
 from parasim.serving.vllm_defaults import (V0_MIN_BATCHED_TOKENS, VLLM_BLOCK, VLLM_GPU_MEMORY_UTILIZATION,
@@ -113,6 +113,14 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
                   max_batch=int(p["max_batch"]) if p.get("max_batch") else setup.max_num_seqs)
         choices.append(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"
                        + ("" if m else " (default; not in the source)"))
+        if setup.engine == "v0" and weights in ("fp8", "int8"):
+            # Fp8LinearMethod quantizes each linear's input in separate kernels (plan.ACT_QUANT)
+            mode = "dynamic" if _ONLINE_QUANT.search(case.source + " " + case.software) else "static"
+            kw["act_quant"] = mode
+            kw["eager_prefill_layer_s"] = eager_layer_dispatch_s(kw["tp"], mode)
+            choices.append(f"{weights} activations quantized before each linear in separate kernels ({mode} scale: "
+                           + ("--quantization on a 16-bit checkpoint" if mode == "dynamic"
+                              else "a pre-quantized checkpoint's input scales") + ")")
         if setup.engine == "v0":
             wl = wl if wl is not None else _workload(case, choices)
             max_len, why = _max_model_len(case, wl)
@@ -128,6 +136,8 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
     return ServingPlan(**{k: v for k, v in kw.items() if v is not None}), choices, prof
 
 
+#: vLLM quantizing a 16-bit checkpoint at load time (no input scales: dynamic activation scales)
+_ONLINE_QUANT = re.compile(r"--quantization[ =](fp8|int8)", re.IGNORECASE)
 _MAX_MODEL_LEN = re.compile(r"max[-_]model[-_]len\s*[=:]?\s*(\d+)", re.IGNORECASE)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.layer import EdgeCost, LayerCost, Sharding
+from parasim.serving.plan import ACT_QUANT, ACT_QUANT_INPUTS_PER_LAYER, ServingPlan
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 
@@ -23,7 +24,8 @@ CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 1024 * 1024
 
 class IterationCost:
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
-                 act_dtype: str, overhead_s: float, eager_prefill_layer_s: float = 0.0) -> None:
+                 act_dtype: str, overhead_s: float, eager_prefill_layer_s: float = 0.0,
+                 act_quant: str = "fused") -> None:
         self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
         self.layer = LayerCost(model, cluster, Sharding(tp=tp), weight_dtype=weights, act_dtype=act_dtype,
                                kv_dtype=kv_dtype)
@@ -37,6 +39,11 @@ class IterationCost:
         # p2p between stages: one activation tensor per boundary, over NVLink when a stage's TP group
         # and the next share a node
         self._p2p_group = Group.strided(2, tp, cluster)
+        # separate activation-quantization kernels before W8A8 GEMMs (plan.ACT_QUANT), per token and fixed
+        kernels, reads = ACT_QUANT[act_quant]
+        low_precision = self.layer.cdt not in ("bf16", "fp16", "fp32", "tf32")
+        self._aq_kernels = kernels * ACT_QUANT_INPUTS_PER_LAYER if low_precision else 0
+        self._aq_reads = reads
         self._fixed: dict[int, float] = {}  # tokens -> layers, embedding, p2p, overhead
         self._head: dict[int, float] = {}  # logit rows -> LM head
         # attention_s(), unrolled into coefficients (the same roofline: max(flops, bytes) + overhead;
@@ -50,6 +57,15 @@ class IterationCost:
         self._pk = l.kv_bytes_per_token * inv_bw
         self._df = l.decode_flops_per_ctx * inv_flops
         self._ko = acc.efficiency.kernel_overhead_s
+
+    @classmethod
+    def for_plan(cls, model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, *, tp: int | None = None,
+                 pp: int | None = None, weights: str | None = None) -> IterationCost:
+        """The iteration cost of `plan`'s engine (tp / pp / weights override the plan's, e.g. for one
+        pool of a disaggregated plan or a planner candidate)."""
+        return cls(model, cluster, tp=tp or plan.tp, pp=pp or plan.pp, weights=weights or plan.weights,
+                   kv_dtype=plan.kv, act_dtype=plan.act_dtype, overhead_s=plan.overhead_s,
+                   eager_prefill_layer_s=plan.eager_prefill_layer_s or 0.0, act_quant=plan.act_quant)
 
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to
@@ -70,9 +86,23 @@ class IterationCost:
         two = 2 * a + 2 * (n - 1) / n * size / bw
         return min(one, two, nccl)
 
+    def act_quant_s(self, tokens: int, moe: bool) -> float:
+        """One layer's separate activation-quantization kernels: each quantized GEMM input is read
+        `reads` times at 16 bits and written once at 8 bits, plus the kernels' fixed cost."""
+        if not self._aq_kernels or tokens <= 0:
+            return 0.0
+        m, l, acc = self.model, self.layer, self.cluster.accelerator
+        down = (m.moe_ffn_hidden * m.experts_per_token // l.etp) if moe else m.ffn_hidden // self.tp
+        width = 2 * m.hidden + m.q_dim // self.tp + down  # QKV and gate/up inputs, output and down inputs
+        bytes_moved = tokens * width * (self._aq_reads * l.ab + 1)
+        return (bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory)
+                + self._aq_kernels * acc.efficiency.kernel_overhead_s)
+
     def _fixed_s(self, tokens: int) -> float:
         l = self.layer
         t = 0.0
+        if self._aq_kernels:
+            t += self.dense_layers * self.act_quant_s(tokens, False) + self.moe_layers * self.act_quant_s(tokens, True)
         if self.tp > 1 and tokens > 0 and not l.s.sp:
             # the layer's two TP all-reduces, as the engine runs them (see tp_allreduce_s)
             size = tokens * self.model.hidden * l.ab
@@ -130,6 +160,8 @@ class IterationCost:
         if self.tp > 1 and tokens > 0 and not l.s.sp:
             size = tokens * self.model.hidden * l.ab
             out["tp_comm"] = self.layers * 2 * self.tp_allreduce_s(size)
+        out["act_quant"] = (self.dense_layers * self.act_quant_s(tokens, False)
+                            + self.moe_layers * self.act_quant_s(tokens, True))
         out["embedding"] = self.edge.embedding_s(tokens)
         out["lm_head"] = self.edge.lm_head_s(logits)
         out["pp_p2p"] = 0.0

@@ -37,9 +37,24 @@ EAGER_KERNELS_PER_LAYER = 10
 EAGER_TP_KERNELS_PER_LAYER = 4
 
 
-def eager_layer_dispatch_s(tp: int) -> float:
-    """Host time to issue one decoder layer's kernels eagerly (see EAGER_KERNEL_DISPATCH_S)."""
-    kernels = EAGER_KERNELS_PER_LAYER + (EAGER_TP_KERNELS_PER_LAYER if tp > 1 else 0)
+#: W8A8 GEMMs (fp8/int8 weights and activations) take an 8-bit input, so the 16-bit activation is
+#: quantized first. `fused`: inside the kernel that produces it (norm, activation, attention
+#: output), at no extra cost; this is parasim's default. vLLM's V0 `Fp8LinearMethod` instead runs
+#: `ops.scaled_fp8_quant` as separate kernels before each of a layer's four linears (QKV, output,
+#: gate/up, down): `static` (the checkpoint carries the input scale) is one quantize kernel, one read
+#: and one 8-bit write; `dynamic` (`--quantization fp8` on a 16-bit checkpoint: per-tensor scale
+#: found at run time) zero-fills the scale, max-reduces the input and then quantizes it: three
+#: kernels and two reads. Mode -> (kernels, reads of the 16-bit input) per quantized GEMM input.
+ACT_QUANT = {"fused": (0, 0), "static": (1, 1), "dynamic": (3, 2)}
+#: quantized GEMM inputs per decoder layer: QKV, attention output, gate/up, down
+ACT_QUANT_INPUTS_PER_LAYER = 4
+
+
+def eager_layer_dispatch_s(tp: int, act_quant: str = "fused") -> float:
+    """Host time to issue one decoder layer's kernels eagerly (see EAGER_KERNEL_DISPATCH_S),
+    separate activation-quantization kernels (ACT_QUANT) included."""
+    kernels = (EAGER_KERNELS_PER_LAYER + (EAGER_TP_KERNELS_PER_LAYER if tp > 1 else 0)
+               + ACT_QUANT_INPUTS_PER_LAYER * ACT_QUANT[act_quant][0])
     return kernels * EAGER_KERNEL_DISPATCH_S
 
 
@@ -75,6 +90,7 @@ class ServingPlan:
     iteration_overhead_s: float | None = None  # None = ITERATION_OVERHEAD_S["default"]
     eager_prefill_layer_s: float | None = None  # host dispatch per layer of an eager prefill (None = graphs/overlapped)
     output_delay_s: float = 0.0  # iteration end -> its tokens reported (vLLM >= 0.6 async output processing)
+    act_quant: str = "fused"  # fp8/int8 weights: how activations are quantized before a GEMM (ACT_QUANT)
     prefill_gpus: int | None = None  # disagg: GPUs of the prefill pool (None = half)
     prefill_tp: int | None = None  # disagg: TP inside the prefill pool (None = tp)
     decode_gpus: int | None = None  # disagg: GPUs of the decode pool (None = the rest)
@@ -107,6 +123,8 @@ class ServingPlan:
             raise InputError("iteration_overhead_s", f"must be >= 0, got {self.iteration_overhead_s}")
         if self.eager_prefill_layer_s is not None and self.eager_prefill_layer_s < 0:
             raise InputError("eager_prefill_layer_s", f"must be >= 0, got {self.eager_prefill_layer_s}")
+        if self.act_quant not in ACT_QUANT:
+            raise InputError("act_quant", f"unknown mode '{self.act_quant}'; allowed: {', '.join(ACT_QUANT)}")
         if not self.output_delay_s >= 0:
             raise InputError("output_delay_s", f"must be >= 0, got {self.output_delay_s}")
 

@@ -174,9 +174,7 @@ def kv_fit(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_r
 def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Pool, st: ReqState,
                first_idx: int) -> list[list[Instance]]:
     cls = SCHEDULERS.get_cls(plan.scheduler)
-    cost = IterationCost(model, cluster, tp=p.tp, pp=plan.pp, weights=plan.weights, kv_dtype=plan.kv,
-                         act_dtype=plan.act_dtype, overhead_s=plan.overhead_s,
-                         eager_prefill_layer_s=plan.eager_prefill_layer_s or 0.0)
+    cost = IterationCost.for_plan(model, cluster, plan, tp=p.tp)
     sched = cls(p.token_budget, p.max_batch)
     groups, idx = [], first_idx
     for r in range(p.replicas):
