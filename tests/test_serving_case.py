@@ -80,7 +80,7 @@ def _llama31_8b():
 
 
 def test_trtllm_release_parsing():
-    from parasim.serving.trtllm import release
+    from parasim.serving.software import release
 
     assert release("tensorrt-llm 0.11") == (0, 11)
     assert release("TensorRT-LLM v1.0 (pytorch backend)") == (1, 0)

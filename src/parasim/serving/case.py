@@ -33,23 +33,22 @@ import numpy as np
 from parasim.cost.memory import weight_bytes_per_gpu
 from parasim.errors import InputError
 from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES, activation_workspace_bytes
-from parasim.serving.plan import ITERATION_OVERHEAD_S, ServingPlan, eager_layer_dispatch_s
+from parasim.serving.plan import (
+    ITERATION_OVERHEAD_S,
+    ServingPlan,
+    eager_layer_dispatch_s,
+)
 from parasim.serving.simulate import simulate
+from parasim.serving.software import software_profile
 from parasim.serving.trtllm import TRTLLM_BLOCK, trtllm_setup
-from parasim.serving.vllm_defaults import (V0_MIN_BATCHED_TOKENS, VLLM_BLOCK, VLLM_GPU_MEMORY_UTILIZATION,
-                                             vllm_setup)
+from parasim.serving.vllm_defaults import (
+    V0_MIN_BATCHED_TOKENS,
+    VLLM_BLOCK,
+    VLLM_GPU_MEMORY_UTILIZATION,
+    vllm_setup,
+)
 from parasim.serving.workload import Workload, generate, read_trace
 from parasim.specs.validation_case import Case, CaseResult
-
-
-
-def software_profile(software: str) -> str:
-    s = software.lower()
-    if "tensorrt" in s or "trt-llm" in s or "trtllm" in s:
-        return "tensorrt-llm"
-    if "vllm" in s:
-        return "vllm"
-    return "default"
 
 
 def _workload(case: Case, choices: list[str]) -> Workload:

@@ -20,11 +20,11 @@ tokens per KV block.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.memory import weight_params_per_gpu
+from parasim.serving.software import release
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 
@@ -57,12 +57,6 @@ class TrtllmSetup:
     kv_fraction: float
     chunked: bool
     flow: str  # human-readable: which release flow and where the sizes came from
-
-
-def release(software: str) -> tuple[int, int] | None:
-    """(major, minor) of the first version number in `software`, e.g. 'tensorrt-llm 0.11' -> (0, 11)."""
-    m = re.search(r"(\d+)\.(\d+)", software)
-    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def _round_up(raw: float, steps: tuple[tuple[float, int], ...], floor: int) -> int:

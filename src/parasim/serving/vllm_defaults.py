@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 
 from parasim.serving.plan import VLLM_ASYNC_OUTPUT_DELAY_S, eager_layer_dispatch_s
-from parasim.serving.trtllm import release
+from parasim.serving.software import release
 from parasim.specs.accelerator import AcceleratorSpec
 
 GIB = 1024 ** 3

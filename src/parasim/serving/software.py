@@ -1,0 +1,26 @@
+"""Which serving software a validation case names, and which release of it.
+
+A case's `software` field is free text ("tensorrt-llm 0.11", "vLLM 0.6.0 (defaults)"). The
+engine profile picks the defaults module (`trtllm`, `vllm_defaults`); the release picks the flow
+inside it, since both engines changed their benchmark defaults between releases.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+def software_profile(software: str) -> str:
+    """'tensorrt-llm', 'vllm' or 'default' (parasim's generic engine) for a case's software text."""
+    s = software.lower()
+    if "tensorrt" in s or "trt-llm" in s or "trtllm" in s:
+        return "tensorrt-llm"
+    if "vllm" in s:
+        return "vllm"
+    return "default"
+
+
+def release(software: str) -> tuple[int, int] | None:
+    """(major, minor) of the first version number in `software`, e.g. 'tensorrt-llm 0.11' -> (0, 11)."""
+    m = re.search(r"(\d+)\.(\d+)", software)
+    return (int(m.group(1)), int(m.group(2))) if m else None
