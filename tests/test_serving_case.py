@@ -312,3 +312,18 @@ def test_vllm_v0_fp8_quantizes_activations_in_separate_kernels(tmp_path):
     case.plan["weights"] = "fp8"
     assert case_plan(case)[0].act_quant == "static"
     assert case_plan(_v0_case(tmp_path, "vLLM /metrics", [500]))[0].act_quant == "fused"  # bf16 weights
+
+
+def test_vllm_disable_custom_all_reduce_in_the_source(tmp_path):
+    """`--disable-custom-all-reduce` in a vLLM case's source routes TP all-reduces through NCCL and
+    counts one eager launch per all-reduce instead of two (no copy into the registered buffer)."""
+    from parasim.serving.plan import EAGER_KERNEL_DISPATCH_S, eager_layer_dispatch_s
+
+    case = _v0_case(tmp_path, "vLLM /metrics; --tensor-parallel-size 2 --disable-custom-all-reduce", [500])
+    case.plan["tp"] = 2
+    plan, choices, _ = case_plan(case)
+    assert plan.custom_allreduce is False and any("NCCL" in c for c in choices)
+    assert plan.eager_prefill_layer_s == pytest.approx(eager_layer_dispatch_s(2) - 2 * EAGER_KERNEL_DISPATCH_S)
+    case = _v0_case(tmp_path, "vLLM /metrics; --tensor-parallel-size 2", [500])
+    case.plan["tp"] = 2
+    assert case_plan(case)[0].custom_allreduce is True

@@ -266,3 +266,20 @@ def test_unknown_act_quant_mode_names_the_field():
     with pytest.raises(InputError) as e:
         ServingPlan(weights="fp8", act_quant="per-channel")
     assert e.value.field == "act_quant" and "fused" in e.value.message
+
+
+def test_custom_allreduce_off_uses_nccl_and_is_never_faster():
+    """With the custom kernel off (vLLM --disable-custom-all-reduce) every TP all-reduce is the NCCL
+    collective; the custom one/two-shot kernel is chosen only when faster, so turning it off can
+    only slow a step down."""
+    from parasim.cost.comm import collective_time_s
+
+    c = cluster(8)
+    on = IterationCost(MODEL, c, tp=8, pp=1, weights="bf16", kv_dtype="bf16", act_dtype="bf16", overhead_s=0.0)
+    off = IterationCost(MODEL, c, tp=8, pp=1, weights="bf16", kv_dtype="bf16", act_dtype="bf16", overhead_s=0.0,
+                        custom_allreduce=False)
+    for size in (4096.0, 2.0**20, 6 * 2.0**20, 64 * 2.0**20):
+        assert off.tp_allreduce_s(size) == collective_time_s("all_reduce", size, off.layer.tp_group, c)
+        assert on.tp_allreduce_s(size) <= off.tp_allreduce_s(size)
+    step = (16, 0.0, 0.0, 16, 16 * 500.0, 16)
+    assert off.time_s(*step) > on.time_s(*step)  # small decode all-reduces: one-shot beats the ring

@@ -19,7 +19,7 @@ from parasim.specs.catalog import cluster_for, get_accelerator, get_model
 
 PLAN_KEYS = ("tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "block_size", "weights", "kv_dtype",
              "prefix_cache", "router", "gpu_memory_utilization", "kv_reservation", "iteration_overhead_s",
-             "eager_prefill_layer_s", "output_delay_s", "act_quant", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
+             "eager_prefill_layer_s", "output_delay_s", "act_quant", "custom_allreduce", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
 WORKLOAD_KEYS = ("trace", "rate", "requests", "seed", "arrival", "cv", "prompt_tokens", "output_tokens",
                  "prompt_dist", "output_dist", "burst", "length_dist", "length_sigma")
 OTHER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "slo_ttft", "slo_tpot", "requests_out", "json_out", "capacity",
@@ -173,6 +173,7 @@ def serve_cmd(
     eager_prefill_layer_s: Optional[float] = typer.Option(None, "--eager-prefill-layer-s", help="Host dispatch time per layer of an eager (no CUDA graph) prefill; a prefill iteration takes at least layers x this (vLLM 0.6 cases: eager_layer_dispatch_s, 0.26 ms; 0.36 ms with TP).", rich_help_panel="Plan"),
     output_delay_s: Optional[float] = typer.Option(None, "--output-delay-s", help="Time from an iteration's end to its tokens being reported (vLLM >= 0.6 async output processing: VLLM_ASYNC_OUTPUT_DELAY_S); adds to TTFT and E2E, not to TPOT.", rich_help_panel="Plan"),
     act_quant: Optional[str] = typer.Option(None, "--act-quant", help="fp8/int8 weights: how activations are quantized before each linear: fused (default; inside the producing kernel), static or dynamic (separate kernels, as vLLM 0.6 runs them; dynamic for --quantization fp8 on a 16-bit checkpoint).", rich_help_panel="Plan"),
+    custom_allreduce: Optional[bool] = typer.Option(None, "--custom-allreduce/--no-custom-allreduce", help="TP all-reduce by the engine's one/two-shot kernel inside an NVLink domain (default on); off = NCCL only, as vLLM's --disable-custom-all-reduce.", rich_help_panel="Plan"),
     prefill_gpus: Optional[int] = typer.Option(None, "--prefill-gpus", help="disagg: GPUs in the prefill pool.", rich_help_panel="Disaggregation"),
     prefill_tp: Optional[int] = typer.Option(None, "--prefill-tp", help="disagg: TP of prefill instances.", rich_help_panel="Disaggregation"),
     decode_gpus: Optional[int] = typer.Option(None, "--decode-gpus", help="disagg: GPUs in the decode pool.", rich_help_panel="Disaggregation"),
@@ -208,7 +209,7 @@ def serve_cmd(
                  kv_dtype=kv_dtype, prefix_cache=prefix_cache, router=router,
                  gpu_memory_utilization=gpu_memory_utilization, kv_reservation=kv_reservation,
                  iteration_overhead_s=iteration_overhead_s, eager_prefill_layer_s=eager_prefill_layer_s,
-                 output_delay_s=output_delay_s, act_quant=act_quant,
+                 output_delay_s=output_delay_s, act_quant=act_quant, custom_allreduce=custom_allreduce,
                  prefill_gpus=prefill_gpus, prefill_tp=prefill_tp,
                  decode_gpus=decode_gpus, decode_tp=decode_tp, trace=str(trace) if trace else None, rate=rate,
                  requests=requests, seed=seed, arrival=arrival, cv=cv, prompt_tokens=prompt_tokens,

@@ -112,15 +112,19 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
                   max_batch=int(p["max_batch"]) if p.get("max_batch") else setup.max_num_seqs)
         choices.append(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"
                        + ("" if m else " (default; not in the source)"))
+        if _NO_CUSTOM_AR.search(case.source + " " + case.software):
+            kw["custom_allreduce"] = False
+            choices.append("custom all-reduce disabled in the source: TP all-reduces through NCCL")
         if setup.engine == "v0" and weights in ("fp8", "int8"):
             # Fp8LinearMethod quantizes each linear's input in separate kernels (plan.ACT_QUANT)
             mode = "dynamic" if _ONLINE_QUANT.search(case.source + " " + case.software) else "static"
             kw["act_quant"] = mode
-            kw["eager_prefill_layer_s"] = eager_layer_dispatch_s(kw["tp"], mode)
             choices.append(f"{weights} activations quantized before each linear in separate kernels ({mode} scale: "
                            + ("--quantization on a 16-bit checkpoint" if mode == "dynamic"
                               else "a pre-quantized checkpoint's input scales") + ")")
         if setup.engine == "v0":
+            kw["eager_prefill_layer_s"] = eager_layer_dispatch_s(kw["tp"], kw.get("act_quant", "fused"),
+                                                                 kw.get("custom_allreduce", True))
             wl = wl if wl is not None else _workload(case, choices)
             max_len, why = _max_model_len(case, wl)
             kw["token_budget"] = max(V0_MIN_BATCHED_TOKENS, max_len)
@@ -137,6 +141,7 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
 
 #: vLLM quantizing a 16-bit checkpoint at load time (no input scales: dynamic activation scales)
 _ONLINE_QUANT = re.compile(r"--quantization[ =](fp8|int8)", re.IGNORECASE)
+_NO_CUSTOM_AR = re.compile(r"disable[-_]custom[-_]all[-_]?reduce", re.IGNORECASE)
 _MAX_MODEL_LEN = re.compile(r"max[-_]model[-_]len\s*[=:]?\s*(\d+)", re.IGNORECASE)
 
 

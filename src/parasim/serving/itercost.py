@@ -25,7 +25,7 @@ CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 1024 * 1024
 class IterationCost:
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
                  act_dtype: str, overhead_s: float, eager_prefill_layer_s: float = 0.0,
-                 act_quant: str = "fused") -> None:
+                 act_quant: str = "fused", custom_allreduce: bool = True) -> None:
         self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
         self.layer = LayerCost(model, cluster, Sharding(tp=tp), weight_dtype=weights, act_dtype=act_dtype,
                                kv_dtype=kv_dtype)
@@ -34,6 +34,7 @@ class IterationCost:
         self.dense_layers = model.layers - model.moe_layers
         self.layers = model.layers
         self.overhead_s = overhead_s
+        self.custom_allreduce = custom_allreduce
         # host floor of an iteration that contains prefill work run eagerly (no CUDA graph)
         self.eager_prefill_s = self.layers * float(eager_prefill_layer_s or 0.0)
         # p2p between stages: one activation tensor per boundary, over NVLink when a stage's TP group
@@ -65,19 +66,21 @@ class IterationCost:
         pool of a disaggregated plan or a planner candidate)."""
         return cls(model, cluster, tp=tp or plan.tp, pp=pp or plan.pp, weights=weights or plan.weights,
                    kv_dtype=plan.kv, act_dtype=plan.act_dtype, overhead_s=plan.overhead_s,
-                   eager_prefill_layer_s=plan.eager_prefill_layer_s or 0.0, act_quant=plan.act_quant)
+                   eager_prefill_layer_s=plan.eager_prefill_layer_s or 0.0, act_quant=plan.act_quant,
+                   custom_allreduce=plan.custom_allreduce)
 
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to
         CUSTOM_ALLREDUCE_MAX_BYTES, a custom one-shot (read every peer's buffer: one latency,
         (n-1) x size over the links) or two-shot (reduce-scatter + all-gather by P2P: two latencies,
-        2 (n-1)/n x size) kernel, whichever is faster; NCCL otherwise."""
+        2 (n-1)/n x size) kernel, whichever is faster; NCCL otherwise, and always when the plan
+        turns the custom kernel off (vLLM `--disable-custom-all-reduce`)."""
         n = self.tp
         if n <= 1 or size <= 0:
             return 0.0
         l = self.layer
         nccl = collective_time_s("all_reduce", size, l.tp_group, self.cluster)
-        if l.tp_group.per_node < n or size > CUSTOM_ALLREDUCE_MAX_BYTES:
+        if not self.custom_allreduce or l.tp_group.per_node < n or size > CUSTOM_ALLREDUCE_MAX_BYTES:
             return nccl
         acc = self.cluster.accelerator
         bw = acc.link_bw_bytes_per_s * acc.efficiency.nvlink_busbw

@@ -33,8 +33,9 @@ EAGER_KERNEL_DISPATCH_S = 0.26e-3 / 10
 EAGER_KERNELS_PER_LAYER = 10
 #: With TP each layer adds two all-reduces; outside a CUDA graph vLLM's custom all-reduce first
 #: copies its input into the registered buffer (custom_all_reduce.all_reduce_unreg), so each is
-#: two launches (copy + kernel).
+#: two launches (copy + kernel); through NCCL (`custom_allreduce` off) each is one.
 EAGER_TP_KERNELS_PER_LAYER = 4
+EAGER_TP_KERNELS_PER_LAYER_NCCL = 2
 
 
 #: W8A8 GEMMs (fp8/int8 weights and activations) take an 8-bit input, so the 16-bit activation is
@@ -50,10 +51,11 @@ ACT_QUANT = {"fused": (0, 0), "static": (1, 1), "dynamic": (3, 2)}
 ACT_QUANT_INPUTS_PER_LAYER = 4
 
 
-def eager_layer_dispatch_s(tp: int, act_quant: str = "fused") -> float:
+def eager_layer_dispatch_s(tp: int, act_quant: str = "fused", custom_allreduce: bool = True) -> float:
     """Host time to issue one decoder layer's kernels eagerly (see EAGER_KERNEL_DISPATCH_S),
     separate activation-quantization kernels (ACT_QUANT) included."""
-    kernels = (EAGER_KERNELS_PER_LAYER + (EAGER_TP_KERNELS_PER_LAYER if tp > 1 else 0)
+    tp_kernels = EAGER_TP_KERNELS_PER_LAYER if custom_allreduce else EAGER_TP_KERNELS_PER_LAYER_NCCL
+    kernels = (EAGER_KERNELS_PER_LAYER + (tp_kernels if tp > 1 else 0)
                + ACT_QUANT_INPUTS_PER_LAYER * ACT_QUANT[act_quant][0])
     return kernels * EAGER_KERNEL_DISPATCH_S
 
@@ -91,6 +93,7 @@ class ServingPlan:
     eager_prefill_layer_s: float | None = None  # host dispatch per layer of an eager prefill (None = graphs/overlapped)
     output_delay_s: float = 0.0  # iteration end -> its tokens reported (vLLM >= 0.6 async output processing)
     act_quant: str = "fused"  # fp8/int8 weights: how activations are quantized before a GEMM (ACT_QUANT)
+    custom_allreduce: bool = True  # TP all-reduce by the engine's one/two-shot kernel where it applies; off: NCCL
     prefill_gpus: int | None = None  # disagg: GPUs of the prefill pool (None = half)
     prefill_tp: int | None = None  # disagg: TP inside the prefill pool (None = tp)
     decode_gpus: int | None = None  # disagg: GPUs of the decode pool (None = the rest)
@@ -123,6 +126,8 @@ class ServingPlan:
             raise InputError("iteration_overhead_s", f"must be >= 0, got {self.iteration_overhead_s}")
         if self.eager_prefill_layer_s is not None and self.eager_prefill_layer_s < 0:
             raise InputError("eager_prefill_layer_s", f"must be >= 0, got {self.eager_prefill_layer_s}")
+        if not isinstance(self.custom_allreduce, bool):
+            raise InputError("custom_allreduce", f"must be true or false, got {self.custom_allreduce!r}")
         if self.act_quant not in ACT_QUANT:
             raise InputError("act_quant", f"unknown mode '{self.act_quant}'; allowed: {', '.join(ACT_QUANT)}")
         if not self.output_delay_s >= 0:
