@@ -33,11 +33,7 @@ import numpy as np
 from parasim.cost.memory import weight_bytes_per_gpu
 from parasim.errors import InputError
 from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES, activation_workspace_bytes
-from parasim.serving.plan import (
-    ITERATION_OVERHEAD_S,
-    ServingPlan,
-    eager_layer_dispatch_s,
-)
+from parasim.serving.plan import ITERATION_OVERHEAD_S, ServingPlan
 from parasim.serving.simulate import simulate
 from parasim.serving.software import software_profile
 from parasim.serving.trtllm import TRTLLM_BLOCK, trtllm_setup
@@ -103,28 +99,16 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
     elif prof == "vllm":
         m = re.search(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)", case.source + " " + case.software)
         util = float(m.group(1)) if m else VLLM_GPU_MEMORY_UTILIZATION
-        setup = vllm_setup(case.software, case.source, case.cluster.accelerator, tp=kw["tp"])
+        setup = vllm_setup(case.software, case.source, case.cluster.accelerator, tp=kw["tp"], weights=weights)
         sched = p.get("scheduler") or setup.scheduler
         kw.update(scheduler=setup.scheduler if sched == "continuous" else sched, block_size=VLLM_BLOCK,
                   gpu_memory_utilization=util, iteration_overhead_s=ITERATION_OVERHEAD_S["vllm"],
                   eager_prefill_layer_s=setup.eager_prefill_layer_s, output_delay_s=setup.output_delay_s,
-                  token_budget=setup.token_budget,
+                  token_budget=setup.token_budget, act_quant=setup.act_quant, custom_allreduce=setup.custom_allreduce,
                   max_batch=int(p["max_batch"]) if p.get("max_batch") else setup.max_num_seqs)
         choices.append(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"
                        + ("" if m else " (default; not in the source)"))
-        if _NO_CUSTOM_AR.search(case.source + " " + case.software):
-            kw["custom_allreduce"] = False
-            choices.append("custom all-reduce disabled in the source: TP all-reduces through NCCL")
-        if setup.engine == "v0" and weights in ("fp8", "int8"):
-            # Fp8LinearMethod quantizes each linear's input in separate kernels (plan.ACT_QUANT)
-            mode = "dynamic" if _ONLINE_QUANT.search(case.source + " " + case.software) else "static"
-            kw["act_quant"] = mode
-            choices.append(f"{weights} activations quantized before each linear in separate kernels ({mode} scale: "
-                           + ("--quantization on a 16-bit checkpoint" if mode == "dynamic"
-                              else "a pre-quantized checkpoint's input scales") + ")")
         if setup.engine == "v0":
-            kw["eager_prefill_layer_s"] = eager_layer_dispatch_s(kw["tp"], kw.get("act_quant", "fused"),
-                                                                 kw.get("custom_allreduce", True))
             wl = wl if wl is not None else _workload(case, choices)
             max_len, why = _max_model_len(case, wl)
             kw["token_budget"] = max(V0_MIN_BATCHED_TOKENS, max_len)
@@ -139,9 +123,6 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
     return ServingPlan(**{k: v for k, v in kw.items() if v is not None}), choices, prof
 
 
-#: vLLM quantizing a 16-bit checkpoint at load time (no input scales: dynamic activation scales)
-_ONLINE_QUANT = re.compile(r"--quantization[ =](fp8|int8)", re.IGNORECASE)
-_NO_CUSTOM_AR = re.compile(r"disable[-_]custom[-_]all[-_]?reduce", re.IGNORECASE)
 _MAX_MODEL_LEN = re.compile(r"max[-_]model[-_]len\s*[=:]?\s*(\d+)", re.IGNORECASE)
 
 

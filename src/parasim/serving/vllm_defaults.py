@@ -33,6 +33,9 @@ V0_MAX_NUM_SEQS = 256
 V0_MIN_BATCHED_TOKENS = 2048
 #: sources that ran the offline `LLM` class rather than the API server
 _OFFLINE = re.compile(r"offline|benchmark_throughput|bench throughput|llm class|\bLLM\(", re.IGNORECASE)
+#: a 16-bit checkpoint quantized at load time (no input scales: dynamic activation scales)
+_ONLINE_QUANT = re.compile(r"--quantization[ =](fp8|int8)", re.IGNORECASE)
+_NO_CUSTOM_AR = re.compile(r"disable[-_]custom[-_]all[-_]?reduce", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -44,19 +47,32 @@ class VllmSetup:
     eager_prefill_layer_s: float | None
     output_delay_s: float
     why: str
+    act_quant: str = "fused"  # plan.ACT_QUANT
+    custom_allreduce: bool = True
 
 
-def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int) -> VllmSetup:
+def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, weights: str = "bf16") -> VllmSetup:
     rel = release(software)
+    text = source + " " + software
+    custom_ar = not _NO_CUSTOM_AR.search(text)
+    flags = "" if custom_ar else "; custom all-reduce disabled in the source: TP all-reduces through NCCL"
     if rel is not None and rel < (0, 8):
         delay = VLLM_ASYNC_OUTPUT_DELAY_S if rel >= (0, 6) else 0.0
-        eager = eager_layer_dispatch_s(tp)
+        act_quant = "fused"
+        if weights in ("fp8", "int8"):
+            # V0's Fp8LinearMethod quantizes each linear's input in separate kernels (plan.ACT_QUANT)
+            act_quant = "dynamic" if _ONLINE_QUANT.search(text) else "static"
+            flags += (f"; {weights} activations quantized before each linear in separate kernels ({act_quant} "
+                      "scale: " + ("--quantization on a 16-bit checkpoint" if act_quant == "dynamic"
+                                   else "a pre-quantized checkpoint's input scales") + ")")
+        eager = eager_layer_dispatch_s(tp, act_quant, custom_ar)
         return VllmSetup("v0", "vllm", V0_MAX_NUM_SEQS, None, eager, delay,
                          f"vLLM {rel[0]}.{rel[1]} (V0 engine) defaults: prefill-prioritised, no chunked prefill, "
                          f"max_num_seqs {V0_MAX_NUM_SEQS}, max_num_batched_tokens max(max_model_len, 2048); prefill runs "
                          f"eagerly (CUDA graphs only for decode): at least {eager * 1e3:.2f} ms of host dispatch per layer"
                          + (f"; async output processing (default since 0.6.0): tokens reported "
-                            f"{delay * 1e3:.1f} ms after their iteration, inside the next one" if delay else ""))
+                            f"{delay * 1e3:.1f} ms after their iteration, inside the next one" if delay else "") + flags,
+                         act_quant, custom_ar)
     offline = bool(_OFFLINE.search(source + " " + software))
     large = acc.hbm_bytes >= 70 * GIB and not (rel is not None and rel >= (0, 9) and acc.id.startswith("a100"))
     if large:
@@ -68,4 +84,4 @@ def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int) -> 
                      f"vLLM {ver} V1 engine defaults ({'offline LLM class' if offline else 'API server'}, "
                      f"{'>= 70 GiB GPU' if large else 'smaller GPU or A100'}): chunked prefill with running requests "
                      f"first, max_num_batched_tokens {budget}, max_num_seqs {seqs}; piecewise CUDA graphs (no eager "
-                     f"prefill floor)")
+                     f"prefill floor)" + flags, custom_allreduce=custom_ar)
