@@ -7,7 +7,9 @@ most plausibly have used, and every such choice is reported in `CaseResult.choic
   - v0.11 (gptManagerBenchmark, the v0.11 perf-overview methodology): in-flight batching with
     chunked context (`sarathi` with budget = max_num_tokens), the per-network max_num_tokens /
     max_batch_size of that page's engine-build table, kv_cache_free_gpu_mem_fraction 0.99.
-  - v0.12 - v0.18 (trtllm-bench on TensorRT engines) and v0.19+ / "pytorch" / no version
+  - v0.12 - v0.14 (trtllm-bench on TensorRT engines): the sizes trtllm-bench looked up in its
+    shipped per-model file (`TRTLLM_BENCH_LOOKUP`), KV fraction 0.90 (the tool's default).
+  - v0.15 - v0.18 (trtllm-bench on TensorRT engines) and v0.19+ / "pytorch" / no version
     (trtllm-bench on the PyTorch backend): max_batch_size and max_num_tokens from trtllm-bench's
     published sizing rule (`trtllm_bench_settings`), KV fraction 0.95 (the perf-overview says
     most runs raised it from the 0.90 default to 0.95). The PyTorch flow does not chunk prompts
@@ -82,7 +84,8 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
         kv_dtype = ServingPlan(weights=weights, kv_dtype=kw["kv_dtype"]).kv
         setup = trtllm_setup(case.software, model, acc, tp=kw["tp"], pp=kw["pp"],
                              isl=float(wl.prompt_tokens.mean()), max_isl=int(wl.prompt_tokens.max()),
-                             osl=float(wl.output_tokens.mean()), weights=weights, kv_dtype=kv_dtype)
+                             osl=float(wl.output_tokens.mean()), weights=weights, kv_dtype=kv_dtype,
+                             max_seq=int((wl.prompt_tokens + wl.output_tokens).max()))
         kw.update(scheduler="sarathi" if setup.chunked else "continuous", token_budget=setup.max_num_tokens,
                   kv_reservation="full", block_size=TRTLLM_BLOCK,
                   iteration_overhead_s=ITERATION_OVERHEAD_S["tensorrt-llm"])

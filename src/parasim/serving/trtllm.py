@@ -6,12 +6,17 @@ prompts are chunked. Three flows have been published:
 
 * v0.11 (gptManagerBenchmark): a per-network build table on the v0.11 perf-overview page
   (`TRTLLM_011_BUILD`), `--kv_cache_free_gpu_mem_fraction 0.99`, `--enable_chunked_context`.
-* v0.12 - v0.18 (trtllm-bench, TensorRT engines) and v0.19+ (trtllm-bench, PyTorch backend):
+* v0.12 - v0.14 (trtllm-bench, TensorRT engines): `trtllm-bench build` looked the engine sizes up
+  in a file shipped with the tool (tensorrt_llm/bench/build/benchmark_config.yml: per model and
+  TP, "general" or per max sequence length; `TRTLLM_BENCH_LOOKUP`), which the v0.12 benchmarking
+  doc says "directly corresponds to the performance table" of the perf-overview page. The pages
+  state no KV fraction, so the tool's default 0.90 applies.
+* v0.15 - v0.18 (trtllm-bench, TensorRT engines) and v0.19+ (trtllm-bench, PyTorch backend):
   max_batch_size and max_num_tokens from trtllm-bench's sizing rule (`trtllm_bench_settings`,
-  tensorrt_llm/bench/build/tuning.py); the perf-overview pages say most runs set the KV fraction
-  to 0.95 (default 0.90). The PyTorch flow leaves chunked prefill off and then raises
-  max_num_tokens to at least max ISL + max_batch_size so every prompt fits one iteration
-  (tensorrt_llm/bench/benchmark/utils/general.py).
+  tensorrt_llm/bench/build/tuning.py; the v0.15 page is the first to describe it); the
+  perf-overview pages say most runs set the KV fraction to 0.95 (default 0.90). The PyTorch flow
+  leaves chunked prefill off and then raises max_num_tokens to at least max ISL + max_batch_size
+  so every prompt fits one iteration (tensorrt_llm/bench/benchmark/utils/general.py).
 
 Both flows admit with GUARANTEED_NO_EVICT (KV for prompt + output booked at admission) and 64
 tokens per KV block.
@@ -33,8 +38,11 @@ TRTLLM_MAX_BATCH = 2048
 TRTLLM_BLOCK = 64
 #: v0.11 perf-overview command line (gptManagerBenchmark --kv_cache_free_gpu_mem_fraction 0.99)
 TRTLLM_011_KV_FRACTION = 0.99
-#: trtllm-bench perf-overview pages: "in many cases ... --kv_cache_free_gpu_mem_fraction 0.95"
+#: trtllm-bench perf-overview pages from v0.15: "in many cases ... --kv_cache_free_gpu_mem_fraction 0.95"
 TRTLLM_BENCH_KV_FRACTION = 0.95
+#: trtllm-bench throughput's own default (--kv_cache_free_gpu_mem_fraction .90), for the v0.12 - v0.14
+#: pages, which state no value
+TRTLLM_BENCH_DEFAULT_KV_FRACTION = 0.90
 
 #: TensorRT-LLM v0.11 perf-overview, "Network Configuration Files and Settings": per-network
 #: (max_num_tokens, max_batch_size) by TP, some per (ISL, OSL). A network is named by
@@ -48,6 +56,27 @@ TRTLLM_011_BUILD: dict[tuple[int, int, int, int, int], dict[tuple[int, tuple[int
                               (8, None): (16384, 8192), (8, (128, 2048)): (16384, 1024)},  # Llama-2-70b
     (80, 8192, 8, 128256, 0): {(4, None): (1024, 2048), (8, None): (16384, 8192)},  # Meta-Llama-3-70B
 }
+
+#: trtllm-bench v0.12 - v0.14 lookup (tensorrt_llm/bench/build/benchmark_config.yml), same network
+#: keys as above: (max_num_tokens, max_batch_size) by (TP, max sequence length of the dataset or
+#: None for the file's "general" entry). The Llama-3-70B TP1/TP2 entries are from a later copy of
+#: the file; the others are in every copy found. A network or TP the file lacks made the build
+#: fail; parasim then uses trtllm-build's defaults.
+TRTLLM_BENCH_LOOKUP: dict[tuple[int, int, int, int, int], dict[tuple[int, int | None], tuple[int, int]]] = {
+    (32, 4096, 32, 32000, 0): {(1, None): (8192, 4096)},  # Llama-2-7b-hf
+    (32, 4096, 8, 128256, 0): {(1, None): (8192, 2048)},  # Meta-Llama-3-8B
+    (32, 4096, 8, 32000, 0): {(1, None): (8192, 4098)},  # Mistral-7B-v0.1
+    (32, 4096, 8, 32000, 8): {(2, None): (3072, 2048), (4, None): (8192, 8192)},  # Mixtral-8x7B-v0.1
+    (80, 8192, 8, 32000, 0): {(2, None): (2048, 2048), (4, None): (8192, 4096), (4, 4224): (8192, 256),
+                              (8, None): (16384, 8192), (8, 2176): (16384, 1024)},  # Llama-2-70b-hf
+    (80, 8192, 8, 128256, 0): {(1, None): (2048, 2048), (2, None): (1024, 256), (2, 4096): (1024, 2048),
+                               (4, None): (1024, 2048), (8, None): (16384, 8192)},  # Meta-Llama-3-70B
+}
+
+
+def _network_key(model: ModelSpec) -> tuple[int, int, int, int, int]:
+    """How the tables above name a network: (layers, hidden, KV heads, vocab, routed experts)."""
+    return (model.layers, model.hidden, model.kv_heads, model.vocab, model.experts)
 
 
 @dataclass(frozen=True)
@@ -93,12 +122,24 @@ def trtllm_bench_settings(model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp
 
 
 def trtllm_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int, isl: float,
-                 max_isl: int, osl: float, weights: str, kv_dtype: str) -> TrtllmSetup:
-    """The settings of the benchmark flow of the release named in `software` (module docstring)."""
+                 max_isl: int, osl: float, weights: str, kv_dtype: str, max_seq: int | None = None) -> TrtllmSetup:
+    """The settings of the benchmark flow of the release named in `software` (module docstring).
+    `max_seq` is the dataset's longest prompt + output (the v0.12 - v0.14 lookup key); it defaults
+    to ISL + OSL."""
     rel = release(software)
+    if rel is not None and (0, 12) <= rel <= (0, 14):
+        seq = int(max_seq if max_seq is not None else isl + osl)
+        table = TRTLLM_BENCH_LOOKUP.get(_network_key(model), {})
+        hit = table.get((tp, seq)) or table.get((tp, None))
+        tokens, batch = hit if hit else (TRTLLM_MAX_NUM_TOKENS, TRTLLM_MAX_BATCH)
+        where = ("trtllm-bench's benchmark_config.yml lookup" if hit
+                 else "trtllm-build defaults (network or TP not in trtllm-bench's lookup file)")
+        return TrtllmSetup(tokens, batch, TRTLLM_BENCH_DEFAULT_KV_FRACTION, True,
+                           f"TensorRT-LLM {rel[0]}.{rel[1]} trtllm-bench, TensorRT engine, chunked context; "
+                           f"max_num_tokens {tokens}, max_batch_size {batch} ({where}); KV fraction "
+                           f"{TRTLLM_BENCH_DEFAULT_KV_FRACTION} (the tool's default; the page states none)")
     if rel == (0, 11):
-        key = (model.layers, model.hidden, model.kv_heads, model.vocab, model.experts)
-        table = TRTLLM_011_BUILD.get(key, {})
+        table = TRTLLM_011_BUILD.get(_network_key(model), {})
         hit = table.get((tp, (int(isl), int(osl)))) or table.get((tp, None))
         tokens, batch = hit if hit else (TRTLLM_MAX_NUM_TOKENS, TRTLLM_MAX_BATCH)
         where = "v0.11 perf-overview engine-build table" if hit else "trtllm-build defaults (network not in the v0.11 table)"
