@@ -26,10 +26,13 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n 2
 
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PROJECT_CASES := $(foreach v,0.11 0.12 0.13 0.14 0.15 0.17 1.0,validation/trtllm-$(v)-perf-overview.yaml) \
+	validation/apex-vllm-0.6-traces.yaml
+
 validation: $(VENV)/.installed
-	$(BIN)/parasim validate $(SHARED)/validation/dev.yaml --markdown docs/VALIDATION.md --extra $(SHARED)/validation/dev-traces.yaml \
-	  --extra validation/trtllm-0.11-perf-overview.yaml --extra validation/trtllm-0.17-perf-overview.yaml \
-	  --extra validation/trtllm-1.0-perf-overview.yaml --extra validation/apex-vllm-0.6-traces.yaml
+	$(BIN)/parasim validate $(SHARED)/validation/dev.yaml --markdown docs/VALIDATION.md -j $(JOBS) \
+	  --extra $(SHARED)/validation/dev-traces.yaml $(foreach f,$(PROJECT_CASES),--extra $(f))
 
 bench: $(VENV)/.installed
 	for f in benchmarks/*.py; do $(BIN)/python $$f; done

@@ -124,7 +124,7 @@ def test_trtllm_bench_token_rounding(raw, expected):
 
 def test_trtllm_flows_by_release():
     """v0.11: the page's table, 0.99 of free memory, chunked context. Engine-era trtllm-bench
-    (0.12-0.18): the sizing rule, 0.95, chunked. PyTorch era (>= 0.19, or unnamed): no chunking,
+    from 0.15 (to 0.18): the sizing rule, 0.95, chunked. PyTorch era (>= 0.19, or unnamed): no chunking,
     so the token budget must hold the longest prompt plus a full batch of decodes."""
     from parasim.serving.trtllm import trtllm_setup
     from parasim.specs.catalog import get_accelerator
@@ -139,6 +139,33 @@ def test_trtllm_flows_by_release():
     assert not s10.chunked and s10.max_num_tokens == 20000 + s10.max_batch
     unnamed = trtllm_setup("tensorrt-llm", m, acc, **kw)
     assert (unnamed.max_num_tokens, unnamed.max_batch, unnamed.chunked) == (s10.max_num_tokens, s10.max_batch, False)
+
+
+def test_trtllm_bench_012_to_014_look_up_the_shipped_table_by_max_sequence_length():
+    """trtllm-bench 0.12 - 0.14 keyed its lookup by TP and the dataset's max sequence length:
+    Llama-2-70B at TP8 gets the 2176-token entry (max_batch_size 1024) for 2048/128 as well as
+    for 128/2048, the "general" entry (8192) for 2048/2048; a network the file lacks (here a
+    405B-shaped one) gets trtllm-build's defaults; the KV share is the tool's default 0.90."""
+    from parasim.serving.trtllm import trtllm_setup
+    from parasim.specs.catalog import get_accelerator, model_from_mapping
+
+    l2_70b = model_from_mapping({"name": "l2-70b", "family": "llama", "layers": 80, "hidden": 8192, "heads": 64,
+                                 "kv_heads": 8, "ffn_hidden": 28672, "vocab": 32000})
+    acc = get_accelerator("h100-sxm")
+    kw = dict(pp=1, weights="fp8", kv_dtype="fp8")
+    for isl, osl, expected in ((2048, 128, (16384, 1024)), (128, 2048, (16384, 1024)), (2048, 2048, (16384, 8192))):
+        s = trtllm_setup("tensorrt-llm 0.13", l2_70b, acc, tp=8, isl=float(isl), max_isl=isl, osl=float(osl), **kw)
+        assert (s.max_num_tokens, s.max_batch) == expected
+        assert s.kv_fraction == 0.90 and s.chunked
+    s = trtllm_setup("tensorrt-llm 0.12", l2_70b, acc, tp=4, isl=128.0, max_isl=128, osl=4096.0, **kw)
+    assert (s.max_num_tokens, s.max_batch) == (8192, 256)
+    big = model_from_mapping({"name": "405b", "family": "llama", "layers": 126, "hidden": 16384, "heads": 128,
+                              "kv_heads": 8, "ffn_hidden": 53248, "vocab": 128256})
+    s = trtllm_setup("tensorrt-llm 0.14", big, acc, tp=8, isl=128.0, max_isl=128, osl=128.0, **kw)
+    assert (s.max_num_tokens, s.max_batch) == (8192, 2048) and "defaults" in s.flow
+    # from 0.15 the sizing rule replaces the lookup (the batch depends on memory, not the table)
+    s = trtllm_setup("tensorrt-llm 0.15", l2_70b, acc, tp=8, isl=2048.0, max_isl=2048, osl=128.0, **kw)
+    assert s.kv_fraction == 0.95 and "sizing rule" in s.flow
 
 
 def test_trtllm_011_table_tells_apart_networks_of_one_shape():
@@ -162,7 +189,9 @@ def test_trtllm_011_table_tells_apart_networks_of_one_shape():
 SHIPPED = Path(__file__).resolve().parents[1] / "validation"
 
 
-@pytest.mark.parametrize("name", ["trtllm-0.11-perf-overview.yaml", "trtllm-0.17-perf-overview.yaml",
+@pytest.mark.parametrize("name", ["trtllm-0.11-perf-overview.yaml", "trtllm-0.12-perf-overview.yaml",
+                                  "trtllm-0.13-perf-overview.yaml", "trtllm-0.14-perf-overview.yaml",
+                                  "trtllm-0.15-perf-overview.yaml", "trtllm-0.17-perf-overview.yaml",
                                   "trtllm-1.0-perf-overview.yaml"])
 def test_shipped_validation_files_load_and_predict(name):
     """The project's own case files (published tables in the shared format): unique ids, every
