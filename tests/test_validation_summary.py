@@ -23,3 +23,12 @@ def test_summaries_per_kind_and_file():
     assert by["two.yaml"]["serving"]["n"] == 1 and "training" not in by["two.yaml"]
     md = to_markdown(reports, ["one.yaml", "two.yaml"])
     assert "`two.yaml` | serving | 1 | 50.0 %" in md
+
+
+def test_markdown_lists_each_choice_text_once_with_its_cases():
+    """Cases of one table share most choices; the report prints each distinct text once."""
+    reports = [_r(c, "serving", 0.1, "one.yaml") for c in ("a", "b", "c")]
+    reports[0].choices = reports[1].choices = ["flow X"]
+    reports[2].choices = ["flow Y"]
+    md = to_markdown(reports, ["one.yaml"])
+    assert md.count("flow X") == 1 and "- **a, b**: flow X" in md and "- **c**: flow Y" in md

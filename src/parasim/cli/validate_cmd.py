@@ -16,12 +16,13 @@ def validate_cmd(
     extra: Optional[list[Path]] = typer.Option(None, "--extra", help="More case files (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object (cases + summary)."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the report as markdown to this file."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Processes to run cases on (results do not depend on it)."),
 ) -> None:
     """Run every case, report predicted, measured and relative error, and the summary per kind."""
     from parasim.report.validation import run_files, summarize, to_json, to_markdown
 
     paths = [str(file)] + [str(p) for p in (extra or [])]
-    reports = run_files(paths, kind=kind)
+    reports = run_files(paths, kind=kind, workers=workers)
     if markdown is not None:
         markdown.parent.mkdir(parents=True, exist_ok=True)
         markdown.write_text(to_markdown(reports, paths))

@@ -70,16 +70,32 @@ def run_case(case: Case, predictors: dict[str, Callable[[Case], CaseResult] | No
     return base
 
 
-def run_files(paths: Iterable[str | Path], kind: str | None = None) -> list[CaseReport]:
+def _predictors() -> dict[str, Callable[[Case], CaseResult] | None]:
+    return {"training": _training_predictor(), "serving": _serving_predictor()}
+
+
+def _run_item(item: tuple[Case, str]) -> CaseReport:
+    """One case in a worker process (module-level so a process pool can pickle it by name)."""
+    case, file = item
+    return run_case(case, _predictors(), file=file)
+
+
+def run_files(paths: Iterable[str | Path], kind: str | None = None, workers: int = 1) -> list[CaseReport]:
+    """Every case of `paths` (of one kind, if given), in file order. Cases are independent, so
+    `workers` > 1 spreads them over a process pool; the reports come back in the same order, so
+    the output does not depend on the worker count."""
     if kind is not None and kind not in KINDS:
         raise InputError("kind", f"'{kind}' is not one of {', '.join(KINDS)}")
-    predictors = {"training": _training_predictor(), "serving": _serving_predictor()}
-    out: list[CaseReport] = []
-    for p in paths:
-        for case in load_cases(p):
-            if kind is None or case.kind == kind:
-                out.append(run_case(case, predictors, file=str(p)))
-    return out
+    if workers < 1:
+        raise InputError("workers", f"must be at least 1 (got {workers})")
+    items = [(case, str(p)) for p in paths for case in load_cases(p) if kind is None or case.kind == kind]
+    if workers == 1 or len(items) < 2:
+        predictors = _predictors()
+        return [run_case(case, predictors, file=f) for case, f in items]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(_run_item, items, chunksize=4))
 
 
 def _quantile(xs: list[float], q: float) -> float:
@@ -159,7 +175,7 @@ def to_markdown(reports: list[CaseReport], inputs: list[str]) -> str:
             continue
         lines += ["", f"## {kind.capitalize()} cases", "", "| case | status | metric | predicted | measured | error |",
                   "|---|---|---|---|---|---|"]
-        notes: list[str] = []
+        notes: dict[str, list[str]] = {}  # note text -> ids, in order of first appearance
         for r in rs:
             keys = [k for k in r.measured if k not in NON_METRIC_KEYS]
             if not r.errors:
@@ -170,7 +186,9 @@ def to_markdown(reports: list[CaseReport], inputs: list[str]) -> str:
                     lines.append(f"| {r.id} | {r.status} | {k} | {_num(r.predicted[k])} | {_num(r.measured[k])} | "
                                  f"{_pct(r.errors[k])} |")
             if r.reason or r.choices:
-                notes.append(f"- **{r.id}**: " + "; ".join(([r.reason] if r.reason else []) + r.choices))
+                notes.setdefault("; ".join(([r.reason] if r.reason else []) + r.choices), []).append(r.id)
         if notes:
-            lines += ["", "Choices and reasons:", "", *notes]
+            # cases of one table share most choices: each distinct text once, with the cases it covers
+            lines += ["", "Choices and reasons (each text once, after the cases it applies to):", "",
+                      *(f"- **{', '.join(ids)}**: {text}" for text, ids in notes.items())]
     return "\n".join(lines) + "\n"
