@@ -283,3 +283,19 @@ def test_custom_allreduce_off_uses_nccl_and_is_never_faster():
         assert on.tp_allreduce_s(size) <= off.tp_allreduce_s(size)
     step = (16, 0.0, 0.0, 16, 16 * 500.0, 16)
     assert off.time_s(*step) > on.time_s(*step)  # small decode all-reduces: one-shot beats the ring
+
+
+def test_pcie_only_gpus_all_reduce_through_nccl():
+    """GPUs without NVLink (catalog `scale_up: pcie`) get no custom P2P all-reduce: TensorRT-LLM's
+    AUTO strategy and vLLM (more than two PCIe-only GPUs) both use NCCL there, even for the small
+    decode messages the one-shot kernel would otherwise take."""
+    from parasim.cost.comm import collective_time_s
+    from parasim.specs.catalog import get_accelerator
+    from parasim.specs.cluster import ClusterSpec
+
+    acc = get_accelerator("l40s")
+    assert acc.scale_up == "pcie" and get_accelerator("h100-sxm").scale_up == "nvlink"
+    c = ClusterSpec(accelerator=acc, gpus=4, gpus_per_node=8)
+    ic = IterationCost(MODEL, c, tp=4, pp=1, weights="bf16", kv_dtype="bf16", act_dtype="bf16", overhead_s=0.0)
+    for size in (4096.0, 2.0**20, 64 * 2.0**20):
+        assert ic.tp_allreduce_s(size) == collective_time_s("all_reduce", size, ic.layer.tp_group, c)

@@ -74,15 +74,19 @@ class IterationCost:
         CUSTOM_ALLREDUCE_MAX_BYTES, a custom one-shot (read every peer's buffer: one latency,
         (n-1) x size over the links) or two-shot (reduce-scatter + all-gather by P2P: two latencies,
         2 (n-1)/n x size) kernel, whichever is faster; NCCL otherwise, and always when the plan
-        turns the custom kernel off (vLLM `--disable-custom-all-reduce`)."""
+        turns the custom kernel off (vLLM `--disable-custom-all-reduce`) or the GPUs reach each
+        other over PCIe only: TensorRT-LLM's AUTO strategy picks NCCL when the peers lack NVLink
+        (AllreducePlugin::selectImplementation; the PyTorch backend's allreduceOp falls back to
+        NCCL likewise), and vLLM disables its custom all-reduce on more than two PCIe-only GPUs."""
         n = self.tp
         if n <= 1 or size <= 0:
             return 0.0
         l = self.layer
         nccl = collective_time_s("all_reduce", size, l.tp_group, self.cluster)
-        if not self.custom_allreduce or l.tp_group.per_node < n or size > CUSTOM_ALLREDUCE_MAX_BYTES:
-            return nccl
         acc = self.cluster.accelerator
+        if (not self.custom_allreduce or acc.scale_up == "pcie" or l.tp_group.per_node < n
+                or size > CUSTOM_ALLREDUCE_MAX_BYTES):
+            return nccl
         bw = acc.link_bw_bytes_per_s * acc.efficiency.nvlink_busbw
         a = acc.efficiency.nvlink_latency_s
         one = a + (n - 1) * size / bw

@@ -55,6 +55,10 @@ class AcceleratorSpec:
     price_usd_per_hour: float  # assumption, user-editable
     efficiency: Efficiency = field(default_factory=Efficiency)
     form_factor: str = ""
+    #: how GPUs of one node reach each other: "nvlink" (NVLink/NVSwitch and the other vendors'
+    #: dedicated fabrics) or "pcie" (no scale-up links). Serving engines run their custom P2P
+    #: all-reduce kernels only over scale-up links and use NCCL over PCIe (serving.itercost).
+    scale_up: str = "nvlink"
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def with_(self, **changes) -> AcceleratorSpec:

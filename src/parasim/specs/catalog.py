@@ -76,6 +76,7 @@ def accelerator_from_mapping(d: dict) -> AcceleratorSpec:
     eff = Efficiency(**(d.pop("efficiency", None) or {}))
     return AcceleratorSpec(
         id=d["id"], name=d["name"], vendor=d.get("vendor", ""), form_factor=d.get("form_factor", ""),
+        scale_up=d.get("scale_up", "nvlink"),
         peak_flops_per_s=peaks, hbm_bytes=float(d["hbm_gb"]) * HBM_GB_BYTES,
         hbm_bw_bytes_per_s=float(d["hbm_tb_s"]) * 1e12, link_bw_bytes_per_s=float(d["link_gb_s"]) * 1e9,
         tdp_w=float(d["tdp_w"]), idle_w=float(d["idle_w"]), price_usd_per_hour=float(d["price_usd_per_hour"]),
