@@ -141,6 +141,41 @@ def test_trtllm_flows_by_release():
     assert (unnamed.max_num_tokens, unnamed.max_batch, unnamed.chunked) == (s10.max_num_tokens, s10.max_batch, False)
 
 
+def test_trtllm_engine_flow_kv_is_the_fraction_of_memory_left_after_runtime_and_decoder_buffers(tmp_path):
+    """The published 0.12.0.dev startup log (Llama-2-7B FP8, one H100, max_batch_size 4096):
+    "Allocated 1.14 GB GPU memory for runtime buffers" = 2.17 x 4096 x 32000 x 4 B, and a 4.35 GB
+    decoder (8.3 x); parasim takes 2.15 + 4.6 (the smaller decoder figure of the two logs). The KV
+    cache of a v0.11 case is then, by hand, 0.99 x (HBM - weights - activations without logits -
+    1 GB reserve - buffers); the PyTorch flow (1.0) takes no such buffers."""
+    from parasim.cost.memory import weight_bytes_per_gpu
+    from parasim.serving.kvcache import activation_workspace_bytes, kv_budget
+    from parasim.serving.trtllm import runtime_buffer_bytes
+    from parasim.specs.validation_case import parse_case
+
+    unit = 4096 * 32000 * 4.0
+    assert 1.14e9 / unit == pytest.approx(2.17, abs=0.01) and 4.35e9 / unit == pytest.approx(8.3, abs=0.05)
+    arch = {"family": "llama", "layers": 32, "hidden": 4096, "heads": 32, "kv_heads": 32, "ffn_hidden": 11008,
+            "vocab": 32000}
+    raw = {"id": "x", "source": "s", "kind": "serving", "software": "tensorrt-llm 0.11", "model": arch,
+           "hardware": {"accelerator": "h100-sxm", "gpus": 1}, "plan": {"tp": 1, "weights": "fp16"},
+           "workload": {"requests": 100, "prompt_tokens": 128, "output_tokens": 2048, "arrival": "burst"},
+           "measured": {"output_tokens_per_s": 1.0}}
+    case = parse_case(raw, index=0, base_dir=tmp_path)
+    plan, choices, _ = case_plan(case)
+    m, acc = case.model, case.cluster.accelerator
+    assert runtime_buffer_bytes(m, 4096) == pytest.approx(6.75 * unit)
+    w = weight_bytes_per_gpu(m, tp=1, pp=1, weights="fp16")
+    act0 = activation_workspace_bytes(m, tp=1, tokens=8192, logit_rows=0, act_bytes=2.0)
+    expected_kv = 0.99 * (acc.hbm_bytes - w - act0 - 1.0e9 - 6.75 * unit)
+    kvb = kv_budget(m, acc, tp=1, pp=1, weights="fp16", kv_dtype="fp16", block_size=64,
+                    gpu_memory_utilization=plan.gpu_memory_utilization, max_tokens=8192, max_batch=4096)
+    assert kvb.kv == pytest.approx(expected_kv, rel=1e-9)
+    assert any("runtime and decoder buffers" in c for c in choices)
+    raw["software"] = "tensorrt-llm 1.0"
+    _, choices10, _ = case_plan(parse_case(raw, index=0, base_dir=tmp_path))
+    assert not any("decoder buffers" in c for c in choices10)
+
+
 def test_trtllm_bench_012_to_014_look_up_the_shipped_table_by_max_sequence_length():
     """trtllm-bench 0.12 - 0.14 keyed its lookup by TP and the dataset's max sequence length:
     Llama-2-70B at TP8 gets the 2176-token entry (max_batch_size 1024) for 2048/128 as well as
@@ -304,6 +339,46 @@ def test_vllm_v0_budget_is_max_model_len(tmp_path):
 
     case = _v0_case(tmp_path, "vLLM /metrics", [100, 200])  # short requests: the 2048-token floor
     assert case_plan(case)[0].token_budget == 2048
+
+
+def test_vllm_engine_limits_stated_in_the_source_win(tmp_path):
+    """A source that names --max-num-batched-tokens / --max-num-seqs ran with them, whatever the
+    release's default (V1 offline on an 80 GB GPU: 16384 tokens, 1024 sequences); a plan's own
+    max_batch still wins over the source text."""
+    from parasim.specs.validation_case import parse_case
+
+    raw = {"id": "v1", "source": "vllm bench throughput --max-num-batched-tokens 131072 --max-num-seqs 512",
+           "kind": "serving", "software": "vllm 0.10.0",
+           "model": {"family": "llama", "layers": 32, "hidden": 4096, "heads": 32, "kv_heads": 8, "ffn_hidden": 14336,
+                     "vocab": 128256},
+           "hardware": {"accelerator": "h100-sxm", "gpus": 1},
+           "plan": {"tp": 1, "weights": "bf16", "max_batch": None},
+           "workload": {"requests": 64, "prompt_tokens": 128, "output_tokens": 16, "arrival": "burst"},
+           "measured": {"output_tokens_per_s": 1.0}}
+    plan, choices, _ = case_plan(parse_case(raw, index=0, base_dir=tmp_path))
+    assert (plan.token_budget, plan.max_batch) == (131072, 512)
+    assert any("max_num_batched_tokens 131072 (from the source)" in c for c in choices)
+    raw["source"] = "vllm bench throughput"
+    plan, _, _ = case_plan(parse_case(raw, index=0, base_dir=tmp_path))
+    assert (plan.token_budget, plan.max_batch) == (16384, 1024)
+    raw["source"] = "--max-num-seqs 512"
+    raw["plan"]["max_batch"] = 64
+    assert case_plan(parse_case(raw, index=0, base_dir=tmp_path))[0].max_batch == 64
+
+
+def test_shipped_vllm_v1_file():
+    """validation/vllm-v1-published.yaml: vLLM V1 (0.9.1 - 0.11.1) offline throughput and batch
+    latency on 8 x MI300X. The stated engine limits reach the plan, and a small-batch latency case
+    (one request, 128 in / 2048 out) predicts within 2x of the measurement."""
+    cases = {c.id: c for c in load_cases(SHIPPED / "vllm-v1-published.yaml")}
+    assert len(cases) >= 60 and all(c.kind == "serving" and "vllm" in c.software for c in cases.values())
+    thr = cases["vllm-0.10.0-readme-mi300x-llama31-70b-fp8-tp8-128-2048"]
+    plan, _, prof = case_plan(thr)
+    assert prof == "vllm" and plan.token_budget == 131072 and plan.gpu_memory_utilization == pytest.approx(0.9)
+    lat = cases["vllm-0.10.0-readme-mi300x-llama31-70b-fp8-tp8-latency-bs1-128-2048"]
+    res = predict_case(lat)
+    meas = lat.measured["e2e_mean_s"]
+    assert res.status == "ok" and 0.5 * meas < res.predicted["e2e_mean_s"] < 2.0 * meas
 
 
 def test_shipped_apex_trace_file():

@@ -16,7 +16,8 @@ most plausibly have used, and every such choice is reported in `CaseResult.choic
     unless asked (`continuous`, budget at least ISL + max_batch_size, as trtllm-bench forces);
     the engine flow keeps chunked context.
   - Always: KV reserved for prompt + output at admission (GUARANTEED_NO_EVICT, the default
-    capacity policy), tokens_per_block 64.
+    capacity policy), tokens_per_block 64. The engine flows (up to 0.18) also take the C++
+    runtime's runtime and decoder buffers (`runtime_buffer_bytes`) off the free memory first.
 * vLLM, by release (see `parasim.serving.vllm_defaults`): the V0 engine (< 0.8; prefill first,
   no chunking, 256 sequences, eager prefill, async output from 0.6) or the V1 engine (>= 0.8 or
   unnamed; chunked prefill, budget and max_num_seqs by GPU size and offline/server use);
@@ -38,7 +39,7 @@ from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES, activation_workspace
 from parasim.serving.plan import ITERATION_OVERHEAD_S, ServingPlan
 from parasim.serving.simulate import simulate
 from parasim.serving.software import software_profile
-from parasim.serving.trtllm import TRTLLM_BLOCK, trtllm_setup
+from parasim.serving.trtllm import TRTLLM_BLOCK, runtime_buffer_bytes, trtllm_setup
 from parasim.serving.vllm_defaults import (
     V0_MIN_BATCHED_TOKENS,
     VLLM_BLOCK,
@@ -90,15 +91,22 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
                   kv_reservation="full", block_size=TRTLLM_BLOCK,
                   iteration_overhead_s=ITERATION_OVERHEAD_S["tensorrt-llm"])
         kw["max_batch"] = int(p["max_batch"]) if p.get("max_batch") else setup.max_batch
-        # kv_cache_free_gpu_mem_fraction applies to what is left after weights and activations
+        # kv_cache_free_gpu_mem_fraction applies to what is left after weights, activations and (C++
+        # runtime) the runtime and decoder buffers, which hold the logits the activation estimate counts
         w = weight_bytes_per_gpu(model, tp=kw["tp"], pp=kw["pp"], weights=weights)
-        act = activation_workspace_bytes(model, tp=kw["tp"], tokens=setup.max_num_tokens, logit_rows=kw["max_batch"],
-                                         act_bytes=2.0)
-        fixed = w + act + RUNTIME_RESERVED_BYTES
-        kv = setup.kv_fraction * max(acc.hbm_bytes - fixed, 0.0)
+        act_kw = dict(tp=kw["tp"], tokens=setup.max_num_tokens, act_bytes=2.0)
+        fixed = w + activation_workspace_bytes(model, logit_rows=kw["max_batch"], **act_kw) + RUNTIME_RESERVED_BYTES
+        used = fixed
+        buffers = ""
+        if setup.cpp_runtime:
+            rb = runtime_buffer_bytes(model, kw["max_batch"])
+            used = w + activation_workspace_bytes(model, logit_rows=0, **act_kw) + RUNTIME_RESERVED_BYTES + rb
+            buffers = f", after {rb / 1e9:.1f} GB of runtime and decoder buffers"
+        kv = setup.kv_fraction * max(acc.hbm_bytes - used, 0.0)
+        # the simulator subtracts `fixed` from the usable memory, which leaves exactly `kv`
         kw["gpu_memory_utilization"] = min(1.0, (kv + fixed) / acc.hbm_bytes)
         choices.append(f"{setup.flow}; tokens_per_block {TRTLLM_BLOCK}, KV reserved for prompt+output "
-                       f"(GUARANTEED_NO_EVICT), KV = {setup.kv_fraction:.0%} of free memory")
+                       f"(GUARANTEED_NO_EVICT), KV = {setup.kv_fraction:.0%} of free memory{buffers}")
     elif prof == "vllm":
         m = re.search(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)", case.source + " " + case.software)
         util = float(m.group(1)) if m else VLLM_GPU_MEMORY_UTILIZATION
@@ -116,6 +124,14 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
             max_len, why = _max_model_len(case, wl)
             kw["token_budget"] = max(V0_MIN_BATCHED_TOKENS, max_len)
             choices.append(f"max_model_len {max_len} ({why}), so max_num_batched_tokens {kw['token_budget']}")
+        # engine limits the source states win over the release's defaults
+        text = case.source + " " + case.software
+        if mt := _MAX_BATCHED.search(text):
+            kw["token_budget"] = int(mt.group(1))
+            choices.append(f"max_num_batched_tokens {kw['token_budget']} (from the source)")
+        if not p.get("max_batch") and (ms := _MAX_SEQS.search(text)):
+            kw["max_batch"] = int(ms.group(1))
+            choices.append(f"max_num_seqs {kw['max_batch']} (from the source)")
     else:
         kw.update(scheduler=p.get("scheduler") or "sarathi", max_batch=p.get("max_batch"))
         if kw["scheduler"] == "continuous":
@@ -127,6 +143,8 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
 
 
 _MAX_MODEL_LEN = re.compile(r"max[-_]model[-_]len\s*[=:]?\s*(\d+)", re.IGNORECASE)
+_MAX_BATCHED = re.compile(r"max[-_]num[-_]batched[-_]tokens\s*[=:]?\s*(\d+)", re.IGNORECASE)
+_MAX_SEQS = re.compile(r"max[-_]num[-_]seqs\s*[=:]?\s*(\d+)", re.IGNORECASE)
 
 
 def _max_model_len(case: Case, wl: Workload) -> tuple[int, str]:

@@ -20,6 +20,11 @@ prompts are chunked. Three flows have been published:
 
 Both flows admit with GUARANTEED_NO_EVICT (KV for prompt + output booked at admission) and 64
 tokens per KV block.
+
+The C++ runtime of the engine flows (v0.11 - v0.18) allocates, before it sizes the KV cache,
+runtime buffers and a batched decoder whose size follows max_batch_size x vocabulary (fp32
+logits, sampling workspaces). Two published startup logs give them (`TRTLLM_RUNTIME_BUFFERS`,
+`TRTLLM_DECODER_BUFFERS`); the KV fraction applies to what is left.
 """
 
 from __future__ import annotations
@@ -57,6 +62,22 @@ TRTLLM_011_BUILD: dict[tuple[int, int, int, int, int], dict[tuple[int, tuple[int
     (80, 8192, 8, 128256, 0): {(4, None): (1024, 2048), (8, None): (16384, 8192)},  # Meta-Llama-3-70B
 }
 
+#: Runtime buffers of the C++ runtime, in units of max_batch_size x vocab x 4 bytes (one fp32 logits
+#: row per sequence). Published startup logs: TensorRT-LLM issue #1188 (2.66 GB at max_batch 2048,
+#: vocab 152064 -> 2.13) and the trtllm-bench README of 0.12.0.dev (Llama-2-7B FP8 on one H100,
+#: max_batch 4096, vocab 32000: "Allocated 1.14 GB GPU memory for runtime buffers" -> 2.17).
+TRTLLM_RUNTIME_BUFFERS = 2.15
+#: The batched decoder, same unit. The same two logs give 5.76 GB (-> 4.6) and 4.35 GB (-> 8.3);
+#: the decoder also holds buffers that follow other sizes, so the smaller figure is used.
+TRTLLM_DECODER_BUFFERS = 4.6
+
+
+def runtime_buffer_bytes(model: ModelSpec, max_batch: int) -> float:
+    """What the engine flows' C++ runtime allocates per GPU for its runtime buffers and decoder
+    before sizing the KV cache (every rank holds full-vocabulary logits)."""
+    return (TRTLLM_RUNTIME_BUFFERS + TRTLLM_DECODER_BUFFERS) * max_batch * model.vocab * 4.0
+
+
 #: trtllm-bench v0.12 - v0.14 lookup (tensorrt_llm/bench/build/benchmark_config.yml), same network
 #: keys as above: (max_num_tokens, max_batch_size) by (TP, max sequence length of the dataset or
 #: None for the file's "general" entry). The Llama-3-70B TP1/TP2 entries are from a later copy of
@@ -86,6 +107,7 @@ class TrtllmSetup:
     kv_fraction: float
     chunked: bool
     flow: str  # human-readable: which release flow and where the sizes came from
+    cpp_runtime: bool = True  # TensorRT engines run by the C++ runtime (runtime_buffer_bytes applies)
 
 
 def _round_up(raw: float, steps: tuple[tuple[float, int], ...], floor: int) -> int:
@@ -160,4 +182,4 @@ def trtllm_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: i
     ver = f"{rel[0]}.{rel[1]}" if rel else "(release not named: the current flow)"
     return TrtllmSetup(tokens, batch, TRTLLM_BENCH_KV_FRACTION, not pytorch,
                        f"TensorRT-LLM {ver} {flow}; max_batch_size {batch}, max_num_tokens {tokens} "
-                       f"(trtllm-bench sizing rule)")
+                       f"(trtllm-bench sizing rule)", cpp_runtime=not pytorch)
