@@ -299,3 +299,13 @@ def test_pcie_only_gpus_all_reduce_through_nccl():
     ic = IterationCost(MODEL, c, tp=4, pp=1, weights="bf16", kv_dtype="bf16", act_dtype="bf16", overhead_s=0.0)
     for size in (4096.0, 2.0**20, 64 * 2.0**20):
         assert ic.tp_allreduce_s(size) == collective_time_s("all_reduce", size, ic.layer.tp_group, c)
+
+
+def test_unknown_scale_up_kind_names_the_field():
+    from parasim.specs.catalog import accelerator_from_mapping
+
+    d = {"id": "x", "name": "x", "peak_tflops": {"bf16": 100}, "hbm_gb": 16, "hbm_tb_s": 1, "link_gb_s": 32,
+         "tdp_w": 300, "idle_w": 30, "price_usd_per_hour": 1, "scale_up": "pci"}
+    with pytest.raises(InputError) as e:
+        accelerator_from_mapping(d)
+    assert e.value.field.endswith("x.scale_up") and "nvlink, pcie" in e.value.message

@@ -41,6 +41,9 @@ class Efficiency:
     kernel_overhead_s: float = 4e-6  # launch + tail per kernel, added per operator
 
 
+SCALE_UP_KINDS = ("nvlink", "pcie")
+
+
 @dataclass(frozen=True, kw_only=True)
 class AcceleratorSpec:
     id: str

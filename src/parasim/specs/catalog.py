@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from parasim.errors import InputError, unknown_name
-from parasim.specs.accelerator import HBM_GB_BYTES, AcceleratorSpec, Efficiency
+from parasim.specs.accelerator import HBM_GB_BYTES, SCALE_UP_KINDS, AcceleratorSpec, Efficiency
 from parasim.specs.cluster import ClusterSpec, NodePreset
 from parasim.specs.model import MLASpec, ModelSpec
 
@@ -74,9 +74,13 @@ def accelerator_from_mapping(d: dict) -> AcceleratorSpec:
     d = dict(d)
     peaks = {k: float(v) * 1e12 for k, v in (d.pop("peak_tflops") or {}).items() if v}
     eff = Efficiency(**(d.pop("efficiency", None) or {}))
+    scale_up = d.get("scale_up", "nvlink")
+    if scale_up not in SCALE_UP_KINDS:
+        raise InputError(f"accelerators.yaml:{d.get('id')}.scale_up",
+                         f"'{scale_up}' is not one of {', '.join(SCALE_UP_KINDS)}")
     return AcceleratorSpec(
         id=d["id"], name=d["name"], vendor=d.get("vendor", ""), form_factor=d.get("form_factor", ""),
-        scale_up=d.get("scale_up", "nvlink"),
+        scale_up=scale_up,
         peak_flops_per_s=peaks, hbm_bytes=float(d["hbm_gb"]) * HBM_GB_BYTES,
         hbm_bw_bytes_per_s=float(d["hbm_tb_s"]) * 1e12, link_bw_bytes_per_s=float(d["link_gb_s"]) * 1e9,
         tdp_w=float(d["tdp_w"]), idle_w=float(d["idle_w"]), price_usd_per_hour=float(d["price_usd_per_hour"]),
