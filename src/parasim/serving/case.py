@@ -108,7 +108,8 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
         choices.append(f"{setup.flow}; tokens_per_block {TRTLLM_BLOCK}, KV reserved for prompt+output "
                        f"(GUARANTEED_NO_EVICT), KV = {setup.kv_fraction:.0%} of free memory{buffers}")
     elif prof == "vllm":
-        m = re.search(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)", case.source + " " + case.software)
+        text = case.source + " " + case.software
+        m = _GPU_UTIL.search(text)
         util = float(m.group(1)) if m else VLLM_GPU_MEMORY_UTILIZATION
         setup = vllm_setup(case.software, case.source, case.cluster.accelerator, tp=kw["tp"], weights=weights)
         sched = p.get("scheduler") or setup.scheduler
@@ -125,7 +126,6 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
             kw["token_budget"] = max(V0_MIN_BATCHED_TOKENS, max_len)
             choices.append(f"max_model_len {max_len} ({why}), so max_num_batched_tokens {kw['token_budget']}")
         # engine limits the source states win over the release's defaults
-        text = case.source + " " + case.software
         if mt := _MAX_BATCHED.search(text):
             kw["token_budget"] = int(mt.group(1))
             choices.append(f"max_num_batched_tokens {kw['token_budget']} (from the source)")
@@ -142,6 +142,7 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
     return ServingPlan(**{k: v for k, v in kw.items() if v is not None}), choices, prof
 
 
+_GPU_UTIL = re.compile(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)")
 _MAX_MODEL_LEN = re.compile(r"max[-_]model[-_]len\s*[=:]?\s*(\d+)", re.IGNORECASE)
 _MAX_BATCHED = re.compile(r"max[-_]num[-_]batched[-_]tokens\s*[=:]?\s*(\d+)", re.IGNORECASE)
 _MAX_SEQS = re.compile(r"max[-_]num[-_]seqs\s*[=:]?\s*(\d+)", re.IGNORECASE)

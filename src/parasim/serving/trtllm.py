@@ -100,6 +100,14 @@ def _network_key(model: ModelSpec) -> tuple[int, int, int, int, int]:
     return (model.layers, model.hidden, model.kv_heads, model.vocab, model.experts)
 
 
+def _look_up(table: dict, model: ModelSpec, tp: int, special: object) -> tuple[int, int, bool]:
+    """(max_num_tokens, max_batch_size, found) from a per-network table: the entry for this TP and
+    workload key, else the TP's general entry, else trtllm-build's defaults."""
+    by_tp = table.get(_network_key(model), {})
+    hit = by_tp.get((tp, special)) or by_tp.get((tp, None))
+    return (*hit, True) if hit else (TRTLLM_MAX_NUM_TOKENS, TRTLLM_MAX_BATCH, False)
+
+
 @dataclass(frozen=True)
 class TrtllmSetup:
     max_num_tokens: int
@@ -151,9 +159,7 @@ def trtllm_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: i
     rel = release(software)
     if rel is not None and (0, 12) <= rel <= (0, 14):
         seq = int(max_seq if max_seq is not None else isl + osl)
-        table = TRTLLM_BENCH_LOOKUP.get(_network_key(model), {})
-        hit = table.get((tp, seq)) or table.get((tp, None))
-        tokens, batch = hit if hit else (TRTLLM_MAX_NUM_TOKENS, TRTLLM_MAX_BATCH)
+        tokens, batch, hit = _look_up(TRTLLM_BENCH_LOOKUP, model, tp, seq)
         where = ("trtllm-bench's benchmark_config.yml lookup" if hit
                  else "trtllm-build defaults (network or TP not in trtllm-bench's lookup file)")
         return TrtllmSetup(tokens, batch, TRTLLM_BENCH_DEFAULT_KV_FRACTION, True,
@@ -161,9 +167,7 @@ def trtllm_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: i
                            f"max_num_tokens {tokens}, max_batch_size {batch} ({where}); KV fraction "
                            f"{TRTLLM_BENCH_DEFAULT_KV_FRACTION} (the tool's default; the page states none)")
     if rel == (0, 11):
-        table = TRTLLM_011_BUILD.get(_network_key(model), {})
-        hit = table.get((tp, (int(isl), int(osl)))) or table.get((tp, None))
-        tokens, batch = hit if hit else (TRTLLM_MAX_NUM_TOKENS, TRTLLM_MAX_BATCH)
+        tokens, batch, hit = _look_up(TRTLLM_011_BUILD, model, tp, (int(isl), int(osl)))
         where = "v0.11 perf-overview engine-build table" if hit else "trtllm-build defaults (network not in the v0.11 table)"
         return TrtllmSetup(tokens, batch, TRTLLM_011_KV_FRACTION, True,
                            f"TensorRT-LLM v0.11 gptManagerBenchmark, chunked context; max_num_tokens {tokens}, "
