@@ -366,6 +366,34 @@ def test_vllm_engine_limits_stated_in_the_source_win(tmp_path):
     assert case_plan(parse_case(raw, index=0, base_dir=tmp_path))[0].max_batch == 64
 
 
+def test_vllm_kv_cache_defaults_to_the_model_dtype_whatever_the_weights(tmp_path):
+    """vLLM's --kv-cache-dtype auto keeps the cache in the model's dtype: an FP8-weight case with
+    no kv_cache runs a bf16 cache (twice the bytes per token of fp8), unless the source asks for
+    --kv-cache-dtype fp8; a case's own kv_cache wins. TensorRT-LLM cases keep the format's default
+    (the perf pages' FP8 configs quantize the cache too)."""
+    from parasim.specs.validation_case import parse_case
+
+    raw = {"id": "v1", "source": "vllm bench throughput --input-len 1024 --output-len 2048",
+           "kind": "serving", "software": "vllm 0.10.2",
+           "model": {"family": "llama", "layers": 32, "hidden": 4096, "heads": 32, "kv_heads": 8, "ffn_hidden": 14336,
+                     "vocab": 128256},
+           "hardware": {"accelerator": "h100-sxm", "gpus": 1},
+           "plan": {"tp": 1, "weights": "fp8", "kv_cache": None},
+           "workload": {"requests": 64, "prompt_tokens": 128, "output_tokens": 16, "arrival": "burst"},
+           "measured": {"output_tokens_per_s": 1.0}}
+    plan, choices, _ = case_plan(parse_case(raw, index=0, base_dir=tmp_path))
+    assert plan.kv == "bf16" and any("--kv-cache-dtype auto" in c for c in choices)
+    raw["source"] += " --kv-cache-dtype fp8_e4m3"
+    assert case_plan(parse_case(raw, index=0, base_dir=tmp_path))[0].kv == "fp8"
+    raw["source"] = "vllm bench throughput"
+    raw["plan"]["kv_cache"] = "fp8"
+    assert case_plan(parse_case(raw, index=0, base_dir=tmp_path))[0].kv == "fp8"
+    raw["plan"]["kv_cache"], raw["plan"]["weights"] = None, "fp16"
+    assert case_plan(parse_case(raw, index=0, base_dir=tmp_path))[0].kv == "fp16"
+    raw["software"], raw["plan"]["weights"] = "tensorrt-llm 0.17", "fp8"
+    assert case_plan(parse_case(raw, index=0, base_dir=tmp_path))[0].kv == "fp8"
+
+
 def test_shipped_vllm_v1_file():
     """validation/vllm-v1-published.yaml: vLLM V1 (0.9.1 - 0.11.1) offline throughput and batch
     latency on 8 x MI300X. The stated engine limits reach the plan, and a small-batch latency case

@@ -132,12 +132,20 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
         if not p.get("max_batch") and (ms := _MAX_SEQS.search(text)):
             kw["max_batch"] = int(ms.group(1))
             choices.append(f"max_num_seqs {kw['max_batch']} (from the source)")
+        if not p.get("kv_cache"):
+            # --kv-cache-dtype auto (vLLM's default) stores the cache in the model's dtype, whatever
+            # the weights' quantization; an FP8 cache has to be asked for
+            fp8_kv = _FP8_KV.search(text)
+            kw["kv_dtype"] = "fp8" if fp8_kv else ServingPlan(weights=weights).act_dtype
+            choices.append(f"kv_cache {kw['kv_dtype']} ("
+                           + ("--kv-cache-dtype fp8 in the source)" if fp8_kv else
+                              "vLLM's --kv-cache-dtype auto: the model's dtype; not in the source)"))
     else:
         kw.update(scheduler=p.get("scheduler") or "sarathi", max_batch=p.get("max_batch"))
         if kw["scheduler"] == "continuous":
             kw["scheduler"] = "sarathi"
         choices.append(f"unknown software '{case.software}': scheduler {kw['scheduler']}, parasim defaults")
-    if not p.get("kv_cache"):
+    if not p.get("kv_cache") and prof != "vllm":
         choices.append("kv_cache: same precision as the weights' activations")
     return ServingPlan(**{k: v for k, v in kw.items() if v is not None}), choices, prof
 
@@ -146,6 +154,7 @@ _GPU_UTIL = re.compile(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)")
 _MAX_MODEL_LEN = re.compile(r"max[-_]model[-_]len\s*[=:]?\s*(\d+)", re.IGNORECASE)
 _MAX_BATCHED = re.compile(r"max[-_]num[-_]batched[-_]tokens\s*[=:]?\s*(\d+)", re.IGNORECASE)
 _MAX_SEQS = re.compile(r"max[-_]num[-_]seqs\s*[=:]?\s*(\d+)", re.IGNORECASE)
+_FP8_KV = re.compile(r"kv[-_]cache[-_]dtype\s*[=:]?\s*fp8", re.IGNORECASE)
 
 
 def _max_model_len(case: Case, wl: Workload) -> tuple[int, str]:
