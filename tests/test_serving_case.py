@@ -409,6 +409,20 @@ def test_shipped_vllm_v1_file():
     assert res.status == "ok" and 0.5 * meas < res.predicted["e2e_mean_s"] < 2.0 * meas
 
 
+def test_shipped_vllm_v1_h100_threads_file():
+    """validation/vllm-v1-h100-threads.yaml: vLLM V1 runs on H100 quoted from vLLM GitHub threads.
+    The FP8-weight cases name no --kv-cache-dtype, so they run a bf16 cache, and the bf16 Qwen3-8B
+    throughput on v0.10.2 predicts within 2x of the measurement."""
+    cases = {c.id: c for c in load_cases(SHIPPED / "vllm-v1-h100-threads.yaml")}
+    assert len(cases) >= 5 and all(c.kind == "serving" and "vllm" in c.software for c in cases.values())
+    fp8 = cases["vllmv1-gh25915-qwen3-8b-fp8-v0102"]
+    assert case_plan(fp8)[0].kv == "bf16"
+    bf16 = cases["vllmv1-gh25915-qwen3-8b-bf16-v0102"]
+    res = predict_case(bf16)
+    meas = bf16.measured["output_tokens_per_s"]
+    assert res.status == "ok" and 0.5 * meas < res.predicted["output_tokens_per_s"] < 2.0 * meas
+
+
 def test_shipped_apex_trace_file():
     """validation/apex-vllm-0.6-traces.yaml: vLLM 0.6.0 replays of the APEX traces, one case per
     replica; every trace ships with the project, and the lmsys_05 case of each model and layout
