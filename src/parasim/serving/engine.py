@@ -93,7 +93,9 @@ class Instance:
         self.dstep = 0
         self.phase = [0] * self.block
         self.fin: list[tuple[int, int, int]] = []
-        self.order: list[int] = []  # decoders in join order (lazy: stale entries skipped)
+        # decoders in join order as (request, join epoch): lazy, so entries of requests that left are
+        # skipped, and a request preempted and re-joined is listed twice but yielded once
+        self.order: list[tuple[int, int]] = []
         self.pending: list[int] = []  # decoders that have not yet taken their first decode step here
         self.dtimes = array("d", [0.0])  # end time of each decode step (index = step number)
         self.dweight = array("q", [0])  # decoders whose previous token was the previous step's
@@ -138,8 +140,8 @@ class Instance:
     def latest_decoders(self) -> Iterator[int]:
         st, order = self.st, self.order
         for i in range(len(order) - 1, -1, -1):
-            rid = order[i]
-            if st.state[rid] == DECODE and st.inst[rid] == self.idx:
+            rid, ep = order[i]
+            if st.epoch[rid] == ep and st.state[rid] == DECODE and st.inst[rid] == self.idx:
                 yield rid
 
     def shared_tokens_if_admitted(self, rid: int) -> int:
@@ -273,7 +275,11 @@ class Instance:
         if not self.reserve_full:
             self.phase[(ctx - self.dstep) % self.block] += 1
         heapq.heappush(self.fin, (self.dstep + st.O[rid] - st.gen[rid], rid, st.epoch[rid]))
-        self.order.append(rid)
+        order = self.order
+        order.append((rid, st.epoch[rid]))
+        if len(order) > 2 * self.n_dec + 64:  # drop the stale entries (amortised O(1) per join)
+            ep, state, inst, me = st.epoch, st.state, st.inst, self.idx
+            self.order = [(r, e) for r, e in order if ep[r] == e and state[r] == DECODE and inst[r] == me]
 
     def _join_transferred(self, rid: int, t: float) -> None:
         """Decode pool: a request whose KV arrived joins the decoders (blocks allocated here)."""
