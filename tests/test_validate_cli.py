@@ -51,3 +51,38 @@ def test_summary_statistics():
     s = summarize(rs)["training"]
     assert s["n"] == 4 and s["max_abs_error"] == 0.4
     assert s["median_abs_error"] == pytest.approx(0.15)
+
+
+def test_a_serving_case_whose_weights_do_not_fit_is_infeasible_with_the_breakdown(tmp_path):
+    """Llama-3.1-70B in bf16 holds 141 GB of weights; one 24 GB L4 cannot run it. The case is a
+    result (`infeasible`, the memory breakdown as its reason, no prediction, not scored), not an
+    empty `ok`, and the next case still runs."""
+    f = tmp_path / "cases.yaml"
+    f.write_text("""cases:
+- id: too-big
+  kind: serving
+  software: vllm 0.6.0
+  model: {catalog: llama-3.1-70b}
+  hardware: {accelerator: l4, gpus: 1}
+  plan: {tp: 1, weights: bf16}
+  workload: {requests: 10, prompt_tokens: 128, output_tokens: 128, arrival: burst}
+  measured: {output_tokens_per_s: 100}
+- id: fits
+  kind: serving
+  software: vllm 0.6.0
+  model: {catalog: llama-3-8b}
+  hardware: {accelerator: h100-sxm, gpus: 1}
+  plan: {tp: 1, weights: bf16}
+  workload: {requests: 10, prompt_tokens: 128, output_tokens: 128, arrival: burst}
+  measured: {output_tokens_per_s: 1000}
+""")
+    r = run_cli("validate", str(f), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    by_id = {c["id"]: c for c in out["cases"]}
+    bad = by_id["too-big"]
+    assert bad["status"] == "infeasible" and bad["predicted"] == {} and bad["errors"] == {}
+    assert "kv_cannot_hold_request" in bad["reason"] and "weights" in bad["reason"]
+    assert by_id["fits"]["status"] == "ok" and by_id["fits"]["predicted"]["output_tokens_per_s"] > 0
+    s = out["summary"]["serving"]
+    assert (s["ok"], s["infeasible"], s["n"]) == (1, 1, 1)

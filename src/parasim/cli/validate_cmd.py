@@ -42,7 +42,7 @@ def validate_cmd(
     srows = [(k, s["n"], s["ok"], s["infeasible"], s["skipped"],
               *(None if s[x] is None else f"{100 * s[x]:.1f} %" for x in ("median_abs_error", "p90_abs_error", "max_abs_error")))
              for k, s in summarize(reports).items()]
-    con.print(table("summary (|error|)", ("kind", "n", "ok", "infeasible", "skipped", "median", "p90", "max"), srows))
+    con.print(table("summary (|error|)", ("kind", "scored", "ok", "infeasible", "skipped", "median", "p90", "max"), srows))
     if markdown is not None:
         con.print(f"wrote {markdown}")
 

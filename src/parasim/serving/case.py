@@ -194,6 +194,10 @@ def predict_case(case: Case) -> CaseResult:
         res = simulate(case.model, case.cluster, plan, wl, seed=0)
     except InputError as e:
         return CaseResult(status="infeasible", reason=f"{e.field}: {e.message}")
+    if not res.feasible:
+        # the plan cannot hold a single request (e.g. the weights alone exceed the GPU): a result,
+        # reported as infeasible with the memory breakdown, not an empty "ok"
+        return CaseResult(status="infeasible", choices=choices, reason=f"{res.reason}: {res.message}")
     s = res.summary
     pred: dict[str, float] = {
         "output_tokens_per_s": s["output_tokens_per_s"], "requests_per_s": s["requests_per_s"],
