@@ -180,3 +180,37 @@ def test_fp4_gemms_use_the_measured_fp4_efficiency_on_blackwell():
     assert gb.gemm_efficiency("fp4") == pytest.approx(7627.6 / 10000, abs=0.005)
     assert gb.gemm_efficiency("fp8") == pytest.approx(2906.9 / 5000, abs=0.005)
     assert catalog.get_accelerator("h100-sxm").efficiency.gemm_fp4 is None
+
+
+@pytest.mark.parametrize("written, entry", [
+    ("Llama-3.1-70B", "llama-3.1-70b"),
+    ("meta-llama/Llama-3.1-70B-Instruct", "llama-3.1-70b"),
+    ("meta-llama/Meta-Llama-3-8B-Instruct", "llama-3-8b"),
+    ("llama3-70b", "llama-3-70b"),
+    ("meta-llama/Llama-2-70b-chat-hf", "llama-2-70b"),
+    ("mistralai/Mixtral-8x7B-Instruct-v0.1", "mixtral-8x7b"),
+    ("mistralai/Mistral-7B-v0.1", "mistral-7b"),
+    ("Qwen/Qwen3-8B", "qwen3-8b"),
+    ("deepseek-ai/DeepSeek-V3-Base", "deepseek-v3"),
+    ("google/gemma-2-9b-it", "gemma-2-9b"),
+])
+def test_models_are_found_as_people_write_them(written, entry):
+    """Case, the Hugging Face organisation and fine-tune tokens do not change the architecture."""
+    assert catalog.get_model(written) is catalog.models()[entry]
+
+
+@pytest.mark.parametrize("written", ["llama-3-71b", "mistralai/Mistral-7B-v0.3", "qwen3-9b", "llama-3.3-70b"])
+def test_other_checkpoints_are_not_guessed(written):
+    """A size or version the catalog lacks (Mistral-7B v0.3 has another vocabulary; Llama-3.3 has no
+    sourced entry) stays an error with suggestions instead of silently taking a neighbour."""
+    from parasim.errors import InputError
+
+    with pytest.raises(InputError, match="did you mean"):
+        catalog.get_model(written)
+
+
+def test_every_alias_names_one_entry_and_accelerators_ignore_case():
+    index = catalog._model_index()
+    assert set(index.values()) == set(catalog.models())
+    assert catalog.get_accelerator("H100-SXM") is catalog.accelerators()["h100-sxm"]
+    assert catalog.get_accelerator("MI300X") is catalog.accelerators()["mi300x"]

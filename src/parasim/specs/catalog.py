@@ -1,7 +1,10 @@
-"""The shipped catalogs (package data): models, accelerators, node presets. Exact lookup only.
+"""The shipped catalogs (package data): models, accelerators, node presets.
 
-A name that is not in a catalog is an error listing the close matches; `--model` also accepts a
-path to a Hugging Face config.json or a parasim model YAML.
+Names are looked up as people write them: case does not matter, and a model may be named by its
+Hugging Face id (`meta-llama/Llama-3.1-70B-Instruct` is `llama-3.1-70b`: the organisation and the
+fine-tune tokens -instruct/-chat/-hf/-base/-it are dropped, since fine-tunes keep the base shapes)
+or by an alias its catalog entry lists. A name that still matches nothing is an error listing the
+close matches; `--model` also accepts a path to a Hugging Face config.json or a parasim model YAML.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import cache
 from importlib import resources
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +69,36 @@ def model_from_mapping(d: dict, *, where: str = "model") -> ModelSpec:
         raise InputError(where, f"malformed model description ({e})") from None
 
 
+#: hyphen-separated tokens that name a fine-tune or packaging of a checkpoint, not its shapes
+_VARIANT_TOKENS = {"instruct", "chat", "hf", "base", "it"}
+
+
+def canonical_model_name(name: str) -> str:
+    """The catalog key a written model name stands for: lower case, without a Hugging Face
+    organisation, a leading 'meta-' or fine-tune tokens; 'llama3' is 'llama-3'."""
+    n = str(name).strip().lower().rsplit("/", 1)[-1].removeprefix("meta-")
+    n = re.sub(r"^llama-?(\d)", r"llama-\1", n)
+    return "-".join(t for t in n.split("-") if t not in _VARIANT_TOKENS)
+
+
+def _entries() -> list[dict]:
+    return _load_data("models.yaml")["models"]
+
+
 @cache
 def models() -> dict[str, ModelSpec]:
-    return {m["name"]: model_from_mapping(m, where=f"models.yaml:{m['name']}") for m in _load_data("models.yaml")["models"]}
+    return {m["name"]: model_from_mapping({k: v for k, v in m.items() if k != "aliases"},
+                                          where=f"models.yaml:{m['name']}") for m in _entries()}
+
+
+@cache
+def _model_index() -> dict[str, str]:
+    """canonical_model_name(name or alias) -> catalog name."""
+    index: dict[str, str] = {}
+    for m in _entries():
+        for written in (m["name"], *(m.get("aliases") or ())):
+            index[canonical_model_name(written)] = m["name"]
+    return index
 
 
 def accelerator_from_mapping(d: dict) -> AcceleratorSpec:
@@ -99,8 +130,9 @@ def node_presets() -> dict[str, NodePreset]:
 
 def get_accelerator(name: str, *, field: str = "gpu") -> AcceleratorSpec:
     cat = accelerators()
-    if name in cat:
-        return cat[name]
+    key = str(name).strip().lower().replace(" ", "-").replace("_", "-")
+    if key in cat:
+        return cat[key]
     raise unknown_name(field, name, cat)
 
 
@@ -114,6 +146,9 @@ def get_model(name_or_path: str, *, field: str = "model") -> ModelSpec:
         from parasim.specs.hf_config import load_model_file
 
         return load_model_file(path)
+    key = _model_index().get(canonical_model_name(name_or_path))
+    if key is not None:
+        return cat[key]
     raise unknown_name(field, name_or_path, cat)
 
 
