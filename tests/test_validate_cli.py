@@ -86,3 +86,17 @@ def test_a_serving_case_whose_weights_do_not_fit_is_infeasible_with_the_breakdow
     assert by_id["fits"]["status"] == "ok" and by_id["fits"]["predicted"]["output_tokens_per_s"] > 0
     s = out["summary"]["serving"]
     assert (s["ok"], s["infeasible"], s["n"]) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("model, gpu, field, listing", [
+    ("nope", "h100-sxm", "case x.model.catalog", "parasim models"),
+    ("llama-3-8b", "h1000", "case x.hardware.accelerator", "parasim gpus"),
+])
+def test_an_unknown_catalog_name_in_a_case_file_names_the_field_and_the_right_listing(tmp_path, model, gpu, field,
+                                                                                   listing):
+    f = tmp_path / "c.yaml"
+    f.write_text(f"cases:\n- id: x\n  kind: serving\n  model: {{catalog: {model}}}\n"
+                 f"  hardware: {{accelerator: {gpu}, gpus: 1}}\n  plan: {{}}\n  measured: {{}}\n")
+    r = run_cli("validate", str(f))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert field in r.stderr and listing in r.stderr

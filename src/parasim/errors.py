@@ -19,10 +19,11 @@ class InputError(ValueError):
         super().__init__(f"{field}: {message}")
 
 
-def unknown_name(field: str, name: str, known: Iterable[str]) -> InputError:
-    """An unknown catalog name, with the close matches ("did you mean") and where to list all."""
+def unknown_name(field: str, name: str, known: Iterable[str], *, catalog: str) -> InputError:
+    """An unknown name in the `catalog` ("model" or "gpu"), with the close matches ("did you
+    mean") and the command that lists them all; `field` is where the name was given."""
     known = sorted(known)
     close = difflib.get_close_matches(str(name).lower(), known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return InputError(field, f"unknown {field} '{name}'{hint} (known: {len(known)} entries; "
-                             f"list them with `parasim {'models' if field == 'model' else 'gpus'}`)")
+    return InputError(field, f"unknown {catalog} '{name}'{hint} (known: {len(known)} entries; "
+                             f"list them with `parasim {catalog}s`)")

@@ -133,7 +133,7 @@ def get_accelerator(name: str, *, field: str = "gpu") -> AcceleratorSpec:
     key = str(name).strip().lower().replace(" ", "-").replace("_", "-")
     if key in cat:
         return cat[key]
-    raise unknown_name(field, name, cat)
+    raise unknown_name(field, name, cat, catalog="gpu")
 
 
 def get_model(name_or_path: str, *, field: str = "model") -> ModelSpec:
@@ -149,7 +149,7 @@ def get_model(name_or_path: str, *, field: str = "model") -> ModelSpec:
     key = _model_index().get(canonical_model_name(name_or_path))
     if key is not None:
         return cat[key]
-    raise unknown_name(field, name_or_path, cat)
+    raise unknown_name(field, name_or_path, cat, catalog="model")
 
 
 def cluster_for(acc: AcceleratorSpec, gpus: int, *, gpus_per_node: int | None = None,
