@@ -327,7 +327,7 @@ def test_request_preempted_twice_is_a_victim_once():
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=hst.integers(min_value=20, max_value=150), prompt=hst.integers(min_value=16, max_value=600),
        output=hst.integers(min_value=8, max_value=300), blocks=hst.integers(min_value=60, max_value=400),
-       sched=hst.sampled_from(["vllm", "continuous", "sarathi", "static", "splitfuse"]))
+       sched=hst.sampled_from(["vllm", "continuous", "sarathi", "static", "splitfuse", "sglang"]))
 def test_heavy_preemption_conserves_tokens(n, prompt, output, blocks, sched):
     """Many requests on a cache that holds a few: requests are preempted repeatedly, yet every one
     that can fit completes with all its tokens and the cache is never over-committed."""
@@ -342,3 +342,29 @@ def test_heavy_preemption_conserves_tokens(n, prompt, output, blocks, sched):
     if not s["dropped"]:
         assert s["output_tokens_emitted"] == n * output
     assert s["kv_utilization_peak"] <= 1.0 + 1e-12
+
+
+def test_sglang_chunks_long_prompts_and_never_mixes_them_with_decodes():
+    """SGLang's default policy: prefill first, an iteration is all prefill or all decode, and a prompt
+    longer than chunked_prefill_size runs in chunks back to back. A decoder (A) therefore stalls for
+    the whole of a long newcomer's (B) chunked prefill; under Sarathi it keeps decoding meanwhile.
+    With every prompt inside the budget the policy is exactly vLLM's."""
+    def wl(prompt_b):
+        return Workload.from_columns([0.0, 0.05], [100, prompt_b], [400, 2])
+
+    budget = 1024
+    ic = IterationCost(MODEL, cluster(), tp=1, pp=1, weights="bf16", kv_dtype="bf16", act_dtype="bf16",
+                       overhead_s=ServingPlan().overhead_s)
+    chunks_floor = 2 * ic.prefill_alone_s(budget) + ic.prefill_alone_s(3000 - 2 * budget)
+    alone = simulate(MODEL, cluster(), ServingPlan(scheduler="sglang", token_budget=budget),
+                     Workload.from_columns([0.0], [100], [400])).requests["e2e_s"][0]
+    runs = {s: simulate(MODEL, cluster(), ServingPlan(scheduler=s, token_budget=budget), wl(3000)).requests
+            for s in ("sglang", "sarathi")}
+    sg = runs["sglang"]
+    assert sg["completed"].all()
+    assert sg["ttft_s"][1] >= chunks_floor
+    assert sg["e2e_s"][0] >= alone + chunks_floor  # A made no progress during B's three chunks
+    assert runs["sarathi"]["e2e_s"][0] < alone + chunks_floor  # stall-free: A decoded alongside them
+    same = [simulate(MODEL, cluster(), ServingPlan(scheduler=s, token_budget=budget), wl(900)).summary
+            for s in ("sglang", "vllm")]
+    assert json.dumps(same[0], sort_keys=True) == json.dumps(same[1], sort_keys=True)

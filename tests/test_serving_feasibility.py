@@ -77,7 +77,7 @@ def test_requests_that_can_never_fit_are_counted_and_the_rest_complete():
     # previously a livelock: a chunked prefill that outgrows the whole cache, preempted and readmitted forever
     util = util_for_blocks(60)  # 960 tokens
     wl = Workload.from_columns(np.arange(12) * 0.05, [300, 900] * 6, [50, 200] * 6)
-    for sched in ("sarathi", "splitfuse", "vllm", "continuous", "static", "batchllm"):
+    for sched in ("sarathi", "splitfuse", "sglang", "vllm", "continuous", "static", "batchllm"):
         with time_limit(30):
             plan = ServingPlan(scheduler=sched, token_budget=512, max_batch=256, gpu_memory_utilization=util)
             res = simulate(L8, cluster(1), plan, wl)

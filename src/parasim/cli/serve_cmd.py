@@ -159,7 +159,7 @@ def serve_cmd(
     tp: Optional[int] = typer.Option(None, "--tp", help="Tensor-parallel degree per replica.", rich_help_panel="Plan"),
     pp: Optional[int] = typer.Option(None, "--pp", help="Pipeline-parallel degree per replica.", rich_help_panel="Plan"),
     replicas: Optional[int] = typer.Option(None, "--replicas", help="Data-parallel replicas behind the router.", rich_help_panel="Plan"),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="static, continuous, vllm, sarathi, splitfuse, disagg, batchllm.", rich_help_panel="Plan"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="static, continuous, vllm, sarathi, splitfuse, sglang, disagg, batchllm.", rich_help_panel="Plan"),
     token_budget: Optional[int] = typer.Option(None, "--token-budget", "--chunk-size", help="Tokens per iteration (chunk size).", rich_help_panel="Plan"),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Max running sequences per engine (default 256).", rich_help_panel="Plan"),
     block_size: Optional[int] = typer.Option(None, "--block-size", help="KV block size in tokens (default 16).", rich_help_panel="Plan"),

@@ -265,7 +265,7 @@ def knob_variants(d: dict, req: ServeSearch) -> list[dict]:
     out = []
     scheds = ("disagg",) if d.get("scheduler") == "disagg" else tuple(s for s in req.schedulers if s != "disagg")
     for s in scheds:
-        budgets = req.token_budgets if s in ("sarathi", "splitfuse") else (None,)
+        budgets = req.token_budgets if s in ("sarathi", "splitfuse", "sglang") else (None,)
         for b in budgets:
             for mb in req.max_batches:
                 out.append({**base, "scheduler": s, "token_budget": b, "max_batch": mb})

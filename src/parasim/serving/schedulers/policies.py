@@ -1,4 +1,4 @@
-"""The colocated schedulers: static, continuous (Orca), vLLM, Sarathi-Serve, SplitFuse.
+"""The colocated schedulers: static, continuous (Orca), vLLM, Sarathi-Serve, SplitFuse, SGLang.
 
 Each differs from the others in one or two knobs of the same rule (see base.fill_prefill):
 
@@ -9,6 +9,7 @@ Each differs from the others in one or two knobs of the same rule (see base.fill
 | vllm        | no (prefill first)        | no             | yes                  | max(max_seq_len,2048) |
 | sarathi     | yes (stall-free)          | yes            | yes                  | 512                   |
 | splitfuse   | yes                       | yes            | yes                  | 2048                  |
+| sglang      | no (prefill first)        | yes            | yes                  | 8192                  |
 """
 
 from __future__ import annotations
@@ -77,11 +78,22 @@ class VLLM(Scheduler):
     name = "vllm"
 
     def schedule(self, inst) -> Batch:
-        if inst.waiting:
-            chunks, admit = self.fill_prefill(inst, self.budget, inst.kv.available(), inst.n_dec, chunked=False)
+        if inst.waiting or inst.prefilling:
+            chunks, admit = self.fill_prefill(inst, self.budget, inst.kv.available(), inst.n_dec,
+                                              chunked=self.chunked)
             if chunks:
                 return Batch(chunks, admit)
         if not inst.n_dec:
             return Batch(victims=self.stalled_prefill_victims(inst))
         victims, _ = self.decode_victims(inst)
         return Batch(decode=inst.n_dec > len(victims), victims=victims)
+
+
+class SGLang(VLLM):
+    """SGLang's default: an iteration is all prefill or all decode, prefill first, but a prompt
+    longer than the budget (chunked_prefill_size) is split, and its remaining chunks run before
+    anything else (`--enable-mixed-chunk`, off by default, would mix them with decodes)."""
+
+    name = "sglang"
+    default_budget = 8192
+    chunked = True
