@@ -473,3 +473,71 @@ def test_vllm_disable_custom_all_reduce_in_the_source(tmp_path):
     case = _v0_case(tmp_path, "vLLM /metrics; --tensor-parallel-size 2", [500])
     case.plan["tp"] = 2
     assert case_plan(case)[0].custom_allreduce is True
+
+
+def _sglang_case(tmp_path: Path, software: str, source: str = "sglang.bench_serving", *, gpu: str = "h100-sxm",
+                 tp: int = 1, model: str = "llama-3.1-8b"):
+    from parasim.specs.validation_case import parse_case
+
+    raw = {"id": "sg", "source": source, "kind": "serving", "software": software, "model": {"catalog": model},
+           "hardware": {"accelerator": gpu, "gpus": tp, "gpus_per_node": 8},
+           "plan": {"tp": tp, "weights": "bf16", "kv_cache": None, "scheduler": None, "max_batch": None},
+           "workload": {"requests": 50, "prompt_tokens": 1000, "output_tokens": 200, "arrival": "burst"},
+           "measured": {"output_tokens_per_s": 1000.0, "tpot_mean_s": 0.02}}
+    return parse_case(raw, index=0, base_dir=tmp_path)
+
+
+def test_sglang_case_sizes_its_kv_pool_by_mem_fraction_static_by_hand(tmp_path):
+    """SGLang 0.3 on one H100: mem_fraction_static 0.88 of the memory free before the weights load
+    (HBM less the CUDA context) holds weights + KV; Llama-3.1-8B's bf16 KV is 32 layers x 8 heads x
+    128 x 2 x 2 B = 128 KiB per token; one token per page; max_running_requests = min(tokens // 2,
+    clamp(tokens / 131072 x 512, 2048, 4096)) = 2048; prefill first with 8192-token chunks."""
+    from parasim.cost.memory import weight_bytes_per_gpu
+    from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES
+    from parasim.serving.simulate import kv_fit
+    from parasim.serving.workload import generate
+    from parasim.specs.catalog import get_accelerator, get_model
+
+    case = _sglang_case(tmp_path, "sglang 0.3.0")
+    plan, choices, prof = case_plan(case)
+    m, acc = get_model("llama-3.1-8b"), get_accelerator("h100-sxm")
+    kv = 0.88 * (acc.hbm_bytes - RUNTIME_RESERVED_BYTES) - weight_bytes_per_gpu(m, tp=1, pp=1, weights="bf16")
+    tokens = int(kv // (32 * 8 * 128 * 2 * 2))
+    assert prof == "sglang" and plan.scheduler == "sglang" and plan.token_budget == 8192
+    assert plan.block_size == 1 and plan.kv_reservation == "incremental" and plan.kv == "bf16"
+    assert plan.max_batch == 2048
+    sim_tokens = kv_fit(m, case.cluster, plan, generate(requests=1, burst=True, prompt_tokens=10,
+                                                          output_tokens=10)).kv["kv_tokens"]
+    assert abs(sim_tokens - tokens) <= 1
+    assert any("mem_fraction_static 0.88" in c for c in choices)
+    res = predict_case(case)
+    assert res.status == "ok" and res.predicted["output_tokens_per_s"] > 0
+    assert any("per request" in c for c in res.choices)  # bench_serving: each request's own TPOT
+
+
+@pytest.mark.parametrize("software, gpu, tp, mfs, chunk", [
+    ("sglang 0.3.2", "h100-sxm", 8, 0.83, 8192),
+    ("sglang 0.4.1", "h100-sxm", 8, 0.81, 8192),
+    ("sglang 0.4.1", "l4", 1, 0.88, 2048),           # 24 GiB < 25,000 MiB
+    ("sglang 0.5.2", "h100-sxm", 1, round((80 - 10) / 80, 3), 8192),   # reserve 9.5 + 1/2 GiB
+    ("sglang 0.5.2", "h200-sxm", 8, round((141 - 16) / 141, 3), 8192),  # reserve 12 + 8/2 GiB
+    ("sglang 0.5.2", "b200", 1, round((180 - 32) / 180, 3), 16384),     # reserve 32 GiB
+    ("sglang", "l4", 1, round((24 - 2.9) / 24, 3), 2048),                # unnamed: the current rule
+])
+def test_sglang_defaults_by_release_and_gpu(software, gpu, tp, mfs, chunk):
+    from parasim.serving.sglang_defaults import default_chunk, default_mem_fraction
+    from parasim.serving.software import release
+    from parasim.specs.catalog import get_accelerator
+
+    acc = get_accelerator(gpu)
+    assert default_mem_fraction(release(software), acc, tp=tp, pp=1) == pytest.approx(mfs)
+    assert default_chunk(release(software), acc) == chunk
+
+
+def test_sglang_flags_stated_in_the_source_win(tmp_path):
+    case = _sglang_case(tmp_path, "sglang 0.4.0",
+                        "bench_serving; server --mem-fraction-static 0.7 --chunked-prefill-size 4096 "
+                        "--max-running-requests 64 --kv-cache-dtype fp8_e5m2")
+    plan, choices, _ = case_plan(case)
+    assert plan.token_budget == 4096 and plan.max_batch == 64 and plan.kv == "fp8"
+    assert any("mem_fraction_static 0.7 " in c for c in choices)

@@ -37,6 +37,7 @@ from parasim.cost.memory import weight_bytes_per_gpu
 from parasim.errors import InputError
 from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES, activation_workspace_bytes
 from parasim.serving.plan import ITERATION_OVERHEAD_S, ServingPlan
+from parasim.serving.sglang_defaults import SGLANG_PAGE, sglang_setup
 from parasim.serving.simulate import simulate
 from parasim.serving.software import software_profile
 from parasim.serving.trtllm import TRTLLM_BLOCK, runtime_buffer_bytes, trtllm_setup
@@ -95,16 +96,14 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
         # runtime) the runtime and decoder buffers, which hold the logits the activation estimate counts
         w = weight_bytes_per_gpu(model, tp=kw["tp"], pp=kw["pp"], weights=weights)
         act_kw = dict(tp=kw["tp"], tokens=setup.max_num_tokens, act_bytes=2.0)
-        fixed = w + activation_workspace_bytes(model, logit_rows=kw["max_batch"], **act_kw) + RUNTIME_RESERVED_BYTES
-        used = fixed
+        used = w + activation_workspace_bytes(model, logit_rows=kw["max_batch"], **act_kw) + RUNTIME_RESERVED_BYTES
         buffers = ""
         if setup.cpp_runtime:
             rb = runtime_buffer_bytes(model, kw["max_batch"])
             used = w + activation_workspace_bytes(model, logit_rows=0, **act_kw) + RUNTIME_RESERVED_BYTES + rb
             buffers = f", after {rb / 1e9:.1f} GB of runtime and decoder buffers"
         kv = setup.kv_fraction * max(acc.hbm_bytes - used, 0.0)
-        # the simulator subtracts `fixed` from the usable memory, which leaves exactly `kv`
-        kw["gpu_memory_utilization"] = min(1.0, (kv + fixed) / acc.hbm_bytes)
+        kw["gpu_memory_utilization"] = _utilization_leaving(kv, model, acc, kw)
         choices.append(f"{setup.flow}; tokens_per_block {TRTLLM_BLOCK}, KV reserved for prompt+output "
                        f"(GUARANTEED_NO_EVICT), KV = {setup.kv_fraction:.0%} of free memory{buffers}")
     elif prof == "vllm":
@@ -133,21 +132,50 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
             kw["max_batch"] = int(ms.group(1))
             choices.append(f"max_num_seqs {kw['max_batch']} (from the source)")
         if not p.get("kv_cache"):
-            # --kv-cache-dtype auto (vLLM's default) stores the cache in the model's dtype, whatever
-            # the weights' quantization; an FP8 cache has to be asked for
-            fp8_kv = _FP8_KV.search(text)
-            kw["kv_dtype"] = "fp8" if fp8_kv else ServingPlan(weights=weights).act_dtype
-            choices.append(f"kv_cache {kw['kv_dtype']} ("
-                           + ("--kv-cache-dtype fp8 in the source)" if fp8_kv else
-                              "vLLM's --kv-cache-dtype auto: the model's dtype; not in the source)"))
+            kw["kv_dtype"] = _auto_kv_dtype(text, weights, "vLLM", choices)
+    elif prof == "sglang":
+        acc = case.cluster.accelerator
+        text = case.source + " " + case.software
+        if not p.get("kv_cache"):
+            kw["kv_dtype"] = _auto_kv_dtype(text, weights, "SGLang", choices)
+        kv_dtype = ServingPlan(weights=weights, kv_dtype=kw["kv_dtype"]).kv
+        setup = sglang_setup(case.software, case.source, model, acc, tp=kw["tp"], pp=kw["pp"], weights=weights,
+                             kv_dtype=kv_dtype)
+        sched = p.get("scheduler")
+        kw.update(scheduler="sglang" if sched in (None, "continuous") else sched, block_size=SGLANG_PAGE,
+                  token_budget=setup.chunked_prefill_size, kv_reservation="incremental",
+                  iteration_overhead_s=setup.iteration_overhead_s,
+                  max_batch=int(p["max_batch"]) if p.get("max_batch") else setup.max_running_requests)
+        kw["gpu_memory_utilization"] = _utilization_leaving(setup.kv_bytes, model, acc, kw)
+        choices.append(setup.why)
     else:
         kw.update(scheduler=p.get("scheduler") or "sarathi", max_batch=p.get("max_batch"))
         if kw["scheduler"] == "continuous":
             kw["scheduler"] = "sarathi"
         choices.append(f"unknown software '{case.software}': scheduler {kw['scheduler']}, parasim defaults")
-    if not p.get("kv_cache") and prof != "vllm":
+    if not p.get("kv_cache") and prof not in ("vllm", "sglang"):
         choices.append("kv_cache: same precision as the weights' activations")
     return ServingPlan(**{k: v for k, v in kw.items() if v is not None}), choices, prof
+
+
+def _utilization_leaving(kv_bytes: float, model, acc, kw: dict[str, Any]) -> float:
+    """The gpu_memory_utilization under which the simulator's memory split (weights, activations of
+    a `token_budget` forward with `max_batch` logit rows, runtime reserve) leaves `kv_bytes` of KV
+    per GPU: how an engine that sizes its KV pool its own way is handed to the simulator."""
+    w = weight_bytes_per_gpu(model, tp=kw["tp"], pp=kw["pp"], weights=kw["weights"])
+    act = activation_workspace_bytes(model, tp=kw["tp"], tokens=kw["token_budget"], logit_rows=kw["max_batch"],
+                                     act_bytes=2.0)
+    return min(1.0, (kv_bytes + w + act + RUNTIME_RESERVED_BYTES) / acc.hbm_bytes)
+
+
+def _auto_kv_dtype(text: str, weights: str, engine: str, choices: list[str]) -> str:
+    """--kv-cache-dtype auto (vLLM's and SGLang's default) stores the cache in the model's dtype,
+    whatever the weights' quantization; an FP8 cache has to be asked for."""
+    fp8 = bool(_FP8_KV.search(text))
+    dtype = "fp8" if fp8 else ServingPlan(weights=weights).act_dtype
+    choices.append(f"kv_cache {dtype} (" + ("--kv-cache-dtype fp8 in the source)" if fp8 else
+                                            f"{engine}'s --kv-cache-dtype auto: the model's dtype; not in the source)"))
+    return dtype
 
 
 _GPU_UTIL = re.compile(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)")
@@ -170,7 +198,7 @@ def _max_model_len(case: Case, wl: Workload) -> tuple[int, str]:
 
 
 _PER_TOKEN = re.compile(r"per output token|per-token|histogram|/metrics|inter-token", re.IGNORECASE)
-_PER_REQUEST = re.compile(r"benchmark_serving|bench serve|per request tpot|genai-perf|trtllm-bench|gptManagerBenchmark",
+_PER_REQUEST = re.compile(r"benchmark_serving|bench_serving|bench serve|per request tpot|genai-perf|trtllm-bench|gptManagerBenchmark",
                           re.IGNORECASE)
 
 

@@ -11,12 +11,14 @@ import re
 
 
 def software_profile(software: str) -> str:
-    """'tensorrt-llm', 'vllm' or 'default' (parasim's generic engine) for a case's software text."""
+    """'tensorrt-llm', 'vllm', 'sglang' or 'default' (parasim's generic engine) for a case's software text."""
     s = software.lower()
     if "tensorrt" in s or "trt-llm" in s or "trtllm" in s:
         return "tensorrt-llm"
     if "vllm" in s:
         return "vllm"
+    if "sglang" in s:
+        return "sglang"
     return "default"
 
 

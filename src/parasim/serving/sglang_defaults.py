@@ -1,0 +1,112 @@
+"""What an SGLang deployment runs with when the source does not say, by release.
+
+Read from SGLang's `ServerArgs.__post_init__`, `ModelRunner.profile_max_num_token` and the
+scheduler (sgl-project/sglang, 2024-2025 sources):
+
+* **Memory.** `mem_fraction_static` is the share of the memory free before the weights load that
+  weights and the KV pool may take; activations, CUDA graphs and the attention workspace live in
+  the rest. So KV = mem_fraction_static x (HBM - what the CUDA context holds) - weights. The default:
+  up to 0.3 by TP size (>= 16: 0.79, >= 8: 0.83, >= 4: 0.85, >= 2: 0.87, else 0.88; the v0.3.0
+  benchmark README: "0.88 at TP 1 and 0.85 at TP 4"); 0.4 the same with 0.81 at TP >= 8; from 0.5
+  (and for an unnamed release) (memory - reserve) / memory with a reserve by GPU size (below).
+* **Batching.** An iteration is all prefill or all decode, prefill first; a prompt longer than
+  `chunked_prefill_size` is split (parasim's `sglang` scheduler). The chunk is 8192 up to 0.3; in
+  0.4 2048 on GPUs under 25,000 MiB, else 8192; from 0.5 2048 under 35 GiB, 8192 under 160 GiB,
+  16384 above. KV is one token per page (`page_size` 1).
+* **Running requests.** max_running_requests = min(KV tokens // 2, request slots), the slots being
+  clamp(KV tokens / context length x 512, 2048, 4096).
+* **Admission.** New requests need their prompt plus min(max_new_tokens, 4096) free, but running
+  ones reserve only new_token_ratio (0.7 decaying to about 0.1) of what they still generate, and
+  on running out the scheduler retracts the youngest requests, which recompute later. parasim
+  runs this as incremental reservation with recompute preemption.
+* **Host time.** From 0.4 the overlap scheduler prepares the next batch while the GPU runs the
+  current one, so the per-iteration host time is taken as the C++ runtime's
+  (`ITERATION_OVERHEAD_S["tensorrt-llm"]`); before 0.4, parasim's default engine's. Neither is a
+  published SGLang figure.
+* The KV cache is stored in the model's dtype unless the source asks for `--kv-cache-dtype fp8`
+  (`auto`, as in vLLM).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from parasim.cost.dtypes import dtype_bytes
+from parasim.cost.memory import kv_cache_bytes_per_token_per_gpu, weight_bytes_per_gpu
+from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES
+from parasim.serving.plan import ITERATION_OVERHEAD_S
+from parasim.serving.software import release
+from parasim.specs.accelerator import AcceleratorSpec
+from parasim.specs.model import ModelSpec
+
+GIB = 1024 ** 3
+MIB = 1024 ** 2
+SGLANG_PAGE = 1
+#: up to 0.3 / in 0.4: mem_fraction_static by TP size, largest first
+_MFS_BY_TP_03 = ((16, 0.79), (8, 0.83), (4, 0.85), (2, 0.87), (1, 0.88))
+_MFS_BY_TP_04 = ((16, 0.79), (8, 0.81), (4, 0.85), (2, 0.87), (1, 0.88))
+#: from 0.5: memory reserved outside weights + KV, GiB, by GPU memory (GiB) and tp x pp
+_RESERVE_GIB = ((35, lambda n: 2.8 + n / 10), (90, lambda n: 9.5 + n / 2), (160, lambda n: 12 + n / 2),
+                (float("inf"), lambda n: 32.0))
+#: request-slot pool: KV tokens / context length x 512, clamped
+_SLOTS_PER_CONTEXT, _MIN_SLOTS, _MAX_SLOTS = 512, 2048, 4096
+
+_FLAG = {k: re.compile(rf"{k.replace('_', '[-_]')}\s*[=:]?\s*([0-9.]+)", re.IGNORECASE)
+         for k in ("mem_fraction_static", "chunked_prefill_size", "max_running_requests")}
+
+
+@dataclass(frozen=True)
+class SglangSetup:
+    mem_fraction_static: float
+    chunked_prefill_size: int
+    max_running_requests: int
+    kv_bytes: float  # per GPU
+    iteration_overhead_s: float
+    why: str
+
+
+def default_mem_fraction(rel: tuple[int, int] | None, acc: AcceleratorSpec, *, tp: int, pp: int) -> float:
+    if rel is not None and rel < (0, 5):
+        table = _MFS_BY_TP_03 if rel < (0, 4) else _MFS_BY_TP_04
+        return next(f for n, f in table if tp >= n)
+    mem_gib = acc.hbm_bytes / GIB
+    reserve = next(r for limit, r in _RESERVE_GIB if mem_gib < limit)(tp * pp)
+    return round((mem_gib - reserve) / mem_gib, 3)
+
+
+def default_chunk(rel: tuple[int, int] | None, acc: AcceleratorSpec) -> int:
+    if rel is not None and rel < (0, 4):
+        return 8192
+    if rel is not None and rel < (0, 5):
+        return 2048 if acc.hbm_bytes < 25_000 * MIB else 8192
+    mem_gib = acc.hbm_bytes / GIB
+    return 2048 if mem_gib < 35 else 8192 if mem_gib < 160 else 16384
+
+
+def sglang_setup(software: str, source: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int,
+                 weights: str, kv_dtype: str) -> SglangSetup:
+    rel = release(software)
+    text = source + " " + software
+    stated = {k: float(m.group(1)) for k, rx in _FLAG.items() if (m := rx.search(text))}
+    notes = []
+    mfs = stated.get("mem_fraction_static") or default_mem_fraction(rel, acc, tp=tp, pp=pp)
+    chunk = int(stated.get("chunked_prefill_size") or default_chunk(rel, acc))
+    # KV = mfs x (memory free before the weights load) - weights (ModelRunner.profile_max_num_token)
+    w = weight_bytes_per_gpu(model, tp=tp, pp=pp, weights=weights)
+    kv = max(0.0, mfs * (acc.hbm_bytes - RUNTIME_RESERVED_BYTES) - w)
+    tokens = int(kv // kv_cache_bytes_per_token_per_gpu(model, tp=tp, pp=pp, kv_bytes=dtype_bytes(kv_dtype)))
+    slots = min(max(int(tokens / model.max_seq_len * _SLOTS_PER_CONTEXT), _MIN_SLOTS), _MAX_SLOTS)
+    running = int(stated.get("max_running_requests") or max(1, min(tokens // 2, slots)))
+    for k, v in stated.items():
+        notes.append(f"{k} {v:g} (from the source)")
+    overlap = rel is None or rel >= (0, 4)
+    ver = f"{rel[0]}.{rel[1]}" if rel else "(release not named: the current defaults)"
+    why = (f"SGLang {ver} defaults: prefill first without mixing, chunked_prefill_size {chunk}, "
+           f"mem_fraction_static {mfs:g} (KV = {mfs:g} x memory before weights - weights = {kv / 1e9:.1f} GB per GPU, "
+           f"{tokens:,} tokens), max_running_requests {running}, page_size {SGLANG_PAGE}, KV reserved as it grows "
+           f"(retraction = recompute); "
+           + ("overlap scheduler (host work hidden)" if overlap else "no overlap scheduler")
+           + "".join(f"; {n}" for n in notes))
+    return SglangSetup(mfs, chunk, running, kv,
+                       ITERATION_OVERHEAD_S["tensorrt-llm" if overlap else "default"], why)
