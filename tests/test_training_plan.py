@@ -39,3 +39,22 @@ def test_unknown_mapping_key():
     with pytest.raises(InputError) as e:
         TrainingPlan.from_mapping({"tensor_parallel": 2})
     assert e.value.field == "plan.tensor_parallel"
+
+
+def test_shipped_llama3_paper_file_is_the_papers_table():
+    """validation/llama3-405b-training.yaml: every row is 16M tokens per batch (2^24 within 1 %),
+    DP = GPUs / (TP x CP x PP), and every row predicts (the fallback to 1F1B is said)."""
+    from pathlib import Path
+
+    from parasim.specs.validation_case import load_cases
+    from parasim.training.case import predict_case
+
+    cases = load_cases(Path(__file__).resolve().parents[1] / "validation" / "llama3-405b-training.yaml")
+    assert [c.measured["tflops_per_gpu"] for c in cases] == [430, 400, 380]
+    for c in cases:
+        p = c.plan
+        assert p["global_batch"] * p["seq_len"] == 2 ** 24
+        assert p["tp"] * p["cp"] * p["pp"] * p["dp"] == c.cluster.gpus
+        res = predict_case(c)
+        assert res.status == "ok" and res.predicted["tflops_per_gpu"] > 0
+        assert any("plain 1F1B" in ch for ch in res.choices)

@@ -49,7 +49,10 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         layers = case.model.layers
         v = next((k for k in (2, 3, 4, 5, 6) if pp > 1 and layers % (pp * k) == 0), 1)
         raw["virtual_stages"] = v
-        choices.append(f"virtual_stages={v} (interleaved, count not published: smallest v>1 dividing the layers)")
+        choices.append(f"virtual_stages={v} (interleaved, count not published: smallest v>1 dividing the layers)"
+                       if v > 1 else
+                       f"virtual_stages=1 (interleaved, count not published, but no v in 2..6 makes pp*v divide the "
+                       f"{layers} layers: plain 1F1B)")
     for key, default in (("cp", 1), ("ep", 1), ("sequence_parallel", False), ("recompute", "none"),
                          ("zero", 0 if legacy else 1), ("precision", "bf16")):
         if raw.get(key) is None:
