@@ -541,3 +541,11 @@ def test_sglang_flags_stated_in_the_source_win(tmp_path):
     plan, choices, _ = case_plan(case)
     assert plan.token_budget == 4096 and plan.max_batch == 64 and plan.kv == "fp8"
     assert any("mem_fraction_static 0.7 " in c for c in choices)
+
+
+@pytest.mark.parametrize("software, scheduler", [("DeepSpeed-MII 0.2 (FastGen)", "splitfuse"),
+                                                 ("lmdeploy 0.6", "sarathi")])
+def test_other_engines_get_their_batching_rule(tmp_path, software, scheduler):
+    case = _sglang_case(tmp_path, software, "a benchmark")
+    plan, choices, prof = case_plan(case)
+    assert prof == "default" and plan.scheduler == scheduler

@@ -149,10 +149,16 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
         kw["gpu_memory_utilization"] = _utilization_leaving(setup.kv_bytes, model, acc, kw)
         choices.append(setup.why)
     else:
-        kw.update(scheduler=p.get("scheduler") or "sarathi", max_batch=p.get("max_batch"))
+        # DeepSpeed-FastGen (DeepSpeed-MII) batches by Dynamic SplitFuse; other engines get the
+        # stall-free chunked rule most current engines default to
+        fastgen = bool(_FASTGEN.search(case.software))
+        default = "splitfuse" if fastgen else "sarathi"
+        kw.update(scheduler=p.get("scheduler") or default, max_batch=p.get("max_batch"))
         if kw["scheduler"] == "continuous":
-            kw["scheduler"] = "sarathi"
-        choices.append(f"unknown software '{case.software}': scheduler {kw['scheduler']}, parasim defaults")
+            kw["scheduler"] = default
+        choices.append(f"DeepSpeed-FastGen: Dynamic SplitFuse ({kw['scheduler']}), parasim defaults otherwise"
+                       if fastgen else
+                       f"unknown software '{case.software}': scheduler {kw['scheduler']}, parasim defaults")
     if not p.get("kv_cache") and prof not in ("vllm", "sglang"):
         choices.append("kv_cache: same precision as the weights' activations")
     return ServingPlan(**{k: v for k, v in kw.items() if v is not None}), choices, prof
@@ -178,6 +184,7 @@ def _auto_kv_dtype(text: str, weights: str, engine: str, choices: list[str]) -> 
     return dtype
 
 
+_FASTGEN = re.compile(r"fastgen|deepspeed|\bmii\b", re.IGNORECASE)
 _GPU_UTIL = re.compile(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)")
 _MAX_MODEL_LEN = re.compile(r"max[-_]model[-_]len\s*[=:]?\s*(\d+)", re.IGNORECASE)
 _MAX_BATCHED = re.compile(r"max[-_]num[-_]batched[-_]tokens\s*[=:]?\s*(\d+)", re.IGNORECASE)
