@@ -536,7 +536,7 @@ def test_sglang_defaults_by_release_and_gpu(software, gpu, tp, mfs, chunk):
 
 def test_sglang_flags_stated_in_the_source_win(tmp_path):
     case = _sglang_case(tmp_path, "sglang 0.4.0",
-                        "bench_serving; server --mem-fraction-static 0.7 --chunked-prefill-size 4096 "
+                        "bench_serving; server --mem-frac 0.7 --chunked-prefill-size 4096 "
                         "--max-running-requests 64 --kv-cache-dtype fp8_e5m2")
     plan, choices, _ = case_plan(case)
     assert plan.token_budget == 4096 and plan.max_batch == 64 and plan.kv == "fp8"

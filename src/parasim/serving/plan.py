@@ -18,7 +18,10 @@ from parasim.errors import InputError
 #: constant (not fitted to any case); a plan may override it with `iteration_overhead_s`.
 #: Order of magnitude from vLLM's own profiling (v0.6.0 release notes: CPU overhead was a large
 #: share of an H100 decode step before the async/multi-step work) and TensorRT-LLM's C++ runtime.
-ITERATION_OVERHEAD_S = {"default": 1.0e-3, "vllm": 1.5e-3, "tensorrt-llm": 0.3e-3}
+#: SGLang from 0.4 runs an overlap scheduler that prepares the next batch while the GPU runs the
+#: current one; with no published SGLang figure it is taken equal to TensorRT-LLM's C++ runtime
+#: (an assumption; SGLang before 0.4 gets "default").
+ITERATION_OVERHEAD_S = {"default": 1.0e-3, "vllm": 1.5e-3, "tensorrt-llm": 0.3e-3, "sglang": 0.3e-3}
 
 #: Host time to issue one kernel when the forward pass runs eagerly (no CUDA graph): the Python
 #: module call, the PyTorch dispatcher and the launch. vLLM 0.6 captures CUDA graphs only for

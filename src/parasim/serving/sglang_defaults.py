@@ -21,8 +21,8 @@ scheduler (sgl-project/sglang, 2024-2025 sources):
   runs this as incremental reservation with recompute preemption.
 * **Host time.** From 0.4 the overlap scheduler prepares the next batch while the GPU runs the
   current one, so the per-iteration host time is taken as the C++ runtime's
-  (`ITERATION_OVERHEAD_S["tensorrt-llm"]`); before 0.4, parasim's default engine's. Neither is a
-  published SGLang figure.
+  (`ITERATION_OVERHEAD_S["sglang"]`, equal to TensorRT-LLM's); before 0.4, parasim's default
+  engine's. Neither is a published SGLang figure.
 * The KV cache is stored in the model's dtype unless the source asks for `--kv-cache-dtype fp8`
   (`auto`, as in vLLM).
 """
@@ -52,8 +52,11 @@ _RESERVE_GIB = ((35, lambda n: 2.8 + n / 10), (90, lambda n: 9.5 + n / 2), (160,
 #: request-slot pool: KV tokens / context length x 512, clamped
 _SLOTS_PER_CONTEXT, _MIN_SLOTS, _MAX_SLOTS = 512, 2048, 4096
 
-_FLAG = {k: re.compile(rf"{k.replace('_', '[-_]')}\s*[=:]?\s*([0-9.]+)", re.IGNORECASE)
-         for k in ("mem_fraction_static", "chunked_prefill_size", "max_running_requests")}
+#: server flags a source may state (argparse also takes an unambiguous prefix: `--mem-frac 0.88`)
+_FLAG = {k: re.compile(rf"--{rx}\s*[=:]?\s*([0-9.]+)", re.IGNORECASE)
+         for k, rx in (("mem_fraction_static", r"mem[-_]frac(?:tion[-_]static)?"),
+                       ("chunked_prefill_size", r"chunked[-_]prefill[-_]size"),
+                       ("max_running_requests", r"max[-_]running[-_]requests"))}
 
 
 @dataclass(frozen=True)
@@ -109,4 +112,4 @@ def sglang_setup(software: str, source: str, model: ModelSpec, acc: AcceleratorS
            + ("overlap scheduler (host work hidden)" if overlap else "no overlap scheduler")
            + "".join(f"; {n}" for n in notes))
     return SglangSetup(mfs, chunk, running, kv,
-                       ITERATION_OVERHEAD_S["tensorrt-llm" if overlap else "default"], why)
+                       ITERATION_OVERHEAD_S["sglang" if overlap else "default"], why)

@@ -8,7 +8,7 @@ from parasim.errors import InputError
 from parasim.serving.schedulers.base import Batch, Scheduler
 from parasim.serving.schedulers.batchllm import BatchLLM
 from parasim.serving.schedulers.disagg import Disagg
-from parasim.serving.schedulers.policies import SGLang, Continuous, Sarathi, SplitFuse, Static, VLLM
+from parasim.serving.schedulers.policies import Continuous, SGLang, Sarathi, SplitFuse, Static, VLLM
 
 
 class Registry(dict):
