@@ -549,3 +549,32 @@ def test_other_engines_get_their_batching_rule(tmp_path, software, scheduler):
     case = _sglang_case(tmp_path, software, "a benchmark")
     plan, choices, prof = case_plan(case)
     assert prof == "default" and plan.scheduler == scheduler
+
+
+def test_a_source_naming_max_concurrency_runs_a_closed_loop_client(tmp_path):
+    """bench_serving --max-concurrency 4 over a burst: the prediction is the closed-loop run (at most
+    four out), which has a far shorter TTFT than all 50 requests queued at once."""
+    open_loop = predict_case(_sglang_case(tmp_path, "sglang 0.4.3", "sglang.bench_serving --request-rate inf"))
+    closed = predict_case(_sglang_case(tmp_path, "sglang 0.4.3",
+                                       "sglang.bench_serving --request-rate inf --max-concurrency 4"))
+    assert any("at most 4 requests out" in c for c in closed.choices)
+    assert not any("closed-loop" in c for c in open_loop.choices)
+    assert closed.predicted["output_tokens_per_s"] < open_loop.predicted["output_tokens_per_s"]
+    assert closed.predicted["ttft_mean_s"] < 0.25 * open_loop.predicted["ttft_mean_s"]
+
+
+def test_shipped_sglang_file():
+    """validation/sglang-published.yaml: fixed lengths (the H20 run's printed totals are exactly
+    prompts x lengths), the 0.4-series defaults, and the H20 run's client concurrency from its source."""
+    cases = {c.id: c for c in load_cases(SHIPPED / "sglang-published.yaml")}
+    assert len(cases) == 4
+    h20 = cases["sglang-issue6681-qwen25-32b-h20-tp2-1024-128-rate128-conc512"]
+    w = h20.workload
+    assert w["requests"] * w["prompt_tokens"] == 1048576 and w["requests"] * w["output_tokens"] == 131072
+    for c in cases.values():
+        plan, choices, prof = case_plan(c)
+        assert prof == "sglang" and plan.scheduler == "sglang"
+        assert any("SGLang 0.4 defaults" in ch for ch in choices)
+        res = predict_case(c)
+        assert res.status == "ok" and res.predicted["output_tokens_per_s"] > 0
+    assert any("at most 512 requests out" in ch for ch in predict_case(h20).choices)

@@ -123,6 +123,8 @@ def test_disagg_flags():
     (["--gpus", "0"], "gpus"),
     (["--pp", "64"], "pp"),
     (["--length-dist", "lognormal", "--length-sigma", "-1"], "length_sigma"),
+    (["--max-concurrency", "0"], "max_concurrency"),
+    (["--max-concurrency", "4", "--capacity", "--slo-ttft", "1"], "max_concurrency"),
 ])
 def test_bad_input_exits_2_with_one_line(args, field):
     p = run(*BASE, "--requests", "10", "--rate", "1", *args) if "--rate" not in args else run(*BASE, "--requests", "10", *args)
@@ -144,3 +146,22 @@ def test_trace_errors(tmp_path):
     badcsv.write_text("arrival_s,prompt_tokens,output_tokens\n0,5,5\n1,-4,5\n")
     p = run(*BASE, "--trace", str(badcsv))
     assert p.returncode == 2 and "line 3" in p.stderr
+
+
+def test_max_concurrency_runs_a_closed_loop_client(tmp_path):
+    """A burst of 120 requests from a client that keeps 8 out: never more than 8 running, and the
+    requests file shows each later request sent when an earlier one came back."""
+    out = tmp_path / "r.csv"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("max_concurrency: 8\n")
+    p = run(*BASE, "-c", str(cfg), "--burst", "--requests", "120", "--prompt-tokens", "500", "--output-tokens", "50",
+            "--requests-out", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["inputs"]["max_concurrency"] == 8 and d["summary"]["completed"] == 120
+    assert d["summary"]["peak_running"] <= 8
+    rows = list(csv.DictReader(out.open()))
+    sent = sorted(float(r["arrival_s"]) for r in rows)
+    back = sorted(float(r["finish_s"]) for r in rows)
+    assert sent[:8] == [0.0] * 8
+    assert all(abs(sent[k] - back[k - 8]) < 1e-9 for k in range(8, 120))

@@ -368,3 +368,43 @@ def test_sglang_chunks_long_prompts_and_never_mixes_them_with_decodes():
     same = [simulate(MODEL, cluster(), ServingPlan(scheduler=s, token_budget=budget), wl(900)).summary
             for s in ("sglang", "vllm")]
     assert json.dumps(same[0], sort_keys=True) == json.dumps(same[1], sort_keys=True)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(w=workloads, sched=hst.sampled_from(sorted(set(SCHEDULERS) - {"disagg", "batchllm"})),
+       n_conc=hst.integers(min_value=1, max_value=8), replicas=hst.sampled_from([1, 2]),
+       blocks=hst.sampled_from([60, 100000]))
+def test_closed_loop_client_never_has_more_than_n_out(w, sched, n_conc, replicas, blocks):
+    """--max-concurrency N: request k >= N is sent exactly when the (k-N+1)-th answer comes back or
+    at its own arrival, whichever is later; so at no instant are more than N requests out, and every
+    request still completes with all its tokens."""
+    gaps, prompts, outputs, _ = w
+    wl = Workload.from_columns(np.cumsum(gaps), prompts, outputs)
+    plan = ServingPlan(scheduler=sched, token_budget=1024, replicas=replicas,
+                       gpu_memory_utilization=min(0.99, util_for_blocks(blocks, max_tokens=1024)))
+    res = simulate(MODEL, cluster(replicas), plan, wl, max_concurrency=n_conc)
+    s, cols = res.summary, res.requests
+    if s["dropped"]:
+        return
+    assert s["completed"] == len(prompts) and s["output_tokens_emitted"] == sum(outputs)
+    sent, back = cols["arrival_s"], cols["finish_s"]
+    assert np.all(sent >= wl.arrival_s - 1e-12)
+    answers = np.sort(back)
+    for k in range(n_conc, len(sent)):
+        assert sent[k] == pytest.approx(max(wl.arrival_s[k], answers[k - n_conc]), abs=1e-12)
+    # at most N out at any send instant (an answer at the same instant frees its slot first)
+    for t in sent:
+        out = int(((sent <= t) & (back > t)).sum())
+        assert out <= n_conc
+    again = simulate(MODEL, cluster(replicas), plan, wl, max_concurrency=n_conc)
+    assert json.dumps(again.summary, sort_keys=True) == json.dumps(s, sort_keys=True)
+
+
+def test_closed_loop_with_room_for_everyone_is_the_open_loop_run():
+    wl = generate(requests=60, rate=20.0, prompt_tokens=300, output_tokens=40, seed=3)
+    base = simulate(MODEL, cluster(), ServingPlan(scheduler="sarathi"), wl).summary
+    wide = simulate(MODEL, cluster(), ServingPlan(scheduler="sarathi"), wl, max_concurrency=60).summary
+    base.pop("sim_wall_s", None), wide.pop("sim_wall_s", None)
+    assert json.dumps(base, sort_keys=True) == json.dumps(wide, sort_keys=True)
+    with pytest.raises(InputError, match="max_concurrency"):
+        simulate(MODEL, cluster(), ServingPlan(), wl, max_concurrency=0)

@@ -100,3 +100,12 @@ def test_an_unknown_catalog_name_in_a_case_file_names_the_field_and_the_right_li
     r = run_cli("validate", str(f))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert field in r.stderr and listing in r.stderr
+
+
+def test_a_bad_model_field_in_a_case_file_names_the_case(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("cases:\n- id: q\n  kind: serving\n  model: {family: qwen2, layers: 2, hidden: 64, heads: 4, vocab: 100}\n"
+                 "  hardware: {accelerator: h100-sxm, gpus: 1}\n  plan: {}\n  measured: {}\n")
+    r = run_cli("validate", str(f))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "case q.model.family" in r.stderr and "gpt, llama, moe" in r.stderr

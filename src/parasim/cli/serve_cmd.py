@@ -21,7 +21,7 @@ PLAN_KEYS = ("tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "
              "prefix_cache", "router", "gpu_memory_utilization", "kv_reservation", "iteration_overhead_s",
              "eager_prefill_layer_s", "output_delay_s", "act_quant", "custom_allreduce", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
 WORKLOAD_KEYS = ("trace", "rate", "requests", "seed", "arrival", "cv", "prompt_tokens", "output_tokens",
-                 "prompt_dist", "output_dist", "burst", "length_dist", "length_sigma")
+                 "prompt_dist", "output_dist", "burst", "length_dist", "length_sigma", "max_concurrency")
 OTHER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "slo_ttft", "slo_tpot", "requests_out", "json_out", "capacity",
               "attainment", "chunk_size")
 PATH_KEYS = ("trace", "prompt_dist", "output_dist", "requests_out", "json_out", "model")
@@ -68,7 +68,7 @@ def build(opts: dict[str, Any]):
         plan.disagg_split(cluster.gpus)
     elif plan.gpus() > cluster.gpus:
         raise InputError("gpus", f"tp*pp*replicas = {plan.gpus()} exceeds --gpus {cluster.gpus}")
-    for k in ("requests", "rate", "cv", "prompt_tokens", "output_tokens", "length_sigma"):
+    for k in ("requests", "rate", "cv", "prompt_tokens", "output_tokens", "length_sigma", "max_concurrency"):
         v = opts.get(k)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
             raise InputError(k, f"must be a positive number, got {v!r}")
@@ -96,7 +96,11 @@ def run(opts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     from parasim.serving.simulate import simulate
 
     model, cluster, plan, wl, slo = build(opts)
-    res = simulate(model, cluster, plan, wl, slo=slo, seed=int(opts["seed"]))
+    mc = opts.get("max_concurrency")
+    if mc is not None and opts.get("capacity"):
+        raise InputError("max_concurrency", "--capacity searches an open-loop arrival rate; drop --max-concurrency")
+    res = simulate(model, cluster, plan, wl, slo=slo, seed=int(opts["seed"]),
+                   max_concurrency=int(mc) if mc is not None else None)
     out = res.to_dict()
     if opts.get("capacity"):
         if not slo.given:
@@ -191,6 +195,7 @@ def serve_cmd(
     prompt_dist: Optional[Path] = typer.Option(None, "--prompt-dist", help="File of prompt lengths (one per line, or length,weight).", rich_help_panel="Workload"),
     output_dist: Optional[Path] = typer.Option(None, "--output-dist", help="File of output lengths.", rich_help_panel="Workload"),
     burst: Optional[bool] = typer.Option(None, "--burst", help="All requests at t = 0.", rich_help_panel="Workload"),
+    max_concurrency: Optional[int] = typer.Option(None, "--max-concurrency", help="Closed-loop client, as benchmark clients' --max-concurrency: at most N requests out at once; the next is sent when one comes back (not before its arrival time).", rich_help_panel="Workload"),
     slo_ttft: Optional[float] = typer.Option(None, "--slo-ttft", help="TTFT SLO (s).", rich_help_panel="SLO"),
     slo_tpot: Optional[float] = typer.Option(None, "--slo-tpot", help="TPOT SLO (s).", rich_help_panel="SLO"),
     capacity: Optional[bool] = typer.Option(None, "--capacity", help="Also search the highest Poisson rate meeting the SLOs.", rich_help_panel="SLO"),
@@ -214,7 +219,8 @@ def serve_cmd(
                  decode_gpus=decode_gpus, decode_tp=decode_tp, trace=str(trace) if trace else None, rate=rate,
                  requests=requests, seed=seed, arrival=arrival, cv=cv, prompt_tokens=prompt_tokens,
                  output_tokens=output_tokens, length_dist=length_dist, length_sigma=length_sigma, prompt_dist=str(prompt_dist) if prompt_dist else None,
-                 output_dist=str(output_dist) if output_dist else None, burst=burst, slo_ttft=slo_ttft,
+                 output_dist=str(output_dist) if output_dist else None, burst=burst, max_concurrency=max_concurrency,
+                 slo_ttft=slo_ttft,
                  slo_tpot=slo_tpot, capacity=capacity, attainment=attainment,
                  requests_out=str(requests_out) if requests_out else None, json_out=str(json_out) if json_out else None)
     opts: dict[str, Any] = dict(DEFAULTS)

@@ -184,6 +184,7 @@ def _auto_kv_dtype(text: str, weights: str, engine: str, choices: list[str]) -> 
     return dtype
 
 
+_MAX_CONCURRENCY = re.compile(r"max[-_ ]concurrency\s*[=:]?\s*(\d+)", re.IGNORECASE)
 _FASTGEN = re.compile(r"fastgen|deepspeed|\bmii\b", re.IGNORECASE)
 _GPU_UTIL = re.compile(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)")
 _MAX_MODEL_LEN = re.compile(r"max[-_]model[-_]len\s*[=:]?\s*(\d+)", re.IGNORECASE)
@@ -226,7 +227,11 @@ def predict_case(case: Case) -> CaseResult:
     try:
         wl = _workload(case, [])
         plan, choices, prof = case_plan(case, wl)
-        res = simulate(case.model, case.cluster, plan, wl, seed=0)
+        mc = _MAX_CONCURRENCY.search(case.source)
+        if mc:
+            choices.append(f"closed-loop client: at most {mc.group(1)} requests out at once "
+                           "(--max-concurrency in the source)")
+        res = simulate(case.model, case.cluster, plan, wl, seed=0, max_concurrency=int(mc.group(1)) if mc else None)
     except InputError as e:
         return CaseResult(status="infeasible", reason=f"{e.field}: {e.message}")
     if not res.feasible:

@@ -421,7 +421,8 @@ class Loop:
     """The global event loop over all instances (one heap, arrivals merged from a sorted column)."""
 
     def __init__(self, st: ReqState, groups: list[list[Instance]], router: Router,
-                 decode_groups: list[list[Instance]] | None = None, transfer_s=None) -> None:
+                 decode_groups: list[list[Instance]] | None = None, transfer_s=None,
+                 max_concurrency: int | None = None) -> None:
         self.st = st
         self.groups = groups
         self.instances = [i for g in groups for i in g] + [i for g in (decode_groups or []) for i in g]
@@ -433,6 +434,24 @@ class Loop:
         self.seq = 0
         self.makespan = 0.0
         self.dropped = 0
+        # closed-loop client (benchmark --max-concurrency N): request k + N is sent when the k-th
+        # answer (or failure) comes back, not before its own arrival time; until then its arrival
+        # is +inf, so the arrival-ordered loops below simply wait for it
+        self._held: list[float] | None = None  # the held requests' own arrival times, from index N on
+        self._next = st.n
+        if max_concurrency is not None and max_concurrency < st.n:
+            self._held = st.arrival[max_concurrency:].tolist()
+            self._held_from = self._next = max_concurrency
+            for k in range(max_concurrency, st.n):
+                st.arrival[k] = float("inf")
+
+    def _send_next(self, t: float) -> None:
+        """A closed-loop client got an answer (or an error) at t: send its next request."""
+        if self._held is not None and self._next < self.st.n:
+            k = self._next
+            orig = self._held[k - self._held_from]
+            self.st.arrival[k] = orig if orig > t else t
+            self._next = k + 1
 
     def _push(self, t: float, rank: int, kind: str, obj) -> None:
         self.seq += 1
@@ -448,6 +467,8 @@ class Loop:
             self.makespan = t
         if what == "transfer":
             self._push(t + self.transfer_s(rid), XFER, "xfer", rid)
+        else:
+            self._send_next(t)
 
     def _begin(self, inst: Instance, t: float) -> None:
         """Start the next iteration of `inst` at time t, if it has anything to run."""
@@ -469,6 +490,7 @@ class Loop:
             rid = inst.waiting.popleft()
             self.st.state[rid] = DROPPED
             self.dropped += 1
+            self._send_next(self._now)
             if inst.waiting and restart:
                 self._begin(inst, self._now)
         elif not restart:  # pragma: no cover - a scheduler that idles with work it could run
@@ -476,7 +498,7 @@ class Loop:
 
     def independent(self) -> bool:
         """Round-robin over single-engine replicas: no instance's decisions depend on another's."""
-        return (isinstance(self.router, RoundRobin) and not self.decode_groups
+        return (isinstance(self.router, RoundRobin) and not self.decode_groups and self._held is None
                 and all(len(g) == 1 for g in self.groups))
 
     def run(self) -> None:
@@ -535,6 +557,8 @@ class Loop:
         self._now = 0.0
         while True:
             ta = arr[i] if i < n else float("inf")
+            if ta == float("inf") and i < n and not heap:  # pragma: no cover - every answer sends one
+                raise RuntimeError("closed-loop client waits for an answer that never comes")
             if heap and (heap[0][0] < ta or (heap[0][0] == ta and heap[0][1] < ARRIVAL)):
                 t, _, _, kind, obj = heapq.heappop(heap)
                 self._now = t
@@ -574,6 +598,7 @@ class Loop:
                 tokens = st.P[rid] + st.O[rid]
                 g = router.choose(rid, groups, tokens)
                 if st.state[rid] == DROPPED:  # rejected on arrival (as in _run_alone: it used its turn)
+                    self._send_next(ta)
                     continue
                 grp = groups[g]
                 inst = grp[0] if len(grp) == 1 else least_loaded(grp)

@@ -189,8 +189,12 @@ def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Poo
 
 
 def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_requests: Any,
-             slo: Any = None, seed: int = 0) -> ServingResult:
+             slo: Any = None, seed: int = 0, max_concurrency: int | None = None) -> ServingResult:
     """Simulate serving `workload_requests` (a Workload, or Request records / mappings) with `plan`.
+
+    `max_concurrency` makes the client closed-loop, as benchmark clients' `--max-concurrency N`:
+    at most N requests are out at once, request k + N is sent when the k-th comes back (never
+    before its own arrival time), and its TTFT and E2E count from that send time.
 
     Raises InputError for bad inputs only. A plan whose KV cache cannot hold any request comes back
     as a result with `feasible=False` and the reason; requests that alone can never fit are
@@ -200,6 +204,8 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     slo_ = SLO.of(slo)
     if plan.router not in ROUTERS:
         raise InputError("router", f"unknown router '{plan.router}'; choose one of {', '.join(ROUTERS)}")
+    if max_concurrency is not None and (int(max_concurrency) != max_concurrency or max_concurrency < 1):
+        raise InputError("max_concurrency", f"must be a positive whole number of requests, got {max_concurrency}")
     fit = kv_fit(model, cluster, plan, wl)
     gpus = fit.gpus
     st = ReqState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, wl.prefix_id, wl.prefix_tokens)
@@ -207,7 +213,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     inputs = {"model": model.name, "gpu": cluster.accelerator.id, "cluster_gpus": cluster.gpus,
               "plan": plan.to_mapping(), "slo": {"ttft_s": slo_.ttft_s, "tpot_s": slo_.tpot_s}, "seed": seed,
               "workload": wl.summary(), "token_budget": budget, "max_batch": max_batch,
-              "iteration_overhead_s": plan.overhead_s}
+              "iteration_overhead_s": plan.overhead_s, "max_concurrency": max_concurrency}
     if not fit.feasible:
         for rid in range(st.n):
             st.state[rid] = DROPPED
@@ -236,12 +242,16 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
             return target[rid] * per_token / bw + lat
     else:
         groups = _instances(model, cluster, plan, fit.pools[0], st, 0)
-    loop = Loop(st, groups, ROUTERS[plan.router](), decode_groups=decode_groups, transfer_s=transfer)
+    loop = Loop(st, groups, ROUTERS[plan.router](), decode_groups=decode_groups, transfer_s=transfer,
+                max_concurrency=max_concurrency)
     unserved = int(fit.unservable.sum())
     loop.dropped = unserved
     loop.run()
     if plan.output_delay_s:
         _delay_reports(st, plan.output_delay_s)
+    if max_concurrency is not None:  # the closed-loop client sent each request when it did
+        wl = Workload(np.frombuffer(st.arrival, dtype=np.float64).copy(), wl.prompt_tokens, wl.output_tokens,
+                      wl.prefix_id, wl.prefix_tokens)
     summary = summarize(st, wl, loop, cluster, gpus, slo_)
     summary["unservable"] = unserved
     return ServingResult(summary=summary, requests=request_columns(st, wl), inputs=inputs, kv=fit.kv,

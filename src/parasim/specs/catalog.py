@@ -65,6 +65,8 @@ def model_from_mapping(d: dict, *, where: str = "model") -> ModelSpec:
         raise InputError(f"{where}.{e.args[0]}", "required field is missing") from None
     except (TypeError, ValueError) as e:
         if isinstance(e, InputError):
+            if e.field.startswith("model") and where != "model":  # ModelSpec's own checks: say where
+                raise InputError(where + e.field[len("model"):], e.message) from None
             raise
         raise InputError(where, f"malformed model description ({e})") from None
 
