@@ -578,3 +578,16 @@ def test_shipped_sglang_file():
         res = predict_case(c)
         assert res.status == "ok" and res.predicted["output_tokens_per_s"] > 0
     assert any("at most 512 requests out" in ch for ch in predict_case(h20).choices)
+
+
+@pytest.mark.parametrize("text, n", [
+    ("vllm bench serve --max-concurrency 64", 64), ("printed: Max reqeuest concurrency: 512", 512),
+    ("trtllm-bench throughput --concurrency 128", 128), ("genai-perf --concurrency=32", 32),
+    ("Max request concurrency: not set; Concurrency: 507.99", None), ("Concurrency 12", None),
+])
+def test_client_concurrency_read_from_the_source(text, n):
+    """The limit a benchmark client was given, not the average concurrency it printed."""
+    from parasim.serving.case import _MAX_CONCURRENCY
+
+    m = _MAX_CONCURRENCY.search(text)
+    assert (int(m.group(1)) if m else None) == n

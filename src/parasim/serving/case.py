@@ -184,7 +184,11 @@ def _auto_kv_dtype(text: str, weights: str, engine: str, choices: list[str]) -> 
     return dtype
 
 
-_MAX_CONCURRENCY = re.compile(r"max[-_ ]concurrency\s*[=:]?\s*(\d+)", re.IGNORECASE)
+#: a client concurrency limit in the source: `--max-concurrency N` (vllm bench serve, sglang.bench_serving and
+#: their printed "Max request concurrency: N") or `--concurrency N` (trtllm-bench, genai-perf); not the
+#: achieved average that bench_serving prints as "Concurrency: 507.99"
+_MAX_CONCURRENCY = re.compile(r"(?:max[-_ ](?:re\w*[-_ ])?concurrency|--concurrency)\s*[=:]?\s*(\d+)(?![.\d])",
+                              re.IGNORECASE)
 _FASTGEN = re.compile(r"fastgen|deepspeed|\bmii\b", re.IGNORECASE)
 _GPU_UTIL = re.compile(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)")
 _MAX_MODEL_LEN = re.compile(r"max[-_]model[-_]len\s*[=:]?\s*(\d+)", re.IGNORECASE)
