@@ -128,8 +128,9 @@ def _kv_rows(kv: dict[str, Any]) -> list[tuple[str, Any]]:
 def render(out: dict[str, Any]) -> None:
     s, i = out["summary"], out["inputs"]
     p = i["plan"]
+    client = f", at most {i['max_concurrency']} out" if i.get("max_concurrency") else ""
     title = (f"{i['model']} on {i['gpu']}: tp={p['tp']} pp={p['pp']} replicas={p['replicas']} "
-             f"scheduler={p['scheduler']} ({s['requests']} requests)")
+             f"scheduler={p['scheduler']} ({s['requests']} requests{client})")
     if not out["feasible"]:
         rows = [("feasible", False), ("reason", out["reason"]), *_kv_rows(out["kv"])]
         console().print(kv_table(title, rows))
