@@ -58,3 +58,30 @@ def test_shipped_llama3_paper_file_is_the_papers_table():
         res = predict_case(c)
         assert res.status == "ok" and res.predicted["tflops_per_gpu"] > 0
         assert any("plain 1F1B" in ch for ch in res.choices)
+
+
+def test_shipped_llmfoundry_file_reproduces_the_tables_parameter_counts():
+    """validation/llmfoundry-mpt-training.yaml: every row's MPT shape reproduces the NumParams the
+    table printed (12 L d^2 + 13 L d + 50368 d + seq d + 2 d: weights, biases, LayerNorms, tied
+    embedding, the benchmark's learned position table), the global batch is GPUs x micro-batch x
+    accumulation, and the 2023 software gets FA2-generation attention (FlashAttention-3 is from 2024)."""
+    import re
+    from pathlib import Path
+
+    from parasim.specs.validation_case import load_cases
+    from parasim.training.case import plan_for_case
+
+    cases = load_cases(Path(__file__).resolve().parents[1] / "validation" / "llmfoundry-mpt-training.yaml")
+    assert len(cases) == 201
+    for c in cases:
+        m, p = c.model, c.plan
+        n = int(re.search(r"NumParams (\d+)", c.source).group(1))
+        d, L = m.hidden, m.layers
+        assert 12 * L * d * d + 13 * L * d + 50368 * d + p["seq_len"] * d + 2 * d == n, c.id
+        ga = int(re.search(r"GradAccum (\d+)", c.source).group(1))
+        assert p["global_batch"] == c.cluster.gpus * p["micro_batch"] * ga
+        assert p["zero"] == 3 and p["tp"] == p["pp"] == 1
+    plan, choices = plan_for_case(cases[0])
+    assert plan.attention == "flash2" and any("pre-FA3" in ch for ch in choices)
+    pure = next(c for c in cases if "MP Mode PURE" in c.source)
+    assert plan_for_case(pure)[0].grad_dtype == "bf16"

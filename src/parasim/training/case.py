@@ -32,9 +32,19 @@ def _legacy_megatron(software: str) -> bool:
 
 
 def _pre_fa3(software: str) -> bool:
-    """NeMo releases before 24.09 (Transformer Engine < 1.11) had no Hopper-native FlashAttention-3."""
-    m = re.search(r"nemo\s*(\d{2})\.(\d{2})", software.lower())
-    return bool(m and (int(m.group(1)), int(m.group(2))) < (24, 9))
+    """Software older than FlashAttention-3 (July 2024): NeMo releases before 24.09 (Transformer
+    Engine < 1.11), or any stack whose `software` names a year before 2024."""
+    s = software.lower()
+    m = re.search(r"nemo\s*(\d{2})\.(\d{2})", s)
+    if m:
+        return (int(m.group(1)), int(m.group(2))) < (24, 9)
+    y = re.search(r"\b(20\d\d)\b", s)
+    return bool(y and int(y.group(1)) < 2024)
+
+
+#: PyTorch FSDP's "PURE" mixed precision (Composer/llm-foundry): parameters, gradients and their
+#: reduce-scatter in bf16; "DEFAULT" reduces in fp32
+_FSDP_PURE = re.compile(r"(?:MP Mode|mixed[_ ]precision)\s*:?\s*PURE\b", re.IGNORECASE)
 
 
 def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
@@ -72,7 +82,10 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         if "nemo" in case.software.lower() and raw.get("precision") != "fp16" and raw.get("grad_dtype") is None:
             extra["grad_dtype"] = "bf16"
             choices.append("grad_dtype=bf16 (NeMo performance launch scripts set optim.grad_sync_dtype=bf16)")
-        choices.append(f"Megatron-Core: {'FA2-generation (cuDNN/FA2, pre-FA3) ' if kernel == 'flash2' else ''}flash attention, overlapped grad reduce-scatter and param all-gather"
+        elif _FSDP_PURE.search(case.source) and raw.get("precision") != "fp16":
+            extra["grad_dtype"] = "bf16"
+            choices.append("grad_dtype=bf16 (FSDP mixed precision PURE in the source: gradients reduced in bf16)")
+        choices.append(f"Megatron-Core-era stack: {'FA2-generation (cuDNN/FA2, pre-FA3) ' if kernel == 'flash2' else ''}flash attention, overlapped grad reduce-scatter and param all-gather"
                        f"{', TP comm overlap (NeMo recipe with SP)' if tp_overlap else ''}")
     raw.update(extra)
     if int(raw.get("virtual_stages") or 1) > 1:
