@@ -591,3 +591,20 @@ def test_client_concurrency_read_from_the_source(text, n):
 
     m = _MAX_CONCURRENCY.search(text)
     assert (int(m.group(1)) if m else None) == n
+
+
+@pytest.mark.parametrize("source, scheduler, budget", [
+    ("vLLM /metrics; server --enable-chunked-prefill", "sarathi", 512),
+    ("vLLM /metrics; server --enable-chunked-prefill --max-num-batched-tokens 2048", "sarathi", 2048),
+    ("vLLM /metrics; server --enable-chunked-prefill=False", "vllm", 3016),
+    ("vLLM /metrics", "vllm", 3016),
+])
+def test_vllm_v0_chunked_prefill_in_the_source(tmp_path, source, scheduler, budget):
+    """V0 with --enable-chunked-prefill schedules decodes first, then prompt chunks, in 512 tokens
+    (its documented default) unless the source gives --max-num-batched-tokens; otherwise the budget
+    is max_model_len (here the longest request, 3000 + 16)."""
+    plan, choices, _ = case_plan(_v0_case(tmp_path, source, [500, 3000, 1200]))
+    assert (plan.scheduler, plan.token_budget) == (scheduler, budget)
+    assert plan.eager_prefill_layer_s  # prefill (and mixed) iterations still run eagerly
+    res = predict_case(_v0_case(tmp_path, source, [500, 3000, 1200]))
+    assert res.status == "ok" and not any("dropped" in c for c in res.choices)

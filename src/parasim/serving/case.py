@@ -119,7 +119,7 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
                   max_batch=int(p["max_batch"]) if p.get("max_batch") else setup.max_num_seqs)
         choices.append(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"
                        + ("" if m else " (default; not in the source)"))
-        if setup.engine == "v0":
+        if setup.engine == "v0" and not setup.chunked:
             wl = wl if wl is not None else _workload(case, choices)
             max_len, why = _max_model_len(case, wl)
             kw["token_budget"] = max(V0_MIN_BATCHED_TOKENS, max_len)

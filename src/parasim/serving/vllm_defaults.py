@@ -4,6 +4,10 @@
   max_num_seqs 256, max_num_batched_tokens max(max_model_len, 2048), CUDA graphs for decode
   batches only (prefill runs eagerly: `plan.eager_layer_dispatch_s`), and from 0.6 asynchronous
   output processing (tokens reported one iteration's host work late).
+* V0 with `--enable-chunked-prefill` in the source: the chunked-prefill scheduler (decodes first,
+  then prompt chunks: parasim's `sarathi` rule) with max_num_batched_tokens 512, V0's default for
+  it ("512 is the default max_num_batched_tokens for chunked prefill", the V0 performance doc);
+  a stated --max-num-batched-tokens wins. Prefill still runs eagerly.
 * V1 engine (the default from 0.8): chunked prefill always on, with running requests
   (decodes and unfinished chunks) scheduled before new prompts inside the token budget; this
   is parasim's `sarathi` rule. The budget and max_num_seqs come from
@@ -36,6 +40,9 @@ _OFFLINE = re.compile(r"offline|benchmark_throughput|bench throughput|llm class|
 #: a 16-bit checkpoint quantized at load time (no input scales: dynamic activation scales)
 _ONLINE_QUANT = re.compile(r"--quantization[ =](fp8|int8)", re.IGNORECASE)
 _NO_CUSTOM_AR = re.compile(r"disable[-_]custom[-_]all[-_]?reduce", re.IGNORECASE)
+_CHUNKED_PREFILL = re.compile(r"enable[-_]chunked[-_]prefill(?!\s*[=:]?\s*false)", re.IGNORECASE)
+#: V0's max_num_batched_tokens when chunked prefill is on and the source states none
+V0_CHUNKED_BATCHED_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class VllmSetup:
     why: str
     act_quant: str = "fused"  # plan.ACT_QUANT
     custom_allreduce: bool = True
+    chunked: bool = False  # V0 with --enable-chunked-prefill
 
 
 def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, weights: str = "bf16") -> VllmSetup:
@@ -66,13 +74,18 @@ def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, wei
                       "scale: " + ("--quantization on a 16-bit checkpoint" if act_quant == "dynamic"
                                    else "a pre-quantized checkpoint's input scales") + ")")
         eager = eager_layer_dispatch_s(tp, act_quant, custom_ar)
-        return VllmSetup("v0", "vllm", V0_MAX_NUM_SEQS, None, eager, delay,
-                         f"vLLM {rel[0]}.{rel[1]} (V0 engine) defaults: prefill-prioritised, no chunked prefill, "
-                         f"max_num_seqs {V0_MAX_NUM_SEQS}, max_num_batched_tokens max(max_model_len, 2048); prefill runs "
+        chunked = bool(_CHUNKED_PREFILL.search(text))
+        policy = (f"--enable-chunked-prefill in the source: decodes first, then prompt chunks, "
+                  f"max_num_seqs {V0_MAX_NUM_SEQS}, max_num_batched_tokens {V0_CHUNKED_BATCHED_TOKENS}" if chunked else
+                  f"prefill-prioritised, no chunked prefill, max_num_seqs {V0_MAX_NUM_SEQS}, "
+                  f"max_num_batched_tokens max(max_model_len, 2048)")
+        return VllmSetup("v0", "sarathi" if chunked else "vllm", V0_MAX_NUM_SEQS,
+                         V0_CHUNKED_BATCHED_TOKENS if chunked else None, eager, delay,
+                         f"vLLM {rel[0]}.{rel[1]} (V0 engine) defaults: {policy}; prefill runs "
                          f"eagerly (CUDA graphs only for decode): at least {eager * 1e3:.2f} ms of host dispatch per layer"
                          + (f"; async output processing (default since 0.6.0): tokens reported "
                             f"{delay * 1e3:.1f} ms after their iteration, inside the next one" if delay else "") + flags,
-                         act_quant, custom_ar)
+                         act_quant, custom_ar, chunked)
     offline = bool(_OFFLINE.search(source + " " + software))
     large = acc.hbm_bytes >= 70 * GIB and not (rel is not None and rel >= (0, 9) and acc.id.startswith("a100"))
     if large:
