@@ -608,3 +608,11 @@ def test_vllm_v0_chunked_prefill_in_the_source(tmp_path, source, scheduler, budg
     assert plan.eager_prefill_layer_s  # prefill (and mixed) iterations still run eagerly
     res = predict_case(_v0_case(tmp_path, source, [500, 3000, 1200]))
     assert res.status == "ok" and not any("dropped" in c for c in res.choices)
+
+
+def test_features_the_simulator_does_not_model_are_said(tmp_path):
+    res = predict_case(_sglang_case(tmp_path, "sglang 0.4.5", "server --enable-dp-attention --dp-size 8 "
+                                    "--speculative-algorithm EAGLE; bench_serving"))
+    said = [c for c in res.choices if c.startswith("not modelled")]
+    assert len(said) == 2 and any("data-parallel attention" in c for c in said)
+    assert not any(c.startswith("not modelled") for c in predict_case(_sglang_case(tmp_path, "sglang 0.4.5")).choices)

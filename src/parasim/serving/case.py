@@ -189,6 +189,16 @@ def _auto_kv_dtype(text: str, weights: str, engine: str, choices: list[str]) -> 
 #: achieved average that bench_serving prints as "Concurrency: 507.99"
 _MAX_CONCURRENCY = re.compile(r"(?:max[-_ ](?:re\w*[-_ ])?concurrency|--concurrency)\s*[=:]?\s*(\d+)(?![.\d])",
                               re.IGNORECASE)
+#: engine features a source may name that the simulator does not model: said with the prediction
+_NOT_MODELLED = (
+    (re.compile(r"enable[-_]dp[-_]attention|data[-_]parallel[-_]attention", re.IGNORECASE),
+     "data-parallel attention (each rank its own batch and KV cache)"),
+    (re.compile(r"speculative|\beagle\b|\bmtp\b|num[-_]speculative[-_]tokens|medusa", re.IGNORECASE),
+     "speculative decoding"),
+    (re.compile(r"enable[-_]mixed[-_]chunk", re.IGNORECASE), "SGLang's mixed prefill-decode chunks"),
+    (re.compile(r"enable[-_]expert[-_]parallel|--ep[-_]size|expert[-_]parallel[-_]size", re.IGNORECASE),
+     "expert parallelism (experts are split by TP)"),
+)
 _FASTGEN = re.compile(r"fastgen|deepspeed|\bmii\b", re.IGNORECASE)
 _GPU_UTIL = re.compile(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)")
 _MAX_MODEL_LEN = re.compile(r"max[-_]model[-_]len\s*[=:]?\s*(\d+)", re.IGNORECASE)
@@ -231,6 +241,9 @@ def predict_case(case: Case) -> CaseResult:
     try:
         wl = _workload(case, [])
         plan, choices, prof = case_plan(case, wl)
+        for rx, what in _NOT_MODELLED:
+            if rx.search(case.source):
+                choices.append(f"not modelled: {what} (named in the source); predicted without it")
         mc = _MAX_CONCURRENCY.search(case.source)
         if mc:
             choices.append(f"closed-loop client: at most {mc.group(1)} requests out at once "
