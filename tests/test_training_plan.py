@@ -85,3 +85,21 @@ def test_shipped_llmfoundry_file_reproduces_the_tables_parameter_counts():
     assert plan.attention == "flash2" and any("pre-FA3" in ch for ch in choices)
     pure = next(c for c in cases if "MP Mode PURE" in c.source)
     assert plan_for_case(pure)[0].grad_dtype == "bf16"
+
+
+def test_samples_and_hfu_are_predicted_consistently():
+    """samples/s = tokens/s / sequence length; HFU >= MFU (recompute only adds hardware FLOPs)."""
+    from pathlib import Path
+
+    from parasim.specs.validation_case import parse_case
+    from parasim.training.case import predict_case
+
+    raw = {"id": "s", "kind": "training", "software": "megatron-core", "model": {"catalog": "llama-3-8b"},
+           "hardware": {"accelerator": "h100-sxm", "gpus": 8}, "source": "",
+           "plan": {"tp": 1, "pp": 1, "dp": 8, "micro_batch": 1, "global_batch": 64, "seq_len": 4096,
+                    "recompute": "full", "zero": 1, "precision": "bf16"},
+           "measured": {"samples_per_s": 10.0, "tokens_per_s": 40960.0, "hfu": 0.5, "mfu": 0.4}}
+    res = predict_case(parse_case(raw, index=0, base_dir=Path(".")))
+    p = res.predicted
+    assert p["samples_per_s"] * 4096 == pytest.approx(p["tokens_per_s"])
+    assert p["hfu"] > p["mfu"] > 0

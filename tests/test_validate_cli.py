@@ -109,3 +109,25 @@ def test_a_bad_model_field_in_a_case_file_names_the_case(tmp_path):
     r = run_cli("validate", str(f))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "case q.model.family" in r.stderr and "gpt, llama, moe" in r.stderr
+
+
+def test_every_latency_statistic_is_predicted_and_unknown_metrics_are_said(tmp_path):
+    """Medians and p90s are scored like means and p99s (median = p50); a measured key parasim has
+    no metric for is named in the case's choices instead of being dropped silently."""
+    f = tmp_path / "c.yaml"
+    f.write_text("""cases:
+- id: m
+  kind: serving
+  software: sglang 0.4.3
+  source: sglang.bench_serving
+  model: {catalog: llama-3-8b}
+  hardware: {accelerator: h100-sxm, gpus: 1}
+  plan: {tp: 1, weights: bf16}
+  workload: {requests: 40, prompt_tokens: 500, output_tokens: 50, arrival: {poisson_rate: 4.0, seed: 1}}
+  measured: {ttft_median_s: 0.05, tpot_p90_s: 0.01, e2e_p99_s: 1.0, total_tokens_per_s: 2000, goodput_per_watt: 3}
+""")
+    out = json.loads(run_cli("validate", str(f), "--json").stdout)
+    c = out["cases"][0]
+    assert set(c["errors"]) == {"ttft_median_s", "tpot_p90_s", "e2e_p99_s", "total_tokens_per_s"}
+    assert c["predicted"]["ttft_median_s"] == c["predicted"]["ttft_p50_s"]
+    assert any("not predicted" in ch and "goodput_per_watt" in ch for ch in c["choices"])

@@ -67,6 +67,9 @@ def run_case(case: Case, predictors: dict[str, Callable[[Case], CaseResult] | No
     base.predicted = {k: float(v) for k, v in res.predicted.items()}
     base.errors = {k: (base.predicted[k] - float(v)) / float(v) for k, v in numeric.items()
                    if k in base.predicted and float(v) != 0.0}
+    unscored = sorted(k for k in numeric if k not in base.predicted)
+    if unscored and base.status == "ok":
+        base.choices.append(f"not predicted (no such {case.kind} metric in parasim): {', '.join(unscored)}")
     return base
 
 

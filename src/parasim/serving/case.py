@@ -256,14 +256,17 @@ def predict_case(case: Case) -> CaseResult:
         # reported as infeasible with the memory breakdown, not an empty "ok"
         return CaseResult(status="infeasible", choices=choices, reason=f"{res.reason}: {res.message}")
     s = res.summary
-    pred: dict[str, float] = {
-        "output_tokens_per_s": s["output_tokens_per_s"], "requests_per_s": s["requests_per_s"],
-        "ttft_mean_s": s["ttft_mean_s"], "ttft_p99_s": s["ttft_p99_s"], "tpot_p99_s": s["tpot_p99_s"],
-        "e2e_mean_s": s["e2e_mean_s"], "tpot_mean_s": s["tpot_mean_s"],
-    }
-    if {"tpot_mean_s", "tpot_p99_s"} & set(case.measured):
+    # every rate and every latency statistic the summary has (mean, p50 = median, p90, p99)
+    pred: dict[str, float] = {k: s[k] for k in ("output_tokens_per_s", "requests_per_s", "input_tokens_per_s",
+                                                "total_tokens_per_s")}
+    for name in ("ttft", "tpot", "itl", "e2e", "queueing"):
+        for stat in ("mean", "p50", "p90", "p99"):
+            pred[f"{name}_{stat}_s"] = s[f"{name}_{stat}_s"]
+        pred[f"{name}_median_s"] = s[f"{name}_p50_s"]
+    if any(k.startswith("tpot_") for k in case.measured):
         if _tpot_basis(case.source, prof) == "token":
-            pred["tpot_mean_s"], pred["tpot_p99_s"] = s["itl_mean_s"], s["itl_p99_s"]
+            for stat in ("mean", "p50", "p90", "p99", "median"):
+                pred[f"tpot_{stat}_s"] = pred[f"itl_{stat}_s"]
             choices.append("TPOT predicted per output token (every inter-token gap), as vLLM's /metrics histogram "
                            "measures it")
         else:

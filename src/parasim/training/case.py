@@ -22,7 +22,8 @@ from parasim.errors import InputError
 from parasim.specs.validation_case import Case, CaseResult
 from parasim.training import TrainingPlan, simulate
 
-PREDICTABLE = ("tflops_per_gpu", "tokens_per_s", "tokens_per_s_per_gpu", "step_time_s", "mfu")
+PREDICTABLE = ("tflops_per_gpu", "tokens_per_s", "tokens_per_s_per_gpu", "step_time_s", "mfu", "hfu",
+               "samples_per_s")
 
 
 def _legacy_megatron(software: str) -> bool:
@@ -114,6 +115,10 @@ def predict_case(case: Case) -> CaseResult:
             pred[key] = res.step_time_s
         elif key == "mfu":
             pred[key] = res.mfu
+        elif key == "hfu":
+            pred[key] = res.hfu
+        elif key == "samples_per_s":  # sequences per second
+            pred[key] = res.tokens_per_s / plan.seq_len
     if not res.fits:
         choices.append(f"peak memory {res.peak_memory_bytes / 1e9:.1f} GB exceeds "
                        f"{case.cluster.accelerator.hbm_bytes / 1e9:.0f} GB")
