@@ -133,6 +133,11 @@ def test_trtllm_flows_by_release():
     kw = dict(tp=1, pp=1, isl=20000.0, max_isl=20000, osl=2000.0, weights="fp8", kv_dtype="fp8")
     s011 = trtllm_setup("tensorrt-llm 0.11", m, acc, **kw)
     assert (s011.max_num_tokens, s011.max_batch, s011.kv_fraction, s011.chunked) == (8192, 2048, 0.99, True)
+    assert s011.kv_reservation == "full"
+    # v0.10: one build command for every network, MAX_UTILIZATION, 0.9 of free memory
+    s010 = trtllm_setup("TensorRT-LLM v0.10.0", m, acc, **kw)
+    assert (s010.max_num_tokens, s010.max_batch, s010.kv_fraction, s010.chunked) == (2048, 2048, 0.9, True)
+    assert s010.kv_reservation == "incremental" and s010.cpp_runtime
     s015 = trtllm_setup("tensorrt-llm 0.15", m, acc, **kw)
     assert s015.chunked and s015.kv_fraction == 0.95 and s015.max_num_tokens < 20000
     s10 = trtllm_setup("tensorrt-llm 1.0 (pytorch backend)", m, acc, **kw)
@@ -224,8 +229,28 @@ def test_trtllm_011_table_tells_apart_networks_of_one_shape():
 SHIPPED = Path(__file__).resolve().parents[1] / "validation"
 
 
-@pytest.mark.parametrize("name", ["trtllm-0.11-perf-overview.yaml", "trtllm-0.12-perf-overview.yaml",
-                                  "trtllm-0.13-perf-overview.yaml", "trtllm-0.14-perf-overview.yaml",
+def test_trtllm_010_case_books_kv_per_step():
+    """A v0.10 case runs MAX_UTILIZATION (KV booked per step, paused requests recompute), with
+    the page's 2048-token, 2048-sequence engine; the choice is reported."""
+    cases = {c.id: c for c in load_cases(SHIPPED / "trtllm-0.10-perf-overview.yaml")}
+    case = cases["trtllm010-llama2-7b-h100-sxm-fp8-tp1-128-2048"]
+    plan, choices, prof = case_plan(case)
+    assert prof == "tensorrt-llm" and plan.kv_reservation == "incremental"
+    assert (plan.token_budget, plan.max_batch, plan.scheduler) == (2048, 2048, "sarathi")
+    assert any("MAX_UTILIZATION" in c and "90% of free memory" in c for c in choices)
+
+
+def test_trtllm_010_file_uses_the_real_llama3_widths():
+    """The v0.10 page prints swapped Llama-3 FFN widths in its config files; the file keeps the
+    Hugging Face ones (8B: 14336, 70B: 28672), as its header explains."""
+    cases = load_cases(SHIPPED / "trtllm-0.10-perf-overview.yaml")
+    assert {c.model.ffn_hidden for c in cases if "llama3-8b" in c.id} == {14336}
+    assert {c.model.ffn_hidden for c in cases if "llama3-70b" in c.id} == {28672}
+
+
+@pytest.mark.parametrize("name", ["trtllm-0.10-perf-overview.yaml", "trtllm-0.11-perf-overview.yaml",
+                                  "trtllm-0.12-perf-overview.yaml", "trtllm-0.13-perf-overview.yaml",
+                                  "trtllm-0.14-perf-overview.yaml",
                                   "trtllm-0.15-perf-overview.yaml", "trtllm-0.17-perf-overview.yaml",
                                   "trtllm-1.0-perf-overview.yaml"])
 def test_shipped_validation_files_load_and_predict(name):

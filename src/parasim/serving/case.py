@@ -89,7 +89,7 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
                              osl=float(wl.output_tokens.mean()), weights=weights, kv_dtype=kv_dtype,
                              max_seq=int((wl.prompt_tokens + wl.output_tokens).max()))
         kw.update(scheduler="sarathi" if setup.chunked else "continuous", token_budget=setup.max_num_tokens,
-                  kv_reservation="full", block_size=TRTLLM_BLOCK,
+                  kv_reservation=setup.kv_reservation, block_size=TRTLLM_BLOCK,
                   iteration_overhead_s=ITERATION_OVERHEAD_S["tensorrt-llm"])
         kw["max_batch"] = int(p["max_batch"]) if p.get("max_batch") else setup.max_batch
         # kv_cache_free_gpu_mem_fraction applies to what is left after weights, activations and (C++
@@ -104,8 +104,10 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
             buffers = f", after {rb / 1e9:.1f} GB of runtime and decoder buffers"
         kv = setup.kv_fraction * max(acc.hbm_bytes - used, 0.0)
         kw["gpu_memory_utilization"] = _utilization_leaving(kv, model, acc, kw)
-        choices.append(f"{setup.flow}; tokens_per_block {TRTLLM_BLOCK}, KV reserved for prompt+output "
-                       f"(GUARANTEED_NO_EVICT), KV = {setup.kv_fraction:.0%} of free memory{buffers}")
+        policy = ("KV booked per step (MAX_UTILIZATION; paused requests recompute)" if setup.kv_reservation == "incremental"
+                  else "KV reserved for prompt+output (GUARANTEED_NO_EVICT)")
+        choices.append(f"{setup.flow}; tokens_per_block {TRTLLM_BLOCK}, {policy}, "
+                       f"KV = {setup.kv_fraction:.0%} of free memory{buffers}")
     elif prof == "vllm":
         text = case.source + " " + case.software
         m = _GPU_UTIL.search(text)

@@ -1,9 +1,12 @@
 """What TensorRT-LLM's published benchmark flows configure, by release.
 
 A TensorRT-LLM throughput figure depends on settings the benchmark tool picks, not the user:
-the engine's max_batch_size and max_num_tokens, the KV-cache share of free memory, and whether
-prompts are chunked. Three flows have been published:
+the engine's max_batch_size and max_num_tokens, the KV-cache share of free memory, the capacity
+policy and whether prompts are chunked. Four flows have been published:
 
+* v0.10 (gptManagerBenchmark, the first in-flight-batching perf-overview): one trtllm-build command
+  for every network (`--max_batch_size 2048 --max_num_tokens 2048`), `--scheduler_policy
+  max_utilization`, `--kv_cache_free_gpu_mem_fraction 0.9`, `--enable_chunked_context`.
 * v0.11 (gptManagerBenchmark): a per-network build table on the v0.11 perf-overview page
   (`TRTLLM_011_BUILD`), `--kv_cache_free_gpu_mem_fraction 0.99`, `--enable_chunked_context`.
 * v0.12 - v0.14 (trtllm-bench, TensorRT engines): `trtllm-bench build` looked the engine sizes up
@@ -18,8 +21,10 @@ prompts are chunked. Three flows have been published:
   leaves chunked prefill off and then raises max_num_tokens to at least max ISL + max_batch_size
   so every prompt fits one iteration (tensorrt_llm/bench/benchmark/utils/general.py).
 
-Both flows admit with GUARANTEED_NO_EVICT (KV for prompt + output booked at admission) and 64
-tokens per KV block.
+From v0.11 every flow admits with GUARANTEED_NO_EVICT (KV for prompt + output booked at
+admission); v0.10's MAX_UTILIZATION books KV one step at a time and, when the blocks run out,
+pauses the most recently started requests, whose KV is freed and recomputed on resumption
+(capacityScheduler.cpp, MaxUtilizationScheduler). 64 tokens per KV block throughout.
 
 The C++ runtime of the engine flows (v0.11 - v0.18) allocates, before it sizes the KV cache,
 runtime buffers and a batched decoder whose size follows max_batch_size x vocabulary (fp32
@@ -41,6 +46,10 @@ from parasim.specs.model import ModelSpec
 TRTLLM_MAX_NUM_TOKENS = 8192
 TRTLLM_MAX_BATCH = 2048
 TRTLLM_BLOCK = 64
+#: v0.10 perf-overview: one build command for every network (--max_num_tokens 2048
+#: --max_batch_size 2048) and gptManagerBenchmark --kv_cache_free_gpu_mem_fraction 0.9
+TRTLLM_010_BUILD = (2048, 2048)
+TRTLLM_010_KV_FRACTION = 0.9
 #: v0.11 perf-overview command line (gptManagerBenchmark --kv_cache_free_gpu_mem_fraction 0.99)
 TRTLLM_011_KV_FRACTION = 0.99
 #: trtllm-bench perf-overview pages from v0.15: "in many cases ... --kv_cache_free_gpu_mem_fraction 0.95"
@@ -116,6 +125,9 @@ class TrtllmSetup:
     chunked: bool
     flow: str  # human-readable: which release flow and where the sizes came from
     cpp_runtime: bool = True  # TensorRT engines run by the C++ runtime (runtime_buffer_bytes applies)
+    # capacity policy: "full" = GUARANTEED_NO_EVICT (prompt + output booked at admission),
+    # "incremental" = MAX_UTILIZATION (booked per step; paused requests recompute)
+    kv_reservation: str = "full"
 
 
 def _round_up(raw: float, steps: tuple[tuple[float, int], ...], floor: int) -> int:
@@ -172,7 +184,13 @@ def trtllm_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: i
         return TrtllmSetup(tokens, batch, TRTLLM_011_KV_FRACTION, True,
                            f"TensorRT-LLM v0.11 gptManagerBenchmark, chunked context; max_num_tokens {tokens}, "
                            f"max_batch_size {batch} ({where})")
-    if rel is not None and rel < (0, 11):
+    if rel == (0, 10):
+        tokens, batch = TRTLLM_010_BUILD
+        return TrtllmSetup(tokens, batch, TRTLLM_010_KV_FRACTION, True,
+                           f"TensorRT-LLM v0.10 gptManagerBenchmark, chunked context, MAX_UTILIZATION; max_num_tokens "
+                           f"{tokens}, max_batch_size {batch} (v0.10 perf-overview build command)",
+                           kv_reservation="incremental")
+    if rel is not None and rel < (0, 10):
         return TrtllmSetup(TRTLLM_MAX_NUM_TOKENS, TRTLLM_MAX_BATCH, TRTLLM_011_KV_FRACTION, True,
                            f"TensorRT-LLM {rel[0]}.{rel[1]}: in-flight batching with chunked context; "
                            f"max_num_tokens {TRTLLM_MAX_NUM_TOKENS}, max_batch_size {TRTLLM_MAX_BATCH} (trtllm-build defaults)")
