@@ -240,6 +240,17 @@ def test_trtllm_010_case_books_kv_per_step():
     assert any("MAX_UTILIZATION" in c and "90% of free memory" in c for c in choices)
 
 
+@pytest.mark.parametrize("stated,expected", [(None, "sarathi"), ("continuous", "sarathi"), ("static", "static"),
+                                             ("vllm", "vllm")])
+def test_trtllm_case_keeps_a_stated_scheduler(stated, expected):
+    """A TensorRT-LLM case that states a scheduler other than the format's default (e.g. the
+    static batching of the pre-0.10 pages) runs it; null or `continuous` means the release's flow."""
+    case = load_cases(SHIPPED / "trtllm-0.11-perf-overview.yaml")[0]
+    case.plan["scheduler"] = stated
+    plan, _, _ = case_plan(case)
+    assert plan.scheduler == expected
+
+
 def test_trtllm_010_file_uses_the_real_llama3_widths():
     """The v0.10 page prints swapped Llama-3 FFN widths in its config files; the file keeps the
     Hugging Face ones (8B: 14336, 70B: 28672), as its header explains."""

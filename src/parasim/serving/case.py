@@ -88,7 +88,9 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
                              isl=float(wl.prompt_tokens.mean()), max_isl=int(wl.prompt_tokens.max()),
                              osl=float(wl.output_tokens.mean()), weights=weights, kv_dtype=kv_dtype,
                              max_seq=int((wl.prompt_tokens + wl.output_tokens).max()))
-        kw.update(scheduler="sarathi" if setup.chunked else "continuous", token_budget=setup.max_num_tokens,
+        sched = p.get("scheduler")
+        kw.update(scheduler=sched if sched not in (None, "continuous") else ("sarathi" if setup.chunked else "continuous"),
+                  token_budget=setup.max_num_tokens,
                   kv_reservation=setup.kv_reservation, block_size=TRTLLM_BLOCK,
                   iteration_overhead_s=ITERATION_OVERHEAD_S["tensorrt-llm"])
         kw["max_batch"] = int(p["max_batch"]) if p.get("max_batch") else setup.max_batch
