@@ -113,6 +113,19 @@ def test_arrival_at_iteration_end_joins_next_iteration():
     assert r2.requests["first_token_s"][1] == pytest.approx(2 * t1)  # started at t1, not before
 
 
+def test_static_batch_is_max_batch_whatever_the_token_budget():
+    """A static engine with a token budget (TensorRT-LLM's max_num_tokens) still batches
+    max_batch requests: 16 prompts of 1000 tokens under a 4000-token budget run their prefill in
+    four forwards of four prompts, then decode all 16 together, so every request's last token
+    comes at the same time and the 16 first tokens at four distinct times."""
+    wl = Workload.from_columns([0.0] * 16, [1000] * 16, [8] * 16)
+    res = simulate(MODEL, cluster(), ServingPlan(scheduler="static", token_budget=4000, max_batch=16), wl)
+    first, e2e = res.requests["first_token_s"], res.requests["e2e_s"]
+    assert res.summary["peak_running"] == 16
+    assert len(set(np.round(first, 12))) == 4
+    assert np.allclose(e2e, e2e[0])
+
+
 def test_router_least_outstanding_balances_replicas():
     wl = generate(requests=400, rate=60, prompt_tokens=256, output_tokens=64, seed=2)
     res = simulate(MODEL, cluster(4), ServingPlan(replicas=4, router="least_outstanding_tokens"), wl)

@@ -20,23 +20,39 @@ UNLIMITED = 1 << 40
 
 
 class Static(Scheduler):
-    """Request-level batching: take up to max_batch prompts, run them to the last token, repeat."""
+    """Request-level batching: take up to max_batch prompts, run them to the last token, repeat.
+
+    The batch is formed by max_batch and KV memory alone; a token budget (an engine's
+    max_num_tokens) only splits the batch's prefill over several forwards, whole prompts each,
+    and never shrinks the batch (a static engine runs every context of the batch before its
+    first generation step)."""
 
     name = "static"
     default_budget = UNLIMITED
 
+    def _within_budget(self, chunks: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The leading whole-prompt chunks that fit the budget (at least one: a prompt longer than
+        the budget runs alone)."""
+        budget, n = self.budget, 0
+        for _, c in chunks:
+            if n and c > budget:
+                break
+            budget -= c
+            n += 1
+        return chunks[:n]
+
     def schedule(self, inst) -> Batch:
         if inst.prefilling or inst.n_dec:
-            chunks, _ = self.fill_prefill(inst, self.budget, inst.kv.available(), inst.n_dec, chunked=False,
+            chunks, _ = self.fill_prefill(inst, UNLIMITED, inst.kv.available(), inst.n_dec, chunked=False,
                                           admit_new=False)
             if chunks:
-                return Batch(chunks)
+                return Batch(self._within_budget(chunks))
             if not inst.n_dec:
                 return Batch(victims=self.stalled_prefill_victims(inst))
             victims, _ = self.decode_victims(inst)
             return Batch(decode=inst.n_dec > len(victims), victims=victims)
-        chunks, admit = self.fill_prefill(inst, self.budget, inst.kv.available(), 0, chunked=False)
-        return Batch(chunks, admit)
+        chunks, admit = self.fill_prefill(inst, UNLIMITED, inst.kv.available(), 0, chunked=False)
+        return Batch(self._within_budget(chunks), admit)
 
 
 class Continuous(Scheduler):
