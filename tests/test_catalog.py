@@ -192,6 +192,8 @@ def test_fp4_gemms_use_the_measured_fp4_efficiency_on_blackwell():
     ("mistralai/Mistral-7B-v0.1", "mistral-7b"),
     ("Qwen/Qwen3-8B", "qwen3-8b"),
     ("deepseek-ai/DeepSeek-V3-Base", "deepseek-v3"),
+    ("deepseek-ai/DeepSeek-R1", "deepseek-v3"),  # the same architecture (aliases)
+    ("deepseek-ai/DeepSeek-R1-0528", "deepseek-v3"),
     ("google/gemma-2-9b-it", "gemma-2-9b"),
 ])
 def test_models_are_found_as_people_write_them(written, entry):

@@ -102,6 +102,29 @@ def test_an_unknown_catalog_name_in_a_case_file_names_the_field_and_the_right_li
     assert field in r.stderr and listing in r.stderr
 
 
+def test_an_unreadable_case_is_skipped_and_the_others_still_run(tmp_path):
+    """One case naming an unknown model, one with an unknown kind, one good: the good case is
+    scored, the two others are reported as skipped with the field and what is allowed (in the
+    JSON and on stderr), and the run exits 0 because a case ran."""
+    f = tmp_path / "c.yaml"
+    good = ("- id: good\n  kind: serving\n  software: vllm 0.10.1\n  model: {catalog: llama-3.1-8b}\n"
+            "  hardware: {accelerator: h100-sxm, gpus: 1}\n  plan: {tp: 1}\n"
+            "  workload: {requests: 20, prompt_tokens: 128, output_tokens: 16, arrival: burst}\n"
+            "  measured: {output_tokens_per_s: 1000.0}\n")
+    f.write_text("cases:\n" + good.replace("id: good", "id: bad").replace("llama-3.1-8b", "nope-9b") + good
+                 + "- id: odd\n  kind: inference\n  model: {}\n")
+    r = run_cli("validate", str(f), "--json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    out = json.loads(r.stdout)
+    by_id = {c["id"]: c for c in out["cases"]}
+    assert [c["id"] for c in out["cases"]] == ["bad", "good", "odd"]  # file order kept
+    assert by_id["good"]["status"] == "ok" and "output_tokens_per_s" in by_id["good"]["errors"]
+    assert by_id["bad"]["status"] == "skipped" and "case bad.model.catalog" in by_id["bad"]["reason"]
+    assert by_id["odd"]["kind"] == "unreadable" and "training, serving" in by_id["odd"]["reason"]
+    assert out["summary"]["serving"]["skipped"] == 1 and out["summary"]["serving"]["n"] == 1
+    assert "unknown model 'nope-9b'" in r.stderr and "case odd.kind" in r.stderr
+
+
 def test_a_bad_model_field_in_a_case_file_names_the_case(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("cases:\n- id: q\n  kind: serving\n  model: {family: qwen2, layers: 2, hidden: 64, heads: 4, vocab: 100}\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +24,14 @@ def validate_cmd(
 
     paths = [str(file)] + [str(p) for p in (extra or [])]
     reports = run_files(paths, kind=kind, workers=workers)
+    # a case that cannot be read or names something unknown is skipped and said on stderr; the
+    # run fails (exit 2) only when no case could be run at all
+    bad = [r for r in reports if r.input_error]
+    for r in bad:
+        level = "error" if len(bad) == len(reports) else "warning: case skipped"
+        sys.stderr.write(f"parasim: {level}: {r.reason}\n")
+    if bad and len(bad) == len(reports):
+        raise SystemExit(2)
     if markdown is not None:
         markdown.parent.mkdir(parents=True, exist_ok=True)
         markdown.write_text(to_markdown(reports, paths))

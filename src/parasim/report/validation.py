@@ -16,7 +16,10 @@ from typing import Any
 
 from parasim import __version__
 from parasim.errors import InputError
-from parasim.specs.validation_case import KINDS, Case, CaseResult, load_cases
+from parasim.specs.validation_case import KINDS, UNREADABLE, Case, CaseResult, read_cases
+
+#: the kinds reports are grouped by: the case kinds, then cases whose kind could not be read
+REPORT_KINDS = (*KINDS, UNREADABLE)
 
 NON_METRIC_KEYS = ("flops_convention",)
 
@@ -33,6 +36,7 @@ class CaseReport:
     choices: list[str] = field(default_factory=list)
     reason: str = ""
     file: str = ""
+    input_error: bool = False  # skipped because the case itself is unreadable or names something unknown
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "source": self.source, "file": self.file, "status": self.status,
@@ -62,7 +66,11 @@ def run_case(case: Case, predictors: dict[str, Callable[[Case], CaseResult] | No
     if fn is None:
         base.reason = f"{case.kind} simulator not available"
         return base
-    res = fn(case)
+    try:
+        res = fn(case)
+    except InputError as e:  # a bad field the simulator found: this case is skipped, the run goes on
+        base.reason, base.input_error = str(e), True
+        return base
     base.status, base.choices, base.reason = res.status, list(res.choices), res.reason
     base.predicted = {k: float(v) for k, v in res.predicted.items()}
     base.errors = {k: (base.predicted[k] - float(v)) / float(v) for k, v in numeric.items()
@@ -91,14 +99,27 @@ def run_files(paths: Iterable[str | Path], kind: str | None = None, workers: int
         raise InputError("kind", f"'{kind}' is not one of {', '.join(KINDS)}")
     if workers < 1:
         raise InputError("workers", f"must be at least 1 (got {workers})")
-    items = [(case, str(p)) for p in paths for case in load_cases(p) if kind is None or case.kind == kind]
+    read = [(item, str(p)) for p in paths for item in read_cases(p)]
+    items = [(c, f) for c, f in read if isinstance(c, Case) and (kind is None or c.kind == kind)]
     if workers == 1 or len(items) < 2:
         predictors = _predictors()
-        return [run_case(case, predictors, file=f) for case, f in items]
-    from concurrent.futures import ProcessPoolExecutor
+        done = [run_case(case, predictors, file=f) for case, f in items]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        return list(pool.map(_run_item, items, chunksize=4))
+        with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
+            done = list(pool.map(_run_item, items, chunksize=4))
+    # unreadable cases keep their place in file order, as skipped reports naming the problem
+    runs = iter(done)
+    out = []
+    for c, f in read:
+        if isinstance(c, Case):
+            if kind is None or c.kind == kind:
+                out.append(next(runs))
+        elif kind is None or getattr(c, "case_kind", UNREADABLE) in (kind, UNREADABLE):
+            out.append(CaseReport(id=getattr(c, "case_id", "?"), kind=getattr(c, "case_kind", UNREADABLE), source="",
+                                  status="skipped", reason=str(c), file=f, input_error=True))
+    return out
 
 
 def _quantile(xs: list[float], q: float) -> float:
@@ -114,7 +135,7 @@ def _quantile(xs: list[float], q: float) -> float:
 def summarize(reports: list[CaseReport]) -> dict[str, dict[str, Any]]:
     """Per kind: n (cases with at least one error), counts by status, median/p90/max |error|."""
     out: dict[str, dict[str, Any]] = {}
-    for kind in KINDS:
+    for kind in REPORT_KINDS:
         rs = [r for r in reports if r.kind == kind]
         if rs:
             out[kind] = _stats(rs)
@@ -172,7 +193,7 @@ def to_markdown(reports: list[CaseReport], inputs: list[str]) -> str:
         for kind, s in by_kind.items():
             lines.append(f"| `{file}` | {kind} | {s['n']} | {f(s['median_abs_error'])} | {f(s['p90_abs_error'])} | "
                          f"{f(s['max_abs_error'])} |")
-    for kind in KINDS:
+    for kind in REPORT_KINDS:
         rs = [r for r in reports if r.kind == kind]
         if not rs:
             continue

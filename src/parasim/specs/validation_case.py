@@ -22,6 +22,8 @@ from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 
 KINDS = ("training", "serving")
+#: the kind reported for a case whose own `kind` could not be read
+UNREADABLE = "unreadable"
 OVERRIDES = {"hbm_gb", "hbm_tb_s", "tdp_w", "bf16_tflops", "fp8_tflops", "nvlink_gb_s"}
 
 
@@ -117,6 +119,19 @@ def parse_case(raw: Any, *, index: int, base_dir: Path) -> Case:
 
 
 def load_cases(path: str | Path) -> list[Case]:
+    """Every case of a case file; the first unreadable case raises its InputError."""
+    out = []
+    for item in read_cases(path):
+        if isinstance(item, InputError):
+            raise item
+        out.append(item)
+    return out
+
+
+def read_cases(path: str | Path) -> list[Case | InputError]:
+    """Every case of a case file in file order, a case that cannot be read (unknown catalog name,
+    bad field) standing as its InputError, so a validation run can report it and go on. A file
+    that is not a case file at all raises."""
     p = Path(path)
     if not p.is_file():
         raise InputError("FILE", f"no such case file: {p}")
@@ -128,4 +143,13 @@ def load_cases(path: str | Path) -> list[Case]:
         raise InputError(f"{p.name}{line}", f"malformed YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
         raise InputError(p.name, "a case file is a mapping with one key, `cases`, holding a list")
-    return [parse_case(c, index=i, base_dir=p.parent) for i, c in enumerate(data["cases"])]
+    out: list[Case | InputError] = []
+    for i, c in enumerate(data["cases"]):
+        try:
+            out.append(parse_case(c, index=i, base_dir=p.parent))
+        except InputError as e:
+            raw = c if isinstance(c, dict) else {}
+            e.case_id = str(raw.get("id") or f"cases[{i}]")  # type: ignore[attr-defined]
+            e.case_kind = raw.get("kind") if raw.get("kind") in KINDS else UNREADABLE  # type: ignore[attr-defined]
+            out.append(e)
+    return out
