@@ -579,12 +579,14 @@ def test_sglang_flags_stated_in_the_source_win(tmp_path):
     assert any("mem_fraction_static 0.7 " in c for c in choices)
 
 
-@pytest.mark.parametrize("software, scheduler", [("DeepSpeed-MII 0.2 (FastGen)", "splitfuse"),
-                                                 ("lmdeploy 0.6", "sarathi")])
-def test_other_engines_get_their_batching_rule(tmp_path, software, scheduler):
+@pytest.mark.parametrize("software, scheduler, profile", [("DeepSpeed-MII 0.2 (FastGen)", "splitfuse", "default"),
+                                                          ("mlc-llm 0.1", "sarathi", "default"),
+                                                          ("lmdeploy 0.6", "sarathi", "lmdeploy"),
+                                                          ("tgi 2.0", "vllm", "tgi")])
+def test_other_engines_get_their_batching_rule(tmp_path, software, scheduler, profile):
     case = _sglang_case(tmp_path, software, "a benchmark")
     plan, choices, prof = case_plan(case)
-    assert prof == "default" and plan.scheduler == scheduler
+    assert prof == profile and plan.scheduler == scheduler
 
 
 def test_a_source_naming_max_concurrency_runs_a_closed_loop_client(tmp_path):

@@ -33,13 +33,16 @@ from typing import Any
 
 import numpy as np
 
-from parasim.cost.memory import weight_bytes_per_gpu
+from parasim.cost.dtypes import dtype_bytes
+from parasim.cost.memory import kv_cache_bytes_per_token_per_gpu, weight_bytes_per_gpu
 from parasim.errors import InputError
 from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES, activation_workspace_bytes
+from parasim.serving.lmdeploy_defaults import lmdeploy_setup
 from parasim.serving.plan import ITERATION_OVERHEAD_S, ServingPlan
 from parasim.serving.sglang_defaults import SGLANG_PAGE, sglang_setup
 from parasim.serving.simulate import simulate
 from parasim.serving.software import software_profile
+from parasim.serving.tgi_defaults import tgi_setup
 from parasim.serving.trtllm import TRTLLM_BLOCK, runtime_buffer_bytes, trtllm_setup
 from parasim.serving.vllm_defaults import (
     V0_MIN_BATCHED_TOKENS,
@@ -152,6 +155,37 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
                   max_batch=int(p["max_batch"]) if p.get("max_batch") else setup.max_running_requests)
         kw["gpu_memory_utilization"] = _utilization_leaving(setup.kv_bytes, model, acc, kw)
         choices.append(setup.why)
+    elif prof == "tgi":
+        acc = case.cluster.accelerator
+        mb = int(p["max_batch"]) if p.get("max_batch") else None
+        setup = tgi_setup(case.software, model, acc, tp=kw["tp"], pp=kw["pp"], weights=weights, max_batch=mb)
+        sched = p.get("scheduler")
+        if mb is None:
+            # no max_batch_size by default: bound the batch by what the KV pool can book (prompt + output
+            # of the smallest request), which no run can exceed
+            wl = wl if wl is not None else _workload(case, choices)
+            per_token = kv_cache_bytes_per_token_per_gpu(model, tp=kw["tp"], pp=kw["pp"], kv_bytes=dtype_bytes(
+                ServingPlan(weights=weights, kv_dtype=kw["kv_dtype"]).kv))
+            smallest = int((wl.prompt_tokens + wl.output_tokens).min()) if len(wl.prompt_tokens) else 1
+            mb = max(1, int(setup.kv_bytes // per_token) // max(smallest, 1))
+        kw.update(scheduler=setup.scheduler if sched in (None, "continuous") else sched, token_budget=setup.prefill_tokens,
+                  block_size=setup.block_size, kv_reservation="full", iteration_overhead_s=setup.iteration_overhead_s,
+                  eager_prefill_layer_s=setup.eager_prefill_layer_s, cuda_graph_max_batch=setup.cuda_graph_max_batch,
+                  max_batch=mb)
+        kw["gpu_memory_utilization"] = _utilization_leaving(setup.kv_bytes, model, acc, kw)
+        choices.append(setup.why)
+    elif prof == "lmdeploy":
+        acc = case.cluster.accelerator
+        setup = lmdeploy_setup(case.software, case.source, model, acc, tp=kw["tp"], pp=kw["pp"], weights=weights)
+        if not p.get("kv_cache") and setup.kv_dtype:
+            kw["kv_dtype"] = setup.kv_dtype
+        sched = p.get("scheduler")
+        kw.update(scheduler=setup.scheduler if sched in (None, "continuous") else sched, token_budget=setup.token_budget,
+                  block_size=setup.block_size, kv_reservation="incremental",
+                  iteration_overhead_s=setup.iteration_overhead_s,
+                  max_batch=int(p["max_batch"]) if p.get("max_batch") else setup.max_batch)
+        kw["gpu_memory_utilization"] = _utilization_leaving(setup.kv_bytes, model, acc, kw)
+        choices.append(setup.why)
     else:
         # DeepSpeed-FastGen (DeepSpeed-MII) batches by Dynamic SplitFuse; other engines get the
         # stall-free chunked rule most current engines default to
@@ -163,7 +197,7 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
         choices.append(f"DeepSpeed-FastGen: Dynamic SplitFuse ({kw['scheduler']}), parasim defaults otherwise"
                        if fastgen else
                        f"unknown software '{case.software}': scheduler {kw['scheduler']}, parasim defaults")
-    if not p.get("kv_cache") and prof not in ("vllm", "sglang"):
+    if not p.get("kv_cache") and not kw.get("kv_dtype") and prof not in ("vllm", "sglang"):
         choices.append("kv_cache: same precision as the weights' activations")
     return ServingPlan(**{k: v for k, v in kw.items() if v is not None}), choices, prof
 

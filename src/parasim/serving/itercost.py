@@ -25,7 +25,7 @@ CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 1024 * 1024
 class IterationCost:
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
                  act_dtype: str, overhead_s: float, eager_prefill_layer_s: float = 0.0,
-                 act_quant: str = "fused", custom_allreduce: bool = True) -> None:
+                 act_quant: str = "fused", custom_allreduce: bool = True, cuda_graph_max_batch: int | None = None) -> None:
         self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
         self.layer = LayerCost(model, cluster, Sharding(tp=tp), weight_dtype=weights, act_dtype=act_dtype,
                                kv_dtype=kv_dtype)
@@ -37,6 +37,8 @@ class IterationCost:
         self.custom_allreduce = custom_allreduce
         # host floor of an iteration that contains prefill work run eagerly (no CUDA graph)
         self.eager_prefill_s = self.layers * float(eager_prefill_layer_s or 0.0)
+        # decode batches larger than the largest captured CUDA graph run eagerly as well
+        self.graph_max = cuda_graph_max_batch if cuda_graph_max_batch is not None else 1 << 62
         # p2p between stages: one activation tensor per boundary, over NVLink when a stage's TP group
         # and the next share a node
         self._p2p_group = Group.strided(2, tp, cluster)
@@ -67,7 +69,7 @@ class IterationCost:
         return cls(model, cluster, tp=tp or plan.tp, pp=pp or plan.pp, weights=weights or plan.weights,
                    kv_dtype=plan.kv, act_dtype=plan.act_dtype, overhead_s=plan.overhead_s,
                    eager_prefill_layer_s=plan.eager_prefill_layer_s or 0.0, act_quant=plan.act_quant,
-                   custom_allreduce=plan.custom_allreduce)
+                   custom_allreduce=plan.custom_allreduce, cuda_graph_max_batch=plan.cuda_graph_max_batch)
 
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to
@@ -145,8 +147,8 @@ class IterationCost:
             m = decode_ctx * self._pk + decode_seqs * self._pq
             a += (c if c > m else m) + self._ko
         t = f + self.layers * a
-        if prefill_pairs > 0 and self.eager_prefill_s:
-            # eager prefill: the GPU cannot finish before the host has issued every kernel
+        if self.eager_prefill_s and (prefill_pairs > 0 or decode_seqs > self.graph_max):
+            # an eager iteration: the GPU cannot finish before the host has issued every kernel
             gpu = t - self.overhead_s
             if self.eager_prefill_s > gpu:
                 t = self.eager_prefill_s + self.overhead_s
@@ -177,8 +179,8 @@ class IterationCost:
             out["pp_p2p"] = (self.pp - 1) * collective_time_s("p2p", size, self._p2p_group, self.cluster)
         out["overhead"] = self.overhead_s
         gpu = sum(out.values()) - self.overhead_s
-        out["eager_host_wait"] = (self.eager_prefill_s - gpu
-                                  if prefill_pairs > 0 and self.eager_prefill_s > gpu else 0.0)
+        eager = prefill_pairs > 0 or decode_seqs > self.graph_max
+        out["eager_host_wait"] = (self.eager_prefill_s - gpu if eager and self.eager_prefill_s > gpu else 0.0)
         out["total"] = sum(out.values())
         return out
 

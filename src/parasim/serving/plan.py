@@ -21,7 +21,10 @@ from parasim.errors import InputError
 #: SGLang from 0.4 runs an overlap scheduler that prepares the next batch while the GPU runs the
 #: current one; with no published SGLang figure it is taken equal to TensorRT-LLM's C++ runtime
 #: (an assumption; SGLang before 0.4 gets "default").
-ITERATION_OVERHEAD_S = {"default": 1.0e-3, "vllm": 1.5e-3, "tensorrt-llm": 0.3e-3, "sglang": 0.3e-3}
+ITERATION_OVERHEAD_S = {"default": 1.0e-3, "vllm": 1.5e-3, "tensorrt-llm": 0.3e-3, "sglang": 0.3e-3,
+                        # assumptions, not published figures: TGI's Python model server loop as vLLM's;
+                        # LMDeploy's C++ TurboMind batch loop as TensorRT-LLM's
+                        "tgi": 1.5e-3, "lmdeploy": 0.3e-3}
 
 #: Host time to issue one kernel when the forward pass runs eagerly (no CUDA graph): the Python
 #: module call, the PyTorch dispatcher and the launch. vLLM 0.6 captures CUDA graphs only for
@@ -94,6 +97,7 @@ class ServingPlan:
     kv_reservation: str = "incremental"  # incremental (vLLM: grow, preempt when full) | full (reserve prompt+output)
     iteration_overhead_s: float | None = None  # None = ITERATION_OVERHEAD_S["default"]
     eager_prefill_layer_s: float | None = None  # host dispatch per layer of an eager prefill (None = graphs/overlapped)
+    cuda_graph_max_batch: int | None = None  # decode batches above this run eagerly too (None = graphs cover all)
     output_delay_s: float = 0.0  # iteration end -> its tokens reported (vLLM >= 0.6 async output processing)
     act_quant: str = "fused"  # fp8/int8 weights: how activations are quantized before a GEMM (ACT_QUANT)
     custom_allreduce: bool = True  # TP all-reduce by the engine's one/two-shot kernel where it applies; off: NCCL
@@ -109,7 +113,8 @@ class ServingPlan:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise InputError(name, f"must be a positive integer, got {v!r}")
-        for name in ("token_budget", "max_batch", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp"):
+        for name in ("token_budget", "max_batch", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp",
+                     "cuda_graph_max_batch"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise InputError(name, f"must be a positive integer or null, got {v!r}")

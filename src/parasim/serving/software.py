@@ -10,8 +10,12 @@ from __future__ import annotations
 import re
 
 
+_TGI = re.compile(r"text[-_ ]generation[-_ ]inference|\btgi\b", re.IGNORECASE)
+
+
 def software_profile(software: str) -> str:
-    """'tensorrt-llm', 'vllm', 'sglang' or 'default' (parasim's generic engine) for a case's software text."""
+    """'tensorrt-llm', 'vllm', 'sglang', 'tgi', 'lmdeploy' or 'default' (parasim's generic engine)
+    for a case's software text."""
     s = software.lower()
     if "tensorrt" in s or "trt-llm" in s or "trtllm" in s:
         return "tensorrt-llm"
@@ -19,6 +23,10 @@ def software_profile(software: str) -> str:
         return "vllm"
     if "sglang" in s:
         return "sglang"
+    if _TGI.search(s):
+        return "tgi"
+    if "lmdeploy" in s or "turbomind" in s:
+        return "lmdeploy"
     return "default"
 
 

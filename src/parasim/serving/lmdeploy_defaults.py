@@ -1,0 +1,116 @@
+"""What an LMDeploy deployment runs with when the source does not say, by release. Read from the
+released wheels' `lmdeploy/messages.py` (TurbomindEngineConfig, PytorchEngineConfig),
+`lmdeploy/utils.py` (get_max_batch_size) and TurboMind's LlamaBatch / SequenceManager sources
+(InternLM/lmdeploy, 0.2.0 - 0.7.0):
+
+* **Engine.** TurboMind (C++) unless the source names the PyTorch backend.
+* **KV memory** (`cache_max_entry_count`): 0.2.0 - 0.2.1 took 0.5 of the *total* GPU memory;
+  from 0.2.2, 0.8 of the memory *free* after the weights load (activations and workspaces live
+  in the rest). Blocks (`cache_block_seq_len`) of 128 tokens up to 0.2.x, 64 from 0.3.
+* **Batch** (`max_batch_size`): 128 up to 0.5; from 0.6 by device, A100/A800 256, H100/H800 512,
+  other GPUs 128.
+* **Batching.** TurboMind runs decoding and prefilling sequences in one forward. From 0.2.6 a
+  prompt is split into chunks (`max_prefill_token_num` 8192 per forward, on top of the decodes:
+  the forward holds at most max_prefill_token_num + max_batch_size tokens): parasim's `sarathi`
+  rule with that budget. Before 0.2.6 whole prompts join the running batch (`continuous`).
+* **Admission.** KV blocks are taken as sequences grow, not booked for the whole output; when
+  they run out the lowest-priority (newest) sequences are preempted and recompute later:
+  `kv_reservation="incremental"` with recompute preemption.
+* **KV precision** `quant_policy` 0 (the model's dtype); a source stating `--quant-policy 8` / `4`
+  gets an int8 / int4 KV cache.
+* **PyTorch backend:** 64-token blocks, 0.8 of free memory (from 0.2.6), `max_prefill_token_num`
+  4096, recompute eviction, prefill iterations apart from decode (`vllm` rule).
+* **Host.** TurboMind's batch loop is C++: its per-iteration host time is taken as TensorRT-LLM's
+  (`ITERATION_OVERHEAD_S["lmdeploy"]`); the PyTorch backend's as vLLM's. Both are assumptions, not
+  published LMDeploy figures.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from parasim.cost.memory import weight_bytes_per_gpu
+from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES
+from parasim.serving.plan import ITERATION_OVERHEAD_S
+from parasim.serving.software import release
+from parasim.specs.accelerator import AcceleratorSpec
+from parasim.specs.model import ModelSpec
+
+LMDEPLOY_PREFILL_TOKENS = {"turbomind": 8192, "pytorch": 4096}
+#: from 0.6: max_batch_size by device name (lmdeploy/utils.py get_max_batch_size)
+_BATCH_BY_DEVICE = (("a100", 256), ("a800", 256), ("h100", 512), ("h800", 512))
+_PYTORCH = re.compile(r"--backend[\s=]+pytorch|pytorch\s+(?:engine|backend)|PytorchEngineConfig", re.IGNORECASE)
+_QUANT_POLICY = re.compile(r"--quant[-_]policy[\s=]+([48])\b|quant_policy\s*=\s*([48])\b", re.IGNORECASE)
+_FLAG = {k: re.compile(rf"--{rx}[\s=]+([0-9.]+)", re.IGNORECASE)
+         for k, rx in (("cache_max_entry_count", r"cache[-_]max[-_]entry[-_]count"),
+                       ("max_batch_size", r"max[-_]batch[-_]size"),
+                       ("max_prefill_token_num", r"max[-_]prefill[-_]token[-_]num"))}
+
+
+@dataclass(frozen=True)
+class LmdeploySetup:
+    engine: str  # turbomind | pytorch
+    scheduler: str
+    token_budget: int | None
+    max_batch: int
+    block_size: int
+    kv_bytes: float  # per GPU
+    kv_dtype: str | None  # None = the model's dtype (quant_policy 0)
+    iteration_overhead_s: float
+    why: str
+
+
+def lmdeploy_setup(software: str, source: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int,
+                   weights: str) -> LmdeploySetup:
+    rel = release(software)
+    text = source + " " + software
+    engine = "pytorch" if _PYTORCH.search(text) else "turbomind"
+    stated = {k: float(m.group(1)) for k, rx in _FLAG.items() if (m := rx.search(text))}
+    patch = _patch(software)
+    # releases before 0.2.2 (0.1.x read as 0.2.0, the oldest wheel read) and before 0.2.6
+    before_022 = rel is not None and (rel < (0, 2) or (rel == (0, 2) and patch < 2))
+    before_026 = rel is not None and (rel < (0, 2) or (rel == (0, 2) and patch < 6))
+    if rel is not None and rel < (0, 6):
+        batch = 128
+    else:
+        batch = next((b for name, b in _BATCH_BY_DEVICE if acc.id.startswith(name)), 128)
+    batch = int(stated.get("max_batch_size") or batch)
+    w = weight_bytes_per_gpu(model, tp=tp, pp=pp, weights=weights)
+    frac = stated.get("cache_max_entry_count")
+    if before_022:
+        frac = frac or 0.5
+        kv = frac * acc.hbm_bytes
+        mem = f"cache_max_entry_count {frac:g} of the total memory"
+    else:
+        frac = frac or 0.8
+        kv = frac * max(acc.hbm_bytes - RUNTIME_RESERVED_BYTES - w, 0.0)
+        mem = f"cache_max_entry_count {frac:g} of the memory free after the weights"
+    block = 128 if rel is not None and rel < (0, 3) and engine == "turbomind" else 64
+    chunked = not before_026
+    prefill = int(stated.get("max_prefill_token_num") or LMDEPLOY_PREFILL_TOKENS[engine])
+    if engine == "pytorch":
+        sched, budget = "vllm", prefill
+    elif chunked:
+        sched, budget = "sarathi", prefill + batch
+    else:
+        sched, budget = "continuous", max(model.max_seq_len, 2048)  # whole prompts up to the session length
+    qp = _QUANT_POLICY.search(text)
+    kv_dtype = {"8": "int8", "4": "int4"}[qp.group(1) or qp.group(2)] if qp else None
+    overhead = ITERATION_OVERHEAD_S["lmdeploy" if engine == "turbomind" else "vllm"]
+    ver = f"{rel[0]}.{rel[1]}" if rel else "(release not named: the current defaults)"
+    batching = {"sarathi": f"prefill chunks mixed with decodes, max_prefill_token_num {prefill} on top of the "
+                           f"decodes (forward budget {budget})",
+                "continuous": "whole prompts join the running batch (no chunking before 0.2.6)",
+                "vllm": f"prefill iterations apart from decodes, max_prefill_token_num {prefill}"}[sched]
+    why = (f"LMDeploy {ver} {engine} defaults: {batching}, max_batch_size {batch}, {mem} "
+           f"({kv / 1e9:.1f} GB per GPU), {block}-token blocks, KV taken as sequences grow (preempted sequences "
+           f"recompute)" + (f", KV cache {kv_dtype} (quant_policy in the source)" if kv_dtype else "")
+           + "".join(f"; {k} {v:g} (from the source)" for k, v in stated.items()))
+    return LmdeploySetup(engine, sched, budget, batch, block, kv, kv_dtype, overhead, why)
+
+
+def _patch(software: str) -> int:
+    """The patch number of the first x.y.z version in `software` (0 when absent)."""
+    m = re.search(r"\d+\.\d+\.(\d+)", software)
+    return int(m.group(1)) if m else 0
