@@ -251,6 +251,20 @@ def test_trtllm_case_keeps_a_stated_scheduler(stated, expected):
     assert plan.scheduler == expected
 
 
+def test_trtllm_09_static_cases_run_one_batch_of_the_published_size():
+    """The v0.9 static-batch rows: one burst of exactly `batch` requests, run as one static batch
+    (max_batch = batch), measured as the published per-GPU figure x TP."""
+    cases = load_cases(SHIPPED / "trtllm-0.9-static-batch.yaml")
+    assert len(cases) == 64
+    for c in cases:
+        assert c.plan["scheduler"] == "static" and c.plan["max_batch"] == c.workload["requests"]
+        per_gpu = float(c.source.split(" out tok/s/GPU")[0].rsplit(", ", 1)[1])
+        assert c.measured["output_tokens_per_s"] == pytest.approx(per_gpu * c.plan["tp"])
+    case = next(c for c in cases if c.id == "trtllm09-static-llama-70b-h100-sxm-fp8-tp2-bs1024-128-128")
+    plan, _, _ = case_plan(case)
+    assert (plan.scheduler, plan.max_batch) == ("static", 1024)
+
+
 def test_trtllm_010_file_uses_the_real_llama3_widths():
     """The v0.10 page prints swapped Llama-3 FFN widths in its config files; the file keeps the
     Hugging Face ones (8B: 14336, 70B: 28672), as its header explains."""
@@ -259,7 +273,8 @@ def test_trtllm_010_file_uses_the_real_llama3_widths():
     assert {c.model.ffn_hidden for c in cases if "llama3-70b" in c.id} == {28672}
 
 
-@pytest.mark.parametrize("name", ["trtllm-0.10-perf-overview.yaml", "trtllm-0.11-perf-overview.yaml",
+@pytest.mark.parametrize("name", ["trtllm-0.9-static-batch.yaml", "trtllm-0.10-perf-overview.yaml",
+                                  "trtllm-0.11-perf-overview.yaml",
                                   "trtllm-0.12-perf-overview.yaml", "trtllm-0.13-perf-overview.yaml",
                                   "trtllm-0.14-perf-overview.yaml",
                                   "trtllm-0.15-perf-overview.yaml", "trtllm-0.17-perf-overview.yaml",
