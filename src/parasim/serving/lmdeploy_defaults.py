@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from parasim.cost.memory import weight_bytes_per_gpu
 from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES
 from parasim.serving.plan import ITERATION_OVERHEAD_S
-from parasim.serving.software import release
+from parasim.serving.software import SourceFlags, release
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 
@@ -42,10 +42,8 @@ LMDEPLOY_PREFILL_TOKENS = {"turbomind": 8192, "pytorch": 4096}
 _BATCH_BY_DEVICE = (("a100", 256), ("a800", 256), ("h100", 512), ("h800", 512))
 _PYTORCH = re.compile(r"--backend[\s=]+pytorch|pytorch\s+(?:engine|backend)|PytorchEngineConfig", re.IGNORECASE)
 _QUANT_POLICY = re.compile(r"--quant[-_]policy[\s=]+([48])\b|quant_policy\s*=\s*([48])\b", re.IGNORECASE)
-_FLAG = {k: re.compile(rf"--{rx}[\s=]+([0-9.]+)", re.IGNORECASE)
-         for k, rx in (("cache_max_entry_count", r"cache[-_]max[-_]entry[-_]count"),
-                       ("max_batch_size", r"max[-_]batch[-_]size"),
-                       ("max_prefill_token_num", r"max[-_]prefill[-_]token[-_]num"))}
+_FLAGS = SourceFlags(cache_max_entry_count=r"cache[-_]max[-_]entry[-_]count", max_batch_size=r"max[-_]batch[-_]size",
+                     max_prefill_token_num=r"max[-_]prefill[-_]token[-_]num")
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,7 @@ def lmdeploy_setup(software: str, source: str, model: ModelSpec, acc: Accelerato
     rel = release(software)
     text = source + " " + software
     engine = "pytorch" if _PYTORCH.search(text) else "turbomind"
-    stated = {k: float(m.group(1)) for k, rx in _FLAG.items() if (m := rx.search(text))}
+    stated = _FLAGS.stated(text)
     patch = _patch(software)
     # releases before 0.2.2 (0.1.x read as 0.2.0, the oldest wheel read) and before 0.2.6
     before_022 = rel is not None and (rel < (0, 2) or (rel == (0, 2) and patch < 2))

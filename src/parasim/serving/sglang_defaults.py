@@ -29,14 +29,13 @@ scheduler (sgl-project/sglang, 2024-2025 sources):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.memory import kv_cache_bytes_per_token_per_gpu, weight_bytes_per_gpu
 from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES
 from parasim.serving.plan import ITERATION_OVERHEAD_S
-from parasim.serving.software import release
+from parasim.serving.software import SourceFlags, release
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 
@@ -53,10 +52,9 @@ _RESERVE_GIB = ((35, lambda n: 2.8 + n / 10), (90, lambda n: 9.5 + n / 2), (160,
 _SLOTS_PER_CONTEXT, _MIN_SLOTS, _MAX_SLOTS = 512, 2048, 4096
 
 #: server flags a source may state (argparse also takes an unambiguous prefix: `--mem-frac 0.88`)
-_FLAG = {k: re.compile(rf"--{rx}\s*[=:]?\s*([0-9.]+)", re.IGNORECASE)
-         for k, rx in (("mem_fraction_static", r"mem[-_]frac(?:tion[-_]static)?"),
-                       ("chunked_prefill_size", r"chunked[-_]prefill[-_]size"),
-                       ("max_running_requests", r"max[-_]running[-_]requests"))}
+_FLAGS = SourceFlags(mem_fraction_static=r"mem[-_]frac(?:tion[-_]static)?",
+                     chunked_prefill_size=r"chunked[-_]prefill[-_]size",
+                     max_running_requests=r"max[-_]running[-_]requests")
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,7 @@ def sglang_setup(software: str, source: str, model: ModelSpec, acc: AcceleratorS
                  weights: str, kv_dtype: str) -> SglangSetup:
     rel = release(software)
     text = source + " " + software
-    stated = {k: float(m.group(1)) for k, rx in _FLAG.items() if (m := rx.search(text))}
+    stated = _FLAGS.stated(text)
     notes = []
     mfs = stated.get("mem_fraction_static") or default_mem_fraction(rel, acc, tp=tp, pp=pp)
     chunk = int(stated.get("chunked_prefill_size") or default_chunk(rel, acc))

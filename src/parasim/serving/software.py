@@ -34,3 +34,14 @@ def release(software: str) -> tuple[int, int] | None:
     """(major, minor) of the first version number in `software`, e.g. 'tensorrt-llm 0.11' -> (0, 11)."""
     m = re.search(r"(\d+)\.(\d+)", software)
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+class SourceFlags:
+    """Numeric server flags a case's source text may state (`--name value`, `--name=value`), by
+    the name an engine's defaults module uses; each pattern is the flag without its dashes."""
+
+    def __init__(self, **patterns: str) -> None:
+        self._rx = {k: re.compile(rf"--{rx}\s*[=:]?\s*([0-9.]+)", re.IGNORECASE) for k, rx in patterns.items()}
+
+    def stated(self, text: str) -> dict[str, float]:
+        return {k: float(m.group(1)) for k, rx in self._rx.items() if (m := rx.search(text))}
