@@ -154,3 +154,27 @@ def test_every_latency_statistic_is_predicted_and_unknown_metrics_are_said(tmp_p
     assert set(c["errors"]) == {"ttft_median_s", "tpot_p90_s", "e2e_p99_s", "total_tokens_per_s"}
     assert c["predicted"]["ttft_median_s"] == c["predicted"]["ttft_p50_s"]
     assert any("not predicted" in ch and "goodput_per_watt" in ch for ch in c["choices"])
+
+
+def test_p95_and_per_gpu_rates_are_predicted(tmp_path):
+    """p95 latencies (genai-perf, trtllm-bench) and per-GPU rates (older NVIDIA tables) are scored:
+    a per-GPU rate is the case's rate over its GPUs, and p50 <= p95 <= p99."""
+    f = tmp_path / "c.yaml"
+    f.write_text("""cases:
+- id: g
+  kind: serving
+  software: tensorrt-llm 0.17
+  source: trtllm-bench throughput
+  model: {catalog: llama-3-8b}
+  hardware: {accelerator: h100-sxm, gpus: 2}
+  plan: {tp: 1, replicas: 2, weights: fp8}
+  workload: {requests: 60, prompt_tokens: 500, output_tokens: 40, arrival: {poisson_rate: 8.0, seed: 1}}
+  measured: {ttft_p95_s: 0.05, e2e_p95_s: 1.0, output_tokens_per_s_per_gpu: 100, requests_per_s_per_gpu: 2}
+""")
+    c = json.loads(run_cli("validate", str(f), "--json").stdout)["cases"][0]
+    assert set(c["errors"]) == {"ttft_p95_s", "e2e_p95_s", "output_tokens_per_s_per_gpu", "requests_per_s_per_gpu"}
+    p = c["predicted"]
+    assert p["output_tokens_per_s_per_gpu"] == pytest.approx(p["output_tokens_per_s"] / 2)
+    assert p["requests_per_s_per_gpu"] == pytest.approx(p["requests_per_s"] / 2)
+    assert p["ttft_p50_s"] <= p["ttft_p95_s"] <= p["ttft_p99_s"]
+    assert p["e2e_p50_s"] <= p["e2e_p95_s"] <= p["e2e_p99_s"]

@@ -301,10 +301,21 @@ def predict_case(case: Case) -> CaseResult:
         for stat in ("mean", "p50", "p90", "p99"):
             pred[f"{name}_{stat}_s"] = s[f"{name}_{stat}_s"]
         pred[f"{name}_median_s"] = s[f"{name}_p50_s"]
+    # p95 (genai-perf and trtllm-bench print it) from the per-request columns
+    for name in ("ttft", "tpot", "e2e", "queueing"):
+        col = res.requests[f"{name}_s"]
+        col = col[np.isfinite(col)]
+        if col.size:
+            pred[f"{name}_p95_s"] = float(np.percentile(col, 95))
+    # per-GPU rates, as InferenceMAX-style dashboards and NVIDIA's older tables state them
+    for k in ("output_tokens_per_s", "input_tokens_per_s", "total_tokens_per_s", "requests_per_s"):
+        if s[k] is not None:
+            pred[f"{k[:-len('_per_s')]}_per_s_per_gpu"] = s[k] / s["gpus"]
     if any(k.startswith("tpot_") for k in case.measured):
         if _tpot_basis(case.source, prof) == "token":
             for stat in ("mean", "p50", "p90", "p99", "median"):
                 pred[f"tpot_{stat}_s"] = pred[f"itl_{stat}_s"]
+            pred.pop("tpot_p95_s", None)  # the per-token distribution has no p95 here
             choices.append("TPOT predicted per output token (every inter-token gap), as vLLM's /metrics histogram "
                            "measures it")
         else:
