@@ -254,7 +254,7 @@ def test_trtllm_case_keeps_a_stated_scheduler(stated, expected):
 def test_trtllm_09_static_cases_run_one_batch_of_the_published_size():
     """The v0.9 static-batch rows: one burst of exactly `batch` requests, run as one static batch
     (max_batch = batch), measured as the published per-GPU figure x TP."""
-    cases = load_cases(SHIPPED / "trtllm-0.9-static-batch.yaml")
+    cases = [c for c in load_cases(SHIPPED / "trtllm-0.9-static-batch.yaml") if "-static-" in c.id]
     assert len(cases) == 64
     for c in cases:
         assert c.plan["scheduler"] == "static" and c.plan["max_batch"] == c.workload["requests"]
@@ -263,6 +263,11 @@ def test_trtllm_09_static_cases_run_one_batch_of_the_published_size():
     case = next(c for c in cases if c.id == "trtllm09-static-llama-70b-h100-sxm-fp8-tp2-bs1024-128-128")
     plan, _, _ = case_plan(case)
     assert (plan.scheduler, plan.max_batch) == ("static", 1024)
+    # the batch-1 first-token latency rows: one request with one output token, scored on TTFT
+    lat = [c for c in load_cases(SHIPPED / "trtllm-0.9-static-batch.yaml") if "-latency-" in c.id]
+    assert len(lat) == 32
+    assert all(c.workload["requests"] == 1 and c.workload["output_tokens"] == 1 and set(c.measured) == {"ttft_mean_s"}
+               for c in lat)
 
 
 def test_trtllm_010_file_uses_the_real_llama3_widths():
