@@ -125,6 +125,23 @@ def test_an_unreadable_case_is_skipped_and_the_others_still_run(tmp_path):
     assert "unknown model 'nope-9b'" in r.stderr and "case odd.kind" in r.stderr
 
 
+def test_a_case_with_a_malformed_trace_is_skipped_with_the_line(tmp_path):
+    """A trace line that is not JSON makes that case skipped (not infeasible: nothing was
+    simulated), with the file and line number as the reason; the other case still runs."""
+    (tmp_path / "t.jsonl").write_text('{"arrival_s": 0, "prompt_tokens": 10, "output_tokens": 5}\n{oops\n')
+    f = tmp_path / "c.yaml"
+    good = ("- id: ID\n  kind: serving\n  software: vllm 0.10.1\n  model: {catalog: llama-3.1-8b}\n"
+            "  hardware: {accelerator: h100-sxm, gpus: 1}\n  plan: {tp: 1}\n  workload: WL\n"
+            "  measured: {ttft_mean_s: 0.05}\n")
+    f.write_text("cases:\n" + good.replace("ID", "traced").replace("WL", "{trace: t.jsonl}")
+                 + good.replace("ID", "fixed").replace("WL", "{requests: 5, prompt_tokens: 10, output_tokens: 5}"))
+    r = run_cli("validate", str(f), "--json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    by_id = {c["id"]: c for c in json.loads(r.stdout)["cases"]}
+    assert by_id["traced"]["status"] == "skipped" and "t.jsonl line 2" in by_id["traced"]["reason"]
+    assert by_id["fixed"]["status"] == "ok"
+
+
 def test_a_bad_model_field_in_a_case_file_names_the_case(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("cases:\n- id: q\n  kind: serving\n  model: {family: qwen2, layers: 2, hidden: 64, heads: 4, vocab: 100}\n"

@@ -278,6 +278,9 @@ def predict_case(case: Case) -> CaseResult:
         return CaseResult(status="skipped", reason="not a serving case")
     try:
         wl = _workload(case, [])
+    except InputError as e:  # a missing or malformed workload / trace: the case cannot be run
+        return CaseResult(status="skipped", reason=f"{e.field}: {e.message}")
+    try:
         plan, choices, prof = case_plan(case, wl)
         for rx, what in _NOT_MODELLED:
             if rx.search(case.source):
