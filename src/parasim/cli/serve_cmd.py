@@ -19,7 +19,7 @@ from parasim.specs.catalog import cluster_for, get_accelerator, get_model
 
 PLAN_KEYS = ("tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "block_size", "weights", "kv_dtype",
              "prefix_cache", "router", "gpu_memory_utilization", "kv_reservation", "iteration_overhead_s",
-             "eager_prefill_layer_s", "output_delay_s", "act_quant", "custom_allreduce", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
+             "eager_prefill_layer_s", "output_delay_s", "act_quant", "custom_allreduce", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp", "ep", "cuda_graph_max_batch")
 WORKLOAD_KEYS = ("trace", "rate", "requests", "seed", "arrival", "cv", "prompt_tokens", "output_tokens",
                  "prompt_dist", "output_dist", "burst", "length_dist", "length_sigma", "max_concurrency")
 OTHER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "slo_ttft", "slo_tpot", "requests_out", "json_out", "capacity",
@@ -164,6 +164,7 @@ def serve_cmd(
     tp: Optional[int] = typer.Option(None, "--tp", help="Tensor-parallel degree per replica.", rich_help_panel="Plan"),
     pp: Optional[int] = typer.Option(None, "--pp", help="Pipeline-parallel degree per replica.", rich_help_panel="Plan"),
     replicas: Optional[int] = typer.Option(None, "--replicas", help="Data-parallel replicas behind the router.", rich_help_panel="Plan"),
+    ep: Optional[int] = typer.Option(None, "--ep", help="MoE: spread the routed experts over this many one-GPU replicas (data-parallel attention; needs --tp 1).", rich_help_panel="Plan"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="static, continuous, vllm, sarathi, splitfuse, sglang, disagg, batchllm.", rich_help_panel="Plan"),
     token_budget: Optional[int] = typer.Option(None, "--token-budget", "--chunk-size", help="Tokens per iteration (chunk size).", rich_help_panel="Plan"),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Max running sequences per engine (default 256).", rich_help_panel="Plan"),
@@ -210,7 +211,7 @@ def serve_cmd(
     The JSON object is deterministic for the same inputs and seed except `sim_wall_s`, the
     simulator's own wall-clock time.
     """
-    given = dict(model=model, gpu=gpu, gpus=gpus, tp=tp, pp=pp, replicas=replicas, scheduler=scheduler,
+    given = dict(model=model, gpu=gpu, gpus=gpus, tp=tp, pp=pp, replicas=replicas, ep=ep, scheduler=scheduler,
                  token_budget=token_budget, max_batch=max_batch, block_size=block_size, weights=weights,
                  kv_dtype=kv_dtype, prefix_cache=prefix_cache, router=router,
                  gpu_memory_utilization=gpu_memory_utilization, kv_reservation=kv_reservation,

@@ -130,8 +130,9 @@ def weight_params_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, ep: int
     return _weight_params_per_gpu(model, tp, pp, ep, stage, virtual_stages)
 
 
-def weight_bytes_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, weights: str = "bf16") -> float:
-    """Weight bytes on the most loaded GPU of a serving replica.
+def weight_bytes_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, weights: str = "bf16", ep: int = 1) -> float:
+    """Weight bytes on the most loaded GPU of a serving replica (routed experts spread over `ep`
+    replicas when the plan runs expert parallelism across its DP-attention replicas).
 
     Quantised checkpoints (FP8, INT8, 4-bit) quantise the Linear layers of the blocks only: the
     embedding is a lookup table, and the recipes leave the LM head out (Model Optimizer's default
@@ -141,8 +142,8 @@ def weight_bytes_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, weights:
 
     wb = dtype_bytes(weights, field="weights")
     if wb >= 2.0:
-        return weight_params_per_gpu(model, tp=tp, pp=pp) * wb
-    return max(weight_params_per_gpu(model, tp=tp, pp=pp, stage=i) * wb + _edge_params(model, tp, pp, i) * (2.0 - wb)
+        return weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep) * wb
+    return max(weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=i) * wb + _edge_params(model, tp, pp, i) * (2.0 - wb)
                for i in range(pp))
 
 

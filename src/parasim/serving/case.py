@@ -83,6 +83,9 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
                           "replicas": int(p.get("replicas") or 1), "weights": weights,
                           "kv_dtype": p.get("kv_cache")}
     model = case.model
+    server_tp = kw["tp"]  # the engine's own --tp, which some defaults follow
+    if prof in ("sglang", "vllm"):
+        _dp_attention(case, kw, choices)
     if prof == "tensorrt-llm":
         acc = case.cluster.accelerator
         wl = wl if wl is not None else _workload(case, choices)
@@ -146,8 +149,8 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
         if not p.get("kv_cache"):
             kw["kv_dtype"] = _auto_kv_dtype(text, weights, "SGLang", choices)
         kv_dtype = ServingPlan(weights=weights, kv_dtype=kw["kv_dtype"]).kv
-        setup = sglang_setup(case.software, case.source, model, acc, tp=kw["tp"], pp=kw["pp"], weights=weights,
-                             kv_dtype=kv_dtype)
+        setup = sglang_setup(case.software, case.source, model, acc, tp=server_tp, pp=kw["pp"], weights=weights,
+                             kv_dtype=kv_dtype, ep=kw.get("ep", 1))
         sched = p.get("scheduler")
         kw.update(scheduler="sglang" if sched in (None, "continuous") else sched, block_size=SGLANG_PAGE,
                   token_budget=setup.chunked_prefill_size, kv_reservation="incremental",
@@ -202,11 +205,33 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
     return ServingPlan(**{k: v for k, v in kw.items() if v is not None}), choices, prof
 
 
+def _dp_attention(case: Case, kw: dict[str, Any], choices: list[str]) -> None:
+    """Data-parallel attention with the experts spread over the DP ranks, as a source states it:
+    SGLang `--enable-dp-attention --dp N` (under `--tp` = N: one GPU of attention per rank) or
+    vLLM `--data-parallel-size N --enable-expert-parallel` (TP 1). Each rank becomes a replica of
+    one GPU with its own batch and KV cache, and the routed experts are spread over the N ranks
+    (`ServingPlan.ep`). Other layouts are left as TP (and said as not modelled)."""
+    text = case.source + " " + case.software
+    if not case.model.is_moe:
+        return
+    if _DP_ATTN.search(text) and (m := _DP_SIZE.search(text)):
+        dp, tp_total = int(m.group(1)), kw["tp"]
+    elif _VLLM_EP.search(text) and (m := _VLLM_DP.search(text)):
+        dp, tp_total = int(m.group(1)), kw["tp"] * int(m.group(1))
+    else:
+        return
+    if dp < 2 or tp_total != dp or kw["pp"] != 1 or case.model.experts % dp:
+        return
+    kw.update(tp=1, replicas=kw["replicas"] * dp, ep=dp)
+    choices.append(f"data-parallel attention over {dp} ranks (one GPU each, own batch and KV cache), routed experts "
+                   f"spread over the {dp} ranks (ep={dp}); the ranks are taken as equally loaded")
+
+
 def _utilization_leaving(kv_bytes: float, model, acc, kw: dict[str, Any]) -> float:
     """The gpu_memory_utilization under which the simulator's memory split (weights, activations of
     a `token_budget` forward with `max_batch` logit rows, runtime reserve) leaves `kv_bytes` of KV
     per GPU: how an engine that sizes its KV pool its own way is handed to the simulator."""
-    w = weight_bytes_per_gpu(model, tp=kw["tp"], pp=kw["pp"], weights=kw["weights"])
+    w = weight_bytes_per_gpu(model, tp=kw["tp"], pp=kw["pp"], weights=kw["weights"], ep=kw.get("ep", 1))
     act = activation_workspace_bytes(model, tp=kw["tp"], tokens=kw["token_budget"], logit_rows=kw["max_batch"],
                                      act_bytes=2.0)
     return min(1.0, (kv_bytes + w + act + RUNTIME_RESERVED_BYTES) / acc.hbm_bytes)
@@ -228,15 +253,20 @@ def _auto_kv_dtype(text: str, weights: str, engine: str, choices: list[str]) -> 
 _MAX_CONCURRENCY = re.compile(r"(?:max[-_ ](?:re\w*[-_ ])?concurrency|--concurrency)\s*[=:]?\s*(\d+)(?![.\d])",
                               re.IGNORECASE)
 #: engine features a source may name that the simulator does not model: said with the prediction
+_DP_EP_NOTES = ("data-parallel attention (each rank its own batch and KV cache)",
+                "expert parallelism (experts are split by TP)")
 _NOT_MODELLED = (
-    (re.compile(r"enable[-_]dp[-_]attention|data[-_]parallel[-_]attention", re.IGNORECASE),
-     "data-parallel attention (each rank its own batch and KV cache)"),
+    (re.compile(r"enable[-_]dp[-_]attention|data[-_]parallel[-_]attention", re.IGNORECASE), _DP_EP_NOTES[0]),
     (re.compile(r"speculative|\beagle\b|\bmtp\b|num[-_]speculative[-_]tokens|medusa", re.IGNORECASE),
      "speculative decoding"),
     (re.compile(r"enable[-_]mixed[-_]chunk", re.IGNORECASE), "SGLang's mixed prefill-decode chunks"),
     (re.compile(r"enable[-_]expert[-_]parallel|--ep[-_]size|expert[-_]parallel[-_]size", re.IGNORECASE),
-     "expert parallelism (experts are split by TP)"),
+     _DP_EP_NOTES[1]),
 )
+_DP_ATTN = re.compile(r"enable[-_]dp[-_]attention", re.IGNORECASE)
+_DP_SIZE = re.compile(r"--dp(?:[-_]size)?\s*[=:]?\s*(\d+)", re.IGNORECASE)
+_VLLM_EP = re.compile(r"enable[-_]expert[-_]parallel", re.IGNORECASE)
+_VLLM_DP = re.compile(r"(?:--data[-_]parallel[-_]size|-dp)\s*[=:]?\s*(\d+)", re.IGNORECASE)
 _FASTGEN = re.compile(r"fastgen|deepspeed|\bmii\b", re.IGNORECASE)
 _GPU_UTIL = re.compile(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)")
 _MAX_MODEL_LEN = re.compile(r"max[-_]model[-_]len\s*[=:]?\s*(\d+)", re.IGNORECASE)
@@ -283,7 +313,7 @@ def predict_case(case: Case) -> CaseResult:
     try:
         plan, choices, prof = case_plan(case, wl)
         for rx, what in _NOT_MODELLED:
-            if rx.search(case.source):
+            if rx.search(case.source) and not (plan.ep > 1 and what in _DP_EP_NOTES):
                 choices.append(f"not modelled: {what} (named in the source); predicted without it")
         mc = _MAX_CONCURRENCY.search(case.source)
         if mc:

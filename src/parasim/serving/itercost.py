@@ -25,9 +25,13 @@ CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 1024 * 1024
 class IterationCost:
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
                  act_dtype: str, overhead_s: float, eager_prefill_layer_s: float = 0.0,
-                 act_quant: str = "fused", custom_allreduce: bool = True, cuda_graph_max_batch: int | None = None) -> None:
+                 act_quant: str = "fused", custom_allreduce: bool = True, cuda_graph_max_batch: int | None = None,
+                 ep: int = 1) -> None:
         self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
-        self.layer = LayerCost(model, cluster, Sharding(tp=tp), weight_dtype=weights, act_dtype=act_dtype,
+        # ep > 1: this replica's batch meets ep - 1 others' in the MoE all-to-all (DP attention), so
+        # the local experts see ep batches' tokens (the replicas are taken as equally loaded)
+        sharding = Sharding(tp=tp, ep=ep, moe_token_sets=ep) if ep > 1 else Sharding(tp=tp)
+        self.layer = LayerCost(model, cluster, sharding, weight_dtype=weights, act_dtype=act_dtype,
                                kv_dtype=kv_dtype)
         self.edge = EdgeCost(self.layer)
         self.moe_layers = model.moe_layers
@@ -69,7 +73,8 @@ class IterationCost:
         return cls(model, cluster, tp=tp or plan.tp, pp=pp or plan.pp, weights=weights or plan.weights,
                    kv_dtype=plan.kv, act_dtype=plan.act_dtype, overhead_s=plan.overhead_s,
                    eager_prefill_layer_s=plan.eager_prefill_layer_s or 0.0, act_quant=plan.act_quant,
-                   custom_allreduce=plan.custom_allreduce, cuda_graph_max_batch=plan.cuda_graph_max_batch)
+                   custom_allreduce=plan.custom_allreduce, cuda_graph_max_batch=plan.cuda_graph_max_batch,
+                   ep=plan.ep)
 
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to

@@ -65,8 +65,8 @@ def activation_workspace_bytes(model: ModelSpec, *, tp: int, tokens: int, logit_
 
 def kv_budget(model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
               block_size: int, gpu_memory_utilization: float, max_tokens: int, max_batch: int,
-              act_bytes: float = 2.0) -> KVBudget:
-    w = weight_bytes_per_gpu(model, tp=tp, pp=pp, weights=weights)
+              act_bytes: float = 2.0, ep: int = 1) -> KVBudget:
+    w = weight_bytes_per_gpu(model, tp=tp, pp=pp, weights=weights, ep=ep)
     act = activation_workspace_bytes(model, tp=tp, tokens=max_tokens, logit_rows=max_batch, act_bytes=act_bytes)
     usable = acc.hbm_bytes * gpu_memory_utilization
     kv = usable - w - act - RUNTIME_RESERVED_BYTES

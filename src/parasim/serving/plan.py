@@ -98,6 +98,9 @@ class ServingPlan:
     iteration_overhead_s: float | None = None  # None = ITERATION_OVERHEAD_S["default"]
     eager_prefill_layer_s: float | None = None  # host dispatch per layer of an eager prefill (None = graphs/overlapped)
     cuda_graph_max_batch: int | None = None  # decode batches above this run eagerly too (None = graphs cover all)
+    # expert parallelism across the replicas (DP attention, SGLang --enable-dp-attention / vLLM DP + EP):
+    # each replica (tp=1) attends over its own batch; routed experts are spread over `ep` replicas
+    ep: int = 1
     output_delay_s: float = 0.0  # iteration end -> its tokens reported (vLLM >= 0.6 async output processing)
     act_quant: str = "fused"  # fp8/int8 weights: how activations are quantized before a GEMM (ACT_QUANT)
     custom_allreduce: bool = True  # TP all-reduce by the engine's one/two-shot kernel where it applies; off: NCCL
@@ -109,7 +112,7 @@ class ServingPlan:
     def __post_init__(self) -> None:
         from parasim.serving.schedulers import SCHEDULERS
 
-        for name in ("tp", "pp", "replicas", "block_size"):
+        for name in ("tp", "pp", "replicas", "block_size", "ep"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise InputError(name, f"must be a positive integer, got {v!r}")
@@ -140,6 +143,15 @@ class ServingPlan:
             raise InputError("act_quant", f"unknown mode '{self.act_quant}'; allowed: {', '.join(ACT_QUANT)}")
         if not self.output_delay_s >= 0:
             raise InputError("output_delay_s", f"must be >= 0, got {self.output_delay_s}")
+        if self.ep > 1:
+            if self.tp != 1 or self.pp != 1:
+                raise InputError("ep", f"ep={self.ep} spreads experts over DP-attention replicas of one GPU each; "
+                                       f"it needs tp=1 and pp=1 (got tp={self.tp}, pp={self.pp})")
+            if self.replicas % self.ep:
+                raise InputError("ep", f"ep={self.ep} must divide replicas={self.replicas} (each EP group is ep "
+                                       "replicas)")
+            if self.is_disagg:
+                raise InputError("ep", "ep > 1 is not modelled with the disagg scheduler")
 
     # --- derived ----------------------------------------------------------------------------
     @property

@@ -86,7 +86,10 @@ def default_chunk(rel: tuple[int, int] | None, acc: AcceleratorSpec) -> int:
 
 
 def sglang_setup(software: str, source: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int,
-                 weights: str, kv_dtype: str) -> SglangSetup:
+                 weights: str, kv_dtype: str, ep: int = 1) -> SglangSetup:
+    """`tp` is the server's --tp; with DP attention (`ep` > 1 ranks of one GPU each, experts spread
+    over them) a GPU holds the whole attention and 1/ep of the routed experts, and its KV pool
+    serves its own rank only."""
     rel = release(software)
     text = source + " " + software
     stated = _FLAGS.stated(text)
@@ -94,9 +97,10 @@ def sglang_setup(software: str, source: str, model: ModelSpec, acc: AcceleratorS
     mfs = stated.get("mem_fraction_static") or default_mem_fraction(rel, acc, tp=tp, pp=pp)
     chunk = int(stated.get("chunked_prefill_size") or default_chunk(rel, acc))
     # KV = mfs x (memory free before the weights load) - weights (ModelRunner.profile_max_num_token)
-    w = weight_bytes_per_gpu(model, tp=tp, pp=pp, weights=weights)
+    wtp = 1 if ep > 1 else tp
+    w = weight_bytes_per_gpu(model, tp=wtp, pp=pp, weights=weights, ep=ep)
     kv = max(0.0, mfs * (acc.hbm_bytes - RUNTIME_RESERVED_BYTES) - w)
-    tokens = int(kv // kv_cache_bytes_per_token_per_gpu(model, tp=tp, pp=pp, kv_bytes=dtype_bytes(kv_dtype)))
+    tokens = int(kv // kv_cache_bytes_per_token_per_gpu(model, tp=wtp, pp=pp, kv_bytes=dtype_bytes(kv_dtype)))
     slots = min(max(int(tokens / model.max_seq_len * _SLOTS_PER_CONTEXT), _MIN_SLOTS), _MAX_SLOTS)
     running = int(stated.get("max_running_requests") or max(1, min(tokens // 2, slots)))
     for k, v in stated.items():

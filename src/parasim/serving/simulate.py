@@ -96,7 +96,8 @@ def plan_pools(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan) -> tup
     def pool(role: str, tp: int, replicas: int, reserve_full: bool) -> Pool:
         kvb = kv_budget(model, cluster.accelerator, tp=tp, pp=plan.pp, weights=plan.weights, kv_dtype=plan.kv,
                         block_size=plan.block_size, gpu_memory_utilization=plan.gpu_memory_utilization,
-                        max_tokens=min(budget, 1 << 16), max_batch=max_batch, act_bytes=dtype_bytes(plan.act_dtype))
+                        max_tokens=min(budget, 1 << 16), max_batch=max_batch, act_bytes=dtype_bytes(plan.act_dtype),
+                        ep=plan.ep)
         return Pool(role=role, tp=tp, replicas=replicas, token_budget=budget, max_batch=max_batch,
                     reserve_full=reserve_full, kvb=kvb, blocks=kvb.blocks // plan.pp)
 
