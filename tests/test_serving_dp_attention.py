@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hst
 
 from parasim.cost.memory import weight_bytes_per_gpu, weight_params_per_gpu
 from parasim.errors import InputError
@@ -99,3 +101,16 @@ def test_mla_kv_pool_grows_with_dp_attention():
     t8 = kv_fit(DSV3, _cluster(), tp8, wl).pools[0]
     d8 = kv_fit(DSV3, _cluster(), dp8, wl).pools[0]
     assert d8.blocks * d8.replicas > t8.blocks * t8.replicas
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hst.lists(hst.tuples(hst.floats(0, 5), hst.integers(1, 3000), hst.integers(1, 300)), min_size=1, max_size=40),
+       hst.sampled_from(["sarathi", "vllm", "sglang"]))
+def test_expert_parallel_runs_conserve_tokens(reqs, sched):
+    """Every request completes with all its output tokens, and KV use stays within capacity."""
+    arr, p, o = zip(*reqs)
+    wl = Workload.from_columns(sorted(arr), list(p), list(o))
+    res = simulate(DSV3, _cluster(), ServingPlan(tp=1, replicas=8, ep=8, weights="fp8", scheduler=sched), wl)
+    s = res.summary
+    assert s["completed"] == len(reqs) and s["output_tokens"] == sum(o)
+    assert s["output_tokens_emitted"] >= sum(o) and s["kv_utilization_peak"] <= 1.0
