@@ -15,7 +15,7 @@ from parasim.serving.case import case_plan, predict_case
 from parasim.serving.itercost import IterationCost
 from parasim.specs.catalog import get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
-from parasim.specs.validation_case import parse_case
+from parasim.specs.validation_case import load_cases, parse_case
 
 DSV3 = get_model("deepseek-v3")
 
@@ -114,3 +114,35 @@ def test_expert_parallel_runs_conserve_tokens(reqs, sched):
     s = res.summary
     assert s["completed"] == len(reqs) and s["output_tokens"] == sum(o)
     assert s["output_tokens_emitted"] >= sum(o) and s["kv_utilization_peak"] <= 1.0
+
+
+def _trtllm_case(source: str, model: str = "deepseek-r1"):
+    raw = {"id": "t", "source": source, "kind": "serving", "software": "tensorrt-llm (pytorch backend)",
+           "model": {"catalog": model}, "hardware": {"accelerator": "h200-sxm", "gpus": 8, "gpus_per_node": 8},
+           "plan": {"tp": 8, "pp": 1, "replicas": 1, "weights": "fp8", "scheduler": "continuous"},
+           "workload": {"requests": 64, "prompt_tokens": 512, "output_tokens": 32, "arrival": "burst"},
+           "measured": {"output_tokens_per_s": 1000.0}}
+    return parse_case(raw, index=0, base_dir=Path("."))
+
+
+def test_trtllm_attention_dp_and_stated_bench_flags():
+    """`enable_attention_dp: true` under --tp 8: eight one-GPU ranks; trtllm-bench's
+    --max_batch_size (per rank), --max_num_tokens and --kv_cache_free_gpu_mem_fraction stated in
+    the source replace the sizing rule's values."""
+    case = _trtllm_case("extra-llm-api-config.yml: enable_attention_dp: true; trtllm-bench throughput --tp 8 --ep 8 "
+                        "--max_batch_size 128 --max_num_tokens 1151 --kv_cache_free_gpu_mem_fraction 0.8")
+    plan, choices, _ = case_plan(case)
+    assert (plan.tp, plan.replicas, plan.ep, plan.max_batch, plan.token_budget) == (1, 8, 8, 128, 1151)
+    assert any("replace these: max_batch_size 128, max_num_tokens 1151, kv_cache_free_gpu_mem_fraction 0.8" in c
+               for c in choices)
+    off, _, _ = case_plan(_trtllm_case("enable_attention_dp: false; --tp 8"))
+    assert (off.tp, off.replicas, off.ep) == (8, 1, 1)
+
+
+def test_shipped_deepseek_attention_dp_file():
+    cases = {c.id: c for c in load_cases(Path(__file__).resolve().parents[1] / "validation" / "trtllm-deepseek-r1-adp.yaml")}
+    assert len(cases) == 3
+    plan, _, _ = case_plan(cases["trtllm-dsr1-h200-fp8-adp8-max-throughput"])
+    assert (plan.replicas, plan.ep, plan.max_batch, plan.token_budget, plan.kv) == (8, 8, 128, 1151, "bf16")
+    res = predict_case(cases["trtllm-dsr1-h200-fp8-adp8-max-throughput"])
+    assert res.status == "ok" and any("at most 1024 requests out" in c for c in res.choices)

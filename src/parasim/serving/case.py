@@ -29,6 +29,7 @@ most plausibly have used, and every such choice is reported in `CaseResult.choic
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,7 @@ from parasim.serving.lmdeploy_defaults import lmdeploy_setup
 from parasim.serving.plan import ITERATION_OVERHEAD_S, ServingPlan
 from parasim.serving.sglang_defaults import SGLANG_PAGE, sglang_setup
 from parasim.serving.simulate import simulate
-from parasim.serving.software import software_profile
+from parasim.serving.software import SourceFlags, software_profile
 from parasim.serving.tgi_defaults import tgi_setup
 from parasim.serving.trtllm import TRTLLM_BLOCK, runtime_buffer_bytes, trtllm_setup
 from parasim.serving.vllm_defaults import (
@@ -84,16 +85,23 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
                           "kv_dtype": p.get("kv_cache")}
     model = case.model
     server_tp = kw["tp"]  # the engine's own --tp, which some defaults follow
-    if prof in ("sglang", "vllm"):
-        _dp_attention(case, kw, choices)
+    _dp_attention(case, prof, kw, choices)
     if prof == "tensorrt-llm":
         acc = case.cluster.accelerator
         wl = wl if wl is not None else _workload(case, choices)
         kv_dtype = ServingPlan(weights=weights, kv_dtype=kw["kv_dtype"]).kv
-        setup = trtllm_setup(case.software, model, acc, tp=kw["tp"], pp=kw["pp"],
+        setup = trtllm_setup(case.software, model, acc, tp=server_tp, pp=kw["pp"],
                              isl=float(wl.prompt_tokens.mean()), max_isl=int(wl.prompt_tokens.max()),
                              osl=float(wl.output_tokens.mean()), weights=weights, kv_dtype=kv_dtype,
                              max_seq=int((wl.prompt_tokens + wl.output_tokens).max()))
+        stated = _TRTLLM_FLAGS.stated(case.source + " " + case.software)
+        if stated:
+            # trtllm-bench flags a source states win over the release's sizing (--max_batch_size is per rank)
+            setup = replace(setup, max_batch=int(stated.get("max_batch_size") or setup.max_batch),
+                            max_num_tokens=int(stated.get("max_num_tokens") or setup.max_num_tokens),
+                            kv_fraction=float(stated.get("kv_cache_free_gpu_mem_fraction") or setup.kv_fraction),
+                            flow=setup.flow + " (the values the source states replace these: "
+                            + ", ".join(f"{k} {v:g}" for k, v in stated.items()) + ")")
         sched = p.get("scheduler")
         kw.update(scheduler=sched if sched not in (None, "continuous") else ("sarathi" if setup.chunked else "continuous"),
                   token_budget=setup.max_num_tokens,
@@ -102,7 +110,7 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
         kw["max_batch"] = int(p["max_batch"]) if p.get("max_batch") else setup.max_batch
         # kv_cache_free_gpu_mem_fraction applies to what is left after weights, activations and (C++
         # runtime) the runtime and decoder buffers, which hold the logits the activation estimate counts
-        w = weight_bytes_per_gpu(model, tp=kw["tp"], pp=kw["pp"], weights=weights)
+        w = weight_bytes_per_gpu(model, tp=kw["tp"], pp=kw["pp"], weights=weights, ep=kw.get("ep", 1))
         act_kw = dict(tp=kw["tp"], tokens=setup.max_num_tokens, act_bytes=2.0)
         used = w + activation_workspace_bytes(model, logit_rows=kw["max_batch"], **act_kw) + RUNTIME_RESERVED_BYTES
         buffers = ""
@@ -205,19 +213,23 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
     return ServingPlan(**{k: v for k, v in kw.items() if v is not None}), choices, prof
 
 
-def _dp_attention(case: Case, kw: dict[str, Any], choices: list[str]) -> None:
+def _dp_attention(case: Case, prof: str, kw: dict[str, Any], choices: list[str]) -> None:
     """Data-parallel attention with the experts spread over the DP ranks, as a source states it:
-    SGLang `--enable-dp-attention --dp N` (under `--tp` = N: one GPU of attention per rank) or
-    vLLM `--data-parallel-size N --enable-expert-parallel` (TP 1). Each rank becomes a replica of
-    one GPU with its own batch and KV cache, and the routed experts are spread over the N ranks
-    (`ServingPlan.ep`). Other layouts are left as TP (and said as not modelled)."""
+    SGLang `--enable-dp-attention --dp N` (under `--tp` = N: one GPU of attention per rank),
+    vLLM `--data-parallel-size N --enable-expert-parallel` (TP 1) or TensorRT-LLM
+    `enable_attention_dp: true` (the `--tp` ranks each attend for their own requests; the doc:
+    "All GEMM weights are replicated ... The KV-cache is partitioned"). Each rank becomes a
+    replica of one GPU with its own batch and KV cache, and the routed experts are spread over the
+    N ranks (`ServingPlan.ep`). Other layouts are left as TP (and said as not modelled)."""
     text = case.source + " " + case.software
     if not case.model.is_moe:
         return
-    if _DP_ATTN.search(text) and (m := _DP_SIZE.search(text)):
+    if prof == "sglang" and _DP_ATTN.search(text) and (m := _DP_SIZE.search(text)):
         dp, tp_total = int(m.group(1)), kw["tp"]
-    elif _VLLM_EP.search(text) and (m := _VLLM_DP.search(text)):
+    elif prof == "vllm" and _VLLM_EP.search(text) and (m := _VLLM_DP.search(text)):
         dp, tp_total = int(m.group(1)), kw["tp"] * int(m.group(1))
+    elif prof == "tensorrt-llm" and _TRTLLM_ADP.search(text):
+        dp, tp_total = kw["tp"], kw["tp"]
     else:
         return
     if dp < 2 or tp_total != dp or kw["pp"] != 1 or case.model.experts % dp:
@@ -267,6 +279,9 @@ _DP_ATTN = re.compile(r"enable[-_]dp[-_]attention", re.IGNORECASE)
 _DP_SIZE = re.compile(r"--dp(?:[-_]size)?\s*[=:]?\s*(\d+)", re.IGNORECASE)
 _VLLM_EP = re.compile(r"enable[-_]expert[-_]parallel", re.IGNORECASE)
 _VLLM_DP = re.compile(r"(?:--data[-_]parallel[-_]size|-dp)\s*[=:]?\s*(\d+)", re.IGNORECASE)
+_TRTLLM_ADP = re.compile(r"enable[-_]attention[-_]dp(?:\s*[:=]\s*true|\b(?!\s*[:=]\s*false))", re.IGNORECASE)
+_TRTLLM_FLAGS = SourceFlags(max_batch_size=r"max[-_]batch[-_]size", max_num_tokens=r"max[-_]num[-_]tokens",
+                            kv_cache_free_gpu_mem_fraction=r"kv[-_]cache[-_]free[-_]gpu[-_]mem[-_]fraction")
 _FASTGEN = re.compile(r"fastgen|deepspeed|\bmii\b", re.IGNORECASE)
 _GPU_UTIL = re.compile(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)")
 _MAX_MODEL_LEN = re.compile(r"max[-_]model[-_]len\s*[=:]?\s*(\d+)", re.IGNORECASE)
