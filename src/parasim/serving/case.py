@@ -83,18 +83,19 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
     kw: dict[str, Any] = {"tp": int(p.get("tp") or 1), "pp": int(p.get("pp") or 1),
                           "replicas": int(p.get("replicas") or 1), "weights": weights,
                           "kv_dtype": p.get("kv_cache")}
-    model = case.model
+    model, acc = case.model, case.cluster.accelerator
+    text = case.source + " " + case.software  # where a source states engine flags
+    stated_batch = int(p["max_batch"]) if p.get("max_batch") else None
     server_tp = kw["tp"]  # the engine's own --tp, which some defaults follow
-    _dp_attention(case, prof, kw, choices)
+    _dp_attention(case, prof, text, kw, choices)
     if prof == "tensorrt-llm":
-        acc = case.cluster.accelerator
         wl = wl if wl is not None else _workload(case, choices)
         kv_dtype = ServingPlan(weights=weights, kv_dtype=kw["kv_dtype"]).kv
         setup = trtllm_setup(case.software, model, acc, tp=server_tp, pp=kw["pp"],
                              isl=float(wl.prompt_tokens.mean()), max_isl=int(wl.prompt_tokens.max()),
                              osl=float(wl.output_tokens.mean()), weights=weights, kv_dtype=kv_dtype,
                              max_seq=int((wl.prompt_tokens + wl.output_tokens).max()))
-        stated = _TRTLLM_FLAGS.stated(case.source + " " + case.software)
+        stated = _TRTLLM_FLAGS.stated(text)
         if stated:
             # trtllm-bench flags a source states win over the release's sizing (--max_batch_size is per rank)
             setup = replace(setup, max_batch=int(stated.get("max_batch_size") or setup.max_batch),
@@ -102,22 +103,18 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
                             kv_fraction=float(stated.get("kv_cache_free_gpu_mem_fraction") or setup.kv_fraction),
                             flow=setup.flow + " (the values the source states replace these: "
                             + ", ".join(f"{k} {v:g}" for k, v in stated.items()) + ")")
-        sched = p.get("scheduler")
-        kw.update(scheduler=sched if sched not in (None, "continuous") else ("sarathi" if setup.chunked else "continuous"),
+        kw.update(scheduler=_scheduler(p, "sarathi" if setup.chunked else "continuous"),
                   token_budget=setup.max_num_tokens,
                   kv_reservation=setup.kv_reservation, block_size=TRTLLM_BLOCK,
-                  iteration_overhead_s=ITERATION_OVERHEAD_S["tensorrt-llm"])
-        kw["max_batch"] = int(p["max_batch"]) if p.get("max_batch") else setup.max_batch
+                  iteration_overhead_s=ITERATION_OVERHEAD_S["tensorrt-llm"], max_batch=stated_batch or setup.max_batch)
         # kv_cache_free_gpu_mem_fraction applies to what is left after weights, activations and (C++
         # runtime) the runtime and decoder buffers, which hold the logits the activation estimate counts
         w = weight_bytes_per_gpu(model, tp=kw["tp"], pp=kw["pp"], weights=weights, ep=kw.get("ep", 1))
         act_kw = dict(tp=kw["tp"], tokens=setup.max_num_tokens, act_bytes=2.0)
-        used = w + activation_workspace_bytes(model, logit_rows=kw["max_batch"], **act_kw) + RUNTIME_RESERVED_BYTES
-        buffers = ""
-        if setup.cpp_runtime:
-            rb = runtime_buffer_bytes(model, kw["max_batch"])
-            used = w + activation_workspace_bytes(model, logit_rows=0, **act_kw) + RUNTIME_RESERVED_BYTES + rb
-            buffers = f", after {rb / 1e9:.1f} GB of runtime and decoder buffers"
+        rb = runtime_buffer_bytes(model, kw["max_batch"]) if setup.cpp_runtime else 0.0
+        logit_rows = 0 if setup.cpp_runtime else kw["max_batch"]  # the C++ runtime's buffers hold the logits
+        used = w + activation_workspace_bytes(model, logit_rows=logit_rows, **act_kw) + RUNTIME_RESERVED_BYTES + rb
+        buffers = f", after {rb / 1e9:.1f} GB of runtime and decoder buffers" if setup.cpp_runtime else ""
         kv = setup.kv_fraction * max(acc.hbm_bytes - used, 0.0)
         kw["gpu_memory_utilization"] = _utilization_leaving(kv, model, acc, kw)
         policy = ("KV booked per step (MAX_UTILIZATION; paused requests recompute)" if setup.kv_reservation == "incremental"
@@ -125,16 +122,14 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
         choices.append(f"{setup.flow}; tokens_per_block {TRTLLM_BLOCK}, {policy}, "
                        f"KV = {setup.kv_fraction:.0%} of free memory{buffers}")
     elif prof == "vllm":
-        text = case.source + " " + case.software
         m = _GPU_UTIL.search(text)
         util = float(m.group(1)) if m else VLLM_GPU_MEMORY_UTILIZATION
-        setup = vllm_setup(case.software, case.source, case.cluster.accelerator, tp=kw["tp"], weights=weights)
-        sched = p.get("scheduler") or setup.scheduler
-        kw.update(scheduler=setup.scheduler if sched == "continuous" else sched, block_size=VLLM_BLOCK,
+        setup = vllm_setup(case.software, case.source, acc, tp=kw["tp"], weights=weights)
+        kw.update(scheduler=_scheduler(p, setup.scheduler), block_size=VLLM_BLOCK,
                   gpu_memory_utilization=util, iteration_overhead_s=ITERATION_OVERHEAD_S["vllm"],
                   eager_prefill_layer_s=setup.eager_prefill_layer_s, output_delay_s=setup.output_delay_s,
                   token_budget=setup.token_budget, act_quant=setup.act_quant, custom_allreduce=setup.custom_allreduce,
-                  max_batch=int(p["max_batch"]) if p.get("max_batch") else setup.max_num_seqs)
+                  max_batch=stated_batch or setup.max_num_seqs)
         choices.append(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"
                        + ("" if m else " (default; not in the source)"))
         if setup.engine == "v0" and not setup.chunked:
@@ -152,25 +147,19 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
         if not p.get("kv_cache"):
             kw["kv_dtype"] = _auto_kv_dtype(text, weights, "vLLM", choices)
     elif prof == "sglang":
-        acc = case.cluster.accelerator
-        text = case.source + " " + case.software
         if not p.get("kv_cache"):
             kw["kv_dtype"] = _auto_kv_dtype(text, weights, "SGLang", choices)
         kv_dtype = ServingPlan(weights=weights, kv_dtype=kw["kv_dtype"]).kv
         setup = sglang_setup(case.software, case.source, model, acc, tp=server_tp, pp=kw["pp"], weights=weights,
                              kv_dtype=kv_dtype, ep=kw.get("ep", 1))
-        sched = p.get("scheduler")
-        kw.update(scheduler="sglang" if sched in (None, "continuous") else sched, block_size=SGLANG_PAGE,
+        kw.update(scheduler=_scheduler(p, "sglang"), block_size=SGLANG_PAGE,
                   token_budget=setup.chunked_prefill_size, kv_reservation="incremental",
-                  iteration_overhead_s=setup.iteration_overhead_s,
-                  max_batch=int(p["max_batch"]) if p.get("max_batch") else setup.max_running_requests)
+                  iteration_overhead_s=setup.iteration_overhead_s, max_batch=stated_batch or setup.max_running_requests)
         kw["gpu_memory_utilization"] = _utilization_leaving(setup.kv_bytes, model, acc, kw)
         choices.append(setup.why)
     elif prof == "tgi":
-        acc = case.cluster.accelerator
-        mb = int(p["max_batch"]) if p.get("max_batch") else None
+        mb = stated_batch
         setup = tgi_setup(case.software, model, acc, tp=kw["tp"], pp=kw["pp"], weights=weights, max_batch=mb)
-        sched = p.get("scheduler")
         if mb is None:
             # no max_batch_size by default: bound the batch by what the KV pool can book (prompt + output
             # of the smallest request), which no run can exceed
@@ -179,32 +168,26 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
                 ServingPlan(weights=weights, kv_dtype=kw["kv_dtype"]).kv))
             smallest = int((wl.prompt_tokens + wl.output_tokens).min()) if len(wl.prompt_tokens) else 1
             mb = max(1, int(setup.kv_bytes // per_token) // max(smallest, 1))
-        kw.update(scheduler=setup.scheduler if sched in (None, "continuous") else sched, token_budget=setup.prefill_tokens,
+        kw.update(scheduler=_scheduler(p, setup.scheduler), token_budget=setup.prefill_tokens,
                   block_size=setup.block_size, kv_reservation="full", iteration_overhead_s=setup.iteration_overhead_s,
                   eager_prefill_layer_s=setup.eager_prefill_layer_s, cuda_graph_max_batch=setup.cuda_graph_max_batch,
                   max_batch=mb)
         kw["gpu_memory_utilization"] = _utilization_leaving(setup.kv_bytes, model, acc, kw)
         choices.append(setup.why)
     elif prof == "lmdeploy":
-        acc = case.cluster.accelerator
         setup = lmdeploy_setup(case.software, case.source, model, acc, tp=kw["tp"], pp=kw["pp"], weights=weights)
         if not p.get("kv_cache") and setup.kv_dtype:
             kw["kv_dtype"] = setup.kv_dtype
-        sched = p.get("scheduler")
-        kw.update(scheduler=setup.scheduler if sched in (None, "continuous") else sched, token_budget=setup.token_budget,
+        kw.update(scheduler=_scheduler(p, setup.scheduler), token_budget=setup.token_budget,
                   block_size=setup.block_size, kv_reservation="incremental",
-                  iteration_overhead_s=setup.iteration_overhead_s,
-                  max_batch=int(p["max_batch"]) if p.get("max_batch") else setup.max_batch)
+                  iteration_overhead_s=setup.iteration_overhead_s, max_batch=stated_batch or setup.max_batch)
         kw["gpu_memory_utilization"] = _utilization_leaving(setup.kv_bytes, model, acc, kw)
         choices.append(setup.why)
     else:
         # DeepSpeed-FastGen (DeepSpeed-MII) batches by Dynamic SplitFuse; other engines get the
         # stall-free chunked rule most current engines default to
         fastgen = bool(_FASTGEN.search(case.software))
-        default = "splitfuse" if fastgen else "sarathi"
-        kw.update(scheduler=p.get("scheduler") or default, max_batch=p.get("max_batch"))
-        if kw["scheduler"] == "continuous":
-            kw["scheduler"] = default
+        kw.update(scheduler=_scheduler(p, "splitfuse" if fastgen else "sarathi"), max_batch=p.get("max_batch"))
         choices.append(f"DeepSpeed-FastGen: Dynamic SplitFuse ({kw['scheduler']}), parasim defaults otherwise"
                        if fastgen else
                        f"unknown software '{case.software}': scheduler {kw['scheduler']}, parasim defaults")
@@ -213,7 +196,14 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
     return ServingPlan(**{k: v for k, v in kw.items() if v is not None}), choices, prof
 
 
-def _dp_attention(case: Case, prof: str, kw: dict[str, Any], choices: list[str]) -> None:
+def _scheduler(plan: dict[str, Any], engine_rule: str) -> str:
+    """The scheduler a case runs: its engine's own rule, unless the case states one other than the
+    format's default `continuous` (e.g. the static batching of the pre-0.10 TensorRT-LLM pages)."""
+    stated = plan.get("scheduler")
+    return engine_rule if not stated or stated == "continuous" else stated
+
+
+def _dp_attention(case: Case, prof: str, text: str, kw: dict[str, Any], choices: list[str]) -> None:
     """Data-parallel attention with the experts spread over the DP ranks, as a source states it:
     SGLang `--enable-dp-attention --dp N` (under `--tp` = N: one GPU of attention per rank),
     vLLM `--data-parallel-size N --enable-expert-parallel` (TP 1) or TensorRT-LLM
@@ -221,7 +211,6 @@ def _dp_attention(case: Case, prof: str, kw: dict[str, Any], choices: list[str])
     "All GEMM weights are replicated ... The KV-cache is partitioned"). Each rank becomes a
     replica of one GPU with its own batch and KV cache, and the routed experts are spread over the
     N ranks (`ServingPlan.ep`). Other layouts are left as TP (and said as not modelled)."""
-    text = case.source + " " + case.software
     if not case.model.is_moe:
         return
     if prof == "sglang" and _DP_ATTN.search(text) and (m := _DP_SIZE.search(text)):
