@@ -116,9 +116,9 @@ def run_files(paths: Iterable[str | Path], kind: str | None = None, workers: int
         if isinstance(c, Case):
             if kind is None or c.kind == kind:
                 out.append(next(runs))
-        elif kind is None or getattr(c, "case_kind", UNREADABLE) in (kind, UNREADABLE):
-            out.append(CaseReport(id=getattr(c, "case_id", "?"), kind=getattr(c, "case_kind", UNREADABLE), source="",
-                                  status="skipped", reason=str(c), file=f, input_error=True))
+        elif kind is None or c.kind in (kind, UNREADABLE):
+            out.append(CaseReport(id=c.id, kind=c.kind, source="", status="skipped", reason=str(c.error), file=f,
+                                  input_error=True))
     return out
 
 

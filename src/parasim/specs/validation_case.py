@@ -118,19 +118,28 @@ def parse_case(raw: Any, *, index: int, base_dir: Path) -> Case:
                 measured=dict(raw["measured"]), base_dir=base_dir)
 
 
+@dataclass(frozen=True)
+class UnreadableCase:
+    """A case of a file that could not be read: its id and kind as far as they were given."""
+
+    id: str
+    kind: str  # the case's kind, or UNREADABLE
+    error: InputError
+
+
 def load_cases(path: str | Path) -> list[Case]:
     """Every case of a case file; the first unreadable case raises its InputError."""
     out = []
     for item in read_cases(path):
-        if isinstance(item, InputError):
-            raise item
+        if isinstance(item, UnreadableCase):
+            raise item.error
         out.append(item)
     return out
 
 
-def read_cases(path: str | Path) -> list[Case | InputError]:
+def read_cases(path: str | Path) -> list[Case | UnreadableCase]:
     """Every case of a case file in file order, a case that cannot be read (unknown catalog name,
-    bad field) standing as its InputError, so a validation run can report it and go on. A file
+    bad field) standing as an UnreadableCase, so a validation run can report it and go on. A file
     that is not a case file at all raises."""
     p = Path(path)
     if not p.is_file():
@@ -143,13 +152,12 @@ def read_cases(path: str | Path) -> list[Case | InputError]:
         raise InputError(f"{p.name}{line}", f"malformed YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
         raise InputError(p.name, "a case file is a mapping with one key, `cases`, holding a list")
-    out: list[Case | InputError] = []
+    out: list[Case | UnreadableCase] = []
     for i, c in enumerate(data["cases"]):
         try:
             out.append(parse_case(c, index=i, base_dir=p.parent))
         except InputError as e:
             raw = c if isinstance(c, dict) else {}
-            e.case_id = str(raw.get("id") or f"cases[{i}]")  # type: ignore[attr-defined]
-            e.case_kind = raw.get("kind") if raw.get("kind") in KINDS else UNREADABLE  # type: ignore[attr-defined]
-            out.append(e)
+            kind = raw.get("kind") if raw.get("kind") in KINDS else UNREADABLE
+            out.append(UnreadableCase(id=str(raw.get("id") or f"cases[{i}]"), kind=kind, error=e))
     return out
