@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from parasim.cost.memory import weight_bytes_per_gpu
 from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES
 from parasim.serving.plan import ITERATION_OVERHEAD_S
-from parasim.serving.software import SourceFlags, release
+from parasim.serving.software import SourceFlags, release, release_patch
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 
@@ -65,7 +65,7 @@ def lmdeploy_setup(software: str, source: str, model: ModelSpec, acc: Accelerato
     text = source + " " + software
     engine = "pytorch" if _PYTORCH.search(text) else "turbomind"
     stated = _FLAGS.stated(text)
-    patch = _patch(software)
+    patch = release_patch(software)
     # releases before 0.2.2 (0.1.x read as 0.2.0, the oldest wheel read) and before 0.2.6
     before_022 = rel is not None and (rel < (0, 2) or (rel == (0, 2) and patch < 2))
     before_026 = rel is not None and (rel < (0, 2) or (rel == (0, 2) and patch < 6))
@@ -106,9 +106,3 @@ def lmdeploy_setup(software: str, source: str, model: ModelSpec, acc: Accelerato
            f"recompute)" + (f", KV cache {kv_dtype} (quant_policy in the source)" if kv_dtype else "")
            + "".join(f"; {k} {v:g} (from the source)" for k, v in stated.items()))
     return LmdeploySetup(engine, sched, budget, batch, block, kv, kv_dtype, overhead, why)
-
-
-def _patch(software: str) -> int:
-    """The patch number of the first x.y.z version in `software` (0 when absent)."""
-    m = re.search(r"\d+\.\d+\.(\d+)", software)
-    return int(m.group(1)) if m else 0

@@ -36,6 +36,12 @@ def release(software: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+def release_patch(software: str) -> int:
+    """The patch number of the first x.y.z version in `software` (0 when absent)."""
+    m = re.search(r"\d+\.\d+\.(\d+)", software)
+    return int(m.group(1)) if m else 0
+
+
 class SourceFlags:
     """Numeric server flags a case's source text may state (`--name value`, `--name=value`), by
     the name an engine's defaults module uses; each pattern is the flag without its dashes."""
