@@ -27,3 +27,25 @@ def unknown_name(field: str, name: str, known: Iterable[str], *, catalog: str) -
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return InputError(field, f"unknown {catalog} '{name}'{hint} (known: {len(known)} entries; "
                              f"list them with `parasim {catalog}s`)")
+
+
+class OutputError(OSError):
+    """A result could not be written (a directory, a full disk, no permission): exit 1 with the
+    path and the operating system's reason, since the answer itself was computed."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot write {path}: {reason}")
+
+
+def write_output(path, text: str) -> None:
+    """Write `text` to `path` (creating parent folders); OSError becomes OutputError."""
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    except OSError as e:
+        raise OutputError(str(p), e.strerror or str(e)) from None

@@ -1,7 +1,9 @@
 """The `parasim` command line: one program over every layer.
 
-Errors a user can cause (InputError, click usage errors) become one line on stderr and exit
-code 2; anything else is a bug and keeps its traceback.
+Exit codes (docs/exit-codes.md): 0 an answer; 1 nothing feasible (the result is still printed,
+with why) or an output file that cannot be written; 2 bad input (InputError, click usage
+errors: one line on stderr naming the field); 130 interrupted by Ctrl-C. Anything else is a bug
+and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exc
 
 from parasim import __version__
-from parasim.errors import InputError
+from parasim.errors import InputError, OutputError
 
 app = typer.Typer(
     name="parasim",
@@ -47,21 +49,26 @@ def _register() -> None:
         module.register(app)
 
 
-def fail(message: str) -> None:
+EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     sys.stderr.write(f"parasim: error: {message}\n")
-    raise SystemExit(2)
+    raise SystemExit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
     _register()
     try:
-        app(args=argv, standalone_mode=False, prog_name="parasim")
+        # standalone_mode=False: click returns a typer.Exit's code instead of exiting with it
+        rc = app(args=argv, standalone_mode=False, prog_name="parasim")
     except InputError as e:
         fail(f"{e.field}: {e.message}")
     except (typer.Exit, *_extra("Exit")) as e:
         raise SystemExit(getattr(e, "exit_code", 0)) from None
-    except (typer.Abort, *_extra("Abort")):
-        fail("aborted")
+    except (typer.Abort, *_extra("Abort")):  # click turns Ctrl-C (KeyboardInterrupt) into Abort
+        sys.stderr.write("parasim: interrupted\n")
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except click_exc.UsageError as e:
         if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:
             sys.stderr.write(e.ctx.get_help() + "\n")
@@ -70,6 +77,12 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{e.format_message()}{where} (try --help)")
     except click_exc.ClickException as e:
         fail(e.format_message())
+    except KeyboardInterrupt:
+        sys.stderr.write("parasim: interrupted\n")
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except OutputError as e:
+        fail(f"cannot write {e.path}: {e.reason}", EXIT_INFEASIBLE)
+    raise SystemExit(rc if isinstance(rc, int) else EXIT_OK)
 
 
 def _extra(name: str) -> tuple[type[BaseException], ...]:
