@@ -13,6 +13,7 @@ from parasim.search.pareto import dominates, pareto_front
 from parasim.search.plan_train import cluster_for, peak_memory_bytes
 from parasim.search.prune import REASONS, Pruned
 from parasim.search.space import default_train_choices, enumerate_train
+from parasim.search.train_batch import BatchTarget
 from parasim.specs.catalog import get_model
 
 
@@ -34,7 +35,7 @@ def test_train_space_counts_add_up_to_the_raw_space():
     cluster = cluster_for("h100-sxm", 512)
     choices = default_train_choices(model, cluster, 4096)
     pruned = Pruned()
-    found = list(enumerate_train(model, cluster, global_batch=512, seq_len=4096, choices=choices, pruned=pruned))
+    found = list(enumerate_train(model, cluster, batch=BatchTarget(seq_len=4096, sequences=512), seq_len=4096, choices=choices, pruned=pruned))
     assert found
     assert len(found) + sum(pruned.values()) == choices.size
     assert set(pruned) <= set(REASONS)
@@ -52,7 +53,7 @@ def test_cached_memory_walk_matches_the_training_simulator(i):
     model = get_model("llama-3.1-8b")
     cluster = cluster_for("h100-sxm", 64)
     choices = default_train_choices(model, cluster, 4096)
-    cands = list(enumerate_train(model, cluster, global_batch=128, seq_len=4096, choices=choices, pruned=Pruned()))
+    cands = list(enumerate_train(model, cluster, batch=BatchTarget(seq_len=4096, sequences=128), seq_len=4096, choices=choices, pruned=Pruned()))
     d = cands[i % len(cands)]
     res = simulate(model, cluster, TrainingPlan.from_mapping(d, gpus=64))
     assert peak_memory_bytes(model, d) == pytest.approx(res.peak_memory_bytes, rel=1e-9)

@@ -17,11 +17,13 @@ REASONS = {
     # training
     "tp_heads": "tp does not divide the attention heads (or is not a multiple of the KV heads)",
     "gpus_divisibility": "tp*cp*pp does not divide the GPU count",
-    "batch_divisibility": "global batch not divisible by dp*micro_batch (or fewer sequences than dp)",
+    "batch_divisibility": "dp*micro_batch divides neither the exact --global-batch nor any batch within "
+                          "--batch-tolerance of the token budget",
     "cp_seq_len": "cp does not split seq_len into 2*cp equal chunks",
     "ep_divisibility": "ep does not divide the experts and dp*cp (or ep > 1 on a dense model)",
     "interleave_layers": "interleaved: pp < 2, or pp*virtual_stages exceeds the layers (chunks may be uneven)",
-    "interleave_microbatches": "interleaved: micro-batches per step are not a multiple of pp",
+    "interleave_microbatches": "interleaved: no global batch (exact, or within --batch-tolerance of the token "
+                               "budget) gives a micro-batch count that is a multiple of pp",
     "memory_model_state": "weights + gradients + optimizer state alone exceed HBM",
     "memory_activations": "peak memory with in-flight activations exceeds HBM (schedule walk)",
     "dominated_recompute": "a plan that recomputes less fits in memory (recompute only adds work)",

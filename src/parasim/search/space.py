@@ -17,6 +17,8 @@ Defaults, and why:
   zero           1, 2, 3 (0 is 1 with more memory and the same traffic; ask for it with --zero)
   recompute      none, selective, full
   sequence parallel: on whenever tp > 1 (same traffic as plain TP, less activation memory)
+  global batch   per plan, see train_batch.py: exact with --global-batch, else the multiple of the
+                 plan's granule nearest the token budget, within the tolerance
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from math import prod
 
 from parasim.cost.memory import training_state_bytes, weight_params_per_gpu
 from parasim.search.prune import Pruned
+from parasim.search.train_batch import BatchTarget
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 
@@ -97,9 +100,15 @@ def _tp_ok(model: ModelSpec, tp: int) -> bool:
     return not (tp > model.kv_heads and tp % model.kv_heads)
 
 
-def enumerate_train(model: ModelSpec, cluster: ClusterSpec, *, global_batch: int, seq_len: int,
+def enumerate_train(model: ModelSpec, cluster: ClusterSpec, *, batch: BatchTarget, seq_len: int,
                     choices: TrainChoices, pruned: Pruned) -> Iterator[dict]:
-    """Yield plan mappings that pass divisibility and the model-state memory bound."""
+    """Yield plan mappings that pass divisibility and the model-state memory bound.
+
+    Each plan's `global_batch` is `batch.pick(granule)`: the exact --global-batch, or the batch
+    nearest the token budget that the plan can split (granule dp*micro_batch; interleaved
+    dp*micro_batch*pp). A multiple of dp*mb*pp is a multiple of dp*mb, so when no plain batch is
+    within the tolerance no interleaved one is either, and the whole micro-batch sub-tree goes.
+    """
     n, c = cluster.gpus, choices
     hbm = cluster.accelerator.hbm_bytes
     pairs = c.sched_pairs()
@@ -125,16 +134,18 @@ def enumerate_train(model: ModelSpec, cluster: ClusterSpec, *, global_batch: int
                         pruned.drop("ep_divisibility", below_ep)
                         continue
                     for mb in c.micro_batch:
-                        if global_batch % (dp * mb):
+                        plain_gb = batch.pick(dp * mb)
+                        if plain_gb is None:
                             pruned.drop("batch_divisibility", below_mb)
                             continue
-                        m = global_batch // (dp * mb)
                         for sched, v in pairs:
+                            global_batch = plain_gb
                             if sched == "interleaved":  # chunks may be uneven: only one layer each is needed
                                 if pp < 2 or pp * v > model.layers:
                                     pruned.drop("interleave_layers", below_sched)
                                     continue
-                                if m % pp:
+                                global_batch = batch.pick(dp * mb * pp)  # micro-batches a multiple of pp
+                                if global_batch is None:
                                     pruned.drop("interleave_microbatches", below_sched)
                                     continue
                             elif pp * v > model.layers:
