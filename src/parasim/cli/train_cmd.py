@@ -29,10 +29,55 @@ def load_config(path: Path) -> dict[str, Any]:
     return out
 
 
+def merge(file_opts: dict[str, Any], flags: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict]]:
+    """Flags over the config file. A flag that makes a file value it does not name meaningless wins
+    too, and the file value it displaced is returned in `overrides` (printed), never dropped silently:
+
+    * `--schedule 1f1b|gpipe` against the file's `virtual_stages: N > 1`: v = 1;
+    * `--virtual-stages N` against the file's `schedule`: interleaved for N > 1 (over gpipe; 1f1b
+      with N > 1 is interleaved 1F1B anyway), 1f1b for N = 1 (over interleaved);
+    * a degree or GPU count flag (`--tp/--pp/--cp/--gpus`) against the file's `dp`: dp is derived
+      again from gpus / (tp*pp*cp) when the file's dp no longer multiplies out.
+    Anything else that contradicts is an input error from the plan validator, naming the field.
+    """
+    opts = {**file_opts, **flags}
+    overrides: dict[str, dict] = {}
+
+    def displace(key: str, used: Any, by: str) -> None:
+        overrides[key] = {"file": file_opts[key], "used": used, "by": by}
+        if used is None:
+            opts.pop(key, None)
+        else:
+            opts[key] = used
+
+    def as_int(v: Any) -> int | None:  # malformed values are left for the validator to name
+        if isinstance(v, str) and v.strip().isdigit():
+            return int(v)
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    if "schedule" in flags and "virtual_stages" not in flags and flags["schedule"] != "interleaved":
+        v = as_int(file_opts.get("virtual_stages"))
+        if v is not None and v > 1:
+            displace("virtual_stages", 1, f"--schedule {flags['schedule']}")
+    if "virtual_stages" in flags and "schedule" not in flags:
+        v, fs = flags["virtual_stages"], file_opts.get("schedule")
+        if v > 1 and fs == "gpipe":  # (1f1b with v > 1 is interleaved 1F1B: no contradiction)
+            displace("schedule", "interleaved", f"--virtual-stages {v}")
+        elif v == 1 and fs == "interleaved":
+            displace("schedule", "1f1b", f"--virtual-stages {v}")
+    moved = [k for k in ("tp", "pp", "cp", "gpus") if k in flags]
+    if moved and "dp" not in flags and as_int(file_opts.get("dp")) is not None:
+        degrees = [as_int(opts.get(k, 1)) for k in ("tp", "pp", "cp", "dp")]
+        gpus = as_int(opts.get("gpus"))
+        if None not in degrees and gpus is not None and degrees[0] * degrees[1] * degrees[2] * degrees[3] != gpus:
+            displace("dp", None, " ".join(f"--{k} {flags[k]}" for k in moved))
+    return opts, overrides
+
+
 def build(options: dict[str, Any]):
-    """(model, cluster, plan) from merged options; raises InputError naming the bad field."""
+    """(model, cluster, plan, defaults) from merged options; raises InputError naming the bad field."""
     from parasim.specs.catalog import cluster_for, get_accelerator, get_model
-    from parasim.training import TrainingPlan
+    from parasim.training.defaults import resolve_plan
 
     for key in ("model", "gpu", "gpus"):
         if options.get(key) is None:
@@ -62,8 +107,19 @@ def build(options: dict[str, Any]):
         if isinstance(e, InputError):
             raise
         raise InputError("tp", f"must be a positive integer, got {plan_keys.get('tp')!r}") from None
-    plan = TrainingPlan.from_mapping(plan_keys, gpus=gpus)
-    return model, cluster, plan
+    plan, defaults = resolve_plan(model, plan_keys, gpus)
+    try:
+        plan.check(model, gpus)
+    except InputError as e:
+        if e.field == "global-batch" and "global_batch" in defaults:
+            raise InputError("global-batch", f"{e.message} (the global batch was not given and defaulted to "
+                                             f"dp*micro_batch = {plan.global_batch}; give --global-batch)") from None
+        raise
+    return model, cluster, plan, defaults
+
+
+def _show(v: Any) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
 
 
 def train_cmd(
@@ -97,14 +153,16 @@ def train_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Simulate one optimizer step: step time, tokens/s, MFU, peak memory and a time breakdown."""
-    opts = load_config(config) if config else {}
-    flags = {k: v for k, v in locals().items() if k not in ("config", "json_out", "opts") and v is not None}
-    opts.update(flags)
-    model_spec, cluster, plan = build(opts)
+    flags = {k: v for k, v in locals().items() if k not in ("config", "json_out") and v is not None}
+    opts, overrides = merge(load_config(config) if config else {}, flags)
+    model_spec, cluster, plan, defaults = build(opts)
+    for k, o in overrides.items():  # a displaced dp is derived again: say what it became
+        if o["used"] is None:
+            o["used"] = getattr(plan, k)
     from parasim.training import simulate
 
     res = simulate(model_spec, cluster, plan)
-    out = res.to_dict()
+    out = {**res.to_dict(), "defaults": defaults, "overrides": overrides}
     if json_out:
         print_json(out)
         return
@@ -125,6 +183,10 @@ def train_cmd(
     ]
     for k, v in res.varlen.items():
         rows.append((f"  varlen {k}", fmt(v)))
+    if defaults:
+        rows.append(("defaults used", " ".join(f"{k}={_show(v)}" for k, v in defaults.items())))
+    for k, o in overrides.items():
+        rows.append((f"{o['by']} overrides the file", f"{k}: {_show(o['file'])} -> {_show(o['used'])}"))
     console().print(kv_table("parasim train", rows))
     if not res.fits:
         console().print("[bold red]does not fit[/]: peak memory exceeds the GPU's HBM (see the breakdown above)")
