@@ -140,12 +140,13 @@ def plan_train_cmd(
     gpus: list[str] = typer.Option(..., "--gpus", help="GPU count, a list (8192,16384) or a doubling range (1024-16384)."),
     seq_len: int = typer.Option(..., "--seq-len", help="Tokens per sequence."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Tokens per optimizer step."),
-    global_batch: Optional[int] = typer.Option(None, "--global-batch", help="Sequences per optimizer step."),
+    global_batch: Optional[int] = typer.Option(None, "--global-batch", help="Sequences per optimizer step (exact)."),
+    batch_tolerance: Optional[float] = typer.Option(None, "--batch-tolerance", help="With --global-batch-tokens: how far (relative) each plan's batch may be from the budget [default: 0.05]."),
     objective: str = typer.Option("tokens-per-s", "--objective", help="tokens-per-s | time-to-train | cost | mfu | memory."),
     tokens: Optional[float] = typer.Option(None, "--tokens", help="Training tokens, for time-to-train and cost."),
     top: Top = 10,
     pareto: Optional[str] = typer.Option(None, "--pareto", help="Two objectives, e.g. tokens-per-s,memory."),
-    reference: Optional[str] = typer.Option(None, "--reference", help="A plan to locate in the ranking, e.g. tp=8,pp=16,zero=2."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="A plan to locate in the ranking, e.g. tp=8,pp=16,zero=2 (unnamed fields: the best ranked plan with these)."),
     tp: Optional[str] = typer.Option(None, "--tp", help="TP degrees to try.", rich_help_panel=PANEL_SPACE),
     pp: Optional[str] = typer.Option(None, "--pp", help="PP degrees to try.", rich_help_panel=PANEL_SPACE),
     cp: Optional[str] = typer.Option(None, "--cp", help="CP degrees to try.", rich_help_panel=PANEL_SPACE),
@@ -183,7 +184,7 @@ def plan_train_cmd(
     if top < 1:
         raise InputError("top", f"must be >= 1, got {top}")
     req = TrainSearch(model=model, gpu=tuple(gpu), gpus=gpu_counts(gpus), seq_len=seq_len, global_batch=global_batch,
-                      global_batch_tokens=global_batch_tokens, objective=objective, tokens=tokens, top=top,
+                      global_batch_tokens=global_batch_tokens, batch_tolerance=batch_tolerance, objective=objective, tokens=tokens, top=top,
                       pareto=pareto, choices={k: v for k, v in choices.items() if v},
                       reference=key_values(reference, "reference"), workers=workers, executor=executor,
                       ray_address=ray_address)
@@ -205,28 +206,66 @@ def plan_train_cmd(
 def _train_cells(r: dict, multi: bool = False) -> list[Any]:
     m = r["metrics"]
     return [r.get("rank") or "-", f"{r['gpus']} {r['gpu']}" if multi else r["gpus"], r["tp"], r["pp"], r["dp"], r["cp"], r["ep"],
-            r["virtual_stages"], r["micro_batch"], r["recompute"][:4], r["zero"], f"{m['tokens_per_s'] / 1e6:.3f}",
-            f"{100 * m['mfu']:.1f}", f"{m['step_time_s']:.3f}", f"{m['peak_memory_gb_per_gpu']:.1f}"]
+            r["virtual_stages"], r["micro_batch"], r["global_batch"], r["recompute"][:4], r["zero"],
+            f"{m['tokens_per_s'] / 1e6:.3f}", f"{100 * m['mfu']:.1f}", f"{m['step_time_s']:.3f}",
+            f"{m['peak_memory_gb_per_gpu']:.1f}"]
 
 
-TRAIN_COLUMNS = ("rank", "GPUs", "tp", "pp", "dp", "cp", "ep", "v", "mb", "rcmp", "zero", "Mtok/s", "MFU%",
+TRAIN_COLUMNS = ("rank", "GPUs", "tp", "pp", "dp", "cp", "ep", "v", "mb", "gb", "rcmp", "zero", "Mtok/s", "MFU%",
                  "step s", "mem GB")
+
+
+def batch_line(out: dict) -> str:
+    """How the global batch (the `gb` column, sequences) was chosen."""
+    if out["global_batch"] is not None:
+        return f"global batch: {out['global_batch']} sequences of {out['seq_len']} tokens (exact)"
+    tol = out["batch_tolerance"]
+    how = "the default --batch-tolerance" if "batch_tolerance" in out.get("defaults", {}) else "--batch-tolerance"
+    return (f"global batch: about {out['global_batch_tokens']:,} tokens +-{100 * tol:g} % ({how} {tol:g}); gb = the "
+            f"{out['seq_len']}-token sequences nearest it that each plan's dp x mb (interleaved: x pp) divides")
+
+
+def reference_line(out: dict) -> str | None:
+    ref = out.get("reference")
+    if not ref:
+        return None
+    given = ",".join(f"{k}={v}" for k, v in ref["given"].items())
+    if ref.get("in_ranking"):
+        where = f"rank {ref['rank']} of {len(out['ranked'])}"
+    elif ref.get("rank"):
+        where = f"would rank {ref['rank']} of {len(out['ranked'])} (simulated on its own, not in the ranked list)"
+    else:
+        where = f"not ranked ({ref.get('reason')})"
+    filled = " ".join(f"{k}={v}" for k, v in (ref.get("filled") or {}).items())
+    return f"reference plan {given}: {where}" + (f"; filled from {ref['filled_by']}: {filled}" if filled else "")
 
 
 def render_train(out: dict, top: int) -> None:
     c = console()
     multi = len(out["gpu"]) > 1
-    rows = [_train_cells(r, multi) for r in out["ranked"][:top]]
-    c.print(table(f"plan train: {out['model']} on {', '.join(out['gpu'])} - best {top} of {len(out['ranked'])} "
-                  f"feasible by {out['objective']}",
-                  TRAIN_COLUMNS, rows))
+    # one (GPU type, count) pair: it goes in the title and its column is left out, so the table
+    # (with 5-digit GPU counts and 4-digit batches) stays within 100 characters
+    single = not multi and len(out["gpus"]) == 1
+    cols = [k for i, k in enumerate(TRAIN_COLUMNS) if not (single and i == 1)]
+
+    def cells(r: dict, label: Any) -> list[Any]:
+        row = [label, *_train_cells(r, multi)[1:]]
+        return [v for i, v in enumerate(row) if not (single and i == 1)]
+
+    on = f"{out['gpus'][0]} x {out['gpu'][0]}" if single else ", ".join(out["gpu"])
+    c.print(table(f"plan train: {out['model']} on {on} - best {top} of {len(out['ranked'])} feasible by "
+                  f"{out['objective']}", cols, [cells(r, r.get("rank") or "-") for r in out["ranked"][:top]]))
+    c.print(batch_line(out))
     extra = []
     if out.get("baseline"):
-        extra.append(["base", *_train_cells(out["baseline"], multi)[1:]])
-    if out.get("reference") and out["reference"].get("metrics") and out["reference"].get("rank"):
-        extra.append([f"ref #{out['reference']['rank']}", *_train_cells(out["reference"], multi)[1:]])
+        extra.append(cells(out["baseline"], "base"))
+    ref = out.get("reference")
+    if ref and ref.get("metrics") and ref.get("rank"):
+        extra.append(cells(ref, "ref"))  # its rank is on the reference line below (a narrow column)
     if extra:
-        c.print(table("heuristic baseline / reference plan", TRAIN_COLUMNS, extra))
+        c.print(table("heuristic baseline / reference plan", cols, extra))
+    if ref:
+        c.print(reference_line(out))
     render_common(out)
 
 
@@ -240,10 +279,6 @@ def render_common(out: dict) -> None:
     if out.get("pareto"):
         p = out["pareto"]
         c.print(f"Pareto front ({' vs '.join(p['objectives'])}): ranks {', '.join(str(x) for x in p['front'])}")
-    ref = out.get("reference")
-    if ref:
-        c.print(f"reference plan: rank {ref.get('rank') or 'not ranked'}"
-                + (f" ({ref.get('reason')})" if ref.get("reason") else "") + f" of {len(out['ranked'])}")
     for line in out["explanation"]["text"]:
         c.print(f"- {line}")
     c.print(f"evaluated {out['evaluated']} plans of a raw space of {out['space_size']:,} in "

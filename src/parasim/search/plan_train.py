@@ -8,8 +8,13 @@
    adds work), so they are dropped as `dominated_recompute` instead of simulated.
 3. Simulate the survivors in parallel (executors.py) with `parasim.training.simulate`; a plan the
    simulator finds does not fit is dropped as `memory_activations`.
-4. Rank by the objective (ties: fewer GPUs, then the plan's fields in a fixed order), Pareto front,
-   heuristic baseline, explanation.
+4. Rank by the objective (ties: fewer GPUs, then the global batch nearest the token budget, then
+   the plan's fields in a fixed order), Pareto front, heuristic baseline, the --reference plan
+   (train_reference.py), explanation.
+
+The global batch is per plan (train_batch.py): the exact --global-batch, or with
+--global-batch-tokens the batch nearest the budget that the plan's layout can split, within
+--batch-tolerance; each row records its `global_batch` and `global_batch_tokens`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from parasim.search.objectives import TRAIN_OBJECTIVES, get_objective, parse_par
 from parasim.search.pareto import pareto_front
 from parasim.search.prune import Pruned
 from parasim.search.space import default_train_choices, enumerate_train
+from parasim.search.train_batch import BatchTarget
 from parasim.specs.catalog import default_cluster, get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
@@ -44,6 +50,7 @@ class TrainSearch:
     seq_len: int
     global_batch: int | None = None  # sequences
     global_batch_tokens: int | None = None
+    batch_tolerance: float | None = None  # relative, with global_batch_tokens (None: DEFAULT_BATCH_TOLERANCE)
     objective: str = "tokens-per-s"
     tokens: float | None = None  # for time-to-train / cost
     top: int = 10
@@ -60,18 +67,9 @@ def cluster_for(acc_id: str, gpus: int) -> ClusterSpec:
     return default_cluster(acc_id, gpus)
 
 
-def resolve_batch(req: TrainSearch) -> int:
-    if req.seq_len is None or req.seq_len < 1:
-        raise InputError("seq-len", f"must be a positive integer, got {req.seq_len}")
-    if (req.global_batch is None) == (req.global_batch_tokens is None):
-        raise InputError("global-batch", "give exactly one of --global-batch (sequences) or --global-batch-tokens")
-    if req.global_batch is not None:
-        if req.global_batch < 1:
-            raise InputError("global-batch", f"must be a positive integer, got {req.global_batch}")
-        return req.global_batch
-    if req.global_batch_tokens < req.seq_len:
-        raise InputError("global-batch-tokens", f"must be at least seq_len={req.seq_len}, got {req.global_batch_tokens}")
-    return max(1, round(req.global_batch_tokens / req.seq_len))
+def resolve_batch(req: TrainSearch) -> BatchTarget:
+    return BatchTarget.from_request(seq_len=req.seq_len, global_batch=req.global_batch,
+                                    global_batch_tokens=req.global_batch_tokens, tolerance=req.batch_tolerance)
 
 
 # --- activation memory, cached ---------------------------------------------------------------
@@ -172,13 +170,16 @@ def plan_row(item: dict, result: dict, price: float) -> dict:
     """A plan object: plan fields at top level, metrics (as `parasim train --json`) under `metrics`."""
     metrics = result["metrics"]
     row = {k: metrics["plan"].get(k, item.get(k)) for k in metrics["plan"]}
-    row.update({"gpu": item["gpu"], "gpus": item["gpus"], "price_usd_per_hour": price, "metrics": metrics})
+    row.update({"gpu": item["gpu"], "gpus": item["gpus"], "global_batch_tokens": row["global_batch"] * row["seq_len"],
+                "price_usd_per_hour": price, "metrics": metrics})
     return row
 
 
-def sort_key(obj, options: dict) -> Any:
+def sort_key(obj, options: dict, batch: BatchTarget) -> Any:
+    """Objective, then fewer GPUs, then the batch nearest the budget, then the plan fields."""
     def key(row: dict) -> tuple:
-        return (obj.score(row, options), row["gpus"], row["gpu"], tuple(str(row.get(k)) for k in PLAN_KEYS))
+        return (obj.score(row, options), row["gpus"], batch.deviation(row["global_batch"]), row["gpu"],
+                tuple(str(row.get(k)) for k in PLAN_KEYS))
     return key
 
 
@@ -186,27 +187,11 @@ def same_plan(a: dict, b: dict) -> bool:
     return all(a.get(k) == b.get(k) for k in PLAN_KEYS) and a.get("gpu") == b.get("gpu") and a.get("gpus") == b.get("gpus")
 
 
-def reference_item(req: TrainSearch, model: ModelSpec, global_batch: int) -> dict | None:
-    if not req.reference:
-        return None
-    from parasim.training import TrainingPlan
-
-    ref = dict(req.reference)
-    gpu = ref.pop("gpu", req.gpu[0])
-    gpus = int(ref.pop("gpus", req.gpus[0]))
-    ref.setdefault("global_batch", global_batch)
-    ref.setdefault("sequence_parallel", int(ref.get("tp", 1)) > 1)  # the space's convention
-    ref.setdefault("seq_len", req.seq_len)
-    plan = TrainingPlan.from_mapping(ref, gpus=gpus).check(model, gpus)
-    d = {k: getattr(plan, k) for k in PLAN_KEYS}
-    d["schedule"] = plan.schedule_name
-    return {**d, "gpu": gpu, "gpus": gpus}
-
-
-def baseline_items(model: ModelSpec, cluster: ClusterSpec, gpu: str, global_batch: int, seq_len: int) -> list[dict]:
+def baseline_items(model: ModelSpec, cluster: ClusterSpec, gpu: str, batch: BatchTarget) -> list[dict]:
     """Heuristic: TP = GPUs per node (halved until it divides the heads), micro-batch 1, 1F1B,
-    Megatron's distributed optimizer (zero 1) and selective recompute, DP for the rest; the
-    candidates are the PPs in increasing order - the first that fits is the baseline."""
+    Megatron's distributed optimizer (zero 1) and selective recompute, DP for the rest, the global
+    batch by the search's rule; the candidates are the PPs in increasing order - the first that
+    fits is the baseline."""
     tp = min(cluster.gpus_per_node, cluster.gpus)
     while tp > 1 and (model.heads % tp or cluster.gpus % tp):
         tp //= 2
@@ -215,13 +200,39 @@ def baseline_items(model: ModelSpec, cluster: ClusterSpec, gpu: str, global_batc
         if cluster.gpus % (tp * pp):
             continue
         dp = cluster.gpus // (tp * pp)
-        if global_batch % dp:
+        global_batch = batch.pick(dp)
+        if global_batch is None:
             continue
         out.append({"tp": tp, "pp": pp, "dp": dp, "cp": 1, "ep": 1, "virtual_stages": 1,
-                    "sequence_parallel": tp > 1, "micro_batch": 1, "global_batch": global_batch, "seq_len": seq_len,
-                    "recompute": "selective", "zero": 1, "precision": "bf16", "schedule": "1f1b",
-                    "gpu": gpu, "gpus": cluster.gpus})
+                    "sequence_parallel": tp > 1, "micro_batch": 1, "global_batch": global_batch,
+                    "seq_len": batch.seq_len, "recompute": "selective", "zero": 1, "precision": "bf16",
+                    "schedule": "1f1b", "gpu": gpu, "gpus": cluster.gpus})
     return out
+
+
+def find_reference(req: TrainSearch, model: ModelSpec, given: dict, batch: BatchTarget, ranked: list[dict],
+                   context: dict, prices: dict, objective, options: dict, key) -> dict:
+    """The --reference plan, filled as train_reference.py documents, with its rank (or why none)."""
+    from parasim.search import train_reference as tr
+
+    info = {"given": dict(given)}
+    hit = next((r for r in ranked if tr.matches(r, given)), None)
+    if hit is not None:
+        filled = {k: hit[k] for k in (*PLAN_KEYS, "gpu", "gpus") if k not in given and k != "seq_len"}
+        return {**hit, **info, "filled": filled, "filled_by": tr.FILLED_BY_SEARCH, "in_ranking": True}
+    gpu, gpus = given.get("gpu", req.gpu[0]), given.get("gpus", req.gpus[0])
+    item, reason = tr.default_item(model, given, batch, gpu, gpus)
+    info["filled_by"] = tr.FILLED_BY_DEFAULTS
+    if item is None:
+        return {**info, "rank": None, "in_ranking": False, "feasible": False, "reason": reason, "metrics": None}
+    info["filled"] = {k: item[k] for k in (*PLAN_KEYS, "gpu", "gpus") if k not in given and k != "seq_len"}
+    res = evaluate(context, item)
+    if not res["ok"]:
+        return {**item, **info, "rank": None, "in_ranking": False, "feasible": False, "reason": res.get("reason"),
+                "message": res.get("message"), "metrics": None}
+    row = plan_row(item, res, prices[gpu])
+    row["objective_value"] = objective.value(row, options)
+    return {**row, **info, "rank": tr.locate(ranked, row, key), "in_ranking": False, "feasible": True}
 
 
 def run_search(req: TrainSearch, progress=None) -> dict:
@@ -239,7 +250,11 @@ def run_search(req: TrainSearch, progress=None) -> dict:
     for n in req.gpus:
         if n < 1:
             raise InputError("gpus", f"must be a positive integer, got {n}")
-    global_batch = resolve_batch(req)
+    batch = resolve_batch(req)
+    if req.reference:
+        from parasim.search.train_reference import parse_reference
+
+        given = parse_reference(req.reference, req.gpu, req.gpus)
     options = {"tokens": req.tokens or 0.0}
     clusters = {(g, n): cluster_for(g, n) for g in req.gpu for n in req.gpus}
     pruned = Pruned()
@@ -249,14 +264,11 @@ def run_search(req: TrainSearch, progress=None) -> dict:
         choices = default_train_choices(model, cluster, req.seq_len, **req.choices)
         raw += choices.size
         pc = Pruned()
-        found = [{**d, "gpu": g, "gpus": n} for d in enumerate_train(model, cluster, global_batch=global_batch,
-                                                                      seq_len=req.seq_len, choices=choices, pruned=pc)]
+        found = [{**d, "gpu": g, "gpus": n} for d in enumerate_train(model, cluster, batch=batch, seq_len=req.seq_len,
+                                                                      choices=choices, pruned=pc)]
         pruned.update(pc)
         cands += screen_memory(model, cluster.accelerator.hbm_bytes, found, pruned)
-    ref = reference_item(req, model, global_batch)
-    if ref is not None and not any(same_plan(ref, c) for c in cands):
-        cands.append(ref)
-    base_cands = [b for (g, n), cl in clusters.items() for b in baseline_items(model, cl, g, global_batch, req.seq_len)]
+    base_cands = [b for (g, n), cl in clusters.items() for b in baseline_items(model, cl, g, batch)]
     context = {"model": model, "clusters": clusters}
     if progress:
         progress.start(len(cands))
@@ -267,7 +279,7 @@ def run_search(req: TrainSearch, progress=None) -> dict:
     errors: dict[str, str] = {}
     for item, res in pruned.successes(cands, outcome.results, errors):
         ranked.append(plan_row(item, res, prices[item["gpu"]]))
-    key = sort_key(objective, options)
+    key = sort_key(objective, options, batch)
     ranked.sort(key=key)
     for i, row in enumerate(ranked, start=1):
         row["rank"] = i
@@ -285,19 +297,15 @@ def run_search(req: TrainSearch, progress=None) -> dict:
             baseline["rank"] = None
             baseline["objective_value"] = objective.value(baseline, options)
             break
-    reference = None
-    if ref is not None:
-        reference = next((r for r in ranked if same_plan(r, ref)), None)
-        if reference is None:
-            res = evaluate(context, ref)
-            reference = {**ref, "rank": None, "feasible": False, "reason": res.get("reason"),
-                         "metrics": res.get("metrics")}
+    reference = (find_reference(req, model, given, batch, ranked, context, prices, objective, options, key)
+                 if req.reference else None)
     from parasim.search.explain import explain
 
     out = {
         "command": "plan train", "model": model.name, "gpu": list(req.gpu), "gpus": list(req.gpus),
-        "global_batch": global_batch, "seq_len": req.seq_len, "objective": objective.name,
+        **batch.as_dict(), "seq_len": req.seq_len, "objective": objective.name,
         "objective_metric": objective.metric, "tokens": req.tokens,
+        "defaults": ({"batch_tolerance": batch.tolerance} if batch.tokens and req.batch_tolerance is None else {}),
         "best": ranked[0] if ranked else None, "ranked": ranked, "evaluated": len(cands) - outcome.results.count(None),
         "space_size": raw, "pruned": pruned.as_dict(), "errors": errors, "baseline": baseline, "reference": reference,
         "pareto": ({"objectives": [o.name for o in pareto_objs],
