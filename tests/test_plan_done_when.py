@@ -44,3 +44,21 @@ def test_llama3_70b_serving_plan_and_rerun(tmp_path):
     again = run_cli("serve", "-c", str(y), "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["summary"] == best["metrics"]["summary"]
+
+
+def test_docs_planner_example_reference_is_the_paper_plan():
+    """docs/planner.md's example names the whole paper plan, so it lands where the docs say (the
+    test above locates it); a partial reference would resolve to the best plan with those fields."""
+    import re
+    import shlex
+
+    from parasim.cli.plan_cmd import key_values
+    from tests.conftest import REPO
+
+    text = (REPO / "docs" / "planner.md").read_text().replace("\\\n", " ")
+    cmd = next(ln for ln in text.splitlines() if ln.startswith("parasim plan train"))
+    args = shlex.split(cmd)
+    ref = key_values(args[args.index("--reference") + 1], "reference")
+    assert {k: ref[k] for k in ref} == {k: PAPER[k] for k in ref}
+    assert set(PAPER) - set(ref) <= {"sequence_parallel", "schedule"}  # the search's own convention fills them
+    assert re.search(r"--global-batch-tokens 16777216", cmd)

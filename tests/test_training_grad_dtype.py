@@ -8,7 +8,7 @@ def test_wgrad_accum_scales_with_grad_dtype():
     m = get_model("llama-3-8b")
     from parasim.cli.train_cmd import build
 
-    _, cluster, _ = build({"model": "llama-3-8b", "gpu": "h100-sxm", "gpus": 8})
+    _, cluster, _, _ = build({"model": "llama-3-8b", "gpu": "h100-sxm", "gpus": 8})
     base = dict(tp=1, pp=1, dp=8, micro_batch=1, global_batch=64, seq_len=4096)
     r32 = simulate(m, cluster, TrainingPlan(**base))
     r16 = simulate(m, cluster, TrainingPlan(**base, grad_dtype="bf16"))

@@ -64,7 +64,7 @@ class BatchTarget:
         below = (self.tokens // self.seq_len // granule) * granule  # largest multiple at or under the budget
         cands = [b for b in (below, below + granule) if b >= granule]
         best = min(cands, key=lambda b: (abs(b * self.seq_len - self.tokens), b))
-        return best if self.deviation(best) <= self.tolerance else None
+        return best if abs(best * self.seq_len - self.tokens) <= self.tolerance * self.tokens else None
 
     def deviation(self, sequences: int) -> float:
         """Relative distance of `sequences` from the token budget (0 for an exact request)."""
