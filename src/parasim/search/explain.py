@@ -20,7 +20,7 @@ from typing import Any
 
 from parasim.search.objectives import Objective
 
-TRAIN_FIELDS = ("tp", "pp", "dp", "cp", "ep", "virtual_stages", "micro_batch", "recompute", "zero", "schedule",
+TRAIN_FIELDS = ("tp", "pp", "dp", "cp", "ep", "virtual_stages", "micro_batch", "global_batch", "recompute", "zero", "schedule",
                 "gpu", "gpus")
 SERVE_FIELDS = ("gpu", "tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "weights", "kv_dtype",
                 "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
