@@ -37,16 +37,16 @@ def test_azure_2023_seven_fractional_digits():
 def test_azure_2024_zones_and_missing_fractions():
     w = read_trace(DATA / "azure_2024.csv")
     assert w.arrival_s.tolist() == pytest.approx([0.0, 0.041683, 0.157988, 1.5], abs=1e-9)
-    assert w.output_tokens.tolist() == [3, 3, 38, 104]
+    assert w.output_tokens.tolist() == [4, 2, 41, 98]
 
 
 def test_burstgpt_failures_are_skipped_and_counted():
     w = read_trace(DATA / "burstgpt.csv")
     assert w.trace["format"] == "burstgpt" and w.trace["skipped"] == {"no_output_tokens": 1}
-    assert w.arrival_s.tolist() == [0.0, 0.0, 40.0, 113.0]  # seconds from the first request (5 s)
-    assert w.prompt_tokens.tolist() == [472, 210, 1087, 417]  # equal times keep file order
+    assert w.arrival_s.tolist() == [0.0, 0.0, 45.0, 124.0]  # seconds from the first request (7 s)
+    assert w.prompt_tokens.tolist() == [530, 190, 1140, 388]  # equal times keep file order
     note = trace_note(w.trace)
-    assert "skipped 1 row with 0 output tokens" in note and "5 s" in note
+    assert "skipped 1 row with 0 output tokens" in note and "7 s" in note
 
 
 def test_mapped_columns_with_a_unit():
@@ -88,9 +88,9 @@ def test_mapped_column_missing_from_the_header():
 
 def test_limit_counts_kept_requests_in_file_order():
     w = read_trace(DATA / "burstgpt.csv", limit=3)
-    assert w.prompt_tokens.tolist() == [472, 210, 1087]
+    assert w.prompt_tokens.tolist() == [530, 190, 1140]
     w = read_trace(DATA / "burstgpt.csv", limit=4)  # the failure on line 5 is skipped, not counted
-    assert w.prompt_tokens.tolist() == [472, 210, 1087, 417]
+    assert w.prompt_tokens.tolist() == [530, 190, 1140, 388]
 
 
 def test_unsorted_rows_are_sorted_stably(tmp_path):
