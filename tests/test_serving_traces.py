@@ -133,7 +133,7 @@ def test_context_is_checked_against_the_model(tmp_path):
 
 # --- hostile files: exit 2 naming the file and line, never a traceback ------------------------------
 
-@pytest.mark.parametrize("cell", ["NaN", "nan", "inf", "-Infinity", "1e20", "-5", "1.5", "abc", "0x10", "1_000", "9" * 5000])
+@pytest.mark.parametrize("cell", ["NaN", "nan", "inf", "-Infinity", "1e20", "-5", "1.5", "abc", "0x10", "1_000", "\u0663", "9" * 5000])
 def test_hostile_csv_cells(tmp_path, cell):
     path = tmp_path / "t.csv"
     path.write_text(f"arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,5\n1,{cell},5\n")

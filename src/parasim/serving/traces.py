@@ -145,9 +145,10 @@ def _resolve(names: list[str], wanted: TraceColumns | None, where: str) -> Trace
 
 
 # --- values ------------------------------------------------------------------------------------
-_INT = re.compile(r"[+-]?\d+")
-_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_DATETIME = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?\s*(Z|z|[+-]\d{2}:?\d{2})?")
+_INT = re.compile(r"[+-]?\d+", re.ASCII)
+_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_DATETIME = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?\s*(Z|z|[+-]\d{2}:?\d{2})?",
+                       re.ASCII)
 
 
 def _number_text(text: str) -> float | int | None:
@@ -178,14 +179,16 @@ _DAYS: dict[str, int | None] = {}
 def _day(text: str) -> int | None:
     """The proleptic ordinal of a YYYY-MM-DD date, None if it is not a date (cached: a trace holds
     few distinct days and millions of rows)."""
-    if text not in _DAYS:
-        try:
-            _DAYS[text] = date.fromisoformat(text).toordinal()
-        except ValueError:
-            _DAYS[text] = None
-        if len(_DAYS) > 100_000:
-            _DAYS.clear()
-    return _DAYS[text]
+    if text in _DAYS:
+        return _DAYS[text]
+    try:
+        day: int | None = date.fromisoformat(text).toordinal()
+    except ValueError:
+        day = None
+    if len(_DAYS) >= 100_000:
+        _DAYS.clear()
+    _DAYS[text] = day
+    return day
 
 
 def _datetime(text: str) -> tuple[int, float] | None:
