@@ -265,3 +265,156 @@ def test_llama_config_roundtrip(tmp_path_factory, layers, kv, group, head_dim, f
     expected = layers * per_layer + vocab * hidden * (1 if tied else 2) + hidden
     assert m.params_total == expected
     assert m.kv_values_per_token_per_layer == 2 * kv * head_dim
+
+
+# --- OPT (facebook/opt-*): configs as published on the Hugging Face hub --------------------------
+
+def _opt(**kw) -> dict:
+    base = {"architectures": ["OPTForCausalLM"], "model_type": "opt", "activation_function": "relu",
+            "do_layer_norm_before": True, "dropout": 0.1, "enable_bias": True, "max_position_embeddings": 2048,
+            "vocab_size": 50272, "_remove_final_layer_norm": False}
+    return {**base, **kw}
+
+
+OPT_13B = _opt(_name_or_path="facebook/opt-13b", hidden_size=5120, ffn_dim=20480, num_attention_heads=40,
+               num_hidden_layers=40, word_embed_proj_dim=5120)
+OPT_66B = _opt(hidden_size=9216, ffn_dim=36864, num_attention_heads=72, num_hidden_layers=64, word_embed_proj_dim=9216)
+OPT_6_7B = _opt(hidden_size=4096, ffn_dim=16384, num_attention_heads=32, num_hidden_layers=32, word_embed_proj_dim=4096)
+OPT_350M = _opt(hidden_size=1024, ffn_dim=4096, num_attention_heads=16, num_hidden_layers=24, word_embed_proj_dim=512,
+                do_layer_norm_before=False)
+
+
+def _opt_params_by_hand(layers, d, ffn, vocab=50272, positions=2048, proj=None, final_norm=True):
+    """OPT as transformers builds it: tied token embedding (vocab x proj), a learned position table
+    of positions + 2 rows, per layer q/k/v/out with biases, fc1/fc2 with biases, two LayerNorms
+    (weight + bias); a final LayerNorm (pre-LN); bias-free project_in/out when proj != d."""
+    proj = proj or d
+    per_layer = 4 * (d * d + d) + (d * ffn + ffn) + (ffn * d + d) + 2 * 2 * d
+    edges = vocab * proj + (positions + 2) * d + (2 * proj * d if proj != d else 0)
+    return layers * per_layer + edges + (2 * d if final_norm else 0)
+
+
+@pytest.mark.parametrize("cfg, published, hand", [
+    (OPT_13B, 12.85e9, _opt_params_by_hand(40, 5120, 20480)),
+    (OPT_66B, 65.7e9, _opt_params_by_hand(64, 9216, 36864)),
+    (OPT_6_7B, 6.66e9, _opt_params_by_hand(32, 4096, 16384)),
+    (OPT_350M, 331e6, _opt_params_by_hand(24, 1024, 4096, proj=512, final_norm=False)),
+])
+def test_opt_parameter_counts(tmp_path, cfg, published, hand):
+    m = load_model_file(write(tmp_path, cfg))
+    assert m.model_type == "opt" and m.family == "gpt" and not m.gated_mlp and m.biases
+    assert m.learned_positions and m.tied_embeddings and m.kv_heads == m.heads and m.dropout
+    assert m.params_total == hand
+    assert m.params_total == pytest.approx(published, rel=2e-3)
+
+
+def test_opt_13b_exact_and_flops(tmp_path):
+    m = load_model_file(write(tmp_path, OPT_13B))
+    assert m.name == "opt-13b" and m.params_total == 12_853_473_280
+    # 2N per token counts every matmul: 40 blocks plus the (tied) LM head, not the position table
+    blocks = 40 * (4 * 5120 * 5120 + 4 * 5120 + 2 * 5120 * 20480 + 20480 + 5120)
+    assert m.matmul_params_active == blocks + 50272 * 5120
+
+
+def test_opt_350m_projections_feed_flops_and_memory(tmp_path):
+    from parasim.cost.flops import layer_matmul_params_active
+    from parasim.cost.memory import weight_params_per_gpu
+
+    m = load_model_file(write(tmp_path, OPT_350M))
+    assert m.embed_dim == 512 and not m.final_norm
+    per_layer_matmul = 4 * 1024 * 1024 + 4 * 1024 + 2 * 1024 * 4096 + 4096 + 1024
+    assert layer_matmul_params_active(m) == 24 * per_layer_matmul
+    assert m.matmul_params_active == 24 * per_layer_matmul + 50272 * 512 + 2 * 512 * 1024
+    assert weight_params_per_gpu(m) == m.params_total  # one GPU holds every parameter once
+
+
+# --- --model DIR: a checkpoint folder as people have it ---------------------------------------------
+
+def test_checkpoint_folder_is_named_after_name_or_path_else_the_folder(tmp_path):
+    folder = tmp_path / "my-opt"
+    folder.mkdir()
+    write(folder, OPT_13B)
+    assert catalog.get_model(str(folder)).name == "opt-13b"  # _name_or_path wins
+    write(folder, {k: v for k, v in OPT_13B.items() if k != "_name_or_path"})
+    assert catalog.get_model(str(folder)).name == "my-opt"  # not "config"
+    assert catalog.get_model(str(folder / "config.json")).name == "my-opt"
+    write(folder, {**OPT_13B, "_name_or_path": "./"})  # saved from a local path: the folder again
+    assert catalog.get_model(str(folder)).name == "my-opt"
+    snap = tmp_path / "models--facebook--opt-6.7b" / "snapshots" / "0123abcd"
+    snap.mkdir(parents=True)
+    write(snap, OPT_6_7B)
+    assert catalog.get_model(str(snap)).name == "opt-6.7b"  # a Hugging Face cache snapshot
+
+
+def test_folder_without_config_json(tmp_path):
+    with pytest.raises(InputError) as e:
+        catalog.get_model(str(tmp_path))
+    assert e.value.field == "model" and "config.json" in e.value.message
+
+
+def test_model_reference_is_absolute_for_paths_only(tmp_path, monkeypatch):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    write(folder, LLAMA3_8B)
+    monkeypatch.chdir(tmp_path)
+    assert catalog.model_reference("ckpt") == str(folder.resolve())
+    assert catalog.model_reference("llama-3-8b") == "llama-3-8b"
+    assert catalog.model_reference("meta-llama/Llama-3.1-70B-Instruct") == "meta-llama/Llama-3.1-70B-Instruct"
+
+
+# --- hostile configs: one error naming the key, never a traceback or a silent truncation -----------
+
+@pytest.mark.parametrize("key, value", [
+    ("num_attention_heads", 0), ("num_hidden_layers", 1.5), ("num_hidden_layers", 1e20),
+    ("hidden_size", -4096), ("intermediate_size", "14336"), ("vocab_size", True), ("num_key_value_heads", 1e300),
+])
+def test_hostile_sizes_name_the_key(tmp_path, key, value):
+    with pytest.raises(InputError) as e:
+        load_model_file(write(tmp_path, {**LLAMA3_8B, key: value}))
+    assert key in e.value.field
+
+
+def test_nan_infinity_and_deep_nesting_are_refused(tmp_path):
+    for text in ('{"model_type": "llama", "hidden_size": NaN}', '{"model_type": "llama", "hidden_size": Infinity}',
+                 '{"model_type": "llama", "x": ' + "[" * 500 + "]" * 500 + "}"):
+        with pytest.raises(InputError):
+            load_model_file(write(tmp_path, text))
+
+
+def test_binary_and_utf16_configs(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_bytes(json.dumps(LLAMA3_8B).encode("utf-16"))
+    with pytest.raises(InputError, match="UTF-16"):
+        load_model_file(path)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    with pytest.raises(InputError, match="not a text file"):
+        load_model_file(path)
+
+
+@pytest.mark.parametrize("line, key", [("layers: 1.5", "layers"), ("layers: 1e20", "layers"),
+                                       ("heads: '4'", "heads"), ("hidden: -64", "hidden"),
+                                       ("tied_embeddings: 1", "tied_embeddings")])
+def test_parasim_yaml_sizes_are_checked(tmp_path, line, key):
+    path = tmp_path / "m.yaml"
+    base = {"family": "llama", "layers": "2", "hidden": "64", "heads": "4", "ffn_hidden": "128", "vocab": "100"}
+    k = line.split(":")[0]
+    body = "\n".join(f"{a}: {b}" for a, b in base.items() if a != k) + "\n" + line + "\n"
+    path.write_text(body)
+    with pytest.raises(InputError) as e:
+        load_model_file(path)
+    assert key in e.value.field
+
+
+def test_cli_model_folder_and_hostile_config(tmp_path):
+    from tests.conftest import run_cli
+
+    folder = tmp_path / "opt-13b-local"
+    folder.mkdir()
+    write(folder, {k: v for k, v in OPT_13B.items() if k != "_name_or_path"})
+    r = run_cli("inspect", "--model", str(folder), "--gpu", "h100-sxm", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert "opt-13b-local" in json.dumps(out) and "12853473280" in json.dumps(out).replace("_", "")
+    write(folder, {**OPT_13B, "num_hidden_layers": 1e20})
+    r = run_cli("inspect", "--model", str(folder), "--gpu", "h100-sxm")
+    assert r.returncode == 2 and "num_hidden_layers" in r.stderr and "Traceback" not in r.stderr

@@ -194,7 +194,7 @@ def plan_train_cmd(
     finally:
         bar.stop()
     if emit_yaml and out["best"]:
-        write_yaml(emit_yaml, emit_yaml_mapping(out["best"]))
+        write_yaml(emit_yaml, emit_yaml_mapping(out["best"], model))
     if json_out:
         print_json(out)
     else:
@@ -311,7 +311,8 @@ def plan_serve_cmd(
     slo_ttft: float = typer.Option(..., "--slo-ttft", help="p-th percentile TTFT SLO, seconds."),
     slo_tpot: float = typer.Option(..., "--slo-tpot", help="TPOT SLO, seconds per output token."),
     attainment: float = typer.Option(0.9, "--attainment", help="Share of requests that must meet both SLOs."),
-    trace: Optional[Path] = typer.Option(None, "--trace", help="JSONL/CSV trace (arrival_s, prompt_tokens, output_tokens)."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="JSONL/CSV trace: parasim's columns, Vidur's, Azure's LLM inference trace or BurstGPT's, recognised from the header."),
+    trace_columns: Optional[str] = typer.Option(None, "--trace-columns", help="Map another trace's columns: arrival=COL,prompt=COL,output=COL[,arrival_unit=s|ms|us|ns]."),
     rate: Optional[float] = typer.Option(None, "--rate", help="Poisson arrivals per second (with --prompt-tokens/--output-tokens)."),
     prompt_tokens: Optional[int] = typer.Option(None, "--prompt-tokens", help="Prompt length (mean for lognormal)."),
     output_tokens: Optional[int] = typer.Option(None, "--output-tokens", help="Output length (mean for lognormal)."),
@@ -355,7 +356,7 @@ def plan_serve_cmd(
     if max_batches:
         kw["max_batches"] = int_list(max_batches, "max-batches")
     req = ServeSearch(model=model, gpu=tuple(gpu), max_gpus=max_gpus, slo_ttft=slo_ttft, slo_tpot=slo_tpot,
-                      attainment=attainment, trace=str(trace) if trace else None, rate=rate,
+                      attainment=attainment, trace=str(trace) if trace else None, trace_columns=trace_columns, rate=rate,
                       prompt_tokens=prompt_tokens, output_tokens=output_tokens, length_dist=length_dist,
                       length_sigma=length_sigma, requests=requests or 1000, seed=seed, objective=objective, top=top,
                       pareto=pareto, tp=int_list(tp, "tp"), screen_requests=screen_requests, refine=refine,
@@ -369,6 +370,10 @@ def plan_serve_cmd(
     if emit_yaml and out["best"]:
         write_yaml(emit_yaml, emit_yaml_mapping(out, req, emit_yaml))
     out.pop("_workload", None)
+    from parasim.serving.traces import trace_note
+
+    if trace_note(out["workload"].get("trace")):
+        typer.echo(f"note: {trace_note(out['workload']['trace'])}", err=True)
     if json_out:
         print_json(out)
     else:

@@ -20,7 +20,7 @@ from parasim.specs.catalog import cluster_for, get_accelerator, get_model
 PLAN_KEYS = ("tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "block_size", "weights", "kv_dtype",
              "prefix_cache", "router", "gpu_memory_utilization", "kv_reservation", "iteration_overhead_s",
              "eager_prefill_layer_s", "output_delay_s", "act_quant", "custom_allreduce", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp", "ep", "cuda_graph_max_batch")
-WORKLOAD_KEYS = ("trace", "rate", "requests", "seed", "arrival", "cv", "prompt_tokens", "output_tokens",
+WORKLOAD_KEYS = ("trace", "trace_columns", "rate", "requests", "seed", "arrival", "cv", "prompt_tokens", "output_tokens",
                  "prompt_dist", "output_dist", "burst", "length_dist", "length_sigma", "max_concurrency")
 OTHER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "slo_ttft", "slo_tpot", "requests_out", "json_out", "capacity",
               "attainment", "chunk_size")
@@ -37,13 +37,19 @@ def load_config(path: Path) -> dict[str, Any]:
     for key, v in data.items():
         if key not in ALL_KEYS:
             raise InputError(f"{path.name}:{key}", f"unknown key; allowed: {', '.join(sorted(ALL_KEYS))}")
-        if key in PATH_KEYS and isinstance(v, str) and v and not (key == "model" and not v.endswith((".json", ".yaml", ".yml"))):
+        if key in PATH_KEYS and isinstance(v, str) and v and not (key == "model" and not _model_path(path, v)):
             p = Path(v)
             v = str(p if p.is_absolute() else (path.parent / p))
         out[key] = v
     if "chunk_size" in out:
         out.setdefault("token_budget", out.pop("chunk_size"))
     return out
+
+
+def _model_path(config: Path, value: str) -> bool:
+    """Whether a config's `model:` names a file or checkpoint folder (relative to the config file)
+    rather than a catalog model."""
+    return value.endswith((".json", ".yaml", ".yml")) or (not Path(value).is_absolute() and (config.parent / value).exists())
 
 
 def build(opts: dict[str, Any]):
@@ -79,7 +85,15 @@ def build(opts: dict[str, Any]):
     if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= 1:
         raise InputError("attainment", f"must be in (0, 1], got {a!r}")
     if opts.get("trace"):
-        wl = read_trace(opts["trace"], limit=opts.get("requests_explicit"))
+        from parasim.serving.traces import parse_trace_columns, trace_note
+
+        wl = read_trace(opts["trace"], limit=opts.get("requests_explicit"),
+                        columns=parse_trace_columns(opts.get("trace_columns")),
+                        max_total_tokens=model.max_seq_len, model_name=model.name)
+        if trace_note(wl.trace):
+            typer.echo(f"note: {trace_note(wl.trace)}", err=True)
+    elif opts.get("trace_columns"):
+        raise InputError("trace_columns", "maps the columns of a --trace file; give --trace")
     else:
         wl = generate(requests=int(opts["requests"]), rate=opts.get("rate"), seed=int(opts["seed"]),
                       arrival=str(opts["arrival"]), cv=float(opts["cv"]), burst=bool(opts.get("burst")),
@@ -184,7 +198,8 @@ def serve_cmd(
     prefill_tp: Optional[int] = typer.Option(None, "--prefill-tp", help="disagg: TP of prefill instances.", rich_help_panel="Disaggregation"),
     decode_gpus: Optional[int] = typer.Option(None, "--decode-gpus", help="disagg: GPUs in the decode pool.", rich_help_panel="Disaggregation"),
     decode_tp: Optional[int] = typer.Option(None, "--decode-tp", help="disagg: TP of decode instances.", rich_help_panel="Disaggregation"),
-    trace: Optional[Path] = typer.Option(None, "--trace", help="JSONL/CSV trace: arrival_s, prompt_tokens, output_tokens[, prefix_id, prefix_tokens].", rich_help_panel="Workload"),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="JSONL/CSV trace: parasim's (arrival_s, prompt_tokens, output_tokens[, prefix_id, prefix_tokens]), Vidur's, Azure's LLM inference trace or BurstGPT's, recognised from the header (docs/serving.md, Trace formats).", rich_help_panel="Workload"),
+    trace_columns: Optional[str] = typer.Option(None, "--trace-columns", help="Map another trace's columns: arrival=COL,prompt=COL,output=COL[,arrival_unit=s|ms|us|ns].", rich_help_panel="Workload"),
     rate: Optional[float] = typer.Option(None, "--rate", help="Generated arrivals per second.", rich_help_panel="Workload"),
     requests: Optional[int] = typer.Option(None, "--requests", help="Generated requests (default 1000); with --trace, the first N.", rich_help_panel="Workload"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Generator seed (default 0).", rich_help_panel="Workload"),
@@ -218,7 +233,7 @@ def serve_cmd(
                  iteration_overhead_s=iteration_overhead_s, eager_prefill_layer_s=eager_prefill_layer_s,
                  output_delay_s=output_delay_s, act_quant=act_quant, custom_allreduce=custom_allreduce,
                  prefill_gpus=prefill_gpus, prefill_tp=prefill_tp,
-                 decode_gpus=decode_gpus, decode_tp=decode_tp, trace=str(trace) if trace else None, rate=rate,
+                 decode_gpus=decode_gpus, decode_tp=decode_tp, trace=str(trace) if trace else None, trace_columns=trace_columns, rate=rate,
                  requests=requests, seed=seed, arrival=arrival, cv=cv, prompt_tokens=prompt_tokens,
                  output_tokens=output_tokens, length_dist=length_dist, length_sigma=length_sigma, prompt_dist=str(prompt_dist) if prompt_dist else None,
                  output_dist=str(output_dist) if output_dist else None, burst=burst, max_concurrency=max_concurrency,

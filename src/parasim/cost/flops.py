@@ -25,7 +25,7 @@ def forward_flops_per_token(model: ModelSpec, ctx: float) -> float:
 
 
 def layer_matmul_params_active(model: ModelSpec) -> float:
-    return model.matmul_params_active - model.vocab * model.hidden
+    return model.matmul_params_active - model.edge_matmul_params
 
 
 def training_model_flops_per_token(model: ModelSpec, seq_len: int) -> float:

@@ -156,7 +156,7 @@ def _edge_params(model: ModelSpec, tp: int, pp: int, stage: int) -> float:
     if stage == pp - 1:
         p += model.lm_head_params / tp
         if model.tied_embeddings and pp > 1:
-            p += model.vocab * model.hidden / tp
+            p += model.lm_head_matrix_params / tp
     return p
 
 

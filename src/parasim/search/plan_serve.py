@@ -40,7 +40,7 @@ from parasim.search.prune import Pruned
 from parasim.search.space import (CHUNKED_BUDGETS, MAX_BATCHES, SERVE_PRECISIONS, SERVE_SCHEDULERS, powers_of_two,
                                   serve_layouts)
 from parasim.serving.workload import LENGTH_DISTS
-from parasim.specs.catalog import default_cluster, get_accelerator, get_model
+from parasim.specs.catalog import default_cluster, get_accelerator, get_model, model_reference
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 
@@ -58,6 +58,7 @@ class ServeSearch:
     slo_tpot: float
     attainment: float = 0.9
     trace: str | None = None
+    trace_columns: str | None = None  # serving.traces.parse_trace_columns
     rate: float | None = None
     prompt_tokens: int | None = None
     output_tokens: int | None = None
@@ -89,9 +90,16 @@ def build_workload(req: ServeSearch, model: ModelSpec):
     from parasim.serving.workload import generate, read_trace
 
     if req.trace:
-        wl = read_trace(req.trace, limit=req.requests if req.extra.get("requests_given") else None)
-        return wl, {"trace": str(Path(req.trace).resolve())} | ({"requests": req.requests}
-                                                                if req.extra.get("requests_given") else {})
+        from parasim.serving.traces import parse_trace_columns
+
+        wl = read_trace(req.trace, limit=req.requests if req.extra.get("requests_given") else None,
+                        columns=parse_trace_columns(req.trace_columns, "trace-columns"),
+                        max_total_tokens=model.max_seq_len, model_name=model.name)
+        return wl, ({"trace": str(Path(req.trace).resolve())}
+                    | ({"trace_columns": req.trace_columns} if req.trace_columns else {})
+                    | ({"requests": req.requests} if req.extra.get("requests_given") else {}))
+    if req.trace_columns:
+        raise InputError("trace-columns", "maps the columns of a --trace file; give --trace")
     if req.rate is None:
         raise InputError("workload", "give --trace FILE, or --rate with --prompt-tokens and --output-tokens")
     if not req.rate > 0 or not np.isfinite(req.rate):
@@ -486,10 +494,11 @@ def run_search(req: ServeSearch, progress=None) -> dict:
 
 def emit_yaml_mapping(out: dict, req: ServeSearch, yaml_path: Path) -> dict:
     """The winner as a `parasim serve -c` config: plan keys, the workload's generator keys (or its
-    trace), the SLOs."""
+    trace), the SLOs. Model files and folders and the trace are absolute paths, so the file runs
+    from any directory."""
     best = out["best"]
     _, regen = out["_workload"]
-    cfg: dict[str, Any] = {"model": req.model, "gpu": best["gpu"], "gpus": best["gpus"]}
+    cfg: dict[str, Any] = {"model": model_reference(req.model), "gpu": best["gpu"], "gpus": best["gpus"]}
     cfg.update({k: best[k] for k in PLAN_FIELDS if best.get(k) is not None})
     cfg.update(regen)
     cfg.update({"slo_ttft": req.slo_ttft, "slo_tpot": req.slo_tpot, "attainment": req.attainment})

@@ -319,9 +319,17 @@ def run_search(req: TrainSearch, progress=None) -> dict:
     return out
 
 
-def emit_yaml_mapping(best: dict) -> dict:
-    """The winning plan as a `parasim train -c` config (same keys as its flags, underscores)."""
+def emit_yaml_mapping(best: dict, model: str | None = None) -> dict:
+    """The winning plan as a `parasim train -c` config (same keys as its flags, underscores).
+    `model` is the model as the search was given it: a file or checkpoint folder is written as an
+    absolute path (the model's name would not find it again), so the file runs from any directory."""
+    from pathlib import Path
+
+    from parasim.specs.catalog import model_reference
+
     m = best["metrics"]["plan"]
-    out = {"model": best["metrics"]["model"], "gpu": best["gpu"], "gpus": best["gpus"]}
+    ref = model_reference(model) if model else ""
+    out = {"model": ref if Path(ref).is_absolute() else best["metrics"]["model"], "gpu": best["gpu"],
+           "gpus": best["gpus"]}
     out.update({k: v for k, v in m.items() if v is not None})
     return out

@@ -1,4 +1,4 @@
-"""Requests: read from a trace (JSONL or CSV) or drawn from a seeded generator.
+"""Requests: read from a trace (JSONL or CSV, `serving.traces`) or drawn from a seeded generator.
 
 A workload is columns, not objects (a million requests are five numpy arrays): arrival time,
 prompt tokens, output tokens, and the optional shared prefix (id and length, -1/0 when none).
@@ -7,9 +7,6 @@ Generators own their `numpy.random.Generator`; nothing touches global random sta
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +21,6 @@ LENGTH_DISTS = ("fixed", "lognormal")
 #: Default sigma of lognormal lengths (of the underlying normal): a spread typical of chat
 #: workloads' prompt and output lengths without an extreme tail (p99 ~ 2.8 x the mean).
 LENGTH_SIGMA = 0.5
-TRACE_FIELDS = ("arrival_s", "prompt_tokens", "output_tokens", "prefix_id", "prefix_tokens")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +41,7 @@ class Workload:
     output_tokens: np.ndarray  # int64 >= 1
     prefix_id: np.ndarray  # int64, -1 = no shared prefix
     prefix_tokens: np.ndarray  # int64, 0..prompt_tokens
+    trace: dict[str, Any] | None = None  # where a trace came from (serving.traces.read_trace)
 
     def __len__(self) -> int:
         return int(self.arrival_s.shape[0])
@@ -85,14 +82,15 @@ class Workload:
 
     def head(self, n: int) -> Workload:
         return Workload(self.arrival_s[:n], self.prompt_tokens[:n], self.output_tokens[:n],
-                        self.prefix_id[:n], self.prefix_tokens[:n])
+                        self.prefix_id[:n], self.prefix_tokens[:n], self.trace)
 
     def summary(self) -> dict[str, Any]:
         span = float(self.arrival_s[-1] - self.arrival_s[0])
         return {"requests": len(self), "prompt_tokens_mean": float(self.prompt_tokens.mean()),
                 "output_tokens_mean": float(self.output_tokens.mean()), "arrival_span_s": span,
                 "offered_requests_per_s": (len(self) - 1) / span if span > 0 else None,
-                "shared_prefix_requests": int((self.prefix_id >= 0).sum())}
+                "shared_prefix_requests": int((self.prefix_id >= 0).sum())} | (
+                    {"trace": self.trace} if self.trace else {})
 
 
 def as_workload(requests: Workload | Iterable[Request | Mapping[str, Any]]) -> Workload:
@@ -100,77 +98,11 @@ def as_workload(requests: Workload | Iterable[Request | Mapping[str, Any]]) -> W
 
 
 # --- traces ---------------------------------------------------------------------------------------
-def _int_field(row: Mapping[str, Any], key: str, where: str, default: int | None = None) -> int:
-    v = row.get(key)
-    if v is None or v == "":
-        if default is None:
-            raise InputError(where, f"missing field '{key}'")
-        return default
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise InputError(where, f"'{key}' is not a number: {v!r}") from None
-    if f != int(f):
-        raise InputError(where, f"'{key}' must be an integer, got {v!r}")
-    return int(f)
+def read_trace(path: str | Path, **kwargs: Any) -> Workload:
+    """A trace file as a Workload; the formats and rules are `serving.traces.read_trace`'s."""
+    from parasim.serving.traces import read_trace as read
 
-
-def _parse_row(row: Mapping[str, Any], where: str) -> tuple[float, int, int, int, int]:
-    try:
-        arrival = float(row["arrival_s"])
-    except KeyError:
-        raise InputError(where, "missing field 'arrival_s'") from None
-    except (TypeError, ValueError):
-        raise InputError(where, f"'arrival_s' is not a number: {row.get('arrival_s')!r}") from None
-    if not np.isfinite(arrival) or arrival < 0:
-        raise InputError(where, f"'arrival_s' must be finite and >= 0, got {arrival}")
-    p = _int_field(row, "prompt_tokens", where)
-    o = _int_field(row, "output_tokens", where)
-    if p < 1:
-        raise InputError(where, f"'prompt_tokens' must be >= 1, got {p}")
-    if o < 1:
-        raise InputError(where, f"'output_tokens' must be >= 1, got {o}")
-    pid = _int_field(row, "prefix_id", where, -1)
-    pt = _int_field(row, "prefix_tokens", where, 0)
-    if pt < 0 or pt > p:
-        raise InputError(where, f"'prefix_tokens' must be between 0 and prompt_tokens={p}, got {pt}")
-    return arrival, p, o, pid, pt
-
-
-def read_trace(path: str | Path, *, limit: int | None = None) -> Workload:
-    """JSONL (one object per line) or CSV with a header; a bad line is reported with its number."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("trace", f"no such trace file: {p}")
-    text = p.read_text()
-    rows: list[tuple[float, int, int, int, int]] = []
-    if p.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or "arrival_s" not in reader.fieldnames:
-            raise InputError(f"{p.name} line 1", f"CSV header must name {', '.join(TRACE_FIELDS[:3])}")
-        for i, row in enumerate(reader, start=2):
-            if limit is not None and len(rows) >= limit:
-                break
-            if not any((v or "").strip() for v in row.values()):
-                continue
-            rows.append(_parse_row(row, f"{p.name} line {i}"))
-    else:
-        for i, line in enumerate(text.splitlines(), start=1):
-            if limit is not None and len(rows) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{p.name} line {i}", f"malformed JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{p.name} line {i}", "each line must be a JSON object")
-            rows.append(_parse_row(row, f"{p.name} line {i}"))
-    if not rows:
-        raise InputError("trace", f"{p.name} holds no requests (empty trace)")
-    cols = list(zip(*rows))
-    return Workload.from_columns(*cols, where=p.name)
+    return read(path, **kwargs)
 
 
 # --- generator ------------------------------------------------------------------------------------

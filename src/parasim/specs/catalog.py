@@ -30,12 +30,21 @@ def _load_data(name: str) -> Any:
 
 
 def model_from_mapping(d: dict, *, where: str = "model") -> ModelSpec:
-    """Build a ModelSpec from a plain mapping (catalog entry or user YAML)."""
+    """Build a ModelSpec from a plain mapping (catalog entry or user YAML); sizes are checked by
+    model_limits and switches must be booleans, each error naming `where` and the key."""
+    from parasim.specs import edge, model_limits
+
     d = dict(d)
+    for k in model_limits.SPEC_INT_FIELDS:
+        if d.get(k) is not None:
+            d[k] = model_limits.spec_size(f"{where}.{k}", k, d[k])
+    for k in model_limits.SPEC_BOOL_FIELDS:
+        if d.get(k) is not None:
+            d[k] = edge.boolean(f"{where}.{k}", d[k])
     try:
         family = d.get("family", "llama")
-        hidden = int(d["hidden"])
-        heads = int(d["heads"])
+        hidden = d["hidden"]
+        heads = d["heads"]
         mla = d.pop("mla", None)
         if "experts" in d and d["experts"] and family != "moe" and family == "llama":
             family = "moe"
@@ -54,7 +63,9 @@ def model_from_mapping(d: dict, *, where: str = "model") -> ModelSpec:
             d["moe_ffn_hidden"] = d["ffn_hidden"]
         d["family"] = family
         if mla:
-            d["mla"] = MLASpec(**mla)
+            if not isinstance(mla, dict):
+                raise InputError(f"{where}.mla", "must be a mapping of MLA sizes")
+            d["mla"] = MLASpec(**{k: model_limits.spec_size(f"{where}.mla.{k}", k, v) for k, v in mla.items()})
         d.setdefault("name", d.get("name") or "custom")
         known = ModelSpec.__dataclass_fields__
         unknown = sorted(set(d) - set(known))
@@ -138,20 +149,33 @@ def get_accelerator(name: str, *, field: str = "gpu") -> AcceleratorSpec:
     raise unknown_name(field, name, cat, catalog="gpu")
 
 
+def _is_model_path(name_or_path: str) -> bool:
+    path = Path(name_or_path)
+    return path.suffix.lower() in (".json", ".yaml", ".yml") or path.exists()
+
+
 def get_model(name_or_path: str, *, field: str = "model") -> ModelSpec:
-    """A catalog name, or a path to a HF config.json / parasim model YAML."""
+    """A catalog name, or a path to a Hugging Face checkpoint folder (its config.json), a
+    config.json, or a parasim model YAML."""
     cat = models()
     if name_or_path in cat:
         return cat[name_or_path]
-    path = Path(name_or_path)
-    if path.suffix.lower() in (".json", ".yaml", ".yml") or path.exists():
+    if _is_model_path(name_or_path):
         from parasim.specs.hf_config import load_model_file
 
-        return load_model_file(path)
+        return load_model_file(name_or_path)
     key = _model_index().get(canonical_model_name(name_or_path))
     if key is not None:
         return cat[key]
     raise unknown_name(field, name_or_path, cat, catalog="model")
+
+
+def model_reference(name_or_path: str) -> str:
+    """What to write into a config so that `get_model` finds the same model from any directory:
+    a catalog name as given, a path made absolute."""
+    if name_or_path in models() or not _is_model_path(name_or_path):
+        return name_or_path
+    return str(Path(name_or_path).resolve())
 
 
 def cluster_for(acc: AcceleratorSpec, gpus: int, *, gpus_per_node: int | None = None,

@@ -1,6 +1,6 @@
 """Read a model description from a file, fully offline.
 
-Two formats are accepted:
+Two formats are accepted, from a file or a Hugging Face checkpoint folder (its config.json):
 
 * a Hugging Face ``config.json`` (recognised by ``model_type`` / ``architectures`` /
   ``text_config``), mapped per ``model_type`` by the small functions in ``_MAPPERS``;
@@ -11,14 +11,12 @@ Anything malformed becomes an ``InputError`` naming the file and the key; no raw
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from parasim.errors import InputError
+from parasim.specs import edge, model_limits
 from parasim.specs.model import MLASpec, ModelSpec
 
 _MISSING = object()
@@ -40,10 +38,10 @@ class _Config:
         return self.data.get(key) is not None
 
     def dim(self, *keys: str, default: Any = _MISSING) -> int:
-        """The first present key among `keys`, as a positive integer."""
+        """The first present key among `keys`, as a positive integer within model_limits."""
         for key in keys:
             if self.has(key):
-                return self._positive(key, self.data[key])
+                return model_limits.hf_size(self.field(key), key, self.data[key])
         if default is _MISSING:
             raise InputError(self.field(keys[0]), f"required key is missing for model_type "
                                                   f"'{self.model_type}' (also accepted: {', '.join(keys[1:]) or 'none'})")
@@ -53,10 +51,7 @@ class _Config:
         """A non-negative integer (0 allowed), e.g. n_shared_experts, q_lora_rank."""
         if not self.has(key):
             return default
-        value = self.data[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InputError(self.field(key), f"must be a non-negative integer, got {value!r}")
-        return value
+        return model_limits.hf_size(self.field(key), key, self.data[key], zero_ok=True)
 
     def flag(self, key: str, default: bool) -> bool:
         value = self.data.get(key)
@@ -65,11 +60,6 @@ class _Config:
         if not isinstance(value, bool):
             raise InputError(self.field(key), f"must be true or false, got {value!r}")
         return value
-
-    def _positive(self, key: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value <= 0:
-            raise InputError(self.field(key), f"must be a positive integer, got {value!r}")
-        return int(value)
 
 
 # --- per-family mappings (each returns ModelSpec keyword arguments) ----------------------------
@@ -190,30 +180,51 @@ def _falcon(c: _Config) -> dict:
             "tied_embeddings": c.flag("tie_word_embeddings", True)}
 
 
+def _opt(c: _Config) -> dict:
+    """OPT (facebook/opt-*): learned positions with 2 extra rows, ReLU MLP of two matrices with
+    biases, LayerNorm; word_embed_proj_dim != hidden_size (opt-350m) adds bias-free projections
+    between the embedding and the blocks; do_layer_norm_before: false (post-LN, opt-350m) has no
+    final norm. The LM head is tied to the embedding (OPTForCausalLM)."""
+    hidden = c.dim("hidden_size")
+    heads = c.dim("num_attention_heads")
+    if hidden % heads:
+        raise InputError(c.field("num_attention_heads"), f"does not divide hidden_size {hidden}")
+    activation = c.data.get("activation_function", "relu")
+    if activation != "relu":
+        c.notes.append(f"activation {activation!r}: cost-wise like ReLU (two MLP matrices)")
+    embed = c.dim("word_embed_proj_dim", default=hidden)
+    pre_ln = c.flag("do_layer_norm_before", True)
+    if not pre_ln:
+        c.notes.append("post-LN (do_layer_norm_before: false): no final layer norm")
+    if not c.flag("layer_norm_elementwise_affine", True):
+        c.notes.append("layer norms without weights are counted as if they had them")
+    dropout = c.data.get("dropout", 0.1)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise InputError(c.field("dropout"), f"must be a probability in [0, 1), got {dropout!r}")
+    return {"family": "gpt", "layers": c.dim("num_hidden_layers"), "hidden": hidden, "heads": heads,
+            "kv_heads": heads, "head_dim": hidden // heads, "ffn_hidden": c.dim("ffn_dim"),
+            "vocab": c.dim("vocab_size"), "max_seq_len": c.dim("max_position_embeddings", default=2048),
+            "gated_mlp": False, "biases": c.flag("enable_bias", True), "dropout": dropout > 0,
+            "learned_positions": True, "position_offset": 2, "embed_dim": embed if embed != hidden else 0,
+            "final_norm": pre_ln and not c.flag("_remove_final_layer_norm", False),
+            "tied_embeddings": c.flag("tie_word_embeddings", True)}
+
+
 _MAPPERS: dict[str, Callable[[_Config], dict]] = {
     "llama": _llama, "mistral": _llama, "qwen2": _llama, "qwen3": _llama,
     "mixtral": _mixtral, "qwen3_moe": _qwen3_moe,
     "deepseek_v3": _deepseek, "deepseek_v2": _deepseek,
-    "gpt2": _gpt2, "gptj": _gptj, "falcon": _falcon,
+    "gpt2": _gpt2, "gptj": _gptj, "falcon": _falcon, "opt": _opt,
 }
 
 
 # --- file handling -----------------------------------------------------------------------------
 
 def _parse(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(str(path), f"cannot read the model file ({e.__class__.__name__}: {e})") from None
+    text = edge.read_text(path, "model", what="model file")
     if path.suffix.lower() == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(str(path), f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise InputError(str(path), f"not valid YAML or JSON ({str(e).splitlines()[0]})") from None
+        return edge.load_json(text, path.name)
+    return edge.load_yaml(text, path.name)
 
 
 def _is_hf(d: dict) -> bool:
@@ -234,15 +245,28 @@ def _model_type(d: dict, where: str) -> str:
     return mt
 
 
+def _folder_name(path: Path) -> str:
+    """The checkpoint folder a config.json sits in; in a Hugging Face cache
+    (models--org--name/snapshots/<hash>/config.json) the model's name."""
+    folder = path.resolve().parent
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+        return folder.parent.parent.name.split("--")[-1]
+    return folder.name or path.stem
+
+
 def _name(d: dict, path: Path) -> str:
+    """`_name_or_path`'s last component, else the checkpoint folder (for a file named config.json),
+    else the file's stem."""
     raw = d.get("_name_or_path")
-    if isinstance(raw, str) and raw.strip("/ "):
-        return raw.rstrip("/").split("/")[-1]
-    return path.stem
+    if isinstance(raw, str):
+        last = raw.replace("\\", "/").rstrip("/ ").split("/")[-1].strip()
+        if last and last not in (".", ".."):
+            return last
+    return _folder_name(path) if path.name.lower() == "config.json" else path.stem
 
 
 def _from_hf(d: dict, path: Path) -> ModelSpec:
-    where = path.name
+    where = f"{path.resolve().parent.name}/{path.name}" if path.name.lower() == "config.json" else path.name
     name = _name(d, path)
     if isinstance(d.get("text_config"), dict):
         d = d["text_config"]
@@ -274,11 +298,22 @@ def _from_parasim(d: dict, path: Path) -> ModelSpec:
     return model_from_mapping(d, where=path.name)
 
 
+def checkpoint_config(path: Path) -> Path:
+    """The config.json of a Hugging Face checkpoint folder."""
+    config = path / "config.json"
+    if not config.is_file():
+        raise InputError("model", f"folder '{path}' holds no config.json (a Hugging Face checkpoint folder has "
+                                  "one); give a catalog name, a config.json or a parasim model YAML")
+    return config
+
+
 def load_model_file(path: str | Path) -> ModelSpec:
-    """A ModelSpec from a Hugging Face config.json or a parasim model YAML/JSON."""
+    """A ModelSpec from a Hugging Face checkpoint folder or its config.json, or a parasim model YAML/JSON."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("model", f"'{path}' is neither a catalog model nor an existing file")
+    if path.is_dir():
+        path = checkpoint_config(path)
+    elif not path.is_file():
+        raise InputError("model", f"'{path}' is neither a catalog model nor an existing file or folder")
     data = _parse(path)
     if not isinstance(data, dict):
         raise InputError(str(path), f"must contain a mapping of keys, got {type(data).__name__}")

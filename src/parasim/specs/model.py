@@ -42,6 +42,10 @@ class ModelSpec:
     biases: bool = False  # linear-layer biases (GPT-2/3, OPT)
     tied_embeddings: bool = False
     learned_positions: bool = False  # GPT-2/3, OPT: a max_seq_len x hidden position table
+    position_offset: int = 0  # extra rows of that table (OPT: 2, its positions start at index 2)
+    embed_dim: int = 0  # token-embedding width when it is not `hidden` (OPT-350m's word_embed_proj_dim,
+    # with bias-free project_in / project_out matrices between it and the blocks); 0 = hidden
+    final_norm: bool = True  # a norm after the last block (OPT-350m, post-LN, has none)
     parallel_attn: bool = False  # attention and MLP read the same normed input (GPT-J, Falcon)
     experts: int = 0  # routed experts; 0 = dense
     experts_per_token: int = 0
@@ -66,6 +70,9 @@ class ModelSpec:
                 raise InputError(f"model.{name}", f"must be a positive integer, got {getattr(self, name)}")
         if self.ffn_hidden <= 0 and not self.is_moe:
             raise InputError("model.ffn_hidden", "must be a positive integer")
+        for name in ("position_offset", "embed_dim"):
+            if int(getattr(self, name)) < 0:
+                raise InputError(f"model.{name}", f"must be >= 0, got {getattr(self, name)}")
         if self.heads % self.kv_heads:
             raise InputError("model.kv_heads", f"{self.kv_heads} does not divide heads={self.heads}")
         if self.is_moe and not (0 < self.experts_per_token <= self.experts):
@@ -157,18 +164,40 @@ class ModelSpec:
         # parallel-attention blocks (GPT-J) share one norm; MLA's latent norms sit in attn_params
         return (1 if self.parallel_attn else 2) * per_norm
 
+    @property
+    def embed_width(self) -> int:
+        """Width of the token embedding (and of the LM head's input)."""
+        return self.embed_dim or self.hidden
+
+    @property
+    def projection_params(self) -> int:
+        """One of the two bias-free projections between embed_width and hidden (0 when equal)."""
+        return self.hidden * self.embed_width if self.embed_width != self.hidden else 0
+
+    @property
+    def lm_head_matrix_params(self) -> int:
+        """The vocab x embed_width matrix of the LM head (the embedding matrix when tied)."""
+        return self.vocab * self.embed_width
+
     @cached_property
     def embedding_params(self) -> int:
-        """Token embedding (and the learned position table where the model has one)."""
-        return self.vocab * self.hidden + (self.max_seq_len * self.hidden if self.learned_positions else 0)
+        """Token embedding, the learned position table where the model has one, the input projection."""
+        positions = (self.max_seq_len + self.position_offset) * self.hidden if self.learned_positions else 0
+        return self.lm_head_matrix_params + positions + self.projection_params
 
     @property
     def final_norm_params(self) -> int:
-        return (2 if self.family == "gpt" else 1) * self.hidden
+        return (2 if self.family == "gpt" else 1) * self.hidden if self.final_norm else 0
 
     @cached_property
     def lm_head_params(self) -> int:
-        return 0 if self.tied_embeddings else self.vocab * self.hidden
+        """LM head weights held apart from the embedding: the matrix unless tied, the output projection."""
+        return (0 if self.tied_embeddings else self.lm_head_matrix_params) + self.projection_params
+
+    @property
+    def edge_matmul_params(self) -> int:
+        """Matmul weights outside the blocks per token: the LM head and both projections."""
+        return self.lm_head_matrix_params + 2 * self.projection_params
 
     @cached_property
     def moe_layer_params(self) -> int:
@@ -201,7 +230,7 @@ class ModelSpec:
         dense = self.layers - self.moe_layers
         moe = self.attn_params + self.router_params + (self.experts_per_token + self.shared_experts) * self.expert_params
         return (dense * (self.attn_params + self.dense_mlp_params) + self.moe_layers * moe
-                + self.vocab * self.hidden)
+                + self.edge_matmul_params)
 
     def summary(self) -> dict:
         return {"name": self.name, "family": self.family, "model_type": self.model_type,

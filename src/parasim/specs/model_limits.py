@@ -1,0 +1,54 @@
+"""How large the sizes in a model description may be.
+
+A model file is user input: a typo such as `num_hidden_layers: 1e20`, `hidden: 1.5` or `heads: 0`
+must be one error naming the key, not a hang, an overflow or a silently truncated answer. The caps
+are sanity bounds far above every published model (Llama 3.1 405B: 126 layers, hidden 16384;
+vocabularies reach ~256K, contexts 10M tokens); they exist so that a runaway value is caught at
+the edge, and nothing is tuned to them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parasim.specs import edge
+
+#: kind of size -> largest accepted value
+LIMITS = {"layers": 10_000, "count": 1_000_000, "width": 10_000_000, "context": 1_000_000_000}
+_HINT = "a sanity bound far above every published model (parasim.specs.model_limits.LIMITS)"
+
+#: ModelSpec integer fields -> their kind (what is not listed is a width)
+SPEC_KINDS = {"layers": "layers", "dense_layers": "layers", "heads": "count", "kv_heads": "count",
+              "experts": "count", "experts_per_token": "count", "shared_experts": "count",
+              "position_offset": "count", "max_seq_len": "context", "sliding_window": "context"}
+#: ModelSpec integer fields that may be 0 (0 = none / the default)
+SPEC_ZERO_OK = ("experts", "experts_per_token", "shared_experts", "moe_ffn_hidden", "dense_layers",
+                "position_offset", "embed_dim", "ffn_hidden", "q_lora_rank")
+SPEC_INT_FIELDS = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden", "vocab", "experts",
+                   "experts_per_token", "shared_experts", "moe_ffn_hidden", "dense_layers", "max_seq_len",
+                   "sliding_window", "position_offset", "embed_dim")
+SPEC_BOOL_FIELDS = ("gated_mlp", "biases", "tied_embeddings", "learned_positions", "parallel_attn", "dropout",
+                    "final_norm")
+
+#: Hugging Face config keys -> their kind (what is not listed is a width)
+HF_KINDS = {"num_hidden_layers": "layers", "n_layer": "layers", "first_k_dense_replace": "layers",
+            "num_attention_heads": "count", "n_head": "count", "num_key_value_heads": "count",
+            "num_kv_heads": "count", "num_local_experts": "count", "num_experts": "count",
+            "n_routed_experts": "count", "num_experts_per_tok": "count", "n_shared_experts": "count",
+            "decoder_sparse_step": "count", "moe_layer_freq": "count",
+            "max_position_embeddings": "context", "n_positions": "context", "sliding_window": "context"}
+
+
+def size(field: str, value: Any, kind: str, *, zero_ok: bool = False) -> int:
+    """`value` as a whole number in 1..LIMITS[kind] (0.. with zero_ok); anything else names `field`."""
+    return edge.number(field, value, integer=True, lo=0 if zero_ok else 1, hi=LIMITS[kind], hint=_HINT)
+
+
+def spec_size(field: str, name: str, value: Any) -> int:
+    """A ModelSpec integer field `name` checked as `size`."""
+    return size(field, value, SPEC_KINDS.get(name, "width"), zero_ok=name in SPEC_ZERO_OK)
+
+
+def hf_size(field: str, key: str, value: Any, *, zero_ok: bool = False) -> int:
+    """A Hugging Face config key checked as `size`."""
+    return size(field, value, HF_KINDS.get(key, "width"), zero_ok=zero_ok)
