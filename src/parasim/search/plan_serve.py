@@ -18,9 +18,12 @@ batch, plus disaggregated prefill/decode splits (prefill GPUs and TP vs decode G
    workload; if none of them meets the SLO at full size, the next `refine`, up to three rounds.
 
 A plan "meets the SLO" when its run meets every SLO given (any non-empty subset of TTFT, TPOT,
-E2E per request at the attainment share, and ITL at its percentile) and is stable: its median
-queueing delay stays within the bound `SLO.queueing_limit_s` gives (2 s, Sarathi-Serve's, when no
-TTFT or E2E SLO bounds the wait; a TPOT or ITL SLO alone never notices a queue that grows).
+E2E per request at the attainment share, and ITL at its percentile) and is stable, as capacity
+requires (search/capacity.py): its median queueing delay stays within `SLO.queueing_limit_s`
+(2 s, Sarathi-Serve's, when no TTFT or E2E SLO bounds the wait), and, for a full-size run, the
+offered rate is at most the plan's saturated throughput (a burst run of the same requests). A
+TPOT or ITL SLO alone never notices a queue that grows, nor a batch that swells until the plan
+falls behind.
 
 `ranked` lists the full-size plans that meet the SLO first (best first), then the screen-only ones
 (`fidelity: "screen"`); `best` is always a full-size result, so its numbers are the ones
@@ -44,8 +47,9 @@ from parasim.search.pareto import pareto_front
 from parasim.search.prune import Pruned
 from parasim.search.space import (CHUNKED_BUDGETS, MAX_BATCHES, SERVE_PRECISIONS, SERVE_SCHEDULERS, powers_of_two,
                                   serve_layouts)
-from parasim.serving.metrics import SLO, SLO_NAMES, slo_seconds
-from parasim.serving.workload import LENGTH_DISTS
+from parasim.search.capacity import QUEUEING, SATURATED
+from parasim.serving.metrics import SLO, SLO_NAMES, missed_slos, slo_seconds
+from parasim.serving.workload import LENGTH_DISTS, Workload
 from parasim.specs import edge
 from parasim.specs.catalog import default_cluster, get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
@@ -245,10 +249,17 @@ def evaluate(context: dict, item: dict) -> dict:
     n = item["requests"]
     if n < len(wl):
         wl = wl.head(n)
+    slo = context.get("slo") or SLO.of(context)
     try:
         plan = ServingPlan.from_mapping(plan_map)
-        res = simulate(context["model"], cluster_for(item["gpu"], plan_gpus(item)), plan, wl,
-                       slo=context.get("slo") or SLO.of(context), seed=context["seed"])
+        cluster = cluster_for(item["gpu"], plan_gpus(item))
+        res = simulate(context["model"], cluster, plan, wl, slo=slo, seed=context["seed"])
+        saturated = None
+        if context.get("offered_rps") and meets_slo(res.summary, context.get("queueing_limit_s")):
+            # stability: the same requests all at t = 0 give the most this plan serves (search/capacity.py)
+            burst = Workload(np.zeros(len(wl)), wl.prompt_tokens, wl.output_tokens, wl.prefix_id, wl.prefix_tokens)
+            b = simulate(context["model"], cluster, plan, burst, slo=slo, seed=context["seed"])
+            saturated = float(b.summary["requests_per_s"] or 0.0) if b.feasible else 0.0
     except InputError as e:
         return {"ok": False, "reason": "invalid_plan", "message": f"{e.field}: {e.message}"}
     except RuntimeError as e:  # a simulator bug: reported, not fatal to the search
@@ -258,29 +269,48 @@ def evaluate(context: dict, item: dict) -> dict:
     if res.summary["unservable"]:
         return {"ok": False, "reason": "kv_cannot_hold_request",
                 "message": f"{res.summary['unservable']} of {len(wl)} requests can never fit the KV cache"}
-    return {"ok": True, "metrics": res.to_dict()}
+    return {"ok": True, "metrics": res.to_dict(), "saturated_requests_per_s": saturated}
+
+
+def slo_failures(s: dict, queueing_limit_s: float | None, saturated_rps: float | None = None,
+                 offered_rps: float | None = None) -> list[str]:
+    """Why a run does not meet the SLO: the SLOs it misses (`missed_slos`), then the stability
+    rules, as capacity names them: `queueing` (median queueing over `queueing_limit_s`) and
+    `saturated_throughput` (the offered rate over the burst run's throughput). Empty: it meets it."""
+    why = missed_slos(s)
+    q = s.get("queueing_p50_s")
+    if queueing_limit_s is not None and (q is None or q > queueing_limit_s):
+        why.append(QUEUEING)
+    if saturated_rps is not None and offered_rps is not None and offered_rps > saturated_rps:
+        why.append(SATURATED)
+    return why
 
 
 def meets_slo(s: dict, queueing_limit_s: float | None) -> bool:
-    """The run meets its SLOs (`slo_met`: per-request attainment and the ITL percentile) and is
-    stable: its median queueing stays within `queueing_limit_s` (SLO.queueing_limit_s)."""
-    q = s.get("queueing_p50_s")
-    return bool(s.get("slo_met")) and (queueing_limit_s is None or (q is not None and q <= queueing_limit_s))
+    """The run meets its SLOs (`slo_met`: per-request attainment and the ITL percentile) and its
+    median queueing stays within `queueing_limit_s` (SLO.queueing_limit_s)."""
+    return bool(s.get("slo_met")) and not slo_failures(s, queueing_limit_s)
 
 
-def make_row(item: dict, res: dict, queueing_limit_s: float | None, fidelity: str) -> dict:
-    """A ranked row. Goodput is vLLM's (requests within every per-request SLO, per second); with
-    only an ITL SLO, every completed request of a run that meets it counts."""
+def make_row(item: dict, res: dict, queueing_limit_s: float | None, fidelity: str,
+             offered_rps: float | None = None) -> dict:
+    """A ranked row. It meets the SLO when `meets_slo` holds and, for a full-size run checked
+    against its burst run, the offered rate is within the saturated throughput. Goodput is
+    vLLM's (requests within every per-request SLO, per second); with only an ITL SLO, every
+    completed request of a run that meets it counts."""
     metrics = res["metrics"]
     s = metrics["summary"]
     gpus = plan_gpus(item)
-    ok = meets_slo(s, queueing_limit_s)
+    sat = res.get("saturated_requests_per_s")
+    why = slo_failures(s, queueing_limit_s, sat, offered_rps)
+    ok = not why
     good = s.get("goodput_requests_per_s")
     if good is None:
         good = s.get("requests_per_s") if ok else 0.0
     row = dict(metrics["inputs"]["plan"])
     row.update({"gpu": item["gpu"], "gpus": gpus, "requests": item["requests"], "fidelity": fidelity,
-                "meets_slo": ok, "goodput_per_gpu": (good or 0.0) / gpus, "metrics": metrics})
+                "meets_slo": ok, "fails": why, "saturated_requests_per_s": sat, "goodput_per_gpu": (good or 0.0) / gpus,
+                "metrics": metrics})
     return row
 
 
@@ -417,14 +447,16 @@ def run_search(req: ServeSearch, progress=None) -> dict:
                                                        default=None), pruned):
                 layouts.append(d)
     raw += sum(pruned.values())
-    context = {"model": model, "workload": wl, "slo": slo, "seed": req.seed}
+    offered = wl_stats["rate"] if np.isfinite(wl_stats["rate"]) else None  # None: a burst, nothing to keep up with
+    context = {"model": model, "workload": wl, "slo": slo, "seed": req.seed, "queueing_limit_s": limit,
+               "offered_rps": offered}
     stages = _Stages(req, context, progress)
     screened: dict[tuple, dict] = {}
     errors: dict[str, str] = {}
 
     def absorb(items: list[dict], results: list, fidelity: str, store: dict) -> None:
         for it, res in pruned.successes(items, results, errors):
-            store[plan_key(it)] = make_row(it, res, limit, fidelity)
+            store[plan_key(it)] = make_row(it, res, limit, fidelity, offered)
 
     # stage 1: layouts with default knobs, short workload
     items1 = [{**d, "scheduler": d.get("scheduler", "sarathi"), "token_budget": None, "max_batch": None,
@@ -468,9 +500,11 @@ def run_search(req: ServeSearch, progress=None) -> dict:
     # ranking: full-size SLO-meeting plans, then screen-only SLO-meeting ones
     full_ok = sorted((r for r in full.values() if r["meets_slo"]), key=key)
     screen_only = sorted((r for k, r in screened.items() if r["meets_slo"] and k not in full), key=key)
-    missed = sum(1 for r in full.values() if not r["meets_slo"]) + sum(
-        1 for k, r in screened.items() if not r["meets_slo"] and k not in full)
-    pruned.drop("slo_missed", missed)
+    failed = [r for r in full.values() if not r["meets_slo"]] + [
+        r for k, r in screened.items() if not r["meets_slo"] and k not in full]
+    unstable = sum(1 for r in failed if set(r["fails"]) <= {QUEUEING, SATURATED})
+    pruned.drop("slo_missed", len(failed) - unstable)
+    pruned.drop("unstable", unstable)
     ranked = full_ok + screen_only
     for i, r in enumerate(ranked, start=1):
         r["rank"] = i
@@ -481,7 +515,7 @@ def run_search(req: ServeSearch, progress=None) -> dict:
     hit = next((r for r in full_ok if plan_key(r) == plan_key(base)), None)
     if hit is None:
         res = evaluate(context, base_item)
-        baseline = (make_row(base_item, res, limit, "full") | {"rank": None} if res["ok"]
+        baseline = (make_row(base_item, res, limit, "full", offered) | {"rank": None} if res["ok"]
                     else {**base, "rank": None, "feasible": False, "reason": res["reason"],
                           "message": res.get("message"), "metrics": None})
         if res["ok"]:
