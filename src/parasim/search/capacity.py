@@ -186,16 +186,19 @@ def capacity(model, cluster, plan, *, slo, attainment: float | None = None, requ
     prompt, output = lengths
     n = min(requests, len(prompt))
     prompt, output = prompt[:n], output[:n]
+    # the arrival draws of `serving.workload.generate` for this seed, scaled per probe with the same
+    # arithmetic, so the run at rate r is bit for bit `parasim serve --rate r`
     rng = np.random.default_rng(seed)
     if arrival == "gamma":
         shape = 1.0 / (cv * cv)
-        unit = rng.gamma(shape, 1.0 / shape, size=n)
+        draws, scale = rng.standard_gamma(shape, size=n), lambda rate: 1.0 / (rate * shape)
     else:
-        unit = rng.exponential(1.0, size=n)
-    unit_t = np.cumsum(unit) - unit[0]  # arrivals at rate 1, as `generate` draws them; scaled per probe
+        draws, scale = rng.standard_exponential(size=n), lambda rate: 1.0 / rate
 
     def run(rate: float):
-        return simulate(model, cluster, plan, Workload.from_columns(unit_t / rate, prompt, output), slo=slo, seed=seed)
+        gaps = scale(rate) * draws
+        arrivals = np.cumsum(gaps) - gaps[0]
+        return simulate(model, cluster, plan, Workload.from_columns(arrivals, prompt, output), slo=slo, seed=seed)
 
     limit = slo.queueing_limit_s(max_queueing_p50_s)
     burst = simulate(model, cluster, plan, Workload.from_columns(np.zeros(n), prompt, output), slo=slo, seed=seed)
