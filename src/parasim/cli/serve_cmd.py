@@ -172,7 +172,12 @@ def bench_meta(opts: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         else:
             rate = opts.get("rate")
         burstiness = None if rate == "inf" else (1.0 if opts["arrival"] == "poisson" else 1.0 / float(opts["cv"]) ** 2)
-    return {"request_rate": rate, "burstiness": burstiness, "max_concurrency": opts.get("max_concurrency")}
+    from parasim.report.vllm_bench import BENCH_PERCENTILES
+
+    slo = out["inputs"]["slo"]
+    pct = set(BENCH_PERCENTILES) | ({float(slo["itl_percentile"])} if slo.get("itl_s") is not None else set())
+    return {"request_rate": rate, "burstiness": burstiness, "max_concurrency": opts.get("max_concurrency"),
+            "percentiles": tuple(sorted(pct))}
 
 
 def _kv_rows(kv: dict[str, Any]) -> list[tuple[str, Any]]:
