@@ -136,8 +136,9 @@ def weighted_stats(values: np.ndarray, weights: np.ndarray, prefix: str) -> dict
     m = weights > 0
     if not m.any():
         return {f"{prefix}_{k}_s": None for k in ("mean", "p50", "p90", "p99")}
-    w = weights[m].astype(np.float64)
-    out = {f"{prefix}_mean_s": float((values[m] * w).sum() / w.sum())}
+    order = np.argsort(values[m], kind="stable")  # summed in sorted order, as the percentiles walk them
+    v, w = values[m][order], weights[m].astype(np.float64)[order]
+    out = {f"{prefix}_mean_s": float((v * w).sum() / np.cumsum(w)[-1])}
     for q in (50, 90, 99):
         out[f"{prefix}_p{q}_s"] = weighted_percentile(values, weights, q)
     return out
