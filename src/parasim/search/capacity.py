@@ -72,10 +72,11 @@ def _why(verdict: bool | list[str]) -> list[str]:
 
 
 def bisect_rate(run: Callable[[float], Any], meets: Callable[[Any], bool | list[str]], *, upper: float,
-                rel_tol: float = 0.03, max_probes: int = 24, grow: int = 4) -> CapacityResult:
+                rel_tol: float = 0.03, max_probes: int = 24, grow: int = 4, min_rate: float = 0.0) -> CapacityResult:
     """Largest rate in (0, upper] with meets(run(rate)) (or above it, doubling at most `grow`
     times, when `upper` is a guess rather than a bound); `run` must be deterministic. `meets`
-    returns a bool, or the list of reasons the run fails (empty: it passes)."""
+    returns a bool, or the list of reasons the run fails (empty: it passes). Halving stops below
+    `min_rate` (the answer is then 0)."""
     if not upper > 0:
         raise InputError("rate", f"capacity search needs a positive upper bound, got {upper}")
     probes: list[tuple[float, bool, list[str]]] = []
@@ -103,7 +104,7 @@ def bisect_rate(run: Callable[[float], Any], meets: Callable[[Any], bool | list[
         return CapacityResult(hi, probes, r_hi, lowest=lowest["res"])
     lo, r_lo = None, None
     rate = hi
-    while lo is None and len(probes) < max_probes:
+    while lo is None and len(probes) < max_probes and rate / 2.0 >= min_rate:
         rate /= 2.0
         ok, res = probe(rate)
         if ok:
@@ -218,5 +219,6 @@ def capacity(model, cluster, plan, *, slo, attainment: float | None = None, requ
             why = [w for w in why if w not in ("ttft", "tpot", "e2e", "itl")] + _why(meets(res))
         return why
 
-    found = bisect_rate(run_at, check, upper=saturated, rel_tol=rel_tol, grow=0)
+    # below 1/1024 of the saturated rate requests hardly overlap: a lower rate would not pass either
+    found = bisect_rate(run_at, check, upper=saturated, rel_tol=rel_tol, grow=0, min_rate=saturated / 1024)
     return CapacityResult(found.requests_per_s, found.probes, found.result, saturated, limit, burst, found.lowest)
