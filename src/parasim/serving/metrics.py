@@ -227,8 +227,11 @@ def slo_summary(slo: SLO, cols: dict[str, np.ndarray] | None = None,
         if slo.itl_s is not None:
             obs = weighted_percentile(*itl, slo.itl_percentile) if itl is not None else None
             out["slo_itl_observed_s"] = obs
-            met = met and obs is not None and obs <= slo.itl_s
-            if obs is not None:
+            if obs is None:  # no gaps: every completed request had one output token (met), or none completed
+                met = met and bool(cols["completed"].any())
+                ratios["itl"] = 0.0 if cols["completed"].any() else np.inf
+            else:
+                met = met and obs <= slo.itl_s
                 ratios["itl"] = obs / slo.itl_s
         out["slo_met"] = bool(met)
     out["slo_binding"] = max(ratios, key=lambda n: ratios[n])
