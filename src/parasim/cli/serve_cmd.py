@@ -103,7 +103,6 @@ def build_slo(opts: dict[str, Any]):
     refused with a hint). `itl_percentile` needs `slo_itl`; an `attainment` given with only an ITL
     SLO would apply to nothing, so it is refused too."""
     from parasim.serving.metrics import SLO, slo_seconds
-    from parasim.specs import edge
 
     vals = {n: slo_seconds(n, opts.get(f"slo_{n}")) for n in ("ttft", "tpot", "itl", "e2e")}
     pct = edge.number("itl_percentile", opts.get("itl_percentile"), lo=0, lo_open=True, hi=100, allow_none=True)
@@ -158,7 +157,10 @@ def run(opts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
 
 
 def bench_meta(opts: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
-    """request_rate / burstiness / max_concurrency as vLLM's result file states them."""
+    """request_rate / burstiness / max_concurrency as vLLM's result file states them, and the
+    percentiles to write (BENCH_PERCENTILES and the ITL SLO's)."""
+    from parasim.report.vllm_bench import BENCH_PERCENTILES
+
     if opts.get("trace"):
         rate, burstiness = out["inputs"]["workload"].get("offered_requests_per_s"), None
     else:
@@ -172,8 +174,6 @@ def bench_meta(opts: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         else:
             rate = opts.get("rate")
         burstiness = None if rate == "inf" else (1.0 if opts["arrival"] == "poisson" else 1.0 / float(opts["cv"]) ** 2)
-    from parasim.report.vllm_bench import BENCH_PERCENTILES
-
     slo = out["inputs"]["slo"]
     pct = set(BENCH_PERCENTILES) | ({float(slo["itl_percentile"])} if slo.get("itl_s") is not None else set())
     return {"request_rate": rate, "burstiness": burstiness, "max_concurrency": opts.get("max_concurrency"),
