@@ -24,6 +24,7 @@ plan_app = typer.Typer(name="plan", help="Search parallel plans for training or 
 
 PANEL_SPACE = "Search space (comma lists override the defaults)"
 PANEL_RUN = "Execution and output"
+PANEL_SLO = "SLOs (any of ttft/tpot/itl/e2e)"
 
 # options both planners take, declared once
 Top = Annotated[int, typer.Option("--top", help="Rows of the ranked table.")]
@@ -303,14 +304,34 @@ def precision_pairs(value: str | None) -> tuple:
     return tuple(out)
 
 
+def serve_slo_options(**given: Any) -> dict[str, Any]:
+    """The SLO flags of `plan serve`, checked as `parasim serve` checks them (cli.serve_cmd.build_slo):
+    any non-empty subset of ttft/tpot/itl/e2e in seconds; `--itl-percentile` only with `--slo-itl`;
+    `--attainment` only with a per-request SLO."""
+    from parasim.cli.serve_cmd import build_slo
+
+    if not any(given[f"slo_{n}"] is not None for n in ("ttft", "tpot", "itl", "e2e")):
+        raise InputError("slo", "give at least one SLO: --slo-ttft, --slo-tpot, --slo-itl and/or --slo-e2e (seconds)")
+    opts = dict(given, attainment=given["attainment"] if given["attainment"] is not None else 0.9,
+                attainment_given=given["attainment"] is not None)
+    slo = build_slo(opts)
+    out = {f"slo_{n}": getattr(slo, f"{n}_s") for n in ("ttft", "tpot", "itl", "e2e")}
+    return out | {"itl_percentile": slo.itl_percentile, "attainment": slo.attainment,
+                  "max_queueing_p50": given["max_queueing_p50"]}
+
+
 @plan_app.command("serve")
 def plan_serve_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Catalog name or path to a HF config.json."),
     gpu: list[str] = typer.Option(..., "--gpu", help="Accelerator id; repeat to search several GPU types."),
     max_gpus: int = typer.Option(..., "--max-gpus", help="GPU budget: plans use at most this many GPUs."),
-    slo_ttft: float = typer.Option(..., "--slo-ttft", help="p-th percentile TTFT SLO, seconds."),
-    slo_tpot: float = typer.Option(..., "--slo-tpot", help="TPOT SLO, seconds per output token."),
-    attainment: float = typer.Option(0.9, "--attainment", help="Share of requests that must meet both SLOs."),
+    slo_ttft: Optional[float] = typer.Option(None, "--slo-ttft", help="Per-request TTFT SLO, seconds.", rich_help_panel=PANEL_SLO),
+    slo_tpot: Optional[float] = typer.Option(None, "--slo-tpot", help="Per-request TPOT SLO, seconds per output token after the first.", rich_help_panel=PANEL_SLO),
+    slo_e2e: Optional[float] = typer.Option(None, "--slo-e2e", help="Per-request end-to-end latency SLO, seconds.", rich_help_panel=PANEL_SLO),
+    slo_itl: Optional[float] = typer.Option(None, "--slo-itl", help="SLO on the --itl-percentile of all inter-token gaps, seconds.", rich_help_panel=PANEL_SLO),
+    itl_percentile: Optional[float] = typer.Option(None, "--itl-percentile", help="Percentile of the inter-token gaps --slo-itl applies to (default 99).", rich_help_panel=PANEL_SLO),
+    attainment: Optional[float] = typer.Option(None, "--attainment", help="Share of requests that must meet the per-request SLOs (default 0.9).", rich_help_panel=PANEL_SLO),
+    max_queueing_p50: Optional[float] = typer.Option(None, "--max-queueing-p50", help="Stability: median queueing delay bound, seconds (default 2 when no TTFT or E2E SLO is given).", rich_help_panel=PANEL_SLO),
     trace: Optional[Path] = typer.Option(None, "--trace", help="JSONL/CSV trace: parasim's columns, Vidur's, Azure's LLM inference trace or BurstGPT's, recognised from the header."),
     trace_columns: Optional[str] = typer.Option(None, "--trace-columns", help="Map another trace's columns: arrival=COL,prompt=COL,output=COL[,arrival_unit=s|ms|us|ns]."),
     rate: Optional[float] = typer.Option(None, "--rate", help="Poisson arrivals per second (with --prompt-tokens/--output-tokens)."),
@@ -355,8 +376,9 @@ def plan_serve_cmd(
         kw["token_budgets"] = int_list(token_budgets, "token-budgets")
     if max_batches:
         kw["max_batches"] = int_list(max_batches, "max-batches")
-    req = ServeSearch(model=model, gpu=tuple(gpu), max_gpus=max_gpus, slo_ttft=slo_ttft, slo_tpot=slo_tpot,
-                      attainment=attainment, trace=str(trace) if trace else None, trace_columns=trace_columns, rate=rate,
+    kw |= serve_slo_options(slo_ttft=slo_ttft, slo_tpot=slo_tpot, slo_e2e=slo_e2e, slo_itl=slo_itl,
+                            itl_percentile=itl_percentile, attainment=attainment, max_queueing_p50=max_queueing_p50)
+    req = ServeSearch(model=model, gpu=tuple(gpu), max_gpus=max_gpus, trace=str(trace) if trace else None, trace_columns=trace_columns, rate=rate,
                       prompt_tokens=prompt_tokens, output_tokens=output_tokens, length_dist=length_dist,
                       length_sigma=length_sigma, requests=requests or 1000, seed=seed, objective=objective, top=top,
                       pareto=pareto, tp=int_list(tp, "tp"), screen_requests=screen_requests, refine=refine,
@@ -394,7 +416,8 @@ def _serve_cells(r: dict, multi: bool = False) -> list[Any]:
     knobs = "/".join(str(v) for v in (r.get("token_budget"), r.get("max_batch")) if v is not None)
     return [r.get("rank") or "-", f"{r['gpus']} {r['gpu']}" if multi else r["gpus"], layout,
             f"{sched} {knobs}".strip(), f"{r['weights']}/{r.get('kv_dtype') or '-'}", f"{r['goodput_per_gpu']:.3f}",
-            f"{s['ttft_p99_s']:.3f}", f"{1e3 * s['tpot_p99_s']:.1f}", f"{s['slo_attainment']:.3f}",
+            f"{s['ttft_p99_s']:.3f}", f"{1e3 * s['tpot_p99_s']:.1f}",
+            "-" if s.get("slo_attainment") is None else f"{s['slo_attainment']:.3f}",
             f"{s['cost_usd_per_m_tokens']:.3f}", f"{s['energy_j_per_token']:.3f}",
             f"{r['requests']}" + ("" if r["fidelity"] == "full" else " (screen)")]
 

@@ -13,8 +13,9 @@ from typing import Any, Optional
 import typer
 
 from parasim.cli.config import read_mapping
-from parasim.errors import InputError
+from parasim.errors import InputError, write_output
 from parasim.report.tables import console, dumps, kv_table
+from parasim.specs import edge
 from parasim.specs.catalog import cluster_for, get_accelerator, get_model
 
 PLAN_KEYS = ("tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "block_size", "weights", "kv_dtype",
@@ -22,9 +23,10 @@ PLAN_KEYS = ("tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "
              "eager_prefill_layer_s", "output_delay_s", "act_quant", "custom_allreduce", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp", "ep", "cuda_graph_max_batch")
 WORKLOAD_KEYS = ("trace", "trace_columns", "rate", "requests", "seed", "arrival", "cv", "prompt_tokens", "output_tokens",
                  "prompt_dist", "output_dist", "burst", "length_dist", "length_sigma", "max_concurrency")
-OTHER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "slo_ttft", "slo_tpot", "requests_out", "json_out", "capacity",
-              "attainment", "chunk_size")
-PATH_KEYS = ("trace", "prompt_dist", "output_dist", "requests_out", "json_out", "model")
+SLO_KEYS = ("slo_ttft", "slo_tpot", "slo_itl", "slo_e2e", "itl_percentile", "attainment", "max_queueing_p50")
+OTHER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", *SLO_KEYS, "requests_out", "json_out", "bench_json", "capacity",
+              "chunk_size")
+PATH_KEYS = ("trace", "prompt_dist", "output_dist", "requests_out", "json_out", "bench_json", "model")
 DEFAULTS: dict[str, Any] = {"requests": 1000, "seed": 0, "arrival": "poisson", "cv": 1.0, "prompt_tokens": 512,
                             "output_tokens": 128, "burst": False, "capacity": False, "attainment": 0.9,
                             "length_dist": "fixed"}  # length_sigma: serving.workload.LENGTH_SIGMA
@@ -54,7 +56,6 @@ def _model_path(config: Path, value: str) -> bool:
 
 def build(opts: dict[str, Any]):
     """(model, cluster, plan, workload, slo) from merged options."""
-    from parasim.serving.metrics import SLO
     from parasim.serving.plan import ServingPlan
     from parasim.serving.workload import LENGTH_SIGMA, generate, read_trace
 
@@ -84,6 +85,13 @@ def build(opts: dict[str, Any]):
     a = opts.get("attainment")
     if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= 1:
         raise InputError("attainment", f"must be in (0, 1], got {a!r}")
+    slo = build_slo(opts)
+    rate = opts.get("rate")
+    if not opts.get("trace") and not opts.get("burst") and rate is None:
+        if not opts.get("capacity"):
+            raise InputError("rate", "required: give --rate R (requests/s), --burst, --trace FILE, or --capacity "
+                                     "to find the highest rate the SLOs allow")
+        rate = 1.0  # --capacity without --rate: only the lengths are used (they do not depend on the rate)
     if opts.get("trace"):
         from parasim.serving.traces import parse_trace_columns, trace_note
 
@@ -95,37 +103,95 @@ def build(opts: dict[str, Any]):
     elif opts.get("trace_columns"):
         raise InputError("trace_columns", "maps the columns of a --trace file; give --trace")
     else:
-        wl = generate(requests=int(opts["requests"]), rate=opts.get("rate"), seed=int(opts["seed"]),
+        wl = generate(requests=int(opts["requests"]), rate=rate, seed=int(opts["seed"]),
                       arrival=str(opts["arrival"]), cv=float(opts["cv"]), burst=bool(opts.get("burst")),
                       prompt_tokens=int(opts["prompt_tokens"]), output_tokens=int(opts["output_tokens"]),
                       prompt_dist=opts.get("prompt_dist"), output_dist=opts.get("output_dist"),
                       length_dist=str(opts["length_dist"]), length_sigma=float(opts.get("length_sigma") or LENGTH_SIGMA),
                       max_total_tokens=model.max_seq_len if opts["length_dist"] == "lognormal" else None)
-    slo = SLO(ttft_s=opts.get("slo_ttft"), tpot_s=opts.get("slo_tpot"))
     return model, cluster, plan, wl, slo
 
 
+def build_slo(opts: dict[str, Any]):
+    """The SLO of merged options, each value checked at the edge (seconds; a millisecond figure is
+    refused with a hint). `itl_percentile` needs `slo_itl`; an `attainment` given with only an ITL
+    SLO would apply to nothing, so it is refused too."""
+    from parasim.serving.metrics import SLO, slo_seconds
+
+    vals = {n: slo_seconds(n, opts.get(f"slo_{n}")) for n in ("ttft", "tpot", "itl", "e2e")}
+    pct = edge.number("itl_percentile", opts.get("itl_percentile"), lo=0, lo_open=True, hi=100, allow_none=True)
+    if pct is not None and vals["itl"] is None:
+        raise InputError("itl_percentile", "applies to the ITL SLO only: give --slo-itl S too (or drop it)")
+    if opts.get("attainment_given") and vals["itl"] is not None and not any(vals[n] for n in ("ttft", "tpot", "e2e")):
+        raise InputError("attainment", "applies to the per-request SLOs (--slo-ttft, --slo-tpot, --slo-e2e); "
+                                       "the ITL SLO takes --itl-percentile instead")
+    edge.positive_float("max_queueing_p50", opts.get("max_queueing_p50"), allow_none=True)
+    return SLO(ttft_s=vals["ttft"], tpot_s=vals["tpot"], itl_s=vals["itl"], e2e_s=vals["e2e"],
+               itl_percentile=float(pct) if pct is not None else 99.0, attainment=float(opts["attainment"]))
+
+
 def run(opts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    from parasim.search.capacity import CapacityResult, capacity, slo_meets
+    from parasim.search.capacity import CapacityResult, capacity
     from parasim.serving.simulate import simulate
 
     model, cluster, plan, wl, slo = build(opts)
     mc = opts.get("max_concurrency")
-    if mc is not None and opts.get("capacity"):
-        raise InputError("max_concurrency", "--capacity searches an open-loop arrival rate; drop --max-concurrency")
-    res = simulate(model, cluster, plan, wl, slo=slo, seed=int(opts["seed"]),
-                   max_concurrency=int(mc) if mc is not None else None)
-    out = res.to_dict()
     if opts.get("capacity"):
+        if mc is not None:
+            raise InputError("max_concurrency", "--capacity searches an open-loop arrival rate; drop --max-concurrency")
         if not slo.given:
-            raise InputError("slo_ttft", "--capacity needs an SLO: give --slo-ttft and/or --slo-tpot")
-        cap = CapacityResult(0.0, [], None) if not res.feasible else capacity(model, cluster, plan, slo=slo, attainment=float(opts["attainment"]), requests=len(wl),
-                       seed=int(opts["seed"]), lengths=(wl.prompt_tokens, wl.output_tokens),
-                       arrival=str(opts["arrival"]), cv=float(opts["cv"]), meets=slo_meets(float(opts["attainment"])))
+            raise InputError("capacity", "needs an SLO: give --slo-ttft, --slo-tpot, --slo-itl and/or --slo-e2e")
+    limit = slo.queueing_limit_s(opts.get("max_queueing_p50"))
+    searched = bool(opts.get("capacity")) and not opts.get("trace") and not opts.get("burst") and opts.get("rate") is None
+    res = None
+    if not searched:
+        res = simulate(model, cluster, plan, wl, slo=slo, seed=int(opts["seed"]),
+                       max_concurrency=int(mc) if mc is not None else None)
+    cap = None
+    if opts.get("capacity"):
+        cap = (CapacityResult(0.0, [], None, queueing_limit_s=limit) if res is not None and not res.feasible
+               else capacity(model, cluster, plan, slo=slo, requests=len(wl), seed=int(opts["seed"]),
+                             lengths=(wl.prompt_tokens, wl.output_tokens), arrival=str(opts["arrival"]),
+                             cv=float(opts["cv"]), max_queueing_p50_s=opts.get("max_queueing_p50")))
+    shown = "given_rate"
+    if res is None:  # no --rate: show the run at the capacity (else the least loaded probe, else the burst)
+        res, shown = next((r, k) for r, k in ((cap.result, "capacity"), (cap.lowest, "lowest_probe"),
+                                              (cap.burst, "burst")) if r is not None)
+    out = res.to_dict()
+    if slo.given:
+        q = res.summary.get("queueing_p50_s")
+        out["stability"] = {"max_queueing_p50_s": limit, "queueing_p50_s": q,
+                            "stable": None if limit is None or q is None else q <= limit}
+    if cap is not None:
         out["capacity_requests_per_s"] = cap.requests_per_s
         out["summary"]["capacity_requests_per_s"] = cap.requests_per_s
-        out["capacity"] = cap.to_dict() | {"attainment": float(opts["attainment"])}
+        out["capacity"] = cap.to_dict() | {"attainment": slo.attainment if slo.per_request else None,
+                                           "summary_at": shown}
     return out, res
+
+
+def bench_meta(opts: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+    """request_rate / burstiness / max_concurrency as vLLM's result file states them, and the
+    percentiles to write (BENCH_PERCENTILES and the ITL SLO's)."""
+    from parasim.report.vllm_bench import BENCH_PERCENTILES
+
+    if opts.get("trace"):
+        rate, burstiness = out["inputs"]["workload"].get("offered_requests_per_s"), None
+    else:
+        at = out.get("capacity", {}).get("summary_at", "given_rate")
+        if opts.get("burst") or at == "burst":
+            rate = "inf"
+        elif at == "capacity":
+            rate = out["capacity_requests_per_s"]
+        elif at == "lowest_probe":
+            rate = min(p["requests_per_s"] for p in out["capacity"]["probes"])
+        else:
+            rate = opts.get("rate")
+        burstiness = None if rate == "inf" else (1.0 if opts["arrival"] == "poisson" else 1.0 / float(opts["cv"]) ** 2)
+    slo = out["inputs"]["slo"]
+    pct = set(BENCH_PERCENTILES) | ({float(slo["itl_percentile"])} if slo.get("itl_s") is not None else set())
+    return {"request_rate": rate, "burstiness": burstiness, "max_concurrency": opts.get("max_concurrency"),
+            "percentiles": tuple(sorted(pct))}
 
 
 def _kv_rows(kv: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -136,6 +202,44 @@ def _kv_rows(kv: dict[str, Any]) -> list[tuple[str, Any]]:
                   f"{k['weights_gb']:.1f} / {k['activations_gb']:.1f} / {k['reserved_gb']:.1f} of {k['usable_gb']:.1f} usable"),
                  (f"{label}KV cache (tokens per engine)", f"{k['kv_tokens_per_engine']:,}"),
                  (f"{label}largest request needs (KV tokens)", f"{k['largest_request_kv_tokens']:,}")]
+    return rows
+
+
+def _slo_rows(out: dict[str, Any]) -> list[tuple[str, Any]]:
+    s, slo = out["summary"], out["inputs"]["slo"]
+    names = [n for n in ("ttft", "tpot", "e2e", "itl") if slo.get(f"{n}_s") is not None]
+    if not names:
+        return [("SLO attainment", None), ("goodput (req/s)", None)]
+    given = ", ".join(f"{n.upper()} {slo[f'{n}_s']:g} s" + (f" at p{slo['itl_percentile']:g}" if n == "itl" else "")
+                      for n in names)
+    rows = [("SLOs", given)]
+    if s["slo_attainment"] is not None:
+        rows += [(f"SLO attainment (target {slo['attainment']:g})", s["slo_attainment"]),
+                 ("goodput (req/s)", s["goodput_requests_per_s"])]
+    if s.get("slo_itl_observed_s") is not None:
+        rows.append((f"ITL p{slo['itl_percentile']:g} (ms)", round(s["slo_itl_observed_s"] * 1e3, 2)))
+    ratio = s.get(f"slo_ratio_{s['slo_binding']}") if s.get("slo_binding") else None
+    rows.append(("SLOs met / binding", f"{'yes' if s['slo_met'] else 'no'} / {s['slo_binding']}"
+                 + (f" ({ratio:.2f} x its SLO)" if ratio is not None else "")))
+    st = out.get("stability")
+    if st and st["max_queueing_p50_s"] is not None:
+        rows.append((f"stable (median queueing <= {st['max_queueing_p50_s']:g} s)",
+                     "-" if st["stable"] is None else ("yes" if st["stable"] else "no")))
+    return rows
+
+
+def _capacity_rows(out: dict[str, Any]) -> list[tuple[str, Any]]:
+    if "capacity" not in out:
+        return []
+    c = out["capacity"]
+    at = {"capacity": "the rows above are the run at the capacity",
+          "lowest_probe": "no rate passes; the rows above are the lowest rate tried",
+          "burst": "nothing runs; the rows above are the burst run"}.get(c["summary_at"])
+    rows = [("capacity (req/s)", c["capacity_requests_per_s"]),
+            ("capacity limited by", ", ".join(c["binding"]) or "-"),
+            ("saturated throughput, burst run (req/s)", c["saturated_requests_per_s"])]
+    if at:
+        rows.append(("capacity note", at))
     return rows
 
 
@@ -159,13 +263,12 @@ def render(out: dict[str, Any]) -> None:
             ("queueing p99 (s)", s["queueing_p99_s"]),
             ("requests/s", s["requests_per_s"]), ("output tokens/s", s["output_tokens_per_s"]),
             ("input tokens/s", s["input_tokens_per_s"]),
-            ("SLO attainment", s["slo_attainment"]), ("goodput (req/s)", s["goodput_requests_per_s"]),
+            *_slo_rows(out),
             ("unservable (never fit, rejected) / dropped", f"{s['unservable']} / {s['dropped']}"),
             ("preemptions", s["preemptions"]), ("KV utilisation mean / peak", f"{s['kv_utilization_mean']:.2f} / {s['kv_utilization_peak']:.2f}"),
             ("GPUs / GPU-hours", f"{s['gpus']} / {s['gpu_hours']:.4f}"),
             ("energy (J/output token)", s["energy_j_per_token"]), ("cost ($/M output tokens)", s["cost_usd_per_m_tokens"])]
-    if "capacity_requests_per_s" in out:
-        rows.append((f"capacity at {out['capacity']['attainment']:.0%} attainment (req/s)", out["capacity_requests_per_s"]))
+    rows += _capacity_rows(out)
     rows.append(("simulation wall time (s)", round(out["sim_wall_s"], 3)))
     console().print(kv_table(title, rows))
 
@@ -213,13 +316,18 @@ def serve_cmd(
     output_dist: Optional[Path] = typer.Option(None, "--output-dist", help="File of output lengths.", rich_help_panel="Workload"),
     burst: Optional[bool] = typer.Option(None, "--burst", help="All requests at t = 0.", rich_help_panel="Workload"),
     max_concurrency: Optional[int] = typer.Option(None, "--max-concurrency", help="Closed-loop client, as benchmark clients' --max-concurrency: at most N requests out at once; the next is sent when one comes back (not before its arrival time).", rich_help_panel="Workload"),
-    slo_ttft: Optional[float] = typer.Option(None, "--slo-ttft", help="TTFT SLO (s).", rich_help_panel="SLO"),
-    slo_tpot: Optional[float] = typer.Option(None, "--slo-tpot", help="TPOT SLO (s).", rich_help_panel="SLO"),
-    capacity: Optional[bool] = typer.Option(None, "--capacity", help="Also search the highest Poisson rate meeting the SLOs.", rich_help_panel="SLO"),
-    attainment: Optional[float] = typer.Option(None, "--attainment", help="Share of requests that must meet the SLOs (default 0.9).", rich_help_panel="SLO"),
+    slo_ttft: Optional[float] = typer.Option(None, "--slo-ttft", help="Per-request TTFT SLO, seconds.", rich_help_panel="SLO"),
+    slo_tpot: Optional[float] = typer.Option(None, "--slo-tpot", help="Per-request TPOT SLO, seconds per output token after the first.", rich_help_panel="SLO"),
+    slo_e2e: Optional[float] = typer.Option(None, "--slo-e2e", help="Per-request end-to-end latency SLO, seconds.", rich_help_panel="SLO"),
+    slo_itl: Optional[float] = typer.Option(None, "--slo-itl", help="SLO on the --itl-percentile of all inter-token gaps, seconds (Sarathi-Serve's P99 TBT).", rich_help_panel="SLO"),
+    itl_percentile: Optional[float] = typer.Option(None, "--itl-percentile", help="Percentile of the inter-token gaps --slo-itl applies to (default 99).", rich_help_panel="SLO"),
+    attainment: Optional[float] = typer.Option(None, "--attainment", help="Share of requests that must meet the per-request SLOs (default 0.9).", rich_help_panel="SLO"),
+    capacity: Optional[bool] = typer.Option(None, "--capacity", help="Search the highest Poisson rate that meets the SLOs stably (without --rate: show the run at that rate).", rich_help_panel="SLO"),
+    max_queueing_p50: Optional[float] = typer.Option(None, "--max-queueing-p50", help="Stability: median queueing delay bound, seconds (default 2, Sarathi-Serve's, when no TTFT or E2E SLO is given).", rich_help_panel="SLO"),
     requests_out: Optional[Path] = typer.Option(None, "--requests-out", help="Write per-request results (.csv or .jsonl).", rich_help_panel="Output"),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table.", rich_help_panel="Output"),
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE.", rich_help_panel="Output"),
+    bench_json: Optional[Path] = typer.Option(None, "--bench-json", help="Also write the run as a vLLM benchmark result file (its key names, milliseconds).", rich_help_panel="Output"),
 ) -> None:
     """Simulate serving a model on GPUs: TTFT, TPOT, throughput, SLO attainment, energy and cost.
 
@@ -237,19 +345,27 @@ def serve_cmd(
                  requests=requests, seed=seed, arrival=arrival, cv=cv, prompt_tokens=prompt_tokens,
                  output_tokens=output_tokens, length_dist=length_dist, length_sigma=length_sigma, prompt_dist=str(prompt_dist) if prompt_dist else None,
                  output_dist=str(output_dist) if output_dist else None, burst=burst, max_concurrency=max_concurrency,
-                 slo_ttft=slo_ttft,
-                 slo_tpot=slo_tpot, capacity=capacity, attainment=attainment,
-                 requests_out=str(requests_out) if requests_out else None, json_out=str(json_out) if json_out else None)
+                 slo_ttft=slo_ttft, slo_tpot=slo_tpot, slo_e2e=slo_e2e, slo_itl=slo_itl, itl_percentile=itl_percentile,
+                 capacity=capacity, attainment=attainment, max_queueing_p50=max_queueing_p50,
+                 requests_out=str(requests_out) if requests_out else None, json_out=str(json_out) if json_out else None,
+                 bench_json=str(bench_json) if bench_json else None)
     opts: dict[str, Any] = dict(DEFAULTS)
     cfg = load_config(config) if config else {}
     opts.update(cfg)
     opts.update({k: v for k, v in given.items() if v is not None})
     opts["requests_explicit"] = given["requests"] if given["requests"] is not None else cfg.get("requests")
+    opts["attainment_given"] = given["attainment"] is not None or "attainment" in cfg
+    if opts.get("bench_json") is not None:
+        edge.text_value("bench_json", opts["bench_json"])
     out, res = run(opts)
     if opts.get("requests_out"):
         from parasim.serving.metrics import write_requests
 
         write_requests(res.requests, opts["requests_out"])
+    if opts.get("bench_json"):
+        from parasim.report.vllm_bench import bench_result
+
+        write_output(opts["bench_json"], dumps(bench_result(res, **bench_meta(opts, out))) + "\n")
     text = dumps(out)
     if opts.get("json_out"):
         p = Path(opts["json_out"])

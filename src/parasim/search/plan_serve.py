@@ -6,7 +6,7 @@ batch, plus disaggregated prefill/decode splits (prefill GPUs and TP vs decode G
 0. Analytic pruning per layout (no simulation): the weights must fit and leave a KV cache for the
    longest request of the workload (`serving.kvcache.kv_budget`, the simulator's own memory
    model); one decode step of a single sequence (`serving.itercost`) must not already exceed the
-   TPOT SLO; and a roofline bound on the layout's throughput (prefill tokens at a 2048-token chunk
+   TPOT or ITL SLO; and a roofline bound on the layout's throughput (prefill tokens at a 2048-token chunk
    plus decode steps at the largest batch the KV cache holds, x pp stages x replicas) must reach
    the offered rate with a 25 % margin.
 1. Screen layouts: every surviving layout with the default scheduler and knobs, on the first
@@ -16,6 +16,14 @@ batch, plus disaggregated prefill/decode splits (prefill GPUs and TP vs decode G
    max batch, still on the short workload.
 3. Refine: the best `refine` screened plans (by the objective, SLO met) are re-run on the whole
    workload; if none of them meets the SLO at full size, the next `refine`, up to three rounds.
+
+A plan "meets the SLO" when its run meets every SLO given (any non-empty subset of TTFT, TPOT,
+E2E per request at the attainment share, and ITL at its percentile) and is stable, as capacity
+requires (search/capacity.py): its median queueing delay stays within `SLO.queueing_limit_s`
+(2 s, Sarathi-Serve's, when no TTFT or E2E SLO bounds the wait), and, for a full-size run, the
+offered rate is at most the plan's saturated throughput (a burst run of the same requests). A
+TPOT or ITL SLO alone never notices a queue that grows, nor a batch that swells until the plan
+falls behind.
 
 `ranked` lists the full-size plans that meet the SLO first (best first), then the screen-only ones
 (`fidelity: "screen"`); `best` is always a full-size result, so its numbers are the ones
@@ -39,7 +47,10 @@ from parasim.search.pareto import pareto_front
 from parasim.search.prune import Pruned
 from parasim.search.space import (CHUNKED_BUDGETS, MAX_BATCHES, SERVE_PRECISIONS, SERVE_SCHEDULERS, powers_of_two,
                                   serve_layouts)
-from parasim.serving.workload import LENGTH_DISTS
+from parasim.search.capacity import QUEUEING, SATURATED
+from parasim.serving.metrics import SLO, SLO_NAMES, missed_slos, slo_seconds
+from parasim.serving.workload import LENGTH_DISTS, Workload
+from parasim.specs import edge
 from parasim.specs.catalog import default_cluster, get_accelerator, get_model, model_reference
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
@@ -54,9 +65,14 @@ class ServeSearch:
     model: str
     gpu: tuple[str, ...]
     max_gpus: int
-    slo_ttft: float
-    slo_tpot: float
+    # any non-empty subset of the SLOs (serving.metrics.SLO); attainment applies to the per-request ones
+    slo_ttft: float | None = None
+    slo_tpot: float | None = None
+    slo_itl: float | None = None
+    slo_e2e: float | None = None
+    itl_percentile: float = 99.0
     attainment: float = 0.9
+    max_queueing_p50: float | None = None  # stability bound (SLO.queueing_limit_s); None: the default rule
     trace: str | None = None
     trace_columns: str | None = None  # serving.traces.parse_trace_columns
     rate: float | None = None
@@ -82,6 +98,15 @@ class ServeSearch:
     executor: str = "local"
     ray_address: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def slo(self) -> SLO:
+        """The SLO set, each value checked (seconds, not milliseconds); at least one is required."""
+        vals = {n: slo_seconds(n, getattr(self, f"slo_{n}")) for n in SLO_NAMES}
+        if not any(v is not None for v in vals.values()):
+            raise InputError("slo", "give at least one SLO: --slo-ttft, --slo-tpot, --slo-itl and/or --slo-e2e (seconds)")
+        edge.positive_float("max_queueing_p50", self.max_queueing_p50, allow_none=True)
+        return SLO(**{f"{n}_s": v for n, v in vals.items()}, itl_percentile=self.itl_percentile,
+                   attainment=self.attainment)
 
 
 # --- workload -----------------------------------------------------------------------------------
@@ -168,8 +193,9 @@ def _pool_bounds(model: ModelSpec, acc_id: str, tp: int, pp: int, weights: str, 
     return None, one, pp / per_request
 
 
-def analytic_prune(model: ModelSpec, d: dict, wl_stats: dict, slo_tpot: float, pruned: Pruned) -> bool:
-    """True if the layout survives (memory, TPOT floor, throughput bound)."""
+def analytic_prune(model: ModelSpec, d: dict, wl_stats: dict, step_slo_s: float | None, pruned: Pruned) -> bool:
+    """True if the layout survives (memory, TPOT floor, throughput bound). `step_slo_s` is the
+    tightest SLO on a decode step (TPOT or ITL; None: no floor to check)."""
     args = (wl_stats["prompt_mean"], wl_stats["output_mean"], wl_stats["max_len"])
     if d.get("scheduler") == "disagg":
         pools = [(d["prefill_tp"], d["prefill_gpus"] // d["prefill_tp"], "prefill"),
@@ -181,7 +207,7 @@ def analytic_prune(model: ModelSpec, d: dict, wl_stats: dict, slo_tpot: float, p
         if reason:
             pruned.drop(reason)
             return False
-        if role != "prefill" and one > slo_tpot:
+        if role != "prefill" and step_slo_s is not None and one > step_slo_s:
             pruned.drop("tpot_floor")
             return False
         if role == "mixed" and n * rate * THROUGHPUT_MARGIN < wl_stats["rate"] * wl_stats["attainment"]:
@@ -231,10 +257,17 @@ def evaluate(context: dict, item: dict) -> dict:
     n = item["requests"]
     if n < len(wl):
         wl = wl.head(n)
+    slo = context.get("slo") or SLO.of(context)
     try:
         plan = ServingPlan.from_mapping(plan_map)
-        res = simulate(context["model"], cluster_for(item["gpu"], plan_gpus(item)), plan, wl,
-                       slo={"ttft_s": context["slo_ttft"], "tpot_s": context["slo_tpot"]}, seed=context["seed"])
+        cluster = cluster_for(item["gpu"], plan_gpus(item))
+        res = simulate(context["model"], cluster, plan, wl, slo=slo, seed=context["seed"])
+        saturated = None
+        if context.get("offered_rps") and meets_slo(res.summary, context.get("queueing_limit_s")):
+            # stability: the same requests all at t = 0 give the most this plan serves (search/capacity.py)
+            burst = Workload(np.zeros(len(wl)), wl.prompt_tokens, wl.output_tokens, wl.prefix_id, wl.prefix_tokens)
+            b = simulate(context["model"], cluster, plan, burst, slo=slo, seed=context["seed"])
+            saturated = float(b.summary["requests_per_s"] or 0.0) if b.feasible else 0.0
     except InputError as e:
         return {"ok": False, "reason": "invalid_plan", "message": f"{e.field}: {e.message}"}
     except RuntimeError as e:  # a simulator bug: reported, not fatal to the search
@@ -244,17 +277,48 @@ def evaluate(context: dict, item: dict) -> dict:
     if res.summary["unservable"]:
         return {"ok": False, "reason": "kv_cannot_hold_request",
                 "message": f"{res.summary['unservable']} of {len(wl)} requests can never fit the KV cache"}
-    return {"ok": True, "metrics": res.to_dict()}
+    return {"ok": True, "metrics": res.to_dict(), "saturated_requests_per_s": saturated}
 
 
-def make_row(item: dict, res: dict, attainment: float, fidelity: str) -> dict:
+def slo_failures(s: dict, queueing_limit_s: float | None, saturated_rps: float | None = None,
+                 offered_rps: float | None = None) -> list[str]:
+    """Why a run does not meet the SLO: the SLOs it misses (`missed_slos`), then the stability
+    rules, as capacity names them: `queueing` (median queueing over `queueing_limit_s`) and
+    `saturated_throughput` (the offered rate over the burst run's throughput). Empty: it meets it."""
+    why = missed_slos(s)
+    q = s.get("queueing_p50_s")
+    if queueing_limit_s is not None and (q is None or q > queueing_limit_s):
+        why.append(QUEUEING)
+    if saturated_rps is not None and offered_rps is not None and offered_rps > saturated_rps:
+        why.append(SATURATED)
+    return why
+
+
+def meets_slo(s: dict, queueing_limit_s: float | None) -> bool:
+    """The run meets its SLOs (`slo_met`: per-request attainment and the ITL percentile) and its
+    median queueing stays within `queueing_limit_s` (SLO.queueing_limit_s)."""
+    return bool(s.get("slo_met")) and not slo_failures(s, queueing_limit_s)
+
+
+def make_row(item: dict, res: dict, queueing_limit_s: float | None, fidelity: str,
+             offered_rps: float | None = None) -> dict:
+    """A ranked row. It meets the SLO when `meets_slo` holds and, for a full-size run checked
+    against its burst run, the offered rate is within the saturated throughput. Goodput is
+    vLLM's (requests within every per-request SLO, per second); with only an ITL SLO, every
+    completed request of a run that meets it counts."""
     metrics = res["metrics"]
     s = metrics["summary"]
     gpus = plan_gpus(item)
+    sat = res.get("saturated_requests_per_s")
+    why = slo_failures(s, queueing_limit_s, sat, offered_rps)
+    ok = not why
+    good = s.get("goodput_requests_per_s")
+    if good is None:
+        good = s.get("requests_per_s") if ok else 0.0
     row = dict(metrics["inputs"]["plan"])
     row.update({"gpu": item["gpu"], "gpus": gpus, "requests": item["requests"], "fidelity": fidelity,
-                "meets_slo": (s.get("slo_attainment") or 0.0) >= attainment,
-                "goodput_per_gpu": (s.get("goodput_requests_per_s") or 0.0) / gpus, "metrics": metrics})
+                "meets_slo": ok, "fails": why, "saturated_requests_per_s": sat, "goodput_per_gpu": (good or 0.0) / gpus,
+                "metrics": metrics})
     return row
 
 
@@ -358,12 +422,8 @@ def run_search(req: ServeSearch, progress=None) -> dict:
     accs = [get_accelerator(g) for g in req.gpu]
     if req.max_gpus < 1:
         raise InputError("max-gpus", f"must be >= 1, got {req.max_gpus}")
-    for name in ("slo_ttft", "slo_tpot"):
-        v = getattr(req, name)
-        if v is None or not v > 0:
-            raise InputError(name.replace("_", "-"), f"must be a positive number of seconds, got {v}")
-    if not 0 < req.attainment <= 1:
-        raise InputError("attainment", f"must be in (0, 1], got {req.attainment}")
+    slo = req.slo()
+    limit = slo.queueing_limit_s(req.max_queueing_p50)
     objective = get_objective(req.objective, SERVE_OBJECTIVES)
     pareto_objs = parse_pareto(req.pareto, SERVE_OBJECTIVES)
     for s in req.schedulers:
@@ -375,7 +435,8 @@ def run_search(req: ServeSearch, progress=None) -> dict:
     span = float(wl.arrival_s[-1] - wl.arrival_s[0])
     wl_stats = {"prompt_mean": float(wl.prompt_tokens.mean()), "output_mean": float(wl.output_tokens.mean()),
                 "max_len": int((wl.prompt_tokens + wl.output_tokens).max()),
-                "rate": (len(wl) - 1) / span if span > 0 else float("inf"), "attainment": req.attainment}
+                "rate": (len(wl) - 1) / span if span > 0 else float("inf"),
+                "attainment": slo.attainment if slo.per_request else 1.0}
     options = {"output_tokens_mean": wl_stats["output_mean"]}
     full_n = len(wl)
     screen_n = min(full_n, req.screen_requests)
@@ -390,17 +451,20 @@ def run_search(req: ServeSearch, progress=None) -> dict:
         for d in serve_layouts(model, cl, max_gpus=req.max_gpus, tps=tps, pps=req.pp, precisions=req.precisions,
                                pruned=pruned, disagg="disagg" in req.schedulers):
             raw += 1
-            if analytic_prune(model, d, wl_stats, req.slo_tpot, pruned):
+            if analytic_prune(model, d, wl_stats, min((v for v in (slo.tpot_s, slo.itl_s) if v is not None),
+                                                       default=None), pruned):
                 layouts.append(d)
     raw += sum(pruned.values())
-    context = {"model": model, "workload": wl, "slo_ttft": req.slo_ttft, "slo_tpot": req.slo_tpot, "seed": req.seed}
+    offered = wl_stats["rate"] if np.isfinite(wl_stats["rate"]) else None  # None: a burst, nothing to keep up with
+    context = {"model": model, "workload": wl, "slo": slo, "seed": req.seed, "queueing_limit_s": limit,
+               "offered_rps": offered}
     stages = _Stages(req, context, progress)
     screened: dict[tuple, dict] = {}
     errors: dict[str, str] = {}
 
     def absorb(items: list[dict], results: list, fidelity: str, store: dict) -> None:
         for it, res in pruned.successes(items, results, errors):
-            store[plan_key(it)] = make_row(it, res, req.attainment, fidelity)
+            store[plan_key(it)] = make_row(it, res, limit, fidelity, offered)
 
     # stage 1: layouts with default knobs, short workload
     items1 = [{**d, "scheduler": d.get("scheduler", "sarathi"), "token_budget": None, "max_batch": None,
@@ -444,9 +508,11 @@ def run_search(req: ServeSearch, progress=None) -> dict:
     # ranking: full-size SLO-meeting plans, then screen-only SLO-meeting ones
     full_ok = sorted((r for r in full.values() if r["meets_slo"]), key=key)
     screen_only = sorted((r for k, r in screened.items() if r["meets_slo"] and k not in full), key=key)
-    missed = sum(1 for r in full.values() if not r["meets_slo"]) + sum(
-        1 for k, r in screened.items() if not r["meets_slo"] and k not in full)
-    pruned.drop("slo_missed", missed)
+    failed = [r for r in full.values() if not r["meets_slo"]] + [
+        r for k, r in screened.items() if not r["meets_slo"] and k not in full]
+    unstable = sum(1 for r in failed if set(r["fails"]) <= {QUEUEING, SATURATED})
+    pruned.drop("slo_missed", len(failed) - unstable)
+    pruned.drop("unstable", unstable)
     ranked = full_ok + screen_only
     for i, r in enumerate(ranked, start=1):
         r["rank"] = i
@@ -457,7 +523,7 @@ def run_search(req: ServeSearch, progress=None) -> dict:
     hit = next((r for r in full_ok if plan_key(r) == plan_key(base)), None)
     if hit is None:
         res = evaluate(context, base_item)
-        baseline = (make_row(base_item, res, req.attainment, "full") | {"rank": None} if res["ok"]
+        baseline = (make_row(base_item, res, limit, "full", offered) | {"rank": None} if res["ok"]
                     else {**base, "rank": None, "feasible": False, "reason": res["reason"],
                           "message": res.get("message"), "metrics": None})
         if res["ok"]:
@@ -471,7 +537,7 @@ def run_search(req: ServeSearch, progress=None) -> dict:
 
     out = {
         "command": "plan serve", "model": model.name, "gpu": list(req.gpu), "max_gpus": req.max_gpus,
-        "slo": {"ttft_s": req.slo_ttft, "tpot_s": req.slo_tpot, "attainment": req.attainment},
+        "slo": slo.to_dict() | {"max_queueing_p50_s": limit},
         "workload": wl.summary(), "objective": objective.name, "objective_metric": objective.metric,
         # interrupted before any full-size run: the best screened plan is the best found so far
         "best": full_ok[0] if full_ok else (ranked[0] if ranked and stages.interrupted else None), "ranked": ranked, "evaluated": stages.evaluated,
@@ -501,5 +567,12 @@ def emit_yaml_mapping(out: dict, req: ServeSearch, yaml_path: Path) -> dict:
     cfg: dict[str, Any] = {"model": model_reference(req.model), "gpu": best["gpu"], "gpus": best["gpus"]}
     cfg.update({k: best[k] for k in PLAN_FIELDS if best.get(k) is not None})
     cfg.update(regen)
-    cfg.update({"slo_ttft": req.slo_ttft, "slo_tpot": req.slo_tpot, "attainment": req.attainment})
+    slo = req.slo()
+    cfg.update({f"slo_{n}": getattr(slo, f"{n}_s") for n in slo.names})
+    if slo.per_request:
+        cfg["attainment"] = slo.attainment
+    if slo.itl_s is not None:
+        cfg["itl_percentile"] = slo.itl_percentile
+    if req.max_queueing_p50 is not None:
+        cfg["max_queueing_p50"] = req.max_queueing_p50
     return cfg

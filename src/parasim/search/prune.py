@@ -33,9 +33,10 @@ REASONS = {
     "memory_weights": "weights do not fit the GPU's usable memory",
     "memory_kv": "no room for the KV cache of one max-length request",
     "kv_cannot_hold_request": "with its scheduler knobs, the plan's KV cache cannot hold some request of the workload",
-    "tpot_floor": "reading the weights once per decode step already exceeds the TPOT SLO",
+    "tpot_floor": "reading the weights once per decode step already exceeds the TPOT (or ITL) SLO",
     "throughput_bound": "the roofline upper bound on throughput is below the offered load",
-    "slo_missed": "simulated, but missed the SLO attainment target (not ranked)",
+    "slo_missed": "simulated, but missed an SLO (the attainment target, or the ITL percentile; not ranked)",
+    "unstable": "simulated and within the SLOs, but not stable: median queueing over its bound, or the offered rate over the plan's saturated (burst) throughput (not ranked)",
     "dominated_replicas": "a layout of the same family with no more instances per pool already met the SLO",
     "screen_cut": "screened with a short workload, not among the best re-run at full size",
     # both

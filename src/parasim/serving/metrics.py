@@ -3,13 +3,19 @@
 Per request: `ttft_s` (arrival to first token), `tpot_s` ((last - first token) / (output - 1)),
 `e2e_s` (arrival to last token), `queueing_s` (arrival to first scheduled), `preemptions`.
 Inter-token latencies (`itl_*`) are every gap between consecutive tokens of a request, pooled
-over requests (vLLM's "TPOT" histogram is this pool: its mean is per output token). Summary:
+over requests (vLLM's "ITL" histogram is this pool: its mean is per output token). Summary:
 mean/p50/p90/p99 of each; `requests_per_s`, `input_tokens_per_s`, `output_tokens_per_s` over the
-makespan (first arrival to last token); `slo_attainment` = share of requests meeting every given
-SLO (TTFT and per-request TPOT), null without SLOs; `goodput_requests_per_s` = requests meeting
-the SLOs per second; `kv_utilization_mean` (time-averaged used/capacity blocks); `gpu_hours`;
-`energy_j` (power = idle + (TDP - idle) x busy fraction, per GPU) and `energy_j_per_token` per
-output token; `cost_usd_per_m_tokens` per million output tokens at the catalog's $/GPU-hour.
+makespan (first arrival to last token); `kv_utilization_mean` (time-averaged used/capacity
+blocks); `gpu_hours`; `energy_j` (power = idle + (TDP - idle) x busy fraction, per GPU) and
+`energy_j_per_token` per output token; `cost_usd_per_m_tokens` per million output tokens at the
+catalog's $/GPU-hour. The SLO keys (`slo_summary`) and every other key are listed with their
+units in docs/metrics.md.
+
+SLOs mean what the papers mean. TTFT, TPOT and E2E are per request, as DistServe's attainment
+and vLLM's goodput: a request is good when it completes within every one given, and a run meets
+them when `attainment` of its requests are good. ITL is over all inter-token gaps, as
+Sarathi-Serve's P99 TBT: a run meets it when the `itl_percentile`-th percentile of the pooled gaps
+is within it.
 """
 
 from __future__ import annotations
@@ -23,31 +29,85 @@ from typing import Any
 import numpy as np
 
 from parasim.errors import InputError
+from parasim.specs import edge
+
+#: The per-request SLOs (DistServe, vLLM goodput) and the one over all inter-token gaps (Sarathi-Serve).
+PER_REQUEST_SLOS = ("ttft", "tpot", "e2e")
+SLO_NAMES = (*PER_REQUEST_SLOS, "itl")
+#: Above these an SLO in seconds is surely a value in milliseconds: no streaming client waits 10 s
+#: between tokens, and a first token after 10 minutes (or an answer after an hour) is a timeout.
+SLO_MAX_S = {"ttft": 600.0, "tpot": 10.0, "itl": 10.0, "e2e": 3600.0}
+#: Stability when no TTFT or E2E SLO bounds the wait: the median queueing delay (arrival to first
+#: scheduled) must stay within this. Sarathi-Serve's capacity search uses the same bound
+#: (microsoft/sarathi-serve, benchmark/capacity_search: scheduling delay at quantile 0.5 <= 2 s).
+STABLE_QUEUEING_P50_S = 2.0
+
+
+def slo_seconds(name: str, value: Any) -> float | None:
+    """An SLO value from the edge (a flag or a config key): seconds, positive, finite, and not a
+    millisecond figure typed as seconds."""
+    v = edge.positive_float(f"slo_{name}", value, allow_none=True)
+    if v is not None and v > SLO_MAX_S[name]:
+        raise InputError(f"slo_{name}", f"{v:g} s looks like milliseconds: SLOs are in seconds (did you mean "
+                                        f"{v / 1e3:g}, i.e. {v:g} ms?); at most {SLO_MAX_S[name]:g} s is read")
+    return v
 
 
 @dataclass(frozen=True, kw_only=True)
 class SLO:
+    """Latency objectives in seconds (None = not given), the share of requests that must meet the
+    per-request ones, and the percentile of all inter-token gaps the ITL one applies to."""
+
     ttft_s: float | None = None
     tpot_s: float | None = None
+    e2e_s: float | None = None
+    itl_s: float | None = None
+    itl_percentile: float = 99.0
+    attainment: float = 0.9
 
     def __post_init__(self) -> None:
-        for name in ("ttft_s", "tpot_s"):
-            v = getattr(self, name)
-            if v is not None and not v > 0:
-                raise InputError(f"slo_{name[:-2]}", f"must be a positive number of seconds, got {v}")
+        for name in SLO_NAMES:
+            slo_seconds(name, getattr(self, f"{name}_s"))
+        edge.number("itl_percentile", self.itl_percentile, lo=0, lo_open=True, hi=100)
+        edge.number("attainment", self.attainment, lo=0, lo_open=True, hi=1)
 
     @property
     def given(self) -> bool:
-        return self.ttft_s is not None or self.tpot_s is not None
+        return any(getattr(self, f"{n}_s") is not None for n in SLO_NAMES)
+
+    @property
+    def per_request(self) -> tuple[str, ...]:
+        """The per-request SLOs given, in SLO_NAMES order."""
+        return tuple(n for n in PER_REQUEST_SLOS if getattr(self, f"{n}_s") is not None)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for n in SLO_NAMES if getattr(self, f"{n}_s") is not None)
+
+    def queueing_limit_s(self, max_queueing_p50_s: float | None = None) -> float | None:
+        """The median-queueing bound a stable run keeps: the one given, else STABLE_QUEUEING_P50_S
+        when neither a TTFT nor an E2E SLO bounds the wait itself (None: no separate bound)."""
+        if max_queueing_p50_s is not None:
+            return float(max_queueing_p50_s)
+        return None if (self.ttft_s is not None or self.e2e_s is not None) else STABLE_QUEUEING_P50_S
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ttft_s": self.ttft_s, "tpot_s": self.tpot_s, "e2e_s": self.e2e_s, "itl_s": self.itl_s,
+                "itl_percentile": self.itl_percentile, "attainment": self.attainment}
 
     @classmethod
     def of(cls, slo: Any) -> SLO:
+        """An SLO, or a mapping with `ttft_s` / `slo_ttft` style keys (and `itl_percentile`, `attainment`)."""
         if slo is None:
             return cls()
         if isinstance(slo, SLO):
             return slo
         d = dict(slo)
-        return cls(ttft_s=d.get("ttft_s", d.get("slo_ttft")), tpot_s=d.get("tpot_s", d.get("slo_tpot")))
+        kw: dict[str, Any] = {f"{n}_s": d.get(f"{n}_s", d.get(f"slo_{n}")) for n in SLO_NAMES}
+        for k in ("itl_percentile", "attainment"):
+            if d.get(k) is not None:
+                kw[k] = d[k]
+        return cls(**kw)
 
 
 def stats(x: np.ndarray, prefix: str) -> dict[str, float | None]:
@@ -59,19 +119,28 @@ def stats(x: np.ndarray, prefix: str) -> dict[str, float | None]:
             f"{prefix}_p99_s": float(p99)}
 
 
-def weighted_stats(values: np.ndarray, weights: np.ndarray, prefix: str) -> dict[str, float | None]:
+def weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float | None:
+    """The q-th percentile (0 < q <= 100) of `values` each counted `weights` times: the smallest
+    value whose cumulative weight reaches q % of the total (the inverted-CDF rule); None if empty."""
     m = weights > 0
     v, w = values[m], weights[m].astype(np.float64)
     if v.size == 0:
-        return {f"{prefix}_{k}_s": None for k in ("mean", "p50", "p90", "p99")}
+        return None
     order = np.argsort(v, kind="stable")
-    v, w = v[order], w[order]
-    cw = np.cumsum(w)
-    total = cw[-1]
-    out = {f"{prefix}_mean_s": float((v * w).sum() / total)}
+    cw = np.cumsum(w[order])
+    i = int(np.searchsorted(cw, q / 100.0 * cw[-1], side="left"))
+    return float(v[order][min(i, v.size - 1)])
+
+
+def weighted_stats(values: np.ndarray, weights: np.ndarray, prefix: str) -> dict[str, float | None]:
+    m = weights > 0
+    if not m.any():
+        return {f"{prefix}_{k}_s": None for k in ("mean", "p50", "p90", "p99")}
+    order = np.argsort(values[m], kind="stable")  # summed in sorted order, as the percentiles walk them
+    v, w = values[m][order], weights[m].astype(np.float64)[order]
+    out = {f"{prefix}_mean_s": float((v * w).sum() / np.cumsum(w)[-1])}
     for q in (50, 90, 99):
-        i = int(np.searchsorted(cw, q / 100.0 * total, side="left"))
-        out[f"{prefix}_p{q}_s"] = float(v[min(i, v.size - 1)])
+        out[f"{prefix}_p{q}_s"] = weighted_percentile(values, weights, q)
     return out
 
 
@@ -96,14 +165,87 @@ def request_columns(st, workload) -> dict[str, np.ndarray]:
             "instance": np.frombuffer(st.inst, dtype=np.int64).copy()}
 
 
+def _judged(cols: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """Each request's value for a per-request SLO as the SLO judges it: +inf when it did not
+    complete; a one-token output's TPOT (undefined) counts as 0, as vLLM's goodput counts it."""
+    v = cols[f"{name}_s"]
+    if name == "tpot":
+        v = np.where(np.isnan(v), 0.0, v)
+    return np.where(cols["completed"] & ~np.isnan(v), v, np.inf)
+
+
 def slo_mask(cols: dict[str, np.ndarray], slo: SLO) -> np.ndarray:
+    """Requests that completed within every per-request SLO given."""
     ok = cols["completed"].copy()
-    if slo.ttft_s is not None:
-        ok &= np.nan_to_num(cols["ttft_s"], nan=np.inf) <= slo.ttft_s
-    if slo.tpot_s is not None:
-        tp = cols["tpot_s"]
-        ok &= np.where(np.isnan(tp), True, tp <= slo.tpot_s)
+    for name in slo.per_request:
+        ok &= _judged(cols, name) <= getattr(slo, f"{name}_s")
     return ok
+
+
+def _at_attainment(values: np.ndarray, attainment: float) -> float:
+    """The smallest v such that a share of at least `attainment` of the values is <= v (the share
+    compared as the attainment itself is, so v <= SLO exactly when that SLO alone is attained)."""
+    n = values.size
+    v = np.sort(values)
+    m = min(n, max(1, int(np.ceil(attainment * n))))
+    while m > 1 and (m - 1) / n >= attainment:
+        m -= 1
+    while m < n and m / n < attainment:
+        m += 1
+    return float(v[m - 1])
+
+
+def slo_summary(slo: SLO, cols: dict[str, np.ndarray] | None = None,
+                itl: tuple[np.ndarray, np.ndarray] | None = None, makespan_s: float | None = None) -> dict[str, Any]:
+    """The SLO keys of a summary (all null without SLOs; `cols` None: nothing ran).
+
+    `slo_attainment`: share of all requests that completed within every per-request SLO;
+    `goodput_requests_per_s`: those requests per second of makespan (vLLM's request goodput); both
+    null when only the ITL SLO is given. `slo_itl_observed_s`: the ITL at `itl_percentile`.
+    `slo_ratio_<name>`: the tail each SLO is judged on over the SLO (per-request: the value at the
+    attainment share; ITL: its percentile), > 1 when that SLO alone is missed (inf, null in JSON,
+    when nothing completed). `slo_binding`: the SLO with the largest ratio. `slo_met`: the run meets
+    the joint attainment and the ITL percentile."""
+    out: dict[str, Any] = {"slo_attainment": None, "goodput_requests_per_s": None, "slo_met": None,
+                           "slo_binding": None, "slo_itl_observed_s": None,
+                           **{f"slo_ratio_{n}": None for n in SLO_NAMES}}
+    if not slo.given:
+        return out
+    out["slo_met"] = False
+    if slo.per_request:
+        out["slo_attainment"] = out["goodput_requests_per_s"] = 0.0
+    ratios = {n: np.inf for n in slo.names}
+    if cols is not None and len(cols["completed"]):
+        met = True
+        if slo.per_request:
+            ok = slo_mask(cols, slo)
+            out["slo_attainment"] = float(ok.sum() / ok.size)
+            out["goodput_requests_per_s"] = float(ok.sum() / makespan_s)
+            met = out["slo_attainment"] >= slo.attainment
+            for n in slo.per_request:
+                ratios[n] = _at_attainment(_judged(cols, n), slo.attainment) / getattr(slo, f"{n}_s")
+        if slo.itl_s is not None:
+            obs = weighted_percentile(*itl, slo.itl_percentile) if itl is not None else None
+            out["slo_itl_observed_s"] = obs
+            if obs is None:  # no gaps: every completed request had one output token (met), or none completed
+                met = met and bool(cols["completed"].any())
+                ratios["itl"] = 0.0 if cols["completed"].any() else np.inf
+            else:
+                met = met and obs <= slo.itl_s
+                ratios["itl"] = obs / slo.itl_s
+        out["slo_met"] = bool(met)
+    out["slo_binding"] = max(ratios, key=lambda n: ratios[n])
+    out.update({f"slo_ratio_{n}": float(r) for n, r in ratios.items()})
+    return out
+
+
+def missed_slos(summary: dict[str, Any]) -> list[str]:
+    """The SLOs a run's summary (as `simulate` returns it, ratios still inf where unknown) misses:
+    each whose ratio is over 1; when only their joint attainment fails, the binding one."""
+    if summary.get("slo_met") in (None, True):
+        return []
+    out = [n for n in SLO_NAMES if (r := summary.get(f"slo_ratio_{n}")) is not None and r > 1.0]
+    return out or [summary["slo_binding"]]
 
 
 def write_requests(cols: dict[str, np.ndarray], path: str | Path) -> None:

@@ -22,7 +22,7 @@ from parasim.errors import InputError
 from parasim.serving.engine import DROPPED, ROUTERS, Instance, Loop, ReqState
 from parasim.serving.itercost import IterationCost
 from parasim.serving.kvcache import KVBudget, KVPool, kv_budget, peak_blocks, unservable
-from parasim.serving.metrics import SLO, request_columns, slo_mask, stats, weighted_stats
+from parasim.serving.metrics import SLO, request_columns, slo_summary, stats, weighted_stats
 from parasim.serving.plan import ServingPlan
 from parasim.serving.schedulers import SCHEDULERS
 from parasim.serving.workload import Workload, as_workload
@@ -40,6 +40,7 @@ class ServingResult:
     feasible: bool = True  # False: the KV cache cannot hold a single request (nothing was simulated)
     reason: str | None = None  # why not feasible (a stable key, e.g. kv_cannot_hold_request)
     message: str | None = None
+    itl_gaps: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # (gap_s, count): every inter-token gap
 
     def to_dict(self, *, include_requests: bool = False) -> dict[str, Any]:
         d = {"parasim_version": __version__, "feasible": self.feasible, "reason": self.reason,
@@ -212,7 +213,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     st = ReqState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, wl.prefix_id, wl.prefix_tokens)
     budget, max_batch = fit.pools[0].token_budget, fit.pools[0].max_batch
     inputs = {"model": model.name, "gpu": cluster.accelerator.id, "cluster_gpus": cluster.gpus,
-              "plan": plan.to_mapping(), "slo": {"ttft_s": slo_.ttft_s, "tpot_s": slo_.tpot_s}, "seed": seed,
+              "plan": plan.to_mapping(), "slo": slo_.to_dict(), "seed": seed,
               "workload": wl.summary(), "token_budget": budget, "max_batch": max_batch,
               "iteration_overhead_s": plan.overhead_s, "max_concurrency": max_concurrency}
     if not fit.feasible:
@@ -253,10 +254,10 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     if max_concurrency is not None:  # the closed-loop client sent each request when it did
         wl = Workload(np.frombuffer(st.arrival, dtype=np.float64).copy(), wl.prompt_tokens, wl.output_tokens,
                       wl.prefix_id, wl.prefix_tokens)
-    summary = summarize(st, wl, loop, cluster, gpus, slo_)
+    summary, itl = summarize(st, wl, loop, cluster, gpus, slo_)
     summary["unservable"] = unserved
     return ServingResult(summary=summary, requests=request_columns(st, wl), inputs=inputs, kv=fit.kv,
-                         sim_wall_s=time.perf_counter() - wall0)
+                         sim_wall_s=time.perf_counter() - wall0, itl_gaps=itl)
 
 
 def _delay_reports(st: ReqState, delay_s: float) -> None:
@@ -277,14 +278,16 @@ def infeasible_summary(wl: Workload, gpus: int, slo: SLO) -> dict[str, Any]:
                          "output_tokens_emitted": 0}
     for name in ("ttft", "tpot", "e2e", "queueing", "itl"):
         s.update({f"{name}_{k}_s": None for k in ("mean", "p50", "p90", "p99")})
-    s.update({"slo_attainment": 0.0 if slo.given else None, "goodput_requests_per_s": 0.0 if slo.given else None,
-              "kv_utilization_mean": None, "kv_utilization_peak": None, "peak_running": 0, "iterations": 0,
+    s.update(slo_summary(slo))
+    s.update({"kv_utilization_mean": None, "kv_utilization_peak": None, "peak_running": 0, "iterations": 0,
               "gpus": gpus, "gpu_hours": None, "busy_fraction": None, "energy_j": None, "energy_j_per_token": None,
               "cost_usd": None, "cost_usd_per_m_tokens": None, "prefix_cache_hits": 0})
     return s
 
 
-def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus: int, slo: SLO) -> dict[str, Any]:
+def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus: int,
+              slo: SLO) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+    """The summary, and the pooled inter-token gaps (gap_s, count) it was computed from."""
     cols = request_columns(st, wl)
     done = cols["completed"]
     n_done = int(done.sum())
@@ -309,14 +312,9 @@ def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus
         if t.size > 1:
             vals.append(np.diff(t))
             wts.append(np.frombuffer(inst.dweight, dtype=np.int64)[1:].astype(np.float64))
-    s.update(weighted_stats(np.concatenate(vals), np.concatenate(wts), "itl"))
-    if slo.given:
-        ok = slo_mask(cols, slo)
-        s["slo_attainment"] = float(ok.sum() / len(wl))
-        s["goodput_requests_per_s"] = float(ok.sum() / makespan)
-    else:
-        s["slo_attainment"] = None
-        s["goodput_requests_per_s"] = None
+    itl = (np.concatenate(vals), np.concatenate(wts))
+    s.update(weighted_stats(*itl, "itl"))
+    s.update(slo_summary(slo, cols, itl, makespan))
     acc = cluster.accelerator
     e = 0.0
     busy_gpu_s = 0.0
@@ -339,4 +337,4 @@ def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus
     s["cost_usd"] = usd
     s["cost_usd_per_m_tokens"] = usd / out_tokens * 1e6 if out_tokens else None
     s["prefix_cache_hits"] = sum(i.kv.prefix_hits for i in loop.instances)
-    return s
+    return s, itl
