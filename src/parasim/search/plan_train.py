@@ -10,6 +10,10 @@
    simulator finds does not fit is dropped as `memory_activations`.
 4. Rank by the objective (ties: fewer GPUs, then the plan's fields in a fixed order), Pareto front,
    heuristic baseline, explanation.
+
+Ctrl-C (search/interrupts.py): during 1-2 it raises KeyboardInterrupt (nothing has finished);
+during 3 the plans that finished are kept; during 4 it is remembered, the baseline and reference
+plans not yet simulated are skipped, and the result is marked `interrupted`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from parasim.cost.memory import (activation_bytes_per_layer, embedding_activatio
                                  training_state_bytes, weight_params_per_gpu)
 from parasim.errors import InputError
 from parasim.search import executors
+from parasim.search.interrupts import SigintGuard
 from parasim.search.objectives import TRAIN_OBJECTIVES, get_objective, parse_pareto
 from parasim.search.pareto import pareto_front
 from parasim.search.prune import Pruned
@@ -225,6 +230,12 @@ def baseline_items(model: ModelSpec, cluster: ClusterSpec, gpu: str, global_batc
 
 
 def run_search(req: TrainSearch, progress=None) -> dict:
+    guard = SigintGuard()
+    with guard.installed():
+        return _search(req, progress, guard)
+
+
+def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     t0 = time.perf_counter()
     model = get_model(req.model)
     objective = get_objective(req.objective, TRAIN_OBJECTIVES)
@@ -260,8 +271,10 @@ def run_search(req: TrainSearch, progress=None) -> dict:
     context = {"model": model, "clusters": clusters}
     if progress:
         progress.start(len(cands))
-    outcome = executors.run(evaluate, context, cands, executor=req.executor, workers=req.workers,
-                            ray_address=req.ray_address, progress=progress.advance if progress else None)
+    outcome = executors.Outcome([None] * len(cands), interrupted=True)
+    with guard.executing():
+        outcome = executors.run(evaluate, context, cands, executor=req.executor, workers=req.workers,
+                                ray_address=req.ray_address, progress=progress.advance if progress else None)
     prices = {g: get_accelerator(g).price_usd_per_hour for g in req.gpu}
     ranked = []
     errors: dict[str, str] = {}
@@ -279,6 +292,8 @@ def run_search(req: TrainSearch, progress=None) -> dict:
         if hit is not None:
             baseline = hit
             break
+        if outcome.interrupted or guard.hit:  # no new simulations after Ctrl-C
+            break
         res = evaluate(context, b)
         if res["ok"]:
             baseline = plan_row(b, res, prices[b["gpu"]])
@@ -288,7 +303,10 @@ def run_search(req: TrainSearch, progress=None) -> dict:
     reference = None
     if ref is not None:
         reference = next((r for r in ranked if same_plan(r, ref)), None)
-        if reference is None:
+        if reference is None and (outcome.interrupted or guard.hit):
+            reference = {**ref, "rank": None, "feasible": None, "reason": "not simulated (interrupted)",
+                         "metrics": None}
+        elif reference is None:
             res = evaluate(context, ref)
             reference = {**ref, "rank": None, "feasible": False, "reason": res.get("reason"),
                          "metrics": res.get("metrics")}
@@ -304,10 +322,11 @@ def run_search(req: TrainSearch, progress=None) -> dict:
                     "front": [r["rank"] for r in pareto_front(ranked, [lambda r, o=o: o.score(r, options)
                                                                        for o in pareto_objs])]}
                    if pareto_objs else None),
-        "interrupted": outcome.interrupted,
+        "interrupted": outcome.interrupted or guard.hit,
         "search_wall_s": time.perf_counter() - t0,
     }
     out["explanation"] = explain(out, objective, options, TRAIN_OBJECTIVES, kind="train")
+    out["interrupted"] = outcome.interrupted or guard.hit  # a Ctrl-C while explaining counts too
     return out
 
 
