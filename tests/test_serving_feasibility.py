@@ -53,8 +53,8 @@ def test_70b_at_tp2_bf16_is_an_infeasible_result_with_the_memory_breakdown():
     assert not res.feasible and res.reason == "kv_cannot_hold_request"
     assert "2,832 tokens" in res.message and "4,608" in res.message
     kv = res.kv
-    assert kv["usable_gb"] == pytest.approx(0.84 * 80 * 2**30 / 1e9)
-    assert kv["weights_gb"] > 70 and kv["kv_tokens_per_engine"] == 2832
+    assert kv["usable_gib"] == pytest.approx(0.84 * 80)
+    assert kv["weights_gib"] * 2**30 > 70e9 and kv["kv_tokens_per_engine"] == 2832
     assert kv["largest_request_tokens"] == 4608 and kv["largest_request_kv_tokens"] == 4608
     s = res.summary
     assert s["requests"] == s["dropped"] == s["unservable"] == 40 and s["completed"] == 0
