@@ -189,7 +189,7 @@ def test_plan_serve_interrupted_after_one_plan_prints_it_marked(tmp_path):
     assert r.returncode == 130, r.stderr
     out = json.loads(r.stdout)
     assert out["interrupted"] is True and out["evaluated"] == 1
-    assert one_line(r.stderr) == "parasim: interrupted: only the 1 plans that finished were ranked"
+    assert one_line(r.stderr) == "parasim: interrupted: ranked only the 1 plan that finished"
     t = drive(patch, *PLAN_SERVE)
     assert t.returncode == 130 and "interrupted: best so far" in t.stdout
 

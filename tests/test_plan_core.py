@@ -145,8 +145,8 @@ def test_planner_ctrl_c_through_the_cli_reports_best_so_far():
     r = _drive(AFTER_FIRST_CHUNK, [*PLAN_TRAIN, "--json"])
     assert r.returncode == 130, r.stderr
     assert "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines() == ["parasim: interrupted: only the "
-                                             f"{json.loads(r.stdout)['evaluated']} plans that finished were ranked"]
+    assert r.stderr.strip().splitlines() == ["parasim: interrupted: ranked only the "
+                                             f"{json.loads(r.stdout)['evaluated']} plans that finished"]
     out = json.loads(r.stdout)
     assert out["interrupted"] is True
     full = run_json(PLAN_TRAIN)

@@ -171,7 +171,8 @@ def report(out: dict | None, command: str, *, top: int, json_out: bool, json_fil
     if emit_yaml and out["best"]:
         write_yaml(emit_yaml, emit_mapping())
     if out["interrupted"]:
-        raise Interrupted(f"interrupted: only the {out['evaluated']} plans that finished were ranked"
+        n = out["evaluated"]
+        raise Interrupted(f"interrupted: ranked only the {n} plan{'s' * (n != 1)} that finished"
                           + (f"; {emit_yaml} holds the best of them" if emit_yaml and out["best"] else ""))
     if not out["best"]:
         raise typer.Exit(1)
