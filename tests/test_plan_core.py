@@ -171,3 +171,55 @@ def run_json(args: list[str]) -> dict:
     r = run_cli(*args, "--json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
+
+
+TINY = dict(model="llama-3.1-8b", gpu=("h100-sxm",), gpus=(8,), seq_len=2048, global_batch=16,
+            choices={"zero": (1,), "micro_batch": (1,), "recompute": ("none", "full")}, workers=1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(where=st.sampled_from(["peak_memory_bytes", "evaluate", "explain"]), k=st.integers(1, 45))
+def test_a_ctrl_c_anywhere_in_plan_train_gives_a_consistent_answer(where, k):
+    """Whatever line of the search SIGINT lands on (the k-th call of a function of the memory screen,
+    the simulations, the baseline, the explanation), the search either stops before any plan
+    finished (KeyboardInterrupt: the CLI's 'interrupted before any plan finished') or returns the
+    full ranking restricted to what finished, in the same order, marked interrupted."""
+    import signal
+
+    import parasim.search.explain as explain_mod
+    import parasim.search.plan_train as pt
+
+    full = pt.run_search(pt.TrainSearch(**TINY))
+    module = explain_mod if where == "explain" else pt
+    orig = getattr(module, where)
+    calls = []
+
+    def patched(*a, **kw):
+        calls.append(1)
+        if len(calls) == k:
+            signal.raise_signal(signal.SIGINT)
+        return orig(*a, **kw)
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)  # as a terminal gives it
+    setattr(module, where, patched)
+    try:
+        try:
+            out = pt.run_search(pt.TrainSearch(**TINY))
+        except KeyboardInterrupt:
+            assert where == "peak_memory_bytes"  # only the memory screen runs before any plan is handed out
+            return
+    finally:
+        setattr(module, where, orig)
+        signal.signal(signal.SIGINT, old)
+    fired = len(calls) >= k
+    assert out["interrupted"] is fired
+    n = full["evaluated"]
+    if where == "evaluate" and k <= n:
+        assert out["evaluated"] == k - 1  # the k-th simulation was stopped, the ones before kept
+    else:
+        assert out["evaluated"] == n
+    key = lambda r: tuple(str(r[f]) for f in pt.PLAN_KEYS)  # noqa: E731
+    got = [key(r) for r in out["ranked"]]
+    assert got == [key(r) for r in full["ranked"] if key(r) in set(got)]
+    assert all(r["metrics"] == f["metrics"] for r in out["ranked"] for f in full["ranked"] if key(f) == key(r))
+    assert out["best"] == (out["ranked"][0] if out["ranked"] else None)
