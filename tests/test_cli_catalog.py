@@ -20,7 +20,7 @@ def test_inspect_llama3_70b_contract(cli):
 
 def test_inspect_sharded_weights(cli):
     out = json.loads(cli("inspect", "--model", "llama-3-70b", "--gpu", "h100-sxm", "--tp", "8", "--json").stdout)
-    assert out["weight_memory_gb_per_gpu"] == pytest.approx(70.55e9 * 2 / 8 / 1e9, rel=0.02)
+    assert out["weight_memory_gib_per_gpu"] == pytest.approx(70.55e9 * 2 / 8 / 2**30, rel=0.02)
     assert out["weights_fit"] is True
 
 
@@ -33,7 +33,7 @@ def test_gpus_json_contract(cli):
     rows = json.loads(cli("gpus", "--json").stdout)
     by_id = {r["id"]: r for r in rows}
     for r in rows:
-        assert {"id", "bf16_tflops", "fp8_tflops", "hbm_gb", "hbm_tb_s", "tdp_w", "source"} <= set(r)
+        assert {"id", "bf16_tflops", "fp8_tflops", "hbm_gib", "hbm_tb_s", "tdp_w", "source"} <= set(r)
         assert r["source"]
     assert by_id["h100-sxm"]["bf16_tflops"] == 989.4
     assert by_id["a100-sxm-80gb"]["fp8_tflops"] is None

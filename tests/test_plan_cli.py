@@ -30,7 +30,7 @@ def test_plan_train_json_contract_and_emitted_yaml_reproduces(tmp_path):
     for row in ranked[:5]:
         for k in ("tp", "pp", "dp", "cp", "ep", "micro_batch", "virtual_stages", "recompute", "zero", "schedule"):
             assert k in row
-        assert {"tokens_per_s", "mfu", "step_time_s", "peak_memory_gb_per_gpu"} <= set(row["metrics"])
+        assert {"tokens_per_s", "mfu", "step_time_s", "peak_memory_gib_per_gpu"} <= set(row["metrics"])
         assert row["metrics"]["fits"]
     scores = [x["metrics"]["tokens_per_s"] for x in ranked]
     assert scores == sorted(scores, reverse=True)

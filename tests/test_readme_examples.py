@@ -1,13 +1,19 @@
-"""Every command in the README's tour runs as documented (through a subprocess, like a user)."""
+"""Every command in the README's tour runs as documented (through a subprocess, like a user) and
+gives an answer, not only exit 0: each is run with `--json-out` added, so that the same run prints
+its table (checked for a memory unit other than GiB) and writes the JSON checked here (a non-empty
+ranking, the documented keys, plausible values)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 
 import pytest
 
 from conftest import REPO, SHARED, run_cli
+
+DECIMAL_GB = re.compile(r"\d\s*GB\b(?!/s)")  # a memory size in decimal GB; GB/s is a bandwidth
 
 
 def tour_commands() -> list[str]:
@@ -25,11 +31,57 @@ def test_tour_lists_every_command():
     assert {"models", "gpus", "inspect", "train", "serve", "plan", "validate"} <= names
 
 
+def _check_models(out, args):
+    assert len(out) >= 20 and all(m["params_total"] >= m["params_active"] > 0 for m in out)
+
+
+def _check_gpus(out, args):
+    by_id = {g["id"]: g for g in out}
+    assert by_id["h100-sxm"]["hbm_gib"] == 80 and all(g["source"] for g in out)
+
+
+def _check_inspect(out, args):
+    assert out["params_total"] > 0 and out["kv_cache_bytes_per_token"] > 0
+    if "--gpu" in args:
+        assert out["weights_fit"] is True and out["kv_tokens_capacity_per_gpu_group"] > 0
+
+
+def _check_train(out, args):
+    assert out["fits"] is True and out["step_time_s"] > 0 and 0 < out["mfu"] < 1
+    assert set(out["breakdown"]) >= {"compute", "exposed_comm", "bubble", "optimizer"}
+    assert out["peak_memory_gib_per_gpu"] <= out["memory"]["capacity_gib"]
+
+
+def _check_serve(out, args):
+    s = out["summary"]
+    assert out["feasible"] is True and s["completed"] == s["requests"] > 0
+    assert 0 <= s["slo_attainment"] <= 1 and s["output_tokens_per_s"] > 0
+
+
+def _check_plan(out, args):
+    assert out["interrupted"] is False and out["ranked"] and out["best"] == out["ranked"][0]
+    assert [r["rank"] for r in out["ranked"]] == list(range(1, len(out["ranked"]) + 1))
+    assert out["evaluated"] > 0 and out["explanation"]["text"]
+    if args[1] == "serve":
+        assert out["best"]["meets_slo"] and out["best"]["fidelity"] == "full"
+
+
+def _check_validate(out, args):
+    assert out["cases"] and out["summary"]
+    assert any(c["status"] == "ok" and c["errors"] for c in out["cases"])
+
+
+CHECKS = {"models": _check_models, "gpus": _check_gpus, "inspect": _check_inspect, "train": _check_train,
+          "serve": _check_serve, "plan": _check_plan, "validate": _check_validate}
+
+
 @pytest.mark.parametrize("command", tour_commands())
-def test_tour_command_runs(command):
+def test_tour_command_gives_an_answer(command, tmp_path):
     args = shlex.split(command)[1:]
     if "validate" in args and not SHARED.exists():
         pytest.skip("shared/validation is not beside this checkout")
-    r = run_cli(*args, timeout=600)
+    result = tmp_path / "result.json"
+    r = run_cli(*args, "--json-out", str(result), timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip()
+    assert r.stdout.strip() and not DECIMAL_GB.search(r.stdout)
+    CHECKS[args[0]](json.loads(result.read_text()), args)

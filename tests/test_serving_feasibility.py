@@ -53,8 +53,8 @@ def test_70b_at_tp2_bf16_is_an_infeasible_result_with_the_memory_breakdown():
     assert not res.feasible and res.reason == "kv_cannot_hold_request"
     assert "2,832 tokens" in res.message and "4,608" in res.message
     kv = res.kv
-    assert kv["usable_gb"] == pytest.approx(0.84 * 80 * 2**30 / 1e9)
-    assert kv["weights_gb"] > 70 and kv["kv_tokens_per_engine"] == 2832
+    assert kv["usable_gib"] == pytest.approx(0.84 * 80)
+    assert kv["weights_gib"] * 2**30 > 70e9 and kv["kv_tokens_per_engine"] == 2832
     assert kv["largest_request_tokens"] == 4608 and kv["largest_request_kv_tokens"] == 4608
     s = res.summary
     assert s["requests"] == s["dropped"] == s["unservable"] == 40 and s["completed"] == 0
@@ -101,11 +101,11 @@ def test_the_largest_servable_request_fills_the_cache_exactly(reserve, total):
     assert res.summary["unservable"] == 1 and res.summary["kv_utilization_peak"] == 1.0
 
 
-def test_cli_reports_infeasible_plans_with_exit_0():
+def test_cli_reports_infeasible_plans_with_exit_1():
     args = ["serve", "--model", "llama-3-70b", "--gpu", "h100-sxm", "--tp", "2", "--rate", "5", "--requests", "20",
             "--prompt-tokens", "4096", "--output-tokens", "512", "--gpu-memory-utilization", "0.84"]
     p = run_cli(*args, "--json", "--slo-ttft", "1", "--capacity")
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 1, p.stderr  # nothing feasible: the result is printed all the same
     d = json.loads(p.stdout)
     assert d["feasible"] is False and d["reason"] == "kv_cannot_hold_request" and d["message"]
     assert d["kv"]["kv_tokens_per_engine"] < d["kv"]["largest_request_kv_tokens"]
@@ -114,7 +114,7 @@ def test_cli_reports_infeasible_plans_with_exit_0():
     for k in (*CONTRACT, "unservable"):
         assert k in d["summary"], k
     t = run_cli(*args)
-    assert t.returncode == 0 and "infeasible" in t.stdout and "kv_cannot_hold_request" in t.stdout
+    assert t.returncode == 1 and "infeasible" in t.stdout and "kv_cannot_hold_request" in t.stdout
     bad = run_cli(*args, "--scheduler", "nope")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
 

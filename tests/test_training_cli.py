@@ -11,7 +11,7 @@ from tests.conftest import run_cli
 BASE = ["train", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--gpus", "16", "--tp", "2", "--pp", "2",
         "--global-batch", "64", "--seq-len", "4096"]
 KEYS = ("step_time_s", "tokens_per_s", "tokens_per_s_per_gpu", "model_tflops_per_gpu", "mfu",
-        "peak_memory_gb_per_gpu", "fits", "breakdown", "parasim_version", "tp", "pp", "dp")
+        "peak_memory_gib_per_gpu", "fits", "breakdown", "parasim_version", "tp", "pp", "dp")
 
 
 def test_json_contract():
@@ -40,12 +40,19 @@ def test_example_config_runs():
     assert "step time" in r.stdout
 
 
-def test_plan_that_does_not_fit_exits_zero_with_fits_false():
-    r = run_cli("train", "--model", "llama-3-70b", "--gpu", "h100-sxm", "--gpus", "8", "--tp", "1",
-                "--zero", "0", "--global-batch", "8", "--json")
-    assert r.returncode == 0, r.stderr
+def test_plan_that_does_not_fit_exits_one_with_its_breakdown():
+    """Nothing fits -> exit 1, and the result (fits false, the memory breakdown) is still printed:
+    as JSON, and as the table with the GiB rows and the reason."""
+    args = ["train", "--model", "llama-3-70b", "--gpu", "h100-sxm", "--gpus", "8", "--tp", "1", "--zero", "0",
+            "--global-batch", "8"]
+    r = run_cli(*args, "--json")
+    assert r.returncode == 1, r.stderr
     out = json.loads(r.stdout)
-    assert out["fits"] is False and out["memory"]["total_gb"] > out["memory"]["capacity_gb"]
+    assert out["fits"] is False and out["memory"]["total_gib"] > out["memory"]["capacity_gib"]
+    assert out["memory"]["capacity_gib"] == 80  # an "80 GB" H100 holds 80 GiB
+    t = run_cli(*args)
+    assert t.returncode == 1 and "Traceback" not in t.stderr
+    assert "does not fit" in t.stdout and "of 80 GiB" in t.stdout and "weights" in t.stdout
 
 
 @pytest.mark.parametrize("extra,field", [

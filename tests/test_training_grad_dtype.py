@@ -19,4 +19,4 @@ def test_wgrad_accum_scales_with_grad_dtype():
     acc = cluster.accelerator
     params = m.attn_params + m.dense_mlp_params
     assert abs(a - params * 8 / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory)) < 1e-12
-    assert r16.memory["gradients_gb"] == r32.memory["gradients_gb"] / 2
+    assert r16.memory["gradients_gib"] == r32.memory["gradients_gib"] / 2

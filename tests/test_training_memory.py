@@ -40,7 +40,7 @@ def test_activations_match_megatron_formula(pp, v):
     sp = True
     emb = embedding_activation_bytes(GPT, seq=plan.seq_len, micro_batch=1, tp=plan.tp, sp=sp)
     inflight = res.memory["inflight_microbatches"]
-    layers_only = res.memory["activations_gb"] * 1e9 - emb * min(inflight, pp)
+    layers_only = res.memory["activations_gib"] * 2**30 - emb * min(inflight, pp)
     if pp == 1:
         layers_only -= logits_activation_bytes(GPT, seq=plan.seq_len, micro_batch=1, tp=plan.tp)
     assert layers_only == pytest.approx(_megatron_layer_activations(plan), rel=0.05)
@@ -52,7 +52,7 @@ def test_model_state_matches_megatron_bytes_per_param(zero, bytes_per_param):
 
     res, plan = _result(zero=zero, dp=4)
     params = weight_params_per_gpu(GPT, tp=plan.tp, pp=plan.pp, stage=0)
-    state = (res.memory["weights_gb"] + res.memory["gradients_gb"] + res.memory["optimizer_gb"]) * 1e9
+    state = (res.memory["weights_gib"] + res.memory["gradients_gib"] + res.memory["optimizer_gib"]) * 2**30
     assert state == pytest.approx(params * bytes_per_param(plan.dp), rel=0.05)
 
 
@@ -67,5 +67,5 @@ def test_gpipe_holds_m_microbatches_1f1b_at_most_p():
 def test_a_plan_that_does_not_fit_is_reported_with_its_breakdown():
     res, _ = _result(pp=1, tp=1, dp=8, m=2, zero=0, recompute="none")
     assert res.fits is False
-    assert res.memory["total_gb"] > res.memory["capacity_gb"]
+    assert res.memory["total_gib"] > res.memory["capacity_gib"]
     assert res.step_time_s > 0

@@ -39,6 +39,16 @@ class OutputError(OSError):
         super().__init__(f"cannot write {path}: {reason}")
 
 
+class Interrupted(Exception):
+    """Ctrl-C stopped a command after it printed what it had (a partial ranking, or the one line
+    `message`): the CLI exits 130. A plain Exception, not a KeyboardInterrupt, so that nothing
+    between the command and the CLI's handler (click, typer) takes it for a fresh Ctrl-C."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
 def write_output(path, text: str) -> None:
     """Write `text` to `path` (creating parent folders); OSError becomes OutputError."""
     from pathlib import Path

@@ -1,11 +1,17 @@
-"""`parasim models`, `parasim gpus`, `parasim inspect`: what the catalogs hold and what a model costs."""
+"""`parasim models`, `parasim gpus`, `parasim inspect`: what the catalogs hold and what a model costs.
+
+Memory sizes are GiB (parasim.units): the catalog's "80 GB" H100 shows as 80 GiB, the bytes it holds.
+`inspect --gpu` exits 1 when the weights alone do not fit on the GPU (the rows are still printed).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
 
+from parasim.cli import outputs
 from parasim.cost.dtypes import KV_PRECISIONS, WEIGHT_PRECISIONS, check_choice, dtype_bytes
 from parasim.cost.flops import forward_flops_per_token, training_model_flops_per_token
 from parasim.cost.layer import Sharding, check_sharding
@@ -13,14 +19,30 @@ from parasim.cost.memory import kv_cache_bytes_per_token, kv_cache_bytes_per_tok
 from parasim.errors import InputError
 from parasim.report.tables import console, kv_table, print_json, table
 from parasim.specs.catalog import accelerators, get_accelerator, get_model, models
+from parasim.units import fmt_gib, gib
 
 
-def models_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """List the model catalog (architecture facts with their sources)."""
-    rows = [m.summary() for m in models().values()]
+JsonFile = typer.Option(None, "--json-out", help="Also write the JSON to FILE.")
+
+
+def _emit(rows, json_out: bool, json_file: Path | None, render) -> None:
+    """The JSON (--json) or the table, then the file (--json-out): the answer is out first."""
     if json_out:
         print_json(rows)
-        return
+    else:
+        render(rows)
+    if json_file:
+        outputs.write_json(json_file, rows)
+
+
+def models_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+               json_file: Optional[Path] = JsonFile) -> None:
+    """List the model catalog (architecture facts with their sources)."""
+    outputs.check(json_file)
+    _emit([m.summary() for m in models().values()], json_out, json_file, render_models)
+
+
+def render_models(rows: list[dict]) -> None:
     console().print(table("parasim model catalog", ("name", "family", "layers", "hidden", "heads/kv", "experts",
                                                     "params total (B)", "active (B)"),
                           [(r["name"], r["family"], r["layers"], r["hidden"], f"{r['heads']}/{r['kv_heads']}",
@@ -28,16 +50,18 @@ def models_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON i
                             round(r["params_total"] / 1e9, 2), round(r["params_active"] / 1e9, 2)) for r in rows]))
 
 
-def gpus_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """List the accelerator catalog (dense peaks, HBM, links, power, price)."""
-    rows = [a.summary() for a in accelerators().values()]
-    if json_out:
-        print_json(rows)
-        return
+def gpus_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+             json_file: Optional[Path] = JsonFile) -> None:
+    """List the accelerator catalog (dense peaks, HBM in GiB, links, power, price)."""
+    outputs.check(json_file)
+    _emit([a.summary() for a in accelerators().values()], json_out, json_file, render_gpus)
+
+
+def render_gpus(rows: list[dict]) -> None:
     console().print(table("parasim accelerator catalog (dense peaks)",
-                          ("id", "bf16 TFLOP/s", "fp8 TFLOP/s", "HBM GB", "HBM TB/s", "link GB/s (1-way)",
+                          ("id", "bf16 TFLOP/s", "fp8 TFLOP/s", "HBM GiB", "HBM TB/s", "link GB/s (1-way)",
                            "TDP W", "$/h (assumed)"),
-                          [(r["id"], r["bf16_tflops"], r["fp8_tflops"], r["hbm_gb"], r["hbm_tb_s"],
+                          [(r["id"], r["bf16_tflops"], r["fp8_tflops"], r["hbm_gib"], r["hbm_tb_s"],
                             r["link_gb_s_one_way"], r["tdp_w"], r["price_usd_per_hour"]) for r in rows]))
 
 
@@ -67,7 +91,7 @@ def inspect_model(model_name: str, *, gpu: str | None = None, tp: int = 1, pp: i
         "kv_cache_bytes_per_token_per_gpu": kv_cache_bytes_per_token_per_gpu(model, tp=tp, pp=pp, kv_bytes=kvb),
         "weight_params_per_gpu": w_params,
         "weight_memory_bytes_per_gpu": w_bytes,
-        "weight_memory_gb_per_gpu": w_bytes / 1e9,
+        "weight_memory_gib_per_gpu": gib(w_bytes),
     }
     if gpu:
         acc = get_accelerator(gpu)
@@ -87,12 +111,19 @@ def inspect_cmd(
     kv_dtype: str = typer.Option("bf16", "--kv-dtype", help=f"KV-cache precision: {', '.join(KV_PRECISIONS)}."),
     context: int = typer.Option(2048, "--context", help="Context length for the attention term of FLOPs per token."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    json_file: Optional[Path] = JsonFile,
 ) -> None:
     """Parameters, FLOPs per token, KV-cache bytes per token and weight memory per GPU."""
+    outputs.check(json_file)
     out = inspect_model(model, gpu=gpu, tp=tp, pp=pp, ep=ep, weights=weights, kv_dtype=kv_dtype, context=context)
-    if json_out:
-        print_json(out)
-        return
+    _emit(out, json_out, json_file, render_inspect)
+    if gpu and not out["weights_fit"]:
+        raise typer.Exit(1)
+
+
+def render_inspect(out: dict) -> None:
+    tp, pp, ep, context = out["tp"], out["pp"], out["ep"], out["context"]
+    weights, kv_dtype = out["weights"], out["kv_dtype"]
     rows = [
         ("parameters, total", f"{out['params_total'] / 1e9:.3f} B"),
         ("parameters, active per token", f"{out['params_active'] / 1e9:.3f} B"),
@@ -100,10 +131,10 @@ def inspect_cmd(
         (f"training FLOPs per token (seq {context})", f"{out['training_flops_per_token'] / 1e9:.2f} GFLOP"),
         (f"KV cache per token ({kv_dtype})", f"{out['kv_cache_bytes_per_token']:,.0f} B"),
         (f"KV cache per token per GPU (tp={tp}, pp={pp})", f"{out['kv_cache_bytes_per_token_per_gpu']:,.0f} B"),
-        (f"weights per GPU ({weights}, tp={tp}, pp={pp}, ep={ep})", f"{out['weight_memory_gb_per_gpu']:.2f} GB"),
+        (f"weights per GPU ({weights}, tp={tp}, pp={pp}, ep={ep})", fmt_gib(out["weight_memory_bytes_per_gpu"], 2)),
     ]
-    if gpu:
-        rows += [(f"fits on {out['gpu']} ({out['hbm_bytes'] / 1e9:.0f} GB)", out["weights_fit"]),
+    if "gpu" in out:
+        rows += [(f"fits on {out['gpu']} ({fmt_gib(out['hbm_bytes'], None)})", out["weights_fit"]),
                  ("KV tokens that fit in the rest", f"{out['kv_tokens_capacity_per_gpu_group']:,.0f}")]
     console().print(kv_table(f"{out['model']}", rows))
 

@@ -1,9 +1,10 @@
 """The `parasim` command line: one program over every layer.
 
-Exit codes (docs/exit-codes.md): 0 an answer; 1 nothing feasible (the result is still printed,
+Exit codes (README, "Exit codes"): 0 an answer; 1 nothing feasible (the result is still printed,
 with why) or an output file that cannot be written; 2 bad input (InputError, click usage
-errors: one line on stderr naming the field); 130 interrupted by Ctrl-C. Anything else is a bug
-and keeps its traceback.
+errors: one line on stderr naming the field); 130 interrupted by Ctrl-C (a planner prints its
+partial ranking marked "interrupted" first; any other command prints one line, and with --json
+a small JSON object saying so). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exc
 
 from parasim import __version__
-from parasim.errors import InputError, OutputError
+from parasim.errors import InputError, Interrupted, OutputError
 
 app = typer.Typer(
     name="parasim",
@@ -58,17 +59,20 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    _register()
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
+        _register()
         # standalone_mode=False: click returns a typer.Exit's code instead of exiting with it
-        rc = app(args=argv, standalone_mode=False, prog_name="parasim")
+        rc = app(args=args, standalone_mode=False, prog_name="parasim")
     except InputError as e:
         fail(f"{e.field}: {e.message}")
+    except Interrupted as e:  # the command printed what it had
+        sys.stderr.write(f"parasim: {e.message}\n")
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except (typer.Exit, *_extra("Exit")) as e:
         raise SystemExit(getattr(e, "exit_code", 0)) from None
-    except (typer.Abort, *_extra("Abort")):  # click turns Ctrl-C (KeyboardInterrupt) into Abort
-        sys.stderr.write("parasim: interrupted\n")
-        raise SystemExit(EXIT_INTERRUPTED) from None
+    except (typer.Abort, *_extra("Abort")):  # click < 8.2 turns Ctrl-C (KeyboardInterrupt) into Abort
+        _interrupted(args)
     except click_exc.UsageError as e:
         if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:
             sys.stderr.write(e.ctx.get_help() + "\n")
@@ -78,11 +82,26 @@ def main(argv: list[str] | None = None) -> None:
     except click_exc.ClickException as e:
         fail(e.format_message())
     except KeyboardInterrupt:
-        sys.stderr.write("parasim: interrupted\n")
-        raise SystemExit(EXIT_INTERRUPTED) from None
+        _interrupted(args)
     except OutputError as e:
         fail(f"cannot write {e.path}: {e.reason}", EXIT_INFEASIBLE)
+    if rc == EXIT_INTERRUPTED:  # typer turns a Ctrl-C inside a command into Exit(130), silently
+        _interrupted(args)
     raise SystemExit(rc if isinstance(rc, int) else EXIT_OK)
+
+
+def _interrupted(args: list[str]) -> None:
+    """Ctrl-C before the command had a result: one line on stderr and, when the command was
+    asked for JSON, a JSON object saying so on stdout (a script's parser still gets JSON)."""
+    if "--json" in args:
+        import json
+
+        words = [a for a in args if not a.startswith("-")]
+        command = " ".join(words[:2] if words[:1] == ["plan"] else words[:1])
+        sys.stdout.write(json.dumps({"command": command, "interrupted": True,
+                                     "message": "interrupted before a result was ready"}, sort_keys=True) + "\n")
+    sys.stderr.write("parasim: interrupted\n")
+    raise SystemExit(EXIT_INTERRUPTED)
 
 
 def _extra(name: str) -> tuple[type[BaseException], ...]:

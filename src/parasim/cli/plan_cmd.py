@@ -1,10 +1,17 @@
 """`parasim plan train|serve`: search the plans, rank them, explain the winner, emit its config.
 
 `--json` prints one object (best, ranked, evaluated, pruned, baseline, search_wall_s, ...);
-otherwise a top-k table, the pruning counts, the Pareto front and the explanation. `--emit-yaml`
-writes the winner as a config `parasim train -c` / `parasim serve -c` accepts as is. A progress
-bar runs on stderr when it is a terminal and --json is off; Ctrl-C ends the search early and the
-best plan found so far is reported.
+otherwise a top-k table, the pruning counts, the Pareto front and the explanation. `--json-out`
+also writes that object to a file; `--emit-yaml` writes the winner as a config `parasim train -c`
+/ `parasim serve -c` accepts as is. A progress bar runs on stderr when it is a terminal and --json
+is off.
+
+Exit codes: 0 a ranking; 1 nothing ranked (the table is still printed, with the pruning counts
+that say why) or an output file that cannot be written; 2 bad input; 130 Ctrl-C. Ctrl-C ends the
+search early: the plans that finished are ranked and printed, marked "interrupted" (and
+`"interrupted": true` in the JSON), and the winner so far is emitted; if no plan had finished,
+one line says so ("interrupted before any plan finished", and with --json an object with
+`"interrupted": true` and an empty ranking).
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from typing import Annotated, Any, Optional
 import typer
 import yaml
 
-from parasim.errors import InputError
+from parasim.cli import outputs
+from parasim.errors import InputError, Interrupted
 from parasim.report.tables import console, fmt, print_json, table
 
 plan_app = typer.Typer(name="plan", help="Search parallel plans for training or serving.", no_args_is_help=True,
@@ -34,6 +42,9 @@ Executor = Annotated[str, typer.Option("--executor", help="local | ray.", rich_h
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address (default: a local instance).",
                                                    rich_help_panel=PANEL_RUN)]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object.", rich_help_panel=PANEL_RUN)]
+JsonFile = Annotated[Optional[Path], typer.Option("--json-out", help="Also write the JSON object to FILE.",
+                                                  rich_help_panel=PANEL_RUN)]
+BEFORE_ANY = "interrupted before any plan finished"
 
 
 # --- small parsers ---------------------------------------------------------------------------------
@@ -127,10 +138,45 @@ class Bar:
 
 
 def write_yaml(path: Path, mapping: dict[str, Any]) -> None:
+    outputs.write_text(path, yaml.safe_dump(mapping, sort_keys=False))
+
+
+def search(run_search, req, json_out: bool) -> dict | None:
+    """The search's result, or None when Ctrl-C stopped it before any plan was handed out."""
+    bar = Bar(not json_out, "simulating plans")
     try:
-        path.write_text(yaml.safe_dump(mapping, sort_keys=False))
-    except OSError as e:
-        raise InputError("emit-yaml", f"cannot write {path}: {e.strerror}") from None
+        return run_search(req, progress=bar)
+    except KeyboardInterrupt:
+        return None
+    finally:
+        bar.stop()
+
+
+def report(out: dict | None, command: str, *, top: int, json_out: bool, json_file: Path | None, render,
+           emit_yaml: Path | None, emit_mapping) -> None:
+    """Print (and write) a planner's result, then exit as the module docstring says."""
+    if out is None or (out["interrupted"] and not out["evaluated"]):
+        stub = out or {"command": command, "interrupted": True, "evaluated": 0, "best": None, "ranked": []}
+        stub["message"] = BEFORE_ANY
+        if json_out:
+            print_json(stub)
+        if json_file:
+            outputs.write_json(json_file, stub)
+        raise Interrupted(BEFORE_ANY)
+    if json_out:
+        print_json(out)
+    else:
+        render(out, top)
+    if json_file:
+        outputs.write_json(json_file, out)
+    if emit_yaml and out["best"]:
+        write_yaml(emit_yaml, emit_mapping())
+    if out["interrupted"]:
+        n = out["evaluated"]
+        raise Interrupted(f"interrupted: ranked only the {n} plan{'s' * (n != 1)} that finished"
+                          + (f"; {emit_yaml} holds the best of them" if emit_yaml and out["best"] else ""))
+    if not out["best"]:
+        raise typer.Exit(1)
 
 
 # --- plan train ----------------------------------------------------------------------------------------
@@ -162,6 +208,7 @@ def plan_train_cmd(
     executor: Executor = "local",
     ray_address: RayAddress = None,
     json_out: JsonOut = False,
+    json_file: JsonFile = None,
     emit_yaml: Optional[Path] = typer.Option(None, "--emit-yaml", help="Write the winner as a `parasim train -c` config.", rich_help_panel=PANEL_RUN),
 ) -> None:
     """Search TP x PP x virtual stages x CP x EP x DP x micro-batch x recompute x ZeRO x schedule."""
@@ -189,19 +236,10 @@ def plan_train_cmd(
                       pareto=pareto, choices={k: v for k, v in choices.items() if v},
                       reference=key_values(reference, "reference"), workers=workers, executor=executor,
                       ray_address=ray_address)
-    bar = Bar(not json_out, "simulating plans")
-    try:
-        out = run_search(req, progress=bar)
-    finally:
-        bar.stop()
-    if emit_yaml and out["best"]:
-        write_yaml(emit_yaml, emit_yaml_mapping(out["best"], model))
-    if json_out:
-        print_json(out)
-    else:
-        render_train(out, top)
-    if not out["best"]:
-        raise typer.Exit(1)
+    outputs.check(json_file, emit_yaml)
+    out = search(run_search, req, json_out)
+    report(out, "plan train", top=top, json_out=json_out, json_file=json_file, render=render_train,
+           emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping(out["best"], model))
 
 
 def _train_cells(r: dict, multi: bool = False) -> list[Any]:
@@ -209,11 +247,11 @@ def _train_cells(r: dict, multi: bool = False) -> list[Any]:
     return [r.get("rank") or "-", f"{r['gpus']} {r['gpu']}" if multi else r["gpus"], r["tp"], r["pp"], r["dp"], r["cp"], r["ep"],
             r["virtual_stages"], r["micro_batch"], r["global_batch"], r["recompute"][:4], r["zero"],
             f"{m['tokens_per_s'] / 1e6:.3f}", f"{100 * m['mfu']:.1f}", f"{m['step_time_s']:.3f}",
-            f"{m['peak_memory_gb_per_gpu']:.1f}"]
+            f"{m['peak_memory_gib_per_gpu']:.1f}"]
 
 
 TRAIN_COLUMNS = ("rank", "GPUs", "tp", "pp", "dp", "cp", "ep", "v", "mb", "gb", "rcmp", "zero", "Mtok/s", "MFU%",
-                 "step s", "mem GB")
+                 "step s", "mem GiB")
 
 
 def batch_line(out: dict) -> str:
@@ -356,6 +394,7 @@ def plan_serve_cmd(
     executor: Executor = "local",
     ray_address: RayAddress = None,
     json_out: JsonOut = False,
+    json_file: JsonFile = None,
     emit_yaml: Optional[Path] = typer.Option(None, "--emit-yaml", help="Write the winner as a `parasim serve -c` config.", rich_help_panel=PANEL_RUN),
 ) -> None:
     """Search GPU type x TP x PP x replicas x scheduler x token budget x max batch x precision x disaggregation."""
@@ -384,24 +423,17 @@ def plan_serve_cmd(
                       pareto=pareto, tp=int_list(tp, "tp"), screen_requests=screen_requests, refine=refine,
                       workers=workers, executor=executor, ray_address=ray_address,
                       extra={"requests_given": requests is not None}, **kw)
-    bar = Bar(not json_out, "simulating plans")
-    try:
-        out = run_search(req, progress=bar)
-    finally:
-        bar.stop()
-    if emit_yaml and out["best"]:
-        write_yaml(emit_yaml, emit_yaml_mapping(out, req, emit_yaml))
-    out.pop("_workload", None)
-    from parasim.serving.traces import trace_note
+    outputs.check(json_file, emit_yaml)
+    out = search(run_search, req, json_out)
+    workload = out.pop("_workload", None) if out else None
+    if out:
+        from parasim.serving.traces import trace_note
 
-    if trace_note(out["workload"].get("trace")):
-        typer.echo(f"note: {trace_note(out['workload']['trace'])}", err=True)
-    if json_out:
-        print_json(out)
-    else:
-        render_serve(out, top)
-    if not out["best"]:
-        raise typer.Exit(1)
+        note = trace_note(out["workload"].get("trace"))
+        if note:
+            typer.echo(f"note: {note}", err=True)
+    report(out, "plan serve", top=top, json_out=json_out, json_file=json_file, render=render_serve,
+           emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping({**out, "_workload": workload}, req, emit_yaml))
 
 
 SERVE_COLUMNS = ("rank", "GPUs", "layout", "scheduler", "weights/kv", "goodput /GPU", "TTFT p99 s", "TPOT p99 ms",
@@ -430,6 +462,8 @@ def render_serve(out: dict, top: int) -> None:
     b = out.get("baseline")
     if b and b.get("metrics"):
         c.print(table("heuristic baseline", SERVE_COLUMNS, [["base", *_serve_cells(b, multi)[1:]]]))
+    elif b and b.get("feasible") is None:
+        c.print(f"heuristic baseline (tp={b['tp']} x {b['replicas']} replicas): {b.get('message')}")
     elif b:
         c.print(f"heuristic baseline (tp={b['tp']} x {b['replicas']} replicas) is infeasible: {b.get('message')}")
     st = out["stages"]

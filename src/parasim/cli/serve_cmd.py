@@ -2,6 +2,8 @@
 
 Every flag has a config-file key of the same name with underscores (`-c config.yaml`); flags
 given on the command line override the file. Paths in a config file are relative to the file.
+A plan that cannot run (the weights leave no room for a KV cache, or a request can never fit it)
+is still printed, with why, and exits 1; a plan that runs but misses its SLOs is an answer (0).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from typing import Any, Optional
 
 import typer
 
+from parasim.cli import outputs
 from parasim.cli.config import read_mapping
-from parasim.errors import InputError, write_output
+from parasim.errors import InputError, OutputError, write_output
 from parasim.report.tables import console, dumps, kv_table
 from parasim.specs import edge
 from parasim.specs.catalog import cluster_for, get_accelerator, get_model
@@ -198,8 +201,8 @@ def _kv_rows(kv: dict[str, Any]) -> list[tuple[str, Any]]:
     pools = [("", kv)] if "kv_blocks" in kv else [(f"{k} pool: ", v) for k, v in kv.items()]
     rows = []
     for label, k in pools:
-        rows += [(f"{label}weights / activations / runtime (GB per GPU)",
-                  f"{k['weights_gb']:.1f} / {k['activations_gb']:.1f} / {k['reserved_gb']:.1f} of {k['usable_gb']:.1f} usable"),
+        rows += [(f"{label}weights / activations / runtime (GiB per GPU)",
+                  f"{k['weights_gib']:.1f} / {k['activations_gib']:.1f} / {k['reserved_gib']:.1f} of {k['usable_gib']:.1f} usable"),
                  (f"{label}KV cache (tokens per engine)", f"{k['kv_tokens_per_engine']:,}"),
                  (f"{label}largest request needs (KV tokens)", f"{k['largest_request_kv_tokens']:,}")]
     return rows
@@ -357,24 +360,30 @@ def serve_cmd(
     opts["attainment_given"] = given["attainment"] is not None or "attainment" in cfg
     if opts.get("bench_json") is not None:
         edge.text_value("bench_json", opts["bench_json"])
+    if opts.get("requests_out") and Path(opts["requests_out"]).suffix.lower() not in (".csv", ".jsonl"):
+        raise InputError("requests_out", f"file must end in .csv or .jsonl, got '{Path(opts['requests_out']).name}'")
+    outputs.check(opts.get("requests_out"), opts.get("json_out"), opts.get("bench_json"))
     out, res = run(opts)
-    if opts.get("requests_out"):
-        from parasim.serving.metrics import write_requests
-
-        write_requests(res.requests, opts["requests_out"])
-    if opts.get("bench_json"):
-        from parasim.report.vllm_bench import bench_result
-
-        write_output(opts["bench_json"], dumps(bench_result(res, **bench_meta(opts, out))) + "\n")
     text = dumps(out)
-    if opts.get("json_out"):
-        p = Path(opts["json_out"])
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text + "\n")
     if json_output:
         typer.echo(text)
     else:
         render(json.loads(text))
+    if opts.get("json_out"):
+        outputs.write_text(opts["json_out"], text + "\n")
+    if opts.get("requests_out"):
+        from parasim.serving.metrics import write_requests
+
+        try:
+            write_requests(res.requests, opts["requests_out"])
+        except OSError as e:
+            raise OutputError(str(opts["requests_out"]), e.strerror or str(e)) from None
+    if opts.get("bench_json"):
+        from parasim.report.vllm_bench import bench_result
+
+        write_output(opts["bench_json"], dumps(bench_result(res, **bench_meta(opts, out))) + "\n")
+    if not out["feasible"]:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

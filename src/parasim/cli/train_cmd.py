@@ -1,7 +1,9 @@
 """`parasim train`: simulate one optimizer step of a training plan.
 
 Every flag has a config-file twin (`-c plan.yaml`, same names with dashes or underscores); a
-flag given on the command line overrides the file. `--json` prints the TrainingResult.
+flag given on the command line overrides the file. `--json` prints the TrainingResult,
+`--json-out FILE` also writes it. A plan that does not fit in memory is still printed, with its
+memory breakdown, and exits 1.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from typing import Any, Optional
 
 import typer
 
+from parasim.cli import outputs
 from parasim.cli.config import read_mapping
 from parasim.errors import InputError
 from parasim.report.tables import console, fmt, kv_table, print_json
+from parasim.units import GIB, fmt_gib
 
 CLUSTER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "inter_node_gbps")
+OUTPUT_KEYS = ("json", "config", "json_file")
 PANEL_PAR = "Parallelism"
 PANEL_BATCH = "Batch and precision"
 PANEL_OVERLAP = "Overlap and schedule"
@@ -97,7 +102,7 @@ def build(options: dict[str, Any]):
     gpn = options.get("gpus_per_node")
     cluster = cluster_for(acc, gpus, gpus_per_node=int(gpn) if gpn is not None else None,
                           nic_bw_bytes_per_s_per_gpu=nic)
-    plan_keys = {k: v for k, v in options.items() if k not in CLUSTER_KEYS and k not in ("json", "config")}
+    plan_keys = {k: v for k, v in options.items() if k not in CLUSTER_KEYS and k not in OUTPUT_KEYS}
     # degrees that must divide the model are checked before dp is derived from them
     from parasim.cost.layer import Sharding, check_sharding
 
@@ -151,21 +156,43 @@ def train_cmd(
     schedule: Optional[str] = typer.Option(None, "--schedule", help="gpipe | 1f1b | interleaved.", rich_help_panel=PANEL_OVERLAP),
     attention: Optional[str] = typer.Option(None, "--attention", help="flash (best fused kernel) | flash2 (FA2-generation) | unfused.", rich_help_panel=PANEL_OVERLAP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    json_file: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE."),
 ) -> None:
     """Simulate one optimizer step: step time, tokens/s, MFU, peak memory and a time breakdown."""
-    flags = {k: v for k, v in locals().items() if k not in ("config", "json_out") and v is not None}
-    opts, overrides = merge(load_config(config) if config else {}, flags)
+    flags = {k: v for k, v in locals().items() if k not in ("config", "json_out", "json_file") and v is not None}
+    file_opts = load_config(config) if config else {}
+    json_file = json_file or _path(config, file_opts.pop("json_out", None))
+    opts, overrides = merge(file_opts, flags)
     model_spec, cluster, plan, defaults = build(opts)
     for k, o in overrides.items():  # a displaced dp is derived again: say what it became
         if o["used"] is None:
             o["used"] = getattr(plan, k)
+    outputs.check(json_file)
     from parasim.training import simulate
 
     res = simulate(model_spec, cluster, plan)
     out = {**res.to_dict(), "defaults": defaults, "overrides": overrides}
     if json_out:
         print_json(out)
-        return
+    else:
+        render(res, plan, defaults, overrides)
+    if json_file:
+        outputs.write_json(json_file, out)
+    if not res.fits:
+        raise typer.Exit(1)
+
+
+def _path(config: Path | None, value: Any) -> Path | None:
+    """A path from the config file, relative to the file (as `parasim serve -c` reads them)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InputError("json_out", f"must be a file path, got {value!r}")
+    p = Path(value)
+    return p if p.is_absolute() or config is None else config.parent / p
+
+
+def render(res, plan, defaults: dict[str, Any], overrides: dict[str, dict]) -> None:
     p = plan
     rows = [
         ("model / gpu", f"{res.model} on {res.gpus} x {res.gpu}"),
@@ -177,8 +204,9 @@ def train_cmd(
         ("model TFLOP/s per GPU, MFU", f"{res.model_tflops_per_gpu:.1f}  ({100 * res.mfu:.1f} %)"),
         ("hardware TFLOP/s per GPU, HFU", f"{res.hardware_tflops_per_gpu:.1f}  ({100 * res.hfu:.1f} %)"),
         *[(f"  {k}", f"{v:.4f} s ({100 * v / res.step_time_s:.1f} %)") for k, v in res.breakdown.items()],
-        ("peak memory per GPU", f"{res.peak_memory_bytes / 1e9:.1f} GB of {res.memory['capacity_gb']:.0f} GB"),
-        *[(f"  {k}", fmt(v)) for k, v in res.memory.items() if k.endswith("_gb") and k not in ("total_gb", "capacity_gb")],
+        ("peak memory per GPU", f"{fmt_gib(res.peak_memory_bytes)} of {fmt_gib(res.memory['capacity_gib'] * GIB, None)}"),
+        *[(f"  {k.removesuffix('_gib')}", fmt_gib(v * GIB)) for k, v in res.memory.items()
+          if k.endswith("_gib") and k not in ("total_gib", "capacity_gib")],
         ("fits", res.fits),
     ]
     for k, v in res.varlen.items():

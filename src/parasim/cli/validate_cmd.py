@@ -1,4 +1,9 @@
-"""`parasim validate`: predicted vs measured for every case of one or more case files."""
+"""`parasim validate`: predicted vs measured for every case of one or more case files.
+
+Exit codes: 0 when at least one case ran (an unreadable case is reported as skipped, with why);
+2 when none could (no case of the asked kind, or every case unreadable); 1 when --json-out or
+--markdown cannot be written; 130 on Ctrl-C (one line; a validation is reported whole or not at all).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from typing import Optional
 
 import typer
 
+from parasim.cli import outputs
+from parasim.errors import InputError
 from parasim.report.tables import console, print_json, table
 
 
@@ -16,6 +23,7 @@ def validate_cmd(
     kind: Optional[str] = typer.Option(None, "--kind", help="Only cases of this kind: training | serving."),
     extra: Optional[list[Path]] = typer.Option(None, "--extra", help="More case files (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object (cases + summary)."),
+    json_file: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the report as markdown to this file."),
     workers: int = typer.Option(1, "--workers", "-j", help="Processes to run cases on (results do not depend on it)."),
 ) -> None:
@@ -23,7 +31,11 @@ def validate_cmd(
     from parasim.report.validation import run_files, summarize, to_json, to_markdown
 
     paths = [str(file)] + [str(p) for p in (extra or [])]
+    outputs.check(json_file, markdown)
     reports = run_files(paths, kind=kind, workers=workers)
+    if not reports:
+        raise InputError("kind" if kind else "file", f"no {kind + ' ' if kind else ''}case in {', '.join(paths)}: "
+                                                     "nothing to validate")
     # a case that cannot be read or names something unknown is skipped and said on stderr; the
     # run fails (exit 2) only when no case could be run at all
     bad = [r for r in reports if r.input_error]
@@ -32,12 +44,20 @@ def validate_cmd(
         sys.stderr.write(f"parasim: {level}: {r.reason}\n")
     if bad and len(bad) == len(reports):
         raise SystemExit(2)
-    if markdown is not None:
-        markdown.parent.mkdir(parents=True, exist_ok=True)
-        markdown.write_text(to_markdown(reports, paths))
+    data = to_json(reports, paths) if (json_out or json_file) else None
     if json_out:
-        print_json(to_json(reports, paths))
-        return
+        print_json(data)
+    else:
+        render(reports, summarize(reports))
+    if json_file:
+        outputs.write_json(json_file, data)
+    if markdown is not None:
+        outputs.write_text(markdown, to_markdown(reports, paths))
+        if not json_out:
+            console().print(f"wrote {markdown}")
+
+
+def render(reports, summary: dict) -> None:
     rows = []
     for r in reports:
         keys = [k for k in r.measured if k != "flops_convention"]
@@ -50,10 +70,8 @@ def validate_cmd(
     con.print(table("parasim validate", ("case", "kind", "status", "metric", "predicted", "measured", "error / reason"), rows))
     srows = [(k, s["n"], s["ok"], s["infeasible"], s["skipped"],
               *(None if s[x] is None else f"{100 * s[x]:.1f} %" for x in ("median_abs_error", "p90_abs_error", "max_abs_error")))
-             for k, s in summarize(reports).items()]
+             for k, s in summary.items()]
     con.print(table("summary (|error|)", ("kind", "scored", "ok", "infeasible", "skipped", "median", "p90", "max"), srows))
-    if markdown is not None:
-        con.print(f"wrote {markdown}")
 
 
 def register(app: typer.Typer) -> None:

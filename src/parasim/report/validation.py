@@ -85,7 +85,7 @@ def _predictors() -> dict[str, Callable[[Case], CaseResult] | None]:
     return {"training": _training_predictor(), "serving": _serving_predictor()}
 
 
-def _run_item(item: tuple[Case, str]) -> CaseReport:
+def _run_item(context: None, item: tuple[Case, str]) -> CaseReport:  # noqa: ARG001 - executors' task signature
     """One case in a worker process (module-level so a process pool can pickle it by name)."""
     case, file = item
     return run_case(case, _predictors(), file=file)
@@ -93,8 +93,10 @@ def _run_item(item: tuple[Case, str]) -> CaseReport:
 
 def run_files(paths: Iterable[str | Path], kind: str | None = None, workers: int = 1) -> list[CaseReport]:
     """Every case of `paths` (of one kind, if given), in file order. Cases are independent, so
-    `workers` > 1 spreads them over a process pool; the reports come back in the same order, so
-    the output does not depend on the worker count."""
+    `workers` > 1 spreads them over a process pool (search.executors: the same Ctrl-C handling as
+    the planners); the reports come back in the same order, so the output does not depend on the
+    worker count. Ctrl-C raises KeyboardInterrupt here, after the pool is stopped: a validation
+    run is reported whole or not at all."""
     if kind is not None and kind not in KINDS:
         raise InputError("kind", f"'{kind}' is not one of {', '.join(KINDS)}")
     if workers < 1:
@@ -105,10 +107,12 @@ def run_files(paths: Iterable[str | Path], kind: str | None = None, workers: int
         predictors = _predictors()
         done = [run_case(case, predictors, file=f) for case, f in items]
     else:
-        from concurrent.futures import ProcessPoolExecutor
+        from parasim.search.executors import run_local
 
-        with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
-            done = list(pool.map(_run_item, items, chunksize=4))
+        outcome = run_local(_run_item, None, items, workers=min(workers, len(items)))
+        if outcome.interrupted:
+            raise KeyboardInterrupt
+        done = outcome.results
     # unreadable cases keep their place in file order, as skipped reports naming the problem
     runs = iter(done)
     out = []

@@ -9,12 +9,19 @@ simulation is not dwarfed by inter-process overhead.
 Results come back in the order of `items`, whatever order the workers finish in, so the ranking
 built from them is identical for every executor and worker count. Ctrl-C stops the search and
 returns what has finished (`Outcome.interrupted`); the caller ranks that.
+
+Ctrl-C from a terminal reaches the whole process group, workers included. Workers ignore it (the
+parent keeps what finished), and they are forked with SIGINT blocked until they have said so, so
+that a Ctrl-C while the pool is still starting cannot raise in a half-started worker (a traceback
+on stderr); in the parent it waits, blocked, until every worker is started, then interrupts.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -54,9 +61,9 @@ _WORKER: tuple[Task, Any] | None = None
 
 def _init_worker(task: Task, context: Any) -> None:
     global _WORKER
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it keeps what finished)
+    if hasattr(signal, "pthread_sigmask"):  # forked with SIGINT blocked (see _sigint_blocked)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _WORKER = (task, context)
 
 
@@ -83,17 +90,43 @@ def run_serial(task: Task, context: Any, items: Sequence[Any], progress: Progres
     return Outcome(results)
 
 
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT held back in this thread while the pool forks its workers and starts its threads:
+    they inherit the blocked mask (a worker unblocks it once it ignores SIGINT; the pool's
+    threads keep it blocked, so a Ctrl-C is always the main thread's). A Ctrl-C meanwhile is
+    delivered when the block ends, as a KeyboardInterrupt in the caller."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """After Ctrl-C: drop the queued chunks and end the running ones now, so that the process
+    exits as soon as the partial result is printed (instead of waiting for them)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+
+
 def run_local(task: Task, context: Any, items: Sequence[Any], *, workers: int,
               progress: Progress | None = None) -> Outcome:
     """A process pool (fork on Linux: the parent's imports and caches come for free)."""
     if workers <= 1 or len(items) <= 1:
         return run_serial(task, context, items, progress)
     results: list[Any] = [None] * len(items)
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(task, context))
-    futures = {}
+    pool = None
     try:
-        for r in _chunks(len(items), workers):
-            futures[pool.submit(_run_chunk, [items[i] for i in r])] = r
+        with _sigint_blocked():
+            pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(task, context))
+            futures = {pool.submit(_run_chunk, [items[i] for i in r]): r for r in _chunks(len(items), workers)}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -103,12 +136,11 @@ def run_local(task: Task, context: Any, items: Sequence[Any], *, workers: int,
                     results[i] = res
                 if progress:
                     progress(len(r))
+        pool.shutdown(wait=True)
     except KeyboardInterrupt:
-        for f in futures:
-            f.cancel()
-        pool.shutdown(wait=False, cancel_futures=True)
+        if pool is not None:
+            _stop(pool)
         return Outcome(results, interrupted=True)
-    pool.shutdown(wait=True)
     return Outcome(results)
 
 

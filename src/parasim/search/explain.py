@@ -24,7 +24,7 @@ TRAIN_FIELDS = ("tp", "pp", "dp", "cp", "ep", "virtual_stages", "micro_batch", "
                 "gpu", "gpus")
 SERVE_FIELDS = ("gpu", "tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "weights", "kv_dtype",
                 "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
-TRAIN_METRICS = ("step_time_s", "mfu", "peak_memory_gb_per_gpu")
+TRAIN_METRICS = ("step_time_s", "mfu", "peak_memory_gib_per_gpu")
 SERVE_METRICS = ("ttft_p99_s", "tpot_p99_s", "slo_attainment", "output_tokens_per_s", "cost_usd_per_m_tokens",
                  "energy_j_per_token")
 
@@ -79,6 +79,8 @@ def explain(result: dict, obj: Objective, options: dict, registry: dict, *, kind
         diff = ", ".join(f"{k} {v[0]} vs {v[1]}" for k, v in vs_base["plan_differences"].items())
         where = f"rank {vs_base['rank']}" if vs_base["rank"] else "not ranked"
         text.append(f"{vs_base['ratio']:.3f}x better on {obj.name} than the heuristic baseline ({where}; {diff or 'same plan'})")
+    elif result.get("baseline") is None and result.get("interrupted"):
+        text.append("the heuristic baseline was not among the plans that finished before the interrupt")
     elif result.get("baseline") is None:
         text.append("the heuristic baseline has no feasible plan here")
     if kind == "train" and vs_base:

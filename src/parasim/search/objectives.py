@@ -62,7 +62,7 @@ TRAIN_OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     Objective("cost", "cost_usd", False,
               lambda r, o: _train_seconds(r, o) / 3600 * r["gpus"] * float(r["price_usd_per_hour"]), "$"),
     Objective("mfu", "mfu", True, lambda r, o: _m(r, "mfu")),
-    Objective("memory", "peak_memory_gb_per_gpu", False, lambda r, o: _m(r, "peak_memory_gb_per_gpu"), "GB"),
+    Objective("memory", "peak_memory_gib_per_gpu", False, lambda r, o: _m(r, "peak_memory_gib_per_gpu"), "GiB"),
 )}
 
 

@@ -28,6 +28,10 @@ falls behind.
 `ranked` lists the full-size plans that meet the SLO first (best first), then the screen-only ones
 (`fidelity: "screen"`); `best` is always a full-size result, so its numbers are the ones
 `parasim serve -c` reproduces from the emitted YAML.
+
+Ctrl-C (search/interrupts.py): before stage 1 starts it raises KeyboardInterrupt (nothing has
+finished); afterwards the plans that finished are kept, the stages and the baseline not yet run
+are skipped, and the result is marked `interrupted`.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import numpy as np
 
 from parasim.errors import InputError
 from parasim.search import executors
+from parasim.search.interrupts import SigintGuard
 from parasim.search.objectives import SERVE_OBJECTIVES, get_objective, parse_pareto
 from parasim.search.pareto import pareto_front
 from parasim.search.prune import Pruned
@@ -361,18 +366,23 @@ def baseline_plan(model: ModelSpec, gpu: str, max_gpus: int) -> dict:
 class _Stages:
     """Runs executor batches, keeps results, stops after an interrupt."""
 
-    def __init__(self, req: ServeSearch, context: dict, progress) -> None:
+    def __init__(self, req: ServeSearch, context: dict, progress, guard: SigintGuard | None = None) -> None:
         self.req, self.context, self.progress = req, context, progress
+        self.guard = guard or SigintGuard()
         self.interrupted = False
         self.evaluated = 0
 
     def run(self, items: list[dict]) -> list[dict | None]:
+        self.interrupted = self.interrupted or self.guard.hit  # a Ctrl-C between stages
         if self.interrupted or not items:
             return [None] * len(items)
         if self.progress:
             self.progress.start(len(items))
-        out = executors.run(evaluate, self.context, items, executor=self.req.executor, workers=self.req.workers,
-                            ray_address=self.req.ray_address, progress=self.progress.advance if self.progress else None)
+        out = executors.Outcome([None] * len(items), interrupted=True)
+        with self.guard.executing():
+            out = executors.run(evaluate, self.context, items, executor=self.req.executor, workers=self.req.workers,
+                                ray_address=self.req.ray_address,
+                                progress=self.progress.advance if self.progress else None)
         self.interrupted = out.interrupted
         self.evaluated += sum(r is not None for r in out.results)
         return out.results
@@ -415,6 +425,12 @@ def screen_in_waves(items: list[dict], stages: _Stages, absorb, screened: dict, 
 
 
 def run_search(req: ServeSearch, progress=None) -> dict:
+    guard = SigintGuard()
+    with guard.installed():
+        return _search(req, progress, guard)
+
+
+def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
     t0 = time.perf_counter()
     model = get_model(req.model)
     if not req.gpu:
@@ -458,7 +474,7 @@ def run_search(req: ServeSearch, progress=None) -> dict:
     offered = wl_stats["rate"] if np.isfinite(wl_stats["rate"]) else None  # None: a burst, nothing to keep up with
     context = {"model": model, "workload": wl, "slo": slo, "seed": req.seed, "queueing_limit_s": limit,
                "offered_rps": offered}
-    stages = _Stages(req, context, progress)
+    stages = _Stages(req, context, progress, guard)
     screened: dict[tuple, dict] = {}
     errors: dict[str, str] = {}
 
@@ -521,7 +537,11 @@ def run_search(req: ServeSearch, progress=None) -> dict:
     base = baseline_plan(model, req.gpu[0], req.max_gpus)
     base_item = {**base, "requests": full_n}
     hit = next((r for r in full_ok if plan_key(r) == plan_key(base)), None)
-    if hit is None:
+    interrupted = stages.interrupted or guard.hit
+    if hit is None and interrupted:  # no new simulations after Ctrl-C
+        baseline = {**base, "rank": None, "feasible": None, "reason": "not_simulated",
+                    "message": "not simulated: the search was interrupted", "metrics": None}
+    elif hit is None:
         res = evaluate(context, base_item)
         baseline = (make_row(base_item, res, limit, "full", offered) | {"rank": None} if res["ok"]
                     else {**base, "rank": None, "feasible": False, "reason": res["reason"],
@@ -540,7 +560,7 @@ def run_search(req: ServeSearch, progress=None) -> dict:
         "slo": slo.to_dict() | {"max_queueing_p50_s": limit},
         "workload": wl.summary(), "objective": objective.name, "objective_metric": objective.metric,
         # interrupted before any full-size run: the best screened plan is the best found so far
-        "best": full_ok[0] if full_ok else (ranked[0] if ranked and stages.interrupted else None), "ranked": ranked, "evaluated": stages.evaluated,
+        "best": full_ok[0] if full_ok else (ranked[0] if ranked and interrupted else None), "ranked": ranked, "evaluated": stages.evaluated,
         "space_size": raw, "pruned": pruned.as_dict(), "errors": errors,
         "baseline": baseline,
         "stages": {"screen_requests": screen_n, "full_requests": full_n, "layouts": len(items1),
@@ -549,11 +569,12 @@ def run_search(req: ServeSearch, progress=None) -> dict:
                     "front": [r["rank"] for r in pareto_front(ranked, [lambda r, o=o: o.score(r, options)
                                                                        for o in pareto_objs])]}
                    if pareto_objs else None),
-        "interrupted": stages.interrupted,
+        "interrupted": interrupted,
         "search_wall_s": time.perf_counter() - t0,
     }
     out["explanation"] = explain({**out, "baseline": baseline if baseline.get("metrics") else None},
                                  objective, options, SERVE_OBJECTIVES, kind="serve")
+    out["interrupted"] = interrupted or guard.hit  # a Ctrl-C while explaining counts too
     out["_workload"] = (wl, regen)
     return out
 

@@ -15,6 +15,10 @@
 The global batch is per plan (train_batch.py): the exact --global-batch, or with
 --global-batch-tokens the batch nearest the budget that the plan's layout can split, within
 --batch-tolerance; each row records its `global_batch` and `global_batch_tokens`.
+
+Ctrl-C (search/interrupts.py): during 1-2 it raises KeyboardInterrupt (nothing has finished);
+during 3 the plans that finished are kept; during 4 it is remembered, the baseline and reference
+plans not yet simulated are skipped, and the result is marked `interrupted`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from parasim.cost.memory import (activation_bytes_per_layer, embedding_activatio
                                  training_state_bytes, weight_params_per_gpu)
 from parasim.errors import InputError
 from parasim.search import executors
+from parasim.search.interrupts import SigintGuard
 from parasim.search.objectives import TRAIN_OBJECTIVES, get_objective, parse_pareto
 from parasim.search.pareto import pareto_front
 from parasim.search.prune import Pruned
@@ -211,8 +216,9 @@ def baseline_items(model: ModelSpec, cluster: ClusterSpec, gpu: str, batch: Batc
 
 
 def find_reference(req: TrainSearch, model: ModelSpec, given: dict, batch: BatchTarget, ranked: list[dict],
-                   context: dict, prices: dict, objective, options: dict, key) -> dict:
-    """The --reference plan, filled as train_reference.py documents, with its rank (or why none)."""
+                   context: dict, prices: dict, objective, options: dict, key, *, interrupted: bool = False) -> dict:
+    """The --reference plan, filled as train_reference.py documents, with its rank (or why none);
+    after Ctrl-C a plan outside the ranking is not simulated."""
     from parasim.search import train_reference as tr
 
     info = {"given": dict(given)}
@@ -226,6 +232,9 @@ def find_reference(req: TrainSearch, model: ModelSpec, given: dict, batch: Batch
     if item is None:
         return {**info, "rank": None, "in_ranking": False, "feasible": False, "reason": reason, "metrics": None}
     info["filled"] = {k: item[k] for k in (*PLAN_KEYS, "gpu", "gpus") if k not in given and k != "seq_len"}
+    if interrupted:
+        return {**item, **info, "rank": None, "in_ranking": False, "feasible": None,
+                "reason": "not simulated (interrupted)", "metrics": None}
     res = evaluate(context, item)
     if not res["ok"]:
         return {**item, **info, "rank": None, "in_ranking": False, "feasible": False, "reason": res.get("reason"),
@@ -236,6 +245,12 @@ def find_reference(req: TrainSearch, model: ModelSpec, given: dict, batch: Batch
 
 
 def run_search(req: TrainSearch, progress=None) -> dict:
+    guard = SigintGuard()
+    with guard.installed():
+        return _search(req, progress, guard)
+
+
+def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     t0 = time.perf_counter()
     model = get_model(req.model)
     objective = get_objective(req.objective, TRAIN_OBJECTIVES)
@@ -272,8 +287,10 @@ def run_search(req: TrainSearch, progress=None) -> dict:
     context = {"model": model, "clusters": clusters}
     if progress:
         progress.start(len(cands))
-    outcome = executors.run(evaluate, context, cands, executor=req.executor, workers=req.workers,
-                            ray_address=req.ray_address, progress=progress.advance if progress else None)
+    outcome = executors.Outcome([None] * len(cands), interrupted=True)
+    with guard.executing():
+        outcome = executors.run(evaluate, context, cands, executor=req.executor, workers=req.workers,
+                                ray_address=req.ray_address, progress=progress.advance if progress else None)
     prices = {g: get_accelerator(g).price_usd_per_hour for g in req.gpu}
     ranked = []
     errors: dict[str, str] = {}
@@ -291,14 +308,16 @@ def run_search(req: TrainSearch, progress=None) -> dict:
         if hit is not None:
             baseline = hit
             break
+        if outcome.interrupted or guard.hit:  # no new simulations after Ctrl-C
+            break
         res = evaluate(context, b)
         if res["ok"]:
             baseline = plan_row(b, res, prices[b["gpu"]])
             baseline["rank"] = None
             baseline["objective_value"] = objective.value(baseline, options)
             break
-    reference = (find_reference(req, model, given, batch, ranked, context, prices, objective, options, key)
-                 if req.reference else None)
+    reference = (find_reference(req, model, given, batch, ranked, context, prices, objective, options, key,
+                                interrupted=outcome.interrupted or guard.hit) if req.reference else None)
     from parasim.search.explain import explain
 
     out = {
@@ -312,10 +331,11 @@ def run_search(req: TrainSearch, progress=None) -> dict:
                     "front": [r["rank"] for r in pareto_front(ranked, [lambda r, o=o: o.score(r, options)
                                                                        for o in pareto_objs])]}
                    if pareto_objs else None),
-        "interrupted": outcome.interrupted,
+        "interrupted": outcome.interrupted or guard.hit,
         "search_wall_s": time.perf_counter() - t0,
     }
     out["explanation"] = explain(out, objective, options, TRAIN_OBJECTIVES, kind="train")
+    out["interrupted"] = outcome.interrupted or guard.hit  # a Ctrl-C while explaining counts too
     return out
 
 

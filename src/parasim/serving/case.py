@@ -53,6 +53,7 @@ from parasim.serving.vllm_defaults import (
 )
 from parasim.serving.workload import Workload, generate, read_trace
 from parasim.specs.validation_case import Case, CaseResult
+from parasim.units import fmt_gib
 
 
 def _workload(case: Case, choices: list[str]) -> Workload:
@@ -114,7 +115,7 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
         rb = runtime_buffer_bytes(model, kw["max_batch"]) if setup.cpp_runtime else 0.0
         logit_rows = 0 if setup.cpp_runtime else kw["max_batch"]  # the C++ runtime's buffers hold the logits
         used = w + activation_workspace_bytes(model, logit_rows=logit_rows, **act_kw) + RUNTIME_RESERVED_BYTES + rb
-        buffers = f", after {rb / 1e9:.1f} GB of runtime and decoder buffers" if setup.cpp_runtime else ""
+        buffers = f", after {fmt_gib(rb)} of runtime and decoder buffers" if setup.cpp_runtime else ""
         kv = setup.kv_fraction * max(acc.hbm_bytes - used, 0.0)
         kw["gpu_memory_utilization"] = _utilization_leaving(kv, model, acc, kw)
         policy = ("KV booked per step (MAX_UTILIZATION; paused requests recompute)" if setup.kv_reservation == "incremental"

@@ -21,6 +21,7 @@ from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.memory import kv_cache_bytes_per_token_per_gpu, weight_bytes_per_gpu
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
+from parasim.units import gib
 
 #: Memory the runtime holds outside weights, activations and KV: CUDA context, cuBLAS/NCCL
 #: workspaces, captured CUDA graphs. An engine constant (vLLM reports it as "non-torch memory"
@@ -48,9 +49,9 @@ class KVBudget:
         return self.blocks * self.block_size
 
     def to_dict(self) -> dict:
-        return {"hbm_gb": self.hbm / 1e9, "usable_gb": self.usable / 1e9, "weights_gb": self.weights / 1e9,
-                "activations_gb": self.activations / 1e9, "reserved_gb": self.reserved / 1e9,
-                "kv_gb": self.kv / 1e9, "kv_bytes_per_token_per_gpu": self.kv_bytes_per_token,
+        return {"hbm_gib": gib(self.hbm), "usable_gib": gib(self.usable), "weights_gib": gib(self.weights),
+                "activations_gib": gib(self.activations), "reserved_gib": gib(self.reserved),
+                "kv_gib": gib(self.kv), "kv_bytes_per_token_per_gpu": self.kv_bytes_per_token,
                 "kv_blocks": self.blocks, "kv_tokens": self.tokens, "block_size": self.block_size}
 
 

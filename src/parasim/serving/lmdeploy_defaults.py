@@ -36,6 +36,7 @@ from parasim.serving.plan import ITERATION_OVERHEAD_S
 from parasim.serving.software import SourceFlags, release, release_patch
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
+from parasim.units import fmt_gib
 
 LMDEPLOY_PREFILL_TOKENS = {"turbomind": 8192, "pytorch": 4096}
 #: from 0.6: max_batch_size by device name (lmdeploy/utils.py get_max_batch_size)
@@ -102,7 +103,7 @@ def lmdeploy_setup(software: str, source: str, model: ModelSpec, acc: Accelerato
                 "continuous": "whole prompts join the running batch (no chunking before 0.2.6)",
                 "vllm": f"prefill iterations apart from decodes, max_prefill_token_num {prefill}"}[sched]
     why = (f"LMDeploy {ver} {engine} defaults: {batching}, max_batch_size {batch}, {mem} "
-           f"({kv / 1e9:.1f} GB per GPU), {block}-token blocks, KV taken as sequences grow (preempted sequences "
+           f"({fmt_gib(kv)} per GPU), {block}-token blocks, KV taken as sequences grow (preempted sequences "
            f"recompute)" + (f", KV cache {kv_dtype} (quant_policy in the source)" if kv_dtype else "")
            + "".join(f"; {k} {v:g} (from the source)" for k, v in stated.items()))
     return LmdeploySetup(engine, sched, budget, batch, block, kv, kv_dtype, overhead, why)

@@ -38,6 +38,7 @@ from parasim.serving.plan import ITERATION_OVERHEAD_S
 from parasim.serving.software import SourceFlags, release
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
+from parasim.units import fmt_gib
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -108,7 +109,7 @@ def sglang_setup(software: str, source: str, model: ModelSpec, acc: AcceleratorS
     overlap = rel is None or rel >= (0, 4)
     ver = f"{rel[0]}.{rel[1]}" if rel else "(release not named: the current defaults)"
     why = (f"SGLang {ver} defaults: prefill first without mixing, chunked_prefill_size {chunk}, "
-           f"mem_fraction_static {mfs:g} (KV = {mfs:g} x memory before weights - weights = {kv / 1e9:.1f} GB per GPU, "
+           f"mem_fraction_static {mfs:g} (KV = {mfs:g} x memory before weights - weights = {fmt_gib(kv)} per GPU, "
            f"{tokens:,} tokens), max_running_requests {running}, page_size {SGLANG_PAGE}, KV reserved as it grows "
            f"(retraction = recompute); "
            + ("overlap scheduler (host work hidden)" if overlap else "no overlap scheduler")

@@ -28,6 +28,7 @@ from parasim.serving.schedulers import SCHEDULERS
 from parasim.serving.workload import Workload, as_workload
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
+from parasim.units import fmt_gib
 
 
 @dataclass(kw_only=True)
@@ -142,10 +143,10 @@ def kv_fit(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_r
         if p.blocks < 1 and reason is None:
             reason = "kv_cannot_hold_request"
             k = p.kvb
-            left = f"{k.kv / 1e9:.2f} GB left" if k.kv > 0 else "nothing left"
-            message = (f"{where}: no room for a KV cache: weights {k.weights / 1e9:.1f} GB + "
-                       f"activations {k.activations / 1e9:.1f} GB + runtime {k.reserved / 1e9:.1f} GB of "
-                       f"{k.usable / 1e9:.1f} GB usable per GPU ({left}; one {B}-token block per engine needs "
+            left = f"{fmt_gib(k.kv, 2)} left" if k.kv > 0 else "nothing left"
+            message = (f"{where}: no room for a KV cache: weights {fmt_gib(k.weights)} + "
+                       f"activations {fmt_gib(k.activations)} + runtime {fmt_gib(k.reserved)} of "
+                       f"{fmt_gib(k.usable)} usable per GPU ({left}; one {B}-token block per engine needs "
                        f"{k.kv_bytes_per_token * B * plan.pp / 1e6:.1f} MB)")
         elif p.blocks >= 1:
             first = p.token_budget if (cls.chunked and p.role == "mixed") else None

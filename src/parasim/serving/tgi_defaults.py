@@ -38,6 +38,7 @@ from parasim.serving.plan import ITERATION_OVERHEAD_S, eager_layer_dispatch_s
 from parasim.serving.software import release
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
+from parasim.units import fmt_gib
 
 #: launcher ComputeType::f16_flop for the catalog parts whose nvidia-smi name matches its table exactly
 TGI_CARD_F16_FLOPS = {"h100-sxm": 900e12, "l4": 121e12}
@@ -98,7 +99,7 @@ def tgi_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: int,
     why = (f"TGI {ver} defaults: " + ("chunked prefill mixed with decodes (`sarathi`)" if chunked else
                                        "prefill first, whole prompts, no mixing (`vllm`)")
            + f", max_batch_prefill_tokens {budget}, KV = {room:.0%} of the memory left after weights and a warmup "
-           f"forward ({room * free / 1e9:.1f} GB per GPU), {block}-token blocks, KV booked for prompt + max_new_tokens "
+           f"forward ({fmt_gib(room * free)} per GPU), {block}-token blocks, KV booked for prompt + max_new_tokens "
            f"at admission (no preemption); CUDA graphs for decode batches up to {graphs}, prefill eager "
            f"({eager * 1e3:.2f} ms host dispatch per layer); max_concurrent_requests (128, refuses beyond) not modelled")
     return TgiSetup("sarathi" if chunked else "vllm", budget, block, room * free, graphs, eager,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from parasim.units import gib
+
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
 
 
@@ -110,7 +112,7 @@ class AcceleratorSpec:
         return {"id": self.id, "name": self.name, "vendor": self.vendor,
                 "bf16_tflops": tf("bf16") or tf("fp16"), "fp16_tflops": tf("fp16"),
                 "fp8_tflops": tf("fp8"), "int8_tops": tf("int8"), "fp4_tflops": tf("fp4"),
-                "hbm_gb": round(self.hbm_bytes / HBM_GB_BYTES, 1), "hbm_tb_s": round(self.hbm_bw_bytes_per_s / 1e12, 3),
+                "hbm_gib": round(gib(self.hbm_bytes), 1), "hbm_tb_s": round(self.hbm_bw_bytes_per_s / 1e12, 3),
                 "link_gb_s_one_way": round(self.link_bw_bytes_per_s / 1e9, 1), "tdp_w": self.tdp_w,
                 "idle_w": self.idle_w, "price_usd_per_hour": self.price_usd_per_hour,
                 "efficiency": dict(self.efficiency.__dict__),

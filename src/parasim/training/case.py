@@ -21,6 +21,7 @@ from typing import Any
 from parasim.errors import InputError
 from parasim.specs.validation_case import Case, CaseResult
 from parasim.training import TrainingPlan, simulate
+from parasim.units import fmt_gib
 
 PREDICTABLE = ("tflops_per_gpu", "tokens_per_s", "tokens_per_s_per_gpu", "step_time_s", "mfu", "hfu",
                "samples_per_s")
@@ -120,8 +121,8 @@ def predict_case(case: Case) -> CaseResult:
         elif key == "samples_per_s":  # sequences per second
             pred[key] = res.tokens_per_s / plan.seq_len
     if not res.fits:
-        choices.append(f"peak memory {res.peak_memory_bytes / 1e9:.1f} GB exceeds "
-                       f"{case.cluster.accelerator.hbm_bytes / 1e9:.0f} GB")
+        choices.append(f"peak memory {fmt_gib(res.peak_memory_bytes)} exceeds "
+                       f"{fmt_gib(case.cluster.accelerator.hbm_bytes, None)}")
         return CaseResult(status="infeasible", predicted=pred, choices=choices,
-                          reason=f"does not fit: {res.peak_memory_bytes / 1e9:.1f} GB per GPU")
+                          reason=f"does not fit: {fmt_gib(res.peak_memory_bytes)} per GPU")
     return CaseResult(status="ok", predicted=pred, choices=choices)

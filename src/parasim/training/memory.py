@@ -18,6 +18,7 @@ from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 from parasim.training.plan import TrainingPlan
 from parasim.training.schedules import Op
+from parasim.units import gib
 
 # CUDA context, cuBLAS/NCCL workspaces and allocator fragmentation held outside the tensors
 # (assumption; PyTorch+NCCL processes typically reserve 1.5-3 GB beyond live tensors).
@@ -44,11 +45,11 @@ class MemoryBreakdown:
         return self.total <= self.capacity
 
     def to_dict(self) -> dict[str, float]:
-        gb = 1e9
-        return {"rank": self.rank, "weights_gb": self.weights / gb, "gradients_gb": self.gradients / gb,
-                "optimizer_gb": self.optimizer / gb, "activations_gb": self.activations / gb,
-                "reserved_gb": self.reserved / gb, "total_gb": self.total / gb,
-                "capacity_gb": self.capacity / gb, "inflight_microbatches": self.inflight_microbatches}
+        """Sizes in GiB (parasim.units), the unit HBM capacity is quoted in."""
+        return {"rank": self.rank, "weights_gib": gib(self.weights), "gradients_gib": gib(self.gradients),
+                "optimizer_gib": gib(self.optimizer), "activations_gib": gib(self.activations),
+                "reserved_gib": gib(self.reserved), "total_gib": gib(self.total),
+                "capacity_gib": gib(self.capacity), "inflight_microbatches": self.inflight_microbatches}
 
 
 def peak_activation_units(ops: list[Op], weights: list[float]) -> float:

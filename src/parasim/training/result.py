@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parasim import __version__
+from parasim.units import gib
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +59,6 @@ class TrainingResult:
             "tokens_per_s": self.tokens_per_s, "tokens_per_s_per_gpu": self.tokens_per_s_per_gpu,
             "model_tflops_per_gpu": self.model_tflops_per_gpu,
             "hardware_tflops_per_gpu": self.hardware_tflops_per_gpu, "mfu": self.mfu, "hfu": self.hfu,
-            "peak_memory_gb_per_gpu": self.peak_memory_bytes / 1e9, "fits": self.fits,
+            "peak_memory_gib_per_gpu": gib(self.peak_memory_bytes), "fits": self.fits,
             "memory": self.memory, "breakdown": self.breakdown, "details": self.details, "varlen": self.varlen,
         }
