@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from parasim.cost.comm import Group, collective_time_s
-from parasim.cost.dtypes import compute_dtype, dtype_bytes
+from parasim.cost.dtypes import dtype_bytes
+from parasim.cost.quant import gemm_dtype
 from parasim.cost.roofline import attention_time_s, gemm_flops_bytes, gemm_roofline_s, gemm_time_s, memory_time_s
 from parasim.errors import InputError
 from parasim.specs.cluster import ClusterSpec
@@ -95,7 +96,7 @@ class LayerCost:
         self.wb = dtype_bytes(weight_dtype, field="weights")
         self.ab = dtype_bytes(act_dtype, field="precision")
         self.kvb = dtype_bytes(kv_dtype, field="kv_cache")
-        self.cdt = compute_dtype(weight_dtype)
+        self.cdt = gemm_dtype(weight_dtype, self.acc, act_dtype)  # weight-only formats: 16-bit math
         self.adt = act_dtype
         tp, m = sharding.tp, model
         self.tp_group = tp_group or Group.strided(tp, 1, cluster)
