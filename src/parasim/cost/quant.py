@@ -39,6 +39,11 @@ NATIVE_CAPABLE = ("fp8", "int8", "fp4")
 MARLIN_FORMATS = ("fp8", "fp4", "int8", "int4")
 #: formats the GPTQ kernels run weight-only on NVIDIA parts before Ampere (Volta)
 GPTQ_FORMATS = ("int8", "int4")
+#: rows per output tile of a weight-only GEMM: Marlin's kernels work in 16-row m-blocks
+#: (`thread_m_blocks` x 16 in vLLM's marlin kernels; the Marlin README reports near-ideal speedups
+#: up to batch 16-32), so a decode batch of a few tokens fills a 16-row tile, not the 128-row tile
+#: of the part's dense 16-bit GEMMs (`Efficiency.gemm_tile_m`)
+MARLIN_TILE_M = 16
 KERNEL = {"fp8": "FP8 Marlin", "fp4": "NVFP4 Marlin", "int8": "GPTQ/Marlin 8-bit",
           "int4": "AWQ/GPTQ Marlin"}
 
@@ -88,6 +93,11 @@ def gemm_dtype(weights: str, acc: AcceleratorSpec, act_dtype: str = "bf16") -> s
     if weights in NATIVE_CAPABLE or weights == "int4":
         return act_dtype  # weight-only: 16-bit math
     return weights
+
+
+def is_weight_only(weights: str, acc: AcceleratorSpec) -> bool:
+    """Whether GEMMs with `weights` dequantize them onto the 16-bit unit (see the module doc)."""
+    return weights not in SIXTEEN_BIT and gemm_dtype(weights, acc) != weights
 
 
 def weight_path(weights: str, acc: AcceleratorSpec, act_dtype: str = "bf16") -> WeightPath:

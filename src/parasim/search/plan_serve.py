@@ -174,8 +174,8 @@ def precision_support(accs: list, pairs: tuple) -> dict[str, dict[str, str]]:
         for w, _ in pairs:
             try:
                 out[acc.id][w] = weight_path(w, acc).mode
-            except InputError as e:
-                out[acc.id][w] = f"cannot run: {e.message}"
+            except InputError as e:  # keep the reason, not the list of parts that can (the error has it)
+                out[acc.id][w] = "cannot run: " + e.message.split(": ", 1)[-1].split("; ", 1)[0]
     for w, _ in pairs:
         if all(out[a.id][w].startswith("cannot run") for a in accs):
             raise InputError("precisions", f"{w} weights cannot run on {', '.join(a.id for a in accs)}: {runs_on(w)}")
