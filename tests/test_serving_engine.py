@@ -179,6 +179,7 @@ workloads = hst.integers(min_value=1, max_value=25).flatmap(lambda n: hst.tuples
        prefix=hst.booleans(), reserve=hst.sampled_from(["incremental", "full"]))
 def test_properties(w, sched, blocks, block, prefix, reserve):
     gaps, prompts, outputs, pids = w
+    prefix = prefix or sched == "batchllm"  # batchllm always shares prefixes (--no-prefix-cache is refused)
     arrivals = np.cumsum(gaps)
     plens = [min(p - 1, 300) if g >= 0 else 0 for p, g in zip(prompts, pids)]
     wl = Workload.from_columns(arrivals, prompts, outputs, pids, plens)

@@ -385,7 +385,7 @@ def plan_serve_cmd(
     tp: Optional[str] = typer.Option(None, "--tp", help="TP degrees to try (default: powers of two in a node).", rich_help_panel=PANEL_SPACE),
     pp: Optional[str] = typer.Option(None, "--pp", help="PP degrees to try (default 1,2).", rich_help_panel=PANEL_SPACE),
     schedulers: Optional[str] = typer.Option(None, "--schedulers", help="Schedulers to try (default sarathi,vllm,continuous,splitfuse,disagg).", rich_help_panel=PANEL_SPACE),
-    precisions: Optional[str] = typer.Option(None, "--precisions", help="Weight precisions, or weights/kv pairs (default bf16,bf16/fp8,fp8).", rich_help_panel=PANEL_SPACE),
+    precisions: Optional[str] = typer.Option(None, "--precisions", help="Weight precisions, or weights/kv pairs, e.g. bf16,fp8,fp8/fp8 (default: only the model's own; a KV dtype not given is the model's).", rich_help_panel=PANEL_SPACE),
     token_budgets: Optional[str] = typer.Option(None, "--token-budgets", help="Chunked-prefill token budgets to try.", rich_help_panel=PANEL_SPACE),
     max_batches: Optional[str] = typer.Option(None, "--max-batches", help="Max running sequences to try.", rich_help_panel=PANEL_SPACE),
     screen_requests: int = typer.Option(300, "--screen-requests", help="Requests per screening run (stages 1-2).", rich_help_panel=PANEL_SPACE),
@@ -466,6 +466,12 @@ def render_serve(out: dict, top: int) -> None:
         c.print(f"heuristic baseline (tp={b['tp']} x {b['replicas']} replicas): {b.get('message')}")
     elif b:
         c.print(f"heuristic baseline (tp={b['tp']} x {b['replicas']} replicas) is infeasible: {b.get('message')}")
+    pr = out["precisions"]
+    c.print(f"precisions searched (weights/KV): {', '.join(pr['searched'])} - {pr['why']}")
+    for g, how in pr["per_gpu"].items():
+        odd = {w: m for w, m in how.items() if m != "native" and m != "16-bit"}
+        for w, m in odd.items():
+            c.print(f"  {w} on {g}: {m}")
     st = out["stages"]
     c.print(f"stages: {st['layouts']} layouts and {st['knob_variants']} knob variants screened on "
             f"{st['screen_requests']} requests; {st['refined']} re-run on all {st['full_requests']}")

@@ -252,13 +252,16 @@ def render(out: dict[str, Any]) -> None:
     client = f", at most {i['max_concurrency']} out" if i.get("max_concurrency") else ""
     title = (f"{i['model']} on {i['gpu']}: tp={p['tp']} pp={p['pp']} replicas={p['replicas']} "
              f"scheduler={p['scheduler']} ({s['requests']} requests{client})")
+    pr = i.get("precision") or {}
+    precision = [("weights / KV cache", f"{pr['weights']} / {pr['kv_cache']} ({pr['gemm']} GEMMs)")] if pr else []
     if not out["feasible"]:
-        rows = [("feasible", False), ("reason", out["reason"]), *_kv_rows(out["kv"])]
+        rows = [("feasible", False), ("reason", out["reason"]), *precision, *_kv_rows(out["kv"])]
         console().print(kv_table(title, rows))
         console().print(f"[bold red]infeasible[/]: {out['message']}")
+        _notes(i)
         return
     ms = lambda v: None if v is None else round(v * 1e3, 2)  # noqa: E731
-    rows = [("completed / requests", f"{s['completed']} / {s['requests']}"),
+    rows = [*precision, ("completed / requests", f"{s['completed']} / {s['requests']}"),
             ("TTFT mean / p50 / p99 (ms)", f"{ms(s['ttft_mean_s'])} / {ms(s['ttft_p50_s'])} / {ms(s['ttft_p99_s'])}"),
             ("TPOT mean / p50 / p99 (ms)", f"{ms(s['tpot_mean_s'])} / {ms(s['tpot_p50_s'])} / {ms(s['tpot_p99_s'])}"),
             ("ITL mean / p99 (ms)", f"{ms(s['itl_mean_s'])} / {ms(s['itl_p99_s'])}"),
@@ -274,6 +277,13 @@ def render(out: dict[str, Any]) -> None:
     rows += _capacity_rows(out)
     rows.append(("simulation wall time (s)", round(out["sim_wall_s"], 3)))
     console().print(kv_table(title, rows))
+    _notes(i)
+
+
+def _notes(inputs: dict[str, Any]) -> None:
+    """The defaults the run applied and the flags that did not apply as written (serving.resolve)."""
+    for line in inputs.get("notes") or ():
+        console().print(f"note: {line}")
 
 
 def serve_cmd(
@@ -289,9 +299,9 @@ def serve_cmd(
     token_budget: Optional[int] = typer.Option(None, "--token-budget", "--chunk-size", help="Tokens per iteration (chunk size).", rich_help_panel="Plan"),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Max running sequences per engine (default 256).", rich_help_panel="Plan"),
     block_size: Optional[int] = typer.Option(None, "--block-size", help="KV block size in tokens (default 16).", rich_help_panel="Plan"),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weight precision: bf16, fp16, fp8, int8, int4, fp4.", rich_help_panel="Plan"),
-    kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="KV-cache precision (default: from the weights).", rich_help_panel="Plan"),
-    prefix_cache: Optional[bool] = typer.Option(None, "--prefix-cache/--no-prefix-cache", help="Reuse shared-prefix KV blocks.", rich_help_panel="Plan"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weight precision: bf16, fp16, fp8, int8, int4, fp4 (default: the model's own). A format the GPU has no unit for runs weight-only where an engine can (FP8/FP4 Marlin on NVIDIA Ampere+), else it is an error naming the GPUs that can.", rich_help_panel="Plan"),
+    kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="KV-cache precision (default: the model's dtype, also with quantized weights).", rich_help_panel="Plan"),
+    prefix_cache: Optional[bool] = typer.Option(None, "--prefix-cache/--no-prefix-cache", help="Reuse shared-prefix KV blocks (default off; batchllm always on).", rich_help_panel="Plan"),
     router: Optional[str] = typer.Option(None, "--router", help="round_robin or least_outstanding_tokens.", rich_help_panel="Plan"),
     gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="Share of HBM the engine may use (default 0.9).", rich_help_panel="Plan"),
     kv_reservation: Optional[str] = typer.Option(None, "--kv-reservation", help="incremental (grow and preempt) or full (reserve prompt+output).", rich_help_panel="Plan"),

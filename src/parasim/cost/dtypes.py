@@ -24,8 +24,3 @@ def check_choice(field: str, value: str, allowed: tuple[str, ...]) -> str:
         raise InputError(field, f"'{value}' is not allowed; choose one of {', '.join(allowed)}")
     return value
 
-
-def compute_dtype(weight_dtype: str) -> str:
-    """The dtype a GEMM runs in for given weights: W8A8 fp8/int8 use their unit; 4-bit weights
-    use the fp4 unit where the hardware has one (AcceleratorSpec.peak falls back otherwise)."""
-    return {"fp16": "fp16", "bf16": "bf16"}.get(weight_dtype, weight_dtype)

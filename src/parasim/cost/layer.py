@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from parasim.cost.comm import Group, collective_time_s
-from parasim.cost.dtypes import compute_dtype, dtype_bytes
+from parasim.cost.dtypes import dtype_bytes
+from parasim.cost.quant import MARLIN_TILE_M, gemm_dtype, is_weight_only
 from parasim.cost.roofline import attention_time_s, gemm_flops_bytes, gemm_roofline_s, gemm_time_s, memory_time_s
 from parasim.errors import InputError
 from parasim.specs.cluster import ClusterSpec
@@ -45,11 +46,12 @@ class Op:
     k: float = 0.0  # GEMM reduction depth, for the per-tile epilogue share (0 = unknown)
     dtype: str = "bf16"
     kernels: int = 1
+    tile_m: int = 0  # GEMM tile height when the kernel has its own (weight-only Marlin); 0 = the part's
 
 
 def op_time_s(op: Op, acc) -> float:
     if op.kind == "gemm":
-        return gemm_roofline_s(op.m, op.flops, op.bytes, acc, compute_dtype=op.dtype, n=op.n, k=op.k)
+        return gemm_roofline_s(op.m, op.flops, op.bytes, acc, compute_dtype=op.dtype, n=op.n, k=op.k, tile_m=op.tile_m)
     if op.kind == "attention":
         return attention_time_s(op.flops, op.bytes, acc, dtype=op.dtype)
     return memory_time_s(op.bytes, acc, kernels=op.kernels)
@@ -95,7 +97,9 @@ class LayerCost:
         self.wb = dtype_bytes(weight_dtype, field="weights")
         self.ab = dtype_bytes(act_dtype, field="precision")
         self.kvb = dtype_bytes(kv_dtype, field="kv_cache")
-        self.cdt = compute_dtype(weight_dtype)
+        self.cdt = gemm_dtype(weight_dtype, self.acc, act_dtype)  # weight-only formats: 16-bit math
+        # weight-only GEMMs run Marlin-style kernels with their own small row tile (cost.quant)
+        self._wo_tile = MARLIN_TILE_M if is_weight_only(weight_dtype, self.acc) else 0
         self.adt = act_dtype
         tp, m = sharding.tp, model
         self.tp_group = tp_group or Group.strided(tp, 1, cluster)
@@ -122,7 +126,8 @@ class LayerCost:
               weight_bytes: float | None = None) -> Op:
         wb = self.wb if weight_bytes is None else weight_bytes
         flops, bytes_ = gemm_flops_bytes(m, k, n, weight_bytes=wb, act_bytes=self.ab, count=count)
-        return Op(name, "gemm", flops, bytes_, m=m, n=n, k=k, dtype=dtype or self.cdt)
+        return Op(name, "gemm", flops, bytes_, m=m, n=n, k=k, dtype=dtype or self.cdt,
+                  tile_m=self._wo_tile if weight_bytes is None else 0)
 
     def _attn_gemm_ops(self, t: float) -> list[Op]:
         m, tp = self.model, self.s.tp

@@ -23,22 +23,24 @@ def tile_fill(m: float, tile_m: int) -> float:
     return m / (tiles * tile_m)
 
 
-def wave_fill(m: float, n: float, acc: AcceleratorSpec) -> float:
+def wave_fill(m: float, n: float, acc: AcceleratorSpec, tile_m: int = 0) -> float:
     """Fraction of the SM-slots the output tiles of an (m x n) GEMM keep busy, M-tile fill included.
 
     Tiles of gemm_tile_m x gemm_tile_n run in waves of `sms`; the last wave is partly idle. When a
     GEMM has fewer tiles than SMs, libraries switch to smaller tiles / split-K, so only the M-fill
-    is charged. Without an SM count (or n) this is tile_fill(m).
+    is charged. Without an SM count (or n) this is tile_fill(m). `tile_m` overrides the part's
+    tile height for kernels with their own (weight-only Marlin GEMMs: cost.quant.MARLIN_TILE_M).
     """
     e = acc.efficiency
-    fill = tile_fill(m, e.gemm_tile_m)
+    tm = tile_m or e.gemm_tile_m
+    fill = tile_fill(m, tm)
     if n <= 0 or e.sms <= 0:
         return fill
-    tiles = -(-m // e.gemm_tile_m) * -(-n // e.gemm_tile_n)
+    tiles = -(-m // tm) * -(-n // e.gemm_tile_n)
     if tiles < e.sms:
         return fill
     waves = -(-tiles // e.sms)
-    return m * n / (waves * e.sms * e.gemm_tile_m * e.gemm_tile_n)
+    return m * n / (waves * e.sms * tm * e.gemm_tile_n)
 
 
 def gemm_flops_bytes(m: float, k: float, n: float, *, weight_bytes: float, act_bytes: float,
@@ -49,12 +51,13 @@ def gemm_flops_bytes(m: float, k: float, n: float, *, weight_bytes: float, act_b
 
 
 def gemm_roofline_s(m: float, flops: float, bytes_moved: float, acc: AcceleratorSpec, *, compute_dtype: str,
-                    n: float = 0.0, k: float = 0.0) -> float:
+                    n: float = 0.0, k: float = 0.0, tile_m: int = 0) -> float:
     """`n` (output columns), when given, adds wave quantisation over the part's SMs; `k` (reduction
-    depth), when given, the per-tile prologue/epilogue share (AcceleratorSpec.gemm_efficiency)."""
+    depth), when given, the per-tile prologue/epilogue share (AcceleratorSpec.gemm_efficiency);
+    `tile_m`, the kernel's own tile height (0 = the part's `gemm_tile_m`)."""
     if m <= 0 or flops <= 0:
         return 0.0
-    eff = acc.gemm_efficiency(compute_dtype, k) * wave_fill(m, n, acc)
+    eff = acc.gemm_efficiency(compute_dtype, k) * wave_fill(m, n, acc, tile_m)
     t = max(flops / (acc.peak(compute_dtype) * eff), bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory))
     return t + acc.efficiency.kernel_overhead_s
 

@@ -1,7 +1,10 @@
 """`plan serve`: search serving plans under latency SLOs, in three stages.
 
 Space: GPU type x TP x PP x replicas x (weights, KV precision) x scheduler x token budget x max
-batch, plus disaggregated prefill/decode splits (prefill GPUs and TP vs decode GPUs and TP).
+batch, plus disaggregated prefill/decode splits (prefill GPUs and TP vs decode GPUs and TP). The
+precision is the model's own unless `--precisions` lists others (`space.serve_precisions`); a
+format a GPU cannot run is dropped for that GPU (`precision_unsupported`), and one that no
+searched GPU can run is an input error naming the parts that can (`cost.quant`).
 
 0. Analytic pruning per layout (no simulation): the weights must fit and leave a KV cache for the
    longest request of the workload (`serving.kvcache.kv_budget`, the simulator's own memory
@@ -51,7 +54,7 @@ from parasim.search.objectives import SERVE_OBJECTIVES, get_objective, parse_par
 from parasim.search.pareto import pareto_front
 from parasim.search.prune import Pruned
 from parasim.search.space import (CHUNKED_BUDGETS, MAX_BATCHES, SERVE_PRECISIONS, SERVE_SCHEDULERS, powers_of_two,
-                                  serve_layouts)
+                                  serve_layouts, serve_precisions)
 from parasim.search.capacity import QUEUEING, SATURATED
 from parasim.serving.metrics import SLO, SLO_NAMES, missed_slos, slo_seconds
 from parasim.serving.workload import LENGTH_DISTS, Workload
@@ -196,6 +199,25 @@ def _pool_bounds(model: ModelSpec, acc_id: str, tp: int, pp: int, weights: str, 
     prefill_per_token = cost.time_s(chunk, chunk * (chunk + 1) / 2, 0.0, 0, 0.0, 1) / chunk
     per_request = prompt_mean * prefill_per_token + output_mean * step / b
     return None, one, pp / per_request
+
+
+def precision_support(accs: list, pairs: tuple) -> dict[str, dict[str, str]]:
+    """gpu -> weights -> how they run there ("native", "weight-only", "16-bit", or "cannot run: ...").
+    A format that no searched GPU can run is an input error naming the parts that can."""
+    from parasim.cost.quant import runs_on, weight_path
+
+    out: dict[str, dict[str, str]] = {}
+    for acc in accs:
+        out[acc.id] = {}
+        for w, _ in pairs:
+            try:
+                out[acc.id][w] = weight_path(w, acc).mode
+            except InputError as e:  # keep the reason, not the list of parts that can (the error has it)
+                out[acc.id][w] = "cannot run: " + e.message.split(": ", 1)[-1].split("; ", 1)[0]
+    for w, _ in pairs:
+        if all(out[a.id][w].startswith("cannot run") for a in accs):
+            raise InputError("precisions", f"{w} weights cannot run on {', '.join(a.id for a in accs)}: {runs_on(w)}")
+    return out
 
 
 def analytic_prune(model: ModelSpec, d: dict, wl_stats: dict, step_slo_s: float | None, pruned: Pruned) -> bool:
@@ -359,8 +381,8 @@ def baseline_plan(model: ModelSpec, gpu: str, max_gpus: int) -> dict:
         if model.heads % t == 0 and not (t > model.kv_heads and t % model.kv_heads):
             tp = t
     default = ServingPlan()
-    return {"gpu": gpu, "tp": tp, "pp": 1, "replicas": max(1, max_gpus // tp), "weights": "bf16", "kv_dtype": None,
-            "scheduler": default.scheduler, "token_budget": None, "max_batch": None}
+    return {"gpu": gpu, "tp": tp, "pp": 1, "replicas": max(1, max_gpus // tp), "weights": model.native_weights,
+            "kv_dtype": model.serving_dtype, "scheduler": default.scheduler, "token_budget": None, "max_batch": None}
 
 
 class _Stages:
@@ -458,17 +480,21 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
     screen_n = min(full_n, req.screen_requests)
 
     # stage 0: enumerate and prune analytically
+    pairs, why = serve_precisions(model, req.precisions)
+    runs = precision_support(accs, pairs)
     pruned = Pruned()
     layouts: list[dict] = []
     raw = 0
     for acc in accs:
         cl = cluster_for(acc.id, req.max_gpus)
         tps = req.tp or tuple(powers_of_two(min(cl.domain, req.max_gpus)))
-        for d in serve_layouts(model, cl, max_gpus=req.max_gpus, tps=tps, pps=req.pp, precisions=req.precisions,
+        for d in serve_layouts(model, cl, max_gpus=req.max_gpus, tps=tps, pps=req.pp, precisions=pairs,
                                pruned=pruned, disagg="disagg" in req.schedulers):
             raw += 1
-            if analytic_prune(model, d, wl_stats, min((v for v in (slo.tpot_s, slo.itl_s) if v is not None),
-                                                       default=None), pruned):
+            if runs[acc.id][d["weights"]].startswith("cannot run"):
+                pruned.drop("precision_unsupported")
+            elif analytic_prune(model, d, wl_stats, min((v for v in (slo.tpot_s, slo.itl_s) if v is not None),
+                                                         default=None), pruned):
                 layouts.append(d)
     raw += sum(pruned.values())
     offered = wl_stats["rate"] if np.isfinite(wl_stats["rate"]) else None  # None: a burst, nothing to keep up with
@@ -558,6 +584,7 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
     out = {
         "command": "plan serve", "model": model.name, "gpu": list(req.gpu), "max_gpus": req.max_gpus,
         "slo": slo.to_dict() | {"max_queueing_p50_s": limit},
+        "precisions": {"searched": [f"{w}/{kv}" for w, kv in pairs], "why": why, "per_gpu": runs},
         "workload": wl.summary(), "objective": objective.name, "objective_metric": objective.metric,
         # interrupted before any full-size run: the best screened plan is the best found so far
         "best": full_ok[0] if full_ok else (ranked[0] if ranked and interrupted else None), "ranked": ranked, "evaluated": stages.evaluated,

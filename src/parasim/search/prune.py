@@ -29,6 +29,7 @@ REASONS = {
     "dominated_recompute": "a plan that recomputes less fits in memory (recompute only adds work)",
     # serving
     "tp_pp_layout": "tp/pp do not divide the heads/layers, or tp exceeds the scale-up domain",
+    "precision_unsupported": "the GPU cannot run the weight format (no unit for it and no modelled weight-only kernel)",
     "gpu_budget": "tp*pp*replicas exceeds --max-gpus",
     "memory_weights": "weights do not fit the GPU's usable memory",
     "memory_kv": "no room for the KV cache of one max-length request",

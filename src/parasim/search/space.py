@@ -178,9 +178,23 @@ def _max_stage_params(model: ModelSpec, tp: int, pp: int, ep: int, v: int = 1) -
 
 
 # --- serving ---------------------------------------------------------------------------------------
-# (weights, kv_dtype) pairs tried by default: bf16 everywhere, bf16 weights with an fp8 KV cache,
-# fp8 weights (W8A8, fp8 KV). Others on request with --precisions.
-SERVE_PRECISIONS = (("bf16", None), ("bf16", "fp8"), ("fp8", None))
+# (weights, kv_dtype) pairs: by default only the model's own precision (its checkpoint's weights,
+# a KV cache in its dtype). Quantizing weights or the KV cache changes the model's outputs, which a
+# throughput search must not decide for the user: other pairs only when --precisions lists them.
+SERVE_PRECISIONS: tuple[tuple[str, str | None], ...] = ()  # empty = the model's own
+
+
+def serve_precisions(model: ModelSpec, given: tuple[tuple[str, str | None], ...]) -> tuple[tuple, str]:
+    """The (weights, kv) pairs to search, each KV dtype filled in (none given = the model's
+    dtype), and why these: for the result's `precisions` block."""
+    own = (model.native_weights, model.serving_dtype)
+    if not given:
+        return (own,), (f"the model's own precision only ({model.precision_origin()}); quantized weights or "
+                        "KV cache change the model's outputs, so other formats are searched only when "
+                        "--precisions lists them")
+    pairs = tuple(dict.fromkeys((w, kv or model.serving_dtype) for w, kv in given))
+    return pairs, (f"--precisions (the model's own is {own[0]}/{own[1]}: {model.precision_origin()}; "
+                   "a KV dtype not given is the model's)")
 SERVE_SCHEDULERS = ("sarathi", "vllm", "continuous", "splitfuse", "disagg")
 CHUNKED_BUDGETS = (256, 512, 1024, 2048)  # token budgets tried for chunked-prefill schedulers
 MAX_BATCHES = (64, 128, 256)

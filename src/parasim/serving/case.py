@@ -84,6 +84,11 @@ def case_plan(case: Case, wl: Workload | None = None) -> tuple[ServingPlan, list
     kw: dict[str, Any] = {"tp": int(p.get("tp") or 1), "pp": int(p.get("pp") or 1),
                           "replicas": int(p.get("replicas") or 1), "weights": weights,
                           "kv_dtype": p.get("kv_cache")}
+    if weights == "fp8" and not kw["kv_dtype"] and prof not in ("vllm", "sglang"):
+        # the case format's rule (ServingPlan's default before it became the model's dtype): an
+        # unstated cache is fp8 with fp8 weights, as TensorRT-LLM's FP8 configs quantize it too
+        kw["kv_dtype"] = "fp8"
+        choices.append("kv_cache: fp8 (not published; fp8 weights, as TensorRT-LLM's FP8 configs quantize the cache)")
     model, acc = case.model, case.cluster.accelerator
     text = case.source + " " + case.software  # where a source states engine flags
     stated_batch = int(p["max_batch"]) if p.get("max_batch") else None

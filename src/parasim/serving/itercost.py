@@ -70,6 +70,7 @@ class IterationCost:
                  pp: int | None = None, weights: str | None = None) -> IterationCost:
         """The iteration cost of `plan`'s engine (tp / pp / weights override the plan's, e.g. for one
         pool of a disaggregated plan or a planner candidate)."""
+        plan = plan.resolved(model)
         return cls(model, cluster, tp=tp or plan.tp, pp=pp or plan.pp, weights=weights or plan.weights,
                    kv_dtype=plan.kv, act_dtype=plan.act_dtype, overhead_s=plan.overhead_s,
                    eager_prefill_layer_s=plan.eager_prefill_layer_s or 0.0, act_quant=plan.act_quant,

@@ -12,6 +12,7 @@ from typing import Any
 
 from parasim.cost.dtypes import KV_PRECISIONS, WEIGHT_PRECISIONS
 from parasim.errors import InputError
+from parasim.specs.model import ModelSpec
 
 #: Host-side work per engine iteration that does not overlap the GPU: batch formation, input
 #: preparation, sampling bookkeeping, kernel-launch gaps between CUDA graphs. A named engine
@@ -77,6 +78,10 @@ def eager_layer_dispatch_s(tp: int, act_quant: str = "fused", custom_allreduce: 
 VLLM_ASYNC_OUTPUT_DELAY_S = ITERATION_OVERHEAD_S["vllm"]
 
 ROUTERS = ("round_robin", "least_outstanding_tokens")
+#: plan fields that only the disaggregated scheduler reads
+DISAGG_FIELDS = ("prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
+#: schedulers whose policy is prefix sharing: the prefix cache is on unless turned off (an error)
+PREFIX_SHARING_SCHEDULERS = ("batchllm",)
 KV_RESERVATION = ("incremental", "full")
 
 
@@ -89,9 +94,9 @@ class ServingPlan:
     token_budget: int | None = None  # tokens per iteration (chunk size); None = the scheduler's default
     max_batch: int | None = None  # running sequences per engine; None = 256
     block_size: int = 16  # tokens per KV block
-    weights: str = "bf16"
-    kv_dtype: str | None = None  # None = the weights' activation precision (fp8 for fp8, else bf16/fp16)
-    prefix_cache: bool = False
+    weights: str | None = None  # None = the model's own (ModelSpec.native_weights; `resolved`)
+    kv_dtype: str | None = None  # None = the model's dtype (ModelSpec.serving_dtype): an 8-bit cache is asked for
+    prefix_cache: bool | None = None  # None = the scheduler's default (batchllm: on; the others: off)
     router: str = "round_robin"
     gpu_memory_utilization: float = 0.9  # share of HBM the engine may use (weights + activations + KV)
     kv_reservation: str = "incremental"  # incremental (vLLM: grow, preempt when full) | full (reserve prompt+output)
@@ -125,7 +130,7 @@ class ServingPlan:
             raise SCHEDULERS.unknown(self.scheduler)
         if self.router not in ROUTERS:
             raise InputError("router", f"unknown router '{self.router}'; choose one of {', '.join(ROUTERS)}")
-        if self.weights not in WEIGHT_PRECISIONS:
+        if self.weights is not None and self.weights not in WEIGHT_PRECISIONS:
             raise InputError("weights", f"'{self.weights}' is not allowed; choose one of {', '.join(WEIGHT_PRECISIONS)}")
         if self.kv_dtype is not None and self.kv_dtype not in KV_PRECISIONS:
             raise InputError("kv_dtype", f"'{self.kv_dtype}' is not allowed; choose one of {', '.join(KV_PRECISIONS)}")
@@ -143,6 +148,23 @@ class ServingPlan:
             raise InputError("act_quant", f"unknown mode '{self.act_quant}'; allowed: {', '.join(ACT_QUANT)}")
         if not self.output_delay_s >= 0:
             raise InputError("output_delay_s", f"must be >= 0, got {self.output_delay_s}")
+        if self.prefix_cache is not None and not isinstance(self.prefix_cache, bool):
+            raise InputError("prefix_cache", f"must be true or false, got {self.prefix_cache!r}")
+        if self.scheduler == "batchllm" and self.prefix_cache is False:
+            raise InputError("prefix_cache", "the batchllm scheduler exists to share prompt prefixes and always runs "
+                                             "with the prefix cache; drop --no-prefix-cache or choose another scheduler")
+        if not self.is_disagg:
+            given = [n for n in DISAGG_FIELDS if getattr(self, n) is not None]
+            if given:
+                raise InputError(given[0], f"{', '.join(given)} apply only with --scheduler disagg "
+                                           f"(scheduler is {self.scheduler})")
+        if self.cuda_graph_max_batch is not None and not self.eager_prefill_layer_s:
+            raise InputError("cuda_graph_max_batch", "decode batches above the CUDA-graph size run eagerly, which "
+                                                     "costs the host dispatch time of eager_prefill_layer_s; give "
+                                                     "that too (without it the flag would change nothing)")
+        if self.act_quant != "fused" and self.weights in ("bf16", "fp16"):
+            raise InputError("act_quant", f"act_quant={self.act_quant} quantizes the activations of W8A8 GEMMs "
+                                          f"(fp8/int8 weights); weights are {self.weights}")
         if self.ep > 1:
             if self.tp != 1 or self.pp != 1:
                 raise InputError("ep", f"ep={self.ep} spreads experts over DP-attention replicas of one GPU each; "
@@ -154,11 +176,23 @@ class ServingPlan:
                 raise InputError("ep", "ep > 1 is not modelled with the disagg scheduler")
 
     # --- derived ----------------------------------------------------------------------------
+    def resolved(self, model: ModelSpec) -> ServingPlan:
+        """The plan with the model's defaults filled in: weights (the checkpoint's own precision),
+        the KV-cache dtype (the model's dtype) and the prefix cache (the scheduler's default).
+        Idempotent; `resolve_plan` also checks the GPU and says what it filled in."""
+        changes: dict[str, Any] = {}
+        if self.weights is None:
+            changes["weights"] = model.native_weights
+        if self.kv_dtype is None:
+            changes["kv_dtype"] = model.serving_dtype
+        if self.prefix_cache is None:
+            changes["prefix_cache"] = self.scheduler in PREFIX_SHARING_SCHEDULERS
+        return replace(self, **changes) if changes else self
+
     @property
     def kv(self) -> str:
-        if self.kv_dtype:
-            return self.kv_dtype
-        return self.weights if self.weights in ("bf16", "fp16", "fp8") else "bf16"
+        """The KV-cache dtype; an unresolved plan's default is its activations' 16-bit dtype."""
+        return self.kv_dtype or self.act_dtype
 
     @property
     def act_dtype(self) -> str:

@@ -24,6 +24,7 @@ from parasim.serving.itercost import IterationCost
 from parasim.serving.kvcache import KVBudget, KVPool, kv_budget, peak_blocks, unservable
 from parasim.serving.metrics import SLO, request_columns, slo_summary, stats, weighted_stats
 from parasim.serving.plan import ServingPlan
+from parasim.serving.resolve import resolve_plan
 from parasim.serving.schedulers import SCHEDULERS
 from parasim.serving.workload import Workload, as_workload
 from parasim.specs.cluster import ClusterSpec
@@ -90,6 +91,7 @@ class KVFit:
 
 def plan_pools(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan) -> tuple[list[Pool], int]:
     """The plan's pools and the GPUs it occupies; raises InputError for a plan the cluster cannot hold."""
+    plan = plan.resolved(model)
     cls = SCHEDULERS.get_cls(plan.scheduler)
     budget, max_batch = _budget_and_batch(cls, plan, model)
     if plan.pp > model.layers:
@@ -122,6 +124,7 @@ def kv_fit(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_r
     counted; a plan with no KV cache at all, or none that holds any request, is infeasible
     (reason `kv_cannot_hold_request`)."""
     wl = as_workload(workload_requests)
+    plan = plan.resolved(model)
     pools, gpus = plan_pools(model, cluster, plan)
     cls = SCHEDULERS.get_cls(plan.scheduler)
     P, O = wl.prompt_tokens, wl.output_tokens
@@ -209,6 +212,8 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
         raise InputError("router", f"unknown router '{plan.router}'; choose one of {', '.join(ROUTERS)}")
     if max_concurrency is not None and (int(max_concurrency) != max_concurrency or max_concurrency < 1):
         raise InputError("max_concurrency", f"must be a positive whole number of requests, got {max_concurrency}")
+    resolution = resolve_plan(model, cluster.accelerator, plan)
+    plan = resolution.plan
     fit = kv_fit(model, cluster, plan, wl)
     gpus = fit.gpus
     st = ReqState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, wl.prefix_id, wl.prefix_tokens)
@@ -216,7 +221,8 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     inputs = {"model": model.name, "gpu": cluster.accelerator.id, "cluster_gpus": cluster.gpus,
               "plan": plan.to_mapping(), "slo": slo_.to_dict(), "seed": seed,
               "workload": wl.summary(), "token_budget": budget, "max_batch": max_batch,
-              "iteration_overhead_s": plan.overhead_s, "max_concurrency": max_concurrency}
+              "iteration_overhead_s": plan.overhead_s, "max_concurrency": max_concurrency,
+              "precision": resolution.precision, "notes": list(resolution.notes)}
     if not fit.feasible:
         for rid in range(st.n):
             st.state[rid] = DROPPED

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 FAMILIES = ("gpt", "llama", "moe")
+#: checkpoint dtypes (Hugging Face `torch_dtype`); fp32 checkpoints are served in 16 bits
+CHECKPOINT_DTYPES = ("bf16", "fp16", "fp32")
+#: weight formats a checkpoint may ship in (HF `quantization_config`)
+QUANTIZED_FORMATS = ("fp8", "int8", "int4", "fp4")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +60,11 @@ class ModelSpec:
     sliding_window: int | None = None
     max_seq_len: int = 2048
     dropout: bool = False  # stores dropout masks in training (Megatron GPT default)
+    # the published checkpoint's precision: `dtype` is its torch_dtype (activations, KV cache and
+    # unquantized weights; None = not stated, bf16 assumed and said so); `quantized_weights` the
+    # format its weights ship in when the release is quantized (HF quantization_config), e.g. fp8
+    dtype: str | None = None
+    quantized_weights: str | None = None
     source: str = ""
     notes: str = field(default="", compare=False)
 
@@ -79,9 +88,35 @@ class ModelSpec:
             raise InputError("model.experts_per_token", f"must be in 1..experts={self.experts}")
         if self.is_moe and self.moe_ffn_hidden <= 0:
             raise InputError("model.moe_ffn_hidden", "must be a positive integer for an MoE model")
+        if self.dtype is not None and self.dtype not in CHECKPOINT_DTYPES:
+            raise InputError("model.dtype", f"'{self.dtype}' is not one of {', '.join(CHECKPOINT_DTYPES)}")
+        if self.quantized_weights is not None and self.quantized_weights not in QUANTIZED_FORMATS:
+            raise InputError("model.quantized_weights",
+                             f"'{self.quantized_weights}' is not one of {', '.join(QUANTIZED_FORMATS)}")
 
     def with_(self, **changes) -> ModelSpec:
         return replace(self, **changes)
+
+    # --- precision ------------------------------------------------------------------------
+    @property
+    def serving_dtype(self) -> str:
+        """The 16-bit dtype engines serve the checkpoint in (vLLM `--dtype auto`: bf16 for a bf16
+        checkpoint, fp16 for fp16 and fp32 ones); bf16 when the description does not say."""
+        return "fp16" if self.dtype in ("fp16", "fp32") else "bf16"
+
+    @property
+    def native_weights(self) -> str:
+        """The weight precision of the published checkpoint: its quantized format, or its dtype."""
+        return self.quantized_weights or self.serving_dtype
+
+    def precision_origin(self) -> str:
+        """Where `native_weights` / `serving_dtype` come from, for reports."""
+        if self.quantized_weights:
+            return (f"{self.name} ships {self.quantized_weights} weights (quantization_config) with "
+                    f"{self.serving_dtype} activations")
+        if self.dtype is None:
+            return f"{self.name} does not state its dtype: bf16 assumed"
+        return f"{self.name}'s torch_dtype is {self.dtype}" + (" (served in fp16)" if self.dtype == "fp32" else "")
 
     # --- shape facts ----------------------------------------------------------------------
     @property
@@ -239,4 +274,5 @@ class ModelSpec:
                 "vocab": self.vocab, "experts": self.experts, "experts_per_token": self.experts_per_token,
                 "shared_experts": self.shared_experts, "moe_ffn_hidden": self.moe_ffn_hidden,
                 "mla": self.mla is not None, "params_total": self.params_total,
-                "params_active": self.params_active, "source": self.source}
+                "params_active": self.params_active, "dtype": self.dtype,
+                "quantized_weights": self.quantized_weights, "source": self.source}

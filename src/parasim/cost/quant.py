@@ -1,0 +1,149 @@
+"""How a weight format runs on a GPU: on its own tensor-core unit, weight-only, or not at all.
+
+The engines parasim models run a quantized checkpoint one of two ways:
+
+* **W8A8 / W4A4 on the format's own unit** (FP8 on Ada, Hopper, Blackwell and MI300; INT8 on
+  Ampere and newer and on TPUs; FP4 on Blackwell and MI355X): weights and activations in the low
+  precision, the GEMM at that unit's peak. This is what `--weights fp8` means on an H100.
+* **Weight-only (W8A16 / W4A16)**: the GEMM reads the low-bit weights from HBM and dequantizes
+  them in registers; the math runs on the 16-bit unit and the activations stay 16-bit, so no
+  activation is quantized (`act_quant` does not apply). The bytes are the format's, the FLOP/s
+  the 16-bit unit's. NVIDIA Ampere and newer run FP8, FP4, INT8 and INT4 this way with vLLM's
+  Marlin kernels (FP8 Marlin: vLLM PR #5975, v0.5.1, July 2024, "FP8 models will run on compute
+  capability >= ... as weight-only W8A16, utilizing FP8 Marlin" in vLLM's FP8 docs; NVFP4 Marlin,
+  dense and MoE: vLLM PR #17687, May 2025; GPTQ/AWQ Marlin: vLLM's quantization hardware table).
+  Volta runs INT8/INT4 GPTQ checkpoints through the GPTQ kernels (the same table: GPTQ on Volta,
+  Marlin from Ampere). INT4 always runs this way: AWQ/GPTQ INT4 checkpoints are W4A16 in every
+  modelled engine (TensorRT-LLM's W4A8-AWQ, FP8 activations, is not modelled).
+
+Anything else (FP8 on a V100 or an MI250X, FP4 on an MI300X, INT4 on a TPU) is an input error
+that names the parts that can run the format. Weight-only kernels on AMD, Intel Gaudi and TPU
+are not modelled: vLLM's table lists none of GPTQ, AWQ or Marlin for them.
+
+A 16-bit checkpoint on a part without that 16-bit unit runs in the other one (a bf16 model on a
+V100 is served in fp16, as vLLM asks with `--dtype half`; an fp16 model on Gaudi or a TPU in
+bf16); said in the result, same bytes and, on every catalog part, the same peak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from parasim.errors import InputError
+from parasim.specs.accelerator import AcceleratorSpec
+
+SIXTEEN_BIT = ("bf16", "fp16")
+#: formats with a tensor-core unit of their own on some part (W8A8 / W4A4 there)
+NATIVE_CAPABLE = ("fp8", "int8", "fp4")
+#: formats vLLM's Marlin kernels run weight-only on NVIDIA Ampere and newer
+MARLIN_FORMATS = ("fp8", "fp4", "int8", "int4")
+#: formats the GPTQ kernels run weight-only on NVIDIA parts before Ampere (Volta)
+GPTQ_FORMATS = ("int8", "int4")
+#: rows per output tile of a weight-only GEMM: Marlin's kernels work in 16-row m-blocks
+#: (`thread_m_blocks` x 16 in vLLM's marlin kernels; the Marlin README reports near-ideal speedups
+#: up to batch 16-32), so a decode batch of a few tokens fills a 16-row tile, not the 128-row tile
+#: of the part's dense 16-bit GEMMs (`Efficiency.gemm_tile_m`)
+MARLIN_TILE_M = 16
+KERNEL = {"fp8": "FP8 Marlin", "fp4": "NVFP4 Marlin", "int8": "GPTQ/Marlin 8-bit",
+          "int4": "AWQ/GPTQ Marlin"}
+
+
+@dataclass(frozen=True)
+class WeightPath:
+    """What runs for `weights` on one part: `gemm_dtype` is the unit the GEMMs use."""
+
+    weights: str
+    gemm_dtype: str
+    mode: str  # "16-bit" | "native" | "weight-only"
+    how: str  # one line for reports
+
+    @property
+    def weight_only(self) -> bool:
+        return self.mode == "weight-only"
+
+
+def _marlin_capable(acc: AcceleratorSpec) -> bool:
+    """NVIDIA Ampere or newer: the NVIDIA parts with a BF16 tensor-core unit (Volta has none)."""
+    return acc.vendor == "nvidia" and acc.has_unit("bf16")
+
+
+def _weight_only_kernel(weights: str, acc: AcceleratorSpec) -> str | None:
+    if acc.vendor != "nvidia":
+        return None
+    if _marlin_capable(acc) and weights in MARLIN_FORMATS:
+        return KERNEL[weights]
+    if weights in GPTQ_FORMATS:
+        return "GPTQ"
+    return None
+
+
+def _sixteen(act_dtype: str, acc: AcceleratorSpec) -> str:
+    """The 16-bit unit the part runs `act_dtype` math on."""
+    if acc.has_unit(act_dtype):
+        return act_dtype
+    other = "fp16" if act_dtype == "bf16" else "bf16"
+    return other if acc.has_unit(other) else act_dtype
+
+
+def gemm_dtype(weights: str, acc: AcceleratorSpec, act_dtype: str = "bf16") -> str:
+    """The unit a GEMM with `weights` runs on (never raises: training and the cost tables call it
+    for any pair; `weight_path` is the checked version for serving plans)."""
+    if weights in NATIVE_CAPABLE and acc.has_unit(weights):
+        return weights
+    if weights in NATIVE_CAPABLE or weights == "int4":
+        return act_dtype  # weight-only: 16-bit math
+    return weights
+
+
+def is_weight_only(weights: str, acc: AcceleratorSpec) -> bool:
+    """Whether GEMMs with `weights` dequantize them onto the 16-bit unit (see the module doc)."""
+    return weights not in SIXTEEN_BIT and gemm_dtype(weights, acc) != weights
+
+
+def weight_path(weights: str, acc: AcceleratorSpec, act_dtype: str = "bf16") -> WeightPath:
+    """How `weights` run on `acc`, or an InputError naming the parts that can run them."""
+    if weights in SIXTEEN_BIT:
+        unit = _sixteen(weights, acc)
+        how = (f"{weights} on the {weights} tensor cores" if unit == weights else
+               f"{weights} weights run as {unit}: {acc.id} has no {weights} unit (engines serve the model in {unit}, "
+               f"e.g. vLLM --dtype {'half' if unit == 'fp16' else 'bfloat16'})")
+        return WeightPath(weights, unit, "16-bit", how)
+    if weights in NATIVE_CAPABLE and acc.has_unit(weights):
+        a = "A4" if weights == "fp4" else "A8"
+        return WeightPath(weights, weights, "native",
+                          f"W{weights[-1]}{a} on {acc.id}'s {weights} tensor cores (weights and activations {weights})")
+    kernel = _weight_only_kernel(weights, acc)
+    if kernel is None:
+        raise InputError("weights", f"{weights} weights cannot run on {acc.id}: " + _why_not(weights, acc)
+                         + "; " + runs_on(weights))
+    unit = _sixteen(act_dtype, acc)
+    bits = {"fp8": 8, "int8": 8, "fp4": 4, "int4": 4}[weights]
+    reason = ("INT4 checkpoints run weight-only in every modelled engine" if weights == "int4"
+              else f"{acc.id} has no {weights} unit")
+    return WeightPath(weights, unit, "weight-only",
+                      f"weight-only W{bits}A16 ({kernel}): {bits}-bit weight reads, {unit} tensor-core math, "
+                      f"16-bit activations ({reason})")
+
+
+def _why_not(weights: str, acc: AcceleratorSpec) -> str:
+    if acc.vendor != "nvidia":
+        return f"it has no {weights} unit, and weight-only {weights} kernels on {acc.vendor.upper()} parts are not modelled"
+    return f"it has no {weights} unit, and vLLM's weight-only {weights} kernel (Marlin) needs NVIDIA Ampere or newer"
+
+
+def runs_on(weights: str) -> str:
+    """Which catalog parts run `weights`, and how (for error messages)."""
+    from parasim.specs.catalog import accelerators
+
+    native: list[str] = []
+    wonly: dict[str, list[str]] = {}
+    for acc in accelerators().values():
+        if weights in NATIVE_CAPABLE and acc.has_unit(weights):
+            native.append(acc.id)
+        elif kernel := _weight_only_kernel(weights, acc):
+            wonly.setdefault(kernel, []).append(acc.id)
+    parts = []
+    if native:
+        parts.append(f"natively on {', '.join(native)}")
+    parts += [f"weight-only (vLLM's {kernel}) on {', '.join(ids)}" for kernel, ids in wonly.items()]
+    return f"{weights} runs " + (" and ".join(parts) if parts else "on no catalog part")
