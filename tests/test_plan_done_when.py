@@ -52,7 +52,7 @@ def test_docs_planner_example_reference_is_the_paper_plan():
     import re
     import shlex
 
-    from parasim.cli.plan_cmd import key_values
+    from parasim.cli.limits import key_values
     from tests.conftest import REPO
 
     text = (REPO / "docs" / "planner.md").read_text().replace("\\\n", " ")

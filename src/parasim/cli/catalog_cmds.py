@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from parasim.cli import outputs
+from parasim.cli import limits, outputs
 from parasim.cost.dtypes import KV_PRECISIONS, WEIGHT_PRECISIONS, check_choice, dtype_bytes
 from parasim.cost.flops import forward_flops_per_token, training_model_flops_per_token
 from parasim.cost.layer import Sharding, check_sharding
@@ -38,6 +38,7 @@ def _emit(rows, json_out: bool, json_file: Path | None, render) -> None:
 def models_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
                json_file: Optional[Path] = JsonFile) -> None:
     """List the model catalog (architecture facts with their sources)."""
+    limits.check(limits.CATALOG, dict(locals()), names=limits.JSON_NAMES)
     outputs.check(json_file)
     _emit([m.summary() for m in models().values()], json_out, json_file, render_models)
 
@@ -53,6 +54,7 @@ def render_models(rows: list[dict]) -> None:
 def gpus_cmd(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
              json_file: Optional[Path] = JsonFile) -> None:
     """List the accelerator catalog (dense peaks, HBM in GiB, links, power, price)."""
+    limits.check(limits.CATALOG, dict(locals()), names=limits.JSON_NAMES)
     outputs.check(json_file)
     _emit([a.summary() for a in accelerators().values()], json_out, json_file, render_gpus)
 
@@ -114,6 +116,7 @@ def inspect_cmd(
     json_file: Optional[Path] = JsonFile,
 ) -> None:
     """Parameters, FLOPs per token, KV-cache bytes per token and weight memory per GPU."""
+    limits.check(limits.INSPECT, dict(locals()), names=limits.JSON_NAMES)
     outputs.check(json_file)
     out = inspect_model(model, gpu=gpu, tp=tp, pp=pp, ep=ep, weights=weights, kv_dtype=kv_dtype, context=context)
     _emit(out, json_out, json_file, render_inspect)

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Optional
 import typer
 import yaml
 
-from parasim.cli import outputs
+from parasim.cli import limits, outputs
 from parasim.errors import InputError, Interrupted
 from parasim.report.tables import console, fmt, print_json, table
 
@@ -47,63 +47,9 @@ JsonFile = Annotated[Optional[Path], typer.Option("--json-out", help="Also write
 BEFORE_ANY = "interrupted before any plan finished"
 
 
-# --- small parsers ---------------------------------------------------------------------------------
-def int_list(value: str | None, field: str) -> tuple[int, ...]:
-    if not value:
-        return ()
-    out = []
-    for part in value.split(","):
-        part = part.strip()
-        try:
-            v = int(float(part)) if part else None
-        except ValueError:
-            v = None
-        if v is None or v < 1 or (part and float(part) != int(float(part))):
-            raise InputError(field, f"expected positive integers separated by commas, got {value!r}")
-        out.append(v)
-    return tuple(out)
-
-
+# --- small parsers (comma lists of integers: cli.limits) --------------------------------------------------
 def str_list(value: str | None) -> tuple[str, ...]:
     return tuple(s.strip() for s in value.split(",") if s.strip()) if value else ()
-
-
-def gpu_counts(values: list[str], field: str = "gpus") -> tuple[int, ...]:
-    """`16384`, `8192,16384`, or a doubling range `1024-16384`."""
-    out: list[int] = []
-    for value in values:
-        for part in value.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                lo_s, hi_s = part.split("-", 1)
-                lo, hi = int_list(lo_s, field)[0], int_list(hi_s, field)[0]
-                if lo > hi:
-                    raise InputError(field, f"range {part!r} is empty")
-                v = lo
-                while v <= hi:
-                    out.append(v)
-                    v *= 2
-            else:
-                out.extend(int_list(part, field))
-    if not out:
-        raise InputError(field, "give a GPU count, a list or a range like 1024-16384")
-    return tuple(sorted(set(out)))
-
-
-def key_values(spec: str | None, field: str) -> dict[str, Any] | None:
-    """`tp=8,pp=16,recompute=none` -> mapping (ints where they parse)."""
-    if not spec:
-        return None
-    out: dict[str, Any] = {}
-    for part in spec.split(","):
-        if "=" not in part:
-            raise InputError(field, f"expected key=value pairs separated by commas, got {part!r}")
-        k, v = (s.strip() for s in part.split("=", 1))
-        try:
-            out[k.replace("-", "_")] = int(v)
-        except ValueError:
-            out[k.replace("-", "_")] = {"true": True, "false": False}.get(v.lower(), v)
-    return out
 
 
 class Bar:
@@ -212,14 +158,13 @@ def plan_train_cmd(
     emit_yaml: Optional[Path] = typer.Option(None, "--emit-yaml", help="Write the winner as a `parasim train -c` config.", rich_help_panel=PANEL_RUN),
 ) -> None:
     """Search TP x PP x virtual stages x CP x EP x DP x micro-batch x recompute x ZeRO x schedule."""
+    v = limits.check(limits.PLAN_TRAIN, dict(locals()), names=limits.JSON_NAMES)
+
     from parasim.search.plan_train import TrainSearch, emit_yaml_mapping, run_search
     from parasim.training.schedules import schedule_names
 
-    choices: dict[str, tuple] = {
-        "tp": int_list(tp, "tp"), "pp": int_list(pp, "pp"), "cp": int_list(cp, "cp"), "ep": int_list(ep, "ep"),
-        "micro_batch": int_list(micro_batch, "micro-batch"), "virtual_stages": int_list(virtual_stages, "virtual-stages"),
-        "recompute": str_list(recompute), "precision": str_list(precision), "schedules": str_list(schedules),
-    }
+    choices: dict[str, tuple] = {k: v[k] or () for k in ("tp", "pp", "cp", "ep", "micro_batch", "virtual_stages")}
+    choices |= {"recompute": str_list(recompute), "precision": str_list(precision), "schedules": str_list(schedules)}
     if zero:
         choices["zero"] = tuple(int(z) for z in str_list(zero) if z.isdigit() and int(z) <= 3) or ()
         if len(choices["zero"]) != len(str_list(zero)):
@@ -229,12 +174,10 @@ def plan_train_cmd(
         bad = [v for v in choices[name] if v not in allowed]
         if bad:
             raise InputError(name, f"'{bad[0]}' is not one of {', '.join(allowed)}")
-    if top < 1:
-        raise InputError("top", f"must be >= 1, got {top}")
-    req = TrainSearch(model=model, gpu=tuple(gpu), gpus=gpu_counts(gpus), seq_len=seq_len, global_batch=global_batch,
+    req = TrainSearch(model=model, gpu=tuple(gpu), gpus=v["gpus"], seq_len=seq_len, global_batch=global_batch,
                       global_batch_tokens=global_batch_tokens, batch_tolerance=batch_tolerance, objective=objective, tokens=tokens, top=top,
                       pareto=pareto, choices={k: v for k, v in choices.items() if v},
-                      reference=key_values(reference, "reference"), workers=workers, executor=executor,
+                      reference=v["reference"], workers=workers, executor=executor,
                       ray_address=ray_address)
     outputs.check(json_file, emit_yaml)
     out = search(run_search, req, json_out)
@@ -398,29 +341,26 @@ def plan_serve_cmd(
     emit_yaml: Optional[Path] = typer.Option(None, "--emit-yaml", help="Write the winner as a `parasim serve -c` config.", rich_help_panel=PANEL_RUN),
 ) -> None:
     """Search GPU type x TP x PP x replicas x scheduler x token budget x max batch x precision x disaggregation."""
-    from parasim.search.plan_serve import ServeSearch, emit_yaml_mapping, run_search
+    v = limits.check(limits.PLAN_SERVE, dict(locals()), names=limits.JSON_NAMES)
 
-    if top < 1:
-        raise InputError("top", f"must be >= 1, got {top}")
-    if screen_requests < 1 or refine < 1:
-        raise InputError("screen-requests" if screen_requests < 1 else "refine", "must be >= 1")
+    from parasim.search.plan_serve import ServeSearch, emit_yaml_mapping, run_search
     kw: dict[str, Any] = {}
     if pp:
-        kw["pp"] = int_list(pp, "pp")
+        kw["pp"] = v["pp"]
     if schedulers:
         kw["schedulers"] = str_list(schedulers)
     if precisions:
         kw["precisions"] = precision_pairs(precisions)
     if token_budgets:
-        kw["token_budgets"] = int_list(token_budgets, "token-budgets")
+        kw["token_budgets"] = v["token_budgets"]
     if max_batches:
-        kw["max_batches"] = int_list(max_batches, "max-batches")
+        kw["max_batches"] = v["max_batches"]
     kw |= serve_slo_options(slo_ttft=slo_ttft, slo_tpot=slo_tpot, slo_e2e=slo_e2e, slo_itl=slo_itl,
                             itl_percentile=itl_percentile, attainment=attainment, max_queueing_p50=max_queueing_p50)
     req = ServeSearch(model=model, gpu=tuple(gpu), max_gpus=max_gpus, trace=str(trace) if trace else None, trace_columns=trace_columns, rate=rate,
                       prompt_tokens=prompt_tokens, output_tokens=output_tokens, length_dist=length_dist,
                       length_sigma=length_sigma, requests=requests or 1000, seed=seed, objective=objective, top=top,
-                      pareto=pareto, tp=int_list(tp, "tp"), screen_requests=screen_requests, refine=refine,
+                      pareto=pareto, tp=v["tp"] or (), screen_requests=screen_requests, refine=refine,
                       workers=workers, executor=executor, ray_address=ray_address,
                       extra={"requests_given": requests is not None}, **kw)
     outputs.check(json_file, emit_yaml)

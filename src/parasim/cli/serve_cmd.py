@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import typer
 
-from parasim.cli import outputs
+from parasim.cli import limits, outputs
 from parasim.cli.config import read_mapping
 from parasim.errors import InputError, OutputError, write_output
 from parasim.report.tables import console, dumps, kv_table
@@ -42,6 +42,7 @@ def load_config(path: Path) -> dict[str, Any]:
     for key, v in data.items():
         if key not in ALL_KEYS:
             raise InputError(f"{path.name}:{key}", f"unknown key; allowed: {', '.join(sorted(ALL_KEYS))}")
+        v = limits.value_of(limits.SERVE[key], f"{path.name}:{key}", v) if v is not None else None
         if key in PATH_KEYS and isinstance(v, str) and v and not (key == "model" and not _model_path(path, v)):
             p = Path(v)
             v = str(p if p.is_absolute() else (path.parent / p))
@@ -362,8 +363,9 @@ def serve_cmd(
                  capacity=capacity, attainment=attainment, max_queueing_p50=max_queueing_p50,
                  requests_out=str(requests_out) if requests_out else None, json_out=str(json_out) if json_out else None,
                  bench_json=str(bench_json) if bench_json else None)
+    given = limits.check(limits.SERVE, given, dashes=False)
     opts: dict[str, Any] = dict(DEFAULTS)
-    cfg = load_config(config) if config else {}
+    cfg = load_config(Path(limits.path("config", config))) if config is not None else {}
     opts.update(cfg)
     opts.update({k: v for k, v in given.items() if v is not None})
     opts["requests_explicit"] = given["requests"] if given["requests"] is not None else cfg.get("requests")

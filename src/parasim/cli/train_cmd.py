@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from parasim.cli import outputs
+from parasim.cli import limits, outputs
 from parasim.cli.config import read_mapping
 from parasim.errors import InputError
 from parasim.report.tables import console, fmt, kv_table, print_json
@@ -27,11 +27,12 @@ PANEL_OVERLAP = "Overlap and schedule"
 
 
 def load_config(path: Path) -> dict[str, Any]:
+    """The file's keys (a nested `plan:` block flattened), each checked against cli.limits.TRAIN."""
     out = read_mapping(path)
     if isinstance(out.get("plan"), dict):  # allow a nested `plan:` block
         for k, v in out.pop("plan").items():
             out.setdefault(str(k).replace("-", "_"), v)
-    return out
+    return limits.check(limits.TRAIN, out, where=f"{path.name}:")
 
 
 def merge(file_opts: dict[str, Any], flags: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict]]:
@@ -159,8 +160,9 @@ def train_cmd(
     json_file: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE."),
 ) -> None:
     """Simulate one optimizer step: step time, tokens/s, MFU, peak memory and a time breakdown."""
-    flags = {k: v for k, v in locals().items() if k not in ("config", "json_out", "json_file") and v is not None}
-    file_opts = load_config(config) if config else {}
+    given = limits.check(limits.TRAIN, dict(locals()), names=limits.JSON_NAMES)
+    flags = {k: v for k, v in given.items() if k not in ("config", "json_out", "json_file") and v is not None}
+    file_opts = load_config(Path(given["config"])) if config is not None else {}
     json_file = json_file or _path(config, file_opts.pop("json_out", None))
     opts, overrides = merge(file_opts, flags)
     model_spec, cluster, plan, defaults = build(opts)

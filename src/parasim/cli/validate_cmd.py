@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from parasim.cli import outputs
+from parasim.cli import limits, outputs
 from parasim.errors import InputError
 from parasim.report.tables import console, print_json, table
 
@@ -28,6 +28,8 @@ def validate_cmd(
     workers: int = typer.Option(1, "--workers", "-j", help="Processes to run cases on (results do not depend on it)."),
 ) -> None:
     """Run every case, report predicted, measured and relative error, and the summary per kind."""
+    limits.check(limits.VALIDATE, dict(locals()), names=limits.JSON_NAMES)
+
     from parasim.report.validation import run_files, summarize, to_json, to_markdown
 
     paths = [str(file)] + [str(p) for p in (extra or [])]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,49 @@ def _fmt(v: float) -> str:
     if isinstance(v, int) or (isinstance(v, float) and v == int(v) and abs(v) < 1e15):
         return f"{int(v):,}"
     return f"{v:g}"
+
+
+# --- caps on sizes -------------------------------------------------------------------------------
+#: Default upper bounds on sizes a user can ask for. Each is far above any real job (the largest
+#: clusters hold ~10^5 GPUs, the longest contexts ~10^7 tokens) and low enough that a typo or a
+#: hostile value ("1000000000000 requests") is refused before it allocates or loops for hours.
+#: `PARASIM_MAX_<NAME>` (e.g. PARASIM_MAX_REQUESTS=50000000) raises one; docs/limits.md lists them.
+CAPS: dict[str, int] = {
+    "requests": 10_000_000,       # simulated or screened requests per run
+    "tokens": 10_000_000,         # one sequence or request: prompt, output, seq-len, context, token budget
+    "batch_tokens": 10_000_000_000,  # tokens per optimizer step (Llama 3: 16M)
+    "batch": 10_000_000,          # sequences: micro/global batch, running sequences, concurrency
+    "gpus": 1_000_000,            # training GPUs, and every parallel degree drawn from them
+    "replicas": 10_000,           # serving: engines (replicas, EP ranks) and the GPUs a run spreads them over
+    "workers": 1024,              # worker processes
+    "rows": 100_000,              # rows of a ranked table, plans re-run per round
+}
+
+
+def cap(name: str) -> int:
+    """The cap `name` (CAPS), or the positive integer in env var PARASIM_MAX_<NAME>."""
+    env = f"PARASIM_MAX_{name.upper()}"
+    raw = os.environ.get(env)
+    if raw is None or not raw.strip():
+        return CAPS[name]
+    text = raw.strip().replace("_", "")
+    if not text.isdigit() or int(text) < 1 or len(text) > 30:
+        raise InputError(env, f"must be a positive whole number, got {raw!r}")
+    return int(text)
+
+
+def cap_hint(name: str) -> str:
+    """How to go past cap `name`: the env var to set."""
+    return f"set PARASIM_MAX_{name.upper()} to go past this cap (docs/limits.md)"
+
+
+def capped_int(field: str, value: Any, name: str, *, lo: int = 1, allow_none: bool = False) -> int | None:
+    """An integer in [lo, cap(name)]; the too-large message says how to raise the cap."""
+    return number(field, value, integer=True, lo=lo, hi=cap(name), allow_none=allow_none, hint=cap_hint(name))
+
+
+def finite_float(field: str, value: Any, *, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False, allow_none: bool = False) -> float | None:
+    """A finite float in [lo, hi] (or (lo, hi]); NaN, inf, booleans and strings are refused."""
+    v = number(field, value, lo=lo, hi=hi, lo_open=lo_open, allow_none=allow_none)
+    return None if v is None else float(v)
