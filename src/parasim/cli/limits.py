@@ -28,8 +28,9 @@ SEED_MAX = 2**63 - 1
 
 @dataclass(frozen=True)
 class Rule:
-    """kind: int | float | bool | text | texts (repeatable) | path (an input file) | out (an output
-    file) | ints (a comma list of positive integers) | gpu_counts (ints or doubling ranges)."""
+    """kind: int | float | bool | text | texts (repeatable) | path (a file its reader checks) |
+    file / files (a file that must exist now) | out (an output file) | ints (a comma list of positive
+    integers) | gpu_counts (ints or doubling ranges) | pairs (key=value,...) | columns (a trace's)."""
 
     kind: str
     cap: str | None = None  # int kinds: the edge.CAPS entry bounding the value
@@ -109,7 +110,7 @@ PLAN_SERVE: dict[str, Rule] = {
 INSPECT: dict[str, Rule] = {"model": TEXT, "gpu": TEXT, "tp": I("gpus"), "pp": I("gpus"), "ep": I("gpus"),
                             "weights": TEXT, "kv_dtype": TEXT, "context": I("tokens", lo=0), **OUTPUTS}
 CATALOG: dict[str, Rule] = dict(OUTPUTS)
-VALIDATE: dict[str, Rule] = {"file": PATH, "kind": TEXT, "extra": Rule("paths"), "markdown": OUT,
+VALIDATE: dict[str, Rule] = {"file": Rule("file"), "kind": TEXT, "extra": Rule("files"), "markdown": OUT,
                              "workers": I("workers"), **OUTPUTS}
 
 #: command path -> its table (tests/test_hostile_cli.py checks every parameter has a rule)
@@ -158,8 +159,10 @@ def value_of(rule: Rule, field: str, value: Any) -> Any:
         return [text(field, v) for v in _seq(field, value)]
     if kind in ("path", "out"):
         return path(field, value)
-    if kind == "paths":
-        return [path(field, v) for v in _seq(field, value)]
+    if kind == "file":
+        return existing_file(field, value)
+    if kind == "files":
+        return [existing_file(field, v) for v in _seq(field, value)]
     if kind == "ints":
         return int_list(text(field, value), field, cap=rule.cap or "gpus")
     if kind == "gpu_counts":
@@ -183,6 +186,14 @@ def text(field: str, value: Any) -> str:
 def path(field: str, value: Any) -> str:
     """A file path as text (existence is the reader's to check: edge.read_text names it)."""
     return text(field, str(value) if isinstance(value, Path) else value)
+
+
+def existing_file(field: str, value: Any) -> str:
+    """A path that names a file now (for readers that do not name the option themselves)."""
+    p = Path(path(field, value))
+    if not p.is_file():
+        raise InputError(field, f"{'a directory, not a file' if p.is_dir() else 'no such file'}: {p}")
+    return str(p)
 
 
 def _seq(field: str, value: Any) -> list[Any]:

@@ -157,8 +157,11 @@ def run_ray(task: Task, context: Any, items: Sequence[Any], *, address: str | No
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
             else:
                 ray.init(num_cpus=workers or default_workers(), include_dashboard=False, log_to_driver=False)
-        except ConnectionError as e:
-            raise InputError("ray-address", f"cannot connect to Ray at {address!r} ({e})") from None
+        except Exception as e:  # noqa: BLE001 - whatever Ray raises while starting, the user gets one line
+            where = f"cannot connect to Ray at {address!r}" if address else "Ray did not start"
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise InputError("ray-address" if address else "executor",
+                             f"{where} ({type(e).__name__}: {reason}); check the address or use --executor local") from None
     results: list[Any] = [None] * len(items)
     if not items:
         return Outcome(results)
@@ -191,6 +194,8 @@ def run(task: Task, context: Any, items: Sequence[Any], *, executor: str = "loca
         raise InputError("executor", f"'{executor}' is not one of {', '.join(EXECUTORS)}")
     if workers is not None and workers < 1:
         raise InputError("workers", f"must be >= 1, got {workers}")
+    if ray_address is not None and executor != "ray":
+        raise InputError("ray-address", "applies to --executor ray only (the local executor has no address)")
     if executor == "ray":
         return run_ray(task, context, items, address=ray_address, workers=workers, progress=progress)
     return run_local(task, context, items, workers=workers or default_workers(), progress=progress)

@@ -468,7 +468,8 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
         from parasim.serving.schedulers import SCHEDULERS
 
         if s not in SCHEDULERS:
-            raise SCHEDULERS.unknown(s)
+            e = SCHEDULERS.unknown(s)
+            raise InputError("schedulers", e.message)
     wl, regen = build_workload(req, model)
     span = float(wl.arrival_s[-1] - wl.arrival_s[0])
     wl_stats = {"prompt_mean": float(wl.prompt_tokens.mean()), "output_mean": float(wl.output_tokens.mean()),

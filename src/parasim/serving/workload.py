@@ -108,11 +108,11 @@ def read_trace(path: str | Path, **kwargs: Any) -> Workload:
 # --- generator ------------------------------------------------------------------------------------
 def read_length_distribution(path: str | Path, *, field: str) -> tuple[np.ndarray, np.ndarray]:
     """A file of lengths: one integer per line, or `length,weight` per line; `#` comments allowed."""
+    from parasim.specs import edge
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError(field, f"no such distribution file: {p}")
     values, weights = [], []
-    for i, line in enumerate(p.read_text().splitlines(), start=1):
+    for i, line in enumerate(edge.read_text(p, field, what="length distribution file").splitlines(), start=1):
         s = line.split("#", 1)[0].strip()
         if not s or s.lower().startswith(("length", "value", "tokens")):
             continue
@@ -122,11 +122,9 @@ def read_length_distribution(path: str | Path, *, field: str) -> tuple[np.ndarra
             w = float(parts[1]) if len(parts) > 1 else 1.0
         except (ValueError, IndexError):
             raise InputError(f"{p.name} line {i}", f"expected 'length' or 'length,weight', got {s!r}") from None
-        if v < 1 or v != int(v):
-            raise InputError(f"{p.name} line {i}", f"length must be a positive integer, got {parts[0]}")
-        if w < 0:
-            raise InputError(f"{p.name} line {i}", f"weight must be >= 0, got {parts[1]}")
-        values.append(int(v))
+        v = edge.capped_int(f"{p.name} line {i}: length", v, "tokens")
+        w = edge.finite_float(f"{p.name} line {i}: weight", w, lo=0, lo_open=False)
+        values.append(v)
         weights.append(w)
     if not values or sum(weights) <= 0:
         raise InputError(field, f"{p.name} holds no lengths")
@@ -188,8 +186,8 @@ def generate(*, requests: int, rate: float | None = None, seed: int = 0, arrival
             gaps = rng.gamma(shape, 1.0 / (rate * shape), size=requests)
         arr = np.cumsum(gaps) - gaps[0]  # first request at t = 0
     if length_dist == "fixed":
-        p = _lengths(rng, requests, prompt_tokens, prompt_dist, "prompt_tokens")
-        o = _lengths(rng, requests, output_tokens, output_dist, "output_tokens")
+        p = _lengths(rng, requests, prompt_tokens, prompt_dist, "prompt_dist" if prompt_dist else "prompt_tokens")
+        o = _lengths(rng, requests, output_tokens, output_dist, "output_dist" if output_dist else "output_tokens")
         return Workload.from_columns(arr, p, o)
     if prompt_dist is not None or output_dist is not None:
         raise InputError("length_dist", "lognormal lengths are drawn around prompt_tokens/output_tokens; "
