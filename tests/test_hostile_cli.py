@@ -133,7 +133,7 @@ def test_each_option_refuses_a_malformed_value(cmd, param):
     _assert_refused(cmd, param, first)
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_bad_values_exit_2_naming_the_option(data):
     cmd, param = data.draw(st.sampled_from(FUZZED), label="option")
@@ -155,7 +155,7 @@ CFG_KEYS = [(cmd, k, r) for cmd, table in (("serve", limits.SERVE), ("train", li
                                                                                  "out", "columns")]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_config_keys_of_the_wrong_type_exit_2_naming_the_key(tmp_path_factory, data):
     cmd, key, rule = data.draw(st.sampled_from(CFG_KEYS), label="key")
@@ -280,3 +280,15 @@ def test_requests_out_under_a_regular_file_exits_1(tmp_path):
     blocker.write_text("x")
     code, _, err = _run([*BASE["serve"], "--requests-out", str(blocker / "r.csv")])
     assert code == 1 and f"cannot write {blocker / 'r.csv'}: Not a directory" in err
+
+
+def test_docs_list_every_option_and_cap():
+    """docs/limits.md is the user's copy of the tables: every cap with its variable, every option."""
+    from parasim.specs import edge
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "limits.md").read_text()
+    for name, default in edge.CAPS.items():
+        assert f"| `{name}` | {default:,} | `PARASIM_MAX_{name.upper()}` |" in text
+    for cmd, table in limits.TABLES.items():
+        section = text.split(f"### `parasim {'models' if cmd == 'gpus' else cmd}`", 1)[1].split("###", 1)[0]
+        assert all(f"| `{key}` |" in section for key in table), cmd
