@@ -139,3 +139,23 @@ def test_plan_train_drops_an_impossible_plan_as_a_simulator_error(monkeypatch):
     item = {"tp": 1, "pp": 1, "dp": 8, "micro_batch": 1, "global_batch": 8, "seq_len": 4096, "gpu": "h100-sxm", "gpus": 8}
     res = evaluate({"model": get_model("llama-3-8b"), "clusters": {("h100-sxm", 8): cluster_for("h100-sxm", 8)}}, item)
     assert res["ok"] is False and res["reason"] == "sim_error" and "step time" in res["message"]
+
+
+def test_validation_scores_published_mfu_in_the_megatron_convention():
+    """A case's measured `mfu` is a paper's: 6N + the full s x s attention, per token, over the peak."""
+    from pathlib import Path
+
+    from parasim.specs.validation_case import parse_case
+    from parasim.training.case import predict_case
+
+    s = 32768
+    raw = {"id": "m", "kind": "training", "software": "megatron-core", "model": {"catalog": "llama-3-8b"},
+           "hardware": {"accelerator": "h100-sxm", "gpus": 8}, "source": "",
+           "plan": {"tp": 1, "pp": 1, "dp": 1, "cp": 8, "micro_batch": 1, "global_batch": 8, "seq_len": s,
+                    "recompute": "full", "zero": 1, "precision": "bf16"},
+           "measured": {"tokens_per_s": 1.0, "mfu": 0.5}}
+    p = predict_case(parse_case(raw, index=0, base_dir=Path("."))).predicted
+    # Llama-3-8B by hand: 32 layers of q,o 4096 x 4096, k,v 4096 x 1024, SwiGLU 3 x 4096 x 14336; LM head
+    n = 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336) + 128256 * 4096
+    full = 6 * n + 3 * 32 * 2 * s * 32 * (2 * 128)
+    assert p["mfu"] == pytest.approx(full * p["tokens_per_s"] / 8 / get_accelerator("h100-sxm").peak("bf16"), rel=1e-9)
