@@ -35,9 +35,9 @@ def main() -> None:
           f"raw space {out['space_size']}; {uneven} ranked plans interleave uneven chunks")
     print(f"  best: tp={b['tp']} pp={b['pp']} dp={b['dp']} cp={b['cp']} mb={b['micro_batch']} v={b['virtual_stages']} "
           f"recompute={b['recompute']} zero={b['zero']}: {b['metrics']['tokens_per_s']:.4g} tok/s, "
-          f"MFU {b['metrics']['mfu']:.3f}, step {b['metrics']['step_time_s']:.2f} s")
+          f"MFU {b['metrics']['mfu']:.3f} causal ({b['metrics']['megatron_mfu']:.3f} Megatron), step {b['metrics']['step_time_s']:.2f} s")
     print(f"  Llama 3 paper plan (tp8 pp16 dp128 v={p['virtual_stages']} {p['schedule']}): rank {p['rank']} of "
-          f"{len(out['ranked'])}, {p['metrics']['tokens_per_s']:.4g} tok/s, MFU {p['metrics']['mfu']:.3f}, "
+          f"{len(out['ranked'])}, {p['metrics']['tokens_per_s']:.4g} tok/s, MFU {p['metrics']['mfu']:.3f} causal ({p['metrics']['megatron_mfu']:.3f} Megatron), "
           f"step {p['metrics']['step_time_s']:.2f} s (best / paper = "
           f"{b['metrics']['tokens_per_s'] / p['metrics']['tokens_per_s']:.3f}x)")
 

@@ -193,8 +193,9 @@ def _train_cells(r: dict, multi: bool = False) -> list[Any]:
             f"{m['peak_memory_gib_per_gpu']:.1f}"]
 
 
-TRAIN_COLUMNS = ("rank", "GPUs", "tp", "pp", "dp", "cp", "ep", "v", "mb", "gb", "rcmp", "zero", "Mtok/s", "MFU%",
-                 "step s", "mem GiB")
+#: MFU% counts causal attention (metrics.mfu); the Megatron-convention figure is metrics.megatron_mfu
+TRAIN_COLUMNS = ("rank", "GPUs", "tp", "pp", "dp", "cp", "ep", "v", "mb", "gb", "rcmp", "zero", "Mtok/s",
+                 "MFU% causal", "step s", "mem GiB")
 
 
 def batch_line(out: dict) -> str:

@@ -203,8 +203,11 @@ def render(res, plan, defaults: dict[str, Any], overrides: dict[str, dict]) -> N
                  f"zero={p.zero} {p.schedule_name}"),
         ("step time", f"{res.step_time_s:.3f} s"),
         ("tokens/s (total, per GPU)", f"{fmt(res.tokens_per_s)}  ({fmt(res.tokens_per_s_per_gpu)})"),
-        ("model TFLOP/s per GPU, MFU", f"{res.model_tflops_per_gpu:.1f}  ({100 * res.mfu:.1f} %)"),
-        ("hardware TFLOP/s per GPU, HFU", f"{res.hardware_tflops_per_gpu:.1f}  ({100 * res.hfu:.1f} %)"),
+        # causal: the attention executed; Megatron: full s x s attention, as papers publish (docs/metrics.md)
+        ("model TFLOP/s per GPU, MFU", f"{res.model_tflops_per_gpu:.1f}  ({100 * res.mfu:.1f} %) causal;  "
+                                       f"{res.megatron_model_tflops_per_gpu:.1f}  ({100 * res.megatron_mfu:.1f} %) Megatron"),
+        ("hardware TFLOP/s per GPU, HFU", f"{res.hardware_tflops_per_gpu:.1f}  ({100 * res.hfu:.1f} %) causal;  "
+                                          f"{res.megatron_hardware_tflops_per_gpu:.1f}  ({100 * res.megatron_hfu:.1f} %) Megatron"),
         *[(f"  {k}", f"{v:.4f} s ({100 * v / res.step_time_s:.1f} %)") for k, v in res.breakdown.items()],
         ("peak memory per GPU", f"{fmt_gib(res.peak_memory_bytes)} of {fmt_gib(res.memory['capacity_gib'] * GIB, None)}"),
         *[(f"  {k.removesuffix('_gib')}", fmt_gib(v * GIB)) for k, v in res.memory.items()

@@ -7,7 +7,7 @@ memory.py for the peak-memory walk and varlen.py for variable-length data.
 
 from __future__ import annotations
 
-from parasim.cost.flops import training_hardware_flops_per_token, training_model_flops_per_token
+from parasim.cost.flops import causal_context, training_hardware_flops_per_token, training_model_flops_per_token
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 from parasim.training.memory import peak_memory
@@ -22,6 +22,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> Trai
     """Simulate one optimizer step of `plan` for `model` on `cluster` (raises InputError on bad plans)."""
     plan.check(model, cluster.gpus)
     varlen: dict[str, float] = {}
+    ctx = causal_context(plan.seq_len)  # mean keys per query that the causal kernels execute
     if plan.seq_len_dist:
         from parasim.training.varlen import balance, load_lengths
 
@@ -34,6 +35,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> Trai
                   "max_attention_pairs_per_microbatch": bal.max_pairs_per_mb,
                   "dp_imbalance": bal.max_pairs_per_mb / bal.mean_pairs_per_mb - 1.0,
                   "balanced_step_time_s": balanced, "imbalance_cost_s": timing.step_s - balanced}
+        ctx = bal.mean_pairs_per_mb / (plan.micro_batch * plan.seq_len)  # per-document masks: fewer pairs
     else:
         timing = simulate_step(model, cluster, plan)
     mem = peak_memory(model, cluster, plan, timing.run.ops, chunk_layers(model, plan))
@@ -41,8 +43,10 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> Trai
     return TrainingResult(
         model=model.name, gpu=acc.id, gpus=cluster.gpus, plan={**plan.to_mapping(), "schedule": plan.schedule_name},
         step_time_s=timing.step_s, tokens_per_step=plan.tokens_per_step,
-        model_flops_per_token=training_model_flops_per_token(model, plan.seq_len),
-        hardware_flops_per_token=training_hardware_flops_per_token(model, plan.seq_len, plan.recompute),
+        model_flops_per_token=training_model_flops_per_token(model, ctx),
+        hardware_flops_per_token=training_hardware_flops_per_token(model, ctx, plan.recompute),
+        megatron_model_flops_per_token=training_model_flops_per_token(model, plan.seq_len),
+        megatron_hardware_flops_per_token=training_hardware_flops_per_token(model, plan.seq_len, plan.recompute),
         peak_flops_per_s=acc.peak(plan.precision), breakdown=timing.breakdown,
         details={**timing.details, "critical_rank": timing.critical_rank},
         memory=mem.to_dict(), peak_memory_bytes=mem.total, fits=mem.fits, varlen=varlen)

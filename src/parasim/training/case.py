@@ -105,9 +105,10 @@ def predict_case(case: Case) -> CaseResult:
         return CaseResult(status="skipped", reason=f"{e.field}: {e.message}")
     conv = case.measured.get("flops_convention", "model")
     pred: dict[str, float] = {}
+    # published TFLOP/s, MFU and HFU count the full s x s attention (Megatron/PaLM/NeMo): score those
     for key in case.measured:
         if key == "tflops_per_gpu":
-            pred[key] = res.hardware_tflops_per_gpu if conv == "hardware" else res.model_tflops_per_gpu
+            pred[key] = res.megatron_hardware_tflops_per_gpu if conv == "hardware" else res.megatron_model_tflops_per_gpu
         elif key == "tokens_per_s":
             pred[key] = res.tokens_per_s
         elif key == "tokens_per_s_per_gpu":
@@ -115,9 +116,9 @@ def predict_case(case: Case) -> CaseResult:
         elif key == "step_time_s":
             pred[key] = res.step_time_s
         elif key == "mfu":
-            pred[key] = res.mfu
+            pred[key] = res.megatron_mfu
         elif key == "hfu":
-            pred[key] = res.hfu
+            pred[key] = res.megatron_hfu
         elif key == "samples_per_s":  # sequences per second
             pred[key] = res.tokens_per_s / plan.seq_len
     if not res.fits:

@@ -1,12 +1,24 @@
-"""What one simulated optimizer step delivers: a plain object that carries its inputs."""
+"""What one simulated optimizer step delivers: a plain object that carries its inputs.
+
+MFU/HFU come in two conventions (cost/flops.py): the headline `mfu`/`hfu` count the attention
+FLOPs a causal kernel executes, so they cannot pass 100 %; `megatron_mfu`/`megatron_hfu` count the
+full s x s score matrix as published TFLOP/s and MFU figures do (validation scores those). A result
+that breaks physics (a step time that is not finite and positive, a causal MFU or HFU above 1) is a
+bug in the simulator, not an answer: constructing one raises `ImpossibleResult`.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from parasim import __version__
 from parasim.units import gib
+
+
+class ImpossibleResult(RuntimeError):
+    """An internal error: the simulator produced a step that cannot happen (never bad input)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -17,8 +29,10 @@ class TrainingResult:
     plan: dict[str, Any]
     step_time_s: float
     tokens_per_step: int
-    model_flops_per_token: float  # 6N + attention (PaLM/Megatron/NeMo convention)
+    model_flops_per_token: float  # 6N + attention as executed (causal pairs)
     hardware_flops_per_token: float  # + recomputation
+    megatron_model_flops_per_token: float  # 6N + full s x s attention (PaLM/Megatron/NeMo convention)
+    megatron_hardware_flops_per_token: float  # + recomputation, same convention
     peak_flops_per_s: float  # dense peak of the GEMM precision, per GPU (MFU denominator)
     breakdown: dict[str, float]  # seconds on the critical pipeline rank; the four main terms sum to the step
     details: dict[str, float]
@@ -26,6 +40,16 @@ class TrainingResult:
     peak_memory_bytes: float
     fits: bool
     varlen: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.step_time_s) and self.step_time_s > 0):
+            raise ImpossibleResult(f"internal error: simulated step time {self.step_time_s!r} s is not finite and "
+                                   f"positive ({self.model} on {self.gpus} x {self.gpu}, plan {self.plan})")
+        for name in ("mfu", "hfu"):
+            value = getattr(self, name)
+            if not value <= 1.0:  # also catches NaN
+                raise ImpossibleResult(f"internal error: {name} {value!r} exceeds 1 with causal attention FLOPs "
+                                       f"({self.model} on {self.gpus} x {self.gpu}, plan {self.plan})")
 
     @property
     def tokens_per_s(self) -> float:
@@ -44,12 +68,28 @@ class TrainingResult:
         return self.hardware_flops_per_token * self.tokens_per_s_per_gpu / 1e12
 
     @property
+    def megatron_model_tflops_per_gpu(self) -> float:
+        return self.megatron_model_flops_per_token * self.tokens_per_s_per_gpu / 1e12
+
+    @property
+    def megatron_hardware_tflops_per_gpu(self) -> float:
+        return self.megatron_hardware_flops_per_token * self.tokens_per_s_per_gpu / 1e12
+
+    @property
     def mfu(self) -> float:
         return self.model_tflops_per_gpu * 1e12 / self.peak_flops_per_s
 
     @property
     def hfu(self) -> float:
         return self.hardware_tflops_per_gpu * 1e12 / self.peak_flops_per_s
+
+    @property
+    def megatron_mfu(self) -> float:
+        return self.megatron_model_tflops_per_gpu * 1e12 / self.peak_flops_per_s
+
+    @property
+    def megatron_hfu(self) -> float:
+        return self.megatron_hardware_tflops_per_gpu * 1e12 / self.peak_flops_per_s
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +99,9 @@ class TrainingResult:
             "tokens_per_s": self.tokens_per_s, "tokens_per_s_per_gpu": self.tokens_per_s_per_gpu,
             "model_tflops_per_gpu": self.model_tflops_per_gpu,
             "hardware_tflops_per_gpu": self.hardware_tflops_per_gpu, "mfu": self.mfu, "hfu": self.hfu,
+            "megatron_model_tflops_per_gpu": self.megatron_model_tflops_per_gpu,
+            "megatron_hardware_tflops_per_gpu": self.megatron_hardware_tflops_per_gpu,
+            "megatron_mfu": self.megatron_mfu, "megatron_hfu": self.megatron_hfu,
             "peak_memory_gib_per_gpu": gib(self.peak_memory_bytes), "fits": self.fits,
             "memory": self.memory, "breakdown": self.breakdown, "details": self.details, "varlen": self.varlen,
         }
