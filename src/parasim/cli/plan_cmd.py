@@ -442,9 +442,11 @@ SERVE_COLUMNS = ("rank", "GPUs", "layout", "scheduler", "weights/kv", "goodput /
 
 def _serve_cells(r: dict, multi: bool = False) -> list[Any]:
     s = r["metrics"]["summary"]
+    from parasim.search.plan_serve import disaggregated
+
     sched = r["scheduler"]
     layout = (f"P{r['prefill_gpus']}/tp{r['prefill_tp']} D{r['decode_gpus']}/tp{r['decode_tp']}"
-              if sched == "disagg" else f"tp{r['tp']} pp{r['pp']} x{r['replicas']}")
+              if disaggregated(r) else f"tp{r['tp']} pp{r['pp']} x{r['replicas']}")
     knobs = "/".join(str(v) for v in (r.get("token_budget"), r.get("max_batch")) if v is not None)
     return [r.get("rank") or "-", f"{r['gpus']} {r['gpu']}" if multi else r["gpus"], layout,
             f"{sched} {knobs}".strip(), f"{r['weights']}/{r.get('kv_dtype') or '-'}", f"{r['goodput_per_gpu']:.3f}",
