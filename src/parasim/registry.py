@@ -52,6 +52,10 @@ class Registry(Generic[T]):
         """Every registered name, in registration order."""
         return tuple(self._entries)
 
+    def items(self) -> tuple[tuple[str, T], ...]:
+        """(name, class) pairs, in registration order."""
+        return tuple(self._entries.items())
+
     def help(self, sep: str = " | ") -> str:
         """The names for a CLI help string."""
         return sep.join(self._entries)

@@ -15,9 +15,9 @@ import typer
 
 from parasim.cli import outputs
 from parasim.cli.config import read_mapping
+from parasim.cli.names import RegistryHelp
 from parasim.errors import InputError
 from parasim.report.tables import console, fmt, kv_table, print_json
-from parasim.training.schedules import SCHEDULES, for_virtual_stages, resolve_name
 from parasim.units import GIB, fmt_gib
 
 CLUSTER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "inter_node_gbps")
@@ -46,6 +46,8 @@ def merge(file_opts: dict[str, Any], flags: dict[str, Any]) -> tuple[dict[str, A
       again from gpus / (tp*pp*cp) when the file's dp no longer multiplies out.
     Anything else that contradicts is an input error from the plan validator, naming the field.
     """
+    from parasim.training.schedules import SCHEDULES, for_virtual_stages, resolve_name
+
     opts = {**file_opts, **flags}
     overrides: dict[str, dict] = {}
 
@@ -154,7 +156,7 @@ def train_cmd(
     overlap_param_gather: Optional[bool] = typer.Option(None, "--overlap-param-gather/--no-overlap-param-gather", help="Overlap parameter all-gathers with compute.", rich_help_panel=PANEL_OVERLAP),
     tp_comm_overlap: Optional[bool] = typer.Option(None, "--tp-comm-overlap/--no-tp-comm-overlap", help="Overlap TP communication with GEMMs.", rich_help_panel=PANEL_OVERLAP),
     overlap_p2p_comm: Optional[bool] = typer.Option(None, "--overlap-p2p-comm/--no-overlap-p2p-comm", help="Pipeline sends beside compute (default); --no-... = blocking exchanges (Megatron-LM 2021).", rich_help_panel=PANEL_OVERLAP),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help=f"{SCHEDULES.help()}.", rich_help_panel=PANEL_OVERLAP),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="{SCHEDULES}.", rich_help_panel=PANEL_OVERLAP),
     attention: Optional[str] = typer.Option(None, "--attention", help="flash (best fused kernel) | flash2 (FA2-generation) | unfused.", rich_help_panel=PANEL_OVERLAP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     json_file: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE."),
@@ -222,4 +224,4 @@ def render(res, plan, defaults: dict[str, Any], overrides: dict[str, dict]) -> N
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train_cmd)
+    app.command("train", cls=RegistryHelp)(train_cmd)

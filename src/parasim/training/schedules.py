@@ -35,6 +35,7 @@ class Schedule:
     min_pp = 1  # pipeline ranks it needs
     with_chunks: str | None = None  # what this name means with v > 1 (1f1b with chunks is interleaved)
     without_chunks: str | None = None  # what to run in its place with v = 1
+    requires = ""  # its rules beyond the plain ones, in words (docs, the planner's prune reasons)
 
     def ops(self, rank: int, pp: int, m: int, v: int) -> list[Op]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -120,6 +121,7 @@ class Interleaved(Schedule):
     chunked = True
     min_pp = 2
     without_chunks = "1f1b"
+    requires = "pp >= 2, virtual_stages >= 2, micro-batches per step a multiple of pp"
 
     def microbatch_multiple(self, pp: int) -> int:
         return pp
