@@ -174,7 +174,7 @@ workloads = hst.integers(min_value=1, max_value=25).flatmap(lambda n: hst.tuples
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(w=workloads, sched=hst.sampled_from(sorted(set(SCHEDULERS) - {"disagg"})),
+@given(w=workloads, sched=hst.sampled_from([n for n, c in SCHEDULERS.items() if not c.disaggregated]),
        blocks=hst.sampled_from([60, 200, 100000]), block=hst.sampled_from([1, 16]),
        prefix=hst.booleans(), reserve=hst.sampled_from(["incremental", "full"]))
 def test_properties(w, sched, blocks, block, prefix, reserve):
@@ -385,7 +385,8 @@ def test_sglang_chunks_long_prompts_and_never_mixes_them_with_decodes():
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(w=workloads, sched=hst.sampled_from(sorted(set(SCHEDULERS) - {"disagg", "batchllm"})),
+@given(w=workloads, sched=hst.sampled_from([n for n, c in SCHEDULERS.items()
+                                            if not (c.disaggregated or c.shares_prefixes)]),
        n_conc=hst.integers(min_value=1, max_value=8), replicas=hst.sampled_from([1, 2]),
        blocks=hst.sampled_from([60, 100000]))
 def test_closed_loop_client_never_has_more_than_n_out(w, sched, n_conc, replicas, blocks):

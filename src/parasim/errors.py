@@ -19,12 +19,17 @@ class InputError(ValueError):
         super().__init__(f"{field}: {message}")
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """"; did you mean a, b?" for the up to three known names close to `name`, or ""."""
+    close = difflib.get_close_matches(str(name).lower(), list(known), n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
 def unknown_name(field: str, name: str, known: Iterable[str], *, catalog: str) -> InputError:
     """An unknown name in the `catalog` ("model" or "gpu"), with the close matches ("did you
     mean") and the command that lists them all; `field` is where the name was given."""
     known = sorted(known)
-    close = difflib.get_close_matches(str(name).lower(), known, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    hint = did_you_mean(name, known)
     return InputError(field, f"unknown {catalog} '{name}'{hint} (known: {len(known)} entries; "
                              f"list them with `parasim {catalog}s`)")
 

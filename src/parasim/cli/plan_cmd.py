@@ -24,6 +24,7 @@ import typer
 import yaml
 
 from parasim.cli import limits, outputs
+from parasim.cli.names import RegistryHelp
 from parasim.errors import InputError, Interrupted
 from parasim.report.tables import console, fmt, print_json, table
 
@@ -126,7 +127,7 @@ def report(out: dict | None, command: str, *, top: int, json_out: bool, json_fil
 
 
 # --- plan train ----------------------------------------------------------------------------------------
-@plan_app.command("train")
+@plan_app.command("train", cls=RegistryHelp)
 def plan_train_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Catalog name or path to a HF config.json."),
     gpu: list[str] = typer.Option(..., "--gpu", help="Accelerator id; repeat to compare GPU types."),
@@ -149,7 +150,7 @@ def plan_train_cmd(
     zero: Optional[str] = typer.Option(None, "--zero", help="ZeRO stages to try (0-3).", rich_help_panel=PANEL_SPACE),
     recompute: Optional[str] = typer.Option(None, "--recompute", help="none,selective,full subsets.", rich_help_panel=PANEL_SPACE),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16,fp16,fp8 subsets.", rich_help_panel=PANEL_SPACE),
-    schedules: Optional[str] = typer.Option(None, "--schedules", help="1f1b,interleaved,gpipe subsets.", rich_help_panel=PANEL_SPACE),
+    schedules: Optional[str] = typer.Option(None, "--schedules", help="Subsets of {SCHEDULES}, comma-separated.", rich_help_panel=PANEL_SPACE),
     workers: Workers = None,
     executor: Executor = "local",
     ray_address: RayAddress = None,
@@ -302,7 +303,7 @@ def serve_slo_options(**given: Any) -> dict[str, Any]:
                   "max_queueing_p50": given["max_queueing_p50"]}
 
 
-@plan_app.command("serve")
+@plan_app.command("serve", cls=RegistryHelp)
 def plan_serve_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Catalog name or path to a HF config.json."),
     gpu: list[str] = typer.Option(..., "--gpu", help="Accelerator id; repeat to search several GPU types."),
@@ -328,7 +329,7 @@ def plan_serve_cmd(
     pareto: Optional[str] = typer.Option(None, "--pareto", help="Two objectives, e.g. cost,latency."),
     tp: Optional[str] = typer.Option(None, "--tp", help="TP degrees to try (default: powers of two in a node).", rich_help_panel=PANEL_SPACE),
     pp: Optional[str] = typer.Option(None, "--pp", help="PP degrees to try (default 1,2).", rich_help_panel=PANEL_SPACE),
-    schedulers: Optional[str] = typer.Option(None, "--schedulers", help="Schedulers to try (default sarathi,vllm,continuous,splitfuse,disagg).", rich_help_panel=PANEL_SPACE),
+    schedulers: Optional[str] = typer.Option(None, "--schedulers", help="Schedulers to try, of {SCHEDULERS} (default {SEARCHED_SCHEDULERS}).", rich_help_panel=PANEL_SPACE),
     precisions: Optional[str] = typer.Option(None, "--precisions", help="Weight precisions, or weights/kv pairs, e.g. bf16,fp8,fp8/fp8 (default: only the model's own; a KV dtype not given is the model's).", rich_help_panel=PANEL_SPACE),
     token_budgets: Optional[str] = typer.Option(None, "--token-budgets", help="Chunked-prefill token budgets to try.", rich_help_panel=PANEL_SPACE),
     max_batches: Optional[str] = typer.Option(None, "--max-batches", help="Max running sequences to try.", rich_help_panel=PANEL_SPACE),
@@ -383,9 +384,11 @@ SERVE_COLUMNS = ("rank", "GPUs", "layout", "scheduler", "weights/kv", "goodput /
 
 def _serve_cells(r: dict, multi: bool = False) -> list[Any]:
     s = r["metrics"]["summary"]
+    from parasim.search.plan_serve import disaggregated
+
     sched = r["scheduler"]
     layout = (f"P{r['prefill_gpus']}/tp{r['prefill_tp']} D{r['decode_gpus']}/tp{r['decode_tp']}"
-              if sched == "disagg" else f"tp{r['tp']} pp{r['pp']} x{r['replicas']}")
+              if disaggregated(r) else f"tp{r['tp']} pp{r['pp']} x{r['replicas']}")
     knobs = "/".join(str(v) for v in (r.get("token_budget"), r.get("max_batch")) if v is not None)
     return [r.get("rank") or "-", f"{r['gpus']} {r['gpu']}" if multi else r["gpus"], layout,
             f"{sched} {knobs}".strip(), f"{r['weights']}/{r.get('kv_dtype') or '-'}", f"{r['goodput_per_gpu']:.3f}",

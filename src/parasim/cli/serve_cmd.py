@@ -16,6 +16,7 @@ import typer
 
 from parasim.cli import limits, outputs
 from parasim.cli.config import read_mapping
+from parasim.cli.names import RegistryHelp
 from parasim.errors import InputError, OutputError, write_output
 from parasim.report.tables import console, dumps, kv_table
 from parasim.specs import edge
@@ -296,14 +297,14 @@ def serve_cmd(
     pp: Optional[int] = typer.Option(None, "--pp", help="Pipeline-parallel degree per replica.", rich_help_panel="Plan"),
     replicas: Optional[int] = typer.Option(None, "--replicas", help="Data-parallel replicas behind the router.", rich_help_panel="Plan"),
     ep: Optional[int] = typer.Option(None, "--ep", help="MoE: spread the routed experts over this many one-GPU replicas (data-parallel attention; needs --tp 1).", rich_help_panel="Plan"),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="static, continuous, vllm, sarathi, splitfuse, sglang, disagg, batchllm.", rich_help_panel="Plan"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="{SCHEDULERS}.", rich_help_panel="Plan"),
     token_budget: Optional[int] = typer.Option(None, "--token-budget", "--chunk-size", help="Tokens per iteration (chunk size).", rich_help_panel="Plan"),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Max running sequences per engine (default 256).", rich_help_panel="Plan"),
     block_size: Optional[int] = typer.Option(None, "--block-size", help="KV block size in tokens (default 16).", rich_help_panel="Plan"),
     weights: Optional[str] = typer.Option(None, "--weights", help="Weight precision: bf16, fp16, fp8, int8, int4, fp4 (default: the model's own). A format the GPU has no unit for runs weight-only where an engine can (FP8/FP4 Marlin on NVIDIA Ampere+), else it is an error naming the GPUs that can.", rich_help_panel="Plan"),
     kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="KV-cache precision (default: the model's dtype, also with quantized weights).", rich_help_panel="Plan"),
     prefix_cache: Optional[bool] = typer.Option(None, "--prefix-cache/--no-prefix-cache", help="Reuse shared-prefix KV blocks (default off; batchllm always on).", rich_help_panel="Plan"),
-    router: Optional[str] = typer.Option(None, "--router", help="round_robin or least_outstanding_tokens.", rich_help_panel="Plan"),
+    router: Optional[str] = typer.Option(None, "--router", help="{ROUTERS}.", rich_help_panel="Plan"),
     gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="Share of HBM the engine may use (default 0.9).", rich_help_panel="Plan"),
     kv_reservation: Optional[str] = typer.Option(None, "--kv-reservation", help="incremental (grow and preempt) or full (reserve prompt+output).", rich_help_panel="Plan"),
     iteration_overhead_s: Optional[float] = typer.Option(None, "--iteration-overhead-s", help="CPU/launch overhead per iteration (s).", rich_help_panel="Plan"),
@@ -399,4 +400,4 @@ def serve_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve_cmd)
+    app.command("serve", cls=RegistryHelp)(serve_cmd)

@@ -15,6 +15,7 @@ import typer
 
 from parasim.cli import limits, outputs
 from parasim.cli.config import read_mapping
+from parasim.cli.names import RegistryHelp
 from parasim.errors import InputError
 from parasim.report.tables import console, fmt, kv_table, print_json
 from parasim.units import GIB, fmt_gib
@@ -46,6 +47,8 @@ def merge(file_opts: dict[str, Any], flags: dict[str, Any]) -> tuple[dict[str, A
       again from gpus / (tp*pp*cp) when the file's dp no longer multiplies out.
     Anything else that contradicts is an input error from the plan validator, naming the field.
     """
+    from parasim.training.schedules import SCHEDULES, for_virtual_stages, resolve_name
+
     opts = {**file_opts, **flags}
     overrides: dict[str, dict] = {}
 
@@ -61,16 +64,16 @@ def merge(file_opts: dict[str, Any], flags: dict[str, Any]) -> tuple[dict[str, A
             return int(v)
         return v if isinstance(v, int) and not isinstance(v, bool) else None
 
-    if "schedule" in flags and "virtual_stages" not in flags and flags["schedule"] != "interleaved":
+    if "schedule" in flags and "virtual_stages" not in flags and not (
+            flags["schedule"] in SCHEDULES and SCHEDULES.get(flags["schedule"]).chunked):
         v = as_int(file_opts.get("virtual_stages"))
         if v is not None and v > 1:
             displace("virtual_stages", 1, f"--schedule {flags['schedule']}")
-    if "virtual_stages" in flags and "schedule" not in flags:
-        v, fs = flags["virtual_stages"], file_opts.get("schedule")
-        if v > 1 and fs == "gpipe":  # (1f1b with v > 1 is interleaved 1F1B: no contradiction)
-            displace("schedule", "interleaved", f"--virtual-stages {v}")
-        elif v == 1 and fs == "interleaved":
-            displace("schedule", "1f1b", f"--virtual-stages {v}")
+    if "virtual_stages" in flags and "schedule" not in flags and file_opts.get("schedule") in SCHEDULES:
+        v, fs = flags["virtual_stages"], file_opts["schedule"]
+        used = for_virtual_stages(fs, v)
+        if used != resolve_name(fs, v):  # (1f1b with v > 1 is interleaved 1F1B: no contradiction)
+            displace("schedule", used, f"--virtual-stages {v}")
     moved = [k for k in ("tp", "pp", "cp", "gpus") if k in flags]
     if moved and "dp" not in flags and as_int(file_opts.get("dp")) is not None:
         degrees = [as_int(opts.get(k, 1)) for k in ("tp", "pp", "cp", "dp")]
@@ -154,7 +157,7 @@ def train_cmd(
     overlap_param_gather: Optional[bool] = typer.Option(None, "--overlap-param-gather/--no-overlap-param-gather", help="Overlap parameter all-gathers with compute.", rich_help_panel=PANEL_OVERLAP),
     tp_comm_overlap: Optional[bool] = typer.Option(None, "--tp-comm-overlap/--no-tp-comm-overlap", help="Overlap TP communication with GEMMs.", rich_help_panel=PANEL_OVERLAP),
     overlap_p2p_comm: Optional[bool] = typer.Option(None, "--overlap-p2p-comm/--no-overlap-p2p-comm", help="Pipeline sends beside compute (default); --no-... = blocking exchanges (Megatron-LM 2021).", rich_help_panel=PANEL_OVERLAP),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help="gpipe | 1f1b | interleaved.", rich_help_panel=PANEL_OVERLAP),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="{SCHEDULES}.", rich_help_panel=PANEL_OVERLAP),
     attention: Optional[str] = typer.Option(None, "--attention", help="flash (best fused kernel) | flash2 (FA2-generation) | unfused.", rich_help_panel=PANEL_OVERLAP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     json_file: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE."),
@@ -226,4 +229,4 @@ def render(res, plan, defaults: dict[str, Any], overrides: dict[str, dict]) -> N
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train_cmd)
+    app.command("train", cls=RegistryHelp)(train_cmd)

@@ -57,6 +57,7 @@ from parasim.search.space import (CHUNKED_BUDGETS, MAX_BATCHES, SERVE_PRECISIONS
                                   serve_layouts, serve_precisions)
 from parasim.search.capacity import QUEUEING, SATURATED
 from parasim.serving.metrics import SLO, SLO_NAMES, missed_slos, slo_seconds
+from parasim.serving.schedulers import SCHEDULERS
 from parasim.serving.workload import LENGTH_DISTS, Workload
 from parasim.specs import edge
 from parasim.specs.catalog import default_cluster, get_accelerator, get_model, model_reference
@@ -166,8 +167,13 @@ def cluster_for(acc_id: str, gpus: int) -> ClusterSpec:
     return default_cluster(acc_id, gpus)
 
 
+def disaggregated(d: dict) -> bool:
+    """Whether a layout (or plan row) has prefill and decode pools of its own."""
+    return d.get("scheduler") is not None and SCHEDULERS.get(d["scheduler"]).disaggregated
+
+
 def plan_gpus(d: dict) -> int:
-    if d.get("scheduler") == "disagg":
+    if disaggregated(d):
         return d["prefill_gpus"] + d["decode_gpus"]
     return d["tp"] * d["pp"] * d["replicas"]
 
@@ -224,7 +230,7 @@ def analytic_prune(model: ModelSpec, d: dict, wl_stats: dict, step_slo_s: float 
     """True if the layout survives (memory, TPOT floor, throughput bound). `step_slo_s` is the
     tightest SLO on a decode step (TPOT or ITL; None: no floor to check)."""
     args = (wl_stats["prompt_mean"], wl_stats["output_mean"], wl_stats["max_len"])
-    if d.get("scheduler") == "disagg":
+    if disaggregated(d):
         pools = [(d["prefill_tp"], d["prefill_gpus"] // d["prefill_tp"], "prefill"),
                  (d["decode_tp"], d["decode_gpus"] // d["decode_tp"], "decode")]
     else:
@@ -362,9 +368,10 @@ def sort_key(obj, options):
 def knob_variants(d: dict, req: ServeSearch) -> list[dict]:
     base = {k: v for k, v in d.items() if k not in ("scheduler", "token_budget", "max_batch", "requests")}
     out = []
-    scheds = ("disagg",) if d.get("scheduler") == "disagg" else tuple(s for s in req.schedulers if s != "disagg")
+    scheds = (d["scheduler"],) if disaggregated(d) else tuple(s for s in req.schedulers
+                                                              if not SCHEDULERS.get(s).disaggregated)
     for s in scheds:
-        budgets = req.token_budgets if s in ("sarathi", "splitfuse", "sglang") else (None,)
+        budgets = req.token_budgets if SCHEDULERS.get(s).search_budgets else (None,)
         for b in budgets:
             for mb in req.max_batches:
                 out.append({**base, "scheduler": s, "token_budget": b, "max_batch": mb})
@@ -417,7 +424,7 @@ def _family(d: dict) -> tuple:
 
 
 def _size(d: dict) -> tuple[int, int]:
-    if d["scheduler"] == "disagg":
+    if disaggregated(d):
         return d["prefill_gpus"], d["decode_gpus"]
     return d["replicas"], 0
 
@@ -465,11 +472,7 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
     objective = get_objective(req.objective, SERVE_OBJECTIVES)
     pareto_objs = parse_pareto(req.pareto, SERVE_OBJECTIVES)
     for s in req.schedulers:
-        from parasim.serving.schedulers import SCHEDULERS
-
-        if s not in SCHEDULERS:
-            e = SCHEDULERS.unknown(s)
-            raise InputError("schedulers", e.message)
+        SCHEDULERS.get(s, field="schedulers")
     wl, regen = build_workload(req, model)
     span = float(wl.arrival_s[-1] - wl.arrival_s[0])
     wl_stats = {"prompt_mean": float(wl.prompt_tokens.mean()), "output_mean": float(wl.output_tokens.mean()),
@@ -490,7 +493,8 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
         cl = cluster_for(acc.id, req.max_gpus)
         tps = req.tp or tuple(powers_of_two(min(cl.domain, req.max_gpus)))
         for d in serve_layouts(model, cl, max_gpus=req.max_gpus, tps=tps, pps=req.pp, precisions=pairs,
-                               pruned=pruned, disagg="disagg" in req.schedulers):
+                               pruned=pruned,
+                               disagg=tuple(s for s in req.schedulers if SCHEDULERS.get(s).disaggregated)):
             raw += 1
             if runs[acc.id][d["weights"]].startswith("cannot run"):
                 pruned.drop("precision_unsupported")

@@ -41,6 +41,7 @@ from parasim.search.train_batch import BatchTarget
 from parasim.specs.catalog import default_cluster, get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
+from parasim.training.schedules import resolve_name
 
 PLAN_KEYS = ("tp", "pp", "dp", "cp", "ep", "virtual_stages", "sequence_parallel", "micro_batch", "global_batch",
              "seq_len", "recompute", "zero", "precision", "schedule")
@@ -124,7 +125,7 @@ def peak_memory_bytes(model: ModelSpec, d: dict[str, Any]) -> float:
                                            recompute=d["recompute"], flash=d.get("attention", "flash") != "unfused")
     emb = embedding_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp)
     logits = logits_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, cp=cp)
-    sched = "interleaved" if v > 1 else d["schedule"]
+    sched = resolve_name(d["schedule"], v)
     acts = _inflight(sched, pp, m, v, _chunk_layers(model, pp, v), per_layer, emb, logits)
     grad_bytes = 2.0 if d["precision"] == "fp16" else 4.0
     peak = 0.0

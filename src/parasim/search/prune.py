@@ -13,6 +13,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+from parasim.training.schedules import SCHEDULES
+
+#: each pipeline schedule's own rules, as its class states them
+_SCHEDULE_RULES = "; ".join(f"{name}: {cls.requires}" for name, cls in SCHEDULES.items() if cls.requires)
+
 REASONS = {
     # training
     "tp_heads": "tp does not divide the attention heads (or is not a multiple of the KV heads)",
@@ -21,9 +26,10 @@ REASONS = {
                           "--batch-tolerance of the token budget",
     "cp_seq_len": "cp does not split seq_len into 2*cp equal chunks",
     "ep_divisibility": "ep does not divide the experts and dp*cp (or ep > 1 on a dense model)",
-    "interleave_layers": "interleaved: pp < 2, or pp*virtual_stages exceeds the layers (chunks may be uneven)",
-    "interleave_microbatches": "interleaved: no global batch (exact, or within --batch-tolerance of the token "
-                               "budget) gives a micro-batch count that is a multiple of pp",
+    "interleave_layers": "pp*virtual_stages exceeds the layers (chunks may be uneven), or pp is below what the "
+                         f"schedule needs ({_SCHEDULE_RULES})",
+    "interleave_microbatches": "no global batch (exact, or within --batch-tolerance of the token budget) gives a "
+                               f"micro-batch count the schedule accepts ({_SCHEDULE_RULES})",
     "memory_model_state": "weights + gradients + optimizer state alone exceed HBM",
     "memory_activations": "peak memory with in-flight activations exceeds HBM (schedule walk)",
     "dominated_recompute": "a plan that recomputes less fits in memory (recompute only adds work)",

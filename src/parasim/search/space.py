@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import product
 from math import prod
 
 from parasim.cost.memory import training_state_bytes, weight_params_per_gpu
@@ -32,6 +33,7 @@ from parasim.search.prune import Pruned
 from parasim.search.train_batch import BatchTarget
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
+from parasim.training.schedules import SCHEDULES, get_schedule
 
 RESERVED_BYTES_LOWER_BOUND = 0.0  # the model-state check is a lower bound: no workspace assumed
 
@@ -71,17 +73,14 @@ class TrainChoices:
 
     @property
     def _sched_count(self) -> int:
-        """(schedule, v) pairs: 1f1b/gpipe with v = 1, interleaved with each v > 1."""
-        n = sum(1 for s in self.schedules if s != "interleaved") if 1 in self.virtual_stages else 0
-        if "interleaved" in self.schedules:
-            n += sum(1 for v in self.virtual_stages if v > 1)
-        return n
+        return len(self.sched_pairs())
 
     def sched_pairs(self) -> list[tuple[str, int]]:
-        pairs = [(s, 1) for s in self.schedules if s != "interleaved"] if 1 in self.virtual_stages else []
-        if "interleaved" in self.schedules:
-            pairs += [("interleaved", v) for v in self.virtual_stages if v > 1]
-        return pairs
+        """(schedule, v) pairs: each schedule without model chunks (1f1b, gpipe) with v = 1, then each
+        chunked one (interleaved) with each v > 1."""
+        chunked = {s: SCHEDULES.get(s, field="schedules").chunked for s in self.schedules}
+        pairs = [(s, 1) for s in self.schedules if not chunked[s]] if 1 in self.virtual_stages else []
+        return pairs + [(s, v) for s in self.schedules if chunked[s] for v in self.virtual_stages if v > 1]
 
 
 def default_train_choices(model: ModelSpec, cluster: ClusterSpec, seq_len: int, **overrides) -> TrainChoices:
@@ -111,7 +110,7 @@ def enumerate_train(model: ModelSpec, cluster: ClusterSpec, *, batch: BatchTarge
     """
     n, c = cluster.gpus, choices
     hbm = cluster.accelerator.hbm_bytes
-    pairs = c.sched_pairs()
+    pairs = [(sched, v, get_schedule(sched)) for sched, v in c.sched_pairs()]
     below_pp = len(c.ep) * len(c.micro_batch) * len(pairs) * len(c.zero) * len(c.recompute) * len(c.precision)
     below_ep = below_pp // len(c.ep)
     below_mb = below_ep // len(c.micro_batch)
@@ -138,19 +137,17 @@ def enumerate_train(model: ModelSpec, cluster: ClusterSpec, *, batch: BatchTarge
                         if plain_gb is None:
                             pruned.drop("batch_divisibility", below_mb)
                             continue
-                        for sched, v in pairs:
+                        for sched, v, rules in pairs:  # chunks may be uneven: only one layer each is needed
+                            if pp < rules.min_pp or pp * v > model.layers:
+                                pruned.drop("interleave_layers", below_sched)
+                                continue
                             global_batch = plain_gb
-                            if sched == "interleaved":  # chunks may be uneven: only one layer each is needed
-                                if pp < 2 or pp * v > model.layers:
-                                    pruned.drop("interleave_layers", below_sched)
-                                    continue
-                                global_batch = batch.pick(dp * mb * pp)  # micro-batches a multiple of pp
+                            multiple = rules.microbatch_multiple(pp)  # interleaved: micro-batches in groups of pp
+                            if multiple > 1:
+                                global_batch = batch.pick(dp * mb * multiple)
                                 if global_batch is None:
                                     pruned.drop("interleave_microbatches", below_sched)
                                     continue
-                            elif pp * v > model.layers:
-                                pruned.drop("interleave_layers", below_sched)
-                                continue
                             for zero in c.zero:
                                 for prec in c.precision:
                                     grad_bytes = 2.0 if prec == "fp16" else 4.0
@@ -201,12 +198,12 @@ MAX_BATCHES = (64, 128, 256)
 
 
 def serve_layouts(model: ModelSpec, cluster: ClusterSpec, *, max_gpus: int, tps: tuple[int, ...],
-                  pps: tuple[int, ...], precisions: tuple, pruned: Pruned, disagg: bool) -> Iterator[dict]:
+                  pps: tuple[int, ...], precisions: tuple, pruned: Pruned, disagg: tuple[str, ...]) -> Iterator[dict]:
     """(tp, pp, replicas, weights, kv) layouts within the GPU budget, plus disaggregated splits.
 
     TP stays inside the scale-up domain and must divide the heads; PP must not exceed the layers.
     Disaggregated layouts: a prefill pool of prefill_tp-GPU instances and a decode pool of
-    decode_tp-GPU instances (pp = 1), every split of the budget.
+    decode_tp-GPU instances (pp = 1), every split of the budget, for each scheduler in `disagg`.
     """
     gpu = cluster.accelerator.id
     for tp in tps:
@@ -221,15 +218,12 @@ def serve_layouts(model: ModelSpec, cluster: ClusterSpec, *, max_gpus: int, tps:
             for w, kv in precisions:
                 for r in range(1, n_rep + 1):
                     yield {"gpu": gpu, "tp": tp, "pp": pp, "replicas": r, "weights": w, "kv_dtype": kv}
-    if not disagg:
-        return
-    for ptp in tps:
-        for dtp in tps:
-            if ptp > cluster.domain or dtp > cluster.domain or not (_tp_ok(model, ptp) and _tp_ok(model, dtp)):
-                continue
-            for pg in range(ptp, max_gpus, ptp):
-                for dg in range(dtp, max_gpus - pg + 1, dtp):
-                    for w, kv in precisions:
-                        yield {"gpu": gpu, "tp": ptp, "pp": 1, "replicas": 1, "weights": w, "kv_dtype": kv,
-                               "scheduler": "disagg", "prefill_gpus": pg, "prefill_tp": ptp, "decode_gpus": dg,
-                               "decode_tp": dtp}
+    for sched, ptp, dtp in product(disagg, tps, tps):
+        if ptp > cluster.domain or dtp > cluster.domain or not (_tp_ok(model, ptp) and _tp_ok(model, dtp)):
+            continue
+        for pg in range(ptp, max_gpus, ptp):
+            for dg in range(dtp, max_gpus - pg + 1, dtp):
+                for w, kv in precisions:
+                    yield {"gpu": gpu, "tp": ptp, "pp": 1, "replicas": 1, "weights": w, "kv_dtype": kv,
+                           "scheduler": sched, "prefill_gpus": pg, "prefill_tp": ptp, "decode_gpus": dg,
+                           "decode_tp": dtp}

@@ -29,7 +29,7 @@ def parse_reference(spec: dict[str, Any], gpu_names: tuple[str, ...], gpu_counts
     from parasim.cost.dtypes import TRAINING_PRECISIONS
     from parasim.cost.memory import RECOMPUTE
     from parasim.specs.catalog import get_accelerator
-    from parasim.training.schedules import schedule_names
+    from parasim.training.schedules import resolve_name, schedule_names
 
     out: dict[str, Any] = {}
     for key, value in spec.items():
@@ -62,8 +62,8 @@ def parse_reference(spec: dict[str, Any], gpu_names: tuple[str, ...], gpu_counts
         except InputError as e:
             raise InputError("reference", f"{k}: {e.message}") from None
         out[k] = v
-    if out.get("schedule") == "1f1b" and out.get("virtual_stages", 1) > 1:
-        out["schedule"] = "interleaved"  # the plan convention: 1f1b with virtual stages is interleaved 1F1B
+    if "schedule" in out:  # the plan convention: 1f1b with virtual stages is interleaved 1F1B
+        out["schedule"] = resolve_name(out["schedule"], out.get("virtual_stages", 1))
     return out
 
 
@@ -76,17 +76,17 @@ def default_item(model, given: dict[str, Any], batch: BatchTarget, gpu: str, gpu
     (None, reason) when no global batch within the tolerance suits its layout."""
     from parasim.search.plan_train import PLAN_KEYS
     from parasim.training.defaults import resolve_plan
+    from parasim.training.schedules import get_schedule
 
     fields = {k: v for k, v in given.items() if k not in ("gpu", "gpus")}
     fields["seq_len"] = batch.seq_len
     try:
         if "global_batch" not in fields:
             plan, _ = resolve_plan(model, fields, gpus)  # dp, micro-batch and schedule first
-            granule = plan.dp * plan.micro_batch * (plan.pp if plan.schedule_name == "interleaved" else 1)
-            gb = batch.pick(granule)
+            multiple = get_schedule(plan.schedule_name).microbatch_multiple(plan.pp)  # interleaved: pp
+            gb = batch.pick(plan.dp * plan.micro_batch * multiple)
             if gb is None:
-                return None, ("interleave_microbatches" if plan.schedule_name == "interleaved" else
-                              "batch_divisibility")
+                return None, "interleave_microbatches" if multiple > 1 else "batch_divisibility"
             fields["global_batch"] = gb
         plan, _ = resolve_plan(model, fields, gpus)
         plan.check(model, gpus)

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from parasim.registry import Registry
 from parasim.serving.itercost import IterationCost
 from parasim.serving.kvcache import KVPool
 from parasim.serving.schedulers.base import Batch, Scheduler
@@ -382,6 +383,10 @@ class Router:
         raise NotImplementedError
 
 
+ROUTERS: Registry[type[Router]] = Registry("router")
+
+
+@ROUTERS.register
 class RoundRobin(Router):
     name = "round_robin"
 
@@ -394,6 +399,7 @@ class RoundRobin(Router):
         return g
 
 
+@ROUTERS.register
 class LeastOutstandingTokens(Router):
     name = "least_outstanding_tokens"
 
@@ -404,9 +410,6 @@ class LeastOutstandingTokens(Router):
             if best_v is None or v < best_v:
                 best, best_v = g, v
         return best
-
-
-ROUTERS = {RoundRobin.name: RoundRobin, LeastOutstandingTokens.name: LeastOutstandingTokens}
 
 
 def least_loaded(insts: list[Instance]) -> Instance:

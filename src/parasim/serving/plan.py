@@ -77,11 +77,8 @@ def eager_layer_dispatch_s(tp: int, act_quant: str = "fused", custom_allreduce: 
 #: drains the queue at once; that idle-engine case is not distinguished.)
 VLLM_ASYNC_OUTPUT_DELAY_S = ITERATION_OVERHEAD_S["vllm"]
 
-ROUTERS = ("round_robin", "least_outstanding_tokens")
 #: plan fields that only the disaggregated scheduler reads
 DISAGG_FIELDS = ("prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
-#: schedulers whose policy is prefix sharing: the prefix cache is on unless turned off (an error)
-PREFIX_SHARING_SCHEDULERS = ("batchllm",)
 KV_RESERVATION = ("incremental", "full")
 
 
@@ -115,6 +112,7 @@ class ServingPlan:
     decode_tp: int | None = None  # disagg: TP inside the decode pool (None = tp)
 
     def __post_init__(self) -> None:
+        from parasim.serving.engine import ROUTERS
         from parasim.serving.schedulers import SCHEDULERS
 
         for name in ("tp", "pp", "replicas", "block_size", "ep"):
@@ -126,10 +124,8 @@ class ServingPlan:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise InputError(name, f"must be a positive integer or null, got {v!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise SCHEDULERS.unknown(self.scheduler)
-        if self.router not in ROUTERS:
-            raise InputError("router", f"unknown router '{self.router}'; choose one of {', '.join(ROUTERS)}")
+        SCHEDULERS.get(self.scheduler)
+        ROUTERS.get(self.router)
         if self.weights is not None and self.weights not in WEIGHT_PRECISIONS:
             raise InputError("weights", f"'{self.weights}' is not allowed; choose one of {', '.join(WEIGHT_PRECISIONS)}")
         if self.kv_dtype is not None and self.kv_dtype not in KV_PRECISIONS:
@@ -150,13 +146,15 @@ class ServingPlan:
             raise InputError("output_delay_s", f"must be >= 0, got {self.output_delay_s}")
         if self.prefix_cache is not None and not isinstance(self.prefix_cache, bool):
             raise InputError("prefix_cache", f"must be true or false, got {self.prefix_cache!r}")
-        if self.scheduler == "batchllm" and self.prefix_cache is False:
-            raise InputError("prefix_cache", "the batchllm scheduler exists to share prompt prefixes and always runs "
-                                             "with the prefix cache; drop --no-prefix-cache or choose another scheduler")
+        if self.prefix_cache is False and self._policy.shares_prefixes:
+            raise InputError("prefix_cache", f"the {self.scheduler} scheduler exists to share prompt prefixes and "
+                                             "always runs with the prefix cache; drop --no-prefix-cache or choose "
+                                             "another scheduler")
         if not self.is_disagg:
             given = [n for n in DISAGG_FIELDS if getattr(self, n) is not None]
             if given:
-                raise InputError(given[0], f"{', '.join(given)} apply only with --scheduler disagg "
+                pools = " or ".join(n for n in SCHEDULERS if SCHEDULERS.get(n).disaggregated)
+                raise InputError(given[0], f"{', '.join(given)} apply only with --scheduler {pools} "
                                            f"(scheduler is {self.scheduler})")
         if self.cuda_graph_max_batch is not None and not self.eager_prefill_layer_s:
             raise InputError("cuda_graph_max_batch", "decode batches above the CUDA-graph size run eagerly, which "
@@ -173,7 +171,7 @@ class ServingPlan:
                 raise InputError("ep", f"ep={self.ep} must divide replicas={self.replicas} (each EP group is ep "
                                        "replicas)")
             if self.is_disagg:
-                raise InputError("ep", "ep > 1 is not modelled with the disagg scheduler")
+                raise InputError("ep", f"ep > 1 is not modelled with the {self.scheduler} scheduler")
 
     # --- derived ----------------------------------------------------------------------------
     def resolved(self, model: ModelSpec) -> ServingPlan:
@@ -186,7 +184,7 @@ class ServingPlan:
         if self.kv_dtype is None:
             changes["kv_dtype"] = model.serving_dtype
         if self.prefix_cache is None:
-            changes["prefix_cache"] = self.scheduler in PREFIX_SHARING_SCHEDULERS
+            changes["prefix_cache"] = self._policy.shares_prefixes
         return replace(self, **changes) if changes else self
 
     @property
@@ -203,8 +201,15 @@ class ServingPlan:
         return ITERATION_OVERHEAD_S["default"] if self.iteration_overhead_s is None else self.iteration_overhead_s
 
     @property
+    def _policy(self):
+        """The scheduler's class (its rules: disaggregated pools, prefix sharing)."""
+        from parasim.serving.schedulers import SCHEDULERS
+
+        return SCHEDULERS.get(self.scheduler)
+
+    @property
     def is_disagg(self) -> bool:
-        return self.scheduler == "disagg"
+        return self._policy.disaggregated
 
     def gpus(self) -> int:
         """GPUs the plan occupies."""

@@ -92,7 +92,7 @@ class KVFit:
 def plan_pools(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan) -> tuple[list[Pool], int]:
     """The plan's pools and the GPUs it occupies; raises InputError for a plan the cluster cannot hold."""
     plan = plan.resolved(model)
-    cls = SCHEDULERS.get_cls(plan.scheduler)
+    cls = SCHEDULERS.get(plan.scheduler)
     budget, max_batch = _budget_and_batch(cls, plan, model)
     if plan.pp > model.layers:
         raise InputError("pp", f"pp={plan.pp} exceeds {model.name}'s {model.layers} layers (a stage needs one)")
@@ -126,7 +126,7 @@ def kv_fit(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_r
     wl = as_workload(workload_requests)
     plan = plan.resolved(model)
     pools, gpus = plan_pools(model, cluster, plan)
-    cls = SCHEDULERS.get_cls(plan.scheduler)
+    cls = SCHEDULERS.get(plan.scheduler)
     P, O = wl.prompt_tokens, wl.output_tokens
     B = plan.block_size
     bad = np.zeros(len(wl), dtype=bool)
@@ -179,7 +179,7 @@ def kv_fit(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_r
 
 def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Pool, st: ReqState,
                first_idx: int) -> list[list[Instance]]:
-    cls = SCHEDULERS.get_cls(plan.scheduler)
+    cls = SCHEDULERS.get(plan.scheduler)
     cost = IterationCost.for_plan(model, cluster, plan, tp=p.tp)
     sched = cls(p.token_budget, p.max_batch)
     groups, idx = [], first_idx
@@ -208,8 +208,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     wall0 = time.perf_counter()
     wl: Workload = as_workload(workload_requests)
     slo_ = SLO.of(slo)
-    if plan.router not in ROUTERS:
-        raise InputError("router", f"unknown router '{plan.router}'; choose one of {', '.join(ROUTERS)}")
+    router = ROUTERS.get(plan.router)
     if max_concurrency is not None and (int(max_concurrency) != max_concurrency or max_concurrency < 1):
         raise InputError("max_concurrency", f"must be a positive whole number of requests, got {max_concurrency}")
     resolution = resolve_plan(model, cluster.accelerator, plan)
@@ -251,7 +250,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
             return target[rid] * per_token / bw + lat
     else:
         groups = _instances(model, cluster, plan, fit.pools[0], st, 0)
-    loop = Loop(st, groups, ROUTERS[plan.router](), decode_groups=decode_groups, transfer_s=transfer,
+    loop = Loop(st, groups, router(), decode_groups=decode_groups, transfer_s=transfer,
                 max_concurrency=max_concurrency)
     unserved = int(fit.unservable.sum())
     loop.dropped = unserved

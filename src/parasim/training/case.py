@@ -21,6 +21,7 @@ from typing import Any
 from parasim.errors import InputError
 from parasim.specs.validation_case import Case, CaseResult
 from parasim.training import TrainingPlan, simulate
+from parasim.training.schedules import for_virtual_stages
 from parasim.units import fmt_gib
 
 PREDICTABLE = ("tflops_per_gpu", "tokens_per_s", "tokens_per_s_per_gpu", "step_time_s", "mfu", "hfu",
@@ -91,7 +92,7 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
                        f"{', TP comm overlap (NeMo recipe with SP)' if tp_overlap else ''}")
     raw.update(extra)
     if int(raw.get("virtual_stages") or 1) > 1:
-        raw["schedule"] = "interleaved"
+        raw["schedule"] = for_virtual_stages(raw.get("schedule") or "1f1b", int(raw["virtual_stages"]))
     plan = TrainingPlan.from_mapping(raw, gpus=case.cluster.gpus)
     return plan, choices
 

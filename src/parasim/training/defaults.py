@@ -31,6 +31,7 @@ from typing import Any
 
 from parasim.errors import InputError
 from parasim.specs.model import ModelSpec
+from parasim.training.schedules import SCHEDULES, resolve_name
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ DEFAULTS: tuple[Default, ...] = (
     Default("cp", _const(1), _always),
     Default("ep", _const(1), lambda d, m: m.is_moe),
     Default("virtual_stages", _const(1), lambda d, m: d["pp"] > 1),
-    Default("schedule", lambda d, m: "interleaved" if d["virtual_stages"] > 1 else "1f1b", lambda d, m: d["pp"] > 1
+    Default("schedule", lambda d, m: resolve_name("1f1b", d["virtual_stages"]), lambda d, m: d["pp"] > 1
             and d["virtual_stages"] == 1),
     Default("sequence_parallel", lambda d, m: d["tp"] > 1, lambda d, m: d["tp"] > 1),
     Default("micro_batch", _const(1), _always),
@@ -89,8 +90,9 @@ def resolve_plan(model: ModelSpec, given: dict[str, Any], gpus: int):
     typed = TrainingPlan.from_mapping(given, gpus=gpus)  # coerces and validates the given values
     resolved = {k: getattr(typed, k) for k in given}
     resolved.setdefault("dp", typed.dp)
-    if resolved.get("schedule") == "interleaved" and "virtual_stages" not in resolved:
-        raise InputError("virtual-stages", "required with the interleaved schedule (model chunks per pipeline "
+    sched = resolved.get("schedule")
+    if sched in SCHEDULES and SCHEDULES.get(sched).chunked and "virtual_stages" not in resolved:
+        raise InputError("virtual-stages", f"required with the {sched} schedule (model chunks per pipeline "
                                            "rank, >= 2)")
     defaults: dict[str, Any] = {}
     for d in DEFAULTS:

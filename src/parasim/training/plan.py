@@ -15,7 +15,6 @@ from parasim.cost.memory import RECOMPUTE
 from parasim.errors import InputError
 from parasim.specs.model import ModelSpec
 
-SCHEDULES = ("gpipe", "1f1b", "interleaved")
 ATTENTION_KERNELS = ("flash", "flash2", "unfused")
 GRAD_DTYPES = ("fp32", "bf16")
 
@@ -42,7 +41,7 @@ class TrainingPlan:
     # torchtitan); False = blocking exchanges that hold the rank until the transfer is done
     # (Megatron-LM 2021: batch_isend_irecv, wait, then torch.cuda.synchronize)
     overlap_p2p_comm: bool = True
-    schedule: str = "1f1b"  # gpipe | 1f1b | interleaved (1f1b with virtual_stages > 1 = interleaved)
+    schedule: str = "1f1b"  # a registered name (training/schedules.py); 1f1b with virtual_stages > 1 = interleaved
     attention: str = "flash"  # flash (best fused kernel, catalog) | flash2 (FA2-generation) | unfused
     seq_len_dist: str | None = None  # file with one document length per line (packed into sequences)
     # dtype of the gradient buffers and their DP reduction: fp32 (Megatron's default with bf16/fp8)
@@ -65,9 +64,10 @@ class TrainingPlan:
 
     @property
     def schedule_name(self) -> str:
-        if self.schedule == "1f1b" and self.virtual_stages > 1:
-            return "interleaved"
-        return self.schedule
+        """The registered schedule this plan runs (1f1b with virtual stages is interleaved)."""
+        from parasim.training.schedules import resolve_name
+
+        return resolve_name(self.schedule, self.virtual_stages)
 
     @property
     def grad_bytes(self) -> float:
@@ -117,18 +117,7 @@ class TrainingPlan:
         chunks = self.pp * self.virtual_stages
         if chunks > model.layers:  # every model chunk holds at least one layer; uneven splits are fine
             raise InputError("pp", f"pp*virtual_stages = {chunks} exceeds the model's {model.layers} layers")
-        if self.schedule_name == "interleaved":
-            if self.virtual_stages < 2 or self.pp < 2:
-                raise InputError("virtual-stages", "the interleaved schedule needs pp >= 2 and virtual_stages >= 2")
-            # Megatron's interleaved 1F1B runs micro-batches in groups of pp through each chunk; a
-            # last group smaller than pp would leave ranks waiting, and Megatron rejects it.
-            if self.micro_batches % self.pp:
-                raise InputError("global-batch", f"interleaved 1F1B needs the number of micro-batches "
-                                                 f"(global_batch/(dp*micro_batch) = {self.global_batch}/"
-                                                 f"({self.dp}*{self.micro_batch}) = {self.micro_batches}) to be a "
-                                                 f"multiple of pp={self.pp}, as Megatron's schedule requires")
-        elif self.virtual_stages > 1:
-            raise InputError("virtual-stages", f"virtual_stages > 1 needs the interleaved schedule, not {self.schedule}")
+        get_schedule(self.schedule_name).check(self)  # each schedule's own rules (interleaved: pp, v, m)
         check_sharding(model, self.sharding(model))
         return self
 
@@ -158,8 +147,10 @@ class TrainingPlan:
                 kw["dp"] = gpus // rest
         if "global_batch" not in kw:
             kw["global_batch"] = kw["dp"] * kw.get("micro_batch", 1)
-        if kw.get("virtual_stages", 1) > 1 and kw.get("schedule", "1f1b") == "1f1b":
-            kw["schedule"] = "interleaved"
+        if kw.get("virtual_stages", 1) > 1:
+            from parasim.training.schedules import resolve_name
+
+            kw["schedule"] = resolve_name(kw.get("schedule", cls.schedule), kw["virtual_stages"])
         return cls(**kw)
 
 

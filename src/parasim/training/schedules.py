@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from parasim.errors import InputError
+from parasim.registry import Registry
 
 
 class Op(NamedTuple):
@@ -26,32 +27,59 @@ class Op(NamedTuple):
 
 
 class Schedule:
+    """A pipeline schedule: its op order, and the rules a plan must meet to run it, so that
+    callers ask the schedule instead of testing its name."""
+
     name = ""
+    chunked = False  # runs v >= 2 model chunks (virtual stages) per rank, and needs them
+    min_pp = 1  # pipeline ranks it needs
+    with_chunks: str | None = None  # what this name means with v > 1 (1f1b with chunks is interleaved)
+    without_chunks: str | None = None  # what to run in its place with v = 1
+    requires = ""  # its rules beyond the plain ones, in words (docs, the planner's prune reasons)
 
     def ops(self, rank: int, pp: int, m: int, v: int) -> list[Op]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def microbatch_multiple(self, pp: int) -> int:
+        """The micro-batches per step must be a multiple of this."""
+        return 1
 
-_REGISTRY: dict[str, type[Schedule]] = {}
+    def check(self, plan) -> None:
+        """InputError (naming the field) if `plan` (a TrainingPlan) cannot run this schedule."""
+        if plan.virtual_stages > 1:
+            chunked = " or ".join(n for n in SCHEDULES if SCHEDULES.get(n).chunked)
+            raise InputError("virtual-stages", f"virtual_stages > 1 needs the {chunked} schedule, not {plan.schedule}")
 
 
-def register(cls: type[Schedule]) -> type[Schedule]:
-    if not cls.name:
-        raise ValueError("a schedule needs a name")
-    if cls.name in _REGISTRY:
-        raise ValueError(f"schedule '{cls.name}' is already registered")
-    _REGISTRY[cls.name] = cls
-    return cls
+SCHEDULES: Registry[type[Schedule]] = Registry("schedule")
+register = SCHEDULES.register
 
 
 def get_schedule(name: str) -> Schedule:
-    if name not in _REGISTRY:
-        raise InputError("schedule", f"unknown schedule '{name}'; allowed: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]()
+    return SCHEDULES.get(name)()
 
 
 def schedule_names() -> tuple[str, ...]:
-    return tuple(sorted(_REGISTRY))
+    return SCHEDULES.names()
+
+
+def resolve_name(name: str, v: int) -> str:
+    """The schedule a plan runs: `name`, or what it means with v > 1 model chunks (the plan
+    convention: 1f1b with virtual stages is interleaved 1F1B). Unknown names are left for the
+    validator to reject."""
+    cls = SCHEDULES.get(name) if name in SCHEDULES else None
+    return cls.with_chunks if cls is not None and v > 1 and cls.with_chunks else name
+
+
+def for_virtual_stages(name: str, v: int) -> str:
+    """The schedule to run in place of `name` when v model chunks per rank are asked for: the one
+    it resolves to if that runs v chunks, else its counterpart, else the first registered schedule
+    of the right kind (gpipe with v > 1: interleaved)."""
+    cls = SCHEDULES.get(resolve_name(name, v))
+    if cls.chunked == (v > 1):
+        return cls.name
+    other = cls.with_chunks if v > 1 else cls.without_chunks
+    return other or next(n for n in SCHEDULES if SCHEDULES.get(n).chunked == (v > 1))
 
 
 @lru_cache(maxsize=1024)
@@ -73,6 +101,7 @@ class GPipe(Schedule):
 @register
 class OneFOneB(Schedule):
     name = "1f1b"
+    with_chunks = "interleaved"
 
     def ops(self, rank: int, pp: int, m: int, v: int) -> list[Op]:
         warm = min(pp - rank - 1, m)
@@ -89,6 +118,25 @@ class OneFOneB(Schedule):
 @register
 class Interleaved(Schedule):
     name = "interleaved"
+    chunked = True
+    min_pp = 2
+    without_chunks = "1f1b"
+    requires = "pp >= 2, virtual_stages >= 2, micro-batches per step a multiple of pp"
+
+    def microbatch_multiple(self, pp: int) -> int:
+        return pp
+
+    def check(self, plan) -> None:
+        if plan.virtual_stages < 2 or plan.pp < self.min_pp:
+            raise InputError("virtual-stages", f"the {self.name} schedule needs pp >= {self.min_pp} and "
+                                               "virtual_stages >= 2")
+        # Megatron's interleaved 1F1B runs micro-batches in groups of pp through each chunk; a
+        # last group smaller than pp would leave ranks waiting, and Megatron rejects it.
+        if plan.micro_batches % self.microbatch_multiple(plan.pp):
+            raise InputError("global-batch", f"interleaved 1F1B needs the number of micro-batches "
+                                             f"(global_batch/(dp*micro_batch) = {plan.global_batch}/"
+                                             f"({plan.dp}*{plan.micro_batch}) = {plan.micro_batches}) to be a "
+                                             f"multiple of pp={plan.pp}, as Megatron's schedule requires")
 
     @staticmethod
     def _chunk_op(k: int, pp: int, v: int, m: int, forward: bool) -> tuple[int, int]:

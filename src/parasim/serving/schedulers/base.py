@@ -50,6 +50,10 @@ class Scheduler:
     chunked = False  # prompts may be split across iterations
     default_max_batch = 256  # running sequences (vLLM's max_num_seqs default)
     gated = False  # consult `admissible` for each waiting request
+    # what the plan and the planner ask of a scheduler (rather than testing its name)
+    search_budgets = False  # `plan serve` tries several token budgets (the chunk size is its knob)
+    disaggregated = False  # prefill and decode pools of their own (the plan's prefill_*/decode_* fields)
+    shares_prefixes = False  # its policy is prefix sharing: the prefix cache is always on
 
     def admissible(self, inst: Instance, rid: int, pending: set[int]) -> bool:
         return True

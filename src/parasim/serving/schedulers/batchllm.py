@@ -19,6 +19,8 @@ class BatchLLM(Sarathi):
     default_budget = 8192
     default_max_batch = 1024
     gated = True
+    search_budgets = False  # a memory-bound batch is its policy, not a knob to tune
+    shares_prefixes = True
 
     def __init__(self, token_budget: int, max_batch: int) -> None:
         super().__init__(token_budget, max_batch)

@@ -14,6 +14,7 @@ from parasim.serving.schedulers.base import Batch, Scheduler
 
 class Disagg(Scheduler):
     name = "disagg"
+    disaggregated = True
 
     def schedule(self, inst) -> Batch:
         if inst.role == "prefill":

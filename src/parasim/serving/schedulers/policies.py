@@ -79,6 +79,7 @@ class Sarathi(Continuous):
     name = "sarathi"
     default_budget = 512
     chunked = True
+    search_budgets = True
 
 
 class SplitFuse(Sarathi):
@@ -113,3 +114,4 @@ class SGLang(VLLM):
     name = "sglang"
     default_budget = 8192
     chunked = True
+    search_budgets = True
