@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from parasim.mathx import cdiv
 from parasim.specs.cluster import ClusterSpec
 
 KINDS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p")
@@ -81,7 +82,7 @@ def collective_time_s(kind: str, size_bytes: float, group: Group, cluster: Clust
                      eff.nvlink_latency_s if g > 1 else eff.network_latency_s)
     if g >= n:
         return _flat(kind, size_bytes, n, nv_bw, eff.nvlink_latency_s, algorithm)
-    m = -(-n // g)  # domains spanned
+    m = cdiv(n, g)  # domains spanned
     a_in, a_out = eff.nvlink_latency_s, eff.network_latency_s
     if kind == "all_to_all":
         # each rank sends (n-1)/n of its data; the share leaving the domain crosses a NIC.

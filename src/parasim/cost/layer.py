@@ -26,6 +26,7 @@ from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.quant import MARLIN_TILE_M, gemm_dtype, is_weight_only
 from parasim.cost.roofline import attention_time_s, gemm_flops_bytes, gemm_roofline_s, gemm_time_s, memory_time_s
 from parasim.errors import InputError
+from parasim.mathx import cdiv
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 
@@ -304,7 +305,7 @@ class EdgeCost:
         if logit_tokens <= 0:
             return 0.0
         m, l = self.l.model, self.l
-        vocab = -(-m.vocab // l.s.tp)
+        vocab = cdiv(m.vocab, l.s.tp)
         wb, cdt = (l.wb, l.cdt) if l.wb >= l.ab else (l.ab, l.adt)
         gemm = gemm_time_s(logit_tokens, m.hidden, vocab, l.acc, compute_dtype=cdt, weight_bytes=wb,
                            act_bytes=l.ab)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from parasim.mathx import cdiv
 from parasim.specs.model import ModelSpec
 
 GIB = 1024**3
@@ -109,7 +110,7 @@ def kv_cache_bytes_per_token(model: ModelSpec, kv_bytes: float = 2.0) -> float:
 def kv_cache_bytes_per_token_per_gpu(model: ModelSpec, *, tp: int, pp: int, kv_bytes: float = 2.0) -> float:
     """KV heads split over TP (replicated when TP exceeds them; MLA's latent is replicated),
     layers split over PP (the most-loaded stage)."""
-    layers = -(-model.layers // pp)
+    layers = cdiv(model.layers, pp)
     if model.mla:
         per_layer = model.kv_values_per_token_per_layer
     else:

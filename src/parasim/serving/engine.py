@@ -29,6 +29,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from parasim.mathx import cdiv
 from parasim.serving.itercost import IterationCost
 from parasim.serving.kvcache import KVPool
 from parasim.serving.schedulers.base import Batch, Scheduler
@@ -135,7 +136,7 @@ class Instance:
         st = self.st
         if self.reserve_full or st.state[rid] != DECODE:
             return st.own[rid]
-        return -(-self.ctx(rid) // self.block) - st.shared[rid] // self.block
+        return cdiv(self.ctx(rid), self.block) - st.shared[rid] // self.block
 
     def latest_decoders(self) -> Iterator[int]:
         st, order = self.st, self.order
@@ -179,7 +180,7 @@ class Instance:
                 d = done[rid]
                 if not full:
                     # blocks for the chunk: ceil((d + c) / B) - ceil(d / B)
-                    nb = -(-(d + c) // B) - (-(-d // B))
+                    nb = cdiv(d + c, B) - cdiv(d, B)
                     kv.alloc(nb)
                     own[rid] += nb
                 tokens += c
@@ -226,7 +227,7 @@ class Instance:
         st.done[rid] = shared
         self.outstanding -= shared
         if self.reserve_full:
-            nb = -(-(st.target[rid] + st.O[rid] - st.gen[rid]) // self.block) - shared // self.block
+            nb = cdiv(st.target[rid] + st.O[rid] - st.gen[rid], self.block) - shared // self.block
             kv.alloc(nb)
             st.own[rid] = nb
         else:
@@ -286,9 +287,9 @@ class Instance:
         st = self.st
         ctx = st.target[rid]
         if self.reserve_full:
-            nb = -(-(ctx + st.O[rid] - st.gen[rid]) // self.block)
+            nb = cdiv(ctx + st.O[rid] - st.gen[rid], self.block)
         else:
-            nb = -(-ctx // self.block)
+            nb = cdiv(ctx, self.block)
         self.kv.alloc(nb)
         st.own[rid] = nb
         st.shared[rid] = 0
@@ -332,7 +333,7 @@ class Instance:
         self.sum_ctx -= ctx
         if not self.reserve_full:
             self.phase[(st.c0[rid] - st.j[rid]) % self.block] -= 1
-            st.own[rid] = -(-ctx // self.block) - st.shared[rid] // self.block
+            st.own[rid] = cdiv(ctx, self.block) - st.shared[rid] // self.block
         self._release(rid)
 
     def _release(self, rid: int) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.memory import kv_cache_bytes_per_token_per_gpu, weight_bytes_per_gpu
+from parasim.mathx import cdiv
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 from parasim.units import gib
@@ -83,7 +84,7 @@ def peak_blocks(prompt: np.ndarray, output: np.ndarray, *, block: int, reserve_f
     `ceil((prompt + output - 1) / block)`; full reservation books `ceil((prompt + output) / block)`
     at admission."""
     tokens = prompt + output - (0 if reserve_full else 1)
-    return -(-tokens // block)
+    return cdiv(tokens, block)
 
 
 def unservable(prompt: np.ndarray, output: np.ndarray, *, capacity_blocks: int, block: int, role: str,
@@ -99,14 +100,14 @@ def unservable(prompt: np.ndarray, output: np.ndarray, *, capacity_blocks: int, 
     if role == "decode":
         return peak_blocks(prompt, output, block=block, reserve_full=False) > capacity_blocks
     if role == "prefill":
-        peak = first = -(-prompt // block)
+        peak = first = cdiv(prompt, block)
     else:
         peak = peak_blocks(prompt, output, block=block, reserve_full=reserve_full)
         if reserve_full:
             first = peak
         else:
             chunk = prompt if first_chunk_tokens is None else np.minimum(prompt, first_chunk_tokens)
-            first = -(-chunk // block)
+            first = cdiv(chunk, block)
     mark = int(WATERMARK * capacity_blocks)
     return (peak > capacity_blocks) | (first + mark > capacity_blocks)
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from parasim.mathx import cdiv
+
 if TYPE_CHECKING:  # pragma: no cover
     from parasim.serving.engine import Instance
 
@@ -100,12 +102,12 @@ class Scheduler:
             if inst.reserve_full:
                 nb = 0
             else:
-                nb = -(-(done + c) // B) - (-(-done // B))
+                nb = cdiv(done + c, B) - cdiv(done, B)
             if nb > avail:
                 c = (avail + done // B) * B - done if chunked else 0  # what the blocks left can hold
                 if c <= 0:
                     break
-                nb = -(-(done + c) // B) - (-(-done // B))
+                nb = cdiv(done + c, B) - cdiv(done, B)
             chunks.append((rid, c))
             budget -= c
             avail -= nb
@@ -132,9 +134,9 @@ class Scheduler:
             if c > budget:
                 break
             if inst.reserve_full:
-                nb = -(-(target + st.O[rid] - st.gen[rid]) // B) - shared // B
+                nb = cdiv(target + st.O[rid] - st.gen[rid], B) - shared // B
             else:
-                nb = -(-(shared + c) // B) - shared // B
+                nb = cdiv(shared + c, B) - shared // B
             if shared:
                 pid = st.pid[rid]
                 if acquired is None:

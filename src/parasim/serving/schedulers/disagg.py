@@ -9,6 +9,7 @@ fits, so it never has to preempt (it cannot recompute a prompt).
 
 from __future__ import annotations
 
+from parasim.mathx import cdiv
 from parasim.serving.schedulers.base import Batch, Scheduler
 
 
@@ -26,7 +27,7 @@ class Disagg(Scheduler):
         for rid in inst.waiting:
             if joins >= slots:
                 break
-            nb = -(-(st.target[rid] + st.O[rid] - st.gen[rid]) // B)
+            nb = cdiv(st.target[rid] + st.O[rid] - st.gen[rid], B)
             if nb > avail:
                 break
             avail -= nb
