@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 
 from parasim import __version__
+from parasim.cost.comm import kv_link
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.energy import cost_usd, energy_j
-from parasim.cost.memory import kv_cache_bytes_per_token
+from parasim.cost.memory import KVBudget, kv_budget, kv_cache_bytes_per_token
 from parasim.errors import InputError
 from parasim.serving.engine import DROPPED, ROUTERS, Instance, Loop, ReqState
 from parasim.serving.itercost import IterationCost
-from parasim.serving.kvcache import KVBudget, KVPool, kv_budget, peak_blocks, unservable
+from parasim.serving.kvcache import KVPool, peak_blocks, unservable
 from parasim.serving.metrics import SLO, request_columns, slo_summary, stats, weighted_stats
 from parasim.serving.plan import ServingPlan
 from parasim.serving.resolve import resolve_plan
@@ -238,17 +239,11 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
         groups = _instances(model, cluster, plan, pre, st, 0)
         decode_groups = _instances(model, cluster, plan, dec, st, sum(len(g) for g in groups))
         per_token = kv_cache_bytes_per_token(model, dtype_bytes(plan.kv))
-        acc = cluster.accelerator
-        same_node = gpus <= cluster.gpus_per_node
-        lanes = min(pre.tp, dec.tp)
-        if same_node:
-            bw, lat = acc.link_bw_bytes_per_s * acc.efficiency.nvlink_busbw * lanes, acc.efficiency.nvlink_latency_s
-        else:
-            bw, lat = cluster.nic_bw_bytes_per_s_per_gpu * acc.efficiency.network_busbw * lanes, acc.efficiency.network_latency_s
+        link = kv_link(cluster, lanes=min(pre.tp, dec.tp), same_node=gpus <= cluster.gpus_per_node)
         target = st.target
 
         def transfer(rid: int) -> float:
-            return target[rid] * per_token / bw + lat
+            return link.time_s(target[rid] * per_token)
     else:
         groups = _instances(model, cluster, plan, fit.pools[0], st, 0)
     loop = Loop(st, groups, ROUTERS[plan.router](), decode_groups=decode_groups, transfer_s=transfer,
