@@ -240,7 +240,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
         decode_groups = _instances(model, cluster, plan, dec, st, sum(len(g) for g in groups))
         per_token = kv_cache_bytes_per_token(model, dtype_bytes(plan.kv))
         link = kv_link(cluster, lanes=min(pre.tp, dec.tp), same_node=gpus <= cluster.gpus_per_node)
-        target = st.target
+        target = st.prefill_target
 
         def transfer(rid: int) -> float:
             return link.time_s(target[rid] * per_token)
@@ -254,7 +254,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     if plan.output_delay_s:
         _delay_reports(st, plan.output_delay_s)
     if max_concurrency is not None:  # the closed-loop client sent each request when it did
-        wl = Workload(np.frombuffer(st.arrival, dtype=np.float64).copy(), wl.prompt_tokens, wl.output_tokens,
+        wl = Workload(np.frombuffer(st.arrival_s, dtype=np.float64).copy(), wl.prompt_tokens, wl.output_tokens,
                       wl.prefix_id, wl.prefix_tokens)
     summary, itl = summarize(st, wl, loop, cluster, gpus, slo_)
     summary["unservable"] = unserved
@@ -265,7 +265,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
 def _delay_reports(st: ReqState, delay_s: float) -> None:
     """Tokens become visible `delay_s` after their iteration ends (ServingPlan.output_delay_s):
     first-token and finish times move by it; the gaps between tokens do not change."""
-    for col in (st.first_tok, st.finish):
+    for col in (st.first_token_s, st.finish_s):
         a = np.frombuffer(col, dtype=np.float64)
         a[a >= 0] += delay_s
 
@@ -303,12 +303,12 @@ def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus
                          "output_tokens_per_s": out_tokens / makespan,
                          "total_tokens_per_s": (in_tokens + out_tokens) / makespan,
                          "preemptions": int(cols["preemptions"].sum()),
-                         "output_tokens_emitted": int(np.frombuffer(st.gen, dtype=np.int64).sum())}
+                         "output_tokens_emitted": int(np.frombuffer(st.emitted, dtype=np.int64).sum())}
     for name in ("ttft", "tpot", "e2e", "queueing"):
         s.update(stats(cols[f"{name}_s"], name))
     # inter-token latencies: decode-step gaps weighted by the decoders that continued, plus the
     # per-request gaps off the step grid (first decode step after a join, resumes)
-    vals, wts = [np.asarray(st.extra_gaps, dtype=np.float64)], [np.ones(len(st.extra_gaps))]
+    vals, wts = [np.asarray(st.extra_gaps_s, dtype=np.float64)], [np.ones(len(st.extra_gaps_s))]
     for inst in loop.instances:
         t = np.frombuffer(inst.dtimes, dtype=np.float64)
         if t.size > 1:
