@@ -24,8 +24,8 @@ def snapshot(inst) -> tuple:
     """Everything an engine instance holds that a batch decision could touch."""
     kv = inst.kv
     cols = tuple(bytes(v) for v in vars(inst.st).values() if isinstance(v, array))
-    return (list(inst.waiting), list(inst.prefilling), inst.n_dec, inst.sum_ctx, inst.dstep, list(inst.phase),
-            list(inst.fin), list(inst.order), list(inst.pending), inst.outstanding, inst.queue_unordered,
+    return (list(inst.waiting), list(inst.prefilling), inst.n_dec, inst.decode_ctx_sum, inst.decode_step, list(inst.decoders_by_phase),
+            list(inst.finishing), list(inst.join_order), list(inst.first_step_pending), inst.outstanding, inst.queue_unordered,
             kv.free, kv.evictable, {k: list(v) for k, v in kv.entries.items()}, list(kv.lru), kv.prefix_hits, cols)
 
 

@@ -89,17 +89,17 @@ class Instance:
         self.gpus = gpus
         self.waiting: deque[int] = deque()
         self.prefilling: list[int] = []
-        self.n_dec = 0
-        self.sum_ctx = 0
-        self.dstep = 0
-        self.phase = [0] * self.block
-        self.fin: list[tuple[int, int, int]] = []
+        self.n_dec = 0  # decoding requests
+        self.decode_ctx_sum = 0  # their cached contexts, summed
+        self.decode_step = 0  # decode steps taken so far (the decoders' shared clock)
+        self.decoders_by_phase = [0] * self.block  # decoders per (context - join step) mod block
+        self.finishing: list[tuple[int, int, int]] = []  # heap of (decode step it finishes at, request, epoch)
         # decoders in join order as (request, join epoch): lazy, so entries of requests that left are
         # skipped, and a request preempted and re-joined is listed twice but yielded once
-        self.order: list[tuple[int, int]] = []
-        self.pending: list[int] = []  # decoders that have not yet taken their first decode step here
-        self.dtimes = array("d", [0.0])  # end time of each decode step (index = step number)
-        self.dweight = array("q", [0])  # decoders whose previous token was the previous step's
+        self.join_order: list[tuple[int, int]] = []
+        self.first_step_pending: list[int] = []  # decoders that have not yet taken their first decode step here
+        self.step_end_s = array("d", [0.0])  # end time of each decode step (index = step number)
+        self.step_continuing = array("q", [0])  # decoders whose previous token was the previous step's
         self.busy = False
         self.start_pending = False
         self.outstanding = 0  # tokens still to process for requests routed here (router signal)
@@ -121,11 +121,11 @@ class Instance:
     def decode_block_need(self) -> int:
         if self.reserve_full or not self.n_dec:
             return 0
-        return self.phase[(1 - (self.dstep + 1)) % self.block]
+        return self.decoders_by_phase[(1 - (self.decode_step + 1)) % self.block]
 
     def ctx(self, rid: int) -> int:
         st = self.st
-        return st.join_ctx[rid] + self.dstep - st.join_step[rid]
+        return st.join_ctx[rid] + self.decode_step - st.join_step[rid]
 
     def needs_block_next(self, rid: int) -> int:
         if self.reserve_full:
@@ -139,7 +139,7 @@ class Instance:
         return cdiv(self.ctx(rid), self.block) - st.shared_tokens[rid] // self.block
 
     def latest_decoders(self) -> Iterator[int]:
-        st, order = self.st, self.order
+        st, order = self.st, self.join_order
         for i in range(len(order) - 1, -1, -1):
             rid, ep = order[i]
             if st.epoch[rid] == ep and st.state[rid] == DECODE and st.instance[rid] == self.idx:
@@ -215,10 +215,10 @@ class Instance:
             n = self.n_dec
             if n:
                 if not self.reserve_full:
-                    kv.alloc(self.phase[(-self.dstep) % B])
+                    kv.alloc(self.decoders_by_phase[(-self.decode_step) % B])
                 tokens += n
                 logits += n
-        dt = self.cost.time_s(tokens, pairs, pkv, n, self.sum_ctx + n, logits)
+        dt = self.cost.time_s(tokens, pairs, pkv, n, self.decode_ctx_sum + n, logits)
         self.busy_s += dt
         self.kv_block_s += (kv.capacity - kv.free) * dt
         self.iterations += 1
@@ -285,24 +285,24 @@ class Instance:
             done_cb(rid, t, "transfer")
             return
         self._become_decoder(rid, st.prefill_target[rid])
-        self.pending.append(rid)
+        self.first_step_pending.append(rid)
 
     def _become_decoder(self, rid: int, ctx: int) -> None:
         st = self.st
         st.state[rid] = DECODE
         st.join_ctx[rid] = ctx
-        st.join_step[rid] = self.dstep
+        st.join_step[rid] = self.decode_step
         st.epoch[rid] += 1
         self.n_dec += 1
-        self.sum_ctx += ctx
+        self.decode_ctx_sum += ctx
         if not self.reserve_full:
-            self.phase[(ctx - self.dstep) % self.block] += 1
-        heapq.heappush(self.fin, (self.dstep + st.output_tokens[rid] - st.emitted[rid], rid, st.epoch[rid]))
-        order = self.order
+            self.decoders_by_phase[(ctx - self.decode_step) % self.block] += 1
+        heapq.heappush(self.finishing, (self.decode_step + st.output_tokens[rid] - st.emitted[rid], rid, st.epoch[rid]))
+        order = self.join_order
         order.append((rid, st.epoch[rid]))
         if len(order) > 2 * self.n_dec + 64:  # drop the stale entries (amortised O(1) per join)
             ep, state, inst, me = st.epoch, st.state, st.instance, self.idx
-            self.order = [(r, e) for r, e in order if ep[r] == e and state[r] == DECODE and inst[r] == me]
+            self.join_order = [(r, e) for r, e in order if ep[r] == e and state[r] == DECODE and inst[r] == me]
 
     def _join_transferred(self, rid: int, t: float) -> None:
         """Decode pool: a request whose KV arrived joins the decoders (blocks allocated here)."""
@@ -318,16 +318,16 @@ class Instance:
         if st.first_scheduled_s[rid] < 0:
             st.first_scheduled_s[rid] = t
         self._become_decoder(rid, ctx)
-        self.pending.append(rid)
+        self.first_step_pending.append(rid)
 
     def _decode_step(self, t: float, done_cb) -> None:
         st = self.st
         n = self.n_dec
-        self.dstep += 1
-        d = self.dstep
-        self.sum_ctx += n
+        self.decode_step += 1
+        d = self.decode_step
+        self.decode_ctx_sum += n
         self.outstanding -= n
-        pend = self.pending
+        pend = self.first_step_pending
         if pend:
             for rid in pend:
                 if st.state[rid] == DECODE and st.instance[rid] == self.idx:
@@ -336,9 +336,9 @@ class Instance:
             pend.clear()
         else:
             cont = n
-        self.dtimes.append(t)
-        self.dweight.append(cont)
-        fin = self.fin
+        self.step_end_s.append(t)
+        self.step_continuing.append(cont)
+        fin = self.finishing
         while fin and fin[0][0] <= d:
             _, rid, ep = heapq.heappop(fin)
             if st.epoch[rid] != ep or st.state[rid] != DECODE or st.instance[rid] != self.idx:
@@ -352,9 +352,9 @@ class Instance:
         st = self.st
         ctx = self.ctx(rid)
         self.n_dec -= 1
-        self.sum_ctx -= ctx
+        self.decode_ctx_sum -= ctx
         if not self.reserve_full:
-            self.phase[(st.join_ctx[rid] - st.join_step[rid]) % self.block] -= 1
+            self.decoders_by_phase[(st.join_ctx[rid] - st.join_step[rid]) % self.block] -= 1
             st.owned_blocks[rid] = cdiv(ctx, self.block) - st.shared_tokens[rid] // self.block
         self._release(rid)
 
@@ -378,14 +378,14 @@ class Instance:
         st = self.st
         if st.state[rid] == DECODE:
             # tokens emitted so far, as of this decode step
-            steps = self.dstep - st.join_step[rid]
+            steps = self.decode_step - st.join_step[rid]
             st.emitted[rid] = st.emitted[rid] + steps
             if steps:
-                st.last_token_s[rid] = self.dtimes[self.dstep]
+                st.last_token_s[rid] = self.step_end_s[self.decode_step]
             self._leave_decoders(rid)
             st.epoch[rid] += 1
-            if rid in self.pending:
-                self.pending.remove(rid)
+            if rid in self.first_step_pending:
+                self.first_step_pending.remove(rid)
         else:
             self.prefilling.remove(rid)
             self._release(rid)

@@ -195,6 +195,28 @@ def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Poo
     return groups
 
 
+def _build_loop(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, fit: KVFit, st: ReqState,
+                max_concurrency: int | None) -> Loop:
+    """The event loop over the plan's engine instances; with disaggregation, the decode pool's
+    instances after the prefill pool's and the KV transfer between them (`cost.comm.kv_link`)."""
+    router = ROUTERS[plan.router]()
+    if not plan.is_disagg:
+        groups = _instances(model, cluster, plan, fit.pools[0], st, 0)
+        return Loop(st, groups, router, max_concurrency=max_concurrency)
+    pre, dec = fit.pools
+    groups = _instances(model, cluster, plan, pre, st, 0)
+    decode_groups = _instances(model, cluster, plan, dec, st, sum(len(g) for g in groups))
+    per_token = kv_cache_bytes_per_token(model, dtype_bytes(plan.kv))
+    link = kv_link(cluster, lanes=min(pre.tp, dec.tp), same_node=fit.gpus <= cluster.gpus_per_node)
+    target = st.prefill_target
+
+    def transfer_s(rid: int) -> float:
+        return link.time_s(target[rid] * per_token)
+
+    return Loop(st, groups, router, decode_groups=decode_groups, transfer_s=transfer_s,
+                max_concurrency=max_concurrency)
+
+
 def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_requests: Any,
              slo: Any = None, seed: int = 0, max_concurrency: int | None = None) -> ServingResult:
     """Simulate serving `workload_requests` (a Workload, or Request records / mappings) with `plan`.
@@ -232,22 +254,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
                              reason=fit.reason, message=fit.message)
     for rid in np.flatnonzero(fit.unservable).tolist():
         st.state[rid] = DROPPED
-    decode_groups = None
-    transfer = None
-    if plan.is_disagg:
-        pre, dec = fit.pools
-        groups = _instances(model, cluster, plan, pre, st, 0)
-        decode_groups = _instances(model, cluster, plan, dec, st, sum(len(g) for g in groups))
-        per_token = kv_cache_bytes_per_token(model, dtype_bytes(plan.kv))
-        link = kv_link(cluster, lanes=min(pre.tp, dec.tp), same_node=gpus <= cluster.gpus_per_node)
-        target = st.prefill_target
-
-        def transfer(rid: int) -> float:
-            return link.time_s(target[rid] * per_token)
-    else:
-        groups = _instances(model, cluster, plan, fit.pools[0], st, 0)
-    loop = Loop(st, groups, ROUTERS[plan.router](), decode_groups=decode_groups, transfer_s=transfer,
-                max_concurrency=max_concurrency)
+    loop = _build_loop(model, cluster, plan, fit, st, max_concurrency)
     unserved = int(fit.unservable.sum())
     loop.dropped = unserved
     loop.run()
@@ -310,10 +317,10 @@ def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus
     # per-request gaps off the step grid (first decode step after a join, resumes)
     vals, wts = [np.asarray(st.extra_gaps_s, dtype=np.float64)], [np.ones(len(st.extra_gaps_s))]
     for inst in loop.instances:
-        t = np.frombuffer(inst.dtimes, dtype=np.float64)
+        t = np.frombuffer(inst.step_end_s, dtype=np.float64)
         if t.size > 1:
             vals.append(np.diff(t))
-            wts.append(np.frombuffer(inst.dweight, dtype=np.int64)[1:].astype(np.float64))
+            wts.append(np.frombuffer(inst.step_continuing, dtype=np.int64)[1:].astype(np.float64))
     itl = (np.concatenate(vals), np.concatenate(wts))
     s.update(weighted_stats(*itl, "itl"))
     s.update(slo_summary(slo, cols, itl, makespan))
