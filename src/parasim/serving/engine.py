@@ -26,6 +26,7 @@ import heapq
 from array import array
 from collections import deque
 from collections.abc import Iterator
+from functools import partial
 
 import numpy as np
 
@@ -201,8 +202,9 @@ class Instance:
             for rid, c in b.chunks:
                 d = done[rid]
                 if not full:
-                    # blocks for the chunk: ceil((d + c) / B) - ceil(d / B)
-                    nb = cdiv(d + c, B) - cdiv(d, B)
+                    # blocks for the chunk, cdiv(d + c, B) - cdiv(d, B), as one floor difference
+                    # (the same for every integer; no calls in the per-chunk loop)
+                    nb = (d + c - 1) // B - (d - 1) // B
                     kv.alloc(nb)
                     own[rid] += nb
                 tokens += c
@@ -542,6 +544,8 @@ class Loop:
         t = 0.0
         waiting = inst.waiting
         on_done = self._on_done
+        # decide() without its frame when the scheduler keeps the arrival order (the common case)
+        decide = inst.decide if inst.sched.queue_order is not None else partial(inst.sched.schedule, inst)
         while True:
             while i < n and arr[i] <= t:
                 if state[i] == DROPPED:  # rejected on arrival: it can never fit (simulate's kv_fit)
@@ -554,7 +558,7 @@ class Loop:
                     break
                 t = arr[i]
                 continue
-            b = inst.decide()
+            b = decide()
             if b.empty():
                 self._now = t
                 self._check_stuck(inst, restart=False)

@@ -113,19 +113,8 @@ class Scheduler:
     def fill_prefill(self, inst: EngineView, budget: int, avail: int, seqs: int, *, chunked: bool,
                      admit_new: bool = True) -> tuple[list[tuple[int, int]], int]:
         """Prefill chunks under `budget` tokens, `avail` KV blocks and `seqs` running sequences
-        already counted: ongoing prefills first, then the waiting queue head-first (FCFS; the first
-        request that does not fit stops admission). Returns (chunks, requests admitted)."""
-        chunks, budget, avail = self._ongoing_chunks(inst, budget, avail, chunked)
-        if not admit_new:
-            return chunks, 0
-        return chunks, self._admit_chunks(inst, chunks, budget, avail, self.max_batch - seqs - len(inst.prefilling),
-                                          chunked)
-
-    @staticmethod
-    def _ongoing_chunks(inst: EngineView, budget: int, avail: int,
-                        chunked: bool) -> tuple[list[tuple[int, int]], int, int]:
-        """The next chunk of each ongoing prefill, in order, while budget and blocks last; returns
-        (chunks, budget left, blocks left)."""
+        already counted: the next chunk of each ongoing prefill first, in order, then the waiting
+        queue head-first (`_admit_chunks`). Returns (chunks, requests admitted)."""
         chunks: list[tuple[int, int]] = []
         B = inst.block
         st = inst.st
@@ -136,28 +125,33 @@ class Scheduler:
             c = target - done if not chunked else min(target - done, budget)
             if c > budget:
                 break
-            nb = 0 if inst.reserve_full else cdiv(done + c, B) - cdiv(done, B)
+            # new blocks, cdiv(done + c, B) - cdiv(done, B) as one floor difference (no calls per chunk)
+            nb = 0 if inst.reserve_full else (done + c - 1) // B - (done - 1) // B
             if nb > avail:
                 c = (avail + done // B) * B - done if chunked else 0  # what the blocks left can hold
                 if c <= 0:
                     break
-                nb = cdiv(done + c, B) - cdiv(done, B)
+                nb = (done + c - 1) // B - (done - 1) // B
             chunks.append((rid, c))
             budget -= c
             avail -= nb
-        return chunks, budget, avail
+        if not admit_new or not inst.waiting or budget <= 0:
+            return chunks, 0
+        return chunks, self._admit_chunks(inst, chunks, budget, avail, self.max_batch - seqs - len(inst.prefilling),
+                                          chunked)
 
     def _admit_chunks(self, inst: EngineView, chunks: list[tuple[int, int]], budget: int, avail: int, slots: int,
                       chunked: bool) -> int:
-        """Append the first chunks of waiting requests, head first, while the budget, the blocks
-        (above vLLM's watermark) and the sequence `slots` last; returns how many were admitted."""
+        """Append the first chunks of waiting requests, head first (FCFS: the first that does not fit
+        stops admission), while the budget, the blocks (above vLLM's watermark) and the sequence
+        `slots` last; returns how many were admitted."""
         B = inst.block
         st = inst.st
         mark = int(WATERMARK * inst.kv.capacity)
         waiting = inst.waiting
         nwait = len(waiting)
         pending: set[int] | None = None
-        acquired: set[int] = set()
+        acquired: set[int] | None = None
         admit = 0
         while admit < nwait and budget > 0 and slots > 0:
             rid = waiting[admit]
@@ -176,10 +170,13 @@ class Scheduler:
                 nb = cdiv(target + st.output_tokens[rid] - st.emitted[rid], B) - shared // B
             else:
                 nb = cdiv(shared + c, B) - shared // B
-            if shared and st.prefix_id[rid] not in acquired:
-                # acquiring an unreferenced entry takes it off the evictable list
-                acquired.add(st.prefix_id[rid])
-                nb += inst.kv.evictable_blocks(st.prefix_id[rid])
+            if shared:
+                pid = st.prefix_id[rid]
+                if acquired is None:
+                    acquired = set()
+                if pid not in acquired:  # acquiring an unreferenced entry takes it off the evictable list
+                    acquired.add(pid)
+                    nb += inst.kv.evictable_blocks(pid)
             if nb + mark > avail:
                 break
             chunks.append((rid, c))
