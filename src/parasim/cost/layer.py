@@ -268,14 +268,6 @@ class LayerCost:
         out["total"] = out["compute"] + out["comm"]
         return out
 
-    def forward_total_s(self, tokens: float, prefill_pairs: float, prefill_kv_tokens: float,
-                        decode_seqs: float, decode_ctx: float, moe: bool) -> float:
-        """The hot-path version of forward(): the same arithmetic, one float out."""
-        attn_g, mlp_g, elem = self._gemm_cache(float(tokens), moe)
-        pre, dec = self.attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
-        comm = self.tp_comm_s(tokens) + (self.ep_comm_s(tokens) if moe else 0.0)
-        return attn_g + mlp_g + elem + pre + dec + comm
-
     def backward(self, fwd: dict[str, float]) -> dict[str, float]:
         """Backward of a forward breakdown: dgrad + wgrad GEMMs, 2.5x attention, 2x elementwise."""
         gemm = GEMM_BWD_RATIO * (fwd["attn_gemms"] + fwd.get("mlp", 0.0) + fwd.get("moe", 0.0))

@@ -31,6 +31,9 @@ PARTS = (*TOKEN_PARTS, "lm_head", "attn_prefill", "attn_decode", "overhead", "ea
 
 
 class IterationCost:
+    """One engine's iteration time as a function of its batch's aggregates, precomputed for a
+    model, cluster and plan so that each iteration costs O(1) Python."""
+
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
                  act_dtype: str, overhead_s: float, eager_prefill_layer_s: float = 0.0,
                  act_quant: str = "fused", custom_allreduce: bool = True, cuda_graph_max_batch: int | None = None,
@@ -123,7 +126,7 @@ class IterationCost:
 
     def _token_parts(self, tokens: int) -> tuple[float, ...]:
         """Seconds of the TOKEN_PARTS, in that order, over the whole replica: the parts of an
-        iteration that depend on its token count only (cached per count by `_fixed`)."""
+        iteration that depend on its token count only (cached per count by `_fixed_s`)."""
         if tokens <= 0:
             return (0.0,) * len(TOKEN_PARTS)
         l, tp = self.layer, self.tp
