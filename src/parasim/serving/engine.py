@@ -5,9 +5,12 @@ pipeline mode: `pp` micro-batches in flight, each engine owning 1/pp of the KV b
 micro-batch's iteration is its trip through every stage, so the stages stay busy with the
 others). Each iteration is decide -> cost -> apply:
 
-    batch = scheduler.schedule(inst)       # reads state only
+    batch = inst.decide()                  # queue policy orders the queue; scheduler.schedule reads only
     dt = inst.start(batch, t)              # preempt, admit, allocate KV, cost the exact batch
     inst.end(batch, t + dt)                # emit tokens, finish requests, free KV
+
+Requests enter an instance one way, `Instance.enqueue` (an arrival the router sent, or a KV
+cache that arrived at a decode pool), and leave its queue only through `start`.
 
 Decoding requests are never iterated per step. The instance keeps aggregates: `n_dec`, the sum
 of their cached contexts (grows by `n_dec` each step), a heap of finishing decode steps, and for
