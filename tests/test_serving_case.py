@@ -153,7 +153,7 @@ def test_trtllm_engine_flow_kv_is_the_fraction_of_memory_left_after_runtime_and_
     cache of a v0.11 case is then, by hand, 0.99 x (HBM - weights - activations without logits -
     1 GB reserve - buffers); the PyTorch flow (1.0) takes no such buffers."""
     from parasim.cost.memory import weight_bytes_per_gpu
-    from parasim.serving.kvcache import activation_workspace_bytes, kv_budget
+    from parasim.cost.memory import activation_workspace_bytes, kv_budget
     from parasim.serving.trtllm import runtime_buffer_bytes
     from parasim.specs.validation_case import parse_case
 
@@ -549,7 +549,7 @@ def test_sglang_case_sizes_its_kv_pool_by_mem_fraction_static_by_hand(tmp_path):
     128 x 2 x 2 B = 128 KiB per token; one token per page; max_running_requests = min(tokens // 2,
     clamp(tokens / 131072 x 512, 2048, 4096)) = 2048; prefill first with 8192-token chunks."""
     from parasim.cost.memory import weight_bytes_per_gpu
-    from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES
+    from parasim.cost.memory import RUNTIME_RESERVED_BYTES
     from parasim.serving.simulate import kv_fit
     from parasim.serving.workload import generate
     from parasim.specs.catalog import get_accelerator, get_model

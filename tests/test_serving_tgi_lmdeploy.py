@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from parasim.cost.memory import weight_bytes_per_gpu
+from parasim.cost.memory import RUNTIME_RESERVED_BYTES, activation_workspace_bytes, kv_budget, weight_bytes_per_gpu
 from parasim.serving.case import case_plan, predict_case
 from parasim.serving.itercost import IterationCost
-from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES, activation_workspace_bytes, kv_budget
 from parasim.serving.lmdeploy_defaults import lmdeploy_setup
 from parasim.serving.software import software_profile
 from parasim.serving.tgi_defaults import tgi_launcher_flops, tgi_prefill_tokens, tgi_setup

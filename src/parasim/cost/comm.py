@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from parasim.mathx import cdiv
 from parasim.specs.cluster import ClusterSpec
 
 KINDS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p")
@@ -81,7 +82,7 @@ def collective_time_s(kind: str, size_bytes: float, group: Group, cluster: Clust
                      eff.nvlink_latency_s if g > 1 else eff.network_latency_s)
     if g >= n:
         return _flat(kind, size_bytes, n, nv_bw, eff.nvlink_latency_s, algorithm)
-    m = -(-n // g)  # domains spanned
+    m = cdiv(n, g)  # domains spanned
     a_in, a_out = eff.nvlink_latency_s, eff.network_latency_s
     if kind == "all_to_all":
         # each rank sends (n-1)/n of its data; the share leaving the domain crosses a NIC.
@@ -93,3 +94,25 @@ def collective_time_s(kind: str, size_bytes: float, group: Group, cluster: Clust
         return inner + _flat("all_reduce", size_bytes / g, m, nic_bw, a_out, algorithm)
     # all_gather / reduce_scatter: intra part on full size, inter part on 1/g of it
     return _ring(kind, size_bytes, g, nv_bw, a_in) + _ring(kind, size_bytes / g, m, nic_bw, a_out)
+
+
+@dataclass(frozen=True)
+class KVLink:
+    """The path a disaggregated plan's KV cache takes from a prefill instance to a decode one."""
+
+    bytes_per_s: float
+    latency_s: float
+
+    def time_s(self, size_bytes: float) -> float:
+        """One transfer: bytes over the bandwidth, plus the link's latency once."""
+        return size_bytes / self.bytes_per_s + self.latency_s
+
+
+def kv_link(cluster: ClusterSpec, *, lanes: int, same_node: bool) -> KVLink:
+    """NVLink when both pools sit in one node, the GPUs' NICs otherwise; `lanes` GPU pairs (the
+    smaller pool TP) send their shards of the KV cache at once, at the achievable bus bandwidth."""
+    acc = cluster.accelerator
+    eff = acc.efficiency
+    if same_node:
+        return KVLink(acc.link_bw_bytes_per_s * eff.nvlink_busbw * lanes, eff.nvlink_latency_s)
+    return KVLink(cluster.nic_bw_bytes_per_s_per_gpu * eff.network_busbw * lanes, eff.network_latency_s)

@@ -26,6 +26,7 @@ from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.quant import MARLIN_TILE_M, gemm_dtype, is_weight_only
 from parasim.cost.roofline import attention_time_s, gemm_flops_bytes, gemm_roofline_s, gemm_time_s, memory_time_s
 from parasim.errors import InputError
+from parasim.mathx import cdiv
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 
@@ -267,14 +268,6 @@ class LayerCost:
         out["total"] = out["compute"] + out["comm"]
         return out
 
-    def forward_total_s(self, tokens: float, prefill_pairs: float, prefill_kv_tokens: float,
-                        decode_seqs: float, decode_ctx: float, moe: bool) -> float:
-        """The hot-path version of forward(): the same arithmetic, one float out."""
-        attn_g, mlp_g, elem = self._gemm_cache(float(tokens), moe)
-        pre, dec = self.attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
-        comm = self.tp_comm_s(tokens) + (self.ep_comm_s(tokens) if moe else 0.0)
-        return attn_g + mlp_g + elem + pre + dec + comm
-
     def backward(self, fwd: dict[str, float]) -> dict[str, float]:
         """Backward of a forward breakdown: dgrad + wgrad GEMMs, 2.5x attention, 2x elementwise."""
         gemm = GEMM_BWD_RATIO * (fwd["attn_gemms"] + fwd.get("mlp", 0.0) + fwd.get("moe", 0.0))
@@ -304,7 +297,7 @@ class EdgeCost:
         if logit_tokens <= 0:
             return 0.0
         m, l = self.l.model, self.l
-        vocab = -(-m.vocab // l.s.tp)
+        vocab = cdiv(m.vocab, l.s.tp)
         wb, cdt = (l.wb, l.cdt) if l.wb >= l.ab else (l.ab, l.adt)
         gemm = gemm_time_s(logit_tokens, m.hidden, vocab, l.acc, compute_dtype=cdt, weight_bytes=wb,
                            act_bytes=l.ab)

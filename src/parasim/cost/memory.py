@@ -20,7 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from parasim.cost.dtypes import dtype_bytes
+from parasim.mathx import cdiv
+from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
+from parasim.units import gib
 
 GIB = 1024**3
 RECOMPUTE = ("none", "selective", "full")
@@ -109,7 +113,7 @@ def kv_cache_bytes_per_token(model: ModelSpec, kv_bytes: float = 2.0) -> float:
 def kv_cache_bytes_per_token_per_gpu(model: ModelSpec, *, tp: int, pp: int, kv_bytes: float = 2.0) -> float:
     """KV heads split over TP (replicated when TP exceeds them; MLA's latent is replicated),
     layers split over PP (the most-loaded stage)."""
-    layers = -(-model.layers // pp)
+    layers = cdiv(model.layers, pp)
     if model.mla:
         per_layer = model.kv_values_per_token_per_layer
     else:
@@ -138,8 +142,6 @@ def weight_bytes_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, weights:
     embedding is a lookup table, and the recipes leave the LM head out (Model Optimizer's default
     config disables `*lm_head*`; llm-compressor recipes `ignore: [lm_head]`). Both stay 16-bit.
     """
-    from parasim.cost.dtypes import dtype_bytes
-
     wb = dtype_bytes(weights, field="weights")
     if wb >= 2.0:
         return weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep) * wb
@@ -185,3 +187,62 @@ def _weight_params_per_gpu(model: ModelSpec, tp: int, pp: int, ep: int, stage: i
     if stage is not None:
         return stage_params(stage)
     return max(stage_params(i) for i in range(pp))
+
+
+# --- serving: the KV cache a replica's GPUs hold --------------------------------------------------
+#: Memory the runtime holds outside weights, activations and KV: CUDA context, cuBLAS/NCCL
+#: workspaces, captured CUDA graphs. An engine constant (vLLM reports it as "non-torch memory"
+#: plus graph memory in its startup profile, typically 0.5-1.5 GB per GPU).
+RUNTIME_RESERVED_BYTES = 1.0e9
+
+
+@dataclass(frozen=True)
+class KVBudget:
+    """Per-GPU memory split of one replica, bytes, and the resulting block count (0 when nothing
+    is left for a KV cache: `simulate` then reports the plan infeasible)."""
+
+    hbm: float
+    usable: float
+    weights: float
+    activations: float
+    reserved: float
+    kv: float
+    kv_bytes_per_token: float
+    blocks: int
+    block_size: int
+
+    @property
+    def tokens(self) -> int:
+        return self.blocks * self.block_size
+
+    def to_dict(self) -> dict:
+        return {"hbm_gib": gib(self.hbm), "usable_gib": gib(self.usable), "weights_gib": gib(self.weights),
+                "activations_gib": gib(self.activations), "reserved_gib": gib(self.reserved),
+                "kv_gib": gib(self.kv), "kv_bytes_per_token_per_gpu": self.kv_bytes_per_token,
+                "kv_blocks": self.blocks, "kv_tokens": self.tokens, "block_size": self.block_size}
+
+
+def activation_workspace_bytes(model: ModelSpec, *, tp: int, tokens: int, logit_rows: int, act_bytes: float) -> float:
+    """Peak live activations of one forward pass of `tokens` tokens on one GPU (one layer's
+    residual, normed input, QKV, attention output, MLP gate/up and product) plus fp32 logits."""
+    kv = 2 * model.kv_heads * model.head_dim
+    width = model.moe_ffn_hidden * model.experts_per_token if model.is_moe else model.ffn_hidden
+    per_token = 2 * model.hidden + (2 * model.q_dim + kv) / tp + 3 * width / tp
+    return tokens * per_token * act_bytes + logit_rows * model.vocab / tp * 4.0
+
+
+def kv_budget(model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
+              block_size: int, gpu_memory_utilization: float, max_tokens: int, max_batch: int,
+              act_bytes: float = 2.0, ep: int = 1) -> KVBudget:
+    """A serving replica's per-GPU memory split: KV bytes = HBM x gpu_memory_utilization - weights -
+    activation workspace (`max_tokens` in flight, `max_batch` logit rows) - runtime reserve,
+    in blocks of `block_size` tokens at this GPU's KV bytes per token (its KV heads after TP, its
+    layers after PP)."""
+    w = weight_bytes_per_gpu(model, tp=tp, pp=pp, weights=weights, ep=ep)
+    act = activation_workspace_bytes(model, tp=tp, tokens=max_tokens, logit_rows=max_batch, act_bytes=act_bytes)
+    usable = acc.hbm_bytes * gpu_memory_utilization
+    kv = usable - w - act - RUNTIME_RESERVED_BYTES
+    per_token = kv_cache_bytes_per_token_per_gpu(model, tp=tp, pp=pp, kv_bytes=dtype_bytes(kv_dtype, field="kv_dtype"))
+    blocks = int(max(0.0, kv) // (per_token * block_size))
+    return KVBudget(hbm=acc.hbm_bytes, usable=usable, weights=w, activations=act, reserved=RUNTIME_RESERVED_BYTES,
+                    kv=kv, kv_bytes_per_token=per_token, blocks=blocks, block_size=block_size)

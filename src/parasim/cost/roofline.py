@@ -12,6 +12,7 @@ efficiencies are measured on large square GEMMs whose waves are (almost) all ful
 
 from __future__ import annotations
 
+from parasim.mathx import cdiv
 from parasim.specs.accelerator import AcceleratorSpec
 
 
@@ -19,7 +20,7 @@ def tile_fill(m: float, tile_m: int) -> float:
     """Fraction of the M-tiles a GEMM with m rows actually fills (1.0 for multiples of the tile)."""
     if m <= 0:
         return 1.0
-    tiles = -(-m // tile_m)
+    tiles = cdiv(m, tile_m)
     return m / (tiles * tile_m)
 
 
@@ -36,10 +37,10 @@ def wave_fill(m: float, n: float, acc: AcceleratorSpec, tile_m: int = 0) -> floa
     fill = tile_fill(m, tm)
     if n <= 0 or e.sms <= 0:
         return fill
-    tiles = -(-m // tm) * -(-n // e.gemm_tile_n)
+    tiles = cdiv(m, tm) * cdiv(n, e.gemm_tile_n)
     if tiles < e.sms:
         return fill
-    waves = -(-tiles // e.sms)
+    waves = cdiv(tiles, e.sms)
     return m * n / (waves * e.sms * tm * e.gemm_tile_n)
 
 

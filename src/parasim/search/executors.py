@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from parasim.errors import InputError
+from parasim.mathx import cdiv
 
 EXECUTORS = ("local", "ray")
 
@@ -51,7 +52,7 @@ def _chunks(n: int, workers: int, per_worker: int = 6, max_size: int = 64) -> li
     """Index ranges: a few chunks per worker (load balance + progress), not too big."""
     if n == 0:
         return []
-    size = max(1, min(max_size, -(-n // (workers * per_worker))))
+    size = max(1, min(max_size, cdiv(n, workers * per_worker)))
     return [range(i, min(n, i + size)) for i in range(0, n, size)]
 
 

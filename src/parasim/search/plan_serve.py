@@ -7,7 +7,7 @@ format a GPU cannot run is dropped for that GPU (`precision_unsupported`), and o
 searched GPU can run is an input error naming the parts that can (`cost.quant`).
 
 0. Analytic pruning per layout (no simulation): the weights must fit and leave a KV cache for the
-   longest request of the workload (`serving.kvcache.kv_budget`, the simulator's own memory
+   longest request of the workload (`cost.memory.kv_budget`, the simulator's own memory
    model); one decode step of a single sequence (`serving.itercost`) must not already exceed the
    TPOT or ITL SLO; and a roofline bound on the layout's throughput (prefill tokens at a 2048-token chunk
    plus decode steps at the largest batch the KV cache holds, x pp stages x replicas) must reach
@@ -183,7 +183,7 @@ def _pool_bounds(model: ModelSpec, acc_id: str, tp: int, pp: int, weights: str, 
                  prompt_mean: float, output_mean: float, max_len: int) -> tuple[str | None, float, float]:
     """(reason or None, single-sequence decode step s, requests/s one instance can sustain at most)."""
     from parasim.serving.itercost import IterationCost
-    from parasim.serving.kvcache import kv_budget
+    from parasim.cost.memory import kv_budget
     from parasim.serving.plan import ServingPlan
     from parasim.cost.dtypes import dtype_bytes
 

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from parasim.cost.dtypes import dtype_bytes
-from parasim.cost.memory import kv_cache_bytes_per_token_per_gpu, weight_bytes_per_gpu
+from parasim.cost.memory import (RUNTIME_RESERVED_BYTES, activation_workspace_bytes, kv_cache_bytes_per_token_per_gpu,
+                                  weight_bytes_per_gpu)
 from parasim.errors import InputError
-from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES, activation_workspace_bytes
 from parasim.serving.lmdeploy_defaults import lmdeploy_setup
 from parasim.serving.plan import ITERATION_OVERHEAD_S, ServingPlan
 from parasim.serving.sglang_defaults import SGLANG_PAGE, sglang_setup

@@ -5,9 +5,12 @@ pipeline mode: `pp` micro-batches in flight, each engine owning 1/pp of the KV b
 micro-batch's iteration is its trip through every stage, so the stages stay busy with the
 others). Each iteration is decide -> cost -> apply:
 
-    batch = scheduler.schedule(inst)       # reads state only
+    batch = inst.decide()                  # queue policy orders the queue; scheduler.schedule reads only
     dt = inst.start(batch, t)              # preempt, admit, allocate KV, cost the exact batch
     inst.end(batch, t + dt)                # emit tokens, finish requests, free KV
+
+Requests enter an instance one way, `Instance.enqueue` (an arrival the router sent, or a KV
+cache that arrived at a decode pool), and leave its queue only through `start`.
 
 Decoding requests are never iterated per step. The instance keeps aggregates: `n_dec`, the sum
 of their cached contexts (grows by `n_dec` each step), a heap of finishing decode steps, and for
@@ -26,10 +29,12 @@ import heapq
 from array import array
 from collections import deque
 from collections.abc import Iterator
+from functools import partial
 
 import numpy as np
 
 from parasim.registry import Registry
+from parasim.mathx import cdiv
 from parasim.serving.itercost import IterationCost
 from parasim.serving.kvcache import KVPool
 from parasim.serving.schedulers.base import Batch, Scheduler
@@ -56,27 +61,27 @@ class ReqState:
                 a.frombytes(np.asarray(values, dtype=np.float64 if code == "d" else np.int64).tobytes())
             return a
 
-        self.arrival, self.P, self.O = col("d", arrival), col("q", prompt), col("q", output)
-        self.pid, self.plen = col("q", pid), col("q", plen)
+        self.arrival_s, self.prompt_tokens, self.output_tokens = col("d", arrival), col("q", prompt), col("q", output)
+        self.prefix_id, self.prefix_tokens = col("q", pid), col("q", plen)
         self.state = col("q", fill=NEW)
-        self.target = col("q")  # tokens this (re)prefill must have cached when done
-        self.done = col("q")  # tokens of the target already cached
-        self.gen = col("q")  # output tokens emitted so far
-        self.shared = col("q")  # prefix-cache tokens this request references (multiple of the block size)
-        self.own = col("q")  # blocks owned while prefilling (or reserved, in full-reservation mode)
-        self.j = col("q")  # decode step at which it joined the decoders
-        self.c0 = col("q")  # cached context at join
+        self.prefill_target = col("q")  # tokens this (re)prefill must have cached when done
+        self.prefilled = col("q")  # tokens of the target already cached
+        self.emitted = col("q")  # output tokens emitted so far
+        self.shared_tokens = col("q")  # prefix-cache tokens this request references (multiple of the block size)
+        self.owned_blocks = col("q")  # blocks owned while prefilling (or reserved, in full-reservation mode)
+        self.join_step = col("q")  # decode step at which it joined the decoders
+        self.join_ctx = col("q")  # cached context at join
         self.epoch = col("q")
-        self.first_sched = col("d", fill=-1.0)
-        self.first_tok = col("d", fill=-1.0)
-        self.last_tok = col("d", fill=-1.0)
-        self.finish = col("d", fill=-1.0)
-        self.preempt = col("q")
-        self.inst = col("q", fill=-1)
-        self.extra_gaps = array("d")  # inter-token gaps not on a decode-step boundary (joins, resumes)
+        self.first_scheduled_s = col("d", fill=-1.0)
+        self.first_token_s = col("d", fill=-1.0)
+        self.last_token_s = col("d", fill=-1.0)
+        self.finish_s = col("d", fill=-1.0)
+        self.preemptions = col("q")
+        self.instance = col("q", fill=-1)
+        self.extra_gaps_s = array("d")  # inter-token gaps not on a decode-step boundary (joins, resumes)
 
     def target_if_admitted(self, rid: int) -> int:
-        return self.P[rid] + self.gen[rid]
+        return self.prompt_tokens[rid] + self.emitted[rid]
 
 
 class Instance:
@@ -89,17 +94,17 @@ class Instance:
         self.gpus = gpus
         self.waiting: deque[int] = deque()
         self.prefilling: list[int] = []
-        self.n_dec = 0
-        self.sum_ctx = 0
-        self.dstep = 0
-        self.phase = [0] * self.block
-        self.fin: list[tuple[int, int, int]] = []
+        self.n_dec = 0  # decoding requests
+        self.decode_ctx_sum = 0  # their cached contexts, summed
+        self.decode_step = 0  # decode steps taken so far (the decoders' shared clock)
+        self.decoders_by_phase = [0] * self.block  # decoders per (context - join step) mod block
+        self.finishing: list[tuple[int, int, int]] = []  # heap of (decode step it finishes at, request, epoch)
         # decoders in join order as (request, join epoch): lazy, so entries of requests that left are
         # skipped, and a request preempted and re-joined is listed twice but yielded once
-        self.order: list[tuple[int, int]] = []
-        self.pending: list[int] = []  # decoders that have not yet taken their first decode step here
-        self.dtimes = array("d", [0.0])  # end time of each decode step (index = step number)
-        self.dweight = array("q", [0])  # decoders whose previous token was the previous step's
+        self.join_order: list[tuple[int, int]] = []
+        self.first_step_pending: list[int] = []  # decoders that have not yet taken their first decode step here
+        self.step_end_s = array("d", [0.0])  # end time of each decode step (index = step number)
+        self.step_continuing = array("q", [0])  # decoders whose previous token was the previous step's
         self.busy = False
         self.start_pending = False
         self.outstanding = 0  # tokens still to process for requests routed here (router signal)
@@ -109,7 +114,7 @@ class Instance:
         self.peak_running = 0
         self.completed = 0
         self.in_transfer = 0  # prefill pool: requests whose KV is still being sent
-        self.routed = 0
+        self.queue_unordered = False  # requests arrived since the queue policy last ordered the queue
 
     # --- queries used by schedulers (read-only) -------------------------------------------------------
     def has_work(self) -> bool:
@@ -121,11 +126,11 @@ class Instance:
     def decode_block_need(self) -> int:
         if self.reserve_full or not self.n_dec:
             return 0
-        return self.phase[(1 - (self.dstep + 1)) % self.block]
+        return self.decoders_by_phase[(1 - (self.decode_step + 1)) % self.block]
 
     def ctx(self, rid: int) -> int:
         st = self.st
-        return st.c0[rid] + self.dstep - st.j[rid]
+        return st.join_ctx[rid] + self.decode_step - st.join_step[rid]
 
     def needs_block_next(self, rid: int) -> int:
         if self.reserve_full:
@@ -135,27 +140,49 @@ class Instance:
     def own_blocks(self, rid: int) -> int:
         st = self.st
         if self.reserve_full or st.state[rid] != DECODE:
-            return st.own[rid]
-        return -(-self.ctx(rid) // self.block) - st.shared[rid] // self.block
+            return st.owned_blocks[rid]
+        return cdiv(self.ctx(rid), self.block) - st.shared_tokens[rid] // self.block
 
     def latest_decoders(self) -> Iterator[int]:
-        st, order = self.st, self.order
+        st, order = self.st, self.join_order
         for i in range(len(order) - 1, -1, -1):
             rid, ep = order[i]
-            if st.epoch[rid] == ep and st.state[rid] == DECODE and st.inst[rid] == self.idx:
+            if st.epoch[rid] == ep and st.state[rid] == DECODE and st.instance[rid] == self.idx:
                 yield rid
 
     def shared_tokens_if_admitted(self, rid: int) -> int:
         st = self.st
-        pid = st.pid[rid]
-        if pid < 0 or not self.kv.enabled or st.gen[rid]:
+        pid = st.prefix_id[rid]
+        if pid < 0 or not self.kv.enabled or st.emitted[rid]:
             return 0
         cached = self.kv.cached_tokens(pid)
         if not cached:
             return 0
         B = self.block
-        usable = min(st.plen[rid], st.P[rid] - 1) // B * B
+        usable = min(st.prefix_tokens[rid], st.prompt_tokens[rid] - 1) // B * B
         return min(cached, usable)
+
+    # --- decide -----------------------------------------------------------------------------------------
+    def enqueue(self, rid: int, tokens: int) -> None:
+        """Queue request `rid` here (an arrival, or a transferred KV cache): `tokens` still to
+        process count towards this instance's load."""
+        st = self.st
+        st.instance[rid] = self.idx
+        st.state[rid] = WAITING
+        self.outstanding += tokens
+        self.waiting.append(rid)
+        self.queue_unordered = True
+
+    def decide(self) -> Batch:
+        """The next batch: the waiting queue put in the scheduler's order first (when it has a
+        queue policy and requests have arrived since), then `schedule`, which only reads."""
+        order = self.sched.queue_order
+        if order is not None and self.queue_unordered and self.waiting:
+            ordered = order(self.st, self.waiting)
+            self.waiting.clear()  # in place: the loop holds this deque
+            self.waiting.extend(ordered)
+            self.queue_unordered = False
+        return self.sched.schedule(self)
 
     # --- apply ------------------------------------------------------------------------------------------
     def start(self, b: Batch, t: float) -> float:
@@ -174,13 +201,14 @@ class Instance:
         pkv = 0.0
         logits = 0
         if b.chunks:
-            done, target, own = st.done, st.target, st.own
+            done, target, own = st.prefilled, st.prefill_target, st.owned_blocks
             full = self.reserve_full
             for rid, c in b.chunks:
                 d = done[rid]
                 if not full:
-                    # blocks for the chunk: ceil((d + c) / B) - ceil(d / B)
-                    nb = -(-(d + c) // B) - (-(-d // B))
+                    # blocks for the chunk, cdiv(d + c, B) - cdiv(d, B), as one floor difference
+                    # (the same for every integer; no calls in the per-chunk loop)
+                    nb = (d + c - 1) // B - (d - 1) // B
                     kv.alloc(nb)
                     own[rid] += nb
                 tokens += c
@@ -193,10 +221,10 @@ class Instance:
             n = self.n_dec
             if n:
                 if not self.reserve_full:
-                    kv.alloc(self.phase[(-self.dstep) % B])
+                    kv.alloc(self.decoders_by_phase[(-self.decode_step) % B])
                 tokens += n
                 logits += n
-        dt = self.cost.time_s(tokens, pairs, pkv, n, self.sum_ctx + n, logits)
+        dt = self.cost.time_s(tokens, pairs, pkv, n, self.decode_ctx_sum + n, logits)
         self.busy_s += dt
         self.kv_block_s += (kv.capacity - kv.free) * dt
         self.iterations += 1
@@ -210,50 +238,50 @@ class Instance:
         if b.decode and self.n_dec:
             self._decode_step(t, done_cb)
         for rid, c in b.chunks:
-            st.done[rid] += c
+            st.prefilled[rid] += c
             self.outstanding -= c
-            if st.done[rid] == st.target[rid]:
+            if st.prefilled[rid] == st.prefill_target[rid]:
                 self._prefill_complete(rid, t, done_cb)
 
     # --- transitions --------------------------------------------------------------------------------------
     def _admit(self, rid: int, t: float) -> None:
         st, kv = self.st, self.kv
         st.state[rid] = PREFILL
-        st.target[rid] = st.P[rid] + st.gen[rid]
+        st.prefill_target[rid] = st.prompt_tokens[rid] + st.emitted[rid]
         shared = self.shared_tokens_if_admitted(rid)
         if shared:
-            kv.acquire(st.pid[rid])
-        st.shared[rid] = shared
-        st.done[rid] = shared
+            kv.acquire(st.prefix_id[rid])
+        st.shared_tokens[rid] = shared
+        st.prefilled[rid] = shared
         self.outstanding -= shared
         if self.reserve_full:
-            nb = -(-(st.target[rid] + st.O[rid] - st.gen[rid]) // self.block) - shared // self.block
+            nb = cdiv(st.prefill_target[rid] + st.output_tokens[rid] - st.emitted[rid], self.block) - shared // self.block
             kv.alloc(nb)
-            st.own[rid] = nb
+            st.owned_blocks[rid] = nb
         else:
-            st.own[rid] = 0
-        if st.first_sched[rid] < 0:
-            st.first_sched[rid] = t
+            st.owned_blocks[rid] = 0
+        if st.first_scheduled_s[rid] < 0:
+            st.first_scheduled_s[rid] = t
         self.prefilling.append(rid)
 
     def _prefill_complete(self, rid: int, t: float, done_cb) -> None:
         st, kv, B = self.st, self.kv, self.block
         self.prefilling.remove(rid)
         # the prefix this prompt computed becomes a shared cache entry
-        pid = st.pid[rid]
-        if kv.enabled and pid >= 0 and not st.shared[rid] and not st.gen[rid]:
-            pb = min(st.plen[rid], st.P[rid] - 1) // B
+        pid = st.prefix_id[rid]
+        if kv.enabled and pid >= 0 and not st.shared_tokens[rid] and not st.emitted[rid]:
+            pb = min(st.prefix_tokens[rid], st.prompt_tokens[rid] - 1) // B
             if pb and kv.insert(pid, pb):
-                st.shared[rid] = pb * B
-                st.own[rid] -= pb
-        if st.gen[rid] and st.last_tok[rid] >= 0:
-            st.extra_gaps.append(t - st.last_tok[rid])  # the gap across a preemption
-        st.gen[rid] += 1
+                st.shared_tokens[rid] = pb * B
+                st.owned_blocks[rid] -= pb
+        if st.emitted[rid] and st.last_token_s[rid] >= 0:
+            st.extra_gaps_s.append(t - st.last_token_s[rid])  # the gap across a preemption
+        st.emitted[rid] += 1
         self.outstanding -= 1
-        if st.first_tok[rid] < 0:
-            st.first_tok[rid] = t
-        st.last_tok[rid] = t
-        if st.gen[rid] >= st.O[rid]:
+        if st.first_token_s[rid] < 0:
+            st.first_token_s[rid] = t
+        st.last_token_s[rid] = t
+        if st.emitted[rid] >= st.output_tokens[rid]:
             self._release(rid)
             self._finish(rid, t, done_cb)
             return
@@ -262,67 +290,67 @@ class Instance:
             self.in_transfer += 1
             done_cb(rid, t, "transfer")
             return
-        self._become_decoder(rid, st.target[rid])
-        self.pending.append(rid)
+        self._become_decoder(rid, st.prefill_target[rid])
+        self.first_step_pending.append(rid)
 
     def _become_decoder(self, rid: int, ctx: int) -> None:
         st = self.st
         st.state[rid] = DECODE
-        st.c0[rid] = ctx
-        st.j[rid] = self.dstep
+        st.join_ctx[rid] = ctx
+        st.join_step[rid] = self.decode_step
         st.epoch[rid] += 1
         self.n_dec += 1
-        self.sum_ctx += ctx
+        self.decode_ctx_sum += ctx
         if not self.reserve_full:
-            self.phase[(ctx - self.dstep) % self.block] += 1
-        heapq.heappush(self.fin, (self.dstep + st.O[rid] - st.gen[rid], rid, st.epoch[rid]))
-        order = self.order
+            self.decoders_by_phase[(ctx - self.decode_step) % self.block] += 1
+        heapq.heappush(self.finishing, (self.decode_step + st.output_tokens[rid] - st.emitted[rid], rid, st.epoch[rid]))
+        order = self.join_order
         order.append((rid, st.epoch[rid]))
         if len(order) > 2 * self.n_dec + 64:  # drop the stale entries (amortised O(1) per join)
-            ep, state, inst, me = st.epoch, st.state, st.inst, self.idx
-            self.order = [(r, e) for r, e in order if ep[r] == e and state[r] == DECODE and inst[r] == me]
+            ep, state, inst, me = st.epoch, st.state, st.instance, self.idx
+            self.join_order = [(r, e) for r, e in order if ep[r] == e and state[r] == DECODE and inst[r] == me]
 
     def _join_transferred(self, rid: int, t: float) -> None:
         """Decode pool: a request whose KV arrived joins the decoders (blocks allocated here)."""
         st = self.st
-        ctx = st.target[rid]
+        ctx = st.prefill_target[rid]
         if self.reserve_full:
-            nb = -(-(ctx + st.O[rid] - st.gen[rid]) // self.block)
+            nb = cdiv(ctx + st.output_tokens[rid] - st.emitted[rid], self.block)
         else:
-            nb = -(-ctx // self.block)
+            nb = cdiv(ctx, self.block)
         self.kv.alloc(nb)
-        st.own[rid] = nb
-        st.shared[rid] = 0
-        if st.first_sched[rid] < 0:
-            st.first_sched[rid] = t
+        st.owned_blocks[rid] = nb
+        st.shared_tokens[rid] = 0
+        if st.first_scheduled_s[rid] < 0:
+            st.first_scheduled_s[rid] = t
         self._become_decoder(rid, ctx)
-        self.pending.append(rid)
+        self.first_step_pending.append(rid)
 
     def _decode_step(self, t: float, done_cb) -> None:
         st = self.st
         n = self.n_dec
-        self.dstep += 1
-        d = self.dstep
-        self.sum_ctx += n
+        self.decode_step += 1
+        d = self.decode_step
+        self.decode_ctx_sum += n
         self.outstanding -= n
-        pend = self.pending
+        pend = self.first_step_pending
         if pend:
             for rid in pend:
-                if st.state[rid] == DECODE and st.inst[rid] == self.idx:
-                    st.extra_gaps.append(t - st.last_tok[rid])
+                if st.state[rid] == DECODE and st.instance[rid] == self.idx:
+                    st.extra_gaps_s.append(t - st.last_token_s[rid])
             cont = n - len(pend)
             pend.clear()
         else:
             cont = n
-        self.dtimes.append(t)
-        self.dweight.append(cont)
-        fin = self.fin
+        self.step_end_s.append(t)
+        self.step_continuing.append(cont)
+        fin = self.finishing
         while fin and fin[0][0] <= d:
             _, rid, ep = heapq.heappop(fin)
-            if st.epoch[rid] != ep or st.state[rid] != DECODE or st.inst[rid] != self.idx:
+            if st.epoch[rid] != ep or st.state[rid] != DECODE or st.instance[rid] != self.idx:
                 continue
-            st.gen[rid] = st.O[rid]
-            st.last_tok[rid] = t
+            st.emitted[rid] = st.output_tokens[rid]
+            st.last_token_s[rid] = t
             self._leave_decoders(rid)
             self._finish(rid, t, done_cb)
 
@@ -330,24 +358,24 @@ class Instance:
         st = self.st
         ctx = self.ctx(rid)
         self.n_dec -= 1
-        self.sum_ctx -= ctx
+        self.decode_ctx_sum -= ctx
         if not self.reserve_full:
-            self.phase[(st.c0[rid] - st.j[rid]) % self.block] -= 1
-            st.own[rid] = -(-ctx // self.block) - st.shared[rid] // self.block
+            self.decoders_by_phase[(st.join_ctx[rid] - st.join_step[rid]) % self.block] -= 1
+            st.owned_blocks[rid] = cdiv(ctx, self.block) - st.shared_tokens[rid] // self.block
         self._release(rid)
 
     def _release(self, rid: int) -> None:
         st = self.st
-        self.kv.release(st.own[rid])
-        st.own[rid] = 0
-        if st.shared[rid]:
-            self.kv.release_prefix(st.pid[rid])
-            st.shared[rid] = 0
+        self.kv.release(st.owned_blocks[rid])
+        st.owned_blocks[rid] = 0
+        if st.shared_tokens[rid]:
+            self.kv.release_prefix(st.prefix_id[rid])
+            st.shared_tokens[rid] = 0
 
     def _finish(self, rid: int, t: float, done_cb) -> None:
         st = self.st
         st.state[rid] = DONE
-        st.finish[rid] = t
+        st.finish_s[rid] = t
         self.completed += 1
         done_cb(rid, t, "done")
 
@@ -356,20 +384,20 @@ class Instance:
         st = self.st
         if st.state[rid] == DECODE:
             # tokens emitted so far, as of this decode step
-            steps = self.dstep - st.j[rid]
-            st.gen[rid] = st.gen[rid] + steps
+            steps = self.decode_step - st.join_step[rid]
+            st.emitted[rid] = st.emitted[rid] + steps
             if steps:
-                st.last_tok[rid] = self.dtimes[self.dstep]
+                st.last_token_s[rid] = self.step_end_s[self.decode_step]
             self._leave_decoders(rid)
             st.epoch[rid] += 1
-            if rid in self.pending:
-                self.pending.remove(rid)
+            if rid in self.first_step_pending:
+                self.first_step_pending.remove(rid)
         else:
             self.prefilling.remove(rid)
             self._release(rid)
         st.state[rid] = WAITING
-        st.preempt[rid] += 1
-        self.outstanding += st.P[rid] + st.gen[rid]  # the recompute
+        st.preemptions[rid] += 1
+        self.outstanding += st.prompt_tokens[rid] + st.emitted[rid]  # the recompute
         self.waiting.appendleft(rid)
 
 
@@ -443,17 +471,17 @@ class Loop:
         self._held: list[float] | None = None  # the held requests' own arrival times, from index N on
         self._next = st.n
         if max_concurrency is not None and max_concurrency < st.n:
-            self._held = st.arrival[max_concurrency:].tolist()
+            self._held = st.arrival_s[max_concurrency:].tolist()
             self._held_from = self._next = max_concurrency
             for k in range(max_concurrency, st.n):
-                st.arrival[k] = float("inf")
+                st.arrival_s[k] = float("inf")
 
     def _send_next(self, t: float) -> None:
         """A closed-loop client got an answer (or an error) at t: send its next request."""
         if self._held is not None and self._next < self.st.n:
             k = self._next
             orig = self._held[k - self._held_from]
-            self.st.arrival[k] = orig if orig > t else t
+            self.st.arrival_s[k] = orig if orig > t else t
             self._next = k + 1
 
     def _push(self, t: float, rank: int, kind: str, obj) -> None:
@@ -477,7 +505,7 @@ class Loop:
         """Start the next iteration of `inst` at time t, if it has anything to run."""
         inst.start_pending = False
         while True:
-            b = inst.sched.schedule(inst)
+            b = inst.decide()
             if b.empty():
                 inst.busy = False
                 self._check_stuck(inst)
@@ -516,29 +544,27 @@ class Loop:
         starting at `first`: same ordering rules (an arrival at an iteration's end joins the next
         iteration), no heap."""
         st = self.st
-        arr, P, O, state, sinst = st.arrival, st.P, st.O, st.state, st.inst
+        arr, prompt, output, state = st.arrival_s, st.prompt_tokens, st.output_tokens, st.state
         n = st.n
         i = first
         t = 0.0
-        sched, waiting, idx = inst.sched, inst.waiting, inst.idx
+        waiting = inst.waiting
         on_done = self._on_done
+        # decide() without its frame when the scheduler keeps the arrival order (the common case)
+        decide = inst.decide if inst.sched.queue_order is not None else partial(inst.sched.schedule, inst)
         while True:
             while i < n and arr[i] <= t:
                 if state[i] == DROPPED:  # rejected on arrival: it can never fit (simulate's kv_fit)
                     i += stride
                     continue
-                sinst[i] = idx
-                state[i] = WAITING
-                inst.outstanding += P[i] + O[i]
-                inst.routed += 1
-                waiting.append(i)
+                inst.enqueue(i, prompt[i] + output[i])
                 i += stride
             if not (waiting or inst.prefilling or inst.n_dec):
                 if i >= n:
                     break
                 t = arr[i]
                 continue
-            b = sched.schedule(inst)
+            b = decide()
             if b.empty():
                 self._now = t
                 self._check_stuck(inst, restart=False)
@@ -549,14 +575,11 @@ class Loop:
             inst.end(b, t, on_done)
 
     def _run_events(self) -> None:
-        st = self.st
-        arr = st.arrival
-        n = st.n
+        """The general loop: one heap of iteration ends, KV transfers and iteration starts, merged
+        with the arrivals column (an event at an arrival's instant goes first when its kind ranks
+        before ARRIVAL)."""
+        arr, n, heap = self.st.arrival_s, self.st.n, self.heap
         i = 0
-        heap = self.heap
-        groups = self.groups
-        router = self.router
-        on_done = self._on_done
         self._now = 0.0
         while True:
             ta = arr[i] if i < n else float("inf")
@@ -564,52 +587,60 @@ class Loop:
                 t, _, _, kind, obj = heapq.heappop(heap)
                 self._now = t
                 if kind == "end":
-                    inst, b = obj
-                    inst.end(b, t, on_done)
-                    inst.busy = False
-                    if inst.has_work():
-                        nxt = heap[0][0] if heap else float("inf")
-                        if ta > t and nxt > t:
-                            self._begin(inst, t)
-                        else:
-                            self._wake(inst, t)
+                    self._iteration_end(*obj, t, ta)
                 elif kind == "start":
                     if not obj.busy:
                         self._begin(obj, t)
                     else:
                         obj.start_pending = False
-                else:  # KV transfer done: free on the prefill side, queue on the decode side
-                    rid = obj
-                    src = self.instances[st.inst[rid]]
-                    src._release(rid)
-                    src.in_transfer -= 1
-                    g = self.decode_router.choose(rid, self.decode_groups, 0)
-                    dst = least_loaded(self.decode_groups[g])
-                    st.inst[rid] = dst.idx
-                    st.state[rid] = WAITING
-                    dst.outstanding += st.O[rid] - st.gen[rid]
-                    dst.waiting.append(rid)
-                    self._wake(dst, t)
-                    if src.has_work() and not src.busy:
-                        self._wake(src, t)
+                else:
+                    self._transfer_done(obj, t)
             elif i < n:
                 if ta == float("inf"):  # pragma: no cover - every answer sends the next held request
                     raise RuntimeError("closed-loop client waits for an answer that never comes")
-                rid = i
-                i += 1
                 self._now = ta
-                tokens = st.P[rid] + st.O[rid]
-                g = router.choose(rid, groups, tokens)
-                if st.state[rid] == DROPPED:  # rejected on arrival (as in _run_alone: it used its turn)
-                    self._send_next(ta)
-                    continue
-                grp = groups[g]
-                inst = grp[0] if len(grp) == 1 else least_loaded(grp)
-                st.inst[rid] = inst.idx
-                st.state[rid] = WAITING
-                inst.outstanding += tokens
-                inst.routed += 1
-                inst.waiting.append(rid)
-                self._wake(inst, ta)
+                self._arrive(i, ta)
+                i += 1
             else:
                 break
+
+    def _route(self, router: Router, groups: list[list[Instance]], rid: int, tokens: int) -> Instance:
+        """The instance a request goes to: the router picks a replica, and inside a replica of PP
+        virtual engines the least loaded one takes it."""
+        grp = groups[router.choose(rid, groups, tokens)]
+        return grp[0] if len(grp) == 1 else least_loaded(grp)
+
+    def _arrive(self, rid: int, t: float) -> None:
+        st = self.st
+        tokens = st.prompt_tokens[rid] + st.output_tokens[rid]
+        inst = self._route(self.router, self.groups, rid, tokens)  # a rejected request used its turn too
+        if st.state[rid] == DROPPED:  # rejected on arrival (as in _run_alone)
+            self._send_next(t)
+            return
+        inst.enqueue(rid, tokens)
+        self._wake(inst, t)
+
+    def _iteration_end(self, inst: Instance, b: Batch, t: float, next_arrival_s: float) -> None:
+        """Apply the batch; start the next iteration now unless another event shares this instant
+        (then a START event orders it after them)."""
+        inst.end(b, t, self._on_done)
+        inst.busy = False
+        if inst.has_work():
+            heap = self.heap
+            nxt = heap[0][0] if heap else float("inf")
+            if next_arrival_s > t and nxt > t:
+                self._begin(inst, t)
+            else:
+                self._wake(inst, t)
+
+    def _transfer_done(self, rid: int, t: float) -> None:
+        """A KV transfer arrived: free it on the prefill side, queue it on the decode side."""
+        st = self.st
+        src = self.instances[st.instance[rid]]
+        src._release(rid)
+        src.in_transfer -= 1
+        dst = self._route(self.decode_router, self.decode_groups, rid, 0)
+        dst.enqueue(rid, st.output_tokens[rid] - st.emitted[rid])
+        self._wake(dst, t)
+        if src.has_work() and not src.busy:
+            self._wake(src, t)

@@ -2,8 +2,11 @@
 
 A batch is the aggregates `cost.layer.LayerCost` takes (tokens, prefill query-key pairs, cached
 tokens read by prefill chunks, decoding sequences and their summed context) plus the rows that
-need logits. The token-count-only part (GEMMs, norms, TP collectives, embedding, LM head,
-pipeline hand-offs) is cached per (tokens, logit rows); the attention part is linear arithmetic.
+need logits. Its time is a named breakdown (`PARTS`, `IterationCost.breakdown`) and `time_s` is
+the breakdown's sum: the token-count-only parts (GEMMs, norms, TP collectives, embedding,
+pipeline hand-offs) are computed once per token count and the LM head once per logit-row count,
+the attention parts are linear arithmetic on precomputed coefficients, so an iteration costs
+O(1) Python and builds no dict.
 With PP the iteration is one micro-batch's trip through every stage (stage times summed, plus
 the p2p hand-offs); the stages work on other micro-batches meanwhile (see engine.py).
 """
@@ -21,8 +24,16 @@ from parasim.specs.model import ModelSpec
 #: AllReduce plugin switches to NCCL at a similar size.
 CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 1024 * 1024
 
+#: The parts of an iteration that depend on its token count only (whole replica, every layer).
+TOKEN_PARTS = ("attn_gemms", "mlp", "moe", "elementwise", "tp_comm", "ep_comm", "act_quant", "embedding", "pp_p2p")
+#: Every named part of an iteration's time (`IterationCost.breakdown`); they sum to `time_s`.
+PARTS = (*TOKEN_PARTS, "lm_head", "attn_prefill", "attn_decode", "overhead", "eager_host_wait")
+
 
 class IterationCost:
+    """One engine's iteration time as a function of its batch's aggregates, precomputed for a
+    model, cluster and plan so that each iteration costs O(1) Python."""
+
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
                  act_dtype: str, overhead_s: float, eager_prefill_layer_s: float = 0.0,
                  act_quant: str = "fused", custom_allreduce: bool = True, cuda_graph_max_batch: int | None = None,
@@ -51,10 +62,10 @@ class IterationCost:
         low_precision = self.layer.cdt not in ("bf16", "fp16", "fp32", "tf32")
         self._aq_kernels = kernels * ACT_QUANT_INPUTS_PER_LAYER if low_precision else 0
         self._aq_reads = reads
-        self._fixed: dict[int, float] = {}  # tokens -> layers, embedding, p2p, overhead
+        self._parts: dict[int, tuple[float, ...]] = {}  # tokens -> _token_parts()
+        self._fixed: dict[int, float] = {}  # tokens -> _fixed_s()
         self._head: dict[int, float] = {}  # logit rows -> LM head
-        # attention_s(), unrolled into coefficients (the same roofline: max(flops, bytes) + overhead;
-        # a test checks it against LayerCost.attention_s)
+        # LayerCost.attention_s, unrolled into coefficients for _attention_s
         l, acc = self.layer, cluster.accelerator
         dt = "bf16" if l.adt in ("fp8", "int8", "int4", "fp4") else l.adt
         inv_flops = 1.0 / (acc.peak(dt) * acc.efficiency.attention)
@@ -113,80 +124,92 @@ class IterationCost:
         return (bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory)
                 + self._aq_kernels * acc.efficiency.kernel_overhead_s)
 
-    def _fixed_s(self, tokens: int) -> float:
-        l = self.layer
-        t = 0.0
-        if self._aq_kernels:
-            t += self.dense_layers * self.act_quant_s(tokens, False) + self.moe_layers * self.act_quant_s(tokens, True)
-        if self.tp > 1 and tokens > 0 and not l.s.sp:
-            # the layer's two TP all-reduces, as the engine runs them (see tp_allreduce_s)
-            size = tokens * self.model.hidden * l.ab
-            t += self.layers * (2 * self.tp_allreduce_s(size) - l.tp_comm_s(tokens))
-        if self.dense_layers:
-            t += self.dense_layers * l.forward_total_s(tokens, 0.0, 0.0, 0.0, 0.0, False)
-        if self.moe_layers:
-            t += self.moe_layers * l.forward_total_s(tokens, 0.0, 0.0, 0.0, 0.0, True)
-        # forward_total_s with no attention work still adds nothing for attention (zero pairs/seqs)
-        t += self.edge.embedding_s(tokens)
-        if self.pp > 1:
-            size = tokens * self.model.hidden * l.ab
-            t += (self.pp - 1) * collective_time_s("p2p", size, self._p2p_group, self.cluster)
-        return t + self.overhead_s
+    def _token_parts(self, tokens: int) -> tuple[float, ...]:
+        """Seconds of the TOKEN_PARTS, in that order, over the whole replica: the parts of an
+        iteration that depend on its token count only (cached per count by `_fixed_s`)."""
+        if tokens <= 0:
+            return (0.0,) * len(TOKEN_PARTS)
+        l, tp = self.layer, self.tp
+        attn_gemms = mlp = moe = elementwise = ep_comm = act_quant = 0.0
+        for n, is_moe in ((self.dense_layers, False), (self.moe_layers, True)):
+            if n:
+                f = l.forward(tokens, moe=is_moe)
+                attn_gemms += n * f["attn_gemms"]
+                elementwise += n * f["elementwise"]
+                ep_comm += n * f["ep_comm"]
+                act_quant += n * self.act_quant_s(tokens, is_moe)
+                if is_moe:
+                    moe = n * f["moe"]
+                else:
+                    mlp = n * f["mlp"]
+        size = tokens * self.model.hidden * l.ab
+        # the layer's two TP all-reduces as the engine runs them (tp_allreduce_s)
+        per_layer_tp = l.tp_comm_s(tokens) if l.s.sp else 2 * self.tp_allreduce_s(size)
+        pp_p2p = (self.pp - 1) * collective_time_s("p2p", size, self._p2p_group, self.cluster) if self.pp > 1 else 0.0
+        return (attn_gemms, mlp, moe, elementwise, self.layers * per_layer_tp if tp > 1 else 0.0, ep_comm,
+                act_quant, self.edge.embedding_s(tokens), pp_p2p)
 
-    def time_s(self, tokens: int, prefill_pairs: float, prefill_kv_tokens: float, decode_seqs: int,
-               decode_ctx: float, logits: int) -> float:
-        """Seconds for one iteration of the whole replica (all stages, one micro-batch)."""
+    def _fixed_s(self, tokens: int) -> float:
+        """The TOKEN_PARTS' sum plus the fixed overhead for `tokens`, computed once per count."""
         f = self._fixed.get(tokens)
         if f is None:
-            f = self._fixed[tokens] = self._fixed_s(tokens)
+            self._parts[tokens] = parts = self._token_parts(tokens)
+            f = self._fixed[tokens] = sum(parts) + self.overhead_s
+        return f
+
+    def _lm_head_s(self, logits: int) -> float:
+        """The LM head for `logits` rows, computed once per count."""
         h = self._head.get(logits)
         if h is None:
             h = self._head[logits] = self.edge.lm_head_s(logits)
-        f += h
-        a = 0.0
+        return h
+
+    def _attention_s(self, tokens: int, prefill_pairs: float, prefill_kv_tokens: float, decode_seqs: int,
+                     decode_ctx: float) -> tuple[float, float]:
+        """(prefill, decode) attention of one layer: LayerCost.attention_s unrolled into the
+        coefficients precomputed in __init__ (roofline max(flops, bytes) + kernel overhead)."""
+        pre = dec = 0.0
         if prefill_pairs > 0:
             c = self._pf * prefill_pairs
             m = (tokens - decode_seqs) * self._pq + prefill_kv_tokens * self._pk
-            a = (c if c > m else m) + self._ko
+            pre = (c if c > m else m) + self._ko
         if decode_seqs > 0:
             c = self._df * decode_ctx
             m = decode_ctx * self._pk + decode_seqs * self._pq
-            a += (c if c > m else m) + self._ko
-        t = f + self.layers * a
-        if self.eager_prefill_s and (prefill_pairs > 0 or decode_seqs > self.graph_max):
-            # an eager iteration: the GPU cannot finish before the host has issued every kernel
-            gpu = t - self.overhead_s
-            if self.eager_prefill_s > gpu:
-                t = self.eager_prefill_s + self.overhead_s
+            dec = (c if c > m else m) + self._ko
+        return pre, dec
+
+    def _eager(self, prefill_pairs: float, decode_seqs: int) -> bool:
+        """An iteration the host issues kernel by kernel (prefill work, or a decode batch past the
+        largest CUDA graph): its GPU time cannot be shorter than the host's issue time."""
+        return prefill_pairs > 0 or decode_seqs > self.graph_max
+
+    def time_s(self, tokens: int, prefill_pairs: float, prefill_kv_tokens: float, decode_seqs: int,
+               decode_ctx: float, logits: int) -> float:
+        """Seconds for one iteration of the whole replica (all stages, one micro-batch): the sum of
+        `breakdown`'s parts, without building it (the hot path)."""
+        pre, dec = self._attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
+        f = self._fixed.get(tokens)  # the caches read inline: this runs once per simulated iteration
+        h = self._head.get(logits)
+        t = ((self._fixed_s(tokens) if f is None else f) + (self._lm_head_s(logits) if h is None else h)
+             + self.layers * (pre + dec))
+        host = self.eager_prefill_s
+        if host and host > t - self.overhead_s and self._eager(prefill_pairs, decode_seqs):
+            t = host + self.overhead_s  # the GPU waits for the host's last kernel
         return t
 
     def breakdown(self, tokens: int, prefill_pairs: float = 0.0, prefill_kv_tokens: float = 0.0,
                   decode_seqs: int = 0, decode_ctx: float = 0.0, logits: int = 0) -> dict[str, float]:
-        """Named breakdown (seconds) of one iteration, for reports; `total` equals time_s()."""
-        l = self.layer
-        out: dict[str, float] = {}
-        for n, moe in ((self.dense_layers, False), (self.moe_layers, True)):
-            if not n:
-                continue
-            f = l.forward(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx, moe=moe)
-            for k, v in f.items():
-                if k not in ("compute", "comm", "total"):
-                    out[k] = out.get(k, 0.0) + n * v
-        if self.tp > 1 and tokens > 0 and not l.s.sp:
-            size = tokens * self.model.hidden * l.ab
-            out["tp_comm"] = self.layers * 2 * self.tp_allreduce_s(size)
-        out["act_quant"] = (self.dense_layers * self.act_quant_s(tokens, False)
-                            + self.moe_layers * self.act_quant_s(tokens, True))
-        out["embedding"] = self.edge.embedding_s(tokens)
-        out["lm_head"] = self.edge.lm_head_s(logits)
-        out["pp_p2p"] = 0.0
-        if self.pp > 1:
-            size = tokens * self.model.hidden * l.ab
-            out["pp_p2p"] = (self.pp - 1) * collective_time_s("p2p", size, self._p2p_group, self.cluster)
-        out["overhead"] = self.overhead_s
+        """Named breakdown (seconds, the PARTS) of one iteration; `total` is their sum, which is
+        time_s() (the same cached parts and attention arithmetic)."""
+        pre, dec = self._attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
+        self._fixed_s(tokens)  # fills self._parts[tokens]
+        out = dict(zip(TOKEN_PARTS, self._parts[tokens]))
+        out.update(lm_head=self._lm_head_s(logits), attn_prefill=self.layers * pre, attn_decode=self.layers * dec,
+                   overhead=self.overhead_s, eager_host_wait=0.0)
         gpu = sum(out.values()) - self.overhead_s
-        eager = prefill_pairs > 0 or decode_seqs > self.graph_max
-        out["eager_host_wait"] = (self.eager_prefill_s - gpu if eager and self.eager_prefill_s > gpu else 0.0)
+        if self.eager_prefill_s > gpu and self._eager(prefill_pairs, decode_seqs):
+            out["eager_host_wait"] = self.eager_prefill_s - gpu
         out["total"] = sum(out.values())
         return out
 

@@ -30,8 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from parasim.cost.memory import weight_bytes_per_gpu
-from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES
+from parasim.cost.memory import RUNTIME_RESERVED_BYTES, weight_bytes_per_gpu
 from parasim.serving.plan import ITERATION_OVERHEAD_S
 from parasim.serving.software import SourceFlags, release, release_patch
 from parasim.specs.accelerator import AcceleratorSpec

@@ -146,9 +146,9 @@ def weighted_stats(values: np.ndarray, weights: np.ndarray, prefix: str) -> dict
 
 def request_columns(st, workload) -> dict[str, np.ndarray]:
     arrival = workload.arrival_s
-    first = np.frombuffer(st.first_tok, dtype=np.float64)
-    last = np.frombuffer(st.finish, dtype=np.float64)
-    sched = np.frombuffer(st.first_sched, dtype=np.float64)
+    first = np.frombuffer(st.first_token_s, dtype=np.float64)
+    last = np.frombuffer(st.finish_s, dtype=np.float64)
+    sched = np.frombuffer(st.first_scheduled_s, dtype=np.float64)
     out = workload.output_tokens
     done = last >= 0
     nan = np.nan
@@ -161,8 +161,8 @@ def request_columns(st, workload) -> dict[str, np.ndarray]:
             "prefix_id": workload.prefix_id, "prefix_tokens": workload.prefix_tokens, "completed": done,
             "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e, "queueing_s": queue,
             "first_token_s": np.where(first >= 0, first, nan), "finish_s": np.where(done, last, nan),
-            "preemptions": np.frombuffer(st.preempt, dtype=np.int64).copy(),
-            "instance": np.frombuffer(st.inst, dtype=np.int64).copy()}
+            "preemptions": np.frombuffer(st.preemptions, dtype=np.int64).copy(),
+            "instance": np.frombuffer(st.instance, dtype=np.int64).copy()}
 
 
 def _judged(cols: dict[str, np.ndarray], name: str) -> np.ndarray:

@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 
 from parasim import __version__
+from parasim.cost.comm import kv_link
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.energy import cost_usd, energy_j
-from parasim.cost.memory import kv_cache_bytes_per_token
+from parasim.cost.memory import KVBudget, kv_budget, kv_cache_bytes_per_token
 from parasim.errors import InputError
 from parasim.serving.engine import DROPPED, ROUTERS, Instance, Loop, ReqState
 from parasim.serving.itercost import IterationCost
-from parasim.serving.kvcache import KVBudget, KVPool, kv_budget, peak_blocks, unservable
+from parasim.serving.kvcache import KVPool, peak_blocks, unservable
 from parasim.serving.metrics import SLO, request_columns, slo_summary, stats, weighted_stats
 from parasim.serving.plan import ServingPlan
 from parasim.serving.resolve import resolve_plan
@@ -194,6 +195,28 @@ def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Poo
     return groups
 
 
+def _build_loop(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, fit: KVFit, st: ReqState,
+                max_concurrency: int | None) -> Loop:
+    """The event loop over the plan's engine instances; with disaggregation, the decode pool's
+    instances after the prefill pool's and the KV transfer between them (`cost.comm.kv_link`)."""
+    router = ROUTERS.get(plan.router, field="router")()
+    if not plan.is_disagg:
+        groups = _instances(model, cluster, plan, fit.pools[0], st, 0)
+        return Loop(st, groups, router, max_concurrency=max_concurrency)
+    pre, dec = fit.pools
+    groups = _instances(model, cluster, plan, pre, st, 0)
+    decode_groups = _instances(model, cluster, plan, dec, st, sum(len(g) for g in groups))
+    per_token = kv_cache_bytes_per_token(model, dtype_bytes(plan.kv))
+    link = kv_link(cluster, lanes=min(pre.tp, dec.tp), same_node=fit.gpus <= cluster.gpus_per_node)
+    target = st.prefill_target
+
+    def transfer_s(rid: int) -> float:
+        return link.time_s(target[rid] * per_token)
+
+    return Loop(st, groups, router, decode_groups=decode_groups, transfer_s=transfer_s,
+                max_concurrency=max_concurrency)
+
+
 def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_requests: Any,
              slo: Any = None, seed: int = 0, max_concurrency: int | None = None) -> ServingResult:
     """Simulate serving `workload_requests` (a Workload, or Request records / mappings) with `plan`.
@@ -208,7 +231,6 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     wall0 = time.perf_counter()
     wl: Workload = as_workload(workload_requests)
     slo_ = SLO.of(slo)
-    router = ROUTERS.get(plan.router)
     if max_concurrency is not None and (int(max_concurrency) != max_concurrency or max_concurrency < 1):
         raise InputError("max_concurrency", f"must be a positive whole number of requests, got {max_concurrency}")
     resolution = resolve_plan(model, cluster.accelerator, plan)
@@ -230,35 +252,14 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
                              reason=fit.reason, message=fit.message)
     for rid in np.flatnonzero(fit.unservable).tolist():
         st.state[rid] = DROPPED
-    decode_groups = None
-    transfer = None
-    if plan.is_disagg:
-        pre, dec = fit.pools
-        groups = _instances(model, cluster, plan, pre, st, 0)
-        decode_groups = _instances(model, cluster, plan, dec, st, sum(len(g) for g in groups))
-        per_token = kv_cache_bytes_per_token(model, dtype_bytes(plan.kv))
-        acc = cluster.accelerator
-        same_node = gpus <= cluster.gpus_per_node
-        lanes = min(pre.tp, dec.tp)
-        if same_node:
-            bw, lat = acc.link_bw_bytes_per_s * acc.efficiency.nvlink_busbw * lanes, acc.efficiency.nvlink_latency_s
-        else:
-            bw, lat = cluster.nic_bw_bytes_per_s_per_gpu * acc.efficiency.network_busbw * lanes, acc.efficiency.network_latency_s
-        target = st.target
-
-        def transfer(rid: int) -> float:
-            return target[rid] * per_token / bw + lat
-    else:
-        groups = _instances(model, cluster, plan, fit.pools[0], st, 0)
-    loop = Loop(st, groups, router(), decode_groups=decode_groups, transfer_s=transfer,
-                max_concurrency=max_concurrency)
+    loop = _build_loop(model, cluster, plan, fit, st, max_concurrency)
     unserved = int(fit.unservable.sum())
     loop.dropped = unserved
     loop.run()
     if plan.output_delay_s:
         _delay_reports(st, plan.output_delay_s)
     if max_concurrency is not None:  # the closed-loop client sent each request when it did
-        wl = Workload(np.frombuffer(st.arrival, dtype=np.float64).copy(), wl.prompt_tokens, wl.output_tokens,
+        wl = Workload(np.frombuffer(st.arrival_s, dtype=np.float64).copy(), wl.prompt_tokens, wl.output_tokens,
                       wl.prefix_id, wl.prefix_tokens)
     summary, itl = summarize(st, wl, loop, cluster, gpus, slo_)
     summary["unservable"] = unserved
@@ -269,7 +270,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
 def _delay_reports(st: ReqState, delay_s: float) -> None:
     """Tokens become visible `delay_s` after their iteration ends (ServingPlan.output_delay_s):
     first-token and finish times move by it; the gaps between tokens do not change."""
-    for col in (st.first_tok, st.finish):
+    for col in (st.first_token_s, st.finish_s):
         a = np.frombuffer(col, dtype=np.float64)
         a[a >= 0] += delay_s
 
@@ -307,17 +308,17 @@ def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus
                          "output_tokens_per_s": out_tokens / makespan,
                          "total_tokens_per_s": (in_tokens + out_tokens) / makespan,
                          "preemptions": int(cols["preemptions"].sum()),
-                         "output_tokens_emitted": int(np.frombuffer(st.gen, dtype=np.int64).sum())}
+                         "output_tokens_emitted": int(np.frombuffer(st.emitted, dtype=np.int64).sum())}
     for name in ("ttft", "tpot", "e2e", "queueing"):
         s.update(stats(cols[f"{name}_s"], name))
     # inter-token latencies: decode-step gaps weighted by the decoders that continued, plus the
     # per-request gaps off the step grid (first decode step after a join, resumes)
-    vals, wts = [np.asarray(st.extra_gaps, dtype=np.float64)], [np.ones(len(st.extra_gaps))]
+    vals, wts = [np.asarray(st.extra_gaps_s, dtype=np.float64)], [np.ones(len(st.extra_gaps_s))]
     for inst in loop.instances:
-        t = np.frombuffer(inst.dtimes, dtype=np.float64)
+        t = np.frombuffer(inst.step_end_s, dtype=np.float64)
         if t.size > 1:
             vals.append(np.diff(t))
-            wts.append(np.frombuffer(inst.dweight, dtype=np.int64)[1:].astype(np.float64))
+            wts.append(np.frombuffer(inst.step_continuing, dtype=np.int64)[1:].astype(np.float64))
     itl = (np.concatenate(vals), np.concatenate(wts))
     s.update(weighted_stats(*itl, "itl"))
     s.update(slo_summary(slo, cols, itl, makespan))

@@ -32,8 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from parasim.cost.memory import weight_bytes_per_gpu
-from parasim.serving.kvcache import RUNTIME_RESERVED_BYTES, activation_workspace_bytes
+from parasim.cost.memory import RUNTIME_RESERVED_BYTES, activation_workspace_bytes, weight_bytes_per_gpu
 from parasim.serving.plan import ITERATION_OVERHEAD_S, eager_layer_dispatch_s
 from parasim.serving.software import release
 from parasim.specs.accelerator import AcceleratorSpec

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from parasim.errors import InputError
+from parasim.mathx import cdiv
 from parasim.specs.accelerator import AcceleratorSpec
 
 
@@ -52,7 +53,7 @@ class ClusterSpec:
 
     @property
     def nodes(self) -> int:
-        return -(-self.gpus // self.gpus_per_node)
+        return cdiv(self.gpus, self.gpus_per_node)
 
     def with_(self, **changes) -> ClusterSpec:
         return replace(self, **changes)

@@ -1,7 +1,9 @@
 """What every scheduler shares: the `Batch` it decides, and the budget rules it decides with.
 
-Deciding is separate from applying: `schedule(inst) -> Batch` only reads the engine instance;
-`Instance.start(batch)` and `Instance.end(batch)` change it. A batch is
+Deciding is separate from applying: `schedule(inst) -> Batch` only reads the engine instance,
+through `EngineView`; `Instance.start(batch)` and `Instance.end(batch)` change it. A scheduler
+that wants the waiting queue in another order than arrival names a `queue_order` policy, which the
+engine applies when requests have arrived (BatchLLM's prefix groups). A batch is
 
 * `victims`  — running requests to preempt (recompute) first, latest-joined first;
 * `admit`    — how many requests to take from the head of the waiting queue (in order);
@@ -15,10 +17,14 @@ before new ones, FCFS head-of-line) live in `fill_prefill` so that each schedule
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from parasim.mathx import cdiv
 
 if TYPE_CHECKING:  # pragma: no cover
-    from parasim.serving.engine import Instance
+    from parasim.serving.engine import ReqState
+    from parasim.serving.kvcache import KVPool
 
 WATERMARK = 0.01  # share of KV blocks kept free when admitting new prompts (vLLM BlockSpaceManager default)
 
@@ -42,6 +48,26 @@ class Batch:
         return f"Batch(chunks={self.chunks}, admit={self.admit}, decode={self.decode}, victims={self.victims})"
 
 
+class EngineView(Protocol):
+    """What a scheduler reads of an engine instance (`engine.Instance`), and all it reads."""
+
+    idx: int
+    role: str  # mixed | prefill | decode
+    block: int  # tokens per KV block
+    reserve_full: bool  # blocks for prompt + output booked at admission
+    st: ReqState  # the per-request columns
+    kv: KVPool
+    waiting: Sequence[int]  # queued requests, head first
+    prefilling: list[int]  # admitted requests whose prefill is not done
+    n_dec: int  # decoding requests (aggregated, never listed)
+
+    def decode_block_need(self) -> int: ...
+    def latest_decoders(self) -> Iterator[int]: ...
+    def needs_block_next(self, rid: int) -> int: ...
+    def own_blocks(self, rid: int) -> int: ...
+    def shared_tokens_if_admitted(self, rid: int) -> int: ...
+
+
 class Scheduler:
     """Base: subclasses set the policy knobs or override `schedule`."""
 
@@ -54,19 +80,21 @@ class Scheduler:
     search_budgets = False  # `plan serve` tries several token budgets (the chunk size is its knob)
     disaggregated = False  # prefill and decode pools of their own (the plan's prefill_*/decode_* fields)
     shares_prefixes = False  # its policy is prefix sharing: the prefix cache is always on
+    #: the waiting queue's order, (request columns, queue) -> queue; None = arrival order (FCFS)
+    queue_order: Callable[[ReqState, Iterable[int]], list[int]] | None = None
 
-    def admissible(self, inst: Instance, rid: int, pending: set[int]) -> bool:
+    def admissible(self, inst: EngineView, rid: int, pending: set[int]) -> bool:
         return True
 
     def __init__(self, token_budget: int, max_batch: int) -> None:
         self.budget = token_budget
         self.max_batch = max_batch
 
-    def schedule(self, inst: Instance) -> Batch:  # pragma: no cover - abstract
+    def schedule(self, inst: EngineView) -> Batch:  # pragma: no cover - abstract
         raise NotImplementedError
 
     # --- shared rules -------------------------------------------------------------------------------
-    def decode_victims(self, inst: Instance) -> tuple[list[int], int]:
+    def decode_victims(self, inst: EngineView) -> tuple[list[int], int]:
         """Decoders to preempt so the next decode step's new blocks fit; returns (victims, blocks left)."""
         avail = inst.kv.available()
         need = inst.decode_block_need()
@@ -81,52 +109,59 @@ class Scheduler:
                 break
         return victims, max(0, avail - need)
 
-    def stalled_prefill_victims(self, inst: Instance) -> list[int]:
+    def stalled_prefill_victims(self, inst: EngineView) -> list[int]:
         """Ongoing prefills hold blocks but none can take a chunk and nothing decodes: preempt the
         latest one (it recomputes later), as vLLM does when the running queue cannot grow."""
         return [inst.prefilling[-1]] if inst.prefilling else []
 
-    def fill_prefill(self, inst: Instance, budget: int, avail: int, seqs: int, *, chunked: bool,
+    def fill_prefill(self, inst: EngineView, budget: int, avail: int, seqs: int, *, chunked: bool,
                      admit_new: bool = True) -> tuple[list[tuple[int, int]], int]:
         """Prefill chunks under `budget` tokens, `avail` KV blocks and `seqs` running sequences
-        already counted: ongoing prefills first, then the waiting queue head-first (FCFS; the first
-        request that does not fit stops admission)."""
+        already counted: the next chunk of each ongoing prefill first, in order, then the waiting
+        queue head-first (`_admit_chunks`). Returns (chunks, requests admitted)."""
         chunks: list[tuple[int, int]] = []
         B = inst.block
         st = inst.st
         for rid in inst.prefilling:
             if budget <= 0:
                 break
-            done, target = st.done[rid], st.target[rid]
+            done, target = st.prefilled[rid], st.prefill_target[rid]
             c = target - done if not chunked else min(target - done, budget)
             if c > budget:
                 break
-            if inst.reserve_full:
-                nb = 0
-            else:
-                nb = -(-(done + c) // B) - (-(-done // B))
+            # new blocks, cdiv(done + c, B) - cdiv(done, B) as one floor difference (no calls per chunk)
+            nb = 0 if inst.reserve_full else (done + c - 1) // B - (done - 1) // B
             if nb > avail:
                 c = (avail + done // B) * B - done if chunked else 0  # what the blocks left can hold
                 if c <= 0:
                     break
-                nb = -(-(done + c) // B) - (-(-done // B))
+                nb = (done + c - 1) // B - (done - 1) // B
             chunks.append((rid, c))
             budget -= c
             avail -= nb
-        admit = 0
-        if not admit_new:
-            return chunks, admit
+        if not admit_new or not inst.waiting or budget <= 0:
+            return chunks, 0
+        return chunks, self._admit_chunks(inst, chunks, budget, avail, self.max_batch - seqs - len(inst.prefilling),
+                                          chunked)
+
+    def _admit_chunks(self, inst: EngineView, chunks: list[tuple[int, int]], budget: int, avail: int, slots: int,
+                      chunked: bool) -> int:
+        """Append the first chunks of waiting requests, head first (FCFS: the first that does not fit
+        stops admission), while the budget, the blocks (above vLLM's watermark) and the sequence
+        `slots` last; returns how many were admitted."""
+        B = inst.block
+        st = inst.st
         mark = int(WATERMARK * inst.kv.capacity)
-        slots = self.max_batch - seqs - len(inst.prefilling)
         waiting = inst.waiting
         nwait = len(waiting)
         pending: set[int] | None = None
         acquired: set[int] | None = None
+        admit = 0
         while admit < nwait and budget > 0 and slots > 0:
             rid = waiting[admit]
             if self.gated:
                 if pending is None:
-                    pending = {st.pid[r] for r in inst.prefilling if st.pid[r] >= 0}
+                    pending = {st.prefix_id[r] for r in inst.prefilling if st.prefix_id[r] >= 0}
                 if not self.admissible(inst, rid, pending):
                     break
             target = st.target_if_admitted(rid)
@@ -136,11 +171,11 @@ class Scheduler:
             if c > budget:
                 break
             if inst.reserve_full:
-                nb = -(-(target + st.O[rid] - st.gen[rid]) // B) - shared // B
+                nb = cdiv(target + st.output_tokens[rid] - st.emitted[rid], B) - shared // B
             else:
-                nb = -(-(shared + c) // B) - shared // B
+                nb = cdiv(shared + c, B) - shared // B
             if shared:
-                pid = st.pid[rid]
+                pid = st.prefix_id[rid]
                 if acquired is None:
                     acquired = set()
                 if pid not in acquired:  # acquiring an unreferenced entry takes it off the evictable list
@@ -153,4 +188,4 @@ class Scheduler:
             avail -= nb
             slots -= 1
             admit += 1
-        return chunks, admit
+        return admit

@@ -9,14 +9,15 @@ fits, so it never has to preempt (it cannot recompute a prompt).
 
 from __future__ import annotations
 
-from parasim.serving.schedulers.base import Batch, Scheduler
+from parasim.mathx import cdiv
+from parasim.serving.schedulers.base import Batch, EngineView, Scheduler
 
 
 class Disagg(Scheduler):
     name = "disagg"
     disaggregated = True
 
-    def schedule(self, inst) -> Batch:
+    def schedule(self, inst: EngineView) -> Batch:
         if inst.role == "prefill":
             chunks, admit = self.fill_prefill(inst, self.budget, inst.kv.available(), 0, chunked=False)
             return Batch(chunks, admit)
@@ -27,7 +28,7 @@ class Disagg(Scheduler):
         for rid in inst.waiting:
             if joins >= slots:
                 break
-            nb = -(-(st.target[rid] + st.O[rid] - st.gen[rid]) // B)
+            nb = cdiv(st.prefill_target[rid] + st.output_tokens[rid] - st.emitted[rid], B)
             if nb > avail:
                 break
             avail -= nb

@@ -14,7 +14,7 @@ Each differs from the others in one or two knobs of the same rule (see base.fill
 
 from __future__ import annotations
 
-from parasim.serving.schedulers.base import Batch, Scheduler
+from parasim.serving.schedulers.base import Batch, EngineView, Scheduler
 
 UNLIMITED = 1 << 40
 
@@ -41,7 +41,7 @@ class Static(Scheduler):
             n += 1
         return chunks[:n]
 
-    def schedule(self, inst) -> Batch:
+    def schedule(self, inst: EngineView) -> Batch:
         if inst.prefilling or inst.n_dec:
             chunks, _ = self.fill_prefill(inst, UNLIMITED, inst.kv.available(), inst.n_dec, chunked=False,
                                           admit_new=False)
@@ -61,7 +61,7 @@ class Continuous(Scheduler):
     name = "continuous"
     chunked = False
 
-    def schedule(self, inst) -> Batch:
+    def schedule(self, inst: EngineView) -> Batch:
         if not inst.waiting and not inst.prefilling and inst.kv.free >= inst.decode_block_need():
             return Batch(decode=True)  # the common case: decoders only, room to grow
         victims, avail = self.decode_victims(inst)
@@ -94,7 +94,7 @@ class VLLM(Scheduler):
 
     name = "vllm"
 
-    def schedule(self, inst) -> Batch:
+    def schedule(self, inst: EngineView) -> Batch:
         if inst.waiting or inst.prefilling:
             chunks, admit = self.fill_prefill(inst, self.budget, inst.kv.available(), inst.n_dec,
                                               chunked=self.chunked)
