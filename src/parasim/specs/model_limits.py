@@ -23,13 +23,18 @@ ENV = {"layers": "PARASIM_MAX_LAYERS", "count": "PARASIM_MAX_MODEL_COUNT", "widt
 
 
 def limit(kind: str) -> int:
-    """The largest accepted size of `kind`: LIMITS, or its ENV variable when set (read per call,
-    so a test or a long-lived process sees a change)."""
-    raw = os.environ.get(ENV[kind], "").strip()
+    """The largest accepted size of `kind`: LIMITS, or its ENV variable when set."""
+    return env_limit(ENV[kind], LIMITS[kind])
+
+
+def env_limit(variable: str, default: int) -> int:
+    """A sanity bound: environment `variable` when set (read per call, so a test or a long-lived
+    process sees a change), else `default`; a malformed value is an error naming the variable."""
+    raw = os.environ.get(variable, "").strip()
     if not raw:
-        return LIMITS[kind]
+        return default
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 10**15:
-        raise InputError(ENV[kind], f"must be a whole number in 1..10^15, got {raw!r}")
+        raise InputError(variable, f"must be a whole number in 1..10^15, got {raw!r}")
     return int(raw)
 
 #: ModelSpec integer fields -> their kind (what is not listed is a width)

@@ -13,10 +13,13 @@ from parasim.cost.dtypes import TRAINING_PRECISIONS
 from parasim.cost.layer import Sharding, check_sharding
 from parasim.cost.memory import RECOMPUTE
 from parasim.errors import InputError
-from parasim.specs import edge
+from parasim.specs import edge, model_limits
 from parasim.specs.model import ModelSpec
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved")
+#: Most micro-batches per pipeline per step (the step simulator runs every one, ~50 us each at
+#: pp=8); real steps have tens to a few thousand. PARASIM_MAX_MICRO_BATCHES raises it.
+MAX_MICRO_BATCHES = 100_000
 ATTENTION_KERNELS = ("flash", "flash2", "unfused")
 GRAD_DTYPES = ("fp32", "bf16")
 
@@ -97,6 +100,14 @@ class TrainingPlan:
 
     # --- one validator for everything ---------------------------------------------------------------
     def check(self, model: ModelSpec, gpus: int | None = None) -> TrainingPlan:
+        if self.seq_len > model_limits.limit("context"):
+            raise InputError("seq-len", f"must be at most {model_limits.limit('context'):,} tokens, got "
+                                        f"{self.seq_len:,}; set {model_limits.ENV['context']} to raise the bound")
+        most = model_limits.env_limit("PARASIM_MAX_MICRO_BATCHES", MAX_MICRO_BATCHES)
+        if self.global_batch > most * self.dp * self.micro_batch:
+            raise InputError("global-batch", f"{self.global_batch:,} sequences are more than {most:,} micro-batches "
+                                             f"per pipeline (global_batch/(dp*micro_batch)); the step simulator runs "
+                                             "each one: raise micro_batch, or set PARASIM_MAX_MICRO_BATCHES")
         if gpus is not None and self.gpus != gpus:
             raise InputError("gpus", f"tp*pp*cp*dp != gpus ({self.tp}*{self.pp}*{self.cp}*{self.dp} = "
                                      f"{self.gpus} != {gpus})")
