@@ -169,7 +169,7 @@ def _measured(m: Any, where: str) -> dict[str, Any]:
         elif key == "fits":
             out[key] = edge.boolean(f"{where}.{key}", v)
         else:
-            out[key] = edge.positive_float(f"{where}.{key}", v)
+            out[key] = edge.number(f"{where}.{key}", v, lo=0, lo_open=True)  # as written (137 stays an int)
     if set(out) <= {"flops_convention", "fits"} and "fits" not in out:
         raise InputError(where, "holds no measured value (flops_convention only says how tflops_per_gpu counts)")
     return out
