@@ -48,7 +48,10 @@ def read_lengths(path: str | Path, field: str, *, hi: int, weighted: bool) -> tu
 
 
 def _as_number(text: str, where: str, allowed: str) -> float | int:
+    """Decimal ASCII notation only: Python's float() would also read '1_000' and Arabic-Indic digits."""
     try:
-        return int(text) if text.lstrip("+-").isdigit() and text.isascii() else float(text)
+        if not text.isascii() or "_" in text:
+            raise ValueError(text)
+        return int(text) if text.lstrip("+-").isdigit() else float(text)
     except ValueError:
         raise InputError(where, f"expected {allowed} per line, got {text!r}") from None

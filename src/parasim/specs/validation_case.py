@@ -111,7 +111,7 @@ def _serving_plan(p: dict, where: str) -> dict[str, Any]:
     out = dict(p)
     for k in ("tp", "pp", "replicas", "max_batch"):
         out[k] = edge.positive_int(f"{where}.{k}", p.get(k), allow_none=True, hi=MAX_CASE_GPUS if k != "max_batch"
-                                   else None)
+                                   else MAX_CASE_REQUESTS)
     for k in ("weights", "kv_cache", "scheduler"):
         out[k] = edge.text_value(f"{where}.{k}", p.get(k), allow_none=True)
     return {k: v for k, v in out.items() if k in p}
