@@ -4,7 +4,9 @@ A model file is user input: a typo such as `num_hidden_layers: 1e20`, `hidden: 1
 must be one error naming the key, not a hang, an overflow or a silently truncated answer. The caps
 are sanity bounds far above every published model (Llama 3.1 405B: 126 layers, hidden 16384;
 vocabularies reach ~256K, contexts 10M tokens); they exist so that a runaway value is caught at
-the edge, and nothing is tuned to them.
+the edge, and nothing is tuned to them. Each kind's bound can be raised from the environment
+(ENV: PARASIM_MAX_LAYERS, PARASIM_MAX_MODEL_COUNT for heads and experts, PARASIM_MAX_MODEL_DIM for
+widths and vocabularies, PARASIM_MAX_CONTEXT for context lengths).
 """
 
 from __future__ import annotations
