@@ -21,7 +21,8 @@ from parasim.specs.validation_case import KINDS, UNREADABLE, Case, CaseResult, r
 #: the kinds reports are grouped by: the case kinds, then cases whose kind could not be read
 REPORT_KINDS = (*KINDS, UNREADABLE)
 
-NON_METRIC_KEYS = ("flops_convention",)
+#: measured keys that are not numbers to score: how tflops count, and whether the run fit
+NON_METRIC_KEYS = ("flops_convention", "fits")
 
 
 @dataclass(kw_only=True)
@@ -72,6 +73,11 @@ def run_case(case: Case, predictors: dict[str, Callable[[Case], CaseResult] | No
         base.reason, base.input_error = str(e), True
         return base
     base.status, base.choices, base.reason = res.status, list(res.choices), res.reason
+    # a simulator skips a case only for a bad field it found (a trace line, a plan value): the
+    # case's input, so that `validate` with no case run is exit 2, never 0 with nothing scored
+    base.input_error = res.status == "skipped"
+    if base.input_error and not base.reason.startswith(f"case {case.id}"):
+        base.reason = f"case {case.id}: {base.reason}"
     base.predicted = {k: float(v) for k, v in res.predicted.items()}
     base.errors = {k: (base.predicted[k] - float(v)) / float(v) for k, v in numeric.items()
                    if k in base.predicted and float(v) != 0.0}

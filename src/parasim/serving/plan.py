@@ -12,6 +12,7 @@ from typing import Any
 
 from parasim.cost.dtypes import KV_PRECISIONS, WEIGHT_PRECISIONS
 from parasim.errors import InputError
+from parasim.specs import edge
 from parasim.specs.model import ModelSpec
 
 #: Host-side work per engine iteration that does not overlap the GPU: batch formation, input
@@ -82,6 +83,40 @@ DISAGG_FIELDS = ("prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
 KV_RESERVATION = ("incremental", "full")
 
 
+#: ServingPlan field -> its kind, checked first by `_check_field` (a trailing ? allows null)
+_FIELD_KINDS = {
+    **dict.fromkeys(("tp", "pp", "replicas", "block_size", "ep"), "count"),
+    **dict.fromkeys(("token_budget", "max_batch", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp",
+                     "cuda_graph_max_batch"), "count?"),
+    **dict.fromkeys(("scheduler", "router", "kv_reservation", "act_quant"), "text"),
+    **dict.fromkeys(("weights", "kv_dtype"), "text?"),
+    "custom_allreduce": "bool", "prefix_cache": "bool?", "gpu_memory_utilization": "share",
+    "output_delay_s": "seconds", "iteration_overhead_s": "seconds?", "eager_prefill_layer_s": "seconds?",
+}
+#: Longest host time a plan may state per iteration or token report (an hour: past any engine)
+MAX_PLAN_SECONDS = 3600.0
+
+
+def _check_field(name: str, kind: str, value: Any) -> None:
+    """One plan field by its kind: whole numbers >= 1, non-empty strings, strict booleans, a share
+    in (0, 1], finite seconds in [0, MAX_PLAN_SECONDS]; booleans and strings are never numbers."""
+    if kind.endswith("?"):
+        if value is None:
+            return
+        kind = kind[:-1]
+    if kind == "count":
+        edge.positive_int(name, value)
+    elif kind == "text":
+        edge.text_value(name, value)
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise InputError(name, f"must be true or false, got {value!r}")
+    elif kind == "share":
+        edge.number(name, value, lo=0, lo_open=True, hi=1)
+    else:
+        edge.number(name, value, lo=0, hi=MAX_PLAN_SECONDS)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServingPlan:
     tp: int = 1
@@ -115,31 +150,19 @@ class ServingPlan:
         from parasim.serving.engine import ROUTERS
         from parasim.serving.schedulers import SCHEDULERS
 
-        for name in ("tp", "pp", "replicas", "block_size", "ep"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise InputError(name, f"must be a positive integer, got {v!r}")
-        for name in ("token_budget", "max_batch", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp",
-                     "cuda_graph_max_batch"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise InputError(name, f"must be a positive integer or null, got {v!r}")
+        for name, kind in _FIELD_KINDS.items():
+            value = getattr(self, name)
+            if kind.startswith("count") and isinstance(value, float):
+                raise InputError(name, f"must be an integer, got {value!r}")
+            _check_field(name, kind, value)
         SCHEDULERS.get(self.scheduler)
         ROUTERS.get(self.router)
         if self.weights is not None and self.weights not in WEIGHT_PRECISIONS:
             raise InputError("weights", f"'{self.weights}' is not allowed; choose one of {', '.join(WEIGHT_PRECISIONS)}")
         if self.kv_dtype is not None and self.kv_dtype not in KV_PRECISIONS:
             raise InputError("kv_dtype", f"'{self.kv_dtype}' is not allowed; choose one of {', '.join(KV_PRECISIONS)}")
-        if not (0.0 < float(self.gpu_memory_utilization) <= 1.0):
-            raise InputError("gpu_memory_utilization", f"must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.kv_reservation not in KV_RESERVATION:
             raise InputError("kv_reservation", f"'{self.kv_reservation}' is not one of {', '.join(KV_RESERVATION)}")
-        if self.iteration_overhead_s is not None and self.iteration_overhead_s < 0:
-            raise InputError("iteration_overhead_s", f"must be >= 0, got {self.iteration_overhead_s}")
-        if self.eager_prefill_layer_s is not None and self.eager_prefill_layer_s < 0:
-            raise InputError("eager_prefill_layer_s", f"must be >= 0, got {self.eager_prefill_layer_s}")
-        if not isinstance(self.custom_allreduce, bool):
-            raise InputError("custom_allreduce", f"must be true or false, got {self.custom_allreduce!r}")
         if self.act_quant not in ACT_QUANT:
             raise InputError("act_quant", f"unknown mode '{self.act_quant}'; allowed: {', '.join(ACT_QUANT)}")
         if not self.output_delay_s >= 0:

@@ -207,6 +207,8 @@ def _datetime(text: str) -> tuple[int, float] | None:
     if m[6] and m[6] not in "Zz":
         sign = -1 if m[6][0] == "-" else 1
         digits = m[6][1:].replace(":", "")
+        if int(digits[:2]) > 14 or int(digits[2:]) > 59:  # UTC offsets run from -12:00 to +14:00
+            return None
         zone = sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
     frac = float("0." + m[5]) if m[5] else 0.0
     return day * 86400 + h * 3600 + mi * 60 + s - zone, frac
@@ -333,6 +335,9 @@ def read_trace(path: str | Path, *, limit: int | None = None, columns: TraceColu
     if not cols.native:
         info["origin"] = _origin(kind, whole[first], frac[first])
         arrival = arrival - arrival[first]
+    if arrival.max() > MAX_ARRIVAL_S:  # date-times: numbers were checked one by one
+        raise InputError(f"{p.name} '{cols.arrival}'", f"the trace spans {arrival.max():g} s, past "
+                                                       f"{MAX_ARRIVAL_S:g} s; check its dates")
     wl = Workload.from_columns(arrival, prompt, output, pid, ptok, where=p.name)
     return replace(wl, trace=info)
 

@@ -107,27 +107,12 @@ def read_trace(path: str | Path, **kwargs: Any) -> Workload:
 
 # --- generator ------------------------------------------------------------------------------------
 def read_length_distribution(path: str | Path, *, field: str) -> tuple[np.ndarray, np.ndarray]:
-    """A file of lengths: one integer per line, or `length,weight` per line; `#` comments allowed."""
-    from parasim.specs import edge
+    """A file of lengths: one integer per line, or `length,weight` per line; `#` comments allowed
+    (specs.length_file: every bad line is an error naming the file and line)."""
+    from parasim.serving.traces import MAX_TRACE_TOKENS
+    from parasim.specs.length_file import read_lengths
 
-    p = Path(path)
-    values, weights = [], []
-    for i, line in enumerate(edge.read_text(p, field, what="length distribution file").splitlines(), start=1):
-        s = line.split("#", 1)[0].strip()
-        if not s or s.lower().startswith(("length", "value", "tokens")):
-            continue
-        parts = [x for x in s.replace(",", " ").split() if x]
-        try:
-            v = float(parts[0])
-            w = float(parts[1]) if len(parts) > 1 else 1.0
-        except (ValueError, IndexError):
-            raise InputError(f"{p.name} line {i}", f"expected 'length' or 'length,weight', got {s!r}") from None
-        v = edge.capped_int(f"{p.name} line {i}: length", v, "tokens")
-        w = edge.finite_float(f"{p.name} line {i}: weight", w, lo=0, lo_open=False)
-        values.append(v)
-        weights.append(w)
-    if not values or sum(weights) <= 0:
-        raise InputError(field, f"{p.name} holds no lengths")
+    values, weights = read_lengths(path, field, hi=MAX_TRACE_TOKENS, weighted=True)
     wa = np.asarray(weights, dtype=np.float64)
     return np.asarray(values, dtype=np.int64), wa / wa.sum()
 

@@ -48,6 +48,9 @@ def model_from_mapping(d: dict, *, where: str = "model") -> ModelSpec:
         mla = d.pop("mla", None)
         if "experts" in d and d["experts"] and family != "moe" and family == "llama":
             family = "moe"
+        if d.get("head_dim") is None and hidden % heads:
+            raise InputError(f"{where}.heads", f"{heads} does not divide hidden={hidden}; give head_dim "
+                                               "when the heads are not hidden / heads wide")
         defaults = {
             "kv_heads": heads,
             "head_dim": hidden // heads,
@@ -62,13 +65,11 @@ def model_from_mapping(d: dict, *, where: str = "model") -> ModelSpec:
         if family == "moe" and not d.get("moe_ffn_hidden"):
             d["moe_ffn_hidden"] = d["ffn_hidden"]
         d["family"] = family
-        if mla:
-            if not isinstance(mla, dict):
-                raise InputError(f"{where}.mla", "must be a mapping of MLA sizes")
-            d["mla"] = MLASpec(**{k: model_limits.spec_size(f"{where}.mla.{k}", k, v) for k, v in mla.items()})
+        if mla is not None:
+            d["mla"] = _mla(mla, f"{where}.mla")
         d.setdefault("name", d.get("name") or "custom")
         known = ModelSpec.__dataclass_fields__
-        unknown = sorted(set(d) - set(known))
+        unknown = sorted(str(k) for k in d if k not in known)
         if unknown:
             raise InputError(f"{where}.{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(known))}")
         return ModelSpec(**d)
@@ -80,6 +81,23 @@ def model_from_mapping(d: dict, *, where: str = "model") -> ModelSpec:
                 raise InputError(where + e.field[len("model"):], e.message) from None
             raise
         raise InputError(where, f"malformed model description ({e})") from None
+
+
+def _mla(m: Any, where: str) -> MLASpec:
+    """An `mla:` mapping of a model description: exactly the MLASpec sizes."""
+    from parasim.specs import model_limits
+    from parasim.specs.model import MLA_FIELDS
+
+    if not isinstance(m, dict):
+        raise InputError(where, f"must be a mapping of the MLA sizes {', '.join(MLA_FIELDS)}")
+    unknown = sorted(str(k) for k in m if k not in MLA_FIELDS)
+    if unknown:
+        raise InputError(f"{where}.{unknown[0]}", f"unknown field; allowed: {', '.join(MLA_FIELDS)}")
+    missing = [k for k in MLA_FIELDS if m.get(k) is None and k != "q_lora_rank"]
+    if missing:
+        raise InputError(f"{where}.{missing[0]}", "required field is missing")
+    return MLASpec(**{k: model_limits.spec_size(f"{where}.{k}", k, 0 if m.get(k) is None else m[k])
+                      for k in MLA_FIELDS})
 
 
 #: hyphen-separated tokens that name a fine-tune or packaging of a checkpoint, not its shapes

@@ -53,6 +53,13 @@ class _Config:
             return default
         return model_limits.hf_size(self.field(key), key, self.data[key], zero_ok=True)
 
+    def probability(self, key: str, default: float) -> float:
+        """A dropout-like probability in [0, 1)."""
+        value = edge.number(self.field(key), self.data.get(key, default), lo=0, hi=1)
+        if value == 1:
+            raise InputError(self.field(key), "must be a probability in [0, 1), got 1")
+        return value
+
     def flag(self, key: str, default: bool) -> bool:
         value = self.data.get(key)
         if value is None:
@@ -143,7 +150,7 @@ def _gpt_common(c: _Config) -> dict:
         raise InputError(c.field("n_head"), f"n_embd {hidden} is not divisible by n_head {heads}")
     if not c.has("n_inner"):
         c.notes.append("ffn_hidden = 4 * n_embd (n_inner unset)")
-    dropout = c.data.get("resid_pdrop", 0.1 if c.model_type == "gpt2" else 0.0)
+    dropout = c.probability("resid_pdrop", 0.1 if c.model_type == "gpt2" else 0.0)
     return {"family": "gpt", "layers": c.dim("n_layer", "num_hidden_layers"), "hidden": hidden, "heads": heads,
             "kv_heads": heads, "head_dim": hidden // heads, "ffn_hidden": c.dim("n_inner", default=4 * hidden),
             "vocab": c.dim("vocab_size"), "max_seq_len": c.dim("n_positions", "max_position_embeddings", default=2048),
@@ -198,9 +205,7 @@ def _opt(c: _Config) -> dict:
         c.notes.append("post-LN (do_layer_norm_before: false): no final layer norm")
     if not c.flag("layer_norm_elementwise_affine", True):
         c.notes.append("layer norms without weights are counted as if they had them")
-    dropout = c.data.get("dropout", 0.1)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise InputError(c.field("dropout"), f"must be a probability in [0, 1), got {dropout!r}")
+    dropout = c.probability("dropout", 0.1)
     return {"family": "gpt", "layers": c.dim("num_hidden_layers"), "hidden": hidden, "heads": heads,
             "kv_heads": heads, "head_dim": hidden // heads, "ffn_hidden": c.dim("ffn_dim"),
             "vocab": c.dim("vocab_size"), "max_seq_len": c.dim("max_position_embeddings", default=2048),

@@ -17,6 +17,13 @@ FAMILIES = ("gpt", "llama", "moe")
 CHECKPOINT_DTYPES = ("bf16", "fp16", "fp32")
 #: weight formats a checkpoint may ship in (HF `quantization_config`)
 QUANTIZED_FORMATS = ("fp8", "int8", "int4", "fp4")
+#: ModelSpec fields that hold free text
+_TEXT_FIELDS = ("name", "family", "model_type", "source", "notes")
+#: ModelSpec fields that only an MoE model may set (non-zero)
+_MOE_FIELDS = ("experts_per_token", "shared_experts", "moe_ffn_hidden", "dense_layers")
+
+
+MLA_FIELDS = ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +35,12 @@ class MLASpec:
     qk_nope_head_dim: int
     qk_rope_head_dim: int
     v_head_dim: int
+
+    def __post_init__(self) -> None:
+        from parasim.specs import model_limits
+
+        for name in MLA_FIELDS:
+            model_limits.spec_size(f"model.mla.{name}", name, getattr(self, name))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,24 +83,49 @@ class ModelSpec:
 
     # --- validation -----------------------------------------------------------------------
     def __post_init__(self) -> None:
+        """Every field checked by kind (sizes by model_limits, switches strictly boolean, texts
+        strings), then the facts that tie fields together, so a Python caller gets the same one-line
+        InputError as a file does; the loaders check first and name the file's key."""
         from parasim.errors import InputError
+        from parasim.specs import model_limits
 
+        for name in _TEXT_FIELDS:
+            if not isinstance(getattr(self, name), str):
+                raise InputError(f"model.{name}", f"must be a string, got {getattr(self, name)!r}")
+        if not self.name.strip():
+            raise InputError("model.name", "must be a non-empty string")
         if self.family not in FAMILIES:
             raise InputError("model.family", f"'{self.family}' is not one of {', '.join(FAMILIES)}")
-        for name in ("layers", "hidden", "heads", "kv_heads", "head_dim", "vocab"):
-            if int(getattr(self, name)) <= 0:
-                raise InputError(f"model.{name}", f"must be a positive integer, got {getattr(self, name)}")
-        if self.ffn_hidden <= 0 and not self.is_moe:
-            raise InputError("model.ffn_hidden", "must be a positive integer")
-        for name in ("position_offset", "embed_dim"):
-            if int(getattr(self, name)) < 0:
-                raise InputError(f"model.{name}", f"must be >= 0, got {getattr(self, name)}")
-        if self.heads % self.kv_heads:
-            raise InputError("model.kv_heads", f"{self.kv_heads} does not divide heads={self.heads}")
-        if self.is_moe and not (0 < self.experts_per_token <= self.experts):
-            raise InputError("model.experts_per_token", f"must be in 1..experts={self.experts}")
-        if self.is_moe and self.moe_ffn_hidden <= 0:
-            raise InputError("model.moe_ffn_hidden", "must be a positive integer for an MoE model")
+        for name in model_limits.SPEC_INT_FIELDS:
+            value = getattr(self, name)
+            if value is not None or name != "sliding_window":
+                model_limits.spec_size(f"model.{name}", name, value)
+        for name in model_limits.SPEC_BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"model.{name}", f"must be true or false, got {getattr(self, name)!r}")
+        if self.mla is not None and not isinstance(self.mla, MLASpec):
+            raise InputError("model.mla", f"must be an MLASpec or null, got {type(self.mla).__name__}")
+        if self.kv_heads > self.heads or self.heads % self.kv_heads:
+            raise InputError("model.kv_heads", f"{self.kv_heads} does not divide heads={self.heads} "
+                                               "(each KV head serves a whole group of query heads)")
+        if self.ffn_hidden == 0 and not self.is_moe:
+            raise InputError("model.ffn_hidden", "must be a positive integer for a dense model")
+        if self.family == "moe" and not self.is_moe:
+            raise InputError("model.experts", "family moe needs experts >= 1")
+        if self.is_moe:
+            if not 0 < self.experts_per_token <= self.experts:
+                raise InputError("model.experts_per_token", f"must be in 1..experts={self.experts}, "
+                                                            f"got {self.experts_per_token}")
+            if self.moe_ffn_hidden == 0:
+                raise InputError("model.moe_ffn_hidden", "must be a positive integer for an MoE model")
+            if self.dense_layers >= self.layers:
+                raise InputError("model.dense_layers", f"must be below layers={self.layers} (an MoE model "
+                                                       f"has at least one MoE layer), got {self.dense_layers}")
+        else:
+            moe_only = [n for n in _MOE_FIELDS if getattr(self, n)]
+            if moe_only:
+                raise InputError(f"model.{moe_only[0]}", "applies only to an MoE model (experts >= 1); "
+                                                         "experts is 0")
         if self.dtype is not None and self.dtype not in CHECKPOINT_DTYPES:
             raise InputError("model.dtype", f"'{self.dtype}' is not one of {', '.join(CHECKPOINT_DTYPES)}")
         if self.quantized_weights is not None and self.quantized_weights not in QUANTIZED_FORMATS:

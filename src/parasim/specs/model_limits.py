@@ -4,18 +4,40 @@ A model file is user input: a typo such as `num_hidden_layers: 1e20`, `hidden: 1
 must be one error naming the key, not a hang, an overflow or a silently truncated answer. The caps
 are sanity bounds far above every published model (Llama 3.1 405B: 126 layers, hidden 16384;
 vocabularies reach ~256K, contexts 10M tokens); they exist so that a runaway value is caught at
-the edge, and nothing is tuned to them.
+the edge, and nothing is tuned to them. Each kind's bound can be raised from the environment
+(ENV: PARASIM_MAX_LAYERS, PARASIM_MAX_MODEL_COUNT for heads and experts, PARASIM_MAX_MODEL_DIM for
+widths and vocabularies, PARASIM_MAX_CONTEXT for context lengths).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from parasim.errors import InputError
 from parasim.specs import edge
 
-#: kind of size -> largest accepted value
+#: kind of size -> largest accepted value (each can be raised with its environment variable)
 LIMITS = {"layers": 10_000, "count": 1_000_000, "width": 10_000_000, "context": 1_000_000_000}
-_HINT = "a sanity bound far above every published model (parasim.specs.model_limits.LIMITS)"
+#: kind of size -> the environment variable that overrides its limit (docs/model-configs.md)
+ENV = {"layers": "PARASIM_MAX_LAYERS", "count": "PARASIM_MAX_MODEL_COUNT", "width": "PARASIM_MAX_MODEL_DIM",
+       "context": "PARASIM_MAX_CONTEXT"}
+
+
+def limit(kind: str) -> int:
+    """The largest accepted size of `kind`: LIMITS, or its ENV variable when set."""
+    return env_limit(ENV[kind], LIMITS[kind])
+
+
+def env_limit(variable: str, default: int) -> int:
+    """A sanity bound: environment `variable` when set (read per call, so a test or a long-lived
+    process sees a change), else `default`; a malformed value is an error naming the variable."""
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return default
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 10**15:
+        raise InputError(variable, f"must be a whole number in 1..10^15, got {raw!r}")
+    return int(raw)
 
 #: ModelSpec integer fields -> their kind (what is not listed is a width)
 SPEC_KINDS = {"layers": "layers", "dense_layers": "layers", "heads": "count", "kv_heads": "count",
@@ -40,8 +62,9 @@ HF_KINDS = {"num_hidden_layers": "layers", "n_layer": "layers", "first_k_dense_r
 
 
 def size(field: str, value: Any, kind: str, *, zero_ok: bool = False) -> int:
-    """`value` as a whole number in 1..LIMITS[kind] (0.. with zero_ok); anything else names `field`."""
-    return edge.number(field, value, integer=True, lo=0 if zero_ok else 1, hi=LIMITS[kind], hint=_HINT)
+    """`value` as a whole number in 1..limit(kind) (0.. with zero_ok); anything else names `field`."""
+    hint = f"a sanity bound far above every published model; set {ENV[kind]} to raise it"
+    return edge.number(field, value, integer=True, lo=0 if zero_ok else 1, hi=limit(kind), hint=hint)
 
 
 def spec_size(field: str, name: str, value: Any) -> int:

@@ -13,8 +13,12 @@ from parasim.cost.dtypes import TRAINING_PRECISIONS
 from parasim.cost.layer import Sharding, check_sharding
 from parasim.cost.memory import RECOMPUTE
 from parasim.errors import InputError
+from parasim.specs import edge, model_limits
 from parasim.specs.model import ModelSpec
 
+#: Most micro-batches per pipeline per step (the step simulator runs every one, ~50 us each at
+#: pp=8); real steps have tens to a few thousand. PARASIM_MAX_MICRO_BATCHES raises it.
+MAX_MICRO_BATCHES = 100_000
 ATTENTION_KERNELS = ("flash", "flash2", "unfused")
 GRAD_DTYPES = ("fp32", "bf16")
 
@@ -47,6 +51,15 @@ class TrainingPlan:
     # dtype of the gradient buffers and their DP reduction: fp32 (Megatron's default with bf16/fp8)
     # or bf16 (NeMo's `optim.grad_sync_dtype=bf16`); fp16 runs always keep fp16 gradients
     grad_dtype: str = "fp32"
+
+    def __post_init__(self) -> None:
+        """Each field by its kind (`_FIELD_KINDS`), so a Python caller gets the CLI's one-line
+        error; `check` then ties the fields to each other and to the model."""
+        for name, kind in _FIELD_KINDS.items():
+            value = getattr(self, name)
+            read = _check_field(name, kind, value)
+            if type(read) is not type(value):  # from_mapping converts ("true", 2.0); a caller must not
+                raise InputError(name.replace("_", "-"), f"must be {type(read).__name__}, got {value!r}")
 
     # --- derived --------------------------------------------------------------------------------
     @property
@@ -87,10 +100,14 @@ class TrainingPlan:
 
     # --- one validator for everything ---------------------------------------------------------------
     def check(self, model: ModelSpec, gpus: int | None = None) -> TrainingPlan:
-        for name in ("tp", "pp", "dp", "cp", "ep", "virtual_stages", "micro_batch", "global_batch", "seq_len"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise InputError(name.replace("_", "-"), f"must be a positive integer, got {v!r}")
+        if self.seq_len > model_limits.limit("context"):
+            raise InputError("seq-len", f"must be at most {model_limits.limit('context'):,} tokens, got "
+                                        f"{self.seq_len:,}; set {model_limits.ENV['context']} to raise the bound")
+        most = model_limits.env_limit("PARASIM_MAX_MICRO_BATCHES", MAX_MICRO_BATCHES)
+        if self.global_batch > most * self.dp * self.micro_batch:
+            raise InputError("global-batch", f"{self.global_batch:,} sequences are more than {most:,} micro-batches "
+                                             f"per pipeline (global_batch/(dp*micro_batch)); the step simulator runs "
+                                             "each one: raise micro_batch, or set PARASIM_MAX_MICRO_BATCHES")
         if gpus is not None and self.gpus != gpus:
             raise InputError("gpus", f"tp*pp*cp*dp != gpus ({self.tp}*{self.pp}*{self.cp}*{self.dp} = "
                                      f"{self.gpus} != {gpus})")
@@ -102,8 +119,6 @@ class TrainingPlan:
             raise InputError("attention", f"'{self.attention}' is not one of {', '.join(ATTENTION_KERNELS)}")
         if self.grad_dtype not in GRAD_DTYPES:
             raise InputError("grad-dtype", f"'{self.grad_dtype}' is not one of {', '.join(GRAD_DTYPES)}")
-        if self.zero not in (0, 1, 2, 3):
-            raise InputError("zero", f"must be 0, 1, 2 or 3, got {self.zero!r}")
         from parasim.training.schedules import get_schedule
 
         get_schedule(self.schedule)  # unknown names rejected with the list of known ones
@@ -136,7 +151,7 @@ class TrainingPlan:
                 raise InputError(f"plan.{key}", f"unknown field; allowed: {', '.join(sorted(known))}")
             if value is None:
                 continue
-            kw[name] = _coerce(name, value, known[name].type)
+            kw[name] = _check_field(name, _FIELD_KINDS[name], value)
         if "dp" not in kw:
             if gpus is None:
                 kw["dp"] = 1
@@ -154,21 +169,30 @@ class TrainingPlan:
         return cls(**kw)
 
 
-def _coerce(name: str, value: Any, typ: Any) -> Any:
-    t = str(typ)
-    try:
-        if t == "bool":
-            if isinstance(value, str):
-                if value.lower() in ("true", "yes", "1", "on"):
-                    return True
-                if value.lower() in ("false", "no", "0", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if t == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(value)
-            return int(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise InputError(name.replace("_", "-"), f"malformed value {value!r} (expected {t})") from None
+#: TrainingPlan field -> its kind (a trailing ? allows null); errors name the flag spelling
+_FIELD_KINDS = {
+    **dict.fromkeys(("tp", "pp", "dp", "cp", "ep", "virtual_stages", "micro_batch", "global_batch", "seq_len"),
+                    "count"),
+    **dict.fromkeys(("sequence_parallel", "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap",
+                     "overlap_p2p_comm"), "bool"),
+    **dict.fromkeys(("recompute", "precision", "schedule", "attention", "grad_dtype"), "text"),
+    "zero": "zero", "seq_len_dist": "text?",
+}
+
+
+def _check_field(name: str, kind: str, value: Any) -> Any:
+    """`value` of field `name` by its kind; booleans are not numbers and strings are not either
+    (a config's `tp: "2"` is refused, not read as 2). Returns the value (a whole float as int)."""
+    flag = name.replace("_", "-")
+    if kind.endswith("?"):
+        if value is None:
+            return None
+        kind = kind[:-1]
+    if kind == "count":
+        return edge.positive_int(flag, value)
+    if kind == "zero":
+        return edge.number(flag, value, integer=True, lo=0, hi=3)
+    if kind == "bool":
+        return edge.boolean(flag, value)
+    return edge.text_value(flag, value)
+

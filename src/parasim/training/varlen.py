@@ -12,31 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
-
-from parasim.errors import InputError
 
 
 @lru_cache(maxsize=16)
 def load_lengths(path: str) -> tuple[int, ...]:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("seq-len-dist", f"no such file: {path}")
-    out = []
-    for i, line in enumerate(p.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            n = int(float(line.split(",")[0]))
-        except ValueError:
-            raise InputError("seq-len-dist", f"{p.name} line {i}: expected a document length, got {line!r}") from None
-        if n <= 0:
-            raise InputError("seq-len-dist", f"{p.name} line {i}: a document length must be positive, got {n}")
-        out.append(n)
-    if not out:
-        raise InputError("seq-len-dist", f"{p.name} holds no document lengths")
-    return tuple(out)
+    """Document lengths, one per line (specs.length_file: bad lines are errors naming the line)."""
+    from parasim.specs import model_limits
+    from parasim.specs.length_file import read_lengths
+
+    lengths, _ = read_lengths(path, "seq-len-dist", hi=model_limits.limit("context"), weighted=False)
+    return tuple(lengths)
 
 
 def packed_pairs(lengths: tuple[int, ...], seq_len: int, sequences: int) -> list[float]:
