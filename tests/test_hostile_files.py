@@ -400,3 +400,9 @@ def test_hostile_files_through_the_installed_command(tmp_path, args, content, na
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("parasim: error: ") and "Traceback" not in r.stderr
     assert name in r.stderr
+
+
+def test_a_control_character_in_a_trace_header_keeps_the_error_on_one_line(tmp_path):
+    """The header's names were echoed raw: a vertical tab split the message over two lines."""
+    code, err = cli(*SERVE, "--trace", write(tmp_path / "t.csv", "a\x0bb,c\n1,2\n"))
+    assert refused(code, err, "t.csv") and "'a\\x0bb'" in err
