@@ -115,6 +115,12 @@ def parse_trace_columns(spec: str | Mapping[str, Any] | None, field: str = "trac
     return TraceColumns(format="custom", arrival_unit=unit, **{k: v.strip() if v else v for k, v in cols.items()})
 
 
+def _shown(names: list[str]) -> str:
+    """A header's column names for a message: printable ones as written, others as Python
+    literals, so a control character from the file never breaks the one-line error."""
+    return ", ".join(n if n.isprintable() else repr(n) for n in names)
+
+
 def _key(name: str) -> str:
     return name.strip().lower()
 
@@ -130,7 +136,7 @@ def _resolve(names: list[str], wanted: TraceColumns | None, where: str) -> Trace
             col = getattr(wanted, k)
             if col and _key(col) not in by_key:
                 raise InputError("trace_columns", f"column '{col}' ({k}) is not in {where}'s header "
-                                                  f"(columns: {', '.join(names)})")
+                                                  f"(columns: {_shown(names)})")
         return replace(wanted, **{k: by_key[_key(getattr(wanted, k))] for k in
                                   ("arrival", "prompt", "output", "prefix_id", "prefix_tokens") if getattr(wanted, k)})
     for fmt in KNOWN_FORMATS:
@@ -140,7 +146,7 @@ def _resolve(names: list[str], wanted: TraceColumns | None, where: str) -> Trace
                      for k in ("arrival", "prompt", "output", "prefix_id", "prefix_tokens")}
             return replace(fmt, **found)
     known = "; ".join(f"{f.format}: {f.arrival}, {f.prompt}, {f.output}" for f in KNOWN_FORMATS)
-    raise InputError(where, f"columns {', '.join(names) or '(none)'} are not a known trace format ({known}); "
+    raise InputError(where, f"columns {_shown(names) or '(none)'} are not a known trace format ({known}); "
                             "map yours with --trace-columns arrival=COL,prompt=COL,output=COL")
 
 

@@ -281,7 +281,7 @@ def _from_hf(d: dict, path: Path) -> ModelSpec:
     mt = _model_type(d, where)
     mapper = _MAPPERS.get(mt)
     if mapper is None:
-        raise InputError(f"{where}:model_type", f"unsupported model_type '{mt}'; supported: {', '.join(sorted(_MAPPERS))} "
+        raise InputError(f"{where}:model_type", f"unsupported model_type {mt!r}; supported: {', '.join(sorted(_MAPPERS))} "
                                                 "(or describe the model in a parasim YAML with ModelSpec fields)")
     cfg = _Config(d, where, mt)
     fields = mapper(cfg)

@@ -95,7 +95,7 @@ class ModelSpec:
         if not self.name.strip():
             raise InputError("model.name", "must be a non-empty string")
         if self.family not in FAMILIES:
-            raise InputError("model.family", f"'{self.family}' is not one of {', '.join(FAMILIES)}")
+            raise InputError("model.family", f"{self.family!r} is not one of {', '.join(FAMILIES)}")
         for name in model_limits.SPEC_INT_FIELDS:
             value = getattr(self, name)
             if value is not None or name != "sliding_window":
@@ -127,10 +127,10 @@ class ModelSpec:
                 raise InputError(f"model.{moe_only[0]}", "applies only to an MoE model (experts >= 1); "
                                                          "experts is 0")
         if self.dtype is not None and self.dtype not in CHECKPOINT_DTYPES:
-            raise InputError("model.dtype", f"'{self.dtype}' is not one of {', '.join(CHECKPOINT_DTYPES)}")
+            raise InputError("model.dtype", f"{self.dtype!r} is not one of {', '.join(CHECKPOINT_DTYPES)}")
         if self.quantized_weights is not None and self.quantized_weights not in QUANTIZED_FORMATS:
             raise InputError("model.quantized_weights",
-                             f"'{self.quantized_weights}' is not one of {', '.join(QUANTIZED_FORMATS)}")
+                             f"{self.quantized_weights!r} is not one of {', '.join(QUANTIZED_FORMATS)}")
 
     def with_(self, **changes) -> ModelSpec:
         return replace(self, **changes)
