@@ -22,6 +22,11 @@ from parasim.specs.model import ModelSpec
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
+#: The runtime's memory outside weights, activations and KV cache, as docs/serving.md and
+#: docs/cost-model.md state it ("1 GB"). Written here, not imported from parasim.cost.memory, so a
+#: test of the KV budget fails when the code and its documentation part ways.
+DOCUMENTED_RUNTIME_RESERVE_BYTES = 1e9
+
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m parasim ARGS` the way a user would, capturing both streams."""

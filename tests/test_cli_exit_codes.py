@@ -231,6 +231,6 @@ def test_pool_workers_are_forked_with_sigint_blocked():
         "os.close(w)\n"
         "print(os.read(r, 64).decode())\n"
     )
-    r = subprocess.run([sys.executable, "-c", PROLOGUE + code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", PROLOGUE + code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "BB"

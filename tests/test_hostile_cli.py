@@ -202,7 +202,7 @@ def test_burst_given_as_the_string_false_runs_no_burst(tmp_path):
     assert drop(runs["quoted"]) == drop(runs["plain"]) != drop(runs["burst"])
 
 
-def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
+def test_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
     lines = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]']
     for i in range(1, 9):
         lines.append(f"{chr(97 + i)}: &{chr(97 + i)} [" + ",".join([f"*{chr(96 + i)}"] * 10) + "]")
@@ -210,7 +210,7 @@ def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
     path = tmp_path / "bomb.yaml"
     path.write_text("\n".join(lines) + "\n")
     for cmd in ("serve", "train"):
-        r = run_cli(cmd, "-c", str(path), timeout=120)  # a hang guard only: the refusal takes a second
+        r = run_cli(cmd, "-c", str(path))  # the message proves the bound stopped it, not a clock
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.startswith("parasim: error: bomb.yaml: YAML expands to more than"), r.stderr
 
@@ -233,7 +233,7 @@ def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
       "--ray-address", "auto"], "ray-address"),
 ])
 def test_issue_cases_exit_2_in_one_line(args, field):
-    r = run_cli(*args, timeout=120)  # a hang guard only
+    r = run_cli(*args)
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith(f"parasim: error: {field}: ") and r.stderr.count("\n") == 1, r.stderr
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hst
 
 from parasim.cost.dtypes import dtype_bytes
-from parasim.cost.memory import (RUNTIME_RESERVED_BYTES, activation_workspace_bytes, kv_cache_bytes_per_token_per_gpu,
+from parasim.cost.memory import (activation_workspace_bytes, kv_cache_bytes_per_token_per_gpu,
                                   weight_params_per_gpu)
 from parasim.errors import InputError
 from parasim.serving import ServingPlan, Workload, generate, simulate
@@ -22,6 +22,7 @@ from parasim.serving.schedulers import SCHEDULERS
 from parasim.serving.schedulers.batchllm import prefix_group_order
 from parasim.specs.catalog import get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
+from tests.conftest import DOCUMENTED_RUNTIME_RESERVE_BYTES
 
 MODEL = get_model("llama-3-8b")
 H100 = get_accelerator("h100-sxm")
@@ -36,7 +37,7 @@ def util_for_blocks(blocks: int, *, block: int = 16, tp: int = 1, max_tokens: in
     w = weight_params_per_gpu(MODEL, tp=tp) * 2
     act = activation_workspace_bytes(MODEL, tp=tp, tokens=max_tokens, logit_rows=max_batch, act_bytes=2.0)
     kv = (blocks + 0.5) * block * kv_cache_bytes_per_token_per_gpu(MODEL, tp=tp, pp=1, kv_bytes=dtype_bytes("bf16"))
-    return (w + act + RUNTIME_RESERVED_BYTES + kv) / H100.hbm_bytes
+    return (w + act + DOCUMENTED_RUNTIME_RESERVE_BYTES + kv) / H100.hbm_bytes
 
 
 def test_basic_run_completes_and_conserves_tokens():

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import signal
 from contextlib import contextmanager
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -15,6 +15,7 @@ from parasim.errors import InputError
 from parasim.search.plan_serve import evaluate, kv_holds_workload, kv_prune
 from parasim.search.prune import REASONS, Pruned
 from parasim.serving import ServingPlan, Workload, generate, simulate
+from parasim.serving.engine import Instance
 from parasim.serving.schedulers import SCHEDULERS
 from parasim.specs.catalog import get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
@@ -31,18 +32,24 @@ def cluster(gpus: int) -> ClusterSpec:
 
 
 @contextmanager
-def time_limit(seconds: float):
-    """Turn a hang into a failure (the engine must never loop without end)."""
-    def fire(*_):
-        raise TimeoutError(f"simulation did not finish in {seconds} s")
+def iteration_budget(wl: Workload, per_token: int = 20):
+    """Turn a livelock into a failure without a clock: every engine iteration goes through
+    `Instance.start` and processes at least one token, so a run needs at most one iteration per
+    prompt and output token, times the recomputes preemption causes; `per_token` allows 19 of
+    them per token before calling the run stuck."""
+    tokens = int(wl.prompt_tokens.sum() + wl.output_tokens.sum())
+    limit = per_token * tokens
+    real_start = Instance.start
+    iterations = 0
 
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
+    def counted(inst, batch, t):
+        nonlocal iterations
+        iterations += 1
+        assert iterations <= limit, f"{iterations} engine iterations for {tokens} tokens: stuck"
+        return real_start(inst, batch, t)
+
+    with patch.object(Instance, "start", counted):
         yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def test_70b_at_tp2_bf16_is_an_infeasible_result_with_the_memory_breakdown():
@@ -78,7 +85,7 @@ def test_requests_that_can_never_fit_are_counted_and_the_rest_complete():
     util = util_for_blocks(60)  # 960 tokens
     wl = Workload.from_columns(np.arange(12) * 0.05, [300, 900] * 6, [50, 200] * 6)
     for sched in ("sarathi", "splitfuse", "sglang", "vllm", "continuous", "static", "batchllm"):
-        with time_limit(30):
+        with iteration_budget(wl):
             plan = ServingPlan(scheduler=sched, token_budget=512, max_batch=256, gpu_memory_utilization=util)
             res = simulate(L8, cluster(1), plan, wl)
         s = res.summary
@@ -94,7 +101,7 @@ def test_the_largest_servable_request_fills_the_cache_exactly(reserve, total):
     util = util_for_blocks(60)
     plan = ServingPlan(scheduler="sarathi", kv_reservation=reserve, gpu_memory_utilization=util)
     wl = Workload.from_columns([0.0, 1.0], [400, 400], [total - 400, total - 400 + 1])
-    with time_limit(30):
+    with iteration_budget(wl):
         res = simulate(L8, cluster(1), plan, wl)
     assert res.kv["kv_blocks"] == 60
     assert res.requests["completed"].tolist() == [True, False]
@@ -163,7 +170,7 @@ def test_simulate_raises_only_input_error(plan, model, gpus, n, data):
     arrivals = np.cumsum(data.draw(hst.lists(hst.floats(min_value=0.0, max_value=0.3), min_size=n, max_size=n)))
     wl = Workload.from_columns(arrivals, prompts, outputs, pids, [min(p - 1, 500) for p in prompts])
     try:
-        with time_limit(60):
+        with iteration_budget(wl):
             res = simulate(model, cluster(gpus), ServingPlan(**plan), wl, slo={"ttft_s": 1.0})
     except InputError:
         return

@@ -3,18 +3,33 @@ a roofline worked by hand."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
 from parasim.cost.layer import LayerCost, Sharding
-from parasim.serving.itercost import PARTS, IterationCost
+from parasim.serving.itercost import IterationCost
 from parasim.specs.catalog import get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
 
 LLAMA = get_model("llama-3-8b")
 MIXTRAL = get_model("mixtral-8x7b")
 H100 = get_accelerator("h100-sxm")
+
+
+def documented_parts() -> tuple[str, ...]:
+    """The breakdown's parts as docs/serving.md lists them ("parts (`itercost.PARTS`: `a`, `b`, ...;"):
+    read from the documentation, so the code's own PARTS tuple is checked, not restated."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text(encoding="utf-8")
+    listed = re.search(r"parts \(`itercost\.PARTS`:(.*?);", text, re.DOTALL)
+    assert listed, "docs/serving.md no longer lists the iteration time's parts"
+    return tuple(re.findall(r"`(\w+)`", listed.group(1)))
+
+
+PARTS = documented_parts()
 
 
 def cost(model=LLAMA, *, gpus: int = 1, **kw) -> IterationCost:
@@ -76,7 +91,7 @@ batches = hst.tuples(hst.integers(1, 700), hst.integers(0, 3000), hst.integers(0
                                   dict(model=MIXTRAL, tp=2, gpus=2)]))
 def test_breakdown_parts_sum_to_the_iteration_time(batch, variant):
     """Any batch, any engine: every part is a non-negative number of seconds, the parts are the
-    documented PARTS, and time_s is their sum."""
+    documented parts, and time_s is their sum."""
     chunk, cached, seqs, ctx_each = batch
     kw = dict(variant)
     ic = cost(kw.pop("model", LLAMA), **kw)
