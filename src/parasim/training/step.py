@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from parasim.cost.comm import Group, collective_time_s
+from parasim.cost.dtypes import attention_dtype
 from parasim.cost.layer import ATTN_BWD_FLOPS_RATIO, GEMM_BWD_RATIO, EdgeCost, LayerCost
 from parasim.cost.memory import weight_params_per_gpu
 from parasim.cost import partition
@@ -75,7 +76,7 @@ class LayerTimes:
 
 
 def _costers(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> tuple[LayerCost, EdgeCost]:
-    act = "bf16" if plan.precision == "fp8" else plan.precision
+    act = attention_dtype(plan.precision)  # Transformer Engine FP8: only GEMM inputs are 8-bit
     s = plan.sharding(model)
     layer = LayerCost(model, cluster, s, weight_dtype=plan.precision, act_dtype=act, kv_dtype=act,
                       tp_group=Group.strided(plan.tp, 1, cluster),
@@ -90,7 +91,7 @@ def _unfused_attention_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingP
                          seq: float) -> float:
     """Materialised-score attention forward: two batched GEMMs over the full s x s plus softmax traffic."""
     acc = cluster.accelerator
-    dt = "bf16" if plan.precision == "fp8" else plan.precision
+    dt = attention_dtype(plan.precision)
     heads = model.heads // plan.tp
     scores = seqs * heads * seq * seq
     flops = 2 * scores * (model.qk_head_dim + model.v_head_dim)
