@@ -46,13 +46,6 @@ UNFUSED_SCORE_BYTES_FWD = 13.0
 # attention efficiency is a forward measurement): FA2 paper (A100) and FA3 paper (H100) report
 # backward TFLOP/s at ~0.75-0.85 of the forward's.
 ATTN_BWD_EFF_RATIO = 0.8
-# FlashAttention-2-generation kernels (FA2, cuDNN 8.x fused attention) on Hopper do not use
-# wgmma/TMA. The FA2 paper (section 4.1, Fig. 7) measures them on an H100 at up to 335 TFLOP/s for
-# forward + backward together (head dim 128, 16k tokens). With the backward at ATTN_BWD_EFF_RATIO
-# of the forward's rate and 2.5x its FLOPs, that is a forward at 335 * (1 + 2.5 / 0.8) / 3.5 =
-# 395 TFLOP/s = 0.518 of the Hopper-native (FA3) rate the catalog records (757 of 989.4): FA3 is
-# then 1.93x faster, inside the FA3 paper's "1.5-2.0x". On earlier parts FA2 is the catalog figure.
-FA2_ON_HOPPER_RATIO = 335e12 * (1 + ATTN_BWD_FLOPS_RATIO / ATTN_BWD_EFF_RATIO) / (1 + ATTN_BWD_FLOPS_RATIO) / 757e12
 # Communication overlapped with compute is not free: NCCL / userbuffers kernels occupy SMs
 # (typically 16-24 of 108-132) and HBM bandwidth while they run, slowing the GEMMs they hide behind.
 OVERLAP_SLOWDOWN = 0.15
@@ -61,7 +54,6 @@ OVERLAP_SLOWDOWN = 0.15
 # writes that buffer, grad_bytes each way, once per micro-batch. The epilogue follows the tile's
 # main loop, so this traffic adds to the GEMM's compute time instead of hiding under it.
 WGRAD_ACCUM_RW = 2.0
-HOPPER_PARTS = frozenset({"h100-sxm", "h100-pcie", "h100-nvl", "h800", "h20", "h200-sxm", "gh200"})
 
 
 @dataclass(frozen=True)
@@ -109,8 +101,8 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
     gemms = f["attn_gemms"] + f.get("mlp", 0.0) + f.get("moe", 0.0)
     if plan.flash_attention:
         attn_f = f["attn_prefill"]
-        if plan.attention == "flash2" and acc.id in HOPPER_PARTS:
-            attn_f /= FA2_ON_HOPPER_RATIO
+        if plan.attention == "flash2":  # FA2-generation kernels: the catalog's rate relative to the part's best
+            attn_f /= acc.efficiency.attention_fa2_ratio
         attn_b = ATTN_BWD_FLOPS_RATIO * attn_f / ATTN_BWD_EFF_RATIO
     else:
         attn_f = _unfused_attention_s(model, cluster, plan, plan.micro_batch, plan.seq_len / plan.cp)
