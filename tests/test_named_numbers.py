@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from parasim.cost.dtypes import BYTES_PER_ELEMENT, attention_dtype
-from parasim.cost.layer import ATTN_BWD_FLOPS_RATIO
+from parasim.cost.layer import ATTN_BWD_EFF_RATIO, ATTN_BWD_FLOPS_RATIO
 from parasim.cost.roofline import attention_time_s
 from parasim.errors import InputError
 from parasim.specs import catalog
@@ -15,7 +15,7 @@ from parasim.specs.accelerator import Efficiency
 from parasim.specs.catalog import get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
 from parasim.training import TrainingPlan
-from parasim.training.step import ATTN_BWD_EFF_RATIO, simulate_step
+from parasim.training.step import simulate_step
 
 
 @pytest.mark.parametrize("dtype", sorted(BYTES_PER_ELEMENT))

@@ -111,7 +111,8 @@ def test_moe_and_context_parallel_run():
 def test_fa2_on_h100_runs_at_the_published_forward_plus_backward_rate():
     """FA2 paper, section 4.1: FA2 on an H100 reaches up to 335 TFLOP/s forward + backward (head
     dim 128, long sequences). Attention FLOPs: forward 4 * hidden * causal pairs, backward 2.5x."""
-    from parasim.training.step import ATTN_BWD_EFF_RATIO, ATTN_BWD_FLOPS_RATIO, _costers, layer_times
+    from parasim.cost.layer import ATTN_BWD_EFF_RATIO, ATTN_BWD_FLOPS_RATIO
+    from parasim.training.step import _costers, layer_times
 
     model = get_model("llama-2-7b")
     cluster = ClusterSpec(accelerator=get_accelerator("h100-sxm"), gpus=8)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import attention_dtype
-from parasim.cost.layer import ATTN_BWD_FLOPS_RATIO, GEMM_BWD_RATIO, EdgeCost, LayerCost
+from parasim.cost.layer import EdgeCost, LayerCost, forward_gemms_s
 from parasim.cost.memory import weight_params_per_gpu
 from parasim.cost import partition
 from parasim.cost.roofline import memory_time_s
@@ -42,10 +42,6 @@ FP8_CAST_BYTES = 4.0
 # fused scale-mask-softmax reads (2) and writes (2), dropout reads (2), writes output (2) and mask
 # (1), the value matmul reads the probabilities (2). Backward moves about twice as much.
 UNFUSED_SCORE_BYTES_FWD = 13.0
-# Flash-attention backward reaches a lower fraction of peak than the forward (the catalog's
-# attention efficiency is a forward measurement): FA2 paper (A100) and FA3 paper (H100) report
-# backward TFLOP/s at ~0.75-0.85 of the forward's.
-ATTN_BWD_EFF_RATIO = 0.8
 # Communication overlapped with compute is not free: NCCL / userbuffers kernels occupy SMs
 # (typically 16-24 of 108-132) and HBM bandwidth while they run, slowing the GEMMs they hide behind.
 OVERLAP_SLOWDOWN = 0.15
@@ -64,6 +60,7 @@ class LayerTimes:
     fwd_comm: float  # exposed in-layer communication in the forward
     bwd_compute: float  # includes recomputation
     bwd_comm: float
+    bwd_weight_compute: float  # of bwd_compute: weight-gradient GEMMs and their accumulation (deferrable)
     parts: dict[str, float] = field(default_factory=dict)  # named forward breakdown
 
 
@@ -94,46 +91,20 @@ def _unfused_attention_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingP
 
 def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, layer: LayerCost,
                 pairs_per_mb: float, *, moe: bool) -> LayerTimes:
-    """One layer, one micro-batch: `pairs_per_mb` = causal query-key pairs of the micro-batch."""
+    """One layer, one micro-batch: `pairs_per_mb` = causal query-key pairs of the micro-batch.
+    The backward is `LayerCost.backward` (one model for every caller) plus what only training
+    adds: FP8 casts of the incoming gradients, main-gradient accumulation, recomputation."""
     t = plan.micro_batch * plan.seq_len / plan.cp  # tokens on this GPU
     acc = cluster.accelerator
     f = layer.forward(t, prefill_pairs=pairs_per_mb / plan.cp, moe=moe)
-    gemms = f["attn_gemms"] + f.get("mlp", 0.0) + f.get("moe", 0.0)
-    if plan.flash_attention:
-        attn_f = f["attn_prefill"]
-        if plan.attention == "flash2":  # FA2-generation kernels: the catalog's rate relative to the part's best
-            attn_f /= acc.efficiency.attention_fa2_ratio
-        attn_b = ATTN_BWD_FLOPS_RATIO * attn_f / ATTN_BWD_EFF_RATIO
-    else:
-        attn_f = _unfused_attention_s(model, cluster, plan, plan.micro_batch, plan.seq_len / plan.cp)
-        attn_b = 2.0 * attn_f
-    elem = f["elementwise"]
-    cast_f = cast_b = 0.0
-    if plan.precision == "fp8":
-        tp = plan.tp
-        fwd_in = model.hidden * 2 + model.q_dim / tp + model.ffn_hidden / tp
-        qkv_out = (model.q_dim + 2 * model.kv_heads * model.head_dim) / tp
-        bwd_in = qkv_out + 2 * model.hidden + (model.mlp_matrices - 1) * model.ffn_hidden / tp
-        cast_f = memory_time_s(t * fwd_in * FP8_CAST_BYTES, acc, kernels=4)
-        cast_b = memory_time_s(t * bwd_in * FP8_CAST_BYTES, acc, kernels=4)
+    attn_f = _attention_fwd_s(model, cluster, plan, f)
+    b = layer.backward(f, attention_s=attn_f, fused_attention=plan.flash_attention)
+    gemms, elem = forward_gemms_s(f), f["elementwise"]
+    cast_f, cast_b = _fp8_casts_s(model, plan, acc, t)
     fwd_compute = gemms + attn_f + elem + cast_f
     wgrad_accum = memory_time_s(layer_weight_params(model, plan, moe) * WGRAD_ACCUM_RW * plan.grad_bytes, acc)
-    bwd_compute = GEMM_BWD_RATIO * gemms + attn_b + 2.0 * elem + cast_b + wgrad_accum
-
-    # --- communication inside the layer -------------------------------------------------------
-    tp_c = f["tp_comm"]
-    if plan.tp_comm_overlap:  # all-gather / reduce-scatter pipelined with the neighbouring GEMMs
-        hid_f, hid_b = min(tp_c, gemms), min(tp_c, GEMM_BWD_RATIO * gemms)
-        tp_f = tp_c - hid_f + OVERLAP_SLOWDOWN * hid_f
-        tp_b = tp_c - hid_b + OVERLAP_SLOWDOWN * hid_b
-    else:
-        tp_f = tp_b = tp_c
-    cp_c = layer.cp_comm_s(t)  # ring attention: K/V blocks overlap the block-wise attention
-    cp_f = cp_c - min(cp_c, attn_f) * (1 - OVERLAP_SLOWDOWN)
-    cp_b = 2 * cp_c - min(2 * cp_c, attn_b) * (1 - OVERLAP_SLOWDOWN)
-    ep_c = f["ep_comm"]
-    fwd_comm = tp_f + cp_f + ep_c
-    bwd_comm = tp_b + cp_b + ep_c
+    bwd_compute = b["compute"] + cast_b + wgrad_accum
+    fwd_comm, bwd_comm = _inlayer_comm_s(plan, layer, f, t, gemms, b, attn_f)
 
     if plan.recompute == "full":
         bwd_compute += fwd_compute
@@ -142,9 +113,47 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
         bwd_compute += attn_f
 
     parts = {"gemms": gemms, "attention": attn_f, "elementwise": elem + cast_f, "wgrad_accum": wgrad_accum,
-             "tp_comm": tp_c,
-             "cp_comm": cp_c, "ep_comm": ep_c}
-    return LayerTimes(fwd_compute, fwd_comm, bwd_compute, bwd_comm, parts)
+             "tp_comm": f["tp_comm"], "cp_comm": layer.cp_comm_s(t), "ep_comm": f["ep_comm"]}
+    return LayerTimes(fwd_compute, fwd_comm, bwd_compute, bwd_comm, b["weight_grad"] + wgrad_accum, parts)
+
+
+def _attention_fwd_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, f: dict[str, float]) -> float:
+    """The forward attention of the plan's kernel: the catalog's best fused kernel, an
+    FA2-generation one (the catalog's `attention_fa2_ratio` of that rate), or unfused."""
+    if not plan.flash_attention:
+        return _unfused_attention_s(model, cluster, plan, plan.micro_batch, plan.seq_len / plan.cp)
+    if plan.attention == "flash2":
+        return f["attn_prefill"] / cluster.accelerator.efficiency.attention_fa2_ratio
+    return f["attn_prefill"]
+
+
+def _fp8_casts_s(model: ModelSpec, plan: TrainingPlan, acc, t: float) -> tuple[float, float]:
+    """Transformer Engine's casts of the GEMM inputs to FP8: (forward, backward) seconds."""
+    if plan.precision != "fp8":
+        return 0.0, 0.0
+    tp = plan.tp
+    fwd_in = model.hidden * 2 + model.q_dim / tp + model.ffn_hidden / tp
+    qkv_out = (model.q_dim + 2 * model.kv_heads * model.head_dim) / tp
+    bwd_in = qkv_out + 2 * model.hidden + (model.mlp_matrices - 1) * model.ffn_hidden / tp
+    return (memory_time_s(t * fwd_in * FP8_CAST_BYTES, acc, kernels=4),
+            memory_time_s(t * bwd_in * FP8_CAST_BYTES, acc, kernels=4))
+
+
+def _inlayer_comm_s(plan: TrainingPlan, layer: LayerCost, f: dict[str, float], t: float, gemms: float,
+                    b: dict[str, float], attn_f: float) -> tuple[float, float]:
+    """Exposed TP/SP, CP-ring and EP communication inside the layer: (forward, backward) seconds."""
+    tp_c = f["tp_comm"]
+    if plan.tp_comm_overlap:  # all-gather / reduce-scatter pipelined with the neighbouring GEMMs
+        hid_f, hid_b = min(tp_c, gemms), min(tp_c, b["dgrad_gemms"] + b["wgrad_gemms"])
+        tp_f = tp_c - hid_f + OVERLAP_SLOWDOWN * hid_f
+        tp_b = tp_c - hid_b + OVERLAP_SLOWDOWN * hid_b
+    else:
+        tp_f = tp_b = tp_c
+    cp_c = layer.cp_comm_s(t)  # ring attention: K/V blocks overlap the block-wise attention
+    cp_f = cp_c - min(cp_c, attn_f) * (1 - OVERLAP_SLOWDOWN)
+    cp_b = 2 * cp_c - min(2 * cp_c, b["attention"]) * (1 - OVERLAP_SLOWDOWN)
+    ep_c = f["ep_comm"]
+    return tp_f + cp_f + ep_c, tp_b + cp_b + ep_c
 
 
 def layer_weight_params(model: ModelSpec, plan: TrainingPlan, moe: bool) -> float:
@@ -374,4 +383,5 @@ def _mix(model: ModelSpec, dense: LayerTimes | None, moe: LayerTimes | None) -> 
     a, b = model.dense_layers / model.layers, model.moe_layers / model.layers
     parts = {k: a * dense.parts.get(k, 0.0) + b * moe.parts.get(k, 0.0) for k in moe.parts}
     return LayerTimes(a * dense.fwd_compute + b * moe.fwd_compute, a * dense.fwd_comm + b * moe.fwd_comm,
-                      a * dense.bwd_compute + b * moe.bwd_compute, a * dense.bwd_comm + b * moe.bwd_comm, parts)
+                      a * dense.bwd_compute + b * moe.bwd_compute, a * dense.bwd_comm + b * moe.bwd_comm,
+                      a * dense.bwd_weight_compute + b * moe.bwd_weight_compute, parts)
