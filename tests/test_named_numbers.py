@@ -10,9 +10,13 @@ from parasim.cost.dtypes import BYTES_PER_ELEMENT, attention_dtype
 from parasim.cost.layer import ATTN_BWD_EFF_RATIO, ATTN_BWD_FLOPS_RATIO
 from parasim.cost.roofline import attention_time_s
 from parasim.errors import InputError
+from parasim.search import plan_serve
+from parasim.serving.plan import ServingPlan
+from parasim.serving.schedulers import SCHEDULERS
+from parasim.serving.simulate import plan_pools
 from parasim.specs import catalog
 from parasim.specs.accelerator import Efficiency
-from parasim.specs.catalog import get_accelerator, get_model
+from parasim.specs.catalog import default_cluster, get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
 from parasim.training import TrainingPlan
 from parasim.training.step import simulate_step
@@ -83,3 +87,30 @@ def test_flash2_divides_the_attention_time_by_the_catalog_ratio():
 def test_ratio_outside_zero_one_is_refused(bad):
     with pytest.raises(InputError, match="attention_fa2_ratio"):
         Efficiency(attention_fa2_ratio=bad)
+
+
+# --- the planner's pruner reads the simulator's defaults ------------------------------------------
+def _bounds(max_len: int, prompt: float = 1000.0):
+    plan_serve._pool_bounds.cache_clear()
+    return plan_serve._pool_bounds(get_model("llama-3-8b"), "h100-sxm", 1, 1, "bf16", "bf16", prompt, 200.0, max_len)
+
+
+def test_pruner_kv_capacity_is_the_simulators():
+    """The pruner drops a layout as `memory_kv` exactly when the longest request exceeds the KV
+    tokens the simulator gives the default plan on it."""
+    pool = plan_pools(get_model("llama-3-8b"), default_cluster("h100-sxm", 1),
+                      ServingPlan(weights="bf16", kv_dtype="bf16"))[0][0]
+    kv_tokens = pool.blocks * ServingPlan().block_size
+    assert _bounds(kv_tokens)[0] is None
+    assert _bounds(kv_tokens + 1)[0] == "memory_kv"
+
+
+def test_pruner_follows_the_default_schedulers_batch(monkeypatch):
+    """Lowering the default scheduler's batch limit in the simulator lowers the pruner's throughput
+    bound: the pruner does not keep its own copy of the number."""
+    policy = SCHEDULERS.get(ServingPlan().scheduler)
+    wide = _bounds(8192, prompt=100.0)[2]
+    monkeypatch.setattr(policy, "default_max_batch", 4)
+    narrow = _bounds(8192, prompt=100.0)[2]
+    plan_serve._pool_bounds.cache_clear()
+    assert narrow < wide / 2
