@@ -181,77 +181,84 @@ def run_pipeline(ops: list[list[Op]], pp: int, v: int, m: int, fwd: list[list[tu
     transfer too (it waits on the send before its next op). Overlapped, the transfer still runs
     NCCL kernels on both GPUs beside the compute: each side pays OVERLAP_SLOWDOWN of it.
     """
-    vst = pp * v
-    f_end = [[-1.0] * m for _ in range(vst)]
-    b_end = [[-1.0] * m for _ in range(vst)]
-    ptr = [0] * pp
-    free = [0.0] * pp
-    busy_c = [0.0] * pp
-    busy_m = [0.0] * pp
-    last_b = [0.0] * pp
-    remaining = sum(len(o) for o in ops)
-    order = list(range(pp))
-    last_v = v - 1
-    last_mb = m - 1
-    last_g = vst - 1
     hold = (p2p_s if p2p_blocking else OVERLAP_SLOWDOWN * p2p_s) if pp > 1 else 0.0  # sender
     recv = 0.0 if p2p_blocking or pp == 1 else OVERLAP_SLOWDOWN * p2p_s  # receiver
+    st = _PipelineState(pp, v, m, p2p_s, hold, recv)
+    remaining = sum(len(o) for o in ops)
+    order = list(range(pp))
     while remaining:
-        progressed = 0
-        for r in order:
-            lst, i0, t = ops[r], ptr[r], free[r]
-            fr, br = fwd[r], bwd[r]
-            bc, bm = busy_c[r], busy_m[r]
-            i, n = i0, len(lst)
-            while i < n:
-                kind, j, c = lst[i]
-                g = c * pp + r
-                if kind == "F":
-                    if g == 0:
-                        ready = 0.0
-                    else:
-                        e = f_end[g - 1][j]
-                        if e < 0:
-                            break
-                        ready = e + (p2p_s if pp > 1 else 0.0)  # g-1 lives on another rank when pp > 1
-                    comp, comm = fr[c]
-                    if g:
-                        comm += recv
-                    t = (t if t > ready else ready) + comp + comm
-                    f_end[g][j] = t
-                    if hold and g != last_g:
-                        t += hold
-                        comm += hold
-                else:
-                    if g == last_g:
-                        ready = f_end[g][j]
-                    else:
-                        e = b_end[g + 1][j]
-                        if e < 0:
-                            break
-                        ready = e + p2p_s
-                    comp, comm = br[c]
-                    if g != last_g:
-                        comm += recv
-                    start = t if t > ready else ready
-                    if j == last_mb and c == last_v:
-                        last_b[r] = start
-                    t = start + comp + comm
-                    b_end[g][j] = t
-                    if hold and g:
-                        t += hold
-                        comm += hold
-                bc += comp
-                bm += comm
-                i += 1
-            busy_c[r], busy_m[r] = bc, bm
-            progressed += i - i0
-            ptr[r], free[r] = i, t
+        progressed = sum(st.advance(r, ops[r], fwd[r], bwd[r]) for r in order)
         if not progressed:
             raise RuntimeError("pipeline schedule deadlocked (a schedule emitted an impossible order)")
         remaining -= progressed
         order.reverse()  # alternate sweeps so backward dependencies propagate as fast as forward ones
-    return PipelineRun(free, busy_c, busy_m, last_b, ops)
+    return PipelineRun(st.free, st.busy_c, st.busy_m, st.last_b, ops)
+
+
+class _PipelineState:
+    """Where each rank stands: next op, free time, busy time; when each (virtual stage, micro-batch)
+    forward and backward ended (-1: not yet)."""
+
+    def __init__(self, pp: int, v: int, m: int, p2p_s: float, hold: float, recv: float) -> None:
+        vst = pp * v
+        self.pp, self.p2p_s, self.hold, self.recv = pp, p2p_s, hold, recv
+        self.f_end = [[-1.0] * m for _ in range(vst)]
+        self.b_end = [[-1.0] * m for _ in range(vst)]
+        self.ptr, self.free = [0] * pp, [0.0] * pp
+        self.busy_c, self.busy_m, self.last_b = [0.0] * pp, [0.0] * pp, [0.0] * pp
+        self.last_v, self.last_mb, self.last_g = v - 1, m - 1, vst - 1
+
+    def advance(self, r: int, lst: list[Op], fr: list[tuple[float, float]], br: list[tuple[float, float]]) -> int:
+        """Run rank r's ops in order until one waits on a result not yet produced; ops run."""
+        pp, p2p_s, hold, recv, last_g = self.pp, self.p2p_s, self.hold, self.recv, self.last_g
+        f_end, b_end = self.f_end, self.b_end
+        i0, t = self.ptr[r], self.free[r]
+        bc, bm = self.busy_c[r], self.busy_m[r]
+        i, n = i0, len(lst)
+        while i < n:
+            kind, j, c = lst[i]
+            g = c * pp + r
+            if kind == "F":
+                if g == 0:
+                    ready = 0.0
+                else:
+                    e = f_end[g - 1][j]
+                    if e < 0:
+                        break
+                    ready = e + (p2p_s if pp > 1 else 0.0)  # g-1 lives on another rank when pp > 1
+                comp, comm = fr[c]
+                if g:
+                    comm += recv
+                t = (t if t > ready else ready) + comp + comm
+                f_end[g][j] = t
+                if hold and g != last_g:
+                    t += hold
+                    comm += hold
+            else:
+                if g == last_g:
+                    ready = f_end[g][j]
+                else:
+                    e = b_end[g + 1][j]
+                    if e < 0:
+                        break
+                    ready = e + p2p_s
+                comp, comm = br[c]
+                if g != last_g:
+                    comm += recv
+                start = t if t > ready else ready
+                if j == self.last_mb and c == self.last_v:
+                    self.last_b[r] = start
+                t = start + comp + comm
+                b_end[g][j] = t
+                if hold and g:
+                    t += hold
+                    comm += hold
+            bc += comp
+            bm += comm
+            i += 1
+        self.busy_c[r], self.busy_m[r] = bc, bm
+        self.ptr[r], self.free[r] = i, t
+        return i - i0
 
 
 def chunk_layers(model: ModelSpec, plan: TrainingPlan) -> list[list[int]]:
