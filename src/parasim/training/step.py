@@ -33,6 +33,8 @@ from parasim.training.schedules import Op, rank_ops
 # Adam step, bytes moved per local parameter: fp32 grad read (4), master weight read+write (8),
 # two moments read+write (16), 16-bit weight write (2), grad-norm pass reading the grad again (4).
 OPTIMIZER_BYTES_PER_PARAM = 34.0
+# Parameters are gathered in 16-bit (the distributed optimizer's and FSDP's all-gathers).
+PARAM_GATHER_BYTES = 2.0
 # Megatron DDP bucket: max(40M, 1M * dp) parameters; the last bucket cannot overlap the backward.
 DDP_BUCKET_PARAMS = 40e6
 # Transformer Engine FP8 casts per GEMM operand element: read 16-bit (2), write fp8 (1) and its
@@ -279,6 +281,7 @@ class StepTiming:
 
 def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
                   pairs_per_mb: float | None = None) -> StepTiming:
+    """One optimizer step: layer costs, the pipeline schedule, then DP reduction and optimizer."""
     layer, edge = _costers(model, cluster, plan)
     s = plan.seq_len
     if pairs_per_mb is None:
@@ -288,9 +291,37 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
     lt = _mix(model, dense, moe)
     pp, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
     t = plan.micro_batch * s / plan.cp
-    emb = edge.embedding_s(t)
-    head = edge.lm_head_s(t)
+    emb, head = edge.embedding_s(t), edge.lm_head_s(t)
     counts = chunk_layers(model, plan)
+    fwd, bwd = _chunk_times(plan, lt, counts, emb, head)
+    fsdp_f, fsdp_b = _fsdp_exposed_s(model, cluster, plan, lt)
+    if fsdp_f or fsdp_b:
+        for r in range(pp):
+            for c in range(v):
+                n = counts[r][c]
+                fwd[r][c] = (fwd[r][c][0], fwd[r][c][1] + n * fsdp_f)
+                bwd[r][c] = (bwd[r][c][0], bwd[r][c][1] + n * fsdp_b)
+    # pipeline p2p: activations of one micro-batch (scattered over TP ranks, each on its own link)
+    p2p = 0.0
+    if pp > 1:
+        size = t * model.hidden * layer.ab / plan.tp
+        p2p = collective_time_s("p2p", size, Group.strided(2, plan.tp * plan.cp * plan.dp, cluster), cluster)
+    run = run_pipeline(rank_ops(plan.schedule_name, pp, m, v), pp, v, m, fwd, bwd, p2p,
+                       p2p_blocking=not plan.overlap_p2p_comm)
+    step, rank, bd, det, dp_total = _after_pipeline(model, cluster, plan, run)
+    det.update({"p2p_per_op": p2p, "fsdp_layer_exposed_fwd": fsdp_f,
+                "fsdp_layer_exposed_bwd": fsdp_b, "dp_comm_total": dp_total,
+                **{f"layer_fwd_{k}": v_ for k, v_ in lt.parts.items()},
+                "layer_fwd_s": lt.fwd_compute + lt.fwd_comm, "layer_bwd_s": lt.bwd_compute + lt.bwd_comm,
+                "embedding_fwd_s": emb, "lm_head_fwd_s": head})
+    return StepTiming(step, rank, bd, det, lt, run)
+
+
+def _chunk_times(plan: TrainingPlan, lt: LayerTimes, counts: list[list[int]], emb: float,
+                 head: float) -> tuple[list, list]:
+    """(compute, comm) of one micro-batch's forward and backward per (rank, chunk): its layers,
+    plus the embedding on the first virtual stage and the LM head on the last."""
+    pp, v = plan.pp, plan.virtual_stages
     fwd, bwd = [], []
     for r in range(pp):
         fr, br = [], []
@@ -309,37 +340,32 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
             br.append((bc, bm))
         fwd.append(fr)
         bwd.append(br)
-    # ZeRO-3 / FSDP: per layer, all-gather weights in forward and backward, reduce-scatter grads
+    return fwd, bwd
+
+
+def _fsdp_exposed_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, lt: LayerTimes) -> tuple[float, float]:
+    """ZeRO-3 / FSDP, per layer: all-gather the weights in forward and backward, reduce-scatter
+    the gradients; (forward, backward) seconds left exposed."""
     dpg = plan.dp * plan.cp
+    if plan.zero < 3 or dpg <= 1:
+        return 0.0, 0.0
     dp_group = Group.strided(dpg, plan.tp, cluster)
-    acc = cluster.accelerator
-    wbytes = 2.0
-    gbytes = plan.grad_bytes
     layer_params = weight_params_per_gpu(model, tp=plan.tp, pp=model.layers, ep=plan.ep, stage=1) if model.layers > 2 else 0.0
-    fsdp_exposed_f = fsdp_exposed_b = 0.0
-    if plan.zero >= 3 and dpg > 1:
-        ag = collective_time_s("all_gather", layer_params * wbytes, dp_group, cluster)
-        rs = collective_time_s("reduce_scatter", layer_params * gbytes, dp_group, cluster)
-        if plan.overlap_param_gather:
-            fsdp_exposed_f = ag - min(ag, lt.fwd_compute) * (1 - OVERLAP_SLOWDOWN)
-            fsdp_exposed_b = ag + rs - min(ag + rs, lt.bwd_compute) * (1 - OVERLAP_SLOWDOWN)
-        else:
-            fsdp_exposed_f, fsdp_exposed_b = ag, ag + rs
-        for r in range(pp):
-            for c in range(v):
-                n = counts[r][c]
-                fwd[r][c] = (fwd[r][c][0], fwd[r][c][1] + n * fsdp_exposed_f)
-                bwd[r][c] = (bwd[r][c][0], bwd[r][c][1] + n * fsdp_exposed_b)
+    ag = collective_time_s("all_gather", layer_params * PARAM_GATHER_BYTES, dp_group, cluster)
+    rs = collective_time_s("reduce_scatter", layer_params * plan.grad_bytes, dp_group, cluster)
+    if plan.overlap_param_gather:
+        return (ag - min(ag, lt.fwd_compute) * (1 - OVERLAP_SLOWDOWN),
+                ag + rs - min(ag + rs, lt.bwd_compute) * (1 - OVERLAP_SLOWDOWN))
+    return ag, ag + rs
 
-    # pipeline p2p: activations of one micro-batch (scattered over TP ranks, each on its own link)
-    p2p = 0.0
-    if pp > 1:
-        size = t * model.hidden * layer.ab / plan.tp
-        p2p = collective_time_s("p2p", size, Group.strided(2, plan.tp * plan.cp * plan.dp, cluster), cluster)
-    ops = rank_ops(plan.schedule_name, pp, m, v)
-    run = run_pipeline(ops, pp, v, m, fwd, bwd, p2p, p2p_blocking=not plan.overlap_p2p_comm)
 
-    # --- after the pipeline: DP gradient reduction, optimizer, parameter all-gather ------------------
+def _after_pipeline(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan,
+                    run: PipelineRun) -> tuple[float, int, dict, dict, float]:
+    """Per rank: DP gradient reduction, optimizer, parameter all-gather after its last backward.
+    Returns the slowest rank's (step s, rank, breakdown, details) and the largest DP traffic time."""
+    pp, v, dpg = plan.pp, plan.virtual_stages, plan.dp * plan.cp
+    dp_group = Group.strided(dpg, plan.tp, cluster)
+    gbytes = plan.grad_bytes
     best = (-1.0, 0, {}, {})
     dp_total = 0.0
     for r in range(pp):
@@ -350,7 +376,7 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
             kind = "all_reduce" if plan.zero == 0 else "reduce_scatter"
             grad_c = collective_time_s(kind, params * gbytes, dp_group, cluster)
             if plan.zero >= 1:
-                ag_c = collective_time_s("all_gather", params * wbytes, dp_group, cluster)
+                ag_c = collective_time_s("all_gather", params * PARAM_GATHER_BYTES, dp_group, cluster)
         dp_total = max(dp_total, grad_c + ag_c)
         bucket = max(DDP_BUCKET_PARAMS, 1e6 * dpg)
         last_frac = min(1.0, bucket / max(params, 1.0))
@@ -362,7 +388,7 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
             grad_exposed = grad_c
         ag_exposed = (ag_c * last_frac + OVERLAP_SLOWDOWN * ag_c * (1 - last_frac)) if plan.overlap_param_gather else ag_c
         local = params / (dpg if plan.zero >= 1 else 1)
-        opt = memory_time_s(local * OPTIMIZER_BYTES_PER_PARAM, acc, kernels=8)
+        opt = memory_time_s(local * OPTIMIZER_BYTES_PER_PARAM, cluster.accelerator, kernels=8)
         total = end + grad_exposed + ag_exposed + opt
         if total > best[0]:
             busy = run.busy_compute_s[r] + run.busy_comm_s[r]
@@ -372,13 +398,7 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
                    "dp_grad_comm_exposed": grad_exposed, "param_gather_comm": ag_c,
                    "param_gather_exposed": ag_exposed, "pipeline_s": end}
             best = (total, r, bd, det)
-    step, rank, bd, det = best
-    det.update({"p2p_per_op": p2p, "fsdp_layer_exposed_fwd": fsdp_exposed_f,
-                "fsdp_layer_exposed_bwd": fsdp_exposed_b, "dp_comm_total": dp_total,
-                **{f"layer_fwd_{k}": v_ for k, v_ in lt.parts.items()},
-                "layer_fwd_s": lt.fwd_compute + lt.fwd_comm, "layer_bwd_s": lt.bwd_compute + lt.bwd_comm,
-                "embedding_fwd_s": emb, "lm_head_fwd_s": head})
-    return StepTiming(step, rank, bd, det, lt, run)
+    return (*best, dp_total)
 
 
 def _mix(model: ModelSpec, dense: LayerTimes | None, moe: LayerTimes | None) -> LayerTimes:
