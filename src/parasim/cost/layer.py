@@ -11,9 +11,9 @@ sequences in the hot path:
                     decode query reads its own whole KV context).
 
 GEMMs depend only on `tokens`, so their cost is cached per token count; attention terms are
-linear in the aggregates. Backward costs follow the usual ratios: GEMM backward is two GEMMs of
-the forward's size (data and weight gradients); fused attention backward does 2.5x the forward's
-matmul FLOPs (five matmuls instead of two).
+linear in the aggregates. `backward` is the one backward model (the training step uses it), split
+into input-gradient and weight-gradient work: each GEMM has one of each, the forward's size; fused
+attention backward does 2.5x the forward's matmul FLOPs (five matmuls instead of two).
 """
 
 from __future__ import annotations
@@ -30,8 +30,18 @@ from parasim.mathx import cdiv
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 
+# Fused attention backward: five matmuls (recomputed scores, dV, dP, dQ, dK) against the forward's two.
 ATTN_BWD_FLOPS_RATIO = 2.5
-GEMM_BWD_RATIO = 2.0
+# Flash-attention backward reaches a lower fraction of peak than the forward (the catalog's
+# attention efficiency is a forward measurement): FA2 paper (A100) and FA3 paper (H100) report
+# backward TFLOP/s at ~0.75-0.85 of the forward's.
+ATTN_BWD_EFF_RATIO = 0.8
+# Materialised-score attention backward: the two batched GEMMs' gradients and the softmax/dropout
+# backward over the stored s x s probabilities, about twice the forward's time and traffic.
+UNFUSED_ATTN_BWD_RATIO = 2.0
+# Norms, activation function, residuals, rotary: each backward reads the saved input and the
+# incoming gradient and writes the outgoing one, about twice the forward's traffic.
+ELEMENTWISE_BWD_RATIO = 2.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,11 @@ def check_sharding(model: ModelSpec, s: Sharding) -> None:
         raise InputError("ep", f"ep={s.ep} needs a mixture-of-experts model; {model.name} is dense")
     if model.is_moe and model.experts % s.ep:
         raise InputError("ep", f"ep={s.ep} does not divide the {model.experts} experts of {model.name}")
+
+
+def forward_gemms_s(fwd: dict[str, float]) -> float:
+    """The GEMMs of a forward breakdown: attention projections and the (dense or expert) MLP."""
+    return fwd["attn_gemms"] + fwd.get("mlp", 0.0) + fwd.get("moe", 0.0)
 
 
 class LayerCost:
@@ -268,14 +283,25 @@ class LayerCost:
         out["total"] = out["compute"] + out["comm"]
         return out
 
-    def backward(self, fwd: dict[str, float]) -> dict[str, float]:
-        """Backward of a forward breakdown: dgrad + wgrad GEMMs, 2.5x attention, 2x elementwise."""
-        gemm = GEMM_BWD_RATIO * (fwd["attn_gemms"] + fwd.get("mlp", 0.0) + fwd.get("moe", 0.0))
-        attn = ATTN_BWD_FLOPS_RATIO * (fwd["attn_prefill"] + fwd["attn_decode"])
-        elem = 2.0 * fwd["elementwise"]
-        out = {"gemms": gemm, "attention": attn, "elementwise": elem, "tp_comm": fwd["tp_comm"],
-               "ep_comm": fwd["ep_comm"]}
-        out["compute"] = gemm + attn + elem
+    def backward(self, fwd: dict[str, float], *, attention_s: float | None = None,
+                 fused_attention: bool = True) -> dict[str, float]:
+        """Backward of a forward breakdown (seconds), split into input- and weight-gradient work.
+
+        A GEMM Y = X W has two backward GEMMs of its FLOPs, the input gradient dX = dY W^T and the
+        weight gradient dW = X^T dY, each costed at the forward GEMM's time. Attention and the
+        elementwise ops hold no weights: their backward is input-gradient work. `input_grad` is what
+        the previous stage waits for; `weight_grad` may run later (zero-bubble schedules).
+        `attention_s` is the forward attention the backward follows (default: the breakdown's).
+        """
+        gemms = forward_gemms_s(fwd)
+        attn_f = fwd["attn_prefill"] + fwd["attn_decode"] if attention_s is None else attention_s
+        attn = (ATTN_BWD_FLOPS_RATIO * attn_f / ATTN_BWD_EFF_RATIO if fused_attention
+                else UNFUSED_ATTN_BWD_RATIO * attn_f)
+        elem = ELEMENTWISE_BWD_RATIO * fwd["elementwise"]
+        out = {"dgrad_gemms": gemms, "wgrad_gemms": gemms, "attention": attn, "elementwise": elem,
+               "input_grad": gemms + attn + elem, "weight_grad": gemms,
+               "compute": gemms + gemms + attn + elem,  # = input_grad + weight_grad, summed in this order
+               "tp_comm": fwd["tp_comm"], "ep_comm": fwd["ep_comm"]}
         out["comm"] = fwd["tp_comm"] + fwd["ep_comm"]
         out["total"] = out["compute"] + out["comm"]
         return out

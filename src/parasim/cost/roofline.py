@@ -12,6 +12,7 @@ efficiencies are measured on large square GEMMs whose waves are (almost) all ful
 
 from __future__ import annotations
 
+from parasim.cost.dtypes import attention_dtype
 from parasim.mathx import cdiv
 from parasim.specs.accelerator import AcceleratorSpec
 
@@ -82,12 +83,11 @@ def memory_time_s(bytes_moved: float, acc: AcceleratorSpec, *, kernels: int = 1)
 def attention_time_s(flops: float, bytes_moved: float, acc: AcceleratorSpec, *, dtype: str) -> float:
     """Fused attention: compute at the catalogued flash-attention efficiency, or memory-bound.
 
-    Attention runs in 16-bit even in FP8 training (Transformer Engine keeps softmax(QK)V in bf16),
-    so fp8 is mapped to bf16 here.
+    Its math runs in 16-bit even for 8-bit activations or caches (`cost.dtypes.attention_dtype`).
     """
     if flops <= 0 and bytes_moved <= 0:
         return 0.0
-    dt = "bf16" if dtype in ("fp8", "int8", "int4", "fp4") else dtype
+    dt = attention_dtype(dtype)
     t = max(flops / (acc.peak(dt) * acc.efficiency.attention),
             bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory))
     return t + acc.efficiency.kernel_overhead_s

@@ -9,9 +9,10 @@ searched GPU can run is an input error naming the parts that can (`cost.quant`).
 0. Analytic pruning per layout (no simulation): the weights must fit and leave a KV cache for the
    longest request of the workload (`cost.memory.kv_budget`, the simulator's own memory
    model); one decode step of a single sequence (`serving.itercost`) must not already exceed the
-   TPOT or ITL SLO; and a roofline bound on the layout's throughput (prefill tokens at a 2048-token chunk
-   plus decode steps at the largest batch the KV cache holds, x pp stages x replicas) must reach
-   the offered rate with a 25 % margin.
+   TPOT or ITL SLO; and a roofline bound on the layout's throughput (prefill tokens at the largest
+   token budget searched, 2048, plus decode steps at the largest batch the KV cache and the default
+   scheduler hold, x pp stages x replicas) must reach the offered rate with a 25 % margin. These
+   read the simulator's own defaults (`ServingPlan()`, `serving.simulate.plan_pools`).
 1. Screen layouts: every surviving layout with the default scheduler and knobs, on the first
    `screen_requests` requests of the workload (same arrivals, shorter run).
 2. Screen knobs: for the best few layouts that met the SLO on the screen, and the few smallest
@@ -181,27 +182,28 @@ def plan_gpus(d: dict) -> int:
 @lru_cache(maxsize=1024)
 def _pool_bounds(model: ModelSpec, acc_id: str, tp: int, pp: int, weights: str, kv: str | None,
                  prompt_mean: float, output_mean: float, max_len: int) -> tuple[str | None, float, float]:
-    """(reason or None, single-sequence decode step s, requests/s one instance can sustain at most)."""
+    """(reason or None, single-sequence decode step s, requests/s one instance can sustain at most).
+
+    The engine is the simulator's default one (`ServingPlan()`: its scheduler's token budget and
+    batch, block size, memory share), sized by the simulator's own `plan_pools`."""
     from parasim.serving.itercost import IterationCost
-    from parasim.cost.memory import kv_budget
     from parasim.serving.plan import ServingPlan
-    from parasim.cost.dtypes import dtype_bytes
+    from parasim.serving.simulate import plan_pools
 
     plan = ServingPlan(tp=tp, pp=pp, weights=weights, kv_dtype=kv)
     cluster = cluster_for(acc_id, tp * pp)
-    kvb = kv_budget(model, cluster.accelerator, tp=tp, pp=pp, weights=weights, kv_dtype=plan.kv, block_size=16,
-                    gpu_memory_utilization=0.9, max_tokens=512, max_batch=256, act_bytes=dtype_bytes(plan.act_dtype))
-    if kvb.blocks < 1:
+    pool = plan_pools(model, cluster, plan)[0][0]
+    if pool.kvb.blocks < 1:
         return "memory_weights", 0.0, 0.0
-    kv_tokens = (kvb.blocks // pp) * 16
+    kv_tokens = pool.blocks * plan.block_size
     if kv_tokens < max_len:
         return "memory_kv", 0.0, 0.0
     cost = IterationCost.for_plan(model, cluster, plan, tp=tp, pp=pp, weights=weights)
     ctx = prompt_mean + output_mean / 2
     one = cost.time_s(1, 0.0, 0.0, 1, ctx, 1)
-    b = int(max(1, min(256, kv_tokens // max(1.0, prompt_mean + output_mean))))
+    b = int(max(1, min(pool.max_batch, kv_tokens // max(1.0, prompt_mean + output_mean))))
     step = cost.time_s(b, 0.0, 0.0, b, b * ctx, b)
-    chunk = 2048
+    chunk = max(CHUNKED_BUDGETS)  # prefill at the largest token budget the search tries
     prefill_per_token = cost.time_s(chunk, chunk * (chunk + 1) / 2, 0.0, 0, 0.0, 1) / chunk
     per_request = prompt_mean * prefill_per_token + output_mean * step / b
     return None, one, pp / per_request

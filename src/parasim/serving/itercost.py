@@ -14,6 +14,7 @@ the p2p hand-offs); the stages work on other micro-batches meanwhile (see engine
 from __future__ import annotations
 
 from parasim.cost.comm import Group, collective_time_s
+from parasim.cost.dtypes import attention_dtype
 from parasim.cost.layer import EdgeCost, LayerCost, Sharding
 from parasim.serving.plan import ACT_QUANT, ACT_QUANT_INPUTS_PER_LAYER, ServingPlan
 from parasim.specs.cluster import ClusterSpec
@@ -67,7 +68,7 @@ class IterationCost:
         self._head: dict[int, float] = {}  # logit rows -> LM head
         # LayerCost.attention_s, unrolled into coefficients for _attention_s
         l, acc = self.layer, cluster.accelerator
-        dt = "bf16" if l.adt in ("fp8", "int8", "int4", "fp4") else l.adt
+        dt = attention_dtype(l.adt)
         inv_flops = 1.0 / (acc.peak(dt) * acc.efficiency.attention)
         inv_bw = 1.0 / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory)
         self._pf = l.prefill_flops_per_pair * inv_flops

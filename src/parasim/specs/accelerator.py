@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from parasim.errors import InputError
 from parasim.units import gib
 
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
@@ -34,13 +35,22 @@ class Efficiency:
     gemm_ref_k_fp8: float = 0.0  # K of the GEMM `gemm_fp8` was measured at
     gemm_tile_n: int = 256  # output columns per tile (wave quantisation, with `sms`)
     sms: int = 0  # streaming multiprocessors / compute units that run output tiles; 0 = unknown (no wave term)
-    attention: float = 0.65  # fused (flash) attention forward / dense peak
+    attention: float = 0.65  # fused (flash) attention forward / dense peak, the best kernel for the part
+    #: FlashAttention-2-generation kernels' rate / the `attention` kernel's (`--attention flash2`).
+    #: 1.0 where the catalogued kernel is FA2-generation itself; below 1 where a newer kernel (FA3
+    #: on Hopper: wgmma/TMA) set the `attention` figure. An entry that does not say keeps 1.0.
+    attention_fa2_ratio: float = 1.0
     memory: float = 0.85  # streaming HBM bandwidth / peak
     nvlink_busbw: float = 0.77  # NCCL bus bandwidth / one-way link peak inside a node
     network_busbw: float = 0.80  # across nodes, bus bandwidth / NIC line rate
     nvlink_latency_s: float = 8e-6  # alpha per collective step inside a node
     network_latency_s: float = 15e-6  # alpha per collective step across nodes
     kernel_overhead_s: float = 4e-6  # launch + tail per kernel, added per operator
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.attention_fa2_ratio <= 1.0:
+            raise InputError("efficiency.attention_fa2_ratio",
+                             f"must be in (0, 1] (an older kernel is never faster), got {self.attention_fa2_ratio}")
 
 
 SCALE_UP_KINDS = ("nvlink", "pcie")

@@ -20,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from parasim.cost.comm import Group, collective_time_s
-from parasim.cost.layer import ATTN_BWD_FLOPS_RATIO, GEMM_BWD_RATIO, EdgeCost, LayerCost
+from parasim.cost.dtypes import attention_dtype
+from parasim.cost.layer import EdgeCost, LayerCost, forward_gemms_s
 from parasim.cost.memory import weight_params_per_gpu
 from parasim.cost import partition
 from parasim.cost.roofline import memory_time_s
@@ -32,6 +33,8 @@ from parasim.training.schedules import Op, rank_ops
 # Adam step, bytes moved per local parameter: fp32 grad read (4), master weight read+write (8),
 # two moments read+write (16), 16-bit weight write (2), grad-norm pass reading the grad again (4).
 OPTIMIZER_BYTES_PER_PARAM = 34.0
+# Parameters are gathered in 16-bit (the distributed optimizer's and FSDP's all-gathers).
+PARAM_GATHER_BYTES = 2.0
 # Megatron DDP bucket: max(40M, 1M * dp) parameters; the last bucket cannot overlap the backward.
 DDP_BUCKET_PARAMS = 40e6
 # Transformer Engine FP8 casts per GEMM operand element: read 16-bit (2), write fp8 (1) and its
@@ -41,17 +44,6 @@ FP8_CAST_BYTES = 4.0
 # fused scale-mask-softmax reads (2) and writes (2), dropout reads (2), writes output (2) and mask
 # (1), the value matmul reads the probabilities (2). Backward moves about twice as much.
 UNFUSED_SCORE_BYTES_FWD = 13.0
-# Flash-attention backward reaches a lower fraction of peak than the forward (the catalog's
-# attention efficiency is a forward measurement): FA2 paper (A100) and FA3 paper (H100) report
-# backward TFLOP/s at ~0.75-0.85 of the forward's.
-ATTN_BWD_EFF_RATIO = 0.8
-# FlashAttention-2-generation kernels (FA2, cuDNN 8.x fused attention) on Hopper do not use
-# wgmma/TMA. The FA2 paper (section 4.1, Fig. 7) measures them on an H100 at up to 335 TFLOP/s for
-# forward + backward together (head dim 128, 16k tokens). With the backward at ATTN_BWD_EFF_RATIO
-# of the forward's rate and 2.5x its FLOPs, that is a forward at 335 * (1 + 2.5 / 0.8) / 3.5 =
-# 395 TFLOP/s = 0.518 of the Hopper-native (FA3) rate the catalog records (757 of 989.4): FA3 is
-# then 1.93x faster, inside the FA3 paper's "1.5-2.0x". On earlier parts FA2 is the catalog figure.
-FA2_ON_HOPPER_RATIO = 335e12 * (1 + ATTN_BWD_FLOPS_RATIO / ATTN_BWD_EFF_RATIO) / (1 + ATTN_BWD_FLOPS_RATIO) / 757e12
 # Communication overlapped with compute is not free: NCCL / userbuffers kernels occupy SMs
 # (typically 16-24 of 108-132) and HBM bandwidth while they run, slowing the GEMMs they hide behind.
 OVERLAP_SLOWDOWN = 0.15
@@ -60,7 +52,6 @@ OVERLAP_SLOWDOWN = 0.15
 # writes that buffer, grad_bytes each way, once per micro-batch. The epilogue follows the tile's
 # main loop, so this traffic adds to the GEMM's compute time instead of hiding under it.
 WGRAD_ACCUM_RW = 2.0
-HOPPER_PARTS = frozenset({"h100-sxm", "h100-pcie", "h100-nvl", "h800", "h20", "h200-sxm", "gh200"})
 
 
 @dataclass(frozen=True)
@@ -71,11 +62,12 @@ class LayerTimes:
     fwd_comm: float  # exposed in-layer communication in the forward
     bwd_compute: float  # includes recomputation
     bwd_comm: float
+    bwd_weight_compute: float  # of bwd_compute: weight-gradient GEMMs and their accumulation (deferrable)
     parts: dict[str, float] = field(default_factory=dict)  # named forward breakdown
 
 
 def _costers(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> tuple[LayerCost, EdgeCost]:
-    act = "bf16" if plan.precision == "fp8" else plan.precision
+    act = attention_dtype(plan.precision)  # Transformer Engine FP8: only GEMM inputs are 8-bit
     s = plan.sharding(model)
     layer = LayerCost(model, cluster, s, weight_dtype=plan.precision, act_dtype=act, kv_dtype=act,
                       tp_group=Group.strided(plan.tp, 1, cluster),
@@ -90,7 +82,7 @@ def _unfused_attention_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingP
                          seq: float) -> float:
     """Materialised-score attention forward: two batched GEMMs over the full s x s plus softmax traffic."""
     acc = cluster.accelerator
-    dt = "bf16" if plan.precision == "fp8" else plan.precision
+    dt = attention_dtype(plan.precision)
     heads = model.heads // plan.tp
     scores = seqs * heads * seq * seq
     flops = 2 * scores * (model.qk_head_dim + model.v_head_dim)
@@ -101,46 +93,20 @@ def _unfused_attention_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingP
 
 def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, layer: LayerCost,
                 pairs_per_mb: float, *, moe: bool) -> LayerTimes:
-    """One layer, one micro-batch: `pairs_per_mb` = causal query-key pairs of the micro-batch."""
+    """One layer, one micro-batch: `pairs_per_mb` = causal query-key pairs of the micro-batch.
+    The backward is `LayerCost.backward` (one model for every caller) plus what only training
+    adds: FP8 casts of the incoming gradients, main-gradient accumulation, recomputation."""
     t = plan.micro_batch * plan.seq_len / plan.cp  # tokens on this GPU
     acc = cluster.accelerator
     f = layer.forward(t, prefill_pairs=pairs_per_mb / plan.cp, moe=moe)
-    gemms = f["attn_gemms"] + f.get("mlp", 0.0) + f.get("moe", 0.0)
-    if plan.flash_attention:
-        attn_f = f["attn_prefill"]
-        if plan.attention == "flash2" and acc.id in HOPPER_PARTS:
-            attn_f /= FA2_ON_HOPPER_RATIO
-        attn_b = ATTN_BWD_FLOPS_RATIO * attn_f / ATTN_BWD_EFF_RATIO
-    else:
-        attn_f = _unfused_attention_s(model, cluster, plan, plan.micro_batch, plan.seq_len / plan.cp)
-        attn_b = 2.0 * attn_f
-    elem = f["elementwise"]
-    cast_f = cast_b = 0.0
-    if plan.precision == "fp8":
-        tp = plan.tp
-        fwd_in = model.hidden * 2 + model.q_dim / tp + model.ffn_hidden / tp
-        qkv_out = (model.q_dim + 2 * model.kv_heads * model.head_dim) / tp
-        bwd_in = qkv_out + 2 * model.hidden + (model.mlp_matrices - 1) * model.ffn_hidden / tp
-        cast_f = memory_time_s(t * fwd_in * FP8_CAST_BYTES, acc, kernels=4)
-        cast_b = memory_time_s(t * bwd_in * FP8_CAST_BYTES, acc, kernels=4)
+    attn_f = _attention_fwd_s(model, cluster, plan, f)
+    b = layer.backward(f, attention_s=attn_f, fused_attention=plan.flash_attention)
+    gemms, elem = forward_gemms_s(f), f["elementwise"]
+    cast_f, cast_b = _fp8_casts_s(model, plan, acc, t)
     fwd_compute = gemms + attn_f + elem + cast_f
     wgrad_accum = memory_time_s(layer_weight_params(model, plan, moe) * WGRAD_ACCUM_RW * plan.grad_bytes, acc)
-    bwd_compute = GEMM_BWD_RATIO * gemms + attn_b + 2.0 * elem + cast_b + wgrad_accum
-
-    # --- communication inside the layer -------------------------------------------------------
-    tp_c = f["tp_comm"]
-    if plan.tp_comm_overlap:  # all-gather / reduce-scatter pipelined with the neighbouring GEMMs
-        hid_f, hid_b = min(tp_c, gemms), min(tp_c, GEMM_BWD_RATIO * gemms)
-        tp_f = tp_c - hid_f + OVERLAP_SLOWDOWN * hid_f
-        tp_b = tp_c - hid_b + OVERLAP_SLOWDOWN * hid_b
-    else:
-        tp_f = tp_b = tp_c
-    cp_c = layer.cp_comm_s(t)  # ring attention: K/V blocks overlap the block-wise attention
-    cp_f = cp_c - min(cp_c, attn_f) * (1 - OVERLAP_SLOWDOWN)
-    cp_b = 2 * cp_c - min(2 * cp_c, attn_b) * (1 - OVERLAP_SLOWDOWN)
-    ep_c = f["ep_comm"]
-    fwd_comm = tp_f + cp_f + ep_c
-    bwd_comm = tp_b + cp_b + ep_c
+    bwd_compute = b["compute"] + cast_b + wgrad_accum
+    fwd_comm, bwd_comm = _inlayer_comm_s(plan, layer, f, t, gemms, b, attn_f)
 
     if plan.recompute == "full":
         bwd_compute += fwd_compute
@@ -149,9 +115,47 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
         bwd_compute += attn_f
 
     parts = {"gemms": gemms, "attention": attn_f, "elementwise": elem + cast_f, "wgrad_accum": wgrad_accum,
-             "tp_comm": tp_c,
-             "cp_comm": cp_c, "ep_comm": ep_c}
-    return LayerTimes(fwd_compute, fwd_comm, bwd_compute, bwd_comm, parts)
+             "tp_comm": f["tp_comm"], "cp_comm": layer.cp_comm_s(t), "ep_comm": f["ep_comm"]}
+    return LayerTimes(fwd_compute, fwd_comm, bwd_compute, bwd_comm, b["weight_grad"] + wgrad_accum, parts)
+
+
+def _attention_fwd_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, f: dict[str, float]) -> float:
+    """The forward attention of the plan's kernel: the catalog's best fused kernel, an
+    FA2-generation one (the catalog's `attention_fa2_ratio` of that rate), or unfused."""
+    if not plan.flash_attention:
+        return _unfused_attention_s(model, cluster, plan, plan.micro_batch, plan.seq_len / plan.cp)
+    if plan.attention == "flash2":
+        return f["attn_prefill"] / cluster.accelerator.efficiency.attention_fa2_ratio
+    return f["attn_prefill"]
+
+
+def _fp8_casts_s(model: ModelSpec, plan: TrainingPlan, acc, t: float) -> tuple[float, float]:
+    """Transformer Engine's casts of the GEMM inputs to FP8: (forward, backward) seconds."""
+    if plan.precision != "fp8":
+        return 0.0, 0.0
+    tp = plan.tp
+    fwd_in = model.hidden * 2 + model.q_dim / tp + model.ffn_hidden / tp
+    qkv_out = (model.q_dim + 2 * model.kv_heads * model.head_dim) / tp
+    bwd_in = qkv_out + 2 * model.hidden + (model.mlp_matrices - 1) * model.ffn_hidden / tp
+    return (memory_time_s(t * fwd_in * FP8_CAST_BYTES, acc, kernels=4),
+            memory_time_s(t * bwd_in * FP8_CAST_BYTES, acc, kernels=4))
+
+
+def _inlayer_comm_s(plan: TrainingPlan, layer: LayerCost, f: dict[str, float], t: float, gemms: float,
+                    b: dict[str, float], attn_f: float) -> tuple[float, float]:
+    """Exposed TP/SP, CP-ring and EP communication inside the layer: (forward, backward) seconds."""
+    tp_c = f["tp_comm"]
+    if plan.tp_comm_overlap:  # all-gather / reduce-scatter pipelined with the neighbouring GEMMs
+        hid_f, hid_b = min(tp_c, gemms), min(tp_c, b["dgrad_gemms"] + b["wgrad_gemms"])
+        tp_f = tp_c - hid_f + OVERLAP_SLOWDOWN * hid_f
+        tp_b = tp_c - hid_b + OVERLAP_SLOWDOWN * hid_b
+    else:
+        tp_f = tp_b = tp_c
+    cp_c = layer.cp_comm_s(t)  # ring attention: K/V blocks overlap the block-wise attention
+    cp_f = cp_c - min(cp_c, attn_f) * (1 - OVERLAP_SLOWDOWN)
+    cp_b = 2 * cp_c - min(2 * cp_c, b["attention"]) * (1 - OVERLAP_SLOWDOWN)
+    ep_c = f["ep_comm"]
+    return tp_f + cp_f + ep_c, tp_b + cp_b + ep_c
 
 
 def layer_weight_params(model: ModelSpec, plan: TrainingPlan, moe: bool) -> float:
@@ -179,77 +183,84 @@ def run_pipeline(ops: list[list[Op]], pp: int, v: int, m: int, fwd: list[list[tu
     transfer too (it waits on the send before its next op). Overlapped, the transfer still runs
     NCCL kernels on both GPUs beside the compute: each side pays OVERLAP_SLOWDOWN of it.
     """
-    vst = pp * v
-    f_end = [[-1.0] * m for _ in range(vst)]
-    b_end = [[-1.0] * m for _ in range(vst)]
-    ptr = [0] * pp
-    free = [0.0] * pp
-    busy_c = [0.0] * pp
-    busy_m = [0.0] * pp
-    last_b = [0.0] * pp
-    remaining = sum(len(o) for o in ops)
-    order = list(range(pp))
-    last_v = v - 1
-    last_mb = m - 1
-    last_g = vst - 1
     hold = (p2p_s if p2p_blocking else OVERLAP_SLOWDOWN * p2p_s) if pp > 1 else 0.0  # sender
     recv = 0.0 if p2p_blocking or pp == 1 else OVERLAP_SLOWDOWN * p2p_s  # receiver
+    st = _PipelineState(pp, v, m, p2p_s, hold, recv)
+    remaining = sum(len(o) for o in ops)
+    order = list(range(pp))
     while remaining:
-        progressed = 0
-        for r in order:
-            lst, i0, t = ops[r], ptr[r], free[r]
-            fr, br = fwd[r], bwd[r]
-            bc, bm = busy_c[r], busy_m[r]
-            i, n = i0, len(lst)
-            while i < n:
-                kind, j, c = lst[i]
-                g = c * pp + r
-                if kind == "F":
-                    if g == 0:
-                        ready = 0.0
-                    else:
-                        e = f_end[g - 1][j]
-                        if e < 0:
-                            break
-                        ready = e + (p2p_s if pp > 1 else 0.0)  # g-1 lives on another rank when pp > 1
-                    comp, comm = fr[c]
-                    if g:
-                        comm += recv
-                    t = (t if t > ready else ready) + comp + comm
-                    f_end[g][j] = t
-                    if hold and g != last_g:
-                        t += hold
-                        comm += hold
-                else:
-                    if g == last_g:
-                        ready = f_end[g][j]
-                    else:
-                        e = b_end[g + 1][j]
-                        if e < 0:
-                            break
-                        ready = e + p2p_s
-                    comp, comm = br[c]
-                    if g != last_g:
-                        comm += recv
-                    start = t if t > ready else ready
-                    if j == last_mb and c == last_v:
-                        last_b[r] = start
-                    t = start + comp + comm
-                    b_end[g][j] = t
-                    if hold and g:
-                        t += hold
-                        comm += hold
-                bc += comp
-                bm += comm
-                i += 1
-            busy_c[r], busy_m[r] = bc, bm
-            progressed += i - i0
-            ptr[r], free[r] = i, t
+        progressed = sum(st.advance(r, ops[r], fwd[r], bwd[r]) for r in order)
         if not progressed:
             raise RuntimeError("pipeline schedule deadlocked (a schedule emitted an impossible order)")
         remaining -= progressed
         order.reverse()  # alternate sweeps so backward dependencies propagate as fast as forward ones
-    return PipelineRun(free, busy_c, busy_m, last_b, ops)
+    return PipelineRun(st.free, st.busy_c, st.busy_m, st.last_b, ops)
+
+
+class _PipelineState:
+    """Where each rank stands: next op, free time, busy time; when each (virtual stage, micro-batch)
+    forward and backward ended (-1: not yet)."""
+
+    def __init__(self, pp: int, v: int, m: int, p2p_s: float, hold: float, recv: float) -> None:
+        vst = pp * v
+        self.pp, self.p2p_s, self.hold, self.recv = pp, p2p_s, hold, recv
+        self.f_end = [[-1.0] * m for _ in range(vst)]
+        self.b_end = [[-1.0] * m for _ in range(vst)]
+        self.ptr, self.free = [0] * pp, [0.0] * pp
+        self.busy_c, self.busy_m, self.last_b = [0.0] * pp, [0.0] * pp, [0.0] * pp
+        self.last_v, self.last_mb, self.last_g = v - 1, m - 1, vst - 1
+
+    def advance(self, r: int, lst: list[Op], fr: list[tuple[float, float]], br: list[tuple[float, float]]) -> int:
+        """Run rank r's ops in order until one waits on a result not yet produced; ops run."""
+        pp, p2p_s, hold, recv, last_g = self.pp, self.p2p_s, self.hold, self.recv, self.last_g
+        f_end, b_end = self.f_end, self.b_end
+        i0, t = self.ptr[r], self.free[r]
+        bc, bm = self.busy_c[r], self.busy_m[r]
+        i, n = i0, len(lst)
+        while i < n:
+            kind, j, c = lst[i]
+            g = c * pp + r
+            if kind == "F":
+                if g == 0:
+                    ready = 0.0
+                else:
+                    e = f_end[g - 1][j]
+                    if e < 0:
+                        break
+                    ready = e + (p2p_s if pp > 1 else 0.0)  # g-1 lives on another rank when pp > 1
+                comp, comm = fr[c]
+                if g:
+                    comm += recv
+                t = (t if t > ready else ready) + comp + comm
+                f_end[g][j] = t
+                if hold and g != last_g:
+                    t += hold
+                    comm += hold
+            else:
+                if g == last_g:
+                    ready = f_end[g][j]
+                else:
+                    e = b_end[g + 1][j]
+                    if e < 0:
+                        break
+                    ready = e + p2p_s
+                comp, comm = br[c]
+                if g != last_g:
+                    comm += recv
+                start = t if t > ready else ready
+                if j == self.last_mb and c == self.last_v:
+                    self.last_b[r] = start
+                t = start + comp + comm
+                b_end[g][j] = t
+                if hold and g:
+                    t += hold
+                    comm += hold
+            bc += comp
+            bm += comm
+            i += 1
+        self.busy_c[r], self.busy_m[r] = bc, bm
+        self.ptr[r], self.free[r] = i, t
+        return i - i0
 
 
 def chunk_layers(model: ModelSpec, plan: TrainingPlan) -> list[list[int]]:
@@ -270,6 +281,7 @@ class StepTiming:
 
 def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
                   pairs_per_mb: float | None = None) -> StepTiming:
+    """One optimizer step: layer costs, the pipeline schedule, then DP reduction and optimizer."""
     layer, edge = _costers(model, cluster, plan)
     s = plan.seq_len
     if pairs_per_mb is None:
@@ -279,9 +291,37 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
     lt = _mix(model, dense, moe)
     pp, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
     t = plan.micro_batch * s / plan.cp
-    emb = edge.embedding_s(t)
-    head = edge.lm_head_s(t)
+    emb, head = edge.embedding_s(t), edge.lm_head_s(t)
     counts = chunk_layers(model, plan)
+    fwd, bwd = _chunk_times(plan, lt, counts, emb, head)
+    fsdp_f, fsdp_b = _fsdp_exposed_s(model, cluster, plan, lt)
+    if fsdp_f or fsdp_b:
+        for r in range(pp):
+            for c in range(v):
+                n = counts[r][c]
+                fwd[r][c] = (fwd[r][c][0], fwd[r][c][1] + n * fsdp_f)
+                bwd[r][c] = (bwd[r][c][0], bwd[r][c][1] + n * fsdp_b)
+    # pipeline p2p: activations of one micro-batch (scattered over TP ranks, each on its own link)
+    p2p = 0.0
+    if pp > 1:
+        size = t * model.hidden * layer.ab / plan.tp
+        p2p = collective_time_s("p2p", size, Group.strided(2, plan.tp * plan.cp * plan.dp, cluster), cluster)
+    run = run_pipeline(rank_ops(plan.schedule_name, pp, m, v), pp, v, m, fwd, bwd, p2p,
+                       p2p_blocking=not plan.overlap_p2p_comm)
+    step, rank, bd, det, dp_total = _after_pipeline(model, cluster, plan, run)
+    det.update({"p2p_per_op": p2p, "fsdp_layer_exposed_fwd": fsdp_f,
+                "fsdp_layer_exposed_bwd": fsdp_b, "dp_comm_total": dp_total,
+                **{f"layer_fwd_{k}": v_ for k, v_ in lt.parts.items()},
+                "layer_fwd_s": lt.fwd_compute + lt.fwd_comm, "layer_bwd_s": lt.bwd_compute + lt.bwd_comm,
+                "embedding_fwd_s": emb, "lm_head_fwd_s": head})
+    return StepTiming(step, rank, bd, det, lt, run)
+
+
+def _chunk_times(plan: TrainingPlan, lt: LayerTimes, counts: list[list[int]], emb: float,
+                 head: float) -> tuple[list, list]:
+    """(compute, comm) of one micro-batch's forward and backward per (rank, chunk): its layers,
+    plus the embedding on the first virtual stage and the LM head on the last."""
+    pp, v = plan.pp, plan.virtual_stages
     fwd, bwd = [], []
     for r in range(pp):
         fr, br = [], []
@@ -300,37 +340,32 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
             br.append((bc, bm))
         fwd.append(fr)
         bwd.append(br)
-    # ZeRO-3 / FSDP: per layer, all-gather weights in forward and backward, reduce-scatter grads
+    return fwd, bwd
+
+
+def _fsdp_exposed_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, lt: LayerTimes) -> tuple[float, float]:
+    """ZeRO-3 / FSDP, per layer: all-gather the weights in forward and backward, reduce-scatter
+    the gradients; (forward, backward) seconds left exposed."""
     dpg = plan.dp * plan.cp
+    if plan.zero < 3 or dpg <= 1:
+        return 0.0, 0.0
     dp_group = Group.strided(dpg, plan.tp, cluster)
-    acc = cluster.accelerator
-    wbytes = 2.0
-    gbytes = plan.grad_bytes
     layer_params = weight_params_per_gpu(model, tp=plan.tp, pp=model.layers, ep=plan.ep, stage=1) if model.layers > 2 else 0.0
-    fsdp_exposed_f = fsdp_exposed_b = 0.0
-    if plan.zero >= 3 and dpg > 1:
-        ag = collective_time_s("all_gather", layer_params * wbytes, dp_group, cluster)
-        rs = collective_time_s("reduce_scatter", layer_params * gbytes, dp_group, cluster)
-        if plan.overlap_param_gather:
-            fsdp_exposed_f = ag - min(ag, lt.fwd_compute) * (1 - OVERLAP_SLOWDOWN)
-            fsdp_exposed_b = ag + rs - min(ag + rs, lt.bwd_compute) * (1 - OVERLAP_SLOWDOWN)
-        else:
-            fsdp_exposed_f, fsdp_exposed_b = ag, ag + rs
-        for r in range(pp):
-            for c in range(v):
-                n = counts[r][c]
-                fwd[r][c] = (fwd[r][c][0], fwd[r][c][1] + n * fsdp_exposed_f)
-                bwd[r][c] = (bwd[r][c][0], bwd[r][c][1] + n * fsdp_exposed_b)
+    ag = collective_time_s("all_gather", layer_params * PARAM_GATHER_BYTES, dp_group, cluster)
+    rs = collective_time_s("reduce_scatter", layer_params * plan.grad_bytes, dp_group, cluster)
+    if plan.overlap_param_gather:
+        return (ag - min(ag, lt.fwd_compute) * (1 - OVERLAP_SLOWDOWN),
+                ag + rs - min(ag + rs, lt.bwd_compute) * (1 - OVERLAP_SLOWDOWN))
+    return ag, ag + rs
 
-    # pipeline p2p: activations of one micro-batch (scattered over TP ranks, each on its own link)
-    p2p = 0.0
-    if pp > 1:
-        size = t * model.hidden * layer.ab / plan.tp
-        p2p = collective_time_s("p2p", size, Group.strided(2, plan.tp * plan.cp * plan.dp, cluster), cluster)
-    ops = rank_ops(plan.schedule_name, pp, m, v)
-    run = run_pipeline(ops, pp, v, m, fwd, bwd, p2p, p2p_blocking=not plan.overlap_p2p_comm)
 
-    # --- after the pipeline: DP gradient reduction, optimizer, parameter all-gather ------------------
+def _after_pipeline(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan,
+                    run: PipelineRun) -> tuple[float, int, dict, dict, float]:
+    """Per rank: DP gradient reduction, optimizer, parameter all-gather after its last backward.
+    Returns the slowest rank's (step s, rank, breakdown, details) and the largest DP traffic time."""
+    pp, v, dpg = plan.pp, plan.virtual_stages, plan.dp * plan.cp
+    dp_group = Group.strided(dpg, plan.tp, cluster)
+    gbytes = plan.grad_bytes
     best = (-1.0, 0, {}, {})
     dp_total = 0.0
     for r in range(pp):
@@ -341,7 +376,7 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
             kind = "all_reduce" if plan.zero == 0 else "reduce_scatter"
             grad_c = collective_time_s(kind, params * gbytes, dp_group, cluster)
             if plan.zero >= 1:
-                ag_c = collective_time_s("all_gather", params * wbytes, dp_group, cluster)
+                ag_c = collective_time_s("all_gather", params * PARAM_GATHER_BYTES, dp_group, cluster)
         dp_total = max(dp_total, grad_c + ag_c)
         bucket = max(DDP_BUCKET_PARAMS, 1e6 * dpg)
         last_frac = min(1.0, bucket / max(params, 1.0))
@@ -353,7 +388,7 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
             grad_exposed = grad_c
         ag_exposed = (ag_c * last_frac + OVERLAP_SLOWDOWN * ag_c * (1 - last_frac)) if plan.overlap_param_gather else ag_c
         local = params / (dpg if plan.zero >= 1 else 1)
-        opt = memory_time_s(local * OPTIMIZER_BYTES_PER_PARAM, acc, kernels=8)
+        opt = memory_time_s(local * OPTIMIZER_BYTES_PER_PARAM, cluster.accelerator, kernels=8)
         total = end + grad_exposed + ag_exposed + opt
         if total > best[0]:
             busy = run.busy_compute_s[r] + run.busy_comm_s[r]
@@ -363,13 +398,7 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
                    "dp_grad_comm_exposed": grad_exposed, "param_gather_comm": ag_c,
                    "param_gather_exposed": ag_exposed, "pipeline_s": end}
             best = (total, r, bd, det)
-    step, rank, bd, det = best
-    det.update({"p2p_per_op": p2p, "fsdp_layer_exposed_fwd": fsdp_exposed_f,
-                "fsdp_layer_exposed_bwd": fsdp_exposed_b, "dp_comm_total": dp_total,
-                **{f"layer_fwd_{k}": v_ for k, v_ in lt.parts.items()},
-                "layer_fwd_s": lt.fwd_compute + lt.fwd_comm, "layer_bwd_s": lt.bwd_compute + lt.bwd_comm,
-                "embedding_fwd_s": emb, "lm_head_fwd_s": head})
-    return StepTiming(step, rank, bd, det, lt, run)
+    return (*best, dp_total)
 
 
 def _mix(model: ModelSpec, dense: LayerTimes | None, moe: LayerTimes | None) -> LayerTimes:
@@ -381,4 +410,5 @@ def _mix(model: ModelSpec, dense: LayerTimes | None, moe: LayerTimes | None) -> 
     a, b = model.dense_layers / model.layers, model.moe_layers / model.layers
     parts = {k: a * dense.parts.get(k, 0.0) + b * moe.parts.get(k, 0.0) for k in moe.parts}
     return LayerTimes(a * dense.fwd_compute + b * moe.fwd_compute, a * dense.fwd_comm + b * moe.fwd_comm,
-                      a * dense.bwd_compute + b * moe.bwd_compute, a * dense.bwd_comm + b * moe.bwd_comm, parts)
+                      a * dense.bwd_compute + b * moe.bwd_compute, a * dense.bwd_comm + b * moe.bwd_comm,
+                      a * dense.bwd_weight_compute + b * moe.bwd_weight_compute, parts)
