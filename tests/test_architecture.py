@@ -54,7 +54,6 @@ MAX_FUNCTION_LINES = 80
 KNOWN_LONG = [
     "parasim.search.plan_serve:_search",
     "parasim.serving.case:case_plan",
-    "parasim.training.step:simulate_step",
     "parasim.search.plan_train:_search",
 ]
 
