@@ -18,6 +18,7 @@ from typing import Any
 from parasim.errors import InputError
 from parasim.specs import edge, model_limits
 from parasim.specs.model import MLASpec, ModelSpec
+from parasim.specs.model_mapping import model_from_mapping
 
 _MISSING = object()
 
@@ -293,8 +294,6 @@ def _from_hf(d: dict, path: Path) -> ModelSpec:
 
 
 def _from_parasim(d: dict, path: Path) -> ModelSpec:
-    from parasim.specs.catalog import model_from_mapping
-
     if set(d) == {"model"} and isinstance(d["model"], dict):
         d = d["model"]
     d = dict(d)
