@@ -15,8 +15,8 @@ from parasim.cli.main import main
 from parasim.errors import InputError
 from parasim.registry import Registry
 from parasim.search.space import SERVE_SCHEDULERS, TrainChoices
-from parasim.serving.engine import ROUTERS, RoundRobin
 from parasim.serving.plan import ServingPlan
+from parasim.serving.routers import ROUTERS, RoundRobin
 from parasim.serving.schedulers import SCHEDULERS
 from parasim.serving.schedulers.policies import Continuous
 from parasim.training.plan import TrainingPlan

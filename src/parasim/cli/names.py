@@ -20,7 +20,7 @@ def _schedulers() -> str:
 
 
 def _routers() -> str:
-    from parasim.serving.engine import ROUTERS
+    from parasim.serving.routers import ROUTERS
 
     return ROUTERS.help(" or ")
 

@@ -31,57 +31,15 @@ from collections import deque
 from collections.abc import Iterator
 from functools import partial
 
-import numpy as np
-
-from parasim.registry import Registry
 from parasim.mathx import cdiv
 from parasim.serving.itercost import IterationCost
 from parasim.serving.kvcache import KVPool
+from parasim.serving.reqstate import DECODE, DONE, DROPPED, PREFILL, TRANSFER, WAITING, ReqState
+from parasim.serving.routers import ROUTERS, LeastOutstandingTokens, RoundRobin, Router  # ROUTERS: re-exported
 from parasim.serving.schedulers.base import Batch, Scheduler
 
-# request states
-NEW, WAITING, PREFILL, DECODE, TRANSFER, DONE, DROPPED = range(7)
 # event kind ranks (the tie-break between events at the same time)
 END, XFER, ARRIVAL, START = 0, 1, 2, 3
-
-
-class ReqState:
-    """Per-request columns as typed arrays (8 bytes per request and field: a million requests fit
-    in about 150 MB) that index as fast as lists in the hot loop."""
-
-    def __init__(self, arrival, prompt, output, pid, plen) -> None:
-        n = len(arrival)
-        self.n = n
-
-        def col(code: str, values=None, fill=0):
-            a = array(code)
-            if values is None:
-                a.frombytes(np.full(n, fill, dtype=np.float64 if code == "d" else np.int64).tobytes())
-            else:
-                a.frombytes(np.asarray(values, dtype=np.float64 if code == "d" else np.int64).tobytes())
-            return a
-
-        self.arrival_s, self.prompt_tokens, self.output_tokens = col("d", arrival), col("q", prompt), col("q", output)
-        self.prefix_id, self.prefix_tokens = col("q", pid), col("q", plen)
-        self.state = col("q", fill=NEW)
-        self.prefill_target = col("q")  # tokens this (re)prefill must have cached when done
-        self.prefilled = col("q")  # tokens of the target already cached
-        self.emitted = col("q")  # output tokens emitted so far
-        self.shared_tokens = col("q")  # prefix-cache tokens this request references (multiple of the block size)
-        self.owned_blocks = col("q")  # blocks owned while prefilling (or reserved, in full-reservation mode)
-        self.join_step = col("q")  # decode step at which it joined the decoders
-        self.join_ctx = col("q")  # cached context at join
-        self.epoch = col("q")
-        self.first_scheduled_s = col("d", fill=-1.0)
-        self.first_token_s = col("d", fill=-1.0)
-        self.last_token_s = col("d", fill=-1.0)
-        self.finish_s = col("d", fill=-1.0)
-        self.preemptions = col("q")
-        self.instance = col("q", fill=-1)
-        self.extra_gaps_s = array("d")  # inter-token gaps not on a decode-step boundary (joins, resumes)
-
-    def target_if_admitted(self, rid: int) -> int:
-        return self.prompt_tokens[rid] + self.emitted[rid]
 
 
 class Instance:
@@ -399,45 +357,6 @@ class Instance:
         st.preemptions[rid] += 1
         self.outstanding += st.prompt_tokens[rid] + st.emitted[rid]  # the recompute
         self.waiting.appendleft(rid)
-
-
-
-class Router:
-    """Picks a replica for each arriving request (small classes in a registry)."""
-
-    name = ""
-
-    def choose(self, rid: int, groups: list[list[Instance]], tokens: int) -> int:  # pragma: no cover
-        raise NotImplementedError
-
-
-ROUTERS: Registry[type[Router]] = Registry("router")
-
-
-@ROUTERS.register
-class RoundRobin(Router):
-    name = "round_robin"
-
-    def __init__(self) -> None:
-        self.next = 0
-
-    def choose(self, rid: int, groups: list[list[Instance]], tokens: int) -> int:
-        g = self.next % len(groups)
-        self.next += 1
-        return g
-
-
-@ROUTERS.register
-class LeastOutstandingTokens(Router):
-    name = "least_outstanding_tokens"
-
-    def choose(self, rid: int, groups: list[list[Instance]], tokens: int) -> int:
-        best, best_v = 0, None
-        for g, insts in enumerate(groups):
-            v = sum(i.outstanding for i in insts)
-            if best_v is None or v < best_v:
-                best, best_v = g, v
-        return best
 
 
 def least_loaded(insts: list[Instance]) -> Instance:

@@ -14,6 +14,9 @@ import numpy as np
 
 from parasim.mathx import cdiv
 
+WATERMARK = 0.01  # share of KV blocks kept free when admitting new prompts (vLLM BlockSpaceManager default)
+
+
 def peak_blocks(prompt: np.ndarray, output: np.ndarray, *, block: int, reserve_full: bool) -> np.ndarray:
     """KV blocks each request holds at its peak when it runs alone. Incremental: the prompt and
     every output token but the last are cached (the last token is sampled, never stored), so
@@ -31,8 +34,6 @@ def unservable(prompt: np.ndarray, output: np.ndarray, *, capacity_blocks: int, 
     only the prompt is cached here) or `decode` (the decode pool: prompt + output, reserved at
     join). Admission into an empty engine must also clear vLLM's watermark (`WATERMARK`) for the
     blocks of the first chunk (`first_chunk_tokens`, None = the whole prompt)."""
-    from parasim.serving.schedulers.base import WATERMARK
-
     if role == "decode":
         return peak_blocks(prompt, output, block=block, reserve_full=False) > capacity_blocks
     if role == "prefill":

@@ -12,6 +12,8 @@ from typing import Any
 
 from parasim.cost.dtypes import KV_PRECISIONS, WEIGHT_PRECISIONS
 from parasim.errors import InputError
+from parasim.serving.routers import ROUTERS
+from parasim.serving.schedulers import SCHEDULERS
 from parasim.specs import edge
 from parasim.specs.model import ModelSpec
 
@@ -147,9 +149,6 @@ class ServingPlan:
     decode_tp: int | None = None  # disagg: TP inside the decode pool (None = tp)
 
     def __post_init__(self) -> None:
-        from parasim.serving.engine import ROUTERS
-        from parasim.serving.schedulers import SCHEDULERS
-
         for name, kind in _FIELD_KINDS.items():
             value = getattr(self, name)
             if kind.startswith("count") and isinstance(value, float):
@@ -226,8 +225,6 @@ class ServingPlan:
     @property
     def _policy(self):
         """The scheduler's class (its rules: disaggregated pools, prefix sharing)."""
-        from parasim.serving.schedulers import SCHEDULERS
-
         return SCHEDULERS.get(self.scheduler)
 
     @property

@@ -20,12 +20,14 @@ from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.energy import cost_usd, energy_j
 from parasim.cost.memory import KVBudget, kv_budget, kv_cache_bytes_per_token
 from parasim.errors import InputError
-from parasim.serving.engine import DROPPED, ROUTERS, Instance, Loop, ReqState
+from parasim.serving.engine import Instance, Loop
 from parasim.serving.itercost import IterationCost
 from parasim.serving.kvcache import KVPool, peak_blocks, unservable
 from parasim.serving.metrics import SLO, request_columns, slo_summary, stats, weighted_stats
 from parasim.serving.plan import ServingPlan
+from parasim.serving.reqstate import DROPPED, ReqState
 from parasim.serving.resolve import resolve_plan
+from parasim.serving.routers import ROUTERS
 from parasim.serving.schedulers import SCHEDULERS
 from parasim.serving.workload import Workload, as_workload
 from parasim.specs.cluster import ClusterSpec

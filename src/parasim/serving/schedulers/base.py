@@ -18,16 +18,11 @@ before new ones, FCFS head-of-line) live in `fill_prefill` so that each schedule
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from parasim.mathx import cdiv
-
-if TYPE_CHECKING:  # pragma: no cover
-    from parasim.serving.engine import ReqState
-    from parasim.serving.kvcache import KVPool
-
-WATERMARK = 0.01  # share of KV blocks kept free when admitting new prompts (vLLM BlockSpaceManager default)
-
+from parasim.serving.kvcache import WATERMARK, KVPool
+from parasim.serving.reqstate import ReqState
 
 class Batch:
     __slots__ = ("chunks", "admit", "decode", "victims", "joins")
