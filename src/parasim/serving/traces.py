@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from parasim.errors import InputError
-from parasim.serving.workload import Workload
+from parasim.serving.requests import Workload
 from parasim.specs import edge
 
 #: Largest prompt or output of one request (tokens): far above any model's context (10M).
