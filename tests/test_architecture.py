@@ -38,15 +38,8 @@ SIDEWAYS = {("validation", "engines")}
 #: (#17). `test_no_import_cycle` ignores these; `test_known_cycle_edge_is_gone` fails (xfail) while
 #: each still closes a cycle. The lead removes an entry once its branch is merged.
 KNOWN_CYCLE_EDGES = [
-    ("parasim.serving.plan", "parasim.serving.engine"),  # function-level, ServingPlan validation
-    ("parasim.serving.plan", "parasim.serving.schedulers"),  # function-level, scheduler rules
-    ("parasim.serving.kvcache", "parasim.serving.schedulers.base"),  # function-level, WATERMARK
-    ("parasim.serving.schedulers.base", "parasim.serving.engine"),  # TYPE_CHECKING, ReqState
-    ("parasim.serving.schedulers.base", "parasim.serving.kvcache"),  # TYPE_CHECKING, KVPool
-    ("parasim.serving.workload", "parasim.serving.traces"),  # function-level, read_trace
     ("parasim.search.plan_train", "parasim.search.train_reference"),  # function-level, both ways
     ("parasim.search.train_reference", "parasim.search.plan_train"),
-    ("parasim.specs.catalog", "parasim.specs.hf_config"),  # function-level, load_model_file
 ]
 
 MAX_FUNCTION_LINES = 80
