@@ -30,7 +30,8 @@ def validate_cmd(
     """Run every case, report predicted, measured and relative error, and the summary per kind."""
     limits.check(limits.VALIDATE, dict(locals()), names=limits.JSON_NAMES)
 
-    from parasim.report.validation import run_files, summarize, to_json, to_markdown
+    from parasim.report.validation import summarize, to_json, to_markdown
+    from parasim.validation.run import run_files
 
     paths = [str(file)] + [str(p) for p in (extra or [])]
     outputs.check(json_file, markdown)

@@ -1,7 +1,7 @@
 """Which serving software a validation case names, and which release of it.
 
 A case's `software` field is free text ("tensorrt-llm 0.11", "vLLM 0.6.0 (defaults)"). The
-engine profile picks the defaults module (`trtllm`, `vllm_defaults`); the release picks the flow
+engine profile picks the defaults module (`engines.trtllm`, `engines.vllm`); the release picks the flow
 inside it, since both engines changed their benchmark defaults between releases.
 """
 

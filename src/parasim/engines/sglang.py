@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.memory import RUNTIME_RESERVED_BYTES, kv_cache_bytes_per_token_per_gpu, weight_bytes_per_gpu
-from parasim.serving.plan import ITERATION_OVERHEAD_S
-from parasim.serving.software import SourceFlags, release
+from parasim.engines.host import ITERATION_OVERHEAD_S
+from parasim.engines.software import SourceFlags, release
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 from parasim.units import fmt_gib

@@ -33,8 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from parasim.cost.memory import RUNTIME_RESERVED_BYTES, activation_workspace_bytes, weight_bytes_per_gpu
-from parasim.serving.plan import ITERATION_OVERHEAD_S, eager_layer_dispatch_s
-from parasim.serving.software import release
+from parasim.engines.host import ITERATION_OVERHEAD_S, eager_layer_dispatch_s
+from parasim.engines.software import release
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 from parasim.units import fmt_gib

@@ -31,8 +31,8 @@ import re
 from dataclasses import dataclass
 
 from parasim.cost.memory import RUNTIME_RESERVED_BYTES, weight_bytes_per_gpu
-from parasim.serving.plan import ITERATION_OVERHEAD_S
-from parasim.serving.software import SourceFlags, release, release_patch
+from parasim.engines.host import ITERATION_OVERHEAD_S
+from parasim.engines.software import SourceFlags, release, release_patch
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 from parasim.units import fmt_gib

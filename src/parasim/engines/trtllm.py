@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.memory import weight_params_per_gpu
-from parasim.serving.software import release
+from parasim.engines.software import release
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 

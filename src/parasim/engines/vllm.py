@@ -25,8 +25,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from parasim.serving.plan import VLLM_ASYNC_OUTPUT_DELAY_S, eager_layer_dispatch_s
-from parasim.serving.software import release
+from parasim.engines.host import VLLM_ASYNC_OUTPUT_DELAY_S, eager_layer_dispatch_s
+from parasim.engines.software import release
 from parasim.specs.accelerator import AcceleratorSpec
 
 GIB = 1024 ** 3

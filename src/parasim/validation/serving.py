@@ -18,7 +18,7 @@ most plausibly have used, and every such choice is reported in `CaseResult.choic
   - Always: KV reserved for prompt + output at admission (GUARANTEED_NO_EVICT, the default
     capacity policy), tokens_per_block 64. The engine flows (up to 0.18) also take the C++
     runtime's runtime and decoder buffers (`runtime_buffer_bytes`) off the free memory first.
-* vLLM, by release (see `parasim.serving.vllm_defaults`): the V0 engine (< 0.8; prefill first,
+* vLLM, by release (see `parasim.engines.vllm`): the V0 engine (< 0.8; prefill first,
   no chunking, 256 sequences, eager prefill, async output from 0.6) or the V1 engine (>= 0.8 or
   unnamed; chunked prefill, budget and max_num_seqs by GPU size and offline/server use);
   gpu_memory_utilization 0.9 unless the source states another value. vLLM's TPOT histogram is
@@ -38,14 +38,15 @@ from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.memory import (RUNTIME_RESERVED_BYTES, activation_workspace_bytes, kv_cache_bytes_per_token_per_gpu,
                                   weight_bytes_per_gpu)
 from parasim.errors import InputError
-from parasim.serving.lmdeploy_defaults import lmdeploy_setup
-from parasim.serving.plan import ITERATION_OVERHEAD_S, ServingPlan
-from parasim.serving.sglang_defaults import SGLANG_PAGE, sglang_setup
+from parasim.engines.lmdeploy import lmdeploy_setup
+from parasim.engines.host import ITERATION_OVERHEAD_S
+from parasim.serving.plan import ServingPlan
+from parasim.engines.sglang import SGLANG_PAGE, sglang_setup
 from parasim.serving.simulate import simulate
-from parasim.serving.software import SourceFlags, software_profile
-from parasim.serving.tgi_defaults import tgi_setup
-from parasim.serving.trtllm import TRTLLM_BLOCK, runtime_buffer_bytes, trtllm_setup
-from parasim.serving.vllm_defaults import (
+from parasim.engines.software import SourceFlags, software_profile
+from parasim.engines.tgi import tgi_setup
+from parasim.engines.trtllm import TRTLLM_BLOCK, runtime_buffer_bytes, trtllm_setup
+from parasim.engines.vllm import (
     V0_MIN_BATCHED_TOKENS,
     VLLM_BLOCK,
     VLLM_GPU_MEMORY_UTILIZATION,
