@@ -319,7 +319,7 @@ def test_vllm_defaults_by_release_gpu_and_use(software, source, gpu, expected):
     from parasim.specs.catalog import get_accelerator
 
     s = vllm_setup(software, source, get_accelerator(gpu), tp=1)
-    assert (s.engine, s.scheduler, s.max_num_seqs, s.token_budget) == expected
+    assert (s.engine, s.scheduler, s.max_batch, s.token_budget) == expected
     if s.engine == "v0":
         assert s.eager_prefill_layer_s and s.output_delay_s > 0
     else:

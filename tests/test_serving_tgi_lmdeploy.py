@@ -10,7 +10,7 @@ from parasim.cost.memory import RUNTIME_RESERVED_BYTES, activation_workspace_byt
 from parasim.validation.serving import case_plan, predict_case
 from parasim.serving.itercost import IterationCost
 from parasim.engines.lmdeploy import lmdeploy_setup
-from parasim.engines.software import software_profile
+from parasim.engines.lookup import profile_for
 from parasim.engines.tgi import tgi_launcher_flops, tgi_prefill_tokens, tgi_setup
 from parasim.specs.catalog import get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
@@ -23,7 +23,7 @@ from parasim.specs.validation_case import parse_case
     ("antigravity", "default"),
 ])
 def test_software_names_pick_the_engine(text, prof):
-    assert software_profile(text) == prof
+    assert profile_for(text).name == prof
 
 
 def test_tgi_launcher_flops_by_hand():

@@ -35,7 +35,7 @@ def validate_cmd(
 
     paths = [str(file)] + [str(p) for p in (extra or [])]
     outputs.check(json_file, markdown)
-    reports = run_files(paths, kind=kind, workers=workers)
+    reports = run_files(paths, kind=kind, workers=workers, pool=_pool)
     if not reports:
         raise InputError("kind" if kind else "file", f"no {kind + ' ' if kind else ''}case in {', '.join(paths)}: "
                                                      "nothing to validate")
@@ -79,3 +79,13 @@ def render(reports, summary: dict) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command("validate")(validate_cmd)
+
+
+def _pool(task, items, workers):
+    """validation.run's process pool: search.executors' local pool (Ctrl-C stops it, then raises)."""
+    from parasim.search.executors import run_local
+
+    outcome = run_local(task, None, items, workers=workers)
+    if outcome.interrupted:
+        raise KeyboardInterrupt
+    return outcome.results

@@ -81,10 +81,16 @@ def _run_item(context: None, item: tuple[Case, str]) -> CaseReport:  # noqa: ARG
     return run_case(case, _predictors(), file=file)
 
 
-def run_files(paths: Iterable[str | Path], kind: str | None = None, workers: int = 1) -> list[CaseReport]:
+#: runs `task(None, item)` for every item on `workers` processes and returns the results in item order
+#: (raising KeyboardInterrupt if interrupted): the caller's pool, as search.executors sits above this layer
+Pool = Callable[[Callable[[None, tuple[Case, str]], CaseReport], list[tuple[Case, str]], int], list[CaseReport]]
+
+
+def run_files(paths: Iterable[str | Path], kind: str | None = None, workers: int = 1,
+              pool: Pool | None = None) -> list[CaseReport]:
     """Every case of `paths` (of one kind, if given), in file order. Cases are independent, so
-    `workers` > 1 spreads them over a process pool (search.executors: the same Ctrl-C handling as
-    the planners); the reports come back in the same order, so the output does not depend on the
+    `workers` > 1 spreads them over the caller's process `pool` (the CLI passes search.executors':
+    the same Ctrl-C handling as the planners); the reports come back in the same order, so the output does not depend on the
     worker count. Ctrl-C raises KeyboardInterrupt here, after the pool is stopped: a validation
     run is reported whole or not at all."""
     if kind is not None and kind not in KINDS:
@@ -93,16 +99,11 @@ def run_files(paths: Iterable[str | Path], kind: str | None = None, workers: int
         raise InputError("workers", f"must be at least 1 (got {workers})")
     read = [(item, str(p)) for p in paths for item in read_cases(p)]
     items = [(c, f) for c, f in read if isinstance(c, Case) and (kind is None or c.kind == kind)]
-    if workers == 1 or len(items) < 2:
+    if workers == 1 or len(items) < 2 or pool is None:
         predictors = _predictors()
         done = [run_case(case, predictors, file=f) for case, f in items]
     else:
-        from parasim.search.executors import run_local
-
-        outcome = run_local(_run_item, None, items, workers=min(workers, len(items)))
-        if outcome.interrupted:
-            raise KeyboardInterrupt
-        done = outcome.results
+        done = pool(_run_item, items, min(workers, len(items)))
     # unreadable cases keep their place in file order, as skipped reports naming the problem
     runs = iter(done)
     out = []
