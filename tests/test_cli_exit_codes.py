@@ -146,7 +146,7 @@ def test_validate_with_nothing_to_run_exits_2(cases):
 @pytest.mark.parametrize("args, module, name", [
     (SERVE, "parasim.serving.simulate", "simulate"),
     (TRAIN, "parasim.training", "simulate"),
-    (["validate", "CASES"], "parasim.report.validation", "run_case"),
+    (["validate", "CASES"], "parasim.validation.run", "run_case"),
     (["validate", "CASES", "-j", "2"], "parasim.search.executors", "wait"),  # in the parent, before any case
     (["inspect", "--model", "llama-3-8b"], "parasim.cli.catalog_cmds", "inspect_model"),
 ])

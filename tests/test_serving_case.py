@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from parasim.serving.case import case_plan, predict_case
+from parasim.validation.serving import case_plan, predict_case
 from parasim.specs.validation_case import load_cases
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "validation"
@@ -49,7 +49,7 @@ def test_vllm_trace_case_uses_source_memory_utilization_and_per_token_tpot():
 def test_vllm_eager_dispatch_per_layer_from_the_launch_count():
     """26 us per eager launch (8.4 ms eager Llama-3.1-8B step over 32 layers x 10 kernels); TP adds
     two all-reduces of two launches each (copy into the registered buffer + kernel)."""
-    from parasim.serving.plan import eager_layer_dispatch_s
+    from parasim.engines.host import eager_layer_dispatch_s
 
     assert eager_layer_dispatch_s(1) == pytest.approx(0.26e-3)
     assert eager_layer_dispatch_s(8) == pytest.approx(14 * 0.026e-3)
@@ -58,7 +58,7 @@ def test_vllm_eager_dispatch_per_layer_from_the_launch_count():
 def test_trtllm_011_build_table_by_architecture():
     """The v0.11 perf-overview builds Llama-2-70B TP8 for 128/2048 with max_num_tokens 16384 and
     max_batch_size 1024; other TP8 runs use 8192 sequences; unknown networks get the defaults."""
-    from parasim.serving.trtllm import TRTLLM_MAX_BATCH, TRTLLM_MAX_NUM_TOKENS
+    from parasim.engines.trtllm import TRTLLM_MAX_BATCH, TRTLLM_MAX_NUM_TOKENS
 
     by_id = _cases("dev.yaml")
     plan, _, _ = case_plan(by_id["trtllm011-llama2-70b-h100-sxm-fp16-tp8-128-2048"])
@@ -80,7 +80,7 @@ def _llama31_8b():
 
 
 def test_trtllm_release_parsing():
-    from parasim.serving.software import release
+    from parasim.engines.software import release
 
     assert release("tensorrt-llm 0.11") == (0, 11)
     assert release("TensorRT-LLM v1.0 (pytorch backend)") == (1, 0)
@@ -95,7 +95,7 @@ def test_trtllm_bench_sizing_rule_by_hand():
     FP8); KV per token = 2 x 32 layers x 8 heads x 128 x 1 byte = 65,536 B; requests =
     (80 GiB - params) x 0.95 / (65,536 x 2176) = 518.9 -> batch 128 x ceil(518.9 / 128) = 640;
     tokens = 518.9 x (1 + 128/2048) = 551 -> the 2048 floor."""
-    from parasim.serving.trtllm import trtllm_bench_settings
+    from parasim.engines.trtllm import trtllm_bench_settings
     from parasim.specs.catalog import get_accelerator
 
     params = 2 * 128256 * 4096 + 32 * (4096 * (4096 + 2 * 1024 + 4096) + 3 * 4096 * 14336 + 2 * 4096) + 4096
@@ -109,7 +109,7 @@ def test_trtllm_bench_sizing_rule_by_hand():
 @pytest.mark.parametrize("raw,expected", [(10, 64), (70, 96), (255, 256), (256, 256), (300, 384), (1023, 1024),
                                           (1025, 1280), (4096, 4096)])
 def test_trtllm_bench_batch_rounding(raw, expected):
-    from parasim.serving.trtllm import _round_batch
+    from parasim.engines.trtllm import _round_batch
 
     assert _round_batch(raw) == expected
 
@@ -117,7 +117,7 @@ def test_trtllm_bench_batch_rounding(raw, expected):
 @pytest.mark.parametrize("raw,expected", [(100, 2048), (2100, 2304), (4096, 4096), (5000, 5120), (8192, 8192),
                                           (9000, 9216), (32768, 32768)])
 def test_trtllm_bench_token_rounding(raw, expected):
-    from parasim.serving.trtllm import _round_tokens
+    from parasim.engines.trtllm import _round_tokens
 
     assert _round_tokens(raw) == expected
 
@@ -126,7 +126,7 @@ def test_trtllm_flows_by_release():
     """v0.11: the page's table, 0.99 of free memory, chunked context. Engine-era trtllm-bench
     from 0.15 (to 0.18): the sizing rule, 0.95, chunked. PyTorch era (>= 0.19, or unnamed): no chunking,
     so the token budget must hold the longest prompt plus a full batch of decodes."""
-    from parasim.serving.trtllm import trtllm_setup
+    from parasim.engines.trtllm import trtllm_setup
     from parasim.specs.catalog import get_accelerator
 
     m, acc = _llama31_8b(), get_accelerator("h100-sxm")
@@ -154,7 +154,7 @@ def test_trtllm_engine_flow_kv_is_the_fraction_of_memory_left_after_runtime_and_
     1 GB reserve - buffers); the PyTorch flow (1.0) takes no such buffers."""
     from parasim.cost.memory import weight_bytes_per_gpu
     from parasim.cost.memory import activation_workspace_bytes, kv_budget
-    from parasim.serving.trtllm import runtime_buffer_bytes
+    from parasim.engines.trtllm import runtime_buffer_bytes
     from parasim.specs.validation_case import parse_case
 
     unit = 4096 * 32000 * 4.0
@@ -186,7 +186,7 @@ def test_trtllm_bench_012_to_014_look_up_the_shipped_table_by_max_sequence_lengt
     Llama-2-70B at TP8 gets the 2176-token entry (max_batch_size 1024) for 2048/128 as well as
     for 128/2048, the "general" entry (8192) for 2048/2048; a network the file lacks (here a
     405B-shaped one) gets trtllm-build's defaults; the KV share is the tool's default 0.90."""
-    from parasim.serving.trtllm import trtllm_setup
+    from parasim.engines.trtllm import trtllm_setup
     from parasim.specs.catalog import get_accelerator, model_from_mapping
 
     l2_70b = model_from_mapping({"name": "l2-70b", "family": "llama", "layers": 80, "hidden": 8192, "heads": 64,
@@ -211,7 +211,7 @@ def test_trtllm_bench_012_to_014_look_up_the_shipped_table_by_max_sequence_lengt
 def test_trtllm_011_table_tells_apart_networks_of_one_shape():
     """Llama-2-7B, Mistral-7B and Mixtral-8x7B share layers/hidden/vocab; the v0.11 table gives
     them different engines (Mixtral TP2: max_num_tokens 3072, max_batch_size 2048)."""
-    from parasim.serving.trtllm import trtllm_setup
+    from parasim.engines.trtllm import trtllm_setup
     from parasim.specs.catalog import get_accelerator, model_from_mapping
 
     base = {"name": "x", "layers": 32, "hidden": 4096, "heads": 32, "ffn_hidden": 14336, "vocab": 32000}
@@ -315,11 +315,11 @@ def test_shipped_validation_files_load_and_predict(name):
 def test_vllm_defaults_by_release_gpu_and_use(software, source, gpu, expected):
     """get_batch_defaults: >= 70 GiB GPUs (A100s excepted from 0.9) get 8192 tokens for the API
     server, 16384 offline, 1024 sequences; others 2048 / 8192 and 256. V0 keeps prefill-first."""
-    from parasim.serving.vllm_defaults import vllm_setup
+    from parasim.engines.vllm import vllm_setup
     from parasim.specs.catalog import get_accelerator
 
     s = vllm_setup(software, source, get_accelerator(gpu), tp=1)
-    assert (s.engine, s.scheduler, s.max_num_seqs, s.token_budget) == expected
+    assert (s.engine, s.scheduler, s.max_batch, s.token_budget) == expected
     if s.engine == "v0":
         assert s.eager_prefill_layer_s and s.output_delay_s > 0
     else:
@@ -353,7 +353,7 @@ def test_vllm_v1_case_plan_uses_chunked_prefill_budget():
 def test_tpot_basis_follows_the_source(source, prof, basis):
     """The shared README: vLLM's histogram TPOT is per output token; benchmark clients average
     each request's own TPOT. The source text decides; a silent vLLM source means the histogram."""
-    from parasim.serving.case import _tpot_basis
+    from parasim.validation.serving import _tpot_basis
 
     assert _tpot_basis(source, prof) == basis
 
@@ -503,7 +503,7 @@ def test_vllm_v0_fp8_quantizes_activations_in_separate_kernels(tmp_path):
     """vLLM 0.6 FP8: `--quantization fp8` on a 16-bit checkpoint means dynamic per-tensor scales
     (three kernels per linear input); a pre-quantized checkpoint carries static scales (one). The
     eager prefill floor counts those launches too (4 linears a layer)."""
-    from parasim.serving.plan import EAGER_KERNEL_DISPATCH_S, eager_layer_dispatch_s
+    from parasim.engines.host import EAGER_KERNEL_DISPATCH_S, eager_layer_dispatch_s
 
     case = _v0_case(tmp_path, "vLLM /metrics; --quantization fp8 --kv-cache-dtype fp8", [500])
     case.plan["weights"] = "fp8"
@@ -519,7 +519,7 @@ def test_vllm_v0_fp8_quantizes_activations_in_separate_kernels(tmp_path):
 def test_vllm_disable_custom_all_reduce_in_the_source(tmp_path):
     """`--disable-custom-all-reduce` in a vLLM case's source routes TP all-reduces through NCCL and
     counts one eager launch per all-reduce instead of two (no copy into the registered buffer)."""
-    from parasim.serving.plan import EAGER_KERNEL_DISPATCH_S, eager_layer_dispatch_s
+    from parasim.engines.host import EAGER_KERNEL_DISPATCH_S, eager_layer_dispatch_s
 
     case = _v0_case(tmp_path, "vLLM /metrics; --tensor-parallel-size 2 --disable-custom-all-reduce", [500])
     case.plan["tp"] = 2
@@ -581,8 +581,8 @@ def test_sglang_case_sizes_its_kv_pool_by_mem_fraction_static_by_hand(tmp_path):
     ("sglang", "l4", 1, round((24 - 2.9) / 24, 3), 2048),                # unnamed: the current rule
 ])
 def test_sglang_defaults_by_release_and_gpu(software, gpu, tp, mfs, chunk):
-    from parasim.serving.sglang_defaults import default_chunk, default_mem_fraction
-    from parasim.serving.software import release
+    from parasim.engines.sglang import default_chunk, default_mem_fraction
+    from parasim.engines.software import release
     from parasim.specs.catalog import get_accelerator
 
     acc = get_accelerator(gpu)
@@ -645,7 +645,7 @@ def test_shipped_sglang_file():
 ])
 def test_client_concurrency_read_from_the_source(text, n):
     """The limit a benchmark client was given, not the average concurrency it printed."""
-    from parasim.serving.case import _MAX_CONCURRENCY
+    from parasim.validation.serving import _MAX_CONCURRENCY
 
     m = _MAX_CONCURRENCY.search(text)
     assert (int(m.group(1)) if m else None) == n

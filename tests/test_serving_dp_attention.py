@@ -11,7 +11,7 @@ from hypothesis import strategies as hst
 from parasim.cost.memory import weight_bytes_per_gpu, weight_params_per_gpu
 from parasim.errors import InputError
 from parasim.serving import ServingPlan, Workload, simulate
-from parasim.serving.case import case_plan, predict_case
+from parasim.validation.serving import case_plan, predict_case
 from parasim.serving.itercost import IterationCost
 from parasim.specs.catalog import get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from parasim.cost.memory import activation_workspace_bytes, kv_budget, weight_bytes_per_gpu
-from parasim.serving.case import case_plan, predict_case
+from parasim.validation.serving import case_plan, predict_case
 from parasim.serving.itercost import IterationCost
-from parasim.serving.lmdeploy_defaults import lmdeploy_setup
-from parasim.serving.software import software_profile
-from parasim.serving.tgi_defaults import tgi_launcher_flops, tgi_prefill_tokens, tgi_setup
+from parasim.engines.lmdeploy import lmdeploy_setup
+from parasim.engines.lookup import profile_for
+from parasim.engines.tgi import tgi_launcher_flops, tgi_prefill_tokens, tgi_setup
 from parasim.specs.catalog import get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.validation_case import parse_case
@@ -24,7 +24,7 @@ from tests.conftest import DOCUMENTED_RUNTIME_RESERVE_BYTES
     ("antigravity", "default"),
 ])
 def test_software_names_pick_the_engine(text, prof):
-    assert software_profile(text) == prof
+    assert profile_for(text).name == prof
 
 
 def test_tgi_launcher_flops_by_hand():
@@ -43,7 +43,7 @@ def test_tgi_launcher_flops_by_hand():
     ("tgi", "llama-3.1-70b", "h100-sxm", 8, 8 * 900_000_000_000_000 // tgi_launcher_flops(get_model("llama-3.1-70b"))),
 ])
 def test_tgi_max_batch_prefill_tokens_by_release(software, model, gpu, gpus, expected):
-    from parasim.serving.software import release
+    from parasim.engines.software import release
 
     got = tgi_prefill_tokens(release(software), get_model(model), get_accelerator(gpu), gpus=gpus)
     assert got == expected

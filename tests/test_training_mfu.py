@@ -146,7 +146,7 @@ def test_validation_scores_published_mfu_in_the_megatron_convention():
     from pathlib import Path
 
     from parasim.specs.validation_case import parse_case
-    from parasim.training.case import predict_case
+    from parasim.validation.training import predict_case
 
     s = 32768
     raw = {"id": "m", "kind": "training", "software": "megatron-core", "model": {"catalog": "llama-3-8b"},

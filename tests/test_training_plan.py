@@ -47,7 +47,7 @@ def test_shipped_llama3_paper_file_is_the_papers_table():
     from pathlib import Path
 
     from parasim.specs.validation_case import load_cases
-    from parasim.training.case import predict_case
+    from parasim.validation.training import predict_case
 
     cases = load_cases(Path(__file__).resolve().parents[1] / "validation" / "llama3-405b-training.yaml")
     assert [c.measured["tflops_per_gpu"] for c in cases] == [430, 400, 380]
@@ -69,7 +69,7 @@ def test_shipped_llmfoundry_file_reproduces_the_tables_parameter_counts():
     from pathlib import Path
 
     from parasim.specs.validation_case import load_cases
-    from parasim.training.case import plan_for_case
+    from parasim.validation.training import plan_for_case
 
     cases = load_cases(Path(__file__).resolve().parents[1] / "validation" / "llmfoundry-mpt-training.yaml")
     assert len(cases) == 201
@@ -92,7 +92,7 @@ def test_samples_and_hfu_are_predicted_consistently():
     from pathlib import Path
 
     from parasim.specs.validation_case import parse_case
-    from parasim.training.case import predict_case
+    from parasim.validation.training import predict_case
 
     raw = {"id": "s", "kind": "training", "software": "megatron-core", "model": {"catalog": "llama-3-8b"},
            "hardware": {"accelerator": "h100-sxm", "gpus": 8}, "source": "",

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from parasim.report.validation import _quantile, summarize, CaseReport
+from parasim.report.validation import _quantile, summarize
+from parasim.validation.run import CaseReport
 from tests.conftest import SHARED, run_cli
 
 DEV = SHARED / "validation" / "dev.yaml"

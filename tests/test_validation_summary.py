@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from parasim.report.validation import CaseReport, summarize, summarize_by_file, to_markdown
+from parasim.report.validation import summarize, summarize_by_file, to_markdown
+from parasim.validation.run import CaseReport
 
 
 def _r(cid, kind, err, file):

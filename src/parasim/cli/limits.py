@@ -68,7 +68,7 @@ _RUN = {"workers": I("workers"), "executor": TEXT, "ray_address": TEXT, "top": I
 
 SERVE: dict[str, Rule] = {
     "config": PATH, "model": TEXT, "gpu": TEXT, "gpus": I("replicas"), "gpus_per_node": I("gpus"),
-    "tp": I("gpus"), "pp": I("gpus"), "replicas": I("replicas"), "ep": I("replicas"),
+    "tp": I("gpus"), "pp": I("gpus"), "replicas": I("replicas"), "ep": I("replicas"), "engine": TEXT,
     "scheduler": TEXT, "token_budget": I("tokens"), "chunk_size": I("tokens"), "max_batch": I("batch"),
     "block_size": I("tokens"), "weights": TEXT, "kv_dtype": TEXT, "prefix_cache": BOOL, "router": TEXT,
     "gpu_memory_utilization": F(0.0, 1.0), "kv_reservation": TEXT, "iteration_overhead_s": OVERHEAD_S,

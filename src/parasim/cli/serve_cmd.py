@@ -28,7 +28,7 @@ PLAN_KEYS = ("tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "
 WORKLOAD_KEYS = ("trace", "trace_columns", "rate", "requests", "seed", "arrival", "cv", "prompt_tokens", "output_tokens",
                  "prompt_dist", "output_dist", "burst", "length_dist", "length_sigma", "max_concurrency")
 SLO_KEYS = ("slo_ttft", "slo_tpot", "slo_itl", "slo_e2e", "itl_percentile", "attainment", "max_queueing_p50")
-OTHER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", *SLO_KEYS, "requests_out", "json_out", "bench_json", "capacity",
+OTHER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "engine", *SLO_KEYS, "requests_out", "json_out", "bench_json", "capacity",
               "chunk_size")
 PATH_KEYS = ("trace", "prompt_dist", "output_dist", "requests_out", "json_out", "bench_json", "model")
 DEFAULTS: dict[str, Any] = {"requests": 1000, "seed": 0, "arrival": "poisson", "cv": 1.0, "prompt_tokens": 512,
@@ -114,7 +114,21 @@ def build(opts: dict[str, Any]):
                       prompt_dist=opts.get("prompt_dist"), output_dist=opts.get("output_dist"),
                       length_dist=str(opts["length_dist"]), length_sigma=float(opts.get("length_sigma") or LENGTH_SIGMA),
                       max_total_tokens=model.max_seq_len if opts["length_dist"] == "lognormal" else None)
+    if opts.get("engine"):
+        plan = _engine_plan(opts, model, acc, wl)
     return model, cluster, plan, wl, slo
+
+
+def _engine_plan(opts: dict[str, Any], model, acc, wl):
+    """The plan with `--engine`'s defaults for the fields not given (kept in opts["engine_defaults"]
+    for the output)."""
+    from parasim.engines.apply import engine_defaults
+    from parasim.serving.plan import ServingPlan
+
+    given = {k: opts[k] for k in PLAN_KEYS if opts.get(k) is not None}
+    software, fields, choices = engine_defaults(str(opts["engine"]), model, acc, given, wl)
+    opts["engine_defaults"] = {"engine": software, "defaults": fields, "choices": [str(c) for c in choices]}
+    return ServingPlan.from_mapping(fields | given)
 
 
 def build_slo(opts: dict[str, Any]):
@@ -172,6 +186,12 @@ def run(opts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         out["summary"]["capacity_requests_per_s"] = cap.requests_per_s
         out["capacity"] = cap.to_dict() | {"attainment": slo.attainment if slo.per_request else None,
                                            "summary_at": shown}
+    if opts.get("engine_defaults"):
+        e = opts["engine_defaults"]
+        out["inputs"]["engine"] = e
+        out["inputs"]["notes"] = [f"defaults used ({e['engine']}): "
+                                  + " ".join(f"{k}={v}" for k, v in e["defaults"].items()),
+                                  *out["inputs"].get("notes", [])]
     return out, res
 
 
@@ -296,6 +316,7 @@ def serve_cmd(
     tp: Optional[int] = typer.Option(None, "--tp", help="Tensor-parallel degree per replica.", rich_help_panel="Plan"),
     pp: Optional[int] = typer.Option(None, "--pp", help="Pipeline-parallel degree per replica.", rich_help_panel="Plan"),
     replicas: Optional[int] = typer.Option(None, "--replicas", help="Data-parallel replicas behind the router.", rich_help_panel="Plan"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="NAME[==VERSION]: take that serving engine's defaults (as `parasim validate` replays its cases) for the plan fields not given, e.g. vllm==0.6.0; engines: tensorrt-llm, vllm, sglang, tgi, lmdeploy. Printed as \"defaults used\"; explicit flags win.", rich_help_panel="Plan"),
     ep: Optional[int] = typer.Option(None, "--ep", help="MoE: spread the routed experts over this many one-GPU replicas (data-parallel attention; needs --tp 1).", rich_help_panel="Plan"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="{SCHEDULERS}.", rich_help_panel="Plan"),
     token_budget: Optional[int] = typer.Option(None, "--token-budget", "--chunk-size", help="Tokens per iteration (chunk size).", rich_help_panel="Plan"),
@@ -349,7 +370,7 @@ def serve_cmd(
     The JSON object is deterministic for the same inputs and seed except `sim_wall_s`, the
     simulator's own wall-clock time.
     """
-    given = dict(model=model, gpu=gpu, gpus=gpus, tp=tp, pp=pp, replicas=replicas, ep=ep, scheduler=scheduler,
+    given = dict(model=model, gpu=gpu, gpus=gpus, engine=engine, tp=tp, pp=pp, replicas=replicas, ep=ep, scheduler=scheduler,
                  token_budget=token_budget, max_batch=max_batch, block_size=block_size, weights=weights,
                  kv_dtype=kv_dtype, prefix_cache=prefix_cache, router=router,
                  gpu_memory_utilization=gpu_memory_utilization, kv_reservation=kv_reservation,

@@ -30,11 +30,12 @@ def validate_cmd(
     """Run every case, report predicted, measured and relative error, and the summary per kind."""
     limits.check(limits.VALIDATE, dict(locals()), names=limits.JSON_NAMES)
 
-    from parasim.report.validation import run_files, summarize, to_json, to_markdown
+    from parasim.report.validation import summarize, to_json, to_markdown
+    from parasim.validation.run import run_files
 
     paths = [str(file)] + [str(p) for p in (extra or [])]
     outputs.check(json_file, markdown)
-    reports = run_files(paths, kind=kind, workers=workers)
+    reports = run_files(paths, kind=kind, workers=workers, pool=_pool)
     if not reports:
         raise InputError("kind" if kind else "file", f"no {kind + ' ' if kind else ''}case in {', '.join(paths)}: "
                                                      "nothing to validate")
@@ -78,3 +79,13 @@ def render(reports, summary: dict) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command("validate")(validate_cmd)
+
+
+def _pool(task, items, workers):
+    """validation.run's process pool: search.executors' local pool (Ctrl-C stops it, then raises)."""
+    from parasim.search.executors import run_local
+
+    outcome = run_local(task, None, items, workers=workers)
+    if outcome.interrupted:
+        raise KeyboardInterrupt
+    return outcome.results

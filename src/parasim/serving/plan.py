@@ -17,35 +17,10 @@ from parasim.serving.schedulers import SCHEDULERS
 from parasim.specs import edge
 from parasim.specs.model import ModelSpec
 
-#: Host-side work per engine iteration that does not overlap the GPU: batch formation, input
-#: preparation, sampling bookkeeping, kernel-launch gaps between CUDA graphs. A named engine
-#: constant (not fitted to any case); a plan may override it with `iteration_overhead_s`.
-#: Order of magnitude from vLLM's own profiling (v0.6.0 release notes: CPU overhead was a large
-#: share of an H100 decode step before the async/multi-step work) and TensorRT-LLM's C++ runtime.
-#: SGLang from 0.4 runs an overlap scheduler that prepares the next batch while the GPU runs the
-#: current one; with no published SGLang figure it is taken equal to TensorRT-LLM's C++ runtime
-#: (an assumption; SGLang before 0.4 gets "default").
-ITERATION_OVERHEAD_S = {"default": 1.0e-3, "vllm": 1.5e-3, "tensorrt-llm": 0.3e-3, "sglang": 0.3e-3,
-                        # assumptions, not published figures: TGI's Python model server loop as vLLM's;
-                        # LMDeploy's C++ TurboMind batch loop as TensorRT-LLM's
-                        "tgi": 1.5e-3, "lmdeploy": 0.3e-3}
-
-#: Host time to issue one kernel when the forward pass runs eagerly (no CUDA graph): the Python
-#: module call, the PyTorch dispatcher and the launch. vLLM 0.6 captures CUDA graphs only for
-#: decode batches (sizes up to 256); every prefill runs eagerly, so a prefill iteration cannot
-#: finish before the host has issued all its kernels: its time is max(GPU time, layers x the
-#: layer's dispatch time) + the per-iteration overhead. From a published eager-vs-graph
-#: measurement: one Llama-3.1-8B (32 layers, one GPU) decode step on an H100 SXM takes 8.4 ms eager
-#: vs 5.1 ms as a CUDA graph, i.e. host-bound at 0.26 ms per layer for the layer's 10 kernels
-#: (norm, QKV GEMM, rotary, KV-cache write, attention, output GEMM, norm, gate/up GEMM,
-#: activation, down GEMM): 26 us per kernel. An engine constant, not fitted to a case.
-EAGER_KERNEL_DISPATCH_S = 0.26e-3 / 10
-EAGER_KERNELS_PER_LAYER = 10
-#: With TP each layer adds two all-reduces; outside a CUDA graph vLLM's custom all-reduce first
-#: copies its input into the registered buffer (custom_all_reduce.all_reduce_unreg), so each is
-#: two launches (copy + kernel); through NCCL (`custom_allreduce` off) each is one.
-EAGER_TP_KERNELS_PER_LAYER = 4
-EAGER_TP_KERNELS_PER_LAYER_NCCL = 2
+#: Host-side work per engine iteration that does not overlap the GPU (batch formation, input
+#: preparation, sampling bookkeeping, launch gaps) when no engine profile names its own
+#: (`parasim.engines.host.ITERATION_OVERHEAD_S`); a plan may override it with `iteration_overhead_s`.
+DEFAULT_ITERATION_OVERHEAD_S = 1.0e-3
 
 
 #: W8A8 GEMMs (fp8/int8 weights and activations) take an 8-bit input, so the 16-bit activation is
@@ -60,25 +35,6 @@ ACT_QUANT = {"fused": (0, 0), "static": (1, 1), "dynamic": (3, 2)}
 #: quantized GEMM inputs per decoder layer: QKV, attention output, gate/up, down
 ACT_QUANT_INPUTS_PER_LAYER = 4
 
-
-def eager_layer_dispatch_s(tp: int, act_quant: str = "fused", custom_allreduce: bool = True) -> float:
-    """Host time to issue one decoder layer's kernels eagerly (see EAGER_KERNEL_DISPATCH_S),
-    separate activation-quantization kernels (ACT_QUANT) included."""
-    tp_kernels = EAGER_TP_KERNELS_PER_LAYER if custom_allreduce else EAGER_TP_KERNELS_PER_LAYER_NCCL
-    kernels = (EAGER_KERNELS_PER_LAYER + (tp_kernels if tp > 1 else 0)
-               + ACT_QUANT_INPUTS_PER_LAYER * ACT_QUANT[act_quant][0])
-    return kernels * EAGER_KERNEL_DISPATCH_S
-
-
-#: vLLM >= 0.6 processes an iteration's outputs asynchronously: they are queued when the iteration
-#: ends and processed (first-token time set, detokenised, TTFT/TPOT observed) by a callback that
-#: runs inside the *next* iteration, after its host work (schedule, prepare inputs, broadcast to
-#: the TP workers, launch) and before its sampling (v0.6.0 llm_engine.step / model_runner
-#: execute_model -> async_callback). Every token is therefore reported about one iteration's host
-#: overhead after its GPU work ends; the shift is the same for every token, so inter-token gaps
-#: and TPOT are unchanged while TTFT and E2E grow by it. (When nothing else is scheduled vLLM
-#: drains the queue at once; that idle-engine case is not distinguished.)
-VLLM_ASYNC_OUTPUT_DELAY_S = ITERATION_OVERHEAD_S["vllm"]
 
 #: plan fields that only the disaggregated scheduler reads
 DISAGG_FIELDS = ("prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
@@ -134,7 +90,7 @@ class ServingPlan:
     router: str = "round_robin"
     gpu_memory_utilization: float = 0.9  # share of HBM the engine may use (weights + activations + KV)
     kv_reservation: str = "incremental"  # incremental (vLLM: grow, preempt when full) | full (reserve prompt+output)
-    iteration_overhead_s: float | None = None  # None = ITERATION_OVERHEAD_S["default"]
+    iteration_overhead_s: float | None = None  # None = DEFAULT_ITERATION_OVERHEAD_S
     eager_prefill_layer_s: float | None = None  # host dispatch per layer of an eager prefill (None = graphs/overlapped)
     cuda_graph_max_batch: int | None = None  # decode batches above this run eagerly too (None = graphs cover all)
     # expert parallelism across the replicas (DP attention, SGLang --enable-dp-attention / vLLM DP + EP):
@@ -220,7 +176,7 @@ class ServingPlan:
 
     @property
     def overhead_s(self) -> float:
-        return ITERATION_OVERHEAD_S["default"] if self.iteration_overhead_s is None else self.iteration_overhead_s
+        return DEFAULT_ITERATION_OVERHEAD_S if self.iteration_overhead_s is None else self.iteration_overhead_s
 
     @property
     def _policy(self):

@@ -19,7 +19,7 @@ The values follow what a Megatron-Core / NeMo / torchtitan user gets:
 Every default applied that changes the answer is returned, so the CLI prints it ("defaults
 used" / `defaults` in the JSON). A default that cannot change the answer (sequence parallelism
 at tp = 1, a pipeline schedule at pp = 1, expert parallelism on a dense model) is applied but
-not listed. The validation case adapter (`training/case.py`) does not use these: a published
+not listed. The validation case adapter (`validation/training.py`) does not use these: a published
 case states its own plan and the adapter names each choice it makes.
 """
 

@@ -35,13 +35,18 @@ logits, sampling workspaces). Two published startup logs give them (`TRTLLM_RUNT
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 from parasim.cost.dtypes import dtype_bytes
-from parasim.cost.memory import weight_params_per_gpu
-from parasim.serving.software import release
+from parasim.cost.memory import (RUNTIME_RESERVED_BYTES, activation_workspace_bytes, weight_bytes_per_gpu,
+                                  weight_params_per_gpu)
+from parasim.engines.host import ITERATION_OVERHEAD_S
+from parasim.engines.profile import ENGINES, EngineContext, EngineProfile
+from parasim.engines.software import SourceFlags, release
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
+from parasim.units import fmt_gib
 
 TRTLLM_MAX_NUM_TOKENS = 8192
 TRTLLM_MAX_BATCH = 2048
@@ -205,3 +210,63 @@ def trtllm_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: i
     return TrtllmSetup(tokens, batch, TRTLLM_BENCH_KV_FRACTION, not pytorch,
                        f"TensorRT-LLM {ver} {flow}; max_batch_size {batch}, max_num_tokens {tokens} "
                        f"(trtllm-bench sizing rule)", cpp_runtime=not pytorch)
+
+
+#: trtllm-bench flags a source may state (--max_batch_size is per rank)
+_FLAGS = SourceFlags(max_batch_size=r"max[-_]batch[-_]size", max_num_tokens=r"max[-_]num[-_]tokens",
+                     kv_cache_free_gpu_mem_fraction=r"kv[-_]cache[-_]free[-_]gpu[-_]mem[-_]fraction")
+_ADP = re.compile(r"enable[-_]attention[-_]dp(?:\s*[:=]\s*true|\b(?!\s*[:=]\s*false))", re.IGNORECASE)
+
+
+@ENGINES.register
+class TrtllmProfile(EngineProfile):
+    """TensorRT-LLM: the benchmark flow of the named release (`trtllm_setup`), then the flags the
+    source states."""
+
+    name = "tensorrt-llm"
+    pattern = re.compile(r"tensorrt|trt-llm|trtllm", re.IGNORECASE)
+    releases = ((0, 9), (1, 2))
+
+    @classmethod
+    def attention_dp(cls, text: str, tp: int) -> tuple[int, int] | None:
+        # `enable_attention_dp: true`: the --tp ranks each attend for their own requests
+        return (tp, tp) if _ADP.search(text) else None
+
+    def apply(self, ctx: EngineContext) -> None:
+        kw, model, acc, wl = ctx.kw, ctx.model, ctx.acc, ctx.workload()
+        setup = trtllm_setup(ctx.software, model, acc, tp=ctx.server_tp, pp=kw["pp"],
+                             isl=float(wl.prompt_tokens.mean()), max_isl=int(wl.prompt_tokens.max()),
+                             osl=float(wl.output_tokens.mean()), weights=kw["weights"], kv_dtype=ctx.kv_dtype_of(),
+                             max_seq=int((wl.prompt_tokens + wl.output_tokens).max()))
+        stated = _FLAGS.stated(ctx.text)
+        if stated:
+            # trtllm-bench flags a source states win over the release's sizing
+            setup = replace(setup, max_batch=int(stated.get("max_batch_size") or setup.max_batch),
+                            max_num_tokens=int(stated.get("max_num_tokens") or setup.max_num_tokens),
+                            kv_fraction=float(stated.get("kv_cache_free_gpu_mem_fraction") or setup.kv_fraction),
+                            flow=setup.flow + " (the values the source states replace these: "
+                            + ", ".join(f"{k} {v:g}" for k, v in stated.items()) + ")")
+        kw.update(scheduler=ctx.scheduler("sarathi" if setup.chunked else "continuous"),
+                  token_budget=setup.max_num_tokens, kv_reservation=setup.kv_reservation, block_size=TRTLLM_BLOCK,
+                  iteration_overhead_s=ITERATION_OVERHEAD_S["tensorrt-llm"],
+                  max_batch=ctx.stated.get("max_batch") or setup.max_batch)
+        kw["gpu_memory_utilization"] = _utilization(ctx, setup)
+        policy = ("KV booked per step (MAX_UTILIZATION; paused requests recompute)" if setup.kv_reservation == "incremental"
+                  else "KV reserved for prompt+output (GUARANTEED_NO_EVICT)")
+        buffers = (f", after {fmt_gib(runtime_buffer_bytes(model, kw['max_batch']))} of runtime and decoder buffers"
+                   if setup.cpp_runtime else "")
+        ctx.choose(f"{setup.flow}; tokens_per_block {TRTLLM_BLOCK}, {policy}, "
+                   f"KV = {setup.kv_fraction:.0%} of free memory{buffers}", "max_batch", kw["max_batch"])
+
+
+def _utilization(ctx: EngineContext, setup: TrtllmSetup) -> float:
+    """kv_cache_free_gpu_mem_fraction applies to what is left after weights, activations and (C++
+    runtime) the runtime and decoder buffers, which hold the logits the activation estimate counts."""
+    kw, model = ctx.kw, ctx.model
+    w = weight_bytes_per_gpu(model, tp=kw["tp"], pp=kw["pp"], weights=kw["weights"], ep=kw.get("ep", 1))
+    rb = runtime_buffer_bytes(model, kw["max_batch"]) if setup.cpp_runtime else 0.0
+    logit_rows = 0 if setup.cpp_runtime else kw["max_batch"]  # the C++ runtime's buffers hold the logits
+    act = activation_workspace_bytes(model, tp=kw["tp"], tokens=setup.max_num_tokens, act_bytes=2.0,
+                                     logit_rows=logit_rows)
+    kv = setup.kv_fraction * max(ctx.acc.hbm_bytes - (w + act + RUNTIME_RESERVED_BYTES + rb), 0.0)
+    return ctx.utilization_leaving(kv)

@@ -1,33 +1,13 @@
-"""Which serving software a validation case names, and which release of it.
+"""Which release a serving software text names, and the flags a source text states.
 
 A case's `software` field is free text ("tensorrt-llm 0.11", "vLLM 0.6.0 (defaults)"). The
-engine profile picks the defaults module (`trtllm`, `vllm_defaults`); the release picks the flow
-inside it, since both engines changed their benchmark defaults between releases.
+engine profile (`parasim.engines.lookup.profile_for`) picks the defaults module; the release
+picks the flow inside it, since the engines changed their benchmark defaults between releases.
 """
 
 from __future__ import annotations
 
 import re
-
-
-_TGI = re.compile(r"text[-_ ]generation[-_ ]inference|\btgi\b", re.IGNORECASE)
-
-
-def software_profile(software: str) -> str:
-    """'tensorrt-llm', 'vllm', 'sglang', 'tgi', 'lmdeploy' or 'default' (parasim's generic engine)
-    for a case's software text."""
-    s = software.lower()
-    if "tensorrt" in s or "trt-llm" in s or "trtllm" in s:
-        return "tensorrt-llm"
-    if "vllm" in s:
-        return "vllm"
-    if "sglang" in s:
-        return "sglang"
-    if _TGI.search(s):
-        return "tgi"
-    if "lmdeploy" in s or "turbomind" in s:
-        return "lmdeploy"
-    return "default"
 
 
 def release(software: str) -> tuple[int, int] | None:

@@ -30,11 +30,15 @@ backends/v3/src/queue.rs, server/.../flash_causal_lm.py, models/globals.py):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from parasim.cost.memory import RUNTIME_RESERVED_BYTES, activation_workspace_bytes, weight_bytes_per_gpu
-from parasim.serving.plan import ITERATION_OVERHEAD_S, eager_layer_dispatch_s
-from parasim.serving.software import release
+from parasim.cost.dtypes import dtype_bytes
+from parasim.cost.memory import kv_cache_bytes_per_token_per_gpu
+from parasim.engines.host import ITERATION_OVERHEAD_S, eager_layer_dispatch_s
+from parasim.engines.profile import ENGINES, EngineContext, EngineProfile
+from parasim.engines.software import release
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 from parasim.units import fmt_gib
@@ -103,3 +107,31 @@ def tgi_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: int,
            f"({eager * 1e3:.2f} ms host dispatch per layer); max_concurrent_requests (128, refuses beyond) not modelled")
     return TgiSetup("sarathi" if chunked else "vllm", budget, block, room * free, graphs, eager,
                     ITERATION_OVERHEAD_S["tgi"], why)
+
+
+@ENGINES.register
+class TgiProfile(EngineProfile):
+    """Hugging Face text-generation-inference: the release line's launcher defaults (`tgi_setup`)."""
+
+    name = "tgi"
+    pattern = re.compile(r"text[-_ ]generation[-_ ]inference|\btgi\b", re.IGNORECASE)
+    releases = ((1, 0), (3, 3))
+
+    def apply(self, ctx: EngineContext) -> None:
+        kw = ctx.kw
+        mb = ctx.stated.get("max_batch")
+        setup = tgi_setup(ctx.software, ctx.model, ctx.acc, tp=kw["tp"], pp=kw["pp"], weights=kw["weights"], max_batch=mb)
+        if mb is None:
+            # no max_batch_size by default: bound the batch by what the KV pool can book (prompt + output
+            # of the smallest request), which no run can exceed
+            wl = ctx.workload()
+            per_token = kv_cache_bytes_per_token_per_gpu(ctx.model, tp=kw["tp"], pp=kw["pp"],
+                                                         kv_bytes=dtype_bytes(ctx.kv_dtype_of()))
+            smallest = int((wl.prompt_tokens + wl.output_tokens).min()) if len(wl.prompt_tokens) else 1
+            mb = max(1, int(setup.kv_bytes // per_token) // max(smallest, 1))
+        kw.update(scheduler=ctx.scheduler(setup.scheduler), token_budget=setup.prefill_tokens,
+                  block_size=setup.block_size, kv_reservation="full", iteration_overhead_s=setup.iteration_overhead_s,
+                  eager_prefill_layer_s=setup.eager_prefill_layer_s, cuda_graph_max_batch=setup.cuda_graph_max_batch,
+                  max_batch=mb)
+        kw["gpu_memory_utilization"] = ctx.utilization_leaving(setup.kv_bytes)
+        ctx.choose(setup.why, "max_batch", mb)

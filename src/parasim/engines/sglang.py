@@ -29,12 +29,14 @@ scheduler (sgl-project/sglang, 2024-2025 sources):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.memory import RUNTIME_RESERVED_BYTES, kv_cache_bytes_per_token_per_gpu, weight_bytes_per_gpu
-from parasim.serving.plan import ITERATION_OVERHEAD_S
-from parasim.serving.software import SourceFlags, release
+from parasim.engines.host import ITERATION_OVERHEAD_S
+from parasim.engines.profile import ENGINES, EngineContext, EngineProfile
+from parasim.engines.software import SourceFlags, release
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 from parasim.units import fmt_gib
@@ -61,7 +63,7 @@ _FLAGS = SourceFlags(mem_fraction_static=r"mem[-_]frac(?:tion[-_]static)?",
 class SglangSetup:
     mem_fraction_static: float
     chunked_prefill_size: int
-    max_running_requests: int
+    max_batch: int  # SGLang's max_running_requests
     kv_bytes: float  # per GPU
     iteration_overhead_s: float
     why: str
@@ -115,3 +117,35 @@ def sglang_setup(software: str, source: str, model: ModelSpec, acc: AcceleratorS
            + "".join(f"; {n}" for n in notes))
     return SglangSetup(mfs, chunk, running, kv,
                        ITERATION_OVERHEAD_S["sglang" if overlap else "default"], why)
+
+
+_DP_ATTN = re.compile(r"enable[-_]dp[-_]attention", re.IGNORECASE)
+_DP_SIZE = re.compile(r"--dp(?:[-_]size)?\s*[=:]?\s*(\d+)", re.IGNORECASE)
+
+
+@ENGINES.register
+class SglangProfile(EngineProfile):
+    """SGLang: the named release's ServerArgs defaults (`sglang_setup`), KV pool sized its way."""
+
+    name = "sglang"
+    pattern = re.compile(r"sglang", re.IGNORECASE)
+    releases = ((0, 2), (0, 5))
+    fp8_cache_with_fp8_weights = False
+
+    @classmethod
+    def attention_dp(cls, text: str, tp: int) -> tuple[int, int] | None:
+        # `--enable-dp-attention --dp N` under `--tp` = N: one GPU of attention per rank
+        m = _DP_SIZE.search(text) if _DP_ATTN.search(text) else None
+        return (int(m.group(1)), tp) if m else None
+
+    def apply(self, ctx: EngineContext) -> None:
+        kw = ctx.kw
+        if not ctx.stated.get("kv_dtype"):
+            kw["kv_dtype"] = ctx.auto_kv_dtype("SGLang")
+        setup = sglang_setup(ctx.software, ctx.source, ctx.model, ctx.acc, tp=ctx.server_tp, pp=kw["pp"],
+                             weights=kw["weights"], kv_dtype=ctx.kv_dtype_of(), ep=kw.get("ep", 1))
+        kw.update(scheduler=ctx.scheduler("sglang"), block_size=SGLANG_PAGE, token_budget=setup.chunked_prefill_size,
+                  kv_reservation="incremental", iteration_overhead_s=setup.iteration_overhead_s,
+                  max_batch=ctx.stated.get("max_batch") or setup.max_batch)
+        kw["gpu_memory_utilization"] = ctx.utilization_leaving(setup.kv_bytes)
+        ctx.choose(setup.why, "max_batch", kw["max_batch"])

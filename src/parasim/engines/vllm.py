@@ -25,8 +25,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from parasim.serving.plan import VLLM_ASYNC_OUTPUT_DELAY_S, eager_layer_dispatch_s
-from parasim.serving.software import release
+from parasim.engines.host import ITERATION_OVERHEAD_S, VLLM_ASYNC_OUTPUT_DELAY_S, eager_layer_dispatch_s
+from parasim.engines.profile import ENGINES, EngineContext, EngineProfile
+from parasim.engines.software import release
 from parasim.specs.accelerator import AcceleratorSpec
 
 GIB = 1024 ** 3
@@ -49,7 +50,7 @@ V0_CHUNKED_BATCHED_TOKENS = 512
 class VllmSetup:
     engine: str  # "v0" | "v1"
     scheduler: str
-    max_num_seqs: int
+    max_batch: int  # vLLM's max_num_seqs
     token_budget: int | None  # None: the scheduler's default (V0: max(max_model_len, 2048))
     eager_prefill_layer_s: float | None
     output_delay_s: float
@@ -98,3 +99,70 @@ def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, wei
                      f"{'>= 70 GiB GPU' if large else 'smaller GPU or A100'}): chunked prefill with running requests "
                      f"first, max_num_batched_tokens {budget}, max_num_seqs {seqs}; piecewise CUDA graphs (no eager "
                      f"prefill floor)" + flags, custom_allreduce=custom_ar)
+
+
+_GPU_UTIL = re.compile(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)")
+_MAX_MODEL_LEN = re.compile(r"max[-_]model[-_]len\s*[=:]?\s*(\d+)", re.IGNORECASE)
+_MAX_BATCHED = re.compile(r"max[-_]num[-_]batched[-_]tokens\s*[=:]?\s*(\d+)", re.IGNORECASE)
+_MAX_SEQS = re.compile(r"max[-_]num[-_]seqs\s*[=:]?\s*(\d+)", re.IGNORECASE)
+_EP = re.compile(r"enable[-_]expert[-_]parallel", re.IGNORECASE)
+_DP = re.compile(r"(?:--data[-_]parallel[-_]size|-dp)\s*[=:]?\s*(\d+)", re.IGNORECASE)
+
+
+@ENGINES.register
+class VllmProfile(EngineProfile):
+    """vLLM: the V0 or V1 engine defaults of the named release (`vllm_setup`), then the engine
+    limits the source states. vLLM's TPOT histogram is the per-output-token mean (every
+    inter-token gap), so a source that does not say is read that way."""
+
+    name = "vllm"
+    pattern = re.compile(r"vllm", re.IGNORECASE)
+    releases = ((0, 2), (0, 11))
+    fp8_cache_with_fp8_weights = False
+    tpot_basis = "token"
+
+    @classmethod
+    def attention_dp(cls, text: str, tp: int) -> tuple[int, int] | None:
+        # `--data-parallel-size N --enable-expert-parallel` (TP 1 per rank)
+        m = _DP.search(text) if _EP.search(text) else None
+        return (int(m.group(1)), tp * int(m.group(1))) if m else None
+
+    def apply(self, ctx: EngineContext) -> None:
+        kw, text = ctx.kw, ctx.text
+        m = _GPU_UTIL.search(text)
+        util = float(m.group(1)) if m else VLLM_GPU_MEMORY_UTILIZATION
+        setup = vllm_setup(ctx.software, ctx.source, ctx.acc, tp=kw["tp"], weights=kw["weights"])
+        kw.update(scheduler=ctx.scheduler(setup.scheduler), block_size=VLLM_BLOCK,
+                  gpu_memory_utilization=util, iteration_overhead_s=ITERATION_OVERHEAD_S["vllm"],
+                  eager_prefill_layer_s=setup.eager_prefill_layer_s, output_delay_s=setup.output_delay_s,
+                  token_budget=setup.token_budget, act_quant=setup.act_quant, custom_allreduce=setup.custom_allreduce,
+                  max_batch=ctx.stated.get("max_batch") or setup.max_batch)
+        ctx.choose(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"
+                   + ("" if m else " (default; not in the source)"), "gpu_memory_utilization", util)
+        if setup.engine == "v0" and not setup.chunked:
+            max_len, why = _max_model_len(ctx)
+            kw["token_budget"] = max(V0_MIN_BATCHED_TOKENS, max_len)
+            ctx.choose(f"max_model_len {max_len} ({why}), so max_num_batched_tokens {kw['token_budget']}",
+                       "token_budget", kw["token_budget"])
+        # engine limits the source states win over the release's defaults
+        if mt := _MAX_BATCHED.search(text):
+            kw["token_budget"] = int(mt.group(1))
+            ctx.choose(f"max_num_batched_tokens {kw['token_budget']} (from the source)", "token_budget", kw["token_budget"])
+        if not ctx.stated.get("max_batch") and (ms := _MAX_SEQS.search(text)):
+            kw["max_batch"] = int(ms.group(1))
+            ctx.choose(f"max_num_seqs {kw['max_batch']} (from the source)", "max_batch", kw["max_batch"])
+        if not ctx.stated.get("kv_dtype"):
+            kw["kv_dtype"] = ctx.auto_kv_dtype("vLLM")
+
+
+def _max_model_len(ctx: EngineContext) -> tuple[int, str]:
+    """vLLM's max_model_len: the source's --max-model-len, else the model's context length, raised
+    to the longest request the run served (a longer one would have been refused)."""
+    m = _MAX_MODEL_LEN.search(ctx.text)
+    if m:
+        return int(m.group(1)), "--max-model-len in the source"
+    wl = ctx.workload()
+    longest = int((wl.prompt_tokens + wl.output_tokens).max()) if len(wl) else 0
+    if longest > ctx.model.max_seq_len:
+        return longest, "not in the source; at least the longest request served"
+    return ctx.model.max_seq_len, "not in the source; the model's context length"

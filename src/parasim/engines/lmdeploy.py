@@ -31,8 +31,9 @@ import re
 from dataclasses import dataclass
 
 from parasim.cost.memory import RUNTIME_RESERVED_BYTES, weight_bytes_per_gpu
-from parasim.serving.plan import ITERATION_OVERHEAD_S
-from parasim.serving.software import SourceFlags, release, release_patch
+from parasim.engines.host import ITERATION_OVERHEAD_S
+from parasim.engines.profile import ENGINES, EngineContext, EngineProfile
+from parasim.engines.software import SourceFlags, release, release_patch
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 from parasim.units import fmt_gib
@@ -106,3 +107,26 @@ def lmdeploy_setup(software: str, source: str, model: ModelSpec, acc: Accelerato
            f"recompute)" + (f", KV cache {kv_dtype} (quant_policy in the source)" if kv_dtype else "")
            + "".join(f"; {k} {v:g} (from the source)" for k, v in stated.items()))
     return LmdeploySetup(engine, sched, budget, batch, block, kv, kv_dtype, overhead, why)
+
+
+@ENGINES.register
+class LmdeployProfile(EngineProfile):
+    """LMDeploy: TurboMind (or the PyTorch engine, if the source names it) defaults of the named
+    release (`lmdeploy_setup`)."""
+
+    name = "lmdeploy"
+    pattern = re.compile(r"lmdeploy|turbomind", re.IGNORECASE)
+    releases = ((0, 2), (0, 7))
+
+    def apply(self, ctx: EngineContext) -> None:
+        kw = ctx.kw
+        setup = lmdeploy_setup(ctx.software, ctx.source, ctx.model, ctx.acc, tp=kw["tp"], pp=kw["pp"],
+                               weights=kw["weights"])
+        if not ctx.stated.get("kv_dtype") and setup.kv_dtype:
+            kw["kv_dtype"] = setup.kv_dtype
+        kw.update(scheduler=ctx.scheduler(setup.scheduler), token_budget=setup.token_budget,
+                  block_size=setup.block_size, kv_reservation="incremental",
+                  iteration_overhead_s=setup.iteration_overhead_s,
+                  max_batch=ctx.stated.get("max_batch") or setup.max_batch)
+        kw["gpu_memory_utilization"] = ctx.utilization_leaving(setup.kv_bytes)
+        ctx.choose(setup.why, "max_batch", kw["max_batch"])

@@ -1,0 +1,58 @@
+"""Host-side engine constants: per-iteration overhead by engine, eager (no CUDA graph) kernel
+dispatch, vLLM's asynchronous output processing. Named figures, not fitted to any case; the
+engine profiles turn them into plan fields (`iteration_overhead_s`, `eager_prefill_layer_s`,
+`output_delay_s`), which the simulator takes as given."""
+
+from __future__ import annotations
+
+from parasim.serving.plan import ACT_QUANT, ACT_QUANT_INPUTS_PER_LAYER, DEFAULT_ITERATION_OVERHEAD_S
+
+#: Host-side work per engine iteration that does not overlap the GPU: batch formation, input
+#: preparation, sampling bookkeeping, kernel-launch gaps between CUDA graphs. A named engine
+#: constant (not fitted to any case); a plan may override it with `iteration_overhead_s`.
+#: Order of magnitude from vLLM's own profiling (v0.6.0 release notes: CPU overhead was a large
+#: share of an H100 decode step before the async/multi-step work) and TensorRT-LLM's C++ runtime.
+#: SGLang from 0.4 runs an overlap scheduler that prepares the next batch while the GPU runs the
+#: current one; with no published SGLang figure it is taken equal to TensorRT-LLM's C++ runtime
+#: (an assumption; SGLang before 0.4 gets "default").
+ITERATION_OVERHEAD_S = {"default": DEFAULT_ITERATION_OVERHEAD_S, "vllm": 1.5e-3, "tensorrt-llm": 0.3e-3, "sglang": 0.3e-3,
+                        # assumptions, not published figures: TGI's Python model server loop as vLLM's;
+                        # LMDeploy's C++ TurboMind batch loop as TensorRT-LLM's
+                        "tgi": 1.5e-3, "lmdeploy": 0.3e-3}
+
+#: Host time to issue one kernel when the forward pass runs eagerly (no CUDA graph): the Python
+#: module call, the PyTorch dispatcher and the launch. vLLM 0.6 captures CUDA graphs only for
+#: decode batches (sizes up to 256); every prefill runs eagerly, so a prefill iteration cannot
+#: finish before the host has issued all its kernels: its time is max(GPU time, layers x the
+#: layer's dispatch time) + the per-iteration overhead. From a published eager-vs-graph
+#: measurement: one Llama-3.1-8B (32 layers, one GPU) decode step on an H100 SXM takes 8.4 ms eager
+#: vs 5.1 ms as a CUDA graph, i.e. host-bound at 0.26 ms per layer for the layer's 10 kernels
+#: (norm, QKV GEMM, rotary, KV-cache write, attention, output GEMM, norm, gate/up GEMM,
+#: activation, down GEMM): 26 us per kernel. An engine constant, not fitted to a case.
+EAGER_KERNEL_DISPATCH_S = 0.26e-3 / 10
+EAGER_KERNELS_PER_LAYER = 10
+#: With TP each layer adds two all-reduces; outside a CUDA graph vLLM's custom all-reduce first
+#: copies its input into the registered buffer (custom_all_reduce.all_reduce_unreg), so each is
+#: two launches (copy + kernel); through NCCL (`custom_allreduce` off) each is one.
+EAGER_TP_KERNELS_PER_LAYER = 4
+EAGER_TP_KERNELS_PER_LAYER_NCCL = 2
+
+
+def eager_layer_dispatch_s(tp: int, act_quant: str = "fused", custom_allreduce: bool = True) -> float:
+    """Host time to issue one decoder layer's kernels eagerly (see EAGER_KERNEL_DISPATCH_S),
+    separate activation-quantization kernels (ACT_QUANT) included."""
+    tp_kernels = EAGER_TP_KERNELS_PER_LAYER if custom_allreduce else EAGER_TP_KERNELS_PER_LAYER_NCCL
+    kernels = (EAGER_KERNELS_PER_LAYER + (tp_kernels if tp > 1 else 0)
+               + ACT_QUANT_INPUTS_PER_LAYER * ACT_QUANT[act_quant][0])
+    return kernels * EAGER_KERNEL_DISPATCH_S
+
+
+#: vLLM >= 0.6 processes an iteration's outputs asynchronously: they are queued when the iteration
+#: ends and processed (first-token time set, detokenised, TTFT/TPOT observed) by a callback that
+#: runs inside the *next* iteration, after its host work (schedule, prepare inputs, broadcast to
+#: the TP workers, launch) and before its sampling (v0.6.0 llm_engine.step / model_runner
+#: execute_model -> async_callback). Every token is therefore reported about one iteration's host
+#: overhead after its GPU work ends; the shift is the same for every token, so inter-token gaps
+#: and TPOT are unchanged while TTFT and E2E grow by it. (When nothing else is scheduled vLLM
+#: drains the queue at once; that idle-engine case is not distinguished.)
+VLLM_ASYNC_OUTPUT_DELAY_S = ITERATION_OVERHEAD_S["vllm"]
