@@ -285,7 +285,7 @@ def plan_serve_cmd(
                       extra={"requests_given": requests is not None}, **kw)
     outputs.check(json_file, emit_yaml)
     out = search(run_search, req, json_out)
-    workload = out.pop("_workload", None) if out else None
+    workload_keys = out.pop("_workload_keys", None) if out else None
     if out:
         from parasim.serving.traces import trace_note
 
@@ -293,4 +293,4 @@ def plan_serve_cmd(
         if note:
             typer.echo(f"note: {note}", err=True)
     report(out, "plan serve", top=top, json_out=json_out, json_file=json_file, render=render_serve,
-           emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping({**out, "_workload": workload}, req, emit_yaml))
+           emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping({**out, "_workload_keys": workload_keys}, req, emit_yaml))

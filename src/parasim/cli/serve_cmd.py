@@ -200,6 +200,12 @@ def bench_meta(opts: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
             "percentiles": tuple(sorted(pct))}
 
 
+def _flags(args: dict[str, Any]) -> dict[str, Any]:
+    """The command's options under their config-file keys (every parameter but --config and
+    --json), paths as text: the options are declared once, in the signature."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in args.items() if k not in ("config", "json_output")}
+
+
 def serve_cmd(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; keys are these flags' names with underscores."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Catalog model name or path to a HF config.json.", rich_help_panel="Plan"),
@@ -261,22 +267,7 @@ def serve_cmd(
     The JSON object is deterministic for the same inputs and seed except `sim_wall_s`, the
     simulator's own wall-clock time.
     """
-    given = dict(model=model, gpu=gpu, gpus=gpus, tp=tp, pp=pp, replicas=replicas, ep=ep, scheduler=scheduler,
-                 token_budget=token_budget, max_batch=max_batch, block_size=block_size, weights=weights,
-                 kv_dtype=kv_dtype, prefix_cache=prefix_cache, router=router,
-                 gpu_memory_utilization=gpu_memory_utilization, kv_reservation=kv_reservation,
-                 iteration_overhead_s=iteration_overhead_s, eager_prefill_layer_s=eager_prefill_layer_s,
-                 output_delay_s=output_delay_s, act_quant=act_quant, custom_allreduce=custom_allreduce,
-                 prefill_gpus=prefill_gpus, prefill_tp=prefill_tp,
-                 decode_gpus=decode_gpus, decode_tp=decode_tp, trace=str(trace) if trace else None, trace_columns=trace_columns, rate=rate,
-                 requests=requests, seed=seed, arrival=arrival, cv=cv, prompt_tokens=prompt_tokens,
-                 output_tokens=output_tokens, length_dist=length_dist, length_sigma=length_sigma, prompt_dist=str(prompt_dist) if prompt_dist else None,
-                 output_dist=str(output_dist) if output_dist else None, burst=burst, max_concurrency=max_concurrency,
-                 slo_ttft=slo_ttft, slo_tpot=slo_tpot, slo_e2e=slo_e2e, slo_itl=slo_itl, itl_percentile=itl_percentile,
-                 capacity=capacity, attainment=attainment, max_queueing_p50=max_queueing_p50,
-                 requests_out=str(requests_out) if requests_out else None, json_out=str(json_out) if json_out else None,
-                 bench_json=str(bench_json) if bench_json else None)
-    given = limits.check(limits.SERVE, given, dashes=False)
+    given = limits.check(limits.SERVE, _flags(locals()), dashes=False)  # first: locals() are the options
     opts: dict[str, Any] = dict(DEFAULTS)
     cfg = load_config(Path(limits.path("config", config))) if config is not None else {}
     opts.update(cfg)
@@ -294,6 +285,13 @@ def serve_cmd(
         typer.echo(text)
     else:
         render(json.loads(text))
+    _write_files(opts, out, res, text)
+    if not out["feasible"]:
+        raise typer.Exit(1)
+
+
+def _write_files(opts: dict[str, Any], out: dict[str, Any], res, text: str) -> None:
+    """--json-out, --requests-out and --bench-json, each only when asked for."""
     if opts.get("json_out"):
         outputs.write_text(opts["json_out"], text + "\n")
     if opts.get("requests_out"):
@@ -307,8 +305,6 @@ def serve_cmd(
         from parasim.report.vllm_bench import bench_result
 
         write_output(opts["bench_json"], dumps(bench_result(res, **bench_meta(opts, out))) + "\n")
-    if not out["feasible"]:
-        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

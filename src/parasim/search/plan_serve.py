@@ -672,7 +672,7 @@ def _finish(run: _Run, out: dict, baseline: dict, interrupted: bool, guard: Sigi
     out["explanation"] = explain({**out, "baseline": baseline if baseline.get("metrics") else None},
                                  run.objective, run.options, SERVE_OBJECTIVES, kind="serve")
     out["interrupted"] = interrupted or guard.hit
-    out["_workload"] = (run.wl, run.regen)
+    out["_workload_keys"] = run.regen  # for emit_yaml_mapping; the CLI takes it out before printing
     return out
 
 
@@ -681,7 +681,7 @@ def emit_yaml_mapping(out: dict, req: ServeSearch, yaml_path: Path) -> dict:
     trace), the SLOs. Model files and folders and the trace are absolute paths, so the file runs
     from any directory."""
     best = out["best"]
-    _, regen = out["_workload"]
+    regen = out["_workload_keys"]
     cfg: dict[str, Any] = {"model": model_reference(req.model), "gpu": best["gpu"], "gpus": best["gpus"]}
     cfg.update({k: best[k] for k in PLAN_FIELDS if best.get(k) is not None})
     cfg.update(regen)
