@@ -26,7 +26,8 @@ import yaml
 from parasim.cli import limits, outputs
 from parasim.cli.names import RegistryHelp
 from parasim.errors import InputError, Interrupted
-from parasim.report.tables import console, fmt, print_json, table
+from parasim.report.plan import render_serve, render_train
+from parasim.report.tables import print_json
 
 plan_app = typer.Typer(name="plan", help="Search parallel plans for training or serving.", no_args_is_help=True,
                        add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="rich")
@@ -186,89 +187,6 @@ def plan_train_cmd(
            emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping(out["best"], model))
 
 
-def _train_cells(r: dict, multi: bool = False) -> list[Any]:
-    m = r["metrics"]
-    return [r.get("rank") or "-", f"{r['gpus']} {r['gpu']}" if multi else r["gpus"], r["tp"], r["pp"], r["dp"], r["cp"], r["ep"],
-            r["virtual_stages"], r["micro_batch"], r["global_batch"], r["recompute"][:4], r["zero"],
-            f"{m['tokens_per_s'] / 1e6:.3f}", f"{100 * m['mfu']:.1f}", f"{m['step_time_s']:.3f}",
-            f"{m['peak_memory_gib_per_gpu']:.1f}"]
-
-
-#: MFU% counts causal attention (metrics.mfu); the Megatron-convention figure is metrics.megatron_mfu
-TRAIN_COLUMNS = ("rank", "GPUs", "tp", "pp", "dp", "cp", "ep", "v", "mb", "gb", "rcmp", "zero", "Mtok/s",
-                 "MFU% causal", "step s", "mem GiB")
-
-
-def batch_line(out: dict) -> str:
-    """How the global batch (the `gb` column, sequences) was chosen."""
-    if out["global_batch"] is not None:
-        return f"global batch: {out['global_batch']} sequences of {out['seq_len']} tokens (exact)"
-    tol = out["batch_tolerance"]
-    how = "the default --batch-tolerance" if "batch_tolerance" in out.get("defaults", {}) else "--batch-tolerance"
-    return (f"global batch: about {out['global_batch_tokens']:,} tokens +-{100 * tol:g} % ({how} {tol:g}); gb = the "
-            f"{out['seq_len']}-token sequences nearest it that each plan's dp x mb (interleaved: x pp) divides")
-
-
-def reference_line(out: dict) -> str | None:
-    ref = out.get("reference")
-    if not ref:
-        return None
-    given = ",".join(f"{k}={v}" for k, v in ref["given"].items())
-    if ref.get("in_ranking"):
-        where = f"rank {ref['rank']} of {len(out['ranked'])}"
-    elif ref.get("rank"):
-        where = f"would rank {ref['rank']} of {len(out['ranked'])} (simulated on its own, not in the ranked list)"
-    else:
-        where = f"not ranked ({ref.get('reason')})"
-    filled = " ".join(f"{k}={v}" for k, v in (ref.get("filled") or {}).items())
-    return f"reference plan {given}: {where}" + (f"; filled from {ref['filled_by']}: {filled}" if filled else "")
-
-
-def render_train(out: dict, top: int) -> None:
-    c = console()
-    multi = len(out["gpu"]) > 1
-    # one (GPU type, count) pair: it goes in the title and its column is left out, so the table
-    # (with 5-digit GPU counts and 4-digit batches) stays within 100 characters
-    single = not multi and len(out["gpus"]) == 1
-    cols = [k for i, k in enumerate(TRAIN_COLUMNS) if not (single and i == 1)]
-
-    def cells(r: dict, label: Any) -> list[Any]:
-        row = [label, *_train_cells(r, multi)[1:]]
-        return [v for i, v in enumerate(row) if not (single and i == 1)]
-
-    on = f"{out['gpus'][0]} x {out['gpu'][0]}" if single else ", ".join(out["gpu"])
-    c.print(table(f"plan train: {out['model']} on {on} - best {top} of {len(out['ranked'])} feasible by "
-                  f"{out['objective']}", cols, [cells(r, r.get("rank") or "-") for r in out["ranked"][:top]]))
-    c.print(batch_line(out))
-    extra = []
-    if out.get("baseline"):
-        extra.append(cells(out["baseline"], "base"))
-    ref = out.get("reference")
-    if ref and ref.get("metrics") and ref.get("rank"):
-        extra.append(cells(ref, "ref"))  # its rank is on the reference line below (a narrow column)
-    if extra:
-        c.print(table("heuristic baseline / reference plan", cols, extra))
-    if ref:
-        c.print(reference_line(out))
-    render_common(out)
-
-
-def render_common(out: dict) -> None:
-    c = console()
-    if out["pruned"]:
-        from parasim.search.prune import REASONS
-
-        c.print(table("pruned (raw combinations dropped, per reason)", ("reason", "count", "meaning"),
-                      [(k, v, REASONS.get(k, "")) for k, v in out["pruned"].items()]))
-    if out.get("pareto"):
-        p = out["pareto"]
-        c.print(f"Pareto front ({' vs '.join(p['objectives'])}): ranks {', '.join(str(x) for x in p['front'])}")
-    for line in out["explanation"]["text"]:
-        c.print(f"- {line}")
-    c.print(f"evaluated {out['evaluated']} plans of a raw space of {out['space_size']:,} in "
-            f"{fmt(out['search_wall_s'])} s" + (" [bold yellow](interrupted: best so far)[/]" if out["interrupted"] else ""))
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(plan_app, name="plan")
 
@@ -367,7 +285,7 @@ def plan_serve_cmd(
                       extra={"requests_given": requests is not None}, **kw)
     outputs.check(json_file, emit_yaml)
     out = search(run_search, req, json_out)
-    workload = out.pop("_workload", None) if out else None
+    workload_keys = out.pop("_workload_keys", None) if out else None
     if out:
         from parasim.serving.traces import trace_note
 
@@ -375,48 +293,4 @@ def plan_serve_cmd(
         if note:
             typer.echo(f"note: {note}", err=True)
     report(out, "plan serve", top=top, json_out=json_out, json_file=json_file, render=render_serve,
-           emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping({**out, "_workload": workload}, req, emit_yaml))
-
-
-SERVE_COLUMNS = ("rank", "GPUs", "layout", "scheduler", "weights/kv", "goodput /GPU", "TTFT p99 s", "TPOT p99 ms",
-                 "attain", "$/M tok", "J/tok", "requests")
-
-
-def _serve_cells(r: dict, multi: bool = False) -> list[Any]:
-    s = r["metrics"]["summary"]
-    from parasim.search.plan_serve import disaggregated
-
-    sched = r["scheduler"]
-    layout = (f"P{r['prefill_gpus']}/tp{r['prefill_tp']} D{r['decode_gpus']}/tp{r['decode_tp']}"
-              if disaggregated(r) else f"tp{r['tp']} pp{r['pp']} x{r['replicas']}")
-    knobs = "/".join(str(v) for v in (r.get("token_budget"), r.get("max_batch")) if v is not None)
-    return [r.get("rank") or "-", f"{r['gpus']} {r['gpu']}" if multi else r["gpus"], layout,
-            f"{sched} {knobs}".strip(), f"{r['weights']}/{r.get('kv_dtype') or '-'}", f"{r['goodput_per_gpu']:.3f}",
-            f"{s['ttft_p99_s']:.3f}", f"{1e3 * s['tpot_p99_s']:.1f}",
-            "-" if s.get("slo_attainment") is None else f"{s['slo_attainment']:.3f}",
-            f"{s['cost_usd_per_m_tokens']:.3f}", f"{s['energy_j_per_token']:.3f}",
-            f"{r['requests']}" + ("" if r["fidelity"] == "full" else " (screen)")]
-
-
-def render_serve(out: dict, top: int) -> None:
-    c = console()
-    multi = len(out["gpu"]) > 1
-    c.print(table(f"plan serve: {out['model']} - best {top} of {len(out['ranked'])} meeting the SLO by {out['objective']}",
-                  SERVE_COLUMNS, [_serve_cells(r, multi) for r in out["ranked"][:top]]))
-    b = out.get("baseline")
-    if b and b.get("metrics"):
-        c.print(table("heuristic baseline", SERVE_COLUMNS, [["base", *_serve_cells(b, multi)[1:]]]))
-    elif b and b.get("feasible") is None:
-        c.print(f"heuristic baseline (tp={b['tp']} x {b['replicas']} replicas): {b.get('message')}")
-    elif b:
-        c.print(f"heuristic baseline (tp={b['tp']} x {b['replicas']} replicas) is infeasible: {b.get('message')}")
-    pr = out["precisions"]
-    c.print(f"precisions searched (weights/KV): {', '.join(pr['searched'])} - {pr['why']}")
-    for g, how in pr["per_gpu"].items():
-        odd = {w: m for w, m in how.items() if m != "native" and m != "16-bit"}
-        for w, m in odd.items():
-            c.print(f"  {w} on {g}: {m}")
-    st = out["stages"]
-    c.print(f"stages: {st['layouts']} layouts and {st['knob_variants']} knob variants screened on "
-            f"{st['screen_requests']} requests; {st['refined']} re-run on all {st['full_requests']}")
-    render_common(out)
+           emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping({**out, "_workload_keys": workload_keys}, req, emit_yaml))

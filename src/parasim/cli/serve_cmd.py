@@ -18,7 +18,8 @@ from parasim.cli import limits, outputs
 from parasim.cli.config import read_mapping
 from parasim.cli.names import RegistryHelp
 from parasim.errors import InputError, OutputError, write_output
-from parasim.report.tables import console, dumps, kv_table
+from parasim.report.serve import render
+from parasim.report.tables import dumps
 from parasim.specs import edge
 from parasim.specs.catalog import cluster_for, get_accelerator, get_model
 
@@ -219,93 +220,10 @@ def bench_meta(opts: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
             "percentiles": tuple(sorted(pct))}
 
 
-def _kv_rows(kv: dict[str, Any]) -> list[tuple[str, Any]]:
-    pools = [("", kv)] if "kv_blocks" in kv else [(f"{k} pool: ", v) for k, v in kv.items()]
-    rows = []
-    for label, k in pools:
-        rows += [(f"{label}weights / activations / runtime (GiB per GPU)",
-                  f"{k['weights_gib']:.1f} / {k['activations_gib']:.1f} / {k['reserved_gib']:.1f} of {k['usable_gib']:.1f} usable"),
-                 (f"{label}KV cache (tokens per engine)", f"{k['kv_tokens_per_engine']:,}"),
-                 (f"{label}largest request needs (KV tokens)", f"{k['largest_request_kv_tokens']:,}")]
-    return rows
-
-
-def _slo_rows(out: dict[str, Any]) -> list[tuple[str, Any]]:
-    s, slo = out["summary"], out["inputs"]["slo"]
-    names = [n for n in ("ttft", "tpot", "e2e", "itl") if slo.get(f"{n}_s") is not None]
-    if not names:
-        return [("SLO attainment", None), ("goodput (req/s)", None)]
-    given = ", ".join(f"{n.upper()} {slo[f'{n}_s']:g} s" + (f" at p{slo['itl_percentile']:g}" if n == "itl" else "")
-                      for n in names)
-    rows = [("SLOs", given)]
-    if s["slo_attainment"] is not None:
-        rows += [(f"SLO attainment (target {slo['attainment']:g})", s["slo_attainment"]),
-                 ("goodput (req/s)", s["goodput_requests_per_s"])]
-    if s.get("slo_itl_observed_s") is not None:
-        rows.append((f"ITL p{slo['itl_percentile']:g} (ms)", round(s["slo_itl_observed_s"] * 1e3, 2)))
-    ratio = s.get(f"slo_ratio_{s['slo_binding']}") if s.get("slo_binding") else None
-    rows.append(("SLOs met / binding", f"{'yes' if s['slo_met'] else 'no'} / {s['slo_binding']}"
-                 + (f" ({ratio:.2f} x its SLO)" if ratio is not None else "")))
-    st = out.get("stability")
-    if st and st["max_queueing_p50_s"] is not None:
-        rows.append((f"stable (median queueing <= {st['max_queueing_p50_s']:g} s)",
-                     "-" if st["stable"] is None else ("yes" if st["stable"] else "no")))
-    return rows
-
-
-def _capacity_rows(out: dict[str, Any]) -> list[tuple[str, Any]]:
-    if "capacity" not in out:
-        return []
-    c = out["capacity"]
-    at = {"capacity": "the rows above are the run at the capacity",
-          "lowest_probe": "no rate passes; the rows above are the lowest rate tried",
-          "burst": "nothing runs; the rows above are the burst run"}.get(c["summary_at"])
-    rows = [("capacity (req/s)", c["capacity_requests_per_s"]),
-            ("capacity limited by", ", ".join(c["binding"]) or "-"),
-            ("saturated throughput, burst run (req/s)", c["saturated_requests_per_s"])]
-    if at:
-        rows.append(("capacity note", at))
-    return rows
-
-
-def render(out: dict[str, Any]) -> None:
-    s, i = out["summary"], out["inputs"]
-    p = i["plan"]
-    client = f", at most {i['max_concurrency']} out" if i.get("max_concurrency") else ""
-    title = (f"{i['model']} on {i['gpu']}: tp={p['tp']} pp={p['pp']} replicas={p['replicas']} "
-             f"scheduler={p['scheduler']} ({s['requests']} requests{client})")
-    pr = i.get("precision") or {}
-    precision = [("weights / KV cache", f"{pr['weights']} / {pr['kv_cache']} ({pr['gemm']} GEMMs)")] if pr else []
-    if not out["feasible"]:
-        rows = [("feasible", False), ("reason", out["reason"]), *precision, *_kv_rows(out["kv"])]
-        console().print(kv_table(title, rows))
-        console().print(f"[bold red]infeasible[/]: {out['message']}")
-        _notes(i)
-        return
-    ms = lambda v: None if v is None else round(v * 1e3, 2)  # noqa: E731
-    rows = [*precision, ("completed / requests", f"{s['completed']} / {s['requests']}"),
-            ("TTFT mean / p50 / p99 (ms)", f"{ms(s['ttft_mean_s'])} / {ms(s['ttft_p50_s'])} / {ms(s['ttft_p99_s'])}"),
-            ("TPOT mean / p50 / p99 (ms)", f"{ms(s['tpot_mean_s'])} / {ms(s['tpot_p50_s'])} / {ms(s['tpot_p99_s'])}"),
-            ("ITL mean / p99 (ms)", f"{ms(s['itl_mean_s'])} / {ms(s['itl_p99_s'])}"),
-            ("E2E mean / p99 (s)", f"{s['e2e_mean_s']:.3f} / {s['e2e_p99_s']:.3f}" if s["e2e_mean_s"] is not None else "-"),
-            ("queueing p99 (s)", s["queueing_p99_s"]),
-            ("requests/s", s["requests_per_s"]), ("output tokens/s", s["output_tokens_per_s"]),
-            ("input tokens/s", s["input_tokens_per_s"]),
-            *_slo_rows(out),
-            ("unservable (never fit, rejected) / dropped", f"{s['unservable']} / {s['dropped']}"),
-            ("preemptions", s["preemptions"]), ("KV utilisation mean / peak", f"{s['kv_utilization_mean']:.2f} / {s['kv_utilization_peak']:.2f}"),
-            ("GPUs / GPU-hours", f"{s['gpus']} / {s['gpu_hours']:.4f}"),
-            ("energy (J/output token)", s["energy_j_per_token"]), ("cost ($/M output tokens)", s["cost_usd_per_m_tokens"])]
-    rows += _capacity_rows(out)
-    rows.append(("simulation wall time (s)", round(out["sim_wall_s"], 3)))
-    console().print(kv_table(title, rows))
-    _notes(i)
-
-
-def _notes(inputs: dict[str, Any]) -> None:
-    """The defaults the run applied and the flags that did not apply as written (serving.resolve)."""
-    for line in inputs.get("notes") or ():
-        console().print(f"note: {line}")
+def _flags(args: dict[str, Any]) -> dict[str, Any]:
+    """The command's options under their config-file keys (every parameter but --config and
+    --json), paths as text: the options are declared once, in the signature."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in args.items() if k not in ("config", "json_output")}
 
 
 def serve_cmd(
@@ -370,22 +288,7 @@ def serve_cmd(
     The JSON object is deterministic for the same inputs and seed except `sim_wall_s`, the
     simulator's own wall-clock time.
     """
-    given = dict(model=model, gpu=gpu, gpus=gpus, engine=engine, tp=tp, pp=pp, replicas=replicas, ep=ep, scheduler=scheduler,
-                 token_budget=token_budget, max_batch=max_batch, block_size=block_size, weights=weights,
-                 kv_dtype=kv_dtype, prefix_cache=prefix_cache, router=router,
-                 gpu_memory_utilization=gpu_memory_utilization, kv_reservation=kv_reservation,
-                 iteration_overhead_s=iteration_overhead_s, eager_prefill_layer_s=eager_prefill_layer_s,
-                 output_delay_s=output_delay_s, act_quant=act_quant, custom_allreduce=custom_allreduce,
-                 prefill_gpus=prefill_gpus, prefill_tp=prefill_tp,
-                 decode_gpus=decode_gpus, decode_tp=decode_tp, trace=str(trace) if trace else None, trace_columns=trace_columns, rate=rate,
-                 requests=requests, seed=seed, arrival=arrival, cv=cv, prompt_tokens=prompt_tokens,
-                 output_tokens=output_tokens, length_dist=length_dist, length_sigma=length_sigma, prompt_dist=str(prompt_dist) if prompt_dist else None,
-                 output_dist=str(output_dist) if output_dist else None, burst=burst, max_concurrency=max_concurrency,
-                 slo_ttft=slo_ttft, slo_tpot=slo_tpot, slo_e2e=slo_e2e, slo_itl=slo_itl, itl_percentile=itl_percentile,
-                 capacity=capacity, attainment=attainment, max_queueing_p50=max_queueing_p50,
-                 requests_out=str(requests_out) if requests_out else None, json_out=str(json_out) if json_out else None,
-                 bench_json=str(bench_json) if bench_json else None)
-    given = limits.check(limits.SERVE, given, dashes=False)
+    given = limits.check(limits.SERVE, _flags(locals()), dashes=False)  # first: locals() are the options
     opts: dict[str, Any] = dict(DEFAULTS)
     cfg = load_config(Path(limits.path("config", config))) if config is not None else {}
     opts.update(cfg)
@@ -403,6 +306,13 @@ def serve_cmd(
         typer.echo(text)
     else:
         render(json.loads(text))
+    _write_files(opts, out, res, text)
+    if not out["feasible"]:
+        raise typer.Exit(1)
+
+
+def _write_files(opts: dict[str, Any], out: dict[str, Any], res, text: str) -> None:
+    """--json-out, --requests-out and --bench-json, each only when asked for."""
     if opts.get("json_out"):
         outputs.write_text(opts["json_out"], text + "\n")
     if opts.get("requests_out"):
@@ -416,8 +326,6 @@ def serve_cmd(
         from parasim.report.vllm_bench import bench_result
 
         write_output(opts["bench_json"], dumps(bench_result(res, **bench_meta(opts, out))) + "\n")
-    if not out["feasible"]:
-        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

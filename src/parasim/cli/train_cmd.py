@@ -17,8 +17,8 @@ from parasim.cli import limits, outputs
 from parasim.cli.config import read_mapping
 from parasim.cli.names import RegistryHelp
 from parasim.errors import InputError
-from parasim.report.tables import console, fmt, kv_table, print_json
-from parasim.units import GIB, fmt_gib
+from parasim.report.tables import print_json
+from parasim.report.train import render
 
 CLUSTER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "inter_node_gbps")
 OUTPUT_KEYS = ("json", "config", "json_file")
@@ -127,10 +127,6 @@ def build(options: dict[str, Any]):
     return model, cluster, plan, defaults
 
 
-def _show(v: Any) -> str:
-    return str(v).lower() if isinstance(v, bool) else str(v)
-
-
 def train_cmd(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file with any of these options."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Catalog name or path to a HF config.json."),
@@ -195,37 +191,6 @@ def _path(config: Path | None, value: Any) -> Path | None:
         raise InputError("json_out", f"must be a file path, got {value!r}")
     p = Path(value)
     return p if p.is_absolute() or config is None else config.parent / p
-
-
-def render(res, plan, defaults: dict[str, Any], overrides: dict[str, dict]) -> None:
-    p = plan
-    rows = [
-        ("model / gpu", f"{res.model} on {res.gpus} x {res.gpu}"),
-        ("plan", f"tp={p.tp} pp={p.pp} dp={p.dp} cp={p.cp} ep={p.ep} v={p.virtual_stages} sp={p.sequence_parallel} "
-                 f"mb={p.micro_batch} gb={p.global_batch} seq={p.seq_len} {p.precision} recompute={p.recompute} "
-                 f"zero={p.zero} {p.schedule_name}"),
-        ("step time", f"{res.step_time_s:.3f} s"),
-        ("tokens/s (total, per GPU)", f"{fmt(res.tokens_per_s)}  ({fmt(res.tokens_per_s_per_gpu)})"),
-        # causal: the attention executed; Megatron: full s x s attention, as papers publish (docs/metrics.md)
-        ("model TFLOP/s per GPU, MFU", f"{res.model_tflops_per_gpu:.1f}  ({100 * res.mfu:.1f} %) causal;  "
-                                       f"{res.megatron_model_tflops_per_gpu:.1f}  ({100 * res.megatron_mfu:.1f} %) Megatron"),
-        ("hardware TFLOP/s per GPU, HFU", f"{res.hardware_tflops_per_gpu:.1f}  ({100 * res.hfu:.1f} %) causal;  "
-                                          f"{res.megatron_hardware_tflops_per_gpu:.1f}  ({100 * res.megatron_hfu:.1f} %) Megatron"),
-        *[(f"  {k}", f"{v:.4f} s ({100 * v / res.step_time_s:.1f} %)") for k, v in res.breakdown.items()],
-        ("peak memory per GPU", f"{fmt_gib(res.peak_memory_bytes)} of {fmt_gib(res.memory['capacity_gib'] * GIB, None)}"),
-        *[(f"  {k.removesuffix('_gib')}", fmt_gib(v * GIB)) for k, v in res.memory.items()
-          if k.endswith("_gib") and k not in ("total_gib", "capacity_gib")],
-        ("fits", res.fits),
-    ]
-    for k, v in res.varlen.items():
-        rows.append((f"  varlen {k}", fmt(v)))
-    if defaults:
-        rows.append(("defaults used", " ".join(f"{k}={_show(v)}" for k, v in defaults.items())))
-    for k, o in overrides.items():
-        rows.append((f"{o['by']} overrides the file", f"{k}: {_show(o['file'])} -> {_show(o['used'])}"))
-    console().print(kv_table("parasim train", rows))
-    if not res.fits:
-        console().print("[bold red]does not fit[/]: peak memory exceeds the GPU's HBM (see the breakdown above)")
 
 
 def register(app: typer.Typer) -> None:

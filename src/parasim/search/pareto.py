@@ -25,3 +25,12 @@ def pareto_front(rows: Sequence[Any], keys: Sequence[Key]) -> list[Any]:
             continue
         front.append((vals, i))
     return [rows[i] for _, i in front]
+
+
+def pareto_summary(ranked: Sequence[dict], objectives: Sequence[Any], options: dict) -> dict | None:
+    """The `pareto` entry of a search result: the objectives' names and the ranks on their front
+    (None when no --pareto was given)."""
+    if not objectives:
+        return None
+    keys = [lambda r, o=o: o.score(r, options) for o in objectives]
+    return {"objectives": [o.name for o in objectives], "front": [r["rank"] for r in pareto_front(ranked, keys)]}

@@ -52,7 +52,7 @@ from parasim.errors import InputError
 from parasim.search import executors
 from parasim.search.interrupts import SigintGuard
 from parasim.search.objectives import SERVE_OBJECTIVES, get_objective, parse_pareto
-from parasim.search.pareto import pareto_front
+from parasim.search.pareto import pareto_summary
 from parasim.search.prune import Pruned
 from parasim.search.space import (CHUNKED_BUDGETS, MAX_BATCHES, SERVE_PRECISIONS, SERVE_SCHEDULERS, powers_of_two,
                                   serve_layouts, serve_precisions)
@@ -461,8 +461,40 @@ def run_search(req: ServeSearch, progress=None) -> dict:
         return _search(req, progress, guard)
 
 
-def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
-    t0 = time.perf_counter()
+@dataclass
+class _Run:
+    """What one search shares between its stages: the checked request, the workload and its
+    statistics, the executor stages, and what was pruned and why."""
+
+    req: ServeSearch
+    model: ModelSpec
+    accs: list
+    slo: SLO
+    limit: float | None
+    objective: Any
+    pareto_objs: list
+    wl: Workload
+    regen: dict
+    wl_stats: dict
+    options: dict
+    full_n: int
+    screen_n: int
+    pruned: Pruned = field(default_factory=Pruned)
+    errors: dict[str, str] = field(default_factory=dict)
+    offered: float | None = None
+    context: dict = field(default_factory=dict)
+    stages: _Stages | None = None
+
+    def absorb(self, items: list[dict], results: list, fidelity: str, store: dict) -> None:
+        for it, res in self.pruned.successes(items, results, self.errors):
+            store[plan_key(it)] = make_row(it, res, self.limit, fidelity, self.offered)
+
+    def key(self):
+        return sort_key(self.objective, self.options)
+
+
+def _prepare(req: ServeSearch) -> _Run:
+    """Check the request and build its workload (every input error is raised here)."""
     model = get_model(req.model)
     if not req.gpu:
         raise InputError("gpu", "give at least one --gpu")
@@ -481,135 +513,168 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
                 "max_len": int((wl.prompt_tokens + wl.output_tokens).max()),
                 "rate": (len(wl) - 1) / span if span > 0 else float("inf"),
                 "attainment": slo.attainment if slo.per_request else 1.0}
-    options = {"output_tokens_mean": wl_stats["output_mean"]}
-    full_n = len(wl)
-    screen_n = min(full_n, req.screen_requests)
+    return _Run(req=req, model=model, accs=accs, slo=slo, limit=limit, objective=objective,
+                pareto_objs=pareto_objs, wl=wl, regen=regen, wl_stats=wl_stats,
+                options={"output_tokens_mean": wl_stats["output_mean"]}, full_n=len(wl),
+                screen_n=min(len(wl), req.screen_requests))
 
-    # stage 0: enumerate and prune analytically
-    pairs, why = serve_precisions(model, req.precisions)
-    runs = precision_support(accs, pairs)
-    pruned = Pruned()
+
+def _enumerate_layouts(run: _Run, pairs: tuple, runs: dict) -> tuple[list[dict], int]:
+    """Stage 0: every layout of every GPU, pruned analytically; (survivors, raw space size)."""
+    req, slo, pruned = run.req, run.slo, run.pruned
+    step_slo_s = min((v for v in (slo.tpot_s, slo.itl_s) if v is not None), default=None)
+    disagg = tuple(s for s in req.schedulers if SCHEDULERS.get(s).disaggregated)
     layouts: list[dict] = []
     raw = 0
-    for acc in accs:
+    for acc in run.accs:
         cl = cluster_for(acc.id, req.max_gpus)
         tps = req.tp or tuple(powers_of_two(min(cl.domain, req.max_gpus)))
-        for d in serve_layouts(model, cl, max_gpus=req.max_gpus, tps=tps, pps=req.pp, precisions=pairs,
-                               pruned=pruned,
-                               disagg=tuple(s for s in req.schedulers if SCHEDULERS.get(s).disaggregated)):
+        for d in serve_layouts(run.model, cl, max_gpus=req.max_gpus, tps=tps, pps=req.pp, precisions=pairs,
+                               pruned=pruned, disagg=disagg):
             raw += 1
             if runs[acc.id][d["weights"]].startswith("cannot run"):
                 pruned.drop("precision_unsupported")
-            elif analytic_prune(model, d, wl_stats, min((v for v in (slo.tpot_s, slo.itl_s) if v is not None),
-                                                         default=None), pruned):
+            elif analytic_prune(run.model, d, run.wl_stats, step_slo_s, pruned):
                 layouts.append(d)
-    raw += sum(pruned.values())
-    offered = wl_stats["rate"] if np.isfinite(wl_stats["rate"]) else None  # None: a burst, nothing to keep up with
-    context = {"model": model, "workload": wl, "slo": slo, "seed": req.seed, "queueing_limit_s": limit,
-               "offered_rps": offered}
-    stages = _Stages(req, context, progress, guard)
-    screened: dict[tuple, dict] = {}
-    errors: dict[str, str] = {}
+    return layouts, raw + sum(pruned.values())
 
-    def absorb(items: list[dict], results: list, fidelity: str, store: dict) -> None:
-        for it, res in pruned.successes(items, results, errors):
-            store[plan_key(it)] = make_row(it, res, limit, fidelity, offered)
 
-    # stage 1: layouts with default knobs, short workload
-    items1 = [{**d, "scheduler": d.get("scheduler", "sarathi"), "token_budget": None, "max_batch": None,
-               "requests": screen_n} for d in layouts]
-    items1 = kv_prune(model, items1, wl, pruned, errors)
-    if objective.name == "latency":
-        absorb(items1, stages.run(items1), "screen", screened)
-    else:
-        items1 = screen_in_waves(items1, stages, absorb, screened, pruned)
-    key = sort_key(objective, options)
-    # stage 2: knobs for the best layouts meeting the SLO and the smallest ones missing it
+def _screen_layouts(run: _Run, layouts: list[dict], screened: dict) -> list[dict]:
+    """Stage 1: each layout with default knobs on the short workload; returns the items run."""
+    items = [{**d, "scheduler": d.get("scheduler", "sarathi"), "token_budget": None, "max_batch": None,
+              "requests": run.screen_n} for d in layouts]
+    items = kv_prune(run.model, items, run.wl, run.pruned, run.errors)
+    if run.objective.name == "latency":
+        run.absorb(items, run.stages.run(items), "screen", screened)
+        return items
+    return screen_in_waves(items, run.stages, run.absorb, screened, run.pruned)
+
+
+def _screen_knobs(run: _Run, items1: list[dict], screened: dict) -> list[dict]:
+    """Stage 2: knobs for the best layouts meeting the SLO and the smallest ones missing it."""
+    key = run.key()
     rows1 = [screened[plan_key(i)] for i in items1 if plan_key(i) in screened]
-    good = sorted((r for r in rows1 if r["meets_slo"]), key=key)[:req.knob_layouts]
+    good = sorted((r for r in rows1 if r["meets_slo"]), key=key)[:run.req.knob_layouts]
     near = sorted((r for r in rows1 if not r["meets_slo"]),
                   key=lambda r: (r["gpus"], -(r["metrics"]["summary"].get("slo_attainment") or 0.0),
-                                 tuple(str(x) for x in plan_key(r))))[:req.knob_layouts]
+                                 tuple(str(x) for x in plan_key(r))))[:run.req.knob_layouts]
     items2 = []
     seen = set(screened)
     for r in good + near:
         lay = {k: r[k] for k in ("gpu", "tp", "pp", "replicas", "weights", "kv_dtype", "scheduler", "prefill_gpus",
                                  "prefill_tp", "decode_gpus", "decode_tp")}
-        for v in knob_variants(lay, req):
-            v["requests"] = screen_n
+        for v in knob_variants(lay, run.req):
+            v["requests"] = run.screen_n
             if plan_key(v) not in seen:
                 seen.add(plan_key(v))
                 items2.append(v)
-    items2 = kv_prune(model, items2, wl, pruned, errors)
-    absorb(items2, stages.run(items2), "screen", screened)
-    # stage 3: re-run the best screened plans on the whole workload
-    candidates = sorted((r for r in screened.values() if r["meets_slo"]), key=key)
+    items2 = kv_prune(run.model, items2, run.wl, run.pruned, run.errors)
+    run.absorb(items2, run.stages.run(items2), "screen", screened)
+    return items2
+
+
+def _refine(run: _Run, screened: dict) -> dict[tuple, dict]:
+    """Stage 3: re-run the best screened plans on the whole workload, `refine` at a time."""
+    if run.screen_n == run.full_n:
+        return {k: {**r, "fidelity": "full"} for k, r in screened.items()}
+    candidates = sorted((r for r in screened.values() if r["meets_slo"]), key=run.key())
     full: dict[tuple, dict] = {}
-    if screen_n == full_n:
-        full = {k: {**r, "fidelity": "full"} for k, r in screened.items()}
-    else:
-        for start in range(0, min(len(candidates), 3 * req.refine), req.refine):
-            batch = [{**{k: r[k] for k in ("gpu", *PLAN_FIELDS)}, "requests": full_n}
-                     for r in candidates[start:start + req.refine]]
-            absorb(batch, stages.run(batch), "full", full)
-            if sum(r["meets_slo"] for r in full.values()) >= 2 or stages.interrupted:  # a winner and a runner-up
-                break
-    # ranking: full-size SLO-meeting plans, then screen-only SLO-meeting ones
+    refine = run.req.refine
+    for start in range(0, min(len(candidates), 3 * refine), refine):
+        batch = [{**{k: r[k] for k in ("gpu", *PLAN_FIELDS)}, "requests": run.full_n}
+                 for r in candidates[start:start + refine]]
+        run.absorb(batch, run.stages.run(batch), "full", full)
+        if sum(r["meets_slo"] for r in full.values()) >= 2 or run.stages.interrupted:  # a winner and a runner-up
+            break
+    return full
+
+
+def _rank(run: _Run, screened: dict, full: dict) -> tuple[list[dict], list[dict]]:
+    """(full-size SLO-meeting plans, all ranked: those then the screen-only SLO-meeting ones);
+    the plans that missed count as pruned (`slo_missed` or `unstable`)."""
+    key = run.key()
     full_ok = sorted((r for r in full.values() if r["meets_slo"]), key=key)
     screen_only = sorted((r for k, r in screened.items() if r["meets_slo"] and k not in full), key=key)
     failed = [r for r in full.values() if not r["meets_slo"]] + [
         r for k, r in screened.items() if not r["meets_slo"] and k not in full]
     unstable = sum(1 for r in failed if set(r["fails"]) <= {QUEUEING, SATURATED})
-    pruned.drop("slo_missed", len(failed) - unstable)
-    pruned.drop("unstable", unstable)
+    run.pruned.drop("slo_missed", len(failed) - unstable)
+    run.pruned.drop("unstable", unstable)
     ranked = full_ok + screen_only
     for i, r in enumerate(ranked, start=1):
         r["rank"] = i
-        r["objective_value"] = objective.value(r, options)
-    # heuristic baseline, full size
-    base = baseline_plan(model, req.gpu[0], req.max_gpus)
-    base_item = {**base, "requests": full_n}
-    hit = next((r for r in full_ok if plan_key(r) == plan_key(base)), None)
-    interrupted = stages.interrupted or guard.hit
-    if hit is None and interrupted:  # no new simulations after Ctrl-C
-        baseline = {**base, "rank": None, "feasible": None, "reason": "not_simulated",
-                    "message": "not simulated: the search was interrupted", "metrics": None}
-    elif hit is None:
-        res = evaluate(context, base_item)
-        baseline = (make_row(base_item, res, limit, "full", offered) | {"rank": None} if res["ok"]
-                    else {**base, "rank": None, "feasible": False, "reason": res["reason"],
-                          "message": res.get("message"), "metrics": None})
-        if res["ok"]:
-            try:
-                baseline["objective_value"] = objective.value(baseline, options)
-            except (KeyError, TypeError, ValueError, ZeroDivisionError):
-                baseline["objective_value"] = None
-    else:
-        baseline = hit
-    from parasim.search.explain import explain
+        r["objective_value"] = run.objective.value(r, run.options)
+    return full_ok, ranked
 
+
+def _baseline(run: _Run, full_ok: list[dict], interrupted: bool) -> dict:
+    """The heuristic baseline at full size: a ranked row if it was run, else simulated now
+    (not after a Ctrl-C)."""
+    base = baseline_plan(run.model, run.req.gpu[0], run.req.max_gpus)
+    hit = next((r for r in full_ok if plan_key(r) == plan_key(base)), None)
+    if hit is not None:
+        return hit
+    if interrupted:  # no new simulations after Ctrl-C
+        return {**base, "rank": None, "feasible": None, "reason": "not_simulated",
+                "message": "not simulated: the search was interrupted", "metrics": None}
+    base_item = {**base, "requests": run.full_n}
+    res = evaluate(run.context, base_item)
+    if not res["ok"]:
+        return {**base, "rank": None, "feasible": False, "reason": res["reason"],
+                "message": res.get("message"), "metrics": None}
+    baseline = make_row(base_item, res, run.limit, "full", run.offered) | {"rank": None}
+    try:
+        baseline["objective_value"] = run.objective.value(baseline, run.options)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        baseline["objective_value"] = None
+    return baseline
+
+
+def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
+    t0 = time.perf_counter()
+    run = _prepare(req)
+    pairs, why = serve_precisions(run.model, req.precisions)
+    runs = precision_support(run.accs, pairs)
+    layouts, raw = _enumerate_layouts(run, pairs, runs)
+    rate = run.wl_stats["rate"]
+    run.offered = rate if np.isfinite(rate) else None  # None: a burst, nothing to keep up with
+    run.context = {"model": run.model, "workload": run.wl, "slo": run.slo, "seed": req.seed,
+                   "queueing_limit_s": run.limit, "offered_rps": run.offered}
+    run.stages = _Stages(req, run.context, progress, guard)
+    screened: dict[tuple, dict] = {}
+    items1 = _screen_layouts(run, layouts, screened)
+    items2 = _screen_knobs(run, items1, screened)
+    full = _refine(run, screened)
+    full_ok, ranked = _rank(run, screened, full)
+    interrupted = run.stages.interrupted or guard.hit
+    baseline = _baseline(run, full_ok, interrupted)
     out = {
-        "command": "plan serve", "model": model.name, "gpu": list(req.gpu), "max_gpus": req.max_gpus,
-        "slo": slo.to_dict() | {"max_queueing_p50_s": limit},
+        "command": "plan serve", "model": run.model.name, "gpu": list(req.gpu), "max_gpus": req.max_gpus,
+        "slo": run.slo.to_dict() | {"max_queueing_p50_s": run.limit},
         "precisions": {"searched": [f"{w}/{kv}" for w, kv in pairs], "why": why, "per_gpu": runs},
-        "workload": wl.summary(), "objective": objective.name, "objective_metric": objective.metric,
+        "workload": run.wl.summary(), "objective": run.objective.name,
+        "objective_metric": run.objective.metric,
         # interrupted before any full-size run: the best screened plan is the best found so far
-        "best": full_ok[0] if full_ok else (ranked[0] if ranked and interrupted else None), "ranked": ranked, "evaluated": stages.evaluated,
-        "space_size": raw, "pruned": pruned.as_dict(), "errors": errors,
+        "best": full_ok[0] if full_ok else (ranked[0] if ranked and interrupted else None), "ranked": ranked,
+        "evaluated": run.stages.evaluated, "space_size": raw, "pruned": run.pruned.as_dict(), "errors": run.errors,
         "baseline": baseline,
-        "stages": {"screen_requests": screen_n, "full_requests": full_n, "layouts": len(items1),
+        "stages": {"screen_requests": run.screen_n, "full_requests": run.full_n, "layouts": len(items1),
                    "knob_variants": len(items2), "refined": len(full)},
-        "pareto": ({"objectives": [o.name for o in pareto_objs],
-                    "front": [r["rank"] for r in pareto_front(ranked, [lambda r, o=o: o.score(r, options)
-                                                                       for o in pareto_objs])]}
-                   if pareto_objs else None),
+        "pareto": pareto_summary(ranked, run.pareto_objs, run.options),
         "interrupted": interrupted,
         "search_wall_s": time.perf_counter() - t0,
     }
+    return _finish(run, out, baseline, interrupted, guard)
+
+
+def _finish(run: _Run, out: dict, baseline: dict, interrupted: bool, guard: SigintGuard) -> dict:
+    """Explain the result; a Ctrl-C while explaining counts as an interrupt too."""
+    from parasim.search.explain import explain
+
     out["explanation"] = explain({**out, "baseline": baseline if baseline.get("metrics") else None},
-                                 objective, options, SERVE_OBJECTIVES, kind="serve")
-    out["interrupted"] = interrupted or guard.hit  # a Ctrl-C while explaining counts too
-    out["_workload"] = (wl, regen)
+                                 run.objective, run.options, SERVE_OBJECTIVES, kind="serve")
+    out["interrupted"] = interrupted or guard.hit
+    out["_workload_keys"] = run.regen  # for emit_yaml_mapping; the CLI takes it out before printing
     return out
 
 
@@ -618,7 +683,7 @@ def emit_yaml_mapping(out: dict, req: ServeSearch, yaml_path: Path) -> dict:
     trace), the SLOs. Model files and folders and the trace are absolute paths, so the file runs
     from any directory."""
     best = out["best"]
-    _, regen = out["_workload"]
+    regen = out["_workload_keys"]
     cfg: dict[str, Any] = {"model": model_reference(req.model), "gpu": best["gpu"], "gpus": best["gpus"]}
     cfg.update({k: best[k] for k in PLAN_FIELDS if best.get(k) is not None})
     cfg.update(regen)

@@ -34,7 +34,7 @@ from parasim.errors import InputError
 from parasim.search import executors
 from parasim.search.interrupts import SigintGuard
 from parasim.search.objectives import TRAIN_OBJECTIVES, get_objective, parse_pareto
-from parasim.search.pareto import pareto_front
+from parasim.search.pareto import pareto_summary
 from parasim.search.prune import Pruned
 from parasim.search.space import default_train_choices, enumerate_train
 from parasim.search.train_batch import BatchTarget
@@ -251,8 +251,9 @@ def run_search(req: TrainSearch, progress=None) -> dict:
         return _search(req, progress, guard)
 
 
-def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
-    t0 = time.perf_counter()
+def _check(req: TrainSearch) -> tuple[ModelSpec, Any, list, BatchTarget, dict | None]:
+    """(model, objective, Pareto objectives, batch target, parsed --reference); every input error
+    is raised here, before anything is simulated."""
     model = get_model(req.model)
     objective = get_objective(req.objective, TRAIN_OBJECTIVES)
     pareto_objs = parse_pareto(req.pareto, TRAIN_OBJECTIVES)
@@ -267,13 +268,18 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
         if n < 1:
             raise InputError("gpus", f"must be a positive integer, got {n}")
     batch = resolve_batch(req)
+    given = None
     if req.reference:
         from parasim.search.train_reference import parse_reference
 
         given = parse_reference(req.reference, req.gpu, req.gpus)
-    options = {"tokens": req.tokens or 0.0}
-    clusters = {(g, n): cluster_for(g, n) for g in req.gpu for n in req.gpus}
-    pruned = Pruned()
+    return model, objective, pareto_objs, batch, given
+
+
+def _candidates(req: TrainSearch, model: ModelSpec, clusters: dict, batch: BatchTarget,
+                pruned: Pruned) -> tuple[list[dict], int]:
+    """The plans left to simulate on every (GPU, count) after enumeration and the memory screen,
+    and the size of the raw space."""
     cands: list[dict] = []
     raw = 0
     for (g, n), cluster in clusters.items():
@@ -284,39 +290,59 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
                                                                       choices=choices, pruned=pc)]
         pruned.update(pc)
         cands += screen_memory(model, cluster.accelerator.hbm_bytes, found, pruned)
-    base_cands = [b for (g, n), cl in clusters.items() for b in baseline_items(model, cl, g, batch)]
-    context = {"model": model, "clusters": clusters}
+    return cands, raw
+
+
+def _simulate_all(req: TrainSearch, context: dict, cands: list[dict], progress,
+                  guard: SigintGuard) -> executors.Outcome:
     if progress:
         progress.start(len(cands))
     outcome = executors.Outcome([None] * len(cands), interrupted=True)
     with guard.executing():
         outcome = executors.run(evaluate, context, cands, executor=req.executor, workers=req.workers,
                                 ray_address=req.ray_address, progress=progress.advance if progress else None)
-    prices = {g: get_accelerator(g).price_usd_per_hour for g in req.gpu}
-    ranked = []
-    errors: dict[str, str] = {}
-    for item, res in pruned.successes(cands, outcome.results, errors):
-        ranked.append(plan_row(item, res, prices[item["gpu"]]))
-    key = sort_key(objective, options, batch)
-    ranked.sort(key=key)
-    for i, row in enumerate(ranked, start=1):
-        row["rank"] = i
-        row["objective_value"] = objective.value(row, options)
-    # the baseline: first PP (ascending) that fits, evaluated in-process (a handful of plans)
-    baseline = None
+    return outcome
+
+
+def _baseline(base_cands: list[dict], ranked: list[dict], context: dict, prices: dict, objective,
+              options: dict, interrupted) -> dict | None:
+    """The first baseline (PP ascending) that fits, evaluated in-process (a handful of plans);
+    `interrupted()` stops before any new simulation after Ctrl-C."""
     for b in base_cands:
         hit = next((r for r in ranked if same_plan(r, b)), None)
         if hit is not None:
-            baseline = hit
-            break
-        if outcome.interrupted or guard.hit:  # no new simulations after Ctrl-C
-            break
+            return hit
+        if interrupted():  # no new simulations after Ctrl-C
+            return None
         res = evaluate(context, b)
         if res["ok"]:
             baseline = plan_row(b, res, prices[b["gpu"]])
             baseline["rank"] = None
             baseline["objective_value"] = objective.value(baseline, options)
-            break
+            return baseline
+    return None
+
+
+def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
+    t0 = time.perf_counter()
+    model, objective, pareto_objs, batch, given = _check(req)
+    options = {"tokens": req.tokens or 0.0}
+    clusters = {(g, n): cluster_for(g, n) for g in req.gpu for n in req.gpus}
+    pruned = Pruned()
+    cands, raw = _candidates(req, model, clusters, batch, pruned)
+    base_cands = [b for (g, n), cl in clusters.items() for b in baseline_items(model, cl, g, batch)]
+    context = {"model": model, "clusters": clusters}
+    outcome = _simulate_all(req, context, cands, progress, guard)
+    prices = {g: get_accelerator(g).price_usd_per_hour for g in req.gpu}
+    errors: dict[str, str] = {}
+    ranked = [plan_row(item, res, prices[item["gpu"]]) for item, res in pruned.successes(cands, outcome.results, errors)]
+    key = sort_key(objective, options, batch)
+    ranked.sort(key=key)
+    for i, row in enumerate(ranked, start=1):
+        row["rank"] = i
+        row["objective_value"] = objective.value(row, options)
+    baseline = _baseline(base_cands, ranked, context, prices, objective, options,
+                         lambda: outcome.interrupted or guard.hit)
     reference = (find_reference(req, model, given, batch, ranked, context, prices, objective, options, key,
                                 interrupted=outcome.interrupted or guard.hit) if req.reference else None)
     from parasim.search.explain import explain
@@ -328,10 +354,7 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
         "defaults": ({"batch_tolerance": batch.tolerance} if batch.tokens and req.batch_tolerance is None else {}),
         "best": ranked[0] if ranked else None, "ranked": ranked, "evaluated": len(cands) - outcome.results.count(None),
         "space_size": raw, "pruned": pruned.as_dict(), "errors": errors, "baseline": baseline, "reference": reference,
-        "pareto": ({"objectives": [o.name for o in pareto_objs],
-                    "front": [r["rank"] for r in pareto_front(ranked, [lambda r, o=o: o.score(r, options)
-                                                                       for o in pareto_objs])]}
-                   if pareto_objs else None),
+        "pareto": pareto_summary(ranked, pareto_objs, options),
         "interrupted": outcome.interrupted or guard.hit,
         "search_wall_s": time.perf_counter() - t0,
     }

@@ -108,13 +108,25 @@ def enumerate_train(model: ModelSpec, cluster: ClusterSpec, *, batch: BatchTarge
     dp*micro_batch*pp). A multiple of dp*mb*pp is a multiple of dp*mb, so when no plain batch is
     within the tolerance no interleaved one is either, and the whole micro-batch sub-tree goes.
     """
-    n, c = cluster.gpus, choices
-    hbm = cluster.accelerator.hbm_bytes
+    c = choices
     pairs = [(sched, v, get_schedule(sched)) for sched, v in c.sched_pairs()]
     below_pp = len(c.ep) * len(c.micro_batch) * len(pairs) * len(c.zero) * len(c.recompute) * len(c.precision)
-    below_ep = below_pp // len(c.ep)
-    below_mb = below_ep // len(c.micro_batch)
-    below_sched = below_mb // len(pairs) if pairs else 0
+    for tp, cp, pp, dp in _train_degrees(model, cluster.gpus, seq_len, c, below_pp, pruned):
+        for ep, mb, sched, v, global_batch in _train_splits(model, batch, c, pairs, (pp, dp, cp), below_pp, pruned):
+            for zero, prec in _train_states(model, cluster.accelerator.hbm_bytes, c, (tp, pp, ep, v, dp * cp),
+                                            pruned):
+                for rc in c.recompute:
+                    yield {"tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep,
+                           "virtual_stages": v, "sequence_parallel": tp > 1,
+                           "micro_batch": mb, "global_batch": global_batch,
+                           "seq_len": seq_len, "recompute": rc, "zero": zero,
+                           "precision": prec, "schedule": sched}
+
+
+def _train_degrees(model: ModelSpec, n: int, seq_len: int, c: TrainChoices, below_pp: int,
+                   pruned: Pruned) -> Iterator[tuple[int, int, int, int]]:
+    """(tp, cp, pp, dp) that divide the heads, the sequence and the GPU count; each rule that
+    fails drops every combination below it (`below_pp` per pp)."""
     for tp in c.tp:
         if not _tp_ok(model, tp):
             pruned.drop("tp_heads", len(c.cp) * len(c.pp) * below_pp)
@@ -127,41 +139,54 @@ def enumerate_train(model: ModelSpec, cluster: ClusterSpec, *, batch: BatchTarge
                 if n % (tp * cp * pp):
                     pruned.drop("gpus_divisibility", below_pp)
                     continue
-                dp = n // (tp * cp * pp)
-                for ep in c.ep:
-                    if (ep > 1 and not model.is_moe) or (model.is_moe and model.experts % ep) or (dp * cp) % ep:
-                        pruned.drop("ep_divisibility", below_ep)
+                yield tp, cp, pp, n // (tp * cp * pp)
+
+
+def _train_splits(model: ModelSpec, batch: BatchTarget, c: TrainChoices, pairs: list, degrees: tuple[int, int, int],
+                  below_pp: int, pruned: Pruned) -> Iterator[tuple]:
+    """(ep, micro_batch, schedule, virtual_stages, global_batch) for one (pp, dp, cp): experts
+    that divide, a global batch the split can take, a schedule the layers and pipeline allow."""
+    pp, dp, cp = degrees
+    below_ep = below_pp // len(c.ep)
+    below_mb = below_ep // len(c.micro_batch)
+    below_sched = below_mb // len(pairs) if pairs else 0
+    for ep in c.ep:
+        if (ep > 1 and not model.is_moe) or (model.is_moe and model.experts % ep) or (dp * cp) % ep:
+            pruned.drop("ep_divisibility", below_ep)
+            continue
+        for mb in c.micro_batch:
+            plain_gb = batch.pick(dp * mb)
+            if plain_gb is None:
+                pruned.drop("batch_divisibility", below_mb)
+                continue
+            for sched, v, rules in pairs:  # chunks may be uneven: only one layer each is needed
+                if pp < rules.min_pp or pp * v > model.layers:
+                    pruned.drop("interleave_layers", below_sched)
+                    continue
+                global_batch = plain_gb
+                multiple = rules.microbatch_multiple(pp)  # interleaved: micro-batches in groups of pp
+                if multiple > 1:
+                    global_batch = batch.pick(dp * mb * multiple)
+                    if global_batch is None:
+                        pruned.drop("interleave_microbatches", below_sched)
                         continue
-                    for mb in c.micro_batch:
-                        plain_gb = batch.pick(dp * mb)
-                        if plain_gb is None:
-                            pruned.drop("batch_divisibility", below_mb)
-                            continue
-                        for sched, v, rules in pairs:  # chunks may be uneven: only one layer each is needed
-                            if pp < rules.min_pp or pp * v > model.layers:
-                                pruned.drop("interleave_layers", below_sched)
-                                continue
-                            global_batch = plain_gb
-                            multiple = rules.microbatch_multiple(pp)  # interleaved: micro-batches in groups of pp
-                            if multiple > 1:
-                                global_batch = batch.pick(dp * mb * multiple)
-                                if global_batch is None:
-                                    pruned.drop("interleave_microbatches", below_sched)
-                                    continue
-                            for zero in c.zero:
-                                for prec in c.precision:
-                                    grad_bytes = 2.0 if prec == "fp16" else 4.0
-                                    params = _max_stage_params(model, tp, pp, ep, v)
-                                    state = training_state_bytes(params, dp=dp * cp, zero=zero, grad_bytes=grad_bytes)
-                                    if state.total + RESERVED_BYTES_LOWER_BOUND > hbm:
-                                        pruned.drop("memory_model_state", len(c.recompute))
-                                        continue
-                                    for rc in c.recompute:
-                                        yield {"tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep,
-                                               "virtual_stages": v, "sequence_parallel": tp > 1,
-                                               "micro_batch": mb, "global_batch": global_batch,
-                                               "seq_len": seq_len, "recompute": rc, "zero": zero,
-                                               "precision": prec, "schedule": sched}
+                yield ep, mb, sched, v, global_batch
+
+
+def _train_states(model: ModelSpec, hbm: float, c: TrainChoices, shape: tuple[int, int, int, int, int],
+                  pruned: Pruned) -> Iterator[tuple[int, str]]:
+    """(zero, precision) whose model state (weights, gradients, optimizer) leaves room in HBM;
+    `shape` is (tp, pp, ep, virtual_stages, dp*cp)."""
+    tp, pp, ep, v, dp_cp = shape
+    for zero in c.zero:
+        for prec in c.precision:
+            grad_bytes = 2.0 if prec == "fp16" else 4.0
+            params = _max_stage_params(model, tp, pp, ep, v)
+            state = training_state_bytes(params, dp=dp_cp, zero=zero, grad_bytes=grad_bytes)
+            if state.total + RESERVED_BYTES_LOWER_BOUND > hbm:
+                pruned.drop("memory_model_state", len(c.recompute))
+                continue
+            yield zero, prec
 
 
 _PARAMS_CACHE: dict[tuple, float] = {}

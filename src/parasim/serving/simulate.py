@@ -29,6 +29,7 @@ from parasim.serving.reqstate import DROPPED, ReqState
 from parasim.serving.resolve import resolve_plan
 from parasim.serving.routers import ROUTERS
 from parasim.serving.schedulers import SCHEDULERS
+from parasim.serving.summary import ServingSummary
 from parasim.serving.workload import Workload, as_workload
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
@@ -263,8 +264,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     if max_concurrency is not None:  # the closed-loop client sent each request when it did
         wl = Workload(np.frombuffer(st.arrival_s, dtype=np.float64).copy(), wl.prompt_tokens, wl.output_tokens,
                       wl.prefix_id, wl.prefix_tokens)
-    summary, itl = summarize(st, wl, loop, cluster, gpus, slo_)
-    summary["unservable"] = unserved
+    summary, itl = summarize(st, wl, loop, cluster, gpus, slo_, unserved)
     return ServingResult(summary=summary, requests=request_columns(st, wl), inputs=inputs, kv=fit.kv,
                          sim_wall_s=time.perf_counter() - wall0, itl_gaps=itl)
 
@@ -278,25 +278,14 @@ def _delay_reports(st: ReqState, delay_s: float) -> None:
 
 
 def infeasible_summary(wl: Workload, gpus: int, slo: SLO) -> dict[str, Any]:
-    """The summary of a plan that cannot run: every request unserved, every metric null (the same
-    keys as a run's summary); with SLOs, attainment and goodput are 0."""
-    n = len(wl)
-    s: dict[str, Any] = {"requests": n, "completed": 0, "dropped": n, "unservable": n, "makespan_s": None,
-                         "input_tokens": 0, "output_tokens": 0, "requests_per_s": None, "input_tokens_per_s": None,
-                         "output_tokens_per_s": None, "total_tokens_per_s": None, "preemptions": 0,
-                         "output_tokens_emitted": 0}
-    for name in ("ttft", "tpot", "e2e", "queueing", "itl"):
-        s.update({f"{name}_{k}_s": None for k in ("mean", "p50", "p90", "p99")})
-    s.update(slo_summary(slo))
-    s.update({"kv_utilization_mean": None, "kv_utilization_peak": None, "peak_running": 0, "iterations": 0,
-              "gpus": gpus, "gpu_hours": None, "busy_fraction": None, "energy_j": None, "energy_j_per_token": None,
-              "cost_usd": None, "cost_usd_per_m_tokens": None, "prefix_cache_hits": 0})
-    return s
+    """The summary of a plan that cannot run (ServingSummary.infeasible), as its JSON mapping."""
+    return ServingSummary.infeasible(len(wl), gpus, slo_summary(slo)).to_dict()
 
 
 def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus: int,
-              slo: SLO) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
-    """The summary, and the pooled inter-token gaps (gap_s, count) it was computed from."""
+              slo: SLO, unservable: int = 0) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+    """The summary (a ServingSummary's mapping), and the pooled inter-token gaps (gap_s, count) it
+    was computed from."""
     cols = request_columns(st, wl)
     done = cols["completed"]
     n_done = int(done.sum())
@@ -346,4 +335,4 @@ def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus
     s["cost_usd"] = usd
     s["cost_usd_per_m_tokens"] = usd / out_tokens * 1e6 if out_tokens else None
     s["prefix_cache_hits"] = sum(i.kv.prefix_hits for i in loop.instances)
-    return s, itl
+    return ServingSummary(**s, unservable=unservable).to_dict(), itl
