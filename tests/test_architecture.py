@@ -34,20 +34,13 @@ LAYERS = {
 #: (Rank 0 - errors, units, mathx, registry - is one layer of helpers that may use each other.)
 SIDEWAYS = {("validation", "engines")}
 
-#: Import edges that close a cycle today, each left to the helper who is untangling its modules
-#: (#17). `test_no_import_cycle` ignores these; `test_known_cycle_edge_is_gone` fails (xfail) while
-#: each still closes a cycle. The lead removes an entry once its branch is merged.
-KNOWN_CYCLE_EDGES = [
-    ("parasim.search.plan_train", "parasim.search.train_reference"),  # function-level, both ways
-    ("parasim.search.train_reference", "parasim.search.plan_train"),
-]
+#: Import edges known to close a cycle (none since #17). `test_no_import_cycle` ignores these;
+#: `test_known_cycle_edge_is_gone` fails (xfail) while one still closes a cycle. Keep it empty.
+KNOWN_CYCLE_EDGES: list[tuple[str, str]] = []
 
 MAX_FUNCTION_LINES = 80
-#: Functions over the limit at this branch's base, each being split by another #17 helper.
-KNOWN_LONG = [
-    "parasim.search.plan_serve:_search",
-    "parasim.search.plan_train:_search",
-]
+#: Functions known to be over the limit (none since #17). Keep it empty.
+KNOWN_LONG: list[str] = []
 
 
 # --- reading the source ----------------------------------------------------------------------------

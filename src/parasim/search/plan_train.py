@@ -43,8 +43,8 @@ from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 from parasim.training.schedules import resolve_name
 
-PLAN_KEYS = ("tp", "pp", "dp", "cp", "ep", "virtual_stages", "sequence_parallel", "micro_batch", "global_batch",
-             "seq_len", "recompute", "zero", "precision", "schedule")
+from parasim.search import train_reference as tr
+from parasim.search.train_reference import PLAN_KEYS, parse_reference
 RECOMPUTE_ORDER = ("none", "selective", "full")
 
 
@@ -220,7 +220,6 @@ def find_reference(req: TrainSearch, model: ModelSpec, given: dict, batch: Batch
                    context: dict, prices: dict, objective, options: dict, key, *, interrupted: bool = False) -> dict:
     """The --reference plan, filled as train_reference.py documents, with its rank (or why none);
     after Ctrl-C a plan outside the ranking is not simulated."""
-    from parasim.search import train_reference as tr
 
     info = {"given": dict(given)}
     hit = next((r for r in ranked if tr.matches(r, given)), None)
@@ -270,7 +269,6 @@ def _check(req: TrainSearch) -> tuple[ModelSpec, Any, list, BatchTarget, dict | 
     batch = resolve_batch(req)
     given = None
     if req.reference:
-        from parasim.search.train_reference import parse_reference
 
         given = parse_reference(req.reference, req.gpu, req.gpus)
     return model, objective, pareto_objs, batch, given

@@ -17,6 +17,10 @@ from parasim.errors import InputError
 from parasim.search.train_batch import BatchTarget
 from parasim.specs.edge import boolean, number, positive_int, text_value
 
+#: The fields of a training plan the planner searches and ranks, in the order its table shows them.
+PLAN_KEYS = ("tp", "pp", "dp", "cp", "ep", "virtual_stages", "sequence_parallel", "micro_batch", "global_batch",
+             "seq_len", "recompute", "zero", "precision", "schedule")
+
 #: fields a reference may give (seq_len is the search's)
 REFERENCE_KEYS = ("tp", "pp", "dp", "cp", "ep", "virtual_stages", "sequence_parallel", "micro_batch", "global_batch",
                   "recompute", "zero", "precision", "schedule", "gpu", "gpus")
@@ -74,7 +78,6 @@ def matches(row: dict[str, Any], given: dict[str, Any]) -> bool:
 def default_item(model, given: dict[str, Any], batch: BatchTarget, gpu: str, gpus: int) -> tuple[dict | None, str]:
     """The given fields filled with `parasim train`'s defaults and the search's batch rule;
     (None, reason) when no global batch within the tolerance suits its layout."""
-    from parasim.search.plan_train import PLAN_KEYS
     from parasim.training.defaults import resolve_plan
     from parasim.training.schedules import get_schedule
 
