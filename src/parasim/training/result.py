@@ -59,37 +59,44 @@ class TrainingResult:
     def tokens_per_s_per_gpu(self) -> float:
         return self.tokens_per_s / self.gpus
 
+    def _tflops_per_gpu(self, flops_per_token: float) -> float:
+        return flops_per_token * self.tokens_per_s_per_gpu / 1e12
+
+    def _utilization(self, flops_per_token: float) -> float:
+        """Achieved FLOP/s per GPU over the part's peak, for one way of counting the FLOPs."""
+        return self._tflops_per_gpu(flops_per_token) * 1e12 / self.peak_flops_per_s
+
     @property
     def model_tflops_per_gpu(self) -> float:
-        return self.model_flops_per_token * self.tokens_per_s_per_gpu / 1e12
+        return self._tflops_per_gpu(self.model_flops_per_token)
 
     @property
     def hardware_tflops_per_gpu(self) -> float:
-        return self.hardware_flops_per_token * self.tokens_per_s_per_gpu / 1e12
+        return self._tflops_per_gpu(self.hardware_flops_per_token)
 
     @property
     def megatron_model_tflops_per_gpu(self) -> float:
-        return self.megatron_model_flops_per_token * self.tokens_per_s_per_gpu / 1e12
+        return self._tflops_per_gpu(self.megatron_model_flops_per_token)
 
     @property
     def megatron_hardware_tflops_per_gpu(self) -> float:
-        return self.megatron_hardware_flops_per_token * self.tokens_per_s_per_gpu / 1e12
+        return self._tflops_per_gpu(self.megatron_hardware_flops_per_token)
 
     @property
     def mfu(self) -> float:
-        return self.model_tflops_per_gpu * 1e12 / self.peak_flops_per_s
+        return self._utilization(self.model_flops_per_token)
 
     @property
     def hfu(self) -> float:
-        return self.hardware_tflops_per_gpu * 1e12 / self.peak_flops_per_s
+        return self._utilization(self.hardware_flops_per_token)
 
     @property
     def megatron_mfu(self) -> float:
-        return self.megatron_model_tflops_per_gpu * 1e12 / self.peak_flops_per_s
+        return self._utilization(self.megatron_model_flops_per_token)
 
     @property
     def megatron_hfu(self) -> float:
-        return self.megatron_hardware_tflops_per_gpu * 1e12 / self.peak_flops_per_s
+        return self._utilization(self.megatron_hardware_flops_per_token)
 
     def to_dict(self) -> dict[str, Any]:
         return {
