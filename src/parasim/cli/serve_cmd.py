@@ -8,7 +8,9 @@ is still printed, with why, and exits 1; a plan that runs but misses its SLOs is
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,9 +25,15 @@ from parasim.report.tables import dumps
 from parasim.specs import edge
 from parasim.specs.catalog import cluster_for, get_accelerator, get_model
 
-PLAN_KEYS = ("tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "block_size", "weights", "kv_dtype",
-             "prefix_cache", "router", "gpu_memory_utilization", "kv_reservation", "iteration_overhead_s",
-             "eager_prefill_layer_s", "output_delay_s", "act_quant", "custom_allreduce", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp", "ep", "cuda_graph_max_batch")
+@cache
+def plan_keys() -> tuple[str, ...]:
+    """The plan's config keys: ServingPlan's fields, declared there once (imported on use, so that
+    `parasim --help` does not load the simulator)."""
+    from parasim.serving.plan import ServingPlan
+
+    return tuple(f.name for f in dataclasses.fields(ServingPlan))
+
+
 WORKLOAD_KEYS = ("trace", "trace_columns", "rate", "requests", "seed", "arrival", "cv", "prompt_tokens", "output_tokens",
                  "prompt_dist", "output_dist", "burst", "length_dist", "length_sigma", "max_concurrency")
 SLO_KEYS = ("slo_ttft", "slo_tpot", "slo_itl", "slo_e2e", "itl_percentile", "attainment", "max_queueing_p50")
@@ -35,15 +43,15 @@ PATH_KEYS = ("trace", "prompt_dist", "output_dist", "requests_out", "json_out", 
 DEFAULTS: dict[str, Any] = {"requests": 1000, "seed": 0, "arrival": "poisson", "cv": 1.0, "prompt_tokens": 512,
                             "output_tokens": 128, "burst": False, "capacity": False, "attainment": 0.9,
                             "length_dist": "fixed"}  # length_sigma: serving.workload.LENGTH_SIGMA
-ALL_KEYS = PLAN_KEYS + WORKLOAD_KEYS + OTHER_KEYS
 
 
 def load_config(path: Path) -> dict[str, Any]:
     data = read_mapping(path)
     out: dict[str, Any] = {}
     for key, v in data.items():
-        if key not in ALL_KEYS:
-            raise InputError(f"{path.name}:{key}", f"unknown key; allowed: {', '.join(sorted(ALL_KEYS))}")
+        all_keys = plan_keys() + WORKLOAD_KEYS + OTHER_KEYS
+        if key not in all_keys:
+            raise InputError(f"{path.name}:{key}", f"unknown key; allowed: {', '.join(sorted(all_keys))}")
         v = limits.value_of(limits.SERVE[key], f"{path.name}:{key}", v) if v is not None else None
         if key in PATH_KEYS and isinstance(v, str) and v and not (key == "model" and not _model_path(path, v)):
             p = Path(v)
@@ -71,7 +79,7 @@ def build(opts: dict[str, Any]):
         raise InputError("gpu", "required (an accelerator id, see `parasim gpus`)")
     model = get_model(str(opts["model"]))
     acc = get_accelerator(str(opts["gpu"]))
-    plan = ServingPlan.from_mapping({k: opts[k] for k in PLAN_KEYS if opts.get(k) is not None})
+    plan = ServingPlan.from_mapping({k: opts[k] for k in plan_keys() if opts.get(k) is not None})
     gpus = opts["gpus"] if opts.get("gpus") is not None else plan.gpus()
     if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
         raise InputError("gpus", f"must be a positive integer, got {gpus!r}")
@@ -126,7 +134,7 @@ def _engine_plan(opts: dict[str, Any], model, acc, wl):
     from parasim.engines.apply import engine_defaults
     from parasim.serving.plan import ServingPlan
 
-    given = {k: opts[k] for k in PLAN_KEYS if opts.get(k) is not None}
+    given = {k: opts[k] for k in plan_keys() if opts.get(k) is not None}
     software, fields, choices = engine_defaults(str(opts["engine"]), model, acc, given, wl)
     opts["engine_defaults"] = {"engine": software, "defaults": fields, "choices": [str(c) for c in choices]}
     return ServingPlan.from_mapping(fields | given)
