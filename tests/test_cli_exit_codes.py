@@ -234,3 +234,15 @@ def test_pool_workers_are_forked_with_sigint_blocked():
     r = subprocess.run([sys.executable, "-c", PROLOGUE + code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "BB"
+
+
+def test_an_error_quoting_control_characters_back_is_still_one_line(capsys):
+    """A value with a newline or a terminal escape in it must not split or colour the message."""
+    import pytest
+
+    from parasim.cli.main import fail
+
+    with pytest.raises(SystemExit) as e:
+        fail("model: unknown model 'a\nb\x1b[31m'")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "\x1b" not in err and "a\\nb\\x1b[31m" in err

@@ -57,7 +57,10 @@ EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    sys.stderr.write(f"parasim: error: {message}\n")
+    """One line on stderr, whatever a message quotes back from the input: a newline, a terminal
+    escape or a NUL inside a quoted value is written escaped (\\n, \\x1b, \\x00)."""
+    one_line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+    sys.stderr.write(f"parasim: error: {one_line}\n")
     raise SystemExit(code)
 
 
