@@ -19,7 +19,7 @@ from parasim.specs import edge
 
 #: kind of size -> largest accepted value (each can be raised with its environment variable)
 LIMITS = {"layers": 10_000, "count": 1_000_000, "width": 10_000_000, "context": 1_000_000_000}
-#: kind of size -> the environment variable that overrides its limit (docs/model-configs.md)
+#: kind of size -> the environment variable that overrides its limit (docs/limits.md)
 ENV = {"layers": "PARASIM_MAX_LAYERS", "count": "PARASIM_MAX_MODEL_COUNT", "width": "PARASIM_MAX_MODEL_DIM",
        "context": "PARASIM_MAX_CONTEXT"}
 

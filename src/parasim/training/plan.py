@@ -100,8 +100,9 @@ class TrainingPlan:
 
     # --- one validator for everything ---------------------------------------------------------------
     def check(self, model: ModelSpec, gpus: int | None = None) -> TrainingPlan:
-        if self.seq_len > model_limits.limit("context"):
-            raise InputError("seq-len", f"must be at most {model_limits.limit('context'):,} tokens, got "
+        longest = model_limits.limit("context")
+        if self.seq_len > longest:
+            raise InputError("seq-len", f"must be at most {longest:,} tokens, got "
                                         f"{self.seq_len:,}; set {model_limits.ENV['context']} to raise the bound")
         most = model_limits.env_limit("PARASIM_MAX_MICRO_BATCHES", MAX_MICRO_BATCHES)
         if self.global_batch > most * self.dp * self.micro_batch:
