@@ -115,3 +115,38 @@ def test_eager_host_wait_is_what_the_host_adds():
     gpu = sum(b[k] for k in PARTS if k not in ("overhead", "eager_host_wait"))
     assert b["eager_host_wait"] == pytest.approx(LLAMA.layers * 1e-3 - gpu, rel=1e-9)
     assert b["total"] == pytest.approx(LLAMA.layers * 1e-3 + 2e-3, rel=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(hst.floats(1e3, 2e8), hst.floats(1e3, 2e8), hst.sampled_from([2, 4, 8]), hst.booleans())
+def test_tp_all_reduce_is_monotone_in_size_across_the_custom_kernel_limit(a, b, tp, custom):
+    """The custom P2P kernel below its size limit, NCCL above: a larger buffer never reduces faster."""
+    ic = cost(tp=tp, gpus=tp, custom_allreduce=custom)
+    lo, hi = sorted((a, b))
+    assert ic.tp_allreduce_s(lo) <= ic.tp_allreduce_s(hi)
+
+
+@settings(max_examples=40, deadline=None)
+@given(hst.integers(1, 1500), hst.integers(1, 600), hst.integers(16, 4000), hst.sampled_from([1, 2, 4]))
+def test_more_tokens_never_make_an_iteration_cheaper(seqs, more, ctx_each, tp):
+    """Decode batches of the same per-sequence context: adding sequences never shortens the
+    iteration (wave and tile quantisation included: waves only grow with rows)."""
+    ic = cost(tp=tp, gpus=tp)
+    small = ic.time_s(seqs, 0.0, 0.0, seqs, float(seqs * ctx_each), seqs)
+    big = ic.time_s(seqs + more, 0.0, 0.0, seqs + more, float((seqs + more) * ctx_each), seqs + more)
+    assert small <= big * (1 + 1e-12)
+    # a prefill chunk likewise
+    assert ic.prefill_alone_s(seqs) <= ic.prefill_alone_s(seqs + more) * (1 + 1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(hst.integers(1, 2000), hst.integers(0, 4000), hst.floats(1.0, 4.0))
+def test_more_bandwidth_is_never_slower(tokens, ctx_each, factor):
+    """Scaling HBM and link bandwidth up never lengthens an iteration."""
+    fast = H100.with_(hbm_bw_bytes_per_s=H100.hbm_bw_bytes_per_s * factor,
+                      link_bw_bytes_per_s=H100.link_bw_bytes_per_s * factor)
+    args = dict(tp=2, pp=1, weights="bf16", kv_dtype="bf16", act_dtype="bf16", overhead_s=2e-3)
+    slow_ic = IterationCost(LLAMA, ClusterSpec(accelerator=H100, gpus=2), **args)
+    fast_ic = IterationCost(LLAMA, ClusterSpec(accelerator=fast, gpus=2), **args)
+    batch = (tokens, 0.0, 0.0, tokens, float(tokens * ctx_each), tokens)
+    assert fast_ic.time_s(*batch) <= slow_ic.time_s(*batch) * (1 + 1e-12)

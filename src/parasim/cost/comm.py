@@ -96,6 +96,23 @@ def collective_time_s(kind: str, size_bytes: float, group: Group, cluster: Clust
     return _ring(kind, size_bytes, g, nv_bw, a_in) + _ring(kind, size_bytes / g, m, nic_bw, a_out)
 
 
+def p2p_all_reduce_s(size_bytes: float, n: int, cluster: ClusterSpec) -> float:
+    """A serving engine's custom all-reduce inside one NVLink domain (vLLM's custom_all_reduce,
+    TensorRT-LLM's AllReduce plugin): every rank reads its peers' registered buffers directly.
+    One-shot reads all n-1 peers' whole buffers (one latency, (n-1) x size over the links); two-shot
+    reduce-scatters then all-gathers by P2P (two latencies, 2 (n-1)/n x size). The kernels pick
+    one-shot for small buffers and two-shot for larger ones at the crossing of these two costs
+    (vLLM switches at 256-512 KiB on 4-8 GPUs), so the faster of the two is taken."""
+    if n <= 1 or size_bytes <= 0:
+        return 0.0
+    acc = cluster.accelerator
+    bw = acc.link_bw_bytes_per_s * acc.efficiency.nvlink_busbw
+    a = acc.efficiency.nvlink_latency_s
+    one = a + (n - 1) * size_bytes / bw
+    two = 2 * a + 2 * (n - 1) / n * size_bytes / bw
+    return min(one, two)
+
+
 @dataclass(frozen=True)
 class KVLink:
     """The path a disaggregated plan's KV cache takes from a prefill instance to a decode one."""

@@ -13,7 +13,7 @@ the p2p hand-offs); the stages work on other micro-batches meanwhile (see engine
 
 from __future__ import annotations
 
-from parasim.cost.comm import Group, collective_time_s
+from parasim.cost.comm import Group, collective_time_s, p2p_all_reduce_s
 from parasim.cost.dtypes import attention_dtype
 from parasim.cost.layer import EdgeCost, LayerCost, Sharding
 from parasim.serving.plan import ACT_QUANT, ACT_QUANT_INPUTS_PER_LAYER, ServingPlan
@@ -91,9 +91,8 @@ class IterationCost:
 
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to
-        CUSTOM_ALLREDUCE_MAX_BYTES, a custom one-shot (read every peer's buffer: one latency,
-        (n-1) x size over the links) or two-shot (reduce-scatter + all-gather by P2P: two latencies,
-        2 (n-1)/n x size) kernel, whichever is faster; NCCL otherwise, and always when the plan
+        CUSTOM_ALLREDUCE_MAX_BYTES, the engine's custom one-shot or two-shot P2P kernel
+        (`cost.comm.p2p_all_reduce_s`) unless NCCL is faster; NCCL otherwise, and always when the plan
         turns the custom kernel off (vLLM `--disable-custom-all-reduce`) or the GPUs reach each
         other over PCIe only: TensorRT-LLM's AUTO strategy picks NCCL when the peers lack NVLink
         (AllreducePlugin::selectImplementation; the PyTorch backend's allreduceOp falls back to
@@ -107,11 +106,7 @@ class IterationCost:
         if (not self.custom_allreduce or acc.scale_up == "pcie" or l.tp_group.per_node < n
                 or size > CUSTOM_ALLREDUCE_MAX_BYTES):
             return nccl
-        bw = acc.link_bw_bytes_per_s * acc.efficiency.nvlink_busbw
-        a = acc.efficiency.nvlink_latency_s
-        one = a + (n - 1) * size / bw
-        two = 2 * a + 2 * (n - 1) / n * size / bw
-        return min(one, two, nccl)
+        return min(p2p_all_reduce_s(size, n, self.cluster), nccl)
 
     def act_quant_s(self, tokens: int, moe: bool) -> float:
         """One layer's separate activation-quantization kernels: each quantized GEMM input is read
