@@ -18,13 +18,15 @@ attention backward does 2.5x the forward's matmul FLOPs (five matmuls instead of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.quant import MARLIN_TILE_M, gemm_dtype, is_weight_only
-from parasim.cost.roofline import attention_time_s, gemm_flops_bytes, gemm_roofline_s, gemm_time_s, memory_time_s
+from parasim.cost.roofline import (attention_time_s, gemm_flops_bytes, gemm_roofline_s, gemm_time_s, grouped_fill,
+                                    memory_time_s)
+from parasim.cost.routing import busiest_rank_factor, expected_tiles
 from parasim.errors import InputError
 from parasim.mathx import cdiv
 from parasim.specs.cluster import ClusterSpec
@@ -58,11 +60,13 @@ class Op:
     dtype: str = "bf16"
     kernels: int = 1
     tile_m: int = 0  # GEMM tile height when the kernel has its own (weight-only Marlin); 0 = the part's
+    fill: float = 0.0  # real / padded tile rows when known (grouped expert GEMMs); 0 = from m, n
 
 
 def op_time_s(op: Op, acc) -> float:
     if op.kind == "gemm":
-        return gemm_roofline_s(op.m, op.flops, op.bytes, acc, compute_dtype=op.dtype, n=op.n, k=op.k, tile_m=op.tile_m)
+        return gemm_roofline_s(op.m, op.flops, op.bytes, acc, compute_dtype=op.dtype, n=op.n, k=op.k, tile_m=op.tile_m,
+                               fill=op.fill)
     if op.kind == "attention":
         return attention_time_s(op.flops, op.bytes, acc, dtype=op.dtype)
     return memory_time_s(op.bytes, acc, kernels=op.kernels)
@@ -165,17 +169,28 @@ class LayerCost:
         return [self._gemm(f"{name}_up", t, m.hidden, up), self._gemm(f"{name}_down", t, width // split, m.hidden)]
 
     def _moe_ops(self, t: float) -> list[Op]:
-        """Router, routed experts (only the experts the batch touches read their weights), shared."""
+        """Router, routed experts (only the experts the batch touches read their weights), shared.
+
+        The expert GEMMs run on the busiest EP rank (the others wait for it at the combine), and
+        their rows are padded to whole tiles per expert as the routing spreads them (cost.routing)."""
         m, s = self.model, self.s
-        routed_tokens = t * s.moe_token_sets * m.experts_per_token  # token-expert pairs in the EP group
-        touched = m.experts * (1.0 - (1.0 - m.experts_per_token / m.experts) ** (t * s.moe_token_sets))
+        group_tokens = t * s.moe_token_sets  # tokens whose routing meets in the EP group
+        p = m.experts_per_token / m.experts
+        touched = m.experts * (1.0 - (1.0 - p) ** group_tokens)
         local_touched = max(touched / s.ep, 1e-9)
-        per_expert = routed_tokens / s.ep / local_touched
+        busiest = busiest_rank_factor(group_tokens, m.experts_per_token, m.experts, s.ep)
+        per_expert = group_tokens * m.experts_per_token * busiest / s.ep / local_touched  # rows per touched expert
+        tile = self._wo_tile or self.acc.efficiency.gemm_tile_m
+        mean = group_tokens * p * busiest  # rows per expert, untouched ones included
+        tiles = expected_tiles(group_tokens, p, tile, mean)
+        local = m.experts / s.ep
         up = (m.mlp_matrices - 1) * m.moe_ffn_hidden // self.etp
         down_k = m.moe_ffn_hidden // self.etp
         ops = [self._gemm("router", t, m.hidden, m.experts, dtype="bf16", weight_bytes=self.ab),
-               self._gemm("experts_up", per_expert, m.hidden, up, local_touched),
-               self._gemm("experts_down", per_expert, down_k, m.hidden, local_touched)]
+               replace(self._gemm("experts_up", per_expert, m.hidden, up, local_touched),
+                       fill=grouped_fill(mean, tiles, local, up, self.acc, tile)),
+               replace(self._gemm("experts_down", per_expert, down_k, m.hidden, local_touched),
+                       fill=grouped_fill(mean, tiles, local, m.hidden, self.acc, tile))]
         if m.shared_experts:
             ops += self._mlp_ops("shared_expert", t, m.shared_experts * m.moe_ffn_hidden, s.tp)
         return ops

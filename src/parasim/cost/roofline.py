@@ -12,6 +12,8 @@ efficiencies are measured on large square GEMMs whose waves are (almost) all ful
 
 from __future__ import annotations
 
+import math
+
 from parasim.cost.dtypes import attention_dtype
 from parasim.mathx import cdiv
 from parasim.specs.accelerator import AcceleratorSpec
@@ -45,6 +47,26 @@ def wave_fill(m: float, n: float, acc: AcceleratorSpec, tile_m: int = 0) -> floa
     return m * n / (waves * e.sms * tm * e.gemm_tile_n)
 
 
+def grouped_fill(mean_rows: float, tiles_per_group: float, groups: float, n: float, acc: AcceleratorSpec,
+                 tile_m: int = 0) -> float:
+    """Fraction of the SM-slots a grouped GEMM keeps busy: `groups` GEMMs (experts) of `mean_rows`
+    real rows each, padded to `tiles_per_group` row tiles on average, all launched together so that
+    every group's output tiles share the waves (a fused-MoE / grouped-GEMM kernel). With fewer tiles
+    than SMs, or no SM count, only the row padding is charged."""
+    tm = tile_m or acc.efficiency.gemm_tile_m
+    if mean_rows <= 0 or tiles_per_group <= 0:
+        return 1.0
+    pad = min(1.0, mean_rows / (tiles_per_group * tm))
+    e = acc.efficiency
+    if n <= 0 or e.sms <= 0:
+        return pad
+    tiles = groups * tiles_per_group * cdiv(n, e.gemm_tile_n)
+    if tiles < e.sms:
+        return pad
+    waves = cdiv(math.ceil(tiles - 1e-9), e.sms)
+    return min(1.0, groups * mean_rows * n / (waves * e.sms * tm * e.gemm_tile_n))
+
+
 def gemm_flops_bytes(m: float, k: float, n: float, *, weight_bytes: float, act_bytes: float,
                      count: float = 1.0) -> tuple[float, float]:
     """FLOPs and HBM bytes of `count` (m x k) @ (k x n) GEMMs: weights read once, input read,
@@ -53,13 +75,15 @@ def gemm_flops_bytes(m: float, k: float, n: float, *, weight_bytes: float, act_b
 
 
 def gemm_roofline_s(m: float, flops: float, bytes_moved: float, acc: AcceleratorSpec, *, compute_dtype: str,
-                    n: float = 0.0, k: float = 0.0, tile_m: int = 0) -> float:
+                    n: float = 0.0, k: float = 0.0, tile_m: int = 0, fill: float = 0.0) -> float:
     """`n` (output columns), when given, adds wave quantisation over the part's SMs; `k` (reduction
     depth), when given, the per-tile prologue/epilogue share (AcceleratorSpec.gemm_efficiency);
-    `tile_m`, the kernel's own tile height (0 = the part's `gemm_tile_m`)."""
+    `tile_m`, the kernel's own tile height (0 = the part's `gemm_tile_m`); `fill`, when given, the
+    share of the padded tile rows that are real (a grouped GEMM's, from its routing: cost.routing)
+    in place of wave_fill."""
     if m <= 0 or flops <= 0:
         return 0.0
-    eff = acc.gemm_efficiency(compute_dtype, k) * wave_fill(m, n, acc, tile_m)
+    eff = acc.gemm_efficiency(compute_dtype, k) * (fill if fill > 0 else wave_fill(m, n, acc, tile_m))
     t = max(flops / (acc.peak(compute_dtype) * eff), bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory))
     return t + acc.efficiency.kernel_overhead_s
 

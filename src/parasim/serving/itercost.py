@@ -41,7 +41,7 @@ class IterationCost:
                  ep: int = 1) -> None:
         self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
         # ep > 1: this replica's batch meets ep - 1 others' in the MoE all-to-all (DP attention), so
-        # the local experts see ep batches' tokens (the replicas are taken as equally loaded)
+        # the local experts see ep batches' tokens (equal batches; cost.routing charges the busiest rank)
         sharding = Sharding(tp=tp, ep=ep, moe_token_sets=ep) if ep > 1 else Sharding(tp=tp)
         self.layer = LayerCost(model, cluster, sharding, weight_dtype=weights, act_dtype=act_dtype,
                                kv_dtype=kv_dtype)

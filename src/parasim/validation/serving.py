@@ -89,7 +89,8 @@ def _dp_attention(case: Case, profile: type[EngineProfile], ctx: EngineContext) 
         return
     kw.update(tp=1, replicas=kw["replicas"] * dp, ep=dp)
     ctx.choose(f"data-parallel attention over {dp} ranks (one GPU each, own batch and KV cache), routed experts "
-               f"spread over the {dp} ranks (ep={dp}); the ranks are taken as equally loaded", "ep", dp)
+               f"spread over the {dp} ranks (ep={dp}); the ranks' batches are taken as equal (the expert GEMMs "
+               "run at the busiest rank's routed load)", "ep", dp)
 
 
 #: a client concurrency limit in the source: `--max-concurrency N` (vllm bench serve, sglang.bench_serving and
