@@ -326,6 +326,38 @@ def test_vllm_defaults_by_release_gpu_and_use(software, source, gpu, expected):
         assert s.eager_prefill_layer_s is None and s.output_delay_s == 0
 
 
+@pytest.mark.parametrize("software,kernel", [("vllm 0.5.4", "flash2"), ("vLLM 0.6.0", "flash2"),
+                                             ("vllm 0.7.3", "flash"), ("vllm 0.10.1", "flash"), ("vllm", "flash")])
+def test_vllm_prefill_attention_kernel_by_release(software, kernel):
+    """FlashAttention 3 reached vLLM in 0.7 (PR #12093); before, FlashAttention-2 everywhere."""
+    from parasim.engines.vllm import vllm_setup
+    from parasim.specs.catalog import get_accelerator
+
+    assert vllm_setup(software, "", get_accelerator("h100-sxm"), tp=1).attention == kernel
+
+
+def test_fa2_prefill_attention_is_the_catalog_ratio_slower_on_hopper_only():
+    """A long prefill's attention part under flash2 is flash's / attention_fa2_ratio where that
+    compute term sets it (H100: FA2 at 0.52 of FA3), and the same on an A100 (FA2 is its kernel)."""
+    from parasim.serving.itercost import IterationCost
+    from parasim.specs.catalog import get_accelerator, get_model
+    from parasim.specs.cluster import ClusterSpec
+
+    m = get_model("llama-3-8b")
+    c = 8192
+    pairs = c * (c + 1) / 2
+    for gpu in ("h100-sxm", "a100-sxm-80gb"):
+        acc = get_accelerator(gpu)
+        kw = dict(tp=1, pp=1, weights="bf16", kv_dtype="bf16", act_dtype="bf16", overhead_s=0.0)
+        fa3 = IterationCost(m, ClusterSpec(accelerator=acc, gpus=1), **kw).breakdown(c, pairs, 0, 0, 0, 1)
+        fa2 = IterationCost(m, ClusterSpec(accelerator=acc, gpus=1), attention="flash2", **kw).breakdown(
+            c, pairs, 0, 0, 0, 1)
+        ko = m.layers * acc.efficiency.kernel_overhead_s
+        ratio = acc.efficiency.attention_fa2_ratio
+        assert fa2["attn_prefill"] - ko == pytest.approx((fa3["attn_prefill"] - ko) / ratio, rel=1e-9)
+        assert fa2["mlp"] == fa3["mlp"]
+
+
 def test_vllm_v1_case_plan_uses_chunked_prefill_budget():
     from parasim.specs.validation_case import parse_case
 

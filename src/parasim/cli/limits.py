@@ -73,7 +73,7 @@ SERVE: dict[str, Rule] = {
     "block_size": I("tokens"), "weights": TEXT, "kv_dtype": TEXT, "prefix_cache": BOOL, "router": TEXT,
     "gpu_memory_utilization": F(0.0, 1.0), "kv_reservation": TEXT, "iteration_overhead_s": OVERHEAD_S,
     "eager_prefill_layer_s": OVERHEAD_S, "output_delay_s": OVERHEAD_S, "act_quant": TEXT,
-    "custom_allreduce": BOOL, "cuda_graph_max_batch": I("batch"),
+    "custom_allreduce": BOOL, "cuda_graph_max_batch": I("batch"), "attention": TEXT,
     "prefill_gpus": I("replicas"), "prefill_tp": I("gpus"), "decode_gpus": I("replicas"), "decode_tp": I("gpus"),
     "trace": PATH, "trace_columns": Rule("columns"), "rate": RATE, "requests": I("requests"), "seed": SEED,
     "arrival": TEXT, "cv": F(0.0, 100.0), "prompt_tokens": I("tokens"), "output_tokens": I("tokens"),

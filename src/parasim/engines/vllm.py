@@ -58,6 +58,14 @@ class VllmSetup:
     act_quant: str = "fused"  # plan.ACT_QUANT
     custom_allreduce: bool = True
     chunked: bool = False  # V0 with --enable-chunked-prefill
+    attention: str = "flash"  # serving.plan.SERVING_ATTENTION: the prefill attention kernel
+
+
+#: FlashAttention 3 reached vLLM in 0.7 (vllm-project/vllm PR #12093, "[Kernel] Flash Attention 3
+#: Support", merged January 2025; issue #12429: "Flash Attention 3 is now supported in vLLM for
+#: Hopper GPUs (SM 9.0)", the default there); earlier releases run FlashAttention-2 (vllm-flash-attn
+#: 2.x) on every GPU, which on Hopper is the catalog's `attention_fa2_ratio` of the FA3 rate.
+VLLM_FA3_RELEASE = (0, 7)
 
 
 def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, weights: str = "bf16") -> VllmSetup:
@@ -76,6 +84,10 @@ def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, wei
                                    else "a pre-quantized checkpoint's input scales") + ")")
         eager = eager_layer_dispatch_s(tp, act_quant, custom_ar)
         chunked = bool(_CHUNKED_PREFILL.search(text))
+        attention = "flash2" if rel < VLLM_FA3_RELEASE else "flash"
+        if attention == "flash2":
+            flags += ("; prefill attention by FlashAttention-2 (vllm-flash-attn 2.x; FA3 came to vLLM in 0.7): "
+                      "on Hopper the catalog's FA2-generation rate")
         policy = (f"--enable-chunked-prefill in the source: decodes first, then prompt chunks, "
                   f"max_num_seqs {V0_MAX_NUM_SEQS}, max_num_batched_tokens {V0_CHUNKED_BATCHED_TOKENS}" if chunked else
                   f"prefill-prioritised, no chunked prefill, max_num_seqs {V0_MAX_NUM_SEQS}, "
@@ -86,7 +98,7 @@ def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, wei
                          f"eagerly (CUDA graphs only for decode): at least {eager * 1e3:.2f} ms of host dispatch per layer"
                          + (f"; async output processing (default since 0.6.0): tokens reported "
                             f"{delay * 1e3:.1f} ms after their iteration, inside the next one" if delay else "") + flags,
-                         act_quant, custom_ar, chunked)
+                         act_quant, custom_ar, chunked, attention)
     offline = bool(_OFFLINE.search(source + " " + software))
     large = acc.hbm_bytes >= 70 * GIB and not (rel is not None and rel >= (0, 9) and acc.id.startswith("a100"))
     if large:
@@ -136,7 +148,7 @@ class VllmProfile(EngineProfile):
                   gpu_memory_utilization=util, iteration_overhead_s=ITERATION_OVERHEAD_S["vllm"],
                   eager_prefill_layer_s=setup.eager_prefill_layer_s, output_delay_s=setup.output_delay_s,
                   token_budget=setup.token_budget, act_quant=setup.act_quant, custom_allreduce=setup.custom_allreduce,
-                  max_batch=ctx.stated.get("max_batch") or setup.max_batch)
+                  max_batch=ctx.stated.get("max_batch") or setup.max_batch, attention=setup.attention)
         ctx.choose(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"
                    + ("" if m else " (default; not in the source)"), "gpu_memory_utilization", util)
         if setup.engine == "v0" and not setup.chunked:

@@ -38,7 +38,7 @@ class IterationCost:
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
                  act_dtype: str, overhead_s: float, eager_prefill_layer_s: float = 0.0,
                  act_quant: str = "fused", custom_allreduce: bool = True, cuda_graph_max_batch: int | None = None,
-                 ep: int = 1) -> None:
+                 ep: int = 1, attention: str = "flash") -> None:
         self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
         # ep > 1: this replica's batch meets ep - 1 others' in the MoE all-to-all (DP attention), so
         # the local experts see ep batches' tokens (equal batches; cost.routing charges the busiest rank)
@@ -71,7 +71,9 @@ class IterationCost:
         dt = attention_dtype(l.adt)
         inv_flops = 1.0 / (acc.peak(dt) * acc.efficiency.attention)
         inv_bw = 1.0 / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory)
-        self._pf = l.prefill_flops_per_pair * inv_flops
+        # prefill by a FlashAttention-2-generation kernel runs at attention_fa2_ratio of the catalog's rate
+        fa2 = acc.efficiency.attention_fa2_ratio if attention == "flash2" else 1.0
+        self._pf = l.prefill_flops_per_pair * inv_flops / fa2
         self._pq = l.qkvo_act_per_token * inv_bw
         self._pk = l.kv_bytes_per_token * inv_bw
         self._df = l.decode_flops_per_ctx * inv_flops
@@ -87,7 +89,7 @@ class IterationCost:
                    kv_dtype=plan.kv, act_dtype=plan.act_dtype, overhead_s=plan.overhead_s,
                    eager_prefill_layer_s=plan.eager_prefill_layer_s or 0.0, act_quant=plan.act_quant,
                    custom_allreduce=plan.custom_allreduce, cuda_graph_max_batch=plan.cuda_graph_max_batch,
-                   ep=plan.ep)
+                   ep=plan.ep, attention=plan.attention)
 
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to

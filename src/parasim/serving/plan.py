@@ -39,6 +39,9 @@ ACT_QUANT_INPUTS_PER_LAYER = 4
 #: plan fields that only the disaggregated scheduler reads
 DISAGG_FIELDS = ("prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
 KV_RESERVATION = ("incremental", "full")
+#: prefill attention kernels: the catalog's best fused kernel (`efficiency.attention`: FA3 on Hopper)
+#: or a FlashAttention-2-generation one (`efficiency.attention_fa2_ratio` of its rate)
+SERVING_ATTENTION = ("flash", "flash2")
 
 
 #: ServingPlan field -> its kind, checked first by `_check_field` (a trailing ? allows null)
@@ -46,7 +49,7 @@ _FIELD_KINDS = {
     **dict.fromkeys(("tp", "pp", "replicas", "block_size", "ep"), "count"),
     **dict.fromkeys(("token_budget", "max_batch", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp",
                      "cuda_graph_max_batch"), "count?"),
-    **dict.fromkeys(("scheduler", "router", "kv_reservation", "act_quant"), "text"),
+    **dict.fromkeys(("scheduler", "router", "kv_reservation", "act_quant", "attention"), "text"),
     **dict.fromkeys(("weights", "kv_dtype"), "text?"),
     "custom_allreduce": "bool", "prefix_cache": "bool?", "gpu_memory_utilization": "share",
     "output_delay_s": "seconds", "iteration_overhead_s": "seconds?", "eager_prefill_layer_s": "seconds?",
@@ -99,6 +102,7 @@ class ServingPlan:
     output_delay_s: float = 0.0  # iteration end -> its tokens reported (vLLM >= 0.6 async output processing)
     act_quant: str = "fused"  # fp8/int8 weights: how activations are quantized before a GEMM (ACT_QUANT)
     custom_allreduce: bool = True  # TP all-reduce by the engine's one/two-shot kernel where it applies; off: NCCL
+    attention: str = "flash"  # prefill attention kernel: flash (the catalog's best) | flash2 (FA2-generation)
     prefill_gpus: int | None = None  # disagg: GPUs of the prefill pool (None = half)
     prefill_tp: int | None = None  # disagg: TP inside the prefill pool (None = tp)
     decode_gpus: int | None = None  # disagg: GPUs of the decode pool (None = the rest)
@@ -120,6 +124,8 @@ class ServingPlan:
             raise InputError("kv_reservation", f"'{self.kv_reservation}' is not one of {', '.join(KV_RESERVATION)}")
         if self.act_quant not in ACT_QUANT:
             raise InputError("act_quant", f"unknown mode '{self.act_quant}'; allowed: {', '.join(ACT_QUANT)}")
+        if self.attention not in SERVING_ATTENTION:
+            raise InputError("attention", f"'{self.attention}' is not one of {', '.join(SERVING_ATTENTION)}")
         if not self.output_delay_s >= 0:
             raise InputError("output_delay_s", f"must be >= 0, got {self.output_delay_s}")
         if self.prefix_cache is not None and not isinstance(self.prefix_cache, bool):
