@@ -81,11 +81,12 @@ def _summary(args):
 def test_serve_engine_equals_the_explicit_flags():
     """vLLM 0.6.0 on one H100 serving Llama-3-8B (context 8192): V0 prefill-first, 256 sequences,
     budget max(8192, 2048), 16-token blocks, utilization 0.9, 1.5 ms iteration overhead, async output
-    1.5 ms late, eager prefill 10 kernels x 26 us per layer (docs/serving.md)."""
+    1.5 ms late, eager prefill 10 kernels x 26 us per layer, FlashAttention-2 prefill (docs/serving.md)."""
     eng, s_eng = _summary([*SERVE, "--engine", "vllm==0.6.0"])
     explicit = ["--scheduler", "vllm", "--max-batch", "256", "--token-budget", "8192", "--block-size", "16",
                 "--gpu-memory-utilization", "0.9", "--iteration-overhead-s", "0.0015",
-                "--output-delay-s", "0.0015", "--eager-prefill-layer-s", "0.00026", "--kv-dtype", "bf16"]
+                "--output-delay-s", "0.0015", "--eager-prefill-layer-s", "0.00026", "--kv-dtype", "bf16",
+                "--attention", "flash2"]
     _, s_flags = _summary([*SERVE, *explicit])
     assert s_eng == s_flags
     d = eng["inputs"]["engine"]
