@@ -23,6 +23,7 @@ from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import attention_dtype
 from parasim.cost.layer import EdgeCost, LayerCost, forward_gemms_s
 from parasim.cost.memory import weight_params_per_gpu
+from parasim.cost.nongemm import adam_bytes_per_param
 from parasim.cost import partition
 from parasim.cost.roofline import memory_time_s
 from parasim.specs.cluster import ClusterSpec
@@ -30,9 +31,6 @@ from parasim.specs.model import ModelSpec
 from parasim.training.plan import TrainingPlan
 from parasim.training.schedules import Op, rank_ops
 
-# Adam step, bytes moved per local parameter: fp32 grad read (4), master weight read+write (8),
-# two moments read+write (16), 16-bit weight write (2), grad-norm pass reading the grad again (4).
-OPTIMIZER_BYTES_PER_PARAM = 34.0
 # Parameters are gathered in 16-bit (the distributed optimizer's and FSDP's all-gathers).
 PARAM_GATHER_BYTES = 2.0
 # Megatron DDP bucket: max(40M, 1M * dp) parameters; the last bucket cannot overlap the backward.
@@ -71,10 +69,11 @@ def _costers(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> tupl
     s = plan.sharding(model)
     layer = LayerCost(model, cluster, s, weight_dtype=plan.precision, act_dtype=act, kv_dtype=act,
                       tp_group=Group.strided(plan.tp, 1, cluster),
-                      ep_group=Group.strided(plan.ep, plan.tp * plan.cp, cluster))
+                      ep_group=Group.strided(plan.ep, plan.tp * plan.cp, cluster), kernels=plan.kernels,
+                      dropout=model.dropout)
     # the LM head and embedding are not Transformer Engine layers: they stay in 16-bit
     edge_layer = layer if plan.precision != "fp8" else LayerCost(model, cluster, s, weight_dtype=act,
-                                                                 act_dtype=act, kv_dtype=act)
+                                                                 act_dtype=act, kv_dtype=act, kernels=plan.kernels)
     return layer, EdgeCost(edge_layer)
 
 
@@ -115,7 +114,8 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
         bwd_compute += attn_f
 
     parts = {"gemms": gemms, "attention": attn_f, "elementwise": elem + cast_f, "wgrad_accum": wgrad_accum,
-             "tp_comm": f["tp_comm"], "cp_comm": layer.cp_comm_s(t), "ep_comm": f["ep_comm"]}
+             "tp_comm": f["tp_comm"], "cp_comm": layer.cp_comm_s(t), "ep_comm": f["ep_comm"],
+             **{f"elementwise_{k}": v for k, v in layer.nongemm_s(t, moe).items()}, "elementwise_fp8_casts": cast_f}
     return LayerTimes(fwd_compute, fwd_comm, bwd_compute, bwd_comm, b["weight_grad"] + wgrad_accum, parts)
 
 
@@ -291,9 +291,10 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
     lt = _mix(model, dense, moe)
     pp, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
     t = plan.micro_batch * s / plan.cp
-    emb, head = edge.embedding_s(t), edge.lm_head_s(t)
+    emb, emb_b, head = edge.embedding_s(t), edge.embedding_bwd_s(t), edge.lm_head_gemm_s(t)
+    ce_f, ce_b = edge.cross_entropy_s(t)
     counts = chunk_layers(model, plan)
-    fwd, bwd = _chunk_times(plan, lt, counts, emb, head)
+    fwd, bwd = _chunk_times(plan, lt, counts, (emb, emb_b), (head + ce_f, 2 * head + ce_b))
     fsdp_f, fsdp_b = _fsdp_exposed_s(model, cluster, plan, lt)
     if fsdp_f or fsdp_b:
         for r in range(pp):
@@ -313,14 +314,16 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
                 "fsdp_layer_exposed_bwd": fsdp_b, "dp_comm_total": dp_total,
                 **{f"layer_fwd_{k}": v_ for k, v_ in lt.parts.items()},
                 "layer_fwd_s": lt.fwd_compute + lt.fwd_comm, "layer_bwd_s": lt.bwd_compute + lt.bwd_comm,
-                "embedding_fwd_s": emb, "lm_head_fwd_s": head})
+                "embedding_fwd_s": emb, "embedding_bwd_s": emb_b, "lm_head_fwd_s": head,
+                "cross_entropy_fwd_s": ce_f, "cross_entropy_bwd_s": ce_b})
     return StepTiming(step, rank, bd, det, lt, run)
 
 
-def _chunk_times(plan: TrainingPlan, lt: LayerTimes, counts: list[list[int]], emb: float,
-                 head: float) -> tuple[list, list]:
+def _chunk_times(plan: TrainingPlan, lt: LayerTimes, counts: list[list[int]], emb: tuple[float, float],
+                 head: tuple[float, float]) -> tuple[list, list]:
     """(compute, comm) of one micro-batch's forward and backward per (rank, chunk): its layers,
-    plus the embedding on the first virtual stage and the LM head on the last."""
+    plus the embedding on the first virtual stage and the LM head and loss on the last
+    (`emb`, `head`: (forward, backward) seconds)."""
     pp, v = plan.pp, plan.virtual_stages
     fwd, bwd = [], []
     for r in range(pp):
@@ -331,11 +334,11 @@ def _chunk_times(plan: TrainingPlan, lt: LayerTimes, counts: list[list[int]], em
             fc, fm = n * lt.fwd_compute, n * lt.fwd_comm
             bc, bm = n * lt.bwd_compute, n * lt.bwd_comm
             if g == 0:
-                fc += emb
-                bc += emb
+                fc += emb[0]
+                bc += emb[1]
             if g == pp * v - 1:
-                fc += head
-                bc += 2 * head
+                fc += head[0]
+                bc += head[1]
             fr.append((fc, fm))
             br.append((bc, bm))
         fwd.append(fr)
@@ -388,7 +391,8 @@ def _after_pipeline(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan,
             grad_exposed = grad_c
         ag_exposed = (ag_c * last_frac + OVERLAP_SLOWDOWN * ag_c * (1 - last_frac)) if plan.overlap_param_gather else ag_c
         local = params / (dpg if plan.zero >= 1 else 1)
-        opt = memory_time_s(local * OPTIMIZER_BYTES_PER_PARAM, cluster.accelerator, kernels=8)
+        opt_bytes, opt_kernels = adam_bytes_per_param(plan.kernels)
+        opt = memory_time_s(local * opt_bytes, cluster.accelerator, kernels=opt_kernels)
         total = end + grad_exposed + ag_exposed + opt
         if total > best[0]:
             busy = run.busy_compute_s[r] + run.busy_comm_s[r]

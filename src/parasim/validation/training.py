@@ -50,6 +50,20 @@ def _pre_fa3(software: str) -> bool:
 _FSDP_PURE = re.compile(r"(?:MP Mode|mixed[_ ]precision)\s*:?\s*PURE\b", re.IGNORECASE)
 
 
+#: PyTorch-native training stacks whose non-GEMM ops run as PyTorch eager ops unless compiled
+_PYTORCH_NATIVE = re.compile(r"torchtitan|llm-foundry|composer|pytorch fsdp|\bfsdp2?\b", re.IGNORECASE)
+
+
+def kernel_mode(software: str) -> tuple[str, str]:
+    """(kernels plan value, the choice line): Megatron / NeMo / DeepSpeed stacks run fused
+    kernels; PyTorch-native stacks eager, or compiled when the software names torch.compile."""
+    if not _PYTORCH_NATIVE.search(software) or re.search(r"megatron|nemo", software, re.IGNORECASE):
+        return "fused", ""
+    if re.search(r"torch\.?compile|\bcompiled?\b", software, re.IGNORECASE):
+        return "compiled", "kernels=compiled (torch.compile named in software: fused elementwise and loss)"
+    return "eager", "kernels=eager (PyTorch-native stack, torch.compile not named: one kernel per op)"
+
+
 def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
     raw = dict(case.plan)
     choices: list[str] = []
@@ -90,6 +104,10 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
             choices.append("grad_dtype=bf16 (FSDP mixed precision PURE in the source: gradients reduced in bf16)")
         choices.append(f"Megatron-Core-era stack: {'FA2-generation (cuDNN/FA2, pre-FA3) ' if kernel == 'flash2' else ''}flash attention, overlapped grad reduce-scatter and param all-gather"
                        f"{', TP comm overlap (NeMo recipe with SP)' if tp_overlap else ''}")
+    if raw.get("kernels") is None:
+        extra["kernels"], why = kernel_mode(case.software)
+        if why:
+            choices.append(why)
     raw.update(extra)
     if int(raw.get("virtual_stages") or 1) > 1:
         raw["schedule"] = for_virtual_stages(raw.get("schedule") or "1f1b", int(raw["virtual_stages"]))
