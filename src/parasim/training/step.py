@@ -86,7 +86,7 @@ def _unfused_attention_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingP
     scores = seqs * heads * seq * seq
     flops = 2 * scores * (model.qk_head_dim + model.v_head_dim)
     drop_bytes = UNFUSED_SCORE_BYTES_FWD if model.dropout else UNFUSED_SCORE_BYTES_FWD - 5.0
-    gemm = flops / (acc.peak(dt) * acc.gemm_efficiency(dt))
+    gemm = flops / (acc.sustained_peak(dt) * acc.gemm_efficiency(dt))
     return gemm + memory_time_s(scores * drop_bytes, acc, kernels=4) + 2 * acc.efficiency.kernel_overhead_s
 
 

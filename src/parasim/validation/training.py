@@ -93,7 +93,8 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
                        "backward, no TP overlap, blocking pipeline sends")
     else:
         tp_overlap = bool(raw.get("sequence_parallel")) and int(raw.get("tp") or 1) > 1 and "nemo" in case.software.lower()
-        kernel = "flash2" if _pre_fa3(case.software) else "flash"
+        # PyTorch-native stacks call SDPA, whose flash backend is FlashAttention-2 (PyTorch 2.2+)
+        kernel = "flash2" if _pre_fa3(case.software) or _PYTORCH_NATIVE.search(case.software) else "flash"
         extra = {"attention": kernel, "overlap_grad_reduce": True, "overlap_param_gather": True,
                  "tp_comm_overlap": tp_overlap}
         if "nemo" in case.software.lower() and raw.get("precision") != "fp16" and raw.get("grad_dtype") is None:
