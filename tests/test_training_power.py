@@ -40,3 +40,33 @@ def test_a_lower_power_cap_is_never_faster(cap, lower):
     hi = simulate(model, ClusterSpec(accelerator=H100.with_(tdp_w=cap), gpus=8), PLAN).step_time_s
     lo = simulate(model, ClusterSpec(accelerator=H100.with_(tdp_w=cap * lower), gpus=8), PLAN).step_time_s
     assert lo >= hi - 1e-12
+
+
+# --- the slowest of N ranks -------------------------------------------------------------------
+from parasim.training.straggler import expected_max_z  # noqa: E402
+
+
+def test_expected_max_of_normals_matches_exact_small_n_values():
+    """Exact expected maxima of n standard normals (tabulated order statistics): n=2 1/sqrt(pi),
+    n=3 1.5/sqrt(pi); Blom's approximation is within a few per cent."""
+    import math
+
+    assert expected_max_z(1) == 0.0
+    assert expected_max_z(2) == pytest.approx(1 / math.sqrt(math.pi), rel=0.05)
+    assert expected_max_z(3) == pytest.approx(1.5 / math.sqrt(math.pi), rel=0.05)
+    # large N: below the sqrt(2 ln N) bound, approaching it
+    assert 0.8 * math.sqrt(2 * math.log(16384)) < expected_max_z(16384) < math.sqrt(2 * math.log(16384))
+
+
+def test_straggler_term_is_compute_times_sigma_times_z():
+    model = get_model("llama-3-8b")
+    res = simulate(model, ClusterSpec(accelerator=H100, gpus=8), PLAN)
+    bd = res.breakdown
+    assert bd["straggler"] == pytest.approx(bd["compute"] * H100.efficiency.rank_speed_sigma * expected_max_z(8))
+    assert sum(bd.values()) == pytest.approx(res.step_time_s)
+
+
+@given(n=st.integers(1, 100_000), more=st.integers(1, 100_000))
+@settings(max_examples=50, deadline=None)
+def test_more_ranks_never_shrink_the_straggler(n, more):
+    assert expected_max_z(n + more) >= expected_max_z(n)

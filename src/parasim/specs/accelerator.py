@@ -46,6 +46,12 @@ class Efficiency:
     nvlink_latency_s: float = 8e-6  # alpha per collective step inside a node
     network_latency_s: float = 15e-6  # alpha per collective step across nodes
     kernel_overhead_s: float = 4e-6  # launch + tail per kernel, added per operator
+    #: spread of sustained compute speed between GPUs of one SKU, as a standard deviation
+    #: (training/straggler.py). Sinha et al. SC'22 (arXiv 2208.11035) measure 8 % average
+    #: performance variation across the GPUs of a cluster, outliers excluded (box-plot whiskers,
+    #: which span ~5.4 sigma of a normal spread): 0.08 / 5.4 = 0.015. Measured on V100 and MI60
+    #: clusters; applied to every part until a part-specific measurement exists.
+    rank_speed_sigma: float = 0.015
 
     def __post_init__(self) -> None:
         if not 0.0 < self.attention_fa2_ratio <= 1.0:

@@ -11,6 +11,7 @@
    optimizer (memory-bound Adam over its local shard) and, with the distributed optimizer,
    all-gathers the updated parameters (hidden behind the next step's forward when
    `overlap_param_gather`). The slowest rank sets the step.
+4. The slowest GPU of the job stretches the critical rank's compute (`training/straggler.py`).
 
 Engine constants (documented with their sources in docs/training.md):
 """
@@ -30,6 +31,7 @@ from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 from parasim.training.plan import TrainingPlan
 from parasim.training.schedules import Op, rank_ops
+from parasim.training.straggler import straggler_s
 
 # Parameters are gathered in 16-bit (the distributed optimizer's and FSDP's all-gathers).
 PARAM_GATHER_BYTES = 2.0
@@ -273,7 +275,7 @@ def chunk_layers(model: ModelSpec, plan: TrainingPlan) -> list[list[int]]:
 class StepTiming:
     step_s: float
     critical_rank: int
-    breakdown: dict[str, float]  # on the critical rank; compute + exposed_comm + bubble + optimizer = step
+    breakdown: dict[str, float]  # on the critical rank; compute + exposed_comm + bubble + optimizer + straggler = step
     details: dict[str, float]
     layer: LayerTimes
     run: PipelineRun
@@ -310,6 +312,8 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
     run = run_pipeline(rank_ops(plan.schedule_name, pp, m, v), pp, v, m, fwd, bwd, p2p,
                        p2p_blocking=not plan.overlap_p2p_comm)
     step, rank, bd, det, dp_total = _after_pipeline(model, cluster, plan, run)
+    bd["straggler"] = straggler_s(bd["compute"], cluster.accelerator.efficiency.rank_speed_sigma, cluster.gpus)
+    step += bd["straggler"]
     det.update({"p2p_per_op": p2p, "fsdp_layer_exposed_fwd": fsdp_f,
                 "fsdp_layer_exposed_bwd": fsdp_b, "dp_comm_total": dp_total,
                 **{f"layer_fwd_{k}": v_ for k, v_ in lt.parts.items()},
