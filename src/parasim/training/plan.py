@@ -20,7 +20,7 @@ from parasim.specs.model import ModelSpec
 #: Most micro-batches per pipeline per step (the step simulator runs every one, ~50 us each at
 #: pp=8); real steps have tens to a few thousand. PARASIM_MAX_MICRO_BATCHES raises it.
 MAX_MICRO_BATCHES = 100_000
-ATTENTION_KERNELS = ("flash", "flash2", "unfused")
+ATTENTION_KERNELS = ("flash", "flash2", "triton", "unfused")
 GRAD_DTYPES = ("fp32", "bf16")
 
 
@@ -47,7 +47,7 @@ class TrainingPlan:
     # (Megatron-LM 2021: batch_isend_irecv, wait, then torch.cuda.synchronize)
     overlap_p2p_comm: bool = True
     schedule: str = "1f1b"  # a registered name (training/schedules.py); 1f1b with virtual_stages > 1 = interleaved
-    attention: str = "flash"  # flash (best fused kernel, catalog) | flash2 (FA2-generation) | unfused
+    attention: str = "flash"  # flash (best fused kernel, catalog) | flash2 (FA2-generation) | triton (2022-23 Triton FA) | unfused
     seq_len_dist: str | None = None  # file with one document length per line (packed into sequences)
     # dtype of the gradient buffers and their DP reduction: fp32 (Megatron's default with bf16/fp8)
     # or bf16 (NeMo's `optim.grad_sync_dtype=bf16`); fp16 runs always keep fp16 gradients

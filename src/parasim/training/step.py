@@ -44,6 +44,11 @@ FP8_CAST_BYTES = 4.0
 # fused scale-mask-softmax reads (2) and writes (2), dropout reads (2), writes output (2) and mask
 # (1), the value matmul reads the probabilities (2). Backward moves about twice as much.
 UNFUSED_SCORE_BYTES_FWD = 13.0
+# FlashAttention in Triton (the 2022-23 kernels: OpenAI's Triton tutorial kernel, flash_attn_triton.py that
+# MPT/llm-foundry ran as attn_impl: triton) against FlashAttention-2: "FlashAttention-2 is ... 1.3-2.5x
+# faster than FlashAttention in Triton" (Dao 2023, arXiv:2307.08691, section 4.1, A100, forward + backward);
+# the geometric midpoint of that range, sqrt(1.3 x 2.5).
+TRITON_FA_SLOWDOWN = 1.803
 # Communication overlapped with compute is not free: NCCL / userbuffers kernels occupy SMs
 # (typically 16-24 of 108-132) and HBM bandwidth while they run, slowing the GEMMs they hide behind.
 OVERLAP_SLOWDOWN = 0.15
@@ -123,11 +128,14 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
 
 def _attention_fwd_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, f: dict[str, float]) -> float:
     """The forward attention of the plan's kernel: the catalog's best fused kernel, an
-    FA2-generation one (the catalog's `attention_fa2_ratio` of that rate), or unfused."""
+    FA2-generation one (the catalog's `attention_fa2_ratio` of that rate), the Triton FlashAttention
+    of 2022-23 (TRITON_FA_SLOWDOWN below FA2), or unfused."""
     if not plan.flash_attention:
         return _unfused_attention_s(model, cluster, plan, plan.micro_batch, plan.seq_len / plan.cp)
     if plan.attention == "flash2":
         return f["attn_prefill"] / cluster.accelerator.efficiency.attention_fa2_ratio
+    if plan.attention == "triton":
+        return f["attn_prefill"] / cluster.accelerator.efficiency.attention_fa2_ratio * TRITON_FA_SLOWDOWN
     return f["attn_prefill"]
 
 

@@ -54,6 +54,10 @@ _FSDP_PURE = re.compile(r"(?:MP Mode|mixed[_ ]precision)\s*:?\s*PURE\b", re.IGNO
 _PYTORCH_NATIVE = re.compile(r"torchtitan|llm-foundry|composer|pytorch fsdp|\bfsdp2?\b", re.IGNORECASE)
 
 
+#: stacks whose 2023 releases ran a Triton FlashAttention kernel (llm-foundry MPT: attn_impl: triton)
+_TRITON_ERA = re.compile(r"llm-foundry|composer", re.IGNORECASE)
+
+
 def kernel_mode(software: str) -> tuple[str, str]:
     """(kernels plan value, the choice line): Megatron / NeMo / DeepSpeed stacks run fused
     kernels; PyTorch-native stacks eager, or compiled when the software names torch.compile."""
@@ -93,8 +97,11 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
                        "backward, no TP overlap, blocking pipeline sends")
     else:
         tp_overlap = bool(raw.get("sequence_parallel")) and int(raw.get("tp") or 1) > 1 and "nemo" in case.software.lower()
-        # PyTorch-native stacks call SDPA, whose flash backend is FlashAttention-2 (PyTorch 2.2+)
+        # PyTorch-native stacks call SDPA, whose flash backend is FlashAttention-2 (PyTorch 2.2+);
+        # llm-foundry's MPT configs of 2023 ran its Triton FlashAttention (attn_impl: triton)
         kernel = "flash2" if _pre_fa3(case.software) or _PYTORCH_NATIVE.search(case.software) else "flash"
+        if _TRITON_ERA.search(case.software) and _pre_fa3(case.software):
+            kernel = "triton"
         extra = {"attention": kernel, "overlap_grad_reduce": True, "overlap_param_gather": True,
                  "tp_comm_overlap": tp_overlap}
         if "nemo" in case.software.lower() and raw.get("precision") != "fp16" and raw.get("grad_dtype") is None:
@@ -103,7 +110,8 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         elif _FSDP_PURE.search(case.source) and raw.get("precision") != "fp16":
             extra["grad_dtype"] = "bf16"
             choices.append("grad_dtype=bf16 (FSDP mixed precision PURE in the source: gradients reduced in bf16)")
-        choices.append(f"Megatron-Core-era stack: {'FA2-generation (cuDNN/FA2, pre-FA3) ' if kernel == 'flash2' else ''}flash attention, overlapped grad reduce-scatter and param all-gather"
+        label = {"flash2": "FA2-generation (cuDNN/FA2, pre-FA3) ", "triton": "Triton (attn_impl: triton) "}.get(kernel, "")
+        choices.append(f"Megatron-Core-era stack: {label}flash attention, overlapped grad reduce-scatter and param all-gather"
                        f"{', TP comm overlap (NeMo recipe with SP)' if tp_overlap else ''}")
     if raw.get("kernels") is None:
         extra["kernels"], why = kernel_mode(case.software)
