@@ -103,3 +103,21 @@ def test_more_memory_bandwidth_is_never_slower(scale):
     plan = TrainingPlan(dp=8, micro_batch=1, global_batch=16, seq_len=2048, zero=3, kernels="eager")
     base = simulate(LLAMA, ClusterSpec(accelerator=H100, gpus=8), plan).step_time_s
     assert simulate(LLAMA, ClusterSpec(accelerator=faster, gpus=8), plan).step_time_s <= base + 1e-12
+
+
+def test_torchtitan_op_checkpointing_recomputes_wk_wo_w3():
+    """Per-op SAC recomputes the 2nd, 4th and 6th matmul of the block (wq wk wv wo w1 w3 w2): the
+    hardware FLOPs add their forward, 2 x (h*kv + q*h + h*ffn) per layer per token."""
+    from parasim.cost.flops import training_hardware_flops_per_token, training_model_flops_per_token
+
+    m = LLAMA
+    extra = 2 * m.layers * (4096 * 1024 + 4096 * 4096 + 4096 * 14336)
+    assert training_hardware_flops_per_token(m, 4096.5, "op") == pytest.approx(
+        training_model_flops_per_token(m, 4096.5) + extra)
+
+
+def test_op_checkpointing_costs_between_none_and_full():
+    cluster = ClusterSpec(accelerator=H100, gpus=8)
+    plan = TrainingPlan(dp=8, micro_batch=2, global_batch=16, seq_len=8192, zero=3)
+    steps = {rc: simulate(LLAMA, cluster, plan.with_(recompute=rc)).step_time_s for rc in ("none", "op", "full")}
+    assert steps["none"] < steps["op"] < steps["full"]

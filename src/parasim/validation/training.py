@@ -113,6 +113,10 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         label = {"flash2": "FA2-generation (cuDNN/FA2, pre-FA3) ", "triton": "Triton (attn_impl: triton) "}.get(kernel, "")
         choices.append(f"Megatron-Core-era stack: {label}flash attention, overlapped grad reduce-scatter and param all-gather"
                        f"{', TP comm overlap (NeMo recipe with SP)' if tp_overlap else ''}")
+    if raw.get("recompute") == "selective" and re.search(r"torchtitan", case.software, re.IGNORECASE):
+        extra["recompute"] = "op"
+        choices.append("recompute=op (torchtitan's selective activation checkpointing is per-op: every other "
+                       "matmul and the elementwise ops recomputed, attention saved)")
     if raw.get("kernels") is None:
         extra["kernels"], why = kernel_mode(case.software)
         if why:
