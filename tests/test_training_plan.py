@@ -104,3 +104,31 @@ def test_samples_and_hfu_are_predicted_consistently():
     p = res.predicted
     assert p["samples_per_s"] * 4096 == pytest.approx(p["tokens_per_s"])
     assert p["hfu"] > p["mfu"] > 0
+
+
+def test_software_picks_the_kernels_and_attention_it_ran():
+    """Each stack's defaults, from its `software` text: PyTorch-native stacks run eager unless
+    torch.compile is named, through SDPA's FlashAttention-2; torchtitan's selective checkpointing
+    is per-op; Megatron-DeepSpeed of 2022 is the pre-FlashAttention Megatron code."""
+    from pathlib import Path
+
+    from parasim.specs.validation_case import parse_case
+    from parasim.validation.training import plan_for_case
+
+    def plan(software: str, **plan_fields):
+        raw = {"id": "x", "source": "s", "kind": "training", "software": software,
+               "model": {"catalog": "llama-3.1-8b"}, "hardware": {"accelerator": "h100-sxm", "gpus": 8},
+               "plan": {"tp": 1, "pp": 1, "dp": 8, "micro_batch": 1, "global_batch": 8, "seq_len": 4096,
+                        "recompute": "selective", "zero": 3, **plan_fields},
+               "measured": {"tokens_per_s_per_gpu": 1}}
+        return plan_for_case(parse_case(raw, index=0, base_dir=Path(".")))[0]
+
+    eager = plan("torchtitan 2024-12 (PyTorch FSDP2, eager mode)")
+    assert (eager.kernels, eager.attention, eager.recompute) == ("eager", "flash2", "op")
+    assert plan("torchtitan 2024-12 (PyTorch FSDP2, torch.compile)").kernels == "compiled"
+    nemo = plan("nemo 24.07 (megatron-core, transformer engine)")
+    assert (nemo.kernels, nemo.attention, nemo.recompute) == ("fused", "flash2", "selective")  # pre-FA3 NeMo
+    bloom = plan("Megatron-DeepSpeed (BigScience fork, 2022)")
+    assert bloom.attention == "unfused" and not bloom.overlap_grad_reduce
+    # a value the case states wins over the software's default
+    assert plan("torchtitan 2024-12 (PyTorch FSDP2, eager mode)", attention="flash").attention == "flash"

@@ -29,9 +29,14 @@ PREDICTABLE = ("tflops_per_gpu", "tokens_per_s", "tokens_per_s_per_gpu", "step_t
 
 
 def _legacy_megatron(software: str) -> bool:
-    """Megatron-LM before Megatron-Core (the 2021-2022 papers' code)."""
-    m = re.search(r"megatron-lm\s*\((\d{4})", software.lower())
-    return bool(m and int(m.group(1)) < 2023)
+    """Megatron-LM before Megatron-Core (the 2021-2022 papers' code), and the Megatron-DeepSpeed
+    forks of that code (BigScience's BLOOM run, 2022): no FlashAttention, no overlapped reduce."""
+    s = software.lower()
+    m = re.search(r"megatron-lm\s*\((\d{4})", s)
+    if m:
+        return int(m.group(1)) < 2023
+    y = re.search(r"\b(20\d\d)\b", s)
+    return "megatron-deepspeed" in s and bool(y and int(y.group(1)) < 2023)
 
 
 def _pre_fa3(software: str) -> bool:
@@ -114,14 +119,16 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         choices.append(f"Megatron-Core-era stack: {label}flash attention, overlapped grad reduce-scatter and param all-gather"
                        f"{', TP comm overlap (NeMo recipe with SP)' if tp_overlap else ''}")
     if raw.get("recompute") == "selective" and re.search(r"torchtitan", case.software, re.IGNORECASE):
-        extra["recompute"] = "op"
+        raw["recompute"] = "op"  # the same stated setting, read as that framework defines it
         choices.append("recompute=op (torchtitan's selective activation checkpointing is per-op: every other "
                        "matmul and the elementwise ops recomputed, attention saved)")
     if raw.get("kernels") is None:
         extra["kernels"], why = kernel_mode(case.software)
         if why:
             choices.append(why)
-    raw.update(extra)
+    for key, value in extra.items():  # a value the case states wins over the software's default
+        if raw.get(key) is None:
+            raw[key] = value
     if int(raw.get("virtual_stages") or 1) > 1:
         raw["schedule"] = for_virtual_stages(raw.get("schedule") or "1f1b", int(raw["virtual_stages"]))
     plan = TrainingPlan.from_mapping(raw, gpus=case.cluster.gpus)
