@@ -70,3 +70,21 @@ def test_straggler_term_is_compute_times_sigma_times_z():
 @settings(max_examples=50, deadline=None)
 def test_more_ranks_never_shrink_the_straggler(n, more):
     assert expected_max_z(n + more) >= expected_max_z(n)
+
+
+# --- FSDP edges no prefetch can hide ----------------------------------------------------------
+def test_fsdp_first_gather_and_last_reduce_are_exposed_but_overlap_still_wins():
+    model = get_model("llama-3-8b")
+    cluster = ClusterSpec(accelerator=H100, gpus=16, nic_bw_bytes_per_s_per_gpu=50e9)
+    plan = TrainingPlan(dp=16, micro_batch=1, global_batch=32, seq_len=4096, zero=3)
+    on = simulate(model, cluster, plan).details
+    off = simulate(model, cluster, plan.with_(overlap_param_gather=False)).details
+    assert on["fsdp_first_gather_exposed"] > 0 and on["fsdp_last_reduce_exposed"] > 0
+    assert off["fsdp_first_gather_exposed"] == off["fsdp_last_reduce_exposed"] == 0
+    layers = model.layers
+    # the first gather is at most one layer's all-gather, which the unoverlapped run exposes in full
+    assert on["fsdp_first_gather_exposed"] <= off["fsdp_layer_exposed_fwd"]
+    assert (layers * on["fsdp_layer_exposed_fwd"] + on["fsdp_first_gather_exposed"]
+            <= layers * off["fsdp_layer_exposed_fwd"])
+    assert (layers * on["fsdp_layer_exposed_bwd"] + on["fsdp_last_reduce_exposed"]
+            <= layers * off["fsdp_layer_exposed_bwd"])

@@ -309,13 +309,15 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
     ce_f, ce_b = edge.cross_entropy_s(t)
     counts = chunk_layers(model, plan)
     fwd, bwd = _chunk_times(plan, lt, counts, (emb, emb_b), (head + ce_f, 2 * head + ce_b))
-    fsdp_f, fsdp_b = _fsdp_exposed_s(model, cluster, plan, lt)
+    fsdp_f, fsdp_b, edge_f, edge_b = _fsdp_exposed_s(model, cluster, plan, lt)
     if fsdp_f or fsdp_b:
         for r in range(pp):
             for c in range(v):
                 n = counts[r][c]
-                fwd[r][c] = (fwd[r][c][0], fwd[r][c][1] + n * fsdp_f)
-                bwd[r][c] = (bwd[r][c][0], bwd[r][c][1] + n * fsdp_b)
+                # a chunk's first all-gather has no earlier layer to hide behind, its last
+                # reduce-scatter (the chunk's first layer, reduced after its backward) no later one
+                fwd[r][c] = (fwd[r][c][0], fwd[r][c][1] + n * fsdp_f + (edge_f if n else 0.0))
+                bwd[r][c] = (bwd[r][c][0], bwd[r][c][1] + n * fsdp_b + (edge_b if n else 0.0))
     # pipeline p2p: activations of one micro-batch (scattered over TP ranks, each on its own link)
     p2p = 0.0
     if pp > 1:
@@ -327,7 +329,8 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
     bd["straggler"] = straggler_s(bd["compute"], cluster.accelerator.efficiency.rank_speed_sigma, cluster.gpus)
     step += bd["straggler"]
     det.update({"p2p_per_op": p2p, "fsdp_layer_exposed_fwd": fsdp_f,
-                "fsdp_layer_exposed_bwd": fsdp_b, "dp_comm_total": dp_total,
+                "fsdp_layer_exposed_bwd": fsdp_b, "fsdp_first_gather_exposed": edge_f,
+                "fsdp_last_reduce_exposed": edge_b, "dp_comm_total": dp_total,
                 **{f"layer_fwd_{k}": v_ for k, v_ in lt.parts.items()},
                 "layer_fwd_s": lt.fwd_compute + lt.fwd_comm, "layer_bwd_s": lt.bwd_compute + lt.bwd_comm,
                 "embedding_fwd_s": emb, "embedding_bwd_s": emb_b, "lm_head_fwd_s": head,
@@ -362,20 +365,27 @@ def _chunk_times(plan: TrainingPlan, lt: LayerTimes, counts: list[list[int]], em
     return fwd, bwd
 
 
-def _fsdp_exposed_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, lt: LayerTimes) -> tuple[float, float]:
+def _fsdp_exposed_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan,
+                    lt: LayerTimes) -> tuple[float, float, float, float]:
     """ZeRO-3 / FSDP, per layer: all-gather the weights in forward and backward, reduce-scatter
-    the gradients; (forward, backward) seconds left exposed."""
+    the gradients. Returns (forward, backward) seconds left exposed per layer, and per model
+    chunk and micro-batch the edges no prefetch can hide (PyTorch FSDP prefetches one layer
+    ahead: forward_prefetch / BACKWARD_PRE, FSDP2's implicit prefetch): the first layer's
+    all-gather waits for nothing to overlap, and the last reduce-scatter of the backward (the
+    first layer's gradients) has no later backward compute under it."""
     dpg = plan.dp * plan.cp
     if plan.zero < 3 or dpg <= 1:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0
     dp_group = Group.strided(dpg, plan.tp, cluster)
     layer_params = weight_params_per_gpu(model, tp=plan.tp, pp=model.layers, ep=plan.ep, stage=1) if model.layers > 2 else 0.0
     ag = collective_time_s("all_gather", layer_params * PARAM_GATHER_BYTES, dp_group, cluster)
     rs = collective_time_s("reduce_scatter", layer_params * plan.grad_bytes, dp_group, cluster)
-    if plan.overlap_param_gather:
-        return (ag - min(ag, lt.fwd_compute) * (1 - OVERLAP_SLOWDOWN),
-                ag + rs - min(ag + rs, lt.bwd_compute) * (1 - OVERLAP_SLOWDOWN))
-    return ag, ag + rs
+    if not plan.overlap_param_gather:
+        return ag, ag + rs, 0.0, 0.0
+    hid_f = min(ag, lt.fwd_compute) * (1 - OVERLAP_SLOWDOWN)
+    hid_b = min(ag + rs, lt.bwd_compute) * (1 - OVERLAP_SLOWDOWN)
+    # the hidden share of the first gather / of the last reduce-scatter is exposed at the edges
+    return ag - hid_f, ag + rs - hid_b, hid_f, hid_b * rs / (ag + rs) if ag + rs > 0 else 0.0
 
 
 def _after_pipeline(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan,
