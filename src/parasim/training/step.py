@@ -329,8 +329,8 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
     bd["straggler"] = straggler_s(bd["compute"], cluster.accelerator.efficiency.rank_speed_sigma, cluster.gpus)
     step += bd["straggler"]
     det.update({"p2p_per_op": p2p, "fsdp_layer_exposed_fwd": fsdp_f,
-                "fsdp_layer_exposed_bwd": fsdp_b, "fsdp_first_gather_exposed": edge_f,
-                "fsdp_last_reduce_exposed": edge_b, "dp_comm_total": dp_total,
+                "fsdp_layer_exposed_bwd": fsdp_b, "fsdp_first_gather_exposed_s": edge_f,
+                "fsdp_last_reduce_exposed_s": edge_b, "dp_comm_total": dp_total,
                 **{f"layer_fwd_{k}": v_ for k, v_ in lt.parts.items()},
                 "layer_fwd_s": lt.fwd_compute + lt.fwd_comm, "layer_bwd_s": lt.bwd_compute + lt.bwd_comm,
                 "embedding_fwd_s": emb, "embedding_bwd_s": emb_b, "lm_head_fwd_s": head,
