@@ -100,7 +100,9 @@ def test_mfu_stays_below_100_percent_at_half_a_million_tokens():
     out = json.loads(r.stdout)
     assert out["fits"] is True
     assert 0 < out["mfu"] <= 1.0 and out["hfu"] <= 1.0
-    assert out["megatron_mfu"] > 1.0  # the published convention can pass 100 % here, and says so by name
+    # the published convention credits the full s x s scores, nearly twice the causal work here, so it
+    # can pass 100 % (and says so by name) however fast the step is simulated
+    assert out["megatron_mfu"] > 1.8 * out["mfu"]
     table = run_cli("train", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--gpus", "64", "--tp", "8", "--cp", "8",
                     "--seq-len", "524288", "--global-batch", "1", "--recompute", "none").stdout
     assert f"({100 * out['mfu']:.1f} %) causal" in table and f"({100 * out['megatron_mfu']:.1f} %) Megatron" in table

@@ -64,7 +64,7 @@ def test_shipped_llmfoundry_file_reproduces_the_tables_parameter_counts():
     """validation/llmfoundry-mpt-training.yaml: every row's MPT shape reproduces the NumParams the
     table printed (12 L d^2 + 13 L d + 50368 d + seq d + 2 d: weights, biases, LayerNorms, tied
     embedding, the benchmark's learned position table), the global batch is GPUs x micro-batch x
-    accumulation, and the 2023 software gets FA2-generation attention (FlashAttention-3 is from 2024)."""
+    accumulation, and the 2023 software gets MPT's Triton FlashAttention (attn_impl: triton, no FA3 before 2024)."""
     import re
     from pathlib import Path
 
@@ -82,7 +82,8 @@ def test_shipped_llmfoundry_file_reproduces_the_tables_parameter_counts():
         assert p["global_batch"] == c.cluster.gpus * p["micro_batch"] * ga
         assert p["zero"] == 3 and p["tp"] == p["pp"] == 1
     plan, choices = plan_for_case(cases[0])
-    assert plan.attention == "flash2" and any("pre-FA3" in ch for ch in choices)
+    assert plan.attention == "triton" and any("attn_impl: triton" in ch for ch in choices)
+    assert plan.kernels == "eager"  # Composer / PyTorch FSDP, no torch.compile named
     pure = next(c for c in cases if "MP Mode PURE" in c.source)
     assert plan_for_case(pure)[0].grad_dtype == "bf16"
 
@@ -103,3 +104,31 @@ def test_samples_and_hfu_are_predicted_consistently():
     p = res.predicted
     assert p["samples_per_s"] * 4096 == pytest.approx(p["tokens_per_s"])
     assert p["hfu"] > p["mfu"] > 0
+
+
+def test_software_picks_the_kernels_and_attention_it_ran():
+    """Each stack's defaults, from its `software` text: PyTorch-native stacks run eager unless
+    torch.compile is named, through SDPA's FlashAttention-2; torchtitan's selective checkpointing
+    is per-op; Megatron-DeepSpeed of 2022 is the pre-FlashAttention Megatron code."""
+    from pathlib import Path
+
+    from parasim.specs.validation_case import parse_case
+    from parasim.validation.training import plan_for_case
+
+    def plan(software: str, **plan_fields):
+        raw = {"id": "x", "source": "s", "kind": "training", "software": software,
+               "model": {"catalog": "llama-3.1-8b"}, "hardware": {"accelerator": "h100-sxm", "gpus": 8},
+               "plan": {"tp": 1, "pp": 1, "dp": 8, "micro_batch": 1, "global_batch": 8, "seq_len": 4096,
+                        "recompute": "selective", "zero": 3, **plan_fields},
+               "measured": {"tokens_per_s_per_gpu": 1}}
+        return plan_for_case(parse_case(raw, index=0, base_dir=Path(".")))[0]
+
+    eager = plan("torchtitan 2024-12 (PyTorch FSDP2, eager mode)")
+    assert (eager.kernels, eager.attention, eager.recompute) == ("eager", "flash2", "op")
+    assert plan("torchtitan 2024-12 (PyTorch FSDP2, torch.compile)").kernels == "compiled"
+    nemo = plan("nemo 24.07 (megatron-core, transformer engine)")
+    assert (nemo.kernels, nemo.attention, nemo.recompute) == ("fused", "flash2", "selective")  # pre-FA3 NeMo
+    bloom = plan("Megatron-DeepSpeed (BigScience fork, 2022)")
+    assert bloom.attention == "unfused" and not bloom.overlap_grad_reduce
+    # a value the case states wins over the software's default
+    assert plan("torchtitan 2024-12 (PyTorch FSDP2, eager mode)", attention="flash").attention == "flash"

@@ -88,7 +88,7 @@ TRAIN: dict[str, Rule] = {
     "micro_batch": I("batch"), "global_batch": I("batch"), "seq_len": I("tokens"), "seq_len_dist": PATH,
     "recompute": TEXT, "precision": TEXT, "grad_dtype": TEXT, "overlap_grad_reduce": BOOL,
     "overlap_param_gather": BOOL, "tp_comm_overlap": BOOL, "overlap_p2p_comm": BOOL, "schedule": TEXT,
-    "attention": TEXT, **OUTPUTS,
+    "attention": TEXT, "kernels": TEXT, **OUTPUTS,
 }
 
 PLAN_TRAIN: dict[str, Rule] = {

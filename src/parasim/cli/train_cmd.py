@@ -146,7 +146,7 @@ def train_cmd(
     global_batch: Optional[int] = typer.Option(None, "--global-batch", help="Sequences per optimizer step.", rich_help_panel=PANEL_BATCH),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per sequence.", rich_help_panel=PANEL_BATCH),
     seq_len_dist: Optional[str] = typer.Option(None, "--seq-len-dist", help="File with one document length per line (packed).", rich_help_panel=PANEL_BATCH),
-    recompute: Optional[str] = typer.Option(None, "--recompute", help="none | selective | full.", rich_help_panel=PANEL_BATCH),
+    recompute: Optional[str] = typer.Option(None, "--recompute", help="none | selective | op (torchtitan per-op SAC) | full.", rich_help_panel=PANEL_BATCH),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp16 | fp8.", rich_help_panel=PANEL_BATCH),
     grad_dtype: Optional[str] = typer.Option(None, "--grad-dtype", help="Gradient buffer / DP reduction dtype: fp32 | bf16.", rich_help_panel=PANEL_BATCH),
     overlap_grad_reduce: Optional[bool] = typer.Option(None, "--overlap-grad-reduce/--no-overlap-grad-reduce", help="Overlap DP gradient reduction with the backward.", rich_help_panel=PANEL_OVERLAP),
@@ -154,7 +154,8 @@ def train_cmd(
     tp_comm_overlap: Optional[bool] = typer.Option(None, "--tp-comm-overlap/--no-tp-comm-overlap", help="Overlap TP communication with GEMMs.", rich_help_panel=PANEL_OVERLAP),
     overlap_p2p_comm: Optional[bool] = typer.Option(None, "--overlap-p2p-comm/--no-overlap-p2p-comm", help="Pipeline sends beside compute (default); --no-... = blocking exchanges (Megatron-LM 2021).", rich_help_panel=PANEL_OVERLAP),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="{SCHEDULES}.", rich_help_panel=PANEL_OVERLAP),
-    attention: Optional[str] = typer.Option(None, "--attention", help="flash (best fused kernel) | flash2 (FA2-generation) | unfused.", rich_help_panel=PANEL_OVERLAP),
+    attention: Optional[str] = typer.Option(None, "--attention", help="flash (best fused kernel) | flash2 (FA2-generation) | triton (2022-23 Triton FlashAttention) | unfused.", rich_help_panel=PANEL_OVERLAP),
+    kernels: Optional[str] = typer.Option(None, "--kernels", help="Non-GEMM kernels: fused (Megatron/TE) | eager (PyTorch eager) | compiled (torch.compile).", rich_help_panel=PANEL_OVERLAP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     json_file: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE."),
 ) -> None:

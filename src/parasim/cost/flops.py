@@ -13,7 +13,8 @@
     TFLOP/s and MFU use it; at long sequences it credits up to twice the attention executed and
     can pass 100 %.
 * "Hardware FLOPs" add what recomputation does again: full recompute one more forward of every
-  layer (Megatron's 96*B*s*L*h^2 form at ctx = s), selective recompute the attention core's forward.
+  layer (Megatron's 96*B*s*L*h^2 form at ctx = s), selective recompute the attention core's forward,
+  `op` (torchtitan's per-op selective checkpointing) every other matmul of the block.
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ def layer_matmul_params_active(model: ModelSpec) -> float:
     return model.matmul_params_active - model.edge_matmul_params
 
 
+def op_sac_recomputed_params(model: ModelSpec) -> float:
+    """Matmul weights per layer whose forward torchtitan's per-op selective checkpointing
+    (`selective_ac_option = "op"`) recomputes: it saves every other `aten.mm` of a block in call
+    order (wq, wk, wv, wo, w1, w3, w2 for a gated MLP; w1, w2 otherwise) and recomputes the
+    second, fourth, sixth: wk, wo and w3 (or w2). torchtitan/parallelisms/parallelize_llama.py
+    `_save_list` and `_custom_policy` at 9dec370."""
+    h = model.hidden
+    kv = model.kv_heads * model.head_dim
+    mlp = h * model.ffn_hidden if not model.is_moe else h * model.moe_ffn_hidden * model.experts_per_token
+    return h * kv + model.q_dim * h + mlp
+
+
 def causal_context(seq_len: float) -> float:
     """Mean keys a query attends under a causal mask: s(s+1)/2 pairs shared by s queries."""
     return (seq_len + 1) / 2.0
@@ -52,4 +65,6 @@ def training_hardware_flops_per_token(model: ModelSpec, ctx: float, recompute: s
         return base + 2.0 * layer_matmul_params_active(model) + model.layers * attention_flops_per_token_layer(model, ctx)
     if recompute == "selective":
         return base + model.layers * attention_flops_per_token_layer(model, ctx)
+    if recompute == "op":
+        return base + 2.0 * model.layers * op_sac_recomputed_params(model)
     return base

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
+from parasim.cost import nongemm
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.quant import MARLIN_TILE_M, gemm_dtype, is_weight_only
@@ -44,6 +45,13 @@ UNFUSED_ATTN_BWD_RATIO = 2.0
 # Norms, activation function, residuals, rotary: each backward reads the saved input and the
 # incoming gradient and writes the outgoing one, about twice the forward's traffic.
 ELEMENTWISE_BWD_RATIO = 2.0
+#: GPT-family models with rotary positions (the case format's `gpt` family otherwise means learned
+#: or ALiBi positions, which add no per-layer kernel)
+ROTARY_GPT_TYPES = ("gptj", "gpt_neox", "phi", "codegen")
+
+
+def _rotary(model: ModelSpec) -> bool:
+    return model.family != "gpt" or model.model_type in ROTARY_GPT_TYPES
 
 
 @dataclass(frozen=True)
@@ -110,8 +118,11 @@ class LayerCost:
 
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, sharding: Sharding, *,
                  weight_dtype: str = "bf16", act_dtype: str = "bf16", kv_dtype: str = "bf16",
-                 tp_group: Group | None = None, ep_group: Group | None = None) -> None:
+                 tp_group: Group | None = None, ep_group: Group | None = None, kernels: str = "fused",
+                 dropout: bool = False) -> None:
         check_sharding(model, sharding)
+        self.kernels = nongemm.check_mode(kernels)
+        self.dropout = dropout  # hidden dropout masks (training of models that use dropout)
         self.model, self.cluster, self.s = model, cluster, sharding
         self.acc = cluster.accelerator
         self.wb = dtype_bytes(weight_dtype, field="weights")
@@ -195,15 +206,35 @@ class LayerCost:
             ops += self._mlp_ops("shared_expert", t, m.shared_experts * m.moe_ffn_hidden, s.tp)
         return ops
 
-    def _elementwise_op(self, t: float, moe: bool) -> Op:
-        """Norms, residual adds, activation function, rotary: read + write, bandwidth-bound."""
-        m, ab = self.model, self.ab
+    def _nongemm_ops(self, t: float, moe: bool) -> list[Op]:
+        """Norms, residual adds, activation, rotary (and dropout, GQA expansion where the kernel mode
+        has them): bandwidth-bound, their bytes by the kernel mode (cost.nongemm)."""
+        m, ab, mode = self.model, self.ab, self.kernels
         norm_t = t / self.s.tp if self.s.sp else t
         width = (m.moe_ffn_hidden * m.experts_per_token // self.etp) if moe else m.ffn_hidden // self.s.tp
-        act = (m.mlp_matrices * width) * t * ab  # read gate/up, write product (or fc1 in/out)
-        norms = 2 * 2 * norm_t * m.hidden * ab + 2 * 3 * norm_t * m.hidden * ab
-        rope = 2 * t * (self.heads * m.qk_head_dim + self.kv_heads * m.head_dim) * ab
-        return Op("elementwise", "memory", 0.0, act + norms + rope, kernels=6)
+        norm = nongemm.norm_access(mode, rms=m.family != "gpt")
+        act = nongemm.activation_access(mode, m.gated_mlp)
+        ops = [Op("norms", "memory", 0.0, 2 * norm_t * m.hidden * norm.bytes_per_element(ab), kernels=2 * norm.kernels),
+               Op("residual", "memory", 0.0, 2 * norm_t * m.hidden * nongemm.RESIDUAL.bytes_per_element(ab),
+                  kernels=2 * nongemm.RESIDUAL.kernels),
+               Op("activation", "memory", 0.0, t * width * act.bytes_per_element(ab), kernels=act.kernels)]
+        q_w, kv_w = self.heads * m.qk_head_dim, self.kv_heads * m.head_dim
+        if _rotary(m):
+            rope = nongemm.rotary_access(mode)
+            ops.append(Op("rotary", "memory", 0.0, t * (q_w + kv_w) * rope.bytes_per_element(ab), kernels=rope.kernels))
+        expand = nongemm.repeat_kv_bytes(mode, self.heads * m.head_dim, kv_w, ab)
+        if expand:
+            ops.append(Op("repeat_kv", "memory", 0.0, t * expand, kernels=2))
+        if self.dropout:
+            drop = 2 * norm_t * m.hidden * (nongemm.DROPOUT_MASK_BYTES + (nongemm.DROPOUT_EAGER.bytes_per_element(ab)
+                                                                        if mode == "eager" else 0.0))
+            ops.append(Op("dropout", "memory", 0.0, drop, kernels=2 if mode == "eager" else 0))
+        return ops
+
+    def nongemm_s(self, tokens: float, moe: bool | None = None) -> dict[str, float]:
+        """Seconds of each named non-GEMM op of one forward (the breakdown's `elementwise` parts)."""
+        moe = self.model.is_moe if moe is None else moe
+        return {o.name: op_time_s(o, self.acc) for o in self._nongemm_ops(float(tokens), moe)} if tokens > 0 else {}
 
     def token_ops(self, tokens: float, moe: bool | None = None) -> list[Op]:
         """Every operator of the layer whose cost depends only on the token count."""
@@ -212,7 +243,7 @@ class LayerCost:
         if t <= 0:
             return []
         mlp = self._moe_ops(t) if moe else self._mlp_ops("mlp", t, self.model.ffn_hidden, self.s.tp)
-        return self._attn_gemm_ops(t) + mlp + [self._elementwise_op(t, moe)]
+        return self._attn_gemm_ops(t) + mlp + self._nongemm_ops(t, moe)
 
     def attention_ops(self, tokens: float, prefill_pairs: float, prefill_kv_tokens: float,
                       decode_seqs: float, decode_ctx: float) -> list[Op]:
@@ -239,7 +270,7 @@ class LayerCost:
         attn = sum(op_time_s(o, self.acc) for o in self._attn_gemm_ops(t))
         mlp_ops = self._moe_ops(t) if moe else self._mlp_ops("mlp", t, self.model.ffn_hidden, self.s.tp)
         mlp = sum(op_time_s(o, self.acc) for o in mlp_ops)
-        return attn, mlp, op_time_s(self._elementwise_op(t, moe), self.acc)
+        return attn, mlp, sum(op_time_s(o, self.acc) for o in self._nongemm_ops(t, moe))
 
     # --- attention core -----------------------------------------------------------------------
     def attention_s(self, tokens: float, prefill_pairs: float, prefill_kv_tokens: float,
@@ -333,6 +364,14 @@ class EdgeCost:
         return memory_time_s(2 * tokens * m.hidden * ab, self.l.acc) if tokens > 0 else 0.0
 
     def lm_head_s(self, logit_tokens: float) -> float:
+        """The LM head's GEMM and a softmax over fp32 logits (serving: the sampler's input)."""
+        if logit_tokens <= 0:
+            return 0.0
+        vocab = cdiv(self.l.model.vocab, self.l.s.tp)
+        softmax = memory_time_s(2 * logit_tokens * vocab * 4, self.l.acc)  # fp32 logits read + write
+        return self.lm_head_gemm_s(logit_tokens) + softmax
+
+    def lm_head_gemm_s(self, logit_tokens: float) -> float:
         """The LM head runs in 16-bit even when the blocks are quantised (see
         cost.memory.weight_bytes_per_gpu: quantisation recipes leave lm_head out)."""
         if logit_tokens <= 0:
@@ -340,7 +379,23 @@ class EdgeCost:
         m, l = self.l.model, self.l
         vocab = cdiv(m.vocab, l.s.tp)
         wb, cdt = (l.wb, l.cdt) if l.wb >= l.ab else (l.ab, l.adt)
-        gemm = gemm_time_s(logit_tokens, m.hidden, vocab, l.acc, compute_dtype=cdt, weight_bytes=wb,
-                           act_bytes=l.ab)
-        softmax = memory_time_s(2 * logit_tokens * vocab * 4, l.acc)  # fp32 logits read + write
-        return gemm + softmax
+        return gemm_time_s(logit_tokens, m.hidden, vocab, l.acc, compute_dtype=cdt, weight_bytes=wb, act_bytes=l.ab)
+
+    def cross_entropy_s(self, tokens: float) -> tuple[float, float]:
+        """Training loss over the (vocab-parallel) logits, forward and backward, by the layer's
+        kernel mode (cost.nongemm.CROSS_ENTROPY)."""
+        if tokens <= 0:
+            return 0.0, 0.0
+        logits = tokens * cdiv(self.l.model.vocab, self.l.s.tp)
+        f, b, kf, kb = nongemm.cross_entropy_bytes(self.l.kernels, logits, self.l.ab)
+        return memory_time_s(f, self.l.acc, kernels=kf), memory_time_s(b, self.l.acc, kernels=kb)
+
+    def embedding_bwd_s(self, tokens: float) -> float:
+        """Embedding backward (PyTorch's sort-and-segment-sum): read the incoming gradient, write and
+        re-read fp32 partial sums per token; over this rank's vocabulary shard, zero-fill the 16-bit
+        weight gradient, then add it into the fp32 main gradient (read 16-bit, read + write fp32)."""
+        if tokens <= 0:
+            return 0.0
+        m, ab = self.l.model, self.l.ab
+        table = cdiv(m.vocab, self.l.s.tp) * m.hidden * (2 * ab + 8.0)
+        return memory_time_s(tokens * m.hidden * (ab + 8.0) + table, self.l.acc, kernels=2)

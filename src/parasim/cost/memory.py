@@ -27,7 +27,9 @@ from parasim.specs.model import ModelSpec
 from parasim.units import gib
 
 GIB = 1024**3
-RECOMPUTE = ("none", "selective", "full")
+#: `op` is torchtitan's per-op selective checkpointing (every other matmul and the elementwise ops
+#: recomputed, attention saved); its memory is counted as `selective`'s (an upper bound: it saves less)
+RECOMPUTE = ("none", "selective", "op", "full")
 
 
 def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1, sp: bool = False,

@@ -84,7 +84,7 @@ def gemm_roofline_s(m: float, flops: float, bytes_moved: float, acc: Accelerator
     if m <= 0 or flops <= 0:
         return 0.0
     eff = acc.gemm_efficiency(compute_dtype, k) * (fill if fill > 0 else wave_fill(m, n, acc, tile_m))
-    t = max(flops / (acc.peak(compute_dtype) * eff), bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory))
+    t = max(flops / (acc.sustained_peak(compute_dtype) * eff), bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory))
     return t + acc.efficiency.kernel_overhead_s
 
 
@@ -112,6 +112,6 @@ def attention_time_s(flops: float, bytes_moved: float, acc: AcceleratorSpec, *, 
     if flops <= 0 and bytes_moved <= 0:
         return 0.0
     dt = attention_dtype(dtype)
-    t = max(flops / (acc.peak(dt) * acc.efficiency.attention),
+    t = max(flops / (acc.sustained_peak(dt) * acc.efficiency.attention),
             bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory))
     return t + acc.efficiency.kernel_overhead_s

@@ -69,7 +69,7 @@ class IterationCost:
         # LayerCost.attention_s, unrolled into coefficients for _attention_s
         l, acc = self.layer, cluster.accelerator
         dt = attention_dtype(l.adt)
-        inv_flops = 1.0 / (acc.peak(dt) * acc.efficiency.attention)
+        inv_flops = 1.0 / (acc.sustained_peak(dt) * acc.efficiency.attention)
         inv_bw = 1.0 / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory)
         # prefill by a FlashAttention-2-generation kernel runs at attention_fa2_ratio of the catalog's rate
         fa2 = acc.efficiency.attention_fa2_ratio if attention == "flash2" else 1.0

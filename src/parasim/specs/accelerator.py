@@ -46,6 +46,12 @@ class Efficiency:
     nvlink_latency_s: float = 8e-6  # alpha per collective step inside a node
     network_latency_s: float = 15e-6  # alpha per collective step across nodes
     kernel_overhead_s: float = 4e-6  # launch + tail per kernel, added per operator
+    #: spread of sustained compute speed between GPUs of one SKU, as a standard deviation
+    #: (training/straggler.py). Sinha et al. SC'22 (arXiv 2208.11035) measure 8 % average
+    #: performance variation across the GPUs of a cluster, outliers excluded (box-plot whiskers,
+    #: which span ~5.4 sigma of a normal spread): 0.08 / 5.4 = 0.015. Measured on V100 and MI60
+    #: clusters; applied to every part until a part-specific measurement exists.
+    rank_speed_sigma: float = 0.015
 
     def __post_init__(self) -> None:
         if not 0.0 < self.attention_fa2_ratio <= 1.0:
@@ -54,6 +60,11 @@ class Efficiency:
 
 
 SCALE_UP_KINDS = ("nvlink", "pcie")
+#: Sustained clock under a power cap, from first principles: dynamic power is C V^2 f and across
+#: the DVFS range the voltage rises with the clock (V ~ f), so the power above idle grows as f^3.
+#: A part capped at P (< its rated TDP) runs compute-bound kernels at the clock where
+#: idle + (TDP - idle) (f / f_rated)^3 = P. Memory-bound kernels keep the HBM clock (not scaled).
+POWER_CLOCK_EXPONENT = 3.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +86,9 @@ class AcceleratorSpec:
     #: all-reduce kernels only over scale-up links and use NCCL over PCIe (serving.itercost).
     scale_up: str = "nvlink"
     sources: dict[str, str] = field(default_factory=dict, compare=False)
+    #: the TDP the catalog's peaks and efficiencies were measured at (0 = `tdp_w`); a case that
+    #: caps the power (`overrides: {tdp_w: ...}`) lowers `tdp_w` only, so the two differ
+    rated_tdp_w: float = 0.0
 
     def with_(self, **changes) -> AcceleratorSpec:
         return replace(self, **changes)
@@ -94,6 +108,21 @@ class AcceleratorSpec:
             if p.get(fallback):
                 return p[fallback]
         raise KeyError(dtype)
+
+    @property
+    def clock_ratio(self) -> float:
+        """Sustained compute clock / the rated one under a power cap below the rated TDP
+        (POWER_CLOCK_EXPONENT); 1.0 at or above it (a higher limit does not raise the clock)."""
+        rated = self.rated_tdp_w or self.tdp_w
+        if self.tdp_w >= rated or rated <= self.idle_w:
+            return 1.0
+        headroom = max(self.tdp_w - self.idle_w, 1e-3 * (rated - self.idle_w))
+        return (headroom / (rated - self.idle_w)) ** (1.0 / POWER_CLOCK_EXPONENT)
+
+    def sustained_peak(self, dtype: str) -> float:
+        """Dense peak at the clock the part sustains under its power limit (rooflines use this;
+        MFU keeps the datasheet `peak`)."""
+        return self.peak(dtype) * self.clock_ratio
 
     def has_unit(self, dtype: str) -> bool:
         return bool(self.peak_flops_per_s.get(dtype))

@@ -76,7 +76,7 @@ def accelerator_from_mapping(d: dict) -> AcceleratorSpec:
         scale_up=scale_up,
         peak_flops_per_s=peaks, hbm_bytes=float(d["hbm_gb"]) * HBM_GB_BYTES,
         hbm_bw_bytes_per_s=float(d["hbm_tb_s"]) * 1e12, link_bw_bytes_per_s=float(d["link_gb_s"]) * 1e9,
-        tdp_w=float(d["tdp_w"]), idle_w=float(d["idle_w"]), price_usd_per_hour=float(d["price_usd_per_hour"]),
+        tdp_w=float(d["tdp_w"]), rated_tdp_w=float(d["tdp_w"]), idle_w=float(d["idle_w"]), price_usd_per_hour=float(d["price_usd_per_hour"]),
         efficiency=eff, sources=dict(d.get("sources") or {}))
 
 

@@ -12,7 +12,7 @@ The values follow what a Megatron-Core / NeMo / torchtitan user gets:
   dominates - give `--global-batch` to simulate a real job;
 * micro-batch 1, plain 1F1B (no virtual stages), no recomputation, bf16, fp32 gradient
   reduction: Megatron-LM's argument defaults;
-* ZeRO 1 (the distributed optimizer), flash attention, overlapped gradient reduce-scatter,
+* ZeRO 1 (the distributed optimizer), flash attention, fused non-GEMM kernels (`kernels: fused`), overlapped gradient reduce-scatter,
   parameter all-gather and pipeline sends, no TP comm overlap: Megatron-Core recipes;
 * seq_len 2048 (Megatron-LM has no default; GPT-3's context).
 
@@ -71,6 +71,7 @@ DEFAULTS: tuple[Default, ...] = (
     Default("precision", _const("bf16"), _always),
     Default("grad_dtype", _const("fp32"), lambda d, m: d["precision"] != "fp16"),
     Default("attention", _const("flash"), _always),
+    Default("kernels", _const("fused"), _always),
     Default("overlap_grad_reduce", _const(True), lambda d, m: _dp_ranks(d) > 1),
     Default("overlap_param_gather", _const(True), lambda d, m: _dp_ranks(d) > 1 and d["zero"] >= 1),
     Default("tp_comm_overlap", _const(False), lambda d, m: d["tp"] > 1),

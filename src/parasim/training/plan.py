@@ -12,6 +12,7 @@ from typing import Any
 from parasim.cost.dtypes import TRAINING_PRECISIONS
 from parasim.cost.layer import Sharding, check_sharding
 from parasim.cost.memory import RECOMPUTE
+from parasim.cost.nongemm import KERNEL_MODES
 from parasim.errors import InputError
 from parasim.specs import edge, model_limits
 from parasim.specs.model import ModelSpec
@@ -19,7 +20,7 @@ from parasim.specs.model import ModelSpec
 #: Most micro-batches per pipeline per step (the step simulator runs every one, ~50 us each at
 #: pp=8); real steps have tens to a few thousand. PARASIM_MAX_MICRO_BATCHES raises it.
 MAX_MICRO_BATCHES = 100_000
-ATTENTION_KERNELS = ("flash", "flash2", "unfused")
+ATTENTION_KERNELS = ("flash", "flash2", "triton", "unfused")
 GRAD_DTYPES = ("fp32", "bf16")
 
 
@@ -46,11 +47,14 @@ class TrainingPlan:
     # (Megatron-LM 2021: batch_isend_irecv, wait, then torch.cuda.synchronize)
     overlap_p2p_comm: bool = True
     schedule: str = "1f1b"  # a registered name (training/schedules.py); 1f1b with virtual_stages > 1 = interleaved
-    attention: str = "flash"  # flash (best fused kernel, catalog) | flash2 (FA2-generation) | unfused
+    attention: str = "flash"  # flash (best fused kernel, catalog) | flash2 (FA2-generation) | triton (2022-23 Triton FA) | unfused
     seq_len_dist: str | None = None  # file with one document length per line (packed into sequences)
     # dtype of the gradient buffers and their DP reduction: fp32 (Megatron's default with bf16/fp8)
     # or bf16 (NeMo's `optim.grad_sync_dtype=bf16`); fp16 runs always keep fp16 gradients
     grad_dtype: str = "fp32"
+    # who wrote the non-GEMM kernels (cost/nongemm.py): fused (Megatron-Core / Transformer Engine),
+    # eager (PyTorch eager: torchtitan, llm-foundry without torch.compile) or compiled (torch.compile)
+    kernels: str = "fused"
 
     def __post_init__(self) -> None:
         """Each field by its kind (`_FIELD_KINDS`), so a Python caller gets the CLI's one-line
@@ -118,6 +122,8 @@ class TrainingPlan:
             raise InputError("recompute", f"'{self.recompute}' is not one of {', '.join(RECOMPUTE)}")
         if self.attention not in ATTENTION_KERNELS:
             raise InputError("attention", f"'{self.attention}' is not one of {', '.join(ATTENTION_KERNELS)}")
+        if self.kernels not in KERNEL_MODES:
+            raise InputError("kernels", f"'{self.kernels}' is not one of {', '.join(KERNEL_MODES)}")
         if self.grad_dtype not in GRAD_DTYPES:
             raise InputError("grad-dtype", f"'{self.grad_dtype}' is not one of {', '.join(GRAD_DTYPES)}")
         from parasim.training.schedules import get_schedule
@@ -176,7 +182,7 @@ _FIELD_KINDS = {
                     "count"),
     **dict.fromkeys(("sequence_parallel", "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap",
                      "overlap_p2p_comm"), "bool"),
-    **dict.fromkeys(("recompute", "precision", "schedule", "attention", "grad_dtype"), "text"),
+    **dict.fromkeys(("recompute", "precision", "schedule", "attention", "grad_dtype", "kernels"), "text"),
     "zero": "zero", "seq_len_dist": "text?",
 }
 

@@ -11,6 +11,7 @@
    optimizer (memory-bound Adam over its local shard) and, with the distributed optimizer,
    all-gathers the updated parameters (hidden behind the next step's forward when
    `overlap_param_gather`). The slowest rank sets the step.
+4. The slowest GPU of the job stretches the critical rank's compute (`training/straggler.py`).
 
 Engine constants (documented with their sources in docs/training.md):
 """
@@ -21,18 +22,18 @@ from dataclasses import dataclass, field
 
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import attention_dtype
+from parasim.cost.flops import op_sac_recomputed_params
 from parasim.cost.layer import EdgeCost, LayerCost, forward_gemms_s
 from parasim.cost.memory import weight_params_per_gpu
+from parasim.cost.nongemm import adam_bytes_per_param
 from parasim.cost import partition
 from parasim.cost.roofline import memory_time_s
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 from parasim.training.plan import TrainingPlan
 from parasim.training.schedules import Op, rank_ops
+from parasim.training.straggler import straggler_s
 
-# Adam step, bytes moved per local parameter: fp32 grad read (4), master weight read+write (8),
-# two moments read+write (16), 16-bit weight write (2), grad-norm pass reading the grad again (4).
-OPTIMIZER_BYTES_PER_PARAM = 34.0
 # Parameters are gathered in 16-bit (the distributed optimizer's and FSDP's all-gathers).
 PARAM_GATHER_BYTES = 2.0
 # Megatron DDP bucket: max(40M, 1M * dp) parameters; the last bucket cannot overlap the backward.
@@ -44,6 +45,11 @@ FP8_CAST_BYTES = 4.0
 # fused scale-mask-softmax reads (2) and writes (2), dropout reads (2), writes output (2) and mask
 # (1), the value matmul reads the probabilities (2). Backward moves about twice as much.
 UNFUSED_SCORE_BYTES_FWD = 13.0
+# FlashAttention in Triton (the 2022-23 kernels: OpenAI's Triton tutorial kernel, flash_attn_triton.py that
+# MPT/llm-foundry ran as attn_impl: triton) against FlashAttention-2: "FlashAttention-2 is ... 1.3-2.5x
+# faster than FlashAttention in Triton" (Dao 2023, arXiv:2307.08691, section 4.1, A100, forward + backward);
+# the geometric midpoint of that range, sqrt(1.3 x 2.5).
+TRITON_FA_SLOWDOWN = 1.803
 # Communication overlapped with compute is not free: NCCL / userbuffers kernels occupy SMs
 # (typically 16-24 of 108-132) and HBM bandwidth while they run, slowing the GEMMs they hide behind.
 OVERLAP_SLOWDOWN = 0.15
@@ -71,10 +77,11 @@ def _costers(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> tupl
     s = plan.sharding(model)
     layer = LayerCost(model, cluster, s, weight_dtype=plan.precision, act_dtype=act, kv_dtype=act,
                       tp_group=Group.strided(plan.tp, 1, cluster),
-                      ep_group=Group.strided(plan.ep, plan.tp * plan.cp, cluster))
+                      ep_group=Group.strided(plan.ep, plan.tp * plan.cp, cluster), kernels=plan.kernels,
+                      dropout=model.dropout)
     # the LM head and embedding are not Transformer Engine layers: they stay in 16-bit
     edge_layer = layer if plan.precision != "fp8" else LayerCost(model, cluster, s, weight_dtype=act,
-                                                                 act_dtype=act, kv_dtype=act)
+                                                                 act_dtype=act, kv_dtype=act, kernels=plan.kernels)
     return layer, EdgeCost(edge_layer)
 
 
@@ -87,7 +94,7 @@ def _unfused_attention_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingP
     scores = seqs * heads * seq * seq
     flops = 2 * scores * (model.qk_head_dim + model.v_head_dim)
     drop_bytes = UNFUSED_SCORE_BYTES_FWD if model.dropout else UNFUSED_SCORE_BYTES_FWD - 5.0
-    gemm = flops / (acc.peak(dt) * acc.gemm_efficiency(dt))
+    gemm = flops / (acc.sustained_peak(dt) * acc.gemm_efficiency(dt))
     return gemm + memory_time_s(scores * drop_bytes, acc, kernels=4) + 2 * acc.efficiency.kernel_overhead_s
 
 
@@ -113,19 +120,26 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
         bwd_comm += fwd_comm
     elif plan.recompute == "selective":
         bwd_compute += attn_f
+    elif plan.recompute == "op":  # torchtitan per-op SAC: every other matmul and every elementwise op again
+        share = op_sac_recomputed_params(model) / max(layer_weight_params(model, plan, moe) * plan.tp, 1.0)
+        bwd_compute += min(1.0, share) * gemms + elem + cast_f
 
     parts = {"gemms": gemms, "attention": attn_f, "elementwise": elem + cast_f, "wgrad_accum": wgrad_accum,
-             "tp_comm": f["tp_comm"], "cp_comm": layer.cp_comm_s(t), "ep_comm": f["ep_comm"]}
+             "tp_comm": f["tp_comm"], "cp_comm": layer.cp_comm_s(t), "ep_comm": f["ep_comm"],
+             **{f"elementwise_{k}": v for k, v in layer.nongemm_s(t, moe).items()}, "elementwise_fp8_casts": cast_f}
     return LayerTimes(fwd_compute, fwd_comm, bwd_compute, bwd_comm, b["weight_grad"] + wgrad_accum, parts)
 
 
 def _attention_fwd_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, f: dict[str, float]) -> float:
     """The forward attention of the plan's kernel: the catalog's best fused kernel, an
-    FA2-generation one (the catalog's `attention_fa2_ratio` of that rate), or unfused."""
+    FA2-generation one (the catalog's `attention_fa2_ratio` of that rate), the Triton FlashAttention
+    of 2022-23 (TRITON_FA_SLOWDOWN below FA2), or unfused."""
     if not plan.flash_attention:
         return _unfused_attention_s(model, cluster, plan, plan.micro_batch, plan.seq_len / plan.cp)
     if plan.attention == "flash2":
         return f["attn_prefill"] / cluster.accelerator.efficiency.attention_fa2_ratio
+    if plan.attention == "triton":
+        return f["attn_prefill"] / cluster.accelerator.efficiency.attention_fa2_ratio * TRITON_FA_SLOWDOWN
     return f["attn_prefill"]
 
 
@@ -273,7 +287,7 @@ def chunk_layers(model: ModelSpec, plan: TrainingPlan) -> list[list[int]]:
 class StepTiming:
     step_s: float
     critical_rank: int
-    breakdown: dict[str, float]  # on the critical rank; compute + exposed_comm + bubble + optimizer = step
+    breakdown: dict[str, float]  # on the critical rank; compute + exposed_comm + bubble + optimizer + straggler = step
     details: dict[str, float]
     layer: LayerTimes
     run: PipelineRun
@@ -291,16 +305,19 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
     lt = _mix(model, dense, moe)
     pp, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
     t = plan.micro_batch * s / plan.cp
-    emb, head = edge.embedding_s(t), edge.lm_head_s(t)
+    emb, emb_b, head = edge.embedding_s(t), edge.embedding_bwd_s(t), edge.lm_head_gemm_s(t)
+    ce_f, ce_b = edge.cross_entropy_s(t)
     counts = chunk_layers(model, plan)
-    fwd, bwd = _chunk_times(plan, lt, counts, emb, head)
-    fsdp_f, fsdp_b = _fsdp_exposed_s(model, cluster, plan, lt)
+    fwd, bwd = _chunk_times(plan, lt, counts, (emb, emb_b), (head + ce_f, 2 * head + ce_b))
+    fsdp_f, fsdp_b, edge_f, edge_b = _fsdp_exposed_s(model, cluster, plan, lt)
     if fsdp_f or fsdp_b:
         for r in range(pp):
             for c in range(v):
                 n = counts[r][c]
-                fwd[r][c] = (fwd[r][c][0], fwd[r][c][1] + n * fsdp_f)
-                bwd[r][c] = (bwd[r][c][0], bwd[r][c][1] + n * fsdp_b)
+                # a chunk's first all-gather has no earlier layer to hide behind, its last
+                # reduce-scatter (the chunk's first layer, reduced after its backward) no later one
+                fwd[r][c] = (fwd[r][c][0], fwd[r][c][1] + n * fsdp_f + (edge_f if n else 0.0))
+                bwd[r][c] = (bwd[r][c][0], bwd[r][c][1] + n * fsdp_b + (edge_b if n else 0.0))
     # pipeline p2p: activations of one micro-batch (scattered over TP ranks, each on its own link)
     p2p = 0.0
     if pp > 1:
@@ -309,18 +326,23 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
     run = run_pipeline(rank_ops(plan.schedule_name, pp, m, v), pp, v, m, fwd, bwd, p2p,
                        p2p_blocking=not plan.overlap_p2p_comm)
     step, rank, bd, det, dp_total = _after_pipeline(model, cluster, plan, run)
+    bd["straggler"] = straggler_s(bd["compute"], cluster.accelerator.efficiency.rank_speed_sigma, cluster.gpus)
+    step += bd["straggler"]
     det.update({"p2p_per_op": p2p, "fsdp_layer_exposed_fwd": fsdp_f,
-                "fsdp_layer_exposed_bwd": fsdp_b, "dp_comm_total": dp_total,
+                "fsdp_layer_exposed_bwd": fsdp_b, "fsdp_first_gather_exposed_s": edge_f,
+                "fsdp_last_reduce_exposed_s": edge_b, "dp_comm_total": dp_total,
                 **{f"layer_fwd_{k}": v_ for k, v_ in lt.parts.items()},
                 "layer_fwd_s": lt.fwd_compute + lt.fwd_comm, "layer_bwd_s": lt.bwd_compute + lt.bwd_comm,
-                "embedding_fwd_s": emb, "lm_head_fwd_s": head})
+                "embedding_fwd_s": emb, "embedding_bwd_s": emb_b, "lm_head_fwd_s": head,
+                "cross_entropy_fwd_s": ce_f, "cross_entropy_bwd_s": ce_b})
     return StepTiming(step, rank, bd, det, lt, run)
 
 
-def _chunk_times(plan: TrainingPlan, lt: LayerTimes, counts: list[list[int]], emb: float,
-                 head: float) -> tuple[list, list]:
+def _chunk_times(plan: TrainingPlan, lt: LayerTimes, counts: list[list[int]], emb: tuple[float, float],
+                 head: tuple[float, float]) -> tuple[list, list]:
     """(compute, comm) of one micro-batch's forward and backward per (rank, chunk): its layers,
-    plus the embedding on the first virtual stage and the LM head on the last."""
+    plus the embedding on the first virtual stage and the LM head and loss on the last
+    (`emb`, `head`: (forward, backward) seconds)."""
     pp, v = plan.pp, plan.virtual_stages
     fwd, bwd = [], []
     for r in range(pp):
@@ -331,11 +353,11 @@ def _chunk_times(plan: TrainingPlan, lt: LayerTimes, counts: list[list[int]], em
             fc, fm = n * lt.fwd_compute, n * lt.fwd_comm
             bc, bm = n * lt.bwd_compute, n * lt.bwd_comm
             if g == 0:
-                fc += emb
-                bc += emb
+                fc += emb[0]
+                bc += emb[1]
             if g == pp * v - 1:
-                fc += head
-                bc += 2 * head
+                fc += head[0]
+                bc += head[1]
             fr.append((fc, fm))
             br.append((bc, bm))
         fwd.append(fr)
@@ -343,20 +365,27 @@ def _chunk_times(plan: TrainingPlan, lt: LayerTimes, counts: list[list[int]], em
     return fwd, bwd
 
 
-def _fsdp_exposed_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, lt: LayerTimes) -> tuple[float, float]:
+def _fsdp_exposed_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan,
+                    lt: LayerTimes) -> tuple[float, float, float, float]:
     """ZeRO-3 / FSDP, per layer: all-gather the weights in forward and backward, reduce-scatter
-    the gradients; (forward, backward) seconds left exposed."""
+    the gradients. Returns (forward, backward) seconds left exposed per layer, and per model
+    chunk and micro-batch the edges no prefetch can hide (PyTorch FSDP prefetches one layer
+    ahead: forward_prefetch / BACKWARD_PRE, FSDP2's implicit prefetch): the first layer's
+    all-gather waits for nothing to overlap, and the last reduce-scatter of the backward (the
+    first layer's gradients) has no later backward compute under it."""
     dpg = plan.dp * plan.cp
     if plan.zero < 3 or dpg <= 1:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0
     dp_group = Group.strided(dpg, plan.tp, cluster)
     layer_params = weight_params_per_gpu(model, tp=plan.tp, pp=model.layers, ep=plan.ep, stage=1) if model.layers > 2 else 0.0
     ag = collective_time_s("all_gather", layer_params * PARAM_GATHER_BYTES, dp_group, cluster)
     rs = collective_time_s("reduce_scatter", layer_params * plan.grad_bytes, dp_group, cluster)
-    if plan.overlap_param_gather:
-        return (ag - min(ag, lt.fwd_compute) * (1 - OVERLAP_SLOWDOWN),
-                ag + rs - min(ag + rs, lt.bwd_compute) * (1 - OVERLAP_SLOWDOWN))
-    return ag, ag + rs
+    if not plan.overlap_param_gather:
+        return ag, ag + rs, 0.0, 0.0
+    hid_f = min(ag, lt.fwd_compute) * (1 - OVERLAP_SLOWDOWN)
+    hid_b = min(ag + rs, lt.bwd_compute) * (1 - OVERLAP_SLOWDOWN)
+    # the hidden share of the first gather / of the last reduce-scatter is exposed at the edges
+    return ag - hid_f, ag + rs - hid_b, hid_f, hid_b * rs / (ag + rs) if ag + rs > 0 else 0.0
 
 
 def _after_pipeline(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan,
@@ -388,7 +417,8 @@ def _after_pipeline(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan,
             grad_exposed = grad_c
         ag_exposed = (ag_c * last_frac + OVERLAP_SLOWDOWN * ag_c * (1 - last_frac)) if plan.overlap_param_gather else ag_c
         local = params / (dpg if plan.zero >= 1 else 1)
-        opt = memory_time_s(local * OPTIMIZER_BYTES_PER_PARAM, cluster.accelerator, kernels=8)
+        opt_bytes, opt_kernels = adam_bytes_per_param(plan.kernels)
+        opt = memory_time_s(local * opt_bytes, cluster.accelerator, kernels=opt_kernels)
         total = end + grad_exposed + ag_exposed + opt
         if total > best[0]:
             busy = run.busy_compute_s[r] + run.busy_comm_s[r]

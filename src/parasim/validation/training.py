@@ -29,9 +29,14 @@ PREDICTABLE = ("tflops_per_gpu", "tokens_per_s", "tokens_per_s_per_gpu", "step_t
 
 
 def _legacy_megatron(software: str) -> bool:
-    """Megatron-LM before Megatron-Core (the 2021-2022 papers' code)."""
-    m = re.search(r"megatron-lm\s*\((\d{4})", software.lower())
-    return bool(m and int(m.group(1)) < 2023)
+    """Megatron-LM before Megatron-Core (the 2021-2022 papers' code), and the Megatron-DeepSpeed
+    forks of that code (BigScience's BLOOM run, 2022): no FlashAttention, no overlapped reduce."""
+    s = software.lower()
+    m = re.search(r"megatron-lm\s*\((\d{4})", s)
+    if m:
+        return int(m.group(1)) < 2023
+    y = re.search(r"\b(20\d\d)\b", s)
+    return "megatron-deepspeed" in s and bool(y and int(y.group(1)) < 2023)
 
 
 def _pre_fa3(software: str) -> bool:
@@ -48,6 +53,24 @@ def _pre_fa3(software: str) -> bool:
 #: PyTorch FSDP's "PURE" mixed precision (Composer/llm-foundry): parameters, gradients and their
 #: reduce-scatter in bf16; "DEFAULT" reduces in fp32
 _FSDP_PURE = re.compile(r"(?:MP Mode|mixed[_ ]precision)\s*:?\s*PURE\b", re.IGNORECASE)
+
+
+#: PyTorch-native training stacks whose non-GEMM ops run as PyTorch eager ops unless compiled
+_PYTORCH_NATIVE = re.compile(r"torchtitan|llm-foundry|composer|pytorch fsdp|\bfsdp2?\b", re.IGNORECASE)
+
+
+#: stacks whose 2023 releases ran a Triton FlashAttention kernel (llm-foundry MPT: attn_impl: triton)
+_TRITON_ERA = re.compile(r"llm-foundry|composer", re.IGNORECASE)
+
+
+def kernel_mode(software: str) -> tuple[str, str]:
+    """(kernels plan value, the choice line): Megatron / NeMo / DeepSpeed stacks run fused
+    kernels; PyTorch-native stacks eager, or compiled when the software names torch.compile."""
+    if not _PYTORCH_NATIVE.search(software) or re.search(r"megatron|nemo", software, re.IGNORECASE):
+        return "fused", ""
+    if re.search(r"torch\.?compile|\bcompiled?\b", software, re.IGNORECASE):
+        return "compiled", "kernels=compiled (torch.compile named in software: fused elementwise and loss)"
+    return "eager", "kernels=eager (PyTorch-native stack, torch.compile not named: one kernel per op)"
 
 
 def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
@@ -79,7 +102,11 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
                        "backward, no TP overlap, blocking pipeline sends")
     else:
         tp_overlap = bool(raw.get("sequence_parallel")) and int(raw.get("tp") or 1) > 1 and "nemo" in case.software.lower()
-        kernel = "flash2" if _pre_fa3(case.software) else "flash"
+        # PyTorch-native stacks call SDPA, whose flash backend is FlashAttention-2 (PyTorch 2.2+);
+        # llm-foundry's MPT configs of 2023 ran its Triton FlashAttention (attn_impl: triton)
+        kernel = "flash2" if _pre_fa3(case.software) or _PYTORCH_NATIVE.search(case.software) else "flash"
+        if _TRITON_ERA.search(case.software) and _pre_fa3(case.software):
+            kernel = "triton"
         extra = {"attention": kernel, "overlap_grad_reduce": True, "overlap_param_gather": True,
                  "tp_comm_overlap": tp_overlap}
         if "nemo" in case.software.lower() and raw.get("precision") != "fp16" and raw.get("grad_dtype") is None:
@@ -88,9 +115,20 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         elif _FSDP_PURE.search(case.source) and raw.get("precision") != "fp16":
             extra["grad_dtype"] = "bf16"
             choices.append("grad_dtype=bf16 (FSDP mixed precision PURE in the source: gradients reduced in bf16)")
-        choices.append(f"Megatron-Core-era stack: {'FA2-generation (cuDNN/FA2, pre-FA3) ' if kernel == 'flash2' else ''}flash attention, overlapped grad reduce-scatter and param all-gather"
+        label = {"flash2": "FA2-generation (cuDNN/FA2, pre-FA3) ", "triton": "Triton (attn_impl: triton) "}.get(kernel, "")
+        choices.append(f"Megatron-Core-era stack: {label}flash attention, overlapped grad reduce-scatter and param all-gather"
                        f"{', TP comm overlap (NeMo recipe with SP)' if tp_overlap else ''}")
-    raw.update(extra)
+    if raw.get("recompute") == "selective" and re.search(r"torchtitan", case.software, re.IGNORECASE):
+        raw["recompute"] = "op"  # the same stated setting, read as that framework defines it
+        choices.append("recompute=op (torchtitan's selective activation checkpointing is per-op: every other "
+                       "matmul and the elementwise ops recomputed, attention saved)")
+    if raw.get("kernels") is None:
+        extra["kernels"], why = kernel_mode(case.software)
+        if why:
+            choices.append(why)
+    for key, value in extra.items():  # a value the case states wins over the software's default
+        if raw.get(key) is None:
+            raw[key] = value
     if int(raw.get("virtual_stages") or 1) > 1:
         raw["schedule"] = for_virtual_stages(raw.get("schedule") or "1f1b", int(raw["virtual_stages"]))
     plan = TrainingPlan.from_mapping(raw, gpus=case.cluster.gpus)
