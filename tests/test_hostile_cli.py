@@ -80,7 +80,7 @@ BAD = {
     "int": ["-1", HUGE, "1e20", "nan", "", "abc", "1-", "٣", "0"],
     "float": ["nan", "inf", "-inf", "1e20", "-1", "", "fast", "0"],
     "str": ["", "\x00", "\x1b[31m", "é" * 5000, "1-", "tp=abc", "☃"],
-    "path": ["", "\x00", "/nonexistent/parasim/x.yaml", "/"],
+    "path": ["", "\x00", "/dev/null/parasim/x.yaml", "/"],
 }
 
 
