@@ -13,7 +13,7 @@ def text(e: dict[str, Any]) -> str:
     sentence saying the prediction is outside everything validated."""
     if e["status"] == "unvalidated":
         return e["note"]
-    bars = f"±{e['p50_abs_pct']:g} % p50, ±{e['p90_abs_pct']:g} % p90"
+    bars = f"±{e['p50_abs_pct']:.1f} % p50, ±{e['p90_abs_pct']:.1f} % p90"
     if e["status"] == "profile":
         return f"{bars} (calibration profile, out of fold, {e['runs']} runs)"
     where = "this category" if e["status"] == "validated" else f"nearest category: {', '.join(e['relaxed'])} relaxed"

@@ -142,8 +142,8 @@ def lookup(cat: Category, metric: str, table: Mapping[tuple[str, ...], dict[str,
 
 def _note(status: str, cat: Category, metric: str, gone: tuple[str, ...], unknown: list[str], runs: int) -> str:
     if status == "unvalidated":
-        return (f"outside everything validated: fewer than {MIN_RUNS} published {cat.kind} runs on {cat.vendor} "
-                f"GPUs measure {metric}; this prediction ({cat.generation}) is unchecked")
+        return (f"outside everything validated: fewer than {MIN_RUNS} published {cat.kind} runs on any {cat.vendor} "
+                f"accelerator measure {metric}; this prediction ({cat.generation}) is unchecked")
     if status == "validated":
         return f"|error| on {runs} published runs of this category (docs/VALIDATION.md)"
     why = f" ({', '.join(unknown)} not known for this prediction)" if unknown else ""
