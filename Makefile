@@ -35,6 +35,7 @@ PROJECT_CASES := validation/trtllm-0.9-static-batch.yaml $(foreach v,0.10 0.11 0
 
 validation: $(VENV)/.installed
 	$(BIN)/parasim validate $(SHARED)/validation/dev.yaml --markdown docs/VALIDATION.md -j $(JOBS) \
+	  --error-table src/parasim/specs/data/expected_error.yaml \
 	  --extra $(SHARED)/validation/dev-traces.yaml $(foreach f,$(PROJECT_CASES),--extra $(f))
 
 bench: $(VENV)/.installed

@@ -99,6 +99,8 @@ def test_emit_yaml_and_markdown_on_a_full_disk_exit_1(cases, tmp_path):
     cannot_write(run_cli(*command("plan train", cases), "--emit-yaml", str(FULL)), FULL, os.strerror(errno.ENOSPC))
     cannot_write(run_cli("validate", cases, "--markdown", str(FULL)), FULL, os.strerror(errno.ENOSPC))
     cannot_write(run_cli("validate", cases, "--markdown", str(tmp_path)), tmp_path, os.strerror(errno.EISDIR))
+    cannot_write(run_cli("validate", cases, "--error-table", str(FULL)), FULL, os.strerror(errno.ENOSPC))
+    cannot_write(run_cli("validate", cases, "--error-table", str(tmp_path)), tmp_path, os.strerror(errno.EISDIR))
 
 
 def test_emit_yaml_to_a_directory_exits_1_before_the_search(tmp_path, cases):

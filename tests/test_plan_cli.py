@@ -40,6 +40,9 @@ def test_plan_train_json_contract_and_emitted_yaml_reproduces(tmp_path):
     again = run_cli("train", "-c", str(out_yaml), "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["step_time_s"] == out["best"]["metrics"]["step_time_s"]
+    # the winner's error bars are those `train` quotes for the same plan (docs/expected-error.md)
+    assert out["expected_error"] == json.loads(again.stdout)["expected_error"]
+    assert out["expected_error"]["category"]["generation"] == "hopper"
     assert cfg["tp"] == out["best"]["tp"]
 
 
@@ -60,6 +63,8 @@ def test_plan_serve_best_plan_reruns_to_the_same_numbers(tmp_path):
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout)["summary"]
     assert summary == best["metrics"]["summary"]
+    assert out["expected_error"] == json.loads(again.stdout)["expected_error"]
+    assert set(out["expected_error"]["by_metric"]) == {"throughput", "ttft", "tpot", "e2e"}
 
 
 def test_plan_table_output_runs():

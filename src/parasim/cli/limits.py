@@ -111,7 +111,7 @@ INSPECT: dict[str, Rule] = {"model": TEXT, "gpu": TEXT, "tp": I("gpus"), "pp": I
                             "weights": TEXT, "kv_dtype": TEXT, "context": I("tokens", lo=0), **OUTPUTS}
 CATALOG: dict[str, Rule] = dict(OUTPUTS)
 VALIDATE: dict[str, Rule] = {"file": Rule("file"), "kind": TEXT, "extra": Rule("files"), "markdown": OUT,
-                             "workers": I("workers"), **OUTPUTS}
+                             "error_table": OUT, "workers": I("workers"), **OUTPUTS}
 
 #: command path -> its table (tests/test_hostile_cli.py checks every parameter has a rule)
 TABLES: dict[str, dict[str, Rule]] = {"serve": SERVE, "train": TRAIN, "plan train": PLAN_TRAIN,

@@ -127,6 +127,21 @@ def report(out: dict | None, command: str, *, top: int, json_out: bool, json_fil
         raise typer.Exit(1)
 
 
+def add_expected_error(out: dict | None, model: str, kind: str) -> None:
+    """The winner's `expected_error` (validation.expected_error), null when nothing is ranked."""
+    if out is None or (out["interrupted"] and not out["evaluated"]):
+        return
+    best = out.get("best")
+    out["expected_error"] = None
+    if best:
+        from parasim.specs.catalog import get_accelerator, get_model
+        from parasim.validation.expected_error import serving_expected, training_expected
+
+        m, acc = get_model(model), get_accelerator(best["gpu"])
+        out["expected_error"] = (training_expected(m, acc, zero=best["zero"], precision=best["precision"])
+                                 if kind == "training" else serving_expected(m, acc, weights=best["weights"]))
+
+
 # --- plan train ----------------------------------------------------------------------------------------
 @plan_app.command("train", cls=RegistryHelp)
 def plan_train_cmd(
@@ -183,6 +198,7 @@ def plan_train_cmd(
                       ray_address=ray_address)
     outputs.check(json_file, emit_yaml)
     out = search(run_search, req, json_out)
+    add_expected_error(out, model, "training")
     report(out, "plan train", top=top, json_out=json_out, json_file=json_file, render=render_train,
            emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping(out["best"], model))
 
@@ -292,5 +308,6 @@ def plan_serve_cmd(
         note = trace_note(out["workload"].get("trace"))
         if note:
             typer.echo(f"note: {note}", err=True)
+    add_expected_error(out, model, "serving")
     report(out, "plan serve", top=top, json_out=json_out, json_file=json_file, render=render_serve,
            emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping({**out, "_workload_keys": workload_keys}, req, emit_yaml))

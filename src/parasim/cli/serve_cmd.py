@@ -201,7 +201,16 @@ def run(opts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         out["inputs"]["notes"] = [f"defaults used ({e['engine']}): "
                                   + " ".join(f"{k}={v}" for k, v in e["defaults"].items()),
                                   *out["inputs"].get("notes", [])]
+    out["expected_error"] = _expected(opts, model, cluster, plan)
     return out, res
+
+
+def _expected(opts: dict[str, Any], model, cluster, plan) -> dict[str, Any]:
+    """The validated error of the nearest category of published runs (the engine's when --engine names one)."""
+    from parasim.validation.expected_error import serving_expected
+
+    software = (opts.get("engine_defaults") or {}).get("engine")
+    return serving_expected(model, cluster.accelerator, weights=plan.weights or model.native_weights, software=software)
 
 
 def bench_meta(opts: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """`parasim train`: simulate one optimizer step of a training plan.
 
 Every flag has a config-file twin (`-c plan.yaml`, same names with dashes or underscores); a
-flag given on the command line overrides the file. `--json` prints the TrainingResult,
+flag given on the command line overrides the file. `--json` prints the TrainingResult (with
+`expected_error`: the validated error of the nearest category of published runs),
 `--json-out FILE` also writes it. A plan that does not fit in memory is still printed, with its
 memory breakdown, and exits 1.
 """
@@ -171,13 +172,15 @@ def train_cmd(
             o["used"] = getattr(plan, k)
     outputs.check(json_file)
     from parasim.training import simulate
+    from parasim.validation.expected_error import training_expected
 
     res = simulate(model_spec, cluster, plan)
-    out = {**res.to_dict(), "defaults": defaults, "overrides": overrides}
+    expected = training_expected(model_spec, cluster.accelerator, zero=plan.zero, precision=plan.precision)
+    out = {**res.to_dict(), "defaults": defaults, "overrides": overrides, "expected_error": expected}
     if json_out:
         print_json(out)
     else:
-        render(res, plan, defaults, overrides)
+        render(res, plan, defaults, overrides, expected)
     if json_file:
         outputs.write_json(json_file, out)
     if not res.fits:

@@ -1,8 +1,8 @@
 """`parasim validate`: predicted vs measured for every case of one or more case files.
 
 Exit codes: 0 when at least one case ran (an unreadable case is reported as skipped, with why);
-2 when none could (no case of the asked kind, or every case unreadable); 1 when --json-out or
---markdown cannot be written; 130 on Ctrl-C (one line; a validation is reported whole or not at all).
+2 when none could (no case of the asked kind, or every case unreadable); 1 when --json-out,
+--markdown or --error-table cannot be written; 130 on Ctrl-C (one line; a validation is reported whole or not at all).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def validate_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object (cases + summary)."),
     json_file: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the report as markdown to this file."),
+    error_table: Optional[Path] = typer.Option(None, "--error-table", help="Also write the p50/p90 |error| per category (kind, metric, GPU generation, framework, size, dtype) as YAML: the table `train`, `serve` and `plan` quote as expected_error (docs/expected-error.md)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Processes to run cases on (results do not depend on it)."),
 ) -> None:
     """Run every case, report predicted, measured and relative error, and the summary per kind."""
@@ -34,7 +35,7 @@ def validate_cmd(
     from parasim.validation.run import run_files
 
     paths = [str(file)] + [str(p) for p in (extra or [])]
-    outputs.check(json_file, markdown)
+    outputs.check(json_file, markdown, error_table)
     reports = run_files(paths, kind=kind, workers=workers, pool=_pool)
     if not reports:
         raise InputError("kind" if kind else "file", f"no {kind + ' ' if kind else ''}case in {', '.join(paths)}: "
@@ -58,6 +59,12 @@ def validate_cmd(
         outputs.write_text(markdown, to_markdown(reports, paths))
         if not json_out:
             console().print(f"wrote {markdown}")
+    if error_table is not None:
+        from parasim.validation.expected_error import dump_table, table_from_reports
+
+        outputs.write_text(error_table, dump_table(table_from_reports(reports, paths)))
+        if not json_out:
+            console().print(f"wrote {error_table}")
 
 
 def render(reports, summary: dict) -> None:

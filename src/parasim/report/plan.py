@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from parasim.report.expected_error import rows as expected_rows
 from parasim.report.tables import console, fmt, table
 
 
@@ -87,6 +88,8 @@ def render_common(out: dict) -> None:
         c.print(f"Pareto front ({' vs '.join(p['objectives'])}): ranks {', '.join(str(x) for x in p['front'])}")
     for line in out["explanation"]["text"]:
         c.print(f"- {line}")
+    for label, line in expected_rows(out.get("expected_error")):
+        c.print(f"winner's {label}: {line}")
     c.print(f"evaluated {out['evaluated']} plans of a raw space of {out['space_size']:,} in "
             f"{fmt(out['search_wall_s'])} s" + (" [bold yellow](interrupted: best so far)[/]" if out["interrupted"] else ""))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from parasim.report.expected_error import rows as expected_rows
 from parasim.report.tables import console, kv_table
 
 
@@ -85,6 +86,7 @@ def render(out: dict[str, Any]) -> None:
             ("GPUs / GPU-hours", f"{s['gpus']} / {s['gpu_hours']:.4f}"),
             ("energy (J/output token)", s["energy_j_per_token"]), ("cost ($/M output tokens)", s["cost_usd_per_m_tokens"])]
     rows += _capacity_rows(out)
+    rows += expected_rows(out.get("expected_error"))
     rows.append(("simulation wall time (s)", round(out["sim_wall_s"], 3)))
     console().print(kv_table(title, rows))
     _notes(i)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from parasim.report.expected_error import rows as expected_rows
 from parasim.report.tables import console, fmt, kv_table
 from parasim.units import GIB, fmt_gib
 
@@ -12,7 +13,7 @@ def _show(v: Any) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
-def render(res, plan, defaults: dict[str, Any], overrides: dict[str, dict]) -> None:
+def render(res, plan, defaults: dict[str, Any], overrides: dict[str, dict], expected: dict | None = None) -> None:
     p = plan
     rows = [
         ("model / gpu", f"{res.model} on {res.gpus} x {res.gpu}"),
@@ -34,6 +35,7 @@ def render(res, plan, defaults: dict[str, Any], overrides: dict[str, dict]) -> N
     ]
     for k, v in res.varlen.items():
         rows.append((f"  varlen {k}", fmt(v)))
+    rows += expected_rows(expected)
     if defaults:
         rows.append(("defaults used", " ".join(f"{k}={_show(v)}" for k, v in defaults.items())))
     for k, o in overrides.items():

@@ -81,6 +81,9 @@ class AcceleratorSpec:
     price_usd_per_hour: float  # assumption, user-editable
     efficiency: Efficiency = field(default_factory=Efficiency)
     form_factor: str = ""
+    #: the vendor's architecture (hopper, cdna3, ...): parts of one generation share kernels and
+    #: efficiencies, so validated errors are grouped by it (validation.category); "" = not stated
+    generation: str = ""
     #: how GPUs of one node reach each other: "nvlink" (NVLink/NVSwitch and the other vendors'
     #: dedicated fabrics) or "pcie" (no scale-up links). Serving engines run their custom P2P
     #: all-reduce kernels only over scale-up links and use NCCL over PCIe (serving.itercost).
@@ -148,7 +151,7 @@ class AcceleratorSpec:
     def summary(self) -> dict:
         p = self.peak_flops_per_s
         tf = lambda k: (round(p[k] / 1e12, 2) if p.get(k) else None)  # noqa: E731
-        return {"id": self.id, "name": self.name, "vendor": self.vendor,
+        return {"id": self.id, "name": self.name, "vendor": self.vendor, "generation": self.generation,
                 "bf16_tflops": tf("bf16") or tf("fp16"), "fp16_tflops": tf("fp16"),
                 "fp8_tflops": tf("fp8"), "int8_tops": tf("int8"), "fp4_tflops": tf("fp4"),
                 "hbm_gib": round(gib(self.hbm_bytes), 1), "hbm_tb_s": round(self.hbm_bw_bytes_per_s / 1e12, 3),
