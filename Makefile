@@ -30,7 +30,8 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PROJECT_CASES := validation/trtllm-0.9-static-batch.yaml $(foreach v,0.10 0.11 0.12 0.13 0.14 0.15 0.17 1.0,validation/trtllm-$(v)-perf-overview.yaml) \
 	validation/apex-vllm-0.6-traces.yaml validation/vllm-v1-published.yaml \
 	validation/vllm-v1-h100-threads.yaml validation/sglang-published.yaml \
-	validation/trtllm-deepseek-r1-adp.yaml validation/llama3-405b-training.yaml validation/llmfoundry-mpt-training.yaml
+	validation/trtllm-deepseek-r1-adp.yaml validation/llama3-405b-training.yaml validation/llmfoundry-mpt-training.yaml \
+	validation/memory-published.yaml
 
 validation: $(VENV)/.installed
 	$(BIN)/parasim validate $(SHARED)/validation/dev.yaml --markdown docs/VALIDATION.md -j $(JOBS) \

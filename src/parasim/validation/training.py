@@ -23,9 +23,10 @@ from parasim.specs.validation_case import Case, CaseResult
 from parasim.training import TrainingPlan, simulate
 from parasim.training.schedules import for_virtual_stages
 from parasim.units import fmt_gib
+from parasim.validation.memory import MEMORY_KEYS, memory_unit_bytes, oom_verdict
 
 PREDICTABLE = ("tflops_per_gpu", "tokens_per_s", "tokens_per_s_per_gpu", "step_time_s", "mfu", "hfu",
-               "samples_per_s")
+               "samples_per_s", *MEMORY_KEYS)
 
 
 def _legacy_megatron(software: str) -> bool:
@@ -122,9 +123,26 @@ def predict_case(case: Case) -> CaseResult:
             pred[key] = res.megatron_hfu
         elif key == "samples_per_s":  # sequences per second
             pred[key] = res.tokens_per_s / plan.seq_len
+    pred.update(_memory_predictions(case, res.memory))
+    verdict = oom_verdict(case, fits=res.fits, what=f"peak memory {fmt_gib(res.peak_memory_bytes)} per GPU exceeds "
+                                                     f"{fmt_gib(case.cluster.accelerator.hbm_bytes, None)}")
+    if verdict is not None:
+        return CaseResult(status=verdict[0], predicted=pred, choices=choices, reason=verdict[1])
     if not res.fits:
         choices.append(f"peak memory {fmt_gib(res.peak_memory_bytes)} exceeds "
                        f"{fmt_gib(case.cluster.accelerator.hbm_bytes, None)}")
         return CaseResult(status="infeasible", predicted=pred, choices=choices,
                           reason=f"does not fit: {fmt_gib(res.peak_memory_bytes)} per GPU")
     return CaseResult(status="ok", predicted=pred, choices=choices)
+
+
+def _memory_predictions(case: Case, memory: dict[str, float]) -> dict[str, float]:
+    """The memory keys the case measured, from the peak rank's breakdown (`TrainingResult.memory`,
+    GiB): the whole peak with the runtime reserve, the activations held at the peak, and the
+    model state (weights, gradients and optimizer, after ZeRO sharding). In the unit the case's
+    source printed (`memory_unit_bytes`: GiB unless it says GB = 10^9 bytes)."""
+    scale = 2**30 / memory_unit_bytes(case.source)
+    state = memory["weights_gib"] + memory["gradients_gib"] + memory["optimizer_gib"]
+    values = {"peak_memory_gb_per_gpu": memory["total_gib"], "activation_memory_gb_per_gpu": memory["activations_gib"],
+              "weights_and_optimizer_gb_per_gpu": state}
+    return {k: v * scale for k, v in values.items() if k in case.measured}
