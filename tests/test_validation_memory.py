@@ -117,3 +117,20 @@ def test_simulated_peak_is_monotone(mb, seq, tp, zero):
     assert peak(seq_len=2 * seq) >= base
     assert peak(tp=2 * tp) <= base
     assert peak(zero=zero + 1) <= base
+
+
+@pytest.mark.parametrize(("tp", "ep", "dp"), [(1, 8, 8), (2, 4, 4), (4, 2, 2), (1, 1, 8), (8, 1, 1)])
+def test_expert_state_is_sharded_over_the_expert_data_parallel_group(tp, ep, dp):
+    """Megatron's distributed optimizer (ZeRO-1) shards a routed expert's fp32 state over the GPUs
+    holding that same expert: with one expert per GPU (tp 1, ep 8 on 8 GPUs) nobody shares it, so
+    its 12 bytes/param stay whole. By hand: 12 x (all experts of all layers) / (tp x dp), whatever
+    ep, plus the dense part's 12 x dense params / dp."""
+    from parasim.cost.memory import stage_state_bytes, weight_params_per_gpu
+
+    model = get_model("mixtral-8x7b")
+    st_ = stage_state_bytes(model, tp=tp, pp=1, ep=ep, dp_cp=dp, zero=1, stage=0)
+    experts_all = model.moe_layers * model.experts * model.expert_params
+    held = weight_params_per_gpu(model, tp=tp, pp=1, ep=ep)
+    experts_held = experts_all / ep / (tp if ep == 1 else 1)
+    assert st_.optimizer == pytest.approx(12 * experts_all / (tp * dp) + 12 * (held - experts_held) / dp, rel=1e-12)
+    assert st_.weights == pytest.approx(2 * held, rel=1e-12)  # ZeRO-1 leaves the 16-bit weights whole

@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import Any
 
 from parasim.cost.memory import (activation_bytes_per_layer, embedding_activation_bytes, logits_activation_bytes,
-                                 training_state_bytes, weight_params_per_gpu)
+                                 stage_state_bytes)
 from parasim.errors import InputError
 from parasim.search import executors
 from parasim.search.interrupts import SigintGuard
@@ -86,10 +86,6 @@ def _ops(schedule: str, pp: int, m: int, v: int) -> tuple:
 
 
 @lru_cache(maxsize=65536)
-def _stage_params(model: ModelSpec, tp: int, pp: int, ep: int, rank: int, v: int = 1) -> float:
-    return weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=rank, virtual_stages=v)
-
-
 @lru_cache(maxsize=4096)
 def _chunk_layers(model: ModelSpec, pp: int, v: int) -> tuple:
     from parasim.cost.partition import chunk_layers
@@ -130,8 +126,8 @@ def peak_memory_bytes(model: ModelSpec, d: dict[str, Any]) -> float:
     grad_bytes = 2.0 if d["precision"] == "fp16" else 4.0
     peak = 0.0
     for r in range(pp):
-        st = training_state_bytes(_stage_params(model, tp, pp, d["ep"], r, v), dp=d["dp"] * cp, zero=d["zero"],
-                                  grad_bytes=grad_bytes)
+        st = stage_state_bytes(model, tp=tp, pp=pp, ep=d["ep"], dp_cp=d["dp"] * cp, zero=d["zero"], stage=r,
+                               virtual_stages=v, grad_bytes=grad_bytes)
         peak = max(peak, st.total + acts[r] + RESERVED_BYTES)
     return peak
 

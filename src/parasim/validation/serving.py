@@ -146,8 +146,11 @@ def _memory_predictions(case: Case, plan: ServingPlan) -> tuple[dict[str, float]
 def _predict_memory_only(case: Case) -> CaseResult:
     """A case that measured only memory (an engine's start-up log): the plan and its memory split,
     no simulation (there is no workload to run)."""
+    # no requests to serve: the engine's defaults that depend on them (vLLM V0's max_model_len)
+    # fall back to the model's own (one 2-token request is shorter than any context)
+    placeholder = generate(requests=1, burst=True, prompt_tokens=1, output_tokens=1)
     try:
-        plan, choices, _ = case_plan(case)
+        plan, choices, _ = case_plan(case, placeholder)
         pred, fits, what = _memory_predictions(case, plan)
     except InputError as e:
         return CaseResult(status="skipped", reason=f"{e.field}: {e.message}")
