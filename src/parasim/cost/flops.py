@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+from parasim.cost.sac import recomputed_matmul_fraction
 from parasim.specs.model import ModelSpec
 
 
@@ -52,4 +53,6 @@ def training_hardware_flops_per_token(model: ModelSpec, ctx: float, recompute: s
         return base + 2.0 * layer_matmul_params_active(model) + model.layers * attention_flops_per_token_layer(model, ctx)
     if recompute == "selective":
         return base + model.layers * attention_flops_per_token_layer(model, ctx)
+    if recompute == "selective_op":
+        return base + 2.0 * recomputed_matmul_fraction(model) * layer_matmul_params_active(model)
     return base

@@ -21,13 +21,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from parasim.cost.dtypes import dtype_bytes
+from parasim.cost.sac import saved_bytes_per_token
 from parasim.mathx import cdiv
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 from parasim.units import gib
 
 GIB = 1024**3
-RECOMPUTE = ("none", "selective", "full")
+#: none | Megatron's selective (attention core) | full (layer input only) | torchtitan's op-level
+#: selective checkpointing (`cost.sac`)
+RECOMPUTE = ("none", "selective", "full", "selective_op")
 
 
 def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1, sp: bool = False,
@@ -40,6 +43,8 @@ def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, 
     scale = act_bytes / 2.0  # the formulas count 16-bit activations (2 bytes) and 1-byte masks
     if recompute == "full":
         return 2 * sbh * scale / (tp if sp else 1)
+    if recompute == "selective_op":
+        return s * b * saved_bytes_per_token(model, tp=tp, sp=sp, act_bytes=act_bytes)
     drop = 1 if model.dropout else 0
     q = model.q_dim / h
     kv = 2 * model.kv_heads * model.head_dim / h

@@ -45,7 +45,8 @@ from parasim.training.schedules import resolve_name
 
 from parasim.search import train_reference as tr
 from parasim.search.train_reference import PLAN_KEYS, parse_reference
-RECOMPUTE_ORDER = ("none", "selective", "full")
+#: least to most recomputation (a fitting plan makes its more-recomputing siblings redundant)
+RECOMPUTE_ORDER = ("none", "selective", "selective_op", "full")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -92,6 +92,10 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         choices.append(f"Megatron-Core-era stack: {'FA2-generation (cuDNN/FA2, pre-FA3) ' if kernel == 'flash2' else ''}flash attention, overlapped grad reduce-scatter and param all-gather"
                        f"{', TP comm overlap (NeMo recipe with SP)' if tp_overlap else ''}")
     raw.update(extra)
+    if raw.get("recompute") == "selective" and "torchtitan" in case.software.lower():
+        raw["recompute"] = "selective_op"
+        choices.append("recompute=selective_op (torchtitan's selective AC, op mode: every other matmul output and "
+                       "the attention output saved, the rest recomputed; not Megatron's attention-core recompute)")
     if int(raw.get("virtual_stages") or 1) > 1:
         raw["schedule"] = for_virtual_stages(raw.get("schedule") or "1f1b", int(raw["virtual_stages"]))
     plan = TrainingPlan.from_mapping(raw, gpus=case.cluster.gpus)
