@@ -60,8 +60,9 @@ def test_validate_scores_a_false_oom_and_memory_keys():
     serving = cases["serving-memory-only"]
     assert serving["status"] == "ok" and set(serving["memory_errors"]) == {"kv_cache_tokens", "weights_gb_per_gpu"}
     assert serving["predicted"]["kv_cache_tokens"] % 16 == 0  # whole 16-token blocks
+    assert cases["serving-weights-exceed-the-gpu"]["status"] == "false_oom"
     mem = out["memory_summary_by_file"][str(DATA)]
-    assert mem["false_oom"] == 1 and mem["missed_oom"] == 0 and mem["fits_stated"] == 3
+    assert mem["false_oom"] == 2 and mem["missed_oom"] == 0 and mem["fits_stated"] == 4
 
 
 def test_markdown_has_a_memory_section(tmp_path):
@@ -161,3 +162,11 @@ def test_torchtitan_selective_is_validated_as_op_level_sac():
     cases = {c["id"]: c for c in json.loads(r.stdout)["cases"]}
     assert cases["torchtitan-a100-llama2-70b-bs1-selective-op"]["status"] == "ok"
     assert cases["torchtitan-a100-llama2-70b-bs2-selective-op-oom"]["status"] == "infeasible"
+
+
+def test_memory_unit_follows_the_source():
+    """GiB (what PyTorch and vLLM print) unless the source says its GB are 10^9 bytes."""
+    from parasim.validation.memory import memory_unit_bytes
+
+    assert memory_unit_bytes("vLLM log, Available KV cache memory: 53.29 GiB") == 2**30
+    assert memory_unit_bytes("Rajbhandari et al. 2020, Fig. 1 (GB = 10^9 bytes)") == 1e9
