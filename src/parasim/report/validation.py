@@ -100,7 +100,7 @@ def to_markdown(reports: list[CaseReport], inputs: list[str]) -> str:
         notes: dict[str, list[str]] = {}  # note text -> ids, in order of first appearance
         for r in rs:
             keys = [k for k in r.measured if k not in NON_METRIC_KEYS and k not in ALL_MEMORY_KEYS]
-            if not r.errors:
+            if not r.errors and not r.memory_errors:  # memory-only cases: in the Memory section
                 lines.append(f"| {r.id} | {r.status} | {', '.join(keys)} | - | "
                              f"{', '.join(_num(r.measured[k]) for k in keys)} | - |")
             for k in keys:
