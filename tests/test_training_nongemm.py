@@ -112,12 +112,12 @@ def test_torchtitan_op_checkpointing_recomputes_wk_wo_w3():
 
     m = LLAMA
     extra = 2 * m.layers * (4096 * 1024 + 4096 * 4096 + 4096 * 14336)
-    assert training_hardware_flops_per_token(m, 4096.5, "op") == pytest.approx(
+    assert training_hardware_flops_per_token(m, 4096.5, "selective_op") == pytest.approx(
         training_model_flops_per_token(m, 4096.5) + extra)
 
 
 def test_op_checkpointing_costs_between_none_and_full():
     cluster = ClusterSpec(accelerator=H100, gpus=8)
     plan = TrainingPlan(dp=8, micro_batch=2, global_batch=16, seq_len=8192, zero=3)
-    steps = {rc: simulate(LLAMA, cluster, plan.with_(recompute=rc)).step_time_s for rc in ("none", "op", "full")}
-    assert steps["none"] < steps["op"] < steps["full"]
+    steps = {rc: simulate(LLAMA, cluster, plan.with_(recompute=rc)).step_time_s for rc in ("none", "selective_op", "full")}
+    assert steps["none"] < steps["selective_op"] < steps["full"]

@@ -124,7 +124,7 @@ def test_software_picks_the_kernels_and_attention_it_ran():
         return plan_for_case(parse_case(raw, index=0, base_dir=Path(".")))[0]
 
     eager = plan("torchtitan 2024-12 (PyTorch FSDP2, eager mode)")
-    assert (eager.kernels, eager.attention, eager.recompute) == ("eager", "flash2", "op")
+    assert (eager.kernels, eager.attention, eager.recompute) == ("eager", "flash2", "selective_op")
     assert plan("torchtitan 2024-12 (PyTorch FSDP2, torch.compile)").kernels == "compiled"
     nemo = plan("nemo 24.07 (megatron-core, transformer engine)")
     assert (nemo.kernels, nemo.attention, nemo.recompute) == ("fused", "flash2", "selective")  # pre-FA3 NeMo

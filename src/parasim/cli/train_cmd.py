@@ -147,7 +147,7 @@ def train_cmd(
     global_batch: Optional[int] = typer.Option(None, "--global-batch", help="Sequences per optimizer step.", rich_help_panel=PANEL_BATCH),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per sequence.", rich_help_panel=PANEL_BATCH),
     seq_len_dist: Optional[str] = typer.Option(None, "--seq-len-dist", help="File with one document length per line (packed).", rich_help_panel=PANEL_BATCH),
-    recompute: Optional[str] = typer.Option(None, "--recompute", help="none | selective | op (torchtitan per-op SAC) | full.", rich_help_panel=PANEL_BATCH),
+    recompute: Optional[str] = typer.Option(None, "--recompute", help="none | selective | full | selective_op (torchtitan's op-level SAC).", rich_help_panel=PANEL_BATCH),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp16 | fp8.", rich_help_panel=PANEL_BATCH),
     grad_dtype: Optional[str] = typer.Option(None, "--grad-dtype", help="Gradient buffer / DP reduction dtype: fp32 | bf16.", rich_help_panel=PANEL_BATCH),
     overlap_grad_reduce: Optional[bool] = typer.Option(None, "--overlap-grad-reduce/--no-overlap-grad-reduce", help="Overlap DP gradient reduction with the backward.", rich_help_panel=PANEL_OVERLAP),

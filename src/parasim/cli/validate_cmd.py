@@ -71,17 +71,33 @@ def render(reports, summary: dict) -> None:
     rows = []
     for r in reports:
         keys = [k for k in r.measured if k != "flops_convention"]
-        if not r.errors:
+        if not r.errors and not r.memory_errors:
             rows.append((r.id, r.kind, r.status, ", ".join(keys), None, None, r.reason or None))
         for k in keys:
-            if k in r.errors:
-                rows.append((r.id, r.kind, r.status, k, r.predicted[k], r.measured[k], f"{100 * r.errors[k]:+.1f} %"))
+            err = r.errors.get(k, r.memory_errors.get(k))
+            if err is not None:
+                rows.append((r.id, r.kind, r.status, k, r.predicted[k], r.measured[k], f"{100 * err:+.1f} %"))
     con = console()
     con.print(table("parasim validate", ("case", "kind", "status", "metric", "predicted", "measured", "error / reason"), rows))
     srows = [(k, s["n"], s["ok"], s["infeasible"], s["skipped"],
               *(None if s[x] is None else f"{100 * s[x]:.1f} %" for x in ("median_abs_error", "p90_abs_error", "max_abs_error")))
              for k, s in summary.items()]
     con.print(table("summary (|error|)", ("kind", "scored", "ok", "infeasible", "skipped", "median", "p90", "max"), srows))
+    _render_memory(reports)
+
+
+def _render_memory(reports) -> None:
+    """The memory summary per file (report.validation.memory_stats), when any case measured memory."""
+    from parasim.report.validation import memory_summary_by_file
+
+    by_file = memory_summary_by_file(reports)
+    if not by_file:
+        return
+    pct = lambda v: None if v is None else f"{100 * v:.1f} %"  # noqa: E731
+    rows = [(f, s["cases"], pct(s["median_abs_error"]), pct(s["p90_abs_error"]), pct(s["max_abs_error"]),
+             s["false_oom"], s["missed_oom"]) for f, s in by_file.items()]
+    console().print(table("memory (|error|)", ("file", "cases", "median", "p90", "max", "false OOM", "missed OOM"),
+                          rows))
 
 
 def register(app: typer.Typer) -> None:

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+from parasim.cost.sac import recomputed_matmul_fraction
 from parasim.specs.model import ModelSpec
 
 
@@ -33,18 +34,6 @@ def forward_flops_per_token(model: ModelSpec, ctx: float) -> float:
 
 def layer_matmul_params_active(model: ModelSpec) -> float:
     return model.matmul_params_active - model.edge_matmul_params
-
-
-def op_sac_recomputed_params(model: ModelSpec) -> float:
-    """Matmul weights per layer whose forward torchtitan's per-op selective checkpointing
-    (`selective_ac_option = "op"`) recomputes: it saves every other `aten.mm` of a block in call
-    order (wq, wk, wv, wo, w1, w3, w2 for a gated MLP; w1, w2 otherwise) and recomputes the
-    second, fourth, sixth: wk, wo and w3 (or w2). torchtitan/parallelisms/parallelize_llama.py
-    `_save_list` and `_custom_policy` at 9dec370."""
-    h = model.hidden
-    kv = model.kv_heads * model.head_dim
-    mlp = h * model.ffn_hidden if not model.is_moe else h * model.moe_ffn_hidden * model.experts_per_token
-    return h * kv + model.q_dim * h + mlp
 
 
 def causal_context(seq_len: float) -> float:
@@ -65,6 +54,6 @@ def training_hardware_flops_per_token(model: ModelSpec, ctx: float, recompute: s
         return base + 2.0 * layer_matmul_params_active(model) + model.layers * attention_flops_per_token_layer(model, ctx)
     if recompute == "selective":
         return base + model.layers * attention_flops_per_token_layer(model, ctx)
-    if recompute == "op":
-        return base + 2.0 * model.layers * op_sac_recomputed_params(model)
+    if recompute == "selective_op":
+        return base + 2.0 * recomputed_matmul_fraction(model) * layer_matmul_params_active(model)
     return base

@@ -21,15 +21,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from parasim.cost.dtypes import dtype_bytes
+from parasim.cost.sac import saved_bytes_per_token
 from parasim.mathx import cdiv
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 from parasim.units import gib
 
 GIB = 1024**3
-#: `op` is torchtitan's per-op selective checkpointing (every other matmul and the elementwise ops
-#: recomputed, attention saved); its memory is counted as `selective`'s (an upper bound: it saves less)
-RECOMPUTE = ("none", "selective", "op", "full")
+#: none | Megatron's selective (attention core) | full (layer input only) | torchtitan's op-level
+#: selective checkpointing (`cost.sac`)
+RECOMPUTE = ("none", "selective", "full", "selective_op")
 
 
 def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1, sp: bool = False,
@@ -42,6 +43,8 @@ def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, 
     scale = act_bytes / 2.0  # the formulas count 16-bit activations (2 bytes) and 1-byte masks
     if recompute == "full":
         return 2 * sbh * scale / (tp if sp else 1)
+    if recompute == "selective_op":
+        return s * b * saved_bytes_per_token(model, tp=tp, sp=sp, act_bytes=act_bytes)
     drop = 1 if model.dropout else 0
     q = model.q_dim / h
     kv = 2 * model.kv_heads * model.head_dim / h
@@ -107,6 +110,38 @@ def training_state_bytes(params: float, *, dp: int, zero: int, weight_bytes: flo
     return StaticMemory(weights=w, gradients=g, optimizer=o)
 
 
+def routed_expert_params_per_gpu(model: ModelSpec, *, tp: int, pp: int, ep: int, stage: int,
+                                 virtual_stages: int = 1) -> float:
+    """Routed-expert parameters one GPU of pipeline `stage` holds: its MoE layers' experts / ep,
+    each split `expert_tp` ways (the layout of `weight_params_per_gpu`)."""
+    if not model.is_moe:
+        return 0.0
+    from parasim.cost.partition import virtual_stage_layers
+
+    counts = virtual_stage_layers(model.layers, pp, virtual_stages)
+    starts = [sum(counts[:g]) for g in range(len(counts))]
+    moe_layers = sum(1 for g in range(stage, len(counts), pp)
+                     for li in range(starts[g], starts[g] + counts[g]) if li >= model.dense_layers)
+    return moe_layers * model.experts / ep * model.expert_params / expert_tp(tp, ep)
+
+
+def stage_state_bytes(model: ModelSpec, *, tp: int, pp: int, ep: int, dp_cp: int, zero: int, stage: int,
+                      virtual_stages: int = 1, grad_bytes: float = 4.0) -> StaticMemory:
+    """Model state of one GPU of pipeline `stage`. ZeRO shards a parameter's state over the GPUs
+    holding the same copy of it: the dp*cp replicas for the dense part; for a routed expert,
+    Megatron's expert-data-parallel group (the distributed optimizer's `expert_data_parallel_group`),
+    the tp*dp*cp / (ep*expert_tp) GPUs of the stage holding the same expert shard. The experts'
+    sharded state per GPU is then the stage's whole expert state / (tp*dp*cp), for any ep."""
+    params = weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage, virtual_stages=virtual_stages)
+    experts = routed_expert_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage, virtual_stages=virtual_stages)
+    dense = training_state_bytes(params - experts, dp=dp_cp, zero=zero, grad_bytes=grad_bytes)
+    if not experts:
+        return dense
+    exp = training_state_bytes(experts, dp=tp * dp_cp // (ep * expert_tp(tp, ep)), zero=zero, grad_bytes=grad_bytes)
+    return StaticMemory(weights=dense.weights + exp.weights, gradients=dense.gradients + exp.gradients,
+                        optimizer=dense.optimizer + exp.optimizer)
+
+
 def kv_cache_bytes_per_token(model: ModelSpec, kv_bytes: float = 2.0) -> float:
     """Whole model, one token (before sharding): layers x cached values x bytes."""
     return model.layers * model.kv_values_per_token_per_layer * kv_bytes
@@ -164,13 +199,19 @@ def _edge_params(model: ModelSpec, tp: int, pp: int, stage: int) -> float:
     return p
 
 
+def expert_tp(tp: int, ep: int) -> int:
+    """How many ways each routed expert's matrices are split: by TP when there is no expert
+    parallelism, whole experts on each GPU when there is."""
+    return tp if ep == 1 else 1
+
+
 @lru_cache(maxsize=8192)
 def _weight_params_per_gpu(model: ModelSpec, tp: int, pp: int, ep: int, stage: int | None, v: int = 1) -> float:
     from parasim.cost.partition import virtual_stage_layers
 
     counts = virtual_stage_layers(model.layers, pp, v)
     starts = [sum(counts[:g]) for g in range(len(counts))]
-    etp = tp if ep == 1 else 1
+    etp = expert_tp(tp, ep)
     dense_layer = (model.attn_params + model.dense_mlp_params) / tp + model.norm_params_per_layer
     moe_layer = (model.attn_params / tp + model.norm_params_per_layer + model.router_params
                  + model.shared_experts * model.expert_params / tp

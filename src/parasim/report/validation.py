@@ -11,6 +11,7 @@ from typing import Any
 
 from parasim import __version__
 from parasim.specs.validation_case import KINDS, UNREADABLE
+from parasim.validation.memory import ALL_MEMORY_KEYS, FALSE_OOM, MISSED_OOM
 from parasim.validation.run import NON_METRIC_KEYS, CaseReport
 
 #: the kinds reports are grouped by: the case kinds, then cases whose kind could not be read
@@ -55,7 +56,8 @@ def _stats(rs: list[CaseReport]) -> dict[str, Any]:
 
 def to_json(reports: list[CaseReport], inputs: list[str]) -> dict[str, Any]:
     return {"parasim_version": __version__, "inputs": inputs, "cases": [r.to_dict() for r in reports],
-            "summary": summarize(reports), "summary_by_file": summarize_by_file(reports)}
+            "summary": summarize(reports), "summary_by_file": summarize_by_file(reports),
+            "memory_summary_by_file": memory_summary_by_file(reports)}
 
 
 def _pct(x: float | None) -> str:
@@ -88,6 +90,7 @@ def to_markdown(reports: list[CaseReport], inputs: list[str]) -> str:
         for kind, s in by_kind.items():
             lines.append(f"| `{file}` | {kind} | {s['n']} | {f(s['median_abs_error'])} | {f(s['p90_abs_error'])} | "
                          f"{f(s['max_abs_error'])} |")
+    lines += memory_markdown(reports)
     for kind in REPORT_KINDS:
         rs = [r for r in reports if r.kind == kind]
         if not rs:
@@ -96,8 +99,8 @@ def to_markdown(reports: list[CaseReport], inputs: list[str]) -> str:
                   "|---|---|---|---|---|---|"]
         notes: dict[str, list[str]] = {}  # note text -> ids, in order of first appearance
         for r in rs:
-            keys = [k for k in r.measured if k not in NON_METRIC_KEYS]
-            if not r.errors:
+            keys = [k for k in r.measured if k not in NON_METRIC_KEYS and k not in ALL_MEMORY_KEYS]
+            if not r.errors and not r.memory_errors:  # memory-only cases: in the Memory section
                 lines.append(f"| {r.id} | {r.status} | {', '.join(keys)} | - | "
                              f"{', '.join(_num(r.measured[k]) for k in keys)} | - |")
             for k in keys:
@@ -111,3 +114,46 @@ def to_markdown(reports: list[CaseReport], inputs: list[str]) -> str:
             lines += ["", "Choices and reasons (each text once, after the cases it applies to):", "",
                       *(f"- **{', '.join(ids)}**: {text}" for text, ids in notes.items())]
     return "\n".join(lines) + "\n"
+
+
+# --- memory: scored apart from time (validation.memory) ----------------------------------------
+def memory_stats(rs: list[CaseReport]) -> dict[str, Any]:
+    """|error| over the memory keys of `rs`, and the cases whose measured `fits` the model
+    contradicts: false OOM (ran, called out of memory) and missed OOM."""
+    errs = sorted(abs(e) for r in rs for e in r.memory_errors.values())
+    return {"cases": sum(1 for r in rs if r.memory_errors), "errors": len(errs),
+            "false_oom": sum(r.status == FALSE_OOM for r in rs), "missed_oom": sum(r.status == MISSED_OOM for r in rs),
+            "fits_stated": sum("fits" in r.measured for r in rs),
+            "median_abs_error": _quantile(errs, 0.5) if errs else None,
+            "p90_abs_error": _quantile(errs, 0.9) if errs else None,
+            "max_abs_error": errs[-1] if errs else None}
+
+
+def memory_summary_by_file(reports: list[CaseReport]) -> dict[str, dict[str, Any]]:
+    """`memory_stats` per input file that has a memory key or a stated `fits`."""
+    files = sorted({r.file for r in reports if r.memory_errors or "fits" in r.measured})
+    return {f: memory_stats([r for r in reports if r.file == f]) for f in files}
+
+
+def memory_markdown(reports: list[CaseReport]) -> list[str]:
+    """The "Memory" section: per file, then per case and key (empty when no case measured memory)."""
+    by_file = memory_summary_by_file(reports)
+    if not by_file:
+        return []
+    f = lambda v: "-" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+    lines = ["", "## Memory", "",
+             "Memory keys (GiB per GPU as the framework printed them unless the source says GB = 10^9 bytes; "
+             "vLLM's KV pool in blocks and tokens), scored apart from time. A false OOM is a run known to have "
+             "run (`fits: true`) that parasim calls out of memory.", "",
+             "| file | cases with memory errors | median abs error | p90 abs error | max abs error | fits stated | "
+             "false OOM | missed OOM |", "|---|---|---|---|---|---|---|---|"]
+    for file, s in by_file.items():
+        lines.append(f"| `{file}` | {s['cases']} | {f(s['median_abs_error'])} | {f(s['p90_abs_error'])} | "
+                     f"{f(s['max_abs_error'])} | {s['fits_stated']} | {s['false_oom']} | {s['missed_oom']} |")
+    lines += ["", "| case | status | metric | predicted | measured | error |", "|---|---|---|---|---|---|"]
+    for r in reports:
+        for k, e in r.memory_errors.items():
+            lines.append(f"| {r.id} | {r.status} | {k} | {_num(r.predicted[k])} | {_num(r.measured[k])} | {_pct(e)} |")
+        if r.status in (FALSE_OOM, MISSED_OOM) and not r.memory_errors:
+            lines.append(f"| {r.id} | {r.status} | fits | - | {r.measured.get('fits')} | - |")
+    return lines

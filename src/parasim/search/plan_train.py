@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import Any
 
 from parasim.cost.memory import (activation_bytes_per_layer, embedding_activation_bytes, logits_activation_bytes,
-                                 training_state_bytes, weight_params_per_gpu)
+                                 stage_state_bytes)
 from parasim.errors import InputError
 from parasim.search import executors
 from parasim.search.interrupts import SigintGuard
@@ -45,7 +45,8 @@ from parasim.training.schedules import resolve_name
 
 from parasim.search import train_reference as tr
 from parasim.search.train_reference import PLAN_KEYS, parse_reference
-RECOMPUTE_ORDER = ("none", "selective", "full")
+#: least to most recomputation (a fitting plan makes its more-recomputing siblings redundant)
+RECOMPUTE_ORDER = ("none", "selective", "selective_op", "full")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,10 +87,6 @@ def _ops(schedule: str, pp: int, m: int, v: int) -> tuple:
 
 
 @lru_cache(maxsize=65536)
-def _stage_params(model: ModelSpec, tp: int, pp: int, ep: int, rank: int, v: int = 1) -> float:
-    return weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=rank, virtual_stages=v)
-
-
 @lru_cache(maxsize=4096)
 def _chunk_layers(model: ModelSpec, pp: int, v: int) -> tuple:
     from parasim.cost.partition import chunk_layers
@@ -130,8 +127,8 @@ def peak_memory_bytes(model: ModelSpec, d: dict[str, Any]) -> float:
     grad_bytes = 2.0 if d["precision"] == "fp16" else 4.0
     peak = 0.0
     for r in range(pp):
-        st = training_state_bytes(_stage_params(model, tp, pp, d["ep"], r, v), dp=d["dp"] * cp, zero=d["zero"],
-                                  grad_bytes=grad_bytes)
+        st = stage_state_bytes(model, tp=tp, pp=pp, ep=d["ep"], dp_cp=d["dp"] * cp, zero=d["zero"], stage=r,
+                               virtual_stages=v, grad_bytes=grad_bytes)
         peak = max(peak, st.total + acts[r] + RESERVED_BYTES)
     return peak
 

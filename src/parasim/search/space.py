@@ -25,10 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import product
 from math import prod
 
-from parasim.cost.memory import training_state_bytes, weight_params_per_gpu
+from parasim.cost.memory import stage_state_bytes
 from parasim.search.prune import Pruned
 from parasim.search.train_batch import BatchTarget
 from parasim.specs.cluster import ClusterSpec
@@ -181,22 +182,19 @@ def _train_states(model: ModelSpec, hbm: float, c: TrainChoices, shape: tuple[in
     for zero in c.zero:
         for prec in c.precision:
             grad_bytes = 2.0 if prec == "fp16" else 4.0
-            params = _max_stage_params(model, tp, pp, ep, v)
-            state = training_state_bytes(params, dp=dp_cp, zero=zero, grad_bytes=grad_bytes)
-            if state.total + RESERVED_BYTES_LOWER_BOUND > hbm:
+            state = _max_stage_state(model, tp, pp, ep, v, dp_cp, zero, grad_bytes)
+            if state + RESERVED_BYTES_LOWER_BOUND > hbm:
                 pruned.drop("memory_model_state", len(c.recompute))
                 continue
             yield zero, prec
 
 
-_PARAMS_CACHE: dict[tuple, float] = {}
-
-
-def _max_stage_params(model: ModelSpec, tp: int, pp: int, ep: int, v: int = 1) -> float:
-    key = (model, tp, pp, ep, v)
-    if key not in _PARAMS_CACHE:
-        _PARAMS_CACHE[key] = weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, virtual_stages=v)
-    return _PARAMS_CACHE[key]
+@lru_cache(maxsize=65536)
+def _max_stage_state(model: ModelSpec, tp: int, pp: int, ep: int, v: int, dp_cp: int, zero: int,
+                     grad_bytes: float) -> float:
+    """The most-loaded pipeline rank's model state bytes (`cost.memory.stage_state_bytes`)."""
+    return max(stage_state_bytes(model, tp=tp, pp=pp, ep=ep, dp_cp=dp_cp, zero=zero, stage=r, virtual_stages=v,
+                                 grad_bytes=grad_bytes).total for r in range(pp))
 
 
 # --- serving ---------------------------------------------------------------------------------------

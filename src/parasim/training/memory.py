@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from parasim.cost.memory import (activation_bytes_per_layer, embedding_activation_bytes, logits_activation_bytes,
-                                 training_state_bytes, weight_params_per_gpu)
+                                 stage_state_bytes)
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 from parasim.training.plan import TrainingPlan
@@ -66,9 +66,8 @@ def peak_activation_units(ops: list[Op], weights: list[float]) -> float:
 
 
 def state_bytes(model: ModelSpec, plan: TrainingPlan, rank: int):
-    params = weight_params_per_gpu(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, stage=rank,
-                                   virtual_stages=plan.virtual_stages)
-    return training_state_bytes(params, dp=plan.dp * plan.cp, zero=plan.zero, grad_bytes=plan.grad_bytes)
+    return stage_state_bytes(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, dp_cp=plan.dp * plan.cp, zero=plan.zero,
+                             stage=rank, virtual_stages=plan.virtual_stages, grad_bytes=plan.grad_bytes)
 
 
 def peak_memory(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, ops: list[list[Op]],

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import attention_dtype
-from parasim.cost.flops import op_sac_recomputed_params
 from parasim.cost.layer import EdgeCost, LayerCost, forward_gemms_s
 from parasim.cost.memory import weight_params_per_gpu
 from parasim.cost.nongemm import adam_bytes_per_param
 from parasim.cost import partition
 from parasim.cost.roofline import memory_time_s
+from parasim.cost.sac import recomputed_matmul_fraction
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 from parasim.training.plan import TrainingPlan
@@ -120,9 +120,8 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
         bwd_comm += fwd_comm
     elif plan.recompute == "selective":
         bwd_compute += attn_f
-    elif plan.recompute == "op":  # torchtitan per-op SAC: every other matmul and every elementwise op again
-        share = op_sac_recomputed_params(model) / max(layer_weight_params(model, plan, moe) * plan.tp, 1.0)
-        bwd_compute += min(1.0, share) * gemms + elem + cast_f
+    elif plan.recompute == "selective_op":  # torchtitan: the unsaved matmuls and every elementwise op again
+        bwd_compute += gemms * recomputed_matmul_fraction(model) + elem + cast_f
 
     parts = {"gemms": gemms, "attention": attn_f, "elementwise": elem + cast_f, "wgrad_accum": wgrad_accum,
              "tp_comm": f["tp_comm"], "cp_comm": layer.cp_comm_s(t), "ep_comm": f["ep_comm"],

@@ -16,6 +16,7 @@ from typing import Any
 
 from parasim.errors import InputError
 from parasim.specs.validation_case import KINDS, UNREADABLE, Case, CaseResult, read_cases
+from parasim.validation.memory import ALL_MEMORY_KEYS, FALSE_OOM, MISSED_OOM
 
 #: measured keys that are not numbers to score: how tflops count, and whether the run fit
 NON_METRIC_KEYS = ("flops_convention", "fits")
@@ -29,7 +30,8 @@ class CaseReport:
     status: str
     predicted: dict[str, float] = field(default_factory=dict)
     measured: dict[str, Any] = field(default_factory=dict)
-    errors: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, float] = field(default_factory=dict)  # time and rate keys
+    memory_errors: dict[str, float] = field(default_factory=dict)  # validation.memory.ALL_MEMORY_KEYS
     choices: list[str] = field(default_factory=list)
     reason: str = ""
     file: str = ""
@@ -38,6 +40,7 @@ class CaseReport:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "source": self.source, "file": self.file, "status": self.status,
                 "predicted": self.predicted, "measured": self.measured, "errors": self.errors,
+                "memory_errors": self.memory_errors,
                 "choices": self.choices, "reason": self.reason}
 
 
@@ -61,10 +64,13 @@ def run_case(case: Case, predictors: dict[str, Callable[[Case], CaseResult] | No
     if base.input_error and not base.reason.startswith(f"case {case.id}"):
         base.reason = f"case {case.id}: {base.reason}"
     base.predicted = {k: float(v) for k, v in res.predicted.items()}
-    base.errors = {k: (base.predicted[k] - float(v)) / float(v) for k, v in numeric.items()
-                   if k in base.predicted and float(v) != 0.0}
+    errors = {k: (base.predicted[k] - float(v)) / float(v) for k, v in numeric.items()
+              if k in base.predicted and float(v) != 0.0}
+    # memory is scored apart from time: its own section of the report, its own summary
+    base.errors = {k: e for k, e in errors.items() if k not in ALL_MEMORY_KEYS}
+    base.memory_errors = {k: e for k, e in errors.items() if k in ALL_MEMORY_KEYS}
     unscored = sorted(k for k in numeric if k not in base.predicted)
-    if unscored and base.status == "ok":
+    if unscored and base.status in ("ok", FALSE_OOM, MISSED_OOM):
         base.choices.append(f"not predicted (no such {case.kind} metric in parasim): {', '.join(unscored)}")
     return base
 

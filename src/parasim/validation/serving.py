@@ -17,9 +17,11 @@ from parasim.engines.lookup import profile_for
 from parasim.engines.profile import ENGINES, Choice, EngineContext, EngineProfile
 from parasim.errors import InputError
 from parasim.serving.plan import ServingPlan
-from parasim.serving.simulate import simulate
+from parasim.serving.simulate import plan_pools, simulate
 from parasim.serving.workload import Workload, generate, read_trace
 from parasim.specs.validation_case import Case, CaseResult
+from parasim.units import fmt_gib
+from parasim.validation.memory import ALL_MEMORY_KEYS, memory_unit_bytes, oom_verdict
 
 
 def _workload(case: Case) -> Workload:
@@ -127,9 +129,44 @@ def _tpot_basis(source: str, prof: str) -> str:
     return ENGINES.get(prof).tpot_basis
 
 
+def _memory_predictions(case: Case, plan: ServingPlan) -> tuple[dict[str, float], bool, str]:
+    """The memory keys the case measured, from the first pool's per-GPU split (`cost.memory.kv_budget`,
+    what the engine computes at start-up): KV pool in blocks, tokens and bytes, weights, and the
+    whole budget (HBM x gpu_memory_utilization). Also whether it fits and a sentence saying so."""
+    pool = plan_pools(case.model, case.cluster, plan)[0][0]
+    kvb, unit = pool.kvb, memory_unit_bytes(case.source)
+    values = {"kv_cache_tokens": float(kvb.tokens), "kv_cache_blocks": float(kvb.blocks),
+              "kv_cache_gb_per_gpu": max(kvb.kv, 0.0) / unit, "weights_gb_per_gpu": kvb.weights / unit,
+              "peak_memory_gb_per_gpu": kvb.usable / unit}
+    what = (f"weights {fmt_gib(kvb.weights)}, activations {fmt_gib(kvb.activations)} and runtime "
+            f"{fmt_gib(kvb.reserved)} leave {fmt_gib(max(kvb.kv, 0.0))} of {fmt_gib(kvb.usable)} for the KV cache "
+            f"({kvb.blocks} blocks of {kvb.block_size} tokens)")
+    return {k: v for k, v in values.items() if k in case.measured}, kvb.blocks > 0, what
+
+
+def _predict_memory_only(case: Case) -> CaseResult:
+    """A case that measured only memory (an engine's start-up log): the plan and its memory split,
+    no simulation (there is no workload to run)."""
+    # no requests to serve: the engine's defaults that depend on them (vLLM V0's max_model_len)
+    # fall back to the model's own (one 2-token request is shorter than any context)
+    placeholder = generate(requests=1, burst=True, prompt_tokens=1, output_tokens=1)
+    try:
+        plan, choices, _ = case_plan(case, placeholder)
+        pred, fits, what = _memory_predictions(case, plan)
+    except InputError as e:
+        return CaseResult(status="skipped", reason=f"{e.field}: {e.message}")
+    choices.append(f"memory at start-up: {what}")
+    verdict = oom_verdict(case, fits=fits, what=what)
+    if verdict is not None:
+        return CaseResult(status=verdict[0], predicted=pred, choices=choices, reason=verdict[1])
+    return CaseResult(status="ok" if fits else "infeasible", predicted=pred, choices=choices)
+
+
 def predict_case(case: Case) -> CaseResult:
     if case.kind != "serving":
         return CaseResult(status="skipped", reason="not a serving case")
+    if case.workload is None and set(case.measured) <= {*ALL_MEMORY_KEYS, "fits"}:
+        return _predict_memory_only(case)
     try:
         wl = _workload(case)
     except InputError as e:  # a missing or malformed workload / trace: the case cannot be run
@@ -144,8 +181,12 @@ def predict_case(case: Case) -> CaseResult:
             choices.append(f"closed-loop client: at most {mc.group(1)} requests out at once "
                            "(--max-concurrency in the source)")
         res = simulate(case.model, case.cluster, plan, wl, seed=0, max_concurrency=int(mc.group(1)) if mc else None)
+        memory, _, what = _memory_predictions(case, plan)
     except InputError as e:
         return CaseResult(status="infeasible", reason=f"{e.field}: {e.message}")
+    verdict = oom_verdict(case, fits=res.feasible, what=f"{res.reason}: {res.message}" if not res.feasible else what)
+    if verdict is not None:
+        return CaseResult(status=verdict[0], predicted=memory, choices=choices, reason=verdict[1])
     if not res.feasible:
         # the plan cannot hold a single request (e.g. the weights alone exceed the GPU): a result,
         # reported as infeasible with the memory breakdown, not an empty "ok"
@@ -181,4 +222,4 @@ def predict_case(case: Case) -> CaseResult:
     if s["completed"] < s["requests"]:
         choices.append(f"{s['requests'] - s['completed']} requests could not fit in the KV cache and were dropped")
     pred = {k: float(v) for k, v in pred.items() if v is not None and np.isfinite(v)}
-    return CaseResult(status="ok", predicted=pred, choices=choices)
+    return CaseResult(status="ok", predicted={**pred, **memory}, choices=choices)

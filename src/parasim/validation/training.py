@@ -23,9 +23,10 @@ from parasim.specs.validation_case import Case, CaseResult
 from parasim.training import TrainingPlan, simulate
 from parasim.training.schedules import for_virtual_stages
 from parasim.units import fmt_gib
+from parasim.validation.memory import MEMORY_KEYS, memory_unit_bytes, oom_verdict
 
 PREDICTABLE = ("tflops_per_gpu", "tokens_per_s", "tokens_per_s_per_gpu", "step_time_s", "mfu", "hfu",
-               "samples_per_s")
+               "samples_per_s", *MEMORY_KEYS)
 
 
 def _legacy_megatron(software: str) -> bool:
@@ -118,10 +119,10 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         label = {"flash2": "FA2-generation (cuDNN/FA2, pre-FA3) ", "triton": "Triton (attn_impl: triton) "}.get(kernel, "")
         choices.append(f"Megatron-Core-era stack: {label}flash attention, overlapped grad reduce-scatter and param all-gather"
                        f"{', TP comm overlap (NeMo recipe with SP)' if tp_overlap else ''}")
-    if raw.get("recompute") == "selective" and re.search(r"torchtitan", case.software, re.IGNORECASE):
-        raw["recompute"] = "op"  # the same stated setting, read as that framework defines it
-        choices.append("recompute=op (torchtitan's selective activation checkpointing is per-op: every other "
-                       "matmul and the elementwise ops recomputed, attention saved)")
+    if raw.get("recompute") == "selective" and "torchtitan" in case.software.lower():
+        raw["recompute"] = "selective_op"  # the same stated setting, read as that framework defines it
+        choices.append("recompute=selective_op (torchtitan's selective AC, op mode: every other matmul output and "
+                       "the attention output saved, the rest recomputed; not Megatron's attention-core recompute)")
     if raw.get("kernels") is None:
         extra["kernels"], why = kernel_mode(case.software)
         if why:
@@ -160,9 +161,26 @@ def predict_case(case: Case) -> CaseResult:
             pred[key] = res.megatron_hfu
         elif key == "samples_per_s":  # sequences per second
             pred[key] = res.tokens_per_s / plan.seq_len
+    pred.update(_memory_predictions(case, res.memory))
+    verdict = oom_verdict(case, fits=res.fits, what=f"peak memory {fmt_gib(res.peak_memory_bytes)} per GPU exceeds "
+                                                     f"{fmt_gib(case.cluster.accelerator.hbm_bytes, None)}")
+    if verdict is not None:
+        return CaseResult(status=verdict[0], predicted=pred, choices=choices, reason=verdict[1])
     if not res.fits:
         choices.append(f"peak memory {fmt_gib(res.peak_memory_bytes)} exceeds "
                        f"{fmt_gib(case.cluster.accelerator.hbm_bytes, None)}")
         return CaseResult(status="infeasible", predicted=pred, choices=choices,
                           reason=f"does not fit: {fmt_gib(res.peak_memory_bytes)} per GPU")
     return CaseResult(status="ok", predicted=pred, choices=choices)
+
+
+def _memory_predictions(case: Case, memory: dict[str, float]) -> dict[str, float]:
+    """The memory keys the case measured, from the peak rank's breakdown (`TrainingResult.memory`,
+    GiB): the whole peak with the runtime reserve, the activations held at the peak, and the
+    model state (weights, gradients and optimizer, after ZeRO sharding). In the unit the case's
+    source printed (`memory_unit_bytes`: GiB unless it says GB = 10^9 bytes)."""
+    scale = 2**30 / memory_unit_bytes(case.source)
+    state = memory["weights_gib"] + memory["gradients_gib"] + memory["optimizer_gib"]
+    values = {"peak_memory_gb_per_gpu": memory["total_gib"], "activation_memory_gb_per_gpu": memory["activations_gib"],
+              "weights_and_optimizer_gb_per_gpu": state}
+    return {k: v * scale for k, v in values.items() if k in case.measured}
