@@ -46,6 +46,9 @@ class Efficiency:
     nvlink_latency_s: float = 8e-6  # alpha per collective step inside a node
     network_latency_s: float = 15e-6  # alpha per collective step across nodes
     kernel_overhead_s: float = 4e-6  # launch + tail per kernel, added per operator
+    #: never set in the catalog: a user's calibration profile (specs.profile) adds it to each serving
+    #: iteration's host overhead (seconds; may be negative, the total stays >= 0)
+    calibrated_iteration_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.attention_fa2_ratio <= 1.0:

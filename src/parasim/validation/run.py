@@ -115,3 +115,12 @@ def run_files(paths: Iterable[str | Path], kind: str | None = None, workers: int
             out.append(CaseReport(id=c.id, kind=c.kind, source="", status="skipped", reason=str(c.error), file=f,
                                   input_error=True))
     return out
+
+
+def run_cases(items: list[tuple[Case, str]], workers: int = 1, pool: Pool | None = None) -> list[CaseReport]:
+    """Each (case, file) run to its report, in item order, over the caller's `pool` when `workers`
+    > 1 (the calibration fits re-run the same cases with other factors)."""
+    if workers == 1 or len(items) < 2 or pool is None:
+        predictors = _predictors()
+        return [run_case(case, predictors, file=f) for case, f in items]
+    return pool(_run_item, items, min(workers, len(items)))
