@@ -16,17 +16,17 @@ the fit says so in its notes.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from parasim.errors import InputError
-from parasim.specs.profile import ADDITIVE, FACTORS, WILDCARD, Entry, Factors, Profile, bounds, log_bounds
+from parasim.specs.profile import ADDITIVE, FACTORS, Entry, Factors, Profile, bounds, log_bounds
 from parasim.specs.validation_case import Case
 from parasim.validation.run import CaseReport, Pool, run_cases
+from parasim.validation.scope import SCOPES, scope_of, software_key, with_factors  # noqa: F401 - re-exported
 
 #: a free factor needs at least this many runs (the brief's and the usual rule of thumb: two
 #: observations per parameter leave as many degrees of freedom as parameters for the residual)
@@ -43,32 +43,12 @@ RESIDUAL_SIGMA = 0.10
 MOVE_TOL = 3e-3
 #: a factor whose sensitivities are this close to parallel to a kept factor's (|cos|) is collinear
 COLLINEAR_COS = 0.995
-SCOPES = ("software+gpu", "software", "gpu", "all")
 #: the factors a fit tries by default, per kind (training has no engine iteration)
 DEFAULT_FACTORS = {"training": tuple(f for f in FACTORS if f not in ADDITIVE), "serving": FACTORS}
 
 
 def _kind(name: str) -> str:
     return "additive" if name in ADDITIVE else "multiplier"
-
-
-def software_key(case: Case) -> str:
-    """The software a case ran, as a profile scopes it: the serving engine's profile name
-    (tensorrt-llm, vllm, ...), else the first word of its free text (llm-foundry, megatron-lm)."""
-    if case.kind == "serving":
-        from parasim.engines.lookup import profile_for
-
-        name = profile_for(case.software).name
-        if name != "default":
-            return name
-    m = re.match(r"[a-z0-9][a-z0-9._+-]*", case.software.strip().lower())
-    return m.group(0) if m else WILDCARD
-
-
-def scope_of(case: Case, scope: str) -> tuple[str, str]:
-    sw, acc = software_key(case), case.cluster.accelerator.id
-    return {"software+gpu": (sw, acc), "software": (sw, WILDCARD), "gpu": (WILDCARD, acc),
-            "all": (WILDCARD, WILDCARD)}[scope]
 
 
 def movable(case: Case, name: str) -> bool:
@@ -78,14 +58,6 @@ def movable(case: Case, name: str) -> bool:
     if name == "comm_efficiency":
         return case.cluster.gpus > 1
     return True
-
-
-def with_factors(case: Case, factors: Factors) -> Case:
-    """The case run on its part with `factors` applied (its own hardware overrides kept)."""
-    if factors.neutral:
-        return case
-    cl = case.cluster
-    return replace(case, cluster=replace(cl, accelerator=factors.apply(cl.accelerator)))
 
 
 def to_value(name: str, x: float) -> float:
@@ -230,10 +202,9 @@ def _residuals(obs: Sequence[Observed], reports: Sequence[CaseReport]) -> np.nda
     return np.array(out)
 
 
-def fit_group(obs: Sequence[Observed], names: Sequence[str], scope: tuple[str, str], *, explicit: bool = False,
-              refine: int = 0, workers: int = 1, pool: Pool | None = None) -> tuple[Fit, list[CaseReport]]:
-    """Fit one scope's factors on its runs; returns the fit and the runs re-predicted with it
-    (the catalog reports when nothing could be fitted)."""
+def linear_fit(obs: Sequence[Observed], names: Sequence[str], scope: tuple[str, str], *,
+               explicit: bool = False) -> tuple[Fit, list[str], np.ndarray]:
+    """The one-step (linearised) fit of one scope's scored runs: (fit, factors kept, coordinates)."""
     obs = [o for o in obs if o.scored]
     fit = Fit(scope=scope, runs=[o.case.id for o in obs], factors={})
     if len(obs) < MIN_RUNS_PER_FACTOR:
@@ -241,18 +212,34 @@ def fit_group(obs: Sequence[Observed], names: Sequence[str], scope: tuple[str, s
         if explicit:
             raise InputError("runs", msg)
         fit.notes.append(f"nothing fitted: {msg}")
-        return fit, [o.base for o in obs]
+        return fit, [], np.zeros(0)
     kept, fit.notes = select(obs, names, explicit)
+    x = solve(obs, kept) if kept else np.zeros(0)
+    fit.factors = factors_of(kept, x)
+    return fit, kept, x
+
+
+def fit_group(obs: Sequence[Observed], names: Sequence[str], scope: tuple[str, str], *, explicit: bool = False,
+              refine: int = 0, workers: int = 1, pool: Pool | None = None) -> tuple[Fit, list[CaseReport]]:
+    """Fit one scope's factors on its runs; returns the fit and the runs re-predicted with it
+    (the catalog reports when nothing could be fitted)."""
+    obs = [o for o in obs if o.scored]
+    fit, kept, x = linear_fit(obs, names, scope, explicit=explicit)
     if not kept:
         return fit, [o.base for o in obs]
-    x = solve(obs, kept)
-    reports = _predict(obs, kept, x, workers, pool) if refine else []
-    for _ in range(refine):
-        x = solve(obs, kept, x0=x, resid=_residuals(obs, reports))
-        reports = _predict(obs, kept, x, workers, pool)
+    reports = _predict(obs, kept, x, workers, pool)
+    w, sig = _rows(obs, kept)[2], PRIOR_SIGMA_VEC(kept)
+
+    def objective(xs: np.ndarray, reps: list[CaseReport]) -> float:  # what solve() minimises
+        return float(w @ _residuals(obs, reps) ** 2) / RESIDUAL_SIGMA ** 2 + float(((xs / sig) ** 2).sum())
+
+    for _ in range(refine):  # Gauss-Newton on the real predictions; a step that does not help is not taken
+        x_new = solve(obs, kept, x0=x, resid=_residuals(obs, reports))
+        again = _predict(obs, kept, x_new, workers, pool)
+        if objective(x_new, again) >= objective(x, reports):
+            break
+        x, reports = x_new, again
     fit.factors = factors_of(kept, x)
-    if not refine:
-        reports = _predict(obs, kept, x, workers, pool)
     return fit, reports
 
 
@@ -273,7 +260,10 @@ def names_for(obs: Sequence[Observed], factors: Sequence[str] | None) -> list[st
     """The factors to try for these runs: the named ones, else the defaults of their kinds."""
     if factors:
         return list(factors)
-    kinds = {o.case.kind for o in obs}
+    return names_for_kinds({o.case.kind for o in obs})
+
+
+def names_for_kinds(kinds: set[str]) -> list[str]:
     return [f for f in FACTORS if any(f in DEFAULT_FACTORS[k] for k in kinds)]
 
 
