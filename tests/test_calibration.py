@@ -208,3 +208,11 @@ def test_the_readme_calibration_example_runs(tmp_path):
         args = [a.replace("my-profile.yaml", str(tmp_path / "my-profile.yaml")) for a in shlex.split(cmd)[1:]]
         r = run_cli(*args)
         assert r.returncode == 0, (cmd, r.stderr[-2000:])
+
+
+def test_cv_factors_by_kind_step_only_their_kind():
+    by_kind = cal.factors_by_kind(["gemm_efficiency", "training:attention_efficiency", "iteration_overhead_s"])
+    assert by_kind == {"training": ["gemm_efficiency", "attention_efficiency"],
+                       "serving": ["gemm_efficiency", "iteration_overhead_s"]}
+    with pytest.raises(InputError):
+        cal.factors_by_kind(["inference:gemm_efficiency"])

@@ -28,7 +28,7 @@ def validate_cmd(
     workers: int = typer.Option(1, "--workers", "-j", help="Processes to run cases on (results do not depend on it)."),
     profile: Optional[Path] = typer.Option(None, "--profile", help="Calibration profile (parasim calibrate -o): each case runs on its GPU with the profile's factors for its software."),
     cv: Optional[int] = typer.Option(None, "--cv", help="K: also check calibration out of sample per file: K-fold calibrated out-of-fold error, and the error of the rest after calibrating on 3 runs (docs/calibration.md)."),
-    cv_factors: Optional[str] = typer.Option(None, "--cv-factors", help="Comma list of the factors --cv fits (default: every factor of the cases' kinds)."),
+    cv_factors: Optional[str] = typer.Option(None, "--cv-factors", help="Comma list of the factors --cv fits, each NAME or KIND:NAME (that kind only), e.g. gemm_efficiency,training:attention_efficiency (default: every factor of the cases' kinds; each costs one more run per case)."),
 ) -> None:
     """Run every case, report predicted, measured and relative error, and the summary per kind."""
     limits.check(limits.VALIDATE, dict(locals()), names=limits.JSON_NAMES)
@@ -109,9 +109,14 @@ def _cv_factors(text: Optional[str], cv: Optional[int]) -> Optional[list[str]]:
         return None
     if not cv:
         raise InputError("cv-factors", "only with --cv K")
-    from parasim.validation.calibrate import check_factors
+    from parasim.validation.calibrate import factors_by_kind
 
-    return check_factors([n.strip() for n in text.split(",")])
+    items = [n.strip() for n in text.split(",")]
+    try:
+        factors_by_kind(items)  # checked here, before any case runs
+    except InputError as e:
+        raise InputError("cv-factors", e.message) from None
+    return items
 
 
 def _cross_validate(paths, reports, k: int, factors, workers: int):

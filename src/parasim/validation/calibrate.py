@@ -86,16 +86,18 @@ def _log_ratio(step: CaseReport, base: CaseReport, metric: str) -> float:
     return math.log(a / b)
 
 
-def observe(cases: Sequence[tuple[Case, str]], names: Sequence[str], *, workers: int = 1, pool: Pool | None = None,
-            base: dict[tuple[str, str], CaseReport] | None = None) -> list[Observed]:
+def observe(cases: Sequence[tuple[Case, str]], names: Sequence[str] | dict[str, Sequence[str]], *, workers: int = 1,
+            pool: Pool | None = None, base: dict[tuple[str, str], CaseReport] | None = None) -> list[Observed]:
     """Every case at the catalog (or its report from `base`, keyed by (file, id)) and its
-    sensitivities to each of `names` it can move: one run per (case, factor), all on the pool."""
+    sensitivities to each of `names` (or, a mapping, the names of its kind) it can move: one run
+    per (case, factor), all on the pool. A factor not stepped has no sensitivity (not fitted)."""
     base = base or {}
     todo = [(c, f) for c, f in cases if (f, c.id) not in base]
     for (c, f), r in zip(todo, run_cases(todo, workers, pool)):
         base[(f, c.id)] = r
     obs = [Observed(c, f, base[(f, c.id)]) for c, f in cases]
-    steps = [(o, n) for o in obs for n in names if o.scored and movable(o.case, n)]
+    per_kind = names if isinstance(names, dict) else {k: names for k in DEFAULT_FACTORS}
+    steps = [(o, n) for o in obs for n in per_kind.get(o.case.kind, ()) if o.scored and movable(o.case, n)]
     items = [(with_factors(o.case, Factors({n: to_value(n, STEP[_kind(n)])})), o.file) for o, n in steps]
     for (o, n), rep in zip(steps, run_cases(items, workers, pool)):
         o.sens[n] = {m: _log_ratio(rep, o.base, m) / STEP[_kind(n)] for m in o.base.errors}
@@ -272,6 +274,20 @@ def profile_of(fits: Sequence[Fit], meta: dict[str, Any] | None = None,
     """A profile of the fits that fitted something (None when none did)."""
     entries = tuple(f.entry((extra or {}).get(f.scope)) for f in fits if f.factors)
     return Profile(entries=entries, meta=dict(meta or {})) if entries else None
+
+
+def factors_by_kind(items: Sequence[str]) -> dict[str, list[str]]:
+    """`NAME` (every kind it applies to) or `KIND:NAME` (that kind only) -> kind -> factor names."""
+    out: dict[str, list[str]] = {k: [] for k in DEFAULT_FACTORS}
+    for item in items:
+        kind, sep, name = item.rpartition(":")
+        if sep and kind not in DEFAULT_FACTORS:
+            raise InputError("factors", f"'{kind}' in '{item}' is not one of {', '.join(DEFAULT_FACTORS)}")
+        check_factors([name])
+        for k in ([kind] if sep else list(DEFAULT_FACTORS)):
+            if name in DEFAULT_FACTORS[k] and name not in out[k]:
+                out[k].append(name)
+    return out
 
 
 def check_factors(names: Sequence[str] | None) -> list[str] | None:

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from parasim.specs.profile import Factors
+from parasim.specs.profile import FACTORS, Factors
 from parasim.specs.validation_case import Case, read_cases
-from parasim.validation.calibrate import (Observed, groups, linear_fit, names_for_kinds, observe, scope_of,
-                                          with_factors)
+from parasim.validation.calibrate import (Observed, factors_by_kind, groups, linear_fit, names_for_kinds, observe,
+                                          scope_of, with_factors)
 from parasim.validation.run import CaseReport, Pool, run_cases
 
 #: the scope each check fits in (docs/calibration.md)
@@ -118,12 +118,14 @@ def errors_of(reports: Sequence[CaseReport]) -> list[float]:
 def cross_validate(paths: Sequence[str], reports: Sequence[CaseReport], k: int, *, factors: Sequence[str] | None = None,
                    workers: int = 1, pool: Pool | None = None) -> list[FileCheck]:
     """Per file of `paths`: K-fold out-of-fold and 3-run calibrated errors beside the catalog's.
-    `reports` are the catalog runs of the same files (reused, keyed by file and case id)."""
+    `reports` are the catalog runs of the same files (reused, keyed by file and case id);
+    `factors` are names or KIND:NAME (calibrate.factors_by_kind), by default every factor."""
     base = {(r.file, r.id): r for r in reports if r.status == "ok"}
     cases = [(c, str(p)) for p in paths for c in read_cases(p) if isinstance(c, Case)]
     cases = [(c, f) for c, f in cases if (f, c.id) in base and base[(f, c.id)].errors]
-    names = list(factors) if factors else names_for_kinds({c.kind for c, _ in cases})
-    obs = observe(cases, names, workers=workers, pool=pool, base=base)
+    by_kind = factors_by_kind(factors or names_for_kinds({c.kind for c, _ in cases}))
+    names = [f for f in FACTORS if any(f in v for v in by_kind.values())]
+    obs = observe(cases, by_kind, workers=workers, pool=pool, base=base)
     checks, pairs = [], []
     for p in dict.fromkeys(str(p) for p in paths):
         fobs = [o for o in obs if o.file == p and o.scored]
