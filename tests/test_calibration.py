@@ -216,3 +216,13 @@ def test_cv_factors_by_kind_step_only_their_kind():
                        "serving": ["gemm_efficiency", "iteration_overhead_s"]}
     with pytest.raises(InputError):
         cal.factors_by_kind(["inference:gemm_efficiency"])
+
+
+def test_profile_reaches_the_planners_forked_workers(tmp_path):
+    base = ["plan", "train", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--gpus", "8", "--seq-len", "2048",
+            "--global-batch-tokens", "65536", "--workers", "2", "--top", "1"]
+    plain = _json(*base)["best"]["metrics"]["tokens_per_s"]
+    slow = _json(*base, "--profile", _profile(tmp_path, {"gemm_efficiency": 0.5}))["best"]["metrics"]["tokens_per_s"]
+    assert slow < plain
+    r = run_cli(*base, "--executor", "ray", "--profile", _profile(tmp_path, {"gemm_efficiency": 0.5}))
+    assert r.returncode == 2 and r.stderr.startswith("parasim: error: profile: "), r.stderr
