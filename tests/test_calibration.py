@@ -226,3 +226,9 @@ def test_profile_reaches_the_planners_forked_workers(tmp_path):
     assert slow < plain
     r = run_cli(*base, "--executor", "ray", "--profile", _profile(tmp_path, {"gemm_efficiency": 0.5}))
     assert r.returncode == 2 and r.stderr.startswith("parasim: error: profile: "), r.stderr
+
+
+def test_a_file_of_three_runs_or_fewer_has_no_rest_to_predict(observed):
+    assert crossval.few_runs(3) == [] and crossval.few_runs(4) == [0, 1, 3]
+    held, few, ids = crossval._plan(observed[:3], 5, ["gemm_efficiency"])
+    assert held == [] and few == [] and ids == []

@@ -99,8 +99,8 @@ def _plan(obs: Sequence[Observed], k: int, names: Sequence[str]) -> tuple[list, 
     """(held-out pairs, 3-run pairs, the 3 runs' ids): (Observed, Factors or None) to re-run."""
     held = held_out(obs, k, names)
     pick = few_runs(len(obs))
-    fits = _fits([obs[i] for i in pick], names, FEW_SCOPE)
-    few = [(o, fits.get(scope_of(o.case, FEW_SCOPE))) for i, o in enumerate(obs) if i not in pick]
+    fits = _fits([obs[i] for i in pick], names, FEW_SCOPE) if pick else {}
+    few = [(o, fits.get(scope_of(o.case, FEW_SCOPE))) for i, o in enumerate(obs) if i not in pick] if pick else []
     return held, few, [obs[i].case.id for i in pick]
 
 
