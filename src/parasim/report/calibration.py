@@ -12,15 +12,26 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"
 
 
+#: the factors as the table shows them (the profile and JSON use the full names)
+SHORT = {"gemm_efficiency": "gemm", "attention_efficiency": "attn", "memory_efficiency": "mem",
+         "comm_efficiency": "comm", "iteration_overhead_s": "iter"}
+
+
+def _short(name: str, value: float) -> str:
+    if name == "iteration_overhead_s":
+        return f"iter{1e3 * value:+.2f}ms"
+    return f"{SHORT.get(name, name)}*{value:.3g}"
+
+
 def render_calibration(result: Any) -> None:
     """`parasim calibrate`'s tables: one row per scope, then |error| per kind and metric."""
     con = console()
     rows = []
     for f in result.fits:
-        facs = ", ".join(f"{k}={v:g}" for k, v in f.factors.items()) or "none"
+        facs = " ".join(_short(k, v) for k, v in f.factors.items()) or "none"
         rows.append((f"{f.scope[0]} / {f.scope[1]}", len(f.runs), facs, _pct(f.before.get("median_abs_error")),
                      _pct(f.after.get("median_abs_error")), "; ".join(f.notes) or None))
-    con.print(table("parasim calibrate: factors per scope", ("software / gpu", "runs", "factors",
+    con.print(table("parasim calibrate: factors per scope (* the catalog; iter: + host time per iteration)", ("software / gpu", "runs", "factors",
                                                                 "median before", "median after", "notes"), rows))
     keys = sorted(set(result.before) | set(result.after))
     erows = [(k, result.before.get(k, {}).get("errors"),
