@@ -150,6 +150,7 @@ def test_profile_slows_train_as_its_gemm_factor_says(tmp_path):
             "--global-batch", "32"]
     plain = _json(*base)
     slow = _json(*base, "--profile", _profile(tmp_path, {"gemm_efficiency": 0.5}))
+    assert slow["calibration"]["factors"] == {"gemm_efficiency": 0.5}
     # compute-bound GEMMs at half the efficiency: slower, but never more than twice (the rest is unchanged)
     assert plain["step_time_s"] < slow["step_time_s"] < 2 * plain["step_time_s"]
 

@@ -34,3 +34,11 @@ def engine_name(engine: Any) -> str | None:
     from parasim.engines.lookup import engine_software
 
     return engine_software(engine)[0].name
+
+
+def applied(path: str | Path, software: str | None, gpu: str) -> dict[str, Any]:
+    """What the output says a profile did: the file and the factors it put on this GPU (empty:
+    the profile has no entry for this software and GPU, and the catalog ran as shipped)."""
+    from parasim.specs.profile import load_profile
+
+    return {"profile": str(path), "factors": load_profile(path).factors_for(software, gpu).values}

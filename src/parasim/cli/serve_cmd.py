@@ -18,7 +18,7 @@ import typer
 
 from parasim.cli import limits, outputs
 from parasim.cli.profile_opt import HELP as PROFILE_HELP
-from parasim.cli.profile_opt import calibration, engine_name
+from parasim.cli.profile_opt import applied, calibration, engine_name
 from parasim.cli.config import read_mapping
 from parasim.cli.names import RegistryHelp
 from parasim.errors import InputError, OutputError, write_output
@@ -314,7 +314,7 @@ def serve_cmd(
     with calibration(opts.get("profile"), software=engine_name(opts.get("engine"))):
         out, res = run(opts)
     if opts.get("profile"):
-        out["inputs"]["profile"] = str(opts["profile"])
+        out["inputs"]["calibration"] = applied(opts["profile"], engine_name(opts.get("engine")), str(out["inputs"]["gpu"]))
     text = dumps(out)
     if json_output:
         typer.echo(text)

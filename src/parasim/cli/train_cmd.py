@@ -17,7 +17,7 @@ from parasim.cli import limits, outputs
 from parasim.cli.config import read_mapping
 from parasim.cli.names import RegistryHelp
 from parasim.cli.profile_opt import HELP as PROFILE_HELP
-from parasim.cli.profile_opt import calibration
+from parasim.cli.profile_opt import applied, calibration
 from parasim.errors import InputError
 from parasim.report.tables import print_json
 from parasim.report.train import render
@@ -179,7 +179,7 @@ def train_cmd(
     res = simulate(model_spec, cluster, plan)
     out = {**res.to_dict(), "defaults": defaults, "overrides": overrides}
     if prof is not None:
-        out["profile"] = str(prof)
+        out["calibration"] = applied(prof, None, cluster.accelerator.id)
     if json_out:
         print_json(out)
     else:
