@@ -54,6 +54,8 @@ def validate_cmd(
         raise SystemExit(2)
     checks = _cross_validate(paths, reports, cv, factors, workers) if cv else None
     data = to_json(reports, paths) if (json_out or json_file) else None
+    if data is not None and prof is not None:
+        data["profile"] = str(profile)
     if data is not None and checks is not None:
         data["cross_validation"] = {"k": cv, "files": [c.to_dict() for c in checks]}
     if json_out:
