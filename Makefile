@@ -27,6 +27,10 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n 2
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+# calibration out of sample (docs/calibration.md): 5 folds per file and the 3-run check. Each factor
+# costs one more run per case, so serving fits two (GEMM and memory-bound efficiency: most of an iteration)
+# and training, cheap to run, all four: about 5x a plain validation (measured in the report).
+CV ?= --cv 5 --cv-factors gemm_efficiency,memory_efficiency,training:attention_efficiency,training:comm_efficiency
 PROJECT_CASES := validation/trtllm-0.9-static-batch.yaml $(foreach v,0.10 0.11 0.12 0.13 0.14 0.15 0.17 1.0,validation/trtllm-$(v)-perf-overview.yaml) \
 	validation/apex-vllm-0.6-traces.yaml validation/vllm-v1-published.yaml \
 	validation/vllm-v1-h100-threads.yaml validation/sglang-published.yaml \
@@ -35,7 +39,7 @@ PROJECT_CASES := validation/trtllm-0.9-static-batch.yaml $(foreach v,0.10 0.11 0
 	validation/memory-published.yaml
 
 validation: $(VENV)/.installed
-	$(BIN)/parasim validate $(SHARED)/validation/dev.yaml --markdown docs/VALIDATION.md -j $(JOBS) \
+	$(BIN)/parasim validate $(SHARED)/validation/dev.yaml --markdown docs/VALIDATION.md -j $(JOBS) $(CV) \
 	  --error-table src/parasim/specs/data/expected_error.yaml \
 	  --extra $(SHARED)/validation/dev-traces.yaml $(foreach f,$(PROJECT_CASES),--extra $(f))
 

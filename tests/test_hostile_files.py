@@ -408,3 +408,50 @@ def test_a_control_character_in_a_trace_header_keeps_the_error_on_one_line(tmp_p
     """The header's names were echoed raw: a vertical tab split the message over two lines."""
     code, err = cli(*SERVE, "--trace", write(tmp_path / "t.csv", "a\x0bb,c\n1,2\n"))
     assert refused(code, err, "t.csv") and "'a\\x0bb'" in err
+
+
+# --- calibration profiles (--profile) ------------------------------------------------------------
+PROFILE = {"parasim_profile": 1, "entries": [{"software": "*", "accelerator": "h100-sxm",
+                                              "factors": {"gemm_efficiency": 0.9, "iteration_overhead_s": 0.001}}]}
+TRAIN_ARGS = ("train", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--gpus", "8")
+
+
+def test_the_base_profile_of_the_properties_is_valid(tmp_path):
+    assert cli(*TRAIN_ARGS, "--profile", write(tmp_path / "p.yaml", json.dumps(PROFILE)))[0] == 0
+
+
+@FAST
+@given(factor=st.sampled_from(("gemm_efficiency", "iteration_overhead_s")),
+       value=st.one_of(NOT_A_MEASUREMENT.filter(lambda v: not (isinstance(v, float) and -2e-3 <= v <= 0.05)),
+                       st.sampled_from([0.1, 1.6, 100.0, -1.0])))
+def test_a_bad_factor_in_a_profile_is_refused_naming_it(tmp_path, factor, value):
+    prof = json.loads(json.dumps(PROFILE))
+    prof["entries"][0]["factors"][factor] = value
+    f = write(tmp_path / "p.yaml", json.dumps(prof, allow_nan=True).replace("NaN", ".nan")
+              .replace("-Infinity", "-.inf").replace("Infinity", ".inf"))
+    assert refused(*cli(*TRAIN_ARGS, "--profile", f), f"entries[0].factors.{factor}")
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda p: p.pop("parasim_profile"), "parasim_profile"),
+    (lambda p: p.update(parasim_profile=2), "parasim_profile"),
+    (lambda p: p.update(entries=[]), "entries"),
+    (lambda p: p.update(entries="x"), "entries"),
+    (lambda p: p["entries"][0]["factors"].update(flops_efficiency=0.9), "entries[0].factors.flops_efficiency"),
+    (lambda p: p["entries"][0].update(accelerator="h900"), "entries[0].accelerator"),
+    (lambda p: p["entries"][0].update(software=""), "entries[0].software"),
+    (lambda p: p["entries"][0].update(factors={}), "entries[0].factors"),
+    (lambda p: p["entries"][0].update(colour="red"), "entries[0].colour"),
+    (lambda p: p["entries"].append(dict(p["entries"][0])), "entries[1]"),
+])
+def test_profile_regressions(tmp_path, change, field):
+    prof = json.loads(json.dumps(PROFILE))
+    change(prof)
+    assert refused(*cli(*TRAIN_ARGS, "--profile", write(tmp_path / "p.yaml", json.dumps(prof))), field)
+
+
+@FAST
+@given(content=st.binary(min_size=0, max_size=300))
+def test_arbitrary_bytes_as_a_profile_are_refused(tmp_path, content):
+    code, err = cli(*TRAIN_ARGS, "--profile", write(tmp_path / "p.yaml", content))
+    assert code == 2 and "Traceback" not in err and err.startswith("parasim: error: "), err

@@ -58,6 +58,10 @@ OVERHEAD_S = F(0.0, 10.0, lo_open=False)  # per-iteration host costs: 10 s is fa
 RATE = F(0.0, 1e9)  # requests per second
 SIGMA = F(0.0, 10.0)
 OUTPUTS = {"json": BOOL, "json_out": OUT}
+#: most cross-validation folds (`validate --cv`) and Gauss-Newton refinements (`calibrate --refine-steps`):
+#: each fold or refinement re-runs cases, and more than these buys nothing but time
+MAX_CV_FOLDS = 20
+MAX_REFINE = 5
 #: Python parameter names of the --json / --json-out pair in train, plan, inspect, models, gpus, validate
 JSON_NAMES = {"json_out": "json", "json_file": "json_out"}
 
@@ -79,6 +83,7 @@ SERVE: dict[str, Rule] = {
     "arrival": TEXT, "cv": F(0.0, 100.0), "prompt_tokens": I("tokens"), "output_tokens": I("tokens"),
     "length_dist": TEXT, "length_sigma": SIGMA, "prompt_dist": PATH, "output_dist": PATH, "burst": BOOL,
     "max_concurrency": I("batch"), **_SLO, "capacity": BOOL, "requests_out": OUT, "bench_json": OUT, **OUTPUTS,
+    "profile": PATH,
 }
 
 TRAIN: dict[str, Rule] = {
@@ -88,7 +93,7 @@ TRAIN: dict[str, Rule] = {
     "micro_batch": I("batch"), "global_batch": I("batch"), "seq_len": I("tokens"), "seq_len_dist": PATH,
     "recompute": TEXT, "precision": TEXT, "grad_dtype": TEXT, "overlap_grad_reduce": BOOL,
     "overlap_param_gather": BOOL, "tp_comm_overlap": BOOL, "overlap_p2p_comm": BOOL, "schedule": TEXT,
-    "attention": TEXT, "kernels": TEXT, **OUTPUTS,
+    "attention": TEXT, "kernels": TEXT, "profile": PATH, **OUTPUTS,
 }
 
 PLAN_TRAIN: dict[str, Rule] = {
@@ -96,7 +101,7 @@ PLAN_TRAIN: dict[str, Rule] = {
     "global_batch_tokens": I("batch_tokens"), "global_batch": I("batch"), "batch_tolerance": F(lo_open=False),
     "tokens": F(0.0, 1e18), "reference": Rule("pairs"), "tp": L("gpus"), "pp": L("gpus"), "cp": L("gpus"),
     "ep": L("gpus"), "micro_batch": L("batch"), "virtual_stages": L("gpus"), "zero": TEXT, "recompute": TEXT,
-    "precision": TEXT, "schedules": TEXT, **_RUN,
+    "precision": TEXT, "schedules": TEXT, "profile": PATH, **_RUN,
 }
 
 PLAN_SERVE: dict[str, Rule] = {
@@ -104,19 +109,22 @@ PLAN_SERVE: dict[str, Rule] = {
     "rate": RATE, "prompt_tokens": I("tokens"), "output_tokens": I("tokens"), "length_dist": TEXT,
     "length_sigma": SIGMA, "requests": I("requests"), "seed": SEED, "tp": L("gpus"), "pp": L("gpus"),
     "schedulers": TEXT, "precisions": TEXT, "token_budgets": L("tokens"), "max_batches": L("batch"),
-    "screen_requests": I("requests"), "refine": I("rows"), **_RUN,
+    "screen_requests": I("requests"), "refine": I("rows"), "profile": PATH, **_RUN,
 }
 
 INSPECT: dict[str, Rule] = {"model": TEXT, "gpu": TEXT, "tp": I("gpus"), "pp": I("gpus"), "ep": I("gpus"),
                             "weights": TEXT, "kv_dtype": TEXT, "context": I("tokens", lo=0), **OUTPUTS}
 CATALOG: dict[str, Rule] = dict(OUTPUTS)
 VALIDATE: dict[str, Rule] = {"file": Rule("file"), "kind": TEXT, "extra": Rule("files"), "markdown": OUT,
-                             "error_table": OUT, "workers": I("workers"), **OUTPUTS}
+                             "error_table": OUT, "workers": I("workers"), "profile": PATH, "cv": I(hi=MAX_CV_FOLDS, lo=2),
+                             "cv_factors": TEXT, **OUTPUTS}
+CALIBRATE: dict[str, Rule] = {"files": Rule("files"), "out": OUT, "factors": TEXT, "scope": TEXT,
+                              "refine_steps": I(lo=0, hi=MAX_REFINE), "kind": TEXT, "workers": I("workers"), "json": BOOL}
 
 #: command path -> its table (tests/test_hostile_cli.py checks every parameter has a rule)
 TABLES: dict[str, dict[str, Rule]] = {"serve": SERVE, "train": TRAIN, "plan train": PLAN_TRAIN,
                                       "plan serve": PLAN_SERVE, "inspect": INSPECT, "models": CATALOG,
-                                      "gpus": CATALOG, "validate": VALIDATE}
+                                      "gpus": CATALOG, "validate": VALIDATE, "calibrate": CALIBRATE}
 
 
 # --- checking --------------------------------------------------------------------------------------

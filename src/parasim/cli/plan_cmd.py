@@ -25,6 +25,8 @@ import yaml
 
 from parasim.cli import limits, outputs
 from parasim.cli.names import RegistryHelp
+from parasim.cli.profile_opt import HELP as PROFILE_HELP
+from parasim.cli.profile_opt import calibration
 from parasim.errors import InputError, Interrupted
 from parasim.report.plan import render_serve, render_train
 from parasim.report.tables import print_json
@@ -46,6 +48,8 @@ RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cl
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object.", rich_help_panel=PANEL_RUN)]
 JsonFile = Annotated[Optional[Path], typer.Option("--json-out", help="Also write the JSON object to FILE.",
                                                   rich_help_panel=PANEL_RUN)]
+Profile = Annotated[Optional[Path], typer.Option("--profile", help=PROFILE_HELP + " A profile of one software is taken as the user's.",
+                                                 rich_help_panel=PANEL_RUN)]
 BEFORE_ANY = "interrupted before any plan finished"
 
 
@@ -173,6 +177,7 @@ def plan_train_cmd(
     json_out: JsonOut = False,
     json_file: JsonFile = None,
     emit_yaml: Optional[Path] = typer.Option(None, "--emit-yaml", help="Write the winner as a `parasim train -c` config.", rich_help_panel=PANEL_RUN),
+    profile: Profile = None,
 ) -> None:
     """Search TP x PP x virtual stages x CP x EP x DP x micro-batch x recompute x ZeRO x schedule."""
     v = limits.check(limits.PLAN_TRAIN, dict(locals()), names=limits.JSON_NAMES)
@@ -197,7 +202,8 @@ def plan_train_cmd(
                       reference=v["reference"], workers=workers, executor=executor,
                       ray_address=ray_address)
     outputs.check(json_file, emit_yaml)
-    out = search(run_search, req, json_out)
+    with calibration(profile, executor=executor):
+        out = search(run_search, req, json_out)
     add_expected_error(out, model, "training")
     report(out, "plan train", top=top, json_out=json_out, json_file=json_file, render=render_train,
            emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping(out["best"], model))
@@ -275,6 +281,7 @@ def plan_serve_cmd(
     json_out: JsonOut = False,
     json_file: JsonFile = None,
     emit_yaml: Optional[Path] = typer.Option(None, "--emit-yaml", help="Write the winner as a `parasim serve -c` config.", rich_help_panel=PANEL_RUN),
+    profile: Profile = None,
 ) -> None:
     """Search GPU type x TP x PP x replicas x scheduler x token budget x max batch x precision x disaggregation."""
     v = limits.check(limits.PLAN_SERVE, dict(locals()), names=limits.JSON_NAMES)
@@ -300,7 +307,8 @@ def plan_serve_cmd(
                       workers=workers, executor=executor, ray_address=ray_address,
                       extra={"requests_given": requests is not None}, **kw)
     outputs.check(json_file, emit_yaml)
-    out = search(run_search, req, json_out)
+    with calibration(profile, executor=executor):
+        out = search(run_search, req, json_out)
     workload_keys = out.pop("_workload_keys", None) if out else None
     if out:
         from parasim.serving.traces import trace_note

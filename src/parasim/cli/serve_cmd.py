@@ -17,6 +17,8 @@ from typing import Any, Optional
 import typer
 
 from parasim.cli import limits, outputs
+from parasim.cli.profile_opt import HELP as PROFILE_HELP
+from parasim.cli.profile_opt import applied, calibration, engine_name
 from parasim.cli.config import read_mapping
 from parasim.cli.names import RegistryHelp
 from parasim.errors import InputError, OutputError, write_output
@@ -38,8 +40,8 @@ WORKLOAD_KEYS = ("trace", "trace_columns", "rate", "requests", "seed", "arrival"
                  "prompt_dist", "output_dist", "burst", "length_dist", "length_sigma", "max_concurrency")
 SLO_KEYS = ("slo_ttft", "slo_tpot", "slo_itl", "slo_e2e", "itl_percentile", "attainment", "max_queueing_p50")
 OTHER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "engine", *SLO_KEYS, "requests_out", "json_out", "bench_json", "capacity",
-              "chunk_size")
-PATH_KEYS = ("trace", "prompt_dist", "output_dist", "requests_out", "json_out", "bench_json", "model")
+              "chunk_size", "profile")
+PATH_KEYS = ("trace", "prompt_dist", "output_dist", "requests_out", "json_out", "bench_json", "model", "profile")
 DEFAULTS: dict[str, Any] = {"requests": 1000, "seed": 0, "arrival": "poisson", "cv": 1.0, "prompt_tokens": 512,
                             "output_tokens": 128, "burst": False, "capacity": False, "attainment": 0.9,
                             "length_dist": "fixed"}  # length_sigma: serving.workload.LENGTH_SIGMA
@@ -300,6 +302,7 @@ def serve_cmd(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table.", rich_help_panel="Output"),
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE.", rich_help_panel="Output"),
     bench_json: Optional[Path] = typer.Option(None, "--bench-json", help="Also write the run as a vLLM benchmark result file (its key names, milliseconds).", rich_help_panel="Output"),
+    profile: Optional[Path] = typer.Option(None, "--profile", help=PROFILE_HELP + " The software is --engine's; without it a profile of one software is taken as the user's.", rich_help_panel="Plan"),
 ) -> None:
     """Simulate serving a model on GPUs: TTFT, TPOT, throughput, SLO attainment, energy and cost.
 
@@ -318,7 +321,10 @@ def serve_cmd(
     if opts.get("requests_out") and Path(opts["requests_out"]).suffix.lower() not in (".csv", ".jsonl"):
         raise InputError("requests_out", f"file must end in .csv or .jsonl, got '{Path(opts['requests_out']).name}'")
     outputs.check(opts.get("requests_out"), opts.get("json_out"), opts.get("bench_json"))
-    out, res = run(opts)
+    with calibration(opts.get("profile"), software=engine_name(opts.get("engine"))):
+        out, res = run(opts)
+    if opts.get("profile"):
+        out["inputs"]["calibration"] = applied(opts["profile"], engine_name(opts.get("engine")), str(out["inputs"]["gpu"]))
     text = dumps(out)
     if json_output:
         typer.echo(text)

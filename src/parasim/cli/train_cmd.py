@@ -17,12 +17,14 @@ import typer
 from parasim.cli import limits, outputs
 from parasim.cli.config import read_mapping
 from parasim.cli.names import RegistryHelp
+from parasim.cli.profile_opt import HELP as PROFILE_HELP
+from parasim.cli.profile_opt import applied, calibration
 from parasim.errors import InputError
 from parasim.report.tables import print_json
 from parasim.report.train import render
 
 CLUSTER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "inter_node_gbps")
-OUTPUT_KEYS = ("json", "config", "json_file")
+OUTPUT_KEYS = ("json", "config", "json_file", "profile")
 PANEL_PAR = "Parallelism"
 PANEL_BATCH = "Batch and precision"
 PANEL_OVERLAP = "Overlap and schedule"
@@ -159,6 +161,7 @@ def train_cmd(
     kernels: Optional[str] = typer.Option(None, "--kernels", help="Non-GEMM kernels: fused (Megatron/TE) | eager (PyTorch eager) | compiled (torch.compile).", rich_help_panel=PANEL_OVERLAP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     json_file: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE."),
+    profile: Optional[Path] = typer.Option(None, "--profile", help=PROFILE_HELP + " A profile of one software is taken as the user's."),
 ) -> None:
     """Simulate one optimizer step: step time, tokens/s, MFU, peak memory and a time breakdown."""
     given = limits.check(limits.TRAIN, dict(locals()), names=limits.JSON_NAMES)
@@ -166,7 +169,9 @@ def train_cmd(
     file_opts = load_config(Path(given["config"])) if config is not None else {}
     json_file = json_file or _path(config, file_opts.pop("json_out", None))
     opts, overrides = merge(file_opts, flags)
-    model_spec, cluster, plan, defaults = build(opts)
+    prof = _path(config, opts.get("profile")) if "profile" in file_opts and "profile" not in flags else opts.get("profile")
+    with calibration(prof):
+        model_spec, cluster, plan, defaults = build(opts)
     for k, o in overrides.items():  # a displaced dp is derived again: say what it became
         if o["used"] is None:
             o["used"] = getattr(plan, k)
@@ -177,6 +182,8 @@ def train_cmd(
     res = simulate(model_spec, cluster, plan)
     expected = training_expected(model_spec, cluster.accelerator, zero=plan.zero, precision=plan.precision)
     out = {**res.to_dict(), "defaults": defaults, "overrides": overrides, "expected_error": expected}
+    if prof is not None:
+        out["calibration"] = applied(prof, None, cluster.accelerator.id)
     if json_out:
         print_json(out)
     else:

@@ -27,6 +27,9 @@ def validate_cmd(
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the report as markdown to this file."),
     error_table: Optional[Path] = typer.Option(None, "--error-table", help="Also write the p50/p90 |error| per category (kind, metric, GPU generation, framework, size, dtype) as YAML: the table `train`, `serve` and `plan` quote as expected_error (docs/expected-error.md)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Processes to run cases on (results do not depend on it)."),
+    profile: Optional[Path] = typer.Option(None, "--profile", help="Calibration profile (parasim calibrate -o): each case runs on its GPU with the profile's factors for its software."),
+    cv: Optional[int] = typer.Option(None, "--cv", help="K: also check calibration out of sample per file: K-fold calibrated out-of-fold error, and the error of the rest after calibrating on 3 runs (docs/calibration.md)."),
+    cv_factors: Optional[str] = typer.Option(None, "--cv-factors", help="Comma list of the factors --cv fits, each NAME or KIND:NAME (that kind only), e.g. gemm_efficiency,training:attention_efficiency (default: every factor of the cases' kinds; each costs one more run per case)."),
 ) -> None:
     """Run every case, report predicted, measured and relative error, and the summary per kind."""
     limits.check(limits.VALIDATE, dict(locals()), names=limits.JSON_NAMES)
@@ -36,7 +39,9 @@ def validate_cmd(
 
     paths = [str(file)] + [str(p) for p in (extra or [])]
     outputs.check(json_file, markdown, error_table)
-    reports = run_files(paths, kind=kind, workers=workers, pool=_pool)
+    prof = _profile(profile, cv)
+    factors = _cv_factors(cv_factors, cv)
+    reports = run_files(paths, kind=kind, workers=workers, pool=_pool, profile=prof)
     if not reports:
         raise InputError("kind" if kind else "file", f"no {kind + ' ' if kind else ''}case in {', '.join(paths)}: "
                                                      "nothing to validate")
@@ -48,15 +53,29 @@ def validate_cmd(
         sys.stderr.write(f"parasim: {level}: {r.reason}\n")
     if bad and len(bad) == len(reports):
         raise SystemExit(2)
+    checks = _cross_validate(paths, reports, cv, factors, workers) if cv else None
     data = to_json(reports, paths) if (json_out or json_file) else None
+    if data is not None and prof is not None:
+        data["profile"] = str(profile)
+    if data is not None and checks is not None:
+        data["cross_validation"] = {"k": cv, "files": [c.to_dict() for c in checks]}
     if json_out:
         print_json(data)
     else:
         render(reports, summarize(reports))
+        if checks is not None:
+            from parasim.report.calibration import render_cv
+
+            render_cv(checks, cv)
     if json_file:
         outputs.write_json(json_file, data)
     if markdown is not None:
-        outputs.write_text(markdown, to_markdown(reports, paths))
+        text = to_markdown(reports, paths)
+        if checks is not None:
+            from parasim.report.calibration import cv_markdown
+
+            text = _insert_after_summary(text, cv_markdown(checks, cv))
+        outputs.write_text(markdown, text)
         if not json_out:
             console().print(f"wrote {markdown}")
     if error_table is not None:
@@ -98,6 +117,43 @@ def _render_memory(reports) -> None:
              s["false_oom"], s["missed_oom"]) for f, s in by_file.items()]
     console().print(table("memory (|error|)", ("file", "cases", "median", "p90", "max", "false OOM", "missed OOM"),
                           rows))
+
+
+def _profile(path: Optional[Path], cv: Optional[int]):
+    if path is None:
+        return None
+    if cv:
+        raise InputError("profile", "--cv fits its own factors from the catalog in every fold; run it without --profile")
+    from parasim.specs.profile import load_profile
+
+    return load_profile(path)
+
+
+def _cv_factors(text: Optional[str], cv: Optional[int]) -> Optional[list[str]]:
+    if text is None:
+        return None
+    if not cv:
+        raise InputError("cv-factors", "only with --cv K")
+    from parasim.validation.calibrate import factors_by_kind
+
+    items = [n.strip() for n in text.split(",")]
+    try:
+        factors_by_kind(items)  # checked here, before any case runs
+    except InputError as e:
+        raise InputError("cv-factors", e.message) from None
+    return items
+
+
+def _cross_validate(paths, reports, k: int, factors, workers: int):
+    from parasim.validation.crossval import cross_validate
+
+    return cross_validate(paths, reports, k, factors=factors, workers=workers, pool=_pool)
+
+
+def _insert_after_summary(text: str, section: str) -> str:
+    """The cross-validation section goes after the summary tables, before the per-case tables."""
+    at = text.find("\n## ", text.find("## Summary") + 1)
+    return text + section if at < 0 else text[:at] + "\n" + section.rstrip("\n") + "\n" + text[at:]
 
 
 def register(app: typer.Typer) -> None:

@@ -49,7 +49,8 @@ class IterationCost:
         self.moe_layers = model.moe_layers
         self.dense_layers = model.layers - model.moe_layers
         self.layers = model.layers
-        self.overhead_s = overhead_s
+        # a calibration profile's additive host overhead rides on the accelerator (specs.profile)
+        self.overhead_s = max(0.0, overhead_s + cluster.accelerator.efficiency.calibrated_iteration_overhead_s)
         self.custom_allreduce = custom_allreduce
         # host floor of an iteration that contains prefill work run eagerly (no CUDA graph)
         self.eager_prefill_s = self.layers * float(eager_prefill_layer_s or 0.0)

@@ -52,6 +52,9 @@ class Efficiency:
     #: which span ~5.4 sigma of a normal spread): 0.08 / 5.4 = 0.015. Measured on V100 and MI60
     #: clusters; applied to every part until a part-specific measurement exists.
     rank_speed_sigma: float = 0.015
+    #: never set in the catalog: a user's calibration profile (specs.profile) adds it to each serving
+    #: iteration's host overhead (seconds; may be negative, the total stays >= 0)
+    calibrated_iteration_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.attention_fa2_ratio <= 1.0:

@@ -9,6 +9,8 @@ close matches; `--model` also accepts a path to a Hugging Face config.json or a 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import cache
 from importlib import resources
@@ -90,11 +92,33 @@ def node_presets() -> dict[str, NodePreset]:
     return {n["id"]: NodePreset(**n) for n in _load_data("clusters.yaml")["presets"]}
 
 
+#: the running command's calibration (`use_calibration`): catalog part -> the part as the user's
+#: profile says it runs; None = the catalog as shipped
+_CALIBRATION: Callable[[AcceleratorSpec], AcceleratorSpec] | None = None
+
+
+@contextmanager
+def use_calibration(fn: Callable[[AcceleratorSpec], AcceleratorSpec] | None) -> Iterator[None]:
+    """While inside, every accelerator a command resolves by name (`get_accelerator`, and the
+    planners' `default_cluster`) passes through `fn` (a `--profile`'s factors, specs.profile): the
+    one place a calibration meets the catalog, which itself is never changed. Worker processes
+    forked inside inherit it."""
+    global _CALIBRATION
+    before = _CALIBRATION
+    _CALIBRATION = fn
+    default_cluster.cache_clear()
+    try:
+        yield
+    finally:
+        _CALIBRATION = before
+        default_cluster.cache_clear()
+
+
 def get_accelerator(name: str, *, field: str = "gpu") -> AcceleratorSpec:
     cat = accelerators()
     key = str(name).strip().lower().replace(" ", "-").replace("_", "-")
     if key in cat:
-        return cat[key]
+        return cat[key] if _CALIBRATION is None else _CALIBRATION(cat[key])
     raise unknown_name(field, name, cat, catalog="gpu")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from parasim.errors import InputError
+from parasim.specs.profile import Profile
 from parasim.specs.validation_case import KINDS, UNREADABLE, Case, CaseResult, read_cases
 from parasim.validation.memory import ALL_MEMORY_KEYS, FALSE_OOM, MISSED_OOM
 
@@ -93,18 +94,22 @@ Pool = Callable[[Callable[[None, tuple[Case, str]], CaseReport], list[tuple[Case
 
 
 def run_files(paths: Iterable[str | Path], kind: str | None = None, workers: int = 1,
-              pool: Pool | None = None) -> list[CaseReport]:
+              pool: Pool | None = None, profile: Profile | None = None) -> list[CaseReport]:
     """Every case of `paths` (of one kind, if given), in file order. Cases are independent, so
     `workers` > 1 spreads them over the caller's process `pool` (the CLI passes search.executors':
     the same Ctrl-C handling as the planners); the reports come back in the same order, so the output does not depend on the
     worker count. Ctrl-C raises KeyboardInterrupt here, after the pool is stopped: a validation
-    run is reported whole or not at all."""
+    run is reported whole or not at all. A `profile` puts its factors on each case's part."""
     if kind is not None and kind not in KINDS:
         raise InputError("kind", f"'{kind}' is not one of {', '.join(KINDS)}")
     if workers < 1:
         raise InputError("workers", f"must be at least 1 (got {workers})")
     read = [(item, str(p)) for p in paths for item in read_cases(p)]
     items = [(c, f) for c, f in read if isinstance(c, Case) and (kind is None or c.kind == kind)]
+    if profile is not None:  # `validate --profile`: each case on its part as the profile calibrates it
+        from parasim.validation.scope import calibrated
+
+        items = [(calibrated(c, profile), f) for c, f in items]
     if workers == 1 or len(items) < 2 or pool is None:
         predictors = _predictors()
         done = [run_case(case, predictors, file=f) for case, f in items]
@@ -121,3 +126,12 @@ def run_files(paths: Iterable[str | Path], kind: str | None = None, workers: int
             out.append(CaseReport(id=c.id, kind=c.kind, source="", status="skipped", reason=str(c.error), file=f,
                                   input_error=True))
     return out
+
+
+def run_cases(items: list[tuple[Case, str]], workers: int = 1, pool: Pool | None = None) -> list[CaseReport]:
+    """Each (case, file) run to its report, in item order, over the caller's `pool` when `workers`
+    > 1 (the calibration fits re-run the same cases with other factors)."""
+    if workers == 1 or len(items) < 2 or pool is None:
+        predictors = _predictors()
+        return [run_case(case, predictors, file=f) for case, f in items]
+    return pool(_run_item, items, min(workers, len(items)))

@@ -1,0 +1,44 @@
+"""`--profile FILE` on train, serve and plan: the user's calibration profile, applied where a
+command resolves its GPUs by name (specs.catalog.use_calibration), for the whole command."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, ContextManager
+
+from parasim.errors import InputError
+
+HELP = ("Calibration profile (`parasim calibrate -o`): every GPU runs with the profile's factors for "
+        "its software (docs/calibration.md).")
+
+
+def calibration(path: str | Path | None, *, software: str | None = None, executor: str = "local") -> ContextManager[Any]:
+    """A context inside which the command's GPUs carry the profile's factors (nothing without a
+    profile). Ray workers do not share this process's state, so a profile with --executor ray is
+    refused rather than silently ignored."""
+    if path is None:
+        return nullcontext()
+    if executor == "ray":
+        raise InputError("profile", "is applied in this process and its forked workers; use --executor local")
+    from parasim.specs.catalog import use_calibration
+    from parasim.specs.profile import load_profile
+
+    return use_calibration(load_profile(path).calibration(software))
+
+
+def engine_name(engine: Any) -> str | None:
+    """The engine a `serve --engine NAME[==VERSION]` names, as a profile scopes it."""
+    if not engine:
+        return None
+    from parasim.engines.lookup import engine_software
+
+    return engine_software(engine)[0].name
+
+
+def applied(path: str | Path, software: str | None, gpu: str) -> dict[str, Any]:
+    """What the output says a profile did: the file and the factors it put on this GPU (empty:
+    the profile has no entry for this software and GPU, and the catalog ran as shipped)."""
+    from parasim.specs.profile import load_profile
+
+    return {"profile": str(path), "factors": load_profile(path).factors_for(software, gpu).values}
