@@ -233,3 +233,26 @@ def test_a_file_of_three_runs_or_fewer_has_no_rest_to_predict(observed):
     assert crossval.few_runs(3) == [] and crossval.few_runs(4) == [0, 1, 3]
     held, few, ids = crossval._plan(observed[:3], 5, ["gemm_efficiency"])
     assert held == [] and few == [] and ids == []
+
+
+def _profile_with_fit(tmp_path: Path, fit: dict) -> str:
+    path = tmp_path / "fit.yaml"
+    path.write_text(yaml.safe_dump({"parasim_profile": 1, "entries": [
+        {"software": "*", "accelerator": "h100-sxm", "factors": {"gemm_efficiency": 0.9}, "fit": fit}]}))
+    return str(path)
+
+
+def test_a_profiles_own_out_of_fold_error_replaces_the_table_in_expected_error(tmp_path):
+    """The profile recorded 3.1 % / 8.0 % on 12 held-out runs: train and serve quote those figures
+    (in %), status `profile`; a profile without the record leaves the validated table's figures."""
+    oof = {"out_of_fold": {"k": 5, "runs": 12, "p50_abs_error": 0.031, "p90_abs_error": 0.08}}
+    train = ["train", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--gpus", "8", "--seq-len", "2048",
+             "--global-batch", "32"]
+    serve = ["serve", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--requests", "4", "--rate", "1",
+             "--prompt-tokens", "32", "--output-tokens", "8"]
+    for base in (train, serve):
+        got = _json(*base, "--profile", _profile_with_fit(tmp_path, oof))["expected_error"]
+        assert (got["status"], got["p50_abs_pct"], got["p90_abs_pct"], got["runs"]) == ("profile", 3.1, 8.0, 12)
+        plain = _json(*base)["expected_error"]
+        unrecorded = _json(*base, "--profile", _profile_with_fit(tmp_path, {"runs": 2}))["expected_error"]
+        assert unrecorded["status"] != "profile" and unrecorded["p50_abs_pct"] == plain["p50_abs_pct"]

@@ -26,7 +26,7 @@ import yaml
 from parasim.cli import limits, outputs
 from parasim.cli.names import RegistryHelp
 from parasim.cli.profile_opt import HELP as PROFILE_HELP
-from parasim.cli.profile_opt import calibration
+from parasim.cli.profile_opt import calibration, profile_errors
 from parasim.errors import InputError, Interrupted
 from parasim.report.plan import render_serve, render_train
 from parasim.report.tables import print_json
@@ -131,19 +131,22 @@ def report(out: dict | None, command: str, *, top: int, json_out: bool, json_fil
         raise typer.Exit(1)
 
 
-def add_expected_error(out: dict | None, model: str, kind: str) -> None:
-    """The winner's `expected_error` (validation.expected_error), null when nothing is ranked."""
+def add_expected_error(out: dict | None, model: str, kind: str, profile: Optional[Path] = None) -> None:
+    """The winner's `expected_error` (validation.expected_error), null when nothing is ranked; a
+    `--profile` that recorded its own out-of-fold error is quoted in place of the table."""
     if out is None or (out["interrupted"] and not out["evaluated"]):
         return
     best = out.get("best")
     out["expected_error"] = None
     if best:
         from parasim.specs.catalog import get_accelerator, get_model
-        from parasim.validation.expected_error import serving_expected, training_expected
+        from parasim.validation.expected_error import (SERVING_METRICS, TRAINING_METRICS, serving_expected,
+                                                       training_expected)
 
         m, acc = get_model(model), get_accelerator(best["gpu"])
-        out["expected_error"] = (training_expected(m, acc, zero=best["zero"], precision=best["precision"])
-                                 if kind == "training" else serving_expected(m, acc, weights=best["weights"]))
+        own = profile_errors(profile, None, acc.id, TRAINING_METRICS if kind == "training" else SERVING_METRICS)
+        out["expected_error"] = (training_expected(m, acc, zero=best["zero"], precision=best["precision"], profile_errors=own)
+                                 if kind == "training" else serving_expected(m, acc, weights=best["weights"], profile_errors=own))
 
 
 # --- plan train ----------------------------------------------------------------------------------------
@@ -204,7 +207,7 @@ def plan_train_cmd(
     outputs.check(json_file, emit_yaml)
     with calibration(profile, executor=executor):
         out = search(run_search, req, json_out)
-    add_expected_error(out, model, "training")
+    add_expected_error(out, model, "training", profile)
     report(out, "plan train", top=top, json_out=json_out, json_file=json_file, render=render_train,
            emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping(out["best"], model))
 
@@ -316,6 +319,6 @@ def plan_serve_cmd(
         note = trace_note(out["workload"].get("trace"))
         if note:
             typer.echo(f"note: {note}", err=True)
-    add_expected_error(out, model, "serving")
+    add_expected_error(out, model, "serving", profile)
     report(out, "plan serve", top=top, json_out=json_out, json_file=json_file, render=render_serve,
            emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping({**out, "_workload_keys": workload_keys}, req, emit_yaml))

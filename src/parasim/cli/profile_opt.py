@@ -42,3 +42,24 @@ def applied(path: str | Path, software: str | None, gpu: str) -> dict[str, Any]:
     from parasim.specs.profile import load_profile
 
     return {"profile": str(path), "factors": load_profile(path).factors_for(software, gpu).values}
+
+
+def profile_errors(path: str | Path | None, software: str | None, gpu: str,
+                   metrics: tuple[str, ...]) -> dict[str, dict[str, Any]] | None:
+    """A profile's own out-of-fold |error| for `expected_error` (validation.expected_error's
+    `profile_errors`): pooled over the metrics it was fitted on, so quoted for every metric class.
+    None without a profile or when its entry recorded none (the validated table is quoted then)."""
+    if path is None:
+        return None
+    from parasim.specs.profile import load_profile
+
+    oof = load_profile(path).out_of_fold(software, gpu)
+    try:
+        p50, p90, runs = float(oof["p50_abs_error"]), float(oof["p90_abs_error"]), int(oof["runs"])
+    except (TypeError, KeyError, ValueError):
+        return None
+    if not (0 <= p50 <= p90 < 1e3 and runs > 0):  # a hand-edited record that cannot be an error figure
+        return None
+    err = {"p50_abs_pct": round(100 * p50, 1), "p90_abs_pct": round(100 * p90, 1), "runs": runs,
+           "name": f"profile {Path(path).name}"}
+    return {m: err for m in metrics}

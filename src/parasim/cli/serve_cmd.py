@@ -18,7 +18,7 @@ import typer
 
 from parasim.cli import limits, outputs
 from parasim.cli.profile_opt import HELP as PROFILE_HELP
-from parasim.cli.profile_opt import applied, calibration, engine_name
+from parasim.cli.profile_opt import applied, calibration, engine_name, profile_errors
 from parasim.cli.config import read_mapping
 from parasim.cli.names import RegistryHelp
 from parasim.errors import InputError, OutputError, write_output
@@ -209,10 +209,12 @@ def run(opts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
 
 def _expected(opts: dict[str, Any], model, cluster, plan) -> dict[str, Any]:
     """The validated error of the nearest category of published runs (the engine's when --engine names one)."""
-    from parasim.validation.expected_error import serving_expected
+    from parasim.validation.expected_error import SERVING_METRICS, serving_expected
 
     software = (opts.get("engine_defaults") or {}).get("engine")
-    return serving_expected(model, cluster.accelerator, weights=plan.weights or model.native_weights, software=software)
+    own = profile_errors(opts.get("profile"), engine_name(opts.get("engine")), cluster.accelerator.id, SERVING_METRICS)
+    return serving_expected(model, cluster.accelerator, weights=plan.weights or model.native_weights, software=software,
+                            profile_errors=own)
 
 
 def bench_meta(opts: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:

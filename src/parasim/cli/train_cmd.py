@@ -18,7 +18,7 @@ from parasim.cli import limits, outputs
 from parasim.cli.config import read_mapping
 from parasim.cli.names import RegistryHelp
 from parasim.cli.profile_opt import HELP as PROFILE_HELP
-from parasim.cli.profile_opt import applied, calibration
+from parasim.cli.profile_opt import applied, calibration, profile_errors
 from parasim.errors import InputError
 from parasim.report.tables import print_json
 from parasim.report.train import render
@@ -177,10 +177,11 @@ def train_cmd(
             o["used"] = getattr(plan, k)
     outputs.check(json_file)
     from parasim.training import simulate
-    from parasim.validation.expected_error import training_expected
+    from parasim.validation.expected_error import TRAINING_METRICS, training_expected
 
     res = simulate(model_spec, cluster, plan)
-    expected = training_expected(model_spec, cluster.accelerator, zero=plan.zero, precision=plan.precision)
+    expected = training_expected(model_spec, cluster.accelerator, zero=plan.zero, precision=plan.precision,
+                                 profile_errors=profile_errors(prof, None, cluster.accelerator.id, TRAINING_METRICS))
     out = {**res.to_dict(), "defaults": defaults, "overrides": overrides, "expected_error": expected}
     if prof is not None:
         out["calibration"] = applied(prof, None, cluster.accelerator.id)

@@ -122,6 +122,17 @@ class Profile:
                 out.update(e.factors)
         return Factors(out)
 
+    def out_of_fold(self, software: str | None, accelerator: str) -> dict[str, Any] | None:
+        """The calibrated out-of-fold |error| `calibrate` recorded for the most specific entry that
+        applies to `software` on `accelerator` (None when that entry's scope had too few runs)."""
+        software = software if software is not None else (self.softwares() or [WILDCARD])[0]
+        rank = lambda e: (e.software != WILDCARD, e.accelerator != WILDCARD)  # noqa: E731
+        for e in sorted(self.entries, key=rank, reverse=True):
+            if e.software in (WILDCARD, software) and e.accelerator in (WILDCARD, accelerator):
+                oof = e.fit.get("out_of_fold") if isinstance(e.fit, dict) else None
+                return oof if isinstance(oof, dict) else None
+        return None
+
     def calibration(self, software: str | None):
         """catalog part -> the part with this profile's factors for `software` on it (for
         specs.catalog.use_calibration)."""
