@@ -256,3 +256,16 @@ def test_a_profiles_own_out_of_fold_error_replaces_the_table_in_expected_error(t
         plain = _json(*base)["expected_error"]
         unrecorded = _json(*base, "--profile", _profile_with_fit(tmp_path, {"runs": 2}))["expected_error"]
         assert unrecorded["status"] != "profile" and unrecorded["p50_abs_pct"] == plain["p50_abs_pct"]
+
+
+def test_a_profile_with_no_entry_for_the_gpu_says_so(tmp_path):
+    """A --profile that changes nothing is said on stderr and in the JSON, never silent."""
+    path = tmp_path / "a100.yaml"
+    path.write_text(yaml.safe_dump({"parasim_profile": 1, "entries": [
+        {"software": "*", "accelerator": "a100-sxm-80gb", "factors": {"gemm_efficiency": 0.5}}]}))
+    r = run_cli("train", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--gpus", "8", "--seq-len", "2048",
+                "--global-batch", "32", "--profile", str(path), "--json")
+    assert r.returncode == 0, r.stderr
+    cal = json.loads(r.stdout)["calibration"]
+    assert cal["factors"] == {} and "h100-sxm" in cal["note"]
+    assert "no entry of profile a100.yaml applies" in r.stderr

@@ -41,7 +41,14 @@ def applied(path: str | Path, software: str | None, gpu: str) -> dict[str, Any]:
     the profile has no entry for this software and GPU, and the catalog ran as shipped)."""
     from parasim.specs.profile import load_profile
 
-    return {"profile": str(path), "factors": load_profile(path).factors_for(software, gpu).values}
+    out: dict[str, Any] = {"profile": str(path), "factors": load_profile(path).factors_for(software, gpu).values}
+    if not out["factors"]:  # said, never silent: a --profile that changed nothing
+        out["note"] = (f"no entry of profile {Path(path).name} applies to {software or 'this software'} on {gpu}: "
+                       "the catalog ran as shipped")
+        import typer
+
+        typer.echo(f"note: {out['note']}", err=True)
+    return out
 
 
 def profile_errors(path: str | Path | None, software: str | None, gpu: str,
