@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from parasim.report.validation import _quantile, summarize
+from parasim.mathx import quantile
+from parasim.report.validation import summarize
 from parasim.validation.run import CaseReport
 from tests.conftest import SHARED, run_cli
 
@@ -46,7 +47,7 @@ def test_bad_kind_and_missing_file_exit_2(tmp_path):
 
 
 def test_summary_statistics():
-    assert _quantile([0.0, 1.0], 0.5) == 0.5
+    assert quantile([0.0, 1.0], 0.5) == 0.5
     rs = [CaseReport(id=str(i), kind="training", source="", status="ok", errors={"x": e})
           for i, e in enumerate([0.1, -0.2, 0.05, 0.4])]
     s = summarize(rs)["training"]

@@ -12,20 +12,11 @@ from typing import Any
 from parasim import __version__
 from parasim.specs.validation_case import KINDS, UNREADABLE
 from parasim.validation.memory import ALL_MEMORY_KEYS, FALSE_OOM, MISSED_OOM
+from parasim.mathx import quantile
 from parasim.validation.run import NON_METRIC_KEYS, CaseReport
 
 #: the kinds reports are grouped by: the case kinds, then cases whose kind could not be read
 REPORT_KINDS = (*KINDS, UNREADABLE)
-
-
-def _quantile(xs: list[float], q: float) -> float:
-    """Linear-interpolated quantile of a sorted list."""
-    if not xs:
-        return float("nan")
-    pos = (len(xs) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def summarize(reports: list[CaseReport]) -> dict[str, dict[str, Any]]:
@@ -49,8 +40,8 @@ def _stats(rs: list[CaseReport]) -> dict[str, Any]:
     return {"n": sum(1 for r in rs if r.errors), "errors": len(errs),
             "ok": sum(r.status == "ok" for r in rs), "infeasible": sum(r.status == "infeasible" for r in rs),
             "skipped": sum(r.status == "skipped" for r in rs),
-            "median_abs_error": _quantile(errs, 0.5) if errs else None,
-            "p90_abs_error": _quantile(errs, 0.9) if errs else None,
+            "median_abs_error": quantile(errs, 0.5) if errs else None,
+            "p90_abs_error": quantile(errs, 0.9) if errs else None,
             "max_abs_error": errs[-1] if errs else None}
 
 
@@ -124,8 +115,8 @@ def memory_stats(rs: list[CaseReport]) -> dict[str, Any]:
     return {"cases": sum(1 for r in rs if r.memory_errors), "errors": len(errs),
             "false_oom": sum(r.status == FALSE_OOM for r in rs), "missed_oom": sum(r.status == MISSED_OOM for r in rs),
             "fits_stated": sum("fits" in r.measured for r in rs),
-            "median_abs_error": _quantile(errs, 0.5) if errs else None,
-            "p90_abs_error": _quantile(errs, 0.9) if errs else None,
+            "median_abs_error": quantile(errs, 0.5) if errs else None,
+            "p90_abs_error": quantile(errs, 0.9) if errs else None,
             "max_abs_error": errs[-1] if errs else None}
 
 

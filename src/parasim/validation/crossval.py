@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from parasim.mathx import quantile
 from parasim.specs.profile import FACTORS, Factors
 from parasim.specs.validation_case import Case, read_cases
 from parasim.validation.calibrate import (Observed, factors_by_kind, groups, linear_fit, names_for_kinds, observe,
@@ -41,14 +42,7 @@ def quantiles(errors: Sequence[float]) -> dict[str, Any]:
     xs = sorted(abs(e) for e in errors)
     if not xs:
         return {"errors": 0, "median_abs_error": None, "p90_abs_error": None}
-
-    def q(p: float) -> float:
-        pos = (len(xs) - 1) * p
-        lo = int(pos)
-        hi = min(lo + 1, len(xs) - 1)
-        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-    return {"errors": len(xs), "median_abs_error": q(0.5), "p90_abs_error": q(0.9)}
+    return {"errors": len(xs), "median_abs_error": quantile(xs, 0.5), "p90_abs_error": quantile(xs, 0.9)}
 
 
 @dataclass
