@@ -4,6 +4,7 @@ command resolves its GPUs by name (specs.catalog.use_calibration), for the whole
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, ContextManager
 
@@ -11,6 +12,26 @@ from parasim.errors import InputError
 
 HELP = ("Calibration profile (`parasim calibrate -o`): every GPU runs with the profile's factors for "
         "its software (docs/calibration.md).")
+
+
+def load(path: str | Path):
+    """The profile at `path`, read and checked once per command although `calibration`, `applied`
+    and `profile_errors` all need it (keyed by the file's mtime and size, so an edited file is read
+    again; an unreadable one raises its InputError every time, as errors are not cached)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        version = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        version = None
+    return _load(str(p), version)
+
+
+@lru_cache(maxsize=8)
+def _load(path: str, version: tuple[int, int] | None):  # noqa: ARG001 - the cache key
+    from parasim.specs.profile import load_profile
+
+    return load_profile(path)
 
 
 def calibration(path: str | Path | None, *, software: str | None = None, executor: str = "local") -> ContextManager[Any]:
@@ -22,9 +43,8 @@ def calibration(path: str | Path | None, *, software: str | None = None, executo
     if executor == "ray":
         raise InputError("profile", "is applied in this process and its forked workers; use --executor local")
     from parasim.specs.catalog import use_calibration
-    from parasim.specs.profile import load_profile
 
-    return use_calibration(load_profile(path).calibration(software))
+    return use_calibration(load(path).calibration(software))
 
 
 def engine_name(engine: Any) -> str | None:
@@ -39,9 +59,7 @@ def engine_name(engine: Any) -> str | None:
 def applied(path: str | Path, software: str | None, gpu: str) -> dict[str, Any]:
     """What the output says a profile did: the file and the factors it put on this GPU (empty:
     the profile has no entry for this software and GPU, and the catalog ran as shipped)."""
-    from parasim.specs.profile import load_profile
-
-    out: dict[str, Any] = {"profile": str(path), "factors": load_profile(path).factors_for(software, gpu).values}
+    out: dict[str, Any] = {"profile": str(path), "factors": load(path).factors_for(software, gpu).values}
     if not out["factors"]:  # said, never silent: a --profile that changed nothing
         out["note"] = (f"no entry of profile {Path(path).name} applies to {software or 'this software'} on {gpu}: "
                        "the catalog ran as shipped")
@@ -58,9 +76,7 @@ def profile_errors(path: str | Path | None, software: str | None, gpu: str,
     None without a profile or when its entry recorded none (the validated table is quoted then)."""
     if path is None:
         return None
-    from parasim.specs.profile import load_profile
-
-    oof = load_profile(path).out_of_fold(software, gpu)
+    oof = load(path).out_of_fold(software, gpu)
     try:
         p50, p90, runs = float(oof["p50_abs_error"]), float(oof["p90_abs_error"]), int(oof["runs"])
     except (TypeError, KeyError, ValueError):
