@@ -20,10 +20,10 @@ def software_key(case: Case) -> str:
     """The software a case ran, as a profile scopes it: the serving engine's profile name
     (tensorrt-llm, vllm, ...), else the first word of its free text (llm-foundry, megatron-lm)."""
     if case.kind == "serving":
-        from parasim.engines.lookup import profile_for
+        from parasim.validation.category import OTHER, serving_engine
 
-        name = profile_for(case.software).name
-        if name != "default":
+        name = serving_engine(case.software)
+        if name != OTHER:
             return name
     m = re.match(r"[a-z0-9][a-z0-9._+-]*", case.software.strip().lower())
     return m.group(0) if m else WILDCARD
