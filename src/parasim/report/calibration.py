@@ -6,10 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from parasim.report.tables import console, table
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f} %"
+from parasim.report.validation import abs_pct
 
 
 #: the factors as the table shows them (the profile and JSON use the full names)
@@ -29,13 +26,13 @@ def render_calibration(result: Any) -> None:
     rows = []
     for f in result.fits:
         facs = " ".join(_short(k, v) for k, v in f.factors.items()) or "none"
-        rows.append((f"{f.scope[0]} / {f.scope[1]}", len(f.runs), facs, _pct(f.before.get("median_abs_error")),
-                     _pct(f.after.get("median_abs_error")), "; ".join(f.notes) or None))
+        rows.append((f"{f.scope[0]} / {f.scope[1]}", len(f.runs), facs, abs_pct(f.before.get("median_abs_error")),
+                     abs_pct(f.after.get("median_abs_error")), "; ".join(f.notes) or None))
     con.print(table("parasim calibrate: factors per scope (* the catalog; iter: + host time per iteration)", ("software / gpu", "runs", "factors",
                                                                 "median before", "median after", "notes"), rows))
     keys = sorted(set(result.before) | set(result.after))
     erows = [(k, result.before.get(k, {}).get("errors"),
-              *(_pct(d.get(k, {}).get(q)) for d in (result.before, result.after)
+              *(abs_pct(d.get(k, {}).get(q)) for d in (result.before, result.after)
                 for q in ("median_abs_error", "p90_abs_error"))) for k in keys]
     con.print(table("|error| on the fitted runs (in sample)", ("kind metric", "errors", "median before", "p90 before",
                                                                "median after", "p90 after"), erows))
@@ -45,10 +42,10 @@ def cv_rows(checks: list[Any]) -> list[tuple]:
     """Per file: scored cases, catalog / out-of-fold / 3-run medians and p90s."""
     rows = []
     for c in checks:
-        rows.append((c.file, c.scored, *(_pct(d.get(q)) for d in (c.catalog, c.out_of_fold)
+        rows.append((c.file, c.scored, *(abs_pct(d.get(q)) for d in (c.catalog, c.out_of_fold)
                                           for q in ("median_abs_error", "p90_abs_error")),
-                     _pct(c.few_catalog.get("median_abs_error")), _pct(c.few.get("median_abs_error")),
-                     _pct(c.few.get("p90_abs_error"))))
+                     abs_pct(c.few_catalog.get("median_abs_error")), abs_pct(c.few.get("median_abs_error")),
+                     abs_pct(c.few.get("p90_abs_error"))))
     return rows
 
 

@@ -51,8 +51,13 @@ def to_json(reports: list[CaseReport], inputs: list[str]) -> dict[str, Any]:
             "memory_summary_by_file": memory_summary_by_file(reports)}
 
 
-def _pct(x: float | None) -> str:
+def _signed_pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:+.1f} %"
+
+
+def abs_pct(x: float | None) -> str:
+    """An |error| statistic as the reports print it: one decimal of a percent, "-" when none."""
+    return "-" if x is None else f"{100 * x:.1f} %"
 
 
 def _num(x: Any) -> str:
@@ -71,16 +76,15 @@ def to_markdown(reports: list[CaseReport], inputs: list[str]) -> str:
              "that produced a prediction.", "", "## Summary", "",
              "| kind | cases with errors | ok | infeasible | skipped | median abs error | p90 abs error | max abs error |",
              "|---|---|---|---|---|---|---|---|"]
-    f = lambda v: "-" if v is None else f"{100 * v:.1f} %"  # noqa: E731
     for kind, s in summarize(reports).items():
         lines.append(f"| {kind} | {s['n']} | {s['ok']} | {s['infeasible']} | {s['skipped']} | "
-                     f"{f(s['median_abs_error'])} | {f(s['p90_abs_error'])} | {f(s['max_abs_error'])} |")
+                     f"{abs_pct(s['median_abs_error'])} | {abs_pct(s['p90_abs_error'])} | {abs_pct(s['max_abs_error'])} |")
     lines += ["", "By input file:", "", "| file | kind | cases with errors | median abs error | p90 abs error | max abs error |",
               "|---|---|---|---|---|---|"]
     for file, by_kind in summarize_by_file(reports).items():
         for kind, s in by_kind.items():
-            lines.append(f"| `{file}` | {kind} | {s['n']} | {f(s['median_abs_error'])} | {f(s['p90_abs_error'])} | "
-                         f"{f(s['max_abs_error'])} |")
+            lines.append(f"| `{file}` | {kind} | {s['n']} | {abs_pct(s['median_abs_error'])} | {abs_pct(s['p90_abs_error'])} | "
+                         f"{abs_pct(s['max_abs_error'])} |")
     lines += memory_markdown(reports)
     for kind in REPORT_KINDS:
         rs = [r for r in reports if r.kind == kind]
@@ -97,7 +101,7 @@ def to_markdown(reports: list[CaseReport], inputs: list[str]) -> str:
             for k in keys:
                 if k in r.errors:
                     lines.append(f"| {r.id} | {r.status} | {k} | {_num(r.predicted[k])} | {_num(r.measured[k])} | "
-                                 f"{_pct(r.errors[k])} |")
+                                 f"{_signed_pct(r.errors[k])} |")
             if r.reason or r.choices:
                 notes.setdefault("; ".join(([r.reason] if r.reason else []) + r.choices), []).append(r.id)
         if notes:
@@ -131,7 +135,6 @@ def memory_markdown(reports: list[CaseReport]) -> list[str]:
     by_file = memory_summary_by_file(reports)
     if not by_file:
         return []
-    f = lambda v: "-" if v is None else f"{100 * v:.1f} %"  # noqa: E731
     lines = ["", "## Memory", "",
              "Memory keys (GiB per GPU as the framework printed them unless the source says GB = 10^9 bytes; "
              "vLLM's KV pool in blocks and tokens), scored apart from time. A false OOM is a run known to have "
@@ -139,12 +142,12 @@ def memory_markdown(reports: list[CaseReport]) -> list[str]:
              "| file | cases with memory errors | median abs error | p90 abs error | max abs error | fits stated | "
              "false OOM | missed OOM |", "|---|---|---|---|---|---|---|---|"]
     for file, s in by_file.items():
-        lines.append(f"| `{file}` | {s['cases']} | {f(s['median_abs_error'])} | {f(s['p90_abs_error'])} | "
-                     f"{f(s['max_abs_error'])} | {s['fits_stated']} | {s['false_oom']} | {s['missed_oom']} |")
+        lines.append(f"| `{file}` | {s['cases']} | {abs_pct(s['median_abs_error'])} | {abs_pct(s['p90_abs_error'])} | "
+                     f"{abs_pct(s['max_abs_error'])} | {s['fits_stated']} | {s['false_oom']} | {s['missed_oom']} |")
     lines += ["", "| case | status | metric | predicted | measured | error |", "|---|---|---|---|---|---|"]
     for r in reports:
         for k, e in r.memory_errors.items():
-            lines.append(f"| {r.id} | {r.status} | {k} | {_num(r.predicted[k])} | {_num(r.measured[k])} | {_pct(e)} |")
+            lines.append(f"| {r.id} | {r.status} | {k} | {_num(r.predicted[k])} | {_num(r.measured[k])} | {_signed_pct(e)} |")
         if r.status in (FALSE_OOM, MISSED_OOM) and not r.memory_errors:
             lines.append(f"| {r.id} | {r.status} | fits | - | {r.measured.get('fits')} | - |")
     return lines
