@@ -110,13 +110,8 @@ def run_files(paths: Iterable[str | Path], kind: str | None = None, workers: int
         from parasim.validation.scope import calibrated
 
         items = [(calibrated(c, profile), f) for c, f in items]
-    if workers == 1 or len(items) < 2 or pool is None:
-        predictors = _predictors()
-        done = [run_case(case, predictors, file=f) for case, f in items]
-    else:
-        done = pool(_run_item, items, min(workers, len(items)))
     # unreadable cases keep their place in file order, as skipped reports naming the problem
-    runs = iter(done)
+    runs = iter(run_cases(items, workers, pool))
     out = []
     for c, f in read:
         if isinstance(c, Case):
