@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from parasim.mathx import quantile
 from parasim.specs.validation_case import Case, read_cases
 from parasim.validation.category import Category, for_serving, for_training, metric_class, of_case
 from parasim.validation.run import CaseReport
@@ -52,8 +53,6 @@ def build_table(reports: Iterable[CaseReport], cases: Mapping[tuple[str, str], C
     """The table of a validation run: every report with errors, filed under its case's category
     (`cases` by (file, id)). p50/p90 over every |error| of the class, as docs/VALIDATION.md's
     summary counts them; runs = the cases behind them."""
-    import numpy as np
-
     groups: dict[tuple[str, ...], tuple[set[tuple[str, str]], list[float]]] = {}
     for r in reports:
         case = cases.get((r.file, r.id))
@@ -68,9 +67,10 @@ def build_table(reports: Iterable[CaseReport], cases: Mapping[tuple[str, str], C
     rows = []
     for row in sorted(groups):
         runs, errs = groups[row]
+        errs = sorted(errs)
         rows.append({**dict(zip(KEYS, row)), "runs": len(runs), "errors": len(errs),
-                     "p50_abs_pct": round(100 * float(np.quantile(errs, 0.5)), 1),
-                     "p90_abs_pct": round(100 * float(np.quantile(errs, 0.9)), 1)})
+                     "p50_abs_pct": round(100 * quantile(errs, 0.5), 1),
+                     "p90_abs_pct": round(100 * quantile(errs, 0.9), 1)})
     return {"inputs": list(inputs), "relax_order": list(RELAX_ORDER), "rows": rows}
 
 
