@@ -187,7 +187,7 @@ def run(opts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     if res is None:  # no --rate: show the run at the capacity (else the least loaded probe, else the burst)
         res, shown = next((r, k) for r, k in ((cap.result, "capacity"), (cap.lowest, "lowest_probe"),
                                               (cap.burst, "burst")) if r is not None)
-    out = res.to_dict()
+    out = {"command": "serve", **res.to_dict()}
     if slo.given:
         q = res.summary.get("queueing_p50_s")
         out["stability"] = {"max_queueing_p50_s": limit, "queueing_p50_s": q,

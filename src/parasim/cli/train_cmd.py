@@ -182,7 +182,7 @@ def train_cmd(
     res = simulate(model_spec, cluster, plan)
     expected = training_expected(model_spec, cluster.accelerator, zero=plan.zero, precision=plan.precision,
                                  profile_errors=profile_errors(prof, None, cluster.accelerator.id, TRAINING_METRICS))
-    out = {**res.to_dict(), "defaults": defaults, "overrides": overrides, "expected_error": expected}
+    out = {"command": "train", **res.to_dict(), "defaults": defaults, "overrides": overrides, "expected_error": expected}
     if prof is not None:
         out["calibration"] = applied(prof, None, cluster.accelerator.id)
     if json_out:

@@ -1,0 +1,86 @@
+"""Figures drawn from a command's JSON result, as SVG text, for the HTML report (#19).
+
+A figure set is a function `result dict -> list[Figure]`, registered under the result's
+`command` ("train", "serve", "serve-sweep", "plan train", "plan serve"). Figures read only the
+JSON a command prints (`--json` / `--json-out`), so `parasim report RESULT.json` draws the same
+figures from a saved result as `--report` does at run time. Each kind's figures live in their own
+module (training.py, serving.py, sweep.py, plan.py) and register themselves here.
+
+SVG is written deterministically (no date, fixed hash salt, Agg backend) so the same result
+gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One drawn figure: a title, its SVG text (no XML prolog), and a caption that says what to look for."""
+
+    title: str
+    svg: str
+    caption: str = ""
+
+
+FigureSet = Callable[[dict[str, Any]], list[Figure]]
+_SETS: dict[str, FigureSet] = {}
+
+
+def register(command: str) -> Callable[[FigureSet], FigureSet]:
+    """Decorator: `fn` draws the figures for results whose `command` is `command`."""
+
+    def add(fn: FigureSet) -> FigureSet:
+        if command in _SETS:
+            raise ValueError(f"figures for '{command}' are already registered")
+        _SETS[command] = fn
+        return fn
+
+    return add
+
+
+def commands() -> tuple[str, ...]:
+    _load()
+    return tuple(_SETS)
+
+
+def figures_for(result: dict[str, Any]) -> list[Figure]:
+    """The figures for one result ([] for a command with no figure set)."""
+    _load()
+    fn = _SETS.get(str(result.get("command", "")))
+    return fn(result) if fn is not None else []
+
+
+def _load() -> None:
+    """Import the per-kind modules so they register (lazily: matplotlib is slow to import)."""
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+
+
+def new_figure(width_in: float = 7.0, height_in: float = 3.6):
+    """A matplotlib Figure on the Agg canvas (no pyplot state: safe in threads and tests)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
+
+    fig = MplFigure(figsize=(width_in, height_in), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def to_svg(fig) -> str:
+    """Deterministic SVG text of a matplotlib figure (no metadata date, fixed ids)."""
+    import matplotlib
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": "parasim", "svg.fonttype": "path"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": "parasim"})
+    text = buf.getvalue()
+    start = text.find("<svg")
+    return text[start:] if start >= 0 else text
