@@ -51,3 +51,19 @@ def test_plan_serve_needs_some_slo_and_checks_it_as_serve_does():
     assert ms.returncode == 2 and "milliseconds" in ms.stderr
     att = run_cli(*base, "--slo-itl", "0.05", "--attainment", "0.9")
     assert att.returncode == 2 and "attainment" in att.stderr
+
+
+def test_search_line_counts_simulations_by_stage_and_they_add_up():
+    """The serving planner simulates a layout more than once; its summary line must not call the
+    simulation count a count of plans in the (smaller) raw space of layouts."""
+    import re
+
+    text = run_cli(*[a for a in PLAN if a != "--json"], "--slo-tpot", "0.1")
+    assert text.returncode == 0, text.stderr
+    line = " ".join(text.stdout.split())
+    m = re.search(r"ran (\d+) simulations \((\d+) screening layouts, (\d+) of knob variants, (\d+) at full "
+                  r"size\) from a raw space of ([\d,]+) layouts", line)
+    assert m, line[-400:]
+    ran, screened, knobs, refined, _raw = (int(g.replace(",", "")) for g in m.groups())
+    assert ran == screened + knobs + refined
+    assert "plans of a raw space" not in line

@@ -90,8 +90,18 @@ def render_common(out: dict) -> None:
         c.print(f"- {line}")
     for label, line in expected_rows(out.get("expected_error")):
         c.print(f"winner's {label}: {line}")
-    c.print(f"evaluated {out['evaluated']} plans of a raw space of {out['space_size']:,} in "
-            f"{fmt(out['search_wall_s'])} s" + (" [bold yellow](interrupted: best so far)[/]" if out["interrupted"] else ""))
+    c.print(_search_line(out) + f" in {fmt(out['search_wall_s'])} s"
+            + (" [bold yellow](interrupted: best so far)[/]" if out["interrupted"] else ""))
+
+
+def _search_line(out: dict) -> str:
+    """What the search ran. The serving planner simulates a layout more than once (screen, knob variants,
+    full-size refine), so its count is of simulations, not of plans in the raw space of layouts."""
+    sims = (out.get("stages") or {}).get("simulated")
+    if out.get("command") == "plan serve" and sims:
+        return (f"ran {out['evaluated']} simulations ({sims['screen']} screening layouts, {sims['knobs']} of knob "
+                f"variants, {sims['refine']} at full size) from a raw space of {out['space_size']:,} layouts")
+    return f"evaluated {out['evaluated']} plans of a raw space of {out['space_size']:,}"
 
 
 SERVE_COLUMNS = ("rank", "GPUs", "layout", "scheduler", "weights/kv", "goodput /GPU", "TTFT p99 s", "TPOT p99 ms",

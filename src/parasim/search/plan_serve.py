@@ -642,9 +642,13 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
                    "queueing_limit_s": run.limit, "offered_rps": run.offered}
     run.stages = _Stages(req, run.context, progress, guard)
     screened: dict[tuple, dict] = {}
-    items1 = _screen_layouts(run, layouts, screened)
+    ran = []  # simulations per stage (a stage may reuse an earlier one's results: the full-size refine
+    items1 = _screen_layouts(run, layouts, screened)  # when the screen already ran the whole workload)
+    ran.append(run.stages.evaluated)
     items2 = _screen_knobs(run, items1, screened)
+    ran.append(run.stages.evaluated - ran[0])
     full = _refine(run, screened)
+    ran.append(run.stages.evaluated - ran[0] - ran[1])
     full_ok, ranked = _rank(run, screened, full)
     interrupted = run.stages.interrupted or guard.hit
     baseline = _baseline(run, full_ok, interrupted)
@@ -659,7 +663,8 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
         "evaluated": run.stages.evaluated, "space_size": raw, "pruned": run.pruned.as_dict(), "errors": run.errors,
         "baseline": baseline,
         "stages": {"screen_requests": run.screen_n, "full_requests": run.full_n, "layouts": len(items1),
-                   "knob_variants": len(items2), "refined": len(full)},
+                   "knob_variants": len(items2), "refined": len(full),
+                   "simulated": dict(zip(("screen", "knobs", "refine"), ran))},
         "pareto": pareto_summary(ranked, run.pareto_objs, run.options),
         "interrupted": interrupted,
         "search_wall_s": time.perf_counter() - t0,
