@@ -24,11 +24,10 @@ def us(seconds: float) -> float:
 def complete(name: str, pid: int, tid: int, start_s: float, dur_s: float, *, cat: str = "",
              args: dict[str, Any] | None = None) -> dict[str, Any]:
     """An "X" event from `start_s` lasting `dur_s` (seconds in, microseconds out)."""
-    ev: dict[str, Any] = {"name": name, "ph": "X", "pid": pid, "tid": tid, "ts": us(start_s), "dur": us(dur_s)}
+    ev: dict[str, Any] = {"name": name, "ph": "X", "pid": pid, "tid": tid, "ts": us(start_s), "dur": us(dur_s),
+                          "args": args or {}}
     if cat:
         ev["cat"] = cat
-    if args:
-        ev["args"] = args
     return ev
 
 
