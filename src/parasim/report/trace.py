@@ -47,8 +47,6 @@ def thread(pid: int, tid: int, name: str) -> list[dict[str, Any]]:
 
 def dumps(events: list[dict[str, Any]], other_data: dict[str, Any] | None = None) -> str:
     """The trace file's text: one event per line, keys sorted, no NaN."""
-    def one(obj: Any) -> str:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
+    one = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode
     head = f'{{"displayTimeUnit":"ms","otherData":{one(other_data or {})},"traceEvents":[\n'
     return head + ",\n".join(one(e) for e in events) + "\n]}\n"
