@@ -197,6 +197,8 @@ def train_cmd(
         from parasim.report.train_trace import dumps as trace_text
 
         outputs.write_text(timeline, trace_text(out))
+        if not json_out:
+            typer.echo(f"timeline: {timeline} (open it in Perfetto or chrome://tracing)", err=True)
     if not res.fits:
         raise typer.Exit(1)
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from parasim.report import trace
+from parasim.training.timeline import STREAM_OF
 
 THREADS = {"compute": (1, "compute"), "pp": (2, "pp send/recv"), "inlayer": (3, "TP/CP/EP collectives (exposed)"),
            "dp": (4, "DP/FSDP collectives"), "optimizer": (5, "optimizer")}
-STREAM_OF = {"F": "compute", "B": "compute", "W": "compute", "straggler": "compute", "recv": "pp", "send": "pp",
-             "tp_cp_ep": "inlayer", "fsdp": "dp", "grad_reduce_overlapped": "dp", "grad_reduce": "dp",
-             "param_gather": "dp", "optimizer": "optimizer"}
 OP_NAMES = {"F": "forward", "B": "backward", "W": "weight-grad"}
 
 

@@ -17,15 +17,15 @@ from typing import Any
 from parasim.cost.flops import attention_flops_per_token_layer, layer_matmul_params_active
 from parasim.specs.model import ModelSpec
 from parasim.training.plan import TrainingPlan
-from parasim.training.step import OpRecord, StepTiming
+from parasim.training.step import PARAM_GATHER_BYTES, OpRecord, RankTail, StepTiming
 
 #: one row of a stage's `spans`
 SPAN_COLUMNS = ("kind", "start_s", "dur_s", "micro_batch", "chunk")
-#: span kinds, by the stream (trace thread) they belong to
-STREAMS = {"compute": ("F", "B", "W", "straggler"), "pp": ("recv", "send"), "inlayer": ("tp_cp_ep",),
-           "dp": ("fsdp", "grad_reduce_overlapped", "grad_reduce", "param_gather"), "optimizer": ("optimizer",)}
-#: span kinds that are not time the stage is charged for (they run beside its compute)
-OVERLAPPED = ("grad_reduce_overlapped",)
+#: each span kind, in the order they are drawn, and the stream (trace thread) it belongs to; "W"
+#: (a deferred weight-gradient op) is for a schedule that splits the backward: none shipped does
+STREAM_OF = {"F": "compute", "B": "compute", "W": "compute", "tp_cp_ep": "inlayer", "fsdp": "dp", "recv": "pp",
+             "send": "pp", "grad_reduce_overlapped": "dp", "grad_reduce": "dp", "param_gather": "dp",
+             "optimizer": "optimizer", "straggler": "compute"}
 NS = 9  # decimal places kept of seconds
 
 
@@ -55,7 +55,7 @@ def build(model: ModelSpec, plan: TrainingPlan, timing: StepTiming, records: lis
         stages.append({"stage": r, "layers": timing.chunk_layers[r], "pipeline_end_s": _r(timing.run.end_s[r]),
                        "forward_model_flops": fwd, "backward_model_flops": [2 * f for f in fwd],
                        "grad_kind": tail.grad_kind, "grad_bytes": tail.params * plan.grad_bytes,
-                       "param_gather_bytes": tail.params * 2.0 if tail.gather_s else 0.0,
+                       "param_gather_bytes": tail.params * PARAM_GATHER_BYTES if tail.gather_s else 0.0,
                        "spans": out})
     return {"step_time_s": step, "critical_stage": timing.critical_rank, "schedule": plan.schedule_name,
             "micro_batches": plan.micro_batches, "chunks": plan.virtual_stages,
@@ -68,7 +68,7 @@ def _op_spans(out: list[list], rec: OpRecord, fsdp_s: float) -> None:
     mb, c = rec.mb, rec.chunk
     t = rec.start_s
     inlayer = rec.comm_s - rec.recv_s - fsdp_s
-    if inlayer < 1e-15:  # rounding of the subtraction; FSDP is then the whole remainder
+    if inlayer < 1e-12:  # rounding of the subtraction (no collective takes a picosecond): FSDP is the rest
         fsdp_s, inlayer = rec.comm_s - rec.recv_s, 0.0
     for kind, dur in (("recv", rec.recv_s), (rec.kind, rec.compute_s), ("tp_cp_ep", inlayer), ("fsdp", fsdp_s),
                       ("send", rec.send_s)):
@@ -77,7 +77,7 @@ def _op_spans(out: list[list], rec: OpRecord, fsdp_s: float) -> None:
             t += dur
 
 
-def _tail_spans(out: list[list], end: float, tail) -> None:
+def _tail_spans(out: list[list], end: float, tail: RankTail) -> None:
     """After the pipeline: gradient reduction (its in-flight part before `end`, then what is
     exposed), the optimizer, the exposed parameter all-gather, in Megatron's order."""
     if tail.grad_hidden_s > 0:

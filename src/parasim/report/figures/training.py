@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from parasim.report.figures import Figure, new_figure, register, to_svg
+from parasim.training.timeline import STREAM_OF
 
 #: Gantt colours by span kind (training/timeline.py); compute on the upper lane of a stage, the rest below
 COLOURS = {"F": "#4C72B0", "B": "#55A868", "W": "#8CC084", "straggler": "#333333", "recv": "#8172B2",
@@ -19,9 +20,8 @@ LEGEND = {"F": "forward", "B": "backward", "W": "weight-grad", "tp_cp_ep": "TP/C
           "fsdp": "FSDP comm (exposed)", "recv": "pp send/recv", "grad_reduce_overlapped": "DP grad reduce (under backward)",
           "grad_reduce": "DP grad reduce / param gather (exposed)", "optimizer": "optimizer",
           "straggler": "straggler wait"}
-COMPUTE_LANE = ("F", "B", "W", "straggler")
-ORDER = ("F", "B", "W", "tp_cp_ep", "fsdp", "recv", "send", "grad_reduce_overlapped", "grad_reduce", "param_gather",
-         "optimizer", "straggler")
+COMPUTE_LANE = tuple(k for k, stream in STREAM_OF.items() if stream == "compute")
+ORDER = tuple(STREAM_OF)
 BREAKDOWN = (("compute", "#4C72B0"), ("exposed_comm", "#DD8452"), ("bubble", "#E5E5E5"),
              ("optimizer", "#DA8BC3"), ("straggler", "#333333"))
 MEMORY = (("weights_gib", "weights", "#4C72B0"), ("gradients_gib", "gradients", "#55A868"),
