@@ -72,13 +72,33 @@ def test_trace_event_format():
     assert threads == named  # every thread with events is named, and only those
 
 
+def _assert_span(res: dict, trace: dict) -> None:
+    ev = _complete(trace)
+    span_us = max(e["ts"] + e["dur"] for e in ev) - min(e["ts"] for e in ev)
+    assert abs(span_us - res["step_time_s"] * US) <= 1.0  # to the microsecond
+
+
+def _assert_bubble(res: dict, trace: dict) -> None:
+    """Critical stage, before its pipeline ends: idle = time no charged event covers (the gradient
+    reduction in flight under the backward is not charged), and it is `breakdown.bubble`;
+    the compute events add up to `breakdown.compute`."""
+    pid = trace["otherData"]["critical_stage"] + 1
+    end_us = res["details"]["pipeline_s"] * US
+    mine = [e for e in _complete(trace) if e["pid"] == pid and "under backward" not in e["name"]]
+    busy = [(e["ts"], min(e["ts"] + e["dur"], end_us)) for e in mine if e["ts"] < end_us]
+    idle_s = (end_us - _union_s(busy)) / US
+    # each event's ts and dur are rounded to the nanosecond
+    assert idle_s == pytest.approx(res["breakdown"]["bubble"], abs=1e-9 * (2 * len(busy) + 1))
+    compute_s = sum(e["dur"] for e in mine if e["name"] in ("F", "B")) / US
+    assert compute_s == pytest.approx(res["breakdown"]["compute"], rel=1e-6)
+
+
 @given(plan=plans())
 @settings(max_examples=40, deadline=None)
 def test_span_is_the_step_time_and_every_op_appears_once(plan):
     res, trace = _trace(plan)
+    _assert_span(res, trace)
     ev = _complete(trace)
-    span_us = max(e["ts"] + e["dur"] for e in ev) - min(e["ts"] for e in ev)
-    assert abs(span_us - res["step_time_s"] * US) <= 1.0  # to the microsecond
     m, v = plan.micro_batches, plan.virtual_stages
     for stage in range(plan.pp):
         mine = [e for e in ev if e["pid"] == stage + 1]
@@ -92,19 +112,41 @@ def test_span_is_the_step_time_and_every_op_appears_once(plan):
 @given(plan=plans())
 @settings(max_examples=40, deadline=None)
 def test_bubble_on_the_trace_is_the_reported_bubble(plan):
-    """Critical stage, before its pipeline ends: idle = time no charged event covers (the gradient
-    reduction in flight under the backward is not charged), and it is `breakdown.bubble`;
-    the compute events add up to `breakdown.compute`."""
-    res, trace = _trace(plan)
-    pid = trace["otherData"]["critical_stage"] + 1
-    end_us = res["details"]["pipeline_s"] * US
-    mine = [e for e in _complete(trace) if e["pid"] == pid and "under backward" not in e["name"]]
-    busy = [(e["ts"], min(e["ts"] + e["dur"], end_us)) for e in mine if e["ts"] < end_us]
-    idle_s = (end_us - _union_s(busy)) / US
-    # each event's ts and dur are rounded to the nanosecond
-    assert idle_s == pytest.approx(res["breakdown"]["bubble"], abs=1e-9 * (2 * len(busy) + 1))
-    compute_s = sum(e["dur"] for e in mine if e["name"] in ("F", "B")) / US
-    assert compute_s == pytest.approx(res["breakdown"]["compute"], rel=1e-6)
+    _assert_bubble(*_trace(plan))
+
+
+def _lengths(tmp_path) -> str:
+    path = tmp_path / "docs.txt"
+    path.write_text("\n".join(str(n) for n in [300, 1800, 120, 900, 4000, 50] * 8))
+    return str(path)
+
+
+@pytest.mark.parametrize("model, gpus, fields", [
+    ("llama-3-8b", 16, dict(tp=2, cp=2, pp=2, dp=2, sequence_parallel=True, tp_comm_overlap=True, precision="fp8",
+                            recompute="full", global_batch=8, seq_len=4096)),
+    ("mixtral-8x7b", 16, dict(tp=2, pp=2, dp=4, ep=4, global_batch=16, seq_len=2048)),
+    ("llama-3-8b", 8, dict(pp=2, dp=4, zero=3, overlap_param_gather=False, global_batch=16, seq_len=2048)),
+    ("llama-3-8b", 8, dict(pp=2, dp=4, zero=3, global_batch=16, seq_len=2048)),
+    ("llama-3-8b", 8, dict(pp=2, dp=4, global_batch=16, seq_len=4096, seq_len_dist="LENGTHS")),
+])
+def test_span_and_bubble_hold_for_every_kind_of_term(tmp_path, model, gpus, fields):
+    """CP ring, TP overlap, fp8, recomputation, EP all-to-alls, FSDP with and without prefetch,
+    variable-length documents: each term lands somewhere and the sums still hold."""
+    from parasim.specs.catalog import cluster_for, get_accelerator, get_model
+
+    if fields.get("seq_len_dist") == "LENGTHS":
+        fields = {**fields, "seq_len_dist": _lengths(tmp_path)}
+    plan = TrainingPlan(micro_batch=1, **fields)
+    res = simulate(get_model(model), cluster_for(get_accelerator("h100-sxm"), gpus), plan, timeline=True)
+    out = {"command": "train", **res.to_dict()}
+    trace = json.loads(train_trace.dumps(out))
+    _assert_span(out, trace)
+    _assert_bubble(out, trace)
+    names = {e["name"] for e in _complete(trace)}
+    if plan.zero == 3:
+        assert "FSDP gather/reduce (F)" in names and "FSDP gather/reduce (B)" in names
+    if plan.cp > 1 or plan.ep > 1:
+        assert "TP/CP/EP comm (F)" in names
 
 
 def test_a_forward_receives_when_the_previous_stage_has_sent():
