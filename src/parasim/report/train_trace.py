@@ -20,6 +20,7 @@ OP_NAMES = {"F": "forward", "B": "backward", "W": "weight-grad"}
 
 
 def has_timeline(result: dict[str, Any]) -> bool:
+    """Whether a (saved) result carries the op intervals a trace or a Gantt chart needs."""
     return isinstance(result.get("timeline"), dict) and bool(result["timeline"].get("stages"))
 
 

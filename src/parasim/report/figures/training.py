@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from parasim.report.figures import Figure, new_figure, register, to_svg
+from parasim.report.train_trace import has_timeline
 from parasim.training.timeline import STREAM_OF
 
 #: Gantt colours by span kind (training/timeline.py); compute on the upper lane of a stage, the rest below
@@ -37,7 +38,7 @@ def training_figures(result: dict[str, Any]) -> list[Figure]:
 def _step_figure(result: dict[str, Any]) -> Figure:
     tl = result.get("timeline")
     step = float(result.get("step_time_s") or 0.0)
-    if not (isinstance(tl, dict) and tl.get("stages")):
+    if not has_timeline(result):
         fig = new_figure(7.0, 1.8)
         _breakdown_bar(fig.add_subplot(1, 1, 1), result.get("breakdown") or {}, step)
         return Figure("Step time breakdown", to_svg(fig),
