@@ -79,13 +79,31 @@ CHECKS = {"models": _check_models, "gpus": _check_gpus, "inspect": _check_inspec
           "serve": _check_serve, "plan": _check_plan, "validate": _check_validate}
 
 
+#: options whose value is a file the command writes: the test writes it under tmp_path instead
+FILE_OUTPUTS = ("--timeline",)
+
+
+def _check_timeline(path, out) -> None:
+    """A Chrome trace whose span is the result's step time (to the microsecond)."""
+    events = [e for e in json.loads(path.read_text())["traceEvents"] if e["ph"] == "X"]
+    span_us = max(e["ts"] + e["dur"] for e in events) - min(e["ts"] for e in events)
+    assert abs(span_us - out["step_time_s"] * 1e6) <= 1.0 and out["timeline"]["stages"]
+
+
 @pytest.mark.parametrize("command", tour_commands())
 def test_tour_command_gives_an_answer(command, tmp_path):
     args = shlex.split(command)[1:]
     if "validate" in args and not SHARED.exists():
         pytest.skip("shared/validation is not beside this checkout")
+    files = {}
+    for i, a in enumerate(args[:-1]):
+        if a in FILE_OUTPUTS:
+            args[i + 1] = str(files.setdefault(a, tmp_path / "out" / args[i + 1].replace("/", "_")))
     result = tmp_path / "result.json"
     r = run_cli(*args, "--json-out", str(result), timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() and not DECIMAL_GB.search(r.stdout)
-    CHECKS[args[0]](json.loads(result.read_text()), args)
+    out = json.loads(result.read_text())
+    CHECKS[args[0]](out, args)
+    if "--timeline" in files and args[0] == "train":
+        _check_timeline(files["--timeline"], out)

@@ -93,7 +93,7 @@ TRAIN: dict[str, Rule] = {
     "micro_batch": I("batch"), "global_batch": I("batch"), "seq_len": I("tokens"), "seq_len_dist": PATH,
     "recompute": TEXT, "precision": TEXT, "grad_dtype": TEXT, "overlap_grad_reduce": BOOL,
     "overlap_param_gather": BOOL, "tp_comm_overlap": BOOL, "overlap_p2p_comm": BOOL, "schedule": TEXT,
-    "attention": TEXT, "kernels": TEXT, "profile": PATH, **OUTPUTS,
+    "attention": TEXT, "kernels": TEXT, "profile": PATH, "timeline": OUT, **OUTPUTS,
 }
 
 PLAN_TRAIN: dict[str, Rule] = {

@@ -14,21 +14,26 @@ from parasim.training.memory import peak_memory
 from parasim.training.plan import TrainingPlan
 from parasim.training.result import TrainingResult
 from parasim.training.step import chunk_layers, simulate_step
+from parasim.training.timeline import build as build_timeline
 
 __all__ = ["TrainingPlan", "TrainingResult", "simulate"]
 
 
-def simulate(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> TrainingResult:
-    """Simulate one optimizer step of `plan` for `model` on `cluster` (raises InputError on bad plans)."""
+def simulate(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *, timeline: bool = False) -> TrainingResult:
+    """Simulate one optimizer step of `plan` for `model` on `cluster` (raises InputError on bad plans).
+    `timeline` also records every op's interval (the result's `timeline`, training/timeline.py)."""
     plan.check(model, cluster.gpus)
     varlen: dict[str, float] = {}
     ctx = causal_context(plan.seq_len)  # mean keys per query that the causal kernels execute
+    records = [] if timeline else None
+    pairs = plan.micro_batch * plan.seq_len * (plan.seq_len + 1) / 2
     if plan.seq_len_dist:
         from parasim.training.varlen import balance, load_lengths
 
         bal = balance(load_lengths(plan.seq_len_dist), seq_len=plan.seq_len, global_batch=plan.global_batch,
                       dp=plan.dp, micro_batch=plan.micro_batch)
-        timing = simulate_step(model, cluster, plan, pairs_per_mb=bal.max_pairs_per_mb)
+        pairs = bal.max_pairs_per_mb
+        timing = simulate_step(model, cluster, plan, pairs_per_mb=pairs, recorder=records)
         balanced = simulate_step(model, cluster, plan, pairs_per_mb=bal.mean_pairs_per_mb).step_s
         varlen = {"documents_per_sequence": bal.documents_per_sequence,
                   "mean_attention_pairs_per_microbatch": bal.mean_pairs_per_mb,
@@ -37,7 +42,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> Trai
                   "balanced_step_time_s": balanced, "imbalance_cost_s": timing.step_s - balanced}
         ctx = bal.mean_pairs_per_mb / (plan.micro_batch * plan.seq_len)  # per-document masks: fewer pairs
     else:
-        timing = simulate_step(model, cluster, plan)
+        timing = simulate_step(model, cluster, plan, recorder=records)
     mem = peak_memory(model, cluster, plan, timing.run.ops, chunk_layers(model, plan))
     acc = cluster.accelerator
     return TrainingResult(
@@ -49,4 +54,5 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> Trai
         megatron_hardware_flops_per_token=training_hardware_flops_per_token(model, plan.seq_len, plan.recompute),
         peak_flops_per_s=acc.peak(plan.precision), breakdown=timing.breakdown,
         details={**timing.details, "critical_rank": timing.critical_rank},
-        memory=mem.to_dict(), peak_memory_bytes=mem.total, fits=mem.fits, varlen=varlen)
+        memory=mem.to_dict(), peak_memory_bytes=mem.total, fits=mem.fits, varlen=varlen,
+        timeline=build_timeline(model, plan, timing, records, pairs) if records is not None else None)

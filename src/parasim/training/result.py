@@ -40,6 +40,7 @@ class TrainingResult:
     peak_memory_bytes: float
     fits: bool
     varlen: dict[str, float] = field(default_factory=dict)
+    timeline: dict[str, Any] | None = None  # per-stage op intervals, when asked for (training/timeline.py)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.step_time_s) and self.step_time_s > 0):
@@ -111,4 +112,5 @@ class TrainingResult:
             "megatron_mfu": self.megatron_mfu, "megatron_hfu": self.megatron_hfu,
             "peak_memory_gib_per_gpu": gib(self.peak_memory_bytes), "fits": self.fits,
             "memory": self.memory, "breakdown": self.breakdown, "details": self.details, "varlen": self.varlen,
+            **({"timeline": self.timeline} if self.timeline is not None else {}),
         }

@@ -19,6 +19,7 @@ Engine constants (documented with their sources in docs/training.md):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import attention_dtype
@@ -188,17 +189,37 @@ class PipelineRun:
     ops: list[list[Op]]
 
 
+class OpRecord(NamedTuple):
+    """One placed op of `run_pipeline`: it starts at `start_s` (its inputs ready, its rank free),
+    receives (`recv_s`, the receiver's share of an overlapped p2p transfer), computes (`compute_s`),
+    waits on its exposed in-layer and FSDP collectives (`comm_s - recv_s`), then sends (`send_s`,
+    what the sender pays). Its rank is free again at start_s + compute_s + comm_s + send_s."""
+
+    rank: int
+    kind: str
+    mb: int
+    chunk: int
+    start_s: float
+    compute_s: float
+    comm_s: float
+    recv_s: float
+    send_s: float
+
+
 def run_pipeline(ops: list[list[Op]], pp: int, v: int, m: int, fwd: list[list[tuple[float, float]]],
-                 bwd: list[list[tuple[float, float]]], p2p_s: float, *, p2p_blocking: bool = False) -> PipelineRun:
+                 bwd: list[list[tuple[float, float]]], p2p_s: float, *, p2p_blocking: bool = False,
+                 recorder: list[OpRecord] | None = None) -> PipelineRun:
     """Execute each rank's op list against the data dependencies; (compute, comm) per rank/chunk.
 
     A send always delays the receiver by `p2p_s`. With `p2p_blocking` the sender is held for the
     transfer too (it waits on the send before its next op). Overlapped, the transfer still runs
     NCCL kernels on both GPUs beside the compute: each side pays OVERLAP_SLOWDOWN of it.
+    `recorder`, when given, receives one OpRecord per op as it is placed (for timelines); None
+    costs one check per op.
     """
     hold = (p2p_s if p2p_blocking else OVERLAP_SLOWDOWN * p2p_s) if pp > 1 else 0.0  # sender
     recv = 0.0 if p2p_blocking or pp == 1 else OVERLAP_SLOWDOWN * p2p_s  # receiver
-    st = _PipelineState(pp, v, m, p2p_s, hold, recv)
+    st = _PipelineState(pp, v, m, p2p_s, hold, recv, recorder)
     remaining = sum(len(o) for o in ops)
     order = list(range(pp))
     while remaining:
@@ -214,9 +235,10 @@ class _PipelineState:
     """Where each rank stands: next op, free time, busy time; when each (virtual stage, micro-batch)
     forward and backward ended (-1: not yet)."""
 
-    def __init__(self, pp: int, v: int, m: int, p2p_s: float, hold: float, recv: float) -> None:
+    def __init__(self, pp: int, v: int, m: int, p2p_s: float, hold: float, recv: float,
+                 recorder: list[OpRecord] | None = None) -> None:
         vst = pp * v
-        self.pp, self.p2p_s, self.hold, self.recv = pp, p2p_s, hold, recv
+        self.pp, self.p2p_s, self.hold, self.recv, self.rec = pp, p2p_s, hold, recv, recorder
         self.f_end = [[-1.0] * m for _ in range(vst)]
         self.b_end = [[-1.0] * m for _ in range(vst)]
         self.ptr, self.free = [0] * pp, [0.0] * pp
@@ -226,7 +248,7 @@ class _PipelineState:
     def advance(self, r: int, lst: list[Op], fr: list[tuple[float, float]], br: list[tuple[float, float]]) -> int:
         """Run rank r's ops in order until one waits on a result not yet produced; ops run."""
         pp, p2p_s, hold, recv, last_g = self.pp, self.p2p_s, self.hold, self.recv, self.last_g
-        f_end, b_end = self.f_end, self.b_end
+        f_end, b_end, rec = self.f_end, self.b_end, self.rec
         i0, t = self.ptr[r], self.free[r]
         bc, bm = self.busy_c[r], self.busy_m[r]
         i, n = i0, len(lst)
@@ -244,8 +266,12 @@ class _PipelineState:
                 comp, comm = fr[c]
                 if g:
                     comm += recv
-                t = (t if t > ready else ready) + comp + comm
+                start = t if t > ready else ready
+                t = start + comp + comm
                 f_end[g][j] = t
+                if rec is not None:
+                    rec.append(OpRecord(r, kind, j, c, start, comp, comm, recv if g else 0.0,
+                                        hold if g != last_g else 0.0))
                 if hold and g != last_g:
                     t += hold
                     comm += hold
@@ -265,6 +291,9 @@ class _PipelineState:
                     self.last_b[r] = start
                 t = start + comp + comm
                 b_end[g][j] = t
+                if rec is not None:
+                    rec.append(OpRecord(r, kind, j, c, start, comp, comm, recv if g != last_g else 0.0,
+                                        hold if g else 0.0))
                 if hold and g:
                     t += hold
                     comm += hold
@@ -290,11 +319,15 @@ class StepTiming:
     details: dict[str, float]
     layer: LayerTimes
     run: PipelineRun
+    tails: list[RankTail]  # per rank: what follows its last backward
+    chunk_layers: list[list[int]]  # per rank, per chunk
+    p2p_bytes: float  # one micro-batch's activations (or their gradients) per pipeline send, per GPU
 
 
 def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
-                  pairs_per_mb: float | None = None) -> StepTiming:
-    """One optimizer step: layer costs, the pipeline schedule, then DP reduction and optimizer."""
+                  pairs_per_mb: float | None = None, recorder: list[OpRecord] | None = None) -> StepTiming:
+    """One optimizer step: layer costs, the pipeline schedule, then DP reduction and optimizer.
+    `recorder` collects every pipeline op as placed (run_pipeline)."""
     layer, edge = _costers(model, cluster, plan)
     s = plan.seq_len
     if pairs_per_mb is None:
@@ -318,13 +351,13 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
                 fwd[r][c] = (fwd[r][c][0], fwd[r][c][1] + n * fsdp_f + (edge_f if n else 0.0))
                 bwd[r][c] = (bwd[r][c][0], bwd[r][c][1] + n * fsdp_b + (edge_b if n else 0.0))
     # pipeline p2p: activations of one micro-batch (scattered over TP ranks, each on its own link)
-    p2p = 0.0
+    p2p = size = 0.0
     if pp > 1:
         size = t * model.hidden * layer.ab / plan.tp
         p2p = collective_time_s("p2p", size, Group.strided(2, plan.tp * plan.cp * plan.dp, cluster), cluster)
     run = run_pipeline(rank_ops(plan.schedule_name, pp, m, v), pp, v, m, fwd, bwd, p2p,
-                       p2p_blocking=not plan.overlap_p2p_comm)
-    step, rank, bd, det, dp_total = _after_pipeline(model, cluster, plan, run)
+                       p2p_blocking=not plan.overlap_p2p_comm, recorder=recorder)
+    step, rank, bd, det, dp_total, tails = _after_pipeline(model, cluster, plan, run)
     bd["straggler"] = straggler_s(bd["compute"], cluster.accelerator.efficiency.rank_speed_sigma, cluster.gpus)
     step += bd["straggler"]
     det.update({"p2p_per_op": p2p, "fsdp_layer_exposed_fwd": fsdp_f,
@@ -334,7 +367,7 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
                 "layer_fwd_s": lt.fwd_compute + lt.fwd_comm, "layer_bwd_s": lt.bwd_compute + lt.bwd_comm,
                 "embedding_fwd_s": emb, "embedding_bwd_s": emb_b, "lm_head_fwd_s": head,
                 "cross_entropy_fwd_s": ce_f, "cross_entropy_bwd_s": ce_b})
-    return StepTiming(step, rank, bd, det, lt, run)
+    return StepTiming(step, rank, bd, det, lt, run, tails, counts, size)
 
 
 def _chunk_times(plan: TrainingPlan, lt: LayerTimes, counts: list[list[int]], emb: tuple[float, float],
@@ -387,47 +420,67 @@ def _fsdp_exposed_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan,
     return ag - hid_f, ag + rs - hid_b, hid_f, hid_b * rs / (ag + rs) if ag + rs > 0 else 0.0
 
 
-def _after_pipeline(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan,
-                    run: PipelineRun) -> tuple[float, int, dict, dict, float]:
-    """Per rank: DP gradient reduction, optimizer, parameter all-gather after its last backward.
-    Returns the slowest rank's (step s, rank, breakdown, details) and the largest DP traffic time."""
+@dataclass(frozen=True)
+class RankTail:
+    """What one pipeline rank does after its last backward, in seconds: the DP gradient reduction
+    (`grad_kind`, its whole time and the part left exposed), the optimizer, the parameter
+    all-gather (whole and exposed). `end_s` = pipeline end + the exposed parts + the optimizer."""
+
+    params: float  # weights on this GPU (the gradient and parameter collectives move these)
+    grad_kind: str
+    grad_s: float
+    grad_exposed_s: float
+    grad_hidden_s: float  # of grad_s: in flight before the pipeline ended (under the last backward)
+    gather_s: float
+    gather_exposed_s: float
+    optimizer_s: float
+    end_s: float
+
+
+def _rank_tail(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, run: PipelineRun, r: int) -> RankTail:
+    """Rank r's DP gradient reduction, optimizer and parameter all-gather after its last backward."""
     pp, v, dpg = plan.pp, plan.virtual_stages, plan.dp * plan.cp
     dp_group = Group.strided(dpg, plan.tp, cluster)
-    gbytes = plan.grad_bytes
-    best = (-1.0, 0, {}, {})
-    dp_total = 0.0
-    for r in range(pp):
-        params = weight_params_per_gpu(model, tp=plan.tp, pp=pp, ep=plan.ep, stage=r, virtual_stages=v)
-        end = run.end_s[r]
-        grad_c = ag_c = 0.0
-        if dpg > 1 and plan.zero < 3:
-            kind = "all_reduce" if plan.zero == 0 else "reduce_scatter"
-            grad_c = collective_time_s(kind, params * gbytes, dp_group, cluster)
-            if plan.zero >= 1:
-                ag_c = collective_time_s("all_gather", params * PARAM_GATHER_BYTES, dp_group, cluster)
-        dp_total = max(dp_total, grad_c + ag_c)
-        bucket = max(DDP_BUCKET_PARAMS, 1e6 * dpg)
-        last_frac = min(1.0, bucket / max(params, 1.0))
-        if plan.overlap_grad_reduce and grad_c > 0:
-            finish = max(run.last_bwd_start_s[r] + grad_c, end + grad_c * last_frac)
-            hidden = grad_c - (finish - end)
-            grad_exposed = finish - end + OVERLAP_SLOWDOWN * hidden
-        else:
-            grad_exposed = grad_c
-        ag_exposed = (ag_c * last_frac + OVERLAP_SLOWDOWN * ag_c * (1 - last_frac)) if plan.overlap_param_gather else ag_c
-        local = params / (dpg if plan.zero >= 1 else 1)
-        opt_bytes, opt_kernels = adam_bytes_per_param(plan.kernels)
-        opt = memory_time_s(local * opt_bytes, cluster.accelerator, kernels=opt_kernels)
-        total = end + grad_exposed + ag_exposed + opt
-        if total > best[0]:
-            busy = run.busy_compute_s[r] + run.busy_comm_s[r]
-            bd = {"compute": run.busy_compute_s[r], "exposed_comm": run.busy_comm_s[r] + grad_exposed + ag_exposed,
-                  "bubble": end - busy, "optimizer": opt}
-            det = {"inlayer_comm_exposed": run.busy_comm_s[r], "dp_grad_comm": grad_c,
-                   "dp_grad_comm_exposed": grad_exposed, "param_gather_comm": ag_c,
-                   "param_gather_exposed": ag_exposed, "pipeline_s": end}
-            best = (total, r, bd, det)
-    return (*best, dp_total)
+    params = weight_params_per_gpu(model, tp=plan.tp, pp=pp, ep=plan.ep, stage=r, virtual_stages=v)
+    end = run.end_s[r]
+    grad_c = ag_c = 0.0
+    kind = "all_reduce" if plan.zero == 0 else "reduce_scatter"
+    if dpg > 1 and plan.zero < 3:
+        grad_c = collective_time_s(kind, params * plan.grad_bytes, dp_group, cluster)
+        if plan.zero >= 1:
+            ag_c = collective_time_s("all_gather", params * PARAM_GATHER_BYTES, dp_group, cluster)
+    bucket = max(DDP_BUCKET_PARAMS, 1e6 * dpg)
+    last_frac = min(1.0, bucket / max(params, 1.0))
+    if plan.overlap_grad_reduce and grad_c > 0:
+        finish = max(run.last_bwd_start_s[r] + grad_c, end + grad_c * last_frac)
+        hidden = grad_c - (finish - end)
+        grad_exposed = finish - end + OVERLAP_SLOWDOWN * hidden
+    else:
+        grad_exposed, hidden = grad_c, 0.0
+    ag_exposed = (ag_c * last_frac + OVERLAP_SLOWDOWN * ag_c * (1 - last_frac)) if plan.overlap_param_gather else ag_c
+    local = params / (dpg if plan.zero >= 1 else 1)
+    opt_bytes, opt_kernels = adam_bytes_per_param(plan.kernels)
+    opt = memory_time_s(local * opt_bytes, cluster.accelerator, kernels=opt_kernels)
+    return RankTail(params, kind, grad_c, grad_exposed, hidden, ag_c, ag_exposed, opt, end + grad_exposed + ag_exposed + opt)
+
+
+def _after_pipeline(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan,
+                    run: PipelineRun) -> tuple[float, int, dict, dict, float, list[RankTail]]:
+    """Per rank: DP gradient reduction, optimizer, parameter all-gather after its last backward.
+    Returns the slowest rank's (step s, rank, breakdown, details), the largest DP traffic time and
+    every rank's tail."""
+    tails = [_rank_tail(model, cluster, plan, run, r) for r in range(plan.pp)]
+    rank = max(range(plan.pp), key=lambda r: (tails[r].end_s, -r))  # the first of equals, as before
+    tl, end = tails[rank], run.end_s[rank]
+    busy = run.busy_compute_s[rank] + run.busy_comm_s[rank]
+    bd = {"compute": run.busy_compute_s[rank],
+          "exposed_comm": run.busy_comm_s[rank] + tl.grad_exposed_s + tl.gather_exposed_s,
+          "bubble": end - busy, "optimizer": tl.optimizer_s}
+    det = {"inlayer_comm_exposed": run.busy_comm_s[rank], "dp_grad_comm": tl.grad_s,
+           "dp_grad_comm_exposed": tl.grad_exposed_s, "param_gather_comm": tl.gather_s,
+           "param_gather_exposed": tl.gather_exposed_s, "pipeline_s": end}
+    dp_total = max(t.grad_s + t.gather_s for t in tails)
+    return tl.end_s, rank, bd, det, dp_total, tails
 
 
 def _mix(model: ModelSpec, dense: LayerTimes | None, moe: LayerTimes | None) -> LayerTimes:

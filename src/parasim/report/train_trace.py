@@ -1,0 +1,112 @@
+"""A training result's `timeline` as a Chrome trace (`parasim train --timeline FILE`).
+
+One process per pipeline stage (pid = stage + 1; every TP/CP/EP/DP rank of a stage does the
+same work in this model, so no stage needs more than one), one thread per stream: compute
+(forward F, backward B, and the straggler wait on the critical stage), pipeline send/receive,
+the exposed TP/CP/EP in-layer collectives, DP/FSDP collectives, the optimizer. Every span of the
+timeline becomes one complete event; idle time on the compute thread is the bubble.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parasim.report import trace
+from parasim.training.timeline import STREAM_OF
+
+THREADS = {"compute": (1, "compute"), "pp": (2, "pp send/recv"), "inlayer": (3, "TP/CP/EP collectives (exposed)"),
+           "dp": (4, "DP/FSDP collectives"), "optimizer": (5, "optimizer")}
+OP_NAMES = {"F": "forward", "B": "backward", "W": "weight-grad"}
+
+
+def has_timeline(result: dict[str, Any]) -> bool:
+    """Whether a (saved) result carries the op intervals a trace or a Gantt chart needs."""
+    return isinstance(result.get("timeline"), dict) and bool(result["timeline"].get("stages"))
+
+
+def events(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every metadata and complete event of the result's timeline, stage by stage."""
+    tl = result["timeline"]
+    pp = len(tl["stages"])
+    out: list[dict[str, Any]] = []
+    for st in tl["stages"]:
+        pid = st["stage"] + 1
+        out += trace.process(pid, _stage_name(tl["stages"], st["stage"], pp), st["stage"])
+        used = sorted({THREADS[STREAM_OF[s[0]]] for s in st["spans"]})
+        for tid, name in used:
+            out += trace.thread(pid, tid, name)
+        out += _stage_events(tl, st, pid, pp)
+    return out
+
+
+def _stage_name(stages: list[dict], r: int, pp: int) -> str:
+    """`stage 1: layers 20-39` (each chunk's range; interleaved stages hold several)."""
+    counts = [s["layers"] for s in stages]
+    v = len(counts[0])
+    start, ranges = 0, {}
+    for g in range(pp * v):
+        c, rank = divmod(g, pp)
+        n = counts[rank][c]
+        if rank == r and n:
+            ranges[c] = f"{start}-{start + n - 1}"
+        start += n
+    return f"stage {r}: layers {', '.join(ranges[c] for c in sorted(ranges)) or 'none'}"
+
+
+def _stage_events(tl: dict[str, Any], st: dict[str, Any], pid: int, pp: int) -> list[dict[str, Any]]:
+    out = []
+    spans = st["spans"]
+    op = "F"
+    for i, (kind, start, dur, mb, c) in enumerate(spans):
+        if kind in OP_NAMES:
+            op = kind
+        elif kind == "recv" and i + 1 < len(spans):
+            op = spans[i + 1][0]  # a receive precedes the op it feeds
+        tid = THREADS[STREAM_OF[kind]][0]
+        out.append(trace.complete(_name(kind, op, st), pid, tid, start, dur, cat=STREAM_OF[kind],
+                                  args=_args(tl, st, kind, op, mb, c, pp)))
+    return out
+
+
+def _name(kind: str, op: str, st: dict[str, Any]) -> str:
+    if kind in OP_NAMES:
+        return kind
+    return {"recv": f"recv {'activations' if op == 'F' else 'gradients'}",
+            "send": f"send {'activations' if op == 'F' else 'gradients'}",
+            "tp_cp_ep": f"TP/CP/EP comm ({op})", "fsdp": f"FSDP gather/reduce ({op})",
+            "grad_reduce_overlapped": f"grad {st['grad_kind']} (under backward)",
+            "grad_reduce": f"grad {st['grad_kind']} (exposed)", "param_gather": "param all_gather (exposed)",
+            "optimizer": "optimizer step", "straggler": "straggler (slowest GPU)"}[kind]
+
+
+def _args(tl: dict[str, Any], st: dict[str, Any], kind: str, op: str, mb, c, pp: int) -> dict[str, Any]:
+    r = st["stage"]
+    if mb is None:
+        bytes_ = {"grad_reduce": st["grad_bytes"], "grad_reduce_overlapped": st["grad_bytes"],
+                  "param_gather": st["param_gather_bytes"]}.get(kind)
+        return {"bytes": bytes_} if bytes_ else {}
+    args: dict[str, Any] = {"micro_batch": mb, "chunk": c, "virtual_stage": c * pp + r, "op": op}
+    if kind in OP_NAMES:
+        flops = st["forward_model_flops" if kind == "F" else "backward_model_flops"][c]
+        args.update(layers=st["layers"][c], model_flops=flops)
+    elif kind in ("recv", "send"):
+        g = c * pp + r
+        peer = (g + 1 if (kind == "send") == (op == "F") else g - 1) % pp
+        args.update(bytes=tl["p2p_bytes"], transfer_s=tl["p2p_transfer_s"], blocking=tl["p2p_blocking"],
+                    peer_stage=peer)
+    return args
+
+
+def other_data(result: dict[str, Any]) -> dict[str, Any]:
+    """What the trace is of: the model, the cluster, the plan and the headline numbers."""
+    tl = result["timeline"]
+    return {"parasim_version": result.get("parasim_version"), "command": result.get("command", "train"),
+            "model": result.get("model"), "gpu": result.get("gpu"), "gpus": result.get("gpus"),
+            "plan": result.get("plan"), "step_time_s": result.get("step_time_s"),
+            "breakdown": result.get("breakdown"), "critical_stage": tl["critical_stage"],
+            "time_unit": "us (ts, dur)"}
+
+
+def dumps(result: dict[str, Any]) -> str:
+    """The trace file's text for a training result with a timeline."""
+    return trace.dumps(events(result), other_data(result))
