@@ -56,5 +56,6 @@ def async_event(ph: str, pid: int, name: str, cat: str, ident: int, t_s: float,
 
 def dumps_trace(events: list[dict[str, Any]], display_time_unit: str = "ms") -> str:
     """The trace file's text: deterministic, one event per line."""
-    body = ",\n".join(json.dumps(e, sort_keys=True, separators=(",", ":"), allow_nan=False) for e in events)
+    encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode  # one encoder, not one per event
+    body = ",\n".join(map(encode, events))
     return f'{{"displayTimeUnit": "{display_time_unit}", "traceEvents": [\n{body}\n]}}\n'
