@@ -22,7 +22,7 @@ from hypothesis import strategies as hst
 
 from conftest import run_cli
 from parasim.report.serve_trace import DEFAULT_REQUESTS, trace_events
-from parasim.report.trace import dumps_trace
+from parasim.report.trace import complete, complete_lines, counter, counter_lines, dumps_trace
 from parasim.serving import ServingPlan, generate, simulate
 from parasim.specs.catalog import get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
@@ -38,7 +38,12 @@ def run(plan: ServingPlan, *, gpus: int = 1, requests: int = 40, rate: float = 3
         output: int = 24, cap: int = DEFAULT_REQUESTS, seed: int = 0):
     wl = generate(requests=requests, rate=rate, seed=seed, prompt_tokens=prompt, output_tokens=output)
     res = simulate(MODEL, ClusterSpec(accelerator=H100, gpus=gpus), plan, wl, record=True)
-    return wl, res, trace_events(res.recording, res.requests, cap)
+    return wl, res, written(trace_events(res.recording, res.requests, cap))
+
+
+def written(events) -> list[dict]:
+    """The events as the file holds them (read back)."""
+    return json.loads(dumps_trace(events))["traceEvents"]
 
 
 def check_format(events: list[dict]) -> None:
@@ -185,7 +190,7 @@ def test_infeasible_plan_writes_a_trace_of_dropped_requests():
     res = simulate(MODEL, ClusterSpec(accelerator=H100, gpus=1), ServingPlan(gpu_memory_utilization=0.15), wl,
                    record=True)
     assert not res.feasible
-    events = trace_events(res.recording, res.requests)
+    events = written(trace_events(res.recording, res.requests))
     check_format(events)
     ends = [e for e in events if e["ph"] == "e"]
     assert len(ends) == 5 and all(e["args"]["dropped"] for e in ends)
@@ -247,6 +252,20 @@ def test_zero_timeline_requests_traces_iterations_only(tmp_path):
     assert r.returncode == 0, r.stderr
     ph = Counter(e["ph"] for e in json.loads((tmp_path / "t.json").read_text())["traceEvents"])
     assert ph["b"] == 0 and ph["X"] > 0
+
+
+def test_encoded_lines_are_the_text_of_the_same_dicts():
+    args = {"prefill_tokens": [512, 0], "iteration_s": [0.1234567891, 1e-7], "decode_requests": [0, 3]}
+    names, start, end = ["prefill", "decode"], [0.5, 0.6234567891], [0.6234567891, 0.6234568891]
+    dicts = [complete(3, 2, n, "iteration", a, b, {k: v[i] for k, v in args.items()})
+             for i, (n, a, b) in enumerate(zip(names, start, end))]
+    assert dumps_trace(complete_lines(3, 2, "iteration", names, start, end, args)) == dumps_trace(dicts)
+    vals = {"running": [1, 2], "waiting": [0, 5]}
+    assert (dumps_trace(counter_lines(1, "requests", [0.25, 1.5], vals))
+            == dumps_trace([counter(1, "requests", t, {k: v[i] for k, v in vals.items()})
+                            for i, t in enumerate([0.25, 1.5])]))
+    with pytest.raises(ValueError, match="finite"):
+        counter_lines(1, "kv", [0.0], {"used": [float("nan")]})
 
 
 def test_dumps_trace_is_one_event_per_line():

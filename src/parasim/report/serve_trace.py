@@ -5,7 +5,8 @@ instance: with PP, a replica is `pp` virtual engines (vLLM's pipeline mode), eac
 micro-batch's trip through every stage, so stages are not separate tracks. Every iteration is one
 "X" event named by what it ran (prefill, decode, mixed, or preempt for a step that only preempted)
 with its batch in args; counter tracks per instance: `kv_cache` (used fraction of its blocks) and
-`requests` (running, waiting), sampled at iteration boundaries and written when they change. A
+`requests` (running, waiting), sampled at iteration boundaries (the last sample of an instant: an
+iteration's end and the next start often share one) and written when they change. A
 last process holds the first `max_requests` requests by arrival as async spans from arrival to
 finish (cat "request", id = request id) with a "first token" instant; a request dropped before
 finishing ends where it arrived, marked `dropped`.
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from parasim.report.trace import async_event, complete, counter, process, thread
+from parasim.report.trace import async_event, complete_lines, counter_lines, process, thread
 from parasim.serving.recording import InstanceRecord, Recording
 from parasim.serving.series import samples
 
@@ -35,27 +36,34 @@ def _kind(prefill_tokens: int, decode_requests: int) -> str:
     return "prefill" if prefill_tokens else "decode" if decode_requests else "preempt"
 
 
-def _instance_events(rec: InstanceRecord, pid: int, pp: int) -> list[dict[str, Any]]:
+def _instance_events(rec: InstanceRecord, pid: int, pp: int) -> list[dict[str, Any] | str]:
     tid = rec.engine + 1
     label = "iterations" if pp == 1 else f"virtual engine {rec.engine} (each iteration crosses all {pp} stages)"
-    out = [thread(pid, tid, label)]
     s = rec.starts
-    cols = [s[c].tolist() for c in ("t_s", "dt_s", "prefill_tokens", "decode_requests", "preempted")]
-    for t, dt, pre, dec, vic in zip(*cols):
-        out.append(complete(pid, tid, _kind(pre, dec), "iteration", t, t + dt,
-                            {"prefill_tokens": pre, "decode_requests": dec, "preemptions": vic, "iteration_s": dt}))
+    t, dt = s["t_s"], s["dt_s"]
+    pre, dec = s["prefill_tokens"].tolist(), s["decode_requests"].tolist()
+    names = [_kind(p, d) for p, d in zip(pre, dec)]
+    out: list[dict[str, Any] | str] = [thread(pid, tid, label)]
+    out += complete_lines(pid, tid, "iteration", names, t.tolist(), (t + dt).tolist(),
+                          {"prefill_tokens": pre, "decode_requests": dec, "preemptions": s["preempted"].tolist(),
+                           "iteration_s": dt.tolist()})
     suffix = "" if pp == 1 else f" (engine {rec.engine})"
-    t, vals = samples(rec)
-    frac = (vals["kv_blocks"] / max(rec.kv_capacity_blocks, 1)).round(6).tolist()
-    last_kv = last_q = None
-    for ti, f, r, w in zip(t.tolist(), frac, vals["running"].tolist(), vals["waiting"].tolist()):
-        if f != last_kv:
-            out.append(counter(pid, "kv_cache" + suffix, ti, {"used_fraction": f}))
-            last_kv = f
-        if (r, w) != last_q:
-            out.append(counter(pid, "requests" + suffix, ti, {"running": r, "waiting": w}))
-            last_q = (r, w)
+    ts, vals = samples(rec)
+    last = np.append(ts[1:] != ts[:-1], True) if ts.size else np.zeros(0, dtype=bool)  # the last at each instant
+    ts = ts[last]
+    frac = (vals["kv_blocks"][last] / max(rec.kv_capacity_blocks, 1)).round(6)
+    run, wait = vals["running"][last], vals["waiting"][last]
+    kv_new = _changed(frac)
+    q_new = _changed(run) | _changed(wait)
+    out += counter_lines(pid, "kv_cache" + suffix, ts[kv_new].tolist(), {"used_fraction": frac[kv_new].tolist()})
+    out += counter_lines(pid, "requests" + suffix, ts[q_new].tolist(),
+                         {"running": run[q_new].tolist(), "waiting": wait[q_new].tolist()})
     return out
+
+
+def _changed(v: np.ndarray) -> np.ndarray:
+    """Samples that differ from the one before (the first always): a counter holds its value."""
+    return np.concatenate([[True], v[1:] != v[:-1]]) if v.size else np.zeros(0, dtype=bool)
 
 
 def _request_events(cols: dict[str, np.ndarray], pid: int, max_requests: int) -> list[dict[str, Any]]:
@@ -81,10 +89,11 @@ def _request_events(cols: dict[str, np.ndarray], pid: int, max_requests: int) ->
 
 
 def trace_events(recording: Recording, requests: dict[str, np.ndarray],
-                 max_requests: int = DEFAULT_REQUESTS) -> list[dict[str, Any]]:
-    """The trace events of a recorded run (`ServingResult.recording` and `.requests`)."""
+                 max_requests: int = DEFAULT_REQUESTS) -> list[dict[str, Any] | str]:
+    """The trace events of a recorded run (`ServingResult.recording` and `.requests`) for
+    `report.trace.dumps_trace` (the per-iteration ones already encoded)."""
     pids: dict[tuple[str, int], int] = {}
-    events: list[dict[str, Any]] = []
+    events: list[dict[str, Any] | str] = []
     for rec in recording.instances:
         key = (rec.role, rec.replica)
         if key not in pids:

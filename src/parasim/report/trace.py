@@ -11,13 +11,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
+
 #: decimals kept of a time in microseconds (nanoseconds: finer is below any simulated cost)
 US_DECIMALS = 3
 
 
 def us(t_s: float) -> float:
-    """Seconds -> microseconds, rounded to the nanosecond."""
-    return round(t_s * 1e6, US_DECIMALS)
+    """Seconds -> microseconds, rounded to the nanosecond (numpy's rounding, as `us_array`)."""
+    return float(np.round(t_s * 1e6, US_DECIMALS))
+
+
+def us_array(t_s) -> np.ndarray:
+    """`us` of many times at once."""
+    return np.round(np.asarray(t_s, dtype=np.float64) * 1e6, US_DECIMALS)
 
 
 def process(pid: int, name: str, sort_index: int) -> list[dict[str, Any]]:
@@ -37,7 +44,7 @@ def complete(pid: int, tid: int, name: str, cat: str, start_s: float, end_s: flo
     back-to-back events stay back to back)."""
     ts = us(start_s)
     return {"ph": "X", "pid": pid, "tid": tid, "name": name, "cat": cat, "ts": ts,
-            "dur": round(us(end_s) - ts, US_DECIMALS), "args": args}
+            "dur": float(np.round(us(end_s) - ts, US_DECIMALS)), "args": args}
 
 
 def counter(pid: int, name: str, t_s: float, values: dict[str, float]) -> dict[str, Any]:
@@ -54,8 +61,54 @@ def async_event(ph: str, pid: int, name: str, cat: str, ident: int, t_s: float,
     return e
 
 
-def dumps_trace(events: list[dict[str, Any]], display_time_unit: str = "ms") -> str:
-    """The trace file's text: deterministic, one event per line."""
+def _template(fixed: dict[str, Any], varying: list[str]) -> str:
+    """A %-format line of one event: `fixed` keys encoded now, `varying` ones as %s slots, keys in
+    sorted order (as `dumps_trace` writes dicts), `args` keys sorted too."""
+    parts = []
+    for key in sorted([*fixed, *varying]):
+        if key == "args":
+            parts.append('"args":{' + ",".join(f'"{k}":%s' for k in sorted(fixed["args"])) + "}")
+        elif key in fixed:
+            parts.append(f'"{key}":{json.dumps(fixed[key])}')
+        else:
+            parts.append(f'"{key}":%s')
+    return "{" + ",".join(parts) + "}"
+
+
+def _finite(cols: list[list]) -> None:
+    """JSON has no NaN or infinity (dumps_trace refuses them in dicts too)."""
+    if not all(np.isfinite(np.asarray(c, dtype=np.float64)).all() for c in cols):
+        raise ValueError("trace values must be finite")
+
+
+def complete_lines(pid: int, tid: int, cat: str, names: list[str], start_s: list[float], end_s: list[float],
+                   args: dict[str, list]) -> list[str]:
+    """Many "X" events of one track, already encoded (the same text `complete` + `dumps_trace`
+    give, about three times faster: a run has one per iteration). `args` maps a name to one value per
+    event (whole numbers or finite floats)."""
+    keys = sorted(args)
+    cols = [args[k] for k in keys]
+    _finite([start_s, end_s, *cols])
+    line = _template({"args": dict.fromkeys(keys), "cat": cat, "ph": "X", "pid": pid, "tid": tid},
+                     ["dur", "name", "ts"])
+    quoted = {n: json.dumps(n) for n in set(names)}
+    ts = us_array(start_s)
+    dur = np.round(us_array(end_s) - ts, US_DECIMALS).tolist()
+    return [line % (*row[3:], row[0], quoted[row[1]], row[2]) for row in zip(dur, names, ts.tolist(), *cols)]
+
+
+def counter_lines(pid: int, name: str, t_s: list[float], values: dict[str, list]) -> list[str]:
+    """Many "C" samples of one counter track, already encoded (as `counter` + `dumps_trace`)."""
+    keys = sorted(values)
+    cols = [values[k] for k in keys]
+    _finite([t_s, *cols])
+    line = _template({"args": dict.fromkeys(keys), "name": name, "ph": "C", "pid": pid, "tid": 0}, ["ts"])
+    return [line % (*row[1:], row[0]) for row in zip(us_array(t_s).tolist(), *cols)]
+
+
+def dumps_trace(events: list[dict[str, Any] | str], display_time_unit: str = "ms") -> str:
+    """The trace file's text: deterministic, one event per line (an event is a dict, or a line
+    `complete_lines` / `counter_lines` already encoded)."""
     encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode  # one encoder, not one per event
-    body = ",\n".join(map(encode, events))
+    body = ",\n".join(e if isinstance(e, str) else encode(e) for e in events)
     return f'{{"displayTimeUnit": "{display_time_unit}", "traceEvents": [\n{body}\n]}}\n'
