@@ -247,6 +247,12 @@ def test_hostile_timeline_options_exit_2_in_one_line(extra, message, tmp_path):
     assert r.stderr.startswith("parasim: error: ") and r.stderr.count("\n") == 1 and message in r.stderr
 
 
+def test_unwritable_timeline_is_refused_before_the_run(tmp_path):
+    r = run_cli(*SMALL, "--timeline", str(tmp_path))
+    assert r.returncode == 1 and r.stderr == f"parasim: error: cannot write {tmp_path}: Is a directory\n"
+    assert r.stdout == ""  # nothing ran
+
+
 def test_zero_timeline_requests_traces_iterations_only(tmp_path):
     r = run_cli(*SMALL, "--timeline", str(tmp_path / "t.json"), "--timeline-requests", "0")
     assert r.returncode == 0, r.stderr

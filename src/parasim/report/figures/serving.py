@@ -64,7 +64,7 @@ def _kv(series: dict[str, Any]) -> Figure:
     kv = [v * 100 for v in series["kv_used"]]
     ax.stairs(kv, t, color="tab:purple", fill=True, alpha=0.35)
     ax.stairs(kv, t, color="tab:purple")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, min(100.0, max(1.0, max(kv, default=0.0) * 1.15)))  # a low use stays visible
     ax.set_xlabel("time since the first arrival (s)")
     ax.set_ylabel("KV cache in use (% of blocks)")
     ax.set_title("KV-cache use over time")
@@ -85,7 +85,7 @@ def _queue(series: dict[str, Any]) -> Figure:
     ax.set_xlabel("time since the first arrival (s)")
     ax.set_ylabel("requests")
     ax.set_title("Running and waiting requests over time")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="center right", fontsize=8)
     ax.grid(alpha=0.3)
     caption = ("Requests in the batch (running) and queued (waiting), summed over engine instances and "
                "averaged over each time bin; a waiting queue that keeps growing means the rate is past capacity.")
