@@ -42,7 +42,7 @@ BASE: dict[str, list[str]] = {
                   str(Path(__file__).parent / "data" / "never-written-profile.yaml")],
 }
 #: options where 0 is a value (a seed, a ZeRO stage, a context of no tokens, a cost of no time)
-ZERO_OK = {"seed", "zero", "context", "iteration_overhead_s", "eager_prefill_layer_s", "output_delay_s",
+ZERO_OK = {"seed", "zero", "context", "iteration_overhead_s", "eager_prefill_layer_s", "output_delay_s", "timeline_requests",
            "batch_tolerance", "refine_steps"}
 OUTPUT_OPTIONS = {"json_out", "requests_out", "bench_json", "emit_yaml", "markdown", "error_table", "out", "timeline"}
 

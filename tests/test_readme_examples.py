@@ -60,6 +60,10 @@ def _check_serve(out, args):
         assert 0 <= s["slo_attainment"] <= 1
     else:
         assert s["slo_attainment"] is None
+    if "--timeline" in args:  # the trace file, and the figure keys a recorded run adds
+        trace = json.loads((REPO / args[args.index("--timeline") + 1]).read_text())
+        assert sum(e["ph"] == "X" for e in trace["traceEvents"]) == s["iterations"]
+        assert out["series"]["t_s"] and len(out["distributions"]["ttft_s"]) == 101
 
 
 def _check_plan(out, args):

@@ -83,7 +83,7 @@ SERVE: dict[str, Rule] = {
     "arrival": TEXT, "cv": F(0.0, 100.0), "prompt_tokens": I("tokens"), "output_tokens": I("tokens"),
     "length_dist": TEXT, "length_sigma": SIGMA, "prompt_dist": PATH, "output_dist": PATH, "burst": BOOL,
     "max_concurrency": I("batch"), **_SLO, "capacity": BOOL, "requests_out": OUT, "bench_json": OUT, **OUTPUTS,
-    "profile": PATH,
+    "profile": PATH, "timeline": OUT, "timeline_requests": I("requests", lo=0),
 }
 
 TRAIN: dict[str, Rule] = {

@@ -40,8 +40,9 @@ WORKLOAD_KEYS = ("trace", "trace_columns", "rate", "requests", "seed", "arrival"
                  "prompt_dist", "output_dist", "burst", "length_dist", "length_sigma", "max_concurrency")
 SLO_KEYS = ("slo_ttft", "slo_tpot", "slo_itl", "slo_e2e", "itl_percentile", "attainment", "max_queueing_p50")
 OTHER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "engine", *SLO_KEYS, "requests_out", "json_out", "bench_json", "capacity",
-              "chunk_size", "profile")
-PATH_KEYS = ("trace", "prompt_dist", "output_dist", "requests_out", "json_out", "bench_json", "model", "profile")
+              "chunk_size", "profile", "timeline", "timeline_requests")
+PATH_KEYS = ("trace", "prompt_dist", "output_dist", "requests_out", "json_out", "bench_json", "model", "profile",
+             "timeline")
 DEFAULTS: dict[str, Any] = {"requests": 1000, "seed": 0, "arrival": "poisson", "cv": 1.0, "prompt_tokens": 512,
                             "output_tokens": 128, "burst": False, "capacity": False, "attainment": 0.9,
                             "length_dist": "fixed"}  # length_sigma: serving.workload.LENGTH_SIGMA
@@ -173,10 +174,13 @@ def run(opts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
             raise InputError("capacity", "needs an SLO: give --slo-ttft, --slo-tpot, --slo-itl and/or --slo-e2e")
     limit = slo.queueing_limit_s(opts.get("max_queueing_p50"))
     searched = bool(opts.get("capacity")) and not opts.get("trace") and not opts.get("burst") and opts.get("rate") is None
+    if searched and opts.get("timeline"):
+        raise InputError("timeline", "records one simulated run: give --rate (or --trace, --burst) with --capacity")
     res = None
     if not searched:
         res = simulate(model, cluster, plan, wl, slo=slo, seed=int(opts["seed"]),
-                       max_concurrency=int(mc) if mc is not None else None)
+                       max_concurrency=int(mc) if mc is not None else None,
+                       record=bool(opts.get("timeline") or opts.get("report")))
     cap = None
     if opts.get("capacity"):
         cap = (CapacityResult(0.0, [], None, queueing_limit_s=limit) if res is not None and not res.feasible
@@ -305,6 +309,8 @@ def serve_cmd(
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE.", rich_help_panel="Output"),
     bench_json: Optional[Path] = typer.Option(None, "--bench-json", help="Also write the run as a vLLM benchmark result file (its key names, milliseconds).", rich_help_panel="Output"),
     profile: Optional[Path] = typer.Option(None, "--profile", help=PROFILE_HELP + " The software is --engine's; without it a profile of one software is taken as the user's.", rich_help_panel="Plan"),
+    timeline: Optional[Path] = typer.Option(None, "--timeline", help="Also write the run as a Chrome trace (open in ui.perfetto.dev): every iteration per replica, KV-cache and queue counters, request spans; the JSON gains `series` and `distributions`.", rich_help_panel="Output"),
+    timeline_requests: Optional[int] = typer.Option(None, "--timeline-requests", help="Requests drawn as spans in the --timeline file: the first N by arrival (default 1000; 0 = none). Iterations are all recorded.", rich_help_panel="Output"),
 ) -> None:
     """Simulate serving a model on GPUs: TTFT, TPOT, throughput, SLO attainment, energy and cost.
 
@@ -322,7 +328,9 @@ def serve_cmd(
         edge.text_value("bench_json", opts["bench_json"])
     if opts.get("requests_out") and Path(opts["requests_out"]).suffix.lower() not in (".csv", ".jsonl"):
         raise InputError("requests_out", f"file must end in .csv or .jsonl, got '{Path(opts['requests_out']).name}'")
-    outputs.check(opts.get("requests_out"), opts.get("json_out"), opts.get("bench_json"))
+    if opts.get("timeline_requests") is not None and not opts.get("timeline"):
+        raise InputError("timeline_requests", "caps the requests traced in a --timeline file: give --timeline FILE")
+    outputs.check(opts.get("requests_out"), opts.get("json_out"), opts.get("bench_json"), opts.get("timeline"))
     with calibration(opts.get("profile"), software=engine_name(opts.get("engine"))):
         out, res = run(opts)
     if opts.get("profile"):
@@ -338,7 +346,7 @@ def serve_cmd(
 
 
 def _write_files(opts: dict[str, Any], out: dict[str, Any], res, text: str) -> None:
-    """--json-out, --requests-out and --bench-json, each only when asked for."""
+    """--json-out, --requests-out, --bench-json and --timeline, each only when asked for."""
     if opts.get("json_out"):
         outputs.write_text(opts["json_out"], text + "\n")
     if opts.get("requests_out"):
@@ -352,6 +360,13 @@ def _write_files(opts: dict[str, Any], out: dict[str, Any], res, text: str) -> N
         from parasim.report.vllm_bench import bench_result
 
         write_output(opts["bench_json"], dumps(bench_result(res, **bench_meta(opts, out))) + "\n")
+    if opts.get("timeline"):
+        from parasim.report.serve_trace import DEFAULT_REQUESTS, trace_events
+        from parasim.report.trace import dumps_trace
+
+        n = opts.get("timeline_requests")
+        events = trace_events(res.recording, res.requests, DEFAULT_REQUESTS if n is None else int(n))
+        outputs.write_text(opts["timeline"], dumps_trace(events))
 
 
 def register(app: typer.Typer) -> None:

@@ -34,7 +34,7 @@ def events(result: dict[str, Any]) -> list[dict[str, Any]]:
         out += trace.process(pid, _stage_name(tl["stages"], st["stage"], pp), st["stage"])
         used = sorted({THREADS[STREAM_OF[s[0]]] for s in st["spans"]})
         for tid, name in used:
-            out += trace.thread(pid, tid, name)
+            out.append(trace.thread(pid, tid, name))
         out += _stage_events(tl, st, pid, pp)
     return out
 
@@ -63,8 +63,8 @@ def _stage_events(tl: dict[str, Any], st: dict[str, Any], pid: int, pp: int) -> 
         elif kind == "recv" and i + 1 < len(spans):
             op = spans[i + 1][0]  # a receive precedes the op it feeds
         tid = THREADS[STREAM_OF[kind]][0]
-        out.append(trace.complete(_name(kind, op, st), pid, tid, start, dur, cat=STREAM_OF[kind],
-                                  args=_args(tl, st, kind, op, mb, c, pp)))
+        out.append(trace.complete(pid, tid, _name(kind, op, st), STREAM_OF[kind], start, start + dur,
+                                  _args(tl, st, kind, op, mb, c, pp)))
     return out
 
 
@@ -109,4 +109,4 @@ def other_data(result: dict[str, Any]) -> dict[str, Any]:
 
 def dumps(result: dict[str, Any]) -> str:
     """The trace file's text for a training result with a timeline."""
-    return trace.dumps(events(result), other_data(result))
+    return trace.dumps_trace(events(result), other_data=other_data(result))

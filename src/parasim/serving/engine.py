@@ -73,6 +73,11 @@ class Instance:
         self.completed = 0
         self.in_transfer = 0  # prefill pool: requests whose KV is still being sent
         self.queue_unordered = False  # requests arrived since the queue policy last ordered the queue
+        # timeline recording (serving.recording), None when off: one tuple per iteration start
+        # (t, dt, prefill tokens, decode requests, preempted, running, waiting, used blocks) and
+        # one per end (t, running, waiting, used blocks), formatted after the run
+        self.rec: list[tuple] | None = None
+        self.rec_end: list[tuple] | None = None
 
     # --- queries used by schedulers (read-only) -------------------------------------------------------
     def has_work(self) -> bool:
@@ -189,6 +194,8 @@ class Instance:
         r = self.n_dec + len(self.prefilling)
         if r > self.peak_running:
             self.peak_running = r
+        if self.rec is not None:
+            self.rec.append((t, dt, tokens - n, n, len(b.victims), r, len(self.waiting), kv.capacity - kv.free))
         return dt
 
     def end(self, b: Batch, t: float, done_cb) -> None:
@@ -200,6 +207,8 @@ class Instance:
             self.outstanding -= c
             if st.prefilled[rid] == st.prefill_target[rid]:
                 self._prefill_complete(rid, t, done_cb)
+        if self.rec_end is not None:
+            self.rec_end.append((t, self.n_dec + len(self.prefilling), len(self.waiting), self.kv.capacity - self.kv.free))
 
     # --- transitions --------------------------------------------------------------------------------------
     def _admit(self, rid: int, t: float) -> None:

@@ -122,14 +122,20 @@ def stats(x: np.ndarray, prefix: str) -> dict[str, float | None]:
 def weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float | None:
     """The q-th percentile (0 < q <= 100) of `values` each counted `weights` times: the smallest
     value whose cumulative weight reaches q % of the total (the inverted-CDF rule); None if empty."""
+    out = weighted_percentiles(values, weights, [q])
+    return None if out is None else out[0]
+
+
+def weighted_percentiles(values: np.ndarray, weights: np.ndarray, qs) -> list[float] | None:
+    """`weighted_percentile` at each of `qs` (0 gives the smallest value), with one sort."""
     m = weights > 0
     v, w = values[m], weights[m].astype(np.float64)
     if v.size == 0:
         return None
     order = np.argsort(v, kind="stable")
     cw = np.cumsum(w[order])
-    i = int(np.searchsorted(cw, q / 100.0 * cw[-1], side="left"))
-    return float(v[order][min(i, v.size - 1)])
+    i = np.searchsorted(cw, np.asarray(qs, dtype=np.float64) / 100.0 * cw[-1], side="left")
+    return v[order][np.minimum(i, v.size - 1)].astype(np.float64).tolist()
 
 
 def weighted_stats(values: np.ndarray, weights: np.ndarray, prefix: str) -> dict[str, float | None]:

@@ -25,10 +25,13 @@ from parasim.serving.itercost import IterationCost
 from parasim.serving.kvcache import KVPool, peak_blocks, unservable
 from parasim.serving.metrics import SLO, request_columns, slo_summary, stats, weighted_stats
 from parasim.serving.plan import ServingPlan
+from parasim.serving.recording import Recording, collect
+from parasim.serving.recording import start as start_recording
 from parasim.serving.reqstate import DROPPED, ReqState
 from parasim.serving.resolve import resolve_plan
 from parasim.serving.routers import ROUTERS
 from parasim.serving.schedulers import SCHEDULERS
+from parasim.serving.series import distributions, series
 from parasim.serving.summary import ServingSummary
 from parasim.serving.workload import Workload, as_workload
 from parasim.specs.cluster import ClusterSpec
@@ -47,13 +50,19 @@ class ServingResult:
     reason: str | None = None  # why not feasible (a stable key, e.g. kv_cannot_hold_request)
     message: str | None = None
     itl_gaps: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # (gap_s, count): every inter-token gap
+    recording: Recording | None = field(default=None, repr=False)  # every iteration (simulate(record=True))
 
     def to_dict(self, *, include_requests: bool = False) -> dict[str, Any]:
+        """The JSON mapping; a recorded run adds `series` and `distributions` (serving.series)."""
         d = {"parasim_version": __version__, "feasible": self.feasible, "reason": self.reason,
              "message": self.message, "summary": self.summary, "inputs": self.inputs, "kv": self.kv,
              "sim_wall_s": self.sim_wall_s}
         if include_requests:
             d["requests"] = {k: v.tolist() for k, v in self.requests.items()}
+        if self.recording is not None:
+            t0 = float(self.requests["arrival_s"][0]) if len(self.requests["arrival_s"]) else 0.0
+            d["series"] = series(self.recording, t0, t0 + float(self.summary["makespan_s"] or 0.0))
+            d["distributions"] = distributions(self.requests, self.itl_gaps)
         return d
 
 
@@ -221,12 +230,14 @@ def _build_loop(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, fit: 
 
 
 def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_requests: Any,
-             slo: Any = None, seed: int = 0, max_concurrency: int | None = None) -> ServingResult:
+             slo: Any = None, seed: int = 0, max_concurrency: int | None = None,
+             record: bool = False) -> ServingResult:
     """Simulate serving `workload_requests` (a Workload, or Request records / mappings) with `plan`.
 
     `max_concurrency` makes the client closed-loop, as benchmark clients' `--max-concurrency N`:
     at most N requests are out at once, request k + N is sent when the k-th comes back (never
-    before its own arrival time), and its TTFT and E2E count from that send time.
+    before its own arrival time), and its TTFT and E2E count from that send time. `record` keeps
+    every iteration (`ServingResult.recording`, for timelines and figures; off costs nothing).
 
     Raises InputError for bad inputs only. A plan whose KV cache cannot hold any request comes back
     as a result with `feasible=False` and the reason; requests that alone can never fit are
@@ -252,12 +263,15 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
             st.state[rid] = DROPPED
         return ServingResult(summary=infeasible_summary(wl, gpus, slo_), requests=request_columns(st, wl),
                              inputs=inputs, kv=fit.kv, sim_wall_s=time.perf_counter() - wall0, feasible=False,
-                             reason=fit.reason, message=fit.message)
+                             reason=fit.reason, message=fit.message,
+                             recording=Recording(instances=[], pp=plan.pp) if record else None)
     for rid in np.flatnonzero(fit.unservable).tolist():
         st.state[rid] = DROPPED
     loop = _build_loop(model, cluster, plan, fit, st, max_concurrency)
     unserved = int(fit.unservable.sum())
     loop.dropped = unserved
+    if record:
+        start_recording(loop.instances)
     loop.run()
     if plan.output_delay_s:
         _delay_reports(st, plan.output_delay_s)
@@ -265,8 +279,9 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
         wl = Workload(np.frombuffer(st.arrival_s, dtype=np.float64).copy(), wl.prompt_tokens, wl.output_tokens,
                       wl.prefix_id, wl.prefix_tokens)
     summary, itl = summarize(st, wl, loop, cluster, gpus, slo_, unserved)
+    recording = collect(loop.instances, plan.pp, max_batch) if record else None
     return ServingResult(summary=summary, requests=request_columns(st, wl), inputs=inputs, kv=fit.kv,
-                         sim_wall_s=time.perf_counter() - wall0, itl_gaps=itl)
+                         sim_wall_s=time.perf_counter() - wall0, itl_gaps=itl, recording=recording)
 
 
 def _delay_reports(st: ReqState, delay_s: float) -> None:
