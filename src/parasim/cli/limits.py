@@ -28,7 +28,7 @@ SEED_MAX = 2**63 - 1
 
 @dataclass(frozen=True)
 class Rule:
-    """kind: int | float | bool | text | texts (repeatable) | path (a file its reader checks) |
+    """kind: int | float | bool | text | texts (repeatable) | path (a file its reader checks) | sweep (LO:HI:N) |
     file / files (a file that must exist now) | out (an output file) | ints (a comma list of positive
     integers) | gpu_counts (ints or doubling ranges) | pairs (key=value,...) | columns (a trace's)."""
 

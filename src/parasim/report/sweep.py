@@ -7,16 +7,17 @@ from typing import Any
 from parasim.report.expected_error import rows as expected_rows
 from parasim.report.tables import console, fmt, kv_table, table
 
-COLUMNS = ("rate/s", "served/s", "goodput/s", "TTFT p50/p99 ms", "TPOT p50/p99 ms", "E2E p99 s", "queue p50 s",
-           "SLO att", "status")
+COLUMNS = ("rate", "served", "goodput", "TTFT ms", "TPOT ms", "E2E s", "queue s", "attain", "status")
+LEGEND = ("rate, served, goodput: requests/s; TTFT, TPOT: p50/p99; E2E: p99; queue: median queueing delay; "
+          "attain: SLO attainment")
 
 
 #: short names of a point's failure reasons in the status column (the JSON keeps the long ones)
-SHORT = {"saturated_throughput": "saturated", "incomplete": "incomplete"}
+SHORT = {"saturated_throughput": "sat", "incomplete": "incompl", "queueing": "queue"}
 
 
 def _ms(a: float | None, b: float | None) -> str:
-    return "-" if a is None or b is None else f"{a * 1e3:.1f} / {b * 1e3:.1f}"
+    return "-" if a is None or b is None else f"{a * 1e3:.1f}/{b * 1e3:.1f}"
 
 
 def _cells(p: dict[str, Any], is_knee: bool) -> list[Any]:
@@ -51,6 +52,7 @@ def render_sweep(out: dict[str, Any]) -> None:
         return
     k = out["knee"]["index"]
     c.print(table(title, COLUMNS, [_cells(pt, n == k) for n, pt in enumerate(out["points"])]))
+    c.print(LEGEND)
     c.print(knee_line(out))
     for label, value in expected_rows(out.get("expected_error")):
         c.print(f"{label}: {fmt(value)}")

@@ -68,11 +68,12 @@ def ranked_figure(out: dict[str, Any]) -> Figure:
     screened = [r.get("fidelity") == "screen" for r in rows]
     ax.set_yticks(ys, [f"#{r['rank']} {label(r)}" + (" *" if s else "") for r, s in zip(rows, screened)], fontsize="small")
     options = _options(out)
-    for name, row, style in (("heuristic baseline", out.get("baseline"), "--"), ("reference", out.get("reference"), ":")):
+    for name, gid, row, style in (("heuristic baseline", "baseline", out.get("baseline"), "--"),
+                                  ("reference", "reference", out.get("reference"), ":")):
         v = _value(obj, row, options)
         if v is not None:
             where = f" (rank {row['rank']})" if row.get("rank") else ""
-            ax.axvline(v, color="black", ls=style, lw=1.2, label=f"{name}{where}: {v:.4g}")
+            ax.axvline(v, color="black", ls=style, lw=1.2, label=f"{name}{where}: {v:.4g}", gid=f"line-{gid}")
     ax.set_xlabel(_axis(obj))
     ax.set_title(f"{out['command']}: top {len(rows)} of {len(out['ranked'])} plans by {obj.name}")
     if ax.get_legend_handles_labels()[0]:
@@ -102,7 +103,7 @@ def pareto_figure(out: dict[str, Any]) -> Figure:
     ax = fig.subplots()
     ax.scatter([x for _, x, _ in pts], [y for _, _, y in pts], s=10, color="lightgrey", label="ranked plans")
     fx = sorted((x, y) for r, x, y in pts if r["rank"] in ranks)
-    ax.plot([x for x, _ in fx], [y for _, y in fx], "-o", color=OTHER, ms=4, label="Pareto front")
+    ax.plot([x for x, _ in fx], [y for _, y in fx], "-o", color=OTHER, ms=4, label="Pareto front", gid="front")
     marks = [("winner", next((r for r in out["ranked"] if r["rank"] == 1), None), WINNER, "*", 160),
              ("runner-up", next((r for r in out["ranked"] if r["rank"] == 2), None), RUNNER_UP, "D", 60),
              ("heuristic baseline", out.get("baseline"), "black", "X", 80),
@@ -111,7 +112,7 @@ def pareto_figure(out: dict[str, Any]) -> Figure:
         x, y = _value(ox, row, options), _value(oy, row, options)
         if x is not None and y is not None:
             ax.scatter([x], [y], s=size, color=color, marker=marker, zorder=3, edgecolors="black", linewidths=0.5,
-                       label=f"{name}: {label(row)}")
+                       label=f"{name}: {label(row)}", gid=name.split()[-1])
     ax.set_xlabel(_axis(ox))
     ax.set_ylabel(_axis(oy))
     ax.set_title(f"Pareto front: {ox.name} vs {oy.name}")

@@ -24,9 +24,9 @@ def _series(points: list[dict[str, Any]], key: str, scale: float = 1.0) -> tuple
     return xs, ys
 
 
-def _mark_knee(ax, knee: dict[str, Any]) -> None:
+def _mark_knee(ax, knee: dict[str, Any], gid: str) -> None:
     if knee.get("rate_requests_per_s") is not None:
-        ax.axvline(knee["rate_requests_per_s"], color="tab:red", lw=1.2, alpha=0.8,
+        ax.axvline(knee["rate_requests_per_s"], color="tab:red", lw=1.2, alpha=0.8, gid=gid,
                    label=f"knee {knee['rate_requests_per_s']:.4g} req/s")
 
 
@@ -39,8 +39,9 @@ def latency_figure(out: dict[str, Any]) -> Figure:
             xs, ys = _series(points, f"{name}_{pct}_s", scale)
             ax.plot(xs, ys, style, marker="o", ms=3, label=pct)
         if slo.get(slo_key) is not None:
-            ax.axhline(slo[slo_key] * scale, color="black", lw=1, alpha=0.6, label=f"SLO {slo[slo_key] * scale:g} {unit}")
-        _mark_knee(ax, out["knee"])
+            ax.axhline(slo[slo_key] * scale, color="black", lw=1, alpha=0.6, label=f"SLO {slo[slo_key] * scale:g} {unit}",
+                       gid=f"slo-{name}")
+        _mark_knee(ax, out["knee"], f"knee-{name}")
         ax.set_title(title)
         ax.set_xlabel("offered rate (requests/s)")
         ax.set_ylabel(f"{title} ({unit})")
@@ -64,7 +65,7 @@ def throughput_figure(out: dict[str, Any]) -> Figure:
     sat = out["knee"].get("saturated_requests_per_s")
     if sat:
         ax.axhline(sat, color="tab:purple", lw=1, ls=":", label=f"burst throughput {sat:.4g} req/s")
-    _mark_knee(ax, out["knee"])
+    _mark_knee(ax, out["knee"], "knee")
     ax.set_xlabel("offered rate (requests/s)")
     ax.set_ylabel("requests/s")
     ax.set_title("Throughput and goodput vs offered rate")
