@@ -336,10 +336,8 @@ def serve_cmd(
         raise InputError("requests_out", f"file must end in .csv or .jsonl, got '{Path(opts['requests_out']).name}'")
     outputs.check(opts.get("requests_out"), opts.get("json_out"), opts.get("bench_json"))
     if opts.get("sweep_rate") is not None or opts.get("workers") is not None:
-        from parasim.cli.serve_sweep import serve_sweep
-
         with calibration(opts.get("profile"), software=engine_name(opts.get("engine"))):
-            out = serve_sweep(opts)
+            out = run_sweep(opts)
         _finish_sweep(opts, out, json_output)
         return
     with calibration(opts.get("profile"), software=engine_name(opts.get("engine"))):
@@ -354,6 +352,19 @@ def serve_cmd(
     _write_files(opts, out, res, text)
     if not out["feasible"]:
         raise typer.Exit(1)
+
+
+def run_sweep(opts: dict[str, Any]) -> dict[str, Any]:
+    """`--sweep-rate`: the plan built as for one run (at LO), then run at every rate (cli/serve_sweep.py)."""
+    from parasim.cli.serve_sweep import check_sweep_options, sweep_result
+
+    check_sweep_options(opts)
+    o = {**opts, "rate": opts["sweep_rate"][0]}
+    model, cluster, plan, _, slo = build(o)
+    out = sweep_result(o, model, cluster, plan, slo, generate_kw(opts, model))
+    add_engine_notes(out["inputs"], o)
+    out["expected_error"] = expected_error(o, model, cluster, plan)
+    return out
 
 
 def _finish_sweep(opts: dict[str, Any], out: dict[str, Any], json_output: bool) -> None:

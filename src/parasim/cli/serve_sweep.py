@@ -34,18 +34,15 @@ def check_sweep_options(opts: dict[str, Any]) -> None:
             raise InputError(key, f"conflicts with --sweep-rate: {why}")
 
 
-def serve_sweep(opts: dict[str, Any]) -> dict[str, Any]:
-    """The sweep's JSON result (docs/serving.md, Load sweeps)."""
-    from parasim.cli.serve_cmd import expected_error, add_engine_notes, build, generate_kw
+def sweep_result(opts: dict[str, Any], model, cluster, plan, slo, generate_kw: dict[str, Any]) -> dict[str, Any]:
+    """The sweep's JSON result (docs/serving.md, Load sweeps), but the engine notes and the expected
+    error, which serve_cmd adds as it does for one run."""
     from parasim.search.sweep import SweepContext, sweep, sweep_rates
 
-    check_sweep_options(opts)
     lo, hi, n = opts["sweep_rate"]
-    o = {**opts, "rate": lo}
-    model, cluster, plan, _, slo = build(o)
     mc = opts.get("max_concurrency")
     ctx = SweepContext(model=model, cluster=cluster, plan=plan, slo=slo, seed=int(opts["seed"]),
-                       generate_kw=generate_kw(opts, model), max_concurrency=int(mc) if mc is not None else None)
+                       generate_kw=generate_kw, max_concurrency=int(mc) if mc is not None else None)
     rates = sweep_rates(lo, hi, n)
     res = sweep(ctx, rates, max_queueing_p50_s=opts.get("max_queueing_p50"), workers=opts.get("workers"))
     inputs = dict(res["inputs"])
@@ -55,7 +52,6 @@ def serve_sweep(opts: dict[str, Any]) -> dict[str, Any]:
                                                                          "cv": opts["cv"] if opts["arrival"] == "gamma" else None}
     inputs["sweep_rate"] = {"lo_requests_per_s": lo, "hi_requests_per_s": hi, "n": n, "spacing": "linear",
                             "rates_requests_per_s": rates}
-    add_engine_notes(inputs, o)
     return {"command": "serve-sweep", "parasim_version": __version__, "feasible": res["feasible"],
             "reason": res["reason"], "message": res["message"], "inputs": inputs, "kv": res["kv"],
-            "points": res["points"], "knee": res["knee"], "expected_error": expected_error(o, model, cluster, plan)}
+            "points": res["points"], "knee": res["knee"]}
