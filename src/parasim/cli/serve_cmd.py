@@ -335,21 +335,21 @@ def serve_cmd(
     if opts.get("requests_out") and Path(opts["requests_out"]).suffix.lower() not in (".csv", ".jsonl"):
         raise InputError("requests_out", f"file must end in .csv or .jsonl, got '{Path(opts['requests_out']).name}'")
     outputs.check(opts.get("requests_out"), opts.get("json_out"), opts.get("bench_json"))
-    if opts.get("sweep_rate") is not None or opts.get("workers") is not None:
-        with calibration(opts.get("profile"), software=engine_name(opts.get("engine"))):
-            out = run_sweep(opts)
-        _finish_sweep(opts, out, json_output)
-        return
+    sweeping = opts.get("sweep_rate") is not None or opts.get("workers") is not None
     with calibration(opts.get("profile"), software=engine_name(opts.get("engine"))):
-        out, res = run(opts)
+        out, res = (run_sweep(opts), None) if sweeping else run(opts)
     if opts.get("profile"):
         out["inputs"]["calibration"] = applied(opts["profile"], engine_name(opts.get("engine")), str(out["inputs"]["gpu"]))
     text = dumps(out)
     if json_output:
         typer.echo(text)
+    elif sweeping:
+        from parasim.report.sweep import render_sweep
+
+        render_sweep(json.loads(text))
     else:
         render(json.loads(text))
-    _write_files(opts, out, res, text)
+    _write_files(opts, out, res, text)  # a sweep refuses --requests-out and --bench-json (cli/serve_sweep.py)
     if not out["feasible"]:
         raise typer.Exit(1)
 
@@ -365,23 +365,6 @@ def run_sweep(opts: dict[str, Any]) -> dict[str, Any]:
     add_engine_notes(out["inputs"], o)
     out["expected_error"] = expected_error(o, model, cluster, plan)
     return out
-
-
-def _finish_sweep(opts: dict[str, Any], out: dict[str, Any], json_output: bool) -> None:
-    """Print a sweep (table or JSON), write --json-out; exit 1 when the plan cannot run at all."""
-    from parasim.report.sweep import render_sweep
-
-    if opts.get("profile"):
-        out["inputs"]["calibration"] = applied(opts["profile"], engine_name(opts.get("engine")), str(out["inputs"]["gpu"]))
-    text = dumps(out)
-    if json_output:
-        typer.echo(text)
-    else:
-        render_sweep(json.loads(text))
-    if opts.get("json_out"):
-        outputs.write_text(opts["json_out"], text + "\n")
-    if not out["feasible"]:
-        raise typer.Exit(1)
 
 
 def _write_files(opts: dict[str, Any], out: dict[str, Any], res, text: str) -> None:
