@@ -156,3 +156,13 @@ def test_knee_is_the_end_of_the_leading_passing_run(passes):
     k = knee(points)
     lead = next((i for i, ok in enumerate(passes) if not ok), len(passes))
     assert k == (lead - 1 if lead > 0 else None)
+
+
+def test_a_plan_that_cannot_run_exits_1_with_every_point_failing():
+    """Llama-3-70B in bf16 (about 131 GiB of weights) leaves one 80 GB H100 no KV cache at all."""
+    r = run_cli("serve", "--model", "llama-3-70b", "--gpu", "h100-sxm", "--sweep-rate", "1:2:2", "--requests", "20",
+                "-j", "1", "--json")
+    assert r.returncode == 1, r.stderr
+    out = json.loads(r.stdout)
+    assert out["feasible"] is False and out["knee"]["index"] is None
+    assert all(p["fails"] == [out["reason"]] for p in out["points"])
