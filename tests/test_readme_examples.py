@@ -53,6 +53,9 @@ def _check_train(out, args):
 
 
 def _check_serve(out, args):
+    if "--sweep-rate" in args:
+        _check_sweep(out, args)
+        return
     s = out["summary"]
     assert out["feasible"] is True and s["completed"] == s["requests"] > 0
     assert s["output_tokens_per_s"] > 0
@@ -64,6 +67,16 @@ def _check_serve(out, args):
         trace = json.loads((REPO / args[args.index("--timeline") + 1]).read_text())
         assert sum(e["ph"] == "X" for e in trace["traceEvents"]) == s["iterations"]
         assert out["series"]["t_s"] and len(out["distributions"]["ttft_s"]) == 101
+
+
+def _check_sweep(out, args):
+    lo, hi, n = (float(v) for v in args[args.index("--sweep-rate") + 1].split(":"))
+    points = out["points"]
+    assert out["command"] == "serve-sweep" and out["feasible"] is True and len(points) == n
+    assert points[0]["rate_requests_per_s"] == lo and points[-1]["rate_requests_per_s"] == hi
+    assert all(p["summary"]["completed"] > 0 for p in points)
+    k = out["knee"]
+    assert k["index"] is None or points[k["index"]]["rate_requests_per_s"] == k["rate_requests_per_s"]
 
 
 def _check_plan(out, args):

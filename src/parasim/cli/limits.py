@@ -28,7 +28,7 @@ SEED_MAX = 2**63 - 1
 
 @dataclass(frozen=True)
 class Rule:
-    """kind: int | float | bool | text | texts (repeatable) | path (a file its reader checks) |
+    """kind: int | float | bool | text | texts (repeatable) | path (a file its reader checks) | sweep (LO:HI:N) |
     file / files (a file that must exist now) | out (an output file) | ints (a comma list of positive
     integers) | gpu_counts (ints or doubling ranges) | pairs (key=value,...) | columns (a trace's)."""
 
@@ -62,6 +62,8 @@ OUTPUTS = {"json": BOOL, "json_out": OUT}
 #: each fold or refinement re-runs cases, and more than these buys nothing but time
 MAX_CV_FOLDS = 20
 MAX_REFINE = 5
+#: most rates in one `serve --sweep-rate LO:HI:N`: each is a full simulation; a curve needs tens
+MAX_SWEEP_POINTS = 256
 #: Python parameter names of the --json / --json-out pair in train, plan, inspect, models, gpus, validate
 JSON_NAMES = {"json_out": "json", "json_file": "json_out"}
 
@@ -83,7 +85,8 @@ SERVE: dict[str, Rule] = {
     "arrival": TEXT, "cv": F(0.0, 100.0), "prompt_tokens": I("tokens"), "output_tokens": I("tokens"),
     "length_dist": TEXT, "length_sigma": SIGMA, "prompt_dist": PATH, "output_dist": PATH, "burst": BOOL,
     "max_concurrency": I("batch"), **_SLO, "capacity": BOOL, "requests_out": OUT, "bench_json": OUT, **OUTPUTS,
-    "profile": PATH, "timeline": OUT, "timeline_requests": I("requests", lo=0),
+    "profile": PATH, "timeline": OUT, "timeline_requests": I("requests", lo=0), "sweep_rate": Rule("sweep"),
+    "workers": I("workers"),
 }
 
 TRAIN: dict[str, Rule] = {
@@ -177,6 +180,8 @@ def value_of(rule: Rule, field: str, value: Any) -> Any:
         return gpu_counts([text(field, v) for v in _seq(field, value)], field)
     if kind == "pairs":
         return key_values(text(field, value), field)
+    if kind == "sweep":
+        return sweep_rate(field, value)
     raise AssertionError(f"rule kind {kind!r}")  # pragma: no cover - a table typo
 
 
@@ -210,6 +215,27 @@ def _seq(field: str, value: Any) -> list[Any]:
             raise InputError(field, "must not be empty")
         return list(value)
     return [value]
+
+
+def sweep_rate(field: str, value: Any) -> tuple[float, float, int]:
+    """`LO:HI:N` -> (lo, hi, n): 0 < LO < HI <= 10^9 requests/s, 2 <= N <= MAX_SWEEP_POINTS."""
+    if not isinstance(value, str):  # YAML reads an unquoted 1:10:5 as the base-60 integer 4205
+        raise InputError(field, f"expected LO:HI:N as text (quote it in YAML: \"1:10:5\"), got {value!r}")
+    parts = [s.strip() for s in text(field, value).split(":")]
+    if len(parts) != 3 or not all(parts):
+        raise InputError(field, f"expected LO:HI:N (requests/s from LO to HI, N rates), got {value!r}")
+    try:
+        lo, hi = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise InputError(field, f"LO and HI must be numbers (requests/s), got {value!r}") from None
+    lo = edge.finite_float(f"{field} LO", lo, lo=RATE.lo, hi=RATE.hi, lo_open=True)
+    hi = edge.finite_float(f"{field} HI", hi, lo=RATE.lo, hi=RATE.hi, lo_open=True)
+    if not lo < hi:
+        raise InputError(field, f"LO must be below HI, got {value!r}")
+    if not (parts[2].isascii() and parts[2].isdigit()):
+        raise InputError(field, f"N must be a whole number of rates, got {value!r}")
+    n = edge.number(f"{field} N", int(parts[2]), integer=True, lo=2, hi=MAX_SWEEP_POINTS)
+    return float(lo), float(hi), int(n)
 
 
 # --- comma lists ------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ WORKLOAD_KEYS = ("trace", "trace_columns", "rate", "requests", "seed", "arrival"
                  "prompt_dist", "output_dist", "burst", "length_dist", "length_sigma", "max_concurrency")
 SLO_KEYS = ("slo_ttft", "slo_tpot", "slo_itl", "slo_e2e", "itl_percentile", "attainment", "max_queueing_p50")
 OTHER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "engine", *SLO_KEYS, "requests_out", "json_out", "bench_json", "capacity",
-              "chunk_size", "profile", "timeline", "timeline_requests")
+              "chunk_size", "profile", "timeline", "timeline_requests", "sweep_rate", "workers")
 PATH_KEYS = ("trace", "prompt_dist", "output_dist", "requests_out", "json_out", "bench_json", "model", "profile",
              "timeline")
 DEFAULTS: dict[str, Any] = {"requests": 1000, "seed": 0, "arrival": "poisson", "cv": 1.0, "prompt_tokens": 512,
@@ -74,7 +74,7 @@ def _model_path(config: Path, value: str) -> bool:
 def build(opts: dict[str, Any]):
     """(model, cluster, plan, workload, slo) from merged options."""
     from parasim.serving.plan import ServingPlan
-    from parasim.serving.workload import LENGTH_SIGMA, generate, read_trace
+    from parasim.serving.workload import generate, read_trace
 
     if not opts.get("model"):
         raise InputError("model", "required (a catalog name, see `parasim models`, or a config.json path)")
@@ -120,15 +120,21 @@ def build(opts: dict[str, Any]):
     elif opts.get("trace_columns"):
         raise InputError("trace_columns", "maps the columns of a --trace file; give --trace")
     else:
-        wl = generate(requests=int(opts["requests"]), rate=rate, seed=int(opts["seed"]),
-                      arrival=str(opts["arrival"]), cv=float(opts["cv"]), burst=bool(opts.get("burst")),
-                      prompt_tokens=int(opts["prompt_tokens"]), output_tokens=int(opts["output_tokens"]),
-                      prompt_dist=opts.get("prompt_dist"), output_dist=opts.get("output_dist"),
-                      length_dist=str(opts["length_dist"]), length_sigma=float(opts.get("length_sigma") or LENGTH_SIGMA),
-                      max_total_tokens=model.max_seq_len if opts["length_dist"] == "lognormal" else None)
+        wl = generate(**generate_kw(opts, model), rate=rate, seed=int(opts["seed"]), burst=bool(opts.get("burst")))
     if opts.get("engine"):
         plan = _engine_plan(opts, model, acc, wl)
     return model, cluster, plan, wl, slo
+
+
+def generate_kw(opts: dict[str, Any], model) -> dict[str, Any]:
+    """serving.workload.generate's keywords from merged options, but the rate, burst and seed."""
+    from parasim.serving.workload import LENGTH_SIGMA
+
+    return dict(requests=int(opts["requests"]), arrival=str(opts["arrival"]), cv=float(opts["cv"]),
+                prompt_tokens=int(opts["prompt_tokens"]), output_tokens=int(opts["output_tokens"]),
+                prompt_dist=opts.get("prompt_dist"), output_dist=opts.get("output_dist"),
+                length_dist=str(opts["length_dist"]), length_sigma=float(opts.get("length_sigma") or LENGTH_SIGMA),
+                max_total_tokens=model.max_seq_len if opts["length_dist"] == "lognormal" else None)
 
 
 def _engine_plan(opts: dict[str, Any], model, acc, wl):
@@ -201,17 +207,21 @@ def run(opts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         out["summary"]["capacity_requests_per_s"] = cap.requests_per_s
         out["capacity"] = cap.to_dict() | {"attainment": slo.attainment if slo.per_request else None,
                                            "summary_at": shown}
-    if opts.get("engine_defaults"):
-        e = opts["engine_defaults"]
-        out["inputs"]["engine"] = e
-        out["inputs"]["notes"] = [f"defaults used ({e['engine']}): "
-                                  + " ".join(f"{k}={v}" for k, v in e["defaults"].items()),
-                                  *out["inputs"].get("notes", [])]
-    out["expected_error"] = _expected(opts, model, cluster, plan)
+    add_engine_notes(out["inputs"], opts)
+    out["expected_error"] = expected_error(opts, model, cluster, plan)
     return out, res
 
 
-def _expected(opts: dict[str, Any], model, cluster, plan) -> dict[str, Any]:
+def add_engine_notes(inputs: dict[str, Any], opts: dict[str, Any]) -> None:
+    """`--engine`'s defaults (kept by build in opts["engine_defaults"]) into a result's inputs and notes."""
+    e = opts.get("engine_defaults")
+    if e:
+        inputs["engine"] = e
+        inputs["notes"] = [f"defaults used ({e['engine']}): " + " ".join(f"{k}={v}" for k, v in e["defaults"].items()),
+                           *inputs.get("notes", [])]
+
+
+def expected_error(opts: dict[str, Any], model, cluster, plan) -> dict[str, Any]:
     """The validated error of the nearest category of published runs (the engine's when --engine names one)."""
     from parasim.validation.expected_error import SERVING_METRICS, serving_expected
 
@@ -311,6 +321,8 @@ def serve_cmd(
     profile: Optional[Path] = typer.Option(None, "--profile", help=PROFILE_HELP + " The software is --engine's; without it a profile of one software is taken as the user's.", rich_help_panel="Plan"),
     timeline: Optional[Path] = typer.Option(None, "--timeline", help="Also write the run as a Chrome trace (open in ui.perfetto.dev): every iteration per replica, KV-cache and queue counters, request spans; the JSON gains `series` and `distributions`.", rich_help_panel="Output"),
     timeline_requests: Optional[int] = typer.Option(None, "--timeline-requests", help="Requests drawn as spans in the --timeline file: the first N by arrival (default 1000; 0 = none). Iterations are all recorded.", rich_help_panel="Output"),
+    sweep_rate: Optional[str] = typer.Option(None, "--sweep-rate", help="LO:HI:N: run the plan at N generated arrival rates linear from LO to HI requests/s (both included) and tabulate each rate's metrics with the capacity knee (docs/serving.md, Load sweeps); instead of --rate.", rich_help_panel="Workload"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="--sweep-rate: worker processes (default: cores); the result does not depend on it.", rich_help_panel="Workload"),
 ) -> None:
     """Simulate serving a model on GPUs: TTFT, TPOT, throughput, SLO attainment, energy and cost.
 
@@ -331,18 +343,36 @@ def serve_cmd(
     if opts.get("timeline_requests") is not None and not opts.get("timeline"):
         raise InputError("timeline_requests", "caps the requests traced in a --timeline file: give --timeline FILE")
     outputs.check(opts.get("requests_out"), opts.get("json_out"), opts.get("bench_json"), opts.get("timeline"))
+    sweeping = opts.get("sweep_rate") is not None or opts.get("workers") is not None
     with calibration(opts.get("profile"), software=engine_name(opts.get("engine"))):
-        out, res = run(opts)
+        out, res = (run_sweep(opts), None) if sweeping else run(opts)
     if opts.get("profile"):
         out["inputs"]["calibration"] = applied(opts["profile"], engine_name(opts.get("engine")), str(out["inputs"]["gpu"]))
     text = dumps(out)
     if json_output:
         typer.echo(text)
+    elif sweeping:
+        from parasim.report.sweep import render_sweep
+
+        render_sweep(json.loads(text))
     else:
         render(json.loads(text))
-    _write_files(opts, out, res, text)
+    _write_files(opts, out, res, text)  # a sweep refuses --requests-out, --bench-json and --timeline (cli/serve_sweep.py)
     if not out["feasible"]:
         raise typer.Exit(1)
+
+
+def run_sweep(opts: dict[str, Any]) -> dict[str, Any]:
+    """`--sweep-rate`: the plan built as for one run (at LO), then run at every rate (cli/serve_sweep.py)."""
+    from parasim.cli.serve_sweep import check_sweep_options, sweep_result
+
+    check_sweep_options(opts)
+    o = {**opts, "rate": opts["sweep_rate"][0]}
+    model, cluster, plan, _, slo = build(o)
+    out = sweep_result(o, model, cluster, plan, slo, generate_kw(opts, model))
+    add_engine_notes(out["inputs"], o)
+    out["expected_error"] = expected_error(o, model, cluster, plan)
+    return out
 
 
 def _write_files(opts: dict[str, Any], out: dict[str, Any], res, text: str) -> None:
