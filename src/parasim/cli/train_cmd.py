@@ -24,7 +24,7 @@ from parasim.report.tables import print_json
 from parasim.report.train import render
 
 CLUSTER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "inter_node_gbps")
-OUTPUT_KEYS = ("json", "config", "json_file", "profile")
+OUTPUT_KEYS = ("json", "config", "json_file", "profile", "report")
 PANEL_PAR = "Parallelism"
 PANEL_BATCH = "Batch and precision"
 PANEL_OVERLAP = "Overlap and schedule"
@@ -161,13 +161,15 @@ def train_cmd(
     kernels: Optional[str] = typer.Option(None, "--kernels", help="Non-GEMM kernels: fused (Megatron/TE) | eager (PyTorch eager) | compiled (torch.compile).", rich_help_panel=PANEL_OVERLAP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     json_file: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write a self-contained HTML report to FILE (inputs, plan, expected error, figures; docs/report.md)."),
     profile: Optional[Path] = typer.Option(None, "--profile", help=PROFILE_HELP + " A profile of one software is taken as the user's."),
 ) -> None:
     """Simulate one optimizer step: step time, tokens/s, MFU, peak memory and a time breakdown."""
     given = limits.check(limits.TRAIN, dict(locals()), names=limits.JSON_NAMES)
-    flags = {k: v for k, v in given.items() if k not in ("config", "json_out", "json_file") and v is not None}
+    flags = {k: v for k, v in given.items() if k not in ("config", "json_out", "json_file", "report") and v is not None}
     file_opts = load_config(Path(given["config"])) if config is not None else {}
     json_file = json_file or _path(config, file_opts.pop("json_out", None))
+    report = report or _path(config, file_opts.pop("report", None), "report")
     opts, overrides = merge(file_opts, flags)
     prof = _path(config, opts.get("profile")) if "profile" in file_opts and "profile" not in flags else opts.get("profile")
     with calibration(prof):
@@ -175,7 +177,7 @@ def train_cmd(
     for k, o in overrides.items():  # a displaced dp is derived again: say what it became
         if o["used"] is None:
             o["used"] = getattr(plan, k)
-    outputs.check(json_file)
+    outputs.check(json_file, report)
     from parasim.training import simulate
     from parasim.validation.expected_error import TRAINING_METRICS, training_expected
 
@@ -191,16 +193,18 @@ def train_cmd(
         render(res, plan, defaults, overrides, expected)
     if json_file:
         outputs.write_json(json_file, out)
+    if report:
+        outputs.write_report(report, [out])
     if not res.fits:
         raise typer.Exit(1)
 
 
-def _path(config: Path | None, value: Any) -> Path | None:
+def _path(config: Path | None, value: Any, field: str = "json_out") -> Path | None:
     """A path from the config file, relative to the file (as `parasim serve -c` reads them)."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise InputError("json_out", f"must be a file path, got {value!r}")
+        raise InputError(field, f"must be a file path, got {value!r}")
     p = Path(value)
     return p if p.is_absolute() or config is None else config.parent / p
 
