@@ -115,7 +115,7 @@ def _plan_inputs(r: dict[str, Any], keys: tuple[str, ...]) -> list[Row]:
 def _search_rows(r: dict[str, Any]) -> list[Row]:
     pruned = _d(r.get("pruned"))
     counts = [v for v in pruned.values() if isinstance(v, int) and not isinstance(v, bool)]
-    return _given([("plans in the space", r.get("space_size")), ("plans simulated", r.get("evaluated")),
+    return _given([("search space size", r.get("space_size")), ("plans simulated", r.get("evaluated")),
                    ("plans pruned", sum(counts) if counts else None), ("interrupted", r.get("interrupted") or None)])
 
 

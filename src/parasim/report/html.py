@@ -203,8 +203,13 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def _e(s: Any) -> str:
-    return html.escape(str(s), quote=True)
+    """Escaped text; a control character or lone surrogate (which HTML cannot carry: a browser would
+    show another character) is written as its escape, `\\x1b`, as the CLI's error lines do."""
+    return html.escape(_CONTROL.sub(lambda m: repr(m.group())[1:-1], str(s)), quote=True)
 
 
 # --- SVG made safe to inline --------------------------------------------------------------------------
