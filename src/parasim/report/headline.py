@@ -11,11 +11,10 @@ a `serve` run with a `plan serve` winner lines up row by row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 Row = tuple[str, Any]
-#: every `command` a parasim result can carry (the report refuses anything else)
-RESULT_COMMANDS = ("train", "serve", "serve-sweep", "plan train", "plan serve")
 
 
 def _d(v: Any) -> dict[str, Any]:
@@ -151,51 +150,47 @@ def _winner(r: dict[str, Any], metrics) -> list[Row]:
     return rows + (metrics(_d(b.get("metrics"))) if b else [("winner", "none: no plan was ranked")])
 
 
-# --- one place that knows which command reads how --------------------------------------------------
-def inputs(r: dict[str, Any]) -> list[Row]:
-    """What the run was asked: model, GPUs, workload, SLOs, search settings."""
-    cmd = r.get("command")
-    if cmd == "train":
-        return _train_inputs(r)
-    if cmd == "plan train":
-        return _plan_inputs(r, PLAN_TRAIN_INPUTS)
-    if cmd == "plan serve":
-        return _plan_serve_inputs(r)
-    return _serve_inputs(r)  # serve, serve-sweep
-
-
-def plan(r: dict[str, Any]) -> list[Row]:
-    """The layout simulated (for a planner: the winner's)."""
-    cmd = r.get("command")
-    if cmd == "train":
-        return _scalars(_d(r.get("plan")))
-    if cmd == "plan train":
-        return _plan_train_plan(r)
-    if cmd == "plan serve":
-        return _plan_serve_plan(r)
-    return _serve_plan(r)
-
-
-def metrics(r: dict[str, Any]) -> list[Row]:
-    """The headline numbers (for a planner: the search's counts, then the winner's numbers)."""
-    cmd = r.get("command")
-    if cmd == "train":
-        return _train_metrics(r)
-    if cmd == "plan train":
-        return _winner(r, _train_metrics)
-    if cmd == "plan serve":
-        return _winner(r, _serve_metrics)
-    if cmd == "serve":
-        return _serve_metrics(r)
-    return _sweep_metrics(r)
-
-
 def _sweep_metrics(r: dict[str, Any]) -> list[Row]:
     """A result this module has no rows for: its summary's scalars, else its top-level numbers."""
     if isinstance(r.get("summary"), dict):
         return _serve_metrics(r)
     return [(k, v) for k, v in _scalars(r, skip=("inputs", "expected_error", "parasim_version", "command"))
             if isinstance(v, (int, float, bool))]
+
+
+# --- one place that knows which command reads how --------------------------------------------------
+Reader = Callable[[dict[str, Any]], list[Row]]
+#: command -> (inputs, plan, metrics) readers; a command not listed reads as `serve-sweep`
+READERS: dict[str, tuple[Reader, Reader, Reader]] = {
+    "train": (_train_inputs, lambda r: _scalars(_d(r.get("plan"))), _train_metrics),
+    "serve": (_serve_inputs, _serve_plan, _serve_metrics),
+    "serve-sweep": (_serve_inputs, _serve_plan, _sweep_metrics),
+    "plan train": (lambda r: _plan_inputs(r, PLAN_TRAIN_INPUTS), _plan_train_plan, lambda r: _winner(r, _train_metrics)),
+    "plan serve": (_plan_serve_inputs, _plan_serve_plan, lambda r: _winner(r, _serve_metrics)),
+}
+
+
+def _readers(r: dict[str, Any]) -> tuple[Reader, Reader, Reader]:
+    return READERS.get(str(r.get("command")), READERS["serve-sweep"])
+
+
+def inputs(r: dict[str, Any]) -> list[Row]:
+    """What the run was asked: model, GPUs, workload, SLOs, search settings."""
+    return _readers(r)[0](r)
+
+
+def plan(r: dict[str, Any]) -> list[Row]:
+    """The layout simulated (for a planner: the winner's)."""
+    return _readers(r)[1](r)
+
+
+def metrics(r: dict[str, Any]) -> list[Row]:
+    """The headline numbers (for a planner: the search's counts, then the winner's numbers)."""
+    return _readers(r)[2](r)
+
+
+#: every `command` a parasim result can carry (the report refuses anything else)
+RESULT_COMMANDS = tuple(READERS)
 
 
 def title(r: dict[str, Any]) -> str:
