@@ -3,8 +3,9 @@
 Each README tour command of train, serve, plan train and plan serve runs as a user runs it (a fresh
 process: imports included), without and with `--report`, alternately, best of `--repeat` runs each.
 On a shared machine those two walls are noisy, so the report's own cost is also timed alone, in a
-fresh process from the saved result: importing the report modules (matplotlib with them, where
-figure sets are registered), drawing the figures and writing the page.
+fresh process from the saved result, with what the command itself has imported by then already
+loaded: importing the report modules (matplotlib with them, where figure sets are registered),
+drawing the figures and writing the page.
 
     .venv/bin/python benchmarks/report_overhead.py [--repeat 2] [--quick]
 """
@@ -30,10 +31,13 @@ QUICK_PLAN_TRAIN = "plan train --model llama-3-8b --gpu h100-sxm --gpus 64 --glo
 
 COST = """
 import json, sys, time
-t = time.perf_counter()
+from parasim.cli.main import _register
 from parasim.cli.outputs import write_report
-from parasim.report.figures import figures_for
+import parasim.validation.expected_error  # every command has these loaded before it writes a file
+_register()
 result = json.loads(open(sys.argv[1]).read())
+t = time.perf_counter()
+from parasim.report.figures import figures_for
 write_report(sys.argv[2], [result])
 print(time.perf_counter() - t, len(figures_for(result)))
 """

@@ -226,3 +226,11 @@ def test_a_result_missing_fields_loses_rows_not_the_page():
         text = page([{"command": command, "best": {"metrics": 5}, "summary": [], "inputs": "x", "plan": None}],
                     figure_sets=[[]])
         assert "<h1>parasim report: " in text and "nothing recorded" in text
+
+
+@pytest.mark.parametrize("e", [{"metric": [1]}, {"by_metric": {"a": 5, "b": {"status": [1]}}, "metric": {}},
+                               {"by_metric": {}}, {"status": "unvalidated"}, [], "nearest"])
+def test_an_odd_expected_error_is_shown_as_far_as_it_reads(e):
+    res = {"command": "serve", "expected_error": e}
+    for results in ([res], [res, res]):
+        assert "<h2>Expected error</h2>" in page(results, figure_sets=[[]] * len(results))

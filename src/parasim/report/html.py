@@ -8,8 +8,8 @@ comments, metadata and namespace URLs, and its ids are prefixed so that two figu
 and glyphs cannot collide. The same results give the same bytes (no date, no random id).
 
 One result: its inputs, plan, expected error and parasim version on top, then its headline metrics
-and figures. Several: the same rows side by side, one column per result (rows that differ are
-marked), then each result's figures.
+and figures. Several: the versions, then the same rows side by side, one column per result (rows
+that differ are marked), then each result's figures.
 """
 
 from __future__ import annotations
@@ -93,8 +93,9 @@ def _expected(e: Any) -> str:
     """One row per metric class: status, p50/p90 |error|, runs, note."""
     if not isinstance(e, dict):
         return "<p class=\"none\">none: the result carries no expected error (nothing was ranked, or an older result)</p>\n"
-    by = e.get("by_metric") if isinstance(e.get("by_metric"), dict) else {e.get("metric", "headline"): e}
-    order = [*(m for m in (e.get("metric"), *SERVING_METRICS) if m in by), *sorted(map(str, by))]
+    by = _by_metric(e)
+    first = e.get("metric") if isinstance(e.get("metric"), str) else None
+    order = [*(m for m in (first, *SERVING_METRICS) if m in by), *sorted(by)]
     rows = []
     for m in dict.fromkeys(order):
         x = by[m] if isinstance(by.get(m), dict) else {}
@@ -109,22 +110,29 @@ def _comparison(results: Sequence[dict[str, Any]], names: list[str], figs: list[
                     [[i + 1, n, headline.title(r), r.get("parasim_version")] for i, (n, r) in enumerate(zip(names, results))])
     out = [f"<p class=\"meta\">{len(results)} results side by side; report drawn by parasim {_e(__version__)}; "
            "rows where results that have a value differ are marked</p>\n", listing,
-           _section("Headline metrics", _side(heads, [headline.metrics(r) for r in results])),
            _section("Inputs", _side(heads, [headline.inputs(r) for r in results])),
            _section("Plan", _side(heads, [headline.plan(r) for r in results])),
-           _section("Expected error", _side(heads, [_expected_rows(r.get("expected_error")) for r in results]))]
+           _section("Expected error", _side(heads, [_expected_rows(r.get("expected_error")) for r in results])),
+           _section("Headline metrics", _side(heads, [headline.metrics(r) for r in results]))]
     for i, (name, r, f) in enumerate(zip(names, results, figs)):
         out.append(f"<h2 id=\"result-{i + 1}\">{i + 1}. {_e(name)}: {_e(headline.title(r))}</h2>\n")
         out.append(_why(r) + _figures(f, f"r{i + 1}"))
     return "".join(out)
 
 
+def _by_metric(e: dict[str, Any]) -> dict[str, Any]:
+    """metric class -> its expected error (training results carry one, serving results one per class)."""
+    if isinstance(e.get("by_metric"), dict):
+        return e["by_metric"]
+    return {e["metric"] if isinstance(e.get("metric"), str) else "headline": e}
+
+
 def _expected_rows(e: Any) -> list[headline.Row]:
     if not isinstance(e, dict):
         return []
-    by = e.get("by_metric") if isinstance(e.get("by_metric"), dict) else {e.get("metric", "headline"): e}
+    by = _by_metric(e)
     rows = []
-    for m in sorted(map(str, by)):
+    for m in sorted(by):
         try:
             rows.append((m, expected_text(by[m])))
         except (KeyError, TypeError, ValueError):
