@@ -20,8 +20,9 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.installed
 	$(BIN)/parasim inspect --model llama-3-70b --gpu h100-sxm --tp 8
-	$(BIN)/parasim train -c examples/train-llama3-70b.yaml
-	$(BIN)/parasim serve -c examples/serve-llama3-8b.yaml --requests-out results/serve-requests.csv --json-out results/serve.json
+	$(BIN)/parasim train -c examples/train-llama3-70b.yaml --report results/train.html
+	$(BIN)/parasim serve -c examples/serve-llama3-8b.yaml --requests-out results/serve-requests.csv --json-out results/serve.json --report results/serve.html
+	@echo "reports: results/train.html, results/serve.html (open in a browser; docs/report.md)"
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n 2

@@ -40,11 +40,14 @@ BASE: dict[str, list[str]] = {
     "validate": ["validate", str(SHARED / "validation" / "dev.yaml"), "--kind", "training"],
     "calibrate": ["calibrate", str(Path(__file__).parent / "data" / "calib-mpt-h100.yaml"), "-o",
                   str(Path(__file__).parent / "data" / "never-written-profile.yaml")],
+    "report": ["report", str(Path(__file__).parent / "data" / "report-train-result.json"), "-o",
+               str(Path(__file__).parent / "data" / "never-written-report.html")],
 }
 #: options where 0 is a value (a seed, a ZeRO stage, a context of no tokens, a cost of no time)
 ZERO_OK = {"seed", "zero", "context", "iteration_overhead_s", "eager_prefill_layer_s", "output_delay_s", "timeline_requests",
            "batch_tolerance", "refine_steps"}
-OUTPUT_OPTIONS = {"json_out", "requests_out", "bench_json", "emit_yaml", "markdown", "error_table", "out", "timeline"}
+OUTPUT_OPTIONS = {"json_out", "requests_out", "bench_json", "emit_yaml", "markdown", "error_table", "out", "timeline",
+                  "report"}
 
 
 def _commands() -> dict[str, typing.Any]:

@@ -58,6 +58,7 @@ OVERHEAD_S = F(0.0, 10.0, lo_open=False)  # per-iteration host costs: 10 s is fa
 RATE = F(0.0, 1e9)  # requests per second
 SIGMA = F(0.0, 10.0)
 OUTPUTS = {"json": BOOL, "json_out": OUT}
+REPORT_OUT = {"report": OUT}  # --report FILE.html: train, serve, plan train, plan serve
 #: most cross-validation folds (`validate --cv`) and Gauss-Newton refinements (`calibrate --refine-steps`):
 #: each fold or refinement re-runs cases, and more than these buys nothing but time
 MAX_CV_FOLDS = 20
@@ -65,12 +66,13 @@ MAX_REFINE = 5
 #: most rates in one `serve --sweep-rate LO:HI:N`: each is a full simulation; a curve needs tens
 MAX_SWEEP_POINTS = 256
 #: Python parameter names of the --json / --json-out pair in train, plan, inspect, models, gpus, validate
-JSON_NAMES = {"json_out": "json", "json_file": "json_out"}
+#: (and of plan's --report, whose name `report` is taken by the function that prints a ranking)
+JSON_NAMES = {"json_out": "json", "json_file": "json_out", "report_file": "report"}
 
 _SLO = {"slo_ttft": SECONDS, "slo_tpot": SECONDS, "slo_e2e": SECONDS, "slo_itl": SECONDS,
         "itl_percentile": F(0.0, 100.0), "attainment": F(0.0, 1.0), "max_queueing_p50": F(0.0, 1e6)}
 _RUN = {"workers": I("workers"), "executor": TEXT, "ray_address": TEXT, "top": I("rows"), "pareto": TEXT,
-        "objective": TEXT, "emit_yaml": OUT, **OUTPUTS}
+        "objective": TEXT, "emit_yaml": OUT, **OUTPUTS, **REPORT_OUT}
 
 SERVE: dict[str, Rule] = {
     "config": PATH, "model": TEXT, "gpu": TEXT, "gpus": I("replicas"), "gpus_per_node": I("gpus"),
@@ -86,7 +88,7 @@ SERVE: dict[str, Rule] = {
     "length_dist": TEXT, "length_sigma": SIGMA, "prompt_dist": PATH, "output_dist": PATH, "burst": BOOL,
     "max_concurrency": I("batch"), **_SLO, "capacity": BOOL, "requests_out": OUT, "bench_json": OUT, **OUTPUTS,
     "profile": PATH, "timeline": OUT, "timeline_requests": I("requests", lo=0), "sweep_rate": Rule("sweep"),
-    "workers": I("workers"),
+    "workers": I("workers"), **REPORT_OUT,
 }
 
 TRAIN: dict[str, Rule] = {
@@ -96,7 +98,7 @@ TRAIN: dict[str, Rule] = {
     "micro_batch": I("batch"), "global_batch": I("batch"), "seq_len": I("tokens"), "seq_len_dist": PATH,
     "recompute": TEXT, "precision": TEXT, "grad_dtype": TEXT, "overlap_grad_reduce": BOOL,
     "overlap_param_gather": BOOL, "tp_comm_overlap": BOOL, "overlap_p2p_comm": BOOL, "schedule": TEXT,
-    "attention": TEXT, "kernels": TEXT, "profile": PATH, "timeline": OUT, **OUTPUTS,
+    "attention": TEXT, "kernels": TEXT, "profile": PATH, "timeline": OUT, **OUTPUTS, **REPORT_OUT,
 }
 
 PLAN_TRAIN: dict[str, Rule] = {
@@ -121,13 +123,17 @@ CATALOG: dict[str, Rule] = dict(OUTPUTS)
 VALIDATE: dict[str, Rule] = {"file": Rule("file"), "kind": TEXT, "extra": Rule("files"), "markdown": OUT,
                              "error_table": OUT, "workers": I("workers"), "profile": PATH, "cv": I(hi=MAX_CV_FOLDS, lo=2),
                              "cv_factors": TEXT, **OUTPUTS}
+#: `parasim report`: at most this many results side by side (a wider table is no longer read across)
+MAX_COMPARED = 16
+REPORT: dict[str, Rule] = {"results": Rule("files"), "out": OUT}
 CALIBRATE: dict[str, Rule] = {"files": Rule("files"), "out": OUT, "factors": TEXT, "scope": TEXT,
                               "refine_steps": I(lo=0, hi=MAX_REFINE), "kind": TEXT, "workers": I("workers"), "json": BOOL}
 
 #: command path -> its table (tests/test_hostile_cli.py checks every parameter has a rule)
 TABLES: dict[str, dict[str, Rule]] = {"serve": SERVE, "train": TRAIN, "plan train": PLAN_TRAIN,
                                       "plan serve": PLAN_SERVE, "inspect": INSPECT, "models": CATALOG,
-                                      "gpus": CATALOG, "validate": VALIDATE, "calibrate": CALIBRATE}
+                                      "gpus": CATALOG, "validate": VALIDATE, "calibrate": CALIBRATE,
+                                      "report": REPORT}
 
 
 # --- checking --------------------------------------------------------------------------------------

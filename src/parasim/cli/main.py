@@ -47,9 +47,9 @@ def _register() -> None:
     """Add the commands once (main() may run many times in one process: tests, notebooks)."""
     if app.registered_commands:
         return
-    from parasim.cli import calibrate_cmd, catalog_cmds, plan_cmd, serve_cmd, train_cmd, validate_cmd
+    from parasim.cli import calibrate_cmd, catalog_cmds, plan_cmd, report_cmd, serve_cmd, train_cmd, validate_cmd
 
-    for module in (catalog_cmds, train_cmd, serve_cmd, plan_cmd, validate_cmd, calibrate_cmd):
+    for module in (catalog_cmds, train_cmd, serve_cmd, plan_cmd, report_cmd, validate_cmd, calibrate_cmd):
         module.register(app)
 
 

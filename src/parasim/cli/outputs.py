@@ -1,4 +1,4 @@
-"""Where a command's results go besides stdout: --json-out, --emit-yaml, --requests-out, --markdown.
+"""Where a command's results go besides stdout: --json-out, --report, --emit-yaml, --requests-out, --markdown.
 
 A path is checked before the work starts: one that is a directory, or lies under a regular file,
 can never be written, and saying so after a ten-minute search would waste it (exit 1 at once).
@@ -10,6 +10,7 @@ system's reason (`errors.OutputError`).
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -40,3 +41,12 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def write_text(path: str | Path, text: str) -> None:
     write_output(path, text)
+
+
+def write_report(path: str | Path, results: list[dict[str, Any]]) -> None:
+    """The HTML report (report/html.py) of `results`, each read back from the JSON text `--json-out`
+    writes first: a report drawn at run time is byte for byte the one `parasim report` draws from the
+    saved file. matplotlib is imported here, only when a report is asked for."""
+    from parasim.report.html import page
+
+    write_output(path, page([json.loads(dumps(r)) for r in results]))

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Optional
 import typer
 import yaml
 
+from parasim import __version__
 from parasim.cli import limits, outputs
 from parasim.cli.names import RegistryHelp
 from parasim.cli.profile_opt import HELP as PROFILE_HELP
@@ -48,6 +49,8 @@ RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cl
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object.", rich_help_panel=PANEL_RUN)]
 JsonFile = Annotated[Optional[Path], typer.Option("--json-out", help="Also write the JSON object to FILE.",
                                                   rich_help_panel=PANEL_RUN)]
+ReportFile = Annotated[Optional[Path], typer.Option("--report", help="Also write a self-contained HTML report to FILE (inputs, the winner, expected error, figures; docs/report.md).",
+                                                    rich_help_panel=PANEL_RUN)]
 Profile = Annotated[Optional[Path], typer.Option("--profile", help=PROFILE_HELP + " A profile of one software is taken as the user's.",
                                                  rich_help_panel=PANEL_RUN)]
 BEFORE_ANY = "interrupted before any plan finished"
@@ -105,8 +108,9 @@ def search(run_search, req, json_out: bool) -> dict | None:
 
 
 def report(out: dict | None, command: str, *, top: int, json_out: bool, json_file: Path | None, render,
-           emit_yaml: Path | None, emit_mapping) -> None:
-    """Print (and write) a planner's result, then exit as the module docstring says."""
+           emit_yaml: Path | None, emit_mapping, report_file: Path | None = None) -> None:
+    """Print (and write) a planner's result, then exit as the module docstring says. A search
+    stopped before any plan finished writes no HTML report (there is nothing to draw)."""
     if out is None or (out["interrupted"] and not out["evaluated"]):
         stub = out or {"command": command, "interrupted": True, "evaluated": 0, "best": None, "ranked": []}
         stub["message"] = BEFORE_ANY
@@ -115,12 +119,15 @@ def report(out: dict | None, command: str, *, top: int, json_out: bool, json_fil
         if json_file:
             outputs.write_json(json_file, stub)
         raise Interrupted(BEFORE_ANY)
+    out["parasim_version"] = __version__
     if json_out:
         print_json(out)
     else:
         render(out, top)
     if json_file:
         outputs.write_json(json_file, out)
+    if report_file:
+        outputs.write_report(report_file, [out])
     if emit_yaml and out["best"]:
         write_yaml(emit_yaml, emit_mapping())
     if out["interrupted"]:
@@ -180,6 +187,7 @@ def plan_train_cmd(
     json_out: JsonOut = False,
     json_file: JsonFile = None,
     emit_yaml: Optional[Path] = typer.Option(None, "--emit-yaml", help="Write the winner as a `parasim train -c` config.", rich_help_panel=PANEL_RUN),
+    report_file: ReportFile = None,
     profile: Profile = None,
 ) -> None:
     """Search TP x PP x virtual stages x CP x EP x DP x micro-batch x recompute x ZeRO x schedule."""
@@ -204,12 +212,12 @@ def plan_train_cmd(
                       pareto=pareto, choices={k: v for k, v in choices.items() if v},
                       reference=v["reference"], workers=workers, executor=executor,
                       ray_address=ray_address)
-    outputs.check(json_file, emit_yaml)
+    outputs.check(json_file, emit_yaml, report_file)
     with calibration(profile, executor=executor):
         out = search(run_search, req, json_out)
     add_expected_error(out, model, "training", profile)
     report(out, "plan train", top=top, json_out=json_out, json_file=json_file, render=render_train,
-           emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping(out["best"], model))
+           emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping(out["best"], model), report_file=report_file)
 
 
 def register(app: typer.Typer) -> None:
@@ -284,6 +292,7 @@ def plan_serve_cmd(
     json_out: JsonOut = False,
     json_file: JsonFile = None,
     emit_yaml: Optional[Path] = typer.Option(None, "--emit-yaml", help="Write the winner as a `parasim serve -c` config.", rich_help_panel=PANEL_RUN),
+    report_file: ReportFile = None,
     profile: Profile = None,
 ) -> None:
     """Search GPU type x TP x PP x replicas x scheduler x token budget x max batch x precision x disaggregation."""
@@ -309,7 +318,7 @@ def plan_serve_cmd(
                       pareto=pareto, tp=v["tp"] or (), screen_requests=screen_requests, refine=refine,
                       workers=workers, executor=executor, ray_address=ray_address,
                       extra={"requests_given": requests is not None}, **kw)
-    outputs.check(json_file, emit_yaml)
+    outputs.check(json_file, emit_yaml, report_file)
     with calibration(profile, executor=executor):
         out = search(run_search, req, json_out)
     workload_keys = out.pop("_workload_keys", None) if out else None
@@ -321,4 +330,5 @@ def plan_serve_cmd(
             typer.echo(f"note: {note}", err=True)
     add_expected_error(out, model, "serving", profile)
     report(out, "plan serve", top=top, json_out=json_out, json_file=json_file, render=render_serve,
-           emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping({**out, "_workload_keys": workload_keys}, req, emit_yaml))
+           emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping({**out, "_workload_keys": workload_keys}, req, emit_yaml),
+           report_file=report_file)

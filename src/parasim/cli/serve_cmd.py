@@ -40,9 +40,9 @@ WORKLOAD_KEYS = ("trace", "trace_columns", "rate", "requests", "seed", "arrival"
                  "prompt_dist", "output_dist", "burst", "length_dist", "length_sigma", "max_concurrency")
 SLO_KEYS = ("slo_ttft", "slo_tpot", "slo_itl", "slo_e2e", "itl_percentile", "attainment", "max_queueing_p50")
 OTHER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "engine", *SLO_KEYS, "requests_out", "json_out", "bench_json", "capacity",
-              "chunk_size", "profile", "timeline", "timeline_requests", "sweep_rate", "workers")
+              "chunk_size", "profile", "timeline", "timeline_requests", "sweep_rate", "workers", "report")
 PATH_KEYS = ("trace", "prompt_dist", "output_dist", "requests_out", "json_out", "bench_json", "model", "profile",
-             "timeline")
+             "timeline", "report")
 DEFAULTS: dict[str, Any] = {"requests": 1000, "seed": 0, "arrival": "poisson", "cv": 1.0, "prompt_tokens": 512,
                             "output_tokens": 128, "burst": False, "capacity": False, "attainment": 0.9,
                             "length_dist": "fixed"}  # length_sigma: serving.workload.LENGTH_SIGMA
@@ -318,6 +318,7 @@ def serve_cmd(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table.", rich_help_panel="Output"),
     json_out: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE.", rich_help_panel="Output"),
     bench_json: Optional[Path] = typer.Option(None, "--bench-json", help="Also write the run as a vLLM benchmark result file (its key names, milliseconds).", rich_help_panel="Output"),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write a self-contained HTML report to FILE (inputs, plan, expected error, figures; docs/report.md).", rich_help_panel="Output"),
     profile: Optional[Path] = typer.Option(None, "--profile", help=PROFILE_HELP + " The software is --engine's; without it a profile of one software is taken as the user's.", rich_help_panel="Plan"),
     timeline: Optional[Path] = typer.Option(None, "--timeline", help="Also write the run as a Chrome trace (open in ui.perfetto.dev): every iteration per replica, KV-cache and queue counters, request spans; the JSON gains `series` and `distributions`.", rich_help_panel="Output"),
     timeline_requests: Optional[int] = typer.Option(None, "--timeline-requests", help="Requests drawn as spans in the --timeline file: the first N by arrival (default 1000; 0 = none). Iterations are all recorded.", rich_help_panel="Output"),
@@ -342,7 +343,8 @@ def serve_cmd(
         raise InputError("requests_out", f"file must end in .csv or .jsonl, got '{Path(opts['requests_out']).name}'")
     if opts.get("timeline_requests") is not None and not opts.get("timeline"):
         raise InputError("timeline_requests", "caps the requests traced in a --timeline file: give --timeline FILE")
-    outputs.check(opts.get("requests_out"), opts.get("json_out"), opts.get("bench_json"), opts.get("timeline"))
+    outputs.check(opts.get("requests_out"), opts.get("json_out"), opts.get("bench_json"), opts.get("timeline"),
+                  opts.get("report"))
     sweeping = opts.get("sweep_rate") is not None or opts.get("workers") is not None
     with calibration(opts.get("profile"), software=engine_name(opts.get("engine"))):
         out, res = (run_sweep(opts), None) if sweeping else run(opts)
@@ -376,9 +378,11 @@ def run_sweep(opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_files(opts: dict[str, Any], out: dict[str, Any], res, text: str) -> None:
-    """--json-out, --requests-out, --bench-json and --timeline, each only when asked for."""
+    """--json-out, --requests-out, --bench-json, --timeline and --report, each only when asked for."""
     if opts.get("json_out"):
         outputs.write_text(opts["json_out"], text + "\n")
+    if opts.get("report"):
+        outputs.write_report(opts["report"], [out])
     if opts.get("requests_out"):
         from parasim.serving.metrics import write_requests
 

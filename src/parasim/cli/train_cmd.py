@@ -24,7 +24,7 @@ from parasim.report.tables import print_json
 from parasim.report.train import render
 
 CLUSTER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "inter_node_gbps")
-OUTPUT_KEYS = ("json", "config", "json_file", "profile", "timeline")
+OUTPUT_KEYS = ("json", "config", "json_file", "profile", "timeline", "report")
 PANEL_PAR = "Parallelism"
 PANEL_BATCH = "Batch and precision"
 PANEL_OVERLAP = "Overlap and schedule"
@@ -162,14 +162,17 @@ def train_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     json_file: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE."),
     timeline: Optional[Path] = typer.Option(None, "--timeline", help="Also write the step as a Chrome trace (Perfetto, chrome://tracing) to FILE; the JSON gains `timeline`."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write a self-contained HTML report to FILE (inputs, plan, expected error, figures; docs/report.md)."),
     profile: Optional[Path] = typer.Option(None, "--profile", help=PROFILE_HELP + " A profile of one software is taken as the user's."),
 ) -> None:
     """Simulate one optimizer step: step time, tokens/s, MFU, peak memory and a time breakdown."""
     given = limits.check(limits.TRAIN, dict(locals()), names=limits.JSON_NAMES)
-    flags = {k: v for k, v in given.items() if k not in ("config", "json_out", "json_file", "timeline") and v is not None}
+    flags = {k: v for k, v in given.items()
+             if k not in ("config", "json_out", "json_file", "timeline", "report") and v is not None}
     file_opts = load_config(Path(given["config"])) if config is not None else {}
     json_file = json_file or _path(config, file_opts.pop("json_out", None))
     timeline = timeline or _path(config, file_opts.pop("timeline", None), "timeline")
+    report = report or _path(config, file_opts.pop("report", None), "report")
     opts, overrides = merge(file_opts, flags)
     prof = _path(config, opts.get("profile")) if "profile" in file_opts and "profile" not in flags else opts.get("profile")
     with calibration(prof):
@@ -177,11 +180,11 @@ def train_cmd(
     for k, o in overrides.items():  # a displaced dp is derived again: say what it became
         if o["used"] is None:
             o["used"] = getattr(plan, k)
-    outputs.check(json_file, timeline)
+    outputs.check(json_file, timeline, report)
     from parasim.training import simulate
     from parasim.validation.expected_error import TRAINING_METRICS, training_expected
 
-    res = simulate(model_spec, cluster, plan, timeline=timeline is not None)
+    res = simulate(model_spec, cluster, plan, timeline=timeline is not None or report is not None)  # the report's Gantt
     expected = training_expected(model_spec, cluster.accelerator, zero=plan.zero, precision=plan.precision,
                                  profile_errors=profile_errors(prof, None, cluster.accelerator.id, TRAINING_METRICS))
     out = {"command": "train", **res.to_dict(), "defaults": defaults, "overrides": overrides, "expected_error": expected}
@@ -199,6 +202,8 @@ def train_cmd(
         outputs.write_text(timeline, trace_text(out))
         if not json_out:
             typer.echo(f"timeline: {timeline} (open it in Perfetto or chrome://tracing)", err=True)
+    if report:
+        outputs.write_report(report, [out])
     if not res.fits:
         raise typer.Exit(1)
 
