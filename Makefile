@@ -18,11 +18,20 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(VENV)/.installed $@
 
+# The main question on a default: the best serving plan and the best training layout (a search each,
+# seconds), then each winner simulated in full, with an HTML report and a Perfetto timeline in results/.
+PLAN_SERVE := --model llama-3-8b --gpu h100-sxm --max-gpus 8 --rate 20 --prompt-tokens 1000 --output-tokens 250 \
+	--length-dist lognormal --slo-ttft 1 --slo-tpot 0.05
+PLAN_TRAIN := --model llama-3-70b --gpu h100-sxm --gpus 64 --global-batch-tokens 1000000 --seq-len 8192
+
 run: $(VENV)/.installed
-	$(BIN)/parasim inspect --model llama-3-70b --gpu h100-sxm --tp 8
-	$(BIN)/parasim train -c examples/train-llama3-70b.yaml --report results/train.html
-	$(BIN)/parasim serve -c examples/serve-llama3-8b.yaml --requests-out results/serve-requests.csv --json-out results/serve.json --report results/serve.html
-	@echo "reports: results/train.html, results/serve.html (open in a browser; docs/report.md)"
+	@mkdir -p results
+	$(BIN)/parasim plan serve $(PLAN_SERVE) --emit-yaml results/plan-serve.yaml --json-out results/plan-serve.json --report results/plan-serve.html
+	$(BIN)/parasim serve -c results/plan-serve.yaml --json-out results/serve.json --report results/serve.html --timeline results/serve-timeline.json
+	$(BIN)/parasim plan train $(PLAN_TRAIN) --emit-yaml results/plan-train.yaml --report results/plan-train.html
+	$(BIN)/parasim train -c results/plan-train.yaml --json-out results/train.json --report results/train.html --timeline results/train-timeline.json
+	@echo "wrote in results/: plan-serve.html, serve.html and serve-timeline.json (the serving winner); plan-train.html, train.html and train-timeline.json (the training winner)"
+	@echo "open the .html files in a browser; load the *-timeline.json files in https://ui.perfetto.dev or chrome://tracing (docs/report.md)"
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n 2
