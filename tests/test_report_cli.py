@@ -37,6 +37,7 @@ BAD_FILES = {  # name -> (bytes, what the message says)
     "nocommand.json": (b'{"step_time_s": 1.0}', "has no `command` key"),
     "validate.json": (b'{"command": "validate", "cases": []}', "has `command` 'validate'"),
     "number.json": (b'{"command": 5}', "has `command` '5'"),
+    "bare.json": (b'{"command": "train", "step_time_s": 1.0}', "has no `parasim_version`"),
     "nan.json": (b'{"command": "train", "step_time_s": NaN}', "malformed JSON"),
     "deep.json": (b"[" * 100 + b"]" * 100, "nested 100 deep"),
 }

@@ -40,6 +40,9 @@ def read_result(path: str | Path, field: str = "results") -> dict[str, Any]:
         what = "has no `command` key" if command is None else f"has `command` {str(command)[:60]!r}"
         raise InputError(field, f"{p.name} {what}, so it is not a parasim result; `command` is one of {allowed} "
                                 "(give a file written by --json-out)")
+    if "parasim_version" not in data:  # every command's result carries it; a bare {"command": ...} draws nothing
+        raise InputError(field, f"{p.name} has no `parasim_version`, so it was not written by parasim's --json-out "
+                                "(give a file written by --json-out)")
     return data
 
 
