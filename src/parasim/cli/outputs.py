@@ -10,13 +10,12 @@ system's reason (`errors.OutputError`).
 from __future__ import annotations
 
 import errno
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from parasim.errors import OutputError, write_output
-from parasim.report.tables import dumps
+from parasim.report.tables import as_saved, dumps
 
 
 def check(*paths: str | Path | None) -> None:
@@ -49,4 +48,4 @@ def write_report(path: str | Path, results: list[dict[str, Any]]) -> None:
     saved file. matplotlib is imported here, only when a report is asked for."""
     from parasim.report.html import page
 
-    write_output(path, page([json.loads(dumps(r)) for r in results]))
+    write_output(path, page([as_saved(r) for r in results]))

@@ -20,6 +20,12 @@ def dumps(obj: Any) -> str:
     return json.dumps(_clean(obj), sort_keys=True, indent=2)
 
 
+def as_saved(obj: Any) -> Any:
+    """`obj` as a reader of its `dumps` text gets it back (the same values; encoded compactly, which
+    json's C encoder does about 10x faster than the indented text)."""
+    return json.loads(json.dumps(_clean(obj), sort_keys=True))
+
+
 def _clean(o: Any) -> Any:
     if isinstance(o, float):
         return o if o == o and o not in (float("inf"), float("-inf")) else None
