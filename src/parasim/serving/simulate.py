@@ -53,13 +53,13 @@ class ServingResult:
     recording: Recording | None = field(default=None, repr=False)  # every iteration (simulate(record=True))
 
     def to_dict(self, *, include_requests: bool = False) -> dict[str, Any]:
-        """The JSON mapping; a recorded run adds `series` and `distributions` (serving.series)."""
+        """The JSON mapping; a recorded run that ran adds `series` and `distributions` (serving.series)."""
         d = {"parasim_version": __version__, "feasible": self.feasible, "reason": self.reason,
              "message": self.message, "summary": self.summary, "inputs": self.inputs, "kv": self.kv,
              "sim_wall_s": self.sim_wall_s}
         if include_requests:
             d["requests"] = {k: v.tolist() for k, v in self.requests.items()}
-        if self.recording is not None:
+        if self.recording is not None and self.recording.instances:  # a plan that cannot run has no engine to chart
             t0 = float(self.requests["arrival_s"][0]) if len(self.requests["arrival_s"]) else 0.0
             d["series"] = series(self.recording, t0, t0 + float(self.summary["makespan_s"] or 0.0))
             d["distributions"] = distributions(self.requests, self.itl_gaps)
