@@ -26,14 +26,12 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *, time
     varlen: dict[str, float] = {}
     ctx = causal_context(plan.seq_len)  # mean keys per query that the causal kernels execute
     records = [] if timeline else None
-    pairs = plan.micro_batch * plan.seq_len * (plan.seq_len + 1) / 2
     if plan.seq_len_dist:
         from parasim.training.varlen import balance, load_lengths
 
         bal = balance(load_lengths(plan.seq_len_dist), seq_len=plan.seq_len, global_batch=plan.global_batch,
                       dp=plan.dp, micro_batch=plan.micro_batch)
-        pairs = bal.max_pairs_per_mb
-        timing = simulate_step(model, cluster, plan, pairs_per_mb=pairs, recorder=records)
+        timing = simulate_step(model, cluster, plan, pairs_per_mb=bal.max_pairs_per_mb, recorder=records)
         balanced = simulate_step(model, cluster, plan, pairs_per_mb=bal.mean_pairs_per_mb).step_s
         varlen = {"documents_per_sequence": bal.documents_per_sequence,
                   "mean_attention_pairs_per_microbatch": bal.mean_pairs_per_mb,
@@ -55,4 +53,4 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *, time
         peak_flops_per_s=acc.peak(plan.precision), breakdown=timing.breakdown,
         details={**timing.details, "critical_rank": timing.critical_rank},
         memory=mem.to_dict(), peak_memory_bytes=mem.total, fits=mem.fits, varlen=varlen,
-        timeline=build_timeline(model, plan, timing, records, pairs) if records is not None else None)
+        timeline=build_timeline(model, plan, timing, records) if records is not None else None)

@@ -322,6 +322,7 @@ class StepTiming:
     tails: list[RankTail]  # per rank: what follows its last backward
     chunk_layers: list[list[int]]  # per rank, per chunk
     p2p_bytes: float  # one micro-batch's activations (or their gradients) per pipeline send, per GPU
+    pairs_per_mb: float  # causal attention (query, key) pairs of one micro-batch the layers were costed at
 
 
 def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
@@ -367,7 +368,7 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
                 "layer_fwd_s": lt.fwd_compute + lt.fwd_comm, "layer_bwd_s": lt.bwd_compute + lt.bwd_comm,
                 "embedding_fwd_s": emb, "embedding_bwd_s": emb_b, "lm_head_fwd_s": head,
                 "cross_entropy_fwd_s": ce_f, "cross_entropy_bwd_s": ce_b})
-    return StepTiming(step, rank, bd, det, lt, run, tails, counts, size)
+    return StepTiming(step, rank, bd, det, lt, run, tails, counts, size, pairs_per_mb)
 
 
 def _chunk_times(plan: TrainingPlan, lt: LayerTimes, counts: list[list[int]], emb: tuple[float, float],

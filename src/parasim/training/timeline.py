@@ -33,8 +33,7 @@ def _r(x: float) -> float:
     return round(x, NS)
 
 
-def build(model: ModelSpec, plan: TrainingPlan, timing: StepTiming, records: list[OpRecord],
-          pairs_per_mb: float) -> dict[str, Any]:
+def build(model: ModelSpec, plan: TrainingPlan, timing: StepTiming, records: list[OpRecord]) -> dict[str, Any]:
     """The compact timeline of one simulated step (see the module docstring)."""
     det = timing.details
     fsdp = {"F": (det["fsdp_layer_exposed_fwd"], det["fsdp_first_gather_exposed_s"]),
@@ -51,7 +50,7 @@ def build(model: ModelSpec, plan: TrainingPlan, timing: StepTiming, records: lis
         _tail_spans(out, timing.run.end_s[r], tail)
         if r == timing.critical_rank and timing.breakdown.get("straggler", 0.0) > 0:
             out.append(["straggler", _r(tail.end_s), _r(timing.breakdown["straggler"]), None, None])
-        fwd = _chunk_flops(model, plan, timing.chunk_layers[r], r, pairs_per_mb)
+        fwd = _chunk_flops(model, plan, timing.chunk_layers[r], r, timing.pairs_per_mb)
         stages.append({"stage": r, "layers": timing.chunk_layers[r], "pipeline_end_s": _r(timing.run.end_s[r]),
                        "forward_model_flops": fwd, "backward_model_flops": [2 * f for f in fwd],
                        "grad_kind": tail.grad_kind, "grad_bytes": tail.params * plan.grad_bytes,
