@@ -20,10 +20,18 @@ def text(e: dict[str, Any]) -> str:
     return f"{bars} ({e['runs']} published runs; {where})"
 
 
+def by_metric(e: dict[str, Any]) -> dict[str, Any]:
+    """metric class -> its expected error, the headline class first, then the serving classes in
+    their order, then any other (a training result carries one class, a serving result one per
+    class). Reads a hand-edited result as far as it can: an unnamed class is "headline"."""
+    metric = e.get("metric") if isinstance(e.get("metric"), str) else None
+    by = e["by_metric"] if isinstance(e.get("by_metric"), dict) else {metric or "headline": e}
+    order = [*(m for m in (metric, *SERVING_METRICS) if m in by), *sorted(by)]
+    return {m: by[m] for m in dict.fromkeys(order)}
+
+
 def rows(e: dict[str, Any] | None) -> list[tuple[str, str]]:
     """Table rows for an `expected_error` object, one per metric class (none for None)."""
     if not e:
         return []
-    by = e.get("by_metric") or {e["metric"]: e}
-    order = [e["metric"], *(m for m in SERVING_METRICS if m != e["metric"]), *sorted(by)]
-    return [(f"expected error ({m})", text(by[m])) for m in dict.fromkeys(order) if m in by]
+    return [(f"expected error ({m})", text(x)) for m, x in by_metric(e).items()]

@@ -21,9 +21,9 @@ from typing import Any
 
 from parasim import __version__
 from parasim.report import headline
+from parasim.report.expected_error import by_metric
 from parasim.report.expected_error import text as expected_text
 from parasim.report.figures import Figure, figures_for
-from parasim.validation.expected_error import SERVING_METRICS
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d1d1f;margin:0 auto;
@@ -93,12 +93,9 @@ def _expected(e: Any) -> str:
     """One row per metric class: status, p50/p90 |error|, runs, note."""
     if not isinstance(e, dict):
         return "<p class=\"none\">none: the result carries no expected error (nothing was ranked, or an older result)</p>\n"
-    by = _by_metric(e)
-    first = e.get("metric") if isinstance(e.get("metric"), str) else None
-    order = [*(m for m in (first, *SERVING_METRICS) if m in by), *sorted(by)]
     rows = []
-    for m in dict.fromkeys(order):
-        x = by[m] if isinstance(by.get(m), dict) else {}
+    for m, x in by_metric(e).items():
+        x = x if isinstance(x, dict) else {}
         rows.append([m, x.get("status"), x.get("p50_abs_pct"), x.get("p90_abs_pct"), x.get("runs"), x.get("note")])
     return _grid(["metric", "status", "p50 |error| (%)", "p90 |error| (%)", "runs", "note"], rows)
 
@@ -120,17 +117,10 @@ def _comparison(results: Sequence[dict[str, Any]], names: list[str], figs: list[
     return "".join(out)
 
 
-def _by_metric(e: dict[str, Any]) -> dict[str, Any]:
-    """metric class -> its expected error (training results carry one, serving results one per class)."""
-    if isinstance(e.get("by_metric"), dict):
-        return e["by_metric"]
-    return {e["metric"] if isinstance(e.get("metric"), str) else "headline": e}
-
-
 def _expected_rows(e: Any) -> list[headline.Row]:
     if not isinstance(e, dict):
         return []
-    by = _by_metric(e)
+    by = by_metric(e)
     rows = []
     for m in sorted(by):
         try:
