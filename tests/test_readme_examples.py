@@ -85,6 +85,10 @@ def _check_plan(out, args):
     assert out["evaluated"] > 0 and out["explanation"]["text"]
     if args[1] == "serve":
         assert out["best"]["meets_slo"] and out["best"]["fidelity"] == "full"
+    if "--emit" in args:  # the winner's launch commands, for the engine asked for
+        engine = args[args.index("--emit") + 1]
+        assert out["emit"]["commands"] and out["emit"]["script"].count("\n") >= 2
+        assert {"vllm": "vllm serve", "sglang": "sglang.launch_server", "trtllm": "trtllm-serve"}[engine] in out["emit"]["script"]
 
 
 def _check_validate(out, args):

@@ -114,7 +114,7 @@ PLAN_SERVE: dict[str, Rule] = {
     "rate": RATE, "prompt_tokens": I("tokens"), "output_tokens": I("tokens"), "length_dist": TEXT,
     "length_sigma": SIGMA, "requests": I("requests"), "seed": SEED, "tp": L("gpus"), "pp": L("gpus"),
     "schedulers": TEXT, "precisions": TEXT, "token_budgets": L("tokens"), "max_batches": L("batch"),
-    "screen_requests": I("requests"), "refine": I("rows"), "profile": PATH, **_RUN,
+    "screen_requests": I("requests"), "refine": I("rows"), "profile": PATH, "emit": TEXT, **_RUN,
 }
 
 INSPECT: dict[str, Rule] = {"model": TEXT, "gpu": TEXT, "tp": I("gpus"), "pp": I("gpus"), "ep": I("gpus"),

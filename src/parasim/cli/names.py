@@ -37,7 +37,14 @@ def _searched_schedulers() -> str:
     return ",".join(SERVE_SCHEDULERS)
 
 
+def _emit_engines() -> str:
+    from parasim.engines.launch import LAUNCHERS
+
+    return LAUNCHERS.help(" | ")
+
+
 PLACEHOLDERS: dict[str, Callable[[], str]] = {
+    "{EMIT_ENGINES}": _emit_engines,
     "{SCHEDULERS}": _schedulers,
     "{ROUTERS}": _routers,
     "{SCHEDULES}": _schedules,

@@ -108,7 +108,7 @@ def search(run_search, req, json_out: bool) -> dict | None:
 
 
 def report(out: dict | None, command: str, *, top: int, json_out: bool, json_file: Path | None, render,
-           emit_yaml: Path | None, emit_mapping, report_file: Path | None = None) -> None:
+           emit_yaml: Path | None, emit_mapping, report_file: Path | None = None, launch=None) -> None:
     """Print (and write) a planner's result, then exit as the module docstring says. A search
     stopped before any plan finished writes no HTML report (there is nothing to draw)."""
     if out is None or (out["interrupted"] and not out["evaluated"]):
@@ -120,10 +120,16 @@ def report(out: dict | None, command: str, *, top: int, json_out: bool, json_fil
             outputs.write_json(json_file, stub)
         raise Interrupted(BEFORE_ANY)
     out["parasim_version"] = __version__
+    if launch is not None and out["best"]:
+        out["emit"] = launch(out["best"])
     if json_out:
         print_json(out)
     else:
         render(out, top)
+        if out.get("emit"):
+            e = out["emit"]
+            typer.echo(f"\nTo run the winner on {e['engine']} {e['release']} (`--emit`; JSON key `emit`):\n")
+            typer.echo(e["script"], nl=False)
     if json_file:
         outputs.write_json(json_file, out)
     if report_file:
@@ -225,6 +231,39 @@ def register(app: typer.Typer) -> None:
 
 
 # --- plan serve ------------------------------------------------------------------------------------------
+def emit_schedulers(engine: str, given: list[str] | None) -> tuple[str, ...]:
+    """The schedulers to search for `--emit ENGINE`: those of `--schedulers` (each must be one the
+    engine's release runs), else every scheduler it runs; said on stderr, as it narrows the search."""
+    from parasim.engines.launch import get_launcher
+    from parasim.serving.schedulers import SCHEDULERS
+
+    launcher = get_launcher(engine)
+    runs = [s for s in SCHEDULERS.names() if launcher.runs(s)]
+    if given:
+        SCHEDULERS.get(given[0], field="schedulers")  # unknown names first, with the list of known ones
+        bad = [s for s in given if not launcher.runs(s)]
+        if bad:
+            raise InputError("schedulers", f"{', '.join(bad)} cannot be run by {launcher.engine} {launcher.release} "
+                                           f"(--emit {engine}); it runs {', '.join(runs)}")
+        return tuple(given)
+    typer.echo(f"note: --emit {engine}: searching the schedulers {launcher.engine} {launcher.release} runs: "
+               f"{', '.join(runs)}", err=True)
+    return tuple(runs)
+
+
+def launch_mapping(engine: str, model: str, best: dict) -> dict:
+    """The winner's launch commands (`engines.launch`) for the result's `emit` key."""
+    from dataclasses import fields
+
+    from parasim.engines.launch import launch_for
+    from parasim.search.plan_serve import cluster_for
+    from parasim.serving.plan import ServingPlan
+    from parasim.specs.catalog import get_model
+
+    plan = ServingPlan.from_mapping({f.name: best[f.name] for f in fields(ServingPlan) if best.get(f.name) is not None})
+    return launch_for(engine, get_model(model), cluster_for(best["gpu"], best["gpus"]), plan).to_mapping()
+
+
 def precision_pairs(value: str | None) -> tuple:
     """`bf16,bf16/fp8,fp8` -> ((weights, kv), ...); `w/kv` sets the KV-cache precision."""
     from parasim.cost.dtypes import KV_PRECISIONS, WEIGHT_PRECISIONS
@@ -292,6 +331,7 @@ def plan_serve_cmd(
     json_out: JsonOut = False,
     json_file: JsonFile = None,
     emit_yaml: Optional[Path] = typer.Option(None, "--emit-yaml", help="Write the winner as a `parasim serve -c` config.", rich_help_panel=PANEL_RUN),
+    emit: Optional[str] = typer.Option(None, "--emit", help="Print the command lines that run the winner on an engine, of {EMIT_ENGINES}; the search then covers only the schedulers that engine's release runs.", rich_help_panel=PANEL_RUN),
     report_file: ReportFile = None,
     profile: Profile = None,
 ) -> None:
@@ -304,6 +344,8 @@ def plan_serve_cmd(
         kw["pp"] = v["pp"]
     if schedulers:
         kw["schedulers"] = str_list(schedulers)
+    if emit is not None:
+        kw["schedulers"] = emit_schedulers(emit, kw.get("schedulers"))
     if precisions:
         kw["precisions"] = precision_pairs(precisions)
     if token_budgets:
@@ -331,4 +373,4 @@ def plan_serve_cmd(
     add_expected_error(out, model, "serving", profile)
     report(out, "plan serve", top=top, json_out=json_out, json_file=json_file, render=render_serve,
            emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping({**out, "_workload_keys": workload_keys}, req, emit_yaml),
-           report_file=report_file)
+           report_file=report_file, launch=(lambda best: launch_mapping(emit, model, best)) if emit else None)

@@ -11,6 +11,8 @@ Anything malformed becomes an ``InputError`` naming the file and the key; no raw
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -271,7 +273,16 @@ def _name(d: dict, path: Path) -> str:
     return _folder_name(path) if path.name.lower() == "config.json" else path.stem
 
 
+def _hf_repo(d: dict) -> str:
+    """`_name_or_path` when it names a Hub repository (org/name), not a local folder."""
+    raw = d.get("_name_or_path")
+    if isinstance(raw, str) and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", raw.strip()):
+        return raw.strip()
+    return ""
+
+
 def _from_hf(d: dict, path: Path) -> ModelSpec:
+    repo = _hf_repo(d)
     where = f"{path.resolve().parent.name}/{path.name}" if path.name.lower() == "config.json" else path.name
     name = _name(d, path)
     if isinstance(d.get("text_config"), dict):
@@ -288,7 +299,7 @@ def _from_hf(d: dict, path: Path) -> ModelSpec:
     fields = mapper(cfg)
     try:
         return ModelSpec(name=name, model_type=mt, source=f"Hugging Face config: {path}",
-                         notes="; ".join(cfg.notes), **fields)
+                         notes="; ".join(cfg.notes), hf_repo=repo, **fields)
     except InputError as e:
         raise InputError(f"{where}:{e.field}", e.message) from None
 

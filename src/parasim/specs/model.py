@@ -18,7 +18,7 @@ CHECKPOINT_DTYPES = ("bf16", "fp16", "fp32")
 #: weight formats a checkpoint may ship in (HF `quantization_config`)
 QUANTIZED_FORMATS = ("fp8", "int8", "int4", "fp4")
 #: ModelSpec fields that hold free text
-_TEXT_FIELDS = ("name", "family", "model_type", "source", "notes")
+_TEXT_FIELDS = ("name", "family", "model_type", "source", "notes", "hf_repo")
 #: ModelSpec fields that only an MoE model may set (non-zero)
 _MOE_FIELDS = ("experts_per_token", "shared_experts", "moe_ffn_hidden", "dense_layers")
 
@@ -80,6 +80,9 @@ class ModelSpec:
     quantized_weights: str | None = None
     source: str = ""
     notes: str = field(default="", compare=False)
+    # the Hugging Face repository the checkpoint is published under ("" = none public), for the
+    # launch commands `plan serve --emit` prints; not part of the architecture, so not compared
+    hf_repo: str = field(default="", compare=False)
 
     # --- validation -----------------------------------------------------------------------
     def __post_init__(self) -> None:
