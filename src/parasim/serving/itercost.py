@@ -79,6 +79,8 @@ class IterationCost:
         self._pk = l.kv_bytes_per_token * inv_bw
         self._df = l.decode_flops_per_ctx * inv_flops
         self._ko = acc.efficiency.kernel_overhead_s
+        # query tokens per decoding sequence: 1, or K + 1 in a speculative verify pass (serving.speculative)
+        self._decode_queries = 1
 
     @classmethod
     def for_plan(cls, model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, *, tp: int | None = None,
@@ -164,17 +166,18 @@ class IterationCost:
         return h
 
     def _attention_s(self, tokens: int, prefill_pairs: float, prefill_kv_tokens: float, decode_seqs: int,
-                     decode_ctx: float) -> tuple[float, float]:
+                     decode_ctx: float, queries: int = 1) -> tuple[float, float]:
         """(prefill, decode) attention of one layer: LayerCost.attention_s unrolled into the
-        coefficients precomputed in __init__ (roofline max(flops, bytes) + kernel overhead)."""
+        coefficients precomputed in __init__ (roofline max(flops, bytes) + kernel overhead).
+        `queries` per decoding sequence read its cached KV once: FLOPs grow with them, KV bytes do not."""
         pre = dec = 0.0
         if prefill_pairs > 0:
             c = self._pf * prefill_pairs
             m = (tokens - decode_seqs) * self._pq + prefill_kv_tokens * self._pk
             pre = (c if c > m else m) + self._ko
         if decode_seqs > 0:
-            c = self._df * decode_ctx
-            m = decode_ctx * self._pk + decode_seqs * self._pq
+            c = self._df * decode_ctx * queries
+            m = decode_ctx * self._pk + decode_seqs * queries * self._pq
             dec = (c if c > m else m) + self._ko
         return pre, dec
 
@@ -187,7 +190,8 @@ class IterationCost:
                decode_ctx: float, logits: int) -> float:
         """Seconds for one iteration of the whole replica (all stages, one micro-batch): the sum of
         `breakdown`'s parts, without building it (the hot path)."""
-        pre, dec = self._attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
+        pre, dec = self._attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx,
+                                     self._decode_queries)
         f = self._fixed.get(tokens)  # the caches read inline: this runs once per simulated iteration
         h = self._head.get(logits)
         t = ((self._fixed_s(tokens) if f is None else f) + (self._lm_head_s(logits) if h is None else h)

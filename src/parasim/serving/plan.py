@@ -53,7 +53,14 @@ _FIELD_KINDS = {
     **dict.fromkeys(("weights", "kv_dtype"), "text?"),
     "custom_allreduce": "bool", "prefix_cache": "bool?", "gpu_memory_utilization": "share",
     "output_delay_s": "seconds", "iteration_overhead_s": "seconds?", "eager_prefill_layer_s": "seconds?",
+    "spec_method": "text?", "num_speculative_tokens": "count?", "spec_acceptance": "share?", "draft_model": "text?",
 }
+#: plan fields that only speculative decoding reads (serving.speculative)
+SPEC_FIELDS = ("num_speculative_tokens", "spec_acceptance", "draft_model")
+#: drafters: a smaller model, an EAGLE-style head, prompt n-gram lookup (serving.speculative)
+SPEC_METHODS = ("draft", "eagle", "ngram")
+#: most draft tokens per step (vLLM's configs use 1-8; past ~16 the expected gain is flat for any a < 1)
+MAX_SPECULATIVE_TOKENS = 16
 #: Longest host time a plan may state per iteration or token report (an hour: past any engine)
 MAX_PLAN_SECONDS = 3600.0
 
@@ -107,6 +114,12 @@ class ServingPlan:
     prefill_tp: int | None = None  # disagg: TP inside the prefill pool (None = tp)
     decode_gpus: int | None = None  # disagg: GPUs of the decode pool (None = the rest)
     decode_tp: int | None = None  # disagg: TP inside the decode pool (None = tp)
+    # speculative decoding (serving.speculative): the drafter, K draft tokens per step (vLLM's
+    # num_speculative_tokens), the chance a draft token is accepted, the draft model for `draft`
+    spec_method: str | None = None
+    num_speculative_tokens: int | None = None
+    spec_acceptance: float | None = None
+    draft_model: str | None = None
 
     def __post_init__(self) -> None:
         for name, kind in _FIELD_KINDS.items():
@@ -147,6 +160,7 @@ class ServingPlan:
         if self.act_quant != "fused" and self.weights in ("bf16", "fp16"):
             raise InputError("act_quant", f"act_quant={self.act_quant} quantizes the activations of W8A8 GEMMs "
                                           f"(fp8/int8 weights); weights are {self.weights}")
+        self._check_spec()
         if self.ep > 1:
             if self.tp != 1 or self.pp != 1:
                 raise InputError("ep", f"ep={self.ep} spreads experts over DP-attention replicas of one GPU each; "
@@ -156,6 +170,31 @@ class ServingPlan:
                                        "replicas)")
             if self.is_disagg:
                 raise InputError("ep", f"ep > 1 is not modelled with the {self.scheduler} scheduler")
+
+    def _check_spec(self) -> None:
+        """Speculative decoding's fields go together: a method, K and the acceptance; a draft model
+        with (and only with) `draft`."""
+        if self.spec_method is None:
+            given = [n for n in SPEC_FIELDS if getattr(self, n) is not None]
+            if given:
+                raise InputError(given[0], f"{', '.join(given)} apply only with --spec-method "
+                                           f"({' | '.join(SPEC_METHODS)})")
+            return
+        if self.spec_method not in SPEC_METHODS:
+            raise InputError("spec_method", f"'{self.spec_method}' is not one of {', '.join(SPEC_METHODS)}")
+        k = self.num_speculative_tokens
+        if k is None or k > MAX_SPECULATIVE_TOKENS:
+            raise InputError("num_speculative_tokens", f"give the draft tokens per step K, 1 .. {MAX_SPECULATIVE_TOKENS} "
+                                                       f"(got {k})")
+        if self.spec_acceptance is None:
+            raise InputError("spec_acceptance", "give the chance a draft token is accepted, in (0, 1] (the i.i.d. a of "
+                                                "Leviathan et al.; vLLM's logged acceptance rate is (e - 1) / K, see "
+                                                "docs/serving.md)")
+        if (self.spec_method == "draft") != (self.draft_model is not None):
+            raise InputError("draft_model", "--draft-model names the drafting model, needed with --spec-method draft "
+                                            f"and only then (spec_method is {self.spec_method})")
+        if self.is_disagg:
+            raise InputError("spec_method", f"speculative decoding is not modelled with the {self.scheduler} scheduler")
 
     # --- derived ----------------------------------------------------------------------------
     def resolved(self, model: ModelSpec) -> ServingPlan:

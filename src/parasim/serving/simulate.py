@@ -22,6 +22,7 @@ from parasim.cost.memory import KVBudget, kv_budget, kv_cache_bytes_per_token
 from parasim.errors import InputError
 from parasim.serving.engine import Instance, Loop
 from parasim.serving.itercost import IterationCost
+from parasim.serving.speculative import spec_cost, spec_memory
 from parasim.serving.kvcache import KVPool, peak_blocks, unservable
 from parasim.serving.metrics import SLO, request_columns, slo_summary, stats, weighted_stats
 from parasim.serving.plan import ServingPlan
@@ -111,10 +112,11 @@ def plan_pools(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan) -> tup
         raise InputError("pp", f"pp={plan.pp} exceeds {model.name}'s {model.layers} layers (a stage needs one)")
 
     def pool(role: str, tp: int, replicas: int, reserve_full: bool) -> Pool:
+        extra_w, extra_kv = spec_memory(model, plan, tp=tp) if plan.spec_method else (0.0, 0.0)
         kvb = kv_budget(model, cluster.accelerator, tp=tp, pp=plan.pp, weights=plan.weights, kv_dtype=plan.kv,
                         block_size=plan.block_size, gpu_memory_utilization=plan.gpu_memory_utilization,
                         max_tokens=min(budget, 1 << 16), max_batch=max_batch, act_bytes=dtype_bytes(plan.act_dtype),
-                        ep=plan.ep)
+                        ep=plan.ep, extra_weight_bytes=extra_w, extra_kv_bytes_per_token=extra_kv)
         return Pool(role=role, tp=tp, replicas=replicas, token_budget=budget, max_batch=max_batch,
                     reserve_full=reserve_full, kvb=kvb, blocks=kvb.blocks // plan.pp)
 
@@ -193,8 +195,12 @@ def kv_fit(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_r
 def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Pool, st: ReqState,
                first_idx: int) -> list[list[Instance]]:
     cls = SCHEDULERS.get(plan.scheduler)
-    cost = IterationCost.for_plan(model, cluster, plan, tp=p.tp)
-    sched = cls(p.token_budget, p.max_batch)
+    if plan.spec_method:  # an engine step is 1/e of a speculative iteration: its budget too
+        cost = spec_cost(model, cluster, plan, tp=p.tp)
+        sched = cls(cost.engine_budget(p.token_budget), p.max_batch)
+    else:
+        cost = IterationCost.for_plan(model, cluster, plan, tp=p.tp)
+        sched = cls(p.token_budget, p.max_batch)
     groups, idx = [], first_idx
     for r in range(p.replicas):
         g = []
