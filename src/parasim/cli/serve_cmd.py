@@ -36,12 +36,12 @@ def plan_keys() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(ServingPlan))
 
 
-WORKLOAD_KEYS = ("trace", "trace_columns", "rate", "requests", "seed", "arrival", "cv", "prompt_tokens", "output_tokens",
+WORKLOAD_KEYS = ("trace", "trace_columns", "workflow", "workflow_mode", "rate", "requests", "seed", "arrival", "cv", "prompt_tokens", "output_tokens",
                  "prompt_dist", "output_dist", "burst", "length_dist", "length_sigma", "max_concurrency")
 SLO_KEYS = ("slo_ttft", "slo_tpot", "slo_itl", "slo_e2e", "itl_percentile", "attainment", "max_queueing_p50")
 OTHER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "engine", *SLO_KEYS, "requests_out", "json_out", "bench_json", "capacity",
               "chunk_size", "profile", "timeline", "timeline_requests", "sweep_rate", "workers", "report")
-PATH_KEYS = ("trace", "prompt_dist", "output_dist", "requests_out", "json_out", "bench_json", "model", "profile",
+PATH_KEYS = ("trace", "workflow", "prompt_dist", "output_dist", "requests_out", "json_out", "bench_json", "model", "profile",
              "timeline", "report")
 DEFAULTS: dict[str, Any] = {"requests": 1000, "seed": 0, "arrival": "poisson", "cv": 1.0, "prompt_tokens": 512,
                             "output_tokens": 128, "burst": False, "capacity": False, "attainment": 0.9,
@@ -104,6 +104,10 @@ def build(opts: dict[str, Any]):
         raise InputError("attainment", f"must be in (0, 1], got {a!r}")
     slo = build_slo(opts)
     rate = opts.get("rate")
+    if opts.get("workflow"):
+        return model, cluster, plan, _workflow(opts, model), slo
+    if opts.get("workflow_mode"):
+        raise InputError("workflow_mode", "sets how a --workflow file's calls are issued: give --workflow FILE")
     if not opts.get("trace") and not opts.get("burst") and rate is None:
         if not opts.get("capacity"):
             raise InputError("rate", "required: give --rate R (requests/s), --burst, --trace FILE, or --capacity "
@@ -124,6 +128,25 @@ def build(opts: dict[str, Any]):
     if opts.get("engine"):
         plan = _engine_plan(opts, model, acc, wl)
     return model, cluster, plan, wl, slo
+
+
+#: options a --workflow file replaces (it sets the arrivals, the lengths and when each call is sent)
+WORKFLOW_CONFLICTS = ("trace", "rate", "burst", "max_concurrency", "capacity", "sweep_rate", "prompt_dist",
+                      "output_dist", "requests_explicit", "engine")
+
+
+def _workflow(opts: dict[str, Any], model):
+    """The workload of a --workflow file (serving.workflow), its dependencies kept in opts["_deps"]."""
+    from parasim.serving.workflow import expand, read_workflows
+
+    clash = next((k for k in WORKFLOW_CONFLICTS if opts.get(k)), None)
+    if clash:
+        name = "requests" if clash == "requests_explicit" else clash
+        raise InputError(name, f"--workflow FILE sets the arrivals, the lengths and when each call is sent; drop --{name.replace('_', '-')}")
+    wl, deps = expand(read_workflows(opts["workflow"]), mode=str(opts.get("workflow_mode") or "parallel"),
+                      seed=int(opts["seed"]), max_total_tokens=model.max_seq_len)
+    opts["_deps"] = deps
+    return wl
 
 
 def generate_kw(opts: dict[str, Any], model) -> dict[str, Any]:
@@ -186,7 +209,7 @@ def run(opts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     if not searched:
         res = simulate(model, cluster, plan, wl, slo=slo, seed=int(opts["seed"]),
                        max_concurrency=int(mc) if mc is not None else None,
-                       record=bool(opts.get("timeline") or opts.get("report")))
+                       record=bool(opts.get("timeline") or opts.get("report")), deps=opts.get("_deps"))
     cap = None
     if opts.get("capacity"):
         cap = (CapacityResult(0.0, [], None, queueing_limit_s=limit) if res is not None and not res.feasible
@@ -359,6 +382,8 @@ def serve_cmd(
     profile: Optional[Path] = typer.Option(None, "--profile", help=PROFILE_HELP + " The software is --engine's; without it a profile of one software is taken as the user's.", rich_help_panel="Plan"),
     timeline: Optional[Path] = typer.Option(None, "--timeline", help="Also write the run as a Chrome trace (open in ui.perfetto.dev): every iteration per replica, KV-cache and queue counters, request spans; the JSON gains `series` and `distributions`.", rich_help_panel="Output"),
     timeline_requests: Optional[int] = typer.Option(None, "--timeline-requests", help="Requests drawn as spans in the --timeline file: the first N by arrival (default 1000; 0 = none). Iterations are all recorded.", rich_help_panel="Output"),
+    workflow: Optional[Path] = typer.Option(None, "--workflow", help="YAML/JSON file of compound LLM workflows (DAGs of calls: fan-out/fan-in, chains with tool latencies) arriving as Poisson streams; instead of --rate/--trace; the result gains per-workflow end-to-end latency (docs/serving.md, Workflows).", rich_help_panel="Workload"),
+    workflow_mode: Optional[str] = typer.Option(None, "--workflow-mode", help="parallel (default: each call sent when the calls it waits for are done) or sequential (every call of a workflow after the one before it).", rich_help_panel="Workload"),
     sweep_rate: Optional[str] = typer.Option(None, "--sweep-rate", help="LO:HI:N: run the plan at N generated arrival rates linear from LO to HI requests/s (both included) and tabulate each rate's metrics with the capacity knee (docs/serving.md, Load sweeps); instead of --rate.", rich_help_panel="Workload"),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="--sweep-rate: worker processes (default: cores); the result does not depend on it.", rich_help_panel="Workload"),
 ) -> None:

@@ -57,6 +57,23 @@ def _capacity_rows(out: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
+def _workflow_rows(w: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """Per-workflow end-to-end latency, overall and per kind (a --workflow run)."""
+    if not w:
+        return []
+
+    def e2e(x: dict[str, Any]) -> str:
+        if x.get("e2e_mean_s") is None:
+            return f"{x['completed']} of {x['instances']} completed"
+        return (f"{x['e2e_mean_s']:.2f} / {x['e2e_p50_s']:.2f} / {x['e2e_p99_s']:.2f} "
+                f"({x['completed']} of {x['instances']} completed)")
+
+    rows = [(f"workflow E2E mean / p50 / p99 (s), {w['mode']} calls", e2e(w))]
+    if len(w["by_kind"]) > 1:
+        rows += [(f"  {name}", e2e(x)) for name, x in w["by_kind"].items()]
+    return rows
+
+
 def render(out: dict[str, Any]) -> None:
     s, i = out["summary"], out["inputs"]
     p = i["plan"]
@@ -86,6 +103,7 @@ def render(out: dict[str, Any]) -> None:
             ("GPUs / GPU-hours", f"{s['gpus']} / {s['gpu_hours']:.4f}"),
             ("energy (J/output token)", s["energy_j_per_token"]), ("cost ($/M output tokens)", s["cost_usd_per_m_tokens"])]
     rows += _capacity_rows(out)
+    rows += _workflow_rows(s.get("workflows"))
     rows += expected_rows(out.get("expected_error"))
     rows.append(("simulation wall time (s)", round(out["sim_wall_s"], 3)))
     console().print(kv_table(title, rows))

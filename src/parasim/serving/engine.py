@@ -381,7 +381,7 @@ class Loop:
 
     def __init__(self, st: ReqState, groups: list[list[Instance]], router: Router,
                  decode_groups: list[list[Instance]] | None = None, transfer_s=None,
-                 max_concurrency: int | None = None) -> None:
+                 max_concurrency: int | None = None, deps=None, answer_delay_s: float = 0.0) -> None:
         self.st = st
         self.groups = groups
         self.instances = [i for g in groups for i in g] + [i for g in (decode_groups or []) for i in g]
@@ -403,6 +403,37 @@ class Loop:
             self._held_from = self._next = max_concurrency
             for k in range(max_concurrency, st.n):
                 st.arrival_s[k] = float("inf")
+        # workflows (serving.workflow.Dependencies): a call enters when its last parent has finished,
+        # plus its tool latency, through an ARRIVAL event on the heap; only the roots are in the
+        # arrival column
+        self._column: list[int] | None = None
+        self._answer_delay_s = answer_delay_s  # a call's answer reaches its workflow this long after its last iteration
+        if deps is not None:
+            self._column = deps.roots.tolist()
+            self._left = deps.parents.tolist()
+            self._ready = [0.0] * st.n
+            self._cstart, self._children = deps.child_start.tolist(), deps.children.tolist()
+            self._tool = deps.tool_latency_s.tolist()
+            for k, waits in enumerate(self._left):
+                if waits:
+                    st.arrival_s[k] = float("inf")
+
+    def _answered(self, rid: int, t: float) -> None:
+        """Request `rid` finished (or failed) at t: a closed-loop client sends its next request, a
+        workflow the calls that waited for it (a failed call's dependants are sent all the same)."""
+        self._send_next(t)
+        if self._column is not None:
+            t += self._answer_delay_s
+            left, ready, children = self._left, self._ready, self._children
+            for k in range(self._cstart[rid], self._cstart[rid + 1]):
+                c = children[k]
+                left[c] -= 1
+                if t > ready[c]:
+                    ready[c] = t
+                if not left[c]:
+                    ta = ready[c] + self._tool[c]
+                    self.st.arrival_s[c] = ta
+                    self._push(ta, ARRIVAL, "arrive", c)
 
     def _send_next(self, t: float) -> None:
         """A closed-loop client got an answer (or an error) at t: send its next request."""
@@ -427,7 +458,7 @@ class Loop:
         if what == "transfer":
             self._push(t + self.transfer_s(rid), XFER, "xfer", rid)
         else:
-            self._send_next(t)
+            self._answered(rid, t)
 
     def _begin(self, inst: Instance, t: float) -> None:
         """Start the next iteration of `inst` at time t, if it has anything to run."""
@@ -449,7 +480,7 @@ class Loop:
             rid = inst.waiting.popleft()
             self.st.state[rid] = DROPPED
             self.dropped += 1
-            self._send_next(self._now)
+            self._answered(rid, self._now)
             if inst.waiting and restart:
                 self._begin(inst, self._now)
         elif not restart:  # pragma: no cover - a scheduler that idles with work it could run
@@ -458,7 +489,7 @@ class Loop:
     def independent(self) -> bool:
         """Round-robin over single-engine replicas: no instance's decisions depend on another's."""
         return (isinstance(self.router, RoundRobin) and not self.decode_groups and self._held is None
-                and all(len(g) == 1 for g in self.groups))
+                and self._column is None and all(len(g) == 1 for g in self.groups))
 
     def run(self) -> None:
         if self.independent():
@@ -506,11 +537,13 @@ class Loop:
         """The general loop: one heap of iteration ends, KV transfers and iteration starts, merged
         with the arrivals column (an event at an arrival's instant goes first when its kind ranks
         before ARRIVAL)."""
-        arr, n, heap = self.st.arrival_s, self.st.n, self.heap
+        arr, heap = self.st.arrival_s, self.heap
+        col = self._column if self._column is not None else range(self.st.n)  # request ids in arrival order
+        n = len(col)
         i = 0
         self._now = 0.0
         while True:
-            ta = arr[i] if i < n else float("inf")
+            ta = arr[col[i]] if i < n else float("inf")
             if heap and (heap[0][0] < ta or (heap[0][0] == ta and heap[0][1] < ARRIVAL)):
                 t, _, _, kind, obj = heapq.heappop(heap)
                 self._now = t
@@ -521,13 +554,15 @@ class Loop:
                         self._begin(obj, t)
                     else:
                         obj.start_pending = False
+                elif kind == "arrive":
+                    self._arrive(obj, t)
                 else:
                     self._transfer_done(obj, t)
             elif i < n:
                 if ta == float("inf"):  # pragma: no cover - every answer sends the next held request
                     raise RuntimeError("closed-loop client waits for an answer that never comes")
                 self._now = ta
-                self._arrive(i, ta)
+                self._arrive(col[i], ta)
                 i += 1
             else:
                 break
@@ -543,7 +578,7 @@ class Loop:
         tokens = st.prompt_tokens[rid] + st.output_tokens[rid]
         inst = self._route(self.router, self.groups, rid, tokens)  # a rejected request used its turn too
         if st.state[rid] == DROPPED:  # rejected on arrival (as in _run_alone)
-            self._send_next(t)
+            self._answered(rid, t)
             return
         inst.enqueue(rid, tokens)
         self._wake(inst, t)

@@ -23,6 +23,7 @@ from parasim.errors import InputError
 from parasim.serving.engine import Instance, Loop
 from parasim.serving.itercost import IterationCost
 from parasim.serving.speculative import spec_cost, spec_memory
+from parasim.serving.workflow import workflow_summary
 from parasim.serving.kvcache import KVPool, peak_blocks, unservable
 from parasim.serving.metrics import SLO, request_columns, slo_summary, stats, weighted_stats
 from parasim.serving.plan import ServingPlan
@@ -214,13 +215,13 @@ def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Poo
 
 
 def _build_loop(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, fit: KVFit, st: ReqState,
-                max_concurrency: int | None) -> Loop:
+                max_concurrency: int | None, deps: Any = None) -> Loop:
     """The event loop over the plan's engine instances; with disaggregation, the decode pool's
     instances after the prefill pool's and the KV transfer between them (`cost.comm.kv_link`)."""
     router = ROUTERS.get(plan.router, field="router")()
     if not plan.is_disagg:
         groups = _instances(model, cluster, plan, fit.pools[0], st, 0)
-        return Loop(st, groups, router, max_concurrency=max_concurrency)
+        return Loop(st, groups, router, max_concurrency=max_concurrency, deps=deps, answer_delay_s=plan.output_delay_s)
     pre, dec = fit.pools
     groups = _instances(model, cluster, plan, pre, st, 0)
     decode_groups = _instances(model, cluster, plan, dec, st, sum(len(g) for g in groups))
@@ -232,18 +233,20 @@ def _build_loop(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, fit: 
         return link.time_s(target[rid] * per_token)
 
     return Loop(st, groups, router, decode_groups=decode_groups, transfer_s=transfer_s,
-                max_concurrency=max_concurrency)
+                max_concurrency=max_concurrency, deps=deps, answer_delay_s=plan.output_delay_s)
 
 
 def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_requests: Any,
              slo: Any = None, seed: int = 0, max_concurrency: int | None = None,
-             record: bool = False) -> ServingResult:
+             record: bool = False, deps: Any = None) -> ServingResult:
     """Simulate serving `workload_requests` (a Workload, or Request records / mappings) with `plan`.
 
     `max_concurrency` makes the client closed-loop, as benchmark clients' `--max-concurrency N`:
     at most N requests are out at once, request k + N is sent when the k-th comes back (never
-    before its own arrival time), and its TTFT and E2E count from that send time. `record` keeps
-    every iteration (`ServingResult.recording`, for timelines and figures; off costs nothing).
+    before its own arrival time), and its TTFT and E2E count from that send time. `deps`
+    (serving.workflow.Dependencies of a workflow workload) sends each call when its parents have
+    finished, TTFT and E2E counting from then. `record` keeps every iteration
+    (`ServingResult.recording`, for timelines and figures; off costs nothing).
 
     Raises InputError for bad inputs only. A plan whose KV cache cannot hold any request comes back
     as a result with `feasible=False` and the reason; requests that alone can never fit are
@@ -253,6 +256,10 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     slo_ = SLO.of(slo)
     if max_concurrency is not None and (int(max_concurrency) != max_concurrency or max_concurrency < 1):
         raise InputError("max_concurrency", f"must be a positive whole number of requests, got {max_concurrency}")
+    if deps is not None and max_concurrency is not None:
+        raise InputError("max_concurrency", "a workflow decides when each call is sent; it has no closed-loop client")
+    if deps is not None and len(deps.parents) != len(wl):
+        raise InputError("workflow", "the dependencies do not describe this workload")
     resolution = resolve_plan(model, cluster.accelerator, plan)
     plan = resolution.plan
     fit = kv_fit(model, cluster, plan, wl)
@@ -273,7 +280,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
                              recording=Recording(instances=[], pp=plan.pp) if record else None)
     for rid in np.flatnonzero(fit.unservable).tolist():
         st.state[rid] = DROPPED
-    loop = _build_loop(model, cluster, plan, fit, st, max_concurrency)
+    loop = _build_loop(model, cluster, plan, fit, st, max_concurrency, deps)
     unserved = int(fit.unservable.sum())
     loop.dropped = unserved
     if record:
@@ -281,10 +288,13 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     loop.run()
     if plan.output_delay_s:
         _delay_reports(st, plan.output_delay_s)
-    if max_concurrency is not None:  # the closed-loop client sent each request when it did
+    if max_concurrency is not None or deps is not None:  # each request was sent when it was
         wl = Workload(np.frombuffer(st.arrival_s, dtype=np.float64).copy(), wl.prompt_tokens, wl.output_tokens,
                       wl.prefix_id, wl.prefix_tokens)
     summary, itl = summarize(st, wl, loop, cluster, gpus, slo_, unserved)
+    if deps is not None:
+        cols = request_columns(st, wl)
+        summary["workflows"] = workflow_summary(deps, np.frombuffer(st.finish_s, dtype=np.float64), cols["completed"])
     recording = collect(loop.instances, plan.pp, max_batch) if record else None
     return ServingResult(summary=summary, requests=request_columns(st, wl), inputs=inputs, kv=fit.kv,
                          sim_wall_s=time.perf_counter() - wall0, itl_gaps=itl, recording=recording)
