@@ -126,6 +126,10 @@ class Instance:
         return min(cached, usable)
 
     # --- decide -----------------------------------------------------------------------------------------
+    def requests_in(self) -> int:
+        """Requests routed here and not finished: queued, prefilling or decoding."""
+        return len(self.waiting) + len(self.prefilling) + self.n_dec
+
     def enqueue(self, rid: int, tokens: int) -> None:
         """Queue request `rid` here (an arrival, or a transferred KV cache): `tokens` still to
         process count towards this instance's load."""
@@ -386,6 +390,7 @@ class Loop:
         self.groups = groups
         self.instances = [i for g in groups for i in g] + [i for g in (decode_groups or []) for i in g]
         self.router = router
+        router.bind(st.prefix_id)
         self.decode_groups = decode_groups
         self.decode_router = LeastOutstandingTokens()
         self.transfer_s = transfer_s

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from parasim.registry import Registry
 
@@ -13,12 +13,19 @@ class Loaded(Protocol):
     """What a router reads of an engine instance (`engine.Instance`)."""
 
     outstanding: int  # tokens still to process for the requests routed to it
+    kv: Any  # its KV pool (serving.kvcache.KVPool): capacity and free blocks
+
+    def requests_in(self) -> int:  # requests routed to it and not finished (waiting or running)
+        ...
 
 
 class Router:
     """Picks a replica for each arriving request (small classes in a registry)."""
 
     name = ""
+
+    def bind(self, prefix_id) -> None:
+        """The run's per-request prefix ids (a router that keys on prompts reads them); default: unused."""
 
     def choose(self, rid: int, groups: list[list[Loaded]], tokens: int) -> int:  # pragma: no cover
         raise NotImplementedError
@@ -51,3 +58,60 @@ class LeastOutstandingTokens(Router):
             if best_v is None or v < best_v:
                 best, best_v = g, v
         return best
+
+
+@ROUTERS.register
+class LeastKVLoad(Router):
+    """The replica whose KV cache is least used (blocks in use over capacity), its queued prompts
+    counted as the blocks they will take: the KV-utilisation scorer of llm-d's inference scheduler
+    and similar gateways."""
+
+    name = "least_kv"
+
+    def choose(self, rid: int, groups: list[list[Loaded]], tokens: int) -> int:
+        best, best_v = 0, None
+        for g, insts in enumerate(groups):
+            cap = sum(i.kv.capacity for i in insts) or 1
+            used = sum(i.kv.capacity - i.kv.free for i in insts)
+            v = (used + sum(i.outstanding for i in insts) / insts[0].kv.block) / cap
+            if best_v is None or v < best_v:
+                best, best_v = g, v
+        return best
+
+
+#: SGLang model-gateway (sgl-router) cache-aware policy defaults: balance by load when the busiest
+#: replica has more than this many requests over the idlest ...
+BALANCE_ABS_THRESHOLD = 32
+#: ... and more than this ratio of them (`--balance-abs-threshold 32 --balance-rel-threshold 1.0001`)
+BALANCE_REL_THRESHOLD = 1.0001
+
+
+@ROUTERS.register
+class PrefixAffinity(Router):
+    """Cache-aware routing as SGLang's router does it: a request whose shared prefix the router has
+    sent before goes where it sent it last (its own record, not the replica's real cache: that may
+    have evicted it, the router does not know), unless the load is imbalanced past the thresholds,
+    when the replica with the fewest requests takes it; a prefix seen first also goes there."""
+
+    name = "prefix_affinity"
+
+    def __init__(self) -> None:
+        self.prefix_id = None
+        self.where: dict[int, int] = {}  # prefix id -> replica it was last sent to
+
+    def bind(self, prefix_id) -> None:
+        self.prefix_id = prefix_id
+
+    def choose(self, rid: int, groups: list[list[Loaded]], tokens: int) -> int:
+        loads = [sum(i.requests_in() for i in insts) for insts in groups]
+        lo, hi = min(loads), max(loads)
+        idlest = loads.index(lo)
+        pid = self.prefix_id[rid] if self.prefix_id is not None else -1
+        if pid < 0:
+            return idlest
+        imbalanced = hi - lo > BALANCE_ABS_THRESHOLD and hi > lo * BALANCE_REL_THRESHOLD
+        g = self.where.get(pid)
+        if g is None or imbalanced:
+            g = idlest
+        self.where[pid] = g
+        return g
