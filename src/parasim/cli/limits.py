@@ -83,7 +83,7 @@ SERVE: dict[str, Rule] = {
     "eager_prefill_layer_s": OVERHEAD_S, "output_delay_s": OVERHEAD_S, "act_quant": TEXT,
     "custom_allreduce": BOOL, "cuda_graph_max_batch": I("batch"), "attention": TEXT,
     "prefill_gpus": I("replicas"), "prefill_tp": I("gpus"), "decode_gpus": I("replicas"), "decode_tp": I("gpus"),
-    "spec_method": TEXT, "num_speculative_tokens": I(hi=16), "spec_acceptance": F(0.0, 1.0), "draft_model": TEXT,
+    "max_queued": I("requests"), "spec_method": TEXT, "num_speculative_tokens": I(hi=16), "spec_acceptance": F(0.0, 1.0), "draft_model": TEXT,
     "trace": PATH, "trace_columns": Rule("columns"), "rate": RATE, "requests": I("requests"), "seed": SEED,
     "workflow": PATH, "workflow_mode": TEXT, "arrival": TEXT, "cv": F(0.0, 100.0), "prompt_tokens": I("tokens"), "output_tokens": I("tokens"),
     "length_dist": TEXT, "length_sigma": SIGMA, "prompt_dist": PATH, "output_dist": PATH, "burst": BOOL,

@@ -347,6 +347,7 @@ def serve_cmd(
     prefill_tp: Optional[int] = typer.Option(None, "--prefill-tp", help="disagg: TP of prefill instances.", rich_help_panel="Disaggregation"),
     decode_gpus: Optional[int] = typer.Option(None, "--decode-gpus", help="disagg: GPUs in the decode pool.", rich_help_panel="Disaggregation"),
     decode_tp: Optional[int] = typer.Option(None, "--decode-tp", help="disagg: TP of decode instances.", rich_help_panel="Disaggregation"),
+    max_queued: Optional[int] = typer.Option(None, "--max-queued", help="Admission control: shed (refuse) a request that finds this many requests queued at its engine, as a gateway returning 429, instead of queueing it; counted in the summary's `shed` (default: queue without bound).", rich_help_panel="Plan"),
     spec_method: Optional[str] = typer.Option(None, "--spec-method", help="Speculative decoding: draft (a smaller model, --draft-model), eagle (an EAGLE-style head) or ngram (prompt lookup); needs --num-speculative-tokens and --spec-acceptance (docs/serving.md, Speculative decoding).", rich_help_panel="Speculative decoding"),
     num_speculative_tokens: Optional[int] = typer.Option(None, "--num-speculative-tokens", help="Draft tokens proposed per step, K (vLLM's name; 1 .. 16).", rich_help_panel="Speculative decoding"),
     spec_acceptance: Optional[float] = typer.Option(None, "--spec-acceptance", help="Chance each draft token is accepted given the ones before it were, in (0, 1]; a step then emits (1 - a^(K+1)) / (1 - a) tokens on average.", rich_help_panel="Speculative decoding"),

@@ -385,7 +385,8 @@ class Loop:
 
     def __init__(self, st: ReqState, groups: list[list[Instance]], router: Router,
                  decode_groups: list[list[Instance]] | None = None, transfer_s=None,
-                 max_concurrency: int | None = None, deps=None, answer_delay_s: float = 0.0) -> None:
+                 max_concurrency: int | None = None, deps=None, answer_delay_s: float = 0.0,
+                 max_queued: int | None = None) -> None:
         self.st = st
         self.groups = groups
         self.instances = [i for g in groups for i in g] + [i for g in (decode_groups or []) for i in g]
@@ -398,6 +399,8 @@ class Loop:
         self.seq = 0
         self.makespan = 0.0
         self.dropped = 0
+        self.max_queued = max_queued  # admission control: shed an arrival that finds this many queued
+        self.shed = 0
         # closed-loop client (benchmark --max-concurrency N): request k + N is sent when the k-th
         # answer (or failure) comes back, not before its own arrival time; until then its arrival
         # is +inf, so the arrival-ordered loops below simply wait for it
@@ -439,6 +442,13 @@ class Loop:
                     ta = ready[c] + self._tool[c]
                     self.st.arrival_s[c] = ta
                     self._push(ta, ARRIVAL, "arrive", c)
+
+    def _shed(self, rid: int, t: float) -> None:
+        """Admission control refused `rid` at t (its engine's queue was full): dropped, counted apart."""
+        self.st.state[rid] = DROPPED
+        self.dropped += 1
+        self.shed += 1
+        self._answered(rid, t)
 
     def _send_next(self, t: float) -> None:
         """A closed-loop client got an answer (or an error) at t: send its next request."""
@@ -521,6 +531,10 @@ class Loop:
                 if state[i] == DROPPED:  # rejected on arrival: it can never fit (simulate's kv_fit)
                     i += stride
                     continue
+                if self.max_queued is not None and len(waiting) >= self.max_queued:
+                    self._shed(i, t)
+                    i += stride
+                    continue
                 inst.enqueue(i, prompt[i] + output[i])
                 i += stride
             if not (waiting or inst.prefilling or inst.n_dec):
@@ -584,6 +598,9 @@ class Loop:
         inst = self._route(self.router, self.groups, rid, tokens)  # a rejected request used its turn too
         if st.state[rid] == DROPPED:  # rejected on arrival (as in _run_alone)
             self._answered(rid, t)
+            return
+        if self.max_queued is not None and len(inst.waiting) >= self.max_queued:
+            self._shed(rid, t)
             return
         inst.enqueue(rid, tokens)
         self._wake(inst, t)

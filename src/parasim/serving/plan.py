@@ -48,7 +48,7 @@ SERVING_ATTENTION = ("flash", "flash2")
 _FIELD_KINDS = {
     **dict.fromkeys(("tp", "pp", "replicas", "block_size", "ep"), "count"),
     **dict.fromkeys(("token_budget", "max_batch", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp",
-                     "cuda_graph_max_batch"), "count?"),
+                     "cuda_graph_max_batch", "max_queued"), "count?"),
     **dict.fromkeys(("scheduler", "router", "kv_reservation", "act_quant", "attention"), "text"),
     **dict.fromkeys(("weights", "kv_dtype"), "text?"),
     "custom_allreduce": "bool", "prefix_cache": "bool?", "gpu_memory_utilization": "share",
@@ -114,6 +114,9 @@ class ServingPlan:
     prefill_tp: int | None = None  # disagg: TP inside the prefill pool (None = tp)
     decode_gpus: int | None = None  # disagg: GPUs of the decode pool (None = the rest)
     decode_tp: int | None = None  # disagg: TP inside the decode pool (None = tp)
+    # admission control: a request that finds this many requests queued (not yet running) at its
+    # engine is shed (refused, as a gateway's 429) instead of queued; None = queue without bound
+    max_queued: int | None = None
     # speculative decoding (serving.speculative): the drafter, K draft tokens per step (vLLM's
     # num_speculative_tokens), the chance a draft token is accepted, the draft model for `draft`
     spec_method: str | None = None

@@ -221,7 +221,8 @@ def _build_loop(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, fit: 
     router = ROUTERS.get(plan.router, field="router")()
     if not plan.is_disagg:
         groups = _instances(model, cluster, plan, fit.pools[0], st, 0)
-        return Loop(st, groups, router, max_concurrency=max_concurrency, deps=deps, answer_delay_s=plan.output_delay_s)
+        return Loop(st, groups, router, max_concurrency=max_concurrency, deps=deps, answer_delay_s=plan.output_delay_s,
+                    max_queued=plan.max_queued)
     pre, dec = fit.pools
     groups = _instances(model, cluster, plan, pre, st, 0)
     decode_groups = _instances(model, cluster, plan, dec, st, sum(len(g) for g in groups))
@@ -233,7 +234,7 @@ def _build_loop(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, fit: 
         return link.time_s(target[rid] * per_token)
 
     return Loop(st, groups, router, decode_groups=decode_groups, transfer_s=transfer_s,
-                max_concurrency=max_concurrency, deps=deps, answer_delay_s=plan.output_delay_s)
+                max_concurrency=max_concurrency, deps=deps, answer_delay_s=plan.output_delay_s, max_queued=plan.max_queued)
 
 
 def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_requests: Any,
@@ -366,4 +367,5 @@ def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus
     s["cost_usd"] = usd
     s["cost_usd_per_m_tokens"] = usd / out_tokens * 1e6 if out_tokens else None
     s["prefix_cache_hits"] = sum(i.kv.prefix_hits for i in loop.instances)
+    s["shed"] = loop.shed  # refused by admission control (plan.max_queued), part of `dropped`
     return ServingSummary(**s, unservable=unservable).to_dict(), itl

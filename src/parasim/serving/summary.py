@@ -68,6 +68,7 @@ class ServingSummary:
     cost_usd_per_m_tokens: float | None
     prefix_cache_hits: int
     unservable: int  # requests that alone can never fit the KV cache (rejected on arrival)
+    shed: int = 0  # refused by admission control (plan.max_queued); part of `dropped`
 
     @classmethod
     def infeasible(cls, requests: int, gpus: int, slo_keys: dict[str, Any]) -> ServingSummary:
@@ -75,7 +76,7 @@ class ServingSummary:
         `slo_keys` are `slo_summary(slo)` (with SLOs, attainment and goodput are 0)."""
         nulls = {f.name: None for f in fields(cls)}
         zeros = dict.fromkeys(("completed", "input_tokens", "output_tokens", "preemptions", "output_tokens_emitted",
-                               "peak_running", "iterations", "prefix_cache_hits"), 0)
+                               "peak_running", "iterations", "prefix_cache_hits", "shed"), 0)
         return cls(**nulls | zeros | slo_keys | {"requests": requests, "dropped": requests, "unservable": requests,
                                                 "gpus": gpus})
 
