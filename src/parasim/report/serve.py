@@ -104,6 +104,10 @@ def render(out: dict[str, Any]) -> None:
             ("energy (J/output token)", s["energy_j_per_token"]), ("cost ($/M output tokens)", s["cost_usd_per_m_tokens"])]
     rows += _capacity_rows(out)
     rows += _workflow_rows(s.get("workflows"))
+    a = s.get("autoscale")
+    if a:
+        rows.append(("replicas mean / peak (autoscaled)", f"{a['replicas_mean']:.2f} / {a['replicas_peak']} of "
+                     f"{a['min_replicas']}..{a['max_replicas']} ({a['scale_ups']} scale-ups, {a['scale_downs']} scale-downs)"))
     rows += expected_rows(out.get("expected_error"))
     rows.append(("simulation wall time (s)", round(out["sim_wall_s"], 3)))
     console().print(kv_table(title, rows))

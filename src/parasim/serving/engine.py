@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from functools import partial
 
 from parasim.mathx import cdiv
+from parasim.serving.autoscale import ReplicaClock
 from parasim.serving.itercost import IterationCost
 from parasim.serving.kvcache import KVPool
 from parasim.serving.reqstate import DECODE, DONE, DROPPED, PREFILL, TRANSFER, WAITING, ReqState
@@ -386,7 +387,7 @@ class Loop:
     def __init__(self, st: ReqState, groups: list[list[Instance]], router: Router,
                  decode_groups: list[list[Instance]] | None = None, transfer_s=None,
                  max_concurrency: int | None = None, deps=None, answer_delay_s: float = 0.0,
-                 max_queued: int | None = None) -> None:
+                 max_queued: int | None = None, autoscaler=None) -> None:
         self.st = st
         self.groups = groups
         self.instances = [i for g in groups for i in g] + [i for g in (decode_groups or []) for i in g]
@@ -401,6 +402,16 @@ class Loop:
         self.dropped = 0
         self.max_queued = max_queued  # admission control: shed an arrival that finds this many queued
         self.shed = 0
+        # autoscaling (serving.autoscale): the router sees the `routable` replica groups only; the
+        # others are starting (routable after the start-up delay), draining, or not held
+        self.auto = autoscaler
+        if autoscaler is not None:
+            self.routable = list(range(autoscaler.min_replicas))
+            self.starting: set[int] = set()
+            self.draining: set[int] = set()
+            self.clock = ReplicaClock.start(len(groups), autoscaler.min_replicas)
+            self.replica_samples: list[tuple[float, int]] = [(0.0, autoscaler.min_replicas)]
+            self._push(autoscaler.interval_s, START, "tick", None)
         # closed-loop client (benchmark --max-concurrency N): request k + N is sent when the k-th
         # answer (or failure) comes back, not before its own arrival time; until then its arrival
         # is +inf, so the arrival-ordered loops below simply wait for it
@@ -442,6 +453,44 @@ class Loop:
                     ta = ready[c] + self._tool[c]
                     self.st.arrival_s[c] = ta
                     self._push(ta, ARRIVAL, "arrive", c)
+
+    def _tick(self, t: float, arrivals_left: bool) -> None:
+        """The autoscaler's periodic look: scale to its recommendation (new replicas start, removed
+        ones drain), release drained replicas, and look again while anything is left to do."""
+        a, groups = self.auto, self.groups
+        in_flight = sum(i.requests_in() for g in self.routable for i in groups[g])
+        want = a.desired(t, in_flight)
+        have = len(self.routable) + len(self.starting)
+        if want > have:
+            a.ups += 1
+            for _ in range(want - have):
+                if self.draining:  # a draining replica is still loaded: take it back at once
+                    g = min(self.draining)
+                    self.draining.discard(g)
+                    self.routable = sorted((*self.routable, g))
+                    continue
+                g = next(k for k in range(len(groups)) if k not in self.routable and k not in self.starting)
+                self.starting.add(g)
+                self.clock.up(g, t)
+                self._push(t + a.startup_s, ARRIVAL, "ready", g)
+        elif want < have:
+            a.downs += 1
+            for _ in range(have - want):
+                if self.starting:
+                    g = max(self.starting)
+                    self.starting.discard(g)
+                    self.clock.down(g, t)  # cancelled before it served
+                else:
+                    g = self.routable.pop()
+                    self.draining.add(g)
+        for g in sorted(self.draining):
+            if not any(i.has_work() or i.busy for i in groups[g]):
+                self.draining.discard(g)
+                self.clock.down(g, t)
+        self.replica_samples.append((t, len(self.routable) + len(self.starting) + len(self.draining)))
+        busy = any(i.has_work() or i.busy for i in self.instances)
+        if arrivals_left or busy or len(self.heap) > 0:
+            self._push(t + a.interval_s, START, "tick", None)
 
     def _shed(self, rid: int, t: float) -> None:
         """Admission control refused `rid` at t (its engine's queue was full): dropped, counted apart."""
@@ -504,7 +553,7 @@ class Loop:
     def independent(self) -> bool:
         """Round-robin over single-engine replicas: no instance's decisions depend on another's."""
         return (isinstance(self.router, RoundRobin) and not self.decode_groups and self._held is None
-                and self._column is None and all(len(g) == 1 for g in self.groups))
+                and self._column is None and self.auto is None and all(len(g) == 1 for g in self.groups))
 
     def run(self) -> None:
         if self.independent():
@@ -575,6 +624,11 @@ class Loop:
                         obj.start_pending = False
                 elif kind == "arrive":
                     self._arrive(obj, t)
+                elif kind == "tick":
+                    self._tick(t, i < n)
+                elif kind == "ready":
+                    self.starting.discard(obj)
+                    self.routable = sorted((*self.routable, obj))
                 else:
                     self._transfer_done(obj, t)
             elif i < n:
@@ -587,8 +641,10 @@ class Loop:
                 break
 
     def _route(self, router: Router, groups: list[list[Instance]], rid: int, tokens: int) -> Instance:
-        """The instance a request goes to: the router picks a replica, and inside a replica of PP
-        virtual engines the least loaded one takes it."""
+        """The instance a request goes to: the router picks a replica (of the routable ones when
+        autoscaling), and inside a replica of PP virtual engines the least loaded one takes it."""
+        if self.auto is not None and groups is self.groups:
+            groups = [groups[g] for g in self.routable]
         grp = groups[router.choose(rid, groups, tokens)]
         return grp[0] if len(grp) == 1 else least_loaded(grp)
 

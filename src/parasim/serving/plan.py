@@ -54,7 +54,11 @@ _FIELD_KINDS = {
     "custom_allreduce": "bool", "prefix_cache": "bool?", "gpu_memory_utilization": "share",
     "output_delay_s": "seconds", "iteration_overhead_s": "seconds?", "eager_prefill_layer_s": "seconds?",
     "spec_method": "text?", "num_speculative_tokens": "count?", "spec_acceptance": "share?", "draft_model": "text?",
+    "autoscale_max": "count?", "autoscale_target": "seconds?", "autoscale_interval_s": "seconds",
+    "autoscale_startup_s": "seconds?", "autoscale_down_delay_s": "seconds",
 }
+#: plan fields that only autoscaling reads (serving.autoscale)
+AUTOSCALE_FIELDS = ("autoscale_target", "autoscale_startup_s")
 #: plan fields that only speculative decoding reads (serving.speculative)
 SPEC_FIELDS = ("num_speculative_tokens", "spec_acceptance", "draft_model")
 #: drafters: a smaller model, an EAGLE-style head, prompt n-gram lookup (serving.speculative)
@@ -117,6 +121,15 @@ class ServingPlan:
     # admission control: a request that finds this many requests queued (not yet running) at its
     # engine is shed (refused, as a gateway's 429) instead of queued; None = queue without bound
     max_queued: int | None = None
+    # autoscaling (serving.autoscale): `replicas` is the minimum, up to autoscale_max replicas, aiming at
+    # autoscale_target requests in flight per replica, looked at every autoscale_interval_s (HPA's 15 s),
+    # a new replica routable autoscale_startup_s after it is asked for, scale-down held for
+    # autoscale_down_delay_s (HPA's 300 s stabilization window)
+    autoscale_max: int | None = None
+    autoscale_target: float | None = None
+    autoscale_interval_s: float = 15.0
+    autoscale_startup_s: float | None = None
+    autoscale_down_delay_s: float = 300.0
     # speculative decoding (serving.speculative): the drafter, K draft tokens per step (vLLM's
     # num_speculative_tokens), the chance a draft token is accepted, the draft model for `draft`
     spec_method: str | None = None
@@ -164,6 +177,7 @@ class ServingPlan:
             raise InputError("act_quant", f"act_quant={self.act_quant} quantizes the activations of W8A8 GEMMs "
                                           f"(fp8/int8 weights); weights are {self.weights}")
         self._check_spec()
+        self._check_autoscale()
         if self.ep > 1:
             if self.tp != 1 or self.pp != 1:
                 raise InputError("ep", f"ep={self.ep} spreads experts over DP-attention replicas of one GPU each; "
@@ -198,6 +212,25 @@ class ServingPlan:
                                             f"and only then (spec_method is {self.spec_method})")
         if self.is_disagg:
             raise InputError("spec_method", f"speculative decoding is not modelled with the {self.scheduler} scheduler")
+
+    def _check_autoscale(self) -> None:
+        if self.autoscale_max is None:
+            given = [n for n in AUTOSCALE_FIELDS if getattr(self, n) is not None]
+            if given:
+                raise InputError(given[0], f"{', '.join(given)} apply only with --autoscale-max")
+            return
+        if self.autoscale_max < self.replicas:
+            raise InputError("autoscale_max", f"autoscale_max={self.autoscale_max} is below replicas={self.replicas} "
+                                              "(replicas is the minimum the autoscaler keeps)")
+        if self.autoscale_target is None or self.autoscale_target <= 0:
+            raise InputError("autoscale_target", "give the requests in flight per replica the autoscaler aims at (> 0)")
+        if self.autoscale_startup_s is None:
+            raise InputError("autoscale_startup_s", "give the seconds a new replica takes before it serves (scheduling, "
+                                                    "image pull, loading the weights); there is no honest default")
+        if self.autoscale_interval_s <= 0:
+            raise InputError("autoscale_interval_s", "must be > 0 seconds")
+        if self.is_disagg or self.ep > 1:
+            raise InputError("autoscale_max", "autoscaling is modelled for colocated replicas only")
 
     # --- derived ----------------------------------------------------------------------------
     def resolved(self, model: ModelSpec) -> ServingPlan:
@@ -240,7 +273,7 @@ class ServingPlan:
         if self.is_disagg:
             p, d = self.disagg_split(None)
             return p + d
-        return self.tp * self.pp * self.replicas
+        return self.tp * self.pp * max(self.replicas, self.autoscale_max or 0)
 
     def disagg_split(self, cluster_gpus: int | None) -> tuple[int, int]:
         """(prefill GPUs, decode GPUs); validated against the cluster when it is given."""

@@ -21,6 +21,7 @@ from parasim.cost.energy import cost_usd, energy_j
 from parasim.cost.memory import KVBudget, kv_budget, kv_cache_bytes_per_token
 from parasim.errors import InputError
 from parasim.serving.engine import Instance, Loop
+from parasim.serving.autoscale import Autoscaler
 from parasim.serving.itercost import IterationCost
 from parasim.serving.speculative import spec_cost, spec_memory
 from parasim.serving.workflow import workflow_summary
@@ -126,11 +127,11 @@ def plan_pools(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan) -> tup
         ptp, dtp = plan.prefill_tp or plan.tp, plan.decode_tp or plan.tp
         return [pool("prefill", ptp, pg // (ptp * plan.pp), False),
                 pool("decode", dtp, dg // (dtp * plan.pp), True)], pg + dg
-    gpus = plan.tp * plan.pp * plan.replicas
+    gpus = plan.gpus()
     if gpus > cluster.gpus:
         raise InputError("replicas", f"tp*pp*replicas = {plan.tp}*{plan.pp}*{plan.replicas} = {gpus} exceeds the "
                                      f"cluster's {cluster.gpus} GPUs")
-    return [pool("mixed", plan.tp, plan.replicas, plan.kv_reservation == "full")], gpus
+    return [pool("mixed", plan.tp, max(plan.replicas, plan.autoscale_max or 0), plan.kv_reservation == "full")], gpus
 
 
 def kv_fit(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_requests: Any) -> KVFit:
@@ -214,6 +215,14 @@ def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Poo
     return groups
 
 
+def autoscaler_of(plan: ServingPlan) -> Autoscaler | None:
+    if plan.autoscale_max is None:
+        return None
+    return Autoscaler(min_replicas=plan.replicas, max_replicas=plan.autoscale_max, target=float(plan.autoscale_target),
+                      interval_s=plan.autoscale_interval_s, startup_s=float(plan.autoscale_startup_s),
+                      down_delay_s=plan.autoscale_down_delay_s)
+
+
 def _build_loop(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, fit: KVFit, st: ReqState,
                 max_concurrency: int | None, deps: Any = None) -> Loop:
     """The event loop over the plan's engine instances; with disaggregation, the decode pool's
@@ -222,7 +231,7 @@ def _build_loop(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, fit: 
     if not plan.is_disagg:
         groups = _instances(model, cluster, plan, fit.pools[0], st, 0)
         return Loop(st, groups, router, max_concurrency=max_concurrency, deps=deps, answer_delay_s=plan.output_delay_s,
-                    max_queued=plan.max_queued)
+                    max_queued=plan.max_queued, autoscaler=autoscaler_of(plan))
     pre, dec = fit.pools
     groups = _instances(model, cluster, plan, pre, st, 0)
     decode_groups = _instances(model, cluster, plan, dec, st, sum(len(g) for g in groups))
@@ -287,18 +296,42 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     if record:
         start_recording(loop.instances)
     loop.run()
+    if loop.auto is not None:
+        loop.clock.close(loop.makespan)
     if plan.output_delay_s:
         _delay_reports(st, plan.output_delay_s)
     if max_concurrency is not None or deps is not None:  # each request was sent when it was
         wl = Workload(np.frombuffer(st.arrival_s, dtype=np.float64).copy(), wl.prompt_tokens, wl.output_tokens,
                       wl.prefix_id, wl.prefix_tokens)
     summary, itl = summarize(st, wl, loop, cluster, gpus, slo_, unserved)
+    if loop.auto is not None:
+        summary["autoscale"] = autoscale_summary(loop, float(wl.arrival_s.min()))
     if deps is not None:
         cols = request_columns(st, wl)
         summary["workflows"] = workflow_summary(deps, np.frombuffer(st.finish_s, dtype=np.float64), cols["completed"])
     recording = collect(loop.instances, plan.pp, max_batch) if record else None
     return ServingResult(summary=summary, requests=request_columns(st, wl), inputs=inputs, kv=fit.kv,
                          sim_wall_s=time.perf_counter() - wall0, itl_gaps=itl, recording=recording)
+
+
+def _held_s(loop: Loop, makespan: float) -> list[float]:
+    """Seconds each instance's GPUs were held: the run (first arrival to last token) for a fixed
+    plan; with autoscaling, its replica's started-to-released time (serving.autoscale.ReplicaClock)."""
+    if loop.auto is None:
+        return [makespan] * len(loop.instances)
+    per_group = len(loop.groups[0])
+    return [loop.clock.alive_s[k // per_group] for k in range(len(loop.instances))]
+
+
+def autoscale_summary(loop: Loop, t0: float) -> dict[str, Any]:
+    """Replicas over the run (time-weighted mean from the autoscaler's looks, peak) and its scale events."""
+    a, samples = loop.auto, loop.replica_samples
+    end = max(loop.makespan, samples[-1][0])
+    area = sum(n * (t1 - t) for (t, n), (t1, _) in zip(samples, [*samples[1:], (end, 0)]))
+    return {"min_replicas": a.min_replicas, "max_replicas": a.max_replicas, "target_in_flight": a.target,
+            "interval_s": a.interval_s, "startup_s": a.startup_s, "down_delay_s": a.down_delay_s,
+            "replicas_mean": area / end if end > 0 else float(a.min_replicas),
+            "replicas_peak": max(n for _, n in samples), "scale_ups": a.ups, "scale_downs": a.downs}
 
 
 def _delay_reports(st: ReqState, delay_s: float) -> None:
@@ -346,24 +379,27 @@ def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus
     s.update(weighted_stats(*itl, "itl"))
     s.update(slo_summary(slo, cols, itl, makespan))
     acc = cluster.accelerator
-    e = 0.0
-    busy_gpu_s = 0.0
+    e = usd = 0.0
+    busy_gpu_s = held_gpu_s = 0.0
     kv_util = []
-    for inst in loop.instances:
-        util = min(inst.busy_s / makespan, 1.0)
-        e += energy_j(acc, inst.gpus, makespan, util)
+    for inst, held_s in zip(loop.instances, _held_s(loop, makespan)):
+        util = min(inst.busy_s / held_s, 1.0) if held_s > 0 else 0.0
+        e += energy_j(acc, inst.gpus, held_s, util)
+        usd += cost_usd(acc, inst.gpus, held_s)
         busy_gpu_s += inst.busy_s * inst.gpus
+        held_gpu_s += held_s * inst.gpus
         kv_util.append(inst.kv_block_s / (inst.kv.capacity * makespan))
     s["kv_utilization_mean"] = float(np.mean(kv_util))
     s["kv_utilization_peak"] = float(max((i.kv.capacity - i.kv.min_free) / i.kv.capacity for i in loop.instances))
     s["peak_running"] = max(i.peak_running for i in loop.instances)
     s["iterations"] = sum(i.iterations for i in loop.instances)
     s["gpus"] = gpus
-    s["gpu_hours"] = gpus * makespan / 3600.0
-    s["busy_fraction"] = busy_gpu_s / (gpus * makespan)
+    held_gpu_s = held_gpu_s if loop.auto is not None else gpus * makespan  # GPUs a fixed plan holds, idle or not
+    s["gpu_hours"] = held_gpu_s / 3600.0
+    s["busy_fraction"] = busy_gpu_s / held_gpu_s
     s["energy_j"] = e
     s["energy_j_per_token"] = e / out_tokens if out_tokens else None
-    usd = cost_usd(acc, gpus, makespan)
+    usd = usd if loop.auto is not None else cost_usd(acc, gpus, makespan)
     s["cost_usd"] = usd
     s["cost_usd_per_m_tokens"] = usd / out_tokens * 1e6 if out_tokens else None
     s["prefix_cache_hits"] = sum(i.kv.prefix_hits for i in loop.instances)
