@@ -57,7 +57,13 @@ def _check_serve(out, args):
         _check_sweep(out, args)
         return
     s = out["summary"]
-    assert out["feasible"] is True and s["completed"] == s["requests"] > 0
+    if "--max-queued" in args:  # admission control: every request served or shed
+        assert out["feasible"] is True and s["completed"] + s["shed"] + s["unservable"] == s["requests"] > s["shed"]
+    else:
+        assert out["feasible"] is True and s["completed"] == s["requests"] > 0
+    if "--autoscale-max" in args:
+        a = s["autoscale"]
+        assert a["scale_ups"] >= 1 and 1 < a["replicas_peak"] <= a["max_replicas"]
     assert s["output_tokens_per_s"] > 0
     if any(a.startswith("--slo-") for a in args):
         assert 0 <= s["slo_attainment"] <= 1

@@ -98,7 +98,7 @@ def render(out: dict[str, Any]) -> None:
             ("requests/s", s["requests_per_s"]), ("output tokens/s", s["output_tokens_per_s"]),
             ("input tokens/s", s["input_tokens_per_s"]),
             *_slo_rows(out),
-            ("unservable (never fit, rejected) / dropped", f"{s['unservable']} / {s['dropped']}"),
+            ("unservable (never fit) / shed (queue full) / dropped", f"{s['unservable']} / {s['shed']} / {s['dropped']}"),
             ("preemptions", s["preemptions"]), ("KV utilisation mean / peak", f"{s['kv_utilization_mean']:.2f} / {s['kv_utilization_peak']:.2f}"),
             ("GPUs / GPU-hours", f"{s['gpus']} / {s['gpu_hours']:.4f}"),
             ("energy (J/output token)", s["energy_j_per_token"]), ("cost ($/M output tokens)", s["cost_usd_per_m_tokens"])]
