@@ -469,6 +469,7 @@ def _write_files(opts: dict[str, Any], out: dict[str, Any], res, text: str) -> N
         n = opts.get("timeline_requests")
         events = trace_events(res.recording, res.requests, DEFAULT_REQUESTS if n is None else int(n))
         outputs.write_text(opts["timeline"], dumps_trace(events))
+        typer.echo(f"timeline: {opts['timeline']} (open it in Perfetto or chrome://tracing)", err=True)
 
 
 def register(app: typer.Typer) -> None:
