@@ -60,6 +60,7 @@ class TrainSearch:
     batch_tolerance: float | None = None  # relative, with global_batch_tokens (None: DEFAULT_BATCH_TOLERANCE)
     objective: str = "tokens-per-s"
     tokens: float | None = None  # for time-to-train / cost
+    reliability: dict[str, Any] = field(default_factory=dict)  # training/goodput.py assumptions given (the rest: catalog)
     top: int = 10
     pareto: str | None = None
     choices: dict[str, tuple] = field(default_factory=dict)  # overrides of TrainChoices fields
@@ -166,7 +167,18 @@ def evaluate(context: dict, item: dict) -> dict:
         return {"ok": False, "reason": "sim_error", "message": str(e)}
     if not res.fits:
         return {"ok": False, "reason": "memory_activations"}
-    return {"ok": True, "metrics": res.to_dict()}
+    return {"ok": True, "metrics": {**res.to_dict(), **goodput_metrics(model, cluster, res, context)}}
+
+
+def goodput_metrics(model: ModelSpec, cluster: ClusterSpec, res, context: dict) -> dict:
+    """The goodput keys `parasim train --json` carries for the same plan and assumptions."""
+    from parasim.training.goodput import estimate, time_to_train_s
+
+    est = estimate(model, gpus=cluster.gpus, gpus_per_node=cluster.gpus_per_node, step_time_s=res.step_time_s,
+                   r=context["reliability"])
+    tokens = context.get("tokens")
+    return {"goodput": est.to_dict(), "goodput_fraction": est.goodput_fraction, "tokens": tokens,
+            "time_to_train_s": time_to_train_s(tokens, res.tokens_per_s, est.goodput_fraction) if tokens else None}
 
 
 def plan_row(item: dict, result: dict, price: float) -> dict:
@@ -174,7 +186,8 @@ def plan_row(item: dict, result: dict, price: float) -> dict:
     metrics = result["metrics"]
     row = {k: metrics["plan"].get(k, item.get(k)) for k in metrics["plan"]}
     row.update({"gpu": item["gpu"], "gpus": item["gpus"], "global_batch_tokens": row["global_batch"] * row["seq_len"],
-                "price_usd_per_hour": price, "metrics": metrics})
+                "price_usd_per_hour": price, "goodput_fraction": metrics["goodput_fraction"],
+                "time_to_train_s": metrics["time_to_train_s"], "metrics": metrics})
     return row
 
 
@@ -237,7 +250,7 @@ def find_reference(req: TrainSearch, model: ModelSpec, given: dict, batch: Batch
         return {**item, **info, "rank": None, "in_ranking": False, "feasible": False, "reason": res.get("reason"),
                 "message": res.get("message"), "metrics": None}
     row = plan_row(item, res, prices[gpu])
-    row["objective_value"] = objective.value(row, options)
+    row["objective_value"] = objective.natural(row, options)
     return {**row, **info, "rank": tr.locate(ranked, row, key), "in_ranking": False, "feasible": True}
 
 
@@ -255,7 +268,7 @@ def _check(req: TrainSearch) -> tuple[ModelSpec, Any, list, BatchTarget, dict | 
     pareto_objs = parse_pareto(req.pareto, TRAIN_OBJECTIVES)
     needs_tokens = {objective.name} | {o.name for o in pareto_objs}
     if needs_tokens & {"time-to-train", "cost"} and not req.tokens:
-        raise InputError("tokens", "required (> 0) for the time-to-train and cost objectives")
+        raise InputError("tokens", "required (> 0) for the time-to-train and cost objectives: give --tokens N")
     if req.tokens is not None and req.tokens <= 0:
         raise InputError("tokens", f"must be positive, got {req.tokens}")
     if not req.gpu:
@@ -313,7 +326,7 @@ def _baseline(base_cands: list[dict], ranked: list[dict], context: dict, prices:
         if res["ok"]:
             baseline = plan_row(b, res, prices[b["gpu"]])
             baseline["rank"] = None
-            baseline["objective_value"] = objective.value(baseline, options)
+            baseline["objective_value"] = objective.natural(baseline, options)
             return baseline
     return None
 
@@ -326,7 +339,10 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     pruned = Pruned()
     cands, raw = _candidates(req, model, clusters, batch, pruned)
     base_cands = [b for (g, n), cl in clusters.items() for b in baseline_items(model, cl, g, batch)]
-    context = {"model": model, "clusters": clusters}
+    from parasim.training.goodput import Reliability
+
+    context = {"model": model, "clusters": clusters, "tokens": req.tokens,
+               "reliability": Reliability.from_options(req.reliability)}
     outcome = _simulate_all(req, context, cands, progress, guard)
     prices = {g: get_accelerator(g).price_usd_per_hour for g in req.gpu}
     errors: dict[str, str] = {}
@@ -335,7 +351,7 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     ranked.sort(key=key)
     for i, row in enumerate(ranked, start=1):
         row["rank"] = i
-        row["objective_value"] = objective.value(row, options)
+        row["objective_value"] = objective.natural(row, options)
     baseline = _baseline(base_cands, ranked, context, prices, objective, options,
                          lambda: outcome.interrupted or guard.hit)
     reference = (find_reference(req, model, given, batch, ranked, context, prices, objective, options, key,
