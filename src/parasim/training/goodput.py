@@ -127,6 +127,8 @@ def optimal_interval_s(stall_s: float, mtbf_s: float) -> float:
     lo, hi = 0.0, 1.0
     for _ in range(_HALVINGS):
         mid = (lo + hi) / 2
+        if mid >= 1.0:  # C far beyond M: the root is 1 - e^-(1+C/M), 1 to float precision
+            break
         if mid + c + math.log1p(-mid) > 0:
             lo = mid
         else:
@@ -150,6 +152,8 @@ def daly_interval_s(stall_s: float, mtbf_s: float) -> float:
 def lost_work_s(segment_s: float, mtbf_s: float) -> float:
     """Expected time into a segment when a failure strikes within it (about half the segment)."""
     y = segment_s / mtbf_s
+    if y > 700:  # the segment never completes: a failure comes after M on average
+        return mtbf_s
     return mtbf_s - segment_s / math.expm1(y) if y > 1e-9 else segment_s / 2
 
 
