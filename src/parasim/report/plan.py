@@ -19,7 +19,8 @@ def _train_cells(r: dict, multi: bool = False) -> list[Any]:
 
 
 #: MFU% counts causal attention (metrics.mfu); the Megatron-convention figure is metrics.megatron_mfu;
-#: days: the time to train --tokens, failures and checkpoints included (time_to_train_s; with --tokens)
+#: days: the time to train --tokens, failures and checkpoints included (time_to_train_s; with --tokens,
+#: in place of `step s`)
 TRAIN_COLUMNS = ("rank", "GPUs", "tp", "pp", "dp", "cp", "ep", "v", "mb", "gb", "rcmp", "zero", "Mtok/s",
                  "MFU%\ncausal", "step s", "mem GiB", "days")
 
@@ -64,9 +65,9 @@ def render_train(out: dict, top: int) -> None:
     # one (GPU type, count) pair: it goes in the title and its column is left out, so the table
     # (with 5-digit GPU counts and 4-digit batches) stays within 100 characters
     single = not multi and len(out["gpus"]) == 1
-    # the days column only with --tokens
+    # with --tokens the days column takes the step-time column's place (the width stays in 100)
     drop = {1} if single else set()
-    drop |= set() if out.get("tokens") else {len(TRAIN_COLUMNS) - 1}
+    drop.add(TRAIN_COLUMNS.index("step s") if out.get("tokens") else len(TRAIN_COLUMNS) - 1)
     cols = [k for i, k in enumerate(TRAIN_COLUMNS) if i not in drop]
 
     def cells(r: dict, label: Any) -> list[Any]:
