@@ -223,13 +223,11 @@ def train_cmd(
 def goodput_keys(model, cluster, res, opts: dict[str, Any]) -> dict[str, Any]:
     """The result's goodput block (always, from the catalog's assumptions and the flags) and
     time_to_train_s (with --tokens; null otherwise)."""
-    from parasim.training.goodput import Reliability, estimate, time_to_train_s
+    from parasim.training.goodput import Reliability, result_keys
 
     rel = Reliability.from_options({k: opts.get(k) for k in GOODPUT_KEYS})
-    est = estimate(model, gpus=cluster.gpus, gpus_per_node=cluster.gpus_per_node, step_time_s=res.step_time_s, r=rel)
-    tokens = opts.get("tokens")
-    return {"goodput": est.to_dict(), "goodput_fraction": est.goodput_fraction, "tokens": tokens,
-            "time_to_train_s": time_to_train_s(float(tokens), res.tokens_per_s, est.goodput_fraction) if tokens else None}
+    return result_keys(model, gpus=cluster.gpus, gpus_per_node=cluster.gpus_per_node, step_time_s=res.step_time_s,
+                       tokens_per_s=res.tokens_per_s, r=rel, tokens=opts.get("tokens"))
 
 
 def _path(config: Path | None, value: Any, key: str = "json_out") -> Path | None:

@@ -172,13 +172,10 @@ def evaluate(context: dict, item: dict) -> dict:
 
 def goodput_metrics(model: ModelSpec, cluster: ClusterSpec, res, context: dict) -> dict:
     """The goodput keys `parasim train --json` carries for the same plan and assumptions."""
-    from parasim.training.goodput import estimate, time_to_train_s
+    from parasim.training.goodput import result_keys
 
-    est = estimate(model, gpus=cluster.gpus, gpus_per_node=cluster.gpus_per_node, step_time_s=res.step_time_s,
-                   r=context["reliability"])
-    tokens = context.get("tokens")
-    return {"goodput": est.to_dict(), "goodput_fraction": est.goodput_fraction, "tokens": tokens,
-            "time_to_train_s": time_to_train_s(tokens, res.tokens_per_s, est.goodput_fraction) if tokens else None}
+    return result_keys(model, gpus=cluster.gpus, gpus_per_node=cluster.gpus_per_node, step_time_s=res.step_time_s,
+                       tokens_per_s=res.tokens_per_s, r=context["reliability"], tokens=context.get("tokens"))
 
 
 def plan_row(item: dict, result: dict, price: float) -> dict:

@@ -195,3 +195,12 @@ def estimate(model: ModelSpec, *, gpus: int, gpus_per_node: int, step_time_s: fl
         checkpoint_interval_steps=k, checkpoint_interval_s=tau, optimal_interval_s=tau_opt,
         young_interval_s=young_interval_s(base_stall, mtbf), daly_interval_s=daly_interval_s(base_stall, mtbf),
         lost_work_per_failure_s=lost_work_s(tau + stall(k), mtbf) + lag, assumptions=asdict(r))
+
+
+def result_keys(model: ModelSpec, *, gpus: int, gpus_per_node: int, step_time_s: float, tokens_per_s: float,
+                r: Reliability, tokens: float | None) -> dict[str, Any]:
+    """The keys a training result carries (`train --json`, each `plan train` row's metrics): the
+    goodput block, its fraction, the token budget and the time to train it (None without one)."""
+    est = estimate(model, gpus=gpus, gpus_per_node=gpus_per_node, step_time_s=step_time_s, r=r)
+    return {"goodput": est.to_dict(), "goodput_fraction": est.goodput_fraction, "tokens": tokens,
+            "time_to_train_s": time_to_train_s(float(tokens), tokens_per_s, est.goodput_fraction) if tokens else None}
