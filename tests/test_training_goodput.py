@@ -233,9 +233,15 @@ def test_plan_train_ranks_by_time_to_train_with_goodput_per_plan():
     assert again["time_to_train_s"] == pytest.approx(best["time_to_train_s"], rel=1e-9)
 
 
-def test_plan_train_goodput_flags_move_the_wall_time_not_the_throughput():
+def test_plan_train_goodput_flags_move_the_wall_time_and_the_emitted_yaml_keeps_them(tmp_path):
     base = json.loads(run_cli(*PLAN, "--objective", "time-to-train", "--tokens", "1e12", "--json").stdout)["best"]
+    emitted = tmp_path / "best.yaml"
     flaky = json.loads(run_cli(*PLAN, "--objective", "time-to-train", "--tokens", "1e12", "--json",
-                               "--mtbf-gpu-hours", "500", "--restart-s", "1800").stdout)["best"]
+                               "--mtbf-gpu-hours", "500", "--restart-s", "1800", "--emit-yaml", str(emitted)).stdout)["best"]
     assert flaky["goodput_fraction"] < base["goodput_fraction"]
     assert flaky["time_to_train_s"] > base["time_to_train_s"]
+    cfg = yaml.safe_load(emitted.read_text())
+    assert (cfg["mtbf_gpu_hours"], cfg["restart_s"], cfg["tokens"]) == (500, 1800, 1e12)
+    again = json.loads(run_cli("train", "-c", str(emitted), "--json").stdout)
+    assert again["goodput"] == flaky["metrics"]["goodput"]
+    assert again["time_to_train_s"] == pytest.approx(flaky["time_to_train_s"], rel=1e-12)

@@ -225,7 +225,8 @@ def plan_train_cmd(
         out = search(run_search, req, json_out)
     add_expected_error(out, model, "training", profile)
     report(out, "plan train", top=top, json_out=json_out, json_file=json_file, render=render_train,
-           emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping(out["best"], model), report_file=report_file)
+           emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping(out["best"], model, {**out["reliability"], "tokens": out["tokens"]}),
+           report_file=report_file)
 
 
 def register(app: typer.Typer) -> None:

@@ -358,7 +358,7 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     out = {
         "command": "plan train", "model": model.name, "gpu": list(req.gpu), "gpus": list(req.gpus),
         **batch.as_dict(), "seq_len": req.seq_len, "objective": objective.name,
-        "objective_metric": objective.metric, "tokens": req.tokens,
+        "objective_metric": objective.metric, "tokens": req.tokens, "reliability": dict(req.reliability),
         "defaults": ({"batch_tolerance": batch.tolerance} if batch.tokens and req.batch_tolerance is None else {}),
         "best": ranked[0] if ranked else None, "ranked": ranked, "evaluated": len(cands) - outcome.results.count(None),
         "space_size": raw, "pruned": pruned.as_dict(), "errors": errors, "baseline": baseline, "reference": reference,
@@ -371,10 +371,12 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     return out
 
 
-def emit_yaml_mapping(best: dict, model: str | None = None) -> dict:
+def emit_yaml_mapping(best: dict, model: str | None = None, goodput: dict | None = None) -> dict:
     """The winning plan as a `parasim train -c` config (same keys as its flags, underscores).
     `model` is the model as the search was given it: a file or checkpoint folder is written as an
-    absolute path (the model's name would not find it again), so the file runs from any directory."""
+    absolute path (the model's name would not find it again), so the file runs from any directory.
+    `goodput`: the failure and checkpoint flags the search was given, and --tokens, so `train -c`
+    reports the same goodput and time to train."""
     from pathlib import Path
 
     from parasim.specs.catalog import model_reference
@@ -384,4 +386,5 @@ def emit_yaml_mapping(best: dict, model: str | None = None) -> dict:
     out = {"model": ref if Path(ref).is_absolute() else best["metrics"]["model"], "gpu": best["gpu"],
            "gpus": best["gpus"]}
     out.update({k: v for k, v in m.items() if v is not None})
+    out.update({k: v for k, v in (goodput or {}).items() if v is not None})
     return out
