@@ -120,8 +120,8 @@ def test_the_chosen_whole_step_interval_beats_any_other(gpus, step, k, async_sav
        gpus=st.integers(min_value=1, max_value=1 << 20), step=st.floats(min_value=1e-3, max_value=1e4),
        async_save=st.booleans())
 def test_goodput_is_a_fraction_even_for_hostile_assumptions(mtbf, bw, cap, restart, gpus, step, async_save):
-    r = Reliability(mtbf_gpu_hours=mtbf, checkpoint_bw_gbps=bw, storage_bw_gbps=cap, restart_s=restart,
-                    async_save=async_save)
+    r = Reliability.from_options({"mtbf_gpu_hours": mtbf, "checkpoint_bw_gbps": bw, "storage_bw_gbps": cap,
+                                  "restart_s": restart, "async_save": async_save})
     e = estimate(get_model("llama-3.1-8b"), gpus=gpus, gpus_per_node=8, step_time_s=step, r=r)
     assert 0.0 <= e.goodput_fraction <= 1.0
     if (e.recovery_s + e.checkpoint_stall_s + e.checkpoint_interval_s) / e.job_mtbf_s < 100:
@@ -134,8 +134,8 @@ def test_goodput_is_a_fraction_even_for_hostile_assumptions(mtbf, bw, cap, resta
        gpus=st.integers(min_value=1, max_value=1 << 16), more=st.integers(min_value=2, max_value=64),
        async_save=st.booleans())
 def test_more_gpus_never_raise_goodput_at_a_fixed_per_gpu_rate(mtbf, bw, restart, step, gpus, more, async_save):
-    r = Reliability(mtbf_gpu_hours=mtbf, checkpoint_bw_gbps=bw, storage_bw_gbps=16000.0, restart_s=restart,
-                    async_save=async_save)
+    r = Reliability.from_options({"mtbf_gpu_hours": mtbf, "checkpoint_bw_gbps": bw, "storage_bw_gbps": 16000.0,
+                                  "restart_s": restart, "async_save": async_save})
     m = get_model("llama-3.1-70b")
     few = estimate(m, gpus=gpus, gpus_per_node=8, step_time_s=step, r=r)
     many = estimate(m, gpus=gpus * more, gpus_per_node=8, step_time_s=step, r=r)
@@ -195,7 +195,8 @@ def test_train_goodput_options_work_from_a_config_file_as_flags(tmp_path):
 
 
 @pytest.mark.parametrize("flag, value", [("--mtbf-gpu-hours", "0"), ("--restart-s", "-5"),
-                                         ("--checkpoint-bw-gbps", "nan"), ("--save-interval", "0")])
+                                         ("--checkpoint-bw-gbps", "nan"), ("--storage-bw-gbps", "1e-300"),
+                                         ("--save-interval", "0")])
 def test_bad_goodput_flags_exit_2_naming_the_flag(flag, value):
     r = run_cli(*TRAIN, flag, value)
     assert r.returncode == 2 and flag.lstrip("-") in r.stderr and "Traceback" not in r.stderr

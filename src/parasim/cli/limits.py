@@ -20,6 +20,7 @@ from typing import Any
 
 from parasim.errors import InputError
 from parasim.specs import edge
+from parasim.training.goodput import MIN_BW_GBPS, MIN_MTBF_GPU_HOURS
 
 #: longest text value (a name, a list, an address); longer is not a typo but a pasted file
 MAX_TEXT_CHARS = 4096
@@ -71,9 +72,10 @@ JSON_NAMES = {"json_out": "json", "json_file": "json_out", "report_file": "repor
 
 _SLO = {"slo_ttft": SECONDS, "slo_tpot": SECONDS, "slo_e2e": SECONDS, "slo_itl": SECONDS,
         "itl_percentile": F(0.0, 100.0), "attainment": F(0.0, 1.0), "max_queueing_p50": F(0.0, 1e6)}
-#: failure and checkpoint assumptions (training/goodput.py): an MTBF from 3.6 s to 10^9 GPU-hours,
-#: bandwidths up to 10^9 Gbit/s, a restart of at most a week
-_GOODPUT = {"mtbf_gpu_hours": F(1e-3, 1e9, lo_open=False), "checkpoint_bw_gbps": F(0.0, 1e9), "storage_bw_gbps": F(0.0, 1e9),
+#: failure and checkpoint assumptions (training/goodput.py): an MTBF from 3.6 GPU-seconds to 10^9
+#: GPU-hours, bandwidths from 1 Mbit/s to 10^9 Gbit/s, a restart of at most a week
+_GOODPUT = {"mtbf_gpu_hours": F(MIN_MTBF_GPU_HOURS, 1e9, lo_open=False),
+            "checkpoint_bw_gbps": F(MIN_BW_GBPS, 1e9, lo_open=False), "storage_bw_gbps": F(MIN_BW_GBPS, 1e9, lo_open=False),
             "restart_s": F(0.0, 7 * 86400.0, lo_open=False), "async_save": BOOL}
 _RUN = {"workers": I("workers"), "executor": TEXT, "ray_address": TEXT, "top": I("rows"), "pareto": TEXT,
         "objective": TEXT, "emit_yaml": OUT, **OUTPUTS, **REPORT_OUT}

@@ -33,6 +33,10 @@ from parasim.specs import edge, reliability
 from parasim.specs.model import ModelSpec
 
 DAY_S = 86400.0
+#: the smallest MTBF (GPU-hours) and bandwidth (Gbit/s) taken: below them the job's MTBF or a write
+#: time leaves the range of floats, and no real job is near either
+MIN_MTBF_GPU_HOURS = 1e-3
+MIN_BW_GBPS = 1e-3
 #: bisection halvings for the optimum interval: 2**-64 of the job's MTBF is below float resolution
 _HALVINGS = 64
 
@@ -46,14 +50,15 @@ class Reliability:
     checkpoint_bw_gbps: float  # one node's write (and read) bandwidth to checkpoint storage
     storage_bw_gbps: float  # what the file system takes from the whole job at once
     restart_s: float  # failure -> training again, before the load: detection, rescheduling, init
-    async_save: bool = False
-    snapshot_gb_per_s: float = 25.0  # device-to-host copy of a GPU's shard (async save)
+    async_save: bool
+    snapshot_gb_per_s: float  # device-to-host copy of a GPU's shard (async save)
     save_interval: int | None = None  # optimizer steps between checkpoints; None = the optimum
 
     def __post_init__(self) -> None:
-        for name in ("mtbf_gpu_hours", "checkpoint_bw_gbps", "storage_bw_gbps", "snapshot_gb_per_s", "restart_s"):
-            value = edge.finite_float(name.replace("_", "-"), getattr(self, name), lo=0.0,
-                                      lo_open=name != "restart_s")
+        least = {"mtbf_gpu_hours": MIN_MTBF_GPU_HOURS, "checkpoint_bw_gbps": MIN_BW_GBPS, "storage_bw_gbps": MIN_BW_GBPS,
+                 "snapshot_gb_per_s": MIN_BW_GBPS / 8, "restart_s": 0.0}
+        for name, lo in least.items():
+            value = edge.finite_float(name.replace("_", "-"), getattr(self, name), lo=lo)
             object.__setattr__(self, name, value)  # 600 and 600.0 print alike in the JSON
         edge.boolean("async-save", self.async_save)
         if self.save_interval is not None:
@@ -65,7 +70,7 @@ class Reliability:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in reliability.defaults().items() if k in names}
         values.update({k: v for k, v in options.items() if k in names and v is not None})
-        missing = sorted(names - set(values) - {"save_interval", "async_save", "snapshot_gb_per_s"})
+        missing = sorted(names - set(values) - {"save_interval"})
         if missing:  # pragma: no cover - a catalog edit that drops an entry
             raise InputError(missing[0], "has no value in specs/data/reliability.yaml")
         return cls(**values)
