@@ -7,6 +7,7 @@ import time
 from parasim.specs.catalog import get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
 from parasim.training import TrainingPlan, simulate
+from parasim.training.goodput import Reliability, estimate
 
 
 def main() -> None:
@@ -26,6 +27,16 @@ def main() -> None:
     print(f"405B on 16,384 H100 (tp8 pp16 v2 dp128, 2048 x 8192 tokens): step {res.step_time_s:.2f} s, "
           f"MFU {100 * res.mfu:.1f} %; simulated in {1e3 * runs[len(runs) // 2]:.1f} ms (median of 20), "
           f"{1e3 * runs[-1]:.1f} ms worst")
+    # the goodput of that step (training/goodput.py): what `train` and every `plan train` plan add
+    rel = Reliability.from_options({})
+    good = []
+    for _ in range(200):
+        t0 = time.perf_counter()
+        est = estimate(model, gpus=cluster.gpus, gpus_per_node=cluster.gpus_per_node, step_time_s=res.step_time_s, r=rel)
+        good.append(time.perf_counter() - t0)
+    good.sort()
+    print(f"goodput {100 * est.goodput_fraction:.1f} % (checkpoint every {est.checkpoint_interval_steps} steps) "
+          f"estimated in {1e6 * good[len(good) // 2]:.0f} us (median of 200)")
 
 
 if __name__ == "__main__":

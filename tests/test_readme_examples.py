@@ -95,6 +95,13 @@ def _check_plan(out, args):
         engine = args[args.index("--emit") + 1]
         assert out["emit"]["commands"] and out["emit"]["script"].count("\n") >= 2
         assert {"vllm": "vllm serve", "sglang": "sglang.launch_server", "trtllm": "trtllm-serve"}[engine] in out["emit"]["script"]
+    if out["objective"] == "time-to-train":  # ranked by the wall time: tokens / tokens/s / goodput
+        tokens = float(args[args.index("--tokens") + 1])
+        for r in out["ranked"]:
+            assert 0 < r["goodput_fraction"] < 1
+            assert abs(r["time_to_train_s"] * r["goodput_fraction"] * r["metrics"]["tokens_per_s"] / tokens - 1) < 1e-9
+        times = [r["time_to_train_s"] for r in out["ranked"]]
+        assert times == sorted(times)
 
 
 def _check_validate(out, args):

@@ -20,6 +20,7 @@ from typing import Any
 
 from parasim.errors import InputError
 from parasim.specs import edge
+from parasim.training.goodput import MIN_BW_GBPS, MIN_MTBF_GPU_HOURS
 
 #: longest text value (a name, a list, an address); longer is not a typo but a pasted file
 MAX_TEXT_CHARS = 4096
@@ -71,6 +72,11 @@ JSON_NAMES = {"json_out": "json", "json_file": "json_out", "report_file": "repor
 
 _SLO = {"slo_ttft": SECONDS, "slo_tpot": SECONDS, "slo_e2e": SECONDS, "slo_itl": SECONDS,
         "itl_percentile": F(0.0, 100.0), "attainment": F(0.0, 1.0), "max_queueing_p50": F(0.0, 1e6)}
+#: failure and checkpoint assumptions (training/goodput.py): an MTBF from 3.6 GPU-seconds to 10^9
+#: GPU-hours, bandwidths from 1 Mbit/s to 10^9 Gbit/s, a restart of at most a week
+_GOODPUT = {"mtbf_gpu_hours": F(MIN_MTBF_GPU_HOURS, 1e9, lo_open=False),
+            "checkpoint_bw_gbps": F(MIN_BW_GBPS, 1e9, lo_open=False), "storage_bw_gbps": F(MIN_BW_GBPS, 1e9, lo_open=False),
+            "restart_s": F(0.0, 7 * 86400.0, lo_open=False), "async_save": BOOL}
 _RUN = {"workers": I("workers"), "executor": TEXT, "ray_address": TEXT, "top": I("rows"), "pareto": TEXT,
         "objective": TEXT, "emit_yaml": OUT, **OUTPUTS, **REPORT_OUT}
 
@@ -103,6 +109,7 @@ TRAIN: dict[str, Rule] = {
     "recompute": TEXT, "precision": TEXT, "grad_dtype": TEXT, "overlap_grad_reduce": BOOL,
     "overlap_param_gather": BOOL, "tp_comm_overlap": BOOL, "overlap_p2p_comm": BOOL, "schedule": TEXT,
     "attention": TEXT, "kernels": TEXT, "profile": PATH, "timeline": OUT, **OUTPUTS, **REPORT_OUT,
+    "tokens": F(0.0, 1e18), **_GOODPUT, "save_interval": I(hi=10**9),
 }
 
 PLAN_TRAIN: dict[str, Rule] = {
@@ -110,7 +117,7 @@ PLAN_TRAIN: dict[str, Rule] = {
     "global_batch_tokens": I("batch_tokens"), "global_batch": I("batch"), "batch_tolerance": F(lo_open=False),
     "tokens": F(0.0, 1e18), "reference": Rule("pairs"), "tp": L("gpus"), "pp": L("gpus"), "cp": L("gpus"),
     "ep": L("gpus"), "micro_batch": L("batch"), "virtual_stages": L("gpus"), "zero": TEXT, "recompute": TEXT,
-    "precision": TEXT, "schedules": TEXT, "profile": PATH, **_RUN,
+    "precision": TEXT, "schedules": TEXT, "profile": PATH, **_GOODPUT, **_RUN,
 }
 
 PLAN_SERVE: dict[str, Rule] = {

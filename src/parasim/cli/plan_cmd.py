@@ -37,6 +37,7 @@ plan_app = typer.Typer(name="plan", help="Search parallel plans for training or 
 
 PANEL_SPACE = "Search space (comma lists override the defaults)"
 PANEL_RUN = "Execution and output"
+PANEL_GOODPUT = "Failures and checkpoints (goodput, time-to-train)"
 PANEL_SLO = "SLOs (any of ttft/tpot/itl/e2e)"
 
 # options both planners take, declared once
@@ -173,7 +174,7 @@ def plan_train_cmd(
     global_batch: Optional[int] = typer.Option(None, "--global-batch", help="Sequences per optimizer step (exact)."),
     batch_tolerance: Optional[float] = typer.Option(None, "--batch-tolerance", help="With --global-batch-tokens: how far (relative) each plan's batch may be from the budget [default: 0.05]."),
     objective: str = typer.Option("tokens-per-s", "--objective", help="tokens-per-s | time-to-train | cost | mfu | memory."),
-    tokens: Optional[float] = typer.Option(None, "--tokens", help="Training tokens, for time-to-train and cost."),
+    tokens: Optional[float] = typer.Option(None, "--tokens", help="Training tokens, for time-to-train (wall time with failures and checkpoints: goodput) and cost."),
     top: Top = 10,
     pareto: Optional[str] = typer.Option(None, "--pareto", help="Two objectives, e.g. tokens-per-s,memory."),
     reference: Optional[str] = typer.Option(None, "--reference", help="A plan to locate in the ranking, e.g. tp=8,pp=16,zero=2 (unnamed fields: the best ranked plan with these)."),
@@ -187,6 +188,11 @@ def plan_train_cmd(
     recompute: Optional[str] = typer.Option(None, "--recompute", help="none,selective,full subsets.", rich_help_panel=PANEL_SPACE),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16,fp16,fp8 subsets.", rich_help_panel=PANEL_SPACE),
     schedules: Optional[str] = typer.Option(None, "--schedules", help="Subsets of {SCHEDULES}, comma-separated.", rich_help_panel=PANEL_SPACE),
+    mtbf_gpu_hours: Optional[float] = typer.Option(None, "--mtbf-gpu-hours", help="Hours between job-stopping failures per GPU (default 50,000: Llama 3's 419 in 54 days on 16K H100).", rich_help_panel=PANEL_GOODPUT),
+    checkpoint_bw_gbps: Optional[float] = typer.Option(None, "--checkpoint-bw-gbps", help="Checkpoint write/read bandwidth per node, Gbit/s (default 200).", rich_help_panel=PANEL_GOODPUT),
+    storage_bw_gbps: Optional[float] = typer.Option(None, "--storage-bw-gbps", help="Checkpoint storage bandwidth for the whole job, Gbit/s (default 16,000 = Llama 3's 2 TB/s).", rich_help_panel=PANEL_GOODPUT),
+    restart_s: Optional[float] = typer.Option(None, "--restart-s", help="Seconds from a failure to training again, before the checkpoint load (default 600).", rich_help_panel=PANEL_GOODPUT),
+    async_save: Optional[bool] = typer.Option(None, "--async-save/--no-async-save", help="Write checkpoints in the background after a host snapshot (default off).", rich_help_panel=PANEL_GOODPUT),
     workers: Workers = None,
     executor: Executor = "local",
     ray_address: RayAddress = None,
@@ -217,13 +223,16 @@ def plan_train_cmd(
                       global_batch_tokens=global_batch_tokens, batch_tolerance=batch_tolerance, objective=objective, tokens=tokens, top=top,
                       pareto=pareto, choices={k: v for k, v in choices.items() if v},
                       reference=v["reference"], workers=workers, executor=executor,
-                      ray_address=ray_address)
+                      ray_address=ray_address,
+                      reliability={k: v[k] for k in ("mtbf_gpu_hours", "checkpoint_bw_gbps", "storage_bw_gbps",
+                                                     "restart_s", "async_save") if v[k] is not None})
     outputs.check(json_file, emit_yaml, report_file)
     with calibration(profile, executor=executor):
         out = search(run_search, req, json_out)
     add_expected_error(out, model, "training", profile)
     report(out, "plan train", top=top, json_out=json_out, json_file=json_file, render=render_train,
-           emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping(out["best"], model), report_file=report_file)
+           emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping(out["best"], model, {**out["reliability"], "tokens": out["tokens"]}),
+           report_file=report_file)
 
 
 def register(app: typer.Typer) -> None:

@@ -24,10 +24,14 @@ from parasim.report.tables import print_json
 from parasim.report.train import render
 
 CLUSTER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "inter_node_gbps")
+#: failure and checkpoint assumptions (training/goodput.py) and the token budget: not plan fields
+GOODPUT_KEYS = ("tokens", "mtbf_gpu_hours", "checkpoint_bw_gbps", "storage_bw_gbps", "restart_s", "async_save",
+                "save_interval")
 OUTPUT_KEYS = ("json", "config", "json_file", "profile", "timeline", "report")
 PANEL_PAR = "Parallelism"
 PANEL_BATCH = "Batch and precision"
 PANEL_OVERLAP = "Overlap and schedule"
+PANEL_GOODPUT = "Failures and checkpoints (goodput)"
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -109,7 +113,7 @@ def build(options: dict[str, Any]):
     gpn = options.get("gpus_per_node")
     cluster = cluster_for(acc, gpus, gpus_per_node=int(gpn) if gpn is not None else None,
                           nic_bw_bytes_per_s_per_gpu=nic)
-    plan_keys = {k: v for k, v in options.items() if k not in CLUSTER_KEYS and k not in OUTPUT_KEYS}
+    plan_keys = {k: v for k, v in options.items() if k not in (*CLUSTER_KEYS, *OUTPUT_KEYS, *GOODPUT_KEYS)}
     # degrees that must divide the model are checked before dp is derived from them
     from parasim.cost.layer import Sharding, check_sharding
 
@@ -159,6 +163,13 @@ def train_cmd(
     schedule: Optional[str] = typer.Option(None, "--schedule", help="{SCHEDULES}.", rich_help_panel=PANEL_OVERLAP),
     attention: Optional[str] = typer.Option(None, "--attention", help="flash (best fused kernel) | flash2 (FA2-generation) | triton (2022-23 Triton FlashAttention) | unfused.", rich_help_panel=PANEL_OVERLAP),
     kernels: Optional[str] = typer.Option(None, "--kernels", help="Non-GEMM kernels: fused (Megatron/TE) | eager (PyTorch eager) | compiled (torch.compile).", rich_help_panel=PANEL_OVERLAP),
+    tokens: Optional[float] = typer.Option(None, "--tokens", help="Tokens to train: adds time_to_train_s (wall time, failures included).", rich_help_panel=PANEL_GOODPUT),
+    mtbf_gpu_hours: Optional[float] = typer.Option(None, "--mtbf-gpu-hours", help="Hours between job-stopping failures per GPU (default 50,000: Llama 3's 419 in 54 days on 16K H100).", rich_help_panel=PANEL_GOODPUT),
+    checkpoint_bw_gbps: Optional[float] = typer.Option(None, "--checkpoint-bw-gbps", help="Checkpoint write/read bandwidth per node, Gbit/s (default 200).", rich_help_panel=PANEL_GOODPUT),
+    storage_bw_gbps: Optional[float] = typer.Option(None, "--storage-bw-gbps", help="Checkpoint storage bandwidth for the whole job, Gbit/s (default 16,000 = Llama 3's 2 TB/s).", rich_help_panel=PANEL_GOODPUT),
+    restart_s: Optional[float] = typer.Option(None, "--restart-s", help="Seconds from a failure to training again, before the checkpoint load (default 600).", rich_help_panel=PANEL_GOODPUT),
+    async_save: Optional[bool] = typer.Option(None, "--async-save/--no-async-save", help="Write checkpoints in the background after a host snapshot (Megatron --async-save; default off).", rich_help_panel=PANEL_GOODPUT),
+    save_interval: Optional[int] = typer.Option(None, "--save-interval", help="Steps between checkpoints (Megatron --save-interval; default: the Young/Daly optimum).", rich_help_panel=PANEL_GOODPUT),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     json_file: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE."),
     timeline: Optional[Path] = typer.Option(None, "--timeline", help="Also write the step as a Chrome trace (Perfetto, chrome://tracing) to FILE; the JSON gains `timeline`."),
@@ -187,13 +198,14 @@ def train_cmd(
     res = simulate(model_spec, cluster, plan, timeline=timeline is not None or report is not None)  # the report's Gantt
     expected = training_expected(model_spec, cluster.accelerator, zero=plan.zero, precision=plan.precision,
                                  profile_errors=profile_errors(prof, None, cluster.accelerator.id, TRAINING_METRICS))
-    out = {"command": "train", **res.to_dict(), "defaults": defaults, "overrides": overrides, "expected_error": expected}
+    out = {"command": "train", **res.to_dict(), **goodput_keys(model_spec, cluster, res, opts),
+           "defaults": defaults, "overrides": overrides, "expected_error": expected}
     if prof is not None:
         out["calibration"] = applied(prof, None, cluster.accelerator.id)
     if json_out:
         print_json(out)
     else:
-        render(res, plan, defaults, overrides, expected)
+        render(res, plan, defaults, overrides, expected, goodput=out)
     if json_file:
         outputs.write_json(json_file, out)
     if timeline:
@@ -206,6 +218,16 @@ def train_cmd(
         outputs.write_report(report, [out])
     if not res.fits:
         raise typer.Exit(1)
+
+
+def goodput_keys(model, cluster, res, opts: dict[str, Any]) -> dict[str, Any]:
+    """The result's goodput block (always, from the catalog's assumptions and the flags) and
+    time_to_train_s (with --tokens; null otherwise)."""
+    from parasim.training.goodput import Reliability, result_keys
+
+    rel = Reliability.from_options({k: opts.get(k) for k in GOODPUT_KEYS})
+    return result_keys(model, gpus=cluster.gpus, gpus_per_node=cluster.gpus_per_node, step_time_s=res.step_time_s,
+                       tokens_per_s=res.tokens_per_s, r=rel, tokens=opts.get("tokens"))
 
 
 def _path(config: Path | None, value: Any, key: str = "json_out") -> Path | None:

@@ -21,6 +21,11 @@ def _d(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
 
 
+def _days(seconds: Any) -> Any:
+    """Seconds as days (anything else as it is)."""
+    return seconds / 86400 if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else seconds
+
+
 def _pct(v: Any) -> Any:
     """A fraction as a percentage (anything else as it is: the row shows it, or '-')."""
     return 100.0 * v if isinstance(v, (int, float)) and not isinstance(v, bool) else v
@@ -54,7 +59,9 @@ def _train_metrics(r: dict[str, Any]) -> list[Row]:
             ("tokens/s per GPU", r.get("tokens_per_s_per_gpu")), ("MFU, causal (%)", _pct(r.get("mfu"))),
             ("MFU, Megatron convention (%)", _pct(r.get("megatron_mfu"))),
             ("peak memory per GPU (GiB)", r.get("peak_memory_gib_per_gpu")), ("GPU memory (GiB)", mem.get("capacity_gib")),
-            ("fits in memory", r.get("fits"))]
+            ("fits in memory", r.get("fits")), ("goodput, failures and checkpoints (%)", _pct(r.get("goodput_fraction"))),
+            ("checkpoint every (steps)", _d(r.get("goodput")).get("checkpoint_interval_steps")),
+            ("time to train (days)", _days(r.get("time_to_train_s")))]
     rows += [(f"step: {k} (s)", v) for k, v in sorted(_d(r.get("breakdown")).items())]
     return _given(rows)
 

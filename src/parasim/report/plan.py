@@ -11,15 +11,27 @@ from parasim.report.tables import console, fmt, table
 
 def _train_cells(r: dict, multi: bool = False) -> list[Any]:
     m = r["metrics"]
+    days = r.get("time_to_train_s")
     return [r.get("rank") or "-", f"{r['gpus']} {r['gpu']}" if multi else r["gpus"], r["tp"], r["pp"], r["dp"], r["cp"], r["ep"],
             r["virtual_stages"], r["micro_batch"], r["global_batch"], r["recompute"][:4], r["zero"],
             f"{m['tokens_per_s'] / 1e6:.3f}", f"{100 * m['mfu']:.1f}", f"{m['step_time_s']:.3f}",
-            f"{m['peak_memory_gib_per_gpu']:.1f}"]
+            f"{m['peak_memory_gib_per_gpu']:.1f}", "-" if days is None else f"{days / 86400:.1f}"]
 
 
-#: MFU% counts causal attention (metrics.mfu); the Megatron-convention figure is metrics.megatron_mfu
+#: MFU% counts causal attention (metrics.mfu); the Megatron-convention figure is metrics.megatron_mfu;
+#: days: the time to train --tokens, failures and checkpoints included (time_to_train_s; with --tokens,
+#: in place of `step s`)
 TRAIN_COLUMNS = ("rank", "GPUs", "tp", "pp", "dp", "cp", "ep", "v", "mb", "gb", "rcmp", "zero", "Mtok/s",
-                 "MFU% causal", "step s", "mem GiB")
+                 "MFU%\ncausal", "step s", "mem GiB", "days")
+
+
+def goodput_line(best: dict | None) -> str | None:
+    """The winner's goodput and checkpoint interval (training/goodput.py), under the table."""
+    g = (best or {}).get("metrics", {}).get("goodput")
+    if not g:
+        return None
+    return (f"goodput of rank 1: {100 * g['goodput_fraction']:.1f} % (job MTBF {g['job_mtbf_s'] / 3600:.2f} h, "
+            f"checkpoint every {g['checkpoint_interval_steps']} steps, {g['recovery_s']:.0f} s restart and load)")
 
 
 def batch_line(out: dict) -> str:
@@ -53,16 +65,21 @@ def render_train(out: dict, top: int) -> None:
     # one (GPU type, count) pair: it goes in the title and its column is left out, so the table
     # (with 5-digit GPU counts and 4-digit batches) stays within 100 characters
     single = not multi and len(out["gpus"]) == 1
-    cols = [k for i, k in enumerate(TRAIN_COLUMNS) if not (single and i == 1)]
+    # with --tokens the days column takes the step-time column's place (the width stays in 100)
+    drop = {1} if single else set()
+    drop.add(TRAIN_COLUMNS.index("step s") if out.get("tokens") else len(TRAIN_COLUMNS) - 1)
+    cols = [k for i, k in enumerate(TRAIN_COLUMNS) if i not in drop]
 
     def cells(r: dict, label: Any) -> list[Any]:
         row = [label, *_train_cells(r, multi)[1:]]
-        return [v for i, v in enumerate(row) if not (single and i == 1)]
+        return [v for i, v in enumerate(row) if i not in drop]
 
     on = f"{out['gpus'][0]} x {out['gpu'][0]}" if single else ", ".join(out["gpu"])
     c.print(table(f"plan train: {out['model']} on {on} - best {top} of {len(out['ranked'])} feasible by "
                   f"{out['objective']}", cols, [cells(r, r.get("rank") or "-") for r in out["ranked"][:top]]))
     c.print(batch_line(out))
+    if goodput_line(out.get("best")):
+        c.print(goodput_line(out.get("best")))
     extra = []
     if out.get("baseline"):
         extra.append(cells(out["baseline"], "base"))

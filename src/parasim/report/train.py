@@ -13,7 +13,27 @@ def _show(v: Any) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
-def render(res, plan, defaults: dict[str, Any], overrides: dict[str, dict], expected: dict | None = None) -> None:
+def goodput_rows(out: dict[str, Any]) -> list[tuple[str, str]]:
+    """The goodput block of a `train` result (training/goodput.py) as table rows."""
+    g = out.get("goodput")
+    if not g:
+        return []
+    a = g["assumptions"]
+    rows = [("goodput (failures, checkpoints)", f"{100 * g['goodput_fraction']:.1f} %  (job MTBF {g['job_mtbf_s'] / 3600:.2f} h, "
+                                                f"{g['interruptions_per_day']:.2f} interruptions/day)"),
+            ("  checkpoint", f"{fmt_gib(g['checkpoint_bytes'])} every {g['checkpoint_interval_steps']} steps "
+                             f"({g['checkpoint_interval_s'] / 60:.1f} min), stalls {g['checkpoint_stall_s']:.2f} s"
+                             f"{' (async save)' if a['async_save'] else ''}"),
+            ("  per failure", f"{g['lost_work_per_failure_s']:.0f} s of work lost + {g['recovery_s']:.0f} s restart and load")]
+    if out.get("time_to_train_s") is not None:
+        rows.append(("time to train", f"{out['time_to_train_s'] / 86400:.2f} days for {out['tokens']:.4g} tokens"))
+    elif out.get("tokens"):
+        rows.append(("time to train", "never: the job fails faster than it restarts"))
+    return rows
+
+
+def render(res, plan, defaults: dict[str, Any], overrides: dict[str, dict], expected: dict | None = None,
+           goodput: dict[str, Any] | None = None) -> None:
     p = plan
     rows = [
         ("model / gpu", f"{res.model} on {res.gpus} x {res.gpu}"),
@@ -32,6 +52,7 @@ def render(res, plan, defaults: dict[str, Any], overrides: dict[str, dict], expe
         *[(f"  {k.removesuffix('_gib')}", fmt_gib(v * GIB)) for k, v in res.memory.items()
           if k.endswith("_gib") and k not in ("total_gib", "capacity_gib")],
         ("fits", res.fits),
+        *goodput_rows(goodput or {}),
     ]
     for k, v in res.varlen.items():
         rows.append((f"  varlen {k}", fmt(v)))

@@ -5,8 +5,9 @@ records drive ranking and the Pareto front (`--pareto a,b` takes any two names o
 
 Training (metrics = `parasim train --json`):
   tokens-per-s   tokens/s of the whole job                      (maximise)
-  time-to-train  seconds to process `--tokens` tokens           (minimise)
-  cost           $ to process `--tokens` tokens (GPU-hours x $/GPU-hour of the catalog)
+  time-to-train  wall time to train `--tokens` tokens: tokens / tokens/s / goodput
+                 (failures, checkpoints, restarts: training/goodput.py), shown in days (minimise)
+  cost           $ to train `--tokens` tokens (GPU-hours of that wall time x $/GPU-hour of the catalog)
   mfu            model FLOPs utilisation                         (maximise)
   memory         peak memory per GPU                             (minimise)
 
@@ -20,6 +21,7 @@ Serving (metrics = the `summary` of `parasim serve --json`; plans missing the SL
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,13 +39,19 @@ class Objective:
     value: Callable[[dict[str, Any], dict[str, Any]], float]  # (row, options) -> natural value
     unit: str = ""
 
-    def score(self, row: dict[str, Any], options: dict[str, Any]) -> float:
-        """Smaller is better; missing/NaN values rank last."""
+    def natural(self, row: dict[str, Any], options: dict[str, Any]) -> float | None:
+        """The row's value as shown (`objective_value`); None when it has none (a job that cannot
+        progress has no time to train) or it is not a finite number."""
         try:
             v = float(self.value(row, options))
         except (KeyError, TypeError, ValueError, ZeroDivisionError):
-            return INF
-        if v != v:
+            return None
+        return v if math.isfinite(v) else None
+
+    def score(self, row: dict[str, Any], options: dict[str, Any]) -> float:
+        """Smaller is better; missing/NaN values rank last."""
+        v = self.natural(row, options)
+        if v is None:
             return INF
         return -v if self.maximise else v
 
@@ -53,7 +61,8 @@ def _m(row: dict[str, Any], key: str) -> float:
 
 
 def _train_seconds(row: dict[str, Any], opts: dict[str, Any]) -> float:
-    return float(opts["tokens"]) / _m(row, "tokens_per_s")
+    """The plan's time_to_train_s (a job that cannot progress has none and ranks last)."""
+    return float(row["time_to_train_s"])
 
 
 TRAIN_OBJECTIVES: dict[str, Objective] = {o.name: o for o in (

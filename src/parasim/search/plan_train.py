@@ -60,6 +60,7 @@ class TrainSearch:
     batch_tolerance: float | None = None  # relative, with global_batch_tokens (None: DEFAULT_BATCH_TOLERANCE)
     objective: str = "tokens-per-s"
     tokens: float | None = None  # for time-to-train / cost
+    reliability: dict[str, Any] = field(default_factory=dict)  # training/goodput.py assumptions given (the rest: catalog)
     top: int = 10
     pareto: str | None = None
     choices: dict[str, tuple] = field(default_factory=dict)  # overrides of TrainChoices fields
@@ -166,7 +167,15 @@ def evaluate(context: dict, item: dict) -> dict:
         return {"ok": False, "reason": "sim_error", "message": str(e)}
     if not res.fits:
         return {"ok": False, "reason": "memory_activations"}
-    return {"ok": True, "metrics": res.to_dict()}
+    return {"ok": True, "metrics": {**res.to_dict(), **goodput_metrics(model, cluster, res, context)}}
+
+
+def goodput_metrics(model: ModelSpec, cluster: ClusterSpec, res, context: dict) -> dict:
+    """The goodput keys `parasim train --json` carries for the same plan and assumptions."""
+    from parasim.training.goodput import result_keys
+
+    return result_keys(model, gpus=cluster.gpus, gpus_per_node=cluster.gpus_per_node, step_time_s=res.step_time_s,
+                       tokens_per_s=res.tokens_per_s, r=context["reliability"], tokens=context.get("tokens"))
 
 
 def plan_row(item: dict, result: dict, price: float) -> dict:
@@ -174,7 +183,8 @@ def plan_row(item: dict, result: dict, price: float) -> dict:
     metrics = result["metrics"]
     row = {k: metrics["plan"].get(k, item.get(k)) for k in metrics["plan"]}
     row.update({"gpu": item["gpu"], "gpus": item["gpus"], "global_batch_tokens": row["global_batch"] * row["seq_len"],
-                "price_usd_per_hour": price, "metrics": metrics})
+                "price_usd_per_hour": price, "goodput_fraction": metrics["goodput_fraction"],
+                "time_to_train_s": metrics["time_to_train_s"], "metrics": metrics})
     return row
 
 
@@ -237,7 +247,7 @@ def find_reference(req: TrainSearch, model: ModelSpec, given: dict, batch: Batch
         return {**item, **info, "rank": None, "in_ranking": False, "feasible": False, "reason": res.get("reason"),
                 "message": res.get("message"), "metrics": None}
     row = plan_row(item, res, prices[gpu])
-    row["objective_value"] = objective.value(row, options)
+    row["objective_value"] = objective.natural(row, options)
     return {**row, **info, "rank": tr.locate(ranked, row, key), "in_ranking": False, "feasible": True}
 
 
@@ -255,7 +265,7 @@ def _check(req: TrainSearch) -> tuple[ModelSpec, Any, list, BatchTarget, dict | 
     pareto_objs = parse_pareto(req.pareto, TRAIN_OBJECTIVES)
     needs_tokens = {objective.name} | {o.name for o in pareto_objs}
     if needs_tokens & {"time-to-train", "cost"} and not req.tokens:
-        raise InputError("tokens", "required (> 0) for the time-to-train and cost objectives")
+        raise InputError("tokens", "required (> 0) for the time-to-train and cost objectives: give --tokens N")
     if req.tokens is not None and req.tokens <= 0:
         raise InputError("tokens", f"must be positive, got {req.tokens}")
     if not req.gpu:
@@ -313,7 +323,7 @@ def _baseline(base_cands: list[dict], ranked: list[dict], context: dict, prices:
         if res["ok"]:
             baseline = plan_row(b, res, prices[b["gpu"]])
             baseline["rank"] = None
-            baseline["objective_value"] = objective.value(baseline, options)
+            baseline["objective_value"] = objective.natural(baseline, options)
             return baseline
     return None
 
@@ -326,7 +336,10 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     pruned = Pruned()
     cands, raw = _candidates(req, model, clusters, batch, pruned)
     base_cands = [b for (g, n), cl in clusters.items() for b in baseline_items(model, cl, g, batch)]
-    context = {"model": model, "clusters": clusters}
+    from parasim.training.goodput import Reliability
+
+    context = {"model": model, "clusters": clusters, "tokens": req.tokens,
+               "reliability": Reliability.from_options(req.reliability)}
     outcome = _simulate_all(req, context, cands, progress, guard)
     prices = {g: get_accelerator(g).price_usd_per_hour for g in req.gpu}
     errors: dict[str, str] = {}
@@ -335,7 +348,7 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     ranked.sort(key=key)
     for i, row in enumerate(ranked, start=1):
         row["rank"] = i
-        row["objective_value"] = objective.value(row, options)
+        row["objective_value"] = objective.natural(row, options)
     baseline = _baseline(base_cands, ranked, context, prices, objective, options,
                          lambda: outcome.interrupted or guard.hit)
     reference = (find_reference(req, model, given, batch, ranked, context, prices, objective, options, key,
@@ -345,7 +358,7 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     out = {
         "command": "plan train", "model": model.name, "gpu": list(req.gpu), "gpus": list(req.gpus),
         **batch.as_dict(), "seq_len": req.seq_len, "objective": objective.name,
-        "objective_metric": objective.metric, "tokens": req.tokens,
+        "objective_metric": objective.metric, "tokens": req.tokens, "reliability": dict(req.reliability),
         "defaults": ({"batch_tolerance": batch.tolerance} if batch.tokens and req.batch_tolerance is None else {}),
         "best": ranked[0] if ranked else None, "ranked": ranked, "evaluated": len(cands) - outcome.results.count(None),
         "space_size": raw, "pruned": pruned.as_dict(), "errors": errors, "baseline": baseline, "reference": reference,
@@ -358,10 +371,12 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     return out
 
 
-def emit_yaml_mapping(best: dict, model: str | None = None) -> dict:
+def emit_yaml_mapping(best: dict, model: str | None = None, goodput: dict | None = None) -> dict:
     """The winning plan as a `parasim train -c` config (same keys as its flags, underscores).
     `model` is the model as the search was given it: a file or checkpoint folder is written as an
-    absolute path (the model's name would not find it again), so the file runs from any directory."""
+    absolute path (the model's name would not find it again), so the file runs from any directory.
+    `goodput`: the failure and checkpoint flags the search was given, and --tokens, so `train -c`
+    reports the same goodput and time to train."""
     from pathlib import Path
 
     from parasim.specs.catalog import model_reference
@@ -371,4 +386,5 @@ def emit_yaml_mapping(best: dict, model: str | None = None) -> dict:
     out = {"model": ref if Path(ref).is_absolute() else best["metrics"]["model"], "gpu": best["gpu"],
            "gpus": best["gpus"]}
     out.update({k: v for k, v in m.items() if v is not None})
+    out.update({k: v for k, v in (goodput or {}).items() if v is not None})
     return out
