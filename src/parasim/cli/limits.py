@@ -96,6 +96,7 @@ TRAIN: dict[str, Rule] = {
     "inter_node_gbps": F(0.0, 1e6), "tp": I("gpus"), "pp": I("gpus"), "dp": I("gpus"), "cp": I("gpus"),
     "ep": I("gpus"), "virtual_stages": I(hi=100_000), "sequence_parallel": BOOL, "zero": I(lo=0, hi=3),
     "micro_batch": I("batch"), "global_batch": I("batch"), "seq_len": I("tokens"), "seq_len_dist": PATH,
+    "varlen_balance": TEXT,
     "recompute": TEXT, "precision": TEXT, "grad_dtype": TEXT, "overlap_grad_reduce": BOOL,
     "overlap_param_gather": BOOL, "tp_comm_overlap": BOOL, "overlap_p2p_comm": BOOL, "schedule": TEXT,
     "attention": TEXT, "kernels": TEXT, "profile": PATH, "timeline": OUT, **OUTPUTS, **REPORT_OUT,
