@@ -9,7 +9,7 @@ sequence-parallel communication. The slowest rank sets the step (`balance`).
   every document paying the CP ring whatever its length.
 - bytescale: ByteScale's data-aware dynamic CP (Ge et al. 2025, arXiv:2502.21231): a piece runs
   on ceil(length / capacity) ranks (short ones on one rank, no CP communication), and a balance
-  scheduler places pieces longest-work-first on the least-loaded ranks within a token cap.
+  scheduler places pieces longest-work-first on the least-loaded ranks.
 - zeppelin: Zeppelin (Chen et al. 2025, arXiv:2509.21841): hierarchical sequence partitioning
   splits a piece over as many ranks as balancing attention needs, widening inside a node (NVLink)
   only; a remapping layer then re-balances tokens for the linear layers (two all-to-alls of the
@@ -30,12 +30,6 @@ from typing import Callable
 
 from parasim.registry import Registry
 from parasim.training.varlen import VarlenBalance, packed_pieces, piece_pairs, zigzag_pairs
-
-#: a rank may take this much more than the static plan's tokens per step (activation memory is
-#: costed at the plan's tokens, so a larger cap would hide memory the balancer spends)
-TOKEN_SLACK = 0.10
-#: ranks popped past full ones before a piece goes to the least-loaded rank regardless of the cap
-_SCAN = 64
 
 
 @dataclass(frozen=True)
@@ -126,7 +120,7 @@ class ByteScale(Strategy):
         for p in _pieces(pool):
             c = math.ceil(p / pool.capacity)
             units.append(Unit(c, p / c, piece_pairs(p) / c, ring_s=pool.ring_s(p / c, c)))
-        return _greedy(pool, units, capped=True)
+        return _greedy(pool, units)
 
 
 @STRATEGIES.register
@@ -141,7 +135,7 @@ class Zeppelin(Strategy):
             need = math.ceil(p / pool.capacity)
             c = max(need, min(math.ceil(piece_pairs(p) / target), pool.node_ranks, pool.ranks))
             units.append(Unit(c, p / c, piece_pairs(p) / c, ring_s=pool.ring_s(p / c, c)))
-        loads = _greedy(pool, units, capped=False)
+        loads = _greedy(pool, units)
         mean = pool.micro_batches * pool.capacity
         for load in loads:  # the remapping layer gives every rank the mean tokens for linear layers
             load.exposed_s += pool.remap_s(abs(load.tokens - mean))
@@ -158,7 +152,7 @@ class FlexSP(Strategy):
         for p in _pieces(pool):
             c = min(1 << math.ceil(math.log2(p / pool.capacity)), pool.ranks) if p > pool.capacity else 1
             units.append(Unit(c, p / c, piece_pairs(p) / c, exposed_s=pool.a2a_s(p / c, c)))
-        return _greedy(pool, units, capped=True)
+        return _greedy(pool, units)
 
 
 def _pieces(pool: Pool) -> list[int]:
@@ -178,31 +172,22 @@ def _static_loads(sequences: tuple[tuple[int, ...], ...], mb: int, dp: int, cp: 
     return tuple(zip(tokens, pairs))
 
 
-def _greedy(pool: Pool, units: list[Unit], *, capped: bool) -> list[Load]:
-    """Longest work first onto the least-loaded ranks (a unit of c ranks takes the c least
-    loaded); with `capped`, a rank takes no more than (1 + TOKEN_SLACK) x its static tokens."""
+def _greedy(pool: Pool, units: list[Unit]) -> list[Load]:
+    """Longest work first onto the least-loaded ranks (a unit of c ranks takes the c least loaded).
+    No shard exceeds a rank's micro-batch tokens, so activation memory stays the plan's; a rank
+    may run more or fewer micro-batches' worth of tokens in the step (ByteScale's balance scheduler
+    hands ranks with long sequences fewer micro-batches)."""
     loads = [Load() for _ in range(pool.ranks)]
-    cap = pool.micro_batches * pool.capacity * (1 + TOKEN_SLACK) if capped else math.inf
     heap = [(0.0, r) for r in range(pool.ranks)]
     work = lambda u: u.ranks * (u.tokens * pool.token_s + u.pairs * pool.pair_s + u.ring_s + u.exposed_s)
     for u in sorted(units, key=lambda u: (-work(u), -u.ranks)):
-        chosen, full = [], []
-        while heap and len(chosen) < u.ranks:
-            item = heapq.heappop(heap)
-            fits = loads[item[1]].tokens + u.tokens <= cap or len(full) >= _SCAN
-            (chosen if fits else full).append(item)
-        full.sort()
-        while len(chosen) < u.ranks:
-            chosen.append(full.pop(0))
-        for _, r in chosen:
+        for _, r in [heapq.heappop(heap) for _ in range(u.ranks)]:
             load = loads[r]
             load.tokens += u.tokens
             load.pairs += u.pairs
             load.ring_s += u.ring_s
             load.exposed_s += u.exposed_s
             heapq.heappush(heap, (load.time_s(pool), r))
-        for item in full:
-            heapq.heappush(heap, item)
     return loads
 
 
