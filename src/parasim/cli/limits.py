@@ -107,7 +107,7 @@ PLAN_TRAIN: dict[str, Rule] = {
     "global_batch_tokens": I("batch_tokens"), "global_batch": I("batch"), "batch_tolerance": F(lo_open=False),
     "tokens": F(0.0, 1e18), "reference": Rule("pairs"), "tp": L("gpus"), "pp": L("gpus"), "cp": L("gpus"),
     "ep": L("gpus"), "micro_batch": L("batch"), "virtual_stages": L("gpus"), "zero": TEXT, "recompute": TEXT,
-    "precision": TEXT, "schedules": TEXT, "profile": PATH, **_RUN,
+    "precision": TEXT, "schedules": TEXT, "profile": PATH, "seq_len_dist": PATH, "varlen_balance": TEXT, **_RUN,
 }
 
 PLAN_SERVE: dict[str, Rule] = {

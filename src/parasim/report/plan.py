@@ -22,6 +22,10 @@ TRAIN_COLUMNS = ("rank", "GPUs", "tp", "pp", "dp", "cp", "ep", "v", "mb", "gb", 
                  "MFU% causal", "step s", "mem GiB")
 
 
+#: the `bal` column (plan train --seq-len-dist): three letters keep the table within 100 characters
+VARLEN_SHORT = {"static": "sta", "bytescale": "bsc", "zeppelin": "zep", "flexsp": "fsp"}
+
+
 def batch_line(out: dict) -> str:
     """How the global batch (the `gb` column, sequences) was chosen."""
     if out["global_batch"] is not None:
@@ -54,10 +58,15 @@ def render_train(out: dict, top: int) -> None:
     # (with 5-digit GPU counts and 4-digit batches) stays within 100 characters
     single = not multi and len(out["gpus"]) == 1
     cols = [k for i, k in enumerate(TRAIN_COLUMNS) if not (single and i == 1)]
+    varlen = any(r.get("seq_len_dist") for r in out["ranked"])  # which balancing strategy each row ran
+    at = cols.index("zero") + 1
+    if varlen:
+        cols.insert(at, "bal")
 
     def cells(r: dict, label: Any) -> list[Any]:
         row = [label, *_train_cells(r, multi)[1:]]
-        return [v for i, v in enumerate(row) if not (single and i == 1)]
+        row = [v for i, v in enumerate(row) if not (single and i == 1)]
+        return row[:at] + [VARLEN_SHORT.get(r.get("varlen_balance"), "-")] + row[at:] if varlen else row
 
     on = f"{out['gpus'][0]} x {out['gpu'][0]}" if single else ", ".join(out["gpu"])
     c.print(table(f"plan train: {out['model']} on {on} - best {top} of {len(out['ranked'])} feasible by "
