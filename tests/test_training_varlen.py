@@ -85,7 +85,7 @@ def test_zigzag_conserves_pairs(pieces, cp):
 
 # --- strategies conserve tokens and pairs ------------------------------------------------------
 def _pool(lengths, seq_len, dp, cp, mb, m):
-    seqs = tuple(tuple(s) for s in packed_pieces(tuple(lengths), seq_len, dp * mb * m))
+    seqs = packed_pieces(tuple(lengths), seq_len, dp * mb * m)
     return Pool(seqs, seq_len, mb, dp, cp, token_s=1e-9, pair_s=1e-12, ring_s=lambda x, c: (c - 1) * x * 1e-10,
                 a2a_s=lambda x, c: x * 1e-10 if c > 1 else 0.0, remap_s=lambda x: x * 1e-10, node_ranks=4,
                 overlap_slowdown=0.15)
@@ -159,3 +159,23 @@ def test_a_config_file_sets_the_strategy_like_the_flag(tmp_path):
                               "zeppelin", "--json").stdout)
     assert by_file["step_time_s"] == by_flag["step_time_s"]
     assert by_file["plan"]["varlen_balance"] == "zeppelin" and "speedup_vs_static" in by_file["varlen"]
+
+
+def test_plan_train_searches_every_strategy_and_a_balanced_one_wins():
+    r = _run("plan", "train", "-m", "llama-3-8b", "--gpu", "h100-sxm", "--gpus", "64", "--seq-len", "32768",
+             "--global-batch", "64", "--seq-len-dist", "lognormal:median=2000,sigma=1.5", "--tp", "2", "--cp", "1,4",
+             "--pp", "1", "--micro-batch", "1", "--zero", "1", "--recompute", "full", "--json")
+    out = json.loads(r.stdout)
+    ranked = out["ranked"]
+    assert {row["varlen_balance"] for row in ranked} == set(STRATEGIES.names())
+    assert len(ranked) == 2 * len(STRATEGIES.names())  # cp 1 and 4, each under every strategy
+    assert ranked[0]["varlen_balance"] != "static"
+    assert out["baseline"]["varlen_balance"] == "static" and out["baseline"]["seq_len_dist"]
+    for row in ranked:  # a row's strategy is what its step was simulated with
+        assert row["metrics"]["plan"]["varlen_balance"] == row["varlen_balance"]
+
+
+def test_plan_train_refuses_a_strategy_without_documents():
+    r = _run("plan", "train", "-m", "llama-3-8b", "--gpu", "h100-sxm", "--gpus", "64", "--seq-len", "8192",
+             "--varlen-balance", "zeppelin")
+    assert r.returncode == 2 and "varlen-balance" in r.stderr

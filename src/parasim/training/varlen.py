@@ -15,6 +15,7 @@ no longer balances: it equalises the pairs of one causal sequence, not of severa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from parasim.training.length_dist import load_lengths
 
@@ -26,9 +27,10 @@ def piece_pairs(length: float) -> float:
     return length * (length + 1) / 2
 
 
-def packed_pieces(lengths: tuple[int, ...], seq_len: int, sequences: int) -> list[list[int]]:
+@lru_cache(maxsize=32)
+def packed_pieces(lengths: tuple[int, ...], seq_len: int, sequences: int) -> tuple[tuple[int, ...], ...]:
     """Document pieces of each of `sequences` packed sequences (documents cycled if short)."""
-    out: list[list[int]] = []
+    out: list[tuple[int, ...]] = []
     cur: list[int] = []
     room, i, n = seq_len, 0, len(lengths)
     left = lengths[0]
@@ -38,12 +40,12 @@ def packed_pieces(lengths: tuple[int, ...], seq_len: int, sequences: int) -> lis
         left -= take
         room -= take
         if room == 0:
-            out.append(cur)
+            out.append(tuple(cur))
             cur, room = [], seq_len
         if left == 0:
             i += 1
             left = lengths[i % n]
-    return out
+    return tuple(out)
 
 
 def packed_pairs(lengths: tuple[int, ...], seq_len: int, sequences: int) -> list[float]:
@@ -51,7 +53,7 @@ def packed_pairs(lengths: tuple[int, ...], seq_len: int, sequences: int) -> list
     return [sum(piece_pairs(p) for p in seq) for seq in packed_pieces(lengths, seq_len, sequences)]
 
 
-def zigzag_pairs(pieces: list[int], cp: int) -> list[float]:
+def zigzag_pairs(pieces: tuple[int, ...] | list[int], cp: int) -> list[float]:
     """Pairs each of `cp` ranks computes for one packed sequence under the load-balanced zigzag
     split (2*cp equal chunks; rank i holds chunks i and 2cp-1-i), with per-document masks."""
     seq = sum(pieces)

@@ -116,11 +116,11 @@ class ByteScale(Strategy):
     name, source = "bytescale", "ByteScale data-aware dynamic CP, arXiv:2502.21231"
 
     def place(self, pool: Pool) -> list[Load]:
-        units = []
-        for p in _pieces(pool):
+        def unit(p: int) -> Unit:
             c = math.ceil(p / pool.capacity)
-            units.append(Unit(c, p / c, piece_pairs(p) / c, ring_s=pool.ring_s(p / c, c)))
-        return _greedy(pool, units)
+            return Unit(c, p / c, piece_pairs(p) / c, ring_s=pool.ring_s(p / c, c))
+
+        return _greedy(pool, _units(pool, unit))
 
 
 @STRATEGIES.register
@@ -128,14 +128,14 @@ class Zeppelin(Strategy):
     name, source = "zeppelin", "Zeppelin hierarchical partitioning + remapping, arXiv:2509.21841"
 
     def place(self, pool: Pool) -> list[Load]:
-        pieces = _pieces(pool)
-        target = sum(piece_pairs(p) for p in pieces) / pool.ranks  # attention pairs per rank
-        units = []
-        for p in pieces:
+        target = sum(piece_pairs(p) for s in pool.sequences for p in s) / pool.ranks  # pairs per rank
+
+        def unit(p: int) -> Unit:
             need = math.ceil(p / pool.capacity)
             c = max(need, min(math.ceil(piece_pairs(p) / target), pool.node_ranks, pool.ranks))
-            units.append(Unit(c, p / c, piece_pairs(p) / c, ring_s=pool.ring_s(p / c, c)))
-        loads = _greedy(pool, units)
+            return Unit(c, p / c, piece_pairs(p) / c, ring_s=pool.ring_s(p / c, c))
+
+        loads = _greedy(pool, _units(pool, unit))
         mean = pool.micro_batches * pool.capacity
         for load in loads:  # the remapping layer gives every rank the mean tokens for linear layers
             load.exposed_s += pool.remap_s(abs(load.tokens - mean))
@@ -148,15 +148,17 @@ class FlexSP(Strategy):
     name, source = "flexsp", "FlexSP heterogeneity-adaptive SP (Ulysses groups), arXiv:2412.01523"
 
     def place(self, pool: Pool) -> list[Load]:
-        units = []
-        for p in _pieces(pool):
+        def unit(p: int) -> Unit:
             c = min(1 << math.ceil(math.log2(p / pool.capacity)), pool.ranks) if p > pool.capacity else 1
-            units.append(Unit(c, p / c, piece_pairs(p) / c, exposed_s=pool.a2a_s(p / c, c)))
-        return _greedy(pool, units)
+            return Unit(c, p / c, piece_pairs(p) / c, exposed_s=pool.a2a_s(p / c, c))
+
+        return _greedy(pool, _units(pool, unit))
 
 
-def _pieces(pool: Pool) -> list[int]:
-    return [p for seq in pool.sequences for p in seq]
+def _units(pool: Pool, unit: Callable[[int], Unit]) -> list[Unit]:
+    """One unit per document piece of the step (built once per distinct length)."""
+    made: dict[int, Unit] = {}
+    return [made[p] if p in made else made.setdefault(p, unit(p)) for seq in pool.sequences for p in seq]
 
 
 @lru_cache(maxsize=64)
@@ -166,7 +168,7 @@ def _static_loads(sequences: tuple[tuple[int, ...], ...], mb: int, dp: int, cp: 
     pairs = [0.0] * (dp * cp)
     for k, seq in enumerate(sequences):
         d = (k // mb) % dp
-        for i, p in enumerate(zigzag_pairs(list(seq), cp)):
+        for i, p in enumerate(zigzag_pairs(seq, cp)):
             tokens[d * cp + i] += seq_len / cp
             pairs[d * cp + i] += p
     return tuple(zip(tokens, pairs))
@@ -179,8 +181,9 @@ def _greedy(pool: Pool, units: list[Unit]) -> list[Load]:
     hands ranks with long sequences fewer micro-batches)."""
     loads = [Load() for _ in range(pool.ranks)]
     heap = [(0.0, r) for r in range(pool.ranks)]
-    work = lambda u: u.ranks * (u.tokens * pool.token_s + u.pairs * pool.pair_s + u.ring_s + u.exposed_s)
-    for u in sorted(units, key=lambda u: (-work(u), -u.ranks)):
+    work = {id(u): u.ranks * (u.tokens * pool.token_s + u.pairs * pool.pair_s + u.ring_s + u.exposed_s)
+            for u in units}
+    for u in sorted(units, key=lambda u: (-work[id(u)], -u.ranks, -u.tokens)):
         for _, r in [heapq.heappop(heap) for _ in range(u.ranks)]:
             load = loads[r]
             load.tokens += u.tokens
@@ -194,7 +197,7 @@ def _greedy(pool: Pool, units: list[Unit]) -> list[Load]:
 def balance(lengths: tuple[int, ...], pool_costs: dict, *, strategy: str, seq_len: int, global_batch: int,
             dp: int, cp: int, micro_batch: int) -> VarlenBalance:
     """Place one step's pieces with `strategy`; the critical rank as the layer model takes it."""
-    seqs = tuple(tuple(s) for s in packed_pieces(lengths, seq_len, global_batch))
+    seqs = packed_pieces(lengths, seq_len, global_batch)
     pool = Pool(seqs, seq_len, micro_batch, dp, cp, **pool_costs)
     strat = STRATEGIES.get(strategy, field="varlen-balance")()
     loads = strat.place(pool)
