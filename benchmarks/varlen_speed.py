@@ -5,7 +5,8 @@ a strategy other than static also simulates static packing for `speedup_vs_stati
 
 from __future__ import annotations
 
-import time
+import statistics
+import timeit
 
 from parasim.specs.catalog import get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
@@ -21,16 +22,11 @@ def main() -> None:
                         seq_len_dist="lognormal:median=2000,sigma=1.5")
     for name in STRATEGIES.names():
         plan = base.with_(varlen_balance=name)
-        simulate(model, cluster, plan)  # warm caches once
-        runs = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            res = simulate(model, cluster, plan)
-            runs.append(time.perf_counter() - t0)
-        runs.sort()
+        res = simulate(model, cluster, plan)  # also warms the caches
+        median_s = statistics.median(timeit.repeat(lambda: simulate(model, cluster, plan), number=1, repeat=5))
         gain = res.varlen.get("speedup_vs_static", 1.0)
         print(f"{name:10s} step {res.step_time_s:.3f} s ({gain:.3f}x static); simulated in "
-              f"{1e3 * runs[len(runs) // 2]:.0f} ms (median of 5)")
+              f"{1e3 * median_s:.0f} ms (median of 5)")
 
 
 if __name__ == "__main__":
