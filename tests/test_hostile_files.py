@@ -182,9 +182,11 @@ TRAIN = ("train", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--gpus", "8",
          "--seq-len", "2048")
 
 
-@pytest.mark.parametrize("content", ["inf\n", "1e30\n", "2.5\n", "5,3\n", "12".encode("utf-16"), bytes(range(256))])
+@pytest.mark.parametrize("content", ["inf\n", "1e30\n", "2.5\n", "5,3,1\n", "5,-1\n", "12".encode("utf-16"),
+                                     bytes(range(256))])
 def test_a_bad_document_length_file_is_refused(tmp_path, content):
-    """inf and binary files were tracebacks; 1e30 was accepted, 2.5 read as 2, a second column ignored."""
+    """inf and binary files were tracebacks; 1e30 was accepted, 2.5 read as 2. A second column is a
+    histogram count (length,count), so a third column or a negative count is refused."""
     assert refused(*cli(*TRAIN, "--seq-len-dist", write(tmp_path / "docs.txt", content)), "docs.txt", "seq-len-dist")
 
 

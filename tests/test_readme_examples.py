@@ -50,6 +50,9 @@ def _check_train(out, args):
     assert out["fits"] is True and out["step_time_s"] > 0 and 0 < out["mfu"] < 1
     assert set(out["breakdown"]) >= {"compute", "exposed_comm", "bubble", "optimizer"}
     assert out["peak_memory_gib_per_gpu"] <= out["memory"]["capacity_gib"]
+    if "--varlen-balance" in args:  # a balancing strategy beats static packing on a long tail
+        assert out["plan"]["varlen_balance"] == args[args.index("--varlen-balance") + 1]
+        assert out["step_time_s"] < out["varlen"]["static_step_time_s"]
 
 
 def _check_serve(out, args):

@@ -106,6 +106,7 @@ TRAIN: dict[str, Rule] = {
     "inter_node_gbps": F(0.0, 1e6), "tp": I("gpus"), "pp": I("gpus"), "dp": I("gpus"), "cp": I("gpus"),
     "ep": I("gpus"), "virtual_stages": I(hi=100_000), "sequence_parallel": BOOL, "zero": I(lo=0, hi=3),
     "micro_batch": I("batch"), "global_batch": I("batch"), "seq_len": I("tokens"), "seq_len_dist": PATH,
+    "varlen_balance": TEXT,
     "recompute": TEXT, "precision": TEXT, "grad_dtype": TEXT, "overlap_grad_reduce": BOOL,
     "overlap_param_gather": BOOL, "tp_comm_overlap": BOOL, "overlap_p2p_comm": BOOL, "schedule": TEXT,
     "attention": TEXT, "kernels": TEXT, "profile": PATH, "timeline": OUT, **OUTPUTS, **REPORT_OUT,
@@ -117,7 +118,8 @@ PLAN_TRAIN: dict[str, Rule] = {
     "global_batch_tokens": I("batch_tokens"), "global_batch": I("batch"), "batch_tolerance": F(lo_open=False),
     "tokens": F(0.0, 1e18), "reference": Rule("pairs"), "tp": L("gpus"), "pp": L("gpus"), "cp": L("gpus"),
     "ep": L("gpus"), "micro_batch": L("batch"), "virtual_stages": L("gpus"), "zero": TEXT, "recompute": TEXT,
-    "precision": TEXT, "schedules": TEXT, "profile": PATH, **_GOODPUT, **_RUN,
+    "precision": TEXT, "schedules": TEXT, "profile": PATH, "seq_len_dist": PATH, "varlen_balance": TEXT,
+    **_GOODPUT, **_RUN,
 }
 
 PLAN_SERVE: dict[str, Rule] = {

@@ -31,6 +31,12 @@ def _schedules() -> str:
     return SCHEDULES.help(" | ")
 
 
+def _varlen_balance() -> str:
+    from parasim.training.varlen_balance import STRATEGIES
+
+    return STRATEGIES.help(" | ")
+
+
 def _searched_schedulers() -> str:
     from parasim.search.space import SERVE_SCHEDULERS
 
@@ -49,6 +55,7 @@ PLACEHOLDERS: dict[str, Callable[[], str]] = {
     "{ROUTERS}": _routers,
     "{SCHEDULES}": _schedules,
     "{SEARCHED_SCHEDULERS}": _searched_schedulers,
+    "{VARLEN_BALANCE}": _varlen_balance,
 }
 
 

@@ -193,6 +193,8 @@ def plan_train_cmd(
     storage_bw_gbps: Optional[float] = typer.Option(None, "--storage-bw-gbps", help="Checkpoint storage bandwidth for the whole job, Gbit/s (default 16,000 = Llama 3's 2 TB/s).", rich_help_panel=PANEL_GOODPUT),
     restart_s: Optional[float] = typer.Option(None, "--restart-s", help="Seconds from a failure to training again, before the checkpoint load (default 600).", rich_help_panel=PANEL_GOODPUT),
     async_save: Optional[bool] = typer.Option(None, "--async-save/--no-async-save", help="Write checkpoints in the background after a host snapshot (default off).", rich_help_panel=PANEL_GOODPUT),
+    seq_len_dist: Optional[str] = typer.Option(None, "--seq-len-dist", help="Document lengths (as `parasim train --seq-len-dist`); the search then tries each --varlen-balance.", rich_help_panel=PANEL_SPACE),
+    varlen_balance: Optional[str] = typer.Option(None, "--varlen-balance", help="Balancing strategies to try with --seq-len-dist, of {VARLEN_BALANCE} (default: all).", rich_help_panel=PANEL_SPACE),
     workers: Workers = None,
     executor: Executor = "local",
     ray_address: RayAddress = None,
@@ -219,11 +221,12 @@ def plan_train_cmd(
         bad = [v for v in choices[name] if v not in allowed]
         if bad:
             raise InputError(name, f"'{bad[0]}' is not one of {', '.join(allowed)}")
+    varlen = varlen_choices(v["seq_len_dist"], varlen_balance)
     req = TrainSearch(model=model, gpu=tuple(gpu), gpus=v["gpus"], seq_len=seq_len, global_batch=global_batch,
                       global_batch_tokens=global_batch_tokens, batch_tolerance=batch_tolerance, objective=objective, tokens=tokens, top=top,
                       pareto=pareto, choices={k: v for k, v in choices.items() if v},
                       reference=v["reference"], workers=workers, executor=executor,
-                      ray_address=ray_address,
+                      ray_address=ray_address, **varlen,
                       reliability={k: v[k] for k in ("mtbf_gpu_hours", "checkpoint_bw_gbps", "storage_bw_gbps",
                                                      "restart_s", "async_save") if v[k] is not None})
     outputs.check(json_file, emit_yaml, report_file)
@@ -233,6 +236,25 @@ def plan_train_cmd(
     report(out, "plan train", top=top, json_out=json_out, json_file=json_file, render=render_train,
            emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping(out["best"], model, {**out["reliability"], "tokens": out["tokens"]}),
            report_file=report_file)
+
+
+def varlen_choices(spec: str | None, balance: str | None) -> dict[str, Any]:
+    """TrainSearch's varlen fields: the length spec, read once here so a bad one exits 2 before the
+    search, and the strategies to try (all registered when not given)."""
+    from parasim.training.length_dist import load_lengths
+    from parasim.training.varlen_balance import STRATEGIES
+
+    if spec is None:
+        if balance is not None:
+            raise InputError("varlen-balance", "balances documents: give --seq-len-dist")
+        return {}
+    load_lengths(spec)
+    names = str_list(balance) if balance is not None else STRATEGIES.names()
+    if not names:
+        raise InputError("varlen-balance", f"give one or more of {STRATEGIES.help(', ')}")
+    for name in names:
+        STRATEGIES.get(name, field="varlen-balance")
+    return {"seq_len_dist": spec, "varlen_balance": tuple(dict.fromkeys(names))}
 
 
 def register(app: typer.Typer) -> None:

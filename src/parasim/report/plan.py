@@ -34,6 +34,10 @@ def goodput_line(best: dict | None) -> str | None:
             f"checkpoint every {g['checkpoint_interval_steps']} steps, {g['recovery_s']:.0f} s restart and load)")
 
 
+#: the `bal` column (plan train --seq-len-dist): three letters keep the table within 100 characters
+VARLEN_SHORT = {"static": "sta", "bytescale": "bsc", "zeppelin": "zep", "flexsp": "fsp"}
+
+
 def batch_line(out: dict) -> str:
     """How the global batch (the `gb` column, sequences) was chosen."""
     if out["global_batch"] is not None:
@@ -69,10 +73,15 @@ def render_train(out: dict, top: int) -> None:
     drop = {1} if single else set()
     drop.add(TRAIN_COLUMNS.index("step s") if out.get("tokens") else len(TRAIN_COLUMNS) - 1)
     cols = [k for i, k in enumerate(TRAIN_COLUMNS) if i not in drop]
+    varlen = any(r.get("seq_len_dist") for r in out["ranked"])  # which balancing strategy each row ran
+    at = cols.index("zero") + 1
+    if varlen:
+        cols.insert(at, "bal")
 
     def cells(r: dict, label: Any) -> list[Any]:
         row = [label, *_train_cells(r, multi)[1:]]
-        return [v for i, v in enumerate(row) if i not in drop]
+        row = [v for i, v in enumerate(row) if i not in drop]
+        return row[:at] + [VARLEN_SHORT.get(r.get("varlen_balance"), "-")] + row[at:] if varlen else row
 
     on = f"{out['gpus'][0]} x {out['gpu'][0]}" if single else ", ".join(out["gpu"])
     c.print(table(f"plan train: {out['model']} on {on} - best {top} of {len(out['ranked'])} feasible by "

@@ -68,6 +68,8 @@ class TrainSearch:
     workers: int | None = None
     executor: str = "local"
     ray_address: str | None = None
+    seq_len_dist: str | None = None  # document lengths (training/length_dist.py); None: full sequences
+    varlen_balance: tuple[str, ...] = ("static",)  # strategies tried with seq_len_dist
 
 
 def cluster_for(acc_id: str, gpus: int) -> ClusterSpec:
@@ -197,7 +199,8 @@ def sort_key(obj, options: dict, batch: BatchTarget) -> Any:
 
 
 def same_plan(a: dict, b: dict) -> bool:
-    return all(a.get(k) == b.get(k) for k in PLAN_KEYS) and a.get("gpu") == b.get("gpu") and a.get("gpus") == b.get("gpus")
+    return (all(a.get(k) == b.get(k) for k in PLAN_KEYS) and a.get("gpu") == b.get("gpu") and a.get("gpus") == b.get("gpus")
+            and a.get("varlen_balance", "static") == b.get("varlen_balance", "static"))
 
 
 def baseline_items(model: ModelSpec, cluster: ClusterSpec, gpu: str, batch: BatchTarget) -> list[dict]:
@@ -295,6 +298,9 @@ def _candidates(req: TrainSearch, model: ModelSpec, clusters: dict, batch: Batch
                                                                       choices=choices, pruned=pc)]
         pruned.update(pc)
         cands += screen_memory(model, cluster.accelerator.hbm_bytes, found, pruned)
+    if req.seq_len_dist:  # strategies move work between ranks, not memory: one memory screen serves all
+        raw *= len(req.varlen_balance)
+        cands = [{**d, "seq_len_dist": req.seq_len_dist, "varlen_balance": b} for d in cands for b in req.varlen_balance]
     return cands, raw
 
 
@@ -336,6 +342,8 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     pruned = Pruned()
     cands, raw = _candidates(req, model, clusters, batch, pruned)
     base_cands = [b for (g, n), cl in clusters.items() for b in baseline_items(model, cl, g, batch)]
+    if req.seq_len_dist:  # the baseline packs the same documents, statically
+        base_cands = [{**b, "seq_len_dist": req.seq_len_dist, "varlen_balance": "static"} for b in base_cands]
     from parasim.training.goodput import Reliability
 
     context = {"model": model, "clusters": clusters, "tokens": req.tokens,

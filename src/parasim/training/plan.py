@@ -48,7 +48,8 @@ class TrainingPlan:
     overlap_p2p_comm: bool = True
     schedule: str = "1f1b"  # a registered name (training/schedules.py); 1f1b with virtual_stages > 1 = interleaved
     attention: str = "flash"  # flash (best fused kernel, catalog) | flash2 (FA2-generation) | triton (2022-23 Triton FA) | unfused
-    seq_len_dist: str | None = None  # file with one document length per line (packed into sequences)
+    seq_len_dist: str | None = None  # document lengths: a length or histogram file, or a named law (length_dist.py)
+    varlen_balance: str = "static"  # how variable-length documents are spread over dp*cp ranks (varlen_balance.py)
     # dtype of the gradient buffers and their DP reduction: fp32 (Megatron's default with bf16/fp8)
     # or bf16 (NeMo's `optim.grad_sync_dtype=bf16`); fp16 runs always keep fp16 gradients
     grad_dtype: str = "fp32"
@@ -129,6 +130,11 @@ class TrainingPlan:
         from parasim.training.schedules import get_schedule
 
         get_schedule(self.schedule)  # unknown names rejected with the list of known ones
+        from parasim.training.varlen_balance import STRATEGIES
+
+        STRATEGIES.get(self.varlen_balance, field="varlen-balance")
+        if self.varlen_balance != "static" and not self.seq_len_dist:
+            raise InputError("varlen-balance", f"'{self.varlen_balance}' balances documents: give --seq-len-dist")
         if self.global_batch % (self.dp * self.micro_batch):
             raise InputError("global-batch", f"global batch {self.global_batch} is not divisible by "
                                              f"dp*micro_batch = {self.dp}*{self.micro_batch} = {self.dp * self.micro_batch}")
@@ -182,7 +188,8 @@ _FIELD_KINDS = {
                     "count"),
     **dict.fromkeys(("sequence_parallel", "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap",
                      "overlap_p2p_comm"), "bool"),
-    **dict.fromkeys(("recompute", "precision", "schedule", "attention", "grad_dtype", "kernels"), "text"),
+    **dict.fromkeys(("recompute", "precision", "schedule", "attention", "grad_dtype", "kernels", "varlen_balance"),
+                    "text"),
     "zero": "zero", "seq_len_dist": "text?",
 }
 

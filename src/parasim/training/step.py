@@ -100,8 +100,9 @@ def _unfused_attention_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingP
 
 
 def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, layer: LayerCost,
-                pairs_per_mb: float, *, moe: bool) -> LayerTimes:
-    """One layer, one micro-batch: `pairs_per_mb` = causal query-key pairs of the micro-batch.
+                pairs_per_mb: float, *, moe: bool, cp_comm: tuple[float, float] | None = None) -> LayerTimes:
+    """One layer, one micro-batch: `pairs_per_mb` = causal query-key pairs of the micro-batch;
+    `cp_comm` replaces the plan's CP ring with a varlen strategy's (ring s, exposed s) per forward.
     The backward is `LayerCost.backward` (one model for every caller) plus what only training
     adds: FP8 casts of the incoming gradients, main-gradient accumulation, recomputation."""
     t = plan.micro_batch * plan.seq_len / plan.cp  # tokens on this GPU
@@ -114,7 +115,7 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
     fwd_compute = gemms + attn_f + elem + cast_f
     wgrad_accum = memory_time_s(layer_weight_params(model, plan, moe) * WGRAD_ACCUM_RW * plan.grad_bytes, acc)
     bwd_compute = b["compute"] + cast_b + wgrad_accum
-    fwd_comm, bwd_comm = _inlayer_comm_s(plan, layer, f, t, gemms, b, attn_f)
+    fwd_comm, bwd_comm = _inlayer_comm_s(plan, layer, f, t, gemms, b, attn_f, cp_comm)
 
     if plan.recompute == "full":
         bwd_compute += fwd_compute
@@ -125,7 +126,7 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
         bwd_compute += gemms * recomputed_matmul_fraction(model) + elem + cast_f
 
     parts = {"gemms": gemms, "attention": attn_f, "elementwise": elem + cast_f, "wgrad_accum": wgrad_accum,
-             "tp_comm": f["tp_comm"], "cp_comm": layer.cp_comm_s(t), "ep_comm": f["ep_comm"],
+             "tp_comm": f["tp_comm"], "cp_comm": layer.cp_comm_s(t) if cp_comm is None else sum(cp_comm), "ep_comm": f["ep_comm"],
              **{f"elementwise_{k}": v for k, v in layer.nongemm_s(t, moe).items()}, "elementwise_fp8_casts": cast_f}
     return LayerTimes(fwd_compute, fwd_comm, bwd_compute, bwd_comm, b["weight_grad"] + wgrad_accum, parts)
 
@@ -156,7 +157,8 @@ def _fp8_casts_s(model: ModelSpec, plan: TrainingPlan, acc, t: float) -> tuple[f
 
 
 def _inlayer_comm_s(plan: TrainingPlan, layer: LayerCost, f: dict[str, float], t: float, gemms: float,
-                    b: dict[str, float], attn_f: float) -> tuple[float, float]:
+                    b: dict[str, float], attn_f: float,
+                    cp_comm: tuple[float, float] | None = None) -> tuple[float, float]:
     """Exposed TP/SP, CP-ring and EP communication inside the layer: (forward, backward) seconds."""
     tp_c = f["tp_comm"]
     if plan.tp_comm_overlap:  # all-gather / reduce-scatter pipelined with the neighbouring GEMMs
@@ -165,9 +167,10 @@ def _inlayer_comm_s(plan: TrainingPlan, layer: LayerCost, f: dict[str, float], t
         tp_b = tp_c - hid_b + OVERLAP_SLOWDOWN * hid_b
     else:
         tp_f = tp_b = tp_c
-    cp_c = layer.cp_comm_s(t)  # ring attention: K/V blocks overlap the block-wise attention
-    cp_f = cp_c - min(cp_c, attn_f) * (1 - OVERLAP_SLOWDOWN)
-    cp_b = 2 * cp_c - min(2 * cp_c, b["attention"]) * (1 - OVERLAP_SLOWDOWN)
+    cp_c, sp_x = (layer.cp_comm_s(t), 0.0) if cp_comm is None else cp_comm
+    # ring attention: K/V blocks overlap the block-wise attention; sp_x (Ulysses, remaps) does not
+    cp_f = cp_c - min(cp_c, attn_f) * (1 - OVERLAP_SLOWDOWN) + sp_x
+    cp_b = 2 * cp_c - min(2 * cp_c, b["attention"]) * (1 - OVERLAP_SLOWDOWN) + sp_x
     ep_c = f["ep_comm"]
     return tp_f + cp_f + ep_c, tp_b + cp_b + ep_c
 
@@ -326,15 +329,17 @@ class StepTiming:
 
 
 def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
-                  pairs_per_mb: float | None = None, recorder: list[OpRecord] | None = None) -> StepTiming:
+                  pairs_per_mb: float | None = None, recorder: list[OpRecord] | None = None,
+                  cp_comm: tuple[float, float] | None = None) -> StepTiming:
     """One optimizer step: layer costs, the pipeline schedule, then DP reduction and optimizer.
-    `recorder` collects every pipeline op as placed (run_pipeline)."""
+    `recorder` collects every pipeline op as placed (run_pipeline); `cp_comm`: see layer_times."""
     layer, edge = _costers(model, cluster, plan)
     s = plan.seq_len
     if pairs_per_mb is None:
         pairs_per_mb = plan.micro_batch * s * (s + 1) / 2
-    dense = layer_times(model, cluster, plan, layer, pairs_per_mb, moe=False) if not model.is_moe or model.dense_layers else None
-    moe = layer_times(model, cluster, plan, layer, pairs_per_mb, moe=True) if model.is_moe else None
+    dense = (layer_times(model, cluster, plan, layer, pairs_per_mb, moe=False, cp_comm=cp_comm)
+             if not model.is_moe or model.dense_layers else None)
+    moe = layer_times(model, cluster, plan, layer, pairs_per_mb, moe=True, cp_comm=cp_comm) if model.is_moe else None
     lt = _mix(model, dense, moe)
     pp, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
     t = plan.micro_batch * s / plan.cp
