@@ -41,6 +41,7 @@ class TrainingResult:
     fits: bool
     varlen: dict[str, float] = field(default_factory=dict)
     timeline: dict[str, Any] | None = None  # per-stage op intervals, when asked for (training/timeline.py)
+    hetero: dict[str, Any] | None = None  # a mixed cluster's placement, split and per-group memory (training/hetero.py)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.step_time_s) and self.step_time_s > 0):
@@ -112,5 +113,6 @@ class TrainingResult:
             "megatron_mfu": self.megatron_mfu, "megatron_hfu": self.megatron_hfu,
             "peak_memory_gib_per_gpu": gib(self.peak_memory_bytes), "fits": self.fits,
             "memory": self.memory, "breakdown": self.breakdown, "details": self.details, "varlen": self.varlen,
+            **({"hetero": self.hetero} if self.hetero is not None else {}),
             **({"timeline": self.timeline} if self.timeline is not None else {}),
         }
