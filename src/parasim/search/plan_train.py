@@ -40,6 +40,7 @@ from parasim.search.space import default_train_choices, enumerate_train
 from parasim.search.train_batch import BatchTarget
 from parasim.specs.catalog import default_cluster, get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
+from parasim.specs.mixed import MixedCluster, from_text, is_mixed
 from parasim.specs.model import ModelSpec
 from parasim.training.schedules import resolve_name
 
@@ -69,9 +70,35 @@ class TrainSearch:
     ray_address: str | None = None
 
 
-def cluster_for(acc_id: str, gpus: int) -> ClusterSpec:
-    """The cluster `parasim train` builds for --gpu/--gpus: the GPU's node preset, else 8 per node."""
+def cluster_for(acc_id: str, gpus: int) -> ClusterSpec | MixedCluster:
+    """The cluster `parasim train` builds for --gpu/--gpus: the GPU's node preset, else 8 per node;
+    a mixed `TYPE:COUNT,...` is its groups (specs/mixed.py), `gpus` their sum."""
+    if is_mixed(acc_id):
+        return from_text(acc_id)
     return default_cluster(acc_id, gpus)
+
+
+def gpu_counts(req: TrainSearch) -> list[tuple[str, int]]:
+    """(--gpu, GPU count) pairs to search: each one-type GPU at every --gpus count, a mixed one at
+    its own sum, which a given --gpus must list."""
+    pairs = []
+    for g in req.gpu:
+        if not is_mixed(g):
+            if not req.gpus:
+                raise InputError("gpus", f"required with a one-type --gpu ({g}); only TYPE:COUNT lists carry their count")
+            pairs += [(g, n) for n in req.gpus]
+            continue
+        n = from_text(g).gpus
+        if req.gpus and n not in req.gpus:
+            raise InputError("gpus", f"{', '.join(map(str, req.gpus))} does not include the sum of the GPU groups "
+                                     f"({g} = {n}); leave --gpus out or give the sum")
+        pairs.append((g, n))
+    return pairs
+
+
+def price_of(gpu: str) -> float:
+    """Price per GPU-hour; a mixed cluster's mean over its GPUs."""
+    return from_text(gpu).price_usd_per_hour if is_mixed(gpu) else get_accelerator(gpu).price_usd_per_hour
 
 
 def resolve_batch(req: TrainSearch) -> BatchTarget:
@@ -157,9 +184,15 @@ def evaluate(context: dict, item: dict) -> dict:
 
     model = context["model"]
     cluster = context["clusters"][(item["gpu"], item["gpus"])]
-    plan_map = {k: v for k, v in item.items() if k not in ("gpu", "gpus")}
+    plan_map = {k: v for k, v in item.items() if k not in ("gpu", "gpus", "mixed_placement")}
     try:
-        res = simulate(model, cluster, TrainingPlan.from_mapping(plan_map, gpus=cluster.gpus))
+        plan = TrainingPlan.from_mapping(plan_map, gpus=cluster.gpus)
+        if isinstance(cluster, MixedCluster):
+            from parasim.training.hetero import simulate_mixed
+
+            res = simulate_mixed(model, cluster, plan, placement=item["mixed_placement"])
+        else:
+            res = simulate(model, cluster, plan)
     except InputError as e:
         return {"ok": False, "reason": "invalid_plan", "message": f"{e.field}: {e.message}"}
     except RuntimeError as e:  # e.g. a schedule that deadlocks
@@ -175,6 +208,8 @@ def plan_row(item: dict, result: dict, price: float) -> dict:
     row = {k: metrics["plan"].get(k, item.get(k)) for k in metrics["plan"]}
     row.update({"gpu": item["gpu"], "gpus": item["gpus"], "global_batch_tokens": row["global_batch"] * row["seq_len"],
                 "price_usd_per_hour": price, "metrics": metrics})
+    if "mixed_placement" in item:
+        row["mixed_placement"] = item["mixed_placement"]
     return row
 
 
@@ -182,12 +217,13 @@ def sort_key(obj, options: dict, batch: BatchTarget) -> Any:
     """Objective, then fewer GPUs, then the batch nearest the budget, then the plan fields."""
     def key(row: dict) -> tuple:
         return (obj.score(row, options), row["gpus"], batch.deviation(row["global_batch"]), row["gpu"],
-                tuple(str(row.get(k)) for k in PLAN_KEYS))
+                tuple(str(row.get(k)) for k in PLAN_KEYS), row.get("mixed_placement", ""))
     return key
 
 
 def same_plan(a: dict, b: dict) -> bool:
-    return all(a.get(k) == b.get(k) for k in PLAN_KEYS) and a.get("gpu") == b.get("gpu") and a.get("gpus") == b.get("gpus")
+    return (all(a.get(k) == b.get(k) for k in PLAN_KEYS) and a.get("gpu") == b.get("gpu") and a.get("gpus") == b.get("gpus")
+            and a.get("mixed_placement") == b.get("mixed_placement"))
 
 
 def baseline_items(model: ModelSpec, cluster: ClusterSpec, gpu: str, batch: BatchTarget) -> list[dict]:
@@ -263,10 +299,13 @@ def _check(req: TrainSearch) -> tuple[ModelSpec, Any, list, BatchTarget, dict | 
     for n in req.gpus:
         if n < 1:
             raise InputError("gpus", f"must be a positive integer, got {n}")
+    gpu_counts(req)  # a one-type --gpu without --gpus, a --gpus without a mixed cluster's sum
     batch = resolve_batch(req)
     given = None
     if req.reference:
 
+        if any(is_mixed(g) for g in req.gpu):
+            raise InputError("reference", "is not available with a mixed --gpu TYPE:COUNT list yet")
         given = parse_reference(req.reference, req.gpu, req.gpus)
     return model, objective, pareto_objs, batch, given
 
@@ -277,15 +316,31 @@ def _candidates(req: TrainSearch, model: ModelSpec, clusters: dict, batch: Batch
     and the size of the raw space."""
     cands: list[dict] = []
     raw = 0
-    for (g, n), cluster in clusters.items():
+    for (g, n), cl in clusters.items():
+        cluster = cl.proxy() if isinstance(cl, MixedCluster) else cl
         choices = default_train_choices(model, cluster, req.seq_len, **req.choices)
         raw += choices.size
         pc = Pruned()
         found = [{**d, "gpu": g, "gpus": n} for d in enumerate_train(model, cluster, batch=batch, seq_len=req.seq_len,
                                                                       choices=choices, pruned=pc)]
         pruned.update(pc)
+        if isinstance(cl, MixedCluster):
+            found = _mixed_placements(cl, found, pruned)
         cands += screen_memory(model, cluster.accelerator.hbm_bytes, found, pruned)
     return cands, raw
+
+
+def _mixed_placements(mixed: MixedCluster, found: list[dict], pruned: Pruned) -> list[dict]:
+    """Each layout once per placement it allows on the mixed cluster (training/hetero.py)."""
+    from parasim.training.hetero import feasible_placements
+
+    out = []
+    for d in found:
+        ways = feasible_placements(mixed, tp=d["tp"], pp=d["pp"], cp=d["cp"], dp=d["dp"])
+        if not ways:
+            pruned.drop("mixed_placement")
+        out += [{**d, "mixed_placement": w} for w in ways]
+    return out
 
 
 def _simulate_all(req: TrainSearch, context: dict, cands: list[dict], progress,
@@ -322,13 +377,14 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     t0 = time.perf_counter()
     model, objective, pareto_objs, batch, given = _check(req)
     options = {"tokens": req.tokens or 0.0}
-    clusters = {(g, n): cluster_for(g, n) for g in req.gpu for n in req.gpus}
+    clusters = {(g, n): cluster_for(g, n) for g, n in gpu_counts(req)}
     pruned = Pruned()
     cands, raw = _candidates(req, model, clusters, batch, pruned)
-    base_cands = [b for (g, n), cl in clusters.items() for b in baseline_items(model, cl, g, batch)]
+    base_cands = [b for (g, n), cl in clusters.items() if not isinstance(cl, MixedCluster)
+                  for b in baseline_items(model, cl, g, batch)]
     context = {"model": model, "clusters": clusters}
     outcome = _simulate_all(req, context, cands, progress, guard)
-    prices = {g: get_accelerator(g).price_usd_per_hour for g in req.gpu}
+    prices = {g: price_of(g) for g in req.gpu}
     errors: dict[str, str] = {}
     ranked = [plan_row(item, res, prices[item["gpu"]]) for item, res in pruned.successes(cands, outcome.results, errors)]
     key = sort_key(objective, options, batch)
@@ -343,7 +399,7 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     from parasim.search.explain import explain
 
     out = {
-        "command": "plan train", "model": model.name, "gpu": list(req.gpu), "gpus": list(req.gpus),
+        "command": "plan train", "model": model.name, "gpu": list(req.gpu), "gpus": list(req.gpus) or [n for _, n in clusters],
         **batch.as_dict(), "seq_len": req.seq_len, "objective": objective.name,
         "objective_metric": objective.metric, "tokens": req.tokens,
         "defaults": ({"batch_tolerance": batch.tolerance} if batch.tokens and req.batch_tolerance is None else {}),
@@ -371,4 +427,6 @@ def emit_yaml_mapping(best: dict, model: str | None = None) -> dict:
     out = {"model": ref if Path(ref).is_absolute() else best["metrics"]["model"], "gpu": best["gpu"],
            "gpus": best["gpus"]}
     out.update({k: v for k, v in m.items() if v is not None})
+    if "mixed_placement" in best:
+        out["mixed_placement"] = best["mixed_placement"]
     return out

@@ -45,10 +45,23 @@ class MixedCluster:
         """Mean dense peak per GPU: MFU over a mixed cluster is achieved FLOP/s over the sum of peaks."""
         return sum(g.accelerator.peak(precision) * g.gpus for g in self.groups) / self.gpus
 
+    def proxy(self) -> ClusterSpec:
+        """The one-type stand-in `plan train` enumerates layouts on: every GPU, the smallest
+        scale-up domain (TP stays inside each group's NVLink), the largest HBM (the memory screen
+        drops only what fits on no group; the simulator then checks each group's own)."""
+        big = max(self.groups, key=lambda g: (g.accelerator.hbm_bytes, -self.groups.index(g)))
+        small = min(self.groups, key=lambda g: g.domain)
+        return big.with_(gpus=self.gpus, gpus_per_node=small.gpus_per_node, scale_up_domain=small.scale_up_domain)
+
     @property
     def price_usd_per_hour(self) -> float:
         """Mean price per GPU-hour (the cost objective multiplies by the GPU count)."""
         return sum(g.accelerator.price_usd_per_hour * g.gpus for g in self.groups) / self.gpus
+
+
+def from_text(text: str, field: str = "gpu") -> MixedCluster:
+    """The cluster of a `TYPE:COUNT,...` value with every group on its part's node preset."""
+    return mixed_cluster(groups_from_text(text, field=field), field=field)
 
 
 def is_mixed(gpu: Any) -> bool:

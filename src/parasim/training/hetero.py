@@ -79,6 +79,16 @@ def group_replicas(mixed: MixedCluster, plan: TrainingPlan) -> list[int]:
     return [g.gpus // per_rep for g in mixed.groups]
 
 
+def feasible_placements(mixed: MixedCluster, *, tp: int, pp: int, cp: int, dp: int) -> list[str]:
+    """The placements a layout allows: whole stages, whole replicas, per group (for `plan train`)."""
+    out = []
+    if all(g.gpus % (tp * cp * dp) == 0 for g in mixed.groups):
+        out.append("stages")
+    if all(g.gpus % (tp * pp * cp) == 0 for g in mixed.groups):
+        out.append("replicas")
+    return out
+
+
 def _layer_s(k: PlanCosts) -> float:
     """One layer, one micro-batch, forward and backward with its exposed communication."""
     lt = k.lt
