@@ -190,7 +190,7 @@ def train_cmd(
     attention: Optional[str] = typer.Option(None, "--attention", help="flash (best fused kernel) | flash2 (FA2-generation) | triton (2022-23 Triton FlashAttention) | unfused.", rich_help_panel=PANEL_OVERLAP),
     kernels: Optional[str] = typer.Option(None, "--kernels", help="Non-GEMM kernels: fused (Megatron/TE) | eager (PyTorch eager) | compiled (torch.compile).", rich_help_panel=PANEL_OVERLAP),
     mixed_placement: Optional[str] = typer.Option(None, "--mixed-placement", help="Mixed GPU types: stages (each group holds whole pipeline stages; default) | replicas (each group holds whole pipeline replicas, DP across types).", rich_help_panel=PANEL_PAR),
-    mixed_split: Optional[str] = typer.Option(None, "--mixed-split", help="Mixed GPU types: balanced (default: layers, or micro-batches with replicas, by each group's speed) | even | layers per pipeline rank, e.g. 30,30,10,10.", rich_help_panel=PANEL_PAR),
+    mixed_split: Optional[str] = typer.Option(None, "--mixed-split", help="Mixed GPU types: balanced (layers, or micro-batches with replicas, by each group's speed; the default with two types or more) | even (the plain split) | layers per pipeline rank, e.g. 30,30,10,10.", rich_help_panel=PANEL_PAR),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     json_file: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE."),
     timeline: Optional[Path] = typer.Option(None, "--timeline", help="Also write the step as a Chrome trace (Perfetto, chrome://tracing) to FILE; the JSON gains `timeline`."),
@@ -222,7 +222,7 @@ def train_cmd(
         from parasim.training.hetero import simulate_mixed
 
         res = simulate_mixed(model_spec, cluster, plan, placement=opts.get("mixed_placement") or "stages",
-                             split=opts.get("mixed_split") or "balanced", timeline=timeline is not None or report is not None)
+                             split=opts.get("mixed_split"), timeline=timeline is not None or report is not None)
     else:
         res = simulate(model_spec, cluster, plan, timeline=timeline is not None or report is not None)  # the report's Gantt
     expected = training_expected(model_spec, cluster.accelerator, zero=plan.zero, precision=plan.precision,

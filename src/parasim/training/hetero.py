@@ -6,10 +6,11 @@ Two placements, as the heterogeneous-training planners search them (Metis, ATC'2
   never spans two GPU types: group k holds gpus_k / (tp*cp*dp) consecutive ranks, in the order the
   groups were given). Per-rank layer times differ, so the layers are split unevenly: `balanced`
   gives each rank layers in proportion to its speed (water-filling: the next layer goes to the
-  rank whose stage would end soonest, which minimises the slowest stage of this linear model; one
-  GPU type keeps the default split), then local moves of one layer between groups that the
-  simulator keeps when the step gets shorter. `even` is the default split; a comma list gives
-  the layers per rank. Each stage's DP reduction stays inside its group, on its own NICs.
+  rank whose stage would end soonest, counting the embedding and the LM head, which minimises
+  the slowest stage of this linear model), then local moves of one layer that the simulator
+  keeps when the step gets shorter. `even` is the homogeneous split (cost/partition.py), the
+  default when every group is the same GPU type (the plain run); a comma list gives the layers
+  per rank. Each stage's DP reduction stays inside its group, on its own NICs.
 * `replicas`: each pipeline replica lives in one group (gpus_k / (tp*pp*cp) replicas there) and
   the DP groups cross types: the gradient reduction, like the pipeline sends, is costed at the
   slowest group's NICs. `balanced` gives the replicas of faster groups more micro-batches
@@ -138,7 +139,7 @@ def layer_split(model: ModelSpec, plan: TrainingPlan, costs: list[PlanCosts], sp
     if split not in SPLITS:
         return _chunks(_explicit_split(model, plan, split), v)
     per_layer = [_layer_s(k) for k in costs]
-    if split == "even" or len(set(per_layer)) == 1:
+    if split == "even":
         return default_chunk_layers(model.layers, pp, v)
     return _chunks(water_fill(model.layers, per_layer, [_edge_s(k, r, pp) for r, k in enumerate(costs)], v), v)
 
@@ -158,12 +159,12 @@ class _Stages:
                         job_gpus=self.mixed.gpus, vcounts=_vcounts(counts), recorder=recorder)
 
     def improve(self, counts: list[list[int]]) -> tuple[list[list[int]], StepTiming]:
-        """Local moves: one layer from the slowest rank (by the linear model) to the quickest rank
-        of each other group, kept when the simulated step is shorter."""
+        """Local moves: one layer from the slowest rank (by the linear model) to the quickest other
+        rank of each group, kept when the simulated step is shorter."""
         pp, v = self.plan.pp, self.plan.virtual_stages
         per_layer = [_layer_s(k) for k in self.costs]
         best = self.step(counts)
-        for _ in range(LOCAL_MOVE_ROUNDS if len(self.ranks) > 1 else 0):
+        for _ in range(LOCAL_MOVE_ROUNDS):
             totals = [sum(row) for row in counts]
             load = [_edge_s(k, r, pp) + totals[r] * per_layer[r] for r, k in enumerate(self.costs)]
             src = max(range(pp), key=lambda r: (load[r], -r))
@@ -249,12 +250,19 @@ def _share_micro_batches(total: int, reps: list[int], stage_s: list[float], unit
     return share
 
 
+def default_split(mixed: MixedCluster) -> str:
+    """`balanced` across GPU types; one type keeps the plain run's split (`even`)."""
+    return "balanced" if len({g.accelerator.id for g in mixed.groups}) > 1 else "even"
+
+
 def simulate_mixed(model: ModelSpec, mixed: MixedCluster, plan: TrainingPlan, *, placement: str = "stages",
-                   split: str = "balanced", timeline: bool = False) -> TrainingResult:
-    """One optimizer step of `plan` on a mixed cluster (raises InputError on bad plans or layouts)."""
+                   split: str | None = None, timeline: bool = False) -> TrainingResult:
+    """One optimizer step of `plan` on a mixed cluster (raises InputError on bad plans or layouts);
+    `split` None: `default_split`."""
     from parasim.training.timeline import build as build_timeline
 
     plan.check(model, mixed.gpus)
+    split = split or default_split(mixed)
     check_options(placement, split)
     if plan.seq_len_dist:
         raise InputError("seq-len-dist", "variable-length data on a mixed cluster is not modelled yet")
