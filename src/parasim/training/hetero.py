@@ -192,9 +192,11 @@ def _stages(model: ModelSpec, mixed: MixedCluster, plan: TrainingPlan, split: st
             records: list[OpRecord] | None) -> tuple[StepTiming, list[MemoryBreakdown], list[dict]]:
     st = _Stages(model, mixed, plan, pairs)
     counts = layer_split(model, plan, st.costs, split)
+    timing = None
     if split == "balanced":
-        counts, _ = st.improve(counts)
-    timing = st.step(counts, records)
+        counts, timing = st.improve(counts)
+    if timing is None or records is not None:
+        timing = st.step(counts, records)
     mems = st.memory(timing.run.ops, counts)
     info = [{"stages": list(rs), "layers": [sum(counts[r]) for r in rs]} for rs in st.ranks]
     return timing, mems, info
