@@ -216,3 +216,35 @@ def test_mixed_cluster_in_python_refuses_a_plan_whose_gpus_differ():
     with pytest.raises(InputError) as e:
         simulate_mixed(L70, mixed(MIX), PLAN70.with_(dp=2, global_batch=128))
     assert e.value.field == "gpus"
+
+
+# --- plan train on a mixed cluster ----------------------------------------------------------------------
+PLAN = ["plan", "train", "--model", "llama-3-8b", "--global-batch", "32", "--seq-len", "2048", "--workers", "1",
+        "--tp", "2", "--pp", "1,2", "--micro-batch", "2", "--zero", "1", "--recompute", "none"]
+
+
+def test_plan_train_searches_the_placements_and_its_winner_runs_as_emitted(tmp_path):
+    emitted = tmp_path / "best.yaml"
+    r = run_cli(*PLAN, "--gpu", "h100-sxm:8,a100-sxm-80gb:8", "--json", "--emit-yaml", str(emitted))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["gpus"] == [16]
+    placements = {row["mixed_placement"] for row in out["ranked"]}
+    assert placements == {"stages", "replicas"}
+    for row in out["ranked"]:
+        assert row["metrics"]["hetero"]["placement"] == row["mixed_placement"]
+        assert row["metrics"]["hetero"]["split"] == "balanced"
+    best = out["best"]
+    again = json.loads(run_cli("train", "-c", str(emitted), "--json").stdout)
+    assert again["step_time_s"] == best["metrics"]["step_time_s"]
+    assert yaml.safe_load(emitted.read_text())["mixed_placement"] == best["mixed_placement"]
+
+
+@pytest.mark.parametrize("gpu,gpus,field", [
+    ("h100-sxm:8,a100-sxm-80gb:8", "12", "gpus"),  # --gpus must hold the groups' sum
+    ("h100-sxm", None, "gpus"),  # one type still needs its count
+    ("h100-sxm:8,a100:8", None, "gpu"),
+])
+def test_plan_train_bad_mixed_specs_exit_2(gpu, gpus, field):
+    r = run_cli(*PLAN, "--gpu", gpu, *(["--gpus", gpus] if gpus else []))
+    assert r.returncode == 2 and r.stderr.startswith(f"parasim: error: {field}"), r.stderr

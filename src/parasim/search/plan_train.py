@@ -165,7 +165,7 @@ def screen_memory(model: ModelSpec, hbm: float, cands: list[dict], pruned: Prune
     fitting: set[tuple] = set()
     out = []
     for d in sorted(cands, key=lambda d: RECOMPUTE_ORDER.index(d["recompute"])):
-        sib = tuple((k, d[k]) for k in PLAN_KEYS if k != "recompute") + ((d["gpu"], d["gpus"]),)
+        sib = tuple((k, d[k]) for k in PLAN_KEYS if k != "recompute") + ((d["gpu"], d["gpus"], d.get("mixed_placement")),)
         if sib in fitting:
             pruned.drop("dominated_recompute")
             continue
