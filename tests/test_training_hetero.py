@@ -248,3 +248,13 @@ def test_plan_train_searches_the_placements_and_its_winner_runs_as_emitted(tmp_p
 def test_plan_train_bad_mixed_specs_exit_2(gpu, gpus, field):
     r = run_cli(*PLAN, "--gpu", gpu, *(["--gpus", gpus] if gpus else []))
     assert r.returncode == 2 and r.stderr.startswith(f"parasim: error: {field}"), r.stderr
+
+
+@pytest.mark.parametrize("placement", ["stages", "replicas"])
+def test_the_timeline_of_a_mixed_step_spans_exactly_the_step(placement):
+    r = simulate_mixed(L70, mixed(MIX), PLAN70, placement=placement, timeline=True)
+    end = max(s[1] + s[2] for st_ in r.timeline["stages"] for s in st_["spans"])
+    assert end == pytest.approx(r.step_time_s, abs=1e-8)
+    if placement == "stages":  # one lane per pipeline rank, each with the layers the split gave it
+        layers = [g["layers"] for g in r.hetero["groups"]]
+        assert [sum(s["layers"]) for s in r.timeline["stages"]] == layers[0] + layers[1]

@@ -27,7 +27,7 @@ import heapq
 from dataclasses import replace
 from typing import Any
 
-from parasim.cost.flops import causal_context, training_hardware_flops_per_token, training_model_flops_per_token
+from parasim.cost.flops import causal_context
 from parasim.cost.partition import chunk_layers as default_chunk_layers
 from parasim.errors import InputError
 from parasim.mathx import cdiv
@@ -35,7 +35,7 @@ from parasim.specs.mixed import MixedCluster
 from parasim.specs.model import ModelSpec
 from parasim.training.memory import MemoryBreakdown, peak_memory
 from parasim.training.plan import TrainingPlan
-from parasim.training.result import TrainingResult
+from parasim.training.result import TrainingResult, flops_per_token
 from parasim.training.schedules import get_schedule
 from parasim.training.step import OpRecord, PlanCosts, StepTiming, plan_costs, run_step
 
@@ -281,11 +281,7 @@ def simulate_mixed(model: ModelSpec, mixed: MixedCluster, plan: TrainingPlan, *,
     hetero: dict[str, Any] = {"placement": placement, "split": split, "groups": groups}
     return TrainingResult(
         model=model.name, gpu=mixed.label, gpus=mixed.gpus, plan={**plan.to_mapping(), "schedule": plan.schedule_name},
-        step_time_s=timing.step_s, tokens_per_step=plan.tokens_per_step,
-        model_flops_per_token=training_model_flops_per_token(model, ctx),
-        hardware_flops_per_token=training_hardware_flops_per_token(model, ctx, plan.recompute),
-        megatron_model_flops_per_token=training_model_flops_per_token(model, plan.seq_len),
-        megatron_hardware_flops_per_token=training_hardware_flops_per_token(model, plan.seq_len, plan.recompute),
+        step_time_s=timing.step_s, tokens_per_step=plan.tokens_per_step, **flops_per_token(model, plan, ctx),
         peak_flops_per_s=mixed.peak(plan.precision), breakdown=timing.breakdown,
         details={**timing.details, "critical_rank": timing.critical_rank},
         memory=mems[worst].to_dict(), peak_memory_bytes=mems[worst].total, fits=all(m.fits for m in mems),

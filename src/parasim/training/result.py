@@ -17,6 +17,17 @@ from parasim import __version__
 from parasim.units import gib
 
 
+def flops_per_token(model, plan, ctx: float) -> dict[str, float]:
+    """The four FLOP counts a result carries: causal (`ctx` keys per query, as the kernels execute
+    them) and Megatron's full s x s, each with and without recomputation."""
+    from parasim.cost.flops import training_hardware_flops_per_token as hw
+    from parasim.cost.flops import training_model_flops_per_token as mf
+
+    return {"model_flops_per_token": mf(model, ctx), "hardware_flops_per_token": hw(model, ctx, plan.recompute),
+            "megatron_model_flops_per_token": mf(model, plan.seq_len),
+            "megatron_hardware_flops_per_token": hw(model, plan.seq_len, plan.recompute)}
+
+
 class ImpossibleResult(RuntimeError):
     """An internal error: the simulator produced a step that cannot happen (never bad input)."""
 
