@@ -258,3 +258,12 @@ def test_the_timeline_of_a_mixed_step_spans_exactly_the_step(placement):
     if placement == "stages":  # one lane per pipeline rank, each with the layers the split gave it
         layers = [g["layers"] for g in r.hetero["groups"]]
         assert [sum(s["layers"]) for s in r.timeline["stages"]] == layers[0] + layers[1]
+
+
+def test_a_gpu_flag_replaces_the_files_node_groups_and_says_so(tmp_path):
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump({"model": "llama-3-8b", "tp": 2, "global_batch": 32, "seq_len": 2048,
+                                    "node_groups": [{"gpu": "h100-sxm", "gpus": 8}, {"gpu": "l40s", "gpus": 8}]}))
+    out = json.loads(run_cli("train", "-c", str(path), "--gpu", "h100-sxm", "--gpus", "16", "--json").stdout)
+    assert out["gpu"] == "h100-sxm" and "hetero" not in out
+    assert out["overrides"]["node_groups"]["used"] == "h100-sxm"

@@ -48,7 +48,8 @@ def merge(file_opts: dict[str, Any], flags: dict[str, Any]) -> tuple[dict[str, A
     * `--virtual-stages N` against the file's `schedule`: interleaved for N > 1 (over gpipe; 1f1b
       with N > 1 is interleaved 1F1B anyway), 1f1b for N = 1 (over interleaved);
     * a degree or GPU count flag (`--tp/--pp/--cp/--gpus`) against the file's `dp`: dp is derived
-      again from gpus / (tp*pp*cp) when the file's dp no longer multiplies out.
+      again from gpus / (tp*pp*cp) when the file's dp no longer multiplies out;
+    * `--gpu` against the file's `node_groups` (a mixed cluster): the flag's GPUs are used.
     Anything else that contradicts is an input error from the plan validator, naming the field.
     """
     from parasim.training.schedules import SCHEDULES, for_virtual_stages, resolve_name
@@ -78,6 +79,9 @@ def merge(file_opts: dict[str, Any], flags: dict[str, Any]) -> tuple[dict[str, A
         used = for_virtual_stages(fs, v)
         if used != resolve_name(fs, v):  # (1f1b with v > 1 is interleaved 1F1B: no contradiction)
             displace("schedule", used, f"--virtual-stages {v}")
+    if "gpu" in flags and "node_groups" in file_opts:  # the flag's GPUs replace the file's node groups
+        overrides["node_groups"] = {"file": file_opts["node_groups"], "used": flags["gpu"], "by": f"--gpu {flags['gpu']}"}
+        opts.pop("node_groups")
     moved = [k for k in ("tp", "pp", "cp", "gpus") if k in flags]
     if moved and "dp" not in flags and as_int(file_opts.get("dp")) is not None:
         degrees = [as_int(opts.get(k, 1)) for k in ("tp", "pp", "cp", "dp")]
