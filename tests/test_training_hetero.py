@@ -234,7 +234,12 @@ def test_plan_train_searches_the_placements_and_its_winner_runs_as_emitted(tmp_p
     for row in out["ranked"]:
         assert row["metrics"]["hetero"]["placement"] == row["mixed_placement"]
         assert row["metrics"]["hetero"]["split"] == "balanced"
+    base = out["baseline"]  # the heuristic layout run as if one type: whole stages, the even split
+    assert (base["mixed_placement"], base["mixed_split"]) == ("stages", "even")
+    layers = [sum(g["layers"]) for g in base["metrics"]["hetero"]["groups"]]
+    assert max(layers) - min(layers) <= 1
     best = out["best"]
+    assert best["metrics"]["tokens_per_s"] > base["metrics"]["tokens_per_s"]
     again = json.loads(run_cli("train", "-c", str(emitted), "--json").stdout)
     assert again["step_time_s"] == best["metrics"]["step_time_s"]
     assert yaml.safe_load(emitted.read_text())["mixed_placement"] == best["mixed_placement"]

@@ -41,6 +41,7 @@ from parasim.search.train_batch import BatchTarget
 from parasim.specs.catalog import default_cluster, get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.mixed import MixedCluster, from_text, is_mixed
+from parasim.training.hetero import PLACEMENTS
 from parasim.specs.model import ModelSpec
 from parasim.training.schedules import resolve_name
 
@@ -184,13 +185,13 @@ def evaluate(context: dict, item: dict) -> dict:
 
     model = context["model"]
     cluster = context["clusters"][(item["gpu"], item["gpus"])]
-    plan_map = {k: v for k, v in item.items() if k not in ("gpu", "gpus", "mixed_placement")}
+    plan_map = {k: v for k, v in item.items() if k not in ("gpu", "gpus", "mixed_placement", "mixed_split")}
     try:
         plan = TrainingPlan.from_mapping(plan_map, gpus=cluster.gpus)
         if isinstance(cluster, MixedCluster):
             from parasim.training.hetero import simulate_mixed
 
-            res = simulate_mixed(model, cluster, plan, placement=item["mixed_placement"])
+            res = simulate_mixed(model, cluster, plan, placement=item["mixed_placement"], split=item.get("mixed_split"))
         else:
             res = simulate(model, cluster, plan)
     except InputError as e:
@@ -208,8 +209,9 @@ def plan_row(item: dict, result: dict, price: float) -> dict:
     row = {k: metrics["plan"].get(k, item.get(k)) for k in metrics["plan"]}
     row.update({"gpu": item["gpu"], "gpus": item["gpus"], "global_batch_tokens": row["global_batch"] * row["seq_len"],
                 "price_usd_per_hour": price, "metrics": metrics})
-    if "mixed_placement" in item:
-        row["mixed_placement"] = item["mixed_placement"]
+    for k in ("mixed_placement", "mixed_split"):
+        if k in item:
+            row[k] = item[k]
     return row
 
 
@@ -223,14 +225,20 @@ def sort_key(obj, options: dict, batch: BatchTarget) -> Any:
 
 def same_plan(a: dict, b: dict) -> bool:
     return (all(a.get(k) == b.get(k) for k in PLAN_KEYS) and a.get("gpu") == b.get("gpu") and a.get("gpus") == b.get("gpus")
-            and a.get("mixed_placement") == b.get("mixed_placement"))
+            and a.get("mixed_placement") == b.get("mixed_placement") and a.get("mixed_split") == b.get("mixed_split"))
 
 
 def baseline_items(model: ModelSpec, cluster: ClusterSpec, gpu: str, batch: BatchTarget) -> list[dict]:
     """Heuristic: TP = GPUs per node (halved until it divides the heads), micro-batch 1, 1F1B,
     Megatron's distributed optimizer (zero 1) and selective recompute, DP for the rest, the global
     batch by the search's rule; the candidates are the PPs in increasing order - the first that
-    fits is the baseline."""
+    fits is the baseline. On a mixed cluster: whole stages per group with the even (homogeneous)
+    layer split, what running it as if it were one type would do."""
+    mixed = cluster if isinstance(cluster, MixedCluster) else None
+    if mixed is not None:
+        from parasim.training.hetero import feasible_placements
+
+        cluster = mixed.proxy()
     tp = min(cluster.gpus_per_node, cluster.gpus)
     while tp > 1 and (model.heads % tp or cluster.gpus % tp):
         tp //= 2
@@ -242,10 +250,13 @@ def baseline_items(model: ModelSpec, cluster: ClusterSpec, gpu: str, batch: Batc
         global_batch = batch.pick(dp)
         if global_batch is None:
             continue
+        if mixed is not None and "stages" not in feasible_placements(mixed, tp=tp, pp=pp, cp=1, dp=dp):
+            continue
         out.append({"tp": tp, "pp": pp, "dp": dp, "cp": 1, "ep": 1, "virtual_stages": 1,
                     "sequence_parallel": tp > 1, "micro_batch": 1, "global_batch": global_batch,
                     "seq_len": batch.seq_len, "recompute": "selective", "zero": 1, "precision": "bf16",
-                    "schedule": "1f1b", "gpu": gpu, "gpus": cluster.gpus})
+                    "schedule": "1f1b", "gpu": gpu, "gpus": cluster.gpus,
+                    **({"mixed_placement": "stages", "mixed_split": "even"} if mixed is not None else {})})
     return out
 
 
@@ -319,7 +330,7 @@ def _candidates(req: TrainSearch, model: ModelSpec, clusters: dict, batch: Batch
     for (g, n), cl in clusters.items():
         cluster = cl.proxy() if isinstance(cl, MixedCluster) else cl
         choices = default_train_choices(model, cluster, req.seq_len, **req.choices)
-        raw += choices.size
+        raw += choices.size * (len(PLACEMENTS) if isinstance(cl, MixedCluster) else 1)
         pc = Pruned()
         found = [{**d, "gpu": g, "gpus": n} for d in enumerate_train(model, cluster, batch=batch, seq_len=req.seq_len,
                                                                       choices=choices, pruned=pc)]
@@ -331,13 +342,14 @@ def _candidates(req: TrainSearch, model: ModelSpec, clusters: dict, batch: Batch
 
 
 def _mixed_placements(mixed: MixedCluster, found: list[dict], pruned: Pruned) -> list[dict]:
-    """Each layout once per placement it allows on the mixed cluster (training/hetero.py)."""
+    """Each layout once per placement it allows on the mixed cluster (training/hetero.py); the
+    raw space counts every layout in every placement, each one not allowed is pruned."""
     from parasim.training.hetero import feasible_placements
 
     out = []
     for d in found:
         ways = feasible_placements(mixed, tp=d["tp"], pp=d["pp"], cp=d["cp"], dp=d["dp"])
-        if not ways:
+        for _ in range(len(PLACEMENTS) - len(ways)):
             pruned.drop("mixed_placement")
         out += [{**d, "mixed_placement": w} for w in ways]
     return out
@@ -380,8 +392,7 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     clusters = {(g, n): cluster_for(g, n) for g, n in gpu_counts(req)}
     pruned = Pruned()
     cands, raw = _candidates(req, model, clusters, batch, pruned)
-    base_cands = [b for (g, n), cl in clusters.items() if not isinstance(cl, MixedCluster)
-                  for b in baseline_items(model, cl, g, batch)]
+    base_cands = [b for (g, n), cl in clusters.items() for b in baseline_items(model, cl, g, batch)]
     context = {"model": model, "clusters": clusters}
     outcome = _simulate_all(req, context, cands, progress, guard)
     prices = {g: price_of(g) for g in req.gpu}
@@ -427,6 +438,7 @@ def emit_yaml_mapping(best: dict, model: str | None = None) -> dict:
     out = {"model": ref if Path(ref).is_absolute() else best["metrics"]["model"], "gpu": best["gpu"],
            "gpus": best["gpus"]}
     out.update({k: v for k, v in m.items() if v is not None})
-    if "mixed_placement" in best:
-        out["mixed_placement"] = best["mixed_placement"]
+    for k in ("mixed_placement", "mixed_split"):
+        if k in best:
+            out[k] = best[k]
     return out

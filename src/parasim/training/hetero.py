@@ -227,8 +227,8 @@ def _replicas(model: ModelSpec, mixed: MixedCluster, plan: TrainingPlan, split: 
         info.append({"replicas": n, "micro_batches": mbs, "micro_batches_per_replica": m,
                      "step_time_s": runs[-1][0].step_s})
     crit = max(range(len(runs)), key=lambda i: (runs[i][0].step_s, -i))
-    for i, (timing, pk, c, _) in enumerate(runs):
-        mems.append(peak_memory(model, mixed.groups[i], pk, timing.run.ops, counts))
+    for g, (timing, pk, _, _) in zip(mixed.groups, runs):
+        mems.append(peak_memory(model, g, pk, timing.run.ops, counts))
     if records is not None:  # the critical group's pipeline, recorded
         _, pk, c, k = runs[crit]
         run_step(model, pk, [c] * plan.pp, [k] * plan.pp, counts, pairs, job_gpus=mixed.gpus, recorder=records)
@@ -285,11 +285,11 @@ def simulate_mixed(model: ModelSpec, mixed: MixedCluster, plan: TrainingPlan, *,
         peak_flops_per_s=mixed.peak(plan.precision), breakdown=timing.breakdown,
         details={**timing.details, "critical_rank": timing.critical_rank},
         memory=mems[worst].to_dict(), peak_memory_bytes=mems[worst].total, fits=all(m.fits for m in mems),
-        hetero=hetero, timeline=build_timeline(model, _timeline_plan(plan, placement, info, timing), timing, records)
+        hetero=hetero, timeline=build_timeline(model, _timeline_plan(plan, placement, info), timing, records)
         if records is not None else None)
 
 
-def _timeline_plan(plan: TrainingPlan, placement: str, info: list[dict], timing: StepTiming) -> TrainingPlan:
+def _timeline_plan(plan: TrainingPlan, placement: str, info: list[dict]) -> TrainingPlan:
     """The plan the recorded pipeline ran: with `replicas`, the critical group's micro-batches."""
     if placement == "stages":
         return plan
