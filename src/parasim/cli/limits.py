@@ -31,7 +31,8 @@ SEED_MAX = 2**63 - 1
 class Rule:
     """kind: int | float | bool | text | texts (repeatable) | path (a file its reader checks) | sweep (LO:HI:N) |
     file / files (a file that must exist now) | out (an output file) | ints (a comma list of positive
-    integers) | gpu_counts (ints or doubling ranges) | pairs (key=value,...) | columns (a trace's)."""
+    integers) | gpu_counts (ints or doubling ranges) | pairs (key=value,...) | columns (a trace's) |
+    node_groups (a config file's list of GPU groups, specs/mixed.py)."""
 
     kind: str
     cap: str | None = None  # int kinds: the edge.CAPS entry bounding the value
@@ -111,6 +112,7 @@ TRAIN: dict[str, Rule] = {
     "overlap_param_gather": BOOL, "tp_comm_overlap": BOOL, "overlap_p2p_comm": BOOL, "schedule": TEXT,
     "attention": TEXT, "kernels": TEXT, "profile": PATH, "timeline": OUT, **OUTPUTS, **REPORT_OUT,
     "tokens": F(0.0, 1e18), **_GOODPUT, "save_interval": I(hi=10**9),
+    "node_groups": Rule("node_groups"), "mixed_placement": TEXT, "mixed_split": TEXT,
 }
 
 PLAN_TRAIN: dict[str, Rule] = {
@@ -136,6 +138,8 @@ CATALOG: dict[str, Rule] = dict(OUTPUTS)
 VALIDATE: dict[str, Rule] = {"file": Rule("file"), "kind": TEXT, "extra": Rule("files"), "markdown": OUT,
                              "error_table": OUT, "workers": I("workers"), "profile": PATH, "cv": I(hi=MAX_CV_FOLDS, lo=2),
                              "cv_factors": TEXT, **OUTPUTS}
+#: most node groups in a config file's `node_groups:` (a mixed cluster has a few GPU types)
+MAX_NODE_GROUPS = 64
 #: `parasim report`: at most this many results side by side (a wider table is no longer read across)
 MAX_COMPARED = 16
 REPORT: dict[str, Rule] = {"results": Rule("files"), "out": OUT}
@@ -201,6 +205,12 @@ def value_of(rule: Rule, field: str, value: Any) -> Any:
         return key_values(text(field, value), field)
     if kind == "sweep":
         return sweep_rate(field, value)
+    if kind == "node_groups":  # each group's keys are checked by specs.mixed when it is built
+        if not isinstance(value, list) or not value or len(value) > MAX_NODE_GROUPS \
+                or not all(isinstance(g, dict) for g in value):
+            raise InputError(field, f"must be a list of 1 .. {MAX_NODE_GROUPS} mappings (gpu, gpus, gpus_per_node, "
+                                    "scale_up_domain, inter_node_gbps)")
+        return value
     raise AssertionError(f"rule kind {kind!r}")  # pragma: no cover - a table typo
 
 

@@ -157,7 +157,10 @@ def add_expected_error(out: dict | None, model: str, kind: str, profile: Optiona
         from parasim.validation.expected_error import (SERVING_METRICS, TRAINING_METRICS, serving_expected,
                                                        training_expected)
 
-        m, acc = get_model(model), get_accelerator(best["gpu"])
+        from parasim.specs.mixed import from_text, is_mixed
+
+        m = get_model(model)
+        acc = from_text(best["gpu"]).accelerator if is_mixed(best["gpu"]) else get_accelerator(best["gpu"])
         own = profile_errors(profile, None, acc.id, TRAINING_METRICS if kind == "training" else SERVING_METRICS)
         out["expected_error"] = (training_expected(m, acc, zero=best["zero"], precision=best["precision"], profile_errors=own)
                                  if kind == "training" else serving_expected(m, acc, weights=best["weights"], profile_errors=own))
@@ -167,8 +170,8 @@ def add_expected_error(out: dict | None, model: str, kind: str, profile: Optiona
 @plan_app.command("train", cls=RegistryHelp)
 def plan_train_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Catalog name or path to a HF config.json."),
-    gpu: list[str] = typer.Option(..., "--gpu", help="Accelerator id; repeat to compare GPU types."),
-    gpus: list[str] = typer.Option(..., "--gpus", help="GPU count, a list (8192,16384) or a doubling range (1024-16384)."),
+    gpu: list[str] = typer.Option(..., "--gpu", help="Accelerator id; repeat to compare GPU types. A mixed cluster: TYPE:COUNT,TYPE:COUNT (e.g. h100-sxm:64,a100-sxm-80gb:64): the placement and layer split are searched."),
+    gpus: Optional[list[str]] = typer.Option(None, "--gpus", help="GPU count, a list (8192,16384) or a doubling range (1024-16384); optional with TYPE:COUNT (then their sum)."),
     seq_len: int = typer.Option(..., "--seq-len", help="Tokens per sequence."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Tokens per optimizer step."),
     global_batch: Optional[int] = typer.Option(None, "--global-batch", help="Sequences per optimizer step (exact)."),
@@ -222,7 +225,7 @@ def plan_train_cmd(
         if bad:
             raise InputError(name, f"'{bad[0]}' is not one of {', '.join(allowed)}")
     varlen = varlen_choices(v["seq_len_dist"], varlen_balance)
-    req = TrainSearch(model=model, gpu=tuple(gpu), gpus=v["gpus"], seq_len=seq_len, global_batch=global_batch,
+    req = TrainSearch(model=model, gpu=tuple(gpu), gpus=tuple(v["gpus"] or ()), seq_len=seq_len, global_batch=global_batch,
                       global_batch_tokens=global_batch_tokens, batch_tolerance=batch_tolerance, objective=objective, tokens=tokens, top=top,
                       pareto=pareto, choices={k: v for k, v in choices.items() if v},
                       reference=v["reference"], workers=workers, executor=executor,

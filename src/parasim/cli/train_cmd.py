@@ -23,7 +23,8 @@ from parasim.errors import InputError
 from parasim.report.tables import print_json
 from parasim.report.train import render
 
-CLUSTER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "inter_node_gbps")
+CLUSTER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "inter_node_gbps", "node_groups", "mixed_placement",
+                "mixed_split")
 #: failure and checkpoint assumptions (training/goodput.py) and the token budget: not plan fields
 GOODPUT_KEYS = ("tokens", "mtbf_gpu_hours", "checkpoint_bw_gbps", "storage_bw_gbps", "restart_s", "async_save",
                 "save_interval")
@@ -51,7 +52,8 @@ def merge(file_opts: dict[str, Any], flags: dict[str, Any]) -> tuple[dict[str, A
     * `--virtual-stages N` against the file's `schedule`: interleaved for N > 1 (over gpipe; 1f1b
       with N > 1 is interleaved 1F1B anyway), 1f1b for N = 1 (over interleaved);
     * a degree or GPU count flag (`--tp/--pp/--cp/--gpus`) against the file's `dp`: dp is derived
-      again from gpus / (tp*pp*cp) when the file's dp no longer multiplies out.
+      again from gpus / (tp*pp*cp) when the file's dp no longer multiplies out;
+    * `--gpu` against the file's `node_groups` (a mixed cluster): the flag's GPUs are used.
     Anything else that contradicts is an input error from the plan validator, naming the field.
     """
     from parasim.training.schedules import SCHEDULES, for_virtual_stages, resolve_name
@@ -81,6 +83,9 @@ def merge(file_opts: dict[str, Any], flags: dict[str, Any]) -> tuple[dict[str, A
         used = for_virtual_stages(fs, v)
         if used != resolve_name(fs, v):  # (1f1b with v > 1 is interleaved 1F1B: no contradiction)
             displace("schedule", used, f"--virtual-stages {v}")
+    if "gpu" in flags and "node_groups" in file_opts:  # the flag's GPUs replace the file's node groups
+        overrides["node_groups"] = {"file": file_opts["node_groups"], "used": flags["gpu"], "by": f"--gpu {flags['gpu']}"}
+        opts.pop("node_groups")
     moved = [k for k in ("tp", "pp", "cp", "gpus") if k in flags]
     if moved and "dp" not in flags and as_int(file_opts.get("dp")) is not None:
         degrees = [as_int(opts.get(k, 1)) for k in ("tp", "pp", "cp", "dp")]
@@ -95,24 +100,28 @@ def build(options: dict[str, Any]):
     from parasim.specs.catalog import cluster_for, get_accelerator, get_model
     from parasim.training.defaults import resolve_plan
 
-    for key in ("model", "gpu", "gpus"):
+    mixed = _mixed_cluster(options)
+    for key in ("model", "gpu", "gpus") if mixed is None else ("model",):
         if options.get(key) is None:
             raise InputError(key, f"required (give --{key} or `{key}:` in the config file)")
     model = get_model(str(options["model"]))
-    acc = get_accelerator(str(options["gpu"]))
-    try:
-        gpus = int(options["gpus"])
-    except (TypeError, ValueError):
-        raise InputError("gpus", f"must be a positive integer, got {options['gpus']!r}") from None
-    nic = None
-    if options.get("inter_node_gbps") is not None:
-        gbps = float(options["inter_node_gbps"])
-        if gbps <= 0:
-            raise InputError("inter-node-gbps", f"must be positive, got {gbps}")
-        nic = gbps * 1e9 / 8
-    gpn = options.get("gpus_per_node")
-    cluster = cluster_for(acc, gpus, gpus_per_node=int(gpn) if gpn is not None else None,
-                          nic_bw_bytes_per_s_per_gpu=nic)
+    if mixed is not None:
+        gpus, cluster = mixed.gpus, mixed
+    else:
+        acc = get_accelerator(str(options["gpu"]))
+        try:
+            gpus = int(options["gpus"])
+        except (TypeError, ValueError):
+            raise InputError("gpus", f"must be a positive integer, got {options['gpus']!r}") from None
+        nic = None
+        if options.get("inter_node_gbps") is not None:
+            gbps = float(options["inter_node_gbps"])
+            if gbps <= 0:
+                raise InputError("inter-node-gbps", f"must be positive, got {gbps}")
+            nic = gbps * 1e9 / 8
+        gpn = options.get("gpus_per_node")
+        cluster = cluster_for(acc, gpus, gpus_per_node=int(gpn) if gpn is not None else None,
+                              nic_bw_bytes_per_s_per_gpu=nic)
     plan_keys = {k: v for k, v in options.items() if k not in (*CLUSTER_KEYS, *OUTPUT_KEYS, *GOODPUT_KEYS)}
     # degrees that must divide the model are checked before dp is derived from them
     from parasim.cost.layer import Sharding, check_sharding
@@ -134,11 +143,36 @@ def build(options: dict[str, Any]):
     return model, cluster, plan, defaults
 
 
+def _mixed_cluster(options: dict[str, Any]):
+    """The MixedCluster of `--gpu TYPE:COUNT,...` or the config's `node_groups:` (None for one GPU
+    type); a given --gpus must equal the groups' sum."""
+    from parasim.specs.mixed import groups_from_text, is_mixed, mixed_cluster
+
+    groups, gpu = options.get("node_groups"), options.get("gpu")
+    if groups is not None and gpu is not None:
+        raise InputError("node_groups", "give either node_groups (in the config file) or gpu, not both")
+    if groups is None and not is_mixed(gpu):
+        for key in ("mixed_placement", "mixed_split"):
+            if options.get(key) is not None:
+                raise InputError(key.replace("_", "-"), "applies to a mixed cluster only (--gpu TYPE:COUNT,TYPE:COUNT "
+                                                        "or node_groups in the config file)")
+        return None
+    node = {"gpus_per_node": options.get("gpus_per_node"), "inter_node_gbps": options.get("inter_node_gbps")}
+    if groups is not None:  # flags fill what a group does not say
+        mixed = mixed_cluster([{**{k: v for k, v in node.items() if v is not None}, **g} for g in groups])
+    else:
+        mixed = mixed_cluster(groups_from_text(str(gpu), **node), field="gpu")
+    if options.get("gpus") is not None and options["gpus"] != mixed.gpus:
+        raise InputError("gpus", f"{options['gpus']} is not the sum of the GPU groups ({mixed.label} = {mixed.gpus}); "
+                                 "leave --gpus out or give the sum")
+    return mixed
+
+
 def train_cmd(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file with any of these options."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Catalog name or path to a HF config.json."),
-    gpu: Optional[str] = typer.Option(None, "--gpu", help="Accelerator id (see `parasim gpus`)."),
-    gpus: Optional[int] = typer.Option(None, "--gpus", help="Total GPUs."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="Accelerator id (see `parasim gpus`), or a mixed cluster TYPE:COUNT,TYPE:COUNT (e.g. h100-sxm:64,a100-sxm-80gb:64)."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="Total GPUs (optional with TYPE:COUNT: then their sum)."),
     gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node", help="GPUs per node (default: the GPU's node preset, else 8)."),
     inter_node_gbps: Optional[float] = typer.Option(None, "--inter-node-gbps", help="NIC bandwidth per GPU, Gbit/s."),
     tp: Optional[int] = typer.Option(None, "--tp", help="Tensor-parallel degree.", rich_help_panel=PANEL_PAR),
@@ -171,6 +205,8 @@ def train_cmd(
     restart_s: Optional[float] = typer.Option(None, "--restart-s", help="Seconds from a failure to training again, before the checkpoint load (default 600).", rich_help_panel=PANEL_GOODPUT),
     async_save: Optional[bool] = typer.Option(None, "--async-save/--no-async-save", help="Write checkpoints in the background after a host snapshot (Megatron --async-save; default off).", rich_help_panel=PANEL_GOODPUT),
     save_interval: Optional[int] = typer.Option(None, "--save-interval", help="Steps between checkpoints (Megatron --save-interval; default: the Young/Daly optimum).", rich_help_panel=PANEL_GOODPUT),
+    mixed_placement: Optional[str] = typer.Option(None, "--mixed-placement", help="Mixed GPU types: stages (each group holds whole pipeline stages; default) | replicas (each group holds whole pipeline replicas, DP across types).", rich_help_panel=PANEL_PAR),
+    mixed_split: Optional[str] = typer.Option(None, "--mixed-split", help="Mixed GPU types: balanced (layers, or micro-batches with replicas, by each group's speed; the default with two types or more) | even (the plain split) | layers per pipeline rank, e.g. 30,30,10,10.", rich_help_panel=PANEL_PAR),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     json_file: Optional[Path] = typer.Option(None, "--json-out", help="Also write the JSON object to FILE."),
     timeline: Optional[Path] = typer.Option(None, "--timeline", help="Also write the step as a Chrome trace (Perfetto, chrome://tracing) to FILE; the JSON gains `timeline`."),
@@ -196,7 +232,15 @@ def train_cmd(
     from parasim.training import simulate
     from parasim.validation.expected_error import TRAINING_METRICS, training_expected
 
-    res = simulate(model_spec, cluster, plan, timeline=timeline is not None or report is not None)  # the report's Gantt
+    from parasim.specs.mixed import MixedCluster
+
+    if isinstance(cluster, MixedCluster):
+        from parasim.training.hetero import simulate_mixed
+
+        res = simulate_mixed(model_spec, cluster, plan, placement=opts.get("mixed_placement") or "stages",
+                             split=opts.get("mixed_split"), timeline=timeline is not None or report is not None)
+    else:
+        res = simulate(model_spec, cluster, plan, timeline=timeline is not None or report is not None)  # the report's Gantt
     expected = training_expected(model_spec, cluster.accelerator, zero=plan.zero, precision=plan.precision,
                                  profile_errors=profile_errors(prof, None, cluster.accelerator.id, TRAINING_METRICS))
     out = {"command": "train", **res.to_dict(), **goodput_keys(model_spec, cluster, res, opts),

@@ -111,14 +111,14 @@ def training_state_bytes(params: float, *, dp: int, zero: int, weight_bytes: flo
 
 
 def routed_expert_params_per_gpu(model: ModelSpec, *, tp: int, pp: int, ep: int, stage: int,
-                                 virtual_stages: int = 1) -> float:
+                                 virtual_stages: int = 1, counts: tuple[int, ...] | None = None) -> float:
     """Routed-expert parameters one GPU of pipeline `stage` holds: its MoE layers' experts / ep,
-    each split `expert_tp` ways (the layout of `weight_params_per_gpu`)."""
+    each split `expert_tp` ways (the layout of `weight_params_per_gpu`, `counts` as there)."""
     if not model.is_moe:
         return 0.0
     from parasim.cost.partition import virtual_stage_layers
 
-    counts = virtual_stage_layers(model.layers, pp, virtual_stages)
+    counts = counts or virtual_stage_layers(model.layers, pp, virtual_stages)
     starts = [sum(counts[:g]) for g in range(len(counts))]
     moe_layers = sum(1 for g in range(stage, len(counts), pp)
                      for li in range(starts[g], starts[g] + counts[g]) if li >= model.dense_layers)
@@ -126,14 +126,17 @@ def routed_expert_params_per_gpu(model: ModelSpec, *, tp: int, pp: int, ep: int,
 
 
 def stage_state_bytes(model: ModelSpec, *, tp: int, pp: int, ep: int, dp_cp: int, zero: int, stage: int,
-                      virtual_stages: int = 1, grad_bytes: float = 4.0) -> StaticMemory:
+                      virtual_stages: int = 1, grad_bytes: float = 4.0,
+                      counts: tuple[int, ...] | None = None) -> StaticMemory:
     """Model state of one GPU of pipeline `stage`. ZeRO shards a parameter's state over the GPUs
     holding the same copy of it: the dp*cp replicas for the dense part; for a routed expert,
     Megatron's expert-data-parallel group (the distributed optimizer's `expert_data_parallel_group`),
     the tp*dp*cp / (ep*expert_tp) GPUs of the stage holding the same expert shard. The experts'
     sharded state per GPU is then the stage's whole expert state / (tp*dp*cp), for any ep."""
-    params = weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage, virtual_stages=virtual_stages)
-    experts = routed_expert_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage, virtual_stages=virtual_stages)
+    params = weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage, virtual_stages=virtual_stages,
+                                   counts=counts)
+    experts = routed_expert_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage, virtual_stages=virtual_stages,
+                                           counts=counts)
     dense = training_state_bytes(params - experts, dp=dp_cp, zero=zero, grad_bytes=grad_bytes)
     if not experts:
         return dense
@@ -159,16 +162,17 @@ def kv_cache_bytes_per_token_per_gpu(model: ModelSpec, *, tp: int, pp: int, kv_b
 
 
 def weight_params_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, ep: int = 1, stage: int | None = None,
-                          virtual_stages: int = 1) -> float:
+                          virtual_stages: int = 1, counts: tuple[int, ...] | None = None) -> float:
     """Parameters held by one GPU of the given pipeline rank (default: the most loaded one).
 
     Attention and dense MLP split by TP; routed experts split over EP (each expert also by TP
     when EP is 1); embedding on the first stage and LM head on the last, vocab-parallel over TP.
     Layers are split as in `cost.partition.virtual_stage_layers`: with `virtual_stages` v > 1
-    (interleaved 1F1B) rank r holds the model chunks r, r + pp, ..., r + (v-1)*pp.
+    (interleaved 1F1B) rank r holds the model chunks r, r + pp, ..., r + (v-1)*pp. `counts`, when
+    given, are the layers per virtual stage of another split (a mixed cluster's, training/hetero.py).
     Cached: the planner asks often.
     """
-    return _weight_params_per_gpu(model, tp, pp, ep, stage, virtual_stages)
+    return _weight_params_per_gpu(model, tp, pp, ep, stage, virtual_stages, counts)
 
 
 def weight_bytes_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, weights: str = "bf16", ep: int = 1) -> float:
@@ -206,10 +210,11 @@ def expert_tp(tp: int, ep: int) -> int:
 
 
 @lru_cache(maxsize=8192)
-def _weight_params_per_gpu(model: ModelSpec, tp: int, pp: int, ep: int, stage: int | None, v: int = 1) -> float:
+def _weight_params_per_gpu(model: ModelSpec, tp: int, pp: int, ep: int, stage: int | None, v: int = 1,
+                           counts: tuple[int, ...] | None = None) -> float:
     from parasim.cost.partition import virtual_stage_layers
 
-    counts = virtual_stage_layers(model.layers, pp, v)
+    counts = counts or virtual_stage_layers(model.layers, pp, v)
     starts = [sum(counts[:g]) for g in range(len(counts))]
     etp = expert_tp(tp, ep)
     dense_layer = (model.attn_params + model.dense_mlp_params) / tp + model.norm_params_per_layer

@@ -89,6 +89,8 @@ def render_train(out: dict, top: int) -> None:
     c.print(batch_line(out))
     if goodput_line(out.get("best")):
         c.print(goodput_line(out.get("best")))
+    for line in _mixed_lines(out["ranked"][:top]):
+        c.print(line)
     extra = []
     if out.get("baseline"):
         extra.append(cells(out["baseline"], "base"))
@@ -100,6 +102,20 @@ def render_train(out: dict, top: int) -> None:
     if ref:
         c.print(reference_line(out))
     render_common(out)
+
+
+def _mixed_lines(rows: list[dict]) -> list[str]:
+    """Where each ranked plan on a mixed cluster put its work: layers per pipeline rank (stages) or
+    micro-batches per replica of each GPU group (replicas)."""
+    out = []
+    for r in rows:
+        h = r["metrics"].get("hetero")
+        if not h:
+            continue
+        parts = [(f"{g['gpu']} layers {','.join(map(str, g['layers']))}" if "layers" in g
+                  else f"{g['gpu']} {g['replicas']} x {g['micro_batches_per_replica']} mb") for g in h["groups"]]
+        out.append(f"rank {r.get('rank') or '-'}: {h['placement']} ({'; '.join(parts)})")
+    return out
 
 
 def render_common(out: dict) -> None:

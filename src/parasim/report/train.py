@@ -13,6 +13,20 @@ def _show(v: Any) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
+def _mixed_rows(hetero: dict | None) -> list[tuple[str, str]]:
+    """A mixed cluster's placement and, per GPU group, what it holds and its memory peak."""
+    if not hetero:
+        return []
+    rows = [("mixed placement", f"{hetero['placement']}, split {hetero['split']}")]
+    for g in hetero["groups"]:
+        holds = (f"stages {g['stages'][0]}-{g['stages'][-1]}, layers {','.join(map(str, g['layers']))}" if "stages" in g
+                 else f"{g['replicas']} replicas x {g['micro_batches_per_replica']} micro-batches")
+        mem = g["memory"]
+        rows.append((f"  {g['gpus']} x {g['gpu']}", f"{holds}; peak {fmt_gib(mem['total_gib'] * GIB)} of "
+                                                   f"{fmt_gib(mem['capacity_gib'] * GIB, None)}{'' if g['fits'] else ' (does not fit)'}"))
+    return rows
+
+
 def goodput_rows(out: dict[str, Any]) -> list[tuple[str, str]]:
     """The goodput block of a `train` result (training/goodput.py) as table rows."""
     g = out.get("goodput")
@@ -56,6 +70,7 @@ def render(res, plan, defaults: dict[str, Any], overrides: dict[str, dict], expe
     ]
     for k, v in res.varlen.items():
         rows.append((f"  varlen {k}", fmt(v)))
+    rows += _mixed_rows(res.hetero)
     rows += expected_rows(expected)
     if defaults:
         rows.append(("defaults used", " ".join(f"{k}={_show(v)}" for k, v in defaults.items())))

@@ -40,6 +40,8 @@ from parasim.search.space import default_train_choices, enumerate_train
 from parasim.search.train_batch import BatchTarget
 from parasim.specs.catalog import default_cluster, get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
+from parasim.specs.mixed import MixedCluster, from_text, is_mixed
+from parasim.training.hetero import PLACEMENTS
 from parasim.specs.model import ModelSpec
 from parasim.training.schedules import resolve_name
 
@@ -72,9 +74,35 @@ class TrainSearch:
     varlen_balance: tuple[str, ...] = ("static",)  # strategies tried with seq_len_dist
 
 
-def cluster_for(acc_id: str, gpus: int) -> ClusterSpec:
-    """The cluster `parasim train` builds for --gpu/--gpus: the GPU's node preset, else 8 per node."""
+def cluster_for(acc_id: str, gpus: int) -> ClusterSpec | MixedCluster:
+    """The cluster `parasim train` builds for --gpu/--gpus: the GPU's node preset, else 8 per node;
+    a mixed `TYPE:COUNT,...` is its groups (specs/mixed.py), `gpus` their sum."""
+    if is_mixed(acc_id):
+        return from_text(acc_id)
     return default_cluster(acc_id, gpus)
+
+
+def gpu_counts(req: TrainSearch) -> list[tuple[str, int]]:
+    """(--gpu, GPU count) pairs to search: each one-type GPU at every --gpus count, a mixed one at
+    its own sum, which a given --gpus must list."""
+    pairs = []
+    for g in req.gpu:
+        if not is_mixed(g):
+            if not req.gpus:
+                raise InputError("gpus", f"required with a one-type --gpu ({g}); only TYPE:COUNT lists carry their count")
+            pairs += [(g, n) for n in req.gpus]
+            continue
+        n = from_text(g).gpus
+        if req.gpus and n not in req.gpus:
+            raise InputError("gpus", f"{', '.join(map(str, req.gpus))} does not include the sum of the GPU groups "
+                                     f"({g} = {n}); leave --gpus out or give the sum")
+        pairs.append((g, n))
+    return pairs
+
+
+def price_of(gpu: str) -> float:
+    """Price per GPU-hour; a mixed cluster's mean over its GPUs."""
+    return from_text(gpu).price_usd_per_hour if is_mixed(gpu) else get_accelerator(gpu).price_usd_per_hour
 
 
 def resolve_batch(req: TrainSearch) -> BatchTarget:
@@ -141,7 +169,7 @@ def screen_memory(model: ModelSpec, hbm: float, cands: list[dict], pruned: Prune
     fitting: set[tuple] = set()
     out = []
     for d in sorted(cands, key=lambda d: RECOMPUTE_ORDER.index(d["recompute"])):
-        sib = tuple((k, d[k]) for k in PLAN_KEYS if k != "recompute") + ((d["gpu"], d["gpus"]),)
+        sib = tuple((k, d[k]) for k in PLAN_KEYS if k != "recompute") + ((d["gpu"], d["gpus"], d.get("mixed_placement")),)
         if sib in fitting:
             pruned.drop("dominated_recompute")
             continue
@@ -160,9 +188,15 @@ def evaluate(context: dict, item: dict) -> dict:
 
     model = context["model"]
     cluster = context["clusters"][(item["gpu"], item["gpus"])]
-    plan_map = {k: v for k, v in item.items() if k not in ("gpu", "gpus")}
+    plan_map = {k: v for k, v in item.items() if k not in ("gpu", "gpus", "mixed_placement", "mixed_split")}
     try:
-        res = simulate(model, cluster, TrainingPlan.from_mapping(plan_map, gpus=cluster.gpus))
+        plan = TrainingPlan.from_mapping(plan_map, gpus=cluster.gpus)
+        if isinstance(cluster, MixedCluster):
+            from parasim.training.hetero import simulate_mixed
+
+            res = simulate_mixed(model, cluster, plan, placement=item["mixed_placement"], split=item.get("mixed_split"))
+        else:
+            res = simulate(model, cluster, plan)
     except InputError as e:
         return {"ok": False, "reason": "invalid_plan", "message": f"{e.field}: {e.message}"}
     except RuntimeError as e:  # e.g. a schedule that deadlocks
@@ -187,6 +221,9 @@ def plan_row(item: dict, result: dict, price: float) -> dict:
     row.update({"gpu": item["gpu"], "gpus": item["gpus"], "global_batch_tokens": row["global_batch"] * row["seq_len"],
                 "price_usd_per_hour": price, "goodput_fraction": metrics["goodput_fraction"],
                 "time_to_train_s": metrics["time_to_train_s"], "metrics": metrics})
+    for k in ("mixed_placement", "mixed_split"):
+        if k in item:
+            row[k] = item[k]
     return row
 
 
@@ -194,20 +231,27 @@ def sort_key(obj, options: dict, batch: BatchTarget) -> Any:
     """Objective, then fewer GPUs, then the batch nearest the budget, then the plan fields."""
     def key(row: dict) -> tuple:
         return (obj.score(row, options), row["gpus"], batch.deviation(row["global_batch"]), row["gpu"],
-                tuple(str(row.get(k)) for k in PLAN_KEYS))
+                tuple(str(row.get(k)) for k in PLAN_KEYS), row.get("mixed_placement", ""))
     return key
 
 
 def same_plan(a: dict, b: dict) -> bool:
     return (all(a.get(k) == b.get(k) for k in PLAN_KEYS) and a.get("gpu") == b.get("gpu") and a.get("gpus") == b.get("gpus")
-            and a.get("varlen_balance", "static") == b.get("varlen_balance", "static"))
+            and a.get("varlen_balance", "static") == b.get("varlen_balance", "static")
+            and a.get("mixed_placement") == b.get("mixed_placement") and a.get("mixed_split") == b.get("mixed_split"))
 
 
 def baseline_items(model: ModelSpec, cluster: ClusterSpec, gpu: str, batch: BatchTarget) -> list[dict]:
     """Heuristic: TP = GPUs per node (halved until it divides the heads), micro-batch 1, 1F1B,
     Megatron's distributed optimizer (zero 1) and selective recompute, DP for the rest, the global
     batch by the search's rule; the candidates are the PPs in increasing order - the first that
-    fits is the baseline."""
+    fits is the baseline. On a mixed cluster: whole stages per group with the even (homogeneous)
+    layer split, what running it as if it were one type would do."""
+    mixed = cluster if isinstance(cluster, MixedCluster) else None
+    if mixed is not None:
+        from parasim.training.hetero import feasible_placements
+
+        cluster = mixed.proxy()
     tp = min(cluster.gpus_per_node, cluster.gpus)
     while tp > 1 and (model.heads % tp or cluster.gpus % tp):
         tp //= 2
@@ -219,10 +263,13 @@ def baseline_items(model: ModelSpec, cluster: ClusterSpec, gpu: str, batch: Batc
         global_batch = batch.pick(dp)
         if global_batch is None:
             continue
+        if mixed is not None and "stages" not in feasible_placements(mixed, tp=tp, pp=pp, cp=1, dp=dp):
+            continue
         out.append({"tp": tp, "pp": pp, "dp": dp, "cp": 1, "ep": 1, "virtual_stages": 1,
                     "sequence_parallel": tp > 1, "micro_batch": 1, "global_batch": global_batch,
                     "seq_len": batch.seq_len, "recompute": "selective", "zero": 1, "precision": "bf16",
-                    "schedule": "1f1b", "gpu": gpu, "gpus": cluster.gpus})
+                    "schedule": "1f1b", "gpu": gpu, "gpus": cluster.gpus,
+                    **({"mixed_placement": "stages", "mixed_split": "even"} if mixed is not None else {})})
     return out
 
 
@@ -276,10 +323,13 @@ def _check(req: TrainSearch) -> tuple[ModelSpec, Any, list, BatchTarget, dict | 
     for n in req.gpus:
         if n < 1:
             raise InputError("gpus", f"must be a positive integer, got {n}")
+    gpu_counts(req)  # a one-type --gpu without --gpus, a --gpus without a mixed cluster's sum
     batch = resolve_batch(req)
     given = None
     if req.reference:
 
+        if any(is_mixed(g) for g in req.gpu):
+            raise InputError("reference", "is not available with a mixed --gpu TYPE:COUNT list yet")
         given = parse_reference(req.reference, req.gpu, req.gpus)
     return model, objective, pareto_objs, batch, given
 
@@ -290,18 +340,35 @@ def _candidates(req: TrainSearch, model: ModelSpec, clusters: dict, batch: Batch
     and the size of the raw space."""
     cands: list[dict] = []
     raw = 0
-    for (g, n), cluster in clusters.items():
+    for (g, n), cl in clusters.items():
+        cluster = cl.proxy() if isinstance(cl, MixedCluster) else cl
         choices = default_train_choices(model, cluster, req.seq_len, **req.choices)
-        raw += choices.size
+        raw += choices.size * (len(PLACEMENTS) if isinstance(cl, MixedCluster) else 1)
         pc = Pruned()
         found = [{**d, "gpu": g, "gpus": n} for d in enumerate_train(model, cluster, batch=batch, seq_len=req.seq_len,
                                                                       choices=choices, pruned=pc)]
         pruned.update(pc)
+        if isinstance(cl, MixedCluster):
+            found = _mixed_placements(cl, found, pruned)
         cands += screen_memory(model, cluster.accelerator.hbm_bytes, found, pruned)
     if req.seq_len_dist:  # strategies move work between ranks, not memory: one memory screen serves all
         raw *= len(req.varlen_balance)
         cands = [{**d, "seq_len_dist": req.seq_len_dist, "varlen_balance": b} for d in cands for b in req.varlen_balance]
     return cands, raw
+
+
+def _mixed_placements(mixed: MixedCluster, found: list[dict], pruned: Pruned) -> list[dict]:
+    """Each layout once per placement it allows on the mixed cluster (training/hetero.py); the
+    raw space counts every layout in every placement, each one not allowed is pruned."""
+    from parasim.training.hetero import feasible_placements
+
+    out = []
+    for d in found:
+        ways = feasible_placements(mixed, tp=d["tp"], pp=d["pp"], cp=d["cp"], dp=d["dp"])
+        for _ in range(len(PLACEMENTS) - len(ways)):
+            pruned.drop("mixed_placement")
+        out += [{**d, "mixed_placement": w} for w in ways]
+    return out
 
 
 def _simulate_all(req: TrainSearch, context: dict, cands: list[dict], progress,
@@ -338,7 +405,7 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     t0 = time.perf_counter()
     model, objective, pareto_objs, batch, given = _check(req)
     options = {"tokens": req.tokens or 0.0}
-    clusters = {(g, n): cluster_for(g, n) for g in req.gpu for n in req.gpus}
+    clusters = {(g, n): cluster_for(g, n) for g, n in gpu_counts(req)}
     pruned = Pruned()
     cands, raw = _candidates(req, model, clusters, batch, pruned)
     base_cands = [b for (g, n), cl in clusters.items() for b in baseline_items(model, cl, g, batch)]
@@ -349,7 +416,7 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     context = {"model": model, "clusters": clusters, "tokens": req.tokens,
                "reliability": Reliability.from_options(req.reliability)}
     outcome = _simulate_all(req, context, cands, progress, guard)
-    prices = {g: get_accelerator(g).price_usd_per_hour for g in req.gpu}
+    prices = {g: price_of(g) for g in req.gpu}
     errors: dict[str, str] = {}
     ranked = [plan_row(item, res, prices[item["gpu"]]) for item, res in pruned.successes(cands, outcome.results, errors)]
     key = sort_key(objective, options, batch)
@@ -364,7 +431,7 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     from parasim.search.explain import explain
 
     out = {
-        "command": "plan train", "model": model.name, "gpu": list(req.gpu), "gpus": list(req.gpus),
+        "command": "plan train", "model": model.name, "gpu": list(req.gpu), "gpus": list(req.gpus) or [n for _, n in clusters],
         **batch.as_dict(), "seq_len": req.seq_len, "objective": objective.name,
         "objective_metric": objective.metric, "tokens": req.tokens, "reliability": dict(req.reliability),
         "defaults": ({"batch_tolerance": batch.tolerance} if batch.tokens and req.batch_tolerance is None else {}),
@@ -395,4 +462,7 @@ def emit_yaml_mapping(best: dict, model: str | None = None, goodput: dict | None
            "gpus": best["gpus"]}
     out.update({k: v for k, v in m.items() if v is not None})
     out.update({k: v for k, v in (goodput or {}).items() if v is not None})
+    for k in ("mixed_placement", "mixed_split"):
+        if k in best:
+            out[k] = best[k]
     return out

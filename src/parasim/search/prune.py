@@ -30,6 +30,8 @@ REASONS = {
                          f"schedule needs ({_SCHEDULE_RULES})",
     "interleave_microbatches": "no global batch (exact, or within --batch-tolerance of the token budget) gives a "
                                f"micro-batch count the schedule accepts ({_SCHEDULE_RULES})",
+    "mixed_placement": "on a mixed cluster, a placement that does not fit each GPU group whole pipeline stages "
+                       "(stages: tp*cp*dp GPUs) or whole pipeline replicas (replicas: tp*pp*cp GPUs)",
     "memory_model_state": "weights + gradients + optimizer state alone exceed HBM",
     "memory_activations": "peak memory with in-flight activations exceeds HBM (schedule walk)",
     "dominated_recompute": "a plan that recomputes less fits in memory (recompute only adds work)",

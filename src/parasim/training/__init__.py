@@ -7,12 +7,12 @@ memory.py for the peak-memory walk and varlen.py for variable-length data.
 
 from __future__ import annotations
 
-from parasim.cost.flops import causal_context, training_hardware_flops_per_token, training_model_flops_per_token
+from parasim.cost.flops import causal_context
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 from parasim.training.memory import peak_memory
 from parasim.training.plan import TrainingPlan
-from parasim.training.result import TrainingResult
+from parasim.training.result import TrainingResult, flops_per_token
 from parasim.training.step import StepTiming, chunk_layers, simulate_step
 from parasim.training.timeline import build as build_timeline
 
@@ -34,11 +34,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *, time
     acc = cluster.accelerator
     return TrainingResult(
         model=model.name, gpu=acc.id, gpus=cluster.gpus, plan={**plan.to_mapping(), "schedule": plan.schedule_name},
-        step_time_s=timing.step_s, tokens_per_step=plan.tokens_per_step,
-        model_flops_per_token=training_model_flops_per_token(model, ctx),
-        hardware_flops_per_token=training_hardware_flops_per_token(model, ctx, plan.recompute),
-        megatron_model_flops_per_token=training_model_flops_per_token(model, plan.seq_len),
-        megatron_hardware_flops_per_token=training_hardware_flops_per_token(model, plan.seq_len, plan.recompute),
+        step_time_s=timing.step_s, tokens_per_step=plan.tokens_per_step, **flops_per_token(model, plan, ctx),
         peak_flops_per_s=acc.peak(plan.precision), breakdown=timing.breakdown,
         details={**timing.details, "critical_rank": timing.critical_rank},
         memory=mem.to_dict(), peak_memory_bytes=mem.total, fits=mem.fits, varlen=varlen,

@@ -65,13 +65,18 @@ def peak_activation_units(ops: list[Op], weights: list[float]) -> float:
     return peak
 
 
-def state_bytes(model: ModelSpec, plan: TrainingPlan, rank: int):
+def state_bytes(model: ModelSpec, plan: TrainingPlan, rank: int, vcounts: tuple[int, ...] | None = None):
+    """`vcounts`: layers per virtual stage when the split is not the default one (a mixed cluster)."""
     return stage_state_bytes(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, dp_cp=plan.dp * plan.cp, zero=plan.zero,
-                             stage=rank, virtual_stages=plan.virtual_stages, grad_bytes=plan.grad_bytes)
+                             stage=rank, virtual_stages=plan.virtual_stages, grad_bytes=plan.grad_bytes,
+                             counts=vcounts)
 
 
 def peak_memory(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, ops: list[list[Op]],
-                counts: list[list[int]]) -> MemoryBreakdown:
+                counts: list[list[int]], *, ranks: range | None = None,
+                vcounts: tuple[int, ...] | None = None) -> MemoryBreakdown:
+    """The highest peak over `ranks` (default: every pipeline rank) against `cluster`'s HBM; a
+    mixed cluster asks once per GPU group, for the ranks that group holds (training/hetero.py)."""
     sp = plan.sequence_parallel and plan.tp > 1
     per_layer = activation_bytes_per_layer(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp,
                                            sp=sp, cp=plan.cp, recompute=plan.recompute,
@@ -81,7 +86,7 @@ def peak_memory(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, ops:
     logits = logits_activation_bytes(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp, cp=plan.cp)
     pp, v = plan.pp, plan.virtual_stages
     best: MemoryBreakdown | None = None
-    for r in range(pp):
+    for r in ranks if ranks is not None else range(pp):
         w = []
         for c in range(v):
             g = c * pp + r
@@ -92,7 +97,7 @@ def peak_memory(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, ops:
                 b += logits
             w.append(b)
         act = peak_activation_units(ops[r], w)
-        st = state_bytes(model, plan, r)
+        st = state_bytes(model, plan, r, vcounts)
         one_mb = sum(w)
         mb = MemoryBreakdown(r, st.weights, st.gradients, st.optimizer, act, act / one_mb if one_mb else 0.0,
                              RESERVED_BYTES, cluster.accelerator.hbm_bytes)

@@ -17,6 +17,17 @@ from parasim import __version__
 from parasim.units import gib
 
 
+def flops_per_token(model, plan, ctx: float) -> dict[str, float]:
+    """The four FLOP counts a result carries: causal (`ctx` keys per query, as the kernels execute
+    them) and Megatron's full s x s, each with and without recomputation."""
+    from parasim.cost.flops import training_hardware_flops_per_token as hw
+    from parasim.cost.flops import training_model_flops_per_token as mf
+
+    return {"model_flops_per_token": mf(model, ctx), "hardware_flops_per_token": hw(model, ctx, plan.recompute),
+            "megatron_model_flops_per_token": mf(model, plan.seq_len),
+            "megatron_hardware_flops_per_token": hw(model, plan.seq_len, plan.recompute)}
+
+
 class ImpossibleResult(RuntimeError):
     """An internal error: the simulator produced a step that cannot happen (never bad input)."""
 
@@ -41,6 +52,7 @@ class TrainingResult:
     fits: bool
     varlen: dict[str, float] = field(default_factory=dict)
     timeline: dict[str, Any] | None = None  # per-stage op intervals, when asked for (training/timeline.py)
+    hetero: dict[str, Any] | None = None  # a mixed cluster's placement, split and per-group memory (training/hetero.py)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.step_time_s) and self.step_time_s > 0):
@@ -112,5 +124,6 @@ class TrainingResult:
             "megatron_mfu": self.megatron_mfu, "megatron_hfu": self.megatron_hfu,
             "peak_memory_gib_per_gpu": gib(self.peak_memory_bytes), "fits": self.fits,
             "memory": self.memory, "breakdown": self.breakdown, "details": self.details, "varlen": self.varlen,
+            **({"hetero": self.hetero} if self.hetero is not None else {}),
             **({"timeline": self.timeline} if self.timeline is not None else {}),
         }

@@ -328,74 +328,106 @@ class StepTiming:
     pairs_per_mb: float  # causal attention (query, key) pairs of one micro-batch the layers were costed at
 
 
+class PlanCosts(NamedTuple):
+    """One micro-batch on one GPU type: the average layer, the embedding, LM head and loss
+    (forward, backward seconds) and the FSDP exposure (`_fsdp_exposed_s`). A mixed cluster has
+    one per GPU group (training/hetero.py)."""
+
+    layer: LayerCost
+    lt: LayerTimes
+    emb: float
+    emb_b: float
+    head: float
+    ce_f: float
+    ce_b: float
+    fsdp: tuple[float, float, float, float]
+
+
+def plan_costs(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, pairs_per_mb: float, *,
+               cp_comm: tuple[float, float] | None = None) -> PlanCosts:
+    """The per-micro-batch costs of `plan` on `cluster`'s GPU (costed once, multiplied by layers);
+    `cp_comm`: see layer_times."""
+    layer, edge = _costers(model, cluster, plan)
+    dense = (layer_times(model, cluster, plan, layer, pairs_per_mb, moe=False, cp_comm=cp_comm)
+             if not model.is_moe or model.dense_layers else None)
+    moe = layer_times(model, cluster, plan, layer, pairs_per_mb, moe=True, cp_comm=cp_comm) if model.is_moe else None
+    lt = _mix(model, dense, moe)
+    t = plan.micro_batch * plan.seq_len / plan.cp
+    ce_f, ce_b = edge.cross_entropy_s(t)
+    return PlanCosts(layer, lt, edge.embedding_s(t), edge.embedding_bwd_s(t), edge.lm_head_gemm_s(t), ce_f, ce_b,
+                     _fsdp_exposed_s(model, cluster, plan, lt))
+
+
 def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
                   pairs_per_mb: float | None = None, recorder: list[OpRecord] | None = None,
                   cp_comm: tuple[float, float] | None = None) -> StepTiming:
     """One optimizer step: layer costs, the pipeline schedule, then DP reduction and optimizer.
     `recorder` collects every pipeline op as placed (run_pipeline); `cp_comm`: see layer_times."""
-    layer, edge = _costers(model, cluster, plan)
     s = plan.seq_len
     if pairs_per_mb is None:
         pairs_per_mb = plan.micro_batch * s * (s + 1) / 2
-    dense = (layer_times(model, cluster, plan, layer, pairs_per_mb, moe=False, cp_comm=cp_comm)
-             if not model.is_moe or model.dense_layers else None)
-    moe = layer_times(model, cluster, plan, layer, pairs_per_mb, moe=True, cp_comm=cp_comm) if model.is_moe else None
-    lt = _mix(model, dense, moe)
+    costs = plan_costs(model, cluster, plan, pairs_per_mb, cp_comm=cp_comm)
+    return run_step(model, plan, [cluster] * plan.pp, [costs] * plan.pp, chunk_layers(model, plan), pairs_per_mb,
+                    job_gpus=cluster.gpus, recorder=recorder)
+
+
+def run_step(model: ModelSpec, plan: TrainingPlan, clusters: list[ClusterSpec], costs: list[PlanCosts],
+             counts: list[list[int]], pairs_per_mb: float, *, job_gpus: int, vcounts: tuple[int, ...] | None = None,
+             recorder: list[OpRecord] | None = None) -> StepTiming:
+    """The step from per-rank inputs: the cluster each pipeline rank runs on, its costs and its
+    layers per chunk (`vcounts`: the same per virtual stage when not the default split). A pipeline
+    send between ranks on different clusters pays the slower link."""
     pp, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
-    t = plan.micro_batch * s / plan.cp
-    emb, emb_b, head = edge.embedding_s(t), edge.embedding_bwd_s(t), edge.lm_head_gemm_s(t)
-    ce_f, ce_b = edge.cross_entropy_s(t)
-    counts = chunk_layers(model, plan)
-    fwd, bwd = _chunk_times(plan, lt, counts, (emb, emb_b), (head + ce_f, 2 * head + ce_b))
-    fsdp_f, fsdp_b, edge_f, edge_b = _fsdp_exposed_s(model, cluster, plan, lt)
-    if fsdp_f or fsdp_b:
-        for r in range(pp):
-            for c in range(v):
-                n = counts[r][c]
-                # a chunk's first all-gather has no earlier layer to hide behind, its last
-                # reduce-scatter (the chunk's first layer, reduced after its backward) no later one
-                fwd[r][c] = (fwd[r][c][0], fwd[r][c][1] + n * fsdp_f + (edge_f if n else 0.0))
-                bwd[r][c] = (bwd[r][c][0], bwd[r][c][1] + n * fsdp_b + (edge_b if n else 0.0))
+    fwd, bwd = _chunk_times(plan, costs, counts)
     # pipeline p2p: activations of one micro-batch (scattered over TP ranks, each on its own link)
     p2p = size = 0.0
     if pp > 1:
-        size = t * model.hidden * layer.ab / plan.tp
-        p2p = collective_time_s("p2p", size, Group.strided(2, plan.tp * plan.cp * plan.dp, cluster), cluster)
+        size = plan.micro_batch * plan.seq_len / plan.cp * model.hidden * costs[0].layer.ab / plan.tp
+        p2p = max(collective_time_s("p2p", size, Group.strided(2, plan.tp * plan.cp * plan.dp, c), c)
+                  for c in {id(c): c for c in clusters}.values())
     run = run_pipeline(rank_ops(plan.schedule_name, pp, m, v), pp, v, m, fwd, bwd, p2p,
                        p2p_blocking=not plan.overlap_p2p_comm, recorder=recorder)
-    step, rank, bd, det, dp_total, tails = _after_pipeline(model, cluster, plan, run)
-    bd["straggler"] = straggler_s(bd["compute"], cluster.accelerator.efficiency.rank_speed_sigma, cluster.gpus)
+    step, rank, bd, det, dp_total, tails = _after_pipeline(model, clusters, plan, run, vcounts)
+    crit, sigma = costs[rank], clusters[rank].accelerator.efficiency.rank_speed_sigma
+    bd["straggler"] = straggler_s(bd["compute"], sigma, job_gpus)
     step += bd["straggler"]
+    lt, (fsdp_f, fsdp_b, edge_f, edge_b) = crit.lt, crit.fsdp
     det.update({"p2p_per_op": p2p, "fsdp_layer_exposed_fwd": fsdp_f,
                 "fsdp_layer_exposed_bwd": fsdp_b, "fsdp_first_gather_exposed_s": edge_f,
                 "fsdp_last_reduce_exposed_s": edge_b, "dp_comm_total": dp_total,
                 **{f"layer_fwd_{k}": v_ for k, v_ in lt.parts.items()},
                 "layer_fwd_s": lt.fwd_compute + lt.fwd_comm, "layer_bwd_s": lt.bwd_compute + lt.bwd_comm,
-                "embedding_fwd_s": emb, "embedding_bwd_s": emb_b, "lm_head_fwd_s": head,
-                "cross_entropy_fwd_s": ce_f, "cross_entropy_bwd_s": ce_b})
+                "embedding_fwd_s": crit.emb, "embedding_bwd_s": crit.emb_b, "lm_head_fwd_s": crit.head,
+                "cross_entropy_fwd_s": crit.ce_f, "cross_entropy_bwd_s": crit.ce_b})
     return StepTiming(step, rank, bd, det, lt, run, tails, counts, size, pairs_per_mb)
 
 
-def _chunk_times(plan: TrainingPlan, lt: LayerTimes, counts: list[list[int]], emb: tuple[float, float],
-                 head: tuple[float, float]) -> tuple[list, list]:
-    """(compute, comm) of one micro-batch's forward and backward per (rank, chunk): its layers,
-    plus the embedding on the first virtual stage and the LM head and loss on the last
-    (`emb`, `head`: (forward, backward) seconds)."""
+def _chunk_times(plan: TrainingPlan, costs: list[PlanCosts], counts: list[list[int]]) -> tuple[list, list]:
+    """(compute, comm) of one micro-batch's forward and backward per (rank, chunk): its layers
+    (with their exposed FSDP collectives), plus the embedding on the first virtual stage and the
+    LM head and loss on the last."""
     pp, v = plan.pp, plan.virtual_stages
     fwd, bwd = [], []
     for r in range(pp):
         fr, br = [], []
+        k = costs[r]
+        lt, (fsdp_f, fsdp_b, edge_f, edge_b) = k.lt, k.fsdp
         for c in range(v):
             n = counts[r][c]
             g = c * pp + r
             fc, fm = n * lt.fwd_compute, n * lt.fwd_comm
             bc, bm = n * lt.bwd_compute, n * lt.bwd_comm
             if g == 0:
-                fc += emb[0]
-                bc += emb[1]
+                fc += k.emb
+                bc += k.emb_b
             if g == pp * v - 1:
-                fc += head[0]
-                bc += head[1]
+                fc += k.head + k.ce_f
+                bc += 2 * k.head + k.ce_b
+            if fsdp_f or fsdp_b:
+                # a chunk's first all-gather has no earlier layer to hide behind, its last
+                # reduce-scatter (the chunk's first layer, reduced after its backward) no later one
+                fm = fm + n * fsdp_f + (edge_f if n else 0.0)
+                bm = bm + n * fsdp_b + (edge_b if n else 0.0)
             fr.append((fc, fm))
             br.append((bc, bm))
         fwd.append(fr)
@@ -443,11 +475,12 @@ class RankTail:
     end_s: float
 
 
-def _rank_tail(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, run: PipelineRun, r: int) -> RankTail:
+def _rank_tail(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, run: PipelineRun, r: int,
+               vcounts: tuple[int, ...] | None = None) -> RankTail:
     """Rank r's DP gradient reduction, optimizer and parameter all-gather after its last backward."""
     pp, v, dpg = plan.pp, plan.virtual_stages, plan.dp * plan.cp
     dp_group = Group.strided(dpg, plan.tp, cluster)
-    params = weight_params_per_gpu(model, tp=plan.tp, pp=pp, ep=plan.ep, stage=r, virtual_stages=v)
+    params = weight_params_per_gpu(model, tp=plan.tp, pp=pp, ep=plan.ep, stage=r, virtual_stages=v, counts=vcounts)
     end = run.end_s[r]
     grad_c = ag_c = 0.0
     kind = "all_reduce" if plan.zero == 0 else "reduce_scatter"
@@ -470,12 +503,12 @@ def _rank_tail(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, run: 
     return RankTail(params, kind, grad_c, grad_exposed, hidden, ag_c, ag_exposed, opt, end + grad_exposed + ag_exposed + opt)
 
 
-def _after_pipeline(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan,
-                    run: PipelineRun) -> tuple[float, int, dict, dict, float, list[RankTail]]:
-    """Per rank: DP gradient reduction, optimizer, parameter all-gather after its last backward.
-    Returns the slowest rank's (step s, rank, breakdown, details), the largest DP traffic time and
-    every rank's tail."""
-    tails = [_rank_tail(model, cluster, plan, run, r) for r in range(plan.pp)]
+def _after_pipeline(model: ModelSpec, clusters: list[ClusterSpec], plan: TrainingPlan, run: PipelineRun,
+                    vcounts: tuple[int, ...] | None) -> tuple[float, int, dict, dict, float, list[RankTail]]:
+    """Per rank (on its own cluster): DP gradient reduction, optimizer, parameter all-gather after
+    its last backward. Returns the slowest rank's (step s, rank, breakdown, details), the largest
+    DP traffic time and every rank's tail."""
+    tails = [_rank_tail(model, clusters[r], plan, run, r, vcounts) for r in range(plan.pp)]
     rank = max(range(plan.pp), key=lambda r: (tails[r].end_s, -r))  # the first of equals, as before
     tl, end = tails[rank], run.end_s[rank]
     busy = run.busy_compute_s[rank] + run.busy_comm_s[rank]
