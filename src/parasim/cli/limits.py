@@ -99,6 +99,9 @@ TRAIN: dict[str, Rule] = {
     "recompute": TEXT, "precision": TEXT, "grad_dtype": TEXT, "overlap_grad_reduce": BOOL,
     "overlap_param_gather": BOOL, "tp_comm_overlap": BOOL, "overlap_p2p_comm": BOOL, "schedule": TEXT,
     "attention": TEXT, "kernels": TEXT, "profile": PATH, "timeline": OUT, **OUTPUTS, **REPORT_OUT,
+    # MoE: training/plan.py bounds the imbalance and the capacity factor (MAX_MOE_IMBALANCE, MAX_CAPACITY_FACTOR)
+    "etp": I("gpus"), "moe_imbalance": F(1.0, 1024.0, lo_open=False), "moe_capacity_factor": F(0.0, 1024.0),
+    "moe_a2a": TEXT, "moe_a2a_overlap": BOOL, "recompute_modules": TEXT,
 }
 
 PLAN_TRAIN: dict[str, Rule] = {
