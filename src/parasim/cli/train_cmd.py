@@ -33,6 +33,7 @@ PANEL_PAR = "Parallelism"
 PANEL_BATCH = "Batch and precision"
 PANEL_OVERLAP = "Overlap and schedule"
 PANEL_GOODPUT = "Failures and checkpoints (goodput)"
+PANEL_MOE = "Mixture of experts"
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -180,6 +181,7 @@ def train_cmd(
     dp: Optional[int] = typer.Option(None, "--dp", help="Data-parallel degree (derived from gpus when omitted).", rich_help_panel=PANEL_PAR),
     cp: Optional[int] = typer.Option(None, "--cp", help="Context-parallel degree (ring attention).", rich_help_panel=PANEL_PAR),
     ep: Optional[int] = typer.Option(None, "--ep", help="Expert-parallel degree (MoE).", rich_help_panel=PANEL_PAR),
+    etp: Optional[int] = typer.Option(None, "--etp", help="Expert tensor-parallel degree (MoE; default: tp, Megatron-Core's). ep*etp must divide tp*cp*dp (MoE parallel folding).", rich_help_panel=PANEL_PAR),
     virtual_stages: Optional[int] = typer.Option(None, "--virtual-stages", help="Model chunks per pipeline rank (interleaved).", rich_help_panel=PANEL_PAR),
     sequence_parallel: Optional[bool] = typer.Option(None, "--sequence-parallel/--no-sequence-parallel", help="Megatron sequence parallelism.", rich_help_panel=PANEL_PAR),
     zero: Optional[int] = typer.Option(None, "--zero", help="ZeRO stage 0-3 (1 = distributed optimizer, 3 = FSDP).", rich_help_panel=PANEL_PAR),
@@ -191,6 +193,11 @@ def train_cmd(
     recompute: Optional[str] = typer.Option(None, "--recompute", help="none | selective | full | selective_op (torchtitan's op-level SAC).", rich_help_panel=PANEL_BATCH),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp16 | fp8.", rich_help_panel=PANEL_BATCH),
     grad_dtype: Optional[str] = typer.Option(None, "--grad-dtype", help="Gradient buffer / DP reduction dtype: fp32 | bf16.", rich_help_panel=PANEL_BATCH),
+    recompute_modules: Optional[str] = typer.Option(None, "--recompute-modules", help="With --recompute selective (implied): comma list of core_attn, moe_act, layernorm, mla_up_proj (Megatron-Core's; default core_attn).", rich_help_panel=PANEL_BATCH),
+    moe_imbalance: Optional[float] = typer.Option(None, "--moe-imbalance", help="MoE: busiest expert's token load over the mean, >= 1 (default 1: routing's sampling noise only).", rich_help_panel=PANEL_MOE),
+    moe_capacity_factor: Optional[float] = typer.Option(None, "--moe-capacity-factor", help="MoE: drop tokens beyond this factor x the mean expert load (default: dropless).", rich_help_panel=PANEL_MOE),
+    moe_a2a: Optional[str] = typer.Option(None, "--moe-a2a", help="MoE dispatch/combine kernels: alltoall (NCCL) | deepep (DeepEP: one network copy per node).", rich_help_panel=PANEL_MOE),
+    moe_a2a_overlap: Optional[bool] = typer.Option(None, "--moe-a2a-overlap/--no-moe-a2a-overlap", help="MoE: hide the dispatch/combine under another micro-batch's compute (Megatron-Core --overlap-moe-expert-parallel-comm).", rich_help_panel=PANEL_MOE),
     overlap_grad_reduce: Optional[bool] = typer.Option(None, "--overlap-grad-reduce/--no-overlap-grad-reduce", help="Overlap DP gradient reduction with the backward.", rich_help_panel=PANEL_OVERLAP),
     overlap_param_gather: Optional[bool] = typer.Option(None, "--overlap-param-gather/--no-overlap-param-gather", help="Overlap parameter all-gathers with compute.", rich_help_panel=PANEL_OVERLAP),
     tp_comm_overlap: Optional[bool] = typer.Option(None, "--tp-comm-overlap/--no-tp-comm-overlap", help="Overlap TP communication with GEMMs.", rich_help_panel=PANEL_OVERLAP),

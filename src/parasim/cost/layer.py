@@ -27,7 +27,8 @@ from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.quant import MARLIN_TILE_M, gemm_dtype, is_weight_only
 from parasim.cost.roofline import (attention_time_s, gemm_flops_bytes, gemm_roofline_s, gemm_time_s, grouped_fill,
                                     memory_time_s)
-from parasim.cost.routing import busiest_rank_factor, expected_tiles
+from parasim.cost.moe_a2a import a2a_time_s, etp_exchange_s
+from parasim.cost.routing import ExpertRouting, expected_tiles, expert_load_factor
 from parasim.errors import InputError
 from parasim.mathx import cdiv
 from parasim.specs.cluster import ClusterSpec
@@ -45,6 +46,10 @@ UNFUSED_ATTN_BWD_RATIO = 2.0
 # Norms, activation function, residuals, rotary: each backward reads the saved input and the
 # incoming gradient and writes the outgoing one, about twice the forward's traffic.
 ELEMENTWISE_BWD_RATIO = 2.0
+#: Megatron-Core's MoE token permutation (and the unpermutation after the combine, which also
+#: weighs each expert output by its routing probability) reads and writes every routed
+#: token-expert pair's hidden vector once: 2 accesses per element, each of the two kernels.
+MOE_PERMUTE_RW = 2.0
 #: GPT-family models with rotary positions (the case format's `gpt` family otherwise means learned
 #: or ALiBi positions, which add no per-layer kernel)
 ROTARY_GPT_TYPES = ("gptj", "gpt_neox", "phi", "codegen")
@@ -91,6 +96,22 @@ class Sharding:
     # how many ranks' token batches meet in the EP all-to-all (training: ep; serving: 1,
     # since the ranks of one replica share its batch)
     moe_token_sets: int = 1
+    # expert tensor parallelism, Megatron-Core's MoE parallel folding: each expert split etp ways,
+    # the experts spread over ep ranks, the ep*etp expert ranks folded over the dense layers'
+    # TP x CP x DP. None = serving's layout (experts split by TP without EP, whole with EP).
+    etp: int | None = None
+
+    @property
+    def expert_tp(self) -> int:
+        """How many ways each routed expert's matrices are split."""
+        if self.etp is not None:
+            return self.etp
+        return self.tp if self.ep == 1 else 1
+
+    @property
+    def folded(self) -> bool:
+        """Training's Megatron-Core layout: every GPU routes its own sequence shard."""
+        return self.etp is not None
 
 
 def check_sharding(model: ModelSpec, s: Sharding) -> None:
@@ -106,6 +127,12 @@ def check_sharding(model: ModelSpec, s: Sharding) -> None:
         raise InputError("ep", f"ep={s.ep} needs a mixture-of-experts model; {model.name} is dense")
     if model.is_moe and model.experts % s.ep:
         raise InputError("ep", f"ep={s.ep} does not divide the {model.experts} experts of {model.name}")
+    if s.etp is not None:
+        if s.etp < 1:
+            raise InputError("etp", f"must be >= 1, got {s.etp}")
+        if model.is_moe and model.moe_ffn_hidden % s.etp:
+            raise InputError("etp", f"etp={s.etp} does not divide the expert FFN width {model.moe_ffn_hidden} of "
+                                    f"{model.name}")
 
 
 def forward_gemms_s(fwd: dict[str, float]) -> float:
@@ -119,7 +146,7 @@ class LayerCost:
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, sharding: Sharding, *,
                  weight_dtype: str = "bf16", act_dtype: str = "bf16", kv_dtype: str = "bf16",
                  tp_group: Group | None = None, ep_group: Group | None = None, kernels: str = "fused",
-                 dropout: bool = False) -> None:
+                 dropout: bool = False, routing: ExpertRouting | None = None) -> None:
         check_sharding(model, sharding)
         self.kernels = nongemm.check_mode(kernels)
         self.dropout = dropout  # hidden dropout masks (training of models that use dropout)
@@ -137,7 +164,8 @@ class LayerCost:
         self.ep_group = ep_group or Group.strided(sharding.ep, tp, cluster)
         self.heads = m.heads // tp
         self.kv_heads = max(1, m.kv_heads // tp)
-        self.etp = tp if sharding.ep == 1 else 1  # expert weights split by TP unless EP distributes them
+        self.etp = sharding.expert_tp
+        self.routing = routing or ExpertRouting()
         self.local_experts = m.experts // sharding.ep if m.is_moe else 0
         # cached bytes per token for this layer on this GPU (MLA's latent is replicated over TP)
         self.kv_bytes_per_token = (m.kv_values_per_token_per_layer if m.mla
@@ -174,6 +202,10 @@ class LayerCost:
         return [self._gemm("qkv_proj", t, m.hidden, self.heads * m.head_dim + 2 * self.kv_heads * m.head_dim),
                 self._gemm("o_proj", t, m.q_dim // tp, m.hidden)]
 
+    def attention_gemm_s(self, tokens: float, names: tuple[str, ...]) -> float:
+        """Seconds of the named attention projections for `tokens` tokens (MLA up-projection recompute)."""
+        return sum(op_time_s(o, self.acc) for o in self._attn_gemm_ops(float(tokens)) if o.name in names)
+
     def _mlp_ops(self, name: str, t: float, width: int, split: int) -> list[Op]:
         m = self.model
         up = (m.mlp_matrices - 1) * width // split
@@ -185,11 +217,11 @@ class LayerCost:
         The expert GEMMs run on the busiest EP rank (the others wait for it at the combine), and
         their rows are padded to whole tiles per expert as the routing spreads them (cost.routing)."""
         m, s = self.model, self.s
-        group_tokens = t * s.moe_token_sets  # tokens whose routing meets in the EP group
+        group_tokens = self.moe_group_tokens(t)  # tokens whose routing meets on one expert rank
         p = m.experts_per_token / m.experts
         touched = m.experts * (1.0 - (1.0 - p) ** group_tokens)
         local_touched = max(touched / s.ep, 1e-9)
-        busiest = busiest_rank_factor(group_tokens, m.experts_per_token, m.experts, s.ep)
+        busiest = self.expert_load(t)
         per_expert = group_tokens * m.experts_per_token * busiest / s.ep / local_touched  # rows per touched expert
         tile = self._wo_tile or self.acc.efficiency.gemm_tile_m
         mean = group_tokens * p * busiest  # rows per expert, untouched ones included
@@ -197,7 +229,7 @@ class LayerCost:
         local = m.experts / s.ep
         up = (m.mlp_matrices - 1) * m.moe_ffn_hidden // self.etp
         down_k = m.moe_ffn_hidden // self.etp
-        ops = [self._gemm("router", t, m.hidden, m.experts, dtype="bf16", weight_bytes=self.ab),
+        ops = [self._gemm("router", self.routed_tokens(t), m.hidden, m.experts, dtype="bf16", weight_bytes=self.ab),
                replace(self._gemm("experts_up", per_expert, m.hidden, up, local_touched),
                        fill=grouped_fill(mean, tiles, local, up, self.acc, tile)),
                replace(self._gemm("experts_down", per_expert, down_k, m.hidden, local_touched),
@@ -212,12 +244,13 @@ class LayerCost:
         m, ab, mode = self.model, self.ab, self.kernels
         norm_t = t / self.s.tp if self.s.sp else t
         width = (m.moe_ffn_hidden * m.experts_per_token // self.etp) if moe else m.ffn_hidden // self.s.tp
+        act_t = self.routed_tokens(t) * self.etp if moe and self.s.folded else t  # rows of the expert GEMMs
         norm = nongemm.norm_access(mode, rms=m.family != "gpt")
         act = nongemm.activation_access(mode, m.gated_mlp)
         ops = [Op("norms", "memory", 0.0, 2 * norm_t * m.hidden * norm.bytes_per_element(ab), kernels=2 * norm.kernels),
                Op("residual", "memory", 0.0, 2 * norm_t * m.hidden * nongemm.RESIDUAL.bytes_per_element(ab),
                   kernels=2 * nongemm.RESIDUAL.kernels),
-               Op("activation", "memory", 0.0, t * width * act.bytes_per_element(ab), kernels=act.kernels)]
+               Op("activation", "memory", 0.0, act_t * width * act.bytes_per_element(ab), kernels=act.kernels)]
         q_w, kv_w = self.heads * m.qk_head_dim, self.kv_heads * m.head_dim
         if _rotary(m):
             rope = nongemm.rotary_access(mode)
@@ -225,6 +258,9 @@ class LayerCost:
         expand = nongemm.repeat_kv_bytes(mode, self.heads * m.head_dim, kv_w, ab)
         if expand:
             ops.append(Op("repeat_kv", "memory", 0.0, t * expand, kernels=2))
+        if moe and self.s.folded:  # token permutation before the dispatch and its inverse after the combine
+            pairs = self.routed_tokens(t) * m.experts_per_token * self.expert_load(t)
+            ops.append(Op("moe_permute", "memory", 0.0, 2 * MOE_PERMUTE_RW * pairs * m.hidden * ab, kernels=2))
         if self.dropout:
             drop = 2 * norm_t * m.hidden * (nongemm.DROPOUT_MASK_BYTES + (nongemm.DROPOUT_EAGER.bytes_per_element(ab)
                                                                         if mode == "eager" else 0.0))
@@ -298,12 +334,39 @@ class LayerCost:
                         + collective_time_s("all_gather", size, self.tp_group, self.cluster))
         return 2 * collective_time_s("all_reduce", size, self.tp_group, self.cluster)
 
+    def routed_tokens(self, tokens: float) -> float:
+        """Tokens this GPU routes: in training's folded layout its sequence-parallel shard of the TP
+        group's tokens (each TP rank dispatches its own), else all of them."""
+        return tokens / self.s.tp if self.s.folded and self.s.sp else tokens
+
+    def moe_group_tokens(self, tokens: float) -> float:
+        """Tokens whose routing meets on one expert rank: the ep ranks' dispatched tokens, gathered
+        over the etp ranks of each expert (folded); serving: `moe_token_sets` batches."""
+        if self.s.folded:
+            return self.routed_tokens(tokens) * self.s.ep * self.etp
+        return tokens * self.s.moe_token_sets
+
+    def expert_load(self, tokens: float) -> float:
+        """The busiest EP rank's token-expert pairs over the mean rank's (cost.routing)."""
+        m, r = self.model, self.routing
+        return expert_load_factor(self.moe_group_tokens(tokens), m.experts_per_token, m.experts, self.s.ep,
+                                  skew=r.skew, capacity_factor=r.capacity_factor)
+
     def ep_comm_s(self, tokens: float) -> float:
-        """Dispatch and combine all-to-alls of an MoE layer."""
-        if self.s.ep <= 1 or tokens <= 0 or not self.model.is_moe:
+        """Dispatch and combine of an MoE layer: the EP all-to-alls (training: of the busiest rank's
+        load, with the plan's kernel, plus the ETP gather/scatter; cost.moe_a2a)."""
+        if tokens <= 0 or not self.model.is_moe:
             return 0.0
-        size = tokens * self.model.experts_per_token * self.model.hidden * self.ab
-        return 2 * collective_time_s("all_to_all", size, self.ep_group, self.cluster)
+        m = self.model
+        if self.s.ep <= 1:  # no dispatch: the experts see the MLP's sequence-parallel gather (tp_comm)
+            return 0.0
+        if not self.s.folded:
+            size = tokens * m.experts_per_token * m.hidden * self.ab
+            return 2 * collective_time_s("all_to_all", size, self.ep_group, self.cluster)
+        t, load, r = self.routed_tokens(tokens), self.expert_load(tokens), self.routing
+        return (a2a_time_s(r.a2a, t, m.experts_per_token, m.hidden, self.ab, self.ep_group, self.cluster, load=load,
+                           dispatch_bytes_per_elem=r.dispatch_bytes)
+                + etp_exchange_s(t, m.experts_per_token, m.hidden, self.ab, self.etp, self.cluster, load=load))
 
     def cp_comm_s(self, tokens: float) -> float:
         """Ring attention: each rank passes its K/V chunk around the CP ring (cp-1 hops)."""
@@ -321,6 +384,8 @@ class LayerCost:
         attn_g, mlp_g, elem = self._gemm_cache(float(tokens), moe)
         pre, dec = self.attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
         tp = self.tp_comm_s(tokens)
+        if moe and self.s.folded and self.s.ep > 1 and not self.model.shared_experts:
+            tp /= 2  # the MLP's sequence-parallel gather/scatter is the dispatcher's (ep_comm)
         ep = self.ep_comm_s(tokens) if moe else 0.0
         out = {"attn_gemms": attn_g, "attn_prefill": pre, "attn_decode": dec,
                ("moe" if moe else "mlp"): mlp_g, "elementwise": elem, "tp_comm": tp, "ep_comm": ep}

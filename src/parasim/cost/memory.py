@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from parasim.cost.dtypes import dtype_bytes
+from parasim.cost.moe_memory import recompute_freed_units
 from parasim.cost.sac import saved_bytes_per_token
 from parasim.mathx import cdiv
 from parasim.specs.accelerator import AcceleratorSpec
@@ -35,8 +36,12 @@ RECOMPUTE = ("none", "selective", "full", "selective_op")
 
 def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1, sp: bool = False,
                                cp: int = 1, recompute: str = "none", flash: bool = True,
-                               act_bytes: float = 2.0) -> float:
-    """Bytes one layer keeps for backward for one micro-batch on one GPU."""
+                               act_bytes: float = 2.0, modules: frozenset[str] | None = None,
+                               moe_buffers: float = 0.0) -> float:
+    """Bytes one layer keeps for backward for one micro-batch on one GPU. With selective
+    recomputation, `modules` are the recomputed ones (`cost.moe_memory.RECOMPUTE_MODULES`; None =
+    core_attn, Megatron's default); `moe_buffers`: an MoE layer's permuted tokens and router
+    probabilities, bytes per token (`cost.moe_memory.moe_buffer_bytes_per_token`), added as given."""
     s = seq / cp
     b, h = micro_batch, model.hidden
     sbh = s * b * h
@@ -60,12 +65,16 @@ def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, 
         width = model.ffn_hidden
     mlp = (6 if model.gated_mlp else 4) * width / h
     split = attn + mlp
+    if recompute == "selective" and modules is not None:
+        freed_rep, freed_split = recompute_freed_units(model, modules)
+        replicated -= freed_rep
+        split -= freed_split
     score = 0.0
-    if not flash and recompute == "none":
+    if not flash and (recompute == "none" or (modules is not None and "core_attn" not in modules)):
         # softmax output (2 bytes), plus dropout mask (1) and dropout output (2) when dropout is on
         score = (5 if drop else 2) * model.heads * s / h
     per_token = (replicated + split + score) / tp if sp else replicated + (split + score) / tp
-    return sbh * per_token * scale
+    return sbh * per_token * scale + s * b * moe_buffers
 
 
 def embedding_activation_bytes(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1, sp: bool = False,
@@ -111,7 +120,8 @@ def training_state_bytes(params: float, *, dp: int, zero: int, weight_bytes: flo
 
 
 def routed_expert_params_per_gpu(model: ModelSpec, *, tp: int, pp: int, ep: int, stage: int,
-                                 virtual_stages: int = 1, counts: tuple[int, ...] | None = None) -> float:
+                                 virtual_stages: int = 1, counts: tuple[int, ...] | None = None,
+                                 etp: int | None = None) -> float:
     """Routed-expert parameters one GPU of pipeline `stage` holds: its MoE layers' experts / ep,
     each split `expert_tp` ways (the layout of `weight_params_per_gpu`, `counts` as there)."""
     if not model.is_moe:
@@ -122,25 +132,26 @@ def routed_expert_params_per_gpu(model: ModelSpec, *, tp: int, pp: int, ep: int,
     starts = [sum(counts[:g]) for g in range(len(counts))]
     moe_layers = sum(1 for g in range(stage, len(counts), pp)
                      for li in range(starts[g], starts[g] + counts[g]) if li >= model.dense_layers)
-    return moe_layers * model.experts / ep * model.expert_params / expert_tp(tp, ep)
+    return moe_layers * model.experts / ep * model.expert_params / expert_tp(tp, ep, etp)
 
 
 def stage_state_bytes(model: ModelSpec, *, tp: int, pp: int, ep: int, dp_cp: int, zero: int, stage: int,
                       virtual_stages: int = 1, grad_bytes: float = 4.0,
-                      counts: tuple[int, ...] | None = None) -> StaticMemory:
+                      counts: tuple[int, ...] | None = None, etp: int | None = None) -> StaticMemory:
     """Model state of one GPU of pipeline `stage`. ZeRO shards a parameter's state over the GPUs
     holding the same copy of it: the dp*cp replicas for the dense part; for a routed expert,
     Megatron's expert-data-parallel group (the distributed optimizer's `expert_data_parallel_group`),
     the tp*dp*cp / (ep*expert_tp) GPUs of the stage holding the same expert shard. The experts'
     sharded state per GPU is then the stage's whole expert state / (tp*dp*cp), for any ep."""
     params = weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage, virtual_stages=virtual_stages,
-                                   counts=counts)
+                                   counts=counts, etp=etp)
     experts = routed_expert_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage, virtual_stages=virtual_stages,
-                                           counts=counts)
+                                           counts=counts, etp=etp)
     dense = training_state_bytes(params - experts, dp=dp_cp, zero=zero, grad_bytes=grad_bytes)
     if not experts:
         return dense
-    exp = training_state_bytes(experts, dp=tp * dp_cp // (ep * expert_tp(tp, ep)), zero=zero, grad_bytes=grad_bytes)
+    exp = training_state_bytes(experts, dp=tp * dp_cp // (ep * expert_tp(tp, ep, etp)), zero=zero,
+                               grad_bytes=grad_bytes)
     return StaticMemory(weights=dense.weights + exp.weights, gradients=dense.gradients + exp.gradients,
                         optimizer=dense.optimizer + exp.optimizer)
 
@@ -162,17 +173,18 @@ def kv_cache_bytes_per_token_per_gpu(model: ModelSpec, *, tp: int, pp: int, kv_b
 
 
 def weight_params_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, ep: int = 1, stage: int | None = None,
-                          virtual_stages: int = 1, counts: tuple[int, ...] | None = None) -> float:
+                          virtual_stages: int = 1, counts: tuple[int, ...] | None = None,
+                          etp: int | None = None) -> float:
     """Parameters held by one GPU of the given pipeline rank (default: the most loaded one).
 
-    Attention and dense MLP split by TP; routed experts split over EP (each expert also by TP
-    when EP is 1); embedding on the first stage and LM head on the last, vocab-parallel over TP.
+    Attention and dense MLP split by TP; routed experts split over EP, each expert `etp` ways
+    (None: by TP when EP is 1, whole with EP, serving's layout); embedding on the first stage and LM head on the last, vocab-parallel over TP.
     Layers are split as in `cost.partition.virtual_stage_layers`: with `virtual_stages` v > 1
     (interleaved 1F1B) rank r holds the model chunks r, r + pp, ..., r + (v-1)*pp. `counts`, when
     given, are the layers per virtual stage of another split (a mixed cluster's, training/hetero.py).
     Cached: the planner asks often.
     """
-    return _weight_params_per_gpu(model, tp, pp, ep, stage, virtual_stages, counts)
+    return _weight_params_per_gpu(model, tp, pp, ep, stage, virtual_stages, counts, etp)
 
 
 def weight_bytes_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, weights: str = "bf16", ep: int = 1) -> float:
@@ -203,20 +215,23 @@ def _edge_params(model: ModelSpec, tp: int, pp: int, stage: int) -> float:
     return p
 
 
-def expert_tp(tp: int, ep: int) -> int:
-    """How many ways each routed expert's matrices are split: by TP when there is no expert
-    parallelism, whole experts on each GPU when there is."""
+def expert_tp(tp: int, ep: int, etp: int | None = None) -> int:
+    """How many ways each routed expert's matrices are split: `etp` when the plan gives it (training,
+    Megatron-Core's expert tensor parallelism), else by TP when there is no expert parallelism and
+    whole experts on each GPU when there is (serving engines)."""
+    if etp is not None:
+        return etp
     return tp if ep == 1 else 1
 
 
 @lru_cache(maxsize=8192)
 def _weight_params_per_gpu(model: ModelSpec, tp: int, pp: int, ep: int, stage: int | None, v: int = 1,
-                           counts: tuple[int, ...] | None = None) -> float:
+                           counts: tuple[int, ...] | None = None, etp_given: int | None = None) -> float:
     from parasim.cost.partition import virtual_stage_layers
 
     counts = counts or virtual_stage_layers(model.layers, pp, v)
     starts = [sum(counts[:g]) for g in range(len(counts))]
-    etp = expert_tp(tp, ep)
+    etp = expert_tp(tp, ep, etp_given)
     dense_layer = (model.attn_params + model.dense_mlp_params) / tp + model.norm_params_per_layer
     moe_layer = (model.attn_params / tp + model.norm_params_per_layer + model.router_params
                  + model.shared_experts * model.expert_params / tp

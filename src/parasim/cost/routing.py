@@ -13,9 +13,23 @@ uneven). Two consequences the mean count misses:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from statistics import NormalDist
 
 _STD = NormalDist()
+
+
+@dataclass(frozen=True)
+class ExpertRouting:
+    """What a training plan says about its MoE routing: the busiest expert's load over the mean
+    (`skew`, 1 = only routing's sampling noise), the capacity factor beyond which tokens are
+    dropped (None = dropless, Megatron-Core's default), the dispatch kernel (cost.moe_a2a) and the
+    bytes per dispatched element when the dispatch moves fp8 (None = the activations' dtype)."""
+
+    skew: float = 1.0
+    capacity_factor: float | None = None
+    a2a: str = "alltoall"
+    dispatch_bytes: float | None = None
 
 
 def expected_tiles(tokens: float, p: float, tile: int, mean: float | None = None) -> float:
@@ -59,3 +73,38 @@ def busiest_rank_factor(tokens: float, k: int, experts: int, ep: int) -> float:
     mean = tokens * k * q
     var = tokens * k * q * (1.0 - q) * (experts - k) / (experts - 1)
     return 1.0 + math.sqrt(max(var, 0.0)) * expected_max_normal(ep) / mean
+
+
+def skewed_rank_factor(skew: float, experts: int, ep: int) -> float:
+    """The busiest EP rank's load over the mean when the busiest expert carries `skew` x the mean
+    expert load (a learned router's systematic imbalance) and the rank's other E/ep - 1 experts the
+    mean: (skew + E/ep - 1) / (E/ep). One expert per rank gives the skew itself."""
+    local = max(experts // max(ep, 1), 1)
+    return (max(skew, 1.0) + local - 1) / local
+
+
+def dropped_fraction(skew: float, capacity_factor: float | None) -> float:
+    """Share of token-expert pairs a capacity factor c drops (GShard / Switch token dropping):
+    expert loads spread evenly between (2 - skew) and skew times the mean (skew <= 2; a larger
+    skew is taken as 2, the widest even spread with that mean), pairs above c x mean dropped:
+    E[max(0, X - c)] / E[X]."""
+    if capacity_factor is None:
+        return 0.0
+    s, c = min(max(skew, 1.0), 2.0), capacity_factor
+    lo = 2.0 - s
+    if c >= s:
+        return 0.0
+    if s == lo:  # every expert at the mean
+        return 1.0 - c
+    if c <= lo:
+        return 1.0 - c
+    return (s - c) ** 2 / (2.0 * (s - lo))
+
+
+def expert_load_factor(tokens: float, k: int, experts: int, ep: int, *, skew: float = 1.0,
+                       capacity_factor: float | None = None) -> float:
+    """The busiest EP rank's token-expert pairs over the mean rank's: the larger of routing's
+    sampling noise (`busiest_rank_factor`) and the router's systematic skew, capped at the
+    capacity factor when tokens beyond it are dropped."""
+    f = max(busiest_rank_factor(tokens, k, experts, ep), skewed_rank_factor(skew, experts, ep))
+    return min(f, capacity_factor) if capacity_factor is not None else f

@@ -30,6 +30,7 @@ from typing import Any
 
 from parasim.cost.memory import (activation_bytes_per_layer, embedding_activation_bytes, logits_activation_bytes,
                                  stage_state_bytes)
+from parasim.cost.moe_memory import moe_buffer_bytes_per_token
 from parasim.errors import InputError
 from parasim.search import executors
 from parasim.search.interrupts import SigintGuard
@@ -149,8 +150,12 @@ def peak_memory_bytes(model: ModelSpec, d: dict[str, Any]) -> float:
     sp = d["sequence_parallel"] and tp > 1
     v = d["virtual_stages"]
     m = d["global_batch"] // (d["dp"] * mb)
+    moe = 0.0
+    if model.is_moe and d["recompute"] not in ("full", "selective_op"):
+        moe = moe_buffer_bytes_per_token(model, tp=tp, etp=d.get("etp") or tp, sp=sp) * model.moe_layers / model.layers
     per_layer = activation_bytes_per_layer(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp,
-                                           recompute=d["recompute"], flash=d.get("attention", "flash") != "unfused")
+                                           recompute=d["recompute"], flash=d.get("attention", "flash") != "unfused",
+                                           moe_buffers=moe)
     emb = embedding_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp)
     logits = logits_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, cp=cp)
     sched = resolve_name(d["schedule"], v)
@@ -159,7 +164,7 @@ def peak_memory_bytes(model: ModelSpec, d: dict[str, Any]) -> float:
     peak = 0.0
     for r in range(pp):
         st = stage_state_bytes(model, tp=tp, pp=pp, ep=d["ep"], dp_cp=d["dp"] * cp, zero=d["zero"], stage=r,
-                               virtual_stages=v, grad_bytes=grad_bytes)
+                               virtual_stages=v, grad_bytes=grad_bytes, etp=d.get("etp"))
         peak = max(peak, st.total + acts[r] + RESERVED_BYTES)
     return peak
 
@@ -265,7 +270,8 @@ def baseline_items(model: ModelSpec, cluster: ClusterSpec, gpu: str, batch: Batc
             continue
         if mixed is not None and "stages" not in feasible_placements(mixed, tp=tp, pp=pp, cp=1, dp=dp):
             continue
-        out.append({"tp": tp, "pp": pp, "dp": dp, "cp": 1, "ep": 1, "virtual_stages": 1,
+        out.append({"tp": tp, "pp": pp, "dp": dp, "cp": 1, "ep": 1, "etp": tp if model.is_moe else None,
+                    "virtual_stages": 1,
                     "sequence_parallel": tp > 1, "micro_batch": 1, "global_batch": global_batch,
                     "seq_len": batch.seq_len, "recompute": "selective", "zero": 1, "precision": "bf16",
                     "schedule": "1f1b", "gpu": gpu, "gpus": cluster.gpus,

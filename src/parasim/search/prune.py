@@ -25,7 +25,9 @@ REASONS = {
     "batch_divisibility": "dp*micro_batch divides neither the exact --global-batch nor any batch within "
                           "--batch-tolerance of the token budget",
     "cp_seq_len": "cp does not split seq_len into 2*cp equal chunks",
-    "ep_divisibility": "ep does not divide the experts and dp*cp (or ep > 1 on a dense model)",
+    "ep_divisibility": "ep does not divide the experts, or ep*etp the tp*cp*dp GPUs of a stage, or etp the expert "
+                       "FFN width (or ep > 1 on a dense model)",
+    "etp_duplicate": "the etp choice repeats another (etp = tp when tp = 1; a dense model has no experts to split)",
     "interleave_layers": "pp*virtual_stages exceeds the layers (chunks may be uneven), or pp is below what the "
                          f"schedule needs ({_SCHEDULE_RULES})",
     "interleave_microbatches": "no global batch (exact, or within --batch-tolerance of the token budget) gives a "

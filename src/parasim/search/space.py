@@ -16,6 +16,8 @@ Defaults, and why:
                  chunks are split unevenly as in cost/partition.py)
   zero           1, 2, 3 (0 is 1 with more memory and the same traffic; ask for it with --zero)
   recompute      none, selective, full
+  ep, etp        MoE only: ep every divisor of the experts; etp = tp (Megatron-Core's default) or 1
+                 (whole experts); ep*etp must divide tp*cp*dp (MoE parallel folding)
   sequence parallel: on whenever tp > 1 (same traffic as plain TP, less activation memory)
   global batch   per plan, see train_batch.py: exact with --global-batch, else the multiple of the
                  plan's granule nearest the token budget, within the tolerance
@@ -37,6 +39,8 @@ from parasim.specs.model import ModelSpec
 from parasim.training.schedules import SCHEDULES, get_schedule
 
 RESERVED_BYTES_LOWER_BOUND = 0.0  # the model-state check is a lower bound: no workspace assumed
+#: an etp choice meaning "the plan's tp" (Megatron-Core's default expert tensor parallelism)
+ETP_AS_TP = 0
 
 
 def powers_of_two(limit: int) -> list[int]:
@@ -60,6 +64,7 @@ class TrainChoices:
     cp: tuple[int, ...]
     pp: tuple[int, ...]
     ep: tuple[int, ...]
+    etp: tuple[int, ...] = (ETP_AS_TP,)  # MoE: expert TP choices, ETP_AS_TP = the plan's tp
     micro_batch: tuple[int, ...] = (1, 2, 4, 8)
     virtual_stages: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
     zero: tuple[int, ...] = (1, 2, 3)
@@ -69,7 +74,7 @@ class TrainChoices:
 
     @property
     def size(self) -> int:
-        return prod(len(getattr(self, f)) for f in ("tp", "cp", "pp", "ep", "micro_batch", "zero", "recompute",
+        return prod(len(getattr(self, f)) for f in ("tp", "cp", "pp", "ep", "etp", "micro_batch", "zero", "recompute",
                                                    "precision")) * self._sched_count
 
     @property
@@ -90,8 +95,9 @@ def default_train_choices(model: ModelSpec, cluster: ClusterSpec, seq_len: int, 
     cp = tuple(c for c in powers_of_two(n) if seq_len // c >= 2048 or c == 1)
     pp = tuple(d for d in divisors(n) if d <= model.layers)
     ep = tuple(e for e in divisors(model.experts) if e <= n) if model.is_moe else (1,)
+    etp = (ETP_AS_TP, 1) if model.is_moe else (ETP_AS_TP,)
     kw = {k: tuple(v) for k, v in overrides.items() if v}
-    return TrainChoices(**{"tp": tp, "cp": cp, "pp": pp, "ep": ep, **kw})
+    return TrainChoices(**{"tp": tp, "cp": cp, "pp": pp, "ep": ep, "etp": etp, **kw})
 
 
 def _tp_ok(model: ModelSpec, tp: int) -> bool:
@@ -111,13 +117,15 @@ def enumerate_train(model: ModelSpec, cluster: ClusterSpec, *, batch: BatchTarge
     """
     c = choices
     pairs = [(sched, v, get_schedule(sched)) for sched, v in c.sched_pairs()]
-    below_pp = len(c.ep) * len(c.micro_batch) * len(pairs) * len(c.zero) * len(c.recompute) * len(c.precision)
+    below_pp = (len(c.ep) * len(c.etp) * len(c.micro_batch) * len(pairs) * len(c.zero) * len(c.recompute)
+                * len(c.precision))
     for tp, cp, pp, dp in _train_degrees(model, cluster.gpus, seq_len, c, below_pp, pruned):
-        for ep, mb, sched, v, global_batch in _train_splits(model, batch, c, pairs, (pp, dp, cp), below_pp, pruned):
-            for zero, prec in _train_states(model, cluster.accelerator.hbm_bytes, c, (tp, pp, ep, v, dp * cp),
+        for ep, etp, mb, sched, v, global_batch in _train_splits(model, batch, c, pairs, (tp, pp, dp, cp), below_pp,
+                                                                 pruned):
+            for zero, prec in _train_states(model, cluster.accelerator.hbm_bytes, c, (tp, pp, ep, v, dp * cp, etp),
                                             pruned):
                 for rc in c.recompute:
-                    yield {"tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep,
+                    yield {"tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep, "etp": etp if model.is_moe else None,
                            "virtual_stages": v, "sequence_parallel": tp > 1,
                            "micro_batch": mb, "global_batch": global_batch,
                            "seq_len": seq_len, "recompute": rc, "zero": zero,
@@ -145,16 +153,15 @@ def _train_degrees(model: ModelSpec, n: int, seq_len: int, c: TrainChoices, belo
 
 def _train_splits(model: ModelSpec, batch: BatchTarget, c: TrainChoices, pairs: list, degrees: tuple[int, int, int],
                   below_pp: int, pruned: Pruned) -> Iterator[tuple]:
-    """(ep, micro_batch, schedule, virtual_stages, global_batch) for one (pp, dp, cp): experts
-    that divide, a global batch the split can take, a schedule the layers and pipeline allow."""
-    pp, dp, cp = degrees
+    """(ep, etp, micro_batch, schedule, virtual_stages, global_batch) for one (tp, pp, dp, cp):
+    experts that divide and fold over tp*cp*dp, a global batch the split can take, a schedule the
+    layers and pipeline allow."""
+    tp, pp, dp, cp = degrees
     below_ep = below_pp // len(c.ep)
-    below_mb = below_ep // len(c.micro_batch)
+    below_etp = below_ep // len(c.etp)
+    below_mb = below_etp // len(c.micro_batch)
     below_sched = below_mb // len(pairs) if pairs else 0
-    for ep in c.ep:
-        if (ep > 1 and not model.is_moe) or (model.is_moe and model.experts % ep) or (dp * cp) % ep:
-            pruned.drop("ep_divisibility", below_ep)
-            continue
+    for ep, etp in _expert_layouts(model, c, tp, tp * cp * dp, below_etp, pruned):
         for mb in c.micro_batch:
             plain_gb = batch.pick(dp * mb)
             if plain_gb is None:
@@ -171,18 +178,39 @@ def _train_splits(model: ModelSpec, batch: BatchTarget, c: TrainChoices, pairs: 
                     if global_batch is None:
                         pruned.drop("interleave_microbatches", below_sched)
                         continue
-                yield ep, mb, sched, v, global_batch
+                yield ep, etp, mb, sched, v, global_batch
+
+
+def _expert_layouts(model: ModelSpec, c: TrainChoices, tp: int, folded: int, below_etp: int,
+                    pruned: Pruned) -> Iterator[tuple[int, int]]:
+    """(ep, etp): ep divides the experts, ep*etp the tp*cp*dp GPUs of a stage (`folded`), etp the
+    expert FFN width; an etp equal to an earlier choice (etp = tp = 1) is dropped as a duplicate."""
+    for ep in c.ep:
+        if (ep > 1 and not model.is_moe) or (model.is_moe and model.experts % ep):
+            pruned.drop("ep_divisibility", below_etp * len(c.etp))
+            continue
+        seen: set[int] = set()
+        for choice in c.etp:
+            etp = tp if choice == ETP_AS_TP else choice
+            if etp in seen or (not model.is_moe and choice != ETP_AS_TP):
+                pruned.drop("etp_duplicate", below_etp)
+                continue
+            seen.add(etp)
+            if folded % (ep * etp) or (model.is_moe and model.moe_ffn_hidden % etp):
+                pruned.drop("ep_divisibility", below_etp)
+                continue
+            yield ep, etp
 
 
 def _train_states(model: ModelSpec, hbm: float, c: TrainChoices, shape: tuple[int, int, int, int, int],
                   pruned: Pruned) -> Iterator[tuple[int, str]]:
     """(zero, precision) whose model state (weights, gradients, optimizer) leaves room in HBM;
-    `shape` is (tp, pp, ep, virtual_stages, dp*cp)."""
-    tp, pp, ep, v, dp_cp = shape
+    `shape` is (tp, pp, ep, virtual_stages, dp*cp, etp)."""
+    tp, pp, ep, v, dp_cp, etp = shape
     for zero in c.zero:
         for prec in c.precision:
             grad_bytes = 2.0 if prec == "fp16" else 4.0
-            state = _max_stage_state(model, tp, pp, ep, v, dp_cp, zero, grad_bytes)
+            state = _max_stage_state(model, tp, pp, ep, v, dp_cp, zero, grad_bytes, etp)
             if state + RESERVED_BYTES_LOWER_BOUND > hbm:
                 pruned.drop("memory_model_state", len(c.recompute))
                 continue
@@ -191,10 +219,10 @@ def _train_states(model: ModelSpec, hbm: float, c: TrainChoices, shape: tuple[in
 
 @lru_cache(maxsize=65536)
 def _max_stage_state(model: ModelSpec, tp: int, pp: int, ep: int, v: int, dp_cp: int, zero: int,
-                     grad_bytes: float) -> float:
+                     grad_bytes: float, etp: int | None = None) -> float:
     """The most-loaded pipeline rank's model state bytes (`cost.memory.stage_state_bytes`)."""
     return max(stage_state_bytes(model, tp=tp, pp=pp, ep=ep, dp_cp=dp_cp, zero=zero, stage=r, virtual_stages=v,
-                                 grad_bytes=grad_bytes).total for r in range(pp))
+                                 grad_bytes=grad_bytes, etp=etp).total for r in range(pp))
 
 
 # --- serving ---------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from parasim.search.train_batch import BatchTarget
 from parasim.specs.edge import boolean, number, positive_int, text_value
 
 #: The fields of a training plan the planner searches and ranks, in the order its table shows them.
-PLAN_KEYS = ("tp", "pp", "dp", "cp", "ep", "virtual_stages", "sequence_parallel", "micro_batch", "global_batch",
+PLAN_KEYS = ("tp", "pp", "dp", "cp", "ep", "etp", "virtual_stages", "sequence_parallel", "micro_batch", "global_batch",
              "seq_len", "recompute", "zero", "precision", "schedule")
 
 #: fields a reference may give (seq_len is the search's)

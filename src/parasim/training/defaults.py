@@ -14,7 +14,10 @@ The values follow what a Megatron-Core / NeMo / torchtitan user gets:
   reduction: Megatron-LM's argument defaults;
 * ZeRO 1 (the distributed optimizer), flash attention, fused non-GEMM kernels (`kernels: fused`), overlapped gradient reduce-scatter,
   parameter all-gather and pipeline sends, no TP comm overlap: Megatron-Core recipes;
-* seq_len 2048 (Megatron-LM has no default; GPT-3's context).
+* seq_len 2048 (Megatron-LM has no default; GPT-3's context);
+* MoE: etp = tp (Megatron-Core sets --expert-tensor-parallel-size to the TP size when not given),
+  dropless routing with NCCL all-to-all dispatch (Megatron-Core's defaults), no EP comm overlap,
+  expert loads as even as random routing makes them (`moe_imbalance: 1`).
 
 Every default applied that changes the answer is returned, so the CLI prints it ("defaults
 used" / `defaults` in the JSON). A default that cannot change the answer (sequence parallelism
@@ -53,6 +56,10 @@ def _dp_ranks(d: dict) -> int:
     return d["dp"] * d["cp"]
 
 
+def _expert_parallel(d: dict, m: ModelSpec) -> bool:
+    return m.is_moe and d["ep"] > 1
+
+
 # in resolution order: each sees what was given or resolved before it
 DEFAULTS: tuple[Default, ...] = (
     Default("tp", _const(1), _always),
@@ -66,7 +73,7 @@ DEFAULTS: tuple[Default, ...] = (
     Default("micro_batch", _const(1), _always),
     Default("global_batch", lambda d, m: d["dp"] * d["micro_batch"], _always),
     Default("seq_len", _const(2048), _always),
-    Default("recompute", _const("none"), _always),
+    Default("recompute", lambda d, m: "selective" if d.get("recompute_modules") else "none", _always),
     Default("zero", _const(1), lambda d, m: _dp_ranks(d) > 1),
     Default("precision", _const("bf16"), _always),
     Default("grad_dtype", _const("fp32"), lambda d, m: d["precision"] != "fp16"),
@@ -76,6 +83,10 @@ DEFAULTS: tuple[Default, ...] = (
     Default("overlap_param_gather", _const(True), lambda d, m: _dp_ranks(d) > 1 and d["zero"] >= 1),
     Default("tp_comm_overlap", _const(False), lambda d, m: d["tp"] > 1),
     Default("overlap_p2p_comm", _const(True), lambda d, m: d["pp"] > 1),
+    Default("etp", lambda d, m: d["tp"] if m.is_moe else None, lambda d, m: m.is_moe and d["tp"] > 1),
+    Default("moe_imbalance", _const(1.0), _expert_parallel),
+    Default("moe_a2a", _const("alltoall"), _expert_parallel),
+    Default("moe_a2a_overlap", _const(False), _expert_parallel),
 )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from parasim.cost.memory import (activation_bytes_per_layer, embedding_activation_bytes, logits_activation_bytes,
                                  stage_state_bytes)
+from parasim.cost.moe_memory import moe_buffer_bytes_per_token
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 from parasim.training.plan import TrainingPlan
@@ -69,18 +70,30 @@ def state_bytes(model: ModelSpec, plan: TrainingPlan, rank: int, vcounts: tuple[
     """`vcounts`: layers per virtual stage when the split is not the default one (a mixed cluster)."""
     return stage_state_bytes(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, dp_cp=plan.dp * plan.cp, zero=plan.zero,
                              stage=rank, virtual_stages=plan.virtual_stages, grad_bytes=plan.grad_bytes,
-                             counts=vcounts)
+                             counts=vcounts, etp=plan.expert_tp)
+
+
+def moe_buffers_per_token(model: ModelSpec, plan: TrainingPlan, load: float = 1.0) -> float:
+    """An average layer's MoE buffers (permuted tokens, router probabilities) per token, bytes:
+    the MoE layers' share of the layers (`cost.moe_memory`); none under full recomputation."""
+    if not model.is_moe or plan.recompute in ("full", "selective_op"):
+        return 0.0
+    per_moe = moe_buffer_bytes_per_token(model, tp=plan.tp, etp=plan.expert_tp, sp=plan.sequence_parallel and plan.tp > 1,
+                                         load=load)
+    return per_moe * model.moe_layers / model.layers
 
 
 def peak_memory(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, ops: list[list[Op]],
                 counts: list[list[int]], *, ranks: range | None = None,
-                vcounts: tuple[int, ...] | None = None) -> MemoryBreakdown:
+                vcounts: tuple[int, ...] | None = None, expert_load: float = 1.0) -> MemoryBreakdown:
     """The highest peak over `ranks` (default: every pipeline rank) against `cluster`'s HBM; a
-    mixed cluster asks once per GPU group, for the ranks that group holds (training/hetero.py)."""
+    mixed cluster asks once per GPU group, for the ranks that group holds (training/hetero.py).
+    `expert_load`: the busiest EP rank's routed pairs over the mean (its permuted-token buffers)."""
     sp = plan.sequence_parallel and plan.tp > 1
     per_layer = activation_bytes_per_layer(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp,
                                            sp=sp, cp=plan.cp, recompute=plan.recompute,
-                                           flash=plan.flash_attention)
+                                           flash=plan.flash_attention, modules=plan.recompute_module_set or None,
+                                           moe_buffers=moe_buffers_per_token(model, plan, expert_load))
     emb = embedding_activation_bytes(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp, sp=sp,
                                      cp=plan.cp)
     logits = logits_activation_bytes(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp, cp=plan.cp)

@@ -1,7 +1,8 @@
 """A training plan: how one optimizer step is laid out on the cluster.
 
-Degrees follow Megatron's rank order (tp fastest, then cp, dp, pp); EP is carved out of the
-dp*cp ranks. One validator (`TrainingPlan.check`) checks every degree and names all of them.
+Degrees follow Megatron's rank order (tp fastest, then cp, dp, pp). The experts of an MoE model
+are laid out on their own (Megatron-Core's MoE parallel folding): ep x etp expert ranks folded
+over the tp*cp*dp GPUs of a pipeline stage, etp fastest. One validator (`TrainingPlan.check`) checks every degree and names all of them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 from parasim.cost.dtypes import TRAINING_PRECISIONS
 from parasim.cost.layer import Sharding, check_sharding
 from parasim.cost.memory import RECOMPUTE
+from parasim.cost.moe_a2a import A2A_KINDS
+from parasim.cost.moe_memory import RECOMPUTE_MODULES
 from parasim.cost.nongemm import KERNEL_MODES
 from parasim.errors import InputError
 from parasim.specs import edge, model_limits
@@ -56,6 +59,14 @@ class TrainingPlan:
     # who wrote the non-GEMM kernels (cost/nongemm.py): fused (Megatron-Core / Transformer Engine),
     # eager (PyTorch eager: torchtitan, llm-foundry without torch.compile) or compiled (torch.compile)
     kernels: str = "fused"
+    # --- MoE (docs/training.md "MoE training"); ignored by dense models --------------------------------
+    etp: int | None = None  # expert tensor parallel; None = tp (Megatron-Core's default)
+    moe_imbalance: float = 1.0  # busiest expert's load / the mean; 1 = routing's sampling noise only
+    moe_capacity_factor: float | None = None  # tokens beyond c x the mean expert load dropped; None = dropless
+    moe_a2a: str = "alltoall"  # dispatch/combine kernels: alltoall (NCCL) | deepep
+    moe_a2a_overlap: bool = False  # Megatron-Core --overlap-moe-expert-parallel-comm
+    # Megatron-Core --recompute-modules with recompute: selective (comma list); None = core_attn
+    recompute_modules: str | None = None
 
     def __post_init__(self) -> None:
         """Each field by its kind (`_FIELD_KINDS`), so a Python caller gets the CLI's one-line
@@ -70,6 +81,20 @@ class TrainingPlan:
     @property
     def gpus(self) -> int:
         return self.tp * self.pp * self.cp * self.dp
+
+    @property
+    def expert_tp(self) -> int:
+        """Expert tensor parallelism: etp, or tp when not given (Megatron-Core's default)."""
+        return self.tp if self.etp is None else self.etp
+
+    @property
+    def recompute_module_set(self) -> frozenset[str]:
+        """The modules selective recomputation covers (Megatron-Core's default: core_attn)."""
+        if self.recompute != "selective":
+            return frozenset()
+        if self.recompute_modules is None:
+            return frozenset(("core_attn",))
+        return frozenset(x.strip() for x in self.recompute_modules.split(",") if x.strip())
 
     @property
     def flash_attention(self) -> bool:
@@ -98,7 +123,7 @@ class TrainingPlan:
 
     def sharding(self, model: ModelSpec) -> Sharding:
         return Sharding(tp=self.tp, ep=self.ep, cp=self.cp, sp=self.sequence_parallel and self.tp > 1,
-                        moe_token_sets=self.ep)
+                        moe_token_sets=self.ep, etp=self.expert_tp)
 
     def with_(self, **changes: Any) -> TrainingPlan:
         return replace(self, **changes)
@@ -138,8 +163,7 @@ class TrainingPlan:
         if self.global_batch % (self.dp * self.micro_batch):
             raise InputError("global-batch", f"global batch {self.global_batch} is not divisible by "
                                              f"dp*micro_batch = {self.dp}*{self.micro_batch} = {self.dp * self.micro_batch}")
-        if (self.dp * self.cp) % self.ep:
-            raise InputError("ep", f"ep={self.ep} must divide dp*cp = {self.dp * self.cp}")
+        self._check_moe(model)
         if self.seq_len % self.cp or (self.cp > 1 and (self.seq_len // self.cp) % 2):
             raise InputError("cp", f"cp={self.cp} must split seq_len={self.seq_len} into 2*cp equal chunks")
         chunks = self.pp * self.virtual_stages
@@ -148,6 +172,35 @@ class TrainingPlan:
         get_schedule(self.schedule_name).check(self)  # each schedule's own rules (interleaved: pp, v, m)
         check_sharding(model, self.sharding(model))
         return self
+
+    def _check_moe(self, model: ModelSpec) -> None:
+        """MoE parallel folding (Megatron-Core): the ep*etp expert ranks tile the tp*cp*dp GPUs of a
+        stage, so ep*etp must divide tp*cp*dp; and the routing options each within its range."""
+        etp, folded = self.expert_tp, self.tp * self.cp * self.dp
+        if folded % (self.ep * etp):
+            name = "etp" if self.etp is not None and folded % self.ep == 0 else "ep"
+            raise InputError(name, f"ep*etp = {self.ep}*{etp} = {self.ep * etp} must divide tp*cp*dp = "
+                                   f"{self.tp}*{self.cp}*{self.dp} = {folded} (MoE parallel folding; etp defaults to tp)")
+        if self.etp is not None and self.etp > 1 and not model.is_moe:
+            raise InputError("etp", f"etp={self.etp} needs a mixture-of-experts model; {model.name} is dense")
+        if self.moe_a2a not in A2A_KINDS:
+            raise InputError("moe-a2a", f"'{self.moe_a2a}' is not one of {', '.join(A2A_KINDS)}")
+        if self.moe_imbalance < 1.0:
+            raise InputError("moe-imbalance", f"is the busiest expert's load over the mean: must be >= 1, "
+                                              f"got {self.moe_imbalance}")
+        if self.recompute_modules is not None:
+            if self.recompute != "selective":
+                raise InputError("recompute-modules", f"applies to recompute: selective, got recompute: {self.recompute}")
+            mods = self.recompute_module_set
+            bad = sorted(mods - set(RECOMPUTE_MODULES))
+            if bad or not mods:
+                raise InputError("recompute-modules", f"'{bad[0] if bad else self.recompute_modules}' is not one of "
+                                                      f"{', '.join(RECOMPUTE_MODULES)} (a comma list)")
+            if "mla_up_proj" in mods and model.mla is None:
+                raise InputError("recompute-modules", f"mla_up_proj needs a multi-head latent attention model; "
+                                                      f"{model.name} has none")
+            if "moe_act" in mods and not model.is_moe:
+                raise InputError("recompute-modules", f"moe_act needs a mixture-of-experts model; {model.name} is dense")
 
     # --- mappings (config files, JSON results) ------------------------------------------------------
     def to_mapping(self) -> dict[str, Any]:
@@ -190,8 +243,13 @@ _FIELD_KINDS = {
                      "overlap_p2p_comm"), "bool"),
     **dict.fromkeys(("recompute", "precision", "schedule", "attention", "grad_dtype", "kernels", "varlen_balance"),
                     "text"),
-    "zero": "zero", "seq_len_dist": "text?",
+    "zero": "zero", "seq_len_dist": "text?", "etp": "count?", "moe_imbalance": "ratio",
+    "moe_capacity_factor": "positive?", "moe_a2a": "text", "moe_a2a_overlap": "bool", "recompute_modules": "text?",
 }
+#: largest busiest-expert-over-mean load accepted (every token on one expert of 1,024 is 1,024)
+MAX_MOE_IMBALANCE = 1024.0
+#: largest capacity factor accepted (a factor at or above the expert count never drops anything)
+MAX_CAPACITY_FACTOR = 1024.0
 
 
 def _check_field(name: str, kind: str, value: Any) -> Any:
@@ -208,5 +266,9 @@ def _check_field(name: str, kind: str, value: Any) -> Any:
         return edge.number(flag, value, integer=True, lo=0, hi=3)
     if kind == "bool":
         return edge.boolean(flag, value)
+    if kind == "ratio":
+        return float(edge.number(flag, value, lo=1.0, hi=MAX_MOE_IMBALANCE))
+    if kind == "positive":
+        return float(edge.number(flag, value, lo=0.0, lo_open=True, hi=MAX_CAPACITY_FACTOR))
     return edge.text_value(flag, value)
 

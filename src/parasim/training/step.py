@@ -24,10 +24,11 @@ from typing import NamedTuple
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import attention_dtype
 from parasim.cost.layer import EdgeCost, LayerCost, forward_gemms_s
-from parasim.cost.memory import weight_params_per_gpu
+from parasim.cost.memory import routed_expert_params_per_gpu, weight_params_per_gpu
 from parasim.cost.nongemm import adam_bytes_per_param
 from parasim.cost import partition
 from parasim.cost.roofline import memory_time_s
+from parasim.cost.routing import ExpertRouting
 from parasim.cost.sac import recomputed_matmul_fraction
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
@@ -76,10 +77,11 @@ class LayerTimes:
 def _costers(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> tuple[LayerCost, EdgeCost]:
     act = attention_dtype(plan.precision)  # Transformer Engine FP8: only GEMM inputs are 8-bit
     s = plan.sharding(model)
+    # expert ranks in Megatron-Core's folded order: etp fastest, then ep
     layer = LayerCost(model, cluster, s, weight_dtype=plan.precision, act_dtype=act, kv_dtype=act,
                       tp_group=Group.strided(plan.tp, 1, cluster),
-                      ep_group=Group.strided(plan.ep, plan.tp * plan.cp, cluster), kernels=plan.kernels,
-                      dropout=model.dropout)
+                      ep_group=Group.strided(plan.ep, plan.expert_tp, cluster), kernels=plan.kernels,
+                      dropout=model.dropout, routing=expert_routing(plan))
     # the LM head and embedding are not Transformer Engine layers: they stay in 16-bit
     edge_layer = layer if plan.precision != "fp8" else LayerCost(model, cluster, s, weight_dtype=act,
                                                                  act_dtype=act, kv_dtype=act, kernels=plan.kernels)
@@ -121,7 +123,7 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
         bwd_compute += fwd_compute
         bwd_comm += fwd_comm
     elif plan.recompute == "selective":
-        bwd_compute += attn_f
+        bwd_compute += _selective_recompute_s(model, plan, layer, t, attn_f, moe)
     elif plan.recompute == "selective_op":  # torchtitan: the unsaved matmuls and every elementwise op again
         bwd_compute += gemms * recomputed_matmul_fraction(model) + elem + cast_f
 
@@ -171,13 +173,42 @@ def _inlayer_comm_s(plan: TrainingPlan, layer: LayerCost, f: dict[str, float], t
     # ring attention: K/V blocks overlap the block-wise attention; sp_x (Ulysses, remaps) does not
     cp_f = cp_c - min(cp_c, attn_f) * (1 - OVERLAP_SLOWDOWN) + sp_x
     cp_b = 2 * cp_c - min(2 * cp_c, b["attention"]) * (1 - OVERLAP_SLOWDOWN) + sp_x
-    ep_c = f["ep_comm"]
-    return tp_f + cp_f + ep_c, tp_b + cp_b + ep_c
+    ep_f = ep_b = f["ep_comm"]
+    if plan.moe_a2a_overlap and ep_f:
+        # Megatron-Core's EP a2a overlap: one micro-batch's dispatch/combine runs under another's
+        # forward or backward compute (their forward and backward interleaved in the steady state)
+        other = gemms + attn_f + f["elementwise"]
+        ep_f = ep_f - min(ep_f, b["compute"]) * (1 - OVERLAP_SLOWDOWN)
+        ep_b = ep_b - min(ep_b, other) * (1 - OVERLAP_SLOWDOWN)
+    return tp_f + cp_f + ep_f, tp_b + cp_b + ep_b
+
+
+def expert_routing(plan: TrainingPlan) -> ExpertRouting:
+    """The plan's MoE routing options for `cost.layer`; DeepEP dispatches fp8 in fp8 training."""
+    return ExpertRouting(skew=plan.moe_imbalance, capacity_factor=plan.moe_capacity_factor, a2a=plan.moe_a2a,
+                         dispatch_bytes=1.0 if plan.precision == "fp8" and plan.moe_a2a == "deepep" else None)
+
+
+def _selective_recompute_s(model: ModelSpec, plan: TrainingPlan, layer: LayerCost, t: float, attn_f: float,
+                           moe: bool) -> float:
+    """Backward time added by Megatron-Core's selective recomputation of `plan.recompute_module_set`:
+    the attention core, the norms, the experts' activation, MLA's up-projections."""
+    mods, out = plan.recompute_module_set, 0.0
+    elem = layer.nongemm_s(t, moe) if mods & {"layernorm", "moe_act"} else {}
+    if "core_attn" in mods:
+        out += attn_f
+    if "layernorm" in mods:
+        out += elem.get("norms", 0.0)
+    if "moe_act" in mods and moe:
+        out += elem.get("activation", 0.0)
+    if "mla_up_proj" in mods and model.mla is not None:
+        out += layer.attention_gemm_s(t, ("q_b_proj", "kv_b_proj"))
+    return out
 
 
 def layer_weight_params(model: ModelSpec, plan: TrainingPlan, moe: bool) -> float:
     """Matmul weights of one layer on one GPU (attention and MLP over TP, experts over EP)."""
-    etp = plan.tp if plan.ep == 1 else 1
+    etp = plan.expert_tp
     mlp = (model.router_params + model.shared_experts * model.expert_params / plan.tp
            + model.experts / plan.ep * model.expert_params / etp) if moe else model.dense_mlp_params / plan.tp
     return model.attn_params / plan.tp + mlp
@@ -447,7 +478,8 @@ def _fsdp_exposed_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan,
     if plan.zero < 3 or dpg <= 1:
         return 0.0, 0.0, 0.0, 0.0
     dp_group = Group.strided(dpg, plan.tp, cluster)
-    layer_params = weight_params_per_gpu(model, tp=plan.tp, pp=model.layers, ep=plan.ep, stage=1) if model.layers > 2 else 0.0
+    layer_params = (weight_params_per_gpu(model, tp=plan.tp, pp=model.layers, ep=plan.ep, stage=1, etp=plan.expert_tp)
+                    if model.layers > 2 else 0.0)
     ag = collective_time_s("all_gather", layer_params * PARAM_GATHER_BYTES, dp_group, cluster)
     rs = collective_time_s("reduce_scatter", layer_params * plan.grad_bytes, dp_group, cluster)
     if not plan.overlap_param_gather:
@@ -478,16 +510,18 @@ class RankTail:
 def _rank_tail(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, run: PipelineRun, r: int,
                vcounts: tuple[int, ...] | None = None) -> RankTail:
     """Rank r's DP gradient reduction, optimizer and parameter all-gather after its last backward."""
-    pp, v, dpg = plan.pp, plan.virtual_stages, plan.dp * plan.cp
-    dp_group = Group.strided(dpg, plan.tp, cluster)
-    params = weight_params_per_gpu(model, tp=plan.tp, pp=pp, ep=plan.ep, stage=r, virtual_stages=v, counts=vcounts)
+    dpg = plan.dp * plan.cp
+    params = weight_params_per_gpu(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, stage=r, virtual_stages=plan.virtual_stages,
+                                   counts=vcounts, etp=plan.expert_tp)
     end = run.end_s[r]
     grad_c = ag_c = 0.0
     kind = "all_reduce" if plan.zero == 0 else "reduce_scatter"
-    if dpg > 1 and plan.zero < 3:
-        grad_c = collective_time_s(kind, params * plan.grad_bytes, dp_group, cluster)
-        if plan.zero >= 1:
-            ag_c = collective_time_s("all_gather", params * PARAM_GATHER_BYTES, dp_group, cluster)
+    shards = _replica_groups(model, cluster, plan, r, params, vcounts)
+    if plan.zero < 3:
+        for n, group in shards:
+            grad_c += collective_time_s(kind, n * plan.grad_bytes, group, cluster)
+            if plan.zero >= 1:
+                ag_c += collective_time_s("all_gather", n * PARAM_GATHER_BYTES, group, cluster)
     bucket = max(DDP_BUCKET_PARAMS, 1e6 * dpg)
     last_frac = min(1.0, bucket / max(params, 1.0))
     if plan.overlap_grad_reduce and grad_c > 0:
@@ -497,10 +531,24 @@ def _rank_tail(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, run: 
     else:
         grad_exposed, hidden = grad_c, 0.0
     ag_exposed = (ag_c * last_frac + OVERLAP_SLOWDOWN * ag_c * (1 - last_frac)) if plan.overlap_param_gather else ag_c
-    local = params / (dpg if plan.zero >= 1 else 1)
+    local = sum(n / (g.n if plan.zero >= 1 else 1) for n, g in shards)
     opt_bytes, opt_kernels = adam_bytes_per_param(plan.kernels)
     opt = memory_time_s(local * opt_bytes, cluster.accelerator, kernels=opt_kernels)
     return RankTail(params, kind, grad_c, grad_exposed, hidden, ag_c, ag_exposed, opt, end + grad_exposed + ag_exposed + opt)
+
+
+def _replica_groups(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, r: int, params: float,
+                    vcounts: tuple[int, ...] | None = None) -> list[tuple[float, Group]]:
+    """(parameters, the group holding copies of them) for rank r: the dense part over the dp*cp
+    replicas (stride tp); the routed experts over Megatron-Core's expert-data-parallel group, the
+    tp*cp*dp / (ep*etp) GPUs of the stage with the same expert shard (stride ep*etp)."""
+    experts = routed_expert_params_per_gpu(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, stage=r,
+                                           virtual_stages=plan.virtual_stages, counts=vcounts, etp=plan.expert_tp)
+    dpg, expert_ranks = plan.dp * plan.cp, plan.ep * plan.expert_tp
+    out = [(params - experts, Group.strided(dpg, plan.tp, cluster))]
+    if experts:
+        out.append((experts, Group.strided(plan.tp * dpg // expert_ranks, expert_ranks, cluster)))
+    return out
 
 
 def _after_pipeline(model: ModelSpec, clusters: list[ClusterSpec], plan: TrainingPlan, run: PipelineRun,

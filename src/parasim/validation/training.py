@@ -95,6 +95,8 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         if raw.get(key) is None:
             raw[key] = default
             choices.append(f"{key}={default} (not published; {'Megatron-LM 2021' if legacy else 'Megatron-Core'} default)")
+    if case.model.is_moe and raw.get("etp") is None and int(raw.get("tp") or 1) > 1:
+        choices.append("etp=tp (not published; Megatron-Core sets --expert-tensor-parallel-size to the TP size)")
     extra: dict[str, Any] = {}
     if legacy:
         extra = {"attention": "unfused", "overlap_grad_reduce": False, "overlap_param_gather": False,
