@@ -40,16 +40,17 @@ def events(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _stage_name(stages: list[dict], r: int, pp: int) -> str:
-    """`stage 1: layers 20-39` (each chunk's range; interleaved stages hold several)."""
+    """`stage 1: layers 20-39` (each chunk's range; interleaved stages hold several, in the
+    timeline's `virtual_stages` placement when it has one: ZB-V's V, DualPipe's two copies)."""
     counts = [s["layers"] for s in stages]
     v = len(counts[0])
-    start, ranges = 0, {}
-    for g in range(pp * v):
-        c, rank = divmod(g, pp)
-        n = counts[rank][c]
-        if rank == r and n:
-            ranges[c] = f"{start}-{start + n - 1}"
-        start += n
+    where = [s.get("virtual_stages") or [c * pp + rank for c in range(v)] for rank, s in enumerate(stages)]
+    by_stage = {g: counts[rank][c] for rank in range(pp) for c, g in enumerate(where[rank])}
+    starts, start = {}, 0
+    for g in sorted(by_stage):
+        starts[g] = start
+        start += by_stage[g]
+    ranges = {c: f"{starts[g]}-{starts[g] + counts[r][c] - 1}" for c, g in enumerate(where[r]) if counts[r][c]}
     return f"stage {r}: layers {', '.join(ranges[c] for c in sorted(ranges)) or 'none'}"
 
 
@@ -85,16 +86,25 @@ def _args(tl: dict[str, Any], st: dict[str, Any], kind: str, op: str, mb, c, pp:
         bytes_ = {"grad_reduce": st["grad_bytes"], "grad_reduce_overlapped": st["grad_bytes"],
                   "param_gather": st["param_gather_bytes"]}.get(kind)
         return {"bytes": bytes_} if bytes_ else {}
-    args: dict[str, Any] = {"micro_batch": mb, "chunk": c, "virtual_stage": c * pp + r, "op": op}
+    g = st["virtual_stages"][c] if st.get("virtual_stages") else c * pp + r
+    args: dict[str, Any] = {"micro_batch": mb, "chunk": c, "virtual_stage": g, "op": op}
     if kind in OP_NAMES:
         flops = st["forward_model_flops" if kind == "F" else "backward_model_flops"][c]
         args.update(layers=st["layers"][c], model_flops=flops)
     elif kind in ("recv", "send"):
-        g = c * pp + r
-        peer = (g + 1 if (kind == "send") == (op == "F") else g - 1) % pp
+        peer = _peer_rank(tl["stages"], c, g + 1 if (kind == "send") == (op == "F") else g - 1, pp)
         args.update(bytes=tl["p2p_bytes"], transfer_s=tl["p2p_transfer_s"], blocking=tl["p2p_blocking"],
                     peer_stage=peer)
     return args
+
+
+def _peer_rank(stages: list[dict], chunk: int, g: int, pp: int) -> int:
+    """The rank that runs virtual stage g: one whose chunk `chunk` is g (DualPipe holds every stage
+    twice, once per direction), else any that holds it, else Megatron's g mod pp."""
+    where = [st.get("virtual_stages") or [c * pp + r for c in range(len(st["layers"]))] for r, st in enumerate(stages)]
+    same = [r for r, w in enumerate(where) if w[chunk] == g]
+    held = [r for r, w in enumerate(where) if g in w]
+    return (same or held or [g % pp])[0]
 
 
 def other_data(result: dict[str, Any]) -> dict[str, Any]:
