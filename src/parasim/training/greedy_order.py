@@ -16,6 +16,7 @@ against the same dependencies, and `run_pipeline` only ever waits on earlier ops
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 
 
@@ -33,24 +34,25 @@ def greedy_order(pp: int, m: int, stages: tuple[tuple[int, ...], ...], cap: floa
     next_b = [[0] * v for _ in range(pp)]
     wq: list[deque] = [deque() for _ in range(pp)]
     mem = [0.0] * pp
-    free = [0.0] * pp
     out: list[list[tuple[str, int, int]]] = [[] for _ in range(pp)]
     left = [3 * m * v] * pp
     dur = dict(zip("FBW", times))
+    heap = [(0.0, r) for r in range(pp)]  # (free at, rank) of the ranks with ops left, rank order at ties
+    waiting: list[int] = []  # ranks with nothing to run at the current time
     lifted = False
-    while any(left):
-        t = min(free[x] for x in range(pp) if left[x])
-        ready = [x for x in range(pp) if left[x] and free[x] == t]
-        r, op = next(((x, o) for x in ready if (o := _pick(t, stages[x], n, m, f_done, b_done, next_f[x], next_b[x],
-                                                           wq[x], mem[x] + 1.0 <= cap or lifted)) is not None),
-                     (-1, None))
-        if op is None:  # idle until another rank finishes something
-            later = [free[x] for x in range(pp) if free[x] > t]
-            if not later and lifted:
-                raise RuntimeError("pipeline order: no rank can run (a schedule rule is inconsistent)")
-            lifted = not later  # every rank waits on memory: lift the cap for one op
-            for x in ready:
-                free[x] = min(later) if later else t
+    while heap or waiting:
+        if not heap or (waiting and heap[0][0] > t):  # time moves on: the idle ranks look again
+            if not heap:  # every rank waits on memory: lift the cap for one op
+                if lifted:
+                    raise RuntimeError("pipeline order: no rank can run (a schedule rule is inconsistent)")
+                lifted = True
+            for x in waiting:
+                heapq.heappush(heap, (heap[0][0] if heap and not lifted else t, x))
+            waiting = []
+        t, r = heapq.heappop(heap)
+        op = _pick(t, stages[r], n, m, f_done, b_done, next_f[r], next_b[r], wq[r], mem[r] + 1.0 <= cap or lifted)
+        if op is None:
+            waiting.append(r)
             continue
         lifted = False
         kind, j, c = op
@@ -67,9 +69,10 @@ def greedy_order(pp: int, m: int, stages: tuple[tuple[int, ...], ...], cap: floa
             mem[r] -= 1.0 - held
         else:
             mem[r] -= held
-        free[r] = end
         left[r] -= 1
         out[r].append(op)
+        if left[r]:
+            heapq.heappush(heap, (end, r))
     return out
 
 
@@ -85,7 +88,8 @@ def _pick(t: float, row: tuple[int, ...], n: int, m: int, f_done: list, b_done: 
     if best is not None:
         return best[1]
     if room:
-        for c, g in sorted(enumerate(row), key=lambda cg: -cg[1]):  # F: the later stage first
+        for c, g in (enumerate(row) if len(row) == 1 or row[0] > row[1] else reversed(list(enumerate(row)))):
+            # F: the later stage first
             j = next_f[c]
             if j < m and (g == 0 or f_done[g - 1][j] <= t):
                 return ("F", j, c)

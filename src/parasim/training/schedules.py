@@ -68,6 +68,13 @@ class Schedule:
         """The micro-batches per step must be a multiple of this."""
         return 1
 
+    def min_microbatches(self, pp: int) -> int:
+        """The fewest micro-batches per step it runs."""
+        return 1
+
+    def accepts_pp(self, pp: int) -> bool:
+        return pp >= self.min_pp
+
     def check(self, plan) -> None:
         """InputError (naming the field) if `plan` (a TrainingPlan) cannot run this schedule."""
         if plan.virtual_stages > 1:
@@ -119,11 +126,11 @@ def rank_ops(name: str, pp: int, m: int, v: int, times: tuple[float, float, floa
 
 
 def op_times(f_s: float, b_s: float, w_s: float) -> tuple[float, float, float]:
-    """(F, B, W) relative to F, rounded to a tenth: what a timed schedule's order is planned at
+    """(F, B, W) relative to F, rounded to a quarter: what a timed schedule's order is planned at
     (the rounding keeps the orders cached across plans of similar shape)."""
     if f_s <= 0:
         return 1.0, 1.0, 1.0
-    return 1.0, max(round(b_s / f_s, 1), 0.1), max(round(w_s / f_s, 1), 0.1)
+    return 1.0, max(round(4 * b_s / f_s) / 4, 0.25), max(round(4 * w_s / f_s) / 4, 0.25)
 
 
 @lru_cache(maxsize=1024)
@@ -297,6 +304,12 @@ class DualPipe(_SplitBackward):
 
     def microbatch_multiple(self, pp: int) -> int:
         return 2
+
+    def min_microbatches(self, pp: int) -> int:
+        return 2 * pp
+
+    def accepts_pp(self, pp: int) -> bool:
+        return pp >= self.min_pp and pp % 2 == 0
 
     def check(self, plan) -> None:
         super().check(plan)
