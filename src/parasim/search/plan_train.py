@@ -41,7 +41,7 @@ from parasim.search.train_batch import BatchTarget
 from parasim.specs.catalog import default_cluster, get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
-from parasim.training.schedules import get_schedule, resolve_name
+from parasim.training.schedules import get_schedule, planned_op_times, resolve_name
 
 from parasim.search import train_reference as tr
 from parasim.search.train_reference import PLAN_KEYS, parse_reference
@@ -80,10 +80,10 @@ def resolve_batch(req: TrainSearch) -> BatchTarget:
 
 
 # --- activation memory, cached ---------------------------------------------------------------
-def _ops(schedule: str, pp: int, m: int, v: int) -> tuple:
+def _ops(schedule: str, pp: int, m: int, v: int, times: tuple = (1.0, 1.0, 1.0)) -> tuple:
     from parasim.training.schedules import rank_ops
 
-    return rank_ops(schedule, pp, m, v)
+    return rank_ops(schedule, pp, m, v, times)
 
 
 @lru_cache(maxsize=65536)
@@ -96,13 +96,13 @@ def _chunk_layers(model: ModelSpec, pp: int, v: int, layout: str = "loop") -> tu
 
 @lru_cache(maxsize=65536)
 def _inflight(schedule: str, pp: int, m: int, v: int, counts: tuple, per_layer: float, emb: float,
-              logits: float, held_layer: float = 0.0) -> tuple:
+              logits: float, held_layer: float = 0.0, times: tuple = (1.0, 1.0, 1.0)) -> tuple:
     """Per rank: the activation peak of the schedule walk (`training.memory`), W-held bytes per
-    layer `held_layer` for a schedule that splits the backward (its order planned at equal times)."""
+    layer `held_layer` for a schedule that splits the backward, `times` its planned op times."""
     from parasim.training.memory import chunk_activation_bytes, peak_activation_units
     from parasim.training.schedules import get_schedule
 
-    ops = _ops(schedule, pp, m, v)
+    ops = _ops(schedule, pp, m, v, times)
     sched = get_schedule(schedule)
     w = chunk_activation_bytes(pp, v, sched.layout, counts, per_layer, emb, logits)
     held = chunk_activation_bytes(pp, v, sched.layout, counts, held_layer, emb, logits) if sched.splits_backward else None
@@ -122,9 +122,11 @@ def peak_memory_bytes(model: ModelSpec, d: dict[str, Any]) -> float:
     emb = embedding_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp)
     logits = logits_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, cp=cp)
     sched = resolve_name(d["schedule"], v)
-    layout = get_schedule(sched).layout
+    rules = get_schedule(sched)
+    layout = rules.layout
     held = weight_grad_input_bytes_per_layer(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp)
-    acts = _inflight(sched, pp, m, v, _chunk_layers(model, pp, v, layout), per_layer, emb, logits, held)
+    times = planned_op_times(model, seq, d["recompute"]) if rules.timed else (1.0, 1.0, 1.0)
+    acts = _inflight(sched, pp, m, v, _chunk_layers(model, pp, v, layout), per_layer, emb, logits, held, times)
     grad_bytes = 2.0 if d["precision"] == "fp16" else 4.0
     peak = 0.0
     for r in range(pp):

@@ -28,6 +28,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import NamedTuple
 
+from parasim.cost.flops import attention_flops_per_token_layer, causal_context, layer_matmul_params_active
+from parasim.cost.layer import ATTN_BWD_FLOPS_RATIO
 from parasim.cost.partition import rank_stages
 from parasim.errors import InputError
 from parasim.registry import Registry
@@ -123,6 +125,18 @@ def rank_ops(name: str, pp: int, m: int, v: int, times: tuple[float, float, floa
     if s.timed:
         return tuple(tuple(Op(*o) for o in row) for row in _greedy(name, pp, m, v, times))
     return tuple(tuple(s.ops(r, pp, m, v)) for r in range(pp))
+
+
+def planned_op_times(model, seq_len: int, recompute: str) -> tuple[float, float, float]:
+    """The (F, B, W) a timed schedule's order is planned at: a layer's FLOPs per token (weights
+    2N each way, causal attention, its backward ATTN_BWD_FLOPS_RATIO times as many, recomputation
+    added to B), so that the planner's memory screen and the simulator walk the same order
+    without costing the plan first."""
+    gemm = 2.0 * layer_matmul_params_active(model) / model.layers
+    attn = attention_flops_per_token_layer(model, causal_context(seq_len))
+    f = gemm + attn
+    b = gemm + ATTN_BWD_FLOPS_RATIO * attn + (f if recompute == "full" else attn if recompute != "none" else 0.0)
+    return op_times(f, b, gemm)
 
 
 def op_times(f_s: float, b_s: float, w_s: float) -> tuple[float, float, float]:

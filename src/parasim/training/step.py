@@ -32,7 +32,7 @@ from parasim.cost.sac import recomputed_matmul_fraction
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 from parasim.training.plan import TrainingPlan
-from parasim.training.schedules import Op, get_schedule, op_times, rank_ops, rank_pairs
+from parasim.training.schedules import Op, get_schedule, planned_op_times, rank_ops, rank_pairs
 from parasim.training.straggler import straggler_s
 
 # Parameters are gathered in 16-bit (the distributed optimizer's and FSDP's all-gathers).
@@ -435,8 +435,7 @@ def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
         size = t * model.hidden * layer.ab / plan.tp
         p2p = collective_time_s("p2p", size, Group.strided(2, plan.tp * plan.cp * plan.dp, cluster), cluster)
     split = _split_backward(plan, lt, counts, bwd, (emb_b, head), sched.layout) if sched.splits_backward else None
-    times = op_times(lt.fwd_compute + lt.fwd_comm, lt.bwd_compute - lt.bwd_weight_compute + lt.bwd_comm,
-                     lt.bwd_weight_compute) if sched.timed else (1.0, 1.0, 1.0)
+    times = planned_op_times(model, s, plan.recompute) if sched.timed else (1.0, 1.0, 1.0)
     run = run_pipeline(rank_ops(plan.schedule_name, pp, m, v, times), pp, v, m, fwd, bwd, p2p,
                        p2p_blocking=not plan.overlap_p2p_comm, recorder=recorder, layout=sched.layout, split=split)
     step, rank, bd, det, dp_total, tails = _after_pipeline(model, cluster, plan, run, sched.staggered)
