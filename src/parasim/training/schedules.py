@@ -292,15 +292,20 @@ class ZBH2(_SplitBackward):
         return 2 * pp - 1
 
 
+class _TwoChunks(_SplitBackward):
+    """A split-backward schedule over exactly two model chunks per rank (implied when not given)."""
+
+    chunked = True
+    chunks = 2
+    without_chunks = "zb-h1"
+
+
 @register
-class ZBV(_SplitBackward):
+class ZBV(_TwoChunks):
     name = "zb-v"
     staggered = True
     timed = True
-    chunked = True
-    chunks = 2
     layout = "vee"
-    without_chunks = "zb-h1"
     requires = "pp >= 2, virtual_stages = 2"
 
     def cap_mb(self, pp: int) -> float:
@@ -308,12 +313,9 @@ class ZBV(_SplitBackward):
 
 
 @register
-class DualPipe(_SplitBackward):
+class DualPipe(_TwoChunks):
     name = "dualpipe"
-    chunked = True
-    chunks = 2
     layout = "mirror"
-    without_chunks = "zb-h1"
     requires = "even pp >= 2, virtual_stages = 2, an even number of micro-batches >= 2*pp"
 
     def microbatch_multiple(self, pp: int) -> int:
