@@ -211,3 +211,14 @@ def test_cli_refuses_other_virtual_stages_and_odd_dualpipe():
                           "--gpus", "6", "--pp", "3", "--global-batch", "12", "--schedule", "dualpipe"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "pp" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_plan_train_space_searches_the_new_schedules_with_their_chunk_counts():
+    from parasim.search.space import TrainChoices
+
+    c = TrainChoices(tp=(1,), cp=(1,), pp=(4,), ep=(1,))
+    pairs = c.sched_pairs()
+    for name in SPLIT:
+        vs = {v for s, v in pairs if s == name}
+        assert vs == {S.get_schedule(name).chunks or 1}
+    assert {v for s, v in pairs if s == "interleaved"} == {2, 3, 4, 6, 8}
