@@ -12,13 +12,13 @@ against their data dependencies; bubbles emerge from the order, no formula is us
 
 Zero-bubble schedules split the backward: "B" is the input gradient the previous stage waits
 for, "W" the weight gradient, run later to fill what would be idle time (the schedules above run
-B and W fused, as one "B"). Orders from `greedy_order` (zb-h1, zb-h2, zb-v: Qi et al. 2024 and
-the controllable-memory follow-up) and `dualpipe_order` (DeepSeek-V3).
-* zb-h1: 1F1B's activation memory (pp micro-batches), W deferred to fill the drain.
-* zb-h2: twice the warm-up forwards (2*pp - 1 micro-batches of activations), and each rank
-  starts its next step when its own step is done (the paper's optimizer post-validation), so the
-  step is the longest rank's own span: the fill of the pipeline overlaps the previous step.
-* zb-v: two chunks per rank in a V (chunk 0 down the ranks, chunk 1 back up), 1F1B's memory.
+B and W fused, as one "B"). Qi et al. 2024 and the controllable-memory follow-up; DeepSeek-V3.
+* zb-h1: handcrafted: 1F1B with rank r's first r W deferred to fill the drain (1F1B's memory).
+* zb-h2: from `greedy_order` under a limit of 2*pp - 1 micro-batches in flight; each rank starts
+  its next step when its own step is done (the paper's optimizer post-validation), so the step
+  is the longest rank's own span: the fill of the pipeline overlaps the previous step.
+* zb-v: from `greedy_order`, two chunks per rank in a V (chunk 0 down the ranks, chunk 1 back
+  up) under 1F1B's limit of pp micro-batches; staggered as zb-h2.
 * dualpipe: bidirectional; micro-batches enter at both ends, each rank holds two copies of
   its stage's parameters, overlapped forward/backward pairs hide their expert all-to-all.
 """
@@ -232,7 +232,9 @@ class _SplitBackward(Schedule):
     min_pp = 2
     splits_backward = True
     requires = "pp >= 2"
-    #: what a micro-batch holds from its B to its W, planning the order (the ZB paper's M_W / M_B)
+    #: the share of a micro-batch's activations the order is planned to hold from its B to its W:
+    #: a planning value only (at a half, equal F, B, W give the papers' zero bubble); the memory
+    #: walk charges what W really reads (`cost.memory.weight_grad_input_bytes_per_layer`)
     held_fraction = 0.5
 
     def cap_mb(self, pp: int) -> float:  # pragma: no cover - interface
