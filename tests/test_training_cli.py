@@ -59,7 +59,7 @@ def test_plan_that_does_not_fit_exits_one_with_its_breakdown():
     (["--dp", "3"], "gpus"),
     (["--global-batch", "7"], "global-batch"),
     (["--precision", "fp4"], "precision"),
-    (["--schedule", "zb-v"], "schedule"),
+    (["--schedule", "chimera"], "schedule"),
     (["--tp", "3", "--pp", "1"], "tp"),
 ])
 def test_bad_input_exits_2_with_one_line_naming_the_field(extra, field):

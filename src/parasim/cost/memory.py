@@ -77,6 +77,27 @@ def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, 
     return sbh * per_token * scale + s * b * moe_buffers
 
 
+def weight_grad_input_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1,
+                                      sp: bool = False, cp: int = 1, act_bytes: float = 2.0) -> float:
+    """Bytes one layer keeps from its input-gradient backward (B) until its weight-gradient
+    backward (W) runs, per micro-batch and GPU: each linear layer's input X and output gradient
+    dY (dW = X^T dY). For a GPT layer (ffn = 4h) that is 16 values per token and hidden unit,
+    the zero-bubble paper's M_W = 32sbh bytes (Qi et al. 2024, Table 1). Values as wide as the
+    hidden size are split over TP only with sequence parallelism; an MoE layer's expert inputs
+    and output gradients count once per routed and shared expert a token visits."""
+    h = model.hidden
+    fanout = model.experts_per_token + model.shared_experts if model.is_moe else 1
+    width = model.moe_ffn_hidden * fanout if model.is_moe else model.ffn_hidden
+    qkv = model.q_dim + 2 * model.kv_heads * model.head_dim
+    attn_out = model.heads * model.v_head_dim
+    mlp_in = 1 if model.parallel_attn else 2  # norm outputs feeding the QKV and the MLP
+    # hidden-wide: norm outputs (X of QKV, MLP up), output-projection dY, MLP-down dY (per expert visit)
+    wide = h * (mlp_in - 1 + fanout) + h + h * fanout
+    split = attn_out + qkv + width + (model.mlp_matrices - 1) * width  # X of proj, MLP down; dY of QKV, MLP up
+    per_token = (wide + split) / tp if sp else wide + split / tp
+    return seq / cp * micro_batch * per_token * act_bytes
+
+
 def embedding_activation_bytes(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1, sp: bool = False,
                                cp: int = 1) -> float:
     """First stage: embedding output (+ dropout mask) kept for backward."""
@@ -121,32 +142,35 @@ def training_state_bytes(params: float, *, dp: int, zero: int, weight_bytes: flo
 
 def routed_expert_params_per_gpu(model: ModelSpec, *, tp: int, pp: int, ep: int, stage: int,
                                  virtual_stages: int = 1, counts: tuple[int, ...] | None = None,
-                                 etp: int | None = None) -> float:
+                                 etp: int | None = None, layout: str = "loop") -> float:
     """Routed-expert parameters one GPU of pipeline `stage` holds: its MoE layers' experts / ep,
     each split `expert_tp` ways (the layout of `weight_params_per_gpu`, `counts` as there)."""
     if not model.is_moe:
         return 0.0
-    from parasim.cost.partition import virtual_stage_layers
+    from parasim.cost.partition import rank_stages, stage_count, virtual_stage_layers
 
-    counts = counts or virtual_stage_layers(model.layers, pp, virtual_stages)
+    counts = counts or virtual_stage_layers(model.layers, pp, stage_count(pp, virtual_stages, layout) // pp)
     starts = [sum(counts[:g]) for g in range(len(counts))]
-    moe_layers = sum(1 for g in range(stage, len(counts), pp)
+    moe_layers = sum(1 for g in rank_stages(pp, virtual_stages, layout)[stage]
                      for li in range(starts[g], starts[g] + counts[g]) if li >= model.dense_layers)
     return moe_layers * model.experts / ep * model.expert_params / expert_tp(tp, ep, etp)
 
 
 def stage_state_bytes(model: ModelSpec, *, tp: int, pp: int, ep: int, dp_cp: int, zero: int, stage: int,
                       virtual_stages: int = 1, grad_bytes: float = 4.0,
-                      counts: tuple[int, ...] | None = None, etp: int | None = None) -> StaticMemory:
+                      counts: tuple[int, ...] | None = None, etp: int | None = None,
+                      layout: str = "loop") -> StaticMemory:
     """Model state of one GPU of pipeline `stage`. ZeRO shards a parameter's state over the GPUs
     holding the same copy of it: the dp*cp replicas for the dense part; for a routed expert,
     Megatron's expert-data-parallel group (the distributed optimizer's `expert_data_parallel_group`),
     the tp*dp*cp / (ep*expert_tp) GPUs of the stage holding the same expert shard. The experts'
-    sharded state per GPU is then the stage's whole expert state / (tp*dp*cp), for any ep."""
+    sharded state per GPU is then the stage's whole expert state / (tp*dp*cp), for any ep.
+    `layout` places the rank's chunks (`cost.partition.rank_stages`; DualPipe's mirror holds two
+    copies of the parameters, and their whole state is charged twice)."""
     params = weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage, virtual_stages=virtual_stages,
-                                   counts=counts, etp=etp)
+                                   counts=counts, etp=etp, layout=layout)
     experts = routed_expert_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage, virtual_stages=virtual_stages,
-                                           counts=counts, etp=etp)
+                                           counts=counts, etp=etp, layout=layout)
     dense = training_state_bytes(params - experts, dp=dp_cp, zero=zero, grad_bytes=grad_bytes)
     if not experts:
         return dense
@@ -174,17 +198,18 @@ def kv_cache_bytes_per_token_per_gpu(model: ModelSpec, *, tp: int, pp: int, kv_b
 
 def weight_params_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, ep: int = 1, stage: int | None = None,
                           virtual_stages: int = 1, counts: tuple[int, ...] | None = None,
-                          etp: int | None = None) -> float:
+                          etp: int | None = None, layout: str = "loop") -> float:
     """Parameters held by one GPU of the given pipeline rank (default: the most loaded one).
 
     Attention and dense MLP split by TP; routed experts split over EP, each expert `etp` ways
     (None: by TP when EP is 1, whole with EP, serving's layout); embedding on the first stage and LM head on the last, vocab-parallel over TP.
     Layers are split as in `cost.partition.virtual_stage_layers`: with `virtual_stages` v > 1
-    (interleaved 1F1B) rank r holds the model chunks r, r + pp, ..., r + (v-1)*pp. `counts`, when
-    given, are the layers per virtual stage of another split (a mixed cluster's, training/hetero.py).
-    Cached: the planner asks often.
+    (interleaved 1F1B) rank r holds the model chunks r, r + pp, ..., r + (v-1)*pp; other schedules'
+    `layout`s place them as `cost.partition.rank_stages` says. `counts`, when given, are the layers
+    per virtual stage of another split (a mixed cluster's, training/hetero.py). Cached: the planner
+    asks often.
     """
-    return _weight_params_per_gpu(model, tp, pp, ep, stage, virtual_stages, counts, etp)
+    return _weight_params_per_gpu(model, tp, pp, ep, stage, virtual_stages, counts, etp, layout)
 
 
 def weight_bytes_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, weights: str = "bf16", ep: int = 1) -> float:
@@ -205,12 +230,18 @@ def weight_bytes_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, weights:
 def _edge_params(model: ModelSpec, tp: int, pp: int, stage: int) -> float:
     """Embedding (first stage) and LM head (last stage) parameters on one GPU of `stage`; a tied
     matrix is held again by the last stage when the two are different stages."""
+    return _held_edge_params(model, tp, stage == 0, stage == pp - 1)
+
+
+def _held_edge_params(model: ModelSpec, tp: int, first: bool, last: bool) -> float:
+    """`_edge_params` of a rank holding the first and/or the last virtual stage (a rank holding
+    both, as ZB-V's rank 0, keeps a tied matrix once)."""
     p = 0.0
-    if stage == 0:
+    if first:
         p += model.embedding_params / tp
-    if stage == pp - 1:
+    if last:
         p += model.lm_head_params / tp
-        if model.tied_embeddings and pp > 1:
+        if model.tied_embeddings and not first:
             p += model.lm_head_matrix_params / tp
     return p
 
@@ -226,10 +257,13 @@ def expert_tp(tp: int, ep: int, etp: int | None = None) -> int:
 
 @lru_cache(maxsize=8192)
 def _weight_params_per_gpu(model: ModelSpec, tp: int, pp: int, ep: int, stage: int | None, v: int = 1,
-                           counts: tuple[int, ...] | None = None, etp_given: int | None = None) -> float:
-    from parasim.cost.partition import virtual_stage_layers
+                           counts: tuple[int, ...] | None = None, etp_given: int | None = None,
+                           layout: str = "loop") -> float:
+    from parasim.cost.partition import rank_stages, stage_count, virtual_stage_layers
 
-    counts = counts or virtual_stage_layers(model.layers, pp, v)
+    n = stage_count(pp, v, layout)
+    counts = counts or virtual_stage_layers(model.layers, pp, n // pp)
+    held = rank_stages(pp, v, layout)
     starts = [sum(counts[:g]) for g in range(len(counts))]
     etp = expert_tp(tp, ep, etp_given)
     dense_layer = (model.attn_params + model.dense_mlp_params) / tp + model.norm_params_per_layer
@@ -239,11 +273,12 @@ def _weight_params_per_gpu(model: ModelSpec, tp: int, pp: int, ep: int, stage: i
 
     def stage_params(i: int) -> float:
         p = 0.0
-        for g in range(i, pp * v, pp):
+        for g in held[i]:
             layers = range(starts[g], starts[g] + counts[g])
             p += sum(moe_layer if (model.is_moe and li >= model.dense_layers) else dense_layer for li in layers)
-        p += _edge_params(model, tp, pp, i)
-        if i == pp - 1:
+        first, last = 0 in held[i], n - 1 in held[i]
+        p += _held_edge_params(model, tp, first, last)
+        if last:
             p += model.final_norm_params
         return p
 

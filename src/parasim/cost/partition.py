@@ -10,6 +10,12 @@ The same rule applies over the virtual stages: the first one (embedding) and the
 (LM head) get extra layers only when every other stage already has one; the others are filled
 round by round (each rank gets one extra chunk layer before any rank gets a second), middle
 ranks first, so the per-rank totals stay as even as the per-chunk ones.
+
+Where a rank's chunks sit in the model is the schedule's layout (`rank_stages`): "loop" is the
+above (Megatron's interleaving); "vee" puts chunk 1 of rank r at virtual stage 2*pp-1-r, so the
+model goes down the ranks and back up (ZB-V: rank 0 holds the embedding and the LM head);
+"mirror" is DualPipe's: the model is cut into pp stages and rank r holds stage r and a second
+copy of stage pp-1-r, one per direction micro-batches travel.
 """
 
 from __future__ import annotations
@@ -32,10 +38,29 @@ def virtual_stage_layers(layers: int, pp: int, v: int = 1) -> list[int]:
     return list(_virtual_stage_layers(layers, pp, v))
 
 
-def chunk_layers(layers: int, pp: int, v: int = 1) -> list[list[int]]:
-    """Layers per (rank, chunk): `out[r][c]` is virtual stage c * pp + r."""
-    g = _virtual_stage_layers(layers, pp, v)
-    return [[g[c * pp + r] for c in range(v)] for r in range(pp)]
+LAYOUTS = ("loop", "vee", "mirror")
+
+
+def chunk_layers(layers: int, pp: int, v: int = 1, layout: str = "loop") -> list[list[int]]:
+    """Layers per (rank, chunk): `out[r][c]` is virtual stage `rank_stages(...)[r][c]`."""
+    g = _virtual_stage_layers(layers, pp, stage_count(pp, v, layout) // pp)
+    return [[g[s] for s in row] for row in rank_stages(pp, v, layout)]
+
+
+def stage_count(pp: int, v: int, layout: str = "loop") -> int:
+    """Virtual stages one micro-batch passes through (mirror: pp, each held twice)."""
+    return pp if layout == "mirror" else pp * v
+
+
+@lru_cache(maxsize=4096)
+def rank_stages(pp: int, v: int, layout: str = "loop") -> tuple[tuple[int, ...], ...]:
+    """Per rank, per chunk: the virtual stage it runs (see the module docstring)."""
+    if layout == "loop":
+        return tuple(tuple(c * pp + r for c in range(v)) for r in range(pp))
+    if v != 2 or layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r} with {v} chunks per rank")
+    last = stage_count(pp, v, layout) - 1
+    return tuple((r, last - r) for r in range(pp))
 
 
 @lru_cache(maxsize=4096)

@@ -40,16 +40,16 @@ def events(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _stage_name(stages: list[dict], r: int, pp: int) -> str:
-    """`stage 1: layers 20-39` (each chunk's range; interleaved stages hold several)."""
+    """`stage 1: layers 20-39` (each chunk's range; interleaved stages hold several, in the
+    timeline's `virtual_stages` placement when it has one: ZB-V's V, DualPipe's two copies)."""
     counts = [s["layers"] for s in stages]
-    v = len(counts[0])
-    start, ranges = 0, {}
-    for g in range(pp * v):
-        c, rank = divmod(g, pp)
-        n = counts[rank][c]
-        if rank == r and n:
-            ranges[c] = f"{start}-{start + n - 1}"
-        start += n
+    where = _placement(stages, pp)
+    by_stage = {g: counts[rank][c] for rank in range(pp) for c, g in enumerate(where[rank])}
+    starts, start = {}, 0
+    for g in sorted(by_stage):
+        starts[g] = start
+        start += by_stage[g]
+    ranges = {c: f"{starts[g]}-{starts[g] + counts[r][c] - 1}" for c, g in enumerate(where[r]) if counts[r][c]}
     return f"stage {r}: layers {', '.join(ranges[c] for c in sorted(ranges)) or 'none'}"
 
 
@@ -57,6 +57,7 @@ def _stage_events(tl: dict[str, Any], st: dict[str, Any], pid: int, pp: int) -> 
     out = []
     spans = st["spans"]
     op = "F"
+    split = any(sp[0] == "W" for sp in spans)  # B is then the input gradient only
     for i, (kind, start, dur, mb, c) in enumerate(spans):
         if kind in OP_NAMES:
             op = kind
@@ -64,7 +65,7 @@ def _stage_events(tl: dict[str, Any], st: dict[str, Any], pid: int, pp: int) -> 
             op = spans[i + 1][0]  # a receive precedes the op it feeds
         tid = THREADS[STREAM_OF[kind]][0]
         out.append(trace.complete(pid, tid, _name(kind, op, st), STREAM_OF[kind], start, start + dur,
-                                  _args(tl, st, kind, op, mb, c, pp)))
+                                  _args(tl, st, kind, op, mb, c, pp, split)))
     return out
 
 
@@ -79,22 +80,39 @@ def _name(kind: str, op: str, st: dict[str, Any]) -> str:
             "optimizer": "optimizer step", "straggler": "straggler (slowest GPU)"}[kind]
 
 
-def _args(tl: dict[str, Any], st: dict[str, Any], kind: str, op: str, mb, c, pp: int) -> dict[str, Any]:
+def _args(tl: dict[str, Any], st: dict[str, Any], kind: str, op: str, mb, c, pp: int,
+          split: bool = False) -> dict[str, Any]:
     r = st["stage"]
     if mb is None:
         bytes_ = {"grad_reduce": st["grad_bytes"], "grad_reduce_overlapped": st["grad_bytes"],
                   "param_gather": st["param_gather_bytes"]}.get(kind)
         return {"bytes": bytes_} if bytes_ else {}
-    args: dict[str, Any] = {"micro_batch": mb, "chunk": c, "virtual_stage": c * pp + r, "op": op}
+    g = st["virtual_stages"][c] if st.get("virtual_stages") else c * pp + r
+    args: dict[str, Any] = {"micro_batch": mb, "chunk": c, "virtual_stage": g, "op": op}
     if kind in OP_NAMES:
         flops = st["forward_model_flops" if kind == "F" else "backward_model_flops"][c]
+        if split and kind != "F":  # 6N convention: the backward's 2x forward, one x for B and one for W
+            flops -= st["forward_model_flops"][c]
         args.update(layers=st["layers"][c], model_flops=flops)
     elif kind in ("recv", "send"):
-        g = c * pp + r
-        peer = (g + 1 if (kind == "send") == (op == "F") else g - 1) % pp
+        peer = _peer_rank(tl["stages"], c, g + 1 if (kind == "send") == (op == "F") else g - 1, pp)
         args.update(bytes=tl["p2p_bytes"], transfer_s=tl["p2p_transfer_s"], blocking=tl["p2p_blocking"],
                     peer_stage=peer)
     return args
+
+
+def _placement(stages: list[dict], pp: int) -> list[list[int]]:
+    """Per rank, per chunk: its virtual stage (the timeline's, else Megatron's c * pp + rank)."""
+    return [st.get("virtual_stages") or [c * pp + r for c in range(len(st["layers"]))] for r, st in enumerate(stages)]
+
+
+def _peer_rank(stages: list[dict], chunk: int, g: int, pp: int) -> int:
+    """The rank that runs virtual stage g: one whose chunk `chunk` is g (DualPipe holds every stage
+    twice, once per direction), else any that holds it, else Megatron's g mod pp."""
+    where = _placement(stages, pp)
+    same = [r for r, w in enumerate(where) if w[chunk] == g]
+    held = [r for r, w in enumerate(where) if g in w]
+    return (same or held or [g % pp])[0]
 
 
 def other_data(result: dict[str, Any]) -> dict[str, Any]:

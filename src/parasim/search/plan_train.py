@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import Any
 
 from parasim.cost.memory import (activation_bytes_per_layer, embedding_activation_bytes, logits_activation_bytes,
-                                 stage_state_bytes)
+                                 stage_state_bytes, weight_grad_input_bytes_per_layer)
 from parasim.cost.moe_memory import moe_buffer_bytes_per_token
 from parasim.errors import InputError
 from parasim.search import executors
@@ -44,7 +44,7 @@ from parasim.specs.cluster import ClusterSpec
 from parasim.specs.mixed import MixedCluster, from_text, is_mixed
 from parasim.training.hetero import PLACEMENTS
 from parasim.specs.model import ModelSpec
-from parasim.training.schedules import resolve_name
+from parasim.training.schedules import get_schedule, planned_op_times, resolve_name
 
 from parasim.search import train_reference as tr
 from parasim.search.train_reference import PLAN_KEYS, parse_reference
@@ -112,34 +112,33 @@ def resolve_batch(req: TrainSearch) -> BatchTarget:
 
 
 # --- activation memory, cached ---------------------------------------------------------------
-def _ops(schedule: str, pp: int, m: int, v: int) -> tuple:
+def _ops(schedule: str, pp: int, m: int, v: int, times: tuple = (1.0, 1.0, 1.0)) -> tuple:
     from parasim.training.schedules import rank_ops
 
-    return rank_ops(schedule, pp, m, v)
+    return rank_ops(schedule, pp, m, v, times)
 
 
 @lru_cache(maxsize=65536)
 @lru_cache(maxsize=4096)
-def _chunk_layers(model: ModelSpec, pp: int, v: int) -> tuple:
+def _chunk_layers(model: ModelSpec, pp: int, v: int, layout: str = "loop") -> tuple:
     from parasim.cost.partition import chunk_layers
 
-    return tuple(tuple(row) for row in chunk_layers(model.layers, pp, v))
+    return tuple(tuple(row) for row in chunk_layers(model.layers, pp, v, layout))
 
 
 @lru_cache(maxsize=65536)
 def _inflight(schedule: str, pp: int, m: int, v: int, counts: tuple, per_layer: float, emb: float,
-              logits: float) -> tuple:
-    from parasim.training.memory import peak_activation_units
+              logits: float, held_layer: float = 0.0, times: tuple = (1.0, 1.0, 1.0)) -> tuple:
+    """Per rank: the activation peak of the schedule walk (`training.memory`), W-held bytes per
+    layer `held_layer` for a schedule that splits the backward, `times` its planned op times."""
+    from parasim.training.memory import chunk_activation_bytes, peak_activation_units
+    from parasim.training.schedules import get_schedule
 
-    ops = _ops(schedule, pp, m, v)
-    out = []
-    for r in range(pp):
-        w = []
-        for c in range(v):
-            g = c * pp + r
-            w.append(counts[r][c] * per_layer + (emb if g == 0 else 0.0) + (logits if g == pp * v - 1 else 0.0))
-        out.append(peak_activation_units(ops[r], w))
-    return tuple(out)
+    ops = _ops(schedule, pp, m, v, times)
+    sched = get_schedule(schedule)
+    w = chunk_activation_bytes(pp, v, sched.layout, counts, per_layer, emb, logits)
+    held = chunk_activation_bytes(pp, v, sched.layout, counts, held_layer, emb, logits) if sched.splits_backward else None
+    return tuple(peak_activation_units(ops[r], w[r], held[r] if held else None) for r in range(pp))
 
 
 def peak_memory_bytes(model: ModelSpec, d: dict[str, Any]) -> float:
@@ -159,12 +158,16 @@ def peak_memory_bytes(model: ModelSpec, d: dict[str, Any]) -> float:
     emb = embedding_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp)
     logits = logits_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, cp=cp)
     sched = resolve_name(d["schedule"], v)
-    acts = _inflight(sched, pp, m, v, _chunk_layers(model, pp, v), per_layer, emb, logits)
+    rules = get_schedule(sched)
+    layout = rules.layout
+    held = weight_grad_input_bytes_per_layer(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp)
+    times = planned_op_times(model, seq, d["recompute"]) if rules.timed else (1.0, 1.0, 1.0)
+    acts = _inflight(sched, pp, m, v, _chunk_layers(model, pp, v, layout), per_layer, emb, logits, held, times)
     grad_bytes = 2.0 if d["precision"] == "fp16" else 4.0
     peak = 0.0
     for r in range(pp):
         st = stage_state_bytes(model, tp=tp, pp=pp, ep=d["ep"], dp_cp=d["dp"] * cp, zero=d["zero"], stage=r,
-                               virtual_stages=v, grad_bytes=grad_bytes, etp=d.get("etp"))
+                               virtual_stages=v, grad_bytes=grad_bytes, etp=d.get("etp"), layout=layout)
         peak = max(peak, st.total + acts[r] + RESERVED_BYTES)
     return peak
 

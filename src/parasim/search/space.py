@@ -14,6 +14,8 @@ Defaults, and why:
   micro_batch    1, 2, 4, 8
   virtual stages 1 (1F1B), and 2, 3, 4, 6, 8 (interleaved 1F1B; pp*v need not divide the layers,
                  chunks are split unevenly as in cost/partition.py)
+  schedules      1f1b, interleaved, and the zero-bubble zb-h1, zb-h2, zb-v (v = 2) and dualpipe
+                 (v = 2, even pp, at least 2*pp micro-batches); gpipe on request
   zero           1, 2, 3 (0 is 1 with more memory and the same traffic; ask for it with --zero)
   recompute      none, selective, full
   ep, etp        MoE only: ep every divisor of the experts; etp = tp (Megatron-Core's default) or 1
@@ -70,7 +72,7 @@ class TrainChoices:
     zero: tuple[int, ...] = (1, 2, 3)
     recompute: tuple[str, ...] = ("none", "selective", "full")
     precision: tuple[str, ...] = ("bf16",)
-    schedules: tuple[str, ...] = ("1f1b", "interleaved")  # gpipe on request
+    schedules: tuple[str, ...] = ("1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "dualpipe")  # gpipe on request
 
     @property
     def size(self) -> int:
@@ -82,11 +84,13 @@ class TrainChoices:
         return len(self.sched_pairs())
 
     def sched_pairs(self) -> list[tuple[str, int]]:
-        """(schedule, v) pairs: each schedule without model chunks (1f1b, gpipe) with v = 1, then each
-        chunked one (interleaved) with each v > 1."""
-        chunked = {s: SCHEDULES.get(s, field="schedules").chunked for s in self.schedules}
-        pairs = [(s, 1) for s in self.schedules if not chunked[s]] if 1 in self.virtual_stages else []
-        return pairs + [(s, v) for s in self.schedules if chunked[s] for v in self.virtual_stages if v > 1]
+        """(schedule, v) pairs: each schedule without model chunks (1f1b, gpipe, zb-h1, zb-h2) with
+        v = 1, then each chunked one (interleaved) with each v > 1; one that runs a fixed number of
+        chunks (zb-v, dualpipe: 2) only with that one."""
+        rules = {s: SCHEDULES.get(s, field="schedules") for s in self.schedules}
+        pairs = [(s, 1) for s in self.schedules if not rules[s].chunked] if 1 in self.virtual_stages else []
+        return pairs + [(s, v) for s in self.schedules if rules[s].chunked for v in self.virtual_stages
+                        if v > 1 and rules[s].chunks in (None, v)]
 
 
 def default_train_choices(model: ModelSpec, cluster: ClusterSpec, seq_len: int, **overrides) -> TrainChoices:
@@ -122,8 +126,9 @@ def enumerate_train(model: ModelSpec, cluster: ClusterSpec, *, batch: BatchTarge
     for tp, cp, pp, dp in _train_degrees(model, cluster.gpus, seq_len, c, below_pp, pruned):
         for ep, etp, mb, sched, v, global_batch in _train_splits(model, batch, c, pairs, (tp, pp, dp, cp), below_pp,
                                                                  pruned):
+            layout = get_schedule(sched).layout
             for zero, prec in _train_states(model, cluster.accelerator.hbm_bytes, c, (tp, pp, ep, v, dp * cp, etp),
-                                            pruned):
+                                            pruned, layout):
                 for rc in c.recompute:
                     yield {"tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep, "etp": etp if model.is_moe else None,
                            "virtual_stages": v, "sequence_parallel": tp > 1,
@@ -168,16 +173,16 @@ def _train_splits(model: ModelSpec, batch: BatchTarget, c: TrainChoices, pairs: 
                 pruned.drop("batch_divisibility", below_mb)
                 continue
             for sched, v, rules in pairs:  # chunks may be uneven: only one layer each is needed
-                if pp < rules.min_pp or pp * v > model.layers:
+                if not rules.accepts_pp(pp) or pp * v > model.layers:
                     pruned.drop("interleave_layers", below_sched)
                     continue
                 global_batch = plain_gb
                 multiple = rules.microbatch_multiple(pp)  # interleaved: micro-batches in groups of pp
                 if multiple > 1:
                     global_batch = batch.pick(dp * mb * multiple)
-                    if global_batch is None:
-                        pruned.drop("interleave_microbatches", below_sched)
-                        continue
+                if global_batch is None or global_batch // (dp * mb) < rules.min_microbatches(pp):
+                    pruned.drop("interleave_microbatches", below_sched)
+                    continue
                 yield ep, etp, mb, sched, v, global_batch
 
 
@@ -203,14 +208,14 @@ def _expert_layouts(model: ModelSpec, c: TrainChoices, tp: int, folded: int, bel
 
 
 def _train_states(model: ModelSpec, hbm: float, c: TrainChoices, shape: tuple[int, int, int, int, int],
-                  pruned: Pruned) -> Iterator[tuple[int, str]]:
+                  pruned: Pruned, layout: str = "loop") -> Iterator[tuple[int, str]]:
     """(zero, precision) whose model state (weights, gradients, optimizer) leaves room in HBM;
-    `shape` is (tp, pp, ep, virtual_stages, dp*cp, etp)."""
+    `shape` is (tp, pp, ep, virtual_stages, dp*cp, etp), `layout` the schedule's chunk placement."""
     tp, pp, ep, v, dp_cp, etp = shape
     for zero in c.zero:
         for prec in c.precision:
             grad_bytes = 2.0 if prec == "fp16" else 4.0
-            state = _max_stage_state(model, tp, pp, ep, v, dp_cp, zero, grad_bytes, etp)
+            state = _max_stage_state(model, tp, pp, ep, v, dp_cp, zero, grad_bytes, etp, layout)
             if state + RESERVED_BYTES_LOWER_BOUND > hbm:
                 pruned.drop("memory_model_state", len(c.recompute))
                 continue
@@ -219,10 +224,10 @@ def _train_states(model: ModelSpec, hbm: float, c: TrainChoices, shape: tuple[in
 
 @lru_cache(maxsize=65536)
 def _max_stage_state(model: ModelSpec, tp: int, pp: int, ep: int, v: int, dp_cp: int, zero: int,
-                     grad_bytes: float, etp: int | None = None) -> float:
+                     grad_bytes: float, etp: int | None = None, layout: str = "loop") -> float:
     """The most-loaded pipeline rank's model state bytes (`cost.memory.stage_state_bytes`)."""
     return max(stage_state_bytes(model, tp=tp, pp=pp, ep=ep, dp_cp=dp_cp, zero=zero, stage=r, virtual_stages=v,
-                                 grad_bytes=grad_bytes, etp=etp).total for r in range(pp))
+                                 grad_bytes=grad_bytes, etp=etp, layout=layout).total for r in range(pp))
 
 
 # --- serving ---------------------------------------------------------------------------------------

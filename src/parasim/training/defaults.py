@@ -52,6 +52,12 @@ def _const(v: Any) -> Callable[[dict, ModelSpec], Any]:
     return lambda d, m: v
 
 
+def _implied_chunks(schedule: str | None) -> int:
+    """Model chunks per rank a schedule that runs exactly one number of them implies (zb-v,
+    dualpipe: 2), else 1."""
+    return (SCHEDULES.get(schedule).chunks or 1) if schedule in SCHEDULES else 1
+
+
 def _dp_ranks(d: dict) -> int:
     return d["dp"] * d["cp"]
 
@@ -66,7 +72,7 @@ DEFAULTS: tuple[Default, ...] = (
     Default("pp", _const(1), _always),
     Default("cp", _const(1), _always),
     Default("ep", _const(1), lambda d, m: m.is_moe),
-    Default("virtual_stages", _const(1), lambda d, m: d["pp"] > 1),
+    Default("virtual_stages", lambda d, m: _implied_chunks(d.get("schedule")), lambda d, m: d["pp"] > 1),
     Default("schedule", lambda d, m: resolve_name("1f1b", d["virtual_stages"]), lambda d, m: d["pp"] > 1
             and d["virtual_stages"] == 1),
     Default("sequence_parallel", lambda d, m: d["tp"] > 1, lambda d, m: d["tp"] > 1),
@@ -103,7 +109,8 @@ def resolve_plan(model: ModelSpec, given: dict[str, Any], gpus: int):
     resolved = {k: getattr(typed, k) for k in given}
     resolved.setdefault("dp", typed.dp)
     sched = resolved.get("schedule")
-    if sched in SCHEDULES and SCHEDULES.get(sched).chunked and "virtual_stages" not in resolved:
+    if (sched in SCHEDULES and SCHEDULES.get(sched).chunked and SCHEDULES.get(sched).chunks is None
+            and "virtual_stages" not in resolved):
         raise InputError("virtual-stages", f"required with the {sched} schedule (model chunks per pipeline "
                                            "rank, >= 2)")
     defaults: dict[str, Any] = {}

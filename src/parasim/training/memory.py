@@ -4,7 +4,9 @@ Model state (weights, gradients, optimizer, sharded by ZeRO over dp*cp) per pipe
 the activations of every micro-batch chunk the schedule holds in flight: walking each rank's op
 list, a forward adds its chunk's activations and a backward frees them; the maximum of the running
 sum is the activation peak (GPipe: m micro-batches; 1F1B: up to p on rank 0; interleaved: Megatron's
-1 + (p-1)/(p*v) penalty emerges from the warm-up length). Per-layer activation bytes come from
+1 + (p-1)/(p*v) penalty emerges from the warm-up length). Schedules that split the backward free
+a micro-batch's activations at its B down to what its W reads (`weight_grad_input_bytes_per_layer`),
+and that at the W. Per-layer activation bytes come from
 `cost.memory` (Korthikanti et al. 2022).
 """
 
@@ -13,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from parasim.cost.memory import (activation_bytes_per_layer, embedding_activation_bytes, logits_activation_bytes,
-                                 stage_state_bytes)
+                                 stage_state_bytes, weight_grad_input_bytes_per_layer)
 from parasim.cost.moe_memory import moe_buffer_bytes_per_token
+from parasim.cost.partition import rank_stages, stage_count
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 from parasim.training.plan import TrainingPlan
-from parasim.training.schedules import Op
+from parasim.training.schedules import Op, get_schedule
 from parasim.units import gib
 
 # CUDA context, cuBLAS/NCCL workspaces and allocator fragmentation held outside the tensors
@@ -53,16 +56,23 @@ class MemoryBreakdown:
                 "capacity_gib": gib(self.capacity), "inflight_microbatches": self.inflight_microbatches}
 
 
-def peak_activation_units(ops: list[Op], weights: list[float]) -> float:
-    """Max over time of the in-flight sum of `weights[chunk]` for one rank's op list."""
+def peak_activation_units(ops: list[Op], weights: list[float], held: list[float] | None = None) -> float:
+    """Max over time of the in-flight sum of `weights[chunk]` for one rank's op list. A schedule
+    that splits the backward keeps `held[chunk]` (what its W reads) from the B to the W."""
     cur = peak = 0.0
     for kind, _, c in ops:
         if kind == "F":
             cur += weights[c]
             if cur > peak:
                 peak = cur
-        else:
+        elif kind == "B":
             cur -= weights[c]
+            if held is not None:
+                cur += held[c]
+                if cur > peak:
+                    peak = cur
+        else:
+            cur -= held[c]
     return peak
 
 
@@ -70,7 +80,7 @@ def state_bytes(model: ModelSpec, plan: TrainingPlan, rank: int, vcounts: tuple[
     """`vcounts`: layers per virtual stage when the split is not the default one (a mixed cluster)."""
     return stage_state_bytes(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, dp_cp=plan.dp * plan.cp, zero=plan.zero,
                              stage=rank, virtual_stages=plan.virtual_stages, grad_bytes=plan.grad_bytes,
-                             counts=vcounts, etp=plan.expert_tp)
+                             counts=vcounts, etp=plan.expert_tp, layout=get_schedule(plan.schedule_name).layout)
 
 
 def moe_buffers_per_token(model: ModelSpec, plan: TrainingPlan, load: float = 1.0) -> float:
@@ -81,6 +91,26 @@ def moe_buffers_per_token(model: ModelSpec, plan: TrainingPlan, load: float = 1.
     per_moe = moe_buffer_bytes_per_token(model, tp=plan.tp, etp=plan.expert_tp, sp=plan.sequence_parallel and plan.tp > 1,
                                          load=load)
     return per_moe * model.moe_layers / model.layers
+
+
+def chunk_activation_bytes(pp: int, v: int, layout: str, counts, per_layer: float, emb: float,
+                           logits: float) -> list[list[float]]:
+    """Per (rank, chunk): one micro-batch's activation bytes, its layers plus the embedding on the
+    first virtual stage and the logits on the last (`cost.partition.rank_stages` places them)."""
+    stages, last = rank_stages(pp, v, layout), stage_count(pp, v, layout) - 1
+    out = []
+    for r in range(pp):
+        w = []
+        for c in range(v):
+            g = stages[r][c]
+            b = counts[r][c] * per_layer
+            if g == 0:
+                b += emb
+            if g == last:
+                b += logits
+            w.append(b)
+        out.append(w)
+    return out
 
 
 def peak_memory(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, ops: list[list[Op]],
@@ -98,18 +128,17 @@ def peak_memory(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, ops:
                                      cp=plan.cp)
     logits = logits_activation_bytes(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp, cp=plan.cp)
     pp, v = plan.pp, plan.virtual_stages
+    sched = get_schedule(plan.schedule_name)
+    weights = chunk_activation_bytes(pp, v, sched.layout, counts, per_layer, emb, logits)
+    held = None
+    if sched.splits_backward:  # W keeps its GEMM inputs and output gradients; the edges keep theirs
+        wl = weight_grad_input_bytes_per_layer(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp,
+                                               sp=sp, cp=plan.cp)
+        held = chunk_activation_bytes(pp, v, sched.layout, counts, wl, emb, logits)
     best: MemoryBreakdown | None = None
     for r in ranks if ranks is not None else range(pp):
-        w = []
-        for c in range(v):
-            g = c * pp + r
-            b = counts[r][c] * per_layer
-            if g == 0:
-                b += emb
-            if g == pp * v - 1:
-                b += logits
-            w.append(b)
-        act = peak_activation_units(ops[r], w)
+        w = weights[r]
+        act = peak_activation_units(ops[r], w, held[r] if held else None)
         st = state_bytes(model, plan, r, vcounts)
         one_mb = sum(w)
         mb = MemoryBreakdown(r, st.weights, st.gradients, st.optimizer, act, act / one_mb if one_mb else 0.0,

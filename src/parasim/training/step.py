@@ -33,7 +33,7 @@ from parasim.cost.sac import recomputed_matmul_fraction
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 from parasim.training.plan import TrainingPlan
-from parasim.training.schedules import Op, rank_ops
+from parasim.training.schedules import Op, get_schedule, planned_op_times, rank_ops, rank_pairs
 from parasim.training.straggler import straggler_s
 
 # Parameters are gathered in 16-bit (the distributed optimizer's and FSDP's all-gathers).
@@ -219,8 +219,9 @@ class PipelineRun:
     end_s: list[float]  # per rank: end of its last op
     busy_compute_s: list[float]
     busy_comm_s: list[float]
-    last_bwd_start_s: list[float]  # per rank: start of the last micro-batch's first backward op
+    last_bwd_start_s: list[float]  # per rank: start of the last micro-batch's first backward op (split: its W)
     ops: list[list[Op]]
+    first_start_s: list[float] = field(default_factory=list)  # per rank: start of its first op
 
 
 class OpRecord(NamedTuple):
@@ -240,20 +241,36 @@ class OpRecord(NamedTuple):
     send_s: float
 
 
+@dataclass(frozen=True)
+class SplitBackward:
+    """What a schedule that splits the backward adds to `run_pipeline`: the W ops' compute per
+    (rank, chunk); per rank the indices of overlapped F/B pairs (DualPipe) and, for those, the
+    expert all-to-all seconds per (rank, chunk) that the pair's other op can hide."""
+
+    weight_s: list[list[float]]
+    pairs: tuple[frozenset[int], ...] = ()
+    ep_s: list[list[float]] | None = None
+
+
 def run_pipeline(ops: list[list[Op]], pp: int, v: int, m: int, fwd: list[list[tuple[float, float]]],
                  bwd: list[list[tuple[float, float]]], p2p_s: float, *, p2p_blocking: bool = False,
-                 recorder: list[OpRecord] | None = None) -> PipelineRun:
+                 recorder: list[OpRecord] | None = None, layout: str = "loop",
+                 split: SplitBackward | None = None) -> PipelineRun:
     """Execute each rank's op list against the data dependencies; (compute, comm) per rank/chunk.
 
     A send always delays the receiver by `p2p_s`. With `p2p_blocking` the sender is held for the
     transfer too (it waits on the send before its next op). Overlapped, the transfer still runs
     NCCL kernels on both GPUs beside the compute: each side pays OVERLAP_SLOWDOWN of it.
-    `recorder`, when given, receives one OpRecord per op as it is placed (for timelines); None
-    costs one check per op.
+    A chunk sends only to a virtual stage on another rank (`layout`: ZB-V turns on the last rank).
+    With `split`, "B" is the input gradient and "W" ops run the weight gradient (no inputs, no
+    communication). `recorder`, when given, receives one OpRecord per op as it is placed (for
+    timelines); None costs one check per op.
     """
     hold = (p2p_s if p2p_blocking else OVERLAP_SLOWDOWN * p2p_s) if pp > 1 else 0.0  # sender
     recv = 0.0 if p2p_blocking or pp == 1 else OVERLAP_SLOWDOWN * p2p_s  # receiver
-    st = _PipelineState(pp, v, m, p2p_s, hold, recv, recorder)
+    st = _PipelineState(pp, v, m, p2p_s, hold, recv, recorder, layout)
+    if split is not None:
+        st.split_backward(ops, split)
     remaining = sum(len(o) for o in ops)
     order = list(range(pp))
     while remaining:
@@ -262,7 +279,7 @@ def run_pipeline(ops: list[list[Op]], pp: int, v: int, m: int, fwd: list[list[tu
             raise RuntimeError("pipeline schedule deadlocked (a schedule emitted an impossible order)")
         remaining -= progressed
         order.reverse()  # alternate sweeps so backward dependencies propagate as fast as forward ones
-    return PipelineRun(st.free, st.busy_c, st.busy_m, st.last_b, ops)
+    return PipelineRun(st.free, st.busy_c, st.busy_m, st.last_b, ops, st.first)
 
 
 class _PipelineState:
@@ -270,25 +287,46 @@ class _PipelineState:
     forward and backward ended (-1: not yet)."""
 
     def __init__(self, pp: int, v: int, m: int, p2p_s: float, hold: float, recv: float,
-                 recorder: list[OpRecord] | None = None) -> None:
-        vst = pp * v
+                 recorder: list[OpRecord] | None = None, layout: str = "loop") -> None:
+        vst = partition.stage_count(pp, v, layout)
         self.pp, self.p2p_s, self.hold, self.recv, self.rec = pp, p2p_s, hold, recv, recorder
         self.f_end = [[-1.0] * m for _ in range(vst)]
         self.b_end = [[-1.0] * m for _ in range(vst)]
-        self.ptr, self.free = [0] * pp, [0.0] * pp
+        self.ptr, self.free, self.first = [0] * pp, [0.0] * pp, [0.0] * pp
         self.busy_c, self.busy_m, self.last_b = [0.0] * pp, [0.0] * pp, [0.0] * pp
         self.last_v, self.last_mb, self.last_g = v - 1, m - 1, vst - 1
+        self.stage = partition.rank_stages(pp, v, layout)
+        owner = {g: r for r, row in enumerate(self.stage) for g in row}
+        mirror = layout == "mirror"  # each chunk is its own chain: the neighbours are always other ranks
+        # per (rank, chunk): whether the forward input comes from / the output goes to another rank
+        self.xin = [[g > 0 and (mirror or owner[g - 1] != r) for g in row] for r, row in enumerate(self.stage)]
+        self.xout = [[g < vst - 1 and (mirror or owner[g + 1] != r) for g in row] for r, row in enumerate(self.stage)]
+        self.weight_s: list[list[float]] = [[0.0] * v for _ in range(pp)]
+        self.pairs: tuple[frozenset[int], ...] = tuple(frozenset() for _ in range(pp))
+        self.ep_s: list[list[float]] | None = None
+        self.marker = [-1] * pp  # split backward: index of the op whose start is `last_b`
+
+    def split_backward(self, ops: list[list[Op]], split: SplitBackward) -> None:
+        """Run W ops, F/B pairs; `last_b` is the first W of the micro-batch whose W ends the rank."""
+        self.weight_s, self.ep_s = split.weight_s, split.ep_s
+        self.pairs = split.pairs or self.pairs
+        for r, lst in enumerate(ops):
+            ws = [i for i, o in enumerate(lst) if o[0] == "W"]
+            if ws:
+                j = lst[ws[-1]][1]
+                self.marker[r] = next(i for i in ws if lst[i][1] == j)
 
     def advance(self, r: int, lst: list[Op], fr: list[tuple[float, float]], br: list[tuple[float, float]]) -> int:
         """Run rank r's ops in order until one waits on a result not yet produced; ops run."""
-        pp, p2p_s, hold, recv, last_g = self.pp, self.p2p_s, self.hold, self.recv, self.last_g
-        f_end, b_end, rec = self.f_end, self.b_end, self.rec
+        p2p_s, hold, recv = self.p2p_s, self.hold, self.recv
+        f_end, b_end, rec, stage, xin, xout = self.f_end, self.b_end, self.rec, self.stage[r], self.xin[r], self.xout[r]
+        pairs = self.pairs[r]
         i0, t = self.ptr[r], self.free[r]
         bc, bm = self.busy_c[r], self.busy_m[r]
         i, n = i0, len(lst)
         while i < n:
             kind, j, c = lst[i]
-            g = c * pp + r
+            g = stage[c]
             if kind == "F":
                 if g == 0:
                     ready = 0.0
@@ -296,29 +334,38 @@ class _PipelineState:
                     e = f_end[g - 1][j]
                     if e < 0:
                         break
-                    ready = e + (p2p_s if pp > 1 else 0.0)  # g-1 lives on another rank when pp > 1
+                    ready = e + (p2p_s if xin[c] else 0.0)  # g-1 lives on another rank
                 comp, comm = fr[c]
-                if g:
+                if pairs and i in pairs:
+                    other = self._pair_ready(r, c, lst[i + 1], br)
+                    if other is None:
+                        break
+                    ready, comm = max(ready, other[0]), comm - other[1]
+                if xin[c]:
                     comm += recv
                 start = t if t > ready else ready
+                if i == 0:
+                    self.first[r] = start
                 t = start + comp + comm
                 f_end[g][j] = t
                 if rec is not None:
-                    rec.append(OpRecord(r, kind, j, c, start, comp, comm, recv if g else 0.0,
-                                        hold if g != last_g else 0.0))
-                if hold and g != last_g:
+                    rec.append(OpRecord(r, kind, j, c, start, comp, comm, recv if xin[c] else 0.0,
+                                        hold if xout[c] else 0.0))
+                if hold and xout[c]:
                     t += hold
                     comm += hold
-            else:
-                if g == last_g:
+            elif kind == "B":
+                if g == self.last_g:
                     ready = f_end[g][j]
                 else:
                     e = b_end[g + 1][j]
                     if e < 0:
                         break
-                    ready = e + p2p_s
+                    ready = e + (p2p_s if xout[c] else 0.0)
                 comp, comm = br[c]
-                if g != last_g:
+                if pairs and i - 1 in pairs:
+                    comm -= self._hidden(r, c, fr[lst[i - 1][2]][0])
+                if xout[c]:
                     comm += recv
                 start = t if t > ready else ready
                 if j == self.last_mb and c == self.last_v:
@@ -326,11 +373,18 @@ class _PipelineState:
                 t = start + comp + comm
                 b_end[g][j] = t
                 if rec is not None:
-                    rec.append(OpRecord(r, kind, j, c, start, comp, comm, recv if g != last_g else 0.0,
-                                        hold if g else 0.0))
-                if hold and g:
+                    rec.append(OpRecord(r, kind, j, c, start, comp, comm, recv if xout[c] else 0.0,
+                                        hold if xin[c] else 0.0))
+                if hold and xin[c]:
                     t += hold
                     comm += hold
+            else:  # W: the weight gradient of a B this rank already ran
+                comp, comm = self.weight_s[r][c], 0.0
+                if i == self.marker[r]:
+                    self.last_b[r] = t
+                if rec is not None:
+                    rec.append(OpRecord(r, kind, j, c, t, comp, 0.0, 0.0, 0.0))
+                t += comp
             bc += comp
             bm += comm
             i += 1
@@ -338,11 +392,34 @@ class _PipelineState:
         self.ptr[r], self.free[r] = i, t
         return i - i0
 
+    def _hidden(self, r: int, c: int, other_compute_s: float) -> float:
+        """Exposed seconds an op of chunk c in an overlapped pair saves: its expert all-to-all
+        hidden behind the other op's compute, less the OVERLAP_SLOWDOWN the hiding costs."""
+        ep = self.ep_s[r][c] if self.ep_s is not None else 0.0
+        return min(ep, other_compute_s) * (1 - OVERLAP_SLOWDOWN)
+
+    def _pair_ready(self, r: int, f_chunk: int, b: Op, br: list[tuple[float, float]]) -> tuple[float, float] | None:
+        """For the F of an overlapped pair: when the pair's B can start (None: not yet) and what the
+        F saves by hiding its all-to-all behind the B's compute."""
+        _, j, c = b
+        g = self.stage[r][c]
+        if g == self.last_g:
+            ready = self.f_end[g][j]
+            if ready < 0:
+                return None
+        else:
+            e = self.b_end[g + 1][j]
+            if e < 0:
+                return None
+            ready = e + (self.p2p_s if self.xout[r][c] else 0.0)
+        return ready, self._hidden(r, f_chunk, br[c][0])
+
 
 def chunk_layers(model: ModelSpec, plan: TrainingPlan) -> list[list[int]]:
     """Layers per (rank, chunk), `cost.partition.chunk_layers`: uneven splits keep the spare
-    layers away from the first chunk (embedding) and the last (LM head), middle ranks first."""
-    return partition.chunk_layers(model.layers, plan.pp, plan.virtual_stages)
+    layers away from the first chunk (embedding) and the last (LM head), middle ranks first;
+    the schedule's layout places the chunks."""
+    return partition.chunk_layers(model.layers, plan.pp, plan.virtual_stages, get_schedule(plan.schedule_name).layout)
 
 
 @dataclass(frozen=True)
@@ -409,16 +486,19 @@ def run_step(model: ModelSpec, plan: TrainingPlan, clusters: list[ClusterSpec], 
     layers per chunk (`vcounts`: the same per virtual stage when not the default split). A pipeline
     send between ranks on different clusters pays the slower link."""
     pp, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
-    fwd, bwd = _chunk_times(plan, costs, counts)
+    sched = get_schedule(plan.schedule_name)
+    fwd, bwd = _chunk_times(plan, costs, counts, sched.layout)
     # pipeline p2p: activations of one micro-batch (scattered over TP ranks, each on its own link)
     p2p = size = 0.0
     if pp > 1:
         size = plan.micro_batch * plan.seq_len / plan.cp * model.hidden * costs[0].layer.ab / plan.tp
         p2p = max(collective_time_s("p2p", size, Group.strided(2, plan.tp * plan.cp * plan.dp, c), c)
                   for c in {id(c): c for c in clusters}.values())
-    run = run_pipeline(rank_ops(plan.schedule_name, pp, m, v), pp, v, m, fwd, bwd, p2p,
-                       p2p_blocking=not plan.overlap_p2p_comm, recorder=recorder)
-    step, rank, bd, det, dp_total, tails = _after_pipeline(model, clusters, plan, run, vcounts)
+    split = _split_backward(plan, costs, counts, bwd, sched.layout) if sched.splits_backward else None
+    times = planned_op_times(model, plan.seq_len, plan.recompute) if sched.timed else (1.0, 1.0, 1.0)
+    run = run_pipeline(rank_ops(plan.schedule_name, pp, m, v, times), pp, v, m, fwd, bwd, p2p,
+                       p2p_blocking=not plan.overlap_p2p_comm, recorder=recorder, layout=sched.layout, split=split)
+    step, rank, bd, det, dp_total, tails = _after_pipeline(model, clusters, plan, run, vcounts, sched.staggered)
     crit, sigma = costs[rank], clusters[rank].accelerator.efficiency.rank_speed_sigma
     bd["straggler"] = straggler_s(bd["compute"], sigma, job_gpus)
     step += bd["straggler"]
@@ -433,11 +513,13 @@ def run_step(model: ModelSpec, plan: TrainingPlan, clusters: list[ClusterSpec], 
     return StepTiming(step, rank, bd, det, lt, run, tails, counts, size, pairs_per_mb)
 
 
-def _chunk_times(plan: TrainingPlan, costs: list[PlanCosts], counts: list[list[int]]) -> tuple[list, list]:
+def _chunk_times(plan: TrainingPlan, costs: list[PlanCosts], counts: list[list[int]],
+                 layout: str = "loop") -> tuple[list, list]:
     """(compute, comm) of one micro-batch's forward and backward per (rank, chunk): its layers
     (with their exposed FSDP collectives), plus the embedding on the first virtual stage and the
-    LM head and loss on the last."""
+    LM head and loss on the last (`layout` places the chunks: `cost.partition.rank_stages`)."""
     pp, v = plan.pp, plan.virtual_stages
+    stages, last = partition.rank_stages(pp, v, layout), partition.stage_count(pp, v, layout) - 1
     fwd, bwd = [], []
     for r in range(pp):
         fr, br = [], []
@@ -445,13 +527,13 @@ def _chunk_times(plan: TrainingPlan, costs: list[PlanCosts], counts: list[list[i
         lt, (fsdp_f, fsdp_b, edge_f, edge_b) = k.lt, k.fsdp
         for c in range(v):
             n = counts[r][c]
-            g = c * pp + r
+            g = stages[r][c]
             fc, fm = n * lt.fwd_compute, n * lt.fwd_comm
             bc, bm = n * lt.bwd_compute, n * lt.bwd_comm
             if g == 0:
                 fc += k.emb
                 bc += k.emb_b
-            if g == pp * v - 1:
+            if g == last:
                 fc += k.head + k.ce_f
                 bc += 2 * k.head + k.ce_b
             if fsdp_f or fsdp_b:
@@ -464,6 +546,29 @@ def _chunk_times(plan: TrainingPlan, costs: list[PlanCosts], counts: list[list[i
         fwd.append(fr)
         bwd.append(br)
     return fwd, bwd
+
+
+def _split_backward(plan: TrainingPlan, costs: list[PlanCosts], counts: list[list[int]],
+                    bwd: list[list[tuple[float, float]]], layout: str) -> SplitBackward:
+    """Moves the weight-gradient work out of each (rank, chunk)'s backward into its W op: the
+    layers' weight-gradient GEMMs and their accumulation (`LayerTimes.bwd_weight_compute`), the
+    embedding's backward (a weight gradient only) and one of the LM head's two backward GEMMs
+    (each rank's own costs). `bwd` is changed in place to the input-gradient part. The expert
+    all-to-all per chunk (what DualPipe's overlapped pairs hide) comes along."""
+    pp, v = plan.pp, plan.virtual_stages
+    stages, last = partition.rank_stages(pp, v, layout), partition.stage_count(pp, v, layout) - 1
+    weight, ep = [], []
+    for r in range(pp):
+        wr = []
+        lt, k = costs[r].lt, costs[r]
+        for c in range(v):
+            g = stages[r][c]
+            w = counts[r][c] * lt.bwd_weight_compute + (k.emb_b if g == 0 else 0.0) + (k.head if g == last else 0.0)
+            bwd[r][c] = (bwd[r][c][0] - w, bwd[r][c][1])
+            wr.append(w)
+        weight.append(wr)
+        ep.append([counts[r][c] * lt.parts.get("ep_comm", 0.0) for c in range(v)])
+    return SplitBackward(weight, rank_pairs(plan.schedule_name, pp, plan.micro_batches, v), ep)
 
 
 def _fsdp_exposed_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan,
@@ -512,7 +617,7 @@ def _rank_tail(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, run: 
     """Rank r's DP gradient reduction, optimizer and parameter all-gather after its last backward."""
     dpg = plan.dp * plan.cp
     params = weight_params_per_gpu(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, stage=r, virtual_stages=plan.virtual_stages,
-                                   counts=vcounts, etp=plan.expert_tp)
+                                   counts=vcounts, etp=plan.expert_tp, layout=get_schedule(plan.schedule_name).layout)
     end = run.end_s[r]
     grad_c = ag_c = 0.0
     kind = "all_reduce" if plan.zero == 0 else "reduce_scatter"
@@ -543,7 +648,8 @@ def _replica_groups(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, 
     replicas (stride tp); the routed experts over Megatron-Core's expert-data-parallel group, the
     tp*cp*dp / (ep*etp) GPUs of the stage with the same expert shard (stride ep*etp)."""
     experts = routed_expert_params_per_gpu(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, stage=r,
-                                           virtual_stages=plan.virtual_stages, counts=vcounts, etp=plan.expert_tp)
+                                           virtual_stages=plan.virtual_stages, counts=vcounts, etp=plan.expert_tp,
+                                           layout=get_schedule(plan.schedule_name).layout)
     dpg, expert_ranks = plan.dp * plan.cp, plan.ep * plan.expert_tp
     out = [(params - experts, Group.strided(dpg, plan.tp, cluster))]
     if experts:
@@ -552,12 +658,17 @@ def _replica_groups(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, 
 
 
 def _after_pipeline(model: ModelSpec, clusters: list[ClusterSpec], plan: TrainingPlan, run: PipelineRun,
-                    vcounts: tuple[int, ...] | None) -> tuple[float, int, dict, dict, float, list[RankTail]]:
+                    vcounts: tuple[int, ...] | None, staggered: bool = False
+                    ) -> tuple[float, int, dict, dict, float, list[RankTail]]:
     """Per rank (on its own cluster): DP gradient reduction, optimizer, parameter all-gather after
     its last backward. Returns the slowest rank's (step s, rank, breakdown, details), the largest
-    DP traffic time and every rank's tail."""
+    DP traffic time and every rank's tail. `staggered` (ZB-H2's optimizer post-validation): a
+    rank starts its next step as soon as its own ends, so the step is the longest span from a
+    rank's first op to its own end, and the fill before a rank's first op belongs to the previous
+    step."""
     tails = [_rank_tail(model, clusters[r], plan, run, r, vcounts) for r in range(plan.pp)]
-    rank = max(range(plan.pp), key=lambda r: (tails[r].end_s, -r))  # the first of equals, as before
+    off = run.first_start_s if staggered else [0.0] * plan.pp
+    rank = max(range(plan.pp), key=lambda r: (tails[r].end_s - off[r], -r))  # the first of equals, as before
     tl, end = tails[rank], run.end_s[rank]
     busy = run.busy_compute_s[rank] + run.busy_comm_s[rank]
     bd = {"compute": run.busy_compute_s[rank],
@@ -567,7 +678,11 @@ def _after_pipeline(model: ModelSpec, clusters: list[ClusterSpec], plan: Trainin
            "dp_grad_comm_exposed": tl.grad_exposed_s, "param_gather_comm": tl.gather_s,
            "param_gather_exposed": tl.gather_exposed_s, "pipeline_s": end}
     dp_total = max(t.grad_s + t.gather_s for t in tails)
-    return tl.end_s, rank, bd, det, dp_total, tails
+    if not staggered:
+        return tl.end_s, rank, bd, det, dp_total, tails
+    bd["bubble"] = end - off[rank] - busy
+    det["pipeline_start_s"] = off[rank]
+    return tl.end_s - off[rank], rank, bd, det, dp_total, tails
 
 
 def _mix(model: ModelSpec, dense: LayerTimes | None, moe: LayerTimes | None) -> LayerTimes:

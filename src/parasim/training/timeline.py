@@ -15,14 +15,16 @@ from __future__ import annotations
 from typing import Any
 
 from parasim.cost.flops import attention_flops_per_token_layer, layer_matmul_params_active
+from parasim.cost.partition import rank_stages, stage_count
 from parasim.specs.model import ModelSpec
 from parasim.training.plan import TrainingPlan
+from parasim.training.schedules import get_schedule
 from parasim.training.step import PARAM_GATHER_BYTES, OpRecord, RankTail, StepTiming
 
 #: one row of a stage's `spans`
 SPAN_COLUMNS = ("kind", "start_s", "dur_s", "micro_batch", "chunk")
 #: each span kind, in the order they are drawn, and the stream (trace thread) it belongs to; "W"
-#: (a deferred weight-gradient op) is for a schedule that splits the backward: none shipped does
+#: is the weight-gradient op of a schedule that splits the backward (zb-h1, zb-h2, zb-v, dualpipe)
 STREAM_OF = {"F": "compute", "B": "compute", "W": "compute", "tp_cp_ep": "inlayer", "fsdp": "dp", "recv": "pp",
              "send": "pp", "grad_reduce_overlapped": "dp", "grad_reduce": "dp", "param_gather": "dp",
              "optimizer": "optimizer", "straggler": "compute"}
@@ -37,7 +39,9 @@ def build(model: ModelSpec, plan: TrainingPlan, timing: StepTiming, records: lis
     """The compact timeline of one simulated step (see the module docstring)."""
     det = timing.details
     fsdp = {"F": (det["fsdp_layer_exposed_fwd"], det["fsdp_first_gather_exposed_s"]),
-            "B": (det["fsdp_layer_exposed_bwd"], det["fsdp_last_reduce_exposed_s"])}
+            "B": (det["fsdp_layer_exposed_bwd"], det["fsdp_last_reduce_exposed_s"]), "W": (0.0, 0.0)}
+    layout = get_schedule(plan.schedule_name).layout
+    stage_of, last = rank_stages(plan.pp, plan.virtual_stages, layout), stage_count(plan.pp, plan.virtual_stages, layout) - 1
     spans: list[list[list]] = [[] for _ in range(plan.pp)]
     for rec in records:
         n = timing.chunk_layers[rec.rank][rec.chunk]
@@ -50,8 +54,11 @@ def build(model: ModelSpec, plan: TrainingPlan, timing: StepTiming, records: lis
         _tail_spans(out, timing.run.end_s[r], tail)
         if r == timing.critical_rank and timing.breakdown.get("straggler", 0.0) > 0:
             out.append(["straggler", _r(tail.end_s), _r(timing.breakdown["straggler"]), None, None])
-        fwd = _chunk_flops(model, plan, timing.chunk_layers[r], r, timing.pairs_per_mb)
-        stages.append({"stage": r, "layers": timing.chunk_layers[r], "pipeline_end_s": _r(timing.run.end_s[r]),
+        fwd = _chunk_flops(model, plan, timing.chunk_layers[r], [g == last for g in stage_of[r]], timing.pairs_per_mb)
+        stage = {"stage": r, "layers": timing.chunk_layers[r]}
+        if layout != "loop":  # where the chunks sit when it is not Megatron's c * pp + r
+            stage["virtual_stages"] = list(stage_of[r])
+        stages.append({**stage, "pipeline_end_s": _r(timing.run.end_s[r]),
                        "forward_model_flops": fwd, "backward_model_flops": [2 * f for f in fwd],
                        "grad_kind": tail.grad_kind, "grad_bytes": tail.params * plan.grad_bytes,
                        "param_gather_bytes": tail.params * PARAM_GATHER_BYTES if tail.gather_s else 0.0,
@@ -89,7 +96,7 @@ def _tail_spans(out: list[list], end: float, tail: RankTail) -> None:
             t += dur
 
 
-def _chunk_flops(model: ModelSpec, plan: TrainingPlan, layers: list[int], rank: int,
+def _chunk_flops(model: ModelSpec, plan: TrainingPlan, layers: list[int], has_head: list[bool],
                  pairs_per_mb: float) -> list[float]:
     """Model FLOPs of one micro-batch's forward through each chunk, per GPU (6N convention: the
     backward is twice this; recomputation not counted): 2 x matmul weights + causal attention, per
@@ -97,9 +104,8 @@ def _chunk_flops(model: ModelSpec, plan: TrainingPlan, layers: list[int], rank: 
     tokens = plan.micro_batch * plan.seq_len
     ctx = pairs_per_mb / tokens
     per_layer = 2.0 * layer_matmul_params_active(model) / model.layers + attention_flops_per_token_layer(model, ctx)
-    last = plan.pp * plan.virtual_stages - 1
     out = []
     for c, n in enumerate(layers):
-        f = n * per_layer + (2.0 * model.edge_matmul_params if c * plan.pp + rank == last else 0.0)
+        f = n * per_layer + (2.0 * model.edge_matmul_params if has_head[c] else 0.0)
         out.append(float(f * tokens / (plan.tp * plan.cp)))
     return out
