@@ -45,7 +45,7 @@ BASE: dict[str, list[str]] = {
 }
 #: options where 0 is a value (a seed, a ZeRO stage, a context of no tokens, a cost of no time)
 ZERO_OK = {"seed", "zero", "context", "iteration_overhead_s", "eager_prefill_layer_s", "output_delay_s", "timeline_requests",
-           "batch_tolerance", "refine_steps", "restart_s"}
+           "batch_tolerance", "refine_steps", "restart_s", "autoscale_startup_s", "autoscale_down_delay_s"}
 OUTPUT_OPTIONS = {"json_out", "requests_out", "bench_json", "emit_yaml", "markdown", "error_table", "out", "timeline",
                   "report"}
 
