@@ -272,3 +272,21 @@ def test_a_gpu_flag_replaces_the_files_node_groups_and_says_so(tmp_path):
     out = json.loads(run_cli("train", "-c", str(path), "--gpu", "h100-sxm", "--gpus", "16", "--json").stdout)
     assert out["gpu"] == "h100-sxm" and "hetero" not in out
     assert out["overrides"]["node_groups"]["used"] == "h100-sxm"
+
+
+@pytest.mark.parametrize("schedule", ["zb-v", "dualpipe"])
+def test_schedules_in_another_chunk_order_are_refused_on_a_mixed_cluster(schedule):
+    """ZB-V's V and DualPipe's mirrored copies place chunks where the group layer split does not
+    look: exit 2 naming the schedule, never a step with the layers in the wrong places."""
+    r = run_cli("train", "--model", "llama-3-70b", "--gpu", "h100-sxm:64,a100-sxm-80gb:64", "--tp", "8", "--pp", "4",
+                "--global-batch", "256", "--seq-len", "8192", "--schedule", schedule)
+    assert r.returncode == 2 and "schedule" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("schedule", ["zb-h1", "zb-h2"])
+def test_zero_bubble_in_loop_order_on_one_type_equals_the_plain_run(schedule):
+    args = ["train", "--model", "llama-3-70b", "--tp", "8", "--pp", "4", "--global-batch", "256", "--seq-len", "8192",
+            "--schedule", schedule, "--json"]
+    a = json.loads(run_cli(*args, "--gpu", "h100-sxm:64").stdout)
+    b = json.loads(run_cli(*args, "--gpu", "h100-sxm", "--gpus", "64").stdout)
+    assert a["step_time_s"] == b["step_time_s"]

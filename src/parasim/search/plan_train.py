@@ -369,11 +369,15 @@ def _candidates(req: TrainSearch, model: ModelSpec, clusters: dict, batch: Batch
 def _mixed_placements(mixed: MixedCluster, found: list[dict], pruned: Pruned) -> list[dict]:
     """Each layout once per placement it allows on the mixed cluster (training/hetero.py); the
     raw space counts every layout in every placement, each one not allowed is pruned."""
-    from parasim.training.hetero import feasible_placements
+    from parasim.training.hetero import feasible_placements, mixed_schedules
+    from parasim.training.schedules import resolve_name
 
     out = []
+    loop = mixed_schedules()
     for d in found:
         ways = feasible_placements(mixed, tp=d["tp"], pp=d["pp"], cp=d["cp"], dp=d["dp"])
+        if resolve_name(d["schedule"], d["virtual_stages"]) not in loop:  # ZB-V's and DualPipe's chunk orders
+            ways = []
         for _ in range(len(PLACEMENTS) - len(ways)):
             pruned.drop("mixed_placement")
         out += [{**d, "mixed_placement": w} for w in ways]

@@ -257,6 +257,22 @@ def default_split(mixed: MixedCluster) -> str:
     return "balanced" if len({g.accelerator.id for g in mixed.groups}) > 1 else "even"
 
 
+def mixed_schedules() -> tuple[str, ...]:
+    """The schedules whose chunks sit in the plain loop order (rank r holds stages r, r + pp, ...):
+    the layer split over GPU groups assumes it."""
+    from parasim.training.schedules import SCHEDULES, get_schedule
+
+    return tuple(n for n in SCHEDULES.names() if get_schedule(n).layout == "loop")
+
+
+def check_layout(schedule: str) -> None:
+    """InputError naming the schedule when its chunk placement (ZB-V's V, DualPipe's mirrored
+    copies) is not the loop order the mixed-cluster split is written for."""
+    if schedule not in mixed_schedules():
+        raise InputError("schedule", f"{schedule} places its model chunks in another order than the layer split over "
+                                     f"GPU groups assumes; on a mixed cluster use {', '.join(mixed_schedules())}")
+
+
 def simulate_mixed(model: ModelSpec, mixed: MixedCluster, plan: TrainingPlan, *, placement: str = "stages",
                    split: str | None = None, timeline: bool = False) -> TrainingResult:
     """One optimizer step of `plan` on a mixed cluster (raises InputError on bad plans or layouts);
@@ -268,6 +284,7 @@ def simulate_mixed(model: ModelSpec, mixed: MixedCluster, plan: TrainingPlan, *,
     check_options(placement, split)
     if plan.seq_len_dist:
         raise InputError("seq-len-dist", "variable-length data on a mixed cluster is not modelled yet")
+    check_layout(plan.schedule_name)
     s = plan.seq_len
     pairs = plan.micro_batch * s * (s + 1) / 2
     records: list[OpRecord] | None = [] if timeline else None
