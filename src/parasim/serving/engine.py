@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 from array import array
+from bisect import insort
 from collections import deque
 from collections.abc import Iterator
 from functools import partial
@@ -467,7 +468,7 @@ class Loop:
                 if self.draining:  # a draining replica is still loaded: take it back at once
                     g = min(self.draining)
                     self.draining.discard(g)
-                    self.routable = sorted((*self.routable, g))
+                    insort(self.routable, g)
                     continue
                 g = next(k for k in range(len(groups)) if k not in self.routable and k not in self.starting)
                 self.starting.add(g)
@@ -628,7 +629,7 @@ class Loop:
                     self._tick(t, i < n)
                 elif kind == "ready":
                     self.starting.discard(obj)
-                    self.routable = sorted((*self.routable, obj))
+                    insort(self.routable, obj)
                 else:
                     self._transfer_done(obj, t)
             elif i < n:

@@ -305,12 +305,12 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
                       wl.prefix_id, wl.prefix_tokens)
     summary, itl = summarize(st, wl, loop, cluster, gpus, slo_, unserved)
     if loop.auto is not None:
-        summary["autoscale"] = autoscale_summary(loop, float(wl.arrival_s.min()))
+        summary["autoscale"] = autoscale_summary(loop)
+    cols = request_columns(st, wl)
     if deps is not None:
-        cols = request_columns(st, wl)
         summary["workflows"] = workflow_summary(deps, np.frombuffer(st.finish_s, dtype=np.float64), cols["completed"])
     recording = collect(loop.instances, plan.pp, max_batch) if record else None
-    return ServingResult(summary=summary, requests=request_columns(st, wl), inputs=inputs, kv=fit.kv,
+    return ServingResult(summary=summary, requests=cols, inputs=inputs, kv=fit.kv,
                          sim_wall_s=time.perf_counter() - wall0, itl_gaps=itl, recording=recording)
 
 
@@ -323,7 +323,7 @@ def _held_s(loop: Loop, makespan: float) -> list[float]:
     return [loop.clock.alive_s[k // per_group] for k in range(len(loop.instances))]
 
 
-def autoscale_summary(loop: Loop, t0: float) -> dict[str, Any]:
+def autoscale_summary(loop: Loop) -> dict[str, Any]:
     """Replicas over the run (time-weighted mean from the autoscaler's looks, peak) and its scale events."""
     a, samples = loop.auto, loop.replica_samples
     end = max(loop.makespan, samples[-1][0])
@@ -379,27 +379,29 @@ def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus
     s.update(weighted_stats(*itl, "itl"))
     s.update(slo_summary(slo, cols, itl, makespan))
     acc = cluster.accelerator
-    e = usd = 0.0
-    busy_gpu_s = held_gpu_s = 0.0
+    e = 0.0
+    busy_gpu_s = 0.0
     kv_util = []
-    for inst, held_s in zip(loop.instances, _held_s(loop, makespan)):
+    held = _held_s(loop, makespan)
+    for inst, held_s in zip(loop.instances, held):
         util = min(inst.busy_s / held_s, 1.0) if held_s > 0 else 0.0
         e += energy_j(acc, inst.gpus, held_s, util)
-        usd += cost_usd(acc, inst.gpus, held_s)
         busy_gpu_s += inst.busy_s * inst.gpus
-        held_gpu_s += held_s * inst.gpus
         kv_util.append(inst.kv_block_s / (inst.kv.capacity * makespan))
+    if loop.auto is None:  # a fixed plan holds all its GPUs for the whole run, idle or not
+        held_gpu_s, usd = gpus * makespan, cost_usd(acc, gpus, makespan)
+    else:  # each replica from the moment it was asked for to its release
+        held_gpu_s = sum(h * i.gpus for i, h in zip(loop.instances, held))
+        usd = sum(cost_usd(acc, i.gpus, h) for i, h in zip(loop.instances, held))
     s["kv_utilization_mean"] = float(np.mean(kv_util))
     s["kv_utilization_peak"] = float(max((i.kv.capacity - i.kv.min_free) / i.kv.capacity for i in loop.instances))
     s["peak_running"] = max(i.peak_running for i in loop.instances)
     s["iterations"] = sum(i.iterations for i in loop.instances)
     s["gpus"] = gpus
-    held_gpu_s = held_gpu_s if loop.auto is not None else gpus * makespan  # GPUs a fixed plan holds, idle or not
     s["gpu_hours"] = held_gpu_s / 3600.0
     s["busy_fraction"] = busy_gpu_s / held_gpu_s
     s["energy_j"] = e
     s["energy_j_per_token"] = e / out_tokens if out_tokens else None
-    usd = usd if loop.auto is not None else cost_usd(acc, gpus, makespan)
     s["cost_usd"] = usd
     s["cost_usd_per_m_tokens"] = usd / out_tokens * 1e6 if out_tokens else None
     s["prefix_cache_hits"] = sum(i.kv.prefix_hits for i in loop.instances)

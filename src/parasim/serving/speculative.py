@@ -27,10 +27,13 @@ run K times; Li et al. 2024), `ngram` (prompt lookup: no GPU work).
 from __future__ import annotations
 
 from parasim.cost.memory import kv_cache_bytes_per_token_per_gpu, weight_bytes_per_gpu
-from parasim.serving.itercost import IterationCost
+from parasim.serving.itercost import TOKEN_PARTS, IterationCost
 from parasim.serving.plan import MAX_SPECULATIVE_TOKENS, SPEC_METHODS, ServingPlan
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
+
+#: the token parts an average decoder layer does not carry (cost.layer's edges, the pipeline hand-offs)
+_EMBEDDING, _PP_P2P = TOKEN_PARTS.index("embedding"), TOKEN_PARTS.index("pp_p2p")
 
 __all__ = ["MAX_SPECULATIVE_TOKENS", "SPEC_METHODS", "SpecIterationCost", "spec_cost", "spec_memory", "tokens_per_step"]
 
@@ -56,7 +59,7 @@ class SpecIterationCost(IterationCost):
         """An average decoder layer of the target for `tokens` tokens (GEMMs, norms, TP all-reduces)."""
         self._fixed_s(tokens)
         parts = self._parts[tokens]
-        return (sum(parts) - parts[-2] - parts[-1]) / self.layers  # without embedding and pp hand-offs
+        return (sum(parts) - parts[_EMBEDDING] - parts[_PP_P2P]) / self.layers
 
     def draft_s(self, prefill_tokens: int, prefill_pairs: float, decode_seqs: int, decode_ctx: float) -> float:
         """The drafter's work in one real iteration: K proposal passes for the decoders, and its

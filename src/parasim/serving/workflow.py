@@ -272,7 +272,6 @@ def workflow_summary(deps: Dependencies, finish_s: np.ndarray, completed: np.nda
     ok = ~failed
 
     def stats(mask: np.ndarray) -> dict[str, Any]:
-        x = e2e[mask]
         d: dict[str, Any] = {"instances": int(mask.sum()), "completed": int((mask & ok).sum())}
         x = e2e[mask & ok]
         if x.size:
