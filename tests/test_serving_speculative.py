@@ -121,3 +121,11 @@ def test_cli_reports_tokens_per_step_and_says_it_is_unvalidated():
                   "--spec-method", "draft", "--draft-model", "llama-2-7b", "--num-speculative-tokens", "3",
                   "--spec-acceptance", "0.5")
     assert bad.returncode == 2 and "draft_model" in bad.stderr and "tokenizer" in bad.stderr
+
+
+def test_a_bad_draft_model_file_is_named_as_the_draft_model(tmp_path):
+    bad = tmp_path / "draft.yaml"
+    bad.write_bytes(b"\x00\x01binary")
+    r = run_cli("serve", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--rate", "2", "--spec-method", "draft",
+                "--draft-model", str(bad), "--num-speculative-tokens", "2", "--spec-acceptance", "0.5")
+    assert r.returncode == 2 and r.stderr.startswith("parasim: error: draft_model:") and "Traceback" not in r.stderr

@@ -100,7 +100,12 @@ def draft_spec(plan: ServingPlan, model: ModelSpec) -> ModelSpec:
     from parasim.errors import InputError
     from parasim.specs.catalog import get_model
 
-    d = get_model(str(plan.draft_model), field="draft_model")
+    try:
+        d = get_model(str(plan.draft_model), field="draft_model")
+    except InputError as e:  # a model file's own errors name "model": this one is the draft model
+        if e.field == "draft_model":
+            raise
+        raise InputError("draft_model", e.message) from None
     if d.vocab != model.vocab:
         raise InputError("draft_model", f"{d.name} (vocab {d.vocab:,}) cannot draft for {model.name} (vocab "
                                         f"{model.vocab:,}): a draft model shares the target's tokenizer")
