@@ -441,7 +441,8 @@ class Loop:
     def _answered(self, rid: int, t: float) -> None:
         """Request `rid` finished (or failed) at t: a closed-loop client sends its next request, a
         workflow the calls that waited for it (a failed call's dependants are sent all the same)."""
-        self._send_next(t)
+        if self._held is not None:  # checked here, not in a call: this runs once per request
+            self._send_next(t)
         if self._column is not None:
             t += self._answer_delay_s
             left, ready, children = self._left, self._ready, self._children
@@ -574,6 +575,7 @@ class Loop:
         t = 0.0
         waiting = inst.waiting
         on_done = self._on_done
+        max_queued = self.max_queued
         # decide() without its frame when the scheduler keeps the arrival order (the common case)
         decide = inst.decide if inst.sched.queue_order is not None else partial(inst.sched.schedule, inst)
         while True:
@@ -581,7 +583,7 @@ class Loop:
                 if state[i] == DROPPED:  # rejected on arrival: it can never fit (simulate's kv_fit)
                     i += stride
                     continue
-                if self.max_queued is not None and len(waiting) >= self.max_queued:
+                if max_queued is not None and len(waiting) >= max_queued:
                     self._shed(i, t)
                     i += stride
                     continue

@@ -79,8 +79,6 @@ class IterationCost:
         self._pk = l.kv_bytes_per_token * inv_bw
         self._df = l.decode_flops_per_ctx * inv_flops
         self._ko = acc.efficiency.kernel_overhead_s
-        # query tokens per decoding sequence: 1, or K + 1 in a speculative verify pass (serving.speculative)
-        self._decode_queries = 1
 
     @classmethod
     def for_plan(cls, model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, *, tp: int | None = None,
@@ -190,8 +188,7 @@ class IterationCost:
                decode_ctx: float, logits: int) -> float:
         """Seconds for one iteration of the whole replica (all stages, one micro-batch): the sum of
         `breakdown`'s parts, without building it (the hot path)."""
-        pre, dec = self._attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx,
-                                     self._decode_queries)
+        pre, dec = self._attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
         f = self._fixed.get(tokens)  # the caches read inline: this runs once per simulated iteration
         h = self._head.get(logits)
         t = ((self._fixed_s(tokens) if f is None else f) + (self._lm_head_s(logits) if h is None else h)

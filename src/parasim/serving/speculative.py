@@ -53,7 +53,13 @@ class SpecIterationCost(IterationCost):
         self.spec_method, self.k, self.acceptance = method, k, acceptance
         self.e = tokens_per_step(acceptance, k)
         self.draft = draft
-        self._decode_queries = k + 1
+
+    def _attention_s(self, tokens: int, prefill_pairs: float, prefill_kv_tokens: float, decode_seqs: int,
+                     decode_ctx: float, queries: int | None = None) -> tuple[float, float]:
+        """The target's attention with K + 1 queries per decoding sequence (the verify pass),
+        unless `queries` says otherwise (the EAGLE head proposes one token at a time)."""
+        return super()._attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx,
+                                    self.k + 1 if queries is None else queries)
 
     def _one_layer_s(self, tokens: int) -> float:
         """An average decoder layer of the target for `tokens` tokens (GEMMs, norms, TP all-reduces)."""
@@ -85,7 +91,7 @@ class SpecIterationCost(IterationCost):
         e, q = self.e, self.k + 1
         c = round((tokens - b) * e)  # the real iteration's prefill tokens
         pairs = prefill_pairs * e
-        # the verify pass: B*(K+1) query tokens (its attention: _decode_queries = K+1 per sequence)
+        # the verify pass: B*(K+1) query tokens (its attention: K+1 queries per sequence, _attention_s)
         real = super().time_s(c + b * q, pairs, prefill_kv_tokens, b, decode_ctx, logits + b * self.k)
         return (real + self.draft_s(c, pairs, b, decode_ctx)) / e
 
