@@ -122,7 +122,7 @@ PLAN_TRAIN: dict[str, Rule] = {
     "model": TEXT, "gpu": TEXTS, "gpus": Rule("gpu_counts", cap="gpus"), "seq_len": I("tokens"),
     "global_batch_tokens": I("batch_tokens"), "global_batch": I("batch"), "batch_tolerance": F(lo_open=False),
     "tokens": F(0.0, 1e18), "reference": Rule("pairs"), "tp": L("gpus"), "pp": L("gpus"), "cp": L("gpus"),
-    "ep": L("gpus"), "micro_batch": L("batch"), "virtual_stages": L("gpus"), "zero": TEXT, "recompute": TEXT,
+    "ep": L("gpus"), "etp": TEXT, "micro_batch": L("batch"), "virtual_stages": L("gpus"), "zero": TEXT, "recompute": TEXT,
     "precision": TEXT, "schedules": TEXT, "profile": PATH, "seq_len_dist": PATH, "varlen_balance": TEXT,
     **_GOODPUT, **_RUN,
 }

@@ -185,6 +185,7 @@ def plan_train_cmd(
     pp: Optional[str] = typer.Option(None, "--pp", help="PP degrees to try.", rich_help_panel=PANEL_SPACE),
     cp: Optional[str] = typer.Option(None, "--cp", help="CP degrees to try.", rich_help_panel=PANEL_SPACE),
     ep: Optional[str] = typer.Option(None, "--ep", help="EP degrees to try (MoE).", rich_help_panel=PANEL_SPACE),
+    etp: Optional[str] = typer.Option(None, "--etp", help="Expert TP degrees to try (MoE): integers, or `tp` for the plan's own TP (Megatron-Core's default); default tp,1.", rich_help_panel=PANEL_SPACE),
     micro_batch: Optional[str] = typer.Option(None, "--micro-batch", help="Micro-batch sizes to try.", rich_help_panel=PANEL_SPACE),
     virtual_stages: Optional[str] = typer.Option(None, "--virtual-stages", help="Virtual stages to try (1 = no interleaving).", rich_help_panel=PANEL_SPACE),
     zero: Optional[str] = typer.Option(None, "--zero", help="ZeRO stages to try (0-3).", rich_help_panel=PANEL_SPACE),
@@ -211,10 +212,12 @@ def plan_train_cmd(
     v = limits.check(limits.PLAN_TRAIN, dict(locals()), names=limits.JSON_NAMES)
 
     from parasim.search.plan_train import TrainSearch, emit_yaml_mapping, run_search
+    from parasim.search.space import parse_etp
     from parasim.training.schedules import schedule_names
 
     choices: dict[str, tuple] = {k: v[k] or () for k in ("tp", "pp", "cp", "ep", "micro_batch", "virtual_stages")}
     choices |= {"recompute": str_list(recompute), "precision": str_list(precision), "schedules": str_list(schedules)}
+    choices["etp"] = parse_etp(etp)
     if zero:
         choices["zero"] = tuple(int(z) for z in str_list(zero) if z.isdigit() and int(z) <= 3) or ()
         if len(choices["zero"]) != len(str_list(zero)):

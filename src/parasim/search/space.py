@@ -34,8 +34,10 @@ from itertools import product
 from math import prod
 
 from parasim.cost.memory import stage_state_bytes
+from parasim.errors import InputError
 from parasim.search.prune import Pruned
 from parasim.search.train_batch import BatchTarget
+from parasim.specs import edge
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 from parasim.training.schedules import SCHEDULES, get_schedule
@@ -43,6 +45,23 @@ from parasim.training.schedules import SCHEDULES, get_schedule
 RESERVED_BYTES_LOWER_BOUND = 0.0  # the model-state check is a lower bound: no workspace assumed
 #: an etp choice meaning "the plan's tp" (Megatron-Core's default expert tensor parallelism)
 ETP_AS_TP = 0
+
+
+def parse_etp(text: str | None) -> tuple[int, ...]:
+    """`plan train --etp`: a comma list of expert TP degrees, `tp` meaning the plan's own TP
+    (Megatron-Core's default), e.g. `tp,1`. Empty: the default choices."""
+    if not text:
+        return ()
+    out: list[int] = []
+    for item in (t.strip().lower() for t in text.split(",")):
+        if item == "tp":
+            out.append(ETP_AS_TP)
+        elif item.isdigit() and 1 <= int(item) <= edge.CAPS["gpus"]:
+            out.append(int(item))
+        else:
+            raise InputError("etp", f"expected expert TP degrees (positive integers) or `tp` (the plan's TP), "
+                                    f"separated by commas, e.g. tp,1; got {text!r}")
+    return tuple(dict.fromkeys(out))
 
 
 def powers_of_two(limit: int) -> list[int]:
@@ -101,6 +120,8 @@ def default_train_choices(model: ModelSpec, cluster: ClusterSpec, seq_len: int, 
     ep = tuple(e for e in divisors(model.experts) if e <= n) if model.is_moe else (1,)
     etp = (ETP_AS_TP, 1) if model.is_moe else (ETP_AS_TP,)
     kw = {k: tuple(v) for k, v in overrides.items() if v}
+    if not model.is_moe and any(e != ETP_AS_TP for e in kw.get("etp", ())):
+        raise InputError("etp", f"{model.name} is a dense model: expert tensor parallelism applies to MoE models only")
     return TrainChoices(**{"tp": tp, "cp": cp, "pp": pp, "ep": ep, "etp": etp, **kw})
 
 
