@@ -27,8 +27,9 @@ the host's per-iteration overhead stay sequential.
 
 Small batches: the GEMMs are bound by reading the weights, so HBM ~ G + M and nothing overlaps;
 N nano-batches then read the weights N times. The engine keeps its sequential schedule where
-splitting does not pay (the iteration takes the smaller of the two): NanoFlow's auto-search picks
-its pipeline for the large dense batch it keeps the engine at.
+splitting does not pay: each iteration takes the fastest of the sequential schedule and 2 .. N
+nano-batches (N = the plan's nano_batches), their sizes whole GEMM tiles picked for the best tile
+and wave fill (`_sizes`), as NanoFlow's auto-search picks the count and sizes of its pipeline.
 
 Not modelled: NanoFlow's asynchronous CPU scheduling (the plan's iteration_overhead_s stays),
 its KV-cache offload to host/SSD, cache interference beyond the measured SM exchange rate, and
@@ -50,7 +51,7 @@ from parasim.specs.model import ModelSpec
 #: 0.4 / 0.8 = 0.5.
 GEMV_SATURATION_SHARE = 0.5
 #: Thread blocks (one SM each) of the engine's TP all-reduce kernel: vLLM custom_all_reduce.cuh
-#: launches at most kMaxBlocks = 36; NCCL's ring on one NVLink node uses a similar number of channels.
+#: launches at most kMaxBlocks = 36 (NCCL's share is taken to be the same).
 ALLREDUCE_BLOCKS = 36
 #: SMs assumed when the catalog does not give them (A100's 108)
 FALLBACK_SMS = 108
@@ -85,6 +86,7 @@ class OverlapIterationCost(IterationCost):
         self._tile = acc.efficiency.gemm_tile_m or 128
         self._table: list[list[tuple[float, int]]] = []  # _partition_table
         self._flops: dict[int, float] = {}  # tokens -> _flop_s()
+        self._hbm: dict[int, float] = {}  # tokens -> _gemm_hbm_s()
 
     def _class_sums(self, tokens: int) -> tuple[float, float, float]:
         """(compute, memory, network) seconds of the token parts for `tokens` tokens, whole replica."""
@@ -96,13 +98,14 @@ class OverlapIterationCost(IterationCost):
 
     def _gemm_hbm_s(self, tokens: int) -> float:
         """Seconds the layers' GEMMs keep HBM busy for `tokens` tokens (weights and activations)."""
-        if tokens <= 0:
-            return 0.0
-        total = 0.0
-        for n, moe in ((self.dense_layers, False), (self.moe_layers, True)):
-            if n:
-                total += n * sum(o.bytes for o in self.layer.token_ops(tokens, moe) if o.kind == "gemm")
-        return total * self._inv_bw
+        h = self._hbm.get(tokens)
+        if h is None:
+            total = 0.0
+            for n, moe in ((self.dense_layers, False), (self.moe_layers, True)):
+                if n and tokens > 0:
+                    total += n * sum(o.bytes for o in self.layer.token_ops(tokens, moe) if o.kind == "gemm")
+            h = self._hbm[tokens] = total * self._inv_bw
+        return h
 
     def _flop_s(self, tokens: int) -> float:
         """Seconds of the layers' GEMMs for `tokens` rows at the device's compute rate (their tile
@@ -155,17 +158,18 @@ class OverlapIterationCost(IterationCost):
         return t
 
     def _token_classes(self, tokens: int) -> tuple[tuple[float, ...], ...]:
-        """Per token count, computed once: the classes' seconds whole (N = 1), then for every N from 2
-        to the plan's nano_batches the classes over N nano-batches (`_sizes`) and the nano-GEMMs'
-        HBM seconds (each reads the weights)."""
+        """Per token count, computed once: the classes' seconds whole (N = 1) with the least HBM
+        seconds of any split, then for every N from 2 to the plan's nano_batches the classes over N
+        nano-batches (`_sizes`) and the nano-GEMMs' HBM seconds (each reads the weights)."""
         c = self._classes.get(tokens)
         if c is None:
-            out = [(1, *self._class_sums(tokens), 0.0)]
+            out = []
             for n in range(2, min(self.n, tokens) + 1):
                 sizes = self._sizes(tokens, n)
                 parts = [self._class_sums(q) for q in sizes]
                 out.append((n, *(sum(x) for x in zip(*parts)), sum(self._gemm_hbm_s(q) for q in sizes)))
-            c = self._classes[tokens] = tuple(out)
+            floor = min(hbm_g + m_n for _, _, m_n, _, hbm_g in out)
+            c = self._classes[tokens] = ((1, *self._class_sums(tokens), floor), *out)
         return c
 
     def time_s(self, tokens: int, prefill_pairs: float, prefill_kv_tokens: float, decode_seqs: int,
@@ -174,7 +178,7 @@ class OverlapIterationCost(IterationCost):
         if tokens < 2:
             return plain
         whole, *splits = self._token_classes(tokens)
-        _, g_1, m_1, k_1, _ = whole
+        _, g_1, m_1, k_1, hbm_floor = whole
         layers, ko = self.layers, self._ko
         pre, dec = self._attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
         attn_hbm = 0.0
@@ -182,17 +186,22 @@ class OverlapIterationCost(IterationCost):
             attn_hbm += (tokens - decode_seqs) * self._pq + prefill_kv_tokens * self._pk
         if decode_seqs > 0:
             attn_hbm += decode_ctx * self._pk + decode_seqs * self._pq
-        best = plain - self.overhead_s - self._parts[tokens][_I["embedding"]] - self._lm_head_s(logits)
+        edge = self._parts[tokens][_I["embedding"]] + self._lm_head_s(logits) + self.overhead_s
+        best = plain - edge
+        g_1 += layers * pre
+        m_1 += layers * dec
+        attn_hbm *= layers
+        if max(g_1, m_1, k_1, hbm_floor + attn_hbm) >= best:  # no split can beat the plain schedule
+            return plain
         for n, g_n, m_n, k_n, hbm_g in splits:
             # attention is linear in its work: N nano-kernels cost the whole one plus N - 1 launch overheads
-            pre_n = pre + (min(n, tokens - decode_seqs) - 1) * ko if prefill_pairs > 0 else 0.0
-            dec_n = dec + (min(n, decode_seqs) - 1) * ko if decode_seqs > 0 else 0.0
-            g = max(g_n + layers * pre_n, g_1 + layers * pre)
-            m = max(m_n + layers * dec_n, m_1 + layers * dec)
-            t = fluid_layer_s(g, m, max(k_n, k_1), hbm_g + m_n + layers * attn_hbm, self.s_mem, self.s_net, n)
+            g = g_n + layers * (pre + (min(n, tokens - decode_seqs) - 1) * ko) if prefill_pairs > 0 else g_n
+            m = m_n + layers * (dec + (min(n, decode_seqs) - 1) * ko) if decode_seqs > 0 else m_n
+            t = fluid_layer_s(g if g > g_1 else g_1, m if m > m_1 else m_1, k_n if k_n > k_1 else k_1,
+                              hbm_g + m_n + attn_hbm, self.s_mem, self.s_net, n)
             if t < best:
                 best = t
-        t = best + self._parts[tokens][_I["embedding"]] + self._lm_head_s(logits) + self.overhead_s
+        t = best + edge
         host = self.eager_prefill_s
         if host and host > t - self.overhead_s and self._eager(prefill_pairs, decode_seqs):
             t = host + self.overhead_s
