@@ -233,6 +233,8 @@ def run(opts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     add_engine_notes(out["inputs"], opts)
     if plan.spec_method:
         add_spec_notes(out, plan)
+    if plan.overlap != "none":
+        add_overlap_note(out["inputs"], plan)
     out["expected_error"] = expected_error(opts, model, cluster, plan)
     return out, res
 
@@ -250,6 +252,17 @@ def add_spec_notes(out: dict[str, Any], plan) -> None:
                               f"speculative decoding ({plan.spec_method}, K={k}, acceptance {a:g}): {e:.2f} tokens per "
                               f"verify step on average (vLLM's logged acceptance rate {(e - 1.0) / k:.2f}); tokens "
                               "are spread evenly over the step, so ITL percentiles are smoother than measured"]
+
+
+def add_overlap_note(inputs: dict[str, Any], plan) -> None:
+    """What `--overlap` changed, and that no published run of it is in the validation set."""
+    from parasim.serving.plan import DEFAULT_NANO_BATCHES
+
+    n = plan.nano_batches or DEFAULT_NANO_BATCHES
+    inputs["notes"] = [*inputs.get("notes", []),
+                       f"intra-device overlap ({plan.overlap}): each iteration runs as the faster of the sequential "
+                       f"schedule and 2 .. {n} nano-batches whose GEMMs, decode attention and TP all-reduces share the "
+                       "GPU (docs/serving.md, Intra-device overlap); not validated against published runs"]
 
 
 def add_engine_notes(inputs: dict[str, Any], opts: dict[str, Any]) -> None:
@@ -357,6 +370,8 @@ def serve_cmd(
     num_speculative_tokens: Optional[int] = typer.Option(None, "--num-speculative-tokens", help="Draft tokens proposed per step, K (vLLM's name; 1 .. 16).", rich_help_panel="Speculative decoding"),
     spec_acceptance: Optional[float] = typer.Option(None, "--spec-acceptance", help="Chance each draft token is accepted given the ones before it were, in (0, 1]; a step then emits (1 - a^(K+1)) / (1 - a) tokens on average.", rich_help_panel="Speculative decoding"),
     draft_model: Optional[str] = typer.Option(None, "--draft-model", help="--spec-method draft: the drafting model (a catalog name or config path; same tokenizer as --model).", rich_help_panel="Speculative decoding"),
+    overlap: Optional[str] = typer.Option(None, "--overlap", help="Intra-device overlap: none (default) or nanoflow (NanoFlow's nano-batches: GEMMs, decode attention and TP all-reduces of different nano-batches share the GPU's SMs; docs/serving.md, Intra-device overlap).", rich_help_panel="Plan"),
+    nano_batches: Optional[int] = typer.Option(None, "--nano-batches", help="--overlap nanoflow: nano-batches per iteration, 2 .. 16 (default 4, NanoFlow's 70B pipeline).", rich_help_panel="Plan"),
     trace: Optional[Path] = typer.Option(None, "--trace", help="JSONL/CSV trace: parasim's (arrival_s, prompt_tokens, output_tokens[, prefix_id, prefix_tokens]), Vidur's, Azure's LLM inference trace or BurstGPT's, recognised from the header (docs/serving.md, Trace formats).", rich_help_panel="Workload"),
     trace_columns: Optional[str] = typer.Option(None, "--trace-columns", help="Map another trace's columns: arrival=COL,prompt=COL,output=COL[,arrival_unit=s|ms|us|ns].", rich_help_panel="Workload"),
     rate: Optional[float] = typer.Option(None, "--rate", help="Generated arrivals per second.", rich_help_panel="Workload"),

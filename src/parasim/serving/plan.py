@@ -56,6 +56,7 @@ _FIELD_KINDS = {
     "spec_method": "text?", "num_speculative_tokens": "count?", "spec_acceptance": "share?", "draft_model": "text?",
     "autoscale_max": "count?", "autoscale_target": "seconds?", "autoscale_interval_s": "seconds",
     "autoscale_startup_s": "seconds?", "autoscale_down_delay_s": "seconds",
+    "overlap": "text", "nano_batches": "count?",
 }
 #: plan fields that only autoscaling reads (serving.autoscale)
 AUTOSCALE_FIELDS = ("autoscale_target", "autoscale_startup_s")
@@ -65,6 +66,13 @@ SPEC_FIELDS = ("num_speculative_tokens", "spec_acceptance", "draft_model")
 SPEC_METHODS = ("draft", "eagle", "ngram")
 #: most draft tokens per step (vLLM's configs use 1-8; past ~16 the expected gain is flat for any a < 1)
 MAX_SPECULATIVE_TOKENS = 16
+#: intra-device overlap of an iteration's operations (serving.overlap): none | nanoflow (NanoFlow's nano-batches)
+OVERLAP_MODES = ("none", "nanoflow")
+#: nano-batches per iteration when not given: NanoFlow's 70B pipeline splits the QKV GEMM and decode attention
+#: into four nano-operations (Zhu et al. 2024, Fig. 6)
+DEFAULT_NANO_BATCHES = 4
+#: most nano-batches: each one re-reads the weights and pays its launches; NanoFlow uses 2-4
+MAX_NANO_BATCHES = 16
 #: Longest host time a plan may state per iteration or token report (an hour: past any engine)
 MAX_PLAN_SECONDS = 3600.0
 
@@ -136,6 +144,10 @@ class ServingPlan:
     num_speculative_tokens: int | None = None
     spec_acceptance: float | None = None
     draft_model: str | None = None
+    # intra-device overlap (serving.overlap): nanoflow splits each iteration into nano_batches
+    # (None = DEFAULT_NANO_BATCHES) whose compute-, memory- and network-bound operations share the GPU
+    overlap: str = "none"
+    nano_batches: int | None = None
 
     def __post_init__(self) -> None:
         for name, kind in _FIELD_KINDS.items():
@@ -178,6 +190,7 @@ class ServingPlan:
                                           f"(fp8/int8 weights); weights are {self.weights}")
         self._check_spec()
         self._check_autoscale()
+        self._check_overlap()
         if self.ep > 1:
             if self.tp != 1 or self.pp != 1:
                 raise InputError("ep", f"ep={self.ep} spreads experts over DP-attention replicas of one GPU each; "
@@ -212,6 +225,25 @@ class ServingPlan:
                                             f"and only then (spec_method is {self.spec_method})")
         if self.is_disagg:
             raise InputError("spec_method", f"speculative decoding is not modelled with the {self.scheduler} scheduler")
+
+    def _check_overlap(self) -> None:
+        """--overlap nanoflow on a colocated plain-decoding engine; --nano-batches only with it."""
+        if self.overlap not in OVERLAP_MODES:
+            raise InputError("overlap", f"'{self.overlap}' is not one of {', '.join(OVERLAP_MODES)}")
+        if self.overlap == "none":
+            if self.nano_batches is not None:
+                raise InputError("nano_batches", "splits an iteration for --overlap nanoflow; give that too "
+                                                 "(overlap is none)")
+            return
+        n = self.nano_batches
+        if n is not None and not 2 <= n <= MAX_NANO_BATCHES:
+            raise InputError("nano_batches", f"must be 2 .. {MAX_NANO_BATCHES} (overlap needs at least two "
+                                             f"nano-batches; each more re-reads the weights), got {n}")
+        if self.is_disagg:
+            raise InputError("overlap", f"intra-device overlap is not modelled with the {self.scheduler} scheduler")
+        if self.spec_method is not None:
+            raise InputError("overlap", "intra-device overlap is not modelled together with speculative decoding "
+                                        "(--spec-method)")
 
     def _check_autoscale(self) -> None:
         if self.autoscale_max is None:

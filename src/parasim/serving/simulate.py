@@ -23,6 +23,7 @@ from parasim.errors import InputError
 from parasim.serving.engine import Instance, Loop
 from parasim.serving.autoscale import Autoscaler
 from parasim.serving.itercost import IterationCost
+from parasim.serving.overlap import overlap_cost
 from parasim.serving.speculative import spec_cost, spec_memory
 from parasim.serving.workflow import workflow_summary
 from parasim.serving.kvcache import KVPool, peak_blocks, unservable
@@ -201,7 +202,8 @@ def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Poo
         cost = spec_cost(model, cluster, plan, tp=p.tp)
         sched = cls(cost.engine_budget(p.token_budget), p.max_batch)
     else:
-        cost = IterationCost.for_plan(model, cluster, plan, tp=p.tp)
+        cost = (overlap_cost(model, cluster, plan, tp=p.tp) if plan.overlap != "none"
+                else IterationCost.for_plan(model, cluster, plan, tp=p.tp))
         sched = cls(p.token_budget, p.max_batch)
     groups, idx = [], first_idx
     for r in range(p.replicas):

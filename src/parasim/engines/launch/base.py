@@ -136,6 +136,10 @@ class LaunchContext:
         if q:
             out.append(f"the plan runs {self.plan.weights} weights: quantize the checkpoint offline first "
                        f"(e.g. NVIDIA ModelOpt or llm-compressor) and pass its path")
+        if self.plan.overlap != "none":
+            out.append(f"the plan overlaps GEMMs, decode attention and TP all-reduces of nano-batches inside each GPU "
+                       f"(--overlap {self.plan.overlap}); no {engine} flag does this: NanoFlow is its own engine "
+                       "(github.com/efeslab/Nanoflow), so this command runs the plan without the overlap")
         if any(i.spans_nodes for i in self.instances(0)):
             out.append(f"an engine process spans more than one node of {self.gpus_per_node} GPUs: start it with "
                        f"{engine}'s multi-node launcher on every node (CUDA_VISIBLE_DEVICES below is per node)")
