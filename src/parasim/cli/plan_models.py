@@ -1,0 +1,82 @@
+"""`parasim plan serve --models FILE`: place several models on the fewest GPUs (search/plan_multimodel.py).
+
+The file sets each model's workload and SLOs, and the objective is fixed (fewest GPUs), so of `plan
+serve`'s options only one --gpu, --max-gpus, --seed, the search space (--tp, --pp, --schedulers,
+--precisions, --token-budgets, --max-batches, --screen-requests, --refine), the executor and the JSON
+outputs apply; any other given is refused naming it. Exit 1 when some model cannot meet its SLO or
+the models need more than --max-gpus (the table says which).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from parasim.errors import InputError
+
+APPLIES = ("models", "gpu", "max_gpus", "seed", "tp", "pp", "schedulers", "precisions", "token_budgets", "max_batches",
+           "screen_requests", "refine", "workers", "executor", "ray_address", "json_out", "json_file")
+
+
+def check_options(values: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """Refuse every option given (not at its default) that the models file decides instead."""
+    clash = sorted(k for k, v in values.items() if k not in APPLIES and v != defaults.get(k))
+    if clash:
+        name = {"report_file": "report"}.get(clash[0], clash[0]).replace("_", "-")
+        raise InputError(clash[0], f"--models FILE sets each model's workload and SLOs, and the objective is the "
+                                   f"fewest GPUs; drop --{name}")
+    if len(values["gpu"]) != 1:
+        raise InputError("gpu", f"--models places the models on one GPU type; got {len(values['gpu'])}")
+
+
+def plan_models_cmd(values: dict[str, Any], defaults: dict[str, Any], base) -> None:
+    """Search, print (table or JSON), write --json-out, exit as the module docstring says."""
+    from parasim.cli import outputs
+    from parasim.cli.plan_cmd import Bar
+    from parasim.report.tables import print_json
+    from parasim.search.plan_multimodel import plan_models
+    from parasim.serving.multimodel import read_models
+
+    check_options(values, defaults)
+    outputs.check(values.get("json_file"))
+    entries = read_models(values["models"])
+    bar = Bar(not values["json_out"], "simulating plans")
+    try:
+        out = plan_models(entries, base, progress=bar)
+    finally:
+        bar.stop()
+    out["models_file"] = str(values["models"])
+    if values["json_out"]:
+        print_json(out)
+    else:
+        render_placement(out)
+    if values.get("json_file"):
+        outputs.write_json(values["json_file"], out)
+    if not out["feasible"]:
+        raise typer.Exit(1)
+
+
+def render_placement(out: dict[str, Any]) -> None:
+    """The placement table (one row per model), the totals and the even split; or why none fits."""
+    from parasim.report.tables import console, kv_table, table
+
+    c = console()
+    rows = []
+    for name, m in out["models"].items():
+        p = m.get("plan") or {}
+        plan = f"tp{p['tp']} pp{p['pp']} x{p['replicas']} {p['scheduler']}" if p else "-"
+        rows.append((name, m["model"], m["gpus"], plan, m.get("slo_attainment"), m.get("ttft_p99_s"),
+                     m.get("tpot_p99_s"), m.get("slo_met")))
+    c.print(table(f"placement on {out['gpu']} (at most {out['max_gpus']} GPUs; fewest that meet each model's SLO)",
+                  ("name", "model", "GPUs", "plan", "SLO attainment", "TTFT p99 s", "TPOT p99 s", "SLO met"), rows))
+    if not out["feasible"]:
+        for line in out["why"]:
+            c.print(f"infeasible: {line}")
+        return
+    t, even = out["totals"], out["even_split"]
+    c.print(kv_table("totals", [(k, t[k]) for k in ("gpus", "spare_gpus", "requests", "completed", "gpu_hours",
+                                                    "energy_j", "cost_usd", "models_meeting_slo")]))
+    short = ", ".join(even["models_short"]) or "none"
+    c.print(f"even split of {out['max_gpus']} GPUs: {even['gpus_per_model']} per model leaves short: {short}; "
+            f"it needs {even['gpus_needed']} GPUs for every model to meet its SLO, this placement {t['gpus']}")
