@@ -405,7 +405,7 @@ def plan_serve_cmd(
         base = ServeSearch(model="", gpu=tuple(gpu), max_gpus=max_gpus, seed=seed, tp=v["tp"] or (),
                            screen_requests=screen_requests, refine=refine, workers=workers, executor=executor,
                            ray_address=ray_address, **kw)
-        return plan_models_cmd(args, serve_defaults(), base)
+        return plan_models_cmd(args, serve_defaults(), base, Bar(not json_out, "simulating plans"))
     if model is None:
         raise InputError("model", "required (a catalog name, see `parasim models`, or a config.json path), or --models FILE")
     kw |= serve_slo_options(slo_ttft=slo_ttft, slo_tpot=slo_tpot, slo_e2e=slo_e2e, slo_itl=slo_itl,

@@ -30,10 +30,10 @@ def check_options(values: dict[str, Any], defaults: dict[str, Any]) -> None:
         raise InputError("gpu", f"--models places the models on one GPU type; got {len(values['gpu'])}")
 
 
-def plan_models_cmd(values: dict[str, Any], defaults: dict[str, Any], base) -> None:
-    """Search, print (table or JSON), write --json-out, exit as the module docstring says."""
+def plan_models_cmd(values: dict[str, Any], defaults: dict[str, Any], base, bar) -> None:
+    """Search (`bar`: plan_cmd's progress bar), print (table or JSON), write --json-out, exit as the
+    module docstring says."""
     from parasim.cli import outputs
-    from parasim.cli.plan_cmd import Bar
     from parasim.report.tables import print_json
     from parasim.search.plan_multimodel import plan_models
     from parasim.serving.multimodel import read_models
@@ -41,7 +41,6 @@ def plan_models_cmd(values: dict[str, Any], defaults: dict[str, Any], base) -> N
     check_options(values, defaults)
     outputs.check(values.get("json_file"))
     entries = read_models(values["models"])
-    bar = Bar(not values["json_out"], "simulating plans")
     try:
         out = plan_models(entries, base, progress=bar)
     finally:

@@ -1,6 +1,6 @@
 """`plan serve --models FILE`: the fewest GPUs on which every model meets its own SLOs.
 
-Nexus (Shen et al., SOSP'19, section 6.1) places models under per-model latency SLOs in two steps:
+Nexus (Shen et al., SOSP'19; its global scheduler) places models under per-model latency SLOs in two steps:
 a model whose load saturates whole GPUs gets the fewest GPUs that serve it within its SLO at its
 largest SLO-meeting batch, and the residual loads are "squishy bin packed" together onto shared
 GPUs. parasim partitions GPUs (serving/multimodel.py: no two models' weights on one GPU), so the
