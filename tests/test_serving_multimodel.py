@@ -16,7 +16,7 @@ from hypothesis import strategies as hst
 
 from parasim.errors import InputError
 from parasim.search.capacity import capacity
-from parasim.search.plan_multimodel import plan_models
+from parasim.search.plan_multimodel import emit_models, plan_models
 from parasim.search.plan_serve import ServeSearch
 from parasim.serving import ServingPlan, simulate
 from parasim.serving.metrics import SLO
@@ -112,10 +112,13 @@ def test_slo_aware_placement_needs_fewer_gpus_than_an_even_split(tmp_path):
     assert out["totals"]["gpus"] == sum(need.values()) == 4 and out["totals"]["spare_gpus"] == 4
     assert out["even_split"] == {"gpus_per_model": 4, "models_short": [], "gpus_needed": 6}
     assert all(m["slo_met"] and m["completed"] == n for m in out["models"].values())
-    # the placement, run by `serve --models`, meets every SLO too (the planner's workloads are serve's)
-    placed = {"models": [{**d, "gpus": need[d["name"]], "tp": 1, "scheduler": "sarathi"} for d in doc["models"]]}
-    run = simulate_models(read_models(_file(tmp_path, placed, "placed.yaml")), H100, 4)
+    # the placement as a models file: `serve --models` runs it to the same per-model summaries
+    placed = _file(tmp_path, emit_models(read_models(_file(tmp_path, doc)), out), "placed.yaml")
+    run = simulate_models(read_models(placed), H100, 4)
     assert run["summary"]["slo_met_all"] and run["summary"]["idle_gpus"] == 0
+    for name, m in run["summary"]["models"].items():
+        assert {k: v for k, v in m.items() if k in SUMMED or k.startswith("slo_")} == \
+            {k: v for k, v in out["models"][name].items() if k in SUMMED or k.startswith("slo_")}
 
 
 def test_plan_that_no_budget_fits_exits_1_naming_the_model(tmp_path):
@@ -202,3 +205,21 @@ def test_a_trace_per_model_reads_its_own_requests(tmp_path):
     entries = read_models(_file(tmp_path, doc))
     wl = model_workload(entries[0], 0, 8192)
     assert len(wl) == 8 and list(wl.prompt_tokens) == list(range(100, 108))
+
+
+_VALUES = hst.one_of(hst.none(), hst.booleans(), hst.integers(-10, 10**13), hst.floats(allow_nan=True),
+                     hst.text(max_size=8), hst.lists(hst.integers(), max_size=2), hst.dictionaries(hst.text(max_size=3), hst.integers(), max_size=2))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(key=hst.sampled_from(sorted(_entry(gpus=1, tp=1, name="n", length_dist="fixed", attainment=0.9)) + ["trace", "pp",
+                                                                                                        "replicas", "scheduler"]),
+       value=_VALUES)
+def test_any_value_of_any_key_is_read_or_refused_naming_it(tmp_path, key, value):
+    """Hostile values in any key: the file is read, or refused with an InputError naming that key."""
+    entry = _entry(**{key: value})
+    try:
+        read_models(_file(tmp_path, {"models": [entry]}))
+    except InputError as e:
+        assert e.field.startswith("models.yaml:models[0]"), e
+        assert e.field.endswith((f".{key}", ".slo_ttft", ".rate", ".model")), (key, e)  # the key, or what it displaced

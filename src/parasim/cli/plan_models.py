@@ -2,8 +2,8 @@
 
 The file sets each model's workload and SLOs, and the objective is fixed (fewest GPUs), so of `plan
 serve`'s options only one --gpu, --max-gpus, --seed, the search space (--tp, --pp, --schedulers,
---precisions, --token-budgets, --max-batches, --screen-requests, --refine), the executor and the JSON
-outputs apply; any other given is refused naming it. Exit 1 when some model cannot meet its SLO or
+--precisions, --token-budgets, --max-batches, --screen-requests, --refine), the executor, the JSON
+outputs and --emit-yaml (the placement as a models file `serve --models` runs) apply; any other given is refused naming it. Exit 1 when some model cannot meet its SLO or
 the models need more than --max-gpus (the table says which).
 """
 
@@ -16,7 +16,7 @@ import typer
 from parasim.errors import InputError
 
 APPLIES = ("models", "gpu", "max_gpus", "seed", "tp", "pp", "schedulers", "precisions", "token_budgets", "max_batches",
-           "screen_requests", "refine", "workers", "executor", "ray_address", "json_out", "json_file")
+           "screen_requests", "refine", "workers", "executor", "ray_address", "json_out", "json_file", "emit_yaml")
 
 
 def check_options(values: dict[str, Any], defaults: dict[str, Any]) -> None:
@@ -35,11 +35,13 @@ def plan_models_cmd(values: dict[str, Any], defaults: dict[str, Any], base, bar)
     module docstring says."""
     from parasim.cli import outputs
     from parasim.report.tables import print_json
-    from parasim.search.plan_multimodel import plan_models
+    import yaml
+
+    from parasim.search.plan_multimodel import emit_models, plan_models
     from parasim.serving.multimodel import read_models
 
     check_options(values, defaults)
-    outputs.check(values.get("json_file"))
+    outputs.check(values.get("json_file"), values.get("emit_yaml"))
     entries = read_models(values["models"])
     try:
         out = plan_models(entries, base, progress=bar)
@@ -52,6 +54,10 @@ def plan_models_cmd(values: dict[str, Any], defaults: dict[str, Any], base, bar)
         render_placement(out)
     if values.get("json_file"):
         outputs.write_json(values["json_file"], out)
+    if values.get("emit_yaml") and out["feasible"]:
+        outputs.write_text(values["emit_yaml"], yaml.safe_dump(emit_models(entries, out), sort_keys=False))
+        typer.echo(f"placement: {values['emit_yaml']} (run it: parasim serve --models {values['emit_yaml']} --gpu "
+                   f"{out['gpu']} --gpus {out['totals']['gpus']} --seed {values['seed']})", err=True)
     if not out["feasible"]:
         raise typer.Exit(1)
 

@@ -30,7 +30,8 @@ from parasim.serving.schedulers import SCHEDULERS
 
 def model_search(e: ModelEntry, index: int, base: ServeSearch) -> ServeSearch:
     """`plan serve`'s request for one model: its workload (seed + index, as `serve --models`
-    draws it), its SLO, objective `gpus`, and the space narrowed by the placement keys it gives."""
+    draws it), its SLO, objective `gpus`, and the space narrowed by the placement keys it gives
+    (`gpus` caps it; the others are the only value searched)."""
     if "replicas" in e.placement:
         raise InputError(f"{e.where}.replicas", "the planner chooses the replicas; give gpus to cap the model's "
                                                 "share (or run the placement with `parasim serve --models`)")
@@ -43,7 +44,11 @@ def model_search(e: ModelEntry, index: int, base: ServeSearch) -> ServeSearch:
         kw |= {k: w[k] for k in ("rate", "requests", "prompt_tokens", "output_tokens", "length_dist", "length_sigma")}
     space = {"tp": (p["tp"],) if "tp" in p else base.tp, "pp": (p["pp"],) if "pp" in p else base.pp,
              "schedulers": (p["scheduler"],) if "scheduler" in p else
-             tuple(s for s in base.schedulers if not SCHEDULERS.get(s).disaggregated)}
+             tuple(s for s in base.schedulers if not SCHEDULERS.get(s).disaggregated),
+             "token_budgets": (p["token_budget"],) if "token_budget" in p else base.token_budgets,
+             "max_batches": (p["max_batch"],) if "max_batch" in p else base.max_batches}
+    if "weights" in p or "kv_dtype" in p:
+        space["precisions"] = tuple((p.get("weights", w), p.get("kv_dtype", kv)) for w, kv in base.precisions)
     cap = min(p.get("gpus", base.max_gpus), base.max_gpus)
     return replace(base, model=e.model, max_gpus=cap, seed=base.seed + index, objective="gpus", **space, **kw)
 
@@ -98,3 +103,22 @@ def even_split(rows: dict[str, dict[str, Any]], max_gpus: int) -> dict[str, Any]
     share = max_gpus // k
     return {"gpus_per_model": share, "models_short": [n for n, r in rows.items() if r["gpus"] > share],
             "gpus_needed": k * max(r["gpus"] for r in rows.values())}
+
+
+def emit_models(entries: tuple[ModelEntry, ...], result: dict[str, Any]) -> dict[str, Any]:
+    """The placement as a models file `serve --models` runs as is (with the same --seed): each
+    model's workload and SLO as read, its winning plan as placement keys."""
+    out = []
+    for e in entries:
+        w, slo, plan = e.workload, e.slo, result["models"][e.name]["plan"]
+        d: dict[str, Any] = {"name": e.name, "model": e.model}
+        if "trace" in w:
+            d |= {"trace": w["trace"]} | ({"requests": w["requests"]} if w["requests_given"] else {})
+        else:
+            d |= {k: w[k] for k in ("rate", "requests", "prompt_tokens", "output_tokens", "length_dist")}
+            d |= {"length_sigma": w["length_sigma"]} if w["length_dist"] == "lognormal" else {}
+        d |= {f"slo_{n}": getattr(slo, f"{n}_s") for n in slo.names} | {"attainment": slo.attainment}
+        d |= {"itl_percentile": slo.itl_percentile} if slo.itl_s is not None else {}
+        d |= {"gpus": result["models"][e.name]["gpus"]} | plan
+        out.append(d)
+    return {"models": out}

@@ -18,7 +18,7 @@ do) is not modelled: a file whose placements need more GPUs than the cluster has
         slo_tpot: 0.05
         attainment: 0.9           # optional; itl_percentile too
         gpus: 4                   # optional placement: the model's GPUs, and tp/pp/replicas/scheduler
-        tp: 2
+        tp: 2                     # (and token_budget, max_batch, weights, kv_dtype, as `serve`'s flags)
 
 A model without `gpus` (and without `replicas`) gets an even share of the GPUs the placed models
 leave (`tp` default 1, replicas filling the share). Model `i` (0-based, file order) draws its
@@ -43,7 +43,7 @@ MAX_MODELS = 64
 DEFAULT_REQUESTS = 1000
 WORKLOAD_KEYS = ("rate", "requests", "prompt_tokens", "output_tokens", "length_dist", "length_sigma", "trace")
 SLO_KEYS = ("slo_ttft", "slo_tpot", "slo_itl", "slo_e2e", "attainment", "itl_percentile")
-PLACEMENT_KEYS = ("gpus", "tp", "pp", "replicas", "scheduler")
+PLACEMENT_KEYS = ("gpus", "tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "weights", "kv_dtype")
 ENTRY_KEYS = ("name", "model", *WORKLOAD_KEYS, *SLO_KEYS, *PLACEMENT_KEYS)
 #: summary keys summed over the models into the cluster's totals
 SUMMED = ("gpus", "requests", "completed", "dropped", "input_tokens", "output_tokens", "gpu_hours", "energy_j",
@@ -155,6 +155,12 @@ def _placement(d: dict, where: str) -> dict[str, Any]:
     for k in ("gpus", "tp", "pp", "replicas"):
         if d.get(k) is not None:
             out[k] = edge.positive_int(f"{where}.{k}", d[k], hi=edge.cap("replicas"))
+    for k, cap in (("token_budget", "tokens"), ("max_batch", "batch")):
+        if d.get(k) is not None:
+            out[k] = edge.positive_int(f"{where}.{k}", d[k], hi=edge.cap(cap))
+    for k in ("weights", "kv_dtype"):  # checked against the model and GPU by the plan, when run
+        if d.get(k) is not None:
+            out[k] = edge.text_value(f"{where}.{k}", d[k])
     if d.get("scheduler") is not None:
         out["scheduler"] = edge.text_value(f"{where}.scheduler", d["scheduler"])
         SCHEDULERS.get(out["scheduler"], field=f"{where}.scheduler")
