@@ -223,3 +223,29 @@ def test_any_value_of_any_key_is_read_or_refused_naming_it(tmp_path, key, value)
     except InputError as e:
         assert e.field.startswith("models.yaml:models[0]"), e
         assert e.field.endswith((f".{key}", ".slo_ttft", ".rate", ".model")), (key, e)  # the key, or what it displaced
+
+
+def test_a_checkpoint_folder_is_found_beside_the_models_file(tmp_path):
+    import shutil
+
+    shutil.copytree(REPO / "examples" / "models" / "opt-13b", tmp_path / "opt-13b")
+    entries = read_models(_file(tmp_path, {"models": [_entry(model="opt-13b")]}))
+    assert entries[0].name == "opt-13b" and entries[0].model == str(tmp_path / "opt-13b")
+
+
+def test_plan_cli_prints_the_placement_and_emits_a_file_serve_runs(tmp_path):
+    doc = {"models": [_entry(name="busy", rate=30, requests=150), _entry(name="quiet", rate=2, requests=60)]}
+    placed, result = tmp_path / "placed.yaml", tmp_path / "plan.json"
+    r = run_cli("plan", "serve", "--models", _file(tmp_path, doc), "--gpu", "h100-sxm", "--max-gpus", "6", "--tp", "1",
+                "--pp", "1", "--schedulers", "sarathi", "--emit-yaml", str(placed), "--json-out", str(result))
+    assert r.returncode == 0, r.stderr
+    assert "placement on h100-sxm" in r.stdout and "even split of 6 GPUs" in r.stdout
+    plan = json.loads(result.read_text())
+    total = plan["totals"]["gpus"]
+    assert total == sum(m["gpus"] for m in plan["models"].values()) <= 6
+    s = run_cli("serve", "--models", str(placed), "--gpu", "h100-sxm", "--gpus", str(total), "--json")
+    assert s.returncode == 0, s.stderr
+    served = json.loads(s.stdout)["summary"]
+    assert served["slo_met_all"] and served["gpus"] == total
+    assert {n: m["slo_attainment"] for n, m in served["models"].items()} == \
+        {n: m["slo_attainment"] for n, m in plan["models"].items()}

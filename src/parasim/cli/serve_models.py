@@ -63,13 +63,11 @@ def render_models(out: dict[str, Any]) -> None:
     rows = []
     for name, m in s["models"].items():
         p = m["plan"]
-        rows.append((name, m["model"], m["gpus"], f"tp{p['tp']} pp{p['pp']} x{p['replicas']} {p['scheduler']}",
-                     m["requests_per_s"], m["ttft_p99_s"], m["tpot_p99_s"], m["slo_attainment"], m["slo_met"],
-                     m["gpu_hours"], m["cost_usd"]))
+        rows.append((name, m["model"], m["gpus"], f"tp{p['tp']}xpp{p['pp']}x{p['replicas']} {p['scheduler']}",
+                     m["requests_per_s"], m["ttft_p99_s"], m["tpot_p99_s"], m["slo_attainment"], m["slo_met"]))
     c = console()
     c.print(table(f"{len(rows)} models on {out['inputs']['cluster_gpus']} x {out['inputs']['gpu']} (partitioned)",
-                  ("name", "model", "GPUs", "plan", "req/s", "TTFT p99 s", "TPOT p99 s", "SLO attainment", "SLO met",
-                   "GPU-h", "cost $"), rows))
+                  ("name", "model", "GPUs", "plan", "req/s", "TTFT p99 s", "TPOT p99 s", "SLO attain.", "SLO met"), rows))
     c.print(kv_table("cluster totals", [(k, s[k]) for k in ("gpus", "idle_gpus", "requests", "completed",
                                                             "output_tokens", "makespan_s", "gpu_hours", "energy_j",
                                                             "cost_usd", "models_meeting_slo", "slo_met_all")]))

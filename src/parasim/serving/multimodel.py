@@ -102,8 +102,8 @@ def _entry(d: Any, where: str, base: Path) -> ModelEntry:
     if unknown:
         raise InputError(f"{where}.{unknown[0]}", f"unknown key; allowed: {', '.join(ENTRY_KEYS)}")
     model = edge.text_value(f"{where}.model", d.get("model"))
-    if model.endswith((".json", ".yaml", ".yml")) and not Path(model).is_absolute():
-        model = str(base / model)
+    if not Path(model).is_absolute() and (model.endswith((".json", ".yaml", ".yml")) or (base / model).exists()):
+        model = str(base / model)  # a model file or checkpoint folder, relative to the models file
     spec = get_model(model, field=f"{where}.model")
     name = edge.text_value(f"{where}.name", d.get("name", spec.name))
     return ModelEntry(name=name, model=model, workload=_workload(d, where, base), slo=_slo(d, where),
