@@ -140,6 +140,7 @@ def test_serve_models_cli_and_config_key_agree(tmp_path):
     a, b = json.loads(flags.stdout), json.loads(config.stdout)
     assert a["summary"] == b["summary"] and set(a["summary"]["models"]) == {"chat", "code"}
     assert all(m["slo_attainment"] is not None for m in a["summary"]["models"].values())
+    assert all(a["expected_error"][n]["by_metric"]["throughput"]["runs"] > 0 for n in ("chat", "code"))
 
 
 @pytest.mark.parametrize("cmd,extra,field", [

@@ -34,6 +34,7 @@ def plan_models_cmd(values: dict[str, Any], defaults: dict[str, Any], base, bar)
     """Search (`bar`: plan_cmd's progress bar), print (table or JSON), write --json-out, exit as the
     module docstring says."""
     from parasim.cli import outputs
+    from parasim.cli.serve_models import models_expected_error
     from parasim.report.tables import print_json
     import yaml
 
@@ -48,6 +49,7 @@ def plan_models_cmd(values: dict[str, Any], defaults: dict[str, Any], base, bar)
     finally:
         bar.stop()
     out["models_file"] = str(values["models"])
+    out["expected_error"] = models_expected_error(entries, {n: m.get("plan") for n, m in out["models"].items()}, out["gpu"])
     if values["json_out"]:
         print_json(out)
     else:
@@ -64,6 +66,7 @@ def plan_models_cmd(values: dict[str, Any], defaults: dict[str, Any], base, bar)
 
 def render_placement(out: dict[str, Any]) -> None:
     """The placement table (one row per model), the totals and the even split; or why none fits."""
+    from parasim.cli.serve_models import print_expected
     from parasim.report.tables import console, kv_table, table
 
     c = console()
@@ -85,3 +88,4 @@ def render_placement(out: dict[str, Any]) -> None:
     short = ", ".join(even["models_short"]) or "none"
     c.print(f"even split of {out['max_gpus']} GPUs: {even['gpus_per_model']} per model leaves short: {short}; "
             f"it needs {even['gpus_needed']} GPUs for every model to meet its SLO, this placement {t['gpus']}")
+    print_expected(c, out.get("expected_error") or {})

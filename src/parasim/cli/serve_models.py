@@ -44,6 +44,8 @@ def serve_models(opts: dict[str, Any], given: set[str], json_output: bool) -> No
     out = simulate_models(entries, get_accelerator(str(opts["gpu"])), int(opts["gpus"]), seed=int(opts["seed"]),
                           gpus_per_node=opts.get("gpus_per_node"))
     out["inputs"]["models_file"] = str(opts["models"])
+    out["expected_error"] = models_expected_error(entries, {n: m.get("plan") for n, m in out["summary"]["models"].items()},
+                                                  str(opts["gpu"]))
     text = dumps(out)
     if json_output:
         typer.echo(text)
@@ -53,6 +55,32 @@ def serve_models(opts: dict[str, Any], given: set[str], json_output: bool) -> No
         outputs.write_text(opts["json_out"], text + "\n")
     if not out["feasible"]:
         raise typer.Exit(1)
+
+
+def models_expected_error(entries, plans: dict[str, dict[str, Any] | None], gpu: str) -> dict[str, Any]:
+    """Each model's validated error (validation.expected_error: its nearest category of published
+    runs), by model name; None for a model with no plan."""
+    from parasim.specs.catalog import get_accelerator, get_model
+    from parasim.validation.expected_error import serving_expected
+
+    acc = get_accelerator(gpu)
+    out: dict[str, Any] = {}
+    for e in entries:
+        plan = plans.get(e.name)
+        spec = get_model(e.model)
+        out[e.name] = None if plan is None else serving_expected(spec, acc, weights=plan.get("weights") or e.placement.get(
+            "weights") or spec.native_weights)
+    return out
+
+
+def print_expected(c, expected: dict[str, Any]) -> None:
+    """One line per model: its headline expected error."""
+    from parasim.report.expected_error import by_metric, text
+
+    for name, e in expected.items():
+        if e:
+            metric, first = next(iter(by_metric(e).items()))
+            c.print(f"expected error of {name} ({metric}): {text(first)}")
 
 
 def render_models(out: dict[str, Any]) -> None:
@@ -71,6 +99,7 @@ def render_models(out: dict[str, Any]) -> None:
     c.print(kv_table("cluster totals", [(k, s[k]) for k in ("gpus", "idle_gpus", "requests", "completed",
                                                             "output_tokens", "makespan_s", "gpu_hours", "energy_j",
                                                             "cost_usd", "models_meeting_slo", "slo_met_all")]))
+    print_expected(c, out.get("expected_error") or {})
     for name, m in s["models"].items():
         if not m["feasible"]:
             c.print(f"{name}: cannot run: {m['message']}")
