@@ -59,6 +59,11 @@ def _check_serve(out, args):
     if "--sweep-rate" in args:
         _check_sweep(out, args)
         return
+    if "--models" in args:  # several models: each served, the totals their sums
+        ms = out["summary"]["models"].values()
+        assert out["feasible"] is True and len(ms) >= 2 and all(m["completed"] == m["requests"] > 0 for m in ms)
+        assert out["summary"]["gpus"] == sum(m["gpus"] for m in ms) <= int(args[args.index("--gpus") + 1])
+        return
     s = out["summary"]
     if "--max-queued" in args:  # admission control: every request served or shed
         assert out["feasible"] is True and s["completed"] + s["shed"] + s["unservable"] == s["requests"] > s["shed"]

@@ -100,7 +100,7 @@ SERVE: dict[str, Rule] = {
     "length_dist": TEXT, "length_sigma": SIGMA, "prompt_dist": PATH, "output_dist": PATH, "burst": BOOL,
     "max_concurrency": I("batch"), **_SLO, "capacity": BOOL, "requests_out": OUT, "bench_json": OUT, **OUTPUTS,
     "profile": PATH, "timeline": OUT, "timeline_requests": I("requests", lo=0), "sweep_rate": Rule("sweep"),
-    "workers": I("workers"), **REPORT_OUT,
+    "workers": I("workers"), **REPORT_OUT, "models": PATH,
 }
 
 TRAIN: dict[str, Rule] = {
@@ -133,7 +133,7 @@ PLAN_SERVE: dict[str, Rule] = {
     "rate": RATE, "prompt_tokens": I("tokens"), "output_tokens": I("tokens"), "length_dist": TEXT,
     "length_sigma": SIGMA, "requests": I("requests"), "seed": SEED, "tp": L("gpus"), "pp": L("gpus"),
     "schedulers": TEXT, "precisions": TEXT, "token_budgets": L("tokens"), "max_batches": L("batch"),
-    "screen_requests": I("requests"), "refine": I("rows"), "profile": PATH, "emit": TEXT, **_RUN,
+    "screen_requests": I("requests"), "refine": I("rows"), "profile": PATH, "emit": TEXT, **_RUN, "models": PATH,
 }
 
 INSPECT: dict[str, Rule] = {"model": TEXT, "gpu": TEXT, "tp": I("gpus"), "pp": I("gpus"), "ep": I("gpus"),

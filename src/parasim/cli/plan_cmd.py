@@ -330,9 +330,20 @@ def serve_slo_options(**given: Any) -> dict[str, Any]:
                   "max_queueing_p50": given["max_queueing_p50"]}
 
 
+def serve_defaults() -> dict[str, Any]:
+    """plan serve's option defaults, by parameter name (to tell which options a user gave)."""
+    import inspect
+
+    out = {}
+    for name, p in inspect.signature(plan_serve_cmd).parameters.items():
+        d = p.default
+        out[name] = getattr(d, "default", d)
+    return out
+
+
 @plan_app.command("serve", cls=RegistryHelp)
 def plan_serve_cmd(
-    model: str = typer.Option(..., "--model", "-m", help="Catalog name or path to a HF config.json."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Catalog name or path to a HF config.json (required unless --models)."),
     gpu: list[str] = typer.Option(..., "--gpu", help="Accelerator id; repeat to search several GPU types."),
     max_gpus: int = typer.Option(..., "--max-gpus", help="GPU budget: plans use at most this many GPUs."),
     slo_ttft: Optional[float] = typer.Option(None, "--slo-ttft", help="Per-request TTFT SLO, seconds.", rich_help_panel=PANEL_SLO),
@@ -371,9 +382,11 @@ def plan_serve_cmd(
     emit: Optional[str] = typer.Option(None, "--emit", help="Print the command lines that run the winner on an engine, of {EMIT_ENGINES}; the search then covers only the schedulers that engine's release runs.", rich_help_panel=PANEL_RUN),
     report_file: ReportFile = None,
     profile: Profile = None,
+    models: Optional[Path] = typer.Option(None, "--models", help="YAML/JSON file of several models sharing the cluster, each with its workload and SLOs (serve --models' format): find the fewest GPUs on which every model meets its SLO, the placement table, per-model attainment and totals (docs/serving.md, Several models).", rich_help_panel=PANEL_RUN),
 ) -> None:
     """Search GPU type x TP x PP x replicas x scheduler x token budget x max batch x precision x disaggregation."""
-    v = limits.check(limits.PLAN_SERVE, dict(locals()), names=limits.JSON_NAMES)
+    args = dict(locals())
+    v = limits.check(limits.PLAN_SERVE, args, names=limits.JSON_NAMES)
 
     from parasim.search.plan_serve import ServeSearch, emit_yaml_mapping, run_search
     kw: dict[str, Any] = {}
@@ -381,7 +394,7 @@ def plan_serve_cmd(
         kw["pp"] = v["pp"]
     if schedulers:
         kw["schedulers"] = str_list(schedulers)
-    if emit is not None:
+    if emit is not None and models is None:
         kw["schedulers"] = emit_schedulers(emit, kw.get("schedulers"))
     if precisions:
         kw["precisions"] = precision_pairs(precisions)
@@ -389,6 +402,15 @@ def plan_serve_cmd(
         kw["token_budgets"] = v["token_budgets"]
     if max_batches:
         kw["max_batches"] = v["max_batches"]
+    if models is not None:  # several models: cli/plan_models.py
+        from parasim.cli.plan_models import plan_models_cmd
+
+        base = ServeSearch(model="", gpu=tuple(gpu), max_gpus=max_gpus, seed=seed, tp=v["tp"] or (),
+                           screen_requests=screen_requests, refine=refine, workers=workers, executor=executor,
+                           ray_address=ray_address, **kw)
+        return plan_models_cmd(args, serve_defaults(), base, Bar(not json_out, "simulating plans"))
+    if model is None:
+        raise InputError("model", "required (a catalog name, see `parasim models`, or a config.json path), or --models FILE")
     kw |= serve_slo_options(slo_ttft=slo_ttft, slo_tpot=slo_tpot, slo_e2e=slo_e2e, slo_itl=slo_itl,
                             itl_percentile=itl_percentile, attainment=attainment, max_queueing_p50=max_queueing_p50)
     req = ServeSearch(model=model, gpu=tuple(gpu), max_gpus=max_gpus, trace=str(trace) if trace else None, trace_columns=trace_columns, rate=rate,

@@ -37,12 +37,12 @@ def plan_keys() -> tuple[str, ...]:
 
 
 WORKLOAD_KEYS = ("trace", "trace_columns", "workflow", "workflow_mode", "rate", "requests", "seed", "arrival", "cv", "prompt_tokens", "output_tokens",
-                 "prompt_dist", "output_dist", "burst", "length_dist", "length_sigma", "max_concurrency")
+                 "prompt_dist", "output_dist", "burst", "length_dist", "length_sigma", "max_concurrency", "models")
 SLO_KEYS = ("slo_ttft", "slo_tpot", "slo_itl", "slo_e2e", "itl_percentile", "attainment", "max_queueing_p50")
 OTHER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "engine", *SLO_KEYS, "requests_out", "json_out", "bench_json", "capacity",
               "chunk_size", "profile", "timeline", "timeline_requests", "sweep_rate", "workers", "report")
 PATH_KEYS = ("trace", "workflow", "prompt_dist", "output_dist", "requests_out", "json_out", "bench_json", "model", "profile",
-             "timeline", "report")
+             "timeline", "report", "models")
 DEFAULTS: dict[str, Any] = {"requests": 1000, "seed": 0, "arrival": "poisson", "cv": 1.0, "prompt_tokens": 512,
                             "output_tokens": 128, "burst": False, "capacity": False, "attainment": 0.9,
                             "length_dist": "fixed"}  # length_sigma: serving.workload.LENGTH_SIGMA
@@ -407,6 +407,7 @@ def serve_cmd(
     workflow_mode: Optional[str] = typer.Option(None, "--workflow-mode", help="parallel (default: each call sent when the calls it waits for are done) or sequential (every call of a workflow after the one before it).", rich_help_panel="Workload"),
     sweep_rate: Optional[str] = typer.Option(None, "--sweep-rate", help="LO:HI:N: run the plan at N generated arrival rates linear from LO to HI requests/s (both included) and tabulate each rate's metrics with the capacity knee (docs/serving.md, Load sweeps); instead of --rate.", rich_help_panel="Workload"),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="--sweep-rate: worker processes (default: cores); the result does not depend on it.", rich_help_panel="Workload"),
+    models: Optional[Path] = typer.Option(None, "--models", help="YAML/JSON file of several models sharing the cluster (--gpu, --gpus), each with its own workload, SLOs and optional placement (gpus, tp, replicas, scheduler); GPUs are partitioned among them; the result gives per-model metrics (`summary.models`) and cluster totals (docs/serving.md, Several models).", rich_help_panel="Workload"),
 ) -> None:
     """Simulate serving a model on GPUs: TTFT, TPOT, throughput, SLO attainment, energy and cost.
 
@@ -420,6 +421,10 @@ def serve_cmd(
     opts.update({k: v for k, v in given.items() if v is not None})
     opts["requests_explicit"] = given["requests"] if given["requests"] is not None else cfg.get("requests")
     opts["attainment_given"] = given["attainment"] is not None or "attainment" in cfg
+    if opts.get("models") is not None:  # several models: their own workloads, SLOs and plans (cli/serve_models.py)
+        from parasim.cli.serve_models import serve_models
+
+        return serve_models(opts, {k for k, v in given.items() if v is not None} | set(cfg), json_output)
     if opts.get("bench_json") is not None:
         edge.text_value("bench_json", opts["bench_json"])
     if opts.get("requests_out") and Path(opts["requests_out"]).suffix.lower() not in (".csv", ".jsonl"):
