@@ -225,14 +225,15 @@ class Instance:
         batch or asking the scheduler per step. Returns the time the last step ends."""
         kv, cost, B, phase = self.kv, self.cost, self.block, self.decoders_by_phase
         full = self.reserve_full
-        step = self._decode_step
+        step, time_s = self._decode_step, cost.time_s
         while self.n_dec and t < until_s:
             need = 0 if full else phase[(-self.decode_step) % B]
             if kv.free < need:
                 break
             n = self.n_dec
-            kv.alloc(need)
-            dt = cost.time_s(n, 0.0, 0.0, n, self.decode_ctx_sum + n, n)
+            if need:
+                kv.alloc(need)
+            dt = time_s(n, 0.0, 0.0, n, self.decode_ctx_sum + n, n)
             self.busy_s += dt
             self.kv_block_s += (kv.capacity - kv.free) * dt
             self.iterations += 1
