@@ -216,6 +216,33 @@ class Instance:
         if self.rec_end is not None:
             self.rec_end.append((t, self.n_dec + len(self.prefilling), len(self.waiting), self.kv.capacity - self.kv.free))
 
+    def decode_run(self, t: float, until_s: float, done_cb) -> float:
+        """Decode-only iterations back to back from t, while nothing can change the batch: no
+        request queued or prefilling, the next arrival after the iteration's start (`until_s`),
+        and free blocks for each step's new blocks. Exact: in that state the scheduler's batch is
+        every decoder's step (`Scheduler.decodes_when_idle`), and each step here is what `start`
+        and `end` apply to that batch, in the same float operations and order, without building a
+        batch or asking the scheduler per step. Returns the time the last step ends."""
+        kv, cost, B, phase = self.kv, self.cost, self.block, self.decoders_by_phase
+        full = self.reserve_full
+        step, time_s = self._decode_step, cost.time_s
+        while self.n_dec and t < until_s:
+            need = 0 if full else phase[(-self.decode_step) % B]
+            if kv.free < need:
+                break
+            n = self.n_dec
+            if need:
+                kv.alloc(need)
+            dt = time_s(n, 0.0, 0.0, n, self.decode_ctx_sum + n, n)
+            self.busy_s += dt
+            self.kv_block_s += (kv.capacity - kv.free) * dt
+            self.iterations += 1
+            if n > self.peak_running:
+                self.peak_running = n
+            t += dt
+            step(t, done_cb)
+        return t
+
     # --- transitions --------------------------------------------------------------------------------------
     def _admit(self, rid: int, t: float) -> None:
         st, kv = self.st, self.kv
@@ -578,6 +605,8 @@ class Loop:
         max_queued = self.max_queued
         # decide() without its frame when the scheduler keeps the arrival order (the common case)
         decide = inst.decide if inst.sched.queue_order is not None else partial(inst.sched.schedule, inst)
+        runs = inst.sched.decodes_when_idle and inst.rec is None  # decode stretches without a batch per step
+        inf = float("inf")
         while True:
             while i < n and arr[i] <= t:
                 if state[i] == DROPPED:  # rejected on arrival: it can never fit (simulate's kv_fit)
@@ -594,6 +623,11 @@ class Loop:
                     break
                 t = arr[i]
                 continue
+            if runs and not waiting and not inst.prefilling:
+                steps = inst.iterations
+                t = inst.decode_run(t, arr[i] if i < n else inf, on_done)
+                if inst.iterations != steps:
+                    continue
             b = decide()
             if b.empty():
                 self._now = t

@@ -126,27 +126,33 @@ def weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> fl
     return None if out is None else out[0]
 
 
+def _sorted_weighted(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The values of positive weight in ascending order (stable), their weights, and the cumulative weights."""
+    m = weights > 0
+    v = values[m]
+    order = np.argsort(v, kind="stable")
+    w = weights[m].astype(np.float64)[order]
+    return v[order], w, np.cumsum(w)
+
+
+def _at(v: np.ndarray, cw: np.ndarray, qs) -> list[float]:
+    i = np.searchsorted(cw, np.asarray(qs, dtype=np.float64) / 100.0 * cw[-1], side="left")
+    return v[np.minimum(i, v.size - 1)].astype(np.float64).tolist()
+
+
 def weighted_percentiles(values: np.ndarray, weights: np.ndarray, qs) -> list[float] | None:
     """`weighted_percentile` at each of `qs` (0 gives the smallest value), with one sort."""
-    m = weights > 0
-    v, w = values[m], weights[m].astype(np.float64)
-    if v.size == 0:
-        return None
-    order = np.argsort(v, kind="stable")
-    cw = np.cumsum(w[order])
-    i = np.searchsorted(cw, np.asarray(qs, dtype=np.float64) / 100.0 * cw[-1], side="left")
-    return v[order][np.minimum(i, v.size - 1)].astype(np.float64).tolist()
+    v, _, cw = _sorted_weighted(values, weights)
+    return _at(v, cw, qs) if v.size else None
 
 
 def weighted_stats(values: np.ndarray, weights: np.ndarray, prefix: str) -> dict[str, float | None]:
-    m = weights > 0
-    if not m.any():
+    """Weighted mean and p50/p90/p99, from one sort (millions of inter-token gaps in a long run)."""
+    v, w, cw = _sorted_weighted(values, weights)
+    if not v.size:
         return {f"{prefix}_{k}_s": None for k in ("mean", "p50", "p90", "p99")}
-    order = np.argsort(values[m], kind="stable")  # summed in sorted order, as the percentiles walk them
-    v, w = values[m][order], weights[m].astype(np.float64)[order]
-    out = {f"{prefix}_mean_s": float((v * w).sum() / np.cumsum(w)[-1])}
-    for q in (50, 90, 99):
-        out[f"{prefix}_p{q}_s"] = weighted_percentile(values, weights, q)
+    out = {f"{prefix}_mean_s": float((v * w).sum() / cw[-1])}  # summed in sorted order, as before
+    out.update(zip((f"{prefix}_p{q}_s" for q in (50, 90, 99)), _at(v, cw, (50, 90, 99))))
     return out
 
 

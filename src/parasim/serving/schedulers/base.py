@@ -77,6 +77,11 @@ class Scheduler:
     shares_prefixes = False  # its policy is prefix sharing: the prefix cache is always on
     #: the waiting queue's order, (request columns, queue) -> queue; None = arrival order (FCFS)
     queue_order: Callable[[ReqState, Iterable[int]], list[int]] | None = None
+    #: with nothing queued or prefilling and free blocks for the next step's new ones, `schedule`
+    #: returns every decoder's step (Batch(decode=True)): the engine may then run such steps back
+    #: to back without asking (engine.Instance.decode_run); a subclass that decides otherwise there
+    #: sets it False
+    decodes_when_idle = False
 
     def admissible(self, inst: EngineView, rid: int, pending: set[int]) -> bool:
         return True

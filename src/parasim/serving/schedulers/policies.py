@@ -28,6 +28,7 @@ class Static(Scheduler):
     first generation step)."""
 
     name = "static"
+    decodes_when_idle = True  # an idle queue, no prefill, blocks free: every decoder steps
     default_budget = UNLIMITED
 
     def _within_budget(self, chunks: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -59,6 +60,7 @@ class Continuous(Scheduler):
     """Orca iteration-level batching: every decoder each step, plus whole new prompts that fit."""
 
     name = "continuous"
+    decodes_when_idle = True  # an idle queue, no prefill, blocks free: every decoder steps
     chunked = False
 
     def schedule(self, inst: EngineView) -> Batch:
@@ -93,6 +95,7 @@ class VLLM(Scheduler):
     """vLLM (v0.6 default): prefill-prioritised; an iteration is all prefills or all decodes."""
 
     name = "vllm"
+    decodes_when_idle = True  # an idle queue, no prefill, blocks free: every decoder steps
 
     def schedule(self, inst: EngineView) -> Batch:
         if inst.waiting or inst.prefilling:
