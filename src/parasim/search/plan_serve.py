@@ -451,7 +451,7 @@ def _size(d: dict) -> tuple[int, int]:
 
 
 def screen_in_waves(items: list[dict], stages: _Stages, absorb, screened: dict, pruned: Pruned,
-                    max_rps: float | None = None) -> list[dict]:
+                    max_rps: float | None = None, skipped: list | None = None) -> list[dict]:
     """Screen layouts in waves of increasing GPU count; a layout is skipped (`dominated_replicas`)
     once a layout of its family with no more instances in every pool met the SLO: for every
     objective but latency, more instances of a plan that already meets the SLO only add GPUs.
@@ -467,6 +467,8 @@ def screen_in_waves(items: list[dict], stages: _Stages, absorb, screened: dict, 
             sz = _size(it)
             if max_rps is not None and best > max_rps / g:
                 pruned.drop("goodput_bound")
+                if skipped is not None:
+                    skipped.append(it)
                 continue
             if any(a <= sz[0] and b <= sz[1] for a, b in met.get(_family(it), [])):
                 pruned.drop("dominated_replicas")
@@ -511,6 +513,8 @@ class _Run:
     offered: float | None = None
     context: dict = field(default_factory=dict)
     stages: _Stages | None = None
+    bound_skipped: list[dict] = field(default_factory=list)  # layouts the goodput bound skipped
+    full_max_rps: float = float("inf")  # no plan's goodput on the full workload exceeds this
 
     def absorb(self, items: list[dict], results: list, fidelity: str, store: dict) -> None:
         for it, res in self.pruned.successes(items, results, self.errors):
@@ -575,17 +579,53 @@ def _screen_layouts(run: _Run, layouts: list[dict], screened: dict) -> list[dict
         run.absorb(items, run.stages.run(items), "screen", screened)
         return items
     max_rps = None
-    if run.objective.name == "goodput-per-gpu":  # no plan completes requests faster than they arrive
-        rates = [_arrival_rps(run.wl), _arrival_rps(run.wl.head(run.screen_n))]
-        max_rps = max(rates) if all(np.isfinite(rates)) else None
-    return screen_in_waves(items, run.stages, run.absorb, screened, run.pruned, max_rps)
+    if run.objective.name == "goodput-per-gpu" and items:
+        step = min(_min_step_s(run.model, i["gpu"], *lay, i["weights"], i["kv_dtype"]) for i in items
+                   for lay in _decoding_layouts(i))
+        # the screen compares screened goodputs, so the screen's bound; the winner is checked
+        # against the full workload's bound afterwards (goodput_bound_check)
+        screen_rps = _max_goodput_rps(run.wl.head(run.screen_n), step)
+        max_rps = screen_rps if np.isfinite(screen_rps) else None
+        run.full_max_rps = _max_goodput_rps(run.wl, step)
+    return screen_in_waves(items, run.stages, run.absorb, screened, run.pruned, max_rps, run.bound_skipped)
 
 
-def _arrival_rps(wl: Workload) -> float:
-    """Requests per second a workload offers: all its requests over the span from the first
-    arrival to the last (a request cannot complete before it arrives, so no plan's goodput over
-    its run exceeds this by more than the run's tail; infinite for a burst)."""
-    span = float(wl.arrival_s[-1] - wl.arrival_s[0])
+def goodput_bound_check(run: _Run, full_ok: list[dict]) -> dict | None:
+    """Whether the winner at full size still beats every layout the screen's goodput bound skipped
+    (none of them can exceed the full workload's bound / its GPUs); None when nothing was skipped."""
+    if not run.bound_skipped:
+        return None
+    g = min(plan_gpus(i) for i in run.bound_skipped)
+    ceiling = run.full_max_rps / g
+    return {"skipped": len(run.bound_skipped), "fewest_gpus": g, "ceiling_per_gpu": ceiling,
+            "winner_above": bool(full_ok) and full_ok[0]["goodput_per_gpu"] > ceiling}
+
+
+def _decoding_layouts(d: dict) -> list[tuple[int, int]]:
+    """(tp, pp) of the instances that decode: the decode pool's, or the replicas'."""
+    if disaggregated(d):
+        return [(d["decode_tp"], d.get("decode_pp") or d["pp"])]
+    return [(d["tp"], d["pp"])]
+
+
+@lru_cache(maxsize=256)
+def _min_step_s(model: ModelSpec, acc_id: str, tp: int, pp: int, weights: str, kv: str | None) -> float:
+    """The shortest decode iteration of a layout: one sequence with one token of context (an
+    iteration's time grows with every aggregate of its batch)."""
+    from parasim.serving.plan import ServingPlan
+    from parasim.serving.simulate import iteration_cost
+
+    plan = ServingPlan(tp=tp, pp=pp, weights=weights, kv_dtype=kv)
+    return iteration_cost(model, cluster_for(acc_id, tp * pp), plan, tp=tp, pp=pp).time_s(1, 0.0, 0.0, 1, 1.0, 1)
+
+
+def _max_goodput_rps(wl: Workload, step_s: float) -> float:
+    """The most requests per second of makespan any plan completes on `wl`: every request, over
+    the least makespan, which ends no earlier than any request's arrival plus its output tokens
+    after the first, each one decode iteration of at least `step_s` (the goodput's makespan runs
+    from the first arrival to the last token). Infinite when the bound has no span."""
+    end = float(np.max(wl.arrival_s + np.maximum(wl.output_tokens - 1, 0) * step_s))
+    span = end - float(wl.arrival_s[0])
     return len(wl) / span if span > 0 else float("inf")
 
 
@@ -599,17 +639,32 @@ def _screen_knobs(run: _Run, items1: list[dict], screened: dict) -> list[dict]:
                                  tuple(str(x) for x in plan_key(r))))[:run.req.knob_layouts]
     items2 = []
     seen = set(screened)
+    ran = {_effective_key(run.model, r) for r in screened.values()}
     for r in good + near:
         lay = {k: r.get(k) for k in ("gpu", "tp", "pp", "replicas", "weights", "kv_dtype", "scheduler", "prefill_gpus",
                                      "prefill_tp", "decode_gpus", "decode_tp", "prefill_pp", "decode_pp")}
         for v in knob_variants(lay, run.req):
             v["requests"] = run.screen_n
-            if plan_key(v) not in seen:
-                seen.add(plan_key(v))
-                items2.append(v)
+            if plan_key(v) in seen:
+                continue
+            seen.add(plan_key(v))
+            if _effective_key(run.model, v) in ran:  # the defaults written out: the same run again
+                run.pruned.drop("same_as_screened")
+                continue
+            items2.append(v)
     items2 = kv_prune(run.model, items2, run.wl, run.pruned, run.errors)
     run.absorb(items2, run.stages.run(items2), "screen", screened)
     return items2
+
+
+def _effective_key(model: ModelSpec, d: dict) -> tuple:
+    """`plan_key` with the token budget and max batch the engine runs (`serving.simulate.budget_and_batch`):
+    a knob variant that spells out its scheduler's defaults simulates exactly what the screen ran."""
+    from parasim.serving.simulate import budget_and_batch
+
+    cls = SCHEDULERS.get(d["scheduler"])
+    budget, batch = budget_and_batch(cls, d.get("token_budget"), d.get("max_batch"), model)
+    return plan_key({**d, "token_budget": budget, "max_batch": batch}) + (d["requests"],)
 
 
 def _refine(run: _Run, screened: dict) -> dict[tuple, dict]:
@@ -703,6 +758,7 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
         "baseline": baseline,
         "stages": {"screen_requests": run.screen_n, "full_requests": run.full_n, "layouts": len(items1),
                    "knob_variants": len(items2), "refined": len(full),
+                   "goodput_bound": goodput_bound_check(run, full_ok),
                    "simulated": dict(zip(("screen", "knobs", "refine"), ran))},
         "pareto": pareto_summary(ranked, run.pareto_objs, run.options),
         "interrupted": interrupted,

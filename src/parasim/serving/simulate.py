@@ -69,9 +69,10 @@ class ServingResult:
         return d
 
 
-def _budget_and_batch(cls, plan: ServingPlan, model: ModelSpec) -> tuple[int, int]:
-    budget = plan.token_budget or cls.default_budget or max(model.max_seq_len, 2048)
-    max_batch = plan.max_batch or cls.default_max_batch
+def budget_and_batch(cls, token_budget: int | None, max_batch: int | None, model: ModelSpec) -> tuple[int, int]:
+    """(token budget, max batch) an engine runs: the plan's, else the scheduler's defaults."""
+    budget = token_budget or cls.default_budget or max(model.max_seq_len, 2048)
+    max_batch = max_batch or cls.default_max_batch
     return int(budget), int(max_batch)
 
 
@@ -110,7 +111,7 @@ def plan_pools(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan) -> tup
     """The plan's pools and the GPUs it occupies; raises InputError for a plan the cluster cannot hold."""
     plan = plan.resolved(model)
     cls = SCHEDULERS.get(plan.scheduler)
-    budget, max_batch = _budget_and_batch(cls, plan, model)
+    budget, max_batch = budget_and_batch(cls, plan.token_budget, plan.max_batch, model)
     for name in ("pp", "prefill_pp", "decode_pp"):
         v = getattr(plan, name)
         if v is not None and v > model.layers:
