@@ -15,10 +15,12 @@ searched GPU can run is an input error naming the parts that can (`cost.quant`).
    disaggregated layout, each pool on its own phase's time). These
    read the simulator's own defaults (`ServingPlan()`, `serving.simulate.plan_pools`).
 1. Screen layouts: every surviving layout with the default scheduler and knobs, on the first
-   `screen_requests` requests of the workload (same arrivals, shorter run).
+   `screen_requests` requests of the workload (same arrivals, shorter run), in waves of GPU
+   count; for goodput per GPU, a wave no plan of whose size can beat the best screened one is
+   skipped (`screen_in_waves`, `_max_goodput_rps`).
 2. Screen knobs: for the best few layouts that met the SLO on the screen, and the few smallest
    that missed it (a better scheduler or budget may rescue them), every scheduler x token budget x
-   max batch, still on the short workload.
+   max batch, still on the short workload (not the variant the screen already ran).
 3. Refine: the best `refine` screened plans (by the objective, SLO met) are re-run on the whole
    workload; if none of them meets the SLO at full size, the next `refine`, up to three rounds.
 
