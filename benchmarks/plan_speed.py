@@ -52,8 +52,23 @@ def main() -> None:
           f"budget={b['token_budget']} max_batch={b['max_batch']} {b['weights']}/{b['kv_dtype']}: "
           f"TTFT p99 {s['ttft_p99_s']:.3f} s, TPOT p99 {s['tpot_p99_s'] * 1e3:.1f} ms, "
           f"attainment {s['slo_attainment']:.3f}, goodput/GPU {b['goodput_per_gpu']:.3f}")
+    print(f"  disaggregated layouts in the space: {_disagg_layouts()} (per-phase TP and PP); pruned: "
+          f"{ {k: v for k, v in out['pruned'].items() if k in ('phase_pp_unneeded', 'goodput_bound', 'same_as_screened', 'throughput_bound')} }; "
+          f"goodput bound: {out['stages'].get('goodput_bound')}")
     for line in out["explanation"]["text"]:
         print(f"  {line}")
+
+
+def _disagg_layouts() -> int:
+    """Disaggregated layouts the README example's space holds before any pruning."""
+    from parasim.search.prune import Pruned
+    from parasim.search.space import serve_layouts
+    from parasim.specs.catalog import default_cluster, get_model
+
+    cl = default_cluster("h100-sxm", 16)
+    return sum(1 for d in serve_layouts(get_model("llama-3-70b"), cl, max_gpus=16, tps=(1, 2, 4, 8), pps=(1, 2),
+                                        precisions=(("bf16", "bf16"),), pruned=Pruned(), disagg=("disagg",))
+               if "prefill_pp" in d)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ SERVE: dict[str, Rule] = {
     "eager_prefill_layer_s": OVERHEAD_S, "output_delay_s": OVERHEAD_S, "act_quant": TEXT,
     "custom_allreduce": BOOL, "cuda_graph_max_batch": I("batch"), "attention": TEXT,
     "prefill_gpus": I("replicas"), "prefill_tp": I("gpus"), "decode_gpus": I("replicas"), "decode_tp": I("gpus"),
+    "prefill_pp": I("gpus"), "decode_pp": I("gpus"),
     "max_queued": I("requests"), "autoscale_max": I("replicas"), "autoscale_target": F(0.0, 1e9),
     "autoscale_interval_s": F(0.0, 3600.0), "autoscale_startup_s": F(0.0, 3600.0, lo_open=False),
     "autoscale_down_delay_s": F(0.0, 3600.0, lo_open=False),

@@ -360,6 +360,8 @@ def serve_cmd(
     prefill_tp: Optional[int] = typer.Option(None, "--prefill-tp", help="disagg: TP of prefill instances.", rich_help_panel="Disaggregation"),
     decode_gpus: Optional[int] = typer.Option(None, "--decode-gpus", help="disagg: GPUs in the decode pool.", rich_help_panel="Disaggregation"),
     decode_tp: Optional[int] = typer.Option(None, "--decode-tp", help="disagg: TP of decode instances.", rich_help_panel="Disaggregation"),
+    prefill_pp: Optional[int] = typer.Option(None, "--prefill-pp", help="disagg: pipeline stages of prefill instances (default --pp).", rich_help_panel="Disaggregation"),
+    decode_pp: Optional[int] = typer.Option(None, "--decode-pp", help="disagg: pipeline stages of decode instances (default --pp).", rich_help_panel="Disaggregation"),
     max_queued: Optional[int] = typer.Option(None, "--max-queued", help="Admission control: shed (refuse) a request that finds this many requests queued at its engine, as a gateway returning 429, instead of queueing it; counted in the summary's `shed` (default: queue without bound).", rich_help_panel="Plan"),
     autoscale_max: Optional[int] = typer.Option(None, "--autoscale-max", help="Autoscale between --replicas and this many replicas on the requests in flight, as a Kubernetes HPA does (docs/serving.md, Autoscaling); needs --autoscale-target and --autoscale-startup-s.", rich_help_panel="Autoscaling"),
     autoscale_target: Optional[float] = typer.Option(None, "--autoscale-target", help="Requests in flight (queued or running) per replica the autoscaler aims at.", rich_help_panel="Autoscaling"),

@@ -150,12 +150,18 @@ SERVE_COLUMNS = ("rank", "GPUs", "layout", "scheduler", "weights/kv", "goodput /
                  "attain", "$/M tok", "J/tok", "requests")
 
 
+def _pp(pp: int | None) -> str:
+    """A disaggregated pool's PP in its layout cell, shown only when it pipelines."""
+    return f"pp{pp}" if pp and pp > 1 else ""
+
+
 def _serve_cells(r: dict, multi: bool = False) -> list[Any]:
     s = r["metrics"]["summary"]
     from parasim.search.plan_serve import disaggregated
 
     sched = r["scheduler"]
-    layout = (f"P{r['prefill_gpus']}/tp{r['prefill_tp']} D{r['decode_gpus']}/tp{r['decode_tp']}"
+    layout = (f"P{r['prefill_gpus']}/tp{r['prefill_tp']}{_pp(r.get('prefill_pp'))} "
+              f"D{r['decode_gpus']}/tp{r['decode_tp']}{_pp(r.get('decode_pp'))}"
               if disaggregated(r) else f"tp{r['tp']} pp{r['pp']} x{r['replicas']}")
     knobs = "/".join(str(v) for v in (r.get("token_budget"), r.get("max_batch")) if v is not None)
     return [r.get("rank") or "-", f"{r['gpus']} {r['gpu']}" if multi else r["gpus"], layout,

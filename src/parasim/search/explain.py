@@ -23,7 +23,8 @@ from parasim.search.objectives import Objective
 TRAIN_FIELDS = ("tp", "pp", "dp", "cp", "ep", "virtual_stages", "micro_batch", "global_batch", "recompute", "zero", "schedule",
                 "gpu", "gpus")
 SERVE_FIELDS = ("gpu", "tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "weights", "kv_dtype",
-                "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
+                "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp",
+                "prefill_pp", "decode_pp")
 TRAIN_METRICS = ("step_time_s", "mfu", "peak_memory_gib_per_gpu")
 SERVE_METRICS = ("ttft_p99_s", "tpot_p99_s", "slo_attainment", "output_tokens_per_s", "cost_usd_per_m_tokens",
                  "energy_j_per_token")

@@ -11,13 +11,16 @@ searched GPU can run is an input error naming the parts that can (`cost.quant`).
    model); one decode step of a single sequence (`serving.itercost`) must not already exceed the
    TPOT or ITL SLO; and a roofline bound on the layout's throughput (prefill tokens at the largest
    token budget searched, 2048, plus decode steps at the largest batch the KV cache and the default
-   scheduler hold, x pp stages x replicas) must reach the offered rate with a 25 % margin. These
+   scheduler hold, x pp stages x replicas) must reach the offered rate with a 25 % margin (for a
+   disaggregated layout, each pool on its own phase's time). These
    read the simulator's own defaults (`ServingPlan()`, `serving.simulate.plan_pools`).
 1. Screen layouts: every surviving layout with the default scheduler and knobs, on the first
-   `screen_requests` requests of the workload (same arrivals, shorter run).
+   `screen_requests` requests of the workload (same arrivals, shorter run), in waves of GPU
+   count; for goodput per GPU, a wave no plan of whose size can beat the best screened one is
+   skipped (`screen_in_waves`, `_max_goodput_rps`).
 2. Screen knobs: for the best few layouts that met the SLO on the screen, and the few smallest
    that missed it (a better scheduler or budget may rescue them), every scheduler x token budget x
-   max batch, still on the short workload.
+   max batch, still on the short workload (not the variant the screen already ran).
 3. Refine: the best `refine` screened plans (by the objective, SLO met) are re-run on the whole
    workload; if none of them meets the SLO at full size, the next `refine`, up to three rounds.
 
@@ -66,7 +69,7 @@ from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 
 PLAN_FIELDS = ("tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "weights", "kv_dtype",
-               "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
+               "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp", "prefill_pp", "decode_pp")
 THROUGHPUT_MARGIN = 1.25
 
 
@@ -181,8 +184,10 @@ def plan_gpus(d: dict) -> int:
 
 @lru_cache(maxsize=1024)
 def _pool_bounds(model: ModelSpec, acc_id: str, tp: int, pp: int, weights: str, kv: str | None,
-                 prompt_mean: float, output_mean: float, max_len: int) -> tuple[str | None, float, float]:
-    """(reason or None, single-sequence decode step s, requests/s one instance can sustain at most).
+                 prompt_mean: float, output_mean: float, max_len: int) -> tuple[str | None, float, float, float, float]:
+    """(reason or None, single-sequence decode step s, requests/s one instance can sustain at most,
+    and the least seconds an instance spends on a mean request's prefill and on its decode: a
+    prefill-only instance sustains at most pp / the first, a decode-only one pp / the second).
 
     The engine is the simulator's default one (`ServingPlan()`: its scheduler's token budget and
     batch, block size, memory share), sized by the simulator's own `plan_pools`."""
@@ -194,10 +199,10 @@ def _pool_bounds(model: ModelSpec, acc_id: str, tp: int, pp: int, weights: str, 
     cluster = cluster_for(acc_id, tp * pp)
     pool = plan_pools(model, cluster, plan)[0][0]
     if pool.kvb.blocks < 1:
-        return "memory_weights", 0.0, 0.0
+        return "memory_weights", 0.0, 0.0, 0.0, 0.0
     kv_tokens = pool.blocks * plan.block_size
     if kv_tokens < max_len:
-        return "memory_kv", 0.0, 0.0
+        return "memory_kv", 0.0, 0.0, 0.0, 0.0
     cost = IterationCost.for_plan(model, cluster, plan, tp=tp, pp=pp, weights=weights)
     ctx = prompt_mean + output_mean / 2
     one = cost.time_s(1, 0.0, 0.0, 1, ctx, 1)
@@ -205,8 +210,8 @@ def _pool_bounds(model: ModelSpec, acc_id: str, tp: int, pp: int, weights: str, 
     step = cost.time_s(b, 0.0, 0.0, b, b * ctx, b)
     chunk = max(CHUNKED_BUDGETS)  # prefill at the largest token budget the search tries
     prefill_per_token = cost.time_s(chunk, chunk * (chunk + 1) / 2, 0.0, 0, 0.0, 1) / chunk
-    per_request = prompt_mean * prefill_per_token + output_mean * step / b
-    return None, one, pp / per_request
+    prefill_s, decode_s = prompt_mean * prefill_per_token, output_mean * step / b
+    return None, one, pp / (prefill_s + decode_s), prefill_s, decode_s
 
 
 def precision_support(accs: list, pairs: tuple) -> dict[str, dict[str, str]]:
@@ -233,22 +238,38 @@ def analytic_prune(model: ModelSpec, d: dict, wl_stats: dict, step_slo_s: float 
     tightest SLO on a decode step (TPOT or ITL; None: no floor to check)."""
     args = (wl_stats["prompt_mean"], wl_stats["output_mean"], wl_stats["max_len"])
     if disaggregated(d):
-        pools = [(d["prefill_tp"], d["prefill_gpus"] // d["prefill_tp"], "prefill"),
-                 (d["decode_tp"], d["decode_gpus"] // d["decode_tp"], "decode")]
+        ppp, dpp = d.get("prefill_pp") or d["pp"], d.get("decode_pp") or d["pp"]
+        pools = [(d["prefill_tp"], ppp, d["prefill_gpus"] // (d["prefill_tp"] * ppp), "prefill"),
+                 (d["decode_tp"], dpp, d["decode_gpus"] // (d["decode_tp"] * dpp), "decode")]
     else:
-        pools = [(d["tp"], d["replicas"], "mixed")]
-    for tp, n, role in pools:
-        reason, one, rate = _pool_bounds(model, d["gpu"], tp, d["pp"], d["weights"], d["kv_dtype"], *args)
+        pools = [(d["tp"], d["pp"], d["replicas"], "mixed")]
+    for tp, pp, n, role in pools:
+        if role != "mixed" and pp > 1 and not _needs_pp(model, d, tp, args):
+            pruned.drop("phase_pp_unneeded")
+            return False
+        reason, one, _, prefill_s, decode_s = _pool_bounds(model, d["gpu"], tp, pp, d["weights"], d["kv_dtype"], *args)
         if reason:
             pruned.drop(reason)
             return False
         if role != "prefill" and step_slo_s is not None and one > step_slo_s:
             pruned.drop("tpot_floor")
             return False
-        if role == "mixed" and n * rate * THROUGHPUT_MARGIN < wl_stats["rate"] * wl_stats["attainment"]:
+        # a disaggregated pool does only its phase: the bound counts that phase's time alone
+        busy_s = {"mixed": prefill_s + decode_s, "prefill": prefill_s, "decode": decode_s}[role]
+        if n * pp / busy_s * THROUGHPUT_MARGIN < wl_stats["rate"] * wl_stats["attainment"]:
             pruned.drop("throughput_bound")
             return False
     return True
+
+
+def _needs_pp(model: ModelSpec, d: dict, tp: int, args: tuple) -> bool:
+    """Whether a disaggregated pool's instance of `tp` GPUs may pipeline: only where TP already fills
+    the scale-up domain or one stage cannot hold the weights and the longest request's KV. PP
+    inside a node adds hand-offs and bubbles a wider TP avoids (Megatron-LM's rule: TP within a
+    node, PP across), so the planner spends no simulations on it there."""
+    if tp >= cluster_for(d["gpu"], tp).domain:
+        return True
+    return _pool_bounds(model, d["gpu"], tp, 1, d["weights"], d["kv_dtype"], *args)[0] is not None
 
 
 def kv_holds_workload(model: ModelSpec, item: dict, wl) -> tuple[bool, str]:
@@ -422,7 +443,7 @@ class _Stages:
 def _family(d: dict) -> tuple:
     """Layouts that differ only in how many instances they run."""
     return (d["gpu"], d["scheduler"], d["tp"], d["pp"], d["weights"], d["kv_dtype"], d.get("prefill_tp"),
-            d.get("decode_tp"))
+            d.get("decode_tp"), d.get("prefill_pp"), d.get("decode_pp"))
 
 
 def _size(d: dict) -> tuple[int, int]:
@@ -431,17 +452,26 @@ def _size(d: dict) -> tuple[int, int]:
     return d["replicas"], 0
 
 
-def screen_in_waves(items: list[dict], stages: _Stages, absorb, screened: dict, pruned: Pruned) -> list[dict]:
+def screen_in_waves(items: list[dict], stages: _Stages, absorb, screened: dict, pruned: Pruned,
+                    max_rps: float | None = None, skipped: list | None = None) -> list[dict]:
     """Screen layouts in waves of increasing GPU count; a layout is skipped (`dominated_replicas`)
     once a layout of its family with no more instances in every pool met the SLO: for every
     objective but latency, more instances of a plan that already meets the SLO only add GPUs.
-    Returns the items actually evaluated."""
+    With `max_rps` (the goodput-per-GPU objective: the most requests/s any plan can complete), a
+    wave of g GPUs is skipped (`goodput_bound`) once a plan that met the SLO has more goodput per
+    GPU than max_rps / g, which no plan of g GPUs can reach. Returns the items actually evaluated."""
     met: dict[tuple, list[tuple[int, int]]] = {}
     done: list[dict] = []
+    best = 0.0
     for g in sorted({plan_gpus(i) for i in items}):
         wave = []
         for it in (i for i in items if plan_gpus(i) == g):
             sz = _size(it)
+            if max_rps is not None and best > max_rps / g:
+                pruned.drop("goodput_bound")
+                if skipped is not None:
+                    skipped.append(it)
+                continue
             if any(a <= sz[0] and b <= sz[1] for a, b in met.get(_family(it), [])):
                 pruned.drop("dominated_replicas")
                 continue
@@ -451,6 +481,7 @@ def screen_in_waves(items: list[dict], stages: _Stages, absorb, screened: dict, 
             row = screened.get(plan_key(it))
             if row is not None and row["meets_slo"]:
                 met.setdefault(_family(it), []).append(_size(it))
+                best = max(best, row["goodput_per_gpu"])
         done += wave
     return done
 
@@ -484,6 +515,8 @@ class _Run:
     offered: float | None = None
     context: dict = field(default_factory=dict)
     stages: _Stages | None = None
+    bound_skipped: list[dict] = field(default_factory=list)  # layouts the goodput bound skipped
+    full_max_rps: float = float("inf")  # no plan's goodput on the full workload exceeds this
 
     def absorb(self, items: list[dict], results: list, fidelity: str, store: dict) -> None:
         for it, res in self.pruned.successes(items, results, self.errors):
@@ -547,7 +580,55 @@ def _screen_layouts(run: _Run, layouts: list[dict], screened: dict) -> list[dict
     if run.objective.name == "latency":
         run.absorb(items, run.stages.run(items), "screen", screened)
         return items
-    return screen_in_waves(items, run.stages, run.absorb, screened, run.pruned)
+    max_rps = None
+    if run.objective.name == "goodput-per-gpu" and items:
+        step = min(_min_step_s(run.model, i["gpu"], *lay, i["weights"], i["kv_dtype"]) for i in items
+                   for lay in _decoding_layouts(i))
+        # the screen compares screened goodputs, so the screen's bound; the winner is checked
+        # against the full workload's bound afterwards (goodput_bound_check)
+        screen_rps = _max_goodput_rps(run.wl.head(run.screen_n), step)
+        max_rps = screen_rps if np.isfinite(screen_rps) else None
+        run.full_max_rps = _max_goodput_rps(run.wl, step)
+    return screen_in_waves(items, run.stages, run.absorb, screened, run.pruned, max_rps, run.bound_skipped)
+
+
+def goodput_bound_check(run: _Run, full_ok: list[dict]) -> dict | None:
+    """Whether the winner at full size still beats every layout the screen's goodput bound skipped
+    (none of them can exceed the full workload's bound / its GPUs); None when nothing was skipped."""
+    if not run.bound_skipped:
+        return None
+    g = min(plan_gpus(i) for i in run.bound_skipped)
+    ceiling = run.full_max_rps / g
+    return {"skipped": len(run.bound_skipped), "fewest_gpus": g, "ceiling_per_gpu": ceiling,
+            "winner_above": bool(full_ok) and full_ok[0]["goodput_per_gpu"] > ceiling}
+
+
+def _decoding_layouts(d: dict) -> list[tuple[int, int]]:
+    """(tp, pp) of the instances that decode: the decode pool's, or the replicas'."""
+    if disaggregated(d):
+        return [(d["decode_tp"], d.get("decode_pp") or d["pp"])]
+    return [(d["tp"], d["pp"])]
+
+
+@lru_cache(maxsize=256)
+def _min_step_s(model: ModelSpec, acc_id: str, tp: int, pp: int, weights: str, kv: str | None) -> float:
+    """The shortest decode iteration of a layout: one sequence with one token of context (an
+    iteration's time grows with every aggregate of its batch)."""
+    from parasim.serving.plan import ServingPlan
+    from parasim.serving.simulate import iteration_cost
+
+    plan = ServingPlan(tp=tp, pp=pp, weights=weights, kv_dtype=kv)
+    return iteration_cost(model, cluster_for(acc_id, tp * pp), plan, tp=tp, pp=pp).time_s(1, 0.0, 0.0, 1, 1.0, 1)
+
+
+def _max_goodput_rps(wl: Workload, step_s: float) -> float:
+    """The most requests per second of makespan any plan completes on `wl`: every request, over
+    the least makespan, which ends no earlier than any request's arrival plus its output tokens
+    after the first, each one decode iteration of at least `step_s` (the goodput's makespan runs
+    from the first arrival to the last token). Infinite when the bound has no span."""
+    end = float(np.max(wl.arrival_s + np.maximum(wl.output_tokens - 1, 0) * step_s))
+    span = end - float(wl.arrival_s[0])
+    return len(wl) / span if span > 0 else float("inf")
 
 
 def _screen_knobs(run: _Run, items1: list[dict], screened: dict) -> list[dict]:
@@ -560,17 +641,32 @@ def _screen_knobs(run: _Run, items1: list[dict], screened: dict) -> list[dict]:
                                  tuple(str(x) for x in plan_key(r))))[:run.req.knob_layouts]
     items2 = []
     seen = set(screened)
+    ran = {_effective_key(run.model, r) for r in screened.values()}
     for r in good + near:
-        lay = {k: r[k] for k in ("gpu", "tp", "pp", "replicas", "weights", "kv_dtype", "scheduler", "prefill_gpus",
-                                 "prefill_tp", "decode_gpus", "decode_tp")}
+        lay = {k: r.get(k) for k in ("gpu", "tp", "pp", "replicas", "weights", "kv_dtype", "scheduler", "prefill_gpus",
+                                     "prefill_tp", "decode_gpus", "decode_tp", "prefill_pp", "decode_pp")}
         for v in knob_variants(lay, run.req):
             v["requests"] = run.screen_n
-            if plan_key(v) not in seen:
-                seen.add(plan_key(v))
-                items2.append(v)
+            if plan_key(v) in seen:
+                continue
+            seen.add(plan_key(v))
+            if _effective_key(run.model, v) in ran:  # the defaults written out: the same run again
+                run.pruned.drop("same_as_screened")
+                continue
+            items2.append(v)
     items2 = kv_prune(run.model, items2, run.wl, run.pruned, run.errors)
     run.absorb(items2, run.stages.run(items2), "screen", screened)
     return items2
+
+
+def _effective_key(model: ModelSpec, d: dict) -> tuple:
+    """`plan_key` with the token budget and max batch the engine runs (`serving.simulate.budget_and_batch`):
+    a knob variant that spells out its scheduler's defaults simulates exactly what the screen ran."""
+    from parasim.serving.simulate import budget_and_batch
+
+    cls = SCHEDULERS.get(d["scheduler"])
+    budget, batch = budget_and_batch(cls, d.get("token_budget"), d.get("max_batch"), model)
+    return plan_key({**d, "token_budget": budget, "max_batch": batch}) + (d["requests"],)
 
 
 def _refine(run: _Run, screened: dict) -> dict[tuple, dict]:
@@ -581,7 +677,7 @@ def _refine(run: _Run, screened: dict) -> dict[tuple, dict]:
     full: dict[tuple, dict] = {}
     refine = run.req.refine
     for start in range(0, min(len(candidates), 3 * refine), refine):
-        batch = [{**{k: r[k] for k in ("gpu", *PLAN_FIELDS)}, "requests": run.full_n}
+        batch = [{**{k: r.get(k) for k in ("gpu", *PLAN_FIELDS)}, "requests": run.full_n}
                  for r in candidates[start:start + refine]]
         run.absorb(batch, run.stages.run(batch), "full", full)
         if sum(r["meets_slo"] for r in full.values()) >= 2 or run.stages.interrupted:  # a winner and a runner-up
@@ -664,6 +760,7 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
         "baseline": baseline,
         "stages": {"screen_requests": run.screen_n, "full_requests": run.full_n, "layouts": len(items1),
                    "knob_variants": len(items2), "refined": len(full),
+                   "goodput_bound": goodput_bound_check(run, full_ok),
                    "simulated": dict(zip(("screen", "knobs", "refine"), ran))},
         "pareto": pareto_summary(ranked, run.pareto_objs, run.options),
         "interrupted": interrupted,

@@ -279,8 +279,9 @@ def serve_layouts(model: ModelSpec, cluster: ClusterSpec, *, max_gpus: int, tps:
     """(tp, pp, replicas, weights, kv) layouts within the GPU budget, plus disaggregated splits.
 
     TP stays inside the scale-up domain and must divide the heads; PP must not exceed the layers.
-    Disaggregated layouts: a prefill pool of prefill_tp-GPU instances and a decode pool of
-    decode_tp-GPU instances (pp = 1), every split of the budget, for each scheduler in `disagg`.
+    Disaggregated layouts: a prefill pool of prefill_tp x prefill_pp-GPU instances and a decode pool
+    of decode_tp x decode_pp-GPU instances (each phase's TP and PP chosen independently, as
+    DistServe does), every split of the budget, for each scheduler in `disagg`.
     """
     gpu = cluster.accelerator.id
     for tp in tps:
@@ -295,12 +296,15 @@ def serve_layouts(model: ModelSpec, cluster: ClusterSpec, *, max_gpus: int, tps:
             for w, kv in precisions:
                 for r in range(1, n_rep + 1):
                     yield {"gpu": gpu, "tp": tp, "pp": pp, "replicas": r, "weights": w, "kv_dtype": kv}
-    for sched, ptp, dtp in product(disagg, tps, tps):
+    for sched, ptp, dtp, ppp, dpp in product(disagg, tps, tps, pps, pps):
         if ptp > cluster.domain or dtp > cluster.domain or not (_tp_ok(model, ptp) and _tp_ok(model, dtp)):
             continue
-        for pg in range(ptp, max_gpus, ptp):
-            for dg in range(dtp, max_gpus - pg + 1, dtp):
+        if max(ppp, dpp) > model.layers:
+            continue
+        pw, dw = ptp * ppp, dtp * dpp  # GPUs of one prefill / decode instance
+        for pg in range(pw, max_gpus, pw):
+            for dg in range(dw, max_gpus - pg + 1, dw):
                 for w, kv in precisions:
                     yield {"gpu": gpu, "tp": ptp, "pp": 1, "replicas": 1, "weights": w, "kv_dtype": kv,
                            "scheduler": sched, "prefill_gpus": pg, "prefill_tp": ptp, "decode_gpus": dg,
-                           "decode_tp": dtp}
+                           "decode_tp": dtp, "prefill_pp": ppp, "decode_pp": dpp}

@@ -85,12 +85,19 @@ class IterationCost:
                  pp: int | None = None, weights: str | None = None) -> IterationCost:
         """The iteration cost of `plan`'s engine (tp / pp / weights override the plan's, e.g. for one
         pool of a disaggregated plan or a planner candidate)."""
+        return cls(model, cluster, **cls.plan_args(model, plan, tp=tp, pp=pp, weights=weights))
+
+    @staticmethod
+    def plan_args(model: ModelSpec, plan: ServingPlan, *, tp: int | None = None, pp: int | None = None,
+                  weights: str | None = None) -> dict:
+        """Every plan-derived argument of the constructor: what `for_plan` passes, and so the whole
+        key under which two plans' costs are the same object (`serving.simulate.iteration_cost`)."""
         plan = plan.resolved(model)
-        return cls(model, cluster, tp=tp or plan.tp, pp=pp or plan.pp, weights=weights or plan.weights,
-                   kv_dtype=plan.kv, act_dtype=plan.act_dtype, overhead_s=plan.overhead_s,
-                   eager_prefill_layer_s=plan.eager_prefill_layer_s or 0.0, act_quant=plan.act_quant,
-                   custom_allreduce=plan.custom_allreduce, cuda_graph_max_batch=plan.cuda_graph_max_batch,
-                   ep=plan.ep, attention=plan.attention)
+        return dict(tp=tp or plan.tp, pp=pp or plan.pp, weights=weights or plan.weights,
+                    kv_dtype=plan.kv, act_dtype=plan.act_dtype, overhead_s=plan.overhead_s,
+                    eager_prefill_layer_s=plan.eager_prefill_layer_s or 0.0, act_quant=plan.act_quant,
+                    custom_allreduce=plan.custom_allreduce, cuda_graph_max_batch=plan.cuda_graph_max_batch,
+                    ep=plan.ep, attention=plan.attention)
 
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to

@@ -37,7 +37,9 @@ ACT_QUANT_INPUTS_PER_LAYER = 4
 
 
 #: plan fields that only the disaggregated scheduler reads
-DISAGG_FIELDS = ("prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp")
+DISAGG_FIELDS = ("prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp", "prefill_pp", "decode_pp")
+#: per-phase PP fields: left out of `to_mapping` when unset, so plans without them map as before
+_PHASE_PP = ("prefill_pp", "decode_pp")
 KV_RESERVATION = ("incremental", "full")
 #: prefill attention kernels: the catalog's best fused kernel (`efficiency.attention`: FA3 on Hopper)
 #: or a FlashAttention-2-generation one (`efficiency.attention_fa2_ratio` of its rate)
@@ -48,7 +50,7 @@ SERVING_ATTENTION = ("flash", "flash2")
 _FIELD_KINDS = {
     **dict.fromkeys(("tp", "pp", "replicas", "block_size", "ep"), "count"),
     **dict.fromkeys(("token_budget", "max_batch", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp",
-                     "cuda_graph_max_batch", "max_queued"), "count?"),
+                     "cuda_graph_max_batch", "max_queued", "prefill_pp", "decode_pp"), "count?"),
     **dict.fromkeys(("scheduler", "router", "kv_reservation", "act_quant", "attention"), "text"),
     **dict.fromkeys(("weights", "kv_dtype"), "text?"),
     "custom_allreduce": "bool", "prefix_cache": "bool?", "gpu_memory_utilization": "share",
@@ -126,6 +128,8 @@ class ServingPlan:
     prefill_tp: int | None = None  # disagg: TP inside the prefill pool (None = tp)
     decode_gpus: int | None = None  # disagg: GPUs of the decode pool (None = the rest)
     decode_tp: int | None = None  # disagg: TP inside the decode pool (None = tp)
+    prefill_pp: int | None = None  # disagg: PP stages of a prefill instance (None = pp)
+    decode_pp: int | None = None  # disagg: PP stages of a decode instance (None = pp)
     # admission control: a request that finds this many requests queued (not yet running) at its
     # engine is shed (refused, as a gateway's 429) instead of queued; None = queue without bound
     max_queued: int | None = None
@@ -317,10 +321,20 @@ class ServingPlan:
         if cluster_gpus is not None and pg + dg > cluster_gpus:
             raise InputError("prefill_gpus", f"disagg split prefill_gpus={pg} + decode_gpus={dg} exceeds the "
                                              f"cluster's {cluster_gpus} GPUs")
-        for name, g, t in (("prefill", pg, self.prefill_tp or self.tp), ("decode", dg, self.decode_tp or self.tp)):
-            if g % (t * self.pp):
-                raise InputError(f"{name}_gpus", f"{name}_gpus={g} is not a multiple of {name}_tp*pp={t * self.pp}")
+        for name, g, t, pp in (("prefill", pg, *self.phase_layout("prefill")),
+                               ("decode", dg, *self.phase_layout("decode"))):
+            if g % (t * pp):
+                raise InputError(f"{name}_gpus", f"{name}_gpus={g} is not a multiple of {name}_tp*{name}_pp="
+                                                 f"{t}*{pp}={t * pp}")
         return pg, dg
+
+    def phase_layout(self, role: str) -> tuple[int, int]:
+        """(TP, PP) of one disaggregated pool's instances: its own, else the plan's."""
+        if role == "prefill":
+            return self.prefill_tp or self.tp, self.prefill_pp or self.pp
+        if role == "decode":
+            return self.decode_tp or self.tp, self.decode_pp or self.pp
+        return self.tp, self.pp
 
     def with_(self, **changes: Any) -> ServingPlan:
         return replace(self, **changes)
@@ -344,4 +358,8 @@ class ServingPlan:
             raise InputError(where or "plan", str(e)) from None
 
     def to_mapping(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for k in _PHASE_PP:
+            if d[k] is None:
+                del d[k]
+        return d

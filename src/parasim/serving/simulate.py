@@ -70,9 +70,10 @@ class ServingResult:
         return d
 
 
-def _budget_and_batch(cls, plan: ServingPlan, model: ModelSpec) -> tuple[int, int]:
-    budget = plan.token_budget or cls.default_budget or max(model.max_seq_len, 2048)
-    max_batch = plan.max_batch or cls.default_max_batch
+def budget_and_batch(cls, token_budget: int | None, max_batch: int | None, model: ModelSpec) -> tuple[int, int]:
+    """(token budget, max batch) an engine runs: the plan's, else the scheduler's defaults."""
+    budget = token_budget or cls.default_budget or max(model.max_seq_len, 2048)
+    max_batch = max_batch or cls.default_max_batch
     return int(budget), int(max_batch)
 
 
@@ -82,6 +83,7 @@ class Pool:
 
     role: str
     tp: int
+    pp: int
     replicas: int
     token_budget: int
     max_batch: int
@@ -110,29 +112,31 @@ def plan_pools(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan) -> tup
     """The plan's pools and the GPUs it occupies; raises InputError for a plan the cluster cannot hold."""
     plan = plan.resolved(model)
     cls = SCHEDULERS.get(plan.scheduler)
-    budget, max_batch = _budget_and_batch(cls, plan, model)
-    if plan.pp > model.layers:
-        raise InputError("pp", f"pp={plan.pp} exceeds {model.name}'s {model.layers} layers (a stage needs one)")
+    budget, max_batch = budget_and_batch(cls, plan.token_budget, plan.max_batch, model)
+    for name in ("pp", "prefill_pp", "decode_pp"):
+        v = getattr(plan, name)
+        if v is not None and v > model.layers:
+            raise InputError(name, f"{name}={v} exceeds {model.name}'s {model.layers} layers (a stage needs one)")
 
-    def pool(role: str, tp: int, replicas: int, reserve_full: bool) -> Pool:
+    def pool(role: str, tp: int, pp: int, replicas: int, reserve_full: bool) -> Pool:
         extra_w, extra_kv = spec_memory(model, plan, tp=tp) if plan.spec_method else (0.0, 0.0)
-        kvb = kv_budget(model, cluster.accelerator, tp=tp, pp=plan.pp, weights=plan.weights, kv_dtype=plan.kv,
+        kvb = kv_budget(model, cluster.accelerator, tp=tp, pp=pp, weights=plan.weights, kv_dtype=plan.kv,
                         block_size=plan.block_size, gpu_memory_utilization=plan.gpu_memory_utilization,
                         max_tokens=min(budget, 1 << 16), max_batch=max_batch, act_bytes=dtype_bytes(plan.act_dtype),
                         ep=plan.ep, extra_weight_bytes=extra_w, extra_kv_bytes_per_token=extra_kv)
-        return Pool(role=role, tp=tp, replicas=replicas, token_budget=budget, max_batch=max_batch,
-                    reserve_full=reserve_full, kvb=kvb, blocks=kvb.blocks // plan.pp)
+        return Pool(role=role, tp=tp, pp=pp, replicas=replicas, token_budget=budget, max_batch=max_batch,
+                    reserve_full=reserve_full, kvb=kvb, blocks=kvb.blocks // pp)
 
     if plan.is_disagg:
         pg, dg = plan.disagg_split(cluster.gpus)
-        ptp, dtp = plan.prefill_tp or plan.tp, plan.decode_tp or plan.tp
-        return [pool("prefill", ptp, pg // (ptp * plan.pp), False),
-                pool("decode", dtp, dg // (dtp * plan.pp), True)], pg + dg
+        (ptp, ppp), (dtp, dpp) = plan.phase_layout("prefill"), plan.phase_layout("decode")
+        return [pool("prefill", ptp, ppp, pg // (ptp * ppp), False),
+                pool("decode", dtp, dpp, dg // (dtp * dpp), True)], pg + dg
     gpus = plan.gpus()
     if gpus > cluster.gpus:
         raise InputError("replicas", f"tp*pp*replicas = {plan.tp}*{plan.pp}*{plan.replicas} = {gpus} exceeds the "
                                      f"cluster's {cluster.gpus} GPUs")
-    return [pool("mixed", plan.tp, max(plan.replicas, plan.autoscale_max or 0), plan.kv_reservation == "full")], gpus
+    return [pool("mixed", plan.tp, plan.pp, max(plan.replicas, plan.autoscale_max or 0), plan.kv_reservation == "full")], gpus
 
 
 def kv_fit(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_requests: Any) -> KVFit:
@@ -159,7 +163,7 @@ def kv_fit(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_r
                                   "largest_request_tokens": int((P + O).max()),
                                   "largest_request_kv_tokens": int(need.max())}
         label = "" if p.role == "mixed" else f" ({p.role} pool)"
-        where = (f"{model.name} on {cluster.accelerator.id} with tp={p.tp}, pp={plan.pp}, weights={plan.weights}, "
+        where = (f"{model.name} on {cluster.accelerator.id} with tp={p.tp}, pp={p.pp}, weights={plan.weights}, "
                  f"kv={plan.kv}{label}")
         if p.blocks < 1 and reason is None:
             reason = "kv_cannot_hold_request"
@@ -168,7 +172,7 @@ def kv_fit(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_r
             message = (f"{where}: no room for a KV cache: weights {fmt_gib(k.weights)} + "
                        f"activations {fmt_gib(k.activations)} + runtime {fmt_gib(k.reserved)} of "
                        f"{fmt_gib(k.usable)} usable per GPU ({left}; one {B}-token block per engine needs "
-                       f"{k.kv_bytes_per_token * B * plan.pp / 1e6:.1f} MB)")
+                       f"{k.kv_bytes_per_token * B * p.pp / 1e6:.1f} MB)")
         elif p.blocks >= 1:
             first = p.token_budget if (cls.chunked and p.role == "mixed") else None
             mask = unservable(P, O, capacity_blocks=p.blocks, block=B, role=p.role, reserve_full=p.reserve_full,
@@ -195,6 +199,24 @@ def kv_fit(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_r
     return KVFit(pools=pools, gpus=gpus, unservable=bad, reason=reason, message=message, kv=kv)
 
 
+#: IterationCost objects kept between runs (a search simulates the same engine many times): its
+#: per-token-count caches are pure functions of these inputs, so sharing them changes no result
+_COSTS: dict[tuple, IterationCost] = {}
+_COSTS_KEPT = 64
+
+
+def iteration_cost(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, *, tp: int, pp: int) -> IterationCost:
+    """`IterationCost.for_plan`, shared by runs with the same model, cluster and engine fields."""
+    args = IterationCost.plan_args(model, plan, tp=tp, pp=pp)
+    key = (model, repr(cluster), tuple(sorted(args.items())))
+    cost = _COSTS.get(key)
+    if cost is None:
+        if len(_COSTS) >= _COSTS_KEPT:
+            del _COSTS[next(iter(_COSTS))]
+        cost = _COSTS[key] = IterationCost(model, cluster, **args)
+    return cost
+
+
 def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Pool, st: ReqState,
                first_idx: int) -> list[list[Instance]]:
     cls = SCHEDULERS.get(plan.scheduler)
@@ -203,12 +225,12 @@ def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Poo
         sched = cls(cost.engine_budget(p.token_budget), p.max_batch)
     else:
         cost = (overlap_cost(model, cluster, plan, tp=p.tp) if plan.overlap != "none"
-                else IterationCost.for_plan(model, cluster, plan, tp=p.tp))
+                else iteration_cost(model, cluster, plan, tp=p.tp, pp=p.pp))
         sched = cls(p.token_budget, p.max_batch)
     groups, idx = [], first_idx
     for r in range(p.replicas):
         g = []
-        for _ in range(plan.pp):
+        for _ in range(p.pp):
             g.append(Instance(idx, replica=r, role=p.role, cost=cost,
                               kv=KVPool(p.blocks, plan.block_size, plan.prefix_cache),
                               scheduler=sched, st=st, reserve_full=p.reserve_full, gpus=p.tp))

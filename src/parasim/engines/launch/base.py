@@ -114,7 +114,7 @@ class LaunchContext:
         """Every engine process, packed onto GPUs in pool order (prefill before decode)."""
         out, gpu, port = [], 0, base_port
         for p in self.pools:
-            per = p.tp * self.plan.pp
+            per = p.tp * p.pp
             for _ in range(p.replicas):
                 out.append(Instance(p.role, p, tuple(range(gpu, gpu + per)), port, self.gpus_per_node))
                 gpu, port = gpu + per, port + 1
@@ -123,7 +123,7 @@ class LaunchContext:
     def whole_pool(self, base_port: int) -> Instance:
         """A colocated plan's replicas as one engine process (the engine's own data parallelism)."""
         pool = self.pools[0]
-        return Instance(pool.role, pool, tuple(range(pool.tp * self.plan.pp * pool.replicas)), base_port,
+        return Instance(pool.role, pool, tuple(range(pool.tp * pool.pp * pool.replicas)), base_port,
                         self.gpus_per_node)
 
     def notes(self, engine: str, *, offline_fp8: bool = False) -> list[str]:

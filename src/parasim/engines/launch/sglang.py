@@ -43,7 +43,7 @@ class SGLangLauncher(Launcher):
         mixed = p.scheduler in ("sarathi", "splitfuse")
         args = [
             ("--tp-size", pool.tp),
-            ("--pp-size", p.pp if p.pp > 1 else None),
+            ("--pp-size", pool.pp if pool.pp > 1 else None),
             ("--dp-size", dp if dp > 1 else None),
             ("--enable-dp-attention", p.ep > 1),
             ("--ep-size", p.ep if p.ep > 1 else None),

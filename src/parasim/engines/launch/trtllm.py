@@ -101,7 +101,7 @@ class TRTLLMLauncher(Launcher):
         args = [
             ("--backend", "pytorch"),
             ("--tp_size", tp or pool.tp),
-            ("--pp_size", p.pp if p.pp > 1 else None),
+            ("--pp_size", pool.pp if pool.pp > 1 else None),
             ("--ep_size", ep),
             ("--max_batch_size", pool.max_batch),
             ("--max_num_tokens", pool.token_budget),

@@ -55,7 +55,7 @@ class VLLMLauncher(Launcher):
             env.append("VLLM_FLASH_ATTN_VERSION=2")
         args = [
             ("--tensor-parallel-size", pool.tp),
-            ("--pipeline-parallel-size", p.pp if p.pp > 1 else None),
+            ("--pipeline-parallel-size", pool.pp if pool.pp > 1 else None),
             ("--data-parallel-size", dp if dp > 1 else None),
             ("--enable-expert-parallel", p.ep > 1),
             ("--max-num-seqs", pool.max_batch),
