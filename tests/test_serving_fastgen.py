@@ -28,7 +28,7 @@ from parasim.specs.cluster import ClusterSpec
 MODEL, GPU, TP = get_model("llama-2-70b"), get_accelerator("a100-sxm-80gb"), 4
 CLUSTER = ClusterSpec(accelerator=GPU, gpus=TP)
 PROMPT_MEAN, OUTPUT_MEAN, VAR = 2600, 60, 0.3  # the blog's Figure 4 workload
-SLA_PROMPT_TOKENS_PER_S, SLA_GEN_TOKENS_PER_S = 512, 4
+SLA_PROMPT_TOKENS_PER_S, SLA_GEN_TOKENS_PER_S, EMA_SPAN = 512, 4, 16  # the benchmark's SLA (DeepSpeedExamples)
 FASTGEN, VLLM = "deepspeed-mii==0.1.0", "vllm==0.2.1"
 
 
@@ -53,18 +53,44 @@ def _plan(engine: str, workload) -> ServingPlan:
     return ServingPlan(tp=TP, **fields)
 
 
-def _run(engine: str, workload, clients: int):
-    return simulate(MODEL, CLUSTER, _plan(engine, workload), workload, max_concurrency=clients)
+def _run(engine: str, workload, clients: int, record: bool = False):
+    return simulate(MODEL, CLUSTER, _plan(engine, workload), workload, max_concurrency=clients, record=record)
 
 
-def _effective(res) -> float:
-    """Requests/s meeting the blog's SLA: first token within |prompt| / 512 s and a mean generation
-    rate of at least 4 tokens/s (the last point of its cumulative criterion)."""
+def _token_times(res) -> list[np.ndarray]:
+    """Each request's token times, rebuilt from the iteration record of the one engine: its first
+    token, then one at the end of every iteration that stepped the decoders, up to its finish
+    (checked: as many as it generated)."""
+    inst = res.recording.instances[0]
+    ends = np.sort(inst.ends["t_s"][inst.starts["decode_requests"] > 0])
+    r, out = res.requests, []
+    for first, fin, n in zip(r["first_token_s"], r["finish_s"], r["output_tokens"]):
+        times = np.concatenate([[first], ends[np.searchsorted(ends, first, "right"):np.searchsorted(ends, fin, "right")]])
+        assert len(times) == n
+        out.append(times)
+    return out
+
+
+def _ema_below(gaps: np.ndarray, limit_s: float, span: int = EMA_SPAN) -> bool:
+    """The benchmark's generation SLA: the exponential moving average of the inter-token gaps
+    (pandas ewm(span).mean(), adjust=True) stays below `limit_s` at every token."""
+    a, num, den = 2.0 / (span + 1), 0.0, 0.0
+    for g in gaps:
+        num, den = g + (1 - a) * num, 1 + (1 - a) * den
+        if num / den >= limit_s:
+            return False
+    return True
+
+
+def _effective(res) -> tuple[float, float]:
+    """(requests/s meeting the blog's SLA, the share meeting it): first token within |prompt| / 512 s
+    of sending, and the EMA of the token gaps under 1/4 s throughout (plot_effective_throughput.py)."""
     r = res.requests
-    ok = (r["completed"] & (r["ttft_s"] <= r["prompt_tokens"] / SLA_PROMPT_TOKENS_PER_S)
-          & ((r["output_tokens"] < 2) | (r["tpot_s"] <= 1.0 / SLA_GEN_TOKENS_PER_S)))
+    ok = [bool(c and ttft <= p / SLA_PROMPT_TOKENS_PER_S and _ema_below(np.diff(t), 1.0 / SLA_GEN_TOKENS_PER_S))
+          for c, ttft, p, t in zip(r["completed"], r["ttft_s"], r["prompt_tokens"], _token_times(res))]
     span = float(np.max(r["finish_s"]) - np.min(r["arrival_s"]))
-    return float(ok.sum()) / span
+    share = sum(ok) / len(ok)
+    return len(ok) / span * share, share
 
 
 def test_fastgen_profile_reads_deepspeed_defaults(workload):
@@ -112,14 +138,17 @@ def test_generation_stalls_behind_prompts_in_vllm_not_in_fastgen(workload):
 
 
 def test_effective_throughput_fastgen_ahead_of_vllm_021(workload):
-    """The blog: FastGen 1.42 vs vLLM 0.63 queries/s at the peak over client counts (2.3x). Here both
-    engines do the same GEMM work per token, so the raw rates stay within ~15 % and FastGen's edge is
-    only the SLA share vLLM loses to prefill stalls: ahead, by far less than 2.3x (docs/serving.md)."""
-    clients = (8, 16, 20, 24)
-    fg = max(_effective(_run(FASTGEN, workload, c)) for c in clients)
-    vl = max(_effective(_run(VLLM, workload, c)) for c in clients)
-    assert fg > vl
-    assert fg / vl < 1.5
+    """The blog: FastGen 1.42 vs vLLM 0.63 queries/s at the peaks over client counts (2.3x), with ~28 %
+    of vLLM's requests missing the 4 tokens/s SLA there and under 1 % of FastGen's. Both engines run
+    the same GEMMs per token, so raw rates stay within ~15 % and FastGen's edge is the share of
+    requests vLLM's prefill stalls push over the EMA bound: clearly ahead, not past the blog's
+    figure (parasim: 1.7x; docs/serving.md)."""
+    clients = (4, 8, 12, 16, 20)
+    fg = max((_effective(_run(FASTGEN, workload, c, record=True)) for c in clients), key=lambda e: e[0])
+    vl = max((_effective(_run(VLLM, workload, c, record=True)) for c in clients), key=lambda e: e[0])
+    assert 1.3 < fg[0] / vl[0] <= 2.3
+    assert fg[1] > 0.95  # FastGen's requests meet the SLA at its peak
+    assert 0.1 < 1 - vl[1] < 0.5  # a sizeable share of vLLM's do not at its own
 
 
 def test_cli_takes_the_fastgen_engine():
