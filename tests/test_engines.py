@@ -18,11 +18,12 @@ SERVE = ["serve", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--rate", "4", "
 
 
 def test_registry_lists_each_engine():
-    assert named_engines() == ("tensorrt-llm", "vllm", "sglang", "tgi", "lmdeploy")
+    assert named_engines() == ("tensorrt-llm", "vllm", "sglang", "tgi", "lmdeploy", "deepspeed-mii")
     assert set(ENGINES.names()) == {*named_engines(), "default"}
     for name in named_engines():
         assert ENGINES.get(name).name == name
-    assert profile_for("DeepSpeed-MII fastgen").name == "default"
+    assert profile_for("DeepSpeed-MII fastgen").name == "deepspeed-mii"
+    assert profile_for("mlc-llm 0.1").name == "default"
     assert profile_for("TensorRT-LLM 0.13 (trtllm-bench)").name == "tensorrt-llm"
 
 

@@ -631,7 +631,7 @@ def test_sglang_flags_stated_in_the_source_win(tmp_path):
     assert any("mem_fraction_static 0.7 " in c for c in choices)
 
 
-@pytest.mark.parametrize("software, scheduler, profile", [("DeepSpeed-MII 0.2 (FastGen)", "splitfuse", "default"),
+@pytest.mark.parametrize("software, scheduler, profile", [("DeepSpeed-MII 0.2 (FastGen)", "splitfuse", "deepspeed-mii"),
                                                           ("mlc-llm 0.1", "sarathi", "default"),
                                                           ("lmdeploy 0.6", "sarathi", "lmdeploy"),
                                                           ("tgi 2.0", "vllm", "tgi")])

@@ -1,13 +1,10 @@
-"""The profile for software no other profile names: DeepSpeed-FastGen's Dynamic SplitFuse, or
-the stall-free chunked rule most current engines default to, with parasim's defaults otherwise."""
+"""The profile for software no other profile names: the stall-free chunked rule most current
+engines default to, with parasim's defaults otherwise (DeepSpeed-FastGen has its own profile,
+engines/fastgen.py)."""
 
 from __future__ import annotations
 
-import re
-
 from parasim.engines.profile import ENGINES, EngineContext, EngineProfile
-
-_FASTGEN = re.compile(r"fastgen|deepspeed|\bmii\b", re.IGNORECASE)
 
 
 @ENGINES.register
@@ -21,8 +18,6 @@ class DefaultProfile(EngineProfile):
         return True
 
     def apply(self, ctx: EngineContext) -> None:
-        fastgen = bool(_FASTGEN.search(ctx.software))
-        sched = ctx.scheduler("splitfuse" if fastgen else "sarathi")
+        sched = ctx.scheduler("sarathi")
         ctx.kw.update(scheduler=sched, max_batch=ctx.stated.get("max_batch"))
-        ctx.choose(f"DeepSpeed-FastGen: Dynamic SplitFuse ({sched}), parasim defaults otherwise" if fastgen else
-                   f"unknown software '{ctx.software}': scheduler {sched}, parasim defaults", "scheduler", sched)
+        ctx.choose(f"unknown software '{ctx.software}': scheduler {sched}, parasim defaults", "scheduler", sched)

@@ -18,7 +18,9 @@ from parasim.serving.plan import ACT_QUANT, ACT_QUANT_INPUTS_PER_LAYER, DEFAULT_
 ITERATION_OVERHEAD_S = {"default": DEFAULT_ITERATION_OVERHEAD_S, "vllm": 1.5e-3, "tensorrt-llm": 0.3e-3, "sglang": 0.3e-3,
                         # assumptions, not published figures: TGI's Python model server loop as vLLM's;
                         # LMDeploy's C++ TurboMind batch loop as TensorRT-LLM's
-                        "tgi": 1.5e-3, "lmdeploy": 0.3e-3}
+                        "tgi": 1.5e-3, "lmdeploy": 0.3e-3,
+                        # assumption: DeepSpeed-MII's Python scheduling loop (engines/fastgen.py) as vLLM's
+                        "deepspeed-mii": 1.5e-3}
 
 #: Host time to issue one kernel when the forward pass runs eagerly (no CUDA graph): the Python
 #: module call, the PyTorch dispatcher and the launch. vLLM 0.6 captures CUDA graphs only for
@@ -56,3 +58,19 @@ def eager_layer_dispatch_s(tp: int, act_quant: str = "fused", custom_allreduce: 
 #: and TPOT are unchanged while TTFT and E2E grow by it. (When nothing else is scheduled vLLM
 #: drains the queue at once; that idle-engine case is not distinguished.)
 VLLM_ASYNC_OUTPUT_DELAY_S = ITERATION_OVERHEAD_S["vllm"]
+
+
+#: vLLM before 0.2.7 ran every tensor-parallel rank as a Ray actor and sent each step's inputs by
+#: Ray RPC: `LLMEngine._run_workers` calls `execute_model.remote(seq_group_metadata_list, ...)` once
+#: per worker, and that list carries every scheduled sequence's `SequenceData` (all its prompt and
+#: output token ids), so the driver pickles the whole token history of the batch once per worker,
+#: every step, before any worker can start (v0.2.1 llm_engine.py `step` / `_run_workers`;
+#: config.py forces `worker_use_ray` when world_size > 1). vLLM PR #2221 ("Use NCCL instead of ray
+#: for control-plane communication to remove serialization overhead", merged for 0.2.7) measured
+#: the cost on Llama-70B over 8 A100-40G, input 1031, output 317 tokens: 2.48 -> 3.48 requests/s.
+#: The time saved per request, 1/2.48 - 1/3.48 = 0.1159 s, is what that request's own history cost
+#: over its life: 8 workers x (its 1031-token prompt once + sum over its 317 decode steps of its
+#: context 1031 + k), i.e. 8 x (1031 + 317 x 1031 + 316 x 317 / 2) = 8 x 377,981 token-sends:
+#: 38 ns per token per worker (pickling a list of Python ints, shipping it through Ray's object
+#: store, unpickling it on the worker). Derived from that A/B measurement of this one effect.
+RAY_CONTROL_S_PER_TOKEN = (1 / 2.48 - 1 / 3.48) / (8 * (1031 + 317 * 1031 + 316 * 317 / 2))

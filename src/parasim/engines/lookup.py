@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from parasim.engines.fastgen import FastgenProfile
 from parasim.engines.generic import DefaultProfile
 from parasim.engines.lmdeploy import LmdeployProfile
 from parasim.engines.profile import ENGINES, EngineProfile
@@ -17,7 +18,10 @@ from parasim.engines.vllm import VllmProfile
 from parasim.errors import InputError
 
 MATCH_ORDER: tuple[type[EngineProfile], ...] = (TrtllmProfile, VllmProfile, SglangProfile, TgiProfile, LmdeployProfile,
-                                                DefaultProfile)
+                                                FastgenProfile, DefaultProfile)
+
+#: other names an `--engine` may use for a profile
+ALIASES = {"fastgen": "deepspeed-mii", "deepspeed-fastgen": "deepspeed-mii", "mii": "deepspeed-mii"}
 
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.\d+)?(?:\.?(?:post|dev|rc)\d*)?")
 
@@ -45,6 +49,7 @@ def engine_software(value: object, field: str = "engine") -> tuple[type[EnginePr
         raise InputError(field, f"must be NAME[==VERSION], NAME one of {', '.join(named_engines())}")
     name, sep, version = value.strip().partition("==")
     name = name.strip().lower()
+    name = ALIASES.get(name, name)
     if name not in named_engines():
         raise InputError(field, f"unknown engine '{name}'; allowed: {', '.join(named_engines())} "
                                 "(optionally ==VERSION, e.g. vllm==0.6.0)")

@@ -25,9 +25,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from parasim.engines.host import ITERATION_OVERHEAD_S, VLLM_ASYNC_OUTPUT_DELAY_S, eager_layer_dispatch_s
+from parasim.engines.host import (ITERATION_OVERHEAD_S, RAY_CONTROL_S_PER_TOKEN, VLLM_ASYNC_OUTPUT_DELAY_S,
+                                  eager_layer_dispatch_s)
 from parasim.engines.profile import ENGINES, EngineContext, EngineProfile
-from parasim.engines.software import release
+from parasim.engines.software import release, release_patch
 from parasim.specs.accelerator import AcceleratorSpec
 
 GIB = 1024 ** 3
@@ -59,6 +60,8 @@ class VllmSetup:
     custom_allreduce: bool = True
     chunked: bool = False  # V0 with --enable-chunked-prefill
     attention: str = "flash"  # serving.plan.SERVING_ATTENTION: the prefill attention kernel
+    cuda_graph_max_batch: int | None = None  # None: decode batches run as CUDA graphs; 0: none captured
+    host_s_per_context_token: float = 0.0  # the Ray control plane of releases before 0.2.7 (TP > 1)
 
 
 #: FlashAttention 3 reached vLLM in 0.7 (vllm-project/vllm PR #12093, "[Kernel] Flash Attention 3
@@ -66,6 +69,35 @@ class VllmSetup:
 #: Hopper GPUs (SM 9.0)", the default there); earlier releases run FlashAttention-2 (vllm-flash-attn
 #: 2.x) on every GPU, which on Hopper is the catalog's `attention_fa2_ratio` of the FA3 rate.
 VLLM_FA3_RELEASE = (0, 7)
+#: CUDA graphs for decode came in 0.2.6 (PR #1926 "Optimize model execution with CUDA graph", merged
+#: 2023-12-17, `--enforce-eager` to turn them off); before it every decode step ran eagerly too.
+VLLM_CUDA_GRAPH_RELEASE = (0, 2, 6)
+#: 0.2.7 moved rank 0 into the driver and broadcasts inputs by NCCL (PR #2221); before it every TP
+#: rank was a Ray actor fed by RPC (`host.RAY_CONTROL_S_PER_TOKEN`).
+VLLM_DRIVER_WORKER_RELEASE = (0, 2, 7)
+#: vLLM's custom all-reduce kernel came in 0.3.0 (PR #2192, January 2024); earlier TP all-reduces
+#: are NCCL's (`tensor_model_parallel_all_reduce` -> torch.distributed.all_reduce).
+VLLM_CUSTOM_AR_RELEASE = (0, 3)
+
+
+def _v02(rel: tuple[int, int], patch: int, tp: int, custom_ar: bool) -> tuple[bool, int | None, float, str]:
+    """What the releases before 0.3 lacked: (custom all-reduce, CUDA-graph batch cap, host s per
+    context token, the sentence). Each is dated by the PR that added it (constants above)."""
+    full = (*rel, patch)
+    notes = ""
+    if rel < VLLM_CUSTOM_AR_RELEASE and custom_ar and tp > 1:
+        custom_ar = False
+        notes += "; TP all-reduces through NCCL (vLLM's custom all-reduce came in 0.3.0)"
+    graphs = None
+    if full < VLLM_CUDA_GRAPH_RELEASE:
+        graphs = 0
+        notes += "; no CUDA graphs (added in 0.2.6)"
+    ray = 0.0
+    if full < VLLM_DRIVER_WORKER_RELEASE and tp > 1:
+        ray = tp * RAY_CONTROL_S_PER_TOKEN
+        notes += (f"; {tp} Ray workers sent every scheduled sequence's token ids each step (driver worker and "
+                  f"NCCL broadcast came in 0.2.7): {ray * 1e9:.0f} ns per token of context per step")
+    return custom_ar, graphs, ray, notes
 
 
 def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, weights: str = "bf16") -> VllmSetup:
@@ -82,6 +114,8 @@ def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, wei
             flags += (f"; {weights} activations quantized before each linear in separate kernels ({act_quant} "
                       "scale: " + ("--quantization on a 16-bit checkpoint" if act_quant == "dynamic"
                                    else "a pre-quantized checkpoint's input scales") + ")")
+        custom_ar, graphs, ray, old = _v02(rel, release_patch(software), tp, custom_ar)
+        flags += old
         eager = eager_layer_dispatch_s(tp, act_quant, custom_ar)
         chunked = bool(_CHUNKED_PREFILL.search(text))
         attention = "flash2" if rel < VLLM_FA3_RELEASE else "flash"
@@ -94,11 +128,13 @@ def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, wei
                   f"max_num_batched_tokens max(max_model_len, 2048)")
         return VllmSetup("v0", "sarathi" if chunked else "vllm", V0_MAX_NUM_SEQS,
                          V0_CHUNKED_BATCHED_TOKENS if chunked else None, eager, delay,
-                         f"vLLM {rel[0]}.{rel[1]} (V0 engine) defaults: {policy}; prefill runs "
-                         f"eagerly (CUDA graphs only for decode): at least {eager * 1e3:.2f} ms of host dispatch per layer"
+                         f"vLLM {rel[0]}.{rel[1]} (V0 engine) defaults: {policy}; "
+                         + ("every forward" if graphs == 0 else "prefill") + " runs eagerly"
+                         + ("" if graphs == 0 else " (CUDA graphs only for decode)")
+                         + f": at least {eager * 1e3:.2f} ms of host dispatch per layer"
                          + (f"; async output processing (default since 0.6.0): tokens reported "
                             f"{delay * 1e3:.1f} ms after their iteration, inside the next one" if delay else "") + flags,
-                         act_quant, custom_ar, chunked, attention)
+                         act_quant, custom_ar, chunked, attention, graphs, ray)
     offline = bool(_OFFLINE.search(source + " " + software))
     large = acc.hbm_bytes >= 70 * GIB and not (rel is not None and rel >= (0, 9) and acc.id.startswith("a100"))
     if large:
@@ -148,7 +184,10 @@ class VllmProfile(EngineProfile):
                   gpu_memory_utilization=util, iteration_overhead_s=ITERATION_OVERHEAD_S["vllm"],
                   eager_prefill_layer_s=setup.eager_prefill_layer_s, output_delay_s=setup.output_delay_s,
                   token_budget=setup.token_budget, act_quant=setup.act_quant, custom_allreduce=setup.custom_allreduce,
-                  max_batch=ctx.stated.get("max_batch") or setup.max_batch, attention=setup.attention)
+                  max_batch=ctx.stated.get("max_batch") or setup.max_batch, attention=setup.attention,
+                  cuda_graph_max_batch=setup.cuda_graph_max_batch)
+        if setup.host_s_per_context_token:
+            kw["host_s_per_context_token"] = setup.host_s_per_context_token
         ctx.choose(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"
                    + ("" if m else " (default; not in the source)"), "gpu_memory_utilization", util)
         if setup.engine == "v0" and not setup.chunked:

@@ -38,7 +38,7 @@ class IterationCost:
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
                  act_dtype: str, overhead_s: float, eager_prefill_layer_s: float = 0.0,
                  act_quant: str = "fused", custom_allreduce: bool = True, cuda_graph_max_batch: int | None = None,
-                 ep: int = 1, attention: str = "flash") -> None:
+                 ep: int = 1, attention: str = "flash", host_s_per_context_token: float = 0.0) -> None:
         self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
         # ep > 1: this replica's batch meets ep - 1 others' in the MoE all-to-all (DP attention), so
         # the local experts see ep batches' tokens (equal batches; cost.routing charges the busiest rank)
@@ -56,6 +56,8 @@ class IterationCost:
         self.eager_prefill_s = self.layers * float(eager_prefill_layer_s or 0.0)
         # decode batches larger than the largest captured CUDA graph run eagerly as well
         self.graph_max = cuda_graph_max_batch if cuda_graph_max_batch is not None else 1 << 62
+        # host work per token of the scheduled sequences' histories (ServingPlan.host_s_per_context_token)
+        self.ctx_host_s = float(host_s_per_context_token or 0.0)
         # p2p between stages: one activation tensor per boundary, over NVLink when a stage's TP group
         # and the next share a node
         self._p2p_group = Group.strided(2, tp, cluster)
@@ -97,7 +99,8 @@ class IterationCost:
                     kv_dtype=plan.kv, act_dtype=plan.act_dtype, overhead_s=plan.overhead_s,
                     eager_prefill_layer_s=plan.eager_prefill_layer_s or 0.0, act_quant=plan.act_quant,
                     custom_allreduce=plan.custom_allreduce, cuda_graph_max_batch=plan.cuda_graph_max_batch,
-                    ep=plan.ep, attention=plan.attention)
+                    ep=plan.ep, attention=plan.attention,
+                    host_s_per_context_token=plan.host_s_per_context_token)
 
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to
@@ -203,6 +206,8 @@ class IterationCost:
         host = self.eager_prefill_s
         if host and host > t - self.overhead_s and self._eager(prefill_pairs, decode_seqs):
             t = host + self.overhead_s  # the GPU waits for the host's last kernel
+        if self.ctx_host_s:  # every scheduled sequence's history shipped to the workers before the launch
+            t += self.ctx_host_s * (decode_ctx + prefill_kv_tokens + tokens - decode_seqs)
         return t
 
     def breakdown(self, tokens: int, prefill_pairs: float = 0.0, prefill_kv_tokens: float = 0.0,
@@ -212,9 +217,10 @@ class IterationCost:
         pre, dec = self._attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
         self._fixed_s(tokens)  # fills self._parts[tokens]
         out = dict(zip(TOKEN_PARTS, self._parts[tokens]))
+        ctx_host = self.ctx_host_s * (decode_ctx + prefill_kv_tokens + tokens - decode_seqs)
         out.update(lm_head=self._lm_head_s(logits), attn_prefill=self.layers * pre, attn_decode=self.layers * dec,
-                   overhead=self.overhead_s, eager_host_wait=0.0)
-        gpu = sum(out.values()) - self.overhead_s
+                   overhead=self.overhead_s + ctx_host, eager_host_wait=0.0)
+        gpu = sum(out.values()) - self.overhead_s - ctx_host
         if self.eager_prefill_s > gpu and self._eager(prefill_pairs, decode_seqs):
             out["eager_host_wait"] = self.eager_prefill_s - gpu
         out["total"] = sum(out.values())

@@ -50,11 +50,12 @@ SERVING_ATTENTION = ("flash", "flash2")
 _FIELD_KINDS = {
     **dict.fromkeys(("tp", "pp", "replicas", "block_size", "ep"), "count"),
     **dict.fromkeys(("token_budget", "max_batch", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp",
-                     "cuda_graph_max_batch", "max_queued", "prefill_pp", "decode_pp"), "count?"),
+                     "max_queued", "prefill_pp", "decode_pp"), "count?"),
+    "cuda_graph_max_batch": "size?",  # 0: no CUDA graph at all (every decode step eager)
     **dict.fromkeys(("scheduler", "router", "kv_reservation", "act_quant", "attention"), "text"),
     **dict.fromkeys(("weights", "kv_dtype"), "text?"),
     "custom_allreduce": "bool", "prefix_cache": "bool?", "gpu_memory_utilization": "share",
-    "output_delay_s": "seconds", "iteration_overhead_s": "seconds?", "eager_prefill_layer_s": "seconds?",
+    "output_delay_s": "seconds", "host_s_per_context_token": "seconds", "iteration_overhead_s": "seconds?", "eager_prefill_layer_s": "seconds?",
     "spec_method": "text?", "num_speculative_tokens": "count?", "spec_acceptance": "share?", "draft_model": "text?",
     "autoscale_max": "count?", "autoscale_target": "seconds?", "autoscale_interval_s": "seconds",
     "autoscale_startup_s": "seconds?", "autoscale_down_delay_s": "seconds",
@@ -80,7 +81,7 @@ MAX_PLAN_SECONDS = 3600.0
 
 
 def _check_field(name: str, kind: str, value: Any) -> None:
-    """One plan field by its kind: whole numbers >= 1, non-empty strings, strict booleans, a share
+    """One plan field by its kind: whole numbers >= 1 (a size: >= 0), non-empty strings, strict booleans, a share
     in (0, 1], finite seconds in [0, MAX_PLAN_SECONDS]; booleans and strings are never numbers."""
     if kind.endswith("?"):
         if value is None:
@@ -88,6 +89,8 @@ def _check_field(name: str, kind: str, value: Any) -> None:
         kind = kind[:-1]
     if kind == "count":
         edge.positive_int(name, value)
+    elif kind == "size":
+        edge.number(name, value, integer=True, lo=0)
     elif kind == "text":
         edge.text_value(name, value)
     elif kind == "bool":
@@ -116,7 +119,10 @@ class ServingPlan:
     kv_reservation: str = "incremental"  # incremental (vLLM: grow, preempt when full) | full (reserve prompt+output)
     iteration_overhead_s: float | None = None  # None = DEFAULT_ITERATION_OVERHEAD_S
     eager_prefill_layer_s: float | None = None  # host dispatch per layer of an eager prefill (None = graphs/overlapped)
-    cuda_graph_max_batch: int | None = None  # decode batches above this run eagerly too (None = graphs cover all)
+    cuda_graph_max_batch: int | None = None  # decode batches above this run eagerly too (None = graphs cover all; 0 = none)
+    # host time per iteration per token of every scheduled sequence's history (prompt + output so far):
+    # an engine that ships each sequence's token ids to its workers every step (vLLM < 0.2.7 over Ray)
+    host_s_per_context_token: float = 0.0
     # expert parallelism across the replicas (DP attention, SGLang --enable-dp-attention / vLLM DP + EP):
     # each replica (tp=1) attends over its own batch; routed experts are spread over `ep` replicas
     ep: int = 1

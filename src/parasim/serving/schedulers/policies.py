@@ -8,7 +8,7 @@ Each differs from the others in one or two knobs of the same rule (see base.fill
 | continuous  | yes (Orca selective)      | no             | yes                  | max(max_seq_len,2048) |
 | vllm        | no (prefill first)        | no             | yes                  | max(max_seq_len,2048) |
 | sarathi     | yes (stall-free)          | yes            | yes                  | 512                   |
-| splitfuse   | yes                       | yes            | yes                  | 2048                  |
+| splitfuse   | yes                       | yes            | yes                  | 768                   |
 | sglang      | no (prefill first)        | yes            | yes                  | 8192                  |
 """
 
@@ -85,10 +85,12 @@ class Sarathi(Continuous):
 
 
 class SplitFuse(Sarathi):
-    """DeepSpeed-FastGen Dynamic SplitFuse: the same token-budget rule with a larger forward size."""
+    """DeepSpeed-FastGen Dynamic SplitFuse: the same rule (MII's `schedule_requests`: generating
+    sequences first, then prompt tokens cut to fill the forward) with DeepSpeed's forward size,
+    `max_ragged_batch_size` = 768 tokens (DSStateManagerConfig, DeepSpeed 0.12)."""
 
     name = "splitfuse"
-    default_budget = 2048
+    default_budget = 768
 
 
 class VLLM(Scheduler):
