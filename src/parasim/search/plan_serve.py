@@ -517,6 +517,7 @@ class _Run:
     stages: _Stages | None = None
     bound_skipped: list[dict] = field(default_factory=list)  # layouts the goodput bound skipped
     full_max_rps: float = float("inf")  # no plan's goodput on the full workload exceeds this
+    bound_check: dict | None = None  # goodput_bound_check of the winner, before any re-screen
 
     def absorb(self, items: list[dict], results: list, fidelity: str, store: dict) -> None:
         for it, res in self.pruned.successes(items, results, self.errors):
@@ -590,6 +591,24 @@ def _screen_layouts(run: _Run, layouts: list[dict], screened: dict) -> list[dict
         max_rps = screen_rps if np.isfinite(screen_rps) else None
         run.full_max_rps = _max_goodput_rps(run.wl, step)
     return screen_in_waves(items, run.stages, run.absorb, screened, run.pruned, max_rps, run.bound_skipped)
+
+
+def _rescreen_if_bound_fails(run: _Run, screened: dict, full: dict) -> dict:
+    """The screen's goodput bound skips waves by screened goodputs; if the full-size winner does
+    not beat the skipped layouts' ceiling on the whole workload, the skip was not proven safe, so
+    those layouts are screened (with their knob variants) and the best of them refined after all.
+    Returns `full` with their full-size rows added."""
+    if not run.bound_skipped or run.stages.interrupted:
+        return full
+    run.bound_check = goodput_bound_check(run, sorted((r for r in full.values() if r["meets_slo"]), key=run.key()))
+    if run.bound_check["winner_above"]:
+        return full
+    extra, run.bound_skipped = run.bound_skipped, []
+    before = set(screened)
+    run.absorb(extra, run.stages.run(extra), "screen", screened)
+    _screen_knobs(run, extra, screened)
+    run.bound_check["rescreened"] = len(extra)
+    return {**full, **_refine(run, {k: r for k, r in screened.items() if k not in before})}
 
 
 def goodput_bound_check(run: _Run, full_ok: list[dict]) -> dict | None:
@@ -743,7 +762,7 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
     ran.append(run.stages.evaluated)
     items2 = _screen_knobs(run, items1, screened)
     ran.append(run.stages.evaluated - ran[0])
-    full = _refine(run, screened)
+    full = _rescreen_if_bound_fails(run, screened, _refine(run, screened))
     ran.append(run.stages.evaluated - ran[0] - ran[1])
     full_ok, ranked = _rank(run, screened, full)
     interrupted = run.stages.interrupted or guard.hit
@@ -760,7 +779,7 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
         "baseline": baseline,
         "stages": {"screen_requests": run.screen_n, "full_requests": run.full_n, "layouts": len(items1),
                    "knob_variants": len(items2), "refined": len(full),
-                   "goodput_bound": goodput_bound_check(run, full_ok),
+                   "goodput_bound": run.bound_check,
                    "simulated": dict(zip(("screen", "knobs", "refine"), ran))},
         "pareto": pareto_summary(ranked, run.pareto_objs, run.options),
         "interrupted": interrupted,
