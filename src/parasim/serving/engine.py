@@ -374,6 +374,37 @@ class Instance:
         self.waiting.appendleft(rid)
 
 
+    # --- live migration (serving.migration) -----------------------------------------------------------------
+    def migrate_out(self, rid: int) -> int:
+        """Stop decoding request `rid` here and free its KV (the last stage of a live migration):
+        its tokens so far count as emitted; returns its cached context, which the destination
+        takes over."""
+        st = self.st
+        ctx = self.ctx(rid)
+        steps = self.decode_step - st.join_step[rid]
+        st.emitted[rid] += steps
+        if steps:
+            st.last_token_s[rid] = self.step_end_s[self.decode_step]
+        self._leave_decoders(rid)
+        st.epoch[rid] += 1
+        if rid in self.first_step_pending:
+            self.first_step_pending.remove(rid)
+        st.state[rid] = TRANSFER
+        self.outstanding -= st.output_tokens[rid] - st.emitted[rid]
+        return ctx
+
+    def migrate_in(self, rid: int, ctx: int, blocks: int) -> None:
+        """Request `rid` resumes decoding here with `ctx` cached tokens whose `blocks` the
+        migration already allocated in this pool."""
+        st = self.st
+        st.instance[rid] = self.idx
+        st.owned_blocks[rid] = blocks
+        st.shared_tokens[rid] = 0
+        self.outstanding += st.output_tokens[rid] - st.emitted[rid]
+        self._become_decoder(rid, ctx)
+        self.first_step_pending.append(rid)
+
+
 def least_loaded(insts: list[Instance]) -> Instance:
     best = insts[0]
     for i in insts[1:]:
@@ -632,6 +663,8 @@ class Loop:
                 elif kind == "ready":
                     self.starting.discard(obj)
                     insort(self.routable, obj)
+                elif kind == "call":  # a policy's own event (serving.migration): obj(t)
+                    obj(t)
                 else:
                     self._transfer_done(obj, t)
             elif i < n:

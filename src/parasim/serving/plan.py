@@ -56,9 +56,14 @@ _FIELD_KINDS = {
     "spec_method": "text?", "num_speculative_tokens": "count?", "spec_acceptance": "share?", "draft_model": "text?",
     "autoscale_max": "count?", "autoscale_target": "seconds?", "autoscale_interval_s": "seconds",
     "autoscale_startup_s": "seconds?", "autoscale_down_delay_s": "seconds",
+    "migration": "text?", "migration_interval_s": "seconds?", "migrate_out_threshold": "number?",
 }
 #: plan fields that only autoscaling reads (serving.autoscale)
 AUTOSCALE_FIELDS = ("autoscale_target", "autoscale_startup_s")
+#: plan fields that only live migration reads (serving.migration)
+MIGRATION_FIELDS = ("migration_interval_s", "migrate_out_threshold")
+#: live-migration policies (serving.migration)
+MIGRATION_POLICIES = ("llumnix",)
 #: plan fields that only speculative decoding reads (serving.speculative)
 SPEC_FIELDS = ("num_speculative_tokens", "spec_acceptance", "draft_model")
 #: drafters: a smaller model, an EAGLE-style head, prompt n-gram lookup (serving.speculative)
@@ -85,6 +90,8 @@ def _check_field(name: str, kind: str, value: Any) -> None:
             raise InputError(name, f"must be true or false, got {value!r}")
     elif kind == "share":
         edge.number(name, value, lo=0, lo_open=True, hi=1)
+    elif kind == "number":
+        edge.number(name, value, lo=0, lo_open=True, hi=1e6)
     else:
         edge.number(name, value, lo=0, hi=MAX_PLAN_SECONDS)
 
@@ -136,6 +143,12 @@ class ServingPlan:
     num_speculative_tokens: int | None = None
     spec_acceptance: float | None = None
     draft_model: str | None = None
+    # live migration between replicas (serving.migration): the policy (llumnix), the seconds between
+    # its pairings (None = Llumnix's 0.05 s polling interval), and the freeness (free KV blocks per
+    # request) below which an instance migrates out (None = Llumnix's default 3)
+    migration: str | None = None
+    migration_interval_s: float | None = None
+    migrate_out_threshold: float | None = None
 
     def __post_init__(self) -> None:
         for name, kind in _FIELD_KINDS.items():
@@ -178,6 +191,7 @@ class ServingPlan:
                                           f"(fp8/int8 weights); weights are {self.weights}")
         self._check_spec()
         self._check_autoscale()
+        self._check_migration()
         if self.ep > 1:
             if self.tp != 1 or self.pp != 1:
                 raise InputError("ep", f"ep={self.ep} spreads experts over DP-attention replicas of one GPU each; "
@@ -231,6 +245,27 @@ class ServingPlan:
             raise InputError("autoscale_interval_s", "must be > 0 seconds")
         if self.is_disagg or self.ep > 1:
             raise InputError("autoscale_max", "autoscaling is modelled for colocated replicas only")
+
+    def _check_migration(self) -> None:
+        """Live migration moves decoding requests between colocated replicas: two or more, fixed."""
+        if self.migration is None:
+            given = [n for n in MIGRATION_FIELDS if getattr(self, n) is not None]
+            if given:
+                raise InputError(given[0], f"{', '.join(given)} apply only with --migration llumnix")
+            return
+        if self.migration not in MIGRATION_POLICIES:
+            raise InputError("migration", f"'{self.migration}' is not one of {', '.join(MIGRATION_POLICIES)}")
+        if self.is_disagg:
+            raise InputError("migration", f"live migration between replicas is not modelled with the {self.scheduler} "
+                                          "scheduler (its decode pool already receives every KV cache)")
+        if self.replicas < 2:
+            raise InputError("migration", f"live migration needs two or more replicas to move requests between "
+                                          f"(replicas={self.replicas})")
+        if self.autoscale_max is not None or self.ep > 1:
+            raise InputError("migration", "live migration is modelled for a fixed set of independent replicas "
+                                          "(not with --autoscale-max or --ep)")
+        if self.migration_interval_s is not None and self.migration_interval_s <= 0:
+            raise InputError("migration_interval_s", "must be > 0 seconds")
 
     # --- derived ----------------------------------------------------------------------------
     def resolved(self, model: ModelSpec) -> ServingPlan:
@@ -312,4 +347,10 @@ class ServingPlan:
             raise InputError(where or "plan", str(e)) from None
 
     def to_mapping(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a mapping; without migration its keys are left out (results made before it
+        existed stay byte-identical)."""
+        d = asdict(self)
+        if self.migration is None:
+            for k in ("migration", *MIGRATION_FIELDS):
+                del d[k]
+        return d

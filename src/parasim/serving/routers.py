@@ -115,3 +115,37 @@ class PrefixAffinity(Router):
             g = idlest
         self.where[pid] = g
         return g
+
+
+def blocks_left(insts: list[Any]) -> int:
+    """KV blocks left after the queued requests' prompts are placed (Llumnix's available blocks
+    minus those of all waiting requests). Reads each queued request once, never its tokens."""
+    left = 0
+    for i in insts:
+        st, B = i.st, i.block
+        prompt, emitted = st.prompt_tokens, st.emitted
+        left += i.kv.available() - sum((prompt[r] + emitted[r] + B - 1) // B for r in i.waiting)
+    return left
+
+
+def freeness(insts: list[Any]) -> float:
+    """Llumnix's load metric, its "freeness" (`remaining_steps`, llumnix/load_computation.py):
+    `blocks_left` per request routed here; an idle instance is infinitely free."""
+    n = sum(i.requests_in() for i in insts)
+    return blocks_left(insts) / n if n else float("inf")
+
+
+@ROUTERS.register
+class LlumnixLoad(Router):
+    """Llumnix's dispatch (Sun et al., OSDI'24, section 4.4; its `--dispatch-policy load`): the
+    replica with the highest freeness takes the request."""
+
+    name = "llumnix"
+
+    def choose(self, rid: int, groups: list[list[Loaded]], tokens: int) -> int:
+        best, best_v = 0, None
+        for g, insts in enumerate(groups):
+            v = freeness(insts)
+            if best_v is None or v > best_v:
+                best, best_v = g, v
+        return best
