@@ -108,6 +108,11 @@ def render(out: dict[str, Any]) -> None:
     if a:
         rows.append(("replicas mean / peak (autoscaled)", f"{a['replicas_mean']:.2f} / {a['replicas_peak']} of "
                      f"{a['min_replicas']}..{a['max_replicas']} ({a['scale_ups']} scale-ups, {a['scale_downs']} scale-downs)"))
+    mg = s.get("migration")
+    if mg:
+        down = f", downtime mean {mg['downtime_mean_s'] * 1e3:.3f} ms" if mg["migrations"] else ""
+        rows.append(("live migrations (llumnix) / dropped", f"{mg['migrations']} / {mg['aborted']} "
+                     f"({mg['bytes_moved'] / 1e9:.2f} GB moved{down})"))
     rows += expected_rows(out.get("expected_error"))
     rows.append(("simulation wall time (s)", round(out["sim_wall_s"], 3)))
     console().print(kv_table(title, rows))

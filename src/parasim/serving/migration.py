@@ -50,7 +50,7 @@ class Move:
     dst: Instance
     link: KVLink
     t0: float
-    copied: int  # tokens sent so far
+    copied: int  # tokens sent so far (after the stop: the whole cached context)
     held: int  # blocks allocated at the destination so far
     stages: int = 1
     stopped: bool = False  # the source has stopped it: its last copy is under way
@@ -66,6 +66,7 @@ class Migration:
     link_of: Callable[[Instance, Instance], KVLink]  # the KV path between two instances
     moves: dict[int, Move] = field(default_factory=dict)  # by request
     stopping: dict[int, Move] = field(default_factory=dict)  # by source instance: stop at its next iteration start
+    joining: dict[int, Move] = field(default_factory=dict)  # by destination: join at its next iteration start
     migrations: int = 0
     aborted: int = 0
     bytes_moved: float = 0.0
@@ -112,10 +113,20 @@ class MigratingLoop(Loop):
             self._push(t + self.mig.interval_s, START, "call", self._tick_migration)
 
     def _begin(self, inst: Instance, t: float) -> None:
-        mv = self.mig.stopping.pop(inst.idx, None) if self.mig.stopping else None
-        if mv is not None:
-            self._stop(mv, t)
+        """A request stops or joins between two iterations of its instance, never during one."""
+        m = self.mig
+        if m.stopping and inst.idx in m.stopping:
+            self._stop(m.stopping.pop(inst.idx), t)
+        if m.joining and inst.idx in m.joining:
+            self._join(m.joining.pop(inst.idx), t)
         super()._begin(inst, t)
+
+    def _iteration_end(self, inst: Instance, b, t: float, next_arrival_s: float) -> None:
+        super()._iteration_end(inst, b, t, next_arrival_s)
+        m = self.mig
+        if (m.joining or m.stopping) and not inst.busy and not inst.start_pending and (
+                inst.idx in m.joining or inst.idx in m.stopping):
+            self._begin(inst, t)  # it ran out of work: the request waiting for this iteration's end goes now
 
     # --- the policy -----------------------------------------------------------------------------------------
     def _tick_migration(self, t: float) -> None:
@@ -208,14 +219,23 @@ class MigratingLoop(Loop):
         m.bytes_moved += rest
         down = mv.link.time_s(rest)
         m.downtime_s.append(down)
-        self._push(t + down, XFER, "call", partial(self._join, mv, ctx))
+        mv.copied = ctx
+        self._push(t + down, XFER, "call", partial(self._arrived, mv))
         if src.has_work() and not src.busy:
             self._wake(src, t)
 
-    def _join(self, mv: Move, ctx: int, t: float) -> None:
+    def _arrived(self, mv: Move, t: float) -> None:
+        """The last copy is in: the request joins the destination's decoders now, or when the
+        iteration running there ends."""
+        if mv.dst.busy:
+            self.mig.joining[mv.dst.idx] = mv
+        else:
+            self._join(mv, t)
+
+    def _join(self, mv: Move, t: float) -> None:
         m = self.mig
         mv.dst.in_transfer -= 1
-        mv.dst.migrate_in(mv.rid, ctx, mv.held)
+        mv.dst.migrate_in(mv.rid, mv.copied, mv.held)
         del m.moves[mv.rid]
         m.migrations += 1
         m.stages += mv.stages + 1
