@@ -352,19 +352,24 @@ class Instance:
         self.completed += 1
         done_cb(rid, t, "done")
 
+    def _stop_decoding(self, rid: int) -> None:
+        """Decoder `rid` leaves (a preemption or a migration): its tokens as of this decode step
+        count as emitted, its KV is freed, its heap and join entries go stale."""
+        st = self.st
+        steps = self.decode_step - st.join_step[rid]
+        st.emitted[rid] = st.emitted[rid] + steps
+        if steps:
+            st.last_token_s[rid] = self.step_end_s[self.decode_step]
+        self._leave_decoders(rid)
+        st.epoch[rid] += 1
+        if rid in self.first_step_pending:
+            self.first_step_pending.remove(rid)
+
     def _preempt(self, rid: int) -> None:
         """Recompute preemption: drop the KV, keep the emitted tokens, requeue at the front."""
         st = self.st
         if st.state[rid] == DECODE:
-            # tokens emitted so far, as of this decode step
-            steps = self.decode_step - st.join_step[rid]
-            st.emitted[rid] = st.emitted[rid] + steps
-            if steps:
-                st.last_token_s[rid] = self.step_end_s[self.decode_step]
-            self._leave_decoders(rid)
-            st.epoch[rid] += 1
-            if rid in self.first_step_pending:
-                self.first_step_pending.remove(rid)
+            self._stop_decoding(rid)
         else:
             self.prefilling.remove(rid)
             self._release(rid)
@@ -381,14 +386,7 @@ class Instance:
         takes over."""
         st = self.st
         ctx = self.ctx(rid)
-        steps = self.decode_step - st.join_step[rid]
-        st.emitted[rid] += steps
-        if steps:
-            st.last_token_s[rid] = self.step_end_s[self.decode_step]
-        self._leave_decoders(rid)
-        st.epoch[rid] += 1
-        if rid in self.first_step_pending:
-            self.first_step_pending.remove(rid)
+        self._stop_decoding(rid)
         st.state[rid] = TRANSFER
         self.outstanding -= st.output_tokens[rid] - st.emitted[rid]
         return ctx

@@ -202,14 +202,17 @@ class ServingPlan:
             if self.is_disagg:
                 raise InputError("ep", f"ep > 1 is not modelled with the {self.scheduler} scheduler")
 
+    def _only_with(self, names: tuple[str, ...], flag: str) -> None:
+        """Fields that only a feature reads, given without it: an error naming the first."""
+        given = [n for n in names if getattr(self, n) is not None]
+        if given:
+            raise InputError(given[0], f"{', '.join(given)} apply only with {flag}")
+
     def _check_spec(self) -> None:
         """Speculative decoding's fields go together: a method, K and the acceptance; a draft model
         with (and only with) `draft`."""
         if self.spec_method is None:
-            given = [n for n in SPEC_FIELDS if getattr(self, n) is not None]
-            if given:
-                raise InputError(given[0], f"{', '.join(given)} apply only with --spec-method "
-                                           f"({' | '.join(SPEC_METHODS)})")
+            self._only_with(SPEC_FIELDS, f"--spec-method ({' | '.join(SPEC_METHODS)})")
             return
         if self.spec_method not in SPEC_METHODS:
             raise InputError("spec_method", f"'{self.spec_method}' is not one of {', '.join(SPEC_METHODS)}")
@@ -229,9 +232,7 @@ class ServingPlan:
 
     def _check_autoscale(self) -> None:
         if self.autoscale_max is None:
-            given = [n for n in AUTOSCALE_FIELDS if getattr(self, n) is not None]
-            if given:
-                raise InputError(given[0], f"{', '.join(given)} apply only with --autoscale-max")
+            self._only_with(AUTOSCALE_FIELDS, "--autoscale-max")
             return
         if self.autoscale_max < self.replicas:
             raise InputError("autoscale_max", f"autoscale_max={self.autoscale_max} is below replicas={self.replicas} "
@@ -249,9 +250,7 @@ class ServingPlan:
     def _check_migration(self) -> None:
         """Live migration moves decoding requests between colocated replicas: two or more, fixed."""
         if self.migration is None:
-            given = [n for n in MIGRATION_FIELDS if getattr(self, n) is not None]
-            if given:
-                raise InputError(given[0], f"{', '.join(given)} apply only with --migration llumnix")
+            self._only_with(MIGRATION_FIELDS, "--migration llumnix")
             return
         if self.migration not in MIGRATION_POLICIES:
             raise InputError("migration", f"'{self.migration}' is not one of {', '.join(MIGRATION_POLICIES)}")
