@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import numpy as np
+
 from parasim.registry import Registry
 
 
@@ -119,12 +121,19 @@ class PrefixAffinity(Router):
 
 def blocks_left(insts: list[Any]) -> int:
     """KV blocks left after the queued requests' prompts are placed (Llumnix's available blocks
-    minus those of all waiting requests). Reads each queued request once, never its tokens."""
+    minus those of all waiting requests). Reads each queued request once, never its tokens; a long
+    queue in one vectorised pass (the policy reads it every 50 ms)."""
     left = 0
     for i in insts:
-        st, B = i.st, i.block
-        prompt, emitted = st.prompt_tokens, st.emitted
-        left += i.kv.available() - sum((prompt[r] + emitted[r] + B - 1) // B for r in i.waiting)
+        st, B, waiting = i.st, i.block, i.waiting
+        if len(waiting) > 32:
+            idx = np.fromiter(waiting, dtype=np.int64, count=len(waiting))
+            tokens = np.frombuffer(st.prompt_tokens, dtype=np.int64)[idx] + np.frombuffer(st.emitted, dtype=np.int64)[idx]
+            want = int(((tokens + B - 1) // B).sum())
+        else:
+            prompt, emitted = st.prompt_tokens, st.emitted
+            want = sum((prompt[r] + emitted[r] + B - 1) // B for r in waiting)
+        left += i.kv.available() - want
     return left
 
 
