@@ -178,3 +178,27 @@ def test_cli_runs_migration_and_llumnix_dispatch():
     out = json.loads(r.stdout)
     assert out["summary"]["completed"] == 200 and out["inputs"]["plan"]["migration"] == "llumnix"
     assert set(out["summary"]["migration"]) >= {"migrations", "aborted", "bytes_moved", "downtime_mean_s"}
+
+
+def test_llumnix_dispatch_picks_the_replica_with_the_most_blocks_left_per_request():
+    """Freeness by hand: (free blocks - the queued prompts' blocks) / requests held; an idle
+    replica is the freest of all."""
+    from types import SimpleNamespace
+
+    from parasim.serving.kvcache import KVPool
+    from parasim.serving.routers import ROUTERS
+
+    st = ReqState(np.zeros(4), [100, 40, 16, 1], [10, 10, 10, 10], [-1] * 4, [0] * 4)
+
+    def inst(free, waiting, running):
+        kv = KVPool(1000, 16)
+        kv.alloc(1000 - free)
+        return SimpleNamespace(kv=kv, block=16, st=st, waiting=list(waiting),
+                               requests_in=lambda: len(waiting) + running)
+
+    a = inst(100, [0], 9)  # (100 - cdiv(100, 16) = 7) / 10 = 9.3
+    b = inst(60, [1, 2], 4)  # (60 - 3 - 1) / 6 = 9.33...
+    c = inst(50, [], 6)  # 50 / 6 = 8.3
+    router = ROUTERS.get("llumnix")()
+    assert router.choose(3, [[a], [b], [c]], 0) == 1
+    assert router.choose(3, [[a], [b], [c], [inst(0, [], 0)]], 0) == 3
