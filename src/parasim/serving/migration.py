@@ -137,13 +137,17 @@ class MigratingLoop(Loop):
                 del m.stopping[mv.src.idx]
             self._abort(mv, t)
         moving = {mv.src.idx for mv in m.moves.values()} | {mv.dst.idx for mv in m.moves.values()}
-        free = [(freeness([i]), i.idx) for i in self.instances if i.idx not in moving]
-        src = sorted((f, k) for f, k in free if f < m.threshold)
-        dst = sorted(((-f, k) for f, k in free if f > m.threshold))
-        for (_, s), (_, d) in zip(src, dst):
-            a, b = self.instances[s], self.instances[d]
-            if a.replica != b.replica:
-                self._start(a, b, t)
+        idle = [i for i in self.instances if i.idx not in moving]
+        # free blocks per request bound the freeness from above (queued prompts only lower it): when
+        # no engine could take a request in, no pair forms, and the queues need not be read
+        if any(i.kv.available() > m.threshold * i.requests_in() for i in idle):
+            free = [(freeness([i]), i.idx) for i in idle]
+            src = sorted((f, k) for f, k in free if f < m.threshold)
+            dst = sorted(((-f, k) for f, k in free if f > m.threshold))
+            for (_, s), (_, d) in zip(src, dst):
+                a, b = self.instances[s], self.instances[d]
+                if a.replica != b.replica:
+                    self._start(a, b, t)
         if any(i.has_work() or i.busy for i in self.instances) or m.moves:
             self._push(t + m.interval_s, START, "call", self._tick_migration)
         else:
