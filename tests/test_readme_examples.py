@@ -72,6 +72,9 @@ def _check_serve(out, args):
     if "--autoscale-max" in args:
         a = s["autoscale"]
         assert a["scale_ups"] >= 1 and 1 < a["replicas_peak"] <= a["max_replicas"]
+    if "--migration" in args:  # live migration moved requests, each stopped only for its last copy
+        m = s["migration"]
+        assert m["migrations"] >= 1 and m["bytes_moved"] > 0 and 0 < m["downtime_max_s"] < 0.01
     assert s["output_tokens_per_s"] > 0
     if any(a.startswith("--slo-") for a in args):
         assert 0 <= s["slo_attainment"] <= 1

@@ -95,6 +95,7 @@ SERVE: dict[str, Rule] = {
     "max_queued": I("requests"), "autoscale_max": I("replicas"), "autoscale_target": F(0.0, 1e9),
     "autoscale_interval_s": F(0.0, 3600.0), "autoscale_startup_s": F(0.0, 3600.0, lo_open=False),
     "autoscale_down_delay_s": F(0.0, 3600.0, lo_open=False),
+    "migration": TEXT, "migration_interval_s": F(0.0, 3600.0), "migrate_out_threshold": F(0.0, 1e6),
     "spec_method": TEXT, "num_speculative_tokens": I(hi=16), "spec_acceptance": F(0.0, 1.0), "draft_model": TEXT,
     "overlap": TEXT, "nano_batches": I(lo=2, hi=16),
     "trace": PATH, "trace_columns": Rule("columns"), "rate": RATE, "requests": I("requests"), "seed": SEED,

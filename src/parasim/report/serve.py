@@ -6,6 +6,7 @@ from typing import Any
 
 from parasim.report.expected_error import rows as expected_rows
 from parasim.report.tables import console, kv_table
+from parasim.units import fmt_gib
 
 
 def _kv_rows(kv: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -108,6 +109,11 @@ def render(out: dict[str, Any]) -> None:
     if a:
         rows.append(("replicas mean / peak (autoscaled)", f"{a['replicas_mean']:.2f} / {a['replicas_peak']} of "
                      f"{a['min_replicas']}..{a['max_replicas']} ({a['scale_ups']} scale-ups, {a['scale_downs']} scale-downs)"))
+    mg = s.get("migration")
+    if mg:
+        down = f", downtime mean {mg['downtime_mean_s'] * 1e3:.3f} ms" if mg["migrations"] else ""
+        rows.append(("live migrations (llumnix) / dropped", f"{mg['migrations']} / {mg['aborted']} "
+                     f"({fmt_gib(mg['bytes_moved'], 2)} moved{down})"))
     rows += expected_rows(out.get("expected_error"))
     rows.append(("simulation wall time (s)", round(out["sim_wall_s"], 3)))
     console().print(kv_table(title, rows))

@@ -379,19 +379,24 @@ class Instance:
         self.completed += 1
         done_cb(rid, t, "done")
 
+    def _stop_decoding(self, rid: int) -> None:
+        """Decoder `rid` leaves (a preemption or a migration): its tokens as of this decode step
+        count as emitted, its KV is freed, its heap and join entries go stale."""
+        st = self.st
+        steps = self.decode_step - st.join_step[rid]
+        st.emitted[rid] = st.emitted[rid] + steps
+        if steps:
+            st.last_token_s[rid] = self.step_end_s[self.decode_step]
+        self._leave_decoders(rid)
+        st.epoch[rid] += 1
+        if rid in self.first_step_pending:
+            self.first_step_pending.remove(rid)
+
     def _preempt(self, rid: int) -> None:
         """Recompute preemption: drop the KV, keep the emitted tokens, requeue at the front."""
         st = self.st
         if st.state[rid] == DECODE:
-            # tokens emitted so far, as of this decode step
-            steps = self.decode_step - st.join_step[rid]
-            st.emitted[rid] = st.emitted[rid] + steps
-            if steps:
-                st.last_token_s[rid] = self.step_end_s[self.decode_step]
-            self._leave_decoders(rid)
-            st.epoch[rid] += 1
-            if rid in self.first_step_pending:
-                self.first_step_pending.remove(rid)
+            self._stop_decoding(rid)
         else:
             self.prefilling.remove(rid)
             self._release(rid)
@@ -399,6 +404,30 @@ class Instance:
         st.preemptions[rid] += 1
         self.outstanding += st.prompt_tokens[rid] + st.emitted[rid]  # the recompute
         self.waiting.appendleft(rid)
+
+
+    # --- live migration (serving.migration) -----------------------------------------------------------------
+    def migrate_out(self, rid: int) -> int:
+        """Stop decoding request `rid` here and free its KV (the last stage of a live migration):
+        its tokens so far count as emitted; returns its cached context, which the destination
+        takes over."""
+        st = self.st
+        ctx = self.ctx(rid)
+        self._stop_decoding(rid)
+        st.state[rid] = TRANSFER
+        self.outstanding -= st.output_tokens[rid] - st.emitted[rid]
+        return ctx
+
+    def migrate_in(self, rid: int, ctx: int, blocks: int) -> None:
+        """Request `rid` resumes decoding here with `ctx` cached tokens whose `blocks` the
+        migration already allocated in this pool."""
+        st = self.st
+        st.instance[rid] = self.idx
+        st.owned_blocks[rid] = blocks
+        st.shared_tokens[rid] = 0
+        self.outstanding += st.output_tokens[rid] - st.emitted[rid]
+        self._become_decoder(rid, ctx)
+        self.first_step_pending.append(rid)
 
 
 def least_loaded(insts: list[Instance]) -> Instance:
@@ -666,6 +695,8 @@ class Loop:
                 elif kind == "ready":
                     self.starting.discard(obj)
                     insort(self.routable, obj)
+                elif kind == "call":  # a policy's own event (serving.migration): obj(t)
+                    obj(t)
                 else:
                     self._transfer_done(obj, t)
             elif i < n:

@@ -60,9 +60,14 @@ _FIELD_KINDS = {
     "autoscale_max": "count?", "autoscale_target": "seconds?", "autoscale_interval_s": "seconds",
     "autoscale_startup_s": "seconds?", "autoscale_down_delay_s": "seconds",
     "overlap": "text", "nano_batches": "count?",
+    "migration": "text?", "migration_interval_s": "seconds?", "migrate_out_threshold": "number?",
 }
 #: plan fields that only autoscaling reads (serving.autoscale)
 AUTOSCALE_FIELDS = ("autoscale_target", "autoscale_startup_s")
+#: plan fields that only live migration reads (serving.migration)
+MIGRATION_FIELDS = ("migration_interval_s", "migrate_out_threshold")
+#: live-migration policies (serving.migration)
+MIGRATION_POLICIES = ("llumnix",)
 #: plan fields that only speculative decoding reads (serving.speculative)
 SPEC_FIELDS = ("num_speculative_tokens", "spec_acceptance", "draft_model")
 #: drafters: a smaller model, an EAGLE-style head, prompt n-gram lookup (serving.speculative)
@@ -98,6 +103,8 @@ def _check_field(name: str, kind: str, value: Any) -> None:
             raise InputError(name, f"must be true or false, got {value!r}")
     elif kind == "share":
         edge.number(name, value, lo=0, lo_open=True, hi=1)
+    elif kind == "number":
+        edge.number(name, value, lo=0, lo_open=True, hi=1e6)
     else:
         edge.number(name, value, lo=0, hi=MAX_PLAN_SECONDS)
 
@@ -158,6 +165,12 @@ class ServingPlan:
     # (None = DEFAULT_NANO_BATCHES) whose compute-, memory- and network-bound operations share the GPU
     overlap: str = "none"
     nano_batches: int | None = None
+    # live migration between replicas (serving.migration): the policy (llumnix), the seconds between
+    # its pairings (None = Llumnix's 0.05 s polling interval), and the freeness (free KV blocks per
+    # request) below which an instance migrates out (None = Llumnix's default 3)
+    migration: str | None = None
+    migration_interval_s: float | None = None
+    migrate_out_threshold: float | None = None
 
     def __post_init__(self) -> None:
         for name, kind in _FIELD_KINDS.items():
@@ -201,6 +214,7 @@ class ServingPlan:
         self._check_spec()
         self._check_autoscale()
         self._check_overlap()
+        self._check_migration()
         if self.ep > 1:
             if self.tp != 1 or self.pp != 1:
                 raise InputError("ep", f"ep={self.ep} spreads experts over DP-attention replicas of one GPU each; "
@@ -211,14 +225,17 @@ class ServingPlan:
             if self.is_disagg:
                 raise InputError("ep", f"ep > 1 is not modelled with the {self.scheduler} scheduler")
 
+    def _only_with(self, names: tuple[str, ...], flag: str) -> None:
+        """Fields that only a feature reads, given without it: an error naming the first."""
+        given = [n for n in names if getattr(self, n) is not None]
+        if given:
+            raise InputError(given[0], f"{', '.join(given)} apply only with {flag}")
+
     def _check_spec(self) -> None:
         """Speculative decoding's fields go together: a method, K and the acceptance; a draft model
         with (and only with) `draft`."""
         if self.spec_method is None:
-            given = [n for n in SPEC_FIELDS if getattr(self, n) is not None]
-            if given:
-                raise InputError(given[0], f"{', '.join(given)} apply only with --spec-method "
-                                           f"({' | '.join(SPEC_METHODS)})")
+            self._only_with(SPEC_FIELDS, f"--spec-method ({' | '.join(SPEC_METHODS)})")
             return
         if self.spec_method not in SPEC_METHODS:
             raise InputError("spec_method", f"'{self.spec_method}' is not one of {', '.join(SPEC_METHODS)}")
@@ -257,9 +274,7 @@ class ServingPlan:
 
     def _check_autoscale(self) -> None:
         if self.autoscale_max is None:
-            given = [n for n in AUTOSCALE_FIELDS if getattr(self, n) is not None]
-            if given:
-                raise InputError(given[0], f"{', '.join(given)} apply only with --autoscale-max")
+            self._only_with(AUTOSCALE_FIELDS, "--autoscale-max")
             return
         if self.autoscale_max < self.replicas:
             raise InputError("autoscale_max", f"autoscale_max={self.autoscale_max} is below replicas={self.replicas} "
@@ -273,6 +288,25 @@ class ServingPlan:
             raise InputError("autoscale_interval_s", "must be > 0 seconds")
         if self.is_disagg or self.ep > 1:
             raise InputError("autoscale_max", "autoscaling is modelled for colocated replicas only")
+
+    def _check_migration(self) -> None:
+        """Live migration moves decoding requests between colocated replicas: two or more, fixed."""
+        if self.migration is None:
+            self._only_with(MIGRATION_FIELDS, "--migration llumnix")
+            return
+        if self.migration not in MIGRATION_POLICIES:
+            raise InputError("migration", f"'{self.migration}' is not one of {', '.join(MIGRATION_POLICIES)}")
+        if self.is_disagg:
+            raise InputError("migration", f"live migration between replicas is not modelled with the {self.scheduler} "
+                                          "scheduler (its decode pool already receives every KV cache)")
+        if self.replicas < 2:
+            raise InputError("migration", f"live migration needs two or more replicas to move requests between "
+                                          f"(replicas={self.replicas})")
+        if self.autoscale_max is not None or self.ep > 1:
+            raise InputError("migration", "live migration is modelled for a fixed set of independent replicas "
+                                          "(not with --autoscale-max or --ep)")
+        if self.migration_interval_s is not None and self.migration_interval_s <= 0:
+            raise InputError("migration_interval_s", "must be > 0 seconds")
 
     # --- derived ----------------------------------------------------------------------------
     def resolved(self, model: ModelSpec) -> ServingPlan:
@@ -364,7 +398,12 @@ class ServingPlan:
             raise InputError(where or "plan", str(e)) from None
 
     def to_mapping(self) -> dict[str, Any]:
+        """The fields as a mapping; without migration its keys are left out, and so are unset per-phase
+        PP sizes (results made before they existed stay byte-identical)."""
         d = asdict(self)
+        if self.migration is None:
+            for k in ("migration", *MIGRATION_FIELDS):
+                del d[k]
         for k in _PHASE_PP:
             if d[k] is None:
                 del d[k]

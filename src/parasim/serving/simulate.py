@@ -27,6 +27,7 @@ from parasim.serving.overlap import overlap_cost
 from parasim.serving.speculative import spec_cost, spec_memory
 from parasim.serving.workflow import workflow_summary
 from parasim.serving.kvcache import KVPool, peak_blocks, unservable
+from parasim.serving.migration import MIGRATE_OUT_THRESHOLD, POLLING_INTERVAL_S, MigratingLoop, Migration
 from parasim.serving.metrics import SLO, request_columns, slo_summary, stats, weighted_stats
 from parasim.serving.plan import ServingPlan
 from parasim.serving.recording import Recording, collect
@@ -252,6 +253,8 @@ def _build_loop(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, fit: 
     """The event loop over the plan's engine instances; with disaggregation, the decode pool's
     instances after the prefill pool's and the KV transfer between them (`cost.comm.kv_link`)."""
     router = ROUTERS.get(plan.router, field="router")()
+    if plan.migration is not None:
+        return _migrating_loop(model, cluster, plan, fit, st, router, max_concurrency, deps)
     if not plan.is_disagg:
         groups = _instances(model, cluster, plan, fit.pools[0], st, 0)
         return Loop(st, groups, router, max_concurrency=max_concurrency, deps=deps, answer_delay_s=plan.output_delay_s,
@@ -268,6 +271,28 @@ def _build_loop(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, fit: 
 
     return Loop(st, groups, router, decode_groups=decode_groups, transfer_s=transfer_s,
                 max_concurrency=max_concurrency, deps=deps, answer_delay_s=plan.output_delay_s, max_queued=plan.max_queued)
+
+
+def _migrating_loop(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, fit: KVFit, st: ReqState, router,
+                    max_concurrency: int | None, deps: Any) -> MigratingLoop:
+    """Colocated replicas with live migration (serving.migration): the KV path between two
+    replicas is NVLink when both sit in one node, the NICs otherwise, each of a replica's tp*pp
+    GPUs sending its shard."""
+    pool = fit.pools[0]
+    groups = _instances(model, cluster, plan, pool, st, 0)
+    g = plan.tp * plan.pp
+    node = [(r * g // cluster.gpus_per_node, ((r + 1) * g - 1) // cluster.gpus_per_node) for r in range(pool.replicas)]
+    links = {same: kv_link(cluster, lanes=g, same_node=same) for same in (True, False)}
+
+    def link_of(a: Instance, b: Instance):
+        (a0, a1), (b0, b1) = node[a.replica], node[b.replica]
+        return links[a0 == a1 == b0 == b1]
+
+    mig = Migration(interval_s=plan.migration_interval_s or POLLING_INTERVAL_S,
+                    threshold=plan.migrate_out_threshold or MIGRATE_OUT_THRESHOLD,
+                    bytes_per_token=kv_cache_bytes_per_token(model, dtype_bytes(plan.kv)), link_of=link_of)
+    return MigratingLoop(st, groups, router, max_concurrency=max_concurrency, deps=deps,
+                         answer_delay_s=plan.output_delay_s, max_queued=plan.max_queued, migration=mig)
 
 
 def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_requests: Any,
@@ -330,6 +355,8 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     summary, itl = summarize(st, wl, loop, cluster, gpus, slo_, unserved)
     if loop.auto is not None:
         summary["autoscale"] = autoscale_summary(loop)
+    if plan.migration is not None:
+        summary["migration"] = loop.mig.summary()
     cols = request_columns(st, wl)
     if deps is not None:
         summary["workflows"] = workflow_summary(deps, np.frombuffer(st.finish_s, dtype=np.float64), cols["completed"])
