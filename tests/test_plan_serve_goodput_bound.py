@@ -28,6 +28,7 @@ def test_a_bound_that_cannot_be_proven_rescreens_to_the_unbounded_answer(monkeyp
     bounded = ps.run_search(ps.ServeSearch(**REQ))
     check = bounded["stages"]["goodput_bound"]
     assert check["winner_above"] is False and check["rescreened"] == check["skipped"] > 0
+    assert "goodput_bound" not in bounded["pruned"]  # every skipped layout ran after all
 
     monkeypatch.setattr(ps, "_max_goodput_rps", lambda wl, step_s: float("inf"))  # no bound at all
     unbounded = ps.run_search(ps.ServeSearch(**REQ))

@@ -604,6 +604,7 @@ def _rescreen_if_bound_fails(run: _Run, screened: dict, full: dict) -> dict:
     if run.bound_check["winner_above"]:
         return full
     extra, run.bound_skipped = run.bound_skipped, []
+    run.pruned["goodput_bound"] -= len(extra)  # screened after all: no longer pruned
     before = set(screened)
     run.absorb(extra, run.stages.run(extra), "screen", screened)
     _screen_knobs(run, extra, screened)
