@@ -191,9 +191,8 @@ def _pool_bounds(model: ModelSpec, acc_id: str, tp: int, pp: int, weights: str, 
 
     The engine is the simulator's default one (`ServingPlan()`: its scheduler's token budget and
     batch, block size, memory share), sized by the simulator's own `plan_pools`."""
-    from parasim.serving.itercost import IterationCost
     from parasim.serving.plan import ServingPlan
-    from parasim.serving.simulate import plan_pools
+    from parasim.serving.simulate import iteration_cost, plan_pools
 
     plan = ServingPlan(tp=tp, pp=pp, weights=weights, kv_dtype=kv)
     cluster = cluster_for(acc_id, tp * pp)
@@ -203,7 +202,7 @@ def _pool_bounds(model: ModelSpec, acc_id: str, tp: int, pp: int, weights: str, 
     kv_tokens = pool.blocks * plan.block_size
     if kv_tokens < max_len:
         return "memory_kv", 0.0, 0.0, 0.0, 0.0
-    cost = IterationCost.for_plan(model, cluster, plan, tp=tp, pp=pp, weights=weights)
+    cost = iteration_cost(model, cluster, plan, tp=tp, pp=pp)  # the plan carries the weights
     ctx = prompt_mean + output_mean / 2
     one = cost.time_s(1, 0.0, 0.0, 1, ctx, 1)
     b = int(max(1, min(pool.max_batch, kv_tokens // max(1.0, prompt_mean + output_mean))))

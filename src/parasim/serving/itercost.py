@@ -206,9 +206,14 @@ class IterationCost:
         host = self.eager_prefill_s
         if host and host > t - self.overhead_s and self._eager(prefill_pairs, decode_seqs):
             t = host + self.overhead_s  # the GPU waits for the host's last kernel
-        if self.ctx_host_s:  # every scheduled sequence's history shipped to the workers before the launch
-            t += self.ctx_host_s * (decode_ctx + prefill_kv_tokens + tokens - decode_seqs)
+        if self.ctx_host_s:
+            t += self._ctx_host(tokens, prefill_kv_tokens, decode_seqs, decode_ctx)
         return t
+
+    def _ctx_host(self, tokens: int, prefill_kv_tokens: float, decode_seqs: int, decode_ctx: float) -> float:
+        """Host time to ship every scheduled sequence's history (its cached and new tokens, one new
+        token per decode) to the workers before the launch (`ServingPlan.host_s_per_context_token`)."""
+        return self.ctx_host_s * (decode_ctx + prefill_kv_tokens + tokens - decode_seqs)
 
     def breakdown(self, tokens: int, prefill_pairs: float = 0.0, prefill_kv_tokens: float = 0.0,
                   decode_seqs: int = 0, decode_ctx: float = 0.0, logits: int = 0) -> dict[str, float]:
@@ -217,7 +222,7 @@ class IterationCost:
         pre, dec = self._attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
         self._fixed_s(tokens)  # fills self._parts[tokens]
         out = dict(zip(TOKEN_PARTS, self._parts[tokens]))
-        ctx_host = self.ctx_host_s * (decode_ctx + prefill_kv_tokens + tokens - decode_seqs)
+        ctx_host = self._ctx_host(tokens, prefill_kv_tokens, decode_seqs, decode_ctx)
         out.update(lm_head=self._lm_head_s(logits), attn_prefill=self.layers * pre, attn_decode=self.layers * dec,
                    overhead=self.overhead_s + ctx_host, eager_host_wait=0.0)
         gpu = sum(out.values()) - self.overhead_s - ctx_host

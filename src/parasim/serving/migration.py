@@ -175,13 +175,30 @@ class MigratingLoop(Loop):
         st, rid = self.st, mv.rid
         return st.epoch[rid] == mv.epoch and st.state[rid] == DECODE and st.instance[rid] == mv.src.idx
 
+    def _live(self, mv: Move, t: float) -> bool:
+        """The move is still under way and its request still decodes at the source; a move whose
+        request finished or was preempted meanwhile is dropped here."""
+        if self.mig.moves.get(mv.rid) is not mv:  # dropped already (at a pairing)
+            return False
+        if not self._valid(mv):
+            self._abort(mv, t)
+            return False
+        return True
+
+    def _hold(self, mv: Move, ctx: int) -> bool:
+        """Allocate at the destination the blocks `ctx` cached tokens need beyond those held; False
+        (nothing allocated) when it has too few free."""
+        extra = _blocks_at_dst(mv.src, mv.rid, ctx) - mv.held
+        if extra > mv.dst.kv.free:
+            return False
+        mv.dst.kv.alloc(extra)
+        mv.held += extra
+        return True
+
     def _stage(self, mv: Move, t: float) -> None:
         """A copy stage ended: send what was decoded meanwhile in another stage, or stop the request."""
         m = self.mig
-        if m.moves.get(mv.rid) is not mv:  # dropped already (at a pairing)
-            return
-        if not self._valid(mv):
-            self._abort(mv, t)
+        if not self._live(mv, t):
             return
         cur = mv.src.ctx(mv.rid)
         new = cur - mv.copied
@@ -191,12 +208,9 @@ class MigratingLoop(Loop):
             else:
                 self._stop(mv, t)
             return
-        extra = _blocks_at_dst(mv.src, mv.rid, cur) - mv.held
-        if mv.stages >= MAX_STAGES or extra > mv.dst.kv.free:
+        if mv.stages >= MAX_STAGES or not self._hold(mv, cur):
             self._abort(mv, t)
             return
-        mv.dst.kv.alloc(extra)
-        mv.held += extra
         mv.copied = cur
         mv.stages += 1
         m.bytes_moved += new * m.bytes_per_token
@@ -204,19 +218,12 @@ class MigratingLoop(Loop):
 
     def _stop(self, mv: Move, t: float) -> None:
         """The last stage: the source stops the request and sends the rest (the downtime)."""
-        m, src, dst = self.mig, mv.src, mv.dst
-        if m.moves.get(mv.rid) is not mv:
+        m, src = self.mig, mv.src
+        if not self._live(mv, t):
             return
-        if not self._valid(mv):
+        if not self._hold(mv, src.ctx(mv.rid)):
             self._abort(mv, t)
             return
-        cur = src.ctx(mv.rid)
-        extra = _blocks_at_dst(src, mv.rid, cur) - mv.held
-        if extra > dst.kv.free:
-            self._abort(mv, t)
-            return
-        dst.kv.alloc(extra)
-        mv.held += extra
         ctx = src.migrate_out(mv.rid)
         mv.stopped = True
         rest = (ctx - mv.copied) * m.bytes_per_token

@@ -258,9 +258,7 @@ class ServingPlan:
         if self.overlap not in OVERLAP_MODES:
             raise InputError("overlap", f"'{self.overlap}' is not one of {', '.join(OVERLAP_MODES)}")
         if self.overlap == "none":
-            if self.nano_batches is not None:
-                raise InputError("nano_batches", "splits an iteration for --overlap nanoflow; give that too "
-                                                 "(overlap is none)")
+            self._only_with(("nano_batches",), "--overlap nanoflow")
             return
         n = self.nano_batches
         if n is not None and not 2 <= n <= MAX_NANO_BATCHES:
