@@ -74,9 +74,10 @@ def collective_time_s(kind: str, size_bytes: float, group: Group, cluster: Clust
     if n <= 1 or size_bytes <= 0:
         return 0.0
     eff = cluster.accelerator.efficiency
-    nv_bw = cluster.accelerator.link_bw_bytes_per_s * eff.nvlink_busbw
-    nic_bw = cluster.nic_bw_bytes_per_s_per_gpu * eff.network_busbw
     g = min(group.per_node, n)
+    # a point-to-point message has one peer; the other collectives reach the g - 1 in the domain
+    nv_bw = cluster.accelerator.scale_up_bw_bytes_per_s(2 if kind == "p2p" else g) * eff.nvlink_busbw
+    nic_bw = cluster.nic_bw_bytes_per_s_per_gpu * eff.network_busbw
     if kind == "p2p":
         return _ring("p2p", size_bytes, 2, nv_bw if g > 1 else nic_bw,
                      eff.nvlink_latency_s if g > 1 else eff.network_latency_s)
@@ -106,7 +107,7 @@ def p2p_all_reduce_s(size_bytes: float, n: int, cluster: ClusterSpec) -> float:
     if n <= 1 or size_bytes <= 0:
         return 0.0
     acc = cluster.accelerator
-    bw = acc.link_bw_bytes_per_s * acc.efficiency.nvlink_busbw
+    bw = acc.scale_up_bw_bytes_per_s(n) * acc.efficiency.nvlink_busbw
     a = acc.efficiency.nvlink_latency_s
     one = a + (n - 1) * size_bytes / bw
     two = 2 * a + 2 * (n - 1) / n * size_bytes / bw
@@ -131,5 +132,6 @@ def kv_link(cluster: ClusterSpec, *, lanes: int, same_node: bool) -> KVLink:
     acc = cluster.accelerator
     eff = acc.efficiency
     if same_node:
-        return KVLink(acc.link_bw_bytes_per_s * eff.nvlink_busbw * lanes, eff.nvlink_latency_s)
+        # each lane is one GPU pair: on a mesh (AcceleratorSpec.link_peers) one link of the part's
+        return KVLink(acc.scale_up_bw_bytes_per_s(2) * eff.nvlink_busbw * lanes, eff.nvlink_latency_s)
     return KVLink(cluster.nic_bw_bytes_per_s_per_gpu * eff.network_busbw * lanes, eff.network_latency_s)

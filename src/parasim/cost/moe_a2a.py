@@ -63,7 +63,7 @@ def _deepep_s(tokens: float, k: int, hidden: int, elem_bytes: float, group: Grou
     g = min(group.per_node, group.n)
     m = cdiv(group.n, g)
     pairs = tokens * k * load
-    nv_bw = acc.link_bw_bytes_per_s * eff.nvlink_busbw
+    nv_bw = acc.scale_up_bw_bytes_per_s(g) * eff.nvlink_busbw
     nvlink = pairs * (g - 1) / g * hidden * elem_bytes / nv_bw + eff.nvlink_latency_s if g > 1 else 0.0
     if m <= 1:
         return nvlink

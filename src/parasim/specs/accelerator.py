@@ -91,6 +91,11 @@ class AcceleratorSpec:
     #: dedicated fabrics) or "pcie" (no scale-up links). Serving engines run their custom P2P
     #: all-reduce kernels only over scale-up links and use NCCL over PCIe (serving.itercost).
     scale_up: str = "nvlink"
+    #: scale-up links that run point to point, one per peer (a fully connected mesh: AMD Infinity
+    #: Fabric joins the 8 GPUs of a node by 7 links, one to each other GPU); 0 = a switched fabric
+    #: (NVSwitch), where any number of peers share the whole `link_bw_bytes_per_s`. On a mesh the
+    #: GPUs of a smaller group reach each other over fewer links (`scale_up_bw_bytes_per_s`).
+    link_peers: int = 0
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     #: the TDP the catalog's peaks and efficiencies were measured at (0 = `tdp_w`); a case that
     #: caps the power (`overrides: {tdp_w: ...}`) lowers `tdp_w` only, so the two differ
@@ -98,6 +103,14 @@ class AcceleratorSpec:
 
     def with_(self, **changes) -> AcceleratorSpec:
         return replace(self, **changes)
+
+    def scale_up_bw_bytes_per_s(self, ranks: int) -> float:
+        """One-way scale-up bandwidth a GPU has toward the other `ranks` - 1 GPUs of its group inside
+        a node: the whole link bandwidth on a switch, and on a mesh only the links to those peers
+        ((ranks - 1) / link_peers of it: a TP2 pair of MI300X shares one 64 GB/s link, not 448)."""
+        if self.link_peers <= 0 or ranks - 1 >= self.link_peers:
+            return self.link_bw_bytes_per_s
+        return self.link_bw_bytes_per_s * max(1, ranks - 1) / self.link_peers
 
     def peak(self, dtype: str) -> float:
         """Dense peak for a compute dtype; falls back to the widest unit that can run it.

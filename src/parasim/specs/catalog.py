@@ -75,7 +75,7 @@ def accelerator_from_mapping(d: dict) -> AcceleratorSpec:
                          f"'{scale_up}' is not one of {', '.join(SCALE_UP_KINDS)}")
     return AcceleratorSpec(
         id=d["id"], name=d["name"], vendor=d.get("vendor", ""), form_factor=d.get("form_factor", ""),
-        generation=str(d.get("generation") or ""), scale_up=scale_up,
+        generation=str(d.get("generation") or ""), scale_up=scale_up, link_peers=int(d.get("link_peers") or 0),
         peak_flops_per_s=peaks, hbm_bytes=float(d["hbm_gb"]) * HBM_GB_BYTES,
         hbm_bw_bytes_per_s=float(d["hbm_tb_s"]) * 1e12, link_bw_bytes_per_s=float(d["link_gb_s"]) * 1e9,
         tdp_w=float(d["tdp_w"]), rated_tdp_w=float(d["tdp_w"]), idle_w=float(d["idle_w"]), price_usd_per_hour=float(d["price_usd_per_hour"]),
