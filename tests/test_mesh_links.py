@@ -72,3 +72,11 @@ def test_bandwidth_grows_with_the_group_and_never_beats_the_links(acc_id, a, b):
     acc = accelerators()[acc_id]
     lo, hi = sorted((a, b))
     assert 0 < acc.scale_up_bw_bytes_per_s(lo) <= acc.scale_up_bw_bytes_per_s(hi) <= acc.link_bw_bytes_per_s
+
+
+def test_gaudi3_pair_gets_its_three_ports():
+    """Intel's HLS-3 wiring: 3 x 200 Gb/s RoCE ports to each peer, so a pair of Gaudi 3 has
+    600 Gb/s = 75 GB/s one way between them, and a full box the 21 ports' 525 GB/s."""
+    gaudi3 = get_accelerator("gaudi3")
+    assert gaudi3.scale_up_bw_bytes_per_s(2) == pytest.approx(3 * 200e9 / 8)
+    assert gaudi3.scale_up_bw_bytes_per_s(8) == pytest.approx(21 * 200e9 / 8)
