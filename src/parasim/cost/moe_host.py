@@ -12,7 +12,8 @@ the host falls behind. Two things make an MoE layer fall behind where a dense on
 Per layer and micro-batch the GPU then idles max(0, host - GPU) seconds in each pass, plus, in a
 forward with the sync, the sync's round trip and at least one kernel's issue time. Kernels
 inside a CUDA graph (Megatron-Core `cuda_graph_scope`) cost one launch per graph; a
-full-iteration graph (which needs a sync-free dispatcher) leaves no host work per layer.
+full-iteration graph needs static shapes (drop-and-pad routing, so no sync) and leaves no host
+work per layer.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ from typing import NamedTuple
 #: eager vs 5.1 ms as a CUDA graph: 0.26 ms per layer for its 10 kernels (the same measurement
 #: as `engines.host.EAGER_KERNEL_DISPATCH_S`, which the serving model uses).
 EAGER_KERNEL_DISPATCH_S = 0.26e-3 / 10
+#: Host time of Transformer Engine's grouped MLP block (fc1, SwiGLU, fc2 over a GPU's local
+#: experts) per local expert, forward and backward: TransformerEngine issue #2897 (2026-04)
+#: measures ~1.2 ms forward and ~2.1 ms backward of CPU time for the fused MXFP8 grouped MLP on
+#: GB200 with 64 experts (wgrad allocations, scale swizzles, quantizer set-up, the grouped GEMM
+#: calls), taken here as proportional to the experts; the unfused GroupedLinear of the same era
+#: adds per-GEMM splits and allocations of the same kind (TE issue #1499).
+GROUPED_MLP_HOST_S_PER_EXPERT = (1.2e-3 / 64, 2.1e-3 / 64)
 #: A device-to-host sync's round trip beyond the launch it waits for: NVIDIA's "Getting Started
 #: with CUDA Graphs" (Gray, 2019) measures 9.6 us per short kernel with a stream sync after each
 #: and 3.8 us without.
@@ -31,8 +39,9 @@ HOST_SYNC_S = 9.6e-6 - 3.8e-6
 #: Megatron-Core `cuda_graph_scope` names the term reads; full_iteration graphs the whole step.
 GRAPH_SCOPES = ("attn", "moe_router", "moe_preprocess", "full_iteration")
 
-# Forward kernels of one MoE transformer layer as Megatron-Core issues them (Transformer Engine
-# modules, fused permute and router options on), by the graph scope that can hold them:
+# Forward kernels of one MoE transformer layer outside the experts, as Megatron-Core issues them
+# (Transformer Engine modules, fused permute and router options on), by the graph scope that can
+# hold them:
 #: attn: input norm + QKV (TE LayerNormLinear), rotary, core attention, output projection,
 #: residual add, pre-MLP norm (FP8 adds the output projection's input cast)
 ATTN_KERNELS = 6
@@ -40,19 +49,16 @@ ATTN_KERNELS = 6
 ROUTER_KERNELS = 3
 #: moe_preprocess: per-expert token counts, their exchange over the EP group, the host copy
 PREPROCESS_KERNELS = 3
-#: never graphed (dynamic shapes): permute, dispatch, chunk sort; and their inverses for the combine
+#: never graphed with dropless routing (dynamic shapes): permute, dispatch, chunk sort; and their
+#: inverses for the combine
 DISPATCH_KERNELS = 6
-#: per local expert: the fc1 and fc2 GEMMs (FP8: and the quantisation of each GEMM's input)
-EXPERT_GEMMS = 2
-#: the experts' activation over all their rows (one fused kernel)
-ACTIVATION_KERNELS = 1
 #: a backward issues about twice its forward's kernels: each GEMM's data and weight gradients
 BACKWARD_KERNEL_RATIO = 2.0
 
 
 class HostWork(NamedTuple):
     """Host seconds to issue one MoE layer's kernels for one micro-batch, and whether its forward
-    waits for the GPU (the dropless dispatcher's device-to-host sync)."""
+    waits for the GPU (the token dispatcher's device-to-host sync)."""
 
     fwd_s: float
     bwd_s: float
@@ -64,17 +70,19 @@ def scope_set(scope: str | None) -> frozenset[str]:
     return frozenset(x.strip() for x in (scope or "").split(",") if x.strip())
 
 
-def moe_layer_host(local_experts: int, *, fp8: bool, scopes: frozenset[str], dropless: bool) -> HostWork:
-    """Host work of one MoE layer per micro-batch; a graphed scope costs one launch per pass."""
+def moe_layer_host(local_experts: int, *, fp8: bool, scopes: frozenset[str]) -> HostWork:
+    """Host work of one MoE layer per micro-batch; a graphed scope costs one launch per pass.
+    Megatron-Core's dispatchers sync unless routing is drop-and-pad (token_dispatcher.py
+    `_maybe_dtoh_and_synchronize`), which only a full-iteration graph here assumes."""
     if "full_iteration" in scopes:
         return HostWork(0.0, 0.0, False)
-    per_expert = EXPERT_GEMMS * (2 if fp8 else 1)
-    kernels = DISPATCH_KERNELS + ACTIVATION_KERNELS + local_experts * per_expert
+    kernels = DISPATCH_KERNELS
     for name, n in (("attn", ATTN_KERNELS + (1 if fp8 else 0)), ("moe_router", ROUTER_KERNELS),
                     ("moe_preprocess", PREPROCESS_KERNELS)):
         kernels += 1 if name in scopes else n
     fwd = kernels * EAGER_KERNEL_DISPATCH_S
-    return HostWork(fwd, BACKWARD_KERNEL_RATIO * fwd, dropless)
+    mlp_f, mlp_b = GROUPED_MLP_HOST_S_PER_EXPERT
+    return HostWork(fwd + local_experts * mlp_f, BACKWARD_KERNEL_RATIO * fwd + local_experts * mlp_b, True)
 
 
 def exposed_s(host: HostWork, gpu_fwd_s: float, gpu_bwd_s: float) -> tuple[float, float]:

@@ -215,10 +215,13 @@ class TrainingPlan:
         if bad or not scopes:
             raise InputError("cuda-graph-scope", f"'{bad[0] if bad else self.cuda_graph_scope}' is not one of "
                                                  f"{', '.join(GRAPH_SCOPES)} (a comma list)")
-        if "full_iteration" in scopes and len(scopes) > 1:
-            raise InputError("cuda-graph-scope", "full_iteration graphs the whole step: give it alone")
         if not model.is_moe:
             raise InputError("cuda-graph-scope", f"sets the host work of mixture-of-experts layers; {model.name} is dense")
+        if "full_iteration" in scopes and len(scopes) > 1:
+            raise InputError("cuda-graph-scope", "full_iteration graphs the whole step: give it alone")
+        if "full_iteration" in scopes and self.moe_capacity_factor is None:
+            raise InputError("cuda-graph-scope", "full_iteration needs static MoE shapes: give --moe-capacity-factor "
+                                                 "(Megatron-Core captures MoE layers only with drop-and-pad routing)")
 
     # --- mappings (config files, JSON results) ------------------------------------------------------
     def to_mapping(self) -> dict[str, Any]:

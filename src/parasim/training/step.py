@@ -136,7 +136,7 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
     host_f = host_b = 0.0
     if moe:
         host = moe_layer_host(model.experts // plan.ep, fp8=plan.precision == "fp8",
-                              scopes=scope_set(plan.cuda_graph_scope), dropless=plan.moe_capacity_factor is None)
+                              scopes=scope_set(plan.cuda_graph_scope))
         host_f, host_b = exposed_s(host, fwd_compute + fwd_comm, bwd_compute + bwd_comm)
     return LayerTimes(fwd_compute, fwd_comm, bwd_compute, bwd_comm, b["weight_grad"] + wgrad_accum, parts,
                       host_f, host_b)
