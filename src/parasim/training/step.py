@@ -435,7 +435,7 @@ def chunk_layers(model: ModelSpec, plan: TrainingPlan) -> list[list[int]]:
 class StepTiming:
     step_s: float
     critical_rank: int
-    breakdown: dict[str, float]  # on the critical rank; compute + exposed_comm + bubble + optimizer + straggler = step
+    breakdown: dict[str, float]  # on the critical rank; compute + exposed_comm + bubble + optimizer + straggler (+ moe_host, MoE models) = step
     details: dict[str, float]
     layer: LayerTimes
     run: PipelineRun
