@@ -119,7 +119,7 @@ TRAIN: dict[str, Rule] = {
     "node_groups": Rule("node_groups"), "mixed_placement": TEXT, "mixed_split": TEXT,
     # MoE: training/plan.py bounds the imbalance and the capacity factor (MAX_MOE_IMBALANCE, MAX_CAPACITY_FACTOR)
     "etp": I("gpus"), "moe_imbalance": F(1.0, 1024.0, lo_open=False), "moe_capacity_factor": F(0.0, 1024.0),
-    "moe_a2a": TEXT, "moe_a2a_overlap": BOOL, "recompute_modules": TEXT,
+    "moe_a2a": TEXT, "moe_a2a_overlap": BOOL, "recompute_modules": TEXT, "cuda_graph_scope": TEXT,
 }
 
 PLAN_TRAIN: dict[str, Rule] = {

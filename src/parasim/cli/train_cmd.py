@@ -198,6 +198,7 @@ def train_cmd(
     moe_capacity_factor: Optional[float] = typer.Option(None, "--moe-capacity-factor", help="MoE: drop tokens beyond this factor x the mean expert load (default: dropless).", rich_help_panel=PANEL_MOE),
     moe_a2a: Optional[str] = typer.Option(None, "--moe-a2a", help="MoE dispatch/combine kernels: alltoall (NCCL) | deepep (DeepEP: one network copy per node).", rich_help_panel=PANEL_MOE),
     moe_a2a_overlap: Optional[bool] = typer.Option(None, "--moe-a2a-overlap/--no-moe-a2a-overlap", help="MoE: hide the dispatch/combine under another micro-batch's compute (Megatron-Core --overlap-moe-expert-parallel-comm).", rich_help_panel=PANEL_MOE),
+    cuda_graph_scope: Optional[str] = typer.Option(None, "--cuda-graph-scope", help="MoE host work: what CUDA graphs cover, a comma list of attn, moe_router, moe_preprocess, or full_iteration alone (Megatron-Core's; default none: eager; docs/training.md).", rich_help_panel=PANEL_MOE),
     overlap_grad_reduce: Optional[bool] = typer.Option(None, "--overlap-grad-reduce/--no-overlap-grad-reduce", help="Overlap DP gradient reduction with the backward.", rich_help_panel=PANEL_OVERLAP),
     overlap_param_gather: Optional[bool] = typer.Option(None, "--overlap-param-gather/--no-overlap-param-gather", help="Overlap parameter all-gathers with compute.", rich_help_panel=PANEL_OVERLAP),
     tp_comm_overlap: Optional[bool] = typer.Option(None, "--tp-comm-overlap/--no-tp-comm-overlap", help="Overlap TP communication with GEMMs.", rich_help_panel=PANEL_OVERLAP),

@@ -14,6 +14,7 @@ from parasim.cost.dtypes import TRAINING_PRECISIONS
 from parasim.cost.layer import Sharding, check_sharding
 from parasim.cost.memory import RECOMPUTE
 from parasim.cost.moe_a2a import A2A_KINDS
+from parasim.cost.moe_host import GRAPH_SCOPES, scope_set
 from parasim.cost.moe_memory import RECOMPUTE_MODULES
 from parasim.cost.nongemm import KERNEL_MODES
 from parasim.errors import InputError
@@ -67,6 +68,8 @@ class TrainingPlan:
     moe_a2a_overlap: bool = False  # Megatron-Core --overlap-moe-expert-parallel-comm
     # Megatron-Core --recompute-modules with recompute: selective (comma list); None = core_attn
     recompute_modules: str | None = None
+    # Megatron-Core --cuda-graph-scope (comma list of cost.moe_host.GRAPH_SCOPES); None = eager
+    cuda_graph_scope: str | None = None
 
     def __post_init__(self) -> None:
         """Each field by its kind (`_FIELD_KINDS`), so a Python caller gets the CLI's one-line
@@ -201,6 +204,24 @@ class TrainingPlan:
                                                       f"{model.name} has none")
             if "moe_act" in mods and not model.is_moe:
                 raise InputError("recompute-modules", f"moe_act needs a mixture-of-experts model; {model.name} is dense")
+        self._check_graph_scope(model)
+
+    def _check_graph_scope(self, model: ModelSpec) -> None:
+        """CUDA graph scopes: known names; only MoE layers' host work is modelled (cost/moe_host.py)."""
+        if self.cuda_graph_scope is None:
+            return
+        scopes = scope_set(self.cuda_graph_scope)
+        bad = sorted(scopes - set(GRAPH_SCOPES))
+        if bad or not scopes:
+            raise InputError("cuda-graph-scope", f"'{bad[0] if bad else self.cuda_graph_scope}' is not one of "
+                                                 f"{', '.join(GRAPH_SCOPES)} (a comma list)")
+        if not model.is_moe:
+            raise InputError("cuda-graph-scope", f"sets the host work of mixture-of-experts layers; {model.name} is dense")
+        if "full_iteration" in scopes and len(scopes) > 1:
+            raise InputError("cuda-graph-scope", "full_iteration graphs the whole step: give it alone")
+        if "full_iteration" in scopes and self.moe_capacity_factor is None:
+            raise InputError("cuda-graph-scope", "full_iteration needs static MoE shapes: give --moe-capacity-factor "
+                                                 "(Megatron-Core captures MoE layers only with drop-and-pad routing)")
 
     # --- mappings (config files, JSON results) ------------------------------------------------------
     def to_mapping(self) -> dict[str, Any]:
@@ -245,6 +266,7 @@ _FIELD_KINDS = {
                     "text"),
     "zero": "zero", "seq_len_dist": "text?", "etp": "count?", "moe_imbalance": "ratio",
     "moe_capacity_factor": "positive?", "moe_a2a": "text", "moe_a2a_overlap": "bool", "recompute_modules": "text?",
+    "cuda_graph_scope": "text?",
 }
 #: largest busiest-expert-over-mean load accepted (every token on one expert of 1,024 is 1,024)
 MAX_MOE_IMBALANCE = 1024.0

@@ -45,7 +45,7 @@ class TrainingResult:
     megatron_model_flops_per_token: float  # 6N + full s x s attention (PaLM/Megatron/NeMo convention)
     megatron_hardware_flops_per_token: float  # + recomputation, same convention
     peak_flops_per_s: float  # dense peak of the GEMM precision, per GPU (MFU denominator)
-    breakdown: dict[str, float]  # seconds on the critical pipeline rank; its five terms sum to the step
+    breakdown: dict[str, float]  # seconds on the critical pipeline rank; its terms sum to the step (moe_host: MoE models only)
     details: dict[str, float]
     memory: dict[str, float]
     peak_memory_bytes: float

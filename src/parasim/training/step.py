@@ -25,6 +25,7 @@ from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import attention_dtype
 from parasim.cost.layer import EdgeCost, LayerCost, forward_gemms_s
 from parasim.cost.memory import routed_expert_params_per_gpu, weight_params_per_gpu
+from parasim.cost.moe_host import exposed_s, moe_layer_host, scope_set
 from parasim.cost.nongemm import adam_bytes_per_param
 from parasim.cost import partition
 from parasim.cost.roofline import memory_time_s
@@ -72,6 +73,8 @@ class LayerTimes:
     bwd_comm: float
     bwd_weight_compute: float  # of bwd_compute: weight-gradient GEMMs and their accumulation (deferrable)
     parts: dict[str, float] = field(default_factory=dict)  # named forward breakdown
+    fwd_host: float = 0.0  # the GPU waiting on the host to issue the layer's kernels (cost/moe_host.py)
+    bwd_host: float = 0.0
 
 
 def _costers(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> tuple[LayerCost, EdgeCost]:
@@ -130,7 +133,13 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
     parts = {"gemms": gemms, "attention": attn_f, "elementwise": elem + cast_f, "wgrad_accum": wgrad_accum,
              "tp_comm": f["tp_comm"], "cp_comm": layer.cp_comm_s(t) if cp_comm is None else sum(cp_comm), "ep_comm": f["ep_comm"],
              **{f"elementwise_{k}": v for k, v in layer.nongemm_s(t, moe).items()}, "elementwise_fp8_casts": cast_f}
-    return LayerTimes(fwd_compute, fwd_comm, bwd_compute, bwd_comm, b["weight_grad"] + wgrad_accum, parts)
+    host_f = host_b = 0.0
+    if moe:
+        host = moe_layer_host(model.experts // plan.ep, fp8=plan.precision == "fp8",
+                              scopes=scope_set(plan.cuda_graph_scope))
+        host_f, host_b = exposed_s(host, fwd_compute + fwd_comm, bwd_compute + bwd_comm)
+    return LayerTimes(fwd_compute, fwd_comm, bwd_compute, bwd_comm, b["weight_grad"] + wgrad_accum, parts,
+                      host_f, host_b)
 
 
 def _attention_fwd_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, f: dict[str, float]) -> float:
@@ -426,7 +435,7 @@ def chunk_layers(model: ModelSpec, plan: TrainingPlan) -> list[list[int]]:
 class StepTiming:
     step_s: float
     critical_rank: int
-    breakdown: dict[str, float]  # on the critical rank; compute + exposed_comm + bubble + optimizer + straggler = step
+    breakdown: dict[str, float]  # on the critical rank; compute + exposed_comm + bubble + optimizer + straggler (+ moe_host, MoE models) = step
     details: dict[str, float]
     layer: LayerTimes
     run: PipelineRun
@@ -503,6 +512,10 @@ def run_step(model: ModelSpec, plan: TrainingPlan, clusters: list[ClusterSpec], 
     bd["straggler"] = straggler_s(bd["compute"], sigma, job_gpus)
     step += bd["straggler"]
     lt, (fsdp_f, fsdp_b, edge_f, edge_b) = crit.lt, crit.fsdp
+    if model.is_moe:  # split out of the exposed time: the critical rank's layers x micro-batches
+        bd["moe_host"] = m * sum(counts[rank]) * (lt.fwd_host + lt.bwd_host)
+        bd["exposed_comm"] -= bd["moe_host"]
+        det.update({"layer_moe_host_fwd_s": lt.fwd_host, "layer_moe_host_bwd_s": lt.bwd_host})
     det.update({"p2p_per_op": p2p, "fsdp_layer_exposed_fwd": fsdp_f,
                 "fsdp_layer_exposed_bwd": fsdp_b, "fsdp_first_gather_exposed_s": edge_f,
                 "fsdp_last_reduce_exposed_s": edge_b, "dp_comm_total": dp_total,
@@ -528,8 +541,8 @@ def _chunk_times(plan: TrainingPlan, costs: list[PlanCosts], counts: list[list[i
         for c in range(v):
             n = counts[r][c]
             g = stages[r][c]
-            fc, fm = n * lt.fwd_compute, n * lt.fwd_comm
-            bc, bm = n * lt.bwd_compute, n * lt.bwd_comm
+            fc, fm = n * lt.fwd_compute, n * (lt.fwd_comm + lt.fwd_host)
+            bc, bm = n * lt.bwd_compute, n * (lt.bwd_comm + lt.bwd_host)
             if g == 0:
                 fc += k.emb
                 bc += k.emb_b
@@ -695,4 +708,5 @@ def _mix(model: ModelSpec, dense: LayerTimes | None, moe: LayerTimes | None) -> 
     parts = {k: a * dense.parts.get(k, 0.0) + b * moe.parts.get(k, 0.0) for k in moe.parts}
     return LayerTimes(a * dense.fwd_compute + b * moe.fwd_compute, a * dense.fwd_comm + b * moe.fwd_comm,
                       a * dense.bwd_compute + b * moe.bwd_compute, a * dense.bwd_comm + b * moe.bwd_comm,
-                      a * dense.bwd_weight_compute + b * moe.bwd_weight_compute, parts)
+                      a * dense.bwd_weight_compute + b * moe.bwd_weight_compute, parts,
+                      b * moe.fwd_host, b * moe.bwd_host)

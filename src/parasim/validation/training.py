@@ -97,6 +97,8 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
             choices.append(f"{key}={default} (not published; {'Megatron-LM 2021' if legacy else 'Megatron-Core'} default)")
     if case.model.is_moe and raw.get("etp") is None and int(raw.get("tp") or 1) > 1:
         choices.append("etp=tp (not published; Megatron-Core sets --expert-tensor-parallel-size to the TP size)")
+    if case.model.is_moe and raw.get("cuda_graph_scope") is None:
+        choices.append("cuda_graph_scope=none (not stated; Megatron-Core's default: MoE layers issued eagerly)")
     extra: dict[str, Any] = {}
     if legacy:
         extra = {"attention": "unfused", "overlap_grad_reduce": False, "overlap_param_gather": False,

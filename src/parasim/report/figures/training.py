@@ -24,7 +24,7 @@ LEGEND = {"F": "forward", "B": "backward", "W": "weight-grad", "tp_cp_ep": "TP/C
 COMPUTE_LANE = tuple(k for k, stream in STREAM_OF.items() if stream == "compute")
 ORDER = tuple(STREAM_OF)
 BREAKDOWN = (("compute", "#4C72B0"), ("exposed_comm", "#DD8452"), ("bubble", "#E5E5E5"),
-             ("optimizer", "#DA8BC3"), ("straggler", "#333333"))
+             ("optimizer", "#DA8BC3"), ("straggler", "#333333"), ("moe_host", "#8C613C"))
 MEMORY = (("weights_gib", "weights", "#4C72B0"), ("gradients_gib", "gradients", "#55A868"),
           ("optimizer_gib", "optimizer state", "#DA8BC3"), ("activations_gib", "activations", "#DD8452"),
           ("reserved_gib", "reserved", "#BBBBBB"))
@@ -84,6 +84,8 @@ def _gantt(ax, stages: list[dict], step: float, critical) -> None:
 def _breakdown_bar(ax, breakdown: dict[str, float], step: float) -> None:
     left = 0.0
     for key, colour in BREAKDOWN:
+        if key == "moe_host" and key not in breakdown:  # MoE models only
+            continue
         w = float(breakdown.get(key) or 0.0)
         ax.barh(0, w, left=left, color=colour, edgecolor="#666666", linewidth=0.4,
                 label=f"{key.replace('_', ' ')} {w:.3g} s")
