@@ -25,7 +25,7 @@ def _run(plan: ServingPlan, wl: Workload, *, runs: bool, **kw):
     """The run with decode runs on, or with every iteration decided and applied one by one."""
     with pytest.MonkeyPatch.context() as mp:
         if not runs:
-            mp.setattr(Instance, "decode_run", lambda self, t, until_s, done_cb: t)
+            mp.setattr(Instance, "decode_run", lambda self, t, until_s, done_cb, end_by_s=None: t)
         return simulate(MODEL, CLUSTER, plan, wl, seed=1, **kw)
 
 
@@ -76,9 +76,9 @@ def test_decode_runs_cover_most_decode_only_iterations():
     stepped = []
     inner = Instance.decode_run
 
-    def spy(self, t, until_s, done_cb):
+    def spy(self, t, until_s, done_cb, **kw):
         k = self.iterations
-        t = inner(self, t, until_s, done_cb)
+        t = inner(self, t, until_s, done_cb, **kw)
         stepped.append(self.iterations - k)
         return t
 

@@ -67,6 +67,12 @@ class Instance:
         self.step_continuing = array("q", [0])  # decoders whose previous token was the previous step's
         self.busy = False
         self.start_pending = False
+        # stepped on demand by the loop (Loop._advance), not through its heap: then `due_s` is the
+        # in-flight iteration's end (busy) or the pending start's time, `in_flight` that batch
+        self.on_demand = False
+        self.due_s = 0.0
+        self.started_s = 0.0  # the in-flight iteration's start
+        self.in_flight: Batch | None = None
         self.outstanding = 0  # tokens still to process for requests routed here (router signal)
         self.busy_s = 0.0
         self.kv_block_s = 0.0  # integral of used blocks over time
@@ -216,13 +222,15 @@ class Instance:
         if self.rec_end is not None:
             self.rec_end.append((t, self.n_dec + len(self.prefilling), len(self.waiting), self.kv.capacity - self.kv.free))
 
-    def decode_run(self, t: float, until_s: float, done_cb) -> float:
+    def decode_run(self, t: float, until_s: float, done_cb, end_by_s: float = float("inf")) -> float:
         """Decode-only iterations back to back from t, while nothing can change the batch: no
         request queued or prefilling, the next arrival after the iteration's start (`until_s`),
-        and free blocks for each step's new blocks. Exact: in that state the scheduler's batch is
-        every decoder's step (`Scheduler.decodes_when_idle`), and each step here is what `start`
-        and `end` apply to that batch, in the same float operations and order, without building a
-        batch or asking the scheduler per step. Returns the time the last step ends."""
+        and free blocks for each step's new blocks; with `end_by_s`, only steps that end by then
+        (the loop's on-demand stepping: a step still running at a reader's instant stays a batch
+        in flight). Exact: in that state the scheduler's batch is every decoder's step
+        (`Scheduler.decodes_when_idle`), and each step here is what `start` and `end` apply to
+        that batch, in the same float operations and order, without building a batch or asking the
+        scheduler per step. Returns the time the last step ends."""
         kv, cost, B, phase = self.kv, self.cost, self.block, self.decoders_by_phase
         full = self.reserve_full
         step, time_s = self._decode_step, cost.time_s
@@ -231,9 +239,11 @@ class Instance:
             if kv.free < need:
                 break
             n = self.n_dec
+            dt = time_s(n, 0.0, 0.0, n, self.decode_ctx_sum + n, n)  # reads no KV state: before the alloc
+            if t + dt > end_by_s:
+                break
             if need:
                 kv.alloc(need)
-            dt = time_s(n, 0.0, 0.0, n, self.decode_ctx_sum + n, n)
             self.busy_s += dt
             self.kv_block_s += (kv.capacity - kv.free) * dt
             self.iterations += 1
@@ -441,6 +451,8 @@ def least_loaded(insts: list[Instance]) -> Instance:
 class Loop:
     """The global event loop over all instances (one heap, arrivals merged from a sorted column)."""
 
+    STEP_ON_DEMAND = True  # Loop._advance (class-level: a test compares it with stepping every iteration on the heap)
+
     def __init__(self, st: ReqState, groups: list[list[Instance]], router: Router,
                  decode_groups: list[list[Instance]] | None = None, transfer_s=None,
                  max_concurrency: int | None = None, deps=None, answer_delay_s: float = 0.0,
@@ -455,6 +467,8 @@ class Loop:
         self.transfer_s = transfer_s
         self.heap: list = []
         self.seq = 0
+        self.on_demand = False  # set per run (_on_demand_ok): instances that decode stepped by _advance
+        self._gap_buf = array("d")
         self.makespan = 0.0
         self.dropped = 0
         self.max_queued = max_queued  # admission control: shed an arrival that finds this many queued
@@ -572,7 +586,10 @@ class Loop:
     def _wake(self, inst: Instance, t: float) -> None:
         if not inst.busy and not inst.start_pending:
             inst.start_pending = True
-            self._push(t, START, "start", inst)
+            if inst.on_demand:
+                inst.due_s = t
+            else:
+                self._push(t, START, "start", inst)
 
     def _on_done(self, rid: int, t: float, what: str) -> None:
         if t > self.makespan:
@@ -598,15 +615,21 @@ class Loop:
 
     def _check_stuck(self, inst: Instance, restart: bool = True) -> None:
         """Nothing runnable but work queued: the head request can never fit (drop it, say so)."""
+        if self._drop_stuck(inst):
+            if inst.waiting and restart:
+                self._begin(inst, self._now)
+        elif not restart:  # pragma: no cover - a scheduler that idles with work it could run
+            raise RuntimeError(f"scheduler {inst.sched.name} returned an empty batch with work pending")
+
+    def _drop_stuck(self, inst: Instance) -> bool:
+        """If `inst` has nothing runnable but work queued, drop the head request (it can never fit)."""
         if inst.waiting and not inst.prefilling and not inst.n_dec and not inst.in_transfer:
             rid = inst.waiting.popleft()
             self.st.state[rid] = DROPPED
             self.dropped += 1
             self._answered(rid, self._now)
-            if inst.waiting and restart:
-                self._begin(inst, self._now)
-        elif not restart:  # pragma: no cover - a scheduler that idles with work it could run
-            raise RuntimeError(f"scheduler {inst.sched.name} returned an empty batch with work pending")
+            return True
+        return False
 
     def independent(self) -> bool:
         """Round-robin over single-engine replicas: no instance's decisions depend on another's."""
@@ -676,6 +699,10 @@ class Loop:
         n = len(col)
         i = 0
         self._now = 0.0
+        self.on_demand = self._on_demand_ok()
+        self._gaps: list[tuple[float, float, int, int, float]] = []  # see _tag_gaps
+        for inst in self.instances:
+            inst.on_demand = self.on_demand and inst.role != "prefill"
         while True:
             ta = arr[col[i]] if i < n else float("inf")
             if heap and (heap[0][0] < ta or (heap[0][0] == ta and heap[0][1] < ARRIVAL)):
@@ -707,19 +734,108 @@ class Loop:
                 i += 1
             else:
                 break
+        for inst in self.instances:
+            if inst.on_demand:
+                self._advance(inst, float("inf"))
+        if self._gaps:
+            self.st.extra_gaps_s.extend(g for *_, g in sorted(self._gaps))
 
-    def _route(self, router: Router, groups: list[list[Instance]], rid: int, tokens: int) -> Instance:
-        """The instance a request goes to: the router picks a replica (of the routable ones when
-        autoscaling), and inside a replica of PP virtual engines the least loaded one takes it."""
+    def _on_demand_ok(self) -> bool:
+        """Whether the instances that decode can be stepped on demand (`_advance`): their
+        iterations then touch nothing outside themselves (no closed-loop client or workflow whose
+        next call an answer releases, no autoscaler reading them on ticks, no subclass hooks such
+        as migration's on their starts and ends); a prefill pool's instances stay on the heap,
+        since their ends send KV transfers."""
+        hooks = ("_begin", "_iteration_end", "_arrive", "_transfer_done", "_route", "_wake")
+        return (self.STEP_ON_DEMAND and self._held is None and self._column is None and self.auto is None
+                and all(getattr(type(self), h) is getattr(Loop, h) for h in hooks))
+
+    def _advance(self, inst: Instance, tau: float) -> None:
+        """Step an on-demand instance to the instant `tau` of an event that reads or feeds it (an
+        arrival routed over it, a KV transfer routed to its pool; +inf at the end of the run).
+        Exact, event for event: between such events nothing else reads or changes the instance,
+        so its iterations are what the heap would run, in the same order and float operations.
+        At `tau` it is as the heap leaves it before that event: iterations ending at `tau` applied
+        (iteration ends rank first), one that started earlier and ends later in flight, and one
+        that would start at `tau` not started (starts rank after arrivals and transfers)."""
+        st = self.st
+        shared = st.extra_gaps_s
+        st.extra_gaps_s = buf = self._gap_buf  # this instance's gaps, tagged with their iteration's times
+        try:
+            self._step_to(inst, tau, buf)
+        finally:
+            st.extra_gaps_s = shared
+
+    def _step_to(self, inst: Instance, tau: float, buf) -> None:
+        """`_advance`'s loop: end the batch in flight, start the next, decode runs in between."""
+        runs = inst.sched.decodes_when_idle and inst.rec is None
+        on_done = self._on_done
+        while True:
+            if inst.busy:
+                if inst.due_s > tau:
+                    return
+                inst.end(inst.in_flight, inst.due_s, on_done)
+                if buf:
+                    self._tag_gaps(buf, inst.due_s, inst.started_s, inst.idx)
+                inst.busy, inst.in_flight = False, None
+                inst.start_pending = inst.has_work()
+            t = inst.due_s
+            if not inst.start_pending or t >= tau:
+                return
+            if runs and not inst.waiting and not inst.prefilling:
+                first = inst.decode_step + 1
+                inst.due_s = inst.decode_run(t, tau, on_done, end_by_s=tau)
+                if buf:  # a join's first step: the run's first
+                    self._tag_gaps(buf, inst.step_end_s[first], t, inst.idx)
+                t = inst.due_s
+                if not inst.has_work():
+                    inst.start_pending = False
+                if not inst.start_pending or t >= tau:
+                    return
+            b = inst.decide()
+            if b.empty():  # as _begin: drop a head that can never fit, else idle until woken
+                self._now = t
+                inst.start_pending = self._drop_stuck(inst) and bool(inst.waiting)
+                continue
+            inst.start_pending = False
+            inst.started_s = t
+            inst.due_s = t + inst.start(b, t)
+            inst.busy, inst.in_flight = True, b
+
+    def _tag_gaps(self, buf, end_s: float, start_s: float, idx: int) -> None:
+        """Keep the off-grid gaps an iteration (start_s, end_s) of instance `idx` just appended, in
+        the order the heap appends them: by iteration end, then start (an earlier start was pushed
+        earlier), then instance and append order. The pooled ITL statistics sort the gaps anyway;
+        the order only reaches `--bench-json`'s mean and spread, summed in array order."""
+        gaps = self._gaps
+        for g in buf:
+            gaps.append((end_s, start_s, idx, len(gaps), g))
+        del buf[:]
+
+    def _route(self, router: Router, groups: list[list[Instance]], rid: int, tokens: int, t: float) -> Instance:
+        """The instance a request goes to at t: the router picks a replica (of the routable ones
+        when autoscaling), and inside a replica of PP virtual engines the least loaded one takes
+        it. On-demand instances are stepped to t first: all of them when the router reads their
+        load, the chosen replica's otherwise (round-robin reads none)."""
         if self.auto is not None and groups is self.groups:
             groups = [groups[g] for g in self.routable]
+        if self.on_demand and not isinstance(router, RoundRobin):
+            for g in groups:
+                self._catch_up(g, t)
         grp = groups[router.choose(rid, groups, tokens)]
+        if self.on_demand:
+            self._catch_up(grp, t)
         return grp[0] if len(grp) == 1 else least_loaded(grp)
+
+    def _catch_up(self, grp: list[Instance], t: float) -> None:
+        for inst in grp:
+            if inst.on_demand:
+                self._advance(inst, t)
 
     def _arrive(self, rid: int, t: float) -> None:
         st = self.st
         tokens = st.prompt_tokens[rid] + st.output_tokens[rid]
-        inst = self._route(self.router, self.groups, rid, tokens)  # a rejected request used its turn too
+        inst = self._route(self.router, self.groups, rid, tokens, t)  # a rejected request used its turn too
         if st.state[rid] == DROPPED:  # rejected on arrival (as in _run_alone)
             self._answered(rid, t)
             return
@@ -748,7 +864,7 @@ class Loop:
         src = self.instances[st.instance[rid]]
         src._release(rid)
         src.in_transfer -= 1
-        dst = self._route(self.decode_router, self.decode_groups, rid, 0)
+        dst = self._route(self.decode_router, self.decode_groups, rid, 0, t)
         dst.enqueue(rid, st.output_tokens[rid] - st.emitted[rid])
         self._wake(dst, t)
         if src.has_work() and not src.busy:
