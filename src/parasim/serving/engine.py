@@ -42,6 +42,7 @@ from parasim.serving.schedulers.base import Batch, Scheduler
 
 # event kind ranks (the tie-break between events at the same time)
 END, XFER, ARRIVAL, START = 0, 1, 2, 3
+DECODE_ALL = Batch(decode=True)  # every decoder steps (read only: start and end never change a batch)
 
 
 class Instance:
@@ -234,7 +235,12 @@ class Instance:
         kv, cost, B, phase = self.kv, self.cost, self.block, self.decoders_by_phase
         full = self.reserve_full
         step, time_s = self._decode_step, cost.time_s
+        fin = self.finishing
         while self.n_dec and t < until_s:
+            if not self.first_step_pending and (not fin or fin[0][0] > self.decode_step + 1):
+                t = self._quiet_run(t, until_s, end_by_s)
+                if not t < until_s:
+                    break
             need = 0 if full else phase[(-self.decode_step) % B]
             if kv.free < need:
                 break
@@ -251,6 +257,40 @@ class Instance:
                 self.peak_running = n
             t += dt
             step(t, done_cb)
+        return t
+
+    def _quiet_run(self, t: float, until_s: float, end_by_s: float) -> float:
+        """`decode_run`'s steps up to the next one at which a decoder finishes, none joining:
+        `_decode_step` then only counts, so the counters stay in locals (the same integer and
+        float operations, in the same order). Returns the time the last step ends."""
+        kv, B, phase, full = self.kv, self.block, self.decoders_by_phase, self.reserve_full
+        time_s, ends, conts = self.cost.time_s, self.step_end_s, self.step_continuing
+        n, d, ctx = self.n_dec, self.decode_step, self.decode_ctx_sum
+        stop = self.finishing[0][0] if self.finishing else 1 << 62  # the step at which one finishes
+        busy, kv_s, d0 = self.busy_s, self.kv_block_s, d
+        cap = kv.capacity
+        while t < until_s and d + 1 < stop:
+            need = 0 if full else phase[(-d) % B]
+            if kv.free < need:
+                break
+            dt = time_s(n, 0.0, 0.0, n, ctx + n, n)
+            if t + dt > end_by_s:
+                break
+            if need:
+                kv.alloc(need)
+            busy += dt
+            kv_s += (cap - kv.free) * dt
+            t += dt
+            d += 1
+            ctx += n
+            ends.append(t)
+            conts.append(n)
+        if d > d0:
+            self.busy_s, self.kv_block_s = busy, kv_s
+            self.iterations += d - d0
+            self.peak_running = max(self.peak_running, n)
+            self.decode_step, self.decode_ctx_sum = d, ctx
+            self.outstanding -= n * (d - d0)
         return t
 
     # --- transitions --------------------------------------------------------------------------------------
@@ -792,7 +832,10 @@ class Loop:
                     inst.start_pending = False
                 if not inst.start_pending or t >= tau:
                     return
-            b = inst.decide()
+            if runs and not inst.waiting and not inst.prefilling and inst.kv.free >= inst.decode_block_need():
+                b = DECODE_ALL  # what the scheduler decides here (Scheduler.decodes_when_idle), without asking
+            else:
+                b = inst.decide()
             if b.empty():  # as _begin: drop a head that can never fit, else idle until woken
                 self._now = t
                 inst.start_pending = self._drop_stuck(inst) and bool(inst.waiting)
