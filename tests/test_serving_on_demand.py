@@ -118,3 +118,27 @@ def test_on_demand_off_for_coupled_extras():
             mp.setattr(Loop, "_advance", spy)
             res = simulate(MODEL, CLUSTER, plan, wl, **kw)
         assert not calls and res.summary["completed"] == 50
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=hst.integers(min_value=1, max_value=600), ctx=hst.integers(min_value=1, max_value=4_000_000),
+       host=hst.sampled_from([None, 2e-5, 4e-4]), graph=hst.sampled_from([None, 0, 8, 256]),
+       per_ctx=hst.sampled_from([0.0, 3e-9]), tp=hst.sampled_from([1, 2]))
+def test_decode_step_s_is_time_s(n, ctx, host, graph, per_ctx, tp):
+    """The decode run's per-n step function gives time_s's float exactly, host terms included."""
+    from parasim.serving.itercost import IterationCost
+
+    extra = {} if host is None else {"eager_prefill_layer_s": host, "cuda_graph_max_batch": graph}
+    plan = ServingPlan(tp=tp, host_s_per_context_token=per_ctx, **extra)
+    cost = IterationCost.for_plan(MODEL, CLUSTER, plan)
+    assert cost.decode_step_s(n)(ctx) == cost.time_s(n, 0.0, 0.0, n, ctx, n)
+
+
+def test_decode_step_s_of_a_repriced_iteration_is_its_own():
+    """Speculative decoding prices an iteration its own way: its step function is its time_s."""
+    from parasim.serving.simulate import spec_cost
+
+    plan = ServingPlan(spec_method="ngram", num_speculative_tokens=3, spec_acceptance=0.6)
+    cost = spec_cost(MODEL, CLUSTER, plan, tp=1)
+    for n, ctx in ((1, 500), (7, 9000), (64, 200_000)):
+        assert cost.decode_step_s(n)(ctx) == cost.time_s(n, 0.0, 0.0, n, ctx, n)

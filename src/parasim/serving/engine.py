@@ -264,8 +264,9 @@ class Instance:
         `_decode_step` then only counts, so the counters stay in locals (the same integer and
         float operations, in the same order). Returns the time the last step ends."""
         kv, B, phase, full = self.kv, self.block, self.decoders_by_phase, self.reserve_full
-        time_s, ends, conts = self.cost.time_s, self.step_end_s, self.step_continuing
+        ends, conts = self.step_end_s, self.step_continuing
         n, d, ctx = self.n_dec, self.decode_step, self.decode_ctx_sum
+        step_s = self.cost.decode_step_s(n)
         stop = self.finishing[0][0] if self.finishing else 1 << 62  # the step at which one finishes
         busy, kv_s, d0 = self.busy_s, self.kv_block_s, d
         cap = kv.capacity
@@ -273,7 +274,7 @@ class Instance:
             need = 0 if full else phase[(-d) % B]
             if kv.free < need:
                 break
-            dt = time_s(n, 0.0, 0.0, n, ctx + n, n)
+            dt = step_s(ctx + n)
             if t + dt > end_by_s:
                 break
             if need:
