@@ -21,6 +21,11 @@ inter-token-latency statistics need no per-token Python work.
 
 Events are ordered by `(time, kind rank, sequence)`: iteration ends, KV transfers, arrivals, then
 iteration starts, so requests arriving at the instant an iteration ends join the next one.
+
+Instances whose iterations touch nothing outside themselves (the ones that decode, unless
+answers, ticks or moves couple them) are stepped on demand rather than through the heap
+(`Loop._advance`): only up to the instant of the next event that reads or feeds them, which is
+when the heap would have shown them to anyone.
 """
 
 from __future__ import annotations
