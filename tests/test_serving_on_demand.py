@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hst
 
 from parasim.serving import ServingPlan, Workload, generate, simulate
-from parasim.serving.engine import Instance, Loop
+from parasim.serving.engine import Loop
 from parasim.specs.catalog import get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
 from tests.test_serving_decode_runs import _same as _same_run
+from tests.test_serving_decode_runs import run_counting_decode_runs
 from tests.test_serving_engine import util_for_blocks, workloads
 
 MODEL = get_model("llama-3-8b")
@@ -84,20 +85,9 @@ def test_on_demand_takes_decode_runs_in_coupled_loops():
     decode runs (before, only independent replicas did), so the heap sees few of them."""
     wl = generate(requests=100, rate=5, prompt_tokens=200, output_tokens=300, seed=2)
     for plan in (ServingPlan(scheduler="sarathi", pp=2), ServingPlan(scheduler="disagg", prefill_gpus=1, decode_gpus=1)):
-        stepped = []
-        inner = Instance.decode_run
-
-        def spy(self, t, until_s, done_cb, **kw):
-            k = self.iterations
-            t = inner(self, t, until_s, done_cb, **kw)
-            stepped.append(self.iterations - k)
-            return t
-
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(Instance, "decode_run", spy)
-            res = simulate(MODEL, CLUSTER, plan, wl)
+        res, stepped = run_counting_decode_runs(plan, wl, CLUSTER)
         # 299 of each request's 300 tokens are decode steps, most with no prompt in the batch
-        assert sum(stepped) > 0.5 * res.summary["iterations"], plan
+        assert stepped > 0.5 * res.summary["iterations"], plan
         assert res.summary["output_tokens_emitted"] == 100 * 300
 
 
