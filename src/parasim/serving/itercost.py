@@ -237,6 +237,13 @@ class IterationCost:
         decode run steps it once per iteration with `n` fixed. The same float operations as
         `time_s` (the prefill attention term is 0.0, and 0.0 + x is x). A subclass that
         re-prices an iteration gets its own `time_s` back."""
+        fns = self.__dict__.setdefault("_decode_fns", {})  # n -> its function, built once
+        fn = fns.get(n)
+        if fn is None:
+            fn = fns[n] = self._decode_step_fn(n)
+        return fn
+
+    def _decode_step_fn(self, n: int):
         cls = type(self)
         if cls.time_s is not IterationCost.time_s or cls._attention_s is not IterationCost._attention_s:
             return lambda ctx: self.time_s(n, 0.0, 0.0, n, ctx, n)
