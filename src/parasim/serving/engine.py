@@ -237,66 +237,57 @@ class Instance:
         (`Scheduler.decodes_when_idle`), and each step here is what `start` and `end` apply to
         that batch, in the same float operations and order, without building a batch or asking the
         scheduler per step. Returns the time the last step ends."""
-        kv, cost, B, phase = self.kv, self.cost, self.block, self.decoders_by_phase
-        full = self.reserve_full
-        step, time_s = self._decode_step, cost.time_s
-        fin = self.finishing
+        kv, B, phase, full = self.kv, self.block, self.decoders_by_phase, self.reserve_full
+        cap, fin, ends, conts = kv.capacity, self.finishing, self.step_end_s, self.step_continuing
+        step, step_fn = self._decode_step, self.cost.decode_step_s
         while self.n_dec and t < until_s:
-            if not self.first_step_pending and (not fin or fin[0][0] > self.decode_step + 1):
-                t = self._quiet_run(t, until_s, end_by_s)
+            n, d, ctx = self.n_dec, self.decode_step, self.decode_ctx_sum
+            step_s = step_fn(n)
+            stop = fin[0][0] if fin else 1 << 62  # the decode step at which one finishes
+            if not self.first_step_pending and d + 1 < stop:
+                # a quiet stretch: nobody joins or leaves, so `_decode_step` would only count; the
+                # counters stay in locals (the same integer and float operations, in order)
+                busy, kv_s, d0 = self.busy_s, self.kv_block_s, d
+                while t < until_s and d + 1 < stop:
+                    need = 0 if full else phase[(-d) % B]
+                    if kv.free < need:
+                        break
+                    dt = step_s(ctx + n)
+                    if t + dt > end_by_s:
+                        break
+                    if need:
+                        kv.alloc(need)
+                    busy += dt
+                    kv_s += (cap - kv.free) * dt
+                    t += dt
+                    d += 1
+                    ctx += n
+                    ends.append(t)
+                    conts.append(n)
+                if d > d0:
+                    self.busy_s, self.kv_block_s = busy, kv_s
+                    self.iterations += d - d0
+                    if n > self.peak_running:
+                        self.peak_running = n
+                    self.decode_step, self.decode_ctx_sum = d, ctx
+                    self.outstanding -= n * (d - d0)
                 if not t < until_s:
                     break
-            need = 0 if full else phase[(-self.decode_step) % B]
+            need = 0 if full else phase[(-d) % B]
             if kv.free < need:
                 break
-            n = self.n_dec
-            dt = time_s(n, 0.0, 0.0, n, self.decode_ctx_sum + n, n)  # reads no KV state: before the alloc
+            dt = step_s(ctx + n)  # reads no KV state: before the alloc
             if t + dt > end_by_s:
                 break
             if need:
                 kv.alloc(need)
             self.busy_s += dt
-            self.kv_block_s += (kv.capacity - kv.free) * dt
+            self.kv_block_s += (cap - kv.free) * dt
             self.iterations += 1
             if n > self.peak_running:
                 self.peak_running = n
             t += dt
             step(t, done_cb)
-        return t
-
-    def _quiet_run(self, t: float, until_s: float, end_by_s: float) -> float:
-        """`decode_run`'s steps up to the next one at which a decoder finishes, none joining:
-        `_decode_step` then only counts, so the counters stay in locals (the same integer and
-        float operations, in the same order). Returns the time the last step ends."""
-        kv, B, phase, full = self.kv, self.block, self.decoders_by_phase, self.reserve_full
-        ends, conts = self.step_end_s, self.step_continuing
-        n, d, ctx = self.n_dec, self.decode_step, self.decode_ctx_sum
-        step_s = self.cost.decode_step_s(n)
-        stop = self.finishing[0][0] if self.finishing else 1 << 62  # the step at which one finishes
-        busy, kv_s, d0 = self.busy_s, self.kv_block_s, d
-        cap = kv.capacity
-        while t < until_s and d + 1 < stop:
-            need = 0 if full else phase[(-d) % B]
-            if kv.free < need:
-                break
-            dt = step_s(ctx + n)
-            if t + dt > end_by_s:
-                break
-            if need:
-                kv.alloc(need)
-            busy += dt
-            kv_s += (cap - kv.free) * dt
-            t += dt
-            d += 1
-            ctx += n
-            ends.append(t)
-            conts.append(n)
-        if d > d0:
-            self.busy_s, self.kv_block_s = busy, kv_s
-            self.iterations += d - d0
-            self.peak_running = max(self.peak_running, n)
-            self.decode_step, self.decode_ctx_sum = d, ctx
-            self.outstanding -= n * (d - d0)
         return t
 
     # --- transitions --------------------------------------------------------------------------------------
