@@ -426,10 +426,15 @@ class _Stages:
         self.shared = 0  # plans evaluated with another plan's simulation (same_simulation)
         self._runs: dict[tuple, dict] = {}  # same_simulation key -> result
 
-    def run(self, items: list[dict]) -> list[dict | None]:
+    def run(self, items: list[dict], extra: tuple[dict, ...] = ()) -> list[dict | None]:
+        """Evaluate `items` (their results, in order; None where interrupted). `extra` items are
+        run in the same batch for later (`cached`), not counted: the baseline beside the refine
+        stage, so that a worker simulates it instead of the parent after the search."""
         self.interrupted = self.interrupted or self.guard.hit  # a Ctrl-C between stages
         if self.interrupted or not items:
             return [None] * len(items)
+        n = len(items)
+        items = items + [it for it in extra if self.cached(it) is None]
         keys = [same_simulation(self.context["model"], it) for it in items]
         first: dict[tuple, int] = {}
         todo = [i for i, k in enumerate(keys) if k not in self._runs and first.setdefault(k, i) == i]
@@ -446,9 +451,16 @@ class _Stages:
                 self._runs[keys[i]] = res
         results = [None if (res := self._runs.get(k)) is None else renamed(res, it["scheduler"])
                    for k, it in zip(keys, items)]
+        ran = sum(1 for i, res in zip(todo, out.results) if i < n and res is not None)  # simulated for `items`
+        results = results[:n]
         self.evaluated += sum(r is not None for r in results)
-        self.shared += sum(r is not None for r in results) - sum(r is not None for r in out.results)
+        self.shared += sum(r is not None for r in results) - ran
         return results
+
+    def cached(self, item: dict) -> dict | None:
+        """The result of a simulation already run for `item`'s (same_simulation), or None."""
+        res = self._runs.get(same_simulation(self.context["model"], item))
+        return None if res is None else renamed(res, item["scheduler"])
 
 
 def same_simulation(model: ModelSpec, item: dict) -> tuple:
@@ -739,8 +751,9 @@ def _effective_key(model: ModelSpec, d: dict) -> tuple:
     return plan_key({**d, "token_budget": budget, "max_batch": batch}) + (d["requests"],)
 
 
-def _refine(run: _Run, screened: dict) -> dict[tuple, dict]:
-    """Stage 3: re-run the best screened plans on the whole workload, `refine` at a time."""
+def _refine(run: _Run, screened: dict, extra: tuple[dict, ...] = ()) -> dict[tuple, dict]:
+    """Stage 3: re-run the best screened plans on the whole workload, `refine` at a time (the
+    first batch with the `extra` items: `_Stages.run`)."""
     if run.screen_n == run.full_n:
         return {k: {**r, "fidelity": "full"} for k, r in screened.items()}
     candidates = sorted((r for r in screened.values() if r["meets_slo"]), key=run.key())
@@ -749,7 +762,7 @@ def _refine(run: _Run, screened: dict) -> dict[tuple, dict]:
     for start in range(0, min(len(candidates), 3 * refine), refine):
         batch = [{**{k: r.get(k) for k in ("gpu", *PLAN_FIELDS)}, "requests": run.full_n}
                  for r in candidates[start:start + refine]]
-        run.absorb(batch, run.stages.run(batch), "full", full)
+        run.absorb(batch, run.stages.run(batch, extra if start == 0 else ()), "full", full)
         if sum(r["meets_slo"] for r in full.values()) >= 2 or run.stages.interrupted:  # a winner and a runner-up
             break
     return full
@@ -784,7 +797,7 @@ def _baseline(run: _Run, full_ok: list[dict], interrupted: bool) -> dict:
         return {**base, "rank": None, "feasible": None, "reason": "not_simulated",
                 "message": "not simulated: the search was interrupted", "metrics": None}
     base_item = {**base, "requests": run.full_n}
-    res = evaluate(run.context, base_item)
+    res = run.stages.cached(base_item) or evaluate(run.context, base_item)  # run beside the refine stage
     if not res["ok"]:
         return {**base, "rank": None, "feasible": False, "reason": res["reason"],
                 "message": res.get("message"), "metrics": None}
@@ -813,7 +826,8 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
     ran.append(run.stages.evaluated)
     items2 = _screen_knobs(run, items1, screened)
     ran.append(run.stages.evaluated - ran[0])
-    full = _rescreen_if_bound_fails(run, screened, _refine(run, screened))
+    base_item = {**baseline_plan(run.model, req.gpu[0], req.max_gpus), "requests": run.full_n}
+    full = _rescreen_if_bound_fails(run, screened, _refine(run, screened, (base_item,)))
     ran.append(run.stages.evaluated - ran[0] - ran[1])
     full_ok, ranked = _rank(run, screened, full)
     interrupted = run.stages.interrupted or guard.hit
