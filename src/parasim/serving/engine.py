@@ -787,23 +787,25 @@ class Loop:
         return (self.STEP_ON_DEMAND and self._held is None and self._column is None and self.auto is None
                 and all(getattr(type(self), h) is getattr(Loop, h) for h in hooks))
 
-    def _advance(self, inst: Instance, tau: float) -> None:
+    def _advance(self, inst: Instance, tau: float, hold: bool = False) -> None:
         """Step an on-demand instance to the instant `tau` of an event that reads or feeds it (an
         arrival routed over it, a KV transfer routed to its pool; +inf at the end of the run).
         Exact, event for event: between such events nothing else reads or changes the instance,
         so its iterations are what the heap would run, in the same order and float operations.
         At `tau` it is as the heap leaves it before that event: iterations ending at `tau` applied
         (iteration ends rank first), one that started earlier and ends later in flight, and one
-        that would start at `tau` not started (starts rank after arrivals and transfers)."""
+        that would start at `tau` not started (starts rank after arrivals and transfers). With
+        `hold`, an all-decoders batch that would start before `tau` and end after it is left to
+        start later (`_route`: for readers of `outstanding` alone)."""
         st = self.st
         shared = st.extra_gaps_s
         st.extra_gaps_s = buf = self._gap_buf  # this instance's gaps, tagged with their iteration's times
         try:
-            self._step_to(inst, tau, buf)
+            self._step_to(inst, tau, buf, hold)
         finally:
             st.extra_gaps_s = shared
 
-    def _step_to(self, inst: Instance, tau: float, buf) -> None:
+    def _step_to(self, inst: Instance, tau: float, buf, hold: bool) -> None:
         """`_advance`'s loop: end the batch in flight, start the next, decode runs in between."""
         runs = inst.sched.decodes_when_idle and inst.rec is None
         on_done = self._on_done
@@ -830,6 +832,9 @@ class Loop:
                 if not inst.start_pending or t >= tau:
                     return
             if runs and not inst.waiting and not inst.prefilling and inst.kv.free >= inst.decode_block_need():
+                n = inst.n_dec
+                if hold and t + inst.cost.decode_step_s(n)(inst.decode_ctx_sum + n) > tau:
+                    return  # in flight at tau: its start changes nothing a reader of `outstanding` sees
                 b = DECODE_ALL  # what the scheduler decides here (Scheduler.decodes_when_idle), without asking
             else:
                 b = inst.decide()
@@ -856,21 +861,29 @@ class Loop:
         """The instance a request goes to at t: the router picks a replica (of the routable ones
         when autoscaling), and inside a replica of PP virtual engines the least loaded one takes
         it. On-demand instances are stepped to t first: all of them when the router reads their
-        load, the chosen replica's otherwise (round-robin reads none)."""
+        load, the chosen replica's otherwise (round-robin reads none), and the chosen instance
+        fully. Where only `outstanding` is read (round-robin's and least-outstanding-tokens'
+        choices, `least_loaded`), an instance about to start an all-decoders batch before t that
+        would still run at t may hold that start (`hold`): starting it changes no `outstanding`,
+        and nothing else reads or feeds the instance before it is stepped again, from that start."""
         if self.auto is not None and groups is self.groups:
             groups = [groups[g] for g in self.routable]
+        hold = type(router) in (RoundRobin, LeastOutstandingTokens)
         if self.on_demand and not isinstance(router, RoundRobin):
             for g in groups:
-                self._catch_up(g, t)
+                self._catch_up(g, t, hold)
         grp = groups[router.choose(rid, groups, tokens)]
         if self.on_demand:
-            self._catch_up(grp, t)
-        return grp[0] if len(grp) == 1 else least_loaded(grp)
+            self._catch_up(grp, t, True)
+        inst = grp[0] if len(grp) == 1 else least_loaded(grp)
+        if inst.on_demand:
+            self._advance(inst, t)
+        return inst
 
-    def _catch_up(self, grp: list[Instance], t: float) -> None:
+    def _catch_up(self, grp: list[Instance], t: float, hold: bool) -> None:
         for inst in grp:
             if inst.on_demand:
-                self._advance(inst, t)
+                self._advance(inst, t, hold)
 
     def _arrive(self, rid: int, t: float) -> None:
         st = self.st
