@@ -797,6 +797,8 @@ class Loop:
         that would start at `tau` not started (starts rank after arrivals and transfers). With
         `hold`, an all-decoders batch that would start before `tau` and end after it is left to
         start later (`_route`: for readers of `outstanding` alone)."""
+        if (inst.due_s > tau) if inst.busy else (not inst.start_pending or inst.due_s >= tau):
+            return  # nothing to step before tau (the common case: most events find it so)
         st = self.st
         shared = st.extra_gaps_s
         st.extra_gaps_s = buf = self._gap_buf  # this instance's gaps, tagged with their iteration's times
