@@ -281,14 +281,28 @@ class Instance:
                 break
             if need:
                 kv.alloc(need)
-            self.busy_s += dt
-            self.kv_block_s += (cap - kv.free) * dt
-            self.iterations += 1
-            if n > self.peak_running:
-                self.peak_running = n
+            self._charge(n, dt)
             t += dt
             step(t, done_cb)
         return t
+
+    def _charge(self, n: int, dt: float) -> None:
+        """An iteration of `n` running sequences and `dt` seconds, as `start` counts it."""
+        self.busy_s += dt
+        self.kv_block_s += (self.kv.capacity - self.kv.free) * dt
+        self.iterations += 1
+        if n > self.peak_running:
+            self.peak_running = n
+
+    def start_decodes(self, t: float) -> float:
+        """`start` of the all-decoders batch (`DECODE_ALL`) with nothing queued or prefilling and
+        no timeline recorded: the same operations without the batch's other parts. Returns dt."""
+        n = self.n_dec
+        if not self.reserve_full:
+            self.kv.alloc(self.decoders_by_phase[(-self.decode_step) % self.block])
+        dt = self.cost.decode_step_s(n)(self.decode_ctx_sum + n)
+        self._charge(n, dt)
+        return dt
 
     # --- transitions --------------------------------------------------------------------------------------
     def _admit(self, rid: int, t: float) -> None:
@@ -846,7 +860,7 @@ class Loop:
                 continue
             inst.start_pending = False
             inst.started_s = t
-            inst.due_s = t + inst.start(b, t)
+            inst.due_s = t + (inst.start_decodes(t) if b is DECODE_ALL else inst.start(b, t))
             inst.busy, inst.in_flight = True, b
 
     def _tag_gaps(self, buf, end_s: float, start_s: float, idx: int) -> None:
