@@ -866,8 +866,9 @@ class Loop:
     def _tag_gaps(self, buf, end_s: float, start_s: float, idx: int) -> None:
         """Keep the off-grid gaps an iteration (start_s, end_s) of instance `idx` just appended, in
         the order the heap appends them: by iteration end, then start (an earlier start was pushed
-        earlier), then instance and append order. The pooled ITL statistics sort the gaps anyway;
-        the order only reaches `--bench-json`'s mean and spread, summed in array order."""
+        earlier), then instance and append order (the heap's order of two instances' iterations
+        with the same start and end can differ). The pooled ITL statistics sort the gaps; the
+        order only reaches `--bench-json`'s mean and spread, summed in array order."""
         gaps = self._gaps
         for g in buf:
             gaps.append((end_s, start_s, idx, len(gaps), g))
