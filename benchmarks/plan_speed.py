@@ -1,12 +1,18 @@
-"""Search times of issue 5's two acceptance runs (prints; asserts nothing about time).
+"""Search times of issue 5's two acceptance runs, and the README's `plan serve` example as a user
+runs it (prints; asserts nothing about time).
 
-    .venv/bin/python benchmarks/plan_speed.py [--workers N]
+    .venv/bin/python benchmarks/plan_speed.py [--workers N] [--readme-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from parasim.search.plan_serve import ServeSearch
 from parasim.search.plan_serve import run_search as run_serve
@@ -19,10 +25,36 @@ PAPER = {"tp": 8, "pp": 16, "dp": 128, "micro_batch": 1, "recompute": "none", "z
          "schedule": "interleaved", "virtual_stages": 2}
 
 
+# the README's example (issue 21: under 2 s on 2 cores, per-phase disaggregated layouts in the space)
+README_SERVE = ("plan serve --model llama-3-70b --gpu h100-sxm --max-gpus 16 --rate 10 --prompt-tokens 1000 "
+                "--output-tokens 250 --length-dist lognormal --slo-ttft 2 --slo-tpot 0.1")
+
+
+def readme_example(workers: int | None, repeat: int = 3) -> None:
+    """The README example in a fresh process each time, as a user runs it: wall and CPU (the
+    process and its workers) include the interpreter's start, the imports and the worker pool."""
+    exe = Path(sys.executable).with_name("parasim")
+    cmd = [str(exe), *README_SERVE.split(), "--json"] + (["--workers", str(workers)] if workers else [])
+    for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        print(f"README plan serve ({workers or 'default'} workers): {wall:.2f} s wall, {cpu:.2f} s CPU "
+              f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--readme-only", action="store_true", help="only the README example, fresh processes")
     args = ap.parse_args()
+
+    readme_example(args.workers)
+    if args.readme_only:
+        return
 
     t = time.perf_counter()
     out = run_train(TrainSearch(model="llama-3.1-405b", gpu=("h100-sxm",), gpus=(16384,), seq_len=8192,
@@ -47,7 +79,8 @@ def main() -> None:
     b = out["best"]
     s = b["metrics"]["summary"]
     print(f"plan serve llama-3-70b on <= 16 x h100-sxm, 10 req/s, lognormal 1000/250, p99 TTFT 2 s, TPOT 100 ms: "
-          f"search {out['search_wall_s']:.2f} s, evaluated {out['evaluated']} ({out['stages']})")
+          f"search {out['search_wall_s']:.2f} s, evaluated {out['evaluated']} "
+          f"({out['stages']['same_simulation']} of them sharing another plan's run; {out['stages']})")
     print(f"  best: {b['gpus']} GPUs tp={b['tp']} pp={b['pp']} replicas={b['replicas']} {b['scheduler']} "
           f"budget={b['token_budget']} max_batch={b['max_batch']} {b['weights']}/{b['kv_dtype']}: "
           f"TTFT p99 {s['ttft_p99_s']:.3f} s, TPOT p99 {s['tpot_p99_s'] * 1e3:.1f} ms, "

@@ -107,7 +107,7 @@ def million(rate: float) -> None:
 if __name__ == "__main__":
     args = sys.argv[1:]
     if "--no-runs" in args:  # every iteration stepped one by one (the figures before decode runs)
-        Instance.decode_run = lambda self, t, until_s, done_cb: t
+        Instance.decode_run = lambda self, t, until_s, done_cb, end_by_s=None: t
     if args and args[0] == "--million":
         million(float(args[1]))
     else:

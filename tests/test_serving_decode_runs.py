@@ -25,7 +25,7 @@ def _run(plan: ServingPlan, wl: Workload, *, runs: bool, **kw):
     """The run with decode runs on, or with every iteration decided and applied one by one."""
     with pytest.MonkeyPatch.context() as mp:
         if not runs:
-            mp.setattr(Instance, "decode_run", lambda self, t, until_s, done_cb: t)
+            mp.setattr(Instance, "decode_run", lambda self, t, until_s, done_cb, end_by_s=None: t)
         return simulate(MODEL, CLUSTER, plan, wl, seed=1, **kw)
 
 
@@ -70,24 +70,30 @@ def test_decode_runs_with_options_on(extra):
     _same(_run(plan, wl, runs=True), _run(plan, wl, runs=False))
 
 
-def test_decode_runs_cover_most_decode_only_iterations():
-    """The fast path is taken: on a decode-heavy run most iterations are stepped inside runs."""
-    wl = generate(requests=100, rate=5, prompt_tokens=200, output_tokens=300, seed=2)
+def run_counting_decode_runs(plan: ServingPlan, wl: Workload, cluster: ClusterSpec = CLUSTER):
+    """(the run, iterations stepped inside decode runs)."""
     stepped = []
     inner = Instance.decode_run
 
-    def spy(self, t, until_s, done_cb):
+    def spy(self, t, until_s, done_cb, **kw):
         k = self.iterations
-        t = inner(self, t, until_s, done_cb)
+        t = inner(self, t, until_s, done_cb, **kw)
         stepped.append(self.iterations - k)
         return t
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Instance, "decode_run", spy)
-        res = simulate(MODEL, CLUSTER, ServingPlan(scheduler="sarathi"), wl)
+        res = simulate(MODEL, cluster, plan, wl)
+    return res, sum(stepped)
+
+
+def test_decode_runs_cover_most_decode_only_iterations():
+    """The fast path is taken: on a decode-heavy run most iterations are stepped inside runs."""
+    wl = generate(requests=100, rate=5, prompt_tokens=200, output_tokens=300, seed=2)
+    res, stepped = run_counting_decode_runs(ServingPlan(scheduler="sarathi"), wl)
     # each request's prompt is one iteration (200 tokens < the 512 budget); its other 299 tokens
     # are decode steps, and with arrivals 0.2 s apart most of them run with no prompt in the batch
-    assert sum(stepped) > 0.5 * res.summary["iterations"]
+    assert stepped > 0.5 * res.summary["iterations"]
     assert res.summary["output_tokens_emitted"] == 100 * 300
 
 

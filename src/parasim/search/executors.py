@@ -117,16 +117,49 @@ def _stop(pool: ProcessPoolExecutor) -> None:
             proc.terminate()
 
 
+_POOLS: dict[tuple, ProcessPoolExecutor] | None = None  # a `session`'s pools, by (task, context id, workers)
+
+
+@contextmanager
+def session() -> Iterator[None]:
+    """Keep each local process pool for every `run` inside the block with the same task, context
+    and worker count (a search's stages), instead of starting one per call: a pool costs tens of
+    milliseconds to fork and stop, a search's stages are a few to a dozen calls."""
+    global _POOLS
+    if _POOLS is not None:  # nested: the outer session keeps them
+        yield
+        return
+    _POOLS = {}
+    try:
+        yield
+    finally:
+        pools, _POOLS = _POOLS, None
+        for pool in pools.values():
+            pool.shutdown(wait=True)
+
+
+def _pool(task: Task, context: Any, workers: int) -> ProcessPoolExecutor:
+    """A new pool, or the session's for this task, context and worker count."""
+    key = (task, id(context), workers)
+    if _POOLS is not None and key in _POOLS:
+        return _POOLS[key]
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(task, context))
+    if _POOLS is not None:
+        _POOLS[key] = pool
+    return pool
+
+
 def run_local(task: Task, context: Any, items: Sequence[Any], *, workers: int,
               progress: Progress | None = None) -> Outcome:
-    """A process pool (fork on Linux: the parent's imports and caches come for free)."""
+    """A process pool (fork on Linux: the parent's imports and caches come for free); inside a
+    `session`, the same pool for every call with this task and context."""
     if workers <= 1 or len(items) <= 1:
         return run_serial(task, context, items, progress)
     results: list[Any] = [None] * len(items)
     pool = None
     try:
         with _sigint_blocked():
-            pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(task, context))
+            pool = _pool(task, context, workers)
             futures = {pool.submit(_run_chunk, [items[i] for i in r]): r for r in _chunks(len(items), workers)}
         pending = set(futures)
         while pending:
@@ -137,9 +170,12 @@ def run_local(task: Task, context: Any, items: Sequence[Any], *, workers: int,
                     results[i] = res
                 if progress:
                     progress(len(r))
-        pool.shutdown(wait=True)
+        if _POOLS is None:
+            pool.shutdown(wait=True)
     except KeyboardInterrupt:
         if pool is not None:
+            if _POOLS is not None:  # a stopped pool is not reused
+                _POOLS.pop((task, id(context), workers), None)
             _stop(pool)
         return Outcome(results, interrupted=True)
     return Outcome(results)

@@ -415,28 +415,91 @@ def baseline_plan(model: ModelSpec, gpu: str, max_gpus: int) -> dict:
 
 
 class _Stages:
-    """Runs executor batches, keeps results, stops after an interrupt."""
+    """Runs executor batches, keeps results, stops after an interrupt. A plan whose simulation is
+    one already run (`same_simulation`) takes that result instead of being run again."""
 
     def __init__(self, req: ServeSearch, context: dict, progress, guard: SigintGuard | None = None) -> None:
         self.req, self.context, self.progress = req, context, progress
         self.guard = guard or SigintGuard()
         self.interrupted = False
         self.evaluated = 0
+        self.shared = 0  # plans evaluated with another plan's simulation (same_simulation)
+        self._runs: dict[tuple, dict] = {}  # same_simulation key -> result
 
-    def run(self, items: list[dict]) -> list[dict | None]:
+    def run(self, items: list[dict], extra: tuple[dict, ...] = ()) -> list[dict | None]:
+        """Evaluate `items` (their results, in order; None where interrupted). `extra` items are
+        run in the same batch for later (`cached`), not counted: the baseline beside the refine
+        stage, so that a worker simulates it instead of the parent after the search."""
         self.interrupted = self.interrupted or self.guard.hit  # a Ctrl-C between stages
         if self.interrupted or not items:
             return [None] * len(items)
+        n = len(items)
+        items = items + [it for it in extra if self.cached(it) is None]
+        keys = [same_simulation(self.context["model"], it) for it in items]
+        first: dict[tuple, int] = {}
+        todo = [i for i, k in enumerate(keys) if k not in self._runs and first.setdefault(k, i) == i]
         if self.progress:
-            self.progress.start(len(items))
-        out = executors.Outcome([None] * len(items), interrupted=True)
+            self.progress.start(len(todo))
+        out = executors.Outcome([None] * len(todo), interrupted=True)
         with self.guard.executing():
-            out = executors.run(evaluate, self.context, items, executor=self.req.executor, workers=self.req.workers,
-                                ray_address=self.req.ray_address,
+            out = executors.run(evaluate, self.context, [items[i] for i in todo], executor=self.req.executor,
+                                workers=self.req.workers, ray_address=self.req.ray_address,
                                 progress=self.progress.advance if self.progress else None)
         self.interrupted = out.interrupted
-        self.evaluated += sum(r is not None for r in out.results)
-        return out.results
+        for i, res in zip(todo, out.results):
+            if res is not None:
+                self._runs[keys[i]] = res
+        results = [None if (res := self._runs.get(k)) is None else renamed(res, it["scheduler"])
+                   for k, it in zip(keys, items)]
+        ran = sum(1 for i, res in zip(todo, out.results) if i < n and res is not None)  # simulated for `items`
+        results = results[:n]
+        self.evaluated += sum(r is not None for r in results)
+        self.shared += sum(r is not None for r in results) - ran
+        return results
+
+    def cached(self, item: dict) -> dict | None:
+        """The result of a simulation already run for `item`'s (same_simulation), or None."""
+        res = self._runs.get(same_simulation(self.context["model"], item))
+        return None if res is None else renamed(res, item["scheduler"])
+
+
+def same_simulation(model: ModelSpec, item: dict) -> tuple:
+    """Plans with equal keys simulate the same run: every field equal but the scheduler's name,
+    and schedulers that differ only in their name and default knobs (SplitFuse is Sarathi with
+    another default budget) with the same budget and batch given, which resolve the same. The
+    simulator reads a scheduler only through its class's methods and policy attributes and the
+    budget and batch (`serving.simulate.budget_and_batch`), so their results differ only in the
+    plan's echoed scheduler name (`renamed`)."""
+    from parasim.serving.simulate import budget_and_batch
+
+    cls = SCHEDULERS.get(item["scheduler"])
+    resolved = budget_and_batch(cls, item.get("token_budget"), item.get("max_batch"), model)
+    return (_behaviour(cls), resolved, item["requests"]) + plan_key({**item, "scheduler": None})
+
+
+@lru_cache(maxsize=64)
+def _behaviour(cls: type) -> tuple:
+    """A scheduler class as the simulator sees it: its attributes and methods but its name and
+    default knobs (read only through budget_and_batch). Unhashable attributes: the class itself."""
+    skip = ("name", "default_budget", "default_max_batch")
+    out = tuple((k, getattr(cls, k)) for k in sorted(dir(cls)) if not k.startswith("__") and k not in skip)
+    try:
+        hash(out)
+    except TypeError:
+        return (cls,)
+    return out
+
+
+def renamed(res: dict, scheduler: str) -> dict:
+    """`res` as the run of the same plan under the scheduler name `scheduler` (the plan echoed in
+    its inputs carries the name; nothing else in a result does). A failure is kept as it is: its
+    message may name the other scheduler, but that plan was evaluated first, and a search keeps
+    the first message per reason (`Pruned.successes`)."""
+    m = res.get("metrics")
+    if not res["ok"] or m["inputs"]["plan"]["scheduler"] == scheduler:
+        return res
+    inputs = {**m["inputs"], "plan": {**m["inputs"]["plan"], "scheduler": scheduler}}
+    return {**res, "metrics": {**m, "inputs": inputs}}
 
 
 def _family(d: dict) -> tuple:
@@ -487,7 +550,7 @@ def screen_in_waves(items: list[dict], stages: _Stages, absorb, screened: dict, 
 
 def run_search(req: ServeSearch, progress=None) -> dict:
     guard = SigintGuard()
-    with guard.installed():
+    with guard.installed(), executors.session():  # one worker pool for every stage
         return _search(req, progress, guard)
 
 
@@ -688,8 +751,9 @@ def _effective_key(model: ModelSpec, d: dict) -> tuple:
     return plan_key({**d, "token_budget": budget, "max_batch": batch}) + (d["requests"],)
 
 
-def _refine(run: _Run, screened: dict) -> dict[tuple, dict]:
-    """Stage 3: re-run the best screened plans on the whole workload, `refine` at a time."""
+def _refine(run: _Run, screened: dict, extra: tuple[dict, ...] = ()) -> dict[tuple, dict]:
+    """Stage 3: re-run the best screened plans on the whole workload, `refine` at a time (the
+    first batch with the `extra` items: `_Stages.run`)."""
     if run.screen_n == run.full_n:
         return {k: {**r, "fidelity": "full"} for k, r in screened.items()}
     candidates = sorted((r for r in screened.values() if r["meets_slo"]), key=run.key())
@@ -698,7 +762,7 @@ def _refine(run: _Run, screened: dict) -> dict[tuple, dict]:
     for start in range(0, min(len(candidates), 3 * refine), refine):
         batch = [{**{k: r.get(k) for k in ("gpu", *PLAN_FIELDS)}, "requests": run.full_n}
                  for r in candidates[start:start + refine]]
-        run.absorb(batch, run.stages.run(batch), "full", full)
+        run.absorb(batch, run.stages.run(batch, extra if start == 0 else ()), "full", full)
         if sum(r["meets_slo"] for r in full.values()) >= 2 or run.stages.interrupted:  # a winner and a runner-up
             break
     return full
@@ -733,7 +797,7 @@ def _baseline(run: _Run, full_ok: list[dict], interrupted: bool) -> dict:
         return {**base, "rank": None, "feasible": None, "reason": "not_simulated",
                 "message": "not simulated: the search was interrupted", "metrics": None}
     base_item = {**base, "requests": run.full_n}
-    res = evaluate(run.context, base_item)
+    res = run.stages.cached(base_item) or evaluate(run.context, base_item)  # run beside the refine stage
     if not res["ok"]:
         return {**base, "rank": None, "feasible": False, "reason": res["reason"],
                 "message": res.get("message"), "metrics": None}
@@ -762,7 +826,8 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
     ran.append(run.stages.evaluated)
     items2 = _screen_knobs(run, items1, screened)
     ran.append(run.stages.evaluated - ran[0])
-    full = _rescreen_if_bound_fails(run, screened, _refine(run, screened))
+    base_item = {**baseline_plan(run.model, req.gpu[0], req.max_gpus), "requests": run.full_n}
+    full = _rescreen_if_bound_fails(run, screened, _refine(run, screened, (base_item,)))
     ran.append(run.stages.evaluated - ran[0] - ran[1])
     full_ok, ranked = _rank(run, screened, full)
     interrupted = run.stages.interrupted or guard.hit
@@ -780,7 +845,8 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
         "stages": {"screen_requests": run.screen_n, "full_requests": run.full_n, "layouts": len(items1),
                    "knob_variants": len(items2), "refined": len(full),
                    "goodput_bound": run.bound_check,
-                   "simulated": dict(zip(("screen", "knobs", "refine"), ran))},
+                   "simulated": dict(zip(("screen", "knobs", "refine"), ran)),
+                   "same_simulation": run.stages.shared},
         "pareto": pareto_summary(ranked, run.pareto_objs, run.options),
         "interrupted": interrupted,
         "search_wall_s": time.perf_counter() - t0,

@@ -21,6 +21,11 @@ inter-token-latency statistics need no per-token Python work.
 
 Events are ordered by `(time, kind rank, sequence)`: iteration ends, KV transfers, arrivals, then
 iteration starts, so requests arriving at the instant an iteration ends join the next one.
+
+Instances whose iterations touch nothing outside themselves (the ones that decode, unless
+answers, ticks or moves couple them) are stepped on demand rather than through the heap
+(`Loop._advance`): only up to the instant of the next event that reads or feeds them, which is
+when the heap would have shown them to anyone.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from parasim.serving.schedulers.base import Batch, Scheduler
 
 # event kind ranks (the tie-break between events at the same time)
 END, XFER, ARRIVAL, START = 0, 1, 2, 3
+DECODE_ALL = Batch(decode=True)  # every decoder steps (read only: start and end never change a batch)
 
 
 class Instance:
@@ -67,6 +73,12 @@ class Instance:
         self.step_continuing = array("q", [0])  # decoders whose previous token was the previous step's
         self.busy = False
         self.start_pending = False
+        # stepped on demand by the loop (Loop._advance), not through its heap: then `due_s` is the
+        # in-flight iteration's end (busy) or the pending start's time, `in_flight` that batch
+        self.on_demand = False
+        self.due_s = 0.0
+        self.started_s = 0.0  # the in-flight iteration's start
+        self.in_flight: Batch | None = None
         self.outstanding = 0  # tokens still to process for requests routed here (router signal)
         self.busy_s = 0.0
         self.kv_block_s = 0.0  # integral of used blocks over time
@@ -216,32 +228,81 @@ class Instance:
         if self.rec_end is not None:
             self.rec_end.append((t, self.n_dec + len(self.prefilling), len(self.waiting), self.kv.capacity - self.kv.free))
 
-    def decode_run(self, t: float, until_s: float, done_cb) -> float:
+    def decode_run(self, t: float, until_s: float, done_cb, end_by_s: float = float("inf")) -> float:
         """Decode-only iterations back to back from t, while nothing can change the batch: no
         request queued or prefilling, the next arrival after the iteration's start (`until_s`),
-        and free blocks for each step's new blocks. Exact: in that state the scheduler's batch is
-        every decoder's step (`Scheduler.decodes_when_idle`), and each step here is what `start`
-        and `end` apply to that batch, in the same float operations and order, without building a
-        batch or asking the scheduler per step. Returns the time the last step ends."""
-        kv, cost, B, phase = self.kv, self.cost, self.block, self.decoders_by_phase
-        full = self.reserve_full
-        step, time_s = self._decode_step, cost.time_s
+        and free blocks for each step's new blocks; with `end_by_s`, only steps that end by then
+        (the loop's on-demand stepping: a step still running at a reader's instant stays a batch
+        in flight). Exact: in that state the scheduler's batch is every decoder's step
+        (`Scheduler.decodes_when_idle`), and each step here is what `start` and `end` apply to
+        that batch, in the same float operations and order, without building a batch or asking the
+        scheduler per step. Returns the time the last step ends."""
+        kv, B, phase, full = self.kv, self.block, self.decoders_by_phase, self.reserve_full
+        cap, fin, ends, conts = kv.capacity, self.finishing, self.step_end_s, self.step_continuing
+        step, step_fn = self._decode_step, self.cost.decode_step_s
         while self.n_dec and t < until_s:
-            need = 0 if full else phase[(-self.decode_step) % B]
+            n, d, ctx = self.n_dec, self.decode_step, self.decode_ctx_sum
+            step_s = step_fn(n)
+            stop = fin[0][0] if fin else 1 << 62  # the decode step at which one finishes
+            if not self.first_step_pending and d + 1 < stop:
+                # a quiet stretch: nobody joins or leaves, so `_decode_step` would only count; the
+                # counters stay in locals (the same integer and float operations, in order)
+                busy, kv_s, d0 = self.busy_s, self.kv_block_s, d
+                while t < until_s and d + 1 < stop:
+                    need = 0 if full else phase[(-d) % B]
+                    if kv.free < need:
+                        break
+                    dt = step_s(ctx + n)
+                    if t + dt > end_by_s:
+                        break
+                    if need:
+                        kv.alloc(need)
+                    busy += dt
+                    kv_s += (cap - kv.free) * dt
+                    t += dt
+                    d += 1
+                    ctx += n
+                    ends.append(t)
+                    conts.append(n)
+                if d > d0:
+                    self.busy_s, self.kv_block_s = busy, kv_s
+                    self.iterations += d - d0
+                    if n > self.peak_running:
+                        self.peak_running = n
+                    self.decode_step, self.decode_ctx_sum = d, ctx
+                    self.outstanding -= n * (d - d0)
+                if not t < until_s:
+                    break
+            need = 0 if full else phase[(-d) % B]
             if kv.free < need:
                 break
-            n = self.n_dec
+            dt = step_s(ctx + n)  # reads no KV state: before the alloc
+            if t + dt > end_by_s:
+                break
             if need:
                 kv.alloc(need)
-            dt = time_s(n, 0.0, 0.0, n, self.decode_ctx_sum + n, n)
-            self.busy_s += dt
-            self.kv_block_s += (kv.capacity - kv.free) * dt
-            self.iterations += 1
-            if n > self.peak_running:
-                self.peak_running = n
+            self._charge(n, dt)
             t += dt
             step(t, done_cb)
         return t
+
+    def _charge(self, n: int, dt: float) -> None:
+        """An iteration of `n` running sequences and `dt` seconds, as `start` counts it."""
+        self.busy_s += dt
+        self.kv_block_s += (self.kv.capacity - self.kv.free) * dt
+        self.iterations += 1
+        if n > self.peak_running:
+            self.peak_running = n
+
+    def start_decodes(self, t: float) -> float:
+        """`start` of the all-decoders batch (`DECODE_ALL`) with nothing queued or prefilling and
+        no timeline recorded: the same operations without the batch's other parts. Returns dt."""
+        n = self.n_dec
+        if not self.reserve_full:
+            self.kv.alloc(self.decoders_by_phase[(-self.decode_step) % self.block])
+        dt = self.cost.decode_step_s(n)(self.decode_ctx_sum + n)
+        self._charge(n, dt)
+        return dt
 
     # --- transitions --------------------------------------------------------------------------------------
     def _admit(self, rid: int, t: float) -> None:
@@ -441,6 +502,8 @@ def least_loaded(insts: list[Instance]) -> Instance:
 class Loop:
     """The global event loop over all instances (one heap, arrivals merged from a sorted column)."""
 
+    STEP_ON_DEMAND = True  # Loop._advance (class-level: a test compares it with stepping every iteration on the heap)
+
     def __init__(self, st: ReqState, groups: list[list[Instance]], router: Router,
                  decode_groups: list[list[Instance]] | None = None, transfer_s=None,
                  max_concurrency: int | None = None, deps=None, answer_delay_s: float = 0.0,
@@ -455,6 +518,8 @@ class Loop:
         self.transfer_s = transfer_s
         self.heap: list = []
         self.seq = 0
+        self.on_demand = False  # set per run (_on_demand_ok): instances that decode stepped by _advance
+        self._gap_buf = array("d")
         self.makespan = 0.0
         self.dropped = 0
         self.max_queued = max_queued  # admission control: shed an arrival that finds this many queued
@@ -572,7 +637,10 @@ class Loop:
     def _wake(self, inst: Instance, t: float) -> None:
         if not inst.busy and not inst.start_pending:
             inst.start_pending = True
-            self._push(t, START, "start", inst)
+            if inst.on_demand:
+                inst.due_s = t
+            else:
+                self._push(t, START, "start", inst)
 
     def _on_done(self, rid: int, t: float, what: str) -> None:
         if t > self.makespan:
@@ -598,15 +666,21 @@ class Loop:
 
     def _check_stuck(self, inst: Instance, restart: bool = True) -> None:
         """Nothing runnable but work queued: the head request can never fit (drop it, say so)."""
+        if self._drop_stuck(inst):
+            if inst.waiting and restart:
+                self._begin(inst, self._now)
+        elif not restart:  # pragma: no cover - a scheduler that idles with work it could run
+            raise RuntimeError(f"scheduler {inst.sched.name} returned an empty batch with work pending")
+
+    def _drop_stuck(self, inst: Instance) -> bool:
+        """If `inst` has nothing runnable but work queued, drop the head request (it can never fit)."""
         if inst.waiting and not inst.prefilling and not inst.n_dec and not inst.in_transfer:
             rid = inst.waiting.popleft()
             self.st.state[rid] = DROPPED
             self.dropped += 1
             self._answered(rid, self._now)
-            if inst.waiting and restart:
-                self._begin(inst, self._now)
-        elif not restart:  # pragma: no cover - a scheduler that idles with work it could run
-            raise RuntimeError(f"scheduler {inst.sched.name} returned an empty batch with work pending")
+            return True
+        return False
 
     def independent(self) -> bool:
         """Round-robin over single-engine replicas: no instance's decisions depend on another's."""
@@ -676,6 +750,10 @@ class Loop:
         n = len(col)
         i = 0
         self._now = 0.0
+        self.on_demand = self._on_demand_ok()
+        self._gaps: list[tuple[float, float, int, int, float]] = []  # see _tag_gaps
+        for inst in self.instances:
+            inst.on_demand = self.on_demand and inst.role != "prefill"
         while True:
             ta = arr[col[i]] if i < n else float("inf")
             if heap and (heap[0][0] < ta or (heap[0][0] == ta and heap[0][1] < ARRIVAL)):
@@ -707,19 +785,127 @@ class Loop:
                 i += 1
             else:
                 break
+        for inst in self.instances:
+            if inst.on_demand:
+                self._advance(inst, float("inf"))
+        if self._gaps:
+            self.st.extra_gaps_s.extend(g for *_, g in sorted(self._gaps))
 
-    def _route(self, router: Router, groups: list[list[Instance]], rid: int, tokens: int) -> Instance:
-        """The instance a request goes to: the router picks a replica (of the routable ones when
-        autoscaling), and inside a replica of PP virtual engines the least loaded one takes it."""
+    def _on_demand_ok(self) -> bool:
+        """Whether the instances that decode can be stepped on demand (`_advance`): their
+        iterations then touch nothing outside themselves (no closed-loop client or workflow whose
+        next call an answer releases, no autoscaler reading them on ticks, no subclass hooks such
+        as migration's on their starts and ends); a prefill pool's instances stay on the heap,
+        since their ends send KV transfers."""
+        hooks = ("_begin", "_iteration_end", "_arrive", "_transfer_done", "_route", "_wake")
+        return (self.STEP_ON_DEMAND and self._held is None and self._column is None and self.auto is None
+                and all(getattr(type(self), h) is getattr(Loop, h) for h in hooks))
+
+    def _advance(self, inst: Instance, tau: float, hold: bool = False) -> None:
+        """Step an on-demand instance to the instant `tau` of an event that reads or feeds it (an
+        arrival routed over it, a KV transfer routed to its pool; +inf at the end of the run).
+        Exact, event for event: between such events nothing else reads or changes the instance,
+        so its iterations are what the heap would run, in the same order and float operations.
+        At `tau` it is as the heap leaves it before that event: iterations ending at `tau` applied
+        (iteration ends rank first), one that started earlier and ends later in flight, and one
+        that would start at `tau` not started (starts rank after arrivals and transfers). With
+        `hold`, an all-decoders batch that would start before `tau` and end after it is left to
+        start later (`_route`: for readers of `outstanding` alone)."""
+        if (inst.due_s > tau) if inst.busy else (not inst.start_pending or inst.due_s >= tau):
+            return  # nothing to step before tau (the common case: most events find it so)
+        st = self.st
+        shared = st.extra_gaps_s
+        st.extra_gaps_s = buf = self._gap_buf  # this instance's gaps, tagged with their iteration's times
+        try:
+            self._step_to(inst, tau, buf, hold)
+        finally:
+            st.extra_gaps_s = shared
+
+    def _step_to(self, inst: Instance, tau: float, buf, hold: bool) -> None:
+        """`_advance`'s loop: end the batch in flight, start the next, decode runs in between."""
+        runs = inst.sched.decodes_when_idle and inst.rec is None
+        on_done = self._on_done
+        while True:
+            if inst.busy:
+                if inst.due_s > tau:
+                    return
+                inst.end(inst.in_flight, inst.due_s, on_done)
+                if buf:
+                    self._tag_gaps(buf, inst.due_s, inst.started_s, inst.idx)
+                inst.busy, inst.in_flight = False, None
+                inst.start_pending = inst.has_work()
+            t = inst.due_s
+            if not inst.start_pending or t >= tau:
+                return
+            if runs and not inst.waiting and not inst.prefilling:
+                first = inst.decode_step + 1
+                inst.due_s = inst.decode_run(t, tau, on_done, end_by_s=tau)
+                if buf:  # a join's first step: the run's first
+                    self._tag_gaps(buf, inst.step_end_s[first], t, inst.idx)
+                t = inst.due_s
+                if not inst.has_work():
+                    inst.start_pending = False
+                if not inst.start_pending or t >= tau:
+                    return
+            if runs and not inst.waiting and not inst.prefilling and inst.kv.free >= inst.decode_block_need():
+                n = inst.n_dec
+                if hold and t + inst.cost.decode_step_s(n)(inst.decode_ctx_sum + n) > tau:
+                    return  # in flight at tau: its start changes nothing a reader of `outstanding` sees
+                b = DECODE_ALL  # what the scheduler decides here (Scheduler.decodes_when_idle), without asking
+            else:
+                b = inst.decide()
+            if b.empty():  # as _begin: drop a head that can never fit, else idle until woken
+                self._now = t
+                inst.start_pending = self._drop_stuck(inst) and bool(inst.waiting)
+                continue
+            inst.start_pending = False
+            inst.started_s = t
+            inst.due_s = t + (inst.start_decodes(t) if b is DECODE_ALL else inst.start(b, t))
+            inst.busy, inst.in_flight = True, b
+
+    def _tag_gaps(self, buf, end_s: float, start_s: float, idx: int) -> None:
+        """Keep the off-grid gaps an iteration (start_s, end_s) of instance `idx` just appended, in
+        the order the heap appends them: by iteration end, then start (an earlier start was pushed
+        earlier), then instance and append order (the heap's order of two instances' iterations
+        with the same start and end can differ). The pooled ITL statistics sort the gaps; the
+        order only reaches `--bench-json`'s mean and spread, summed in array order."""
+        gaps = self._gaps
+        for g in buf:
+            gaps.append((end_s, start_s, idx, len(gaps), g))
+        del buf[:]
+
+    def _route(self, router: Router, groups: list[list[Instance]], rid: int, tokens: int, t: float) -> Instance:
+        """The instance a request goes to at t: the router picks a replica (of the routable ones
+        when autoscaling), and inside a replica of PP virtual engines the least loaded one takes
+        it. On-demand instances are stepped to t first: all of them when the router reads their
+        load, the chosen replica's otherwise (round-robin reads none), and the chosen instance
+        fully. Where only `outstanding` is read (round-robin's and least-outstanding-tokens'
+        choices, `least_loaded`), an instance about to start an all-decoders batch before t that
+        would still run at t may hold that start (`hold`): starting it changes no `outstanding`,
+        and nothing else reads or feeds the instance before it is stepped again, from that start."""
         if self.auto is not None and groups is self.groups:
             groups = [groups[g] for g in self.routable]
+        hold = type(router) in (RoundRobin, LeastOutstandingTokens)
+        if self.on_demand and not isinstance(router, RoundRobin):
+            for g in groups:
+                self._catch_up(g, t, hold)
         grp = groups[router.choose(rid, groups, tokens)]
-        return grp[0] if len(grp) == 1 else least_loaded(grp)
+        if self.on_demand:
+            self._catch_up(grp, t, True)
+        inst = grp[0] if len(grp) == 1 else least_loaded(grp)
+        if inst.on_demand:
+            self._advance(inst, t)
+        return inst
+
+    def _catch_up(self, grp: list[Instance], t: float, hold: bool) -> None:
+        for inst in grp:
+            if inst.on_demand:
+                self._advance(inst, t, hold)
 
     def _arrive(self, rid: int, t: float) -> None:
         st = self.st
         tokens = st.prompt_tokens[rid] + st.output_tokens[rid]
-        inst = self._route(self.router, self.groups, rid, tokens)  # a rejected request used its turn too
+        inst = self._route(self.router, self.groups, rid, tokens, t)  # a rejected request used its turn too
         if st.state[rid] == DROPPED:  # rejected on arrival (as in _run_alone)
             self._answered(rid, t)
             return
@@ -748,7 +934,7 @@ class Loop:
         src = self.instances[st.instance[rid]]
         src._release(rid)
         src.in_transfer -= 1
-        dst = self._route(self.decode_router, self.decode_groups, rid, 0)
+        dst = self._route(self.decode_router, self.decode_groups, rid, 0, t)
         dst.enqueue(rid, st.output_tokens[rid] - st.emitted[rid])
         self._wake(dst, t)
         if src.has_work() and not src.busy:

@@ -231,6 +231,38 @@ class IterationCost:
         out["total"] = sum(out.values())
         return out
 
+    def decode_step_s(self, n: int):
+        """`time_s` of a decode-only iteration of `n` sequences (n tokens, n logits, no prefill)
+        as a function of their summed context, with what depends on `n` alone bound once: a
+        decode run steps it once per iteration with `n` fixed. The same float operations as
+        `time_s` (the prefill attention term is 0.0, and 0.0 + x is x). A subclass that
+        re-prices an iteration gets its own `time_s` back."""
+        fns = self.__dict__.setdefault("_decode_fns", {})  # n -> its function, built once
+        fn = fns.get(n)
+        if fn is None:
+            fn = fns[n] = self._decode_step_fn(n)
+        return fn
+
+    def _decode_step_fn(self, n: int):
+        cls = type(self)
+        if cls.time_s is not IterationCost.time_s or cls._attention_s is not IterationCost._attention_s:
+            return lambda ctx: self.time_s(n, 0.0, 0.0, n, ctx, n)
+        base = self._fixed_s(n) + self._lm_head_s(n)
+        layers, df, pk, npq, ko = self.layers, self._df, self._pk, n * self._pq, self._ko
+        host = self.eager_prefill_s if self._eager(0.0, n) else 0.0
+        ov, ch = self.overhead_s, self.ctx_host_s
+
+        def step_s(ctx: float) -> float:
+            c = df * ctx
+            m = ctx * pk + npq
+            t = base + layers * ((c if c > m else m) + ko)
+            if host and host > t - ov:
+                t = host + ov
+            if ch:
+                t += ch * (ctx + 0.0 + n - n)
+            return t
+        return step_s
+
     def prefill_alone_s(self, prompt_tokens: int) -> float:
         """One prefill of `prompt_tokens` tokens with nothing else in the batch (a lower bound on TTFT)."""
         c = prompt_tokens

@@ -207,8 +207,13 @@ _COSTS_KEPT = 64
 
 
 def iteration_cost(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, *, tp: int, pp: int) -> IterationCost:
-    """`IterationCost.for_plan`, shared by runs with the same model, cluster and engine fields."""
+    """`IterationCost.for_plan`, shared by runs with the same model, node type and engine fields.
+    An engine's cost reads its cluster's parts and node layout (accelerator, scale-up domain,
+    GPUs per node, NICs), never how many GPUs the cluster holds, so the cluster is keyed as one
+    of the engine's own size: a TP-4 engine costs the same in 4, 12 or 16 GPUs (`plan serve`
+    simulates it in each)."""
     args = IterationCost.plan_args(model, plan, tp=tp, pp=pp)
+    cluster = cluster.with_(gpus=tp * pp)
     key = (model, repr(cluster), tuple(sorted(args.items())))
     cost = _COSTS.get(key)
     if cost is None:

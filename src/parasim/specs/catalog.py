@@ -29,8 +29,10 @@ from parasim.specs.model_mapping import model_from_mapping
 
 
 def _load_data(name: str) -> Any:
+    """A catalog file, parsed by libyaml when PyYAML has it (the same safe constructors and
+    resolvers; about 8x faster, a tenth of a second of every command's start-up)."""
     text = resources.files("parasim.specs").joinpath("data", name).read_text()
-    return yaml.safe_load(text)
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
 
 
 #: hyphen-separated tokens that name a fine-tune or packaging of a checkpoint, not its shapes

@@ -16,6 +16,9 @@ from parasim.serving.schedulers.base import Batch, EngineView, Scheduler
 class Disagg(Scheduler):
     name = "disagg"
     disaggregated = True
+    # a decode instance with no transferred request waiting steps every decoder (a prefill
+    # instance never decodes), so its decode stretches run without a batch per step
+    decodes_when_idle = True
 
     def schedule(self, inst: EngineView) -> Batch:
         if inst.role == "prefill":
