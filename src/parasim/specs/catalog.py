@@ -13,12 +13,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import cache
-from importlib import resources
 import re
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from parasim.errors import InputError, unknown_name
 from parasim.specs.accelerator import HBM_GB_BYTES, SCALE_UP_KINDS, AcceleratorSpec, Efficiency
@@ -26,13 +23,7 @@ from parasim.specs.cluster import ClusterSpec, NodePreset
 from parasim.specs.hf_config import load_model_file
 from parasim.specs.model import ModelSpec
 from parasim.specs.model_mapping import model_from_mapping
-
-
-def _load_data(name: str) -> Any:
-    """A catalog file, parsed by libyaml when PyYAML has it (the same safe constructors and
-    resolvers; about 8x faster, a tenth of a second of every command's start-up)."""
-    text = resources.files("parasim.specs").joinpath("data", name).read_text()
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
+from parasim.specs.shipped import load_shipped
 
 
 #: hyphen-separated tokens that name a fine-tune or packaging of a checkpoint, not its shapes
@@ -48,7 +39,7 @@ def canonical_model_name(name: str) -> str:
 
 
 def _entries() -> list[dict]:
-    return _load_data("models.yaml")["models"]
+    return load_shipped("models.yaml")["models"]
 
 
 @cache
@@ -86,12 +77,12 @@ def accelerator_from_mapping(d: dict) -> AcceleratorSpec:
 
 @cache
 def accelerators() -> dict[str, AcceleratorSpec]:
-    return {a["id"]: accelerator_from_mapping(a) for a in _load_data("accelerators.yaml")["accelerators"]}
+    return {a["id"]: accelerator_from_mapping(a) for a in load_shipped("accelerators.yaml")["accelerators"]}
 
 
 @cache
 def node_presets() -> dict[str, NodePreset]:
-    return {n["id"]: NodePreset(**n) for n in _load_data("clusters.yaml")["presets"]}
+    return {n["id"]: NodePreset(**n) for n in load_shipped("clusters.yaml")["presets"]}
 
 
 #: the running command's calibration (`use_calibration`): catalog part -> the part as the user's

@@ -5,16 +5,14 @@ reader can check, not constants buried in the model."""
 from __future__ import annotations
 
 from functools import cache
-from importlib import resources
 from typing import Any
 
-import yaml
+from parasim.specs.shipped import load_shipped
 
 
 @cache
 def _entries() -> dict[str, dict[str, Any]]:
-    text = resources.files("parasim.specs").joinpath("data", "reliability.yaml").read_text()
-    return dict(yaml.safe_load(text)["assumptions"])
+    return dict(load_shipped("reliability.yaml")["assumptions"])
 
 
 def defaults() -> dict[str, Any]:

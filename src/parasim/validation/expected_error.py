@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from parasim.mathx import quantile
+from parasim.specs.shipped import load_shipped
 from parasim.specs.validation_case import Case, read_cases
 from parasim.validation.category import Category, for_serving, for_training, metric_class, of_case
 from parasim.validation.run import CaseReport
@@ -101,8 +101,7 @@ def load_table(path: str | Path | None = None) -> dict[tuple[str, ...], dict[str
 
 @cache
 def _shipped() -> dict[tuple[str, ...], dict[str, Any]]:
-    f = resources.files("parasim.specs").joinpath("data", SHIPPED)
-    return _index(yaml.safe_load(f.read_text(encoding="utf-8")) or {}) if f.is_file() else {}
+    return _index(load_shipped(SHIPPED) or {})
 
 
 def _index(data: dict[str, Any]) -> dict[tuple[str, ...], dict[str, Any]]:
