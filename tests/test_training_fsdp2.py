@@ -1,0 +1,120 @@
+"""FSDP2's copy-out and chunk-cat on the compute stream (cost/fsdp_copies.py), against hand formulas."""
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from parasim.cli.train_cmd import build
+from parasim.errors import InputError
+from parasim.specs.catalog import get_model
+from parasim.training import TrainingPlan, simulate
+
+MODEL = get_model("llama-3-8b")
+
+
+CLUSTERS = {n: build({"model": "llama-3-8b", "gpu": "h100-sxm", "gpus": n})[1] for n in (1, 2, 4, 8)}
+
+
+def _run(**kw):
+    base = dict(tp=1, pp=1, dp=8, micro_batch=1, global_batch=8, seq_len=4096, zero=3)
+    plan = TrainingPlan(**{**base, **kw})
+    return simulate(MODEL, CLUSTERS[plan.dp], plan)
+
+
+def test_copies_by_hand():
+    """Per layer: forward copy-out reads and writes the 16-bit weights (4 B/param); the backward
+    re-gathers (4 B/param) and chunk-cats bf16 gradients into an fp32 reduce buffer (2 + 4 B/param),
+    and has no main-gradient accumulation epilogue."""
+    flat, fsdp2 = _run(), _run(fsdp_layout="per_param")
+    acc = CLUSTERS[8].accelerator
+    bw, ko = acc.hbm_bw_bytes_per_s * acc.efficiency.memory, acc.efficiency.kernel_overhead_s
+    h, kv, ffn = 4096, 8 * 128, 14336  # Llama 3 8B: q/o 4096 x 4096, k/v 4096 x 1024, gated MLP 3 x 4096 x 14336
+    params = h * (2 * h + 2 * kv) + 3 * h * ffn
+    fwd = params * 4 / bw + ko
+    bwd = fwd + params * (2 + 4) / bw + ko
+    assert fsdp2.details["layer_fwd_fsdp_copy"] == pytest.approx(fwd, rel=1e-9)
+    assert fsdp2.details["layer_fwd_fsdp_copy_bwd"] == pytest.approx(bwd, rel=1e-9)
+    assert fsdp2.details["layer_fwd_wgrad_accum"] == 0.0
+    assert fsdp2.details["layer_fwd_s"] - flat.details["layer_fwd_s"] == pytest.approx(fwd, rel=1e-9)
+    removed = flat.details["layer_fwd_wgrad_accum"]
+    assert (fsdp2.details["layer_bwd_s"] - flat.details["layer_bwd_s"]) == pytest.approx(bwd - removed, rel=1e-9)
+    assert "layer_fwd_fsdp_copy" not in flat.details
+
+
+def test_bf16_reduce_writes_two_bytes():
+    a, b = _run(fsdp_layout="per_param"), _run(fsdp_layout="per_param", grad_dtype="bf16")
+    acc = CLUSTERS[8].accelerator
+    params = MODEL.attn_params + MODEL.dense_mlp_params
+    gap = a.details["layer_fwd_fsdp_copy_bwd"] - b.details["layer_fwd_fsdp_copy_bwd"]
+    assert gap == pytest.approx(params * 2 / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory), rel=1e-9)
+
+
+def test_unsharded_pays_nothing():
+    a, b = (_run(dp=1, global_batch=1, fsdp_layout=lay) for lay in ("flat", "per_param"))
+    assert a.step_time_s == b.step_time_s
+
+
+@pytest.mark.parametrize("zero", [0, 1, 2])
+def test_needs_zero3(zero):
+    with pytest.raises(InputError) as e:
+        TrainingPlan(tp=1, pp=1, dp=8, zero=zero, fsdp_layout="per_param").check(MODEL, 8)
+    assert e.value.field == "fsdp-layout"
+
+
+def test_unknown_layout():
+    with pytest.raises(InputError) as e:
+        TrainingPlan(tp=1, pp=1, dp=8, zero=3, fsdp_layout="fsdp3").check(MODEL, 8)
+    assert e.value.field == "fsdp-layout" and "flat" in e.value.message
+
+
+@settings(max_examples=25, deadline=None)
+@given(dp=st.sampled_from([2, 4, 8]), mb=st.integers(1, 4), seq=st.sampled_from([512, 2048, 8192]),
+       grad=st.sampled_from(["fp32", "bf16"]), rec=st.sampled_from(["none", "full", "selective_op"]))
+def test_per_param_never_faster(dp, mb, seq, grad, rec):
+    """The copies move more bytes than the accumulation epilogue they replace (4 + 4 + 2 + g
+    against 2g per parameter), so FSDP2 is never faster than flat ZeRO-3 on the same plan."""
+    kw = dict(dp=dp, micro_batch=mb, global_batch=dp * mb, seq_len=seq, grad_dtype=grad, recompute=rec)
+    assert _run(fsdp_layout="per_param", **kw).step_time_s >= _run(**kw).step_time_s
+
+
+def test_adapter_reads_fsdp2_software():
+    from parasim.specs.validation_case import load_cases
+    from parasim.validation.training import plan_for_case
+
+    layouts = {c.software: plan_for_case(c)[0].fsdp_layout
+               for f in ("validation/torchtitan-training.yaml", "validation/llmfoundry-mpt-training.yaml")
+               for c in load_cases(f)}
+    assert {v for k, v in layouts.items() if "torchtitan" in k} == {"per_param"}
+    assert {v for k, v in layouts.items() if "llm-foundry" in k} == {"flat"}
+
+
+def _layer(**kw):
+    from parasim.training.step import plan_costs
+
+    base = dict(tp=8, pp=1, dp=1, micro_batch=2, global_batch=2, seq_len=4096, sequence_parallel=True,
+                tp_comm_overlap=False)
+    plan = TrainingPlan(**{**base, **kw})
+    return plan_costs(MODEL, CLUSTERS[8], plan, plan.micro_batch * plan.seq_len * (plan.seq_len + 1) / 2).lt
+
+
+def test_sac_regathers_with_sequence_parallel():
+    """torchtitan's op-level SAC saves reduce-scatter outputs, not all-gather ones: the backward
+    gathers the attention and MLP inputs again (two all-gathers of the layer input), exposed
+    when TP is not overlapped; Megatron's selective and no recomputation do not."""
+    from parasim.cost.comm import Group, collective_time_s
+
+    c = CLUSTERS[8]
+    size = 2 * 4096 * MODEL.hidden * 2  # tokens x hidden x bf16: the gathered layer input
+    ag = collective_time_s("all_gather", size, Group.strided(8, 1, c), c)
+    rs = collective_time_s("reduce_scatter", size, Group.strided(8, 1, c), c)
+    none, sel = _layer(), _layer(recompute="selective_op")
+    assert none.fwd_comm == pytest.approx(2 * (ag + rs), rel=1e-9)
+    assert sel.bwd_comm - none.bwd_comm == pytest.approx(2 * ag, rel=1e-9)
+    assert _layer(recompute="selective").bwd_comm == pytest.approx(none.bwd_comm, rel=1e-12)
+    no_sp = (_layer(sequence_parallel=False, recompute=r) for r in ("none", "selective_op"))
+    assert next(no_sp).bwd_comm == pytest.approx(next(no_sp).bwd_comm, rel=1e-12)
+
+
+def test_sac_regather_hides_under_tp_overlap():
+    plain, overlapped = (_layer(recompute="selective_op", tp_comm_overlap=o) for o in (False, True))
+    base = _layer(tp_comm_overlap=True)
+    assert 0 < overlapped.bwd_comm - base.bwd_comm < plain.bwd_comm - _layer().bwd_comm
