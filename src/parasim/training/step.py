@@ -24,6 +24,7 @@ from typing import NamedTuple
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import attention_dtype
 from parasim.cost.fsdp_copies import fsdp2_copies_s
+from parasim.cost.ring_merge import ring_merge_s
 from parasim.cost.layer import EdgeCost, LayerCost, forward_gemms_s
 from parasim.cost.memory import routed_expert_params_per_gpu, weight_params_per_gpu
 from parasim.cost.nongemm import adam_bytes_per_param
@@ -115,12 +116,14 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
     b = layer.backward(f, attention_s=attn_f, fused_attention=plan.flash_attention)
     gemms, elem = forward_gemms_s(f), f["elementwise"]
     cast_f, cast_b = _fp8_casts_s(model, plan, acc, t)
-    fwd_compute = gemms + attn_f + elem + cast_f
+    ring_f, ring_b = (ring_merge_s(t * model.heads * model.head_dim / plan.tp, plan.cp, acc)
+                      if plan.cp_ring == "pytorch" else (0.0, 0.0))
+    fwd_compute = gemms + attn_f + elem + cast_f + ring_f
     copy_f, copy_b = _fsdp_copies_s(model, plan, acc, moe)
     # FSDP2 gets each weight gradient as a fresh tensor: no main-gradient accumulation epilogue
     wgrad_accum = 0.0 if copy_f else memory_time_s(
         layer_weight_params(model, plan, moe) * WGRAD_ACCUM_RW * plan.grad_bytes, acc)
-    bwd_compute = b["compute"] + cast_b + wgrad_accum + copy_b
+    bwd_compute = b["compute"] + cast_b + wgrad_accum + copy_b + ring_b
     fwd_comm, bwd_comm = _inlayer_comm_s(plan, layer, f, t, gemms, b, attn_f, cp_comm)
 
     if plan.recompute == "full":
@@ -137,6 +140,8 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
              **{f"elementwise_{k}": v for k, v in layer.nongemm_s(t, moe).items()}, "elementwise_fp8_casts": cast_f}
     if copy_f:
         parts.update(fsdp_copy=copy_f, fsdp_copy_bwd=copy_b)
+    if ring_f:
+        parts.update(cp_ring_merge=ring_f, cp_ring_merge_bwd=ring_b)
     return LayerTimes(fwd_compute + copy_f, fwd_comm, bwd_compute, bwd_comm, b["weight_grad"] + wgrad_accum, parts)
 
 

@@ -133,6 +133,10 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         extra["fsdp_layout"] = "per_param"
         choices.append("fsdp_layout=per_param (FSDP2 fully_shard: copy-out after each all-gather, chunk-cat before "
                        "each reduce-scatter, on the compute stream)")
+    if raw.get("cp_ring") is None and int(raw.get("cp") or 1) > 1 and "torchtitan" in case.software.lower():
+        extra["cp_ring"] = "pytorch"
+        choices.append("cp_ring=pytorch (torch.distributed context_parallel: fp32 output merges, K/V send buffers and "
+                       "fp32 gradient accumulation as separate ops per ring step)")
     if raw.get("kernels") is None:
         extra["kernels"], why = kernel_mode(case.software)
         if why:

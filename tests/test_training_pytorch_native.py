@@ -1,4 +1,6 @@
-"""FSDP2's copy-out and chunk-cat on the compute stream (cost/fsdp_copies.py), against hand formulas."""
+"""PyTorch-native distributed work against hand formulas: FSDP2's copy-out and chunk-cat
+(cost/fsdp_copies.py), torchtitan's SAC re-gathers, PyTorch ring attention's fp32 bookkeeping
+(cost/ring_merge.py)."""
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -118,3 +120,45 @@ def test_sac_regather_hides_under_tp_overlap():
     plain, overlapped = (_layer(recompute="selective_op", tp_comm_overlap=o) for o in (False, True))
     base = _layer(tp_comm_overlap=True)
     assert 0 < overlapped.bwd_comm - base.bwd_comm < plain.bwd_comm - _layer().bwd_comm
+
+
+def test_pytorch_ring_bookkeeping_by_hand():
+    """PyTorch's ring attention at cp 2, per element of the local output (torch.distributed
+    context_parallel, _attention.py): forward = K/V send buffer (2 x read+write 16-bit) + the fp32
+    merge of the second block (cast 2+4, three elementwise ops 12+8+12) + first-block cast and
+    final cast (6+6); backward = zeroed fp32 dQ/dK/dV (12), final casts (6+12), one K/V send buffer
+    (8), step 0 dK/dV adds (2 x (4+2+4)), step 1 half-block adds and fp32 re-concatenation
+    (2 x (5+8)), dK/dV fp32 send buffers (2 steps x 16) and dQ adds (2 steps x 10)."""
+    fwd_b = 2 * 4 + (2 + 4) + 12 + 8 + 12 + 6 + 6
+    bwd_b = 12 + 6 + 12 + 8 + 2 * 10 + 2 * (5 + 8) + 2 * 16 + 2 * 10
+    c = CLUSTERS[8]
+    kw = dict(tp=1, pp=1, dp=4, cp=2, micro_batch=1, global_batch=4, seq_len=8192)
+    te = TrainingPlan(**kw)
+    pt = TrainingPlan(**kw, cp_ring="pytorch")
+    from parasim.training.step import plan_costs
+
+    pairs = 8192 * 8193 / 2
+    a, b = (plan_costs(MODEL, c, p, pairs).lt for p in (te, pt))
+    acc = c.accelerator
+    bw, ko = acc.hbm_bw_bytes_per_s * acc.efficiency.memory, acc.efficiency.kernel_overhead_s
+    elements = 8192 / 2 * 32 * 128  # local tokens x query heads x head dim
+    assert b.parts["cp_ring_merge"] == pytest.approx(elements * fwd_b / bw + 8 * ko, rel=1e-9)
+    assert b.parts["cp_ring_merge_bwd"] == pytest.approx(elements * bwd_b / bw + 20 * ko, rel=1e-9)
+    assert b.fwd_compute - a.fwd_compute == pytest.approx(b.parts["cp_ring_merge"], rel=1e-9)
+    assert "cp_ring_merge" not in a.parts
+
+
+@pytest.mark.parametrize("cp", [2, 4, 8])
+def test_pytorch_ring_grows_per_step(cp):
+    """Each extra ring step adds the same work: forward 8 + 38, backward 8 + 26 + 26 bytes per element."""
+    from parasim.cost.ring_merge import backward_bytes_per_element as bwd, forward_bytes_per_element as fwd
+
+    assert fwd(cp * 2) - fwd(cp) == pytest.approx(cp * 46)
+    assert bwd(cp * 2) - bwd(cp) == pytest.approx(cp * 60)
+    assert fwd(1) == bwd(1) == 0
+
+
+def test_pytorch_ring_needs_cp():
+    with pytest.raises(InputError) as e:
+        TrainingPlan(tp=1, pp=1, dp=8, cp_ring="pytorch").check(MODEL, 8)
+    assert e.value.field == "cp-ring"
