@@ -162,3 +162,31 @@ def test_pytorch_ring_needs_cp():
     with pytest.raises(InputError) as e:
         TrainingPlan(tp=1, pp=1, dp=8, cp_ring="pytorch").check(MODEL, 8)
     assert e.value.field == "cp-ring"
+
+
+def _cli(*args, cwd=None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "parasim", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_flags_and_config_agree(tmp_path):
+    import json
+
+    base = ["train", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--gpus", "8", "--zero", "3", "--json"]
+    flag = json.loads(_cli(*base, "--fsdp-layout", "per_param").stdout)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("fsdp_layout: per_param\n")
+    conf = json.loads(_cli(*base, "-c", str(cfg)).stdout)
+    assert flag["step_time_s"] == conf["step_time_s"] and flag["plan"]["fsdp_layout"] == "per_param"
+    assert flag["details"]["layer_fwd_fsdp_copy"] > 0
+
+
+@pytest.mark.parametrize("args, field", [(["--fsdp-layout", "per_param"], "fsdp-layout"),
+                                         (["--zero", "3", "--fsdp-layout", "fsdp9"], "fsdp-layout"),
+                                         (["--cp-ring", "pytorch"], "cp-ring"),
+                                         (["--cp", "2", "--cp-ring", "ring"], "cp-ring")])
+def test_cli_refuses_what_cannot_apply(args, field):
+    r = _cli("train", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--gpus", "8", *args)
+    assert r.returncode == 2 and field in r.stderr and "Traceback" not in r.stderr
