@@ -206,6 +206,8 @@ def train_cmd(
     schedule: Optional[str] = typer.Option(None, "--schedule", help="{SCHEDULES}.", rich_help_panel=PANEL_OVERLAP),
     attention: Optional[str] = typer.Option(None, "--attention", help="flash (best fused kernel) | flash2 (FA2-generation) | triton (2022-23 Triton FlashAttention) | unfused.", rich_help_panel=PANEL_OVERLAP),
     kernels: Optional[str] = typer.Option(None, "--kernels", help="Non-GEMM kernels: fused (Megatron/TE) | eager (PyTorch eager) | compiled (torch.compile).", rich_help_panel=PANEL_OVERLAP),
+    fsdp_layout: Optional[str] = typer.Option(None, "--fsdp-layout", help="ZeRO-3 parameter layout: flat (FSDP1, DeepSpeed; default) | per_param (FSDP2 fully_shard: copy-out and chunk-cat on the compute stream). --zero 3 only.", rich_help_panel=PANEL_OVERLAP),
+    cp_ring: Optional[str] = typer.Option(None, "--cp-ring", help="Context-parallel ring: te (Transformer Engine, default) | pytorch (torch.distributed context_parallel: fp32 merges per ring step). --cp > 1 only.", rich_help_panel=PANEL_OVERLAP),
     tokens: Optional[float] = typer.Option(None, "--tokens", help="Tokens to train: adds time_to_train_s (wall time, failures included).", rich_help_panel=PANEL_GOODPUT),
     mtbf_gpu_hours: Optional[float] = typer.Option(None, "--mtbf-gpu-hours", help="Hours between job-stopping failures per GPU (default 50,000: Llama 3's 419 in 54 days on 16K H100).", rich_help_panel=PANEL_GOODPUT),
     checkpoint_bw_gbps: Optional[float] = typer.Option(None, "--checkpoint-bw-gbps", help="Checkpoint write/read bandwidth per node, Gbit/s (default 200).", rich_help_panel=PANEL_GOODPUT),

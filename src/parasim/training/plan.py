@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from parasim.cost.dtypes import TRAINING_PRECISIONS
+from parasim.cost.fsdp_copies import FSDP_LAYOUTS
+from parasim.cost.ring_merge import CP_RINGS
 from parasim.cost.layer import Sharding, check_sharding
 from parasim.cost.memory import RECOMPUTE
 from parasim.cost.moe_a2a import A2A_KINDS
@@ -60,6 +62,13 @@ class TrainingPlan:
     # who wrote the non-GEMM kernels (cost/nongemm.py): fused (Megatron-Core / Transformer Engine),
     # eager (PyTorch eager: torchtitan, llm-foundry without torch.compile) or compiled (torch.compile)
     kernels: str = "fused"
+    # ZeRO-3 parameter layout (cost/fsdp_copies.py): flat buffers (FSDP1, DeepSpeed ZeRO-3) or
+    # per_param shards (FSDP2 `fully_shard`: copy-out after each all-gather, chunk-cat before each
+    # reduce-scatter, on the compute stream)
+    fsdp_layout: str = "flat"
+    # context parallelism's ring (cost/ring_merge.py): te (Transformer Engine, Megatron-Core) or
+    # pytorch (torch.distributed context_parallel: fp32 merges and accumulations as separate ops)
+    cp_ring: str = "te"
     # --- MoE (docs/training.md "MoE training"); ignored by dense models --------------------------------
     etp: int | None = None  # expert tensor parallel; None = tp (Megatron-Core's default)
     moe_imbalance: float = 1.0  # busiest expert's load / the mean; 1 = routing's sampling noise only
@@ -155,6 +164,14 @@ class TrainingPlan:
             raise InputError("kernels", f"'{self.kernels}' is not one of {', '.join(KERNEL_MODES)}")
         if self.grad_dtype not in GRAD_DTYPES:
             raise InputError("grad-dtype", f"'{self.grad_dtype}' is not one of {', '.join(GRAD_DTYPES)}")
+        if self.fsdp_layout not in FSDP_LAYOUTS:
+            raise InputError("fsdp-layout", f"'{self.fsdp_layout}' is not one of {', '.join(FSDP_LAYOUTS)}")
+        if self.cp_ring not in CP_RINGS:
+            raise InputError("cp-ring", f"'{self.cp_ring}' is not one of {', '.join(CP_RINGS)}")
+        if self.cp_ring != "te" and self.cp <= 1:
+            raise InputError("cp-ring", f"'{self.cp_ring}' applies only to cp > 1, got cp={self.cp}")
+        if self.fsdp_layout != "flat" and self.zero != 3:
+            raise InputError("fsdp-layout", f"'{self.fsdp_layout}' applies only to zero=3 (FSDP), got zero={self.zero}")
         from parasim.training.schedules import get_schedule
 
         get_schedule(self.schedule)  # unknown names rejected with the list of known ones
@@ -262,7 +279,8 @@ _FIELD_KINDS = {
                     "count"),
     **dict.fromkeys(("sequence_parallel", "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap",
                      "overlap_p2p_comm"), "bool"),
-    **dict.fromkeys(("recompute", "precision", "schedule", "attention", "grad_dtype", "kernels", "varlen_balance"),
+    **dict.fromkeys(("recompute", "precision", "schedule", "attention", "grad_dtype", "kernels", "varlen_balance",
+                     "fsdp_layout", "cp_ring"),
                     "text"),
     "zero": "zero", "seq_len_dist": "text?", "etp": "count?", "moe_imbalance": "ratio",
     "moe_capacity_factor": "positive?", "moe_a2a": "text", "moe_a2a_overlap": "bool", "recompute_modules": "text?",

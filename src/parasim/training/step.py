@@ -23,6 +23,8 @@ from typing import NamedTuple
 
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import attention_dtype
+from parasim.cost.fsdp_copies import fsdp2_copies_s
+from parasim.cost.ring_merge import ring_merge_s
 from parasim.cost.layer import EdgeCost, LayerCost, forward_gemms_s
 from parasim.cost.memory import routed_expert_params_per_gpu, weight_params_per_gpu
 from parasim.cost.moe_host import exposed_s, moe_layer_host, scope_set
@@ -117,9 +119,14 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
     b = layer.backward(f, attention_s=attn_f, fused_attention=plan.flash_attention)
     gemms, elem = forward_gemms_s(f), f["elementwise"]
     cast_f, cast_b = _fp8_casts_s(model, plan, acc, t)
-    fwd_compute = gemms + attn_f + elem + cast_f
-    wgrad_accum = memory_time_s(layer_weight_params(model, plan, moe) * WGRAD_ACCUM_RW * plan.grad_bytes, acc)
-    bwd_compute = b["compute"] + cast_b + wgrad_accum
+    ring_f, ring_b = (ring_merge_s(t * model.heads * model.head_dim / plan.tp, plan.cp, acc)
+                      if plan.cp_ring == "pytorch" else (0.0, 0.0))
+    fwd_compute = gemms + attn_f + elem + cast_f + ring_f
+    copy_f, copy_b = _fsdp_copies_s(model, plan, acc, moe)
+    # FSDP2 gets each weight gradient as a fresh tensor: no main-gradient accumulation epilogue
+    wgrad_accum = 0.0 if copy_f else memory_time_s(
+        layer_weight_params(model, plan, moe) * WGRAD_ACCUM_RW * plan.grad_bytes, acc)
+    bwd_compute = b["compute"] + cast_b + wgrad_accum + copy_b + ring_b
     fwd_comm, bwd_comm = _inlayer_comm_s(plan, layer, f, t, gemms, b, attn_f, cp_comm)
 
     if plan.recompute == "full":
@@ -129,17 +136,45 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
         bwd_compute += _selective_recompute_s(model, plan, layer, t, attn_f, moe)
     elif plan.recompute == "selective_op":  # torchtitan: the unsaved matmuls and every elementwise op again
         bwd_compute += gemms * recomputed_matmul_fraction(model) + elem + cast_f
+        bwd_comm += _sac_regather_s(model, cluster, plan, layer, t, gemms * recomputed_matmul_fraction(model))
 
     parts = {"gemms": gemms, "attention": attn_f, "elementwise": elem + cast_f, "wgrad_accum": wgrad_accum,
              "tp_comm": f["tp_comm"], "cp_comm": layer.cp_comm_s(t) if cp_comm is None else sum(cp_comm), "ep_comm": f["ep_comm"],
              **{f"elementwise_{k}": v for k, v in layer.nongemm_s(t, moe).items()}, "elementwise_fp8_casts": cast_f}
+    if copy_f:
+        parts.update(fsdp_copy=copy_f, fsdp_copy_bwd=copy_b)
+    if ring_f:
+        parts.update(cp_ring_merge=ring_f, cp_ring_merge_bwd=ring_b)
     host_f = host_b = 0.0
     if moe:
         host = moe_layer_host(model.experts // plan.ep, fp8=plan.precision == "fp8",
                               scopes=scope_set(plan.cuda_graph_scope))
-        host_f, host_b = exposed_s(host, fwd_compute + fwd_comm, bwd_compute + bwd_comm)
-    return LayerTimes(fwd_compute, fwd_comm, bwd_compute, bwd_comm, b["weight_grad"] + wgrad_accum, parts,
+        host_f, host_b = exposed_s(host, fwd_compute + copy_f + fwd_comm, bwd_compute + bwd_comm)
+    return LayerTimes(fwd_compute + copy_f, fwd_comm, bwd_compute, bwd_comm, b["weight_grad"] + wgrad_accum, parts,
                       host_f, host_b)
+
+
+def _fsdp_copies_s(model: ModelSpec, plan: TrainingPlan, acc, moe: bool) -> tuple[float, float]:
+    """FSDP2's copy-out and chunk-cat for one layer, per micro-batch (`cost/fsdp_copies.py`);
+    zero for flat-buffer ZeRO-3 and when nothing is sharded."""
+    if plan.fsdp_layout != "per_param" or plan.zero < 3 or plan.dp * plan.cp <= 1:
+        return 0.0, 0.0
+    return fsdp2_copies_s(layer_weight_params(model, plan, moe), PARAM_GATHER_BYTES, plan.grad_bytes, acc)
+
+
+def _sac_regather_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, layer: LayerCost, t: float,
+                    recomputed_gemms_s: float) -> float:
+    """Exposed seconds of the all-gathers torchtitan's op-level SAC runs again in the backward: its
+    save list keeps reduce-scatter outputs but not all-gather ones (cost/sac.py), so with sequence
+    parallelism the recomputed block gathers its attention and MLP inputs again (the recomputed
+    K and up projections read them). Under TP overlap they pipeline with those recomputed matmuls."""
+    if not layer.s.sp:
+        return 0.0
+    ag = 2 * collective_time_s("all_gather", t * model.hidden * layer.ab, layer.tp_group, cluster)
+    if not plan.tp_comm_overlap:
+        return ag
+    hid = min(ag, recomputed_gemms_s)
+    return ag - hid + OVERLAP_SLOWDOWN * hid
 
 
 def _attention_fwd_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, f: dict[str, float]) -> float:

@@ -60,6 +60,10 @@ _FSDP_PURE = re.compile(r"(?:MP Mode|mixed[_ ]precision)\s*:?\s*PURE\b", re.IGNO
 _PYTORCH_NATIVE = re.compile(r"torchtitan|llm-foundry|composer|pytorch fsdp|\bfsdp2?\b", re.IGNORECASE)
 
 
+#: stacks that shard with FSDP2 (`fully_shard`, per-parameter DTensor shards): torchtitan uses nothing else
+_FSDP2 = re.compile(r"torchtitan|\bfsdp2\b", re.IGNORECASE)
+
+
 #: stacks whose 2023 releases ran a Triton FlashAttention kernel (llm-foundry MPT: attn_impl: triton)
 _TRITON_ERA = re.compile(r"llm-foundry|composer", re.IGNORECASE)
 
@@ -127,6 +131,14 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         raw["recompute"] = "selective_op"  # the same stated setting, read as that framework defines it
         choices.append("recompute=selective_op (torchtitan's selective AC, op mode: every other matmul output and "
                        "the attention output saved, the rest recomputed; not Megatron's attention-core recompute)")
+    if raw.get("fsdp_layout") is None and int(raw.get("zero") or 0) == 3 and _FSDP2.search(case.software):
+        extra["fsdp_layout"] = "per_param"
+        choices.append("fsdp_layout=per_param (FSDP2 fully_shard: copy-out after each all-gather, chunk-cat before "
+                       "each reduce-scatter, on the compute stream)")
+    if raw.get("cp_ring") is None and int(raw.get("cp") or 1) > 1 and "torchtitan" in case.software.lower():
+        extra["cp_ring"] = "pytorch"
+        choices.append("cp_ring=pytorch (torch.distributed context_parallel: fp32 output merges, K/V send buffers and "
+                       "fp32 gradient accumulation as separate ops per ring step)")
     if raw.get("kernels") is None:
         extra["kernels"], why = kernel_mode(case.software)
         if why:
