@@ -15,6 +15,7 @@ from parasim.serving.plan import ServingPlan
 from parasim.serving.schedulers import SCHEDULERS
 from parasim.serving.simulate import plan_pools
 from parasim.specs import catalog
+from parasim.specs.shipped import load_shipped
 from parasim.specs.accelerator import Efficiency
 from parasim.specs.catalog import default_cluster, get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
@@ -40,7 +41,7 @@ def test_attention_time_of_8_bit_equals_bf16(low):
 
 # --- FA2-generation attention: a catalog field with its source, not a list of part ids ------------
 def _entry(acc_id: str) -> dict:
-    return next(dict(a) for a in catalog._load_data("accelerators.yaml")["accelerators"] if a["id"] == acc_id)
+    return next(dict(a) for a in load_shipped("accelerators.yaml")["accelerators"] if a["id"] == acc_id)
 
 
 def _attention_s(acc, attention: str) -> float:
