@@ -259,7 +259,7 @@ class IterationCost:
             if host and host > t - ov:
                 t = host + ov
             if ch:
-                t += ch * (ctx + 0.0 + n - n)
+                t += self._ctx_host(n, 0.0, n, ctx)
             return t
         return step_s
 

@@ -135,8 +135,9 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
     elif plan.recompute == "selective":
         bwd_compute += _selective_recompute_s(model, plan, layer, t, attn_f, moe)
     elif plan.recompute == "selective_op":  # torchtitan: the unsaved matmuls and every elementwise op again
-        bwd_compute += gemms * recomputed_matmul_fraction(model) + elem + cast_f
-        bwd_comm += _sac_regather_s(model, cluster, plan, layer, t, gemms * recomputed_matmul_fraction(model))
+        recomputed_gemms = gemms * recomputed_matmul_fraction(model)
+        bwd_compute += recomputed_gemms + elem + cast_f
+        bwd_comm += _sac_regather_s(model, cluster, plan, layer, t, recomputed_gemms)
 
     parts = {"gemms": gemms, "attention": attn_f, "elementwise": elem + cast_f, "wgrad_accum": wgrad_accum,
              "tp_comm": f["tp_comm"], "cp_comm": layer.cp_comm_s(t) if cp_comm is None else sum(cp_comm), "ep_comm": f["ep_comm"],
