@@ -53,3 +53,20 @@ def test_gemm_depth_efficiency_follows_k_over_k_plus_k0():
     expected8 = e.gemm_fp8 * (k / (k + k0_8)) / (e.gemm_ref_k_fp8 / (e.gemm_ref_k_fp8 + k0_8))
     assert a.gemm_efficiency("fp8", k) == pytest.approx(expected8)
     assert a.gemm_efficiency("bf16") == e.gemm  # unknown depth: the catalogued value
+
+
+def test_mi300x_one_row_past_a_full_wave_of_its_304_cus_costs_a_second_wave():
+    """A compute-bound FP8 GEMM whose 128 x 256 tiles exactly fill the MI300X's 304 compute units
+    (16 x 19 tiles) against one row more (17 x 19 = 323 tiles, two waves): the GPU time doubles,
+    as it does on an NVIDIA part at its SM count."""
+    from parasim.cost.roofline import gemm_time_s
+    from parasim.specs.catalog import get_accelerator
+
+    a = get_accelerator("mi300x")
+    ovh = a.efficiency.kernel_overhead_s
+    k, n = 16384, 19 * 256
+    full = gemm_time_s(16 * 128, k, n, a, compute_dtype="fp8", weight_bytes=1, act_bytes=1) - ovh
+    over = gemm_time_s(16 * 128 + 1, k, n, a, compute_dtype="fp8", weight_bytes=1, act_bytes=1) - ovh
+    # compute-bound: the weights (80 MB) stream in far less time than the FLOPs take
+    assert k * n / (a.hbm_bw_bytes_per_s * a.efficiency.memory) < 0.2 * full
+    assert over == pytest.approx(2 * full, rel=1e-3)

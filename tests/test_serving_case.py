@@ -706,3 +706,22 @@ def test_features_the_simulator_does_not_model_are_said(tmp_path):
     said = [c for c in res.choices if c.startswith("not modelled")]
     assert len(said) == 2 and any("data-parallel attention" in c for c in said)
     assert not any(c.startswith("not modelled") for c in predict_case(_sglang_case(tmp_path, "sglang 0.4.5")).choices)
+
+
+def test_shipped_oracle_mi300x_405b_latency_file():
+    """validation/oracle-mi300x-405b-latency.yaml: Llama 3.1 405B FP8 on 8 x MI300X, benchmark_latency
+    128/128 at batch 1-256 (Oracle blog, October 2024). A larger batch of the same lengths cannot
+    finish sooner, in the source or in the prediction; the prefill of every batch fits V0's token
+    budget (the catalog model's 131,072-token context), and batch 1 predicts within 2x."""
+    cases = load_cases(SHIPPED / "oracle-mi300x-405b-latency.yaml")
+    assert len(cases) == 9 and all(c.kind == "serving" and c.plan["tp"] == 8 for c in cases)
+    batches = [c.workload["requests"] for c in cases]
+    assert batches == sorted(batches)
+    meas = [c.measured["e2e_mean_s"] for c in cases]
+    assert meas == sorted(meas)
+    results = [predict_case(c) for c in cases]
+    assert all(r.status == "ok" for r in results)
+    pred = [r.predicted["e2e_mean_s"] for r in results]
+    assert pred == sorted(pred)
+    assert any("max_num_batched_tokens 131072" in x for x in results[-1].choices)
+    assert 0.5 * meas[0] < pred[0] < 2.0 * meas[0]
