@@ -800,7 +800,8 @@ def _refine(run: _Run, screened: dict, extra: tuple[dict, ...] = ()) -> dict[tup
     full: dict[tuple, dict] = {}
     refine = run.req.refine
     for start in range(0, min(len(candidates), 3 * refine), refine):
-        batch = [{**{k: r.get(k) for k in ("gpu", *PLAN_FIELDS)}, "requests": run.full_n}
+        # a full-size plan that falls behind is not ranked whatever its SLO run says: burst first
+        batch = [{**{k: r.get(k) for k in ("gpu", *PLAN_FIELDS)}, "requests": run.full_n, "burst_first": BURST_FIRST}
                  for r in candidates[start:start + refine]]
         run.absorb(batch, run.stages.run(batch, extra if start == 0 else ()), "full", full)
         if sum(r["meets_slo"] for r in full.values()) >= 2 or run.stages.interrupted:  # a winner and a runner-up
