@@ -2,8 +2,8 @@
 n / offered. A burst stops once its clock passes that horizon (`simulate(horizon_s=...)`), and a
 plan the knob stage cannot pick runs its burst first, skipping the SLO run of a plan that cannot
 keep up. Neither may change an answer: a burst that ends by the horizon is the run without one,
-a cut burst's makespan does exceed the instant it stopped at, and the ranked list is the one of a
-search that runs every SLO run and every burst whole."""
+a cut burst's makespan reaches the instant past the horizon it stopped at, and the ranked list
+is the one of a search that runs every SLO run and every burst whole."""
 
 from __future__ import annotations
 

@@ -345,8 +345,8 @@ def _burst(context: dict, cluster, plan, wl: Workload, slo) -> tuple[float, dict
     request: not when the plan cannot run or some request can never fit, which the SLO run then
     reports): the same requests all at t = 0 (search/capacity.py). The burst
     stops once its clock passes the horizon len(wl) / offered (a hair later, so that the bound
-    below stays under the offered rate in floating point too): its makespan then exceeds the
-    instant `cut` it stopped at, so n / cut is above the throughput it would reach and below the
+    below stays under the offered rate in floating point too): its makespan then reaches at least
+    the instant `cut` it stopped at, so n / cut is at least the throughput it would reach and below the
     offered rate, and the plan fails the stability rule exactly as the whole burst would say.
     Bursts that end by the horizon are the same run as without one (tests/test_plan_serve_horizon.py)."""
     from parasim.serving.simulate import simulate

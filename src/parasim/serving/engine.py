@@ -503,8 +503,9 @@ class Loop:
     """The global event loop over all instances (one heap, arrivals merged from a sorted column)."""
 
     STEP_ON_DEMAND = True  # Loop._advance (class-level: a test compares it with stepping every iteration on the heap)
-    # a run may stop once its clock passes horizon_s with work left: its makespan is then known to
-    # exceed cut_s (> horizon_s), all a caller asking "does it end by horizon_s?" needs (simulate)
+    # a run may stop once requests in hand (a batch or KV transfer in flight, a queue) are seen past
+    # horizon_s: its makespan is then at least cut_s (> horizon_s), all a caller asking "does it
+    # end by horizon_s?" needs (simulate)
     horizon_s = float("inf")
     cut_s: float | None = None
 
@@ -718,9 +719,6 @@ class Loop:
         inf = float("inf")
         horizon = self.horizon_s
         while True:
-            if t > horizon:  # an iteration ended (or a request arrived) after the horizon: work left
-                self.cut_s = t
-                return
             while i < n and arr[i] <= t:
                 if state[i] == DROPPED:  # rejected on arrival: it can never fit (simulate's kv_fit)
                     i += stride
@@ -736,6 +734,9 @@ class Loop:
                     break
                 t = arr[i]
                 continue
+            if t > horizon:  # requests in hand past the horizon: each finishes after t
+                self.cut_s = t
+                return
             if runs and not waiting and not inst.prefilling:
                 steps = inst.iterations
                 t = inst.decode_run(t, min(arr[i] if i < n else inf, horizon), on_done)
@@ -769,7 +770,7 @@ class Loop:
             ta = arr[col[i]] if i < n else float("inf")
             if heap and (heap[0][0] < ta or (heap[0][0] == ta and heap[0][1] < ARRIVAL)):
                 t, _, _, kind, obj = heapq.heappop(heap)
-                if t > horizon:  # an event after the horizon: a request is still to finish
+                if t > horizon and (kind == "end" or kind == "xfer"):  # a batch or KV in flight past it
                     self.cut_s = t
                     return
                 self._now = t
@@ -794,9 +795,6 @@ class Loop:
             elif i < n:
                 if ta == float("inf"):  # pragma: no cover - every answer sends the next held request
                     raise RuntimeError("closed-loop client waits for an answer that never comes")
-                if ta > horizon:
-                    self.cut_s = ta
-                    return
                 self._now = ta
                 self._arrive(col[i], ta)
                 i += 1

@@ -312,7 +312,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     finished, TTFT and E2E counting from then. `record` keeps every iteration
     (`ServingResult.recording`, for timelines and figures; off costs nothing). With `horizon_s`,
     a run still busy past that instant stops there: the result is not feasible, reason
-    `past_horizon`, `summary["makespan_s"]` a time its makespan is known to exceed and
+    `past_horizon`, `summary["makespan_s"]` a time past the horizon its makespan is known to reach and
     `summary["unservable"]` the requests rejected on arrival, the rest of the summary null (plan
     serve's stability check asks only whether a burst ends by a deadline).
 
