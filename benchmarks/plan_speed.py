@@ -7,6 +7,7 @@ runs it (prints; asserts nothing about time).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import subprocess
@@ -30,19 +31,29 @@ README_SERVE = ("plan serve --model llama-3-70b --gpu h100-sxm --max-gpus 16 --r
                 "--output-tokens 250 --length-dist lognormal --slo-ttft 2 --slo-tpot 0.1")
 
 
-def readme_example(workers: int | None, repeat: int = 3) -> None:
+def readme_example(workers: int | None, repeat: int = 3, bytecode: bool = True) -> None:
     """The README example in a fresh process each time, as a user runs it: wall and CPU (the
-    process and its workers) include the interpreter's start, the imports and the worker pool."""
+    process and its workers) include the interpreter's start, the imports and the worker pool.
+    With `bytecode` (a pip install's case) .pyc files are written and read (a first run writes
+    them); without, every run compiles parasim's modules (PYTHONDONTWRITEBYTECODE=1 in a shell
+    over an editable install)."""
     exe = Path(sys.executable).with_name("parasim")
     cmd = [str(exe), *README_SERVE.split(), "--json"] + (["--workers", str(workers)] if workers else [])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if not bytecode:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    else:
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)  # writes the .pyc files
     for _ in range(repeat):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
         wall = time.perf_counter() - t
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        print(f"README plan serve ({workers or 'default'} workers): {wall:.2f} s wall, {cpu:.2f} s CPU "
+        print(f"README plan serve ({workers or 'default'} workers, {'with' if bytecode else 'no'} bytecode): "
+              f"{wall:.2f} s wall, {cpu:.2f} s CPU, search {out['search_wall_s']:.2f} s, "
+              f"{out['evaluated']} evaluated, best {out['best']['gpus']} GPUs "
               f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
 
@@ -53,6 +64,7 @@ def main() -> None:
     args = ap.parse_args()
 
     readme_example(args.workers)
+    readme_example(args.workers, bytecode=False)
     if args.readme_only:
         return
 

@@ -313,16 +313,21 @@ def evaluate(context: dict, item: dict) -> dict:
     if n < len(wl):
         wl = wl.head(n)
     slo = context.get("slo") or SLO.of(context)
+    offered = context.get("offered_rps")
     try:
         plan = ServingPlan.from_mapping(plan_map)
         cluster = cluster_for(item["gpu"], plan_gpus(item))
+        first = None
+        if offered and item.get("burst_first"):
+            first = _burst(context, cluster, plan, wl, slo)
+            if first[2] and offered > first[0]:  # unstable whatever its SLO run says: not needed
+                return {"ok": True, "burst_only": True, "saturated_requests_per_s": first[0],
+                        "metrics": {"inputs": {"plan": first[1]}, "summary": {}}}
         res = simulate(context["model"], cluster, plan, wl, slo=slo, seed=context["seed"])
         saturated = None
-        if context.get("offered_rps") and meets_slo(res.summary, context.get("queueing_limit_s")):
+        if offered and meets_slo(res.summary, context.get("queueing_limit_s")):
             # stability: the same requests all at t = 0 give the most this plan serves (search/capacity.py)
-            burst = Workload(np.zeros(len(wl)), wl.prompt_tokens, wl.output_tokens, wl.prefix_id, wl.prefix_tokens)
-            b = simulate(context["model"], cluster, plan, burst, slo=slo, seed=context["seed"])
-            saturated = float(b.summary["requests_per_s"] or 0.0) if b.feasible else 0.0
+            saturated = (first or _burst(context, cluster, plan, wl, slo))[0]
     except InputError as e:
         return {"ok": False, "reason": "invalid_plan", "message": f"{e.field}: {e.message}"}
     except RuntimeError as e:  # a simulator bug: reported, not fatal to the search
@@ -333,6 +338,26 @@ def evaluate(context: dict, item: dict) -> dict:
         return {"ok": False, "reason": "kv_cannot_hold_request",
                 "message": f"{res.summary['unservable']} of {len(wl)} requests can never fit the KV cache"}
     return {"ok": True, "metrics": res.to_dict(), "saturated_requests_per_s": saturated}
+
+
+def _burst(context: dict, cluster, plan, wl: Workload, slo) -> tuple[float, dict, bool]:
+    """(the burst run's throughput, the plan it ran as the simulator echoes it, whether it ran every
+    request: not when the plan cannot run or some request can never fit, which the SLO run then
+    reports): the same requests all at t = 0 (search/capacity.py). The burst
+    stops once its clock passes the horizon len(wl) / offered (a hair later, so that the bound
+    below stays under the offered rate in floating point too): its makespan then reaches at least
+    the instant `cut` it stopped at, so n / cut is at least the throughput it would reach and below the
+    offered rate, and the plan fails the stability rule exactly as the whole burst would say.
+    Bursts that end by the horizon are the same run as without one (tests/test_plan_serve_horizon.py)."""
+    from parasim.serving.simulate import simulate
+
+    burst = Workload(np.zeros(len(wl)), wl.prompt_tokens, wl.output_tokens, wl.prefix_id, wl.prefix_tokens)
+    horizon = len(wl) / context["offered_rps"] * (1 + 1e-9)
+    b = simulate(context["model"], cluster, plan, burst, slo=slo, seed=context["seed"], horizon_s=horizon)
+    ran = (b.feasible or b.reason == "past_horizon") and not b.summary["unservable"]
+    if b.reason == "past_horizon":
+        return len(wl) / b.summary["makespan_s"], b.inputs["plan"], ran
+    return (float(b.summary["requests_per_s"] or 0.0) if b.feasible else 0.0), b.inputs["plan"], ran
 
 
 def slo_failures(s: dict, queueing_limit_s: float | None, saturated_rps: float | None = None,
@@ -474,7 +499,8 @@ def same_simulation(model: ModelSpec, item: dict) -> tuple:
 
     cls = SCHEDULERS.get(item["scheduler"])
     resolved = budget_and_batch(cls, item.get("token_budget"), item.get("max_batch"), model)
-    return (_behaviour(cls), resolved, item["requests"]) + plan_key({**item, "scheduler": None})
+    return (_behaviour(cls), resolved, item["requests"], bool(item.get("burst_first"))) + plan_key(
+        {**item, "scheduler": None})
 
 
 @lru_cache(maxsize=64)
@@ -514,17 +540,28 @@ def _size(d: dict) -> tuple[int, int]:
     return d["replicas"], 0
 
 
+#: plans the knob stage cannot pick run their burst first (screen_in_waves, _screen_knobs); a test
+#: turns it off to check the ranked list does not move
+BURST_FIRST = True
+
+
 def screen_in_waves(items: list[dict], stages: _Stages, absorb, screened: dict, pruned: Pruned,
-                    max_rps: float | None = None, skipped: list | None = None) -> list[dict]:
+                    max_rps: float | None = None, skipped: list | None = None,
+                    near: int | None = None) -> list[dict]:
     """Screen layouts in waves of increasing GPU count; a layout is skipped (`dominated_replicas`)
     once a layout of its family with no more instances in every pool met the SLO: for every
     objective but latency, more instances of a plan that already meets the SLO only add GPUs.
     With `max_rps` (the goodput-per-GPU objective: the most requests/s any plan can complete), a
     wave of g GPUs is skipped (`goodput_bound`) once a plan that met the SLO has more goodput per
-    GPU than max_rps / g, which no plan of g GPUs can reach. Returns the items actually evaluated."""
+    GPU than max_rps / g, which no plan of g GPUs can reach. With `near` (the knob stage's count of
+    layouts missing the SLO that it varies, the fewest-GPU ones), once that many earlier-wave
+    layouts missed, a wave's layouts run their burst first (`burst_first`): the knob stage can no
+    longer pick them, so one whose burst cannot keep up needs no SLO run. Returns the items
+    actually evaluated."""
     met: dict[tuple, list[tuple[int, int]]] = {}
     done: list[dict] = []
     best = 0.0
+    missed = 0
     for g in sorted({plan_gpus(i) for i in items}):
         wave = []
         for it in (i for i in items if plan_gpus(i) == g):
@@ -538,12 +575,14 @@ def screen_in_waves(items: list[dict], stages: _Stages, absorb, screened: dict, 
                 pruned.drop("dominated_replicas")
                 continue
             wave.append(it)
-        absorb(wave, stages.run(wave), "screen", screened)
+        first = BURST_FIRST and near is not None and missed >= near
+        absorb(wave, stages.run([{**it, "burst_first": True} for it in wave] if first else wave), "screen", screened)
         for it in wave:
             row = screened.get(plan_key(it))
             if row is not None and row["meets_slo"]:
                 met.setdefault(_family(it), []).append(_size(it))
                 best = max(best, row["goodput_per_gpu"])
+            missed += row is not None and not row["meets_slo"]
         done += wave
     return done
 
@@ -652,7 +691,8 @@ def _screen_layouts(run: _Run, layouts: list[dict], screened: dict) -> list[dict
         screen_rps = _max_goodput_rps(run.wl.head(run.screen_n), step)
         max_rps = screen_rps if np.isfinite(screen_rps) else None
         run.full_max_rps = _max_goodput_rps(run.wl, step)
-    return screen_in_waves(items, run.stages, run.absorb, screened, run.pruned, max_rps, run.bound_skipped)
+    return screen_in_waves(items, run.stages, run.absorb, screened, run.pruned, max_rps, run.bound_skipped,
+                           near=run.req.knob_layouts)
 
 
 def _rescreen_if_bound_fails(run: _Run, screened: dict, full: dict) -> dict:
@@ -735,7 +775,7 @@ def _screen_knobs(run: _Run, items1: list[dict], screened: dict) -> list[dict]:
             if _effective_key(run.model, v) in ran:  # the defaults written out: the same run again
                 run.pruned.drop("same_as_screened")
                 continue
-            items2.append(v)
+            items2.append({**v, "burst_first": BURST_FIRST})  # a failing variant's SLO run is read by nobody
     items2 = kv_prune(run.model, items2, run.wl, run.pruned, run.errors)
     run.absorb(items2, run.stages.run(items2), "screen", screened)
     return items2
@@ -760,7 +800,8 @@ def _refine(run: _Run, screened: dict, extra: tuple[dict, ...] = ()) -> dict[tup
     full: dict[tuple, dict] = {}
     refine = run.req.refine
     for start in range(0, min(len(candidates), 3 * refine), refine):
-        batch = [{**{k: r.get(k) for k in ("gpu", *PLAN_FIELDS)}, "requests": run.full_n}
+        # a full-size plan that falls behind is not ranked whatever its SLO run says: burst first
+        batch = [{**{k: r.get(k) for k in ("gpu", *PLAN_FIELDS)}, "requests": run.full_n, "burst_first": BURST_FIRST}
                  for r in candidates[start:start + refine]]
         run.absorb(batch, run.stages.run(batch, extra if start == 0 else ()), "full", full)
         if sum(r["meets_slo"] for r in full.values()) >= 2 or run.stages.interrupted:  # a winner and a runner-up

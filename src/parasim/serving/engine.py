@@ -503,6 +503,11 @@ class Loop:
     """The global event loop over all instances (one heap, arrivals merged from a sorted column)."""
 
     STEP_ON_DEMAND = True  # Loop._advance (class-level: a test compares it with stepping every iteration on the heap)
+    # a run may stop once requests in hand (a batch or KV transfer in flight, a queue) are seen past
+    # horizon_s: its makespan is then at least cut_s (> horizon_s), all a caller asking "does it
+    # end by horizon_s?" needs (simulate)
+    horizon_s = float("inf")
+    cut_s: float | None = None
 
     def __init__(self, st: ReqState, groups: list[list[Instance]], router: Router,
                  decode_groups: list[list[Instance]] | None = None, transfer_s=None,
@@ -691,6 +696,8 @@ class Loop:
         if self.independent():
             for g, grp in enumerate(self.groups):
                 self._run_alone(grp[0], g, len(self.groups))
+                if self.cut_s is not None:
+                    return
             return
         self._run_events()
 
@@ -710,6 +717,7 @@ class Loop:
         decide = inst.decide if inst.sched.queue_order is not None else partial(inst.sched.schedule, inst)
         runs = inst.sched.decodes_when_idle and inst.rec is None  # decode stretches without a batch per step
         inf = float("inf")
+        horizon = self.horizon_s
         while True:
             while i < n and arr[i] <= t:
                 if state[i] == DROPPED:  # rejected on arrival: it can never fit (simulate's kv_fit)
@@ -726,9 +734,12 @@ class Loop:
                     break
                 t = arr[i]
                 continue
+            if t > horizon:  # requests in hand past the horizon: each finishes after t
+                self.cut_s = t
+                return
             if runs and not waiting and not inst.prefilling:
                 steps = inst.iterations
-                t = inst.decode_run(t, arr[i] if i < n else inf, on_done)
+                t = inst.decode_run(t, min(arr[i] if i < n else inf, horizon), on_done)
                 if inst.iterations != steps:
                     continue
             b = decide()
@@ -754,10 +765,14 @@ class Loop:
         self._gaps: list[tuple[float, float, int, int, float]] = []  # see _tag_gaps
         for inst in self.instances:
             inst.on_demand = self.on_demand and inst.role != "prefill"
+        horizon = self.horizon_s
         while True:
             ta = arr[col[i]] if i < n else float("inf")
             if heap and (heap[0][0] < ta or (heap[0][0] == ta and heap[0][1] < ARRIVAL)):
                 t, _, _, kind, obj = heapq.heappop(heap)
+                if t > horizon and (kind == "end" or kind == "xfer"):  # a batch or KV in flight past it
+                    self.cut_s = t
+                    return
                 self._now = t
                 if kind == "end":
                     self._iteration_end(*obj, t, ta)
@@ -785,11 +800,25 @@ class Loop:
                 i += 1
             else:
                 break
-        for inst in self.instances:
-            if inst.on_demand:
-                self._advance(inst, float("inf"))
+        if not self._finish_on_demand(horizon):
+            return
         if self._gaps:
             self.st.extra_gaps_s.extend(g for *_, g in sorted(self._gaps))
+
+    def _finish_on_demand(self, horizon: float) -> bool:
+        """Step the on-demand instances to the end of the run; False (and `cut_s` set) if one still
+        has a batch in flight at the horizon. An instance idle at the horizon with work left (a
+        start at exactly the horizon) is run to its end: stepping to the horizon and then on is
+        what stepping to the end does (`_advance` is exact for any sequence of instants)."""
+        for inst in self.instances:
+            if inst.on_demand:
+                if horizon < float("inf"):
+                    self._advance(inst, horizon)
+                    if inst.busy:  # its batch ends after the horizon
+                        self.cut_s = inst.due_s
+                        return False
+                self._advance(inst, float("inf"))
+        return True
 
     def _on_demand_ok(self) -> bool:
         """Whether the instances that decode can be stepped on demand (`_advance`): their

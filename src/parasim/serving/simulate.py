@@ -302,7 +302,7 @@ def _migrating_loop(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, f
 
 def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_requests: Any,
              slo: Any = None, seed: int = 0, max_concurrency: int | None = None,
-             record: bool = False, deps: Any = None) -> ServingResult:
+             record: bool = False, deps: Any = None, horizon_s: float | None = None) -> ServingResult:
     """Simulate serving `workload_requests` (a Workload, or Request records / mappings) with `plan`.
 
     `max_concurrency` makes the client closed-loop, as benchmark clients' `--max-concurrency N`:
@@ -310,7 +310,11 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     before its own arrival time), and its TTFT and E2E count from that send time. `deps`
     (serving.workflow.Dependencies of a workflow workload) sends each call when its parents have
     finished, TTFT and E2E counting from then. `record` keeps every iteration
-    (`ServingResult.recording`, for timelines and figures; off costs nothing).
+    (`ServingResult.recording`, for timelines and figures; off costs nothing). With `horizon_s`,
+    a run still busy past that instant stops there: the result is not feasible, reason
+    `past_horizon`, `summary["makespan_s"]` a time past the horizon its makespan is known to reach and
+    `summary["unservable"]` the requests rejected on arrival, the rest of the summary null (plan
+    serve's stability check asks only whether a burst ends by a deadline).
 
     Raises InputError for bad inputs only. A plan whose KV cache cannot hold any request comes back
     as a result with `feasible=False` and the reason; requests that alone can never fit are
@@ -349,7 +353,15 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     loop.dropped = unserved
     if record:
         start_recording(loop.instances)
+    if horizon_s is not None:
+        loop.horizon_s = horizon_s
     loop.run()
+    if loop.cut_s is not None:
+        return ServingResult(summary={**infeasible_summary(wl, gpus, slo_), "makespan_s": loop.cut_s,
+                                      "unservable": unserved},
+                             requests=request_columns(st, wl), inputs=inputs, kv=fit.kv,
+                             sim_wall_s=time.perf_counter() - wall0, feasible=False, reason="past_horizon",
+                             message=f"still running at {loop.cut_s:.6g} s, past the horizon of {horizon_s:.6g} s")
     if loop.auto is not None:
         loop.clock.close(loop.makespan)
     if plan.output_delay_s:
