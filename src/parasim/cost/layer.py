@@ -50,6 +50,11 @@ ELEMENTWISE_BWD_RATIO = 2.0
 #: weighs each expert output by its routing probability) reads and writes every routed
 #: token-expert pair's hidden vector once: 2 accesses per element, each of the two kernels.
 MOE_PERMUTE_RW = 2.0
+#: A serving engine's fused-MoE layer ends with a separate kernel that reads each token's k expert
+#: output rows and writes their router-weighted sum: k reads + this 1 write per hidden element
+#: (TensorRT-LLM's finalizeMoeRoutingKernel, vLLM's fused_experts -> ops.moe_sum, SGLang's
+#: moe_sum_reduce; the down GEMM's own write of the k rows is charged with the GEMM).
+MOE_COMBINE_ACCESSES = 1
 #: GPT-family models with rotary positions (the case format's `gpt` family otherwise means learned
 #: or ALiBi positions, which add no per-layer kernel)
 ROTARY_GPT_TYPES = ("gptj", "gpt_neox", "phi", "codegen")
@@ -261,6 +266,8 @@ class LayerCost:
         if moe and self.s.folded:  # token permutation before the dispatch and its inverse after the combine
             pairs = self.routed_tokens(t) * m.experts_per_token * self.expert_load(t)
             ops.append(Op("moe_permute", "memory", 0.0, 2 * MOE_PERMUTE_RW * pairs * m.hidden * ab, kernels=2))
+        elif moe:  # serving: each token's k expert outputs summed into one (MOE_COMBINE_ACCESSES)
+            ops.append(Op("moe_combine", "memory", 0.0, t * (m.experts_per_token + MOE_COMBINE_ACCESSES) * m.hidden * ab))
         if self.dropout:
             drop = 2 * norm_t * m.hidden * (nongemm.DROPOUT_MASK_BYTES + (nongemm.DROPOUT_EAGER.bytes_per_element(ab)
                                                                         if mode == "eager" else 0.0))
