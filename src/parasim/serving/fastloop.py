@@ -24,8 +24,6 @@ its user-wide cache directory when the package directory is read-only).
 
 from __future__ import annotations
 
-from array import array
-
 import numpy as np
 from numba import njit
 
@@ -46,8 +44,9 @@ T, BUSY, KVS, MAKESPAN = range(4)
 B_, CAP, MARK, BUDGET, MAXB, CHUNKED, MODE, LAYERS, GRAPHMAX, N, WCAP = range(11)
 # float config
 PF, PQ, PK, DF, KO, OV, EAGER, CH = range(8)
-# kernel return codes
-FINISHED, NEED_ROOM, STUCK = 0, 1, 2
+# kernel return codes: NEED_ROOM + k = the growing buffers of _GROUPS[k] (indices into E[6:]) ran short
+FINISHED, STUCK, NEED_ROOM = 0, 1, 2
+_GROUPS = ((0, 1), (2,), (3, 4, 5), (6, 7))  # decode steps, gaps, finishing heap, join order
 
 
 def in_scope(loop) -> bool:
@@ -85,9 +84,10 @@ def run(loop) -> None:
     small = (np.zeros(st.n + 1, dtype=np.int64), np.zeros(slots, dtype=np.int64), np.zeros(slots, dtype=np.int64),
              np.zeros(inst.block, dtype=np.int64))  # waiting ring, prefilling, first-step pending, phases
     scratch = (np.zeros(slots, dtype=np.int64), np.zeros(slots, dtype=np.int64), np.zeros(slots, dtype=np.int64))
-    grow = [np.zeros(1024, dtype=np.float64), np.zeros(1024, dtype=np.int64), np.zeros(1024, dtype=np.float64),
-            np.zeros(1024, dtype=np.int64), np.zeros(1024, dtype=np.int64), np.zeros(1024, dtype=np.int64),
-            np.zeros(1024, dtype=np.int64), np.zeros(1024, dtype=np.int64)]  # steps, conts, gaps, heap x3, joins x2
+    first = 1024 + 5 * st.n  # decode steps: about 4.6 per request on the benchmark (doubled when short)
+    grow = [np.zeros(first, dtype=np.float64), np.zeros(first, dtype=np.int64)] + [
+        np.zeros(1024 + 4 * slots, dtype=np.float64 if k == 0 else np.int64) for k in range(6)]
+    # steps, conts, then gaps, heap (step, rid, epoch), joins (rid, epoch)
     while True:
         E = (iv, fv, *small, *grow)
         code = _loop(R, E, (cfg, cf, fixed, head), scratch)
@@ -95,15 +95,15 @@ def run(loop) -> None:
             break
         if code == STUCK:  # pragma: no cover - as Loop._check_stuck: a scheduler that idles with work it could run
             raise RuntimeError(f"scheduler {s.name} returned an empty batch with work pending")
-        grow = [np.concatenate([g, np.zeros_like(g)]) for g in grow]
+        for k in _GROUPS[code - NEED_ROOM]:  # double the buffers that ran short
+            grow[k] = np.concatenate([grow[k], np.zeros_like(grow[k])])
     _write_back(loop, inst, st, iv, fv, grow)
 
 
 def _write_back(loop, inst, st, iv, fv, grow) -> None:
     steps, conts, gaps = grow[0], grow[1], grow[2]
     d = int(iv[DSTEP])
-    inst.step_end_s = array("d", steps[:d + 1].tobytes())
-    inst.step_continuing = array("q", conts[:d + 1].tobytes())
+    inst.step_end_s, inst.step_continuing = steps[:d + 1], conts[:d + 1]  # read through the buffer protocol
     st.extra_gaps_s.frombytes(gaps[:iv[GN]].tobytes())
     inst.decode_step, inst.n_dec, inst.decode_ctx_sum = d, int(iv[NDEC]), int(iv[CTXSUM])
     inst.kv.free, inst.kv.min_free = int(iv[FREE]), int(iv[MINFREE])
@@ -118,15 +118,16 @@ def _write_back(loop, inst, st, iv, fv, grow) -> None:
 # steps, conts, gaps, heap step, heap rid, heap epoch, join rid, join epoch); C: (cfg, cf, fixed, head);
 # S: scratch (chunk rids, chunk tokens, victims)
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _loop(R, E, C, S):
     """`Loop._run_alone` with stride 1 and no admission control; returns a code (see above)."""
     iv, fv = E[0], E[1]
     arr, state = R[0], R[3]
     n = C[0][N]
     while True:
-        if not _room(E, C[0][MAXB]):
-            return NEED_ROOM
+        short = _room(E, C[0][MAXB])
+        if short >= 0:
+            return NEED_ROOM + short
         t = fv[T]
         i = iv[NEXT]
         while i < n and arr[i] <= t:
@@ -151,16 +152,23 @@ def _loop(R, E, C, S):
         _end(R, E, C, S, t, nch, decode)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _room(E, maxb):
-    """Whether every growing buffer has room for what one iteration can add."""
+    """-1 if every growing buffer has room for what one iteration can add, else the first short group."""
     iv = E[0]
     extra = 2 * maxb + 4
-    return (iv[DSTEP] + 2 < len(E[6]) and iv[GN] + extra < len(E[8]) and iv[HN] + extra < len(E[9])
-            and iv[JN] + extra < len(E[12]))
+    if iv[DSTEP] + 2 >= len(E[6]):
+        return 0
+    if iv[GN] + extra >= len(E[8]):
+        return 1
+    if iv[HN] + extra >= len(E[9]):
+        return 2
+    if iv[JN] + extra >= len(E[12]):
+        return 3
+    return -1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _enqueue(R, E, C, rid):
     iv, ring = E[0], E[2]
     R[16][rid] = 0
@@ -169,7 +177,7 @@ def _enqueue(R, E, C, rid):
     iv[NWAIT] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _pop_waiting(E, C):
     iv, ring = E[0], E[2]
     rid = ring[iv[WHEAD]]
@@ -178,7 +186,7 @@ def _pop_waiting(E, C):
     return rid
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _drop_stuck(R, E, C):
     iv = E[0]
     if iv[NWAIT] and not iv[NPF] and not iv[NDEC]:
@@ -189,7 +197,7 @@ def _drop_stuck(R, E, C):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _block_need(E, B):
     iv = E[0]
     if not iv[NDEC]:
@@ -197,7 +205,7 @@ def _block_need(E, B):
     return E[5][(-iv[DSTEP]) % B]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _schedule(R, E, C, S):
     """Continuous.schedule (mode 0) or VLLM.schedule (mode 1): (chunks, admitted, decode, victims)."""
     iv, cfg = E[0], C[0]
@@ -221,7 +229,7 @@ def _schedule(R, E, C, S):
     return 0, 0, iv[NDEC] > nv, nv
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _stalled(E, S):
     iv = E[0]
     if iv[NPF]:
@@ -230,7 +238,7 @@ def _stalled(E, S):
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _victims(R, E, C, S):
     """Scheduler.decode_victims: latest-joined decoders until the next step's new blocks fit."""
     iv, B = E[0], C[0][B_]
@@ -255,7 +263,7 @@ def _victims(R, E, C, S):
     return nv, max(0, avail - need)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _fill(R, E, C, S, budget, avail, seqs, chunked, admit_new):
     """Scheduler.fill_prefill and _admit_chunks without prefix sharing or gating."""
     iv, cfg = E[0], C[0]
@@ -303,7 +311,7 @@ def _fill(R, E, C, S, budget, avail, seqs, chunked, admit_new):
     return nch, admit
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _alloc(iv, nb):
     if nb <= 0:
         return
@@ -312,7 +320,7 @@ def _alloc(iv, nb):
         iv[MINFREE] = iv[FREE]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _start(R, E, C, S, t, nch, admit, decode, nv):
     """Instance.start: preempt, admit, allocate, cost the batch; returns its seconds."""
     iv, fv, cfg = E[0], E[1], C[0]
@@ -354,7 +362,7 @@ def _start(R, E, C, S, t, nch, admit, decode, nv):
     return dt
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _time_s(C, tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx, logits):
     """IterationCost.time_s with its caches as arrays (the same operations in the same order)."""
     cfg, cf = C[0], C[1]
@@ -377,7 +385,7 @@ def _time_s(C, tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx
     return t
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _end(R, E, C, S, t, nch, decode):
     """Instance.end: the decode step, then each chunk's progress (prefills that complete emit)."""
     iv = E[0]
@@ -391,7 +399,7 @@ def _end(R, E, C, S, t, nch, decode):
             _prefill_complete(R, E, C, rid, t)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _remove(buf, count, rid):
     """Remove the first `rid` from buf[:count] keeping the order; returns the new count."""
     for k in range(count):
@@ -402,7 +410,7 @@ def _remove(buf, count, rid):
     return count
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _admit(R, E, rid, t):
     iv = E[0]
     R[3][rid] = PREFILL
@@ -415,14 +423,14 @@ def _admit(R, E, rid, t):
     iv[NPF] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _gap(E, g):
     iv = E[0]
     E[8][iv[GN]] = g
     iv[GN] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _prefill_complete(R, E, C, rid, t):
     iv = E[0]
     emitted, last = R[6], R[13]
@@ -442,13 +450,13 @@ def _prefill_complete(R, E, C, rid, t):
     iv[PN] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _release(R, E, rid):
     E[0][FREE] += R[7][rid]
     R[7][rid] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _finish(R, E, rid, t):
     R[3][rid] = DONE
     R[14][rid] = t
@@ -457,7 +465,7 @@ def _finish(R, E, rid, t):
         E[1][MAKESPAN] = t
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _become_decoder(R, E, C, rid, ctx):
     iv = E[0]
     B = C[0][B_]
@@ -483,7 +491,7 @@ def _become_decoder(R, E, C, rid, ctx):
         iv[JN] = k
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _heap_push(E, step, rid, ep):
     """The finishing heap, ordered by step (which of several finishing at one step goes first
     changes nothing: each sets its own columns and adds to commutative integer counters)."""
@@ -499,7 +507,7 @@ def _heap_push(E, step, rid, ep):
     hs[k], hr[k], he[k] = step, rid, ep
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _heap_pop(E):
     iv, hs, hr, he = E[0], E[9], E[10], E[11]
     rid, ep = hr[0], he[0]
@@ -521,7 +529,7 @@ def _heap_pop(E):
     return rid, ep
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _decode_step(R, E, C, t):
     """Instance._decode_step: every decoder emits a token at t; finished ones leave."""
     iv = E[0]
@@ -550,7 +558,7 @@ def _decode_step(R, E, C, t):
         _finish(R, E, rid, t)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _leave_decoders(R, E, C, rid):
     iv = E[0]
     B = C[0][B_]
@@ -562,7 +570,7 @@ def _leave_decoders(R, E, C, rid):
     _release(R, E, rid)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", _nrt=False)
 def _preempt(R, E, C, rid):
     """Instance._preempt: recompute preemption, requeued at the head."""
     iv = E[0]
