@@ -23,7 +23,7 @@ from parasim.specs.cluster import ClusterSpec
 from tests.test_serving_engine import util_for_blocks, workloads
 
 MODEL = get_model("llama-3-8b")
-CLUSTER = ClusterSpec(accelerator=get_accelerator("h100-sxm"), gpus=2)
+CLUSTER = ClusterSpec(accelerator=get_accelerator("h100-sxm"), gpus=3)
 IN_SCOPE = ["continuous", "vllm", "sarathi", "splitfuse", "sglang"]
 
 
@@ -64,17 +64,18 @@ def same(a, b) -> None:
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(w=workloads, sched=hst.sampled_from(IN_SCOPE), blocks=hst.sampled_from([40, 60, 200, 100000]),
        block=hst.sampled_from([1, 16]), budget=hst.sampled_from([None, 64, 512, 1024]),
-       max_batch=hst.sampled_from([None, 3, 64]), burst=hst.booleans())
-def test_compiled_loop_equals_python_engine(w, sched, blocks, block, budget, max_batch, burst):
+       max_batch=hst.sampled_from([None, 3, 64]), burst=hst.booleans(), replicas=hst.sampled_from([1, 1, 2, 3]))
+def test_compiled_loop_equals_python_engine(w, sched, blocks, block, budget, max_batch, burst, replicas):
     """Rates incl. bursts (every arrival at 0), KV pressure down to preemption and dropped
-    requests, token budgets and batch caps: the whole JSON and every gap byte-identical."""
+    requests, token budgets, batch caps, round-robin replicas: the whole JSON and every gap
+    byte-identical."""
     gaps, prompts, outputs, _ = w
     arrivals = np.zeros(len(gaps)) if burst else np.cumsum(gaps)
     wl = Workload.from_columns(arrivals, prompts, outputs)
     util = min(0.99, util_for_blocks(max(1, blocks * 16 // block), block=block, max_tokens=budget or 8192,
                                      max_batch=max_batch or 256))
     plan = ServingPlan(scheduler=sched, block_size=block, gpu_memory_utilization=util, token_budget=budget,
-                       max_batch=max_batch)
+                       max_batch=max_batch, replicas=replicas)
     slow, fast, ran = both(plan, wl)
     assert ran or not slow.feasible
     same(slow, fast)
@@ -94,7 +95,7 @@ def test_preempting_run_equal(sched):
     same(slow, fast)
 
 
-@pytest.mark.parametrize("extra", [dict(prefix_cache=True), dict(replicas=2), dict(scheduler="static"),
+@pytest.mark.parametrize("extra", [dict(prefix_cache=True), dict(replicas=2, router="least_outstanding_tokens"), dict(scheduler="static"),
                                    dict(kv_reservation="full"), dict(pp=2), dict(max_queued=5),
                                    dict(spec_method="ngram", num_speculative_tokens=3, spec_acceptance=0.6)])
 def test_out_of_scope_runs_the_python_engine(extra):

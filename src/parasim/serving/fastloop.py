@@ -1,6 +1,7 @@
 """A compiled copy of the single-engine loop (`engine.Loop._run_alone`) for the common case.
 
-Scope (`in_scope`): one colocated engine instance (one replica, PP 1), a scheduler of the
+Scope (`in_scope`): colocated single-engine replicas (PP 1) behind round robin, which nothing
+couples (each is run alone, as the Python engine runs them), a scheduler of the
 continuous family (continuous, sarathi, splitfuse: decodes first, then prompt chunks) or of the
 prefill-first family (vllm, sglang), incremental KV allocation, no prefix cache, no speculative
 decoding or NanoFlow overlap (the plain `IterationCost`), no admission control, closed-loop
@@ -41,7 +42,7 @@ NDEC, CTXSUM, DSTEP, FREE, MINFREE, ITERS, PEAK, COMPLETED, WHEAD, NWAIT, NPF, H
 # float state vector
 T, BUSY, KVS, MAKESPAN = range(4)
 # integer config
-B_, CAP, MARK, BUDGET, MAXB, CHUNKED, MODE, LAYERS, GRAPHMAX, N, WCAP = range(11)
+B_, CAP, MARK, BUDGET, MAXB, CHUNKED, MODE, LAYERS, GRAPHMAX, N, WCAP, STRIDE, IDX = range(13)
 # float config
 PF, PQ, PK, DF, KO, OV, EAGER, CH = range(8)
 # kernel return codes: NEED_ROOM + k = the growing buffers of _GROUPS[k] (indices into E[6:]) ran short
@@ -52,9 +53,9 @@ _GROUPS = ((0, 1), (2,), (3, 4, 5), (6, 7))  # decode steps, gaps, finishing hea
 def in_scope(loop) -> bool:
     """Whether `loop` is a run this kernel reproduces exactly (see the module docstring)."""
     from parasim.serving.engine import Loop
-    if type(loop) is not Loop or len(loop.instances) != 1 or not loop.independent() or loop.max_queued is not None:
-        return False
-    inst = loop.instances[0]
+    if type(loop) is not Loop or not loop.independent() or loop.max_queued is not None:
+        return False  # independent(): single-engine replicas behind round robin, nothing coupling them
+    inst = loop.instances[0]  # the replicas are alike (one pool)
     s = inst.sched
     return (inst.role == "mixed" and not inst.reserve_full and not inst.kv.enabled and inst.rec is None
             and type(inst.cost) is IterationCost and type(s) in MODES and s.queue_order is None and not s.gated
@@ -62,35 +63,47 @@ def in_scope(loop) -> bool:
 
 
 def run(loop) -> None:
-    """Run `loop` (in scope) with the kernel and leave its instance, loop and request columns as
-    `Loop.run` would (what `simulate.summarize` and `request_columns` read)."""
-    inst, st = loop.instances[0], loop.st
-    s, cost, kv = inst.sched, inst.cost, inst.kv
+    """Run `loop` (in scope) with the kernel and leave its instances, loop and request columns as
+    `Loop.run` would (what `simulate.summarize` and `request_columns` read): replica g takes
+    every stride-th arrival from g, as `Loop._run_alone`, one replica after the other."""
+    st, inst = loop.st, loop.instances[0]
+    s, cost = inst.sched, inst.cost
     top = max(s.budget, s.max_batch)
-    fixed = np.array([cost._fixed_s(k) for k in range(top + 1)], dtype=np.float64)
-    head = np.array([cost._lm_head_s(k) for k in range(s.max_batch + 2)], dtype=np.float64)
-    cfg = np.array([inst.block, kv.capacity, int(WATERMARK * kv.capacity), s.budget, s.max_batch, int(s.chunked),
-                    MODES[type(s)], cost.layers, min(cost.graph_max, 1 << 62), st.n, st.n + 1], dtype=np.int64)
+    tables = (np.array([cost._fixed_s(k) for k in range(top + 1)], dtype=np.float64),
+              np.array([cost._lm_head_s(k) for k in range(s.max_batch + 2)], dtype=np.float64))
     cf = np.array([cost._pf, cost._pq, cost._pk, cost._df, cost._ko, cost.overhead_s, cost.eager_prefill_s,
                    cost.ctx_host_s], dtype=np.float64)
     names = ("arrival_s", "prompt_tokens", "output_tokens", "state", "prefill_target", "prefilled", "emitted",
              "owned_blocks", "join_step", "join_ctx", "epoch", "first_scheduled_s", "first_token_s", "last_token_s",
              "finish_s", "preemptions", "instance")
     R = tuple(np.frombuffer(getattr(st, k), dtype=np.float64 if k.endswith("_s") else np.int64) for k in names)
+    stride = len(loop.groups)
+    for g, grp in enumerate(loop.groups):
+        _run_instance(loop, grp[0], R, (g, stride), cf, tables)
+
+
+def _run_instance(loop, inst, R, turn, cf, tables) -> None:
+    st, s, cost, kv = loop.st, inst.sched, inst.cost, inst.kv
+    first, stride = turn
+    mine = (st.n - first + stride - 1) // stride  # arrivals routed here
+    cfg = np.array([inst.block, kv.capacity, int(WATERMARK * kv.capacity), s.budget, s.max_batch, int(s.chunked),
+                    MODES[type(s)], cost.layers, min(cost.graph_max, 1 << 62), st.n, mine + 1, stride, inst.idx],
+                   dtype=np.int64)
     iv = np.zeros(17, dtype=np.int64)
     iv[FREE] = iv[MINFREE] = kv.free
+    iv[NEXT] = first
     fv = np.zeros(4, dtype=np.float64)
     slots = 2 * s.max_batch + 4
-    small = (np.zeros(st.n + 1, dtype=np.int64), np.zeros(slots, dtype=np.int64), np.zeros(slots, dtype=np.int64),
+    small = (np.zeros(mine + 1, dtype=np.int64), np.zeros(slots, dtype=np.int64), np.zeros(slots, dtype=np.int64),
              np.zeros(inst.block, dtype=np.int64))  # waiting ring, prefilling, first-step pending, phases
     scratch = (np.zeros(slots, dtype=np.int64), np.zeros(slots, dtype=np.int64), np.zeros(slots, dtype=np.int64))
-    first = 1024 + 5 * st.n  # decode steps: about 4.6 per request on the benchmark (doubled when short)
-    grow = [np.zeros(first, dtype=np.float64), np.zeros(first, dtype=np.int64)] + [
+    size = 1024 + 5 * mine  # decode steps: about 4.6 per request on the benchmark (doubled when short)
+    grow = [np.zeros(size, dtype=np.float64), np.zeros(size, dtype=np.int64)] + [
         np.zeros(1024 + 4 * slots, dtype=np.float64 if k == 0 else np.int64) for k in range(6)]
     # steps, conts, then gaps, heap (step, rid, epoch), joins (rid, epoch)
     while True:
         E = (iv, fv, *small, *grow)
-        code = _loop(R, E, (cfg, cf, fixed, head), scratch)
+        code = _loop(R, E, (cfg, cf, *tables), scratch)
         if code == FINISHED:
             break
         if code == STUCK:  # pragma: no cover - as Loop._check_stuck: a scheduler that idles with work it could run
@@ -120,10 +133,10 @@ def _write_back(loop, inst, st, iv, fv, grow) -> None:
 
 @njit(cache=True, _nrt=False)
 def _loop(R, E, C, S):
-    """`Loop._run_alone` with stride 1 and no admission control; returns a code (see above)."""
+    """`Loop._run_alone` without admission control; returns a code (see above)."""
     iv, fv = E[0], E[1]
     arr, state = R[0], R[3]
-    n = C[0][N]
+    n, stride = C[0][N], C[0][STRIDE]
     while True:
         short = _room(E, C[0][MAXB])
         if short >= 0:
@@ -133,7 +146,7 @@ def _loop(R, E, C, S):
         while i < n and arr[i] <= t:
             if state[i] != DROPPED:
                 _enqueue(R, E, C, i)
-            i += 1
+            i += stride
         iv[NEXT] = i
         if iv[NWAIT] == 0 and iv[NPF] == 0 and iv[NDEC] == 0:
             if i >= n:
@@ -171,7 +184,7 @@ def _room(E, maxb):
 @njit(cache=True, inline="always", _nrt=False)
 def _enqueue(R, E, C, rid):
     iv, ring = E[0], E[2]
-    R[16][rid] = 0
+    R[16][rid] = C[0][IDX]
     R[3][rid] = WAITING
     ring[(iv[WHEAD] + iv[NWAIT]) % C[0][WCAP]] = rid
     iv[NWAIT] += 1
