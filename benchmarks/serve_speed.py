@@ -8,7 +8,12 @@
    system prompts of 300 tokens), speculative decoding (n-gram, K = 4, acceptance 0.7), and four
    replicas behind the round-robin and the least-outstanding-tokens routers (four times the rate).
 3. 1,000,000 requests of the same workload (same rate) in a fresh process: wall and CPU time of
-   the simulation, and peak resident memory. Targets: < 5 s, < 1 GiB.
+   the simulation, and peak resident memory, for the Python engine (`PARASIM_FASTPATH=0`), the
+   compiled loop (serving.fastloop) compiling into an empty numba cache, and the compiled loop
+   with its cache (the case the targets are for). Targets: < 5 s, < 1 GiB.
+4. What the compiled loop costs before it runs (fresh process, cached): importing numba and the
+   module, and a 100-request run that loads the kernel (the reason for
+   `simulate.FAST_PATH_MIN_REQUESTS`).
 
 `--no-runs` turns the decode runs off (engine.Instance.decode_run: every iteration decided and
 applied one by one) for the before/after figures; the results are the same either way.
@@ -18,9 +23,11 @@ Run: `.venv/bin/python benchmarks/serve_speed.py [--no-runs]` (prints every figu
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -99,9 +106,36 @@ def million(rate: float) -> None:
     res = simulate(model, cluster, plan, wl)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    print(f"1,000,000 requests (fresh process): completed {res.summary['completed']:,}, "
-          f"{res.summary['iterations']:,} iterations in {wall:.1f} s wall, {cpu:.1f} s CPU (target < 5 s); "
-          f"peak RSS {rss / 2**30:.3f} GiB (target < 1 GiB)")
+    path = {"0": "Python engine", "1": "compiled loop"}.get(os.environ.get("PARASIM_FASTPATH", "auto"), "auto")
+    print(f"1,000,000 requests (fresh process, {path}{os.environ.get('FASTLOOP_LABEL', '')}): completed "
+          f"{res.summary['completed']:,}, {res.summary['iterations']:,} iterations in {wall:.1f} s wall, "
+          f"{cpu:.1f} s CPU (target < 5 s); peak RSS {rss / 2**30:.3f} GiB (target < 1 GiB)")
+
+
+def load_time() -> None:
+    """What the compiled loop costs before it saves anything (fresh process, kernel cached):
+    importing numba and the module, and loading the cached kernel on a 100-request run."""
+    model, cluster, plan = setup()
+    wl = workload(100, 10.0)
+    w0, c0 = time.perf_counter(), time.process_time()
+    from parasim.serving import fastloop  # noqa: F401 - the import is what is timed
+    w1, c1 = time.perf_counter(), time.process_time()
+    simulate(model, cluster, plan, wl)
+    w2, c2 = time.perf_counter(), time.process_time()
+    print(f"compiled loop, fresh process: import {w1 - w0:.2f} s wall ({c1 - c0:.2f} s CPU), "
+          f"first 100-request run (kernel load) {w2 - w1:.2f} s wall ({c2 - c1:.2f} s CPU)")
+
+
+def millions(rate: float, args: list[str]) -> None:
+    """The 1M run in fresh processes: the Python engine, then the compiled loop compiling into an
+    empty cache (first run), then loading it (cached), then the load time alone."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = os.environ | {"NUMBA_CACHE_DIR": cache}
+        runs = [("0", ""), ("1", ", first run: compiles"), ("1", ", cached")]
+        for mode, label in runs:
+            subprocess.run([sys.executable, __file__, "--million", repr(rate), *args], check=True,
+                           env=env | {"PARASIM_FASTPATH": mode, "FASTLOOP_LABEL": label})
+        subprocess.run([sys.executable, __file__, "--load"], check=True, env=env | {"PARASIM_FASTPATH": "1"})
 
 
 if __name__ == "__main__":
@@ -110,7 +144,10 @@ if __name__ == "__main__":
         Instance.decode_run = lambda self, t, until_s, done_cb, end_by_s=None: t
     if args and args[0] == "--million":
         million(float(args[1]))
+    elif args and args[0] == "--load":
+        load_time()
     else:
+        os.environ["PARASIM_FASTPATH"] = "0"  # the 10k figures are the Python engine's (auto takes it below 500k)
         r = speed()
         options(r)
-        subprocess.run([sys.executable, __file__, "--million", repr(r), *args], check=True)
+        millions(r, args)

@@ -61,8 +61,9 @@ def test_a_burst_past_its_horizon_is_cut_after_it_and_one_within_it_is_the_whole
         # horizon and no later than the whole run's last token
         assert not cut.feasible and h < cut.summary["makespan_s"] <= makespan
         assert makespan > h
-    else:
-        assert makespan <= h  # a run that ends after the horizon is always cut
+    else:  # not cut: the whole run, whose verdict the search then reads as without a horizon. A run
+        # can end past the horizon uncut when its last batch started before it (nothing left to save:
+        # one-instance loop, falsified with one request on two replicas), so that is not asserted
         assert _same(cut, whole)
 
 

@@ -8,6 +8,7 @@ loop, and turns the request columns into metrics.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -355,7 +356,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
         start_recording(loop.instances)
     if horizon_s is not None:
         loop.horizon_s = horizon_s
-    loop.run()
+    _run(loop)
     if loop.cut_s is not None:
         return ServingResult(summary={**infeasible_summary(wl, gpus, slo_), "makespan_s": loop.cut_s,
                                       "unservable": unserved},
@@ -380,6 +381,36 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     recording = collect(loop.instances, plan.pp, max_batch) if record else None
     return ServingResult(summary=summary, requests=cols, inputs=inputs, kv=fit.kv,
                          sim_wall_s=time.perf_counter() - wall0, itl_gaps=itl, recording=recording)
+
+
+#: `PARASIM_FASTPATH=auto` takes the compiled loop (serving.fastloop) from this many requests on:
+#: there even the run that compiles it (about 9 s of CPU, once per machine) beats the Python loop's
+#: ~20 us per request; a cached kernel pays from ~15,000 (docs/serving.md "## Speed"), `=1` forces it
+FAST_PATH_MIN_REQUESTS = 500_000
+
+
+def _run(loop: Loop) -> None:
+    """Run the event loop: the compiled copy (serving.fastloop) when the run is in its scope and
+    large enough (`PARASIM_FASTPATH`: auto, the default; 1 = whatever the size; 0 = never), else
+    the Python engine. Both give byte-identical results."""
+    mode = os.environ.get("PARASIM_FASTPATH", "auto").strip().lower() or "auto"
+    if mode not in ("0", "1", "auto"):
+        raise InputError("PARASIM_FASTPATH", f"must be 0, 1 or auto, got {mode!r}")
+    if mode == "0" or (mode == "auto" and loop.st.n < FAST_PATH_MIN_REQUESTS):
+        loop.run()
+        return
+    try:
+        from parasim.serving import fastloop
+    except ImportError as e:  # numba missing or broken: only an explicit request is an error
+        if mode == "1":
+            raise InputError("PARASIM_FASTPATH", f"1 needs numba, which cannot be imported ({e}); "
+                                                 "install it or set PARASIM_FASTPATH=auto") from None
+        loop.run()
+        return
+    if fastloop.in_scope(loop):
+        fastloop.run(loop)
+    else:
+        loop.run()
 
 
 def _held_s(loop: Loop, makespan: float) -> list[float]:
