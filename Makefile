@@ -10,12 +10,20 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# After installing, one tiny run with PARASIM_FASTPATH=1 compiles the serving loop's numba kernel
+# (serving/fastloop.py; about 10 s of CPU, once) into its cache, so a user's first run of 500,000+
+# requests does not pay it (docs/serving.md, "Speed").
+WARM_KERNEL := PARASIM_FASTPATH=1 $(BIN)/parasim serve --model llama-3-8b --gpu h100-sxm --scheduler sarathi \
+	--requests 20 --rate 1 > /dev/null
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
+	$(WARM_KERNEL)
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(WARM_KERNEL)
 	touch $(VENV)/.installed $@
 
 # The main question on a default: the best serving plan and the best training layout (a search each,
