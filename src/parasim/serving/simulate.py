@@ -401,7 +401,7 @@ def _run(loop: Loop) -> None:
         return
     try:
         from parasim.serving import fastloop
-    except ImportError as e:  # numba missing or broken: only an explicit request is an error
+    except Exception as e:  # numba missing or one that rejects the kernel: an error only when asked for
         if mode == "1":
             raise InputError("PARASIM_FASTPATH", f"1 needs numba, which cannot be imported ({e}); "
                                                  "install it or set PARASIM_FASTPATH=auto") from None
