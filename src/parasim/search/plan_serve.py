@@ -827,10 +827,9 @@ def _rank(run: _Run, screened: dict, full: dict) -> tuple[list[dict], list[dict]
     return full_ok, ranked
 
 
-def _baseline(run: _Run, full_ok: list[dict], interrupted: bool) -> dict:
-    """The heuristic baseline at full size: a ranked row if it was run, else simulated now
-    (not after a Ctrl-C)."""
-    base = baseline_plan(run.model, run.req.gpu[0], run.req.max_gpus)
+def _baseline(run: _Run, base: dict, full_ok: list[dict], interrupted: bool) -> dict:
+    """The heuristic baseline plan `base` at full size: a ranked row if it was run, else its
+    simulation beside the refine stage, else simulated now (not after a Ctrl-C)."""
     hit = next((r for r in full_ok if plan_key(r) == plan_key(base)), None)
     if hit is not None:
         return hit
@@ -838,7 +837,7 @@ def _baseline(run: _Run, full_ok: list[dict], interrupted: bool) -> dict:
         return {**base, "rank": None, "feasible": None, "reason": "not_simulated",
                 "message": "not simulated: the search was interrupted", "metrics": None}
     base_item = {**base, "requests": run.full_n}
-    res = run.stages.cached(base_item) or evaluate(run.context, base_item)  # run beside the refine stage
+    res = run.stages.cached(base_item) or evaluate(run.context, base_item)
     if not res["ok"]:
         return {**base, "rank": None, "feasible": False, "reason": res["reason"],
                 "message": res.get("message"), "metrics": None}
@@ -867,12 +866,12 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
     ran.append(run.stages.evaluated)
     items2 = _screen_knobs(run, items1, screened)
     ran.append(run.stages.evaluated - ran[0])
-    base_item = {**baseline_plan(run.model, req.gpu[0], req.max_gpus), "requests": run.full_n}
-    full = _rescreen_if_bound_fails(run, screened, _refine(run, screened, (base_item,)))
+    base = baseline_plan(run.model, req.gpu[0], req.max_gpus)
+    full = _rescreen_if_bound_fails(run, screened, _refine(run, screened, ({**base, "requests": run.full_n},)))
     ran.append(run.stages.evaluated - ran[0] - ran[1])
     full_ok, ranked = _rank(run, screened, full)
     interrupted = run.stages.interrupted or guard.hit
-    baseline = _baseline(run, full_ok, interrupted)
+    baseline = _baseline(run, base, full_ok, interrupted)
     out = {
         "command": "plan serve", "model": run.model.name, "gpu": list(req.gpu), "max_gpus": req.max_gpus,
         "slo": run.slo.to_dict() | {"max_queueing_p50_s": run.limit},
