@@ -9,17 +9,21 @@ conservation laws rather than against its own numbers.
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 
 from parasim.specs.validation_case import load_cases
 from parasim.validation.serving import predict_case as predict_serving
 from parasim.validation.training import plan_for_case, predict_case as predict_training
+from tests.conftest import run_cli
 
-MBRIDGE = load_cases("validation/mbridge-dense-training.yaml")
-AMD = load_cases("validation/amd-primus-training.yaml")
-GAUDI = load_cases("validation/gaudi-optimum-habana-fp8.yaml")
+SHIPPED = Path(__file__).resolve().parents[1] / "validation"
+MBRIDGE = load_cases(SHIPPED / "mbridge-dense-training.yaml")
+AMD = load_cases(SHIPPED / "amd-primus-training.yaml")
+GAUDI = load_cases(SHIPPED / "gaudi-optimum-habana-fp8.yaml")
 
 
 def _printed(pattern: str, text: str) -> float:
@@ -111,3 +115,15 @@ def test_gaudi_prefill_heavy_rows_are_slower_in_source_and_prediction():
         a, b = by[short], by[long]
         assert a.measured["output_tokens_per_s"] > b.measured["output_tokens_per_s"]
         assert predict_serving(a).predicted["output_tokens_per_s"] > predict_serving(b).predicted["output_tokens_per_s"]
+
+
+def test_validate_cli_scores_the_three_files_by_source():
+    """Through the CLI, as `make validation` runs them: exit 0, every case of the three files in the
+    JSON, and a per-file summary for each."""
+    files = [SHIPPED / f for f in ("mbridge-dense-training.yaml", "amd-primus-training.yaml",
+                                   "gaudi-optimum-habana-fp8.yaml")]
+    r = run_cli("validate", str(files[0]), "--extra", str(files[1]), "--extra", str(files[2]), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert len(out["cases"]) == len(MBRIDGE) + len(AMD) + len(GAUDI)
+    assert {Path(f).name for f in out["summary_by_file"]} == {f.name for f in files}
