@@ -55,7 +55,8 @@ PROJECT_CASES := validation/trtllm-0.9-static-batch.yaml $(foreach v,0.10 0.11 0
 	validation/trtllm-deepseek-r1-adp.yaml validation/trtllm-1.0-moe-perf-overview.yaml validation/llama3-405b-training.yaml validation/llmfoundry-mpt-training.yaml \
 	validation/torchtitan-training.yaml validation/bloom-176b-training.yaml \
 	validation/memory-published.yaml validation/moe-training-published.yaml \
-	validation/kempnerforge-h200-training.yaml
+	validation/kempnerforge-h200-training.yaml validation/mbridge-dense-training.yaml validation/amd-primus-training.yaml \
+	validation/gaudi-optimum-habana-fp8.yaml
 
 validation: $(VENV)/.installed
 	$(BIN)/parasim validate $(SHARED)/validation/dev.yaml --markdown docs/VALIDATION.md -j $(JOBS) $(CV) \
