@@ -107,3 +107,12 @@ def test_cli_flag_and_config_agree(tmp_path):
 def test_cli_refuses_an_unknown_state():
     r = _cli("train", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--gpus", "8", "--param-state", "fp8")
     assert r.returncode == 2 and "param-state" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_checkpoint_holds_weights_and_optimizer_as_the_stack_stores_them():
+    """Gradients are not saved: Megatron 2 + 12, PyTorch fp32 parameters 4 + 8, bf16 2 + 4 B/param."""
+    from parasim.training.goodput import checkpoint_bytes
+
+    n = MODEL.params_total
+    for state, per_param in (("megatron", 14), ("fp32_params", 12), ("bf16_params", 6)):
+        assert checkpoint_bytes(MODEL, state) == pytest.approx(per_param * n)

@@ -283,7 +283,8 @@ def goodput_keys(model, cluster, res, opts: dict[str, Any]) -> dict[str, Any]:
 
     rel = Reliability.from_options({k: opts.get(k) for k in GOODPUT_KEYS})
     return result_keys(model, gpus=cluster.gpus, gpus_per_node=cluster.gpus_per_node, step_time_s=res.step_time_s,
-                       tokens_per_s=res.tokens_per_s, r=rel, tokens=opts.get("tokens"))
+                       tokens_per_s=res.tokens_per_s, r=rel, tokens=opts.get("tokens"),
+                       param_state=res.plan.get("param_state", "megatron"))
 
 
 def _path(config: Path | None, value: Any, key: str = "json_out") -> Path | None:
