@@ -132,3 +132,16 @@ def test_a_bf16_adam_step_moves_half_the_bytes():
     fp32, bf16 = (simulate(MODEL, cluster, plan.with_(param_state=s)) for s in ("fp32_params", "bf16_params"))
     assert bf16.breakdown["optimizer"] == pytest.approx(fp32.breakdown["optimizer"] / 2, rel=0.02)
     assert bf16.breakdown["compute"] == fp32.breakdown["compute"]
+
+
+def test_a_pipelined_fsdp_stage_stays_gathered_with_fp32_gradient_accumulation():
+    """torchtitan with PP: no reshard after the forward (the stage's 16-bit copy, 2 B/param) and the
+    unsharded gradients accumulated in the reduce dtype until the last micro-batch (4 B/param)."""
+    from parasim.cost.memory import weight_params_per_gpu
+
+    kw = dict(tp=1, pp=4, ep=1, dp_cp=8, zero=3, stage=1)
+    mega, fsdp = (stage_state_bytes(MODEL, **kw, param_state=s) for s in ("megatron", "fp32_params"))
+    params = weight_params_per_gpu(MODEL, tp=1, pp=4, stage=1)
+    assert fsdp.weights == pytest.approx(4 * params / 8 + 2 * params)
+    assert fsdp.gradients == pytest.approx(4 * params / 8 + 4 * params)
+    assert fsdp.optimizer == pytest.approx(8 * params / 8) and mega.optimizer == pytest.approx(12 * params / 8)

@@ -186,7 +186,7 @@ def stage_state_bytes(model: ModelSpec, *, tp: int, pp: int, ep: int, dp_cp: int
     if param_state != "megatron":
         edges = _rank_edge_params(model, tp, pp, virtual_stages, stage, layout)
         gw, gg = gathered_bytes(param_state, params=params, edge_params=edges, layers=cdiv(model.layers, pp),
-                                sharded=zero >= 3 and dp_cp > 1, grad_bytes=grad_bytes)
+                                sharded=zero >= 3 and dp_cp > 1, grad_bytes=grad_bytes, pipelined=pp > 1)
     if not experts and not (gw or gg):
         return dense
     return StaticMemory(weights=dense.weights + exp.weights + gw, gradients=dense.gradients + exp.gradients + gg,

@@ -33,7 +33,7 @@ def bytes_per_param(state: str, grad_bytes: float) -> tuple[float, float, float]
 
 
 def gathered_bytes(state: str, *, params: float, edge_params: float, layers: int, sharded: bool,
-                   grad_bytes: float) -> tuple[float, float]:
+                   grad_bytes: float, pipelined: bool = False) -> tuple[float, float]:
     """(weights, gradients) bytes one GPU holds beyond its state at the activation peak (the end of
     the forward, the start of the backward): the unsharded 16-bit copies PyTorch's own stacks make.
     Megatron keeps its 16-bit parameters as state, so it holds none.
@@ -44,11 +44,16 @@ def gathered_bytes(state: str, *, params: float, edge_params: float, layers: int
     the block being computed plus the one prefetched; the head's unsharded gradient lives until the
     root's reduce-scatter at the end of the backward, and each block's unsharded gradient (16-bit)
     and its reduce-scatter input (in the reduce dtype, `grad_bytes`) exist while it is reduced.
+    Sharded and `pipelined` (a stage of a pipeline runs many micro-batches): torchtitan sets
+    `reshard_after_forward = not pp_enabled`, so the whole stage stays gathered, and the pipeline
+    schedule turns FSDP's gradient sync off until the last micro-batch, so FSDP2 accumulates every
+    unsharded gradient in the reduce dtype (its `unsharded_accumulated_grad`) until then.
     Unsharded `fp32_params` (torch.autocast): the 16-bit casts of every weight, kept by autograd for
-    each layer's backward. Pipeline stages that keep their units gathered across micro-batches
-    (torchtitan with PP) hold more than this: not modelled."""
+    each layer's backward."""
     if state == "megatron":
         return 0.0, 0.0
+    if sharded and pipelined:
+        return HALF_BYTES * params, grad_bytes * params
     if sharded:
         layer = max(params - edge_params, 0.0) / max(layers, 1)
         return (HALF_BYTES * (edge_params + 2 * layer),
