@@ -114,7 +114,7 @@ TRAIN: dict[str, Rule] = {
     "varlen_balance": TEXT,
     "recompute": TEXT, "precision": TEXT, "grad_dtype": TEXT, "overlap_grad_reduce": BOOL,
     "overlap_param_gather": BOOL, "tp_comm_overlap": BOOL, "overlap_p2p_comm": BOOL, "schedule": TEXT,
-    "attention": TEXT, "kernels": TEXT, "fsdp_layout": TEXT, "cp_ring": TEXT, "profile": PATH, "timeline": OUT, **OUTPUTS, **REPORT_OUT,
+    "attention": TEXT, "kernels": TEXT, "fsdp_layout": TEXT, "cp_ring": TEXT, "param_state": TEXT, "profile": PATH, "timeline": OUT, **OUTPUTS, **REPORT_OUT,
     "tokens": F(0.0, 1e18), **_GOODPUT, "save_interval": I(hi=10**9),
     "node_groups": Rule("node_groups"), "mixed_placement": TEXT, "mixed_split": TEXT,
     # MoE: training/plan.py bounds the imbalance and the capacity factor (MAX_MOE_IMBALANCE, MAX_CAPACITY_FACTOR)

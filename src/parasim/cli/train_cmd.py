@@ -208,6 +208,7 @@ def train_cmd(
     kernels: Optional[str] = typer.Option(None, "--kernels", help="Non-GEMM kernels: fused (Megatron/TE) | eager (PyTorch eager) | compiled (torch.compile).", rich_help_panel=PANEL_OVERLAP),
     fsdp_layout: Optional[str] = typer.Option(None, "--fsdp-layout", help="ZeRO-3 parameter layout: flat (FSDP1, DeepSpeed; default) | per_param (FSDP2 fully_shard: copy-out and chunk-cat on the compute stream). --zero 3 only.", rich_help_panel=PANEL_OVERLAP),
     cp_ring: Optional[str] = typer.Option(None, "--cp-ring", help="Context-parallel ring: te (Transformer Engine, default) | pytorch (torch.distributed context_parallel: fp32 merges per ring step). --cp > 1 only.", rich_help_panel=PANEL_OVERLAP),
+    param_state: Optional[str] = typer.Option(None, "--param-state", help="How the stack stores parameter state: megatron (16-bit weights + fp32 master and Adam moments, 18 B/param; default) | fp32_params (PyTorch FSDP / autocast: fp32 parameters as the master, 16 B, plus the 16-bit copies gathered) | bf16_params (no fp32 copy, 8 B). docs/training.md.", rich_help_panel=PANEL_OVERLAP),
     tokens: Optional[float] = typer.Option(None, "--tokens", help="Tokens to train: adds time_to_train_s (wall time, failures included).", rich_help_panel=PANEL_GOODPUT),
     mtbf_gpu_hours: Optional[float] = typer.Option(None, "--mtbf-gpu-hours", help="Hours between job-stopping failures per GPU (default 50,000: Llama 3's 419 in 54 days on 16K H100).", rich_help_panel=PANEL_GOODPUT),
     checkpoint_bw_gbps: Optional[float] = typer.Option(None, "--checkpoint-bw-gbps", help="Checkpoint write/read bandwidth per node, Gbit/s (default 200).", rich_help_panel=PANEL_GOODPUT),
@@ -282,7 +283,8 @@ def goodput_keys(model, cluster, res, opts: dict[str, Any]) -> dict[str, Any]:
 
     rel = Reliability.from_options({k: opts.get(k) for k in GOODPUT_KEYS})
     return result_keys(model, gpus=cluster.gpus, gpus_per_node=cluster.gpus_per_node, step_time_s=res.step_time_s,
-                       tokens_per_s=res.tokens_per_s, r=rel, tokens=opts.get("tokens"))
+                       tokens_per_s=res.tokens_per_s, r=rel, tokens=opts.get("tokens"),
+                       param_state=res.plan.get("param_state", "megatron"))
 
 
 def _path(config: Path | None, value: Any, key: str = "json_out") -> Path | None:

@@ -22,6 +22,7 @@ from functools import lru_cache
 
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.moe_memory import recompute_freed_units
+from parasim.cost.param_state import bytes_per_param, gathered_bytes
 from parasim.cost.sac import saved_bytes_per_token
 from parasim.mathx import cdiv
 from parasim.specs.accelerator import AcceleratorSpec
@@ -125,15 +126,19 @@ class StaticMemory:
 
 
 def training_state_bytes(params: float, *, dp: int, zero: int, weight_bytes: float = 2.0,
-                         grad_bytes: float = 4.0, optimizer_bytes: float = 12.0) -> StaticMemory:
+                         grad_bytes: float = 4.0, optimizer_bytes: float = 12.0,
+                         param_state: str = "megatron") -> StaticMemory:
     """Mixed-precision Adam state of `params` parameters held by one GPU before ZeRO sharding.
 
     Megatron defaults: 16-bit weights, fp32 main gradients, fp32 master weights + two Adam moments
     (12 bytes). ZeRO-1 (Megatron's distributed optimizer) shards the optimizer over DP; ZeRO-2
     also the gradients; ZeRO-3 / FSDP also the weights. This reproduces Megatron's
     theoretical-memory rule of 18 bytes/param, or 6 + 12/dp with the distributed optimizer.
+    Another `param_state` (cost.param_state) sets the three sizes instead.
     """
     dp = max(dp, 1)
+    if param_state != "megatron":
+        weight_bytes, grad_bytes, optimizer_bytes = bytes_per_param(param_state, grad_bytes)
     w = weight_bytes * params / (dp if zero >= 3 else 1)
     g = grad_bytes * params / (dp if zero >= 2 else 1)
     o = optimizer_bytes * params / (dp if zero >= 1 else 1)
@@ -159,25 +164,42 @@ def routed_expert_params_per_gpu(model: ModelSpec, *, tp: int, pp: int, ep: int,
 def stage_state_bytes(model: ModelSpec, *, tp: int, pp: int, ep: int, dp_cp: int, zero: int, stage: int,
                       virtual_stages: int = 1, grad_bytes: float = 4.0,
                       counts: tuple[int, ...] | None = None, etp: int | None = None,
-                      layout: str = "loop") -> StaticMemory:
+                      layout: str = "loop", param_state: str = "megatron") -> StaticMemory:
     """Model state of one GPU of pipeline `stage`. ZeRO shards a parameter's state over the GPUs
     holding the same copy of it: the dp*cp replicas for the dense part; for a routed expert,
     Megatron's expert-data-parallel group (the distributed optimizer's `expert_data_parallel_group`),
     the tp*dp*cp / (ep*expert_tp) GPUs of the stage holding the same expert shard. The experts'
     sharded state per GPU is then the stage's whole expert state / (tp*dp*cp), for any ep.
     `layout` places the rank's chunks (`cost.partition.rank_stages`; DualPipe's mirror holds two
-    copies of the parameters, and their whole state is charged twice)."""
+    copies of the parameters, and their whole state is charged twice). `param_state`: how the
+    stack stores the state, with the unsharded 16-bit copies it holds at the peak
+    (`cost.param_state`), charged to weights and gradients."""
     params = weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage, virtual_stages=virtual_stages,
                                    counts=counts, etp=etp, layout=layout)
     experts = routed_expert_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage, virtual_stages=virtual_stages,
                                            counts=counts, etp=etp, layout=layout)
-    dense = training_state_bytes(params - experts, dp=dp_cp, zero=zero, grad_bytes=grad_bytes)
-    if not experts:
-        return dense
+    dense = training_state_bytes(params - experts, dp=dp_cp, zero=zero, grad_bytes=grad_bytes,
+                                 param_state=param_state)
     exp = training_state_bytes(experts, dp=tp * dp_cp // (ep * expert_tp(tp, ep, etp)), zero=zero,
-                               grad_bytes=grad_bytes)
-    return StaticMemory(weights=dense.weights + exp.weights, gradients=dense.gradients + exp.gradients,
+                               grad_bytes=grad_bytes, param_state=param_state)
+    gw = gg = 0.0
+    if param_state != "megatron":
+        edges = _rank_edge_params(model, tp, pp, virtual_stages, stage, layout)
+        gw, gg = gathered_bytes(param_state, params=params, edge_params=edges, layers=cdiv(model.layers, pp),
+                                sharded=zero >= 3 and dp_cp > 1, grad_bytes=grad_bytes, pipelined=pp > 1)
+    if not experts and not (gw or gg):
+        return dense
+    return StaticMemory(weights=dense.weights + exp.weights + gw, gradients=dense.gradients + exp.gradients + gg,
                         optimizer=dense.optimizer + exp.optimizer)
+
+
+def _rank_edge_params(model: ModelSpec, tp: int, pp: int, virtual_stages: int, stage: int, layout: str) -> float:
+    """Embedding / head parameters the rank of pipeline `stage` holds (`_held_edge_params`)."""
+    from parasim.cost.partition import rank_stages, stage_count
+
+    n = stage_count(pp, virtual_stages, layout)
+    held = rank_stages(pp, virtual_stages, layout)[stage]
+    return _held_edge_params(model, tp, 0 in held, n - 1 in held) + (model.final_norm_params if n - 1 in held else 0)
 
 
 def kv_cache_bytes_per_token(model: ModelSpec, kv_bytes: float = 2.0) -> float:

@@ -124,9 +124,13 @@ def cross_entropy_bytes(mode: str, logits: float, act_bytes: float) -> tuple[flo
     return (logits * f.bytes_per_element(act_bytes), logits * b.bytes_per_element(act_bytes), f.kernels, b.kernels)
 
 
-def adam_bytes_per_param(mode: str) -> tuple[float, int]:
+def adam_bytes_per_param(mode: str, param_state: str = "megatron") -> tuple[float, int]:
     """(bytes per local parameter, kernels) of one Adam step: fused in Megatron-style stacks,
-    torch.optim foreach in the PyTorch-native ones (torch.compile does not compile the optimizer)."""
+    torch.optim foreach in the PyTorch-native ones (torch.compile does not compile the optimizer).
+    With `bf16_params` (cost.param_state) every tensor the step reads or writes is bf16, so each
+    access is 2 bytes instead of 4: the foreach list's 24 accesses give 48 (the fused list, whose
+    fp32 master and 16-bit copy become one bf16 weight, is taken at half too)."""
+    scale = 0.5 if param_state == "bf16_params" else 1.0
     if check_mode(mode) == "fused":
-        return ADAM_FUSED_BYTES, ADAM_KERNELS["fused"]
-    return ADAM_FOREACH_BYTES, ADAM_KERNELS["foreach"]
+        return ADAM_FUSED_BYTES * scale, ADAM_KERNELS["fused"]
+    return ADAM_FOREACH_BYTES * scale, ADAM_KERNELS["foreach"]

@@ -219,7 +219,8 @@ def goodput_metrics(model: ModelSpec, cluster: ClusterSpec, res, context: dict) 
     from parasim.training.goodput import result_keys
 
     return result_keys(model, gpus=cluster.gpus, gpus_per_node=cluster.gpus_per_node, step_time_s=res.step_time_s,
-                       tokens_per_s=res.tokens_per_s, r=context["reliability"], tokens=context.get("tokens"))
+                       tokens_per_s=res.tokens_per_s, r=context["reliability"], tokens=context.get("tokens"),
+                       param_state=res.plan.get("param_state", "megatron"))
 
 
 def plan_row(item: dict, result: dict, price: float) -> dict:

@@ -99,11 +99,12 @@ class GoodputEstimate:
 
 
 # --- the pieces ----------------------------------------------------------------------------------
-def checkpoint_bytes(model: ModelSpec) -> float:
-    """What a checkpoint holds as cost/memory.py holds the state: 16-bit weights, fp32 master
-    weights and the two Adam moments (gradients are not saved); each byte written once, by
-    whichever GPU owns its shard."""
-    state = training_state_bytes(float(model.params_total), dp=1, zero=0)
+def checkpoint_bytes(model: ModelSpec, param_state: str = "megatron") -> float:
+    """What a checkpoint holds as cost/memory.py holds the state: the weights and the optimizer
+    (Megatron: 16-bit weights, fp32 master weights and the two Adam moments; other stacks as
+    `param_state` stores them), not the gradients; each byte written once, by whichever GPU owns
+    its shard."""
+    state = training_state_bytes(float(model.params_total), dp=1, zero=0, param_state=param_state)
     return state.weights + state.optimizer
 
 
@@ -170,11 +171,11 @@ def time_to_train_s(tokens: float, tokens_per_s: float, goodput: float) -> float
 
 # --- one plan --------------------------------------------------------------------------------------
 def estimate(model: ModelSpec, *, gpus: int, gpus_per_node: int, step_time_s: float,
-             r: Reliability) -> GoodputEstimate:
+             r: Reliability, param_state: str = "megatron") -> GoodputEstimate:
     """Goodput of `gpus` GPUs training `model` at `step_time_s` per step, checkpointing every
     `r.save_interval` steps or at the best whole-step interval."""
     mtbf = r.mtbf_gpu_hours * 3600 / gpus
-    size = checkpoint_bytes(model)
+    size = checkpoint_bytes(model, param_state)
     write = size / storage_bytes_per_s(gpus, gpus_per_node, r)
     snapshot = size / gpus / (r.snapshot_gb_per_s * 1e9)
     lag = write if r.async_save else 0.0
@@ -203,9 +204,10 @@ def estimate(model: ModelSpec, *, gpus: int, gpus_per_node: int, step_time_s: fl
 
 
 def result_keys(model: ModelSpec, *, gpus: int, gpus_per_node: int, step_time_s: float, tokens_per_s: float,
-                r: Reliability, tokens: float | None) -> dict[str, Any]:
+                r: Reliability, tokens: float | None, param_state: str = "megatron") -> dict[str, Any]:
     """The keys a training result carries (`train --json`, each `plan train` row's metrics): the
     goodput block, its fraction, the token budget and the time to train it (None without one)."""
-    est = estimate(model, gpus=gpus, gpus_per_node=gpus_per_node, step_time_s=step_time_s, r=r)
+    est = estimate(model, gpus=gpus, gpus_per_node=gpus_per_node, step_time_s=step_time_s, r=r,
+                   param_state=param_state)
     return {"goodput": est.to_dict(), "goodput_fraction": est.goodput_fraction, "tokens": tokens,
             "time_to_train_s": time_to_train_s(float(tokens), tokens_per_s, est.goodput_fraction) if tokens else None}

@@ -80,7 +80,8 @@ def state_bytes(model: ModelSpec, plan: TrainingPlan, rank: int, vcounts: tuple[
     """`vcounts`: layers per virtual stage when the split is not the default one (a mixed cluster)."""
     return stage_state_bytes(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, dp_cp=plan.dp * plan.cp, zero=plan.zero,
                              stage=rank, virtual_stages=plan.virtual_stages, grad_bytes=plan.grad_bytes,
-                             counts=vcounts, etp=plan.expert_tp, layout=get_schedule(plan.schedule_name).layout)
+                             counts=vcounts, etp=plan.expert_tp, layout=get_schedule(plan.schedule_name).layout,
+                             param_state=plan.param_state)
 
 
 def moe_buffers_per_token(model: ModelSpec, plan: TrainingPlan, load: float = 1.0) -> float:

@@ -12,6 +12,7 @@ from typing import Any
 
 from parasim.cost.dtypes import TRAINING_PRECISIONS
 from parasim.cost.fsdp_copies import FSDP_LAYOUTS
+from parasim.cost.param_state import PARAM_STATES
 from parasim.cost.ring_merge import CP_RINGS
 from parasim.cost.layer import Sharding, check_sharding
 from parasim.cost.memory import RECOMPUTE
@@ -69,6 +70,10 @@ class TrainingPlan:
     # context parallelism's ring (cost/ring_merge.py): te (Transformer Engine, Megatron-Core) or
     # pytorch (torch.distributed context_parallel: fp32 merges and accumulations as separate ops)
     cp_ring: str = "te"
+    # how the stack stores each parameter's state (cost/param_state.py): megatron (16-bit weights +
+    # fp32 master and Adam moments, 18 B), fp32_params (PyTorch FSDP / autocast: the fp32 parameter is
+    # the master, 16 B, plus the 16-bit copies it gathers) or bf16_params (no fp32 copy, 8 B)
+    param_state: str = "megatron"
     # --- MoE (docs/training.md "MoE training"); ignored by dense models --------------------------------
     etp: int | None = None  # expert tensor parallel; None = tp (Megatron-Core's default)
     moe_imbalance: float = 1.0  # busiest expert's load / the mean; 1 = routing's sampling noise only
@@ -166,6 +171,8 @@ class TrainingPlan:
             raise InputError("grad-dtype", f"'{self.grad_dtype}' is not one of {', '.join(GRAD_DTYPES)}")
         if self.fsdp_layout not in FSDP_LAYOUTS:
             raise InputError("fsdp-layout", f"'{self.fsdp_layout}' is not one of {', '.join(FSDP_LAYOUTS)}")
+        if self.param_state not in PARAM_STATES:
+            raise InputError("param-state", f"'{self.param_state}' is not one of {', '.join(PARAM_STATES)}")
         if self.cp_ring not in CP_RINGS:
             raise InputError("cp-ring", f"'{self.cp_ring}' is not one of {', '.join(CP_RINGS)}")
         if self.cp_ring != "te" and self.cp <= 1:
@@ -280,7 +287,7 @@ _FIELD_KINDS = {
     **dict.fromkeys(("sequence_parallel", "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap",
                      "overlap_p2p_comm"), "bool"),
     **dict.fromkeys(("recompute", "precision", "schedule", "attention", "grad_dtype", "kernels", "varlen_balance",
-                     "fsdp_layout", "cp_ring"),
+                     "fsdp_layout", "cp_ring", "param_state"),
                     "text"),
     "zero": "zero", "seq_len_dist": "text?", "etp": "count?", "moe_imbalance": "ratio",
     "moe_capacity_factor": "positive?", "moe_a2a": "text", "moe_a2a_overlap": "bool", "recompute_modules": "text?",

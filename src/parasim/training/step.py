@@ -686,7 +686,7 @@ def _rank_tail(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, run: 
         grad_exposed, hidden = grad_c, 0.0
     ag_exposed = (ag_c * last_frac + OVERLAP_SLOWDOWN * ag_c * (1 - last_frac)) if plan.overlap_param_gather else ag_c
     local = sum(n / (g.n if plan.zero >= 1 else 1) for n, g in shards)
-    opt_bytes, opt_kernels = adam_bytes_per_param(plan.kernels)
+    opt_bytes, opt_kernels = adam_bytes_per_param(plan.kernels, plan.param_state)
     opt = memory_time_s(local * opt_bytes, cluster.accelerator, kernels=opt_kernels)
     return RankTail(params, kind, grad_c, grad_exposed, hidden, ag_c, ag_exposed, opt, end + grad_exposed + ag_exposed + opt)
 

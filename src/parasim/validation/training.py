@@ -143,6 +143,10 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         extra["kernels"], why = kernel_mode(case.software)
         if why:
             choices.append(why)
+    if raw.get("param_state") is None and kernel_mode(case.software)[0] != "fused":
+        extra["param_state"] = "fp32_params"
+        choices.append("param_state=fp32_params (PyTorch-native mixed precision: fp32 parameters are the master copy, "
+                       "16 B/param, plus the 16-bit copies FSDP gathers)")
     for key, value in extra.items():  # a value the case states wins over the software's default
         if raw.get(key) is None:
             raw[key] = value
