@@ -401,8 +401,6 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
         summary["autoscale"] = autoscale_summary(loop)
     if plan.migration is not None:
         summary["migration"] = loop.mig.summary()
-    if isinstance(loop, LockstepLoop):
-        summary["lockstep"] = loop.summary()
     cols = request_columns(st, wl)
     if deps is not None:
         summary["workflows"] = workflow_summary(deps, np.frombuffer(st.finish_s, dtype=np.float64), cols["completed"])
@@ -535,4 +533,7 @@ def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus
     s["cost_usd_per_m_tokens"] = usd / out_tokens * 1e6 if out_tokens else None
     s["prefix_cache_hits"] = sum(i.kv.prefix_hits for i in loop.instances)
     s["shed"] = loop.shed  # refused by admission control (plan.max_queued), part of `dropped`
-    return ServingSummary(**s, unservable=unservable).to_dict(), itl
+    out = ServingSummary(**s, unservable=unservable).to_dict()
+    if isinstance(loop, LockstepLoop):  # attention-DP ranks: what waiting for the slowest rank cost
+        out["lockstep"] = loop.summary()
+    return out, itl
