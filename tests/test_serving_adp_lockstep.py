@@ -173,3 +173,14 @@ def test_cli_fastpath_1_refuses_a_lockstep_plan():
     r = _cli(*SERVE, env={"PARASIM_FASTPATH": "1"})
     assert r.returncode == 2 and "PARASIM_FASTPATH" in r.stderr + r.stdout and "lockstep" in r.stderr + r.stdout
     assert "Traceback" not in r.stderr
+
+
+@settings(max_examples=40, deadline=None)
+@given(hst.integers(1, 20_000), hst.integers(0, 20_000), hst.integers(1, 4_000), hst.integers(0, 4_000))
+def test_shared_part_grows_with_the_group_tokens(total, more, most, more_most):
+    """More routed tokens in the group, or more on its busiest sender, never make the shared MoE
+    part cheaper: a rank's wait for its peers can only add time."""
+    cl, plan = _h100(8), ServingPlan(tp=1, replicas=8, ep=8, weights="fp8")
+    cost = RankCost.for_plan(DSV3, cl, plan.resolved(DSV3))
+    assert cost.group_s(total + more, most) >= cost.group_s(total, most) * (1 - 1e-12)
+    assert cost.group_s(total, most + more_most) >= cost.group_s(total, most) * (1 - 1e-12)

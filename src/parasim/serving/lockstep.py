@@ -83,8 +83,12 @@ class RankCost(IterationCost):
         return e + c
 
     def dummy_s(self) -> float:
-        """A rank's own part of a dummy step: DUMMY_TOKENS decoding over one cached token."""
-        return self.time_s(DUMMY_TOKENS, 0.0, 0.0, DUMMY_TOKENS, float(DUMMY_TOKENS), DUMMY_TOKENS)
+        """A rank's own part of a dummy step: DUMMY_TOKENS decoding over one cached token (computed once)."""
+        d = self.__dict__.get("_dummy_s")
+        if d is None:
+            d = self._dummy_s = self.time_s(DUMMY_TOKENS, 0.0, 0.0, DUMMY_TOKENS, float(DUMMY_TOKENS), DUMMY_TOKENS)
+        self.last_tokens = DUMMY_TOKENS
+        return d
 
 
 class LockstepLoop(Loop):
@@ -196,13 +200,8 @@ class LockstepLoop(Loop):
             if b is not None:
                 r.end(b, t, self._on_done)
             r.busy = False
-        if any(r.has_work() for r in grp):
-            heap = self.heap
-            nxt = heap[0][0] if heap else float("inf")
-            if next_arrival_s > t and nxt > t:
-                self._begin(lead, t)
-            else:
-                self._wake(lead, t)
+        if any(r.has_work() for r in grp):  # the next start, after any arrival or end at this instant
+            self._wake(lead, t)
 
     def summary(self) -> dict:
         """`serve --json`'s `lockstep` object: what waiting for the slowest rank cost."""
