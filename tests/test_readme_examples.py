@@ -75,6 +75,9 @@ def _check_serve(out, args):
     if "--migration" in args:  # live migration moved requests, each stopped only for its last copy
         m = s["migration"]
         assert m["migrations"] >= 1 and m["bytes_moved"] > 0 and 0 < m["downtime_max_s"] < 0.01
+    if "--ep" in args:  # attention-DP ranks in lockstep: long-tailed prompts leave ranks waiting
+        lk = s["lockstep"]
+        assert lk["ep"] == int(args[args.index("--ep") + 1]) and lk["wait_s"] > 0 and 0 < lk["balance_ratio_mean"] < 1
     assert s["output_tokens_per_s"] > 0
     if any(a.startswith("--slo-") for a in args):
         assert 0 <= s["slo_attainment"] <= 1

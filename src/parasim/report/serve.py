@@ -105,6 +105,7 @@ def render(out: dict[str, Any]) -> None:
             ("energy (J/output token)", s["energy_j_per_token"]), ("cost ($/M output tokens)", s["cost_usd_per_m_tokens"])]
     rows += _capacity_rows(out)
     rows += _workflow_rows(s.get("workflows"))
+    rows += _lockstep_rows(s.get("lockstep"))
     a = s.get("autoscale")
     if a:
         rows.append(("replicas mean / peak (autoscaled)", f"{a['replicas_mean']:.2f} / {a['replicas_peak']} of "
@@ -118,6 +119,15 @@ def render(out: dict[str, Any]) -> None:
     rows.append(("simulation wall time (s)", round(out["sim_wall_s"], 3)))
     console().print(kv_table(title, rows))
     _notes(i)
+
+
+def _lockstep_rows(lock: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """Attention-DP ranks in lockstep (serving.lockstep): the share of the ranks' time spent waiting
+    for the slowest rank, and blog 10's balance ratio (mean over max tokens per iteration)."""
+    if not lock:
+        return []
+    return [("attention-DP lockstep: wait / balance ratio", f"{100 * lock['wait_fraction']:.1f} % of rank time / "
+             f"{lock['balance_ratio_mean']:.2f} ({lock['ep']} ranks, {lock['dummy_steps']} dummy steps)")]
 
 
 def _notes(inputs: dict[str, Any]) -> None:

@@ -67,6 +67,15 @@ def in_scope(loop) -> bool:
             and max(s.budget, s.max_batch) < MAX_TOKEN_COUNTS and inst.block > 0)
 
 
+def refusal(loop) -> str | None:
+    """What `PARASIM_FASTPATH=1` must refuse rather than quietly run in Python: attention-DP ranks in
+    lockstep (serving.lockstep), whose group iterations this kernel does not model; None otherwise."""
+    from parasim.serving.lockstep import LockstepLoop
+    if isinstance(loop, LockstepLoop):
+        return "attention-DP ranks in lockstep (ep > 1)"
+    return None
+
+
 def run(loop) -> None:
     """Run `loop` (in scope) with the kernel and leave its instances, loop and request columns as
     `Loop.run` would (what `simulate.summarize` and `request_columns` read): replica g takes

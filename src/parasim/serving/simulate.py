@@ -28,6 +28,7 @@ from parasim.serving.overlap import overlap_cost
 from parasim.serving.speculative import spec_cost, spec_memory
 from parasim.serving.workflow import workflow_summary
 from parasim.serving.kvcache import KVPool, peak_blocks, unservable
+from parasim.serving.lockstep import LockstepLoop, RankCost
 from parasim.serving.migration import MIGRATE_OUT_THRESHOLD, POLLING_INTERVAL_S, MigratingLoop, Migration
 from parasim.serving.metrics import SLO, request_columns, slo_summary, stats, weighted_stats
 from parasim.serving.plan import ServingPlan
@@ -207,27 +208,32 @@ _COSTS: dict[tuple, IterationCost] = {}
 _COSTS_KEPT = 64
 
 
-def iteration_cost(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, *, tp: int, pp: int) -> IterationCost:
-    """`IterationCost.for_plan`, shared by runs with the same model, node type and engine fields.
+def iteration_cost(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, *, tp: int, pp: int,
+                   cls: type[IterationCost] = IterationCost) -> IterationCost:
+    """`IterationCost.for_plan` (or a subclass's, e.g. lockstep's `RankCost`), shared by runs with the same model, node type and engine fields.
     An engine's cost reads its cluster's parts and node layout (accelerator, scale-up domain,
     GPUs per node, NICs), never how many GPUs the cluster holds, so the cluster is keyed as one
     of the engine's own size: a TP-4 engine costs the same in 4, 12 or 16 GPUs (`plan serve`
     simulates it in each)."""
     args = IterationCost.plan_args(model, plan, tp=tp, pp=pp)
     cluster = cluster.with_(gpus=tp * pp)
-    key = (model, repr(cluster), tuple(sorted(args.items())))
+    key = (model, repr(cluster), tuple(sorted(args.items()))) + ((cls,) if cls is not IterationCost else ())
     cost = _COSTS.get(key)
     if cost is None:
         if len(_COSTS) >= _COSTS_KEPT:
             del _COSTS[next(iter(_COSTS))]
-        cost = _COSTS[key] = IterationCost(model, cluster, **args)
+        cost = _COSTS[key] = cls(model, cluster, **args)
     return cost
 
 
 def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Pool, st: ReqState,
                first_idx: int) -> list[list[Instance]]:
     cls = SCHEDULERS.get(plan.scheduler)
-    if plan.spec_method:  # an engine step is 1/e of a speculative iteration: its budget too
+    lockstep = _lockstep(plan)
+    if lockstep:  # each rank's own part; the loop adds the group's shared MoE part (serving.lockstep)
+        cost = iteration_cost(model, cluster, plan, tp=p.tp, pp=p.pp, cls=RankCost)
+        sched = cls(p.token_budget, p.max_batch)
+    elif plan.spec_method:  # an engine step is 1/e of a speculative iteration: its budget too
         cost = spec_cost(model, cluster, plan, tp=p.tp)
         sched = cls(cost.engine_budget(p.token_budget), p.max_batch)
     else:
@@ -243,7 +249,24 @@ def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Poo
                               scheduler=sched, st=st, reserve_full=p.reserve_full, gpus=p.tp))
             idx += 1
         groups.append(g)
+    if lockstep:  # an EP group's ep one-GPU replicas are one group of the loop, its ranks
+        groups = [[i for g in groups[k:k + plan.ep] for i in g] for k in range(0, len(groups), plan.ep)]
     return groups
+
+
+#: attention-DP ranks (plan.ep > 1) step in lockstep (serving.lockstep); False runs them as independent
+#: replicas whose experts see ep equal batches, the model before lockstep (tests compare the two)
+ADP_LOCKSTEP = True
+
+
+def _lockstep(plan: ServingPlan) -> bool:
+    """Whether the plan's EP groups run in lockstep; says which features that is not modelled with."""
+    if plan.ep <= 1 or not ADP_LOCKSTEP:
+        return False
+    if plan.spec_method or plan.overlap != "none":
+        what = "--spec-method" if plan.spec_method else "--overlap"
+        raise InputError("ep", f"attention-DP ranks in lockstep (ep={plan.ep}) are not modelled with {what}")
+    return True
 
 
 def autoscaler_of(plan: ServingPlan) -> Autoscaler | None:
@@ -263,6 +286,9 @@ def _build_loop(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, fit: 
         return _migrating_loop(model, cluster, plan, fit, st, router, max_concurrency, deps)
     if not plan.is_disagg:
         groups = _instances(model, cluster, plan, fit.pools[0], st, 0)
+        if _lockstep(plan):
+            return LockstepLoop(st, groups, router, cost=groups[0][0].cost, max_concurrency=max_concurrency, deps=deps,
+                                answer_delay_s=plan.output_delay_s, max_queued=plan.max_queued)
         return Loop(st, groups, router, max_concurrency=max_concurrency, deps=deps, answer_delay_s=plan.output_delay_s,
                     max_queued=plan.max_queued, autoscaler=autoscaler_of(plan))
     pre, dec = fit.pools
@@ -407,6 +433,8 @@ def _run(loop: Loop) -> None:
                                                  "install it or set PARASIM_FASTPATH=auto") from None
         loop.run()
         return
+    if mode == "1" and (why := fastloop.refusal(loop)):
+        raise InputError("PARASIM_FASTPATH", f"1: the compiled loop does not run {why}; set auto or 0")
     if fastloop.in_scope(loop):
         fastloop.run(loop)
     else:
@@ -505,4 +533,7 @@ def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus
     s["cost_usd_per_m_tokens"] = usd / out_tokens * 1e6 if out_tokens else None
     s["prefix_cache_hits"] = sum(i.kv.prefix_hits for i in loop.instances)
     s["shed"] = loop.shed  # refused by admission control (plan.max_queued), part of `dropped`
-    return ServingSummary(**s, unservable=unservable).to_dict(), itl
+    out = ServingSummary(**s, unservable=unservable).to_dict()
+    if isinstance(loop, LockstepLoop):  # attention-DP ranks: what waiting for the slowest rank cost
+        out["lockstep"] = loop.summary()
+    return out, itl

@@ -80,8 +80,8 @@ def _dp_attention(case: Case, profile: type[EngineProfile], ctx: EngineContext) 
     """Data-parallel attention with the experts spread over the DP ranks, as a source states it
     (each profile's `attention_dp`: SGLang `--enable-dp-attention --dp N`, vLLM
     `--data-parallel-size N --enable-expert-parallel`, TensorRT-LLM `enable_attention_dp: true`).
-    Each rank becomes a replica of one GPU with its own batch and KV cache, and the routed experts
-    are spread over the N ranks (`ServingPlan.ep`). Other layouts are left as TP (and said as not
+    Each rank becomes a replica of one GPU with its own batch and KV cache, the routed experts
+    are spread over the N ranks (`ServingPlan.ep`), and the ranks step in lockstep (serving.lockstep). Other layouts are left as TP (and said as not
     modelled)."""
     kw = ctx.kw
     if not case.model.is_moe or (got := profile.attention_dp(ctx.text, kw["tp"])) is None:
@@ -91,8 +91,8 @@ def _dp_attention(case: Case, profile: type[EngineProfile], ctx: EngineContext) 
         return
     kw.update(tp=1, replicas=kw["replicas"] * dp, ep=dp)
     ctx.choose(f"data-parallel attention over {dp} ranks (one GPU each, own batch and KV cache), routed experts "
-               f"spread over the {dp} ranks (ep={dp}); the ranks' batches are taken as equal (the expert GEMMs "
-               "run at the busiest rank's routed load)", "ep", dp)
+               f"spread over the {dp} ranks (ep={dp}); the ranks run in lockstep (each iteration ends with the "
+               "slowest rank; the experts see the group's tokens at the busiest rank's routed load)", "ep", dp)
 
 
 #: a client concurrency limit in the source: `--max-concurrency N` (vllm bench serve, sglang.bench_serving and
