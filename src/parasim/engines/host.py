@@ -84,8 +84,9 @@ RAY_CONTROL_S_PER_TOKEN = (1 / 2.48 - 1 / 3.48) / (8 * (1031 + 317 * 1031 + 316 
 #: figure at a stated large batch: TensorRT-LLM PR #10273 (2025-12, the Python capacity / micro-batch
 #: scheduler A/B), GPT-OSS-120B on GB200, attention DP 2 with max_batch_size 1536 at concurrency 3,072
 #: (1,536 requests per rank), ISL/OSL 1k/1k: "average per iteration host_step_time is 45.11 ms" with
-#: the C++ scheduler, in a run the PR calls host-bound. host_step_time is PyExecutor's own log of one
-#: executor-loop iteration (py_executor.py `_profiler`), so 45.11 ms / 1,536 = 29 us per scheduled
+#: the C++ scheduler, a run the PR presents as one where host overhead is the bottleneck.
+#: host_step_time is PyExecutor's own log of one executor-loop iteration (py_executor.py
+#: `_profiler`), so 45.11 ms / 1,536 = 29 us per scheduled
 #: request per iteration, the fixed per-iteration part included (an upper bound per request). It is a
 #: Grace (Arm Neoverse V2) host's figure; no x86-host figure was found, so only Grace-hosted parts
 #: (GB200, GH200: `grace_hosted`) take it. Later releases trimmed this path (PRs #16047, #16313,
