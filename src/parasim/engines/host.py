@@ -1,7 +1,7 @@
 """Host-side engine constants: per-iteration overhead by engine, eager (no CUDA graph) kernel
 dispatch, vLLM's asynchronous output processing. Named figures, not fitted to any case; the
 engine profiles turn them into plan fields (`iteration_overhead_s`, `eager_prefill_layer_s`,
-`output_delay_s`), which the simulator takes as given."""
+`output_delay_s`, `host_s_per_sequence`), which the simulator takes as given."""
 
 from __future__ import annotations
 
@@ -74,3 +74,27 @@ VLLM_ASYNC_OUTPUT_DELAY_S = ITERATION_OVERHEAD_S["vllm"]
 #: 38 ns per token per worker (pickling a list of Python ints, shipping it through Ray's object
 #: store, unpickling it on the worker). Derived from that A/B measurement of this one effect.
 RAY_CONTROL_S_PER_TOKEN = (1 / 2.48 - 1 / 3.48) / (8 * (1031 + 317 * 1031 + 316 * 317 / 2))
+
+
+#: TensorRT-LLM's PyTorch backend (trtllm-bench from v0.19, the default flow from 1.0) drives every
+#: iteration from a Python executor (PyExecutor: scheduling, resource bookkeeping, input preparation,
+#: the sampler's per-request token updates, responses), so its host work grows with the scheduled
+#: requests. Its overlap scheduler (on by default) runs that work for step i+1 while the GPU runs step
+#: i, so an iteration lasts about max(GPU time, host time). The one published per-iteration host
+#: figure at a stated large batch: TensorRT-LLM PR #10273 (2025-12, the Python capacity / micro-batch
+#: scheduler A/B), GPT-OSS-120B on GB200, attention DP 2 with max_batch_size 1536 at concurrency 3,072
+#: (1,536 requests per rank), ISL/OSL 1k/1k: "average per iteration host_step_time is 45.11 ms" with
+#: the C++ scheduler, a run the PR presents as one where host overhead is the bottleneck.
+#: host_step_time is PyExecutor's own log of one executor-loop iteration (py_executor.py
+#: `_profiler`), so 45.11 ms / 1,536 = 29 us per scheduled
+#: request per iteration, the fixed per-iteration part included (an upper bound per request). It is a
+#: Grace (Arm Neoverse V2) host's figure; no x86-host figure was found, so only Grace-hosted parts
+#: (GB200, GH200: `grace_hosted`) take it. Later releases trimmed this path (PRs #16047, #16313,
+#: #16564), so for v1.0 it is, if anything, low.
+TRTLLM_PYEXECUTOR_GRACE_S_PER_SEQ = 45.11e-3 / 1536
+
+
+def grace_hosted(form_factor: str) -> bool:
+    """Whether the part's host CPU is a Grace (a Grace superchip: GH200, GB200), from the catalog's
+    form factor."""
+    return "grace" in form_factor.lower()

@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.memory import (RUNTIME_RESERVED_BYTES, activation_workspace_bytes, weight_bytes_per_gpu,
                                   weight_params_per_gpu)
-from parasim.engines.host import ITERATION_OVERHEAD_S
+from parasim.engines.host import ITERATION_OVERHEAD_S, TRTLLM_PYEXECUTOR_GRACE_S_PER_SEQ, grace_hosted
 from parasim.engines.profile import ENGINES, EngineContext, EngineProfile
 from parasim.engines.software import SourceFlags, release
 from parasim.specs.accelerator import AcceleratorSpec
@@ -257,6 +257,13 @@ class TrtllmProfile(EngineProfile):
                    if setup.cpp_runtime else "")
         ctx.choose(f"{setup.flow}; tokens_per_block {TRTLLM_BLOCK}, {policy}, "
                    f"KV = {setup.kv_fraction:.0%} of free memory{buffers}", "max_batch", kw["max_batch"])
+        if not setup.cpp_runtime and grace_hosted(acc.form_factor):
+            # the Python executor's per-request work on a Grace host (engines.host)
+            kw["host_s_per_sequence"] = TRTLLM_PYEXECUTOR_GRACE_S_PER_SEQ
+            ctx.choose(f"PyTorch backend on a Grace host: {TRTLLM_PYEXECUTOR_GRACE_S_PER_SEQ * 1e6:.0f} us of "
+                       "executor work per scheduled request per iteration, overlapped with the GPU by the overlap "
+                       "scheduler (TensorRT-LLM PR #10273: 45.11 ms host step at 1,536 requests per rank, GB200)",
+                       "host_s_per_sequence", kw["host_s_per_sequence"])
 
 
 def _utilization(ctx: EngineContext, setup: TrtllmSetup) -> float:

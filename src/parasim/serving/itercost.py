@@ -28,6 +28,8 @@ CUSTOM_ALLREDUCE_MAX_BYTES = 8 * 1024 * 1024
 #: The parts of an iteration that depend on its token count only (whole replica, every layer).
 TOKEN_PARTS = ("attn_gemms", "mlp", "moe", "elementwise", "tp_comm", "ep_comm", "act_quant", "embedding", "pp_p2p")
 #: Every named part of an iteration's time (`IterationCost.breakdown`); they sum to `time_s`.
+#: `eager_host_wait` is the GPU waiting for the host: eager kernel issue, or a Python executor's
+#: per-sequence work longer than the GPU's (host_s_per_sequence).
 PARTS = (*TOKEN_PARTS, "lm_head", "attn_prefill", "attn_decode", "overhead", "eager_host_wait")
 
 
@@ -38,7 +40,8 @@ class IterationCost:
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
                  act_dtype: str, overhead_s: float, eager_prefill_layer_s: float = 0.0,
                  act_quant: str = "fused", custom_allreduce: bool = True, cuda_graph_max_batch: int | None = None,
-                 ep: int = 1, attention: str = "flash", host_s_per_context_token: float = 0.0) -> None:
+                 ep: int = 1, attention: str = "flash", host_s_per_context_token: float = 0.0,
+                 host_s_per_sequence: float = 0.0) -> None:
         self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
         # ep > 1: this replica's batch meets ep - 1 others' in the MoE all-to-all (DP attention), so
         # the local experts see ep batches' tokens (equal batches; cost.routing charges the busiest rank)
@@ -58,6 +61,8 @@ class IterationCost:
         self.graph_max = cuda_graph_max_batch if cuda_graph_max_batch is not None else 1 << 62
         # host work per token of the scheduled sequences' histories (ServingPlan.host_s_per_context_token)
         self.ctx_host_s = float(host_s_per_context_token or 0.0)
+        # host work per sampling sequence, overlapped with the GPU (ServingPlan.host_s_per_sequence)
+        self.seq_host_s = float(host_s_per_sequence or 0.0)
         # p2p between stages: one activation tensor per boundary, over NVLink when a stage's TP group
         # and the next share a node
         self._p2p_group = Group.strided(2, tp, cluster)
@@ -100,7 +105,8 @@ class IterationCost:
                     eager_prefill_layer_s=plan.eager_prefill_layer_s or 0.0, act_quant=plan.act_quant,
                     custom_allreduce=plan.custom_allreduce, cuda_graph_max_batch=plan.cuda_graph_max_batch,
                     ep=plan.ep, attention=plan.attention,
-                    host_s_per_context_token=plan.host_s_per_context_token)
+                    host_s_per_context_token=plan.host_s_per_context_token,
+                    host_s_per_sequence=plan.host_s_per_sequence)
 
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to
@@ -206,6 +212,8 @@ class IterationCost:
         host = self.eager_prefill_s
         if host and host > t - self.overhead_s and self._eager(prefill_pairs, decode_seqs):
             t = host + self.overhead_s  # the GPU waits for the host's last kernel
+        if self.seq_host_s and self.seq_host_s * logits > t - self.overhead_s:
+            t = self.seq_host_s * logits + self.overhead_s  # the GPU waits for the executor's per-sequence work
         if self.ctx_host_s:
             t += self._ctx_host(tokens, prefill_kv_tokens, decode_seqs, decode_ctx)
         return t
@@ -228,6 +236,8 @@ class IterationCost:
         gpu = sum(out.values()) - self.overhead_s - ctx_host
         if self.eager_prefill_s > gpu and self._eager(prefill_pairs, decode_seqs):
             out["eager_host_wait"] = self.eager_prefill_s - gpu
+        if self.seq_host_s * logits > gpu + out["eager_host_wait"]:
+            out["eager_host_wait"] = self.seq_host_s * logits - gpu
         out["total"] = sum(out.values())
         return out
 
@@ -250,7 +260,7 @@ class IterationCost:
         base = self._fixed_s(n) + self._lm_head_s(n)
         layers, df, pk, npq, ko = self.layers, self._df, self._pk, n * self._pq, self._ko
         host = self.eager_prefill_s if self._eager(0.0, n) else 0.0
-        ov, ch = self.overhead_s, self.ctx_host_s
+        ov, ch, sh = self.overhead_s, self.ctx_host_s, self.seq_host_s * n
 
         def step_s(ctx: float) -> float:
             c = df * ctx
@@ -258,6 +268,8 @@ class IterationCost:
             t = base + layers * ((c if c > m else m) + ko)
             if host and host > t - ov:
                 t = host + ov
+            if sh and sh > t - ov:
+                t = sh + ov
             if ch:
                 t += self._ctx_host(n, 0.0, n, ctx)
             return t

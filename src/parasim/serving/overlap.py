@@ -205,6 +205,8 @@ class OverlapIterationCost(IterationCost):
         host = self.eager_prefill_s
         if host and host > t - self.overhead_s and self._eager(prefill_pairs, decode_seqs):
             t = host + self.overhead_s
+        if self.seq_host_s and self.seq_host_s * logits > t - self.overhead_s:
+            t = self.seq_host_s * logits + self.overhead_s  # as IterationCost.time_s: the host floor stays
         return t if t < plain else plain
 
 

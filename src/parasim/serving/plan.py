@@ -55,7 +55,7 @@ _FIELD_KINDS = {
     **dict.fromkeys(("scheduler", "router", "kv_reservation", "act_quant", "attention"), "text"),
     **dict.fromkeys(("weights", "kv_dtype"), "text?"),
     "custom_allreduce": "bool", "prefix_cache": "bool?", "gpu_memory_utilization": "share",
-    "output_delay_s": "seconds", "host_s_per_context_token": "seconds", "iteration_overhead_s": "seconds?", "eager_prefill_layer_s": "seconds?",
+    "output_delay_s": "seconds", "host_s_per_context_token": "seconds", "host_s_per_sequence": "seconds", "iteration_overhead_s": "seconds?", "eager_prefill_layer_s": "seconds?",
     "spec_method": "text?", "num_speculative_tokens": "count?", "spec_acceptance": "share?", "draft_model": "text?",
     "autoscale_max": "count?", "autoscale_target": "seconds?", "autoscale_interval_s": "seconds",
     "autoscale_startup_s": "seconds?", "autoscale_down_delay_s": "seconds",
@@ -130,6 +130,9 @@ class ServingPlan:
     # host time per iteration per token of every scheduled sequence's history (prompt + output so far):
     # an engine that ships each sequence's token ids to its workers every step (vLLM < 0.2.7 over Ray)
     host_s_per_context_token: float = 0.0
+    # host time per iteration per scheduled sequence that the GPU waits for beyond its own work: a
+    # Python executor overlapped with the GPU (TensorRT-LLM's PyTorch backend; engines.host)
+    host_s_per_sequence: float = 0.0
     # expert parallelism across the replicas (DP attention, SGLang --enable-dp-attention / vLLM DP + EP):
     # each replica (tp=1) attends over its own batch; routed experts are spread over `ep` replicas
     ep: int = 1
@@ -397,7 +400,7 @@ class ServingPlan:
 
     def to_mapping(self) -> dict[str, Any]:
         """The fields as a mapping; without migration its keys are left out, and so are unset per-phase
-        PP sizes (results made before they existed stay byte-identical)."""
+        PP sizes and a zero host_s_per_sequence (results made before they existed stay byte-identical)."""
         d = asdict(self)
         if self.migration is None:
             for k in ("migration", *MIGRATION_FIELDS):
@@ -405,4 +408,6 @@ class ServingPlan:
         for k in _PHASE_PP:
             if d[k] is None:
                 del d[k]
+        if not d["host_s_per_sequence"]:
+            del d["host_s_per_sequence"]
         return d
