@@ -64,13 +64,37 @@ def _load() -> None:
         importlib.import_module(f"{__name__}.{mod.name}")
 
 
-def new_figure(width_in: float = 7.0, height_in: float = 3.6):
-    """A matplotlib Figure on the Agg canvas (no pyplot state: safe in threads and tests)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+def warm_up() -> None:
+    """Import matplotlib and every figure set and lay out one small figure with a title, ticks and a
+    legend (loads the fonts and fills text-metric caches): what a report worker does while the run
+    it will draw for still simulates (report/worker.py)."""
+    _load()
+    fig = new_figure(2.0, 1.5)
+    ax = fig.subplots()
+    ax.plot([0.0, 1.0], [0.0, 1.0], label="warm")
+    ax.set_title("warm")
+    ax.legend(fontsize=8)
+    to_svg(fig)
+
+
+def new_figure(width_in: float = 7.0, height_in: float = 3.6, margins_in: tuple[float, float, float, float] | None = None,
+               space: tuple[float, float] = (0.2, 0.2)):
+    """A matplotlib Figure (no pyplot state: safe in threads and tests). With `margins_in` (left, right,
+    bottom, top, in inches) and `space` (matplotlib's wspace, hspace: the gaps between subplots as a
+    share of their width, height) the axes sit where they say: the SVG
+    is drawn once. Without, a constrained layout fits them to their labels, at the price of a second
+    drawing pass (half of a figure's time): kept for labels whose length the data decides."""
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.figure import Figure as MplFigure
 
-    fig = MplFigure(figsize=(width_in, height_in), layout="constrained")
-    FigureCanvasAgg(fig)
+    if margins_in is None:
+        fig = MplFigure(figsize=(width_in, height_in), layout="constrained")
+    else:
+        left, right, bottom, top = margins_in
+        fig = MplFigure(figsize=(width_in, height_in))
+        fig.subplots_adjust(left=left / width_in, right=1 - right / width_in, bottom=bottom / height_in,
+                            top=1 - top / height_in, wspace=space[0], hspace=space[1])
+    FigureCanvasSVG(fig)
     return fig
 
 

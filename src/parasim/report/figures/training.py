@@ -39,14 +39,15 @@ def _step_figure(result: dict[str, Any]) -> Figure:
     tl = result.get("timeline")
     step = float(result.get("step_time_s") or 0.0)
     if not has_timeline(result):
-        fig = new_figure(7.0, 1.8)
+        fig = new_figure(7.0, 1.8, (0.3, 1.9, 0.5, 0.35))
         _breakdown_bar(fig.add_subplot(1, 1, 1), result.get("breakdown") or {}, step)
         return Figure("Step time breakdown", to_svg(fig),
                       "Where the critical stage's step time goes. The per-stage timeline (Gantt) needs the "
                       "step's op intervals: run `parasim train ... --timeline FILE` (or save its `--json-out`).")
     stages = tl["stages"]
-    fig = new_figure(8.0, 1.6 + 0.55 * len(stages))
-    grid = fig.add_gridspec(2, 1, height_ratios=[max(1.0, 0.55 * len(stages)), 0.6])
+    gantt_in = max(1.0, 0.55 * len(stages))
+    fig = new_figure(8.0, 1.6 + 0.55 * len(stages) + 0.5, (0.85, 2.65, 0.5, 0.35))
+    grid = fig.add_gridspec(2, 1, height_ratios=[gantt_in, 0.6], hspace=0.8 / ((gantt_in + 0.6) / 2))
     _gantt(fig.add_subplot(grid[0]), stages, step, tl.get("critical_stage"))
     _breakdown_bar(fig.add_subplot(grid[1]), result.get("breakdown") or {}, step)
     plan = result.get("plan") or {}
@@ -77,7 +78,7 @@ def _gantt(ax, stages: list[dict], step: float, critical) -> None:
     ax.set_yticks(range(len(stages)), [f"stage {s['stage']}{' *' if s['stage'] == critical else ''}" for s in stages])
     ax.set_xlim(0, step * 1.001 if step > 0 else 1)
     ax.set_xlabel("time in step (s)")
-    ax.set_title("Step timeline per pipeline stage (* critical stage)")
+    ax.set_title("Step timeline per pipeline stage (* critical stage)", y=1.0)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
 
 
@@ -93,13 +94,13 @@ def _breakdown_bar(ax, breakdown: dict[str, float], step: float) -> None:
     ax.set_yticks([])
     ax.set_xlim(0, max(step, left) * 1.001 if max(step, left) > 0 else 1)
     ax.set_xlabel("seconds of the step (critical stage)")
-    ax.set_title(f"Step time breakdown: {step:.4g} s", fontsize=9)
+    ax.set_title(f"Step time breakdown: {step:.4g} s", fontsize=9, y=1.0)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.2), fontsize=7, frameon=False)
 
 
 def _memory_figure(result: dict[str, Any]) -> Figure:
     mem = result.get("memory") or {}
-    fig = new_figure(6.0, 2.2)
+    fig = new_figure(6.5, 2.2, (1.25, 1.9, 0.5, 0.35))
     ax = fig.add_subplot(1, 1, 1)
     left = 0.0
     for key, label, colour in MEMORY:
@@ -113,7 +114,8 @@ def _memory_figure(result: dict[str, Any]) -> Figure:
     ax.set_xlim(0, max(left, cap) * 1.05 if max(left, cap) > 0 else 1)
     ax.set_xlabel("memory per GPU (GiB)")
     fits = result.get("fits")
-    ax.set_title(f"Peak memory per GPU: {left:.1f} GiB{'' if fits is None else ' (fits)' if fits else ' (does NOT fit)'}")
+    ax.set_title(f"Peak memory per GPU: {left:.1f} GiB{'' if fits is None else ' (fits)' if fits else ' (does NOT fit)'}",
+                 y=1.0)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     return Figure("Memory per GPU", to_svg(fig),
                   "The fullest GPU at its peak (the stage holding the most in-flight activations): weights, "
