@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parasim.report.figures import Figure, new_figure, register, to_svg
+from parasim.report.figures import Figure, add_unscaled, new_figure, register, to_svg
 
 #: (key, title, what one sample is) of each latency CDF, in the order drawn
 LATENCIES = (("ttft", "TTFT", "requests"), ("tpot", "TPOT", "requests"), ("itl", "ITL", "inter-token gaps"),
@@ -60,12 +60,15 @@ def _time_axis(series: dict[str, Any]) -> list[float]:
 
 
 def _kv(series: dict[str, Any]) -> Figure:
+    from matplotlib.patches import StepPatch
+
     fig = new_figure(7.0, 3.6, ONE_AXES)
     ax = fig.subplots()
     t = _time_axis(series)
     kv = [v * 100 for v in series["kv_used"]]
-    ax.stairs(kv, t, color="tab:purple", fill=True, alpha=0.35)
-    ax.stairs(kv, t, color="tab:purple")
+    add_unscaled(ax, StepPatch(kv, t, color="tab:purple", fill=True, alpha=0.35))
+    add_unscaled(ax, StepPatch(kv, t, color="tab:purple", fill=False))
+    ax.set_xlim(t[0], t[-1])
     ax.set_ylim(0, min(100.0, max(1.0, max(kv, default=0.0) * 1.15)))  # a low use stays visible
     ax.set_xlabel("time since the first arrival (s)")
     ax.set_ylabel("KV cache in use (% of blocks)")
@@ -77,13 +80,17 @@ def _kv(series: dict[str, Any]) -> Figure:
 
 
 def _queue(series: dict[str, Any]) -> Figure:
+    from matplotlib.patches import StepPatch
+
     fig = new_figure(7.0, 3.6, ONE_AXES)
     ax = fig.subplots()
     t = _time_axis(series)
-    ax.stairs(series["running"], t, color="tab:green", label="running")
-    ax.stairs(series["waiting"], t, color="tab:orange", label="waiting")
+    add_unscaled(ax, StepPatch(series["running"], t, color="tab:green", fill=False), "running")
+    add_unscaled(ax, StepPatch(series["waiting"], t, color="tab:orange", fill=False), "waiting")
     ax.axhline(series["max_running"], color="grey", linestyle=":", label=f"max batch ({series['max_running']:,})")
-    ax.set_ylim(bottom=0)
+    top = max([series["max_running"], *series["running"], *series["waiting"]])
+    ax.set_xlim(t[0], t[-1])
+    ax.set_ylim(0, top * 1.05 if top > 0 else 1)
     ax.set_xlabel("time since the first arrival (s)")
     ax.set_ylabel("requests")
     ax.set_title("Running and waiting requests over time", y=1.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parasim.report.figures import Figure, new_figure, register, to_svg
+from parasim.report.figures import Figure, add_unscaled, bars_patch, new_figure, register, to_svg
 from parasim.report.train_trace import has_timeline
 from parasim.training.timeline import STREAM_OF
 
@@ -72,8 +72,8 @@ def _gantt(ax, stages: list[dict], step: float, critical) -> None:
             label = LEGEND.get(kind) if LEGEND.get(kind) and LEGEND[kind] not in seen else None
             if label:
                 seen.add(label)
-            ax.broken_barh(by_kind[kind], (y - 0.42 if upper else y + 0.04, 0.38), facecolors=COLOURS.get(kind, "#999"),
-                           linewidth=0, label=label)
+            add_unscaled(ax, bars_patch(by_kind[kind], y - 0.42 if upper else y + 0.04, 0.38, COLOURS.get(kind, "#999")),
+                         label)
     ax.set_ylim(len(stages) - 0.5, -0.5)
     ax.set_yticks(range(len(stages)), [f"stage {s['stage']}{' *' if s['stage'] == critical else ''}" for s in stages])
     ax.set_xlim(0, step * 1.001 if step > 0 else 1)
