@@ -66,10 +66,6 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
-    if argv is None and any(a == "--report" or a.startswith("--report=") for a in args):
-        from parasim.report import worker  # draws the report while the run simulates (#19)
-
-        worker.start()
     try:
         _register()
         # standalone_mode=False: click returns a typer.Exit's code instead of exiting with it

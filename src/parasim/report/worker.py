@@ -35,8 +35,10 @@ class _Child:
 _child: _Child | None = None
 
 
-def start() -> bool:
-    """Fork the drawing process now (at most once per process); False where it cannot or should not."""
+def start(command: str = "") -> bool:
+    """Fork the drawing process now (at most once per process); False where it cannot or should not.
+    `command` (the CLI's first word: train, serve, plan) says which simulator's modules the figures
+    will read, imported ahead too."""
     global _child
     if _child is not None:
         return True
@@ -50,7 +52,7 @@ def start() -> bool:
         try:
             os.close(job_w)
             os.close(page_r)
-            _serve(job_r, page_w)
+            _serve(job_r, page_w, command)
         except BaseException:  # noqa: BLE001 - a child must not unwind into the parent's code
             code = 1
         finally:
@@ -108,7 +110,7 @@ def _end(child: _Child) -> None:
         pass
 
 
-def _serve(job_r: int, page_w: int) -> None:
+def _serve(job_r: int, page_w: int, command: str) -> None:
     """In the child: get ready to draw, then draw the one job the parent sends (none: just exit)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     null = os.open(os.devnull, os.O_RDWR)
@@ -116,10 +118,10 @@ def _serve(job_r: int, page_w: int) -> None:
     os.dup2(null, 2)
     import json
 
-    from parasim.report.figures import warm_up
+    from parasim.report.figures import prepare
     from parasim.report.html import page
 
-    warm_up()
+    prepare(command)
     job = _read_all(job_r)
     if not job:
         return

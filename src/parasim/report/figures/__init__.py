@@ -64,17 +64,17 @@ def _load() -> None:
         importlib.import_module(f"{__name__}.{mod.name}")
 
 
-def warm_up() -> None:
-    """Import matplotlib and every figure set and lay out one small figure with a title, ticks and a
-    legend (loads the fonts and fills text-metric caches): what a report worker does while the run
-    it will draw for still simulates (report/worker.py)."""
+def prepare(command: str = "") -> None:
+    """Import matplotlib, its SVG writer and every figure set (and, for `train`, the training
+    timeline the Gantt reads): what a report worker does while the run it will draw for still
+    simulates (report/worker.py). Drawing a throw-away figure as well was measured to save nothing
+    on the first real one (fonts load in a few ms), so it does not."""
+    import matplotlib.backends.backend_svg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+
     _load()
-    fig = new_figure(2.0, 1.5)
-    ax = fig.subplots()
-    ax.plot([0.0, 1.0], [0.0, 1.0], label="warm")
-    ax.set_title("warm")
-    ax.legend(fontsize=8)
-    to_svg(fig)
+    if command == "train":
+        import parasim.training.timeline  # noqa: F401
 
 
 def new_figure(width_in: float = 7.0, height_in: float = 3.6, margins_in: tuple[float, float, float, float] | None = None,

@@ -11,7 +11,6 @@ from typing import Any
 
 from parasim.report.figures import Figure, add_unscaled, bars_patch, new_figure, register, to_svg
 from parasim.report.train_trace import has_timeline
-from parasim.training.timeline import STREAM_OF
 
 #: Gantt colours by span kind (training/timeline.py); compute on the upper lane of a stage, the rest below
 COLOURS = {"F": "#4C72B0", "B": "#55A868", "W": "#8CC084", "straggler": "#333333", "recv": "#8172B2",
@@ -21,8 +20,6 @@ LEGEND = {"F": "forward", "B": "backward", "W": "weight-grad", "tp_cp_ep": "TP/C
           "fsdp": "FSDP comm (exposed)", "recv": "pp send/recv", "grad_reduce_overlapped": "DP grad reduce (under backward)",
           "grad_reduce": "DP grad reduce / param gather (exposed)", "optimizer": "optimizer",
           "straggler": "straggler wait"}
-COMPUTE_LANE = tuple(k for k, stream in STREAM_OF.items() if stream == "compute")
-ORDER = tuple(STREAM_OF)
 BREAKDOWN = (("compute", "#4C72B0"), ("exposed_comm", "#DD8452"), ("bubble", "#E5E5E5"),
              ("optimizer", "#DA8BC3"), ("straggler", "#333333"), ("moe_host", "#8C613C"))
 MEMORY = (("weights_gib", "weights", "#4C72B0"), ("gradients_gib", "gradients", "#55A868"),
@@ -60,6 +57,11 @@ def _step_figure(result: dict[str, Any]) -> Figure:
 
 
 def _gantt(ax, stages: list[dict], step: float, critical) -> None:
+    # imported here, not at the top: a report worker imports this module before any simulator
+    from parasim.training.timeline import STREAM_OF
+
+    compute_lane = tuple(k for k, stream in STREAM_OF.items() if stream == "compute")
+    order = tuple(STREAM_OF)
     seen: set[str] = set()
     for st in stages:
         y = st["stage"]
@@ -67,8 +69,8 @@ def _gantt(ax, stages: list[dict], step: float, critical) -> None:
         for kind, start, dur, *_ in st["spans"]:
             if dur > 0:
                 by_kind.setdefault(kind, []).append((start, dur))
-        for kind in sorted(by_kind, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER)):
-            upper = kind in COMPUTE_LANE
+        for kind in sorted(by_kind, key=lambda k: order.index(k) if k in order else len(order)):
+            upper = kind in compute_lane
             label = LEGEND.get(kind) if LEGEND.get(kind) and LEGEND[kind] not in seen else None
             if label:
                 seen.add(label)
