@@ -113,3 +113,10 @@ def test_ctrl_c_to_the_whole_group_exits_130_and_leaves_no_process(tmp_path):
     assert p.returncode == 130, p.stderr
     assert "parasim: interrupted" in p.stderr and "Traceback" not in p.stderr and "KeyboardInterrupt" not in p.stderr
     assert not left and not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("value", ["2", "yes", "", "1\n"])
+def test_a_bad_worker_switch_is_one_line_exit_2(tmp_path, value):
+    p = subprocess.run([sys.executable, "-m", "parasim", *TRAIN, "--report", str(tmp_path / "r.html")],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "PARASIM_REPORT_WORKER": value})
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "PARASIM_REPORT_WORKER" in p.stderr, p.stderr
