@@ -1,11 +1,14 @@
 """What `--report FILE.html` adds to a run's wall time at the README's sizes (prints; asserts nothing).
 
 Each README tour command of train, serve, plan train and plan serve runs as a user runs it (a fresh
-process: imports included), without and with `--report`, alternately, best of `--repeat` runs each.
-On a shared machine those two walls are noisy, so the report's own cost is also timed alone, in a
-fresh process from the saved result, with what the command itself has imported by then already
-loaded: importing the report modules (matplotlib with them, where figure sets are registered),
-drawing the figures and writing the page.
+process: imports included), without `--report`, with it, and with it drawn in process
+(`PARASIM_REPORT_WORKER=0`: the path before the drawing process forked at CLI start, and the one
+where fork is missing), alternately, best of `--repeat` runs each. On a shared machine those walls
+are noisy, so the report's own cost in process is also timed alone, in a fresh process from the
+saved result, with what the command itself has imported by then already loaded: importing the
+report modules and matplotlib, drawing the figures and writing the page. The load average is
+printed with the figures: with another process busy on a 2-core machine the forked worker has no
+core of its own and the overlap it buys shrinks.
 
     .venv/bin/python benchmarks/report_overhead.py [--repeat 2] [--quick]
 """
@@ -13,6 +16,7 @@ drawing the figures and writing the page.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -43,9 +47,10 @@ print(time.perf_counter() - t, len(figures_for(result)))
 """
 
 
-def wall(args: list[str]) -> float:
+def wall(args: list[str], in_process: bool = False) -> float:
+    env = {**os.environ, "PARASIM_REPORT_WORKER": "0"} if in_process else None
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "parasim", *args], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "parasim", *args], capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise SystemExit(f"parasim {' '.join(args)} failed: {r.stderr[-500:]}")
     return time.perf_counter() - t
@@ -68,15 +73,17 @@ def main() -> None:
         for kind, cmd in runs.items():
             js, html = Path(tmp) / "r.json", Path(tmp) / "r.html"
             base = [*cmd.split(), "--json-out", str(js)]
-            plain, with_report = [], []
+            plain, with_report, here = [], [], []
             for _ in range(args.repeat):
                 plain.append(wall(base))
                 with_report.append(wall([*base, "--report", str(html)]))
+                here.append(wall([*base, "--report", str(html)], in_process=True))
             cost, figs = min(report_cost(js, html) for _ in range(args.repeat))
-            p, w = min(plain), min(with_report)
-            print(f"{kind:11s} {p:7.2f} s plain, {w:7.2f} s with --report ({100 * (w - p) / p:+5.1f} %); "
-                  f"the report alone {cost:.3f} s ({100 * cost / p:.1f} % of the run; {figs} figures, "
-                  f"{html.stat().st_size / 1024:.0f} KiB)")
+            p, w, h = min(plain), min(with_report), min(here)
+            print(f"{kind:11s} {p:7.2f} s plain, {w:7.2f} s with --report ({100 * (w - p) / p:+5.1f} %), "
+                  f"{h:7.2f} s drawn in process ({100 * (h - p) / p:+5.1f} %); the report alone in process "
+                  f"{cost:.3f} s ({figs} figures, {html.stat().st_size / 1024:.0f} KiB); "
+                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
 
 if __name__ == "__main__":

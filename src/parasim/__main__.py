@@ -1,5 +1,5 @@
 """`python -m parasim` runs the CLI."""
 
-from parasim.cli.main import main
+from parasim.cli.launch import main
 
 main()

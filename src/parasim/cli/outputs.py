@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from parasim.errors import OutputError, write_output
-from parasim.report.tables import as_saved, dumps
+from parasim.report import worker
+from parasim.report.tables import as_saved, dumps, saved_text
 
 
 def check(*paths: str | Path | None) -> None:
@@ -45,7 +46,11 @@ def write_text(path: str | Path, text: str) -> None:
 def write_report(path: str | Path, results: list[dict[str, Any]]) -> None:
     """The HTML report (report/html.py) of `results`, each read back from the JSON text `--json-out`
     writes first: a report drawn at run time is byte for byte the one `parasim report` draws from the
-    saved file. matplotlib is imported here, only when a report is asked for."""
-    from parasim.report.html import page
+    saved file. Drawn by the process `worker.start` forked at CLI start when there is one (it has
+    matplotlib imported by now), else here: matplotlib is imported only when a report is asked for."""
+    text = worker.render(saved_text(results))
+    if text is None:
+        from parasim.report.html import page
 
-    write_output(path, page([as_saved(r) for r in results]))
+        text = page([as_saved(r) for r in results])
+    write_output(path, text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parasim.validation.expected_error import SERVING_METRICS
+from parasim.validation.metric_classes import SERVING_METRICS
 
 
 def text(e: dict[str, Any]) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from parasim.report import trace
-from parasim.training.timeline import STREAM_OF
 
 THREADS = {"compute": (1, "compute"), "pp": (2, "pp send/recv"), "inlayer": (3, "TP/CP/EP collectives (exposed)"),
            "dp": (4, "DP/FSDP collectives"), "optimizer": (5, "optimizer")}
@@ -26,6 +25,8 @@ def has_timeline(result: dict[str, Any]) -> bool:
 
 def events(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Every metadata and complete event of the result's timeline, stage by stage."""
+    from parasim.training.timeline import STREAM_OF  # here: has_timeline's readers need no simulator
+
     tl = result["timeline"]
     pp = len(tl["stages"])
     out: list[dict[str, Any]] = []
@@ -54,6 +55,8 @@ def _stage_name(stages: list[dict], r: int, pp: int) -> str:
 
 
 def _stage_events(tl: dict[str, Any], st: dict[str, Any], pid: int, pp: int) -> list[dict[str, Any]]:
+    from parasim.training.timeline import STREAM_OF
+
     out = []
     spans = st["spans"]
     op = "F"

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from parasim.report.figures import Figure, new_figure, register, to_svg
+from parasim.report.figures import Figure, add_unscaled, new_figure, register, to_svg
 
 #: (key, title, what one sample is) of each latency CDF, in the order drawn
 LATENCIES = (("ttft", "TTFT", "requests"), ("tpot", "TPOT", "requests"), ("itl", "ITL", "inter-token gaps"),
              ("e2e", "E2E latency", "requests"))
+#: margins (left, right, bottom, top; inches) around the axes: room for the tick labels, axis labels and title
+ONE_AXES = (0.75, 0.2, 0.55, 0.35)
 MORE = "Run with --timeline FILE or --report FILE to draw the latency CDFs, KV-cache use and queue length over time."
 
 
@@ -28,11 +30,11 @@ def serving_figures(result: dict[str, Any]) -> list[Figure]:
 
 
 def _cdfs(dist: dict[str, Any], slo: dict[str, Any]) -> Figure:
-    fig = new_figure(8.0, 5.6)
+    fig = new_figure(8.0, 5.6, ONE_AXES, space=(0.25, 0.42))
     axes = fig.subplots(2, 2)
     pct = dist["percent"]
     for ax, (key, title, unit) in zip(axes.flat, LATENCIES):
-        ax.set_title(f"{title} ({dist.get(f'{key}_count', 0):,} {unit})", fontsize=10)
+        ax.set_title(f"{title} ({dist.get(f'{key}_count', 0):,} {unit})", fontsize=10, y=1.0)
         ax.set_xlabel(f"{title} (ms)")
         ax.set_ylabel(f"share of {unit} (%)")
         ax.set_ylim(0, 100)
@@ -58,16 +60,19 @@ def _time_axis(series: dict[str, Any]) -> list[float]:
 
 
 def _kv(series: dict[str, Any]) -> Figure:
-    fig = new_figure()
+    from matplotlib.patches import StepPatch
+
+    fig = new_figure(7.0, 3.6, ONE_AXES)
     ax = fig.subplots()
     t = _time_axis(series)
     kv = [v * 100 for v in series["kv_used"]]
-    ax.stairs(kv, t, color="tab:purple", fill=True, alpha=0.35)
-    ax.stairs(kv, t, color="tab:purple")
+    add_unscaled(ax, StepPatch(kv, t, color="tab:purple", fill=True, alpha=0.35))
+    add_unscaled(ax, StepPatch(kv, t, color="tab:purple", fill=False))
+    ax.set_xlim(t[0], t[-1])
     ax.set_ylim(0, min(100.0, max(1.0, max(kv, default=0.0) * 1.15)))  # a low use stays visible
     ax.set_xlabel("time since the first arrival (s)")
     ax.set_ylabel("KV cache in use (% of blocks)")
-    ax.set_title("KV-cache use over time")
+    ax.set_title("KV-cache use over time", y=1.0)
     ax.grid(alpha=0.3)
     caption = (f"Blocks in use over the {series['kv_capacity_blocks']:,} blocks of all {series['instances']} "
                f"engine instance(s), averaged over {len(series['t_s'])} bins of {series['bin_s']:.3g} s.")
@@ -75,16 +80,20 @@ def _kv(series: dict[str, Any]) -> Figure:
 
 
 def _queue(series: dict[str, Any]) -> Figure:
-    fig = new_figure()
+    from matplotlib.patches import StepPatch
+
+    fig = new_figure(7.0, 3.6, ONE_AXES)
     ax = fig.subplots()
     t = _time_axis(series)
-    ax.stairs(series["running"], t, color="tab:green", label="running")
-    ax.stairs(series["waiting"], t, color="tab:orange", label="waiting")
+    add_unscaled(ax, StepPatch(series["running"], t, color="tab:green", fill=False), "running")
+    add_unscaled(ax, StepPatch(series["waiting"], t, color="tab:orange", fill=False), "waiting")
     ax.axhline(series["max_running"], color="grey", linestyle=":", label=f"max batch ({series['max_running']:,})")
-    ax.set_ylim(bottom=0)
+    top = max([series["max_running"], *series["running"], *series["waiting"]])
+    ax.set_xlim(t[0], t[-1])
+    ax.set_ylim(0, top * 1.05 if top > 0 else 1)
     ax.set_xlabel("time since the first arrival (s)")
     ax.set_ylabel("requests")
-    ax.set_title("Running and waiting requests over time")
+    ax.set_title("Running and waiting requests over time", y=1.0)
     ax.legend(loc="center right", fontsize=8)
     ax.grid(alpha=0.3)
     caption = ("Requests in the batch (running) and queued (waiting), summed over engine instances and "
@@ -94,7 +103,7 @@ def _queue(series: dict[str, Any]) -> Figure:
 
 def _percentile_bars(result: dict[str, Any]) -> Figure:
     s = result["summary"]
-    fig = new_figure()
+    fig = new_figure(7.0, 3.6, ONE_AXES)
     ax = fig.subplots()
     width = 0.25
     for k, q in enumerate(("p50", "p90", "p99")):
@@ -103,7 +112,7 @@ def _percentile_bars(result: dict[str, Any]) -> Figure:
         ax.bar(xs, ys, width, label=q)
     ax.set_xticks(range(len(LATENCIES)), [title for _, title, _ in LATENCIES])
     ax.set_ylabel("latency (ms)")
-    ax.set_title("Latency percentiles")
+    ax.set_title("Latency percentiles", y=1.0)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     return Figure("Latency percentiles", to_svg(fig), f"p50, p90 and p99 of each latency from the summary. {MORE}")

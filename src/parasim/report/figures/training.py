@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from parasim.report.figures import Figure, new_figure, register, to_svg
+from parasim.report.figures import Figure, add_unscaled, bars_patch, new_figure, register, to_svg
 from parasim.report.train_trace import has_timeline
-from parasim.training.timeline import STREAM_OF
 
 #: Gantt colours by span kind (training/timeline.py); compute on the upper lane of a stage, the rest below
 COLOURS = {"F": "#4C72B0", "B": "#55A868", "W": "#8CC084", "straggler": "#333333", "recv": "#8172B2",
@@ -21,8 +20,6 @@ LEGEND = {"F": "forward", "B": "backward", "W": "weight-grad", "tp_cp_ep": "TP/C
           "fsdp": "FSDP comm (exposed)", "recv": "pp send/recv", "grad_reduce_overlapped": "DP grad reduce (under backward)",
           "grad_reduce": "DP grad reduce / param gather (exposed)", "optimizer": "optimizer",
           "straggler": "straggler wait"}
-COMPUTE_LANE = tuple(k for k, stream in STREAM_OF.items() if stream == "compute")
-ORDER = tuple(STREAM_OF)
 BREAKDOWN = (("compute", "#4C72B0"), ("exposed_comm", "#DD8452"), ("bubble", "#E5E5E5"),
              ("optimizer", "#DA8BC3"), ("straggler", "#333333"), ("moe_host", "#8C613C"))
 MEMORY = (("weights_gib", "weights", "#4C72B0"), ("gradients_gib", "gradients", "#55A868"),
@@ -39,14 +36,15 @@ def _step_figure(result: dict[str, Any]) -> Figure:
     tl = result.get("timeline")
     step = float(result.get("step_time_s") or 0.0)
     if not has_timeline(result):
-        fig = new_figure(7.0, 1.8)
+        fig = new_figure(7.0, 1.8, (0.3, 1.9, 0.5, 0.35))
         _breakdown_bar(fig.add_subplot(1, 1, 1), result.get("breakdown") or {}, step)
         return Figure("Step time breakdown", to_svg(fig),
                       "Where the critical stage's step time goes. The per-stage timeline (Gantt) needs the "
                       "step's op intervals: run `parasim train ... --timeline FILE` (or save its `--json-out`).")
     stages = tl["stages"]
-    fig = new_figure(8.0, 1.6 + 0.55 * len(stages))
-    grid = fig.add_gridspec(2, 1, height_ratios=[max(1.0, 0.55 * len(stages)), 0.6])
+    gantt_in = max(1.0, 0.55 * len(stages))
+    fig = new_figure(8.0, 1.6 + 0.55 * len(stages) + 0.5, (0.85, 2.65, 0.5, 0.35))
+    grid = fig.add_gridspec(2, 1, height_ratios=[gantt_in, 0.6], hspace=0.8 / ((gantt_in + 0.6) / 2))
     _gantt(fig.add_subplot(grid[0]), stages, step, tl.get("critical_stage"))
     _breakdown_bar(fig.add_subplot(grid[1]), result.get("breakdown") or {}, step)
     plan = result.get("plan") or {}
@@ -59,6 +57,11 @@ def _step_figure(result: dict[str, Any]) -> Figure:
 
 
 def _gantt(ax, stages: list[dict], step: float, critical) -> None:
+    # imported here, not at the top: a report worker imports this module before any simulator
+    from parasim.training.timeline import STREAM_OF
+
+    compute_lane = tuple(k for k, stream in STREAM_OF.items() if stream == "compute")
+    order = tuple(STREAM_OF)
     seen: set[str] = set()
     for st in stages:
         y = st["stage"]
@@ -66,18 +69,18 @@ def _gantt(ax, stages: list[dict], step: float, critical) -> None:
         for kind, start, dur, *_ in st["spans"]:
             if dur > 0:
                 by_kind.setdefault(kind, []).append((start, dur))
-        for kind in sorted(by_kind, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER)):
-            upper = kind in COMPUTE_LANE
+        for kind in sorted(by_kind, key=lambda k: order.index(k) if k in order else len(order)):
+            upper = kind in compute_lane
             label = LEGEND.get(kind) if LEGEND.get(kind) and LEGEND[kind] not in seen else None
             if label:
                 seen.add(label)
-            ax.broken_barh(by_kind[kind], (y - 0.42 if upper else y + 0.04, 0.38), facecolors=COLOURS.get(kind, "#999"),
-                           linewidth=0, label=label)
+            add_unscaled(ax, bars_patch(by_kind[kind], y - 0.42 if upper else y + 0.04, 0.38, COLOURS.get(kind, "#999")),
+                         label)
     ax.set_ylim(len(stages) - 0.5, -0.5)
     ax.set_yticks(range(len(stages)), [f"stage {s['stage']}{' *' if s['stage'] == critical else ''}" for s in stages])
     ax.set_xlim(0, step * 1.001 if step > 0 else 1)
     ax.set_xlabel("time in step (s)")
-    ax.set_title("Step timeline per pipeline stage (* critical stage)")
+    ax.set_title("Step timeline per pipeline stage (* critical stage)", y=1.0)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
 
 
@@ -93,13 +96,13 @@ def _breakdown_bar(ax, breakdown: dict[str, float], step: float) -> None:
     ax.set_yticks([])
     ax.set_xlim(0, max(step, left) * 1.001 if max(step, left) > 0 else 1)
     ax.set_xlabel("seconds of the step (critical stage)")
-    ax.set_title(f"Step time breakdown: {step:.4g} s", fontsize=9)
+    ax.set_title(f"Step time breakdown: {step:.4g} s", fontsize=9, y=1.0)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.2), fontsize=7, frameon=False)
 
 
 def _memory_figure(result: dict[str, Any]) -> Figure:
     mem = result.get("memory") or {}
-    fig = new_figure(6.0, 2.2)
+    fig = new_figure(6.5, 2.2, (1.25, 1.9, 0.5, 0.35))
     ax = fig.add_subplot(1, 1, 1)
     left = 0.0
     for key, label, colour in MEMORY:
@@ -113,7 +116,8 @@ def _memory_figure(result: dict[str, Any]) -> Figure:
     ax.set_xlim(0, max(left, cap) * 1.05 if max(left, cap) > 0 else 1)
     ax.set_xlabel("memory per GPU (GiB)")
     fits = result.get("fits")
-    ax.set_title(f"Peak memory per GPU: {left:.1f} GiB{'' if fits is None else ' (fits)' if fits else ' (does NOT fit)'}")
+    ax.set_title(f"Peak memory per GPU: {left:.1f} GiB{'' if fits is None else ' (fits)' if fits else ' (does NOT fit)'}",
+                 y=1.0)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     return Figure("Memory per GPU", to_svg(fig),
                   "The fullest GPU at its peak (the stage holding the most in-flight activations): weights, "
