@@ -227,6 +227,9 @@ class ServingPlan:
                                        "replicas)")
             if self.is_disagg:
                 raise InputError("ep", f"ep > 1 is not modelled with the {self.scheduler} scheduler")
+            if self.spec_method or self.overlap != "none":  # the lockstep cost (serving.lockstep) is not split for them
+                what = "--spec-method" if self.spec_method else "--overlap"
+                raise InputError("ep", f"attention-DP ranks in lockstep (ep={self.ep}) are not modelled with {what}")
 
     def _only_with(self, names: tuple[str, ...], flag: str) -> None:
         """Fields that only a feature reads, given without it: an error naming the first."""

@@ -260,13 +260,8 @@ ADP_LOCKSTEP = True
 
 
 def _lockstep(plan: ServingPlan) -> bool:
-    """Whether the plan's EP groups run in lockstep; says which features that is not modelled with."""
-    if plan.ep <= 1 or not ADP_LOCKSTEP:
-        return False
-    if plan.spec_method or plan.overlap != "none":
-        what = "--spec-method" if plan.spec_method else "--overlap"
-        raise InputError("ep", f"attention-DP ranks in lockstep (ep={plan.ep}) are not modelled with {what}")
-    return True
+    """Whether the plan's EP groups run in lockstep (the plan refuses the features that is not modelled with)."""
+    return plan.ep > 1 and ADP_LOCKSTEP
 
 
 def autoscaler_of(plan: ServingPlan) -> Autoscaler | None:
