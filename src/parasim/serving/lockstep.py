@@ -44,23 +44,25 @@ class RankCost(IterationCost):
         self._experts: dict[int, float] = {}  # group tokens -> routed experts, every MoE layer
         self._a2a: dict[int, float] = {}  # busiest rank's tokens -> all-to-alls, every MoE layer
         self.last_tokens = 0  # the token count of the last `time_s` (Instance.start's batch)
+        self._dummy_s: float | None = None  # dummy_s, computed at its first use
 
     @staticmethod
-    def _routed_s(layer: LayerCost, experts_tokens: float, act_tokens: float) -> float:
-        """One MoE layer's routed-expert GEMMs at `experts_tokens` (as the layer's routing sees them) and
-        their activation over `act_tokens` tokens' rows."""
-        gemms = sum(op_time_s(o, layer.acc) for o in layer.token_ops(experts_tokens, moe=True) if o.name in _EXPERT_OPS)
-        return gemms + layer.nongemm_s(act_tokens, moe=True)["activation"]
+    def _expert_gemms_s(layer: LayerCost, tokens: float) -> float:
+        """One MoE layer's routed-expert GEMMs at `tokens` (as the layer's routing sees them)."""
+        return sum(op_time_s(o, layer.acc) for o in layer.token_ops(tokens, moe=True) if o.name in _EXPERT_OPS)
+
+    @staticmethod
+    def _activation_s(layer: LayerCost, tokens: float) -> float:
+        """One MoE layer's expert activation over `tokens` tokens' rows."""
+        return layer.nongemm_s(tokens, moe=True)["activation"]
 
     def _token_parts(self, tokens: int) -> tuple[float, ...]:
         parts = super()._token_parts(tokens)
         if tokens <= 0 or not self.moe_layers:
             return parts
         p = list(parts)
-        l = self.layer
-        gemms = sum(op_time_s(o, l.acc) for o in l.token_ops(tokens, moe=True) if o.name in _EXPERT_OPS)
-        p[_MOE] -= self.moe_layers * gemms
-        p[_ELEM] -= self.moe_layers * l.nongemm_s(tokens, moe=True)["activation"]
+        p[_MOE] -= self.moe_layers * self._expert_gemms_s(self.layer, tokens)
+        p[_ELEM] -= self.moe_layers * self._activation_s(self.layer, tokens)
         p[_EP] = 0.0
         return tuple(p)
 
@@ -76,7 +78,8 @@ class RankCost(IterationCost):
         all-to-alls last as long as the rank that sends the most."""
         e = self._experts.get(total)
         if e is None:
-            e = self._experts[total] = self.moe_layers * self._routed_s(self.group_layer, total, total / self.ep)
+            e = self._experts[total] = self.moe_layers * (self._expert_gemms_s(self.group_layer, total)
+                                                          + self._activation_s(self.group_layer, total / self.ep))
         c = self._a2a.get(most)
         if c is None:
             c = self._a2a[most] = self.moe_layers * self.layer.ep_comm_s(most)
@@ -84,7 +87,7 @@ class RankCost(IterationCost):
 
     def dummy_s(self) -> float:
         """A rank's own part of a dummy step: DUMMY_TOKENS decoding over one cached token (computed once)."""
-        d = self.__dict__.get("_dummy_s")
+        d = self._dummy_s
         if d is None:
             d = self._dummy_s = self.time_s(DUMMY_TOKENS, 0.0, 0.0, DUMMY_TOKENS, float(DUMMY_TOKENS), DUMMY_TOKENS)
         self.last_tokens = DUMMY_TOKENS
