@@ -139,11 +139,12 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         extra["cp_ring"] = "pytorch"
         choices.append("cp_ring=pytorch (torch.distributed context_parallel: fp32 output merges, K/V send buffers and "
                        "fp32 gradient accumulation as separate ops per ring step)")
+    stack_kernels, why = kernel_mode(case.software)
     if raw.get("kernels") is None:
-        extra["kernels"], why = kernel_mode(case.software)
+        extra["kernels"] = stack_kernels
         if why:
             choices.append(why)
-    if raw.get("param_state") is None and kernel_mode(case.software)[0] != "fused":
+    if raw.get("param_state") is None and stack_kernels != "fused":  # a PyTorch-native stack
         extra["param_state"] = "fp32_params"
         choices.append("param_state=fp32_params (PyTorch-native mixed precision: fp32 parameters are the master copy, "
                        "16 B/param, plus the 16-bit copies FSDP gathers)")
