@@ -128,3 +128,13 @@ def test_cli_config_key(tmp_path):
     assert out["summary"]["output_tokens_per_s"] < json.loads(plain.stdout)["summary"]["output_tokens_per_s"]
     bad = _serve(tmp_path, "decode_attention: sideways\n")
     assert bad.returncode == 2 and "decode_attention" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_compiled_loop_leaves_it_to_the_python_engine():
+    """The compiled loop reads one KV coefficient for prefill and decode, so a per-query-head plan
+    runs the Python engine, with the same result under either switch."""
+    from tests.test_serving_fastloop import both, same
+    wl = generate(requests=60, rate=20, prompt_tokens=200, output_tokens=30, seed=3)
+    slow, fast, ran = both(ServingPlan(scheduler="sarathi", decode_attention="per_query_head"), wl)
+    assert not ran
+    same(slow, fast)
