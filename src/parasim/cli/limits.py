@@ -104,6 +104,7 @@ SERVE: dict[str, Rule] = {
     "max_concurrency": I("batch"), **_SLO, "capacity": BOOL, "requests_out": OUT, "bench_json": OUT, **OUTPUTS,
     "profile": PATH, "timeline": OUT, "timeline_requests": I("requests", lo=0), "sweep_rate": Rule("sweep"),
     "workers": I("workers"), **REPORT_OUT, "models": PATH,
+    "decode_attention": TEXT,
 }
 
 TRAIN: dict[str, Rule] = {

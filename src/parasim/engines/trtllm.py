@@ -86,6 +86,27 @@ TRTLLM_RUNTIME_BUFFERS = 2.15
 TRTLLM_DECODER_BUFFERS = 4.6
 
 
+#: Query-group sizes (query heads per KV head on one GPU) with a precompiled XQA decode kernel up to
+#: v0.10: the cubins under cpp/tensorrt_llm/kernels/decoderMaskedMultiheadAttention/cubin/ are named
+#: `xqa_kernel_..._nqpkv_{8,16}_m_{8,16}_sm_*` (nqpkv_0 are the Medusa kernels); none has a group of 4
+#: (Llama-3-8B, Mistral-7B, Mixtral-8x7B). XQA's JIT path, which compiles any group up to 32, is the
+#: default from v0.11 ("Added Hopper qgmma kernel to XQA JIT codepath", v0.11 release notes).
+TRTLLM_XQA_PRECOMPILED_GROUPS = (8, 16)
+
+
+def masked_mha_decode(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: int, kv_dtype: str) -> bool:
+    """Whether the release ran this GQA model's decode attention by masked MHA (one thread block per
+    query head, so each KV head is read and converted once per query head of its group), in the
+    configuration where that cost is measured: Hopper with an 8-bit KV cache. TensorRT-LLM's XQA
+    blog measures XQA against masked MHA on Llama-70B FP8 (8-bit KV) on one H200 at 128/2048: 2.4x
+    the throughput, from "reducing data loading and conversion". With a 16-bit cache or on other
+    generations no such A/B is published, so the group reads stay grouped there (docs/serving.md)."""
+    rel = release(software)
+    group = (model.heads // tp) // max(1, model.kv_heads // tp)
+    return (rel is not None and rel <= (0, 10) and not model.mla and acc.generation == "hopper"
+            and dtype_bytes(kv_dtype) == 1 and group > 1 and group not in TRTLLM_XQA_PRECOMPILED_GROUPS)
+
+
 def runtime_buffer_bytes(model: ModelSpec, max_batch: int) -> float:
     """What the engine flows' C++ runtime allocates per GPU for its runtime buffers and decoder
     before sizing the KV cache (every rank holds full-vocabulary logits)."""
@@ -257,6 +278,12 @@ class TrtllmProfile(EngineProfile):
                    if setup.cpp_runtime else "")
         ctx.choose(f"{setup.flow}; tokens_per_block {TRTLLM_BLOCK}, {policy}, "
                    f"KV = {setup.kv_fraction:.0%} of free memory{buffers}", "max_batch", kw["max_batch"])
+        if masked_mha_decode(ctx.software, model, acc, tp=kw["tp"], kv_dtype=ctx.kv_dtype_of()):
+            kw["decode_attention"] = "per_query_head"
+            group = model.heads // model.kv_heads
+            ctx.choose(f"decode attention by masked MHA: no XQA kernel in this release for {group} "
+                       "query heads per KV head (precompiled XQA: 8 and 16; JIT XQA from v0.11), so each KV head "
+                       "is read once per query head", "decode_attention", "per_query_head")
         if not setup.cpp_runtime and grace_hosted(acc.form_factor):
             # the Python executor's per-request work on a Grace host (engines.host)
             kw["host_s_per_sequence"] = TRTLLM_PYEXECUTOR_GRACE_S_PER_SEQ

@@ -65,7 +65,8 @@ def in_scope(loop) -> bool:
     return (inst.role == "mixed" and not inst.reserve_full and not inst.kv.enabled and inst.rec is None
             and type(inst.cost) is IterationCost and type(s) in MODES and s.queue_order is None and not s.gated
             and max(s.budget, s.max_batch) < MAX_TOKEN_COUNTS and inst.block > 0
-            and not inst.cost.seq_host_s)  # per-sequence host floor: the Python engine only
+            and not inst.cost.seq_host_s  # per-sequence host floor: the Python engine only
+            and inst.cost.kv_reads == 1)  # a per-query-head decode kernel: the Python engine only
 
 
 def refusal(loop) -> str | None:

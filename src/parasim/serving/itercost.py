@@ -41,7 +41,7 @@ class IterationCost:
                  act_dtype: str, overhead_s: float, eager_prefill_layer_s: float = 0.0,
                  act_quant: str = "fused", custom_allreduce: bool = True, cuda_graph_max_batch: int | None = None,
                  ep: int = 1, attention: str = "flash", host_s_per_context_token: float = 0.0,
-                 host_s_per_sequence: float = 0.0) -> None:
+                 host_s_per_sequence: float = 0.0, decode_attention: str = "grouped") -> None:
         self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
         # ep > 1: this replica's batch meets ep - 1 others' in the MoE all-to-all (DP attention), so
         # the local experts see ep batches' tokens (equal batches; cost.routing charges the busiest rank)
@@ -84,6 +84,10 @@ class IterationCost:
         self._pf = l.prefill_flops_per_pair * inv_flops / fa2
         self._pq = l.qkvo_act_per_token * inv_bw
         self._pk = l.kv_bytes_per_token * inv_bw
+        # decode reads of the cache: once per KV head (grouped), or once per query head of its group
+        # (per_query_head: masked MHA's thread block per query head; plan.DECODE_ATTENTION)
+        self.kv_reads = l.heads // l.kv_heads if decode_attention == "per_query_head" and not model.mla else 1
+        self._pkd = self._pk * self.kv_reads
         self._df = l.decode_flops_per_ctx * inv_flops
         self._ko = acc.efficiency.kernel_overhead_s
 
@@ -106,7 +110,7 @@ class IterationCost:
                     custom_allreduce=plan.custom_allreduce, cuda_graph_max_batch=plan.cuda_graph_max_batch,
                     ep=plan.ep, attention=plan.attention,
                     host_s_per_context_token=plan.host_s_per_context_token,
-                    host_s_per_sequence=plan.host_s_per_sequence)
+                    host_s_per_sequence=plan.host_s_per_sequence, decode_attention=plan.decode_attention)
 
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to
@@ -191,7 +195,7 @@ class IterationCost:
             pre = (c if c > m else m) + self._ko
         if decode_seqs > 0:
             c = self._df * decode_ctx * queries
-            m = decode_ctx * self._pk + decode_seqs * queries * self._pq
+            m = decode_ctx * self._pkd + decode_seqs * queries * self._pq
             dec = (c if c > m else m) + self._ko
         return pre, dec
 
@@ -258,7 +262,7 @@ class IterationCost:
         if cls.time_s is not IterationCost.time_s or cls._attention_s is not IterationCost._attention_s:
             return lambda ctx: self.time_s(n, 0.0, 0.0, n, ctx, n)
         base = self._fixed_s(n) + self._lm_head_s(n)
-        layers, df, pk, npq, ko = self.layers, self._df, self._pk, n * self._pq, self._ko
+        layers, df, pk, npq, ko = self.layers, self._df, self._pkd, n * self._pq, self._ko
         host = self.eager_prefill_s if self._eager(0.0, n) else 0.0
         ov, ch, sh = self.overhead_s, self.ctx_host_s, self.seq_host_s * n
 

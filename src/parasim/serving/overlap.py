@@ -185,7 +185,7 @@ class OverlapIterationCost(IterationCost):
         if prefill_pairs > 0:
             attn_hbm += (tokens - decode_seqs) * self._pq + prefill_kv_tokens * self._pk
         if decode_seqs > 0:
-            attn_hbm += decode_ctx * self._pk + decode_seqs * self._pq
+            attn_hbm += decode_ctx * self._pkd + decode_seqs * self._pq
         edge = self._parts[tokens][_I["embedding"]] + self._lm_head_s(logits) + self.overhead_s
         best = plain - edge
         g_1 += layers * pre

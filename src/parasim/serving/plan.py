@@ -44,6 +44,10 @@ KV_RESERVATION = ("incremental", "full")
 #: prefill attention kernels: the catalog's best fused kernel (`efficiency.attention`: FA3 on Hopper)
 #: or a FlashAttention-2-generation one (`efficiency.attention_fa2_ratio` of its rate)
 SERVING_ATTENTION = ("flash", "flash2")
+#: decode attention kernels: `grouped` reads each KV head's cache once for its whole query group
+#: (XQA, FlashDecoding, FlashInfer); `per_query_head` runs one query head per thread block, so a
+#: GQA model's KV head is read once per query head of its group (TensorRT-LLM's masked MHA; engines.trtllm)
+DECODE_ATTENTION = ("grouped", "per_query_head")
 
 
 #: ServingPlan field -> its kind, checked first by `_check_field` (a trailing ? allows null)
@@ -61,6 +65,7 @@ _FIELD_KINDS = {
     "autoscale_startup_s": "seconds?", "autoscale_down_delay_s": "seconds",
     "overlap": "text", "nano_batches": "count?",
     "migration": "text?", "migration_interval_s": "seconds?", "migrate_out_threshold": "number?",
+    "decode_attention": "text",
 }
 #: plan fields that only autoscaling reads (serving.autoscale)
 AUTOSCALE_FIELDS = ("autoscale_target", "autoscale_startup_s")
@@ -174,6 +179,9 @@ class ServingPlan:
     migration: str | None = None
     migration_interval_s: float | None = None
     migrate_out_threshold: float | None = None
+    # decode attention kernel (DECODE_ATTENTION): grouped reads each KV head once per step,
+    # per_query_head once per query head of its group (TensorRT-LLM's masked MHA; engines.trtllm)
+    decode_attention: str = "grouped"
 
     def __post_init__(self) -> None:
         for name, kind in _FIELD_KINDS.items():
@@ -193,6 +201,9 @@ class ServingPlan:
             raise InputError("act_quant", f"unknown mode '{self.act_quant}'; allowed: {', '.join(ACT_QUANT)}")
         if self.attention not in SERVING_ATTENTION:
             raise InputError("attention", f"'{self.attention}' is not one of {', '.join(SERVING_ATTENTION)}")
+        if self.decode_attention not in DECODE_ATTENTION:
+            raise InputError("decode_attention",
+                             f"'{self.decode_attention}' is not one of {', '.join(DECODE_ATTENTION)}")
         if not self.output_delay_s >= 0:
             raise InputError("output_delay_s", f"must be >= 0, got {self.output_delay_s}")
         if self.prefix_cache is not None and not isinstance(self.prefix_cache, bool):
@@ -403,7 +414,8 @@ class ServingPlan:
 
     def to_mapping(self) -> dict[str, Any]:
         """The fields as a mapping; without migration its keys are left out, and so are unset per-phase
-        PP sizes and a zero host_s_per_sequence (results made before they existed stay byte-identical)."""
+        PP sizes, a zero host_s_per_sequence and the default decode_attention (results made before
+        they existed stay byte-identical)."""
         d = asdict(self)
         if self.migration is None:
             for k in ("migration", *MIGRATION_FIELDS):
@@ -413,4 +425,6 @@ class ServingPlan:
                 del d[k]
         if not d["host_s_per_sequence"]:
             del d["host_s_per_sequence"]
+        if d["decode_attention"] == "grouped":
+            del d["decode_attention"]
         return d
