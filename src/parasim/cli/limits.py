@@ -121,6 +121,7 @@ TRAIN: dict[str, Rule] = {
     # MoE: training/plan.py bounds the imbalance and the capacity factor (MAX_MOE_IMBALANCE, MAX_CAPACITY_FACTOR)
     "etp": I("gpus"), "moe_imbalance": F(1.0, 1024.0, lo_open=False), "moe_capacity_factor": F(0.0, 1024.0),
     "moe_a2a": TEXT, "moe_a2a_overlap": BOOL, "recompute_modules": TEXT, "cuda_graph_scope": TEXT,
+    "moe_routing": TEXT,
 }
 
 PLAN_TRAIN: dict[str, Rule] = {

@@ -357,7 +357,7 @@ class LayerCost:
         """The busiest EP rank's token-expert pairs over the mean rank's (cost.routing)."""
         m, r = self.model, self.routing
         return expert_load_factor(self.moe_group_tokens(tokens), m.experts_per_token, m.experts, self.s.ep,
-                                  skew=r.skew, capacity_factor=r.capacity_factor)
+                                  skew=r.skew, capacity_factor=r.capacity_factor, layout=r.layout)
 
     def ep_comm_s(self, tokens: float) -> float:
         """Dispatch and combine of an MoE layer: the EP all-to-alls (training: of the busiest rank's
@@ -372,7 +372,7 @@ class LayerCost:
             return 2 * collective_time_s("all_to_all", size, self.ep_group, self.cluster)
         t, load, r = self.routed_tokens(tokens), self.expert_load(tokens), self.routing
         return (a2a_time_s(r.a2a, t, m.experts_per_token, m.hidden, self.ab, self.ep_group, self.cluster, load=load,
-                           dispatch_bytes_per_elem=r.dispatch_bytes)
+                           dispatch_bytes_per_elem=r.dispatch_bytes, experts=m.experts, layout=r.layout)
                 + etp_exchange_s(t, m.experts_per_token, m.hidden, self.ab, self.etp, self.cluster, load=load))
 
     def cp_comm_s(self, tokens: float) -> float:

@@ -8,6 +8,11 @@ uneven). Two consequences the mean count misses:
   the expected number of tiles E[ceil(X / tile)] x tile, not ceil(mean / tile) x tile;
 * with expert parallelism the ep ranks wait for the busiest one at the combine all-to-all: its
   token-expert pairs are the expected maximum of ep (nearly normal) rank loads.
+
+A benchmark may replace the router by a fixed one (`ROUTING_LAYOUTS`): `contiguous` is NeMo
+AutoModel's `FakeBalancedGate` (components/moe/layers.py, v0.2.0): token t of a rank takes the k
+consecutive experts from (t k mod E), so every expert gets exactly T k / E pairs (no sampling
+noise) and a token's experts sit on the one or two ranks holding that run of ids.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 _STD = NormalDist()
+
+#: how tokens pick experts: `random` (a router's top-k, or Megatron's force-balanced random logits)
+#: or `contiguous` (k consecutive expert ids per token, a fixed benchmark gate; module docstring)
+ROUTING_LAYOUTS = ("random", "contiguous")
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,7 @@ class ExpertRouting:
     capacity_factor: float | None = None
     a2a: str = "alltoall"
     dispatch_bytes: float | None = None
+    layout: str = "random"
 
 
 def expected_tiles(tokens: float, p: float, tile: int, mean: float | None = None) -> float:
@@ -102,9 +112,10 @@ def dropped_fraction(skew: float, capacity_factor: float | None) -> float:
 
 
 def expert_load_factor(tokens: float, k: int, experts: int, ep: int, *, skew: float = 1.0,
-                       capacity_factor: float | None = None) -> float:
+                       capacity_factor: float | None = None, layout: str = "random") -> float:
     """The busiest EP rank's token-expert pairs over the mean rank's: the larger of routing's
-    sampling noise (`busiest_rank_factor`) and the router's systematic skew, capped at the
-    capacity factor when tokens beyond it are dropped."""
-    f = max(busiest_rank_factor(tokens, k, experts, ep), skewed_rank_factor(skew, experts, ep))
+    sampling noise (`busiest_rank_factor`; none under a `contiguous` fixed gate) and the router's
+    systematic skew, capped at the capacity factor when tokens beyond it are dropped."""
+    noise = 1.0 if layout == "contiguous" else busiest_rank_factor(tokens, k, experts, ep)
+    f = max(noise, skewed_rank_factor(skew, experts, ep))
     return min(f, capacity_factor) if capacity_factor is not None else f

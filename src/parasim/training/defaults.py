@@ -93,6 +93,7 @@ DEFAULTS: tuple[Default, ...] = (
     Default("moe_imbalance", _const(1.0), _expert_parallel),
     Default("moe_a2a", _const("alltoall"), _expert_parallel),
     Default("moe_a2a_overlap", _const(False), _expert_parallel),
+    Default("moe_routing", _const("random"), _expert_parallel),
 )
 
 

@@ -17,6 +17,7 @@ from parasim.cost.ring_merge import CP_RINGS
 from parasim.cost.layer import Sharding, check_sharding
 from parasim.cost.memory import RECOMPUTE
 from parasim.cost.moe_a2a import A2A_KINDS
+from parasim.cost.routing import ROUTING_LAYOUTS
 from parasim.cost.moe_host import GRAPH_SCOPES, scope_set
 from parasim.cost.moe_memory import RECOMPUTE_MODULES
 from parasim.cost.nongemm import KERNEL_MODES
@@ -80,6 +81,9 @@ class TrainingPlan:
     moe_capacity_factor: float | None = None  # tokens beyond c x the mean expert load dropped; None = dropless
     moe_a2a: str = "alltoall"  # dispatch/combine kernels: alltoall (NCCL) | deepep
     moe_a2a_overlap: bool = False  # Megatron-Core --overlap-moe-expert-parallel-comm
+    # which experts a token takes (cost.routing.ROUTING_LAYOUTS): random (a router) | contiguous
+    # (k consecutive expert ids, NeMo AutoModel's FakeBalancedGate benchmark gate)
+    moe_routing: str = "random"
     # Megatron-Core --recompute-modules with recompute: selective (comma list); None = core_attn
     recompute_modules: str | None = None
     # Megatron-Core --cuda-graph-scope (comma list of cost.moe_host.GRAPH_SCOPES); None = eager
@@ -212,6 +216,11 @@ class TrainingPlan:
             raise InputError("etp", f"etp={self.etp} needs a mixture-of-experts model; {model.name} is dense")
         if self.moe_a2a not in A2A_KINDS:
             raise InputError("moe-a2a", f"'{self.moe_a2a}' is not one of {', '.join(A2A_KINDS)}")
+        if self.moe_routing not in ROUTING_LAYOUTS:
+            raise InputError("moe-routing", f"'{self.moe_routing}' is not one of {', '.join(ROUTING_LAYOUTS)}")
+        if self.moe_routing != "random" and not model.is_moe:
+            raise InputError("moe-routing", f"{self.moe_routing} routing needs a mixture-of-experts model; "
+                                            f"{model.name} is dense")
         if self.moe_imbalance < 1.0:
             raise InputError("moe-imbalance", f"is the busiest expert's load over the mean: must be >= 1, "
                                               f"got {self.moe_imbalance}")
@@ -290,7 +299,8 @@ _FIELD_KINDS = {
                      "fsdp_layout", "cp_ring", "param_state"),
                     "text"),
     "zero": "zero", "seq_len_dist": "text?", "etp": "count?", "moe_imbalance": "ratio",
-    "moe_capacity_factor": "positive?", "moe_a2a": "text", "moe_a2a_overlap": "bool", "recompute_modules": "text?",
+    "moe_capacity_factor": "positive?", "moe_a2a": "text", "moe_a2a_overlap": "bool", "moe_routing": "text",
+    "recompute_modules": "text?",
     "cuda_graph_scope": "text?",
 }
 #: largest busiest-expert-over-mean load accepted (every token on one expert of 1,024 is 1,024)

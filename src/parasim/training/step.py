@@ -231,7 +231,8 @@ def _inlayer_comm_s(plan: TrainingPlan, layer: LayerCost, f: dict[str, float], t
 def expert_routing(plan: TrainingPlan) -> ExpertRouting:
     """The plan's MoE routing options for `cost.layer`; DeepEP dispatches fp8 in fp8 training."""
     return ExpertRouting(skew=plan.moe_imbalance, capacity_factor=plan.moe_capacity_factor, a2a=plan.moe_a2a,
-                         dispatch_bytes=1.0 if plan.precision == "fp8" and plan.moe_a2a == "deepep" else None)
+                         dispatch_bytes=1.0 if plan.precision == "fp8" and plan.moe_a2a == "deepep" else None,
+                         layout=plan.moe_routing)
 
 
 def _selective_recompute_s(model: ModelSpec, plan: TrainingPlan, layer: LayerCost, t: float, attn_f: float,
