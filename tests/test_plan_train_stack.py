@@ -11,8 +11,6 @@ calls a real run out of memory, or lets an out-of-memory plan win, is wrong wher
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import pytest
@@ -21,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import run_cli
-from parasim.cli.main import main
+from test_hostile_cli import _run as run_in_process
 
 GIB = 2**30
 #: a small space on 8 H100: one TP/PP/CP, the micro-batches and recompute modes
@@ -102,14 +100,9 @@ def test_config_file_keys_equal_the_flags(tmp_path):
 
 # --- hostile and inapplicable values ----------------------------------------------------------------
 def _run(argv: list[str]) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        try:
-            main(argv)
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return code, err.getvalue()
+    """(exit code, stderr) of the CLI run in this process (test_hostile_cli's runner)."""
+    code, _, err = run_in_process(argv)
+    return code, err
 
 
 QUICK = ["plan", "train", "-m", "llama-3-8b", "--gpu", "h100-sxm", "--gpus", "8", "--seq-len", "2048",

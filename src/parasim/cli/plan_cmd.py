@@ -317,7 +317,7 @@ def run_plan_train(v: dict[str, Any]) -> None:
     report(out, "plan train", top=v["top"], json_out=v["json_out"], json_file=v["json_file"], render=render_train,
            emit_yaml=v["emit_yaml"], report_file=v["report_file"],
            emit_mapping=lambda: emit_yaml_mapping(out["best"], v["model"], {**out["reliability"], "tokens": out["tokens"]},
-                                                  node=out["node"]))
+                                                  node=out.get("node")))
 
 
 def train_choices(v: dict[str, Any]) -> dict[str, tuple]:

@@ -516,7 +516,7 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
         "command": "plan train", "model": model.name, "gpu": list(req.gpu), "gpus": list(req.gpus) or [n for _, n in clusters],
         **batch.as_dict(), "seq_len": req.seq_len, "objective": objective.name,
         "objective_metric": objective.metric, "tokens": req.tokens, "reliability": dict(req.reliability),
-        "stack": dict(req.stack), "node": dict(req.node),
+        **({"stack": dict(req.stack)} if req.stack else {}), **({"node": dict(req.node)} if req.node else {}),
         "defaults": ({"batch_tolerance": batch.tolerance} if batch.tokens and req.batch_tolerance is None else {}),
         "best": ranked[0] if ranked else None, "ranked": ranked, "evaluated": len(cands) - outcome.results.count(None),
         "space_size": raw, "pruned": pruned.as_dict(), "errors": errors, "baseline": baseline, "reference": reference,
