@@ -48,7 +48,7 @@ CASES = [
     # torchtitan: FSDP2 over fp32 parameters, eager kernels
     (["--gpus", "8", "--zero", "3"], ["--param-state", "fp32_params", "--kernels", "eager", "--fsdp-layout", "per_param"]),
     # NeMo-style bf16 gradient reduction without overlap, FA2 kernels
-    (["--gpus", "8", "--zero", "1,2"], ["--grad-dtype", "bf16", "--no-overlap-grad-reduce", "--attention", "flash2"]),
+    (["--gpus", "8", "--zero", "1,2", "--recompute", "selective_op"], ["--grad-dtype", "bf16", "--no-overlap-grad-reduce", "--attention", "flash2"]),
     # smaller nodes with a slow NIC: TP and DP cross it
     (["--zero", "1", "--gpus", "16"], ["--gpus-per-node", "4", "--inter-node-gbps", "100", "--tp-comm-overlap",
                                       "--no-sequence-parallel", "--param-state", "bf16_params"]),
@@ -120,6 +120,7 @@ REFUSED = [
     (["--cuda-graph-scope", "attn"], "cuda-graph-scope"), (["--moe-imbalance", "0.5"], "moe-imbalance"),
     (["--gpus-per-node", "0"], "gpus-per-node"), (["--inter-node-gbps", "-5"], "inter-node-gbps"),
     (["--dp", "8"], "dp"), (["--schedule", "1f1b"], "schedule"), (["--save-interval", "0"], "save-interval"),
+    (["--mixed-placement", "stages"], "mixed-placement"), (["--mixed-split", "even"], "mixed-split"),
 ]
 
 

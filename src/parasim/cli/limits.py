@@ -133,7 +133,7 @@ PLAN_TRAIN: dict[str, Rule] = {
     "precision": TEXT, "schedules": TEXT, "profile": PATH, "seq_len_dist": PATH, "varlen_balance": TEXT,
     **_GOODPUT, **_RUN, "config": PATH, **STACK,
     # train's flags whose value the search chooses another way: refused, naming the plan-train option
-    "dp": I("gpus"), "schedule": TEXT,
+    "dp": I("gpus"), "schedule": TEXT, "mixed_placement": TEXT, "mixed_split": TEXT,
 }
 
 PLAN_SERVE: dict[str, Rule] = {

@@ -192,11 +192,13 @@ def plan_train_cmd(
     micro_batch: Optional[str] = typer.Option(None, "--micro-batch", help="Micro-batch sizes to try.", rich_help_panel=PANEL_SPACE),
     virtual_stages: Optional[str] = typer.Option(None, "--virtual-stages", help="Virtual stages to try (1 = no interleaving).", rich_help_panel=PANEL_SPACE),
     zero: Optional[str] = typer.Option(None, "--zero", help="ZeRO stages to try (0-3).", rich_help_panel=PANEL_SPACE),
-    recompute: Optional[str] = typer.Option(None, "--recompute", help="none,selective,full subsets.", rich_help_panel=PANEL_SPACE),
+    recompute: Optional[str] = typer.Option(None, "--recompute", help="Subsets of none, selective, full, selective_op (torchtitan's op-level SAC; tried only when listed) [default: none,selective,full].", rich_help_panel=PANEL_SPACE),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16,fp16,fp8 subsets.", rich_help_panel=PANEL_SPACE),
     schedules: Optional[str] = typer.Option(None, "--schedules", help="Subsets of {SCHEDULES}, comma-separated.", rich_help_panel=PANEL_SPACE),
     dp: Optional[int] = typer.Option(None, "--dp", hidden=True, help="Refused: dp is what tp*pp*cp leaves of --gpus."),
     schedule: Optional[str] = typer.Option(None, "--schedule", hidden=True, help="Refused: give --schedules."),
+    mixed_placement: Optional[str] = typer.Option(None, "--mixed-placement", hidden=True, help="Refused: searched on a mixed --gpu."),
+    mixed_split: Optional[str] = typer.Option(None, "--mixed-split", hidden=True, help="Refused: balanced on a mixed --gpu."),
     mtbf_gpu_hours: Optional[float] = typer.Option(None, "--mtbf-gpu-hours", help="Hours between job-stopping failures per GPU (default 50,000: Llama 3's 419 in 54 days on 16K H100).", rich_help_panel=PANEL_GOODPUT),
     checkpoint_bw_gbps: Optional[float] = typer.Option(None, "--checkpoint-bw-gbps", help="Checkpoint write/read bandwidth per node, Gbit/s (default 200).", rich_help_panel=PANEL_GOODPUT),
     storage_bw_gbps: Optional[float] = typer.Option(None, "--storage-bw-gbps", help="Checkpoint storage bandwidth for the whole job, Gbit/s (default 16,000 = Llama 3's 2 TB/s).", rich_help_panel=PANEL_GOODPUT),
@@ -285,14 +287,18 @@ def _as_flag_text(rule, value: Any) -> Any:
 
 #: train's flags whose value plan train searches another way: refused, naming what to give instead
 SEARCHED_ELSEWHERE = {"dp": "dp is what tp*pp*cp leaves of the GPU count: narrow it with --tp, --pp, --cp or --gpus",
-                      "schedule": "plan train searches schedules: give --schedules (a comma list; one name fixes it)"}
+                      "schedule": "plan train searches schedules: give --schedules (a comma list; one name fixes it)",
+                      "mixed_placement": "plan train tries every placement (stages, replicas) on a mixed --gpu "
+                                         "TYPE:COUNT,... list and ranks them",
+                      "mixed_split": "plan train splits a mixed cluster's layers by each group's speed (balanced); "
+                                     "give `parasim train --mixed-split` the winner's config to compare another split"}
 
 
 def run_plan_train(v: dict[str, Any]) -> None:
     """plan train after its options are read and merged with the config file."""
     for key, why in SEARCHED_ELSEWHERE.items():
         if v.get(key) is not None:
-            raise InputError(key, why)
+            raise InputError(key.replace("_", "-"), why)
     for key in ("model", "gpu", "seq_len"):
         if not v.get(key):
             raise InputError(key.replace("_", "-"), f"required (give --{key.replace('_', '-')} or `{key}:` in the config file)")
@@ -322,6 +328,7 @@ def run_plan_train(v: dict[str, Any]) -> None:
 
 def train_choices(v: dict[str, Any]) -> dict[str, tuple]:
     """TrainSearch.choices from the search-space options (each checked; empty = the default)."""
+    from parasim.cost.memory import RECOMPUTE
     from parasim.search.space import parse_etp
     from parasim.training.schedules import schedule_names
 
@@ -333,7 +340,7 @@ def train_choices(v: dict[str, Any]) -> dict[str, tuple]:
         choices["zero"] = tuple(int(z) for z in str_list(zero) if z.isdigit() and int(z) <= 3) or ()
         if len(choices["zero"]) != len(str_list(zero)):
             raise InputError("zero", f"expected stages 0-3 separated by commas, got {zero!r}")
-    for name, allowed in (("recompute", ("none", "selective", "full")), ("precision", ("bf16", "fp16", "fp8")),
+    for name, allowed in (("recompute", RECOMPUTE), ("precision", ("bf16", "fp16", "fp8")),
                           ("schedules", schedule_names())):
         bad = [x for x in choices[name] if x not in allowed]
         if bad:
