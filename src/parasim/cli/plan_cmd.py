@@ -251,7 +251,7 @@ NOT_IN_CONFIG = ("config",)
 def with_config(v: dict[str, Any], path: Path, is_default) -> dict[str, Any]:
     """`v` with the config file's values for the options not given on the command line (flags win).
     Keys are plan train's flags with underscores; a list may be a YAML list or comma text, and an
-    output path is taken relative to the file."""
+    output path or a profile is taken relative to the file (as `parasim train -c` takes them)."""
     from parasim.cli.config import read_mapping
 
     flag_to_param = {flag: name for name, flag in limits.JSON_NAMES.items()}
@@ -266,7 +266,7 @@ def with_config(v: dict[str, Any], path: Path, is_default) -> dict[str, Any]:
         name = flag_to_param.get(key, key)
         if value is None or not is_default(name):
             continue
-        if limits.PLAN_TRAIN[key].kind == "out" and not Path(value).is_absolute():
+        if (limits.PLAN_TRAIN[key].kind == "out" or key == "profile") and not Path(value).is_absolute():
             value = str(path.parent / value)
         out[name] = value
     return out
