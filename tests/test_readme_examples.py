@@ -105,6 +105,9 @@ def _check_plan(out, args):
     assert out["evaluated"] > 0 and out["explanation"]["text"]
     if args[1] == "serve":
         assert out["best"]["meets_slo"] and out["best"]["fidelity"] == "full"
+    if "--param-state" in args:  # the user's stack holds for every ranked plan
+        state = args[args.index("--param-state") + 1]
+        assert {r["param_state"] for r in out["ranked"]} == {state} == {out["stack"]["param_state"]}
     if "--emit" in args:  # the winner's launch commands, for the engine asked for
         engine = args[args.index("--emit") + 1]
         assert out["emit"]["commands"] and out["emit"]["script"].count("\n") >= 2

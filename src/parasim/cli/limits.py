@@ -107,21 +107,23 @@ SERVE: dict[str, Rule] = {
     "decode_attention": TEXT,
 }
 
+#: the training stack's options, `parasim train`'s and `parasim plan train`'s alike (cli/train_stack.py);
+#: MoE: training/plan.py bounds the imbalance and the capacity factor (MAX_MOE_IMBALANCE, MAX_CAPACITY_FACTOR)
+STACK: dict[str, Rule] = {
+    "gpus_per_node": I("gpus"), "inter_node_gbps": F(0.0, 1e6), "sequence_parallel": BOOL, "grad_dtype": TEXT,
+    "overlap_grad_reduce": BOOL, "overlap_param_gather": BOOL, "tp_comm_overlap": BOOL, "overlap_p2p_comm": BOOL,
+    "attention": TEXT, "kernels": TEXT, "fsdp_layout": TEXT, "cp_ring": TEXT, "param_state": TEXT,
+    "moe_imbalance": F(1.0, 1024.0, lo_open=False), "moe_capacity_factor": F(0.0, 1024.0), "moe_a2a": TEXT,
+    "moe_a2a_overlap": BOOL, "moe_routing": TEXT, "recompute_modules": TEXT, "cuda_graph_scope": TEXT, "save_interval": I(hi=10**9),
+}
+
 TRAIN: dict[str, Rule] = {
-    "config": PATH, "model": TEXT, "gpu": TEXT, "gpus": I("gpus"), "gpus_per_node": I("gpus"),
-    "inter_node_gbps": F(0.0, 1e6), "tp": I("gpus"), "pp": I("gpus"), "dp": I("gpus"), "cp": I("gpus"),
-    "ep": I("gpus"), "virtual_stages": I(hi=100_000), "sequence_parallel": BOOL, "zero": I(lo=0, hi=3),
+    "config": PATH, "model": TEXT, "gpu": TEXT, "gpus": I("gpus"), "tp": I("gpus"), "pp": I("gpus"), "dp": I("gpus"),
+    "cp": I("gpus"), "ep": I("gpus"), "virtual_stages": I(hi=100_000), "zero": I(lo=0, hi=3),
     "micro_batch": I("batch"), "global_batch": I("batch"), "seq_len": I("tokens"), "seq_len_dist": PATH,
-    "varlen_balance": TEXT,
-    "recompute": TEXT, "precision": TEXT, "grad_dtype": TEXT, "overlap_grad_reduce": BOOL,
-    "overlap_param_gather": BOOL, "tp_comm_overlap": BOOL, "overlap_p2p_comm": BOOL, "schedule": TEXT,
-    "attention": TEXT, "kernels": TEXT, "fsdp_layout": TEXT, "cp_ring": TEXT, "param_state": TEXT, "profile": PATH, "timeline": OUT, **OUTPUTS, **REPORT_OUT,
-    "tokens": F(0.0, 1e18), **_GOODPUT, "save_interval": I(hi=10**9),
-    "node_groups": Rule("node_groups"), "mixed_placement": TEXT, "mixed_split": TEXT,
-    # MoE: training/plan.py bounds the imbalance and the capacity factor (MAX_MOE_IMBALANCE, MAX_CAPACITY_FACTOR)
-    "etp": I("gpus"), "moe_imbalance": F(1.0, 1024.0, lo_open=False), "moe_capacity_factor": F(0.0, 1024.0),
-    "moe_a2a": TEXT, "moe_a2a_overlap": BOOL, "recompute_modules": TEXT, "cuda_graph_scope": TEXT,
-    "moe_routing": TEXT,
+    "varlen_balance": TEXT, "recompute": TEXT, "precision": TEXT, "schedule": TEXT,
+    "profile": PATH, "timeline": OUT, **OUTPUTS, **REPORT_OUT, "tokens": F(0.0, 1e18), **_GOODPUT, **STACK,
+    "node_groups": Rule("node_groups"), "mixed_placement": TEXT, "mixed_split": TEXT, "etp": I("gpus"),
 }
 
 PLAN_TRAIN: dict[str, Rule] = {
@@ -130,7 +132,9 @@ PLAN_TRAIN: dict[str, Rule] = {
     "tokens": F(0.0, 1e18), "reference": Rule("pairs"), "tp": L("gpus"), "pp": L("gpus"), "cp": L("gpus"),
     "ep": L("gpus"), "etp": TEXT, "micro_batch": L("batch"), "virtual_stages": L("gpus"), "zero": TEXT, "recompute": TEXT,
     "precision": TEXT, "schedules": TEXT, "profile": PATH, "seq_len_dist": PATH, "varlen_balance": TEXT,
-    **_GOODPUT, **_RUN,
+    **_GOODPUT, **_RUN, "config": PATH, **STACK,
+    # train's flags whose value the search chooses another way: refused, naming the plan-train option
+    "dp": I("gpus"), "schedule": TEXT, "mixed_placement": TEXT, "mixed_split": TEXT,
 }
 
 PLAN_SERVE: dict[str, Rule] = {

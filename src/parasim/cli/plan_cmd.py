@@ -25,6 +25,7 @@ import yaml
 
 from parasim import __version__
 from parasim.cli import limits, outputs
+from parasim.cli import train_stack as ts
 from parasim.cli.names import RegistryHelp
 from parasim.cli.profile_opt import HELP as PROFILE_HELP
 from parasim.cli.profile_opt import calibration, profile_errors
@@ -169,10 +170,12 @@ def add_expected_error(out: dict | None, model: str, kind: str, profile: Optiona
 # --- plan train ----------------------------------------------------------------------------------------
 @plan_app.command("train", cls=RegistryHelp)
 def plan_train_cmd(
-    model: str = typer.Option(..., "--model", "-m", help="Catalog name or path to a HF config.json."),
-    gpu: list[str] = typer.Option(..., "--gpu", help="Accelerator id; repeat to compare GPU types. A mixed cluster: TYPE:COUNT,TYPE:COUNT (e.g. h100-sxm:64,a100-sxm-80gb:64): the placement and layer split are searched."),
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file with any of these options (keys as the flags, dashes or underscores; a list as YAML or comma text); a flag given wins."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Catalog name or path to a HF config.json (required)."),
+    gpu: Optional[list[str]] = typer.Option(None, "--gpu", help="Accelerator id (required); repeat to compare GPU types. A mixed cluster: TYPE:COUNT,TYPE:COUNT (e.g. h100-sxm:64,a100-sxm-80gb:64): the placement and layer split are searched."),
     gpus: Optional[list[str]] = typer.Option(None, "--gpus", help="GPU count, a list (8192,16384) or a doubling range (1024-16384); optional with TYPE:COUNT (then their sum)."),
-    seq_len: int = typer.Option(..., "--seq-len", help="Tokens per sequence."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per sequence (required)."),
     global_batch_tokens: Optional[int] = typer.Option(None, "--global-batch-tokens", help="Tokens per optimizer step."),
     global_batch: Optional[int] = typer.Option(None, "--global-batch", help="Sequences per optimizer step (exact)."),
     batch_tolerance: Optional[float] = typer.Option(None, "--batch-tolerance", help="With --global-batch-tokens: how far (relative) each plan's batch may be from the budget [default: 0.05]."),
@@ -189,16 +192,41 @@ def plan_train_cmd(
     micro_batch: Optional[str] = typer.Option(None, "--micro-batch", help="Micro-batch sizes to try.", rich_help_panel=PANEL_SPACE),
     virtual_stages: Optional[str] = typer.Option(None, "--virtual-stages", help="Virtual stages to try (1 = no interleaving).", rich_help_panel=PANEL_SPACE),
     zero: Optional[str] = typer.Option(None, "--zero", help="ZeRO stages to try (0-3).", rich_help_panel=PANEL_SPACE),
-    recompute: Optional[str] = typer.Option(None, "--recompute", help="none,selective,full subsets.", rich_help_panel=PANEL_SPACE),
+    recompute: Optional[str] = typer.Option(None, "--recompute", help="Subsets of none, selective, full, selective_op (torchtitan's op-level SAC; tried only when listed) [default: none,selective,full].", rich_help_panel=PANEL_SPACE),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16,fp16,fp8 subsets.", rich_help_panel=PANEL_SPACE),
     schedules: Optional[str] = typer.Option(None, "--schedules", help="Subsets of {SCHEDULES}, comma-separated.", rich_help_panel=PANEL_SPACE),
+    dp: Optional[int] = typer.Option(None, "--dp", hidden=True, help="Refused: dp is what tp*pp*cp leaves of --gpus."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", hidden=True, help="Refused: give --schedules."),
+    mixed_placement: Optional[str] = typer.Option(None, "--mixed-placement", hidden=True, help="Refused: searched on a mixed --gpu."),
+    mixed_split: Optional[str] = typer.Option(None, "--mixed-split", hidden=True, help="Refused: balanced on a mixed --gpu."),
     mtbf_gpu_hours: Optional[float] = typer.Option(None, "--mtbf-gpu-hours", help="Hours between job-stopping failures per GPU (default 50,000: Llama 3's 419 in 54 days on 16K H100).", rich_help_panel=PANEL_GOODPUT),
     checkpoint_bw_gbps: Optional[float] = typer.Option(None, "--checkpoint-bw-gbps", help="Checkpoint write/read bandwidth per node, Gbit/s (default 200).", rich_help_panel=PANEL_GOODPUT),
     storage_bw_gbps: Optional[float] = typer.Option(None, "--storage-bw-gbps", help="Checkpoint storage bandwidth for the whole job, Gbit/s (default 16,000 = Llama 3's 2 TB/s).", rich_help_panel=PANEL_GOODPUT),
     restart_s: Optional[float] = typer.Option(None, "--restart-s", help="Seconds from a failure to training again, before the checkpoint load (default 600).", rich_help_panel=PANEL_GOODPUT),
     async_save: Optional[bool] = typer.Option(None, "--async-save/--no-async-save", help="Write checkpoints in the background after a host snapshot (default off).", rich_help_panel=PANEL_GOODPUT),
+    save_interval: ts.SaveInterval = None,
     seq_len_dist: Optional[str] = typer.Option(None, "--seq-len-dist", help="Document lengths (as `parasim train --seq-len-dist`); the search then tries each --varlen-balance.", rich_help_panel=PANEL_SPACE),
     varlen_balance: Optional[str] = typer.Option(None, "--varlen-balance", help="Balancing strategies to try with --seq-len-dist, of {VARLEN_BALANCE} (default: all).", rich_help_panel=PANEL_SPACE),
+    gpus_per_node: ts.GpusPerNode = None,
+    inter_node_gbps: ts.InterNodeGbps = None,
+    sequence_parallel: Optional[bool] = typer.Option(None, "--sequence-parallel/--no-sequence-parallel", help="Megatron sequence parallelism with TP (default on wherever tp > 1).", rich_help_panel=ts.PANEL_BATCH),
+    grad_dtype: ts.GradDtype = None,
+    recompute_modules: ts.RecomputeModules = None,
+    attention: ts.Attention = None,
+    kernels: ts.Kernels = None,
+    param_state: ts.ParamState = None,
+    fsdp_layout: ts.FsdpLayout = None,
+    cp_ring: ts.CpRing = None,
+    overlap_grad_reduce: ts.OverlapGradReduce = None,
+    overlap_param_gather: ts.OverlapParamGather = None,
+    tp_comm_overlap: ts.TpCommOverlap = None,
+    overlap_p2p_comm: ts.OverlapP2pComm = None,
+    moe_imbalance: ts.MoeImbalance = None,
+    moe_capacity_factor: ts.MoeCapacityFactor = None,
+    moe_a2a: ts.MoeA2a = None,
+    moe_a2a_overlap: ts.MoeA2aOverlap = None,
+    moe_routing: ts.MoeRouting = None,
+    cuda_graph_scope: ts.CudaGraphScope = None,
     workers: Workers = None,
     executor: Executor = "local",
     ray_address: RayAddress = None,
@@ -208,40 +236,117 @@ def plan_train_cmd(
     report_file: ReportFile = None,
     profile: Profile = None,
 ) -> None:
-    """Search TP x PP x virtual stages x CP x EP x DP x micro-batch x recompute x ZeRO x schedule."""
-    v = limits.check(limits.PLAN_TRAIN, dict(locals()), names=limits.JSON_NAMES)
+    """Search TP x PP x virtual stages x CP x EP x DP x micro-batch x recompute x ZeRO x schedule,
+    on the user's stack (its options, as `parasim train` takes them, hold for every plan)."""
+    given = {k: v for k, v in locals().items() if k != "ctx"}
+    v = limits.check(limits.PLAN_TRAIN, given, names=limits.JSON_NAMES)
+    if config is not None:
+        v = with_config(v, Path(v["config"]), lambda k: str(ctx.get_parameter_source(k)).endswith("DEFAULT"))
+    run_plan_train(v)
 
+
+#: plan train's parameters a config file may not hold (the file itself; the command-line-only switches)
+NOT_IN_CONFIG = ("config",)
+
+
+def with_config(v: dict[str, Any], path: Path, is_default) -> dict[str, Any]:
+    """`v` with the config file's values for the options not given on the command line (flags win).
+    Keys are plan train's flags with underscores; a list may be a YAML list or comma text, and an
+    output path or a profile is taken relative to the file (as `parasim train -c` takes them)."""
+    from parasim.cli.config import read_mapping
+
+    flag_to_param = {flag: name for name, flag in limits.JSON_NAMES.items()}
+    raw = read_mapping(path)
+    for key in NOT_IN_CONFIG:
+        if key in raw:
+            raise InputError(f"{path.name}:{key}", "a config file cannot name another one")
+    file = limits.check(limits.PLAN_TRAIN, {k: _as_flag_text(limits.PLAN_TRAIN.get(k), x) for k, x in raw.items()},
+                        where=f"{path.name}:")
+    out = dict(v)
+    for key, value in file.items():
+        name = flag_to_param.get(key, key)
+        if value is None or not is_default(name):
+            continue
+        if (limits.PLAN_TRAIN[key].kind == "out" or key == "profile") and not Path(value).is_absolute():
+            value = str(path.parent / value)
+        out[name] = value
+    return out
+
+
+def _as_flag_text(rule, value: Any) -> Any:
+    """A YAML value as its flag would be typed: a whole number or a list of scalars for a comma-list
+    option (`tp: 8`, `tp: [1, 2]`, `zero: 3`) becomes comma text; anything else is left to the rule."""
+    if rule is None or rule.kind not in ("ints", "text", "gpu_counts"):
+        return value
+    scalar = (int, str)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, list) and value and all(isinstance(x, scalar) and not isinstance(x, bool) for x in value):
+        return ",".join(str(x) for x in value) if rule.kind != "gpu_counts" else [str(x) for x in value]
+    return value
+
+
+#: train's flags whose value plan train searches another way: refused, naming what to give instead
+SEARCHED_ELSEWHERE = {"dp": "dp is what tp*pp*cp leaves of the GPU count: narrow it with --tp, --pp, --cp or --gpus",
+                      "schedule": "plan train searches schedules: give --schedules (a comma list; one name fixes it)",
+                      "mixed_placement": "plan train tries every placement (stages, replicas) on a mixed --gpu "
+                                         "TYPE:COUNT,... list and ranks them",
+                      "mixed_split": "plan train splits a mixed cluster's layers by each group's speed (balanced); "
+                                     "give `parasim train --mixed-split` the winner's config to compare another split"}
+
+
+def run_plan_train(v: dict[str, Any]) -> None:
+    """plan train after its options are read and merged with the config file."""
+    for key, why in SEARCHED_ELSEWHERE.items():
+        if v.get(key) is not None:
+            raise InputError(key.replace("_", "-"), why)
+    for key in ("model", "gpu", "seq_len"):
+        if not v.get(key):
+            raise InputError(key.replace("_", "-"), f"required (give --{key.replace('_', '-')} or `{key}:` in the config file)")
     from parasim.search.plan_train import TrainSearch, emit_yaml_mapping, run_search
+    from parasim.specs.catalog import get_model
+
+    stack = {k: v[k] for k in ("sequence_parallel", *ts.STACK_FIELDS) if v[k] is not None}
+    ts.check_moe(get_model(v["model"]), stack)
+    varlen = varlen_choices(v["seq_len_dist"], v["varlen_balance"])
+    req = TrainSearch(model=v["model"], gpu=tuple(v["gpu"]), gpus=tuple(v["gpus"] or ()), seq_len=v["seq_len"],
+                      global_batch=v["global_batch"], global_batch_tokens=v["global_batch_tokens"],
+                      batch_tolerance=v["batch_tolerance"], objective=v["objective"], tokens=v["tokens"], top=v["top"],
+                      pareto=v["pareto"], choices=train_choices(v), reference=v["reference"], workers=v["workers"],
+                      executor=v["executor"], ray_address=v["ray_address"], **varlen, stack=stack,
+                      node={k: v[k] for k in ts.CLUSTER_FIELDS if v[k] is not None},
+                      reliability={k: v[k] for k in ("mtbf_gpu_hours", "checkpoint_bw_gbps", "storage_bw_gbps",
+                                                     "restart_s", "async_save", "save_interval") if v[k] is not None})
+    outputs.check(v["json_file"], v["emit_yaml"], v["report_file"])
+    with calibration(v["profile"], executor=v["executor"]):
+        out = search(run_search, req, v["json_out"])
+    add_expected_error(out, v["model"], "training", v["profile"])
+    report(out, "plan train", top=v["top"], json_out=v["json_out"], json_file=v["json_file"], render=render_train,
+           emit_yaml=v["emit_yaml"], report_file=v["report_file"],
+           emit_mapping=lambda: emit_yaml_mapping(out["best"], v["model"], {**out["reliability"], "tokens": out["tokens"]},
+                                                  node=out.get("node")))
+
+
+def train_choices(v: dict[str, Any]) -> dict[str, tuple]:
+    """TrainSearch.choices from the search-space options (each checked; empty = the default)."""
+    from parasim.cost.memory import RECOMPUTE
     from parasim.search.space import parse_etp
     from parasim.training.schedules import schedule_names
 
     choices: dict[str, tuple] = {k: v[k] or () for k in ("tp", "pp", "cp", "ep", "micro_batch", "virtual_stages")}
-    choices |= {"recompute": str_list(recompute), "precision": str_list(precision), "schedules": str_list(schedules)}
-    choices["etp"] = parse_etp(etp)
+    choices |= {k: str_list(v[k]) for k in ("recompute", "precision", "schedules")}
+    choices["etp"] = parse_etp(v["etp"])
+    zero = v["zero"]
     if zero:
         choices["zero"] = tuple(int(z) for z in str_list(zero) if z.isdigit() and int(z) <= 3) or ()
         if len(choices["zero"]) != len(str_list(zero)):
             raise InputError("zero", f"expected stages 0-3 separated by commas, got {zero!r}")
-    for name, allowed in (("recompute", ("none", "selective", "full")), ("precision", ("bf16", "fp16", "fp8")),
+    for name, allowed in (("recompute", RECOMPUTE), ("precision", ("bf16", "fp16", "fp8")),
                           ("schedules", schedule_names())):
-        bad = [v for v in choices[name] if v not in allowed]
+        bad = [x for x in choices[name] if x not in allowed]
         if bad:
             raise InputError(name, f"'{bad[0]}' is not one of {', '.join(allowed)}")
-    varlen = varlen_choices(v["seq_len_dist"], varlen_balance)
-    req = TrainSearch(model=model, gpu=tuple(gpu), gpus=tuple(v["gpus"] or ()), seq_len=seq_len, global_batch=global_batch,
-                      global_batch_tokens=global_batch_tokens, batch_tolerance=batch_tolerance, objective=objective, tokens=tokens, top=top,
-                      pareto=pareto, choices={k: v for k, v in choices.items() if v},
-                      reference=v["reference"], workers=workers, executor=executor,
-                      ray_address=ray_address, **varlen,
-                      reliability={k: v[k] for k in ("mtbf_gpu_hours", "checkpoint_bw_gbps", "storage_bw_gbps",
-                                                     "restart_s", "async_save") if v[k] is not None})
-    outputs.check(json_file, emit_yaml, report_file)
-    with calibration(profile, executor=executor):
-        out = search(run_search, req, json_out)
-    add_expected_error(out, model, "training", profile)
-    report(out, "plan train", top=top, json_out=json_out, json_file=json_file, render=render_train,
-           emit_yaml=emit_yaml, emit_mapping=lambda: emit_yaml_mapping(out["best"], model, {**out["reliability"], "tokens": out["tokens"]}),
-           report_file=report_file)
+    return {k: x for k, x in choices.items() if x}
 
 
 def varlen_choices(spec: str | None, balance: str | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import typer
 
 from parasim.cli import limits, outputs
+from parasim.cli import train_stack as ts
 from parasim.cli.config import read_mapping
 from parasim.cli.names import RegistryHelp
 from parasim.cli.profile_opt import HELP as PROFILE_HELP
@@ -30,10 +31,8 @@ GOODPUT_KEYS = ("tokens", "mtbf_gpu_hours", "checkpoint_bw_gbps", "storage_bw_gb
                 "save_interval")
 OUTPUT_KEYS = ("json", "config", "json_file", "profile", "timeline", "report")
 PANEL_PAR = "Parallelism"
-PANEL_BATCH = "Batch and precision"
-PANEL_OVERLAP = "Overlap and schedule"
+PANEL_BATCH, PANEL_OVERLAP = ts.PANEL_BATCH, ts.PANEL_OVERLAP
 PANEL_GOODPUT = "Failures and checkpoints (goodput)"
-PANEL_MOE = "Mixture of experts"
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -106,6 +105,7 @@ def build(options: dict[str, Any]):
         if options.get(key) is None:
             raise InputError(key, f"required (give --{key} or `{key}:` in the config file)")
     model = get_model(str(options["model"]))
+    ts.check_moe(model, options)
     if mixed is not None:
         gpus, cluster = mixed.gpus, mixed
     else:
@@ -174,8 +174,8 @@ def train_cmd(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Catalog name or path to a HF config.json."),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="Accelerator id (see `parasim gpus`), or a mixed cluster TYPE:COUNT,TYPE:COUNT (e.g. h100-sxm:64,a100-sxm-80gb:64)."),
     gpus: Optional[int] = typer.Option(None, "--gpus", help="Total GPUs (optional with TYPE:COUNT: then their sum)."),
-    gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node", help="GPUs per node (default: the GPU's node preset, else 8)."),
-    inter_node_gbps: Optional[float] = typer.Option(None, "--inter-node-gbps", help="NIC bandwidth per GPU, Gbit/s."),
+    gpus_per_node: ts.GpusPerNode = None,
+    inter_node_gbps: ts.InterNodeGbps = None,
     tp: Optional[int] = typer.Option(None, "--tp", help="Tensor-parallel degree.", rich_help_panel=PANEL_PAR),
     pp: Optional[int] = typer.Option(None, "--pp", help="Pipeline-parallel degree.", rich_help_panel=PANEL_PAR),
     dp: Optional[int] = typer.Option(None, "--dp", help="Data-parallel degree (derived from gpus when omitted).", rich_help_panel=PANEL_PAR),
@@ -192,31 +192,31 @@ def train_cmd(
     varlen_balance: Optional[str] = typer.Option(None, "--varlen-balance", help="How documents spread over dp*cp ranks: {VARLEN_BALANCE} (docs/training.md).", rich_help_panel=PANEL_BATCH),
     recompute: Optional[str] = typer.Option(None, "--recompute", help="none | selective | full | selective_op (torchtitan's op-level SAC).", rich_help_panel=PANEL_BATCH),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp16 | fp8.", rich_help_panel=PANEL_BATCH),
-    grad_dtype: Optional[str] = typer.Option(None, "--grad-dtype", help="Gradient buffer / DP reduction dtype: fp32 | bf16.", rich_help_panel=PANEL_BATCH),
-    recompute_modules: Optional[str] = typer.Option(None, "--recompute-modules", help="With --recompute selective (implied): comma list of core_attn, moe_act, layernorm, mla_up_proj (Megatron-Core's; default core_attn).", rich_help_panel=PANEL_BATCH),
-    moe_imbalance: Optional[float] = typer.Option(None, "--moe-imbalance", help="MoE: busiest expert's token load over the mean, >= 1 (default 1: routing's sampling noise only).", rich_help_panel=PANEL_MOE),
-    moe_capacity_factor: Optional[float] = typer.Option(None, "--moe-capacity-factor", help="MoE: drop tokens beyond this factor x the mean expert load (default: dropless).", rich_help_panel=PANEL_MOE),
-    moe_a2a: Optional[str] = typer.Option(None, "--moe-a2a", help="MoE dispatch/combine kernels: alltoall (NCCL) | deepep (DeepEP: one network copy per node).", rich_help_panel=PANEL_MOE),
-    moe_a2a_overlap: Optional[bool] = typer.Option(None, "--moe-a2a-overlap/--no-moe-a2a-overlap", help="MoE: hide the dispatch/combine under another micro-batch's compute (Megatron-Core --overlap-moe-expert-parallel-comm).", rich_help_panel=PANEL_MOE),
-    moe_routing: Optional[str] = typer.Option(None, "--moe-routing", help="MoE: which experts a token takes: random (a router; default) | contiguous (k consecutive expert ids, NeMo AutoModel's fake_balanced_gate benchmark gate: exact balance, one or two GPUs per token for DeepEP). docs/training.md.", rich_help_panel=PANEL_MOE),
-    cuda_graph_scope: Optional[str] = typer.Option(None, "--cuda-graph-scope", help="MoE host work: what CUDA graphs cover, a comma list of attn, moe_router, moe_preprocess, or full_iteration alone (Megatron-Core's; default none: eager; docs/training.md).", rich_help_panel=PANEL_MOE),
-    overlap_grad_reduce: Optional[bool] = typer.Option(None, "--overlap-grad-reduce/--no-overlap-grad-reduce", help="Overlap DP gradient reduction with the backward.", rich_help_panel=PANEL_OVERLAP),
-    overlap_param_gather: Optional[bool] = typer.Option(None, "--overlap-param-gather/--no-overlap-param-gather", help="Overlap parameter all-gathers with compute.", rich_help_panel=PANEL_OVERLAP),
-    tp_comm_overlap: Optional[bool] = typer.Option(None, "--tp-comm-overlap/--no-tp-comm-overlap", help="Overlap TP communication with GEMMs.", rich_help_panel=PANEL_OVERLAP),
-    overlap_p2p_comm: Optional[bool] = typer.Option(None, "--overlap-p2p-comm/--no-overlap-p2p-comm", help="Pipeline sends beside compute (default); --no-... = blocking exchanges (Megatron-LM 2021).", rich_help_panel=PANEL_OVERLAP),
+    grad_dtype: ts.GradDtype = None,
+    recompute_modules: ts.RecomputeModules = None,
+    moe_imbalance: ts.MoeImbalance = None,
+    moe_capacity_factor: ts.MoeCapacityFactor = None,
+    moe_a2a: ts.MoeA2a = None,
+    moe_a2a_overlap: ts.MoeA2aOverlap = None,
+    moe_routing: ts.MoeRouting = None,
+    cuda_graph_scope: ts.CudaGraphScope = None,
+    overlap_grad_reduce: ts.OverlapGradReduce = None,
+    overlap_param_gather: ts.OverlapParamGather = None,
+    tp_comm_overlap: ts.TpCommOverlap = None,
+    overlap_p2p_comm: ts.OverlapP2pComm = None,
     schedule: Optional[str] = typer.Option(None, "--schedule", help="{SCHEDULES}.", rich_help_panel=PANEL_OVERLAP),
-    attention: Optional[str] = typer.Option(None, "--attention", help="flash (best fused kernel) | flash2 (FA2-generation) | triton (2022-23 Triton FlashAttention) | unfused.", rich_help_panel=PANEL_OVERLAP),
-    kernels: Optional[str] = typer.Option(None, "--kernels", help="Non-GEMM kernels: fused (Megatron/TE) | eager (PyTorch eager) | compiled (torch.compile).", rich_help_panel=PANEL_OVERLAP),
-    fsdp_layout: Optional[str] = typer.Option(None, "--fsdp-layout", help="ZeRO-3 parameter layout: flat (FSDP1, DeepSpeed; default) | per_param (FSDP2 fully_shard: copy-out and chunk-cat on the compute stream). --zero 3 only.", rich_help_panel=PANEL_OVERLAP),
-    cp_ring: Optional[str] = typer.Option(None, "--cp-ring", help="Context-parallel ring: te (Transformer Engine, default) | pytorch (torch.distributed context_parallel: fp32 merges per ring step). --cp > 1 only.", rich_help_panel=PANEL_OVERLAP),
-    param_state: Optional[str] = typer.Option(None, "--param-state", help="How the stack stores parameter state: megatron (16-bit weights + fp32 master and Adam moments, 18 B/param; default) | fp32_params (PyTorch FSDP / autocast: fp32 parameters as the master, 16 B, plus the 16-bit copies gathered) | bf16_params (no fp32 copy, 8 B). docs/training.md.", rich_help_panel=PANEL_OVERLAP),
+    attention: ts.Attention = None,
+    kernels: ts.Kernels = None,
+    fsdp_layout: ts.FsdpLayout = None,
+    cp_ring: ts.CpRing = None,
+    param_state: ts.ParamState = None,
     tokens: Optional[float] = typer.Option(None, "--tokens", help="Tokens to train: adds time_to_train_s (wall time, failures included).", rich_help_panel=PANEL_GOODPUT),
     mtbf_gpu_hours: Optional[float] = typer.Option(None, "--mtbf-gpu-hours", help="Hours between job-stopping failures per GPU (default 50,000: Llama 3's 419 in 54 days on 16K H100).", rich_help_panel=PANEL_GOODPUT),
     checkpoint_bw_gbps: Optional[float] = typer.Option(None, "--checkpoint-bw-gbps", help="Checkpoint write/read bandwidth per node, Gbit/s (default 200).", rich_help_panel=PANEL_GOODPUT),
     storage_bw_gbps: Optional[float] = typer.Option(None, "--storage-bw-gbps", help="Checkpoint storage bandwidth for the whole job, Gbit/s (default 16,000 = Llama 3's 2 TB/s).", rich_help_panel=PANEL_GOODPUT),
     restart_s: Optional[float] = typer.Option(None, "--restart-s", help="Seconds from a failure to training again, before the checkpoint load (default 600).", rich_help_panel=PANEL_GOODPUT),
     async_save: Optional[bool] = typer.Option(None, "--async-save/--no-async-save", help="Write checkpoints in the background after a host snapshot (Megatron --async-save; default off).", rich_help_panel=PANEL_GOODPUT),
-    save_interval: Optional[int] = typer.Option(None, "--save-interval", help="Steps between checkpoints (Megatron --save-interval; default: the Young/Daly optimum).", rich_help_panel=PANEL_GOODPUT),
+    save_interval: ts.SaveInterval = None,
     mixed_placement: Optional[str] = typer.Option(None, "--mixed-placement", help="Mixed GPU types: stages (each group holds whole pipeline stages; default) | replicas (each group holds whole pipeline replicas, DP across types).", rich_help_panel=PANEL_PAR),
     mixed_split: Optional[str] = typer.Option(None, "--mixed-split", help="Mixed GPU types: balanced (layers, or micro-batches with replicas, by each group's speed; the default with two types or more) | even (the plain split) | layers per pipeline rank, e.g. 30,30,10,10.", rich_help_panel=PANEL_PAR),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),

@@ -37,7 +37,7 @@ from parasim.search.interrupts import SigintGuard
 from parasim.search.objectives import TRAIN_OBJECTIVES, get_objective, parse_pareto
 from parasim.search.pareto import pareto_summary
 from parasim.search.prune import Pruned
-from parasim.search.space import default_train_choices, enumerate_train
+from parasim.search.space import default_train_choices, enumerate_train, grad_bytes_of
 from parasim.search.train_batch import BatchTarget
 from parasim.specs.catalog import default_cluster, get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
@@ -73,14 +73,70 @@ class TrainSearch:
     ray_address: str | None = None
     seq_len_dist: str | None = None  # document lengths (training/length_dist.py); None: full sequences
     varlen_balance: tuple[str, ...] = ("static",)  # strategies tried with seq_len_dist
+    stack: dict[str, Any] = field(default_factory=dict)  # plan fields the user's stack holds fixed (stack_for)
+    node: dict[str, Any] = field(default_factory=dict)  # the cluster's gpus_per_node / inter_node_gbps overrides
 
 
-def cluster_for(acc_id: str, gpus: int) -> ClusterSpec | MixedCluster:
+#: stack fields that belong to one layout, with the layout (field, the values that have it, as said)
+#: and the default the others keep (which is what they run: a ZeRO-1 plan has no FSDP layout, a
+#: cp = 1 plan no ring, a plan without selective recompute no module list)
+LAYOUT_BOUND: dict[str, tuple[str, Any, str, Any]] = {
+    "fsdp_layout": ("zero", lambda z: z == 3, "zero = 3", "flat"),
+    "cp_ring": ("cp", lambda c: c > 1, "cp > 1", "te"),
+    "recompute_modules": ("recompute", lambda r: r == "selective", "recompute = selective", None),
+}
+_APPLY_HINTS = {"fsdp_layout": "add 3 to --zero", "recompute_modules": "add selective to --recompute",
+                "cp_ring": "give --cp with a degree > 1 (by default cp > 1 is tried only while seq_len/cp >= 2048)"}
+
+
+def stack_for(d: dict, stack: dict[str, Any]) -> dict[str, Any]:
+    """The fixed stack fields candidate `d` runs with: every one, a LAYOUT_BOUND one only where the
+    candidate has its layout; sequence parallelism (on by default with TP) only where tp > 1."""
+    out = {k: v for k, v in stack.items() if k not in LAYOUT_BOUND or LAYOUT_BOUND[k][1](d[LAYOUT_BOUND[k][0]])}
+    if "sequence_parallel" in stack:
+        out["sequence_parallel"] = bool(stack["sequence_parallel"]) and d["tp"] > 1
+    return out
+
+
+def check_stack(model: ModelSpec, stack: dict[str, Any]) -> None:
+    """The fixed fields checked by `TrainingPlan.check` once, on a probe plan that has every layout
+    they bind to (ZeRO-3, cp = 2, selective recompute), so a bad value exits 2 naming the field as
+    `parasim train` names it, before anything is simulated."""
+    from parasim.training import TrainingPlan
+
+    probe = {k: v for k, v in stack.items() if k != "sequence_parallel"}
+    probe |= {"zero": 3, "cp": 2, "seq_len": 4, "recompute": "selective" if "recompute_modules" in stack else "none"}
+    TrainingPlan.from_mapping(probe, gpus=2).check(model)
+
+
+def check_applies(stack: dict[str, Any], choices: list) -> None:
+    """A LAYOUT_BOUND field (not at its default) that no candidate of the space can run is
+    refused, never ignored; `choices` are the TrainChoices of every (GPU, count)."""
+    for key, (dim, has, said, default) in LAYOUT_BOUND.items():
+        if stack.get(key, default) == default:
+            continue
+        if not any(has(v) for c in choices for v in getattr(c, dim)):
+            raise InputError(key.replace("_", "-"), f"'{stack[key]}' applies only to plans with {said}, and the "
+                                                    f"search has none: {_APPLY_HINTS[key]}")
+
+
+def cluster_for(acc_id: str, gpus: int, node: dict[str, Any] | None = None) -> ClusterSpec | MixedCluster:
     """The cluster `parasim train` builds for --gpu/--gpus: the GPU's node preset, else 8 per node;
-    a mixed `TYPE:COUNT,...` is its groups (specs/mixed.py), `gpus` their sum."""
+    a mixed `TYPE:COUNT,...` is its groups (specs/mixed.py), `gpus` their sum. `node`: the
+    --gpus-per-node / --inter-node-gbps overrides, as `parasim train` applies them."""
+    gpn, gbps = (node or {}).get("gpus_per_node"), (node or {}).get("inter_node_gbps")
     if is_mixed(acc_id):
-        return from_text(acc_id)
-    return default_cluster(acc_id, gpus)
+        if gpn is None and gbps is None:
+            return from_text(acc_id)
+        from parasim.specs.mixed import groups_from_text, mixed_cluster
+
+        return mixed_cluster(groups_from_text(acc_id, gpus_per_node=gpn, inter_node_gbps=gbps), field="gpu")
+    if gpn is None and gbps is None:
+        return default_cluster(acc_id, gpus)
+    from parasim.specs.catalog import cluster_for as catalog_cluster
+
+    return catalog_cluster(get_accelerator(acc_id), gpus, gpus_per_node=gpn,
+                           nic_bw_bytes_per_s_per_gpu=gbps * 1e9 / 8 if gbps is not None else None)
 
 
 def gpu_counts(req: TrainSearch) -> list[tuple[str, int]]:
@@ -152,9 +208,11 @@ def peak_memory_bytes(model: ModelSpec, d: dict[str, Any]) -> float:
     moe = 0.0
     if model.is_moe and d["recompute"] not in ("full", "selective_op"):
         moe = moe_buffer_bytes_per_token(model, tp=tp, etp=d.get("etp") or tp, sp=sp) * model.moe_layers / model.layers
+    mods = d.get("recompute_modules") if d["recompute"] == "selective" else None
     per_layer = activation_bytes_per_layer(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp,
                                            recompute=d["recompute"], flash=d.get("attention", "flash") != "unfused",
-                                           moe_buffers=moe)
+                                           moe_buffers=moe,
+                                           modules=frozenset(x.strip() for x in mods.split(",") if x.strip()) if mods else None)
     emb = embedding_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp)
     logits = logits_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, cp=cp)
     sched = resolve_name(d["schedule"], v)
@@ -163,11 +221,12 @@ def peak_memory_bytes(model: ModelSpec, d: dict[str, Any]) -> float:
     held = weight_grad_input_bytes_per_layer(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp)
     times = planned_op_times(model, seq, d["recompute"]) if rules.timed else (1.0, 1.0, 1.0)
     acts = _inflight(sched, pp, m, v, _chunk_layers(model, pp, v, layout), per_layer, emb, logits, held, times)
-    grad_bytes = 2.0 if d["precision"] == "fp16" else 4.0
+    grad_bytes = grad_bytes_of(d["precision"], d.get("grad_dtype"))
     peak = 0.0
     for r in range(pp):
         st = stage_state_bytes(model, tp=tp, pp=pp, ep=d["ep"], dp_cp=d["dp"] * cp, zero=d["zero"], stage=r,
-                               virtual_stages=v, grad_bytes=grad_bytes, etp=d.get("etp"), layout=layout)
+                               virtual_stages=v, grad_bytes=grad_bytes, etp=d.get("etp"), layout=layout,
+                               param_state=d.get("param_state", "megatron"))
         peak = max(peak, st.total + acts[r] + RESERVED_BYTES)
     return peak
 
@@ -295,6 +354,8 @@ def find_reference(req: TrainSearch, model: ModelSpec, given: dict, batch: Batch
         return {**hit, **info, "filled": filled, "filled_by": tr.FILLED_BY_SEARCH, "in_ranking": True}
     gpu, gpus = given.get("gpu", req.gpu[0]), given.get("gpus", req.gpus[0])
     item, reason = tr.default_item(model, given, batch, gpu, gpus)
+    if item is not None:
+        item.update(stack_for(item, req.stack))
     info["filled_by"] = tr.FILLED_BY_DEFAULTS
     if item is None:
         return {**info, "rank": None, "in_ranking": False, "feasible": False, "reason": reason, "metrics": None}
@@ -321,6 +382,8 @@ def _check(req: TrainSearch) -> tuple[ModelSpec, Any, list, BatchTarget, dict | 
     """(model, objective, Pareto objectives, batch target, parsed --reference); every input error
     is raised here, before anything is simulated."""
     model = get_model(req.model)
+    if req.stack:
+        check_stack(model, req.stack)
     objective = get_objective(req.objective, TRAIN_OBJECTIVES)
     pareto_objs = parse_pareto(req.pareto, TRAIN_OBJECTIVES)
     needs_tokens = {objective.name} | {o.name for o in pareto_objs}
@@ -350,13 +413,17 @@ def _candidates(req: TrainSearch, model: ModelSpec, clusters: dict, batch: Batch
     and the size of the raw space."""
     cands: list[dict] = []
     raw = 0
+    spaces = []
     for (g, n), cl in clusters.items():
         cluster = cl.proxy() if isinstance(cl, MixedCluster) else cl
-        choices = default_train_choices(model, cluster, req.seq_len, **req.choices)
+        spaces.append((g, n, cl, cluster, default_train_choices(model, cluster, req.seq_len, **req.choices)))
+    check_applies(req.stack, [c for *_, c in spaces])
+    for g, n, cl, cluster, choices in spaces:
         raw += choices.size * (len(PLACEMENTS) if isinstance(cl, MixedCluster) else 1)
         pc = Pruned()
-        found = [{**d, "gpu": g, "gpus": n} for d in enumerate_train(model, cluster, batch=batch, seq_len=req.seq_len,
-                                                                      choices=choices, pruned=pc)]
+        found = [{**d, **stack_for(d, req.stack), "gpu": g, "gpus": n}
+                 for d in enumerate_train(model, cluster, batch=batch, seq_len=req.seq_len, choices=choices, pruned=pc,
+                                          stack=req.stack)]
         pruned.update(pc)
         if isinstance(cl, MixedCluster):
             found = _mixed_placements(cl, found, pruned)
@@ -419,10 +486,11 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     t0 = time.perf_counter()
     model, objective, pareto_objs, batch, given = _check(req)
     options = {"tokens": req.tokens or 0.0}
-    clusters = {(g, n): cluster_for(g, n) for g, n in gpu_counts(req)}
+    clusters = {(g, n): cluster_for(g, n, req.node) for g, n in gpu_counts(req)}
     pruned = Pruned()
     cands, raw = _candidates(req, model, clusters, batch, pruned)
-    base_cands = [b for (g, n), cl in clusters.items() for b in baseline_items(model, cl, g, batch)]
+    base_cands = [{**b, **stack_for(b, req.stack)} for (g, n), cl in clusters.items()
+                  for b in baseline_items(model, cl, g, batch)]
     if req.seq_len_dist:  # the baseline packs the same documents, statically
         base_cands = [{**b, "seq_len_dist": req.seq_len_dist, "varlen_balance": "static"} for b in base_cands]
     from parasim.training.goodput import Reliability
@@ -448,6 +516,7 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
         "command": "plan train", "model": model.name, "gpu": list(req.gpu), "gpus": list(req.gpus) or [n for _, n in clusters],
         **batch.as_dict(), "seq_len": req.seq_len, "objective": objective.name,
         "objective_metric": objective.metric, "tokens": req.tokens, "reliability": dict(req.reliability),
+        **({"stack": dict(req.stack)} if req.stack else {}), **({"node": dict(req.node)} if req.node else {}),
         "defaults": ({"batch_tolerance": batch.tolerance} if batch.tokens and req.batch_tolerance is None else {}),
         "best": ranked[0] if ranked else None, "ranked": ranked, "evaluated": len(cands) - outcome.results.count(None),
         "space_size": raw, "pruned": pruned.as_dict(), "errors": errors, "baseline": baseline, "reference": reference,
@@ -460,12 +529,14 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     return out
 
 
-def emit_yaml_mapping(best: dict, model: str | None = None, goodput: dict | None = None) -> dict:
+def emit_yaml_mapping(best: dict, model: str | None = None, goodput: dict | None = None,
+                      node: dict | None = None) -> dict:
     """The winning plan as a `parasim train -c` config (same keys as its flags, underscores).
     `model` is the model as the search was given it: a file or checkpoint folder is written as an
     absolute path (the model's name would not find it again), so the file runs from any directory.
     `goodput`: the failure and checkpoint flags the search was given, and --tokens, so `train -c`
-    reports the same goodput and time to train."""
+    reports the same goodput and time to train; `node`: the --gpus-per-node / --inter-node-gbps
+    the search was given, so `train -c` builds the same cluster."""
     from pathlib import Path
 
     from parasim.specs.catalog import model_reference
@@ -476,6 +547,7 @@ def emit_yaml_mapping(best: dict, model: str | None = None, goodput: dict | None
            "gpus": best["gpus"]}
     out.update({k: v for k, v in m.items() if v is not None})
     out.update({k: v for k, v in (goodput or {}).items() if v is not None})
+    out.update({k: v for k, v in (node or {}).items() if v is not None})  # the cluster the search ran on
     for k in ("mixed_placement", "mixed_split"):
         if k in best:
             out[k] = best[k]

@@ -132,8 +132,11 @@ def _tp_ok(model: ModelSpec, tp: int) -> bool:
 
 
 def enumerate_train(model: ModelSpec, cluster: ClusterSpec, *, batch: BatchTarget, seq_len: int,
-                    choices: TrainChoices, pruned: Pruned) -> Iterator[dict]:
+                    choices: TrainChoices, pruned: Pruned, stack: dict | None = None) -> Iterator[dict]:
     """Yield plan mappings that pass divisibility and the model-state memory bound.
+
+    `stack`: the plan fields the user's stack holds fixed (`plan train --param-state` ...); its
+    parameter state and gradient dtype size the model state, as `parasim train` sizes it.
 
     Each plan's `global_batch` is `batch.pick(granule)`: the exact --global-batch, or the batch
     nearest the token budget that the plan can split (granule dp*micro_batch; interleaved
@@ -149,7 +152,7 @@ def enumerate_train(model: ModelSpec, cluster: ClusterSpec, *, batch: BatchTarge
                                                                  pruned):
             layout = get_schedule(sched).layout
             for zero, prec in _train_states(model, cluster.accelerator.hbm_bytes, c, (tp, pp, ep, v, dp * cp, etp),
-                                            pruned, layout):
+                                            pruned, layout, stack or {}):
                 for rc in c.recompute:
                     yield {"tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep, "etp": etp if model.is_moe else None,
                            "virtual_stages": v, "sequence_parallel": tp > 1,
@@ -229,26 +232,35 @@ def _expert_layouts(model: ModelSpec, c: TrainChoices, tp: int, folded: int, bel
 
 
 def _train_states(model: ModelSpec, hbm: float, c: TrainChoices, shape: tuple[int, int, int, int, int],
-                  pruned: Pruned, layout: str = "loop") -> Iterator[tuple[int, str]]:
+                  pruned: Pruned, layout: str = "loop", stack: dict | None = None) -> Iterator[tuple[int, str]]:
     """(zero, precision) whose model state (weights, gradients, optimizer) leaves room in HBM;
-    `shape` is (tp, pp, ep, virtual_stages, dp*cp, etp), `layout` the schedule's chunk placement."""
+    `shape` is (tp, pp, ep, virtual_stages, dp*cp, etp), `layout` the schedule's chunk placement,
+    `stack` the fixed fields that size the state (param_state, grad_dtype)."""
     tp, pp, ep, v, dp_cp, etp = shape
+    state_kind = (stack or {}).get("param_state", "megatron")
     for zero in c.zero:
         for prec in c.precision:
-            grad_bytes = 2.0 if prec == "fp16" else 4.0
-            state = _max_stage_state(model, tp, pp, ep, v, dp_cp, zero, grad_bytes, etp, layout)
+            grad_bytes = grad_bytes_of(prec, (stack or {}).get("grad_dtype"))
+            state = _max_stage_state(model, tp, pp, ep, v, dp_cp, zero, grad_bytes, etp, layout, state_kind)
             if state + RESERVED_BYTES_LOWER_BOUND > hbm:
                 pruned.drop("memory_model_state", len(c.recompute))
                 continue
             yield zero, prec
 
 
+def grad_bytes_of(precision: str, grad_dtype: str | None) -> float:
+    """Bytes per main-gradient element, as `TrainingPlan.grad_bytes` says for these fields."""
+    return 2.0 if precision == "fp16" or grad_dtype == "bf16" else 4.0
+
+
 @lru_cache(maxsize=65536)
 def _max_stage_state(model: ModelSpec, tp: int, pp: int, ep: int, v: int, dp_cp: int, zero: int,
-                     grad_bytes: float, etp: int | None = None, layout: str = "loop") -> float:
+                     grad_bytes: float, etp: int | None = None, layout: str = "loop",
+                     param_state: str = "megatron") -> float:
     """The most-loaded pipeline rank's model state bytes (`cost.memory.stage_state_bytes`)."""
     return max(stage_state_bytes(model, tp=tp, pp=pp, ep=ep, dp_cp=dp_cp, zero=zero, stage=r, virtual_stages=v,
-                                 grad_bytes=grad_bytes, etp=etp, layout=layout).total for r in range(pp))
+                                 grad_bytes=grad_bytes, etp=etp, layout=layout, param_state=param_state).total
+               for r in range(pp))
 
 
 # --- serving ---------------------------------------------------------------------------------------
