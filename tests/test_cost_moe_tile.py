@@ -10,6 +10,10 @@ is #18's DeepSeek-V3.2 on 8 x H20 case: the fp8 experts of a 32-sequence decode 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hst
@@ -109,3 +113,23 @@ def test_plan_field_checked_and_left_out_of_the_mapping_at_its_default():
     assert e.value.field == "moe_gemm" and "cutlass" in str(e.value)
     assert "moe_gemm" not in ServingPlan().to_mapping()
     assert ServingPlan(moe_gemm="triton").to_mapping()["moe_gemm"] == "triton"
+
+
+def _serve(tmp_path, config: str, *args: str) -> subprocess.CompletedProcess:
+    cfg = tmp_path / "plan.yaml"
+    cfg.write_text(config)
+    return subprocess.run([sys.executable, "-m", "parasim", "serve", "-c", str(cfg), "--burst", "--requests", "8",
+                           "--prompt-tokens", "16", "--output-tokens", "8", "--json", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_config_key(tmp_path):
+    """A dense model has no experts: `moe_gemm: triton` is refused (exit 2, naming the field); a
+    bad value likewise; on an MoE model the key reaches the plan."""
+    dense = _serve(tmp_path, "moe_gemm: triton\n", "--model", "llama-3-8b", "--gpu", "h100-sxm")
+    assert dense.returncode == 2 and "moe_gemm" in dense.stderr and "Traceback" not in dense.stderr
+    bad = _serve(tmp_path, "moe_gemm: deepgemm\n", "--model", "mixtral-8x7b", "--gpu", "h100-sxm", "--tp", "2")
+    assert bad.returncode == 2 and "moe_gemm" in bad.stderr and "Traceback" not in bad.stderr
+    ok = _serve(tmp_path, "moe_gemm: triton\n", "--model", "mixtral-8x7b", "--gpu", "h100-sxm", "--tp", "2")
+    assert ok.returncode == 0, ok.stderr
+    assert '"moe_gemm": "triton"' in json.dumps(json.loads(ok.stdout)["inputs"])
