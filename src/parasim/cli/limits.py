@@ -105,6 +105,7 @@ SERVE: dict[str, Rule] = {
     "profile": PATH, "timeline": OUT, "timeline_requests": I("requests", lo=0), "sweep_rate": Rule("sweep"),
     "workers": I("workers"), **REPORT_OUT, "models": PATH,
     "decode_attention": TEXT,
+    "moe_gemm": TEXT,
 }
 
 #: the training stack's options, `parasim train`'s and `parasim plan train`'s alike (cli/train_stack.py);

@@ -24,6 +24,7 @@ from functools import lru_cache
 from parasim.cost import nongemm
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import dtype_bytes
+from parasim.cost.moe_tile import moe_tile_m
 from parasim.cost.quant import MARLIN_TILE_M, gemm_dtype, is_weight_only
 from parasim.cost.roofline import (attention_time_s, gemm_flops_bytes, gemm_roofline_s, gemm_time_s, grouped_fill,
                                     memory_time_s)
@@ -151,7 +152,7 @@ class LayerCost:
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, sharding: Sharding, *,
                  weight_dtype: str = "bf16", act_dtype: str = "bf16", kv_dtype: str = "bf16",
                  tp_group: Group | None = None, ep_group: Group | None = None, kernels: str = "fused",
-                 dropout: bool = False, routing: ExpertRouting | None = None) -> None:
+                 dropout: bool = False, routing: ExpertRouting | None = None, moe_gemm: str = "cutlass") -> None:
         check_sharding(model, sharding)
         self.kernels = nongemm.check_mode(kernels)
         self.dropout = dropout  # hidden dropout masks (training of models that use dropout)
@@ -163,6 +164,7 @@ class LayerCost:
         self.cdt = gemm_dtype(weight_dtype, self.acc, act_dtype)  # weight-only formats: 16-bit math
         # weight-only GEMMs run Marlin-style kernels with their own small row tile (cost.quant)
         self._wo_tile = MARLIN_TILE_M if is_weight_only(weight_dtype, self.acc) else 0
+        self.moe_gemm = moe_gemm  # grouped expert GEMM kernel family: its row tile by batch (cost.moe_tile)
         self.adt = act_dtype
         tp, m = sharding.tp, model
         self.tp_group = tp_group or Group.strided(tp, 1, cluster)
@@ -228,10 +230,11 @@ class LayerCost:
         local_touched = max(touched / s.ep, 1e-9)
         busiest = self.expert_load(t)
         per_expert = group_tokens * m.experts_per_token * busiest / s.ep / local_touched  # rows per touched expert
-        tile = self._wo_tile or self.acc.efficiency.gemm_tile_m
+        local = m.experts / s.ep
+        tile = self._wo_tile or moe_tile_m(self.moe_gemm, group_tokens, local, self.acc.efficiency.gemm_tile_m,
+                                           quantized=self.wb < 2)
         mean = group_tokens * p * busiest  # rows per expert, untouched ones included
         tiles = expected_tiles(group_tokens, p, tile, mean)
-        local = m.experts / s.ep
         up = (m.mlp_matrices - 1) * m.moe_ffn_hidden // self.etp
         down_k = m.moe_ffn_hidden // self.etp
         ops = [self._gemm("router", self.routed_tokens(t), m.hidden, m.experts, dtype="bf16", weight_bytes=self.ab),

@@ -125,3 +125,12 @@ class EngineProfile:
 
 #: every engine profile, in the order a case's software text is matched against them
 ENGINES: Registry[type[EngineProfile]] = Registry("engine")
+
+
+def triton_moe_gemm(ctx: EngineContext) -> None:
+    """vLLM's and SGLang's routed experts run the Triton fused_moe kernel, whose row tile shrinks
+    while the batch's tokens are no more than the rank's experts (cost.moe_tile)."""
+    if ctx.model.is_moe and not ctx.stated.get("moe_gemm"):
+        ctx.kw["moe_gemm"] = "triton"
+        ctx.choose("routed experts by the Triton fused_moe kernel: small row tiles (16 rows at 16 bits, 64 at "
+                   "fp8) while the batch's tokens are at most the rank's experts", "moe_gemm", "triton")

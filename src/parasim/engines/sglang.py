@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.memory import RUNTIME_RESERVED_BYTES, kv_cache_bytes_per_token_per_gpu, weight_bytes_per_gpu
 from parasim.engines.host import ITERATION_OVERHEAD_S
-from parasim.engines.profile import ENGINES, EngineContext, EngineProfile
+from parasim.engines.profile import ENGINES, EngineContext, EngineProfile, triton_moe_gemm
 from parasim.engines.software import SourceFlags, release
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
@@ -149,3 +149,4 @@ class SglangProfile(EngineProfile):
                   max_batch=ctx.stated.get("max_batch") or setup.max_batch)
         kw["gpu_memory_utilization"] = ctx.utilization_leaving(setup.kv_bytes)
         ctx.choose(setup.why, "max_batch", kw["max_batch"])
+        triton_moe_gemm(ctx)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from parasim.engines.host import (ITERATION_OVERHEAD_S, RAY_CONTROL_S_PER_TOKEN, VLLM_ASYNC_OUTPUT_DELAY_S,
                                   eager_layer_dispatch_s)
-from parasim.engines.profile import ENGINES, EngineContext, EngineProfile
+from parasim.engines.profile import ENGINES, EngineContext, EngineProfile, triton_moe_gemm
 from parasim.engines.software import release, release_patch
 from parasim.specs.accelerator import AcceleratorSpec
 
@@ -190,6 +190,7 @@ class VllmProfile(EngineProfile):
             kw["host_s_per_context_token"] = setup.host_s_per_context_token
         ctx.choose(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"
                    + ("" if m else " (default; not in the source)"), "gpu_memory_utilization", util)
+        triton_moe_gemm(ctx)
         if setup.engine == "v0" and not setup.chunked:
             max_len, why = _max_model_len(ctx)
             kw["token_budget"] = max(V0_MIN_BATCHED_TOKENS, max_len)

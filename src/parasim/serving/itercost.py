@@ -41,13 +41,13 @@ class IterationCost:
                  act_dtype: str, overhead_s: float, eager_prefill_layer_s: float = 0.0,
                  act_quant: str = "fused", custom_allreduce: bool = True, cuda_graph_max_batch: int | None = None,
                  ep: int = 1, attention: str = "flash", host_s_per_context_token: float = 0.0,
-                 host_s_per_sequence: float = 0.0, decode_attention: str = "grouped") -> None:
+                 host_s_per_sequence: float = 0.0, decode_attention: str = "grouped", moe_gemm: str = "cutlass") -> None:
         self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
         # ep > 1: this replica's batch meets ep - 1 others' in the MoE all-to-all (DP attention), so
         # the local experts see ep batches' tokens (equal batches; cost.routing charges the busiest rank)
         sharding = Sharding(tp=tp, ep=ep, moe_token_sets=ep) if ep > 1 else Sharding(tp=tp)
         self.layer = LayerCost(model, cluster, sharding, weight_dtype=weights, act_dtype=act_dtype,
-                               kv_dtype=kv_dtype)
+                               kv_dtype=kv_dtype, moe_gemm=moe_gemm)
         self.edge = EdgeCost(self.layer)
         self.moe_layers = model.moe_layers
         self.dense_layers = model.layers - model.moe_layers
@@ -110,7 +110,8 @@ class IterationCost:
                     custom_allreduce=plan.custom_allreduce, cuda_graph_max_batch=plan.cuda_graph_max_batch,
                     ep=plan.ep, attention=plan.attention,
                     host_s_per_context_token=plan.host_s_per_context_token,
-                    host_s_per_sequence=plan.host_s_per_sequence, decode_attention=plan.decode_attention)
+                    host_s_per_sequence=plan.host_s_per_sequence, decode_attention=plan.decode_attention,
+                    moe_gemm=plan.moe_gemm)
 
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to

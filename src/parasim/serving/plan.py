@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from parasim.cost.dtypes import KV_PRECISIONS, WEIGHT_PRECISIONS
+from parasim.cost.moe_tile import MOE_GEMMS
 from parasim.errors import InputError
 from parasim.serving.routers import ROUTERS
 from parasim.serving.schedulers import SCHEDULERS
@@ -66,6 +67,7 @@ _FIELD_KINDS = {
     "overlap": "text", "nano_batches": "count?",
     "migration": "text?", "migration_interval_s": "seconds?", "migrate_out_threshold": "number?",
     "decode_attention": "text",
+    "moe_gemm": "text",
 }
 #: plan fields that only autoscaling reads (serving.autoscale)
 AUTOSCALE_FIELDS = ("autoscale_target", "autoscale_startup_s")
@@ -182,6 +184,9 @@ class ServingPlan:
     # decode attention kernel (DECODE_ATTENTION): grouped reads each KV head once per step,
     # per_query_head once per query head of its group (TensorRT-LLM's masked MHA; engines.trtllm)
     decode_attention: str = "grouped"
+    # grouped expert GEMM kernel family (cost.moe_tile.MOE_GEMMS): its row tile by the batch's size;
+    # triton: vLLM's / SGLang's fused_moe (engines.vllm, engines.sglang)
+    moe_gemm: str = "cutlass"
 
     def __post_init__(self) -> None:
         for name, kind in _FIELD_KINDS.items():
@@ -204,6 +209,8 @@ class ServingPlan:
         if self.decode_attention not in DECODE_ATTENTION:
             raise InputError("decode_attention",
                              f"'{self.decode_attention}' is not one of {', '.join(DECODE_ATTENTION)}")
+        if self.moe_gemm not in MOE_GEMMS:
+            raise InputError("moe_gemm", f"'{self.moe_gemm}' is not one of {', '.join(MOE_GEMMS)}")
         if not self.output_delay_s >= 0:
             raise InputError("output_delay_s", f"must be >= 0, got {self.output_delay_s}")
         if self.prefix_cache is not None and not isinstance(self.prefix_cache, bool):
@@ -414,7 +421,7 @@ class ServingPlan:
 
     def to_mapping(self) -> dict[str, Any]:
         """The fields as a mapping; without migration its keys are left out, and so are unset per-phase
-        PP sizes, a zero host_s_per_sequence and the default decode_attention (results made before
+        PP sizes, a zero host_s_per_sequence and the default decode_attention / moe_gemm (results made before
         they existed stay byte-identical)."""
         d = asdict(self)
         if self.migration is None:
@@ -427,4 +434,6 @@ class ServingPlan:
             del d["host_s_per_sequence"]
         if d["decode_attention"] == "grouped":
             del d["decode_attention"]
+        if d["moe_gemm"] == "cutlass":
+            del d["moe_gemm"]
         return d

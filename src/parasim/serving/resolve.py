@@ -37,6 +37,9 @@ def resolve_plan(model: ModelSpec, acc: AcceleratorSpec, plan: ServingPlan) -> R
                                           f"the weights are {r.weights}")
         if path.weight_only:
             notes.append(f"act_quant {r.act_quant} does not apply: weight-only GEMMs keep 16-bit activations")
+    if r.moe_gemm != "cutlass" and not model.is_moe:
+        raise InputError("moe_gemm", f"moe_gemm={r.moe_gemm} picks the routed experts' GEMM tile; "
+                                     f"{model.name} has no experts")
     weights_from = "given" if plan.weights else f"the model's own ({model.precision_origin()})"
     kv_from = ("given" if plan.kv_dtype else
                f"the model's dtype; an 8-bit KV cache changes the model's outputs and is asked for with --kv-dtype")
