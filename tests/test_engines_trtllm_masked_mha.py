@@ -138,3 +138,25 @@ def test_compiled_loop_leaves_it_to_the_python_engine():
     slow, fast, ran = both(ServingPlan(scheduler="sarathi", decode_attention="per_query_head"), wl)
     assert not ran
     same(slow, fast)
+
+
+def test_latent_attention_refuses_it(tmp_path):
+    """MLA decode reads one shared latent cache: a per-query-head read cannot apply, so it is refused
+    (exit 2 naming the field), never accepted and ignored."""
+    cfg = tmp_path / "mla.yaml"
+    cfg.write_text("model: deepseek-v3\ngpu: h200-sxm\ntp: 8\nweights: fp8\nrequests: 8\nburst: true\n"
+                   "prompt_tokens: 128\noutput_tokens: 16\ndecode_attention: per_query_head\n")
+    out = subprocess.run([sys.executable, "-m", "parasim", "serve", "-c", str(cfg)], capture_output=True, text=True)
+    assert out.returncode == 2 and "decode_attention" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_stated_value_is_not_reported_as_the_engines_choice():
+    """`decode_attention: grouped` given with a release that would pick masked MHA: the plan keeps the
+    user's value and the engine's choices do not claim the other one."""
+    model, acc = get_model("llama-3-8b"), get_accelerator("h100-sxm")
+    _, fields, choices = engine_defaults("tensorrt-llm==0.10", model, acc,
+                                         {"weights": "fp8", "kv_dtype": "fp8", "decode_attention": "grouped"}, _wl())
+    assert "decode_attention" not in fields
+    assert not any(c.field == "decode_attention" for c in choices)
+    _, fields, choices = engine_defaults("tensorrt-llm==0.10", model, acc, {"weights": "fp8", "kv_dtype": "fp8"}, _wl())
+    assert fields["decode_attention"] == "per_query_head"

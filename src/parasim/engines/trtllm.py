@@ -278,7 +278,8 @@ class TrtllmProfile(EngineProfile):
                    if setup.cpp_runtime else "")
         ctx.choose(f"{setup.flow}; tokens_per_block {TRTLLM_BLOCK}, {policy}, "
                    f"KV = {setup.kv_fraction:.0%} of free memory{buffers}", "max_batch", kw["max_batch"])
-        if masked_mha_decode(ctx.software, model, acc, tp=kw["tp"], kv_dtype=ctx.kv_dtype_of()):
+        if (not ctx.stated.get("decode_attention")
+                and masked_mha_decode(ctx.software, model, acc, tp=kw["tp"], kv_dtype=ctx.kv_dtype_of())):
             kw["decode_attention"] = "per_query_head"
             group = model.heads // model.kv_heads
             ctx.choose(f"decode attention by masked MHA: no XQA kernel in this release for {group} "

@@ -40,6 +40,10 @@ def resolve_plan(model: ModelSpec, acc: AcceleratorSpec, plan: ServingPlan) -> R
     if r.moe_gemm != "cutlass" and not model.is_moe:
         raise InputError("moe_gemm", f"moe_gemm={r.moe_gemm} picks the routed experts' GEMM tile; "
                                      f"{model.name} has no experts")
+    if r.decode_attention != "grouped" and model.mla:
+        raise InputError("decode_attention", f"decode_attention={r.decode_attention} reads each KV head once per "
+                                             f"query head; {model.name} uses latent attention (MLA), whose "
+                                             "decode reads one shared latent cache")
     weights_from = "given" if plan.weights else f"the model's own ({model.precision_origin()})"
     kv_from = ("given" if plan.kv_dtype else
                f"the model's dtype; an 8-bit KV cache changes the model's outputs and is asked for with --kv-dtype")
