@@ -260,7 +260,8 @@ def with_config(v: dict[str, Any], path: Path, is_default) -> dict[str, Any]:
     for key in NOT_IN_CONFIG:
         if key in raw:
             raise InputError(f"{path.name}:{key}", "a config file cannot name another one")
-    file = limits.check(limits.PLAN_TRAIN, {k: _as_flag_text(limits.PLAN_TRAIN.get(k), x) for k, x in raw.items()},
+    file = limits.check(limits.PLAN_TRAIN, {k: x if k in limits.STACK else _as_flag_text(limits.PLAN_TRAIN.get(k), x)
+                                            for k, x in raw.items()},
                         where=f"{path.name}:")
     out = dict(v)
     for key, value in file.items():
@@ -275,7 +276,8 @@ def with_config(v: dict[str, Any], path: Path, is_default) -> dict[str, Any]:
 
 def _as_flag_text(rule, value: Any) -> Any:
     """A YAML value as its flag would be typed: a whole number or a list of scalars for a comma-list
-    option (`tp: 8`, `tp: [1, 2]`, `zero: 3`) becomes comma text; anything else is left to the rule."""
+    option (`tp: 8`, `tp: [1, 2]`, `zero: 3`) becomes comma text; anything else is left to the rule.
+    (The stack's keys are not passed here: they read as `train -c` reads them.)"""
     if rule is None or rule.kind not in ("ints", "text", "gpu_counts"):
         return value
     scalar = (int, str)
