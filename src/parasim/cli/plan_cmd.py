@@ -209,6 +209,7 @@ def plan_train_cmd(
     varlen_balance: Optional[str] = typer.Option(None, "--varlen-balance", help="Balancing strategies to try with --seq-len-dist, of {VARLEN_BALANCE} (default: all).", rich_help_panel=PANEL_SPACE),
     gpus_per_node: ts.GpusPerNode = None,
     inter_node_gbps: ts.InterNodeGbps = None,
+    power_limit_w: ts.PowerLimitW = None,
     sequence_parallel: Optional[bool] = typer.Option(None, "--sequence-parallel/--no-sequence-parallel", help="Megatron sequence parallelism with TP (default on wherever tp > 1).", rich_help_panel=ts.PANEL_BATCH),
     grad_dtype: ts.GradDtype = None,
     recompute_modules: ts.RecomputeModules = None,
@@ -327,6 +328,12 @@ def run_plan_train(v: dict[str, Any]) -> None:
            emit_yaml=v["emit_yaml"], report_file=v["report_file"],
            emit_mapping=lambda: emit_yaml_mapping(out["best"], v["model"], {**out["reliability"], "tokens": out["tokens"]},
                                                   node=out.get("node")))
+    if v["power_limit_w"] is not None and out["best"] and not v["json_out"]:
+        from parasim.search.plan_train import cluster_for
+
+        best = out["best"]
+        typer.echo(ts.power_limit_line(ts.power_limit_keys(cluster_for(best["gpu"], best["gpus"], req.node),
+                                                           v["power_limit_w"])))
 
 
 def train_choices(v: dict[str, Any]) -> dict[str, tuple]:

@@ -25,7 +25,7 @@ from parasim.report.tables import print_json
 from parasim.report.train import render
 
 CLUSTER_KEYS = ("model", "gpu", "gpus", "gpus_per_node", "inter_node_gbps", "node_groups", "mixed_placement",
-                "mixed_split")
+                "mixed_split", "power_limit_w")
 #: failure and checkpoint assumptions (training/goodput.py) and the token budget: not plan fields
 GOODPUT_KEYS = ("tokens", "mtbf_gpu_hours", "checkpoint_bw_gbps", "storage_bw_gbps", "restart_s", "async_save",
                 "save_interval")
@@ -98,6 +98,7 @@ def merge(file_opts: dict[str, Any], flags: dict[str, Any]) -> tuple[dict[str, A
 def build(options: dict[str, Any]):
     """(model, cluster, plan, defaults) from merged options; raises InputError naming the bad field."""
     from parasim.specs.catalog import cluster_for, get_accelerator, get_model
+    from parasim.specs.mixed import power_limited
     from parasim.training.defaults import resolve_plan
 
     mixed = _mixed_cluster(options)
@@ -123,6 +124,7 @@ def build(options: dict[str, Any]):
         gpn = options.get("gpus_per_node")
         cluster = cluster_for(acc, gpus, gpus_per_node=int(gpn) if gpn is not None else None,
                               nic_bw_bytes_per_s_per_gpu=nic)
+    cluster = power_limited(cluster, options.get("power_limit_w"))
     plan_keys = {k: v for k, v in options.items() if k not in (*CLUSTER_KEYS, *OUTPUT_KEYS, *GOODPUT_KEYS)}
     # degrees that must divide the model are checked before dp is derived from them
     from parasim.cost.layer import Sharding, check_sharding
@@ -176,6 +178,7 @@ def train_cmd(
     gpus: Optional[int] = typer.Option(None, "--gpus", help="Total GPUs (optional with TYPE:COUNT: then their sum)."),
     gpus_per_node: ts.GpusPerNode = None,
     inter_node_gbps: ts.InterNodeGbps = None,
+    power_limit_w: ts.PowerLimitW = None,
     tp: Optional[int] = typer.Option(None, "--tp", help="Tensor-parallel degree.", rich_help_panel=PANEL_PAR),
     pp: Optional[int] = typer.Option(None, "--pp", help="Pipeline-parallel degree.", rich_help_panel=PANEL_PAR),
     dp: Optional[int] = typer.Option(None, "--dp", help="Data-parallel degree (derived from gpus when omitted).", rich_help_panel=PANEL_PAR),
@@ -255,7 +258,8 @@ def train_cmd(
         res = simulate(model_spec, cluster, plan, timeline=timeline is not None or report is not None)  # the report's Gantt
     expected = training_expected(model_spec, cluster.accelerator, zero=plan.zero, precision=plan.precision,
                                  profile_errors=profile_errors(prof, None, cluster.accelerator.id, TRAINING_METRICS))
-    out = {"command": "train", **res.to_dict(), **goodput_keys(model_spec, cluster, res, opts),
+    power = ts.power_limit_keys(cluster, opts.get("power_limit_w"))
+    out = {"command": "train", **res.to_dict(), **power, **goodput_keys(model_spec, cluster, res, opts),
            "defaults": defaults, "overrides": overrides, "expected_error": expected}
     if prof is not None:
         out["calibration"] = applied(prof, None, cluster.accelerator.id)
@@ -263,6 +267,8 @@ def train_cmd(
         print_json(out)
     else:
         render(res, plan, defaults, overrides, expected, goodput=out)
+        if power:
+            typer.echo(ts.power_limit_line(power))
     if json_file:
         outputs.write_json(json_file, out)
     if timeline:

@@ -45,14 +45,15 @@ Kernels = Annotated[Optional[str], typer.Option("--kernels", help="Non-GEMM kern
 FsdpLayout = Annotated[Optional[str], typer.Option("--fsdp-layout", help="ZeRO-3 parameter layout: flat (FSDP1, DeepSpeed; default) | per_param (FSDP2 fully_shard: copy-out and chunk-cat on the compute stream). --zero 3 only.", rich_help_panel=PANEL_OVERLAP)]
 CpRing = Annotated[Optional[str], typer.Option("--cp-ring", help="Context-parallel ring: te (Transformer Engine, default) | pytorch (torch.distributed context_parallel: fp32 merges per ring step). --cp > 1 only.", rich_help_panel=PANEL_OVERLAP)]
 ParamState = Annotated[Optional[str], typer.Option("--param-state", help="How the stack stores parameter state: megatron (16-bit weights + fp32 master and Adam moments, 18 B/param; default) | fp32_params (PyTorch FSDP / autocast: fp32 parameters as the master, 16 B, plus the 16-bit copies gathered) | bf16_params (no fp32 copy, 8 B). docs/training.md.", rich_help_panel=PANEL_OVERLAP)]
+PowerLimitW = Annotated[Optional[float], typer.Option("--power-limit-w", help="Every GPU's power limit, W (nvidia-smi -pl): above the part's idle draw, at most its rated TDP (default: the rated TDP). Compute slows to the clock that power sustains (docs/training.md \"Power limits\").", rich_help_panel=PANEL_CLUSTER)]
 SaveInterval = Annotated[Optional[int], typer.Option("--save-interval", help="Steps between checkpoints (Megatron --save-interval; default: the Young/Daly optimum).", rich_help_panel="Failures and checkpoints (goodput)")]
 
 #: TrainingPlan fields that describe the stack, held fixed by `plan train` (cluster keys apart)
 STACK_FIELDS = ("grad_dtype", "attention", "kernels", "fsdp_layout", "cp_ring", "param_state", "overlap_grad_reduce",
                 "overlap_param_gather", "tp_comm_overlap", "overlap_p2p_comm", "recompute_modules", "moe_imbalance",
                 "moe_capacity_factor", "moe_a2a", "moe_a2a_overlap", "moe_routing", "cuda_graph_scope")
-#: the cluster the stack runs on (`specs.catalog.cluster_for`'s overrides)
-CLUSTER_FIELDS = ("gpus_per_node", "inter_node_gbps")
+#: the cluster the stack runs on (`specs.catalog.cluster_for`'s overrides, `specs.mixed.power_limited`'s cap)
+CLUSTER_FIELDS = ("gpus_per_node", "inter_node_gbps", "power_limit_w")
 #: options only a mixture-of-experts model reads
 #: (cuda_graph_scope too: TrainingPlan.check refuses it on a dense model with its own message)
 MOE_FIELDS = ("moe_imbalance", "moe_capacity_factor", "moe_a2a", "moe_a2a_overlap", "moe_routing")
@@ -71,3 +72,21 @@ def check_moe(model, given: dict[str, Any]) -> None:
     for key in MOE_FIELDS:
         if given.get(key) is not None and given[key] != defaults[key]:
             raise InputError(key.replace("_", "-"), f"applies to mixture-of-experts models; {model.name} is dense")
+
+
+def power_limit_keys(cluster, power_limit_w: float | None) -> dict[str, Any]:
+    """The JSON keys of --power-limit-w (none without it, so other outputs stay as they were): the
+    limit and, per part, the sustained compute clock over the rated one that it implies."""
+    if power_limit_w is None:
+        return {}
+    parts = getattr(cluster, "groups", (cluster,))
+    return {"power_limit_w": float(power_limit_w),
+            "power_limit_clock_ratio": {g.accelerator.id: g.accelerator.clock_ratio for g in parts}}
+
+
+def power_limit_line(keys: dict[str, Any]) -> str | None:
+    """The table's line for `power_limit_keys`, e.g. "power limit 500 W: sustained clock 0.80 of rated (h100-sxm)"."""
+    if not keys:
+        return None
+    clocks = ", ".join(f"{r:.2f} of rated ({gpu})" for gpu, r in keys["power_limit_clock_ratio"].items())
+    return f"power limit {keys['power_limit_w']:g} W: sustained clock {clocks}"

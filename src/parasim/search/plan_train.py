@@ -123,7 +123,15 @@ def check_applies(stack: dict[str, Any], choices: list) -> None:
 def cluster_for(acc_id: str, gpus: int, node: dict[str, Any] | None = None) -> ClusterSpec | MixedCluster:
     """The cluster `parasim train` builds for --gpu/--gpus: the GPU's node preset, else 8 per node;
     a mixed `TYPE:COUNT,...` is its groups (specs/mixed.py), `gpus` their sum. `node`: the
-    --gpus-per-node / --inter-node-gbps overrides, as `parasim train` applies them."""
+    --gpus-per-node / --inter-node-gbps overrides and the --power-limit-w cap, as `parasim train`
+    applies them."""
+    from parasim.specs.mixed import power_limited
+
+    return power_limited(_node_cluster(acc_id, gpus, node), (node or {}).get("power_limit_w"))
+
+
+def _node_cluster(acc_id: str, gpus: int, node: dict[str, Any] | None) -> ClusterSpec | MixedCluster:
+    """`cluster_for` before the power cap."""
     gpn, gbps = (node or {}).get("gpus_per_node"), (node or {}).get("inter_node_gbps")
     if is_mixed(acc_id):
         if gpn is None and gbps is None:

@@ -7,6 +7,7 @@ GPU. The efficiency constants are what the roofline multiplies peaks by; each ca
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from parasim.errors import InputError
@@ -109,6 +110,17 @@ class AcceleratorSpec:
 
     def with_(self, **changes) -> AcceleratorSpec:
         return replace(self, **changes)
+
+    def with_power_limit(self, power_limit_w: float, *, field: str = "power-limit-w") -> AcceleratorSpec:
+        """This part capped at `power_limit_w` (`nvidia-smi -pl`): `tdp_w` lowered, `rated_tdp_w` kept
+        at the catalog's figure, so `clock_ratio` slows compute as a validation case's `tdp_w`
+        override does. The driver takes a limit above idle and up to the board's default only."""
+        rated = self.rated_tdp_w or self.tdp_w
+        w = float(power_limit_w)
+        if not (math.isfinite(w) and self.idle_w < w <= rated):
+            raise InputError(field, f"must be a power in W above the {self.id}'s idle draw and at most its rated TDP: "
+                                    f"({self.idle_w:g}, {rated:g}], got {power_limit_w!r}")
+        return replace(self, tdp_w=w, rated_tdp_w=rated)
 
     def scale_up_bw_bytes_per_s(self, ranks: int) -> float:
         """One-way scale-up bandwidth a GPU has toward the other `ranks` - 1 GPUs of its group inside

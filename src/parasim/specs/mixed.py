@@ -126,3 +126,14 @@ def groups_from_text(text: str, *, gpus_per_node: int | None = None, inter_node_
     """`--gpu TYPE:COUNT,...` as node-group mappings, each with the command's node overrides."""
     return [{"gpu": name, "gpus": n, "gpus_per_node": gpus_per_node, "inter_node_gbps": inter_node_gbps}
             for name, n in parse_gpu_mix(text, field)]
+
+
+def power_limited(cluster: ClusterSpec | MixedCluster, power_limit_w: float | None, *,
+                  field: str = "power-limit-w") -> ClusterSpec | MixedCluster:
+    """`cluster` (one part or mixed) with every GPU capped at `power_limit_w`
+    (AcceleratorSpec.with_power_limit, checked per part); None = as it is."""
+    if power_limit_w is None:
+        return cluster
+    if isinstance(cluster, MixedCluster):
+        return MixedCluster(tuple(power_limited(g, power_limit_w, field=field) for g in cluster.groups))
+    return cluster.with_(accelerator=cluster.accelerator.with_power_limit(power_limit_w, field=field))
