@@ -37,13 +37,14 @@ from parasim.search.interrupts import SigintGuard
 from parasim.search.objectives import TRAIN_OBJECTIVES, get_objective, parse_pareto
 from parasim.search.pareto import pareto_summary
 from parasim.search.prune import Pruned
-from parasim.search.space import default_train_choices, enumerate_train, grad_bytes_of
+from parasim.search.space import default_train_choices, enumerate_train
 from parasim.search.train_batch import BatchTarget
 from parasim.specs.catalog import default_cluster, get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.mixed import MixedCluster, from_text, is_mixed
 from parasim.training.hetero import PLACEMENTS
 from parasim.specs.model import ModelSpec
+from parasim.training.plan import grad_bytes_of
 from parasim.training.schedules import get_schedule, planned_op_times, resolve_name
 
 from parasim.search import train_reference as tr

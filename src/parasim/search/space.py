@@ -40,6 +40,7 @@ from parasim.search.train_batch import BatchTarget
 from parasim.specs import edge
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
+from parasim.training.plan import grad_bytes_of
 from parasim.training.schedules import SCHEDULES, get_schedule
 
 RESERVED_BYTES_LOWER_BOUND = 0.0  # the model-state check is a lower bound: no workspace assumed
@@ -246,11 +247,6 @@ def _train_states(model: ModelSpec, hbm: float, c: TrainChoices, shape: tuple[in
                 pruned.drop("memory_model_state", len(c.recompute))
                 continue
             yield zero, prec
-
-
-def grad_bytes_of(precision: str, grad_dtype: str | None) -> float:
-    """Bytes per main-gradient element, as `TrainingPlan.grad_bytes` says for these fields."""
-    return 2.0 if precision == "fp16" or grad_dtype == "bf16" else 4.0
 
 
 @lru_cache(maxsize=65536)

@@ -32,6 +32,12 @@ ATTENTION_KERNELS = ("flash", "flash2", "triton", "unfused")
 GRAD_DTYPES = ("fp32", "bf16")
 
 
+def grad_bytes_of(precision: str, grad_dtype: str | None) -> float:
+    """Bytes per main-gradient element: 16-bit with fp16 training or a bf16 gradient buffer, else
+    fp32 (TrainingPlan.grad_bytes; the planner's memory screens size candidates with it too)."""
+    return 2.0 if precision == "fp16" or grad_dtype == "bf16" else 4.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainingPlan:
     tp: int = 1
@@ -136,7 +142,7 @@ class TrainingPlan:
     @property
     def grad_bytes(self) -> float:
         """Bytes per gradient element in the main-gradient buffer and the DP reduction."""
-        return 2.0 if self.precision == "fp16" or self.grad_dtype == "bf16" else 4.0
+        return grad_bytes_of(self.precision, self.grad_dtype)
 
     @property
     def tokens_per_step(self) -> int:
