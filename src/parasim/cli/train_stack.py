@@ -55,8 +55,8 @@ STACK_FIELDS = ("grad_dtype", "attention", "kernels", "fsdp_layout", "cp_ring", 
 #: the cluster the stack runs on (`specs.catalog.cluster_for`'s overrides, `specs.mixed.power_limited`'s cap)
 CLUSTER_FIELDS = ("gpus_per_node", "inter_node_gbps", "power_limit_w")
 #: options only a mixture-of-experts model reads
-#: (cuda_graph_scope too: TrainingPlan.check refuses it on a dense model with its own message)
-MOE_FIELDS = ("moe_imbalance", "moe_capacity_factor", "moe_a2a", "moe_a2a_overlap", "moe_routing")
+#: (cuda_graph_scope and moe_routing too: TrainingPlan.check refuses them on a dense model itself)
+MOE_FIELDS = ("moe_imbalance", "moe_capacity_factor", "moe_a2a", "moe_a2a_overlap")
 
 
 def check_moe(model, given: dict[str, Any]) -> None:
