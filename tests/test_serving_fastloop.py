@@ -98,11 +98,28 @@ def test_preempting_run_equal(sched):
 @pytest.mark.parametrize("extra", [dict(prefix_cache=True), dict(replicas=2, router="least_outstanding_tokens"), dict(scheduler="static"),
                                    dict(kv_reservation="full"), dict(pp=2), dict(max_queued=5),
                                    dict(spec_method="ngram", num_speculative_tokens=3, spec_acceptance=0.6)])
-def test_out_of_scope_runs_the_python_engine(extra):
+def test_out_of_scope_runs_the_python_engine(extra, monkeypatch):
+    """`auto` sends a run the kernel does not reproduce to the Python engine, whatever its size;
+    `1` (forced) refuses it with one message naming the switch, never a quiet Python run."""
+    import sys
+
+    sim = sys.modules["parasim.serving.simulate"]  # the package exports the function under the same name
+
     wl = generate(requests=60, rate=20, prompt_tokens=200, output_tokens=30, seed=3)
-    slow, fast, ran = both(ServingPlan(**({"scheduler": "sarathi"} | extra)), wl)
+    plan = ServingPlan(**({"scheduler": "sarathi"} | extra))
+    ran = []
+    inner = fastloop.run
+    monkeypatch.setattr(fastloop, "run", lambda loop: (ran.append(1), inner(loop)))
+    monkeypatch.setattr(sim, "FAST_PATH_MIN_REQUESTS", 1)  # auto would take the kernel at any size
+    with fastpath("0"):
+        slow = simulate(MODEL, CLUSTER, plan, wl, seed=1)
+    with fastpath("auto"):
+        auto = simulate(MODEL, CLUSTER, plan, wl, seed=1)
     assert not ran
-    same(slow, fast)
+    same(slow, auto)
+    with fastpath("1"), pytest.raises(InputError, match="PARASIM_FASTPATH.*does not run") as e:
+        simulate(MODEL, CLUSTER, plan, wl, seed=1)
+    assert str(e.value).count("\n") == 0
 
 
 def _cli(env: dict, *args: str, pre: str = "") -> subprocess.CompletedProcess:
@@ -128,6 +145,9 @@ def test_cli_bad_switch_and_missing_numba_exit_2():
     assert r.returncode == 2 and "numba" in r.stderr + r.stdout and "Traceback" not in r.stderr
     r = _cli({"PARASIM_FASTPATH": "auto"}, "--requests", "100", pre="import sys; " + block)
     assert r.returncode == 0, r.stderr  # auto falls back to the Python engine
+    r = _cli({"PARASIM_FASTPATH": "1"}, "--prefix-cache")  # forced on a run the kernel does not model
+    assert r.returncode == 2 and "prefix cache" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_bad_switch_names_the_variable():

@@ -54,28 +54,40 @@ FINISHED, STUCK, NEED_COST, NEED_ROOM = 0, 1, 2, 3
 _GROUPS = ((0, 1), (2,), (3, 4, 5), (6, 7))  # decode steps, gaps, finishing heap, join order
 
 
-def in_scope(loop) -> bool:
-    """Whether `loop` is a run this kernel reproduces exactly (see the module docstring)."""
+def scope_gap(loop) -> str | None:
+    """The first thing that keeps `loop` out of this kernel's scope, in the user's words (what
+    `PARASIM_FASTPATH=1` names when it refuses); None when the kernel reproduces the run exactly
+    (see the module docstring)."""
     from parasim.serving.engine import Loop
-    if (type(loop) is not Loop or not loop.independent() or loop.max_queued is not None
-            or loop.horizon_s != float("inf")):  # a horizon (plan serve's bursts) stops the Python loop only
-        return False  # independent(): single-engine replicas behind round robin, nothing coupling them
-    inst = loop.instances[0]  # the replicas are alike (one pool)
-    s = inst.sched
-    return (inst.role == "mixed" and not inst.reserve_full and not inst.kv.enabled and inst.rec is None
-            and type(inst.cost) is IterationCost and type(s) in MODES and s.queue_order is None and not s.gated
-            and max(s.budget, s.max_batch) < MAX_TOKEN_COUNTS and inst.block > 0
-            and not inst.cost.seq_host_s  # per-sequence host floor: the Python engine only
-            and inst.cost.kv_reads == 1)  # a per-query-head decode kernel: the Python engine only
-
-
-def refusal(loop) -> str | None:
-    """What `PARASIM_FASTPATH=1` must refuse rather than quietly run in Python: attention-DP ranks in
-    lockstep (serving.lockstep), whose group iterations this kernel does not model; None otherwise."""
     from parasim.serving.lockstep import LockstepLoop
     if isinstance(loop, LockstepLoop):
         return "attention-DP ranks in lockstep (ep > 1)"
-    return None
+    if type(loop) is not Loop or not loop.independent():  # single-engine replicas behind round robin
+        return ("coupled instances (a router other than round robin, disaggregated prefill/decode, PP > 1, "
+                "a closed-loop client, a workflow or autoscaling)")
+    if loop.max_queued is not None:
+        return "admission control (--max-queued)"
+    if loop.horizon_s != float("inf"):  # a horizon (plan serve's bursts) stops the Python loop only
+        return "a simulation horizon"
+    inst = loop.instances[0]  # the replicas are alike (one pool)
+    s, cost = inst.sched, inst.cost
+    gaps = ((inst.role != "mixed", "a prefill- or decode-only role"),
+            (inst.reserve_full, "KV reserved for prompt + output up front (kv_reservation full)"),
+            (inst.kv.enabled, "the prefix cache"),
+            (inst.rec is not None, "timeline recording"),
+            (type(cost) is not IterationCost, "speculative decoding or an overlapped iteration model"),
+            (type(s) not in MODES, f"the {type(s).__name__} scheduler"),
+            (s.queue_order is not None or s.gated, "a reordered or gated waiting queue"),
+            (max(s.budget, s.max_batch) >= MAX_TOKEN_COUNTS, f"a token budget or batch of {MAX_TOKEN_COUNTS} or more"),
+            (inst.block <= 0, "a KV block size of 0"),
+            (bool(cost.seq_host_s), "a per-sequence host floor"),
+            (cost.kv_reads != 1, "a per-query-head decode attention kernel"))
+    return next((why for hit, why in gaps if hit), None)
+
+
+def in_scope(loop) -> bool:
+    """Whether `loop` is a run this kernel reproduces exactly (see the module docstring)."""
+    return scope_gap(loop) is None
 
 
 def run(loop) -> None:

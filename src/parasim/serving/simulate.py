@@ -428,12 +428,14 @@ def _run(loop: Loop) -> None:
                                                  "install it or set PARASIM_FASTPATH=auto") from None
         loop.run()
         return
-    if mode == "1" and (why := fastloop.refusal(loop)):
-        raise InputError("PARASIM_FASTPATH", f"1: the compiled loop does not run {why}; set auto or 0")
-    if fastloop.in_scope(loop):
-        fastloop.run(loop)
-    else:
+    why = fastloop.scope_gap(loop)
+    if mode == "1" and why:  # forced: say so rather than quietly run the Python engine
+        raise InputError("PARASIM_FASTPATH", f"1: the compiled loop does not run {why}; set auto "
+                                             "(the Python engine for such runs) or 0")
+    if why:
         loop.run()
+    else:
+        fastloop.run(loop)
 
 
 def _held_s(loop: Loop, makespan: float) -> list[float]:
