@@ -90,7 +90,8 @@ RAY_CONTROL_S_PER_TOKEN = (1 / 2.48 - 1 / 3.48) / (8 * (1031 + 317 * 1031 + 316 
 #: request per iteration, the fixed per-iteration part included (an upper bound per request). It is a
 #: Grace (Arm Neoverse V2) host's figure; no x86-host figure was found, so only Grace-hosted parts
 #: (GB200, GH200: `grace_hosted`) take it. Later releases trimmed this path (PRs #16047, #16313,
-#: #16564), so for v1.0 it is, if anything, low.
+#: #16564), so for v1.0 it is, if anything, low. A search for an x86 figure (2026-12-07) found no
+#: host_step_time at stated batches on an x86 host; docs/serving.md lists the closest hits.
 TRTLLM_PYEXECUTOR_GRACE_S_PER_SEQ = 45.11e-3 / 1536
 
 
