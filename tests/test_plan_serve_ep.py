@@ -6,8 +6,8 @@ What is checked, each from something other than the code under test:
 - the memory screen splits the routed experts over the EP group: a hand count of DeepSeek-V3's
   FP8 weights per GPU against an H200 says which EP degrees can hold it;
 - the published direction (SGLang v0.4 release: DP attention raises DeepSeek's throughput at
-  load; sglang issue #2882: it costs latency at low load): EP 8 wins on goodput per GPU at load
-  and loses on latency at 1 request/s;
+  load; sglang issue #2882: it costs latency at low load): EP 8 keeps up where TP 8 does not and
+  loses on latency at 1 request/s;
 - through the CLI: the winner equals `serve -c` on the emitted config, a dense model's answer is
   unchanged whatever `--ep` says that applies, and hostile `--ep` values are one line, exit 2.
 """
@@ -30,8 +30,11 @@ from parasim.serving.plan import ServingPlan
 from parasim.specs.catalog import get_accelerator, get_model
 
 DS = ["plan", "serve", "--model", "deepseek-v3", "--gpu", "h200-sxm", "--max-gpus", "8", "--prompt-tokens", "1000",
-      "--output-tokens", "500", "--slo-ttft", "5", "--slo-tpot", "0.1", "--screen-requests", "100",
-      "--schedulers", "sarathi", "--token-budgets", "512", "--max-batches", "128", "--workers", "2", "--json"]
+      "--output-tokens", "500", "--slo-ttft", "5", "--slo-tpot", "0.1", "--schedulers", "sarathi",
+      "--token-budgets", "512", "--max-batches", "128", "--workers", "2", "--json"]
+#: 8 requests/s, every stage on the same 300 requests (a shorter screen's burst ends in a tail that
+#: no plan keeps up with)
+LOADED = ("--rate", "8", "--requests", "300", "--screen-requests", "300")
 DENSE = ["plan", "serve", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--max-gpus", "4", "--rate", "8",
          "--prompt-tokens", "512", "--output-tokens", "128", "--requests", "200", "--screen-requests", "100",
          "--slo-ttft", "1", "--slo-tpot", "0.05", "--schedulers", "sarathi", "--token-budgets", "512",
@@ -131,15 +134,17 @@ def test_memory_screen_splits_the_routed_experts_over_the_ep_group():
 
 # --- through the CLI --------------------------------------------------------------------------------
 def test_winner_with_ep_equals_serve_on_the_emitted_config(tmp_path):
-    """DeepSeek-V3 on 8 H200 at 5 requests/s: the SGLang / TensorRT-LLM DeepSeek recipes' layout
-    (attention DP + EP 8) wins on goodput per GPU (TP 8 cannot keep up), and `serve -c` on the
-    emitted YAML reproduces its numbers exactly."""
+    """DeepSeek-V3 on 8 H200 at 8 requests/s: TP 8 (the baseline) cannot keep up (its burst serves
+    fewer requests/s than arrive), the SGLang / TensorRT-LLM DeepSeek recipes' layout (attention
+    DP + EP 8) can and wins, and `serve -c` on the emitted YAML reproduces its numbers exactly."""
     out_yaml = tmp_path / "best.yaml"
-    r = run_cli(*DS, "--rate", "5", "--requests", "300", "--emit-yaml", str(out_yaml))
+    r = run_cli(*DS, *LOADED, "--emit-yaml", str(out_yaml))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    best = out["best"]
+    best, base = out["best"], out["baseline"]
     assert (best["tp"], best["ep"], best["replicas"]) == (1, 8, 8) and best["fidelity"] == "full"
+    assert (base["tp"], base["ep"]) == (8, 1) and base["fails"] == ["saturated_throughput"]
+    assert base["saturated_requests_per_s"] < 8 < best["saturated_requests_per_s"]
     assert out["expert_parallel"]["searched"] == [1, 2, 4, 8]
     assert "ep" in out["explanation"]["vs_baseline"]["plan_differences"]
     cfg = yaml.safe_load(out_yaml.read_text())
@@ -152,7 +157,7 @@ def test_winner_with_ep_equals_serve_on_the_emitted_config(tmp_path):
 def test_at_low_load_the_latency_winner_is_not_ep():
     """At 1 request/s each DP rank reads the whole attention and its share of the touched experts
     for one or two sequences: TP (and PP) decode faster, so the latency objective does not pick EP."""
-    r = run_cli(*DS, "--rate", "1", "--requests", "100", "--objective", "latency")
+    r = run_cli(*DS, "--rate", "1", "--requests", "100", "--screen-requests", "100", "--objective", "latency")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["best"]["ep"] == 1
@@ -190,7 +195,7 @@ def test_ep_with_a_models_file_exits_2_naming_ep():
 def test_emit_keeps_one_ep_group_and_writes_the_engines_dp_attention_flags():
     """--emit sglang: every EP plan is one engine process (replicas = ep), and its command is the
     SGLang DeepSeek recipe's shape: --tp N --dp N --enable-dp-attention (attention TP = tp / dp = 1)."""
-    r = run_cli(*DS, "--rate", "5", "--requests", "300", "--emit", "sglang")
+    r = run_cli(*DS, *LOADED, "--emit", "sglang")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["expert_parallel"]["one_group"] is True
