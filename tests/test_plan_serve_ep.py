@@ -25,9 +25,10 @@ from conftest import run_cli
 from parasim.cli import limits
 from parasim.errors import InputError
 from parasim.search.plan_serve import _pool_bounds
-from parasim.search.space import parse_serve_ep, serve_ep_layouts, serve_eps
+from parasim.search.prune import Pruned
+from parasim.search.space import parse_serve_ep, serve_ep_layouts, serve_eps, serve_layouts
 from parasim.serving.plan import ServingPlan
-from parasim.specs.catalog import get_accelerator, get_model
+from parasim.specs.catalog import default_cluster, get_accelerator, get_model
 
 DS = ["plan", "serve", "--model", "deepseek-v3", "--gpu", "h200-sxm", "--max-gpus", "8", "--prompt-tokens", "1000",
       "--output-tokens", "500", "--slo-ttft", "5", "--slo-tpot", "0.1", "--schedulers", "sarathi",
@@ -76,6 +77,17 @@ def test_an_ep_that_cannot_run_is_an_input_error_naming_ep(model, given, kw, wor
     with pytest.raises(InputError) as e:
         serve_eps(get_model(model), given, max_gpus=8, **args)
     assert e.value.field == "ep" and words in e.value.message
+
+
+def test_a_list_without_1_searches_only_its_ep_layouts():
+    """`--ep 8` tries EP 8 alone, as `--tp 8` tries TP 8 alone; `--ep 1,8` both kinds."""
+    ds, cl = get_model("deepseek-v3"), default_cluster("h200-sxm", 16)
+    kw = dict(max_gpus=16, tps=(1, 2, 4, 8), pps=(1, 2), precisions=(("fp8", "bf16"),), disagg=("disagg",))
+    only = list(serve_layouts(ds, cl, pruned=Pruned(), eps=(8,), **kw))
+    both = list(serve_layouts(ds, cl, pruned=Pruned(), eps=(1, 8), **kw))
+    plain = list(serve_layouts(ds, cl, pruned=Pruned(), **kw))
+    assert [(d["replicas"], d["ep"]) for d in only] == [(8, 8), (16, 8)]
+    assert both == plain + only and all("ep" not in d for d in plain)
 
 
 @settings(max_examples=60, deadline=None)

@@ -487,7 +487,7 @@ def plan_serve_cmd(
     max_batches: Optional[str] = typer.Option(None, "--max-batches", help="Max running sequences to try.", rich_help_panel=PANEL_SPACE),
     screen_requests: int = typer.Option(300, "--screen-requests", help="Requests per screening run (stages 1-2).", rich_help_panel=PANEL_SPACE),
     refine: int = typer.Option(8, "--refine", help="Screened plans re-run on the whole workload per round.", rich_help_panel=PANEL_SPACE),
-    ep: Optional[str] = typer.Option(None, "--ep", help="MoE: expert-parallel degrees to try over one-GPU attention-DP ranks (serve --ep), e.g. 1,8; `auto` (default): 1 and every divisor of the routed experts up to --max-gpus for a MoE model, 1 for a dense one.", rich_help_panel=PANEL_SPACE),
+    ep: Optional[str] = typer.Option(None, "--ep", help="MoE: expert-parallel degrees to try over one-GPU attention-DP ranks (serve --ep), e.g. 1,8 (1: the plans without EP); `auto` (default): 1 and every divisor of the routed experts up to --max-gpus for a MoE model, 1 for a dense one.", rich_help_panel=PANEL_SPACE),
     workers: Workers = None,
     executor: Executor = "local",
     ray_address: RayAddress = None,

@@ -291,8 +291,19 @@ def serve_layouts(model: ModelSpec, cluster: ClusterSpec, *, max_gpus: int, tps:
     TP stays inside the scale-up domain and must divide the heads; PP must not exceed the layers.
     Disaggregated layouts: a prefill pool of prefill_tp x prefill_pp-GPU instances and a decode pool
     of decode_tp x decode_pp-GPU instances (each phase's TP and PP chosen independently, as
-    DistServe does), every split of the budget, for each scheduler in `disagg`.
+    DistServe does), every split of the budget, for each scheduler in `disagg`. Without 1 in `eps`
+    (`--ep 8`) only the expert-parallel layouts, as `--tp 8` tries TP 8 alone.
     """
+    gpu = cluster.accelerator.id
+    if 1 in eps:
+        yield from _plain_layouts(model, cluster, max_gpus=max_gpus, tps=tps, pps=pps, precisions=precisions,
+                                  pruned=pruned, disagg=disagg)
+    yield from serve_ep_layouts(gpu, max_gpus=max_gpus, eps=eps, precisions=precisions, one_group=one_ep_group)
+
+
+def _plain_layouts(model: ModelSpec, cluster: ClusterSpec, *, max_gpus: int, tps: tuple[int, ...],
+                   pps: tuple[int, ...], precisions: tuple, pruned: Pruned, disagg: tuple[str, ...]) -> Iterator[dict]:
+    """`serve_layouts`' replica and disaggregated layouts (no expert parallelism)."""
     gpu = cluster.accelerator.id
     for tp in tps:
         for pp in pps:
@@ -318,7 +329,6 @@ def serve_layouts(model: ModelSpec, cluster: ClusterSpec, *, max_gpus: int, tps:
                     yield {"gpu": gpu, "tp": ptp, "pp": 1, "replicas": 1, "weights": w, "kv_dtype": kv,
                            "scheduler": sched, "prefill_gpus": pg, "prefill_tp": ptp, "decode_gpus": dg,
                            "decode_tp": dtp, "prefill_pp": ppp, "decode_pp": dpp}
-    yield from serve_ep_layouts(gpu, max_gpus=max_gpus, eps=eps, precisions=precisions, one_group=one_ep_group)
 
 
 def serve_ep_layouts(gpu: str, *, max_gpus: int, eps: tuple[int, ...], precisions: tuple,
