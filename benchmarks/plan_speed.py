@@ -1,7 +1,7 @@
 """Search times of issue 5's two acceptance runs, and the README's `plan serve` example as a user
 runs it (prints; asserts nothing about time).
 
-    .venv/bin/python benchmarks/plan_speed.py [--workers N] [--readme-only]
+    .venv/bin/python benchmarks/plan_speed.py [--workers N] [--readme-only | --moe]
 """
 
 from __future__ import annotations
@@ -57,12 +57,40 @@ def readme_example(workers: int | None, repeat: int = 3, bytecode: bool = True) 
               f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
 
+#: a MoE model's search (docs/planner.md, "Expert parallelism (MoE)"): the README's DeepSeek-V3 row at
+#: the default 1000 requests, at 4 requests/s (TP 8 keeps up) and 10 (only EP 8 does); timed with
+#: --ep 1 (the space before EP was searched) and with auto
+MOE_SERVE = ("plan serve --model deepseek-v3 --gpu h200-sxm --max-gpus 8 --prompt-tokens 1000 "
+             "--output-tokens 500 --slo-ttft 5 --slo-tpot 0.1")
+
+
+def moe_example(workers: int | None, repeat: int = 3) -> None:
+    """MOE_SERVE in fresh processes, without and with expert parallelism in the space."""
+    exe = Path(sys.executable).with_name("parasim")
+    for rate, ep in (("4", "1"), ("4", "auto"), ("10", "1"), ("10", "auto")):
+        cmd = [str(exe), *MOE_SERVE.split(), "--rate", rate, "--ep", ep, "--json"] + (
+            ["--workers", str(workers)] if workers else [])
+        subprocess.run(cmd, stdout=subprocess.DEVNULL)  # writes the .pyc files; exit 1 = nothing meets the SLO
+        for _ in range(repeat):
+            t = time.perf_counter()
+            out = json.loads(subprocess.run(cmd, capture_output=True, text=True).stdout)
+            b = out["best"]
+            best = (f"best tp{b['tp']} x{b['replicas']} ep{b['ep']} goodput/GPU {b['goodput_per_gpu']:.3f}" if b
+                    else "no plan meets the SLO")
+            print(f"MoE plan serve --rate {rate} --ep {ep}: {time.perf_counter() - t:.2f} s wall, search {out['search_wall_s']:.2f} s, "
+                  f"{out['evaluated']} evaluated, {best} (load average {os.getloadavg()[0]:.1f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--readme-only", action="store_true", help="only the README example, fresh processes")
+    ap.add_argument("--moe", action="store_true", help="only the MoE search, --ep 1 against --ep auto")
     args = ap.parse_args()
 
+    if args.moe:
+        moe_example(args.workers)
+        return
     readme_example(args.workers)
     readme_example(args.workers, bytecode=False)
     if args.readme_only:

@@ -105,6 +105,11 @@ def _check_plan(out, args):
     assert out["evaluated"] > 0 and out["explanation"]["text"]
     if args[1] == "serve":
         assert out["best"]["meets_slo"] and out["best"]["fidelity"] == "full"
+    if out.get("expert_parallel"):  # a MoE model: the winner's EP degree is one searched, and EP
+        # 8 is what the engines' DeepSeek recipes run on 8 GPUs under load
+        assert out["best"]["ep"] in out["expert_parallel"]["searched"]
+        if "deepseek-v3" in args:
+            assert (out["best"]["tp"], out["best"]["ep"]) == (1, 8)
     if "--param-state" in args:  # the user's stack holds for every ranked plan
         state = args[args.index("--param-state") + 1]
         assert {r["param_state"] for r in out["ranked"]} == {state} == {out["stack"]["param_state"]}

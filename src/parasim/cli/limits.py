@@ -145,6 +145,7 @@ PLAN_SERVE: dict[str, Rule] = {
     "length_sigma": SIGMA, "requests": I("requests"), "seed": SEED, "tp": L("gpus"), "pp": L("gpus"),
     "schedulers": TEXT, "precisions": TEXT, "token_budgets": L("tokens"), "max_batches": L("batch"),
     "screen_requests": I("requests"), "refine": I("rows"), "profile": PATH, "emit": TEXT, **_RUN, "models": PATH,
+    "ep": TEXT,  # `auto` or EP degrees, each 1 .. cap `replicas` (search.space.parse_serve_ep)
 }
 
 INSPECT: dict[str, Rule] = {"model": TEXT, "gpu": TEXT, "tp": I("gpus"), "pp": I("gpus"), "ep": I("gpus"),

@@ -487,6 +487,7 @@ def plan_serve_cmd(
     max_batches: Optional[str] = typer.Option(None, "--max-batches", help="Max running sequences to try.", rich_help_panel=PANEL_SPACE),
     screen_requests: int = typer.Option(300, "--screen-requests", help="Requests per screening run (stages 1-2).", rich_help_panel=PANEL_SPACE),
     refine: int = typer.Option(8, "--refine", help="Screened plans re-run on the whole workload per round.", rich_help_panel=PANEL_SPACE),
+    ep: Optional[str] = typer.Option(None, "--ep", help="MoE: expert-parallel degrees to try over one-GPU attention-DP ranks (serve --ep), e.g. 1,8 (1: the plans without EP); `auto` (default): 1 and every divisor of the routed experts up to --max-gpus for a MoE model, 1 for a dense one.", rich_help_panel=PANEL_SPACE),
     workers: Workers = None,
     executor: Executor = "local",
     ray_address: RayAddress = None,
@@ -503,13 +504,15 @@ def plan_serve_cmd(
     v = limits.check(limits.PLAN_SERVE, args, names=limits.JSON_NAMES)
 
     from parasim.search.plan_serve import ServeSearch, emit_yaml_mapping, run_search
-    kw: dict[str, Any] = {}
+    from parasim.search.space import parse_serve_ep
+    kw: dict[str, Any] = {"ep": parse_serve_ep(v["ep"])}
     if pp:
         kw["pp"] = v["pp"]
     if schedulers:
         kw["schedulers"] = str_list(schedulers)
     if emit is not None and models is None:
         kw["schedulers"] = emit_schedulers(emit, kw.get("schedulers"))
+        kw["one_ep_group"] = True  # an engine process's EP group is all its data-parallel ranks
     if precisions:
         kw["precisions"] = precision_pairs(precisions)
     if token_budgets:
@@ -519,6 +522,10 @@ def plan_serve_cmd(
     if models is not None:  # several models: cli/plan_models.py
         from parasim.cli.plan_models import plan_models_cmd
 
+        if ep is not None:
+            raise InputError("ep", "a models file places each model on replicas of tp x pp GPUs and has no ep key "
+                                   "(serve --models runs no expert-parallel plan); drop --ep")
+        kw["ep"] = (1,)
         base = ServeSearch(model="", gpu=tuple(gpu), max_gpus=max_gpus, seed=seed, tp=v["tp"] or (),
                            screen_requests=screen_requests, refine=refine, workers=workers, executor=executor,
                            ray_address=ray_address, **kw)

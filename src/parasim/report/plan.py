@@ -155,6 +155,11 @@ def _pp(pp: int | None) -> str:
     return f"pp{pp}" if pp and pp > 1 else ""
 
 
+def _ep(ep: int | None) -> str:
+    """An attention-DP + expert-parallel plan's EP degree in its layout cell, shown only when > 1."""
+    return f" ep{ep}" if ep and ep > 1 else ""
+
+
 def _serve_cells(r: dict, multi: bool = False) -> list[Any]:
     s = r["metrics"]["summary"]
     from parasim.search.plan_serve import disaggregated
@@ -162,7 +167,7 @@ def _serve_cells(r: dict, multi: bool = False) -> list[Any]:
     sched = r["scheduler"]
     layout = (f"P{r['prefill_gpus']}/tp{r['prefill_tp']}{_pp(r.get('prefill_pp'))} "
               f"D{r['decode_gpus']}/tp{r['decode_tp']}{_pp(r.get('decode_pp'))}"
-              if disaggregated(r) else f"tp{r['tp']} pp{r['pp']} x{r['replicas']}")
+              if disaggregated(r) else f"tp{r['tp']} pp{r['pp']} x{r['replicas']}" + _ep(r.get("ep")))
     knobs = "/".join(str(v) for v in (r.get("token_budget"), r.get("max_batch")) if v is not None)
     return [r.get("rank") or "-", f"{r['gpus']} {r['gpu']}" if multi else r["gpus"], layout,
             f"{sched} {knobs}".strip(), f"{r['weights']}/{r.get('kv_dtype') or '-'}", f"{r['goodput_per_gpu']:.3f}",
@@ -190,6 +195,9 @@ def render_serve(out: dict, top: int) -> None:
         odd = {w: m for w, m in how.items() if m != "native" and m != "16-bit"}
         for w, m in odd.items():
             c.print(f"  {w} on {g}: {m}")
+    if out.get("expert_parallel"):
+        e = out["expert_parallel"]
+        c.print(f"expert parallel searched: ep {', '.join(str(x) for x in e['searched'])} - {e['why']}")
     st = out["stages"]
     c.print(f"stages: {st['layouts']} layouts and {st['knob_variants']} knob variants screened on "
             f"{st['screen_requests']} requests; {st['refined']} re-run on all {st['full_requests']}")

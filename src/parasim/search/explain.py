@@ -24,7 +24,9 @@ TRAIN_FIELDS = ("tp", "pp", "dp", "cp", "ep", "virtual_stages", "micro_batch", "
                 "gpu", "gpus")
 SERVE_FIELDS = ("gpu", "tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "weights", "kv_dtype",
                 "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp",
-                "prefill_pp", "decode_pp")
+                "prefill_pp", "decode_pp", "ep")
+#: a serving plan field a row may leave out, and what it then is (a baseline that was not simulated has no ep)
+FIELD_DEFAULTS = {"ep": 1}
 TRAIN_METRICS = ("step_time_s", "mfu", "peak_memory_gib_per_gpu")
 SERVE_METRICS = ("ttft_p99_s", "tpot_p99_s", "slo_attainment", "output_tokens_per_s", "cost_usd_per_m_tokens",
                  "energy_j_per_token")
@@ -50,6 +52,12 @@ def _metrics(row: dict, kind: str) -> dict[str, Any]:
     return {**{k: s.get(k) for k in SERVE_METRICS}, "gpus": row.get("gpus")}
 
 
+def _differences(a: dict, b: dict, fields: tuple[str, ...], defaults: dict) -> dict[str, list]:
+    """The plan fields where `a` and `b` differ, a field left out read as its default."""
+    pairs = {k: [a.get(k, defaults.get(k)), b.get(k, defaults.get(k))] for k in fields}
+    return {k: v for k, v in pairs.items() if v[0] != v[1]}
+
+
 def compare(winner: dict, other: dict | None, obj: Objective, options: dict, kind: str) -> dict | None:
     if other is None:
         return None
@@ -58,7 +66,7 @@ def compare(winner: dict, other: dict | None, obj: Objective, options: dict, kin
     return {
         "rank": other.get("rank"),
         "ratio": ratio(obj, winner, other, options),
-        "plan_differences": {k: [winner.get(k), other.get(k)] for k in fields if winner.get(k) != other.get(k)},
+        "plan_differences": _differences(winner, other, fields, FIELD_DEFAULTS if kind == "serve" else {}),
         "metrics": {k: [a[k], b.get(k)] for k in a if a[k] is not None or b.get(k) is not None},
     }
 

@@ -58,7 +58,7 @@ from parasim.search.objectives import SERVE_OBJECTIVES, get_objective, parse_par
 from parasim.search.pareto import pareto_summary
 from parasim.search.prune import Pruned
 from parasim.search.space import (CHUNKED_BUDGETS, MAX_BATCHES, SERVE_PRECISIONS, SERVE_SCHEDULERS, powers_of_two,
-                                  serve_layouts, serve_precisions)
+                                  serve_eps, serve_layouts, serve_precisions)
 from parasim.search.capacity import QUEUEING, SATURATED
 from parasim.serving.metrics import SLO, SLO_NAMES, missed_slos, slo_seconds
 from parasim.serving.schedulers import SCHEDULERS
@@ -70,6 +70,9 @@ from parasim.specs.model import ModelSpec
 
 PLAN_FIELDS = ("tp", "pp", "replicas", "scheduler", "token_budget", "max_batch", "weights", "kv_dtype",
                "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp", "prefill_pp", "decode_pp")
+#: layouts and rows carry `ep` beside PLAN_FIELDS: written out only when > 1 (serve's default is 1; a
+#: models file has no ep key, and `plan serve --models` reads PLAN_FIELDS)
+EP_FIELD = "ep"
 THROUGHPUT_MARGIN = 1.25
 
 
@@ -111,6 +114,8 @@ class ServeSearch:
     executor: str = "local"
     ray_address: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    ep: tuple[int, ...] = ()  # expert-parallel degrees; empty = auto (space.serve_eps)
+    one_ep_group: bool = False  # EP layouts only as one group (replicas = ep): --emit's launch commands
 
     def slo(self) -> SLO:
         """The SLO set, each value checked (seconds, not milliseconds); at least one is required."""
@@ -182,20 +187,34 @@ def plan_gpus(d: dict) -> int:
     return d["tp"] * d["pp"] * d["replicas"]
 
 
+def ep_of(d: dict) -> int:
+    """A layout's or row's expert-parallel degree (1 when it has none)."""
+    return d.get(EP_FIELD) or 1
+
+
+def plan_mapping(d: dict) -> dict:
+    """The ServingPlan fields of a layout or row that are set (`ep` only when > 1)."""
+    out = {k: d[k] for k in PLAN_FIELDS if d.get(k) is not None}
+    return out | ({EP_FIELD: ep_of(d)} if ep_of(d) > 1 else {})
+
+
 @lru_cache(maxsize=1024)
 def _pool_bounds(model: ModelSpec, acc_id: str, tp: int, pp: int, weights: str, kv: str | None,
-                 prompt_mean: float, output_mean: float, max_len: int) -> tuple[str | None, float, float, float, float]:
+                 prompt_mean: float, output_mean: float, max_len: int,
+                 ep: int = 1) -> tuple[str | None, float, float, float, float]:
     """(reason or None, single-sequence decode step s, requests/s one instance can sustain at most,
     and the least seconds an instance spends on a mean request's prefill and on its decode: a
     prefill-only instance sustains at most pp / the first, a decode-only one pp / the second).
 
     The engine is the simulator's default one (`ServingPlan()`: its scheduler's token budget and
-    batch, block size, memory share), sized by the simulator's own `plan_pools`."""
+    batch, block size, memory share), sized by the simulator's own `plan_pools`. With `ep` > 1 the
+    instance is one attention-DP rank of an EP group of `ep` (its GPU holds 1/ep of the routed
+    experts: `cost.memory.weight_bytes_per_gpu(ep=)`), costed with every rank at the same batch."""
     from parasim.serving.plan import ServingPlan
     from parasim.serving.simulate import iteration_cost, plan_pools
 
-    plan = ServingPlan(tp=tp, pp=pp, weights=weights, kv_dtype=kv)
-    cluster = cluster_for(acc_id, tp * pp)
+    plan = ServingPlan(tp=tp, pp=pp, weights=weights, kv_dtype=kv, replicas=ep, ep=ep)
+    cluster = cluster_for(acc_id, tp * pp * ep)
     pool = plan_pools(model, cluster, plan)[0][0]
     if pool.kvb.blocks < 1:
         return "memory_weights", 0.0, 0.0, 0.0, 0.0
@@ -246,7 +265,8 @@ def analytic_prune(model: ModelSpec, d: dict, wl_stats: dict, step_slo_s: float 
         if role != "mixed" and pp > 1 and not _needs_pp(model, d, tp, args):
             pruned.drop("phase_pp_unneeded")
             return False
-        reason, one, _, prefill_s, decode_s = _pool_bounds(model, d["gpu"], tp, pp, d["weights"], d["kv_dtype"], *args)
+        reason, one, _, prefill_s, decode_s = _pool_bounds(model, d["gpu"], tp, pp, d["weights"], d["kv_dtype"], *args,
+                                                           ep_of(d))
         if reason:
             pruned.drop(reason)
             return False
@@ -279,7 +299,7 @@ def kv_holds_workload(model: ModelSpec, item: dict, wl) -> tuple[bool, str]:
     from parasim.serving.simulate import kv_fit
 
     try:
-        plan = ServingPlan.from_mapping({k: item[k] for k in PLAN_FIELDS if item.get(k) is not None})
+        plan = ServingPlan.from_mapping(plan_mapping(item))
         fit = kv_fit(model, cluster_for(item["gpu"], plan_gpus(item)), plan, wl)
     except InputError:
         return True, ""
@@ -307,7 +327,7 @@ def evaluate(context: dict, item: dict) -> dict:
     from parasim.serving.plan import ServingPlan
     from parasim.serving.simulate import simulate
 
-    plan_map = {k: item[k] for k in PLAN_FIELDS if item.get(k) is not None}
+    plan_map = plan_mapping(item)
     wl = context["workload"]
     n = item["requests"]
     if n < len(wl):
@@ -403,7 +423,7 @@ def make_row(item: dict, res: dict, queueing_limit_s: float | None, fidelity: st
 
 
 def plan_key(d: dict) -> tuple:
-    return (d["gpu"],) + tuple(d.get(k) for k in PLAN_FIELDS)
+    return (d["gpu"],) + tuple(d.get(k) for k in PLAN_FIELDS) + (ep_of(d),)
 
 
 def sort_key(obj, options):
@@ -529,9 +549,9 @@ def renamed(res: dict, scheduler: str) -> dict:
 
 
 def _family(d: dict) -> tuple:
-    """Layouts that differ only in how many instances they run."""
+    """Layouts that differ only in how many instances they run (for EP, how many EP groups)."""
     return (d["gpu"], d["scheduler"], d["tp"], d["pp"], d["weights"], d["kv_dtype"], d.get("prefill_tp"),
-            d.get("decode_tp"), d.get("prefill_pp"), d.get("decode_pp"))
+            d.get("decode_tp"), d.get("prefill_pp"), d.get("decode_pp"), ep_of(d))
 
 
 def _size(d: dict) -> tuple[int, int]:
@@ -619,6 +639,8 @@ class _Run:
     bound_skipped: list[dict] = field(default_factory=list)  # layouts the goodput bound skipped
     full_max_rps: float = float("inf")  # no plan's goodput on the full workload exceeds this
     bound_check: dict | None = None  # goodput_bound_check of the winner, before any re-screen
+    eps: tuple[int, ...] = (1,)  # expert-parallel degrees searched (space.serve_eps)
+    ep_why: str = ""
 
     def absorb(self, items: list[dict], results: list, fidelity: str, store: dict) -> None:
         for it, res in self.pruned.successes(items, results, self.errors):
@@ -642,6 +664,8 @@ def _prepare(req: ServeSearch) -> _Run:
     pareto_objs = parse_pareto(req.pareto, SERVE_OBJECTIVES)
     for s in req.schedulers:
         SCHEDULERS.get(s, field="schedulers")
+    colocated = any(not SCHEDULERS.get(s).disaggregated for s in req.schedulers)
+    eps, ep_why = serve_eps(model, req.ep, max_gpus=req.max_gpus, tps=req.tp or (1,), pps=req.pp, colocated=colocated)
     wl, regen = build_workload(req, model)
     span = float(wl.arrival_s[-1] - wl.arrival_s[0])
     wl_stats = {"prompt_mean": float(wl.prompt_tokens.mean()), "output_mean": float(wl.output_tokens.mean()),
@@ -651,7 +675,7 @@ def _prepare(req: ServeSearch) -> _Run:
     return _Run(req=req, model=model, accs=accs, slo=slo, limit=limit, objective=objective,
                 pareto_objs=pareto_objs, wl=wl, regen=regen, wl_stats=wl_stats,
                 options={"output_tokens_mean": wl_stats["output_mean"]}, full_n=len(wl),
-                screen_n=min(len(wl), req.screen_requests))
+                screen_n=min(len(wl), req.screen_requests), eps=eps, ep_why=ep_why)
 
 
 def _enumerate_layouts(run: _Run, pairs: tuple, runs: dict) -> tuple[list[dict], int]:
@@ -665,7 +689,7 @@ def _enumerate_layouts(run: _Run, pairs: tuple, runs: dict) -> tuple[list[dict],
         cl = cluster_for(acc.id, req.max_gpus)
         tps = req.tp or tuple(powers_of_two(min(cl.domain, req.max_gpus)))
         for d in serve_layouts(run.model, cl, max_gpus=req.max_gpus, tps=tps, pps=req.pp, precisions=pairs,
-                               pruned=pruned, disagg=disagg):
+                               pruned=pruned, disagg=disagg, eps=run.eps, one_ep_group=req.one_ep_group):
             raw += 1
             if runs[acc.id][d["weights"]].startswith("cannot run"):
                 pruned.drop("precision_unsupported")
@@ -725,22 +749,23 @@ def goodput_bound_check(run: _Run, full_ok: list[dict]) -> dict | None:
             "winner_above": bool(full_ok) and full_ok[0]["goodput_per_gpu"] > ceiling}
 
 
-def _decoding_layouts(d: dict) -> list[tuple[int, int]]:
-    """(tp, pp) of the instances that decode: the decode pool's, or the replicas'."""
+def _decoding_layouts(d: dict) -> list[tuple[int, int, int]]:
+    """(tp, pp, ep) of the instances that decode: the decode pool's, or the replicas'."""
     if disaggregated(d):
-        return [(d["decode_tp"], d.get("decode_pp") or d["pp"])]
-    return [(d["tp"], d["pp"])]
+        return [(d["decode_tp"], d.get("decode_pp") or d["pp"], 1)]
+    return [(d["tp"], d["pp"], ep_of(d))]
 
 
 @lru_cache(maxsize=256)
-def _min_step_s(model: ModelSpec, acc_id: str, tp: int, pp: int, weights: str, kv: str | None) -> float:
+def _min_step_s(model: ModelSpec, acc_id: str, tp: int, pp: int, ep: int, weights: str, kv: str | None) -> float:
     """The shortest decode iteration of a layout: one sequence with one token of context (an
-    iteration's time grows with every aggregate of its batch)."""
+    iteration's time grows with every aggregate of its batch). An EP rank's is that of every rank
+    of its group at one token: in lockstep an idle rank steps a dummy token (serving.lockstep)."""
     from parasim.serving.plan import ServingPlan
     from parasim.serving.simulate import iteration_cost
 
-    plan = ServingPlan(tp=tp, pp=pp, weights=weights, kv_dtype=kv)
-    return iteration_cost(model, cluster_for(acc_id, tp * pp), plan, tp=tp, pp=pp).time_s(1, 0.0, 0.0, 1, 1.0, 1)
+    plan = ServingPlan(tp=tp, pp=pp, weights=weights, kv_dtype=kv, replicas=ep, ep=ep)
+    return iteration_cost(model, cluster_for(acc_id, tp * pp * ep), plan, tp=tp, pp=pp).time_s(1, 0.0, 0.0, 1, 1.0, 1)
 
 
 def _max_goodput_rps(wl: Workload, step_s: float) -> float:
@@ -766,7 +791,7 @@ def _screen_knobs(run: _Run, items1: list[dict], screened: dict) -> list[dict]:
     ran = {_effective_key(run.model, r) for r in screened.values()}
     for r in good + near:
         lay = {k: r.get(k) for k in ("gpu", "tp", "pp", "replicas", "weights", "kv_dtype", "scheduler", "prefill_gpus",
-                                     "prefill_tp", "decode_gpus", "decode_tp", "prefill_pp", "decode_pp")}
+                                     "prefill_tp", "decode_gpus", "decode_tp", "prefill_pp", "decode_pp", EP_FIELD)}
         for v in knob_variants(lay, run.req):
             v["requests"] = run.screen_n
             if plan_key(v) in seen:
@@ -801,7 +826,8 @@ def _refine(run: _Run, screened: dict, extra: tuple[dict, ...] = ()) -> dict[tup
     refine = run.req.refine
     for start in range(0, min(len(candidates), 3 * refine), refine):
         # a full-size plan that falls behind is not ranked whatever its SLO run says: burst first
-        batch = [{**{k: r.get(k) for k in ("gpu", *PLAN_FIELDS)}, "requests": run.full_n, "burst_first": BURST_FIRST}
+        batch = [{**{k: r.get(k) for k in ("gpu", *PLAN_FIELDS, EP_FIELD)}, "requests": run.full_n,
+                  "burst_first": BURST_FIRST}
                  for r in candidates[start:start + refine]]
         run.absorb(batch, run.stages.run(batch, extra if start == 0 else ()), "full", full)
         if sum(r["meets_slo"] for r in full.values()) >= 2 or run.stages.interrupted:  # a winner and a runner-up
@@ -876,6 +902,9 @@ def _search(req: ServeSearch, progress, guard: SigintGuard) -> dict:
         "command": "plan serve", "model": run.model.name, "gpu": list(req.gpu), "max_gpus": req.max_gpus,
         "slo": run.slo.to_dict() | {"max_queueing_p50_s": run.limit},
         "precisions": {"searched": [f"{w}/{kv}" for w, kv in pairs], "why": why, "per_gpu": runs},
+        # MoE models only, so a dense model's answer is the one before EP was searched
+        **({"expert_parallel": {"searched": list(run.eps), "why": run.ep_why,
+                                "one_group": req.one_ep_group}} if run.model.is_moe else {}),
         "workload": run.wl.summary(), "objective": run.objective.name,
         "objective_metric": run.objective.metric,
         # interrupted before any full-size run: the best screened plan is the best found so far
@@ -912,7 +941,7 @@ def emit_yaml_mapping(out: dict, req: ServeSearch, yaml_path: Path) -> dict:
     best = out["best"]
     regen = out["_workload_keys"]
     cfg: dict[str, Any] = {"model": model_reference(req.model), "gpu": best["gpu"], "gpus": best["gpus"]}
-    cfg.update({k: best[k] for k in PLAN_FIELDS if best.get(k) is not None})
+    cfg.update(plan_mapping(best))
     cfg.update(regen)
     slo = req.slo()
     cfg.update({f"slo_{n}": getattr(slo, f"{n}_s") for n in slo.names})

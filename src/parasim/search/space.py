@@ -283,14 +283,27 @@ MAX_BATCHES = (64, 128, 256)
 
 
 def serve_layouts(model: ModelSpec, cluster: ClusterSpec, *, max_gpus: int, tps: tuple[int, ...],
-                  pps: tuple[int, ...], precisions: tuple, pruned: Pruned, disagg: tuple[str, ...]) -> Iterator[dict]:
-    """(tp, pp, replicas, weights, kv) layouts within the GPU budget, plus disaggregated splits.
+                  pps: tuple[int, ...], precisions: tuple, pruned: Pruned, disagg: tuple[str, ...],
+                  eps: tuple[int, ...] = (1,), one_ep_group: bool = False) -> Iterator[dict]:
+    """(tp, pp, replicas, weights, kv) layouts within the GPU budget, plus disaggregated splits,
+    plus expert-parallel ones (`serve_ep_layouts`).
 
     TP stays inside the scale-up domain and must divide the heads; PP must not exceed the layers.
     Disaggregated layouts: a prefill pool of prefill_tp x prefill_pp-GPU instances and a decode pool
     of decode_tp x decode_pp-GPU instances (each phase's TP and PP chosen independently, as
-    DistServe does), every split of the budget, for each scheduler in `disagg`.
+    DistServe does), every split of the budget, for each scheduler in `disagg`. Without 1 in `eps`
+    (`--ep 8`) only the expert-parallel layouts, as `--tp 8` tries TP 8 alone.
     """
+    gpu = cluster.accelerator.id
+    if 1 in eps:
+        yield from _plain_layouts(model, cluster, max_gpus=max_gpus, tps=tps, pps=pps, precisions=precisions,
+                                  pruned=pruned, disagg=disagg)
+    yield from serve_ep_layouts(gpu, max_gpus=max_gpus, eps=eps, precisions=precisions, one_group=one_ep_group)
+
+
+def _plain_layouts(model: ModelSpec, cluster: ClusterSpec, *, max_gpus: int, tps: tuple[int, ...],
+                   pps: tuple[int, ...], precisions: tuple, pruned: Pruned, disagg: tuple[str, ...]) -> Iterator[dict]:
+    """`serve_layouts`' replica and disaggregated layouts (no expert parallelism)."""
     gpu = cluster.accelerator.id
     for tp in tps:
         for pp in pps:
@@ -316,3 +329,63 @@ def serve_layouts(model: ModelSpec, cluster: ClusterSpec, *, max_gpus: int, tps:
                     yield {"gpu": gpu, "tp": ptp, "pp": 1, "replicas": 1, "weights": w, "kv_dtype": kv,
                            "scheduler": sched, "prefill_gpus": pg, "prefill_tp": ptp, "decode_gpus": dg,
                            "decode_tp": dtp, "prefill_pp": ppp, "decode_pp": dpp}
+
+
+def serve_ep_layouts(gpu: str, *, max_gpus: int, eps: tuple[int, ...], precisions: tuple,
+                     one_group: bool = False) -> Iterator[dict]:
+    """Attention-DP + EP layouts (`ServingPlan.ep`): `replicas` one-GPU ranks in EP groups of `ep`,
+    as `parasim serve --tp 1 --replicas R --ep E` runs them (serve requires tp = pp = 1 and ep
+    dividing the replicas). `one_group`: only R = E, one engine process whose data-parallel
+    ranks are its EP group (what `--emit`'s launch commands express: vLLM's EP size is its
+    `--data-parallel-size` x TP, SGLang's and TensorRT-LLM's `--ep-size` the process's ranks)."""
+    for ep in (e for e in eps if e > 1):
+        for w, kv in precisions:
+            for r in ((ep,) if one_group else range(ep, max_gpus + 1, ep)):
+                yield {"gpu": gpu, "tp": 1, "pp": 1, "replicas": r, "ep": ep, "weights": w, "kv_dtype": kv}
+
+
+def parse_serve_ep(text: str | None) -> tuple[int, ...]:
+    """`plan serve --ep`: `auto` (empty: the default), or a comma list of EP degrees (1 = none)."""
+    if text is None or text.strip().lower() == "auto":
+        return ()
+    out: list[int] = []
+    for item in (t.strip() for t in text.split(",")):
+        if not (item.isascii() and item.isdigit()) or int(item) < 1:
+            raise InputError("ep", f"expected `auto` or EP degrees (positive whole numbers; 1 = no expert "
+                                   f"parallelism) separated by commas, e.g. 1,8; got {text!r}")
+        out.append(edge.capped_int("ep", int(item), "replicas"))
+    return tuple(sorted(set(out)))
+
+
+def serve_eps(model: ModelSpec, given: tuple[int, ...], *, max_gpus: int, tps: tuple[int, ...],
+              pps: tuple[int, ...], colocated: bool) -> tuple[tuple[int, ...], str]:
+    """The EP degrees `plan serve` searches, and why: for the result's `expert_parallel` block.
+
+    Auto (`given` empty): 1 for a dense model; for a MoE model 1 and every divisor of the routed
+    experts from 2 to `--max-gpus` (each GPU then holds whole experts, as the engines place them),
+    when the space has the one-GPU, one-stage colocated ranks EP runs on (tp 1, pp 1, a
+    non-disaggregated scheduler). A degree given that cannot run is an input error naming `ep`."""
+    why_not = ("--tp has no 1" if 1 not in tps else "--pp has no 1" if 1 not in pps
+               else "--schedulers has only disaggregated ones" if not colocated else None)
+    if not given:
+        if not model.is_moe:
+            return (1,), f"{model.name} is dense: no expert parallelism"
+        if why_not:
+            return (1,), f"expert parallelism runs on one-GPU attention-DP ranks (tp 1, pp 1, colocated); {why_not}"
+        eps = tuple(e for e in range(1, min(model.experts, max_gpus) + 1) if model.experts % e == 0)
+        return eps, (f"auto: 1 and the divisors of {model.name}'s {model.experts} routed experts up to "
+                     f"--max-gpus, each over one-GPU attention-DP ranks (tp 1, pp 1)")
+    wide = [e for e in given if e > 1]
+    if wide and not model.is_moe:
+        raise InputError("ep", f"{model.name} is a dense model: expert parallelism applies to MoE models only "
+                               f"(give --ep 1 or leave it at auto)")
+    for e in wide:
+        if model.experts % e:
+            raise InputError("ep", f"ep={e} does not divide {model.name}'s {model.experts} routed experts; "
+                                   f"allowed: {', '.join(str(d) for d in range(2, model.experts + 1) if model.experts % d == 0)}")
+        if e > max_gpus:
+            raise InputError("ep", f"ep={e} needs {e} GPUs; --max-gpus is {max_gpus}")
+    if wide and why_not:
+        raise InputError("ep", f"ep > 1 runs on one-GPU attention-DP ranks (tp 1, pp 1, a colocated scheduler), "
+                               f"as `parasim serve --ep` does; {why_not}")
+    return given, "--ep"

@@ -42,7 +42,8 @@ class SGLangLauncher(Launcher):
         p, pool = ctx.plan, inst.pool
         mixed = p.scheduler in ("sarathi", "splitfuse")
         args = [
-            ("--tp-size", pool.tp),
+            # with DP attention SGLang's --tp-size spans the process's ranks: attention TP = tp-size / dp-size
+            ("--tp-size", pool.tp * dp if p.ep > 1 else pool.tp),
             ("--pp-size", pool.pp if pool.pp > 1 else None),
             ("--dp-size", dp if dp > 1 else None),
             ("--enable-dp-attention", p.ep > 1),

@@ -38,7 +38,8 @@ def label(row: dict[str, Any]) -> str:
     if "dp" in row:  # training
         return (f"tp{row['tp']} pp{row['pp']} dp{row['dp']} cp{row['cp']} ep{row['ep']} mb{row['micro_batch']} "
                 f"{row['recompute'][:4]} z{row['zero']}")
-    return (f"tp{row['tp']} pp{row['pp']} x{row['replicas']} {row['scheduler']} tb{row.get('token_budget') or '-'} "
+    ep = f" ep{row['ep']}" if (row.get("ep") or 1) > 1 else ""  # attention-DP + expert-parallel ranks
+    return (f"tp{row['tp']} pp{row['pp']} x{row['replicas']}{ep} {row['scheduler']} tb{row.get('token_budget') or '-'} "
             f"mb{row.get('max_batch') or '-'} {row['weights']}")
 
 
