@@ -172,3 +172,14 @@ def test_the_checkpoint_scope_through_the_cli(cli):
     a = json.loads(sku.stdout)
     assert a["kv"]["weights_gib"] > engine["kv"]["weights_gib"]
     assert a["kv"]["kv_tokens"] < engine["kv"]["kv_tokens"]
+
+
+def test_the_result_says_what_the_checkpoint_holds(cli):
+    """A stated scope is reported (JSON `inputs.precision.checkpoint`); an engine-quantized 16-bit
+    model with default scales adds no key (its output is what it was before scopes existed)."""
+    args = ("serve", "--gpu", "h100-sxm", "--burst", "--requests", "5", "--prompt-tokens", "50",
+            "--output-tokens", "5", "--json")
+    oss = json.loads(cli(*args, "--model", "gpt-oss-120b").stdout)["inputs"]["precision"]
+    assert "routed experts" in oss["checkpoint"] and "attention" in oss["checkpoint"].split(";")[1]
+    plain = json.loads(cli(*args, "--model", "llama-3-8b", "--weights", "fp8").stdout)["inputs"]["precision"]
+    assert "checkpoint" not in plain

@@ -69,6 +69,25 @@ class QuantScope:
     def is_all(self) -> bool:
         return self.attention and self.mlp and self.experts and not self.edge_layers_16bit
 
+    @property
+    def stated(self) -> bool:
+        """Whether anything differs from an engine's own quantization of every block Linear."""
+        return not self.is_all or self.scales != DEFAULT_SCALES[self.weights]
+
+    def describe(self) -> str:
+        """One line for reports: which block modules hold the format, at how many bits."""
+        mlps = "MLPs" if self.mlp and self.experts else "routed experts" if self.experts else "dense MLPs"
+        parts = (["attention"] if self.attention else []) + [mlps]
+        kept = [] if self.attention else ["attention"]
+        if not self.mlp:
+            kept.append("dense MLPs and shared experts")
+        text = f"{self.weights} ({self.scales} scales, {self.element_bytes * 8:g} bits per element) in " + ", ".join(parts)
+        if self.edge_layers_16bit:
+            text += " of all but the first and last layers"
+        if kept:
+            text += "; " + ", ".join(kept) + " 16-bit"
+        return text + " (the checkpoint's quantization_config; cost.quant_bytes)"
+
 
 #: ModelSpec.quantized_modules -> (attention, dense MLP and shared experts, routed experts, edge layers 16-bit)
 _MODULES = {"all": (True, True, True, False), "mlp": (False, True, True, False),
