@@ -131,6 +131,8 @@ def test_a_16_bit_attention_makes_decode_slower_than_an_all_fp8_checkpoint():
     (dict(quantized_weights="fp8", weight_scales="mxfp4"), "model.weight_scales"),
     (dict(quantized_weights="fp4", quantized_modules="experts"), "model.quantized_modules"),  # dense model
     (dict(quantized_weights="fp8", quantized_modules="attention"), "model.quantized_modules"),
+    (dict(quantized_weights="fp8", quantized_modules="mlp_except_first_last", experts=8, experts_per_token=2,
+          moe_ffn_hidden=512, family="moe"), "model.quantized_modules"),
     (dict(quantized_weights="fp8", quantized_modules=3), "model.quantized_modules"),
     (dict(quantized_weights="fp8", weight_scales=["block_128"]), "model.weight_scales"),
 ])

@@ -107,11 +107,9 @@ class IterationCost:
             return tuple(groups)
         edge = LayerCost(model, self.cluster, sharding, weight_dtype=act_dtype, act_dtype=act_dtype,
                          kv_dtype=kv_dtype, moe_gemm=moe_gemm)
-        edge_moe = [model.is_moe and li >= model.dense_layers for li in sorted({0, model.layers - 1})]
-        n_moe = sum(edge_moe)
-        n_dense = len(edge_moe) - n_moe
-        return ((self.dense_layers - n_dense, False, self.layer, True), (self.moe_layers - n_moe, True, self.layer, True),
-                (n_dense, False, edge, False), (n_moe, True, edge, False))
+        n_edge = len({0, model.layers - 1})  # a dense model's (ModelSpec refuses the scope on MoE ones)
+        return ((self.dense_layers - n_edge, False, self.layer, True), (self.moe_layers, True, self.layer, True),
+                (n_edge, False, edge, False))
 
     @classmethod
     def for_plan(cls, model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, *, tp: int | None = None,

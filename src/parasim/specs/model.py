@@ -163,6 +163,9 @@ class ModelSpec:
         if self.quantized_modules == "experts" and not self.is_moe:
             raise InputError("model.quantized_modules", "'experts' needs a mixture-of-experts model; "
                                                         f"{self.name} is dense")
+        if self.quantized_modules == "mlp_except_first_last" and self.is_moe:
+            raise InputError("model.quantized_modules", "'mlp_except_first_last' is modelled for dense models "
+                                                        "(Meta's FP8 Llama 3.1 recipe); use all, mlp or experts")
         if self.weight_scales is not None and self.quantized_weights is not None:
             allowed = WEIGHT_SCALES[self.quantized_weights]
             if self.weight_scales not in allowed:
