@@ -353,4 +353,5 @@ class ModelSpec:
                 "shared_experts": self.shared_experts, "moe_ffn_hidden": self.moe_ffn_hidden,
                 "mla": self.mla is not None, "params_total": self.params_total,
                 "params_active": self.params_active, "dtype": self.dtype,
-                "quantized_weights": self.quantized_weights, "source": self.source}
+                "quantized_weights": self.quantized_weights, "quantized_modules": self.quantized_modules,
+                "weight_scales": self.weight_scales, "source": self.source}
