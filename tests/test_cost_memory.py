@@ -113,18 +113,20 @@ def test_quantised_weights_keep_embedding_and_lm_head_in_16_bit():
     s0 = weight_params_per_gpu(m, tp=2, pp=2, stage=0)
     s1 = weight_params_per_gpu(m, tp=2, pp=2, stage=1)
     half = 128256 * 4096 / 2
+    q = 0.5 + (16 + 4) / 128 / 8  # INT4 + an FP16 scale and a 4-bit zero per group of 128 (AWQ)
     assert weight_bytes_per_gpu(m, tp=2, pp=2, weights="int4") == pytest.approx(
-        max(s0 * 0.5 + half * 1.5, s1 * 0.5 + half * 1.5))
+        max(s0 * q + half * (2 - q), s1 * q + half * (2 - q)))
 
 
 def test_tied_embeddings_across_stages_keep_both_copies_16_bit():
     """A tied matrix split over PP is held twice (first stage: embedding, last stage: head); with
-    quantised weights both copies stay 16-bit. Tiny tied model, PP 2, INT4 (0.5 B): each stage's
-    bytes = its params x 0.5 + vocab x hidden x 1.5."""
+    quantised weights both copies stay 16-bit. Tiny tied model, PP 2, INT4 (0.5 B + an FP16 scale
+    and a 4-bit zero per 128): each stage's bytes = its params x q + vocab x hidden x (2 - q)."""
     from parasim.cost.memory import weight_bytes_per_gpu, weight_params_per_gpu
 
     m = make_model(tied_embeddings=True)
     table = 32000 * 1024
     stages = [weight_params_per_gpu(m, pp=2, stage=i) for i in (0, 1)]
     assert stages[1] > table  # the last stage holds its own copy of the tied matrix
-    assert weight_bytes_per_gpu(m, pp=2, weights="int4") == pytest.approx(max(p * 0.5 + table * 1.5 for p in stages))
+    q = 0.5 + 20 / 128 / 8
+    assert weight_bytes_per_gpu(m, pp=2, weights="int4") == pytest.approx(max(p * q + table * (2 - q) for p in stages))

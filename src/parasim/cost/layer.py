@@ -26,6 +26,7 @@ from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.moe_tile import moe_tile_m
 from parasim.cost.quant import MARLIN_TILE_M, gemm_dtype, is_weight_only
+from parasim.cost.quant_bytes import QuantScope
 from parasim.cost.roofline import (attention_time_s, gemm_flops_bytes, gemm_roofline_s, gemm_time_s, grouped_fill,
                                     memory_time_s)
 from parasim.cost.moe_a2a import a2a_time_s, etp_exchange_s
@@ -152,7 +153,8 @@ class LayerCost:
     def __init__(self, model: ModelSpec, cluster: ClusterSpec, sharding: Sharding, *,
                  weight_dtype: str = "bf16", act_dtype: str = "bf16", kv_dtype: str = "bf16",
                  tp_group: Group | None = None, ep_group: Group | None = None, kernels: str = "fused",
-                 dropout: bool = False, routing: ExpertRouting | None = None, moe_gemm: str = "cutlass") -> None:
+                 dropout: bool = False, routing: ExpertRouting | None = None, moe_gemm: str = "cutlass",
+                 quant: QuantScope | None = None) -> None:
         check_sharding(model, sharding)
         self.kernels = nongemm.check_mode(kernels)
         self.dropout = dropout  # hidden dropout masks (training of models that use dropout)
@@ -166,6 +168,7 @@ class LayerCost:
         self._wo_tile = MARLIN_TILE_M if is_weight_only(weight_dtype, self.acc) else 0
         self.moe_gemm = moe_gemm  # grouped expert GEMM kernel family: its row tile by batch (cost.moe_tile)
         self.adt = act_dtype
+        self._fmt = self._part_formats(quant)
         tp, m = sharding.tp, model
         self.tp_group = tp_group or Group.strided(tp, 1, cluster)
         self.ep_group = ep_group or Group.strided(sharding.ep, tp, cluster)
@@ -187,13 +190,25 @@ class LayerCost:
                                    + self.heads * m.v_head_dim) * self.ab
         self._gemm_cache = lru_cache(maxsize=4096)(self._gemms_and_norms)
 
+    def _part_formats(self, quant: QuantScope | None) -> dict[str, tuple[float, str, int]]:
+        """(weight bytes per element, GEMM unit, row tile) of the attention projections, the dense
+        MLP / shared experts and the routed experts: a quantized checkpoint's scope keeps some of
+        them 16-bit, and its quantized elements carry their scales (cost.quant_bytes)."""
+        low = (self.wb if quant is None else quant.element_bytes, self.cdt, self._wo_tile)
+        if quant is None or quant.is_all:
+            return {"attn": low, "mlp": low, "experts": low}
+        high = (self.ab, gemm_dtype(self.adt, self.acc, self.adt), 0)
+        return {"attn": low if quant.attention else high, "mlp": low if quant.mlp else high,
+                "experts": low if quant.experts else high}
+
     # --- GEMMs and bandwidth-bound elementwise work: a function of the token count only ---------
     def _gemm(self, name: str, m: float, k: float, n: float, count: float = 1.0, *, dtype: str | None = None,
-              weight_bytes: float | None = None) -> Op:
-        wb = self.wb if weight_bytes is None else weight_bytes
+              weight_bytes: float | None = None, part: str = "attn") -> Op:
+        fmt_bytes, fmt_dtype, fmt_tile = self._fmt[part]
+        wb = fmt_bytes if weight_bytes is None else weight_bytes
         flops, bytes_ = gemm_flops_bytes(m, k, n, weight_bytes=wb, act_bytes=self.ab, count=count)
-        return Op(name, "gemm", flops, bytes_, m=m, n=n, k=k, dtype=dtype or self.cdt,
-                  tile_m=self._wo_tile if weight_bytes is None else 0)
+        return Op(name, "gemm", flops, bytes_, m=m, n=n, k=k, dtype=dtype or fmt_dtype,
+                  tile_m=fmt_tile if weight_bytes is None else 0)
 
     def _attn_gemm_ops(self, t: float) -> list[Op]:
         m, tp = self.model, self.s.tp
@@ -216,7 +231,8 @@ class LayerCost:
     def _mlp_ops(self, name: str, t: float, width: int, split: int) -> list[Op]:
         m = self.model
         up = (m.mlp_matrices - 1) * width // split
-        return [self._gemm(f"{name}_up", t, m.hidden, up), self._gemm(f"{name}_down", t, width // split, m.hidden)]
+        return [self._gemm(f"{name}_up", t, m.hidden, up, part="mlp"),
+                self._gemm(f"{name}_down", t, width // split, m.hidden, part="mlp")]
 
     def _moe_ops(self, t: float) -> list[Op]:
         """Router, routed experts (only the experts the batch touches read their weights), shared.
@@ -231,16 +247,17 @@ class LayerCost:
         busiest = self.expert_load(t)
         per_expert = group_tokens * m.experts_per_token * busiest / s.ep / local_touched  # rows per touched expert
         local = m.experts / s.ep
-        tile = self._wo_tile or moe_tile_m(self.moe_gemm, group_tokens, local, self.acc.efficiency.gemm_tile_m,
-                                           quantized=self.wb < 2)
+        ex_bytes, _, ex_tile = self._fmt["experts"]
+        tile = ex_tile or moe_tile_m(self.moe_gemm, group_tokens, local, self.acc.efficiency.gemm_tile_m,
+                                     quantized=ex_bytes < 2)
         mean = group_tokens * p * busiest  # rows per expert, untouched ones included
         tiles = expected_tiles(group_tokens, p, tile, mean)
         up = (m.mlp_matrices - 1) * m.moe_ffn_hidden // self.etp
         down_k = m.moe_ffn_hidden // self.etp
         ops = [self._gemm("router", self.routed_tokens(t), m.hidden, m.experts, dtype="bf16", weight_bytes=self.ab),
-               replace(self._gemm("experts_up", per_expert, m.hidden, up, local_touched),
+               replace(self._gemm("experts_up", per_expert, m.hidden, up, local_touched, part="experts"),
                        fill=grouped_fill(mean, tiles, local, up, self.acc, tile)),
-               replace(self._gemm("experts_down", per_expert, down_k, m.hidden, local_touched),
+               replace(self._gemm("experts_down", per_expert, down_k, m.hidden, local_touched, part="experts"),
                        fill=grouped_fill(mean, tiles, local, m.hidden, self.acc, tile))]
         if m.shared_experts:
             ops += self._mlp_ops("shared_expert", t, m.shared_experts * m.moe_ffn_hidden, s.tp)

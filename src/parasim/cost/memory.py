@@ -23,6 +23,7 @@ from functools import lru_cache
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.moe_memory import recompute_freed_units
 from parasim.cost.param_state import bytes_per_param, gathered_bytes
+from parasim.cost.quant_bytes import QuantScope, quant_scope
 from parasim.cost.sac import saved_bytes_per_token
 from parasim.mathx import cdiv
 from parasim.specs.accelerator import AcceleratorSpec
@@ -241,12 +242,44 @@ def weight_bytes_per_gpu(model: ModelSpec, *, tp: int = 1, pp: int = 1, weights:
     Quantised checkpoints (FP8, INT8, 4-bit) quantise the Linear layers of the blocks only: the
     embedding is a lookup table, and the recipes leave the LM head out (Model Optimizer's default
     config disables `*lm_head*`; llm-compressor recipes `ignore: [lm_head]`). Both stay 16-bit.
+    The quantised elements carry their block scales, and a checkpoint that quantises only some
+    block modules keeps the others 16-bit (`cost.quant_bytes`).
     """
-    wb = dtype_bytes(weights, field="weights")
-    if wb >= 2.0:
-        return weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep) * wb
-    return max(weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=i) * wb + _edge_params(model, tp, pp, i) * (2.0 - wb)
-               for i in range(pp))
+    scope = quant_scope(model, weights)
+    if scope is None:
+        return weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep) * dtype_bytes(weights, field="weights")
+    return max(_stage_weight_bytes(model, scope, tp, pp, ep, i) for i in range(pp))
+
+
+def _stage_weight_bytes(model: ModelSpec, scope: QuantScope, tp: int, pp: int, ep: int, stage: int) -> float:
+    """Bytes on one GPU of `stage`: the quantised block parameters at the scope's element bytes,
+    everything else 16-bit (every block parameter, norms included, is quantised under `all`)."""
+    params = weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage)
+    qb = scope.element_bytes
+    if scope.is_all:
+        return params * qb + _edge_params(model, tp, pp, stage) * (2.0 - qb)
+    return params * 2.0 - quantized_block_params(model, scope, tp=tp, pp=pp, ep=ep, stage=stage) * (2.0 - qb)
+
+
+def quantized_block_params(model: ModelSpec, scope: QuantScope, *, tp: int, pp: int, ep: int, stage: int) -> float:
+    """Parameters of `stage`'s layers (serving layout: one chunk per rank) that the scope quantises."""
+    from parasim.cost.partition import virtual_stage_layers
+
+    counts = virtual_stage_layers(model.layers, pp, 1)
+    start = sum(counts[:stage])
+    etp = expert_tp(tp, ep)
+    total = 0.0
+    for li in range(start, start + counts[stage]):
+        if scope.edge_layers_16bit and li in (0, model.layers - 1):
+            continue
+        moe = model.is_moe and li >= model.dense_layers
+        total += scope.attention * model.attn_params / tp
+        if moe:
+            total += (scope.mlp * model.shared_experts * model.expert_params / tp
+                      + scope.experts * model.experts / ep * model.expert_params / etp)
+        else:
+            total += scope.mlp * model.dense_mlp_params / tp
+    return total
 
 
 def _edge_params(model: ModelSpec, tp: int, pp: int, stage: int) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from parasim.cost.comm import Group, collective_time_s, p2p_all_reduce_s
 from parasim.cost.dtypes import attention_dtype
 from parasim.cost.layer import EdgeCost, LayerCost, Sharding
+from parasim.cost.quant_bytes import quant_scope
 from parasim.serving.plan import ACT_QUANT, ACT_QUANT_INPUTS_PER_LAYER, ServingPlan
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
@@ -46,12 +47,15 @@ class IterationCost:
         # ep > 1: this replica's batch meets ep - 1 others' in the MoE all-to-all (DP attention), so
         # the local experts see ep batches' tokens (equal batches; cost.routing charges the busiest rank)
         sharding = Sharding(tp=tp, ep=ep, moe_token_sets=ep) if ep > 1 else Sharding(tp=tp)
+        # what a quantized checkpoint holds: its scales, and the block modules it keeps 16-bit
+        self.quant = quant_scope(model, weights)
         self.layer = LayerCost(model, cluster, sharding, weight_dtype=weights, act_dtype=act_dtype,
-                               kv_dtype=kv_dtype, moe_gemm=moe_gemm)
+                               kv_dtype=kv_dtype, moe_gemm=moe_gemm, quant=self.quant)
         self.edge = EdgeCost(self.layer)
         self.moe_layers = model.moe_layers
         self.dense_layers = model.layers - model.moe_layers
         self.layers = model.layers
+        self._groups = self._layer_groups(sharding, act_dtype, kv_dtype, moe_gemm)
         # a calibration profile's additive host overhead rides on the accelerator (specs.profile)
         self.overhead_s = max(0.0, overhead_s + cluster.accelerator.efficiency.calibrated_iteration_overhead_s)
         self.custom_allreduce = custom_allreduce
@@ -69,7 +73,9 @@ class IterationCost:
         # separate activation-quantization kernels before W8A8 GEMMs (plan.ACT_QUANT), per token and fixed
         kernels, reads = ACT_QUANT[act_quant]
         low_precision = self.layer.cdt not in ("bf16", "fp16", "fp32", "tf32")
-        self._aq_kernels = kernels * ACT_QUANT_INPUTS_PER_LAYER if low_precision else 0
+        self._aq_attn = self.quant is None or self.quant.attention  # a scope may keep attention 16-bit
+        inputs = ACT_QUANT_INPUTS_PER_LAYER if self._aq_attn else ACT_QUANT_INPUTS_PER_LAYER // 2
+        self._aq_kernels = kernels * inputs if low_precision else 0
         self._aq_reads = reads
         self._parts: dict[int, tuple[float, ...]] = {}  # tokens -> _token_parts()
         self._fixed: dict[int, float] = {}  # tokens -> _fixed_s()
@@ -90,6 +96,20 @@ class IterationCost:
         self._pkd = self._pk * self.kv_reads
         self._df = l.decode_flops_per_ctx * inv_flops
         self._ko = acc.efficiency.kernel_overhead_s
+
+    def _layer_groups(self, sharding: Sharding, act_dtype: str, kv_dtype: str,
+                      moe_gemm: str) -> tuple[tuple[int, bool, LayerCost, bool], ...]:
+        """(layers, MoE?, their LayerCost, activation quantization?) of every kind of layer: dense,
+        MoE, and, for a checkpoint that keeps its first and last layers 16-bit, those two."""
+        model, q = self.model, self.quant
+        groups = [(self.dense_layers, False, self.layer, True), (self.moe_layers, True, self.layer, True)]
+        if q is None or not q.edge_layers_16bit:
+            return tuple(groups)
+        edge = LayerCost(model, self.cluster, sharding, weight_dtype=act_dtype, act_dtype=act_dtype,
+                         kv_dtype=kv_dtype, moe_gemm=moe_gemm)
+        n_edge = len({0, model.layers - 1})  # a dense model's (ModelSpec refuses the scope on MoE ones)
+        return ((self.dense_layers - n_edge, False, self.layer, True), (self.moe_layers, True, self.layer, True),
+                (n_edge, False, edge, False))
 
     @classmethod
     def for_plan(cls, model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, *, tp: int | None = None,
@@ -140,6 +160,8 @@ class IterationCost:
         m, l, acc = self.model, self.layer, self.cluster.accelerator
         down = (m.moe_ffn_hidden * m.experts_per_token // l.etp) if moe else m.ffn_hidden // self.tp
         width = 2 * m.hidden + m.q_dim // self.tp + down  # QKV and gate/up inputs, output and down inputs
+        if not self._aq_attn:
+            width = m.hidden + down  # 16-bit attention projections: only the MLP's inputs
         bytes_moved = tokens * width * (self._aq_reads * l.ab + 1)
         return (bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory)
                 + self._aq_kernels * acc.efficiency.kernel_overhead_s)
@@ -151,17 +173,18 @@ class IterationCost:
             return (0.0,) * len(TOKEN_PARTS)
         l, tp = self.layer, self.tp
         attn_gemms = mlp = moe = elementwise = ep_comm = act_quant = 0.0
-        for n, is_moe in ((self.dense_layers, False), (self.moe_layers, True)):
+        for n, is_moe, lc, quantized in self._groups:
             if n:
-                f = l.forward(tokens, moe=is_moe)
+                f = lc.forward(tokens, moe=is_moe)
                 attn_gemms += n * f["attn_gemms"]
                 elementwise += n * f["elementwise"]
                 ep_comm += n * f["ep_comm"]
-                act_quant += n * self.act_quant_s(tokens, is_moe)
+                if quantized:
+                    act_quant += n * self.act_quant_s(tokens, is_moe)
                 if is_moe:
-                    moe = n * f["moe"]
+                    moe += n * f["moe"]
                 else:
-                    mlp = n * f["mlp"]
+                    mlp += n * f["mlp"]
         size = tokens * self.model.hidden * l.ab
         # the layer's two TP all-reduces as the engine runs them (tp_allreduce_s)
         per_layer_tp = l.tp_comm_s(tokens) if l.s.sp else 2 * self.tp_allreduce_s(size)

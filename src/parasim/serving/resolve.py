@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from parasim.cost.quant import weight_path
+from parasim.cost.quant_bytes import quant_scope
 from parasim.errors import InputError
 from parasim.serving.plan import ServingPlan
 from parasim.specs.accelerator import AcceleratorSpec
@@ -59,4 +60,8 @@ def resolve_plan(model: ModelSpec, acc: AcceleratorSpec, plan: ServingPlan) -> R
                      f"and the prefill pool holds prompts only, so kv_reservation ({r.kv_reservation}) does not apply")
     precision = {"weights": r.weights, "weights_from": weights_from, "kv_cache": r.kv, "kv_from": kv_from,
                  "activations": r.act_dtype, "gemm": path.mode, "gemm_dtype": path.gemm_dtype, "how": path.how}
+    scope = quant_scope(model, r.weights)
+    if scope is not None and scope.stated:  # what a quantized checkpoint states it holds
+        precision["checkpoint"] = scope.describe()
+        notes.append(f"weights {r.weights}: {scope.describe()}")
     return Resolution(plan=r, precision=precision, notes=tuple(notes))

@@ -17,8 +17,14 @@ FAMILIES = ("gpt", "llama", "moe")
 CHECKPOINT_DTYPES = ("bf16", "fp16", "fp32")
 #: weight formats a checkpoint may ship in (HF `quantization_config`)
 QUANTIZED_FORMATS = ("fp8", "int8", "int4", "fp4")
+#: which block modules a quantized checkpoint quantizes (cost.quant_bytes): every Linear, the MLPs
+#: (dense and experts) only, the MLPs but the first and last layers wholly 16-bit, routed experts only
+QUANTIZED_MODULES = ("all", "mlp", "mlp_except_first_last", "experts")
+#: the block-scale layouts each format's checkpoints use (cost.quant_bytes.SCALE_BITS_PER_ELEMENT)
+WEIGHT_SCALES = {"fp8": ("per_tensor", "block_128"), "int8": ("per_tensor",), "int4": ("group_128",),
+                 "fp4": ("nvfp4", "mxfp4")}
 #: ModelSpec fields that hold free text
-_TEXT_FIELDS = ("name", "family", "model_type", "source", "notes", "hf_repo")
+_TEXT_FIELDS = ("name", "family", "model_type", "source", "notes", "hf_repo", "quantized_modules")
 #: ModelSpec fields that only an MoE model may set (non-zero)
 _MOE_FIELDS = ("experts_per_token", "shared_experts", "moe_ffn_hidden", "dense_layers")
 
@@ -78,6 +84,10 @@ class ModelSpec:
     # format its weights ship in when the release is quantized (HF quantization_config), e.g. fp8
     dtype: str | None = None
     quantized_weights: str | None = None
+    # what the quantized checkpoint holds (HF quantization_config; cost.quant_bytes): the block
+    # modules it quantizes (QUANTIZED_MODULES) and its block-scale layout (None: the format's default)
+    quantized_modules: str = "all"
+    weight_scales: str | None = None
     source: str = ""
     notes: str = field(default="", compare=False)
     # the Hugging Face repository the checkpoint is published under ("" = none public), for the
@@ -134,6 +144,33 @@ class ModelSpec:
         if self.quantized_weights is not None and self.quantized_weights not in QUANTIZED_FORMATS:
             raise InputError("model.quantized_weights",
                              f"{self.quantized_weights!r} is not one of {', '.join(QUANTIZED_FORMATS)}")
+        self._check_quantized_checkpoint()
+
+    def _check_quantized_checkpoint(self) -> None:
+        """`quantized_modules` / `weight_scales` describe a quantized checkpoint: each needs
+        `quantized_weights`, and the values must fit the format and the model."""
+        from parasim.errors import InputError
+
+        if self.quantized_modules not in QUANTIZED_MODULES:
+            raise InputError("model.quantized_modules",
+                             f"{self.quantized_modules!r} is not one of {', '.join(QUANTIZED_MODULES)}")
+        if self.weight_scales is not None and not isinstance(self.weight_scales, str):
+            raise InputError("model.weight_scales", f"must be a string, got {self.weight_scales!r}")
+        for name, default in (("quantized_modules", "all"), ("weight_scales", None)):
+            if getattr(self, name) != default and self.quantized_weights is None:
+                raise InputError(f"model.{name}", "describes a quantized checkpoint; set quantized_weights "
+                                                  f"({', '.join(QUANTIZED_FORMATS)}) too")
+        if self.quantized_modules == "experts" and not self.is_moe:
+            raise InputError("model.quantized_modules", "'experts' needs a mixture-of-experts model; "
+                                                        f"{self.name} is dense")
+        if self.quantized_modules == "mlp_except_first_last" and self.is_moe:
+            raise InputError("model.quantized_modules", "'mlp_except_first_last' is modelled for dense models "
+                                                        "(Meta's FP8 Llama 3.1 recipe); use all, mlp or experts")
+        if self.weight_scales is not None and self.quantized_weights is not None:
+            allowed = WEIGHT_SCALES[self.quantized_weights]
+            if self.weight_scales not in allowed:
+                raise InputError("model.weight_scales", f"{self.weight_scales!r} is not a layout of "
+                                                        f"{self.quantized_weights} checkpoints; allowed: {', '.join(allowed)}")
 
     def with_(self, **changes) -> ModelSpec:
         return replace(self, **changes)
@@ -316,4 +353,5 @@ class ModelSpec:
                 "shared_experts": self.shared_experts, "moe_ffn_hidden": self.moe_ffn_hidden,
                 "mla": self.mla is not None, "params_total": self.params_total,
                 "params_active": self.params_active, "dtype": self.dtype,
-                "quantized_weights": self.quantized_weights, "source": self.source}
+                "quantized_weights": self.quantized_weights, "quantized_modules": self.quantized_modules,
+                "weight_scales": self.weight_scales, "source": self.source}
