@@ -96,3 +96,20 @@ def test_hf_config_path_works(cli, tmp_path):
 
 def test_unknown_flag_is_one_line(cli):
     _one_line_error(cli("inspect", "--model", "llama-3-8b", "--tq", "2"), "--tq")
+
+
+def test_inspect_weight_memory_is_serves(cli):
+    """`inspect --weights W` and `serve --weights W` size the same weights: the 16-bit embedding and
+    LM head and the block scales are in both. By hand for an 8- or 4-bit 70B at TP 8: the edges
+    (embedding + LM head, 2 x 128256 x 8192 / 8 parameters) at 2 bytes instead of the format's b, so
+    at least every-parameter-at-b plus edges x (2 - b)."""
+    from parasim.cost.memory import weight_bytes_per_gpu, weight_params_per_gpu
+    from parasim.specs.catalog import get_model
+
+    model = get_model("llama-3-70b")
+    edges = 2 * 128256 * 8192 / 8
+    for weights, b in (("bf16", 2.0), ("fp8", 1.0), ("int4", 0.5), ("fp4", 0.5)):
+        out = json.loads(cli("inspect", "--model", "llama-3-70b", "--tp", "8", "--weights", weights, "--json").stdout)
+        got = out["weight_memory_bytes_per_gpu"]
+        assert got == weight_bytes_per_gpu(model, tp=8, weights=weights)
+        assert got >= weight_params_per_gpu(model, tp=8) * b + edges * (2.0 - b) * 0.999

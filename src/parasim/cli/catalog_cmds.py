@@ -15,7 +15,8 @@ from parasim.cli import limits, outputs
 from parasim.cost.dtypes import KV_PRECISIONS, WEIGHT_PRECISIONS, check_choice, dtype_bytes
 from parasim.cost.flops import forward_flops_per_token, training_model_flops_per_token
 from parasim.cost.layer import Sharding, check_sharding
-from parasim.cost.memory import kv_cache_bytes_per_token, kv_cache_bytes_per_token_per_gpu, weight_params_per_gpu
+from parasim.cost.memory import (kv_cache_bytes_per_token, kv_cache_bytes_per_token_per_gpu, weight_bytes_per_gpu,
+                                 weight_params_per_gpu)
 from parasim.errors import InputError
 from parasim.report.tables import console, kv_table, print_json, table
 from parasim.specs.catalog import accelerators, get_accelerator, get_model, models
@@ -80,7 +81,7 @@ def inspect_model(model_name: str, *, gpu: str | None = None, tp: int = 1, pp: i
     check_sharding(model, Sharding(tp=tp, ep=ep))
     kvb = dtype_bytes(kv_dtype)
     w_params = weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep)
-    w_bytes = w_params * dtype_bytes(weights)
+    w_bytes = weight_bytes_per_gpu(model, tp=tp, pp=pp, weights=weights, ep=ep)  # serve's rule: 16-bit edges, scales
     out = {
         "model": model.name, "tp": tp, "pp": pp, "ep": ep, "weights": weights, "kv_dtype": kv_dtype,
         "params_total": model.params_total, "params_active": model.params_active,
