@@ -134,25 +134,10 @@ def test_compiled_loop_leaves_it_to_the_python_engine(monkeypatch):
     """The compiled loop reads one KV coefficient for prefill and decode, so a per-query-head plan
     runs the Python engine under `auto` (same result as `0`, at any size), and `1` (forced) refuses
     it in one line naming the reason."""
-    from parasim.serving import fastloop
-    from tests.test_serving_fastloop import CLUSTER, MODEL, fastpath, same
+    from tests.test_serving_fastloop import python_engine_only
 
-    sim = sys.modules["parasim.serving.simulate"]  # the package exports the function under the same name
-    wl = generate(requests=60, rate=20, prompt_tokens=200, output_tokens=30, seed=3)
-    plan = ServingPlan(scheduler="sarathi", decode_attention="per_query_head")
-    ran = []
-    inner = fastloop.run
-    monkeypatch.setattr(fastloop, "run", lambda loop: (ran.append(1), inner(loop)))
-    monkeypatch.setattr(sim, "FAST_PATH_MIN_REQUESTS", 1)  # auto would take the kernel at any size
-    with fastpath("0"):
-        slow = simulate(MODEL, CLUSTER, plan, wl, seed=1)
-    with fastpath("auto"):
-        auto = simulate(MODEL, CLUSTER, plan, wl, seed=1)
-    assert not ran
-    same(slow, auto)
-    with fastpath("1"), pytest.raises(InputError, match="PARASIM_FASTPATH.*per-query-head") as e:
-        simulate(MODEL, CLUSTER, plan, wl, seed=1)
-    assert str(e.value).count("\n") == 0
+    python_engine_only(ServingPlan(scheduler="sarathi", decode_attention="per_query_head"), monkeypatch,
+                       "per-query-head")
 
 
 def test_latent_attention_refuses_it(tmp_path):
