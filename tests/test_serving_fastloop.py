@@ -99,14 +99,17 @@ def test_preempting_run_equal(sched):
                                    dict(kv_reservation="full"), dict(pp=2), dict(max_queued=5),
                                    dict(spec_method="ngram", num_speculative_tokens=3, spec_acceptance=0.6)])
 def test_out_of_scope_runs_the_python_engine(extra, monkeypatch):
+    python_engine_only(ServingPlan(**({"scheduler": "sarathi"} | extra)), monkeypatch)
+
+
+def python_engine_only(plan: ServingPlan, monkeypatch, reason: str = "does not run") -> None:
     """`auto` sends a run the kernel does not reproduce to the Python engine, whatever its size;
-    `1` (forced) refuses it with one message naming the switch, never a quiet Python run."""
+    `1` (forced) refuses it with one message naming the switch and `reason`, never a quiet Python run."""
     import sys
 
     sim = sys.modules["parasim.serving.simulate"]  # the package exports the function under the same name
 
     wl = generate(requests=60, rate=20, prompt_tokens=200, output_tokens=30, seed=3)
-    plan = ServingPlan(**({"scheduler": "sarathi"} | extra))
     ran = []
     inner = fastloop.run
     monkeypatch.setattr(fastloop, "run", lambda loop: (ran.append(1), inner(loop)))
@@ -117,7 +120,7 @@ def test_out_of_scope_runs_the_python_engine(extra, monkeypatch):
         auto = simulate(MODEL, CLUSTER, plan, wl, seed=1)
     assert not ran
     same(slow, auto)
-    with fastpath("1"), pytest.raises(InputError, match="PARASIM_FASTPATH.*does not run") as e:
+    with fastpath("1"), pytest.raises(InputError, match=f"PARASIM_FASTPATH.*{reason}") as e:
         simulate(MODEL, CLUSTER, plan, wl, seed=1)
     assert str(e.value).count("\n") == 0
 
