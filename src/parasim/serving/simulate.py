@@ -32,6 +32,7 @@ from parasim.serving.lockstep import LockstepLoop, RankCost
 from parasim.serving.migration import MIGRATE_OUT_THRESHOLD, POLLING_INTERVAL_S, MigratingLoop, Migration
 from parasim.serving.metrics import SLO, request_columns, slo_summary, stats, weighted_stats
 from parasim.serving.plan import ServingPlan
+from parasim.serving.power_phase import compute_share
 from parasim.serving.recording import Recording, collect
 from parasim.serving.recording import start as start_recording
 from parasim.serving.reqstate import DROPPED, ReqState
@@ -507,9 +508,12 @@ def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus
     busy_gpu_s = 0.0
     kv_util = []
     held = _held_s(loop, makespan)
+    # the busy time's compute-saturated share, for the power split (serving.power_phase)
+    share = compute_share(loop.instances[0].cost, wl.prompt_tokens[done], wl.output_tokens[done],
+                          sum(min(i.busy_s, h) * i.gpus for i, h in zip(loop.instances, held)))
     for inst, held_s in zip(loop.instances, held):
         util = min(inst.busy_s / held_s, 1.0) if held_s > 0 else 0.0
-        e += energy_j(acc, inst.gpus, held_s, util)
+        e += energy_j(acc, inst.gpus, held_s, util, share)
         busy_gpu_s += inst.busy_s * inst.gpus
         kv_util.append(inst.kv_block_s / (inst.kv.capacity * makespan))
     if loop.auto is None:  # a fixed plan holds all its GPUs for the whole run, idle or not
