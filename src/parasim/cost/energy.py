@@ -45,6 +45,17 @@ def energy_j(acc: AcceleratorSpec, gpus: int, wall_s: float, utilisation: float,
     return gpus * wall_s * power_w(acc, utilisation, compute_share)
 
 
+def energy_by_phase_j(acc: AcceleratorSpec, total_j: float, idle_j: float, compute_share: float) -> dict[str, float]:
+    """`total_j` split three ways: the idle draw over the held time, and the dynamic rest in
+    proportion to the busy time's compute-saturated share (at activity 1) and memory-bound rest
+    (at `memory_bound_activity`); the parts add up to `total_j`."""
+    c = min(max(compute_share, 0.0), 1.0)
+    a = busy_activity(acc, c)
+    dynamic = total_j - idle_j
+    compute = dynamic * c / a if a > 0 else 0.0
+    return {"idle": idle_j, "compute_bound": compute, "memory_bound": dynamic - compute}
+
+
 def cost_usd(acc: AcceleratorSpec, gpus: int, wall_s: float, price_usd_per_hour: float | None = None) -> float:
     price = acc.price_usd_per_hour if price_usd_per_hour is None else price_usd_per_hour
     return gpus * wall_s / 3600.0 * price
