@@ -5,9 +5,9 @@ Per run, from summed work, not per iteration: the FLOPs the completed requests n
 matmul weights per token for each prompt token and each decode token, plus prefill attention's
 query-key pairs, causal) at the part's sustained GEMM and attention rates is the GPU time the
 tensor cores were saturated; the rest of the busy time is memory-bound weight and KV reads,
-communication and host waits, all charged the part's streaming power. Not counted (so the share
-errs high, toward the TDP): prefix-cache hits (their tokens are counted as computed), recompute
-after preemption, speculative draft and rejected tokens, requests left unfinished.
+communication and host waits, all charged the part's streaming power. Prefix-cache hits count as
+computed (the share errs high); recompute after preemption, speculative draft and rejected tokens
+and requests left unfinished are not counted (it errs low).
 """
 
 from __future__ import annotations
