@@ -152,3 +152,13 @@ def test_cli_energy_keys_move_as_documented():
             total = s["energy_idle_j"] + s["energy_compute_bound_j"] + s["energy_memory_bound_j"]
             assert math.isclose(total, s["energy_j"], rel_tol=1e-12)
             assert s["energy_j_per_token"] == pytest.approx(s["energy_j"] / s["output_tokens"])
+
+
+def test_multimodel_totals_carry_the_three_parts():
+    r = run_cli("serve", "--models", "examples/multimodel/two-models.yaml", "--gpu", "h100-sxm", "--gpus", "4", "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)["summary"]
+    keys = ("energy_idle_j", "energy_compute_bound_j", "energy_memory_bound_j")
+    for k in keys:
+        assert s[k] == pytest.approx(sum(m[k] for m in s["models"].values()))
+    assert sum(s[k] for k in keys) == pytest.approx(s["energy_j"], rel=1e-12)
