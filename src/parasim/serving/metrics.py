@@ -6,7 +6,8 @@ Inter-token latencies (`itl_*`) are every gap between consecutive tokens of a re
 over requests (vLLM's "ITL" histogram is this pool: its mean is per output token). Summary:
 mean/p50/p90/p99 of each; `requests_per_s`, `input_tokens_per_s`, `output_tokens_per_s` over the
 makespan (first arrival to last token); `kv_utilization_mean` (time-averaged used/capacity
-blocks); `gpu_hours`; `energy_j` (power = idle + (TDP - idle) x busy fraction, per GPU) and
+blocks); `gpu_hours`; `energy_j` (power = idle + (TDP - idle) x busy fraction x activity, per GPU:
+cost.energy, serving.power_phase) and
 `energy_j_per_token` per output token; `cost_usd_per_m_tokens` per million output tokens at the
 catalog's $/GPU-hour. The SLO keys (`slo_summary`) and every other key are listed with their
 units in docs/metrics.md.

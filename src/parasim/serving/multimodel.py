@@ -272,5 +272,8 @@ def totals(models: dict[str, dict[str, Any]], cluster_gpus: int) -> dict[str, An
     t["models_meeting_slo"] = sum(met)
     t["slo_met_all"] = all(met)
     t["energy_j_per_token"] = t["energy_j"] / t["output_tokens"] if t["output_tokens"] else None
+    for k in ("energy_idle_j", "energy_compute_bound_j", "energy_memory_bound_j"):  # null on a part without the split
+        vals = [m.get(k) for m in models.values()]
+        t[k] = sum(vals) if all(v is not None for v in vals) else None
     t["cost_usd_per_m_tokens"] = t["cost_usd"] / t["output_tokens"] * 1e6 if t["output_tokens"] else None
     return t

@@ -18,7 +18,7 @@ import numpy as np
 from parasim import __version__
 from parasim.cost.comm import kv_link
 from parasim.cost.dtypes import dtype_bytes
-from parasim.cost.energy import cost_usd, energy_j
+from parasim.cost.energy import cost_usd, energy_by_phase_j, energy_j
 from parasim.cost.memory import KVBudget, kv_budget, kv_cache_bytes_per_token
 from parasim.errors import InputError
 from parasim.serving.engine import Instance, Loop
@@ -32,6 +32,7 @@ from parasim.serving.lockstep import LockstepLoop, RankCost
 from parasim.serving.migration import MIGRATE_OUT_THRESHOLD, POLLING_INTERVAL_S, MigratingLoop, Migration
 from parasim.serving.metrics import SLO, request_columns, slo_summary, stats, weighted_stats
 from parasim.serving.plan import ServingPlan
+from parasim.serving.power_phase import compute_share
 from parasim.serving.recording import Recording, collect
 from parasim.serving.recording import start as start_recording
 from parasim.serving.reqstate import DROPPED, ReqState
@@ -507,9 +508,14 @@ def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus
     busy_gpu_s = 0.0
     kv_util = []
     held = _held_s(loop, makespan)
+    # the busy time's compute-saturated share, for the power split (serving.power_phase)
+    share = compute_share(loop.instances[0].cost, wl.prompt_tokens[done], wl.output_tokens[done],
+                          sum(min(i.busy_s, h) * i.gpus for i, h in zip(loop.instances, held)))
+    idle_j = 0.0
     for inst, held_s in zip(loop.instances, held):
         util = min(inst.busy_s / held_s, 1.0) if held_s > 0 else 0.0
-        e += energy_j(acc, inst.gpus, held_s, util)
+        e += energy_j(acc, inst.gpus, held_s, util, share)
+        idle_j += energy_j(acc, inst.gpus, held_s, 0.0)
         busy_gpu_s += inst.busy_s * inst.gpus
         kv_util.append(inst.kv_block_s / (inst.kv.capacity * makespan))
     if loop.auto is None:  # a fixed plan holds all its GPUs for the whole run, idle or not
@@ -526,6 +532,10 @@ def summarize(st: ReqState, wl: Workload, loop: Loop, cluster: ClusterSpec, gpus
     s["busy_fraction"] = busy_gpu_s / held_gpu_s
     s["energy_j"] = e
     s["energy_j_per_token"] = e / out_tokens if out_tokens else None
+    if acc.memory_bound_power_fraction < 1.0:  # the power split applies: its three parts (cost.energy)
+        parts = energy_by_phase_j(acc, e, idle_j, share)
+        s.update(energy_idle_j=parts["idle"], energy_compute_bound_j=parts["compute_bound"],
+                 energy_memory_bound_j=parts["memory_bound"])
     s["cost_usd"] = usd
     s["cost_usd_per_m_tokens"] = usd / out_tokens * 1e6 if out_tokens else None
     s["prefix_cache_hits"] = sum(i.kv.prefix_hits for i in loop.instances)

@@ -69,6 +69,12 @@ class ServingSummary:
     prefix_cache_hits: int
     unservable: int  # requests that alone can never fit the KV cache (rejected on arrival)
     shed: int = 0  # refused by admission control (plan.max_queued); part of `dropped`
+    #: energy_j in three parts (cost.energy.energy_by_phase_j): the idle draw over the held time, the
+    #: dynamic power of compute-saturated and of memory-bound busy time; None on a part without a
+    #: memory-bound power figure
+    energy_idle_j: float | None = None
+    energy_compute_bound_j: float | None = None
+    energy_memory_bound_j: float | None = None
 
     @classmethod
     def infeasible(cls, requests: int, gpus: int, slo_keys: dict[str, Any]) -> ServingSummary:

@@ -77,6 +77,20 @@ SCALE_UP_KINDS = ("nvlink", "pcie")
 POWER_CLOCK_EXPONENT = 1.33
 
 
+def memory_bound_power_fraction_of(power: object, *, idle_w: float, tdp_w: float, where: str) -> float:
+    """The catalog's `power.memory_bound_fraction` checked: a fraction in (0, 1] whose watts
+    (fraction x TDP) are at least the idle draw; 1.0 when the group is absent."""
+    if power is None:
+        return 1.0
+    f = power.get("memory_bound_fraction") if isinstance(power, dict) else power
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or not 0.0 < f <= 1.0:
+        raise InputError(f"{where}.power.memory_bound_fraction", f"must be a number in (0, 1], got {f!r}")
+    if f * tdp_w < idle_w:
+        raise InputError(f"{where}.power.memory_bound_fraction",
+                         f"{f:g} x TDP {tdp_w:g} W is below the idle draw {idle_w:g} W")
+    return float(f)
+
+
 @dataclass(frozen=True, kw_only=True)
 class AcceleratorSpec:
     id: str
@@ -107,6 +121,10 @@ class AcceleratorSpec:
     #: the TDP the catalog's peaks and efficiencies were measured at (0 = `tdp_w`); a case that
     #: caps the power (`overrides: {tdp_w: ...}`) lowers `tdp_w` only, so the two differ
     rated_tdp_w: float = 0.0
+    #: board power while the GPU streams HBM (a saturated memory-bound kernel: LLM decode) as a
+    #: fraction of the rated TDP (catalog `power.memory_bound_fraction`); 1.0 = no measurement, so
+    #: every busy second is charged the TDP as before (cost.energy)
+    memory_bound_power_fraction: float = 1.0
 
     def with_(self, **changes) -> AcceleratorSpec:
         return replace(self, **changes)

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from parasim.errors import InputError, unknown_name
-from parasim.specs.accelerator import HBM_GB_BYTES, SCALE_UP_KINDS, AcceleratorSpec, Efficiency
+from parasim.specs.accelerator import (HBM_GB_BYTES, SCALE_UP_KINDS, AcceleratorSpec, Efficiency,
+                                       memory_bound_power_fraction_of)
 from parasim.specs.cluster import ClusterSpec, NodePreset
 from parasim.specs.hf_config import load_model_file
 from parasim.specs.model import ModelSpec
@@ -72,7 +73,9 @@ def accelerator_from_mapping(d: dict) -> AcceleratorSpec:
         peak_flops_per_s=peaks, hbm_bytes=float(d["hbm_gb"]) * HBM_GB_BYTES,
         hbm_bw_bytes_per_s=float(d["hbm_tb_s"]) * 1e12, link_bw_bytes_per_s=float(d["link_gb_s"]) * 1e9,
         tdp_w=float(d["tdp_w"]), rated_tdp_w=float(d["tdp_w"]), idle_w=float(d["idle_w"]), price_usd_per_hour=float(d["price_usd_per_hour"]),
-        efficiency=eff, sources=dict(d.get("sources") or {}))
+        efficiency=eff, sources=dict(d.get("sources") or {}),
+        memory_bound_power_fraction=memory_bound_power_fraction_of(
+            d.get("power"), idle_w=float(d["idle_w"]), tdp_w=float(d["tdp_w"]), where=f"accelerators.yaml:{d.get('id')}"))
 
 
 @cache
