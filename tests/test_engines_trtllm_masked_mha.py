@@ -132,12 +132,18 @@ def test_cli_config_key(tmp_path):
 
 def test_compiled_loop_leaves_it_to_the_python_engine():
     """The compiled loop reads one KV coefficient for prefill and decode, so a per-query-head plan
-    runs the Python engine, with the same result under either switch."""
-    from tests.test_serving_fastloop import both, same
+    runs the Python engine under `auto` (same result as 0), and PARASIM_FASTPATH=1 refuses it naming
+    the reason (commit e5661b5: a forced fast path never quietly runs the Python engine)."""
+    from tests.test_serving_fastloop import CLUSTER, MODEL, fastpath, same
     wl = generate(requests=60, rate=20, prompt_tokens=200, output_tokens=30, seed=3)
-    slow, fast, ran = both(ServingPlan(scheduler="sarathi", decode_attention="per_query_head"), wl)
-    assert not ran
-    same(slow, fast)
+    plan = ServingPlan(scheduler="sarathi", decode_attention="per_query_head")
+    with fastpath("0"):
+        slow = simulate(MODEL, CLUSTER, plan, wl, seed=1)
+    with fastpath("auto"):
+        auto = simulate(MODEL, CLUSTER, plan, wl, seed=1)
+    same(slow, auto)
+    with fastpath("1"), pytest.raises(InputError, match="per-query-head"):
+        simulate(MODEL, CLUSTER, plan, wl, seed=1)
 
 
 def test_latent_attention_refuses_it(tmp_path):
