@@ -31,7 +31,7 @@ def test_engine_names_and_releases():
     cls, software = engine_software("vllm==0.6.0")
     assert cls.name == "vllm" and software == "vllm 0.6.0"
     assert engine_software(" SGLang ")[1] == "sglang"  # no version: the profile's current defaults
-    for bad, says in [("vlm", "unknown engine 'vlm'"), ("vllm==7.0", "vllm 0.2 - 0.11"), ("vllm==x", "'x'"),
+    for bad, says in [("vlm", "unknown engine 'vlm'"), ("vllm==7.0", "vllm 0.2 - 0.20"), ("vllm==x", "'x'"),
                       ("default", "unknown engine"), ("", "NAME[==VERSION]")]:
         with pytest.raises(InputError) as e:
             engine_software(bad)
@@ -100,5 +100,5 @@ def test_serve_engine_equals_the_explicit_flags():
 def test_serve_unknown_engine_is_exit_2():
     r = run_cli(*SERVE, "--engine", "vllm==0.1")
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip() == ("parasim: error: engine: unknown vllm release '0.1'; known: vllm 0.2 - 0.11 "
+    assert r.stderr.strip() == ("parasim: error: engine: unknown vllm release '0.1'; known: vllm 0.2 - 0.20 "
                                 "(or no version: the current defaults)")

@@ -32,7 +32,8 @@ def engine_defaults(engine: str, model: ModelSpec, acc: AcceleratorSpec, given: 
                           "weights": given.get("weights") or model.native_weights, "kv_dtype": given.get("kv_dtype")}
     if given.get("ep"):
         kw["ep"] = int(given["ep"])
-    stated = {k: given.get(k) for k in ("max_batch", "kv_dtype", "scheduler", "moe_gemm", "decode_attention")}
+    stated = {k: given.get(k) for k in ("max_batch", "kv_dtype", "scheduler", "moe_gemm", "decode_attention",
+                                        "spec_method")}
     ctx = EngineContext(software=software, source="", model=model, acc=acc, stated=stated, kw=kw,
                         workload=lambda: workload, server_tp=kw["tp"] * kw.get("ep", 1))
     profile().apply(ctx)

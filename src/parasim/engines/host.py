@@ -60,6 +60,18 @@ def eager_layer_dispatch_s(tp: int, act_quant: str = "fused", custom_allreduce: 
 VLLM_ASYNC_OUTPUT_DELAY_S = ITERATION_OVERHEAD_S["vllm"]
 
 
+#: vLLM V1 with async scheduling (`--async-scheduling`, vllm-project/vllm PR #19970, 0.10; on by default
+#: from 0.14.0, PR #27614): the scheduler and input preparation for step i+1 run while the GPU runs step
+#: i (`AsyncScheduler`: output placeholders for tokens not yet sampled; PR #23569 made the model runner
+#: return a device tensor so `prepare_inputs` overlaps too), so the host's per-iteration work is hidden
+#: under the GPU step and what remains in series is the gap between one step's CUDA graph and the next.
+#: The one published figure for that gap: vLLM PR #11133 (V1 async-scheduling prototype, December 2024),
+#: Llama-2-7B at batch 256 with CUDA graphs, "dropped from the original 5-6ms to 150-170us" between two
+#: decode steps, with GPU utilisation at 100 %. The midpoint, 160 us, is charged in place of
+#: ITERATION_OVERHEAD_S["vllm"]; not fitted to any case.
+VLLM_ASYNC_SCHEDULING_GAP_S = 0.16e-3
+
+
 #: vLLM before 0.2.7 ran every tensor-parallel rank as a Ray actor and sent each step's inputs by
 #: Ray RPC: `LLMEngine._run_workers` calls `execute_model.remote(seq_group_metadata_list, ...)` once
 #: per worker, and that list carries every scheduled sequence's `SequenceData` (all its prompt and

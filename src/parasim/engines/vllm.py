@@ -16,6 +16,10 @@
   server, with 1024 sequences; otherwise 8192 / 2048 tokens and 256 sequences. Piecewise CUDA
   graphs cover mixed batches and detokenisation runs in another process, so no eager-prefill
   floor and no output delay are charged (neither has a published figure for V1).
+* V1 with async scheduling (the default from 0.14 on NVIDIA GPUs, or `--async-scheduling` in the
+  source): the host's per-iteration work runs one step ahead, under the GPU step, so only the gap
+  between two steps' CUDA graphs is charged in series (`host.VLLM_ASYNC_SCHEDULING_GAP_S`) instead
+  of V0's `ITERATION_OVERHEAD_S`.
 
 Both engines default to gpu_memory_utilization 0.9 and 16-token KV blocks.
 """
@@ -26,7 +30,7 @@ import re
 from dataclasses import dataclass
 
 from parasim.engines.host import (ITERATION_OVERHEAD_S, RAY_CONTROL_S_PER_TOKEN, VLLM_ASYNC_OUTPUT_DELAY_S,
-                                  eager_layer_dispatch_s)
+                                  VLLM_ASYNC_SCHEDULING_GAP_S, eager_layer_dispatch_s)
 from parasim.engines.profile import ENGINES, EngineContext, EngineProfile, triton_moe_gemm
 from parasim.engines.software import release, release_patch
 from parasim.specs.accelerator import AcceleratorSpec
@@ -62,6 +66,12 @@ class VllmSetup:
     attention: str = "flash"  # serving.plan.SERVING_ATTENTION: the prefill attention kernel
     cuda_graph_max_batch: int | None = None  # None: decode batches run as CUDA graphs; 0: none captured
     host_s_per_context_token: float = 0.0  # the Ray control plane of releases before 0.2.7 (TP > 1)
+    async_scheduling: bool = False  # V1: the scheduler runs one step ahead of the GPU (_async_scheduling)
+
+    @property
+    def iteration_overhead_s(self) -> float:
+        """Host time per iteration in series with the GPU step."""
+        return VLLM_ASYNC_SCHEDULING_GAP_S if self.async_scheduling else ITERATION_OVERHEAD_S["vllm"]
 
 
 #: FlashAttention 3 reached vLLM in 0.7 (vllm-project/vllm PR #12093, "[Kernel] Flash Attention 3
@@ -78,6 +88,44 @@ VLLM_DRIVER_WORKER_RELEASE = (0, 2, 7)
 #: vLLM's custom all-reduce kernel came in 0.3.0 (PR #2192, January 2024); earlier TP all-reduces
 #: are NCCL's (`tensor_model_parallel_all_reduce` -> torch.distributed.all_reduce).
 VLLM_CUSTOM_AR_RELEASE = (0, 3)
+#: Async scheduling became V1's default in 0.14.0 (vllm-project/vllm PR #27614 "[Core] Enable async
+#: scheduling by default", merged after 0.13; torch-spyre PR #636 turns it back off when moving to 0.14.0,
+#: "now enabled by default"). The flag itself came in 0.10 (PR #19970, experimental). VllmConfig leaves it
+#: off by default where unsupported: pipeline parallelism (until PRs #32359 / #32618, January 2026; kept
+#: off here for every release), speculative decoding other than EAGLE / MTP (PR #31998) and executors
+#: without support (Ray, PR #25887). On ROCm the graph launch holds the host thread, so nothing overlaps
+#: (vllm-project/vllm issue #43801, MI350X): only NVIDIA parts take the overlapped host model.
+VLLM_ASYNC_DEFAULT_RELEASE = (0, 14)
+_ASYNC_OFF = re.compile(r"no[-_]async[-_]scheduling|async[-_]scheduling[\"']?\s*[=:]\s*false", re.IGNORECASE)
+_ASYNC_ON = re.compile(r"async[-_]scheduling", re.IGNORECASE)
+_RAY = re.compile(r"distributed[-_]executor[-_]backend[\"']?\s*[=:]?\s*[\"']?ray", re.IGNORECASE)
+_SPEC = re.compile(r"speculative[-_]config|num[-_]speculative[-_]tokens|speculative[-_]model", re.IGNORECASE)
+_EAGLE_MTP = re.compile(r"eagle|mtp", re.IGNORECASE)
+
+
+def _async_scheduling(rel: tuple[int, int] | None, text: str, acc: AcceleratorSpec, pp: int,
+                      spec_method: str | None = None) -> tuple[bool, str]:
+    """(whether V1's scheduler runs one step ahead of the GPU, the sentence): a flag the source
+    states wins; otherwise the release's default and the setups it excludes
+    (VLLM_ASYNC_DEFAULT_RELEASE)."""
+    if _ASYNC_OFF.search(text):
+        return False, "; --no-async-scheduling in the source: host work in series with every step"
+    stated = bool(_ASYNC_ON.search(text))
+    if acc.vendor != "nvidia":
+        return False, ("; --async-scheduling in the source, but on ROCm the graph launch holds the host thread "
+                       "(vllm issue #43801), so host work stays in series" if stated else "")
+    if not stated:
+        if rel is None or rel < VLLM_ASYNC_DEFAULT_RELEASE:
+            return False, ""
+        off = ("pipeline parallelism" if pp > 1 else "the Ray executor" if _RAY.search(text)
+               else "speculative decoding other than EAGLE/MTP"
+               if spec_method in ("draft", "ngram") or (_SPEC.search(text) and not _EAGLE_MTP.search(text))
+               else "")
+        if off:
+            return False, f"; async scheduling (default from 0.14) off with {off}: host work in series"
+    why = "--async-scheduling in the source" if stated else "the default from 0.14, PR #27614"
+    return True, (f"; async scheduling ({why}): host work overlapped with the GPU step, "
+                  f"{VLLM_ASYNC_SCHEDULING_GAP_S * 1e6:.0f} us between steps in series (PR #11133)")
 
 
 def _v02(rel: tuple[int, int], patch: int, tp: int, custom_ar: bool) -> tuple[bool, int | None, float, str]:
@@ -100,7 +148,8 @@ def _v02(rel: tuple[int, int], patch: int, tp: int, custom_ar: bool) -> tuple[bo
     return custom_ar, graphs, ray, notes
 
 
-def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, weights: str = "bf16") -> VllmSetup:
+def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, weights: str = "bf16",
+               pp: int = 1, spec_method: str | None = None) -> VllmSetup:
     rel = release(software)
     text = source + " " + software
     custom_ar = not _NO_CUSTOM_AR.search(text)
@@ -142,11 +191,13 @@ def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, wei
     else:
         budget, seqs = (8192 if offline else 2048), 256
     ver = f"{rel[0]}.{rel[1]}" if rel else "(release not named: the V1 engine)"
+    overlap, note = _async_scheduling(rel, text, acc, pp, spec_method)
+    flags += note
     return VllmSetup("v1", "sarathi", seqs, budget, None, 0.0,
                      f"vLLM {ver} V1 engine defaults ({'offline LLM class' if offline else 'API server'}, "
                      f"{'>= 70 GiB GPU' if large else 'smaller GPU or A100'}): chunked prefill with running requests "
                      f"first, max_num_batched_tokens {budget}, max_num_seqs {seqs}; piecewise CUDA graphs (no eager "
-                     f"prefill floor)" + flags, custom_allreduce=custom_ar)
+                     f"prefill floor)" + flags, custom_allreduce=custom_ar, async_scheduling=overlap)
 
 
 _GPU_UTIL = re.compile(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)")
@@ -165,7 +216,7 @@ class VllmProfile(EngineProfile):
 
     name = "vllm"
     pattern = re.compile(r"vllm", re.IGNORECASE)
-    releases = ((0, 2), (0, 11))
+    releases = ((0, 2), (0, 20))
     fp8_cache_with_fp8_weights = False
     tpot_basis = "token"
 
@@ -179,9 +230,10 @@ class VllmProfile(EngineProfile):
         kw, text = ctx.kw, ctx.text
         m = _GPU_UTIL.search(text)
         util = float(m.group(1)) if m else VLLM_GPU_MEMORY_UTILIZATION
-        setup = vllm_setup(ctx.software, ctx.source, ctx.acc, tp=kw["tp"], weights=kw["weights"])
+        setup = vllm_setup(ctx.software, ctx.source, ctx.acc, tp=kw["tp"], weights=kw["weights"], pp=kw["pp"],
+                           spec_method=ctx.stated.get("spec_method"))
         kw.update(scheduler=ctx.scheduler(setup.scheduler), block_size=VLLM_BLOCK,
-                  gpu_memory_utilization=util, iteration_overhead_s=ITERATION_OVERHEAD_S["vllm"],
+                  gpu_memory_utilization=util, iteration_overhead_s=setup.iteration_overhead_s,
                   eager_prefill_layer_s=setup.eager_prefill_layer_s, output_delay_s=setup.output_delay_s,
                   token_budget=setup.token_budget, act_quant=setup.act_quant, custom_allreduce=setup.custom_allreduce,
                   max_batch=ctx.stated.get("max_batch") or setup.max_batch, attention=setup.attention,
