@@ -130,14 +130,30 @@ def test_cli_config_key(tmp_path):
     assert bad.returncode == 2 and "decode_attention" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_compiled_loop_leaves_it_to_the_python_engine():
+def test_compiled_loop_leaves_it_to_the_python_engine(monkeypatch):
     """The compiled loop reads one KV coefficient for prefill and decode, so a per-query-head plan
-    runs the Python engine, with the same result under either switch."""
-    from tests.test_serving_fastloop import both, same
+    runs the Python engine under `auto` (same result), and `PARASIM_FASTPATH=1` refuses it naming why."""
+    import sys
+
+    from parasim.errors import InputError
+    from parasim.serving import fastloop
+    from tests.test_serving_fastloop import CLUSTER, MODEL, fastpath, same, simulate
+
+    sim = sys.modules["parasim.serving.simulate"]
     wl = generate(requests=60, rate=20, prompt_tokens=200, output_tokens=30, seed=3)
-    slow, fast, ran = both(ServingPlan(scheduler="sarathi", decode_attention="per_query_head"), wl)
+    plan = ServingPlan(scheduler="sarathi", decode_attention="per_query_head")
+    ran = []
+    inner = fastloop.run
+    monkeypatch.setattr(fastloop, "run", lambda loop: (ran.append(1), inner(loop)))
+    monkeypatch.setattr(sim, "FAST_PATH_MIN_REQUESTS", 1)
+    with fastpath("0"):
+        slow = simulate(MODEL, CLUSTER, plan, wl, seed=1)
+    with fastpath("auto"):
+        auto = simulate(MODEL, CLUSTER, plan, wl, seed=1)
     assert not ran
-    same(slow, fast)
+    same(slow, auto)
+    with fastpath("1"), pytest.raises(InputError, match="per-query-head"):
+        simulate(MODEL, CLUSTER, plan, wl, seed=1)
 
 
 def test_latent_attention_refuses_it(tmp_path):
