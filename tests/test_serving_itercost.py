@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
+from parasim.cost.attn_shape import FA3
 from parasim.cost.layer import LayerCost, Sharding
 from parasim.serving.itercost import IterationCost
 from parasim.specs.catalog import get_accelerator, get_model
@@ -68,12 +69,16 @@ def test_decode_iteration_by_hand():
 
 def test_prefill_attention_by_hand():
     """A 100-token chunk after 300 cached tokens: pairs c*p + c(c+1)/2; the chunk reads the cached
-    KV and writes its own Q, K, V, O."""
+    KV and writes its own Q, K, V, O. Its 100 query rows each add FlashAttention-3's causal
+    per-row cost in key columns, and the catalog's rate is the law's at 16k non-causal
+    (cost.attn_shape)."""
     ic = cost()
     m, eff = LLAMA, H100.efficiency
     c, p = 100, 300
     pairs = c * p + c * (c + 1) / 2
-    flops = 2 * m.heads * 2 * m.head_dim * pairs
+    law = FA3
+    shape = (pairs + c * law.fwd_causal) / pairs * law.ref_seq / (law.ref_seq + law.fwd_full)
+    flops = 2 * m.heads * 2 * m.head_dim * pairs * shape
     mem = (c * (2 * m.heads + 2 * m.kv_heads + m.heads) * m.head_dim * 2.0 + p * 2 * m.kv_heads * m.head_dim * 2.0)
     attn = max(flops / (H100.peak("bf16") * eff.attention), mem / (H100.hbm_bw_bytes_per_s * eff.memory))
     b = ic.breakdown(c, pairs, p, 0, 0.0, 1)

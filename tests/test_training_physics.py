@@ -111,8 +111,9 @@ def test_moe_and_context_parallel_run():
 
 
 def test_fa2_on_h100_runs_at_the_published_forward_plus_backward_rate():
-    """FA2 paper, section 4.1: FA2 on an H100 reaches up to 335 TFLOP/s forward + backward (head
-    dim 128, long sequences). Attention FLOPs: forward 4 * hidden * causal pairs, backward 2.5x."""
+    """FA2 paper, section 4.1 and Fig. 7d: FA2 on an H100 runs 328 TFLOP/s forward + backward with
+    the causal mask at 16k (head dim 128; 338 without the mask, the catalog's kind of point).
+    Attention FLOPs: forward 4 * hidden * causal pairs, backward 2.5x."""
     from parasim.training.step import _costers, layer_times
 
     bwd_flops_ratio = 2.5  # FA2 paper, section 4.1: backward FLOPs are 2.5x the forward's
@@ -127,4 +128,4 @@ def test_fa2_on_h100_runs_at_the_published_forward_plus_backward_rate():
     attn_f = layer_times(model, cluster, plan, layer, pairs, moe=False).parts["attention"]
     attn_b = bwd_flops_ratio * attn_f / bwd_rate_ratio
     flops = 4 * model.hidden * pairs * (1 + bwd_flops_ratio)
-    assert flops / (attn_f + attn_b) / 1e12 == pytest.approx(335, rel=0.01)
+    assert flops / (attn_f + attn_b) / 1e12 == pytest.approx(328, rel=0.01)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from parasim.cost import nongemm
+from parasim.cost.attn_shape import law_for
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.moe_tile import moe_tile_m
@@ -81,6 +82,7 @@ class Op:
     kernels: int = 1
     tile_m: int = 0  # GEMM tile height when the kernel has its own (weight-only Marlin); 0 = the part's
     fill: float = 0.0  # real / padded tile rows when known (grouped expert GEMMs); 0 = from m, n
+    shape: float = 1.0  # attention: compute time against the catalogued rate (cost.attn_shape)
 
 
 def op_time_s(op: Op, acc) -> float:
@@ -88,7 +90,7 @@ def op_time_s(op: Op, acc) -> float:
         return gemm_roofline_s(op.m, op.flops, op.bytes, acc, compute_dtype=op.dtype, n=op.n, k=op.k, tile_m=op.tile_m,
                                fill=op.fill)
     if op.kind == "attention":
-        return attention_time_s(op.flops, op.bytes, acc, dtype=op.dtype)
+        return attention_time_s(op.flops, op.bytes, acc, dtype=op.dtype, shape=op.shape)
     return memory_time_s(op.bytes, acc, kernels=op.kernels)
 
 
@@ -154,7 +156,7 @@ class LayerCost:
                  weight_dtype: str = "bf16", act_dtype: str = "bf16", kv_dtype: str = "bf16",
                  tp_group: Group | None = None, ep_group: Group | None = None, kernels: str = "fused",
                  dropout: bool = False, routing: ExpertRouting | None = None, moe_gemm: str = "cutlass",
-                 quant: QuantScope | None = None) -> None:
+                 quant: QuantScope | None = None, attention_kernel: str = "") -> None:
         check_sharding(model, sharding)
         self.kernels = nongemm.check_mode(kernels)
         self.dropout = dropout  # hidden dropout masks (training of models that use dropout)
@@ -189,6 +191,9 @@ class LayerCost:
         self.qkvo_act_per_token = (2 * self.heads * m.qk_head_dim + 2 * self.kv_heads * m.head_dim
                                    + self.heads * m.v_head_dim) * self.ab
         self._gemm_cache = lru_cache(maxsize=4096)(self._gemms_and_norms)
+        # the fused-attention kernel's rate by sequence length and mask (cost.attn_shape); "" or a
+        # kernel without a published curve on this part: the catalog's constant rate
+        self.attn_law = law_for(self.acc.generation, attention_kernel) if attention_kernel else None
 
     def _part_formats(self, quant: QuantScope | None) -> dict[str, tuple[float, str, int]]:
         """(weight bytes per element, GEMM unit, row tile) of the attention projections, the dense
@@ -308,6 +313,20 @@ class LayerCost:
         mlp = self._moe_ops(t) if moe else self._mlp_ops("mlp", t, self.model.ffn_hidden, self.s.tp)
         return self._attn_gemm_ops(t) + mlp + self._nongemm_ops(t, moe)
 
+    def prefill_shape(self, prefill_pairs: float, prefill_tokens: float, *, backward: bool = False) -> float:
+        """Compute time of fused prefill / training attention against the catalogued rate: the
+        kernel's per-query-row costs over these pairs (cost.attn_shape; 1.0 without a law)."""
+        if self.attn_law is None:
+            return 1.0
+        return self.attn_law.time_scale(prefill_pairs, prefill_tokens, backward=backward, cp=self.s.cp)
+
+    def attention_bwd_shape(self, tokens: float, prefill_pairs: float) -> float:
+        """The fused backward's shape over the forward's (`backward`'s `attention_bwd_shape`)."""
+        if self.attn_law is None or prefill_pairs <= 0:
+            return 1.0
+        return (self.prefill_shape(prefill_pairs, tokens, backward=True)
+                / self.prefill_shape(prefill_pairs, tokens))
+
     def attention_ops(self, tokens: float, prefill_pairs: float, prefill_kv_tokens: float,
                       decode_seqs: float, decode_ctx: float) -> list[Op]:
         ops = []
@@ -315,7 +334,7 @@ class LayerCost:
             prefill_tokens = tokens - decode_seqs
             ops.append(Op("attn_prefill", "attention", self.prefill_flops_per_pair * prefill_pairs,
                           prefill_tokens * self.qkvo_act_per_token + prefill_kv_tokens * self.kv_bytes_per_token,
-                          dtype=self.adt))
+                          dtype=self.adt, shape=self.prefill_shape(prefill_pairs, prefill_tokens)))
         if decode_seqs > 0:
             ops.append(Op("attn_decode", "attention", self.decode_flops_per_ctx * decode_ctx,
                           decode_ctx * self.kv_bytes_per_token + decode_seqs * self.qkvo_act_per_token, dtype=self.adt))
@@ -343,7 +362,8 @@ class LayerCost:
         if prefill_pairs > 0:
             pre = attention_time_s(self.prefill_flops_per_pair * prefill_pairs,
                                    (tokens - decode_seqs) * self.qkvo_act_per_token
-                                   + prefill_kv_tokens * self.kv_bytes_per_token, self.acc, dtype=self.adt)
+                                   + prefill_kv_tokens * self.kv_bytes_per_token, self.acc, dtype=self.adt,
+                                   shape=self.prefill_shape(prefill_pairs, tokens - decode_seqs))
         if decode_seqs > 0:
             dec = attention_time_s(self.decode_flops_per_ctx * decode_ctx,
                                    decode_ctx * self.kv_bytes_per_token + decode_seqs * self.qkvo_act_per_token,
@@ -422,18 +442,20 @@ class LayerCost:
         return out
 
     def backward(self, fwd: dict[str, float], *, attention_s: float | None = None,
-                 fused_attention: bool = True) -> dict[str, float]:
+                 fused_attention: bool = True, attention_bwd_shape: float = 1.0) -> dict[str, float]:
         """Backward of a forward breakdown (seconds), split into input- and weight-gradient work.
 
         A GEMM Y = X W has two backward GEMMs of its FLOPs, the input gradient dX = dY W^T and the
         weight gradient dW = X^T dY, each costed at the forward GEMM's time. Attention and the
         elementwise ops hold no weights: their backward is input-gradient work. `input_grad` is what
         the previous stage waits for; `weight_grad` may run later (zero-bubble schedules).
-        `attention_s` is the forward attention the backward follows (default: the breakdown's).
+        `attention_s` is the forward attention the backward follows (default: the breakdown's);
+        `attention_bwd_shape` the fused backward kernel's shape over the forward's at this
+        sequence length and mask (`attention_bwd_shape()`; 1 = the same).
         """
         gemms = forward_gemms_s(fwd)
         attn_f = fwd["attn_prefill"] + fwd["attn_decode"] if attention_s is None else attention_s
-        attn = (ATTN_BWD_FLOPS_RATIO * attn_f / ATTN_BWD_EFF_RATIO if fused_attention
+        attn = (ATTN_BWD_FLOPS_RATIO * attn_f / ATTN_BWD_EFF_RATIO * attention_bwd_shape if fused_attention
                 else UNFUSED_ATTN_BWD_RATIO * attn_f)
         elem = ELEMENTWISE_BWD_RATIO * fwd["elementwise"]
         out = {"dgrad_gemms": gemms, "wgrad_gemms": gemms, "attention": attn, "elementwise": elem,

@@ -104,14 +104,19 @@ def memory_time_s(bytes_moved: float, acc: AcceleratorSpec, *, kernels: int = 1)
     return bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory) + kernels * acc.efficiency.kernel_overhead_s
 
 
-def attention_time_s(flops: float, bytes_moved: float, acc: AcceleratorSpec, *, dtype: str) -> float:
+def attention_time_s(flops: float, bytes_moved: float, acc: AcceleratorSpec, *, dtype: str,
+                     shape: float = 1.0) -> float:
     """Fused attention: compute at the catalogued flash-attention efficiency, or memory-bound.
 
     Its math runs in 16-bit even for 8-bit activations or caches (`cost.dtypes.attention_dtype`).
+    `shape` multiplies the compute time: the kernel's rate at this sequence length and mask against
+    the catalogued point (`cost.attn_shape.AttnLaw.time_scale`; 1 = the catalog's rate).
     """
     if flops <= 0 and bytes_moved <= 0:
         return 0.0
     dt = attention_dtype(dtype)
+    if shape != 1.0:
+        flops = flops * shape
     t = max(flops / (acc.sustained_peak(dt) * acc.efficiency.attention),
             bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory))
     return t + acc.efficiency.kernel_overhead_s

@@ -47,7 +47,7 @@ T, BUSY, KVS, MAKESPAN = range(4)
 # integer config
 B_, CAP, MARK, BUDGET, MAXB, CHUNKED, MODE, LAYERS, GRAPHMAX, N, WCAP, STRIDE, IDX = range(13)
 # float config
-PF, PQ, PK, DF, KO, OV, EAGER, CH = range(8)
+PF, PQ, PK, DF, KO, OV, EAGER, CH, PR = range(9)
 # kernel return codes: NEED_COST = the next batch's token or logit count has no cost in the tables yet
 # (iv[NEED_T], iv[NEED_L]); NEED_ROOM + k = the growing buffers of _GROUPS[k] (indices into E[6:]) ran short
 FINISHED, STUCK, NEED_COST, NEED_ROOM = 0, 1, 2, 3
@@ -105,7 +105,7 @@ def run(loop) -> None:
             if k < len(table):
                 table[k] = v
     cf = np.array([cost._pf, cost._pq, cost._pk, cost._df, cost._ko, cost.overhead_s, cost.eager_prefill_s,
-                   cost.ctx_host_s], dtype=np.float64)
+                   cost.ctx_host_s, cost._pr], dtype=np.float64)
     names = ("arrival_s", "prompt_tokens", "output_tokens", "state", "prefill_target", "prefilled", "emitted",
              "owned_blocks", "join_step", "join_ctx", "epoch", "first_scheduled_s", "first_token_s", "last_token_s",
              "finish_s", "preemptions", "instance")
@@ -446,7 +446,7 @@ def _time_s(C, tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx
     pre = 0.0
     dec = 0.0
     if prefill_pairs > 0:
-        c = cf[PF] * prefill_pairs
+        c = cf[PF] * prefill_pairs + cf[PR] * (tokens - decode_seqs)
         m = (tokens - decode_seqs) * cf[PQ] + prefill_kv_tokens * cf[PK]
         pre = (c if c > m else m) + cf[KO]
     if decode_seqs > 0:

@@ -50,7 +50,7 @@ class IterationCost:
         # what a quantized checkpoint holds: its scales, and the block modules it keeps 16-bit
         self.quant = quant_scope(model, weights)
         self.layer = LayerCost(model, cluster, sharding, weight_dtype=weights, act_dtype=act_dtype,
-                               kv_dtype=kv_dtype, moe_gemm=moe_gemm, quant=self.quant)
+                              kv_dtype=kv_dtype, moe_gemm=moe_gemm, quant=self.quant, attention_kernel=attention)
         self.edge = EdgeCost(self.layer)
         self.moe_layers = model.moe_layers
         self.dense_layers = model.layers - model.moe_layers
@@ -88,6 +88,12 @@ class IterationCost:
         # prefill by a FlashAttention-2-generation kernel runs at attention_fa2_ratio of the catalog's rate
         fa2 = acc.efficiency.attention_fa2_ratio if attention == "flash2" else 1.0
         self._pf = l.prefill_flops_per_pair * inv_flops / fa2
+        # the kernel's rate by sequence length and mask (cost.attn_shape): each prefill query row
+        # adds its fixed cost in key columns, the asymptote is the catalog's point scaled back out
+        self._pr = 0.0
+        if l.attn_law is not None:
+            self._pf *= l.attn_law.ref_scale()
+            self._pr = self._pf * l.attn_law.extra_pairs(1.0)
         self._pq = l.qkvo_act_per_token * inv_bw
         self._pk = l.kv_bytes_per_token * inv_bw
         # decode reads of the cache: once per KV head (grouped), or once per query head of its group
@@ -214,7 +220,7 @@ class IterationCost:
         `queries` per decoding sequence read its cached KV once: FLOPs grow with them, KV bytes do not."""
         pre = dec = 0.0
         if prefill_pairs > 0:
-            c = self._pf * prefill_pairs
+            c = self._pf * prefill_pairs + self._pr * (tokens - decode_seqs)
             m = (tokens - decode_seqs) * self._pq + prefill_kv_tokens * self._pk
             pre = (c if c > m else m) + self._ko
         if decode_seqs > 0:

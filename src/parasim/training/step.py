@@ -86,7 +86,7 @@ def _costers(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> tupl
     layer = LayerCost(model, cluster, s, weight_dtype=plan.precision, act_dtype=act, kv_dtype=act,
                       tp_group=Group.strided(plan.tp, 1, cluster),
                       ep_group=Group.strided(plan.ep, plan.expert_tp, cluster), kernels=plan.kernels,
-                      dropout=model.dropout, routing=expert_routing(plan))
+                      dropout=model.dropout, routing=expert_routing(plan), attention_kernel=plan.attention)
     # the LM head and embedding are not Transformer Engine layers: they stay in 16-bit
     edge_layer = layer if plan.precision != "fp8" else LayerCost(model, cluster, s, weight_dtype=act,
                                                                  act_dtype=act, kv_dtype=act, kernels=plan.kernels)
@@ -116,7 +116,8 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
     acc = cluster.accelerator
     f = layer.forward(t, prefill_pairs=pairs_per_mb / plan.cp, moe=moe)
     attn_f = _attention_fwd_s(model, cluster, plan, f)
-    b = layer.backward(f, attention_s=attn_f, fused_attention=plan.flash_attention)
+    b = layer.backward(f, attention_s=attn_f, fused_attention=plan.flash_attention,
+                       attention_bwd_shape=layer.attention_bwd_shape(t, pairs_per_mb / plan.cp))
     gemms, elem = forward_gemms_s(f), f["elementwise"]
     cast_f, cast_b = _fp8_casts_s(model, plan, acc, t)
     ring_f, ring_b = (ring_merge_s(t * model.heads * model.head_dim / plan.tp, plan.cp, acc)

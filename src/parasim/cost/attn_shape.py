@@ -1,0 +1,101 @@
+"""Fused attention's achieved rate by sequence length and causal mask, from the kernels' own curves.
+
+The catalog's `attention` efficiency is one point of a published curve: a long, non-causal
+sequence, where a flash-attention kernel is fastest. The rate falls at shorter sequences and is
+lower again with the causal mask, because every query block pays costs that do not grow with the
+keys it attends: loading Q, the softmax rescale and the output epilogue, and under the causal
+mask a partly filled diagonal tile (half of a key block computed and thrown away, plus the
+masking). Per query row that is a fixed number of key columns' worth of work, `row_keys`, so
+
+    time  ∝  pairs + row_keys * rows                (pairs = query-key pairs, rows = query rows)
+
+A non-causal benchmark at length N (pairs N², rows N) then runs at R · N / (N + row_keys_full),
+a causal one (pairs N²/2) at R · N / (N + 2 row_keys_causal), with the same R: the law is
+linear in the aggregates a batch already carries (serving's prefill pairs and prefill tokens,
+training's micro-batch), so it costs O(1) and treats a chunk after cached context exactly (its
+rows pay the per-row cost, its pairs include the cached keys). The rate is normalised to the
+point the catalogued figure was measured at, so the catalog is reproduced there (`ref_scale`).
+
+The row costs are least-squares fits of 1/rate = (1 + row_keys·k / N) / R over each curve's six
+points (512-16k; causal and non-causal together, one R), hd 128 (the head dim of most models);
+`PUBLISHED` keeps every point used, and tests/test_cost_attn_shape.py reproduces them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Published TFLOP/s by sequence length 512, 1k, 2k, 4k, 8k, 16k (batch x seqlen = 16k tokens,
+#: hidden 2048), head dim 128: (kernel, GPU, pass, mask) -> rates. None = a bar label hidden.
+SEQ_LENS = (512, 1024, 2048, 4096, 8192, 16384)
+PUBLISHED: dict[tuple[str, str, str, str], tuple[float | None, ...]] = {
+    # FlashAttention-3 paper (Shah et al. 2024, arXiv:2407.08608) Fig. 5c / 5d (FP16 forward, H100 SXM5)
+    ("fa3", "h100", "fwd", "full"): (467, 565, 625, 638, 646, 648),
+    ("fa3", "h100", "fwd", "causal"): (292, 423, 521, 579, 602, 616),
+    # same paper, Fig. 6 (FP16 backward, H100 SXM5, no causal mask; the paper gives no causal backward)
+    ("fa3", "h100", "bwd", "full"): (316, 424, 501, 542, 559, 561),
+    # same paper, Fig. 5c / 5d, the FlashAttention-2 bars (forward on H100): a cross-check of "fa2"
+    ("fa2", "h100", "fwd", "full"): (309, 350, 362, 368, 370, 370),
+    ("fa2", "h100", "fwd", "causal"): (191, 260, 298, 319, 333, 335),
+    # FlashAttention-2 paper (Dao 2023, arXiv:2307.08691) Fig. 4b / 4d (forward + backward, A100 80GB)
+    ("fa2", "a100", "fwd+bwd", "full"): (None, None, 187, 196, 201, 203),
+    ("fa2", "a100", "fwd+bwd", "causal"): (99, 133, 155, 173, 182, 189),
+}
+
+
+@dataclass(frozen=True)
+class AttnLaw:
+    """One kernel's per-query-row costs, in key columns of work, and the catalog's reference length."""
+
+    kernel: str
+    fwd_full: float  # forward, a query row's fixed cost without the causal mask
+    fwd_causal: float  # forward, with the causal mask's diagonal tile
+    bwd_full: float
+    bwd_causal: float
+    ref_seq: float  # the (non-causal) sequence length the catalogued `attention` figure was measured at
+
+    def extra_pairs(self, rows: float, *, backward: bool = False, cp: int = 1) -> float:
+        """Key-column work the `rows` query rows add beyond their pairs: one causal (diagonal)
+        pass, plus cp - 1 unmasked ring steps when context parallelism splits the keys (each a
+        kernel call whose query blocks pay their fixed cost again)."""
+        full, causal = (self.bwd_full, self.bwd_causal) if backward else (self.fwd_full, self.fwd_causal)
+        return rows * (causal + (cp - 1) * full)
+
+    def ref_scale(self, *, backward: bool = False) -> float:
+        """The rate at the reference point over the law's asymptote, N / (N + row_keys_full): the
+        catalogued figure already is that fraction of the asymptote, so it is divided back out."""
+        full = self.bwd_full if backward else self.fwd_full
+        return self.ref_seq / (self.ref_seq + full)
+
+    def time_scale(self, pairs: float, rows: float, *, backward: bool = False, cp: int = 1) -> float:
+        """Compute time of `pairs` causal query-key pairs over `rows` query rows against the
+        catalog's rate: 1 at the reference point, above 1 at shorter or causal sequences."""
+        if pairs <= 0:
+            return 1.0
+        extra = self.extra_pairs(rows, backward=backward, cp=cp)
+        return (pairs + extra) / pairs * self.ref_scale(backward=backward)
+
+
+#: FlashAttention-3 on Hopper: forward from Fig. 5c/5d (fit 199 / 311, every point within 3.7 %);
+#: backward 427 from Fig. 6 (within 2.8 %), its causal cost the forward's diagonal-tile difference
+#: (311 - 199 = 112, a tile-geometry term; the paper has no causal backward) added: 539. Reference:
+#: the catalogued 757 TFLOP/s is the figure's best bar (756, non-causal, 16k).
+FA3 = AttnLaw("fa3", fwd_full=199.0, fwd_causal=311.0, bwd_full=427.0, bwd_causal=539.0, ref_seq=16384.0)
+#: FlashAttention-2: forward + backward on A100, Fig. 4b/4d of the FA2 paper (fit 84 / 259, every
+#: point within 3.0 %), used for both passes (the paper's per-pass figures were not retrieved). The
+#: FA2 forward on H100 (FA3 paper's FA2 bars) fits 75 / 230: the same kernel's costs on another GPU.
+FA2 = AttnLaw("fa2", fwd_full=84.0, fwd_causal=259.0, bwd_full=84.0, bwd_causal=259.0, ref_seq=16384.0)
+#: The Ampere / Ada catalog figure: FA2 at batch 2, seq 8,192 (Azure's A100 run; mask not stated,
+#: taken as the benchmark script's non-causal default).
+FA2_AT_8K = AttnLaw("fa2", fwd_full=84.0, fwd_causal=259.0, bwd_full=84.0, bwd_causal=259.0, ref_seq=8192.0)
+
+
+def law_for(generation: str, kernel: str) -> AttnLaw | None:
+    """The shape law of the fused-attention `kernel` ("flash" = the part's best, "flash2") on a
+    part of `generation`, or None where no curve of that kernel was retrieved (Blackwell's FA4,
+    AMD's aiter, Volta, Triton FlashAttention, TPUs, Gaudi): there the catalog's constant stays."""
+    if generation == "hopper":
+        return {"flash": FA3, "flash2": FA2}.get(kernel)
+    if generation in ("ampere", "ada") and kernel in ("flash", "flash2"):
+        return FA2_AT_8K
+    return None
