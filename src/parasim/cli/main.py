@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{e.field}: {e.message}")
     except Interrupted as e:  # the command printed what it had
         sys.stderr.write(f"parasim: {e.message}\n")
-        raise SystemExit(EXIT_INTERRUPTED) from None
+        _exit_interrupted()
     except (typer.Exit, *_extra("Exit")) as e:
         raise SystemExit(getattr(e, "exit_code", 0)) from None
     except (typer.Abort, *_extra("Abort")):  # click < 8.2 turns Ctrl-C (KeyboardInterrupt) into Abort
@@ -107,6 +107,21 @@ def _interrupted(args: list[str]) -> None:
         sys.stdout.write(json.dumps({"command": command, "interrupted": True,
                                      "message": "interrupted before a result was ready"}, sort_keys=True) + "\n")
     sys.stderr.write("parasim: interrupted\n")
+    _exit_interrupted()
+
+
+def _exit_interrupted() -> None:
+    """Exit 130. After a Ctrl-C that terminated process-pool workers, leave at once once the answer
+    is flushed (`os._exit`): the interpreter's exit would join a pool thread that a killed worker
+    can leave blocked forever (search.executors.stopped_a_pool)."""
+    from parasim.search.executors import stopped_a_pool
+
+    if stopped_a_pool():
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
     raise SystemExit(EXIT_INTERRUPTED)
 
 

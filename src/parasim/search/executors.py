@@ -110,11 +110,25 @@ def _sigint_blocked() -> Iterator[None]:
 def _stop(pool: ProcessPoolExecutor) -> None:
     """After Ctrl-C: drop the queued chunks and end the running ones now, so that the process
     exits as soon as the partial result is printed (instead of waiting for them)."""
+    global _STOPPED
     procs = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in procs:
         if proc.is_alive():
             proc.terminate()
+            _STOPPED = True
+
+
+#: set once a pool's workers were terminated mid-chunk (`_stop`): a worker killed while writing its
+#: result leaves a partial message in the pool's result pipe, and concurrent.futures' exit handler
+#: then joins a manager thread blocked reading it, so the process would hang after printing its
+#: answer (seen as a rare CI timeout). `stopped_a_pool` tells the CLI to leave without that join.
+_STOPPED = False
+
+
+def stopped_a_pool() -> bool:
+    """Whether this process terminated pool workers after a Ctrl-C (see `_STOPPED`)."""
+    return _STOPPED
 
 
 _POOLS: dict[tuple, ProcessPoolExecutor] | None = None  # a `session`'s pools, by (task, context id, workers)
