@@ -63,7 +63,7 @@ class QuantScope:
     @property
     def element_bytes(self) -> float:
         """Bytes per quantized weight element, its scales included."""
-        return dtype_bytes(self.weights, field="weights") + SCALE_BITS_PER_ELEMENT[self.scales] / 8.0
+        return weight_bytes_per_element(self.weights, self.scales)
 
     @property
     def is_all(self) -> bool:

@@ -115,8 +115,6 @@ def attention_time_s(flops: float, bytes_moved: float, acc: AcceleratorSpec, *, 
     if flops <= 0 and bytes_moved <= 0:
         return 0.0
     dt = attention_dtype(dtype)
-    if shape != 1.0:
-        flops = flops * shape
-    t = max(flops / (acc.sustained_peak(dt) * acc.efficiency.attention),
+    t = max(flops * shape / (acc.sustained_peak(dt) * acc.efficiency.attention),
             bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory))
     return t + acc.efficiency.kernel_overhead_s
