@@ -60,8 +60,8 @@ MOE_PERMUTE_RW = 2.0
 MOE_COMBINE_ACCESSES = 1
 #: A grouped-GEMM (CUTLASS) MoE runner starts with a separate kernel that copies each token's hidden
 #: row into the k row slots of its experts, so that every expert's rows are contiguous for the
-#: grouped GEMM: 1 read + k writes per hidden element (TensorRT-LLM's expandInputRowsKernel,
-#: "duplicates and permutes rows for MoE", cpp/tensorrt_llm/kernels/cutlass_kernels/moe_gemm/
+#: grouped GEMM: 1 read + k writes per hidden element (TensorRT-LLM's expandInputRowsKernel, which
+#: duplicates and reorders the rows by expert, cpp/tensorrt_llm/kernels/cutlass_kernels/moe_gemm/
 #: moe_kernels.cu, called before GEMM1 in every CutlassMoeFCRunner, which quantizes the copies to
 #: FP8 / FP4 there when the GEMM computes in them; vLLM's and SGLang's CUTLASS MoE paths permute the
 #: same way). The Triton fused-MoE kernel reads its rows through the sorted token ids inside the
