@@ -58,6 +58,15 @@ MOE_PERMUTE_RW = 2.0
 #: (TensorRT-LLM's finalizeMoeRoutingKernel, vLLM's fused_experts -> ops.moe_sum, SGLang's
 #: moe_sum_reduce; the down GEMM's own write of the k rows is charged with the GEMM).
 MOE_COMBINE_ACCESSES = 1
+#: A grouped-GEMM (CUTLASS) MoE runner starts with a separate kernel that copies each token's hidden
+#: row into the k row slots of its experts, so that every expert's rows are contiguous for the
+#: grouped GEMM: 1 read + k writes per hidden element (TensorRT-LLM's expandInputRowsKernel, which
+#: duplicates and reorders the rows by expert, cpp/tensorrt_llm/kernels/cutlass_kernels/moe_gemm/
+#: moe_kernels.cu, called before GEMM1 in every CutlassMoeFCRunner, which quantizes the copies to
+#: FP8 / FP4 there when the GEMM computes in them; vLLM's and SGLang's CUTLASS MoE paths permute the
+#: same way). The Triton fused-MoE kernel reads its rows through the sorted token ids inside the
+#: GEMM instead, so the `triton` family (cost.moe_tile) has no such pass.
+MOE_EXPAND_READS = 1
 #: GPT-family models with rotary positions (the case format's `gpt` family otherwise means learned
 #: or ALiBi positions, which add no per-layer kernel)
 ROTARY_GPT_TYPES = ("gptj", "gpt_neox", "phi", "codegen")
@@ -292,7 +301,13 @@ class LayerCost:
             pairs = self.routed_tokens(t) * m.experts_per_token * self.expert_load(t)
             ops.append(Op("moe_permute", "memory", 0.0, 2 * MOE_PERMUTE_RW * pairs * m.hidden * ab, kernels=2))
         elif moe:  # serving: each token's k expert outputs summed into one (MOE_COMBINE_ACCESSES)
-            ops.append(Op("moe_combine", "memory", 0.0, t * (m.experts_per_token + MOE_COMBINE_ACCESSES) * m.hidden * ab))
+            rows = t * (m.experts_per_token + MOE_COMBINE_ACCESSES) * m.hidden * ab
+            if self.moe_gemm == "cutlass":  # rows copied to their experts' slots first (MOE_EXPAND_READS),
+                # written in the expert GEMM's input format (FP8 / FP4 rows when it computes in them)
+                written = min(ab, dtype_bytes(self._fmt["experts"][1], field="precision"))
+                ops.append(Op("moe_expand", "memory", 0.0,
+                              t * (MOE_EXPAND_READS * ab + m.experts_per_token * written) * m.hidden))
+            ops.append(Op("moe_combine", "memory", 0.0, rows))
         if self.dropout:
             drop = 2 * norm_t * m.hidden * (nongemm.DROPOUT_MASK_BYTES + (nongemm.DROPOUT_EAGER.bytes_per_element(ab)
                                                                         if mode == "eager" else 0.0))
