@@ -114,3 +114,42 @@ def test_p2p_all_reduce_hand_formula():
     size = 4e6
     assert p2p_all_reduce_s(size, 4, c) == pytest.approx(min(a + 3 * size / bw, 2 * a + 1.5 * size / bw))
     assert p2p_all_reduce_s(size, 1, c) == 0.0
+
+
+def test_nccl_ll_ring_hand_formula():
+    """NCCL's LL ring (NVIDIA/nccl src/graph/tuning.cc): 6.6 us per call + 0.6 us per step over
+    NVLink, 2(n-1) steps for an all-reduce (n-1 for a gather), and half the bus bandwidth."""
+    c = make_cluster(8)
+    bw = c.accelerator.link_bw_bytes_per_s * c.accelerator.efficiency.nvlink_busbw
+    size = 16 * 1024
+    expected = 6.6e-6 + 14 * 0.6e-6 + 2 * 7 / 8 * size / (bw / 2)
+    assert collective_time_s("all_reduce", size, Group(8, 8), c) == pytest.approx(expected)
+    expected_ag = 6.6e-6 + 7 * 0.6e-6 + 7 / 8 * size / (bw / 2)
+    assert collective_time_s("all_gather", size, Group(8, 8), c) == pytest.approx(expected_ag)
+
+
+@pytest.mark.parametrize("kind", ["all_reduce", "all_gather", "reduce_scatter"])
+@pytest.mark.parametrize("size", [16 * 2 ** 20, 64 * 2 ** 20, 1e9])
+def test_nccl_ll_never_carries_training_sized_messages(kind, size):
+    """At 16 MiB and up the LL protocol's half bandwidth loses to the ring and tree: training's TP
+    and DP collectives keep the alpha-beta formulas."""
+    c = make_cluster(8)
+    eff = c.accelerator.efficiency
+    bw = c.accelerator.link_bw_bytes_per_s * eff.nvlink_busbw
+    ring = collective_time_s(kind, size, Group(8, 8), c, algorithm="ring")
+    expected = ring if kind != "all_reduce" else min(ring, 2 * size / bw + 2 * 3 * eff.nvlink_latency_s)
+    assert collective_time_s(kind, size, Group(8, 8), c) == pytest.approx(expected)
+
+
+# kvcache-ai/Mooncake PR #3484 ("[PG][1/N] Initialize the new collective framework"): nccl-tests 2.19.7
+# all_reduce_perf, NCCL 2.30.4, 8 NVIDIA H20 of one node (NVLink 450 GB/s one way, as the H100), no CUDA
+# graphs, out-of-place time in us. Below 256 KiB it levels at 18.7-19.3 us, the call's launch included.
+_NCCL_TESTS_H20_8GPU_US = {256 * 1024: 19.54, 512 * 1024: 20.39, 1024 * 1024: 27.76, 2048 * 1024: 40.66}
+
+
+@pytest.mark.parametrize("size", sorted(_NCCL_TESTS_H20_8GPU_US))
+def test_nccl_small_all_reduce_matches_nccl_tests(size):
+    from parasim.specs.catalog import default_cluster
+
+    got = collective_time_s("all_reduce", size, Group(8, 8), default_cluster("h20", 8))
+    assert got * 1e6 == pytest.approx(_NCCL_TESTS_H20_8GPU_US[size], rel=0.10)

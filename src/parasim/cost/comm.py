@@ -19,6 +19,18 @@ from parasim.specs.cluster import ClusterSpec
 
 KINDS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p")
 
+#: NCCL's low-latency (LL) protocol, which NCCL's tuner picks for small messages. Every 8-byte store
+#: carries 4 bytes of data and a 4-byte flag, so a ring step needs no separate synchronisation (a
+#: small per-step latency) but moves data at a fraction of the link's rate. The figures are those of
+#: NCCL's own cost model (NVIDIA/nccl src/graph/tuning.cc, master of June 2026, the same latencies
+#: since v2.18): ring LL base latency 6.6 us per call (`baseLatencies`), 0.6 us per step over NVLink
+#: and 1.0 us over PCIe (`hwLatencies`), half the bus bandwidth capped at `llMaxBws` for one node
+#: (87.7 GB/s Ampere, 141 Hopper, 282 Blackwell).
+NCCL_LL_BASE_LATENCY_S = 6.6e-6
+NCCL_LL_STEP_LATENCY_S = {"nvlink": 0.6e-6, "pcie": 1.0e-6}
+NCCL_LL_BW_FRACTION = 0.5
+NCCL_LL_MAX_BUSBW = {"ampere": 87.7e9, "ada": 87.7e9, "hopper": 141.0e9, "blackwell": 282.0e9}
+NCCL_LL_KINDS = ("all_reduce", "all_gather", "reduce_scatter")
 
 @dataclass(frozen=True)
 class Group:
@@ -57,8 +69,23 @@ def _tree_all_reduce(size: float, n: int, bw: float, alpha: float) -> float:
     return 2 * size / bw + 2 * math.ceil(math.log2(n)) * alpha
 
 
-def _flat(kind: str, size: float, n: int, bw: float, alpha: float, algorithm: str) -> float:
+def _ring_ll(kind: str, size: float, n: int, bw: float, step_latency_s: float, max_bw: float) -> float:
+    """NCCL's ring on the LL protocol (NCCL_LL_*): 2(n-1) steps for an all-reduce, n-1 for a gather
+    or scatter, each a hop's latency, after one call's base latency; the data at the LL share of
+    the bus bandwidth."""
+    steps = 2 * (n - 1) if kind == "all_reduce" else n - 1
+    moved = steps / n * size  # 2(n-1)/n S for an all-reduce, (n-1)/n S otherwise
+    return NCCL_LL_BASE_LATENCY_S + steps * step_latency_s + moved / min(bw * NCCL_LL_BW_FRACTION, max_bw)
+
+
+def _flat(kind: str, size: float, n: int, bw: float, alpha: float, algorithm: str,
+          ll: tuple[float, float] | None = None) -> float:
+    """One scale-up domain. `auto` is the fastest of what NCCL's tuner chooses from: the ring, the
+    double binary tree (all-reduce), and, when `ll` (step latency, bandwidth cap) is given, the ring
+    on the LL protocol."""
     ring = _ring(kind, size, n, bw, alpha)
+    if algorithm == "auto" and ll is not None and kind in NCCL_LL_KINDS:
+        ring = min(ring, _ring_ll(kind, size, n, bw, *ll))
     if kind != "all_reduce" or algorithm == "ring":
         return ring
     tree = _tree_all_reduce(size, n, bw, alpha)
@@ -82,7 +109,10 @@ def collective_time_s(kind: str, size_bytes: float, group: Group, cluster: Clust
         return _ring("p2p", size_bytes, 2, nv_bw if g > 1 else nic_bw,
                      eff.nvlink_latency_s if g > 1 else eff.network_latency_s)
     if g >= n:
-        return _flat(kind, size_bytes, n, nv_bw, eff.nvlink_latency_s, algorithm)
+        acc = cluster.accelerator
+        ll = (NCCL_LL_STEP_LATENCY_S.get(acc.scale_up, NCCL_LL_STEP_LATENCY_S["nvlink"]),
+              NCCL_LL_MAX_BUSBW.get(acc.generation, math.inf))
+        return _flat(kind, size_bytes, n, nv_bw, eff.nvlink_latency_s, algorithm, ll)
     m = cdiv(n, g)  # domains spanned
     a_in, a_out = eff.nvlink_latency_s, eff.network_latency_s
     if kind == "all_to_all":

@@ -142,7 +142,9 @@ class IterationCost:
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to
         CUSTOM_ALLREDUCE_MAX_BYTES, the engine's custom one-shot or two-shot P2P kernel
-        (`cost.comm.p2p_all_reduce_s`) unless NCCL is faster; NCCL otherwise, and always when the plan
+        (`cost.comm.p2p_all_reduce_s`), which the engines run whenever it applies (vLLM's
+        should_custom_ar, TensorRT-LLM's AUTO strategy below its workspace size), even at the few
+        kilobytes where NCCL's LL protocol would be as fast; NCCL otherwise, and always when the plan
         turns the custom kernel off (vLLM `--disable-custom-all-reduce`) or the GPUs reach each
         other over PCIe only: TensorRT-LLM's AUTO strategy picks NCCL when the peers lack NVLink
         (AllreducePlugin::selectImplementation; the PyTorch backend's allreduceOp falls back to
@@ -150,13 +152,11 @@ class IterationCost:
         n = self.tp
         if n <= 1 or size <= 0:
             return 0.0
-        l = self.layer
-        nccl = collective_time_s("all_reduce", size, l.tp_group, self.cluster)
-        acc = self.cluster.accelerator
-        if (not self.custom_allreduce or acc.scale_up == "pcie" or l.tp_group.per_node < n
+        group = self.layer.tp_group
+        if (not self.custom_allreduce or self.cluster.accelerator.scale_up == "pcie" or group.per_node < n
                 or size > CUSTOM_ALLREDUCE_MAX_BYTES):
-            return nccl
-        return min(p2p_all_reduce_s(size, n, self.cluster), nccl)
+            return collective_time_s("all_reduce", size, group, self.cluster)
+        return p2p_all_reduce_s(size, n, self.cluster)
 
     def act_quant_s(self, tokens: int, moe: bool) -> float:
         """One layer's separate activation-quantization kernels: each quantized GEMM input is read
