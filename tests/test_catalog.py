@@ -216,3 +216,17 @@ def test_every_alias_names_one_entry_and_accelerators_ignore_case():
     assert set(index.values()) == set(catalog.models())
     assert catalog.get_accelerator("H100-SXM") is catalog.accelerators()["h100-sxm"]
     assert catalog.get_accelerator("MI300X") is catalog.accelerators()["mi300x"]
+
+
+@pytest.mark.parametrize("gpu", ["a100-sxm-40gb", "a100-sxm-80gb", "a100-pcie-80gb"])
+def test_a100_attention_is_the_forward_of_azures_forward_plus_backward_figure(gpu):
+    """Azure's A100 FlashAttention-2 figure, 179.5 TFLOP/s at hd64, batch 2, seq 8k, is the benchmark
+    script's forward + backward column (its PyTorch row, 46.0, is the FA2 paper's Fig. 4a fwd + bwd
+    bar). The catalog's `attention` is the forward; with the backward at 2.5x the FLOPs and the
+    cost model's backward rate, forward + backward must give the figure back."""
+    from parasim.cost.layer import ATTN_BWD_EFF_RATIO, ATTN_BWD_FLOPS_RATIO
+
+    acc = catalog.get_accelerator(gpu)
+    fwd_rate = acc.peak("bf16") / 1e12 * acc.efficiency.attention
+    both = (1 + ATTN_BWD_FLOPS_RATIO) / (1 / fwd_rate + ATTN_BWD_FLOPS_RATIO / (ATTN_BWD_EFF_RATIO * fwd_rate))
+    assert both == pytest.approx(179.5, rel=0.005)

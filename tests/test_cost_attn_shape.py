@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
-from parasim.cost.attn_shape import FA2, FA3, PUBLISHED, SEQ_LENS, law_for
+from parasim.cost.attn_shape import FA2, FA3, PUBLISHED, SEQ_LENS, TRITON_FA1, TRITON_FA1_AT_8K, law_for
 from parasim.cost.layer import LayerCost, Sharding
 from parasim.serving.itercost import IterationCost
 from parasim.specs.catalog import get_accelerator, get_model
@@ -28,8 +28,11 @@ def law_rate(law, n: float, causal: bool, backward: bool = False) -> float:
 
 
 #: FA3's curves are the fit's own (every bar within 5 %); FA2's per-row costs come from its A100
-#: forward + backward, and also reproduce its H100 forward (FA3 paper's FA2 bars) within 8 %.
-TOLERANCE = {"fa3": 0.05, "fa2": 0.08}
+#: forward + backward, and also reproduce its H100 forward (FA3 paper's FA2 bars) within 8 %; the
+#: FA1 bars (the Triton kernel's law) within 11 % (the non-causal 1k bar, 72, sits under the 512 one,
+#: 76, which no per-row cost reproduces; every causal bar, the ones training runs, within 6 %).
+TOLERANCE = {"fa3": 0.05, "fa2": 0.08, "fa1": 0.11}
+LAWS = {"fa3": FA3, "fa2": FA2, "fa1": TRITON_FA1}
 
 
 @pytest.mark.parametrize("key", list(PUBLISHED))
@@ -37,7 +40,7 @@ def test_published_curves_reproduced_against_their_long_sequence_point(key):
     """Every published bar over the same kernel's, GPU's and pass's non-causal 16k bar (the
     catalog's kind of point), from the law's row costs."""
     kernel, gpu, pass_, mask = key
-    law = {"fa3": FA3, "fa2": FA2}[kernel]
+    law = LAWS[kernel]
     ref = PUBLISHED[(kernel, gpu, pass_, "full")][-1]
     backward = pass_ == "bwd"
     for n, rate in zip(SEQ_LENS, PUBLISHED[key]):
@@ -57,7 +60,7 @@ def test_the_catalogued_point_is_reproduced():
 def test_published_direction_short_and_causal_are_slower():
     """The papers' two effects: the rate rises with length, and the causal mask is slower at the
     same length (FA3 hd128 at 2k: 521 causal against 625 without)."""
-    for law in (FA3, FA2):
+    for law in (FA3, FA2, TRITON_FA1):
         scales = [law.time_scale(n * (n + 1) / 2, n) for n in SEQ_LENS]
         assert all(a > b for a, b in zip(scales, scales[1:]))
         assert all(law.time_scale(n * (n + 1) / 2, n) > (n + law.fwd_full) / n * law.ref_scale() for n in SEQ_LENS)
@@ -66,10 +69,20 @@ def test_published_direction_short_and_causal_are_slower():
     assert ours == pytest.approx(c / f, rel=0.05)
 
 
+def test_triton_flash_attention_takes_the_fa1_curve_at_the_catalog_point():
+    """llm-foundry's Triton kernel: FA1's shape (FA2 paper Fig. 4d, causal hd128, 55 TFLOP/s at 512
+    and 80 at 8k), normalised where the part's catalog figure was measured (8k Ampere, 16k Hopper)."""
+    assert law_for("ampere", "triton") is TRITON_FA1_AT_8K and law_for("hopper", "triton") is TRITON_FA1
+    law, n = TRITON_FA1_AT_8K, 8192
+    assert (n * n + n * law.fwd_full) / (n * n) * law.ref_scale() == pytest.approx(1.0, rel=1e-12)
+    # causal 512 against the non-causal 8k bar: 82 / 55 TFLOP/s
+    assert law.time_scale(512 * 512 / 2, 512) == pytest.approx(82 / 55, rel=0.06)
+
+
 def test_parts_without_a_curve_keep_the_catalog_rate():
-    """Blackwell (FA4), CDNA3 (aiter), Volta and Triton FlashAttention have no retrieved curve: the
-    layer costs exactly what it cost without a kernel named."""
-    assert law_for("hopper", "triton") is None and law_for("blackwell", "flash") is None
+    """Blackwell (FA4), CDNA3 (aiter) and Volta have no retrieved curve: the layer costs exactly
+    what it cost without a kernel named."""
+    assert law_for("volta", "triton") is None and law_for("blackwell", "flash") is None
     for gpu in ("b200", "mi300x", "v100-sxm-32gb"):
         cl = ClusterSpec(accelerator=get_accelerator(gpu), gpus=1)
         plain = LayerCost(LLAMA, cl, Sharding())

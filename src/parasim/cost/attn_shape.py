@@ -40,6 +40,12 @@ PUBLISHED: dict[tuple[str, str, str, str], tuple[float | None, ...]] = {
     # FlashAttention-2 paper (Dao 2023, arXiv:2307.08691) Fig. 4b / 4d (forward + backward, A100 80GB)
     ("fa2", "a100", "fwd+bwd", "full"): (None, None, 187, 196, 201, 203),
     ("fa2", "a100", "fwd+bwd", "causal"): (99, 133, 155, 173, 182, 189),
+    # same figures, the FlashAttention (v1, CUDA) bars: the kernel llm-foundry's Triton FlashAttention
+    # (flash_attn/flash_attn_triton.py) measures itself against ("Overall Triton forward + backward is
+    # slightly slower than CUDA forward + backward", its header). The figures' "FlashAttention Triton"
+    # bars are another kernel (triton.ops.flash_attention, benchmarks/benchmark_flash_attention.py).
+    ("fa1", "a100", "fwd+bwd", "full"): (76, 72, 76, 80, 82, 83),
+    ("fa1", "a100", "fwd+bwd", "causal"): (55, 62, 69, 76, 80, 83),
 }
 
 
@@ -88,6 +94,13 @@ FA2 = AttnLaw("fa2", fwd_full=84.0, fwd_causal=259.0, bwd_full=84.0, bwd_causal=
 #: The Ampere / Ada catalog figure: FA2 at batch 2, seq 8,192 (Azure's A100 run; mask not stated,
 #: taken as the benchmark script's non-causal default).
 FA2_AT_8K = replace(FA2, ref_seq=8192.0)
+#: llm-foundry's Triton FlashAttention (attn_impl: triton, 2022-23): the FlashAttention-1 tiling it was
+#: written from, so the row costs of the FA1 CUDA kernel's A100 forward + backward curve in the FA2
+#: paper's Fig. 4b/4d (the same least-squares fit: 52 / 128, every point within 6.6 %), used for both
+#: passes. Its level stays TRITON_FA_SLOWDOWN below FA2 at the catalogued point (training/step.py):
+#: the law moves only its short and causal sequences.
+TRITON_FA1 = AttnLaw("triton", fwd_full=52.0, fwd_causal=128.0, bwd_full=52.0, bwd_causal=128.0, ref_seq=16384.0)
+TRITON_FA1_AT_8K = replace(TRITON_FA1, ref_seq=8192.0)
 
 
 def law_for(generation: str, kernel: str) -> AttnLaw | None:
@@ -95,7 +108,9 @@ def law_for(generation: str, kernel: str) -> AttnLaw | None:
     part of `generation`, or None where no curve of that kernel was retrieved (Blackwell's FA4,
     AMD's aiter, Volta, Triton FlashAttention, TPUs, Gaudi): there the catalog's constant stays."""
     if generation == "hopper":
-        return {"flash": FA3, "flash2": FA2}.get(kernel)
+        return {"flash": FA3, "flash2": FA2, "triton": TRITON_FA1}.get(kernel)
     if generation in ("ampere", "ada") and kernel in ("flash", "flash2"):
         return FA2_AT_8K
+    if generation in ("ampere", "ada") and kernel == "triton":
+        return TRITON_FA1_AT_8K
     return None

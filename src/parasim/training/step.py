@@ -53,7 +53,8 @@ UNFUSED_SCORE_BYTES_FWD = 13.0
 # FlashAttention in Triton (the 2022-23 kernels: OpenAI's Triton tutorial kernel, flash_attn_triton.py that
 # MPT/llm-foundry ran as attn_impl: triton) against FlashAttention-2: "FlashAttention-2 is ... 1.3-2.5x
 # faster than FlashAttention in Triton" (Dao 2023, arXiv:2307.08691, section 4.1, A100, forward + backward);
-# the geometric midpoint of that range, sqrt(1.3 x 2.5).
+# the geometric midpoint of that range, sqrt(1.3 x 2.5). It holds at the catalogued point; shorter and
+# causal sequences slow down further by the FA1 curve the layer's law charges (cost/attn_shape.py TRITON_FA1).
 TRITON_FA_SLOWDOWN = 1.803
 # Communication overlapped with compute is not free: NCCL / userbuffers kernels occupy SMs
 # (typically 16-24 of 108-132) and HBM bandwidth while they run, slowing the GEMMs they hide behind.
