@@ -281,6 +281,10 @@ class LayerCost:
                Op("residual", "memory", 0.0, 2 * norm_t * m.hidden * nongemm.RESIDUAL.bytes_per_element(ab),
                   kernels=2 * nongemm.RESIDUAL.kernels),
                Op("activation", "memory", 0.0, act_t * width * act.bytes_per_element(ab), kernels=act.kernels)]
+        clamp = nongemm.glu_clamp_access(mode, m.clamped_glu) if moe and self.s.folded else None
+        if clamp is not None:  # training only: serving engines fuse the clamp into their activation kernel
+            ops.append(Op("activation_clamp", "memory", 0.0, act_t * width * clamp.bytes_per_element(ab),
+                          kernels=clamp.kernels))
         q_w, kv_w = self.heads * m.qk_head_dim, self.kv_heads * m.head_dim
         if _rotary(m):
             rope = nongemm.rotary_access(mode)

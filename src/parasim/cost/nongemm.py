@@ -50,6 +50,18 @@ RESIDUAL = Access(3, 0, 1)
 # eager `silu(w1 x) * w3 x` is silu (r1 w1) then mul (r2 w1). GELU: read 1, write 1, either way.
 SWIGLU_FUSED = Access(3, 0, 1)
 SWIGLU_EAGER = Access(5, 0, 2)
+# GPT-OSS's clamped GLU (gate clamped to <= 7, linear half to [-7, 7]) in Megatron-Core, per element
+# of the activation's output. Megatron-Bridge's GPT-OSS provider sets bias_activation_fusion with
+# quick_gelu and activation_func_clamp_value 7.0 (gpt_oss_provider.py at v0.2.0 and v0.3.0, the
+# 25.11 / 26.02 containers), so the experts call `weighted_bias_quick_geglu_impl`, which clamps
+# outside its fused kernel (megatron/core/fusions/fused_bias_geglu.py, core_v0.15.0 and
+# core_v0.16.0): `x_glu.clamp` (r1 w1) and `x_linear.clamp` (r1 w1), each over one half, then
+# `torch.cat` of the two (r2 w2) into the fused kernel's input: 8 accesses, 3 kernels, before the
+# fused activation itself (SWIGLU_FUSED). Its backward runs in autograd: each clamp's gradient
+# masked by its saved input (at least r2 w1 per half) and the chunk's two gradients written back as
+# one tensor (r2 w2), at least 10 accesses; it is charged at the layer's ELEMENTWISE_BWD_RATIO like
+# every other elementwise op (16), the mask kernels' own traffic not counted separately.
+GLU_CLAMP_SPLIT = Access(8, 0, 3)
 GELU = Access(2, 0, 1)
 # Rotary per query/key element: one fused kernel rotates q and k, reading and writing each once.
 # torchtitan's `view_as_complex(x.float()) * freqs` then `.type_as(x)`: upcast (r16 w32), complex
@@ -105,6 +117,12 @@ def activation_access(mode: str, gated: bool) -> Access:
     if not gated:
         return GELU
     return SWIGLU_EAGER if mode == "eager" else SWIGLU_FUSED
+
+
+def glu_clamp_access(mode: str, clamped: bool) -> Access | None:
+    """The clamp a clamped GLU (GPT-OSS) runs before its activation, when it is its own kernels:
+    Megatron-Core's (`fused` mode). The PyTorch-native modes' GPT-OSS code is not modelled (None)."""
+    return GLU_CLAMP_SPLIT if clamped and mode == "fused" else None
 
 
 def rotary_access(mode: str) -> Access:

@@ -202,6 +202,13 @@ class ModelSpec:
         return self.experts > 0
 
     @property
+    def clamped_glu(self) -> bool:
+        """GPT-OSS clamps its GLU's inputs before the activation (HF config `swiglu_limit: 7.0`,
+        openai/gpt-oss-120b and -20b; the same architecture under model_type gpt_oss), which a
+        training stack may run as kernels of its own (cost.nongemm.glu_clamp_access)."""
+        return self.model_type == "gpt_oss"
+
+    @property
     def moe_layers(self) -> int:
         return self.layers - self.dense_layers if self.is_moe else 0
 
