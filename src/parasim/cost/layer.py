@@ -285,6 +285,10 @@ class LayerCost:
         if clamp is not None:  # training only: serving engines fuse the clamp into their activation kernel
             ops.append(Op("activation_clamp", "memory", 0.0, act_t * width * clamp.bytes_per_element(ab),
                           kernels=clamp.kernels))
+        bias = nongemm.expert_bias_access(mode, m.biases, m.experts / self.s.ep) if moe and self.s.folded else None
+        if bias is not None:  # training only: serving engines add it in their fused-MoE GEMM epilogue
+            ops.append(Op("expert_bias", "memory", 0.0,
+                          act_t * m.experts_per_token * m.hidden * bias.bytes_per_element(ab), kernels=bias.kernels))
         q_w, kv_w = self.heads * m.qk_head_dim, self.kv_heads * m.head_dim
         if _rotary(m):
             rope = nongemm.rotary_access(mode)

@@ -62,6 +62,17 @@ SWIGLU_EAGER = Access(5, 0, 2)
 # one tensor (r2 w2), at least 10 accesses; it is charged at the layer's ELEMENTWISE_BWD_RATIO like
 # every other elementwise op (16), the mask kernels' own traffic not counted separately.
 GLU_CLAMP_SPLIT = Access(8, 0, 3)
+# Routed experts with biases (GPT-OSS: Megatron-Bridge's provider sets add_bias_linear) in
+# Megatron-Core's TEGroupedMLP, per element of the second GEMM's output (hidden per routed pair):
+# that GEMM skips its bias (skip_bias_add=True) and `_apply_bias` adds each local expert's bias
+# weighted by the routing probability as PyTorch ops (megatron/core/transformer/moe/experts.py,
+# core_v0.15.0 and core_v0.16.0, the eager path still at 2026-08): per expert `b * p` (w1: the
+# probabilities are in the router's dtype, the activations' unless moe_router_dtype is set, and
+# Megatron-Bridge's GPT-OSS recipes set none) and `t + b * p` (r2 w1), then one `torch.cat` of
+# the experts' rows (r1 w1): 6 accesses, 2 kernels per local expert and 1. Backward at the layer's
+# ELEMENTWISE_BWD_RATIO (the bias and probability gradients reduce the incoming gradient).
+EXPERT_BIAS_ACCESSES = 6
+EXPERT_BIAS_KERNELS_PER_EXPERT = 2
 GELU = Access(2, 0, 1)
 # Rotary per query/key element: one fused kernel rotates q and k, reading and writing each once.
 # torchtitan's `view_as_complex(x.float()) * freqs` then `.type_as(x)`: upcast (r16 w32), complex
@@ -123,6 +134,14 @@ def glu_clamp_access(mode: str, clamped: bool) -> Access | None:
     """The clamp a clamped GLU (GPT-OSS) runs before its activation, when it is its own kernels:
     Megatron-Core's (`fused` mode). The PyTorch-native modes' GPT-OSS code is not modelled (None)."""
     return GLU_CLAMP_SPLIT if clamped and mode == "fused" else None
+
+
+def expert_bias_access(mode: str, biases: bool, local_experts: float) -> Access | None:
+    """The routed experts' output bias added outside their grouped GEMM (Megatron-Core's
+    `_apply_bias`, `fused` mode), over `local_experts` experts on this GPU; None otherwise."""
+    if not biases or mode != "fused":
+        return None
+    return Access(EXPERT_BIAS_ACCESSES, 0, EXPERT_BIAS_KERNELS_PER_EXPERT * max(1, round(local_experts)) + 1)
 
 
 def rotary_access(mode: str) -> Access:

@@ -1,6 +1,8 @@
-"""GPT-OSS's clamped GLU in Megatron-Core training: the clamp runs as kernels of its own before the
-fused activation (megatron/core/fusions/fused_bias_geglu.py, `weighted_bias_quick_geglu_impl` with
-`clamp_value`, core_v0.15.0 / core_v0.16.0), so its traffic is counted by hand here op by op."""
+"""GPT-OSS's routed experts in Megatron-Core training: the GLU clamp runs as kernels of its own before
+the fused activation (megatron/core/fusions/fused_bias_geglu.py, `weighted_bias_quick_geglu_impl`
+with `clamp_value`), and the experts' output bias is added outside the grouped GEMM
+(megatron/core/transformer/moe/experts.py, `TEGroupedMLP._apply_bias`), both at core_v0.15.0 and
+core_v0.16.0; their traffic is counted by hand here op by op."""
 
 from __future__ import annotations
 
@@ -55,3 +57,25 @@ def test_moe_act_recompute_runs_the_clamp_again():
     d = plain.details
     per_layer = d["layer_fwd_elementwise_activation"] + d["layer_fwd_elementwise_activation_clamp"]
     assert act.details["layer_bwd_s"] - plain.details["layer_bwd_s"] == pytest.approx(per_layer, rel=1e-6)
+
+
+@pytest.mark.parametrize("ep", [8, 64])
+def test_expert_output_bias_is_added_per_local_expert_then_concatenated(ep):
+    """Megatron-Core's `_apply_bias` after the bias-less second grouped GEMM, per routed pair and
+    hidden element, all in the activations' 16 bits: `b * p` writes 1, `t + b * p` reads 2 and
+    writes 1, for each local expert (2 kernels each), then `torch.cat` reads 1 and writes 1 (1
+    kernel)."""
+    tokens = 4096
+    layer = LayerCost(OSS, cluster_for(GB200, ep), Sharding(ep=ep, etp=1, moe_token_sets=ep), kernels="fused")
+    elem = layer.nongemm_s(tokens, moe=True)
+    bw = GB200.hbm_bw_bytes_per_s * GB200.efficiency.memory
+    local = OSS.experts // ep
+    expected = (tokens * OSS.experts_per_token * OSS.hidden * (1 + 3 + 2) * 2 / bw
+                + (2 * local + 1) * GB200.efficiency.kernel_overhead_s)
+    assert elem["expert_bias"] == pytest.approx(expected)
+
+
+def test_no_expert_bias_op_for_bias_free_experts_or_serving():
+    assert "expert_bias" not in _training_layer(QWEN30).nongemm_s(4096, moe=True)
+    serving = LayerCost(OSS, cluster_for(GB200, 8), Sharding(ep=8), kernels="fused")
+    assert "expert_bias" not in serving.nongemm_s(4096, moe=True)
