@@ -291,7 +291,8 @@ class LayerCost:
                           act_t * m.experts_per_token * m.hidden * bias.bytes_per_element(ab), kernels=bias.kernels))
         q_w, kv_w = self.heads * m.qk_head_dim, self.kv_heads * m.head_dim
         if _rotary(m):
-            rope = nongemm.rotary_access(mode)
+            # training only: serving engines' rotary kernels take YaRN's tables like any other
+            rope = nongemm.rotary_access(mode, fusable=not (self.s.folded and m.yarn_positions))
             ops.append(Op("rotary", "memory", 0.0, t * (q_w + kv_w) * rope.bytes_per_element(ab), kernels=rope.kernels))
         expand = nongemm.repeat_kv_bytes(mode, self.heads * m.head_dim, kv_w, ab)
         if expand:

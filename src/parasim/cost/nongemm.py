@@ -79,6 +79,12 @@ GELU = Access(2, 0, 1)
 # mul (r32 w32), downcast (r32 w16), three kernels for q and three for k.
 ROTARY_FUSED = Access(2, 0, 1)
 ROTARY_EAGER = Access(2, 4, 6)
+# Megatron-Core's unfused rotary (`_apply_rotary_pos_emb_bshd`, megatron/core/models/common/
+# embeddings/rope_utils.py, core_v0.15.0 and core_v0.16.0), which runs when apply_rope_fusion is
+# off: `t * cos` (r1 w1), `_rotate_half` = `-x2` (r1/2 w1/2) and `torch.cat((-x2, x1))` (r1 w1),
+# `* sin` (r1 w1), the add (r2 w1), and `torch.cat((t, t_pass))` with an empty t_pass (r1 w1), per
+# query/key element: 12 accesses, 6 kernels (the cos/sin tables are per position, not per head).
+ROTARY_MEGATRON_UNFUSED = Access(12, 0, 6)
 # GQA without native support in the attention call (torchtitan's `repeat_kv` before SDPA, eager or
 # compiled): K and V expanded to every query head, read kv width, write q width. Counted per
 # element of the written (query-width) tensor: 1 write + kv/q reads, added by the caller.
@@ -144,8 +150,12 @@ def expert_bias_access(mode: str, biases: bool, local_experts: float) -> Access 
     return Access(EXPERT_BIAS_ACCESSES, 0, EXPERT_BIAS_KERNELS_PER_EXPERT * max(1, round(local_experts)) + 1)
 
 
-def rotary_access(mode: str) -> Access:
-    return ROTARY_EAGER if mode == "eager" else ROTARY_FUSED
+def rotary_access(mode: str, fusable: bool = True) -> Access:
+    """`fusable` False: a position embedding Megatron-Bridge does not fuse (YaRN as its own type,
+    `ModelSpec.yarn_positions`), so Megatron-Core (`fused` mode) runs its unfused rotary."""
+    if mode == "eager":
+        return ROTARY_EAGER
+    return ROTARY_MEGATRON_UNFUSED if mode == "fused" and not fusable else ROTARY_FUSED
 
 
 def repeat_kv_bytes(mode: str, q_width: float, kv_width: float, act_bytes: float) -> float:

@@ -209,6 +209,15 @@ class ModelSpec:
         return self.model_type == "gpt_oss"
 
     @property
+    def yarn_positions(self) -> bool:
+        """GPT-OSS's rotary embedding is YaRN-scaled (HF config rope_scaling rope_type yarn), which
+        Megatron-Bridge builds as position_embedding_type "yarn" (gpt_oss_provider.py, v0.2.0 and
+        v0.3.0); its `provide()` turns rope fusion off for any type but "rope"
+        (utils/fusions.py `validate_rope_fusion_compatibility`). DeepSeek-V3's YaRN is built as
+        "rope" with MLA's own rope_type, so it stays fused (deepseek_provider.py)."""
+        return self.model_type == "gpt_oss"
+
+    @property
     def moe_layers(self) -> int:
         return self.layers - self.dense_layers if self.is_moe else 0
 

@@ -1,8 +1,9 @@
-"""GPT-OSS's routed experts in Megatron-Core training: the GLU clamp runs as kernels of its own before
+"""GPT-OSS in Megatron-Core training: the GLU clamp runs as kernels of its own before
 the fused activation (megatron/core/fusions/fused_bias_geglu.py, `weighted_bias_quick_geglu_impl`
 with `clamp_value`), and the experts' output bias is added outside the grouped GEMM
 (megatron/core/transformer/moe/experts.py, `TEGroupedMLP._apply_bias`), both at core_v0.15.0 and
-core_v0.16.0; their traffic is counted by hand here op by op."""
+core_v0.16.0; and Megatron-Bridge runs its YaRN rotary unfused. Their traffic is counted by hand
+here op by op."""
 
 from __future__ import annotations
 
@@ -79,3 +80,21 @@ def test_no_expert_bias_op_for_bias_free_experts_or_serving():
     assert "expert_bias" not in _training_layer(QWEN30).nongemm_s(4096, moe=True)
     serving = LayerCost(OSS, cluster_for(GB200, 8), Sharding(ep=8), kernels="fused")
     assert "expert_bias" not in serving.nongemm_s(4096, moe=True)
+
+
+def test_yarn_rotary_runs_megatron_cores_unfused_ops_in_training():
+    """Megatron-Bridge builds GPT-OSS's YaRN as position_embedding_type "yarn" and switches rope
+    fusion off for it, so per query/key element Megatron-Core's `_apply_rotary_pos_emb_bshd` runs
+    t*cos (2), -x2 (1), cat (2), *sin (2), add (3), cat with the empty pass-through (2): 12
+    accesses in 6 kernels, against the fused kernel's read and write (2, 1 kernel)."""
+    tokens = 4096
+    train = _training_layer(OSS).nongemm_s(tokens, moe=True)["rotary"]
+    serving = LayerCost(OSS, cluster_for(GB200, 8), Sharding(ep=8), kernels="fused").nongemm_s(tokens, moe=True)["rotary"]
+    qk = tokens * (OSS.heads + OSS.kv_heads) * OSS.head_dim
+    bw = GB200.hbm_bw_bytes_per_s * GB200.efficiency.memory
+    launch = GB200.efficiency.kernel_overhead_s
+    assert train == pytest.approx(qk * (2 + 1 + 2 + 2 + 3 + 2) * 2 / bw + 6 * launch)
+    assert serving == pytest.approx(qk * 2 * 2 / bw + launch)
+    # a model Megatron-Bridge builds as "rope" keeps the fused kernel in training
+    qwen = _training_layer(QWEN30).nongemm_s(tokens, moe=True)["rotary"]
+    assert qwen == pytest.approx(tokens * (QWEN30.heads + QWEN30.kv_heads) * QWEN30.head_dim * 2 * 2 / bw + launch)
