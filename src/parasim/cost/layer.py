@@ -290,9 +290,18 @@ class LayerCost:
                Op("residual", "memory", 0.0, 2 * norm_t * m.hidden * nongemm.RESIDUAL.bytes_per_element(ab),
                   kernels=2 * nongemm.RESIDUAL.kernels),
                Op("activation", "memory", 0.0, act_t * width * act.bytes_per_element(ab), kernels=act.kernels)]
+        clamp = nongemm.glu_clamp_access(mode, m.clamped_glu) if moe and self.s.folded else None
+        if clamp is not None:  # training only: serving engines fuse the clamp into their activation kernel
+            ops.append(Op("activation_clamp", "memory", 0.0, act_t * width * clamp.bytes_per_element(ab),
+                          kernels=clamp.kernels))
+        bias = nongemm.expert_bias_access(mode, m.biases, m.experts / self.s.ep) if moe and self.s.folded else None
+        if bias is not None:  # training only: serving engines add it in their fused-MoE GEMM epilogue
+            ops.append(Op("expert_bias", "memory", 0.0,
+                          act_t * m.experts_per_token * m.hidden * bias.bytes_per_element(ab), kernels=bias.kernels))
         q_w, kv_w = self.heads * m.qk_head_dim, self.kv_heads * m.head_dim
         if _rotary(m):
-            rope = nongemm.rotary_access(mode)
+            # training only: serving engines' rotary kernels take YaRN's tables like any other
+            rope = nongemm.rotary_access(mode, fusable=not (self.s.folded and m.yarn_positions))
             ops.append(Op("rotary", "memory", 0.0, t * (q_w + kv_w) * rope.bytes_per_element(ab), kernels=rope.kernels))
         expand = nongemm.repeat_kv_bytes(mode, self.heads * m.head_dim, kv_w, ab)
         if expand:

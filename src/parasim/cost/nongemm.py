@@ -50,12 +50,41 @@ RESIDUAL = Access(3, 0, 1)
 # eager `silu(w1 x) * w3 x` is silu (r1 w1) then mul (r2 w1). GELU: read 1, write 1, either way.
 SWIGLU_FUSED = Access(3, 0, 1)
 SWIGLU_EAGER = Access(5, 0, 2)
+# GPT-OSS's clamped GLU (gate clamped to <= 7, linear half to [-7, 7]) in Megatron-Core, per element
+# of the activation's output. Megatron-Bridge's GPT-OSS provider sets bias_activation_fusion with
+# quick_gelu and activation_func_clamp_value 7.0 (gpt_oss_provider.py at v0.2.0 and v0.3.0, the
+# 25.11 / 26.02 containers), so the experts call `weighted_bias_quick_geglu_impl`, which clamps
+# outside its fused kernel (megatron/core/fusions/fused_bias_geglu.py, core_v0.15.0 and
+# core_v0.16.0): `x_glu.clamp` (r1 w1) and `x_linear.clamp` (r1 w1), each over one half, then
+# `torch.cat` of the two (r2 w2) into the fused kernel's input: 8 accesses, 3 kernels, before the
+# fused activation itself (SWIGLU_FUSED). Its backward runs in autograd: each clamp's gradient
+# masked by its saved input (at least r2 w1 per half) and the chunk's two gradients written back as
+# one tensor (r2 w2), at least 10 accesses; it is charged at the layer's ELEMENTWISE_BWD_RATIO like
+# every other elementwise op (16), the mask kernels' own traffic not counted separately.
+GLU_CLAMP_SPLIT = Access(8, 0, 3)
+# Routed experts with biases (GPT-OSS: Megatron-Bridge's provider sets add_bias_linear) in
+# Megatron-Core's TEGroupedMLP, per element of the second GEMM's output (hidden per routed pair):
+# that GEMM skips its bias (skip_bias_add=True) and `_apply_bias` adds each local expert's bias
+# weighted by the routing probability as PyTorch ops (megatron/core/transformer/moe/experts.py,
+# core_v0.15.0 and core_v0.16.0, the eager path still at 2026-08): per expert `b * p` (w1: the
+# probabilities are in the router's dtype, the activations' unless moe_router_dtype is set, and
+# Megatron-Bridge's GPT-OSS recipes set none) and `t + b * p` (r2 w1), then one `torch.cat` of
+# the experts' rows (r1 w1): 6 accesses, 2 kernels per local expert and 1. Backward at the layer's
+# ELEMENTWISE_BWD_RATIO (the bias and probability gradients reduce the incoming gradient).
+EXPERT_BIAS_ACCESSES = 6
+EXPERT_BIAS_KERNELS_PER_EXPERT = 2
 GELU = Access(2, 0, 1)
 # Rotary per query/key element: one fused kernel rotates q and k, reading and writing each once.
 # torchtitan's `view_as_complex(x.float()) * freqs` then `.type_as(x)`: upcast (r16 w32), complex
 # mul (r32 w32), downcast (r32 w16), three kernels for q and three for k.
 ROTARY_FUSED = Access(2, 0, 1)
 ROTARY_EAGER = Access(2, 4, 6)
+# Megatron-Core's unfused rotary (`_apply_rotary_pos_emb_bshd`, megatron/core/models/common/
+# embeddings/rope_utils.py, core_v0.15.0 and core_v0.16.0), which runs when apply_rope_fusion is
+# off: `t * cos` (r1 w1), `_rotate_half` = `-x2` (r1/2 w1/2) and `torch.cat((-x2, x1))` (r1 w1),
+# `* sin` (r1 w1), the add (r2 w1), and `torch.cat((t, t_pass))` with an empty t_pass (r1 w1), per
+# query/key element: 12 accesses, 6 kernels (the cos/sin tables are per position, not per head).
+ROTARY_MEGATRON_UNFUSED = Access(12, 0, 6)
 # GQA without native support in the attention call (torchtitan's `repeat_kv` before SDPA, eager or
 # compiled): K and V expanded to every query head, read kv width, write q width. Counted per
 # element of the written (query-width) tensor: 1 write + kv/q reads, added by the caller.
@@ -107,8 +136,26 @@ def activation_access(mode: str, gated: bool) -> Access:
     return SWIGLU_EAGER if mode == "eager" else SWIGLU_FUSED
 
 
-def rotary_access(mode: str) -> Access:
-    return ROTARY_EAGER if mode == "eager" else ROTARY_FUSED
+def glu_clamp_access(mode: str, clamped: bool) -> Access | None:
+    """The clamp a clamped GLU (GPT-OSS) runs before its activation, when it is its own kernels:
+    Megatron-Core's (`fused` mode). The PyTorch-native modes' GPT-OSS code is not modelled (None)."""
+    return GLU_CLAMP_SPLIT if clamped and mode == "fused" else None
+
+
+def expert_bias_access(mode: str, biases: bool, local_experts: float) -> Access | None:
+    """The routed experts' output bias added outside their grouped GEMM (Megatron-Core's
+    `_apply_bias`, `fused` mode), over `local_experts` experts on this GPU; None otherwise."""
+    if not biases or mode != "fused":
+        return None
+    return Access(EXPERT_BIAS_ACCESSES, 0, EXPERT_BIAS_KERNELS_PER_EXPERT * max(1, round(local_experts)) + 1)
+
+
+def rotary_access(mode: str, fusable: bool = True) -> Access:
+    """`fusable` False: a position embedding Megatron-Bridge does not fuse (YaRN as its own type,
+    `ModelSpec.yarn_positions`), so Megatron-Core (`fused` mode) runs its unfused rotary."""
+    if mode == "eager":
+        return ROTARY_EAGER
+    return ROTARY_MEGATRON_UNFUSED if mode == "fused" and not fusable else ROTARY_FUSED
 
 
 def repeat_kv_bytes(mode: str, q_width: float, kv_width: float, act_bytes: float) -> float:

@@ -202,6 +202,22 @@ class ModelSpec:
         return self.experts > 0
 
     @property
+    def clamped_glu(self) -> bool:
+        """GPT-OSS clamps its GLU's inputs before the activation (HF config `swiglu_limit: 7.0`,
+        openai/gpt-oss-120b and -20b; the same architecture under model_type gpt_oss), which a
+        training stack may run as kernels of its own (cost.nongemm.glu_clamp_access)."""
+        return self.model_type == "gpt_oss"
+
+    @property
+    def yarn_positions(self) -> bool:
+        """GPT-OSS's rotary embedding is YaRN-scaled (HF config rope_scaling rope_type yarn), which
+        Megatron-Bridge builds as position_embedding_type "yarn" (gpt_oss_provider.py, v0.2.0 and
+        v0.3.0); its `provide()` turns rope fusion off for any type but "rope"
+        (utils/fusions.py `validate_rope_fusion_compatibility`). DeepSeek-V3's YaRN is built as
+        "rope" with MLA's own rope_type, so it stays fused (deepseek_provider.py)."""
+        return self.model_type == "gpt_oss"
+
+    @property
     def moe_layers(self) -> int:
         return self.layers - self.dense_layers if self.is_moe else 0
 

@@ -247,8 +247,8 @@ def _selective_recompute_s(model: ModelSpec, plan: TrainingPlan, layer: LayerCos
         out += attn_f
     if "layernorm" in mods:
         out += elem.get("norms", 0.0)
-    if "moe_act" in mods and moe:
-        out += elem.get("activation", 0.0)
+    if "moe_act" in mods and moe:  # Megatron-Core checkpoints the clamp with the activation (bias_act_func)
+        out += elem.get("activation", 0.0) + elem.get("activation_clamp", 0.0)
     if "mla_up_proj" in mods and model.mla is not None:
         out += layer.attention_gemm_s(t, ("q_b_proj", "kv_b_proj"))
     return out
