@@ -42,8 +42,8 @@ def uniform_tiles(expected_m: float, tile: int, lo: float = 0.7, hi: float = 1.3
     return total
 
 
-def model_s(groups: int, m: float, n: int, k: int, tiles_per_group: float) -> float:
-    acc = get_accelerator("h800")
+def model_s(groups: int, m: float, n: int, k: int, tiles_per_group: float, acc=None) -> float:
+    acc = acc or get_accelerator("h800")
     fill = grouped_fill(m, tiles_per_group, groups, n, acc)
     flops, bytes_ = gemm_flops_bytes(m, k, n, weight_bytes=1.0, act_bytes=1.0, count=groups)
     return gemm_roofline_s(m, flops, bytes_, acc, compute_dtype="fp8", n=n, k=k, fill=fill)
@@ -74,12 +74,21 @@ def test_masked_grouped_gemm_with_padded_tiles_within_10_percent_of_deepgemm(g, 
     assert 0.9 < ratio < 1.1, ratio
 
 
-def test_padding_is_what_closes_the_few_rows_gap():
-    """At 256 rows per group, charging only the mean's own tiles (no spread) is optimistic by more
-    than 15 %; the padded tiles of the groups' spread bring it within 10 % (the direction the
-    routing term `cost.routing.expected_tiles` charges for routed tokens)."""
+def test_padding_or_the_ridge_term_closes_the_few_rows_gap():
+    """At 256 rows per group, the sharp roofline charging only the mean's own tiles (no spread) is
+    optimistic by more than 15 %; the padded tiles of the groups' spread bring it within 10 % (the
+    direction the routing term `cost.routing.expected_tiles` charges for routed tokens). The Hopper
+    FP8 ridge term (catalog `gemm_ridge_p_fp8`, fitted to H100 dense sweeps, not to this row) closes
+    the same gap on its own: with it, this row is within 10 % with or without the spread's padding,
+    so the row no longer tells the two apart."""
+    from dataclasses import replace
+
     g, m, n, k, tflops = MASKED[4]
-    tile = get_accelerator("h800").efficiency.gemm_tile_m
+    h800 = get_accelerator("h800")
+    sharp = replace(h800, efficiency=replace(h800.efficiency, gemm_ridge_p_fp8=0.0))
+    tile = h800.efficiency.gemm_tile_m
     meas = measured_s(g, m, n, k, tflops)
-    assert model_s(g, m, n, k, math.ceil(m / tile)) / meas < 0.85
-    assert model_s(g, m, n, k, uniform_tiles(m, tile)) / meas > 0.9
+    assert model_s(g, m, n, k, math.ceil(m / tile), sharp) / meas < 0.85
+    assert model_s(g, m, n, k, uniform_tiles(m, tile), sharp) / meas > 0.9
+    for tiles in (math.ceil(m / tile), uniform_tiles(m, tile)):
+        assert 0.9 < model_s(g, m, n, k, tiles) / meas < 1.1

@@ -2,6 +2,10 @@
 
     time = max(flops / (peak * eff_compute(shape)), bytes / (hbm_bw * eff_mem)) + kernel overhead
 
+Near the ridge point (compute and memory time close) the sharp max is replaced, where the catalog
+measures it, by a p-norm of the two (`ridge_time_s`): the weight stream and the MMA pipeline do not
+overlap perfectly, so a GEMM there runs below both rooflines.
+
 GEMM efficiency depends on M (tokens): an output tile is `gemm_tile_m` rows tall, so a GEMM with
 M rows keeps only M / (ceil(M / tile) * tile) of each tile busy (tile quantisation); for small M
 the memory term (reading the weights) dominates anyway, which is why decode is bandwidth-bound.
@@ -84,8 +88,26 @@ def gemm_roofline_s(m: float, flops: float, bytes_moved: float, acc: Accelerator
     if m <= 0 or flops <= 0:
         return 0.0
     eff = acc.gemm_efficiency(compute_dtype, k) * (fill if fill > 0 else wave_fill(m, n, acc, tile_m))
-    t = max(flops / (acc.sustained_peak(compute_dtype) * eff), bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory))
+    memory_s = bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory)
+    t = max(flops / (acc.sustained_peak(compute_dtype) * eff), memory_s)
+    p = acc.gemm_ridge_p(compute_dtype)
+    if p > 0:  # real rows only: the padding is in the floor above (ridge_time_s)
+        real_s = flops / (acc.sustained_peak(compute_dtype) * acc.gemm_efficiency(compute_dtype, k))
+        t = max(t, ridge_time_s(real_s, memory_s, p))
     return t + acc.efficiency.kernel_overhead_s
+
+
+def ridge_time_s(compute_s: float, memory_s: float, p: float) -> float:
+    """Smooth roofline: the p-norm (c^p + m^p)^(1/p) of a GEMM's MMA time on its real rows and its
+    HBM time. Far from the ridge it is the larger of the two (the sharp roofline); where they are
+    close, neither hides the other completely: at c = m it is 2^(1/p) times either. Measured GEMM
+    sweeps over M on H100 (the catalog's `gemm_ridge_p` sources) follow it; the tile and wave
+    padding is not part of c here, since padded rows cost MMA issue slots, not operand traffic,
+    and stays the floor max(padded compute, memory) in gemm_roofline_s."""
+    if memory_s <= 0 or compute_s <= 0:
+        return max(compute_s, memory_s)
+    big, small = max(compute_s, memory_s), min(compute_s, memory_s)
+    return big * (1.0 + (small / big) ** p) ** (1.0 / p)
 
 
 def gemm_time_s(m: float, k: float, n: float, acc: AcceleratorSpec, *, compute_dtype: str,

@@ -35,6 +35,12 @@ class Efficiency:
     gemm_ref_k: float = 0.0  # K of the GEMM the `gemm` efficiency was measured at
     gemm_ref_k_fp8: float = 0.0  # K of the GEMM `gemm_fp8` was measured at
     gemm_tile_n: int = 256  # output columns per tile (wave quantisation, with `sms`)
+    #: Smooth roofline near the ridge point (cost.roofline.ridge_time_s): a GEMM takes at least the
+    #: p-norm (c^p + m^p)^(1/p) of its real rows' MMA time c and its HBM time m, because the kernel's
+    #: operand stream and its tensor-core pipeline overlap imperfectly when the two are close.
+    #: 0 = the sharp max(c, m) (no measurement). 16-bit and 8-bit units separately.
+    gemm_ridge_p: float = 0.0
+    gemm_ridge_p_fp8: float = 0.0
     sms: int = 0  # streaming multiprocessors / compute units that run output tiles; 0 = unknown (no wave term)
     attention: float = 0.65  # fused (flash) attention forward / dense peak, the best kernel for the part
     #: FlashAttention-2-generation kernels' rate / the `attention` kernel's (`--attention flash2`).
@@ -58,6 +64,11 @@ class Efficiency:
     calibrated_iteration_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("gemm_ridge_p", "gemm_ridge_p_fp8"):
+            p = getattr(self, name)
+            if p != 0.0 and not p >= 1.0:
+                raise InputError(f"efficiency.{name}",
+                                 f"must be 0 (sharp roofline) or >= 1 (a p-norm below 1 exceeds the serial sum), got {p}")
         if not 0.0 < self.attention_fa2_ratio <= 1.0:
             raise InputError("efficiency.attention_fa2_ratio",
                              f"must be in (0, 1] (an older kernel is never faster), got {self.attention_fa2_ratio}")
@@ -199,6 +210,12 @@ class AcceleratorSpec:
         k0 = e.gemm_k0 * (2.0 if low else 1.0)
         ref_k = e.gemm_ref_k_fp8 if low and e.gemm_ref_k_fp8 else e.gemm_ref_k
         return base * (k / (k + k0)) / (ref_k / (ref_k + k0))
+
+    def gemm_ridge_p(self, dtype: str) -> float:
+        """The smooth-roofline exponent of GEMMs on `dtype`'s unit (0 = sharp max; see Efficiency)."""
+        e = self.efficiency
+        low = dtype in ("fp8", "fp4", "int8", "int4") and self.has_unit(dtype)
+        return e.gemm_ridge_p_fp8 if low else e.gemm_ridge_p
 
     def summary(self) -> dict:
         p = self.peak_flops_per_s
