@@ -224,3 +224,24 @@ def test_a_ctrl_c_anywhere_in_plan_train_gives_a_consistent_answer(where, k):
     assert got == [key(r) for r in full["ranked"] if key(r) in set(got)]
     assert all(r["metrics"] == f["metrics"] for r in out["ranked"] for f in full["ranked"] if key(f) == key(r))
     assert out["best"] == (out["ranked"][0] if out["ranked"] else None)
+
+
+@pytest.mark.parametrize("kernels", ["fused", "compiled"])
+def test_cached_memory_walk_matches_the_training_simulator_in_fp8(kernels):
+    """FP8 under Transformer Engine keeps one-byte linear inputs; the planner's screen must see the
+    same peak as `parasim.training`, and a PyTorch-native FP8 stack the 16-bit one."""
+    from parasim.training import TrainingPlan, simulate
+
+    model = get_model("llama-3.1-8b")
+    cluster = cluster_for("h100-sxm", 64)
+    choices = default_train_choices(model, cluster, 4096)
+    cands = list(enumerate_train(model, cluster, batch=BatchTarget(seq_len=4096, sequences=128), seq_len=4096,
+                                 choices=choices, pruned=Pruned()))
+    d = dict(next(c for c in cands if c["recompute"] == "none" and c["pp"] > 1), precision="fp8", kernels=kernels)
+    res = simulate(model, cluster, TrainingPlan.from_mapping(d, gpus=64))
+    assert peak_memory_bytes(model, d) == pytest.approx(res.peak_memory_bytes, rel=1e-9)
+    bf16 = simulate(model, cluster, TrainingPlan.from_mapping(dict(d, precision="bf16"), gpus=64))
+    if kernels == "fused":
+        assert res.peak_memory_bytes < bf16.peak_memory_bytes
+    else:
+        assert res.peak_memory_bytes == bf16.peak_memory_bytes

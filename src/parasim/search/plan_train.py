@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import Any
 
 from parasim.cost.memory import (activation_bytes_per_layer, embedding_activation_bytes, logits_activation_bytes,
-                                 stage_state_bytes, weight_grad_input_bytes_per_layer)
+                                 saved_linear_input_bytes, stage_state_bytes, weight_grad_input_bytes_per_layer)
 from parasim.cost.moe_memory import moe_buffer_bytes_per_token
 from parasim.errors import InputError
 from parasim.search import executors
@@ -218,16 +218,17 @@ def peak_memory_bytes(model: ModelSpec, d: dict[str, Any]) -> float:
     if model.is_moe and d["recompute"] not in ("full", "selective_op"):
         moe = moe_buffer_bytes_per_token(model, tp=tp, etp=d.get("etp") or tp, sp=sp) * model.moe_layers / model.layers
     mods = d.get("recompute_modules") if d["recompute"] == "selective" else None
+    lin = saved_linear_input_bytes(d["precision"], d.get("kernels", "fused"))
     per_layer = activation_bytes_per_layer(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp,
                                            recompute=d["recompute"], flash=d.get("attention", "flash") != "unfused",
-                                           moe_buffers=moe,
+                                           moe_buffers=moe, linear_input_bytes=lin,
                                            modules=frozenset(x.strip() for x in mods.split(",") if x.strip()) if mods else None)
     emb = embedding_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp)
     logits = logits_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, cp=cp)
     sched = resolve_name(d["schedule"], v)
     rules = get_schedule(sched)
     layout = rules.layout
-    held = weight_grad_input_bytes_per_layer(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp)
+    held = weight_grad_input_bytes_per_layer(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp, linear_input_bytes=lin)
     times = planned_op_times(model, seq, d["recompute"]) if rules.timed else (1.0, 1.0, 1.0)
     acts = _inflight(sched, pp, m, v, _chunk_layers(model, pp, v, layout), per_layer, emb, logits, held, times)
     grad_bytes = grad_bytes_of(d["precision"], d.get("grad_dtype"))

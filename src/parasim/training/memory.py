@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from parasim.cost.memory import (activation_bytes_per_layer, embedding_activation_bytes, logits_activation_bytes,
-                                 stage_state_bytes, weight_grad_input_bytes_per_layer)
+                                 saved_linear_input_bytes, stage_state_bytes, weight_grad_input_bytes_per_layer)
 from parasim.cost.moe_memory import moe_buffer_bytes_per_token
 from parasim.cost.partition import rank_stages, stage_count
 from parasim.specs.cluster import ClusterSpec
@@ -121,10 +121,12 @@ def peak_memory(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, ops:
     mixed cluster asks once per GPU group, for the ranks that group holds (training/hetero.py).
     `expert_load`: the busiest EP rank's routed pairs over the mean (its permuted-token buffers)."""
     sp = plan.sequence_parallel and plan.tp > 1
+    lin = saved_linear_input_bytes(plan.precision, plan.kernels)
     per_layer = activation_bytes_per_layer(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp,
                                            sp=sp, cp=plan.cp, recompute=plan.recompute,
                                            flash=plan.flash_attention, modules=plan.recompute_module_set or None,
-                                           moe_buffers=moe_buffers_per_token(model, plan, expert_load))
+                                           moe_buffers=moe_buffers_per_token(model, plan, expert_load),
+                                           linear_input_bytes=lin)
     emb = embedding_activation_bytes(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp, sp=sp,
                                      cp=plan.cp)
     logits = logits_activation_bytes(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp, cp=plan.cp)
@@ -134,7 +136,7 @@ def peak_memory(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, ops:
     held = None
     if sched.splits_backward:  # W keeps its GEMM inputs and output gradients; the edges keep theirs
         wl = weight_grad_input_bytes_per_layer(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp,
-                                               sp=sp, cp=plan.cp)
+                                               sp=sp, cp=plan.cp, linear_input_bytes=lin)
         held = chunk_activation_bytes(pp, v, sched.layout, counts, wl, emb, logits)
     best: MemoryBreakdown | None = None
     for r in ranks if ranks is not None else range(pp):
