@@ -169,3 +169,17 @@ def test_fp8_saved_inputs_only_under_transformer_engine():
     for kernels in ("eager", "compiled"):  # torchao Float8Linear saves the bf16 input
         assert saved_linear_input_bytes("fp8", kernels) is None
     assert saved_linear_input_bytes("bf16", "fused") is None
+
+
+def test_zero_bubble_w_inputs_in_fp8():
+    """The zero-bubble paper's M_W = 32 sbh for a GPT layer (Qi et al. 2024, Table 1): 16 values
+    per token and hidden unit at 2 B. Of these the GEMM inputs X are the two norm outputs (2h), the
+    projection's input (h) and the MLP-down input (4h), 7h kept in FP8 at 1 B under Transformer
+    Engine; the 9h output gradients stay 16-bit: 7 + 18 = 25 sbh."""
+    from parasim.cost.memory import weight_grad_input_bytes_per_layer
+
+    m = make_model(**GPT3)
+    s, h = 2048, m.hidden
+    assert weight_grad_input_bytes_per_layer(m, seq=s, micro_batch=1) == pytest.approx(32 * s * h, rel=1e-12)
+    assert weight_grad_input_bytes_per_layer(m, seq=s, micro_batch=1, linear_input_bytes=1.0) == pytest.approx(
+        25 * s * h, rel=1e-12)
