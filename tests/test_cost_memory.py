@@ -183,3 +183,36 @@ def test_zero_bubble_w_inputs_in_fp8():
     assert weight_grad_input_bytes_per_layer(m, seq=s, micro_batch=1) == pytest.approx(32 * s * h, rel=1e-12)
     assert weight_grad_input_bytes_per_layer(m, seq=s, micro_batch=1, linear_input_bytes=1.0) == pytest.approx(
         25 * s * h, rel=1e-12)
+
+
+def test_transformer_engine_fp8_weight_bytes_by_generation_and_recipe():
+    """Bytes per block linear parameter: the 16-bit parameter (2, absent with fp8_param_gather),
+    one FP8 copy (1) and, where FP8 GEMMs take only the TN layout (Hopper), its transpose (1);
+    MXFP8 keeps a row- and a column-scaled copy, each with one E8M0 byte per 32 elements."""
+    from parasim.cost.memory import te_fp8_weight_bytes
+
+    assert te_fp8_weight_bytes("fp8", "fused", "delayed", False, "hopper") == 4.0
+    assert te_fp8_weight_bytes("fp8", "fused", "tensorwise", False, "blackwell") == 3.0
+    assert te_fp8_weight_bytes("fp8", "fused", "delayed", True, "hopper") == 2.0
+    assert te_fp8_weight_bytes("fp8", "fused", "tensorwise", True, "blackwell") == 1.0
+    assert te_fp8_weight_bytes("fp8", "fused", "mxfp8", False, "blackwell") == pytest.approx(2 + 2 * (1 + 1 / 32))
+    assert te_fp8_weight_bytes("fp8", "fused", "mxfp8", True, "blackwell") == pytest.approx(2 * (1 + 1 / 32))
+    assert te_fp8_weight_bytes("bf16", "fused", "delayed", False, "hopper") is None
+    assert te_fp8_weight_bytes("fp8", "compiled", "delayed", False, "hopper") is None
+
+
+def test_fp8_parameters_of_a_middle_405b_rank():
+    """Llama 3.1 405B at TP 4, PP 16, VP 4: rank 1 holds four 2-layer chunks, no embedding or head.
+    Per layer: Q and O 16384^2 each, K and V 16384 x 1024 each, SwiGLU 3 x 16384 x 53248, over TP 4,
+    plus two RMSNorm weights of 16384 (not split). In FP8 on Blackwell with the parameters kept in
+    FP8: one byte per linear parameter, the norms 16-bit."""
+    from parasim.cost.memory import stage_state_bytes
+
+    m = get_model("llama-3.1-405b")
+    linear = 8 * (2 * 16384**2 + 2 * 16384 * 1024 + 3 * 16384 * 53248) // 4
+    norms = 8 * 2 * 16384
+    st = stage_state_bytes(m, tp=4, pp=16, ep=1, dp_cp=4, zero=1, stage=1, virtual_stages=4, linear_weight_bytes=1.0)
+    assert st.weights == pytest.approx(linear * 1.0 + norms * 2.0, rel=1e-12)
+    bf16 = stage_state_bytes(m, tp=4, pp=16, ep=1, dp_cp=4, zero=1, stage=1, virtual_stages=4)
+    assert bf16.weights == pytest.approx((linear + norms) * 2.0, rel=1e-12)
+    assert st.optimizer == bf16.optimizer and st.gradients == bf16.gradients

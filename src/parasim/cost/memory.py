@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.moe_memory import recompute_freed_units
-from parasim.cost.param_state import bytes_per_param, gathered_bytes
+from parasim.cost.param_state import HALF_BYTES, bytes_per_param, gathered_bytes
 from parasim.cost.quant_bytes import QuantScope, quant_scope
 from parasim.cost.sac import saved_bytes_per_token
 from parasim.mathx import cdiv
@@ -44,6 +44,39 @@ RECOMPUTE = ("none", "selective", "full", "selective_op")
 #: layernorm_linear.py saves the quantized `ln_out`). FP8 E4M3/E5M2 is one byte; MXFP8's E8M0 scale
 #: per 32 elements (1/32 B) is left out.
 TE_FP8_SAVED_INPUT_BYTES = 1.0
+
+
+#: Transformer Engine's FP8 recipes (Megatron-Core --fp8-recipe): per-tensor scaling (delayed, the
+#: default, or tensorwise current scaling) or MXFP8 (one E8M0 scale per 32 elements, Blackwell)
+FP8_RECIPES = ("delayed", "tensorwise", "mxfp8")
+#: GPU generations whose FP8 GEMMs take every operand layout, so Transformer Engine keeps no
+#: transposed copy of a per-tensor FP8 weight for the backward's GEMMs (TransformerEngine v2.17
+#: transformer_engine/pytorch/utils.py `is_non_tn_fp8_gemm_supported`: compute capability 10.x and
+#: 13+, the datacenter Blackwell parts; Hopper and Ada take only the TN layout)
+NON_TN_FP8_GENERATIONS = frozenset({"blackwell"})
+#: MXFP8's E8M0 scale, bytes per element: one byte per 32-element block (OCP Microscaling Formats
+#: (MX) Specification v1.0, MXFP8: block size 32, scale E8M0)
+MXFP8_SCALE_BYTES = 1.0 / 32
+
+
+def te_fp8_weight_bytes(precision: str, kernels: str, recipe: str, param_gather: bool,
+                        generation: str) -> float | None:
+    """Bytes Transformer Engine holds per block linear-layer parameter in FP8 training, or None
+    outside it (the 16-bit parameter alone). Its FP8 GEMMs read an FP8 weight: row-wise for the
+    forward and column-wise (the transpose) for the input-gradient GEMM, one copy serving both on
+    GPUs with non-TN FP8 GEMMs, two on Hopper and Ada; MXFP8 scales along a different axis for each,
+    so two copies everywhere, each with its scales. Megatron-Core keeps that FP8 weight across the
+    micro-batches of a step beside the 16-bit parameter (`is_first_microbatch` caching; TE issue
+    #1429: FP8 "is faster, but it consumes more memory"); with `--fp8-param-gather` (Megatron-Bridge's
+    FP8 recipes, `mixed_precision.py`: `fp8_param_gather = True`) the parameter itself is the FP8
+    tensor and no 16-bit copy exists."""
+    if precision != "fp8" or kernels != "fused":
+        return None
+    if recipe == "mxfp8":
+        fp8 = 2 * (1.0 + MXFP8_SCALE_BYTES)
+    else:
+        fp8 = TE_FP8_SAVED_INPUT_BYTES * (1 if generation in NON_TN_FP8_GENERATIONS else 2)
+    return fp8 if param_gather else HALF_BYTES + fp8
 
 
 def saved_linear_input_bytes(precision: str, kernels: str) -> float | None:
@@ -198,7 +231,8 @@ def routed_expert_params_per_gpu(model: ModelSpec, *, tp: int, pp: int, ep: int,
 def stage_state_bytes(model: ModelSpec, *, tp: int, pp: int, ep: int, dp_cp: int, zero: int, stage: int,
                       virtual_stages: int = 1, grad_bytes: float = 4.0,
                       counts: tuple[int, ...] | None = None, etp: int | None = None,
-                      layout: str = "loop", param_state: str = "megatron") -> StaticMemory:
+                      layout: str = "loop", param_state: str = "megatron",
+                      linear_weight_bytes: float | None = None) -> StaticMemory:
     """Model state of one GPU of pipeline `stage`. ZeRO shards a parameter's state over the GPUs
     holding the same copy of it: the dp*cp replicas for the dense part; for a routed expert,
     Megatron's expert-data-parallel group (the distributed optimizer's `expert_data_parallel_group`),
@@ -207,7 +241,10 @@ def stage_state_bytes(model: ModelSpec, *, tp: int, pp: int, ep: int, dp_cp: int
     `layout` places the rank's chunks (`cost.partition.rank_stages`; DualPipe's mirror holds two
     copies of the parameters, and their whole state is charged twice). `param_state`: how the
     stack stores the state, with the unsharded 16-bit copies it holds at the peak
-    (`cost.param_state`), charged to weights and gradients."""
+    (`cost.param_state`), charged to weights and gradients. `linear_weight_bytes`: what the stack
+    holds per block linear-layer parameter instead of the 16-bit one (`te_fp8_weight_bytes`);
+    the difference is charged to the weights of an unsharded (ZeRO < 3) rank holding Megatron's
+    16-bit parameters."""
     params = weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage, virtual_stages=virtual_stages,
                                    counts=counts, etp=etp, layout=layout)
     experts = routed_expert_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage, virtual_stages=virtual_stages,
@@ -221,10 +258,27 @@ def stage_state_bytes(model: ModelSpec, *, tp: int, pp: int, ep: int, dp_cp: int
         edges = _rank_edge_params(model, tp, pp, virtual_stages, stage, layout)
         gw, gg = gathered_bytes(param_state, params=params, edge_params=edges, layers=cdiv(model.layers, pp),
                                 sharded=zero >= 3 and dp_cp > 1, grad_bytes=grad_bytes, pipelined=pp > 1)
+    if linear_weight_bytes is not None and zero < 3 and param_state == "megatron":
+        gw += (linear_weight_bytes - HALF_BYTES) * _rank_linear_params(model, tp, pp, virtual_stages, stage, layout,
+                                                                       counts, params)
     if not experts and not (gw or gg):
         return dense
     return StaticMemory(weights=dense.weights + exp.weights + gw, gradients=dense.gradients + exp.gradients + gg,
                         optimizer=dense.optimizer + exp.optimizer)
+
+
+def _rank_linear_params(model: ModelSpec, tp: int, pp: int, virtual_stages: int, stage: int, layout: str,
+                        counts: tuple[int, ...] | None, params: float) -> float:
+    """The block linear-layer parameters (attention, MLP, experts) among the rank's `params`: less
+    the embedding, head and final norm, each layer's norms and each MoE layer's router."""
+    from parasim.cost.partition import rank_stages, stage_count, virtual_stage_layers
+
+    counts = counts or virtual_stage_layers(model.layers, pp, stage_count(pp, virtual_stages, layout) // pp)
+    starts = [sum(counts[:g]) for g in range(len(counts))]
+    layers = [li for g in rank_stages(pp, virtual_stages, layout)[stage] for li in range(starts[g], starts[g] + counts[g])]
+    moe = sum(1 for li in layers if model.is_moe and li >= model.dense_layers)
+    edges = _rank_edge_params(model, tp, pp, virtual_stages, stage, layout)
+    return params - edges - len(layers) * model.norm_params_per_layer - moe * model.router_params
 
 
 def _rank_edge_params(model: ModelSpec, tp: int, pp: int, virtual_stages: int, stage: int, layout: str) -> float:
