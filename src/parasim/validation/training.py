@@ -145,13 +145,9 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         extra["cp_ring"] = "pytorch"
         choices.append("cp_ring=pytorch (torch.distributed context_parallel: fp32 output merges, K/V send buffers and "
                        "fp32 gradient accumulation as separate ops per ring step)")
-    if raw.get("precision") == "fp8" and raw.get("fp8_param_gather") is None and _MBRIDGE.search(case.software):
-        extra["fp8_param_gather"] = True
-        choices.append("fp8_param_gather (Megatron-Bridge's FP8 presets keep the parameters in FP8: no 16-bit copy "
-                       "beside Transformer Engine's FP8 weight)")
-    if raw.get("precision") == "fp8" and raw.get("fp8_recipe") is None and _MXFP8.search(case.source):
-        extra["fp8_recipe"] = "mxfp8"
-        choices.append("fp8_recipe=mxfp8 (the row's precision: row- and column-scaled FP8 weights)")
+    fp8, fp8_why = _fp8_weights(case, raw)
+    extra |= fp8
+    choices += fp8_why
     stack_kernels, why = kernel_mode(case.software)
     if raw.get("kernels") is None:
         extra["kernels"] = stack_kernels
@@ -168,6 +164,24 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         raw["schedule"] = for_virtual_stages(raw.get("schedule") or "1f1b", int(raw["virtual_stages"]))
     plan = TrainingPlan.from_mapping(raw, gpus=case.cluster.gpus)
     return plan, choices
+
+
+def _fp8_weights(case: Case, raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """How an FP8 case's stack holds its weights (`cost.memory.te_fp8_weight_bytes`), where the
+    case does not say: Megatron-Bridge keeps FP8 parameters, and a row published as MXFP8 runs
+    that recipe. Returns the plan fields and the sentences saying so."""
+    if raw.get("precision") != "fp8":
+        return {}, []
+    out: dict[str, Any] = {}
+    why = []
+    if raw.get("fp8_param_gather") is None and _MBRIDGE.search(case.software):
+        out["fp8_param_gather"] = True
+        why.append("fp8_param_gather (Megatron-Bridge's FP8 presets keep the parameters in FP8: no 16-bit copy "
+                   "beside Transformer Engine's FP8 weight)")
+    if raw.get("fp8_recipe") is None and _MXFP8.search(case.source):
+        out["fp8_recipe"] = "mxfp8"
+        why.append("fp8_recipe=mxfp8 (the row's precision: row- and column-scaled FP8 weights)")
+    return out, why
 
 
 def predict_case(case: Case) -> CaseResult:
