@@ -130,3 +130,89 @@ def test_tied_embeddings_across_stages_keep_both_copies_16_bit():
     assert stages[1] > table  # the last stage holds its own copy of the tied matrix
     q = 0.5 + 20 / 128 / 8
     assert weight_bytes_per_gpu(m, pp=2, weights="int4") == pytest.approx(max(p * q + table * (2 - q) for p in stages))
+
+
+def test_transformer_engine_fp8_keeps_one_byte_linear_inputs():
+    """Llama 3.1 405B layer, TP 4 + SP, FP8 under Transformer Engine, counted tensor by tensor
+    (bytes per token per hidden element): two RMSNorm inputs 2 + 2 (bf16); the QKV and fc1 inputs
+    1 + 1 (FP8 casts); Q 2, K and V 2 * 2048/16384, attention output 2 (flash attention's, bf16) + 1
+    (the projection's FP8 copy); SwiGLU input 2 * 2 * 53248/16384, its output 53248/16384 (fc2's FP8
+    input). 16-bit: 8 + 4.25 + 19.5 = 31.75; FP8: 6 + 5.25 + 16.25 = 27.5."""
+    m = get_model("llama-3.1-405b")
+    assert (m.hidden, m.q_dim, m.kv_heads * m.head_dim, m.ffn_hidden) == (16384, 16384, 1024, 53248)
+    sbh_t = 8192 * 16384 / 4
+    bf16 = activation_bytes_per_layer(m, seq=8192, micro_batch=1, tp=4, sp=True)
+    fp8 = activation_bytes_per_layer(m, seq=8192, micro_batch=1, tp=4, sp=True, linear_input_bytes=1.0)
+    assert bf16 == pytest.approx(sbh_t * 31.75, rel=1e-12)
+    assert fp8 == pytest.approx(sbh_t * 27.5, rel=1e-12)
+
+
+def test_gelu_mlp_fp8_inputs_without_sequence_parallelism():
+    """GPT-3 layer, TP 8, no SP, flash attention (no score matrix). Replicated over TP: norm inputs
+    4, QKV and fc1 inputs 1 + 1 in FP8 (2 + 2 at 16 bits), two residual-dropout masks 2. Split over
+    TP: Q, K, V 6, attention output 2 + the projection's FP8 copy 1, GELU input 8, GELU output 4 in
+    FP8 (8 at 16 bits, the fc2 input)."""
+    m = make_model(**GPT3)
+    s, h, t = 2048, m.hidden, 8
+    got = activation_bytes_per_layer(m, seq=s, micro_batch=1, tp=t, linear_input_bytes=1.0)
+    bf16 = activation_bytes_per_layer(m, seq=s, micro_batch=1, tp=t)
+    # 16-bit with flash attention: 10 replicated + (6 + 2 + 16) / t (Korthikanti without the score)
+    assert bf16 == pytest.approx(s * h * (10 + 24 / t), rel=1e-12)
+    # FP8: replicated 10 - 2 (two linear inputs halved); split 24 + 1 (projection copy) - 4 (GELU output halved)
+    assert got == pytest.approx(s * h * (8 + 21 / t), rel=1e-12)
+
+
+def test_fp8_saved_inputs_only_under_transformer_engine():
+    from parasim.cost.memory import saved_linear_input_bytes
+
+    assert saved_linear_input_bytes("fp8", "fused") == 1.0
+    for kernels in ("eager", "compiled"):  # torchao Float8Linear saves the bf16 input
+        assert saved_linear_input_bytes("fp8", kernels) is None
+    assert saved_linear_input_bytes("bf16", "fused") is None
+
+
+def test_zero_bubble_w_inputs_in_fp8():
+    """The zero-bubble paper's M_W = 32 sbh for a GPT layer (Qi et al. 2024, Table 1): 16 values
+    per token and hidden unit at 2 B. Of these the GEMM inputs X are the two norm outputs (2h), the
+    projection's input (h) and the MLP-down input (4h), 7h kept in FP8 at 1 B under Transformer
+    Engine; the 9h output gradients stay 16-bit: 7 + 18 = 25 sbh."""
+    from parasim.cost.memory import weight_grad_input_bytes_per_layer
+
+    m = make_model(**GPT3)
+    s, h = 2048, m.hidden
+    assert weight_grad_input_bytes_per_layer(m, seq=s, micro_batch=1) == pytest.approx(32 * s * h, rel=1e-12)
+    assert weight_grad_input_bytes_per_layer(m, seq=s, micro_batch=1, linear_input_bytes=1.0) == pytest.approx(
+        25 * s * h, rel=1e-12)
+
+
+def test_transformer_engine_fp8_weight_bytes_by_generation_and_recipe():
+    """Bytes per block linear parameter: the 16-bit parameter (2, absent with fp8_param_gather),
+    one FP8 copy (1) and, where FP8 GEMMs take only the TN layout (Hopper), its transpose (1);
+    MXFP8 keeps a row- and a column-scaled copy, each with one E8M0 byte per 32 elements."""
+    from parasim.cost.memory import te_fp8_weight_bytes
+
+    assert te_fp8_weight_bytes("fp8", "fused", "delayed", False, "hopper") == 4.0
+    assert te_fp8_weight_bytes("fp8", "fused", "tensorwise", False, "blackwell") == 3.0
+    assert te_fp8_weight_bytes("fp8", "fused", "delayed", True, "hopper") == 2.0
+    assert te_fp8_weight_bytes("fp8", "fused", "tensorwise", True, "blackwell") == 1.0
+    assert te_fp8_weight_bytes("fp8", "fused", "mxfp8", False, "blackwell") == pytest.approx(2 + 2 * (1 + 1 / 32))
+    assert te_fp8_weight_bytes("fp8", "fused", "mxfp8", True, "blackwell") == pytest.approx(2 * (1 + 1 / 32))
+    assert te_fp8_weight_bytes("bf16", "fused", "delayed", False, "hopper") is None
+    assert te_fp8_weight_bytes("fp8", "compiled", "delayed", False, "hopper") is None
+
+
+def test_fp8_parameters_of_a_middle_405b_rank():
+    """Llama 3.1 405B at TP 4, PP 16, VP 4: rank 1 holds four 2-layer chunks, no embedding or head.
+    Per layer: Q and O 16384^2 each, K and V 16384 x 1024 each, SwiGLU 3 x 16384 x 53248, over TP 4,
+    plus two RMSNorm weights of 16384 (not split). In FP8 on Blackwell with the parameters kept in
+    FP8: one byte per linear parameter, the norms 16-bit."""
+    from parasim.cost.memory import stage_state_bytes
+
+    m = get_model("llama-3.1-405b")
+    linear = 8 * (2 * 16384**2 + 2 * 16384 * 1024 + 3 * 16384 * 53248) // 4
+    norms = 8 * 2 * 16384
+    st = stage_state_bytes(m, tp=4, pp=16, ep=1, dp_cp=4, zero=1, stage=1, virtual_stages=4, linear_weight_bytes=1.0)
+    assert st.weights == pytest.approx(linear * 1.0 + norms * 2.0, rel=1e-12)
+    bf16 = stage_state_bytes(m, tp=4, pp=16, ep=1, dp_cp=4, zero=1, stage=1, virtual_stages=4)
+    assert bf16.weights == pytest.approx((linear + norms) * 2.0, rel=1e-12)
+    assert st.optimizer == bf16.optimizer and st.gradients == bf16.gradients

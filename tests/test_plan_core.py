@@ -56,7 +56,7 @@ def test_cached_memory_walk_matches_the_training_simulator(i):
     cands = list(enumerate_train(model, cluster, batch=BatchTarget(seq_len=4096, sequences=128), seq_len=4096, choices=choices, pruned=Pruned()))
     d = cands[i % len(cands)]
     res = simulate(model, cluster, TrainingPlan.from_mapping(d, gpus=64))
-    assert peak_memory_bytes(model, d) == pytest.approx(res.peak_memory_bytes, rel=1e-9)
+    assert peak_memory_bytes(model, d, cluster.accelerator.generation) == pytest.approx(res.peak_memory_bytes, rel=1e-9)
 
 
 def _square(ctx, x):
@@ -224,3 +224,36 @@ def test_a_ctrl_c_anywhere_in_plan_train_gives_a_consistent_answer(where, k):
     assert got == [key(r) for r in full["ranked"] if key(r) in set(got)]
     assert all(r["metrics"] == f["metrics"] for r in out["ranked"] for f in full["ranked"] if key(f) == key(r))
     assert out["best"] == (out["ranked"][0] if out["ranked"] else None)
+
+
+@pytest.mark.parametrize("gpu", ["h100-sxm", "b200"])
+@pytest.mark.parametrize("stack", [{"kernels": "fused"}, {"kernels": "compiled"},
+                                   {"kernels": "fused", "fp8_param_gather": True},
+                                   {"kernels": "fused", "fp8_recipe": "mxfp8"}])
+def test_cached_memory_walk_matches_the_training_simulator_in_fp8(gpu, stack):
+    """FP8 under Transformer Engine (one-byte saved inputs, FP8 weight copies by GPU generation and
+    recipe): the planner's screen must see the same peak as `parasim.training`."""
+    from parasim.training import TrainingPlan, simulate
+
+    model = get_model("llama-3.1-8b")
+    cluster = cluster_for(gpu, 64)
+    choices = default_train_choices(model, cluster, 4096)
+    cands = list(enumerate_train(model, cluster, batch=BatchTarget(seq_len=4096, sequences=128), seq_len=4096,
+                                 choices=choices, pruned=Pruned()))
+    d = dict(next(c for c in cands if c["recompute"] == "none" and c["pp"] > 1), precision="fp8", **stack)
+    res = simulate(model, cluster, TrainingPlan.from_mapping(d, gpus=64))
+    assert peak_memory_bytes(model, d, cluster.accelerator.generation) == pytest.approx(res.peak_memory_bytes, rel=1e-9)
+
+
+def test_pytorch_native_fp8_keeps_the_bf16_memory():
+    """torchao's Float8Linear saves the 16-bit inputs and keeps no FP8 weight between GEMMs: the
+    same peak as BF16; Transformer Engine's FP8 differs."""
+    from parasim.training import TrainingPlan, simulate
+
+    model = get_model("llama-3.1-8b")
+    cluster = cluster_for("h100-sxm", 8)
+    base = dict(tp=2, pp=2, dp=2, sequence_parallel=True, micro_batch=1, global_batch=16, seq_len=4096)
+    peak = {(p, k): simulate(model, cluster, TrainingPlan(precision=p, kernels=k, **base)).peak_memory_bytes
+            for p in ("bf16", "fp8") for k in ("fused", "compiled")}
+    assert peak[("fp8", "compiled")] == peak[("bf16", "compiled")]
+    assert peak[("fp8", "fused")] != peak[("bf16", "fused")]

@@ -216,6 +216,8 @@ def plan_train_cmd(
     attention: ts.Attention = None,
     kernels: ts.Kernels = None,
     param_state: ts.ParamState = None,
+    fp8_recipe: ts.Fp8Recipe = None,
+    fp8_param_gather: ts.Fp8ParamGather = None,
     fsdp_layout: ts.FsdpLayout = None,
     cp_ring: ts.CpRing = None,
     overlap_grad_reduce: ts.OverlapGradReduce = None,

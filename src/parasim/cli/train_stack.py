@@ -45,11 +45,14 @@ Kernels = Annotated[Optional[str], typer.Option("--kernels", help="Non-GEMM kern
 FsdpLayout = Annotated[Optional[str], typer.Option("--fsdp-layout", help="ZeRO-3 parameter layout: flat (FSDP1, DeepSpeed; default) | per_param (FSDP2 fully_shard: copy-out and chunk-cat on the compute stream). --zero 3 only.", rich_help_panel=PANEL_OVERLAP)]
 CpRing = Annotated[Optional[str], typer.Option("--cp-ring", help="Context-parallel ring: te (Transformer Engine, default) | pytorch (torch.distributed context_parallel: fp32 merges per ring step). --cp > 1 only.", rich_help_panel=PANEL_OVERLAP)]
 ParamState = Annotated[Optional[str], typer.Option("--param-state", help="How the stack stores parameter state: megatron (16-bit weights + fp32 master and Adam moments, 18 B/param; default) | fp32_params (PyTorch FSDP / autocast: fp32 parameters as the master, 16 B, plus the 16-bit copies gathered) | bf16_params (no fp32 copy, 8 B). docs/training.md.", rich_help_panel=PANEL_OVERLAP)]
+Fp8Recipe = Annotated[Optional[str], typer.Option("--fp8-recipe", help="FP8 recipe under Transformer Engine: delayed (default) | tensorwise (per-tensor scales) | mxfp8 (32-element block scales); sizes TE's FP8 weight copies (precision fp8, kernels fused).", rich_help_panel=PANEL_OVERLAP)]
+Fp8ParamGather = Annotated[Optional[bool], typer.Option("--fp8-param-gather/--no-fp8-param-gather", help="Parameters kept in FP8 (Megatron-Core --fp8-param-gather): no 16-bit copy beside TE's FP8 weight (default off: both). precision fp8, kernels fused.", rich_help_panel=PANEL_OVERLAP)]
 PowerLimitW = Annotated[Optional[float], typer.Option("--power-limit-w", help="Every GPU's power limit, W (nvidia-smi -pl): above the part's idle draw, at most its rated TDP (default: the rated TDP). Compute slows to the clock that power sustains (docs/training.md \"Power limits\").", rich_help_panel=PANEL_CLUSTER)]
 SaveInterval = Annotated[Optional[int], typer.Option("--save-interval", help="Steps between checkpoints (Megatron --save-interval; default: the Young/Daly optimum).", rich_help_panel="Failures and checkpoints (goodput)")]
 
 #: TrainingPlan fields that describe the stack, held fixed by `plan train` (cluster keys apart)
-STACK_FIELDS = ("grad_dtype", "attention", "kernels", "fsdp_layout", "cp_ring", "param_state", "overlap_grad_reduce",
+STACK_FIELDS = ("grad_dtype", "attention", "kernels", "fsdp_layout", "cp_ring", "param_state", "fp8_recipe",
+                "fp8_param_gather", "overlap_grad_reduce",
                 "overlap_param_gather", "tp_comm_overlap", "overlap_p2p_comm", "recompute_modules", "moe_imbalance",
                 "moe_capacity_factor", "moe_a2a", "moe_a2a_overlap", "moe_routing", "cuda_graph_scope")
 #: the cluster the stack runs on (`specs.catalog.cluster_for`'s overrides, `specs.mixed.power_limited`'s cap)

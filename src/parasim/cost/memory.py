@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.moe_memory import recompute_freed_units
-from parasim.cost.param_state import bytes_per_param, gathered_bytes
+from parasim.cost.param_state import HALF_BYTES, bytes_per_param, gathered_bytes
 from parasim.cost.quant_bytes import QuantScope, quant_scope
 from parasim.cost.sac import saved_bytes_per_token
 from parasim.mathx import cdiv
@@ -36,14 +36,72 @@ GIB = 1024**3
 RECOMPUTE = ("none", "selective", "full", "selective_op")
 
 
+#: Bytes per element of the GEMM inputs Transformer Engine keeps for the weight-gradient GEMM in
+#: FP8 training: its Linear / LayerNormLinear quantize the input before the forward GEMM and save
+#: that FP8 tensor (only its column-wise copy when the backward needs no all-gather), not the 16-bit
+#: one (TransformerEngine v2.17 transformer_engine/pytorch/module/linear.py `_linear_forward`:
+#: `inputmat.update_usage(rowwise_usage=False, columnwise_usage=True)`, `saved_inputmat = inputmat`;
+#: layernorm_linear.py saves the quantized `ln_out`). FP8 E4M3/E5M2 is one byte; MXFP8's E8M0 scale
+#: per 32 elements (1/32 B) is left out.
+TE_FP8_SAVED_INPUT_BYTES = 1.0
+
+
+#: Transformer Engine's FP8 recipes (Megatron-Core --fp8-recipe): per-tensor scaling (delayed, the
+#: default, or tensorwise current scaling) or MXFP8 (one E8M0 scale per 32 elements, Blackwell)
+FP8_RECIPES = ("delayed", "tensorwise", "mxfp8")
+#: GPU generations whose FP8 GEMMs take every operand layout, so Transformer Engine keeps no
+#: transposed copy of a per-tensor FP8 weight for the backward's GEMMs (TransformerEngine v2.17
+#: transformer_engine/pytorch/utils.py `is_non_tn_fp8_gemm_supported`: compute capability 10.x and
+#: 13+, the datacenter Blackwell parts; Hopper and Ada take only the TN layout)
+NON_TN_FP8_GENERATIONS = frozenset({"blackwell"})
+#: MXFP8's E8M0 scale, bytes per element: one byte per 32-element block (OCP Microscaling Formats
+#: (MX) Specification v1.0, MXFP8: block size 32, scale E8M0)
+MXFP8_SCALE_BYTES = 1.0 / 32
+
+
+def te_fp8_weight_bytes(precision: str, kernels: str, recipe: str, param_gather: bool,
+                        generation: str) -> float | None:
+    """Bytes Transformer Engine holds per block linear-layer parameter in FP8 training, or None
+    outside it (the 16-bit parameter alone). Its FP8 GEMMs read an FP8 weight: row-wise for the
+    forward and column-wise (the transpose) for the input-gradient GEMM, one copy serving both on
+    GPUs with non-TN FP8 GEMMs, two on Hopper and Ada; MXFP8 scales along a different axis for each,
+    so two copies everywhere, each with its scales. Megatron-Core keeps that FP8 weight across the
+    micro-batches of a step beside the 16-bit parameter (`is_first_microbatch` caching; TE issue
+    #1429: FP8 "is faster, but it consumes more memory"); with `--fp8-param-gather` (Megatron-Bridge's
+    FP8 recipes, `mixed_precision.py`: `fp8_param_gather = True`) the parameter itself is the FP8
+    tensor and no 16-bit copy exists."""
+    if precision != "fp8" or kernels != "fused":
+        return None
+    if recipe == "mxfp8":
+        fp8 = 2 * (1.0 + MXFP8_SCALE_BYTES)
+    else:
+        fp8 = TE_FP8_SAVED_INPUT_BYTES * (1 if generation in NON_TN_FP8_GENERATIONS else 2)
+    return fp8 if param_gather else HALF_BYTES + fp8
+
+
+def saved_linear_input_bytes(precision: str, kernels: str) -> float | None:
+    """Bytes per element of the linear layers' saved inputs when they differ from the activation
+    dtype, else None. Only Transformer Engine (`kernels` fused: Megatron-Core, NeMo, Megatron-Bridge)
+    saves the FP8 cast: torchao's Float8Linear (torchtitan) saves the high-precision input and
+    casts again in the backward (torchao/float8/float8_linear.py `matmul_with_hp_or_float8_args`:
+    `ctx.save_for_backward(input_hp, weight_hp_t)`)."""
+    if precision == "fp8" and kernels == "fused":
+        return TE_FP8_SAVED_INPUT_BYTES
+    return None
+
+
 def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1, sp: bool = False,
                                cp: int = 1, recompute: str = "none", flash: bool = True,
                                act_bytes: float = 2.0, modules: frozenset[str] | None = None,
-                               moe_buffers: float = 0.0) -> float:
+                               moe_buffers: float = 0.0, linear_input_bytes: float | None = None) -> float:
     """Bytes one layer keeps for backward for one micro-batch on one GPU. With selective
     recomputation, `modules` are the recomputed ones (`cost.moe_memory.RECOMPUTE_MODULES`; None =
     core_attn, Megatron's default); `moe_buffers`: an MoE layer's permuted tokens and router
-    probabilities, bytes per token (`cost.moe_memory.moe_buffer_bytes_per_token`), added as given."""
+    probabilities, bytes per token (`cost.moe_memory.moe_buffer_bytes_per_token`), added as given.
+    `linear_input_bytes` (`saved_linear_input_bytes`): the linear layers keep their own quantized
+    copy of their inputs: the norm outputs feeding QKV and the MLP, and the MLP's activation output,
+    are kept at that width instead of the activation dtype's, and the attention output, which the
+    attention's backward keeps at 16 bits, is kept a second time as the projection's input."""
     s = seq / cp
     b, h = micro_batch, model.hidden
     sbh = s * b * h
@@ -52,23 +110,28 @@ def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, 
         return 2 * sbh * scale / (tp if sp else 1)
     if recompute == "selective_op":
         return s * b * saved_bytes_per_token(model, tp=tp, sp=sp, act_bytes=act_bytes)
+    lin = 1.0 if linear_input_bytes is None else linear_input_bytes / act_bytes  # a linear input, in activations
     drop = 1 if model.dropout else 0
     q = model.q_dim / h
     kv = 2 * model.kv_heads * model.head_dim / h
     # replicated over TP unless SP: two norm inputs (4), QKV and MLP inputs (2 + 2), dropout masks
-    replicated = 4 + 2 + 2 + 2 * drop
+    replicated = 4 + 2 * lin + 2 * lin + 2 * drop
     if model.parallel_attn:
-        replicated -= 2 + drop  # one norm feeds both branches
+        replicated -= 2 * lin + drop  # one norm feeds both branches
     # split over TP: Q, K, V, attention output (input of the output projection), attention dropout
-    attn = 2 * q + 2 * kv + 2 * (model.heads * model.v_head_dim / h)
+    attn_out = model.heads * model.v_head_dim / h
+    attn = 2 * q + 2 * kv + 2 * attn_out
+    if linear_input_bytes is not None:
+        attn += 2 * lin * attn_out  # the projection's own quantized copy of its input
     if model.is_moe:
         width = model.moe_ffn_hidden * (model.experts_per_token + model.shared_experts)
     else:
         width = model.ffn_hidden
-    mlp = (6 if model.gated_mlp else 4) * width / h
+    # the activation's input (gate and up: 4, GELU's one input: 2) and its output, the down projection's input
+    mlp = ((4 if model.gated_mlp else 2) + 2 * lin) * width / h
     split = attn + mlp
     if recompute == "selective" and modules is not None:
-        freed_rep, freed_split = recompute_freed_units(model, modules)
+        freed_rep, freed_split = recompute_freed_units(model, modules, linear_input=lin)
         replicated -= freed_rep
         split -= freed_split
     score = 0.0
@@ -80,22 +143,25 @@ def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, 
 
 
 def weight_grad_input_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1,
-                                      sp: bool = False, cp: int = 1, act_bytes: float = 2.0) -> float:
+                                      sp: bool = False, cp: int = 1, act_bytes: float = 2.0,
+                                      linear_input_bytes: float | None = None) -> float:
     """Bytes one layer keeps from its input-gradient backward (B) until its weight-gradient
     backward (W) runs, per micro-batch and GPU: each linear layer's input X and output gradient
     dY (dW = X^T dY). For a GPT layer (ffn = 4h) that is 16 values per token and hidden unit,
     the zero-bubble paper's M_W = 32sbh bytes (Qi et al. 2024, Table 1). Values as wide as the
     hidden size are split over TP only with sequence parallelism; an MoE layer's expert inputs
-    and output gradients count once per routed and shared expert a token visits."""
+    and output gradients count once per routed and shared expert a token visits. The inputs X are
+    the linear layers' own saved copies, `linear_input_bytes` wide when given (`activation_bytes_per_layer`)."""
     h = model.hidden
+    lin = 1.0 if linear_input_bytes is None else linear_input_bytes / act_bytes
     fanout = model.experts_per_token + model.shared_experts if model.is_moe else 1
     width = model.moe_ffn_hidden * fanout if model.is_moe else model.ffn_hidden
     qkv = model.q_dim + 2 * model.kv_heads * model.head_dim
     attn_out = model.heads * model.v_head_dim
     mlp_in = 1 if model.parallel_attn else 2  # norm outputs feeding the QKV and the MLP
     # hidden-wide: norm outputs (X of QKV, MLP up), output-projection dY, MLP-down dY (per expert visit)
-    wide = h * (mlp_in - 1 + fanout) + h + h * fanout
-    split = attn_out + qkv + width + (model.mlp_matrices - 1) * width  # X of proj, MLP down; dY of QKV, MLP up
+    wide = lin * h * (mlp_in - 1 + fanout) + h + h * fanout
+    split = lin * (attn_out + width) + qkv + (model.mlp_matrices - 1) * width  # X of proj, MLP down; dY of QKV, MLP up
     per_token = (wide + split) / tp if sp else wide + split / tp
     return seq / cp * micro_batch * per_token * act_bytes
 
@@ -165,7 +231,8 @@ def routed_expert_params_per_gpu(model: ModelSpec, *, tp: int, pp: int, ep: int,
 def stage_state_bytes(model: ModelSpec, *, tp: int, pp: int, ep: int, dp_cp: int, zero: int, stage: int,
                       virtual_stages: int = 1, grad_bytes: float = 4.0,
                       counts: tuple[int, ...] | None = None, etp: int | None = None,
-                      layout: str = "loop", param_state: str = "megatron") -> StaticMemory:
+                      layout: str = "loop", param_state: str = "megatron",
+                      linear_weight_bytes: float | None = None) -> StaticMemory:
     """Model state of one GPU of pipeline `stage`. ZeRO shards a parameter's state over the GPUs
     holding the same copy of it: the dp*cp replicas for the dense part; for a routed expert,
     Megatron's expert-data-parallel group (the distributed optimizer's `expert_data_parallel_group`),
@@ -174,7 +241,10 @@ def stage_state_bytes(model: ModelSpec, *, tp: int, pp: int, ep: int, dp_cp: int
     `layout` places the rank's chunks (`cost.partition.rank_stages`; DualPipe's mirror holds two
     copies of the parameters, and their whole state is charged twice). `param_state`: how the
     stack stores the state, with the unsharded 16-bit copies it holds at the peak
-    (`cost.param_state`), charged to weights and gradients."""
+    (`cost.param_state`), charged to weights and gradients. `linear_weight_bytes`: what the stack
+    holds per block linear-layer parameter instead of the 16-bit one (`te_fp8_weight_bytes`);
+    the difference is charged to the weights of an unsharded (ZeRO < 3) rank holding Megatron's
+    16-bit parameters."""
     params = weight_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage, virtual_stages=virtual_stages,
                                    counts=counts, etp=etp, layout=layout)
     experts = routed_expert_params_per_gpu(model, tp=tp, pp=pp, ep=ep, stage=stage, virtual_stages=virtual_stages,
@@ -188,10 +258,27 @@ def stage_state_bytes(model: ModelSpec, *, tp: int, pp: int, ep: int, dp_cp: int
         edges = _rank_edge_params(model, tp, pp, virtual_stages, stage, layout)
         gw, gg = gathered_bytes(param_state, params=params, edge_params=edges, layers=cdiv(model.layers, pp),
                                 sharded=zero >= 3 and dp_cp > 1, grad_bytes=grad_bytes, pipelined=pp > 1)
+    if linear_weight_bytes is not None and zero < 3 and param_state == "megatron":
+        gw += (linear_weight_bytes - HALF_BYTES) * _rank_linear_params(model, tp, pp, virtual_stages, stage, layout,
+                                                                       counts, params)
     if not experts and not (gw or gg):
         return dense
     return StaticMemory(weights=dense.weights + exp.weights + gw, gradients=dense.gradients + exp.gradients + gg,
                         optimizer=dense.optimizer + exp.optimizer)
+
+
+def _rank_linear_params(model: ModelSpec, tp: int, pp: int, virtual_stages: int, stage: int, layout: str,
+                        counts: tuple[int, ...] | None, params: float) -> float:
+    """The block linear-layer parameters (attention, MLP, experts) among the rank's `params`: less
+    the embedding, head and final norm, each layer's norms and each MoE layer's router."""
+    from parasim.cost.partition import rank_stages, stage_count, virtual_stage_layers
+
+    counts = counts or virtual_stage_layers(model.layers, pp, stage_count(pp, virtual_stages, layout) // pp)
+    starts = [sum(counts[:g]) for g in range(len(counts))]
+    layers = [li for g in rank_stages(pp, virtual_stages, layout)[stage] for li in range(starts[g], starts[g] + counts[g])]
+    moe = sum(1 for li in layers if model.is_moe and li >= model.dense_layers)
+    edges = _rank_edge_params(model, tp, pp, virtual_stages, stage, layout)
+    return params - edges - len(layers) * model.norm_params_per_layer - moe * model.router_params
 
 
 def _rank_edge_params(model: ModelSpec, tp: int, pp: int, virtual_stages: int, stage: int, layout: str) -> float:

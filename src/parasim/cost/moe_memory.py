@@ -40,15 +40,17 @@ def moe_buffer_bytes_per_token(model: ModelSpec, *, tp: int, etp: int, sp: bool,
     return share * (permuted + model.experts * ROUTER_PROB_BYTES)
 
 
-def recompute_freed_units(model: ModelSpec, modules: frozenset[str]) -> tuple[float, float]:
+def recompute_freed_units(model: ModelSpec, modules: frozenset[str], linear_input: float = 1.0) -> tuple[float, float]:
     """What the recomputed modules stop keeping, in the units of `activation_bytes_per_layer`
-    (bytes per token per hidden element at 16-bit): (replicated over TP unless SP, split over TP)."""
+    (bytes per token per hidden element at 16-bit): (replicated over TP unless SP, split over TP).
+    `linear_input`: a linear layer's saved input over a 16-bit activation (there: `lin`); the norm
+    outputs and the experts' activation output are such inputs."""
     h = model.hidden
     replicated = split = 0.0
     if "layernorm" in modules:  # the two norm outputs: the QKV and MLP inputs (one when they share a norm)
-        replicated += 2.0 if model.parallel_attn else 4.0
+        replicated += (2.0 if model.parallel_attn else 4.0) * linear_input
     if "moe_act" in modules and model.is_moe:  # the routed experts' activation output
-        split += 2.0 * model.moe_ffn_hidden * model.experts_per_token / h
+        split += 2.0 * model.moe_ffn_hidden * model.experts_per_token / h * linear_input
     if "mla_up_proj" in modules and model.mla is not None:  # Q, K and V rebuilt from the latents
         split += 2.0 * model.q_dim / h + 2.0 * (2 * model.kv_heads * model.head_dim) / h
     return replicated, split

@@ -29,7 +29,8 @@ from functools import lru_cache
 from typing import Any
 
 from parasim.cost.memory import (activation_bytes_per_layer, embedding_activation_bytes, logits_activation_bytes,
-                                 stage_state_bytes, weight_grad_input_bytes_per_layer)
+                                 saved_linear_input_bytes, stage_state_bytes, te_fp8_weight_bytes,
+                                 weight_grad_input_bytes_per_layer)
 from parasim.cost.moe_memory import moe_buffer_bytes_per_token
 from parasim.errors import InputError
 from parasim.search import executors
@@ -206,8 +207,9 @@ def _inflight(schedule: str, pp: int, m: int, v: int, counts: tuple, per_layer: 
     return tuple(peak_activation_units(ops[r], w[r], held[r] if held else None) for r in range(pp))
 
 
-def peak_memory_bytes(model: ModelSpec, d: dict[str, Any]) -> float:
-    """Peak bytes per GPU as `parasim.training.memory.peak_memory` walks it, with caches."""
+def peak_memory_bytes(model: ModelSpec, d: dict[str, Any], generation: str) -> float:
+    """Peak bytes per GPU as `parasim.training.memory.peak_memory` walks it, with caches, on GPUs of
+    `generation` (the architecture decides Transformer Engine's FP8 weight copies)."""
     from parasim.training.memory import RESERVED_BYTES
 
     tp, pp, cp, mb, seq = d["tp"], d["pp"], d["cp"], d["micro_batch"], d["seq_len"]
@@ -218,29 +220,32 @@ def peak_memory_bytes(model: ModelSpec, d: dict[str, Any]) -> float:
     if model.is_moe and d["recompute"] not in ("full", "selective_op"):
         moe = moe_buffer_bytes_per_token(model, tp=tp, etp=d.get("etp") or tp, sp=sp) * model.moe_layers / model.layers
     mods = d.get("recompute_modules") if d["recompute"] == "selective" else None
+    lin = saved_linear_input_bytes(d["precision"], d.get("kernels", "fused"))
     per_layer = activation_bytes_per_layer(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp,
                                            recompute=d["recompute"], flash=d.get("attention", "flash") != "unfused",
-                                           moe_buffers=moe,
+                                           moe_buffers=moe, linear_input_bytes=lin,
                                            modules=frozenset(x.strip() for x in mods.split(",") if x.strip()) if mods else None)
     emb = embedding_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp)
     logits = logits_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, cp=cp)
     sched = resolve_name(d["schedule"], v)
     rules = get_schedule(sched)
     layout = rules.layout
-    held = weight_grad_input_bytes_per_layer(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp)
+    held = weight_grad_input_bytes_per_layer(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp, linear_input_bytes=lin)
     times = planned_op_times(model, seq, d["recompute"]) if rules.timed else (1.0, 1.0, 1.0)
     acts = _inflight(sched, pp, m, v, _chunk_layers(model, pp, v, layout), per_layer, emb, logits, held, times)
     grad_bytes = grad_bytes_of(d["precision"], d.get("grad_dtype"))
+    fp8_weight = te_fp8_weight_bytes(d["precision"], d.get("kernels", "fused"), d.get("fp8_recipe", "delayed"),
+                                     d.get("fp8_param_gather", False), generation)
     peak = 0.0
     for r in range(pp):
         st = stage_state_bytes(model, tp=tp, pp=pp, ep=d["ep"], dp_cp=d["dp"] * cp, zero=d["zero"], stage=r,
                                virtual_stages=v, grad_bytes=grad_bytes, etp=d.get("etp"), layout=layout,
-                               param_state=d.get("param_state", "megatron"))
+                               param_state=d.get("param_state", "megatron"), linear_weight_bytes=fp8_weight)
         peak = max(peak, st.total + acts[r] + RESERVED_BYTES)
     return peak
 
 
-def screen_memory(model: ModelSpec, hbm: float, cands: list[dict], pruned: Pruned) -> list[dict]:
+def screen_memory(model: ModelSpec, hbm: float, cands: list[dict], pruned: Pruned, generation: str) -> list[dict]:
     """Drop plans whose peak exceeds HBM, and recompute variants dominated by a fitting sibling."""
     fitting: set[tuple] = set()
     out = []
@@ -249,7 +254,7 @@ def screen_memory(model: ModelSpec, hbm: float, cands: list[dict], pruned: Prune
         if sib in fitting:
             pruned.drop("dominated_recompute")
             continue
-        if peak_memory_bytes(model, d) > hbm:
+        if peak_memory_bytes(model, d, generation) > hbm:
             pruned.drop("memory_activations")
             continue
         fitting.add(sib)
@@ -436,7 +441,7 @@ def _candidates(req: TrainSearch, model: ModelSpec, clusters: dict, batch: Batch
         pruned.update(pc)
         if isinstance(cl, MixedCluster):
             found = _mixed_placements(cl, found, pruned)
-        cands += screen_memory(model, cluster.accelerator.hbm_bytes, found, pruned)
+        cands += screen_memory(model, cluster.accelerator.hbm_bytes, found, pruned, cluster.accelerator.generation)
     if req.seq_len_dist:  # strategies move work between ranks, not memory: one memory screen serves all
         raw *= len(req.varlen_balance)
         cands = [{**d, "seq_len_dist": req.seq_len_dist, "varlen_balance": b} for d in cands for b in req.varlen_balance]

@@ -33,7 +33,7 @@ from functools import lru_cache
 from itertools import product
 from math import prod
 
-from parasim.cost.memory import stage_state_bytes
+from parasim.cost.memory import stage_state_bytes, te_fp8_weight_bytes
 from parasim.errors import InputError
 from parasim.search.prune import Pruned
 from parasim.search.train_batch import BatchTarget
@@ -153,7 +153,7 @@ def enumerate_train(model: ModelSpec, cluster: ClusterSpec, *, batch: BatchTarge
                                                                  pruned):
             layout = get_schedule(sched).layout
             for zero, prec in _train_states(model, cluster.accelerator.hbm_bytes, c, (tp, pp, ep, v, dp * cp, etp),
-                                            pruned, layout, stack or {}):
+                                            pruned, layout, stack or {}, cluster.accelerator.generation):
                 for rc in c.recompute:
                     yield {"tp": tp, "pp": pp, "dp": dp, "cp": cp, "ep": ep, "etp": etp if model.is_moe else None,
                            "virtual_stages": v, "sequence_parallel": tp > 1,
@@ -233,16 +233,22 @@ def _expert_layouts(model: ModelSpec, c: TrainChoices, tp: int, folded: int, bel
 
 
 def _train_states(model: ModelSpec, hbm: float, c: TrainChoices, shape: tuple[int, int, int, int, int],
-                  pruned: Pruned, layout: str = "loop", stack: dict | None = None) -> Iterator[tuple[int, str]]:
+                  pruned: Pruned, layout: str = "loop", stack: dict | None = None,
+                  generation: str = "") -> Iterator[tuple[int, str]]:
     """(zero, precision) whose model state (weights, gradients, optimizer) leaves room in HBM;
     `shape` is (tp, pp, ep, virtual_stages, dp*cp, etp), `layout` the schedule's chunk placement,
-    `stack` the fixed fields that size the state (param_state, grad_dtype)."""
+    `stack` the fixed fields that size the state (param_state, grad_dtype, kernels and the FP8
+    weight fields), `generation` the GPU's architecture (Transformer Engine's FP8 weight copies)."""
     tp, pp, ep, v, dp_cp, etp = shape
-    state_kind = (stack or {}).get("param_state", "megatron")
+    st = stack or {}
+    state_kind = st.get("param_state", "megatron")
     for zero in c.zero:
         for prec in c.precision:
-            grad_bytes = grad_bytes_of(prec, (stack or {}).get("grad_dtype"))
-            state = _max_stage_state(model, tp, pp, ep, v, dp_cp, zero, grad_bytes, etp, layout, state_kind)
+            grad_bytes = grad_bytes_of(prec, st.get("grad_dtype"))
+            fp8_weight = te_fp8_weight_bytes(prec, st.get("kernels", "fused"), st.get("fp8_recipe", "delayed"),
+                                             st.get("fp8_param_gather", False), generation)
+            state = _max_stage_state(model, tp, pp, ep, v, dp_cp, zero, grad_bytes, etp, layout, state_kind,
+                                     fp8_weight)
             if state + RESERVED_BYTES_LOWER_BOUND > hbm:
                 pruned.drop("memory_model_state", len(c.recompute))
                 continue
@@ -252,10 +258,11 @@ def _train_states(model: ModelSpec, hbm: float, c: TrainChoices, shape: tuple[in
 @lru_cache(maxsize=65536)
 def _max_stage_state(model: ModelSpec, tp: int, pp: int, ep: int, v: int, dp_cp: int, zero: int,
                      grad_bytes: float, etp: int | None = None, layout: str = "loop",
-                     param_state: str = "megatron") -> float:
+                     param_state: str = "megatron", linear_weight_bytes: float | None = None) -> float:
     """The most-loaded pipeline rank's model state bytes (`cost.memory.stage_state_bytes`)."""
     return max(stage_state_bytes(model, tp=tp, pp=pp, ep=ep, dp_cp=dp_cp, zero=zero, stage=r, virtual_stages=v,
-                                 grad_bytes=grad_bytes, etp=etp, layout=layout, param_state=param_state).total
+                                 grad_bytes=grad_bytes, etp=etp, layout=layout, param_state=param_state,
+                                 linear_weight_bytes=linear_weight_bytes).total
                for r in range(pp))
 
 

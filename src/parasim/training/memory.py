@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from parasim.cost.memory import (activation_bytes_per_layer, embedding_activation_bytes, logits_activation_bytes,
-                                 stage_state_bytes, weight_grad_input_bytes_per_layer)
+                                 saved_linear_input_bytes, stage_state_bytes, te_fp8_weight_bytes,
+                                 weight_grad_input_bytes_per_layer)
 from parasim.cost.moe_memory import moe_buffer_bytes_per_token
 from parasim.cost.partition import rank_stages, stage_count
 from parasim.specs.cluster import ClusterSpec
@@ -76,12 +77,15 @@ def peak_activation_units(ops: list[Op], weights: list[float], held: list[float]
     return peak
 
 
-def state_bytes(model: ModelSpec, plan: TrainingPlan, rank: int, vcounts: tuple[int, ...] | None = None):
-    """`vcounts`: layers per virtual stage when the split is not the default one (a mixed cluster)."""
+def state_bytes(model: ModelSpec, plan: TrainingPlan, rank: int, vcounts: tuple[int, ...] | None = None,
+                generation: str = ""):
+    """`vcounts`: layers per virtual stage when the split is not the default one (a mixed cluster);
+    `generation`: the GPU's architecture, which decides Transformer Engine's FP8 weight copies."""
+    fp8_weight = te_fp8_weight_bytes(plan.precision, plan.kernels, plan.fp8_recipe, plan.fp8_param_gather, generation)
     return stage_state_bytes(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, dp_cp=plan.dp * plan.cp, zero=plan.zero,
                              stage=rank, virtual_stages=plan.virtual_stages, grad_bytes=plan.grad_bytes,
                              counts=vcounts, etp=plan.expert_tp, layout=get_schedule(plan.schedule_name).layout,
-                             param_state=plan.param_state)
+                             param_state=plan.param_state, linear_weight_bytes=fp8_weight)
 
 
 def moe_buffers_per_token(model: ModelSpec, plan: TrainingPlan, load: float = 1.0) -> float:
@@ -121,10 +125,12 @@ def peak_memory(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, ops:
     mixed cluster asks once per GPU group, for the ranks that group holds (training/hetero.py).
     `expert_load`: the busiest EP rank's routed pairs over the mean (its permuted-token buffers)."""
     sp = plan.sequence_parallel and plan.tp > 1
+    lin = saved_linear_input_bytes(plan.precision, plan.kernels)
     per_layer = activation_bytes_per_layer(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp,
                                            sp=sp, cp=plan.cp, recompute=plan.recompute,
                                            flash=plan.flash_attention, modules=plan.recompute_module_set or None,
-                                           moe_buffers=moe_buffers_per_token(model, plan, expert_load))
+                                           moe_buffers=moe_buffers_per_token(model, plan, expert_load),
+                                           linear_input_bytes=lin)
     emb = embedding_activation_bytes(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp, sp=sp,
                                      cp=plan.cp)
     logits = logits_activation_bytes(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp, cp=plan.cp)
@@ -134,13 +140,13 @@ def peak_memory(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, ops:
     held = None
     if sched.splits_backward:  # W keeps its GEMM inputs and output gradients; the edges keep theirs
         wl = weight_grad_input_bytes_per_layer(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp,
-                                               sp=sp, cp=plan.cp)
+                                               sp=sp, cp=plan.cp, linear_input_bytes=lin)
         held = chunk_activation_bytes(pp, v, sched.layout, counts, wl, emb, logits)
     best: MemoryBreakdown | None = None
     for r in ranks if ranks is not None else range(pp):
         w = weights[r]
         act = peak_activation_units(ops[r], w, held[r] if held else None)
-        st = state_bytes(model, plan, r, vcounts)
+        st = state_bytes(model, plan, r, vcounts, cluster.accelerator.generation)
         one_mb = sum(w)
         mb = MemoryBreakdown(r, st.weights, st.gradients, st.optimizer, act, act / one_mb if one_mb else 0.0,
                              RESERVED_BYTES, cluster.accelerator.hbm_bytes)

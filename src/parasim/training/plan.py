@@ -15,7 +15,7 @@ from parasim.cost.fsdp_copies import FSDP_LAYOUTS
 from parasim.cost.param_state import PARAM_STATES
 from parasim.cost.ring_merge import CP_RINGS
 from parasim.cost.layer import Sharding, check_sharding
-from parasim.cost.memory import RECOMPUTE
+from parasim.cost.memory import FP8_RECIPES, RECOMPUTE
 from parasim.cost.moe_a2a import A2A_KINDS
 from parasim.cost.routing import ROUTING_LAYOUTS
 from parasim.cost.moe_host import GRAPH_SCOPES, scope_set
@@ -81,6 +81,12 @@ class TrainingPlan:
     # fp32 master and Adam moments, 18 B), fp32_params (PyTorch FSDP / autocast: the fp32 parameter is
     # the master, 16 B, plus the 16-bit copies it gathers) or bf16_params (no fp32 copy, 8 B)
     param_state: str = "megatron"
+    # FP8 under Transformer Engine (precision fp8, kernels fused; cost.memory.te_fp8_weight_bytes):
+    # the recipe (delayed | tensorwise: per-tensor scales; mxfp8: 32-element blocks) and whether the
+    # parameters themselves are FP8 (Megatron-Core --fp8-param-gather; off by default, so TE keeps an
+    # FP8 copy of each weight beside the 16-bit one). Ignored by other precisions and stacks.
+    fp8_recipe: str = "delayed"
+    fp8_param_gather: bool = False
     # --- MoE (docs/training.md "MoE training"); ignored by dense models --------------------------------
     etp: int | None = None  # expert tensor parallel; None = tp (Megatron-Core's default)
     moe_imbalance: float = 1.0  # busiest expert's load / the mean; 1 = routing's sampling noise only
@@ -183,6 +189,8 @@ class TrainingPlan:
             raise InputError("fsdp-layout", f"'{self.fsdp_layout}' is not one of {', '.join(FSDP_LAYOUTS)}")
         if self.param_state not in PARAM_STATES:
             raise InputError("param-state", f"'{self.param_state}' is not one of {', '.join(PARAM_STATES)}")
+        if self.fp8_recipe not in FP8_RECIPES:
+            raise InputError("fp8-recipe", f"'{self.fp8_recipe}' is not one of {', '.join(FP8_RECIPES)}")
         if self.cp_ring not in CP_RINGS:
             raise InputError("cp-ring", f"'{self.cp_ring}' is not one of {', '.join(CP_RINGS)}")
         if self.cp_ring != "te" and self.cp <= 1:
@@ -300,9 +308,9 @@ _FIELD_KINDS = {
     **dict.fromkeys(("tp", "pp", "dp", "cp", "ep", "virtual_stages", "micro_batch", "global_batch", "seq_len"),
                     "count"),
     **dict.fromkeys(("sequence_parallel", "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap",
-                     "overlap_p2p_comm"), "bool"),
+                     "overlap_p2p_comm", "fp8_param_gather"), "bool"),
     **dict.fromkeys(("recompute", "precision", "schedule", "attention", "grad_dtype", "kernels", "varlen_balance",
-                     "fsdp_layout", "cp_ring", "param_state"),
+                     "fsdp_layout", "cp_ring", "param_state", "fp8_recipe"),
                     "text"),
     "zero": "zero", "seq_len_dist": "text?", "etp": "count?", "moe_imbalance": "ratio",
     "moe_capacity_factor": "positive?", "moe_a2a": "text", "moe_a2a_overlap": "bool", "moe_routing": "text",

@@ -66,6 +66,12 @@ _FSDP2 = re.compile(r"torchtitan|\bfsdp2\b", re.IGNORECASE)
 
 #: stacks whose 2023 releases ran a Triton FlashAttention kernel (llm-foundry MPT: attn_impl: triton)
 _TRITON_ERA = re.compile(r"llm-foundry|composer", re.IGNORECASE)
+#: Megatron-Bridge: every FP8 mixed-precision preset keeps the parameters in FP8
+#: (src/megatron/bridge/training/mixed_precision.py, tags v0.2.0 to v0.5.0: `fp8_param_gather = True`
+#: in the delayed, tensorwise, blockwise and MXFP8 presets)
+_MBRIDGE = re.compile(r"megatron-bridge", re.IGNORECASE)
+#: a row published as MXFP8 (the performance summary's precision column, or an FP8_MX preset name)
+_MXFP8 = re.compile(r"precision MXFP8|_FP8_MX_", re.IGNORECASE)
 
 
 def kernel_mode(software: str) -> tuple[str, str]:
@@ -139,6 +145,9 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         extra["cp_ring"] = "pytorch"
         choices.append("cp_ring=pytorch (torch.distributed context_parallel: fp32 output merges, K/V send buffers and "
                        "fp32 gradient accumulation as separate ops per ring step)")
+    fp8, fp8_why = _fp8_weights(case, raw)
+    extra |= fp8
+    choices += fp8_why
     stack_kernels, why = kernel_mode(case.software)
     if raw.get("kernels") is None:
         extra["kernels"] = stack_kernels
@@ -155,6 +164,24 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         raw["schedule"] = for_virtual_stages(raw.get("schedule") or "1f1b", int(raw["virtual_stages"]))
     plan = TrainingPlan.from_mapping(raw, gpus=case.cluster.gpus)
     return plan, choices
+
+
+def _fp8_weights(case: Case, raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """How an FP8 case's stack holds its weights (`cost.memory.te_fp8_weight_bytes`), where the
+    case does not say: Megatron-Bridge keeps FP8 parameters, and a row published as MXFP8 runs
+    that recipe. Returns the plan fields and the sentences saying so."""
+    if raw.get("precision") != "fp8":
+        return {}, []
+    out: dict[str, Any] = {}
+    why = []
+    if raw.get("fp8_param_gather") is None and _MBRIDGE.search(case.software):
+        out["fp8_param_gather"] = True
+        why.append("fp8_param_gather (Megatron-Bridge's FP8 presets keep the parameters in FP8: no 16-bit copy "
+                   "beside Transformer Engine's FP8 weight)")
+    if raw.get("fp8_recipe") is None and _MXFP8.search(case.source):
+        out["fp8_recipe"] = "mxfp8"
+        why.append("fp8_recipe=mxfp8 (the row's precision: row- and column-scaled FP8 weights)")
+    return out, why
 
 
 def predict_case(case: Case) -> CaseResult:
