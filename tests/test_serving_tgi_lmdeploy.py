@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from parasim.cost.memory import activation_workspace_bytes, kv_budget, weight_bytes_per_gpu
-from parasim.validation.serving import case_plan, predict_case
+from parasim.validation.serving import _workload, case_plan, predict_case
 from parasim.serving.itercost import IterationCost
 from parasim.engines.lmdeploy import lmdeploy_setup
 from parasim.engines.lookup import profile_for
@@ -135,3 +135,46 @@ def test_decode_batches_above_the_largest_cuda_graph_pay_the_eager_floor():
     never = IterationCost(m, cl, **kw)  # no limit: graphs cover every decode batch
     assert never.time_s(33, 0.0, 0.0, 33, 33 * 100.0, 33) < floor
 
+
+
+@pytest.mark.parametrize("software, whole_step", [
+    ("lmdeploy 0.1.0a1 (TurboMind)", True), ("lmdeploy 0.1.0a0", True), ("lmdeploy 0.0.14", True),
+    ("lmdeploy 0.1.0a2", False), ("lmdeploy 0.1.0", False), ("lmdeploy 0.2.5", False),
+])
+def test_lmdeploy_turbomind_before_pr775_prefills_every_admitted_prompt_in_one_step(software, whole_step):
+    """Up to v0.1.0a1 TurboMind prefilled every newly admitted prompt in the loop pass (ContextDecode);
+    PR #775 (first in v0.1.0a2) capped a step at max_context_token_num (default session_len) tokens.
+    Llama-2-7B (4,096-token context), max_batch_size 128: 128 x 4,096 against 4,096."""
+    m, acc = get_model("llama-2-7b"), get_accelerator("a100-sxm-80gb")
+    s = lmdeploy_setup(software, "", m, acc, tp=1, pp=1, weights="fp16")
+    assert (s.scheduler, s.token_budget) == ("continuous", 128 * 4096 if whole_step else 4096)
+    assert ("ContextDecode" in s.why) == whole_step
+
+
+def _burst_ttfts(software: str, prompts: int, prompt_tokens: int):
+    import numpy as np
+
+    from parasim.serving.simulate import simulate
+
+    raw = {"id": "x", "source": "", "kind": "serving", "software": software, "model": {"catalog": "llama-2-7b"},
+           "hardware": {"accelerator": "a100-sxm-80gb", "gpus": 1, "gpus_per_node": 8},
+           "plan": {"tp": 1, "pp": 1, "replicas": 1, "weights": "fp16", "scheduler": None, "max_batch": None},
+           "workload": {"requests": prompts, "prompt_tokens": prompt_tokens, "output_tokens": 4, "arrival": "burst"},
+           "measured": {"output_tokens_per_s": 1.0}}
+    case = parse_case(raw, index=0, base_dir=Path("."))
+    plan, _, _ = case_plan(case)
+    res = simulate(case.model, case.cluster, plan, _workload(case), seed=0)
+    return np.sort(res.requests["ttft_s"])
+
+
+def test_lmdeploy_pre_pr775_burst_gets_its_first_tokens_together():
+    """A burst of 8 x 2,048-token prompts: before v0.1.0a2 all eight are prefilled in the first step, so
+    all eight first tokens come out at the same instant. From v0.1.0a2 a step holds 4,096 tokens: the
+    first step two prompts, every later one the running decodes plus one prompt (4,096 - decodes <
+    2 x 2,048), so seven distinct first-token times, the first earlier than the whole-burst step and
+    the last later (each later prompt also waits for the decode rows of the earlier)."""
+    early = _burst_ttfts("lmdeploy 0.1.0a1", 8, 2048)
+    late = _burst_ttfts("lmdeploy 0.2.0", 8, 2048)
+    assert len(set(early.round(12))) == 1
+    assert len(set(late.round(12))) == 7
+    assert late[0] < early[0] < late[-1]

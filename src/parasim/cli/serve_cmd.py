@@ -270,8 +270,9 @@ def add_engine_notes(inputs: dict[str, Any], opts: dict[str, Any]) -> None:
     e = opts.get("engine_defaults")
     if e:
         inputs["engine"] = e
+        # why each default was taken (e.g. which scheduling rule the release ran), not only its value
         inputs["notes"] = [f"defaults used ({e['engine']}): " + " ".join(f"{k}={v}" for k, v in e["defaults"].items()),
-                           *inputs.get("notes", [])]
+                           *(f"{e['engine']}: {c}" for c in e.get("choices", [])), *inputs.get("notes", [])]
 
 
 def expected_error(opts: dict[str, Any], model, cluster, plan) -> dict[str, Any]:

@@ -435,6 +435,12 @@ def _weight_params_per_gpu(model: ModelSpec, tp: int, pp: int, ep: int, stage: i
 #: plus graph memory in its startup profile, typically 0.5-1.5 GB per GPU).
 RUNTIME_RESERVED_BYTES = 1.0e9
 
+#: The most tokens a serving replica's activation workspace is sized for, whatever its token budget:
+#: an engine whose step budget is larger (a whole burst of prompts prefilled in one step) runs the
+#: step's prefill in sub-batches that reuse one workspace (e.g. TurboMind's `ContextDecode`), so the
+#: budget alone does not size the memory. A simulator bound, not a published figure.
+MAX_ACTIVATION_TOKENS = 1 << 16
+
 
 @dataclass(frozen=True)
 class KVBudget:

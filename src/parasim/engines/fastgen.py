@@ -70,7 +70,7 @@ class FastgenProfile(EngineProfile):
                   gpu_memory_utilization=util, iteration_overhead_s=ITERATION_OVERHEAD_S["deepspeed-mii"],
                   eager_prefill_layer_s=eager, cuda_graph_max_batch=0, custom_allreduce=False, attention="flash2")
         ctx.choose(f"DeepSpeed-FastGen defaults: Dynamic SplitFuse ({kw['scheduler']}), max_ragged_batch_size {budget}"
-                   f", max_ragged_sequence_count {seqs}, KV blocks of {block} tokens, all memory but 1 GB for "
-                   f"weights + KV (gpu_memory_utilization {util}); no CUDA graphs: every forward dispatched eagerly "
-                   f"({eager * 1e3:.2f} ms per layer); NCCL all-reduces; FA2-derived blocked attention"
+                   f", max_ragged_sequence_count {seqs}, KV blocks of {block} tokens, all memory but 1e9 bytes "
+                   f"(MemoryConfig.size) for weights + KV (gpu_memory_utilization {util}); no CUDA graphs: every "
+                   f"forward dispatched eagerly ({eager * 1e3:.2f} ms per layer); NCCL all-reduces; FA2-derived blocked attention"
                    + "".join(f"; {k} {v:g} (from the source)" for k, v in stated.items()), "token_budget", budget)

@@ -13,6 +13,17 @@ released wheels' `lmdeploy/messages.py` (TurbomindEngineConfig, PytorchEngineCon
   prompt is split into chunks (`max_prefill_token_num` 8192 per forward, on top of the decodes:
   the forward holds at most max_prefill_token_num + max_batch_size tokens): parasim's `sarathi`
   rule with that budget. Before 0.2.6 whole prompts join the running batch (`continuous`).
+* **Prefill step of the first TurboMind (before 0.1.0a2).** Up to v0.1.0a1 each engine loop
+  takes every queued request a free slot allows (`request_queue.dequeue(..., free_slot_count, ...)`),
+  prefills *all* newly admitted prompts (`ContextDecode`, in sub-batches of `max_context_token_num`
+  tokens run one after the other inside the loop pass) and then runs one decode step for the whole
+  batch, so a burst's first tokens all come out at the end of the same pass
+  (src/turbomind/models/llama/LlamaBatch.cc `InternalThreadEntry` / `ContextDecode` at v0.1.0a1,
+  9c46b27). PR #775 "Unify prefill & decode passes" (7f943a26, 2023-12-04, first in v0.1.0a2) put a
+  per-step token cap in the sequence manager (`Materialize` stops admitting once the step's
+  `input_count1` = `max_context_token_num`, default `session_len`, is spent; the last prompt is cut to
+  fit), which the `continuous` rule's session-length budget stands for. parasim: `continuous` with a
+  budget of max_batch_size x session length (every slot's prompt, each at most the session length).
 * **Admission.** KV blocks are taken as sequences grow, not booked for the whole output; when
   they run out the lowest-priority (newest) sequences are preempted and recompute later:
   `kv_reservation="incremental"` with recompute preemption.
@@ -43,6 +54,8 @@ LMDEPLOY_PREFILL_TOKENS = {"turbomind": 8192, "pytorch": 4096}
 _BATCH_BY_DEVICE = (("a100", 256), ("a800", 256), ("h100", 512), ("h800", 512))
 _PYTORCH = re.compile(r"--backend[\s=]+pytorch|pytorch\s+(?:engine|backend)|PytorchEngineConfig", re.IGNORECASE)
 _QUANT_POLICY = re.compile(r"--quant[-_]policy[\s=]+([48])\b|quant_policy\s*=\s*([48])\b", re.IGNORECASE)
+#: TurboMind releases before PR #775 (first tagged v0.1.0a2): 0.0.x and 0.1.0a0 / 0.1.0a1
+_PRE_UNIFIED = re.compile(r"\b0\.0\.\d+|\b0\.1\.0a[01]\b", re.IGNORECASE)
 _FLAGS = SourceFlags(cache_max_entry_count=r"cache[-_]max[-_]entry[-_]count", max_batch_size=r"max[-_]batch[-_]size",
                      max_prefill_token_num=r"max[-_]prefill[-_]token[-_]num")
 
@@ -87,11 +100,14 @@ def lmdeploy_setup(software: str, source: str, model: ModelSpec, acc: Accelerato
         mem = f"cache_max_entry_count {frac:g} of the memory free after the weights"
     block = 128 if rel is not None and rel < (0, 3) and engine == "turbomind" else 64
     chunked = not before_026
+    whole_step = engine == "turbomind" and bool(_PRE_UNIFIED.search(software))
     prefill = int(stated.get("max_prefill_token_num") or LMDEPLOY_PREFILL_TOKENS[engine])
     if engine == "pytorch":
         sched, budget = "vllm", prefill
     elif chunked:
         sched, budget = "sarathi", prefill + batch
+    elif whole_step:  # every admitted prompt prefilled in the loop pass (ContextDecode, before #775)
+        sched, budget = "continuous", batch * max(model.max_seq_len, 2048)
     else:
         sched, budget = "continuous", max(model.max_seq_len, 2048)  # whole prompts up to the session length
     qp = _QUANT_POLICY.search(text)
@@ -100,7 +116,9 @@ def lmdeploy_setup(software: str, source: str, model: ModelSpec, acc: Accelerato
     ver = f"{rel[0]}.{rel[1]}" if rel else "(release not named: the current defaults)"
     batching = {"sarathi": f"prefill chunks mixed with decodes, max_prefill_token_num {prefill} on top of the "
                            f"decodes (forward budget {budget})",
-                "continuous": "whole prompts join the running batch (no chunking before 0.2.6)",
+                "continuous": ("every admitted prompt prefilled in the same engine step as the decodes (ContextDecode, "
+                               f"before 0.1.0a2: step budget max_batch_size x session length = {budget})"
+                               if whole_step else "whole prompts join the running batch (no chunking before 0.2.6)"),
                 "vllm": f"prefill iterations apart from decodes, max_prefill_token_num {prefill}"}[sched]
     why = (f"LMDeploy {ver} {engine} defaults: {batching}, max_batch_size {batch}, {mem} "
            f"({fmt_gib(kv)} per GPU), {block}-token blocks, KV taken as sequences grow (preempted sequences "
@@ -116,7 +134,7 @@ class LmdeployProfile(EngineProfile):
 
     name = "lmdeploy"
     pattern = re.compile(r"lmdeploy|turbomind", re.IGNORECASE)
-    releases = ((0, 2), (0, 7))
+    releases = ((0, 1), (0, 7))  # 0.1.x: the pre-#775 prefill step (v0.1.0a0-a1), otherwise read as 0.2.0
 
     def apply(self, ctx: EngineContext) -> None:
         kw = ctx.kw

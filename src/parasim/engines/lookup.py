@@ -23,7 +23,7 @@ MATCH_ORDER: tuple[type[EngineProfile], ...] = (TrtllmProfile, VllmProfile, Sgla
 #: other names an `--engine` may use for a profile
 ALIASES = {"fastgen": "deepspeed-mii", "deepspeed-fastgen": "deepspeed-mii", "mii": "deepspeed-mii"}
 
-_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.\d+)?(?:\.?(?:post|dev|rc)\d*)?")
+_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.\d+)?(?:\.?(?:post|dev|rc|a|b)\d*)?")
 
 
 def profile_for(software: str) -> type[EngineProfile]:

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from parasim.cost.memory import RUNTIME_RESERVED_BYTES, activation_workspace_bytes, weight_bytes_per_gpu
+from parasim.cost.memory import (MAX_ACTIVATION_TOKENS, RUNTIME_RESERVED_BYTES, activation_workspace_bytes,
+                                 weight_bytes_per_gpu)
 from parasim.registry import Registry
 from parasim.serving.plan import ServingPlan
 from parasim.serving.workload import Workload
@@ -78,7 +79,7 @@ class EngineContext:
         of KV per GPU: how an engine that sizes its KV pool its own way is handed to the simulator."""
         kw = self.kw
         w = weight_bytes_per_gpu(self.model, tp=kw["tp"], pp=kw["pp"], weights=kw["weights"], ep=kw.get("ep", 1))
-        act = activation_workspace_bytes(self.model, tp=kw["tp"], tokens=kw["token_budget"],
+        act = activation_workspace_bytes(self.model, tp=kw["tp"], tokens=min(kw["token_budget"], MAX_ACTIVATION_TOKENS),
                                          logit_rows=kw["max_batch"], act_bytes=2.0)
         return min(1.0, (kv_bytes + w + act + RUNTIME_RESERVED_BYTES) / self.acc.hbm_bytes)
 

@@ -19,7 +19,7 @@ from parasim import __version__
 from parasim.cost.comm import kv_link
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.energy import cost_usd, energy_by_phase_j, energy_j
-from parasim.cost.memory import KVBudget, kv_budget, kv_cache_bytes_per_token
+from parasim.cost.memory import MAX_ACTIVATION_TOKENS, KVBudget, kv_budget, kv_cache_bytes_per_token
 from parasim.errors import InputError
 from parasim.serving.engine import Instance, Loop
 from parasim.serving.autoscale import Autoscaler
@@ -126,7 +126,7 @@ def plan_pools(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan) -> tup
         extra_w, extra_kv = spec_memory(model, plan, tp=tp) if plan.spec_method else (0.0, 0.0)
         kvb = kv_budget(model, cluster.accelerator, tp=tp, pp=pp, weights=plan.weights, kv_dtype=plan.kv,
                         block_size=plan.block_size, gpu_memory_utilization=plan.gpu_memory_utilization,
-                        max_tokens=min(budget, 1 << 16), max_batch=max_batch, act_bytes=dtype_bytes(plan.act_dtype),
+                        max_tokens=min(budget, MAX_ACTIVATION_TOKENS), max_batch=max_batch, act_bytes=dtype_bytes(plan.act_dtype),
                         ep=plan.ep, extra_weight_bytes=extra_w, extra_kv_bytes_per_token=extra_kv)
         return Pool(role=role, tp=tp, pp=pp, replicas=replicas, token_budget=budget, max_batch=max_batch,
                     reserve_full=reserve_full, kvb=kvb, blocks=kvb.blocks // pp)
