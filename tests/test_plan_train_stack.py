@@ -121,6 +121,11 @@ REFUSED = [
     (["--gpus-per-node", "0"], "gpus-per-node"), (["--inter-node-gbps", "-5"], "inter-node-gbps"),
     (["--dp", "8"], "dp"), (["--schedule", "1f1b"], "schedule"), (["--save-interval", "0"], "save-interval"),
     (["--mixed-placement", "stages"], "mixed-placement"), (["--mixed-split", "even"], "mixed-split"),
+    # FP8 weight formats with no FP8 plan searched, or on a stack without Transformer Engine
+    (["--fp8-recipe", "mxfp8", "--precision", "bf16"], "fp8-recipe"),
+    (["--fp8-param-gather", "--precision", "bf16,fp16"], "fp8-param-gather"),
+    (["--fp8-param-gather", "--precision", "fp8", "--kernels", "eager"], "fp8-param-gather"),
+    (["--fp8-recipe", "e4m3"], "fp8-recipe"),
 ]
 
 
@@ -190,3 +195,16 @@ def test_fp32_params_moves_memory_and_fit_by_the_bytes():
     assert least["fp32_params"] != least["megatron"]
     mega_none = rows["megatron"].get((1, "none"))
     assert mega_none is not None and mega_none["total_gib"] * GIB + delta > mega_none["capacity_gib"] * GIB
+
+
+@pytest.mark.parametrize("extra, field", [
+    (["--precision", "bf16", "--fp8-recipe", "mxfp8"], "fp8-recipe"),
+    (["--precision", "fp16", "--fp8-param-gather"], "fp8-param-gather"),
+    (["--precision", "fp8", "--kernels", "compiled", "--fp8-recipe", "tensorwise"], "fp8-recipe"),
+])
+def test_train_refuses_fp8_weight_options_it_cannot_apply(extra, field):
+    """`train` with an FP8 weight option on a run that has no Transformer Engine FP8 weights exits 2
+    naming the option, never ignoring it (through a subprocess, as a user runs it)."""
+    r = run_cli("train", "-m", "llama-3-8b", "--gpu", "h100-sxm", "--gpus", "8", *extra)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().startswith("parasim: error: ") and field in r.stderr and "Traceback" not in r.stderr

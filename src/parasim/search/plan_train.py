@@ -86,9 +86,12 @@ LAYOUT_BOUND: dict[str, tuple[str, Any, str, Any]] = {
     "fsdp_layout": ("zero", lambda z: z == 3, "zero = 3", "flat"),
     "cp_ring": ("cp", lambda c: c > 1, "cp > 1", "te"),
     "recompute_modules": ("recompute", lambda r: r == "selective", "recompute = selective", None),
+    "fp8_recipe": ("precision", lambda p: p == "fp8", "precision = fp8", "delayed"),
+    "fp8_param_gather": ("precision", lambda p: p == "fp8", "precision = fp8", False),
 }
 _APPLY_HINTS = {"fsdp_layout": "add 3 to --zero", "recompute_modules": "add selective to --recompute",
-                "cp_ring": "give --cp with a degree > 1 (by default cp > 1 is tried only while seq_len/cp >= 2048)"}
+                "cp_ring": "give --cp with a degree > 1 (by default cp > 1 is tried only while seq_len/cp >= 2048)",
+                "fp8_recipe": "add fp8 to --precision", "fp8_param_gather": "add fp8 to --precision"}
 
 
 def stack_for(d: dict, stack: dict[str, Any]) -> dict[str, Any]:
@@ -102,12 +105,14 @@ def stack_for(d: dict, stack: dict[str, Any]) -> dict[str, Any]:
 
 def check_stack(model: ModelSpec, stack: dict[str, Any]) -> None:
     """The fixed fields checked by `TrainingPlan.check` once, on a probe plan that has every layout
-    they bind to (ZeRO-3, cp = 2, selective recompute), so a bad value exits 2 naming the field as
+    they bind to (ZeRO-3, cp = 2, selective recompute, FP8), so a bad value exits 2 naming the field as
     `parasim train` names it, before anything is simulated."""
     from parasim.training import TrainingPlan
 
     probe = {k: v for k, v in stack.items() if k != "sequence_parallel"}
     probe |= {"zero": 3, "cp": 2, "seq_len": 4, "recompute": "selective" if "recompute_modules" in stack else "none"}
+    if stack.get("fp8_recipe", "delayed") != "delayed" or stack.get("fp8_param_gather"):
+        probe["precision"] = "fp8"
     TrainingPlan.from_mapping(probe, gpus=2).check(model)
 
 

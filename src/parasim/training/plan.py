@@ -84,7 +84,7 @@ class TrainingPlan:
     # FP8 under Transformer Engine (precision fp8, kernels fused; cost.memory.te_fp8_weight_bytes):
     # the recipe (delayed | tensorwise: per-tensor scales; mxfp8: 32-element blocks) and whether the
     # parameters themselves are FP8 (Megatron-Core --fp8-param-gather; off by default, so TE keeps an
-    # FP8 copy of each weight beside the 16-bit one). Ignored by other precisions and stacks.
+    # FP8 copy of each weight beside the 16-bit one). Stated for another precision or stack: an input error.
     fp8_recipe: str = "delayed"
     fp8_param_gather: bool = False
     # --- MoE (docs/training.md "MoE training"); ignored by dense models --------------------------------
@@ -197,6 +197,13 @@ class TrainingPlan:
             raise InputError("cp-ring", f"'{self.cp_ring}' applies only to cp > 1, got cp={self.cp}")
         if self.fsdp_layout != "flat" and self.zero != 3:
             raise InputError("fsdp-layout", f"'{self.fsdp_layout}' applies only to zero=3 (FSDP), got zero={self.zero}")
+        for name, value, stated in (("fp8-recipe", self.fp8_recipe, self.fp8_recipe != "delayed"),
+                                    ("fp8-param-gather", "on", self.fp8_param_gather)):
+            if stated and self.precision != "fp8":  # a weight format of FP8 training: never ignored silently
+                raise InputError(name, f"'{value}' applies only to precision fp8, got precision={self.precision}")
+            if stated and self.kernels != "fused":
+                raise InputError(name, f"'{value}' applies only to kernels fused (Transformer Engine's FP8 weights: "
+                                       f"Megatron-Core, NeMo, Megatron-Bridge), got kernels={self.kernels}")
         from parasim.training.schedules import get_schedule
 
         get_schedule(self.schedule)  # unknown names rejected with the list of known ones
