@@ -201,11 +201,14 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+#: characters an HTML page cannot carry: controls, lone surrogates and the Unicode noncharacters
+#: (U+FDD0-U+FDEF and the last two code points of every plane), which a parser drops or replaces
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+                      + "".join(chr(p) + chr(p + 1) for p in range(0xFFFE, 0x110000, 0x10000)) + "]")
 
 
 def _e(s: Any) -> str:
-    """Escaped text; a control character or lone surrogate (which HTML cannot carry: a browser would
+    """Escaped text; a control character, lone surrogate or noncharacter (which HTML cannot carry: a browser would
     show another character) is written as its escape, `\\x1b`, as the CLI's error lines do."""
     return html.escape(_CONTROL.sub(lambda m: repr(m.group())[1:-1], str(s)), quote=True)
 
