@@ -72,10 +72,11 @@ def te_fp8_weight_bytes(precision: str, kernels: str, recipe: str, param_gather:
     tensor and no 16-bit copy exists."""
     if precision != "fp8" or kernels != "fused":
         return None
+    one = dtype_bytes("fp8")  # an FP8 weight copy's element
     if recipe == "mxfp8":
-        fp8 = 2 * (1.0 + MXFP8_SCALE_BYTES)
+        fp8 = 2 * (one + MXFP8_SCALE_BYTES)
     else:
-        fp8 = TE_FP8_SAVED_INPUT_BYTES * (1 if generation in NON_TN_FP8_GENERATIONS else 2)
+        fp8 = one * (1 if generation in NON_TN_FP8_GENERATIONS else 2)
     return fp8 if param_gather else HALF_BYTES + fp8
 
 
@@ -219,12 +220,8 @@ def routed_expert_params_per_gpu(model: ModelSpec, *, tp: int, pp: int, ep: int,
     each split `expert_tp` ways (the layout of `weight_params_per_gpu`, `counts` as there)."""
     if not model.is_moe:
         return 0.0
-    from parasim.cost.partition import rank_stages, stage_count, virtual_stage_layers
-
-    counts = counts or virtual_stage_layers(model.layers, pp, stage_count(pp, virtual_stages, layout) // pp)
-    starts = [sum(counts[:g]) for g in range(len(counts))]
-    moe_layers = sum(1 for g in rank_stages(pp, virtual_stages, layout)[stage]
-                     for li in range(starts[g], starts[g] + counts[g]) if li >= model.dense_layers)
+    moe_layers = sum(1 for li in _rank_layers(model, pp, virtual_stages, stage, layout, counts)
+                     if li >= model.dense_layers)
     return moe_layers * model.experts / ep * model.expert_params / expert_tp(tp, ep, etp)
 
 
@@ -271,14 +268,21 @@ def _rank_linear_params(model: ModelSpec, tp: int, pp: int, virtual_stages: int,
                         counts: tuple[int, ...] | None, params: float) -> float:
     """The block linear-layer parameters (attention, MLP, experts) among the rank's `params`: less
     the embedding, head and final norm, each layer's norms and each MoE layer's router."""
+    layers = _rank_layers(model, pp, virtual_stages, stage, layout, counts)
+    moe = sum(1 for li in layers if model.is_moe and li >= model.dense_layers)
+    edges = _rank_edge_params(model, tp, pp, virtual_stages, stage, layout)
+    return params - edges - len(layers) * model.norm_params_per_layer - moe * model.router_params
+
+
+def _rank_layers(model: ModelSpec, pp: int, virtual_stages: int, stage: int, layout: str,
+                 counts: tuple[int, ...] | None) -> list[int]:
+    """The indices of the layers the rank of pipeline `stage` holds, over all its chunks (`counts`:
+    layers per virtual stage, default the even split; `cost.partition.rank_stages` places them)."""
     from parasim.cost.partition import rank_stages, stage_count, virtual_stage_layers
 
     counts = counts or virtual_stage_layers(model.layers, pp, stage_count(pp, virtual_stages, layout) // pp)
     starts = [sum(counts[:g]) for g in range(len(counts))]
-    layers = [li for g in rank_stages(pp, virtual_stages, layout)[stage] for li in range(starts[g], starts[g] + counts[g])]
-    moe = sum(1 for li in layers if model.is_moe and li >= model.dense_layers)
-    edges = _rank_edge_params(model, tp, pp, virtual_stages, stage, layout)
-    return params - edges - len(layers) * model.norm_params_per_layer - moe * model.router_params
+    return [li for g in rank_stages(pp, virtual_stages, layout)[stage] for li in range(starts[g], starts[g] + counts[g])]
 
 
 def _rank_edge_params(model: ModelSpec, tp: int, pp: int, virtual_stages: int, stage: int, layout: str) -> float:

@@ -87,13 +87,13 @@ def gemm_roofline_s(m: float, flops: float, bytes_moved: float, acc: Accelerator
     in place of wave_fill."""
     if m <= 0 or flops <= 0:
         return 0.0
-    eff = acc.gemm_efficiency(compute_dtype, k) * (fill if fill > 0 else wave_fill(m, n, acc, tile_m))
+    base, peak = acc.gemm_efficiency(compute_dtype, k), acc.sustained_peak(compute_dtype)
+    eff = base * (fill if fill > 0 else wave_fill(m, n, acc, tile_m))
     memory_s = bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory)
-    t = max(flops / (acc.sustained_peak(compute_dtype) * eff), memory_s)
+    t = max(flops / (peak * eff), memory_s)
     p = acc.gemm_ridge_p(compute_dtype)
     if p > 0:  # real rows only: the padding is in the floor above (ridge_time_s)
-        real_s = flops / (acc.sustained_peak(compute_dtype) * acc.gemm_efficiency(compute_dtype, k))
-        t = max(t, ridge_time_s(real_s, memory_s, p))
+        t = max(t, ridge_time_s(flops / (peak * base), memory_s, p))
     return t + acc.efficiency.kernel_overhead_s
 
 

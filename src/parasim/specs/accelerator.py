@@ -201,7 +201,7 @@ class AcceleratorSpec:
         K-loop runs twice as fast per element, so its k0 (in K elements) is twice the 16-bit one.
         """
         e = self.efficiency
-        low = dtype in ("fp8", "fp4", "int8", "int4") and self.has_unit(dtype)
+        low = self._low_precision_unit(dtype)
         base = e.gemm_fp8 if low and e.gemm_fp8 else e.gemm
         if dtype in ("fp4", "int4") and self.has_unit(dtype) and e.gemm_fp4:
             base = e.gemm_fp4
@@ -214,8 +214,11 @@ class AcceleratorSpec:
     def gemm_ridge_p(self, dtype: str) -> float:
         """The smooth-roofline exponent of GEMMs on `dtype`'s unit (0 = sharp max; see Efficiency)."""
         e = self.efficiency
-        low = dtype in ("fp8", "fp4", "int8", "int4") and self.has_unit(dtype)
-        return e.gemm_ridge_p_fp8 if low else e.gemm_ridge_p
+        return e.gemm_ridge_p_fp8 if self._low_precision_unit(dtype) else e.gemm_ridge_p
+
+    def _low_precision_unit(self, dtype: str) -> bool:
+        """Whether `dtype`'s GEMMs run on the part's 8/4-bit tensor unit (the `_fp8` efficiencies)."""
+        return dtype in ("fp8", "fp4", "int8", "int4") and self.has_unit(dtype)
 
     def summary(self) -> dict:
         p = self.peak_flops_per_s
