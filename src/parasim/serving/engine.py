@@ -172,8 +172,13 @@ class Instance:
             for rid in b.victims:
                 self._preempt(rid)
         if b.admit:
-            for _ in range(b.admit):
-                self._admit(self.waiting.popleft(), t)
+            admitted = [self.waiting.popleft() for _ in range(b.admit)]
+            # every admitted prompt takes its shared prefix before any allocates: the scheduler counted
+            # on those cached blocks, and an earlier prompt's allocation must not evict them
+            for rid in admitted:
+                self._claim_prefix(rid)
+            for rid in admitted:
+                self._admit(rid, t)
         if b.joins:
             for _ in range(b.joins):
                 self._join_transferred(self.waiting.popleft(), t)
@@ -305,14 +310,21 @@ class Instance:
         return dt
 
     # --- transitions --------------------------------------------------------------------------------------
+    def _claim_prefix(self, rid: int) -> None:
+        """Reference the cached prefix request `rid` will reuse (`shared_tokens`), so that no
+        allocation evicts it before the request is admitted (`_admit`)."""
+        st = self.st
+        shared = self.shared_tokens_if_admitted(rid)
+        if shared:
+            self.kv.acquire(st.prefix_id[rid])
+        st.shared_tokens[rid] = shared
+
     def _admit(self, rid: int, t: float) -> None:
+        """Admit `rid` after `_claim_prefix`: its prefill starts after the shared tokens."""
         st, kv = self.st, self.kv
         st.state[rid] = PREFILL
         st.prefill_target[rid] = st.prompt_tokens[rid] + st.emitted[rid]
-        shared = self.shared_tokens_if_admitted(rid)
-        if shared:
-            kv.acquire(st.prefix_id[rid])
-        st.shared_tokens[rid] = shared
+        shared = st.shared_tokens[rid]
         st.prefilled[rid] = shared
         self.outstanding -= shared
         if self.reserve_full:
