@@ -1,0 +1,89 @@
+"""The GPUStack Performance Lab MoE serving files (docs/serving.md, "New public sources, 2026-12-07 (IV)"):
+each row as its page prints it, and each row runs.
+
+Every case's source repeats the serve command and the whole `vllm bench serve` printout. These tests derive
+the case back from that text (request count, token totals, duration, parallelism, engine release), so a
+mistyped row or a plan that does not match its command shows up here; the simulator's answers are checked
+against conservation laws, not against its own numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from parasim.specs.validation_case import load_cases
+from parasim.validation.serving import predict_case
+
+SHIPPED = Path(__file__).resolve().parents[1] / "validation"
+FILES = ("gpustack-vllm-moe.yaml", "gpustack-sglang-moe.yaml")
+CASES = [c for f in FILES for c in load_cases(SHIPPED / f)]
+#: the files' inclusion rule (their headers): blocks that generated less than this share of
+#: requests x output length (early EOS: the client sets no --ignore-eos) are left out
+MIN_GENERATED_SHARE = 0.97
+
+
+def _printed(pattern: str, text: str) -> float:
+    m = re.search(pattern, text)
+    assert m, f"{pattern!r} not in the source"
+    return float(m.group(1))
+
+
+def test_both_files_hold_the_rows_their_headers_describe():
+    """27 vLLM rows and 7 SGLang rows, unique ids, each file's rows naming its engine."""
+    vllm = load_cases(SHIPPED / FILES[0])
+    sglang = load_cases(SHIPPED / FILES[1])
+    assert (len(vllm), len(sglang)) == (27, 7)
+    assert len({c.id for c in CASES}) == len(CASES)
+    assert all(c.software.startswith("vllm ") for c in vllm)
+    assert all(c.software.startswith("sglang ") for c in sglang)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_rows_match_the_printed_totals(case):
+    """The request count is the printed one; the printed input total is requests x the fixed prompt length to
+    within re-tokenization (1 %); the generated total is at most requests x output length and at least the
+    inclusion share of it; the measured values are the printed ones (ms -> s); printed generated tokens /
+    duration is the printed throughput to the rounding of the duration."""
+    src, wl = case.source, case.workload
+    n = _printed(r"Successful requests (\d+)", src)
+    assert wl["requests"] == n
+    assert _printed(r"Total input tokens (\d+)", src) == pytest.approx(wl["prompt_tokens"] * n, rel=1e-2)
+    generated = _printed(r"Total generated tokens (\d+)", src)
+    assert MIN_GENERATED_SHARE * wl["output_tokens"] * n <= generated <= wl["output_tokens"] * n
+    tput = _printed(r"Output token throughput ([\d.]+) tok/s", src)
+    assert case.measured["output_tokens_per_s"] == tput
+    duration_s = _printed(r"Benchmark duration ([\d.]+) s", src)
+    assert generated / duration_s == pytest.approx(tput, rel=2e-3)
+    assert case.measured["ttft_mean_s"] == pytest.approx(_printed(r"Mean TTFT ([\d.]+) ms", src) / 1e3, rel=1e-12)
+    assert case.measured["tpot_mean_s"] == pytest.approx(_printed(r"Mean TPOT ([\d.]+) ms", src) / 1e3, rel=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_plan_is_the_serve_command(case):
+    """The GPU count and TP degree are the serve command's (-tp / --tp / --tp-size; none: one GPU); the
+    client sent every request at once (no --request-rate, no --max-concurrency), so arrival is a burst; the
+    software release is the page's "Engine Version" line quoted in the source."""
+    src = case.source
+    cmd = re.search(r'serving script": (.*?); "', src).group(1)
+    m = re.search(r"(?:-tp|--tp|--tp-size)\s+(\d+)", cmd)
+    tp = int(m.group(1)) if m else 1
+    assert case.plan["tp"] == tp
+    assert case.cluster.gpus == tp
+    assert case.workload["arrival"] == "burst"
+    assert not re.search(r"--request-rate|--max-concurrency", src)
+    release = case.software.split()[1]
+    assert re.search(r"(?:vLLM|SGLang): v" + re.escape(release) + ";", src)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_rows_run_and_conserve_tokens(case):
+    """Every row predicts; with fixed lengths, output rate = request rate x output length, and each request's
+    E2E is its TTFT plus (output - 1) gaps, so the means add up the same way."""
+    r = predict_case(case)
+    assert r.status == "ok", r.reason
+    p, out = r.predicted, case.workload["output_tokens"]
+    assert p["output_tokens_per_s"] == pytest.approx(p["requests_per_s"] * out, rel=1e-9)
+    assert p["e2e_mean_s"] == pytest.approx(p["ttft_mean_s"] + (out - 1) * p["tpot_mean_s"], rel=1e-6)
