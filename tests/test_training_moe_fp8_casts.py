@@ -85,3 +85,14 @@ def test_more_experts_per_token_cast_more(k):
     t, h, w = 4096, 2048, 768
     step = t * (h + w) * CAST_BYTES / (B200.hbm_bw_bytes_per_s * B200.efficiency.memory)  # one row per token
     assert more[0] - few[0] == pytest.approx(step, rel=1e-6)
+
+
+def test_a_shared_expert_casts_as_a_dense_mlp_of_its_width():
+    """A shared expert sees every token (no routing): its first GEMM's input and its second's, and
+    their output gradients, one row per token."""
+    t, h, w = 4096, 2048, 768
+    base = _casts(QWEN30, _plan(), moe=True)
+    shared = _casts(replace(QWEN30, shared_experts=1), _plan(), moe=True)
+    per_byte = 1 / (B200.hbm_bw_bytes_per_s * B200.efficiency.memory)
+    assert shared[0] - base[0] == pytest.approx(t * (h + w) * CAST_BYTES * per_byte, rel=1e-9)
+    assert shared[1] - base[1] == pytest.approx(t * (h + 2 * w) * CAST_BYTES * per_byte, rel=1e-9)
