@@ -37,8 +37,9 @@ GROUPED_GEMM_HOST_S = 0.272e-3 / 8
 EXPERT_GEMMS_FWD, EXPERT_GEMMS_BWD = 2, 4
 #: Host time of the grouped MLP per local expert, forward and backward. (Until 2026-12-07 this was
 #: TransformerEngine issue #2897's ~1.2 / ~2.1 ms of CPU time for 64 experts, 18.8 / 32.8 us per
-#: expert: the *fused* MXFP8 grouped MLP ops of TE PR #2769, which came after the 26.02 container
-#: the validation rows ran; that issue also prices most of it per call, not per expert.)
+#: expert: the *fused* MXFP8 grouped MLP ops of TE PR #2769 (by its number spring 2026, after the
+#: 26.02 container the validation rows ran); that issue also prices most of it per call, not per
+#: expert.)
 GROUPED_MLP_HOST_S_PER_EXPERT = (EXPERT_GEMMS_FWD * GROUPED_GEMM_HOST_S, EXPERT_GEMMS_BWD * GROUPED_GEMM_HOST_S)
 #: A device-to-host sync's round trip beyond the launch it waits for: NVIDIA's "Getting Started
 #: with CUDA Graphs" (Gray, 2019) measures 9.6 us per short kernel with a stream sync after each
