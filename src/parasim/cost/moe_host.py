@@ -25,13 +25,22 @@ from typing import NamedTuple
 #: eager vs 5.1 ms as a CUDA graph: 0.26 ms per layer for its 10 kernels (the same measurement
 #: as `engines.host.EAGER_KERNEL_DISPATCH_S`, which the serving model uses).
 EAGER_KERNEL_DISPATCH_S = 0.26e-3 / 10
-#: Host time of Transformer Engine's grouped MLP block (fc1, SwiGLU, fc2 over a GPU's local
-#: experts) per local expert, forward and backward: TransformerEngine issue #2897 (2026-04)
-#: measures ~1.2 ms forward and ~2.1 ms backward of CPU time for the fused MXFP8 grouped MLP on
-#: GB200 with 64 experts (wgrad allocations, scale swizzles, quantizer set-up, the grouped GEMM
-#: calls), taken here as proportional to the experts; the unfused GroupedLinear of the same era
-#: adds per-GEMM splits and allocations of the same kind (TE issue #1499).
-GROUPED_MLP_HOST_S_PER_EXPERT = (1.2e-3 / 64, 2.1e-3 / 64)
+#: Host time of one expert GEMM in Transformer Engine's GroupedLinear, the module Megatron-Core's
+#: TEGroupedMLP runs: a per-expert loop of cuBLASLt GEMMs over several CUDA streams
+#: (`nvte_multi_tensor_gemm`). TransformerEngine PR #3134 (2026-06, SM100) times that path at
+#: 0.272 ms for 8 experts x 128 tokens (N = K = 2,048, per-call scale swizzles included): 34 us
+#: per expert GEMM, where one CUTLASS launch for all 8 takes 0.069 ms. Its GEMMs are ~1 GFLOP
+#: each, a few microseconds of tensor-core time, so the 34 us is the path's per-GEMM issue cost.
+#: The figure is NVFP4 (per-tensor); the path is the one the FP8 / MXFP8 / BF16 runs take.
+GROUPED_GEMM_HOST_S = 0.272e-3 / 8
+#: Expert GEMMs per local expert: forward fc1 and fc2; backward the data and weight gradients of each.
+EXPERT_GEMMS_FWD, EXPERT_GEMMS_BWD = 2, 4
+#: Host time of the grouped MLP per local expert, forward and backward. (Until 2026-12-07 this was
+#: TransformerEngine issue #2897's ~1.2 / ~2.1 ms of CPU time for 64 experts, 18.8 / 32.8 us per
+#: expert: the *fused* MXFP8 grouped MLP ops of TE PR #2769 (by its number spring 2026, after the
+#: 26.02 container the validation rows ran); that issue also prices most of it per call, not per
+#: expert.)
+GROUPED_MLP_HOST_S_PER_EXPERT = (EXPERT_GEMMS_FWD * GROUPED_GEMM_HOST_S, EXPERT_GEMMS_BWD * GROUPED_GEMM_HOST_S)
 #: A device-to-host sync's round trip beyond the launch it waits for: NVIDIA's "Getting Started
 #: with CUDA Graphs" (Gray, 2019) measures 9.6 us per short kernel with a stream sync after each
 #: and 3.8 us without.

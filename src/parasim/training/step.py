@@ -120,7 +120,7 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
     b = layer.backward(f, attention_s=attn_f, fused_attention=plan.flash_attention,
                        attention_bwd_shape=layer.attention_bwd_shape(t, pairs_per_mb / plan.cp))
     gemms, elem = forward_gemms_s(f), f["elementwise"]
-    cast_f, cast_b = _fp8_casts_s(model, plan, acc, t)
+    cast_f, cast_b = _fp8_casts_s(model, plan, layer, acc, t, moe=moe)
     ring_f, ring_b = (ring_merge_s(t * model.heads * model.head_dim / plan.tp, plan.cp, acc)
                       if plan.cp_ring == "pytorch" else (0.0, 0.0))
     fwd_compute = gemms + attn_f + elem + cast_f + ring_f
@@ -193,16 +193,45 @@ def _attention_fwd_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan,
     return f["attn_prefill"]
 
 
-def _fp8_casts_s(model: ModelSpec, plan: TrainingPlan, acc, t: float) -> tuple[float, float]:
-    """Transformer Engine's casts of the GEMM inputs to FP8: (forward, backward) seconds."""
+def _fp8_casts_s(model: ModelSpec, plan: TrainingPlan, layer: LayerCost, acc, t: float, *,
+                 moe: bool) -> tuple[float, float]:
+    """Transformer Engine's casts of the GEMM inputs to FP8: (forward, backward) seconds. The
+    forward casts each GEMM's input, the backward each GEMM's output gradient (the dgrad and
+    wgrad operands), so the elements are those of the tensors entering and leaving the GEMMs."""
     if plan.precision != "fp8":
         return 0.0, 0.0
     tp = plan.tp
-    fwd_in = model.hidden * 2 + model.q_dim / tp + model.ffn_hidden / tp
     qkv_out = (model.q_dim + 2 * model.kv_heads * model.head_dim) / tp
-    bwd_in = qkv_out + 2 * model.hidden + (model.mlp_matrices - 1) * model.ffn_hidden / tp
-    return (memory_time_s(t * fwd_in * FP8_CAST_BYTES, acc, kernels=4),
-            memory_time_s(t * bwd_in * FP8_CAST_BYTES, acc, kernels=4))
+    # attention: the QKV input and the output projection's input; their output gradients
+    fwd_el = t * (model.hidden + model.q_dim / tp)
+    bwd_el = t * (qkv_out + model.hidden)
+    mm = model.mlp_matrices - 1  # gate + up (gated MLP) or up: the first GEMM's output widths
+    if moe:
+        fwd_m, bwd_m = _expert_cast_elements(model, plan, layer, t)
+        fwd_el, bwd_el = fwd_el + fwd_m, bwd_el + bwd_m
+        if model.shared_experts:  # a dense MLP of shared_experts x moe_ffn_hidden beside the router
+            width = model.shared_experts * model.moe_ffn_hidden / tp
+            fwd_el += t * (model.hidden + width)
+            bwd_el += t * (model.hidden + mm * width)
+    else:
+        fwd_el += t * (model.hidden + model.ffn_hidden / tp)
+        bwd_el += t * (model.hidden + mm * model.ffn_hidden / tp)
+    return (memory_time_s(fwd_el * FP8_CAST_BYTES, acc, kernels=4),
+            memory_time_s(bwd_el * FP8_CAST_BYTES, acc, kernels=4))
+
+
+def _expert_cast_elements(model: ModelSpec, plan: TrainingPlan, layer: LayerCost, t: float) -> tuple[float, float]:
+    """Elements Transformer Engine casts to FP8 around the routed experts' grouped GEMMs on the
+    busiest expert rank, per micro-batch: (forward, backward). TEGroupedMLP's GroupedLinear
+    quantizes the permuted rows it receives (one row per routed token-expert pair: the ep peers'
+    tokens x top-k, gathered over etp, at the busiest rank's load, as `LayerCost._moe_ops` runs
+    the GEMMs), not one row per token: the first GEMM's input (hidden wide) and the second's
+    (moe_ffn_hidden / etp); in the backward the second GEMM's output gradient (hidden) and the
+    first's (gate + up: 2 x moe_ffn_hidden / etp)."""
+    rows = layer.moe_group_tokens(t) * model.experts_per_token * layer.expert_load(t) / plan.ep
+    width = model.moe_ffn_hidden / layer.etp
+    mm = model.mlp_matrices - 1
+    return rows * (model.hidden + width), rows * (model.hidden + mm * width)
 
 
 def _inlayer_comm_s(plan: TrainingPlan, layer: LayerCost, f: dict[str, float], t: float, gemms: float,
