@@ -97,7 +97,8 @@ def test_preempting_run_equal(sched):
 
 @pytest.mark.parametrize("extra", [dict(prefix_cache=True), dict(replicas=2, router="least_outstanding_tokens"), dict(scheduler="static"),
                                    dict(kv_reservation="full"), dict(pp=2), dict(max_queued=5),
-                                   dict(spec_method="ngram", num_speculative_tokens=3, spec_acceptance=0.6)])
+                                   dict(spec_method="ngram", num_speculative_tokens=3, spec_acceptance=0.6),
+                                   dict(scheduler="sglang", schedule_ahead=True)])
 def test_out_of_scope_runs_the_python_engine(extra, monkeypatch):
     python_engine_only(ServingPlan(**({"scheduler": "sarathi"} | extra)), monkeypatch)
 

@@ -178,3 +178,22 @@ def test_lmdeploy_pre_pr775_burst_gets_its_first_tokens_together():
     assert len(set(early.round(12))) == 1
     assert len(set(late.round(12))) == 7
     assert late[0] < early[0] < late[-1]
+
+
+@pytest.mark.parametrize("software, source, custom", [
+    ("lmdeploy 0.1.0a1 (TurboMind)", "", False),  # ftNcclAllReduceSum in the attention and FFN layers
+    ("lmdeploy 0.4.2", "", False),
+    ("lmdeploy 0.7.1", "", False),
+    ("lmdeploy 0.7.2", "", True),                  # src/turbomind/comm: its own (native) all-reduce
+    ("lmdeploy 0.8.0", "", True),
+    ("lmdeploy", "", True),                        # unnamed: the current release
+    ("lmdeploy 0.4.2", "--backend pytorch", True),  # the PyTorch engine keeps parasim's default
+])
+def test_turbomind_all_reduces_through_nccl_before_0_7_2(software, source, custom):
+    m, acc = get_model("llama-3.1-70b"), get_accelerator("a100-sxm-80gb")
+    s = lmdeploy_setup(software, source, m, acc, tp=4, pp=1, weights="bf16")
+    assert s.custom_allreduce is custom
+    assert ("through NCCL" in s.why) is not custom
+    raw = _case(software, source, gpu="a100-sxm-80gb", model="llama-3.1-70b")
+    plan, _, _ = case_plan(raw)
+    assert plan.custom_allreduce is custom

@@ -31,6 +31,15 @@ released wheels' `lmdeploy/messages.py` (TurbomindEngineConfig, PytorchEngineCon
   gets an int8 / int4 KV cache.
 * **PyTorch backend:** 64-token blocks, 0.8 of free memory (from 0.2.6), `max_prefill_token_num`
   4096, recompute eviction, prefill iterations apart from decode (`vllm` rule).
+* **TP all-reduce.** Up to 0.7.1 TurboMind's layers all-reduce through NCCL: the attention and FFN
+  layers call `ftNcclAllReduceSum` (src/turbomind/models/llama/LlamaContextAttentionLayer.cc,
+  LlamaDecoderSelfAttentionLayer.cc and LlamaFfnLayer.cc at v0.1.0a1; unified_attention_layer.cc
+  and LlamaFfnLayer.cc up to v0.7.1), and the FasterTransformer custom all-reduce the tree still
+  carries (`custom_ar_comm.cc`) is off by default (`enable_custom_all_reduce` 0 in the model
+  config) and not called by the llama layers. v0.7.2 (2025-03) brought its own communicators
+  (`src/turbomind/comm`: `native` beside `nccl`). So `custom_allreduce` is off before 0.7.2
+  (every TP all-reduce is NCCL's, parasim's `collective_time_s`), on from 0.7.2 and for an
+  unnamed release; the PyTorch backend keeps parasim's default.
 * **Host.** TurboMind's batch loop is C++: its per-iteration host time is taken as TensorRT-LLM's
   (`ITERATION_OVERHEAD_S["lmdeploy"]`); the PyTorch backend's as vLLM's. Both are assumptions, not
   published LMDeploy figures.
@@ -71,6 +80,11 @@ class LmdeploySetup:
     kv_dtype: str | None  # None = the model's dtype (quant_policy 0)
     iteration_overhead_s: float
     why: str
+    custom_allreduce: bool = True  # False: every TP all-reduce through NCCL (TurboMind before 0.7.2)
+
+
+#: the first release whose TurboMind has its own (non-NCCL) all-reduce: v0.7.2's src/turbomind/comm
+TURBOMIND_OWN_ALLREDUCE = (0, 7, 2)
 
 
 def lmdeploy_setup(software: str, source: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int,
@@ -124,7 +138,10 @@ def lmdeploy_setup(software: str, source: str, model: ModelSpec, acc: Accelerato
            f"({fmt_gib(kv)} per GPU), {block}-token blocks, KV taken as sequences grow (preempted sequences "
            f"recompute)" + (f", KV cache {kv_dtype} (quant_policy in the source)" if kv_dtype else "")
            + "".join(f"; {k} {v:g} (from the source)" for k, v in stated.items()))
-    return LmdeploySetup(engine, sched, budget, batch, block, kv, kv_dtype, overhead, why)
+    nccl = engine == "turbomind" and rel is not None and (*rel, patch) < TURBOMIND_OWN_ALLREDUCE
+    if nccl:
+        why += "; TP all-reduces through NCCL (ftNcclAllReduceSum; TurboMind's own all-reduce came in 0.7.2)"
+    return LmdeploySetup(engine, sched, budget, batch, block, kv, kv_dtype, overhead, why, custom_allreduce=not nccl)
 
 
 @ENGINES.register
@@ -146,5 +163,7 @@ class LmdeployProfile(EngineProfile):
                   block_size=setup.block_size, kv_reservation="incremental",
                   iteration_overhead_s=setup.iteration_overhead_s,
                   max_batch=ctx.stated.get("max_batch") or setup.max_batch)
+        if not setup.custom_allreduce:
+            kw["custom_allreduce"] = False
         kw["gpu_memory_utilization"] = ctx.utilization_leaving(setup.kv_bytes)
         ctx.choose(setup.why, "max_batch", kw["max_batch"])

@@ -23,6 +23,20 @@ scheduler (sgl-project/sglang, 2024-2025 sources):
   current one, so the per-iteration host time is taken as the C++ runtime's
   (`ITERATION_OVERHEAD_S["sglang"]`, equal to TensorRT-LLM's); before 0.4, parasim's default
   engine's. Neither is a published SGLang figure.
+* **Batches formed ahead** (`schedule_ahead`, from 0.4). The same overlap scheduler
+  (`Scheduler.event_loop_overlap`, on by default since PR #2067, 2024-11-19) launches batch i
+  without waiting for it, then blocks on batch i-1's result, and only then receives new requests
+  and forms batch i+1 (v0.4.0 scheduler.py). So a request that arrives while batch i runs on the
+  GPU is first seen when batch i-1's result is in, after batch i+1 was formed: it joins batch
+  i+2 at the earliest, one whole iteration later than in a loop that forms each batch after the
+  previous one ends. A source's `--disable-overlap-schedule` turns both off.
+* **Prefill attention kernel.** The default attention backend is FlashInfer. Up to 0.4.1 SGLang
+  ran FlashInfer 0.1.x (PR #2517, 2024-12-19: "continue to use flashinfer 0.1.6 temporarily",
+  after 0.2.0 broke its CI), whose prefill kernels use no Hopper-specific instructions:
+  flashinfer issue #521 (2024-10) measures its prefill about 2x slower than FA3 on an SM90 part,
+  fixed by the FA3 template of PR #667 in FlashInfer 0.2.0 (2024-12-16). So those releases
+  prefill at the FA2-generation rate (`attention` flash2: the catalog's `attention_fa2_ratio`,
+  1.0 off Hopper); from 0.4.2, and for an unnamed release, the catalog's best kernel.
 * The KV cache is stored in the model's dtype unless the source asks for `--kv-cache-dtype fp8`
   (`auto`, as in vLLM).
 """
@@ -36,7 +50,7 @@ from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.memory import RUNTIME_RESERVED_BYTES, kv_cache_bytes_per_token_per_gpu, weight_bytes_per_gpu
 from parasim.engines.host import ITERATION_OVERHEAD_S
 from parasim.engines.profile import ENGINES, EngineContext, EngineProfile, triton_moe_gemm
-from parasim.engines.software import SourceFlags, release
+from parasim.engines.software import SourceFlags, release, release_patch
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
 from parasim.units import fmt_gib
@@ -57,6 +71,14 @@ _SLOTS_PER_CONTEXT, _MIN_SLOTS, _MAX_SLOTS = 512, 2048, 4096
 _FLAGS = SourceFlags(mem_fraction_static=r"mem[-_]frac(?:tion[-_]static)?",
                      chunked_prefill_size=r"chunked[-_]prefill[-_]size",
                      max_running_requests=r"max[-_]running[-_]requests")
+#: the overlap scheduler turned off by the server flag (0.4: `--disable-overlap-schedule`)
+_NO_OVERLAP = re.compile(r"disable[-_]overlap[-_]schedule", re.IGNORECASE)
+
+
+#: the first release with the overlap scheduler on by default (batches formed one ahead)
+OVERLAP_RELEASE = (0, 4)
+#: the last (major, minor, patch) on FlashInfer 0.1.x, whose prefill kernels are FA2-generation on Hopper
+LAST_FLASHINFER_01 = (0, 4, 1)
 
 
 @dataclass(frozen=True)
@@ -67,6 +89,8 @@ class SglangSetup:
     kv_bytes: float  # per GPU
     iteration_overhead_s: float
     why: str
+    schedule_ahead: bool = True  # the overlap scheduler forms batch i+1 while batch i runs
+    attention: str = "flash"  # prefill attention: flash (the catalog's best) | flash2 (FlashInfer 0.1.x)
 
 
 def default_mem_fraction(rel: tuple[int, int] | None, acc: AcceleratorSpec, *, tp: int, pp: int) -> float:
@@ -107,16 +131,21 @@ def sglang_setup(software: str, source: str, model: ModelSpec, acc: AcceleratorS
     running = int(stated.get("max_running_requests") or max(1, min(tokens // 2, slots)))
     for k, v in stated.items():
         notes.append(f"{k} {v:g} (from the source)")
-    overlap = rel is None or rel >= (0, 4)
+    overlap = (rel is None or rel >= OVERLAP_RELEASE) and not _NO_OVERLAP.search(text)
+    fa2 = rel is not None and (*rel, release_patch(software)) <= LAST_FLASHINFER_01
     ver = f"{rel[0]}.{rel[1]}" if rel else "(release not named: the current defaults)"
     why = (f"SGLang {ver} defaults: prefill first without mixing, chunked_prefill_size {chunk}, "
            f"mem_fraction_static {mfs:g} (KV = {mfs:g} x memory before weights - weights = {fmt_gib(kv)} per GPU, "
            f"{tokens:,} tokens), max_running_requests {running}, page_size {SGLANG_PAGE}, KV reserved as it grows "
            f"(retraction = recompute); "
-           + ("overlap scheduler (host work hidden)" if overlap else "no overlap scheduler")
+           + ("overlap scheduler (host work hidden; each batch formed while the previous one runs, so a "
+              "request arriving during an iteration joins the one after next)" if overlap else "no overlap scheduler")
+           + ("; prefill attention by FlashInfer 0.1.x (no Hopper kernels before FlashInfer 0.2): the "
+              "FA2-generation rate" if fa2 else "")
            + "".join(f"; {n}" for n in notes))
     return SglangSetup(mfs, chunk, running, kv,
-                       ITERATION_OVERHEAD_S["sglang" if overlap else "default"], why)
+                       ITERATION_OVERHEAD_S["sglang" if overlap else "default"], why,
+                       schedule_ahead=overlap, attention="flash2" if fa2 else "flash")
 
 
 _DP_ATTN = re.compile(r"enable[-_]dp[-_]attention", re.IGNORECASE)
@@ -146,7 +175,8 @@ class SglangProfile(EngineProfile):
                              weights=kw["weights"], kv_dtype=ctx.kv_dtype_of(), ep=kw.get("ep", 1))
         kw.update(scheduler=ctx.scheduler("sglang"), block_size=SGLANG_PAGE, token_budget=setup.chunked_prefill_size,
                   kv_reservation="incremental", iteration_overhead_s=setup.iteration_overhead_s,
-                  max_batch=ctx.stated.get("max_batch") or setup.max_batch)
+                  max_batch=ctx.stated.get("max_batch") or setup.max_batch, schedule_ahead=setup.schedule_ahead,
+                  attention=setup.attention)
         kw["gpu_memory_utilization"] = ctx.utilization_leaving(setup.kv_bytes)
         ctx.choose(setup.why, "max_batch", kw["max_batch"])
         triton_moe_gemm(ctx)

@@ -52,13 +52,18 @@ DECODE_ALL = Batch(decode=True)  # every decoder steps (read only: start and end
 
 class Instance:
     def __init__(self, idx: int, *, replica: int, role: str, cost: IterationCost, kv: KVPool, scheduler: Scheduler,
-                 st: ReqState, reserve_full: bool, gpus: int) -> None:
+                 st: ReqState, reserve_full: bool, gpus: int, schedule_ahead: bool = False) -> None:
         self.idx, self.replica, self.role = idx, replica, role
         self.cost, self.kv, self.sched, self.st = cost, kv, scheduler, st
         self.block = kv.block
         self.reserve_full = reserve_full
         self.gpus = gpus
         self.waiting: deque[int] = deque()
+        # schedule_ahead (ServingPlan): the next batch is formed while this one runs, so a request
+        # that arrives during an iteration is held here, out of the scheduler's sight, until the
+        # batch formed ahead of it has started (`release_held`)
+        self.ahead = schedule_ahead
+        self.held: deque[int] = deque()
         self.prefilling: list[int] = []
         self.n_dec = 0  # decoding requests
         self.decode_ctx_sum = 0  # their cached contexts, summed
@@ -95,7 +100,7 @@ class Instance:
 
     # --- queries used by schedulers (read-only) -------------------------------------------------------
     def has_work(self) -> bool:
-        return bool(self.waiting or self.prefilling or self.n_dec)
+        return bool(self.waiting or self.prefilling or self.n_dec or self.held)
 
     def running(self) -> int:
         return self.n_dec + len(self.prefilling)
@@ -142,16 +147,27 @@ class Instance:
     # --- decide -----------------------------------------------------------------------------------------
     def requests_in(self) -> int:
         """Requests routed here and not finished: queued, prefilling or decoding."""
-        return len(self.waiting) + len(self.prefilling) + self.n_dec
+        return len(self.waiting) + len(self.prefilling) + self.n_dec + len(self.held)
 
-    def enqueue(self, rid: int, tokens: int) -> None:
+    def enqueue(self, rid: int, tokens: int, held: bool = False) -> None:
         """Queue request `rid` here (an arrival, or a transferred KV cache): `tokens` still to
-        process count towards this instance's load."""
+        process count towards this instance's load. `held`: it arrived while an iteration ran on
+        an engine that forms its next batch ahead (schedule_ahead), so that batch cannot hold it."""
         st = self.st
         st.instance[rid] = self.idx
         st.state[rid] = WAITING
         self.outstanding += tokens
+        if held:
+            self.held.append(rid)
+            return
         self.waiting.append(rid)
+        self.queue_unordered = True
+
+    def release_held(self) -> None:
+        """The batch formed ahead has started (or none was formed): the requests held during the
+        previous iteration join the queue, in arrival order, for the next decision."""
+        self.waiting.extend(self.held)
+        self.held.clear()
         self.queue_unordered = True
 
     def decide(self) -> Batch:
@@ -673,10 +689,15 @@ class Loop:
         while True:
             b = inst.decide()
             if b.empty():
+                if inst.held:  # nothing was formed ahead of them: the scheduler sees them now
+                    inst.release_held()
+                    continue
                 inst.busy = False
                 self._check_stuck(inst)
                 return
             dt = inst.start(b, t)
+            if inst.held:
+                inst.release_held()
             inst.busy = True
             self._push(t + dt, END, "end", (inst, b))
             return
@@ -730,6 +751,8 @@ class Loop:
         runs = inst.sched.decodes_when_idle and inst.rec is None  # decode stretches without a batch per step
         inf = float("inf")
         horizon = self.horizon_s
+        ahead, held = inst.ahead, inst.held
+        since = 0.0  # schedule_ahead: the start of the iteration that ended at t (arrivals after it are held)
         while True:
             while i < n and arr[i] <= t:
                 if state[i] == DROPPED:  # rejected on arrival: it can never fit (simulate's kv_fit)
@@ -739,29 +762,41 @@ class Loop:
                     self._shed(i, t)
                     i += stride
                     continue
-                inst.enqueue(i, prompt[i] + output[i])
+                inst.enqueue(i, prompt[i] + output[i], ahead and since < arr[i] < t)
                 i += stride
             if not (waiting or inst.prefilling or inst.n_dec):
+                if held:  # nothing was formed ahead of them: the scheduler sees them now
+                    inst.release_held()
+                    continue
                 if i >= n:
                     break
-                t = arr[i]
+                t = since = arr[i]
                 continue
             if t > horizon:  # requests in hand past the horizon: each finishes after t
                 self.cut_s = t
                 return
-            if runs and not waiting and not inst.prefilling:
+            if runs and not waiting and not inst.prefilling and not held:
                 steps = inst.iterations
+                t0 = t
                 t = inst.decode_run(t, min(arr[i] if i < n else inf, horizon), on_done)
                 if inst.iterations != steps:
+                    if ahead:  # the last step's start: the previous step's end, or the run's start
+                        since = max(t0, inst.step_end_s[inst.decode_step - 1])
                     continue
             b = decide()
             if b.empty():
+                if held:
+                    inst.release_held()
+                    continue
                 self._now = t
                 self._check_stuck(inst, restart=False)
                 if not (waiting or inst.prefilling or inst.n_dec) and i < n:
-                    t = max(t, arr[i])
+                    t = since = max(t, arr[i])
                 continue
+            since = t
             t += inst.start(b, t)
+            if held:
+                inst.release_held()
             inst.end(b, t, on_done)
 
     def _run_events(self) -> None:
@@ -878,7 +913,7 @@ class Loop:
             t = inst.due_s
             if not inst.start_pending or t >= tau:
                 return
-            if runs and not inst.waiting and not inst.prefilling:
+            if runs and not inst.waiting and not inst.prefilling and not inst.held:
                 first = inst.decode_step + 1
                 inst.due_s = inst.decode_run(t, tau, on_done, end_by_s=tau)
                 if buf:  # a join's first step: the run's first
@@ -888,7 +923,8 @@ class Loop:
                     inst.start_pending = False
                 if not inst.start_pending or t >= tau:
                     return
-            if runs and not inst.waiting and not inst.prefilling and inst.kv.free >= inst.decode_block_need():
+            if (runs and not inst.waiting and not inst.prefilling and inst.n_dec
+                    and inst.kv.free >= inst.decode_block_need()):  # (n_dec: not only held requests)
                 n = inst.n_dec
                 if hold and t + inst.cost.decode_step_s(n)(inst.decode_ctx_sum + n) > tau:
                     return  # in flight at tau: its start changes nothing a reader of `outstanding` sees
@@ -896,12 +932,17 @@ class Loop:
             else:
                 b = inst.decide()
             if b.empty():  # as _begin: drop a head that can never fit, else idle until woken
+                if inst.held:
+                    inst.release_held()
+                    continue
                 self._now = t
                 inst.start_pending = self._drop_stuck(inst) and bool(inst.waiting)
                 continue
             inst.start_pending = False
             inst.started_s = t
             inst.due_s = t + (inst.start_decodes(t) if b is DECODE_ALL else inst.start(b, t))
+            if inst.held:
+                inst.release_held()
             inst.busy, inst.in_flight = True, b
 
     def _tag_gaps(self, buf, end_s: float, start_s: float, idx: int) -> None:
@@ -953,7 +994,7 @@ class Loop:
         if self.max_queued is not None and len(inst.waiting) >= self.max_queued:
             self._shed(rid, t)
             return
-        inst.enqueue(rid, tokens)
+        inst.enqueue(rid, tokens, inst.ahead and inst.busy)
         self._wake(inst, t)
 
     def _iteration_end(self, inst: Instance, b: Batch, t: float, next_arrival_s: float) -> None:

@@ -59,7 +59,7 @@ _FIELD_KINDS = {
     "cuda_graph_max_batch": "size?",  # 0: no CUDA graph at all (every decode step eager)
     **dict.fromkeys(("scheduler", "router", "kv_reservation", "act_quant", "attention"), "text"),
     **dict.fromkeys(("weights", "kv_dtype"), "text?"),
-    "custom_allreduce": "bool", "prefix_cache": "bool?", "gpu_memory_utilization": "share",
+    "custom_allreduce": "bool", "schedule_ahead": "bool", "prefix_cache": "bool?", "gpu_memory_utilization": "share",
     "output_delay_s": "seconds", "host_s_per_context_token": "seconds", "host_s_per_sequence": "seconds", "iteration_overhead_s": "seconds?", "eager_prefill_layer_s": "seconds?",
     "spec_method": "text?", "num_speculative_tokens": "count?", "spec_acceptance": "share?", "draft_model": "text?",
     "autoscale_max": "count?", "autoscale_target": "seconds?", "autoscale_interval_s": "seconds",
@@ -144,6 +144,9 @@ class ServingPlan:
     # each replica (tp=1) attends over its own batch; routed experts are spread over `ep` replicas
     ep: int = 1
     output_delay_s: float = 0.0  # iteration end -> its tokens reported (vLLM >= 0.6 async output processing)
+    # the engine forms batch i+1 while batch i runs (SGLang >= 0.4's overlap scheduler; engines.sglang):
+    # a request that arrives during batch i can join batch i+2 at the earliest (serving.engine)
+    schedule_ahead: bool = False
     act_quant: str = "fused"  # fp8/int8 weights: how activations are quantized before a GEMM (ACT_QUANT)
     custom_allreduce: bool = True  # TP all-reduce by the engine's one/two-shot kernel where it applies; off: NCCL
     attention: str = "flash"  # prefill attention kernel: flash (the catalog's best) | flash2 (FA2-generation)

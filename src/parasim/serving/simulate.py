@@ -247,7 +247,8 @@ def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Poo
         for _ in range(p.pp):
             g.append(Instance(idx, replica=r, role=p.role, cost=cost,
                               kv=KVPool(p.blocks, plan.block_size, plan.prefix_cache),
-                              scheduler=sched, st=st, reserve_full=p.reserve_full, gpus=p.tp))
+                              scheduler=sched, st=st, reserve_full=p.reserve_full, gpus=p.tp,
+                              schedule_ahead=plan.schedule_ahead))
             idx += 1
         groups.append(g)
     if lockstep:  # an EP group's ep one-GPU replicas are one group of the loop, its ranks
