@@ -133,7 +133,7 @@ class LockstepLoop(Loop):
         if self.max_queued is not None and len(inst.waiting) >= self.max_queued:
             self._shed(rid, t)
             return
-        inst.enqueue(rid, tokens)
+        inst.enqueue(rid, tokens, inst.ahead and inst.busy)  # held while the group's batch runs (schedule_ahead)
         self._rank_of[rid] = inst.idx
         self._prompt_in[inst.idx] += st.prompt_tokens[rid]
         self._wake(inst, t)
@@ -169,7 +169,13 @@ class LockstepLoop(Loop):
         self._now = t
         batches = [self._decide(r) for r in grp]
         if all(b is None for b in batches):
-            return
+            if not any(r.held for r in grp):
+                return
+            # the group was idle: nothing was formed ahead of the held requests, the schedulers see them now
+            # (while the group runs, a rank with only held requests steps a dummy batch formed without them)
+            for r in grp:
+                r.release_held()
+            batches = [self._decide(r) for r in grp]
         cost = self.cost
         own, tokens = [], []
         for r, b in zip(grp, batches):
@@ -178,6 +184,8 @@ class LockstepLoop(Loop):
                 self.dummy_steps += 1
             else:
                 own.append(r.start(b, t))
+            if r.held:  # the batch formed ahead of them has started
+                r.release_held()
             tokens.append(cost.last_tokens)
         slow = max(own)
         most = max(tokens)
