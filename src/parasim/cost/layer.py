@@ -25,7 +25,7 @@ from parasim.cost import nongemm
 from parasim.cost.attn_shape import law_for
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import dtype_bytes
-from parasim.cost.moe_tile import moe_tile_m
+from parasim.cost.moe_tile import grouped_gemm_rate, moe_tile_m
 from parasim.cost.quant import MARLIN_TILE_M, gemm_dtype, is_weight_only
 from parasim.cost.quant_bytes import QuantScope
 from parasim.cost.roofline import (attention_time_s, gemm_flops_bytes, gemm_roofline_s, gemm_time_s, grouped_fill,
@@ -91,13 +91,14 @@ class Op:
     kernels: int = 1
     tile_m: int = 0  # GEMM tile height when the kernel has its own (weight-only Marlin); 0 = the part's
     fill: float = 0.0  # real / padded tile rows when known (grouped expert GEMMs); 0 = from m, n
+    rate: float = 1.0  # GEMM: the kernel's MMA rate against the dense GEMM's (cost.moe_tile.grouped_gemm_rate)
     shape: float = 1.0  # attention: compute time against the catalogued rate (cost.attn_shape)
 
 
 def op_time_s(op: Op, acc) -> float:
     if op.kind == "gemm":
         return gemm_roofline_s(op.m, op.flops, op.bytes, acc, compute_dtype=op.dtype, n=op.n, k=op.k, tile_m=op.tile_m,
-                               fill=op.fill)
+                               fill=op.fill, rate=op.rate)
     if op.kind == "attention":
         return attention_time_s(op.flops, op.bytes, acc, dtype=op.dtype, shape=op.shape)
     return memory_time_s(op.bytes, acc, kernels=op.kernels)
@@ -268,11 +269,14 @@ class LayerCost:
         tiles = expected_tiles(group_tokens, p, tile, mean)
         up = (m.mlp_matrices - 1) * m.moe_ffn_hidden // self.etp
         down_k = m.moe_ffn_hidden // self.etp
+        # a serving engine's grouped-GEMM kernel family runs below the dense rate (cost.moe_tile);
+        # training's grouped GEMMs (the folded layout) keep the dense rate
+        rate = 1.0 if s.folded else grouped_gemm_rate(self.moe_gemm, self.acc.generation, weight_only=bool(ex_tile))
         ops = [self._gemm("router", self.routed_tokens(t), m.hidden, m.experts, dtype="bf16", weight_bytes=self.ab),
                replace(self._gemm("experts_up", per_expert, m.hidden, up, local_touched, part="experts"),
-                       fill=grouped_fill(mean, tiles, local, up, self.acc, tile)),
+                       fill=grouped_fill(mean, tiles, local, up, self.acc, tile), rate=rate),
                replace(self._gemm("experts_down", per_expert, down_k, m.hidden, local_touched, part="experts"),
-                       fill=grouped_fill(mean, tiles, local, m.hidden, self.acc, tile))]
+                       fill=grouped_fill(mean, tiles, local, m.hidden, self.acc, tile), rate=rate)]
         if m.shared_experts:
             ops += self._mlp_ops("shared_expert", t, m.shared_experts * m.moe_ffn_hidden, s.tp)
         return ops
