@@ -67,6 +67,18 @@ MOE_COMBINE_ACCESSES = 1
 #: same way). The Triton fused-MoE kernel reads its rows through the sorted token ids inside the
 #: GEMM instead, so the `triton` family (cost.moe_tile) has no such pass.
 MOE_EXPAND_READS = 1
+#: Before it expands the rows, TensorRT-LLM's CUTLASS MoE runner turns the router logits into the
+#: expert-sorted row order in three small kernels of its own (CutlassMoeFCRunner::runMoe,
+#: cpp/tensorrt_llm/kernels/mixtureOfExperts/moe_kernels.cu as of 2024): topkGatingSoftmax (softmax and
+#: top-k of each token's fp32 logits), the CUB radix sort of the token-expert pairs by expert
+#: (CubKeyValueSorter, one launch at the least) and computeTotalRowsBeforeExpert (each expert's first
+#: row). Each is a launch of a few bytes per token; their time is the part's per-kernel overhead.
+MOE_ROUTING_KERNELS = 3
+#: ... and their bytes per token: the fp32 logits read (4 per expert); per routed pair, the
+#: top-k's fp32 scale, int32 expert and int32 source row written (12), the sort's int32 key and
+#: value read and written (16) and the offsets kernel's sorted expert read (4)
+MOE_ROUTING_BYTES_PER_EXPERT = 4
+MOE_ROUTING_BYTES_PER_PAIR = 12 + 16 + 4
 #: GPT-family models with rotary positions (the case format's `gpt` family otherwise means learned
 #: or ALiBi positions, which add no per-layer kernel)
 ROTARY_GPT_TYPES = ("gptj", "gpt_neox", "phi", "codegen")
@@ -316,7 +328,12 @@ class LayerCost:
         elif moe:  # serving: each token's k expert outputs summed into one (MOE_COMBINE_ACCESSES)
             rows = t * (m.experts_per_token + MOE_COMBINE_ACCESSES) * m.hidden * ab
             if self.moe_gemm == "cutlass":  # rows copied to their experts' slots first (MOE_EXPAND_READS),
+                # in the order the runner's routing kernels sorted them (MOE_ROUTING_KERNELS),
                 # written in the expert GEMM's input format (FP8 / FP4 rows when it computes in them)
+                ops.append(Op("moe_routing", "memory", 0.0,
+                              t * (MOE_ROUTING_BYTES_PER_EXPERT * m.experts
+                                   + MOE_ROUTING_BYTES_PER_PAIR * m.experts_per_token),
+                              kernels=MOE_ROUTING_KERNELS))
                 written = min(ab, dtype_bytes(self._fmt["experts"][1], field="precision"))
                 ops.append(Op("moe_expand", "memory", 0.0,
                               t * (MOE_EXPAND_READS * ab + m.experts_per_token * written) * m.hidden))
