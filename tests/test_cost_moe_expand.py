@@ -57,7 +57,7 @@ def test_routing_kernels_by_hand_mixtral():
     """1,000 Mixtral tokens (8 experts, top-2): fp32 logits read, 4 x 8 B per token, and 32 B per
     routed pair (12 written by the top-k, 16 read and written by the sort, 4 read for the offsets);
     three launches, so on an H100 it is three kernel overheads and a few hundred kB."""
-    op = named(layer("mixtral-8x7b", "cutlass").token_ops(1000.0), "moe_routing")
+    op = named(layer("mixtral-8x7b", "cutlass").token_ops(1000.0), "moe_topk_sort")
     assert op is not None and op.kind == "memory" and op.kernels == 3
     assert op.bytes == pytest.approx(1000 * (4 * 8 + 32 * 2))
     acc = get_accelerator("h100-sxm")
@@ -66,7 +66,7 @@ def test_routing_kernels_by_hand_mixtral():
 
 
 def test_triton_family_and_dense_models_have_no_expand_pass():
-    for name in ("moe_expand", "moe_routing"):
+    for name in ("moe_expand", "moe_topk_sort"):
         assert named(layer("mixtral-8x7b", "triton").token_ops(1000.0), name) is None
         assert named(layer("llama-3-8b", "cutlass", tp=1).token_ops(1000.0), name) is None
 
@@ -76,7 +76,7 @@ def test_training_folded_layout_keeps_its_own_permutation_only():
     folded = LayerCost(m, ClusterSpec(accelerator=get_accelerator("h100-sxm"), gpus=8), Sharding(tp=1, ep=8, etp=1),
                        weight_dtype="bf16", act_dtype="bf16", kv_dtype="bf16")
     ops = folded.token_ops(4096.0)
-    assert named(ops, "moe_expand") is None and named(ops, "moe_routing") is None
+    assert named(ops, "moe_expand") is None and named(ops, "moe_topk_sort") is None
     assert named(ops, "moe_permute") is not None
 
 
@@ -86,7 +86,7 @@ def test_cutlass_layer_costs_exactly_the_runner_passes_more_than_triton_outside_
     """The two families differ outside the expert GEMMs by the routing and expand kernels alone."""
     cut = {o.name: o for o in layer("mixtral-8x7b", "cutlass").token_ops(float(tokens))}
     tri = {o.name: o for o in layer("mixtral-8x7b", "triton").token_ops(float(tokens))}
-    assert set(cut) - set(tri) == {"moe_expand", "moe_routing"} and set(tri) <= set(cut)
+    assert set(cut) - set(tri) == {"moe_expand", "moe_topk_sort"} and set(tri) <= set(cut)
     for name in tri:
         if not name.startswith("experts"):
             assert cut[name] == tri[name]

@@ -69,10 +69,13 @@ MOE_COMBINE_ACCESSES = 1
 MOE_EXPAND_READS = 1
 #: Before it expands the rows, TensorRT-LLM's CUTLASS MoE runner turns the router logits into the
 #: expert-sorted row order in three small kernels of its own (CutlassMoeFCRunner::runMoe,
-#: cpp/tensorrt_llm/kernels/mixtureOfExperts/moe_kernels.cu as of 2024): topkGatingSoftmax (softmax and
-#: top-k of each token's fp32 logits), the CUB radix sort of the token-expert pairs by expert
-#: (CubKeyValueSorter, one launch at the least) and computeTotalRowsBeforeExpert (each expert's first
-#: row). Each is a launch of a few bytes per token; their time is the part's per-kernel overhead.
+#: cpp/tensorrt_llm/kernels/mixtureOfExperts/moe_kernels.cu, the 2024 releases): topkGatingSoftmax
+#: (softmax and top-k of each token's fp32 logits), the CUB radix sort of the token-expert pairs by
+#: expert (CubKeyValueSorter, one launch at the least) and computeTotalRowsBeforeExpert (each
+#: expert's first row). Later runners build the same maps with their own prologue
+#: (fusedBuildExpertMapsSortFirstToken, or a three-kernel fallback) after a separate routing op and
+#: add the TMA strides kernel, so three is a floor there too. Each is a launch of a few bytes per
+#: token: their time is the part's per-kernel overhead (`moe_topk_sort`).
 MOE_ROUTING_KERNELS = 3
 #: ... and their bytes per token: the fp32 logits read (4 per expert); per routed pair, the
 #: top-k's fp32 scale, int32 expert and int32 source row written (12), the sort's int32 key and
@@ -327,13 +330,13 @@ class LayerCost:
             ops.append(Op("moe_permute", "memory", 0.0, 2 * MOE_PERMUTE_RW * pairs * m.hidden * ab, kernels=2))
         elif moe:  # serving: each token's k expert outputs summed into one (MOE_COMBINE_ACCESSES)
             rows = t * (m.experts_per_token + MOE_COMBINE_ACCESSES) * m.hidden * ab
-            if self.moe_gemm == "cutlass":  # rows copied to their experts' slots first (MOE_EXPAND_READS),
-                # in the order the runner's routing kernels sorted them (MOE_ROUTING_KERNELS),
-                # written in the expert GEMM's input format (FP8 / FP4 rows when it computes in them)
-                ops.append(Op("moe_routing", "memory", 0.0,
+            if self.moe_gemm == "cutlass":  # the runner's routing kernels sort the pairs (MOE_ROUTING_KERNELS),
+                ops.append(Op("moe_topk_sort", "memory", 0.0,
                               t * (MOE_ROUTING_BYTES_PER_EXPERT * m.experts
                                    + MOE_ROUTING_BYTES_PER_PAIR * m.experts_per_token),
                               kernels=MOE_ROUTING_KERNELS))
+                # then copy the rows to their experts' slots (MOE_EXPAND_READS), written in the
+                # expert GEMM's input format (FP8 / FP4 rows when it computes in them)
                 written = min(ab, dtype_bytes(self._fmt["experts"][1], field="precision"))
                 ops.append(Op("moe_expand", "memory", 0.0,
                               t * (MOE_EXPAND_READS * ab + m.experts_per_token * written) * m.hidden))
