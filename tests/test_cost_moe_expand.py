@@ -1,9 +1,11 @@
-"""The row-expansion pass of a grouped-GEMM (CUTLASS) MoE runner, and its absence elsewhere.
+"""The routing and row-expansion passes of a grouped-GEMM (CUTLASS) MoE runner, and their absence elsewhere.
 
 TensorRT-LLM's CUTLASS MoE runner copies each token's hidden row into the k row slots of its
-experts before GEMM1 (`expandInputRowsKernel`), one read and k writes per hidden element. vLLM's and
-SGLang's Triton fused-MoE kernel gathers its rows inside the GEMM, so the `triton` family has no
-such kernel; training's folded layout charges its own permutation (`moe_permute`).
+experts before GEMM1 (`expandInputRowsKernel`), one read and k writes per hidden element, in the
+order its three routing kernels computed (top-k softmax of the logits, the sort of the pairs by
+expert, each expert's first row). vLLM's and SGLang's Triton fused-MoE kernel gathers its rows
+inside the GEMM, so the `triton` family has no expand kernel (its own routing kernels are not
+charged); training's folded layout charges its own permutation (`moe_permute`).
 """
 
 from __future__ import annotations
@@ -51,9 +53,22 @@ def test_copies_are_written_in_the_expert_gemm_input_format():
     assert expand_bytes("fp4", "h100-sxm") == pytest.approx(64 * (2 + 8 * 2) * 2048)   # no FP4 unit: 16-bit
 
 
+def test_routing_kernels_by_hand_mixtral():
+    """1,000 Mixtral tokens (8 experts, top-2): fp32 logits read, 4 x 8 B per token, and 32 B per
+    routed pair (12 written by the top-k, 16 read and written by the sort, 4 read for the offsets);
+    three launches, so on an H100 it is three kernel overheads and a few hundred kB."""
+    op = named(layer("mixtral-8x7b", "cutlass").token_ops(1000.0), "moe_topk_sort")
+    assert op is not None and op.kind == "memory" and op.kernels == 3
+    assert op.bytes == pytest.approx(1000 * (4 * 8 + 32 * 2))
+    acc = get_accelerator("h100-sxm")
+    assert op_time_s(op, acc) == pytest.approx(
+        op.bytes / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory) + 3 * acc.efficiency.kernel_overhead_s)
+
+
 def test_triton_family_and_dense_models_have_no_expand_pass():
-    assert named(layer("mixtral-8x7b", "triton").token_ops(1000.0), "moe_expand") is None
-    assert named(layer("llama-3-8b", "cutlass", tp=1).token_ops(1000.0), "moe_expand") is None
+    for name in ("moe_expand", "moe_topk_sort"):
+        assert named(layer("mixtral-8x7b", "triton").token_ops(1000.0), name) is None
+        assert named(layer("llama-3-8b", "cutlass", tp=1).token_ops(1000.0), name) is None
 
 
 def test_training_folded_layout_keeps_its_own_permutation_only():
@@ -61,16 +76,17 @@ def test_training_folded_layout_keeps_its_own_permutation_only():
     folded = LayerCost(m, ClusterSpec(accelerator=get_accelerator("h100-sxm"), gpus=8), Sharding(tp=1, ep=8, etp=1),
                        weight_dtype="bf16", act_dtype="bf16", kv_dtype="bf16")
     ops = folded.token_ops(4096.0)
-    assert named(ops, "moe_expand") is None and named(ops, "moe_permute") is not None
+    assert named(ops, "moe_expand") is None and named(ops, "moe_topk_sort") is None
+    assert named(ops, "moe_permute") is not None
 
 
 @settings(max_examples=40, deadline=None)
 @given(hst.integers(1, 16384))
-def test_cutlass_layer_costs_exactly_the_expand_pass_more_than_triton_outside_the_gemms(tokens):
-    """The two families differ outside the expert GEMMs by the expand kernel alone."""
+def test_cutlass_layer_costs_exactly_the_runner_passes_more_than_triton_outside_the_gemms(tokens):
+    """The two families differ outside the expert GEMMs by the routing and expand kernels alone."""
     cut = {o.name: o for o in layer("mixtral-8x7b", "cutlass").token_ops(float(tokens))}
     tri = {o.name: o for o in layer("mixtral-8x7b", "triton").token_ops(float(tokens))}
-    assert set(cut) - set(tri) == {"moe_expand"} and set(tri) <= set(cut)
+    assert set(cut) - set(tri) == {"moe_expand", "moe_topk_sort"} and set(tri) <= set(cut)
     for name in tri:
         if not name.startswith("experts"):
             assert cut[name] == tri[name]

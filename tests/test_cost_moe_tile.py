@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -63,8 +64,11 @@ def test_padded_compute_scales_with_the_tile():
 @settings(max_examples=60, deadline=None)
 @given(tokens=hst.integers(min_value=MIXTRAL.experts + 1, max_value=20000))
 def test_above_the_expert_count_the_families_agree(tokens):
-    """Past M = E tokens the Triton configs leave the small-M branch: the part's tile, as cutlass."""
-    assert _experts("triton", float(tokens)) == _experts("cutlass", float(tokens))
+    """Past M = E tokens the Triton configs leave the small-M branch: the part's tile, as cutlass.
+    (The families still differ in their MMA rate on Hopper: tests/test_cost_moe_grouped_rate.py.)"""
+    def tiled(gemm):
+        return {name: replace(op, rate=1.0) for name, op in _experts(gemm, float(tokens)).items()}
+    assert tiled("triton") == tiled("cutlass")
 
 
 @settings(max_examples=200, deadline=None)

@@ -25,7 +25,7 @@ from parasim.cost import nongemm
 from parasim.cost.attn_shape import law_for
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import dtype_bytes
-from parasim.cost.moe_tile import moe_tile_m
+from parasim.cost.moe_tile import grouped_gemm_rate, moe_tile_m
 from parasim.cost.quant import MARLIN_TILE_M, gemm_dtype, is_weight_only
 from parasim.cost.quant_bytes import QuantScope
 from parasim.cost.roofline import (attention_time_s, gemm_flops_bytes, gemm_roofline_s, gemm_time_s, grouped_fill,
@@ -67,6 +67,21 @@ MOE_COMBINE_ACCESSES = 1
 #: same way). The Triton fused-MoE kernel reads its rows through the sorted token ids inside the
 #: GEMM instead, so the `triton` family (cost.moe_tile) has no such pass.
 MOE_EXPAND_READS = 1
+#: Before it expands the rows, TensorRT-LLM's CUTLASS MoE runner turns the router logits into the
+#: expert-sorted row order in three small kernels of its own (CutlassMoeFCRunner::runMoe,
+#: cpp/tensorrt_llm/kernels/mixtureOfExperts/moe_kernels.cu, the 2024 releases): topkGatingSoftmax
+#: (softmax and top-k of each token's fp32 logits), the CUB radix sort of the token-expert pairs by
+#: expert (CubKeyValueSorter, one launch at the least) and computeTotalRowsBeforeExpert (each
+#: expert's first row). Later runners build the same maps with their own prologue
+#: (fusedBuildExpertMapsSortFirstToken, or a three-kernel fallback) after a separate routing op and
+#: add the TMA strides kernel, so three is a floor there too. Each is a launch of a few bytes per
+#: token: their time is the part's per-kernel overhead (`moe_topk_sort`).
+MOE_ROUTING_KERNELS = 3
+#: ... and their bytes per token: the fp32 logits read (4 per expert); per routed pair, the
+#: top-k's fp32 scale, int32 expert and int32 source row written (12), the sort's int32 key and
+#: value read and written (16) and the offsets kernel's sorted expert read (4)
+MOE_ROUTING_BYTES_PER_EXPERT = 4
+MOE_ROUTING_BYTES_PER_PAIR = 12 + 16 + 4
 #: GPT-family models with rotary positions (the case format's `gpt` family otherwise means learned
 #: or ALiBi positions, which add no per-layer kernel)
 ROTARY_GPT_TYPES = ("gptj", "gpt_neox", "phi", "codegen")
@@ -91,13 +106,14 @@ class Op:
     kernels: int = 1
     tile_m: int = 0  # GEMM tile height when the kernel has its own (weight-only Marlin); 0 = the part's
     fill: float = 0.0  # real / padded tile rows when known (grouped expert GEMMs); 0 = from m, n
+    rate: float = 1.0  # GEMM: the kernel's MMA rate against the dense GEMM's (cost.moe_tile.grouped_gemm_rate)
     shape: float = 1.0  # attention: compute time against the catalogued rate (cost.attn_shape)
 
 
 def op_time_s(op: Op, acc) -> float:
     if op.kind == "gemm":
         return gemm_roofline_s(op.m, op.flops, op.bytes, acc, compute_dtype=op.dtype, n=op.n, k=op.k, tile_m=op.tile_m,
-                               fill=op.fill)
+                               fill=op.fill, rate=op.rate)
     if op.kind == "attention":
         return attention_time_s(op.flops, op.bytes, acc, dtype=op.dtype, shape=op.shape)
     return memory_time_s(op.bytes, acc, kernels=op.kernels)
@@ -268,11 +284,14 @@ class LayerCost:
         tiles = expected_tiles(group_tokens, p, tile, mean)
         up = (m.mlp_matrices - 1) * m.moe_ffn_hidden // self.etp
         down_k = m.moe_ffn_hidden // self.etp
+        # a serving engine's grouped-GEMM kernel family runs below the dense rate (cost.moe_tile);
+        # training's grouped GEMMs (the folded layout) keep the dense rate
+        rate = 1.0 if s.folded else grouped_gemm_rate(self.moe_gemm, self.acc.generation, weight_only=bool(ex_tile))
         ops = [self._gemm("router", self.routed_tokens(t), m.hidden, m.experts, dtype="bf16", weight_bytes=self.ab),
                replace(self._gemm("experts_up", per_expert, m.hidden, up, local_touched, part="experts"),
-                       fill=grouped_fill(mean, tiles, local, up, self.acc, tile)),
+                       fill=grouped_fill(mean, tiles, local, up, self.acc, tile), rate=rate),
                replace(self._gemm("experts_down", per_expert, down_k, m.hidden, local_touched, part="experts"),
-                       fill=grouped_fill(mean, tiles, local, m.hidden, self.acc, tile))]
+                       fill=grouped_fill(mean, tiles, local, m.hidden, self.acc, tile), rate=rate)]
         if m.shared_experts:
             ops += self._mlp_ops("shared_expert", t, m.shared_experts * m.moe_ffn_hidden, s.tp)
         return ops
@@ -311,8 +330,13 @@ class LayerCost:
             ops.append(Op("moe_permute", "memory", 0.0, 2 * MOE_PERMUTE_RW * pairs * m.hidden * ab, kernels=2))
         elif moe:  # serving: each token's k expert outputs summed into one (MOE_COMBINE_ACCESSES)
             rows = t * (m.experts_per_token + MOE_COMBINE_ACCESSES) * m.hidden * ab
-            if self.moe_gemm == "cutlass":  # rows copied to their experts' slots first (MOE_EXPAND_READS),
-                # written in the expert GEMM's input format (FP8 / FP4 rows when it computes in them)
+            if self.moe_gemm == "cutlass":  # the runner's routing kernels sort the pairs (MOE_ROUTING_KERNELS),
+                ops.append(Op("moe_topk_sort", "memory", 0.0,
+                              t * (MOE_ROUTING_BYTES_PER_EXPERT * m.experts
+                                   + MOE_ROUTING_BYTES_PER_PAIR * m.experts_per_token),
+                              kernels=MOE_ROUTING_KERNELS))
+                # then copy the rows to their experts' slots (MOE_EXPAND_READS), written in the
+                # expert GEMM's input format (FP8 / FP4 rows when it computes in them)
                 written = min(ab, dtype_bytes(self._fmt["experts"][1], field="precision"))
                 ops.append(Op("moe_expand", "memory", 0.0,
                               t * (MOE_EXPAND_READS * ab + m.experts_per_token * written) * m.hidden))

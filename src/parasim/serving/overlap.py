@@ -117,7 +117,7 @@ class OverlapIterationCost(IterationCost):
             for n, moe in ((self.dense_layers, False), (self.moe_layers, True)):
                 if n and tokens > 0:
                     f += n * sum(gemm_roofline_s(o.m, o.flops, 0.0, acc, compute_dtype=o.dtype, n=o.n, k=o.k,
-                                                 tile_m=o.tile_m, fill=o.fill)
+                                                 tile_m=o.tile_m, fill=o.fill, rate=o.rate)
                                  for o in self.layer.token_ops(tokens, moe) if o.kind == "gemm")
             self._flops[tokens] = f
         return f
