@@ -153,3 +153,41 @@ def test_nccl_small_all_reduce_matches_nccl_tests(size):
 
     got = collective_time_s("all_reduce", size, Group(8, 8), default_cluster("h20", 8))
     assert got * 1e6 == pytest.approx(_NCCL_TESTS_H20_8GPU_US[size], rel=0.10)
+
+
+# Published nccl-tests all_reduce_perf runs of PCIe-only servers (no NVLink), large messages, bus bandwidth
+# (2(n-1)/n x size / time) as a fraction of the one-way x16 link: NVIDIA/nccl #1603 (RTX 4090, Gen4 32 GB/s:
+# 18 GB/s through host memory, 22 with P2P), tinygrad/open-gpu-kernel-modules #36 (4x RTX 4090, Gen4, P2P:
+# 25.72-25.95 GB/s), NVIDIA/nccl #1639 (RTX 5090, Gen5 64 GB/s: 28 GB/s on 8 GPUs, 35 on 4).
+_PCIE_BUSBW_FRACTIONS = (18 / 32, 22 / 32, 25.72 / 32, 25.95 / 32, 28 / 64, 35 / 64)
+
+
+def _pcie_parts():
+    from parasim.specs.catalog import accelerators
+
+    return sorted(a.id for a in accelerators().values() if a.scale_up == "pcie")
+
+
+def _busbw(acc_id: str, n: int, size: float = 2.0**30) -> float:
+    from parasim.specs.catalog import default_cluster
+
+    c = default_cluster(acc_id, 8)
+    return 2 * (n - 1) / n * size / collective_time_s("all_reduce", size, Group(n, n), c)
+
+
+@pytest.mark.parametrize("acc_id", ["l40s", "a100-pcie-80gb"])
+def test_pcie_gen4_all_reduce_busbw_matches_published_eight_gpu_servers(acc_id):
+    """8 GPUs on PCIe Gen4 without NVLink: NVIDIA/nccl #1603 measured 18 GB/s (host memory) to 22 GB/s (P2P)."""
+    assert 0.95 * 18e9 <= _busbw(acc_id, 8) <= 22e9
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_pcie_all_reduce_busbw_inside_published_range(n):
+    """Every PCIe-only part's large all-reduce runs at a share of its link inside the published servers' spread."""
+    from parasim.specs.catalog import get_accelerator
+
+    parts = _pcie_parts()
+    assert {"l4", "l40s", "a100-pcie-80gb"} <= set(parts)
+    for acc_id in parts:
+        frac = _busbw(acc_id, n) / get_accelerator(acc_id).link_bw_bytes_per_s
+        assert min(_PCIE_BUSBW_FRACTIONS) * 0.98 <= frac <= max(_PCIE_BUSBW_FRACTIONS), acc_id
