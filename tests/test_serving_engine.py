@@ -184,6 +184,9 @@ workloads = hst.integers(min_value=1, max_value=25).flatmap(lambda n: hst.tuples
 @example(w=([0.0] * 20, [1] * 11 + [224, 267, 33, 328, 1, 145, 340, 1, 1], [1] * 11 + [2, 1, 1, 74, 69, 1, 1, 1, 1],
             [0] * 12 + [2, 0, 1, 0, 2, 2, 0, 0]),
          sched="static", blocks=60, block=1, prefix=True, reserve="full")
+@example(w=([0.0] * 15, [1] * 6 + [126, 301, 1, 1, 421, 1, 89, 11, 315], [1] * 9 + [86, 1, 1, 23, 1, 98],
+            [0] * 7 + [1, 0, 0, -1, 0, -1, 0, 0]),
+         sched="static", blocks=60, block=1, prefix=True, reserve="full")
 def test_properties(w, sched, blocks, block, prefix, reserve):
     gaps, prompts, outputs, pids = w
     prefix = prefix or sched == "batchllm"  # batchllm always shares prefixes (--no-prefix-cache is refused)
