@@ -197,6 +197,9 @@ def test_validate_cv_reports_out_of_fold_and_three_run_errors():
     f = cv["files"][0]
     assert f["scored_cases"] == 16 and len(f["out_of_fold_errors"]) == 16
     assert len(f["calibration_runs"]) == 3 and f["calibrated_on_3"]["errors"] == 13
+    # one GPU: the per-GPU check fits the same 3 runs and predicts the same rest
+    assert f["calibration_runs_per_gpu"] == {"llm-foundry / h100-sxm": f["calibration_runs"]}
+    assert f["calibrated_on_3_per_gpu"] == f["calibrated_on_3"]
     assert f["calibrated_out_of_fold"]["median_abs_error"] < f["catalog"]["median_abs_error"]
 
 
@@ -269,3 +272,29 @@ def test_a_profile_with_no_entry_for_the_gpu_says_so(tmp_path):
     cal = json.loads(r.stdout)["calibration"]
     assert cal["factors"] == {} and "h100-sxm" in cal["note"]
     assert "no entry of profile a100.yaml applies" in r.stderr
+
+
+def test_the_per_gpu_three_run_check_fits_each_gpu_on_its_own_three_runs(observed, monkeypatch):
+    """As a user calibrates: each GPU's fit sees 3 runs of that GPU only (its first, middle and
+    last), and predicts exactly the rest of that GPU's runs; a GPU of 3 runs or fewer has no check."""
+    from parasim.specs.catalog import accelerators
+
+    a100 = accelerators()["a100-sxm-80gb"]
+    moved = [replace(o, case=replace(o.case, cluster=replace(o.case.cluster, accelerator=a100))) for o in observed[:8]]
+    mixed = list(observed[8:12]) + moved + list(observed[12:])  # 8 runs on A100 between 8 on H100
+    seen: list[list[str]] = []
+    real = crossval._fits
+
+    def spy(train, names, scope):
+        seen.append([o.case.cluster.accelerator.id for o in train])
+        return real(train, names, scope)
+
+    monkeypatch.setattr(crossval, "_fits", spy)
+    pairs, runs = crossval._plan_per_gpu(mixed, ["gemm_efficiency"])
+    assert sorted(seen) == [["a100-sxm-80gb"] * 3, ["h100-sxm"] * 3]
+    assert runs["llm-foundry / a100-sxm-80gb"] == [mixed[i].case.id for i in (4, 7, 11)]
+    assert runs["llm-foundry / h100-sxm"] == [mixed[i].case.id for i in (0, 3, 15)]
+    assert len(pairs) == len(mixed) - 6
+    assert all(f is not None for _, f in pairs)
+    few_a100 = [o for o in mixed if o.case.cluster.accelerator.id == "a100-sxm-80gb"][:3]
+    assert crossval._plan_per_gpu(few_a100, ["gemm_efficiency"]) == ([], {})
