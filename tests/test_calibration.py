@@ -298,3 +298,19 @@ def test_the_per_gpu_three_run_check_fits_each_gpu_on_its_own_three_runs(observe
     assert all(f is not None for _, f in pairs)
     few_a100 = [o for o in mixed if o.case.cluster.accelerator.id == "a100-sxm-80gb"][:3]
     assert crossval._plan_per_gpu(few_a100, ["gemm_efficiency"]) == ([], {})
+
+
+def test_three_runs_keep_the_factor_that_explains_them_not_the_most_influential():
+    """3 runs determine one factor: of the factors they determine, the fit keeps the one whose
+    pattern over the runs matches what they measured. Runs made slower in attention only (truth
+    0.7) are moved most by gemm_efficiency (long GEMMs dominate every MPT step), yet the fit must
+    name attention_efficiency, and find it near 0.7 (the prior pulls a little toward 1)."""
+    cases = _synthetic({"attention_efficiency": 0.7})
+    obs = cal.observe([cases[i] for i in (0, 7, 15)], cal.DEFAULT_FACTORS["training"])
+    names = list(cal.DEFAULT_FACTORS["training"])
+    S, _, w = cal._rows(obs, names)
+    rms = ((S ** 2).T @ w) ** 0.5
+    assert names[int(rms.argmax())] == "gemm_efficiency"  # the old rule's choice
+    fit = cal.linear_fit(obs, names, ("llm-foundry", "h100-sxm"))[0]
+    assert list(fit.factors) == ["attention_efficiency"]
+    assert 0.65 < fit.factors["attention_efficiency"] < 0.8
