@@ -314,3 +314,19 @@ def test_three_runs_keep_the_factor_that_explains_them_not_the_most_influential(
     fit = cal.linear_fit(obs, names, ("llm-foundry", "h100-sxm"))[0]
     assert list(fit.factors) == ["attention_efficiency"]
     assert 0.65 < fit.factors["attention_efficiency"] < 0.8
+
+
+def test_rerun_runs_a_case_with_the_same_factors_once(observed, monkeypatch):
+    ran: list[str] = []
+    real = crossval.run_cases
+
+    def spy(items, workers=1, pool=None):
+        ran.extend(c.id for c, _ in items)
+        return real(items, workers, pool)
+
+    monkeypatch.setattr(crossval, "run_cases", spy)
+    f, g = Factors({"gemm_efficiency": 0.9}), Factors({"gemm_efficiency": 0.8})
+    a, b = observed[0], observed[1]
+    reps = crossval.rerun([(a, f), (b, None), (a, f), (a, g)], 1, None)
+    assert ran == [a.case.id, a.case.id]  # (a, f) once, (a, g) once, b not at all
+    assert reps[0] is reps[2] and reps[1] is b.base and reps[3].predicted != reps[0].predicted

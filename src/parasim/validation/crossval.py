@@ -122,10 +122,17 @@ def _plan_per_gpu(obs: Sequence[Observed], names: Sequence[str]) -> tuple[list, 
 
 
 def rerun(pairs: list[tuple[Observed, Factors | None]], workers: int, pool: Pool | None) -> list[CaseReport]:
-    """Each pair's case re-run with its factors (one pool call); unfitted ones keep the catalog's."""
-    todo = [(with_factors(o.case, f), o.file) for o, f in pairs if f is not None]
-    runs = iter(run_cases(todo, workers, pool))
-    return [next(runs) if f is not None else o.base for o, f in pairs]
+    """Each pair's case re-run with its factors (one pool call); unfitted ones keep the catalog's.
+    A case that comes twice with the same factors (a one-GPU file's two 3-run checks) runs once."""
+    keys = [None if f is None else (o.file, o.case.id, tuple(sorted(f.values.items()))) for o, f in pairs]
+    index: dict[tuple, int] = {}
+    todo = []
+    for (o, f), key in zip(pairs, keys):
+        if key is not None and key not in index:
+            index[key] = len(todo)
+            todo.append((with_factors(o.case, f), o.file))
+    runs = run_cases(todo, workers, pool)
+    return [o.base if key is None else runs[index[key]] for (o, _), key in zip(pairs, keys)]
 
 
 def errors_of(reports: Sequence[CaseReport]) -> list[float]:
