@@ -197,6 +197,9 @@ def test_validate_cv_reports_out_of_fold_and_three_run_errors():
     f = cv["files"][0]
     assert f["scored_cases"] == 16 and len(f["out_of_fold_errors"]) == 16
     assert len(f["calibration_runs"]) == 3 and f["calibrated_on_3"]["errors"] == 13
+    # one GPU: the per-GPU check fits the same 3 runs and predicts the same rest
+    assert f["calibration_runs_per_gpu"] == {"llm-foundry / h100-sxm": f["calibration_runs"]}
+    assert f["calibrated_on_3_per_gpu"] == f["calibrated_on_3"]
     assert f["calibrated_out_of_fold"]["median_abs_error"] < f["catalog"]["median_abs_error"]
 
 
@@ -269,3 +272,61 @@ def test_a_profile_with_no_entry_for_the_gpu_says_so(tmp_path):
     cal = json.loads(r.stdout)["calibration"]
     assert cal["factors"] == {} and "h100-sxm" in cal["note"]
     assert "no entry of profile a100.yaml applies" in r.stderr
+
+
+def test_the_per_gpu_three_run_check_fits_each_gpu_on_its_own_three_runs(observed, monkeypatch):
+    """As a user calibrates: each GPU's fit sees 3 runs of that GPU only (its first, middle and
+    last), and predicts exactly the rest of that GPU's runs; a GPU of 3 runs or fewer has no check."""
+    from parasim.specs.catalog import accelerators
+
+    a100 = accelerators()["a100-sxm-80gb"]
+    moved = [replace(o, case=replace(o.case, cluster=replace(o.case.cluster, accelerator=a100))) for o in observed[:8]]
+    mixed = list(observed[8:12]) + moved + list(observed[12:])  # 8 runs on A100 between 8 on H100
+    seen: list[list[str]] = []
+    real = crossval._fits
+
+    def spy(train, names, scope):
+        seen.append([o.case.cluster.accelerator.id for o in train])
+        return real(train, names, scope)
+
+    monkeypatch.setattr(crossval, "_fits", spy)
+    pairs, runs = crossval._plan_per_gpu(mixed, ["gemm_efficiency"])
+    assert sorted(seen) == [["a100-sxm-80gb"] * 3, ["h100-sxm"] * 3]
+    assert runs["llm-foundry / a100-sxm-80gb"] == [mixed[i].case.id for i in (4, 7, 11)]
+    assert runs["llm-foundry / h100-sxm"] == [mixed[i].case.id for i in (0, 3, 15)]
+    assert len(pairs) == len(mixed) - 6
+    assert all(f is not None for _, f in pairs)
+    few_a100 = [o for o in mixed if o.case.cluster.accelerator.id == "a100-sxm-80gb"][:3]
+    assert crossval._plan_per_gpu(few_a100, ["gemm_efficiency"]) == ([], {})
+
+
+def test_three_runs_keep_the_factor_that_explains_them_not_the_most_influential():
+    """3 runs determine one factor: of the factors they determine, the fit keeps the one whose
+    pattern over the runs matches what they measured. Runs made slower in attention only (truth
+    0.7) are moved most by gemm_efficiency (long GEMMs dominate every MPT step), yet the fit must
+    name attention_efficiency, and find it near 0.7 (the prior pulls a little toward 1)."""
+    cases = _synthetic({"attention_efficiency": 0.7})
+    obs = cal.observe([cases[i] for i in (0, 7, 15)], cal.DEFAULT_FACTORS["training"])
+    names = list(cal.DEFAULT_FACTORS["training"])
+    S, _, w = cal._rows(obs, names)
+    rms = ((S ** 2).T @ w) ** 0.5
+    assert names[int(rms.argmax())] == "gemm_efficiency"  # the old rule's choice
+    fit = cal.linear_fit(obs, names, ("llm-foundry", "h100-sxm"))[0]
+    assert list(fit.factors) == ["attention_efficiency"]
+    assert 0.65 < fit.factors["attention_efficiency"] < 0.8
+
+
+def test_rerun_runs_a_case_with_the_same_factors_once(observed, monkeypatch):
+    ran: list[str] = []
+    real = crossval.run_cases
+
+    def spy(items, workers=1, pool=None):
+        ran.extend(c.id for c, _ in items)
+        return real(items, workers, pool)
+
+    monkeypatch.setattr(crossval, "run_cases", spy)
+    f, g = Factors({"gemm_efficiency": 0.9}), Factors({"gemm_efficiency": 0.8})
+    a, b = observed[0], observed[1]
+    reps = crossval.rerun([(a, f), (b, None), (a, f), (a, g)], 1, None)
+    assert ran == [a.case.id, a.case.id]  # (a, f) once, (a, g) once, b not at all
+    assert reps[0] is reps[2] and reps[1] is b.base and reps[3].predicted != reps[0].predicted

@@ -39,22 +39,25 @@ def render_calibration(result: Any) -> None:
 
 
 def cv_rows(checks: list[Any]) -> list[tuple]:
-    """Per file: scored cases, catalog / out-of-fold / 3-run medians and p90s."""
+    """Per file: scored cases, catalog / out-of-fold medians and p90s, then each 3-run check (per
+    file, per GPU): the rest's median at the catalog, its median and p90 after the 3 runs."""
     rows = []
     for c in checks:
         rows.append((c.file, c.scored, *(abs_pct(d.get(q)) for d in (c.catalog, c.out_of_fold)
                                           for q in ("median_abs_error", "p90_abs_error")),
-                     abs_pct(c.few_catalog.get("median_abs_error")), abs_pct(c.few.get("median_abs_error")),
-                     abs_pct(c.few.get("p90_abs_error"))))
+                     *(abs_pct(d.get(q)) for cat, after in ((c.few_catalog, c.few), (c.few_gpu_catalog, c.few_gpu))
+                       for d, q in ((cat, "median_abs_error"), (after, "median_abs_error"), (after, "p90_abs_error")))))
     return rows
 
 
 CV_COLUMNS = ("file", "cases", "catalog median", "catalog p90", "out-of-fold median", "out-of-fold p90",
-              "rest at catalog, median", "rest after 3 runs, median", "rest after 3 runs, p90")
+              "rest at catalog, median", "rest after 3 runs, median", "rest after 3 runs, p90",
+              "per GPU: rest at catalog, median", "per GPU: rest after 3 runs, median", "per GPU: rest after 3 runs, p90")
 
 
 #: the same columns, short enough for a terminal
-CV_SHORT = ("file", "cases", "catalog med", "p90", "out-of-fold med", "p90", "rest: catalog med", "3-run med", "p90")
+CV_SHORT = ("file", "cases", "catalog med", "p90", "out-of-fold med", "p90", "rest: catalog med", "3-run med", "p90",
+            "per GPU rest: catalog med", "3-run med", "p90")
 
 
 def render_cv(checks: list[Any], k: int) -> None:
@@ -69,7 +72,9 @@ def cv_markdown(checks: list[Any], k: int) -> str:
              "fitted (`parasim calibrate`'s method, one scope per software and GPU) on the other folds only. "
              "\"After 3 runs\": factors fitted (one scope per software) on the file's first, middle and last "
              "case, the rest of the file predicted with them (beside the same rest at the catalog). "
-             "See docs/calibration.md.", "",
+             "\"Per GPU\": as a user calibrates, on their own engine and GPU: each (software, GPU) of the file "
+             "with more than 3 runs fitted on its own first, middle and last run, the rest of that GPU's runs "
+             "predicted with them (the rests pooled over the file's GPUs). See docs/calibration.md.", "",
              "| " + " | ".join(CV_COLUMNS) + " |", "|" + "---|" * len(CV_COLUMNS)]
     for row in cv_rows(checks):
         lines.append("| `" + str(row[0]) + "` | " + " | ".join(str(v) for v in row[1:]) + " |")

@@ -15,6 +15,7 @@ the fit says so in its notes.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -134,18 +135,20 @@ def _rows(obs: Sequence[Observed], names: Sequence[str]) -> tuple[np.ndarray, np
 
 
 def select(obs: Sequence[Observed], names: Sequence[str], explicit: bool) -> tuple[list[str], list[str]]:
-    """The factors these runs determine, most influential first, and a note per factor dropped
-    (explicit: an InputError instead). Determined: moved by the runs, not collinear with a
-    factor kept before it, at most (runs // MIN_RUNS_PER_FACTOR) of them."""
+    """The factors these runs determine, and a note per factor dropped (explicit: an InputError
+    instead). Determined: moved by the runs and not collinear with a factor kept before it (most
+    influential first), at most (runs // MIN_RUNS_PER_FACTOR) of them. When more are determined
+    than the runs allow, the set kept is the one that explains the runs best (the lowest value of
+    the objective solve() minimises), not merely the most influential: with 3 runs and one factor,
+    the one factor whose pattern over the runs matches what they measured."""
     n_runs = len(obs)
-    S, _, w = _rows(obs, names)
+    S, r, w = _rows(obs, names)
     sw = S * np.sqrt(w)[:, None]  # per prior sigma of each factor, weighted
     rms = np.sqrt((sw ** 2).sum(axis=0) / max(1.0, w.sum())) if len(w) else np.zeros(len(names))
     order = sorted(range(len(names)), key=lambda j: (-rms[j], names[j]))
-    kept: list[str] = []
+    free: list[str] = []
     basis: list[np.ndarray] = []
     notes: list[str] = []
-    cap = n_runs // MIN_RUNS_PER_FACTOR
     for j in order:
         n, col = names[j], sw[:, j]
         why = None
@@ -157,17 +160,55 @@ def select(obs: Sequence[Observed], names: Sequence[str], explicit: bool) -> tup
                 resid -= (resid @ b) * b
             if np.linalg.norm(resid) < math.sqrt(1 - COLLINEAR_COS ** 2) * np.linalg.norm(col):
                 why = "its effect on these runs cannot be told apart from a factor already fitted (collinear)"
-            elif len(kept) >= cap:
-                why = (f"{n_runs} run(s) determine at most {cap} factor(s) ({MIN_RUNS_PER_FACTOR} runs per factor); "
-                       "the more influential were kept")
             else:
                 basis.append(resid / np.linalg.norm(resid))
-                kept.append(n)
+                free.append(n)
         if why:
             if explicit:
                 raise InputError("factors", f"cannot fit {n}: {why}; drop it from --factors or add runs")
             notes.append(f"{n} not fitted: {why}")
+    cap = n_runs // MIN_RUNS_PER_FACTOR
+    kept = _best_set(obs, free, cap) if len(free) > cap else free
+    for n in free:
+        if n not in kept:
+            why = (f"{n_runs} run(s) determine at most {cap} factor(s) ({MIN_RUNS_PER_FACTOR} runs per factor); "
+                   "the ones that explain the runs best were kept")
+            if explicit:
+                raise InputError("factors", f"cannot fit {n}: {why}; drop it from --factors or add runs")
+            notes.append(f"{n} not fitted: {why}")
     return kept, notes
+
+
+def _best_set(obs: Sequence[Observed], free: Sequence[str], size: int) -> list[str]:
+    """Of the determined factors `free` (most influential first), the `size` of them whose fit
+    leaves the lowest objective (residuals and prior, as solve() weighs them); ties go to the more
+    influential. Sets whose factors the runs cannot tell apart from each other are not tried."""
+    if size <= 0:
+        return []
+    best: tuple[float, list[str]] | None = None
+    for combo in itertools.combinations(free, size):
+        names = list(combo)
+        S, r, w = _rows(obs, names)
+        if not _independent(S * np.sqrt(w)[:, None]):
+            continue
+        u = solve(obs, names) / PRIOR_SIGMA_VEC(names)
+        value = float(w @ (r - S @ u) ** 2) / RESIDUAL_SIGMA ** 2 + float((u ** 2).sum())
+        if best is None or value < best[0] - 1e-12:
+            best = (value, names)
+    return best[1] if best else list(free[:size])
+
+
+def _independent(sw: np.ndarray) -> bool:
+    """No column of `sw` collinear (|cos| > COLLINEAR_COS) with the span of the ones before it."""
+    basis: list[np.ndarray] = []
+    for col in sw.T:
+        resid = col.copy()
+        for b in basis:
+            resid -= (resid @ b) * b
+        if np.linalg.norm(resid) < math.sqrt(1 - COLLINEAR_COS ** 2) * np.linalg.norm(col):
+            return False
+        basis.append(resid / np.linalg.norm(resid))
+    return True
 
 
 def PRIOR_SIGMA_VEC(names: Sequence[str]) -> np.ndarray:  # noqa: N802 - a vector of the table above

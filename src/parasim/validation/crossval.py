@@ -2,10 +2,12 @@
 
 For every input file, its scored cases (in file order) are split into K folds by position modulo
 K; each fold is predicted by the real simulator with factors fitted (calibrate.linear_fit, scope
-software + GPU) on the other K-1 folds only. Separately, three runs of the file (the first, the
-middle and the last scored case) are fitted with one scope per software (three runs cannot
-calibrate each GPU) and the rest of the file is predicted with them. The sensitivities are
-computed once per case and shared by every fit; each held-out case is re-run once per check.
+software + GPU) on the other K-1 folds only. Separately, two 3-run checks: three runs of the file
+(the first, the middle and the last scored case) fitted with one scope per software, the rest of
+the file predicted with them; and, as a user calibrates (on their own engine and GPU), three runs
+of each (software, GPU) of the file (its first, middle and last) fitted for that scope alone, the
+rest of that GPU's runs predicted with them. The sensitivities are computed once per case and
+shared by every fit; each held-out case is re-run once per check.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from parasim.validation.calibrate import (Observed, factors_by_kind, groups, lin
 from parasim.validation.run import CaseReport, Pool, run_cases
 
 #: the scope each check fits in (docs/calibration.md)
-CV_SCOPE, FEW_SCOPE = "software+gpu", "software"
+CV_SCOPE, FEW_SCOPE, FEW_GPU_SCOPE = "software+gpu", "software", "software+gpu"
 FEW_RUNS = 3
 
 
@@ -57,6 +59,9 @@ class FileCheck:
     few: dict[str, Any] = field(default_factory=dict)  # the rest of the file, after FEW_RUNS runs
     few_catalog: dict[str, Any] = field(default_factory=dict)  # the same rest at the catalog
     few_runs: list[str] = field(default_factory=list)
+    few_gpu: dict[str, Any] = field(default_factory=dict)  # the rest of each GPU's runs, after 3 of them
+    few_gpu_catalog: dict[str, Any] = field(default_factory=dict)  # the same rest at the catalog
+    few_gpu_runs: dict[str, list[str]] = field(default_factory=dict)  # "software / gpu" -> its 3 runs' ids
     case_errors: dict[str, dict[str, float]] = field(default_factory=dict)  # id -> out-of-fold errors
     notes: list[str] = field(default_factory=list)
 
@@ -64,6 +69,8 @@ class FileCheck:
         return {"file": self.file, "k": self.k, "scored_cases": self.scored, "catalog": self.catalog,
                 "calibrated_out_of_fold": self.out_of_fold, "calibrated_on_3": self.few,
                 "catalog_on_the_rest": self.few_catalog, "calibration_runs": self.few_runs,
+                "calibrated_on_3_per_gpu": self.few_gpu, "catalog_on_the_rest_per_gpu": self.few_gpu_catalog,
+                "calibration_runs_per_gpu": self.few_gpu_runs,
                 "out_of_fold_errors": self.case_errors, "notes": self.notes}
 
 
@@ -98,11 +105,34 @@ def _plan(obs: Sequence[Observed], k: int, names: Sequence[str]) -> tuple[list, 
     return held, few, [obs[i].case.id for i in pick]
 
 
+def _plan_per_gpu(obs: Sequence[Observed], names: Sequence[str]) -> tuple[list, dict[str, list[str]]]:
+    """The user's 3-run check: per (software, GPU) of the file with more than FEW_RUNS runs, its
+    first, middle and last run fitted for that scope alone; (the rest of its runs, their factors)
+    to re-run, and "software / gpu" -> the 3 runs' ids. A GPU with too few runs has no check."""
+    pairs: list[tuple[Observed, Factors | None]] = []
+    runs: dict[str, list[str]] = {}
+    for key, g in groups(obs, FEW_GPU_SCOPE).items():
+        pick = few_runs(len(g))
+        if not pick:
+            continue
+        f = _fits([g[i] for i in pick], names, FEW_GPU_SCOPE).get(key)
+        pairs += [(o, f) for i, o in enumerate(g) if i not in pick]
+        runs[f"{key[0]} / {key[1]}"] = [g[i].case.id for i in pick]
+    return pairs, runs
+
+
 def rerun(pairs: list[tuple[Observed, Factors | None]], workers: int, pool: Pool | None) -> list[CaseReport]:
-    """Each pair's case re-run with its factors (one pool call); unfitted ones keep the catalog's."""
-    todo = [(with_factors(o.case, f), o.file) for o, f in pairs if f is not None]
-    runs = iter(run_cases(todo, workers, pool))
-    return [next(runs) if f is not None else o.base for o, f in pairs]
+    """Each pair's case re-run with its factors (one pool call); unfitted ones keep the catalog's.
+    A case that comes twice with the same factors (a one-GPU file's two 3-run checks) runs once."""
+    keys = [None if f is None else (o.file, o.case.id, tuple(sorted(f.values.items()))) for o, f in pairs]
+    index: dict[tuple, int] = {}
+    todo = []
+    for (o, f), key in zip(pairs, keys):
+        if key is not None and key not in index:
+            index[key] = len(todo)
+            todo.append((with_factors(o.case, f), o.file))
+    runs = run_cases(todo, workers, pool)
+    return [o.base if key is None else runs[index[key]] for (o, _), key in zip(pairs, keys)]
 
 
 def errors_of(reports: Sequence[CaseReport]) -> list[float]:
@@ -125,15 +155,20 @@ def cross_validate(paths: Sequence[str], reports: Sequence[CaseReport], k: int, 
         fobs = [o for o in obs if o.file == p and o.scored]
         check = FileCheck(file=p, k=k, scored=len(fobs), catalog=quantiles(errors_of([o.base for o in fobs])))
         held, few, check.few_runs = _plan(fobs, k, names)
+        few_gpu, check.few_gpu_runs = _plan_per_gpu(fobs, names)
         if not held:
             check.notes.append(f"{len(fobs)} scored case(s), fewer than {k} folds: no cross-validation")
         checks.append(check)
-        pairs.append((held, few))
-    flat = [x for held, few in pairs for x in (*held, *few)]
+        pairs.append((held, few, few_gpu))
+    flat = [x for parts in pairs for part in parts for x in part]
     done = iter(rerun(flat, workers, pool))
-    for check, (held, few) in zip(checks, pairs):
+    for check, (held, few, few_gpu) in zip(checks, pairs):
         held_reps = [next(done) for _ in held]
         few_reps = [next(done) for _ in few]
+        gpu_reps = [next(done) for _ in few_gpu]
+        if few_gpu:
+            check.few_gpu = quantiles(errors_of(gpu_reps))
+            check.few_gpu_catalog = quantiles(errors_of([o.base for o, _ in few_gpu]))
         if held:
             check.out_of_fold = quantiles(errors_of(held_reps))
             check.case_errors = {o.case.id: dict(r.errors) for (o, _), r in zip(held, held_reps)}
