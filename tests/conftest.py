@@ -58,3 +58,16 @@ def make_accelerator(**kw) -> AcceleratorSpec:
 def make_cluster(gpus: int = 8, **kw) -> ClusterSpec:
     acc = kw.pop("accelerator", None) or make_accelerator()
     return ClusterSpec(accelerator=acc, gpus=gpus, **kw)
+
+
+def check_fixed_length_row(case) -> None:
+    """A serving case with fixed prompt and output lengths predicts, and its tokens add up: output rate =
+    request rate x output length, and each request's E2E is its TTFT plus (output - 1) gaps, so the means
+    add up the same way."""
+    from parasim.validation.serving import predict_case
+
+    r = predict_case(case)
+    assert r.status == "ok", r.reason
+    p, out = r.predicted, case.workload["output_tokens"]
+    assert p["output_tokens_per_s"] == pytest.approx(p["requests_per_s"] * out, rel=1e-9)
+    assert p["e2e_mean_s"] == pytest.approx(p["ttft_mean_s"] + (out - 1) * p["tpot_mean_s"], rel=1e-6)

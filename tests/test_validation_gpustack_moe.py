@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from parasim.specs.validation_case import load_cases
-from parasim.validation.serving import predict_case
+from tests.conftest import check_fixed_length_row
 
 SHIPPED = Path(__file__).resolve().parents[1] / "validation"
 FILES = ("gpustack-vllm-moe.yaml", "gpustack-sglang-moe.yaml")
@@ -80,10 +80,5 @@ def test_plan_is_the_serve_command(case):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_rows_run_and_conserve_tokens(case):
-    """Every row predicts; with fixed lengths, output rate = request rate x output length, and each request's
-    E2E is its TTFT plus (output - 1) gaps, so the means add up the same way."""
-    r = predict_case(case)
-    assert r.status == "ok", r.reason
-    p, out = r.predicted, case.workload["output_tokens"]
-    assert p["output_tokens_per_s"] == pytest.approx(p["requests_per_s"] * out, rel=1e-9)
-    assert p["e2e_mean_s"] == pytest.approx(p["ttft_mean_s"] + (out - 1) * p["tpot_mean_s"], rel=1e-6)
+    """Every row predicts, and its tokens add up (conftest.check_fixed_length_row)."""
+    check_fixed_length_row(case)

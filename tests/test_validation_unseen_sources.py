@@ -16,6 +16,7 @@ import pytest
 
 from parasim.specs.validation_case import load_cases
 from parasim.validation.serving import predict_case
+from tests.conftest import check_fixed_length_row
 
 SHIPPED = Path(__file__).resolve().parents[1] / "validation"
 CASES = load_cases(SHIPPED / "sglang-gpt-oss-h100.yaml") + load_cases(SHIPPED / "vllm-recipes-deepseek-v32-h20.yaml")
@@ -46,13 +47,8 @@ def test_rows_match_the_printed_totals(case):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_rows_run_and_conserve_tokens(case):
-    """Every row predicts; with fixed lengths, output rate = request rate x output length, and each request's
-    E2E is its TTFT plus (output - 1) gaps, so the means add up the same way."""
-    r = predict_case(case)
-    assert r.status == "ok", r.reason
-    p, out = r.predicted, case.workload["output_tokens"]
-    assert p["output_tokens_per_s"] == pytest.approx(p["requests_per_s"] * out, rel=1e-9)
-    assert p["e2e_mean_s"] == pytest.approx(p["ttft_mean_s"] + (out - 1) * p["tpot_mean_s"], rel=1e-6)
+    """Every row predicts, and its tokens add up (conftest.check_fixed_length_row)."""
+    check_fixed_length_row(case)
 
 
 def test_client_concurrency_cap_bounds_requests_in_flight():
