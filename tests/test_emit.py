@@ -188,3 +188,16 @@ def test_hf_config_name_or_path_becomes_the_repository(tmp_path):
     cfg["_name_or_path"] = "/data/ckpt/tiny"
     p.write_text(json.dumps(cfg))
     assert load(str(p)).hf_repo == ""
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_sglang_launch_keeps_the_overlap_scheduler_only_when_simulated(ahead):
+    """SGLang runs its overlap scheduler by default (batches formed ahead); the command launches the
+    plan that was simulated: `--disable-overlap-schedule` exactly when schedule_ahead is false, with a
+    note saying why."""
+    model = get_model("llama-3-8b")
+    cluster = cluster_for(get_accelerator("h100-sxm"), 1)
+    launch = launch_for("sglang", model, cluster, ServingPlan(scheduler="sglang", schedule_ahead=ahead))
+    (server,) = servers("sglang", launch)
+    assert ("--disable-overlap-schedule" in server["flags"]) is (not ahead)
+    assert any("overlap scheduler" in n for n in launch.notes) is (not ahead)

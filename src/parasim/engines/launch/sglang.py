@@ -33,6 +33,10 @@ class SGLangLauncher(Launcher):
                                 [*((f"--{role}", url) for role, url in urls), ("--host", "0.0.0.0"), ("--port", 8000)]))
         else:
             cmds = [self._serve(ctx, ctx.whole_pool(30000), dp=ctx.pools[0].replicas)]
+        if not p.schedule_ahead:
+            notes.append("the plan was simulated without SGLang's overlap scheduler (schedule_ahead false), so the "
+                         "command disables it; simulate with --schedule-ahead (the sglang engine's default) to keep "
+                         "SGLang's default")
         if p.kv_reservation == "full":
             notes.append("SGLang grows each request's KV cache as it decodes and retracts requests when full; the "
                          "plan's kv_reservation=full (reserve prompt+output up front) has no flag")
@@ -58,6 +62,8 @@ class SGLangLauncher(Launcher):
             ("--quantization", "fp8" if ctx.online_fp8() else None),
             ("--disable-radix-cache", not p.prefix_cache),
             ("--disable-custom-all-reduce", not p.custom_allreduce),
+            # SGLang (>= 0.4) forms each batch ahead by default; a plan simulated without it launches without it
+            ("--disable-overlap-schedule", not p.schedule_ahead),
             ("--attention-backend", "flashinfer" if p.attention == "flash2" else None),
             ("--cuda-graph-max-bs", p.cuda_graph_max_batch),
             ("--disaggregation-mode", inst.role if p.is_disagg else None),
