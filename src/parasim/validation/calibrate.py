@@ -154,15 +154,10 @@ def select(obs: Sequence[Observed], names: Sequence[str], explicit: bool) -> tup
         why = None
         if rms[j] < MOVE_TOL:
             why = "the runs do not move it (zero sensitivity)"
+        elif not _extend_basis(basis, col):
+            why = "its effect on these runs cannot be told apart from a factor already fitted (collinear)"
         else:
-            resid = col.copy()
-            for b in basis:
-                resid -= (resid @ b) * b
-            if np.linalg.norm(resid) < math.sqrt(1 - COLLINEAR_COS ** 2) * np.linalg.norm(col):
-                why = "its effect on these runs cannot be told apart from a factor already fitted (collinear)"
-            else:
-                basis.append(resid / np.linalg.norm(resid))
-                free.append(n)
+            free.append(n)
         if why:
             if explicit:
                 raise InputError("factors", f"cannot fit {n}: {why}; drop it from --factors or add runs")
@@ -198,17 +193,22 @@ def _best_set(obs: Sequence[Observed], free: Sequence[str], size: int) -> list[s
     return best[1] if best else list(free[:size])
 
 
-def _independent(sw: np.ndarray) -> bool:
-    """No column of `sw` collinear (|cos| > COLLINEAR_COS) with the span of the ones before it."""
-    basis: list[np.ndarray] = []
-    for col in sw.T:
-        resid = col.copy()
-        for b in basis:
-            resid -= (resid @ b) * b
-        if np.linalg.norm(resid) < math.sqrt(1 - COLLINEAR_COS ** 2) * np.linalg.norm(col):
-            return False
-        basis.append(resid / np.linalg.norm(resid))
+def _extend_basis(basis: list[np.ndarray], col: np.ndarray) -> bool:
+    """Add `col`'s part orthogonal to the orthonormal `basis` to it, unless `col` is collinear
+    (|cos| > COLLINEAR_COS) with the basis's span: then leave the basis as it is and say False."""
+    resid = col.copy()
+    for b in basis:
+        resid -= (resid @ b) * b
+    if np.linalg.norm(resid) < math.sqrt(1 - COLLINEAR_COS ** 2) * np.linalg.norm(col):
+        return False
+    basis.append(resid / np.linalg.norm(resid))
     return True
+
+
+def _independent(sw: np.ndarray) -> bool:
+    """No column of `sw` collinear with the span of the ones before it (`_extend_basis`)."""
+    basis: list[np.ndarray] = []
+    return all(_extend_basis(basis, col) for col in sw.T)
 
 
 def PRIOR_SIGMA_VEC(names: Sequence[str]) -> np.ndarray:  # noqa: N802 - a vector of the table above
