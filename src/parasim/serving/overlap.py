@@ -39,7 +39,9 @@ of a 70B layer and 2 for the later GEMMs).
 
 from __future__ import annotations
 
-from parasim.cost.roofline import gemm_roofline_s
+from dataclasses import replace
+
+from parasim.cost.layer import op_time_s
 from parasim.serving.itercost import TOKEN_PARTS, IterationCost
 from parasim.serving.plan import DEFAULT_NANO_BATCHES, ServingPlan
 from parasim.specs.cluster import ClusterSpec
@@ -116,8 +118,8 @@ class OverlapIterationCost(IterationCost):
             f, acc = 0.0, self.cluster.accelerator
             for n, moe in ((self.dense_layers, False), (self.moe_layers, True)):
                 if n and tokens > 0:
-                    f += n * sum(gemm_roofline_s(o.m, o.flops, 0.0, acc, compute_dtype=o.dtype, n=o.n, k=o.k,
-                                                 tile_m=o.tile_m, fill=o.fill, rate=o.rate)
+                    # each GEMM as the layer prices it (cost.layer.op_time_s), with no bytes to move
+                    f += n * sum(op_time_s(replace(o, bytes=0.0), acc)
                                  for o in self.layer.token_ops(tokens, moe) if o.kind == "gemm")
             self._flops[tokens] = f
         return f
