@@ -205,32 +205,28 @@ def _fp8_casts_s(model: ModelSpec, plan: TrainingPlan, layer: LayerCost, acc, t:
     # attention: the QKV input and the output projection's input; their output gradients
     fwd_el = t * (model.hidden + model.q_dim / tp)
     bwd_el = t * (qkv_out + model.hidden)
-    mm = model.mlp_matrices - 1  # gate + up (gated MLP) or up: the first GEMM's output widths
     if moe:
-        fwd_m, bwd_m = _expert_cast_elements(model, plan, layer, t)
+        # TEGroupedMLP's GroupedLinear quantizes the permuted rows it receives: one row per routed
+        # token-expert pair (the ep peers' tokens x top-k, gathered over etp, at the busiest rank's
+        # load, as `LayerCost._moe_ops` runs the GEMMs), not one row per token
+        rows = layer.moe_group_tokens(t) * model.experts_per_token * layer.expert_load(t) / plan.ep
+        fwd_m, bwd_m = _mlp_cast_elements(model, rows, model.moe_ffn_hidden / layer.etp)
         fwd_el, bwd_el = fwd_el + fwd_m, bwd_el + bwd_m
         if model.shared_experts:  # a dense MLP of shared_experts x moe_ffn_hidden beside the router
-            width = model.shared_experts * model.moe_ffn_hidden / tp
-            fwd_el += t * (model.hidden + width)
-            bwd_el += t * (model.hidden + mm * width)
+            fwd_m, bwd_m = _mlp_cast_elements(model, t, model.shared_experts * model.moe_ffn_hidden / tp)
+            fwd_el, bwd_el = fwd_el + fwd_m, bwd_el + bwd_m
     else:
-        fwd_el += t * (model.hidden + model.ffn_hidden / tp)
-        bwd_el += t * (model.hidden + mm * model.ffn_hidden / tp)
+        fwd_m, bwd_m = _mlp_cast_elements(model, t, model.ffn_hidden / tp)
+        fwd_el, bwd_el = fwd_el + fwd_m, bwd_el + bwd_m
     return (memory_time_s(fwd_el * FP8_CAST_BYTES, acc, kernels=4),
             memory_time_s(bwd_el * FP8_CAST_BYTES, acc, kernels=4))
 
 
-def _expert_cast_elements(model: ModelSpec, plan: TrainingPlan, layer: LayerCost, t: float) -> tuple[float, float]:
-    """Elements Transformer Engine casts to FP8 around the routed experts' grouped GEMMs on the
-    busiest expert rank, per micro-batch: (forward, backward). TEGroupedMLP's GroupedLinear
-    quantizes the permuted rows it receives (one row per routed token-expert pair: the ep peers'
-    tokens x top-k, gathered over etp, at the busiest rank's load, as `LayerCost._moe_ops` runs
-    the GEMMs), not one row per token: the first GEMM's input (hidden wide) and the second's
-    (moe_ffn_hidden / etp); in the backward the second GEMM's output gradient (hidden) and the
-    first's (gate + up: 2 x moe_ffn_hidden / etp)."""
-    rows = layer.moe_group_tokens(t) * model.experts_per_token * layer.expert_load(t) / plan.ep
-    width = model.moe_ffn_hidden / layer.etp
-    mm = model.mlp_matrices - 1
+def _mlp_cast_elements(model: ModelSpec, rows: float, width: float) -> tuple[float, float]:
+    """Elements cast to FP8 around an MLP of `width` (per GPU) over `rows` rows: (forward,
+    backward). Forward: the first GEMM's input (hidden wide) and the second's (width); backward:
+    the second GEMM's output gradient (hidden) and the first's (gate + up, or up: its widths)."""
+    mm = model.mlp_matrices - 1  # gate + up (gated MLP) or up: the first GEMM's output widths
     return rows * (model.hidden + width), rows * (model.hidden + mm * width)
 
 
