@@ -40,21 +40,23 @@ One more `triton`-family term: block-scaled FP8 (W8A8 with 128 x 128 weight bloc
 activation groups, DeepSeek-V3/R1 and Qwen3-FP8 checkpoints) on Hopper. The Triton kernels that
 vLLM and SGLang run for it (`fused_moe_kernel` with `block_shape`, written like the dense
 `w8a8_block_fp8_matmul`) multiply each 128-deep K step's partial product by the two block scales
-before adding it to the fp32 accumulator (`accumulator += tl.dot(a, b) * a_scale * b_scale` in
-the K loop), so each step's FP8 wgmma result must be complete before the next step can use the
-accumulator: the MMAs of successive K steps do not overlap (our reading of the kernel's
-structure; the cost itself is the measurement that follows). Measured on an H100 with the tuned config (vLLM PR
-#23280, https://github.com/vllm-project/vllm/pull/23280, "Benchmarking DeepSeek-V3, N=2112
-K=7168", table "BF16 vs W8A8 Block FP8 GEMMs", TFLOP/s), the Triton block-FP8 GEMM reaches
-0.56-0.61 of the torch BF16 GEMM of the same shape at M = 1,024-8,192 rows: no FP8 speed-up at
-all. Read against the catalog's H100 FP8 GEMM rate at that depth, each K step spends
-`triton_block_fp8_stall()` times its MMA time waiting. That wait is a fixed number of SM cycles
-per step, while the MMA time per step scales inversely with the SM's FP8 tensor rate, so a part
-whose SMs compute FP8 more slowly than the H100's (H100 PCIe) loses proportionally less
-(`triton_block_fp8_rate`; the fixed wait in cycles is the model's assumption, checked on no
-second part). The same kernels keep BLOCK_SIZE_M = 64 at every batch (vLLM's `get_default_config`
-block-FP8 branch and its tuned H20 table; SGLang's fp8 default), so the 64-row tile holds above E
-tokens too (`moe_tile_m`'s `block_fp8`). Not applied: per-tensor FP8 (no per-step rescale), TensorRT-LLM's and
+before adding it to the fp32 accumulator (vLLM `vllm/model_executor/layers/fused_moe/fused_moe.py`,
+`fused_moe_kernel`, block-wise branch of the K loop: `accumulator += tl.dot(a, b) * a_scale[:,
+None] * b_scale[None, :]`, where the per-tensor branch passes `acc=accumulator` to the dot), so
+each step's FP8 wgmma result must be complete before the next step can use the accumulator: the
+MMAs of successive K steps do not overlap (our reading of the kernel's structure; the cost itself
+is the measurement that follows). Measured on an H100 with the tuned config (vLLM PR #23280,
+https://github.com/vllm-project/vllm/pull/23280, "Benchmarking DeepSeek-V3, N=2112 K=7168", table
+"BF16 vs W8A8 Block FP8 GEMMs", TFLOP/s), the Triton block-FP8 GEMM reaches 0.56-0.61 of the torch
+BF16 GEMM of the same shape at M = 1,024-8,192 rows: no FP8 speed-up at all. Read against the
+catalog's H100 FP8 GEMM rate at that depth, each K step spends `triton_block_fp8_stall()` times its
+MMA time waiting. That wait is a fixed number of SM cycles per step, while the MMA time per step
+scales inversely with the SM's FP8 tensor rate, so a part whose SMs compute FP8 more slowly than
+the H100's (H100 PCIe) loses proportionally less (`triton_block_fp8_rate`; the fixed wait in cycles
+is the model's assumption, checked on no second part). The same kernels keep BLOCK_SIZE_M = 64 at
+every batch (vLLM's `get_default_config` block-FP8 branch, `"BLOCK_SIZE_M": 64` unless DeepGEMM
+runs, and its tuned H20 table; SGLang's fp8 default), so the 64-row tile holds above E tokens too
+(`moe_tile_m`'s `block_fp8`). Not applied: per-tensor FP8 (no per-step rescale), TensorRT-LLM's and
 DeepGEMM's kernels (the `cutlass` family; DeepGEMM overlaps the promotion with warp
 specialisation), parts whose SM count the catalog does not give (the per-SM rate is unknown), and
 other generations (nothing measured).
