@@ -25,7 +25,7 @@ from parasim.cost import nongemm
 from parasim.cost.attn_shape import law_for
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import dtype_bytes
-from parasim.cost.moe_tile import grouped_gemm_rate, moe_tile_m
+from parasim.cost.moe_tile import grouped_gemm_rate, moe_tile_m, triton_block_fp8, triton_block_fp8_rate
 from parasim.cost.quant import MARLIN_TILE_M, gemm_dtype, is_weight_only
 from parasim.cost.quant_bytes import QuantScope
 from parasim.cost.roofline import (attention_time_s, gemm_flops_bytes, gemm_roofline_s, gemm_time_s, grouped_fill,
@@ -196,6 +196,10 @@ class LayerCost:
         self.moe_gemm = moe_gemm  # grouped expert GEMM kernel family: its row tile by batch (cost.moe_tile)
         self.adt = act_dtype
         self._fmt = self._part_formats(quant)
+        # serving's Triton block-FP8 experts wait at every K step (cost.moe_tile)
+        self._block_fp8 = (quant is not None and quant.experts and sharding.etp is None
+                           and self._fmt["experts"][1] == "fp8"
+                           and triton_block_fp8(moe_gemm, self.acc, quant.weights, quant.scales))
         tp, m = sharding.tp, model
         self.tp_group = tp_group or Group.strided(tp, 1, cluster)
         self.ep_group = ep_group or Group.strided(sharding.ep, tp, cluster)
@@ -279,7 +283,7 @@ class LayerCost:
         local = m.experts / s.ep
         ex_bytes, _, ex_tile = self._fmt["experts"]
         tile = ex_tile or moe_tile_m(self.moe_gemm, group_tokens, local, self.acc.efficiency.gemm_tile_m,
-                                     quantized=ex_bytes < 2)
+                                     quantized=ex_bytes < 2, block_fp8=self._block_fp8)
         mean = group_tokens * p * busiest  # rows per expert, untouched ones included
         tiles = expected_tiles(group_tokens, p, tile, mean)
         up = (m.mlp_matrices - 1) * m.moe_ffn_hidden // self.etp
@@ -287,6 +291,8 @@ class LayerCost:
         # a serving engine's grouped-GEMM kernel family runs below the dense rate (cost.moe_tile);
         # training's grouped GEMMs (the folded layout) keep the dense rate
         rate = 1.0 if s.folded else grouped_gemm_rate(self.moe_gemm, self.acc.generation, weight_only=bool(ex_tile))
+        if self._block_fp8:  # Triton block-FP8: the FP8 unit, waiting at every K step (cost.moe_tile)
+            rate = triton_block_fp8_rate(self.acc)
         ops = [self._gemm("router", self.routed_tokens(t), m.hidden, m.experts, dtype="bf16", weight_bytes=self.ab),
                replace(self._gemm("experts_up", per_expert, m.hidden, up, local_touched, part="experts"),
                        fill=grouped_fill(mean, tiles, local, up, self.acc, tile), rate=rate),

@@ -13,8 +13,9 @@ kernel families differ (`MOE_GEMMS`):
   M <= E (vLLM fused_moe.py and SGLang fused_moe_triton, 2024-2025: 16 rows for 16-bit weights; 64
   for fp8 in SGLang and for vLLM's block-scaled fp8, whose tuned H20 table for DeepSeek-V3,
   `E=256,N=256,device_name=NVIDIA_H20,dtype=fp8_w8a8,block_shape=[128,128].json`, keeps 64 at every
-  M). Larger batches keep the part's tile: vLLM hands block-fp8 experts to DeepGEMM once M reaches
-  its 128-row contiguous-layout alignment (`_valid_deep_gemm_shape`).
+  M). Larger batches keep the part's tile (vLLM hands block-fp8 experts to DeepGEMM once M
+  reaches its 128-row contiguous-layout alignment, `_valid_deep_gemm_shape`, where DeepGEMM MoE
+  is on), except the Triton block-FP8 path on Hopper, which keeps 64 rows (below).
 
 Weight-only formats keep Marlin's own tile (cost.quant.MARLIN_TILE_M) in every family.
 
@@ -34,11 +35,40 @@ moe_gemm/moe_gemm_template_dispatch.h; its TMA warp-specialized configs are the 
 other generations (Ampere runs CUTLASS 2.x grouped kernels, Blackwell others), the `triton` family
 (vLLM PR #24700's Mixtral sweep is predicted within 10 % at decode sizes; serving.md, "Fused-MoE
 kernel sweeps"), weight-only formats (Marlin kernels) and training's grouped GEMMs (cost.layer).
+
+One more `triton`-family term: block-scaled FP8 (W8A8 with 128 x 128 weight blocks and per-128
+activation groups, DeepSeek-V3/R1 and Qwen3-FP8 checkpoints) on Hopper. The Triton kernels that
+vLLM and SGLang run for it (`fused_moe_kernel` with `block_shape`, written like the dense
+`w8a8_block_fp8_matmul`) multiply each 128-deep K step's partial product by the two block scales
+before adding it to the fp32 accumulator (vLLM `vllm/model_executor/layers/fused_moe/fused_moe.py`,
+`fused_moe_kernel`, block-wise branch of the K loop: `accumulator += tl.dot(a, b) * a_scale[:,
+None] * b_scale[None, :]`, where the per-tensor branch passes `acc=accumulator` to the dot), so
+each step's FP8 wgmma result must be complete before the next step can use the accumulator: the
+MMAs of successive K steps do not overlap (our reading of the kernel's structure; the cost itself
+is the measurement that follows). Measured on an H100 with the tuned config (vLLM PR #23280,
+https://github.com/vllm-project/vllm/pull/23280, "Benchmarking DeepSeek-V3, N=2112 K=7168", table
+"BF16 vs W8A8 Block FP8 GEMMs", TFLOP/s), the Triton block-FP8 GEMM reaches 0.56-0.61 of the torch
+BF16 GEMM of the same shape at M = 1,024-8,192 rows: no FP8 speed-up at all. Read against the
+catalog's H100 FP8 GEMM rate at that depth, each K step spends `triton_block_fp8_stall()` times its
+MMA time waiting. That wait is a fixed number of SM cycles per step, while the MMA time per step
+scales inversely with the SM's FP8 tensor rate, so a part whose SMs compute FP8 more slowly than
+the H100's (H100 PCIe) loses proportionally less (`triton_block_fp8_rate`; the fixed wait in cycles
+is the model's assumption, checked on no second part). The same kernels keep BLOCK_SIZE_M = 64 at
+every batch (vLLM's `get_default_config` block-FP8 branch, `"BLOCK_SIZE_M": 64` unless DeepGEMM
+runs, and its tuned H20 table; SGLang's fp8 default), so the 64-row tile holds above E tokens too
+(`moe_tile_m`'s `block_fp8`). Not applied: per-tensor FP8 (no per-step rescale), TensorRT-LLM's and
+DeepGEMM's kernels (the `cutlass` family; DeepGEMM overlaps the promotion with warp
+specialisation), parts whose SM count the catalog does not give (the per-SM rate is unknown), and
+other generations (nothing measured).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from statistics import fmean
+
+from parasim.specs.accelerator import AcceleratorSpec
+from parasim.specs.catalog import get_accelerator
 
 #: grouped expert GEMM kernel families (ServingPlan.moe_gemm)
 MOE_GEMMS = ("cutlass", "triton")
@@ -59,11 +89,30 @@ CUTLASS_GROUPED_RATE = fmean(DEEPGEMM_DENSE_SPEEDUPS) / fmean(DEEPGEMM_GROUPED_S
 #: the generations whose `cutlass` family is a CUTLASS 3.x (SM90) grouped GEMM
 CUTLASS_GROUPED_GENERATIONS = ("hopper",)
 
+#: vLLM PR #23280 (H100 80GB HBM3, DeepSeek-V3 N=2112 K=7168, block 128 x 128, tuned config), TFLOP/s
+#: at M = 1,024 / 2,048 / 4,096 / 8,192: (torch-bf16, w8a8-block-fp8-triton)
+TRITON_BLOCK_FP8_VS_BF16_TFLOPS = ((619.771938, 366.839772), (648.192575, 396.032348), (715.781529, 402.982983),
+                                   (666.385367, 406.511360))
+#: the Triton block-FP8 GEMM's rate against the dense 16-bit GEMM of the same shape on that part
+TRITON_BLOCK_FP8_VS_BF16 = fmean(fp8 / bf16 for bf16, fp8 in TRITON_BLOCK_FP8_VS_BF16_TFLOPS)
+#: the measurement's part (catalog id) and reduction depth
+TRITON_BLOCK_FP8_REF_PART = "h100-sxm"
+TRITON_BLOCK_FP8_REF_K = 7168
+#: the generations where it was measured (Hopper: FP8 wgmma with the rescale on the accumulator)
+TRITON_BLOCK_FP8_GENERATIONS = ("hopper",)
+#: the checkpoint scale layout the Triton block-FP8 path serves (cost.quant_bytes)
+BLOCK_FP8_SCALES = "block_128"
 
-def moe_tile_m(gemm: str, tokens: float, experts: float, part_tile: int, *, quantized: bool) -> int:
+
+def moe_tile_m(gemm: str, tokens: float, experts: float, part_tile: int, *, quantized: bool,
+               block_fp8: bool = False) -> int:
     """Row tile height of the grouped expert GEMM for `tokens` tokens meeting on a rank holding
     `experts` experts, under kernel family `gemm` (MOE_GEMMS); `part_tile` is the part's own;
-    `quantized`: weights below 16 bits computed in their own format (W8A8; W4A4 taken alike)."""
+    `quantized`: weights below 16 bits computed in their own format (W8A8; W4A4 taken alike);
+    `block_fp8`: the Triton block-FP8 kernel runs (`triton_block_fp8`), whose config keeps
+    TRITON_SMALL_M_TILE_QUANT rows at every batch."""
+    if block_fp8:
+        return min(TRITON_SMALL_M_TILE_QUANT, part_tile)
     if gemm == "triton" and 0 < tokens <= experts:
         small = TRITON_SMALL_M_TILE_QUANT if quantized else TRITON_SMALL_M_TILE_16BIT
         return min(small, part_tile)
@@ -77,3 +126,35 @@ def grouped_gemm_rate(gemm: str, generation: str, *, weight_only: bool) -> float
     if gemm == "cutlass" and generation in CUTLASS_GROUPED_GENERATIONS and not weight_only:
         return CUTLASS_GROUPED_RATE
     return 1.0
+
+
+def triton_block_fp8(gemm: str, acc: AcceleratorSpec, weights: str, scales: str) -> bool:
+    """Whether the routed experts run the Triton block-FP8 kernel with its per-step wait
+    (`triton_block_fp8_rate`; module docstring): `triton` family, FP8 weights with 128 x 128 block
+    scales computed on the FP8 unit, on a generation where that was measured and a part whose SM
+    count is known."""
+    return (gemm == "triton" and weights == "fp8" and scales == BLOCK_FP8_SCALES and acc.has_unit("fp8")
+            and acc.generation in TRITON_BLOCK_FP8_GENERATIONS and acc.efficiency.sms > 0)
+
+
+def _fp8_per_sm(acc: AcceleratorSpec) -> float:
+    return acc.sustained_peak("fp8") / acc.efficiency.sms
+
+
+@lru_cache(maxsize=1)
+def triton_block_fp8_stall() -> float:
+    """Wait per K step over the step's MMA time, on the measured part: its dense FP8 GEMM rate at the
+    measured depth over the Triton block-FP8 rate, minus 1 (module docstring)."""
+    ref = get_accelerator(TRITON_BLOCK_FP8_REF_PART)
+    k = TRITON_BLOCK_FP8_REF_K
+    fp8 = ref.sustained_peak("fp8") * ref.gemm_efficiency("fp8", k)
+    bf16 = ref.sustained_peak("bf16") * ref.gemm_efficiency("bf16", k)
+    return fp8 / (TRITON_BLOCK_FP8_VS_BF16 * bf16) - 1.0
+
+
+def triton_block_fp8_rate(acc: AcceleratorSpec) -> float:
+    """The Triton block-FP8 grouped GEMM's MMA rate against the part's dense FP8 GEMM: each K step's
+    MMA time plus the fixed wait, which weighs less where an SM's FP8 rate is lower (module doc).
+    Callers check `triton_block_fp8` first (the part's SM count must be known)."""
+    ref = get_accelerator(TRITON_BLOCK_FP8_REF_PART)
+    return 1.0 / (1.0 + triton_block_fp8_stall() * _fp8_per_sm(acc) / _fp8_per_sm(ref))
