@@ -60,7 +60,7 @@ _FIELD_KINDS = {
     **dict.fromkeys(("scheduler", "router", "kv_reservation", "act_quant", "attention"), "text"),
     **dict.fromkeys(("weights", "kv_dtype"), "text?"),
     "custom_allreduce": "bool", "schedule_ahead": "bool", "prefix_cache": "bool?", "gpu_memory_utilization": "share",
-    "output_delay_s": "seconds", "host_s_per_context_token": "seconds", "host_s_per_sequence": "seconds", "iteration_overhead_s": "seconds?", "eager_prefill_layer_s": "seconds?",
+    "output_delay_s": "seconds", "host_s_per_context_token": "seconds", "host_s_per_sequence": "seconds", "frontend_s_per_request": "seconds", "iteration_overhead_s": "seconds?", "eager_prefill_layer_s": "seconds?",
     "spec_method": "text?", "num_speculative_tokens": "count?", "spec_acceptance": "share?", "draft_model": "text?",
     "autoscale_max": "count?", "autoscale_target": "seconds?", "autoscale_interval_s": "seconds",
     "autoscale_startup_s": "seconds?", "autoscale_down_delay_s": "seconds",
@@ -140,6 +140,9 @@ class ServingPlan:
     # host time per iteration per scheduled sequence that the GPU waits for beyond its own work: a
     # Python executor overlapped with the GPU (TensorRT-LLM's PyTorch backend; engines.host)
     host_s_per_sequence: float = 0.0
+    # API-server CPU time per request before the engine sees it (template, tokenizer, hand-off), shared
+    # among the requests in the server's event loop (serving.frontend: processor sharing); 0 = none
+    frontend_s_per_request: float = 0.0
     # expert parallelism across the replicas (DP attention, SGLang --enable-dp-attention / vLLM DP + EP):
     # each replica (tp=1) attends over its own batch; routed experts are spread over `ep` replicas
     ep: int = 1
@@ -424,8 +427,8 @@ class ServingPlan:
 
     def to_mapping(self) -> dict[str, Any]:
         """The fields as a mapping; without migration its keys are left out, and so are unset per-phase
-        PP sizes, a zero host_s_per_sequence and the default decode_attention / moe_gemm (results made before
-        they existed stay byte-identical)."""
+        PP sizes, a zero host_s_per_sequence or frontend_s_per_request and the default decode_attention /
+        moe_gemm (results made before they existed stay byte-identical)."""
         d = asdict(self)
         if self.migration is None:
             for k in ("migration", *MIGRATION_FIELDS):
@@ -435,6 +438,8 @@ class ServingPlan:
                 del d[k]
         if not d["host_s_per_sequence"]:
             del d["host_s_per_sequence"]
+        if not d["frontend_s_per_request"]:
+            del d["frontend_s_per_request"]
         if d["decode_attention"] == "grouped":
             del d["decode_attention"]
         if d["moe_gemm"] == "cutlass":

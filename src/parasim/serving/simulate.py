@@ -22,6 +22,7 @@ from parasim.cost.energy import cost_usd, energy_by_phase_j, energy_j
 from parasim.cost.memory import MAX_ACTIVATION_TOKENS, KVBudget, kv_budget, kv_cache_bytes_per_token
 from parasim.errors import InputError
 from parasim.serving.engine import Instance, Loop
+from parasim.serving.frontend import processor_sharing_release_s
 from parasim.serving.autoscale import Autoscaler
 from parasim.serving.itercost import IterationCost
 from parasim.serving.overlap import overlap_cost
@@ -324,6 +325,20 @@ def _migrating_loop(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, f
                          answer_delay_s=plan.output_delay_s, max_queued=plan.max_queued, migration=mig)
 
 
+def _engine_columns(wl: Workload, plan: ServingPlan, max_concurrency: int | None, deps: Any) -> tuple:
+    """The request columns the engine's loop starts from (ReqState's arguments). A request reaches the
+    engine when the API server has handed it over (`frontend_s_per_request`, serving.frontend), else
+    when it was sent; the metrics keep counting from the workload's own arrival times (the client's send)."""
+    arrival_s = wl.arrival_s
+    if plan.frontend_s_per_request:
+        if max_concurrency is not None or deps is not None:
+            raise InputError("frontend_s_per_request", "the API-server term needs open-loop arrivals (a trace, a "
+                                                       "rate or a burst); a closed-loop client or a workflow sends "
+                                                       "requests as answers come back, which it does not model")
+        arrival_s = processor_sharing_release_s(wl.arrival_s, plan.frontend_s_per_request)
+    return arrival_s, wl.prompt_tokens, wl.output_tokens, wl.prefix_id, wl.prefix_tokens
+
+
 def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_requests: Any,
              slo: Any = None, seed: int = 0, max_concurrency: int | None = None,
              record: bool = False, deps: Any = None, horizon_s: float | None = None) -> ServingResult:
@@ -356,7 +371,7 @@ def simulate(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload
     plan = resolution.plan
     fit = kv_fit(model, cluster, plan, wl)
     gpus = fit.gpus
-    st = ReqState(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, wl.prefix_id, wl.prefix_tokens)
+    st = ReqState(*_engine_columns(wl, plan, max_concurrency, deps))
     budget, max_batch = fit.pools[0].token_budget, fit.pools[0].max_batch
     inputs = {"model": model.name, "gpu": cluster.accelerator.id, "cluster_gpus": cluster.gpus,
               "plan": plan.to_mapping(), "slo": slo_.to_dict(), "seed": seed,
