@@ -200,3 +200,18 @@ def test_blocking_pipeline_exchanges_charge_one_backward_edge_per_chunk_and_micr
     assert edge > 0
     assert overlapped.breakdown["moe_host"] == pytest.approx(micro_batches * QWEN.layers // 2 * per_layer, rel=1e-12)
     assert _sum(blocking.breakdown) == pytest.approx(blocking.step_time_s, rel=1e-12)
+
+
+def test_every_chunk_but_the_last_stage_starts_its_backward_after_a_synced_exchange():
+    """Megatron-Core's send_forward_recv_backward skips the last stage: its backward follows its
+    own forward and loss. Interleaved by hand: with 4 ranks and 2 chunks the stages of rank 0 are
+    0 and 4, of rank 3 are 3 and 7 (the last)."""
+    from parasim.training.step import _synced_chunks
+
+    two = _pp_plan(overlap_p2p_comm=False)
+    assert [_synced_chunks(two, [24], r, "loop") for r in range(2)] == [1, 0]
+    four = TrainingPlan(dp=2, pp=4, virtual_stages=2, micro_batch=1, global_batch=64, seq_len=4096,
+                        overlap_p2p_comm=False)
+    assert [_synced_chunks(four, [6, 6], r, "loop") for r in range(4)] == [2, 2, 2, 1]
+    assert _synced_chunks(four, [0, 6], 0, "loop") == 1  # an empty chunk has no backward to start
+    assert _synced_chunks(_pp_plan(overlap_p2p_comm=True), [24], 0, "loop") == 0

@@ -613,7 +613,7 @@ def run_step(model: ModelSpec, plan: TrainingPlan, clusters: list[ClusterSpec], 
     step += bd["straggler"]
     lt, (fsdp_f, fsdp_b, edge_f, edge_b) = crit.lt, crit.fsdp
     if model.is_moe:  # split out of the exposed time: the critical rank's layers x micro-batches
-        edges = sum(1 for n in counts[rank] if n) if _p2p_syncs(plan) else 0
+        edges = _synced_chunks(plan, counts[rank], rank, sched.layout)
         bd["moe_host"] = m * (sum(counts[rank]) * (lt.fwd_host + lt.bwd_host) + edges * lt.bwd_host_edge)
         bd["exposed_comm"] -= bd["moe_host"]
         det.update({"layer_moe_host_fwd_s": lt.fwd_host, "layer_moe_host_bwd_s": lt.bwd_host})
@@ -645,7 +645,7 @@ def _chunk_times(plan: TrainingPlan, costs: list[PlanCosts], counts: list[list[i
             g = stages[r][c]
             fc, fm = n * lt.fwd_compute, n * (lt.fwd_comm + lt.fwd_host)
             bc, bm = n * lt.bwd_compute, n * (lt.bwd_comm + lt.bwd_host)
-            if n and syncs:
+            if n and syncs and g != last:  # the last stage's backward follows its own forward: no exchange
                 bm += lt.bwd_host_edge
             if g == 0:
                 fc += k.emb
@@ -670,6 +670,17 @@ def _p2p_syncs(plan: TrainingPlan) -> bool:
     (`overlap_p2p_comm` off: Megatron-Core's batch_isend_irecv, wait, torch.cuda.synchronize)
     between pipeline stages."""
     return plan.pp > 1 and not plan.overlap_p2p_comm
+
+
+def _synced_chunks(plan: TrainingPlan, counts: list[int], rank: int, layout: str) -> int:
+    """Chunks of `rank` whose backward starts after a device-synchronizing pipeline exchange (the
+    ones `_chunk_times` charges `LayerTimes.bwd_host_edge`): every chunk with layers but the
+    last virtual stage's, whose backward follows its own forward."""
+    if not _p2p_syncs(plan):
+        return 0
+    stages = partition.rank_stages(plan.pp, plan.virtual_stages, layout)[rank]
+    last = partition.stage_count(plan.pp, plan.virtual_stages, layout) - 1
+    return sum(1 for n, g in zip(counts, stages) if n and g != last)
 
 
 def _split_backward(plan: TrainingPlan, costs: list[PlanCosts], counts: list[list[int]],
