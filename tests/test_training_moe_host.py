@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parasim.cost.moe_host import HostWork, exposed_s, moe_layer_host, scope_set
+from parasim.cost.moe_host import HostWork, backward_edge_s, exposed_s, moe_layer_host, scope_set
 from parasim.errors import InputError
 from parasim.specs.catalog import get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
@@ -128,3 +128,90 @@ def test_exposure_is_non_negative_bounded_and_shrinks_as_the_gpu_work_grows(fwd,
         assert ef <= fwd
     else:  # the sync always costs something: the queue is empty after it
         assert ef > 0
+
+
+# --- stream order: the expert GEMMs' issue is hidden only by GPU work queued before them ----------
+
+def test_a_forward_whose_expert_stretch_is_host_bound_waits_even_when_the_layer_is_not():
+    """By hand: 1.0 ms of host work, 0.8 of it up to the last expert GEMM; 1.5 ms of GPU work,
+    0.2 of it (dispatch + experts) in that stretch. The GPU idles 0.8 - 0.2 = 0.6 ms waiting for
+    the expert GEMMs to be issued; the remaining 0.2 ms of host work hides under its 1.3 ms.
+    Taken as one stretch (host below GPU) only the sync and one launch would be charged."""
+    from parasim.cost.moe_host import EAGER_KERNEL_DISPATCH_S, HOST_SYNC_S
+
+    host = HostWork(1.0e-3, 0.0, True, 0.8e-3)
+    split, _ = exposed_s(host, 1.5e-3, 0.0, 0.2e-3)
+    whole, _ = exposed_s(host, 1.5e-3, 0.0)
+    assert split == pytest.approx(HOST_SYNC_S + 0.6e-3, rel=1e-12)
+    assert whole == pytest.approx(HOST_SYNC_S + EAGER_KERNEL_DISPATCH_S, rel=1e-12)
+
+
+def test_gpu_work_ahead_of_the_experts_hides_host_work_after_them():
+    """1.0 ms host (0.2 to the experts), 1.5 ms GPU (1.2 of it dispatch + experts): 1.0 ms of
+    GPU work is still queued when the last expert GEMM is issued, more than the 0.8 ms the host
+    issues after it against 0.3 ms of GPU work: nothing beyond the sync and one launch."""
+    from parasim.cost.moe_host import EAGER_KERNEL_DISPATCH_S, HOST_SYNC_S
+
+    ef, _ = exposed_s(HostWork(1.0e-3, 0.0, True, 0.2e-3), 1.5e-3, 0.0, 1.2e-3)
+    assert ef == pytest.approx(HOST_SYNC_S + EAGER_KERNEL_DISPATCH_S, rel=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(fwd=st.floats(0, 1), share=st.floats(0, 1), gf=st.floats(0, 1), gshare=st.floats(0, 1))
+def test_splitting_the_forward_never_hides_more_than_one_stretch_and_never_exceeds_the_host(fwd, share, gf, gshare):
+    from parasim.cost.moe_host import EAGER_KERNEL_DISPATCH_S, HOST_SYNC_S
+
+    host = HostWork(fwd, 0.0, True, fwd * share)
+    split, _ = exposed_s(host, gf, 0.0, gf * gshare)
+    whole, _ = exposed_s(host, gf, 0.0)
+    assert split >= whole - 1e-15
+    assert split <= HOST_SYNC_S + max(EAGER_KERNEL_DISPATCH_S, fwd) + 1e-15
+
+
+@settings(max_examples=200, deadline=None)
+@given(bwd=st.floats(0, 1), share=st.floats(0, 1), gb=st.floats(0, 1), gshare=st.floats(0, 1))
+def test_the_backward_edge_is_bounded_by_the_host_work_left_visible(bwd, share, gb, gshare):
+    """From an empty queue the first layer's backward waits at most all its host work; the edge
+    is what that adds to the steady state's max(0, host - GPU)."""
+    host = HostWork(0.0, bwd, True, 0.0, bwd * share)
+    edge = backward_edge_s(host, gb, gb * gshare)
+    steady = max(0.0, bwd - gb)
+    assert 0.0 <= edge <= bwd - steady + 1e-15
+    assert backward_edge_s(HostWork(0.0, bwd, False, 0.0, bwd * share), gb, gb * gshare) == 0.0
+
+
+def _pp_plan(**kw) -> TrainingPlan:
+    """Two pipeline stages of 24 layers, 16 experts per GPU: the expert stretch is host-bound."""
+    base = dict(dp=8, pp=2, ep=8, micro_batch=1, global_batch=64, seq_len=4096, precision="fp8")
+    base.update(kw)
+    return TrainingPlan(**base)
+
+
+def test_blocking_pipeline_exchanges_charge_one_backward_edge_per_chunk_and_micro_batch():
+    """Megatron-Core's batch_isend_irecv path synchronizes the device after each exchange: each
+    micro-batch's backward on a stage starts from an empty queue (the edge), once per chunk."""
+    b200 = ClusterSpec(accelerator=get_accelerator("b200"), gpus=16)
+    blocking = simulate(QWEN, b200, _pp_plan(overlap_p2p_comm=False))
+    overlapped = simulate(QWEN, b200, _pp_plan(overlap_p2p_comm=True))
+    lt = blocking.details
+    per_layer = lt["layer_moe_host_fwd_s"] + lt["layer_moe_host_bwd_s"]
+    micro_batches = 64 // 8
+    edge = blocking.breakdown["moe_host"] / micro_batches - QWEN.layers // 2 * per_layer
+    assert edge > 0
+    assert overlapped.breakdown["moe_host"] == pytest.approx(micro_batches * QWEN.layers // 2 * per_layer, rel=1e-12)
+    assert _sum(blocking.breakdown) == pytest.approx(blocking.step_time_s, rel=1e-12)
+
+
+def test_every_chunk_but_the_last_stage_starts_its_backward_after_a_synced_exchange():
+    """Megatron-Core's send_forward_recv_backward skips the last stage: its backward follows its
+    own forward and loss. Interleaved by hand: with 4 ranks and 2 chunks the stages of rank 0 are
+    0 and 4, of rank 3 are 3 and 7 (the last)."""
+    from parasim.training.step import _synced_chunks
+
+    two = _pp_plan(overlap_p2p_comm=False)
+    assert [_synced_chunks(two, [24], r, "loop") for r in range(2)] == [1, 0]
+    four = TrainingPlan(dp=2, pp=4, virtual_stages=2, micro_batch=1, global_batch=64, seq_len=4096,
+                        overlap_p2p_comm=False)
+    assert [_synced_chunks(four, [6, 6], r, "loop") for r in range(4)] == [2, 2, 2, 1]
+    assert _synced_chunks(four, [0, 6], 0, "loop") == 1  # an empty chunk has no backward to start
+    assert _synced_chunks(_pp_plan(overlap_p2p_comm=True), [24], 0, "loop") == 0

@@ -10,10 +10,14 @@ the host falls behind. Two things make an MoE layer fall behind where a dense on
   quantisation of its input), so the kernel count grows with the experts a GPU holds while
   each kernel's work shrinks with them.
 Per layer and micro-batch the GPU then idles max(0, host - GPU) seconds in each pass, plus, in a
-forward with the sync, the sync's round trip and at least one kernel's issue time. Kernels
-inside a CUDA graph (Megatron-Core `cuda_graph_scope`) cost one launch per graph; a
-full-iteration graph needs static shapes (drop-and-pad routing, so no sync) and leaves no host
-work per layer.
+forward with the sync, the sync's round trip and at least one kernel's issue time. In that forward
+the order of the work matters too: after the sync the host issues the dispatch and then the expert
+GEMMs, and the only GPU work queued ahead of them is the dispatch's. The host time of the expert
+GEMMs beyond the dispatch's and the experts' own GPU time is therefore exposed even when the layer's
+later GPU work (the combine, the next layer's attention and router) is longer: that work cannot
+run before the experts it depends on. Kernels inside a CUDA graph (Megatron-Core
+`cuda_graph_scope`) cost one launch per graph; a full-iteration graph needs static shapes
+(drop-and-pad routing, so no sync) and leaves no host work per layer.
 """
 
 from __future__ import annotations
@@ -61,6 +65,10 @@ PREPROCESS_KERNELS = 3
 #: never graphed with dropless routing (dynamic shapes): permute, dispatch, chunk sort; and their
 #: inverses for the combine
 DISPATCH_KERNELS = 6
+#: of those, issued after the dispatcher's sync and before the experts: the dispatch all-to-all and
+#: the chunk sort (the permutation runs before the sync: Megatron-Core `token_dispatcher.py`,
+#: `before_ep_alltoall`)
+DISPATCH_KERNELS_AFTER_SYNC = 2
 #: a backward issues about twice its forward's kernels: each GEMM's data and weight gradients
 BACKWARD_KERNEL_RATIO = 2.0
 
@@ -72,6 +80,12 @@ class HostWork(NamedTuple):
     fwd_s: float
     bwd_s: float
     sync: bool
+    #: of fwd_s: what the host issues after the sync up to the last expert GEMM (the dispatch's
+    #: kernels and the grouped MLP's forward)
+    fwd_experts_s: float = 0.0
+    #: of bwd_s: what the host issues up to the last expert GEMM (the combine's backward and the
+    #: grouped MLP's backward)
+    bwd_experts_s: float = 0.0
 
 
 def scope_set(scope: str | None) -> frozenset[str]:
@@ -91,15 +105,52 @@ def moe_layer_host(local_experts: int, *, fp8: bool, scopes: frozenset[str]) -> 
         kernels += 1 if name in scopes else n
     fwd = kernels * EAGER_KERNEL_DISPATCH_S
     mlp_f, mlp_b = GROUPED_MLP_HOST_S_PER_EXPERT
-    return HostWork(fwd + local_experts * mlp_f, BACKWARD_KERNEL_RATIO * fwd + local_experts * mlp_b, True)
+    # after the sync: the dispatch all-to-all and chunk sort, then the grouped MLP; the backward
+    # meets the combine's mirror of them first
+    edge = DISPATCH_KERNELS_AFTER_SYNC * EAGER_KERNEL_DISPATCH_S
+    return HostWork(fwd + local_experts * mlp_f, BACKWARD_KERNEL_RATIO * fwd + local_experts * mlp_b, True,
+                    edge + local_experts * mlp_f, BACKWARD_KERNEL_RATIO * edge + local_experts * mlp_b)
 
 
-def exposed_s(host: HostWork, gpu_fwd_s: float, gpu_bwd_s: float) -> tuple[float, float]:
+def exposed_s(host: HostWork, gpu_fwd_s: float, gpu_bwd_s: float,
+              gpu_fwd_experts_s: float | None = None) -> tuple[float, float]:
     """(forward, backward) seconds the GPU waits on the host per layer and micro-batch. After the
     forward's sync the queue is empty: the GPU waits the sync's round trip, then at least the
     first kernel's issue, and all host time beyond its own work. Without a sync (and in the
-    backward, whose split sizes the forward kept) queued work hides the host until it runs out."""
+    backward, whose split sizes the forward kept) queued work hides the host until it runs out.
+
+    With the sync, the forward runs in two stretches in stream order: up to the last expert GEMM
+    (host `host.fwd_experts_s`, GPU `gpu_fwd_experts_s`: the dispatch and the experts) and the rest
+    (the combine, the next layer's attention, router and preprocess). What the GPU queued in the
+    first stretch hides host time in the second, never the other way round: a kernel cannot run
+    before the host has issued the ones it follows. `gpu_fwd_experts_s` None (or no host split)
+    is one stretch: the plain max(0, host - GPU)."""
     bwd = max(0.0, host.bwd_s - gpu_bwd_s)
     if not host.sync:
         return max(0.0, host.fwd_s - gpu_fwd_s), bwd
-    return HOST_SYNC_S + max(EAGER_KERNEL_DISPATCH_S, host.fwd_s - gpu_fwd_s), bwd
+    idle = (max(0.0, host.fwd_s - gpu_fwd_s) if gpu_fwd_experts_s is None
+            else _from_empty_queue_s(host.fwd_s, host.fwd_experts_s, gpu_fwd_s, gpu_fwd_experts_s))
+    return HOST_SYNC_S + max(EAGER_KERNEL_DISPATCH_S, idle), bwd
+
+
+def _from_empty_queue_s(host_s: float, host_experts_s: float, gpu_s: float, gpu_experts_s: float) -> float:
+    """GPU idle seconds of one pass of a layer started with nothing queued, in two stretches in
+    stream order: up to the last expert GEMM (host_experts_s, gpu_experts_s), then the rest. The
+    GPU work queued in the first stretch hides host time in the second, never the reverse."""
+    h1, g1 = min(host_experts_s, host_s), min(gpu_experts_s, gpu_s)
+    lead = max(0.0, g1 - h1)  # GPU work still queued when the host has issued the last expert GEMM
+    return max(0.0, h1 - g1) + max(0.0, (host_s - h1) - lead - (gpu_s - g1))
+
+
+def backward_edge_s(host: HostWork, gpu_bwd_s: float, gpu_bwd_experts_s: float) -> float:
+    """GPU idle seconds beyond `exposed_s`'s backward share, once per model chunk and micro-batch,
+    when the backward of a chunk starts with nothing queued: Megatron-Core's blocking pipeline
+    exchange (`batch_p2p_comm` with `batch_p2p_sync`, both on by default; Megatron-Bridge turns
+    batch_p2p_comm on for PP > 1 without virtual stages) ends in torch.cuda.synchronize()
+    (`pipeline_parallel/p2p_communication.py`), so the chunk's first MoE layer has only the
+    combine's backward queued ahead of the host's issue of its expert GEMMs. Later layers find
+    the work the host got ahead by in the ones before (the steady state `exposed_s` prices)."""
+    if not host.sync:  # a full-iteration graph: no host work per layer
+        return 0.0
+    first = _from_empty_queue_s(host.bwd_s, host.bwd_experts_s, gpu_bwd_s, gpu_bwd_experts_s)
+    return max(0.0, first - max(0.0, host.bwd_s - gpu_bwd_s))

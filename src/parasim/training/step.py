@@ -25,9 +25,9 @@ from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import attention_dtype
 from parasim.cost.fsdp_copies import fsdp2_copies_s
 from parasim.cost.ring_merge import ring_merge_s
-from parasim.cost.layer import EdgeCost, LayerCost, forward_gemms_s
+from parasim.cost.layer import EdgeCost, LayerCost, forward_gemms_s, op_time_s
 from parasim.cost.memory import routed_expert_params_per_gpu, weight_params_per_gpu
-from parasim.cost.moe_host import exposed_s, moe_layer_host, scope_set
+from parasim.cost.moe_host import backward_edge_s, exposed_s, moe_layer_host, scope_set
 from parasim.cost.nongemm import adam_bytes_per_param
 from parasim.cost import partition
 from parasim.cost.roofline import memory_time_s
@@ -78,6 +78,9 @@ class LayerTimes:
     parts: dict[str, float] = field(default_factory=dict)  # named forward breakdown
     fwd_host: float = 0.0  # the GPU waiting on the host to issue the layer's kernels (cost/moe_host.py)
     bwd_host: float = 0.0
+    # once per model chunk and micro-batch: the first MoE layer's backward from an empty queue,
+    # beyond bwd_host (paid where the pipeline exchange syncs the device: `_p2p_syncs`)
+    bwd_host_edge: float = 0.0
 
 
 def _costers(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> tuple[LayerCost, EdgeCost]:
@@ -148,13 +151,41 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
         parts.update(fsdp_copy=copy_f, fsdp_copy_bwd=copy_b)
     if ring_f:
         parts.update(cp_ring_merge=ring_f, cp_ring_merge_bwd=ring_b)
-    host_f = host_b = 0.0
+    host_f = host_b = edge_b = 0.0
     if moe:
         host = moe_layer_host(model.experts // plan.ep, fp8=plan.precision == "fp8",
                               scopes=scope_set(plan.cuda_graph_scope))
-        host_f, host_b = exposed_s(host, fwd_compute + copy_f + fwd_comm, bwd_compute + bwd_comm)
+        to_experts = _to_experts_gpu_s(plan, layer, f, t)
+        host_f, host_b = exposed_s(host, fwd_compute + copy_f + fwd_comm, bwd_compute + bwd_comm,
+                                   None if to_experts is None else to_experts[0])
+        if to_experts is not None:
+            edge_b = backward_edge_s(host, bwd_compute + bwd_comm, to_experts[1])
     return LayerTimes(fwd_compute + copy_f, fwd_comm, bwd_compute, bwd_comm, b["weight_grad"] + wgrad_accum, parts,
-                      host_f, host_b)
+                      host_f, host_b, edge_b)
+
+
+#: the routed experts' GEMMs in `LayerCost`'s MoE operators
+_EXPERT_GEMMS = ("experts_up", "experts_down")
+
+
+def _to_experts_gpu_s(plan: TrainingPlan, layer: LayerCost, f: dict[str, float],
+                      t: float) -> tuple[float, float] | None:
+    """GPU seconds of an MoE layer's (forward, backward) up to its last expert GEMM: in the
+    forward from the dispatcher's sync, the dispatch (half of the layer's EP exchange), the routed
+    experts' GEMMs and, in FP8, the casts of their inputs; in the backward the combine's backward
+    (the other half), the experts' data- and weight-gradient GEMMs (each at the forward GEMM's
+    time, as `LayerCost.backward`) and their FP8 casts. Only this work can hide the host's issue
+    of those GEMMs (cost.moe_host). None (not split) under the all-to-all overlap, whose
+    interleaving of two micro-batches' layers puts other work in that stretch."""
+    if plan.moe_a2a_overlap:
+        return None
+    acc = layer.acc
+    experts = sum(op_time_s(o, acc) for o in layer.token_ops(t, moe=True) if o.name in _EXPERT_GEMMS)
+    cast_f = cast_b = 0.0
+    if plan.precision == "fp8":
+        el_f, el_b = _expert_cast_elements(layer.model, plan, layer, t)
+        cast_f, cast_b = memory_time_s(el_f * FP8_CAST_BYTES, acc), memory_time_s(el_b * FP8_CAST_BYTES, acc)
+    return f["ep_comm"] / 2 + experts + cast_f, f["ep_comm"] / 2 + 2 * experts + cast_b
 
 
 def _fsdp_copies_s(model: ModelSpec, plan: TrainingPlan, acc, moe: bool) -> tuple[float, float]:
@@ -206,11 +237,7 @@ def _fp8_casts_s(model: ModelSpec, plan: TrainingPlan, layer: LayerCost, acc, t:
     fwd_el = t * (model.hidden + model.q_dim / tp)
     bwd_el = t * (qkv_out + model.hidden)
     if moe:
-        # TEGroupedMLP's GroupedLinear quantizes the permuted rows it receives: one row per routed
-        # token-expert pair (the ep peers' tokens x top-k, gathered over etp, at the busiest rank's
-        # load, as `LayerCost._moe_ops` runs the GEMMs), not one row per token
-        rows = layer.moe_group_tokens(t) * model.experts_per_token * layer.expert_load(t) / plan.ep
-        fwd_m, bwd_m = _mlp_cast_elements(model, rows, model.moe_ffn_hidden / layer.etp)
+        fwd_m, bwd_m = _expert_cast_elements(model, plan, layer, t)
         fwd_el, bwd_el = fwd_el + fwd_m, bwd_el + bwd_m
         if model.shared_experts:  # a dense MLP of shared_experts x moe_ffn_hidden beside the router
             fwd_m, bwd_m = _mlp_cast_elements(model, t, model.shared_experts * model.moe_ffn_hidden / tp)
@@ -220,6 +247,15 @@ def _fp8_casts_s(model: ModelSpec, plan: TrainingPlan, layer: LayerCost, acc, t:
         fwd_el, bwd_el = fwd_el + fwd_m, bwd_el + bwd_m
     return (memory_time_s(fwd_el * FP8_CAST_BYTES, acc, kernels=4),
             memory_time_s(bwd_el * FP8_CAST_BYTES, acc, kernels=4))
+
+
+def _expert_cast_elements(model: ModelSpec, plan: TrainingPlan, layer: LayerCost, t: float) -> tuple[float, float]:
+    """Elements TEGroupedMLP's GroupedLinear quantizes around the routed experts: (forward,
+    backward). It receives the permuted rows: one row per routed token-expert pair (the ep peers'
+    tokens x top-k, gathered over etp, at the busiest rank's load, as `LayerCost._moe_ops` runs
+    the GEMMs), not one row per token."""
+    rows = layer.moe_group_tokens(t) * model.experts_per_token * layer.expert_load(t) / plan.ep
+    return _mlp_cast_elements(model, rows, model.moe_ffn_hidden / layer.etp)
 
 
 def _mlp_cast_elements(model: ModelSpec, rows: float, width: float) -> tuple[float, float]:
@@ -577,7 +613,8 @@ def run_step(model: ModelSpec, plan: TrainingPlan, clusters: list[ClusterSpec], 
     step += bd["straggler"]
     lt, (fsdp_f, fsdp_b, edge_f, edge_b) = crit.lt, crit.fsdp
     if model.is_moe:  # split out of the exposed time: the critical rank's layers x micro-batches
-        bd["moe_host"] = m * sum(counts[rank]) * (lt.fwd_host + lt.bwd_host)
+        edges = _synced_chunks(plan, counts[rank], rank, sched.layout)
+        bd["moe_host"] = m * (sum(counts[rank]) * (lt.fwd_host + lt.bwd_host) + edges * lt.bwd_host_edge)
         bd["exposed_comm"] -= bd["moe_host"]
         det.update({"layer_moe_host_fwd_s": lt.fwd_host, "layer_moe_host_bwd_s": lt.bwd_host})
     det.update({"p2p_per_op": p2p, "fsdp_layer_exposed_fwd": fsdp_f,
@@ -597,6 +634,7 @@ def _chunk_times(plan: TrainingPlan, costs: list[PlanCosts], counts: list[list[i
     LM head and loss on the last (`layout` places the chunks: `cost.partition.rank_stages`)."""
     pp, v = plan.pp, plan.virtual_stages
     stages, last = partition.rank_stages(pp, v, layout), partition.stage_count(pp, v, layout) - 1
+    syncs = _p2p_syncs(plan)
     fwd, bwd = [], []
     for r in range(pp):
         fr, br = [], []
@@ -607,6 +645,8 @@ def _chunk_times(plan: TrainingPlan, costs: list[PlanCosts], counts: list[list[i
             g = stages[r][c]
             fc, fm = n * lt.fwd_compute, n * (lt.fwd_comm + lt.fwd_host)
             bc, bm = n * lt.bwd_compute, n * (lt.bwd_comm + lt.bwd_host)
+            if n and syncs and g != last:  # the last stage's backward follows its own forward: no exchange
+                bm += lt.bwd_host_edge
             if g == 0:
                 fc += k.emb
                 bc += k.emb_b
@@ -623,6 +663,24 @@ def _chunk_times(plan: TrainingPlan, costs: list[PlanCosts], counts: list[list[i
         fwd.append(fr)
         bwd.append(br)
     return fwd, bwd
+
+
+def _p2p_syncs(plan: TrainingPlan) -> bool:
+    """Whether each pipeline exchange ends with the device synchronized: blocking sends
+    (`overlap_p2p_comm` off: Megatron-Core's batch_isend_irecv, wait, torch.cuda.synchronize)
+    between pipeline stages."""
+    return plan.pp > 1 and not plan.overlap_p2p_comm
+
+
+def _synced_chunks(plan: TrainingPlan, counts: list[int], rank: int, layout: str) -> int:
+    """Chunks of `rank` whose backward starts after a device-synchronizing pipeline exchange (the
+    ones `_chunk_times` charges `LayerTimes.bwd_host_edge`): every chunk with layers but the
+    last virtual stage's, whose backward follows its own forward."""
+    if not _p2p_syncs(plan):
+        return 0
+    stages = partition.rank_stages(plan.pp, plan.virtual_stages, layout)[rank]
+    last = partition.stage_count(plan.pp, plan.virtual_stages, layout) - 1
+    return sum(1 for n, g in zip(counts, stages) if n and g != last)
 
 
 def _split_backward(plan: TrainingPlan, costs: list[PlanCosts], counts: list[list[int]],
@@ -773,4 +831,4 @@ def _mix(model: ModelSpec, dense: LayerTimes | None, moe: LayerTimes | None) -> 
     return LayerTimes(a * dense.fwd_compute + b * moe.fwd_compute, a * dense.fwd_comm + b * moe.fwd_comm,
                       a * dense.bwd_compute + b * moe.bwd_compute, a * dense.bwd_comm + b * moe.bwd_comm,
                       a * dense.bwd_weight_compute + b * moe.bwd_weight_compute, parts,
-                      b * moe.fwd_host, b * moe.bwd_host)
+                      b * moe.fwd_host, b * moe.bwd_host, moe.bwd_host_edge)
