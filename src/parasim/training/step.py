@@ -645,7 +645,7 @@ def _chunk_times(plan: TrainingPlan, costs: list[PlanCosts], counts: list[list[i
             g = stages[r][c]
             fc, fm = n * lt.fwd_compute, n * (lt.fwd_comm + lt.fwd_host)
             bc, bm = n * lt.bwd_compute, n * (lt.bwd_comm + lt.bwd_host)
-            if n and syncs and g != last:  # the last stage's backward follows its own forward: no exchange
+            if _pays_backward_edge(syncs, n, g, last):
                 bm += lt.bwd_host_edge
             if g == 0:
                 fc += k.emb
@@ -680,7 +680,14 @@ def _synced_chunks(plan: TrainingPlan, counts: list[int], rank: int, layout: str
         return 0
     stages = partition.rank_stages(plan.pp, plan.virtual_stages, layout)[rank]
     last = partition.stage_count(plan.pp, plan.virtual_stages, layout) - 1
-    return sum(1 for n, g in zip(counts, stages) if n and g != last)
+    return sum(1 for n, g in zip(counts, stages) if _pays_backward_edge(True, n, g, last))
+
+
+def _pays_backward_edge(syncs: bool, layers: int, stage: int, last_stage: int) -> bool:
+    """Whether a chunk's backward starts on an emptied queue: exchanges synchronize, the chunk
+    has layers, and it is not the last virtual stage (whose backward follows its own forward
+    with no exchange in between)."""
+    return bool(syncs and layers and stage != last_stage)
 
 
 def _split_backward(plan: TrainingPlan, costs: list[PlanCosts], counts: list[list[int]],
