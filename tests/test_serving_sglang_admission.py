@@ -100,3 +100,22 @@ def test_sglang_profile_admits_with_the_estimate():
     plan = ServingPlan(**{k: v for k, v in fields.items() if k in ServingPlan.__dataclass_fields__}, tp=1)
     res = simulate(MODEL, ClusterSpec(accelerator=H100, gpus=1), plan, wl)
     assert res.summary["completed"] == 40
+
+
+def test_retraction_leaves_twenty_tokens_per_remaining_request():
+    """Four decoders of 10 cached tokens, 2 tokens free, one new token each next step (page 1).
+    Retracting the latest frees 10: the step fits (3 <= 12), which is where the vLLM rule stops.
+    SGLang's retract_decode goes on until 20 tokens per remaining request are free: 12 < 60,
+    22 < 40, 32 >= 20, so three are retracted."""
+    def decoders(estimated: bool) -> Instance:
+        inst = _instance(42, [10] * 4, [600] * 4, estimated=estimated)
+        inst.waiting = deque()
+        for rid in range(4):
+            inst.st.state[rid] = DECODE
+            inst.st.emitted[rid] = 1
+            inst.kv.alloc(10)
+            inst._become_decoder(rid, 10)
+        return inst
+
+    assert len(SGLang(8192, 256).decode_victims(decoders(True))[0]) == 3
+    assert len(SGLang(8192, 256).decode_victims(decoders(False))[0]) == 1

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from parasim.mathx import cdiv
 from parasim.serving.kvcache import WATERMARK, KVPool
-from parasim.serving.output_estimate import CLIP_MAX_NEW_TOKENS
+from parasim.serving.output_estimate import CLIP_MAX_NEW_TOKENS, RETRACT_DECODE_STEPS
 from parasim.serving.reqstate import ReqState
 
 class Batch:
@@ -105,11 +105,16 @@ class Scheduler:
         if need <= avail:
             return [], avail - need
         victims = []
+        # SGLang (kv_reservation estimated) retracts on until RETRACT_DECODE_STEPS tokens per request
+        # left are free (`ScheduleBatch.retract_decode`), not just the next step's
+        per_left = RETRACT_DECODE_STEPS if inst.reserve_estimated else 0
+        left = inst.n_dec
         for rid in inst.latest_decoders():
             need -= inst.needs_block_next(rid)
             avail += inst.own_blocks(rid)
             victims.append(rid)
-            if need <= avail:
+            left -= 1
+            if need <= avail and avail * inst.block >= per_left * left:
                 break
         return victims, max(0, avail - need)
 
