@@ -64,6 +64,7 @@ class Instance:
         # SGLang's new_token_ratio, which is (ratio, decode step it was set at) here
         self.reserve_estimated = reserve_estimated
         self.ratio_anchor = (INIT_NEW_TOKEN_RATIO, 0)
+        self.last_end_s = 0.0  # when the last batch other than a decode-only run ended (estimated: idle test)
         self.gpus = gpus
         self.waiting: deque[int] = deque()
         # schedule_ahead (ServingPlan): the next batch is formed while this one runs, so a request
@@ -202,8 +203,10 @@ class Instance:
     # --- apply ------------------------------------------------------------------------------------------
     def start(self, b: Batch, t: float) -> float:
         st, kv, B = self.st, self.kv, self.block
-        if self.reserve_estimated and not self.n_dec and not self.prefilling:
-            self.ratio_anchor = (INIT_NEW_TOKEN_RATIO, self.decode_step)  # idle: SGLang resets the ratio
+        if (self.reserve_estimated and not self.n_dec and not self.prefilling
+                and t > max(self.last_end_s, self.step_end_s[-1])):
+            # the engine sat idle (no batch) since its last iteration: SGLang resets the ratio then
+            self.ratio_anchor = (INIT_NEW_TOKEN_RATIO, self.decode_step)
         if b.victims:
             for rid in b.victims:
                 self._preempt(rid)
@@ -264,6 +267,7 @@ class Instance:
 
     def end(self, b: Batch, t: float, done_cb) -> None:
         st = self.st
+        self.last_end_s = t
         if b.decode and self.n_dec:
             self._decode_step(t, done_cb)
         for rid, c in b.chunks:
