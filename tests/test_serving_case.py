@@ -597,7 +597,7 @@ def test_sglang_case_sizes_its_kv_pool_by_mem_fraction_static_by_hand(tmp_path):
     kv = 0.88 * (acc.hbm_bytes - RUNTIME_RESERVED_BYTES) - weight_bytes_per_gpu(m, tp=1, pp=1, weights="bf16")
     tokens = int(kv // (32 * 8 * 128 * 2 * 2))
     assert prof == "sglang" and plan.scheduler == "sglang" and plan.token_budget == 8192
-    assert plan.block_size == 1 and plan.kv_reservation == "incremental" and plan.kv == "bf16"
+    assert plan.block_size == 1 and plan.kv_reservation == "estimated" and plan.kv == "bf16"
     assert plan.max_batch == 2048
     sim_tokens = kv_fit(m, case.cluster, plan, generate(requests=1, burst=True, prompt_tokens=10,
                                                           output_tokens=10)).kv["kv_tokens"]

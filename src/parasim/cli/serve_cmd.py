@@ -350,7 +350,7 @@ def serve_cmd(
     prefix_cache: Optional[bool] = typer.Option(None, "--prefix-cache/--no-prefix-cache", help="Reuse shared-prefix KV blocks (default off; batchllm always on).", rich_help_panel="Plan"),
     router: Optional[str] = typer.Option(None, "--router", help="{ROUTERS}.", rich_help_panel="Plan"),
     gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", help="Share of HBM the engine may use (default 0.9).", rich_help_panel="Plan"),
-    kv_reservation: Optional[str] = typer.Option(None, "--kv-reservation", help="incremental (grow and preempt) or full (reserve prompt+output).", rich_help_panel="Plan"),
+    kv_reservation: Optional[str] = typer.Option(None, "--kv-reservation", help="incremental (grow and preempt), full (reserve prompt+output) or estimated (SGLang: grow, admit beside the running requests' estimated output).", rich_help_panel="Plan"),
     iteration_overhead_s: Optional[float] = typer.Option(None, "--iteration-overhead-s", help="CPU/launch overhead per iteration (s).", rich_help_panel="Plan"),
     eager_prefill_layer_s: Optional[float] = typer.Option(None, "--eager-prefill-layer-s", help="Host dispatch time per layer of an eager (no CUDA graph) prefill; a prefill iteration takes at least layers x this (vLLM 0.6 cases: eager_layer_dispatch_s, 0.26 ms; 0.36 ms with TP).", rich_help_panel="Plan"),
     output_delay_s: Optional[float] = typer.Option(None, "--output-delay-s", help="Time from an iteration's end to its tokens being reported (vLLM >= 0.6 async output processing: VLLM_ASYNC_OUTPUT_DELAY_S); adds to TTFT and E2E, not to TPOT.", rich_help_panel="Plan"),

@@ -18,7 +18,8 @@ scheduler (sgl-project/sglang, 2024-2025 sources):
 * **Admission.** New requests need their prompt plus min(max_new_tokens, 4096) free, but running
   ones reserve only new_token_ratio (0.7 decaying to about 0.1) of what they still generate, and
   on running out the scheduler retracts the youngest requests, which recompute later. parasim
-  runs this as incremental reservation with recompute preemption.
+  runs this rule as `kv_reservation` `estimated` (serving.output_estimate): KV grows as tokens are
+  made, a prompt is admitted only beside that booking, retraction recomputes.
 * **Host time.** From 0.4 the overlap scheduler prepares the next batch while the GPU runs the
   current one, so the per-iteration host time is taken as the C++ runtime's
   (`ITERATION_OVERHEAD_S["sglang"]`, equal to TensorRT-LLM's); before 0.4, parasim's default
@@ -136,7 +137,8 @@ def sglang_setup(software: str, source: str, model: ModelSpec, acc: AcceleratorS
     ver = f"{rel[0]}.{rel[1]}" if rel else "(release not named: the current defaults)"
     why = (f"SGLang {ver} defaults: prefill first without mixing, chunked_prefill_size {chunk}, "
            f"mem_fraction_static {mfs:g} (KV = {mfs:g} x memory before weights - weights = {fmt_gib(kv)} per GPU, "
-           f"{tokens:,} tokens), max_running_requests {running}, page_size {SGLANG_PAGE}, KV reserved as it grows "
+           f"{tokens:,} tokens), max_running_requests {running}, page_size {SGLANG_PAGE}, KV allocated as it grows, a prompt "
+           f"admitted only if it and its output fit beside the running requests' output x new_token_ratio "
            f"(retraction = recompute); "
            + ("overlap scheduler (host work hidden; each batch formed while the previous one runs, so a "
               "request arriving during an iteration joins the one after next)" if overlap else "no overlap scheduler")
@@ -174,7 +176,7 @@ class SglangProfile(EngineProfile):
         setup = sglang_setup(ctx.software, ctx.source, ctx.model, ctx.acc, tp=ctx.server_tp, pp=kw["pp"],
                              weights=kw["weights"], kv_dtype=ctx.kv_dtype_of(), ep=kw.get("ep", 1))
         kw.update(scheduler=ctx.scheduler("sglang"), block_size=SGLANG_PAGE, token_budget=setup.chunked_prefill_size,
-                  kv_reservation="incremental", iteration_overhead_s=setup.iteration_overhead_s,
+                  kv_reservation="estimated", iteration_overhead_s=setup.iteration_overhead_s,
                   max_batch=ctx.stated.get("max_batch") or setup.max_batch, schedule_ahead=setup.schedule_ahead,
                   attention=setup.attention)
         kw["gpu_memory_utilization"] = ctx.utilization_leaving(setup.kv_bytes)

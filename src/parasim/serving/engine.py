@@ -41,6 +41,7 @@ from parasim.mathx import cdiv
 from parasim.serving.autoscale import ReplicaClock
 from parasim.serving.itercost import IterationCost
 from parasim.serving.kvcache import KVPool
+from parasim.serving.output_estimate import INIT_NEW_TOKEN_RATIO, ratio_after_retraction, ratio_now
 from parasim.serving.reqstate import DECODE, DONE, DROPPED, PREFILL, TRANSFER, WAITING, ReqState
 from parasim.serving.routers import ROUTERS, LeastOutstandingTokens, RoundRobin, Router  # ROUTERS: re-exported
 from parasim.serving.schedulers.base import Batch, Scheduler
@@ -52,11 +53,18 @@ DECODE_ALL = Batch(decode=True)  # every decoder steps (read only: start and end
 
 class Instance:
     def __init__(self, idx: int, *, replica: int, role: str, cost: IterationCost, kv: KVPool, scheduler: Scheduler,
-                 st: ReqState, reserve_full: bool, gpus: int, schedule_ahead: bool = False) -> None:
+                 st: ReqState, reserve_full: bool, gpus: int, schedule_ahead: bool = False,
+                 reserve_estimated: bool = False) -> None:
         self.idx, self.replica, self.role = idx, replica, role
         self.cost, self.kv, self.sched, self.st = cost, kv, scheduler, st
         self.block = kv.block
         self.reserve_full = reserve_full
+        # kv_reservation `estimated` (serving.output_estimate): a prompt is admitted only if it and
+        # its output budget fit beside the running requests' estimated remaining output, booked at
+        # SGLang's new_token_ratio, which is (ratio, decode step it was set at) here
+        self.reserve_estimated = reserve_estimated
+        self.ratio_anchor = (INIT_NEW_TOKEN_RATIO, 0)
+        self.last_end_s = 0.0  # when the last batch other than a decode-only run ended (estimated: idle test)
         self.gpus = gpus
         self.waiting: deque[int] = deque()
         # schedule_ahead (ServingPlan): the next batch is formed while this one runs, so a request
@@ -67,6 +75,8 @@ class Instance:
         self.prefilling: list[int] = []
         self.n_dec = 0  # decoding requests
         self.decode_ctx_sum = 0  # their cached contexts, summed
+        self.decode_out_sum = 0  # their output lengths, summed (kv_reservation estimated)
+        self.decode_end_sum = 0  # the decode steps they finish at, summed: minus n_dec x decode_step, tokens left
         self.decode_step = 0  # decode steps taken so far (the decoders' shared clock)
         self.decoders_by_phase = [0] * self.block  # decoders per (context - join step) mod block
         self.finishing: list[tuple[int, int, int]] = []  # heap of (decode step it finishes at, request, epoch)
@@ -109,6 +119,15 @@ class Instance:
         if self.reserve_full or not self.n_dec:
             return 0
         return self.decoders_by_phase[(1 - (self.decode_step + 1)) % self.block]
+
+    def decode_tokens_left(self) -> int:
+        """Output tokens the decoders have still to generate, summed (O(1): each finishes at a known step)."""
+        return self.decode_end_sum - self.n_dec * self.decode_step
+
+    def new_token_ratio(self) -> float:
+        """SGLang's new_token_ratio now (serving.output_estimate)."""
+        r, at = self.ratio_anchor
+        return ratio_now(r, self.decode_step - at)
 
     def ctx(self, rid: int) -> int:
         st = self.st
@@ -184,9 +203,18 @@ class Instance:
     # --- apply ------------------------------------------------------------------------------------------
     def start(self, b: Batch, t: float) -> float:
         st, kv, B = self.st, self.kv, self.block
+        if (self.reserve_estimated and not self.n_dec and not self.prefilling
+                and t > max(self.last_end_s, self.step_end_s[-1])):
+            # the engine sat idle (no batch) since its last iteration: SGLang resets the ratio then
+            self.ratio_anchor = (INIT_NEW_TOKEN_RATIO, self.decode_step)
         if b.victims:
             for rid in b.victims:
                 self._preempt(rid)
+            if self.reserve_estimated and self.n_dec:
+                # retract_decode: the ratio from what the requests that stay have generated
+                left = self.decode_tokens_left()
+                self.ratio_anchor = (ratio_after_retraction(self.decode_out_sum - left, self.decode_out_sum, self.n_dec),
+                                     self.decode_step)
         if b.admit:
             admitted = [self.waiting.popleft() for _ in range(b.admit)]
             # every admitted prompt takes its shared prefix before any allocates: the scheduler counted
@@ -239,6 +267,7 @@ class Instance:
 
     def end(self, b: Batch, t: float, done_cb) -> None:
         st = self.st
+        self.last_end_s = t
         if b.decode and self.n_dec:
             self._decode_step(t, done_cb)
         for rid, c in b.chunks:
@@ -390,6 +419,8 @@ class Instance:
         st.epoch[rid] += 1
         self.n_dec += 1
         self.decode_ctx_sum += ctx
+        self.decode_out_sum += st.output_tokens[rid]
+        self.decode_end_sum += self.decode_step + st.output_tokens[rid] - st.emitted[rid]
         if not self.reserve_full:
             self.decoders_by_phase[(ctx - self.decode_step) % self.block] += 1
         heapq.heappush(self.finishing, (self.decode_step + st.output_tokens[rid] - st.emitted[rid], rid, st.epoch[rid]))
@@ -448,6 +479,9 @@ class Instance:
         ctx = self.ctx(rid)
         self.n_dec -= 1
         self.decode_ctx_sum -= ctx
+        self.decode_out_sum -= st.output_tokens[rid]
+        # both callers have brought `emitted` up to this step: the step it would have finished at
+        self.decode_end_sum -= self.decode_step + st.output_tokens[rid] - st.emitted[rid]
         if not self.reserve_full:
             self.decoders_by_phase[(st.join_ctx[rid] - st.join_step[rid]) % self.block] -= 1
             st.owned_blocks[rid] = cdiv(ctx, self.block) - st.shared_tokens[rid] // self.block

@@ -73,6 +73,8 @@ def scope_gap(loop) -> str | None:
     s, cost = inst.sched, inst.cost
     gaps = ((inst.role != "mixed", "a prefill- or decode-only role"),
             (inst.reserve_full, "KV reserved for prompt + output up front (kv_reservation full)"),
+            (inst.reserve_estimated, "SGLang's admission beside the running requests' estimated output "
+                                     "(kv_reservation estimated)"),
             (inst.kv.enabled, "the prefix cache"),
             (inst.rec is not None, "timeline recording"),
             (inst.ahead, "a batch formed one iteration ahead (schedule_ahead: SGLang's overlap scheduler)"),

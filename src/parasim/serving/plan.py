@@ -41,7 +41,7 @@ ACT_QUANT_INPUTS_PER_LAYER = 4
 DISAGG_FIELDS = ("prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp", "prefill_pp", "decode_pp")
 #: per-phase PP fields: left out of `to_mapping` when unset, so plans without them map as before
 _PHASE_PP = ("prefill_pp", "decode_pp")
-KV_RESERVATION = ("incremental", "full")
+KV_RESERVATION = ("incremental", "full", "estimated")
 #: prefill attention kernels: the catalog's best fused kernel (`efficiency.attention`: FA3 on Hopper)
 #: or a FlashAttention-2-generation one (`efficiency.attention_fa2_ratio` of its rate)
 SERVING_ATTENTION = ("flash", "flash2")
@@ -131,6 +131,7 @@ class ServingPlan:
     router: str = "round_robin"
     gpu_memory_utilization: float = 0.9  # share of HBM the engine may use (weights + activations + KV)
     kv_reservation: str = "incremental"  # incremental (vLLM: grow, preempt when full) | full (reserve prompt+output)
+    # | estimated (SGLang: grow, but admit only beside the running requests' estimated output; serving.output_estimate)
     iteration_overhead_s: float | None = None  # None = DEFAULT_ITERATION_OVERHEAD_S
     eager_prefill_layer_s: float | None = None  # host dispatch per layer of an eager prefill (None = graphs/overlapped)
     cuda_graph_max_batch: int | None = None  # decode batches above this run eagerly too (None = graphs cover all; 0 = none)

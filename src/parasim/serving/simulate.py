@@ -95,6 +95,7 @@ class Pool:
     reserve_full: bool
     kvb: KVBudget  # per GPU of one replica
     blocks: int  # per engine instance (a PP virtual engine owns 1/pp of its replica's blocks)
+    reserve_estimated: bool = False  # kv_reservation estimated (SGLang's admission; serving.output_estimate)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,14 +124,14 @@ def plan_pools(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan) -> tup
         if v is not None and v > model.layers:
             raise InputError(name, f"{name}={v} exceeds {model.name}'s {model.layers} layers (a stage needs one)")
 
-    def pool(role: str, tp: int, pp: int, replicas: int, reserve_full: bool) -> Pool:
+    def pool(role: str, tp: int, pp: int, replicas: int, reserve_full: bool, estimated: bool = False) -> Pool:
         extra_w, extra_kv = spec_memory(model, plan, tp=tp) if plan.spec_method else (0.0, 0.0)
         kvb = kv_budget(model, cluster.accelerator, tp=tp, pp=pp, weights=plan.weights, kv_dtype=plan.kv,
                         block_size=plan.block_size, gpu_memory_utilization=plan.gpu_memory_utilization,
                         max_tokens=min(budget, MAX_ACTIVATION_TOKENS), max_batch=max_batch, act_bytes=dtype_bytes(plan.act_dtype),
                         ep=plan.ep, extra_weight_bytes=extra_w, extra_kv_bytes_per_token=extra_kv)
         return Pool(role=role, tp=tp, pp=pp, replicas=replicas, token_budget=budget, max_batch=max_batch,
-                    reserve_full=reserve_full, kvb=kvb, blocks=kvb.blocks // pp)
+                    reserve_full=reserve_full, kvb=kvb, blocks=kvb.blocks // pp, reserve_estimated=estimated)
 
     if plan.is_disagg:
         pg, dg = plan.disagg_split(cluster.gpus)
@@ -141,7 +142,8 @@ def plan_pools(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan) -> tup
     if gpus > cluster.gpus:
         raise InputError("replicas", f"tp*pp*replicas = {plan.tp}*{plan.pp}*{plan.replicas} = {gpus} exceeds the "
                                      f"cluster's {cluster.gpus} GPUs")
-    return [pool("mixed", plan.tp, plan.pp, max(plan.replicas, plan.autoscale_max or 0), plan.kv_reservation == "full")], gpus
+    return [pool("mixed", plan.tp, plan.pp, max(plan.replicas, plan.autoscale_max or 0), plan.kv_reservation == "full",
+                 plan.kv_reservation == "estimated")], gpus
 
 
 def kv_fit(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_requests: Any) -> KVFit:
@@ -249,7 +251,7 @@ def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Poo
             g.append(Instance(idx, replica=r, role=p.role, cost=cost,
                               kv=KVPool(p.blocks, plan.block_size, plan.prefix_cache),
                               scheduler=sched, st=st, reserve_full=p.reserve_full, gpus=p.tp,
-                              schedule_ahead=plan.schedule_ahead))
+                              schedule_ahead=plan.schedule_ahead, reserve_estimated=p.reserve_estimated))
             idx += 1
         groups.append(g)
     if lockstep:  # an EP group's ep one-GPU replicas are one group of the loop, its ranks

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from parasim.mathx import cdiv
 from parasim.serving.kvcache import WATERMARK, KVPool
+from parasim.serving.output_estimate import CLIP_MAX_NEW_TOKENS, RETRACT_DECODE_STEPS
 from parasim.serving.reqstate import ReqState
 
 class Batch:
@@ -50,6 +51,7 @@ class EngineView(Protocol):
     role: str  # mixed | prefill | decode
     block: int  # tokens per KV block
     reserve_full: bool  # blocks for prompt + output booked at admission
+    reserve_estimated: bool  # SGLang's admission: prompt + output budget beside the running requests' estimate
     st: ReqState  # the per-request columns
     kv: KVPool
     waiting: Sequence[int]  # queued requests, head first
@@ -57,6 +59,8 @@ class EngineView(Protocol):
     n_dec: int  # decoding requests (aggregated, never listed)
 
     def decode_block_need(self) -> int: ...
+    def decode_tokens_left(self) -> int: ...
+    def new_token_ratio(self) -> float: ...
     def latest_decoders(self) -> Iterator[int]: ...
     def needs_block_next(self, rid: int) -> int: ...
     def own_blocks(self, rid: int) -> int: ...
@@ -101,11 +105,16 @@ class Scheduler:
         if need <= avail:
             return [], avail - need
         victims = []
+        # SGLang (kv_reservation estimated) retracts on until RETRACT_DECODE_STEPS tokens per request
+        # left are free (`ScheduleBatch.retract_decode`), not just the next step's
+        per_left = RETRACT_DECODE_STEPS if inst.reserve_estimated else 0
+        left = inst.n_dec
         for rid in inst.latest_decoders():
             need -= inst.needs_block_next(rid)
             avail += inst.own_blocks(rid)
             victims.append(rid)
-            if need <= avail:
+            left -= 1
+            if need <= avail and avail * inst.block >= per_left * left:
                 break
         return victims, max(0, avail - need)
 
@@ -152,6 +161,10 @@ class Scheduler:
         B = inst.block
         st = inst.st
         mark = int(WATERMARK * inst.kv.capacity)
+        est = inst.reserve_estimated
+        if est:
+            mark = 0  # SGLang keeps no watermark: its booking below replaces it
+            rem = self._estimated_room(inst, chunks, avail)
         waiting = inst.waiting
         nwait = len(waiting)
         pending: set[int] | None = None
@@ -183,9 +196,28 @@ class Scheduler:
                     nb += inst.kv.evictable_blocks(pid)
             if nb + mark > avail:
                 break
+            if est:
+                own = min(st.output_tokens[rid] - st.emitted[rid], CLIP_MAX_NEW_TOKENS)
+                if rest + own >= rem:  # PrefillAdder.add_one_req: NO_TOKEN
+                    break
+                rem -= cdiv(c, B) * B + (own if c == rest else 0)  # a chunk books its pages, a whole prompt its output too
             chunks.append((rid, c))
             budget -= c
             avail -= nb
             slots -= 1
             admit += 1
         return admit
+
+    @staticmethod
+    def _estimated_room(inst: EngineView, chunks: list[tuple[int, int]], avail: int) -> float:
+        """SGLang's `rem_total_tokens` before the waiting queue is tried (serving.output_estimate):
+        the free tokens left after this iteration's chunks of ongoing prefills, less the decoders'
+        remaining output (each clipped; here the sum is, exact while none has more than the clip
+        left) at new_token_ratio, less the whole clipped output of each prefill this iteration
+        completes (`add_chunked_req` books it in full)."""
+        st = inst.st
+        n = inst.n_dec
+        left = min(inst.decode_tokens_left(), n * CLIP_MAX_NEW_TOKENS)
+        booked = sum(min(st.output_tokens[r] - st.emitted[r], CLIP_MAX_NEW_TOKENS)
+                     for r, c in chunks if st.prefilled[r] + c == st.prefill_target[r])
+        return avail * inst.block - left * inst.new_token_ratio() - booked
