@@ -75,7 +75,8 @@ def scope_gap(loop) -> str | None:
             (inst.reserve_full, "KV reserved for prompt + output up front (kv_reservation full)"),
             (inst.kv.enabled, "the prefix cache"),
             (inst.rec is not None, "timeline recording"),
-            (inst.ahead, "a batch formed one iteration ahead (schedule_ahead: SGLang's overlap scheduler)"),
+            (inst.ahead, "a batch formed one iteration ahead (schedule_ahead: SGLang's overlap scheduler, vLLM's async "
+                           "scheduling, TensorRT-LLM's PyTorch overlap scheduler)"),
             (type(cost) is not IterationCost, "speculative decoding or an overlapped iteration model"),
             (type(s) not in MODES, f"the {type(s).__name__} scheduler"),
             (s.queue_order is not None or s.gated, "a reordered or gated waiting queue"),
