@@ -134,3 +134,14 @@ def test_serve_reports_the_default_through_the_cli():
                             "--burst", "--json"], capture_output=True, text=True, check=True, cwd=ROOT)
         return json.loads(r.stdout)["inputs"]["engine"]["defaults"]["schedule_ahead"]
     assert ahead("vllm==0.14.0") and not ahead("vllm==0.13.0")
+
+
+@pytest.mark.parametrize(("software", "spec", "ahead"), [
+    ("tensorrt-llm 1.0", "ngram", False),   # support_overlap_scheduler: never for n-gram
+    ("tensorrt-llm 1.0", "draft", False),   # a separate draft model: from PR #7651 (1.1)
+    ("tensorrt-llm 1.1", "draft", True),
+    ("tensorrt-llm 1.0", "eagle", True),    # one-model Eagle3 / MTP keep it
+])
+def test_trtllm_speculation_keeps_the_overlap_scheduler_only_where_the_executor_does(software, spec, ahead):
+    on, why = overlap_scheduler(software, "", False, spec)
+    assert on is ahead and why

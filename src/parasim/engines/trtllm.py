@@ -252,15 +252,28 @@ _OVERLAP_OFF = re.compile(r"disable[-_]overlap[-_]scheduler[\"']?\s*[:=]\s*(?:tr
 _OVERLAP_ON = re.compile(r"enable[-_]overlap[-_]scheduler[\"']?\s*[:=]\s*(?:true|1)\b", re.IGNORECASE)
 #: the first release whose PyTorch flow runs the overlap scheduler by default (PR #4174; 0.20.0 release notes)
 TRTLLM_OVERLAP_DEFAULT_RELEASE = (0, 20)
+#: TRTLLM_OVERLAP_SPEC: with speculative decoding the executor keeps the overlap scheduler only for the
+#: modes `SpeculativeDecodingMode.support_overlap_scheduler` names (tensorrt_llm/_torch/speculative/
+#: interface.py): MTP and one-model Eagle3 in the 1.0 era, never n-gram; a separate draft model from
+#: PR #7651 ("Enable overlap scheduler for two-model spec decoding", opened 2025-09-09, after the 1.0
+#: documentation PR #6696 of 2025-08-08), taken as 1.1
+TRTLLM_OVERLAP_DRAFT_RELEASE = (1, 1)
 
 
-def overlap_scheduler(software: str, text: str, cpp_runtime: bool) -> tuple[bool, str]:
+def overlap_scheduler(software: str, text: str, cpp_runtime: bool,
+                      spec_method: str | None = None) -> tuple[bool, str]:
     """(whether the PyTorch flow's overlap scheduler forms each batch one iteration ahead, the
     sentence; empty when nothing applies): a stated `disable_overlap_scheduler: true` or, before
-    0.20, `enable_overlap_scheduler: true` wins over the release's default (module docstring)."""
+    0.20, `enable_overlap_scheduler: true` wins over the release's default (module docstring).
+    Speculative decoding keeps it only where `SpeculativeDecodingMode.support_overlap_scheduler`
+    allows (TRTLLM_OVERLAP_SPEC)."""
     if cpp_runtime:
         return False, ""
     rel = release(software)
+    if spec_method == "ngram" or (spec_method == "draft" and rel is not None and rel < TRTLLM_OVERLAP_DRAFT_RELEASE):
+        return False, (f"{spec_method} speculation: the executor turns the overlap scheduler off "
+                       "(SpeculativeDecodingMode.support_overlap_scheduler), so each batch is formed after the "
+                       "previous one ends")
     if _OVERLAP_OFF.search(text):
         return False, ("disable_overlap_scheduler in the source: each batch formed after the previous one ends "
                        "(the executor's host work then runs in series with the GPU step; no figure for it, so it "
@@ -309,7 +322,7 @@ class TrtllmProfile(EngineProfile):
                   token_budget=setup.max_num_tokens, kv_reservation=setup.kv_reservation, block_size=TRTLLM_BLOCK,
                   iteration_overhead_s=ITERATION_OVERHEAD_S["tensorrt-llm"],
                   max_batch=ctx.stated.get("max_batch") or setup.max_batch)
-        ahead, why = overlap_scheduler(ctx.software, ctx.text, setup.cpp_runtime)
+        ahead, why = overlap_scheduler(ctx.software, ctx.text, setup.cpp_runtime, ctx.stated.get("spec_method"))
         kw["schedule_ahead"] = ahead
         if why:
             ctx.choose(why, "schedule_ahead", ahead)
