@@ -39,7 +39,8 @@ that arrives while batch i runs joins batch i+2 at the earliest. On by default f
 "Enable scheduling overlap by default", which renamed PyTorchConfig's `enable_overlap_scheduler` to
 `disable_overlap_scheduler`; the 0.20.0 release notes: "[Breaking Change]: Enable scheduling overlap
 by default"); in 0.19 only when a source sets `enable_overlap_scheduler: true`. A source's
-`disable_overlap_scheduler: true` turns it off. The TensorRT-engine flows (C++ executor) are not
+`disable_overlap_scheduler: true` turns it off, and so does n-gram speculation (and a separate draft
+model before 1.1: `TRTLLM_OVERLAP_DRAFT_RELEASE`). The TensorRT-engine flows (C++ executor) are not
 given it.
 """
 
@@ -252,7 +253,7 @@ _OVERLAP_OFF = re.compile(r"disable[-_]overlap[-_]scheduler[\"']?\s*[:=]\s*(?:tr
 _OVERLAP_ON = re.compile(r"enable[-_]overlap[-_]scheduler[\"']?\s*[:=]\s*(?:true|1)\b", re.IGNORECASE)
 #: the first release whose PyTorch flow runs the overlap scheduler by default (PR #4174; 0.20.0 release notes)
 TRTLLM_OVERLAP_DEFAULT_RELEASE = (0, 20)
-#: TRTLLM_OVERLAP_SPEC: with speculative decoding the executor keeps the overlap scheduler only for the
+#: With speculative decoding the executor keeps the overlap scheduler only for the
 #: modes `SpeculativeDecodingMode.support_overlap_scheduler` names (tensorrt_llm/_torch/speculative/
 #: interface.py): MTP and one-model Eagle3 in the 1.0 era, never n-gram; a separate draft model from
 #: PR #7651 ("Enable overlap scheduler for two-model spec decoding", opened 2025-09-09, after the 1.0
@@ -266,7 +267,7 @@ def overlap_scheduler(software: str, text: str, cpp_runtime: bool,
     sentence; empty when nothing applies): a stated `disable_overlap_scheduler: true` or, before
     0.20, `enable_overlap_scheduler: true` wins over the release's default (module docstring).
     Speculative decoding keeps it only where `SpeculativeDecodingMode.support_overlap_scheduler`
-    allows (TRTLLM_OVERLAP_SPEC)."""
+    allows (TRTLLM_OVERLAP_DRAFT_RELEASE)."""
     if cpp_runtime:
         return False, ""
     rel = release(software)
