@@ -64,18 +64,19 @@ def same(a, b) -> None:
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(w=workloads, sched=hst.sampled_from(IN_SCOPE), blocks=hst.sampled_from([40, 60, 200, 100000]),
        block=hst.sampled_from([1, 16]), budget=hst.sampled_from([None, 64, 512, 1024]),
-       max_batch=hst.sampled_from([None, 3, 64]), burst=hst.booleans(), replicas=hst.sampled_from([1, 1, 2, 3]))
-def test_compiled_loop_equals_python_engine(w, sched, blocks, block, budget, max_batch, burst, replicas):
+       max_batch=hst.sampled_from([None, 3, 64]), burst=hst.booleans(), replicas=hst.sampled_from([1, 1, 2, 3]),
+       ahead=hst.booleans())
+def test_compiled_loop_equals_python_engine(w, sched, blocks, block, budget, max_batch, burst, replicas, ahead):
     """Rates incl. bursts (every arrival at 0), KV pressure down to preemption and dropped
-    requests, token budgets, batch caps, round-robin replicas: the whole JSON and every gap
-    byte-identical."""
+    requests, token budgets, batch caps, round-robin replicas, batches formed ahead: the whole
+    JSON and every gap byte-identical."""
     gaps, prompts, outputs, _ = w
     arrivals = np.zeros(len(gaps)) if burst else np.cumsum(gaps)
     wl = Workload.from_columns(arrivals, prompts, outputs)
     util = min(0.99, util_for_blocks(max(1, blocks * 16 // block), block=block, max_tokens=budget or 8192,
                                      max_batch=max_batch or 256))
     plan = ServingPlan(scheduler=sched, block_size=block, gpu_memory_utilization=util, token_budget=budget,
-                       max_batch=max_batch, replicas=replicas)
+                       max_batch=max_batch, replicas=replicas, schedule_ahead=ahead)
     slow, fast, ran = both(plan, wl)
     assert ran or not slow.feasible
     same(slow, fast)
@@ -95,10 +96,26 @@ def test_preempting_run_equal(sched):
     same(slow, fast)
 
 
+@pytest.mark.parametrize("sched", ["sglang", "sarathi"])
+def test_batches_formed_ahead_equal_with_an_arrival_at_an_iteration_end(sched):
+    """schedule_ahead: B arrives inside A's prefill iteration (held until the next batch has
+    started), C exactly at its end (seen by the next batch, so queued before B): both loops keep
+    that order, and C starts no later than B."""
+    lone = simulate(MODEL, CLUSTER, ServingPlan(scheduler=sched, schedule_ahead=True),
+                    Workload.from_columns([0.0], [2000], [50]), seed=1)
+    end = float(lone.requests["first_token_s"][0])  # A's prefill iteration ends here
+    wl = Workload.from_columns([0.0, end / 2, end], [2000, 300, 300], [50, 20, 20])
+    plan = ServingPlan(scheduler=sched, schedule_ahead=True)
+    slow, fast, ran = both(plan, wl)
+    assert ran
+    same(slow, fast)
+    start = slow.requests["queueing_s"] + np.asarray(wl.arrival_s)
+    assert start[2] <= start[1]  # sarathi: both fit the next batch together
+
+
 @pytest.mark.parametrize("extra", [dict(prefix_cache=True), dict(replicas=2, router="least_outstanding_tokens"), dict(scheduler="static"),
                                    dict(kv_reservation="full"), dict(pp=2), dict(max_queued=5),
-                                   dict(spec_method="ngram", num_speculative_tokens=3, spec_acceptance=0.6),
-                                   dict(scheduler="sglang", schedule_ahead=True)])
+                                   dict(spec_method="ngram", num_speculative_tokens=3, spec_acceptance=0.6)])
 def test_out_of_scope_runs_the_python_engine(extra, monkeypatch):
     python_engine_only(ServingPlan(**({"scheduler": "sarathi"} | extra)), monkeypatch)
 

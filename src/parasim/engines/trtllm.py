@@ -30,6 +30,18 @@ The C++ runtime of the engine flows (v0.11 - v0.18) allocates, before it sizes t
 runtime buffers and a batched decoder whose size follows max_batch_size x vocabulary (fp32
 logits, sampling workspaces). Two published startup logs give them (`TRTLLM_RUNTIME_BUFFERS`,
 `TRTLLM_DECODER_BUFFERS`); the KV fraction applies to what is left.
+
+The PyTorch flow's executor (`PyExecutor._executor_loop_overlap`, the overlap scheduler) forms each
+batch one iteration ahead (`schedule_ahead`): an iteration fetches new requests, schedules batch
+i+1 and launches it, and only then waits for batch i's sampled tokens (`_update_requests` on the
+previous batch's sample state), so batch i+1 is formed as batch i starts on the GPU and a request
+that arrives while batch i runs joins batch i+2 at the earliest. On by default from 0.20 (PR #4174,
+"Enable scheduling overlap by default", which renamed PyTorchConfig's `enable_overlap_scheduler` to
+`disable_overlap_scheduler`; the 0.20.0 release notes: "[Breaking Change]: Enable scheduling overlap
+by default"); in 0.19 only when a source sets `enable_overlap_scheduler: true`. A source's
+`disable_overlap_scheduler: true` turns it off, and so does n-gram speculation (and a separate draft
+model before 1.1: `TRTLLM_OVERLAP_DRAFT_RELEASE`). The TensorRT-engine flows (C++ executor) are not
+given it.
 """
 
 from __future__ import annotations
@@ -236,6 +248,46 @@ def trtllm_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: i
 #: trtllm-bench flags a source may state (--max_batch_size is per rank)
 _FLAGS = SourceFlags(max_batch_size=r"max[-_]batch[-_]size", max_num_tokens=r"max[-_]num[-_]tokens",
                      kv_cache_free_gpu_mem_fraction=r"kv[-_]cache[-_]free[-_]gpu[-_]mem[-_]fraction")
+#: the PyTorch flow's overlap scheduler as a source states it (LLM-API options, YAML or Python)
+_OVERLAP_OFF = re.compile(r"disable[-_]overlap[-_]scheduler[\"']?\s*[:=]\s*(?:true|1)\b", re.IGNORECASE)
+_OVERLAP_ON = re.compile(r"enable[-_]overlap[-_]scheduler[\"']?\s*[:=]\s*(?:true|1)\b", re.IGNORECASE)
+#: the first release whose PyTorch flow runs the overlap scheduler by default (PR #4174; 0.20.0 release notes)
+TRTLLM_OVERLAP_DEFAULT_RELEASE = (0, 20)
+#: With speculative decoding the executor keeps the overlap scheduler only for the
+#: modes `SpeculativeDecodingMode.support_overlap_scheduler` names (tensorrt_llm/_torch/speculative/
+#: interface.py): MTP and one-model Eagle3 in the 1.0 era, never n-gram; a separate draft model from
+#: PR #7651 ("Enable overlap scheduler for two-model spec decoding", opened 2025-09-09, after the 1.0
+#: documentation PR #6696 of 2025-08-08), taken as 1.1
+TRTLLM_OVERLAP_DRAFT_RELEASE = (1, 1)
+
+
+def overlap_scheduler(software: str, text: str, cpp_runtime: bool,
+                      spec_method: str | None = None) -> tuple[bool, str]:
+    """(whether the PyTorch flow's overlap scheduler forms each batch one iteration ahead, the
+    sentence; empty when nothing applies): a stated `disable_overlap_scheduler: true` or, before
+    0.20, `enable_overlap_scheduler: true` wins over the release's default (module docstring).
+    Speculative decoding keeps it only where `SpeculativeDecodingMode.support_overlap_scheduler`
+    allows (TRTLLM_OVERLAP_DRAFT_RELEASE)."""
+    if cpp_runtime:
+        return False, ""
+    rel = release(software)
+    if spec_method == "ngram" or (spec_method == "draft" and rel is not None and rel < TRTLLM_OVERLAP_DRAFT_RELEASE):
+        return False, (f"{spec_method} speculation: the executor turns the overlap scheduler off "
+                       "(SpeculativeDecodingMode.support_overlap_scheduler), so each batch is formed after the "
+                       "previous one ends")
+    if _OVERLAP_OFF.search(text):
+        return False, ("disable_overlap_scheduler in the source: each batch formed after the previous one ends "
+                       "(the executor's host work then runs in series with the GPU step; no figure for it, so it "
+                       "is charged as with the overlap scheduler)")
+    if rel is not None and rel < TRTLLM_OVERLAP_DEFAULT_RELEASE and not _OVERLAP_ON.search(text):
+        return False, ""
+    why = ("enable_overlap_scheduler in the source" if rel is not None and rel < TRTLLM_OVERLAP_DEFAULT_RELEASE
+           else "the default from 0.20, PR #4174")
+    return True, (f"overlap scheduler ({why}): each batch formed while the previous one runs "
+                  "(PyExecutor._executor_loop_overlap), so a request arriving during an iteration joins the one "
+                  "after next")
+
+
 _ADP = re.compile(r"enable[-_]attention[-_]dp(?:\s*[:=]\s*true|\b(?!\s*[:=]\s*false))", re.IGNORECASE)
 
 
@@ -271,6 +323,10 @@ class TrtllmProfile(EngineProfile):
                   token_budget=setup.max_num_tokens, kv_reservation=setup.kv_reservation, block_size=TRTLLM_BLOCK,
                   iteration_overhead_s=ITERATION_OVERHEAD_S["tensorrt-llm"],
                   max_batch=ctx.stated.get("max_batch") or setup.max_batch)
+        ahead, why = overlap_scheduler(ctx.software, ctx.text, setup.cpp_runtime, ctx.stated.get("spec_method"))
+        kw["schedule_ahead"] = ahead
+        if why:
+            ctx.choose(why, "schedule_ahead", ahead)
         kw["gpu_memory_utilization"] = _utilization(ctx, setup)
         policy = ("KV booked per step (MAX_UTILIZATION; paused requests recompute)" if setup.kv_reservation == "incremental"
                   else "KV reserved for prompt+output (GUARANTEED_NO_EVICT)")

@@ -19,7 +19,14 @@
 * V1 with async scheduling (the default from 0.14 on NVIDIA GPUs, or `--async-scheduling` in the
   source): the host's per-iteration work runs one step ahead, under the GPU step, so only the gap
   between two steps' CUDA graphs is charged in series (`host.VLLM_ASYNC_SCHEDULING_GAP_S`) instead
-  of V0's `ITERATION_OVERHEAD_S`.
+  of V0's `ITERATION_OVERHEAD_S`. The same loop forms each batch one step ahead (`schedule_ahead`):
+  with async scheduling `EngineCore` runs `step_with_batch_queue` with a queue of two batches
+  (`max_concurrent_batches` = 2): it schedules and submits batch i+1, then blocks on batch i's
+  result, and only then reads the input queue for new requests (`run_busy_loop`:
+  `_process_input_queue`, then the step). A request that arrives while batch i runs is first seen
+  after batch i+1 was formed and joins batch i+2 at the earliest, as in SGLang's overlap scheduler.
+  On ROCm the loop is the same (a stated flag forms batches ahead there too) but the host work
+  stays in series.
 
 Both engines default to gpu_memory_utilization 0.9 and 16-token KV blocks.
 """
@@ -66,7 +73,8 @@ class VllmSetup:
     attention: str = "flash"  # serving.plan.SERVING_ATTENTION: the prefill attention kernel
     cuda_graph_max_batch: int | None = None  # None: decode batches run as CUDA graphs; 0: none captured
     host_s_per_context_token: float = 0.0  # the Ray control plane of releases before 0.2.7 (TP > 1)
-    async_scheduling: bool = False  # V1: the scheduler runs one step ahead of the GPU (_async_scheduling)
+    async_scheduling: bool = False  # V1: the host work runs one step ahead of the GPU (_async_scheduling)
+    schedule_ahead: bool = False  # V1 with async scheduling: each batch formed while the previous one runs
 
     @property
     def iteration_overhead_s(self) -> float:
@@ -103,29 +111,35 @@ _SPEC = re.compile(r"speculative[-_]config|num[-_]speculative[-_]tokens|speculat
 _EAGLE_MTP = re.compile(r"eagle|mtp", re.IGNORECASE)
 
 
+#: what async scheduling does to the batches, said once in every sentence that turns it on
+_AHEAD = ("; each batch formed while the previous one runs (EngineCore.step_with_batch_queue, 2 batches in "
+          "flight), so a request arriving during an iteration joins the one after next")
+
+
 def _async_scheduling(rel: tuple[int, int] | None, text: str, acc: AcceleratorSpec, pp: int,
-                      spec_method: str | None = None) -> tuple[bool, str]:
-    """(whether V1's scheduler runs one step ahead of the GPU, the sentence): a flag the source
-    states wins; otherwise the release's default and the setups it excludes
-    (VLLM_ASYNC_DEFAULT_RELEASE)."""
+                      spec_method: str | None = None) -> tuple[bool, bool, str]:
+    """(whether V1's host work overlaps the GPU step, whether each batch is formed one step ahead,
+    the sentence): a flag the source states wins; otherwise the release's default and the setups
+    it excludes (VLLM_ASYNC_DEFAULT_RELEASE). The two differ only on ROCm with the flag stated:
+    the engine loop forms batches ahead there too, but the graph launch keeps the host busy."""
     if _ASYNC_OFF.search(text):
-        return False, "; --no-async-scheduling in the source: host work in series with every step"
+        return False, False, "; --no-async-scheduling in the source: host work in series with every step"
     stated = bool(_ASYNC_ON.search(text))
     if acc.vendor != "nvidia":
-        return False, ("; --async-scheduling in the source, but on ROCm the graph launch holds the host thread "
-                       "(vllm issue #43801), so host work stays in series" if stated else "")
+        return False, stated, ("; --async-scheduling in the source, but on ROCm the graph launch holds the host "
+                               "thread (vllm issue #43801), so host work stays in series" + _AHEAD if stated else "")
     if not stated:
         if rel is None or rel < VLLM_ASYNC_DEFAULT_RELEASE:
-            return False, ""
+            return False, False, ""
         off = ("pipeline parallelism" if pp > 1 else "the Ray executor" if _RAY.search(text)
                else "speculative decoding other than EAGLE/MTP"
                if spec_method in ("draft", "ngram") or (_SPEC.search(text) and not _EAGLE_MTP.search(text))
                else "")
         if off:
-            return False, f"; async scheduling (default from 0.14) off with {off}: host work in series"
+            return False, False, f"; async scheduling (default from 0.14) off with {off}: host work in series"
     why = "--async-scheduling in the source" if stated else "the default from 0.14, PR #27614"
-    return True, (f"; async scheduling ({why}): host work overlapped with the GPU step, "
-                  f"{VLLM_ASYNC_SCHEDULING_GAP_S * 1e6:.0f} us between steps in series (PR #11133)")
+    return True, True, (f"; async scheduling ({why}): host work overlapped with the GPU step, "
+                        f"{VLLM_ASYNC_SCHEDULING_GAP_S * 1e6:.0f} us between steps in series (PR #11133)" + _AHEAD)
 
 
 def _v02(rel: tuple[int, int], patch: int, tp: int, custom_ar: bool) -> tuple[bool, int | None, float, str]:
@@ -191,13 +205,14 @@ def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, wei
     else:
         budget, seqs = (8192 if offline else 2048), 256
     ver = f"{rel[0]}.{rel[1]}" if rel else "(release not named: the V1 engine)"
-    overlap, note = _async_scheduling(rel, text, acc, pp, spec_method)
+    overlap, ahead, note = _async_scheduling(rel, text, acc, pp, spec_method)
     flags += note
     return VllmSetup("v1", "sarathi", seqs, budget, None, 0.0,
                      f"vLLM {ver} V1 engine defaults ({'offline LLM class' if offline else 'API server'}, "
                      f"{'>= 70 GiB GPU' if large else 'smaller GPU or A100'}): chunked prefill with running requests "
                      f"first, max_num_batched_tokens {budget}, max_num_seqs {seqs}; piecewise CUDA graphs (no eager "
-                     f"prefill floor)" + flags, custom_allreduce=custom_ar, async_scheduling=overlap)
+                     f"prefill floor)" + flags, custom_allreduce=custom_ar, async_scheduling=overlap,
+                     schedule_ahead=ahead)
 
 
 _GPU_UTIL = re.compile(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)")
@@ -237,7 +252,7 @@ class VllmProfile(EngineProfile):
                   eager_prefill_layer_s=setup.eager_prefill_layer_s, output_delay_s=setup.output_delay_s,
                   token_budget=setup.token_budget, act_quant=setup.act_quant, custom_allreduce=setup.custom_allreduce,
                   max_batch=ctx.stated.get("max_batch") or setup.max_batch, attention=setup.attention,
-                  cuda_graph_max_batch=setup.cuda_graph_max_batch)
+                  cuda_graph_max_batch=setup.cuda_graph_max_batch, schedule_ahead=setup.schedule_ahead)
         if setup.host_s_per_context_token:
             kw["host_s_per_context_token"] = setup.host_s_per_context_token
         ctx.choose(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"

@@ -3,7 +3,9 @@
 Scope (`in_scope`): colocated single-engine replicas (PP 1) behind round robin, which nothing
 couples (each is run alone, as the Python engine runs them), a scheduler of the
 continuous family (continuous, sarathi, splitfuse: decodes first, then prompt chunks) or of the
-prefill-first family (vllm, sglang), incremental KV allocation, no prefix cache, no speculative
+prefill-first family (vllm, sglang), incremental KV allocation, with or without batches formed one
+iteration ahead (schedule_ahead: arrivals during an iteration are held, as `Instance.held`, in the
+waiting ring behind the waiting requests until the next batch starts), no prefix cache, no speculative
 decoding or NanoFlow overlap (the plain `IterationCost`), no admission control, closed-loop
 client, workflow, autoscaling, migration or timeline recording. Everything else runs the Python
 engine, which stays the reference: this loop does the same integer and float operations in the
@@ -41,11 +43,11 @@ MAX_TOKEN_COUNTS = 1 << 17  # precomputed iteration costs per token count: beyon
 
 # integer state vector
 (NDEC, CTXSUM, DSTEP, FREE, MINFREE, ITERS, PEAK, COMPLETED, WHEAD, NWAIT, NPF, HN, JN, PN, GN, DROPS, NEXT,
- NEED_T, NEED_L) = range(19)
+ NEED_T, NEED_L, NHELD) = range(20)
 # float state vector
-T, BUSY, KVS, MAKESPAN = range(4)
+T, BUSY, KVS, MAKESPAN, SINCE = range(5)  # SINCE: the start of the iteration that ended at T (schedule_ahead)
 # integer config
-B_, CAP, MARK, BUDGET, MAXB, CHUNKED, MODE, LAYERS, GRAPHMAX, N, WCAP, STRIDE, IDX = range(13)
+B_, CAP, MARK, BUDGET, MAXB, CHUNKED, MODE, LAYERS, GRAPHMAX, N, WCAP, STRIDE, IDX, AHEAD = range(14)
 # float config
 PF, PQ, PK, DF, KO, OV, EAGER, CH, PR = range(9)
 # kernel return codes: NEED_COST = the next batch's token or logit count has no cost in the tables yet
@@ -77,7 +79,6 @@ def scope_gap(loop) -> str | None:
                                      "(kv_reservation estimated)"),
             (inst.kv.enabled, "the prefix cache"),
             (inst.rec is not None, "timeline recording"),
-            (inst.ahead, "a batch formed one iteration ahead (schedule_ahead: SGLang's overlap scheduler)"),
             (type(cost) is not IterationCost, "speculative decoding or an overlapped iteration model"),
             (type(s) not in MODES, f"the {type(s).__name__} scheduler"),
             (s.queue_order is not None or s.gated, "a reordered or gated waiting queue"),
@@ -123,12 +124,12 @@ def _run_instance(loop, inst, R, turn, cf, tables) -> None:
     first, stride = turn
     mine = (st.n - first + stride - 1) // stride  # arrivals routed here
     cfg = np.array([inst.block, kv.capacity, int(WATERMARK * kv.capacity), s.budget, s.max_batch, int(s.chunked),
-                    MODES[type(s)], cost.layers, min(cost.graph_max, 1 << 62), st.n, mine + 1, stride, inst.idx],
-                   dtype=np.int64)
-    iv = np.zeros(19, dtype=np.int64)
+                    MODES[type(s)], cost.layers, min(cost.graph_max, 1 << 62), st.n, mine + 1, stride, inst.idx,
+                    int(inst.ahead)], dtype=np.int64)
+    iv = np.zeros(20, dtype=np.int64)
     iv[FREE] = iv[MINFREE] = kv.free
     iv[NEXT] = first
-    fv = np.zeros(4, dtype=np.float64)
+    fv = np.zeros(5, dtype=np.float64)
     slots = 2 * s.max_batch + 4
     small = (np.zeros(mine + 1, dtype=np.int64), np.zeros(slots, dtype=np.int64), np.zeros(slots, dtype=np.int64),
              np.zeros(inst.block, dtype=np.int64))  # waiting ring, prefilling, first-step pending, phases
@@ -183,27 +184,40 @@ def _loop(R, E, C, S):
             return NEED_ROOM + short
         t = fv[T]
         i = iv[NEXT]
+        ahead = C[0][AHEAD] != 0
         while i < n and arr[i] <= t:
             if state[i] != DROPPED:
-                _enqueue(R, E, C, i)
+                if ahead and fv[SINCE] < arr[i] < t:
+                    _hold(R, E, C, i)
+                else:
+                    _enqueue(R, E, C, i)
             i += stride
         iv[NEXT] = i
         if iv[NWAIT] == 0 and iv[NPF] == 0 and iv[NDEC] == 0:
+            if iv[NHELD]:  # nothing was formed ahead of them: the scheduler sees them now
+                _unhold(E)
+                continue
             if i >= n:
                 return FINISHED
-            fv[T] = arr[i]
+            fv[T] = fv[SINCE] = arr[i]
             continue
         nch, admit, decode, nv = _schedule(R, E, C, S)
         if nch == 0 and not decode and nv == 0:
+            if iv[NHELD]:
+                _unhold(E)
+                continue
             if not _drop_stuck(R, E, C):
                 return STUCK
             if iv[NWAIT] == 0 and iv[NPF] == 0 and iv[NDEC] == 0 and i < n:
-                fv[T] = max(t, arr[i])
+                fv[T] = fv[SINCE] = max(t, arr[i])
             continue
         if not _costed(R, E, C, S, nch, decode, nv):
             return NEED_COST  # nothing changed yet: the call after Python fills the tables decides again
+        fv[SINCE] = t
         t += _start(R, E, C, S, t, nch, admit, decode, nv)
         fv[T] = t
+        if iv[NHELD]:  # the batch formed ahead of them has started
+            _unhold(E)
         _end(R, E, C, S, t, nch, decode)
 
 
@@ -253,8 +267,31 @@ def _enqueue(R, E, C, rid):
     iv, ring = E[0], E[2]
     R[16][rid] = C[0][IDX]
     R[3][rid] = WAITING
-    ring[(iv[WHEAD] + iv[NWAIT]) % C[0][WCAP]] = rid
+    cap = C[0][WCAP]
+    at = iv[WHEAD] + iv[NWAIT]
+    for k in range(at + iv[NHELD], at, -1):  # an arrival at the iteration's end goes before the held ones
+        ring[k % cap] = ring[(k - 1) % cap]
+    ring[at % cap] = rid
     iv[NWAIT] += 1
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def _hold(R, E, C, rid):
+    """Instance.enqueue(held=True): queued behind the waiting requests, out of the scheduler's
+    sight (schedule_ahead): the ring's NHELD entries after the NWAIT waiting ones."""
+    iv, ring = E[0], E[2]
+    R[16][rid] = C[0][IDX]
+    R[3][rid] = WAITING
+    ring[(iv[WHEAD] + iv[NWAIT] + iv[NHELD]) % C[0][WCAP]] = rid
+    iv[NHELD] += 1
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def _unhold(E):
+    """Instance.release_held: the held entries join the waiting ones, in their order."""
+    iv = E[0]
+    iv[NWAIT] += iv[NHELD]
+    iv[NHELD] = 0
 
 
 @njit(cache=True, inline="always", _nrt=False)

@@ -59,6 +59,12 @@ class TRTLLMLauncher(Launcher):
         if p.block_size != TRTLLM_TOKENS_PER_BLOCK:
             notes.append(f"TensorRT-LLM pages the KV cache in blocks of {TRTLLM_TOKENS_PER_BLOCK} tokens; the "
                          f"simulation used {p.block_size}")
+        if not p.schedule_ahead:
+            notes.append("the plan was simulated without the overlap scheduler (schedule_ahead false), so the options "
+                         "set disable_overlap_scheduler; simulate with --schedule-ahead to keep TensorRT-LLM's default")
+        elif p.is_disagg:
+            notes.append("the context servers run without the overlap scheduler, as TensorRT-LLM's disaggregated "
+                         "examples do; the simulation formed the prefill pool's batches ahead (schedule_ahead)")
         notes.append("kv_cache_free_gpu_memory_fraction is a share of the memory left after weights and "
                      "activation buffers; it is set so the KV cache gets the bytes the simulation gave it")
         return Launch(self.engine, self.release, tuple(cmds), files=files, notes=tuple(notes), front_end=p.is_disagg)
@@ -78,8 +84,10 @@ class TRTLLMLauncher(Launcher):
             opts["cuda_graph_config"] = {"max_batch_size": p.cuda_graph_max_batch}
         if role != "mixed":
             opts["cache_transceiver_config"] = {"backend": "DEFAULT"}
-        if role == "prefill":
-            opts["disable_overlap_scheduler"] = True  # the context servers of TRT-LLM's disaggregated examples
+        if role == "prefill" or not p.schedule_ahead:
+            # the context servers of TRT-LLM's disaggregated examples; elsewhere a plan simulated without
+            # batches formed ahead (the overlap scheduler is on by default from 0.20)
+            opts["disable_overlap_scheduler"] = True
         return opts
 
     @staticmethod

@@ -43,6 +43,9 @@ class VLLMLauncher(Launcher):
         if p.kv_reservation == "full":
             notes.append("vLLM grows each request's KV cache block by block and preempts when full; it has no "
                          "mode reserving prompt+output up front (the plan's kv_reservation=full)")
+        if not p.schedule_ahead:
+            notes.append("the plan was simulated without async scheduling (schedule_ahead false); vLLM 0.14 and "
+                         "later turn it on by default, so add --no-async-scheduling there")
         if p.cuda_graph_max_batch is not None:
             notes.append(f"parasim ran decode batches above {p.cuda_graph_max_batch} eagerly; vLLM's CUDA-graph "
                          "capture sizes are set in its compilation config")
@@ -66,6 +69,8 @@ class VLLMLauncher(Launcher):
             ("--quantization", "fp8" if ctx.online_fp8() else None),
             ("--enable-prefix-caching" if p.prefix_cache else "--no-enable-prefix-caching", True),
             ("--disable-custom-all-reduce", not p.custom_allreduce),
+            # batches formed one step ahead: V1's async scheduling (the flag from 0.10, the default from 0.14)
+            ("--async-scheduling", p.schedule_ahead),
             ("--kv-transfer-config", NIXL if p.is_disagg else None),
             ("--port", inst.port),
         ]
