@@ -48,11 +48,12 @@ def test_train_memory_breakdown_adds_up_in_gib():
     assert f"{out['peak_memory_gib_per_gpu']:.1f} GiB of 80 GiB" in t and not DECIMAL_GB.search(t)
 
 
-def test_serve_kv_rows_are_gib_and_usable_is_the_utilisation_of_80_gib():
+def test_serve_kv_rows_are_gib_and_usable_is_the_utilisation_of_the_cuda_total():
     args = ["serve", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--requests", "10", "--rate", "5",
             "--prompt-tokens", "64", "--output-tokens", "8", "--gpu-memory-utilization", "0.9"]
     kv = json.loads(run_cli(*args, "--json").stdout)["kv"]
-    assert kv["hbm_gib"] == 80 and kv["usable_gib"] == pytest.approx(0.9 * 80)
+    # the datasheet's 80 GiB is reported; the budget is 0.9 x the 79.22 GiB CUDA reports (vLLM's log)
+    assert kv["hbm_gib"] == 80 and kv["usable_gib"] == pytest.approx(0.9 * 79.22)
     assert not any(k.endswith("_gb") for k in kv)
     bad = run_cli("serve", "--model", "llama-3.1-70b", "--gpu", "l4", "--requests", "10", "--rate", "1")
     assert "GiB per GPU" in bad.stdout and not DECIMAL_GB.search(bad.stdout)

@@ -133,7 +133,7 @@ def test_memory_screen_splits_the_routed_experts_over_the_ep_group():
     m = get_model("deepseek-v3")
     routed = 58 * 256 * 3 * 7168 * 2048
     rest = m.params_total - routed
-    usable = 0.9 * get_accelerator("h200-sxm").hbm_bytes
+    usable = 0.9 * get_accelerator("h200-sxm").device_memory_bytes
 
     def hand_bytes(ep: int) -> float:
         return routed / ep + rest + m.embedding_params + m.lm_head_params  # fp8, the edges twice

@@ -171,7 +171,7 @@ def test_trtllm_engine_flow_kv_is_the_fraction_of_memory_left_after_runtime_and_
     assert runtime_buffer_bytes(m, 4096) == pytest.approx(6.75 * unit)
     w = weight_bytes_per_gpu(m, tp=1, pp=1, weights="fp16")
     act0 = activation_workspace_bytes(m, tp=1, tokens=8192, logit_rows=0, act_bytes=2.0)
-    expected_kv = 0.99 * (acc.hbm_bytes - w - act0 - 1.0e9 - 6.75 * unit)
+    expected_kv = 0.99 * (acc.device_memory_bytes - w - act0 - 1.0e9 - 6.75 * unit)
     kvb = kv_budget(m, acc, tp=1, pp=1, weights="fp16", kv_dtype="fp16", block_size=64,
                     gpu_memory_utilization=plan.gpu_memory_utilization, max_tokens=8192, max_batch=4096)
     assert kvb.kv == pytest.approx(expected_kv, rel=1e-9)
@@ -594,7 +594,7 @@ def test_sglang_case_sizes_its_kv_pool_by_mem_fraction_static_by_hand(tmp_path):
     case = _sglang_case(tmp_path, "sglang 0.3.0")
     plan, choices, prof = case_plan(case)
     m, acc = get_model("llama-3.1-8b"), get_accelerator("h100-sxm")
-    kv = 0.88 * (acc.hbm_bytes - RUNTIME_RESERVED_BYTES) - weight_bytes_per_gpu(m, tp=1, pp=1, weights="bf16")
+    kv = 0.88 * (acc.device_memory_bytes - RUNTIME_RESERVED_BYTES) - weight_bytes_per_gpu(m, tp=1, pp=1, weights="bf16")
     tokens = int(kv // (32 * 8 * 128 * 2 * 2))
     assert prof == "sglang" and plan.scheduler == "sglang" and plan.token_budget == 8192
     assert plan.block_size == 1 and plan.kv_reservation == "estimated" and plan.kv == "bf16"

@@ -37,7 +37,7 @@ def util_for_blocks(blocks: int, *, block: int = 16, tp: int = 1, max_tokens: in
     w = weight_params_per_gpu(MODEL, tp=tp) * 2
     act = activation_workspace_bytes(MODEL, tp=tp, tokens=max_tokens, logit_rows=max_batch, act_bytes=2.0)
     kv = (blocks + 0.5) * block * kv_cache_bytes_per_token_per_gpu(MODEL, tp=tp, pp=1, kv_bytes=dtype_bytes("bf16"))
-    return (w + act + DOCUMENTED_RUNTIME_RESERVE_BYTES + kv) / H100.hbm_bytes
+    return (w + act + DOCUMENTED_RUNTIME_RESERVE_BYTES + kv) / H100.device_memory_bytes
 
 
 def test_basic_run_completes_and_conserves_tokens():

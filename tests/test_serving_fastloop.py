@@ -57,7 +57,8 @@ def same(a, b) -> None:
     da, db = a.to_dict(include_requests=True), b.to_dict(include_requests=True)
     da.pop("sim_wall_s"), db.pop("sim_wall_s")
     assert json.dumps(da, sort_keys=True) == json.dumps(db, sort_keys=True)
-    for x, y in zip(a.itl_gaps, b.itl_gaps):  # every inter-token gap, in order
+    assert (a.itl_gaps is None) == (b.itl_gaps is None)  # an infeasible plan has none
+    for x, y in zip(a.itl_gaps or (), b.itl_gaps or ()):  # every inter-token gap, in order
         np.testing.assert_array_equal(x, y)
 
 

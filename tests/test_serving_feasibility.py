@@ -53,15 +53,17 @@ def iteration_budget(wl: Workload, per_token: int = 20):
 
 
 def test_70b_at_tp2_bf16_is_an_infeasible_result_with_the_memory_breakdown():
-    """Llama-3-70B in bf16 on two H100s (80 GiB each) at 84 % memory: 72.2 GB usable per GPU, of
-    which the weights take 70.6 GB; the 2,832-token KV pool cannot hold a 4,608-token request."""
+    """Llama-3-70B in bf16 on two H100s (79.22 GiB each as CUDA reports them) at 85 % memory:
+    67.34 GiB usable per GPU, of which the weights take 65.7 GiB (70.6 GB); after 0.13 GiB of
+    activations and the 0.93 GiB reserve, 0.57 GiB at 160 KiB per token (80 layers x 4 KV heads x
+    128 x 2 x 2 B) is 233 blocks, a 3,728-token pool that cannot hold a 4,608-token request."""
     wl = generate(requests=40, rate=5, prompt_tokens=4096, output_tokens=512)
-    res = simulate(L70, cluster(2), ServingPlan(tp=2, gpu_memory_utilization=0.84), wl)
+    res = simulate(L70, cluster(2), ServingPlan(tp=2, gpu_memory_utilization=0.85), wl)
     assert not res.feasible and res.reason == "kv_cannot_hold_request"
-    assert "2,832 tokens" in res.message and "4,608" in res.message
+    assert "3,728 tokens" in res.message and "4,608" in res.message
     kv = res.kv
-    assert kv["usable_gib"] == pytest.approx(0.84 * 80)
-    assert kv["weights_gib"] * 2**30 > 70e9 and kv["kv_tokens_per_engine"] == 2832
+    assert kv["usable_gib"] == pytest.approx(0.85 * 79.22)
+    assert kv["weights_gib"] * 2**30 > 70e9 and kv["kv_tokens_per_engine"] == 3728
     assert kv["largest_request_tokens"] == 4608 and kv["largest_request_kv_tokens"] == 4608
     s = res.summary
     assert s["requests"] == s["dropped"] == s["unservable"] == 40 and s["completed"] == 0

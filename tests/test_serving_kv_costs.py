@@ -55,7 +55,7 @@ def test_kv_pool_blocks_by_hand():
                   gpu_memory_utilization=0.9, max_tokens=512, max_batch=256)
     m = LLAMA
     act = 512 * (2 * m.hidden + 2 * m.q_dim + 2 * 8 * 128 + 3 * m.ffn_hidden) * 2 + 256 * m.vocab * 4
-    kv = H100.hbm_bytes * 0.9 - weight_bytes_per_gpu(m, weights="bf16") - act - DOCUMENTED_RUNTIME_RESERVE_BYTES
+    kv = H100.device_memory_bytes * 0.9 - weight_bytes_per_gpu(m, weights="bf16") - act - DOCUMENTED_RUNTIME_RESERVE_BYTES
     assert b.activations == pytest.approx(act, rel=1e-12)
     assert b.kv_bytes_per_token == KV_BYTES_PER_TOKEN
     assert b.blocks == int(kv // (16 * KV_BYTES_PER_TOKEN))

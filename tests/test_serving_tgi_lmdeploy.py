@@ -59,7 +59,7 @@ def test_tgi_kv_pool_is_the_free_memory_after_weights_and_warmup(software, room,
     s = tgi_setup(software, m, acc, tp=1, pp=1, weights="bf16", max_batch=None)
     act = activation_workspace_bytes(m, tp=1, tokens=s.prefill_tokens, logit_rows=1, act_bytes=2.0)
     w = weight_bytes_per_gpu(m, tp=1, pp=1, weights="bf16")
-    assert s.kv_bytes == pytest.approx(room * (acc.hbm_bytes - w - act - DOCUMENTED_RUNTIME_RESERVE_BYTES))
+    assert s.kv_bytes == pytest.approx(room * (acc.device_memory_bytes - w - act - DOCUMENTED_RUNTIME_RESERVE_BYTES))
     assert (s.block_size, s.scheduler, s.cuda_graph_max_batch) == (block, sched, graphs)
 
 
@@ -106,7 +106,7 @@ def test_lmdeploy_turbomind_defaults_by_release(software, gpu, batch, block, sch
     if budget is not None:
         assert s.token_budget == budget
     w = weight_bytes_per_gpu(m, tp=1, pp=1, weights="bf16")
-    expected = 0.5 * acc.hbm_bytes if total_share else 0.8 * (acc.hbm_bytes - DOCUMENTED_RUNTIME_RESERVE_BYTES - w)
+    expected = 0.5 * acc.device_memory_bytes if total_share else 0.8 * (acc.device_memory_bytes - DOCUMENTED_RUNTIME_RESERVE_BYTES - w)
     assert s.kv_bytes == pytest.approx(expected)
 
 
@@ -116,7 +116,7 @@ def test_lmdeploy_source_flags_win():
                        "--cache-max-entry-count 0.5 --max-batch-size 64", m, acc, tp=1, pp=1, weights="bf16")
     assert (s.engine, s.scheduler, s.token_budget, s.max_batch, s.kv_dtype) == ("pytorch", "vllm", 4096, 64, "int8")
     w = weight_bytes_per_gpu(m, tp=1, pp=1, weights="bf16")
-    assert s.kv_bytes == pytest.approx(0.5 * (acc.hbm_bytes - DOCUMENTED_RUNTIME_RESERVE_BYTES - w))
+    assert s.kv_bytes == pytest.approx(0.5 * (acc.device_memory_bytes - DOCUMENTED_RUNTIME_RESERVE_BYTES - w))
     plan, _, _ = case_plan(_case("lmdeploy 0.6.2", "--quant-policy 8"))
     assert plan.kv == "int8"
 

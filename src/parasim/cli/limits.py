@@ -107,6 +107,7 @@ SERVE: dict[str, Rule] = {
     "workers": I("workers"), **REPORT_OUT, "models": PATH,
     "decode_attention": TEXT,
     "moe_gemm": TEXT,
+    "expert_padding": TEXT,
 }
 
 #: the training stack's options, `parasim train`'s and `parasim plan train`'s alike (cli/train_stack.py);

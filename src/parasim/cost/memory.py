@@ -485,13 +485,14 @@ def kv_budget(model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int, weigh
               block_size: int, gpu_memory_utilization: float, max_tokens: int, max_batch: int,
               act_bytes: float = 2.0, ep: int = 1, extra_weight_bytes: float = 0.0,
               extra_kv_bytes_per_token: float = 0.0) -> KVBudget:
-    """A serving replica's per-GPU memory split: KV bytes = HBM x gpu_memory_utilization - weights -
+    """A serving replica's per-GPU memory split: KV bytes = device memory (the CUDA-visible total,
+    `AcceleratorSpec.device_memory_bytes`) x gpu_memory_utilization - weights -
     activation workspace (`max_tokens` in flight, `max_batch` logit rows) - runtime reserve,
     in blocks of `block_size` tokens at this GPU's KV bytes per token (its KV heads after TP, its
     layers after PP). `extra_*`: a speculative drafter's weights and cache beside the model's."""
     w = weight_bytes_per_gpu(model, tp=tp, pp=pp, weights=weights, ep=ep) + extra_weight_bytes
     act = activation_workspace_bytes(model, tp=tp, tokens=max_tokens, logit_rows=max_batch, act_bytes=act_bytes)
-    usable = acc.hbm_bytes * gpu_memory_utilization
+    usable = acc.device_memory_bytes * gpu_memory_utilization
     kv = usable - w - act - RUNTIME_RESERVED_BYTES
     per_token = (kv_cache_bytes_per_token_per_gpu(model, tp=tp, pp=pp, kv_bytes=dtype_bytes(kv_dtype, field="kv_dtype"))
                  + extra_kv_bytes_per_token)

@@ -64,7 +64,7 @@ class FastgenProfile(EngineProfile):
         budget = int(stated.get("token_budget") or MII_MAX_RAGGED_BATCH_SIZE)
         seqs = int(ctx.stated.get("max_batch") or stated.get("max_batch") or MII_MAX_RAGGED_SEQUENCE_COUNT)
         block = mii_block_size(ctx.model.head_dim)
-        util = round(1.0 - MII_RESERVE_BYTES / ctx.acc.hbm_bytes, 4)
+        util = round(1.0 - MII_RESERVE_BYTES / ctx.acc.device_memory_bytes, 4)
         eager = eager_layer_dispatch_s(kw["tp"], custom_allreduce=False)
         kw.update(scheduler=ctx.scheduler("splitfuse"), token_budget=budget, max_batch=seqs, block_size=block,
                   gpu_memory_utilization=util, iteration_overhead_s=ITERATION_OVERHEAD_S["deepspeed-mii"],

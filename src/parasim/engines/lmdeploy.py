@@ -106,11 +106,11 @@ def lmdeploy_setup(software: str, source: str, model: ModelSpec, acc: Accelerato
     frac = stated.get("cache_max_entry_count")
     if before_022:
         frac = frac or 0.5
-        kv = frac * acc.hbm_bytes
+        kv = frac * acc.device_memory_bytes
         mem = f"cache_max_entry_count {frac:g} of the total memory"
     else:
         frac = frac or 0.8
-        kv = frac * max(acc.hbm_bytes - RUNTIME_RESERVED_BYTES - w, 0.0)
+        kv = frac * max(acc.device_memory_bytes - RUNTIME_RESERVED_BYTES - w, 0.0)
         mem = f"cache_max_entry_count {frac:g} of the memory free after the weights"
     block = 128 if rel is not None and rel < (0, 3) and engine == "turbomind" else 64
     chunked = not before_026

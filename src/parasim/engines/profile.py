@@ -81,7 +81,7 @@ class EngineContext:
         w = weight_bytes_per_gpu(self.model, tp=kw["tp"], pp=kw["pp"], weights=kw["weights"], ep=kw.get("ep", 1))
         act = activation_workspace_bytes(self.model, tp=kw["tp"], tokens=min(kw["token_budget"], MAX_ACTIVATION_TOKENS),
                                          logit_rows=kw["max_batch"], act_bytes=2.0)
-        return min(1.0, (kv_bytes + w + act + RUNTIME_RESERVED_BYTES) / self.acc.hbm_bytes)
+        return min(1.0, (kv_bytes + w + act + RUNTIME_RESERVED_BYTES) / self.acc.device_memory_bytes)
 
     def auto_kv_dtype(self, engine: str) -> str:
         """--kv-cache-dtype auto (vLLM's and SGLang's default) stores the cache in the model's dtype,

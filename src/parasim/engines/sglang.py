@@ -126,7 +126,7 @@ def sglang_setup(software: str, source: str, model: ModelSpec, acc: AcceleratorS
     # KV = mfs x (memory free before the weights load) - weights (ModelRunner.profile_max_num_token)
     wtp = 1 if ep > 1 else tp
     w = weight_bytes_per_gpu(model, tp=wtp, pp=pp, weights=weights, ep=ep)
-    kv = max(0.0, mfs * (acc.hbm_bytes - RUNTIME_RESERVED_BYTES) - w)
+    kv = max(0.0, mfs * (acc.device_memory_bytes - RUNTIME_RESERVED_BYTES) - w)
     tokens = int(kv // kv_cache_bytes_per_token_per_gpu(model, tp=wtp, pp=pp, kv_bytes=dtype_bytes(kv_dtype)))
     slots = min(max(int(tokens / model.max_seq_len * _SLOTS_PER_CONTEXT), _MIN_SLOTS), _MAX_SLOTS)
     running = int(stated.get("max_running_requests") or max(1, min(tokens // 2, slots)))

@@ -94,7 +94,7 @@ def tgi_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: int,
     block = 16 if rel is not None and rel < (2, 4) else 1
     w = weight_bytes_per_gpu(model, tp=tp, pp=pp, weights=weights)
     act = activation_workspace_bytes(model, tp=tp, tokens=budget, logit_rows=max_batch or 1, act_bytes=2.0)
-    free = max(acc.hbm_bytes - w - act - RUNTIME_RESERVED_BYTES, 0.0)
+    free = max(acc.device_memory_bytes - w - act - RUNTIME_RESERVED_BYTES, 0.0)
     room = 1.0 if major < 2 else TGI_WIGGLE_ROOM
     graphs = TGI_CUDA_GRAPH_MAX[major]
     eager = eager_layer_dispatch_s(tp)

@@ -359,5 +359,5 @@ def _utilization(ctx: EngineContext, setup: TrtllmSetup) -> float:
     logit_rows = 0 if setup.cpp_runtime else kw["max_batch"]  # the C++ runtime's buffers hold the logits
     act = activation_workspace_bytes(model, tp=kw["tp"], tokens=setup.max_num_tokens, act_bytes=2.0,
                                      logit_rows=logit_rows)
-    kv = setup.kv_fraction * max(ctx.acc.hbm_bytes - (w + act + RUNTIME_RESERVED_BYTES + rb), 0.0)
+    kv = setup.kv_fraction * max(ctx.acc.device_memory_bytes - (w + act + RUNTIME_RESERVED_BYTES + rb), 0.0)
     return ctx.utilization_leaving(kv)

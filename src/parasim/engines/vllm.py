@@ -104,6 +104,15 @@ VLLM_CUSTOM_AR_RELEASE = (0, 3)
 #: without support (Ray, PR #25887). On ROCm the graph launch holds the host thread, so nothing overlaps
 #: (vllm-project/vllm issue #43801, MI350X): only NVIDIA parts take the overlapped host model.
 VLLM_ASYNC_DEFAULT_RELEASE = (0, 14)
+#: vLLM's MXFP4 MoE backend (vllm/model_executor/layers/quantization/mxfp4.py, `get_mxfp4_backend`) on
+#: NVIDIA parts without FP4 tensor cores: the Triton (triton_kernels) path only on compute capability
+#: 9.0-10.x and with torch >= 2.8, else Marlin, whose MoE kernel needs expert matrices padded to its tile
+#: (cost.expert_padding: hidden to 256, intermediate to 128; gpt-oss's 2,880 -> 3,072 x 2,944). On Hopper
+#: the published logs show Marlin in 0.10.1 (issue #23278: "leveraging the Marlin kernel", weights
+#: 65.97 GiB) and Triton in 0.14.1 (issue #33155: "Using Triton backend", 64.38 GiB), so Hopper takes
+#: Marlin up to this release; Ampere and Ada always. A source naming Marlin (VLLM_MXFP4_USE_MARLIN=1) wins.
+VLLM_MXFP4_MARLIN_LAST_HOPPER = (0, 10, 1)
+_MARLIN = re.compile(r"marlin", re.IGNORECASE)
 _ASYNC_OFF = re.compile(r"no[-_]async[-_]scheduling|async[-_]scheduling[\"']?\s*[=:]\s*false", re.IGNORECASE)
 _ASYNC_ON = re.compile(r"async[-_]scheduling", re.IGNORECASE)
 _RAY = re.compile(r"distributed[-_]executor[-_]backend[\"']?\s*[=:]?\s*[\"']?ray", re.IGNORECASE)
@@ -140,6 +149,28 @@ def _async_scheduling(rel: tuple[int, int] | None, text: str, acc: AcceleratorSp
     why = "--async-scheduling in the source" if stated else "the default from 0.14, PR #27614"
     return True, True, (f"; async scheduling ({why}): host work overlapped with the GPU step, "
                         f"{VLLM_ASYNC_SCHEDULING_GAP_S * 1e6:.0f} us between steps in series (PR #11133)" + _AHEAD)
+
+
+def _mxfp4_moe_padding(ctx: EngineContext) -> None:
+    """Routed experts served from an MXFP4 checkpoint through the Marlin backend are padded
+    (VLLM_MXFP4_MARLIN_LAST_HOPPER); the choice says so."""
+    model, acc, kw = ctx.model, ctx.acc, ctx.kw
+    if (not model.is_moe or model.weight_scales != "mxfp4" or kw["weights"] != model.quantized_weights
+            or acc.vendor != "nvidia" or ctx.stated.get("expert_padding")):
+        return
+    rel = release(ctx.software)
+    full = None if rel is None else (*rel, release_patch(ctx.software))
+    if _MARLIN.search(ctx.text):
+        why = "the source names the Marlin backend"
+    elif acc.generation in ("ampere", "ada", "volta"):
+        why = f"no Triton MXFP4 kernels below compute capability 9.0 ({acc.generation})"
+    elif acc.generation == "hopper" and full is not None and full <= VLLM_MXFP4_MARLIN_LAST_HOPPER:
+        why = "Hopper before the Triton MXFP4 path (torch 2.8) reached vLLM: Marlin, as issue #23278's 0.10.1 log shows"
+    else:
+        return
+    kw["expert_padding"] = "marlin"
+    ctx.choose(f"MXFP4 routed experts by the Marlin MoE kernel ({why}): each expert matrix padded to hidden "
+               f"x 256, intermediate x 128 (mxfp4.py create_weights)", "expert_padding", "marlin")
 
 
 def _v02(rel: tuple[int, int], patch: int, tp: int, custom_ar: bool) -> tuple[bool, int | None, float, str]:
@@ -258,6 +289,7 @@ class VllmProfile(EngineProfile):
         ctx.choose(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"
                    + ("" if m else " (default; not in the source)"), "gpu_memory_utilization", util)
         triton_moe_gemm(ctx)
+        _mxfp4_moe_padding(ctx)
         if setup.engine == "v0" and not setup.chunked:
             max_len, why = _max_model_len(ctx)
             kw["token_budget"] = max(V0_MIN_BATCHED_TOKENS, max_len)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from parasim.cost.dtypes import KV_PRECISIONS, WEIGHT_PRECISIONS
+from parasim.cost.expert_padding import EXPERT_PADDING
 from parasim.cost.moe_tile import MOE_GEMMS
 from parasim.errors import InputError
 from parasim.serving.routers import ROUTERS
@@ -68,6 +69,7 @@ _FIELD_KINDS = {
     "migration": "text?", "migration_interval_s": "seconds?", "migrate_out_threshold": "number?",
     "decode_attention": "text",
     "moe_gemm": "text",
+    "expert_padding": "text",
 }
 #: plan fields that only autoscaling reads (serving.autoscale)
 AUTOSCALE_FIELDS = ("autoscale_target", "autoscale_startup_s")
@@ -194,6 +196,9 @@ class ServingPlan:
     # grouped expert GEMM kernel family (cost.moe_tile.MOE_GEMMS): its row tile by the batch's size;
     # triton: vLLM's / SGLang's fused_moe (engines.vllm, engines.sglang)
     moe_gemm: str = "cutlass"
+    # routed-expert weights padded to the MoE kernel's tile (cost.expert_padding.EXPERT_PADDING):
+    # none = the checkpoint's shape; marlin = vLLM's MXFP4 Marlin layout (engines.vllm)
+    expert_padding: str = "none"
 
     def __post_init__(self) -> None:
         for name, kind in _FIELD_KINDS.items():
@@ -218,6 +223,8 @@ class ServingPlan:
                              f"'{self.decode_attention}' is not one of {', '.join(DECODE_ATTENTION)}")
         if self.moe_gemm not in MOE_GEMMS:
             raise InputError("moe_gemm", f"'{self.moe_gemm}' is not one of {', '.join(MOE_GEMMS)}")
+        if self.expert_padding not in EXPERT_PADDING:
+            raise InputError("expert_padding", f"'{self.expert_padding}' is not one of {', '.join(EXPERT_PADDING)}")
         if not self.output_delay_s >= 0:
             raise InputError("output_delay_s", f"must be >= 0, got {self.output_delay_s}")
         if self.prefix_cache is not None and not isinstance(self.prefix_cache, bool):
@@ -429,7 +436,7 @@ class ServingPlan:
     def to_mapping(self) -> dict[str, Any]:
         """The fields as a mapping; without migration its keys are left out, and so are unset per-phase
         PP sizes, a zero host_s_per_sequence or frontend_s_per_request and the default decode_attention /
-        moe_gemm (results made before they existed stay byte-identical)."""
+        moe_gemm / expert_padding (results made before they existed stay byte-identical)."""
         d = asdict(self)
         if self.migration is None:
             for k in ("migration", *MIGRATION_FIELDS):
@@ -445,4 +452,6 @@ class ServingPlan:
             del d["decode_attention"]
         if d["moe_gemm"] == "cutlass":
             del d["moe_gemm"]
+        if d["expert_padding"] == "none":
+            del d["expert_padding"]
         return d

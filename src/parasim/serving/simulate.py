@@ -19,6 +19,7 @@ from parasim import __version__
 from parasim.cost.comm import kv_link
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.energy import cost_usd, energy_by_phase_j, energy_j
+from parasim.cost.expert_padding import expert_padding_bytes_per_gpu
 from parasim.cost.memory import MAX_ACTIVATION_TOKENS, KVBudget, kv_budget, kv_cache_bytes_per_token
 from parasim.errors import InputError
 from parasim.serving.engine import Instance, Loop
@@ -126,6 +127,8 @@ def plan_pools(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan) -> tup
 
     def pool(role: str, tp: int, pp: int, replicas: int, reserve_full: bool, estimated: bool = False) -> Pool:
         extra_w, extra_kv = spec_memory(model, plan, tp=tp) if plan.spec_method else (0.0, 0.0)
+        extra_w += expert_padding_bytes_per_gpu(model, tp=tp, pp=pp, ep=plan.ep, weights=plan.weights,
+                                                padding=plan.expert_padding)
         kvb = kv_budget(model, cluster.accelerator, tp=tp, pp=pp, weights=plan.weights, kv_dtype=plan.kv,
                         block_size=plan.block_size, gpu_memory_utilization=plan.gpu_memory_utilization,
                         max_tokens=min(budget, MAX_ACTIVATION_TOKENS), max_batch=max_batch, act_bytes=dtype_bytes(plan.act_dtype),

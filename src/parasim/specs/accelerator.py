@@ -128,6 +128,12 @@ class AcceleratorSpec:
     #: (NVSwitch), where any number of peers share the whole `link_bw_bytes_per_s`. On a mesh the
     #: GPUs of a smaller group reach each other over fewer links (`scale_up_bw_bytes_per_s`).
     link_peers: int = 0
+    #: device memory the CUDA driver reports as the GPU's total (`cudaMemGetInfo`, torch's
+    #: `mem_get_info`): what serving engines size their memory split from (vLLM's
+    #: "total_gpu_memory", SGLang's free memory before the weights, TensorRT-LLM's free memory after
+    #: the engine loads). Below the datasheet's binary size on NVIDIA parts (the driver keeps the
+    #: rest). None = not catalogued: `hbm_bytes` is used (`device_memory_bytes`).
+    visible_memory_bytes: float | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     #: the TDP the catalog's peaks and efficiencies were measured at (0 = `tdp_w`); a case that
     #: caps the power (`overrides: {tdp_w: ...}`) lowers `tdp_w` only, so the two differ
@@ -136,6 +142,12 @@ class AcceleratorSpec:
     #: fraction of the rated TDP (catalog `power.memory_bound_fraction`); 1.0 = no measurement, so
     #: every busy second is charged the TDP as before (cost.energy)
     memory_bound_power_fraction: float = 1.0
+
+    @property
+    def device_memory_bytes(self) -> float:
+        """The memory a serving engine's split starts from: the CUDA-visible total where the
+        catalog has it, else the datasheet size."""
+        return self.hbm_bytes if self.visible_memory_bytes is None else self.visible_memory_bytes
 
     def with_(self, **changes) -> AcceleratorSpec:
         return replace(self, **changes)

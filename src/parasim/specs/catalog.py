@@ -25,6 +25,7 @@ from parasim.specs.hf_config import load_model_file
 from parasim.specs.model import ModelSpec
 from parasim.specs.model_mapping import model_from_mapping
 from parasim.specs.shipped import load_shipped
+from parasim.units import GIB
 
 
 #: hyphen-separated tokens that name a fine-tune or packaging of a checkpoint, not its shapes
@@ -67,10 +68,16 @@ def accelerator_from_mapping(d: dict) -> AcceleratorSpec:
     if scale_up not in SCALE_UP_KINDS:
         raise InputError(f"accelerators.yaml:{d.get('id')}.scale_up",
                          f"'{scale_up}' is not one of {', '.join(SCALE_UP_KINDS)}")
+    hbm = float(d["hbm_gb"]) * HBM_GB_BYTES
+    visible = d.get("memory_visible_gib")
+    if visible is not None and not (isinstance(visible, (int, float)) and 0 < visible * GIB <= hbm):
+        raise InputError(f"accelerators.yaml:{d.get('id')}.memory_visible_gib",
+                         f"must be a number of GiB above 0 and at most hbm_gb ({d['hbm_gb']}), got {visible!r}")
     return AcceleratorSpec(
         id=d["id"], name=d["name"], vendor=d.get("vendor", ""), form_factor=d.get("form_factor", ""),
         generation=str(d.get("generation") or ""), scale_up=scale_up, link_peers=int(d.get("link_peers") or 0),
-        peak_flops_per_s=peaks, hbm_bytes=float(d["hbm_gb"]) * HBM_GB_BYTES,
+        peak_flops_per_s=peaks, hbm_bytes=hbm,
+        visible_memory_bytes=None if visible is None else float(visible) * GIB,
         hbm_bw_bytes_per_s=float(d["hbm_tb_s"]) * 1e12, link_bw_bytes_per_s=float(d["link_gb_s"]) * 1e9,
         tdp_w=float(d["tdp_w"]), rated_tdp_w=float(d["tdp_w"]), idle_w=float(d["idle_w"]), price_usd_per_hour=float(d["price_usd_per_hour"]),
         efficiency=eff, sources=dict(d.get("sources") or {}),

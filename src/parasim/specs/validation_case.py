@@ -71,6 +71,7 @@ def _cluster(hw: Any, where: str) -> ClusterSpec:
     changes: dict[str, Any] = {}
     if "hbm_gb" in ov:
         changes["hbm_bytes"] = ov["hbm_gb"] * HBM_GB_BYTES
+        changes["visible_memory_bytes"] = None  # the catalogued CUDA-visible total belongs to the catalog's size
     if "hbm_tb_s" in ov:
         changes["hbm_bw_bytes_per_s"] = ov["hbm_tb_s"] * 1e12
     if "tdp_w" in ov:

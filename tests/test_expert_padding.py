@@ -1,0 +1,84 @@
+"""Routed experts padded to vLLM's Marlin MXFP4 MoE tile (cost/expert_padding.py, engines/vllm.py).
+
+vLLM's `Mxfp4MoEMethod.create_weights` allocates each expert at hidden rounded up to 256 and the
+intermediate size per partition rounded up to 128 for the Marlin backend ("the moe marlin kernel
+requires that for each linear n % 256 == 0 and k % 128 == 0"). gpt-oss-120b (36 layers, 128
+experts, hidden = intermediate = 2,880, three matrices per expert, MXFP4 = 4.25 bits per element
+with its E8M0 scales) thus loads 2,944 x 3,072 matrices. Published: vLLM 0.10.1 on one H100 with
+Marlin printed "Model loading took 65.9651 GiB" (vllm-project/vllm issue #23278)."""
+
+from __future__ import annotations
+
+import pytest
+
+from parasim.cost.expert_padding import expert_padding_bytes_per_gpu
+from parasim.cost.memory import weight_bytes_per_gpu
+from parasim.engines.profile import EngineContext
+from parasim.engines.vllm import VllmProfile
+from parasim.errors import InputError
+from parasim.serving import ServingPlan
+from parasim.specs.catalog import get_accelerator, get_model
+
+GIB = 1024 ** 3
+OSS = get_model("gpt-oss-120b")
+
+
+def _hand_marlin_extra(tp: int = 1) -> float:
+    part = 2880 // tp
+    padded_part = -(-part // 128) * 128
+    per_expert = 3 * (3072 * padded_part - 2880 * part)
+    return 36 * 128 * per_expert * 4.25 / 8
+
+
+def test_marlin_padding_by_hand():
+    got = expert_padding_bytes_per_gpu(OSS, tp=1, pp=1, ep=1, weights="fp4", padding="marlin")
+    assert got == pytest.approx(_hand_marlin_extra(), rel=1e-9)
+    # TP 2: 1,440 per partition pads to 1,536
+    got2 = expert_padding_bytes_per_gpu(OSS, tp=2, pp=1, ep=1, weights="fp4", padding="marlin")
+    assert got2 == pytest.approx(_hand_marlin_extra(tp=2), rel=1e-9)
+
+
+def test_published_marlin_load_within_one_percent():
+    total = weight_bytes_per_gpu(OSS, tp=1, weights="fp4") + expert_padding_bytes_per_gpu(
+        OSS, tp=1, pp=1, ep=1, weights="fp4", padding="marlin")
+    assert total / GIB == pytest.approx(65.9651, rel=0.01)
+
+
+def test_no_padding_cases():
+    assert expert_padding_bytes_per_gpu(OSS, tp=1, pp=1, ep=1, weights="fp4", padding="none") == 0.0
+    dense = get_model("llama-3-8b")
+    assert expert_padding_bytes_per_gpu(dense, tp=1, pp=1, ep=1, weights="bf16", padding="marlin") == 0.0
+
+
+def test_bad_value_names_the_field():
+    with pytest.raises(InputError) as e:
+        ServingPlan(expert_padding="tiles")
+    assert e.value.field == "expert_padding"
+
+
+def _vllm_padding(software: str, gpu: str, source: str = "") -> str | None:
+    ctx = EngineContext(software=software, source=source, model=OSS, acc=get_accelerator(gpu), stated={},
+                        kw={"tp": 1, "pp": 1, "replicas": 1, "weights": "fp4", "kv_dtype": None},
+                        workload=lambda: None)
+    VllmProfile().apply(ctx)
+    return ctx.kw.get("expert_padding")
+
+
+def test_vllm_backend_by_gpu_and_release():
+    assert _vllm_padding("vllm 0.11.0", "a100-sxm-80gb") == "marlin"  # no Triton MXFP4 below SM 9.0
+    assert _vllm_padding("vllm 0.10.1", "h100-sxm") == "marlin"  # issue #23278's log
+    assert _vllm_padding("vllm 0.14.1", "h100-sxm") is None  # issue #33155: Triton, 2,880 needs no pad
+    assert _vllm_padding("vllm 0.14.1", "h100-sxm", "VLLM_MXFP4_USE_MARLIN=1") == "marlin"
+
+
+def test_padding_leaves_less_kv():
+    from parasim.serving.simulate import plan_pools
+    from parasim.specs.cluster import ClusterSpec
+
+    cluster = ClusterSpec(accelerator=get_accelerator("a100-sxm-80gb"), gpus=1)
+    base = dict(tp=1, weights="fp4", token_budget=8192, max_batch=256)
+    plain = plan_pools(OSS, cluster, ServingPlan(**base))[0][0].kvb
+    padded = plan_pools(OSS, cluster, ServingPlan(**base, expert_padding="marlin"))[0][0].kvb
+    extra = _hand_marlin_extra()
+    assert padded.weights - plain.weights == pytest.approx(extra, rel=1e-9)
+    assert plain.kv - padded.kv == pytest.approx(extra, rel=1e-9)
