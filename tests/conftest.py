@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,41 @@ def check_fixed_length_row(case) -> None:
     p, out = r.predicted, case.workload["output_tokens"]
     assert p["output_tokens_per_s"] == pytest.approx(p["requests_per_s"] * out, rel=1e-9)
     assert p["e2e_mean_s"] == pytest.approx(p["ttft_mean_s"] + (out - 1) * p["tpot_mean_s"], rel=1e-6)
+
+
+def printed_number(pattern: str, text: str) -> float:
+    """The number a `vllm bench serve` printout (quoted in a case's source) gives for `pattern`."""
+    m = re.search(pattern, text)
+    assert m, f"{pattern!r} not in the source"
+    return float(m.group(1))
+
+
+def check_printed_totals(case, min_generated_share: float) -> None:
+    """A burst row quoted from a `vllm bench serve` printout: the request count is the printed one; the
+    printed input total is requests x the fixed prompt length to within re-tokenization (1 %); the
+    generated total is at most requests x output length and at least the file's inclusion share of it;
+    the measured values are the printed ones (ms -> s); printed generated tokens / duration is the
+    printed throughput to the rounding of the duration."""
+    src, wl = case.source, case.workload
+    n = printed_number(r"Successful requests (\d+)", src)
+    assert wl["requests"] == n
+    assert printed_number(r"Total input tokens (\d+)", src) == pytest.approx(wl["prompt_tokens"] * n, rel=1e-2)
+    generated = printed_number(r"Total generated tokens (\d+)", src)
+    assert min_generated_share * wl["output_tokens"] * n <= generated <= wl["output_tokens"] * n
+    tput = printed_number(r"Output token throughput ([\d.]+) tok/s", src)
+    assert case.measured["output_tokens_per_s"] == tput
+    duration_s = printed_number(r"Benchmark duration ([\d.]+) s", src)
+    assert generated / duration_s == pytest.approx(tput, rel=2e-3)
+    assert case.measured["ttft_mean_s"] == pytest.approx(printed_number(r"Mean TTFT ([\d.]+) ms", src) / 1e3,
+                                                         rel=1e-12)
+    assert case.measured["tpot_mean_s"] == pytest.approx(printed_number(r"Mean TPOT ([\d.]+) ms", src) / 1e3,
+                                                         rel=1e-12)
+
+
+def serve_config(tmp_path: Path, config_text: str, *extra: str) -> subprocess.CompletedProcess:
+    """`parasim serve -c` on a config file written from `config_text` (a plan field set in the file,
+    where the edge validates it)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(config_text)
+    return subprocess.run([sys.executable, "-m", "parasim", "serve", "-c", str(cfg), *extra], capture_output=True,
+                          text=True)

@@ -10,8 +10,6 @@ its GPU is the same or faster."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings
@@ -23,6 +21,7 @@ from parasim.serving import ServingPlan, Workload, generate, simulate
 from parasim.serving.itercost import IterationCost
 from parasim.specs.catalog import get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
+from tests.conftest import serve_config
 
 MODEL = get_model("qwen3-30b-a3b")
 GPU = get_accelerator("b200")
@@ -116,18 +115,19 @@ def test_plan_mapping_without_the_term_is_unchanged():
     assert ServingPlan(host_s_per_sequence=1e-5).to_mapping()["host_s_per_sequence"] == 1e-5
 
 
-def test_cli_rejects_a_negative_term(tmp_path):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("model: qwen3-30b-a3b\ngpu: gb200\nhost_s_per_sequence: -1\nrequests: 10\n")
-    r = subprocess.run([sys.executable, "-m", "parasim", "serve", "-c", str(cfg)], capture_output=True, text=True)
-    assert r.returncode == 2 and "host_s_per_sequence" in r.stderr and "Traceback" not in r.stderr
+#: a per-request / per-sequence host term set in a config file: (the plan's other lines, the field, a value)
+HOST_TERMS = [("model: qwen3-30b-a3b\ngpu: gb200\nweights: fp4\nrate: 100\n", "host_s_per_sequence", 2.0e-5),
+              ("model: llama-3-8b\ngpu: h100-sxm\nrate: 20\n", "frontend_s_per_request", 0.003)]
 
 
-def test_cli_reports_the_term_in_the_plan(tmp_path):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("model: qwen3-30b-a3b\ngpu: gb200\nweights: fp4\nhost_s_per_sequence: 2.0e-5\nrequests: 40\n"
-                   "rate: 100\n")
-    r = subprocess.run([sys.executable, "-m", "parasim", "serve", "-c", str(cfg), "--json"], capture_output=True,
-                       text=True)
+@pytest.mark.parametrize("base,field,value", HOST_TERMS)
+def test_cli_rejects_a_negative_term(tmp_path, base, field, value):
+    r = serve_config(tmp_path, f"{base}{field}: -1\nrequests: 10\n")
+    assert r.returncode == 2 and field in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("base,field,value", HOST_TERMS)
+def test_cli_reports_the_term_in_the_plan(tmp_path, base, field, value):
+    r = serve_config(tmp_path, f"{base}{field}: {value:.1e}\nrequests: 40\n", "--json")  # YAML 1.1: 2.0e-05, not 2e-05
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["inputs"]["plan"]["host_s_per_sequence"] == 2.0e-5
+    assert json.loads(r.stdout)["inputs"]["plan"][field] == value

@@ -7,8 +7,6 @@ wiring by where a burst's first tokens can fall and by the compiled loop staying
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -115,18 +113,3 @@ def test_plan_rejects_a_negative_term():
     with pytest.raises(InputError, match="frontend_s_per_request"):
         ServingPlan(frontend_s_per_request=-1.0)
 
-
-def test_cli_rejects_a_negative_term(tmp_path):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("model: llama-3-8b\ngpu: h100-sxm\nfrontend_s_per_request: -1\nrequests: 10\n")
-    r = subprocess.run([sys.executable, "-m", "parasim", "serve", "-c", str(cfg)], capture_output=True, text=True)
-    assert r.returncode == 2 and "frontend_s_per_request" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_cli_reports_the_term_in_the_plan(tmp_path):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("model: llama-3-8b\ngpu: h100-sxm\nfrontend_s_per_request: 0.003\nrequests: 40\nrate: 20\n")
-    r = subprocess.run([sys.executable, "-m", "parasim", "serve", "-c", str(cfg), "--json"], capture_output=True,
-                       text=True)
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["inputs"]["plan"]["frontend_s_per_request"] == 0.003

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from parasim.specs.validation_case import load_cases
-from tests.conftest import check_fixed_length_row
+from tests.conftest import check_fixed_length_row, check_printed_totals, printed_number
 
 SHIPPED = Path(__file__).resolve().parents[1] / "validation"
 FILES = ("gpustack-vllm-moe.yaml", "gpustack-sglang-moe.yaml")
@@ -24,11 +24,6 @@ CASES = [c for f in FILES for c in load_cases(SHIPPED / f)]
 #: requests x output length (early EOS: the client sets no --ignore-eos) are left out
 MIN_GENERATED_SHARE = 0.97
 
-
-def _printed(pattern: str, text: str) -> float:
-    m = re.search(pattern, text)
-    assert m, f"{pattern!r} not in the source"
-    return float(m.group(1))
 
 
 def test_both_files_hold_the_rows_their_headers_describe():
@@ -43,22 +38,7 @@ def test_both_files_hold_the_rows_their_headers_describe():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_rows_match_the_printed_totals(case):
-    """The request count is the printed one; the printed input total is requests x the fixed prompt length to
-    within re-tokenization (1 %); the generated total is at most requests x output length and at least the
-    inclusion share of it; the measured values are the printed ones (ms -> s); printed generated tokens /
-    duration is the printed throughput to the rounding of the duration."""
-    src, wl = case.source, case.workload
-    n = _printed(r"Successful requests (\d+)", src)
-    assert wl["requests"] == n
-    assert _printed(r"Total input tokens (\d+)", src) == pytest.approx(wl["prompt_tokens"] * n, rel=1e-2)
-    generated = _printed(r"Total generated tokens (\d+)", src)
-    assert MIN_GENERATED_SHARE * wl["output_tokens"] * n <= generated <= wl["output_tokens"] * n
-    tput = _printed(r"Output token throughput ([\d.]+) tok/s", src)
-    assert case.measured["output_tokens_per_s"] == tput
-    duration_s = _printed(r"Benchmark duration ([\d.]+) s", src)
-    assert generated / duration_s == pytest.approx(tput, rel=2e-3)
-    assert case.measured["ttft_mean_s"] == pytest.approx(_printed(r"Mean TTFT ([\d.]+) ms", src) / 1e3, rel=1e-12)
-    assert case.measured["tpot_mean_s"] == pytest.approx(_printed(r"Mean TPOT ([\d.]+) ms", src) / 1e3, rel=1e-12)
+    check_printed_totals(case, MIN_GENERATED_SHARE)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

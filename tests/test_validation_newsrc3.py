@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from parasim.specs.validation_case import load_cases
-from tests.conftest import check_fixed_length_row
+from tests.conftest import check_fixed_length_row, check_printed_totals, printed_number
 
 FILE = Path(__file__).resolve().parents[1] / "validation" / "gpustack-vllm-dense.yaml"
 CASES = load_cases(FILE)
@@ -28,11 +28,6 @@ HARDWARE = {"A single NVIDIA H100 SXM GPU": "h100-sxm", "A single NVIDIA A100 SX
 #: Overview"): number of parameters, total and non-embedding, in billions
 PUBLISHED_PARAMS_B = {"qwen3-14b": (14.8, 13.2), "qwen3-32b": (32.8, 31.2)}
 
-
-def _printed(pattern: str, text: str) -> float:
-    m = re.search(pattern, text)
-    assert m, f"{pattern!r} not in the source"
-    return float(m.group(1))
 
 
 def test_file_holds_the_rows_its_header_describes():
@@ -48,22 +43,7 @@ def test_file_holds_the_rows_its_header_describes():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_rows_match_the_printed_totals(case):
-    """The request count is the printed one; the printed input total is requests x the fixed prompt length to
-    within re-tokenization (1 %); the generated total is at most requests x output length and at least the
-    inclusion share of it; the measured values are the printed ones (ms -> s); printed generated tokens /
-    duration is the printed throughput to the rounding of the duration."""
-    src, wl = case.source, case.workload
-    n = _printed(r"Successful requests (\d+)", src)
-    assert wl["requests"] == n
-    assert _printed(r"Total input tokens (\d+)", src) == pytest.approx(wl["prompt_tokens"] * n, rel=1e-2)
-    generated = _printed(r"Total generated tokens (\d+)", src)
-    assert MIN_GENERATED_SHARE * wl["output_tokens"] * n <= generated <= wl["output_tokens"] * n
-    tput = _printed(r"Output token throughput ([\d.]+) tok/s", src)
-    assert case.measured["output_tokens_per_s"] == tput
-    duration_s = _printed(r"Benchmark duration ([\d.]+) s", src)
-    assert generated / duration_s == pytest.approx(tput, rel=2e-3)
-    assert case.measured["ttft_mean_s"] == pytest.approx(_printed(r"Mean TTFT ([\d.]+) ms", src) / 1e3, rel=1e-12)
-    assert case.measured["tpot_mean_s"] == pytest.approx(_printed(r"Mean TPOT ([\d.]+) ms", src) / 1e3, rel=1e-12)
+    check_printed_totals(case, MIN_GENERATED_SHARE)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -75,16 +55,16 @@ def test_printout_obeys_littles_law(case):
     more than N (mean E2E <= T); no request's TTFT exceeds the run (P99 TTFT <= T); the median and mean lie
     below the P99. The rate check allows for both printed figures' rounding to 0.01."""
     src, out = case.source, case.workload["output_tokens"]
-    n = _printed(r"Successful requests (\d+)", src)
-    duration_s = _printed(r"Benchmark duration ([\d.]+) s", src)
-    rate = _printed(r"Request throughput ([\d.]+) req/s", src)  # both it and the duration are printed to 0.01
+    n = printed_number(r"Successful requests (\d+)", src)
+    duration_s = printed_number(r"Benchmark duration ([\d.]+) s", src)
+    rate = printed_number(r"Request throughput ([\d.]+) req/s", src)  # both it and the duration are printed to 0.01
     assert n / (duration_s + 0.005) - 0.005 <= rate <= n / (duration_s - 0.005) + 0.005
-    ttft_mean_s = _printed(r"Mean TTFT ([\d.]+) ms", src) / 1e3
-    e2e_mean_s = ttft_mean_s + (out - 1) * _printed(r"Mean TPOT ([\d.]+) ms", src) / 1e3
+    ttft_mean_s = printed_number(r"Mean TTFT ([\d.]+) ms", src) / 1e3
+    e2e_mean_s = ttft_mean_s + (out - 1) * printed_number(r"Mean TPOT ([\d.]+) ms", src) / 1e3
     assert n * e2e_mean_s / duration_s <= n
-    ttft_p99_s = _printed(r"P99 TTFT ([\d.]+) ms", src) / 1e3
+    ttft_p99_s = printed_number(r"P99 TTFT ([\d.]+) ms", src) / 1e3
     assert ttft_p99_s <= duration_s
-    assert _printed(r"Median TTFT ([\d.]+) ms", src) / 1e3 <= ttft_p99_s
+    assert printed_number(r"Median TTFT ([\d.]+) ms", src) / 1e3 <= ttft_p99_s
     assert ttft_mean_s <= ttft_p99_s
 
 
