@@ -457,3 +457,15 @@ def test_profile_regressions(tmp_path, change, field):
 def test_arbitrary_bytes_as_a_profile_are_refused(tmp_path, content):
     code, err = cli(*TRAIN_ARGS, "--profile", write(tmp_path / "p.yaml", content))
     assert code == 2 and "Traceback" not in err and err.startswith("parasim: error: "), err
+
+
+@pytest.mark.parametrize("text,written", [("2e-05", "2.0e-05"), ("-3E4", "-3.0e+4"), ("1e+3", "1.0e+3"), ("2.5e3", "2.5e+3")])
+def test_a_bare_exponent_in_yaml_is_refused_with_how_to_write_it(tmp_path, text, written):
+    """PyYAML (YAML 1.1) reads an exponent with no decimal point as text: the message names the field and
+    gives the spelling YAML reads as a number, which then passes the edge's own parse."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: llama-3-8b\ngpu: h100-sxm\nrequests: 10\nhost_s_per_sequence: {text}\n")
+    r = run_cli("serve", "-c", str(cfg))
+    assert r.returncode == 2 and "host_s_per_sequence" in r.stderr and f"write {written}" in r.stderr
+    import yaml
+    assert isinstance(yaml.safe_load(f"x: {written}")["x"], float)

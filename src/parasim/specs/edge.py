@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,21 @@ def load_json(text: str, where: str) -> Any:
 
 
 # --- numbers -------------------------------------------------------------------------------------
+_BARE_EXPONENT = re.compile(r"^[+-]?\d+(\.\d*)?[eE][+-]?\d+$")
+
+
+def _exponent_hint(value: Any) -> str:
+    """PyYAML follows YAML 1.1, which reads `2e-05` (an exponent with no decimal point, or with no sign)
+    as text: say how to write it, since the user meant a number."""
+    if isinstance(value, str) and _BARE_EXPONENT.match(value.strip()):
+        mantissa, exponent = re.split("[eE]", value.strip())
+        mantissa += "" if "." in mantissa else ".0"
+        sign = "" if exponent[0] in "+-" else "+"
+        return (f"; YAML reads an exponent without a decimal point and a sign as text: "
+                f"write {mantissa}e{sign}{exponent}")
+    return ""
+
+
 def number(field: str, value: Any, *, integer: bool = False, lo: float | None = None, hi: float | None = None,
            lo_open: bool = False, allow_none: bool = False, hint: str = "") -> Any:
     """`value` as a finite int/float within [lo, hi] (or (lo, hi] with lo_open); booleans, strings,
@@ -165,7 +181,7 @@ def number(field: str, value: Any, *, integer: bool = False, lo: float | None = 
         raise InputError(field, "required")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         kind = "an integer" if integer else "a number"
-        raise InputError(field, f"must be {kind}, got {value!r} ({type(value).__name__})")
+        raise InputError(field, f"must be {kind}, got {value!r} ({type(value).__name__}){_exponent_hint(value)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise InputError(field, f"must be a finite number, got {value}")
     if integer:
