@@ -82,3 +82,12 @@ def test_padding_leaves_less_kv():
     extra = _hand_marlin_extra()
     assert padded.weights - plain.weights == pytest.approx(extra, rel=1e-9)
     assert plain.kv - padded.kv == pytest.approx(extra, rel=1e-9)
+
+
+def test_padding_a_dense_model_is_refused_naming_the_field(tmp_path):
+    """Padding routed experts on a model without experts would change nothing: the plan is refused
+    (exit 2, naming the field) rather than the setting silently ignored."""
+    from tests.conftest import serve_config
+    r = serve_config(tmp_path, "model: llama-3-8b\ngpu: h100-sxm\nexpert_padding: marlin\nrequests: 10\nrate: 1\n")
+    assert r.returncode == 2 and "expert_padding" in r.stderr and "no experts" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -41,6 +41,9 @@ def resolve_plan(model: ModelSpec, acc: AcceleratorSpec, plan: ServingPlan) -> R
     if r.moe_gemm != "cutlass" and not model.is_moe:
         raise InputError("moe_gemm", f"moe_gemm={r.moe_gemm} picks the routed experts' GEMM tile; "
                                      f"{model.name} has no experts")
+    if r.expert_padding != "none" and not model.is_moe:
+        raise InputError("expert_padding", f"expert_padding={r.expert_padding} pads the routed experts' weights to "
+                                           f"a MoE kernel's tile; {model.name} has no experts")
     if r.decode_attention != "grouped" and model.mla:
         raise InputError("decode_attention", f"decode_attention={r.decode_attention} reads each KV head once per "
                                              f"query head; {model.name} uses latent attention (MLA), whose "
