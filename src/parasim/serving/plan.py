@@ -42,6 +42,9 @@ ACT_QUANT_INPUTS_PER_LAYER = 4
 DISAGG_FIELDS = ("prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp", "prefill_pp", "decode_pp")
 #: per-phase PP fields: left out of `to_mapping` when unset, so plans without them map as before
 _PHASE_PP = ("prefill_pp", "decode_pp")
+#: fields `to_mapping` leaves out at their default, so results made before they existed stay byte-identical
+_OMITTED_AT_DEFAULT = frozenset((*_PHASE_PP, "host_s_per_sequence", "frontend_s_per_request", "decode_attention",
+                                 "moe_gemm", "expert_padding"))
 KV_RESERVATION = ("incremental", "full", "estimated")
 #: prefill attention kernels: the catalog's best fused kernel (`efficiency.attention`: FA3 on Hopper)
 #: or a FlashAttention-2-generation one (`efficiency.attention_fa2_ratio` of its rate)
@@ -150,8 +153,9 @@ class ServingPlan:
     # each replica (tp=1) attends over its own batch; routed experts are spread over `ep` replicas
     ep: int = 1
     output_delay_s: float = 0.0  # iteration end -> its tokens reported (vLLM >= 0.6 async output processing)
-    # the engine forms batch i+1 while batch i runs (SGLang >= 0.4's overlap scheduler; engines.sglang):
-    # a request that arrives during batch i can join batch i+2 at the earliest (serving.engine)
+    # the engine forms batch i+1 while batch i runs (SGLang >= 0.4's overlap scheduler, vLLM's async
+    # scheduling, TensorRT-LLM's PyTorch overlap scheduler; engines.*): a request that arrives during
+    # batch i can join batch i+2 at the earliest (serving.engine)
     schedule_ahead: bool = False
     act_quant: str = "fused"  # fp8/int8 weights: how activations are quantized before a GEMM (ACT_QUANT)
     custom_allreduce: bool = True  # TP all-reduce by the engine's one/two-shot kernel where it applies; off: NCCL
@@ -434,24 +438,13 @@ class ServingPlan:
             raise InputError(where or "plan", str(e)) from None
 
     def to_mapping(self) -> dict[str, Any]:
-        """The fields as a mapping; without migration its keys are left out, and so are unset per-phase
-        PP sizes, a zero host_s_per_sequence or frontend_s_per_request and the default decode_attention /
-        moe_gemm / expert_padding (results made before they existed stay byte-identical)."""
+        """The fields as a mapping; without migration its keys are left out, and so are the fields of
+        `_OMITTED_AT_DEFAULT` at their defaults (results made before they existed stay byte-identical)."""
         d = asdict(self)
         if self.migration is None:
             for k in ("migration", *MIGRATION_FIELDS):
                 del d[k]
-        for k in _PHASE_PP:
-            if d[k] is None:
-                del d[k]
-        if not d["host_s_per_sequence"]:
-            del d["host_s_per_sequence"]
-        if not d["frontend_s_per_request"]:
-            del d["frontend_s_per_request"]
-        if d["decode_attention"] == "grouped":
-            del d["decode_attention"]
-        if d["moe_gemm"] == "cutlass":
-            del d["moe_gemm"]
-        if d["expert_padding"] == "none":
-            del d["expert_padding"]
+        for f in fields(self):
+            if f.name in _OMITTED_AT_DEFAULT and d[f.name] == f.default:
+                del d[f.name]
         return d
