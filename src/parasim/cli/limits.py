@@ -89,6 +89,7 @@ SERVE: dict[str, Rule] = {
     "gpu_memory_utilization": F(0.0, 1.0), "kv_reservation": TEXT, "iteration_overhead_s": OVERHEAD_S,
     "eager_prefill_layer_s": OVERHEAD_S, "output_delay_s": OVERHEAD_S, "act_quant": TEXT,
     "host_s_per_context_token": OVERHEAD_S, "host_s_per_sequence": OVERHEAD_S,
+    "serial_host_s_per_sequence": OVERHEAD_S,
     "frontend_s_per_request": OVERHEAD_S,
     "custom_allreduce": BOOL, "schedule_ahead": BOOL, "cuda_graph_max_batch": I("batch", lo=0), "attention": TEXT,
     "prefill_gpus": I("replicas"), "prefill_tp": I("gpus"), "decode_gpus": I("replicas"), "decode_tp": I("gpus"),

@@ -1,7 +1,7 @@
 """Host-side engine constants: per-iteration overhead by engine, eager (no CUDA graph) kernel
 dispatch, vLLM's asynchronous output processing. Named figures, not fitted to any case; the
 engine profiles turn them into plan fields (`iteration_overhead_s`, `eager_prefill_layer_s`,
-`output_delay_s`, `host_s_per_sequence`), which the simulator takes as given."""
+`output_delay_s`, `host_s_per_sequence`, `serial_host_s_per_sequence`), which the simulator takes as given."""
 
 from __future__ import annotations
 
@@ -70,6 +70,27 @@ VLLM_ASYNC_OUTPUT_DELAY_S = ITERATION_OVERHEAD_S["vllm"]
 #: decode steps, with GPU utilisation at 100 %. The midpoint, 160 us, is charged in place of
 #: ITERATION_OVERHEAD_S["vllm"]; not fitted to any case.
 VLLM_ASYNC_SCHEDULING_GAP_S = 0.16e-3
+
+
+#: vLLM V1 without async scheduling (0.8 - 0.13 by default, and any release with
+#: `--no-async-scheduling` or on ROCm): every step runs its host work in series with the GPU, and most of
+#: that work is a Python loop over the scheduled requests: `Scheduler.schedule` (each running request's
+#: token budget and KV blocks), the `SchedulerOutput` pickled to every TP worker, the worker's
+#: `_update_states` / `_prepare_inputs` (per-request rows of the persistent batch), the sampled ids'
+#: `.tolist()`, `Scheduler.update_from_output` (append, stop check, one `EngineCoreOutput` each) and their
+#: msgpack serialization to the front end. The one published figure for the whole gap at a stated batch:
+#: vLLM issue #10634 (November 2024, on the V1 engine after PR #9826 "[V1] AsyncLLM Implementation"),
+#: Llama-2-7B at batch 256 on ShareGPT, "the gap between the two decodes at this time is about 5-6ms (token
+#: gap)", read from a profile of the GPU timeline, and PR #11133 by the same author repeats it ("dropped from the
+#: original 5-6ms to 150-170us" with async scheduling). The midpoint, 5.5 ms, less the per-iteration
+#: overhead already charged to every vLLM iteration (ITERATION_OVERHEAD_S["vllm"], 1.5 ms), is read as
+#: per-request work: (5.5 - 1.5) ms / 256 = 15.6 us per scheduled request per step, charged in series
+#: (ServingPlan.serial_host_s_per_sequence). One point, so the split into a fixed and a per-request part is
+#: an assumption (that the fixed part is what parasim already charges); a prototype-era figure, not
+#: re-measured for 0.9-0.13. Not fitted to any case (docs/serving.md, "vLLM V1's host work per request").
+VLLM_V1_SYNC_GAP_S = 5.5e-3
+VLLM_V1_SYNC_GAP_BATCH = 256
+VLLM_V1_SYNC_HOST_S_PER_SEQ = (VLLM_V1_SYNC_GAP_S - ITERATION_OVERHEAD_S["vllm"]) / VLLM_V1_SYNC_GAP_BATCH
 
 
 #: vLLM before 0.2.7 ran every tensor-parallel rank as a Ray actor and sent each step's inputs by

@@ -27,6 +27,10 @@
   after batch i+1 was formed and joins batch i+2 at the earliest, as in SGLang's overlap scheduler.
   On ROCm the loop is the same (a stated flag forms batches ahead there too) but the host work
   stays in series.
+* V1 without async scheduling (0.8 - 0.13, ROCm, or `--no-async-scheduling`): the host's work
+  between two steps grows with the scheduled requests (scheduler, persistent-batch update, sampled
+  ids, `update_from_output`), in series with the GPU: `host.VLLM_V1_SYNC_HOST_S_PER_SEQ` per
+  sampling request per step on top of `ITERATION_OVERHEAD_S` (`serial_host_s_per_sequence`).
 
 Both engines default to gpu_memory_utilization 0.9 and 16-token KV blocks.
 """
@@ -37,7 +41,7 @@ import re
 from dataclasses import dataclass
 
 from parasim.engines.host import (ITERATION_OVERHEAD_S, RAY_CONTROL_S_PER_TOKEN, VLLM_ASYNC_OUTPUT_DELAY_S,
-                                  VLLM_ASYNC_SCHEDULING_GAP_S, eager_layer_dispatch_s)
+                                  VLLM_ASYNC_SCHEDULING_GAP_S, VLLM_V1_SYNC_HOST_S_PER_SEQ, eager_layer_dispatch_s)
 from parasim.engines.profile import ENGINES, EngineContext, EngineProfile, triton_moe_gemm
 from parasim.engines.software import release, release_patch
 from parasim.specs.accelerator import AcceleratorSpec
@@ -75,6 +79,7 @@ class VllmSetup:
     host_s_per_context_token: float = 0.0  # the Ray control plane of releases before 0.2.7 (TP > 1)
     async_scheduling: bool = False  # V1: the host work runs one step ahead of the GPU (_async_scheduling)
     schedule_ahead: bool = False  # V1 with async scheduling: each batch formed while the previous one runs
+    serial_host_s_per_sequence: float = 0.0  # V1 without async scheduling: per-request host work between steps
 
     @property
     def iteration_overhead_s(self) -> float:
@@ -238,12 +243,13 @@ def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, wei
     ver = f"{rel[0]}.{rel[1]}" if rel else "(release not named: the V1 engine)"
     overlap, ahead, note = _async_scheduling(rel, text, acc, pp, spec_method)
     flags += note
+    serial = 0.0 if overlap else VLLM_V1_SYNC_HOST_S_PER_SEQ
     return VllmSetup("v1", "sarathi", seqs, budget, None, 0.0,
                      f"vLLM {ver} V1 engine defaults ({'offline LLM class' if offline else 'API server'}, "
                      f"{'>= 70 GiB GPU' if large else 'smaller GPU or A100'}): chunked prefill with running requests "
                      f"first, max_num_batched_tokens {budget}, max_num_seqs {seqs}; piecewise CUDA graphs (no eager "
                      f"prefill floor)" + flags, custom_allreduce=custom_ar, async_scheduling=overlap,
-                     schedule_ahead=ahead)
+                     schedule_ahead=ahead, serial_host_s_per_sequence=serial)
 
 
 _GPU_UTIL = re.compile(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)")
@@ -286,6 +292,12 @@ class VllmProfile(EngineProfile):
                   cuda_graph_max_batch=setup.cuda_graph_max_batch, schedule_ahead=setup.schedule_ahead)
         if setup.host_s_per_context_token:
             kw["host_s_per_context_token"] = setup.host_s_per_context_token
+        if setup.serial_host_s_per_sequence:
+            kw["serial_host_s_per_sequence"] = setup.serial_host_s_per_sequence
+            ctx.choose(f"V1 host work in series with every step: {setup.iteration_overhead_s * 1e3:.1f} ms plus "
+                       f"{setup.serial_host_s_per_sequence * 1e6:.1f} us per sampling request (the synchronous gap "
+                       "between two decode steps, vllm issue #10634: 5-6 ms at batch 256)",
+                       "serial_host_s_per_sequence", setup.serial_host_s_per_sequence)
         ctx.choose(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"
                    + ("" if m else " (default; not in the source)"), "gpu_memory_utilization", util)
         triton_moe_gemm(ctx)

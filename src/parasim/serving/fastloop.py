@@ -49,7 +49,7 @@ T, BUSY, KVS, MAKESPAN, SINCE = range(5)  # SINCE: the start of the iteration th
 # integer config
 B_, CAP, MARK, BUDGET, MAXB, CHUNKED, MODE, LAYERS, GRAPHMAX, N, WCAP, STRIDE, IDX, AHEAD = range(14)
 # float config
-PF, PQ, PK, DF, KO, OV, EAGER, CH, PR = range(9)
+PF, PQ, PK, DF, KO, OV, EAGER, CH, PR, SH = range(10)
 # kernel return codes: NEED_COST = the next batch's token or logit count has no cost in the tables yet
 # (iv[NEED_T], iv[NEED_L]); NEED_ROOM + k = the growing buffers of _GROUPS[k] (indices into E[6:]) ran short
 FINISHED, STUCK, NEED_COST, NEED_ROOM = 0, 1, 2, 3
@@ -109,7 +109,7 @@ def run(loop) -> None:
             if k < len(table):
                 table[k] = v
     cf = np.array([cost._pf, cost._pq, cost._pk, cost._df, cost._ko, cost.overhead_s, cost.eager_prefill_s,
-                   cost.ctx_host_s, cost._pr], dtype=np.float64)
+                   cost.ctx_host_s, cost._pr, cost.serial_host_s], dtype=np.float64)
     names = ("arrival_s", "prompt_tokens", "output_tokens", "state", "prefill_target", "prefilled", "emitted",
              "owned_blocks", "join_step", "join_ctx", "epoch", "first_scheduled_s", "first_token_s", "last_token_s",
              "finish_s", "preemptions", "instance")
@@ -499,6 +499,8 @@ def _time_s(C, tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx
         t = host + cf[OV]
     if cf[CH]:
         t += cf[CH] * (decode_ctx + prefill_kv_tokens + tokens - decode_seqs)
+    if cf[SH]:
+        t += cf[SH] * logits
     return t
 
 

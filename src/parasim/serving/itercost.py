@@ -42,7 +42,8 @@ class IterationCost:
                  act_dtype: str, overhead_s: float, eager_prefill_layer_s: float = 0.0,
                  act_quant: str = "fused", custom_allreduce: bool = True, cuda_graph_max_batch: int | None = None,
                  ep: int = 1, attention: str = "flash", host_s_per_context_token: float = 0.0,
-                 host_s_per_sequence: float = 0.0, decode_attention: str = "grouped", moe_gemm: str = "cutlass") -> None:
+                 host_s_per_sequence: float = 0.0, decode_attention: str = "grouped", moe_gemm: str = "cutlass",
+                 serial_host_s_per_sequence: float = 0.0) -> None:
         self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
         # ep > 1: this replica's batch meets ep - 1 others' in the MoE all-to-all (DP attention), so
         # the local experts see ep batches' tokens (equal batches; cost.routing charges the busiest rank)
@@ -67,6 +68,8 @@ class IterationCost:
         self.ctx_host_s = float(host_s_per_context_token or 0.0)
         # host work per sampling sequence, overlapped with the GPU (ServingPlan.host_s_per_sequence)
         self.seq_host_s = float(host_s_per_sequence or 0.0)
+        # host work per sampling sequence in series with the GPU (ServingPlan.serial_host_s_per_sequence)
+        self.serial_host_s = float(serial_host_s_per_sequence or 0.0)
         # p2p between stages: one activation tensor per boundary, over NVLink when a stage's TP group
         # and the next share a node
         self._p2p_group = Group.strided(2, tp, cluster)
@@ -137,7 +140,7 @@ class IterationCost:
                     ep=plan.ep, attention=plan.attention,
                     host_s_per_context_token=plan.host_s_per_context_token,
                     host_s_per_sequence=plan.host_s_per_sequence, decode_attention=plan.decode_attention,
-                    moe_gemm=plan.moe_gemm)
+                    moe_gemm=plan.moe_gemm, serial_host_s_per_sequence=plan.serial_host_s_per_sequence)
 
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to
@@ -250,6 +253,8 @@ class IterationCost:
             t = self.seq_host_s * logits + self.overhead_s  # the GPU waits for the executor's per-sequence work
         if self.ctx_host_s:
             t += self._ctx_host(tokens, prefill_kv_tokens, decode_seqs, decode_ctx)
+        if self.serial_host_s:
+            t += self.serial_host_s * logits  # the GPU idles while the host walks the batch
         return t
 
     def _ctx_host(self, tokens: int, prefill_kv_tokens: float, decode_seqs: int, decode_ctx: float) -> float:
@@ -264,10 +269,10 @@ class IterationCost:
         pre, dec = self._attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
         self._fixed_s(tokens)  # fills self._parts[tokens]
         out = dict(zip(TOKEN_PARTS, self._parts[tokens]))
-        ctx_host = self._ctx_host(tokens, prefill_kv_tokens, decode_seqs, decode_ctx)
+        host = self._ctx_host(tokens, prefill_kv_tokens, decode_seqs, decode_ctx) + self.serial_host_s * logits
         out.update(lm_head=self._lm_head_s(logits), attn_prefill=self.layers * pre, attn_decode=self.layers * dec,
-                   overhead=self.overhead_s + ctx_host, eager_host_wait=0.0)
-        gpu = sum(out.values()) - self.overhead_s - ctx_host
+                   overhead=self.overhead_s + host, eager_host_wait=0.0)
+        gpu = sum(out.values()) - self.overhead_s - host
         if self.eager_prefill_s > gpu and self._eager(prefill_pairs, decode_seqs):
             out["eager_host_wait"] = self.eager_prefill_s - gpu
         if self.seq_host_s * logits > gpu + out["eager_host_wait"]:
@@ -294,7 +299,7 @@ class IterationCost:
         base = self._fixed_s(n) + self._lm_head_s(n)
         layers, df, pk, npq, ko = self.layers, self._df, self._pkd, n * self._pq, self._ko
         host = self.eager_prefill_s if self._eager(0.0, n) else 0.0
-        ov, ch, sh = self.overhead_s, self.ctx_host_s, self.seq_host_s * n
+        ov, ch, sh, serial = self.overhead_s, self.ctx_host_s, self.seq_host_s * n, self.serial_host_s
 
         def step_s(ctx: float) -> float:
             c = df * ctx
@@ -306,6 +311,8 @@ class IterationCost:
                 t = sh + ov
             if ch:
                 t += self._ctx_host(n, 0.0, n, ctx)
+            if serial:
+                t += serial * n
             return t
         return step_s
 

@@ -209,6 +209,8 @@ class OverlapIterationCost(IterationCost):
             t = host + self.overhead_s
         if self.seq_host_s and self.seq_host_s * logits > t - self.overhead_s:
             t = self.seq_host_s * logits + self.overhead_s  # as IterationCost.time_s: the host floor stays
+        if self.serial_host_s:
+            t += self.serial_host_s * logits  # as IterationCost.time_s: host work in series stays
         return t if t < plain else plain
 
 

@@ -43,8 +43,8 @@ DISAGG_FIELDS = ("prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp", "pref
 #: per-phase PP fields: left out of `to_mapping` when unset, so plans without them map as before
 _PHASE_PP = ("prefill_pp", "decode_pp")
 #: fields `to_mapping` leaves out at their default, so results made before they existed stay byte-identical
-_OMITTED_AT_DEFAULT = frozenset((*_PHASE_PP, "host_s_per_sequence", "frontend_s_per_request", "decode_attention",
-                                 "moe_gemm", "expert_padding"))
+_OMITTED_AT_DEFAULT = frozenset((*_PHASE_PP, "host_s_per_sequence", "serial_host_s_per_sequence", "frontend_s_per_request",
+                                 "decode_attention", "moe_gemm", "expert_padding"))
 KV_RESERVATION = ("incremental", "full", "estimated")
 #: prefill attention kernels: the catalog's best fused kernel (`efficiency.attention`: FA3 on Hopper)
 #: or a FlashAttention-2-generation one (`efficiency.attention_fa2_ratio` of its rate)
@@ -64,7 +64,7 @@ _FIELD_KINDS = {
     **dict.fromkeys(("scheduler", "router", "kv_reservation", "act_quant", "attention"), "text"),
     **dict.fromkeys(("weights", "kv_dtype"), "text?"),
     "custom_allreduce": "bool", "schedule_ahead": "bool", "prefix_cache": "bool?", "gpu_memory_utilization": "share",
-    "output_delay_s": "seconds", "host_s_per_context_token": "seconds", "host_s_per_sequence": "seconds", "frontend_s_per_request": "seconds", "iteration_overhead_s": "seconds?", "eager_prefill_layer_s": "seconds?",
+    "output_delay_s": "seconds", "host_s_per_context_token": "seconds", "host_s_per_sequence": "seconds", "serial_host_s_per_sequence": "seconds", "frontend_s_per_request": "seconds", "iteration_overhead_s": "seconds?", "eager_prefill_layer_s": "seconds?",
     "spec_method": "text?", "num_speculative_tokens": "count?", "spec_acceptance": "share?", "draft_model": "text?",
     "autoscale_max": "count?", "autoscale_target": "seconds?", "autoscale_interval_s": "seconds",
     "autoscale_startup_s": "seconds?", "autoscale_down_delay_s": "seconds",
@@ -146,6 +146,10 @@ class ServingPlan:
     # host time per iteration per scheduled sequence that the GPU waits for beyond its own work: a
     # Python executor overlapped with the GPU (TensorRT-LLM's PyTorch backend; engines.host)
     host_s_per_sequence: float = 0.0
+    # host time per iteration per sampling sequence in series with the GPU step (added to it, not
+    # overlapped): an engine whose per-request Python work runs between two steps (vLLM V1 without
+    # async scheduling; engines.host.VLLM_V1_SYNC_HOST_S_PER_SEQ)
+    serial_host_s_per_sequence: float = 0.0
     # API-server CPU time per request before the engine sees it (template, tokenizer, hand-off), shared
     # among the requests in the server's event loop (serving.frontend: processor sharing); 0 = none
     frontend_s_per_request: float = 0.0
