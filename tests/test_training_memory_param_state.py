@@ -145,3 +145,46 @@ def test_a_pipelined_fsdp_stage_stays_gathered_with_fp32_gradient_accumulation()
     assert fsdp.weights == pytest.approx(4 * params / 8 + 2 * params)
     assert fsdp.gradients == pytest.approx(4 * params / 8 + 4 * params)
     assert fsdp.optimizer == pytest.approx(8 * params / 8) and mega.optimizer == pytest.approx(12 * params / 8)
+
+
+def test_bf16_optimizer_state_by_hand():
+    """Apex DistributedFusedAdam with dtype=bf16 (NeMo `optim.dtype: bf16`): Megatron's 16-bit weights
+    (2) and main gradients (4, or 2 with bf16 gradient sync), and an optimizer state of a bf16 parameter
+    shard plus bf16 m and v (3 x 2 = 6) in place of Megatron's fp32 master and moments (12)."""
+    n = MODEL.params_total
+    assert _state(param_state="bf16_optimizer").total == pytest.approx((2 + 4 + 6) * n)
+    assert _state(param_state="bf16_optimizer", grad_bytes=2.0).total == pytest.approx((2 + 2 + 6) * n)
+
+
+@given(dp=st.integers(1, 512), tp=st.sampled_from([1, 2, 8]))
+@settings(max_examples=30, deadline=None)
+def test_bf16_optimizer_shards_only_its_optimizer_state_with_the_distributed_optimizer(dp, tp):
+    """ZeRO-1: weights and gradients stay whole on every replica, the 6 B of optimizer state divide by
+    the replicas; so it saves exactly (12 - 6) / dp B per parameter against Megatron's layout."""
+    mega, bf16 = (_state(dp_cp=dp, zero=1, tp=tp, param_state=s, grad_bytes=2.0) for s in ("megatron", "bf16_optimizer"))
+    assert bf16.weights == mega.weights and bf16.gradients == mega.gradients
+    assert mega.optimizer - bf16.optimizer == pytest.approx(mega.optimizer / 2, rel=1e-12)
+
+
+def test_bf16_optimizer_keeps_the_fp8_weights_beside_its_16_bit_parameters():
+    """Its 16-bit parameters are the model's own, as Megatron's: Transformer Engine's FP8 weight is
+    charged on top in both, and neither holds a transient gathered copy."""
+    mega, bf16 = (_state(dp_cp=4, zero=1, param_state=s, linear_weight_bytes=3.0) for s in ("megatron", "bf16_optimizer"))
+    assert bf16.weights == mega.weights > _state(dp_cp=4, zero=1).weights
+    assert bf16.gradients == mega.gradients
+
+
+def test_a_bf16_optimizer_step_moves_half_the_bytes_of_megatrons():
+    """Every tensor of the fused Adam step (parameter shard, m, v, gradient) is bf16: half the bytes of
+    the fp32 step, and the step is memory-bound."""
+    from parasim.cost.nongemm import adam_bytes_per_param
+
+    mega, bf16 = adam_bytes_per_param("fused", "megatron"), adam_bytes_per_param("fused", "bf16_optimizer")
+    assert bf16[0] == pytest.approx(mega[0] / 2) and bf16[1] == mega[1]
+
+
+def test_cli_accepts_bf16_optimizer():
+    r = _cli("train", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--gpus", "8", "--param-state", "bf16_optimizer",
+             "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["plan"]["param_state"] == "bf16_optimizer"

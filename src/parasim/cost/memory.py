@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.moe_memory import recompute_freed_units
-from parasim.cost.param_state import HALF_BYTES, bytes_per_param, gathered_bytes
+from parasim.cost.param_state import HALF_BYTES, MEGATRON_LAYOUT, bytes_per_param, gathered_bytes
 from parasim.cost.quant_bytes import QuantScope, quant_scope
 from parasim.cost.sac import saved_bytes_per_token
 from parasim.mathx import cdiv
@@ -251,11 +251,11 @@ def stage_state_bytes(model: ModelSpec, *, tp: int, pp: int, ep: int, dp_cp: int
     exp = training_state_bytes(experts, dp=tp * dp_cp // (ep * expert_tp(tp, ep, etp)), zero=zero,
                                grad_bytes=grad_bytes, param_state=param_state)
     gw = gg = 0.0
-    if param_state != "megatron":
+    if param_state not in MEGATRON_LAYOUT:
         edges = _rank_edge_params(model, tp, pp, virtual_stages, stage, layout)
         gw, gg = gathered_bytes(param_state, params=params, edge_params=edges, layers=cdiv(model.layers, pp),
                                 sharded=zero >= 3 and dp_cp > 1, grad_bytes=grad_bytes, pipelined=pp > 1)
-    if linear_weight_bytes is not None and zero < 3 and param_state == "megatron":
+    if linear_weight_bytes is not None and zero < 3 and param_state in MEGATRON_LAYOUT:
         gw += (linear_weight_bytes - HALF_BYTES) * _rank_linear_params(model, tp, pp, virtual_stages, stage, layout,
                                                                        counts, params)
     if not experts and not (gw or gg):

@@ -176,8 +176,10 @@ def adam_bytes_per_param(mode: str, param_state: str = "megatron") -> tuple[floa
     torch.optim foreach in the PyTorch-native ones (torch.compile does not compile the optimizer).
     With `bf16_params` (cost.param_state) every tensor the step reads or writes is bf16, so each
     access is 2 bytes instead of 4: the foreach list's 24 accesses give 48 (the fused list, whose
-    fp32 master and 16-bit copy become one bf16 weight, is taken at half too)."""
-    scale = 0.5 if param_state == "bf16_params" else 1.0
+    fp32 master and 16-bit copy become one bf16 weight, is taken at half too). `bf16_optimizer`
+    (Apex DistributedFusedAdam with a bf16 state) reads and writes its parameter shard, m and v in
+    bf16 too: the same half."""
+    scale = 0.5 if param_state in ("bf16_params", "bf16_optimizer") else 1.0
     if check_mode(mode) == "fused":
         return ADAM_FUSED_BYTES * scale, ADAM_KERNELS["fused"]
     return ADAM_FOREACH_BYTES * scale, ADAM_KERNELS["foreach"]

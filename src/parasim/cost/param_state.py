@@ -13,11 +13,21 @@ Bytes per parameter (weights, gradients, optimizer), before ZeRO/FSDP sharding:
 * ``bf16_params``: the model itself cast to bf16 (`model.to(torch.bfloat16)`) with no fp32 master:
   `torch.optim.AdamW` keeps m and v in the parameter's dtype: 2 + 2 + 4 = 8 B (KempnerForge's
   `mixed_precision: bf16`, read from its `TrainConfig.param_dtype` and `build_optimizer`).
+* ``bf16_optimizer``: Megatron-style 16-bit parameters and main gradients (the gradient dtype), with
+  the optimizer's state in bf16: Apex's DistributedFusedAdam, which NeMo wraps as
+  `distributed_fused_adam`, takes `dtype` as "datatype for optimizer state" and by default
+  (`store_params=True`) keeps its own shard of the parameters in that dtype beside Adam's m and v,
+  so NeMo's `optim.dtype: bf16` (the Nemotron-4 340B recipe) stores 2 + 2 + 2 = 6 B of optimizer
+  state where Megatron stores 12: 2 + grad + 6 B in all.
 """
 
 from __future__ import annotations
 
-PARAM_STATES = ("megatron", "fp32_params", "bf16_params")
+PARAM_STATES = ("megatron", "fp32_params", "bf16_params", "bf16_optimizer")
+
+#: states whose 16-bit parameters are the model's own (Megatron's layout): no transient 16-bit
+#: copies at the peak, and Transformer Engine's FP8 weights are held beside them
+MEGATRON_LAYOUT = ("megatron", "bf16_optimizer")
 
 #: a 16-bit copy of a parameter or gradient, bytes
 HALF_BYTES = 2.0
@@ -29,6 +39,8 @@ def bytes_per_param(state: str, grad_bytes: float) -> tuple[float, float, float]
         return 4.0, 4.0, 8.0
     if state == "bf16_params":
         return HALF_BYTES, HALF_BYTES, 2 * HALF_BYTES
+    if state == "bf16_optimizer":
+        return HALF_BYTES, grad_bytes, 3 * HALF_BYTES
     return HALF_BYTES, grad_bytes, 12.0
 
 
@@ -50,7 +62,7 @@ def gathered_bytes(state: str, *, params: float, edge_params: float, layers: int
     unsharded gradient in the reduce dtype (its `unsharded_accumulated_grad`) until then.
     Unsharded `fp32_params` (torch.autocast): the 16-bit casts of every weight, kept by autograd for
     each layer's backward."""
-    if state == "megatron":
+    if state in MEGATRON_LAYOUT:
         return 0.0, 0.0
     if sharded and pipelined:
         return HALF_BYTES * params, grad_bytes * params

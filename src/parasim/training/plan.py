@@ -79,7 +79,8 @@ class TrainingPlan:
     cp_ring: str = "te"
     # how the stack stores each parameter's state (cost/param_state.py): megatron (16-bit weights +
     # fp32 master and Adam moments, 18 B), fp32_params (PyTorch FSDP / autocast: the fp32 parameter is
-    # the master, 16 B, plus the 16-bit copies it gathers) or bf16_params (no fp32 copy, 8 B)
+    # the master, 16 B, plus the 16-bit copies it gathers), bf16_params (no fp32 copy, 8 B) or
+    # bf16_optimizer (Megatron's 16-bit weights and gradients, the optimizer's state in bf16: 2 + grad + 6 B)
     param_state: str = "megatron"
     # FP8 under Transformer Engine (precision fp8, kernels fused; cost.memory.te_fp8_weight_bytes):
     # the recipe (delayed | tensorwise: per-tensor scales; mxfp8: 32-element blocks) and whether the
