@@ -53,7 +53,7 @@ CV ?= --cv 5 --cv-factors gemm_efficiency,memory_efficiency,comm_efficiency,trai
 PROJECT_CASES := validation/trtllm-0.9-static-batch.yaml $(foreach v,0.10 0.11 0.12 0.13 0.14 0.15 0.17 1.0,validation/trtllm-$(v)-perf-overview.yaml) \
 	validation/apex-vllm-0.6-traces.yaml validation/vllm-v1-published.yaml \
 	validation/vllm-v1-h100-threads.yaml validation/sglang-published.yaml validation/oracle-mi300x-405b-latency.yaml \
-	validation/trtllm-deepseek-r1-adp.yaml validation/trtllm-1.0-moe-perf-overview.yaml validation/llama3-405b-training.yaml validation/llmfoundry-mpt-training.yaml \
+	validation/trtllm-deepseek-r1-adp.yaml validation/trtllm-1.0-moe-perf-overview.yaml validation/trtllm-1.2-perf-overview.yaml validation/llama3-405b-training.yaml validation/llmfoundry-mpt-training.yaml \
 	validation/torchtitan-training.yaml validation/bloom-176b-training.yaml \
 	validation/memory-published.yaml validation/moe-training-published.yaml \
 	validation/kempnerforge-h200-training.yaml validation/mbridge-dense-training.yaml validation/amd-primus-training.yaml \

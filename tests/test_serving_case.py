@@ -106,6 +106,27 @@ def test_trtllm_bench_sizing_rule_by_hand():
     assert (bs, tokens) == (640, 2048)
 
 
+def test_trtllm_bench_sizing_mla_uses_the_tools_head_size():
+    """DeepSeek-R1 (MLA) FP8 on 8 x H200 (141 GiB), --tp 8, ISL / OSL 1024 / 1024, FP8 KV: trtllm-bench
+    reads num_key_value_heads 128 and, DeepSeek's config.json having no head_dim, a head size of
+    hidden / heads = 7168 / 128 = 56 (tensorrt_llm/bench/build/dataclasses.py), so its KV per token is
+    2 x 61 x 128 x 56 x 1 B = 874,496 B: requests = (8 x 141 GiB - 671.0e9) x 0.95 / (874,496 x 2048)
+    = 286.5 -> batch 128 x ceil(286.5 / 128) = 384 (with the catalog's nominal head_dim 128: 125.4 -> 128)."""
+    from parasim.cost.memory import weight_params_per_gpu
+    from parasim.engines.trtllm import trtllm_bench_settings
+    from parasim.specs.catalog import get_accelerator, get_model
+
+    model = get_model("deepseek-r1")
+    assert model.hidden // model.heads == 56 and model.kv_heads == 128 and model.layers == 61
+    params = weight_params_per_gpu(model)
+    assert params == pytest.approx(671.0e9, rel=1e-3)
+    requests = (8 * 141 * 2**30 - params) * 0.95 / (2 * 61 * 128 * 56 * 1 * 2048)
+    assert 286 < requests < 287
+    bs, tokens = trtllm_bench_settings(model, get_accelerator("h200-sxm"), tp=8, pp=1, isl=1024, osl=1024,
+                                       weights="fp8", kv_dtype="fp8")
+    assert (bs, tokens) == (384, 2048)
+
+
 @pytest.mark.parametrize("raw,expected", [(10, 64), (70, 96), (255, 256), (256, 256), (300, 384), (1023, 1024),
                                           (1025, 1280), (4096, 4096)])
 def test_trtllm_bench_batch_rounding(raw, expected):

@@ -182,6 +182,13 @@ def _round_tokens(raw: float) -> int:
     return _round_up(raw, ((4096, 256), (8192, 512), (math.inf, 1024)), 2048)
 
 
+def _tool_head_size(model: ModelSpec) -> int:
+    """The head size trtllm-bench reads from the HF config: its `head_dim` where the config has one
+    (the catalog's head_dim), else hidden / heads. DeepSeek's MLA configs (V2, V3, R1) state
+    qk_nope / qk_rope / v head dims and no `head_dim`, so the tool falls back to hidden / heads."""
+    return model.hidden // model.heads if model.mla else model.head_dim
+
+
 def trtllm_bench_settings(model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int, isl: float, osl: float,
                           weights: str, kv_dtype: str, kv_fraction: float = TRTLLM_BENCH_KV_FRACTION) -> tuple[int, int]:
     """(max_batch_size, max_num_tokens) as trtllm-bench sizes them when the user gives neither.
@@ -190,9 +197,15 @@ def trtllm_bench_settings(model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp
     ISL + OSL sequence (each GPU holds at least one KV head), capped at 4096 and divided over
     PP stages; tokens = that batch x (1 + ISL / OSL), capped at 32768; both then rounded up
     ("slightly optimistic": the KV pool, not these, limits concurrency at run time).
+    The KV of a token is the tool's own estimate, `2 x layers x max(TP, KV heads) x head size`
+    from the HF config (`calc_engine_setting`), whatever the attention: for an MLA model the
+    config's `num_key_value_heads` (128 for DeepSeek-V3/R1) and a head size of hidden / heads,
+    since DeepSeek's config.json has no `head_dim` and the tool's ModelConfig then takes
+    `hidden_size // num_attention_heads` (tensorrt_llm/bench/build/dataclasses.py,
+    `set_values_if_none`): 7168 / 128 = 56, not the catalog's nominal 128 (`_tool_head_size`).
     """
     kv_heads = max(tp, model.kv_heads)
-    kv_per_token = 2 * model.layers * kv_heads * model.head_dim * dtype_bytes(kv_dtype)
+    kv_per_token = 2 * model.layers * kv_heads * _tool_head_size(model) * dtype_bytes(kv_dtype)
     # the tool's own estimate: every parameter at the quantised width (unlike weight_bytes_per_gpu)
     free = acc.hbm_bytes * tp * pp - weight_params_per_gpu(model) * dtype_bytes(weights)
     requests = max(free, 0.0) * kv_fraction / (kv_per_token * max(isl + osl, 1.0))
