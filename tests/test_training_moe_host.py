@@ -215,3 +215,58 @@ def test_every_chunk_but_the_last_stage_starts_its_backward_after_a_synced_excha
     assert [_synced_chunks(four, [6, 6], r, "loop") for r in range(4)] == [2, 2, 2, 1]
     assert _synced_chunks(four, [0, 6], 0, "loop") == 1  # an empty chunk has no backward to start
     assert _synced_chunks(_pp_plan(overlap_p2p_comm=True), [24], 0, "loop") == 0
+
+
+# --- the host CPU (catalog `host_cpu`, cost.moe_host.HOST_ISSUE_FACTOR) ---------------------------
+
+#: NVIDIA/TransformerEngine issue #2053 (2025-08): host runtime of one eager torch.nn.Linear forward
+#: (BF16, hidden 2,048, 8,192 tokens) on GB200's Grace and on an H100 DGX's Xeon Platinum 8480C, us
+_GRACE_LINEAR_US, _XEON_LINEAR_US = 37.08, 13.48
+
+
+def test_the_superchips_run_their_host_on_grace_and_hgx_boards_on_x86():
+    assert {get_accelerator(g).host_cpu for g in ("gb200", "gh200")} == {"grace"}
+    assert {get_accelerator(g).host_cpu for g in ("b200", "h100-sxm", "h200-sxm", "a100-sxm-80gb")} == {"x86"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 256), st.booleans(), st.sampled_from(["", "attn", "moe_router,moe_preprocess"]))
+def test_a_grace_host_issues_every_kernel_at_the_measured_ratio(experts, fp8, scope):
+    """Every host second of the layer scales by the published per-call ratio (the same Python,
+    dispatcher and launch work on a slower core); whether the forward syncs does not change."""
+    ratio = _GRACE_LINEAR_US / _XEON_LINEAR_US
+    x86 = moe_layer_host(experts, fp8=fp8, scopes=scope_set(scope))
+    grace = moe_layer_host(experts, fp8=fp8, scopes=scope_set(scope), host_cpu="grace")
+    for a, b in zip(x86[:2] + x86[3:], grace[:2] + grace[3:]):
+        assert b == pytest.approx(a * ratio, rel=1e-12)
+    assert grace.sync == x86.sync
+    assert moe_layer_host(experts, fp8=fp8, scopes=scope_set("full_iteration"), host_cpu="grace").fwd_s == 0.0
+
+
+def test_a_slower_host_only_slows_a_step_whose_host_work_was_close_to_the_gpu_work():
+    """Qwen3-30B-A3B on 8 GB200s at EP 8 and four 4,096-token sequences per micro-batch (the
+    published Megatron-Bridge layout, in one NVL72 NVLink domain): 16 local experts; the same part with an x86 host is never
+    slower, and at EP 64 over 64 GPUs (2 local experts) the host stays hidden either way."""
+    gb200 = get_accelerator("gb200")
+    x86 = gb200.with_(host_cpu="x86")
+    plan = TrainingPlan(dp=8, ep=8, micro_batch=4, global_batch=512, seq_len=4096, precision="fp8",
+                        cuda_graph_scope="moe_router,moe_preprocess")
+    on_grace = simulate(QWEN, ClusterSpec(accelerator=gb200, gpus=8, gpus_per_node=4, scale_up_domain=72), plan)
+    on_x86 = simulate(QWEN, ClusterSpec(accelerator=x86, gpus=8, gpus_per_node=4, scale_up_domain=72), plan)
+    assert on_grace.step_time_s > on_x86.step_time_s
+    assert on_grace.breakdown["compute"] == pytest.approx(on_x86.breakdown["compute"], rel=1e-12)
+    wide = TrainingPlan(dp=64, ep=64, micro_batch=4, global_batch=512, seq_len=4096, precision="fp8")
+    a = simulate(QWEN, ClusterSpec(accelerator=gb200, gpus=64, gpus_per_node=4, scale_up_domain=72), wide)
+    b = simulate(QWEN, ClusterSpec(accelerator=x86, gpus=64, gpus_per_node=4, scale_up_domain=72), wide)
+    assert a.breakdown["moe_host"] == pytest.approx(b.breakdown["moe_host"], rel=1e-12)
+
+
+def test_an_unknown_host_cpu_in_an_accelerator_entry_names_the_field():
+    from parasim.specs.catalog import accelerator_from_mapping
+    from parasim.specs.shipped import load_shipped
+
+    entry = dict(next(a for a in load_shipped("accelerators.yaml")["accelerators"] if a["id"] == "gb200"))
+    entry["host_cpu"] = "power9"
+    with pytest.raises(InputError) as e:
+        accelerator_from_mapping(entry)
+    assert e.value.field.endswith("host_cpu")

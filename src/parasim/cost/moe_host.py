@@ -49,6 +49,16 @@ GROUPED_MLP_HOST_S_PER_EXPERT = (EXPERT_GEMMS_FWD * GROUPED_GEMM_HOST_S, EXPERT_
 #: with CUDA Graphs" (Gray, 2019) measures 9.6 us per short kernel with a stream sync after each
 #: and 3.8 us without.
 HOST_SYNC_S = 9.6e-6 - 3.8e-6
+#: Host issue time per kernel on each host CPU family (specs.accelerator.HOST_CPUS) over an x86
+#: host's, which the figures above come from (EAGER_KERNEL_DISPATCH_S: an H100 SXM board, always
+#: x86-hosted; GROUPED_GEMM_HOST_S: an SM100 machine whose host PR #3134 does not name, taken as
+#: x86, the DGX B200's). NVIDIA/TransformerEngine issue #2053 (2025-08) times one eager
+#: torch.nn.Linear forward's host runtime (module call, dispatcher, cuBLAS launch; BF16, hidden
+#: 2,048, 8,192 tokens) at 37.08 us on GB200's Grace against 13.48 us on an H100 DGX's Xeon
+#: Platinum 8480C: 2.75x (GH200's Grace 33.17 us, 2.46x). Transformer Engine's own Linear is
+#: slower still on Grace (99.66 us on GB200); the torch figure is the one that prices the same
+#: work as the constants above.
+HOST_ISSUE_FACTOR = {"x86": 1.0, "grace": 37.08 / 13.48}
 #: Megatron-Core `cuda_graph_scope` names the term reads; full_iteration graphs the whole step.
 GRAPH_SCOPES = ("attn", "moe_router", "moe_preprocess", "full_iteration")
 
@@ -93,21 +103,24 @@ def scope_set(scope: str | None) -> frozenset[str]:
     return frozenset(x.strip() for x in (scope or "").split(",") if x.strip())
 
 
-def moe_layer_host(local_experts: int, *, fp8: bool, scopes: frozenset[str]) -> HostWork:
+def moe_layer_host(local_experts: int, *, fp8: bool, scopes: frozenset[str], host_cpu: str = "x86") -> HostWork:
     """Host work of one MoE layer per micro-batch; a graphed scope costs one launch per pass.
     Megatron-Core's dispatchers sync unless routing is drop-and-pad (token_dispatcher.py
-    `_maybe_dtoh_and_synchronize`), which only a full-iteration graph here assumes."""
+    `_maybe_dtoh_and_synchronize`), which only a full-iteration graph here assumes. Every issue
+    time scales with the host CPU (`HOST_ISSUE_FACTOR`): the same Python, dispatcher and driver
+    work takes longer on a slower core."""
     if "full_iteration" in scopes:
         return HostWork(0.0, 0.0, False)
     kernels = DISPATCH_KERNELS
     for name, n in (("attn", ATTN_KERNELS + (1 if fp8 else 0)), ("moe_router", ROUTER_KERNELS),
                     ("moe_preprocess", PREPROCESS_KERNELS)):
         kernels += 1 if name in scopes else n
-    fwd = kernels * EAGER_KERNEL_DISPATCH_S
-    mlp_f, mlp_b = GROUPED_MLP_HOST_S_PER_EXPERT
+    x = HOST_ISSUE_FACTOR[host_cpu]
+    fwd = kernels * EAGER_KERNEL_DISPATCH_S * x
+    mlp_f, mlp_b = (t * x for t in GROUPED_MLP_HOST_S_PER_EXPERT)
     # after the sync: the dispatch all-to-all and chunk sort, then the grouped MLP; the backward
     # meets the combine's mirror of them first
-    edge = DISPATCH_KERNELS_AFTER_SYNC * EAGER_KERNEL_DISPATCH_S
+    edge = DISPATCH_KERNELS_AFTER_SYNC * EAGER_KERNEL_DISPATCH_S * x
     return HostWork(fwd + local_experts * mlp_f, BACKWARD_KERNEL_RATIO * fwd + local_experts * mlp_b, True,
                     edge + local_experts * mlp_f, BACKWARD_KERNEL_RATIO * edge + local_experts * mlp_b)
 

@@ -75,6 +75,10 @@ class Efficiency:
 
 
 SCALE_UP_KINDS = ("nvlink", "pcie")
+#: the host CPU families a part's node runs its framework on (catalog `host_cpu`): x86 (DGX/HGX
+#: boards: Xeon or EPYC) or grace (NVIDIA's Arm Neoverse V2 CPU of the GH200 and GB200 superchips).
+#: The host's per-kernel issue time differs between them (cost.moe_host.HOST_ISSUE_FACTOR).
+HOST_CPUS = ("x86", "grace")
 #: Sustained clock under a power cap: a part capped at P (< its rated TDP) runs compute-bound kernels
 #: at the clock where idle + (TDP - idle) (f / f_rated)^n = P; memory-bound kernels keep the HBM clock
 #: (not scaled). C V^2 f with V rising in step with f would give n = 3, but a GEMM at its rated TDP
@@ -142,6 +146,9 @@ class AcceleratorSpec:
     #: fraction of the rated TDP (catalog `power.memory_bound_fraction`); 1.0 = no measurement, so
     #: every busy second is charged the TDP as before (cost.energy)
     memory_bound_power_fraction: float = 1.0
+    #: the CPU family the node's framework runs on (HOST_CPUS): what an eager training step's
+    #: host issue time per kernel scales with (cost.moe_host); "x86" unless the catalog says
+    host_cpu: str = "x86"
 
     @property
     def device_memory_bytes(self) -> float:

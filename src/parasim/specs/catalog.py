@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from parasim.errors import InputError, unknown_name
-from parasim.specs.accelerator import (HBM_GB_BYTES, SCALE_UP_KINDS, AcceleratorSpec, Efficiency,
+from parasim.specs.accelerator import (HBM_GB_BYTES, HOST_CPUS, SCALE_UP_KINDS, AcceleratorSpec, Efficiency,
                                        memory_bound_power_fraction_of)
 from parasim.specs.cluster import ClusterSpec, NodePreset
 from parasim.specs.hf_config import load_model_file
@@ -68,6 +68,10 @@ def accelerator_from_mapping(d: dict) -> AcceleratorSpec:
     if scale_up not in SCALE_UP_KINDS:
         raise InputError(f"accelerators.yaml:{d.get('id')}.scale_up",
                          f"'{scale_up}' is not one of {', '.join(SCALE_UP_KINDS)}")
+    host_cpu = d.get("host_cpu", "x86")
+    if host_cpu not in HOST_CPUS:
+        raise InputError(f"accelerators.yaml:{d.get('id')}.host_cpu",
+                         f"{host_cpu!r} is not one of {', '.join(HOST_CPUS)}")
     hbm = float(d["hbm_gb"]) * HBM_GB_BYTES
     visible = d.get("memory_visible_gib")
     if visible is not None and not (isinstance(visible, (int, float)) and 0 < visible * GIB <= hbm):
@@ -75,7 +79,7 @@ def accelerator_from_mapping(d: dict) -> AcceleratorSpec:
                          f"must be a number of GiB above 0 and at most hbm_gb ({d['hbm_gb']}), got {visible!r}")
     return AcceleratorSpec(
         id=d["id"], name=d["name"], vendor=d.get("vendor", ""), form_factor=d.get("form_factor", ""),
-        generation=str(d.get("generation") or ""), scale_up=scale_up, link_peers=int(d.get("link_peers") or 0),
+        generation=str(d.get("generation") or ""), scale_up=scale_up, host_cpu=host_cpu, link_peers=int(d.get("link_peers") or 0),
         peak_flops_per_s=peaks, hbm_bytes=hbm,
         visible_memory_bytes=None if visible is None else float(visible) * GIB,
         hbm_bw_bytes_per_s=float(d["hbm_tb_s"]) * 1e12, link_bw_bytes_per_s=float(d["link_gb_s"]) * 1e9,

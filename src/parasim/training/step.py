@@ -154,7 +154,7 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
     host_f = host_b = edge_b = 0.0
     if moe:
         host = moe_layer_host(model.experts // plan.ep, fp8=plan.precision == "fp8",
-                              scopes=scope_set(plan.cuda_graph_scope))
+                              scopes=scope_set(plan.cuda_graph_scope), host_cpu=cluster.accelerator.host_cpu)
         to_experts = _to_experts_gpu_s(plan, layer, f, t)
         host_f, host_b = exposed_s(host, fwd_compute + copy_f + fwd_comm, bwd_compute + bwd_comm,
                                    None if to_experts is None else to_experts[0])
@@ -331,6 +331,9 @@ class PipelineRun:
     last_bwd_start_s: list[float]  # per rank: start of the last micro-batch's first backward op (split: its W)
     ops: list[list[Op]]
     first_start_s: list[float] = field(default_factory=list)  # per rank: start of its first op
+    #: per rank: end of the first micro-batch's forward of its last model chunk, by when every
+    #: weight of the rank has been used once (what a parameter all-gather can hide behind)
+    first_fwd_end_s: list[float] = field(default_factory=list)
 
 
 class OpRecord(NamedTuple):
@@ -388,7 +391,7 @@ def run_pipeline(ops: list[list[Op]], pp: int, v: int, m: int, fwd: list[list[tu
             raise RuntimeError("pipeline schedule deadlocked (a schedule emitted an impossible order)")
         remaining -= progressed
         order.reverse()  # alternate sweeps so backward dependencies propagate as fast as forward ones
-    return PipelineRun(st.free, st.busy_c, st.busy_m, st.last_b, ops, st.first)
+    return PipelineRun(st.free, st.busy_c, st.busy_m, st.last_b, ops, st.first, st.first_f)
 
 
 class _PipelineState:
@@ -402,6 +405,7 @@ class _PipelineState:
         self.f_end = [[-1.0] * m for _ in range(vst)]
         self.b_end = [[-1.0] * m for _ in range(vst)]
         self.ptr, self.free, self.first = [0] * pp, [0.0] * pp, [0.0] * pp
+        self.first_f = [0.0] * pp
         self.busy_c, self.busy_m, self.last_b = [0.0] * pp, [0.0] * pp, [0.0] * pp
         self.last_v, self.last_mb, self.last_g = v - 1, m - 1, vst - 1
         self.stage = partition.rank_stages(pp, v, layout)
@@ -457,6 +461,8 @@ class _PipelineState:
                     self.first[r] = start
                 t = start + comp + comm
                 f_end[g][j] = t
+                if j == 0 and c == self.last_v:
+                    self.first_f[r] = t
                 if rec is not None:
                     rec.append(OpRecord(r, kind, j, c, start, comp, comm, recv if xin[c] else 0.0,
                                         hold if xout[c] else 0.0))
@@ -777,7 +783,17 @@ def _rank_tail(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, run: 
         grad_exposed = finish - end + OVERLAP_SLOWDOWN * hidden
     else:
         grad_exposed, hidden = grad_c, 0.0
-    ag_exposed = (ag_c * last_frac + OVERLAP_SLOWDOWN * ag_c * (1 - last_frac)) if plan.overlap_param_gather else ag_c
+    if plan.overlap_param_gather:
+        # Megatron-Core gathers each bucket's parameters ahead of its first use in the next step's
+        # forward and dispatches one bucket ahead (`finish_param_sync` waits for a bucket, then
+        # starts the next: distributed/param_and_grad_buffer.py), so the gathers hide only behind
+        # the rank's work up to the first micro-batch's forward of its last chunk; beyond that
+        # the forward waits for them
+        ag_exposed = ag_c * last_frac + OVERLAP_SLOWDOWN * ag_c * (1 - last_frac)
+        if run.first_fwd_end_s:
+            ag_exposed = max(ag_exposed, ag_c - (run.first_fwd_end_s[r] - run.first_start_s[r]))
+    else:
+        ag_exposed = ag_c
     local = sum(n / (g.n if plan.zero >= 1 else 1) for n, g in shards)
     opt_bytes, opt_kernels = adam_bytes_per_param(plan.kernels, plan.param_state)
     opt = memory_time_s(local * opt_bytes, cluster.accelerator, kernels=opt_kernels)
