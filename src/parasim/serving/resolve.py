@@ -48,6 +48,9 @@ def resolve_plan(model: ModelSpec, acc: AcceleratorSpec, plan: ServingPlan) -> R
         raise InputError("decode_attention", f"decode_attention={r.decode_attention} reads each KV head once per "
                                              f"query head; {model.name} uses latent attention (MLA), whose "
                                              "decode reads one shared latent cache")
+    if r.attention_window != "model" and not model.windowed_layers:
+        raise InputError("attention_window", f"attention_window={r.attention_window} says what the engine does "
+                                             f"with sliding-window layers; {model.name} has none")
     weights_from = "given" if plan.weights else f"the model's own ({model.precision_origin()})"
     kv_from = ("given" if plan.kv_dtype else
                f"the model's dtype; an 8-bit KV cache changes the model's outputs and is asked for with --kv-dtype")
