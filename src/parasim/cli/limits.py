@@ -107,6 +107,7 @@ SERVE: dict[str, Rule] = {
     "workers": I("workers"), **REPORT_OUT, "models": PATH,
     "decode_attention": TEXT,
     "attention_window": TEXT,
+    "sliding_kv": TEXT,
     "moe_gemm": TEXT,
     "expert_padding": TEXT,
 }
