@@ -280,3 +280,16 @@ def test_cli_bad_sliding_kv_exits_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "parasim", "serve", "--model", "llama-3-8b", "--gpu", "h100-sxm",
                         "--rate", "5", "--requests", "10", "-c", str(cfg)], capture_output=True, text=True)
     assert r.returncode == 2 and "sliding_kv" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_reported_tokens_split_over_the_kv_cache_groups():
+    """vLLM logs "GPU KV cache size" as num_blocks // len(kv_cache_groups) x block_size: gpt-oss's
+    pool of full-attention blocks serves two groups (18 full, 18 sliding layers)."""
+    oss = get_model("gpt-oss-120b")
+    b = kv_budget(oss, H100, tp=1, pp=1, weights="fp4", kv_dtype="bf16", block_size=16, gpu_memory_utilization=0.9,
+                  max_tokens=8192, max_batch=256, sliding_share=sliding_kv_share(oss, "window"))
+    assert b.groups == 2 and b.reported_tokens == b.blocks // 2 * 16
+    assert b.to_dict()["kv_tokens_reported"] == b.reported_tokens
+    full = kv_budget(oss, H100, tp=1, pp=1, weights="fp4", kv_dtype="bf16", block_size=16, gpu_memory_utilization=0.9,
+                     max_tokens=8192, max_batch=256)
+    assert full.groups == 1 and full.reported_tokens == full.tokens and "kv_tokens_reported" not in full.to_dict()

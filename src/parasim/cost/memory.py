@@ -465,16 +465,28 @@ class KVBudget:
     kv_bytes_per_token: float
     blocks: int
     block_size: int
+    # KV cache groups the blocks serve (vLLM's hybrid manager: one full-attention group and k
+    # sliding ones per block of the pool, sliding_kv window); 1 = every layer in one group
+    groups: int = 1
 
     @property
     def tokens(self) -> int:
         return self.blocks * self.block_size
 
+    @property
+    def reported_tokens(self) -> int:
+        """The KV size in tokens as vLLM logs it ("GPU KV cache size"): blocks split evenly over
+        the KV cache groups (`num_blocks // len(kv_cache_groups) * block_size`,
+        kv_cache_utils._report_kv_cache_config), `tokens` with one group."""
+        return self.blocks // self.groups * self.block_size
+
     def to_dict(self) -> dict:
         return {"hbm_gib": gib(self.hbm), "usable_gib": gib(self.usable), "weights_gib": gib(self.weights),
                 "activations_gib": gib(self.activations), "reserved_gib": gib(self.reserved),
                 "kv_gib": gib(self.kv), "kv_bytes_per_token_per_gpu": self.kv_bytes_per_token,
-                "kv_blocks": self.blocks, "kv_tokens": self.tokens, "block_size": self.block_size}
+                "kv_blocks": self.blocks, "kv_tokens": self.tokens, "block_size": self.block_size,
+                **({"kv_cache_groups": self.groups, "kv_tokens_reported": self.reported_tokens} if self.groups > 1
+                   else {})}
 
 
 def activation_workspace_bytes(model: ModelSpec, *, tp: int, tokens: int, logit_rows: int, act_bytes: float) -> float:
@@ -520,5 +532,7 @@ def kv_budget(model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int, weigh
                                                   sliding_share=sliding_share)
                  + extra_kv_bytes_per_token)
     blocks = int(max(0.0, kv) // (per_token * block_size))
+    groups = 1 + cdiv(model.windowed_layers, model.full_attention_layers) if (
+        sliding_share == 0.0 and model.windowed_layers and model.full_attention_layers) else 1
     return KVBudget(hbm=acc.hbm_bytes, usable=usable, weights=w, activations=act, reserved=RUNTIME_RESERVED_BYTES,
-                    kv=kv, kv_bytes_per_token=per_token, blocks=blocks, block_size=block_size)
+                    kv=kv, kv_bytes_per_token=per_token, blocks=blocks, block_size=block_size, groups=groups)

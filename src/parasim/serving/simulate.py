@@ -175,6 +175,12 @@ def kv_fit(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_r
         info = p.kvb.to_dict() | {"kv_tokens_per_engine": p.blocks * B,
                                   "largest_request_tokens": int((P + O).max()),
                                   "largest_request_kv_tokens": int(need.max())}
+        if plan.sliding_kv != "full" and model.windowed_layers:  # how the pool counts the sliding layers
+            k, group = window_blocks(model, plan.sliding_kv, B)
+            info["sliding_kv"] = {"mode": plan.sliding_kv, "sliding_layers": model.windowed_layers,
+                                  "window_tokens": model.sliding_window,
+                                  "sliding_layer_share_per_token": sliding_kv_share(model, plan.sliding_kv),
+                                  "window_blocks_per_request_max": k * group}
         label = "" if p.role == "mixed" else f" ({p.role} pool)"
         where = (f"{model.name} on {cluster.accelerator.id} with tp={p.tp}, pp={p.pp}, weights={plan.weights}, "
                  f"kv={plan.kv}{label}")
