@@ -293,3 +293,15 @@ def test_reported_tokens_split_over_the_kv_cache_groups():
     full = kv_budget(oss, H100, tp=1, pp=1, weights="fp4", kv_dtype="bf16", block_size=16, gpu_memory_utilization=0.9,
                      max_tokens=8192, max_batch=256)
     assert full.groups == 1 and full.reported_tokens == full.tokens and "kv_tokens_reported" not in full.to_dict()
+
+
+def test_window_kv_runs_leave_the_compiled_loop(monkeypatch):
+    """The compiled loop does not book window blocks: PARASIM_FASTPATH=1 refuses such a run,
+    naming why, and auto runs it in the Python engine."""
+    wl = Workload.from_columns(np.zeros(5), np.full(5, 300), np.full(5, 20))
+    plan = ServingPlan(scheduler="vllm", sliding_kv="window")
+    monkeypatch.setenv("PARASIM_FASTPATH", "1")
+    with pytest.raises(InputError, match="PARASIM_FASTPATH.*sliding_kv window"):
+        simulate(_oss_like(), CLUSTER, plan, wl, seed=1)
+    monkeypatch.setenv("PARASIM_FASTPATH", "auto")
+    assert simulate(_oss_like(), CLUSTER, plan, wl, seed=1).summary["completed"] == 5

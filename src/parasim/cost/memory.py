@@ -477,7 +477,8 @@ class KVBudget:
     def reported_tokens(self) -> int:
         """The KV size in tokens as vLLM logs it ("GPU KV cache size"): blocks split evenly over
         the KV cache groups (`num_blocks // len(kv_cache_groups) * block_size`,
-        kv_cache_utils._report_kv_cache_config), `tokens` with one group."""
+        kv_cache_utils._report_kv_cache_config, as in the 0.10-0.1x copies read; a later one logs max
+        concurrency x max_model_len, docs/serving.md), `tokens` with one group."""
         return self.blocks // self.groups * self.block_size
 
     def to_dict(self) -> dict:

@@ -395,4 +395,6 @@ class ModelSpec:
                 "mla": self.mla is not None, "params_total": self.params_total,
                 "params_active": self.params_active, "dtype": self.dtype,
                 "quantized_weights": self.quantized_weights, "quantized_modules": self.quantized_modules,
-                "weight_scales": self.weight_scales, "source": self.source}
+                "weight_scales": self.weight_scales, "source": self.source,
+                **({"sliding_window": self.sliding_window, "sliding_layers": self.windowed_layers}
+                   if self.windowed_layers else {})}
