@@ -40,16 +40,16 @@ def fastpath(mode: str):
             os.environ["PARASIM_FASTPATH"] = old
 
 
-def both(plan: ServingPlan, wl: Workload):
+def both(plan: ServingPlan, wl: Workload, model=MODEL):
     """(Python engine's result, compiled loop's result, whether the compiled loop ran)."""
     ran = []
     inner = fastloop.run
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fastloop, "run", lambda loop: (ran.append(1), inner(loop)))
         with fastpath("0"):
-            slow = simulate(MODEL, CLUSTER, plan, wl, seed=1)
+            slow = simulate(model, CLUSTER, plan, wl, seed=1)
         with fastpath("1"):
-            fast = simulate(MODEL, CLUSTER, plan, wl, seed=1)
+            fast = simulate(model, CLUSTER, plan, wl, seed=1)
     return slow, fast, bool(ran)
 
 
@@ -85,6 +85,20 @@ def test_compiled_loop_equals_python_engine(w, sched, blocks, block, budget, max
     if fast.feasible:  # conservation, from the workload alone
         assert s["completed"] + s["dropped"] == len(prompts)
         assert s["output_tokens"] == int(np.asarray(outputs)[fast.requests["completed"]].sum())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(w=workloads, sched=hst.sampled_from(IN_SCOPE), window=hst.sampled_from([1, 64, 300, 5000]),
+       sliding=hst.sampled_from([None, 1, 16, 31]), budget=hst.sampled_from([None, 64, 512]))
+def test_compiled_loop_equals_python_engine_with_sliding_windows(w, sched, window, sliding, budget):
+    """A model with sliding-window layers (windows inside, across and beyond the contexts): the
+    windowed attention arithmetic is the same in both loops."""
+    gaps, prompts, outputs, _ = w
+    wl = Workload.from_columns(np.cumsum(gaps), prompts, outputs)
+    model = MODEL.with_(sliding_window=window, sliding_layers=sliding)
+    slow, fast, ran = both(ServingPlan(scheduler=sched, token_budget=budget), wl, model)
+    assert ran
+    same(slow, fast)
 
 
 @pytest.mark.parametrize("sched", ["sarathi", "vllm"])

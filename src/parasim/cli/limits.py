@@ -107,6 +107,8 @@ SERVE: dict[str, Rule] = {
     "profile": PATH, "timeline": OUT, "timeline_requests": I("requests", lo=0), "sweep_rate": Rule("sweep"),
     "workers": I("workers"), **REPORT_OUT, "models": PATH,
     "decode_attention": TEXT,
+    "attention_window": TEXT,
+    "sliding_kv": TEXT,
     "moe_gemm": TEXT,
     "expert_padding": TEXT,
 }

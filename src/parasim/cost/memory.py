@@ -299,10 +299,15 @@ def kv_cache_bytes_per_token(model: ModelSpec, kv_bytes: float = 2.0) -> float:
     return model.layers * model.kv_values_per_token_per_layer * kv_bytes
 
 
-def kv_cache_bytes_per_token_per_gpu(model: ModelSpec, *, tp: int, pp: int, kv_bytes: float = 2.0) -> float:
+def kv_cache_bytes_per_token_per_gpu(model: ModelSpec, *, tp: int, pp: int, kv_bytes: float = 2.0,
+                                     sliding_share: float = 1.0) -> float:
     """KV heads split over TP (replicated when TP exceeds them; MLA's latent is replicated),
-    layers split over PP (the most-loaded stage)."""
+    layers split over PP (the most-loaded stage). `sliding_share` is the share of a token's KV the
+    pool sizes for in a sliding-window layer (`sliding_kv_share`): 1 = every layer caches every
+    token; the stage's layers are charged at the model's mix of windowed and full layers."""
     layers = cdiv(model.layers, pp)
+    if sliding_share != 1.0 and model.windowed_layers:
+        layers = layers * (model.full_attention_layers + sliding_share * model.windowed_layers) / model.layers
     if model.mla:
         per_layer = model.kv_values_per_token_per_layer
     else:
@@ -460,16 +465,29 @@ class KVBudget:
     kv_bytes_per_token: float
     blocks: int
     block_size: int
+    # KV cache groups the blocks serve (vLLM's hybrid manager: one full-attention group and k
+    # sliding ones per block of the pool, sliding_kv window); 1 = every layer in one group
+    groups: int = 1
 
     @property
     def tokens(self) -> int:
         return self.blocks * self.block_size
 
+    @property
+    def reported_tokens(self) -> int:
+        """The KV size in tokens as vLLM logs it ("GPU KV cache size"): blocks split evenly over
+        the KV cache groups (`num_blocks // len(kv_cache_groups) * block_size`,
+        kv_cache_utils._report_kv_cache_config, as in the 0.10-0.1x copies read; a later one logs max
+        concurrency x max_model_len, docs/serving.md), `tokens` with one group."""
+        return self.blocks // self.groups * self.block_size
+
     def to_dict(self) -> dict:
         return {"hbm_gib": gib(self.hbm), "usable_gib": gib(self.usable), "weights_gib": gib(self.weights),
                 "activations_gib": gib(self.activations), "reserved_gib": gib(self.reserved),
                 "kv_gib": gib(self.kv), "kv_bytes_per_token_per_gpu": self.kv_bytes_per_token,
-                "kv_blocks": self.blocks, "kv_tokens": self.tokens, "block_size": self.block_size}
+                "kv_blocks": self.blocks, "kv_tokens": self.tokens, "block_size": self.block_size,
+                **({"kv_cache_groups": self.groups, "kv_tokens_reported": self.reported_tokens} if self.groups > 1
+                   else {})}
 
 
 def activation_workspace_bytes(model: ModelSpec, *, tp: int, tokens: int, logit_rows: int, act_bytes: float) -> float:
@@ -481,21 +499,41 @@ def activation_workspace_bytes(model: ModelSpec, *, tp: int, tokens: int, logit_
     return tokens * per_token * act_bytes + logit_rows * model.vocab / tp * 4.0
 
 
+#: SGLang's SWA pool holds this many tokens per token of the full-attention pool (ServerArgs
+#: `swa_full_tokens_ratio` default 0.8), so a sliding-window layer costs the pool 0.8 of a token
+SGLANG_SWA_FULL_TOKENS_RATIO = 0.8
+
+
+def sliding_kv_share(model: ModelSpec, sliding_kv: str) -> float:
+    """The share of a token's KV a serving pool sizes for in each sliding-window layer, by how the
+    engine stores those layers (ServingPlan.sliding_kv): `full` caches every token (1); `window`
+    keeps only the window, booked per request beside the pool's per-token full layers (0 here;
+    serving.kvcache.window_blocks); `pool` is SGLang's separate SWA pool at
+    SGLANG_SWA_FULL_TOKENS_RATIO of the full pool's tokens."""
+    if not model.windowed_layers or sliding_kv == "full":
+        return 1.0
+    return 0.0 if sliding_kv == "window" else SGLANG_SWA_FULL_TOKENS_RATIO
+
+
 def kv_budget(model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
               block_size: int, gpu_memory_utilization: float, max_tokens: int, max_batch: int,
               act_bytes: float = 2.0, ep: int = 1, extra_weight_bytes: float = 0.0,
-              extra_kv_bytes_per_token: float = 0.0) -> KVBudget:
+              extra_kv_bytes_per_token: float = 0.0, sliding_share: float = 1.0) -> KVBudget:
     """A serving replica's per-GPU memory split: KV bytes = device memory (the CUDA-visible total,
     `AcceleratorSpec.device_memory_bytes`) x gpu_memory_utilization - weights -
     activation workspace (`max_tokens` in flight, `max_batch` logit rows) - runtime reserve,
     in blocks of `block_size` tokens at this GPU's KV bytes per token (its KV heads after TP, its
-    layers after PP). `extra_*`: a speculative drafter's weights and cache beside the model's."""
+    layers after PP; a sliding-window layer at `sliding_share` of a token, `sliding_kv_share`).
+    `extra_*`: a speculative drafter's weights and cache beside the model's."""
     w = weight_bytes_per_gpu(model, tp=tp, pp=pp, weights=weights, ep=ep) + extra_weight_bytes
     act = activation_workspace_bytes(model, tp=tp, tokens=max_tokens, logit_rows=max_batch, act_bytes=act_bytes)
     usable = acc.device_memory_bytes * gpu_memory_utilization
     kv = usable - w - act - RUNTIME_RESERVED_BYTES
-    per_token = (kv_cache_bytes_per_token_per_gpu(model, tp=tp, pp=pp, kv_bytes=dtype_bytes(kv_dtype, field="kv_dtype"))
+    per_token = (kv_cache_bytes_per_token_per_gpu(model, tp=tp, pp=pp, kv_bytes=dtype_bytes(kv_dtype, field="kv_dtype"),
+                                                  sliding_share=sliding_share)
                  + extra_kv_bytes_per_token)
     blocks = int(max(0.0, kv) // (per_token * block_size))
+    groups = 1 + cdiv(model.windowed_layers, model.full_attention_layers) if (
+        sliding_share == 0.0 and model.windowed_layers and model.full_attention_layers) else 1
     return KVBudget(hbm=acc.hbm_bytes, usable=usable, weights=w, activations=act, reserved=RUNTIME_RESERVED_BYTES,
-                    kv=kv, kv_bytes_per_token=per_token, blocks=blocks, block_size=block_size)
+                    kv=kv, kv_bytes_per_token=per_token, blocks=blocks, block_size=block_size, groups=groups)

@@ -214,6 +214,13 @@ def trtllm_bench_settings(model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp
     return _round_batch(raw_bs), _round_tokens(raw_tokens)
 
 
+def tensorrt_engine(software: str) -> bool:
+    """A release whose benchmark flow runs a TensorRT engine (every flow before v0.19 unless the
+    source names the PyTorch backend; trtllm_setup)."""
+    rel = release(software)
+    return rel is not None and rel < (0, 19) and "pytorch" not in software.lower()
+
+
 def trtllm_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int, isl: float,
                  max_isl: int, osl: float, weights: str, kv_dtype: str, max_seq: int | None = None) -> TrtllmSetup:
     """The settings of the benchmark flow of the release named in `software` (module docstring).
@@ -354,6 +361,14 @@ class TrtllmProfile(EngineProfile):
             ctx.choose(f"decode attention by masked MHA: no XQA kernel in this release for {group} "
                        "query heads per KV head (precompiled XQA: 8 and 16; JIT XQA from v0.11), so each KV head "
                        "is read once per query head", "decode_attention", "per_query_head")
+        if model.windowed_layers and not ctx.stated.get("attention_window") and tensorrt_engine(ctx.software):
+            # a TensorRT engine's attention window is the runtime's max_attention_window_size, whose
+            # default is the max sequence length; the examples pass --max_attention_window_size=4096 to
+            # run Mistral-7B's window (examples/llama/README.md) and the benchmark flows pass none
+            kw["attention_window"] = "full"
+            ctx.choose(f"{model.name}'s {model.windowed_layers} sliding-window layers attend to the whole "
+                       "context: a TensorRT engine applies a window only when max_attention_window_size is "
+                       "given, and the benchmark flow gives none", "attention_window", "full")
         if not setup.cpp_runtime and grace_hosted(acc.form_factor):
             # the Python executor's per-request work on a Grace host (engines.host)
             kw["host_s_per_sequence"] = TRTLLM_PYEXECUTOR_GRACE_S_PER_SEQ

@@ -316,6 +316,33 @@ class VllmProfile(EngineProfile):
             ctx.choose(f"max_num_seqs {kw['max_batch']} (from the source)", "max_batch", kw["max_batch"])
         if not ctx.stated.get("kv_dtype"):
             kw["kv_dtype"] = ctx.auto_kv_dtype("vLLM")
+        _hybrid_kv(ctx, setup.engine)
+
+
+#: the first release whose V1 engine keeps interleaved sliding-window layers to their window: the
+#: hybrid KV cache manager (docs/design/hybrid_kv_cache_manager.md; the v0.9.0 API reference's
+#: FullAttentionSpec already describes the case "when hybrid allocator is disabled")
+VLLM_HYBRID_KV_RELEASE = (0, 9)
+
+
+def _hybrid_kv(ctx: EngineContext, engine: str) -> None:
+    """A model that mixes sliding-window and full-attention layers (gpt-oss, Gemma 2 / 3): vLLM V1's
+    hybrid KV cache manager gives each kind its own KV cache groups and frees a sliding group's
+    blocks outside the window (SlidingWindowManager), so a request's sliding layers hold about the
+    window, not the context (sliding_kv window). V0, and V1 before the manager, allocated them
+    as full attention (FullAttentionSpec's sliding_window note). A model whose every layer slides
+    (Mistral-7B v0.1) keeps its full accounting here (not modelled: V1 frees its blocks outside
+    the window too, vLLM PR #14097)."""
+    model, kw = ctx.model, ctx.kw
+    if not (model.windowed_layers and model.full_attention_layers) or ctx.stated.get("sliding_kv"):
+        return
+    rel = release(ctx.software)
+    if engine != "v1" or (rel is not None and rel < VLLM_HYBRID_KV_RELEASE):
+        return
+    kw["sliding_kv"] = "window"
+    ctx.choose(f"{model.name}'s {model.windowed_layers} sliding-window layers hold their {model.sliding_window}-token "
+               "window only (V1 hybrid KV cache manager: a sliding group frees the blocks before the window); "
+               "the pool is counted in blocks of the full-attention layers", "sliding_kv", "window")
 
 
 def _max_model_len(ctx: EngineContext) -> tuple[int, str]:

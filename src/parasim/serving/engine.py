@@ -54,8 +54,11 @@ DECODE_ALL = Batch(decode=True)  # every decoder steps (read only: start and end
 class Instance:
     def __init__(self, idx: int, *, replica: int, role: str, cost: IterationCost, kv: KVPool, scheduler: Scheduler,
                  st: ReqState, reserve_full: bool, gpus: int, schedule_ahead: bool = False,
-                 reserve_estimated: bool = False) -> None:
+                 reserve_estimated: bool = False, window: tuple[int, int] = (0, 0)) -> None:
         self.idx, self.replica, self.role = idx, replica, role
+        # sliding-window layers kept to their window (ServingPlan.sliding_kv window): (k, blocks per
+        # group) of serving.kvcache.window_blocks; each request books its `window_blocks` at admission
+        self.win_k, self.win_group = window
         self.cost, self.kv, self.sched, self.st = cost, kv, scheduler, st
         self.block = kv.block
         self.reserve_full = reserve_full
@@ -138,11 +141,20 @@ class Instance:
             return 0
         return 1 if self.ctx(rid) % self.block == 0 else 0
 
+    def window_blocks(self, rid: int) -> int:
+        """Blocks `rid` holds for its sliding-window layers (0 unless sliding_kv is window): the
+        whole request's (the prompt's in a prefill pool), booked at admission, freed with the rest."""
+        if not self.win_k:
+            return 0
+        st = self.st
+        tokens = st.prompt_tokens[rid] + (st.output_tokens[rid] if self.role != "prefill" else 0)
+        return self.win_k * min(cdiv(tokens, self.block), self.win_group)
+
     def own_blocks(self, rid: int) -> int:
         st = self.st
         if self.reserve_full or st.state[rid] != DECODE:
             return st.owned_blocks[rid]
-        return cdiv(self.ctx(rid), self.block) - st.shared_tokens[rid] // self.block
+        return cdiv(self.ctx(rid), self.block) - st.shared_tokens[rid] // self.block + self.window_blocks(rid)
 
     def latest_decoders(self) -> Iterator[int]:
         st, order = self.st, self.join_order
@@ -372,12 +384,16 @@ class Instance:
         shared = st.shared_tokens[rid]
         st.prefilled[rid] = shared
         self.outstanding -= shared
+        win = self.window_blocks(rid) if self.win_k else 0
         if self.reserve_full:
-            nb = cdiv(st.prefill_target[rid] + st.output_tokens[rid] - st.emitted[rid], self.block) - shared // self.block
+            nb = (cdiv(st.prefill_target[rid] + st.output_tokens[rid] - st.emitted[rid], self.block) - shared // self.block
+                  + win)
             kv.alloc(nb)
             st.owned_blocks[rid] = nb
         else:
-            st.owned_blocks[rid] = 0
+            if win:
+                kv.alloc(win)
+            st.owned_blocks[rid] = win
         if st.first_scheduled_s[rid] < 0:
             st.first_scheduled_s[rid] = t
         self.prefilling.append(rid)
@@ -438,6 +454,8 @@ class Instance:
             nb = cdiv(ctx + st.output_tokens[rid] - st.emitted[rid], self.block)
         else:
             nb = cdiv(ctx, self.block)
+        if self.win_k:
+            nb += self.window_blocks(rid)
         self.kv.alloc(nb)
         st.owned_blocks[rid] = nb
         st.shared_tokens[rid] = 0
@@ -485,6 +503,8 @@ class Instance:
         if not self.reserve_full:
             self.decoders_by_phase[(st.join_ctx[rid] - st.join_step[rid]) % self.block] -= 1
             st.owned_blocks[rid] = cdiv(ctx, self.block) - st.shared_tokens[rid] // self.block
+            if self.win_k:
+                st.owned_blocks[rid] += self.window_blocks(rid)
         self._release(rid)
 
     def _release(self, rid: int) -> None:

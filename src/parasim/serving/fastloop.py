@@ -47,7 +47,7 @@ MAX_TOKEN_COUNTS = 1 << 17  # precomputed iteration costs per token count: beyon
 # float state vector
 T, BUSY, KVS, MAKESPAN, SINCE = range(5)  # SINCE: the start of the iteration that ended at T (schedule_ahead)
 # integer config
-B_, CAP, MARK, BUDGET, MAXB, CHUNKED, MODE, LAYERS, GRAPHMAX, N, WCAP, STRIDE, IDX, AHEAD = range(14)
+B_, CAP, MARK, BUDGET, MAXB, CHUNKED, MODE, LAYERS, GRAPHMAX, N, WCAP, STRIDE, IDX, AHEAD, WIN, WLAYERS = range(16)
 # float config
 PF, PQ, PK, DF, KO, OV, EAGER, CH, PR, SH = range(10)
 # kernel return codes: NEED_COST = the next batch's token or logit count has no cost in the tables yet
@@ -85,7 +85,8 @@ def scope_gap(loop) -> str | None:
             (max(s.budget, s.max_batch) >= MAX_TOKEN_COUNTS, f"a token budget or batch of {MAX_TOKEN_COUNTS} or more"),
             (inst.block <= 0, "a KV block size of 0"),
             (bool(cost.seq_host_s), "a per-sequence host floor"),
-            (cost.kv_reads != 1, "a per-query-head decode attention kernel"))
+            (cost.kv_reads != 1, "a per-query-head decode attention kernel"),
+            (inst.win_k > 0, "sliding-window layers' KV kept to the window (sliding_kv window)"))
     return next((why for hit, why in gaps if hit), None)
 
 
@@ -125,7 +126,7 @@ def _run_instance(loop, inst, R, turn, cf, tables) -> None:
     mine = (st.n - first + stride - 1) // stride  # arrivals routed here
     cfg = np.array([inst.block, kv.capacity, int(WATERMARK * kv.capacity), s.budget, s.max_batch, int(s.chunked),
                     MODES[type(s)], cost.layers, min(cost.graph_max, 1 << 62), st.n, mine + 1, stride, inst.idx,
-                    int(inst.ahead)], dtype=np.int64)
+                    int(inst.ahead), cost.window, cost._wl], dtype=np.int64)
     iv = np.zeros(20, dtype=np.int64)
     iv[FREE] = iv[MINFREE] = kv.free
     iv[NEXT] = first
@@ -480,9 +481,8 @@ def _start(R, E, C, S, t, nch, admit, decode, nv):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def _time_s(C, tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx, logits):
-    """IterationCost.time_s with its caches as arrays (the same operations in the same order)."""
-    cfg, cf = C[0], C[1]
+def _layer_attention(cf, tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx):
+    """IterationCost._layer_attention_s (one query per decoding sequence)."""
     pre = 0.0
     dec = 0.0
     if prefill_pairs > 0:
@@ -493,6 +493,31 @@ def _time_s(C, tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx
         c = cf[DF] * decode_ctx * 1
         m = decode_ctx * cf[PK] + decode_seqs * 1 * cf[PQ]
         dec = (c if c > m else m) + cf[KO]
+    return pre, dec
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def _bound(count, rows, window):
+    """itercost.windowed_pairs_bound."""
+    cap = rows * window
+    return count if count <= cap else float(cap)
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def _time_s(C, tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx, logits):
+    """IterationCost.time_s with its caches as arrays (the same operations in the same order)."""
+    cfg, cf = C[0], C[1]
+    pre, dec = _layer_attention(cf, tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
+    w = cfg[WIN]
+    if w > 0:  # IterationCost._windowed_s
+        rows = tokens - decode_seqs
+        pre_w, dec_w = _layer_attention(cf, tokens, _bound(prefill_pairs, rows, w),
+                                        _bound(prefill_kv_tokens, rows, w), decode_seqs,
+                                        _bound(decode_ctx, decode_seqs, w))
+        full = cfg[LAYERS] - cfg[WLAYERS]
+        wl = cfg[WLAYERS]
+        pre = (full * pre + wl * pre_w) / cfg[LAYERS]
+        dec = (full * dec + wl * dec_w) / cfg[LAYERS]
     t = (C[2][tokens] + C[3][logits]) + cfg[LAYERS] * (pre + dec)
     host = cf[EAGER]
     if host and host > t - cf[OV] and (prefill_pairs > 0 or decode_seqs > cfg[GRAPHMAX]):

@@ -34,6 +34,14 @@ TOKEN_PARTS = ("attn_gemms", "mlp", "moe", "elementwise", "tp_comm", "ep_comm", 
 PARTS = (*TOKEN_PARTS, "lm_head", "attn_prefill", "attn_decode", "overhead", "eager_host_wait")
 
 
+def windowed_pairs_bound(count: float, rows: float, window: int) -> float:
+    """Query-key pairs (or cached keys read) of `rows` query rows under a sliding window: each row
+    meets at most `window` keys, so min(count, rows x window); with window >= every row's
+    context the count itself (full attention, exactly)."""
+    cap = rows * window
+    return count if count <= cap else cap
+
+
 class IterationCost:
     """One engine's iteration time as a function of its batch's aggregates, precomputed for a
     model, cluster and plan so that each iteration costs O(1) Python."""
@@ -43,7 +51,7 @@ class IterationCost:
                  act_quant: str = "fused", custom_allreduce: bool = True, cuda_graph_max_batch: int | None = None,
                  ep: int = 1, attention: str = "flash", host_s_per_context_token: float = 0.0,
                  host_s_per_sequence: float = 0.0, decode_attention: str = "grouped", moe_gemm: str = "cutlass",
-                 serial_host_s_per_sequence: float = 0.0) -> None:
+                 serial_host_s_per_sequence: float = 0.0, attention_window: str = "model") -> None:
         self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
         # ep > 1: this replica's batch meets ep - 1 others' in the MoE all-to-all (DP attention), so
         # the local experts see ep batches' tokens (equal batches; cost.routing charges the busiest rank)
@@ -105,6 +113,10 @@ class IterationCost:
         self._pkd = self._pk * self.kv_reads
         self._df = l.decode_flops_per_ctx * inv_flops
         self._ko = acc.efficiency.kernel_overhead_s
+        # sliding-window layers (ModelSpec.sliding_window): their queries see at most `window` keys,
+        # when the engine's kernel applies the window (plan.ATTENTION_WINDOW; 0 = every layer full)
+        self.window = model.sliding_window if attention_window == "model" and model.windowed_layers else 0
+        self._wl = model.windowed_layers if self.window else 0
 
     def _layer_groups(self, sharding: Sharding, act_dtype: str, kv_dtype: str,
                       moe_gemm: str) -> tuple[tuple[int, bool, LayerCost, bool], ...]:
@@ -140,7 +152,8 @@ class IterationCost:
                     ep=plan.ep, attention=plan.attention,
                     host_s_per_context_token=plan.host_s_per_context_token,
                     host_s_per_sequence=plan.host_s_per_sequence, decode_attention=plan.decode_attention,
-                    moe_gemm=plan.moe_gemm, serial_host_s_per_sequence=plan.serial_host_s_per_sequence)
+                    moe_gemm=plan.moe_gemm, serial_host_s_per_sequence=plan.serial_host_s_per_sequence,
+                    attention_window=plan.attention_window)
 
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to
@@ -218,9 +231,36 @@ class IterationCost:
 
     def _attention_s(self, tokens: int, prefill_pairs: float, prefill_kv_tokens: float, decode_seqs: int,
                      decode_ctx: float, queries: int = 1) -> tuple[float, float]:
-        """(prefill, decode) attention of one layer: LayerCost.attention_s unrolled into the
+        """(prefill, decode) attention of the average layer: LayerCost.attention_s unrolled into the
         coefficients precomputed in __init__ (roofline max(flops, bytes) + kernel overhead).
-        `queries` per decoding sequence read its cached KV once: FLOPs grow with them, KV bytes do not."""
+        `queries` per decoding sequence read its cached KV once: FLOPs grow with them, KV bytes do not.
+        A model with sliding-window layers averages its full and windowed layers (`_windowed_s`)."""
+        if self.window:
+            return self._windowed_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx, queries)
+        return self._layer_attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx, queries)
+
+    def _windowed_s(self, tokens: int, prefill_pairs: float, prefill_kv_tokens: float, decode_seqs: int,
+                    decode_ctx: float, queries: int) -> tuple[float, float]:
+        """The layer average of a model whose `_wl` layers attend to the last `window` tokens only:
+        a windowed layer's query meets at most `window` keys, so its prefill pairs and cached-KV reads
+        are at most window x prefill tokens and its decode reads at most window x decoding sequences
+        (`windowed_pairs_bound`): exact when every query is past the window (gpt-oss's 128 tokens
+        after the first 128 of a prompt) or every one is inside it (the whole context under the
+        window, where the bound is the full count); between the two it charges a little too much.
+        O(1): the batch's aggregates are all it needs."""
+        w = self.window
+        rows = tokens - decode_seqs
+        pre_f, dec_f = self._layer_attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx,
+                                               queries)
+        pre_w, dec_w = self._layer_attention_s(tokens, windowed_pairs_bound(prefill_pairs, rows, w),
+                                               windowed_pairs_bound(prefill_kv_tokens, rows, w), decode_seqs,
+                                               windowed_pairs_bound(decode_ctx, decode_seqs, w), queries)
+        full, wl = self.layers - self._wl, self._wl
+        return (full * pre_f + wl * pre_w) / self.layers, (full * dec_f + wl * dec_w) / self.layers
+
+    def _layer_attention_s(self, tokens: int, prefill_pairs: float, prefill_kv_tokens: float, decode_seqs: int,
+                           decode_ctx: float, queries: int = 1) -> tuple[float, float]:
+        """(prefill, decode) attention of one layer that sees these aggregates."""
         pre = dec = 0.0
         if prefill_pairs > 0:
             c = self._pf * prefill_pairs + self._pr * (tokens - decode_seqs)
@@ -294,7 +334,8 @@ class IterationCost:
 
     def _decode_step_fn(self, n: int):
         cls = type(self)
-        if cls.time_s is not IterationCost.time_s or cls._attention_s is not IterationCost._attention_s:
+        if (cls.time_s is not IterationCost.time_s or cls._attention_s is not IterationCost._attention_s
+                or self.window):  # windowed layers: time_s's own arithmetic
             return lambda ctx: self.time_s(n, 0.0, 0.0, n, ctx, n)
         base = self._fixed_s(n) + self._lm_head_s(n)
         layers, df, pk, npq, ko = self.layers, self._df, self._pkd, n * self._pq, self._ko

@@ -17,6 +17,30 @@ from parasim.mathx import cdiv
 WATERMARK = 0.01  # share of KV blocks kept free when admitting new prompts (vLLM BlockSpaceManager default)
 
 
+def window_blocks(model, sliding_kv: str, block: int) -> tuple[int, int]:
+    """(k, blocks per group) of the sliding-window layers a request holds beside its full-attention
+    blocks when the engine keeps only the window (ServingPlan.sliding_kv `window`, vLLM's hybrid KV
+    cache manager); (0, 0) otherwise. vLLM groups the layers into KV cache groups of equal size, one
+    of full-attention layers per `k` of sliding ones (k = ceil(sliding / full): gpt-oss 18 / 18 = 1,
+    Gemma 3 5 : 1 = 5), every group drawing blocks of the same page size from one pool; a sliding
+    group keeps the blocks that hold the last window - 1 tokens plus the current one,
+    cdiv(window - 1, block) + 1 at most (SlidingWindowManager frees the blocks before them). The
+    pool (cost.memory.kv_budget) is then sized in blocks of the full-attention layers."""
+    if sliding_kv != "window" or not model.windowed_layers:
+        return 0, 0
+    k = cdiv(model.windowed_layers, model.full_attention_layers)
+    return k, cdiv(model.sliding_window - 1, block) + 1
+
+
+def request_window_blocks(tokens, k: int, per_group: int, block: int):
+    """Blocks a request of `tokens` tokens (prompt + output) holds for its sliding-window layers at
+    most (`window_blocks`): k x min(cdiv(tokens, block), per_group), booked when it is admitted."""
+    if not k:
+        return 0 * tokens
+    return k * np.minimum(cdiv(tokens, block), per_group) if isinstance(tokens, np.ndarray) \
+        else k * min(cdiv(tokens, block), per_group)
+
+
 def peak_blocks(prompt: np.ndarray, output: np.ndarray, *, block: int, reserve_full: bool) -> np.ndarray:
     """KV blocks each request holds at its peak when it runs alone. Incremental: the prompt and
     every output token but the last are cached (the last token is sampled, never stored), so
@@ -27,15 +51,17 @@ def peak_blocks(prompt: np.ndarray, output: np.ndarray, *, block: int, reserve_f
 
 
 def unservable(prompt: np.ndarray, output: np.ndarray, *, capacity_blocks: int, block: int, role: str,
-               reserve_full: bool, first_chunk_tokens: int | None) -> np.ndarray:
+               reserve_full: bool, first_chunk_tokens: int | None, window: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Requests that can never complete on an engine of `capacity_blocks` blocks, even alone.
 
     `role` is `mixed` (prefill and decode), `prefill` (the prefill pool of a disaggregated plan:
     only the prompt is cached here) or `decode` (the decode pool: prompt + output, reserved at
     join). Admission into an empty engine must also clear vLLM's watermark (`WATERMARK`) for the
-    blocks of the first chunk (`first_chunk_tokens`, None = the whole prompt)."""
+    blocks of the first chunk (`first_chunk_tokens`, None = the whole prompt). `window`: the
+    sliding-window layers' blocks each request books at admission (`window_blocks`)."""
+    extra = request_window_blocks(prompt if role == "prefill" else prompt + output, *window, block)
     if role == "decode":
-        return peak_blocks(prompt, output, block=block, reserve_full=False) > capacity_blocks
+        return peak_blocks(prompt, output, block=block, reserve_full=False) + extra > capacity_blocks
     if role == "prefill":
         peak = first = cdiv(prompt, block)
     else:
@@ -46,7 +72,7 @@ def unservable(prompt: np.ndarray, output: np.ndarray, *, capacity_blocks: int, 
             chunk = prompt if first_chunk_tokens is None else np.minimum(prompt, first_chunk_tokens)
             first = cdiv(chunk, block)
     mark = int(WATERMARK * capacity_blocks)
-    return (peak > capacity_blocks) | (first + mark > capacity_blocks)
+    return (peak + extra > capacity_blocks) | (first + extra + mark > capacity_blocks)
 
 
 class KVPool:

@@ -44,7 +44,7 @@ DISAGG_FIELDS = ("prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp", "pref
 _PHASE_PP = ("prefill_pp", "decode_pp")
 #: fields `to_mapping` leaves out at their default, so results made before they existed stay byte-identical
 _OMITTED_AT_DEFAULT = frozenset((*_PHASE_PP, "host_s_per_sequence", "serial_host_s_per_sequence", "frontend_s_per_request",
-                                 "decode_attention", "moe_gemm", "expert_padding"))
+                                 "decode_attention", "moe_gemm", "expert_padding", "attention_window", "sliding_kv"))
 KV_RESERVATION = ("incremental", "full", "estimated")
 #: prefill attention kernels: the catalog's best fused kernel (`efficiency.attention`: FA3 on Hopper)
 #: or a FlashAttention-2-generation one (`efficiency.attention_fa2_ratio` of its rate)
@@ -53,6 +53,16 @@ SERVING_ATTENTION = ("flash", "flash2")
 #: (XQA, FlashDecoding, FlashInfer); `per_query_head` runs one query head per thread block, so a
 #: GQA model's KV head is read once per query head of its group (TensorRT-LLM's masked MHA; engines.trtllm)
 DECODE_ATTENTION = ("grouped", "per_query_head")
+#: what the engine's attention kernels do with a model's sliding-window layers (ModelSpec.sliding_window):
+#: `model` applies each layer's window (vLLM's and SGLang's FlashAttention / FlashInfer backends,
+#: TensorRT-LLM's PyTorch backend); `full` attends every layer to the whole context (a TensorRT
+#: engine run without `max_attention_window_size`, whose default is the engine's max sequence length)
+ATTENTION_WINDOW = ("model", "full")
+#: how the engine stores a model's sliding-window layers' KV (cost.memory.sliding_kv_share,
+#: serving.kvcache.window_blocks): `full` caches every token in every layer; `window` keeps the
+#: window only, per request (vLLM V1's hybrid KV cache manager); `pool` sizes a separate SWA pool
+#: at a fixed share of the full pool's tokens (SGLang's hybrid SWA memory, swa_full_tokens_ratio)
+SLIDING_KV = ("full", "window", "pool")
 
 
 #: ServingPlan field -> its kind, checked first by `_check_field` (a trailing ? allows null)
@@ -71,6 +81,8 @@ _FIELD_KINDS = {
     "overlap": "text", "nano_batches": "count?",
     "migration": "text?", "migration_interval_s": "seconds?", "migrate_out_threshold": "number?",
     "decode_attention": "text",
+    "attention_window": "text",
+    "sliding_kv": "text",
     "moe_gemm": "text",
     "expert_padding": "text",
 }
@@ -201,6 +213,11 @@ class ServingPlan:
     # decode attention kernel (DECODE_ATTENTION): grouped reads each KV head once per step,
     # per_query_head once per query head of its group (TensorRT-LLM's masked MHA; engines.trtllm)
     decode_attention: str = "grouped"
+    # sliding-window layers (ATTENTION_WINDOW): model = the window applies, full = whole context
+    attention_window: str = "model"
+    # sliding-window layers' KV (SLIDING_KV): full = every token, window = vLLM's hybrid manager,
+    # pool = SGLang's SWA pool
+    sliding_kv: str = "full"
     # grouped expert GEMM kernel family (cost.moe_tile.MOE_GEMMS): its row tile by the batch's size;
     # triton: vLLM's / SGLang's fused_moe (engines.vllm, engines.sglang)
     moe_gemm: str = "cutlass"
@@ -229,6 +246,14 @@ class ServingPlan:
         if self.decode_attention not in DECODE_ATTENTION:
             raise InputError("decode_attention",
                              f"'{self.decode_attention}' is not one of {', '.join(DECODE_ATTENTION)}")
+        if self.attention_window not in ATTENTION_WINDOW:
+            raise InputError("attention_window",
+                             f"'{self.attention_window}' is not one of {', '.join(ATTENTION_WINDOW)}")
+        if self.sliding_kv not in SLIDING_KV:
+            raise InputError("sliding_kv", f"'{self.sliding_kv}' is not one of {', '.join(SLIDING_KV)}")
+        if self.sliding_kv == "window" and self.migration is not None:
+            raise InputError("sliding_kv", "sliding_kv=window books each request's window blocks at admission; "
+                                           "live migration does not move them (not modelled together)")
         if self.moe_gemm not in MOE_GEMMS:
             raise InputError("moe_gemm", f"'{self.moe_gemm}' is not one of {', '.join(MOE_GEMMS)}")
         if self.expert_padding not in EXPERT_PADDING:

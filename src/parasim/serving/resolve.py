@@ -48,6 +48,15 @@ def resolve_plan(model: ModelSpec, acc: AcceleratorSpec, plan: ServingPlan) -> R
         raise InputError("decode_attention", f"decode_attention={r.decode_attention} reads each KV head once per "
                                              f"query head; {model.name} uses latent attention (MLA), whose "
                                              "decode reads one shared latent cache")
+    if r.attention_window != "model" and not model.windowed_layers:
+        raise InputError("attention_window", f"attention_window={r.attention_window} says what the engine does "
+                                             f"with sliding-window layers; {model.name} has none")
+    if r.sliding_kv != "full" and not model.windowed_layers:
+        raise InputError("sliding_kv", f"sliding_kv={r.sliding_kv} says how the engine stores sliding-window "
+                                       f"layers' KV; {model.name} has none")
+    if r.sliding_kv == "window" and not model.full_attention_layers:
+        raise InputError("sliding_kv", f"sliding_kv=window books the window beside the full-attention layers' "
+                                       f"blocks; every layer of {model.name} slides (not modelled)")
     weights_from = "given" if plan.weights else f"the model's own ({model.precision_origin()})"
     kv_from = ("given" if plan.kv_dtype else
                f"the model's dtype; an 8-bit KV cache changes the model's outputs and is asked for with --kv-dtype")

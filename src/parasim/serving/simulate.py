@@ -20,7 +20,7 @@ from parasim.cost.comm import kv_link
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.energy import cost_usd, energy_by_phase_j, energy_j
 from parasim.cost.expert_padding import expert_padding_bytes_per_gpu
-from parasim.cost.memory import MAX_ACTIVATION_TOKENS, KVBudget, kv_budget, kv_cache_bytes_per_token
+from parasim.cost.memory import MAX_ACTIVATION_TOKENS, KVBudget, kv_budget, kv_cache_bytes_per_token, sliding_kv_share
 from parasim.errors import InputError
 from parasim.serving.engine import Instance, Loop
 from parasim.serving.frontend import processor_sharing_release_s
@@ -29,7 +29,7 @@ from parasim.serving.itercost import IterationCost
 from parasim.serving.overlap import overlap_cost
 from parasim.serving.speculative import spec_cost, spec_memory
 from parasim.serving.workflow import workflow_summary
-from parasim.serving.kvcache import KVPool, peak_blocks, unservable
+from parasim.serving.kvcache import KVPool, peak_blocks, request_window_blocks, unservable, window_blocks
 from parasim.serving.lockstep import LockstepLoop, RankCost
 from parasim.serving.migration import MIGRATE_OUT_THRESHOLD, POLLING_INTERVAL_S, MigratingLoop, Migration
 from parasim.serving.metrics import SLO, request_columns, slo_summary, stats, weighted_stats
@@ -132,7 +132,8 @@ def plan_pools(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan) -> tup
         kvb = kv_budget(model, cluster.accelerator, tp=tp, pp=pp, weights=plan.weights, kv_dtype=plan.kv,
                         block_size=plan.block_size, gpu_memory_utilization=plan.gpu_memory_utilization,
                         max_tokens=min(budget, MAX_ACTIVATION_TOKENS), max_batch=max_batch, act_bytes=dtype_bytes(plan.act_dtype),
-                        ep=plan.ep, extra_weight_bytes=extra_w, extra_kv_bytes_per_token=extra_kv)
+                        ep=plan.ep, extra_weight_bytes=extra_w, extra_kv_bytes_per_token=extra_kv,
+                        sliding_share=sliding_kv_share(model, plan.sliding_kv))
         return Pool(role=role, tp=tp, pp=pp, replicas=replicas, token_budget=budget, max_batch=max_batch,
                     reserve_full=reserve_full, kvb=kvb, blocks=kvb.blocks // pp, reserve_estimated=estimated)
 
@@ -167,11 +168,19 @@ def kv_fit(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_r
     sizes = []
     for p in pools:
         # prefill pool: the prompt only; decode pool: what a join reserves (the first token is out)
-        need = peak_blocks(P, O if p.role != "prefill" else np.ones_like(O), block=B,
-                           reserve_full=p.reserve_full and p.role == "mixed") * B
+        need = (peak_blocks(P, O if p.role != "prefill" else np.ones_like(O), block=B,
+                            reserve_full=p.reserve_full and p.role == "mixed")
+                + request_window_blocks(P if p.role == "prefill" else P + O, *window_blocks(model, plan.sliding_kv, B),
+                                        B)) * B
         info = p.kvb.to_dict() | {"kv_tokens_per_engine": p.blocks * B,
                                   "largest_request_tokens": int((P + O).max()),
                                   "largest_request_kv_tokens": int(need.max())}
+        if plan.sliding_kv != "full" and model.windowed_layers:  # how the pool counts the sliding layers
+            k, group = window_blocks(model, plan.sliding_kv, B)
+            info["sliding_kv"] = {"mode": plan.sliding_kv, "sliding_layers": model.windowed_layers,
+                                  "window_tokens": model.sliding_window,
+                                  "sliding_layer_share_per_token": sliding_kv_share(model, plan.sliding_kv),
+                                  "window_blocks_per_request_max": k * group}
         label = "" if p.role == "mixed" else f" ({p.role} pool)"
         where = (f"{model.name} on {cluster.accelerator.id} with tp={p.tp}, pp={p.pp}, weights={plan.weights}, "
                  f"kv={plan.kv}{label}")
@@ -186,7 +195,7 @@ def kv_fit(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, workload_r
         elif p.blocks >= 1:
             first = p.token_budget if (cls.chunked and p.role == "mixed") else None
             mask = unservable(P, O, capacity_blocks=p.blocks, block=B, role=p.role, reserve_full=p.reserve_full,
-                              first_chunk_tokens=first)
+                              first_chunk_tokens=first, window=window_blocks(model, plan.sliding_kv, B))
             info["unservable_requests"] = int(mask.sum())
             bad |= mask
             sizes.append(f"{p.role} {p.blocks * B:,}")
@@ -254,7 +263,8 @@ def _instances(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, p: Poo
             g.append(Instance(idx, replica=r, role=p.role, cost=cost,
                               kv=KVPool(p.blocks, plan.block_size, plan.prefix_cache),
                               scheduler=sched, st=st, reserve_full=p.reserve_full, gpus=p.tp,
-                              schedule_ahead=plan.schedule_ahead, reserve_estimated=p.reserve_estimated))
+                              schedule_ahead=plan.schedule_ahead, reserve_estimated=p.reserve_estimated,
+                              window=window_blocks(model, plan.sliding_kv, plan.block_size)))
             idx += 1
         groups.append(g)
     if lockstep:  # an EP group's ep one-GPU replicas are one group of the loop, its ranks

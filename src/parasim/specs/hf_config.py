@@ -88,10 +88,31 @@ def _attention(c: _Config) -> dict:
             "max_seq_len": c.dim("max_position_embeddings", default=2048)}
 
 
-def _sliding_window(c: _Config) -> int | None:
+def _sliding(c: _Config) -> dict:
+    """`sliding_window` and how many layers use it. Qwen configs carry a window they disable
+    (`use_sliding_window: false`). Newer transformers configs list every layer's kind in
+    `layer_types` ("sliding_attention" / "full_attention": gpt-oss's 18 x [sliding, full]); Gemma 3
+    configs give `sliding_window_pattern` p instead (layer i is global when (i + 1) % p == 0, the
+    rest local: Gemma3 modeling code, `is_sliding = bool((layer_idx + 1) % pattern)`). Without
+    either, a window applies to every layer (Mistral-7B v0.1)."""
     if c.model_type in ("qwen2", "qwen3", "qwen3_moe", "qwen2_moe") and not c.flag("use_sliding_window", False):
-        return None
-    return c.dim("sliding_window", default=None)
+        return {"sliding_window": None}
+    window = c.dim("sliding_window", default=None)
+    if window is None:
+        return {"sliding_window": None}
+    layers = c.dim("num_hidden_layers")
+    kinds = c.data.get("layer_types")
+    if kinds is not None:
+        allowed = ("sliding_attention", "full_attention")
+        if not isinstance(kinds, list) or len(kinds) != layers or any(k not in allowed for k in kinds):
+            raise InputError(c.field("layer_types"), f"must list one of {', '.join(allowed)} for each of the "
+                                                     f"{layers} layers (num_hidden_layers)")
+        sliding = kinds.count("sliding_attention")
+        return {"sliding_window": window if sliding else None, "sliding_layers": sliding if sliding else None}
+    if c.has("sliding_window_pattern"):
+        pattern = c.dim("sliding_window_pattern")
+        return {"sliding_window": window, "sliding_layers": layers - layers // pattern}
+    return {"sliding_window": window}
 
 
 def _llama(c: _Config) -> dict:
@@ -100,7 +121,7 @@ def _llama(c: _Config) -> dict:
         c.notes.append("qwen2 q/k/v biases are not modelled (biases: false)")
     return {**_attention(c), "family": "llama", "ffn_hidden": c.dim("intermediate_size"),
             "gated_mlp": True, "biases": biases, "tied_embeddings": c.flag("tie_word_embeddings", False),
-            "sliding_window": _sliding_window(c)}
+            **_sliding(c)}
 
 
 def _mixtral(c: _Config) -> dict:

@@ -76,7 +76,13 @@ class ModelSpec:
     moe_ffn_hidden: int = 0
     dense_layers: int = 0  # leading dense layers of an MoE model (DeepSeek first_k_dense_replace)
     mla: MLASpec | None = None
+    # sliding-window attention: `sliding_window` tokens per query (the query's own position and the
+    # window - 1 before it, HF `sliding_window`) on `sliding_layers` of the layers (None = every
+    # layer, Mistral-7B v0.1; gpt-oss 18 of 36 from HF `layer_types`; Gemma 2 every other layer;
+    # Gemma 3 five of every six, `sliding_window_pattern` 6). Costs use the counts only: which
+    # layers they are matters to a pipeline split, which charges the average layer.
     sliding_window: int | None = None
+    sliding_layers: int | None = None
     max_seq_len: int = 2048
     dropout: bool = False  # stores dropout masks in training (Megatron GPT default)
     # the published checkpoint's precision: `dtype` is its torch_dtype (activations, KV cache and
@@ -111,7 +117,7 @@ class ModelSpec:
             raise InputError("model.family", f"{self.family!r} is not one of {', '.join(FAMILIES)}")
         for name in model_limits.SPEC_INT_FIELDS:
             value = getattr(self, name)
-            if value is not None or name != "sliding_window":
+            if value is not None or name not in ("sliding_window", "sliding_layers"):
                 model_limits.spec_size(f"model.{name}", name, value)
         for name in model_limits.SPEC_BOOL_FIELDS:
             if not isinstance(getattr(self, name), bool):
@@ -139,6 +145,13 @@ class ModelSpec:
             if moe_only:
                 raise InputError(f"model.{moe_only[0]}", "applies only to an MoE model (experts >= 1); "
                                                          "experts is 0")
+        if self.sliding_layers is not None:
+            if self.sliding_window is None:
+                raise InputError("model.sliding_layers", "counts the layers with a sliding window; set "
+                                                         "sliding_window (the window in tokens) too")
+            if self.sliding_layers > self.layers:
+                raise InputError("model.sliding_layers", f"must be at most layers={self.layers}, "
+                                                         f"got {self.sliding_layers}")
         if self.dtype is not None and self.dtype not in CHECKPOINT_DTYPES:
             raise InputError("model.dtype", f"{self.dtype!r} is not one of {', '.join(CHECKPOINT_DTYPES)}")
         if self.quantized_weights is not None and self.quantized_weights not in QUANTIZED_FORMATS:
@@ -242,6 +255,18 @@ class ModelSpec:
         if self.mla:
             return self.mla.kv_lora_rank + self.mla.qk_rope_head_dim
         return 2 * self.kv_heads * self.head_dim
+
+    @property
+    def windowed_layers(self) -> int:
+        """Layers whose attention sees only the last `sliding_window` tokens (0 without a window)."""
+        if self.sliding_window is None:
+            return 0
+        return self.layers if self.sliding_layers is None else self.sliding_layers
+
+    @property
+    def full_attention_layers(self) -> int:
+        """Layers attending to the whole context."""
+        return self.layers - self.windowed_layers
 
     @property
     def mlp_matrices(self) -> int:
@@ -370,4 +395,6 @@ class ModelSpec:
                 "mla": self.mla is not None, "params_total": self.params_total,
                 "params_active": self.params_active, "dtype": self.dtype,
                 "quantized_weights": self.quantized_weights, "quantized_modules": self.quantized_modules,
-                "weight_scales": self.weight_scales, "source": self.source}
+                "weight_scales": self.weight_scales, "source": self.source,
+                **({"sliding_window": self.sliding_window, "sliding_layers": self.windowed_layers}
+                   if self.windowed_layers else {})}

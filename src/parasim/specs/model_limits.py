@@ -42,13 +42,14 @@ def env_limit(variable: str, default: int) -> int:
 #: ModelSpec integer fields -> their kind (what is not listed is a width)
 SPEC_KINDS = {"layers": "layers", "dense_layers": "layers", "heads": "count", "kv_heads": "count",
               "experts": "count", "experts_per_token": "count", "shared_experts": "count",
-              "position_offset": "count", "max_seq_len": "context", "sliding_window": "context"}
+              "position_offset": "count", "max_seq_len": "context", "sliding_window": "context",
+              "sliding_layers": "layers"}
 #: ModelSpec integer fields that may be 0 (0 = none / the default)
 SPEC_ZERO_OK = ("experts", "experts_per_token", "shared_experts", "moe_ffn_hidden", "dense_layers",
-                "position_offset", "embed_dim", "ffn_hidden", "q_lora_rank")
+                "position_offset", "embed_dim", "ffn_hidden", "q_lora_rank", "sliding_layers")
 SPEC_INT_FIELDS = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn_hidden", "vocab", "experts",
                    "experts_per_token", "shared_experts", "moe_ffn_hidden", "dense_layers", "max_seq_len",
-                   "sliding_window", "position_offset", "embed_dim")
+                   "sliding_window", "sliding_layers", "position_offset", "embed_dim")
 SPEC_BOOL_FIELDS = ("gated_mlp", "biases", "tied_embeddings", "learned_positions", "parallel_attn", "dropout",
                     "final_norm")
 

@@ -131,11 +131,12 @@ def _tpot_basis(source: str, prof: str) -> str:
 
 def _memory_predictions(case: Case, plan: ServingPlan) -> tuple[dict[str, float], bool, str]:
     """The memory keys the case measured, from the first pool's per-GPU split (`cost.memory.kv_budget`,
-    what the engine computes at start-up): KV pool in blocks, tokens and bytes, weights, and the
+    what the engine computes at start-up): KV pool in blocks, tokens (as vLLM logs them: the blocks
+    split over its KV cache groups, `KVBudget.reported_tokens`) and bytes, weights, and the
     whole budget (HBM x gpu_memory_utilization). Also whether it fits and a sentence saying so."""
     pool = plan_pools(case.model, case.cluster, plan)[0][0]
     kvb, unit = pool.kvb, memory_unit_bytes(case.source)
-    values = {"kv_cache_tokens": float(kvb.tokens), "kv_cache_blocks": float(kvb.blocks),
+    values = {"kv_cache_tokens": float(kvb.reported_tokens), "kv_cache_blocks": float(kvb.blocks),
               "kv_cache_gb_per_gpu": max(kvb.kv, 0.0) / unit, "weights_gb_per_gpu": kvb.weights / unit,
               "peak_memory_gb_per_gpu": kvb.usable / unit}
     what = (f"weights {fmt_gib(kvb.weights)}, activations {fmt_gib(kvb.activations)} and runtime "

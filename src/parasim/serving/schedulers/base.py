@@ -57,6 +57,7 @@ class EngineView(Protocol):
     waiting: Sequence[int]  # queued requests, head first
     prefilling: list[int]  # admitted requests whose prefill is not done
     n_dec: int  # decoding requests (aggregated, never listed)
+    win_k: int  # sliding-window KV groups per full-attention group (0: none kept apart; serving.kvcache)
 
     def decode_block_need(self) -> int: ...
     def decode_tokens_left(self) -> int: ...
@@ -64,6 +65,7 @@ class EngineView(Protocol):
     def latest_decoders(self) -> Iterator[int]: ...
     def needs_block_next(self, rid: int) -> int: ...
     def own_blocks(self, rid: int) -> int: ...
+    def window_blocks(self, rid: int) -> int: ...
     def shared_tokens_if_admitted(self, rid: int) -> int: ...
 
 
@@ -187,6 +189,8 @@ class Scheduler:
                 nb = cdiv(target + st.output_tokens[rid] - st.emitted[rid], B) - shared // B
             else:
                 nb = cdiv(shared + c, B) - shared // B
+            if inst.win_k:  # the sliding-window layers' blocks, booked at admission
+                nb += inst.window_blocks(rid)
             if shared:
                 pid = st.prefix_id[rid]
                 if acquired is None:

@@ -32,6 +32,8 @@ class Disagg(Scheduler):
             if joins >= slots:
                 break
             nb = cdiv(st.prefill_target[rid] + st.output_tokens[rid] - st.emitted[rid], B)
+            if inst.win_k:
+                nb += inst.window_blocks(rid)
             if nb > avail:
                 break
             avail -= nb
