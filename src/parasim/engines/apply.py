@@ -19,7 +19,8 @@ from parasim.specs.model import ModelSpec
 ENGINE_FIELDS = ("scheduler", "token_budget", "max_batch", "block_size", "kv_dtype", "gpu_memory_utilization",
                  "kv_reservation", "iteration_overhead_s", "eager_prefill_layer_s", "output_delay_s", "act_quant",
                  "custom_allreduce", "cuda_graph_max_batch", "attention", "host_s_per_context_token",
-                 "host_s_per_sequence", "decode_attention", "moe_gemm", "schedule_ahead", "expert_padding")
+                 "host_s_per_sequence", "decode_attention", "moe_gemm", "schedule_ahead", "expert_padding",
+                 "cuda_graph_batch_sizes")
 
 
 def engine_defaults(engine: str, model: ModelSpec, acc: AcceleratorSpec, given: dict[str, Any],
