@@ -131,3 +131,19 @@ def test_config_key_and_exit_codes(tmp_path):
     bad = run("[8, 4]")
     assert bad.returncode == 2 and "cuda_graph_batch_sizes" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_launch_writes_the_padding_back():
+    """--emit tensorrt-llm carries the captured sizes; vLLM's launch says it pads its own way."""
+    import yaml
+
+    from parasim.engines.launch import launch_for
+    from parasim.specs.catalog import cluster_for
+
+    cluster = cluster_for(H100, 1)
+    plan = ServingPlan(scheduler="continuous", cuda_graph_batch_sizes=[1, 2, 4, 8])
+    t = launch_for("trtllm", LLAMA, cluster, plan)
+    graphs = yaml.safe_load(t.files["extra.yml"])["cuda_graph_config"]
+    assert graphs == {"enable_padding": True, "batch_sizes": [1, 2, 4, 8]}
+    v = launch_for("vllm", LLAMA, cluster, ServingPlan(scheduler="sarathi", cuda_graph_batch_sizes=[1, 2, 4, 8]))
+    assert any("CUDA-graph sizes" in n for n in v.notes)
