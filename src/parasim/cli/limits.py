@@ -111,6 +111,7 @@ SERVE: dict[str, Rule] = {
     "sliding_kv": TEXT,
     "moe_gemm": TEXT,
     "expert_padding": TEXT,
+    "cuda_graph_batch_sizes": L("batch"),
 }
 
 #: the training stack's options, `parasim train`'s and `parasim plan train`'s alike (cli/train_stack.py);
@@ -220,6 +221,8 @@ def value_of(rule: Rule, field: str, value: Any) -> Any:
     if kind == "files":
         return [existing_file(field, v) for v in _seq(field, value)]
     if kind == "ints":
+        if isinstance(value, (list, tuple)):  # a YAML list of whole numbers, as the comma list
+            value = ",".join(str(v) for v in value)
         return int_list(text(field, value), field, cap=rule.cap or "gpus")
     if kind == "gpu_counts":
         return gpu_counts([text(field, v) for v in _seq(field, value)], field)

@@ -308,6 +308,38 @@ def overlap_scheduler(software: str, text: str, cpp_runtime: bool,
                   "after next")
 
 
+#: the v1.0 perf-overview page's `llm_options.yml` (docs/source/performance/perf-overview.md, "Running the
+#: Benchmark", dense and MoE alike): `cuda_graph_config: enable_padding: true` with these `batch_sizes`
+TRTLLM_10_PERF_OVERVIEW_GRAPH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 384, 512, 1024, 2048, 4096, 8192)
+#: CUDA-graph padding as a source states it (LLM-API YAML, PyTorchConfig's older flag, or in words)
+_GRAPH_PADDING = re.compile(r"enable[-_]padding[\"']?\s*[:=]\s*(?:true|1)\b|cuda[-_]graph[-_]padding[-_]enabled[\"']?\s*[:=]\s*"
+                            r"(?:true|1)\b|cuda graphs? with padding", re.IGNORECASE)
+#: an explicit list of captured batch sizes: `batch_sizes: [1, 2, 4]` / `cuda_graph_batch_sizes=[...]`
+_GRAPH_SIZES = re.compile(r"batch[-_]sizes[\"']?\s*[:=]?\s*\[([\d,\s]+)\]", re.IGNORECASE)
+
+
+def cuda_graph_padding(software: str, text: str, *, max_batch: int, max_num_tokens: int) -> tuple[int, ...] | None:
+    """The decode batch sizes a PyTorch-flow run pads to, when its source states CUDA-graph padding:
+    the source's own `batch_sizes` list, else (a v1.0 perf-overview row) that page's `llm_options.yml`
+    list; None when no padding is stated or no list is known. Filtered as the executor does
+    (`_filter_cuda_graph_batch_sizes`, tensorrt_llm/_torch/pyexecutor/model_engine.py): sizes above
+    min(max_batch_size, max_num_tokens) are dropped and, with padding, that bound is captured instead."""
+    if not _GRAPH_PADDING.search(text):
+        return None
+    listed = _GRAPH_SIZES.search(text)
+    if listed:
+        sizes = tuple(sorted({int(x) for x in re.findall(r"\d+", listed.group(1)) if int(x) > 0}))
+    elif release(software) == (1, 0) and "perf-overview" in text.lower():
+        sizes = TRTLLM_10_PERF_OVERVIEW_GRAPH_SIZES
+    else:
+        return None
+    cap = min(max_batch, max_num_tokens)
+    kept = [b for b in sizes if b <= cap]
+    if len(kept) < len(sizes) and (not kept or kept[-1] != cap):
+        kept.append(cap)
+    return tuple(kept) or None
+
+
 _ADP = re.compile(r"enable[-_]attention[-_]dp(?:\s*[:=]\s*true|\b(?!\s*[:=]\s*false))", re.IGNORECASE)
 
 
@@ -369,6 +401,8 @@ class TrtllmProfile(EngineProfile):
             ctx.choose(f"{model.name}'s {model.windowed_layers} sliding-window layers attend to the whole "
                        "context: a TensorRT engine applies a window only when max_attention_window_size is "
                        "given, and the benchmark flow gives none", "attention_window", "full")
+        if not setup.cpp_runtime:
+            self._graph_padding(ctx, setup)
         if not setup.cpp_runtime and grace_hosted(acc.form_factor):
             # the Python executor's per-request work on a Grace host (engines.host)
             kw["host_s_per_sequence"] = TRTLLM_PYEXECUTOR_GRACE_S_PER_SEQ
@@ -376,6 +410,26 @@ class TrtllmProfile(EngineProfile):
                        "executor work per scheduled request per iteration, overlapped with the GPU by the overlap "
                        "scheduler (TensorRT-LLM PR #10273: 45.11 ms host step at 1,536 requests per rank, GB200)",
                        "host_s_per_sequence", kw["host_s_per_sequence"])
+
+
+    @staticmethod
+    def _graph_padding(ctx: EngineContext, setup: TrtllmSetup) -> None:
+        """CUDA-graph padding of decode batches where the source states it (`cuda_graph_padding`); said as
+        not modelled where the plan's iteration model does not take it (attention DP, speculation)."""
+        kw = ctx.kw
+        sizes = cuda_graph_padding(ctx.software, ctx.text, max_batch=int(kw["max_batch"]),
+                                   max_num_tokens=int(setup.max_num_tokens))
+        if sizes is None:
+            return
+        if kw.get("ep", 1) > 1 or ctx.stated.get("spec_method"):
+            ctx.choose("not modelled: CUDA-graph padding of decode batches (named in the source) with "
+                               + ("attention DP" if kw.get("ep", 1) > 1 else "speculative decoding"))
+            return
+        kw["cuda_graph_batch_sizes"] = sizes
+        ctx.choose(f"CUDA graphs with padding: a decode-only batch runs the graph of the next captured size "
+                   f"({', '.join(map(str, sizes[-3:]))}, ...; sizes above min(max_batch_size, max_num_tokens) "
+                   "replaced by that bound, as the executor filters them), the extra slots dummy sequences",
+                   "cuda_graph_batch_sizes", sizes)
 
 
 def _utilization(ctx: EngineContext, setup: TrtllmSetup) -> float:

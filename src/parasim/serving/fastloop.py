@@ -85,6 +85,7 @@ def scope_gap(loop) -> str | None:
             (max(s.budget, s.max_batch) >= MAX_TOKEN_COUNTS, f"a token budget or batch of {MAX_TOKEN_COUNTS} or more"),
             (inst.block <= 0, "a KV block size of 0"),
             (bool(cost.seq_host_s), "a per-sequence host floor"),
+            (bool(cost.graph_pad), "CUDA-graph padding of decode batches (cuda_graph_batch_sizes)"),
             (cost.kv_reads != 1, "a per-query-head decode attention kernel"),
             (inst.win_k > 0, "sliding-window layers' KV kept to the window (sliding_kv window)"))
     return next((why for hit, why in gaps if hit), None)

@@ -13,6 +13,8 @@ the p2p hand-offs); the stages work on other micro-batches meanwhile (see engine
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from parasim.cost.comm import Group, collective_time_s, p2p_all_reduce_s
 from parasim.cost.dtypes import attention_dtype
 from parasim.cost.layer import EdgeCost, LayerCost, Sharding
@@ -51,7 +53,8 @@ class IterationCost:
                  act_quant: str = "fused", custom_allreduce: bool = True, cuda_graph_max_batch: int | None = None,
                  ep: int = 1, attention: str = "flash", host_s_per_context_token: float = 0.0,
                  host_s_per_sequence: float = 0.0, decode_attention: str = "grouped", moe_gemm: str = "cutlass",
-                 serial_host_s_per_sequence: float = 0.0, attention_window: str = "model") -> None:
+                 serial_host_s_per_sequence: float = 0.0, attention_window: str = "model",
+                 cuda_graph_batch_sizes: tuple[int, ...] | None = None) -> None:
         self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
         # ep > 1: this replica's batch meets ep - 1 others' in the MoE all-to-all (DP attention), so
         # the local experts see ep batches' tokens (equal batches; cost.routing charges the busiest rank)
@@ -78,6 +81,8 @@ class IterationCost:
         self.seq_host_s = float(host_s_per_sequence or 0.0)
         # host work per sampling sequence in series with the GPU (ServingPlan.serial_host_s_per_sequence)
         self.serial_host_s = float(serial_host_s_per_sequence or 0.0)
+        # CUDA-graph padding (ServingPlan.cuda_graph_batch_sizes): the captured decode batch sizes
+        self.graph_pad = tuple(cuda_graph_batch_sizes or ())
         # p2p between stages: one activation tensor per boundary, over NVLink when a stage's TP group
         # and the next share a node
         self._p2p_group = Group.strided(2, tp, cluster)
@@ -153,7 +158,7 @@ class IterationCost:
                     host_s_per_context_token=plan.host_s_per_context_token,
                     host_s_per_sequence=plan.host_s_per_sequence, decode_attention=plan.decode_attention,
                     moe_gemm=plan.moe_gemm, serial_host_s_per_sequence=plan.serial_host_s_per_sequence,
-                    attention_window=plan.attention_window)
+                    attention_window=plan.attention_window, cuda_graph_batch_sizes=plan.cuda_graph_batch_sizes)
 
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to
@@ -277,10 +282,26 @@ class IterationCost:
         largest CUDA graph): its GPU time cannot be shorter than the host's issue time."""
         return prefill_pairs > 0 or decode_seqs > self.graph_max
 
+    def padded(self, tokens: int, prefill_pairs: float, decode_seqs: int) -> int:
+        """The decode batch a CUDA-graph-padded engine runs for this iteration: the smallest captured
+        size >= `decode_seqs` for a decode-only iteration within the captured sizes, else the batch
+        itself (mixed iterations run eagerly, unpadded; TensorRT-LLM's
+        `_filter_cuda_graph_batch_sizes` / `_get_padded_batch`)."""
+        pad = self.graph_pad
+        if not pad or prefill_pairs > 0 or tokens != decode_seqs or not 0 < decode_seqs <= pad[-1]:
+            return decode_seqs
+        return pad[bisect_left(pad, decode_seqs)]
+
     def time_s(self, tokens: int, prefill_pairs: float, prefill_kv_tokens: float, decode_seqs: int,
                decode_ctx: float, logits: int) -> float:
         """Seconds for one iteration of the whole replica (all stages, one micro-batch): the sum of
-        `breakdown`'s parts, without building it (the hot path)."""
+        `breakdown`'s parts, without building it (the hot path). A padded decode batch (`padded`)
+        runs its GEMMs, LM head and attention over the dummy slots too (one cached token each); the
+        executor's per-sequence host work stays with the real sequences."""
+        if self.graph_pad:
+            p = self.padded(tokens, prefill_pairs, decode_seqs)
+            if p != decode_seqs:
+                return self._padded_time_s(p, decode_seqs, decode_ctx, logits)
         pre, dec = self._attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
         f = self._fixed.get(tokens)  # the caches read inline: this runs once per simulated iteration
         h = self._head.get(logits)
@@ -297,6 +318,23 @@ class IterationCost:
             t += self.serial_host_s * logits  # the GPU idles while the host walks the batch
         return t
 
+    def _padded_time_s(self, p: int, n: int, decode_ctx: float, logits: int) -> float:
+        """`time_s` of a decode-only batch of `n` sequences padded to `p`: the GPU's work at `p`
+        sequences, the dummies holding one cached token each, and the host floor at the real `n`."""
+        pre, dec = self._attention_s(p, 0.0, 0.0, p, decode_ctx + (p - n))
+        f = self._fixed_s(p)
+        t = f + self._lm_head_s(p) + self.layers * (pre + dec)
+        host = self.eager_prefill_s
+        if host and host > t - self.overhead_s and self._eager(0.0, p):
+            t = host + self.overhead_s
+        if self.seq_host_s and self.seq_host_s * logits > t - self.overhead_s:
+            t = self.seq_host_s * logits + self.overhead_s
+        if self.ctx_host_s:
+            t += self._ctx_host(n, 0.0, n, decode_ctx)
+        if self.serial_host_s:
+            t += self.serial_host_s * logits  # the host walks the real batch only
+        return t
+
     def _ctx_host(self, tokens: int, prefill_kv_tokens: float, decode_seqs: int, decode_ctx: float) -> float:
         """Host time to ship every scheduled sequence's history (its cached and new tokens, one new
         token per decode) to the workers before the launch (`ServingPlan.host_s_per_context_token`)."""
@@ -305,12 +343,19 @@ class IterationCost:
     def breakdown(self, tokens: int, prefill_pairs: float = 0.0, prefill_kv_tokens: float = 0.0,
                   decode_seqs: int = 0, decode_ctx: float = 0.0, logits: int = 0) -> dict[str, float]:
         """Named breakdown (seconds, the PARTS) of one iteration; `total` is their sum, which is
-        time_s() (the same cached parts and attention arithmetic)."""
+        time_s() (the same cached parts and attention arithmetic; a padded decode batch's parts at
+        its padded size, `padded`)."""
+        ctx_host = self._ctx_host(tokens, prefill_kv_tokens, decode_seqs, decode_ctx)
+        p = self.padded(tokens, prefill_pairs, decode_seqs)
+        if p != decode_seqs:
+            tokens, decode_ctx, decode_seqs, gpu_logits = p, decode_ctx + (p - decode_seqs), p, p
+        else:
+            gpu_logits = logits
         pre, dec = self._attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
         self._fixed_s(tokens)  # fills self._parts[tokens]
         out = dict(zip(TOKEN_PARTS, self._parts[tokens]))
-        host = self._ctx_host(tokens, prefill_kv_tokens, decode_seqs, decode_ctx) + self.serial_host_s * logits
-        out.update(lm_head=self._lm_head_s(logits), attn_prefill=self.layers * pre, attn_decode=self.layers * dec,
+        host = ctx_host + self.serial_host_s * logits
+        out.update(lm_head=self._lm_head_s(gpu_logits), attn_prefill=self.layers * pre, attn_decode=self.layers * dec,
                    overhead=self.overhead_s + host, eager_host_wait=0.0)
         gpu = sum(out.values()) - self.overhead_s - host
         if self.eager_prefill_s > gpu and self._eager(prefill_pairs, decode_seqs):
@@ -335,7 +380,8 @@ class IterationCost:
     def _decode_step_fn(self, n: int):
         cls = type(self)
         if (cls.time_s is not IterationCost.time_s or cls._attention_s is not IterationCost._attention_s
-                or self.window):  # windowed layers: time_s's own arithmetic
+                or self.window  # windowed layers: time_s's own arithmetic
+                or self.padded(n, 0.0, n) != n):
             return lambda ctx: self.time_s(n, 0.0, 0.0, n, ctx, n)
         base = self._fixed_s(n) + self._lm_head_s(n)
         layers, df, pk, npq, ko = self.layers, self._df, self._pkd, n * self._pq, self._ko

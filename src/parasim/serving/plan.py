@@ -44,7 +44,10 @@ DISAGG_FIELDS = ("prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp", "pref
 _PHASE_PP = ("prefill_pp", "decode_pp")
 #: fields `to_mapping` leaves out at their default, so results made before they existed stay byte-identical
 _OMITTED_AT_DEFAULT = frozenset((*_PHASE_PP, "host_s_per_sequence", "serial_host_s_per_sequence", "frontend_s_per_request",
-                                 "decode_attention", "moe_gemm", "expert_padding", "attention_window", "sliding_kv"))
+                                 "decode_attention", "moe_gemm", "expert_padding", "attention_window", "sliding_kv",
+                                 "cuda_graph_batch_sizes"))
+#: most CUDA-graph batch sizes a plan may list (TensorRT-LLM's finest published set, tech blog 20's "+8", has 259)
+MAX_CUDA_GRAPH_SIZES = 1024
 KV_RESERVATION = ("incremental", "full", "estimated")
 #: prefill attention kernels: the catalog's best fused kernel (`efficiency.attention`: FA3 on Hopper)
 #: or a FlashAttention-2-generation one (`efficiency.attention_fa2_ratio` of its rate)
@@ -224,6 +227,11 @@ class ServingPlan:
     # routed-expert weights padded to the MoE kernel's tile (cost.expert_padding.EXPERT_PADDING):
     # none = the checkpoint's shape; marlin = vLLM's MXFP4 Marlin layout (engines.vllm)
     expert_padding: str = "none"
+    # CUDA-graph padding (TensorRT-LLM `cuda_graph_config: enable_padding: true` with its `batch_sizes`):
+    # the captured batch sizes, ascending; a decode-only iteration of n sequences, n <= the largest,
+    # runs the graph of the smallest size >= n, its extra slots dummy sequences of one cached token
+    # (serving.itercost). None = no padding (every decode batch at its own size)
+    cuda_graph_batch_sizes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for name, kind in _FIELD_KINDS.items():
@@ -279,6 +287,7 @@ class ServingPlan:
         if self.act_quant != "fused" and self.weights in ("bf16", "fp16"):
             raise InputError("act_quant", f"act_quant={self.act_quant} quantizes the activations of W8A8 GEMMs "
                                           f"(fp8/int8 weights); weights are {self.weights}")
+        self._check_graph_sizes()
         self._check_spec()
         self._check_autoscale()
         self._check_overlap()
@@ -301,6 +310,27 @@ class ServingPlan:
         given = [n for n in names if getattr(self, n) is not None]
         if given:
             raise InputError(given[0], f"{', '.join(given)} apply only with {flag}")
+
+    def _check_graph_sizes(self) -> None:
+        """`cuda_graph_batch_sizes`: 1 .. MAX_CUDA_GRAPH_SIZES ascending positive whole numbers, stored as a
+        tuple; refused with the iteration models that do not take padded decode batches (speculative
+        decoding, NanoFlow overlap, attention-DP lockstep), so it is never silently ignored."""
+        v = self.cuda_graph_batch_sizes
+        if v is None:
+            return
+        name = "cuda_graph_batch_sizes"
+        if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or not 1 <= len(v) <= MAX_CUDA_GRAPH_SIZES:
+            raise InputError(name, f"must be a list of 1 .. {MAX_CUDA_GRAPH_SIZES} batch sizes, got {v!r}")
+        for x in v:
+            edge.positive_int(name, x)
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise InputError(name, f"must be in ascending order without repeats, got {list(v)}")
+        object.__setattr__(self, "cuda_graph_batch_sizes", tuple(int(x) for x in v))
+        for field, bad in (("spec_method", self.spec_method is not None), ("overlap", self.overlap != "none"),
+                           ("ep", self.ep > 1)):
+            if bad:
+                raise InputError(name, f"CUDA-graph padding is not modelled together with {field} "
+                                       f"({getattr(self, field)}); drop one of the two")
 
     def _check_spec(self) -> None:
         """Speculative decoding's fields go together: a method, K and the acceptance; a draft model

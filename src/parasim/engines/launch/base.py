@@ -140,6 +140,10 @@ class LaunchContext:
             out.append(f"the plan overlaps GEMMs, decode attention and TP all-reduces of nano-batches inside each GPU "
                        f"(--overlap {self.plan.overlap}); no {engine} flag does this: NanoFlow is its own engine "
                        "(github.com/efeslab/Nanoflow), so this command runs the plan without the overlap")
+        if self.plan.cuda_graph_batch_sizes is not None and not engine.startswith("TensorRT-LLM"):
+            out.append(f"the plan pads decode batches to the CUDA-graph sizes {list(self.plan.cuda_graph_batch_sizes)} "
+                       f"(TensorRT-LLM's cuda_graph_config enable_padding); {engine} pads to its own capture sizes, "
+                       "set in its own CUDA-graph options")
         if any(i.spans_nodes for i in self.instances(0)):
             out.append(f"an engine process spans more than one node of {self.gpus_per_node} GPUs: start it with "
                        f"{engine}'s multi-node launcher on every node (CUDA_VISIBLE_DEVICES below is per node)")

@@ -82,6 +82,9 @@ class TRTLLMLauncher(Launcher):
             opts["allreduce_strategy"] = "NCCL"
         if p.cuda_graph_max_batch is not None:
             opts["cuda_graph_config"] = {"max_batch_size": p.cuda_graph_max_batch}
+        if p.cuda_graph_batch_sizes is not None:
+            opts["cuda_graph_config"] = {**opts.get("cuda_graph_config", {}), "enable_padding": True,
+                                         "batch_sizes": list(p.cuda_graph_batch_sizes)}
         if role != "mixed":
             opts["cache_transceiver_config"] = {"backend": "DEFAULT"}
         if role == "prefill" or not p.schedule_ahead:
