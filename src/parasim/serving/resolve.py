@@ -38,25 +38,7 @@ def resolve_plan(model: ModelSpec, acc: AcceleratorSpec, plan: ServingPlan) -> R
                                           f"the weights are {r.weights}")
         if path.weight_only:
             notes.append(f"act_quant {r.act_quant} does not apply: weight-only GEMMs keep 16-bit activations")
-    if r.moe_gemm != "cutlass" and not model.is_moe:
-        raise InputError("moe_gemm", f"moe_gemm={r.moe_gemm} picks the routed experts' GEMM tile; "
-                                     f"{model.name} has no experts")
-    if r.expert_padding != "none" and not model.is_moe:
-        raise InputError("expert_padding", f"expert_padding={r.expert_padding} pads the routed experts' weights to "
-                                           f"a MoE kernel's tile; {model.name} has no experts")
-    if r.decode_attention != "grouped" and model.mla:
-        raise InputError("decode_attention", f"decode_attention={r.decode_attention} reads each KV head once per "
-                                             f"query head; {model.name} uses latent attention (MLA), whose "
-                                             "decode reads one shared latent cache")
-    if r.attention_window != "model" and not model.windowed_layers:
-        raise InputError("attention_window", f"attention_window={r.attention_window} says what the engine does "
-                                             f"with sliding-window layers; {model.name} has none")
-    if r.sliding_kv != "full" and not model.windowed_layers:
-        raise InputError("sliding_kv", f"sliding_kv={r.sliding_kv} says how the engine stores sliding-window "
-                                       f"layers' KV; {model.name} has none")
-    if r.sliding_kv == "window" and not model.full_attention_layers:
-        raise InputError("sliding_kv", f"sliding_kv=window books the window beside the full-attention layers' "
-                                       f"blocks; every layer of {model.name} slides (not modelled)")
+    _refuse_inapplicable(model, r)
     weights_from = "given" if plan.weights else f"the model's own ({model.precision_origin()})"
     kv_from = ("given" if plan.kv_dtype else
                f"the model's dtype; an 8-bit KV cache changes the model's outputs and is asked for with --kv-dtype")
@@ -77,3 +59,30 @@ def resolve_plan(model: ModelSpec, acc: AcceleratorSpec, plan: ServingPlan) -> R
         precision["checkpoint"] = scope.describe()
         notes.append(f"weights {r.weights}: {scope.describe()}")
     return Resolution(plan=r, precision=precision, notes=tuple(notes))
+
+
+def _refuse_inapplicable(model: ModelSpec, r: ServingPlan) -> None:
+    """A setting about a part the model lacks (experts, per-head KV, sliding-window layers) is refused
+    naming the field: ignoring it would answer a question the user did not ask."""
+    name = model.name
+    checks = (
+        ("moe_gemm", r.moe_gemm != "cutlass" and not model.is_moe,
+         f"moe_gemm={r.moe_gemm} picks the routed experts' GEMM tile; {name} has no experts"),
+        ("expert_padding", r.expert_padding != "none" and not model.is_moe,
+         f"expert_padding={r.expert_padding} pads the routed experts' weights to a MoE kernel's tile; "
+         f"{name} has no experts"),
+        ("decode_attention", r.decode_attention != "grouped" and bool(model.mla),
+         f"decode_attention={r.decode_attention} reads each KV head once per query head; {name} uses latent "
+         "attention (MLA), whose decode reads one shared latent cache"),
+        ("attention_window", r.attention_window != "model" and not model.windowed_layers,
+         f"attention_window={r.attention_window} says what the engine does with sliding-window layers; "
+         f"{name} has none"),
+        ("sliding_kv", r.sliding_kv != "full" and not model.windowed_layers,
+         f"sliding_kv={r.sliding_kv} says how the engine stores sliding-window layers' KV; {name} has none"),
+        ("sliding_kv", r.sliding_kv == "window" and not model.full_attention_layers,
+         f"sliding_kv=window books the window beside the full-attention layers' blocks; every layer of "
+         f"{name} slides (not modelled)"),
+    )
+    for field, inapplicable, why in checks:
+        if inapplicable:
+            raise InputError(field, why)
