@@ -298,41 +298,26 @@ class IterationCost:
         `breakdown`'s parts, without building it (the hot path). A padded decode batch (`padded`)
         runs its GEMMs, LM head and attention over the dummy slots too (one cached token each); the
         executor's per-sequence host work stays with the real sequences."""
+        g_tokens, g_seqs, g_ctx, g_logits = tokens, decode_seqs, decode_ctx, logits  # what the GPU runs
         if self.graph_pad:
             p = self.padded(tokens, prefill_pairs, decode_seqs)
             if p != decode_seqs:
-                return self._padded_time_s(p, decode_seqs, decode_ctx, logits)
-        pre, dec = self._attention_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx)
-        f = self._fixed.get(tokens)  # the caches read inline: this runs once per simulated iteration
-        h = self._head.get(logits)
-        t = ((self._fixed_s(tokens) if f is None else f) + (self._lm_head_s(logits) if h is None else h)
+                g_tokens = g_seqs = g_logits = p
+                g_ctx = decode_ctx + (p - decode_seqs)
+        pre, dec = self._attention_s(g_tokens, prefill_pairs, prefill_kv_tokens, g_seqs, g_ctx)
+        f = self._fixed.get(g_tokens)  # the caches read inline: this runs once per simulated iteration
+        h = self._head.get(g_logits)
+        t = ((self._fixed_s(g_tokens) if f is None else f) + (self._lm_head_s(g_logits) if h is None else h)
              + self.layers * (pre + dec))
         host = self.eager_prefill_s
-        if host and host > t - self.overhead_s and self._eager(prefill_pairs, decode_seqs):
+        if host and host > t - self.overhead_s and self._eager(prefill_pairs, g_seqs):
             t = host + self.overhead_s  # the GPU waits for the host's last kernel
         if self.seq_host_s and self.seq_host_s * logits > t - self.overhead_s:
             t = self.seq_host_s * logits + self.overhead_s  # the GPU waits for the executor's per-sequence work
         if self.ctx_host_s:
             t += self._ctx_host(tokens, prefill_kv_tokens, decode_seqs, decode_ctx)
         if self.serial_host_s:
-            t += self.serial_host_s * logits  # the GPU idles while the host walks the batch
-        return t
-
-    def _padded_time_s(self, p: int, n: int, decode_ctx: float, logits: int) -> float:
-        """`time_s` of a decode-only batch of `n` sequences padded to `p`: the GPU's work at `p`
-        sequences, the dummies holding one cached token each, and the host floor at the real `n`."""
-        pre, dec = self._attention_s(p, 0.0, 0.0, p, decode_ctx + (p - n))
-        f = self._fixed_s(p)
-        t = f + self._lm_head_s(p) + self.layers * (pre + dec)
-        host = self.eager_prefill_s
-        if host and host > t - self.overhead_s and self._eager(0.0, p):
-            t = host + self.overhead_s
-        if self.seq_host_s and self.seq_host_s * logits > t - self.overhead_s:
-            t = self.seq_host_s * logits + self.overhead_s
-        if self.ctx_host_s:
-            t += self._ctx_host(n, 0.0, n, decode_ctx)
-        if self.serial_host_s:
-            t += self.serial_host_s * logits  # the host walks the real batch only
+            t += self.serial_host_s * logits  # the GPU idles while the host walks the (real) batch
         return t
 
     def _ctx_host(self, tokens: int, prefill_kv_tokens: float, decode_seqs: int, decode_ctx: float) -> float:
