@@ -40,7 +40,7 @@ from functools import partial
 from parasim.mathx import cdiv
 from parasim.serving.autoscale import ReplicaClock
 from parasim.serving.itercost import IterationCost
-from parasim.serving.kvcache import KVPool
+from parasim.serving.kvcache import KVPool, request_window_blocks
 from parasim.serving.output_estimate import INIT_NEW_TOKEN_RATIO, ratio_after_retraction, ratio_now
 from parasim.serving.reqstate import DECODE, DONE, DROPPED, PREFILL, TRANSFER, WAITING, ReqState
 from parasim.serving.routers import ROUTERS, LeastOutstandingTokens, RoundRobin, Router  # ROUTERS: re-exported
@@ -148,7 +148,7 @@ class Instance:
             return 0
         st = self.st
         tokens = st.prompt_tokens[rid] + (st.output_tokens[rid] if self.role != "prefill" else 0)
-        return self.win_k * min(cdiv(tokens, self.block), self.win_group)
+        return request_window_blocks(tokens, self.win_k, self.win_group, self.block)
 
     def own_blocks(self, rid: int) -> int:
         st = self.st
