@@ -297,3 +297,17 @@ def test_docs_list_every_option_and_cap():
     for cmd, table in limits.TABLES.items():
         section = text.split(f"### `parasim {'models' if cmd == 'gpus' else cmd}`", 1)[1].split("###", 1)[0]
         assert all(f"| `{key}` |" in section for key in table), cmd
+
+
+@pytest.mark.parametrize("value,ok", [("{a: 1}", False), ("true", False), ("[]", False), ("4", True), ("[1, 8, 64]", True),
+                                      ("'1,8,64'", True)])
+def test_config_integer_list_forms(tmp_path, value, ok):
+    """A comma-list option in a config file takes a YAML list, a comma string or one whole number; anything
+    else is refused with a message that names both list forms (not "must be a non-empty string")."""
+    path = tmp_path / "serve.yaml"
+    path.write_text(f"model: llama-3-8b\ngpu: h100-sxm\nrate: 5\nrequests: 4\ncuda_graph_batch_sizes: {value}\n")
+    code, _, err = _run(["serve", "-c", str(path), "--json"])
+    if ok:
+        assert code == 0, err
+    else:
+        assert code == 2 and "serve.yaml:cuda_graph_batch_sizes:" in err and "comma list" in err, err

@@ -221,8 +221,12 @@ def value_of(rule: Rule, field: str, value: Any) -> Any:
     if kind == "files":
         return [existing_file(field, v) for v in _seq(field, value)]
     if kind == "ints":
-        if isinstance(value, (list, tuple)):  # a YAML list of whole numbers, as the comma list
+        if isinstance(value, (list, tuple)) and value:  # a YAML list of whole numbers, as the comma list
             value = ",".join(str(v) for v in value)
+        elif isinstance(value, int) and not isinstance(value, bool):  # `tp: 4` in a config: a list of one
+            value = str(value)
+        elif not isinstance(value, str):  # a mapping, a number: say both forms the option takes
+            raise InputError(field, f"must be a comma list (1,2,4) or a YAML list of whole numbers, got {value!r}")
         return int_list(text(field, value), field, cap=rule.cap or "gpus")
     if kind == "gpu_counts":
         return gpu_counts([text(field, v) for v in _seq(field, value)], field)
