@@ -113,3 +113,9 @@ def test_every_row_is_scored_and_fits():
         res = predict_case(c)
         assert res.status == "ok", (c.id, res.reason)
         assert res.predicted["tokens_per_s_per_gpu"] > 0
+
+
+def test_make_validation_runs_the_file():
+    makefile = (FILE.parents[1] / "Makefile").read_text()
+    block = makefile.split("PROJECT_CASES :=", 1)[1].split("\n\n", 1)[0]
+    assert "validation/nemo-perf-summary-training.yaml" in block
