@@ -45,10 +45,27 @@ EXPERT_GEMMS_FWD, EXPERT_GEMMS_BWD = 2, 4
 #: 26.02 container the validation rows ran); that issue also prices most of it per call, not per
 #: expert.)
 GROUPED_MLP_HOST_S_PER_EXPERT = (EXPERT_GEMMS_FWD * GROUPED_GEMM_HOST_S, EXPERT_GEMMS_BWD * GROUPED_GEMM_HOST_S)
-#: A device-to-host sync's round trip beyond the launch it waits for: NVIDIA's "Getting Started
-#: with CUDA Graphs" (Gray, 2019) measures 9.6 us per short kernel with a stream sync after each
-#: and 3.8 us without.
-HOST_SYNC_S = 9.6e-6 - 3.8e-6
+#: One kernel launch issued back to back from C++ with no sync: NVIDIA's "Getting Started with
+#: CUDA Graphs" (Gray, 2019) measures 3.8 us per short kernel launched in a loop without a sync.
+KERNEL_LAUNCH_S = 3.8e-6
+#: A device-to-host sync's round trip beyond the launch it waits for: the same post measures
+#: 9.6 us per short kernel with a stream sync after each.
+HOST_SYNC_S = 9.6e-6 - KERNEL_LAUNCH_S
+#: Quantize kernels Transformer Engine launches per local expert and split_quantize call, by FP8
+#: recipe. GroupedLinear quantizes its input per expert in the forward and its output gradient per
+#: expert in the backward (`tex.split_quantize`). At the 26.02 container's Transformer Engine
+#: (5671fd36, v2.12; `pytorch/csrc/extensions/cast.cpp` `multi_tensor_quantize_impl`) only delayed
+#: scaling has a fused multi-tensor kernel (`nvte_multi_cast_transpose`, one launch per call,
+#: whatever the expert count); MXFP8 and current scaling ("tensorwise") loop over the experts,
+#: calling each split's quantizer: MXFP8 one `nvte_quantize_v2`, current scaling
+#: `nvte_compute_amax_with_config`, `nvte_compute_scale_from_amax` and `nvte_quantize_v2`
+#: (`pytorch/csrc/quantizer.cpp`). Each launch is priced at KERNEL_LAUNCH_S, a lower bound: the
+#: loop also converts each split's Python quantizer (`convert_quantizer`), and one
+#: `MXFP8Quantizer.update_quantized` call from Python measures 8.5-9.3 us on a B200 at small,
+#: launch-bound shapes (TransformerEngine PR #2634, 2026-05).
+QUANTIZE_KERNELS_PER_EXPERT = {"delayed": 0, "tensorwise": 3, "mxfp8": 1}
+#: split_quantize calls per local expert: forward fc1 and fc2 inputs; backward their output gradients.
+QUANTIZE_CALLS_FWD, QUANTIZE_CALLS_BWD = 2, 2
 #: Host issue time per kernel on each host CPU family (specs.accelerator.HOST_CPUS) over an x86
 #: host's, which the figures above come from (EAGER_KERNEL_DISPATCH_S: an H100 SXM board, always
 #: x86-hosted; GROUPED_GEMM_HOST_S: an SM100 machine whose host PR #3134 does not name, taken as
@@ -103,12 +120,15 @@ def scope_set(scope: str | None) -> frozenset[str]:
     return frozenset(x.strip() for x in (scope or "").split(",") if x.strip())
 
 
-def moe_layer_host(local_experts: int, *, fp8: bool, scopes: frozenset[str], host_cpu: str = "x86") -> HostWork:
+def moe_layer_host(local_experts: int, *, fp8: bool, scopes: frozenset[str], host_cpu: str = "x86",
+                   fp8_recipe: str = "delayed") -> HostWork:
     """Host work of one MoE layer per micro-batch; a graphed scope costs one launch per pass.
     Megatron-Core's dispatchers sync unless routing is drop-and-pad (token_dispatcher.py
     `_maybe_dtoh_and_synchronize`), which only a full-iteration graph here assumes. Every issue
     time scales with the host CPU (`HOST_ISSUE_FACTOR`): the same Python, dispatcher and driver
-    work takes longer on a slower core."""
+    work takes longer on a slower core. In FP8 the grouped MLP also launches its per-expert
+    quantize kernels (`QUANTIZE_KERNELS_PER_EXPERT`: none beyond the fused call under delayed
+    scaling)."""
     if "full_iteration" in scopes:
         return HostWork(0.0, 0.0, False)
     kernels = DISPATCH_KERNELS
@@ -117,7 +137,9 @@ def moe_layer_host(local_experts: int, *, fp8: bool, scopes: frozenset[str], hos
         kernels += 1 if name in scopes else n
     x = HOST_ISSUE_FACTOR[host_cpu]
     fwd = kernels * EAGER_KERNEL_DISPATCH_S * x
-    mlp_f, mlp_b = (t * x for t in GROUPED_MLP_HOST_S_PER_EXPERT)
+    quant = QUANTIZE_KERNELS_PER_EXPERT[fp8_recipe] * KERNEL_LAUNCH_S if fp8 else 0.0
+    mlp_f, mlp_b = ((t + calls * quant) * x for t, calls in
+                    zip(GROUPED_MLP_HOST_S_PER_EXPERT, (QUANTIZE_CALLS_FWD, QUANTIZE_CALLS_BWD)))
     # after the sync: the dispatch all-to-all and chunk sort, then the grouped MLP; the backward
     # meets the combine's mirror of them first
     edge = DISPATCH_KERNELS_AFTER_SYNC * EAGER_KERNEL_DISPATCH_S * x

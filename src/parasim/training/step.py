@@ -154,7 +154,8 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
     host_f = host_b = edge_b = 0.0
     if moe:
         host = moe_layer_host(model.experts // plan.ep, fp8=plan.precision == "fp8",
-                              scopes=scope_set(plan.cuda_graph_scope), host_cpu=cluster.accelerator.host_cpu)
+                              scopes=scope_set(plan.cuda_graph_scope), host_cpu=cluster.accelerator.host_cpu,
+                              fp8_recipe=plan.fp8_recipe)
         to_experts = _to_experts_gpu_s(plan, layer, f, t)
         host_f, host_b = exposed_s(host, fwd_compute + copy_f + fwd_comm, bwd_compute + bwd_comm,
                                    None if to_experts is None else to_experts[0])
