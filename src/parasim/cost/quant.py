@@ -21,7 +21,8 @@ quantize the weights only: the release's quantization_config states no activatio
 modelled engine feeds its GEMMs FP4 activations. On a part with an FP4 unit the fastest published path
 quantizes the activations to MXFP8 and runs the mixed MXFP4 x MXFP8 MMA: TensorRT-LLM's gpt-oss
 deployment guide lists MXFP8 activations with MXFP4 MoE weights for both its TRTLLM and CUTLASS MoE
-backends on B200 / GB200, SGLang's FlashInfer MXFP4 MoE quantizes its input with `mxfp8_quantize` at its
+backends on B200 / GB200 (`ModelConfig.get_mxfp4_quant_algo`, tensorrt_llm/_torch/model_config.py:
+W4A8_MXFP4_MXFP8 on SM >= 100, W4A16_MXFP4 on Hopper), SGLang's FlashInfer MXFP4 MoE quantizes its input with `mxfp8_quantize` at its
 default `--flashinfer-mxfp4-moe-precision` (sglang/srt/layers/quantization/mxfp4.py), and
 triton_kernels' own gpt-oss benchmark (`bench/bench_mlp.py`) pairs fp8 activations with mx4 weights on
 parts with native MX4. That MMA is `tcgen05.mma.kind::mxf8f6f4.block_scale`, which CUTLASS's "Blackwell
