@@ -26,7 +26,7 @@ from parasim.cost.attn_shape import law_for
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.moe_tile import grouped_gemm_rate, moe_tile_m, triton_block_fp8, triton_block_fp8_rate
-from parasim.cost.quant import MARLIN_TILE_M, gemm_dtype, is_weight_only
+from parasim.cost.quant import MARLIN_TILE_M, checkpoint_gemm_dtype, gemm_dtype, is_weight_only
 from parasim.cost.quant_bytes import QuantScope
 from parasim.cost.roofline import (attention_time_s, gemm_flops_bytes, gemm_roofline_s, gemm_time_s, grouped_fill,
                                     memory_time_s)
@@ -227,8 +227,10 @@ class LayerCost:
     def _part_formats(self, quant: QuantScope | None) -> dict[str, tuple[float, str, int]]:
         """(weight bytes per element, GEMM unit, row tile) of the attention projections, the dense
         MLP / shared experts and the routed experts: a quantized checkpoint's scope keeps some of
-        them 16-bit, and its quantized elements carry their scales (cost.quant_bytes)."""
-        low = (self.wb if quant is None else quant.element_bytes, self.cdt, self._wo_tile)
+        them 16-bit, and its quantized elements carry their scales (cost.quant_bytes); an MXFP4
+        checkpoint's GEMMs run W4A8 on a part with an FP4 unit (cost.quant.checkpoint_gemm_dtype)."""
+        unit = self.cdt if quant is None else checkpoint_gemm_dtype(quant.weights, quant.scales, self.acc, self.adt)
+        low = (self.wb if quant is None else quant.element_bytes, unit, self._wo_tile)
         if quant is None or quant.is_all:
             return {"attn": low, "mlp": low, "experts": low}
         high = (self.ab, gemm_dtype(self.adt, self.acc, self.adt), 0)

@@ -16,6 +16,24 @@ The engines parasim models run a quantized checkpoint one of two ways:
   Marlin from Ampere). INT4 always runs this way: AWQ/GPTQ INT4 checkpoints are W4A16 in every
   modelled engine (TensorRT-LLM's W4A8-AWQ, FP8 activations, is not modelled).
 
+**MXFP4 checkpoints** (gpt-oss: E2M1 weights with one E8M0 scale per 32, `weight_scales: mxfp4`)
+quantize the weights only: the release's quantization_config states no activation scheme, and no
+modelled engine feeds its GEMMs FP4 activations. On a part with an FP4 unit the fastest published path
+quantizes the activations to MXFP8 and runs the mixed MXFP4 x MXFP8 MMA: TensorRT-LLM's gpt-oss
+deployment guide lists MXFP8 activations with MXFP4 MoE weights for both its TRTLLM and CUTLASS MoE
+backends on B200 / GB200 (`ModelConfig.get_mxfp4_quant_algo`, tensorrt_llm/_torch/model_config.py:
+W4A8_MXFP4_MXFP8 on SM >= 100, W4A16_MXFP4 on Hopper), SGLang's FlashInfer MXFP4 MoE quantizes its input with `mxfp8_quantize` at its
+default `--flashinfer-mxfp4-moe-precision` (sglang/srt/layers/quantization/mxfp4.py), and
+triton_kernels' own gpt-oss benchmark (`bench/bench_mlp.py`) pairs fp8 activations with mx4 weights on
+parts with native MX4. That MMA is `tcgen05.mma.kind::mxf8f6f4.block_scale`, which CUTLASS's "Blackwell
+SM100 GEMMs" table rates at "2x Hopper Fp8 Tensor Core", i.e. the part's FP8 rate; only
+`kind::mxf4` (both operands FP4) reaches the FP4 rate ("4x Hopper Fp8"). So the routed experts of an
+MXFP4 checkpoint compute on the FP8 unit (`checkpoint_gemm_dtype`), reading 4.25-bit weights. vLLM's
+default on SM100 is slower still (`SM100_FI_MXFP4_BF16`, BF16 activations, MXFP8 only with
+VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1); it is not modelled (no plan field says which activations an
+engine uses), so vLLM's Blackwell runs of an MXFP4 checkpoint are predicted at the W4A8 rate, an
+upper bound. NVFP4 checkpoints (W4A4, FP4 activations) keep the FP4 rate.
+
 Anything else (FP8 on a V100 or an MI250X, FP4 on an MI300X, INT4 on a TPU) is an input error
 that names the parts that can run the format. Weight-only kernels on AMD, Intel Gaudi and TPU
 are not modelled: vLLM's table lists none of GPTQ, AWQ or Marlin for them.
@@ -93,6 +111,20 @@ def gemm_dtype(weights: str, acc: AcceleratorSpec, act_dtype: str = "bf16") -> s
     if weights in NATIVE_CAPABLE or weights == "int4":
         return act_dtype  # weight-only: 16-bit math
     return weights
+
+
+#: block-scale layouts of checkpoints that quantize the weights only and whose engines feed the GEMM
+#: 8-bit (or 16-bit) activations, never 4-bit ones (module doc, "MXFP4 checkpoints")
+WEIGHT_ONLY_FP4_SCALES = ("mxfp4",)
+
+
+def checkpoint_gemm_dtype(weights: str, scales: str | None, acc: AcceleratorSpec, act_dtype: str = "bf16") -> str:
+    """The unit a quantized checkpoint's GEMMs run on: `gemm_dtype`, except that an MXFP4 checkpoint on
+    a part with an FP4 unit runs W4A8 on the FP8 unit's rate (module doc, "MXFP4 checkpoints")."""
+    unit = gemm_dtype(weights, acc, act_dtype)
+    if unit == "fp4" and scales in WEIGHT_ONLY_FP4_SCALES and acc.has_unit("fp8"):
+        return "fp8"
+    return unit
 
 
 def is_weight_only(weights: str, acc: AcceleratorSpec) -> bool:

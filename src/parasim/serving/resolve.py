@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from parasim.cost.quant import weight_path
+from parasim.cost.quant import checkpoint_gemm_dtype, weight_path
 from parasim.cost.quant_bytes import quant_scope
 from parasim.errors import InputError
 from parasim.serving.plan import ServingPlan
@@ -58,6 +58,13 @@ def resolve_plan(model: ModelSpec, acc: AcceleratorSpec, plan: ServingPlan) -> R
     if scope is not None and scope.stated:  # what a quantized checkpoint states it holds
         precision["checkpoint"] = scope.describe()
         notes.append(f"weights {r.weights}: {scope.describe()}")
+    if scope is not None and path.mode == "native":
+        unit = checkpoint_gemm_dtype(scope.weights, scope.scales, acc, r.act_dtype)
+        if unit != path.gemm_dtype:  # an MXFP4 checkpoint: W4A8 on the FP8 unit (cost.quant)
+            precision["gemm_dtype"] = unit
+            precision["how"] = (f"W4A8: {scope.scales} weights with MXFP8 activations, the mixed MMA at {acc.id}'s "
+                                f"{unit} rate (the checkpoint quantizes weights only; cost.quant)")
+            notes.append(precision["how"])
     return Resolution(plan=r, precision=precision, notes=tuple(notes))
 
 
