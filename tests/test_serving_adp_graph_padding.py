@@ -9,7 +9,6 @@ batches. Any context work on any rank: every rank runs eagerly, unpadded.
 
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +26,6 @@ from parasim.specs.validation_case import load_cases
 from parasim.validation.serving import _workload, case_plan
 
 ROOT = Path(__file__).resolve().parents[1]
-SIM = importlib.import_module("parasim.serving.simulate")
 MIXTRAL = get_model("mixtral-8x7b")
 CL = ClusterSpec(accelerator=get_accelerator("h100-sxm"), gpus=2, gpus_per_node=8)
 
