@@ -415,20 +415,24 @@ class TrtllmProfile(EngineProfile):
     @staticmethod
     def _graph_padding(ctx: EngineContext, setup: TrtllmSetup) -> None:
         """CUDA-graph padding of decode batches where the source states it (`cuda_graph_padding`); said as
-        not modelled where the plan's iteration model does not take it (attention DP, speculation)."""
+        not modelled where the plan's iteration model does not take it (speculation). With attention DP
+        (`ep` > 1) the ranks pad together: only when every rank is generation-only, each to the captured
+        size at or above the largest rank batch (serving.lockstep)."""
         kw = ctx.kw
         sizes = cuda_graph_padding(ctx.software, ctx.text, max_batch=int(kw["max_batch"]),
                                    max_num_tokens=int(setup.max_num_tokens))
         if sizes is None:
             return
-        if kw.get("ep", 1) > 1 or ctx.stated.get("spec_method"):
+        if ctx.stated.get("spec_method"):
             ctx.choose("not modelled: CUDA-graph padding of decode batches (named in the source) with "
-                               + ("attention DP" if kw.get("ep", 1) > 1 else "speculative decoding"))
+                       "speculative decoding")
             return
         kw["cuda_graph_batch_sizes"] = sizes
+        adp = (" under attention DP only when every rank is generation-only, all ranks padded to the size at or "
+               "above the largest rank's batch (_get_padded_batch)" if kw.get("ep", 1) > 1 else "")
         ctx.choose(f"CUDA graphs with padding: a decode-only batch runs the graph of the next captured size "
                    f"({', '.join(map(str, sizes[-3:]))}, ...; sizes above min(max_batch_size, max_num_tokens) "
-                   "replaced by that bound, as the executor filters them), the extra slots dummy sequences",
+                   f"replaced by that bound, as the executor filters them), the extra slots dummy sequences{adp}",
                    "cuda_graph_batch_sizes", sizes)
 
 

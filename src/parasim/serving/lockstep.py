@@ -15,6 +15,7 @@ with the fewest active prompt tokens, then requests (TensorRT-LLM's `DefaultADPR
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_left
 
 from parasim.cost.layer import LayerCost, Sharding, op_time_s
 from parasim.serving.engine import END, START, Instance, Loop
@@ -44,8 +45,12 @@ class RankCost(IterationCost):
                                      moe_gemm=kw.get("moe_gemm", "cutlass"), quant=self.quant)
         self._experts: dict[int, float] = {}  # group tokens -> routed experts, every MoE layer
         self._a2a: dict[int, float] = {}  # busiest rank's tokens -> all-to-alls, every MoE layer
-        self.last_tokens = 0  # the token count of the last `time_s` (Instance.start's batch)
+        self.last_tokens = 0  # the token count the GPU ran in the last `time_s` (padding included)
+        self.last_real_tokens = 0  # the real tokens of the last `time_s` (Instance.start's batch)
         self._dummy_s: float | None = None  # dummy_s, computed at its first use
+        # the largest decode batch of a group iteration whose ranks are all generation-only (None: some
+        # rank runs context work, so no rank replays a CUDA graph); set by LockstepLoop before the ranks start
+        self.group_batch: int | None = None
 
     @staticmethod
     def _expert_gemms_s(layer: LayerCost, tokens: float) -> float:
@@ -67,9 +72,23 @@ class RankCost(IterationCost):
         p[_EP] = 0.0
         return tuple(p)
 
+    def padded(self, tokens: int, prefill_pairs: float, decode_seqs: int) -> int:
+        """CUDA-graph padding under attention DP: graphs run only when every rank of the group is
+        generation-only, and then every rank pads to the captured size at or above the group's largest
+        batch (TensorRT-LLM `_get_padded_batch`: the ranks' `[can_run_cuda_graph, batch_size]` all-gathered,
+        the maximum rounded up; `_maybe_get_cuda_graph` replays a graph only when all ranks are
+        generation-only with equal batches). A group with any context work runs eagerly, unpadded."""
+        pad, g = self.graph_pad, self.group_batch
+        if (not pad or g is None or prefill_pairs > 0 or tokens != decode_seqs or decode_seqs <= 0
+                or not 0 < g <= pad[-1]):
+            return decode_seqs
+        return pad[bisect_left(pad, max(g, decode_seqs))]
+
     def time_s(self, tokens: int, prefill_pairs: float, prefill_kv_tokens: float, decode_seqs: int,
                decode_ctx: float, logits: int) -> float:
-        self.last_tokens = tokens
+        self.last_real_tokens = tokens
+        p = self.padded(tokens, prefill_pairs, decode_seqs) if self.graph_pad else decode_seqs
+        self.last_tokens = p if p != decode_seqs else tokens  # the dummy slots go through the MoE layers too
         return super().time_s(tokens, prefill_pairs, prefill_kv_tokens, decode_seqs, decode_ctx, logits)
 
     def group_s(self, total: int, most: int) -> float:
@@ -87,12 +106,32 @@ class RankCost(IterationCost):
         return e + c
 
     def dummy_s(self) -> float:
-        """A rank's own part of a dummy step: DUMMY_TOKENS decoding over one cached token (computed once)."""
+        """A rank's own part of a dummy step: DUMMY_TOKENS decoding over one cached token (computed once;
+        in a padded graph step the dummy request is a generation request and pads like the others)."""
+        if self.graph_pad and self.group_batch is not None:
+            d = self.time_s(DUMMY_TOKENS, 0.0, 0.0, DUMMY_TOKENS, float(DUMMY_TOKENS), DUMMY_TOKENS)
+            self.last_real_tokens = 0
+            return d
         d = self._dummy_s
         if d is None:
             d = self._dummy_s = self.time_s(DUMMY_TOKENS, 0.0, 0.0, DUMMY_TOKENS, float(DUMMY_TOKENS), DUMMY_TOKENS)
         self.last_tokens = DUMMY_TOKENS
+        self.last_real_tokens = 0
         return d
+
+
+def generation_only_batch(grp: list[Instance], batches: list[Batch | None]) -> int | None:
+    """The largest decode batch of a group iteration whose ranks are all generation-only (an idle
+    rank's dummy request is a generation request of one), else None: the iteration runs eagerly."""
+    most = 0
+    for r, b in zip(grp, batches):
+        if b is None:
+            most = max(most, DUMMY_TOKENS)
+        elif b.chunks or not b.decode or not r.n_dec:
+            return None
+        else:
+            most = max(most, r.n_dec)
+    return most or None
 
 
 class LockstepLoop(Loop):
@@ -177,7 +216,8 @@ class LockstepLoop(Loop):
                 r.release_held()
             batches = [self._decide(r) for r in grp]
         cost = self.cost
-        own, tokens = [], []
+        cost.group_batch = generation_only_batch(grp, batches) if cost.graph_pad else None
+        own, tokens, real = [], [], []
         for r, b in zip(grp, batches):
             if b is None:
                 own.append(cost.dummy_s())
@@ -187,6 +227,8 @@ class LockstepLoop(Loop):
             if r.held:  # the batch formed ahead of them has started
                 r.release_held()
             tokens.append(cost.last_tokens)
+            real.append(cost.last_real_tokens)
+        cost.group_batch = None
         slow = max(own)
         most = max(tokens)
         dt = slow + cost.group_s(sum(tokens), most)
@@ -198,7 +240,7 @@ class LockstepLoop(Loop):
                 r.rec[-1] = (t, dt, *r.rec[-1][2:])
             r.busy = True
             self.wait_s += slow - s
-        real = [0 if b is None else k for b, k in zip(batches, tokens)]  # blog 10's balance ratio: real tokens
+        # blog 10's balance ratio: real tokens (a dummy step's and CUDA-graph padding's are not)
         ratio = sum(real) / (len(grp) * max(real)) if max(real) else 1.0
         self.group_iterations += 1
         self.group_s += dt

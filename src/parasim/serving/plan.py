@@ -314,7 +314,8 @@ class ServingPlan:
     def _check_graph_sizes(self) -> None:
         """`cuda_graph_batch_sizes`: 1 .. MAX_CUDA_GRAPH_SIZES ascending positive whole numbers, stored as a
         tuple; refused with the iteration models that do not take padded decode batches (speculative
-        decoding, NanoFlow overlap, attention-DP lockstep), so it is never silently ignored."""
+        decoding, NanoFlow overlap), so it is never silently ignored. Attention-DP lockstep (`ep` > 1)
+        pads a group's generation-only iterations to the group's largest batch (serving.lockstep)."""
         v = self.cuda_graph_batch_sizes
         if v is None:
             return
@@ -326,8 +327,7 @@ class ServingPlan:
         if any(b <= a for a, b in zip(v, v[1:])):
             raise InputError(name, f"must be in ascending order without repeats, got {list(v)}")
         object.__setattr__(self, "cuda_graph_batch_sizes", tuple(int(x) for x in v))
-        for field, bad in (("spec_method", self.spec_method is not None), ("overlap", self.overlap != "none"),
-                           ("ep", self.ep > 1)):
+        for field, bad in (("spec_method", self.spec_method is not None), ("overlap", self.overlap != "none")):
             if bad:
                 raise InputError(name, f"CUDA-graph padding is not modelled together with {field} "
                                        f"({getattr(self, field)}); drop one of the two")
