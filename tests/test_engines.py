@@ -18,7 +18,7 @@ SERVE = ["serve", "--model", "llama-3-8b", "--gpu", "h100-sxm", "--rate", "4", "
 
 
 def test_registry_lists_each_engine():
-    assert named_engines() == ("tensorrt-llm", "vllm", "sglang", "tgi", "lmdeploy", "deepspeed-mii")
+    assert named_engines() == ("nim", "tensorrt-llm", "vllm", "sglang", "tgi", "lmdeploy", "deepspeed-mii")
     assert set(ENGINES.names()) == {*named_engines(), "default"}
     for name in named_engines():
         assert ENGINES.get(name).name == name

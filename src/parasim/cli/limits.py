@@ -99,7 +99,7 @@ SERVE: dict[str, Rule] = {
     "autoscale_down_delay_s": F(0.0, 3600.0, lo_open=False),
     "migration": TEXT, "migration_interval_s": F(0.0, 3600.0), "migrate_out_threshold": F(0.0, 1e6),
     "spec_method": TEXT, "num_speculative_tokens": I(hi=16), "spec_acceptance": F(0.0, 1.0), "draft_model": TEXT,
-    "overlap": TEXT, "nano_batches": I(lo=2, hi=16),
+    "overlap": TEXT, "nano_batches": I(lo=2, hi=16), "context_pass": TEXT,
     "trace": PATH, "trace_columns": Rule("columns"), "rate": RATE, "requests": I("requests"), "seed": SEED,
     "workflow": PATH, "workflow_mode": TEXT, "arrival": TEXT, "cv": F(0.0, 100.0), "prompt_tokens": I("tokens"), "output_tokens": I("tokens"),
     "length_dist": TEXT, "length_sigma": SIGMA, "prompt_dist": PATH, "output_dist": PATH, "burst": BOOL,

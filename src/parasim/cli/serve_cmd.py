@@ -339,7 +339,7 @@ def serve_cmd(
     tp: Optional[int] = typer.Option(None, "--tp", help="Tensor-parallel degree per replica.", rich_help_panel="Plan"),
     pp: Optional[int] = typer.Option(None, "--pp", help="Pipeline-parallel degree per replica.", rich_help_panel="Plan"),
     replicas: Optional[int] = typer.Option(None, "--replicas", help="Data-parallel replicas behind the router.", rich_help_panel="Plan"),
-    engine: Optional[str] = typer.Option(None, "--engine", help="NAME[==VERSION]: take that serving engine's defaults (as `parasim validate` replays its cases) for the plan fields not given, e.g. vllm==0.6.0; engines: tensorrt-llm, vllm, sglang, tgi, lmdeploy. Printed as \"defaults used\"; explicit flags win.", rich_help_panel="Plan"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="NAME[==VERSION]: take that serving engine's defaults (as `parasim validate` replays its cases) for the plan fields not given, e.g. vllm==0.6.0; engines: nim, tensorrt-llm, vllm, sglang, tgi, lmdeploy. Printed as \"defaults used\"; explicit flags win.", rich_help_panel="Plan"),
     ep: Optional[int] = typer.Option(None, "--ep", help="MoE: spread the routed experts over this many one-GPU replicas (data-parallel attention; needs --tp 1).", rich_help_panel="Plan"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="{SCHEDULERS}.", rich_help_panel="Plan"),
     token_budget: Optional[int] = typer.Option(None, "--token-budget", "--chunk-size", help="Tokens per iteration (chunk size).", rich_help_panel="Plan"),

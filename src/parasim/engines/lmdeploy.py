@@ -24,6 +24,9 @@ released wheels' `lmdeploy/messages.py` (TurbomindEngineConfig, PytorchEngineCon
   `input_count1` = `max_context_token_num`, default `session_len`, is spent; the last prompt is cut to
   fit), which the `continuous` rule's session-length budget stands for. parasim: `continuous` with a
   budget of max_batch_size x session length (every slot's prompt, each at most the session length).
+  The context decoder of those releases takes each prompt less its last token ("will process with
+  decoder later", `ContextDecode`), and the decode step that follows runs that token with the batch
+  and samples the first token: two forwards in series (`context_pass` separate, serving.context_pass).
 * **Admission.** KV blocks are taken as sequences grow, not booked for the whole output; when
   they run out the lowest-priority (newest) sequences are preempted and recompute later:
   `kv_reservation="incremental"` with recompute preemption.
@@ -81,6 +84,7 @@ class LmdeploySetup:
     iteration_overhead_s: float
     why: str
     custom_allreduce: bool = True  # False: every TP all-reduce through NCCL (TurboMind before 0.7.2)
+    context_pass: str = "joint"  # separate: prompts (less their last token) in a forward of their own (before #775)
 
 
 #: the first release whose TurboMind has its own (non-NCCL) all-reduce: v0.7.2's src/turbomind/comm
@@ -141,7 +145,11 @@ def lmdeploy_setup(software: str, source: str, model: ModelSpec, acc: Accelerato
     nccl = engine == "turbomind" and rel is not None and (*rel, patch) < TURBOMIND_OWN_ALLREDUCE
     if nccl:
         why += "; TP all-reduces through NCCL (ftNcclAllReduceSum; TurboMind's own all-reduce came in 0.7.2)"
-    return LmdeploySetup(engine, sched, budget, batch, block, kv, kv_dtype, overhead, why, custom_allreduce=not nccl)
+    if whole_step:
+        why += ("; the prompts run in a context forward of their own less each one's last token, which the "
+                "decode forward then takes with the running batch (LlamaBatch::ContextDecode, v0.1.0a1)")
+    return LmdeploySetup(engine, sched, budget, batch, block, kv, kv_dtype, overhead, why, custom_allreduce=not nccl,
+                         context_pass="separate" if whole_step else "joint")
 
 
 @ENGINES.register
@@ -165,5 +173,7 @@ class LmdeployProfile(EngineProfile):
                   max_batch=ctx.stated.get("max_batch") or setup.max_batch)
         if not setup.custom_allreduce:
             kw["custom_allreduce"] = False
+        if setup.context_pass != "joint":
+            kw["context_pass"] = setup.context_pass
         kw["gpu_memory_utilization"] = ctx.utilization_leaving(setup.kv_bytes)
         ctx.choose(setup.why, "max_batch", kw["max_batch"])

@@ -1,7 +1,8 @@
 """Which engine profile a software text or an `--engine NAME[==VERSION]` names.
 
 Importing this module registers every profile. A case's free-text `software` is matched against
-them in `MATCH_ORDER` (the generic profile last, as it matches anything)."""
+them in `MATCH_ORDER` (NIM first, as a NIM text may name the TensorRT-LLM it runs; the generic profile
+last, as it matches anything)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 from parasim.engines.fastgen import FastgenProfile
 from parasim.engines.generic import DefaultProfile
 from parasim.engines.lmdeploy import LmdeployProfile
+from parasim.engines.nim import NimProfile
 from parasim.engines.profile import ENGINES, EngineProfile
 from parasim.engines.sglang import SglangProfile
 from parasim.engines.tgi import TgiProfile
@@ -17,8 +19,8 @@ from parasim.engines.trtllm import TrtllmProfile
 from parasim.engines.vllm import VllmProfile
 from parasim.errors import InputError
 
-MATCH_ORDER: tuple[type[EngineProfile], ...] = (TrtllmProfile, VllmProfile, SglangProfile, TgiProfile, LmdeployProfile,
-                                                FastgenProfile, DefaultProfile)
+MATCH_ORDER: tuple[type[EngineProfile], ...] = (NimProfile, TrtllmProfile, VllmProfile, SglangProfile, TgiProfile,
+                                                LmdeployProfile, FastgenProfile, DefaultProfile)
 
 #: other names an `--engine` may use for a profile
 ALIASES = {"fastgen": "deepspeed-mii", "deepspeed-fastgen": "deepspeed-mii", "mii": "deepspeed-mii"}

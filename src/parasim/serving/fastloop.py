@@ -79,7 +79,8 @@ def scope_gap(loop) -> str | None:
                                      "(kv_reservation estimated)"),
             (inst.kv.enabled, "the prefix cache"),
             (inst.rec is not None, "timeline recording"),
-            (type(cost) is not IterationCost, "speculative decoding or an overlapped iteration model"),
+            (type(cost) is not IterationCost, "speculative decoding, an overlapped iteration model or a separate "
+                                               "context pass"),
             (type(s) not in MODES, f"the {type(s).__name__} scheduler"),
             (s.queue_order is not None or s.gated, "a reordered or gated waiting queue"),
             (max(s.budget, s.max_batch) >= MAX_TOKEN_COUNTS, f"a token budget or batch of {MAX_TOKEN_COUNTS} or more"),

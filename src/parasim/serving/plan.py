@@ -81,7 +81,7 @@ _FIELD_KINDS = {
     "spec_method": "text?", "num_speculative_tokens": "count?", "spec_acceptance": "share?", "draft_model": "text?",
     "autoscale_max": "count?", "autoscale_target": "seconds?", "autoscale_interval_s": "seconds",
     "autoscale_startup_s": "seconds?", "autoscale_down_delay_s": "seconds",
-    "overlap": "text", "nano_batches": "count?",
+    "overlap": "text", "nano_batches": "count?", "context_pass": "text",
     "migration": "text?", "migration_interval_s": "seconds?", "migrate_out_threshold": "number?",
     "decode_attention": "text",
     "attention_window": "text",
@@ -103,6 +103,10 @@ SPEC_METHODS = ("draft", "eagle", "ngram")
 MAX_SPECULATIVE_TOKENS = 16
 #: intra-device overlap of an iteration's operations (serving.overlap): none | nanoflow (NanoFlow's nano-batches)
 OVERLAP_MODES = ("none", "nanoflow")
+#: how an iteration runs the prompts it holds (serving.context_pass): joint = in one forward with the decodes
+#: (every engine since late 2023); separate = a forward of its own for the prompts less each one's last token,
+#: then one decode forward for the running sequences and those last tokens (TurboMind up to v0.1.0a1)
+CONTEXT_PASSES = ("joint", "separate")
 #: nano-batches per iteration when not given: NanoFlow's 70B pipeline splits the QKV GEMM and decode attention
 #: into four nano-operations (Zhu et al. 2024, Fig. 6)
 DEFAULT_NANO_BATCHES = 4
@@ -207,6 +211,8 @@ class ServingPlan:
     # (None = DEFAULT_NANO_BATCHES) whose compute-, memory- and network-bound operations share the GPU
     overlap: str = "none"
     nano_batches: int | None = None
+    # prompts in a forward of their own before the iteration's decode forward (serving.context_pass)
+    context_pass: str = "joint"
     # live migration between replicas (serving.migration): the policy (llumnix), the seconds between
     # its pairings (None = Llumnix's 0.05 s polling interval), and the freeness (free KV blocks per
     # request) below which an instance migrates out (None = Llumnix's default 3)
@@ -291,6 +297,7 @@ class ServingPlan:
         self._check_spec()
         self._check_autoscale()
         self._check_overlap()
+        self._check_context_pass()
         self._check_migration()
         if self.ep > 1:
             if self.tp != 1 or self.pp != 1:
@@ -304,6 +311,21 @@ class ServingPlan:
             if self.spec_method or self.overlap != "none":  # the lockstep cost (serving.lockstep) is not split for them
                 what = "--spec-method" if self.spec_method else "--overlap"
                 raise InputError("ep", f"attention-DP ranks in lockstep (ep={self.ep}) are not modelled with {what}")
+
+    def _check_context_pass(self) -> None:
+        """context_pass separate re-prices a plain colocated iteration (serving.context_pass); the
+        iteration models of speculation, intra-device overlap, lockstep ranks and disaggregated pools
+        are not split into two passes, so those combinations are refused by name."""
+        if self.context_pass not in CONTEXT_PASSES:
+            raise InputError("context_pass", f"'{self.context_pass}' is not one of {', '.join(CONTEXT_PASSES)}")
+        if self.context_pass == "joint":
+            return
+        for hit, what in ((self.spec_method is not None, "speculative decoding (--spec-method)"),
+                          (self.overlap != "none", "intra-device overlap (--overlap)"),
+                          (self.ep > 1, "attention-DP ranks in lockstep (ep > 1)"),
+                          (self.is_disagg, f"the {self.scheduler} scheduler")):
+            if hit:
+                raise InputError("context_pass", f"a separate context pass is not modelled with {what}")
 
     def _only_with(self, names: tuple[str, ...], flag: str) -> None:
         """Fields that only a feature reads, given without it: an error naming the first."""

@@ -25,6 +25,7 @@ from parasim.errors import InputError
 from parasim.serving.engine import Instance, Loop
 from parasim.serving.frontend import processor_sharing_release_s
 from parasim.serving.autoscale import Autoscaler
+from parasim.serving.context_pass import SeparateContextCost
 from parasim.serving.itercost import IterationCost
 from parasim.serving.overlap import overlap_cost
 from parasim.serving.speculative import spec_cost, spec_memory
@@ -231,6 +232,8 @@ def iteration_cost(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan, *,
     GPUs per node, NICs), never how many GPUs the cluster holds, so the cluster is keyed as one
     of the engine's own size: a TP-4 engine costs the same in 4, 12 or 16 GPUs (`plan serve`
     simulates it in each)."""
+    if cls is IterationCost and plan.context_pass == "separate":
+        cls = SeparateContextCost  # prompts in a forward of their own (serving.context_pass)
     args = IterationCost.plan_args(model, plan, tp=tp, pp=pp)
     cluster = cluster.with_(gpus=tp * pp)
     key = (model, repr(cluster), tuple(sorted(args.items()))) + ((cls,) if cls is not IterationCost else ())
