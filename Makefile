@@ -62,7 +62,8 @@ PROJECT_CASES := validation/trtllm-0.9-static-batch.yaml $(foreach v,0.10 0.11 0
 	validation/amd-blog-mi300x-latency.yaml validation/vllm-v1-recent-nvidia.yaml \
 	validation/nim-llama33-70b-h100.yaml validation/lmdeploy-0.1-a100-static.yaml \
 	validation/sglang-0.4-h200-datacrunch.yaml validation/gpustack-vllm-moe.yaml validation/gpustack-sglang-moe.yaml \
-	validation/gpustack-vllm-dense.yaml validation/dgxc-benchmarking-training.yaml
+	validation/gpustack-vllm-dense.yaml validation/dgxc-benchmarking-training.yaml \
+	validation/gpustack-more-serving.yaml
 
 validation: $(VENV)/.installed
 	$(BIN)/parasim validate $(SHARED)/validation/dev.yaml --markdown docs/VALIDATION.md -j $(JOBS) $(CV) \
