@@ -98,7 +98,7 @@ def _layer_s(k: PlanCosts) -> float:
 
 def _edge_s(k: PlanCosts, r: int, pp: int) -> float:
     """The embedding on the first rank, the LM head and loss on the last: per micro-batch."""
-    return (k.emb + k.emb_b if r == 0 else 0.0) + (3 * k.head + k.ce_f + k.ce_b if r == pp - 1 else 0.0)
+    return (k.emb + k.emb_b if r == 0 else 0.0) + (3 * k.head + k.head_accum + k.ce_f + k.ce_b if r == pp - 1 else 0.0)
 
 
 def water_fill(layers: int, per_layer: list[float], fixed: list[float], least: int) -> list[int]:

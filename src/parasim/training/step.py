@@ -33,6 +33,7 @@ from parasim.cost import partition
 from parasim.cost.roofline import memory_time_s
 from parasim.cost.routing import ExpertRouting
 from parasim.cost.sac import recomputed_matmul_fraction
+from parasim.mathx import cdiv
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 from parasim.training.plan import TrainingPlan
@@ -83,6 +84,12 @@ class LayerTimes:
     bwd_host_edge: float = 0.0
 
 
+def wgrad_accum_s(params: float, plan: TrainingPlan, acc) -> float:
+    """The main-gradient accumulation epilogue of weight-gradient GEMMs over `params` local
+    weights, per micro-batch (`WGRAD_ACCUM_RW` x grad_bytes each)."""
+    return memory_time_s(params * WGRAD_ACCUM_RW * plan.grad_bytes, acc)
+
+
 def _costers(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> tuple[LayerCost, EdgeCost]:
     act = attention_dtype(plan.precision)  # Transformer Engine FP8: only GEMM inputs are 8-bit
     s = plan.sharding(model)
@@ -129,8 +136,7 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
     fwd_compute = gemms + attn_f + elem + cast_f + ring_f
     copy_f, copy_b = _fsdp_copies_s(model, plan, acc, moe)
     # FSDP2 gets each weight gradient as a fresh tensor: no main-gradient accumulation epilogue
-    wgrad_accum = 0.0 if copy_f else memory_time_s(
-        layer_weight_params(model, plan, moe) * WGRAD_ACCUM_RW * plan.grad_bytes, acc)
+    wgrad_accum = 0.0 if copy_f else wgrad_accum_s(layer_weight_params(model, plan, moe), plan, acc)
     bwd_compute = b["compute"] + cast_b + wgrad_accum + copy_b + ring_b
     fwd_comm, bwd_comm = _inlayer_comm_s(plan, layer, f, t, gemms, b, attn_f, cp_comm)
 
@@ -189,10 +195,16 @@ def _to_experts_gpu_s(plan: TrainingPlan, layer: LayerCost, f: dict[str, float],
     return f["ep_comm"] / 2 + experts + cast_f, f["ep_comm"] / 2 + 2 * experts + cast_b
 
 
+def _fsdp2_sharded(plan: TrainingPlan) -> bool:
+    """FSDP2 with its parameters sharded: each weight gradient is a fresh tensor (no main-gradient
+    buffer to accumulate into), and each layer pays the copy-out and chunk-cat."""
+    return plan.fsdp_layout == "per_param" and plan.zero >= 3 and plan.dp * plan.cp > 1
+
+
 def _fsdp_copies_s(model: ModelSpec, plan: TrainingPlan, acc, moe: bool) -> tuple[float, float]:
     """FSDP2's copy-out and chunk-cat for one layer, per micro-batch (`cost/fsdp_copies.py`);
     zero for flat-buffer ZeRO-3 and when nothing is sharded."""
-    if plan.fsdp_layout != "per_param" or plan.zero < 3 or plan.dp * plan.cp <= 1:
+    if not _fsdp2_sharded(plan):
         return 0.0, 0.0
     return fsdp2_copies_s(layer_weight_params(model, plan, moe), PARAM_GATHER_BYTES, plan.grad_bytes, acc)
 
@@ -565,6 +577,7 @@ class PlanCosts(NamedTuple):
     ce_f: float
     ce_b: float
     fsdp: tuple[float, float, float, float]
+    head_accum: float = 0.0  # the LM head's weight-gradient accumulation epilogue (`lm_head_wgrad_accum_s`)
 
 
 def plan_costs(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, pairs_per_mb: float, *,
@@ -579,7 +592,20 @@ def plan_costs(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, pairs
     t = plan.micro_batch * plan.seq_len / plan.cp
     ce_f, ce_b = edge.cross_entropy_s(t)
     return PlanCosts(layer, lt, edge.embedding_s(t), edge.embedding_bwd_s(t), edge.lm_head_gemm_s(t), ce_f, ce_b,
-                     _fsdp_exposed_s(model, cluster, plan, lt))
+                     _fsdp_exposed_s(model, cluster, plan, lt), lm_head_wgrad_accum_s(model, cluster, plan))
+
+
+def lm_head_wgrad_accum_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> float:
+    """The LM head's weight gradient accumulates into the main-gradient buffer like every layer's:
+    Megatron-Core's output layer is a ColumnParallelLinear whose backward, with
+    gradient_accumulation_fusion, runs `wgrad_gemm_accum_fp32` into `main_grad` (megatron/core/
+    tensor_parallel/layers.py, LinearWithGradAccumulationAndAsyncCommunication), so the epilogue
+    reads and writes its vocab/TP x hidden fp32 gradient once per micro-batch. With a 256,000-token
+    vocabulary that shard is four to five transformer layers' worth of weights (Nemotron-4 15B).
+    None under FSDP2 (fresh gradient tensors, as for the layers)."""
+    if _fsdp2_sharded(plan):
+        return 0.0
+    return wgrad_accum_s(cdiv(model.vocab, plan.tp) * model.hidden, plan, cluster.accelerator)
 
 
 def simulate_step(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, *,
@@ -630,6 +656,7 @@ def run_step(model: ModelSpec, plan: TrainingPlan, clusters: list[ClusterSpec], 
                 **{f"layer_fwd_{k}": v_ for k, v_ in lt.parts.items()},
                 "layer_fwd_s": lt.fwd_compute + lt.fwd_comm, "layer_bwd_s": lt.bwd_compute + lt.bwd_comm,
                 "embedding_fwd_s": crit.emb, "embedding_bwd_s": crit.emb_b, "lm_head_fwd_s": crit.head,
+                "lm_head_wgrad_accum_s": crit.head_accum,
                 "cross_entropy_fwd_s": crit.ce_f, "cross_entropy_bwd_s": crit.ce_b})
     return StepTiming(step, rank, bd, det, lt, run, tails, counts, size, pairs_per_mb)
 
@@ -659,7 +686,7 @@ def _chunk_times(plan: TrainingPlan, costs: list[PlanCosts], counts: list[list[i
                 bc += k.emb_b
             if g == last:
                 fc += k.head + k.ce_f
-                bc += 2 * k.head + k.ce_b
+                bc += 2 * k.head + k.head_accum + k.ce_b
             if fsdp_f or fsdp_b:
                 # a chunk's first all-gather has no earlier layer to hide behind, its last
                 # reduce-scatter (the chunk's first layer, reduced after its backward) no later one
@@ -712,7 +739,7 @@ def _split_backward(plan: TrainingPlan, costs: list[PlanCosts], counts: list[lis
         lt, k = costs[r].lt, costs[r]
         for c in range(v):
             g = stages[r][c]
-            w = counts[r][c] * lt.bwd_weight_compute + (k.emb_b if g == 0 else 0.0) + (k.head if g == last else 0.0)
+            w = counts[r][c] * lt.bwd_weight_compute + (k.emb_b if g == 0 else 0.0) + (k.head + k.head_accum if g == last else 0.0)
             bwd[r][c] = (bwd[r][c][0] - w, bwd[r][c][1])
             wr.append(w)
         weight.append(wr)
