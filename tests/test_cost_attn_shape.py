@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
-from parasim.cost.attn_shape import FA2, FA3, PUBLISHED, SEQ_LENS, TRITON_FA1, TRITON_FA1_AT_8K, law_for
+from parasim.cost.attn_shape import (ATTN_BWD_EFF_RATIO, CUDNN_B200, CUDNN_B200_CAUSAL, CUDNN_B200_SEQ_LENS, FA2, FA3,
+                                     PUBLISHED, SEQ_LENS, TRITON_FA1, TRITON_FA1_AT_8K, law_for)
 from parasim.cost.layer import LayerCost, Sharding
 from parasim.serving.itercost import IterationCost
 from parasim.specs.catalog import get_accelerator, get_model
@@ -144,3 +145,67 @@ def test_context_parallel_shards_are_shorter():
     at_cp = FA3.time_scale(pairs, rows, cp=cp)
     short = FA3.time_scale((s / cp) * (s / cp + 1) / 2, s / cp)
     assert 1.0 < at_cp and at_cp == pytest.approx(short, rel=0.03)
+
+
+# ---- Blackwell: Transformer Engine's fused attention (cuDNN) against the catalog's FlashAttention-4 ----
+
+B200 = get_accelerator("b200")
+
+
+def _b200_catalog_tflops() -> float:
+    """The catalog's B200 forward attention rate (FA4's 1,613 TFLOP/s, arXiv:2603.05451)."""
+    return B200.sustained_peak("bf16") * B200.efficiency.attention / 1e12
+
+
+@pytest.mark.parametrize("pass_", ["fwd", "bwd"])
+def test_cudnn_b200_law_reproduces_the_published_causal_curve(pass_):
+    """cudnn-frontend's B200 cuDNN 9.13 run (causal, hd128): the law's rate, the catalog's FA4 rate
+    (times ATTN_BWD_EFF_RATIO for the backward) over its time scale, lands on every published
+    4k-32k point within 4 % in absolute TFLOP/s."""
+    law = law_for("blackwell", "te_fused")
+    assert law is CUDNN_B200
+    backward = pass_ == "bwd"
+    catalog = _b200_catalog_tflops() * (ATTN_BWD_EFF_RATIO if backward else 1.0)
+    for n, measured in zip(CUDNN_B200_SEQ_LENS, CUDNN_B200_CAUSAL[pass_]):
+        if n < 4096:
+            continue
+        rate = catalog / law.time_scale(n * n / 2, n, backward=backward)
+        assert rate == pytest.approx(measured, rel=0.04), (pass_, n)
+
+
+def test_cudnn_b200_is_slower_than_fa4_where_the_fa4_paper_says():
+    """FA4's abstract: up to 1.3x cuDNN 9.13. Measured cuDNN 9.13 at 16k causal: 1,332 TFLOP/s, 1.21x
+    under FA4's best; the law charges that point 1.21x the catalog's time (within 4 %)."""
+    assert CUDNN_B200.time_scale(16384 * 16384 / 2, 16384) == pytest.approx(_b200_catalog_tflops() / 1332.415,
+                                                                            rel=0.04)
+
+
+def test_te_fused_attention_only_moves_blackwell():
+    """Transformer Engine picks cuDNN from compute capability 9.0, but only the Blackwell curve is
+    cuDNN's: Hopper / Ampere keep the laws the catalog was built with; serving's "flash" on
+    Blackwell (TensorRT-LLM / FlashInfer kernels, no curve) keeps the catalog's constant."""
+    assert law_for("hopper", "te_fused") is FA3 and law_for("ampere", "te_fused") is law_for("ampere", "flash")
+    assert law_for("cdna3", "te_fused") is None and law_for("blackwell", "flash") is None
+
+
+def test_megatron_training_on_b200_prices_cudnn_and_eager_keeps_the_catalog():
+    """The training step names te_fused for Megatron-Core / NeMo plans (`kernels: fused`) only."""
+    from parasim.training.plan import TrainingPlan
+    from parasim.training.step import _attention_kernel
+    assert _attention_kernel(TrainingPlan(tp=1, pp=1, dp=1, micro_batch=1, global_batch=1, seq_len=8192)) == "te_fused"
+    for kernels in ("eager", "compiled"):
+        plan = TrainingPlan(tp=1, pp=1, dp=1, micro_batch=1, global_batch=1, seq_len=8192, kernels=kernels)
+        assert _attention_kernel(plan) == "flash"
+    plan = TrainingPlan(tp=1, pp=1, dp=1, micro_batch=1, global_batch=1, seq_len=8192, attention="flash2")
+    assert _attention_kernel(plan) == "flash2"
+
+
+@settings(max_examples=80, deadline=None)
+@given(hst.integers(256, 1 << 20), hst.booleans(), hst.integers(1, 8))
+def test_cudnn_b200_never_beats_its_asymptote_and_rises_with_length(n, backward, cp):
+    """Any causal length and CP degree: never faster than the fitted asymptote's level, and a
+    longer sequence is never slower per FLOP."""
+    level = CUDNN_B200.bwd_level if backward else CUDNN_B200.fwd_level
+    s = CUDNN_B200.time_scale(n * n / 2, n, backward=backward, cp=cp)
+    s2 = CUDNN_B200.time_scale((2 * n) ** 2 / 2, 2 * n, backward=backward, cp=cp)
+    assert level <= s2 <= s

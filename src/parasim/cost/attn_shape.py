@@ -25,6 +25,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+# Flash-attention backward reaches a lower fraction of peak than the forward (the catalog's
+# attention efficiency is a forward measurement): FA2 paper (A100) and FA3 paper (H100) report
+# backward TFLOP/s at ~0.75-0.85 of the forward's. (cost.layer charges the backward with it.)
+ATTN_BWD_EFF_RATIO = 0.8
+
 #: Published TFLOP/s by sequence length 512, 1k, 2k, 4k, 8k, 16k (batch x seqlen = 16k tokens,
 #: hidden 2048), head dim 128: (kernel, GPU, pass, mask) -> rates. None = a bar label hidden.
 SEQ_LENS = (512, 1024, 2048, 4096, 8192, 16384)
@@ -59,6 +64,11 @@ class AttnLaw:
     bwd_full: float
     bwd_causal: float
     ref_seq: float  # the (non-causal) sequence length the catalogued `attention` figure was measured at
+    # a kernel other than the one the catalog measured: its asymptotic rate's time over the catalog's
+    # (forward: the catalogued `attention` rate; backward: ATTN_BWD_EFF_RATIO of it). 0 = the same
+    # kernel as the catalog's figure, normalised at ref_seq instead.
+    fwd_level: float = 0.0
+    bwd_level: float = 0.0
 
     def extra_pairs(self, rows: float, *, backward: bool = False, cp: int = 1) -> float:
         """Key-column work the `rows` query rows add beyond their pairs: one causal (diagonal)
@@ -70,6 +80,9 @@ class AttnLaw:
     def ref_scale(self, *, backward: bool = False) -> float:
         """The rate at the reference point over the law's asymptote, N / (N + row_keys_full): the
         catalogued figure already is that fraction of the asymptote, so it is divided back out."""
+        level = self.bwd_level if backward else self.fwd_level
+        if level > 0:
+            return level
         full = self.bwd_full if backward else self.fwd_full
         return self.ref_seq / (self.ref_seq + full)
 
@@ -102,11 +115,43 @@ FA2_AT_8K = replace(FA2, ref_seq=8192.0)
 TRITON_FA1 = AttnLaw("triton", fwd_full=52.0, fwd_causal=128.0, bwd_full=52.0, bwd_causal=128.0, ref_seq=16384.0)
 TRITON_FA1_AT_8K = replace(TRITON_FA1, ref_seq=8192.0)
 
+#: cuDNN's fused attention (SDPA) on B200, version 9.13: NVIDIA/cudnn-frontend
+#: benchmark/sdpa_benchmark_training/artifacts/sdpa_bf16_benchmark_results_NVIDIA_B200.csv (commit
+#: cb560b92; the run log beside it: torch 2.9 nv25.09, cuDNN 91300), backend pyt_cudnn, BF16, causal
+#: (FLOPs halved), batch 1, 128 query / 8 KV heads, head dim 128. TFLOP/s by sequence length:
+CUDNN_B200_SEQ_LENS = (1024, 2048, 4096, 8192, 16384, 32768)
+CUDNN_B200_CAUSAL = {
+    "fwd": (254.501, 478.921, 855.678, 1171.278, 1332.415, 1419.000),
+    "bwd": (308.529, 371.486, 701.265, 942.509, 1074.776, 1108.688),
+}
+#: FlashAttention-4's best B200 forward (arXiv:2603.05451 abstract), the catalog's b200 `attention`
+#: (0.717 of 2,250); the cuDNN law's level is stated against it, so GB200 keeps its own catalog ratio.
+FA4_B200_FWD_TFLOPS = 1613.0
+#: The same least-squares fit of 1/rate = (1 + 2 row_keys / N) / R over the 4k-32k points (the
+#: sequence lengths the Blackwell training rows run; every point within 3.4 %; the 2k points sit
+#: 26 / 36 % and the 1k forward 46 % under the law, short kernels at batch 1): forward R 1,600
+#: TFLOP/s, row cost 1,696; backward R 1,251, row cost 1,521. Its asymptote is FA4's (1,600 against 1,613); the 1.3x FA4 claims over
+#: cuDNN 9.13 is the row term (at 8k causal the law gives 1,131). The unmasked row cost is not in
+#: the file: the causal one less FA3's diagonal-tile term (311 - 199 = 112, the same 128-key tiles);
+#: it prices only context-parallel ring steps.
+CUDNN_B200 = AttnLaw("cudnn", fwd_full=1696.0 - 112.0, fwd_causal=1696.0, bwd_full=1521.0 - 112.0,
+                     bwd_causal=1521.0, ref_seq=32768.0, fwd_level=FA4_B200_FWD_TFLOPS / 1600.0,
+                     bwd_level=FA4_B200_FWD_TFLOPS * ATTN_BWD_EFF_RATIO / 1251.0)
+
 
 def law_for(generation: str, kernel: str) -> AttnLaw | None:
-    """The shape law of the fused-attention `kernel` ("flash" = the part's best, "flash2") on a
-    part of `generation`, or None where no curve of that kernel was retrieved (Blackwell's FA4,
-    AMD's aiter, Volta, Triton FlashAttention, TPUs, Gaudi): there the catalog's constant stays."""
+    """The shape law of the fused-attention `kernel` ("flash" = the part's best, "flash2";
+    "te_fused" = Transformer Engine's fused attention, which Megatron-Core / NeMo train through) on a
+    part of `generation`, or None where no curve of that kernel was retrieved (Blackwell's FA4 and
+    TensorRT-LLM / FlashInfer kernels, AMD's aiter, Volta, Triton FlashAttention, TPUs, Gaudi): there
+    the catalog's constant stays. Transformer Engine picks cuDNN's fused attention over FlashAttention
+    from compute capability 9.0 (dot_product_attention/utils.py get_attention_backend, "give
+    FusedAttention preference on Hopper+"): on Blackwell that is the cuDNN law; on the other parts
+    it keeps the "flash" law the catalog was built with."""
+    if generation == "blackwell" and kernel == "te_fused":
+        return CUDNN_B200
+    if kernel == "te_fused":
+        kernel = "flash"
     if generation == "hopper":
         return {"flash": FA3, "flash2": FA2, "triton": TRITON_FA1}.get(kernel)
     if generation in ("ampere", "ada") and kernel in ("flash", "flash2"):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from parasim.cost import nongemm
-from parasim.cost.attn_shape import law_for
+from parasim.cost.attn_shape import ATTN_BWD_EFF_RATIO, law_for
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.moe_tile import grouped_gemm_rate, moe_tile_m, triton_block_fp8, triton_block_fp8_rate
@@ -39,10 +39,8 @@ from parasim.specs.model import ModelSpec
 
 # Fused attention backward: five matmuls (recomputed scores, dV, dP, dQ, dK) against the forward's two.
 ATTN_BWD_FLOPS_RATIO = 2.5
-# Flash-attention backward reaches a lower fraction of peak than the forward (the catalog's
-# attention efficiency is a forward measurement): FA2 paper (A100) and FA3 paper (H100) report
-# backward TFLOP/s at ~0.75-0.85 of the forward's.
-ATTN_BWD_EFF_RATIO = 0.8
+# Flash-attention backward at ATTN_BWD_EFF_RATIO of the forward's rate: defined in cost.attn_shape
+# (its Blackwell cuDNN law is stated against it) and re-exported here.
 # Materialised-score attention backward: the two batched GEMMs' gradients and the softmax/dropout
 # backward over the stored s x s probabilities, about twice the forward's time and traffic.
 UNFUSED_ATTN_BWD_RATIO = 2.0

@@ -97,11 +97,18 @@ def _costers(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> tupl
     layer = LayerCost(model, cluster, s, weight_dtype=plan.precision, act_dtype=act, kv_dtype=act,
                       tp_group=Group.strided(plan.tp, 1, cluster),
                       ep_group=Group.strided(plan.ep, plan.expert_tp, cluster), kernels=plan.kernels,
-                      dropout=model.dropout, routing=expert_routing(plan), attention_kernel=plan.attention)
+                      dropout=model.dropout, routing=expert_routing(plan), attention_kernel=_attention_kernel(plan))
     # the LM head and embedding are not Transformer Engine layers: they stay in 16-bit
     edge_layer = layer if plan.precision != "fp8" else LayerCost(model, cluster, s, weight_dtype=act,
                                                                  act_dtype=act, kv_dtype=act, kernels=plan.kernels)
     return layer, EdgeCost(edge_layer)
+
+
+def _attention_kernel(plan: TrainingPlan) -> str:
+    """The fused-attention kernel family whose rate curve prices the plan: Megatron-Core / NeMo
+    (`kernels: fused`) attend through Transformer Engine's fused attention ("te_fused": cuDNN on
+    Blackwell, cost.attn_shape.law_for), every other stack through the plan's `attention` kernel."""
+    return "te_fused" if plan.kernels == "fused" and plan.attention == "flash" else plan.attention
 
 
 def _unfused_attention_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, seqs: float,
