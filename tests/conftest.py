@@ -103,6 +103,26 @@ def check_printed_totals(case, min_generated_share: float) -> None:
                                                          rel=1e-12)
 
 
+def check_burst_printout(case) -> None:
+    """A `vllm bench serve` burst printout (N requests sent at t = 0, finished by the end of the run,
+    duration T) checked against itself: the printed request rate is N / T (both printed to 0.01); the mean
+    E2E, mean TTFT + (output - 1) x mean TPOT (exact when every request generated its full output), is at
+    most T, since Little's law puts the time-averaged number in the system, N x mean E2E / T, at no more
+    than N; no TTFT exceeds the run (P99 TTFT <= T); the median and mean TTFT lie below the P99."""
+    src, out = case.source, case.workload["output_tokens"]
+    n = printed_number(r"Successful requests (\d+)", src)
+    duration_s = printed_number(r"Benchmark duration ([\d.]+) s", src)
+    rate = printed_number(r"Request throughput ([\d.]+) req/s", src)
+    assert n / (duration_s + 0.005) - 0.005 <= rate <= n / (duration_s - 0.005) + 0.005
+    ttft_mean_s = printed_number(r"Mean TTFT ([\d.]+) ms", src) / 1e3
+    e2e_mean_s = ttft_mean_s + (out - 1) * printed_number(r"Mean TPOT ([\d.]+) ms", src) / 1e3
+    assert n * e2e_mean_s / duration_s <= n
+    ttft_p99_s = printed_number(r"P99 TTFT ([\d.]+) ms", src) / 1e3
+    assert ttft_p99_s <= duration_s
+    assert printed_number(r"Median TTFT ([\d.]+) ms", src) / 1e3 <= ttft_p99_s
+    assert ttft_mean_s <= ttft_p99_s
+
+
 def serve_config(tmp_path: Path, config_text: str, *extra: str) -> subprocess.CompletedProcess:
     """`parasim serve -c` on a config file written from `config_text` (a plan field set in the file,
     where the edge validates it)."""

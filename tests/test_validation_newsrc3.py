@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from parasim.specs.validation_case import load_cases
-from tests.conftest import check_fixed_length_row, check_printed_totals, printed_number
+from tests.conftest import check_burst_printout, check_fixed_length_row, check_printed_totals
 
 FILE = Path(__file__).resolve().parents[1] / "validation" / "gpustack-vllm-dense.yaml"
 CASES = load_cases(FILE)
@@ -54,18 +54,7 @@ def test_printout_obeys_littles_law(case):
     output), and Little's law puts the time-averaged number of requests in the system, N x mean E2E / T, at no
     more than N (mean E2E <= T); no request's TTFT exceeds the run (P99 TTFT <= T); the median and mean lie
     below the P99. The rate check allows for both printed figures' rounding to 0.01."""
-    src, out = case.source, case.workload["output_tokens"]
-    n = printed_number(r"Successful requests (\d+)", src)
-    duration_s = printed_number(r"Benchmark duration ([\d.]+) s", src)
-    rate = printed_number(r"Request throughput ([\d.]+) req/s", src)  # both it and the duration are printed to 0.01
-    assert n / (duration_s + 0.005) - 0.005 <= rate <= n / (duration_s - 0.005) + 0.005
-    ttft_mean_s = printed_number(r"Mean TTFT ([\d.]+) ms", src) / 1e3
-    e2e_mean_s = ttft_mean_s + (out - 1) * printed_number(r"Mean TPOT ([\d.]+) ms", src) / 1e3
-    assert n * e2e_mean_s / duration_s <= n
-    ttft_p99_s = printed_number(r"P99 TTFT ([\d.]+) ms", src) / 1e3
-    assert ttft_p99_s <= duration_s
-    assert printed_number(r"Median TTFT ([\d.]+) ms", src) / 1e3 <= ttft_p99_s
-    assert ttft_mean_s <= ttft_p99_s
+    check_burst_printout(case)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
