@@ -97,6 +97,17 @@ def nemo_cudnn(software: str) -> tuple[str, str] | None:
     return v, f"cudnn_version={v} (NeMo {r // 100}.{r % 100:02d} container's cuDNN, its release notes)"
 
 
+def _container_cudnn(case: Case, raw: dict[str, Any]) -> list[str]:
+    """Set `cudnn_version` from the named NeMo container where its curve applies (Transformer
+    Engine's fused attention on a Blackwell part, not stated by the case); the choice line."""
+    cudnn = nemo_cudnn(case.software)
+    if (cudnn is None or raw.get("cudnn_version") is not None or raw.get("kernels") != "fused"
+            or raw.get("attention") != "flash" or case.cluster.accelerator.generation != "blackwell"):
+        return []
+    raw["cudnn_version"] = cudnn[0]
+    return [cudnn[1]]
+
+
 def kernel_mode(software: str) -> tuple[str, str]:
     """(kernels plan value, the choice line): Megatron / NeMo / DeepSpeed stacks run fused
     kernels; PyTorch-native stacks eager, or compiled when the software names torch.compile."""
@@ -183,15 +194,10 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
     for key, value in extra.items():  # a value the case states wins over the software's default
         if raw.get(key) is None:
             raw[key] = value
-    cudnn = nemo_cudnn(case.software)
-    if (cudnn is not None and raw.get("cudnn_version") is None and raw.get("kernels") == "fused"
-            and raw.get("attention") == "flash" and case.cluster.accelerator.generation == "blackwell"):
-        raw["cudnn_version"] = cudnn[0]
-        choices.append(cudnn[1])
+    choices += _container_cudnn(case, raw)
     if int(raw.get("virtual_stages") or 1) > 1:
         raw["schedule"] = for_virtual_stages(raw.get("schedule") or "1f1b", int(raw["virtual_stages"]))
-    plan = TrainingPlan.from_mapping(raw, gpus=case.cluster.gpus)
-    return plan, choices
+    return TrainingPlan.from_mapping(raw, gpus=case.cluster.gpus), choices
 
 
 def _fp8_weights(case: Case, raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
