@@ -122,7 +122,7 @@ STACK: dict[str, Rule] = {
     "attention": TEXT, "kernels": TEXT, "fsdp_layout": TEXT, "cp_ring": TEXT, "param_state": TEXT,
     "fp8_recipe": TEXT, "fp8_param_gather": BOOL,
     "moe_imbalance": F(1.0, 1024.0, lo_open=False), "moe_capacity_factor": F(0.0, 1024.0), "moe_a2a": TEXT,
-    "moe_a2a_overlap": BOOL, "moe_routing": TEXT, "recompute_modules": TEXT, "cuda_graph_scope": TEXT, "save_interval": I(hi=10**9),
+    "moe_a2a_overlap": BOOL, "moe_routing": TEXT, "recompute_modules": TEXT, "cuda_graph_scope": TEXT, "cudnn_version": TEXT, "save_interval": I(hi=10**9),
     "power_limit_w": F(0.0, 1e5),  # W; the part's own range (idle, rated TDP] is checked by AcceleratorSpec.with_power_limit
 }
 

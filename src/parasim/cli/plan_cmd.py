@@ -230,6 +230,7 @@ def plan_train_cmd(
     moe_a2a_overlap: ts.MoeA2aOverlap = None,
     moe_routing: ts.MoeRouting = None,
     cuda_graph_scope: ts.CudaGraphScope = None,
+    cudnn_version: ts.CudnnVersion = None,
     workers: Workers = None,
     executor: Executor = "local",
     ray_address: RayAddress = None,

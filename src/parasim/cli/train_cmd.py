@@ -203,6 +203,7 @@ def train_cmd(
     moe_a2a_overlap: ts.MoeA2aOverlap = None,
     moe_routing: ts.MoeRouting = None,
     cuda_graph_scope: ts.CudaGraphScope = None,
+    cudnn_version: ts.CudnnVersion = None,
     overlap_grad_reduce: ts.OverlapGradReduce = None,
     overlap_param_gather: ts.OverlapParamGather = None,
     tp_comm_overlap: ts.TpCommOverlap = None,

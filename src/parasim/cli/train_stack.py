@@ -36,6 +36,7 @@ MoeA2a = Annotated[Optional[str], typer.Option("--moe-a2a", help="MoE dispatch/c
 MoeA2aOverlap = Annotated[Optional[bool], typer.Option("--moe-a2a-overlap/--no-moe-a2a-overlap", help="MoE: hide the dispatch/combine under another micro-batch's compute (Megatron-Core --overlap-moe-expert-parallel-comm).", rich_help_panel=PANEL_MOE)]
 MoeRouting = Annotated[Optional[str], typer.Option("--moe-routing", help="MoE: which experts a token takes: random (a router; default) | contiguous (k consecutive expert ids, NeMo AutoModel's fake_balanced_gate benchmark gate: exact balance, one or two GPUs per token for DeepEP). docs/training.md.", rich_help_panel=PANEL_MOE)]
 CudaGraphScope = Annotated[Optional[str], typer.Option("--cuda-graph-scope", help="MoE host work: what CUDA graphs cover, a comma list of attn, moe_router, moe_preprocess, or full_iteration alone (Megatron-Core's; default none: eager; docs/training.md).", rich_help_panel=PANEL_MOE)]
+CudnnVersion = Annotated[Optional[str], typer.Option("--cudnn-version", help="cuDNN version the run's Transformer Engine fused attention used, e.g. 9.18 (a NeMo container's release notes list it): picks the Blackwell cuDNN attention curve, the newest published at or below it (default: the newest, 9.22). kernels fused, attention flash, Blackwell only (docs/training.md).", rich_help_panel=PANEL_OVERLAP)]
 OverlapGradReduce = Annotated[Optional[bool], typer.Option("--overlap-grad-reduce/--no-overlap-grad-reduce", help="Overlap DP gradient reduction with the backward.", rich_help_panel=PANEL_OVERLAP)]
 OverlapParamGather = Annotated[Optional[bool], typer.Option("--overlap-param-gather/--no-overlap-param-gather", help="Overlap parameter all-gathers with compute.", rich_help_panel=PANEL_OVERLAP)]
 TpCommOverlap = Annotated[Optional[bool], typer.Option("--tp-comm-overlap/--no-tp-comm-overlap", help="Overlap TP communication with GEMMs.", rich_help_panel=PANEL_OVERLAP)]
@@ -54,7 +55,7 @@ SaveInterval = Annotated[Optional[int], typer.Option("--save-interval", help="St
 STACK_FIELDS = ("grad_dtype", "attention", "kernels", "fsdp_layout", "cp_ring", "param_state", "fp8_recipe",
                 "fp8_param_gather", "overlap_grad_reduce",
                 "overlap_param_gather", "tp_comm_overlap", "overlap_p2p_comm", "recompute_modules", "moe_imbalance",
-                "moe_capacity_factor", "moe_a2a", "moe_a2a_overlap", "moe_routing", "cuda_graph_scope")
+                "moe_capacity_factor", "moe_a2a", "moe_a2a_overlap", "moe_routing", "cuda_graph_scope", "cudnn_version")
 #: the cluster the stack runs on (`specs.catalog.cluster_for`'s overrides, `specs.mixed.power_limited`'s cap)
 CLUSTER_FIELDS = ("gpus_per_node", "inter_node_gbps", "power_limit_w")
 #: options only a mixture-of-experts model reads

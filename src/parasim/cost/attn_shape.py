@@ -23,7 +23,10 @@ points (512-16k; causal and non-causal together, one R), hd 128 (the head dim of
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
+
+from parasim.errors import InputError
 
 # Flash-attention backward reaches a lower fraction of peak than the forward (the catalog's
 # attention efficiency is a forward measurement): FA2 paper (A100) and FA3 paper (H100) report
@@ -139,6 +142,66 @@ CUDNN_B200 = AttnLaw("cudnn", fwd_full=1696.0 - 112.0, fwd_causal=1696.0, bwd_fu
                      bwd_level=FA4_B200_FWD_TFLOPS * ATTN_BWD_EFF_RATIO / 1251.0)
 
 
+#: GB200's rate over B200's for the same kernel: the catalog's ratio (specs/data/accelerators.yaml
+#: gb200 `efficiency.attention`: the MAMF matmul rates 1,822 / 1,745 TFLOP/s). The newer cuDNN curves
+#: below were published on GB200 only; their asymptotes are divided by it to state them on B200.
+GB200_OVER_B200 = 1822.0 / 1745.0
+#: The same repository's later GB200 runs, BF16, causal (top_left), head dim 128, 64 query / 8 KV
+#: heads, non-deterministic backward; TFLOP/s at 2k, 4k, 8k, 16k, 32k:
+#: cuDNN 9.18.1 (cudnn_backend_version 91801): results/gb200_918_only_cudnn/llama3.1_20260126_110503.csv
+#: (commit b8c06560, batch 1); cuDNN 9.22 (92200): results/llama3.1/gb200/llama3.1_20260424_100750.csv
+#: (commit 3929da2, batch 2; its 32k points fall below its 16k ones).
+CUDNN_GB200_SEQ_LENS = (2048, 4096, 8192, 16384, 32768)
+CUDNN_GB200_CAUSAL = {
+    ("9.18", "fwd"): (1022.0, 1297.0, 1563.0, 1646.0, 1686.0),
+    ("9.18", "bwd"): (824.0, 1105.0, 1279.0, 1371.0, 1441.0),
+    ("9.22", "fwd"): (1097.0, 1408.0, 1574.0, 1708.0, 1622.0),
+    ("9.22", "bwd"): (885.0, 1148.0, 1332.0, 1328.0, 1226.0),
+}
+
+
+def _cudnn_law(fwd_r: float, fwd_row: float, bwd_r: float, bwd_row: float) -> AttnLaw:
+    """A cuDNN law from its B200 asymptotes (TFLOP/s) and causal row costs (key columns); the
+    unmasked row cost is the causal one less FA3's diagonal-tile term (112), as for 9.13."""
+    return AttnLaw("cudnn", fwd_full=fwd_row - 112.0, fwd_causal=fwd_row, bwd_full=bwd_row - 112.0,
+                   bwd_causal=bwd_row, ref_seq=32768.0, fwd_level=FA4_B200_FWD_TFLOPS / fwd_r,
+                   bwd_level=FA4_B200_FWD_TFLOPS * ATTN_BWD_EFF_RATIO / bwd_r)
+
+
+#: cuDNN 9.18 and 9.22, the 9.13 law's least-squares fit over 4k-32k of the GB200 curves; asymptotes
+#: divided by GB200_OVER_B200. 9.18: forward R 1,792 on GB200 (1,716 on B200), row cost 738, every point
+#: within 2.9 %; backward 1,502 (1,438), 733, within 0.6 %. 9.22: forward 1,734 (1,661), 449, within
+#: 4.1 %; backward 1,329 (1,273), 240, within 6.9 % (the falling 32k points pull its asymptote below 9.18's).
+CUDNN_918_B200 = _cudnn_law(1792.0 / GB200_OVER_B200, 738.0, 1502.0 / GB200_OVER_B200, 733.0)
+CUDNN_922_B200 = _cudnn_law(1734.0 / GB200_OVER_B200, 449.0, 1329.0 / GB200_OVER_B200, 240.0)
+#: (major, minor) of each published curve, ascending: a run takes the newest at or below its version
+#: (older than 9.13: the 9.13 curve, an upper bound on those releases' speed)
+CUDNN_LAWS: tuple[tuple[tuple[int, int], AttnLaw], ...] = (
+    ((9, 13), CUDNN_B200), ((9, 18), CUDNN_918_B200), ((9, 22), CUDNN_922_B200))
+#: with no version known: the newest published curve (a current container's)
+CUDNN_DEFAULT = CUDNN_LAWS[-1][0]
+_CUDNN_TEXT = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?(?:\.\d+)?(?:-\d+)?")
+
+
+def parse_cudnn_version(text: object, *, field: str = "cudnn-version") -> tuple[int, int]:
+    """'9.18', '9.18.1' or '9.20.0.48-1' -> (9, 18); anything else an input error naming `field`.
+    Only cuDNN 9 is accepted: the Blackwell fused-attention curves are all cuDNN 9."""
+    m = _CUDNN_TEXT.fullmatch(text.strip()) if isinstance(text, str) else None
+    if m is None or int(m.group(1)) != 9 or int(m.group(2)) > 99:
+        raise InputError(field, f"must be a cuDNN 9 version such as 9.18 or 9.18.1, got {text!r}")
+    return 9, int(m.group(2))
+
+
+def cudnn_law(version: tuple[int, int] | None) -> AttnLaw:
+    """The Blackwell cuDNN fused-attention law of a cuDNN version (None: CUDNN_DEFAULT)."""
+    version = CUDNN_DEFAULT if version is None else version
+    law = CUDNN_LAWS[0][1]
+    for at, candidate in CUDNN_LAWS:
+        if at <= version:
+            law = candidate
+    return law
+
+
 def law_for(generation: str, kernel: str) -> AttnLaw | None:
     """The shape law of the fused-attention `kernel` ("flash" = the part's best, "flash2";
     "te_fused" = Transformer Engine's fused attention, which Megatron-Core / NeMo train through) on a
@@ -147,9 +210,11 @@ def law_for(generation: str, kernel: str) -> AttnLaw | None:
     the catalog's constant stays. Transformer Engine picks cuDNN's fused attention over FlashAttention
     from compute capability 9.0 (dot_product_attention/utils.py get_attention_backend, "give
     FusedAttention preference on Hopper+"): on Blackwell that is the cuDNN law; on the other parts
-    it keeps the "flash" law the catalog was built with."""
+    it keeps the "flash" law the catalog was built with. "te_fused@9.18" names the cuDNN version
+    that ran (`cudnn_law`); bare "te_fused" takes CUDNN_DEFAULT."""
+    kernel, _, cudnn = kernel.partition("@")
     if generation == "blackwell" and kernel == "te_fused":
-        return CUDNN_B200
+        return cudnn_law(parse_cudnn_version(cudnn) if cudnn else None)
     if kernel == "te_fused":
         kernel = "flash"
     if generation == "hopper":

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from parasim.cost.attn_shape import parse_cudnn_version
 from parasim.cost.dtypes import TRAINING_PRECISIONS
 from parasim.cost.fsdp_copies import FSDP_LAYOUTS
 from parasim.cost.param_state import PARAM_STATES
@@ -101,6 +102,10 @@ class TrainingPlan:
     recompute_modules: str | None = None
     # Megatron-Core --cuda-graph-scope (comma list of cost.moe_host.GRAPH_SCOPES); None = eager
     cuda_graph_scope: str | None = None
+    # cuDNN version the run's Transformer Engine fused attention used (e.g. 9.18): picks the Blackwell
+    # cuDNN attention curve (cost.attn_shape.cudnn_law); None = the newest published curve.
+    # kernels fused + attention flash on a Blackwell part only (training/step.py refuses other parts)
+    cudnn_version: str | None = None
 
     def __post_init__(self) -> None:
         """Each field by its kind (`_FIELD_KINDS`), so a Python caller gets the CLI's one-line
@@ -205,6 +210,11 @@ class TrainingPlan:
             if stated and self.kernels != "fused":
                 raise InputError(name, f"'{value}' applies only to kernels fused (Transformer Engine's FP8 weights: "
                                        f"Megatron-Core, NeMo, Megatron-Bridge), got kernels={self.kernels}")
+        if self.cudnn_version is not None:
+            parse_cudnn_version(self.cudnn_version)
+            if self.kernels != "fused" or self.attention != "flash":
+                raise InputError("cudnn-version", f"sets Transformer Engine's cuDNN fused attention: needs kernels fused "
+                                                  f"and attention flash, got kernels={self.kernels}, attention={self.attention}")
         from parasim.training.schedules import get_schedule
 
         get_schedule(self.schedule)  # unknown names rejected with the list of known ones
@@ -323,7 +333,7 @@ _FIELD_KINDS = {
     "zero": "zero", "seq_len_dist": "text?", "etp": "count?", "moe_imbalance": "ratio",
     "moe_capacity_factor": "positive?", "moe_a2a": "text", "moe_a2a_overlap": "bool", "moe_routing": "text",
     "recompute_modules": "text?",
-    "cuda_graph_scope": "text?",
+    "cuda_graph_scope": "text?", "cudnn_version": "text?",
 }
 #: largest busiest-expert-over-mean load accepted (every token on one expert of 1,024 is 1,024)
 MAX_MOE_IMBALANCE = 1024.0

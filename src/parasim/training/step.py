@@ -33,6 +33,7 @@ from parasim.cost import partition
 from parasim.cost.roofline import memory_time_s
 from parasim.cost.routing import ExpertRouting
 from parasim.cost.sac import recomputed_matmul_fraction
+from parasim.errors import InputError
 from parasim.mathx import cdiv
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
@@ -92,6 +93,9 @@ def wgrad_accum_s(params: float, plan: TrainingPlan, acc) -> float:
 
 def _costers(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> tuple[LayerCost, EdgeCost]:
     act = attention_dtype(plan.precision)  # Transformer Engine FP8: only GEMM inputs are 8-bit
+    if plan.cudnn_version is not None and cluster.accelerator.generation != "blackwell":
+        raise InputError("cudnn-version", f"picks a Blackwell cuDNN attention curve; {cluster.accelerator.id} is "
+                                          f"{cluster.accelerator.generation} (no per-version curve there)")
     s = plan.sharding(model)
     # expert ranks in Megatron-Core's folded order: etp fastest, then ep
     layer = LayerCost(model, cluster, s, weight_dtype=plan.precision, act_dtype=act, kv_dtype=act,
@@ -107,8 +111,11 @@ def _costers(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan) -> tupl
 def _attention_kernel(plan: TrainingPlan) -> str:
     """The fused-attention kernel family whose rate curve prices the plan: Megatron-Core / NeMo
     (`kernels: fused`) attend through Transformer Engine's fused attention ("te_fused": cuDNN on
-    Blackwell, cost.attn_shape.law_for), every other stack through the plan's `attention` kernel."""
-    return "te_fused" if plan.kernels == "fused" and plan.attention == "flash" else plan.attention
+    Blackwell, cost.attn_shape.law_for; "te_fused@9.18" with the plan's `cudnn_version`), every
+    other stack through the plan's `attention` kernel."""
+    if plan.kernels == "fused" and plan.attention == "flash":
+        return f"te_fused@{plan.cudnn_version}" if plan.cudnn_version is not None else "te_fused"
+    return plan.attention
 
 
 def _unfused_attention_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, seqs: float,

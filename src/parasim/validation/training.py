@@ -74,6 +74,40 @@ _MBRIDGE = re.compile(r"megatron-bridge", re.IGNORECASE)
 _MXFP8 = re.compile(r"precision MXFP8|_FP8_MX_", re.IGNORECASE)
 
 
+#: cuDNN in each NeMo Framework container, from NVIDIA-NeMo/Megatron-Bridge docs/releases/software-versions.md
+#: (commit 067f987d): 25.09 9.11.0.98, 25.11 9.13.1.26, 26.02 9.18.0.50, 26.04 9.20.0.48, 26.06 9.21.1.3.
+#: A patch release (26.04.01) takes its release's; one between two listed takes the earlier listed
+#: (cuDNN only moves forward); one before 25.09 ran at most 9.11, which selects the same (9.13) curve.
+NEMO_CUDNN = ((2509, "9.11"), (2511, "9.13"), (2602, "9.18"), (2604, "9.20"), (2606, "9.21"))
+_NEMO_CONTAINER = re.compile(r"\bNeMo (\d\d)\.(\d\d)(?:\.\d+)? container", re.IGNORECASE)
+
+
+def nemo_cudnn(software: str) -> tuple[str, str] | None:
+    """(cudnn_version, the choice line) for a case run in a named NeMo container; None when the
+    software names none."""
+    m = _NEMO_CONTAINER.search(software)
+    if m is None:
+        return None
+    release = int(m.group(1)) * 100 + int(m.group(2))
+    listed = [(r, v) for r, v in NEMO_CUDNN if r <= release]
+    if not listed:
+        return NEMO_CUDNN[0][1], (f"cudnn_version<={NEMO_CUDNN[0][1]} (NeMo {m.group(1)}.{m.group(2)} predates 25.09, which "
+                                  f"shipped cuDNN 9.11: the 9.13 attention curve, an upper bound)")
+    r, v = listed[-1]
+    return v, f"cudnn_version={v} (NeMo {r // 100}.{r % 100:02d} container's cuDNN, its release notes)"
+
+
+def _container_cudnn(case: Case, raw: dict[str, Any]) -> list[str]:
+    """Set `cudnn_version` from the named NeMo container where its curve applies (Transformer
+    Engine's fused attention on a Blackwell part, not stated by the case); the choice line."""
+    cudnn = nemo_cudnn(case.software)
+    if (cudnn is None or raw.get("cudnn_version") is not None or raw.get("kernels") != "fused"
+            or raw.get("attention") != "flash" or case.cluster.accelerator.generation != "blackwell"):
+        return []
+    raw["cudnn_version"] = cudnn[0]
+    return [cudnn[1]]
+
+
 def kernel_mode(software: str) -> tuple[str, str]:
     """(kernels plan value, the choice line): Megatron / NeMo / DeepSpeed stacks run fused
     kernels; PyTorch-native stacks eager, or compiled when the software names torch.compile."""
@@ -160,10 +194,10 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
     for key, value in extra.items():  # a value the case states wins over the software's default
         if raw.get(key) is None:
             raw[key] = value
+    choices += _container_cudnn(case, raw)
     if int(raw.get("virtual_stages") or 1) > 1:
         raw["schedule"] = for_virtual_stages(raw.get("schedule") or "1f1b", int(raw["virtual_stages"]))
-    plan = TrainingPlan.from_mapping(raw, gpus=case.cluster.gpus)
-    return plan, choices
+    return TrainingPlan.from_mapping(raw, gpus=case.cluster.gpus), choices
 
 
 def _fp8_weights(case: Case, raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
