@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
-from parasim.cost.attn_shape import (ATTN_BWD_EFF_RATIO, CUDNN_918_B200, CUDNN_922_B200, CUDNN_B200, cudnn_law,
-                                     law_for, parse_cudnn_version)
+from parasim.cost.attn_shape import (ATTN_BWD_EFF_RATIO, CUDNN_918_B200, CUDNN_922_B200, CUDNN_B200, CUDNN_LAWS,
+                                     cudnn_law, law_for, parse_cudnn_version)
 from parasim.errors import InputError
 from parasim.specs.catalog import get_accelerator
 from parasim.training.plan import TrainingPlan
@@ -134,3 +134,18 @@ def test_cli_states_the_version_and_refuses_it_off_blackwell():
                  ("--gpu", "b200", "--kernels", "eager", "--cudnn-version", "9.18")):
         r = run_cli(*base, *args)
         assert r.returncode == 2 and "cudnn-version" in r.stderr and len(r.stderr.strip().splitlines()) == 1, args
+
+
+def test_cli_names_the_default_cudnn_curve_and_keeps_it_off_other_stacks():
+    """No --cudnn-version on a Blackwell TE run: the newest published curve prices it, and the run says so
+    (plan field and "defaults used"), giving the same step as stating that version; a Hopper run or a
+    non-TE stack gets no cuDNN default."""
+    base = ["train", "--model", "llama-3-8b", "--gpus", "8", "--seq-len", "8192", "--json"]
+    plain = json.loads(run_cli(*base, "--gpu", "b200").stdout)
+    newest = ".".join(str(x) for x in max(v for v, _ in CUDNN_LAWS))
+    assert plain["cudnn_version"] == plain["defaults"]["cudnn_version"] == newest
+    stated = json.loads(run_cli(*base, "--gpu", "b200", "--cudnn-version", newest).stdout)
+    assert stated["step_time_s"] == plain["step_time_s"] and "cudnn_version" not in stated["defaults"]
+    for args in (("--gpu", "h100-sxm"), ("--gpu", "b200", "--kernels", "eager")):
+        out = json.loads(run_cli(*base, *args).stdout)
+        assert out["cudnn_version"] is None and "cudnn_version" not in out["defaults"], args

@@ -95,6 +95,22 @@ def merge(file_opts: dict[str, Any], flags: dict[str, Any]) -> tuple[dict[str, A
     return opts, overrides
 
 
+def _named_cudnn(cluster, plan, defaults: dict[str, Any]):
+    """Transformer Engine attention on Blackwell with no cuDNN release given is priced at the newest
+    published cuDNN curve (cost.attn_shape.CUDNN_DEFAULT); the plan states that version and it is
+    listed among the defaults used, since the release moves the step by several per cent."""
+    from dataclasses import replace
+
+    from parasim.cost.attn_shape import CUDNN_DEFAULT
+
+    acc = getattr(cluster, "accelerator", None)
+    if (plan.cudnn_version is not None or plan.kernels != "fused" or plan.attention != "flash" or acc is None
+            or acc.generation != "blackwell"):
+        return plan, defaults
+    version = ".".join(str(x) for x in CUDNN_DEFAULT)
+    return replace(plan, cudnn_version=version), {**defaults, "cudnn_version": version}
+
+
 def build(options: dict[str, Any]):
     """(model, cluster, plan, defaults) from merged options; raises InputError naming the bad field."""
     from parasim.specs.catalog import cluster_for, get_accelerator, get_model
@@ -136,6 +152,7 @@ def build(options: dict[str, Any]):
             raise
         raise InputError("tp", f"must be a positive integer, got {plan_keys.get('tp')!r}") from None
     plan, defaults = resolve_plan(model, plan_keys, gpus)
+    plan, defaults = _named_cudnn(cluster, plan, defaults)
     try:
         plan.check(model, gpus)
     except InputError as e:
