@@ -157,14 +157,14 @@ WRONG = {"int": ["eight", 8.5, True, [1], {"a": 1}, float("nan"), -1, 10**30, "8
          "path": [5, ["a"], ""]}
 CFG_KEYS = [(cmd, k, r) for cmd, table in (("serve", limits.SERVE), ("train", limits.TRAIN))
             for k, r in table.items() if k not in ("config", "json") and r.kind in ("int", "float", "bool", "text", "path",
-                                                                                 "out", "columns")]
+                                                                                 "out", "columns", "version")]
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_config_keys_of_the_wrong_type_exit_2_naming_the_key(tmp_path_factory, data):
     cmd, key, rule = data.draw(st.sampled_from(CFG_KEYS), label="key")
-    kind = {"out": "path", "columns": "text"}.get(rule.kind, rule.kind)
+    kind = {"out": "path", "columns": "text", "version": "text"}.get(rule.kind, rule.kind)
     value = data.draw(st.sampled_from([v for v in WRONG[kind] if not (v == -1 and rule.lo == 0 and rule.kind == "float")]),
                       label="value")
     cfg = dict(SERVE_CFG if cmd == "serve" else TRAIN_CFG)
@@ -311,3 +311,11 @@ def test_config_integer_list_forms(tmp_path, value, ok):
         assert code == 0, err
     else:
         assert code == 2 and "serve.yaml:cuda_graph_batch_sizes:" in err and "comma list" in err, err
+
+
+def test_a_release_given_as_a_yaml_number_says_to_quote_it(tmp_path):
+    """`cudnn_version: 9.2` in YAML is the number 9.2, which cannot tell 9.2 from 9.20: refused with the fix."""
+    path = tmp_path / "train.yaml"
+    path.write_text("model: llama-3-8b\ngpu: b200\ngpus: 8\ncudnn_version: 9.2\n")
+    code, out, err = _run(["train", "-c", str(path), "--json"])
+    assert code == 2 and out == "" and "train.yaml:cudnn_version: must be quoted text such as '9.18'" in err, err

@@ -29,7 +29,7 @@ SEED_MAX = 2**63 - 1
 
 @dataclass(frozen=True)
 class Rule:
-    """kind: int | float | bool | text | texts (repeatable) | path (a file its reader checks) | sweep (LO:HI:N) |
+    """kind: int | float | bool | text | version (a dotted release, text only) | texts (repeatable) | path (a file its reader checks) | sweep (LO:HI:N) |
     file / files (a file that must exist now) | out (an output file) | ints (a comma list of positive
     integers) | gpu_counts (ints or doubling ranges) | pairs (key=value,...) | columns (a trace's) |
     node_groups (a config file's list of GPU groups, specs/mixed.py)."""
@@ -54,6 +54,7 @@ def L(cap: str) -> Rule:
 
 
 TEXT, TEXTS, BOOL, PATH, OUT = Rule("text"), Rule("texts"), Rule("bool"), Rule("path"), Rule("out")
+VERSION = Rule("version")  # a dotted release as text: a YAML number would read 9.20 as 9.2
 SEED = I(lo=0, hi=SEED_MAX)
 SECONDS = F()  # an SLO: positive; serving.metrics.slo_seconds bounds it (and spots milliseconds)
 OVERHEAD_S = F(0.0, 10.0, lo_open=False)  # per-iteration host costs: 10 s is far past any engine
@@ -122,7 +123,7 @@ STACK: dict[str, Rule] = {
     "attention": TEXT, "kernels": TEXT, "fsdp_layout": TEXT, "cp_ring": TEXT, "param_state": TEXT,
     "fp8_recipe": TEXT, "fp8_param_gather": BOOL,
     "moe_imbalance": F(1.0, 1024.0, lo_open=False), "moe_capacity_factor": F(0.0, 1024.0), "moe_a2a": TEXT,
-    "moe_a2a_overlap": BOOL, "moe_routing": TEXT, "recompute_modules": TEXT, "cuda_graph_scope": TEXT, "cudnn_version": TEXT, "save_interval": I(hi=10**9),
+    "moe_a2a_overlap": BOOL, "moe_routing": TEXT, "recompute_modules": TEXT, "cuda_graph_scope": TEXT, "cudnn_version": VERSION, "save_interval": I(hi=10**9),
     "power_limit_w": F(0.0, 1e5),  # W; the part's own range (idle, rated TDP] is checked by AcceleratorSpec.with_power_limit
 }
 
@@ -208,6 +209,11 @@ def value_of(rule: Rule, field: str, value: Any) -> Any:
         return edge.finite_float(field, value, lo=rule.lo, hi=rule.hi, lo_open=rule.lo_open)
     if kind == "bool":
         return edge.boolean(field, value)
+    if kind == "version":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise InputError(field, f"must be quoted text such as '9.18', got the number {value!r}: as a number "
+                                    "9.20 reads as 9.2")
+        return text(field, value)
     if kind in ("text", "columns"):
         if kind == "columns" and isinstance(value, dict):  # a config file may map the columns
             return {k: text(f"{field}.{k}", v) for k, v in value.items()}
