@@ -104,8 +104,7 @@ def _named_cudnn(cluster, plan, defaults: dict[str, Any]):
     from parasim.cost.attn_shape import CUDNN_DEFAULT
 
     acc = getattr(cluster, "accelerator", None)
-    if (plan.cudnn_version is not None or plan.kernels != "fused" or plan.attention != "flash" or acc is None
-            or acc.generation != "blackwell"):
+    if plan.cudnn_version is not None or not plan.te_fused_attention or acc is None or acc.generation != "blackwell":
         return plan, defaults
     version = ".".join(str(x) for x in CUDNN_DEFAULT)
     return replace(plan, cudnn_version=version), {**defaults, "cudnn_version": version}

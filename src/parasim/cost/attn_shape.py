@@ -137,9 +137,18 @@ FA4_B200_FWD_TFLOPS = 1613.0
 #: cuDNN 9.13 is the row term (at 8k causal the law gives 1,131). The unmasked row cost is not in
 #: the file: the causal one less FA3's diagonal-tile term (311 - 199 = 112, the same 128-key tiles);
 #: it prices only context-parallel ring steps.
-CUDNN_B200 = AttnLaw("cudnn", fwd_full=1696.0 - 112.0, fwd_causal=1696.0, bwd_full=1521.0 - 112.0,
-                     bwd_causal=1521.0, ref_seq=32768.0, fwd_level=FA4_B200_FWD_TFLOPS / 1600.0,
-                     bwd_level=FA4_B200_FWD_TFLOPS * ATTN_BWD_EFF_RATIO / 1251.0)
+
+
+def _cudnn_law(fwd_r: float, fwd_row: float, bwd_r: float, bwd_row: float) -> AttnLaw:
+    """A cuDNN law from its B200 asymptotes (TFLOP/s) and causal row costs (key columns), its level
+    stated against the catalog's FA4 figure; the unmasked row cost is the causal one less FA3's
+    diagonal-tile term (112)."""
+    return AttnLaw("cudnn", fwd_full=fwd_row - 112.0, fwd_causal=fwd_row, bwd_full=bwd_row - 112.0,
+                   bwd_causal=bwd_row, ref_seq=32768.0, fwd_level=FA4_B200_FWD_TFLOPS / fwd_r,
+                   bwd_level=FA4_B200_FWD_TFLOPS * ATTN_BWD_EFF_RATIO / bwd_r)
+
+
+CUDNN_B200 = _cudnn_law(1600.0, 1696.0, 1251.0, 1521.0)
 
 
 #: GB200's rate over B200's for the same kernel: the catalog's ratio (specs/data/accelerators.yaml
@@ -158,14 +167,6 @@ CUDNN_GB200_CAUSAL = {
     ("9.22", "fwd"): (1097.0, 1408.0, 1574.0, 1708.0, 1622.0),
     ("9.22", "bwd"): (885.0, 1148.0, 1332.0, 1328.0, 1226.0),
 }
-
-
-def _cudnn_law(fwd_r: float, fwd_row: float, bwd_r: float, bwd_row: float) -> AttnLaw:
-    """A cuDNN law from its B200 asymptotes (TFLOP/s) and causal row costs (key columns); the
-    unmasked row cost is the causal one less FA3's diagonal-tile term (112), as for 9.13."""
-    return AttnLaw("cudnn", fwd_full=fwd_row - 112.0, fwd_causal=fwd_row, bwd_full=bwd_row - 112.0,
-                   bwd_causal=bwd_row, ref_seq=32768.0, fwd_level=FA4_B200_FWD_TFLOPS / fwd_r,
-                   bwd_level=FA4_B200_FWD_TFLOPS * ATTN_BWD_EFF_RATIO / bwd_r)
 
 
 #: cuDNN 9.18 and 9.22, the 9.13 law's least-squares fit over 4k-32k of the GB200 curves; asymptotes

@@ -140,6 +140,12 @@ class TrainingPlan:
         return self.attention != "unfused"
 
     @property
+    def te_fused_attention(self) -> bool:
+        """Attention through Transformer Engine's fused attention (Megatron-Core / NeMo: kernels fused,
+        attention flash), whose rate on Blackwell is cuDNN's by release (`cudnn_version`)."""
+        return self.kernels == "fused" and self.attention == "flash"
+
+    @property
     def micro_batches(self) -> int:
         """Micro-batches per pipeline per step (m)."""
         return self.global_batch // (self.dp * self.micro_batch)
@@ -212,7 +218,7 @@ class TrainingPlan:
                                        f"Megatron-Core, NeMo, Megatron-Bridge), got kernels={self.kernels}")
         if self.cudnn_version is not None:
             parse_cudnn_version(self.cudnn_version)
-            if self.kernels != "fused" or self.attention != "flash":
+            if not self.te_fused_attention:
                 raise InputError("cudnn-version", f"sets Transformer Engine's cuDNN fused attention: needs kernels fused "
                                                   f"and attention flash, got kernels={self.kernels}, attention={self.attention}")
         from parasim.training.schedules import get_schedule

@@ -113,7 +113,7 @@ def _attention_kernel(plan: TrainingPlan) -> str:
     (`kernels: fused`) attend through Transformer Engine's fused attention ("te_fused": cuDNN on
     Blackwell, cost.attn_shape.law_for; "te_fused@9.18" with the plan's `cudnn_version`), every
     other stack through the plan's `attention` kernel."""
-    if plan.kernels == "fused" and plan.attention == "flash":
+    if plan.te_fused_attention:
         return f"te_fused@{plan.cudnn_version}" if plan.cudnn_version is not None else "te_fused"
     return plan.attention
 
