@@ -30,7 +30,7 @@ from parasim.engines.host import ITERATION_OVERHEAD_S
 from parasim.engines.profile import ENGINES, EngineContext, EngineProfile
 from parasim.engines.software import release
 from parasim.engines.trtllm import (TRTLLM_BLOCK, TRTLLM_MAX_BATCH, TRTLLM_MAX_NUM_TOKENS, TrtllmSetup,
-                                    _utilization, runtime_buffer_bytes)
+                                    kv_fraction_utilization, runtime_buffer_bytes)
 from parasim.units import fmt_gib
 
 #: KvCacheConfig::kDefaultGpuMemFraction (tensorrt_llm/executor/executor.h)
@@ -66,7 +66,7 @@ class NimProfile(EngineProfile):
         kw.update(scheduler=ctx.scheduler("continuous"), token_budget=setup.max_num_tokens, kv_reservation="full",
                   block_size=TRTLLM_BLOCK, iteration_overhead_s=ITERATION_OVERHEAD_S["tensorrt-llm"],
                   max_batch=ctx.stated.get("max_batch") or setup.max_batch, schedule_ahead=False)
-        kw["gpu_memory_utilization"] = _utilization(ctx, setup)
+        kw["gpu_memory_utilization"] = kv_fraction_utilization(ctx, setup)
         ctx.choose(f"{setup.flow} run by the C++ executor with its defaults: in-flight batching, whole prompts (no "
                    f"context chunking), KV reserved for prompt+output (GUARANTEED_NO_EVICT), tokens_per_block "
                    f"{TRTLLM_BLOCK}, KV = {EXECUTOR_KV_FRACTION:.0%} of free memory after "

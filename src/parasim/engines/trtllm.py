@@ -379,7 +379,7 @@ class TrtllmProfile(EngineProfile):
         kw["schedule_ahead"] = ahead
         if why:
             ctx.choose(why, "schedule_ahead", ahead)
-        kw["gpu_memory_utilization"] = _utilization(ctx, setup)
+        kw["gpu_memory_utilization"] = kv_fraction_utilization(ctx, setup)
         policy = ("KV booked per step (MAX_UTILIZATION; paused requests recompute)" if setup.kv_reservation == "incremental"
                   else "KV reserved for prompt+output (GUARANTEED_NO_EVICT)")
         buffers = (f", after {fmt_gib(runtime_buffer_bytes(model, kw['max_batch']))} of runtime and decoder buffers"
@@ -436,7 +436,7 @@ class TrtllmProfile(EngineProfile):
                    "cuda_graph_batch_sizes", sizes)
 
 
-def _utilization(ctx: EngineContext, setup: TrtllmSetup) -> float:
+def kv_fraction_utilization(ctx: EngineContext, setup: TrtllmSetup) -> float:
     """kv_cache_free_gpu_mem_fraction applies to what is left after weights, activations and (C++
     runtime) the runtime and decoder buffers, which hold the logits the activation estimate counts."""
     kw, model = ctx.kw, ctx.model
