@@ -149,3 +149,20 @@ def test_cli_names_the_default_cudnn_curve_and_keeps_it_off_other_stacks():
     for args in (("--gpu", "h100-sxm"), ("--gpu", "b200", "--kernels", "eager")):
         out = json.loads(run_cli(*base, *args).stdout)
         assert out["cudnn_version"] is None and "cudnn_version" not in out["defaults"], args
+
+
+def test_plan_train_names_the_cudnn_curve_it_priced_blackwell_at():
+    """plan train on Blackwell with no --cudnn-version ranks plans priced at the newest published curve and
+    says so (JSON `defaults` and a line in the table); the same search with that release stated ranks the
+    same best plan at the same step time, and on Hopper no cuDNN release is assumed."""
+    base = ["plan", "train", "--model", "llama-3-8b", "--gpus", "8", "--seq-len", "4096", "--global-batch", "64",
+            "--tp", "1", "--pp", "1", "--micro-batch", "4"]
+    newest = ".".join(str(x) for x in max(v for v, _ in CUDNN_LAWS))
+    plain = json.loads(run_cli(*base, "--gpu", "b200", "--json").stdout)
+    assert plain["defaults"]["cudnn_version"] == newest
+    stated = json.loads(run_cli(*base, "--gpu", "b200", "--cudnn-version", newest, "--json").stdout)
+    assert "cudnn_version" not in stated["defaults"]
+    assert stated["best"]["metrics"]["step_time_s"] == plain["best"]["metrics"]["step_time_s"]
+    assert f"cuDNN {newest}" in run_cli(*base, "--gpu", "b200").stdout
+    hopper = json.loads(run_cli(*base, "--gpu", "h100-sxm", "--json").stdout)
+    assert "cudnn_version" not in hopper["defaults"]

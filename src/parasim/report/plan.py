@@ -87,6 +87,9 @@ def render_train(out: dict, top: int) -> None:
     c.print(table(f"plan train: {out['model']} on {on} - best {top} of {len(out['ranked'])} feasible by "
                   f"{out['objective']}", cols, [cells(r, r.get("rank") or "-") for r in out["ranked"][:top]]))
     c.print(batch_line(out))
+    if "cudnn_version" in out.get("defaults", {}):
+        c.print(f"attention on Blackwell priced at cuDNN {out['defaults']['cudnn_version']}'s fused-attention curve "
+                "(Transformer Engine; no release given: --cudnn-version names yours)")
     if goodput_line(out.get("best")):
         c.print(goodput_line(out.get("best")))
     for line in _mixed_lines(out["ranked"][:top]):

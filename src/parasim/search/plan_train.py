@@ -536,7 +536,8 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
         **batch.as_dict(), "seq_len": req.seq_len, "objective": objective.name,
         "objective_metric": objective.metric, "tokens": req.tokens, "reliability": dict(req.reliability),
         **({"stack": dict(req.stack)} if req.stack else {}), **({"node": dict(req.node)} if req.node else {}),
-        "defaults": ({"batch_tolerance": batch.tolerance} if batch.tokens and req.batch_tolerance is None else {}),
+        "defaults": {**({"batch_tolerance": batch.tolerance} if batch.tokens and req.batch_tolerance is None else {}),
+                     **_cudnn_default(ranked, clusters)},
         "best": ranked[0] if ranked else None, "ranked": ranked, "evaluated": len(cands) - outcome.results.count(None),
         "space_size": raw, "pruned": pruned.as_dict(), "errors": errors, "baseline": baseline, "reference": reference,
         "pareto": pareto_summary(ranked, pareto_objs, options),
@@ -546,6 +547,20 @@ def _search(req: TrainSearch, progress, guard: SigintGuard) -> dict:
     out["explanation"] = explain(out, objective, options, TRAIN_OBJECTIVES, kind="train")
     out["interrupted"] = outcome.interrupted or guard.hit  # a Ctrl-C while explaining counts too
     return out
+
+
+def _cudnn_default(ranked: list[dict], clusters: dict) -> dict:
+    """The cuDNN release assumed for Transformer Engine attention on Blackwell when no ranked plan names
+    one (cost.attn_shape.CUDNN_DEFAULT), as `parasim train` lists it among its defaults: the release
+    moves a Blackwell step by several per cent, so a ranking priced at it says so."""
+    from parasim.cost.attn_shape import CUDNN_DEFAULT
+
+    for row in ranked:
+        acc = getattr(clusters.get((row["gpu"], row["gpus"])), "accelerator", None)
+        if (row.get("cudnn_version") is None and row.get("kernels") == "fused" and row.get("attention") == "flash"
+                and acc is not None and acc.generation == "blackwell"):
+            return {"cudnn_version": ".".join(str(x) for x in CUDNN_DEFAULT)}
+    return {}
 
 
 def emit_yaml_mapping(best: dict, model: str | None = None, goodput: dict | None = None,
