@@ -61,8 +61,8 @@ def test_bad_expert_parallel_layouts_name_the_field(kw, field):
     assert e.value.field == field
 
 
-def _sglang_case(source: str, model: str = "deepseek-v3"):
-    raw = {"id": "dp", "source": source, "kind": "serving", "software": "sglang 0.4.3", "model": {"catalog": model},
+def _sglang_case(source: str, model: str = "deepseek-v3", software: str = "sglang 0.4.3"):
+    raw = {"id": "dp", "source": source, "kind": "serving", "software": software, "model": {"catalog": model},
            "hardware": {"accelerator": "h200-sxm", "gpus": 8, "gpus_per_node": 8},
            "plan": {"tp": 8, "pp": 1, "replicas": 1, "weights": "fp8", "scheduler": "continuous"},
            "workload": {"requests": 64, "prompt_tokens": 500, "output_tokens": 50, "arrival": "burst"},
@@ -77,8 +77,12 @@ def test_sglang_dp_attention_source_runs_eight_one_gpu_ranks():
     assert any("data-parallel attention over 8 ranks" in c for c in choices)
     res = predict_case(case)
     assert res.status == "ok" and not any("not modelled: data-parallel" in c for c in res.choices)
-    # the same source without --dp stays TP 8 and says DP attention is not modelled
-    plain = _sglang_case("sglang.launch_server --tp 8 --enable-dp-attention")
+    # without --dp: 0.4.0 - 0.4.4 take dp_size = tp_size from the flag alone (released wheels' server_args.py);
+    # later releases need --dp (PR #4390), so there the source stays TP 8 and says DP attention is not modelled
+    auto = _sglang_case("sglang.launch_server --tp 8 --enable-dp-attention")
+    plan, _, _ = case_plan(auto)
+    assert (plan.tp, plan.replicas, plan.ep) == (1, 8, 8)
+    plain = _sglang_case("sglang.launch_server --tp 8 --enable-dp-attention", software="sglang 0.5.3")
     plan, _, _ = case_plan(plain)
     assert (plan.tp, plan.replicas, plan.ep) == (8, 1, 1)
     assert any("not modelled: data-parallel" in c for c in predict_case(plain).choices)

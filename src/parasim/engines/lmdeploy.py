@@ -7,6 +7,12 @@ released wheels' `lmdeploy/messages.py` (TurbomindEngineConfig, PytorchEngineCon
 * **KV memory** (`cache_max_entry_count`): 0.2.0 - 0.2.1 took 0.5 of the *total* GPU memory;
   from 0.2.2, 0.8 of the memory *free* after the weights load (activations and workspaces live
   in the rest). Blocks (`cache_block_seq_len`) of 128 tokens up to 0.2.x, 64 from 0.3.
+  A stated value of 1 or more is a *block count*, not a share: TurboMind's `BlockManager`
+  takes `block_count < 1.` as a fraction of memory and anything else as the number of blocks
+  (src/turbomind/models/llama/BlockManager.cc, the same test at v0.1.0a1, v0.2.0, v0.2.6,
+  v0.4.0, v0.6.0 and v0.7.0). The value is read as a server flag (`--cache-max-entry-count N`)
+  or as the `config.ini` / Python keyword form `cache_max_entry_count=N` that LMDeploy's
+  benchmark scripts write (benchmark/benchmark.sh at 9e4205613).
 * **Batch** (`max_batch_size`): 128 up to 0.5; from 0.6 by device, A100/A800 256, H100/H800 512,
   other GPUs 128.
 * **Batching.** TurboMind runs decoding and prefilling sequences in one forward. From 0.2.6 a
@@ -53,7 +59,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from parasim.cost.memory import RUNTIME_RESERVED_BYTES, weight_bytes_per_gpu
+from parasim.cost.memory import RUNTIME_RESERVED_BYTES, kv_cache_bytes_per_token_per_gpu, weight_bytes_per_gpu
 from parasim.engines.host import ITERATION_OVERHEAD_S
 from parasim.engines.profile import ENGINES, EngineContext, EngineProfile
 from parasim.engines.software import SourceFlags, release, release_patch
@@ -70,6 +76,10 @@ _QUANT_POLICY = re.compile(r"--quant[-_]policy[\s=]+([48])\b|quant_policy\s*=\s*
 _PRE_UNIFIED = re.compile(r"\b0\.0\.\d+|\b0\.1\.0a[01]\b", re.IGNORECASE)
 _FLAGS = SourceFlags(cache_max_entry_count=r"cache[-_]max[-_]entry[-_]count", max_batch_size=r"max[-_]batch[-_]size",
                      max_prefill_token_num=r"max[-_]prefill[-_]token[-_]num")
+#: the same settings written as `name=value` (TurboMind's config.ini, TurbomindEngineConfig keywords)
+_INI = re.compile(r"(?<![\w-])(cache_max_entry_count|max_batch_size|max_prefill_token_num)\s*=\s*([0-9]+(?:\.[0-9]+)?)")
+#: bytes per KV value by quant_policy (0: the model's 16-bit dtype)
+_KV_VALUE_BYTES = {None: 2.0, "int8": 1.0, "int4": 0.5}
 
 
 @dataclass(frozen=True)
@@ -96,7 +106,7 @@ def lmdeploy_setup(software: str, source: str, model: ModelSpec, acc: Accelerato
     rel = release(software)
     text = source + " " + software
     engine = "pytorch" if _PYTORCH.search(text) else "turbomind"
-    stated = _FLAGS.stated(text)
+    stated = {m.group(1): float(m.group(2)) for m in _INI.finditer(text)} | _FLAGS.stated(text)
     patch = release_patch(software)
     # releases before 0.2.2 (0.1.x read as 0.2.0, the oldest wheel read) and before 0.2.6
     before_022 = rel is not None and (rel < (0, 2) or (rel == (0, 2) and patch < 2))
@@ -108,7 +118,14 @@ def lmdeploy_setup(software: str, source: str, model: ModelSpec, acc: Accelerato
     batch = int(stated.get("max_batch_size") or batch)
     w = weight_bytes_per_gpu(model, tp=tp, pp=pp, weights=weights)
     frac = stated.get("cache_max_entry_count")
-    if before_022:
+    block = 128 if rel is not None and rel < (0, 3) and engine == "turbomind" else 64
+    qp = _QUANT_POLICY.search(text)
+    kv_dtype = {"8": "int8", "4": "int4"}[qp.group(1) or qp.group(2)] if qp else None
+    if frac is not None and frac >= 1 and engine == "turbomind":  # BlockManager: >= 1 is a block count
+        blocks = int(frac)
+        kv = blocks * block * kv_cache_bytes_per_token_per_gpu(model, tp=tp, pp=pp, kv_bytes=_KV_VALUE_BYTES[kv_dtype])
+        mem = f"cache_max_entry_count {blocks} = a count of {blocks} {block}-token blocks ({blocks * block:,} tokens)"
+    elif before_022:
         frac = frac or 0.5
         kv = frac * acc.device_memory_bytes
         mem = f"cache_max_entry_count {frac:g} of the total memory"
@@ -116,7 +133,6 @@ def lmdeploy_setup(software: str, source: str, model: ModelSpec, acc: Accelerato
         frac = frac or 0.8
         kv = frac * max(acc.device_memory_bytes - RUNTIME_RESERVED_BYTES - w, 0.0)
         mem = f"cache_max_entry_count {frac:g} of the memory free after the weights"
-    block = 128 if rel is not None and rel < (0, 3) and engine == "turbomind" else 64
     chunked = not before_026
     whole_step = engine == "turbomind" and bool(_PRE_UNIFIED.search(software))
     prefill = int(stated.get("max_prefill_token_num") or LMDEPLOY_PREFILL_TOKENS[engine])
@@ -128,8 +144,6 @@ def lmdeploy_setup(software: str, source: str, model: ModelSpec, acc: Accelerato
         sched, budget = "continuous", batch * max(model.max_seq_len, 2048)
     else:
         sched, budget = "continuous", max(model.max_seq_len, 2048)  # whole prompts up to the session length
-    qp = _QUANT_POLICY.search(text)
-    kv_dtype = {"8": "int8", "4": "int4"}[qp.group(1) or qp.group(2)] if qp else None
     overhead = ITERATION_OVERHEAD_S["lmdeploy" if engine == "turbomind" else "vllm"]
     ver = f"{rel[0]}.{rel[1]}" if rel else "(release not named: the current defaults)"
     batching = {"sarathi": f"prefill chunks mixed with decodes, max_prefill_token_num {prefill} on top of the "

@@ -116,8 +116,9 @@ class EngineProfile:
         return cls.pattern is not None and bool(cls.pattern.search(software))
 
     @classmethod
-    def attention_dp(cls, text: str, tp: int) -> tuple[int, int] | None:
-        """(DP ranks, the GPUs they span) when `text` states data-parallel attention; None if not."""
+    def attention_dp(cls, text: str, tp: int, software: str = "") -> tuple[int, int] | None:
+        """(DP ranks, the GPUs they span) when `text` states data-parallel attention; None if not.
+        `software` is the case's software text alone (a release may change what a flag implies)."""
         return None
 
     def apply(self, ctx: EngineContext) -> None:

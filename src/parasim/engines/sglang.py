@@ -40,6 +40,13 @@ scheduler (sgl-project/sglang, 2024-2025 sources):
   1.0 off Hopper); from 0.4.2, and for an unnamed release, the catalog's best kernel.
 * The KV cache is stored in the model's dtype unless the source asks for `--kv-cache-dtype fp8`
   (`auto`, as in vLLM).
+* **Data-parallel attention without `--dp` (0.4.0 - 0.4.4).** In those releases
+  `--enable-dp-attention` alone makes every TP rank an attention rank: `ServerArgs.__post_init__`
+  sets `dp_size = tp_size` and halves `chunked_prefill_size` (server_args.py in the released
+  wheels 0.4.0, 0.4.1, 0.4.2, 0.4.3 and 0.4.4; issue #3359, 2025-02-07: "we've automatically done
+  this"). 0.4.0 and 0.4.1 also turn the overlap scheduler off (`disable_overlap_schedule = True`,
+  gone from 0.4.2). From 0.4.4.post1 (PR #4390, "Now you need to explicitly specify `--dp`")
+  the flag needs `--dp N`, as parasim reads it for every other release.
 """
 
 from __future__ import annotations
@@ -74,6 +81,31 @@ _FLAGS = SourceFlags(mem_fraction_static=r"mem[-_]frac(?:tion[-_]static)?",
                      max_running_requests=r"max[-_]running[-_]requests")
 #: the overlap scheduler turned off by the server flag (0.4: `--disable-overlap-schedule`)
 _NO_OVERLAP = re.compile(r"disable[-_]overlap[-_]schedule", re.IGNORECASE)
+
+
+_DP_ATTN = re.compile(r"enable[-_]dp[-_]attention", re.IGNORECASE)
+_DP_SIZE = re.compile(r"--dp(?:[-_]size)?\s*[=:]?\s*(\d+)", re.IGNORECASE)
+#: releases whose `--enable-dp-attention` alone sets dp_size = tp_size and halves the chunk: 0.4.0 - 0.4.4
+#: (not 0.4.4.postN); in 0.4.0 - 0.4.1 it also turns the overlap scheduler off (released wheels' server_args.py)
+DP_ATTN_AUTO = ((0, 4, 0), (0, 4, 4))
+DP_ATTN_NO_OVERLAP_LAST = (0, 4, 1)
+_SGLANG_RELEASE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?(\.post\d+)?", re.IGNORECASE)
+
+
+def _release3(software: str) -> tuple[tuple[int, int, int], bool] | None:
+    """(major, minor, patch) of the first version in `software` and whether it is a .postN build."""
+    m = _SGLANG_RELEASE.search(software)
+    return ((int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)), bool(m.group(4))) if m else None
+
+
+def dp_attention_auto(software: str, text: str) -> bool:
+    """`--enable-dp-attention` without `--dp` under a release that takes dp_size = tp_size (0.4.0 - 0.4.4)."""
+    r = _release3(software)
+    if r is None or not _DP_ATTN.search(text) or _DP_SIZE.search(text):
+        return False
+    (rel, post) = r
+    lo, hi = DP_ATTN_AUTO
+    return lo <= rel <= hi and not (rel == hi and post)
 
 
 #: the first release with the overlap scheduler on by default (batches formed one ahead)
@@ -123,6 +155,11 @@ def sglang_setup(software: str, source: str, model: ModelSpec, acc: AcceleratorS
     notes = []
     mfs = stated.get("mem_fraction_static") or default_mem_fraction(rel, acc, tp=tp, pp=pp)
     chunk = int(stated.get("chunked_prefill_size") or default_chunk(rel, acc))
+    auto_dp = ep > 1 and dp_attention_auto(software, text)
+    if auto_dp:  # ServerArgs.__post_init__ halves the chunk after the flags are read (0.4.0 - 0.4.4)
+        chunk //= 2
+        notes.append(f"--enable-dp-attention: dp_size = tp_size and chunked_prefill_size halved to {chunk} "
+                     "(ServerArgs, 0.4.0 - 0.4.4)")
     # KV = mfs x (memory free before the weights load) - weights (ModelRunner.profile_max_num_token)
     wtp = 1 if ep > 1 else tp
     w = weight_bytes_per_gpu(model, tp=wtp, pp=pp, weights=weights, ep=ep)
@@ -133,6 +170,9 @@ def sglang_setup(software: str, source: str, model: ModelSpec, acc: AcceleratorS
     for k, v in stated.items():
         notes.append(f"{k} {v:g} (from the source)")
     overlap = (rel is None or rel >= OVERLAP_RELEASE) and not _NO_OVERLAP.search(text)
+    if auto_dp and (r3 := _release3(software)) is not None and r3[0] <= DP_ATTN_NO_OVERLAP_LAST:
+        overlap = False  # disable_overlap_schedule = True under DP attention (0.4.0 - 0.4.1)
+        notes.append("--enable-dp-attention turns the overlap scheduler off (ServerArgs, 0.4.0 - 0.4.1)")
     fa2 = rel is not None and (*rel, release_patch(software)) <= LAST_FLASHINFER_01
     ver = f"{rel[0]}.{rel[1]}" if rel else "(release not named: the current defaults)"
     why = (f"SGLang {ver} defaults: prefill first without mixing, chunked_prefill_size {chunk}, "
@@ -150,8 +190,6 @@ def sglang_setup(software: str, source: str, model: ModelSpec, acc: AcceleratorS
                        schedule_ahead=overlap, attention="flash2" if fa2 else "flash")
 
 
-_DP_ATTN = re.compile(r"enable[-_]dp[-_]attention", re.IGNORECASE)
-_DP_SIZE = re.compile(r"--dp(?:[-_]size)?\s*[=:]?\s*(\d+)", re.IGNORECASE)
 
 
 @ENGINES.register
@@ -164,10 +202,13 @@ class SglangProfile(EngineProfile):
     fp8_cache_with_fp8_weights = False
 
     @classmethod
-    def attention_dp(cls, text: str, tp: int) -> tuple[int, int] | None:
-        # `--enable-dp-attention --dp N` under `--tp` = N: one GPU of attention per rank
+    def attention_dp(cls, text: str, tp: int, software: str = "") -> tuple[int, int] | None:
+        # `--enable-dp-attention --dp N` under `--tp` = N: one GPU of attention per rank;
+        # 0.4.0 - 0.4.4 take dp = tp from the flag alone (`dp_attention_auto`)
         m = _DP_SIZE.search(text) if _DP_ATTN.search(text) else None
-        return (int(m.group(1)), tp) if m else None
+        if m:
+            return int(m.group(1)), tp
+        return (tp, tp) if dp_attention_auto(software, text) else None
 
     def apply(self, ctx: EngineContext) -> None:
         kw = ctx.kw

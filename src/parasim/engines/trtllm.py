@@ -353,7 +353,7 @@ class TrtllmProfile(EngineProfile):
     releases = ((0, 9), (1, 2))
 
     @classmethod
-    def attention_dp(cls, text: str, tp: int) -> tuple[int, int] | None:
+    def attention_dp(cls, text: str, tp: int, software: str = "") -> tuple[int, int] | None:
         # `enable_attention_dp: true`: the --tp ranks each attend for their own requests
         return (tp, tp) if _ADP.search(text) else None
 

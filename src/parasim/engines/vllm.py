@@ -273,7 +273,7 @@ class VllmProfile(EngineProfile):
     tpot_basis = "token"
 
     @classmethod
-    def attention_dp(cls, text: str, tp: int) -> tuple[int, int] | None:
+    def attention_dp(cls, text: str, tp: int, software: str = "") -> tuple[int, int] | None:
         # `--data-parallel-size N --enable-expert-parallel` (TP 1 per rank)
         m = _DP.search(text) if _EP.search(text) else None
         return (int(m.group(1)), tp * int(m.group(1))) if m else None

@@ -84,7 +84,7 @@ def _dp_attention(case: Case, profile: type[EngineProfile], ctx: EngineContext) 
     are spread over the N ranks (`ServingPlan.ep`), and the ranks step in lockstep (serving.lockstep). Other layouts are left as TP (and said as not
     modelled)."""
     kw = ctx.kw
-    if not case.model.is_moe or (got := profile.attention_dp(ctx.text, kw["tp"])) is None:
+    if not case.model.is_moe or (got := profile.attention_dp(ctx.text, kw["tp"], ctx.software)) is None:
         return
     dp, tp_total = got
     if dp < 2 or tp_total != dp or kw["pp"] != 1 or case.model.experts % dp:
