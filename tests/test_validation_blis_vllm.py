@@ -141,3 +141,23 @@ def test_hits_and_prefilled_tokens_are_vllms():
     # costs a little more than a 16-token prompt and far less than the whole one
     per_hit = (300 * hits.summary["ttft_mean_s"] - 100 * r_full) / 200
     assert r_short <= per_hit < r_short + 0.1 * (r_full - r_short)
+
+
+def test_serve_engine_vllm_takes_it_and_the_flag_wins(tmp_path):
+    """`serve --engine vllm==0.15.1` on a trace of re-sent prompts: the cache is on (200 hits of 300), and
+    `--no-prefix-cache` turns it off (0 hits)."""
+    import json
+    import subprocess
+    import sys
+    trace = tmp_path / "t.csv"
+    rows = ["arrival_s,prompt_tokens,output_tokens,prefix_id,prefix_tokens"]
+    rows += [f"{k * 0.2:.3f},592,16,{k % 100},592" for k in range(300)]
+    trace.write_text("\n".join(rows) + "\n")
+    hits = []
+    for extra in ([], ["--no-prefix-cache"]):
+        out = subprocess.run([sys.executable, "-m", "parasim", "serve", "-m", "llama-2-7b", "--gpu", "h100-sxm",
+                              "--engine", "vllm==0.15.1", "--trace", str(trace), "--json", *extra],
+                             capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""},
+                             check=True)
+        hits.append(json.loads(out.stdout)["summary"]["prefix_cache_hits"])
+    assert hits == [200, 0]
