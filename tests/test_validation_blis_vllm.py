@@ -157,7 +157,7 @@ def test_serve_engine_vllm_takes_it_and_the_flag_wins(tmp_path):
     for extra in ([], ["--no-prefix-cache"]):
         out = subprocess.run([sys.executable, "-m", "parasim", "serve", "-m", "llama-2-7b", "--gpu", "h100-sxm",
                               "--engine", "vllm==0.15.1", "--trace", str(trace), "--json", *extra],
-                             capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "", "PYTHONDONTWRITEBYTECODE": "1"},
-                             check=True)
+                             capture_output=True, text=True, check=True,
+                             env={"PYTHONPATH": str(ROOT / "src"), "PATH": "", "PYTHONDONTWRITEBYTECODE": "1"})
         hits.append(json.loads(out.stdout)["summary"]["prefix_cache_hits"])
     assert hits == [200, 0]
