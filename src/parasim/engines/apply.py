@@ -20,7 +20,7 @@ ENGINE_FIELDS = ("scheduler", "token_budget", "max_batch", "block_size", "kv_dty
                  "kv_reservation", "iteration_overhead_s", "eager_prefill_layer_s", "output_delay_s", "act_quant",
                  "custom_allreduce", "cuda_graph_max_batch", "attention", "host_s_per_context_token",
                  "host_s_per_sequence", "serial_host_s_per_sequence", "decode_attention", "moe_gemm", "schedule_ahead",
-                 "expert_padding", "attention_window", "sliding_kv", "cuda_graph_batch_sizes", "context_pass")
+                 "expert_padding", "attention_window", "sliding_kv", "cuda_graph_batch_sizes", "context_pass", "prefix_cache")
 
 
 def engine_defaults(engine: str, model: ModelSpec, acc: AcceleratorSpec, given: dict[str, Any],
@@ -34,7 +34,8 @@ def engine_defaults(engine: str, model: ModelSpec, acc: AcceleratorSpec, given: 
     if given.get("ep"):
         kw["ep"] = int(given["ep"])
     stated = {k: given.get(k) for k in ("max_batch", "kv_dtype", "scheduler", "moe_gemm", "decode_attention",
-                                        "spec_method", "expert_padding", "attention_window", "sliding_kv")}
+                                        "spec_method", "expert_padding", "attention_window", "sliding_kv",
+                                        "prefix_cache")}
     ctx = EngineContext(software=software, source="", model=model, acc=acc, stated=stated, kw=kw,
                         workload=lambda: workload, server_tp=kw["tp"] * kw.get("ep", 1))
     profile().apply(ctx)

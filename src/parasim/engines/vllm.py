@@ -123,6 +123,9 @@ _ASYNC_ON = re.compile(r"async[-_]scheduling", re.IGNORECASE)
 _RAY = re.compile(r"distributed[-_]executor[-_]backend[\"']?\s*[=:]?\s*[\"']?ray", re.IGNORECASE)
 _SPEC = re.compile(r"speculative[-_]config|num[-_]speculative[-_]tokens|speculative[-_]model", re.IGNORECASE)
 _EAGLE_MTP = re.compile(r"eagle|mtp", re.IGNORECASE)
+_PREFIX_OFF = re.compile(r"no[-_]enable[-_]prefix[-_]caching|enable[-_]prefix[-_]caching[\"']?\s*[=:]\s*false",
+                         re.IGNORECASE)
+_PREFIX_ON = re.compile(r"enable[-_]prefix[-_]caching", re.IGNORECASE)
 
 
 #: what async scheduling does to the batches, said once in every sentence that turns it on
@@ -317,6 +320,30 @@ class VllmProfile(EngineProfile):
         if not ctx.stated.get("kv_dtype"):
             kw["kv_dtype"] = ctx.auto_kv_dtype("vLLM")
         _hybrid_kv(ctx, setup.engine)
+        _prefix_cache(ctx, setup.engine)
+
+
+def _prefix_cache(ctx: EngineContext, engine: str) -> None:
+    """The automatic prefix cache for a workload whose requests share prefixes (trace prefix ids):
+    on in the V1 engine unless the source turns it off (`CacheConfig.enable_prefix_caching = True`,
+    vllm/config/cache.py; `EngineArgs` keeps it for every generative model,
+    `ModelConfig.is_prefix_caching_supported`; read at inference-sim/vllm f6ec81c, the v0.15.1 image's
+    Python), off in V0 unless the source passes --enable-prefix-caching. A workload without shared
+    prefixes leaves the plan as it is (nothing to hit)."""
+    if ctx.stated.get("prefix_cache") is not None:
+        return
+    text = ctx.text
+    if _PREFIX_OFF.search(text):
+        return
+    on_flag = bool(_PREFIX_ON.search(text))
+    if engine != "v1" and not on_flag:
+        return
+    if not bool((ctx.workload().prefix_id >= 0).any()):
+        return
+    ctx.kw["prefix_cache"] = True
+    ctx.choose("prefix cache on (" + ("--enable-prefix-caching in the source" if on_flag else "the V1 engine's default")
+               + "): a request whose prefix a finished prefill cached prefills only what follows the cached whole "
+               "16-token blocks (at least its last token)", "prefix_cache", True)
 
 
 #: the first release whose V1 engine keeps interleaved sliding-window layers to their window: the
