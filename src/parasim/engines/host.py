@@ -5,7 +5,7 @@ engine profiles turn them into plan fields (`iteration_overhead_s`, `eager_prefi
 
 from __future__ import annotations
 
-from parasim.serving.plan import ACT_QUANT, ACT_QUANT_INPUTS_PER_LAYER, DEFAULT_ITERATION_OVERHEAD_S
+from parasim.serving.plan import ACT_QUANT, ACT_QUANT_SEPARATE, DEFAULT_ITERATION_OVERHEAD_S
 
 #: Host-side work per engine iteration that does not overlap the GPU: batch formation, input
 #: preparation, sampling bookkeeping, kernel-launch gaps between CUDA graphs. A named engine
@@ -45,7 +45,7 @@ def eager_layer_dispatch_s(tp: int, act_quant: str = "fused", custom_allreduce: 
     separate activation-quantization kernels (ACT_QUANT) included."""
     tp_kernels = EAGER_TP_KERNELS_PER_LAYER if custom_allreduce else EAGER_TP_KERNELS_PER_LAYER_NCCL
     kernels = (EAGER_KERNELS_PER_LAYER + (tp_kernels if tp > 1 else 0)
-               + ACT_QUANT_INPUTS_PER_LAYER * ACT_QUANT[act_quant][0])
+               + len(ACT_QUANT_SEPARATE[act_quant]) * ACT_QUANT[act_quant][0])
     return kernels * EAGER_KERNEL_DISPATCH_S
 
 

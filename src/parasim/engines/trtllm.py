@@ -403,6 +403,10 @@ class TrtllmProfile(EngineProfile):
                        "given, and the benchmark flow gives none", "attention_window", "full")
         if not setup.cpp_runtime:
             self._graph_padding(ctx, setup)
+            aq = pytorch_act_quant(model, acc, weights=kw["weights"], tp=kw["tp"])
+            if aq is not None:
+                kw["act_quant"] = aq[0]
+                ctx.choose(aq[1], "act_quant", aq[0])
         if not setup.cpp_runtime and grace_hosted(acc.form_factor):
             # the Python executor's per-request work on a Grace host (engines.host)
             kw["host_s_per_sequence"] = TRTLLM_PYEXECUTOR_GRACE_S_PER_SEQ
@@ -434,6 +438,46 @@ class TrtllmProfile(EngineProfile):
                    f"({', '.join(map(str, sizes[-3:]))}, ...; sizes above min(max_batch_size, max_num_tokens) "
                    f"replaced by that bound, as the executor filters them), the extra slots dummy sequences{adp}",
                    "cuda_graph_batch_sizes", sizes)
+
+
+#: TensorRT-LLM's Llama decoder layer fuses the RMSNorm's quantize into its TP all-reduce only for models
+#: wider than this (`enable_fusion &= config.hidden_size > 4096`, "Disable fusion for small models due to
+#: accuracy issues"; tensorrt_llm/_torch/models/modeling_llama.py, LlamaDecoderLayer)
+TRTLLM_NORM_QUANT_FUSION_MIN_HIDDEN = 4096
+
+
+def pytorch_act_quant(model: ModelSpec, acc: AcceleratorSpec, *, weights: str, tp: int) -> tuple[str, str] | None:
+    """The PyTorch backend's separate activation-quantize kernels before the FP8 / NVFP4 linears of a dense
+    model (plan.ACT_QUANT `norms_act` / `act` / `norms`), with the sentence that says so; None where nothing
+    is separate (16-bit or weight-only GEMMs, FP8 with TP > 1) or not modelled (MoE layers: their inputs are
+    quantized inside the fused-MoE module; INT8).
+
+    Source (NVIDIA/TensorRT-LLM, tensorrt_llm/_torch, the 2025 releases): `FP8QDQLinearMethod.apply` and
+    `NVFP4LinearMethod.apply` (modules/linear.py) run `static_quantize_e4m3_per_tensor` / `fp4_quantize` on
+    a 16-bit input; `Attention.forward` hands the output projection's scales to the attention kernel, which
+    writes its output quantized (`out_scale`, `out_scale_sf` for NVFP4); `RMSNorm` (modules/rms_norm.py)
+    writes 16 bits, and the Llama layer fuses the norm's quantize into the TP all-reduce
+    (AllReduceFusionOp.RESIDUAL_RMS_NORM_QUANT_FP8 / _NVFP4) only with TP > 1 and hidden > 4096
+    (`PRE_MLP_FUSION`, `POST_MLP_FUSION`, models/modeling_llama.py); `GatedMLP._apply_activation`
+    (modules/gated_mlp.py) fuses the quantize into SwiGLU for an FP8 down projection only
+    (`swiglu(x, quant_scale=..., quant_type=torch.float8_e4m3fn)`), so an NVFP4 one quantizes SwiGLU's
+    16-bit output in `fp4_quantize`."""
+    if model.is_moe or weights not in ("fp8", "fp4") or not acc.has_unit(weights):
+        return None
+    fused_norms = tp > 1 and model.hidden > TRTLLM_NORM_QUANT_FUSION_MIN_HIDDEN
+    why = ("TP 1, no all-reduce to fuse it into" if tp == 1
+           else f"hidden {model.hidden} <= 4096: the Llama layer's all-reduce fusion is off")
+    tail = "; the attention kernel writes the output projection's input quantized (PyTorch backend)"
+    if weights == "fp8":
+        if fused_norms:
+            return None
+        return "norms", (f"fp8 activations of the QKV and gate/up projections quantized in kernels of their own "
+                         f"after the RMSNorms ({why}); SwiGLU quantizes the down projection's input" + tail)
+    if fused_norms:
+        return "act", ("fp4 activations: the down projection's input quantized to NVFP4 in a kernel of its own after "
+                       "SwiGLU; the norms' quantize is fused into the TP all-reduce" + tail)
+    return "norms_act", (f"fp4 activations quantized to NVFP4 in kernels of their own before the QKV, gate/up and "
+                         f"down projections ({why}; SwiGLU writes 16 bits)" + tail)
 
 
 def kv_fraction_utilization(ctx: EngineContext, setup: TrtllmSetup) -> float:

@@ -18,8 +18,8 @@ from bisect import bisect_left
 from parasim.cost.comm import Group, collective_time_s, p2p_all_reduce_s
 from parasim.cost.dtypes import attention_dtype
 from parasim.cost.layer import EdgeCost, LayerCost, Sharding
-from parasim.cost.quant_bytes import quant_scope
-from parasim.serving.plan import ACT_QUANT, ACT_QUANT_INPUTS_PER_LAYER, ServingPlan
+from parasim.cost.quant_bytes import SCALE_BITS_PER_ELEMENT, quant_scope
+from parasim.serving.plan import ACT_QUANT, ACT_QUANT_SEPARATE, ServingPlan
 from parasim.specs.cluster import ClusterSpec
 from parasim.specs.model import ModelSpec
 
@@ -90,9 +90,13 @@ class IterationCost:
         kernels, reads = ACT_QUANT[act_quant]
         low_precision = self.layer.cdt not in ("bf16", "fp16", "fp32", "tf32")
         self._aq_attn = self.quant is None or self.quant.attention  # a scope may keep attention 16-bit
-        inputs = ACT_QUANT_INPUTS_PER_LAYER if self._aq_attn else ACT_QUANT_INPUTS_PER_LAYER // 2
-        self._aq_kernels = kernels * inputs if low_precision else 0
+        # the separately quantized inputs of this mode (plan.ACT_QUANT_SEPARATE) the scope quantizes
+        self._aq_inputs = tuple(i for i in ACT_QUANT_SEPARATE[act_quant] if self._aq_attn or i in ("gate_up", "down"))
+        self._aq_kernels = kernels * len(self._aq_inputs) if low_precision else 0
         self._aq_reads = reads
+        # bytes written per quantized element: 8-bit units one, NVFP4 half a byte plus its E4M3 scale per 16
+        # (cost.quant_bytes; TensorRT-LLM's fp4_quantize writes the block scales with the values)
+        self._aq_out_b = (0.5 + SCALE_BITS_PER_ELEMENT["nvfp4"] / 8.0) if self.layer.cdt == "fp4" else 1.0
         self._parts: dict[int, tuple[float, ...]] = {}  # tokens -> _token_parts()
         self._fixed: dict[int, float] = {}  # tokens -> _fixed_s()
         self._head: dict[int, float] = {}  # logit rows -> LM head
@@ -186,10 +190,11 @@ class IterationCost:
             return 0.0
         m, l, acc = self.model, self.layer, self.cluster.accelerator
         down = (m.moe_ffn_hidden * m.experts_per_token // l.etp) if moe else m.ffn_hidden // self.tp
-        width = 2 * m.hidden + m.q_dim // self.tp + down  # QKV and gate/up inputs, output and down inputs
-        if not self._aq_attn:
-            width = m.hidden + down  # 16-bit attention projections: only the MLP's inputs
-        bytes_moved = tokens * width * (self._aq_reads * l.ab + 1)
+        # each input's width: QKV and gate/up read the hidden state, the output projection the heads,
+        # down the MLP's intermediate (16-bit attention projections: only the MLP's inputs, _aq_inputs)
+        widths = {"qkv": m.hidden, "o": m.q_dim // self.tp, "gate_up": m.hidden, "down": down}
+        width = sum(widths[i] for i in self._aq_inputs)
+        bytes_moved = tokens * width * (self._aq_reads * l.ab + self._aq_out_b)
         return (bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory)
                 + self._aq_kernels * acc.efficiency.kernel_overhead_s)
 

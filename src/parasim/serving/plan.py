@@ -33,9 +33,22 @@ DEFAULT_ITERATION_OVERHEAD_S = 1.0e-3
 #: and one 8-bit write; `dynamic` (`--quantization fp8` on a 16-bit checkpoint: per-tensor scale
 #: found at run time) zero-fills the scale, max-reduces the input and then quantizes it: three
 #: kernels and two reads. Mode -> (kernels, reads of the 16-bit input) per quantized GEMM input.
-ACT_QUANT = {"fused": (0, 0), "static": (1, 1), "dynamic": (3, 2)}
+#: TensorRT-LLM's PyTorch backend (2026-12-08, docs/serving.md "Separate activation quantization in
+#: TensorRT-LLM's PyTorch backend") quantizes only some inputs separately, one static kernel each
+#: (`static_quantize_e4m3_per_tensor` / `fp4_quantize` in the FP8 / NVFP4 `Linear.apply` when its input
+#: is still 16-bit): its attention kernel writes the output projection's input already quantized
+#: (`out_scale` / `out_scale_sf`); the RMSNorms write 16 bits unless a TP all-reduce fused with the norm
+#: quantizes (AllReduceFusionOp.RESIDUAL_RMS_NORM_QUANT_FP8 / _NVFP4); SwiGLU writes 16 bits before an
+#: NVFP4 down projection (an FP8 one gets SwiGLU with the quantize fused). `norms_act`: the QKV, gate/up
+#: and down inputs (NVFP4, no fused all-reduce: TP 1); `act`: the down input only (NVFP4, TP > 1);
+#: `norms`: the QKV and gate/up inputs (FP8, TP 1).
+ACT_QUANT = {"fused": (0, 0), "static": (1, 1), "dynamic": (3, 2), "norms_act": (1, 1), "act": (1, 1),
+             "norms": (1, 1)}
 #: quantized GEMM inputs per decoder layer: QKV, attention output, gate/up, down
 ACT_QUANT_INPUTS_PER_LAYER = 4
+#: which of those inputs each mode quantizes in kernels of its own
+ACT_QUANT_SEPARATE = {"fused": (), "static": ("qkv", "o", "gate_up", "down"), "dynamic": ("qkv", "o", "gate_up", "down"),
+                      "norms_act": ("qkv", "gate_up", "down"), "act": ("down",), "norms": ("qkv", "gate_up")}
 
 
 #: plan fields that only the disaggregated scheduler reads
