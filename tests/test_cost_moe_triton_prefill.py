@@ -94,7 +94,8 @@ def test_generation_rates_are_the_mean_over_sweeps_by_hand():
     assert set(TRITON_FUSED_MOE_RATES) == {"hopper", "ampere"}
 
 
-@pytest.mark.parametrize("sweep", [MIXTRAL_H100, GEMMA4_H200, E64_A100], ids=["mixtral-h100", "gemma4-h200", "e64-a100"])
+@pytest.mark.parametrize("sweep", [MIXTRAL_H100, GEMMA4_H200, E64_A100],
+                         ids=["mixtral-h100", "gemma4-h200", "e64-a100"])
 def test_prefill_points_within_12_percent_and_closer_than_the_dense_rate(sweep):
     """Every published point with >= 256 rows per expert: within 12 % with the rate, and closer to
     the measurement than the dense rate (which was 0.71-0.87 of it)."""
