@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from parasim.cost.layer import LayerCost, Sharding, op_time_s
 from parasim.cost.moe_tile import (TRITON_FUSED_MOE_POINT_RATES, TRITON_FUSED_MOE_RATES, TRITON_RATE_MIN_ROWS,
@@ -144,3 +146,18 @@ def test_training_grouped_gemms_keep_the_dense_rate():
                       weight_dtype="bf16", act_dtype="bf16", moe_gemm="triton")
     ops = [o for o in layer.token_ops(8192.0, moe=True) if o.name.startswith("experts_")]
     assert ops and all(o.rate == 1.0 for o in ops)
+
+
+@settings(max_examples=40, deadline=None)
+@given(tokens=hst.floats(1.0, 32768.0), part=hst.sampled_from(["h100-sxm", "h200-sxm", "a100-sxm-80gb"]))
+def test_the_triton_rate_never_speeds_up_and_never_costs_more_than_its_inverse(tokens, part):
+    """Qwen3-30B-A3B's 16-bit experts under the Triton family at any batch: between the dense-rate
+    time and that time over the generation's rate (the rate scales the compute side only)."""
+    acc = get_accelerator(part)
+    layer = LayerCost(get_model("qwen3-30b-a3b"), ClusterSpec(accelerator=acc, gpus=1), Sharding(tp=1),
+                      weight_dtype="bf16", act_dtype="bf16", kv_dtype="bf16", moe_gemm="triton")
+    rate = TRITON_FUSED_MOE_RATES[acc.generation]
+    for op in (o for o in layer.token_ops(tokens) if o.name.startswith("experts_")):
+        assert op.rate == rate
+        t, dense = op_time_s(op, acc), op_time_s(replace(op, rate=1.0), acc)
+        assert dense * (1 - 1e-12) <= t <= dense / rate * (1 + 1e-12)
