@@ -40,10 +40,13 @@ def fused_moe_us(tokens: int) -> float:
 
 @pytest.mark.parametrize("tokens,measured_us", MIXTRAL_BF16_TP2_H100_US)
 def test_mixtral_fused_moe_layer_within_published_band(tokens, measured_us):
-    """0.75-1.05 of the published time at every size: the decode sizes (weight-bound) within 10 %,
-    the prefill sizes up to 22 % optimistic (parasim's roofline GEMM has no Triton-specific loss)."""
+    """0.85-1.12 of the published time at every size: the
+    decode sizes (weight-bound) within 10 %, the prefill sizes within 12 % now that the Triton
+    kernel's Hopper prefill rate is charged (cost.moe_tile.TRITON_FUSED_MOE_RATES, the mean of this
+    sweep and a second one, so this sweep alone sits on the slow side of it: 1.08-1.10 at 1,024-1,536
+    tokens; without the rate 0.78-0.87 at 512-1,536)."""
     ratio = fused_moe_us(tokens) / measured_us
-    assert 0.75 < ratio < 1.05, ratio
+    assert 0.85 < ratio < 1.12, ratio
 
 
 def test_decode_sizes_are_weight_bound_and_within_10_percent():

@@ -6,8 +6,9 @@ and 1.2, 1.2, 1.2, 1.2, 1.1, 1.2 (masked) on the ten grouped MoE rows. By hand: 
 grouped rate over its dense rate is (6.5 / 6) / (11.8 / 10) = 0.918. TensorRT-LLM's Hopper MoE
 runner is that kind of kernel (the `cutlass` family); the rate scales the compute side only, so a
 compute-bound prefill's expert GEMMs take 1 / 0.918 as long and a weight-bound decode's do not move.
-Where nothing was measured (Ampere, the Triton family, Marlin weight-only kernels, training's
-grouped GEMMs) the rate stays 1."""
+Where nothing was measured for it (Ampere, Marlin weight-only kernels, training's grouped GEMMs)
+the CUTLASS rate stays 1; the Triton family has its own 16-bit prefill rate
+(tests/test_cost_moe_triton_prefill.py) and keeps 1 for FP8 experts."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def test_weight_bound_decode_does_not_move():
 def test_unmeasured_kernels_keep_the_dense_rate(case):
     if case == "ampere":
         ops = _experts(A100, 8192.0, weights="bf16")
-    elif case == "triton":
+    elif case == "triton":  # FP8 experts: the Triton family's rate is measured for 16-bit ones only
         ops = _experts(H100, 8192.0, gemm="triton")
     elif case == "training":  # Megatron-Core's folded layout: TE's grouped GEMMs, not a serving runner
         ops = _experts(H100, 8192.0, weights="bf16", sharding=Sharding(tp=2, etp=2))
@@ -73,11 +74,13 @@ def test_unmeasured_kernels_keep_the_dense_rate(case):
 
 
 def test_rate_function_by_family_and_generation():
-    assert grouped_gemm_rate("cutlass", "hopper", weight_only=False) == CUTLASS_GROUPED_RATE
-    assert grouped_gemm_rate("cutlass", "hopper", weight_only=True) == 1.0
-    assert grouped_gemm_rate("triton", "hopper", weight_only=False) == 1.0
-    assert grouped_gemm_rate("cutlass", "ampere", weight_only=False) == 1.0
-    assert grouped_gemm_rate("cutlass", "blackwell", weight_only=False) == 1.0
+    assert grouped_gemm_rate("cutlass", "hopper", weight_only=False, dtype="fp8") == CUTLASS_GROUPED_RATE
+    assert grouped_gemm_rate("cutlass", "hopper", weight_only=False, dtype="bf16") == CUTLASS_GROUPED_RATE
+    assert grouped_gemm_rate("cutlass", "hopper", weight_only=True, dtype="bf16") == 1.0
+    # the Triton family's FP8 experts: no tuned prefill sweep (its 16-bit rate: test_cost_moe_triton_prefill.py)
+    assert grouped_gemm_rate("triton", "hopper", weight_only=False, dtype="fp8") == 1.0
+    assert grouped_gemm_rate("cutlass", "ampere", weight_only=False, dtype="bf16") == 1.0
+    assert grouped_gemm_rate("cutlass", "blackwell", weight_only=False, dtype="fp8") == 1.0
 
 
 @settings(max_examples=40, deadline=None)

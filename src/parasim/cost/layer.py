@@ -281,7 +281,7 @@ class LayerCost:
         busiest = self.expert_load(t)
         per_expert = group_tokens * m.experts_per_token * busiest / s.ep / local_touched  # rows per touched expert
         local = m.experts / s.ep
-        ex_bytes, _, ex_tile = self._fmt["experts"]
+        ex_bytes, ex_dtype, ex_tile = self._fmt["experts"]
         tile = ex_tile or moe_tile_m(self.moe_gemm, group_tokens, local, self.acc.efficiency.gemm_tile_m,
                                      quantized=ex_bytes < 2, block_fp8=self._block_fp8)
         mean = group_tokens * p * busiest  # rows per expert, untouched ones included
@@ -290,7 +290,8 @@ class LayerCost:
         down_k = m.moe_ffn_hidden // self.etp
         # a serving engine's grouped-GEMM kernel family runs below the dense rate (cost.moe_tile);
         # training's grouped GEMMs (the folded layout) keep the dense rate
-        rate = 1.0 if s.folded else grouped_gemm_rate(self.moe_gemm, self.acc.generation, weight_only=bool(ex_tile))
+        rate = 1.0 if s.folded else grouped_gemm_rate(self.moe_gemm, self.acc.generation, weight_only=bool(ex_tile),
+                                                      dtype=ex_dtype)
         if self._block_fp8:  # Triton block-FP8: the FP8 unit, waiting at every K step (cost.moe_tile)
             rate = triton_block_fp8_rate(self.acc)
         ops = [self._gemm("router", self.routed_tokens(t), m.hidden, m.experts, dtype="bf16", weight_bytes=self.ab),

@@ -31,10 +31,36 @@ dense rows at M = 4096. The grouping itself therefore costs the CUTLASS 3.x kern
 TensorRT-LLM's per-tensor FP8 MoE does not pay). TensorRT-LLM's MoE runner on Hopper runs CUTLASS
 3.x grouped GEMMs (`MoeGemmRunner::supportsTmaWarpSpecialized` is true for sm 90, cutlass_kernels/
 moe_gemm/moe_gemm_template_dispatch.h; its TMA warp-specialized configs are the Hopper ones), so the
-`cutlass` family takes that rate on Hopper parts. The rate stays 1 where nothing was measured:
-other generations (Ampere runs CUTLASS 2.x grouped kernels, Blackwell others), the `triton` family
-(vLLM PR #24700's Mixtral sweep is predicted within 10 % at decode sizes; serving.md, "Fused-MoE
-kernel sweeps"), weight-only formats (Marlin kernels) and training's grouped GEMMs (cost.layer).
+`cutlass` family takes that rate on Hopper parts. The `cutlass` rate stays 1 where nothing was
+measured: other generations (Ampere runs CUTLASS 2.x grouped kernels, Blackwell others),
+weight-only formats (Marlin kernels) and training's grouped GEMMs (cost.layer).
+
+The `triton` family's own MMA rate at prefill sizes (`TRITON_FUSED_MOE_RATES`). vLLM's and SGLang's
+fused_moe runs each expert GEMM as one Triton kernel that gathers its A rows through the sorted
+token ids (`moe_align_block_size`), so its rows are pointer loads rather than a TMA tile, then the
+activation (`silu_and_mul`) and the k-way sum (`moe_sum`) as their own kernels. Published
+`benchmark_moe.py` sweeps with the tuned config file time that whole call; where every touched
+expert holds at least `TRITON_RATE_MIN_ROWS` rows (compute-bound, the row tiles mostly full) the
+kernel runs below the catalog's dense GEMM of the same padded rows. For each sweep point the rate
+is the one at which parasim's `experts_up + activation + experts_down + moe_combine` equals the
+published time (tests/test_cost_moe_triton_prefill.py re-derives it by bisection from the published
+times); each generation's rate is the mean over its sweeps (each sweep weighted once):
+
+* Hopper: vLLM PR #24700 (Mixtral-8x7B BF16, TP 2, H100 SXM, tuned
+  `E=8,N=7168,device_name=NVIDIA_H100_80GB_HBM3.json`): 833.72 us at 1,024 tokens (256 rows per
+  expert) and 1,122.93 us at 1,536 (384), rates 0.863 and 0.855; vLLM PR #44818 (Gemma-4 shape, E
+  128, N 704, K 2816, top 8, BF16, H200, "Tuned" column): 1,189.6 us at 4,096 tokens (256 rows),
+  rate 0.709. Mean of the two sweeps 0.784.
+* Ampere: vLLM PR #40542 (E 64, N 1408, K 2048, top 6, BF16, A100-SXM4-80GB, "tuned" column):
+  2,636.6 us at 4,096 tokens (384 rows), rate 0.809.
+
+At decode sizes the kernel is weight-bound and the rate does not show (the rate scales the compute
+side only). Not applied: FP8 / INT8 W8A8 experts (no tuned sweep at prefill sizes was found; the
+Qwen3-30B-A3B FP8 sweep of PR #24700 ran vLLM's untuned default config), weight-only formats
+(Marlin / matmul_ogs kernels, MXFP4), Blackwell and other generations (nothing measured), and
+vLLM's fallback `get_default_config` when no tuned file exists for the device and shape (measured
+1.02-1.05x slower than tuned at 1,024-4,096 tokens in PR #44818 and 1.10-1.11x in PR #40542; which
+shapes have a file is not knowable from a plan).
 
 One more `triton`-family term: block-scaled FP8 (W8A8 with 128 x 128 weight blocks and per-128
 activation groups, DeepSeek-V3/R1 and Qwen3-FP8 checkpoints) on Hopper. The Triton kernels that
@@ -89,6 +115,25 @@ CUTLASS_GROUPED_RATE = fmean(DEEPGEMM_DENSE_SPEEDUPS) / fmean(DEEPGEMM_GROUPED_S
 #: the generations whose `cutlass` family is a CUTLASS 3.x (SM90) grouped GEMM
 CUTLASS_GROUPED_GENERATIONS = ("hopper",)
 
+#: Triton fused_moe prefill rate (module docstring): published tuned `benchmark_moe.py` points with at
+#: least this many rows per touched expert (tokens x top-k / experts) ...
+TRITON_RATE_MIN_ROWS = 256
+#: ... (part, experts, top-k, hidden K, expert width N per rank, tokens, published kernel time in us),
+#: one tuple per sweep, by generation: vLLM PR #24700 (H100, Mixtral BF16 TP 2), PR #44818 (H200,
+#: Gemma-4 shape, tuned), PR #40542 (A100-SXM4-80GB, E 64 / N 1408, tuned)
+TRITON_FUSED_MOE_SWEEPS = {
+    "hopper": (("h100-sxm", 8, 2, 4096, 7168, ((1024, 833.72), (1536, 1122.93))),
+               ("h200-sxm", 128, 8, 2816, 704, ((4096, 1189.6),))),
+    "ampere": (("a100-sxm-80gb", 64, 6, 2048, 1408, ((4096, 2636.6),)),),
+}
+#: each point's rate (parasim's fused-MoE time equal to the published one; re-derived by
+#: tests/test_cost_moe_triton_prefill.py), in the order of TRITON_FUSED_MOE_SWEEPS
+TRITON_FUSED_MOE_POINT_RATES = {"hopper": ((0.863, 0.855), (0.709,)), "ampere": ((0.809,),)}
+#: the Triton fused_moe kernel's MMA rate against the dense GEMM's, by generation: mean over sweeps
+TRITON_FUSED_MOE_RATES = {gen: fmean(fmean(p) for p in sweeps) for gen, sweeps in TRITON_FUSED_MOE_POINT_RATES.items()}
+#: the compute formats the sweeps ran (16-bit weights and activations)
+TRITON_RATE_DTYPES = ("bf16", "fp16")
+
 #: vLLM PR #23280 (H100 80GB HBM3, DeepSeek-V3 N=2112 K=7168, block 128 x 128, tuned config), TFLOP/s
 #: at M = 1,024 / 2,048 / 4,096 / 8,192: (torch-bf16, w8a8-block-fp8-triton)
 TRITON_BLOCK_FP8_VS_BF16_TFLOPS = ((619.771938, 366.839772), (648.192575, 396.032348), (715.781529, 402.982983),
@@ -119,12 +164,16 @@ def moe_tile_m(gemm: str, tokens: float, experts: float, part_tile: int, *, quan
     return part_tile
 
 
-def grouped_gemm_rate(gemm: str, generation: str, *, weight_only: bool) -> float:
+def grouped_gemm_rate(gemm: str, generation: str, *, weight_only: bool, dtype: str) -> float:
     """The routed experts' grouped GEMM's MMA rate against a dense GEMM of the same rows, for kernel
-    family `gemm` on a part of `generation` (module docstring); weight-only formats run Marlin
-    kernels (1)."""
-    if gemm == "cutlass" and generation in CUTLASS_GROUPED_GENERATIONS and not weight_only:
+    family `gemm` on a part of `generation` computing in `dtype` (module docstring); weight-only
+    formats run Marlin kernels (1)."""
+    if weight_only:
+        return 1.0
+    if gemm == "cutlass" and generation in CUTLASS_GROUPED_GENERATIONS:
         return CUTLASS_GROUPED_RATE
+    if gemm == "triton" and generation in TRITON_FUSED_MOE_RATES and dtype in TRITON_RATE_DTYPES:
+        return TRITON_FUSED_MOE_RATES[generation]
     return 1.0
 
 
