@@ -94,10 +94,13 @@ def saved_linear_input_bytes(precision: str, kernels: str) -> float | None:
 def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1, sp: bool = False,
                                cp: int = 1, recompute: str = "none", flash: bool = True,
                                act_bytes: float = 2.0, modules: frozenset[str] | None = None,
-                               moe_buffers: float = 0.0, linear_input_bytes: float | None = None) -> float:
+                               moe_buffers: float = 0.0, linear_input_bytes: float | None = None,
+                               fused_norms: bool = True, graph_scopes: frozenset[str] = frozenset()) -> float:
     """Bytes one layer keeps for backward for one micro-batch on one GPU. With selective
     recomputation, `modules` are the recomputed ones (`cost.moe_memory.RECOMPUTE_MODULES`; None =
-    core_attn, Megatron's default); `moe_buffers`: an MoE layer's permuted tokens and router
+    core_attn, Megatron's default); `fused_norms` (Transformer Engine's norm-into-linear fusion) and
+    `graph_scopes` (CUDA-graphed scopes) decide which norms `layernorm` drops
+    (`cost.moe_memory.recomputed_norms`); `moe_buffers`: an MoE layer's permuted tokens and router
     probabilities, bytes per token (`cost.moe_memory.moe_buffer_bytes_per_token`), added as given.
     `linear_input_bytes` (`saved_linear_input_bytes`): the linear layers keep their own quantized
     copy of their inputs: the norm outputs feeding QKV and the MLP, and the MLP's activation output,
@@ -132,7 +135,8 @@ def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, 
     mlp = ((4 if model.gated_mlp else 2) + 2 * lin) * width / h
     split = attn + mlp
     if recompute == "selective" and modules is not None:
-        freed_rep, freed_split = recompute_freed_units(model, modules, linear_input=lin)
+        freed_rep, freed_split = recompute_freed_units(model, modules, linear_input=lin, fused_norms=fused_norms,
+                                                       graph_scopes=graph_scopes)
         replicated -= freed_rep
         split -= freed_split
     score = 0.0

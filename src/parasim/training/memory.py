@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from parasim.cost.memory import (activation_bytes_per_layer, embedding_activation_bytes, logits_activation_bytes,
                                  saved_linear_input_bytes, stage_state_bytes, te_fp8_weight_bytes,
                                  weight_grad_input_bytes_per_layer)
+from parasim.cost.moe_host import scope_set
 from parasim.cost.moe_memory import moe_buffer_bytes_per_token
 from parasim.cost.partition import rank_stages, stage_count
 from parasim.specs.cluster import ClusterSpec
@@ -130,7 +131,8 @@ def peak_memory(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, ops:
                                            sp=sp, cp=plan.cp, recompute=plan.recompute,
                                            flash=plan.flash_attention, modules=plan.recompute_module_set or None,
                                            moe_buffers=moe_buffers_per_token(model, plan, expert_load),
-                                           linear_input_bytes=lin)
+                                           linear_input_bytes=lin, fused_norms=plan.kernels == "fused",
+                                           graph_scopes=scope_set(plan.cuda_graph_scope))
     emb = embedding_activation_bytes(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp, sp=sp,
                                      cp=plan.cp)
     logits = logits_activation_bytes(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp, cp=plan.cp)
