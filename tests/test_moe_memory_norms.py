@@ -25,6 +25,7 @@ from parasim.cost.memory import activation_bytes_per_layer
 from parasim.cost.moe_memory import moe_buffer_bytes_per_token, recompute_freed_units, recomputed_norms
 from parasim.search.plan_train import cluster_for, peak_memory_bytes
 from parasim.specs.catalog import get_model
+from parasim.errors import InputError
 from parasim.training import TrainingPlan, simulate
 
 OSS = get_model("gpt-oss-120b")
@@ -129,3 +130,72 @@ def test_planner_screen_matches_the_simulator_and_a_fitting_plan_fits(mb, pp, mo
     assert screen == pytest.approx(res.peak_memory_bytes, rel=1e-9)
     if screen <= cluster.accelerator.hbm_bytes:
         assert res.fits and res.peak_memory_bytes <= cluster.accelerator.hbm_bytes
+
+
+# --- the loss's kept logits and FP8 permuted tokens ---------------------------------------------------
+def test_te_cross_entropy_keeps_the_16bit_logits_megatron_keeps_fp32():
+    """gpt-oss-120b's 201,088-entry vocabulary at MBS 4 x 4096 (one GPU, TP 1): Megatron-Core's
+    vocab-parallel loss keeps 4 B per entry (fp32 exp-logits), Transformer Engine's in-place loss
+    the 2 B bf16 logits; both also keep the final norm's 2880-wide 16-bit input."""
+    from parasim.cost.memory import logits_activation_bytes
+
+    tokens, vocab = 4 * 4096, 201088
+    assert logits_activation_bytes(OSS, seq=4096, micro_batch=4) == pytest.approx(tokens * (2 * 2880 + 4 * vocab))
+    assert logits_activation_bytes(OSS, seq=4096, micro_batch=4, cross_entropy="te") == pytest.approx(
+        tokens * (2 * 2880 + 2 * vocab))
+
+
+def test_te_cross_entropy_lowers_a_last_stage_peak_by_the_halved_logits():
+    cluster = cluster_for("b200", 64)
+    plan = TrainingPlan(tp=1, pp=1, dp=64, ep=8, micro_batch=4, global_batch=512, seq_len=4096, zero=1,
+                        grad_dtype="bf16")
+    fp32 = simulate(OSS, cluster, plan).peak_memory_bytes
+    te = simulate(OSS, cluster, plan.with_(cross_entropy="te")).peak_memory_bytes
+    assert fp32 - te == pytest.approx(4 * 4096 * 2 * 201088, rel=1e-9)  # PP 1: one micro-batch in flight
+
+
+def test_fp8_experts_keep_their_permuted_input_in_fp8():
+    """Transformer Engine's GroupedLinear saves the FP8 cast of the permuted tokens: k x hidden bytes
+    per token instead of 2 k x hidden (Qwen3-30B-A3B: top-8 of hidden 2048)."""
+    cluster = cluster_for("h100-sxm", 16)
+    base = TrainingPlan(tp=1, pp=1, dp=16, ep=8, micro_batch=1, global_batch=64, seq_len=4096, zero=1)
+    from parasim.training.memory import moe_buffers_per_token
+
+    bf16 = moe_buffers_per_token(QWEN30, base)
+    fp8 = moe_buffers_per_token(QWEN30, base.with_(precision="fp8"))
+    assert bf16 - fp8 == pytest.approx(8 * 2048 * (2 - 1))  # every layer of Qwen3-30B-A3B is MoE
+    eager = moe_buffers_per_token(QWEN30, base.with_(precision="fp8", kernels="eager"))
+    assert eager == bf16  # torchao keeps the 16-bit input
+    assert simulate(QWEN30, cluster, base.with_(precision="fp8")).fits
+
+
+@settings(max_examples=25, deadline=None)
+@given(value=st.text(min_size=1, max_size=12).filter(lambda v: v not in ("fp32", "te") and v.strip() == v
+                                                     and not v.startswith("-") and "\x00" not in v))
+def test_hostile_cross_entropy_values_exit_2(value):
+    with pytest.raises(InputError) as e:
+        TrainingPlan(tp=1, pp=1, dp=8, micro_batch=1, global_batch=8, seq_len=2048, cross_entropy=value).check(LLAMA, 8)
+    assert e.value.field == "cross-entropy"
+
+
+def test_cross_entropy_cli_rejects_bad_values_and_eager_te_in_one_line():
+    from conftest import run_cli
+
+    for args, needle in ((["--cross-entropy", "fp16"], "cross-entropy"),
+                         (["--kernels", "eager", "--cross-entropy", "te"], "cross-entropy")):
+        r = run_cli("train", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--gpus", "8", "--global-batch", "16",
+                    "--seq-len", "2048", *args)
+        assert r.returncode == 2, r.stderr
+        assert needle in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp8"])
+def test_planner_screen_matches_with_te_loss_and_fp8_experts(precision):
+    cluster = cluster_for("h100-sxm", 16)
+    d = {"tp": 1, "pp": 2, "cp": 1, "dp": 8, "ep": 8, "etp": 1, "micro_batch": 2, "global_batch": 512,
+         "seq_len": 4096, "recompute": "none", "zero": 1, "precision": precision, "sequence_parallel": False,
+         "virtual_stages": 1, "schedule": "1f1b", "kernels": "fused", "cross_entropy": "te", "grad_dtype": "bf16"}
+    res = simulate(QWEN30, cluster, TrainingPlan.from_mapping(d, gpus=16))
+    assert peak_memory_bytes(QWEN30, d, cluster.accelerator.generation) == pytest.approx(res.peak_memory_bytes,
+                                                                                          rel=1e-9)

@@ -178,10 +178,25 @@ def embedding_activation_bytes(model: ModelSpec, *, seq: int, micro_batch: int, 
     return sbh * (2 + (1 if model.dropout else 0)) / (tp if sp else 1)
 
 
-def logits_activation_bytes(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1, cp: int = 1) -> float:
-    """Last stage: final norm input and fp32 logits for the cross-entropy backward (vocab-parallel)."""
+#: how the loss keeps the vocabulary-wide logits for its backward (TrainingPlan.cross_entropy):
+#: fp32 = Megatron-Core's vocab-parallel cross entropy, unfused or its native fusion, which saves
+#: the fp32 softmax it computes from the upcast logits (megatron/core/tensor_parallel/cross_entropy.py
+#: and megatron/core/fusions/fused_cross_entropy.py: `save_for_backward(exp_logits, ...)`); te =
+#: Transformer Engine's Triton cross entropy (Megatron-Core cross_entropy_fusion_impl 'te'), which
+#: writes the gradient into the 16-bit logits in place and saves only them (TransformerEngine v2.9
+#: transformer_engine/pytorch/cross_entropy.py: `ctx.save_for_backward(_input.detach())` after
+#: triton/cross_entropy.py `cross_entropy_forward` fills `_input` with the gradient)
+CROSS_ENTROPY_IMPLS = ("fp32", "te")
+#: bytes per kept vocabulary entry of the logits: fp32 softmax, or the 16-bit logits (te)
+_LOGIT_BYTES = {"fp32": 4.0, "te": 2.0}
+
+
+def logits_activation_bytes(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1, cp: int = 1,
+                            cross_entropy: str = "fp32") -> float:
+    """Last stage: final norm input and the logits the cross-entropy backward reads (vocab-parallel),
+    fp32 or 16-bit by the loss kernel (`CROSS_ENTROPY_IMPLS`)."""
     sb = seq / cp * micro_batch
-    return sb * (2 * model.hidden + 4 * model.vocab / tp)
+    return sb * (2 * model.hidden + _LOGIT_BYTES[cross_entropy] * model.vocab / tp)
 
 
 @dataclass(frozen=True)
