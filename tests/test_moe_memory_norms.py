@@ -99,17 +99,19 @@ def test_model_average_counts_the_moe_layers_share():
        scopes=st.sets(st.sampled_from(["attn", "moe_router", "moe_preprocess"])),
        extra=st.sets(st.sampled_from(["core_attn", "moe_act"])), lin=st.sampled_from([0.5, 1.0]))
 def test_layernorm_recompute_frees_whole_norm_outputs_and_never_adds(model, fused, scopes, extra, lin):
-    """Adding `layernorm` to any module set frees a whole number of hidden-wide 16-bit norm outputs
-    per layer (weighted by the layers that have them), at most two, never a negative amount."""
+    """Adding `layernorm` to any module set frees whole hidden-wide norm outputs per layer (weighted
+    by the layers that have them): the input norm and a dense pre-MLP norm as a linear layer's saved
+    input (`lin`), an MoE layer's pre-MLP norm at 16 bits; never a negative amount."""
     base = frozenset(extra)
     with_ln = base | {"layernorm"}
     r0, s0 = recompute_freed_units(model, base, lin, fused_norms=fused, graph_scopes=frozenset(scopes))
     r1, s1 = recompute_freed_units(model, with_ln, lin, fused_norms=fused, graph_scopes=frozenset(scopes))
     assert s1 == s0
-    freed = (r1 - r0) / (2.0 * lin)  # in norm outputs
-    assert 0.0 <= freed <= 2.0 + 1e-12
+    freed = (r1 - r0) / 2.0  # in 16-bit hidden-wide tensors
     share = model.moe_layers / model.layers
-    assert any(freed == pytest.approx(a + b * share + c * (1 - share)) for a in (0, 1) for b in (0, 1) for c in (0, 1))
+    assert 0.0 <= freed <= 2.0 + 1e-12
+    assert any(freed == pytest.approx(lin * (a + c * (1 - share)) + b * share)
+               for a in (0, 1) for b in (0, 1) for c in (0, 1))
 
 
 @settings(max_examples=20, deadline=None)
@@ -199,3 +201,18 @@ def test_planner_screen_matches_with_te_loss_and_fp8_experts(precision):
     res = simulate(QWEN30, cluster, TrainingPlan.from_mapping(d, gpus=16))
     assert peak_memory_bytes(QWEN30, d, cluster.accelerator.generation) == pytest.approx(res.peak_memory_bytes,
                                                                                           rel=1e-9)
+
+
+def test_gpt_oss_fp8_layer_keeps_te_fp8_copies_and_16bit_router_input():
+    """Under Transformer Engine FP8 the linear layers keep 1-byte copies of their inputs (the fused
+    norm+QKV's normed output, the output projection's input, the experts' permuted tokens and the
+    activation's output), while the MoE layer's pre-MLP norm output, read by the router and the
+    dispatcher, stays 16-bit. Bytes per token, from the model card's widths."""
+    from parasim.training.memory import moe_buffers_per_token
+
+    plan = TrainingPlan(tp=1, pp=1, dp=8, ep=8, micro_batch=1, global_batch=8, seq_len=4096, precision="fp8")
+    got = activation_bytes_per_layer(OSS, seq=4096, micro_batch=1, moe_buffers=moe_buffers_per_token(OSS, plan),
+                                     linear_input_bytes=1.0)
+    attn = 2 * H + 1 * H + 2 * (Q + KV) + 2 * Q + 1 * Q
+    moe = 2 * H + 2 * H + 1 * K * H + 2 * K * 2 * F + 1 * K * F + PROBS
+    assert got == pytest.approx(4096 * (attn + moe))

@@ -118,10 +118,14 @@ def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, 
     drop = 1 if model.dropout else 0
     q = model.q_dim / h
     kv = 2 * model.kv_heads * model.head_dim / h
-    # replicated over TP unless SP: two norm inputs (4), QKV and MLP inputs (2 + 2), dropout masks
-    replicated = 4 + 2 * lin + 2 * lin + 2 * drop
+    # replicated over TP unless SP: two norm inputs (4), QKV and MLP inputs (2 + 2), dropout masks.
+    # An MoE layer's MLP input is its own norm's 16-bit output (the router and the dispatcher read it;
+    # the experts keep their quantized copy among the MoE buffers), not a linear layer's saved copy
+    moe_share = model.moe_layers / model.layers if model.is_moe else 0.0
+    mlp_in = 2 * (moe_share + (1 - moe_share) * lin)
+    replicated = 4 + 2 * lin + mlp_in + 2 * drop
     if model.parallel_attn:
-        replicated -= 2 * lin + drop  # one norm feeds both branches
+        replicated -= mlp_in + drop  # one norm feeds both branches
     # split over TP: Q, K, V, attention output (input of the output projection), attention dropout
     attn_out = model.heads * model.v_head_dim / h
     attn = 2 * q + 2 * kv + 2 * attn_out

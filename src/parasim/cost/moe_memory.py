@@ -81,8 +81,12 @@ def recompute_freed_units(model: ModelSpec, modules: frozenset[str], linear_inpu
     h = model.hidden
     replicated = split = 0.0
     if "layernorm" in modules:  # the norm outputs that are modules of their own: QKV and / or MLP inputs
-        replicated += 2.0 * linear_input * recomputed_norms(model, modules, fused_norms=fused_norms,
-                                                            graph_scopes=graph_scopes)
+        n = recomputed_norms(model, modules, fused_norms=fused_norms, graph_scopes=graph_scopes)
+        # an MoE layer's pre-MLP norm output is kept at 16 bits (`activation_bytes_per_layer`), the
+        # others as a linear layer's saved input
+        moe_norm = (model.moe_layers / model.layers if model.is_moe and not model.parallel_attn
+                    and "moe_router" not in graph_scopes else 0.0)
+        replicated += 2.0 * (linear_input * (n - moe_norm) + moe_norm)
     if "moe_act" in modules and model.is_moe:  # the routed experts' activation output
         split += 2.0 * model.moe_ffn_hidden * model.experts_per_token / h * linear_input
     if "mla_up_proj" in modules and model.mla is not None:  # Q, K and V rebuilt from the latents
