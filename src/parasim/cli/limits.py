@@ -121,7 +121,7 @@ STACK: dict[str, Rule] = {
     "gpus_per_node": I("gpus"), "inter_node_gbps": F(0.0, 1e6), "sequence_parallel": BOOL, "grad_dtype": TEXT,
     "overlap_grad_reduce": BOOL, "overlap_param_gather": BOOL, "tp_comm_overlap": BOOL, "overlap_p2p_comm": BOOL,
     "attention": TEXT, "kernels": TEXT, "fsdp_layout": TEXT, "cp_ring": TEXT, "param_state": TEXT,
-    "fp8_recipe": TEXT, "fp8_param_gather": BOOL,
+    "fp8_recipe": TEXT, "fp8_param_gather": BOOL, "cross_entropy": TEXT,
     "moe_imbalance": F(1.0, 1024.0, lo_open=False), "moe_capacity_factor": F(0.0, 1024.0), "moe_a2a": TEXT,
     "moe_a2a_overlap": BOOL, "moe_routing": TEXT, "recompute_modules": TEXT, "cuda_graph_scope": TEXT, "cudnn_version": VERSION, "save_interval": I(hi=10**9),
     "power_limit_w": F(0.0, 1e5),  # W; the part's own range (idle, rated TDP] is checked by AcceleratorSpec.with_power_limit

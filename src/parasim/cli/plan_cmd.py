@@ -218,6 +218,7 @@ def plan_train_cmd(
     param_state: ts.ParamState = None,
     fp8_recipe: ts.Fp8Recipe = None,
     fp8_param_gather: ts.Fp8ParamGather = None,
+    cross_entropy: ts.CrossEntropy = None,
     fsdp_layout: ts.FsdpLayout = None,
     cp_ring: ts.CpRing = None,
     overlap_grad_reduce: ts.OverlapGradReduce = None,

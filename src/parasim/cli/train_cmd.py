@@ -232,6 +232,7 @@ def train_cmd(
     param_state: ts.ParamState = None,
     fp8_recipe: ts.Fp8Recipe = None,
     fp8_param_gather: ts.Fp8ParamGather = None,
+    cross_entropy: ts.CrossEntropy = None,
     tokens: Optional[float] = typer.Option(None, "--tokens", help="Tokens to train: adds time_to_train_s (wall time, failures included).", rich_help_panel=PANEL_GOODPUT),
     mtbf_gpu_hours: Optional[float] = typer.Option(None, "--mtbf-gpu-hours", help="Hours between job-stopping failures per GPU (default 50,000: Llama 3's 419 in 54 days on 16K H100).", rich_help_panel=PANEL_GOODPUT),
     checkpoint_bw_gbps: Optional[float] = typer.Option(None, "--checkpoint-bw-gbps", help="Checkpoint write/read bandwidth per node, Gbit/s (default 200).", rich_help_panel=PANEL_GOODPUT),

@@ -47,13 +47,14 @@ FsdpLayout = Annotated[Optional[str], typer.Option("--fsdp-layout", help="ZeRO-3
 CpRing = Annotated[Optional[str], typer.Option("--cp-ring", help="Context-parallel ring: te (Transformer Engine, default) | pytorch (torch.distributed context_parallel: fp32 merges per ring step). --cp > 1 only.", rich_help_panel=PANEL_OVERLAP)]
 ParamState = Annotated[Optional[str], typer.Option("--param-state", help="How the stack stores parameter state: megatron (16-bit weights + fp32 master and Adam moments, 18 B/param; default) | fp32_params (PyTorch FSDP / autocast: fp32 parameters as the master, 16 B, plus the 16-bit copies gathered) | bf16_params (no fp32 copy, 8 B) | bf16_optimizer (Megatron's 16-bit weights and gradients, optimizer state in bf16 as NeMo's optim.dtype bf16: 2 + 2 + 6 B with bf16 gradients). docs/training.md.", rich_help_panel=PANEL_OVERLAP)]
 Fp8Recipe = Annotated[Optional[str], typer.Option("--fp8-recipe", help="FP8 recipe under Transformer Engine: delayed (default) | tensorwise (per-tensor current scaling) | mxfp8 (32-element block scales); sizes TE's FP8 weight copies and, in MoE layers, the grouped MLP's per-expert quantize launches (precision fp8, kernels fused).", rich_help_panel=PANEL_OVERLAP)]
+CrossEntropy = Annotated[Optional[str], typer.Option("--cross-entropy", help="Loss kernel, which sizes the logits the last stage keeps: fp32 (Megatron-Core's vocab-parallel cross entropy, an fp32 softmax; default) | te (Transformer Engine's in-place cross entropy, Megatron-Bridge's performance recipes: the 16-bit logits; kernels fused).", rich_help_panel=PANEL_OVERLAP)]
 Fp8ParamGather = Annotated[Optional[bool], typer.Option("--fp8-param-gather/--no-fp8-param-gather", help="Parameters kept in FP8 (Megatron-Core --fp8-param-gather): no 16-bit copy beside TE's FP8 weight (default off: both). precision fp8, kernels fused.", rich_help_panel=PANEL_OVERLAP)]
 PowerLimitW = Annotated[Optional[float], typer.Option("--power-limit-w", help="Every GPU's power limit, W (nvidia-smi -pl): above the part's idle draw, at most its rated TDP (default: the rated TDP). Compute slows to the clock that power sustains (docs/training.md \"Power limits\").", rich_help_panel=PANEL_CLUSTER)]
 SaveInterval = Annotated[Optional[int], typer.Option("--save-interval", help="Steps between checkpoints (Megatron --save-interval; default: the Young/Daly optimum).", rich_help_panel="Failures and checkpoints (goodput)")]
 
 #: TrainingPlan fields that describe the stack, held fixed by `plan train` (cluster keys apart)
 STACK_FIELDS = ("grad_dtype", "attention", "kernels", "fsdp_layout", "cp_ring", "param_state", "fp8_recipe",
-                "fp8_param_gather", "overlap_grad_reduce",
+                "fp8_param_gather", "cross_entropy", "overlap_grad_reduce",
                 "overlap_param_gather", "tp_comm_overlap", "overlap_p2p_comm", "recompute_modules", "moe_imbalance",
                 "moe_capacity_factor", "moe_a2a", "moe_a2a_overlap", "moe_routing", "cuda_graph_scope", "cudnn_version")
 #: the cluster the stack runs on (`specs.catalog.cluster_for`'s overrides, `specs.mixed.power_limited`'s cap)

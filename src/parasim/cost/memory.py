@@ -94,10 +94,13 @@ def saved_linear_input_bytes(precision: str, kernels: str) -> float | None:
 def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1, sp: bool = False,
                                cp: int = 1, recompute: str = "none", flash: bool = True,
                                act_bytes: float = 2.0, modules: frozenset[str] | None = None,
-                               moe_buffers: float = 0.0, linear_input_bytes: float | None = None) -> float:
+                               moe_buffers: float = 0.0, linear_input_bytes: float | None = None,
+                               fused_norms: bool = True, graph_scopes: frozenset[str] = frozenset()) -> float:
     """Bytes one layer keeps for backward for one micro-batch on one GPU. With selective
     recomputation, `modules` are the recomputed ones (`cost.moe_memory.RECOMPUTE_MODULES`; None =
-    core_attn, Megatron's default); `moe_buffers`: an MoE layer's permuted tokens and router
+    core_attn, Megatron's default); `fused_norms` (Transformer Engine's norm-into-linear fusion) and
+    `graph_scopes` (CUDA-graphed scopes) decide which norms `layernorm` drops
+    (`cost.moe_memory.recomputed_norms`); `moe_buffers`: an MoE layer's permuted tokens and router
     probabilities, bytes per token (`cost.moe_memory.moe_buffer_bytes_per_token`), added as given.
     `linear_input_bytes` (`saved_linear_input_bytes`): the linear layers keep their own quantized
     copy of their inputs: the norm outputs feeding QKV and the MLP, and the MLP's activation output,
@@ -115,10 +118,14 @@ def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, 
     drop = 1 if model.dropout else 0
     q = model.q_dim / h
     kv = 2 * model.kv_heads * model.head_dim / h
-    # replicated over TP unless SP: two norm inputs (4), QKV and MLP inputs (2 + 2), dropout masks
-    replicated = 4 + 2 * lin + 2 * lin + 2 * drop
+    # replicated over TP unless SP: two norm inputs (4), QKV and MLP inputs (2 + 2), dropout masks.
+    # An MoE layer's MLP input is its own norm's 16-bit output (the router and the dispatcher read it;
+    # the experts keep their quantized copy among the MoE buffers), not a linear layer's saved copy
+    moe_share = model.moe_layers / model.layers if model.is_moe else 0.0
+    mlp_in = 2 * (moe_share + (1 - moe_share) * lin)
+    replicated = 4 + 2 * lin + mlp_in + 2 * drop
     if model.parallel_attn:
-        replicated -= 2 * lin + drop  # one norm feeds both branches
+        replicated -= mlp_in + drop  # one norm feeds both branches
     # split over TP: Q, K, V, attention output (input of the output projection), attention dropout
     attn_out = model.heads * model.v_head_dim / h
     attn = 2 * q + 2 * kv + 2 * attn_out
@@ -132,7 +139,8 @@ def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, 
     mlp = ((4 if model.gated_mlp else 2) + 2 * lin) * width / h
     split = attn + mlp
     if recompute == "selective" and modules is not None:
-        freed_rep, freed_split = recompute_freed_units(model, modules, linear_input=lin)
+        freed_rep, freed_split = recompute_freed_units(model, modules, linear_input=lin, fused_norms=fused_norms,
+                                                       graph_scopes=graph_scopes)
         replicated -= freed_rep
         split -= freed_split
     score = 0.0
@@ -174,10 +182,25 @@ def embedding_activation_bytes(model: ModelSpec, *, seq: int, micro_batch: int, 
     return sbh * (2 + (1 if model.dropout else 0)) / (tp if sp else 1)
 
 
-def logits_activation_bytes(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1, cp: int = 1) -> float:
-    """Last stage: final norm input and fp32 logits for the cross-entropy backward (vocab-parallel)."""
+#: how the loss keeps the vocabulary-wide logits for its backward (TrainingPlan.cross_entropy):
+#: fp32 = Megatron-Core's vocab-parallel cross entropy, unfused or its native fusion, which saves
+#: the fp32 softmax it computes from the upcast logits (megatron/core/tensor_parallel/cross_entropy.py
+#: and megatron/core/fusions/fused_cross_entropy.py: `save_for_backward(exp_logits, ...)`); te =
+#: Transformer Engine's Triton cross entropy (Megatron-Core cross_entropy_fusion_impl 'te'), which
+#: writes the gradient into the 16-bit logits in place and saves only them (TransformerEngine v2.9
+#: transformer_engine/pytorch/cross_entropy.py: `ctx.save_for_backward(_input.detach())` after
+#: triton/cross_entropy.py `cross_entropy_forward` fills `_input` with the gradient)
+CROSS_ENTROPY_IMPLS = ("fp32", "te")
+#: bytes per kept vocabulary entry of the logits: fp32 softmax, or the 16-bit logits (te)
+_LOGIT_BYTES = {"fp32": 4.0, "te": 2.0}
+
+
+def logits_activation_bytes(model: ModelSpec, *, seq: int, micro_batch: int, tp: int = 1, cp: int = 1,
+                            cross_entropy: str = "fp32") -> float:
+    """Last stage: final norm input and the logits the cross-entropy backward reads (vocab-parallel),
+    fp32 or 16-bit by the loss kernel (`CROSS_ENTROPY_IMPLS`)."""
     sb = seq / cp * micro_batch
-    return sb * (2 * model.hidden + 4 * model.vocab / tp)
+    return sb * (2 * model.hidden + _LOGIT_BYTES[cross_entropy] * model.vocab / tp)
 
 
 @dataclass(frozen=True)

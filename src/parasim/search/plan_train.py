@@ -31,6 +31,7 @@ from typing import Any
 from parasim.cost.memory import (activation_bytes_per_layer, embedding_activation_bytes, logits_activation_bytes,
                                  saved_linear_input_bytes, stage_state_bytes, te_fp8_weight_bytes,
                                  weight_grad_input_bytes_per_layer)
+from parasim.cost.moe_host import scope_set
 from parasim.cost.moe_memory import moe_buffer_bytes_per_token
 from parasim.errors import InputError
 from parasim.search import executors
@@ -222,16 +223,20 @@ def peak_memory_bytes(model: ModelSpec, d: dict[str, Any], generation: str) -> f
     v = d["virtual_stages"]
     m = d["global_batch"] // (d["dp"] * mb)
     moe = 0.0
-    if model.is_moe and d["recompute"] not in ("full", "selective_op"):
-        moe = moe_buffer_bytes_per_token(model, tp=tp, etp=d.get("etp") or tp, sp=sp) * model.moe_layers / model.layers
-    mods = d.get("recompute_modules") if d["recompute"] == "selective" else None
     lin = saved_linear_input_bytes(d["precision"], d.get("kernels", "fused"))
+    if model.is_moe and d["recompute"] not in ("full", "selective_op"):
+        moe = moe_buffer_bytes_per_token(model, tp=tp, etp=d.get("etp") or tp, sp=sp,
+                                         act_bytes=2.0 if lin is None else lin) * model.moe_layers / model.layers
+    mods = d.get("recompute_modules") if d["recompute"] == "selective" else None
     per_layer = activation_bytes_per_layer(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp,
                                            recompute=d["recompute"], flash=d.get("attention", "flash") != "unfused",
                                            moe_buffers=moe, linear_input_bytes=lin,
+                                           fused_norms=d.get("kernels", "fused") == "fused",
+                                           graph_scopes=scope_set(d.get("cuda_graph_scope")),
                                            modules=frozenset(x.strip() for x in mods.split(",") if x.strip()) if mods else None)
     emb = embedding_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp)
-    logits = logits_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, cp=cp)
+    logits = logits_activation_bytes(model, seq=seq, micro_batch=mb, tp=tp, cp=cp,
+                                     cross_entropy=d.get("cross_entropy", "fp32"))
     sched = resolve_name(d["schedule"], v)
     rules = get_schedule(sched)
     layout = rules.layout

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from parasim.cost.memory import (activation_bytes_per_layer, embedding_activation_bytes, logits_activation_bytes,
                                  saved_linear_input_bytes, stage_state_bytes, te_fp8_weight_bytes,
                                  weight_grad_input_bytes_per_layer)
+from parasim.cost.moe_host import scope_set
 from parasim.cost.moe_memory import moe_buffer_bytes_per_token
 from parasim.cost.partition import rank_stages, stage_count
 from parasim.specs.cluster import ClusterSpec
@@ -90,11 +91,16 @@ def state_bytes(model: ModelSpec, plan: TrainingPlan, rank: int, vcounts: tuple[
 
 def moe_buffers_per_token(model: ModelSpec, plan: TrainingPlan, load: float = 1.0) -> float:
     """An average layer's MoE buffers (permuted tokens, router probabilities) per token, bytes:
-    the MoE layers' share of the layers (`cost.moe_memory`); none under full recomputation."""
+    the MoE layers' share of the layers (`cost.moe_memory`); none under full recomputation. The
+    permuted tokens are the experts' first GEMM input, kept at the linear layers' saved-input width
+    (`saved_linear_input_bytes`: Transformer Engine's GroupedLinear keeps the quantized FP8 copy,
+    TransformerEngine v2.9 module/grouped_linear.py `split_quantize`, then `update_usage(rowwise_usage=False,
+    columnwise_usage=True)` on the saved `inputmats`)."""
     if not model.is_moe or plan.recompute in ("full", "selective_op"):
         return 0.0
+    lin = saved_linear_input_bytes(plan.precision, plan.kernels)
     per_moe = moe_buffer_bytes_per_token(model, tp=plan.tp, etp=plan.expert_tp, sp=plan.sequence_parallel and plan.tp > 1,
-                                         load=load)
+                                         load=load, act_bytes=2.0 if lin is None else lin)
     return per_moe * model.moe_layers / model.layers
 
 
@@ -130,10 +136,12 @@ def peak_memory(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, ops:
                                            sp=sp, cp=plan.cp, recompute=plan.recompute,
                                            flash=plan.flash_attention, modules=plan.recompute_module_set or None,
                                            moe_buffers=moe_buffers_per_token(model, plan, expert_load),
-                                           linear_input_bytes=lin)
+                                           linear_input_bytes=lin, fused_norms=plan.kernels == "fused",
+                                           graph_scopes=scope_set(plan.cuda_graph_scope))
     emb = embedding_activation_bytes(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp, sp=sp,
                                      cp=plan.cp)
-    logits = logits_activation_bytes(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp, cp=plan.cp)
+    logits = logits_activation_bytes(model, seq=plan.seq_len, micro_batch=plan.micro_batch, tp=plan.tp, cp=plan.cp,
+                                     cross_entropy=plan.cross_entropy)
     pp, v = plan.pp, plan.virtual_stages
     sched = get_schedule(plan.schedule_name)
     weights = chunk_activation_bytes(pp, v, sched.layout, counts, per_layer, emb, logits)

@@ -16,7 +16,7 @@ from parasim.cost.fsdp_copies import FSDP_LAYOUTS
 from parasim.cost.param_state import PARAM_STATES
 from parasim.cost.ring_merge import CP_RINGS
 from parasim.cost.layer import Sharding, check_sharding
-from parasim.cost.memory import FP8_RECIPES, RECOMPUTE
+from parasim.cost.memory import CROSS_ENTROPY_IMPLS, FP8_RECIPES, RECOMPUTE
 from parasim.cost.moe_a2a import A2A_KINDS
 from parasim.cost.routing import ROUTING_LAYOUTS
 from parasim.cost.moe_host import GRAPH_SCOPES, scope_set
@@ -89,6 +89,10 @@ class TrainingPlan:
     # FP8 copy of each weight beside the 16-bit one). Stated for another precision or stack: an input error.
     fp8_recipe: str = "delayed"
     fp8_param_gather: bool = False
+    # the loss kernel's kept logits (cost.memory.CROSS_ENTROPY_IMPLS): fp32 (Megatron-Core's
+    # vocab-parallel cross entropy: an fp32 softmax per vocabulary entry) | te (Transformer Engine's
+    # in-place cross entropy, Megatron-Bridge's performance recipes: the 16-bit logits; kernels fused)
+    cross_entropy: str = "fp32"
     # --- MoE (docs/training.md "MoE training"); ignored by dense models --------------------------------
     etp: int | None = None  # expert tensor parallel; None = tp (Megatron-Core's default)
     moe_imbalance: float = 1.0  # busiest expert's load / the mean; 1 = routing's sampling noise only
@@ -203,6 +207,11 @@ class TrainingPlan:
             raise InputError("param-state", f"'{self.param_state}' is not one of {', '.join(PARAM_STATES)}")
         if self.fp8_recipe not in FP8_RECIPES:
             raise InputError("fp8-recipe", f"'{self.fp8_recipe}' is not one of {', '.join(FP8_RECIPES)}")
+        if self.cross_entropy not in CROSS_ENTROPY_IMPLS:
+            raise InputError("cross-entropy", f"'{self.cross_entropy}' is not one of {', '.join(CROSS_ENTROPY_IMPLS)}")
+        if self.cross_entropy == "te" and self.kernels != "fused":
+            raise InputError("cross-entropy", f"'te' is Transformer Engine's kernel: needs kernels fused, got "
+                                              f"kernels={self.kernels}")
         if self.cp_ring not in CP_RINGS:
             raise InputError("cp-ring", f"'{self.cp_ring}' is not one of {', '.join(CP_RINGS)}")
         if self.cp_ring != "te" and self.cp <= 1:
@@ -334,7 +343,7 @@ _FIELD_KINDS = {
     **dict.fromkeys(("sequence_parallel", "overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap",
                      "overlap_p2p_comm", "fp8_param_gather"), "bool"),
     **dict.fromkeys(("recompute", "precision", "schedule", "attention", "grad_dtype", "kernels", "varlen_balance",
-                     "fsdp_layout", "cp_ring", "param_state", "fp8_recipe"),
+                     "fsdp_layout", "cp_ring", "param_state", "fp8_recipe", "cross_entropy"),
                     "text"),
     "zero": "zero", "seq_len_dist": "text?", "etp": "count?", "moe_imbalance": "ratio",
     "moe_capacity_factor": "positive?", "moe_a2a": "text", "moe_a2a_overlap": "bool", "moe_routing": "text",

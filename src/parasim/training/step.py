@@ -28,6 +28,7 @@ from parasim.cost.ring_merge import ring_merge_s
 from parasim.cost.layer import EdgeCost, LayerCost, forward_gemms_s, op_time_s
 from parasim.cost.memory import routed_expert_params_per_gpu, weight_params_per_gpu
 from parasim.cost.moe_host import backward_edge_s, exposed_s, moe_layer_host, scope_set
+from parasim.cost.moe_memory import recomputed_norms
 from parasim.cost.nongemm import adam_bytes_per_param
 from parasim.cost import partition
 from parasim.cost.roofline import memory_time_s
@@ -333,8 +334,10 @@ def _selective_recompute_s(model: ModelSpec, plan: TrainingPlan, layer: LayerCos
     elem = layer.nongemm_s(t, moe) if mods & {"layernorm", "moe_act"} else {}
     if "core_attn" in mods:
         out += attn_f
-    if "layernorm" in mods:
-        out += elem.get("norms", 0.0)
+    if "layernorm" in mods:  # only the norms that are modules of their own (cost.moe_memory.recomputed_norms)
+        n = recomputed_norms(model, mods, fused_norms=plan.kernels == "fused",
+                             graph_scopes=scope_set(plan.cuda_graph_scope), moe_layer=moe)
+        out += elem.get("norms", 0.0) * n / 2  # the op costs a layer's two norms
     if "moe_act" in mods and moe:  # Megatron-Core checkpoints the clamp with the activation (bias_act_func)
         out += elem.get("activation", 0.0) + elem.get("activation_clamp", 0.0)
     if "mla_up_proj" in mods and model.mla is not None:

@@ -164,6 +164,11 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
         elif _FSDP_PURE.search(case.source) and raw.get("precision") != "fp16":
             extra["grad_dtype"] = "bf16"
             choices.append("grad_dtype=bf16 (FSDP mixed precision PURE in the source: gradients reduced in bf16)")
+        if _MBRIDGE.search(case.software) and raw.get("cross_entropy") is None:
+            extra["cross_entropy"] = "te"
+            choices.append("cross_entropy=te (Megatron-Bridge's performance scripts set cross_entropy_fusion_impl 'te' for "
+                           "every recipe, v0.2.0 utils/helpers.py set_common_perf_overrides, v0.3.0+ utils/overrides.py: "
+                           "Transformer Engine's in-place loss keeps the 16-bit logits, not an fp32 softmax)")
         label = {"flash2": "FA2-generation (cuDNN/FA2, pre-FA3) ", "triton": "Triton (attn_impl: triton) "}.get(kernel, "")
         choices.append(f"Megatron-Core-era stack: {label}flash attention, overlapped grad reduce-scatter and param all-gather"
                        f"{', TP comm overlap (NeMo recipe with SP)' if tp_overlap else ''}")
