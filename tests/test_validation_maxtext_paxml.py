@@ -1,0 +1,84 @@
+"""validation/maxtext-llama2-h100-training.yaml and validation/paxml-gpt-training.yaml: JAX/XLA training stacks
+(MaxText, Paxml) on H100 and A100, from Google's MaxText README and NVIDIA JAX-Toolbox's READMEs.
+
+The tests derive each case back from the cells its `source` quotes: the plan multiplies to the GPU count and
+the global batch is GPUs x BS / GPU (one micro-batch per step); the MaxText row's tokens/s per GPU is its
+printed TFLOP/s over MaxText's own FLOPs per token (6 x all parameters + causal attention), written out here
+by hand from the Llama 2 7B shape; the JAX-Toolbox MaxText row's step time and sequences/s agree.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from parasim.specs.validation_case import load_cases
+from parasim.validation.training import predict_case
+
+ROOT = Path(__file__).resolve().parents[1] / "validation"
+MAXTEXT = load_cases(ROOT / "maxtext-llama2-h100-training.yaml")
+PAXML = load_cases(ROOT / "paxml-gpt-training.yaml")
+
+
+def _num(label: str, text: str) -> float:
+    m = re.search(re.escape(label) + r" ([\d.,]+)", text)
+    assert m, f"{label!r} not in the source"
+    return float(m.group(1).replace(",", ""))
+
+
+def test_files_hold_the_rows():
+    assert [c.id for c in MAXTEXT] == ["maxtext-a3-llama2-7b-1vm", "jax-toolbox-maxtext-llama2-7b-8gpu"]
+    assert len(PAXML) == 7 and len({c.id for c in PAXML}) == 7
+
+
+def test_llama2_7b_parameter_count():
+    # 32 layers of (4 h^2 attention + 3 h f SwiGLU + 2 h norm scales), embedding and untied output V h, final norm
+    h, f, v, layers = 4096, 11008, 32000, 32
+    assert layers * (4 * h * h + 3 * h * f + 2 * h) + 2 * v * h + h == 6_738_415_616
+    m = MAXTEXT[0].model
+    assert (m.layers, m.hidden, m.heads, m.kv_heads, m.ffn_hidden, m.vocab) == (layers, h, 32, 32, f, v)
+
+
+def test_maxtext_tokens_per_second_from_its_tflops():
+    case = MAXTEXT[0]
+    tflops = _num("TFLOP/sec/chip", case.source)
+    assert tflops == 492
+    params, layers, heads, head_dim, seq = 6_738_415_616, 32, 32, 128, 4096
+    per_token = 6 * params + 12 * heads * layers * head_dim * seq / 2  # maxtext_utils at efb6d9e4a
+    assert per_token == 43_651_719_168
+    assert case.measured["tokens_per_s_per_gpu"] == round(tflops * 1e12 / per_token)
+    assert case.plan["micro_batch"] * case.plan["dp"] == case.plan["global_batch"] == 4 * 8
+    assert case.plan["seq_len"] == 4096
+
+
+def test_jax_toolbox_maxtext_row_is_consistent():
+    case = MAXTEXT[1]
+    step = _num("step time", case.source)
+    assert step == case.measured["step_time_s"] == 0.721
+    gbs = _num("GBS", case.source)
+    assert gbs == case.plan["global_batch"] == 16 == _num("BS / GPU", case.source) * _num("#GPUs", case.source)
+    assert "22.19 sequences/s" in case.source
+    assert gbs / step == pytest.approx(22.19, abs=0.005)  # the printed sequences/s
+
+
+@pytest.mark.parametrize("case", PAXML, ids=[c.id for c in PAXML])
+def test_paxml_row_derives_its_plan(case):
+    gpus, fsdp, bs = _num("#GPUs", case.source), _num("FSDP", case.source), _num("BS / GPU", case.source)
+    assert gpus == fsdp == case.cluster.gpus == case.plan["dp"] == 256
+    assert case.plan["micro_batch"] == bs and case.plan["global_batch"] == gpus * bs
+    assert case.measured["samples_per_s"] == _num("Sequences/Sec", case.source)
+    size = "175B" if "Size 175B" in case.source else "5B"
+    assert case.plan["recompute"] == ("full" if size == "175B" else "none")
+    assert case.plan["precision"] == ("fp8" if "TE FP8" in case.source else "bf16")
+    # parameters: 5B = 24 layers x 12 h^2 (4096) ~ 4.8e9 + embeddings; 175B = 96 x 12 x 12288^2
+    m = case.model
+    assert 12 * m.layers * m.hidden**2 == (4_831_838_208 if size == "5B" else 173_946_175_488)
+
+
+@pytest.mark.parametrize("case", MAXTEXT + PAXML, ids=[c.id for c in MAXTEXT + PAXML])
+def test_every_case_predicts(case):
+    res = predict_case(case)
+    assert res.status in ("ok", "false_oom")
+    assert set(res.predicted) >= {k for k in case.measured if k != "fits"}
