@@ -29,7 +29,8 @@ def _num(label: str, text: str) -> float:
 
 
 def test_files_hold_the_rows():
-    assert [c.id for c in MAXTEXT] == ["maxtext-a3-llama2-7b-1vm", "jax-toolbox-maxtext-llama2-7b-8gpu"]
+    assert [c.id for c in MAXTEXT] == [*(f"maxtext-a3-llama2-7b-{n}vm" for n in (1, 2, 4, 8, 16)),
+                                       "jax-toolbox-maxtext-llama2-7b-8gpu"]
     assert len(PAXML) == 7 and len({c.id for c in PAXML}) == 7
 
 
@@ -41,20 +42,23 @@ def test_llama2_7b_parameter_count():
     assert (m.layers, m.hidden, m.heads, m.kv_heads, m.ffn_hidden, m.vocab) == (layers, h, 32, 32, f, v)
 
 
-def test_maxtext_tokens_per_second_from_its_tflops():
-    case = MAXTEXT[0]
-    tflops = _num("TFLOP/sec/chip", case.source)
-    assert tflops == 492
+@pytest.mark.parametrize("vms,tflops", [(1, 492), (2, 422), (4, 407), (8, 409), (16, 375)])
+def test_maxtext_tokens_per_second_from_its_tflops(vms, tflops):
+    case = next(c for c in MAXTEXT if c.id == f"maxtext-a3-llama2-7b-{vms}vm")
+    assert _num("TFLOP/sec/chip", case.source) == tflops and f'"{vms}x A3 (h100-80gb-8)"' in case.source
     params, layers, heads, head_dim, seq = 6_738_415_616, 32, 32, 128, 4096
     per_token = 6 * params + 12 * heads * layers * head_dim * seq / 2  # maxtext_utils at efb6d9e4a
     assert per_token == 43_651_719_168
     assert case.measured["tokens_per_s_per_gpu"] == round(tflops * 1e12 / per_token)
-    assert case.plan["micro_batch"] * case.plan["dp"] == case.plan["global_batch"] == 4 * 8
-    assert case.plan["seq_len"] == 4096
+    # {n}vm.sh: dcn_data_parallelism = n VMs x ici_fsdp_parallelism = 8, per_device_batch_size = 4
+    assert f"dcn_data_parallelism={vms}" in case.source or vms == 1
+    assert case.cluster.gpus == case.plan["dp"] == 8 * vms
+    assert case.plan["micro_batch"] * case.plan["dp"] == case.plan["global_batch"] == 4 * 8 * vms
+    assert case.plan.get("fsdp_shard", 8) == 8 and case.plan["seq_len"] == 4096
 
 
 def test_jax_toolbox_maxtext_row_is_consistent():
-    case = MAXTEXT[1]
+    case = MAXTEXT[-1]
     step = _num("step time", case.source)
     assert step == case.measured["step_time_s"] == 0.721
     gbs = _num("GBS", case.source)

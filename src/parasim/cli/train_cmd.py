@@ -204,6 +204,7 @@ def train_cmd(
     virtual_stages: Optional[int] = typer.Option(None, "--virtual-stages", help="Model chunks per pipeline rank (interleaved).", rich_help_panel=PANEL_PAR),
     sequence_parallel: Optional[bool] = typer.Option(None, "--sequence-parallel/--no-sequence-parallel", help="Megatron sequence parallelism.", rich_help_panel=PANEL_PAR),
     zero: Optional[int] = typer.Option(None, "--zero", help="ZeRO stage 0-3 (1 = distributed optimizer, 3 = FSDP).", rich_help_panel=PANEL_PAR),
+    fsdp_shard: Optional[int] = typer.Option(None, "--fsdp-shard", help="With --zero 3: shard the model state over groups of this many data-parallel ranks and replicate it across the groups (hybrid sharding: PyTorch HYBRID_SHARD / HSDP, MaxText ici_fsdp x dcn_data); must divide dp*cp. Default: one group of all (full shard).", rich_help_panel=PANEL_PAR),
     micro_batch: Optional[int] = typer.Option(None, "--micro-batch", help="Sequences per micro-batch.", rich_help_panel=PANEL_BATCH),
     global_batch: Optional[int] = typer.Option(None, "--global-batch", help="Sequences per optimizer step.", rich_help_panel=PANEL_BATCH),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per sequence.", rich_help_panel=PANEL_BATCH),
