@@ -86,3 +86,23 @@ def test_every_case_predicts(case):
     res = predict_case(case)
     assert res.status in ("ok", "false_oom")
     assert set(res.predicted) >= {k for k in case.measured if k != "fits"}
+
+
+@pytest.mark.parametrize("software,pre", [
+    ("MaxText 2024-04 (JAX/XLA)", True), ("Paxml 2024-06 (JAX/XLA)", True), ("stack 2024-07", False),
+    ("torchtitan 2024-12 (PyTorch FSDP2, eager mode)", False), ("KempnerForge 2026-04", False),
+    ("NeMo 24.07", True), ("NeMo 24.09", False), ("Megatron-LM 2023", True), ("torchtitan 2025", False)])
+def test_pre_fa3_reads_a_stated_month(software, pre):
+    """FlashAttention-3 appeared in July 2024 (arXiv 2407.08608): a stack dated by month before that
+    ran an earlier attention generation, as a year before 2024 and a NeMo release before 24.09 do."""
+    from parasim.validation.training import _pre_fa3
+
+    assert _pre_fa3(software) is pre
+
+
+def test_jax_cases_run_the_pre_fa3_attention():
+    from parasim.validation.training import plan_for_case
+
+    for case in MAXTEXT + PAXML:
+        plan, _ = plan_for_case(case)
+        assert plan.attention == "flash2", case.id
