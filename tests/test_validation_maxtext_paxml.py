@@ -74,7 +74,7 @@ def test_paxml_row_derives_its_plan(case):
     assert case.plan["micro_batch"] == bs and case.plan["global_batch"] == gpus * bs
     assert case.measured["samples_per_s"] == _num("Sequences/Sec", case.source)
     size = "175B" if "Size 175B" in case.source else "5B"
-    assert case.plan["recompute"] == ("full" if size == "175B" else "none")
+    assert case.plan["recompute"] == ("full" if size == "175B" else "dots")  # SAVE_NOTHING / SAVE_DOT_WITH_NO_BATCH_DIM
     assert case.plan["precision"] == ("fp8" if "TE FP8" in case.source else "bf16")
     # parameters: 5B = 24 layers x 12 h^2 (4096) ~ 4.8e9 + embeddings; 175B = 96 x 12 x 12288^2
     m = case.model
@@ -84,7 +84,7 @@ def test_paxml_row_derives_its_plan(case):
 @pytest.mark.parametrize("case", MAXTEXT + PAXML, ids=[c.id for c in MAXTEXT + PAXML])
 def test_every_case_predicts(case):
     res = predict_case(case)
-    assert res.status in ("ok", "false_oom")
+    assert res.status == "ok"  # every run ran (and the MaxText rows state fits: true)
     assert set(res.predicted) >= {k for k in case.measured if k != "fits"}
 
 

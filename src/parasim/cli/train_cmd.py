@@ -210,7 +210,7 @@ def train_cmd(
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per sequence.", rich_help_panel=PANEL_BATCH),
     seq_len_dist: Optional[str] = typer.Option(None, "--seq-len-dist", help="Document lengths, packed: a file (one length, or length,count, per line) or lognormal:median=N,sigma=S | pareto:min=N,alpha=A | fixed:length=N [,seed=K,max=N].", rich_help_panel=PANEL_BATCH),
     varlen_balance: Optional[str] = typer.Option(None, "--varlen-balance", help="How documents spread over dp*cp ranks: {VARLEN_BALANCE} (docs/training.md).", rich_help_panel=PANEL_BATCH),
-    recompute: Optional[str] = typer.Option(None, "--recompute", help="none | selective | full | selective_op (torchtitan's op-level SAC).", rich_help_panel=PANEL_BATCH),
+    recompute: Optional[str] = typer.Option(None, "--recompute", help="none | selective | full | selective_op (torchtitan's op-level SAC) | dots (every matmul output saved, elementwise ops recomputed: MaxText's minimal / minimal_flash).", rich_help_panel=PANEL_BATCH),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp16 | fp8.", rich_help_panel=PANEL_BATCH),
     grad_dtype: ts.GradDtype = None,
     recompute_modules: ts.RecomputeModules = None,

@@ -51,7 +51,7 @@ class TrainingPlan:
     micro_batch: int = 1  # sequences per micro-batch
     global_batch: int = 1  # sequences per optimizer step
     seq_len: int = 2048
-    recompute: str = "none"  # none | selective | full | selective_op (cost.memory.RECOMPUTE)
+    recompute: str = "none"  # none | selective | full | selective_op | dots (cost.memory.RECOMPUTE)
     zero: int = 1  # 0 | 1 (distributed optimizer) | 2 | 3 (FSDP full shard)
     precision: str = "bf16"  # bf16 | fp16 | fp8 (Transformer Engine: GEMMs in fp8)
     overlap_grad_reduce: bool = True

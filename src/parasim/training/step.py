@@ -159,6 +159,8 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
         bwd_comm += fwd_comm
     elif plan.recompute == "selective":
         bwd_compute += _selective_recompute_s(model, plan, layer, t, attn_f, moe)
+    elif plan.recompute == "dots":  # matmul outputs saved: only the elementwise ops run again
+        bwd_compute += elem + cast_f
     elif plan.recompute == "selective_op":  # torchtitan: the unsaved matmuls and every elementwise op again
         recomputed_gemms = gemms * recomputed_matmul_fraction(model)
         bwd_compute += recomputed_gemms + elem + cast_f
