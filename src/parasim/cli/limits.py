@@ -129,7 +129,7 @@ STACK: dict[str, Rule] = {
 
 TRAIN: dict[str, Rule] = {
     "config": PATH, "model": TEXT, "gpu": TEXT, "gpus": I("gpus"), "tp": I("gpus"), "pp": I("gpus"), "dp": I("gpus"),
-    "cp": I("gpus"), "ep": I("gpus"), "virtual_stages": I(hi=100_000), "zero": I(lo=0, hi=3),
+    "cp": I("gpus"), "ep": I("gpus"), "virtual_stages": I(hi=100_000), "zero": I(lo=0, hi=3), "fsdp_shard": I("gpus"),
     "micro_batch": I("batch"), "global_batch": I("batch"), "seq_len": I("tokens"), "seq_len_dist": PATH,
     "varlen_balance": TEXT, "recompute": TEXT, "precision": TEXT, "schedule": TEXT,
     "profile": PATH, "timeline": OUT, **OUTPUTS, **REPORT_OUT, "tokens": F(0.0, 1e18), **_GOODPUT, **STACK,

@@ -192,7 +192,7 @@ def plan_train_cmd(
     micro_batch: Optional[str] = typer.Option(None, "--micro-batch", help="Micro-batch sizes to try.", rich_help_panel=PANEL_SPACE),
     virtual_stages: Optional[str] = typer.Option(None, "--virtual-stages", help="Virtual stages to try (1 = no interleaving).", rich_help_panel=PANEL_SPACE),
     zero: Optional[str] = typer.Option(None, "--zero", help="ZeRO stages to try (0-3).", rich_help_panel=PANEL_SPACE),
-    recompute: Optional[str] = typer.Option(None, "--recompute", help="Subsets of none, selective, full, selective_op (torchtitan's op-level SAC; tried only when listed) [default: none,selective,full].", rich_help_panel=PANEL_SPACE),
+    recompute: Optional[str] = typer.Option(None, "--recompute", help="Subsets of none, selective, full, selective_op (torchtitan's op-level SAC), dots (matmul outputs saved, elementwise recomputed; selective_op and dots tried only when listed) [default: none,selective,full].", rich_help_panel=PANEL_SPACE),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16,fp16,fp8 subsets.", rich_help_panel=PANEL_SPACE),
     schedules: Optional[str] = typer.Option(None, "--schedules", help="Subsets of {SCHEDULES}, comma-separated.", rich_help_panel=PANEL_SPACE),
     dp: Optional[int] = typer.Option(None, "--dp", hidden=True, help="Refused: dp is what tp*pp*cp leaves of --gpus."),

@@ -24,7 +24,7 @@ from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.moe_memory import recompute_freed_units
 from parasim.cost.param_state import HALF_BYTES, MEGATRON_LAYOUT, bytes_per_param, gathered_bytes
 from parasim.cost.quant_bytes import QuantScope, quant_scope
-from parasim.cost.sac import saved_bytes_per_token
+from parasim.cost.sac import dots_saved_bytes_per_token, saved_bytes_per_token
 from parasim.mathx import cdiv
 from parasim.specs.accelerator import AcceleratorSpec
 from parasim.specs.model import ModelSpec
@@ -32,8 +32,10 @@ from parasim.units import gib
 
 GIB = 1024**3
 #: none | Megatron's selective (attention core) | full (layer input only) | torchtitan's op-level
-#: selective checkpointing (`cost.sac`)
-RECOMPUTE = ("none", "selective", "full", "selective_op")
+#: selective checkpointing (`cost.sac`) | dots: every weight matmul's output and the attention output
+#: saved, the elementwise ops recomputed (JAX's checkpoint_dots_with_no_batch_dims: MaxText's
+#: remat_policy minimal / minimal_flash; `cost.sac.dots_saved_bytes_per_token`)
+RECOMPUTE = ("none", "selective", "full", "selective_op", "dots")
 
 
 #: Bytes per element of the GEMM inputs Transformer Engine keeps for the weight-gradient GEMM in
@@ -114,6 +116,8 @@ def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, 
         return 2 * sbh * scale / (tp if sp else 1)
     if recompute == "selective_op":
         return s * b * saved_bytes_per_token(model, tp=tp, sp=sp, act_bytes=act_bytes)
+    if recompute == "dots":
+        return s * b * dots_saved_bytes_per_token(model, tp=tp, sp=sp, act_bytes=act_bytes)
     lin = 1.0 if linear_input_bytes is None else linear_input_bytes / act_bytes  # a linear input, in activations
     drop = 1 if model.dropout else 0
     q = model.q_dim / h

@@ -48,6 +48,19 @@ def saved_bytes_per_token(model: ModelSpec, *, tp: int = 1, sp: bool = False, ac
     return saved * act_bytes + 4.0 * model.heads / tp
 
 
+def dots_saved_bytes_per_token(model: ModelSpec, *, tp: int = 1, sp: bool = False, act_bytes: float = 2.0) -> float:
+    """Bytes one block keeps per token on one GPU when every weight matmul's output is saved and the
+    elementwise ops are recomputed (JAX's `checkpoint_dots_with_no_batch_dims`, which MaxText's remat
+    policies minimal / minimal_flash use; minimal_flash also saves the attention output, 'context'):
+    the block input, every matmul output (TP-split as in `saved_bytes_per_token`), the attention
+    output and its fp32 log-sum-exp."""
+    saved = model.hidden / (tp if sp else 1)
+    for width, column, _ in block_matmuls(model):
+        saved += width / tp if column else width
+    saved += model.heads * model.v_head_dim / tp
+    return saved * act_bytes + 4.0 * model.heads / tp
+
+
 def recomputed_matmul_fraction(model: ModelSpec) -> float:
     """Share of a block's matmul FLOPs the backward repeats: the matmuls whose outputs were not saved."""
     mm = block_matmuls(model)

@@ -52,7 +52,7 @@ from parasim.training.schedules import get_schedule, planned_op_times, resolve_n
 from parasim.search import train_reference as tr
 from parasim.search.train_reference import PLAN_KEYS, parse_reference
 #: least to most recomputation (a fitting plan makes its more-recomputing siblings redundant)
-RECOMPUTE_ORDER = ("none", "selective", "selective_op", "full")
+RECOMPUTE_ORDER = ("none", "dots", "selective", "selective_op", "full")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -284,6 +284,8 @@ def simulate_mixed(model: ModelSpec, mixed: MixedCluster, plan: TrainingPlan, *,
     check_options(placement, split)
     if plan.seq_len_dist:
         raise InputError("seq-len-dist", "variable-length data on a mixed cluster is not modelled yet")
+    if plan.fsdp_shard is not None:
+        raise InputError("fsdp-shard", "hybrid sharding on a mixed cluster is not modelled; leave it out")
     check_layout(plan.schedule_name)
     s = plan.seq_len
     pairs = plan.micro_batch * s * (s + 1) / 2

@@ -83,7 +83,9 @@ def state_bytes(model: ModelSpec, plan: TrainingPlan, rank: int, vcounts: tuple[
     """`vcounts`: layers per virtual stage when the split is not the default one (a mixed cluster);
     `generation`: the GPU's architecture, which decides Transformer Engine's FP8 weight copies."""
     fp8_weight = te_fp8_weight_bytes(plan.precision, plan.kernels, plan.fp8_recipe, plan.fp8_param_gather, generation)
-    return stage_state_bytes(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, dp_cp=plan.dp * plan.cp, zero=plan.zero,
+    # ZeRO-3 shards over its shard group (all dp*cp ranks unless hybrid sharding: `fsdp_shard`)
+    shard = plan.fsdp_group if plan.zero >= 3 else plan.dp * plan.cp
+    return stage_state_bytes(model, tp=plan.tp, pp=plan.pp, ep=plan.ep, dp_cp=shard, zero=plan.zero,
                              stage=rank, virtual_stages=plan.virtual_stages, grad_bytes=plan.grad_bytes,
                              counts=vcounts, etp=plan.expert_tp, layout=get_schedule(plan.schedule_name).layout,
                              param_state=plan.param_state, linear_weight_bytes=fp8_weight)

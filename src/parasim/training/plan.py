@@ -51,7 +51,7 @@ class TrainingPlan:
     micro_batch: int = 1  # sequences per micro-batch
     global_batch: int = 1  # sequences per optimizer step
     seq_len: int = 2048
-    recompute: str = "none"  # none | selective | full | selective_op (cost.memory.RECOMPUTE)
+    recompute: str = "none"  # none | selective | full | selective_op | dots (cost.memory.RECOMPUTE)
     zero: int = 1  # 0 | 1 (distributed optimizer) | 2 | 3 (FSDP full shard)
     precision: str = "bf16"  # bf16 | fp16 | fp8 (Transformer Engine: GEMMs in fp8)
     overlap_grad_reduce: bool = True
@@ -75,6 +75,11 @@ class TrainingPlan:
     # per_param shards (FSDP2 `fully_shard`: copy-out after each all-gather, chunk-cat before each
     # reduce-scatter, on the compute stream)
     fsdp_layout: str = "flat"
+    # ZeRO-3 hybrid sharding (PyTorch FSDP HYBRID_SHARD / FSDP2 HSDP, MaxText ici_fsdp x dcn_data): the
+    # weights, gradients and optimizer state are sharded over groups of this many data-parallel ranks
+    # (adjacent ranks: a node when it is gpus_per_node / (tp*cp)) and replicated across the groups, whose
+    # gradient shards are all-reduced after the backward; None = one group of all dp*cp ranks (full shard)
+    fsdp_shard: int | None = None
     # context parallelism's ring (cost/ring_merge.py): te (Transformer Engine, Megatron-Core) or
     # pytorch (torch.distributed context_parallel: fp32 merges and accumulations as separate ops)
     cp_ring: str = "te"
@@ -150,6 +155,16 @@ class TrainingPlan:
         return self.kernels == "fused" and self.attention == "flash"
 
     @property
+    def fsdp_group(self) -> int:
+        """Data-parallel ranks one ZeRO-3 shard spans: `fsdp_shard`, else all dp*cp (full shard)."""
+        return self.dp * self.cp if self.fsdp_shard is None else self.fsdp_shard
+
+    @property
+    def fsdp_replicas(self) -> int:
+        """Copies of each ZeRO-3 shard (hybrid sharding); 1 under full sharding."""
+        return self.dp * self.cp // self.fsdp_group
+
+    @property
     def micro_batches(self) -> int:
         """Micro-batches per pipeline per step (m)."""
         return self.global_batch // (self.dp * self.micro_batch)
@@ -216,6 +231,16 @@ class TrainingPlan:
             raise InputError("cp-ring", f"'{self.cp_ring}' is not one of {', '.join(CP_RINGS)}")
         if self.cp_ring != "te" and self.cp <= 1:
             raise InputError("cp-ring", f"'{self.cp_ring}' applies only to cp > 1, got cp={self.cp}")
+        if self.fsdp_shard is not None:
+            if self.zero != 3:
+                raise InputError("fsdp-shard", f"{self.fsdp_shard} shards ZeRO-3 state: needs zero=3 (FSDP), "
+                                               f"got zero={self.zero}")
+            if (self.dp * self.cp) % self.fsdp_shard:
+                raise InputError("fsdp-shard", f"{self.fsdp_shard} must divide dp*cp = {self.dp}*{self.cp} = "
+                                               f"{self.dp * self.cp} (shard groups of equal size)")
+            if model.is_moe:
+                raise InputError("fsdp-shard", f"hybrid sharding of a mixture-of-experts model is not modelled "
+                                               f"({model.name}); leave it out for full sharding")
         if self.fsdp_layout != "flat" and self.zero != 3:
             raise InputError("fsdp-layout", f"'{self.fsdp_layout}' applies only to zero=3 (FSDP), got zero={self.zero}")
         for name, value, stated in (("fp8-recipe", self.fp8_recipe, self.fp8_recipe != "delayed"),
@@ -345,7 +370,7 @@ _FIELD_KINDS = {
     **dict.fromkeys(("recompute", "precision", "schedule", "attention", "grad_dtype", "kernels", "varlen_balance",
                      "fsdp_layout", "cp_ring", "param_state", "fp8_recipe", "cross_entropy"),
                     "text"),
-    "zero": "zero", "seq_len_dist": "text?", "etp": "count?", "moe_imbalance": "ratio",
+    "zero": "zero", "seq_len_dist": "text?", "etp": "count?", "fsdp_shard": "count?", "moe_imbalance": "ratio",
     "moe_capacity_factor": "positive?", "moe_a2a": "text", "moe_a2a_overlap": "bool", "moe_routing": "text",
     "recompute_modules": "text?",
     "cuda_graph_scope": "text?", "cudnn_version": "text?",

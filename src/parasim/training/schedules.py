@@ -135,7 +135,8 @@ def planned_op_times(model, seq_len: int, recompute: str) -> tuple[float, float,
     gemm = 2.0 * layer_matmul_params_active(model) / model.layers
     attn = attention_flops_per_token_layer(model, causal_context(seq_len))
     f = gemm + attn
-    b = gemm + ATTN_BWD_FLOPS_RATIO * attn + (f if recompute == "full" else attn if recompute != "none" else 0.0)
+    b = gemm + ATTN_BWD_FLOPS_RATIO * attn + (f if recompute == "full" else attn if recompute not in ("none", "dots")
+                                              else 0.0)
     return op_times(f, b, gemm)
 
 

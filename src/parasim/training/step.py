@@ -160,6 +160,8 @@ def layer_times(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, laye
         bwd_comm += fwd_comm
     elif plan.recompute == "selective":
         bwd_compute += _selective_recompute_s(model, plan, layer, t, attn_f, moe)
+    elif plan.recompute == "dots":  # matmul outputs saved: only the elementwise ops run again
+        bwd_compute += elem + cast_f
     elif plan.recompute == "selective_op":  # torchtitan: the unsaved matmuls and every elementwise op again
         recomputed_gemms = gemms * recomputed_matmul_fraction(model)
         bwd_compute += recomputed_gemms + elem + cast_f
@@ -213,7 +215,7 @@ def _to_experts_gpu_s(plan: TrainingPlan, layer: LayerCost, f: dict[str, float],
 def _fsdp2_sharded(plan: TrainingPlan) -> bool:
     """FSDP2 with its parameters sharded: each weight gradient is a fresh tensor (no main-gradient
     buffer to accumulate into), and each layer pays the copy-out and chunk-cat."""
-    return plan.fsdp_layout == "per_param" and plan.zero >= 3 and plan.dp * plan.cp > 1
+    return plan.fsdp_layout == "per_param" and plan.zero >= 3 and plan.fsdp_group > 1
 
 
 def _fsdp_copies_s(model: ModelSpec, plan: TrainingPlan, acc, moe: bool) -> tuple[float, float]:
@@ -772,7 +774,7 @@ def _fsdp_exposed_s(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan,
     ahead: forward_prefetch / BACKWARD_PRE, FSDP2's implicit prefetch): the first layer's
     all-gather waits for nothing to overlap, and the last reduce-scatter of the backward (the
     first layer's gradients) has no later backward compute under it."""
-    dpg = plan.dp * plan.cp
+    dpg = plan.fsdp_group  # hybrid sharding: the gathers and reduce-scatters stay inside a shard group
     if plan.zero < 3 or dpg <= 1:
         return 0.0, 0.0, 0.0, 0.0
     dp_group = Group.strided(dpg, plan.tp, cluster)
@@ -820,8 +822,17 @@ def _rank_tail(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, run: 
             grad_c += collective_time_s(kind, n * plan.grad_bytes, group, cluster)
             if plan.zero >= 1:
                 ag_c += collective_time_s("all_gather", n * PARAM_GATHER_BYTES, group, cluster)
+    elif plan.fsdp_replicas > 1:
+        # hybrid sharding: after each shard group's reduce-scatter, the replicas of a shard all-reduce it
+        # (PyTorch FSDP HYBRID_SHARD: reduce-scatter intra-group, then all-reduce inter-group; MaxText's
+        # dcn_data_parallelism), bucketed behind the backward like a DDP gradient
+        kind = "all_reduce"
+        replicas = Group.strided(plan.fsdp_replicas, plan.tp * plan.fsdp_group, cluster)
+        grad_c = collective_time_s(kind, params / plan.fsdp_group * plan.grad_bytes, replicas, cluster)
     bucket = max(DDP_BUCKET_PARAMS, 1e6 * dpg)
     last_frac = min(1.0, bucket / max(params, 1.0))
+    if plan.zero >= 3 and plan.fsdp_replicas > 1:
+        last_frac = min(1.0, plan.pp / model.layers)  # one FSDP unit (a layer): the first layer's all-reduce
     if plan.overlap_grad_reduce and grad_c > 0:
         finish = max(run.last_bwd_start_s[r] + grad_c, end + grad_c * last_frac)
         hidden = grad_c - (finish - end)
@@ -840,6 +851,8 @@ def _rank_tail(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, run: 
     else:
         ag_exposed = ag_c
     local = sum(n / (g.n if plan.zero >= 1 else 1) for n, g in shards)
+    if plan.zero >= 3 and plan.fsdp_replicas > 1:
+        local = params / plan.fsdp_group  # each GPU steps its shard (the replicas step the same one)
     opt_bytes, opt_kernels = adam_bytes_per_param(plan.kernels, plan.param_state)
     opt = memory_time_s(local * opt_bytes, cluster.accelerator, kernels=opt_kernels)
     return RankTail(params, kind, grad_c, grad_exposed, hidden, ag_c, ag_exposed, opt, end + grad_exposed + ag_exposed + opt)

@@ -41,12 +41,16 @@ def _legacy_megatron(software: str) -> bool:
 
 
 def _pre_fa3(software: str) -> bool:
-    """Software older than FlashAttention-3 (July 2024): NeMo releases before 24.09 (Transformer
-    Engine < 1.11), or any stack whose `software` names a year before 2024."""
+    """Software older than FlashAttention-3 (July 2024; arXiv 2407.08608): NeMo releases before 24.09
+    (Transformer Engine < 1.11), a stack whose `software` names a month (YYYY-MM) before 2024-07, or
+    one that names a year before 2024."""
     s = software.lower()
     m = re.search(r"nemo\s*(\d{2})\.(\d{2})", s)
     if m:
         return (int(m.group(1)), int(m.group(2))) < (24, 9)
+    ym = re.search(r"\b(20\d\d)-(\d\d)\b", s)  # a stated month: before FlashAttention-3's (2024-07)
+    if ym:
+        return (int(ym.group(1)), int(ym.group(2))) < (2024, 7)
     y = re.search(r"\b(20\d\d)\b", s)
     return bool(y and int(y.group(1)) < 2024)
 
