@@ -1,5 +1,5 @@
 """validation/mlperf-training-llm.yaml: MLPerf Training H100 submissions (GPT-3 175B, v3.0-v4.1;
-Llama 3.1 405B, v5.0), step times read from the MLLOG result logs.
+Llama 3.1 405B, v5.0, and the same on H200), step times read from the MLLOG result logs.
 
 Each row's `source` quotes the log's global_batch_size and gradient_accumulation_steps lines, the
 config's mini batch (GBS / DP) and parallel sizes, and the step-time reading. The tests re-derive the
@@ -30,12 +30,13 @@ def _quoted(pattern: str, text: str) -> str:
 
 
 def test_the_file_covers_gpt3_over_rounds_and_405b():
-    assert len(CASES) == 23
+    assert len(CASES) == 25
     assert len(set(IDS)) == len(IDS)
     gpt3 = [c for c in CASES if "gpt3" in c.id]
     assert {re.search(r"-v(\d\.\d)-", c.id).group(1) for c in gpt3} == {"3.0", "3.1", "4.0", "4.1"}
     assert min(c.cluster.gpus for c in gpt3) == 256 and max(c.cluster.gpus for c in gpt3) == 11616
-    assert sum("405b" in c.id for c in CASES) == 5
+    assert sum("405b" in c.id for c in CASES) == 7
+    assert {c.cluster.accelerator.id for c in CASES} == {"h100-sxm", "h200-sxm"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -54,7 +55,7 @@ def test_rows_follow_the_config_name_and_the_log(case):
     assert int(_quoted(r"INTERLEAVED_PIPELINE (\d+)", case.source)) == p["virtual_stages"]
     assert int(_quoted(r"MICRO_BATCH_SIZE (\d+)", case.source)) == p["micro_batch"]
     # the config file's name: <nodes>x<GPUs per node>x<mini batch = GBS / DP>x...
-    name = re.search(r"config_DGXH100_(\d+)x8x(\d+)x", case.source)
+    name = re.search(r"config_DGXH[12]00_(\d+)x8x(\d+)x", case.source)
     assert int(name.group(1)) == nodes
     minibs = p["global_batch"] // p["dp"]
     assert int(name.group(2)) == minibs or f"the run used MINIBS {minibs}" in case.source
