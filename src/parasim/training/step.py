@@ -22,14 +22,16 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from parasim.cost.comm import Group, collective_time_s
-from parasim.cost.dtypes import attention_dtype
+from parasim.cost.dtypes import attention_dtype, dtype_bytes
 from parasim.cost.fsdp_copies import fsdp2_copies_s
 from parasim.cost.ring_merge import ring_merge_s
 from parasim.cost.layer import EdgeCost, LayerCost, forward_gemms_s, op_time_s
-from parasim.cost.memory import routed_expert_params_per_gpu, weight_params_per_gpu
+from parasim.cost.memory import (MXFP8_SCALE_BYTES, NON_TN_FP8_GENERATIONS, routed_expert_params_per_gpu,
+                                 te_fp8_weight_bytes, weight_params_per_gpu)
 from parasim.cost.moe_host import backward_edge_s, exposed_s, moe_layer_host, scope_set
 from parasim.cost.moe_memory import recomputed_norms
 from parasim.cost.nongemm import adam_bytes_per_param
+from parasim.cost.param_state import HALF_BYTES
 from parasim.cost import partition
 from parasim.cost.roofline import memory_time_s
 from parasim.cost.routing import ExpertRouting
@@ -355,6 +357,41 @@ def layer_weight_params(model: ModelSpec, plan: TrainingPlan, moe: bool) -> floa
     return model.attn_params / plan.tp + mlp
 
 
+#: GEMM weight tensors Transformer Engine quantizes per layer: QKV and output projection, the MLP's
+#: fc1 (gate and up fused) and fc2
+_CAST_KERNELS_PER_LAYER = 4
+
+
+def fp8_weight_cache_bytes(plan: TrainingPlan, generation: str) -> float:
+    """Bytes moved per block linear-layer weight when Transformer Engine refreshes its FP8 weight
+    cache: once per step, on each module's first micro-batch (Megatron-Core
+    megatron/core/pipeline_parallel/schedules.py `forward_step`: `if is_first_microbatch ...:
+    model.set_is_first_microbatch()`; TE's FP8 weight caching: the step's later micro-batches reuse
+    the cached FP8 weight). Zero outside Transformer Engine FP8 training. The copies are those
+    `cost.memory.te_fp8_weight_bytes` holds: row- and column-wise on Hopper and Ada (TN-only FP8
+    GEMMs), one on Blackwell, two MXFP8 copies with their E8M0 scales. From the 16-bit parameter it
+    reads 2 B and writes every copy; with FP8 parameters (`fp8_param_gather`) the gathered parameter
+    is one copy already, so it reads that and writes the others (none on Blackwell per-tensor)."""
+    if te_fp8_weight_bytes(plan.precision, plan.kernels, plan.fp8_recipe, plan.fp8_param_gather, generation) is None:
+        return 0.0
+    mx = plan.fp8_recipe == "mxfp8"
+    copy = dtype_bytes("fp8") + (MXFP8_SCALE_BYTES if mx else 0.0)
+    copies = 2 if mx or generation not in NON_TN_FP8_GENERATIONS else 1
+    if not plan.fp8_param_gather:
+        return HALF_BYTES + copies * copy
+    return 0.0 if copies == 1 else copy + (copies - 1) * copy
+
+
+def fp8_weight_cache_s(model: ModelSpec, plan: TrainingPlan, acc, layers: int) -> float:
+    """Seconds one rank spends refreshing the FP8 weight cache of a model chunk of `layers` layers,
+    once per step on the chunk's first forward (`fp8_weight_cache_bytes`)."""
+    per = fp8_weight_cache_bytes(plan, acc.generation)
+    if per <= 0 or layers <= 0:
+        return 0.0
+    weights = layers * layer_weight_params(model, plan, model.is_moe)
+    return memory_time_s(weights * per, acc, kernels=_CAST_KERNELS_PER_LAYER * layers)
+
+
 @dataclass(frozen=True)
 class PipelineRun:
     end_s: list[float]  # per rank: end of its last op
@@ -399,7 +436,7 @@ class SplitBackward:
 def run_pipeline(ops: list[list[Op]], pp: int, v: int, m: int, fwd: list[list[tuple[float, float]]],
                  bwd: list[list[tuple[float, float]]], p2p_s: float, *, p2p_blocking: bool = False,
                  recorder: list[OpRecord] | None = None, layout: str = "loop",
-                 split: SplitBackward | None = None) -> PipelineRun:
+                 split: SplitBackward | None = None, first_fwd: list[list[float]] | None = None) -> PipelineRun:
     """Execute each rank's op list against the data dependencies; (compute, comm) per rank/chunk.
 
     A send always delays the receiver by `p2p_s`. With `p2p_blocking` the sender is held for the
@@ -408,11 +445,14 @@ def run_pipeline(ops: list[list[Op]], pp: int, v: int, m: int, fwd: list[list[tu
     A chunk sends only to a virtual stage on another rank (`layout`: ZB-V turns on the last rank).
     With `split`, "B" is the input gradient and "W" ops run the weight gradient (no inputs, no
     communication). `recorder`, when given, receives one OpRecord per op as it is placed (for
-    timelines); None costs one check per op.
+    timelines); None costs one check per op. `first_fwd`, per (rank, chunk): compute seconds the
+    chunk's first forward of the step adds on that rank (`fp8_weight_cache_s`).
     """
     hold = (p2p_s if p2p_blocking else OVERLAP_SLOWDOWN * p2p_s) if pp > 1 else 0.0  # sender
     recv = 0.0 if p2p_blocking or pp == 1 else OVERLAP_SLOWDOWN * p2p_s  # receiver
     st = _PipelineState(pp, v, m, p2p_s, hold, recv, recorder, layout)
+    if first_fwd is not None and any(x > 0 for row in first_fwd for x in row):
+        st.first_extra = [list(row) for row in first_fwd]
     if split is not None:
         st.split_backward(ops, split)
     remaining = sum(len(o) for o in ops)
@@ -450,6 +490,8 @@ class _PipelineState:
         self.pairs: tuple[frozenset[int], ...] = tuple(frozenset() for _ in range(pp))
         self.ep_s: list[list[float]] | None = None
         self.marker = [-1] * pp  # split backward: index of the op whose start is `last_b`
+        #: per (rank, chunk): compute its first forward adds, zeroed once that forward ran (None: none)
+        self.first_extra: list[list[float]] | None = None
 
     def split_backward(self, ops: list[list[Op]], split: SplitBackward) -> None:
         """Run W ops, F/B pairs; `last_b` is the first W of the micro-batch whose W ends the rank."""
@@ -481,6 +523,9 @@ class _PipelineState:
                         break
                     ready = e + (p2p_s if xin[c] else 0.0)  # g-1 lives on another rank
                 comp, comm = fr[c]
+                if self.first_extra is not None and self.first_extra[r][c]:
+                    comp += self.first_extra[r][c]
+                    self.first_extra[r][c] = 0.0
                 if pairs and i in pairs:
                     other = self._pair_ready(r, c, lst[i + 1], br)
                     if other is None:
@@ -657,8 +702,10 @@ def run_step(model: ModelSpec, plan: TrainingPlan, clusters: list[ClusterSpec], 
                   for c in {id(c): c for c in clusters}.values())
     split = _split_backward(plan, costs, counts, bwd, sched.layout) if sched.splits_backward else None
     times = planned_op_times(model, plan.seq_len, plan.recompute) if sched.timed else (1.0, 1.0, 1.0)
+    cache = [[fp8_weight_cache_s(model, plan, clusters[r].accelerator, counts[r][c]) for c in range(v)] for r in range(pp)]
     run = run_pipeline(rank_ops(plan.schedule_name, pp, m, v, times), pp, v, m, fwd, bwd, p2p,
-                       p2p_blocking=not plan.overlap_p2p_comm, recorder=recorder, layout=sched.layout, split=split)
+                       p2p_blocking=not plan.overlap_p2p_comm, recorder=recorder, layout=sched.layout, split=split,
+                       first_fwd=cache)
     step, rank, bd, det, dp_total, tails = _after_pipeline(model, clusters, plan, run, vcounts, sched.staggered)
     crit, sigma = costs[rank], clusters[rank].accelerator.efficiency.rank_speed_sigma
     bd["straggler"] = straggler_s(bd["compute"], sigma, job_gpus)
@@ -669,7 +716,7 @@ def run_step(model: ModelSpec, plan: TrainingPlan, clusters: list[ClusterSpec], 
         bd["moe_host"] = m * (sum(counts[rank]) * (lt.fwd_host + lt.bwd_host) + edges * lt.bwd_host_edge)
         bd["exposed_comm"] -= bd["moe_host"]
         det.update({"layer_moe_host_fwd_s": lt.fwd_host, "layer_moe_host_bwd_s": lt.bwd_host})
-    det.update({"p2p_per_op": p2p, "fsdp_layer_exposed_fwd": fsdp_f,
+    det.update({"p2p_per_op": p2p, "fp8_weight_cache_s": sum(cache[rank]), "fsdp_layer_exposed_fwd": fsdp_f,
                 "fsdp_layer_exposed_bwd": fsdp_b, "fsdp_first_gather_exposed_s": edge_f,
                 "fsdp_last_reduce_exposed_s": edge_b, "dp_comm_total": dp_total,
                 **{f"layer_fwd_{k}": v_ for k, v_ in lt.parts.items()},
