@@ -46,6 +46,7 @@ bf16); said in the result, same bytes and, on every catalog part, the same peak.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from parasim.errors import InputError
 from parasim.specs.accelerator import AcceleratorSpec
@@ -64,6 +65,21 @@ GPTQ_FORMATS = ("int8", "int4")
 MARLIN_TILE_M = 16
 KERNEL = {"fp8": "FP8 Marlin", "fp4": "NVFP4 Marlin", "int8": "GPTQ/Marlin 8-bit",
           "int4": "AWQ/GPTQ Marlin"}
+
+# --- Marlin's dequantization at prefill sizes (module doc, "Dequantization cost at large M") ---------
+#: SGLang PR #38884 (sgl-project/sglang, 2026-09-10, description, the `nsys` table of a live W4A16 server
+#: on H100, "#new-token: 16384" chunked-prefill forwards): the MoE Marlin W4A16 GEMM does "1.237 TFLOP
+#: per layer per GPU in 4.863 ms", i.e. 254 TFLOP/s, "25.7% of H100 BF16 peak"
+MARLIN_REF_TFLOP = 1.237
+MARLIN_REF_S = 4.863e-3
+#: the measurement's part (catalog id) and the depth its dense reference rate is read at: the model's
+#: hidden size, 4,096 (DeepSeek-V4-Flash, the shape SGLang PR #34682 states for the same experts), the
+#: reduction depth of the up-projection, which holds two thirds of the experts' FLOPs
+MARLIN_REF_PART = "h100-sxm"
+MARLIN_REF_K = 4096
+#: generations whose weight-only GEMMs are all Marlin's (vLLM has no other weight-only kernel below
+#: compute capability 9.0: its mixed-precision kernel list puts Machete, the Hopper-only kernel, first)
+MARLIN_GENERATIONS = ("ampere", "ada")
 
 
 @dataclass(frozen=True)
@@ -179,3 +195,43 @@ def runs_on(weights: str) -> str:
         parts.append(f"natively on {', '.join(native)}")
     parts += [f"weight-only (vLLM's {kernel}) on {', '.join(ids)}" for kernel, ids in wonly.items()]
     return f"{weights} runs " + (" and ".join(parts) if parts else "on no catalog part")
+
+
+def _bf16_per_sm(acc: AcceleratorSpec) -> float:
+    return acc.sustained_peak(_sixteen("bf16", acc)) / acc.efficiency.sms
+
+
+@lru_cache(maxsize=1)
+def marlin_dequant_stall() -> float:
+    """Marlin's dequantization time per unit of its MMA time on the measured part (module doc): the
+    dense 16-bit GEMM rate there at the reference depth over the measured Marlin rate, minus 1."""
+    from parasim.specs.catalog import get_accelerator
+
+    ref = get_accelerator(MARLIN_REF_PART)
+    dense = ref.sustained_peak("bf16") * ref.gemm_efficiency("bf16", MARLIN_REF_K)
+    return dense / (MARLIN_REF_TFLOP * 1e12 / MARLIN_REF_S) - 1.0
+
+
+def marlin_rate(acc: AcceleratorSpec) -> float:
+    """A Marlin weight-only GEMM's MMA rate against the part's dense 16-bit GEMM of the same shape:
+    MMA time plus the dequantization's fixed SM cycles, which weigh less where an SM's 16-bit tensor
+    rate is lower (module doc). 1 on a part whose SM count the catalog does not give."""
+    from parasim.specs.catalog import get_accelerator
+
+    if acc.efficiency.sms <= 0:
+        return 1.0
+    ref = get_accelerator(MARLIN_REF_PART)
+    return 1.0 / (1.0 + marlin_dequant_stall() * _bf16_per_sm(acc) / _bf16_per_sm(ref))
+
+
+def marlin_runs(acc: AcceleratorSpec, *, experts: bool = False, marlin_moe: bool = False) -> bool:
+    """Whether a weight-only GEMM on `acc` runs a Marlin kernel whose dequantization is charged: every
+    weight-only GEMM on Ampere / Ada (`MARLIN_GENERATIONS`); on Hopper only routed experts that the plan
+    serves through the Marlin MoE kernel (`marlin_moe`: `expert_padding: marlin`). Hopper's dense
+    weight-only GEMMs (vLLM's Machete for INT4 / INT8), its Triton MXFP4 experts and Blackwell keep the
+    dense rate: not measured (module doc)."""
+    if acc.vendor != "nvidia" or acc.efficiency.sms <= 0:
+        return False
+    if acc.generation in MARLIN_GENERATIONS:
+        return True
+    return acc.generation == "hopper" and experts and marlin_moe
