@@ -57,7 +57,8 @@ MXFP4 MoE, DeepSeek-V4-Flash experts, M = 128k) measures 73.9 TFLOP/s, the law w
 (third-party; not in the catalog, so not applied there) 74.8. The rate bounds the real rows' compute
 (`Op.dequant`, `roofline.gemm_roofline_s`), beside the padded-tile floor and under the weight read, so a
 decode GEMM of up to 16 rows is unchanged (the bench's time is flat from batch 1 to 16). Where it runs
-(`marlin_runs`): every weight-only GEMM on Ampere and Ada (vLLM's only weight-only kernel there); on
+(`marlin_runs`): every weight-only GEMM on Ampere and Ada (FP8 and FP4 run only Marlin there, GPTQ / AWQ
+Marlin unless vLLM's AllSpark 8-bit kernel takes a layer first, not separated); on
 Hopper only routed experts the plan serves through the Marlin MoE kernel (`expert_padding: marlin`).
 Not applied, unmeasured: Hopper's dense weight-only GEMMs (vLLM runs INT4 / INT8 through Machete, a
 wgmma kernel Neural Magic's October 2024 announcement says matches FP16 when compute-bound), Hopper's
@@ -105,8 +106,10 @@ MARLIN_REF_S = 4.863e-3
 #: up-projection's reduction depth, two thirds of the experts' FLOPs (our reading, not the PR's)
 MARLIN_REF_PART = "h100-sxm"
 MARLIN_REF_K = 4096
-#: generations whose weight-only GEMMs are all Marlin's (vLLM has no other weight-only kernel below
-#: compute capability 9.0: its mixed-precision kernel list puts Machete, the Hopper-only kernel, first)
+#: generations whose weight-only GEMMs are taken as Marlin's: vLLM's mixed-precision kernel list
+#: (choose_mp_linear_kernel) puts Machete, Hopper-only, first; below compute capability 9.0 FP8 and
+#: MXFP4 / NVFP4 run Marlin only, GPTQ / AWQ Marlin unless AllSpark (8-bit, Ampere, later releases) takes
+#: a layer first, which is not separated
 MARLIN_GENERATIONS = ("ampere", "ada")
 
 
