@@ -106,7 +106,7 @@ class Op:
     tile_m: int = 0  # GEMM tile height when the kernel has its own (weight-only Marlin); 0 = the part's
     fill: float = 0.0  # real / padded tile rows when known (grouped expert GEMMs); 0 = from m, n
     rate: float = 1.0  # GEMM: the kernel's MMA rate against the dense GEMM's (cost.moe_tile.grouped_gemm_rate)
-    dequant: float = 1.0  # GEMM: a weight-only kernel's rate on its real rows with the dequantization (cost.quant.marlin_rate)
+    dequant: float = 1.0  # GEMM: weight-only kernel's real-row rate with dequantization (cost.quant.marlin_rate)
     shape: float = 1.0  # attention: compute time against the catalogued rate (cost.attn_shape)
 
 
