@@ -26,7 +26,8 @@ from parasim.cost.attn_shape import ATTN_BWD_EFF_RATIO, law_for
 from parasim.cost.comm import Group, collective_time_s
 from parasim.cost.dtypes import dtype_bytes
 from parasim.cost.moe_tile import grouped_gemm_rate, moe_tile_m, triton_block_fp8, triton_block_fp8_rate
-from parasim.cost.quant import MARLIN_TILE_M, checkpoint_gemm_dtype, gemm_dtype, is_weight_only
+from parasim.cost.quant import (MARLIN_TILE_M, checkpoint_gemm_dtype, gemm_dtype, is_weight_only, marlin_rate,
+                                marlin_runs)
 from parasim.cost.quant_bytes import QuantScope
 from parasim.cost.roofline import (attention_time_s, gemm_flops_bytes, gemm_roofline_s, gemm_time_s, grouped_fill,
                                     memory_time_s)
@@ -105,13 +106,14 @@ class Op:
     tile_m: int = 0  # GEMM tile height when the kernel has its own (weight-only Marlin); 0 = the part's
     fill: float = 0.0  # real / padded tile rows when known (grouped expert GEMMs); 0 = from m, n
     rate: float = 1.0  # GEMM: the kernel's MMA rate against the dense GEMM's (cost.moe_tile.grouped_gemm_rate)
+    dequant: float = 1.0  # GEMM: weight-only kernel's real-row rate with dequantization (cost.quant.marlin_rate)
     shape: float = 1.0  # attention: compute time against the catalogued rate (cost.attn_shape)
 
 
 def op_time_s(op: Op, acc) -> float:
     if op.kind == "gemm":
         return gemm_roofline_s(op.m, op.flops, op.bytes, acc, compute_dtype=op.dtype, n=op.n, k=op.k, tile_m=op.tile_m,
-                               fill=op.fill, rate=op.rate)
+                               fill=op.fill, rate=op.rate, dequant=op.dequant)
     if op.kind == "attention":
         return attention_time_s(op.flops, op.bytes, acc, dtype=op.dtype, shape=op.shape)
     return memory_time_s(op.bytes, acc, kernels=op.kernels)
@@ -179,7 +181,7 @@ class LayerCost:
                  weight_dtype: str = "bf16", act_dtype: str = "bf16", kv_dtype: str = "bf16",
                  tp_group: Group | None = None, ep_group: Group | None = None, kernels: str = "fused",
                  dropout: bool = False, routing: ExpertRouting | None = None, moe_gemm: str = "cutlass",
-                 quant: QuantScope | None = None, attention_kernel: str = "") -> None:
+                 quant: QuantScope | None = None, attention_kernel: str = "", marlin_moe: bool = False) -> None:
         check_sharding(model, sharding)
         self.kernels = nongemm.check_mode(kernels)
         self.dropout = dropout  # hidden dropout masks (training of models that use dropout)
@@ -191,6 +193,11 @@ class LayerCost:
         self.cdt = gemm_dtype(weight_dtype, self.acc, act_dtype)  # weight-only formats: 16-bit math
         # weight-only GEMMs run Marlin-style kernels with their own small row tile (cost.quant)
         self._wo_tile = MARLIN_TILE_M if is_weight_only(weight_dtype, self.acc) else 0
+        # ... whose dequantization slows their MMA where Marlin runs them (cost.quant.marlin_rate);
+        # `marlin_moe`: the routed experts run the Marlin MoE kernel (plan expert_padding: marlin)
+        self._wo_rate = {"dense": marlin_rate(self.acc) if marlin_runs(self.acc) else 1.0,
+                         "experts": marlin_rate(self.acc) if marlin_runs(self.acc, experts=True,
+                                                                          marlin_moe=marlin_moe) else 1.0}
         self.moe_gemm = moe_gemm  # grouped expert GEMM kernel family: its row tile by batch (cost.moe_tile)
         self.adt = act_dtype
         self._fmt = self._part_formats(quant)
@@ -241,8 +248,9 @@ class LayerCost:
         fmt_bytes, fmt_dtype, fmt_tile = self._fmt[part]
         wb = fmt_bytes if weight_bytes is None else weight_bytes
         flops, bytes_ = gemm_flops_bytes(m, k, n, weight_bytes=wb, act_bytes=self.ab, count=count)
-        return Op(name, "gemm", flops, bytes_, m=m, n=n, k=k, dtype=dtype or fmt_dtype,
-                  tile_m=fmt_tile if weight_bytes is None else 0)
+        tile = fmt_tile if weight_bytes is None else 0
+        dequant = self._wo_rate["experts" if part == "experts" else "dense"] if tile == MARLIN_TILE_M else 1.0
+        return Op(name, "gemm", flops, bytes_, m=m, n=n, k=k, dtype=dtype or fmt_dtype, tile_m=tile, dequant=dequant)
 
     def _attn_gemm_ops(self, t: float) -> list[Op]:
         m, tp = self.model, self.s.tp
@@ -294,11 +302,14 @@ class LayerCost:
                                                       dtype=ex_dtype)
         if self._block_fp8:  # Triton block-FP8: the FP8 unit, waiting at every K step (cost.moe_tile)
             rate = triton_block_fp8_rate(self.acc)
+        # weight-only experts: Marlin's dequantization on their real rows (cost.quant.marlin_rate); not in
+        # training's folded layout
+        dq = self._wo_rate["experts"] if ex_tile and not s.folded else 1.0
         ops = [self._gemm("router", self.routed_tokens(t), m.hidden, m.experts, dtype="bf16", weight_bytes=self.ab),
                replace(self._gemm("experts_up", per_expert, m.hidden, up, local_touched, part="experts"),
-                       fill=grouped_fill(mean, tiles, local, up, self.acc, tile), rate=rate),
+                       fill=grouped_fill(mean, tiles, local, up, self.acc, tile), rate=rate, dequant=dq),
                replace(self._gemm("experts_down", per_expert, down_k, m.hidden, local_touched, part="experts"),
-                       fill=grouped_fill(mean, tiles, local, m.hidden, self.acc, tile), rate=rate)]
+                       fill=grouped_fill(mean, tiles, local, m.hidden, self.acc, tile), rate=rate, dequant=dq)]
         if m.shared_experts:
             ops += self._mlp_ops("shared_expert", t, m.shared_experts * m.moe_ffn_hidden, s.tp)
         return ops

@@ -38,6 +38,33 @@ Anything else (FP8 on a V100 or an MI250X, FP4 on an MI300X, INT4 on a TPU) is a
 that names the parts that can run the format. Weight-only kernels on AMD, Intel Gaudi and TPU
 are not modelled: vLLM's table lists none of GPTQ, AWQ or Marlin for them.
 
+**Dequantization cost at large M.** A Marlin kernel dequantizes every weight element again for each
+block of up to 64 rows it multiplies (vLLM's marlin kernels, `thread_m_blocks` <= 4; the original kernel
+"will just run the batch 64 kernel repeatedly" above batch 64, IST-DASLab/marlin issue #2), with
+integer and FP16 instructions issued from the same SM schedulers as its MMAs. At decode that work hides
+under the weight stream; at prefill sizes it adds to the MMA time. Measured on an H100 (SGLang PR
+#38884, 2026-09-10: nsys of a live W4A16 server, 16,384-token chunked-prefill forwards) the MoE Marlin
+GEMM runs at 254 TFLOP/s (1.237 TFLOP per layer per GPU in 4.863 ms), 25.7 % of the BF16 peak, "issue-
+bound, not bandwidth-bound: the SASS inner loop spends 64 of 220 instructions per 32-K step on HMMA";
+against the catalog's dense BF16 rate at the model's hidden size (4,096) that is a stall of 1.92 MMA
+times per MMA time (`marlin_dequant_stall`). The stall is a fixed number of SM cycles per weight element
+and row block, so a part whose SM computes 16-bit MMAs more slowly loses proportionally less:
+`marlin_rate` = 1 / (1 + stall x (BF16 rate per SM / the H100's)), 0.34 on H100 / H200, 0.57 on A100,
+0.60 on L40S. Two checks the law was not sized on: vLLM PR #2497's Marlin bench (comment of
+2024-01-24; the GPU is not named, the torch FP16 rate it implies, 231 TFLOP/s, is an A100's) runs Marlin
+at 0.60 / 0.61 of torch FP16 at batch 2,048 / 4,000 (law: 0.574); SGLang PR #34682's H20 sweep (Marlin
+MXFP4 MoE, DeepSeek-V4-Flash experts, M = 128k) measures 73.9 TFLOP/s, the law with the H20's 78 SMs
+(third-party; not in the catalog, so not applied there) 74.8. The rate bounds the real rows' compute
+(`Op.dequant`, `roofline.gemm_roofline_s`), beside the padded-tile floor and under the weight read, so a
+decode GEMM of up to 16 rows is unchanged (the bench's time is flat from batch 1 to 16). Where it runs
+(`marlin_runs`): every weight-only GEMM on Ampere and Ada (FP8 and FP4 run only Marlin there, GPTQ / AWQ
+Marlin unless vLLM's AllSpark 8-bit kernel takes a layer first, not separated); on
+Hopper only routed experts the plan serves through the Marlin MoE kernel (`expert_padding: marlin`).
+Not applied, unmeasured: Hopper's dense weight-only GEMMs (vLLM runs INT4 / INT8 through Machete, a
+wgmma kernel Neural Magic's October 2024 announcement says matches FP16 when compute-bound), Hopper's
+MXFP4 experts through Triton `matmul_ogs` (vLLM >= 0.10.2, TensorRT-LLM), TensorRT-LLM's fpA_intB
+CUTLASS kernels, Blackwell, and parts without an SM count.
+
 A 16-bit checkpoint on a part without that 16-bit unit runs in the other one (a bf16 model on a
 V100 is served in fp16, as vLLM asks with `--dtype half`; an fp16 model on Gaudi or a TPU in
 bf16); said in the result, same bytes and, on every catalog part, the same peak.
@@ -46,6 +73,7 @@ bf16); said in the result, same bytes and, on every catalog part, the same peak.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from parasim.errors import InputError
 from parasim.specs.accelerator import AcceleratorSpec
@@ -64,6 +92,25 @@ GPTQ_FORMATS = ("int8", "int4")
 MARLIN_TILE_M = 16
 KERNEL = {"fp8": "FP8 Marlin", "fp4": "NVFP4 Marlin", "int8": "GPTQ/Marlin 8-bit",
           "int4": "AWQ/GPTQ Marlin"}
+
+# --- Marlin's dequantization at prefill sizes (module doc, "Dequantization cost at large M") ---------
+#: SGLang PR #38884 (sgl-project/sglang, 2026-09-10, description, the `nsys` table of a live W4A16 server
+#: on H100, "#new-token: 16384" chunked-prefill forwards): the MoE Marlin W4A16 GEMM does "1.237 TFLOP
+#: per layer per GPU in 4.863 ms", i.e. 254 TFLOP/s, "25.7% of H100 BF16 peak"
+MARLIN_REF_TFLOP = 1.237
+MARLIN_REF_S = 4.863e-3
+#: the measurement's part (catalog id) and the depth its dense reference rate is read at: hidden 4,096.
+#: The PR's model (43 MoE layers, DSA sparse attention) is DeepSeek-V4-class; its 1.237 TFLOP per layer per
+#: GPU is 16,384 tokens x 6 experts x 2 x 3 x 4,096 x 2,048 over 4 GPUs, DeepSeek-V4-Flash's expert
+#: shape as SGLang PR #34682 states it (hidden 4,096, intermediate 2,048, E 256, top 6). 4,096 is the
+#: up-projection's reduction depth, two thirds of the experts' FLOPs (our reading, not the PR's)
+MARLIN_REF_PART = "h100-sxm"
+MARLIN_REF_K = 4096
+#: generations whose weight-only GEMMs are taken as Marlin's: vLLM's mixed-precision kernel list
+#: (choose_mp_linear_kernel) puts Machete, Hopper-only, first; below compute capability 9.0 FP8 and
+#: MXFP4 / NVFP4 run Marlin only, GPTQ / AWQ Marlin unless AllSpark (8-bit, Ampere, later releases) takes
+#: a layer first, which is not separated
+MARLIN_GENERATIONS = ("ampere", "ada")
 
 
 @dataclass(frozen=True)
@@ -179,3 +226,43 @@ def runs_on(weights: str) -> str:
         parts.append(f"natively on {', '.join(native)}")
     parts += [f"weight-only (vLLM's {kernel}) on {', '.join(ids)}" for kernel, ids in wonly.items()]
     return f"{weights} runs " + (" and ".join(parts) if parts else "on no catalog part")
+
+
+def _bf16_per_sm(acc: AcceleratorSpec) -> float:
+    return acc.sustained_peak(_sixteen("bf16", acc)) / acc.efficiency.sms
+
+
+@lru_cache(maxsize=1)
+def marlin_dequant_stall() -> float:
+    """Marlin's dequantization time per unit of its MMA time on the measured part (module doc): the
+    dense 16-bit GEMM rate there at the reference depth over the measured Marlin rate, minus 1."""
+    from parasim.specs.catalog import get_accelerator
+
+    ref = get_accelerator(MARLIN_REF_PART)
+    dense = ref.sustained_peak("bf16") * ref.gemm_efficiency("bf16", MARLIN_REF_K)
+    return dense / (MARLIN_REF_TFLOP * 1e12 / MARLIN_REF_S) - 1.0
+
+
+def marlin_rate(acc: AcceleratorSpec) -> float:
+    """A Marlin weight-only GEMM's MMA rate against the part's dense 16-bit GEMM of the same shape:
+    MMA time plus the dequantization's fixed SM cycles, which weigh less where an SM's 16-bit tensor
+    rate is lower (module doc). 1 on a part whose SM count the catalog does not give."""
+    from parasim.specs.catalog import get_accelerator
+
+    if acc.efficiency.sms <= 0:
+        return 1.0
+    ref = get_accelerator(MARLIN_REF_PART)
+    return 1.0 / (1.0 + marlin_dequant_stall() * _bf16_per_sm(acc) / _bf16_per_sm(ref))
+
+
+def marlin_runs(acc: AcceleratorSpec, *, experts: bool = False, marlin_moe: bool = False) -> bool:
+    """Whether a weight-only GEMM on `acc` runs a Marlin kernel whose dequantization is charged: every
+    weight-only GEMM on Ampere / Ada (`MARLIN_GENERATIONS`); on Hopper only routed experts that the plan
+    serves through the Marlin MoE kernel (`marlin_moe`: `expert_padding: marlin`). Hopper's dense
+    weight-only GEMMs (vLLM's Machete for INT4 / INT8), its Triton MXFP4 experts and Blackwell keep the
+    dense rate: not measured (module doc)."""
+    if acc.vendor != "nvidia" or acc.efficiency.sms <= 0:
+        return False
+    if acc.generation in MARLIN_GENERATIONS:
+        return True
+    return acc.generation == "hopper" and experts and marlin_moe

@@ -79,23 +79,27 @@ def gemm_flops_bytes(m: float, k: float, n: float, *, weight_bytes: float, act_b
 
 
 def gemm_roofline_s(m: float, flops: float, bytes_moved: float, acc: AcceleratorSpec, *, compute_dtype: str,
-                    n: float = 0.0, k: float = 0.0, tile_m: int = 0, fill: float = 0.0, rate: float = 1.0) -> float:
+                    n: float = 0.0, k: float = 0.0, tile_m: int = 0, fill: float = 0.0, rate: float = 1.0,
+                    dequant: float = 1.0) -> float:
     """`n` (output columns), when given, adds wave quantisation over the part's SMs; `k` (reduction
     depth), when given, the per-tile prologue/epilogue share (AcceleratorSpec.gemm_efficiency);
     `tile_m`, the kernel's own tile height (0 = the part's `gemm_tile_m`); `fill`, when given, the
     share of the padded tile rows that are real (a grouped GEMM's, from its routing: cost.routing)
     in place of wave_fill; `rate`, the kernel's MMA rate against the part's dense GEMM at the same
     shape (a grouped expert GEMM's: cost.moe_tile.grouped_gemm_rate; 1 = the dense kernel's), which
-    scales the compute side only, padded and ridge alike, never the bytes."""
+    scales the compute side only, padded and ridge alike, never the bytes; `dequant`, a weight-only
+    kernel's rate on its real rows once it dequantizes every weight element per row block
+    (cost.quant.marlin_rate; 1 = none): the real rows' MMA time over it is one more floor of the compute
+    side beside the padded one, so it binds at prefill sizes and stays under the weight read at decode."""
     if m <= 0 or flops <= 0:
         return 0.0
     base, peak = acc.gemm_efficiency(compute_dtype, k) * rate, acc.sustained_peak(compute_dtype)
     eff = base * (fill if fill > 0 else wave_fill(m, n, acc, tile_m))
     memory_s = bytes_moved / (acc.hbm_bw_bytes_per_s * acc.efficiency.memory)
-    t = max(flops / (peak * eff), memory_s)
+    t = max(flops / (peak * eff), flops / (peak * base * dequant), memory_s)
     p = acc.gemm_ridge_p(compute_dtype)
     if p > 0:  # real rows only: the padding is in the floor above (ridge_time_s)
-        t = max(t, ridge_time_s(flops / (peak * base), memory_s, p))
+        t = max(t, ridge_time_s(flops / (peak * base * dequant), memory_s, p))
     return t + acc.efficiency.kernel_overhead_s
 
 

@@ -54,15 +54,18 @@ class IterationCost:
                  ep: int = 1, attention: str = "flash", host_s_per_context_token: float = 0.0,
                  host_s_per_sequence: float = 0.0, decode_attention: str = "grouped", moe_gemm: str = "cutlass",
                  serial_host_s_per_sequence: float = 0.0, attention_window: str = "model",
-                 cuda_graph_batch_sizes: tuple[int, ...] | None = None) -> None:
+                 cuda_graph_batch_sizes: tuple[int, ...] | None = None, expert_padding: str = "none") -> None:
         self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
         # ep > 1: this replica's batch meets ep - 1 others' in the MoE all-to-all (DP attention), so
         # the local experts see ep batches' tokens (equal batches; cost.routing charges the busiest rank)
         sharding = Sharding(tp=tp, ep=ep, moe_token_sets=ep) if ep > 1 else Sharding(tp=tp)
         # what a quantized checkpoint holds: its scales, and the block modules it keeps 16-bit
         self.quant = quant_scope(model, weights)
+        # expert_padding "marlin": the routed experts run vLLM's Marlin MoE kernel (cost.quant.marlin_runs)
+        self.marlin_moe = expert_padding == "marlin"
         self.layer = LayerCost(model, cluster, sharding, weight_dtype=weights, act_dtype=act_dtype,
-                              kv_dtype=kv_dtype, moe_gemm=moe_gemm, quant=self.quant, attention_kernel=attention)
+                              kv_dtype=kv_dtype, moe_gemm=moe_gemm, quant=self.quant, attention_kernel=attention,
+                              marlin_moe=self.marlin_moe)
         self.edge = EdgeCost(self.layer)
         self.moe_layers = model.moe_layers
         self.dense_layers = model.layers - model.moe_layers
@@ -162,7 +165,8 @@ class IterationCost:
                     host_s_per_context_token=plan.host_s_per_context_token,
                     host_s_per_sequence=plan.host_s_per_sequence, decode_attention=plan.decode_attention,
                     moe_gemm=plan.moe_gemm, serial_host_s_per_sequence=plan.serial_host_s_per_sequence,
-                    attention_window=plan.attention_window, cuda_graph_batch_sizes=plan.cuda_graph_batch_sizes)
+                    attention_window=plan.attention_window, cuda_graph_batch_sizes=plan.cuda_graph_batch_sizes,
+                    expert_padding=plan.expert_padding)
 
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to

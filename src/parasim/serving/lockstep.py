@@ -42,7 +42,8 @@ class RankCost(IterationCost):
         # the experts of one rank fed the whole group's tokens (no multiplier: the group's sum is given)
         self.group_layer = LayerCost(model, cluster, Sharding(tp=self.tp, ep=self.ep), weight_dtype=kw["weights"],
                                      act_dtype=kw["act_dtype"], kv_dtype=kw["kv_dtype"],
-                                     moe_gemm=kw.get("moe_gemm", "cutlass"), quant=self.quant)
+                                     moe_gemm=kw.get("moe_gemm", "cutlass"), quant=self.quant,
+                                     marlin_moe=self.marlin_moe)
         self._experts: dict[int, float] = {}  # group tokens -> routed experts, every MoE layer
         self._a2a: dict[int, float] = {}  # busiest rank's tokens -> all-to-alls, every MoE layer
         self.last_tokens = 0  # the token count the GPU ran in the last `time_s` (padding included)
