@@ -32,9 +32,9 @@ def _num(rx: str, text: str) -> float:
 
 
 def test_file_size_and_ids():
-    assert len(CASES) == 15
+    assert len(CASES) == 16
     assert len({c.id for c in CASES}) == len(CASES)
-    assert sum("offline" in c.id for c in CASES) == 8
+    assert sum("offline" in c.id for c in CASES) == 9
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -55,8 +55,9 @@ def test_case_follows_its_log(case):
         assert case.measured["tpot_p99_s"] == pytest.approx(_num(r"time to output token mean \d+ ns, p99 (\d+) ns", src) * 1e-9)
         assert wl["requests"] == _num(r"result_query_count (\d+)", src)
     assert wl["output_tokens"] == round(tok / smp)
-    # the dataset means: OpenOrca 222.33 input tokens (Llama 2), CNN/DailyMail 870.73 (Llama 3.1 8B)
-    assert wl["prompt_tokens"] == (871 if "llama3.1-8b" in case.id else 222)
+    # the dataset means: OpenOrca 222.33 input tokens (Llama 2), CNN/DailyMail 870.73 (Llama 3.1 8B),
+    # the Llama 3.1 405B set 9,428.64
+    assert wl["prompt_tokens"] == {"llama3.1-8b": 871, "llama3.1-405b": 9429}.get(case.id.split("-offline")[0][9:], 222)
     # Hopper runs FP8 (v4.1), Blackwell FP4 (v5.1); both with an FP8 KV cache
     blackwell = case.cluster.accelerator.id in ("b200", "gb200")
     assert case.plan["weights"] == ("fp4" if blackwell else "fp8") and case.plan["kv_cache"] == "fp8"
@@ -72,7 +73,8 @@ def test_plan_honours_the_harness_settings(case):
     assert plan.kv_reservation == "incremental"
     v51 = "v5.1" in case.source
     assert plan.scheduler == ("sarathi" if v51 else "continuous")
-    assert plan.token_budget == (12000 if "8b" in case.id else 3584 if v51 else 4096)
+    assert plan.token_budget == (12000 if "8b" in case.id else 1536 if "405b" in case.id else 3584 if v51 else 4096)
+    assert (plan.tp, plan.pp) == ((2, 2) if "405b" in case.id else (2, 1) if "h100" in case.id else (1, 1))
     assert plan.max_batch == case.plan["max_batch"]
     assert not plan.schedule_ahead
 

@@ -267,6 +267,9 @@ def trtllm_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: i
     if pytorch:
         tokens = max(tokens, max_isl + batch)
         flow = "trtllm-bench, PyTorch backend, no chunked prefill; max_num_tokens >= max ISL + max_batch_size"
+    elif _ENGINE_FLOW.search(software) and (rel is None or rel >= (0, 19)):
+        flow = ("TensorRT engine (named in the software; the tool's sizing rule below unless the source states "
+                "the sizes), C++ executor, chunked context")
     else:
         flow = "trtllm-bench, TensorRT engine, chunked context"
     ver = f"{rel[0]}.{rel[1]}" if rel else "(release not named: the current flow)"
