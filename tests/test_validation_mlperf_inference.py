@@ -32,9 +32,10 @@ def _num(rx: str, text: str) -> float:
 
 
 def test_file_size_and_ids():
-    assert len(CASES) == 16
+    assert len(CASES) == 21
     assert len({c.id for c in CASES}) == len(CASES)
     assert sum("offline" in c.id for c in CASES) == 9
+    assert sum("interactive" in c.id for c in CASES) == 3
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -57,7 +58,8 @@ def test_case_follows_its_log(case):
     assert wl["output_tokens"] == round(tok / smp)
     # the dataset means: OpenOrca 222.33 input tokens (Llama 2), CNN/DailyMail 870.73 (Llama 3.1 8B),
     # the Llama 3.1 405B set 9,428.64
-    assert wl["prompt_tokens"] == {"llama3.1-8b": 871, "llama3.1-405b": 9429}.get(case.id.split("-offline")[0][9:], 222)
+    model = re.match(r"mlperf\d+-(.+?)-(?:offline|server|interactive)-", case.id).group(1)
+    assert wl["prompt_tokens"] == {"llama3.1-8b": 871, "llama3.1-405b": 9429, "llama2-70b": 222}[model]
     # Hopper runs FP8 (v4.1), Blackwell FP4 (v5.1); both with an FP8 KV cache
     blackwell = case.cluster.accelerator.id in ("b200", "gb200")
     assert case.plan["weights"] == ("fp4" if blackwell else "fp8") and case.plan["kv_cache"] == "fp8"
@@ -73,8 +75,11 @@ def test_plan_honours_the_harness_settings(case):
     assert plan.kv_reservation == "incremental"
     v51 = "v5.1" in case.source
     assert plan.scheduler == ("sarathi" if v51 else "continuous")
-    assert plan.token_budget == (12000 if "8b" in case.id else 1536 if "405b" in case.id else 3584 if v51 else 4096)
-    assert (plan.tp, plan.pp) == ((2, 2) if "405b" in case.id else (2, 1) if "h100" in case.id else (1, 1))
+    # the runtime max_num_tokens and the layout, as the source states them
+    assert plan.token_budget == _num(r"--max_num_tokens (\d+)", case.source)
+    tp = _num(r"(?:TP|tensor_parallelism )(\d)", case.source)
+    pp = _num(r"pipeline_parallelism (\d)", case.source) if "pipeline_parallelism" in case.source else 1
+    assert (plan.tp, plan.pp, plan.replicas) == (tp, pp, case.cluster.gpus // (tp * pp))
     assert plan.max_batch == case.plan["max_batch"]
     assert not plan.schedule_ahead
 
