@@ -65,7 +65,8 @@ PROJECT_CASES := validation/trtllm-0.9-static-batch.yaml $(foreach v,0.10 0.11 0
 	validation/gpustack-vllm-dense.yaml validation/dgxc-benchmarking-training.yaml \
 	validation/nemo-perf-summary-training.yaml validation/gpustack-more-serving.yaml \
 	validation/lmdeploy-0.2-a100-static.yaml validation/sglang-0.4-deepseek-v3-h200.yaml validation/blis-vllm-online.yaml validation/blis-vllm-heldout.yaml \
-	validation/maxtext-llama2-h100-training.yaml validation/paxml-gpt-training.yaml validation/flagperf-training.yaml validation/mlperf-training-llm.yaml
+	validation/maxtext-llama2-h100-training.yaml validation/paxml-gpt-training.yaml validation/flagperf-training.yaml validation/mlperf-training-llm.yaml \
+	validation/mlperf-inference-llm.yaml
 
 validation: $(VENV)/.installed
 	$(BIN)/parasim validate $(SHARED)/validation/dev.yaml --markdown docs/VALIDATION.md -j $(JOBS) $(CV) \

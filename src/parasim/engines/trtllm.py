@@ -214,10 +214,20 @@ def trtllm_bench_settings(model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp
     return _round_batch(raw_bs), _round_tokens(raw_tokens)
 
 
+#: a software string that names the TensorRT-engine flow itself (an engine built by trtllm-build and run
+#: by the C++ executor), whatever the release: MLPerf Inference v5.1's NVIDIA harness builds TensorRT
+#: engines on a 1.0 branch (closed/NVIDIA/Makefile.build TRTLLM_HASH, configs/*/llama2-70b.py
+#: `trtllm_build_flags`), after the benchmark tool's own default became the PyTorch backend
+_ENGINE_FLOW = re.compile(r"tensorrt engine|trtllm-build", re.IGNORECASE)
+
+
 def tensorrt_engine(software: str) -> bool:
     """A release whose benchmark flow runs a TensorRT engine (every flow before v0.19 unless the
-    source names the PyTorch backend; trtllm_setup)."""
+    source names the PyTorch backend, or any release whose software names the engine flow;
+    trtllm_setup)."""
     rel = release(software)
+    if _ENGINE_FLOW.search(software) and "pytorch" not in software.lower():
+        return True
     return rel is not None and rel < (0, 19) and "pytorch" not in software.lower()
 
 
@@ -253,10 +263,13 @@ def trtllm_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: i
                            f"TensorRT-LLM {rel[0]}.{rel[1]}: in-flight batching with chunked context; "
                            f"max_num_tokens {TRTLLM_MAX_NUM_TOKENS}, max_batch_size {TRTLLM_MAX_BATCH} (trtllm-build defaults)")
     batch, tokens = trtllm_bench_settings(model, acc, tp=tp, pp=pp, isl=isl, osl=osl, weights=weights, kv_dtype=kv_dtype)
-    pytorch = rel is None or rel >= (0, 19) or "pytorch" in software.lower()
+    pytorch = not tensorrt_engine(software) and (rel is None or rel >= (0, 19) or "pytorch" in software.lower())
     if pytorch:
         tokens = max(tokens, max_isl + batch)
         flow = "trtllm-bench, PyTorch backend, no chunked prefill; max_num_tokens >= max ISL + max_batch_size"
+    elif _ENGINE_FLOW.search(software) and (rel is None or rel >= (0, 19)):
+        flow = ("TensorRT engine (named in the software; the tool's sizing rule below unless the source states "
+                "the sizes), C++ executor, chunked context")
     else:
         flow = "trtllm-bench, TensorRT engine, chunked context"
     ver = f"{rel[0]}.{rel[1]}" if rel else "(release not named: the current flow)"
@@ -269,6 +282,12 @@ def trtllm_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: i
 _FLAGS = SourceFlags(max_batch_size=r"max[-_]batch[-_]size", max_num_tokens=r"max[-_]num[-_]tokens",
                      kv_cache_free_gpu_mem_fraction=r"kv[-_]cache[-_]free[-_]gpu[-_]mem[-_]fraction")
 #: the PyTorch flow's overlap scheduler as a source states it (LLM-API options, YAML or Python)
+#: the executor's capacity policy as a source states it (C++ executor `CapacitySchedulerPolicy`; the MLPerf
+#: harness's `batch_scheduler_policy` / `--trtllm_batch_sched_policy` values `max_util` and `no_evict`)
+_POLICY = re.compile(r"(?:batch[-_]sched(?:uler)?[-_]policy|scheduler[-_]policy)[\"']?\s*[:=]?\s*[\"']?"
+                     r"(max[-_]util(?:ization)?|(?:guaranteed[-_])?no[-_]evict)", re.IGNORECASE)
+#: chunked context as a source states it (`enable_chunked_context: true|false`, `--enable_chunked_context`)
+_CHUNKED = re.compile(r"enable[-_]chunked[-_]context[\"']?(?:\s*[:=]\s*(true|false)\b)?", re.IGNORECASE)
 _OVERLAP_OFF = re.compile(r"disable[-_]overlap[-_]scheduler[\"']?\s*[:=]\s*(?:true|1)\b", re.IGNORECASE)
 _OVERLAP_ON = re.compile(r"enable[-_]overlap[-_]scheduler[\"']?\s*[:=]\s*(?:true|1)\b", re.IGNORECASE)
 #: the first release whose PyTorch flow runs the overlap scheduler by default (PR #4174; 0.20.0 release notes)
@@ -371,6 +390,7 @@ class TrtllmProfile(EngineProfile):
                             kv_fraction=float(stated.get("kv_cache_free_gpu_mem_fraction") or setup.kv_fraction),
                             flow=setup.flow + " (the values the source states replace these: "
                             + ", ".join(f"{k} {v:g}" for k, v in stated.items()) + ")")
+        setup = _stated_policy(ctx.text, setup)
         kw.update(scheduler=ctx.scheduler("sarathi" if setup.chunked else "continuous"),
                   token_budget=setup.max_num_tokens, kv_reservation=setup.kv_reservation, block_size=TRTLLM_BLOCK,
                   iteration_overhead_s=ITERATION_OVERHEAD_S["tensorrt-llm"],
@@ -478,6 +498,27 @@ def pytorch_act_quant(model: ModelSpec, acc: AcceleratorSpec, *, weights: str, t
                        "SwiGLU; the norms' quantize is fused into the TP all-reduce" + tail)
     return "norms_act", (f"fp4 activations quantized to NVFP4 in kernels of their own before the QKV, gate/up and "
                          f"down projections ({why}; SwiGLU writes 16 bits)" + tail)
+
+
+def _stated_policy(text: str, setup: TrtllmSetup) -> TrtllmSetup:
+    """The capacity policy and chunked context a source states, over the flow's defaults: MAX_UTILIZATION
+    books KV one step at a time (`kv_reservation` incremental, paused requests recompute),
+    GUARANTEED_NO_EVICT books prompt + output at admission (full); `enable_chunked_context: false`
+    (or true) turns prompt chunking off (on)."""
+    notes = []
+    pol = _POLICY.search(text)
+    if pol:
+        incremental = pol.group(1).lower().startswith("max")
+        setup = replace(setup, kv_reservation="incremental" if incremental else "full")
+        notes.append("MAX_UTILIZATION" if incremental else "GUARANTEED_NO_EVICT")
+    ch = _CHUNKED.search(text)
+    if ch:
+        on = (ch.group(1) or "true").lower() == "true"
+        setup = replace(setup, chunked=on)
+        notes.append("chunked context " + ("on" if on else "off"))
+    if notes:
+        setup = replace(setup, flow=setup.flow + " (stated in the source: " + ", ".join(notes) + ")")
+    return setup
 
 
 def kv_fraction_utilization(ctx: EngineContext, setup: TrtllmSetup) -> float:
