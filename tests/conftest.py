@@ -130,3 +130,27 @@ def serve_config(tmp_path: Path, config_text: str, *extra: str) -> subprocess.Co
     cfg.write_text(config_text)
     return subprocess.run([sys.executable, "-m", "parasim", "serve", "-c", str(cfg), *extra], capture_output=True,
                           text=True)
+
+
+def check_constant_load_arrivals(arrivals_s, *, rate: float, duration_s: float, seed) -> None:
+    """A trace's arrivals are inference-perf's "constant" load (ConstantLoadTimer): rate x duration
+    exponential gaps from numpy's generator seeded with `seed`, scaled to sum to the duration, the first
+    request at 0 (traces written to the millisecond)."""
+    import numpy as np
+
+    n = int(rate * duration_s)
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(1.0 / rate, n)
+    gaps *= duration_s / gaps.sum()
+    want = np.cumsum(gaps) - gaps[0]
+    got = np.asarray(arrivals_s, dtype=float)
+    assert len(got) == n
+    assert np.max(np.abs(got - want)) <= 0.0005 + 1e-9
+    assert got[-1] < duration_s
+
+
+def quoted_number(pattern: str, text: str) -> float:
+    """The number a case's `source` quotes where `pattern` (one group) finds it; a test fails if absent."""
+    m = re.search(pattern, text)
+    assert m, pattern
+    return float(m.group(1))

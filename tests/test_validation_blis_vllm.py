@@ -27,15 +27,12 @@ from parasim.specs.cluster import ClusterSpec
 from parasim.specs.validation_case import load_cases
 from parasim.validation.serving import case_plan
 
+from tests.conftest import check_constant_load_arrivals
+from tests.conftest import quoted_number as _num
+
 ROOT = Path(__file__).resolve().parents[1]
 FILE = ROOT / "validation" / "blis-vllm-online.yaml"
 CASES = load_cases(FILE)
-
-
-def _num(pattern: str, text: str) -> float:
-    m = re.search(pattern, text)
-    assert m, pattern
-    return float(m.group(1))
 
 
 def _rows(case) -> list[list[str]]:
@@ -70,13 +67,8 @@ def test_trace_is_the_stated_rule(case):
     # ConstantLoadTimer: n exponential gaps scaled to sum to the duration; first request at 0
     exp = re.search(r"default_args/(\d{8})-(\d{6})-", src)
     stage = int(_num(r"stage_(\d)_lifecycle", src))
-    rng = np.random.default_rng([int(exp.group(1) + exp.group(2)), stage])
-    gaps = rng.exponential(1.0 / rate, n)
-    gaps *= duration / gaps.sum()
-    want = np.cumsum(gaps) - gaps[0]
-    got = np.array([float(r[0]) for r in rows])
-    assert np.max(np.abs(got - want)) <= 0.0005 + 1e-9
-    assert got[-1] < duration
+    check_constant_load_arrivals([float(r[0]) for r in rows], rate=rate, duration_s=duration,
+                                 seed=[int(exp.group(1) + exp.group(2)), stage])
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

@@ -10,7 +10,6 @@ stated limits; and the catalog's Qwen3-14B has the size Qwen's model card publis
 from __future__ import annotations
 
 import csv
-import re
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +19,12 @@ from parasim.specs.catalog import get_model
 from parasim.specs.validation_case import load_cases
 from parasim.validation.serving import case_plan
 
+from tests.conftest import check_constant_load_arrivals
+from tests.conftest import quoted_number as _num
+
 ROOT = Path(__file__).resolve().parents[1]
 FILE = ROOT / "validation" / "blis-vllm-heldout.yaml"
 CASES = load_cases(FILE)
-
-
-def _num(pattern: str, text: str) -> float:
-    m = re.search(pattern, text)
-    assert m, pattern
-    return float(m.group(1))
 
 
 def test_the_file_holds_the_four_stated_experiments():
@@ -67,13 +63,7 @@ def test_trace_is_the_stated_rule(case):
     assert [int(r[3]) for r in rows] == [k % 100 for k in range(n)]
     exp = int(_num(r"ground_truth/(\d+)-", src))
     stage = int(_num(r"stage_index (\d)", src))
-    rng = np.random.default_rng([exp, stage])
-    gaps = rng.exponential(1.0 / rate, n)
-    gaps *= duration / gaps.sum()
-    want = np.cumsum(gaps) - gaps[0]
-    got = np.array([float(r[0]) for r in rows])
-    assert np.max(np.abs(got - want)) <= 0.0005 + 1e-9
-    assert got[-1] < duration
+    check_constant_load_arrivals([float(r[0]) for r in rows], rate=rate, duration_s=duration, seed=[exp, stage])
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
