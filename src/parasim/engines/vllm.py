@@ -338,8 +338,9 @@ def _prefix_cache(ctx: EngineContext, engine: str) -> None:
     on_flag = bool(_PREFIX_ON.search(text))
     if engine != "v1" and not on_flag:
         return
-    if not bool((ctx.workload().prefix_id >= 0).any()):
-        return
+    wl = ctx.workload()
+    if wl is None or getattr(wl, "prefix_id", None) is None or not bool((wl.prefix_id >= 0).any()):
+        return  # no requests known here (a plan built without its workload), or none sharing a prefix
     ctx.kw["prefix_cache"] = True
     ctx.choose("prefix cache on (" + ("--enable-prefix-caching in the source" if on_flag else "the V1 engine's default")
                + "): a request whose prefix a finished prefill cached prefills only what follows the cached whole "

@@ -89,17 +89,7 @@ class IterationCost:
         # p2p between stages: one activation tensor per boundary, over NVLink when a stage's TP group
         # and the next share a node
         self._p2p_group = Group.strided(2, tp, cluster)
-        # separate activation-quantization kernels before W8A8 GEMMs (plan.ACT_QUANT), per token and fixed
-        kernels, reads = ACT_QUANT[act_quant]
-        low_precision = self.layer.cdt not in ("bf16", "fp16", "fp32", "tf32")
-        self._aq_attn = self.quant is None or self.quant.attention  # a scope may keep attention 16-bit
-        # the separately quantized inputs of this mode (plan.ACT_QUANT_SEPARATE) the scope quantizes
-        self._aq_inputs = tuple(i for i in ACT_QUANT_SEPARATE[act_quant] if self._aq_attn or i in ("gate_up", "down"))
-        self._aq_kernels = kernels * len(self._aq_inputs) if low_precision else 0
-        self._aq_reads = reads
-        # bytes written per quantized element: 8-bit units one, NVFP4 half a byte plus its E4M3 scale per 16
-        # (cost.quant_bytes; TensorRT-LLM's fp4_quantize writes the block scales with the values)
-        self._aq_out_b = (0.5 + SCALE_BITS_PER_ELEMENT["nvfp4"] / 8.0) if self.layer.cdt == "fp4" else 1.0
+        self._act_quant_setup(act_quant)
         self._parts: dict[int, tuple[float, ...]] = {}  # tokens -> _token_parts()
         self._fixed: dict[int, float] = {}  # tokens -> _fixed_s()
         self._head: dict[int, float] = {}  # logit rows -> LM head
@@ -129,6 +119,20 @@ class IterationCost:
         # when the engine's kernel applies the window (plan.ATTENTION_WINDOW; 0 = every layer full)
         self.window = model.sliding_window if attention_window == "model" and model.windowed_layers else 0
         self._wl = model.windowed_layers if self.window else 0
+
+    def _act_quant_setup(self, act_quant: str) -> None:
+        """Separate activation-quantization kernels before low-precision GEMMs (plan.ACT_QUANT): which
+        inputs the mode quantizes in kernels of their own, how many launches and what each moves."""
+        kernels, reads = ACT_QUANT[act_quant]
+        low_precision = self.layer.cdt not in ("bf16", "fp16", "fp32", "tf32")
+        self._aq_attn = self.quant is None or self.quant.attention  # a scope may keep attention 16-bit
+        # the separately quantized inputs of this mode (plan.ACT_QUANT_SEPARATE) the scope quantizes
+        self._aq_inputs = tuple(i for i in ACT_QUANT_SEPARATE[act_quant] if self._aq_attn or i in ("gate_up", "down"))
+        self._aq_kernels = kernels * len(self._aq_inputs) if low_precision else 0
+        self._aq_reads = reads
+        # bytes written per quantized element: 8-bit units one, NVFP4 half a byte plus its E4M3 scale per 16
+        # (cost.quant_bytes; TensorRT-LLM's fp4_quantize writes the block scales with the values)
+        self._aq_out_b = (0.5 + SCALE_BITS_PER_ELEMENT["nvfp4"] / 8.0) if self.layer.cdt == "fp4" else 1.0
 
     def _layer_groups(self, sharding: Sharding, act_dtype: str, kv_dtype: str,
                       moe_gemm: str) -> tuple[tuple[int, bool, LayerCost, bool], ...]:

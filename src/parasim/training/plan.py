@@ -231,18 +231,7 @@ class TrainingPlan:
             raise InputError("cp-ring", f"'{self.cp_ring}' is not one of {', '.join(CP_RINGS)}")
         if self.cp_ring != "te" and self.cp <= 1:
             raise InputError("cp-ring", f"'{self.cp_ring}' applies only to cp > 1, got cp={self.cp}")
-        if self.fsdp_shard is not None:
-            if self.zero != 3:
-                raise InputError("fsdp-shard", f"{self.fsdp_shard} shards ZeRO-3 state: needs zero=3 (FSDP), "
-                                               f"got zero={self.zero}")
-            if (self.dp * self.cp) % self.fsdp_shard:
-                raise InputError("fsdp-shard", f"{self.fsdp_shard} must divide dp*cp = {self.dp}*{self.cp} = "
-                                               f"{self.dp * self.cp} (shard groups of equal size)")
-            if model.is_moe:
-                raise InputError("fsdp-shard", f"hybrid sharding of a mixture-of-experts model is not modelled "
-                                               f"({model.name}); leave it out for full sharding")
-        if self.fsdp_layout != "flat" and self.zero != 3:
-            raise InputError("fsdp-layout", f"'{self.fsdp_layout}' applies only to zero=3 (FSDP), got zero={self.zero}")
+        self._check_fsdp(model)
         for name, value, stated in (("fp8-recipe", self.fp8_recipe, self.fp8_recipe != "delayed"),
                                     ("fp8-param-gather", "on", self.fp8_param_gather)):
             if stated and self.precision != "fp8":  # a weight format of FP8 training: never ignored silently
@@ -275,6 +264,22 @@ class TrainingPlan:
         get_schedule(self.schedule_name).check(self)  # each schedule's own rules (interleaved: pp, v, m)
         check_sharding(model, self.sharding(model))
         return self
+
+    def _check_fsdp(self, model: ModelSpec) -> None:
+        """FSDP's own options: hybrid shard groups (`fsdp_shard`) and the parameter layout apply only to
+        ZeRO-3, and a shard group must tile the data-parallel ranks evenly."""
+        if self.fsdp_shard is not None:
+            if self.zero != 3:
+                raise InputError("fsdp-shard", f"{self.fsdp_shard} shards ZeRO-3 state: needs zero=3 (FSDP), "
+                                               f"got zero={self.zero}")
+            if (self.dp * self.cp) % self.fsdp_shard:
+                raise InputError("fsdp-shard", f"{self.fsdp_shard} must divide dp*cp = {self.dp}*{self.cp} = "
+                                               f"{self.dp * self.cp} (shard groups of equal size)")
+            if model.is_moe:
+                raise InputError("fsdp-shard", f"hybrid sharding of a mixture-of-experts model is not modelled "
+                                               f"({model.name}); leave it out for full sharding")
+        if self.fsdp_layout != "flat" and self.zero != 3:
+            raise InputError("fsdp-layout", f"'{self.fsdp_layout}' applies only to zero=3 (FSDP), got zero={self.zero}")
 
     def _check_moe(self, model: ModelSpec) -> None:
         """MoE parallel folding (Megatron-Core): the ep*etp expert ranks tile the tp*cp*dp GPUs of a

@@ -162,17 +162,7 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
             kernel = "triton"
         extra = {"attention": kernel, "overlap_grad_reduce": True, "overlap_param_gather": True,
                  "tp_comm_overlap": tp_overlap}
-        if "nemo" in case.software.lower() and raw.get("precision") != "fp16" and raw.get("grad_dtype") is None:
-            extra["grad_dtype"] = "bf16"
-            choices.append("grad_dtype=bf16 (NeMo performance launch scripts set optim.grad_sync_dtype=bf16)")
-        elif _FSDP_PURE.search(case.source) and raw.get("precision") != "fp16":
-            extra["grad_dtype"] = "bf16"
-            choices.append("grad_dtype=bf16 (FSDP mixed precision PURE in the source: gradients reduced in bf16)")
-        if _MBRIDGE.search(case.software) and raw.get("cross_entropy") is None:
-            extra["cross_entropy"] = "te"
-            choices.append("cross_entropy=te (Megatron-Bridge's performance scripts set cross_entropy_fusion_impl 'te' for "
-                           "every recipe, v0.2.0 utils/helpers.py set_common_perf_overrides, v0.3.0+ utils/overrides.py: "
-                           "Transformer Engine's in-place loss keeps the 16-bit logits, not an fp32 softmax)")
+        extra |= _recipe_overrides(case, raw, choices)
         label = {"flash2": "FA2-generation (cuDNN/FA2, pre-FA3) ", "triton": "Triton (attn_impl: triton) "}.get(kernel, "")
         choices.append(f"Megatron-Core-era stack: {label}flash attention, overlapped grad reduce-scatter and param all-gather"
                        f"{', TP comm overlap (NeMo recipe with SP)' if tp_overlap else ''}")
@@ -207,6 +197,25 @@ def plan_for_case(case: Case) -> tuple[TrainingPlan, list[str]]:
     if int(raw.get("virtual_stages") or 1) > 1:
         raw["schedule"] = for_virtual_stages(raw.get("schedule") or "1f1b", int(raw["virtual_stages"]))
     return TrainingPlan.from_mapping(raw, gpus=case.cluster.gpus), choices
+
+
+def _recipe_overrides(case: Case, raw: dict[str, Any], choices: list[str]) -> dict[str, Any]:
+    """What the launch recipes of NeMo, FSDP PURE and Megatron-Bridge set beyond Megatron-Core's
+    defaults (gradient reduction dtype, the loss kernel), where the case does not state it; each
+    appended to `choices` with its source."""
+    extra: dict[str, Any] = {}
+    if "nemo" in case.software.lower() and raw.get("precision") != "fp16" and raw.get("grad_dtype") is None:
+        extra["grad_dtype"] = "bf16"
+        choices.append("grad_dtype=bf16 (NeMo performance launch scripts set optim.grad_sync_dtype=bf16)")
+    elif _FSDP_PURE.search(case.source) and raw.get("precision") != "fp16":
+        extra["grad_dtype"] = "bf16"
+        choices.append("grad_dtype=bf16 (FSDP mixed precision PURE in the source: gradients reduced in bf16)")
+    if _MBRIDGE.search(case.software) and raw.get("cross_entropy") is None:
+        extra["cross_entropy"] = "te"
+        choices.append("cross_entropy=te (Megatron-Bridge's performance scripts set cross_entropy_fusion_impl 'te' for "
+                       "every recipe, v0.2.0 utils/helpers.py set_common_perf_overrides, v0.3.0+ utils/overrides.py: "
+                       "Transformer Engine's in-place loss keeps the 16-bit logits, not an fp32 softmax)")
+    return extra
 
 
 def _fp8_weights(case: Case, raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
