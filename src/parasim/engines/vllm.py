@@ -303,6 +303,12 @@ class VllmProfile(EngineProfile):
                        "serial_host_s_per_sequence", setup.serial_host_s_per_sequence)
         ctx.choose(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"
                    + ("" if m else " (default; not in the source)"), "gpu_memory_utilization", util)
+        if setup.engine == "v1":
+            kw["sampler_profile"] = True
+            ctx.choose("V1 start-up profile: the KV pool is what is left after a dummy sampler pass over "
+                       "min(max_num_seqs, max_num_batched_tokens) rows of the whole vocabulary (fp32 logits, "
+                       "sort values and int64 indices, softmax, masks: gpu_model_runner._dummy_sampler_run)",
+                       "sampler_profile", True)
         triton_moe_gemm(ctx)
         _mxfp4_moe_padding(ctx)
         if setup.engine == "v0" and not setup.chunked:

@@ -89,7 +89,7 @@ _FIELD_KINDS = {
     "cuda_graph_max_batch": "size?",  # 0: no CUDA graph at all (every decode step eager)
     **dict.fromkeys(("scheduler", "router", "kv_reservation", "act_quant", "attention"), "text"),
     **dict.fromkeys(("weights", "kv_dtype"), "text?"),
-    "custom_allreduce": "bool", "schedule_ahead": "bool", "prefix_cache": "bool?", "gpu_memory_utilization": "share",
+    "custom_allreduce": "bool", "schedule_ahead": "bool", "sampler_profile": "bool", "prefix_cache": "bool?", "gpu_memory_utilization": "share",
     "output_delay_s": "seconds", "host_s_per_context_token": "seconds", "host_s_per_sequence": "seconds", "serial_host_s_per_sequence": "seconds", "frontend_s_per_request": "seconds", "iteration_overhead_s": "seconds?", "eager_prefill_layer_s": "seconds?",
     "spec_method": "text?", "num_speculative_tokens": "count?", "spec_acceptance": "share?", "draft_model": "text?",
     "autoscale_max": "count?", "autoscale_target": "seconds?", "autoscale_interval_s": "seconds",
@@ -193,6 +193,9 @@ class ServingPlan:
     # scheduling, TensorRT-LLM's PyTorch overlap scheduler; engines.*): a request that arrives during
     # batch i can join batch i+2 at the earliest (serving.engine)
     schedule_ahead: bool = False
+    # the KV pool is what the engine's start-up profile leaves, and that profile ends with a dummy
+    # sampler pass over max_batch rows of the whole vocabulary (vLLM V1; cost.memory.kv_budget)
+    sampler_profile: bool = False
     act_quant: str = "fused"  # fp8/int8 weights: how activations are quantized before a GEMM (ACT_QUANT)
     custom_allreduce: bool = True  # TP all-reduce by the engine's one/two-shot kernel where it applies; off: NCCL
     attention: str = "flash"  # prefill attention kernel: flash (the catalog's best) | flash2 (FA2-generation)
