@@ -6,7 +6,9 @@ Hand figures from the vLLM source's tensor shapes (vllm/v1/worker/gpu_model_runn
 `apply_top_k_top_p`, main at 0.10.1 / 0.11.0 / 0.14): with R rows and V vocabulary entries the
 live tensors at the `scatter` are the bf16 logits [R, V], their fp32 copy [R, V], `sort`'s values
 (fp32) and indices (int64) [R, V], the boolean top-k mask [R, V], the fp32 softmax [R, V] (the
-cumsum is written into it), the boolean top-p mask [R, V] and the scatter's fp32 output [R, V].
+cumsum is written into it), the boolean top-p mask [R, V] and the scatter's fp32 output [R, V]
+(PyTorch's native path); FlashInfer's `top_k_top_p_sampling_from_logits` (top_k_first) keeps the
+bf16 logits, the fp32 copy, the top-k-masked fp32 logits and their fp32 softmax.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ QWEN = get_model("qwen3-235b-a22b")
 GIB = 1024 ** 3
 
 
-def _hand_bytes(rows: int, vocab: int) -> int:
-    """Bytes of the eight [rows, vocab] tensors listed in the module docstring."""
+def _hand_bytes(rows: int, vocab: int, path: str = "native") -> int:
+    """Bytes of the [rows, vocab] tensors listed in the module docstring."""
     bf16, fp32, int64, boolean = 2, 4, 8, 1
+    if path == "flashinfer":
+        return rows * vocab * (bf16 + fp32 + fp32 + fp32)
     return rows * vocab * (bf16 + fp32 + fp32 + int64 + boolean + fp32 + boolean + fp32)
 
 
@@ -41,9 +45,11 @@ def test_sampler_peak_matches_the_tensor_shapes():
     assert _hand_bytes(1024, 201088) / GIB == pytest.approx(5.3696, abs=1e-4)
     # Qwen3-235B (vocab 151,936): every TP rank holds the whole vocabulary (V1 all-gathers)
     assert vllm_v1_sampler_profile_bytes(QWEN, rows=1024) == _hand_bytes(1024, 151936)
+    assert vllm_v1_sampler_profile_bytes(QWEN, rows=256, path="flashinfer") == _hand_bytes(256, 151936, "flashinfer")
 
 
 def _budget(model, *, max_batch, max_tokens, sampler, tp=1, weights="bf16"):
+    sampler = {True: "native", False: "none"}.get(sampler, sampler)
     return kv_budget(model, H100, tp=tp, pp=1, weights=weights, kv_dtype="bf16", block_size=16,
                      gpu_memory_utilization=0.9, max_tokens=max_tokens, max_batch=max_batch, sampler_profile=sampler)
 
@@ -68,17 +74,23 @@ def test_rows_are_capped_by_the_token_budget():
                                 _hand_bytes(256, 201088))
 
 
-def test_vllm_v1_sets_the_profile_and_v0_does_not():
+@pytest.mark.parametrize(("engine", "gpu", "path"), [
+    ("vllm==0.10.1", "h100-sxm", "flashinfer"),  # FlashInfer's sampler on by default when installed
+    ("vllm==0.11.0", "h100-sxm", "flashinfer"),
+    ("vllm==0.11.1", "h100-sxm", "native"),  # PR #26859: FlashInfer's sampler opt-in
+    ("vllm==0.14.1", "h100-sxm", "native"),
+    ("vllm", "h100-sxm", "native"),  # release not named: the current defaults
+    ("vllm==0.10.1", "mi300x", "native"),  # not CUDA: forward_native
+    ("vllm==0.6.5", "h100-sxm", None),  # V0: not this profile
+    ("sglang", "h100-sxm", None),
+])
+def test_which_engines_size_the_pool_after_a_sampler_pass(engine, gpu, path):
     wl = generate(requests=4, burst=True, prompt_tokens=128, output_tokens=16, seed=1)
-    dense = get_model("llama-3-8b")
-    _, v1, _ = engine_defaults("vllm==0.10.1", dense, H100, {}, wl)
-    _, v0, _ = engine_defaults("vllm==0.6.5", dense, H100, {}, wl)
-    _, sg, _ = engine_defaults("sglang", dense, H100, {}, wl)
-    assert v1.get("sampler_profile") is True
-    assert not v0.get("sampler_profile") and not sg.get("sampler_profile")
+    _, fields, _ = engine_defaults(engine, get_model("llama-3-8b"), get_accelerator(gpu), {}, wl)
+    assert fields.get("sampler_profile") == path
 
 
-@pytest.mark.parametrize("bad", ["yes", 1, 0.5, [True]])
+@pytest.mark.parametrize("bad", ["yes", 1, 0.5, [True], True, "Native"])
 def test_non_bool_sampler_profile_is_rejected(bad):
     with pytest.raises(InputError) as e:
         ServingPlan(sampler_profile=bad)

@@ -255,6 +255,21 @@ def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, wei
                      schedule_ahead=ahead, serial_host_s_per_sequence=serial)
 
 
+#: the release that made FlashInfer's top-k/top-p sampler opt-in (PR #26859, 2025-10-14)
+FLASHINFER_SAMPLER_OPT_IN = (0, 11, 1)
+
+
+def _sampler_path(software: str, acc: AcceleratorSpec) -> str:
+    """The V1 sampler path of the start-up profile (`cost.memory.VLLM_V1_SAMPLER_PEAK_BYTES`):
+    FlashInfer's on NVIDIA GPUs before FLASHINFER_SAMPLER_OPT_IN (used whenever flashinfer is
+    installed, as in vLLM's Docker image), PyTorch's native one from it on, on other vendors'
+    GPUs and when the release is not named (the current defaults)."""
+    rel = release(software)
+    if rel is None or acc.vendor != "nvidia" or (*rel, release_patch(software)) >= FLASHINFER_SAMPLER_OPT_IN:
+        return "native"
+    return "flashinfer"
+
+
 _GPU_UTIL = re.compile(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)")
 _MAX_MODEL_LEN = re.compile(r"max[-_]model[-_]len\s*[=:]?\s*(\d+)", re.IGNORECASE)
 _MAX_BATCHED = re.compile(r"max[-_]num[-_]batched[-_]tokens\s*[=:]?\s*(\d+)", re.IGNORECASE)
@@ -304,11 +319,10 @@ class VllmProfile(EngineProfile):
         ctx.choose(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"
                    + ("" if m else " (default; not in the source)"), "gpu_memory_utilization", util)
         if setup.engine == "v1":
-            kw["sampler_profile"] = True
-            ctx.choose("V1 start-up profile: the KV pool is what is left after a dummy sampler pass over "
-                       "min(max_num_seqs, max_num_batched_tokens) rows of the whole vocabulary (fp32 logits, "
-                       "sort values and int64 indices, softmax, masks: gpu_model_runner._dummy_sampler_run)",
-                       "sampler_profile", True)
+            kw["sampler_profile"] = path = _sampler_path(ctx.software, ctx.acc)
+            ctx.choose(f"V1 start-up profile: the KV pool is what is left after a dummy sampler pass over "
+                       f"min(max_num_seqs, max_num_batched_tokens) rows of the whole vocabulary on the {path} "
+                       "top-k/top-p path (gpu_model_runner._dummy_sampler_run)", "sampler_profile", path)
         triton_moe_gemm(ctx)
         _mxfp4_moe_padding(ctx)
         if setup.engine == "v0" and not setup.chunked:
