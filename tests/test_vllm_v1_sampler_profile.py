@@ -90,6 +90,17 @@ def test_which_engines_size_the_pool_after_a_sampler_pass(engine, gpu, path):
     assert fields.get("sampler_profile") == path
 
 
+@pytest.mark.parametrize(("software", "text", "gpu", "path"), [
+    ("vllm 0.10.1", "docker run ... -e VLLM_USE_FLASHINFER_SAMPLER=0 vllm/vllm-openai", "h100-sxm", "native"),
+    ("vllm 0.14.1", "VLLM_USE_FLASHINFER_SAMPLER=1 vllm serve", "h100-sxm", "flashinfer"),
+    ("vllm 0.10.1", "WARNING FlashInfer is not available. Falling back to ...", "h100-sxm", "native"),
+    ("vllm 0.10.1", "VLLM_USE_FLASHINFER_SAMPLER=1", "mi300x", "native"),  # ROCm: forward_native whatever the flag
+])
+def test_a_stated_sampler_wins(software, text, gpu, path):
+    from parasim.engines.vllm import _sampler_path
+    assert _sampler_path(software, get_accelerator(gpu), text) == path
+
+
 @pytest.mark.parametrize("bad", ["yes", 1, 0.5, [True], True, "Native"])
 def test_non_bool_sampler_profile_is_rejected(bad):
     with pytest.raises(InputError) as e:
