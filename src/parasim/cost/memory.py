@@ -526,6 +526,46 @@ def activation_workspace_bytes(model: ModelSpec, *, tp: int, tokens: int, logit_
     return tokens * per_token * act_bytes + logit_rows * model.vocab / tp * 4.0
 
 
+#: vLLM V1's start-up profile (`Worker.determine_available_memory`: the KV pool is the requested
+#: memory less the weights and the torch peak and non-torch growth of `profile_run`) ends with a
+#: dummy sampler pass (`GPUModelRunner._dummy_sampler_run`) over min(max_num_seqs,
+#: max_num_batched_tokens) rows (`_dummy_run`: num_reqs = min(num_tokens, max_num_seqs)) of the
+#: whole vocabulary on every TP rank (V1 all-gathers the logits: `Platform.use_all_gather`), with
+#: top_k = vocab - 1 and top_p 0.9 on every row. Bytes live per row and vocabulary entry at the
+#: pass's peak, by the sampler path (vllm/v1/sample/sampler.py `Sampler.forward`,
+#: vllm/v1/sample/ops/topk_topp_sampler.py; the same code on vLLM main at 2025-08-17 0fc8fa751
+#: (0.10.1), 2025-10-01 c31246800 (0.11.0) and 2026-01-19 1a1fc3bbc (0.14)):
+#: * native (PyTorch, `forward_native`, at the `scatter` of `apply_top_k_top_p`): the model-dtype
+#:   logits the dummy run keeps, their fp32 copy, `sort`'s values and int64 indices, the top-k
+#:   boolean mask, the softmax (the cumulative sum is written into it), the top-p boolean mask and
+#:   the scattered result;
+#: * flashinfer (`forward_cuda` -> FlashInfer `top_k_top_p_sampling_from_logits`, top_k_first: it
+#:   writes top-k-masked logits, then their softmax, and samples in one kernel): the model-dtype
+#:   logits, the fp32 copy, the masked logits and the softmax.
+#: FlashInfer's path is the default on CUDA when the flashinfer package is installed (vLLM's Docker
+#: image builds it in; its CUDA wheel requirements did not, until PR #26859's release) up to PR
+#: #26859 (2025-10-14, "Disable FlashInfer sampler by default": 0.11.1 on), the native one
+#: otherwise (and on ROCm, `current_platform.is_cuda()` false).
+VLLM_V1_SAMPLER_PEAK_BYTES = {
+    "native": (("logits, model dtype", 2.0), ("logits fp32", 4.0), ("sorted fp32", 4.0),
+               ("sort indices int64", 8.0), ("top-k mask bool", 1.0), ("softmax fp32", 4.0),
+               ("top-p mask bool", 1.0), ("scatter output fp32", 4.0)),
+    "flashinfer": (("logits, model dtype", 2.0), ("logits fp32", 4.0), ("top-k masked logits fp32", 4.0),
+                   ("softmax fp32", 4.0)),
+}
+#: ServingPlan.sampler_profile: none (the pool is not sized after a sampler pass) or the path above
+SAMPLER_PROFILES = ("none", *VLLM_V1_SAMPLER_PEAK_BYTES)
+
+
+def vllm_v1_sampler_profile_bytes(model: ModelSpec, *, rows: int, path: str = "native",
+                                  logit_bytes: float = 2.0) -> float:
+    """Peak bytes of vLLM V1's dummy sampler pass over `rows` rows on one GPU of the last pipeline
+    stage on sampler `path` (`VLLM_V1_SAMPLER_PEAK_BYTES`; the whole vocabulary on every TP rank).
+    `logit_bytes`: the model-dtype logits the LM head writes."""
+    per_entry = sum(b for _, b in VLLM_V1_SAMPLER_PEAK_BYTES[path]) - 2.0 + logit_bytes
+    return rows * model.vocab * per_entry
+
+
 #: SGLang's SWA pool holds this many tokens per token of the full-attention pool (ServerArgs
 #: `swa_full_tokens_ratio` default 0.8), so a sliding-window layer costs the pool 0.8 of a token
 SGLANG_SWA_FULL_TOKENS_RATIO = 0.8
@@ -545,15 +585,25 @@ def sliding_kv_share(model: ModelSpec, sliding_kv: str) -> float:
 def kv_budget(model: ModelSpec, acc: AcceleratorSpec, *, tp: int, pp: int, weights: str, kv_dtype: str,
               block_size: int, gpu_memory_utilization: float, max_tokens: int, max_batch: int,
               act_bytes: float = 2.0, ep: int = 1, extra_weight_bytes: float = 0.0,
-              extra_kv_bytes_per_token: float = 0.0, sliding_share: float = 1.0) -> KVBudget:
+              extra_kv_bytes_per_token: float = 0.0, sliding_share: float = 1.0,
+              sampler_profile: str = "none") -> KVBudget:
     """A serving replica's per-GPU memory split: KV bytes = device memory (the CUDA-visible total,
     `AcceleratorSpec.device_memory_bytes`) x gpu_memory_utilization - weights -
     activation workspace (`max_tokens` in flight, `max_batch` logit rows) - runtime reserve,
     in blocks of `block_size` tokens at this GPU's KV bytes per token (its KV heads after TP, its
     layers after PP; a sliding-window layer at `sliding_share` of a token, `sliding_kv_share`).
-    `extra_*`: a speculative drafter's weights and cache beside the model's."""
+    `extra_*`: a speculative drafter's weights and cache beside the model's. `sampler_profile`
+    other than none (vLLM V1, by sampler path): the engine sizes the pool after a start-up profile
+    whose peak is the larger of the dummy forward (`max_tokens` tokens, no logits: `_dummy_run`
+    returns hidden states) and the dummy sampler pass over min(max_batch, max_tokens) rows
+    (`vllm_v1_sampler_profile_bytes`)."""
     w = weight_bytes_per_gpu(model, tp=tp, pp=pp, weights=weights, ep=ep) + extra_weight_bytes
-    act = activation_workspace_bytes(model, tp=tp, tokens=max_tokens, logit_rows=max_batch, act_bytes=act_bytes)
+    if sampler_profile != "none":
+        forward = activation_workspace_bytes(model, tp=tp, tokens=max_tokens, logit_rows=0, act_bytes=act_bytes)
+        act = max(forward, vllm_v1_sampler_profile_bytes(model, rows=min(max_batch, max_tokens), path=sampler_profile,
+                                                         logit_bytes=act_bytes))
+    else:
+        act = activation_workspace_bytes(model, tp=tp, tokens=max_tokens, logit_rows=max_batch, act_bytes=act_bytes)
     usable = acc.device_memory_bytes * gpu_memory_utilization
     kv = usable - w - act - RUNTIME_RESERVED_BYTES
     per_token = (kv_cache_bytes_per_token_per_gpu(model, tp=tp, pp=pp, kv_bytes=dtype_bytes(kv_dtype, field="kv_dtype"),

@@ -20,7 +20,8 @@ ENGINE_FIELDS = ("scheduler", "token_budget", "max_batch", "block_size", "kv_dty
                  "kv_reservation", "iteration_overhead_s", "eager_prefill_layer_s", "output_delay_s", "act_quant",
                  "custom_allreduce", "cuda_graph_max_batch", "attention", "host_s_per_context_token",
                  "host_s_per_sequence", "serial_host_s_per_sequence", "decode_attention", "moe_gemm", "schedule_ahead",
-                 "expert_padding", "attention_window", "sliding_kv", "cuda_graph_batch_sizes", "context_pass", "prefix_cache")
+                 "expert_padding", "attention_window", "sliding_kv", "cuda_graph_batch_sizes", "context_pass", "prefix_cache",
+                 "sampler_profile")
 
 
 def engine_defaults(engine: str, model: ModelSpec, acc: AcceleratorSpec, given: dict[str, Any],

@@ -255,6 +255,28 @@ def vllm_setup(software: str, source: str, acc: AcceleratorSpec, *, tp: int, wei
                      schedule_ahead=ahead, serial_host_s_per_sequence=serial)
 
 
+_FI_SAMPLER = re.compile(r"VLLM_USE_FLASHINFER_SAMPLER\s*=\s*([01])\b")
+_FI_MISSING = re.compile(r"FlashInfer is not available", re.IGNORECASE)
+#: the release that made FlashInfer's top-k/top-p sampler opt-in (PR #26859, 2025-10-14)
+FLASHINFER_SAMPLER_OPT_IN = (0, 11, 1)
+
+
+def _sampler_path(software: str, acc: AcceleratorSpec, text: str = "") -> str:
+    """The V1 sampler path of the start-up profile (`cost.memory.VLLM_V1_SAMPLER_PEAK_BYTES`):
+    a VLLM_USE_FLASHINFER_SAMPLER=0/1 or vLLM's "FlashInfer is not available" warning in the
+    source decides on NVIDIA GPUs; else FlashInfer's before FLASHINFER_SAMPLER_OPT_IN (used
+    whenever flashinfer is installed, as in vLLM's Docker image), PyTorch's native one from it on,
+    on other vendors' GPUs and when the release is not named (the current defaults)."""
+    if acc.vendor == "nvidia" and (m := _FI_SAMPLER.search(text)):
+        return "flashinfer" if m.group(1) == "1" else "native"
+    if acc.vendor == "nvidia" and _FI_MISSING.search(text):
+        return "native"
+    rel = release(software)
+    if rel is None or acc.vendor != "nvidia" or (*rel, release_patch(software)) >= FLASHINFER_SAMPLER_OPT_IN:
+        return "native"
+    return "flashinfer"
+
+
 _GPU_UTIL = re.compile(r"gpu[-_]memory[-_]utilization\s*[=:]?\s*([0-9.]+)")
 _MAX_MODEL_LEN = re.compile(r"max[-_]model[-_]len\s*[=:]?\s*(\d+)", re.IGNORECASE)
 _MAX_BATCHED = re.compile(r"max[-_]num[-_]batched[-_]tokens\s*[=:]?\s*(\d+)", re.IGNORECASE)
@@ -303,6 +325,11 @@ class VllmProfile(EngineProfile):
                        "serial_host_s_per_sequence", setup.serial_host_s_per_sequence)
         ctx.choose(f"{setup.why}; block {VLLM_BLOCK}, gpu_memory_utilization {util}"
                    + ("" if m else " (default; not in the source)"), "gpu_memory_utilization", util)
+        if setup.engine == "v1":
+            kw["sampler_profile"] = path = _sampler_path(ctx.software, ctx.acc, text)
+            ctx.choose(f"V1 start-up profile: the KV pool is what is left after a dummy sampler pass over "
+                       f"min(max_num_seqs, max_num_batched_tokens) rows of the whole vocabulary on the {path} "
+                       "top-k/top-p path (gpu_model_runner._dummy_sampler_run)", "sampler_profile", path)
         triton_moe_gemm(ctx)
         _mxfp4_moe_padding(ctx)
         if setup.engine == "v0" and not setup.chunked:

@@ -12,6 +12,7 @@ from typing import Any
 
 from parasim.cost.dtypes import KV_PRECISIONS, WEIGHT_PRECISIONS
 from parasim.cost.expert_padding import EXPERT_PADDING
+from parasim.cost.memory import SAMPLER_PROFILES
 from parasim.cost.moe_tile import MOE_GEMMS
 from parasim.errors import InputError
 from parasim.serving.routers import ROUTERS
@@ -87,7 +88,8 @@ _FIELD_KINDS = {
     **dict.fromkeys(("token_budget", "max_batch", "prefill_gpus", "prefill_tp", "decode_gpus", "decode_tp",
                      "max_queued", "prefill_pp", "decode_pp"), "count?"),
     "cuda_graph_max_batch": "size?",  # 0: no CUDA graph at all (every decode step eager)
-    **dict.fromkeys(("scheduler", "router", "kv_reservation", "act_quant", "attention"), "text"),
+    **dict.fromkeys(("scheduler", "router", "kv_reservation", "act_quant", "attention", "sampler_profile"),
+                    "text"),
     **dict.fromkeys(("weights", "kv_dtype"), "text?"),
     "custom_allreduce": "bool", "schedule_ahead": "bool", "prefix_cache": "bool?", "gpu_memory_utilization": "share",
     "output_delay_s": "seconds", "host_s_per_context_token": "seconds", "host_s_per_sequence": "seconds", "serial_host_s_per_sequence": "seconds", "frontend_s_per_request": "seconds", "iteration_overhead_s": "seconds?", "eager_prefill_layer_s": "seconds?",
@@ -193,6 +195,10 @@ class ServingPlan:
     # scheduling, TensorRT-LLM's PyTorch overlap scheduler; engines.*): a request that arrives during
     # batch i can join batch i+2 at the earliest (serving.engine)
     schedule_ahead: bool = False
+    # the KV pool is what the engine's start-up profile leaves, and that profile ends with a dummy
+    # sampler pass over max_batch rows of the whole vocabulary on this sampler path (vLLM V1:
+    # native | flashinfer; none = no such pass; cost.memory.SAMPLER_PROFILES, kv_budget)
+    sampler_profile: str = "none"
     act_quant: str = "fused"  # fp8/int8 weights: how activations are quantized before a GEMM (ACT_QUANT)
     custom_allreduce: bool = True  # TP all-reduce by the engine's one/two-shot kernel where it applies; off: NCCL
     attention: str = "flash"  # prefill attention kernel: flash (the catalog's best) | flash2 (FA2-generation)
@@ -278,6 +284,8 @@ class ServingPlan:
                              f"'{self.attention_window}' is not one of {', '.join(ATTENTION_WINDOW)}")
         if self.sliding_kv not in SLIDING_KV:
             raise InputError("sliding_kv", f"'{self.sliding_kv}' is not one of {', '.join(SLIDING_KV)}")
+        if self.sampler_profile not in SAMPLER_PROFILES:
+            raise InputError("sampler_profile", f"'{self.sampler_profile}' is not one of {', '.join(SAMPLER_PROFILES)}")
         if self.sliding_kv == "window" and self.migration is not None:
             raise InputError("sliding_kv", "sliding_kv=window books each request's window blocks at admission; "
                                            "live migration does not move them (not modelled together)")

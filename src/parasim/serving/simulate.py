@@ -134,7 +134,7 @@ def plan_pools(model: ModelSpec, cluster: ClusterSpec, plan: ServingPlan) -> tup
                         block_size=plan.block_size, gpu_memory_utilization=plan.gpu_memory_utilization,
                         max_tokens=min(budget, MAX_ACTIVATION_TOKENS), max_batch=max_batch, act_bytes=dtype_bytes(plan.act_dtype),
                         ep=plan.ep, extra_weight_bytes=extra_w, extra_kv_bytes_per_token=extra_kv,
-                        sliding_share=sliding_kv_share(model, plan.sliding_kv))
+                        sliding_share=sliding_kv_share(model, plan.sliding_kv), sampler_profile=plan.sampler_profile)
         return Pool(role=role, tp=tp, pp=pp, replicas=replicas, token_budget=budget, max_batch=max_batch,
                     reserve_full=reserve_full, kvb=kvb, blocks=kvb.blocks // pp, reserve_estimated=estimated)
 
