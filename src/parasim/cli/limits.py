@@ -113,6 +113,7 @@ SERVE: dict[str, Rule] = {
     "moe_gemm": TEXT,
     "expert_padding": TEXT,
     "cuda_graph_batch_sizes": L("batch"),
+    "sampler": TEXT,
 }
 
 #: the training stack's options, `parasim train`'s and `parasim plan train`'s alike (cli/train_stack.py);

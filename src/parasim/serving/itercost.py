@@ -18,6 +18,7 @@ from bisect import bisect_left
 from parasim.cost.comm import Group, collective_time_s, p2p_all_reduce_s
 from parasim.cost.dtypes import attention_dtype
 from parasim.cost.layer import EdgeCost, LayerCost, Sharding
+from parasim.cost.sampler import sampler_s_per_row
 from parasim.cost.quant_bytes import SCALE_BITS_PER_ELEMENT, quant_scope
 from parasim.serving.plan import ACT_QUANT, ACT_QUANT_SEPARATE, ServingPlan
 from parasim.specs.cluster import ClusterSpec
@@ -54,7 +55,8 @@ class IterationCost:
                  ep: int = 1, attention: str = "flash", host_s_per_context_token: float = 0.0,
                  host_s_per_sequence: float = 0.0, decode_attention: str = "grouped", moe_gemm: str = "cutlass",
                  serial_host_s_per_sequence: float = 0.0, attention_window: str = "model",
-                 cuda_graph_batch_sizes: tuple[int, ...] | None = None, expert_padding: str = "none") -> None:
+                 cuda_graph_batch_sizes: tuple[int, ...] | None = None, expert_padding: str = "none",
+                 sampler: str = "none") -> None:
         self.model, self.cluster, self.tp, self.pp = model, cluster, tp, pp
         # ep > 1: this replica's batch meets ep - 1 others' in the MoE all-to-all (DP attention), so
         # the local experts see ep batches' tokens (equal batches; cost.routing charges the busiest rank)
@@ -86,6 +88,9 @@ class IterationCost:
         self.serial_host_s = float(serial_host_s_per_sequence or 0.0)
         # CUDA-graph padding (ServingPlan.cuda_graph_batch_sizes): the captured decode batch sizes
         self.graph_pad = tuple(cuda_graph_batch_sizes or ())
+        # the sampler's memory-bound passes per sampled row (ServingPlan.sampler, cost.sampler),
+        # charged with the LM head: per logit row, so per-count cached like it
+        self.sampler_row_s = sampler_s_per_row(sampler, model.vocab, tp, cluster.accelerator)
         # p2p between stages: one activation tensor per boundary, over NVLink when a stage's TP group
         # and the next share a node
         self._p2p_group = Group.strided(2, tp, cluster)
@@ -170,7 +175,7 @@ class IterationCost:
                     host_s_per_sequence=plan.host_s_per_sequence, decode_attention=plan.decode_attention,
                     moe_gemm=plan.moe_gemm, serial_host_s_per_sequence=plan.serial_host_s_per_sequence,
                     attention_window=plan.attention_window, cuda_graph_batch_sizes=plan.cuda_graph_batch_sizes,
-                    expert_padding=plan.expert_padding)
+                    expert_padding=plan.expert_padding, sampler=plan.sampler)
 
     def tp_allreduce_s(self, size: float) -> float:
         """One TP all-reduce as serving engines run it: inside an NVLink domain and up to
@@ -244,7 +249,10 @@ class IterationCost:
         """The LM head for `logits` rows, computed once per count."""
         h = self._head.get(logits)
         if h is None:
-            h = self._head[logits] = self.edge.lm_head_s(logits)
+            h = self.edge.lm_head_s(logits)
+            if self.sampler_row_s:
+                h += self.sampler_row_s * logits  # the sampler's passes over each sampled row's vocabulary
+            self._head[logits] = h
         return h
 
     def _attention_s(self, tokens: int, prefill_pairs: float, prefill_kv_tokens: float, decode_seqs: int,

@@ -14,6 +14,7 @@ from parasim.cost.dtypes import KV_PRECISIONS, WEIGHT_PRECISIONS
 from parasim.cost.expert_padding import EXPERT_PADDING
 from parasim.cost.memory import SAMPLER_PROFILES
 from parasim.cost.moe_tile import MOE_GEMMS
+from parasim.cost.sampler import SAMPLERS
 from parasim.errors import InputError
 from parasim.serving.routers import ROUTERS
 from parasim.serving.schedulers import SCHEDULERS
@@ -59,7 +60,7 @@ _PHASE_PP = ("prefill_pp", "decode_pp")
 #: fields `to_mapping` leaves out at their default, so results made before they existed stay byte-identical
 _OMITTED_AT_DEFAULT = frozenset((*_PHASE_PP, "host_s_per_sequence", "serial_host_s_per_sequence", "frontend_s_per_request",
                                  "decode_attention", "moe_gemm", "expert_padding", "attention_window", "sliding_kv",
-                                 "cuda_graph_batch_sizes"))
+                                 "cuda_graph_batch_sizes", "sampler"))
 #: most CUDA-graph batch sizes a plan may list (TensorRT-LLM's finest published set, tech blog 20's "+8", has 259)
 MAX_CUDA_GRAPH_SIZES = 1024
 KV_RESERVATION = ("incremental", "full", "estimated")
@@ -103,6 +104,7 @@ _FIELD_KINDS = {
     "sliding_kv": "text",
     "moe_gemm": "text",
     "expert_padding": "text",
+    "sampler": "text",
 }
 #: plan fields that only autoscaling reads (serving.autoscale)
 AUTOSCALE_FIELDS = ("autoscale_target", "autoscale_startup_s")
@@ -252,6 +254,10 @@ class ServingPlan:
     # routed-expert weights padded to the MoE kernel's tile (cost.expert_padding.EXPERT_PADDING):
     # none = the checkpoint's shape; marlin = vLLM's MXFP4 Marlin layout (engines.vllm)
     expert_padding: str = "none"
+    # the engine's top-k / top-p sampler on every sampled row (cost.sampler.SAMPLERS): none = greedy
+    # or a sorting-free kernel; sort_top_p / sort_top_k_top_p = a PyTorch sort of the row's whole
+    # vocabulary (vLLM V1's forward_native) for requests that sample with top-p (and top-k)
+    sampler: str = "none"
     # CUDA-graph padding (TensorRT-LLM `cuda_graph_config: enable_padding: true` with its `batch_sizes`):
     # the captured batch sizes, ascending; a decode-only iteration of n sequences, n <= the largest,
     # runs the graph of the smallest size >= n, its extra slots dummy sequences of one cached token
@@ -293,6 +299,8 @@ class ServingPlan:
             raise InputError("moe_gemm", f"'{self.moe_gemm}' is not one of {', '.join(MOE_GEMMS)}")
         if self.expert_padding not in EXPERT_PADDING:
             raise InputError("expert_padding", f"'{self.expert_padding}' is not one of {', '.join(EXPERT_PADDING)}")
+        if self.sampler not in SAMPLERS:
+            raise InputError("sampler", f"'{self.sampler}' is not one of {', '.join(SAMPLERS)}")
         if not self.output_delay_s >= 0:
             raise InputError("output_delay_s", f"must be >= 0, got {self.output_delay_s}")
         if self.prefix_cache is not None and not isinstance(self.prefix_cache, bool):
