@@ -114,6 +114,7 @@ SERVE: dict[str, Rule] = {
     "expert_padding": TEXT,
     "cuda_graph_batch_sizes": L("batch"),
     "sampler": TEXT,
+    "sampler_profile": TEXT,
 }
 
 #: the training stack's options, `parasim train`'s and `parasim plan train`'s alike (cli/train_stack.py);

@@ -50,12 +50,10 @@ SAMPLER_BYTES = {
 SAMPLERS = tuple(SAMPLER_BYTES)
 
 
-def sampler_s_per_row(sampler: str, vocab: int, tp: int, acc: AcceleratorSpec) -> float:
+def sampler_s_per_row(sampler: str, vocab: int, acc: AcceleratorSpec) -> float:
     """Seconds one sampled row costs the replica under `sampler`: the vocabulary's bytes at the
-    accelerator's sustained HBM bandwidth. vLLM gathers the full logits on the driver rank and
-    samples there (every TP rank runs the same sampler on the same logits), so TP does not divide
-    it; `tp` is taken to say so."""
-    del tp  # the sampler runs on full-vocabulary logits on every rank: no TP split
+    accelerator's sustained HBM bandwidth. TP does not divide it: vLLM gathers the full logits and
+    every TP rank runs the same sampler on them."""
     b = SAMPLER_BYTES[sampler]
     if not b:
         return 0.0

@@ -90,7 +90,7 @@ class IterationCost:
         self.graph_pad = tuple(cuda_graph_batch_sizes or ())
         # the sampler's memory-bound passes per sampled row (ServingPlan.sampler, cost.sampler),
         # charged with the LM head: per logit row, so per-count cached like it
-        self.sampler_row_s = sampler_s_per_row(sampler, model.vocab, tp, cluster.accelerator)
+        self.sampler_row_s = sampler_s_per_row(sampler, model.vocab, cluster.accelerator)
         # p2p between stages: one activation tensor per boundary, over NVLink when a stage's TP group
         # and the next share a node
         self._p2p_group = Group.strided(2, tp, cluster)
