@@ -72,6 +72,8 @@ def test_vllm_backend_by_gpu_and_release():
     assert _vllm_padding("vllm 0.14.1", "h100-sxm") == "triton_hopper"  # issue #33155: Triton, swizzled
     assert _vllm_padding("vllm 0.11.0", "h100-sxm") is None  # torch 2.8.0: strided layout, no swizzle
     assert _vllm_padding("vllm", "h100-sxm") is None  # release unknown: nothing assumed
+    assert _vllm_padding("vllm 0.23.1", "h100-sxm") == "triton_hopper"
+    assert _vllm_padding("vllm 0.24.0", "h100-sxm") is None  # PR #46549 frees the loaded scales
     assert _vllm_padding("vllm 0.14.1", "h100-sxm", "VLLM_MXFP4_USE_MARLIN=1") == "marlin"
 
 

@@ -25,9 +25,10 @@ python/triton_kernels/.../hopper_scale.py) pads each expert's scale matrix, outp
 reduction columns, to rows a multiple of 2 x num_warps x 2 x 8 = 256 (num_warps 8, vLLM's value
 outside the batched DeepEP / pplx formats) and columns a multiple of 2. The Hopper value layout of
 the triton_kernels those releases used pads the packed weights only to its 16 x 32-byte tile
-(memory_layout/hopper_value.py: `pack = a*b*c*s*d`), which gpt-oss's shapes already are: no value
+(memory_layout/hopper_value.py pads each axis only to its tile), which gpt-oss's shapes already are: no value
 padding. vLLM only swizzles on Hopper with torch >= 2.8.1 (`_swizzle_mxfp4`: older torch keeps
-triton_kernels' strided layout), i.e. from vLLM 0.11.1 (torch 2.9, vllm issue #27228).
+triton_kernels' strided layout), i.e. from vLLM 0.11.1 (torch 2.9, vllm issue #27228), until PR #46549
+(merged 2026-06-24, taken as from 0.24) frees the loaded scales.
 """
 
 from __future__ import annotations
