@@ -117,6 +117,20 @@ VLLM_ASYNC_DEFAULT_RELEASE = (0, 14)
 #: 65.97 GiB) and Triton in 0.14.1 (issue #33155: "Using Triton backend", 64.38 GiB), so Hopper takes
 #: Marlin up to this release; Ampere and Ada always. A source naming Marlin (VLLM_MXFP4_USE_MARLIN=1) wins.
 VLLM_MXFP4_MARLIN_LAST_HOPPER = (0, 10, 1)
+#: The Triton path swizzles the MXFP4 experts into triton_kernels' Hopper layouts only with torch >=
+#: 2.8.1 (mxfp4_utils.py `_swizzle_mxfp4`; older torch keeps the strided layout), which vLLM first
+#: shipped in 0.11.1 (torch 2.9: vllm-project/vllm issue #27228, "merged and will be in the 0.11.1
+#: release"; 0.10.2-0.11.0 pin torch 2.8.0). From then on Hopper holds the swizzled, padded scale copy
+#: next to the loaded scales and float32 expert biases (cost.expert_padding, `triton_hopper`):
+#: issue #33155's 0.14.1 log prints 64.38 GiB where the checkpoint's tensors are 60.8 GiB.
+VLLM_MXFP4_TRITON_SWIZZLE_RELEASE = (0, 11, 1)
+#: vllm-project/vllm PR #46549 ("[MoE] Free unused MXFP4 scales in OAI Triton Backend", merged
+#: 2026-06-24: the loaded scales "are no longer read by the kernel, so they can be dropped") ends the
+#: double scales. v0.23.0 came out 2026-06-14 (before the merge) and v0.24.0 on 2026-07-01 (AWS DLC
+#: release notes, aws/deep-learning-containers PRs #6244 / #6329); 0.24 is taken as the first release
+#: without the copy. From it only the scale padding and the float32 biases remain (0.25 GiB for
+#: gpt-oss-120b at TP 1, 0.4 %): not set.
+VLLM_MXFP4_TRITON_SCALES_FREED_RELEASE = (0, 24, 0)
 _MARLIN = re.compile(r"marlin", re.IGNORECASE)
 _ASYNC_OFF = re.compile(r"no[-_]async[-_]scheduling|async[-_]scheduling[\"']?\s*[=:]\s*false", re.IGNORECASE)
 _ASYNC_ON = re.compile(r"async[-_]scheduling", re.IGNORECASE)
@@ -174,6 +188,14 @@ def _mxfp4_moe_padding(ctx: EngineContext) -> None:
         why = f"no Triton MXFP4 kernels below compute capability 9.0 ({acc.generation})"
     elif acc.generation == "hopper" and full is not None and full <= VLLM_MXFP4_MARLIN_LAST_HOPPER:
         why = "Hopper before the Triton MXFP4 path (torch 2.8) reached vLLM: Marlin, as issue #23278's 0.10.1 log shows"
+    elif (acc.generation == "hopper" and full is not None
+          and VLLM_MXFP4_TRITON_SWIZZLE_RELEASE <= full < VLLM_MXFP4_TRITON_SCALES_FREED_RELEASE):
+        kw["expert_padding"] = "triton_hopper"
+        ctx.choose("MXFP4 routed experts by the Triton (triton_kernels) backend on Hopper, swizzled with torch "
+                   ">= 2.8.1 (vLLM 0.11.1 to 0.23): the loaded E8M0 scales stay resident next to their swizzled copy "
+                   "(rows padded to 256) and the expert biases are cast to float32 (mxfp4.py "
+                   "process_weights_after_loading, triton_kernels hopper_scale.py)", "expert_padding", "triton_hopper")
+        return
     else:
         return
     kw["expert_padding"] = "marlin"
