@@ -154,3 +154,22 @@ def quoted_number(pattern: str, text: str) -> float:
     m = re.search(pattern, text)
     assert m, pattern
     return float(m.group(1))
+
+
+def check_serve_key_slows_decode(tmp_path, base_yaml: str, key: str, value: str, bad: str) -> None:
+    """A serve config key reaches the plan and lowers output throughput against the same config
+    without it; a value outside its choices is one line naming the key, exit 2, no traceback."""
+    import json
+
+    def serve(extra: str) -> subprocess.CompletedProcess:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(base_yaml + extra)
+        return run_cli("serve", "-c", str(cfg), "--json")
+
+    plain, keyed = serve(""), serve(f"{key}: {value}\n")
+    assert plain.returncode == 0 and keyed.returncode == 0, keyed.stderr
+    out = json.loads(keyed.stdout)
+    assert out["inputs"]["plan"][key] == value
+    assert out["summary"]["output_tokens_per_s"] < json.loads(plain.stdout)["summary"]["output_tokens_per_s"]
+    refused = serve(f"{key}: {bad}\n")
+    assert refused.returncode == 2 and key in refused.stderr and "Traceback" not in refused.stderr

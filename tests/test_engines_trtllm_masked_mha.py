@@ -9,7 +9,6 @@ runs get it) and the CLI; the published effect is TensorRT-LLM's XQA blog, which
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -23,6 +22,8 @@ from parasim.serving import ServingPlan, generate, simulate
 from parasim.serving.itercost import IterationCost
 from parasim.specs.catalog import get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
+
+from tests.conftest import check_serve_key_slows_decode
 
 H100 = ClusterSpec(accelerator=get_accelerator("h100-sxm"), gpus=1)
 
@@ -110,24 +111,11 @@ def test_plan_field_is_checked_and_left_out_by_default():
     assert ServingPlan(decode_attention="per_query_head").to_mapping()["decode_attention"] == "per_query_head"
 
 
-def _serve(tmp_path, extra: str) -> subprocess.CompletedProcess:
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("model: llama-3-8b\ngpu: h100-sxm\nweights: fp8\nkv_dtype: fp8\nrequests: 64\nburst: true\n"
-                   "prompt_tokens: 128\noutput_tokens: 512\n" + extra)
-    return subprocess.run([sys.executable, "-m", "parasim", "serve", "-c", str(cfg), "--json"], capture_output=True,
-                          text=True)
-
-
 def test_cli_config_key(tmp_path):
     """The config key reaches the plan and slows decode; a bad value is one line, exit 2."""
-    plain = _serve(tmp_path, "")
-    per_head = _serve(tmp_path, "decode_attention: per_query_head\n")
-    assert plain.returncode == 0 and per_head.returncode == 0, per_head.stderr
-    out = json.loads(per_head.stdout)
-    assert out["inputs"]["plan"]["decode_attention"] == "per_query_head"
-    assert out["summary"]["output_tokens_per_s"] < json.loads(plain.stdout)["summary"]["output_tokens_per_s"]
-    bad = _serve(tmp_path, "decode_attention: sideways\n")
-    assert bad.returncode == 2 and "decode_attention" in bad.stderr and "Traceback" not in bad.stderr
+    check_serve_key_slows_decode(tmp_path, "model: llama-3-8b\ngpu: h100-sxm\nweights: fp8\nkv_dtype: fp8\nrequests: 64\n"
+                                 "burst: true\nprompt_tokens: 128\noutput_tokens: 512\n", "decode_attention",
+                                 "per_query_head", "sideways")
 
 
 def test_compiled_loop_leaves_it_to_the_python_engine(monkeypatch):

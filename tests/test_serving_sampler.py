@@ -8,10 +8,6 @@ at the edge (a bad value is InputError / exit 2; the default leaves plans' mappi
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hst
@@ -22,6 +18,8 @@ from parasim.serving import ServingPlan, generate
 from parasim.serving.itercost import IterationCost
 from parasim.specs.catalog import get_accelerator, get_model
 from parasim.specs.cluster import ClusterSpec
+
+from tests.conftest import check_serve_key_slows_decode
 
 H100 = ClusterSpec(accelerator=get_accelerator("h100-sxm"), gpus=1)
 
@@ -82,24 +80,10 @@ def test_hostile_values_are_input_errors(value):
     assert e.value.field == "sampler"
 
 
-def _serve(tmp_path, extra: str) -> subprocess.CompletedProcess:
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("model: qwen3-14b\ngpu: h100-sxm\nrequests: 64\nburst: true\n"
-                   "prompt_tokens: 128\noutput_tokens: 256\n" + extra)
-    return subprocess.run([sys.executable, "-m", "parasim", "serve", "-c", str(cfg), "--json"], capture_output=True,
-                          text=True)
-
-
 def test_cli_config_key(tmp_path):
     """The config key reaches the plan and slows decode; a bad value is one line, exit 2."""
-    plain = _serve(tmp_path, "")
-    sort = _serve(tmp_path, "sampler: sort_top_k_top_p\n")
-    assert plain.returncode == 0 and sort.returncode == 0, sort.stderr
-    out = json.loads(sort.stdout)
-    assert out["inputs"]["plan"]["sampler"] == "sort_top_k_top_p"
-    assert out["summary"]["output_tokens_per_s"] < json.loads(plain.stdout)["summary"]["output_tokens_per_s"]
-    bad = _serve(tmp_path, "sampler: quicksort\n")
-    assert bad.returncode == 2 and "sampler" in bad.stderr and "Traceback" not in bad.stderr
+    check_serve_key_slows_decode(tmp_path, "model: qwen3-14b\ngpu: h100-sxm\nrequests: 64\nburst: true\n"
+                                 "prompt_tokens: 128\noutput_tokens: 256\n", "sampler", "sort_top_k_top_p", "quicksort")
 
 
 @pytest.mark.parametrize("sched", ["vllm", "sarathi", "sglang"])
