@@ -101,12 +101,12 @@ def _named_cudnn(cluster, plan, defaults: dict[str, Any]):
     listed among the defaults used, since the release moves the step by several per cent."""
     from dataclasses import replace
 
-    from parasim.cost.attn_shape import CUDNN_DEFAULT
+    from parasim.cost.attn_shape import assumed_cudnn_version
 
     acc = getattr(cluster, "accelerator", None)
-    if plan.cudnn_version is not None or not plan.te_fused_attention or acc is None or acc.generation != "blackwell":
+    version = assumed_cudnn_version(getattr(acc, "generation", None), plan.te_fused_attention, plan.cudnn_version)
+    if version is None:
         return plan, defaults
-    version = ".".join(str(x) for x in CUDNN_DEFAULT)
     return replace(plan, cudnn_version=version), {**defaults, "cudnn_version": version}
 
 

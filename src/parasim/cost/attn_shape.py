@@ -181,6 +181,15 @@ CUDNN_LAWS: tuple[tuple[tuple[int, int], AttnLaw], ...] = (
     ((9, 13), CUDNN_B200), ((9, 18), CUDNN_918_B200), ((9, 22), CUDNN_922_B200))
 #: with no version known: the newest published curve (a current container's)
 CUDNN_DEFAULT = CUDNN_LAWS[-1][0]
+
+
+def assumed_cudnn_version(generation: str | None, te_fused: bool, stated: str | None) -> str | None:
+    """The cuDNN release a run is priced at without saying so: Transformer Engine's fused attention
+    (`te_fused`) on Blackwell with no release `stated` takes CUDNN_DEFAULT's curve, which `train` and
+    `plan train` name among their defaults; None where no curve was assumed."""
+    if stated is not None or not te_fused or generation != "blackwell":
+        return None
+    return ".".join(str(x) for x in CUDNN_DEFAULT)
 _CUDNN_TEXT = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?(?:\.\d+)?(?:-\d+)?")
 
 

@@ -125,7 +125,7 @@ def activation_bytes_per_layer(model: ModelSpec, *, seq: int, micro_batch: int, 
     # replicated over TP unless SP: two norm inputs (4), QKV and MLP inputs (2 + 2), dropout masks.
     # An MoE layer's MLP input is its own norm's 16-bit output (the router and the dispatcher read it;
     # the experts keep their quantized copy among the MoE buffers), not a linear layer's saved copy
-    moe_share = model.moe_layers / model.layers if model.is_moe else 0.0
+    moe_share = model.moe_layer_share
     mlp_in = 2 * (moe_share + (1 - moe_share) * lin)
     replicated = 4 + 2 * lin + mlp_in + 2 * drop
     if model.parallel_attn:

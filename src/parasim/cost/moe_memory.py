@@ -66,7 +66,7 @@ def recomputed_norms(model: ModelSpec, modules: frozenset[str], *, fused_norms: 
     n = 1.0 if (model.mla is not None or not fused_norms) and "attn" not in graph_scopes else 0.0
     if model.parallel_attn:
         return n
-    moe_share = (model.moe_layers / model.layers if model.is_moe else 0.0) if moe_layer is None else float(moe_layer)
+    moe_share = model.moe_layer_share if moe_layer is None else float(moe_layer)
     moe_norm = 0.0 if "moe_router" in graph_scopes else moe_share
     return n + (moe_norm + (1.0 - moe_share) if not fused_norms else moe_norm)
 
@@ -84,8 +84,7 @@ def recompute_freed_units(model: ModelSpec, modules: frozenset[str], linear_inpu
         n = recomputed_norms(model, modules, fused_norms=fused_norms, graph_scopes=graph_scopes)
         # an MoE layer's pre-MLP norm output is kept at 16 bits (`activation_bytes_per_layer`), the
         # others as a linear layer's saved input
-        moe_norm = (model.moe_layers / model.layers if model.is_moe and not model.parallel_attn
-                    and "moe_router" not in graph_scopes else 0.0)
+        moe_norm = model.moe_layer_share if not model.parallel_attn and "moe_router" not in graph_scopes else 0.0
         replicated += 2.0 * (linear_input * (n - moe_norm) + moe_norm)
     if "moe_act" in modules and model.is_moe:  # the routed experts' activation output
         split += 2.0 * model.moe_ffn_hidden * model.experts_per_token / h * linear_input

@@ -226,7 +226,7 @@ def peak_memory_bytes(model: ModelSpec, d: dict[str, Any], generation: str) -> f
     lin = saved_linear_input_bytes(d["precision"], d.get("kernels", "fused"))
     if model.is_moe and d["recompute"] not in ("full", "selective_op"):
         moe = moe_buffer_bytes_per_token(model, tp=tp, etp=d.get("etp") or tp, sp=sp,
-                                         act_bytes=2.0 if lin is None else lin) * model.moe_layers / model.layers
+                                         act_bytes=2.0 if lin is None else lin) * model.moe_layer_share
     mods = d.get("recompute_modules") if d["recompute"] == "selective" else None
     per_layer = activation_bytes_per_layer(model, seq=seq, micro_batch=mb, tp=tp, sp=sp, cp=cp,
                                            recompute=d["recompute"], flash=d.get("attention", "flash") != "unfused",
@@ -558,13 +558,14 @@ def _cudnn_default(ranked: list[dict], clusters: dict) -> dict:
     """The cuDNN release assumed for Transformer Engine attention on Blackwell when no ranked plan names
     one (cost.attn_shape.CUDNN_DEFAULT), as `parasim train` lists it among its defaults: the release
     moves a Blackwell step by several per cent, so a ranking priced at it says so."""
-    from parasim.cost.attn_shape import CUDNN_DEFAULT
+    from parasim.cost.attn_shape import assumed_cudnn_version
 
     for row in ranked:
         acc = getattr(clusters.get((row["gpu"], row["gpus"])), "accelerator", None)
-        if (row.get("cudnn_version") is None and row.get("kernels") == "fused" and row.get("attention") == "flash"
-                and acc is not None and acc.generation == "blackwell"):
-            return {"cudnn_version": ".".join(str(x) for x in CUDNN_DEFAULT)}
+        te_fused = row.get("kernels") == "fused" and row.get("attention") == "flash"  # TrainingPlan.te_fused_attention
+        version = assumed_cudnn_version(getattr(acc, "generation", None), te_fused, row.get("cudnn_version"))
+        if version is not None:
+            return {"cudnn_version": version}
     return {}
 
 

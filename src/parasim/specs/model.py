@@ -235,6 +235,12 @@ class ModelSpec:
         return self.layers - self.dense_layers if self.is_moe else 0
 
     @property
+    def moe_layer_share(self) -> float:
+        """The share of the layers that are MoE layers (0 for a dense model): what an average-layer
+        figure weighs an MoE layer's own terms by."""
+        return self.moe_layers / self.layers
+
+    @property
     def q_dim(self) -> int:
         """Width of the query projection output (heads x query head dim)."""
         if self.mla:

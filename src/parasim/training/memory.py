@@ -103,7 +103,7 @@ def moe_buffers_per_token(model: ModelSpec, plan: TrainingPlan, load: float = 1.
     lin = saved_linear_input_bytes(plan.precision, plan.kernels)
     per_moe = moe_buffer_bytes_per_token(model, tp=plan.tp, etp=plan.expert_tp, sp=plan.sequence_parallel and plan.tp > 1,
                                          load=load, act_bytes=2.0 if lin is None else lin)
-    return per_moe * model.moe_layers / model.layers
+    return per_moe * model.moe_layer_share
 
 
 def chunk_activation_bytes(pp: int, v: int, layout: str, counts, per_layer: float, emb: float,

@@ -864,12 +864,13 @@ def _rank_tail(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, run: 
     grad_c = ag_c = 0.0
     kind = "all_reduce" if plan.zero == 0 else "reduce_scatter"
     shards = _replica_groups(model, cluster, plan, r, params, vcounts)
+    hybrid = plan.zero >= 3 and plan.fsdp_replicas > 1  # ZeRO-3 sharded within groups, copied across them
     if plan.zero < 3:
         for n, group in shards:
             grad_c += collective_time_s(kind, n * plan.grad_bytes, group, cluster)
             if plan.zero >= 1:
                 ag_c += collective_time_s("all_gather", n * PARAM_GATHER_BYTES, group, cluster)
-    elif plan.fsdp_replicas > 1:
+    elif hybrid:
         # hybrid sharding: after each shard group's reduce-scatter, the replicas of a shard all-reduce it
         # (PyTorch FSDP HYBRID_SHARD: reduce-scatter intra-group, then all-reduce inter-group; MaxText's
         # dcn_data_parallelism), bucketed behind the backward like a DDP gradient
@@ -878,7 +879,7 @@ def _rank_tail(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, run: 
         grad_c = collective_time_s(kind, params / plan.fsdp_group * plan.grad_bytes, replicas, cluster)
     bucket = max(DDP_BUCKET_PARAMS, 1e6 * dpg)
     last_frac = min(1.0, bucket / max(params, 1.0))
-    if plan.zero >= 3 and plan.fsdp_replicas > 1:
+    if hybrid:
         last_frac = min(1.0, plan.pp / model.layers)  # one FSDP unit (a layer): the first layer's all-reduce
     if plan.overlap_grad_reduce and grad_c > 0:
         finish = max(run.last_bwd_start_s[r] + grad_c, end + grad_c * last_frac)
@@ -898,7 +899,7 @@ def _rank_tail(model: ModelSpec, cluster: ClusterSpec, plan: TrainingPlan, run: 
     else:
         ag_exposed = ag_c
     local = sum(n / (g.n if plan.zero >= 1 else 1) for n, g in shards)
-    if plan.zero >= 3 and plan.fsdp_replicas > 1:
+    if hybrid:
         local = params / plan.fsdp_group  # each GPU steps its shard (the replicas step the same one)
     opt_bytes, opt_kernels = adam_bytes_per_param(plan.kernels, plan.param_state)
     opt = memory_time_s(local * opt_bytes, cluster.accelerator, kernels=opt_kernels)
@@ -954,7 +955,7 @@ def _mix(model: ModelSpec, dense: LayerTimes | None, moe: LayerTimes | None) -> 
         return dense
     if dense is None:
         return moe
-    a, b = model.dense_layers / model.layers, model.moe_layers / model.layers
+    a, b = model.dense_layers / model.layers, model.moe_layer_share
     parts = {k: a * dense.parts.get(k, 0.0) + b * moe.parts.get(k, 0.0) for k in moe.parts}
     return LayerTimes(a * dense.fwd_compute + b * moe.fwd_compute, a * dense.fwd_comm + b * moe.fwd_comm,
                       a * dense.bwd_compute + b * moe.bwd_compute, a * dense.bwd_comm + b * moe.bwd_comm,
