@@ -195,9 +195,9 @@ class LayerCost:
         self._wo_tile = MARLIN_TILE_M if is_weight_only(weight_dtype, self.acc) else 0
         # ... whose dequantization slows their MMA where Marlin runs them (cost.quant.marlin_rate);
         # `marlin_moe`: the routed experts run the Marlin MoE kernel (plan expert_padding: marlin)
-        self._wo_rate = {"dense": marlin_rate(self.acc) if marlin_runs(self.acc) else 1.0,
-                         "experts": marlin_rate(self.acc) if marlin_runs(self.acc, experts=True,
-                                                                          marlin_moe=marlin_moe) else 1.0}
+        marlin = marlin_rate(self.acc)
+        self._wo_rate = {"dense": marlin if marlin_runs(self.acc) else 1.0,
+                         "experts": marlin if marlin_runs(self.acc, experts=True, marlin_moe=marlin_moe) else 1.0}
         self.moe_gemm = moe_gemm  # grouped expert GEMM kernel family: its row tile by batch (cost.moe_tile)
         self.adt = act_dtype
         self._fmt = self._part_formats(quant)

@@ -89,13 +89,14 @@ _DP_SIZE = re.compile(r"--dp(?:[-_]size)?\s*[=:]?\s*(\d+)", re.IGNORECASE)
 #: (not 0.4.4.postN); in 0.4.0 - 0.4.1 it also turns the overlap scheduler off (released wheels' server_args.py)
 DP_ATTN_AUTO = ((0, 4, 0), (0, 4, 4))
 DP_ATTN_NO_OVERLAP_LAST = (0, 4, 1)
-_SGLANG_RELEASE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?(\.post\d+)?", re.IGNORECASE)
+_POST_BUILD = re.compile(r"\d+\.\d+\.\d+\.post\d+", re.IGNORECASE)
 
 
 def _release3(software: str) -> tuple[tuple[int, int, int], bool] | None:
-    """(major, minor, patch) of the first version in `software` and whether it is a .postN build."""
-    m = _SGLANG_RELEASE.search(software)
-    return ((int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)), bool(m.group(4))) if m else None
+    """(major, minor, patch) of the first version in `software` (engines.software's reading) and
+    whether it is a .postN build."""
+    rel = release(software)
+    return ((*rel, release_patch(software)), bool(_POST_BUILD.search(software))) if rel else None
 
 
 def dp_attention_auto(software: str, text: str) -> bool:

@@ -263,7 +263,7 @@ def trtllm_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: i
                            f"TensorRT-LLM {rel[0]}.{rel[1]}: in-flight batching with chunked context; "
                            f"max_num_tokens {TRTLLM_MAX_NUM_TOKENS}, max_batch_size {TRTLLM_MAX_BATCH} (trtllm-build defaults)")
     batch, tokens = trtllm_bench_settings(model, acc, tp=tp, pp=pp, isl=isl, osl=osl, weights=weights, kv_dtype=kv_dtype)
-    pytorch = not tensorrt_engine(software) and (rel is None or rel >= (0, 19) or "pytorch" in software.lower())
+    pytorch = not tensorrt_engine(software)  # from 0.19, or where the software names the PyTorch backend
     if pytorch:
         tokens = max(tokens, max_isl + batch)
         flow = "trtllm-bench, PyTorch backend, no chunked prefill; max_num_tokens >= max ISL + max_batch_size"
@@ -281,13 +281,13 @@ def trtllm_setup(software: str, model: ModelSpec, acc: AcceleratorSpec, *, tp: i
 #: trtllm-bench flags a source may state (--max_batch_size is per rank)
 _FLAGS = SourceFlags(max_batch_size=r"max[-_]batch[-_]size", max_num_tokens=r"max[-_]num[-_]tokens",
                      kv_cache_free_gpu_mem_fraction=r"kv[-_]cache[-_]free[-_]gpu[-_]mem[-_]fraction")
-#: the PyTorch flow's overlap scheduler as a source states it (LLM-API options, YAML or Python)
 #: the executor's capacity policy as a source states it (C++ executor `CapacitySchedulerPolicy`; the MLPerf
 #: harness's `batch_scheduler_policy` / `--trtllm_batch_sched_policy` values `max_util` and `no_evict`)
 _POLICY = re.compile(r"(?:batch[-_]sched(?:uler)?[-_]policy|scheduler[-_]policy)[\"']?\s*[:=]?\s*[\"']?"
                      r"(max[-_]util(?:ization)?|(?:guaranteed[-_])?no[-_]evict)", re.IGNORECASE)
 #: chunked context as a source states it (`enable_chunked_context: true|false`, `--enable_chunked_context`)
 _CHUNKED = re.compile(r"enable[-_]chunked[-_]context[\"']?(?:\s*[:=]\s*(true|false)\b)?", re.IGNORECASE)
+#: the PyTorch flow's overlap scheduler as a source states it (LLM-API options, YAML or Python)
 _OVERLAP_OFF = re.compile(r"disable[-_]overlap[-_]scheduler[\"']?\s*[:=]\s*(?:true|1)\b", re.IGNORECASE)
 _OVERLAP_ON = re.compile(r"enable[-_]overlap[-_]scheduler[\"']?\s*[:=]\s*(?:true|1)\b", re.IGNORECASE)
 #: the first release whose PyTorch flow runs the overlap scheduler by default (PR #4174; 0.20.0 release notes)
